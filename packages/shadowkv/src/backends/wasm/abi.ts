@@ -1,0 +1,47 @@
+// Typed view of the wasm runtime's C ABI (runtime/wasm/abi.h). NOTE: enums must match abi.h.
+
+/** Storage dtype codes of `skv_dtype`. */
+export const DTYPE_CODE = { f32: 0, f16: 1, bf16: 2 } as const;
+/** RoPE pairing codes of `skv_rope_style`. */
+export const ROPE_STYLE_CODE = { half: 0, interleaved: 1 } as const;
+/** Status codes of `skv_status`. */
+export const STATUS = { ok: 0, alloc: 1, arg: 2 } as const;
+
+/** Bytes of one `skv_segment` in wasm32: k, v, n, ld as four i32. */
+export const SEGMENT_BYTES = 16;
+
+type Ptr = number;
+
+/** The exports of `shadowkv*.wasm`; pointers are byte offsets into `memory` (read them with `>>> 0`). */
+export interface WasmExports {
+  memory: WebAssembly.Memory;
+  _initialize?: () => void;
+  skv_malloc(bytes: number): Ptr;
+  skv_free(p: Ptr): void;
+  skv_convert(src: Ptr, srcDtype: number, dst: Ptr, dstDtype: number, n: number): void;
+  skv_convert_rows(src: Ptr, srcDtype: number, srcLd: number, dst: Ptr, dstDtype: number, dstLd: number, rows: number, cols: number): void;
+  skv_gemm(
+    M: number, N: number, K: number, alpha: number,
+    A: Ptr, aDtype: number, lda: number, transA: number, aRows: Ptr,
+    B: Ptr, bDtype: number, ldb: number, transB: number,
+    beta: number, C: Ptr, ldc: number,
+  ): void;
+  skv_rope(x: Ptr, rows: number, d: number, ldx: number, positions: Ptr, invFreq: Ptr, style: number, direction: number): void;
+  skv_low_rank_keys(
+    K: Ptr, S: number, D: number, rank: number, oversample: number, powerIters: number, seed: number,
+    U: Ptr, SV: Ptr, proj: Ptr, sigma: Ptr,
+  ): number;
+  skv_landmarks(keys: Ptr, dtype: number, ldk: number, nChunks: number, C: number, d: number, landmarks: Ptr, minCos: Ptr): void;
+  skv_select_chunks(scores: Ptr, n: number, k: number, largest: number, out: Ptr): number;
+  skv_score_chunks(q: Ptr, g: number, d: number, scale: number, landmarks: Ptr, dtype: number, n: number, scores: Ptr, work: Ptr): void;
+  skv_rebuild_keys(
+    U: Ptr, uDtype: number, rank: number, SVh: Ptr, svDtype: number, ldsv: number, d: number,
+    chunkIds: Ptr, outSlots: Ptr, nChunks: number, C: number, invFreq: Ptr, style: number,
+    out: Ptr, outDtype: number, ldo: number,
+  ): void;
+  skv_sparse_attention(q: Ptr, g: number, d: number, scale: number, segs: Ptr, nseg: number, kvDtype: number, out: Ptr): void;
+  skv_causal_attention(
+    q: Ptr, g: number, Sq: number, d: number, scale: number, offset: number,
+    k: Ptr, v: Ptr, kvDtype: number, out: Ptr,
+  ): void;
+}

@@ -1,0 +1,129 @@
+import { ConfigError } from './errors/ConfigError.js';
+import type { DType } from './tensor.js';
+
+/** Options every cache takes. */
+export interface CacheOptions {
+  /**
+   * Batch rows (sequences) the cache holds.
+   * - default: `1`
+   */
+  batch?: number;
+  /**
+   * Storage dtype of everything the cache keeps (arithmetic is f32).
+   * - default: `'bf16'`
+   */
+  dtype?: DType;
+  /**
+   * Capacity of one sequence in tokens; a call past it throws `CapacityError`.
+   * - default: `262144`
+   */
+  maxTokens?: number;
+}
+
+/** ShadowKV's knobs; defaults are the paper's (Llama-3-8B, 128K context). */
+export interface ShadowKVOptions {
+  /**
+   * Rank `r` of the pre-RoPE key factorization `K ≈ U · SV`.
+   * - default: `160`
+   */
+  rank?: number;
+  /**
+   * Tokens per chunk `C`; one landmark per chunk.
+   * - default: `8`
+   */
+  chunkSize?: number;
+  /**
+   * Tokens selected per kv head and decode step (a multiple of `chunkSize`).
+   * - default: `2048` (1.56 % of 128K)
+   */
+  budget?: number;
+  /**
+   * Outlier chunks per kv head, kept exact on the device.
+   * - default: `floor(budget / 1024 * 24)`, i.e. 48 at 2048
+   */
+  outlierChunks?: number;
+  /**
+   * Last prompt tokens kept exact (the local window).
+   * - default: `32`
+   */
+  localTokens?: number;
+  /**
+   * First tokens whose chunks are always kept exact (attention sinks), on top of the outliers.
+   * - default: `0` (chunk 0 is usually an outlier anyway)
+   */
+  sinkTokens?: number;
+  /**
+   * Generated / appended tokens kept exact beyond the local window before their oldest chunks
+   * are compressed like the prompt.
+   * - default: `1024`
+   */
+  maxRecentTokens?: number;
+  /**
+   * Sequences shorter than this stay dense (exact); they are compressed once they reach it.
+   * - default: `4096`
+   */
+  denseThreshold?: number;
+  /**
+   * Extra columns of the randomized factorization.
+   * - default: `16`
+   */
+  svdOversample?: number;
+  /**
+   * Subspace iterations of the randomized factorization.
+   * - default: `2`
+   */
+  svdPowerIters?: number;
+}
+
+/** Resolved cache options. */
+export type ResolvedCacheOptions = Required<CacheOptions>;
+/** Resolved ShadowKV options. */
+export type ResolvedShadowKVOptions = Required<ShadowKVOptions>;
+
+function check(ok: boolean, message: string): void {
+  if (!ok) throw new ConfigError(message);
+}
+
+const isInt = (v: number, min: number) => Number.isInteger(v) && v >= min;
+
+/** Defaults overridden by the options that are set (undefined means "use the default"). */
+function withDefaults<T extends object>(defaults: Required<T>, o: T): Required<T> {
+  return { ...defaults, ...Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) };
+}
+
+/** Fills defaults into cache options and checks them. */
+export function resolveCacheOptions(o: CacheOptions = {}): ResolvedCacheOptions {
+  const r = withDefaults<CacheOptions>({ batch: 1, dtype: 'bf16', maxTokens: 262144 }, o);
+  check(isInt(r.batch, 1), `batch must be an integer >= 1, got ${r.batch}`);
+  check(['f32', 'f16', 'bf16'].includes(r.dtype), `dtype must be 'f32', 'f16' or 'bf16', got '${String(r.dtype)}'`);
+  check(isInt(r.maxTokens, 1), `maxTokens must be an integer >= 1, got ${r.maxTokens}`);
+  return r;
+}
+
+/** Fills defaults into ShadowKV options and checks their ranges. */
+export function resolveShadowKVOptions(o: ShadowKVOptions = {}): ResolvedShadowKVOptions {
+  const budget = o.budget ?? 2048;
+  const r = withDefaults<ShadowKVOptions>({
+    rank: 160,
+    chunkSize: 8,
+    budget,
+    outlierChunks: Math.floor((budget / 1024) * 24),
+    localTokens: 32,
+    sinkTokens: 0,
+    maxRecentTokens: 1024,
+    denseThreshold: 4096,
+    svdOversample: 16,
+    svdPowerIters: 2,
+  }, o);
+  check(isInt(r.rank, 1), `rank must be an integer >= 1, got ${r.rank}`);
+  check(isInt(r.chunkSize, 1), `chunkSize must be an integer >= 1, got ${r.chunkSize}`);
+  check(isInt(r.budget, r.chunkSize) && r.budget % r.chunkSize === 0, `budget must be a positive multiple of chunkSize (${r.chunkSize}), got ${r.budget}`);
+  check(isInt(r.outlierChunks, 0), `outlierChunks must be an integer >= 0, got ${r.outlierChunks}`);
+  check(isInt(r.localTokens, 0), `localTokens must be an integer >= 0, got ${r.localTokens}`);
+  check(isInt(r.sinkTokens, 0), `sinkTokens must be an integer >= 0, got ${r.sinkTokens}`);
+  check(isInt(r.maxRecentTokens, r.chunkSize), `maxRecentTokens must be an integer >= chunkSize (${r.chunkSize}), got ${r.maxRecentTokens}`);
+  check(isInt(r.denseThreshold, 1), `denseThreshold must be an integer >= 1, got ${r.denseThreshold}`);
+  check(isInt(r.svdOversample, 0), `svdOversample must be an integer >= 0, got ${r.svdOversample}`);
+  check(isInt(r.svdPowerIters, 0), `svdPowerIters must be an integer >= 0, got ${r.svdPowerIters}`);
+  return r;
+}

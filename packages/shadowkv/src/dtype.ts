@@ -1,0 +1,81 @@
+import type { DType, Tensor, TensorData } from './tensor.js';
+
+const f32 = new Float32Array(1);
+const u32 = new Uint32Array(f32.buffer);
+
+/** Bytes per element of a storage dtype. */
+export const DTYPE_BYTES: Record<DType, number> = { f32: 4, f16: 2, bf16: 2 };
+
+/** Rounds an f32 to bf16 bits (nearest even; NaN stays NaN). */
+export function f32ToBf16(x: number): number {
+  f32[0] = x;
+  const bits = u32[0]!;
+  if ((bits & 0x7fffffff) > 0x7f800000) return (bits >>> 16) | 0x40; // quiet NaN
+  return ((bits + 0x7fff + ((bits >>> 16) & 1)) >>> 16) & 0xffff;
+}
+
+/** Widens bf16 bits to a number. */
+export function bf16ToF32(h: number): number {
+  u32[0] = h << 16;
+  return f32[0]!;
+}
+
+/** Rounds an f32 to IEEE half bits (nearest even, subnormals, overflow to Infinity). */
+export function f32ToF16(x: number): number {
+  f32[0] = x;
+  const bits = u32[0]!;
+  const sign = (bits >>> 16) & 0x8000;
+  const exp = (bits >>> 23) & 0xff;
+  let mant = bits & 0x7fffff;
+  if (exp === 0xff) return sign | 0x7c00 | (mant ? 0x200 : 0);
+  let e = exp - 127 + 15;
+  if (e >= 0x1f) return sign | 0x7c00;
+  if (e <= 0) {
+    if (e < -10) return sign;
+    mant |= 0x800000;
+    const shift = 14 - e;
+    const half = 1 << (shift - 1);
+    const rounded = mant + half - 1 + ((mant >>> shift) & 1);
+    return sign | (rounded >>> shift);
+  }
+  const rounded = mant + 0xfff + ((mant >>> 13) & 1);
+  if (rounded & 0x800000) {
+    mant = 0;
+    e += 1;
+    if (e >= 0x1f) return sign | 0x7c00;
+  } else {
+    mant = rounded;
+  }
+  return sign | (e << 10) | ((mant >>> 13) & 0x3ff);
+}
+
+/** Widens IEEE half bits to a number. */
+export function f16ToF32(h: number): number {
+  const sign = h & 0x8000 ? -1 : 1;
+  const exp = (h >>> 10) & 0x1f;
+  const mant = h & 0x3ff;
+  if (exp === 0) return sign * mant * 2 ** -24;
+  if (exp === 0x1f) return mant ? NaN : sign * Infinity;
+  return sign * (1 + mant / 1024) * 2 ** (exp - 15);
+}
+
+/** Reads a tensor's elements as f32, whatever its dtype. */
+export function toFloat32(t: Tensor): Float32Array {
+  if (t.dtype === 'f32') return t.data as Float32Array;
+  const widen = t.dtype === 'bf16' ? bf16ToF32 : f16ToF32;
+  return Float32Array.from(t.data as Uint16Array, widen);
+}
+
+/** Converts numbers to a dtype's host array (rounding to nearest even). */
+export function fromNumbers(values: ArrayLike<number>, dtype: DType): TensorData {
+  if (dtype === 'f32') return Float32Array.from(values);
+  const narrow = dtype === 'bf16' ? f32ToBf16 : f32ToF16;
+  const out = new Uint16Array(values.length);
+  for (let i = 0; i < values.length; i++) out[i] = narrow(values[i]!);
+  return out;
+}
+
+/** True when `data` is the host array type of `dtype`. */
+export function dataMatches(data: TensorData, dtype: DType): boolean {
+  return dtype === 'f32' ? data instanceof Float32Array : data instanceof Uint16Array;
+}

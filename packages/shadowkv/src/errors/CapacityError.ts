@@ -1,0 +1,9 @@
+import { ShadowKVError } from './ShadowKVError.js';
+
+/** A call would grow a sequence past `maxTokens`. */
+export class CapacityError extends ShadowKVError {
+  /** @internal */
+  constructor(message: string) {
+    super('SKV_CAPACITY', message);
+  }
+}

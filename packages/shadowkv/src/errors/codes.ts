@@ -1,0 +1,15 @@
+/** Every error code shadowkv throws; `err.code` is one of these. */
+export type ErrorCode =
+  | 'SKV_SHAPE'
+  | 'SKV_DTYPE'
+  | 'SKV_LAYER_INDEX'
+  | 'SKV_SEQUENCE_INDEX'
+  | 'SKV_CAPACITY'
+  | 'SKV_NON_FINITE'
+  | 'SKV_DISPOSED'
+  | 'SKV_SNAPSHOT'
+  | 'SKV_CONFIG'
+  | 'SKV_NO_DEVICE'
+  | 'SKV_NO_BINARY'
+  | 'SKV_WASM_INIT'
+  | 'SKV_OUT_OF_MEMORY';

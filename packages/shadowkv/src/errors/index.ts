@@ -1,0 +1,15 @@
+export type { ErrorCode } from './codes.js';
+export { ShadowKVError } from './ShadowKVError.js';
+export { ShapeError } from './ShapeError.js';
+export { DTypeError } from './DTypeError.js';
+export { LayerIndexError } from './LayerIndexError.js';
+export { SequenceIndexError } from './SequenceIndexError.js';
+export { CapacityError } from './CapacityError.js';
+export { NonFiniteError } from './NonFiniteError.js';
+export { DisposedError } from './DisposedError.js';
+export { SnapshotError } from './SnapshotError.js';
+export { ConfigError } from './ConfigError.js';
+export { NoDeviceError } from './NoDeviceError.js';
+export { NoBinaryError } from './NoBinaryError.js';
+export { WasmInitError } from './WasmInitError.js';
+export { OutOfMemoryError } from './OutOfMemoryError.js';

@@ -1,0 +1,103 @@
+import type { Device, DeviceBuffer, View } from '../backends/Device.js';
+import type { DType } from '../tensor.js';
+
+/**
+ * Exact post-RoPE keys and values of consecutive tokens on the device, head-major
+ * `[kvHeads][capacity][headDim]` so each head's rows are contiguous for attention.
+ * Grows by doubling; `drop` removes the oldest tokens.
+ */
+export class ExactRegion {
+  k: DeviceBuffer; // [Hkv, cap, d]
+  v: DeviceBuffer; // [Hkv, cap, d]
+  capacity: number;
+  count = 0;
+
+  constructor(
+    private readonly device: Device,
+    private readonly heads: number,
+    private readonly d: number,
+    private readonly dtype: DType,
+    private readonly tag: string,
+    capacity = 64,
+  ) {
+    this.capacity = capacity;
+    this.k = device.alloc(heads * capacity * d, dtype, tag);
+    this.v = device.alloc(heads * capacity * d, dtype, tag);
+  }
+
+  /** Key rows of head h. */
+  headK(h: number, row = 0): View {
+    return { buf: this.k, offset: (h * this.capacity + row) * this.d };
+  }
+
+  /** Value rows of head h. */
+  headV(h: number, row = 0): View {
+    return { buf: this.v, offset: (h * this.capacity + row) * this.d };
+  }
+
+  /** Makes room for `tokens` more rows. */
+  reserve(tokens: number): void {
+    const need = this.count + tokens;
+    if (need <= this.capacity) return;
+    const capacity = Math.max(need, this.capacity * 2);
+    const { heads, d } = this;
+    for (const key of ['k', 'v'] as const) {
+      const old = this[key];
+      const grown = this.device.alloc(heads * capacity * d, this.dtype, this.tag);
+      for (let h = 0; h < heads; h++) {
+        this.device.copy({ buf: grown, offset: h * capacity * d }, { buf: old, offset: h * this.capacity * d }, this.count * d);
+      }
+      this.device.free(old);
+      this[key] = grown;
+    }
+    this.capacity = capacity;
+  }
+
+  /** Appends `tokens` rows to head h (converted to the storage dtype); call `commit` after the last head. */
+  write(h: number, k: View, v: View, tokens: number): void {
+    this.device.convert(this.headK(h, this.count), k, tokens * this.d);
+    this.device.convert(this.headV(h, this.count), v, tokens * this.d);
+  }
+
+  commit(tokens: number): void {
+    this.count += tokens;
+  }
+
+  /** Removes the oldest `tokens` rows of every head. */
+  drop(tokens: number): void {
+    const rest = (this.count - tokens) * this.d;
+    for (let h = 0; h < this.heads; h++) {
+      this.device.copy(this.headK(h), this.headK(h, tokens), rest);
+      this.device.copy(this.headV(h), this.headV(h, tokens), rest);
+    }
+    this.count -= tokens;
+  }
+
+  /** Rows `[0, count)` of every head, `[Hkv][count][d]`, for snapshots. */
+  snapshot(): { k: Float32Array | Uint16Array; v: Float32Array | Uint16Array } {
+    const read = (buf: DeviceBuffer) => {
+      const parts = Array.from({ length: this.heads }, (_, h) => this.device.read({ buf, offset: h * this.capacity * this.d } as never, this.count * this.d) as Float32Array | Uint16Array);
+      const out = this.dtype === 'f32' ? new Float32Array(this.heads * this.count * this.d) : new Uint16Array(this.heads * this.count * this.d);
+      parts.forEach((p, h) => out.set(p as never, h * this.count * this.d));
+      return out;
+    };
+    return { k: read(this.k), v: read(this.v) };
+  }
+
+  /** Refills from a snapshot taken by `snapshot()`. */
+  restore(count: number, k: Float32Array | Uint16Array, v: Float32Array | Uint16Array): void {
+    this.count = 0;
+    this.reserve(count);
+    const n = count * this.d;
+    for (let h = 0; h < this.heads; h++) {
+      this.device.write(this.headK(h), k.subarray(h * n, (h + 1) * n));
+      this.device.write(this.headV(h), v.subarray(h * n, (h + 1) * n));
+    }
+    this.count = count;
+  }
+
+  free(): void {
+    this.device.free(this.k);
+    this.device.free(this.v);
+  }
+}

@@ -1,0 +1,28 @@
+// Chunk landmarks: the mean of each chunk's post-RoPE keys, and how well the mean represents the
+// chunk (the smallest cosine between the mean and a key), which picks the outlier chunks.
+#include <math.h>
+#include "dtype.h"
+#include "scratch.h"
+#include "simd.h"
+
+SKV_EXPORT void skv_landmarks(const void* keys, int dtype, int ldk, int n_chunks, int C, int d,
+                              float* landmarks, float* min_cos) {
+  if (n_chunks <= 0 || C <= 0 || d <= 0) return;
+  Scratch<float> rows((size_t)C * d);  // [C x d] one chunk in f32
+  for (int c = 0; c < n_chunks; c++) {
+    float* L = landmarks + (size_t)c * d;  // [d]
+    for (int t = 0; t < C; t++)
+      load_f32(dtype_at(keys, dtype, ((size_t)c * C + t) * ldk), dtype, d, rows + (size_t)t * d);
+    for (int j = 0; j < d; j++) L[j] = 0.f;
+    for (int t = 0; t < C; t++) vaxpy(1.f, rows + (size_t)t * d, L, d);
+    vscale(1.f / (float)C, L, d);
+    float nl = sqrtf(vdot(L, L, d)), lo = INFINITY;
+    for (int t = 0; t < C; t++) {
+      const float* k = rows + (size_t)t * d;
+      float denom = nl * sqrtf(vdot(k, k, d));
+      float cs = vdot(L, k, d) / (denom > 1e-30f ? denom : 1e-30f);
+      lo = cs < lo ? cs : lo;
+    }
+    min_cos[c] = lo;
+  }
+}

@@ -1,0 +1,130 @@
+// Truncated factorization of pre-RoPE keys: K [S x D] ~ U SV, from the Gram matrix G = K^T K.
+// Steps: 1. G (the expensive part: S D^2 / 2 MACs); 2. randomized subspace iteration on G;
+// 3. Rayleigh-Ritz with a float64 Jacobi eigensolve; 4. SV, proj, sigma; 5. U = K proj.
+#include <math.h>
+#include <stdlib.h>
+#include <algorithm>
+#include "abi.h"
+#include "jacobi.h"
+
+namespace {
+
+// G [D x D] = K^T K: only the upper block triangle goes through the GEMM, then it is mirrored.
+void gram(const float* K, int S, int D, float* G) {
+  const int bs = 128;
+  for (int i0 = 0; i0 < D; i0 += bs)
+    for (int j0 = i0; j0 < D; j0 += bs)
+      skv_gemm(std::min(bs, D - i0), std::min(bs, D - j0), S, 1.f, K + i0, SKV_F32, D, 1, nullptr,
+               K + j0, SKV_F32, D, 0, 0.f, G + (size_t)i0 * D + j0, D);
+  for (int i = 0; i < D; i++)
+    for (int j = 0; j < i; j++) G[(size_t)i * D + j] = G[(size_t)j * D + i];
+}
+
+double ddot(const double* a, const double* b, int n) {
+  double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+  int i = 0;
+  for (; i + 4 <= n; i += 4) { s0 += a[i] * b[i]; s1 += a[i + 1] * b[i + 1]; s2 += a[i + 2] * b[i + 2]; s3 += a[i + 3] * b[i + 3]; }
+  for (; i < n; i++) s0 += a[i] * b[i];
+  return (s0 + s1) + (s2 + s3);
+}
+
+// Deterministic uniform(-1, 1) from splitmix64, so every runtime build draws the same Omega.
+double uniform(uint64_t& state) {
+  uint64_t z = (state += 0x9E3779B97F4A7C15ull);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  z ^= z >> 31;
+  return (double)(z >> 11) * 0x1.0p-52 - 1.0;
+}
+
+// Q [l x D] (float64, one basis vector per row) = orthonormal basis of the rows of X [l x D].
+// Modified Gram-Schmidt run twice ("twice is enough"); a column that vanishes (S < l, or K = 0)
+// is replaced by a random direction so Q stays orthonormal.
+void orthonormalize(const float* X, int l, int D, double* Q, uint64_t& rng) {
+  for (int j = 0; j < l; j++) {
+    double* q = Q + (size_t)j * D;
+    for (int k = 0; k < D; k++) q[k] = X[(size_t)j * D + k];
+    for (int attempt = 0; attempt < 8; attempt++) {
+      double n0 = sqrt(ddot(q, q, D));
+      for (int pass = 0; pass < 2; pass++)
+        for (int i = 0; i < j; i++) {
+          const double* qi = Q + (size_t)i * D;
+          double r = ddot(qi, q, D);
+          for (int k = 0; k < D; k++) q[k] -= r * qi[k];
+        }
+      double n1 = sqrt(ddot(q, q, D));
+      if (n1 > 1e-12 * n0 && n1 > 0 && isfinite(n1)) {
+        for (int k = 0; k < D; k++) q[k] /= n1;
+        break;
+      }
+      for (int k = 0; k < D; k++) q[k] = uniform(rng);
+    }
+  }
+}
+
+}  // namespace
+
+SKV_EXPORT int skv_low_rank_keys(const float* K, int S, int D, int rank, int oversample,
+                                 int power_iters, uint32_t seed,
+                                 float* U, float* SV, float* proj, float* sigma) {
+  if (S <= 0 || D <= 0 || rank <= 0 || rank > S || rank > D || oversample < 0 || power_iters < 0)
+    return SKV_ERR_ARG;
+  const int l = std::min(rank + oversample, D);  // subspace width
+  size_t DD = (size_t)D * D, lD = (size_t)l * D, ll = (size_t)l * l;
+  // One allocation: G, Qf, X (f32) then Q, T, Vt, w, v (f64) and the eigenvalue order.
+  size_t f32s = DD + 2 * lD, f64s = lD + 2 * ll + l + D;
+  char* mem = (char*)malloc(f32s * 4 + 8 + f64s * 8 + (size_t)l * 4);
+  if (!mem) return SKV_ERR_ALLOC;
+  float* G = (float*)mem;                                  // [D x D]
+  float* Qf = G + DD;                                      // [l x D] Q in f32 for the GEMM
+  float* X = Qf + lD;                                      // [l x D] = (G Q)^T
+  double* Q = (double*)(mem + ((f32s * 4 + 7) & ~(size_t)7));  // [l x D]
+  double* T = Q + lD;                                      // [l x l]
+  double* Vt = T + ll;                                     // [l x l] eigenvectors as rows
+  double* w = Vt + ll;                                     // [l] eigenvalues
+  double* v = w + l;                                       // [D] one Ritz vector
+  int* ord = (int*)(v + D);                                // [l] eigenvalues, descending
+
+  // 1. Gram matrix.
+  gram(K, S, D, G);
+  // 2. X = G Omega, then power_iters rounds of X = G Q; G is symmetric, so X^T = Q^T G.
+  uint64_t rng = 0x5D1A0C3Bull ^ ((uint64_t)seed << 32 | seed);
+  for (size_t i = 0; i < lD; i++) Qf[i] = (float)uniform(rng);
+  for (int it = 0; it <= power_iters; it++) {
+    skv_gemm(l, D, D, 1.f, Qf, SKV_F32, D, 0, nullptr, G, SKV_F32, D, 0, 0.f, X, D);
+    orthonormalize(X, l, D, Q, rng);
+    for (size_t i = 0; i < lD; i++) Qf[i] = (float)Q[i];
+  }
+  // 3. Rayleigh-Ritz: T = Q^T G Q [l x l], symmetrized, eigenpairs sorted descending.
+  skv_gemm(l, D, D, 1.f, Qf, SKV_F32, D, 0, nullptr, G, SKV_F32, D, 0, 0.f, X, D);
+  for (int a = 0; a < l; a++)
+    for (int b = 0; b < l; b++) {
+      double s = 0;
+      for (int k = 0; k < D; k++) s += Q[(size_t)a * D + k] * (double)X[(size_t)b * D + k];
+      T[(size_t)a * l + b] = s;
+    }
+  for (int a = 0; a < l; a++)
+    for (int b = 0; b < a; b++) T[(size_t)a * l + b] = T[(size_t)b * l + a] = 0.5 * (T[(size_t)a * l + b] + T[(size_t)b * l + a]);
+  jacobi_eigen(T, l, Vt, w);
+  for (int i = 0; i < l; i++) ord[i] = i;
+  std::sort(ord, ord + l, [&](int a, int b) { return w[a] > w[b] || (w[a] == w[b] && a < b); });
+  // 4. V_r = Q eigvecs[:, :rank]; SV = diag(sigma) V_r^T; proj = V_r diag(1 / sigma).
+  double s1 = sqrt(std::max(w[ord[0]], 0.0));
+  for (int i = 0; i < rank; i++) {
+    const double* e = Vt + (size_t)ord[i] * l;
+    for (int k = 0; k < D; k++) v[k] = 0;
+    for (int a = 0; a < l; a++)
+      for (int k = 0; k < D; k++) v[k] += e[a] * Q[(size_t)a * D + k];
+    double si = sqrt(std::max(w[ord[i]], 0.0));
+    double inv = si > 1e-6 * s1 ? 1.0 / si : 0.0;  // NOTE: directions at noise level are dropped
+    sigma[i] = (float)si;
+    for (int k = 0; k < D; k++) {
+      SV[(size_t)i * D + k] = (float)(si * v[k]);
+      proj[(size_t)k * rank + i] = (float)(v[k] * inv);
+    }
+  }
+  // 5. U = K proj [S x rank].
+  skv_gemm(S, rank, D, 1.f, K, SKV_F32, D, 0, nullptr, proj, SKV_F32, rank, 0, 0.f, U, rank);
+  free(mem);
+  return SKV_OK;
+}

@@ -1,0 +1,71 @@
+// The one attention routine: online softmax (running max, rescaled sums) over blocks of keys,
+// shared by sparse_attention (decode, GQA heads) and causal_attention (prefill, heads x rows).
+#pragma once
+#include <math.h>
+#include "dtype.h"
+#include "scratch.h"
+#include "simd.h"
+
+enum { ATTN_BLOCK = 64 };  // keys per block: logits of a block are computed before any update
+
+// Running state of nq query vectors over one stream of keys. Scratch for one call.
+struct OnlineSoftmax {
+  int nq, d;
+  Scratch<float> q;       // [nq x d] queries, pre-multiplied by the scale
+  Scratch<float> logits;  // [nq x ATTN_BLOCK] logits, then probabilities
+  Scratch<float> m, l;    // [nq] running max and sum of exp(logit - m)
+  Scratch<float> acc;     // [nq x d] running sum of p * v
+  Scratch<float> kv;      // [2 x ATTN_BLOCK x d] a block of keys and values converted to f32
+  OnlineSoftmax(int nq_, int d_)
+      : nq(nq_), d(d_), q((size_t)nq_ * d_), logits((size_t)nq_ * ATTN_BLOCK), m(nq_), l(nq_),
+        acc((size_t)nq_ * d_), kv((size_t)2 * ATTN_BLOCK * d_) {}
+
+  void reset() {
+    for (int j = 0; j < nq; j++) { m[j] = -INFINITY; l[j] = 0.f; }
+    for (size_t i = 0; i < (size_t)nq * d; i++) acc[i] = 0.f;
+  }
+
+  // Folds n <= ATTN_BLOCK rows of keys and values (row stride ld, dtype) into the state.
+  // visible[j] (or null: all) is how many of the n keys query j may see (the causal mask).
+  void block(const void* k, const void* v, int ld, int dtype, int n, const int* visible) {
+    const float *kf = (const float*)k, *vf = (const float*)v;
+    int kld = ld;
+    if (dtype != SKV_F32) {  // convert once, then every query reads f32 rows from L1
+      for (int t = 0; t < n; t++) {
+        load_f32(dtype_at(k, dtype, (size_t)t * ld), dtype, d, kv + (size_t)t * d);
+        load_f32(dtype_at(v, dtype, (size_t)t * ld), dtype, d, kv + (size_t)(ATTN_BLOCK + t) * d);
+      }
+      kf = kv; vf = kv + (size_t)ATTN_BLOCK * d; kld = d;
+    }
+    // 1. Logits of the whole block; each key row is read once for all queries.
+    for (int t = 0; t < n; t++)
+      for (int j = 0; j < nq; j++)
+        logits[j * ATTN_BLOCK + t] = visible && t >= visible[j] ? -INFINITY : vdot(q + (size_t)j * d, kf + (size_t)t * kld, d);
+    // 2. New running max; rescale what was accumulated under the old one.
+    for (int j = 0; j < nq; j++) {
+      float* lj = logits + j * ATTN_BLOCK;
+      float mx = m[j];
+      for (int t = 0; t < n; t++) mx = lj[t] > mx ? lj[t] : mx;
+      if (mx == -INFINITY) continue;  // nothing visible yet
+      if (mx > m[j]) {
+        float f = expf(m[j] - mx);  // 0 when m was -inf
+        vscale(f, acc + (size_t)j * d, d);
+        l[j] *= f;
+        m[j] = mx;
+      }
+      for (int t = 0; t < n; t++) { lj[t] = expf(lj[t] - mx); l[j] += lj[t]; }
+    }
+    // 3. Values: each value row is read once for all queries.
+    for (int t = 0; t < n; t++)
+      for (int j = 0; j < nq; j++) {
+        float p = logits[j * ATTN_BLOCK + t];
+        if (p != 0.f) vaxpy(p, vf + (size_t)t * kld, acc + (size_t)j * d, d);
+      }
+  }
+
+  // out_j = acc_j / l_j; a query that saw no key gets zeros.
+  void finish(int j, float* out) const {
+    float inv = l[j] > 0.f ? 1.f / l[j] : 0.f;
+    for (int i = 0; i < d; i++) out[i] = acc[(size_t)j * d + i] * inv;
+  }
+};

@@ -1,0 +1,18 @@
+// Decode attention of one kv group: g query heads over the union of selected segments
+// (outlier chunks, rebuilt chunks, the exact tail), in one online-softmax stream.
+#include "online_softmax.h"
+
+SKV_EXPORT void skv_sparse_attention(const float* q, int g, int d, float scale,
+                                     const skv_segment* segs, int nseg, int kv_dtype, float* out) {
+  if (g <= 0 || d <= 0) return;
+  OnlineSoftmax st(g, d);
+  for (size_t i = 0; i < (size_t)g * d; i++) st.q[i] = scale * q[i];
+  st.reset();
+  for (int s = 0; s < nseg; s++)
+    for (int t0 = 0; t0 < segs[s].n; t0 += ATTN_BLOCK) {
+      int n = segs[s].n - t0 < ATTN_BLOCK ? segs[s].n - t0 : ATTN_BLOCK;
+      size_t off = (size_t)t0 * segs[s].ld;
+      st.block(dtype_at(segs[s].k, kv_dtype, off), dtype_at(segs[s].v, kv_dtype, off), segs[s].ld, kv_dtype, n, nullptr);
+    }
+  for (int j = 0; j < g; j++) st.finish(j, out + (size_t)j * d);  // [g x d]; zeros if no keys
+}

@@ -1,0 +1,165 @@
+// The stateful float64 reference ShadowKV cache for one layer (docs/algorithm.md, followed step by step).
+import { compressIfDue } from './compression.js';
+import { causalAttention, scoreChunks, selectChunks, sparseAttention } from './ops.js';
+import { OracleGeometry } from './geometry.js';
+import { emptySequence, type SequenceState } from './sequenceState.js';
+import { checkSize, fromHeadRows, positionRange, toHeadRows } from './tensors.js';
+import type { OracleShadowKVOptions, OracleSpec } from './types.js';
+
+/**
+ * Float64 ShadowKV of one layer for `batch` sequences: exact SVD basis, exact values, the selection,
+ * reuse and compaction rules of docs/algorithm.md. Slow and obviously correct; tests compare runtimes to it.
+ */
+export class OracleShadowKV {
+  private readonly geo: OracleGeometry;
+  private readonly options: OracleShadowKVOptions;
+  private readonly seqs: SequenceState[];
+  private reuse = { hits: 0, misses: 0 };
+
+  constructor(spec: OracleSpec, options: OracleShadowKVOptions, batch: number) {
+    for (const [key, value] of Object.entries(options)) {
+      if (!(Number.isInteger(value) && value >= 0)) throw new Error(`OracleShadowKV: options.${key} must be a non-negative integer, got ${value}`);
+    }
+    if (options.chunkSize < 1 || options.rank < 1) throw new Error('OracleShadowKV: chunkSize and rank must be >= 1');
+    this.geo = new OracleGeometry(spec);
+    this.options = { ...options };
+    this.seqs = Array.from({ length: batch }, () => emptySequence(spec.kvHeads));
+  }
+
+  prefill(seq: number, keys: Float64Array, values: Float64Array, S: number, queries?: Float64Array): Float64Array | undefined {
+    const { Hq, Hkv, d, group, scale } = this.geo;
+    const state = this.sequence(seq);
+    checkSize('prefill', 'keys', keys, [Hkv, S, d]);
+    checkSize('prefill', 'values', values, [Hkv, S, d]);
+    if (queries) checkSize('prefill', 'queries', queries, [Hq, S, d]);
+    const start = state.length;
+    // 1. New tokens join the exact tail (pre-RoPE kept for compression, post-RoPE for attention).
+    const pre = toHeadRows(keys, Hkv, S, d);
+    const post = this.geo.ropeHeads(keys, Hkv, S, start);
+    const vals = toHeadRows(values, Hkv, S, d);
+    for (let h = 0; h < Hkv; h++) {
+      state.keysPre[h].push(...pre[h]);
+      state.keysPost[h].push(...post[h]);
+      state.values[h].push(...vals[h]);
+    }
+    state.length += S;
+    // 2. Causal attention over the store as stored (rebuilt landmark chunks) and the exact tail.
+    let out: Float64Array | undefined;
+    if (queries) {
+      const q = this.geo.ropeHeads(queries, Hq, S, start);
+      const storedKeys = Array.from({ length: Hkv }, (_, h) => this.keysAsStored(state, h));
+      out = fromHeadRows(
+        q.map((rows, j) => causalAttention(rows, storedKeys[Math.floor(j / group)], state.values[Math.floor(j / group)], scale, start)),
+        d,
+      );
+    }
+    // 3. Compression rule, after the output was computed.
+    compressIfDue(state, this.options, this.geo);
+    return out;
+  }
+
+  decode(query: Float64Array, key: Float64Array, value: Float64Array): Float64Array {
+    const { Hq, Hkv, d } = this.geo;
+    const B = this.seqs.length;
+    checkSize('decode', 'query', query, [B, Hq, d]);
+    checkSize('decode', 'key', key, [B, Hkv, d]);
+    checkSize('decode', 'value', value, [B, Hkv, d]);
+    const out = new Float64Array(B * Hq * d);
+    this.reuse = { hits: 0, misses: 0 };
+    this.seqs.forEach((state, b) => {
+      this.decodeSequence(state, b, query, key, value).forEach((o, j) => out.set(o, (b * Hq + j) * d));
+      compressIfDue(state, this.options, this.geo);
+    });
+    return out;
+  }
+
+  lastSelection(seq: number, kvHead: number): number[] {
+    return [...this.sequence(seq).selection[kvHead]];
+  }
+
+  lastStepReuse(): { hits: number; misses: number } {
+    return { ...this.reuse };
+  }
+
+  state(seq: number): { length: number; compressed: number; outliers: number[][]; landmarkChunks: number[][] } {
+    const s = this.sequence(seq);
+    return { length: s.length, compressed: s.compressed, outliers: s.outliers.map((o) => [...o]), landmarkChunks: s.landmarkChunks.map((l) => [...l]) };
+  }
+
+  reset(seq: number): void {
+    this.sequence(seq);
+    this.seqs[seq] = emptySequence(this.geo.Hkv);
+  }
+
+  length(seq: number): number {
+    return this.sequence(seq).length;
+  }
+
+  /** One token for sequence b: steps 1-5 of docs/algorithm.md "Decode step"; returns [Hq] output rows. */
+  private decodeSequence(state: SequenceState, b: number, query: Float64Array, key: Float64Array, value: Float64Array): Float64Array[] {
+    const { Hq, Hkv, d, group, scale } = this.geo;
+    const p = state.length;
+    // 1. RoPE q and k at p; append k, v to the tail.
+    const q = Array.from({ length: Hq }, (_, j) => this.geo.ropeDecode(query, b, Hq, j, p));
+    for (let h = 0; h < Hkv; h++) {
+      state.keysPre[h].push(key.slice((b * Hkv + h) * d, (b * Hkv + h + 1) * d));
+      state.keysPost[h].push(this.geo.ropeDecode(key, b, Hkv, h, p));
+      state.values[h].push(value.slice((b * Hkv + h) * d, (b * Hkv + h + 1) * d));
+    }
+    state.length += 1;
+    const out: Float64Array[] = [];
+    for (let h = 0; h < Hkv; h++) {
+      const groupQueries = q.slice(h * group, (h + 1) * group);
+      // 2-3. Score the landmark set, select the top budget / C chunks (none while dense).
+      const selected = state.basis ? this.select(state, h, groupQueries) : [];
+      // 4. Reuse: a chunk selected at the previous step is a hit; outputs do not depend on it.
+      const hits = selected.filter((c) => state.selection[h].includes(c)).length;
+      this.reuse.hits += hits;
+      this.reuse.misses += selected.length - hits;
+      state.selection[h] = selected;
+      // 5. Attend over outliers ∪ selected ∪ exact tail.
+      const { keys, values } = this.attentionSet(state, h, selected);
+      for (const qj of groupQueries) out.push(sparseAttention(qj, keys, values, scale));
+    }
+    return out;
+  }
+
+  private select(state: SequenceState, h: number, groupQueries: Float64Array[]): number[] {
+    const C = this.options.chunkSize;
+    const scores = scoreChunks(groupQueries, state.landmarks[h], this.geo.scale);
+    const k = Math.min(Math.floor(this.options.budget / C), scores.length);
+    // NOTE: the landmark set is ascending by chunk id, so "lower index" ties are "lower chunk id" ties.
+    return selectChunks(scores, k).map((i) => state.landmarkChunks[h][i]);
+  }
+
+  /** Keys (outliers exact, selected rebuilt, tail exact) and exact values that a decode step of head h attends to. */
+  private attentionSet(state: SequenceState, h: number, selected: number[]): { keys: Float64Array[]; values: Float64Array[] } {
+    const C = this.options.chunkSize;
+    const chunkTokens = (chunks: number[]): number[] => chunks.flatMap((c) => positionRange(c * C, C));
+    const exact = [...chunkTokens(state.outliers[h]), ...positionRange(state.compressed, state.length - state.compressed)];
+    const rebuilt = chunkTokens(selected);
+    const keys = [...exact.map((t) => state.keysPost[h][t]), ...this.rebuild(state, h, rebuilt)];
+    const values = [...exact, ...rebuilt].map((t) => state.values[h][t]);
+    return { keys, values };
+  }
+
+  /** Every key of head h as the store holds it: rebuilt low-rank for landmark chunks, exact otherwise. */
+  private keysAsStored(state: SequenceState, h: number): Float64Array[] {
+    const C = this.options.chunkSize;
+    const rebuiltChunks = new Set(state.landmarkChunks[h]);
+    return state.keysPost[h].map((exact, t) =>
+      t < state.compressed && rebuiltChunks.has(Math.floor(t / C)) ? state.rebuiltKeys[h][t] : exact,
+    );
+  }
+
+  /** Rebuilt low-rank keys `RoPE_t(U[t] · SV_h)` of compressed tokens (see SequenceState.rebuiltKeys). */
+  private rebuild(state: SequenceState, h: number, positions: number[]): Float64Array[] {
+    return positions.map((t) => state.rebuiltKeys[h][t]);
+  }
+
+  private sequence(seq: number): SequenceState {
+    const state = this.seqs[seq];
+    if (!Number.isInteger(seq) || !state) throw new Error(`oracle: sequence ${seq} is not in [0, ${this.seqs.length})`);
+    return state;
+  }
+}

@@ -1,6 +1,8 @@
 // Truncated factorization of pre-RoPE keys: K [S x D] ~ U SV, from the Gram matrix G = K^T K.
 // Steps: 1. G (the expensive part: S D^2 / 2 MACs); 2. randomized subspace iteration on G;
-// 3. Rayleigh-Ritz with a float64 Jacobi eigensolve; 4. SV, proj, sigma; 5. U = K proj.
+// 3. Rayleigh-Ritz with a float64 Jacobi eigensolve; 4. sigma, SV, proj; 5. U = K proj.
+// NOTE: an f32 Gram resolves directions down to ~sqrt(eps_f32) sigma_1 ~ 3e-4 sigma_1; below
+// that (rank past the signal, fitting noise) the basis is close to, not equal to, the exact SVD's.
 #include <math.h>
 #include <stdlib.h>
 #include <algorithm>
@@ -9,13 +11,13 @@
 
 namespace {
 
-// G [D x D] = K^T K: only the upper block triangle goes through the GEMM, then it is mirrored.
+// G [D x D] = K^T K: only the upper block triangle goes through the GEMM (one call per block
+// row, from the diagonal block rightwards), then it is mirrored.
 void gram(const float* K, int S, int D, float* G) {
   const int bs = 128;
   for (int i0 = 0; i0 < D; i0 += bs)
-    for (int j0 = i0; j0 < D; j0 += bs)
-      skv_gemm(std::min(bs, D - i0), std::min(bs, D - j0), S, 1.f, K + i0, SKV_F32, D, 1, nullptr,
-               K + j0, SKV_F32, D, 0, 0.f, G + (size_t)i0 * D + j0, D);
+    skv_gemm(std::min(bs, D - i0), D - i0, S, 1.f, K + i0, SKV_F32, D, 1, nullptr,
+             K + i0, SKV_F32, D, 0, 0.f, G + (size_t)i0 * D + i0, D);
   for (int i = 0; i < D; i++)
     for (int j = 0; j < i; j++) G[(size_t)i * D + j] = G[(size_t)j * D + i];
 }
@@ -26,6 +28,14 @@ double ddot(const double* a, const double* b, int n) {
   for (; i + 4 <= n; i += 4) { s0 += a[i] * b[i]; s1 += a[i + 1] * b[i + 1]; s2 += a[i + 2] * b[i + 2]; s3 += a[i + 3] * b[i + 3]; }
   for (; i < n; i++) s0 += a[i] * b[i];
   return (s0 + s1) + (s2 + s3);
+}
+
+double ddot_mixed(const double* a, const float* b, int n) {
+  double s0 = 0, s1 = 0;
+  int i = 0;
+  for (; i + 2 <= n; i += 2) { s0 += a[i] * b[i]; s1 += a[i + 1] * b[i + 1]; }
+  for (; i < n; i++) s0 += a[i] * b[i];
+  return s0 + s1;
 }
 
 // Deterministic uniform(-1, 1) from splitmix64, so every runtime build draws the same Omega.
@@ -62,6 +72,23 @@ void orthonormalize(const float* X, int l, int D, double* Q, uint64_t& rng) {
   }
 }
 
+// Rayleigh-Ritz: T [l x l] (destroyed) = W diag(w) W^T; ord lists eigenpairs by w descending and
+// rows i < m of R [m x D] = sum_a W[a][ord[i]] B[a] (the Ritz vectors of basis rows B [l x D]).
+void ritz(double* T, int l, const double* B, int D, int m, double* Wt, double* w, int* ord, double* R) {
+  for (int a = 0; a < l; a++)
+    for (int b = 0; b < a; b++) T[(size_t)a * l + b] = T[(size_t)b * l + a] = 0.5 * (T[(size_t)a * l + b] + T[(size_t)b * l + a]);
+  jacobi_eigen(T, l, Wt, w);
+  for (int i = 0; i < l; i++) ord[i] = i;
+  std::sort(ord, ord + l, [&](int a, int b) { return w[a] > w[b] || (w[a] == w[b] && a < b); });
+  for (int i = 0; i < m; i++) {
+    double* r = R + (size_t)i * D;
+    const double* e = Wt + (size_t)ord[i] * l;
+    for (int k = 0; k < D; k++) r[k] = 0;
+    for (int a = 0; a < l; a++)
+      for (int k = 0; k < D; k++) r[k] += e[a] * B[(size_t)a * D + k];
+  }
+}
+
 }  // namespace
 
 SKV_EXPORT int skv_low_rank_keys(const float* K, int S, int D, int rank, int oversample,
@@ -71,19 +98,19 @@ SKV_EXPORT int skv_low_rank_keys(const float* K, int S, int D, int rank, int ove
     return SKV_ERR_ARG;
   const int l = std::min(rank + oversample, D);  // subspace width
   size_t DD = (size_t)D * D, lD = (size_t)l * D, ll = (size_t)l * l;
-  // One allocation: G, Qf, X (f32) then Q, T, Vt, w, v (f64) and the eigenvalue order.
-  size_t f32s = DD + 2 * lD, f64s = lD + 2 * ll + l + D;
+  // One allocation: G, Qf, X (f32), then Q, V, T, Wt, w (f64) and the eigenvalue order.
+  size_t f32s = DD + 2 * lD, f64s = lD + (size_t)rank * D + 2 * ll + l;
   char* mem = (char*)malloc(f32s * 4 + 8 + f64s * 8 + (size_t)l * 4);
   if (!mem) return SKV_ERR_ALLOC;
-  float* G = (float*)mem;                                  // [D x D]
-  float* Qf = G + DD;                                      // [l x D] Q in f32 for the GEMM
-  float* X = Qf + lD;                                      // [l x D] = (G Q)^T
-  double* Q = (double*)(mem + ((f32s * 4 + 7) & ~(size_t)7));  // [l x D]
-  double* T = Q + lD;                                      // [l x l]
-  double* Vt = T + ll;                                     // [l x l] eigenvectors as rows
-  double* w = Vt + ll;                                     // [l] eigenvalues
-  double* v = w + l;                                       // [D] one Ritz vector
-  int* ord = (int*)(v + D);                                // [l] eigenvalues, descending
+  float* G = (float*)mem;     // [D x D]
+  float* Qf = G + DD;         // [l x D] Q in f32, for the GEMM
+  float* X = Qf + lD;         // [l x D] = (G Q)^T
+  double* Q = (double*)(mem + ((f32s * 4 + 7) & ~(size_t)7));  // [l x D] orthonormal rows
+  double* V = Q + lD;         // [rank x D] Ritz vectors = V_r^T
+  double* T = V + (size_t)rank * D;  // [l x l] Q^T G Q
+  double* Wt = T + ll;        // [l x l] its eigenvectors as rows
+  double* w = Wt + ll;        // [l] its eigenvalues
+  int* ord = (int*)(w + l);   // [l] eigenvalues, descending
 
   // 1. Gram matrix.
   gram(K, S, D, G);
@@ -95,35 +122,23 @@ SKV_EXPORT int skv_low_rank_keys(const float* K, int S, int D, int rank, int ove
     orthonormalize(X, l, D, Q, rng);
     for (size_t i = 0; i < lD; i++) Qf[i] = (float)Q[i];
   }
-  // 3. Rayleigh-Ritz: T = Q^T G Q [l x l], symmetrized, eigenpairs sorted descending.
+  // 3. Rayleigh-Ritz: T = Q^T G Q, eigenpairs descending, V_r = Q eigvecs[:, :rank].
   skv_gemm(l, D, D, 1.f, Qf, SKV_F32, D, 0, nullptr, G, SKV_F32, D, 0, 0.f, X, D);
   for (int a = 0; a < l; a++)
-    for (int b = 0; b < l; b++) {
-      double s = 0;
-      for (int k = 0; k < D; k++) s += Q[(size_t)a * D + k] * (double)X[(size_t)b * D + k];
-      T[(size_t)a * l + b] = s;
-    }
-  for (int a = 0; a < l; a++)
-    for (int b = 0; b < a; b++) T[(size_t)a * l + b] = T[(size_t)b * l + a] = 0.5 * (T[(size_t)a * l + b] + T[(size_t)b * l + a]);
-  jacobi_eigen(T, l, Vt, w);
-  for (int i = 0; i < l; i++) ord[i] = i;
-  std::sort(ord, ord + l, [&](int a, int b) { return w[a] > w[b] || (w[a] == w[b] && a < b); });
-  // 4. V_r = Q eigvecs[:, :rank]; SV = diag(sigma) V_r^T; proj = V_r diag(1 / sigma).
+    for (int b = 0; b < l; b++) T[(size_t)a * l + b] = ddot_mixed(Q + (size_t)a * D, X + (size_t)b * D, D);
+  ritz(T, l, Q, D, rank, Wt, w, ord, V);
+  // 4. sigma, SV = diag(sigma) V_r^T, proj = V_r diag(1/sigma).
   double s1 = sqrt(std::max(w[ord[0]], 0.0));
   for (int i = 0; i < rank; i++) {
-    const double* e = Vt + (size_t)ord[i] * l;
-    for (int k = 0; k < D; k++) v[k] = 0;
-    for (int a = 0; a < l; a++)
-      for (int k = 0; k < D; k++) v[k] += e[a] * Q[(size_t)a * D + k];
     double si = sqrt(std::max(w[ord[i]], 0.0));
     double inv = si > 1e-6 * s1 ? 1.0 / si : 0.0;  // NOTE: directions at noise level are dropped
     sigma[i] = (float)si;
     for (int k = 0; k < D; k++) {
-      SV[(size_t)i * D + k] = (float)(si * v[k]);
-      proj[(size_t)k * rank + i] = (float)(v[k] * inv);
+      SV[(size_t)i * D + k] = (float)(si * V[(size_t)i * D + k]);
+      proj[(size_t)k * rank + i] = (float)(V[(size_t)i * D + k] * inv);
     }
   }
-  // 5. U = K proj [S x rank].
+  // 5. U = K proj [S x rank], the same product that compaction uses for later tokens.
   skv_gemm(S, rank, D, 1.f, K, SKV_F32, D, 0, nullptr, proj, SKV_F32, rank, 0, 0.f, U, rank);
   free(mem);
   return SKV_OK;

@@ -34,8 +34,8 @@ export class OracleFullKV {
     const post = this.geo.ropeHeads(keys, Hkv, S, start);
     const vals = toHeadRows(values, Hkv, S, d);
     for (let h = 0; h < Hkv; h++) {
-      state.keys[h].push(...post[h]);
-      state.values[h].push(...vals[h]);
+      for (const r of post[h]) state.keys[h].push(r);
+      for (const r of vals[h]) state.values[h].push(r);
     }
     if (!queries) return undefined;
     const q = this.geo.ropeHeads(queries, Hq, S, start);

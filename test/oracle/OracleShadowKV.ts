@@ -15,6 +15,7 @@ export class OracleShadowKV {
   private readonly options: OracleShadowKVOptions;
   private readonly seqs: SequenceState[];
   private reuse = { hits: 0, misses: 0 };
+  private scores = new Map<string, Map<number, number>>();
 
   constructor(spec: OracleSpec, options: OracleShadowKVOptions, batch: number) {
     for (const [key, value] of Object.entries(options)) {
@@ -38,9 +39,10 @@ export class OracleShadowKV {
     const post = this.geo.ropeHeads(keys, Hkv, S, start);
     const vals = toHeadRows(values, Hkv, S, d);
     for (let h = 0; h < Hkv; h++) {
-      state.keysPre[h].push(...pre[h]);
-      state.keysPost[h].push(...post[h]);
-      state.values[h].push(...vals[h]);
+      // Loops, not push(...rows): a long prompt would overflow the argument list.
+      for (const r of pre[h]) state.keysPre[h].push(r);
+      for (const r of post[h]) state.keysPost[h].push(r);
+      for (const r of vals[h]) state.values[h].push(r);
     }
     state.length += S;
     // 2. Causal attention over the store as stored (rebuilt landmark chunks) and the exact tail.
@@ -77,6 +79,11 @@ export class OracleShadowKV {
     return [...this.sequence(seq).selection[kvHead]];
   }
 
+  /** Scores of every landmark chunk at the last decode step of (seq, kvHead), by chunk id (for near-tie checks). */
+  lastScores(seq: number, kvHead: number): Map<number, number> {
+    return this.scores.get(`${seq}:${kvHead}`) ?? new Map();
+  }
+
   lastStepReuse(): { hits: number; misses: number } {
     return { ...this.reuse };
   }
@@ -111,7 +118,7 @@ export class OracleShadowKV {
     for (let h = 0; h < Hkv; h++) {
       const groupQueries = q.slice(h * group, (h + 1) * group);
       // 2-3. Score the landmark set, select the top budget / C chunks (none while dense).
-      const selected = state.basis ? this.select(state, h, groupQueries) : [];
+      const selected = state.basis ? this.select(state, h, groupQueries, `${b}:${h}`) : [];
       // 4. Reuse: a chunk selected at the previous step is a hit; outputs do not depend on it.
       const hits = selected.filter((c) => state.selection[h].includes(c)).length;
       this.reuse.hits += hits;
@@ -124,9 +131,10 @@ export class OracleShadowKV {
     return out;
   }
 
-  private select(state: SequenceState, h: number, groupQueries: Float64Array[]): number[] {
+  private select(state: SequenceState, h: number, groupQueries: Float64Array[], key: string): number[] {
     const C = this.options.chunkSize;
     const scores = scoreChunks(groupQueries, state.landmarks[h], this.geo.scale);
+    this.scores.set(key, new Map(scores.map((s, i) => [state.landmarkChunks[h][i], s])));
     const k = Math.min(Math.floor(this.options.budget / C), scores.length);
     // NOTE: the landmark set is ascending by chunk id, so "lower index" ties are "lower chunk id" ties.
     return selectChunks(scores, k).map((i) => state.landmarkChunks[h][i]);

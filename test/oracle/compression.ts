@@ -26,7 +26,9 @@ function rebuildNewKeys(state: SequenceState, from: number, to: number, rope: Ro
   const basis = state.basis!;
   const d = state.keysPre[0][0].length;
   const positions = Array.from({ length: to - from }, (_, i) => from + i);
-  state.rebuiltKeys.forEach((keys, h) => keys.push(...rebuildKeys(basis.uRows, basis.SV, h, d, positions, rope.invFreq, rope.style)));
+  state.rebuiltKeys.forEach((keys, h) => {
+    for (const k of rebuildKeys(basis.uRows, basis.SV, h, d, positions, rope.invFreq, rope.style)) keys.push(k);
+  });
 }
 
 /** Pre-RoPE keys of tokens [from, to), heads concatenated: column h*d + j. */

@@ -38,6 +38,12 @@ export class ShadowKVCache extends BaseKVCache<ShadowState> {
     return { ...this.options };
   }
 
+  /** Chunk ids selected at the last decode step of (layer, sequence, kv head), ascending; `[]` while the row is dense. */
+  selection(layer: number, seq: number, kvHead: number): number[] {
+    const hs = this.states[layer]?.[seq]?.store?.heads[kvHead];
+    return hs ? Array.from(hs.selected.subarray(0, hs.selectedCount)).sort((a, b) => a - b) : [];
+  }
+
   protected override beginDecode(): void {
     this.counters.steps += 1;
     this.last = { hits: 0, misses: 0, bytesFetched: 0, attended: 0, selected: 0, heads: 0 };

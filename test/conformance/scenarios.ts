@@ -1,0 +1,52 @@
+// Scripted workloads run through a cache and the float64 oracle side by side.
+import type { ModelSpec, ResolvedShadowKVOptions } from '../../packages/shadowkv/src/index.js';
+
+export type Event =
+  | { prefill: number[]; tokens: number; queries?: boolean }
+  | { decode: number }
+  | { reset: number };
+
+export interface Scenario {
+  name: string;
+  spec: ModelSpec;
+  batch: number;
+  options: ResolvedShadowKVOptions;
+  /** Rank of the key model; keys are exactly low-rank (noise 0) so factorizations agree to f32. */
+  keyRank: number;
+  script: Event[];
+}
+
+const small = (o: Partial<ResolvedShadowKVOptions>): ResolvedShadowKVOptions => ({
+  rank: 12, chunkSize: 4, budget: 32, outlierChunks: 3, localTokens: 8, sinkTokens: 0,
+  maxRecentTokens: 24, denseThreshold: 64, svdOversample: 8, svdPowerIters: 2, ...o,
+});
+
+export const SCENARIOS: Scenario[] = [
+  {
+    // Rows of different lengths; row 2 starts dense and is compressed during decode.
+    name: 'GQA, ragged batch of 3, Llama-3 RoPE, 26 decode steps with compaction',
+    spec: { layers: 2, queryHeads: 4, kvHeads: 2, headDim: 32, rope: { theta: 500000, scaling: { factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositions: 64 } } },
+    batch: 3,
+    options: small({ sinkTokens: 4 }),
+    keyRank: 7,
+    script: [{ prefill: [0], tokens: 203 }, { prefill: [1], tokens: 150, queries: true }, { prefill: [2], tokens: 41 }, { decode: 26 }],
+  },
+  {
+    // A second prompt chunk after decoding (multi-turn), then generation past compaction.
+    name: 'MHA, interleaved RoPE, continuation prefill between decodes',
+    spec: { layers: 2, queryHeads: 3, kvHeads: 3, headDim: 16, rope: { theta: 10000, style: 'interleaved' } },
+    batch: 2,
+    options: small({ rank: 10, chunkSize: 8, budget: 48, outlierChunks: 2, localTokens: 16, maxRecentTokens: 16, denseThreshold: 100 }),
+    keyRank: 6,
+    script: [{ prefill: [0, 1], tokens: 130 }, { decode: 10 }, { prefill: [1, 0], tokens: 29, queries: true }, { decode: 12 }],
+  },
+  {
+    // Reset one row and refill it while the other keeps decoding (continuous batching).
+    name: 'GQA group of 8, row reset and refilled mid-stream',
+    spec: { layers: 1, queryHeads: 8, kvHeads: 1, headDim: 64, rope: { theta: 10000 } },
+    batch: 2,
+    options: small({ rank: 8, chunkSize: 8, budget: 64, outlierChunks: 4, localTokens: 16, maxRecentTokens: 32, denseThreshold: 128 }),
+    keyRank: 5,
+    script: [{ prefill: [0], tokens: 300 }, { prefill: [1], tokens: 200 }, { decode: 8 }, { reset: 1 }, { prefill: [1], tokens: 180 }, { decode: 14 }],
+  },
+];

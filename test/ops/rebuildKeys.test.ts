@@ -1,0 +1,38 @@
+import { expect, it } from 'vitest';
+import { at, ropeFrequencies } from '../../packages/shadowkv/src/index.js';
+import { rebuildKeys } from '../oracle/index.js';
+import { forEachEnv } from '../envs.js';
+import { get, put, rounded, rows, zerosOn } from '../helpers/device.js';
+import { randn, relError, rng } from '../helpers/data.js';
+
+forEachEnv('rebuildKeys', (env) => {
+  it.each([
+    ['half', 8, 64, 2, 24],
+    ['interleaved', 4, 32, 3, 40],
+  ] as const)('%s RoPE, C=%i d=%i head %i, rank %i: chunks to their slots', (style, C, d, head, rank) => {
+    const device = env.instance.createDevice();
+    const Hkv = 4;
+    const S = 40 * C;
+    const rand = rng(d + rank);
+    const u = rounded(randn(S * rank, rand), env.dtype);
+    const sv = rounded(randn(rank * Hkv * d, rand, 0.3), env.dtype);
+    const inv = ropeFrequencies(d, { theta: 10000 });
+    const chunkIds = Int32Array.from([39, 0, 17, 5]);
+    const slots = Int32Array.from([2, 5, 0, 3]);
+    const outRows = 6 * C;
+    const out = zerosOn(device, outRows * d, env.dtype);
+    device.rebuildKeys({
+      u: at(put(device, u, env.dtype)), rank, sv: at(put(device, sv, env.dtype), head * d), ldsv: Hkv * d, d,
+      chunkIds, slots, C, invFreq: put(device, inv, 'f64'), style: style === 'half' ? 0 : 1, out: at(out), ldo: d,
+    });
+    const got = get(device, out);
+    const svMatrix = { rows: rank, cols: Hkv * d, data: sv };
+    chunkIds.forEach((c, i) => {
+      const positions = Array.from({ length: C }, (_, t) => c * C + t);
+      const want = rebuildKeys(rows(u, S, rank), svMatrix, head, d, positions, inv, style).flatMap((r) => [...r]);
+      expect(relError(got.slice(slots[i]! * C * d, (slots[i]! + 1) * C * d), want)).toBeLessThan(Math.max(env.tolerance, 1e-5));
+    });
+    // Slots not written stay zero.
+    for (const free of [1, 4]) expect(got.slice(free * C * d, (free + 1) * C * d).every((x) => x === 0)).toBe(true);
+  });
+});

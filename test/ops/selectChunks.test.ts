@@ -1,0 +1,32 @@
+import { expect, it } from 'vitest';
+import { at } from '../../packages/shadowkv/src/index.js';
+import { selectChunks } from '../oracle/index.js';
+import { forEachEnv } from '../envs.js';
+import { put } from '../helpers/device.js';
+import { rng } from '../helpers/data.js';
+
+forEachEnv('selectChunks', (env) => {
+  it('top-k of random scores equals the reference, ascending', () => {
+    const device = env.instance.createDevice();
+    const scores = Array.from({ length: 1001 }, rng(11)).map(Math.fround);
+    for (const k of [1, 7, 256, 1001, 2000]) {
+      const got = device.selectChunks(at(put(device, scores, 'f32')), scores.length, k, true);
+      expect(Array.from(got)).toEqual(selectChunks(scores, k));
+    }
+  });
+
+  it('ties go to the lower index, for largest and smallest', () => {
+    const device = env.instance.createDevice();
+    const scores = [0.5, 0.9, 0.5, 0.9, 0.1, 0.5, 0.1, 0.9];
+    const buf = put(device, scores, 'f32');
+    expect(Array.from(device.selectChunks(at(buf), 8, 4, true))).toEqual([0, 1, 3, 7]);
+    expect(Array.from(device.selectChunks(at(buf), 8, 3, false))).toEqual([0, 4, 6]);
+  });
+
+  it('k = 0 and n = 0 select nothing', () => {
+    const device = env.instance.createDevice();
+    const buf = put(device, [1, 2, 3], 'f32');
+    expect(device.selectChunks(at(buf), 3, 0, true).length).toBe(0);
+    expect(device.selectChunks(at(buf), 0, 5, true).length).toBe(0);
+  });
+}, (e) => e.dtype === 'f32');

@@ -1,0 +1,59 @@
+import { expect, it } from 'vitest';
+import { at, type Segment } from '../../packages/shadowkv/src/index.js';
+import { causalAttention, sparseAttention } from '../oracle/index.js';
+import { forEachEnv } from '../envs.js';
+import { get, put, rounded, rows, zerosOn } from '../helpers/device.js';
+import { randn, relError, rng } from '../helpers/data.js';
+
+forEachEnv('sparseAttention', (env) => {
+  it.each([
+    [1, 64, [17]],
+    [4, 128, [384, 0, 2048, 33]],
+    [3, 32, [1, 1, 1]],
+  ])('g=%i d=%i segments %j: exact softmax over their union', (g, d, sizes) => {
+    const device = env.instance.createDevice();
+    const rand = rng(g + d);
+    const q = Float64Array.from(randn(g * d, rand), Math.fround);
+    const ld = d + 8;
+    const keys: Float64Array[] = [];
+    const values: Float64Array[] = [];
+    const segments: Segment[] = sizes.map((n) => {
+      const k = rounded(randn(n * ld, rand), env.dtype);
+      const v = rounded(randn(n * ld, rand), env.dtype);
+      keys.push(...rows(k, n, d, ld));
+      values.push(...rows(v, n, d, ld));
+      return { k: at(put(device, k, env.dtype)), v: at(put(device, v, env.dtype)), n, ld };
+    });
+    const out = zerosOn(device, g * d, 'f32');
+    device.sparseAttention(at(put(device, q, 'f32')), g, d, 1 / Math.sqrt(d), segments, at(out));
+    const want = rows(q, g, d).flatMap((qj) => [...sparseAttention(qj, keys, values, 1 / Math.sqrt(d))]);
+    expect(relError(get(device, out), want)).toBeLessThan(1e-5);
+  });
+
+  it('large logits do not overflow (online softmax subtracts the running max)', () => {
+    const device = env.instance.createDevice();
+    const d = 16;
+    const q = new Float64Array(d).fill(30);
+    const k = rounded(Array.from({ length: 5 * d }, (_, i) => (Math.floor(i / d) === 3 ? 30 : -30)), env.dtype);
+    const v = rounded(Array.from({ length: 5 * d }, (_, i) => Math.floor(i / d)), env.dtype);
+    const out = zerosOn(device, d, 'f32');
+    device.sparseAttention(at(put(device, q, 'f32')), 1, d, 1, [{ k: at(put(device, k, env.dtype)), v: at(put(device, v, env.dtype)), n: 5, ld: d }], at(out));
+    expect(Array.from(get(device, out)).every((x) => Math.abs(x - 3) < 1e-6)).toBe(true);
+  });
+
+  it.each([
+    [1, 64, 13, 0],
+    [4, 32, 9, 30],
+  ])('causal: g=%i d=%i, %i queries after %i earlier tokens', (g, d, Sq, offset) => {
+    const device = env.instance.createDevice();
+    const rand = rng(Sq + offset);
+    const Sk = offset + Sq;
+    const q = Float64Array.from(randn(g * Sq * d, rand), Math.fround);
+    const k = rounded(randn(Sk * d, rand), env.dtype);
+    const v = rounded(randn(Sk * d, rand), env.dtype);
+    const out = zerosOn(device, g * Sq * d, 'f32');
+    device.causalAttention(at(put(device, q, 'f32')), g, Sq, d, 0.125, offset, at(put(device, k, env.dtype)), at(put(device, v, env.dtype)), at(out));
+    const want = Array.from({ length: g }, (_, j) => causalAttention(rows(q, Sq, d, d, j * Sq * d), rows(k, Sk, d), rows(v, Sk, d), 0.125, offset)).flat(2);
+    expect(relError(get(device, out), want.flatMap((r) => [...r]))).toBeLessThan(1e-5);
+  });
+});

@@ -29,9 +29,15 @@ std::vector<uint16_t> to_bf16(const std::vector<float>& v) {
   return h;
 }
 
-// One warm-up, then the median of reps timed calls.
-void bench(const char* op, const char* shape, int reps, const std::function<void()>& fn) {
+double now_ms() { return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
+
+// One warm-up, then the median of reps timed calls: at least min_reps, and enough for ~0.3 s of
+// timed work so fast ops are not one noisy sample (bench/ops.bench.ts uses the same rule).
+void bench(const char* op, const char* shape, int min_reps, const std::function<void()>& fn) {
+  double t = now_ms();
   fn();
+  double warm = now_ms() - t;
+  int reps = std::max(min_reps, (int)std::min(2000.0, ceil(300.0 / std::max(warm, 1e-3))));
   std::vector<double> ms;
   for (int r = 0; r < reps; r++) {
     auto t0 = std::chrono::steady_clock::now();

@@ -15,6 +15,11 @@ export interface NeedleOptions {
   keyRank?: number;
   /** Noise on keys. Default 0.05. */
   noise?: number;
+  /**
+   * How strongly decode queries point at the needle. At 6 the needle chunk takes roughly 90 % of
+   * the attention mass at 8K context, about as concentrated as a retrieval head; lower is more diffuse.
+   */
+  focus?: number;
   seed?: number;
 }
 
@@ -82,11 +87,12 @@ export class NeedleWorkload {
   step(layer: number, batch = 1): { query: Tensor; key: Tensor; value: Tensor } {
     const { queryHeads: Hq, kvHeads: Hkv, headDim: d } = this.spec;
     const g = Hq / Hkv;
+    const focus = this.o.focus ?? 6;
     const query = randn(batch * Hq * d, this.rand, 0.3, new Float32Array(batch * Hq * d));
     for (let b = 0; b < batch; b++) {
       for (let j = 0; j < Hq; j++) {
         const dir = this.needles[layer]![Math.floor(j / g)]!;
-        for (let i = 0; i < d; i++) query[(b * Hq + j) * d + i] += 4 * dir[i]!;
+        for (let i = 0; i < d; i++) query[(b * Hq + j) * d + i] += focus * dir[i]!;
       }
     }
     const key = new Float32Array(batch * Hkv * d);

@@ -43,6 +43,21 @@ export class WasmDevice implements Device {
 
   constructor(private readonly x: WasmExports) {}
 
+  /**
+   * Runs a runtime call that may allocate scratch: on a full heap the runtime traps
+   * (`unreachable`), which becomes an OutOfMemoryError naming the op.
+   */
+  private op<T>(name: string, call: () => T): T {
+    try {
+      return call();
+    } catch (err) {
+      if (err instanceof WebAssembly.RuntimeError) {
+        throw new OutOfMemoryError(`${name}: the wasm runtime trapped (${err.message}); its heap is ${this.x.memory.buffer.byteLength} bytes of 4 GB. Use a smaller batch or context, or the cuda backend`);
+      }
+      throw err;
+    }
+  }
+
   /** Byte address of a view. */
   private addr(v: View): number {
     return v.buf.ptr + v.offset * BUFFER_BYTES[v.buf.dtype];
@@ -141,50 +156,50 @@ export class WasmDevice implements Device {
 
   gemm(g: GemmArgs): void {
     const rows = g.aRows ? this.addr(g.aRows) : 0;
-    this.x.skv_gemm(
+    this.op('gemm', () => this.x.skv_gemm(
       g.M, g.N, g.K, g.alpha ?? 1,
       this.addr(g.a), code(g.a.buf.dtype), g.lda, g.transA ? 1 : 0, rows,
       this.addr(g.b), code(g.b.buf.dtype), g.ldb, g.transB ? 1 : 0,
       g.beta ?? 0, this.addr(g.c), g.ldc,
-    );
+    ));
   }
 
   rope(x: View, rows: number, d: number, ld: number, positions: Int32Array, invFreq: DeviceBuffer, style: number, direction: 1 | -1): void {
     const pos = this.stage('rope.positions', positions);
-    this.x.skv_rope(this.addr(x), rows, d, ld, pos, invFreq.ptr, style, direction);
+    this.op('rope', () => this.x.skv_rope(this.addr(x), rows, d, ld, pos, invFreq.ptr, style, direction));
   }
 
   lowRankKeys(k: View, S: number, D: number, rank: number, oversample: number, powerIters: number, seed: number, o: LowRankOut): void {
-    const status = this.x.skv_low_rank_keys(
+    const status = this.op('low_rank_keys', () => this.x.skv_low_rank_keys(
       this.addr(k), S, D, rank, oversample, powerIters, seed >>> 0,
       this.addr(o.u), this.addr(o.sv), this.addr(o.proj), this.addr(o.sigma),
-    );
+    ));
     if (status === STATUS.alloc) throw new OutOfMemoryError(`lowRankKeys: the wasm heap could not hold the workspace for S=${S}, D=${D}, rank=${rank}`);
   }
 
   landmarks(keys: View, ld: number, nChunks: number, C: number, d: number, landmarks: View, minCos: View): void {
-    this.x.skv_landmarks(this.addr(keys), code(keys.buf.dtype), ld, nChunks, C, d, this.addr(landmarks), this.addr(minCos));
+    this.op('landmarks', () => this.x.skv_landmarks(this.addr(keys), code(keys.buf.dtype), ld, nChunks, C, d, this.addr(landmarks), this.addr(minCos)));
   }
 
   selectChunks(scores: View, n: number, k: number, largest: boolean): Int32Array {
     const out = this.scratch('select.out', Math.max(k, 1), 'i32');
-    const count = this.x.skv_select_chunks(this.addr(scores), n, k, largest ? 1 : 0, out.ptr);
+    const count = this.op('select_chunks', () => this.x.skv_select_chunks(this.addr(scores), n, k, largest ? 1 : 0, out.ptr));
     return this.read({ buf: out, offset: 0 }, count) as Int32Array;
   }
 
   scoreChunks(q: View, g: number, d: number, scale: number, landmarks: View, n: number, scores: View): void {
     const work = this.scratch('score.work', g * n, 'f32');
-    this.x.skv_score_chunks(this.addr(q), g, d, scale, this.addr(landmarks), code(landmarks.buf.dtype), n, this.addr(scores), work.ptr);
+    this.op('score_chunks', () => this.x.skv_score_chunks(this.addr(q), g, d, scale, this.addr(landmarks), code(landmarks.buf.dtype), n, this.addr(scores), work.ptr));
   }
 
   rebuildKeys(r: RebuildArgs): void {
     const ids = this.stage('rebuild.ids', r.chunkIds);
     const slots = this.stage('rebuild.slots', r.slots);
-    this.x.skv_rebuild_keys(
+    this.op('rebuild_keys', () => this.x.skv_rebuild_keys(
       this.addr(r.u), code(r.u.buf.dtype), r.rank, this.addr(r.sv), code(r.sv.buf.dtype), r.ldsv, r.d,
       ids, slots, r.chunkIds.length, r.C, r.invFreq.ptr, r.style,
       this.addr(r.out), code(r.out.buf.dtype), r.ldo,
-    );
+    ));
   }
 
   sparseAttention(q: View, g: number, d: number, scale: number, segments: readonly Segment[], out: View): void {
@@ -192,11 +207,11 @@ export class WasmDevice implements Device {
     segments.forEach((s, i) => table.set([this.addr(s.k), this.addr(s.v), s.n, s.ld], i * 4));
     const segs = this.stage('attention.segments', table);
     const kvDtype = segments.length ? code(segments[0]!.k.buf.dtype) : DTYPE_CODE.f32;
-    this.x.skv_sparse_attention(this.addr(q), g, d, scale, segs, segments.length, kvDtype, this.addr(out));
+    this.op('sparse_attention', () => this.x.skv_sparse_attention(this.addr(q), g, d, scale, segs, segments.length, kvDtype, this.addr(out)));
   }
 
   causalAttention(q: View, g: number, Sq: number, d: number, scale: number, offset: number, k: View, v: View, out: View): void {
-    this.x.skv_causal_attention(this.addr(q), g, Sq, d, scale, offset, this.addr(k), this.addr(v), code(k.buf.dtype), this.addr(out));
+    this.op('causal_attention', () => this.x.skv_causal_attention(this.addr(q), g, Sq, d, scale, offset, this.addr(k), this.addr(v), code(k.buf.dtype), this.addr(out)));
   }
 
   memory(): DeviceMemory {

@@ -4,7 +4,7 @@ import type { DType } from '../tensor.js';
 /**
  * Exact post-RoPE keys and values of consecutive tokens on the device, head-major
  * `[kvHeads][capacity][headDim]` so each head's rows are contiguous for attention.
- * Grows by doubling; `drop` removes the oldest tokens.
+ * Grows by an eighth; `drop` removes the oldest tokens and returns unused capacity.
  */
 export class ExactRegion {
   k: DeviceBuffer; // [Hkv, cap, d]
@@ -39,7 +39,12 @@ export class ExactRegion {
   reserve(tokens: number): void {
     const need = this.count + tokens;
     if (need <= this.capacity) return;
-    const capacity = Math.max(need, this.capacity * 2);
+    // An eighth (>= 256 rows) at a time: amortized appends without doubling a long prompt's memory.
+    this.resize(Math.max(need, this.capacity + Math.max(256, this.capacity >> 3)));
+  }
+
+  /** Moves the rows into buffers of `capacity` rows per head. */
+  private resize(capacity: number): void {
     const { heads, d } = this;
     for (const key of ['k', 'v'] as const) {
       const old = this[key];
@@ -63,7 +68,7 @@ export class ExactRegion {
     this.count += tokens;
   }
 
-  /** Removes the oldest `tokens` rows of every head. */
+  /** Removes the oldest `tokens` rows of every head; gives back capacity a compressed prompt left unused. */
   drop(tokens: number): void {
     const rest = (this.count - tokens) * this.d;
     for (let h = 0; h < this.heads; h++) {
@@ -71,6 +76,7 @@ export class ExactRegion {
       this.device.copy(this.headV(h), this.headV(h, tokens), rest);
     }
     this.count -= tokens;
+    if (this.capacity > 4 * Math.max(this.count, 64)) this.resize(2 * Math.max(this.count, 64));
   }
 
   /** Rows `[0, count)` of every head, `[Hkv][count][d]`, for snapshots. */

@@ -92,9 +92,9 @@ export class CompressedStore {
     this.device.freeHost(this.values);
   }
 
-  /** Everything but the selected region, for snapshots (dtype-typed arrays, per head concatenated). */
+  /** Everything, the selected region included, for snapshots (dtype-typed arrays, per head). */
   snapshot(): Record<string, unknown> {
-    const { heads, d, C, rank, maxOutliers } = this.geometry;
+    const { heads, d, C, rank, maxOutliers, maxSelected } = this.geometry;
     const read = (buf: DeviceBuffer, n: number, offset = 0) => this.device.read({ buf, offset } as never, n) as TensorData;
     const nChunks = this.tokens / C;
     return {
@@ -110,6 +110,9 @@ export class CompressedStore {
         outlierV: read(this.outlierV, hs.outlierIds.length * C * d, h * maxOutliers * C * d),
         landmarkIds: hs.landmarkIds.slice(0, hs.landmarkCount),
         landmarks: read(this.landmarks, hs.landmarkCount * d, h * this.chunkCapacity * d),
+        selected: hs.selected.slice(0, hs.selectedCount),
+        selectedK: read(this.selectedK, hs.selectedCount * C * d, h * maxSelected * C * d),
+        selectedV: read(this.selectedV, hs.selectedCount * C * d, h * maxSelected * C * d),
       })),
     };
   }
@@ -118,9 +121,12 @@ export class CompressedStore {
   restore(saved: ReturnType<CompressedStore['snapshot']> & Record<string, never>): void {
     const s = saved as unknown as {
       tokens: number; u: TensorData; sv: TensorData; proj: TensorData;
-      heads: { values: TensorData; outlierIds: Int32Array; outlierK: TensorData; outlierV: TensorData; landmarkIds: Int32Array; landmarks: TensorData }[];
+      heads: {
+        values: TensorData; outlierIds: Int32Array; outlierK: TensorData; outlierV: TensorData; landmarkIds: Int32Array; landmarks: TensorData;
+        selected: Int32Array; selectedK: TensorData; selectedV: TensorData;
+      }[];
     };
-    const { d, C, maxOutliers } = this.geometry;
+    const { d, C, maxOutliers, maxSelected } = this.geometry;
     this.tokens = s.tokens;
     this.device.write({ buf: this.u, offset: 0 }, s.u);
     this.device.write({ buf: this.sv, offset: 0 }, s.sv);
@@ -134,6 +140,10 @@ export class CompressedStore {
       hs.landmarkIds.set(saved.landmarkIds);
       hs.landmarkCount = saved.landmarkIds.length;
       this.device.write({ buf: this.landmarks, offset: h * this.chunkCapacity * d }, saved.landmarks);
+      hs.selected.set(saved.selected);
+      hs.selectedCount = saved.selected.length;
+      this.device.write({ buf: this.selectedK, offset: h * maxSelected * C * d }, saved.selectedK);
+      this.device.write({ buf: this.selectedV, offset: h * maxSelected * C * d }, saved.selectedV);
     });
   }
 }

@@ -1,0 +1,101 @@
+import { describe, expect, it } from 'vitest';
+import {
+  BaseKVCache, ConfigError, createCache, FullKVCache, listBackends, listPolicies, NoBinaryError, registerBackend, registerPolicy,
+  resolveBackend, resolveCacheOptions, type View,
+} from '../../packages/shadowkv/src/index.js';
+import { NeedleWorkload } from '../../examples/workloads/needle.js';
+
+const spec = { layers: 1, queryHeads: 4, kvHeads: 2, headDim: 16, rope: { theta: 10000 } };
+
+describe('backend registry', () => {
+  it('lists cuda before wasm, and auto explains why it fell back', async () => {
+    expect(listBackends()).toEqual(['cuda', 'wasm']);
+    const cache = await createCache({ spec, policy: 'full' });
+    expect(cache.backendInfo.name).toBe('wasm');
+    expect(cache.backendInfo.reason).toMatch(/cuda unavailable \(.*shadowkv-cuda/);
+    cache.dispose();
+  });
+
+  it("asking for 'cuda' where it cannot load is a NoBinaryError, not a silent fallback", async () => {
+    await expect(createCache({ spec, backend: 'cuda' })).rejects.toThrow(NoBinaryError);
+  });
+
+  it('an unknown backend name is a ConfigError listing the registered ones', async () => {
+    await expect(resolveBackend('tpu')).rejects.toThrow(/unknown backend 'tpu'; registered: cuda, wasm/);
+  });
+
+  it('a different factory under a taken name throws; the same one is a no-op', () => {
+    const factory = async () => (await resolveBackend('wasm')).backend;
+    registerBackend('wasm-alias', factory, 0);
+    expect(() => registerBackend('wasm-alias', factory, 0)).not.toThrow();
+    expect(() => registerBackend('wasm-alias', async () => factory(), 0)).toThrow(ConfigError);
+  });
+});
+
+/** A plugin: attends only to the most recent `window` tokens (StreamingLLM without sinks). */
+class RecentWindowCache extends BaseKVCache {
+  readonly name = 'recent-window';
+  constructor(
+    spec: ConstructorParameters<typeof BaseKVCache>[0],
+    cache: ConstructorParameters<typeof BaseKVCache>[1],
+    device: ConstructorParameters<typeof BaseKVCache>[2],
+    private readonly window = 8,
+  ) {
+    super(spec, cache, device);
+  }
+  policyOptions() {
+    return { window: this.window };
+  }
+  protected override attendDecode(layer: number, seq: number, q: View, out: View): void {
+    const { tail } = this.states[layer]![seq]!;
+    const { headDim: d, scale } = this.spec;
+    const n = Math.min(this.window, tail.count);
+    for (let h = 0; h < this.spec.kvHeads; h++) {
+      const segment = { k: tail.headK(h, tail.count - n), v: tail.headV(h, tail.count - n), n, ld: d };
+      this.device.sparseAttention({ buf: q.buf, offset: q.offset + h * this.group * d }, this.group, d, scale, [segment], { buf: out.buf, offset: out.offset + h * this.group * d });
+    }
+  }
+}
+
+describe('policy registry', () => {
+  it('a registered plugin runs by name, and differs from full only by what it attends', async () => {
+    registerPolicy('recent-window', ({ spec: s, cache, device, options }) => new RecentWindowCache(s, resolveCacheOptions(cache), device, options.window as number));
+    expect(listPolicies()).toEqual(['full', 'shadowkv', 'recent-window']);
+    const work = new NeedleWorkload({ ...spec, layers: 1 }, { tokens: 5, seed: 1 });
+    const mine = await createCache({ spec, policy: 'recent-window', dtype: 'f32', options: { window: 1000 } });
+    const full = await createCache({ spec, policy: 'full', dtype: 'f32' });
+    expect(full).toBeInstanceOf(FullKVCache);
+    const prompt = work.prompt(0);
+    for (const c of [mine, full]) c.prefill(0, prompt);
+    const input = work.step(0);
+    expect(Array.from(mine.decode(0, input).data)).toEqual(Array.from(full.decode(0, input).data)); // window covers all
+    const narrow = await createCache({ spec, policy: 'recent-window', dtype: 'f32', options: { window: 2 } });
+    narrow.prefill(0, prompt);
+    expect(Array.from(narrow.decode(0, input).data)).not.toEqual(Array.from(full.decode(0, input).data));
+  });
+
+  it('an unknown policy is a ConfigError naming the registered ones', async () => {
+    await expect(createCache({ spec, policy: 'h2o' })).rejects.toThrow(/unknown policy 'h2o'; registered: full, shadowkv/);
+  });
+});
+
+describe('lifetimes', () => {
+  it('dispose() frees every device and host byte the cache allocated', async () => {
+    const work = new NeedleWorkload(spec, { tokens: 300, seed: 2 });
+    const cache = await createCache({ spec, policy: 'shadowkv', options: { budget: 32, rank: 8, denseThreshold: 64 } });
+    cache.prefill(0, work.prompt(0));
+    cache.decode(0, work.step(0));
+    expect(cache.memory().host).toBeGreaterThan(0);
+    const device = (cache as unknown as { device: { memory(): { device: number; host: number } } }).device;
+    cache.reset();
+    expect(device.memory().host).toBe(0); // reset returns the compressed store
+    cache.dispose();
+    expect(device.memory()).toMatchObject({ device: 0, host: 0 });
+  });
+
+  it('using declarations dispose at scope exit (Symbol.dispose)', async () => {
+    const cache = await createCache({ spec, policy: 'full' });
+    cache[Symbol.dispose]();
+    expect(() => cache.length()).toThrow(/disposed/);
+  });
+});

@@ -10,5 +10,5 @@ export default defineConfig({
   tsconfig: 'packages/shadowkv/tsconfig.json',
   sourcemap: true,
   clean: true,
-  external: ['shadowkv-cuda'],
+  external: ['msgpackr', 'shadowkv-cuda'],
 });

@@ -1,6 +1,7 @@
 // A long-context workload with a planted "needle" chunk that the final queries look for.
 import type { ModelSpec, Tensor } from '../../packages/shadowkv/src/index.js';
 import { KeyModel } from './KeyModel.js';
+import type { Workload } from './Workload.js';
 import { randn, rng } from './random.js';
 
 /** Options of the needle workload. */
@@ -28,11 +29,19 @@ export interface NeedleOptions {
  * random values, and a needle: a key direction planted in one chunk (on the slowest RoPE
  * frequencies, which retrieval heads use, so it survives rotation) that decode queries align with.
  */
-export class NeedleWorkload {
+export class NeedleWorkload implements Workload {
   readonly needleStart: number;
   private readonly keyModels: KeyModel[];
   private readonly needles: Float64Array[][]; // [layer][kvHead] unit vectors [d]
   private readonly rand: () => number;
+
+  get tokens(): number {
+    return this.o.tokens;
+  }
+
+  get description(): string {
+    return `synthetic needle: ${this.o.tokens} tokens, keys of rank ${this.o.keyRank ?? 32} + noise ${this.o.noise ?? 0.05}, needle at ${Math.round((this.o.depth ?? 0.37) * 100)} %, query focus ${this.o.focus ?? 6}`;
+  }
 
   constructor(readonly spec: ModelSpec, readonly o: NeedleOptions) {
     const { layers, kvHeads: Hkv, headDim: d } = spec;

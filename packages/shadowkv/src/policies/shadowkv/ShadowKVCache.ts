@@ -8,7 +8,8 @@ import { compactSequence, compressSequence, type CompressContext } from './compr
 import { CompressedStore } from './CompressedStore.js';
 import { reuseSlots } from './reuseSlots.js';
 
-interface ShadowState extends SequenceState {
+/** A ShadowKV row: the exact tail, plus the compressed store once the row was compressed. */
+export interface ShadowState extends SequenceState {
   store?: CompressedStore;
 }
 

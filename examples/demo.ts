@@ -1,0 +1,122 @@
+// The main job: a long-context workload through `full` and `shadowkv` side by side on the wasm
+// default, reporting memory per tier, prefill time, decode time per step, needle selection and
+// output agreement.  Run: npm run demo -- [--tokens 32768] [--layers 4] [--steps 16] [--batch 1]
+//                                         [--dtype bf16] [--budget 2048] [--backend auto]
+import { parseArgs } from 'node:util';
+import { createCache, LLAMA3_8B, toFloat32, type Cache, type DType, type ShadowKVCache } from '../packages/shadowkv/src/index.js';
+import { Progress } from './progress.js';
+import { NeedleWorkload } from './workloads/needle.js';
+import type { Workload } from './workloads/Workload.js';
+
+const { values: args } = parseArgs({
+  options: {
+    tokens: { type: 'string', default: '32768' },
+    layers: { type: 'string', default: '4' },
+    steps: { type: 'string', default: '16' },
+    batch: { type: 'string', default: '1' },
+    dtype: { type: 'string', default: 'bf16' },
+    budget: { type: 'string', default: '2048' },
+    backend: { type: 'string', default: 'auto' },
+  },
+});
+const layers = Number(args.layers);
+const steps = Number(args.steps);
+const batch = Number(args.batch);
+const budget = Number(args.budget);
+const spec = { ...LLAMA3_8B, layers };
+const workload: Workload = new NeedleWorkload(spec, { tokens: Number(args.tokens) });
+const POLICIES = ['full', 'shadowkv'] as const;
+
+console.log(`shadowkv demo: Llama-3-8B attention geometry (${spec.queryHeads} q heads, ${spec.kvHeads} kv heads, d ${spec.headDim}), ${layers} layers, batch ${batch}, ${args.dtype} storage`);
+console.log(`workload: ${workload.description}\n`);
+
+const caches = {} as Record<(typeof POLICIES)[number], Cache>;
+for (const policy of POLICIES) {
+  caches[policy] = await createCache({ spec, policy, batch, dtype: args.dtype as DType, backend: args.backend, options: { budget } });
+}
+console.log(`backend: ${caches.shadowkv.backendInfo.description} (${caches.shadowkv.backendInfo.reason})\n`);
+
+// Prefill: one layer at a time, both caches on the same prompt.
+const prefillMs = { full: 0, shadowkv: 0 };
+const bar = new Progress('prefill', layers * POLICIES.length);
+for (let l = 0; l < layers; l++) {
+  const prompt = workload.prompt(l, batch);
+  for (const policy of POLICIES) {
+    const t0 = performance.now();
+    caches[policy].prefill(l, prompt);
+    prefillMs[policy] += performance.now() - t0;
+    bar.tick(`layer ${l} ${policy}`);
+  }
+}
+
+// Decode: the same query/key/value into both caches; compare outputs per (row, head).
+const decodeMs = { full: 0, shadowkv: 0 };
+let minCosine = 1;
+let maxRelError = 0;
+let needleHits = 0;
+let needleChecks = 0;
+const C = (caches.shadowkv as unknown as ShadowKVCache).options.chunkSize;
+const decodeBar = new Progress('decode ', steps);
+for (let t = 0; t < steps; t++) {
+  for (let l = 0; l < layers; l++) {
+    const input = workload.step(l, batch);
+    const outputs = {} as Record<(typeof POLICIES)[number], Float32Array>;
+    for (const policy of POLICIES) {
+      const t0 = performance.now();
+      outputs[policy] = toFloat32(caches[policy].decode(l, input));
+      decodeMs[policy] += performance.now() - t0;
+    }
+    const agreement = compare(outputs.shadowkv, outputs.full, spec.headDim);
+    minCosine = Math.min(minCosine, agreement.cosine);
+    maxRelError = Math.max(maxRelError, agreement.relError);
+    if (workload.needleChunk) {
+      for (let b = 0; b < batch; b++) {
+        for (let h = 0; h < spec.kvHeads; h++) {
+          needleChecks += 1;
+          if ((caches.shadowkv as unknown as ShadowKVCache).selection(l, b, h).includes(workload.needleChunk(C))) needleHits += 1;
+        }
+      }
+    }
+  }
+  decodeBar.tick();
+}
+
+// Report.
+const mb = (bytes: number | undefined) => (bytes === undefined ? '-' : `${(bytes / 2 ** 20).toFixed(1)} MiB`);
+const mem = { full: caches.full.memory(), shadowkv: caches.shadowkv.memory() };
+const stats = caches.shadowkv.stats();
+const rows: [string, string, string][] = [
+  ['device memory (KV on the accelerator)', mb(mem.full.device), mb(mem.shadowkv.device)],
+  ['host memory (offloaded values)', mb(mem.full.host), mb(mem.shadowkv.host)],
+  ['wasm heap reserved', mb(mem.full.wasmHeap), mb(mem.shadowkv.wasmHeap)],
+  ['dense K/V of the same tokens', mb(mem.full.dense), mb(mem.shadowkv.dense)],
+  ['prefill, all layers', `${(prefillMs.full / 1000).toFixed(2)} s`, `${(prefillMs.shadowkv / 1000).toFixed(2)} s`],
+  ['decode per step, all layers', `${(decodeMs.full / steps).toFixed(1)} ms`, `${(decodeMs.shadowkv / steps).toFixed(1)} ms`],
+  ['tokens attended per kv head', `${caches.full.length()}`, `${stats.lastAttendedTokens.toFixed(0)}`],
+  ['chunk hit rate', '-', `${(stats.hitRate * 100).toFixed(0)} %`],
+  ['needle chunk selected', 'attends all', workload.needleChunk ? `${needleHits}/${needleChecks} (layer, row, head, step)` : '-'],
+  ['output cosine vs full (worst head)', '1', minCosine.toFixed(4)],
+  ['output rel. error vs full (worst head)', '0', maxRelError.toExponential(2)],
+];
+console.log(`\n${'metric'.padEnd(40)}${'full'.padStart(16)}${'shadowkv'.padStart(36)}`);
+for (const [name, a, b] of rows) console.log(`${name.padEnd(40)}${a.padStart(16)}${b.padStart(36)}`);
+console.log(`\nshadowkv decode is ${(decodeMs.full / decodeMs.shadowkv).toFixed(2)}x full's; device memory ${(mem.shadowkv.dense / mem.shadowkv.device).toFixed(1)}x below dense.`);
+for (const c of Object.values(caches)) c.dispose();
+
+/** Worst cosine and worst relative error over (row, head) vectors of length d. */
+function compare(a: Float32Array, b: Float32Array, d: number): { cosine: number; relError: number } {
+  let cosine = 1;
+  let relError = 0;
+  for (let o = 0; o < a.length; o += d) {
+    let ab = 0, aa = 0, bb = 0, diff = 0;
+    for (let i = o; i < o + d; i++) {
+      ab += a[i]! * b[i]!;
+      aa += a[i]! ** 2;
+      bb += b[i]! ** 2;
+      diff += (a[i]! - b[i]!) ** 2;
+    }
+    cosine = Math.min(cosine, ab / Math.sqrt(aa * bb));
+    relError = Math.max(relError, Math.sqrt(diff / bb));
+  }
+  return { cosine, relError };
+}

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# README command 2 (and CI): set up, type-check, run the vitest suite, then print one line
+# `N passed, N failed, N skipped` from vitest's JSON report. Exits with vitest's status.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+bash scripts/setup.sh
+npx tsc -p tsconfig.json
+npx tsc -p packages/shadowkv/tsconfig.json --noEmit
+report="$(mktemp -d)/vitest.json"
+status=0
+npx vitest run --reporter=default --reporter=json --outputFile="$report" || status=$?
+node -e '
+  const r = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
+  const skipped = r.numPendingTests + r.numTodoTests;
+  console.log(`${r.numPassedTests} passed, ${r.numFailedTests} failed, ${skipped} skipped`);
+  if (r.numTotalTests === 0) { console.error("no test ran"); process.exit(1); }
+' "$report" || status=1
+exit $status

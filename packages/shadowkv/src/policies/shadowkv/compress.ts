@@ -45,10 +45,8 @@ function addLandmarks(ctx: CompressContext, st: SequenceState, store: Compressed
   const minCos = device.alloc(chunks, 'f32', 'compress');
   device.landmarks(st.tail.headK(h), d, chunks, C, d, at(lm), at(minCos));
   const hs = store.heads[h]!;
-  for (let c = 0; c < chunks; c++) {
-    device.convert(at(store.landmarks, (h * store.chunkCapacity + hs.landmarkCount) * d), at(lm, c * d), d);
-    hs.landmarkIds[hs.landmarkCount++] = firstChunk + c;
-  }
+  device.convert(at(store.landmarks, (h * store.chunkCapacity + hs.landmarkCount) * d), at(lm), chunks * d);
+  for (let c = 0; c < chunks; c++) hs.landmarkIds[hs.landmarkCount++] = firstChunk + c;
   return { lm, minCos, release: () => [lm, minCos].forEach((b) => device.free(b)) };
 }
 
@@ -101,21 +99,31 @@ function setOutliers(ctx: CompressContext, st: SequenceState, store: CompressedS
   const { headDim: d } = ctx.spec;
   const C = ctx.options.chunkSize;
   const block = C * d;
-  const base = h * store.geometry.maxOutliers * block;
+  const slots = h * store.geometry.maxOutliers * block;
   ids.forEach((c, i) => {
-    device.copy(at(store.outlierK, base + i * block), st.tail.headK(h, c * C), block);
-    device.copy(at(store.outlierV, base + i * block), st.tail.headV(h, c * C), block);
+    device.copy(at(store.outlierK, slots + i * block), st.tail.headK(h, c * C), block);
+    device.copy(at(store.outlierV, slots + i * block), st.tail.headV(h, c * C), block);
   });
   const hs = store.heads[h]!;
   hs.outlierIds = ids;
-  // Drop outliers from the landmark set, keeping it ascending by chunk id.
+  // Drop outliers from the landmark set, keeping it ascending by chunk id: move each run of
+  // landmarks between two outliers down in one copy.
+  const base = h * store.chunkCapacity;
   const out = new Set(ids);
   let w = 0;
-  for (let r = 0; r < hs.landmarkCount; r++) {
-    const id = hs.landmarkIds[r]!;
-    if (out.has(id)) continue;
-    if (w !== r) device.copy(at(store.landmarks, (h * store.chunkCapacity + w) * d), at(store.landmarks, (h * store.chunkCapacity + r) * d), d);
-    hs.landmarkIds[w++] = id;
+  for (let r = 0; r < hs.landmarkCount; ) {
+    if (out.has(hs.landmarkIds[r]!)) {
+      r += 1;
+      continue;
+    }
+    let end = r;
+    while (end < hs.landmarkCount && !out.has(hs.landmarkIds[end]!)) end += 1;
+    if (w !== r) {
+      device.copy(at(store.landmarks, (base + w) * d), at(store.landmarks, (base + r) * d), (end - r) * d);
+      hs.landmarkIds.copyWithin(w, r, end);
+    }
+    w += end - r;
+    r = end;
   }
   hs.landmarkCount = w;
 }

@@ -22,6 +22,7 @@ export { FullKVCache } from './policies/FullKVCache.js';
 export type { DecodeInput, KVCachePolicy, MemoryReport, PolicyStats, PrefillInput } from './policies/KVCachePolicy.js';
 export { ShadowKVCache, type ShadowState } from './policies/shadowkv/ShadowKVCache.js';
 export { CompressedStore, type HeadStore } from './policies/shadowkv/CompressedStore.js';
+export { decodeLayerComposed, type LayerStepCounts, type ShadowKVLayerStep } from './policies/shadowkv/decodeLayer.js';
 export { LLAMA3_8B, resolveSpec, ropeFrequencies, type Llama3RopeScaling, type ModelSpec, type ResolvedSpec, type RopeSpec } from './spec.js';
 export { numel, tensor, type DType, type Tensor, type TensorData } from './tensor.js';
 export { SNAPSHOT_VERSION } from './snapshot.js';

@@ -1,3 +1,4 @@
+import type { LayerStepCounts, ShadowKVLayerStep } from '../policies/shadowkv/decodeLayer.js';
 import type { DType, TensorData } from '../tensor.js';
 
 /** Element types of device buffers: the storage dtypes plus index and float64 tables. */
@@ -94,6 +95,13 @@ export interface Device {
   rebuildKeys(a: RebuildArgs): void;
   sparseAttention(q: View, g: number, d: number, scale: number, segments: readonly Segment[], out: View): void;
   causalAttention(q: View, g: number, Sq: number, d: number, scale: number, offset: number, k: View, v: View, out: View): void;
+
+  /**
+   * Optional fused path: ShadowKV decode steps 2-5 (score, select, reuse, fetch, rebuild, attend)
+   * for every row and kv head of one layer in a single call. Without it, the policy composes the
+   * ops above (`decodeLayerComposed`, the reference any fused version must match).
+   */
+  decodeShadowKVLayer?(step: ShadowKVLayerStep): LayerStepCounts;
 
   memory(): DeviceMemory;
   dispose(): void;

@@ -60,6 +60,16 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
 
   // ---- hooks ----
 
+  /**
+   * Decode steps after the append, for every row of a layer: q `[B, Hq, d]` f32 post-RoPE →
+   * out `[B, Hq, d]` f32. The default runs `attendDecode` per row; a policy may take the whole
+   * layer at once (one native call).
+   */
+  protected attendLayer(layer: number, q: DeviceBuffer, out: DeviceBuffer): void {
+    const n = this.spec.queryHeads * this.spec.headDim;
+    for (let b = 0; b < this.batch; b++) this.attendDecode(layer, b, at(q, b * n), at(out, b * n));
+  }
+
   /** Decode attention of row `seq` (its token already appended): q `[Hq, d]` f32 post-RoPE → out `[Hq, d]` f32. */
   protected attendDecode(layer: number, seq: number, q: View, out: View): void {
     const { tail } = this.states[layer]![seq]!;
@@ -78,9 +88,6 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
 
   /** Runs after each prefill/decode call per sequence (compression policies compress here). */
   protected afterAppend(_layer: number, _seq: number): void {}
-
-  /** Called at the start of each decode call (per-step counters). */
-  protected beginDecode(_layer: number): void {}
 
   /** Empties a sequence's state beyond the tail. */
   protected clearState(_state: S): void {}
@@ -152,8 +159,7 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
 
     // 2-5. Score, select, fetch, attend: the policy's part.
     const out = this.device.scratch('decode.out', B * Hq * d, 'f32');
-    this.beginDecode(layer);
-    for (let b = 0; b < B; b++) this.attendDecode(layer, b, at(q, b * Hq * d), at(out, b * Hq * d));
+    this.attendLayer(layer, q, out);
     const data = this.download(out, B * Hq * d, input.query.dtype);
     for (let b = 0; b < B; b++) this.afterAppend(layer, b);
     return { data, shape: [B, Hq, 1, d], dtype: input.query.dtype };

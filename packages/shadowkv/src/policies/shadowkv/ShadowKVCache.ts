@@ -1,12 +1,12 @@
-import { at, type Device, type Segment, type View } from '../../backends/Device.js';
+import { at, type Device, type DeviceBuffer } from '../../backends/Device.js';
 import { resolveShadowKVOptions, type ResolvedCacheOptions, type ResolvedShadowKVOptions, type ShadowKVOptions } from '../../config.js';
 import { DTYPE_BYTES } from '../../dtype.js';
 import type { ResolvedSpec } from '../../spec.js';
-import { BaseKVCache, shift, type AttentionRows, type SequenceState } from '../BaseKVCache.js';
+import { BaseKVCache, type AttentionRows, type SequenceState } from '../BaseKVCache.js';
 import type { PolicyStats } from '../KVCachePolicy.js';
 import { compactSequence, compressSequence, type CompressContext } from './compress.js';
 import { CompressedStore } from './CompressedStore.js';
-import { reuseSlots } from './reuseSlots.js';
+import { decodeLayerComposed, type LayerStepCounts, type ShadowKVLayerStep } from './decodeLayer.js';
 
 /** A ShadowKV row: the exact tail, plus the compressed store once the row was compressed. */
 export interface ShadowState extends SequenceState {
@@ -27,7 +27,7 @@ export class ShadowKVCache extends BaseKVCache<ShadowState> {
   readonly options: ResolvedShadowKVOptions;
   private readonly ctx: CompressContext;
   private counters = { steps: 0, hits: 0, misses: 0, bytesFetched: 0, compressions: 0, compactions: 0 };
-  private last = { hits: 0, misses: 0, bytesFetched: 0, attended: 0, selected: 0, heads: 0 };
+  private last: LayerStepCounts & { bytesFetched: number } = { hits: 0, misses: 0, selectedTokens: 0, attendedTokens: 0, heads: 0, bytesFetched: 0 };
 
   constructor(spec: ResolvedSpec, cacheOptions: ResolvedCacheOptions, device: Device, options: ShadowKVOptions = {}) {
     super(spec, cacheOptions, device);
@@ -45,66 +45,18 @@ export class ShadowKVCache extends BaseKVCache<ShadowState> {
     return hs ? Array.from(hs.selected.subarray(0, hs.selectedCount)).sort((a, b) => a - b) : [];
   }
 
-  protected override beginDecode(): void {
+  /** Decode steps 2-5 for every row of the layer: one call on a backend that fuses them. */
+  protected override attendLayer(layer: number, q: DeviceBuffer, out: DeviceBuffer): void {
+    const step: ShadowKVLayerStep = {
+      spec: this.spec, options: this.options, invFreq: this.invFreq, ropeStyle: this.ropeStyle, q, out,
+      rows: this.states[layer]!.map(({ tail, store }) => ({ tail, store })),
+    };
+    const counts = this.device.decodeShadowKVLayer?.(step) ?? decodeLayerComposed(this.device, step);
+    const bytes = counts.misses * this.options.chunkSize * this.spec.headDim * DTYPE_BYTES[this.dtype];
+    this.last = { ...counts, bytesFetched: bytes };
     this.counters.steps += 1;
-    this.last = { hits: 0, misses: 0, bytesFetched: 0, attended: 0, selected: 0, heads: 0 };
-  }
-
-  /** Decode steps 2-5 of docs/algorithm.md for one row. */
-  protected override attendDecode(layer: number, seq: number, q: View, out: View): void {
-    const st = this.states[layer]![seq]!;
-    const store = st.store;
-    if (!store) return super.attendDecode(layer, seq, q, out);
-    const { kvHeads: Hkv, headDim: d, scale } = this.spec;
-    const { chunkSize: C, budget } = this.options;
-    const g = this.group;
-    const block = C * d;
-    const maxSelected = budget / C;
-    for (let h = 0; h < Hkv; h++) {
-      const hs = store.heads[h]!;
-      const qh = shift(q, h * g * d);
-      // 2. Score: softmax(q · L / √d) per query head, max over the GQA group.
-      const scores = this.device.scratch('shadowkv.scores', hs.landmarkCount, 'f32');
-      this.device.scoreChunks(qh, g, d, scale, at(store.landmarks, h * store.chunkCapacity * d), hs.landmarkCount, at(scores));
-      // 3. Select the top budget/C chunks (ties: lower chunk id).
-      const picks = this.device.selectChunks(at(scores), hs.landmarkCount, maxSelected, true);
-      const ids = picks.map((i) => hs.landmarkIds[i]!);
-      // 4. Reuse last step's chunks; fetch V and rebuild K only for misses.
-      if (ids.length < hs.selectedCount) store.clearSelection();
-      const plan = reuseSlots(hs.selected, hs.selectedCount, ids);
-      hs.selectedCount = ids.length;
-      const selK = at(store.selectedK, h * maxSelected * block);
-      const selV = at(store.selectedV, h * maxSelected * block);
-      if (plan.missIds.length) {
-        const blocks = plan.missIds.map((c) => h * store.chunkCapacity + c);
-        this.device.fetchBlocks(selV, store.values, blocks, plan.missSlots, block);
-        this.device.rebuildKeys({
-          u: at(store.u), rank: store.geometry.rank, sv: at(store.sv, h * d), ldsv: Hkv * d, d,
-          chunkIds: plan.missIds, slots: plan.missSlots, C, invFreq: this.invFreq, style: this.ropeStyle, out: selK, ldo: d,
-        });
-      }
-      // 5. Exact attention over outliers ∪ selected chunks ∪ the exact tail.
-      const outlierBase = h * store.geometry.maxOutliers * block;
-      const segments: Segment[] = [
-        { k: at(store.outlierK, outlierBase), v: at(store.outlierV, outlierBase), n: hs.outlierIds.length * C, ld: d },
-        { k: selK, v: selV, n: ids.length * C, ld: d },
-        { k: st.tail.headK(h), v: st.tail.headV(h), n: st.tail.count, ld: d },
-      ];
-      this.device.sparseAttention(qh, g, d, scale, segments, shift(out, h * g * d));
-      this.count(plan.hits, plan.missIds.length, ids.length * C, segments.reduce((n, s) => n + s.n, 0));
-    }
-  }
-
-  private count(hits: number, misses: number, selected: number, attended: number): void {
-    const bytes = misses * this.options.chunkSize * this.spec.headDim * DTYPE_BYTES[this.dtype];
-    this.last.hits += hits;
-    this.last.misses += misses;
-    this.last.bytesFetched += bytes;
-    this.last.selected += selected;
-    this.last.attended += attended;
-    this.last.heads += 1;
-    this.counters.hits += hits;
-    this.counters.misses += misses;
+    this.counters.hits += counts.hits;
+    this.counters.misses += counts.misses;
     this.counters.bytesFetched += bytes;
   }
 
@@ -177,8 +129,8 @@ export class ShadowKVCache extends BaseKVCache<ShadowState> {
       hitRate: c.hits + c.misses ? c.hits / (c.hits + c.misses) : 0,
       lastBytesFetched: this.last.bytesFetched,
       bytesFetched: c.bytesFetched,
-      lastAttendedTokens: this.last.attended / heads,
-      lastSelectedTokens: this.last.selected / heads,
+      lastAttendedTokens: this.last.attendedTokens / heads,
+      lastSelectedTokens: this.last.selectedTokens / heads,
       compressions: c.compressions,
       compactions: c.compactions,
     };

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The CPU benchmark (npm run bench:cpu): builds what is missing, then runs bench/cpu.ts, which
-# writes bench/results/cpu.json. Takes ~2 minutes, most of it the 128K-token stage.
+# writes bench/results/cpu.json. Takes ~1.5 minutes on 2 cores, most of it the 128K-token stage.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"

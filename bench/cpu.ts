@@ -14,7 +14,7 @@ const NATIVE = `${ROOT}bench/native/out/bench_ops`;
 const OUT = `${ROOT}bench/results/cpu.json`;
 // Native and wasm op timings alternate for this many rounds; each side keeps its best median, so a
 // burst of load from elsewhere on the machine does not land on one side only.
-const ROUNDS = 2;
+const ROUNDS = 3;
 // The issue's targets.
 const KERNEL_RATIO_TARGET = 1.5;
 const SPEEDUP_TARGET_128K = 3;
@@ -39,6 +39,7 @@ function emccVersion(): string | null {
 const best = (runs: OpTiming[][], op: string) => Math.min(...runs.map((r) => r.find((t) => t.op === op)!.ms));
 
 async function main(): Promise<void> {
+  const loadBefore = os.loadavg(); // other work on the machine shows up here, and in the timings
   const { backend } = await resolveBackend('wasm');
   const nativeRuns: OpTiming[][] = [];
   const wasmRuns: OpTiming[][] = [];
@@ -63,6 +64,7 @@ async function main(): Promise<void> {
     machine: {
       cpu: os.cpus()[0]?.model ?? 'unknown',
       cores: os.cpus().length,
+      loadAverage: { before: loadBefore.map((x) => +x.toFixed(2)), after: os.loadavg().map((x) => +x.toFixed(2)) },
       memoryGiB: Math.round(os.totalmem() / 2 ** 30),
       os: `${os.type()} ${os.release()}`,
       node: process.version,

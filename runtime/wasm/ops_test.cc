@@ -151,9 +151,9 @@ void test_rope() {
   for (int d : {64, 128})
     for (int style = 0; style < 2; style++)
       for (int dir : {1, -1}) {
-        int rows = 45, ldx = d + 3;
+        int rows = 1200, ldx = d + 3;  // rows 45+ are one long run: block steps and reseeds
         std::vector<int32_t> pos(rows);
-        for (int r = 0; r < rows; r++) pos[r] = r < 20 ? 1000 + r : r < 30 ? (1 << 20) - 30 + r : (r * 7919) % 5000;
+        for (int r = 0; r < rows; r++) pos[r] = r < 20 ? 1000 + r : r < 30 ? (1 << 20) - 30 + r : r < 45 ? (r * 7919) % 5000 : 131000 + r;
         pos[25] = pos[24];  // a repeated position
         std::vector<double> f = inv_freq(d, 500000.0);
         std::vector<float> x((size_t)rows * ldx);
@@ -168,7 +168,7 @@ void test_rope() {
           for (int i = d; i < ldx; i++) e = std::max(e, (double)(y[(size_t)r * ldx + i] != x[(size_t)r * ldx + i]));
         }
         char name[64]; snprintf(name, 64, "skv_rope d=%d style=%d dir=%d pos<=2^20", d, style, dir);
-        check(name, e, 2e-7);
+        check(name, e, 4e-7);  // the final rotation is f32: two roundings of unit-scale values
       }
 }
 

@@ -1,49 +1,130 @@
-// RoPE in place with float64 angles. sin/cos per (row, pair) dominate, so runs of consecutive
-// positions advance the angle by one rotation per row instead of calling sin/cos again.
+// RoPE in place with float64 angles. Exact sin/cos is the expensive part (more so in wasm libm), so
+// within a run of consecutive positions a row's rotation is its run base times a per-offset table:
+//   angle(base + k) = angle(base) + k * f  ->  (c, s) = (cb ck - sb sk, sb ck + cb sk).
+// The base advances by whole blocks in float64 and is recomputed exactly every RESEED_BLOCKS
+// blocks; only the final combine and the rotation run in f32 (error ~3e-7 relative).
 #include <math.h>
 #include "abi.h"
+#include "simd.h"
 
 namespace {
-enum { PAIRS = 64, RESEED = 16 };  // pairs per pass; exact sin/cos at least every RESEED rows
+enum { PAIRS = 64, BLOCK = 32, RESEED_BLOCKS = 16 };
+
+struct Rotations {
+  float c[PAIRS], s[PAIRS];
+};
+
+// The per-row rotations of one pair block: exact bases, a float64 block step, an f32 offset table.
+struct RopeState {
+  int np;
+  double bc[PAIRS], bs[PAIRS];          // rotation of the run base position, float64
+  double stepc[PAIRS], steps[PAIRS];    // rotation by BLOCK positions
+  float tc[BLOCK][PAIRS], ts[BLOCK][PAIRS];  // rotation by k positions, k < BLOCK
+  float fbc[PAIRS], fbs[PAIRS];         // bc, bs in f32 for the combine
+  bool table = false;
+
+  void exact_base(const double* f, int64_t pos) {
+    for (int i = 0; i < np; i++) {
+      double a = (double)pos * f[i];
+      bc[i] = cos(a); bs[i] = sin(a);
+      fbc[i] = (float)bc[i]; fbs[i] = (float)bs[i];
+    }
+  }
+  void build_table(const double* f) {  // lazily: only runs of consecutive positions need it
+    for (int i = 0; i < np; i++) {
+      double c1 = cos(f[i]), s1 = sin(f[i]), c = 1.0, s = 0.0;
+      for (int k = 0; k < BLOCK; k++) {
+        tc[k][i] = (float)c; ts[k][i] = (float)s;
+        double cn = c * c1 - s * s1;
+        s = s * c1 + c * s1;
+        c = cn;
+      }
+      stepc[i] = cos(BLOCK * f[i]); steps[i] = sin(BLOCK * f[i]);
+    }
+    table = true;
+  }
+  void advance_base() {  // base += BLOCK positions, float64
+    for (int i = 0; i < np; i++) {
+      double cn = bc[i] * stepc[i] - bs[i] * steps[i];
+      bs[i] = bs[i] * stepc[i] + bc[i] * steps[i];
+      bc[i] = cn;
+      fbc[i] = (float)bc[i]; fbs[i] = (float)bs[i];
+    }
+  }
+  // Rotation of base + k, k < BLOCK, for every pair (f32x4).
+  void combine(int k, Rotations& r) const {
+    int i = 0;
+    for (; i + 4 <= np; i += 4) {
+      f32x4 cb = vload(fbc + i), sb = vload(fbs + i), ck = vload(tc[k] + i), sk = vload(ts[k] + i);
+      vstore(r.c + i, vsub(vmul(cb, ck), vmul(sb, sk)));
+      vstore(r.s + i, vfma(sb, ck, vmul(cb, sk)));
+    }
+    for (; i < np; i++) {
+      r.c[i] = fbc[i] * tc[k][i] - fbs[i] * ts[k][i];
+      r.s[i] = fbs[i] * tc[k][i] + fbc[i] * ts[k][i];
+    }
+  }
+};
+
+// x1' = x1 c - x2 s', x2' = x2 c + x1 s' with s' = dir * s, for np pairs; x1, x2 contiguous (rotate-half).
+void rotate_half(float* x1, float* x2, const Rotations& r, float dir, int np) {
+  const f32x4 vd = vsplat(dir);
+  int i = 0;
+  for (; i + 4 <= np; i += 4) {
+    f32x4 a = vload(x1 + i), b = vload(x2 + i), c = vload(r.c + i), s = vmul(vd, vload(r.s + i));
+    vstore(x1 + i, vsub(vmul(a, c), vmul(b, s)));
+    vstore(x2 + i, vfma(a, s, vmul(b, c)));
+  }
+  for (; i < np; i++) {
+    float a = x1[i], b = x2[i], s = dir * r.s[i];
+    x1[i] = a * r.c[i] - b * s;
+    x2[i] = b * r.c[i] + a * s;
+  }
 }
+
+// Same for interleaved pairs (2i, 2i+1).
+void rotate_interleaved(float* x, const Rotations& r, float dir, int np) {
+  for (int i = 0; i < np; i++) {
+    float a = x[2 * i], b = x[2 * i + 1], s = dir * r.s[i];
+    x[2 * i] = a * r.c[i] - b * s;
+    x[2 * i + 1] = b * r.c[i] + a * s;
+  }
+}
+}  // namespace
 
 SKV_EXPORT void skv_rope(float* x, int rows, int d, int ldx, const int32_t* positions,
                          const double* inv_freq, int style, int direction) {
-  int half = d / 2;
-  double dir = direction < 0 ? -1.0 : 1.0;
-  // Pairs are handled PAIRS at a time so the angle state lives on the stack.
+  const int half = d / 2;
+  const float dir = direction < 0 ? -1.f : 1.f;
   for (int p0 = 0; p0 < half; p0 += PAIRS) {
-    int np = half - p0 < PAIRS ? half - p0 : PAIRS;
-    double c[PAIRS], s[PAIRS], c1[PAIRS], s1[PAIRS];  // angle state; one-step rotation
-    for (int i = 0; i < np; i++) { c1[i] = cos(inv_freq[p0 + i]); s1[i] = sin(inv_freq[p0 + i]); }
+    RopeState st;
+    st.np = half - p0 < PAIRS ? half - p0 : PAIRS;
+    const double* f = inv_freq + p0;
+    Rotations rot;
     int64_t prev = 0;
-    int since_exact = RESEED;  // forces an exact start
+    int k = -1, blocks = 0;  // k: offset from the base (-1: no base yet); blocks since the exact base
     for (int r = 0; r < rows; r++) {
-      int64_t pos = positions[r];
-      if (since_exact < RESEED && pos == prev + 1) {
-        // NOTE: (c, s) <- rotate by inv_freq; rounding grows by ~1e-16 per step, reset every RESEED.
-        for (int i = 0; i < np; i++) {
-          double cn = c[i] * c1[i] - s[i] * s1[i];
-          s[i] = s[i] * c1[i] + c[i] * s1[i];
-          c[i] = cn;
+      const int64_t pos = positions[r];
+      if (k >= 0 && pos == prev) {
+        // Same position as the previous row (every head of one token): same rotation.
+      } else if (k >= 0 && pos == prev + 1 && !(k + 1 == BLOCK && blocks + 1 == RESEED_BLOCKS)) {
+        if (!st.table) st.build_table(f);
+        if (++k == BLOCK) {
+          st.advance_base();
+          blocks++;
+          k = 0;
         }
-        since_exact++;
-      } else if (!(since_exact < RESEED && pos == prev)) {
-        for (int i = 0; i < np; i++) {
-          double a = (double)pos * inv_freq[p0 + i];
-          c[i] = cos(a); s[i] = sin(a);
-        }
-        since_exact = 0;
+        st.combine(k, rot);
+      } else {
+        st.exact_base(f, pos);
+        k = 0;
+        blocks = 0;
+        for (int i = 0; i < st.np; i++) { rot.c[i] = st.fbc[i]; rot.s[i] = st.fbs[i]; }
       }
       prev = pos;
       float* row = x + (size_t)r * ldx;
-      for (int i = 0; i < np; i++) {
-        int i1 = style == SKV_ROPE_INTERLEAVED ? 2 * (p0 + i) : p0 + i;
-        int i2 = style == SKV_ROPE_INTERLEAVED ? i1 + 1 : i1 + half;
-        double x1 = row[i1], x2 = row[i2], sn = dir * s[i];
-        row[i1] = (float)(x1 * c[i] - x2 * sn);
-        row[i2] = (float)(x2 * c[i] + x1 * sn);
-      }
+      if (style == SKV_ROPE_INTERLEAVED) rotate_interleaved(row + 2 * p0, rot, dir, st.np);
+      else rotate_half(row + p0, row + half + p0, rot, dir, st.np);
     }
   }
 }

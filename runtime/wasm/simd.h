@@ -12,6 +12,7 @@ static inline f32x4 vload(const float* p) { return wasm_v128_load(p); }
 static inline void vstore(float* p, f32x4 a) { wasm_v128_store(p, a); }
 static inline f32x4 vsplat(float a) { return wasm_f32x4_splat(a); }
 static inline f32x4 vadd(f32x4 a, f32x4 b) { return wasm_f32x4_add(a, b); }
+static inline f32x4 vsub(f32x4 a, f32x4 b) { return wasm_f32x4_sub(a, b); }
 static inline f32x4 vmul(f32x4 a, f32x4 b) { return wasm_f32x4_mul(a, b); }
 static inline f32x4 vmax(f32x4 a, f32x4 b) { return wasm_f32x4_max(a, b); }
 // No fused multiply-add in wasm SIMD (relaxed-simd is not assumed): mul then add.
@@ -29,6 +30,7 @@ static inline f32x4 vload(const float* p) { f32x4 a; memcpy(&a, p, 16); return a
 static inline void vstore(float* p, f32x4 a) { memcpy(p, &a, 16); }
 static inline f32x4 vsplat(float a) { return f32x4{a, a, a, a}; }
 static inline f32x4 vadd(f32x4 a, f32x4 b) { return a + b; }
+static inline f32x4 vsub(f32x4 a, f32x4 b) { return a - b; }
 static inline f32x4 vmul(f32x4 a, f32x4 b) { return a * b; }
 static inline f32x4 vmax(f32x4 a, f32x4 b) { return a > b ? a : b; }
 // Contracted to a hardware FMA under -ffp-contract=fast (the benchmark build).
@@ -44,6 +46,7 @@ static inline f32x4 vsplat(float a) { return f32x4{{a, a, a, a}}; }
 #define SKV_LANEWISE(name, expr) \
   static inline f32x4 name(f32x4 a, f32x4 b) { f32x4 r; for (int i = 0; i < 4; i++) r.v[i] = (expr); return r; }
 SKV_LANEWISE(vadd, a.v[i] + b.v[i])
+SKV_LANEWISE(vsub, a.v[i] - b.v[i])
 SKV_LANEWISE(vmul, a.v[i] * b.v[i])
 SKV_LANEWISE(vmax, a.v[i] > b.v[i] ? a.v[i] : b.v[i])
 #undef SKV_LANEWISE

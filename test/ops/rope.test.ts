@@ -12,7 +12,8 @@ forEachEnv('rope', (env) => {
   it.each(['half', 'interleaved'] as const)('%s style at large positions matches float64 angles', (style) => {
     const device = env.instance.createDevice();
     const d = 128;
-    const positions = [0, 1, 7, 8, 9, 4095, 131071, 131072, 1_000_003];
+    // Scattered positions, a repeat, then a long consecutive run (block steps and exact reseeds).
+    const positions = [0, 1, 7, 8, 9, 9, 4095, 131071, 131072, 1_000_003, ...Array.from({ length: 1500 }, (_, i) => 131_000 + i)];
     const x = Float64Array.from(randn(positions.length * d, rng(3)), Math.fround);
     const inv = ropeFrequencies(d, { ...LLAMA3, style });
     const buf = put(device, x, 'f32');

@@ -53,7 +53,7 @@ struct OnlineSoftmax {
         l[j] *= f;
         m[j] = mx;
       }
-      for (int t = 0; t < n; t++) { lj[t] = expf(lj[t] - mx); l[j] += lj[t]; }
+      l[j] += vexp_shifted(lj, n, mx);
     }
     // 3. Values: each value row is read once for all queries.
     for (int t = 0; t < n; t++)

@@ -25,7 +25,7 @@ SKV_EXPORT void skv_score_chunks(const float* q, int g, int d, float scale,
     float mx = -INFINITY;
     double sum = 0;  // n may be 100K terms
     for (int c = 0; c < n; c++) mx = lj[c] > mx ? lj[c] : mx;
-    for (int c = 0; c < n; c++) { lj[c] = expf(lj[c] - mx); sum += lj[c]; }
+    for (int c = 0; c < n; c += 256) sum += vexp_shifted(lj + c, n - c < 256 ? n - c : 256, mx);
     float inv = (float)(1.0 / sum);
     for (int c = 0; c < n; c++) scores[c] = lj[c] * inv > scores[c] ? lj[c] * inv : scores[c];
   }

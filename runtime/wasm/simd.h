@@ -56,6 +56,65 @@ static inline f32x4 vfma(f32x4 a, f32x4 b, f32x4 c) {
 static inline float vhsum(f32x4 a) { return (a.v[0] + a.v[1]) + (a.v[2] + a.v[3]); }
 #endif
 
+// ---- exp ----
+// exp(x) by range reduction x = n ln2 + r and a degree-5 polynomial for e^r (Cephes expf, ~2 ulp);
+// exactly 0 below -87.3 (so masked -inf logits stay masked), inputs above 88.3 clamp.
+enum { EXP_POLY_TERMS = 6 };
+static const float EXP_POLY[EXP_POLY_TERMS] = {1.9875691500e-4f, 1.3981999507e-3f, 8.3334519073e-3f,
+                                               4.1665795894e-2f, 1.6666665459e-1f, 5.0000001201e-1f};
+static const float EXP_LO = -87.3f, EXP_HI = 88.3f, LOG2E = 1.44269504089f;
+static const float LN2_HI = 0.693359375f, LN2_LO = -2.12194440e-4f;
+
+static inline float exp_poly(float x) {
+  if (!(x >= EXP_LO)) return 0.f;  // also NaN-free for -inf
+  if (x > EXP_HI) x = EXP_HI;
+  float n = __builtin_roundf(x * LOG2E);
+  float r = x - n * LN2_HI - n * LN2_LO;
+  float p = EXP_POLY[0];
+  for (int i = 1; i < EXP_POLY_TERMS; i++) p = p * r + EXP_POLY[i];
+  float y = p * r * r + r + 1.f;
+  int bits = ((int)n + 127) << 23;
+  float scale;
+  memcpy(&scale, &bits, 4);
+  return y * scale;
+}
+
+#if defined(__wasm_simd128__)
+static inline f32x4 vexp(f32x4 x) {
+  v128_t under = wasm_f32x4_lt(x, wasm_f32x4_splat(EXP_LO));
+  x = wasm_f32x4_min(wasm_f32x4_max(x, wasm_f32x4_splat(EXP_LO)), wasm_f32x4_splat(EXP_HI));
+  f32x4 n = wasm_f32x4_nearest(wasm_f32x4_mul(x, wasm_f32x4_splat(LOG2E)));
+  f32x4 r = vsub(vsub(x, vmul(n, vsplat(LN2_HI))), vmul(n, vsplat(LN2_LO)));
+  f32x4 p = vsplat(EXP_POLY[0]);
+  for (int i = 1; i < EXP_POLY_TERMS; i++) p = vfma(p, r, vsplat(EXP_POLY[i]));
+  f32x4 y = vadd(vfma(vmul(p, r), r, r), vsplat(1.f));
+  v128_t scale = wasm_i32x4_shl(wasm_i32x4_add(wasm_i32x4_trunc_sat_f32x4(n), wasm_i32x4_splat(127)), 23);
+  return wasm_v128_andnot(vmul(y, scale), under);
+}
+#else
+// Native and scalar builds: the same polynomial lane by lane (g++ vectorizes this loop).
+static inline f32x4 vexp(f32x4 x) {
+  float in[4], out[4];
+  vstore(in, x);
+  for (int i = 0; i < 4; i++) out[i] = exp_poly(in[i]);
+  return vload(out);
+}
+#endif
+
+// x[i] = exp(x[i] - shift) over n elements; returns their sum.
+static inline float vexp_shifted(float* x, int n, float shift) {
+  f32x4 vs = vsplat(shift), sum = vsplat(0.f);
+  int i = 0;
+  for (; i + 4 <= n; i += 4) {
+    f32x4 e = vexp(vsub(vload(x + i), vs));
+    vstore(x + i, e);
+    sum = vadd(sum, e);
+  }
+  float s = vhsum(sum);
+  for (; i < n; i++) s += (x[i] = exp_poly(x[i] - shift));
+  return s;
+}
+
 // ---- the two loops of attention and scoring ----
 
 // dot(a, b) over n elements; 16 lanes of partial sums hide the add latency.

@@ -1,9 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import {
-  BaseKVCache, ConfigError, createCache, FullKVCache, listBackends, listPolicies, NoBinaryError, registerBackend, registerPolicy,
-  resolveBackend, resolveCacheOptions, decodeLayerComposed, type ShadowKVLayerStep, type View,
+  ConfigError, createCache, FullKVCache, listBackends, listPolicies, NoBinaryError, registerBackend,
+  resolveBackend, decodeLayerComposed, type ShadowKVLayerStep,
 } from '../../packages/shadowkv/src/index.js';
 import { NeedleWorkload } from '../../examples/workloads/needle.js';
+import { registerRecentWindow } from '../../examples/plugins/RecentWindowCache.js';
 
 const spec = { layers: 1, queryHeads: 4, kvHeads: 2, headDim: 16, rope: { theta: 10000 } };
 
@@ -72,34 +73,9 @@ describe('fused decode seam', () => {
   });
 });
 
-/** A plugin: attends only to the most recent `window` tokens (StreamingLLM without sinks). */
-class RecentWindowCache extends BaseKVCache {
-  readonly name = 'recent-window';
-  constructor(
-    spec: ConstructorParameters<typeof BaseKVCache>[0],
-    cache: ConstructorParameters<typeof BaseKVCache>[1],
-    device: ConstructorParameters<typeof BaseKVCache>[2],
-    private readonly window = 8,
-  ) {
-    super(spec, cache, device);
-  }
-  policyOptions() {
-    return { window: this.window };
-  }
-  protected override attendDecode(layer: number, seq: number, q: View, out: View): void {
-    const { tail } = this.states[layer]![seq]!;
-    const { headDim: d, scale } = this.spec;
-    const n = Math.min(this.window, tail.count);
-    for (let h = 0; h < this.spec.kvHeads; h++) {
-      const segment = { k: tail.headK(h, tail.count - n), v: tail.headV(h, tail.count - n), n, ld: d };
-      this.device.sparseAttention({ buf: q.buf, offset: q.offset + h * this.group * d }, this.group, d, scale, [segment], { buf: out.buf, offset: out.offset + h * this.group * d });
-    }
-  }
-}
-
 describe('policy registry', () => {
   it('a registered plugin runs by name, and differs from full only by what it attends', async () => {
-    registerPolicy('recent-window', ({ spec: s, cache, device, options }) => new RecentWindowCache(s, resolveCacheOptions(cache), device, options.window as number));
+    registerRecentWindow();
     expect(listPolicies()).toEqual(['full', 'shadowkv', 'recent-window']);
     const work = new NeedleWorkload({ ...spec, layers: 1 }, { tokens: 5, seed: 1 });
     const mine = await createCache({ spec, policy: 'recent-window', dtype: 'f32', options: { window: 1000 } });

@@ -1,7 +1,8 @@
 // The main job: a long-context workload through `full` and `shadowkv` side by side on the wasm
 // default, reporting memory per tier, prefill time, decode time per step, needle selection and
 // output agreement.  Run: npm run demo -- [--tokens 32768] [--layers 4] [--steps 16] [--batch 1]
-//                                         [--dtype bf16] [--budget 2048] [--backend auto]
+//                                         [--dtype bf16] [--budget 2048] [--backend auto] [--focus 6]
+// --focus sets how strongly the queries look for the needle (higher: more concentrated attention).
 import { parseArgs } from 'node:util';
 import { createCache, LLAMA3_8B, toFloat32, type Cache, type DType, type ShadowKVCache } from '../packages/shadowkv/src/index.js';
 import { Progress } from './progress.js';
@@ -17,6 +18,7 @@ const { values: args } = parseArgs({
     dtype: { type: 'string', default: 'bf16' },
     budget: { type: 'string', default: '2048' },
     backend: { type: 'string', default: 'auto' },
+    focus: { type: 'string', default: '6' },
   },
 });
 const layers = Number(args.layers);
@@ -24,7 +26,7 @@ const steps = Number(args.steps);
 const batch = Number(args.batch);
 const budget = Number(args.budget);
 const spec = { ...LLAMA3_8B, layers };
-const workload: Workload = new NeedleWorkload(spec, { tokens: Number(args.tokens) });
+const workload: Workload = new NeedleWorkload(spec, { tokens: Number(args.tokens), focus: Number(args.focus) });
 const POLICIES = ['full', 'shadowkv'] as const;
 
 console.log(`shadowkv demo: Llama-3-8B attention geometry (${spec.queryHeads} q heads, ${spec.kvHeads} kv heads, d ${spec.headDim}), ${layers} layers, batch ${batch}, ${args.dtype} storage`);
@@ -51,8 +53,8 @@ for (let l = 0; l < layers; l++) {
 
 // Decode: the same query/key/value into both caches; compare outputs per (row, head).
 const decodeMs = { full: 0, shadowkv: 0 };
-let minCosine = 1;
-let maxRelError = 0;
+const cosines: number[] = [];
+const relErrors: number[] = [];
 let needleHits = 0;
 let needleChecks = 0;
 const C = (caches.shadowkv as unknown as ShadowKVCache).options.chunkSize;
@@ -66,9 +68,7 @@ for (let t = 0; t < steps; t++) {
       outputs[policy] = toFloat32(caches[policy].decode(l, input));
       decodeMs[policy] += performance.now() - t0;
     }
-    const agreement = compare(outputs.shadowkv, outputs.full, spec.headDim);
-    minCosine = Math.min(minCosine, agreement.cosine);
-    maxRelError = Math.max(maxRelError, agreement.relError);
+    compare(outputs.shadowkv, outputs.full, spec.headDim, cosines, relErrors);
     if (workload.needleChunk) {
       for (let b = 0; b < batch; b++) {
         for (let h = 0; h < spec.kvHeads; h++) {
@@ -95,18 +95,17 @@ const rows: [string, string, string][] = [
   ['tokens attended per kv head', `${caches.full.length()}`, `${stats.lastAttendedTokens.toFixed(0)}`],
   ['chunk hit rate', '-', `${(stats.hitRate * 100).toFixed(0)} %`],
   ['needle chunk selected', 'attends all', workload.needleChunk ? `${needleHits}/${needleChecks} (layer, row, head, step)` : '-'],
-  ['output cosine vs full (worst head)', '1', minCosine.toFixed(4)],
-  ['output rel. error vs full (worst head)', '0', maxRelError.toExponential(2)],
+  ['output cosine vs full: mean / worst', '1', `${mean(cosines).toFixed(4)} / ${Math.min(...cosines).toFixed(4)}`],
+  ['output rel. error vs full: mean / worst', '0', `${mean(relErrors).toExponential(2)} / ${Math.max(...relErrors).toExponential(2)}`],
 ];
 console.log(`\n${'metric'.padEnd(40)}${'full'.padStart(16)}${'shadowkv'.padStart(36)}`);
 for (const [name, a, b] of rows) console.log(`${name.padEnd(40)}${a.padStart(16)}${b.padStart(36)}`);
+console.log(`\n(per (layer, row, query head, step) output vector; the worst are heads whose full-attention output is near zero,\n spread thin over many tokens, which top-k attention renormalizes over the selected ones)`);
 console.log(`\nshadowkv decode is ${(decodeMs.full / decodeMs.shadowkv).toFixed(2)}x full's; device memory ${(mem.shadowkv.dense / mem.shadowkv.device).toFixed(1)}x below dense.`);
 for (const c of Object.values(caches)) c.dispose();
 
-/** Worst cosine and worst relative error over (row, head) vectors of length d. */
-function compare(a: Float32Array, b: Float32Array, d: number): { cosine: number; relError: number } {
-  let cosine = 1;
-  let relError = 0;
+/** Cosine and relative error of every (row, head) output vector of length d, appended to the lists. */
+function compare(a: Float32Array, b: Float32Array, d: number, cosines: number[], relErrors: number[]): void {
   for (let o = 0; o < a.length; o += d) {
     let ab = 0, aa = 0, bb = 0, diff = 0;
     for (let i = o; i < o + d; i++) {
@@ -115,8 +114,11 @@ function compare(a: Float32Array, b: Float32Array, d: number): { cosine: number;
       bb += b[i]! ** 2;
       diff += (a[i]! - b[i]!) ** 2;
     }
-    cosine = Math.min(cosine, ab / Math.sqrt(aa * bb));
-    relError = Math.max(relError, Math.sqrt(diff / bb));
+    cosines.push(ab / Math.sqrt(aa * bb));
+    relErrors.push(Math.sqrt(diff / bb));
   }
-  return { cosine, relError };
+}
+
+function mean(xs: number[]): number {
+  return xs.reduce((s, x) => s + x, 0) / xs.length;
 }

@@ -1,7 +1,7 @@
 // Exact dense attention with the same calls as OracleShadowKV: what ShadowKV approximates.
 import { OracleGeometry } from './geometry.js';
 import { causalAttention, sparseAttention } from './ops.js';
-import { checkSize, fromHeadRows, toHeadRows } from './tensors.js';
+import { fromHeadRows, toHeadRows } from './tensors.js';
 import type { OracleSpec } from './types.js';
 
 interface DenseSequence {
@@ -27,9 +27,7 @@ export class OracleFullKV {
   prefill(seq: number, keys: Float64Array, values: Float64Array, S: number, queries?: Float64Array): Float64Array | undefined {
     const { Hq, Hkv, d, group, scale } = this.geo;
     const state = this.sequence(seq);
-    checkSize('prefill', 'keys', keys, [Hkv, S, d]);
-    checkSize('prefill', 'values', values, [Hkv, S, d]);
-    if (queries) checkSize('prefill', 'queries', queries, [Hq, S, d]);
+    this.geo.checkPrefill(keys, values, S, queries);
     const start = this.length(seq);
     const post = this.geo.ropeHeads(keys, Hkv, S, start);
     const vals = toHeadRows(values, Hkv, S, d);
@@ -46,9 +44,7 @@ export class OracleFullKV {
   decode(query: Float64Array, key: Float64Array, value: Float64Array): Float64Array {
     const { Hq, Hkv, d, group, scale } = this.geo;
     const B = this.seqs.length;
-    checkSize('decode', 'query', query, [B, Hq, d]);
-    checkSize('decode', 'key', key, [B, Hkv, d]);
-    checkSize('decode', 'value', value, [B, Hkv, d]);
+    this.geo.checkDecode(query, key, value, B);
     const out = new Float64Array(B * Hq * d);
     this.seqs.forEach((state, b) => {
       const p = this.length(b);

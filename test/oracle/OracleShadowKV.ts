@@ -3,7 +3,7 @@ import { compressIfDue } from './compression.js';
 import { causalAttention, scoreChunks, selectChunks, sparseAttention } from './ops.js';
 import { OracleGeometry } from './geometry.js';
 import { emptySequence, type SequenceState } from './sequenceState.js';
-import { checkSize, fromHeadRows, positionRange, toHeadRows } from './tensors.js';
+import { fromHeadRows, positionRange, toHeadRows } from './tensors.js';
 import type { OracleShadowKVOptions, OracleSpec } from './types.js';
 
 /**
@@ -30,9 +30,7 @@ export class OracleShadowKV {
   prefill(seq: number, keys: Float64Array, values: Float64Array, S: number, queries?: Float64Array): Float64Array | undefined {
     const { Hq, Hkv, d, group, scale } = this.geo;
     const state = this.sequence(seq);
-    checkSize('prefill', 'keys', keys, [Hkv, S, d]);
-    checkSize('prefill', 'values', values, [Hkv, S, d]);
-    if (queries) checkSize('prefill', 'queries', queries, [Hq, S, d]);
+    this.geo.checkPrefill(keys, values, S, queries);
     const start = state.length;
     // 1. New tokens join the exact tail (pre-RoPE kept for compression, post-RoPE for attention).
     const pre = toHeadRows(keys, Hkv, S, d);
@@ -61,11 +59,9 @@ export class OracleShadowKV {
   }
 
   decode(query: Float64Array, key: Float64Array, value: Float64Array): Float64Array {
-    const { Hq, Hkv, d } = this.geo;
+    const { Hq, d } = this.geo;
     const B = this.seqs.length;
-    checkSize('decode', 'query', query, [B, Hq, d]);
-    checkSize('decode', 'key', key, [B, Hkv, d]);
-    checkSize('decode', 'value', value, [B, Hkv, d]);
+    this.geo.checkDecode(query, key, value, B);
     const out = new Float64Array(B * Hq * d);
     this.reuse = { hits: 0, misses: 0 };
     this.seqs.forEach((state, b) => {

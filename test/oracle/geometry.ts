@@ -1,6 +1,6 @@
 // Geometry shared by the two oracle caches: head counts, GQA group, attention scale and RoPE, defaults resolved.
 import { ropeFrequencies, ropeVector } from './rope.js';
-import { toHeadRows } from './tensors.js';
+import { checkSize, toHeadRows } from './tensors.js';
 import type { OracleSpec, RopeStyle } from './types.js';
 
 /** One layer's geometry as both oracle caches use it. */
@@ -24,6 +24,20 @@ export class OracleGeometry {
     this.scale = spec.scale ?? 1 / Math.sqrt(spec.headDim);
     this.style = spec.rope.style ?? 'half';
     this.invFreq = ropeFrequencies(spec.headDim, spec.rope);
+  }
+
+  /** Checks the sizes of a prefill's keys, values and (optional) queries for S tokens. */
+  checkPrefill(keys: Float64Array, values: Float64Array, S: number, queries?: Float64Array): void {
+    checkSize('prefill', 'keys', keys, [this.Hkv, S, this.d]);
+    checkSize('prefill', 'values', values, [this.Hkv, S, this.d]);
+    if (queries) checkSize('prefill', 'queries', queries, [this.Hq, S, this.d]);
+  }
+
+  /** Checks the sizes of a decode's query, key and value for B rows. */
+  checkDecode(query: Float64Array, key: Float64Array, value: Float64Array, B: number): void {
+    checkSize('decode', 'query', query, [B, this.Hq, this.d]);
+    checkSize('decode', 'key', key, [B, this.Hkv, this.d]);
+    checkSize('decode', 'value', value, [B, this.Hkv, this.d]);
   }
 
   /** Post-RoPE rows[h][s] of a pre-RoPE [heads, S, d] tensor whose tokens sit at [offset, offset + S). */

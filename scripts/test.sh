@@ -11,6 +11,14 @@ status=0
 npx vitest run --reporter=default --reporter=json --outputFile="$report" || status=$?
 node -e '
   const r = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
+  // Say why each skipped suite was skipped (its title carries the reason), once per suite.
+  const reasons = new Map();
+  for (const file of r.testResults) for (const t of file.assertionResults) {
+    if (t.status !== "pending" && t.status !== "skipped") continue;
+    const suite = t.ancestorTitles.find((a) => a.includes("skipped:")) ?? t.ancestorTitles.join(" > ");
+    reasons.set(suite, (reasons.get(suite) ?? 0) + 1);
+  }
+  for (const [suite, n] of reasons) console.log(`skipped ${n}: ${suite.slice(0, 160)}`);
   const skipped = r.numPendingTests + r.numTodoTests;
   console.log(`${r.numPassedTests} passed, ${r.numFailedTests} failed, ${skipped} skipped`);
   if (r.numTotalTests === 0) { console.error("no test ran"); process.exit(1); }

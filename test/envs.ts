@@ -27,7 +27,8 @@ async function probe(): Promise<{ ready: TestEnv[]; skipped: { name: string; rea
       const { backend } = await resolveBackend(e.backend);
       ready.push({ ...e, tolerance: backend.precision[e.dtype], instance: backend });
     } catch (err) {
-      const reason = e.backend === 'cuda' ? `no CUDA device (${(err as Error).message})` : (err as Error).message;
+      const { code, message } = err as { code?: string; message: string };
+      const reason = e.backend !== 'cuda' ? message : code === 'SKV_NO_BINARY' ? 'no CUDA device (the shadowkv-cuda addon is not installed)' : `no CUDA device (${message})`;
       skipped.push({ name: e.name, reason });
     }
   }

@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
 # Installs what the project needs on a fresh Debian machine and builds the wasm runtime:
 # emscripten (apt), the npm dependencies (npm ci), runtime/wasm/out/*.wasm. Safe to re-run.
+# --browser also installs chromium (apt), which the browser test needs.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-if ! command -v emcc >/dev/null 2>&1; then
-  echo "setup: installing emscripten (apt, ~1 minute)"
-  SUDO=""
-  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq emscripten >/dev/null
-fi
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+apt_updated=""
+apt_install() {  # apt_install <package> <command it provides>
+  command -v "$2" >/dev/null 2>&1 && return
+  echo "setup: installing $1 (apt, ~1 minute)"
+  [ -n "$apt_updated" ] || { $SUDO apt-get update -qq; apt_updated=1; }
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "$1" >/dev/null
+}
+apt_install emscripten emcc
+[ "${1:-}" != "--browser" ] || apt_install chromium chromium
 
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   echo "setup: installing npm dependencies"

@@ -3,7 +3,7 @@
 # `N passed, N failed, N skipped` from vitest's JSON report. Exits with vitest's status.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh --browser
 npx tsc -p tsconfig.json
 npx tsc -p packages/shadowkv/tsconfig.json --noEmit
 report="$(mktemp -d)/vitest.json"

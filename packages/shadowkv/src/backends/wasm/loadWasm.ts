@@ -1,4 +1,3 @@
-import { readFile } from 'node:fs/promises';
 import { WasmInitError } from '../../errors/WasmInitError.js';
 import type { WasmExports } from './abi.js';
 
@@ -22,6 +21,18 @@ function candidateUrls(file: string): URL[] {
   return [new URL(`./wasm/${file}`, import.meta.url), new URL(`../../../../../runtime/wasm/out/${file}`, import.meta.url)];
 }
 
+/** Reads a file URL under Node, fetches it elsewhere (browsers, workers, Deno). */
+async function readBytes(url: URL): Promise<Uint8Array> {
+  if (typeof process !== 'undefined' && process.versions?.node) {
+    // NOTE: imported here, not at the top, so browser bundles never see node:fs.
+    const { readFile } = await import('node:fs/promises');
+    return readFile(url);
+  }
+  const response = await fetch(url);
+  if (!response.ok) throw new Error(`HTTP ${response.status}`);
+  return new Uint8Array(await response.arrayBuffer());
+}
+
 /**
  * Compiles the runtime once; every cache instantiates its own copy (its own heap of up to 4 GB).
  * @param source bytes of a `.wasm` to use instead of the bundled one (a browser passes fetched bytes).
@@ -31,10 +42,10 @@ export async function compileWasm(variant: WasmVariant = hasWasmSimd() ? 'simd' 
   const tried: string[] = [];
   for (const url of source ? [] : candidateUrls(FILES[variant])) {
     try {
-      bytes = await readFile(url);
+      bytes = await readBytes(url);
       break;
     } catch {
-      tried.push(url.pathname);
+      tried.push(url.href);
     }
   }
   if (!bytes) {

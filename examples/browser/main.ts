@@ -1,0 +1,24 @@
+// Runs in a browser: the wasm backend fetches shadowkv-simd.wasm beside this bundle.
+// Build and check: bash scripts/browser-check.sh
+import { createCache, toFloat32 } from '../../packages/shadowkv/src/index.js';
+import { NeedleWorkload } from '../workloads/needle.js';
+
+const out = document.getElementById('result')!;
+try {
+  const spec = { layers: 1, queryHeads: 8, kvHeads: 2, headDim: 64, rope: { theta: 10000 } };
+  const work = new NeedleWorkload(spec, { tokens: 3000 });
+  const options = { budget: 256, rank: 48, denseThreshold: 1024 };
+  const shadow = await createCache({ spec, policy: 'shadowkv', dtype: 'bf16', options });
+  const full = await createCache({ spec, policy: 'full', dtype: 'bf16' });
+  const prompt = work.prompt(0);
+  shadow.prefill(0, prompt);
+  full.prefill(0, prompt);
+  const step = work.step(0);
+  const a = toFloat32(shadow.decode(0, step));
+  const b = toFloat32(full.decode(0, step));
+  let ab = 0, aa = 0, bb = 0;
+  a.forEach((x, i) => ((ab += x * b[i]!), (aa += x * x), (bb += b[i]! ** 2)));
+  out.textContent = `ok backend=${shadow.backendInfo.description} compressions=${shadow.stats().compressions} cosine=${(ab / Math.sqrt(aa * bb)).toFixed(4)}`;
+} catch (err) {
+  out.textContent = `error ${(err as Error).name}: ${(err as Error).message}`;
+}

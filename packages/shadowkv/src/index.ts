@@ -14,6 +14,7 @@ export type { WasmVariant } from './backends/wasm/loadWasm.js';
 export type { CacheOptions, ShadowKVOptions, ResolvedCacheOptions, ResolvedShadowKVOptions } from './config.js';
 export { resolveCacheOptions, resolveShadowKVOptions } from './config.js';
 export { createCache, listPolicies, loadCache, registerPolicy, type Cache, type CreateCacheOptions, type PolicyContext, type PolicyFactory } from './createCache.js';
+export { estimateMemory, type MemoryEstimate, type MemoryQuestion } from './estimateMemory.js';
 export { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16, fromNumbers, toFloat32 } from './dtype.js';
 export * from './errors/index.js';
 export { BaseKVCache, type AttentionRows, type SequenceState } from './policies/BaseKVCache.js';

@@ -1,5 +1,6 @@
 import type { Device, DeviceBuffer, View } from '../backends/Device.js';
 import type { DType } from '../tensor.js';
+import { growCapacity } from './capacity.js';
 
 /**
  * Exact post-RoPE keys and values of consecutive tokens on the device, head-major
@@ -39,8 +40,7 @@ export class ExactRegion {
   reserve(tokens: number): void {
     const need = this.count + tokens;
     if (need <= this.capacity) return;
-    // An eighth (>= 256 rows) at a time: amortized appends without doubling a long prompt's memory.
-    this.resize(Math.max(need, this.capacity + Math.max(256, this.capacity >> 3)));
+    this.resize(growCapacity(need, this.capacity, 256));
   }
 
   /** Moves the rows into buffers of `capacity` rows per head. */

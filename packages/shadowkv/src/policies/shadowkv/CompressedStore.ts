@@ -1,5 +1,6 @@
 import type { Device, DeviceBuffer, HostBuffer } from '../../backends/Device.js';
 import type { DType, TensorData } from '../../tensor.js';
+import { growCapacity } from '../capacity.js';
 
 /** One kv head's selection state: outliers, landmarks, and the chunks selected at the last step. */
 export interface HeadStore {
@@ -58,7 +59,7 @@ export class CompressedStore {
     if (chunks <= this.chunkCapacity) return;
     const { heads, d, C, rank, dtype } = this.geometry;
     const old = this.chunkCapacity;
-    const cap = Math.max(chunks, old * 2);
+    const cap = growCapacity(chunks, old, 32);
     const u = this.device.alloc(cap * C * rank, dtype, 'lowRankU');
     this.device.copy({ buf: u, offset: 0 }, { buf: this.u, offset: 0 }, this.tokens * rank);
     this.device.free(this.u);

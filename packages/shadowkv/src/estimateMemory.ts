@@ -1,0 +1,73 @@
+import { resolveCacheOptions, resolveShadowKVOptions, type CacheOptions, type ShadowKVOptions } from './config.js';
+import { DTYPE_BYTES } from './dtype.js';
+import { resolveSpec, type ModelSpec } from './spec.js';
+
+/** What `estimateMemory` is asked about. */
+export interface MemoryQuestion extends CacheOptions {
+  spec: ModelSpec;
+  /** `'shadowkv'` (default) or `'full'`. */
+  policy?: 'shadowkv' | 'full';
+  /** Prompt tokens per sequence. */
+  tokens: number;
+  options?: ShadowKVOptions;
+}
+
+/** Bytes a cache will hold (all layers and rows), before anything is allocated. */
+export interface MemoryEstimate {
+  /** Device tier after prefill, including the exact tail at its largest during generation. */
+  device: number;
+  /** Host tier (offloaded values). */
+  host: number;
+  /** A dense K/V cache of the same tokens. */
+  dense: number;
+  /** Device bytes per component, named as in `memory().components`. */
+  components: Record<string, number>;
+  /** Extra device bytes held only while one row of one layer is compressed (f32 keys, factors, Gram). */
+  transient: number;
+  /** Whether device + transient fit one wasm32 heap (4 GB), the wasm backend's limit per cache. */
+  fitsWasmHeap: boolean;
+}
+
+const WASM_HEAP = 4 * 2 ** 30;
+
+/**
+ * Predicts a cache's memory from its spec and options (ShadowKV issue #20: a 180 GB pinned
+ * allocation failed at start; size batch and context first).
+ * @example
+ * const m = estimateMemory({ spec: LLAMA3_8B, tokens: 131072, batch: 4, dtype: 'bf16' });
+ * console.log(m.device / 2 ** 30, 'GiB device,', m.host / 2 ** 30, 'GiB host');
+ */
+export function estimateMemory(q: MemoryQuestion): MemoryEstimate {
+  const spec = resolveSpec(q.spec);
+  const cache = resolveCacheOptions({ batch: q.batch, dtype: q.dtype, maxTokens: q.maxTokens });
+  const { layers, kvHeads: Hkv, headDim: d } = spec;
+  const b = DTYPE_BYTES[cache.dtype];
+  const rows = layers * cache.batch;
+  const S = q.tokens;
+  const dense = rows * 2 * Hkv * S * d * b;
+  const o = resolveShadowKVOptions(q.options);
+  const C = o.chunkSize;
+  const nc = Math.floor((S - o.localTokens) / C) * C;
+  if ((q.policy ?? 'shadowkv') === 'full' || S < o.denseThreshold || nc <= 0) {
+    return { device: dense, host: 0, dense, components: { exactTail: dense }, transient: 0, fitsWasmHeap: dense < WASM_HEAP };
+  }
+  const D = Hkv * d;
+  const chunks = nc / C;
+  const rank = Math.min(o.rank, nc, D);
+  const perRow: Record<string, number> = {
+    lowRankU: nc * rank * b,
+    basis: 2 * rank * D * b,
+    landmarks: Hkv * chunks * d * b,
+    outliers: 2 * Hkv * (o.outlierChunks + Math.ceil(o.sinkTokens / C)) * C * d * b,
+    selected: 2 * Hkv * (o.budget / C) * C * d * b,
+    // The tail at its largest: local window, recent tokens, one chunk before compaction.
+    exactTail: 2 * Hkv * (o.localTokens + o.maxRecentTokens + C) * d * b,
+  };
+  const components = Object.fromEntries(Object.entries(perRow).map(([k, v]) => [k, v * rows]));
+  const device = Object.values(components).reduce((a, v) => a + v, 0);
+  const host = rows * Hkv * nc * d * b;
+  // One row's compression: the whole prompt in the tail, f32 pre-RoPE keys and factors, the Gram matrix.
+  const l = Math.min(rank + o.svdOversample, D);
+  const transient = 2 * Hkv * S * d * b + 4 * (nc * D + nc * rank + 2 * rank * D + D * D + 4 * l * D);
+  return { device, host, dense, components, transient, fitsWasmHeap: device + transient < WASM_HEAP };
+}

@@ -30,3 +30,13 @@ it('says when a cache cannot fit the 4 GB wasm heap, and full attention at 128K 
   expect(shadow.host).toBe(32 * 8 * 131040 * 128 * 2); // values of every compressed token
   expect(shadow.device).toBeLessThan(shadow.dense / 5);
 });
+
+it('an allocation the wasm heap cannot hold is an OutOfMemoryError naming what it was for', async () => {
+  const { resolveBackend, OutOfMemoryError } = await import('../../packages/shadowkv/src/index.js');
+  const device = (await resolveBackend('wasm')).backend.createDevice();
+  expect(() => device.alloc(2 ** 31, 'f32', 'landmarks')).toThrow(OutOfMemoryError);
+  expect(() => device.alloc(2 ** 31, 'f32', 'landmarks')).toThrow(/could not allocate 8589934592 bytes for landmarks/);
+  const small = device.alloc(16, 'f32', 'landmarks'); // the runtime is still usable
+  expect(device.memory().components.landmarks).toBe(64);
+  device.free(small);
+});

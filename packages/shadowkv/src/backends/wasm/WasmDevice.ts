@@ -74,7 +74,8 @@ export class WasmDevice implements Device {
 
   alloc<T extends BufferDType>(length: number, dtype: T, tag: string): DeviceBuffer {
     const bytes = Math.max(length, 1) * BUFFER_BYTES[dtype];
-    const ptr = this.x.skv_malloc(bytes) >>> 0;
+    // NOTE: skv_malloc takes a wasm32 size_t; a size of 4 GB or more would wrap, not fail.
+    const ptr = bytes < 2 ** 32 ? this.x.skv_malloc(bytes) >>> 0 : 0;
     if (ptr === 0) {
       throw new OutOfMemoryError(
         `wasm heap: could not allocate ${bytes} bytes for ${tag} (heap is ${this.x.memory.buffer.byteLength} bytes of 4 GB); use a smaller batch or context, or the cuda backend`,

@@ -1,8 +1,9 @@
 // The main job: a long-context workload through `full` and `shadowkv` side by side on the wasm
 // default, reporting memory per tier, prefill time, decode time per step, needle selection and
 // output agreement.  Run: npm run demo -- [--tokens 32768] [--layers 4] [--steps 16] [--batch 1]
-//                                         [--dtype bf16] [--budget 2048] [--backend auto] [--focus 6]
-// --focus sets how strongly the queries look for the needle (higher: more concentrated attention).
+//                                         [--dtype bf16] [--budget 2048] [--backend auto] [--focus F]
+// --focus sets how strongly the queries look for the needle (default 8 + log2(tokens / 8192);
+// lower: attention spread thinner over the context).
 import { parseArgs } from 'node:util';
 import { createCache, LLAMA3_8B, toFloat32, type Cache, type DType, type ShadowKVCache } from '../packages/shadowkv/src/index.js';
 import { Progress } from './progress.js';
@@ -18,7 +19,7 @@ const { values: args } = parseArgs({
     dtype: { type: 'string', default: 'bf16' },
     budget: { type: 'string', default: '2048' },
     backend: { type: 'string', default: 'auto' },
-    focus: { type: 'string', default: '6' },
+    focus: { type: 'string' },
   },
 });
 const layers = Number(args.layers);
@@ -26,7 +27,7 @@ const steps = Number(args.steps);
 const batch = Number(args.batch);
 const budget = Number(args.budget);
 const spec = { ...LLAMA3_8B, layers };
-const workload: Workload = new NeedleWorkload(spec, { tokens: Number(args.tokens), focus: Number(args.focus) });
+const workload: Workload = new NeedleWorkload(spec, { tokens: Number(args.tokens), focus: args.focus === undefined ? undefined : Number(args.focus) });
 const POLICIES = ['full', 'shadowkv'] as const;
 
 console.log(`shadowkv demo: Llama-3-8B attention geometry (${spec.queryHeads} q heads, ${spec.kvHeads} kv heads, d ${spec.headDim}), ${layers} layers, batch ${batch}, ${args.dtype} storage`);

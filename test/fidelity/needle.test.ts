@@ -11,7 +11,8 @@ const options = { budget: 256, rank: 48, chunkSize: 8, denseThreshold: 1024 };
 
 forEachEnv('fidelity on structured keys', (env) => {
   it('selects the needle chunk at every step and stays within cosine 0.99 of full attention', async () => {
-    const work = new NeedleWorkload(spec, { tokens: 6001, keyRank: 24, noise: 0.05, seed: 5 });
+    // Focus 6: the needle holds only ~40 % of a head's attention here, the rest is spread thin.
+    const work = new NeedleWorkload(spec, { tokens: 6001, keyRank: 24, noise: 0.05, seed: 5, focus: 6 });
     const opts = { spec, batch: 2, dtype: env.dtype, backend: env.backend };
     const shadow = (await createCache({ ...opts, policy: 'shadowkv', options })) as unknown as ShadowKVCache;
     const full = await createCache({ ...opts, policy: 'full' });

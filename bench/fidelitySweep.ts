@@ -1,19 +1,10 @@
 // Fidelity of ShadowKV against full attention as attention gets more diffuse (needle focus) and
 // the budget changes. Run: npx tsx bench/fidelitySweep.ts  (wasm, f32 storage, ~1 minute)
-import { createCache, type ShadowKVCache, type Tensor } from '../packages/shadowkv/src/index.js';
+import { createCache, type ShadowKVCache } from '../packages/shadowkv/src/index.js';
+import { cosine } from '../examples/workloads/metrics.js';
 import { NeedleWorkload } from '../examples/workloads/needle.js';
 
 const spec = { layers: 1, queryHeads: 16, kvHeads: 4, headDim: 64, rope: { theta: 500000 } };
-const cosine = (a: Tensor, b: Tensor) => {
-  let ab = 0, aa = 0, bb = 0;
-  for (let i = 0; i < a.data.length; i++) {
-    ab += a.data[i]! * b.data[i]!;
-    aa += a.data[i]! ** 2;
-    bb += b.data[i]! ** 2;
-  }
-  return ab / Math.sqrt(aa * bb);
-};
-
 console.log('tokens 6001, Hq 16, Hkv 4, d 64, key rank 24 + noise 0.05, rank 48, 10 decode steps');
 console.log('focus  budget  worst-step cosine  hit rate');
 for (const focus of [3, 4, 5, 6, 8]) {
@@ -28,7 +19,7 @@ for (const focus of [3, 4, 5, 6, 8]) {
     let worst = 1;
     for (let t = 0; t < 10; t++) {
       const step = work.step(0);
-      worst = Math.min(worst, cosine(shadow.decode(0, step), full.decode(0, step)));
+      worst = Math.min(worst, cosine(shadow.decode(0, step).data, full.decode(0, step).data));
     }
     console.log(`${String(focus).padStart(5)}  ${String(budget).padStart(6)}  ${worst.toFixed(4).padStart(17)}  ${shadow.stats().hitRate.toFixed(2).padStart(8)}`);
     shadow.dispose();

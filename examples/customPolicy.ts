@@ -2,6 +2,7 @@
 // Run: npx tsx examples/customPolicy.ts
 import { createCache, toFloat32 } from '../packages/shadowkv/src/index.js';
 import { registerRecentWindow } from './plugins/RecentWindowCache.js';
+import { cosine } from './workloads/metrics.js';
 import { NeedleWorkload } from './workloads/needle.js';
 
 registerRecentWindow();
@@ -18,9 +19,7 @@ const step = work.step(0);
 const reference = toFloat32(caches.full.decode(0, step));
 for (const [name, c] of Object.entries(caches)) {
   const out = toFloat32(name === 'full' ? { data: reference, shape: [], dtype: 'f32' } : c.decode(0, step));
-  let ab = 0, aa = 0, bb = 0;
-  out.forEach((x, i) => ((ab += x * reference[i]!), (aa += x * x), (bb += reference[i]! ** 2)));
-  console.log(`${name.padEnd(22)} cosine to full ${(ab / Math.sqrt(aa * bb)).toFixed(4)}   device memory ${(c.memory().device / 2 ** 20).toFixed(1)} MiB`);
+  console.log(`${name.padEnd(22)} cosine to full ${cosine(out, reference).toFixed(4)}   device memory ${(c.memory().device / 2 ** 20).toFixed(1)} MiB`);
   c.dispose();
 }
 console.log('(the needle sits mid-prompt: a recent window cannot see it; ShadowKV selects it)');

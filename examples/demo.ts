@@ -7,6 +7,7 @@
 import { parseArgs } from 'node:util';
 import { createCache, LLAMA3_8B, toFloat32, type Cache, type DType, type ShadowKVCache } from '../packages/shadowkv/src/index.js';
 import { Progress } from './progress.js';
+import { cosine, relError } from './workloads/metrics.js';
 import { NeedleWorkload } from './workloads/needle.js';
 import type { Workload } from './workloads/Workload.js';
 
@@ -108,15 +109,8 @@ for (const c of Object.values(caches)) c.dispose();
 /** Cosine and relative error of every (row, head) output vector of length d, appended to the lists. */
 function compare(a: Float32Array, b: Float32Array, d: number, cosines: number[], relErrors: number[]): void {
   for (let o = 0; o < a.length; o += d) {
-    let ab = 0, aa = 0, bb = 0, diff = 0;
-    for (let i = o; i < o + d; i++) {
-      ab += a[i]! * b[i]!;
-      aa += a[i]! ** 2;
-      bb += b[i]! ** 2;
-      diff += (a[i]! - b[i]!) ** 2;
-    }
-    cosines.push(ab / Math.sqrt(aa * bb));
-    relErrors.push(Math.sqrt(diff / bb));
+    cosines.push(cosine(a, b, o, o + d));
+    relErrors.push(relError(a, b, o, o + d));
   }
 }
 

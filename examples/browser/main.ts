@@ -1,6 +1,7 @@
 // Runs in a browser: the wasm backend fetches shadowkv-simd.wasm beside this bundle.
 // Build and check: bash scripts/browser-check.sh
 import { createCache, toFloat32 } from '../../packages/shadowkv/src/index.js';
+import { cosine } from '../workloads/metrics.js';
 import { NeedleWorkload } from '../workloads/needle.js';
 
 const out = document.getElementById('result')!;
@@ -16,9 +17,7 @@ try {
   const step = work.step(0);
   const a = toFloat32(shadow.decode(0, step));
   const b = toFloat32(full.decode(0, step));
-  let ab = 0, aa = 0, bb = 0;
-  a.forEach((x, i) => ((ab += x * b[i]!), (aa += x * x), (bb += b[i]! ** 2)));
-  out.textContent = `ok backend=${shadow.backendInfo.description} compressions=${shadow.stats().compressions} cosine=${(ab / Math.sqrt(aa * bb)).toFixed(4)}`;
+  out.textContent = `ok backend=${shadow.backendInfo.description} compressions=${shadow.stats().compressions} cosine=${cosine(a, b).toFixed(4)}`;
 } catch (err) {
   out.textContent = `error ${(err as Error).name}: ${(err as Error).message}`;
 }

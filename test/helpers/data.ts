@@ -22,29 +22,7 @@ export function lowRankKeys(Hkv: number, S: number, d: number, rank: number, ran
   return new KeyModel(Hkv, d, rank, rand, noise).sample(S);
 }
 
-/** ||a - b|| / ||b||. */
-export function relError(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let num = 0;
-  let den = 0;
-  for (let i = 0; i < b.length; i++) {
-    num += (a[i]! - b[i]!) ** 2;
-    den += b[i]! ** 2;
-  }
-  return Math.sqrt(num / Math.max(den, 1e-300));
-}
-
-/** Cosine similarity of two flat vectors. */
-export function cosineSim(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let ab = 0;
-  let aa = 0;
-  let bb = 0;
-  for (let i = 0; i < a.length; i++) {
-    ab += a[i]! * b[i]!;
-    aa += a[i]! ** 2;
-    bb += b[i]! ** 2;
-  }
-  return ab / Math.sqrt(aa * bb);
-}
+export { cosine as cosineSim, relError } from '../../examples/workloads/metrics.js';
 
 /** A tensor's values as float64. */
 export const f64 = (t: Tensor) => Float64Array.from(toFloat32(t));

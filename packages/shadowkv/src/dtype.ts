@@ -75,6 +75,11 @@ export function fromNumbers(values: ArrayLike<number>, dtype: DType): TensorData
   return out;
 }
 
+/** A zeroed host array of `n` elements of `dtype`. */
+export function hostArray(dtype: DType, n: number): TensorData {
+  return dtype === 'f32' ? new Float32Array(n) : new Uint16Array(n);
+}
+
 /** True when `data` is the host array type of `dtype`. */
 export function dataMatches(data: TensorData, dtype: DType): boolean {
   return dtype === 'f32' ? data instanceof Float32Array : data instanceof Uint16Array;

@@ -1,6 +1,6 @@
 import { at, type Device, type DeviceBuffer, type View } from '../backends/Device.js';
 import type { ResolvedCacheOptions } from '../config.js';
-import { DTYPE_BYTES } from '../dtype.js';
+import { DTYPE_BYTES, hostArray } from '../dtype.js';
 import { CapacityError } from '../errors/CapacityError.js';
 import { DisposedError } from '../errors/DisposedError.js';
 import { ropeFrequencies, type ResolvedSpec } from '../spec.js';
@@ -23,8 +23,6 @@ export interface AttentionRows {
   v(h: number): View;
   release(): void;
 }
-
-const hostArray = (dtype: DType, n: number): TensorData => (dtype === 'f32' ? new Float32Array(n) : new Uint16Array(n));
 
 /**
  * Does once what every policy needs: input validation (nothing changes before every check

@@ -1,4 +1,5 @@
 import type { Device, DeviceBuffer, View } from '../backends/Device.js';
+import { hostArray } from '../dtype.js';
 import type { DType } from '../tensor.js';
 import { growCapacity } from './capacity.js';
 
@@ -83,7 +84,7 @@ export class ExactRegion {
   snapshot(): { k: Float32Array | Uint16Array; v: Float32Array | Uint16Array } {
     const read = (buf: DeviceBuffer) => {
       const parts = Array.from({ length: this.heads }, (_, h) => this.device.read({ buf, offset: h * this.capacity * this.d } as never, this.count * this.d) as Float32Array | Uint16Array);
-      const out = this.dtype === 'f32' ? new Float32Array(this.heads * this.count * this.d) : new Uint16Array(this.heads * this.count * this.d);
+      const out = hostArray(this.dtype, this.heads * this.count * this.d);
       parts.forEach((p, h) => out.set(p as never, h * this.count * this.d));
       return out;
     };

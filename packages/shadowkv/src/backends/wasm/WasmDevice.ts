@@ -1,4 +1,4 @@
-import { DTYPE_BYTES } from '../../dtype.js';
+import { DTYPE_BYTES, hostArray } from '../../dtype.js';
 import { OutOfMemoryError } from '../../errors/OutOfMemoryError.js';
 import type { DType } from '../../tensor.js';
 import {
@@ -132,7 +132,7 @@ export class WasmDevice implements Device {
   allocHost(length: number, dtype: DType, tag: string): HostBuffer {
     this.hostBytes += length * DTYPE_BYTES[dtype];
     this.count(`host:${tag}`, length * DTYPE_BYTES[dtype]);
-    return { data: dtype === 'f32' ? new Float32Array(length) : new Uint16Array(length), length, dtype, tag };
+    return { data: hostArray(dtype, length), length, dtype, tag };
   }
 
   freeHost(buf: HostBuffer): void {

@@ -4,8 +4,8 @@ import { DTYPE_BYTES } from '../../dtype.js';
 import type { ResolvedSpec } from '../../spec.js';
 import { BaseKVCache, type AttentionRows, type SequenceState } from '../BaseKVCache.js';
 import type { PolicyStats } from '../KVCachePolicy.js';
-import { compactSequence, compressSequence, type CompressContext } from './compress.js';
-import { CompressedStore } from './CompressedStore.js';
+import { compactSequence, compressSequence, newStore, type CompressContext } from './compress.js';
+import type { CompressedStore } from './CompressedStore.js';
 import { decodeLayerComposed, type LayerStepCounts, type ShadowKVLayerStep } from './decodeLayer.js';
 
 /** A ShadowKV row: the exact tail, plus the compressed store once the row was compressed. */
@@ -112,10 +112,7 @@ export class ShadowKVCache extends BaseKVCache<ShadowState> {
   protected override loadState(st: ShadowState, saved: Record<string, unknown>): void {
     const s = saved.store as { tokens: number; rank: number } | undefined;
     if (!s) return;
-    const { kvHeads: Hkv, headDim: d } = this.spec;
-    const o = this.options;
-    const geometry = { heads: Hkv, d, C: o.chunkSize, rank: s.rank, maxOutliers: o.outlierChunks + Math.ceil(o.sinkTokens / o.chunkSize), maxSelected: o.budget / o.chunkSize, dtype: this.dtype };
-    st.store = new CompressedStore(this.device, geometry, Math.max(1, s.tokens / o.chunkSize));
+    st.store = newStore(this.ctx, s.rank, Math.max(1, s.tokens / this.options.chunkSize));
     st.store.restore(saved.store as never);
   }
 

@@ -18,6 +18,18 @@ export interface CompressContext {
 // NOTE: a fixed seed makes the factorization, and so every output, reproducible run to run.
 const SVD_SEED = 0x5eed;
 
+/** An empty compressed store for `chunks` chunks at rank `rank`, sized by the options. */
+export function newStore(ctx: CompressContext, rank: number, chunks: number): CompressedStore {
+  const { options: o, spec } = ctx;
+  const C = o.chunkSize;
+  const geometry = {
+    heads: spec.kvHeads, d: spec.headDim, C, rank, dtype: ctx.dtype,
+    maxOutliers: o.outlierChunks + Math.ceil(o.sinkTokens / C), // sink chunks come on top of the outliers
+    maxSelected: o.budget / C,
+  };
+  return new CompressedStore(ctx.device, geometry, chunks);
+}
+
 const range = (from: number, n: number) => Int32Array.from({ length: n }, (_, i) => from + i);
 
 /**
@@ -64,7 +76,7 @@ export function compressSequence(ctx: CompressContext, st: SequenceState): Compr
   const chunks = nc / C;
   const rank = Math.min(o.rank, nc, D);
   const sinkChunks = Math.ceil(o.sinkTokens / C);
-  const store = new CompressedStore(device, { heads: Hkv, d, C, rank, maxOutliers: o.outlierChunks + sinkChunks, maxSelected: o.budget / C, dtype: ctx.dtype }, chunks);
+  const store = newStore(ctx, rank, chunks);
 
   // 1. Low-rank keys: K_pre [nc, Hkv*d] ≈ U · SV.
   const k = preRopeKeys(ctx, st, nc, 0);

@@ -1,4 +1,4 @@
-import { at, type Device, type DeviceBuffer, type Segment } from '../../backends/Device.js';
+import { at, type Device, type DeviceBuffer, type Segment, type View } from '../../backends/Device.js';
 import type { ResolvedShadowKVOptions } from '../../config.js';
 import type { ResolvedSpec } from '../../spec.js';
 import type { ExactRegion } from '../ExactRegion.js';
@@ -52,7 +52,7 @@ export function decodeLayerComposed(device: Device, step: ShadowKVLayerStep): La
 }
 
 /** Steps 2-4 for kv head h of a compressed row: score, select, reuse, fetch and rebuild misses. */
-function sparseSegments(device: Device, step: ShadowKVLayerStep, store: CompressedStore, h: number, q: ReturnType<typeof at>, counts: LayerStepCounts): Segment[] {
+function sparseSegments(device: Device, step: ShadowKVLayerStep, store: CompressedStore, h: number, q: View, counts: LayerStepCounts): Segment[] {
   const { kvHeads: Hkv, headDim: d, scale } = step.spec;
   const { chunkSize: C, budget } = step.options;
   const g = step.spec.queryHeads / Hkv;

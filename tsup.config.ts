@@ -2,7 +2,7 @@ import { defineConfig } from 'tsup';
 
 // The SDK package: ESM with declarations; scripts/copy-wasm.mjs puts the runtime beside it.
 export default defineConfig({
-  entry: { index: 'packages/shadowkv/src/index.ts' },
+  entry: { index: 'packages/shadowkv/src/index.ts', backend: 'packages/shadowkv/src/backend.ts' },
   outDir: 'packages/shadowkv/dist',
   format: ['esm'],
   target: 'node20',

@@ -5,7 +5,7 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
-import { resolveBackend } from '../packages/shadowkv/src/index.js';
+import { resolveBackend } from '../packages/shadowkv/src/backend.js';
 import { benchDecodeStep, type DecodeTiming } from './decodeStep.bench.js';
 import { benchOps, type OpTiming } from './ops.bench.js';
 

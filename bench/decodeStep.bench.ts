@@ -1,6 +1,6 @@
 // One decode step of ShadowKV against full attention on the wasm backend: one Llama-3-8B layer,
 // batch 1, bf16 storage, ShadowKV defaults (budget 2048, rank 160, chunk 8), a needle prompt.
-import { createCache, LLAMA3_8B, type Cache, type MemoryReport, type ShadowKVCache, type Tensor } from '../packages/shadowkv/src/index.js';
+import { createCache, LLAMA3_8B, type Cache, type MemoryReport, type ShadowKVCache, type Tensor } from '../packages/shadowkv/src/backend.js';
 import { NeedleWorkload } from '../examples/workloads/needle.js';
 import { median } from './ops.bench.js';
 

@@ -1,6 +1,6 @@
 // Fidelity of ShadowKV against full attention as attention gets more diffuse (needle focus) and
 // the budget changes. Run: npx tsx bench/fidelitySweep.ts  (wasm, f32 storage, ~1 minute)
-import { createCache, type ShadowKVCache } from '../packages/shadowkv/src/index.js';
+import { createCache, type ShadowKVCache } from '../packages/shadowkv/src/backend.js';
 import { cosine } from '../examples/workloads/metrics.js';
 import { NeedleWorkload } from '../examples/workloads/needle.js';
 

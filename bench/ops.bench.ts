@@ -1,7 +1,7 @@
 // Timings of the runtime's hot ops on the wasm backend, through the Device API a policy uses.
 // NOTE: shapes, dtypes and method mirror bench/native/bench_ops.cc; keep the two lists equal, so
 // that wasm_ms / native_ms compares one build of the same C++ against the other.
-import { at, resolveBackend, ropeFrequencies, type Device, type DeviceBuffer } from '../packages/shadowkv/src/index.js';
+import { at, resolveBackend, ropeFrequencies, type Device, type DeviceBuffer } from '../packages/shadowkv/src/backend.js';
 import { randn, rng } from '../examples/workloads/random.js';
 import { put, zerosOn } from '../test/helpers/device.js';
 
@@ -89,14 +89,14 @@ export async function benchOps(log: (line: string) => void = () => {}): Promise<
     // The Device API always takes slots; identity slots write what the native call (slots = null) writes.
     const slots = range(nc, (i) => i);
     bench('rebuild_keys', 'rank=160 d=128 chunks=256 C=8 bf16', 20, () =>
-      device.rebuildKeys({ u: at(U), rank, sv: at(SV), ldsv, d, chunkIds, slots, C, invFreq, style: 0, out: at(out), ldo: d }));
+      device.rebuildKeys({ u: at(U), rank, sv: at(SV), ldsv, d, chunkIds, slots, C, invFreq, style: 'half', out: at(out), ldo: d }));
     [U, SV, out].forEach((x) => device.free(x));
   }
   { // rope
     const rows = 2048;
     const x = randBuf(device, rows * d, 'f32');
     const positions = range(rows, (r) => 100000 + r);
-    bench('rope', 'rows=2048 d=128', 20, () => device.rope(at(x), rows, d, d, positions, invFreq, 0, 1));
+    bench('rope', 'rows=2048 d=128', 20, () => device.rope(at(x), rows, d, d, positions, invFreq, 'half', 1));
     device.free(x);
   }
   device.dispose();

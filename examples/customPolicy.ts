@@ -1,6 +1,6 @@
 // A custom policy next to the built-in ones: register it, run it on the same inputs as `full`.
 // Run: npx tsx examples/customPolicy.ts
-import { createCache, toFloat32 } from '../packages/shadowkv/src/index.js';
+import { createCache, toFloat32 } from '../packages/shadowkv/src/backend.js';
 import { registerRecentWindow } from './plugins/RecentWindowCache.js';
 import { cosine } from './workloads/metrics.js';
 import { NeedleWorkload } from './workloads/needle.js';

@@ -1,12 +1,17 @@
 // A cache policy plugin in ~30 lines: attend only to the most recent `window` tokens
 // (StreamingLLM without sinks). BaseKVCache does validation, RoPE, storage, snapshots and lifetimes.
-import { BaseKVCache, registerPolicy, resolveCacheOptions, type Device, type ResolvedCacheOptions, type ResolvedSpec, type View } from '../../packages/shadowkv/src/index.js';
+import { BaseKVCache, registerPolicy, type CacheConfig, type Runtime, type View } from '../../packages/shadowkv/src/backend.js';
+
+/** `new RecentWindowCache({ spec, window })`. */
+export type RecentWindowConfig = CacheConfig & { window?: number };
 
 export class RecentWindowCache extends BaseKVCache {
   readonly name = 'recent-window';
+  readonly window: number;
 
-  constructor(spec: ResolvedSpec, cache: ResolvedCacheOptions, device: Device, private readonly window = 512) {
-    super(spec, cache, device);
+  constructor(config: RecentWindowConfig, runtime?: Runtime) {
+    super(config, ['window'], runtime);
+    this.window = config.window ?? 512;
   }
 
   policyOptions(): Record<string, unknown> {
@@ -28,5 +33,5 @@ export class RecentWindowCache extends BaseKVCache {
 
 /** Registers the plugin as `'recent-window'` (options: `{ window }`). */
 export function registerRecentWindow(): void {
-  registerPolicy('recent-window', ({ spec, cache, device, options }) => new RecentWindowCache(spec, resolveCacheOptions(cache), device, options.window as number | undefined));
+  registerPolicy('recent-window', (config, runtime) => new RecentWindowCache(config, runtime));
 }

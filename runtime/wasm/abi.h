@@ -32,6 +32,10 @@ struct skv_segment {
 // ---- memory (memory.cc) ----
 SKV_EXPORT void* skv_malloc(size_t bytes);  // 16-byte aligned; null on failure
 SKV_EXPORT void skv_free(void* p);
+// Heap allocations the runtime has made so far: skv_malloc, and every allocation an op makes for
+// itself (scratch that did not fit the reusable arena, arena growth, factorization workspaces).
+// Tests read it to show that steady-state decode allocates nothing.
+SKV_EXPORT double skv_alloc_count(void);
 
 // ---- convert.cc ----
 // dst[i] = src[i] converted (round to nearest even), n elements.
@@ -112,3 +116,97 @@ SKV_EXPORT void skv_causal_attention(const float* q, int g, int Sq, int d, float
 // (e.g. head h's rows [t x d] into column block h*d of a [t x Hkv*d] matrix).
 SKV_EXPORT void skv_convert_rows(const void* src, int src_dtype, int src_ld, void* dst, int dst_dtype,
                                  int dst_ld, int rows, int cols);
+
+// ---- gather_values.cc ----
+// Copies n chunks of `block` elements (dtype) from a paged tier into dst: chunk ids[i] of head h
+// lives in page (ids[i] / page_chunks) * heads + h at element offset (ids[i] % page_chunks) * block,
+// and goes to dst + (slots ? slots[i] : i) * block.
+SKV_EXPORT void skv_gather_values(void* const* pages, int page_chunks, int heads, int h,
+                                  const int32_t* ids, const int32_t* slots, int n, int block, int dtype,
+                                  void* dst);
+
+// ---- decode_layer.cc ----
+// Counters a layer step accumulates (float64, so totals never wrap). The LAST_* slots are
+// overwritten by each step. NOTE: must match SKV_COUNTER in backends/wasm/abi.ts.
+enum skv_counter {
+  SKV_STEPS = 0, SKV_HITS, SKV_MISSES, SKV_SELECTED_TOKENS, SKV_ATTENDED_TOKENS, SKV_HEADS, SKV_COMPACTIONS,
+  SKV_LAST_HITS, SKV_LAST_MISSES, SKV_LAST_SELECTED_TOKENS, SKV_LAST_ATTENDED_TOKENS, SKV_LAST_HEADS,
+  SKV_COUNTERS
+};
+// head_counts[h * SKV_HEAD_FIELDS + field]
+enum skv_head_field { SKV_HEAD_LANDMARKS = 0, SKV_HEAD_OUTLIERS = 1, SKV_HEAD_SELECTED = 2, SKV_HEAD_FIELDS = 3 };
+
+// One batch row of a layer step. Every field is 4 bytes in wasm32 (TS writes it as an Int32Array,
+// SKV_ROW_WORDS words per row, in this order). Buffers are in the storage dtype unless said.
+struct skv_row {
+  int32_t input;           // this row's index in q/k/v/out, or -1: the row sits this step out
+  int32_t position;        // absolute position of the new token (= tokens stored before it)
+  int32_t tail_count;      // exact rows per head before the append
+  int32_t tail_capacity;   // rows per head in tail_k / tail_v (> tail_count)
+  void* tail_k;            // [Hkv][tail_capacity][d] post-RoPE keys
+  void* tail_v;            // [Hkv][tail_capacity][d]
+  // The compressed store; u == null while the row is dense (then only the tail is attended).
+  int32_t store_tokens;    // tokens in the store, a multiple of C
+  int32_t rank;
+  int32_t chunk_capacity;  // chunks that u, landmarks and landmark_ids have room for
+  int32_t compact;         // 1: after attending, the tail's whole chunks beyond local_tokens join the store
+  void* u;                 // [chunk_capacity * C][rank] low-rank pre-RoPE keys
+  const void* sv;          // [rank][Hkv * d]
+  const void* proj;        // [Hkv * d][rank] projection of new keys (compaction)
+  void* landmarks;         // [Hkv][chunk_capacity][d]
+  int32_t* landmark_ids;   // [Hkv][chunk_capacity] ascending chunk ids
+  int32_t* head_counts;    // [Hkv][SKV_HEAD_FIELDS]
+  const void* outlier_k;   // [Hkv][max_outliers][C * d] exact chunks
+  const void* outlier_v;
+  void* selected_k;        // [Hkv][max_selected][C * d] chunks selected at the last step (slots)
+  void* selected_v;
+  int32_t* selected_ids;   // [Hkv][max_selected] chunk id per slot
+  void* const* value_pages;  // host tier: page (c / page_chunks) * Hkv + h holds head h's chunks
+  int32_t page_chunks;
+  int32_t reserved;        // keeps the record a whole number of 8-byte words
+};
+enum { SKV_ROW_WORDS = 24 };
+
+// One decode step of one layer, for every row. 4-byte fields, SKV_STEP_WORDS words, in this order.
+struct skv_layer_step {
+  int32_t batch;           // rows in `rows`
+  int32_t q_heads, kv_heads, d, C;
+  int32_t max_selected;    // budget / C
+  int32_t max_outliers;
+  int32_t local_tokens;    // exact rows compaction leaves in the tail
+  int32_t kv_dtype;        // storage dtype
+  int32_t io_dtype;        // dtype of q, k, v and out
+  int32_t rope_style;
+  float scale;             // attention logits
+  float score_scale;       // landmark scoring logits
+  const double* inv_freq;  // [d / 2]
+  const void* q;           // [inputs][Hq][d] pre-RoPE
+  const void* k;           // [inputs][Hkv][d] pre-RoPE
+  const void* v;           // [inputs][Hkv][d]
+  void* out;               // [inputs][Hq][d]
+  double* counters;        // [SKV_COUNTERS]
+  const skv_row* rows;     // [batch]
+};
+enum { SKV_STEP_WORDS = 20 };
+
+// Decode steps 1-5 of docs/algorithm.md for every active row of one layer, in one call, the same
+// op sequence that decodeLayerComposed (packages/shadowkv/src/policies/decodeLayer.ts) runs:
+//   1. q, k to f32, RoPE at `position`; k, v appended to the tail at tail_count (storage dtype).
+//   2-4. Compressed rows, per kv head: landmark scores (score_scale, max over the GQA group), top
+//      max_selected (ties: lower chunk id), reuse of the slots whose chunk stays selected, misses
+//      fetched (skv_gather_values) and rebuilt (skv_rebuild_keys) into the freed slots.
+//   5. Exact attention over outliers, selected chunks, then the tail (dense rows: the tail only);
+//      out in io_dtype.
+//   Then, where `compact` is set: the tail's oldest m = (tail_count + 1 - local_tokens) / C whole
+//   chunks join the store (keys projected onto the basis into U rows store_tokens.., values to the
+//   host pages, landmarks and ids appended, head landmark counts raised, the tail shifted down).
+//   The caller has made room (chunk_capacity, pages) and mirrors these changes itself (tail_count,
+//   position, store_tokens are read, never written). `compact` on a dense row is ignored.
+// Returns SKV_OK, or SKV_ERR_ARG when the step is malformed (nothing is changed then): d odd or
+// <= 0, q_heads not a positive multiple of kv_heads, C <= 0, a dtype or rope style out of range,
+// negative max_selected / max_outliers / local_tokens; on a row with input >= 0 (rows sitting out
+// are not read): tail_count < 0, tail_count + 1 > tail_capacity, position < 0; on a compressed
+// one: rank <= 0, page_chunks <= 0, store_tokens not a multiple of C, head counts out of
+// [0, chunk_capacity] / [0, max_outliers] / [0, max_selected], or compaction past chunk_capacity.
+SKV_EXPORT int skv_decode_layer(const skv_layer_step* step);
+

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include "abi.h"
 #include "jacobi.h"
+#include "scratch.h"
 
 namespace {
 
@@ -98,9 +99,9 @@ SKV_EXPORT int skv_low_rank_keys(const float* K, int S, int D, int rank, int ove
     return SKV_ERR_ARG;
   const int l = std::min(rank + oversample, D);  // subspace width
   size_t DD = (size_t)D * D, lD = (size_t)l * D, ll = (size_t)l * l;
-  // One allocation: G, Qf, X (f32), then Q, V, T, Wt, w (f64) and the eigenvalue order.
+  // One (counted) allocation: G, Qf, X (f32), then Q, V, T, Wt, w (f64) and the eigenvalue order.
   size_t f32s = DD + 2 * lD, f64s = lD + (size_t)rank * D + 2 * ll + l;
-  char* mem = (char*)malloc(f32s * 4 + 8 + f64s * 8 + (size_t)l * 4);
+  char* mem = (char*)skv_counted_alloc(f32s * 4 + 8 + f64s * 8 + (size_t)l * 4);
   if (!mem) return SKV_ERR_ALLOC;
   float* G = (float*)mem;     // [D x D]
   float* Qf = G + DD;         // [l x D] Q in f32, for the GEMM

@@ -8,9 +8,11 @@
 #include <stdio.h>
 #include <string.h>
 #include <algorithm>
+#include <set>
 #include <vector>
 #include "abi.h"
 #include "dtype.h"
+#include "scratch.h"
 
 namespace {
 
@@ -461,6 +463,387 @@ void test_convert_rows() {
   check("skv_convert_rows f32 -> bf16 into a column block", bad, 0);
 }
 
+void test_gather_values() {
+  // Two pages of 3 chunks per head (2 heads), 5 bf16 elements per chunk; chunk c of head h holds c*100 + h*10 + t.
+  const int page_chunks = 3, heads = 2, block = 5;
+  std::vector<std::vector<uint16_t>> pages(2 * heads, std::vector<uint16_t>((size_t)page_chunks * block));
+  std::vector<void*> ptrs;
+  for (int p = 0; p < 2; p++)
+    for (int h = 0; h < heads; h++) {
+      for (int c = 0; c < page_chunks; c++)
+        for (int t = 0; t < block; t++) pages[p * heads + h][c * block + t] = (uint16_t)((p * page_chunks + c) * 100 + h * 10 + t);
+      ptrs.push_back(pages[p * heads + h].data());
+    }
+  int32_t ids[] = {4, 0, 5, 2}, slots[] = {1, 3, 0, 2};
+  for (int use_slots = 0; use_slots < 2; use_slots++) {
+    std::vector<uint16_t> dst(4 * block, 0xFFFF);
+    skv_gather_values(ptrs.data(), page_chunks, heads, 1, ids, use_slots ? slots : nullptr, 4, block, SKV_BF16, dst.data());
+    double bad = 0;
+    for (int i = 0; i < 4; i++)
+      for (int t = 0; t < block; t++) bad += dst[(use_slots ? slots[i] : i) * block + t] != ids[i] * 100 + 10 + t;
+    check(use_slots ? "skv_gather_values head 1 over two pages, into slots" : "skv_gather_values head 1 over two pages, in order", bad, 0);
+  }
+}
+
+// ---- skv_decode_layer against the same ops called one by one (the TS composed path) ----
+
+enum { T_HQ = 4, T_HKV = 2, T_D = 16, T_C = 4, T_RANK = 8, T_SEL = 3, T_OUT = 2, T_LOCAL = 4,
+       T_CHUNKS = 16, T_PAGE = 4, T_CAP = 16, T_INPUTS = 2 };
+
+std::vector<uint8_t> random_bytes(size_t n, int dt, double amp = 1.0) { return Stored(n, dt, amp).bytes; }
+void* el(std::vector<uint8_t>& v, int dt, size_t i) { return v.data() + i * dtype_size(dt); }
+
+// One batch row's buffers, owned, so that the fused and the composed paths can start from copies.
+struct RowState {
+  int input = -1, position = 0, tail_count = 0, store_tokens = 0, compact = 0;
+  bool compressed = false;
+  std::vector<uint8_t> tail_k, tail_v, u, sv, proj, landmarks, outlier_k, outlier_v, selected_k, selected_v;
+  std::vector<int32_t> landmark_ids, head_counts, selected_ids;
+  std::vector<std::vector<uint8_t>> pages;  // page p * T_HKV + h: chunks [p*T_PAGE, +T_PAGE) of head h
+  std::vector<void*> page_ptrs;
+  skv_row row() {
+    page_ptrs.clear();
+    for (auto& p : pages) page_ptrs.push_back(p.data());
+    skv_row r{};
+    r.input = input; r.position = position; r.tail_count = tail_count; r.tail_capacity = T_CAP;
+    r.tail_k = tail_k.data(); r.tail_v = tail_v.data(); r.compact = compact;
+    if (!compressed) return r;
+    r.store_tokens = store_tokens; r.rank = T_RANK; r.chunk_capacity = T_CHUNKS;
+    r.u = u.data(); r.sv = sv.data(); r.proj = proj.data(); r.landmarks = landmarks.data();
+    r.landmark_ids = landmark_ids.data(); r.head_counts = head_counts.data();
+    r.outlier_k = outlier_k.data(); r.outlier_v = outlier_v.data();
+    r.selected_k = selected_k.data(); r.selected_v = selected_v.data(); r.selected_ids = selected_ids.data();
+    r.value_pages = page_ptrs.data(); r.page_chunks = T_PAGE;
+    return r;
+  }
+  bool operator==(const RowState& o) const {
+    return input == o.input && position == o.position && tail_count == o.tail_count && store_tokens == o.store_tokens &&
+           tail_k == o.tail_k && tail_v == o.tail_v && u == o.u && sv == o.sv && proj == o.proj && landmarks == o.landmarks &&
+           outlier_k == o.outlier_k && outlier_v == o.outlier_v && selected_k == o.selected_k && selected_v == o.selected_v &&
+           landmark_ids == o.landmark_ids && head_counts == o.head_counts && selected_ids == o.selected_ids && pages == o.pages;
+  }
+};
+
+RowState dense_row(int kv, int input, int count) {
+  RowState r;
+  r.input = input; r.position = count; r.tail_count = count;
+  r.tail_k = random_bytes((size_t)T_HKV * T_CAP * T_D, kv);  // rows past the count are garbage on purpose
+  r.tail_v = random_bytes((size_t)T_HKV * T_CAP * T_D, kv);
+  return r;
+}
+
+// 10 chunks stored. Head 0: outliers {0, 5}, 8 landmarks, nothing selected yet. Head 1: 1 outlier,
+// 2 landmarks, and a stale selection of 3 chunks, which the first step must clear (2 < 3).
+RowState compressed_row(int kv, int input) {
+  RowState r = dense_row(kv, input, 6);
+  const size_t block = (size_t)T_C * T_D;
+  r.compressed = true; r.store_tokens = 10 * T_C; r.position = r.store_tokens + r.tail_count;
+  r.u = random_bytes((size_t)T_CHUNKS * T_C * T_RANK, kv);
+  r.sv = random_bytes((size_t)T_RANK * T_HKV * T_D, kv);
+  r.proj = random_bytes((size_t)T_HKV * T_D * T_RANK, kv, 0.5);
+  r.landmarks = random_bytes((size_t)T_HKV * T_CHUNKS * T_D, kv, 2.0);
+  r.outlier_k = random_bytes(T_HKV * T_OUT * block, kv);
+  r.outlier_v = random_bytes(T_HKV * T_OUT * block, kv);
+  r.selected_k = random_bytes(T_HKV * T_SEL * block, kv);
+  r.selected_v = random_bytes(T_HKV * T_SEL * block, kv);
+  r.landmark_ids.assign((size_t)T_HKV * T_CHUNKS, -7);
+  int32_t ids0[] = {1, 2, 3, 4, 6, 7, 8, 9}, ids1[] = {3, 8};
+  std::copy(ids0, ids0 + 8, r.landmark_ids.begin());
+  std::copy(ids1, ids1 + 2, r.landmark_ids.begin() + T_CHUNKS);
+  r.head_counts = {8, 2, 0, 2, 1, 3};
+  r.selected_ids = {-1, -1, -1, 9, 1, 4};
+  for (int p = 0; p < T_CHUNKS / T_PAGE * T_HKV; p++) r.pages.push_back(random_bytes(T_PAGE * block, kv));
+  return r;
+}
+
+struct StepIO {
+  int kv, io, style;
+  float scale = 0.25f, score_scale = 0.3f;
+  std::vector<double> f = inv_freq(T_D, 10000.0);
+  std::vector<uint8_t> q, k, v, out;
+  std::vector<double> counters = std::vector<double>(SKV_COUNTERS, 0.0);
+};
+
+skv_layer_step make_step(StepIO& io, std::vector<skv_row>& rows) {
+  skv_layer_step s{};
+  s.batch = (int)rows.size(); s.q_heads = T_HQ; s.kv_heads = T_HKV; s.d = T_D; s.C = T_C;
+  s.max_selected = T_SEL; s.max_outliers = T_OUT; s.local_tokens = T_LOCAL;
+  s.kv_dtype = io.kv; s.io_dtype = io.io; s.rope_style = io.style; s.scale = io.scale; s.score_scale = io.score_scale;
+  s.inv_freq = io.f.data(); s.q = io.q.data(); s.k = io.k.data(); s.v = io.v.data(); s.out = io.out.data();
+  s.counters = io.counters.data(); s.rows = rows.data();
+  return s;
+}
+
+int fused_step(StepIO& io, std::vector<RowState>& rows) {
+  std::vector<skv_row> rs;
+  for (auto& r : rows) rs.push_back(r.row());
+  skv_layer_step s = make_step(io, rs);
+  return skv_decode_layer(&s);
+}
+
+// The composed path: the exported ops one by one, as decodeLayerComposed calls them, with the slot
+// reuse written the way reuseSlots.ts writes it (sets).
+void composed_step(StepIO& io, std::vector<RowState>& rows) {
+  const int kv = io.kv, d = T_D, C = T_C, g = T_HQ / T_HKV, D = T_HKV * T_D, S = T_SEL;
+  const size_t block = (size_t)C * d;
+  double* ctr = io.counters.data();
+  auto add = [ctr](int total, int last, double n) { ctr[total] += n; if (last >= 0) ctr[last] += n; };
+  for (int c = SKV_LAST_HITS; c < SKV_COUNTERS; c++) ctr[c] = 0;
+  ctr[SKV_STEPS] += 1;
+  for (RowState& R : rows) {
+    if (R.input < 0) continue;
+    std::vector<float> qf(T_HQ * d), kf(T_HKV * d), of(T_HQ * d);
+    std::vector<int32_t> pos(T_HQ, R.position);
+    skv_convert(dtype_at(io.q.data(), io.io, (size_t)R.input * T_HQ * d), io.io, qf.data(), SKV_F32, T_HQ * d);
+    skv_rope(qf.data(), T_HQ, d, d, pos.data(), io.f.data(), io.style, 1);
+    skv_convert(dtype_at(io.k.data(), io.io, (size_t)R.input * T_HKV * d), io.io, kf.data(), SKV_F32, T_HKV * d);
+    skv_rope(kf.data(), T_HKV, d, d, pos.data(), io.f.data(), io.style, 1);
+    for (int h = 0; h < T_HKV; h++) {
+      size_t row = ((size_t)h * T_CAP + R.tail_count) * d;
+      skv_convert(kf.data() + h * d, SKV_F32, el(R.tail_k, kv, row), kv, d);
+      skv_convert(dtype_at(io.v.data(), io.io, ((size_t)R.input * T_HKV + h) * d), io.io, el(R.tail_v, kv, row), kv, d);
+    }
+    const int cnt = R.tail_count + 1;
+    for (int h = 0; h < T_HKV; h++) {
+      const float* qg = qf.data() + h * g * d;
+      float* og = of.data() + h * g * d;
+      skv_segment tail{el(R.tail_k, kv, (size_t)h * T_CAP * d), el(R.tail_v, kv, (size_t)h * T_CAP * d), cnt, d};
+      if (!R.compressed) {
+        skv_sparse_attention(qg, g, d, io.scale, &tail, 1, kv, og);
+        add(SKV_ATTENDED_TOKENS, SKV_LAST_ATTENDED_TOKENS, cnt);
+        add(SKV_HEADS, SKV_LAST_HEADS, 1);
+        continue;
+      }
+      int L = R.head_counts[h * 3], O = R.head_counts[h * 3 + 1], sc = R.head_counts[h * 3 + 2];
+      std::vector<float> scores(L + 1);
+      skv_score_chunks(qg, g, d, io.score_scale, el(R.landmarks, kv, (size_t)h * T_CHUNKS * d), kv, L, scores.data(), nullptr);
+      std::vector<int32_t> ids(S);
+      int m = skv_select_chunks(scores.data(), L, S, 1, ids.data());
+      ids.resize(m);
+      for (auto& id : ids) id = R.landmark_ids[h * T_CHUNKS + id];
+      int32_t* sel = R.selected_ids.data() + h * S;
+      if (m < sc) { std::fill(sel, sel + S, -1); sc = 0; }
+      std::set<int32_t> want(ids.begin(), ids.end()), held;
+      std::vector<int32_t> free_slots, miss_ids, miss_slots;
+      for (int slot = 0; slot < sc; slot++) {
+        if (want.count(sel[slot])) held.insert(sel[slot]);
+        else free_slots.push_back(slot);
+      }
+      for (int slot = sc; slot < m; slot++) free_slots.push_back(slot);
+      size_t next = 0;
+      for (int32_t id : ids) {
+        if (held.count(id)) continue;
+        int slot = free_slots[next++];
+        sel[slot] = id; miss_ids.push_back(id); miss_slots.push_back(slot);
+      }
+      R.head_counts[h * 3 + 2] = m;
+      void* selK = el(R.selected_k, kv, h * S * block);
+      void* selV = el(R.selected_v, kv, h * S * block);
+      int nm = (int)miss_ids.size();
+      if (nm) {
+        std::vector<void*> pp;
+        for (auto& p : R.pages) pp.push_back(p.data());
+        skv_gather_values(pp.data(), T_PAGE, T_HKV, h, miss_ids.data(), miss_slots.data(), nm, C * d, kv, selV);
+        skv_rebuild_keys(R.u.data(), kv, T_RANK, el(R.sv, kv, (size_t)h * d), kv, D, d, miss_ids.data(), miss_slots.data(),
+                         nm, C, io.f.data(), io.style, selK, kv, d);
+      }
+      skv_segment segs[3] = {{el(R.outlier_k, kv, h * T_OUT * block), el(R.outlier_v, kv, h * T_OUT * block), O * C, d},
+                             {selK, selV, m * C, d}, tail};
+      skv_sparse_attention(qg, g, d, io.scale, segs, 3, kv, og);
+      add(SKV_HITS, SKV_LAST_HITS, (double)held.size());
+      add(SKV_MISSES, SKV_LAST_MISSES, nm);
+      add(SKV_SELECTED_TOKENS, SKV_LAST_SELECTED_TOKENS, m * C);
+      add(SKV_ATTENDED_TOKENS, SKV_LAST_ATTENDED_TOKENS, O * C + m * C + cnt);
+      add(SKV_HEADS, SKV_LAST_HEADS, 1);
+    }
+    skv_convert(of.data(), SKV_F32, el(io.out, io.io, (size_t)R.input * T_HQ * d), io.io, T_HQ * d);
+    int mm = (cnt - T_LOCAL) / C;
+    if (!R.compact || !R.compressed || mm <= 0) continue;
+    // Compaction.
+    int n = mm * C, first = R.store_tokens / C;
+    std::vector<float> Kpre((size_t)n * D), Unew((size_t)n * T_RANK), lm((size_t)mm * d), mc(mm);
+    std::vector<int32_t> tpos(n);
+    for (int t = 0; t < n; t++) tpos[t] = R.store_tokens + t;
+    for (int h = 0; h < T_HKV; h++) {
+      skv_convert_rows(el(R.tail_k, kv, (size_t)h * T_CAP * d), kv, d, Kpre.data() + h * d, SKV_F32, D, n, d);
+      skv_rope(Kpre.data() + h * d, n, d, D, tpos.data(), io.f.data(), io.style, -1);
+    }
+    skv_gemm(n, T_RANK, D, 1.f, Kpre.data(), SKV_F32, D, 0, nullptr, R.proj.data(), kv, T_RANK, 0, 0.f, Unew.data(), T_RANK);
+    skv_convert(Unew.data(), SKV_F32, el(R.u, kv, (size_t)R.store_tokens * T_RANK), kv, n * T_RANK);
+    for (int h = 0; h < T_HKV; h++) {
+      for (int i = 0; i < mm; i++) {
+        int c = first + i;
+        memcpy(el(R.pages[(c / T_PAGE) * T_HKV + h], kv, (c % T_PAGE) * block),
+               el(R.tail_v, kv, ((size_t)h * T_CAP + i * C) * d), block * dtype_size(kv));
+      }
+      int L = R.head_counts[h * 3];
+      skv_landmarks(el(R.tail_k, kv, (size_t)h * T_CAP * d), kv, d, mm, C, d, lm.data(), mc.data());
+      skv_convert(lm.data(), SKV_F32, el(R.landmarks, kv, ((size_t)h * T_CHUNKS + L) * d), kv, mm * d);
+      for (int i = 0; i < mm; i++) R.landmark_ids[h * T_CHUNKS + L + i] = first + i;
+      R.head_counts[h * 3] += mm;
+    }
+    for (int h = 0; h < T_HKV; h++) {
+      size_t bytes = (size_t)(cnt - n) * d * dtype_size(kv);
+      memmove(el(R.tail_k, kv, (size_t)h * T_CAP * d), el(R.tail_k, kv, ((size_t)h * T_CAP + n) * d), bytes);
+      memmove(el(R.tail_v, kv, (size_t)h * T_CAP * d), el(R.tail_v, kv, ((size_t)h * T_CAP + n) * d), bytes);
+    }
+    ctr[SKV_COMPACTIONS] += 1;
+  }
+}
+
+// What the caller mirrors after a step: one more token per active row, minus what compaction moved.
+void advance(std::vector<RowState>& rows) {
+  for (RowState& R : rows) {
+    if (R.input < 0) continue;
+    int cnt = R.tail_count + 1, mm = (cnt - T_LOCAL) / T_C;
+    R.position += 1;
+    R.tail_count = cnt;
+    if (R.compact && R.compressed && mm > 0) { R.tail_count -= mm * T_C; R.store_tokens += mm * T_C; }
+    R.compact = 0;
+  }
+}
+
+// The new token's q, k, v: a fixed direction plus noise, so that selections overlap between steps.
+void new_token(StepIO& io, const std::vector<float>& base_q) {
+  std::vector<float> q(base_q), k((size_t)T_INPUTS * T_HKV * T_D), v(k.size());
+  for (auto& x : q) x += (float)(0.6 * urand());
+  for (auto& x : k) x = (float)urand();
+  for (auto& x : v) x = (float)urand();
+  store_f32(q.data(), io.q.data(), io.io, q.size());
+  store_f32(k.data(), io.k.data(), io.io, k.size());
+  store_f32(v.data(), io.v.data(), io.io, v.size());
+}
+
+void test_decode_layer() {
+  static bool cold = true;  // NOTE: main runs this test first, so its first step meets an empty arena
+  struct Combo { int kv, io, style; };
+  for (Combo cb : {Combo{SKV_F32, SKV_F32, 0}, Combo{SKV_BF16, SKV_BF16, 1}, Combo{SKV_BF16, SKV_F32, 0}, Combo{SKV_F16, SKV_BF16, 1}}) {
+    StepIO io;
+    io.kv = cb.kv; io.io = cb.io; io.style = cb.style;
+    io.q.resize((size_t)T_INPUTS * T_HQ * T_D * dtype_size(cb.io)); io.out.resize(io.q.size());
+    io.k.resize((size_t)T_INPUTS * T_HKV * T_D * dtype_size(cb.io)); io.v.resize(io.k.size());
+    std::vector<float> base_q((size_t)T_INPUTS * T_HQ * T_D);
+    for (auto& x : base_q) x = (float)urand();
+    // Row 0: compressed, input 1. Row 1: dense, input 0. Row 2 sits out with a full tail (not validated).
+    std::vector<RowState> A = {compressed_row(cb.kv, 1), dense_row(cb.kv, 0, 3), dense_row(cb.kv, -1, T_CAP)};
+    std::vector<RowState> B = A;
+    const RowState idle = A[2];
+    StepIO ib = io;
+    double bad_out = 0, bad_state = 0, bad_counters = 0, bad_status = 0, warm_allocs = 0, cold_allocs = 0;
+    std::vector<int32_t> tail_before;
+    std::vector<uint8_t> tail_k_before, tail_v_before;
+    for (int step = 0; step < 8; step++) {
+      new_token(io, base_q);
+      ib.q = io.q; ib.k = io.k; ib.v = io.v;
+      if (step == 5) A[0].compact = B[0].compact = A[1].compact = B[1].compact = 1;  // 12 rows: 2 chunks move
+      if (step == 5) { tail_k_before = A[0].tail_k; tail_v_before = A[0].tail_v; }
+      double before = skv_alloc_count();
+      bad_status += fused_step(io, A) != SKV_OK;
+      double allocs = skv_alloc_count() - before;
+      if (step == 0 && cold) cold_allocs = allocs;
+      if ((step >= 1 && step <= 4) || step == 7) warm_allocs += allocs;  // same shapes as the step before
+      composed_step(ib, B);
+      bad_out += io.out != ib.out;
+      bad_counters += io.counters != ib.counters;
+      bad_state += !(A == B);
+      if (step == 5) {  // compaction, against the state before the step rather than the composed path
+        const size_t bs = dtype_size(cb.kv);
+        double e = A[0].head_counts[0] != 10 || A[0].head_counts[3] != 4 || io.counters[SKV_COMPACTIONS] != 1;
+        for (int h = 0; h < T_HKV; h++) {
+          int L0 = h ? 2 : 8;
+          e += A[0].landmark_ids[h * T_CHUNKS + L0] != 10 || A[0].landmark_ids[h * T_CHUNKS + L0 + 1] != 11;
+          for (int c = 10; c < 12; c++)  // values of chunks 10, 11 = the tail's first 8 rows
+            e += memcmp(A[0].pages[(c / T_PAGE) * T_HKV + h].data() + (c % T_PAGE) * T_C * T_D * bs,
+                        tail_v_before.data() + ((size_t)h * T_CAP + (c - 10) * T_C) * T_D * bs, (size_t)T_C * T_D * bs) != 0;
+          // The tail kept rows 8..11: three old ones, then the new token.
+          e += memcmp(A[0].tail_k.data() + (size_t)h * T_CAP * T_D * bs, tail_k_before.data() + ((size_t)h * T_CAP + 8) * T_D * bs,
+                      (size_t)3 * T_D * bs) != 0;
+          e += memcmp(A[0].tail_v.data() + (size_t)h * T_CAP * T_D * bs, tail_v_before.data() + ((size_t)h * T_CAP + 8) * T_D * bs,
+                      (size_t)3 * T_D * bs) != 0;
+        }
+        char name[96]; snprintf(name, 96, "skv_decode_layer kv=%s io=%s: compaction (ids, pages, tail shift)", dname(cb.kv), dname(cb.io));
+        check(name, e, 0);
+      }
+      advance(A);
+      advance(B);
+    }
+    char name[96];
+    snprintf(name, 96, "skv_decode_layer kv=%s io=%s rope=%d: status OK, 8 steps", dname(cb.kv), dname(cb.io), cb.style);
+    check(name, bad_status, 0);
+    snprintf(name, 96, "skv_decode_layer kv=%s io=%s: out bit-identical to composed ops", dname(cb.kv), dname(cb.io));
+    check(name, bad_out, 0);
+    snprintf(name, 96, "skv_decode_layer kv=%s io=%s: state bit-identical to composed ops", dname(cb.kv), dname(cb.io));
+    check(name, bad_state, 0);
+    snprintf(name, 96, "skv_decode_layer kv=%s io=%s: counters identical to composed ops", dname(cb.kv), dname(cb.io));
+    check(name, bad_counters, 0);
+    snprintf(name, 96, "skv_decode_layer kv=%s io=%s: hits > 0, misses > 0, a sitting-out row untouched", dname(cb.kv), dname(cb.io));
+    check(name, !(io.counters[SKV_HITS] > 0 && io.counters[SKV_MISSES] > 0 && io.counters[SKV_STEPS] == 8 && A[2] == idle), 0);
+    if (cold) check("skv_decode_layer: the first (cold) step allocates", cold_allocs == 0, 0);
+    snprintf(name, 96, "skv_decode_layer kv=%s io=%s: warm steps allocate nothing", dname(cb.kv), dname(cb.io));
+    check(name, warm_allocs, 0);
+    cold = false;
+  }
+}
+
+// A malformed step returns SKV_ERR_ARG and leaves every buffer and counter byte-identical.
+void test_decode_layer_rejects() {
+  StepIO io;
+  io.kv = SKV_BF16; io.io = SKV_F32; io.style = 0;
+  io.q = random_bytes((size_t)T_INPUTS * T_HQ * T_D, SKV_F32); io.out = io.q;
+  io.k = random_bytes((size_t)T_INPUTS * T_HKV * T_D, SKV_F32); io.v = io.k;
+  for (int i = 0; i < SKV_COUNTERS; i++) io.counters[i] = i + 0.5;
+  struct Case { const char* what; void (*spoil)(skv_layer_step&, skv_row*); };
+  const Case cases[] = {
+      {"tail_count + 1 > tail_capacity on row 1", [](skv_layer_step&, skv_row* r) { r[1].tail_count = r[1].tail_capacity; }},
+      {"odd head dim", [](skv_layer_step& s, skv_row*) { s.d = 15; }},
+      {"q_heads not a multiple of kv_heads", [](skv_layer_step& s, skv_row*) { s.q_heads = 3; }},
+      {"storage dtype 3", [](skv_layer_step& s, skv_row*) { s.kv_dtype = 3; }},
+      {"rope style 2", [](skv_layer_step& s, skv_row*) { s.rope_style = 2; }},
+      {"selected count > max_selected", [](skv_layer_step&, skv_row* r) { r[1].head_counts[5] = T_SEL + 1; }},
+      {"outliers > max_outliers", [](skv_layer_step&, skv_row* r) { r[1].head_counts[1] = T_OUT + 1; }},
+      {"landmarks > chunk_capacity", [](skv_layer_step&, skv_row* r) { r[1].head_counts[0] = T_CHUNKS + 1; }},
+      {"store_tokens not a multiple of C", [](skv_layer_step&, skv_row* r) { r[1].store_tokens += 1; }},
+      {"rank 0", [](skv_layer_step&, skv_row* r) { r[1].rank = 0; }},
+      {"compaction does not fit chunk_capacity", [](skv_layer_step&, skv_row* r) { r[1].compact = 1; r[1].tail_count = 11; r[1].chunk_capacity = 11; }},
+  };
+  for (const Case& cs : cases) {
+    std::vector<RowState> rows = {dense_row(io.kv, 0, 3), compressed_row(io.kv, 1)};
+    std::vector<skv_row> rs;
+    for (auto& r : rows) rs.push_back(r.row());
+    skv_layer_step s = make_step(io, rs);
+    cs.spoil(s, rs.data());  // may write head_counts: the snapshot is taken after
+    const std::vector<RowState> before = rows;
+    const StepIO io_before = io;
+    bool bad = skv_decode_layer(&s) != SKV_ERR_ARG;
+    bad |= !(rows == before) || io.out != io_before.out || io.counters != io_before.counters;
+    char name[96]; snprintf(name, 96, "skv_decode_layer rejects %s, nothing changed", cs.what);
+    check(name, bad, 0);
+  }
+}
+
+// The arena: a request that does not fit is one counted malloc, the arena then grows to fit it
+// (one more), and the same request again allocates nothing; past 64 MiB requests stay per-call.
+void test_scratch_arena() {
+  double c0 = skv_alloc_count();
+  { Scratch<float> a(3 << 20), b(5); a[0] = b[0] = 1.f; }  // 12 MiB: bigger than any op's scratch so far
+  double c1 = skv_alloc_count();
+  { Scratch<float> a(3 << 20), b(5); a[0] = b[0] = 1.f; }
+  double c2 = skv_alloc_count();
+  check("scratch arena: overflow then growth, 2 allocations", fabs(c1 - c0 - 2), 0);
+  check("scratch arena: the same request again allocates nothing", c2 - c1, 0);
+  { Scratch<uint8_t> big((size_t)65 << 20); big[0] = 1; }  // the arena grows to 64 MiB, no further
+  double c3 = skv_alloc_count();
+  { Scratch<uint8_t> big((size_t)65 << 20); big[0] = 1; }
+  double c4 = skv_alloc_count();
+  { Scratch<uint8_t> cap((size_t)64 << 20); cap[0] = 1; }
+  double c5 = skv_alloc_count();
+  check("scratch arena: 65 MiB stays a per-call allocation", fabs(c4 - c3 - 1), 0);
+  check("scratch arena: 64 MiB fits the capped arena", c5 - c4, 0);
+  void* p = skv_malloc(8);
+  check("skv_malloc is counted", fabs(skv_alloc_count() - c5 - 1), 0);
+  skv_free(p);
+}
+
 }  // namespace
 
 // Weak so that listing this file twice on the command line still links.
@@ -468,6 +851,9 @@ __attribute__((weak)) int main() {
   void* p = skv_malloc(3);
   check("skv_malloc is 16-byte aligned", p == nullptr || ((uintptr_t)p & 15), 0);
   skv_free(p);
+  test_decode_layer();  // first: its first step meets an empty scratch arena
+  test_decode_layer_rejects();
+  test_gather_values();
   test_convert();
   test_convert_rows();
   test_gemm();
@@ -479,6 +865,7 @@ __attribute__((weak)) int main() {
   test_rebuild_keys();
   test_sparse_attention();
   test_causal_attention();
+  test_scratch_arena();
   printf("%s: %d failed\n", failures ? "FAILED" : "PASSED", failures);
   return failures ? 1 : 0;
 }

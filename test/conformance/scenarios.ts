@@ -1,5 +1,5 @@
 // Scripted workloads run through a cache and the float64 oracle side by side.
-import type { ModelSpec, ResolvedShadowKVOptions } from '../../packages/shadowkv/src/index.js';
+import type { ModelSpec, ResolvedShadowKVOptions, ShadowKVOptions } from '../../packages/shadowkv/src/backend.js';
 
 export type Event =
   | { prefill: number[]; tokens: number; queries?: boolean }
@@ -10,15 +10,16 @@ export interface Scenario {
   name: string;
   spec: ModelSpec;
   batch: number;
-  options: ResolvedShadowKVOptions;
+  options: Omit<ResolvedShadowKVOptions, 'scoreScale'>;
   /** Rank of the key model; keys are exactly low-rank (noise 0) so factorizations agree to f32. */
   keyRank: number;
   script: Event[];
 }
 
-const small = (o: Partial<ResolvedShadowKVOptions>): ResolvedShadowKVOptions => ({
+// NOTE: small host pages (3 chunks) so that every scenario reads and compacts across pages.
+const small = (o: Partial<ShadowKVOptions>): Omit<ResolvedShadowKVOptions, 'scoreScale'> => ({
   rank: 12, chunkSize: 4, budget: 32, outlierChunks: 3, localTokens: 8, sinkTokens: 0,
-  maxRecentTokens: 24, denseThreshold: 64, svdOversample: 8, svdPowerIters: 2, ...o,
+  maxRecentTokens: 24, denseThreshold: 64, svdOversample: 8, svdPowerIters: 2, hostPageChunks: 3, ...o,
 });
 
 export const SCENARIOS: Scenario[] = [
@@ -45,7 +46,7 @@ export const SCENARIOS: Scenario[] = [
     name: 'GQA group of 8, row reset and refilled mid-stream',
     spec: { layers: 1, queryHeads: 8, kvHeads: 1, headDim: 64, rope: { theta: 10000 } },
     batch: 2,
-    options: small({ rank: 8, chunkSize: 8, budget: 64, outlierChunks: 4, localTokens: 16, maxRecentTokens: 32, denseThreshold: 128 }),
+    options: small({ rank: 8, chunkSize: 8, budget: 64, outlierChunks: 4, localTokens: 16, maxRecentTokens: 8, denseThreshold: 128 }),
     keyRank: 5,
     script: [{ prefill: [0], tokens: 300 }, { prefill: [1], tokens: 200 }, { decode: 8 }, { reset: 1 }, { prefill: [1], tokens: 180 }, { decode: 14 }],
   },

@@ -1,5 +1,5 @@
 import { expect, it } from 'vitest';
-import { createCache, type ShadowKVCache } from '../../packages/shadowkv/src/index.js';
+import { createCache, type ShadowKVCache } from '../../packages/shadowkv/src/backend.js';
 import { NeedleWorkload } from '../../examples/workloads/needle.js';
 import { forEachEnv } from '../envs.js';
 import { cosineSim, f64 } from '../helpers/data.js';

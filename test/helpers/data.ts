@@ -1,5 +1,5 @@
 // Seeded test data: random tensors, keys with the structure of real ones, and error metrics.
-import { fromNumbers, toFloat32, type DType, type Tensor } from '../../packages/shadowkv/src/index.js';
+import { fromNumbers, toFloat32, type DType, type Tensor } from '../../packages/shadowkv/src/backend.js';
 import { KeyModel } from '../../examples/workloads/KeyModel.js';
 import { randn } from '../../examples/workloads/random.js';
 

@@ -1,5 +1,5 @@
 // Moving test data in and out of a backend's device buffers.
-import { at, fromNumbers, toFloat32, type BufferDType, type Device, type DeviceBuffer, type DType } from '../../packages/shadowkv/src/index.js';
+import { at, fromNumbers, toFloat32, type BufferDType, type Device, type DeviceBuffer, type DType } from '../../packages/shadowkv/src/backend.js';
 
 /** Uploads numbers as a new device buffer of `dtype` (rounded to it). */
 export function put(device: Device, values: ArrayLike<number>, dtype: BufferDType): DeviceBuffer {

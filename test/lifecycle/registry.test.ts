@@ -1,8 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import {
-  ConfigError, createCache, FullKVCache, listBackends, listPolicies, NoBinaryError, registerBackend,
-  resolveBackend, decodeLayerComposed, type ShadowKVLayerStep,
-} from '../../packages/shadowkv/src/index.js';
+  ConfigError, createCache, FullKVCache, listBackends, listPolicies, NoBinaryError, registerBackend, resolveBackend,
+} from '../../packages/shadowkv/src/backend.js';
 import { NeedleWorkload } from '../../examples/workloads/needle.js';
 import { registerRecentWindow } from '../../examples/plugins/RecentWindowCache.js';
 
@@ -30,46 +29,6 @@ describe('backend registry', () => {
     registerBackend('wasm-alias', factory, 0);
     expect(() => registerBackend('wasm-alias', factory, 0)).not.toThrow();
     expect(() => registerBackend('wasm-alias', async () => factory(), 0)).toThrow(ConfigError);
-  });
-});
-
-describe('fused decode seam', () => {
-  it("a device's decodeShadowKVLayer runs each layer's decode step in one call", async () => {
-    let calls = 0;
-    registerBackend('wasm-fused', async () => {
-      const { backend } = await resolveBackend('wasm');
-      return {
-        ...backend,
-        name: 'wasm-fused',
-        createDevice: () => {
-          const device = backend.createDevice();
-          return Object.assign(device, {
-            decodeShadowKVLayer: (step: ShadowKVLayerStep) => {
-              calls += 1;
-              return decodeLayerComposed(device, step);
-            },
-          });
-        },
-      };
-    }, 0);
-    const spec2 = { ...spec, layers: 2 };
-    const options = { budget: 32, rank: 8, denseThreshold: 64 };
-    const work = new NeedleWorkload(spec2, { tokens: 200, seed: 4 });
-    const fused = await createCache({ spec: spec2, options, batch: 2, dtype: 'f32', backend: 'wasm-fused' });
-    const plain = await createCache({ spec: spec2, options, batch: 2, dtype: 'f32', backend: 'wasm' });
-    for (let l = 0; l < 2; l++) {
-      const prompt = work.prompt(l, 2);
-      fused.prefill(l, prompt);
-      plain.prefill(l, prompt);
-    }
-    for (let t = 0; t < 3; t++) {
-      for (let l = 0; l < 2; l++) {
-        const input = work.step(l, 2);
-        expect(Array.from(fused.decode(l, input).data)).toEqual(Array.from(plain.decode(l, input).data));
-      }
-    }
-    expect(calls).toBe(6);
-    expect(fused.stats().hitRate).toBe(plain.stats().hitRate);
   });
 });
 

@@ -1,5 +1,5 @@
 import { expect, it } from 'vitest';
-import { createCache, loadCache, type Cache } from '../../packages/shadowkv/src/index.js';
+import { createCache, loadCache, type Cache } from '../../packages/shadowkv/src/backend.js';
 import { NeedleWorkload } from '../../examples/workloads/needle.js';
 import { forEachEnv } from '../envs.js';
 
@@ -7,7 +7,7 @@ const spec = { layers: 2, queryHeads: 8, kvHeads: 2, headDim: 32, rope: { theta:
 const options = { budget: 64, rank: 24, chunkSize: 8, localTokens: 16, maxRecentTokens: 16, denseThreshold: 256 };
 
 async function filled(env: { dtype: 'f32' | 'f16' | 'bf16'; backend: string }, policy: string, work: NeedleWorkload): Promise<Cache> {
-  const cache = await createCache({ spec, policy, batch: 2, dtype: env.dtype, backend: env.backend, options });
+  const cache = await createCache({ spec, policy, batch: 2, dtype: env.dtype, backend: env.backend, options: policy === 'shadowkv' ? options : {} });
   for (let l = 0; l < spec.layers; l++) {
     const { keys, values } = work.prompt(l, 2);
     cache.prefill(l, { keys, values });

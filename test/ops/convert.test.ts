@@ -1,5 +1,5 @@
 import { expect, it } from 'vitest';
-import { at, bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../../packages/shadowkv/src/index.js';
+import { at, bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../../packages/shadowkv/src/backend.js';
 import { forEachEnv } from '../envs.js';
 import { get, put } from '../helpers/device.js';
 

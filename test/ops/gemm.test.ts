@@ -1,5 +1,5 @@
 import { expect, it } from 'vitest';
-import { at } from '../../packages/shadowkv/src/index.js';
+import { at } from '../../packages/shadowkv/src/backend.js';
 import { forEachEnv } from '../envs.js';
 import { get, put, rounded } from '../helpers/device.js';
 import { randn, relError, rng } from '../helpers/data.js';

@@ -1,5 +1,5 @@
 import { expect, it } from 'vitest';
-import { at, ropeFrequencies } from '../../packages/shadowkv/src/index.js';
+import { at, ropeFrequencies } from '../../packages/shadowkv/src/backend.js';
 import { rebuildKeys } from '../oracle/index.js';
 import { forEachEnv } from '../envs.js';
 import { get, put, rounded, rows, zerosOn } from '../helpers/device.js';
@@ -23,7 +23,7 @@ forEachEnv('rebuildKeys', (env) => {
     const out = zerosOn(device, outRows * d, env.dtype);
     device.rebuildKeys({
       u: at(put(device, u, env.dtype)), rank, sv: at(put(device, sv, env.dtype), head * d), ldsv: Hkv * d, d,
-      chunkIds, slots, C, invFreq: put(device, inv, 'f64'), style: style === 'half' ? 0 : 1, out: at(out), ldo: d,
+      chunkIds, slots, C, invFreq: put(device, inv, 'f64'), style, out: at(out), ldo: d,
     });
     const got = get(device, out);
     const svMatrix = { rows: rank, cols: Hkv * d, data: sv };

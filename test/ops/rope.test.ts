@@ -1,6 +1,5 @@
 import { expect, it } from 'vitest';
-import { at, ropeFrequencies } from '../../packages/shadowkv/src/index.js';
-import { ROPE_STYLE_CODE } from '../../packages/shadowkv/src/backends/wasm/abi.js';
+import { at, ropeFrequencies } from '../../packages/shadowkv/src/backend.js';
 import { applyRope } from '../oracle/index.js';
 import { forEachEnv } from '../envs.js';
 import { get, put } from '../helpers/device.js';
@@ -17,7 +16,7 @@ forEachEnv('rope', (env) => {
     const x = Float64Array.from(randn(positions.length * d, rng(3)), Math.fround);
     const inv = ropeFrequencies(d, { ...LLAMA3, style });
     const buf = put(device, x, 'f32');
-    device.rope(at(buf), positions.length, d, d, Int32Array.from(positions), put(device, inv, 'f64'), ROPE_STYLE_CODE[style], 1);
+    device.rope(at(buf), positions.length, d, d, Int32Array.from(positions), put(device, inv, 'f64'), style, 1);
     expect(relError(get(device, buf), applyRope(x, positions, inv, style))).toBeLessThan(1e-6);
   });
 
@@ -29,11 +28,11 @@ forEachEnv('rope', (env) => {
     const buf = put(device, x, 'f32');
     const inv = put(device, ropeFrequencies(d, { theta: 10000 }), 'f64');
     const pos = Int32Array.from({ length: 17 }, (_, i) => 1000 + 3 * i);
-    device.rope(at(buf, d), 17, d, ld, pos, inv, 0, 1);
+    device.rope(at(buf, d), 17, d, ld, pos, inv, 'half', 1);
     const rotated = get(device, buf);
     expect(relError(rotated, x)).toBeGreaterThan(0.1);
     expect(Array.from(rotated.slice(0, d))).toEqual(Array.from(x.slice(0, d))); // untouched column block
-    device.rope(at(buf, d), 17, d, ld, pos, inv, 0, -1);
+    device.rope(at(buf, d), 17, d, ld, pos, inv, 'half', -1);
     expect(relError(get(device, buf), x)).toBeLessThan(1e-6);
   });
 }, (e) => e.dtype === 'f32');

@@ -1,5 +1,5 @@
 import { expect, it } from 'vitest';
-import { at } from '../../packages/shadowkv/src/index.js';
+import { at } from '../../packages/shadowkv/src/backend.js';
 import { selectChunks } from '../oracle/index.js';
 import { forEachEnv } from '../envs.js';
 import { put } from '../helpers/device.js';

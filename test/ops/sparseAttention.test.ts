@@ -1,5 +1,5 @@
 import { expect, it } from 'vitest';
-import { at, type Segment } from '../../packages/shadowkv/src/index.js';
+import { at, type Segment } from '../../packages/shadowkv/src/backend.js';
 import { causalAttention, sparseAttention } from '../oracle/index.js';
 import { forEachEnv } from '../envs.js';
 import { get, put, rounded, rows, zerosOn } from '../helpers/device.js';

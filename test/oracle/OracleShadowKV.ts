@@ -53,8 +53,9 @@ export class OracleShadowKV {
         d,
       );
     }
-    // 3. Compression rule, after the output was computed.
-    compressIfDue(state, this.options, this.geo);
+    // 3. Compaction of a compressed row, after the output was computed; a dense row is compressed
+    // at its next decode step (the whole prompt, however many prefill calls brought it).
+    if (state.basis) compressIfDue(state, this.options, this.geo);
     return out;
   }
 
@@ -65,8 +66,9 @@ export class OracleShadowKV {
     const out = new Float64Array(B * Hq * d);
     this.reuse = { hits: 0, misses: 0 };
     this.seqs.forEach((state, b) => {
+      if (!state.basis) compressIfDue(state, this.options, this.geo); // first compression, before the step
       this.decodeSequence(state, b, query, key, value).forEach((o, j) => out.set(o, (b * Hq + j) * d));
-      compressIfDue(state, this.options, this.geo);
+      if (state.basis) compressIfDue(state, this.options, this.geo); // compaction, after it
     });
     return out;
   }

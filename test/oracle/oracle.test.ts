@@ -307,11 +307,12 @@ describe('OracleShadowKV compression rule', () => {
     return { trace, cache };
   }
 
-  it('compresses first at denseThreshold, then compacts one chunk once the tail exceeds local + maxRecent', () => {
+  it('compresses first at the step after reaching denseThreshold, then compacts one chunk once the tail exceeds local + maxRecent', () => {
     // C 4, local 5, maxRecent 6, threshold 20. Lengths 19, 20, ..., 33:
-    // len 20: nc = floor(15 / 4) * 4 = 12; compaction when len - nc > 11: len 24 -> 16, 28 -> 20, 32 -> 24.
+    // len 20 is reached by the first step; the second compresses it first: nc = floor(15 / 4) * 4 = 12;
+    // compaction after a step when len - nc > 11: len 24 -> 16, 28 -> 20, 32 -> 24.
     const { trace, cache } = compressedTrace(BASE, 19, 14);
-    expect(trace).toEqual([0, 12, 12, 12, 12, 16, 16, 16, 16, 20, 20, 20, 20, 24, 24]);
+    expect(trace).toEqual([0, 0, 12, 12, 12, 16, 16, 16, 16, 20, 20, 20, 20, 24, 24]);
     const s = cache.state(0);
     expect(s.length).toBe(33);
     for (let h = 0; h < 2; h++) {
@@ -327,20 +328,24 @@ describe('OracleShadowKV compression rule', () => {
   it('compacts several chunks at once when maxRecent spans them', () => {
     // maxRecent 9: compaction when len - nc > 14, m = floor((len - nc - 5) / 4) = 2 chunks.
     const { trace } = compressedTrace({ ...BASE, maxRecentTokens: 9 }, 19, 12);
-    expect(trace).toEqual([0, 12, 12, 12, 12, 12, 12, 12, 20, 20, 20, 20, 20]);
+    expect(trace).toEqual([0, 0, 12, 12, 12, 12, 12, 12, 20, 20, 20, 20, 20]);
   });
 
   it('waits while floor((len - local) / C) * C is 0', () => {
-    // threshold 3 but local 5: len 6..8 leave nc 0; len 9 gives nc 4.
+    // threshold 3 but local 5: steps starting at len 6..8 leave nc 0; the step starting at len 9 gives nc 4.
     const { trace } = compressedTrace({ ...BASE, denseThreshold: 3, outlierChunks: 0, sinkTokens: 0 }, 6, 4);
-    expect(trace).toEqual([0, 0, 0, 4, 4]);
+    expect(trace).toEqual([0, 0, 0, 0, 4]);
   });
 
-  it('a prefill past the threshold compresses at its end, keeping local + remainder exact', () => {
+  it('a prompt past the threshold is compressed whole at the first decode step, keeping local + remainder exact', () => {
     const cache = new OracleShadowKV(GQA, BASE, 1);
-    const { keys, values } = inputs(GQA, 22).prefill(47);
+    const data = inputs(GQA, 22);
+    const { keys, values } = data.prefill(47);
     cache.prefill(0, keys, values, 47);
-    expect(cache.state(0).compressed).toBe(40); // floor(42 / 4) * 4
+    expect(cache.state(0).compressed).toBe(0); // more prompt may follow
+    const { query, key, value } = data.decode(1);
+    cache.decode(query, key, value);
+    expect(cache.state(0).compressed).toBe(40); // floor(42 / 4) * 4, before the step's token
     cache.reset(0);
     expect(cache.state(0)).toEqual({ length: 0, compressed: 0, outliers: [[], []], landmarkChunks: [[], []] });
   });
@@ -359,6 +364,7 @@ describe('OracleShadowKV compression rule', () => {
     }
     const cache = new OracleShadowKV(spec, { ...BASE, outlierChunks: 1, sinkTokens: 5 }, 1);
     cache.prefill(0, keys, noise(S * 8), S);
+    cache.decode(noise(2 * 8), noise(8), noise(8));
     const s = cache.state(0);
     expect(s.compressed).toBe(32);
     expect(s.outliers).toEqual([[0, 1, 5]]);

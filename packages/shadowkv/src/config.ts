@@ -1,4 +1,5 @@
 import { ConfigError } from './errors/ConfigError.js';
+import type { ResolvedSpec } from './spec.js';
 import type { DType } from './tensor.js';
 
 /** Options every cache takes. */
@@ -23,8 +24,9 @@ export interface CacheOptions {
 /** ShadowKV's knobs; defaults are the paper's (Llama-3-8B, 128K context). */
 export interface ShadowKVOptions {
   /**
-   * Rank `r` of the pre-RoPE key factorization `K ≈ U · SV`.
-   * - default: `160`
+   * Rank `r` of the pre-RoPE key factorization `K ≈ U · SV`, at most the key width
+   * `kvHeads * headDim` (a larger rank is a `ConfigError`: it would store more than the keys).
+   * - default: `round(5/32 * kvHeads * headDim)`, the paper's 160 at Llama-3-8B's width of 1024
    */
   rank?: number;
   /**
@@ -64,6 +66,17 @@ export interface ShadowKVOptions {
    */
   denseThreshold?: number;
   /**
+   * Scale of the landmark scoring logits `softmax(q · landmark * scoreScale)`, separate from the
+   * attention scale (the original code scores with 1/√128 at every head dim).
+   * - default: the spec's attention scale (`1 / sqrt(headDim)` unless the spec sets `scale`)
+   */
+  scoreScale?: number;
+  /**
+   * Chunks per page of the host tier (values): it grows a page at a time and never copies.
+   * - default: `256`
+   */
+  hostPageChunks?: number;
+  /**
    * Extra columns of the randomized factorization.
    * - default: `16`
    */
@@ -86,10 +99,20 @@ function check(ok: boolean, message: string): void {
 
 const isInt = (v: number, min: number) => Number.isInteger(v) && v >= min;
 
+/** Throws `ConfigError` for keys of `o` that are not options (a misspelt option would otherwise be ignored). */
+export function checkKeys(what: string, o: object, known: readonly string[]): void {
+  if (o === null || typeof o !== 'object') throw new ConfigError(`${what} must be an object, got ${String(o)}`);
+  const unknown = Object.keys(o).filter((k) => !known.includes(k));
+  if (unknown.length) throw new ConfigError(`${what}: unknown option${unknown.length > 1 ? 's' : ''} ${unknown.map((k) => `'${k}'`).join(', ')}; known: ${known.join(', ')}`);
+}
+
 /** Defaults overridden by the options that are set (undefined means "use the default"). */
 function withDefaults<T extends object>(defaults: Required<T>, o: T): Required<T> {
   return { ...defaults, ...Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) };
 }
+
+/** Option names every cache takes. */
+export const CACHE_OPTION_KEYS = ['batch', 'dtype', 'maxTokens'] as const;
 
 /** Fills defaults into cache options and checks them. */
 export function resolveCacheOptions(o: CacheOptions = {}): ResolvedCacheOptions {
@@ -100,11 +123,19 @@ export function resolveCacheOptions(o: CacheOptions = {}): ResolvedCacheOptions 
   return r;
 }
 
-/** Fills defaults into ShadowKV options and checks their ranges. */
-export function resolveShadowKVOptions(o: ShadowKVOptions = {}): ResolvedShadowKVOptions {
+/** Option names of ShadowKV. */
+export const SHADOWKV_OPTION_KEYS = [
+  'rank', 'chunkSize', 'budget', 'outlierChunks', 'localTokens', 'sinkTokens', 'maxRecentTokens', 'denseThreshold',
+  'scoreScale', 'hostPageChunks', 'svdOversample', 'svdPowerIters',
+] as const;
+
+/** Fills defaults into ShadowKV options for a model and checks their ranges; unknown keys are a `ConfigError`. */
+export function resolveShadowKVOptions(o: ShadowKVOptions, spec: Pick<ResolvedSpec, 'kvHeads' | 'headDim' | 'scale'>): ResolvedShadowKVOptions {
+  checkKeys('ShadowKV options', o, SHADOWKV_OPTION_KEYS);
   const budget = o.budget ?? 2048;
+  const width = spec.kvHeads * spec.headDim;
   const r = withDefaults<ShadowKVOptions>({
-    rank: 160,
+    rank: Math.max(1, Math.round((width * 5) / 32)),
     chunkSize: 8,
     budget,
     outlierChunks: Math.floor((budget / 1024) * 24),
@@ -112,10 +143,13 @@ export function resolveShadowKVOptions(o: ShadowKVOptions = {}): ResolvedShadowK
     sinkTokens: 0,
     maxRecentTokens: 1024,
     denseThreshold: 4096,
+    scoreScale: spec.scale,
+    hostPageChunks: 256,
     svdOversample: 16,
     svdPowerIters: 2,
   }, o);
   check(isInt(r.rank, 1), `rank must be an integer >= 1, got ${r.rank}`);
+  check(r.rank <= width, `rank ${r.rank} exceeds the key width kvHeads * headDim = ${width}: the low-rank keys would take more room than the keys; use rank <= ${width} (default ${Math.round((width * 5) / 32)})`);
   check(isInt(r.chunkSize, 1), `chunkSize must be an integer >= 1, got ${r.chunkSize}`);
   check(isInt(r.budget, r.chunkSize) && r.budget % r.chunkSize === 0, `budget must be a positive multiple of chunkSize (${r.chunkSize}), got ${r.budget}`);
   check(isInt(r.outlierChunks, 0), `outlierChunks must be an integer >= 0, got ${r.outlierChunks}`);
@@ -123,6 +157,8 @@ export function resolveShadowKVOptions(o: ShadowKVOptions = {}): ResolvedShadowK
   check(isInt(r.sinkTokens, 0), `sinkTokens must be an integer >= 0, got ${r.sinkTokens}`);
   check(isInt(r.maxRecentTokens, r.chunkSize), `maxRecentTokens must be an integer >= chunkSize (${r.chunkSize}), got ${r.maxRecentTokens}`);
   check(isInt(r.denseThreshold, 1), `denseThreshold must be an integer >= 1, got ${r.denseThreshold}`);
+  check(r.scoreScale > 0 && Number.isFinite(r.scoreScale), `scoreScale must be a positive finite number, got ${r.scoreScale}`);
+  check(isInt(r.hostPageChunks, 1), `hostPageChunks must be an integer >= 1, got ${r.hostPageChunks}`);
   check(isInt(r.svdOversample, 0), `svdOversample must be an integer >= 0, got ${r.svdOversample}`);
   check(isInt(r.svdPowerIters, 0), `svdPowerIters must be an integer >= 0, got ${r.svdPowerIters}`);
   return r;

@@ -1,31 +1,38 @@
-import type { BackendInfo } from './backends/Backend.js';
-import type { Device } from './backends/Device.js';
+import { COUNTERS } from './backends/LayerStep.js';
 import { resolveBackend } from './backends/registry.js';
-import { resolveCacheOptions, type CacheOptions, type ResolvedCacheOptions } from './config.js';
+import { CACHE_OPTION_KEYS, checkKeys, type CacheOptions, type ShadowKVOptions } from './config.js';
 import { ConfigError } from './errors/ConfigError.js';
 import { SnapshotError } from './errors/SnapshotError.js';
-import { BaseKVCache } from './policies/BaseKVCache.js';
+import type { BaseKVCache, CacheConfig, Runtime } from './policies/BaseKVCache.js';
+import type { FullKVCache } from './policies/FullKVCache.js';
+import type { ShadowKVCache } from './policies/shadowkv/ShadowKVCache.js';
 import { decodeSnapshot } from './snapshot.js';
-import { resolveSpec, type ModelSpec, type ResolvedSpec } from './spec.js';
+import type { ModelSpec } from './spec.js';
 
-/** What a policy factory receives. */
-export interface PolicyContext {
-  spec: ResolvedSpec;
-  cache: ResolvedCacheOptions;
-  device: Device;
-  /** The policy's own options, as passed to `createCache`. */
-  options: Record<string, unknown>;
+/**
+ * The policies `createCache` knows by name, with their class and options, so that
+ * `createCache({ policy: 'shadowkv' })` is typed as a `ShadowKVCache`. A plugin adds its own by
+ * declaration merging: `declare module 'shadowkv' { interface PolicyTypes { mine: { cache: Mine; options: MineOptions } } }`.
+ */
+export interface PolicyTypes {
+  full: { cache: FullKVCache; options: Record<string, never> };
+  shadowkv: { cache: ShadowKVCache; options: ShadowKVOptions };
 }
 
-/** Builds a policy; `BaseKVCache` subclasses get validation, RoPE, the exact tail and snapshots for free. */
-export type PolicyFactory = (ctx: PolicyContext) => BaseKVCache;
+/** The cache type of a policy name (a `BaseKVCache` for names registered without types). */
+export type CacheOf<P extends string> = P extends keyof PolicyTypes ? PolicyTypes[P]['cache'] : BaseKVCache;
+/** The options type of a policy name. */
+export type OptionsOf<P extends string> = P extends keyof PolicyTypes ? PolicyTypes[P]['options'] : Record<string, unknown>;
+
+/** Builds a policy from the flat config (spec, cache options and its own options) on a started runtime. */
+export type PolicyFactory = (config: CacheConfig & Record<string, unknown>, runtime: Runtime) => BaseKVCache;
 
 const policies = new Map<string, PolicyFactory>();
 
 /**
  * Registers a cache policy under a name, for `createCache({ policy: name })`.
  * @example
- * registerPolicy('mine', ({ spec, cache, device, options }) => new MyPolicy(spec, cache, device, options));
+ * registerPolicy('mine', (config, runtime) => new MyPolicy(config, runtime));
  */
 export function registerPolicy(name: string, factory: PolicyFactory): void {
   const have = policies.get(name);
@@ -39,7 +46,7 @@ export function listPolicies(): string[] {
 }
 
 /** Options of `createCache`. */
-export interface CreateCacheOptions<P = Record<string, unknown>> extends CacheOptions {
+export interface CreateCacheOptions<P extends string = 'shadowkv'> extends CacheOptions {
   spec: ModelSpec;
   /**
    * Which policy.
@@ -47,7 +54,7 @@ export interface CreateCacheOptions<P = Record<string, unknown>> extends CacheOp
    * - `'full'`: exact dense attention (the baseline)
    * - any name given to `registerPolicy`
    */
-  policy?: string;
+  policy?: P;
   /**
    * Which runtime.
    * - `'auto'` (default): CUDA when `shadowkv-cuda` loads and finds a device, else wasm; `backendInfo.reason` says why
@@ -55,57 +62,58 @@ export interface CreateCacheOptions<P = Record<string, unknown>> extends CacheOp
    * - `'cuda'`: the native runtime; a typed error when it cannot load
    */
   backend?: string;
-  /** The policy's options, e.g. `ShadowKVOptions`. */
-  options?: P;
+  /** The policy's options, e.g. `ShadowKVOptions`; an unknown key is a `ConfigError`. */
+  options?: OptionsOf<P>;
 }
 
-/** A cache and where it runs. */
-export type Cache = BaseKVCache & { readonly backendInfo: BackendInfo };
+/** A cache and where it runs (every cache has `backendInfo`). */
+export type Cache = BaseKVCache;
 
 /**
- * Creates a KV cache for a model. Everything but creation is synchronous.
+ * Creates a KV cache for a model, loading the backend first. Everything but creation is synchronous.
  * @example
  * import { createCache, LLAMA3_8B } from 'shadowkv';
  * const cache = await createCache({ spec: LLAMA3_8B, policy: 'shadowkv', batch: 2, options: { budget: 2048 } });
- * console.log(cache.backendInfo.reason);
+ * console.log(cache.backendInfo.reason, cache.options.rank);
  */
-export async function createCache<P = Record<string, unknown>>(o: CreateCacheOptions<P>): Promise<Cache> {
-  const spec = resolveSpec(o.spec);
-  const cache = resolveCacheOptions({ batch: o.batch, dtype: o.dtype, maxTokens: o.maxTokens });
+export async function createCache<P extends string = 'shadowkv'>(o: CreateCacheOptions<P>): Promise<CacheOf<P>> {
+  checkKeys('createCache', o, ['spec', 'policy', 'backend', 'options', ...CACHE_OPTION_KEYS]);
   const name = o.policy ?? 'shadowkv';
   const factory = policies.get(name);
   if (!factory) throw new ConfigError(`unknown policy '${name}'; registered: ${listPolicies().join(', ')}`);
+  const own = (o.options ?? {}) as Record<string, unknown>;
+  checkKeys('createCache options', own, Object.keys(own).filter((k) => !['spec', 'backend', ...CACHE_OPTION_KEYS].includes(k)));
   const { backend, info } = await resolveBackend(o.backend ?? 'auto');
   const device = backend.createDevice();
-  let policy: BaseKVCache;
   try {
-    policy = factory({ spec, cache, device, options: { ...(o.options ?? {}) } });
+    return factory({ ...own, spec: o.spec, batch: o.batch, dtype: o.dtype, maxTokens: o.maxTokens }, { device, info }) as CacheOf<P>;
   } catch (err) {
     device.dispose();
     throw err;
   }
-  return Object.assign(policy, { backendInfo: info });
 }
 
 /**
  * Restores a cache from `save()` bytes, on any backend. Throws `SnapshotError` when the bytes are
  * truncated, altered, of another version, or inconsistent.
  */
-export async function loadCache(bytes: Uint8Array, o: { backend?: string } = {}): Promise<Cache> {
+export async function loadCache(bytes: Uint8Array, o: { backend?: string } = {}): Promise<BaseKVCache> {
   const content = decodeSnapshot(bytes);
-  const { policy, spec, cache, options, layers, counters } = content as {
-    policy: string; spec: ModelSpec; cache: CacheOptions; options: Record<string, unknown>; layers: unknown; counters: Record<string, number>;
+  const { policy, spec, cache, options, layers, counters, layerCounters } = content as {
+    policy: string; spec: ModelSpec; cache: CacheOptions; options: Record<string, unknown>; layers: unknown; counters: Record<string, number>; layerCounters: Float64Array[];
   };
-  if (typeof policy !== 'string' || !Array.isArray(layers)) throw new SnapshotError('loadCache: snapshot content is incomplete (policy or layers missing)');
-  let restored: Cache;
+  if (typeof policy !== 'string' || !Array.isArray(layers) || !Array.isArray(layerCounters)) {
+    throw new SnapshotError('loadCache: snapshot content is incomplete (policy, layers or counters missing)');
+  }
+  let restored: BaseKVCache;
   try {
     restored = await createCache({ ...cache, spec, policy, backend: o.backend, options });
   } catch (err) {
     throw new SnapshotError(`loadCache: the snapshot's configuration is not usable: ${(err as Error).message}`);
   }
-  checkLayers(layers, restored);
+  checkLayers(layers, layerCounters, restored);
   try {
-    restored.restore(layers as never, counters ?? {});
+    restored.restore(layers as never, counters ?? {}, layerCounters);
   } catch (err) {
     restored.dispose();
     throw new SnapshotError(`loadCache: snapshot state does not fit its cache: ${(err as Error).message}`);
@@ -113,15 +121,16 @@ export async function loadCache(bytes: Uint8Array, o: { backend?: string } = {})
   return restored;
 }
 
-function checkLayers(layers: unknown[], cache: Cache): void {
+function checkLayers(layers: unknown[], layerCounters: Float64Array[], cache: BaseKVCache): void {
   const rowsOk = layers.length === cache.spec.layers && layers.every((row) => Array.isArray(row) && row.length === cache.batch);
+  const countersOk = layerCounters.length === cache.spec.layers && layerCounters.every((c) => c instanceof Float64Array && c.length === COUNTERS);
   const tailOk = rowsOk && (layers as { length: number; tail: { count: number; k: { length: number }; v: { length: number } } }[][]).every((row) =>
     row.every((st) => {
       const n = st?.tail?.count * cache.spec.kvHeads * cache.spec.headDim;
       return Number.isInteger(st?.length) && st.tail?.k?.length === n && st.tail?.v?.length === n && st.length >= st.tail.count;
     }),
   );
-  if (!tailOk) {
+  if (!tailOk || !countersOk) {
     cache.dispose();
     throw new SnapshotError(`loadCache: snapshot layers do not match ${cache.spec.layers} layers x ${cache.batch} rows of the recorded geometry`);
   }

@@ -1,4 +1,5 @@
 import { resolveCacheOptions, resolveShadowKVOptions, type CacheOptions, type ShadowKVOptions } from './config.js';
+import { storeChunks } from './policies/capacity.js';
 import { DTYPE_BYTES } from './dtype.js';
 import { resolveSpec, type ModelSpec } from './spec.js';
 
@@ -45,29 +46,36 @@ export function estimateMemory(q: MemoryQuestion): MemoryEstimate {
   const rows = layers * cache.batch;
   const S = q.tokens;
   const dense = rows * 2 * Hkv * S * d * b;
-  const o = resolveShadowKVOptions(q.options);
+  const o = resolveShadowKVOptions(q.options ?? {}, spec);
   const C = o.chunkSize;
   const nc = Math.floor((S - o.localTokens) / C) * C;
   if ((q.policy ?? 'shadowkv') === 'full' || S < o.denseThreshold || nc <= 0) {
     return { device: dense, host: 0, dense, components: { exactTail: dense }, transient: 0, fitsWasmHeap: dense < WASM_HEAP };
   }
   const D = Hkv * d;
-  const chunks = nc / C;
-  const rank = Math.min(o.rank, nc, D);
+  // The store is sized for the prompt's chunks plus one compaction (capacity.ts), pages rounded up.
+  const cap = storeChunks(nc / C, o);
+  const rank = Math.min(o.rank, nc);
+  const outliers = o.outlierChunks + Math.ceil(o.sinkTokens / C);
+  const selected = o.budget / C;
+  const pages = Math.ceil(cap / o.hostPageChunks) * Hkv;
   const perRow: Record<string, number> = {
-    lowRankU: nc * rank * b,
+    lowRankU: cap * C * rank * b,
     basis: 2 * rank * D * b,
-    landmarks: Hkv * chunks * d * b,
-    outliers: 2 * Hkv * (o.outlierChunks + Math.ceil(o.sinkTokens / C)) * C * d * b,
-    selected: 2 * Hkv * (o.budget / C) * C * d * b,
-    // The tail at its largest: local window, recent tokens, one chunk before compaction.
+    landmarks: Hkv * cap * d * b,
+    outliers: 2 * Hkv * outliers * C * d * b,
+    selected: 2 * Hkv * selected * C * d * b,
+    // Chunk ids, per-head counts and the page table (4-byte entries, as on wasm).
+    tables: 4 * (Hkv * cap + Hkv * 3 + Hkv * outliers + Hkv * selected + pages),
+    // The tail is sized once compressed for the local window, the recent region and one chunk.
     exactTail: 2 * Hkv * (o.localTokens + o.maxRecentTokens + C) * d * b,
   };
   const components = Object.fromEntries(Object.entries(perRow).map(([k, v]) => [k, v * rows]));
   const device = Object.values(components).reduce((a, v) => a + v, 0);
-  const host = rows * Hkv * nc * d * b;
+  const host = rows * pages * o.hostPageChunks * C * d * b;
   // One row's compression: the whole prompt in the tail, f32 pre-RoPE keys and factors, the Gram matrix.
   const l = Math.min(rank + o.svdOversample, D);
   const transient = 2 * Hkv * S * d * b + 4 * (nc * D + nc * rank + 2 * rank * D + D * D + 4 * l * D);
-  return { device, host, dense, components, transient, fitsWasmHeap: device + transient < WASM_HEAP };
+  // NOTE: on wasm both tiers live in the one heap.
+  return { device, host, dense, components, transient, fitsWasmHeap: device + host + transient < WASM_HEAP };
 }

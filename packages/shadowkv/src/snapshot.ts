@@ -2,7 +2,7 @@ import { Packr } from 'msgpackr';
 import { SnapshotError } from './errors/SnapshotError.js';
 
 /** Snapshot format version; bump when the content layout changes. */
-export const SNAPSHOT_VERSION = 1;
+export const SNAPSHOT_VERSION = 2;
 const FORMAT = 'shadowkv-snapshot';
 
 // NOTE: moreTypes keeps typed arrays typed (otherwise they decode as Buffer).

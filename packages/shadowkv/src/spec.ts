@@ -12,16 +12,19 @@ export interface Llama3RopeScaling {
   originalMaxPositions: number;
 }
 
+/**
+ * How RoPE pairs dims:
+ * - `'half'`: dim i with dim i + d/2 (NeoX / Llama `rotate_half`)
+ * - `'interleaved'`: dim 2i with dim 2i + 1 (GPT-J, GLM)
+ */
+export type RopeStyle = 'half' | 'interleaved';
+
 /** Rotary position embedding of a model. */
 export interface RopeSpec {
   /** Base of the frequencies (`rope_theta`), e.g. 500000 for Llama-3. */
   theta: number;
-  /**
-   * How dims pair up:
-   * - `'half'` (default): dim i with dim i + d/2 (NeoX / Llama `rotate_half`)
-   * - `'interleaved'`: dim 2i with dim 2i + 1 (GPT-J, GLM)
-   */
-  style?: 'half' | 'interleaved';
+  /** How dims pair up (see `RopeStyle`); default `'half'`. */
+  style?: RopeStyle;
   /** Optional Llama-3 frequency scaling. */
   scaling?: Llama3RopeScaling;
 }

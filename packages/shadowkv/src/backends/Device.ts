@@ -1,5 +1,6 @@
-import type { LayerStepCounts, ShadowKVLayerStep } from '../policies/shadowkv/decodeLayer.js';
-import type { DType, TensorData } from '../tensor.js';
+import type { RopeStyle } from '../spec.js';
+import type { DType } from '../tensor.js';
+import type { LayerStep } from './LayerStep.js';
 
 /** Element types of device buffers: the storage dtypes plus index and float64 tables. */
 export type BufferDType = DType | 'i32' | 'f64';
@@ -16,21 +17,20 @@ export type HostArray<T extends BufferDType = BufferDType> = T extends 'f32'
 /** Bytes per element of each buffer dtype. */
 export const BUFFER_BYTES: Record<BufferDType, number> = { f32: 4, f16: 2, bf16: 2, i32: 4, f64: 8 };
 
-/** Memory the device (accelerator, or the wasm heap standing in for it) holds for a cache. */
+/**
+ * Where a buffer lives: `'device'` (the accelerator, or the wasm heap standing in for it) or
+ * `'host'` (offloaded values: pinned memory on CUDA; on wasm the same heap, counted apart).
+ */
+export type Tier = 'device' | 'host';
+
+/** Memory a device holds for a cache: a plain handle the runtime resolves. */
 export interface DeviceBuffer {
   readonly ptr: number;
   readonly length: number;
   readonly dtype: BufferDType;
   /** The memory-report component this buffer counts under. */
   readonly tag: string;
-}
-
-/** Memory in the host tier (pinned on CUDA, plain JS memory next to wasm). */
-export interface HostBuffer {
-  readonly data: TensorData;
-  readonly length: number;
-  readonly dtype: DType;
-  readonly tag: string;
+  readonly tier: Tier;
 }
 
 /** A position in a device buffer, counted in elements. */
@@ -60,18 +60,20 @@ export interface DeviceMemory {
 }
 
 /**
- * The fine-grained ops of one runtime instance, over its own buffers. Policies compose them;
- * a native backend may also offer a fused step (see `Backend.fused`). Ops are synchronous;
- * `read` is the only call that returns device data to the host.
+ * The fine-grained ops of one runtime instance, over its own buffers, and the fused layer step.
+ * Ops are synchronous; `read` is the only call that returns device data to the host.
  */
 export interface Device {
   readonly backend: string;
-  alloc<T extends BufferDType>(length: number, dtype: T, tag: string): DeviceBuffer;
+  alloc<T extends BufferDType>(length: number, dtype: T, tag: string, tier?: Tier): DeviceBuffer;
   free(buf: DeviceBuffer): void;
   /** A buffer kept between calls for per-step temporaries; grows, never shrinks. */
   scratch(name: string, length: number, dtype: BufferDType): DeviceBuffer;
+  /** A table of the buffers' addresses (the page table of a paged host tier); free it like any buffer. */
+  pointerTable(bufs: readonly DeviceBuffer[], tag: string): DeviceBuffer;
   write(dst: View, data: HostArray): void;
-  read<T extends BufferDType>(src: View & { buf: { dtype: T } }, length: number): HostArray<T>;
+  /** Device data to the host: a new array, or `into` (which must hold `length` elements) filled. */
+  read<T extends BufferDType>(src: View & { buf: { dtype: T } }, length: number, into?: HostArray<T>): HostArray<T>;
   /** Same-dtype copy within or between buffers (overlap allowed). */
   copy(dst: View, src: View, length: number): void;
   /** Dtype conversion between buffers (round to nearest even). */
@@ -79,32 +81,44 @@ export interface Device {
   /** Strided conversion: `rows` rows of `cols` elements, row strides `dstLd` and `srcLd`. */
   convertRows(dst: View, dstLd: number, src: View, srcLd: number, rows: number, cols: number): void;
 
-  allocHost(length: number, dtype: DType, tag: string): HostBuffer;
-  freeHost(buf: HostBuffer): void;
-  /** Device → host copy of `length` elements. */
-  offload(host: HostBuffer, hostOffset: number, src: View, length: number): void;
-  /** Host → device gather: block i (`blockLength` elements at host offset `blocks[i] * blockLength`) to `dst + slots[i] * blockLength`. */
-  fetchBlocks(dst: View, host: HostBuffer, blocks: Int32Array, slots: Int32Array, blockLength: number): void;
-
   gemm(a: GemmArgs): void;
-  rope(x: View, rows: number, d: number, ld: number, positions: Int32Array, invFreq: DeviceBuffer, style: number, direction: 1 | -1): void;
+  rope(x: View, rows: number, d: number, ld: number, positions: Int32Array, invFreq: DeviceBuffer, style: RopeStyle, direction: 1 | -1): void;
   lowRankKeys(k: View, S: number, D: number, rank: number, oversample: number, powerIters: number, seed: number, out: LowRankOut): void;
   landmarks(keys: View, ld: number, nChunks: number, C: number, d: number, landmarks: View, minCos: View): void;
   selectChunks(scores: View, n: number, k: number, largest: boolean): Int32Array;
   scoreChunks(q: View, g: number, d: number, scale: number, landmarks: View, n: number, scores: View): void;
   rebuildKeys(a: RebuildArgs): void;
+  /** Copies chunks `chunkIds[i]` of head `h` from a paged tier into `dst` slots `slots[i]`. */
+  gatherValues(dst: View, pages: PagedBuffer, h: number, chunkIds: Int32Array, slots: Int32Array): void;
   sparseAttention(q: View, g: number, d: number, scale: number, segments: readonly Segment[], out: View): void;
   causalAttention(q: View, g: number, Sq: number, d: number, scale: number, offset: number, k: View, v: View, out: View): void;
 
   /**
-   * Optional fused path: ShadowKV decode steps 2-5 (score, select, reuse, fetch, rebuild, attend)
-   * for every row and kv head of one layer in a single call. Without it, the policy composes the
-   * ops above (`decodeLayerComposed`, the reference any fused version must match).
+   * Decode steps 1-5 of a whole layer (every row and kv head) in one runtime call. Optional: without
+   * it, caches compose the ops above (`decodeLayerComposed`, the reference this must match).
    */
-  decodeShadowKVLayer?(step: ShadowKVLayerStep): LayerStepCounts;
+  decodeLayer?(step: LayerStep): void;
 
+  /** Allocations made so far: buffers, and those the runtime makes for itself (instrumentation). */
+  allocations(): number;
   memory(): DeviceMemory;
+  /** Frees the runtime instance and everything in it; the device is unusable afterwards. */
   dispose(): void;
+}
+
+/**
+ * A growable tier of fixed-size pages (`pageChunks` chunks of every head each), so that growth
+ * never copies what is stored. Page `p * heads + h` holds chunks `[p * pageChunks, (p + 1) * pageChunks)`
+ * of head h; `table` holds the pages' addresses for native code.
+ */
+export interface PagedBuffer {
+  readonly pageChunks: number;
+  /** Elements of one chunk. */
+  readonly block: number;
+  readonly heads: number;
+  readonly dtype: BufferDType;
+  pages: DeviceBuffer[];
+  table: DeviceBuffer;
 }
 
 /** `c = alpha * op(a) * op(b) + beta * c`; `aRows` gathers rows of a (when not transposed). */
@@ -145,7 +159,8 @@ export interface RebuildArgs {
   slots: Int32Array;
   C: number;
   invFreq: DeviceBuffer;
-  style: number;
+  style: RopeStyle;
   out: View;
   ldo: number;
 }
+

@@ -4,21 +4,26 @@ import type { Backend, BackendFactory, BackendInfo } from './Backend.js';
 interface Entry {
   factory: BackendFactory;
   priority: number;
+  /** Starts the backend without awaiting, where the host allows it (the wasm backend under Node). */
+  sync?: () => Backend | undefined;
   started?: Promise<Backend>;
+  value?: Backend;
 }
 
 const backends = new Map<string, Entry>();
+/** What `ready()` chose for `'auto'`. */
+let defaultChoice: { backend: Backend; info: BackendInfo } | undefined;
 
 /**
  * Registers a backend under a name; `auto` tries backends by descending priority.
  * Registering the same factory again is a no-op; another factory under a taken name throws.
  * @example
- * registerBackend('wasm', async () => createWasmBackend(), 1);
+ * registerBackend('wasm-plain', () => createWasmBackend({ variant: 'plain' }), 0);
  */
-export function registerBackend(name: string, factory: BackendFactory, priority = 1): void {
+export function registerBackend(name: string, factory: BackendFactory, priority = 1, options: { sync?: () => Backend | undefined } = {}): void {
   const have = backends.get(name);
   if (have && have.factory !== factory) throw new ConfigError(`backend '${name}' is already registered`);
-  backends.set(name, { factory, priority });
+  if (!have) backends.set(name, { factory, priority, sync: options.sync });
 }
 
 /** Names of the registered backends, best first. */
@@ -26,15 +31,23 @@ export function listBackends(): string[] {
   return [...backends.entries()].sort((a, b) => b[1].priority - a[1].priority).map(([name]) => name);
 }
 
+function entry(name: string): Entry {
+  const e = backends.get(name);
+  if (!e) throw new ConfigError(`unknown backend '${name}'; registered: ${listBackends().join(', ')}`);
+  return e;
+}
+
 async function start(name: string): Promise<Backend> {
-  const entry = backends.get(name);
-  if (!entry) throw new ConfigError(`unknown backend '${name}'; registered: ${listBackends().join(', ')}`);
+  const e = entry(name);
   // A backend starts once per process; a failed start is retried on the next request.
-  entry.started ??= entry.factory().catch((err: unknown) => {
-    entry.started = undefined;
-    throw err;
-  });
-  return entry.started;
+  e.started ??= e.factory().then(
+    (backend) => (e.value = backend),
+    (err: unknown) => {
+      e.started = undefined;
+      throw err;
+    },
+  );
+  return e.started;
 }
 
 /**
@@ -57,4 +70,39 @@ export async function resolveBackend(request: string = 'auto'): Promise<{ backen
     }
   }
   throw new ConfigError(`no backend could start: ${skipped.join('; ')}`);
+}
+
+/**
+ * Loads the runtime up front, so that caches can then be constructed synchronously
+ * (`new ShadowKVCache({ spec })`). Resolves to the backend `'auto'` (or `backend`) chose, and why.
+ * @example
+ * import { ready, ShadowKVCache, LLAMA3_8B } from 'shadowkv';
+ * console.log((await ready()).reason);
+ * const cache = new ShadowKVCache({ spec: LLAMA3_8B, budget: 2048 });
+ */
+export async function ready(options: { backend?: string } = {}): Promise<BackendInfo> {
+  const choice = await resolveBackend(options.backend ?? 'auto');
+  if ((options.backend ?? 'auto') === 'auto') defaultChoice = choice;
+  return choice.info;
+}
+
+/**
+ * The backend a synchronous constructor gets: one already started (by `ready()`, `createCache`, or
+ * an earlier constructor), else one that starts synchronously (wasm under Node). Throws `ConfigError`
+ * saying to `await ready()` when neither is possible.
+ */
+export function resolveBackendSync(request: string = 'auto'): { backend: Backend; info: BackendInfo } {
+  if (request === 'auto' && defaultChoice) return defaultChoice;
+  const names = request === 'auto' ? listBackends() : [request];
+  for (const name of names) {
+    const e = entry(name);
+    if (!e.value && !e.started && e.sync) {
+      e.value = e.sync();
+      if (e.value) e.started = Promise.resolve(e.value);
+    }
+    if (!e.value) continue;
+    const reason = request === 'auto' ? `auto: constructed before ready(); took '${name}', already loaded (await ready() to let auto try every backend)` : `requested '${request}'`;
+    return { backend: e.value, info: { name, description: e.value.description, reason } };
+  }
+  throw new ConfigError(`backend '${request}' is not loaded yet: call \`await ready(${request === 'auto' ? '' : `{ backend: '${request}' }`})\` before constructing a cache, or use \`await createCache(...)\``);
 }

@@ -1,15 +1,34 @@
+import type { BackendInfo } from '../backends/Backend.js';
 import { at, type Device, type DeviceBuffer, type View } from '../backends/Device.js';
-import type { ResolvedCacheOptions } from '../config.js';
+import { COUNTER, COUNTERS, type LayerStep, type StepGeometry, type StepRow } from '../backends/LayerStep.js';
+import { resolveBackendSync } from '../backends/registry.js';
+import { CACHE_OPTION_KEYS, checkKeys, resolveCacheOptions, type CacheOptions, type ResolvedCacheOptions } from '../config.js';
 import { DTYPE_BYTES, hostArray } from '../dtype.js';
 import { CapacityError } from '../errors/CapacityError.js';
 import { DisposedError } from '../errors/DisposedError.js';
-import { ropeFrequencies, type ResolvedSpec } from '../spec.js';
-import type { DType, Tensor, TensorData } from '../tensor.js';
-import { ROPE_STYLE_CODE } from '../backends/wasm/abi.js';
 import { encodeSnapshot } from '../snapshot.js';
+import { resolveSpec, ropeFrequencies, type ModelSpec, type ResolvedSpec } from '../spec.js';
+import type { DType, Tensor, TensorData } from '../tensor.js';
+import { appendToken, decodeLayerComposed } from './decodeLayer.js';
 import { ExactRegion } from './ExactRegion.js';
-import type { DecodeInput, KVCachePolicy, MemoryReport, PolicyStats, PrefillInput } from './KVCachePolicy.js';
-import { checkLayer, checkSameDtype, checkSequence, checkSequences, checkTensor } from './validate.js';
+import type { DecodeInput, DecodeOptions, KVCachePolicy, MemoryReport, PolicyStats, PrefillInput } from './KVCachePolicy.js';
+import { checkLayer, checkOut, checkSameDtype, checkSequence, checkSequences, checkTensor } from './validate.js';
+
+/** What every cache constructor takes: the model's geometry, the cache options, the backend. */
+export interface CacheConfig extends CacheOptions {
+  spec: ModelSpec;
+  /**
+   * Which runtime, by name: `'auto'` (default), `'wasm'`, `'cuda'`, or a registered one. A
+   * constructor needs it loaded already (`await ready()`), except wasm under Node, which loads on the spot.
+   */
+  backend?: string;
+}
+
+/** @internal A started runtime, as `createCache` hands it to a constructor. */
+export interface Runtime {
+  device: Device;
+  info: BackendInfo;
+}
 
 /** What every policy keeps per (layer, sequence): the token count and the exact tail. */
 export interface SequenceState {
@@ -24,59 +43,92 @@ export interface AttentionRows {
   release(): void;
 }
 
+/** The part of a step row a policy decides. */
+export type RowPlan = Pick<StepRow, 'store' | 'compact'>;
+
 /**
  * Does once what every policy needs: input validation (nothing changes before every check
- * passed), RoPE at each token's position, the exact tail, dense attention, lifetimes, snapshots.
- * A policy overrides the hooks `attendDecode`, `attentionRows`, `afterAppend`, and the state hooks.
+ * passed), RoPE at each token's position, the exact tail, the layer step (one runtime call on a
+ * backend that fuses it), dense attention, lifetimes, snapshots. A policy overrides the hooks.
  */
 export abstract class BaseKVCache<S extends SequenceState = SequenceState> implements KVCachePolicy {
   abstract readonly name: string;
+  readonly spec: ResolvedSpec;
   readonly batch: number;
   readonly dtype: DType;
+  /** The backend this cache runs on, and why it was chosen. */
+  readonly backendInfo: BackendInfo;
+  protected readonly cacheOptions: ResolvedCacheOptions;
+  protected readonly device: Device;
   /** Query heads per kv head. */
   protected readonly group: number;
-  protected readonly ropeStyle: number;
   protected readonly invFreq: DeviceBuffer; // [d/2] f64
   protected readonly states: S[][]; // [layer][sequence]
+  private readonly counters: DeviceBuffer[]; // [layer] f64 [COUNTERS]
+  private readonly inputOf: Int32Array; // [batch] row of the step input, or -1
+  private lastLayer = -1;
   private disposed = false;
 
-  constructor(
-    readonly spec: ResolvedSpec,
-    protected readonly cacheOptions: ResolvedCacheOptions,
-    protected readonly device: Device,
-  ) {
-    this.batch = cacheOptions.batch;
-    this.dtype = cacheOptions.dtype;
-    this.group = spec.queryHeads / spec.kvHeads;
-    this.ropeStyle = ROPE_STYLE_CODE[spec.rope.style];
-    this.invFreq = device.alloc(spec.headDim / 2, 'f64', 'rope');
-    device.write(at(this.invFreq), ropeFrequencies(spec.headDim, spec.rope));
-    this.states = Array.from({ length: spec.layers }, () =>
-      Array.from({ length: this.batch }, () => ({ length: 0, tail: new ExactRegion(device, spec.kvHeads, spec.headDim, this.dtype, 'exactTail') }) as S),
-    );
+  /**
+   * @param policyKeys the option names the subclass accepts in `config` besides the cache's own.
+   * @param runtime internal: a started runtime (from `createCache`); otherwise `config.backend` is resolved synchronously.
+   */
+  constructor(config: CacheConfig, policyKeys: readonly string[] = [], runtime?: Runtime) {
+    checkKeys(`${new.target.name}`, config, ['spec', 'backend', ...CACHE_OPTION_KEYS, ...policyKeys]);
+    this.spec = resolveSpec(config.spec);
+    this.cacheOptions = resolveCacheOptions({ batch: config.batch, dtype: config.dtype, maxTokens: config.maxTokens });
+    this.batch = this.cacheOptions.batch;
+    this.dtype = this.cacheOptions.dtype;
+    this.group = this.spec.queryHeads / this.spec.kvHeads;
+    let rt = runtime;
+    if (!rt) {
+      const { backend, info } = resolveBackendSync(config.backend);
+      rt = { device: backend.createDevice(), info };
+    }
+    this.device = rt.device;
+    this.backendInfo = rt.info;
+    this.inputOf = new Int32Array(this.batch);
+    try {
+      this.invFreq = this.device.alloc(this.spec.headDim / 2, 'f64', 'rope');
+      this.device.write(at(this.invFreq), ropeFrequencies(this.spec.headDim, this.spec.rope));
+      this.counters = Array.from({ length: this.spec.layers }, () => {
+        const c = this.device.alloc(COUNTERS, 'f64', 'counters');
+        this.device.write(at(c), new Float64Array(COUNTERS));
+        return c;
+      });
+      this.states = Array.from({ length: this.spec.layers }, () =>
+        Array.from({ length: this.batch }, () => ({ length: 0, tail: new ExactRegion(this.device, this.spec.kvHeads, this.spec.headDim, this.dtype, 'exactTail') }) as S),
+      );
+    } catch (err) {
+      this.device.dispose();
+      throw err;
+    }
   }
 
   // ---- hooks ----
 
-  /**
-   * Decode steps after the append, for every row of a layer: q `[B, Hq, d]` f32 post-RoPE →
-   * out `[B, Hq, d]` f32. The default runs `attendDecode` per row; a policy may take the whole
-   * layer at once (one native call).
-   */
-  protected attendLayer(layer: number, q: DeviceBuffer, out: DeviceBuffer): void {
-    const n = this.spec.queryHeads * this.spec.headDim;
-    for (let b = 0; b < this.batch; b++) this.attendDecode(layer, b, at(q, b * n), at(out, b * n));
+  /** Geometry of the layer step; a sparse policy fills in its chunking and budget. */
+  protected stepGeometry(): StepGeometry {
+    const { queryHeads, kvHeads, headDim, scale, rope } = this.spec;
+    return { queryHeads, kvHeads, headDim, chunkSize: 1, maxSelected: 0, maxOutliers: 0, localTokens: 0, scale, scoreScale: scale, ropeStyle: rope.style, invFreq: this.invFreq, dtype: this.dtype };
   }
 
-  /** Decode attention of row `seq` (its token already appended): q `[Hq, d]` f32 post-RoPE → out `[Hq, d]` f32. */
-  protected attendDecode(layer: number, seq: number, q: View, out: View): void {
-    const { tail } = this.states[layer]![seq]!;
-    const { headDim: d, scale } = this.spec;
-    for (let h = 0; h < this.spec.kvHeads; h++) {
-      const segment = { k: tail.headK(h), v: tail.headV(h), n: tail.count, ld: d };
-      this.device.sparseAttention(shift(q, h * this.group * d), this.group, d, scale, [segment], shift(out, h * this.group * d));
-    }
+  /**
+   * The policy's part of a row's step, decided before it runs (compress, make room): `active` rows
+   * take a token this step. The default attends the exact tail.
+   */
+  protected planRow(_layer: number, _seq: number, _active: boolean): RowPlan {
+    return { compact: false };
   }
+
+  /** Mirrors what the step did to a row's state beyond the appended token (e.g. compaction). */
+  protected afterStep(_layer: number, _seq: number, _row: StepRow): void {}
+
+  /**
+   * Optional: a policy that computes decode attention itself (a plugin) defines this; the step then
+   * runs op by op. q `[Hq, d]` f32 post-RoPE of row `seq` (its token already appended) → out `[Hq, d]` f32.
+   */
+  protected attendDecode?(layer: number, seq: number, q: View, out: View): void;
 
   /** Every stored token's key and value rows, in position order, for prefill attention. */
   protected attentionRows(layer: number, seq: number): AttentionRows {
@@ -84,8 +136,13 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
     return { k: (h) => tail.headK(h), v: (h) => tail.headV(h), release: () => {} };
   }
 
-  /** Runs after each prefill/decode call per sequence (compression policies compress here). */
-  protected afterAppend(_layer: number, _seq: number): void {}
+  /** Runs after each prefill call per sequence. */
+  protected afterPrefill(_layer: number, _seq: number): void {}
+
+  /** The first token position the exact tail holds (the rest is compressed). */
+  protected tailStart(_state: S): number {
+    return 0;
+  }
 
   /** Empties a sequence's state beyond the tail. */
   protected clearState(_state: S): void {}
@@ -100,9 +157,17 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
   /** Policy options, recorded in snapshots. */
   abstract policyOptions(): Record<string, unknown>;
 
-  stats(): PolicyStats {
-    return { steps: 0, lastHits: 0, lastMisses: 0, hitRate: 0, lastBytesFetched: 0, bytesFetched: 0, lastAttendedTokens: 0, lastSelectedTokens: 0, compressions: 0, compactions: 0 };
+  /** The layer's step counters (f64 `[COUNTERS]`, on the device). */
+  protected layerCounters(layer: number): DeviceBuffer {
+    return this.counters[layer]!;
   }
+
+  /** Policy counters behind `stats()` kept outside the device counters, for snapshots. */
+  protected saveCounters(): Record<string, number> {
+    return {};
+  }
+
+  protected loadCounters(_counters: Record<string, number>): void {}
 
   // ---- the contract ----
 
@@ -125,49 +190,85 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
       const st = this.states[layer]![s]!;
       this.appendPrompt(st, input, i, S);
       if (input.queries && out) this.prefillAttention(layer, s, input.queries, i, S, out);
-      this.afterAppend(layer, s);
+      this.afterPrefill(layer, s);
     });
     return out ? { data: out, shape: [rows, Hq, S, d], dtype: outDtype } : undefined;
   }
 
-  decode(layer: number, input: DecodeInput): Tensor {
+  decode(layer: number, input: DecodeInput, options: DecodeOptions = {}): Tensor {
     const call = `decode(layer ${layer})`;
     this.guard(call);
     checkLayer(call, layer, this.spec.layers);
     const { kvHeads: Hkv, queryHeads: Hq, headDim: d } = this.spec;
-    const B = this.batch;
-    checkTensor(call, 'query', input?.query, [B, Hq, 1, d], `the cache holds ${B} rows and spec has ${Hq} query heads of dim ${d}`);
-    checkTensor(call, 'key', input.key, [B, Hkv, 1, d], `the cache holds ${B} rows and spec has ${Hkv} kv heads of dim ${d}`);
-    checkTensor(call, 'value', input.value, [B, Hkv, 1, d], 'value must match key');
+    const R = options?.sequences ? options.sequences.length : this.batch;
+    const seqs = checkSequences(call, options?.sequences, R, this.batch);
+    const rowsSaid = options?.sequences ? `${R} sequences were named` : `the cache holds ${this.batch} rows`;
+    checkTensor(call, 'query', input?.query, [R, Hq, 1, d], `${rowsSaid} and spec has ${Hq} query heads of dim ${d}`);
+    checkTensor(call, 'key', input.key, [R, Hkv, 1, d], `${rowsSaid} and spec has ${Hkv} kv heads of dim ${d}`);
+    checkTensor(call, 'value', input.value, [R, Hkv, 1, d], 'value must match key');
     checkSameDtype(call, { query: input.query, key: input.key, value: input.value });
-    for (let b = 0; b < B; b++) this.checkCapacity(call, layer, b, 1);
+    const dtype = input.query.dtype;
+    if (options?.out !== undefined) checkOut(call, options.out, dtype, R * Hq * d);
+    for (const s of seqs) this.checkCapacity(call, layer, s, 1);
 
-    // 1. RoPE q and k at each row's position; append k and v to the exact tail.
-    const rowsOf = this.states[layer]!;
-    const q = this.uploadRotated('decode.q', input.query.data, input.query.dtype, (r) => rowsOf[Math.floor(r / Hq)]!.length);
-    const k = this.uploadRotated('decode.k', input.key.data, input.key.dtype, (r) => rowsOf[Math.floor(r / Hkv)]!.length);
-    const v = this.device.scratch('decode.v', B * Hkv * d, input.value.dtype);
-    this.device.write(at(v), input.value.data);
-    rowsOf.forEach((st, b) => {
-      st.tail.reserve(1);
-      for (let h = 0; h < Hkv; h++) st.tail.write(h, at(k, (b * Hkv + h) * d), at(v, (b * Hkv + h) * d), 1);
-      st.tail.commit(1);
-      st.length += 1;
+    // The step: each row's plan (the policy may compress first), room for the token, the inputs.
+    this.inputOf.fill(-1);
+    seqs.forEach((s, i) => (this.inputOf[s] = i));
+    const rows = this.states[layer]!.map((st, b): StepRow => {
+      const active = this.inputOf[b]! >= 0;
+      const plan = this.planRow(layer, b, active);
+      if (active) st.tail.reserve(1);
+      return { input: this.inputOf[b]!, position: st.length, tail: { k: st.tail.k, v: st.tail.v, capacity: st.tail.capacity, count: st.tail.count }, ...plan };
     });
-
-    // 2-5. Score, select, fetch, attend: the policy's part.
-    const out = this.device.scratch('decode.out', B * Hq * d, 'f32');
-    this.attendLayer(layer, q, out);
-    const data = this.download(out, B * Hq * d, input.query.dtype);
-    for (let b = 0; b < B; b++) this.afterAppend(layer, b);
-    return { data, shape: [B, Hq, 1, d], dtype: input.query.dtype };
+    const step = this.stepInputs(input, dtype, rows, layer);
+    // 1-5: one runtime call where the backend fuses the step, else its ops one by one.
+    if (this.attendDecode) this.decodeWithHook(layer, step);
+    else if (this.device.decodeLayer) this.device.decodeLayer(step);
+    else decodeLayerComposed(this.device, step);
+    this.lastLayer = layer;
+    for (const s of seqs) {
+      const st = this.states[layer]![s]!;
+      st.length += 1;
+      st.tail.count += 1;
+      this.afterStep(layer, s, rows[s]!);
+    }
+    const n = R * Hq * d;
+    const data = this.device.read(step.out as View & { buf: { dtype: 'f32' } }, n, options?.out as Float32Array | undefined) as TensorData;
+    return { data, shape: [R, Hq, 1, d], dtype };
   }
 
-  length(sequence?: number): number {
+  /** Tokens stored for a row at a layer (default 0), or the longest row when `sequence` is omitted. */
+  length(sequence?: number, layer = 0): number {
     this.guard('length()');
-    if (sequence === undefined) return Math.max(...this.states[0]!.map((st) => st.length));
+    checkLayer('length()', layer, this.spec.layers);
+    if (sequence === undefined) return Math.max(...this.states[layer]!.map((st) => st.length));
     checkSequence('length()', sequence, this.batch);
-    return this.states[0]![sequence]!.length;
+    return this.states[layer]![sequence]!.length;
+  }
+
+  /**
+   * Rolls a row back to its first `length` tokens at every layer (speculative decoding: drop the
+   * rejected draft tokens). Only exact tokens can be dropped: a row's compressed prefix stays.
+   */
+  crop(sequence: number, length: number): void {
+    const call = `crop(${sequence}, ${length})`;
+    this.guard(call);
+    checkSequence(call, sequence, this.batch);
+    this.states.forEach((row, l) => {
+      const st = row[sequence]!;
+      if (!Number.isInteger(length) || length < 0 || length > st.length) {
+        throw new CapacityError(`${call}: length must be an integer in [0, ${st.length}] (the row's tokens at layer ${l})`);
+      }
+      const first = this.tailStart(st);
+      if (length < first) {
+        throw new CapacityError(`${call}: layer ${l} holds tokens [0, ${first}) compressed; only exact tokens can be cropped, so length must be >= ${first} (reset() and prefill again to go further back)`);
+      }
+    });
+    for (const row of this.states) {
+      const st = row[sequence]!;
+      st.tail.count = length - this.tailStart(st);
+      st.length = length;
+    }
   }
 
   reset(sequence?: number): void {
@@ -190,6 +291,29 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
     return { ...this.device.memory(), dense };
   }
 
+  stats(): PolicyStats {
+    this.guard('stats()');
+    const read = (l: number) => this.device.read(at(this.counters[l]!) as View & { buf: { dtype: 'f64' } }, COUNTERS);
+    const total = new Float64Array(COUNTERS);
+    for (let l = 0; l < this.spec.layers; l++) read(l).forEach((v, i) => (total[i]! += v));
+    const last = this.lastLayer >= 0 ? read(this.lastLayer) : new Float64Array(COUNTERS);
+    const heads = Math.max(last[COUNTER.lastHeads]!, 1);
+    const hits = total[COUNTER.hits]!, misses = total[COUNTER.misses]!;
+    const chunkBytes = this.stepGeometry().chunkSize * this.spec.headDim * DTYPE_BYTES[this.dtype];
+    return {
+      steps: total[COUNTER.steps]!,
+      lastHits: last[COUNTER.lastHits]!,
+      lastMisses: last[COUNTER.lastMisses]!,
+      hitRate: hits + misses ? hits / (hits + misses) : 0,
+      lastBytesFetched: last[COUNTER.lastMisses]! * chunkBytes,
+      bytesFetched: misses * chunkBytes,
+      lastAttendedTokens: last[COUNTER.lastAttendedTokens]! / heads,
+      lastSelectedTokens: last[COUNTER.lastSelectedTokens]! / heads,
+      compressions: this.saveCounters().compressions ?? 0,
+      compactions: total[COUNTER.compactions]!,
+    };
+  }
+
   /** Snapshot content (the envelope and checksum are added by `save`). */
   snapshot(): Record<string, unknown> {
     this.guard('save()');
@@ -198,13 +322,18 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
       spec: this.spec,
       cache: this.cacheOptions,
       options: this.policyOptions(),
-      counters: this.saveCounters(),
+      counters: { ...this.saveCounters(), lastLayer: this.lastLayer },
+      layerCounters: this.counters.map((c) => this.device.read(at(c) as View & { buf: { dtype: 'f64' } }, COUNTERS)),
       layers: this.states.map((row) => row.map((st) => ({ length: st.length, tail: { count: st.tail.count, ...st.tail.snapshot() }, ...this.saveState(st) }))),
     };
   }
 
   /** Refills a fresh cache from `snapshot()` content (already checked for shape by the loader). */
-  restore(layers: { length: number; tail: { count: number; k: TensorData; v: TensorData } }[][], counters: Record<string, number>): void {
+  restore(
+    layers: { length: number; tail: { count: number; k: TensorData; v: TensorData } }[][],
+    counters: Record<string, number>,
+    layerCounters: Float64Array[],
+  ): void {
     layers.forEach((row, l) =>
       row.forEach((saved, s) => {
         const st = this.states[l]![s]!;
@@ -213,15 +342,10 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
         this.loadState(st, saved as unknown as Record<string, unknown>);
       }),
     );
+    layerCounters.forEach((c, l) => this.device.write(at(this.counters[l]!), c));
+    this.lastLayer = counters.lastLayer ?? -1;
     this.loadCounters(counters);
   }
-
-  /** Policy counters behind `stats()`, for snapshots. */
-  protected saveCounters(): Record<string, number> {
-    return {};
-  }
-
-  protected loadCounters(_counters: Record<string, number>): void {}
 
   save(): Uint8Array {
     return encodeSnapshot(this.snapshot());
@@ -234,6 +358,7 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
       st.tail.free();
     }
     this.device.free(this.invFreq);
+    this.counters.forEach((c) => this.device.free(c));
     this.device.dispose();
     this.disposed = true;
   }
@@ -255,25 +380,39 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
     }
   }
 
-  /** Uploads `[rows*heads, d]` host rows to f32 scratch and rotates row r at `position(r)`. */
-  private uploadRotated(name: string, data: TensorData, dtype: DType, position: (r: number) => number): DeviceBuffer {
-    const d = this.spec.headDim;
-    const rows = data.length / d;
-    const raw = this.device.scratch(`${name}.raw`, data.length, dtype);
-    const f32 = this.device.scratch(name, data.length, 'f32');
-    this.device.write(at(raw), data);
-    this.device.convert(at(f32), at(raw), data.length);
-    const positions = Int32Array.from({ length: rows }, (_, r) => position(r));
-    this.device.rope(at(f32), rows, d, d, positions, this.invFreq, this.ropeStyle, 1);
-    return f32;
+  /** Writes q, k, v into the step's staging buffers (the only host-to-device transfer of a step). */
+  private stepInputs(input: DecodeInput, dtype: DType, rows: StepRow[], layer: number): LayerStep {
+    const stage = (name: string, data: TensorData) => {
+      const buf = this.device.scratch(name, data.length, dtype);
+      this.device.write(at(buf), data);
+      return at(buf);
+    };
+    const n = input.query.data.length;
+    return {
+      geometry: this.stepGeometry(),
+      ioDtype: dtype,
+      q: stage('step.q', input.query.data),
+      k: stage('step.k', input.key.data),
+      v: stage('step.v', input.value.data),
+      out: at(this.device.scratch('step.out', n, dtype)),
+      counters: this.counters[layer]!,
+      rows,
+    };
   }
 
-  /** Converts f32 device rows to a host array of `dtype`. */
-  protected download(src: DeviceBuffer, n: number, dtype: DType): TensorData {
-    if (dtype === 'f32') return this.device.read(at(src) as View & { buf: { dtype: 'f32' } }, n);
-    const tmp = this.device.scratch(`download.${dtype}`, n, dtype);
-    this.device.convert(at(tmp), at(src), n);
-    return this.device.read(at(tmp) as View & { buf: { dtype: 'bf16' } }, n);
+  /** The step with a policy's own attention (`attendDecode`): append, then the hook, row by row. */
+  private decodeWithHook(layer: number, step: LayerStep): void {
+    const { queryHeads: Hq, kvHeads: Hkv, headDim: d } = this.spec;
+    const t = { q: this.device.scratch('hook.q', Hq * d, 'f32'), k: this.device.scratch('hook.k', Hkv * d, 'f32'), out: this.device.scratch('hook.out', Hq * d, 'f32') };
+    step.rows.forEach((row, b) => {
+      if (row.input < 0) return;
+      appendToken(this.device, step, row, t);
+      const st = this.states[layer]![b]!;
+      st.tail.count += 1; // the hook sees the new token
+      this.attendDecode!(layer, b, at(t.q), at(t.out));
+      st.tail.count -= 1;
+      this.device.convert(at(step.out.buf, step.out.offset + row.input * Hq * d), at(t.out), Hq * d);
+    });
   }
 
   /** Appends input row i (S tokens, every kv head) to a sequence's tail, rotating keys. */
@@ -289,7 +428,7 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
         const from = (i * Hkv + h) * n;
         this.device.write(at(raw), input.keys.data.subarray(from, from + n));
         this.device.convert(at(kf), at(raw), n);
-        this.device.rope(at(kf), S, d, d, positions, this.invFreq, this.ropeStyle, 1);
+        this.device.rope(at(kf), S, d, d, positions, this.invFreq, this.spec.rope.style, 1);
         this.device.write(at(raw), input.values.data.subarray(from, from + n));
         st.tail.write(h, at(kf), at(raw), S);
       }
@@ -317,7 +456,7 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
         const from = (i * Hq + h * g) * S * d;
         this.device.write(at(raw), queries.data.subarray(from, from + n));
         this.device.convert(at(qf), at(raw), n);
-        this.device.rope(at(qf), g * S, d, d, positions, this.invFreq, this.ropeStyle, 1);
+        this.device.rope(at(qf), g * S, d, d, positions, this.invFreq, this.spec.rope.style, 1);
         this.device.causalAttention(at(qf), g, S, d, scale, length - S, rows.k(h), rows.v(h), at(of));
         out.set(this.download(of, n, queries.dtype) as never, from);
       }
@@ -325,6 +464,14 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
       rows.release();
       [raw, qf, of].forEach((b) => this.device.free(b));
     }
+  }
+
+  /** Converts f32 device rows to a host array of `dtype`. */
+  private download(src: DeviceBuffer, n: number, dtype: DType): TensorData {
+    if (dtype === 'f32') return this.device.read(at(src) as View & { buf: { dtype: 'f32' } }, n);
+    const tmp = this.device.scratch(`download.${dtype}`, n, dtype);
+    this.device.convert(at(tmp), at(src), n);
+    return this.device.read(at(tmp) as View & { buf: { dtype: 'bf16' } }, n);
   }
 }
 

@@ -1,14 +1,15 @@
 import type { Device, DeviceBuffer, View } from '../backends/Device.js';
 import { hostArray } from '../dtype.js';
 import type { DType } from '../tensor.js';
+import type { TailHandles } from '../backends/LayerStep.js';
 import { growCapacity } from './capacity.js';
 
 /**
  * Exact post-RoPE keys and values of consecutive tokens on the device, head-major
  * `[kvHeads][capacity][headDim]` so each head's rows are contiguous for attention.
- * Grows by an eighth; `drop` removes the oldest tokens and returns unused capacity.
+ * Grows by an eighth; `drop` removes the oldest tokens, `fit` returns capacity a compressed prompt left.
  */
-export class ExactRegion {
+export class ExactRegion implements TailHandles {
   k: DeviceBuffer; // [Hkv, cap, d]
   v: DeviceBuffer; // [Hkv, cap, d]
   capacity: number;
@@ -69,7 +70,7 @@ export class ExactRegion {
     this.count += tokens;
   }
 
-  /** Removes the oldest `tokens` rows of every head; gives back capacity a compressed prompt left unused. */
+  /** Removes the oldest `tokens` rows of every head. */
   drop(tokens: number): void {
     const rest = (this.count - tokens) * this.d;
     for (let h = 0; h < this.heads; h++) {
@@ -77,7 +78,12 @@ export class ExactRegion {
       this.device.copy(this.headV(h), this.headV(h, tokens), rest);
     }
     this.count -= tokens;
-    if (this.capacity > 4 * Math.max(this.count, 64)) this.resize(2 * Math.max(this.count, 64));
+  }
+
+  /** Resizes to `rows` of capacity (at least the count): after a compression, the most decode will need. */
+  fit(rows: number): void {
+    const want = Math.max(rows, this.count);
+    if (this.capacity !== want) this.resize(want);
   }
 
   /** Rows `[0, count)` of every head, `[Hkv][count][d]`, for snapshots. */

@@ -1,5 +1,5 @@
 import type { ResolvedSpec } from '../spec.js';
-import type { Tensor } from '../tensor.js';
+import type { Tensor, TensorData } from '../tensor.js';
 
 /** Input of `prefill`: a prompt, or a continuation chunk, for some batch rows. */
 export interface PrefillInput {
@@ -13,14 +13,22 @@ export interface PrefillInput {
   sequences?: readonly number[];
 }
 
-/** Input of `decode`: one new token for every batch row. */
+/** Input of `decode`: one new token for every batch row (or for each row named in `sequences`). */
 export interface DecodeInput {
-  /** Pre-RoPE query `[batch, queryHeads, 1, headDim]`. */
+  /** Pre-RoPE query `[rows, queryHeads, 1, headDim]`. */
   query: Tensor;
-  /** Pre-RoPE key `[batch, kvHeads, 1, headDim]`. */
+  /** Pre-RoPE key `[rows, kvHeads, 1, headDim]`. */
   key: Tensor;
-  /** Value `[batch, kvHeads, 1, headDim]`. */
+  /** Value `[rows, kvHeads, 1, headDim]`. */
   value: Tensor;
+}
+
+/** Options of one `decode` call. */
+export interface DecodeOptions {
+  /** Cache rows the input rows belong to (default: every row, in order); the other rows sit the step out. */
+  sequences?: readonly number[];
+  /** Host array to write the output into (the input's dtype, `rows * queryHeads * headDim` elements); returned as the tensor's data. */
+  out?: TensorData;
 }
 
 /** Bytes a cache holds, per tier and per component. */
@@ -70,10 +78,12 @@ export interface KVCachePolicy extends Disposable {
   readonly spec: ResolvedSpec;
   /** Stores a prompt (or continuation) for `layer`; returns attention outputs `[rows, queryHeads, tokens, headDim]` when queries are given. */
   prefill(layer: number, input: PrefillInput): Tensor | undefined;
-  /** Appends one token per row for `layer` and returns its attention output `[batch, queryHeads, 1, headDim]`. */
-  decode(layer: number, input: DecodeInput): Tensor;
-  /** Tokens stored for a row (at layer 0), or the longest row when omitted. */
-  length(sequence?: number): number;
+  /** Appends one token per row for `layer` and returns its attention output `[rows, queryHeads, 1, headDim]`. */
+  decode(layer: number, input: DecodeInput, options?: DecodeOptions): Tensor;
+  /** Tokens stored for a row at a layer (default 0), or the longest row when `sequence` is omitted. */
+  length(sequence?: number, layer?: number): number;
+  /** Rolls a row back to its first `length` tokens at every layer (exact tokens only). */
+  crop(sequence: number, length: number): void;
   memory(): MemoryReport;
   stats(): PolicyStats;
   /** A self-checking snapshot (msgpack, format version, CRC-32); restore with `loadCache`. */

@@ -4,7 +4,7 @@ import { LayerIndexError } from '../errors/LayerIndexError.js';
 import { NonFiniteError } from '../errors/NonFiniteError.js';
 import { SequenceIndexError } from '../errors/SequenceIndexError.js';
 import { ShapeError } from '../errors/ShapeError.js';
-import { numel, type Tensor } from '../tensor.js';
+import { numel, type DType, type Tensor, type TensorData } from '../tensor.js';
 
 const show = (shape: readonly unknown[]) => `[${shape.join(', ')}]`;
 
@@ -77,4 +77,13 @@ export function checkSequences(call: string, sequences: readonly number[] | unde
   seqs.forEach((s) => checkSequence(call, s, batch));
   if (new Set(seqs).size !== seqs.length) throw new SequenceIndexError(`${call}: sequences ${show(seqs)} repeat a row`);
   return seqs;
+}
+
+/** Checks a caller's output array: the host array type of `dtype`, exactly `n` elements. */
+export function checkOut(call: string, out: TensorData, dtype: DType, n: number): void {
+  if (!(out instanceof Float32Array || out instanceof Uint16Array) || !dataMatches(out, dtype)) {
+    const want = dtype === 'f32' ? 'Float32Array' : 'Uint16Array';
+    throw new DTypeError(`${call}: out must be a ${want} for '${dtype}' inputs, got ${(out as object)?.constructor?.name ?? String(out)}`);
+  }
+  if (out.length !== n) throw new ShapeError(`${call}: out holds ${out.length} elements, expected ${n} (rows x queryHeads x headDim)`);
 }

@@ -1,5 +1,5 @@
 import type { Backend } from '../Backend.js';
-import { compileWasm, hasWasmSimd, instantiateWasm, type WasmVariant } from './loadWasm.js';
+import { compileWasm, compileWasmSync, hasWasmSimd, instantiateWasm, type WasmVariant } from './loadWasm.js';
 import { WasmDevice } from './WasmDevice.js';
 
 /** Options of the wasm backend. */
@@ -20,7 +20,17 @@ export interface WasmBackendOptions {
  */
 export async function createWasmBackend(options: WasmBackendOptions = {}): Promise<Backend> {
   const variant = options.variant ?? (hasWasmSimd() ? 'simd' : 'plain');
-  const module = await compileWasm(variant, options.wasmBinary);
+  return wasmBackend(variant, await compileWasm(variant, options.wasmBinary));
+}
+
+/** The wasm backend compiled synchronously (Node), for caches constructed before `ready()`; undefined where it cannot be. */
+export function createWasmBackendSync(): Backend | undefined {
+  const variant = hasWasmSimd() ? 'simd' : 'plain';
+  const module = compileWasmSync(variant);
+  return module && wasmBackend(variant, module);
+}
+
+function wasmBackend(variant: WasmVariant, module: WebAssembly.Module): Backend {
   return {
     name: 'wasm',
     description: `wasm (${variant})`,

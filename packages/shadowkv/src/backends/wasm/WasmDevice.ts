@@ -1,6 +1,6 @@
-import { DTYPE_BYTES, hostArray } from '../../dtype.js';
+import { DisposedError } from '../../errors/DisposedError.js';
 import { OutOfMemoryError } from '../../errors/OutOfMemoryError.js';
-import type { DType } from '../../tensor.js';
+import type { RopeStyle } from '../../spec.js';
 import {
   BUFFER_BYTES,
   type BufferDType,
@@ -9,13 +9,15 @@ import {
   type DeviceMemory,
   type GemmArgs,
   type HostArray,
-  type HostBuffer,
   type LowRankOut,
+  type PagedBuffer,
   type RebuildArgs,
   type Segment,
+  type Tier,
   type View,
 } from '../Device.js';
-import { DTYPE_CODE, SEGMENT_BYTES, STATUS, type WasmExports } from './abi.js';
+import type { LayerStep, StepRow } from '../LayerStep.js';
+import { DTYPE_CODE, ROPE_STYLE_CODE, ROW_WORDS, SEGMENT_BYTES, STATUS, STEP_WORDS, type WasmExports } from './abi.js';
 
 const ARRAY_OF: Record<BufferDType, { new (buffer: ArrayBuffer, byteOffset: number, length: number): HostArray }> = {
   f32: Float32Array,
@@ -32,16 +34,26 @@ const code = (dtype: BufferDType): number => {
 
 /**
  * One instance of the wasm runtime with its own heap (up to 4 GB): the "device" of a cache on the
- * wasm backend. The host tier is plain JS memory outside the heap, so offloaded values do not count
- * against the 4 GB.
+ * wasm backend. Both tiers live in that heap; `memory()` counts them apart.
  */
 export class WasmDevice implements Device {
   readonly backend = 'wasm';
   private readonly scratchBuffers = new Map<string, DeviceBuffer>();
   private readonly tags = new Map<string, number>();
-  private hostBytes = 0;
+  private readonly tiers = { device: 0, host: 0 };
+  /** The layer-step record, encoded here and written in one piece (grown with the batch). */
+  private stepWords = new Int32Array(STEP_WORDS);
+  private stepFloats = new Float32Array(this.stepWords.buffer);
+  private instance: WasmExports | undefined;
 
-  constructor(private readonly x: WasmExports) {}
+  constructor(exports: WasmExports) {
+    this.instance = exports;
+  }
+
+  private get x(): WasmExports {
+    if (!this.instance) throw new DisposedError('wasm device: the runtime instance was disposed');
+    return this.instance;
+  }
 
   /**
    * Runs a runtime call that may allocate scratch: on a full heap the runtime traps
@@ -68,11 +80,14 @@ export class WasmDevice implements Device {
     return new Uint8Array(this.x.memory.buffer);
   }
 
-  private count(tag: string, bytes: number): void {
+  private count(buf: DeviceBuffer, sign: 1 | -1): void {
+    const bytes = sign * Math.max(buf.length, 1) * BUFFER_BYTES[buf.dtype];
+    const tag = buf.tier === 'host' ? `host:${buf.tag}` : buf.tag;
     this.tags.set(tag, (this.tags.get(tag) ?? 0) + bytes);
+    this.tiers[buf.tier] += bytes;
   }
 
-  alloc<T extends BufferDType>(length: number, dtype: T, tag: string): DeviceBuffer {
+  alloc<T extends BufferDType>(length: number, dtype: T, tag: string, tier: Tier = 'device'): DeviceBuffer {
     const bytes = Math.max(length, 1) * BUFFER_BYTES[dtype];
     // NOTE: skv_malloc takes a wasm32 size_t; a size of 4 GB or more would wrap, not fail.
     const ptr = bytes < 2 ** 32 ? this.x.skv_malloc(bytes) >>> 0 : 0;
@@ -81,12 +96,14 @@ export class WasmDevice implements Device {
         `wasm heap: could not allocate ${bytes} bytes for ${tag} (heap is ${this.x.memory.buffer.byteLength} bytes of 4 GB); use a smaller batch or context, or the cuda backend`,
       );
     }
-    this.count(tag, bytes);
-    return { ptr, length, dtype, tag };
+    const buf = { ptr, length, dtype, tag, tier };
+    this.count(buf, 1);
+    return buf;
   }
 
   free(buf: DeviceBuffer): void {
-    this.count(buf.tag, -Math.max(buf.length, 1) * BUFFER_BYTES[buf.dtype]);
+    if (!this.instance) return; // the whole heap went with dispose()
+    this.count(buf, -1);
     this.x.skv_free(buf.ptr);
   }
 
@@ -97,6 +114,12 @@ export class WasmDevice implements Device {
     const buf = this.alloc(Math.max(length, (have?.length ?? 0) * 2), dtype, 'scratch');
     this.scratchBuffers.set(name, buf);
     return buf;
+  }
+
+  pointerTable(bufs: readonly DeviceBuffer[], tag: string): DeviceBuffer {
+    const table = this.alloc(bufs.length, 'i32', tag);
+    this.write({ buf: table, offset: 0 }, Int32Array.from(bufs, (b) => b.ptr));
+    return table;
   }
 
   /** Uploads an index or table array into a named scratch buffer; returns its address. */
@@ -110,9 +133,12 @@ export class WasmDevice implements Device {
     this.bytes().set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength), this.addr(dst));
   }
 
-  read<T extends BufferDType>(src: View & { buf: { dtype: T } }, length: number): HostArray<T> {
+  read<T extends BufferDType>(src: View & { buf: { dtype: T } }, length: number, into?: HostArray<T>): HostArray<T> {
     const Ctor = ARRAY_OF[src.buf.dtype];
-    return new Ctor(this.x.memory.buffer, this.addr(src), length).slice() as HostArray<T>;
+    const view = new Ctor(this.x.memory.buffer, this.addr(src), length) as HostArray<T>;
+    if (!into) return view.slice() as HostArray<T>;
+    (into as Float32Array).set(view as Float32Array);
+    return into;
   }
 
   copy(dst: View, src: View, length: number): void {
@@ -129,32 +155,6 @@ export class WasmDevice implements Device {
     this.x.skv_convert_rows(this.addr(src), code(src.buf.dtype), srcLd, this.addr(dst), code(dst.buf.dtype), dstLd, rows, cols);
   }
 
-  allocHost(length: number, dtype: DType, tag: string): HostBuffer {
-    this.hostBytes += length * DTYPE_BYTES[dtype];
-    this.count(`host:${tag}`, length * DTYPE_BYTES[dtype]);
-    return { data: hostArray(dtype, length), length, dtype, tag };
-  }
-
-  freeHost(buf: HostBuffer): void {
-    this.hostBytes -= buf.length * DTYPE_BYTES[buf.dtype];
-    this.count(`host:${buf.tag}`, -buf.length * DTYPE_BYTES[buf.dtype]);
-  }
-
-  offload(host: HostBuffer, hostOffset: number, src: View, length: number): void {
-    const Ctor = ARRAY_OF[host.dtype];
-    host.data.set(new Ctor(this.x.memory.buffer, this.addr(src), length) as HostBuffer['data'], hostOffset);
-  }
-
-  fetchBlocks(dst: View, host: HostBuffer, blocks: Int32Array, slots: Int32Array, blockLength: number): void {
-    const Ctor = ARRAY_OF[host.dtype];
-    const heap = new Ctor(this.x.memory.buffer, 0, this.x.memory.buffer.byteLength / BUFFER_BYTES[host.dtype]) as HostBuffer['data'];
-    const base = this.addr(dst) / BUFFER_BYTES[host.dtype];
-    for (let i = 0; i < blocks.length; i++) {
-      const from = blocks[i]! * blockLength;
-      heap.set(host.data.subarray(from, from + blockLength), base + slots[i]! * blockLength);
-    }
-  }
-
   gemm(g: GemmArgs): void {
     const rows = g.aRows ? this.addr(g.aRows) : 0;
     this.op('gemm', () => this.x.skv_gemm(
@@ -165,9 +165,9 @@ export class WasmDevice implements Device {
     ));
   }
 
-  rope(x: View, rows: number, d: number, ld: number, positions: Int32Array, invFreq: DeviceBuffer, style: number, direction: 1 | -1): void {
+  rope(x: View, rows: number, d: number, ld: number, positions: Int32Array, invFreq: DeviceBuffer, style: RopeStyle, direction: 1 | -1): void {
     const pos = this.stage('rope.positions', positions);
-    this.op('rope', () => this.x.skv_rope(this.addr(x), rows, d, ld, pos, invFreq.ptr, style, direction));
+    this.op('rope', () => this.x.skv_rope(this.addr(x), rows, d, ld, pos, invFreq.ptr, ROPE_STYLE_CODE[style], direction));
   }
 
   lowRankKeys(k: View, S: number, D: number, rank: number, oversample: number, powerIters: number, seed: number, o: LowRankOut): void {
@@ -198,9 +198,15 @@ export class WasmDevice implements Device {
     const slots = this.stage('rebuild.slots', r.slots);
     this.op('rebuild_keys', () => this.x.skv_rebuild_keys(
       this.addr(r.u), code(r.u.buf.dtype), r.rank, this.addr(r.sv), code(r.sv.buf.dtype), r.ldsv, r.d,
-      ids, slots, r.chunkIds.length, r.C, r.invFreq.ptr, r.style,
+      ids, slots, r.chunkIds.length, r.C, r.invFreq.ptr, ROPE_STYLE_CODE[r.style],
       this.addr(r.out), code(r.out.buf.dtype), r.ldo,
     ));
+  }
+
+  gatherValues(dst: View, pages: PagedBuffer, h: number, chunkIds: Int32Array, slots: Int32Array): void {
+    const ids = this.stage('gather.ids', chunkIds);
+    const to = this.stage('gather.slots', slots);
+    this.x.skv_gather_values(pages.table.ptr, pages.pageChunks, pages.heads, h, ids, to, chunkIds.length, pages.block, code(pages.dtype), this.addr(dst));
   }
 
   sparseAttention(q: View, g: number, d: number, scale: number, segments: readonly Segment[], out: View): void {
@@ -215,21 +221,81 @@ export class WasmDevice implements Device {
     this.op('causal_attention', () => this.x.skv_causal_attention(this.addr(q), g, Sq, d, scale, offset, this.addr(k), this.addr(v), code(k.buf.dtype), this.addr(out)));
   }
 
+  decodeLayer(step: LayerStep): void {
+    const words = STEP_WORDS + ROW_WORDS * step.rows.length;
+    if (this.stepWords.length < words) {
+      this.stepWords = new Int32Array(words);
+      this.stepFloats = new Float32Array(this.stepWords.buffer);
+    }
+    const buf = this.scratch('decode.step', words, 'i32');
+    const w = this.stepWords;
+    const g = step.geometry;
+    w.set([step.rows.length, g.queryHeads, g.kvHeads, g.headDim, g.chunkSize, g.maxSelected, g.maxOutliers, g.localTokens,
+      DTYPE_CODE[g.dtype], DTYPE_CODE[step.ioDtype], ROPE_STYLE_CODE[g.ropeStyle]]);
+    this.stepFloats[11] = g.scale;
+    this.stepFloats[12] = g.scoreScale;
+    w[13] = g.invFreq.ptr;
+    w[14] = this.addr(step.q);
+    w[15] = this.addr(step.k);
+    w[16] = this.addr(step.v);
+    w[17] = this.addr(step.out);
+    w[18] = step.counters.ptr;
+    w[19] = buf.ptr + STEP_WORDS * 4;
+    step.rows.forEach((row, b) => this.encodeRow(w, STEP_WORDS + b * ROW_WORDS, row));
+    this.write({ buf, offset: 0 }, w.subarray(0, words));
+    const status = this.op('decode_layer', () => this.x.skv_decode_layer(buf.ptr));
+    if (status !== STATUS.ok) throw new RangeError(`decode_layer: the runtime rejected the step record (status ${status})`);
+  }
+
+  /** `skv_row` fields, in abi.h order. */
+  private encodeRow(w: Int32Array, o: number, row: StepRow): void {
+    const { tail, store: s } = row;
+    w[o] = row.input;
+    w[o + 1] = row.position;
+    w[o + 2] = tail.count;
+    w[o + 3] = tail.capacity;
+    w[o + 4] = tail.k.ptr;
+    w[o + 5] = tail.v.ptr;
+    if (!s) {
+      w.fill(0, o + 6, o + ROW_WORDS);
+      return;
+    }
+    w[o + 6] = s.tokens;
+    w[o + 7] = s.rank;
+    w[o + 8] = s.chunkCapacity;
+    w[o + 9] = row.compact ? 1 : 0;
+    w[o + 10] = s.u.ptr;
+    w[o + 11] = s.sv.ptr;
+    w[o + 12] = s.proj.ptr;
+    w[o + 13] = s.landmarks.ptr;
+    w[o + 14] = s.landmarkIds.ptr;
+    w[o + 15] = s.headCounts.ptr;
+    w[o + 16] = s.outlierK.ptr;
+    w[o + 17] = s.outlierV.ptr;
+    w[o + 18] = s.selectedK.ptr;
+    w[o + 19] = s.selectedV.ptr;
+    w[o + 20] = s.selectedIds.ptr;
+    w[o + 21] = s.values.table.ptr;
+    w[o + 22] = s.values.pageChunks;
+    w[o + 23] = 0;
+  }
+
+  allocations(): number {
+    return this.x.skv_alloc_count();
+  }
+
   memory(): DeviceMemory {
     const components: Record<string, number> = {};
-    let device = 0;
-    for (const [tag, bytes] of this.tags) {
-      if (bytes === 0) continue;
-      components[tag] = bytes;
-      if (!tag.startsWith('host:')) device += bytes;
-    }
-    return { device, host: this.hostBytes, wasmHeap: this.x.memory.buffer.byteLength, components };
+    for (const [tag, bytes] of this.tags) if (bytes !== 0) components[tag] = bytes;
+    const wasmHeap = this.instance ? this.instance.memory.buffer.byteLength : 0;
+    return { device: this.tiers.device, host: this.tiers.host, wasmHeap, components };
   }
 
   dispose(): void {
-    // The instance (and its whole heap) is dropped with this object; host arrays with the cache.
+    // Dropping the instance drops its whole heap: nothing to free one by one.
+    this.instance = undefined;
     this.scratchBuffers.clear();
     this.tags.clear();
-    this.hostBytes = 0;
+    this.tiers.device = this.tiers.host = 0;
   }
 }

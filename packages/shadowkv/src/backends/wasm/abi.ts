@@ -9,6 +9,9 @@ export const STATUS = { ok: 0, alloc: 1, arg: 2 } as const;
 
 /** Bytes of one `skv_segment` in wasm32: k, v, n, ld as four i32. */
 export const SEGMENT_BYTES = 16;
+/** 4-byte words of `skv_layer_step` and of one `skv_row` in wasm32. */
+export const STEP_WORDS = 20;
+export const ROW_WORDS = 24;
 
 type Ptr = number;
 
@@ -18,6 +21,7 @@ export interface WasmExports {
   _initialize?: () => void;
   skv_malloc(bytes: number): Ptr;
   skv_free(p: Ptr): void;
+  skv_alloc_count(): number;
   skv_convert(src: Ptr, srcDtype: number, dst: Ptr, dstDtype: number, n: number): void;
   skv_convert_rows(src: Ptr, srcDtype: number, srcLd: number, dst: Ptr, dstDtype: number, dstLd: number, rows: number, cols: number): void;
   skv_gemm(
@@ -40,6 +44,8 @@ export interface WasmExports {
     out: Ptr, outDtype: number, ldo: number,
   ): void;
   skv_sparse_attention(q: Ptr, g: number, d: number, scale: number, segs: Ptr, nseg: number, kvDtype: number, out: Ptr): void;
+  skv_gather_values(pages: Ptr, pageChunks: number, heads: number, h: number, ids: Ptr, slots: Ptr, n: number, block: number, dtype: number, dst: Ptr): void;
+  skv_decode_layer(step: Ptr): number;
   skv_causal_attention(
     q: Ptr, g: number, Sq: number, d: number, scale: number, offset: number,
     k: Ptr, v: Ptr, kvDtype: number, out: Ptr,

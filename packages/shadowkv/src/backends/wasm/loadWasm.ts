@@ -33,31 +33,64 @@ async function readBytes(url: URL): Promise<Uint8Array> {
   return new Uint8Array(await response.arrayBuffer());
 }
 
+/** Node's `fs` without a static import (browser bundles never see it); undefined outside Node. */
+function nodeFs(): typeof import('node:fs') | undefined {
+  const p = typeof process !== 'undefined' ? (process as { getBuiltinModule?: (id: string) => unknown }) : undefined;
+  return p?.getBuiltinModule?.('node:fs') as typeof import('node:fs') | undefined;
+}
+
+function notFound(variant: WasmVariant, tried: string[]): WasmInitError {
+  return new WasmInitError(
+    `could not find ${FILES[variant]}; looked in ${tried.join(', ')}. Build it with \`npm run build:wasm\`, or pass its bytes as \`wasmBinary\`.`,
+  );
+}
+
+function compile(variant: WasmVariant, bytes: Uint8Array, sync: true): WebAssembly.Module;
+function compile(variant: WasmVariant, bytes: Uint8Array, sync: false): Promise<WebAssembly.Module>;
+function compile(variant: WasmVariant, bytes: Uint8Array, sync: boolean): WebAssembly.Module | Promise<WebAssembly.Module> {
+  const fail = (err: unknown) => new WasmInitError(`${FILES[variant]} failed to compile: ${(err as Error).message}`);
+  if (!sync) return WebAssembly.compile(bytes as Uint8Array<ArrayBuffer>).catch((err) => Promise.reject(fail(err)));
+  try {
+    return new WebAssembly.Module(bytes as Uint8Array<ArrayBuffer>);
+  } catch (err) {
+    throw fail(err);
+  }
+}
+
 /**
  * Compiles the runtime once; every cache instantiates its own copy (its own heap of up to 4 GB).
  * @param source bytes of a `.wasm` to use instead of the bundled one (a browser passes fetched bytes).
  */
 export async function compileWasm(variant: WasmVariant = hasWasmSimd() ? 'simd' : 'plain', source?: Uint8Array): Promise<WebAssembly.Module> {
-  let bytes = source;
+  if (source) return compile(variant, source, false);
   const tried: string[] = [];
-  for (const url of source ? [] : candidateUrls(FILES[variant])) {
+  for (const url of candidateUrls(FILES[variant])) {
     try {
-      bytes = await readBytes(url);
-      break;
-    } catch {
+      return compile(variant, await readBytes(url), false);
+    } catch (err) {
+      if (err instanceof WasmInitError) throw err;
       tried.push(url.href);
     }
   }
-  if (!bytes) {
-    throw new WasmInitError(
-      `could not find ${FILES[variant]}; looked in ${tried.join(', ')}. Build it with \`npm run build:wasm\`, or pass its bytes as \`wasmBinary\`.`,
-    );
+  throw notFound(variant, tried);
+}
+
+/** The same, synchronously, where the host can read files synchronously (Node); undefined elsewhere. */
+export function compileWasmSync(variant: WasmVariant = hasWasmSimd() ? 'simd' : 'plain'): WebAssembly.Module | undefined {
+  const fs = nodeFs();
+  if (!fs) return undefined;
+  const tried: string[] = [];
+  for (const url of candidateUrls(FILES[variant])) {
+    let bytes: Uint8Array;
+    try {
+      bytes = fs.readFileSync(url);
+    } catch {
+      tried.push(url.href);
+      continue;
+    }
+    return compile(variant, bytes, true);
   }
-  try {
-    return await WebAssembly.compile(bytes as Uint8Array<ArrayBuffer>);
-  } catch (err) {
-    throw new WasmInitError(`${FILES[variant]} failed to compile: ${(err as Error).message}`);
-  }
+  throw notFound(variant, tried);
 }
 
 /** Instantiates a fresh runtime (its own memory) from a compiled module. */

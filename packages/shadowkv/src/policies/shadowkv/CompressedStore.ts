@@ -1,150 +1,196 @@
-import type { Device, DeviceBuffer, HostBuffer } from '../../backends/Device.js';
+import { at, type Device, type DeviceBuffer, type HostArray, type PagedBuffer, type View } from '../../backends/Device.js';
+import { HEAD_FIELDS, type SparseHandles } from '../../backends/LayerStep.js';
 import type { DType, TensorData } from '../../tensor.js';
 import { growCapacity } from '../capacity.js';
+import { pageView } from '../decodeLayer.js';
 
-/** One kv head's selection state: outliers, landmarks, and the chunks selected at the last step. */
-export interface HeadStore {
-  outlierIds: Int32Array; // ascending chunk ids kept exact
-  landmarkIds: Int32Array; // [capacity] ascending chunk ids; first `landmarkCount` valid
-  landmarkCount: number;
-  selected: Int32Array; // [budget / C] chunk id per slot of the selected region
-  selectedCount: number;
+/** Sizes of a store, fixed at creation. */
+export interface StoreGeometry {
+  heads: number;
+  d: number;
+  C: number;
+  rank: number;
+  maxOutliers: number;
+  maxSelected: number;
+  dtype: DType;
+  /** Chunks per host page. */
+  pageChunks: number;
+}
+
+/** Snapshot content of one store (typed arrays per head). */
+export interface StoreSnapshot {
+  tokens: number;
+  rank: number;
+  u: TensorData;
+  sv: TensorData;
+  proj: TensorData;
+  heads: {
+    values: TensorData;
+    outlierIds: Int32Array;
+    outlierK: TensorData;
+    outlierV: TensorData;
+    landmarkIds: Int32Array;
+    landmarks: TensorData;
+    selected: Int32Array;
+    selectedK: TensorData;
+    selectedV: TensorData;
+  }[];
 }
 
 /**
- * The compressed part of one (layer, sequence): tokens `[0, tokens)` as low-rank pre-RoPE keys
- * `U · SV`, values in host memory, exact outlier chunks, landmarks, and the selected-chunk region.
+ * The compressed part of one (layer, sequence), as device handles: tokens `[0, tokens)` as low-rank
+ * pre-RoPE keys `U · SV`, values in host pages, exact outlier chunks, landmarks and their chunk ids,
+ * the selected-chunk slots and the per-head counts the step reads and updates. TypeScript keeps
+ * only sizes; contents are read back lazily (selection, snapshots).
  */
-export class CompressedStore {
-  tokens = 0; // nc, a multiple of C
-  chunkCapacity: number;
-  u: DeviceBuffer; // [chunkCapacity*C, rank]
+export class CompressedStore implements SparseHandles {
+  tokens = 0; // a multiple of C
+  chunkCapacity = 0;
+  u!: DeviceBuffer; // [chunkCapacity*C, rank]
+  landmarks!: DeviceBuffer; // [Hkv, chunkCapacity, d]
+  landmarkIds!: DeviceBuffer; // i32 [Hkv, chunkCapacity]
+  readonly rank: number;
   readonly sv: DeviceBuffer; // [rank, Hkv*d]
   readonly proj: DeviceBuffer; // [Hkv*d, rank]
-  values: HostBuffer; // [Hkv][chunkCapacity][C*d]
-  landmarks: DeviceBuffer; // [Hkv][chunkCapacity][d]
-  readonly outlierK: DeviceBuffer; // [Hkv][maxOutliers][C*d]
+  readonly headCounts: DeviceBuffer; // i32 [Hkv, HEAD_FIELDS]
+  readonly outlierIds: DeviceBuffer; // i32 [Hkv, maxOutliers], ascending
+  readonly outlierK: DeviceBuffer; // [Hkv, maxOutliers, C*d]
   readonly outlierV: DeviceBuffer;
-  readonly selectedK: DeviceBuffer; // [Hkv][budget/C][C*d]
+  readonly selectedK: DeviceBuffer; // [Hkv, maxSelected, C*d]
   readonly selectedV: DeviceBuffer;
-  readonly heads: HeadStore[];
+  readonly selectedIds: DeviceBuffer; // i32 [Hkv, maxSelected]
+  readonly values: PagedBuffer; // host: [page][C*d] chunks
 
   constructor(
     private readonly device: Device,
-    readonly geometry: { heads: number; d: number; C: number; rank: number; maxOutliers: number; maxSelected: number; dtype: DType },
-    chunkCapacity: number,
+    readonly geometry: StoreGeometry,
+    chunks: number,
   ) {
-    const { heads, d, C, rank, maxOutliers, maxSelected, dtype } = geometry;
-    this.chunkCapacity = chunkCapacity;
-    this.u = device.alloc(chunkCapacity * C * rank, dtype, 'lowRankU');
+    const { heads, d, C, rank, maxOutliers, maxSelected, dtype, pageChunks } = geometry;
+    this.rank = rank;
     this.sv = device.alloc(rank * heads * d, dtype, 'basis');
     this.proj = device.alloc(heads * d * rank, dtype, 'basis');
-    this.values = device.allocHost(heads * chunkCapacity * C * d, dtype, 'values');
-    this.landmarks = device.alloc(heads * chunkCapacity * d, dtype, 'landmarks');
+    this.headCounts = device.alloc(heads * HEAD_FIELDS, 'i32', 'tables');
+    this.outlierIds = device.alloc(heads * maxOutliers, 'i32', 'tables');
     this.outlierK = device.alloc(heads * maxOutliers * C * d, dtype, 'outliers');
     this.outlierV = device.alloc(heads * maxOutliers * C * d, dtype, 'outliers');
     this.selectedK = device.alloc(heads * maxSelected * C * d, dtype, 'selected');
     this.selectedV = device.alloc(heads * maxSelected * C * d, dtype, 'selected');
-    this.heads = Array.from({ length: heads }, () => ({
-      outlierIds: new Int32Array(0),
-      landmarkIds: new Int32Array(chunkCapacity),
-      landmarkCount: 0,
-      selected: new Int32Array(maxSelected).fill(-1),
-      selectedCount: 0,
-    }));
+    this.selectedIds = device.alloc(heads * maxSelected, 'i32', 'tables');
+    this.values = { pageChunks, block: C * d, heads, dtype, pages: [], table: device.pointerTable([], 'tables') };
+    device.write(at(this.headCounts), new Int32Array(heads * HEAD_FIELDS));
+    this.clearSelection();
+    this.resize(chunks);
   }
 
-  /** Grows every per-chunk buffer to hold `chunks` chunks, keeping contents. */
+  /** Makes room for `chunks` chunks (device buffers grow by an eighth, copying; host pages are added). */
   reserveChunks(chunks: number): void {
-    if (chunks <= this.chunkCapacity) return;
-    const { heads, d, C, rank, dtype } = this.geometry;
-    const old = this.chunkCapacity;
-    const cap = growCapacity(chunks, old, 32);
-    const u = this.device.alloc(cap * C * rank, dtype, 'lowRankU');
-    this.device.copy({ buf: u, offset: 0 }, { buf: this.u, offset: 0 }, this.tokens * rank);
-    this.device.free(this.u);
-    this.u = u;
-    const values = this.device.allocHost(heads * cap * C * d, dtype, 'values');
-    const landmarks = this.device.alloc(heads * cap * d, dtype, 'landmarks');
-    for (let h = 0; h < heads; h++) {
-      values.data.set(this.values.data.subarray(h * old * C * d, (h * old + this.tokens / C) * C * d) as never, h * cap * C * d);
-      this.device.copy({ buf: landmarks, offset: h * cap * d }, { buf: this.landmarks, offset: h * old * d }, this.heads[h]!.landmarkCount * d);
-      const ids = new Int32Array(cap);
-      ids.set(this.heads[h]!.landmarkIds);
-      this.heads[h]!.landmarkIds = ids;
-    }
-    this.device.freeHost(this.values);
-    this.device.free(this.landmarks);
-    this.values = values;
-    this.landmarks = landmarks;
-    this.chunkCapacity = cap;
+    if (chunks > this.chunkCapacity) this.resize(growCapacity(chunks, this.chunkCapacity, 32));
   }
 
-  /** Forgets the selected region (next step: all misses). */
-  clearSelection(): void {
-    for (const hs of this.heads) {
-      hs.selected.fill(-1);
-      hs.selectedCount = 0;
+  private resize(capacity: number): void {
+    const { heads, d, C, rank, dtype, pageChunks } = this.geometry;
+    const old = this.chunkCapacity;
+    const grow = (buf: DeviceBuffer | undefined, rowLength: number, rows: number, tag: string, dt: DType | 'i32', perHead: boolean) => {
+      const next = this.device.alloc((perHead ? heads : 1) * capacity * rowLength, dt, tag);
+      if (buf) {
+        for (let h = 0; h < (perHead ? heads : 1); h++) this.device.copy(at(next, h * capacity * rowLength), at(buf, h * old * rowLength), rows * rowLength);
+        this.device.free(buf);
+      }
+      return next;
+    };
+    this.u = grow(this.u, C * rank, this.tokens / C, 'lowRankU', dtype, false);
+    this.landmarks = grow(this.landmarks, d, old, 'landmarks', dtype, true);
+    this.landmarkIds = grow(this.landmarkIds, 1, old, 'tables', 'i32', true);
+    this.chunkCapacity = capacity;
+    // Host pages: whole pages for every chunk the capacity allows; what is stored never moves.
+    const pages = Math.ceil(capacity / pageChunks) * heads;
+    if (pages > this.values.pages.length) {
+      while (this.values.pages.length < pages) this.values.pages.push(this.device.alloc(pageChunks * C * d, dtype, 'values', 'host'));
+      this.device.free(this.values.table);
+      this.values.table = this.device.pointerTable(this.values.pages, 'tables');
     }
+  }
+
+  /** Per-head counts `[Hkv, HEAD_FIELDS]` (landmarks, outliers, selected), read from the device. */
+  headCountsNow(): Int32Array {
+    return this.read(this.headCounts, this.geometry.heads * HEAD_FIELDS) as Int32Array;
+  }
+
+  /** Forgets the selected slots (the next step is all misses). */
+  clearSelection(): void {
+    const { heads, maxSelected } = this.geometry;
+    this.device.write(at(this.selectedIds), new Int32Array(heads * maxSelected).fill(-1));
+    const counts = this.headCountsNow();
+    for (let h = 0; h < heads; h++) counts[h * HEAD_FIELDS + 2] = 0;
+    this.device.write(at(this.headCounts), counts);
   }
 
   free(): void {
-    for (const b of [this.u, this.sv, this.proj, this.landmarks, this.outlierK, this.outlierV, this.selectedK, this.selectedV]) this.device.free(b);
-    this.device.freeHost(this.values);
+    for (const b of [this.u, this.sv, this.proj, this.landmarks, this.landmarkIds, this.headCounts, this.outlierIds, this.outlierK, this.outlierV, this.selectedK, this.selectedV, this.selectedIds, this.values.table, ...this.values.pages]) {
+      this.device.free(b);
+    }
   }
 
-  /** Everything, the selected region included, for snapshots (dtype-typed arrays, per head). */
-  snapshot(): Record<string, unknown> {
-    const { heads, d, C, rank, maxOutliers, maxSelected } = this.geometry;
-    const read = (buf: DeviceBuffer, n: number, offset = 0) => this.device.read({ buf, offset } as never, n) as TensorData;
-    const nChunks = this.tokens / C;
+  private read(buf: DeviceBuffer, n: number, offset = 0): HostArray {
+    return this.device.read({ buf, offset } as View & { buf: { dtype: 'f32' } }, n);
+  }
+
+  /** Everything, the selected slots included, for snapshots. */
+  snapshot(): StoreSnapshot {
+    const { heads, d, C, rank, maxOutliers, maxSelected, dtype } = this.geometry;
+    const chunks = this.tokens / C;
+    const counts = this.headCountsNow();
+    const block = C * d;
     return {
       tokens: this.tokens,
       rank,
-      u: read(this.u, this.tokens * rank),
-      sv: read(this.sv, rank * heads * d),
-      proj: read(this.proj, heads * d * rank),
-      heads: this.heads.map((hs, h) => ({
-        values: this.values.data.slice(h * this.chunkCapacity * C * d, (h * this.chunkCapacity + nChunks) * C * d),
-        outlierIds: hs.outlierIds,
-        outlierK: read(this.outlierK, hs.outlierIds.length * C * d, h * maxOutliers * C * d),
-        outlierV: read(this.outlierV, hs.outlierIds.length * C * d, h * maxOutliers * C * d),
-        landmarkIds: hs.landmarkIds.slice(0, hs.landmarkCount),
-        landmarks: read(this.landmarks, hs.landmarkCount * d, h * this.chunkCapacity * d),
-        selected: hs.selected.slice(0, hs.selectedCount),
-        selectedK: read(this.selectedK, hs.selectedCount * C * d, h * maxSelected * C * d),
-        selectedV: read(this.selectedV, hs.selectedCount * C * d, h * maxSelected * C * d),
-      })),
+      u: this.read(this.u, this.tokens * rank) as TensorData,
+      sv: this.read(this.sv, rank * heads * d) as TensorData,
+      proj: this.read(this.proj, heads * d * rank) as TensorData,
+      heads: Array.from({ length: heads }, (_, h) => {
+        const [L, O, S] = [counts[h * HEAD_FIELDS]!, counts[h * HEAD_FIELDS + 1]!, counts[h * HEAD_FIELDS + 2]!];
+        const values = (dtype === 'f32' ? new Float32Array(chunks * block) : new Uint16Array(chunks * block)) as TensorData;
+        for (let c = 0; c < chunks; c++) {
+          const page = pageView(this, c, h);
+          values.set(this.read(page.buf, block, page.offset) as never, c * block);
+        }
+        return {
+          values,
+          outlierIds: this.read(this.outlierIds, O, h * maxOutliers) as Int32Array,
+          outlierK: this.read(this.outlierK, O * block, h * maxOutliers * block) as TensorData,
+          outlierV: this.read(this.outlierV, O * block, h * maxOutliers * block) as TensorData,
+          landmarkIds: this.read(this.landmarkIds, L, h * this.chunkCapacity) as Int32Array,
+          landmarks: this.read(this.landmarks, L * d, h * this.chunkCapacity * d) as TensorData,
+          selected: this.read(this.selectedIds, S, h * maxSelected) as Int32Array,
+          selectedK: this.read(this.selectedK, S * block, h * maxSelected * block) as TensorData,
+          selectedV: this.read(this.selectedV, S * block, h * maxSelected * block) as TensorData,
+        };
+      }),
     };
   }
 
-  /** Refills from `snapshot()` content. */
-  restore(saved: ReturnType<CompressedStore['snapshot']> & Record<string, never>): void {
-    const s = saved as unknown as {
-      tokens: number; u: TensorData; sv: TensorData; proj: TensorData;
-      heads: {
-        values: TensorData; outlierIds: Int32Array; outlierK: TensorData; outlierV: TensorData; landmarkIds: Int32Array; landmarks: TensorData;
-        selected: Int32Array; selectedK: TensorData; selectedV: TensorData;
-      }[];
-    };
-    const { d, C, maxOutliers, maxSelected } = this.geometry;
+  /** Refills from `snapshot()` content (the store was created for at least its chunks). */
+  restore(s: StoreSnapshot): void {
+    const { heads, d, C, maxOutliers, maxSelected } = this.geometry;
+    const block = C * d;
     this.tokens = s.tokens;
-    this.device.write({ buf: this.u, offset: 0 }, s.u);
-    this.device.write({ buf: this.sv, offset: 0 }, s.sv);
-    this.device.write({ buf: this.proj, offset: 0 }, s.proj);
+    this.device.write(at(this.u), s.u);
+    this.device.write(at(this.sv), s.sv);
+    this.device.write(at(this.proj), s.proj);
+    const counts = new Int32Array(heads * HEAD_FIELDS);
     s.heads.forEach((saved, h) => {
-      const hs = this.heads[h]!;
-      this.values.data.set(saved.values as never, h * this.chunkCapacity * C * d);
-      hs.outlierIds = Int32Array.from(saved.outlierIds);
-      this.device.write({ buf: this.outlierK, offset: h * maxOutliers * C * d }, saved.outlierK);
-      this.device.write({ buf: this.outlierV, offset: h * maxOutliers * C * d }, saved.outlierV);
-      hs.landmarkIds.set(saved.landmarkIds);
-      hs.landmarkCount = saved.landmarkIds.length;
-      this.device.write({ buf: this.landmarks, offset: h * this.chunkCapacity * d }, saved.landmarks);
-      hs.selected.set(saved.selected);
-      hs.selectedCount = saved.selected.length;
-      this.device.write({ buf: this.selectedK, offset: h * maxSelected * C * d }, saved.selectedK);
-      this.device.write({ buf: this.selectedV, offset: h * maxSelected * C * d }, saved.selectedV);
+      for (let c = 0; c < s.tokens / C; c++) this.device.write(pageView(this, c, h), saved.values.subarray(c * block, (c + 1) * block));
+      this.device.write(at(this.outlierIds, h * maxOutliers), saved.outlierIds);
+      this.device.write(at(this.outlierK, h * maxOutliers * block), saved.outlierK);
+      this.device.write(at(this.outlierV, h * maxOutliers * block), saved.outlierV);
+      this.device.write(at(this.landmarkIds, h * this.chunkCapacity), saved.landmarkIds);
+      this.device.write(at(this.landmarks, h * this.chunkCapacity * d), saved.landmarks);
+      this.device.write(at(this.selectedIds, h * maxSelected), saved.selected);
+      this.device.write(at(this.selectedK, h * maxSelected * block), saved.selectedK);
+      this.device.write(at(this.selectedV, h * maxSelected * block), saved.selectedV);
+      counts.set([saved.landmarkIds.length, saved.outlierIds.length, saved.selected.length], h * HEAD_FIELDS);
     });
+    this.device.write(at(this.headCounts), counts);
   }
 }

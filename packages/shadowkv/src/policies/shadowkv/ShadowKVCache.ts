@@ -1,76 +1,169 @@
-import { at, type Device, type DeviceBuffer } from '../../backends/Device.js';
-import { resolveShadowKVOptions, type ResolvedCacheOptions, type ResolvedShadowKVOptions, type ShadowKVOptions } from '../../config.js';
-import { DTYPE_BYTES } from '../../dtype.js';
-import type { ResolvedSpec } from '../../spec.js';
-import { BaseKVCache, type AttentionRows, type SequenceState } from '../BaseKVCache.js';
-import type { PolicyStats } from '../KVCachePolicy.js';
-import { compactSequence, compressSequence, newStore, type CompressContext } from './compress.js';
-import type { CompressedStore } from './CompressedStore.js';
-import { decodeLayerComposed, type LayerStepCounts, type ShadowKVLayerStep } from './decodeLayer.js';
+import { at } from '../../backends/Device.js';
+import { HEAD_FIELDS, type StepGeometry, type StepRow } from '../../backends/LayerStep.js';
+import { resolveShadowKVOptions, SHADOWKV_OPTION_KEYS, type ResolvedShadowKVOptions, type ShadowKVOptions } from '../../config.js';
+import { LayerIndexError } from '../../errors/LayerIndexError.js';
+import { resolveSpec } from '../../spec.js';
+import { BaseKVCache, type AttentionRows, type CacheConfig, type RowPlan, type Runtime, type SequenceState } from '../BaseKVCache.js';
+import { checkLayer, checkSequence } from '../validate.js';
+import { compactSequence, compressSequence, maxOutliers, newStore, type CompressContext } from './compress.js';
+import type { CompressedStore, StoreSnapshot } from './CompressedStore.js';
 
 /** A ShadowKV row: the exact tail, plus the compressed store once the row was compressed. */
 export interface ShadowState extends SequenceState {
   store?: CompressedStore;
 }
 
+/** `new ShadowKVCache(config)`: the model, the cache options and ShadowKV's knobs in one object. */
+export type ShadowKVConfig = CacheConfig & ShadowKVOptions;
+
+/** Where `compress()` is: one (layer, sequence) compressed of `total`. */
+export interface CompressProgress {
+  done: number;
+  total: number;
+  layer: number;
+  sequence: number;
+}
+
+/** Which rows `compress()` takes, and how it reports. */
+export interface CompressOptions {
+  /** Layers to compress (default: all). */
+  layers?: readonly number[];
+  /** Rows to compress (default: all). */
+  sequences?: readonly number[];
+  /** Called after each (layer, sequence) is compressed. */
+  onProgress?: (p: CompressProgress) => void;
+}
+
 /**
  * ShadowKV: low-rank pre-RoPE keys and landmarks on the device, values in host memory, and per
  * decode step exact attention over the local window, outlier chunks, the top-scoring chunks and
  * recent tokens. Based on arXiv 2410.21465; the exact steps are in docs/algorithm.md.
+ *
+ * A row is compressed once its whole prompt is in: at its first decode step, or at `compress()`.
+ * Prefill in as many calls as you like; the factorization always covers the whole prompt.
  * @example
- * const cache = await createCache({ policy: 'shadowkv', spec: LLAMA3_8B, options: { budget: 2048 } });
- * cache.prefill(0, { keys, values });            // pre-RoPE [1, 8, S, 128]
+ * await ready();
+ * const cache = new ShadowKVCache({ spec: LLAMA3_8B, budget: 2048 });
+ * cache.prefill(0, { keys, values });            // pre-RoPE [1, 8, S, 128], in one call or several
  * const out = cache.decode(0, { query, key, value }); // [1, 32, 1, 128]
  */
 export class ShadowKVCache extends BaseKVCache<ShadowState> {
   readonly name = 'shadowkv';
   readonly options: ResolvedShadowKVOptions;
   private readonly ctx: CompressContext;
-  private counters = { steps: 0, hits: 0, misses: 0, bytesFetched: 0, compressions: 0, compactions: 0 };
-  private last: LayerStepCounts & { bytesFetched: number } = { hits: 0, misses: 0, selectedTokens: 0, attendedTokens: 0, heads: 0, bytesFetched: 0 };
+  private compressions = 0;
 
-  constructor(spec: ResolvedSpec, cacheOptions: ResolvedCacheOptions, device: Device, options: ShadowKVOptions = {}) {
-    super(spec, cacheOptions, device);
-    this.options = resolveShadowKVOptions(options);
-    this.ctx = { device, spec, options: this.options, dtype: this.dtype, invFreq: this.invFreq, ropeStyle: this.ropeStyle };
+  constructor(config: ShadowKVConfig, runtime?: Runtime) {
+    const picked = Object.fromEntries(SHADOWKV_OPTION_KEYS.filter((k) => k in (config ?? {})).map((k) => [k, config[k]]));
+    // Options are checked before the base class starts a runtime for the cache.
+    const options = resolveShadowKVOptions(picked, resolveSpec(config?.spec));
+    super(config, SHADOWKV_OPTION_KEYS, runtime);
+    this.options = options;
+    this.ctx = { device: this.device, spec: this.spec, options, geometry: this.stepGeometry() };
   }
 
   policyOptions(): Record<string, unknown> {
     return { ...this.options };
   }
 
+  protected override stepGeometry(): StepGeometry {
+    const o = this.options;
+    return {
+      ...super.stepGeometry(),
+      chunkSize: o.chunkSize, maxSelected: o.budget / o.chunkSize, maxOutliers: maxOutliers(o), localTokens: o.localTokens, scoreScale: o.scoreScale,
+    };
+  }
+
   /** Chunk ids selected at the last decode step of (layer, sequence, kv head), ascending; `[]` while the row is dense. */
   selection(layer: number, seq: number, kvHead: number): number[] {
-    const hs = this.states[layer]?.[seq]?.store?.heads[kvHead];
-    return hs ? Array.from(hs.selected.subarray(0, hs.selectedCount)).sort((a, b) => a - b) : [];
+    this.guard('selection()');
+    checkLayer('selection()', layer, this.spec.layers);
+    checkSequence('selection()', seq, this.batch);
+    if (!Number.isInteger(kvHead) || kvHead < 0 || kvHead >= this.spec.kvHeads) throw new LayerIndexError(`selection(): kv head ${String(kvHead)} is outside [0, ${this.spec.kvHeads})`);
+    const store = this.states[layer]![seq]!.store;
+    if (!store) return [];
+    const count = store.headCountsNow()[kvHead * HEAD_FIELDS + 2]!;
+    const max = store.geometry.maxSelected;
+    return Array.from(this.device.read(at(store.selectedIds, kvHead * max) as never, count) as Int32Array).sort((a, b) => a - b);
   }
 
-  /** Decode steps 2-5 for every row of the layer: one call on a backend that fuses them. */
-  protected override attendLayer(layer: number, q: DeviceBuffer, out: DeviceBuffer): void {
-    const step: ShadowKVLayerStep = {
-      spec: this.spec, options: this.options, invFreq: this.invFreq, ropeStyle: this.ropeStyle, q, out,
-      rows: this.states[layer]!.map(({ tail, store }) => ({ tail, store })),
-    };
-    const counts = this.device.decodeShadowKVLayer?.(step) ?? decodeLayerComposed(this.device, step);
-    const bytes = counts.misses * this.options.chunkSize * this.spec.headDim * DTYPE_BYTES[this.dtype];
-    this.last = { ...counts, bytesFetched: bytes };
-    this.counters.steps += 1;
-    this.counters.hits += counts.hits;
-    this.counters.misses += counts.misses;
-    this.counters.bytesFetched += bytes;
+  /**
+   * Compresses every row whose prompt has reached `denseThreshold` and is not compressed yet (a
+   * decode step does it on its own for its rows). Returns the (layer, sequence) pairs compressed.
+   */
+  compress(options: CompressOptions = {}): number {
+    const due = this.due(options);
+    due.forEach(([l, s], i) => {
+      this.compressRow(l, s);
+      options.onProgress?.({ done: i + 1, total: due.length, layer: l, sequence: s });
+    });
+    return due.length;
   }
 
-  /** Compression rules of docs/algorithm.md, checked after every call. */
-  protected override afterAppend(layer: number, seq: number): void {
-    const st = this.states[layer]![seq]!;
-    const o = this.options;
-    if (!st.store) {
-      if (st.length < o.denseThreshold) return;
-      st.store = compressSequence(this.ctx, st);
-      if (st.store) this.counters.compressions += 1;
-    } else if (st.tail.count > o.localTokens + o.maxRecentTokens) {
-      if (compactSequence(this.ctx, st, st.store) > 0) this.counters.compactions += 1;
+  /** `compress()` that yields to the event loop between (layer, sequence) pairs; `signal` stops it between pairs. */
+  async compressAsync(options: CompressOptions & { signal?: AbortSignal } = {}): Promise<number> {
+    const due = this.due(options);
+    for (let i = 0; i < due.length; i++) {
+      options.signal?.throwIfAborted();
+      await new Promise<void>((resolve) => setTimeout(resolve, 0));
+      this.guard('compressAsync()');
+      const [l, s] = due[i]!;
+      this.compressRow(l, s);
+      options.onProgress?.({ done: i + 1, total: due.length, layer: l, sequence: s });
     }
+    return due.length;
+  }
+
+  private due(options: CompressOptions): [number, number][] {
+    this.guard('compress()');
+    const layers = options.layers ?? this.states.map((_, l) => l);
+    const seqs = options.sequences ?? Array.from({ length: this.batch }, (_, s) => s);
+    layers.forEach((l) => checkLayer('compress()', l, this.spec.layers));
+    seqs.forEach((s) => checkSequence('compress()', s, this.batch));
+    return layers.flatMap((l) => seqs.filter((s) => this.isDue(this.states[l]![s]!)).map((s): [number, number] => [l, s]));
+  }
+
+  private isDue(st: ShadowState): boolean {
+    return !st.store && st.length >= this.options.denseThreshold;
+  }
+
+  private compressRow(layer: number, seq: number): void {
+    const st = this.states[layer]![seq]!;
+    st.store = compressSequence(this.ctx, st);
+    if (st.store) this.compressions += 1;
+  }
+
+  /** Compression rules of docs/algorithm.md: a due row is compressed first; a full recent region compacts after the step. */
+  protected override planRow(layer: number, seq: number, active: boolean): RowPlan {
+    const st = this.states[layer]![seq]!;
+    if (active && this.isDue(st)) this.compressRow(layer, seq);
+    const o = this.options;
+    const store = st.store;
+    if (!store || !active) return { store, compact: false };
+    const count = st.tail.count + 1;
+    const compact = count > o.localTokens + o.maxRecentTokens;
+    if (compact) store.reserveChunks(store.tokens / o.chunkSize + Math.floor((count - o.localTokens) / o.chunkSize));
+    return { store, compact };
+  }
+
+  protected override afterStep(layer: number, seq: number, row: StepRow): void {
+    if (!row.compact) return;
+    const st = this.states[layer]![seq]!;
+    const n = Math.floor((st.tail.count - this.options.localTokens) / this.options.chunkSize) * this.options.chunkSize;
+    st.tail.count -= n;
+    st.store!.tokens += n;
+  }
+
+  /** A continuation prefill into a compressed row compacts what passed the recent region. */
+  protected override afterPrefill(layer: number, seq: number): void {
+    const st = this.states[layer]![seq]!;
+    if (st.store && st.tail.count > this.options.localTokens + this.options.maxRecentTokens) {
+      compactSequence(this.ctx, st, st.store, this.layerCounters(layer));
+    }
+  }
+
+  protected override tailStart(st: ShadowState): number {
+    return st.store?.tokens ?? 0;
   }
 
   /** For prefill attention over a compressed row: every token's key (rebuilt or exact) and value, in position order. */
@@ -82,19 +175,22 @@ export class ShadowKVCache extends BaseKVCache<ShadowState> {
     const C = this.options.chunkSize;
     const n = st.length * d;
     const nc = store.tokens;
+    const counts = store.headCountsNow();
+    const all = Int32Array.from({ length: nc / C }, (_, c) => c);
     const k = this.device.alloc(Hkv * n, this.dtype, 'prefill');
     const v = this.device.alloc(Hkv * n, this.dtype, 'prefill');
     for (let h = 0; h < Hkv; h++) {
-      const hs = store.heads[h]!;
-      const ids = hs.landmarkIds.slice(0, hs.landmarkCount);
+      const [L, O] = [counts[h * HEAD_FIELDS]!, counts[h * HEAD_FIELDS + 1]!];
+      const ids = this.device.read(at(store.landmarkIds, h * store.chunkCapacity) as never, L) as Int32Array;
       this.device.rebuildKeys({
-        u: at(store.u), rank: store.geometry.rank, sv: at(store.sv, h * d), ldsv: Hkv * d, d,
-        chunkIds: ids, slots: ids, C, invFreq: this.invFreq, style: this.ropeStyle, out: at(k, h * n), ldo: d,
+        u: at(store.u), rank: store.rank, sv: at(store.sv, h * d), ldsv: Hkv * d, d,
+        chunkIds: ids, slots: ids, C, invFreq: this.invFreq, style: this.spec.rope.style, out: at(k, h * n), ldo: d,
       });
+      const outliers = this.device.read(at(store.outlierIds, h * store.geometry.maxOutliers) as never, O) as Int32Array;
       const base = h * store.geometry.maxOutliers * C * d;
-      hs.outlierIds.forEach((c, i) => this.device.copy(at(k, h * n + c * C * d), at(store.outlierK, base + i * C * d), C * d));
+      outliers.forEach((c, i) => this.device.copy(at(k, h * n + c * C * d), at(store.outlierK, base + i * C * d), C * d));
       this.device.copy(at(k, h * n + nc * d), st.tail.headK(h), st.tail.count * d);
-      this.device.write(at(v, h * n), store.values.data.subarray(h * store.chunkCapacity * C * d, (h * store.chunkCapacity * C + nc) * d));
+      this.device.gatherValues(at(v, h * n), store.values, h, all, all);
       this.device.copy(at(v, h * n + nc * d), st.tail.headV(h), st.tail.count * d);
     }
     return { k: (h) => at(k, h * n), v: (h) => at(v, h * n), release: () => [k, v].forEach((b) => this.device.free(b)) };
@@ -110,34 +206,17 @@ export class ShadowKVCache extends BaseKVCache<ShadowState> {
   }
 
   protected override loadState(st: ShadowState, saved: Record<string, unknown>): void {
-    const s = saved.store as { tokens: number; rank: number } | undefined;
+    const s = saved.store as StoreSnapshot | undefined;
     if (!s) return;
-    st.store = newStore(this.ctx, s.rank, Math.max(1, s.tokens / this.options.chunkSize));
-    st.store.restore(saved.store as never);
-  }
-
-  override stats(): PolicyStats {
-    const c = this.counters;
-    const heads = Math.max(this.last.heads, 1);
-    return {
-      steps: c.steps,
-      lastHits: this.last.hits,
-      lastMisses: this.last.misses,
-      hitRate: c.hits + c.misses ? c.hits / (c.hits + c.misses) : 0,
-      lastBytesFetched: this.last.bytesFetched,
-      bytesFetched: c.bytesFetched,
-      lastAttendedTokens: this.last.attendedTokens / heads,
-      lastSelectedTokens: this.last.selectedTokens / heads,
-      compressions: c.compressions,
-      compactions: c.compactions,
-    };
+    st.store = newStore(this.ctx, s.rank, s.tokens / this.options.chunkSize);
+    st.store.restore(s);
   }
 
   protected override saveCounters(): Record<string, number> {
-    return { ...this.counters };
+    return { compressions: this.compressions };
   }
 
   protected override loadCounters(counters: Record<string, number>): void {
-    this.counters = { ...this.counters, ...counters };
+    this.compressions = counters.compressions ?? 0;
   }
 }

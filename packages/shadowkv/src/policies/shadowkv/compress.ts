@@ -1,8 +1,10 @@
-import { at, type Device, type DeviceBuffer } from '../../backends/Device.js';
+import { at, type Device, type DeviceBuffer, type View } from '../../backends/Device.js';
+import { COUNTERS, HEAD_FIELDS, type StepGeometry } from '../../backends/LayerStep.js';
 import type { ResolvedShadowKVOptions } from '../../config.js';
 import type { ResolvedSpec } from '../../spec.js';
-import type { DType } from '../../tensor.js';
 import type { SequenceState } from '../BaseKVCache.js';
+import { storeChunks } from '../capacity.js';
+import { compactRow, pageView } from '../decodeLayer.js';
 import { CompressedStore } from './CompressedStore.js';
 
 /** What compression needs from its cache. */
@@ -10,61 +12,46 @@ export interface CompressContext {
   device: Device;
   spec: ResolvedSpec;
   options: ResolvedShadowKVOptions;
-  dtype: DType;
-  invFreq: DeviceBuffer;
-  ropeStyle: number;
+  geometry: StepGeometry;
 }
 
 // NOTE: a fixed seed makes the factorization, and so every output, reproducible run to run.
 const SVD_SEED = 0x5eed;
 
-/** An empty compressed store for `chunks` chunks at rank `rank`, sized by the options. */
+/** Outlier slots per kv head: the outliers, plus the sink chunks on top of them. */
+export const maxOutliers = (o: ResolvedShadowKVOptions) => o.outlierChunks + Math.ceil(o.sinkTokens / o.chunkSize);
+
+/** An empty compressed store with room for `chunks` chunks (plus compaction headroom), at rank `rank`. */
 export function newStore(ctx: CompressContext, rank: number, chunks: number): CompressedStore {
   const { options: o, spec } = ctx;
-  const C = o.chunkSize;
   const geometry = {
-    heads: spec.kvHeads, d: spec.headDim, C, rank, dtype: ctx.dtype,
-    maxOutliers: o.outlierChunks + Math.ceil(o.sinkTokens / C), // sink chunks come on top of the outliers
-    maxSelected: o.budget / C,
+    heads: spec.kvHeads, d: spec.headDim, C: o.chunkSize, rank, dtype: ctx.geometry.dtype,
+    maxOutliers: maxOutliers(o), maxSelected: o.budget / o.chunkSize, pageChunks: o.hostPageChunks,
   };
-  return new CompressedStore(ctx.device, geometry, chunks);
+  return new CompressedStore(ctx.device, geometry, storeChunks(chunks, o));
 }
 
 const range = (from: number, n: number) => Int32Array.from({ length: n }, (_, i) => from + i);
 
 /**
  * Pre-RoPE keys of the tail's first `n` rows, heads concatenated: `[n, Hkv*d]` f32 (temporary).
- * The tail holds post-RoPE keys; RoPE is undone at their positions `first + t`.
+ * The tail holds post-RoPE keys; RoPE is undone at their positions `0..n`.
  */
-function preRopeKeys(ctx: CompressContext, st: SequenceState, n: number, first: number): DeviceBuffer {
-  const { device, spec } = ctx;
+function preRopeKeys(ctx: CompressContext, st: SequenceState, n: number): DeviceBuffer {
+  const { device, spec, geometry } = ctx;
   const { kvHeads: Hkv, headDim: d } = spec;
   const D = Hkv * d;
   const k = device.alloc(n * D, 'f32', 'compress');
   for (let h = 0; h < Hkv; h++) {
     device.convertRows(at(k, h * d), D, st.tail.headK(h), d, n, d);
-    device.rope(at(k, h * d), n, d, D, range(first, n), ctx.invFreq, ctx.ropeStyle, -1);
+    device.rope(at(k, h * d), n, d, D, range(0, n), geometry.invFreq, geometry.ropeStyle, -1);
   }
   return k;
 }
 
-/** Landmarks (chunk means of post-RoPE keys) of the tail's first `chunks` chunks of head h into the store, ids from `firstChunk`. */
-function addLandmarks(ctx: CompressContext, st: SequenceState, store: CompressedStore, h: number, chunks: number, firstChunk: number) {
-  const { device } = ctx;
-  const { headDim: d } = ctx.spec;
-  const C = ctx.options.chunkSize;
-  const lm = device.alloc(chunks * d, 'f32', 'compress');
-  const minCos = device.alloc(chunks, 'f32', 'compress');
-  device.landmarks(st.tail.headK(h), d, chunks, C, d, at(lm), at(minCos));
-  const hs = store.heads[h]!;
-  device.convert(at(store.landmarks, (h * store.chunkCapacity + hs.landmarkCount) * d), at(lm), chunks * d);
-  for (let c = 0; c < chunks; c++) hs.landmarkIds[hs.landmarkCount++] = firstChunk + c;
-  return { lm, minCos, release: () => [lm, minCos].forEach((b) => device.free(b)) };
-}
-
 /**
- * First compression of a dense sequence (docs/algorithm.md): low-rank pre-RoPE keys, values to
- * the host, landmarks, outliers; the tail keeps the local window.
+ * First compression of a dense sequence (docs/algorithm.md): low-rank pre-RoPE keys of the whole
+ * prompt, values to the host pages, landmarks, outliers; the tail keeps the local window.
  */
 export function compressSequence(ctx: CompressContext, st: SequenceState): CompressedStore | undefined {
   const { device, spec, options: o } = ctx;
@@ -74,103 +61,97 @@ export function compressSequence(ctx: CompressContext, st: SequenceState): Compr
   if (nc <= 0) return undefined;
   const D = Hkv * d;
   const chunks = nc / C;
-  const rank = Math.min(o.rank, nc, D);
-  const sinkChunks = Math.ceil(o.sinkTokens / C);
+  const rank = Math.min(o.rank, nc);
   const store = newStore(ctx, rank, chunks);
-
-  // 1. Low-rank keys: K_pre [nc, Hkv*d] ≈ U · SV.
-  const k = preRopeKeys(ctx, st, nc, 0);
-  const f = { u: device.alloc(nc * rank, 'f32', 'compress'), sv: device.alloc(rank * D, 'f32', 'compress'), proj: device.alloc(D * rank, 'f32', 'compress'), sigma: device.alloc(rank, 'f32', 'compress') };
   try {
-    device.lowRankKeys(at(k), nc, D, rank, o.svdOversample, o.svdPowerIters, SVD_SEED, { u: at(f.u), sv: at(f.sv), proj: at(f.proj), sigma: at(f.sigma) });
-    device.convert(at(store.u), at(f.u), nc * rank);
-    device.convert(at(store.sv), at(f.sv), rank * D);
-    device.convert(at(store.proj), at(f.proj), D * rank);
-  } finally {
-    [k, f.u, f.sv, f.proj, f.sigma].forEach((b) => device.free(b));
-  }
-
-  for (let h = 0; h < Hkv; h++) {
-    // 2. Values go to the host, chunk-contiguous.
-    device.offload(store.values, h * store.chunkCapacity * C * d, st.tail.headV(h), nc * d);
-    // 3-4. Landmarks; the lowest min-cosine chunks (and sink chunks) stay exact as outliers.
-    const { minCos, release } = addLandmarks(ctx, st, store, h, chunks, 0);
-    const lowest = device.selectChunks(at(minCos), chunks, o.outlierChunks, false);
-    release();
-    const outliers = [...new Set([...lowest, ...range(0, Math.min(sinkChunks, chunks))])].sort((a, b) => a - b);
-    setOutliers(ctx, st, store, h, Int32Array.from(outliers));
+    // 1. Low-rank keys: K_pre [nc, Hkv*d] ≈ U · SV.
+    const k = preRopeKeys(ctx, st, nc);
+    const f = { u: device.alloc(nc * rank, 'f32', 'compress'), sv: device.alloc(rank * D, 'f32', 'compress'), proj: device.alloc(D * rank, 'f32', 'compress'), sigma: device.alloc(rank, 'f32', 'compress') };
+    try {
+      device.lowRankKeys(at(k), nc, D, rank, o.svdOversample, o.svdPowerIters, SVD_SEED, { u: at(f.u), sv: at(f.sv), proj: at(f.proj), sigma: at(f.sigma) });
+      device.convert(at(store.u), at(f.u), nc * rank);
+      device.convert(at(store.sv), at(f.sv), rank * D);
+      device.convert(at(store.proj), at(f.proj), D * rank);
+    } finally {
+      [k, f.u, f.sv, f.proj, f.sigma].forEach((b) => device.free(b));
+    }
+    const counts = new Int32Array(Hkv * HEAD_FIELDS);
+    for (let h = 0; h < Hkv; h++) {
+      // 2. Values go to the host pages, chunk-contiguous.
+      for (let c = 0; c < chunks; c += o.hostPageChunks - (c % o.hostPageChunks)) {
+        const run = Math.min(o.hostPageChunks - (c % o.hostPageChunks), chunks - c);
+        device.copy(pageView(store, c, h), st.tail.headV(h, c * C), run * C * d);
+      }
+      // 3-4. Landmarks; the lowest min-cosine chunks (and sink chunks) stay exact as outliers.
+      const [L, O] = landmarksAndOutliers(ctx, st, store, h, chunks);
+      counts.set([L, O, 0], h * HEAD_FIELDS);
+    }
+    device.write(at(store.headCounts), counts);
+  } catch (err) {
+    store.free();
+    throw err;
   }
   store.tokens = nc;
   st.tail.drop(nc); // 5. the tail keeps the local window
+  st.tail.fit(o.localTokens + o.maxRecentTokens + C);
   return store;
 }
 
-/** Copies the outlier chunks' exact K/V of head h and removes them from its landmark set. */
-function setOutliers(ctx: CompressContext, st: SequenceState, store: CompressedStore, h: number, ids: Int32Array): void {
-  const { device } = ctx;
+/** Landmarks of head h's chunks, its outliers copied exact and left out of the landmark set; returns both counts. */
+function landmarksAndOutliers(ctx: CompressContext, st: SequenceState, store: CompressedStore, h: number, chunks: number): [number, number] {
+  const { device, options: o } = ctx;
   const { headDim: d } = ctx.spec;
-  const C = ctx.options.chunkSize;
+  const C = o.chunkSize;
   const block = C * d;
-  const slots = h * store.geometry.maxOutliers * block;
-  ids.forEach((c, i) => {
-    device.copy(at(store.outlierK, slots + i * block), st.tail.headK(h, c * C), block);
-    device.copy(at(store.outlierV, slots + i * block), st.tail.headV(h, c * C), block);
-  });
-  const hs = store.heads[h]!;
-  hs.outlierIds = ids;
-  // Drop outliers from the landmark set, keeping it ascending by chunk id: move each run of
-  // landmarks between two outliers down in one copy.
-  const base = h * store.chunkCapacity;
-  const out = new Set(ids);
-  let w = 0;
-  for (let r = 0; r < hs.landmarkCount; ) {
-    if (out.has(hs.landmarkIds[r]!)) {
-      r += 1;
-      continue;
+  const lm = device.alloc(chunks * d, 'f32', 'compress');
+  const minCos = device.alloc(chunks, 'f32', 'compress');
+  try {
+    device.landmarks(st.tail.headK(h), d, chunks, C, d, at(lm), at(minCos));
+    const lowest = device.selectChunks(at(minCos), chunks, o.outlierChunks, false);
+    const sinks = range(0, Math.min(Math.ceil(o.sinkTokens / C), chunks));
+    const outliers = Int32Array.from(new Set([...lowest, ...sinks])).sort();
+    const slot = h * store.geometry.maxOutliers;
+    outliers.forEach((c, i) => {
+      device.copy(at(store.outlierK, (slot + i) * block), st.tail.headK(h, c * C), block);
+      device.copy(at(store.outlierV, (slot + i) * block), st.tail.headV(h, c * C), block);
+    });
+    device.write(at(store.outlierIds, slot), outliers);
+    // The landmark set keeps every other chunk, ascending: each run between two outliers in one conversion.
+    const base = h * store.chunkCapacity;
+    let kept = 0;
+    for (let c = 0, i = 0; c < chunks; ) {
+      const end = i < outliers.length ? outliers[i]! : chunks;
+      if (end > c) {
+        device.convert(at(store.landmarks, (base + kept) * d), at(lm, c * d), (end - c) * d);
+        device.write(at(store.landmarkIds, base + kept), range(c, end - c));
+        kept += end - c;
+      }
+      c = end + 1;
+      i += 1;
     }
-    let end = r;
-    while (end < hs.landmarkCount && !out.has(hs.landmarkIds[end]!)) end += 1;
-    if (w !== r) {
-      device.copy(at(store.landmarks, (base + w) * d), at(store.landmarks, (base + r) * d), (end - r) * d);
-      hs.landmarkIds.copyWithin(w, r, end);
-    }
-    w += end - r;
-    r = end;
+    return [kept, outliers.length];
+  } finally {
+    device.free(lm);
+    device.free(minCos);
   }
-  hs.landmarkCount = w;
 }
 
 /**
- * Compaction: the tail's oldest whole chunks beyond the local window join the compressed store
- * (keys projected onto the prefill basis, values to the host, landmarks appended).
+ * Compaction outside a decode step (after a continuation prefill): the tail's whole chunks beyond
+ * the local window join the store, as the step does it. Returns the tokens moved.
  */
-export function compactSequence(ctx: CompressContext, st: SequenceState, store: CompressedStore): number {
-  const { device, spec, options: o } = ctx;
-  const { kvHeads: Hkv, headDim: d } = spec;
-  const C = o.chunkSize;
-  const m = Math.floor((st.tail.count - o.localTokens) / C);
+export function compactSequence(ctx: CompressContext, st: SequenceState, store: CompressedStore, counters: DeviceBuffer): number {
+  const { device, options: o } = ctx;
+  const m = Math.floor((st.tail.count - o.localTokens) / o.chunkSize);
   if (m <= 0) return 0;
-  const n = m * C;
-  const D = Hkv * d;
-  const { rank } = store.geometry;
-  const firstChunk = store.tokens / C;
-  store.reserveChunks(firstChunk + m);
-
-  // Keys: U_new = K_pre · proj.
-  const k = preRopeKeys(ctx, st, n, store.tokens);
-  const u = device.alloc(n * rank, 'f32', 'compress');
-  try {
-    device.gemm({ M: n, N: rank, K: D, a: at(k), lda: D, b: at(store.proj), ldb: rank, c: at(u), ldc: rank });
-    device.convert(at(store.u, store.tokens * rank), at(u), n * rank);
-  } finally {
-    device.free(k);
-    device.free(u);
-  }
-  for (let h = 0; h < Hkv; h++) {
-    device.offload(store.values, (h * store.chunkCapacity + firstChunk) * C * d, st.tail.headV(h), n * d);
-    addLandmarks(ctx, st, store, h, m, firstChunk).release();
-  }
+  store.reserveChunks(store.tokens / o.chunkSize + m);
+  const heads = store.headCountsNow();
+  const c = device.read(at(counters) as View & { buf: { dtype: 'f64' } }, COUNTERS);
+  compactRow(device, ctx.geometry, st.tail, store, st.tail.count, heads, c);
+  device.write(at(store.headCounts), heads);
+  device.write(at(counters), c);
+  const n = m * o.chunkSize;
+  st.tail.count -= n;
   store.tokens += n;
-  st.tail.drop(n);
-  return m;
+  return n;
 }

@@ -1,0 +1,26 @@
+/**
+ * shadowkv/backend: the surface for backend authors (the device contract, the layer step, the
+ * registries) and policy authors (the base class, storage and the composed reference step).
+ * Everything of `shadowkv` is re-exported here too.
+ * @packageDocumentation
+ */
+export * from './index.js';
+export type { Backend, BackendFactory } from './backends/Backend.js';
+export {
+  at, BUFFER_BYTES, type BufferDType, type Device, type DeviceBuffer, type DeviceMemory, type GemmArgs, type HostArray, type LowRankOut,
+  type PagedBuffer, type RebuildArgs, type Segment, type Tier, type View,
+} from './backends/Device.js';
+export { COUNTER, COUNTERS, HEAD_FIELD, HEAD_FIELDS, type LayerStep, type SparseHandles, type StepGeometry, type StepRow, type TailHandles } from './backends/LayerStep.js';
+export { registerBackend, resolveBackend, resolveBackendSync } from './backends/registry.js';
+export { createWasmBackend, createWasmBackendSync, type WasmBackendOptions } from './backends/wasm/WasmBackend.js';
+export { compileWasm, instantiateWasm, type WasmVariant } from './backends/wasm/loadWasm.js';
+export { WasmDevice } from './backends/wasm/WasmDevice.js';
+export type { WasmExports } from './backends/wasm/abi.js';
+export { checkKeys, resolveCacheOptions, resolveShadowKVOptions } from './config.js';
+export { registerPolicy, type PolicyFactory } from './createCache.js';
+export { BaseKVCache, shift, type AttentionRows, type RowPlan, type Runtime, type SequenceState } from './policies/BaseKVCache.js';
+export { ExactRegion } from './policies/ExactRegion.js';
+export { appendToken, compactRow, decodeLayerComposed, pageView } from './policies/decodeLayer.js';
+export { reuseSlots, type SlotPlan } from './policies/reuseSlots.js';
+export { CompressedStore, type StoreGeometry, type StoreSnapshot } from './policies/shadowkv/CompressedStore.js';
+export type { ShadowState } from './policies/shadowkv/ShadowKVCache.js';

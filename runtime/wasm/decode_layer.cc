@@ -1,0 +1,230 @@
+// One decode step of one layer, every batch row in one call: decode steps 1-5 of docs/algorithm.md
+// and compaction. It calls the exported ops in the order that decodeLayerComposed
+// (packages/shadowkv/src/policies/decodeLayer.ts) does, with the same arguments, so its outputs are
+// bit-identical to that composed path; what goes away is one JS -> wasm crossing per op and every
+// per-op allocation (temporaries are Scratch, i.e. the arena).
+#include <stdint.h>
+#include <string.h>
+#include <algorithm>
+#include "dtype.h"
+#include "reuse_slots.h"
+#include "scratch.h"
+
+// NOTE: TS writes the records word by word; in wasm32 every field is one 4-byte word.
+static_assert(sizeof(void*) != 4 || sizeof(skv_row) == SKV_ROW_WORDS * 4, "skv_row is SKV_ROW_WORDS words");
+static_assert(sizeof(void*) != 4 || sizeof(skv_layer_step) == SKV_STEP_WORDS * 4, "skv_layer_step is SKV_STEP_WORDS words");
+
+namespace {
+
+// Element i of a writable buffer of the given dtype.
+void* at(void* base, int dtype, size_t i) { return (char*)base + i * dtype_size(dtype); }
+
+int32_t& head_field(const skv_row& r, int h, int field) { return r.head_counts[h * SKV_HEAD_FIELDS + field]; }
+
+// A running total and its per-step twin.
+void tally(double* counters, int total, int last, double n) {
+  counters[total] += n;
+  counters[last] += n;
+}
+
+// Whole chunks of the tail (cnt rows) beyond local_tokens, which compaction moves to the store.
+int compacted_chunks(const skv_layer_step& s, int cnt) {
+  int m = (cnt - s.local_tokens) / s.C;
+  return m > 0 ? m : 0;
+}
+
+// ---- validation: everything is checked before anything is written ----
+
+bool valid_dtype(int t) { return t == SKV_F32 || t == SKV_F16 || t == SKV_BF16; }
+
+// The store of a compressed row: per-head counts within capacities, room for what compaction adds.
+bool valid_store(const skv_layer_step& s, const skv_row& r, int cnt) {
+  if (r.rank <= 0 || r.store_tokens < 0 || r.store_tokens % s.C || r.chunk_capacity < 0 || r.page_chunks <= 0) return false;
+  const int add = r.compact ? compacted_chunks(s, cnt) : 0;  // chunks compaction appends
+  if ((int64_t)r.store_tokens / s.C + add > r.chunk_capacity) return false;
+  for (int h = 0; h < s.kv_heads; h++) {
+    int L = head_field(r, h, SKV_HEAD_LANDMARKS), O = head_field(r, h, SKV_HEAD_OUTLIERS);
+    int sc = head_field(r, h, SKV_HEAD_SELECTED);
+    if (L < 0 || (int64_t)L + add > r.chunk_capacity || O < 0 || O > s.max_outliers || sc < 0 || sc > s.max_selected)
+      return false;
+  }
+  return true;
+}
+
+bool valid_row(const skv_layer_step& s, const skv_row& r) {
+  if (r.tail_count < 0 || (int64_t)r.tail_count + 1 > r.tail_capacity || r.position < 0) return false;
+  return !r.u || valid_store(s, r, r.tail_count + 1);
+}
+
+bool valid_step(const skv_layer_step& s) {
+  if (s.batch < 0 || s.d <= 0 || s.d % 2 || s.kv_heads <= 0 || s.q_heads <= 0 || s.q_heads % s.kv_heads || s.C <= 0)
+    return false;
+  if (!valid_dtype(s.kv_dtype) || !valid_dtype(s.io_dtype)) return false;
+  if (s.rope_style != SKV_ROPE_HALF && s.rope_style != SKV_ROPE_INTERLEAVED) return false;
+  if (s.max_selected < 0 || s.max_outliers < 0 || s.local_tokens < 0 || !s.counters || (s.batch && !s.rows)) return false;
+  for (int b = 0; b < s.batch; b++)
+    if (s.rows[b].input >= 0 && !valid_row(s, s.rows[b])) return false;
+  return true;
+}
+
+// ---- the step ----
+
+// 1. q and k to f32, RoPE at `position`; k (post-RoPE) and v appended to the tail at tail_count.
+void append_token(const skv_layer_step& s, const skv_row& r, float* qf) {
+  const int Hq = s.q_heads, Hkv = s.kv_heads, d = s.d, io = s.io_dtype, kv = s.kv_dtype;
+  Scratch<int32_t> pos(std::max(Hq, Hkv));  // every head of the token sits at `position`
+  for (int i = 0; i < std::max(Hq, Hkv); i++) pos[i] = r.position;
+  skv_convert(dtype_at(s.q, io, (size_t)r.input * Hq * d), io, qf, SKV_F32, Hq * d);
+  skv_rope(qf, Hq, d, d, pos, s.inv_freq, s.rope_style, +1);
+  Scratch<float> kf((size_t)Hkv * d);  // [Hkv x d]
+  skv_convert(dtype_at(s.k, io, (size_t)r.input * Hkv * d), io, kf, SKV_F32, Hkv * d);
+  skv_rope(kf, Hkv, d, d, pos, s.inv_freq, s.rope_style, +1);
+  for (int h = 0; h < Hkv; h++) {
+    size_t row = ((size_t)h * r.tail_capacity + r.tail_count) * d;
+    skv_convert(kf + (size_t)h * d, SKV_F32, at(r.tail_k, kv, row), kv, d);
+    skv_convert(dtype_at(s.v, io, ((size_t)r.input * Hkv + h) * d), io, at(r.tail_v, kv, row), kv, d);
+  }
+}
+
+// Head h's exact tail, cnt rows.
+skv_segment tail_segment(const skv_layer_step& s, const skv_row& r, int h, int cnt) {
+  size_t off = (size_t)h * r.tail_capacity * s.d;
+  return skv_segment{at(r.tail_k, s.kv_dtype, off), at(r.tail_v, s.kv_dtype, off), cnt, s.d};
+}
+
+// 5 for a dense row: attention over the tail alone.
+void attend_dense(const skv_layer_step& s, const skv_row& r, int h, int cnt, const float* qg, float* og) {
+  skv_segment tail = tail_segment(s, r, h, cnt);
+  skv_sparse_attention(qg, s.q_heads / s.kv_heads, s.d, s.scale, &tail, 1, s.kv_dtype, og);
+  tally(s.counters, SKV_ATTENDED_TOKENS, SKV_LAST_ATTENDED_TOKENS, cnt);
+  tally(s.counters, SKV_HEADS, SKV_LAST_HEADS, 1);
+}
+
+// 2-3. Scores of head h's landmarks, then the top max_selected as chunk ids (ascending). Returns m.
+int select_head(const skv_layer_step& s, const skv_row& r, int h, const float* qg, int32_t* ids) {
+  const int g = s.q_heads / s.kv_heads, d = s.d, L = head_field(r, h, SKV_HEAD_LANDMARKS);
+  Scratch<float> scores(L), work((size_t)g * L);  // [L], [g x L]
+  skv_score_chunks(qg, g, d, s.score_scale, at(r.landmarks, s.kv_dtype, (size_t)h * r.chunk_capacity * d),
+                   s.kv_dtype, L, scores, work);
+  int m = skv_select_chunks(scores, L, s.max_selected, 1, ids);
+  for (int i = 0; i < m; i++) ids[i] = r.landmark_ids[(size_t)h * r.chunk_capacity + ids[i]];
+  return m;
+}
+
+// 2-5 for kv head h of a compressed row.
+void attend_compressed(const skv_layer_step& s, const skv_row& r, int h, int cnt, const float* qg, float* og) {
+  const int Hkv = s.kv_heads, g = s.q_heads / Hkv, d = s.d, C = s.C, kv = s.kv_dtype, S = s.max_selected;
+  const size_t block = (size_t)C * d;  // one chunk, elements
+  int32_t* slot_ids = r.selected_ids + (size_t)h * S;  // [S] chunk id per slot
+  void* selK = at(r.selected_k, kv, (size_t)h * S * block);
+  void* selV = at(r.selected_v, kv, (size_t)h * S * block);
+  // 2-3. Score the landmarks, select the top chunks.
+  Scratch<int32_t> ids(S);  // [S]
+  const int m = select_head(s, r, h, qg, ids);
+  // 4. Reuse last step's slots (all cleared if the selection shrank); fetch V, rebuild K for misses.
+  int sc = head_field(r, h, SKV_HEAD_SELECTED);
+  if (m < sc) {
+    for (int i = 0; i < S; i++) slot_ids[i] = -1;
+    sc = 0;
+  }
+  Scratch<int32_t> miss_ids(S), miss_slots(S);  // [S]
+  int n_miss = 0;
+  const int hits = reuse_slots(slot_ids, sc, ids, m, miss_ids, miss_slots, &n_miss);
+  head_field(r, h, SKV_HEAD_SELECTED) = m;
+  if (n_miss > 0) {
+    skv_gather_values(r.value_pages, r.page_chunks, Hkv, h, miss_ids, miss_slots, n_miss, C * d, kv, selV);
+    skv_rebuild_keys(r.u, kv, r.rank, dtype_at(r.sv, kv, (size_t)h * d), kv, Hkv * d, d, miss_ids, miss_slots,
+                     n_miss, C, s.inv_freq, s.rope_style, selK, kv, d);
+  }
+  // 5. Exact attention over the outlier chunks, the selected chunks, then the tail.
+  const int O = head_field(r, h, SKV_HEAD_OUTLIERS);
+  const size_t out_off = (size_t)h * s.max_outliers * block;
+  skv_segment segs[3] = {{dtype_at(r.outlier_k, kv, out_off), dtype_at(r.outlier_v, kv, out_off), O * C, d},
+                         {selK, selV, m * C, d},
+                         tail_segment(s, r, h, cnt)};
+  skv_sparse_attention(qg, g, d, s.scale, segs, 3, kv, og);
+  tally(s.counters, SKV_HITS, SKV_LAST_HITS, hits);
+  tally(s.counters, SKV_MISSES, SKV_LAST_MISSES, n_miss);
+  tally(s.counters, SKV_SELECTED_TOKENS, SKV_LAST_SELECTED_TOKENS, (double)m * C);
+  tally(s.counters, SKV_ATTENDED_TOKENS, SKV_LAST_ATTENDED_TOKENS, (double)O * C + (double)m * C + cnt);
+  tally(s.counters, SKV_HEADS, SKV_LAST_HEADS, 1);
+}
+
+// Compaction, keys: U rows [store_tokens, +n) = K_pre proj, K_pre = the tail's first n keys of
+// every head un-rotated and laid side by side [n x Hkv*d] (the product prefill's U came from).
+void project_keys(const skv_layer_step& s, const skv_row& r, int n) {
+  const int Hkv = s.kv_heads, d = s.d, D = Hkv * d, kv = s.kv_dtype, rank = r.rank;
+  Scratch<float> K((size_t)n * D);  // [n x D]
+  Scratch<int32_t> pos(n);          // [n]
+  for (int t = 0; t < n; t++) pos[t] = r.store_tokens + t;
+  for (int h = 0; h < Hkv; h++) {
+    skv_convert_rows(at(r.tail_k, kv, (size_t)h * r.tail_capacity * d), kv, d, K + (size_t)h * d, SKV_F32, D, n, d);
+    skv_rope(K + (size_t)h * d, n, d, D, pos, s.inv_freq, s.rope_style, -1);
+  }
+  Scratch<float> Unew((size_t)n * rank);  // [n x rank]
+  skv_gemm(n, rank, D, 1.f, K, SKV_F32, D, 0, nullptr, r.proj, kv, rank, 0, 0.f, Unew, rank);
+  skv_convert(Unew, SKV_F32, at(r.u, kv, (size_t)r.store_tokens * rank), kv, n * rank);
+}
+
+// Compaction, head h: the values of chunks first.. to the host pages; their landmarks and ids
+// appended after the head's L landmarks.
+void store_chunks(const skv_layer_step& s, const skv_row& r, int h, int first, int mm) {
+  const int d = s.d, C = s.C, kv = s.kv_dtype;
+  const size_t block = (size_t)C * d, tail0 = (size_t)h * r.tail_capacity * d;
+  for (int i = 0; i < mm; i++) {
+    int c = first + i;
+    void* page = r.value_pages[(size_t)(c / r.page_chunks) * s.kv_heads + h];
+    memcpy(at(page, kv, (size_t)(c % r.page_chunks) * block), at(r.tail_v, kv, tail0 + i * block),
+           block * dtype_size(kv));
+  }
+  const int L = head_field(r, h, SKV_HEAD_LANDMARKS);
+  Scratch<float> lm((size_t)mm * d), min_cos(mm);  // [mm x d], [mm]
+  skv_landmarks(at(r.tail_k, kv, tail0), kv, d, mm, C, d, lm, min_cos);
+  skv_convert(lm, SKV_F32, at(r.landmarks, kv, ((size_t)h * r.chunk_capacity + L) * d), kv, mm * d);
+  for (int i = 0; i < mm; i++) r.landmark_ids[(size_t)h * r.chunk_capacity + L + i] = first + i;
+  head_field(r, h, SKV_HEAD_LANDMARKS) = L + mm;
+}
+
+// Compaction: the tail's oldest whole chunks beyond local_tokens join the store; the tail shifts down.
+void compact(const skv_layer_step& s, const skv_row& r, int cnt) {
+  const int mm = compacted_chunks(s, cnt), n = mm * s.C, d = s.d, kv = s.kv_dtype;
+  if (mm <= 0) return;
+  project_keys(s, r, n);
+  for (int h = 0; h < s.kv_heads; h++) store_chunks(s, r, h, r.store_tokens / s.C, mm);
+  for (int h = 0; h < s.kv_heads; h++) {
+    size_t row0 = (size_t)h * r.tail_capacity * d, bytes = (size_t)(cnt - n) * d * dtype_size(kv);
+    memmove(at(r.tail_k, kv, row0), at(r.tail_k, kv, row0 + (size_t)n * d), bytes);
+    memmove(at(r.tail_v, kv, row0), at(r.tail_v, kv, row0 + (size_t)n * d), bytes);
+  }
+  s.counters[SKV_COMPACTIONS] += 1;
+}
+
+void decode_row(const skv_layer_step& s, const skv_row& r) {
+  const int Hq = s.q_heads, d = s.d, g = Hq / s.kv_heads, cnt = r.tail_count + 1;
+  Scratch<float> qf((size_t)Hq * d), of((size_t)Hq * d);  // [Hq x d] queries, attention outputs
+  // 1. RoPE, append the token to the tail.
+  append_token(s, r, qf);
+  // 2-5. Per kv head: select, reuse, fetch and rebuild, attend (a dense row: attend its tail).
+  for (int h = 0; h < s.kv_heads; h++) {
+    const float* qg = qf + (size_t)h * g * d;  // [g x d] this head's GQA group
+    float* og = of + (size_t)h * g * d;
+    if (r.u) attend_compressed(s, r, h, cnt, qg, og);
+    else attend_dense(s, r, h, cnt, qg, og);
+  }
+  // Output in the io dtype.
+  skv_convert(of, SKV_F32, at(s.out, s.io_dtype, (size_t)r.input * Hq * d), s.io_dtype, Hq * d);
+  // Compaction, where asked for (a dense row has no store to compact into: the flag is ignored).
+  if (r.compact && r.u) compact(s, r, cnt);
+}
+
+}  // namespace
+
+SKV_EXPORT int skv_decode_layer(const skv_layer_step* step) {
+  if (!step || !valid_step(*step)) return SKV_ERR_ARG;
+  const skv_layer_step& s = *step;
+  for (int c = SKV_LAST_HITS; c <= SKV_LAST_HEADS; c++) s.counters[c] = 0;
+  s.counters[SKV_STEPS] += 1;
+  for (int b = 0; b < s.batch; b++)
+    if (s.rows[b].input >= 0) decode_row(s, s.rows[b]);
+  return SKV_OK;
+}

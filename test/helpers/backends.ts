@@ -1,0 +1,38 @@
+// Test backends built from the wasm one: its ops composed one by one instead of the fused step,
+// and an instance whose runtime calls are counted.
+import {
+  compileWasm, instantiateWasm, registerBackend, resolveBackend, WasmDevice, type Backend, type WasmExports,
+} from '../../packages/shadowkv/src/backend.js';
+
+/** Registers `'wasm-composed'`: wasm without `decodeLayer`, so caches run `decodeLayerComposed`. */
+export function registerComposedWasm(): string {
+  registerBackend('wasm-composed', composedFactory, 0);
+  return 'wasm-composed';
+}
+
+async function composedFactory(): Promise<Backend> {
+  const { backend } = await resolveBackend('wasm');
+  return { ...backend, name: 'wasm-composed', createDevice: () => Object.assign(backend.createDevice(), { decodeLayer: undefined }) };
+}
+
+/** Runtime calls made through a device, by export name. */
+export type CallCounts = Map<string, number>;
+
+/** Registers `'wasm-counted'`: every device's runtime exports counted into `calls`. */
+export function registerCountedWasm(calls: CallCounts): string {
+  registerBackend('wasm-counted', async () => {
+    const module = await compileWasm();
+    const { backend } = await resolveBackend('wasm');
+    return { ...backend, name: 'wasm-counted', createDevice: () => new WasmDevice(counted(instantiateWasm(module), calls)) };
+  }, 0);
+  return 'wasm-counted';
+}
+
+function counted(x: WasmExports, calls: CallCounts): WasmExports {
+  // NOTE: instance exports are frozen, so the counted ones are a plain copy, not a Proxy.
+  const wrap = (name: string, fn: (...a: unknown[]) => unknown) => (...args: unknown[]) => {
+    calls.set(name, (calls.get(name) ?? 0) + 1);
+    return fn(...args);
+  };
+  return Object.fromEntries(Object.entries(x).map(([name, v]) => [name, typeof v === 'function' ? wrap(name, v as never) : v])) as unknown as WasmExports;
+}

@@ -58,7 +58,7 @@ async function main(): Promise<void> {
   const decode: DecodeTiming[] = await benchDecodeStep({ log });
 
   const worst = ops.reduce((a, b) => (b.ratio > a.ratio ? b : a));
-  const at128k = decode.find((d) => d.context === 131072);
+  const at128k = decode.find((d) => d.context === 131072 && d.batch === 1);
   const result = {
     date: new Date().toISOString(),
     machine: {
@@ -97,12 +97,12 @@ function printTables(ops: { op: string; shape: string; native_ms: number; wasm_m
   for (const o of ops) {
     console.log(`${o.op.padEnd(17)} ${o.native_ms.toFixed(3).padStart(9)} ${o.wasm_ms.toFixed(3).padStart(9)} ${o.ratio.toFixed(2).padStart(10)}x   ${o.shape}`);
   }
-  console.log('\ncontext  shadowkv ms/step  full ms/step  speedup  hit rate  needle  cosine   prefill s (skv / full)  device skv / full   host skv  dense');
+  console.log('\ncontext x batch  shadowkv ms/step  full ms/step  speedup  hit rate  needle  cosine  rel.err   prefill s (skv / full)  device skv / full   host skv  dense');
   for (const d of decode) {
     const m = d.memory;
     console.log(
-      `${`${d.context / 1024}K`.padEnd(8)} ${d.shadowkv_ms.toFixed(2).padStart(16)} ${d.full_ms.toFixed(2).padStart(13)} ${`${d.speedup.toFixed(2)}x`.padStart(8)} ` +
-        `${d.hitRate.toFixed(3).padStart(9)} ${(d.needleSelected ? 'yes' : 'NO').padStart(7)} ${d.cosine.toFixed(4).padStart(7)} ` +
+      `${`${d.context / 1024}K x ${d.batch}`.padEnd(15)} ${d.shadowkv_ms.toFixed(2).padStart(16)} ${d.full_ms.toFixed(2).padStart(13)} ${`${d.speedup.toFixed(2)}x`.padStart(8)} ` +
+        `${d.hitRate.toFixed(3).padStart(9)} ${(d.needleSelected ? 'yes' : 'NO').padStart(7)} ${d.cosine.toFixed(4).padStart(7)} ${d.relError.toFixed(3).padStart(8)} ` +
         `${`${(d.prefill_ms.shadowkv / 1000).toFixed(1)} / ${(d.prefill_ms.full / 1000).toFixed(1)}`.padStart(23)} ` +
         `${`${MB(m.shadowkv.device)} / ${MB(m.full.device)}`.padStart(19)} ${MB(m.shadowkv.host).padStart(10)} ${MB(m.full.dense).padStart(6)}`,
     );

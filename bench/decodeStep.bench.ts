@@ -1,12 +1,14 @@
 // One decode step of ShadowKV against full attention on the wasm backend: one Llama-3-8B layer,
-// batch 1, bf16 storage, ShadowKV defaults (budget 2048, rank 160, chunk 8), a needle prompt.
-import { createCache, LLAMA3_8B, type Cache, type MemoryReport, type ShadowKVCache, type Tensor } from '../packages/shadowkv/src/backend.js';
+// batch 1 and 4, bf16 storage, ShadowKV defaults (budget 2048, rank 160, chunk 8), a needle prompt.
+import { createCache, LLAMA3_8B, type MemoryReport, type Tensor } from '../packages/shadowkv/src/backend.js';
 import { NeedleWorkload } from '../examples/workloads/needle.js';
 import { median } from './ops.bench.js';
+import { cosine, relError } from '../examples/workloads/metrics.js';
 
 /** One context length's result. */
 export interface DecodeTiming {
   context: number;
+  batch: number;
   /** Median ms per decode step. */
   shadowkv_ms: number;
   full_ms: number;
@@ -16,11 +18,13 @@ export interface DecodeTiming {
   hitRate: number;
   /** Tokens attended per kv head at the last step (outliers + selected + tail). */
   attendedTokens: number;
-  /** The needle's chunk is in the last step's selection of every kv head. */
+  /** The needle's chunk is in the last step's selection of every row and kv head. */
   needleSelected: boolean;
-  /** Cosine of ShadowKV's and full's outputs at the last step. */
+  /** Cosine of ShadowKV's and full's outputs at the last step (worst row). */
   cosine: number;
-  /** Prefill wall time: ShadowKV's includes its compression (factorization, landmarks, offload). */
+  /** Relative error |shadowkv - full| / |full| at the last step (worst row). */
+  relError: number;
+  /** Prefill wall time, all rows: ShadowKV's includes its compression (factorization, landmarks, offload). */
   prefill_ms: { shadowkv: number; full: number };
   memory: { shadowkv: MemoryReport; full: MemoryReport };
   steps: { warmup: number; timed: number };
@@ -28,6 +32,7 @@ export interface DecodeTiming {
 
 export interface DecodeBenchOptions {
   contexts?: number[];
+  batches?: number[];
   warmup?: number;
   timed?: number;
   log?: (line: string) => void;
@@ -36,15 +41,16 @@ export interface DecodeBenchOptions {
 const SPEC = { ...LLAMA3_8B, layers: 1 };
 const CHUNK = 8; // ShadowKV's default chunk size, for the needle's chunk id
 
-function cosine(a: Tensor, b: Tensor): number {
-  const x = a.data as Float32Array, y = b.data as Float32Array;
-  let xy = 0, xx = 0, yy = 0;
-  for (let i = 0; i < x.length; i++) {
-    xy += x[i]! * y[i]!;
-    xx += x[i]! * x[i]!;
-    yy += y[i]! * y[i]!;
+/** Worst row's cosine and relative error of a against b, rows of n elements. */
+function agreement(a: Tensor, b: Tensor, rows: number): { cosine: number; relError: number } {
+  const n = a.data.length / rows;
+  let worstCos = 1, worstErr = 0;
+  for (let r = 0; r < rows; r++) {
+    const x = (a.data as Float32Array).subarray(r * n, (r + 1) * n), y = (b.data as Float32Array).subarray(r * n, (r + 1) * n);
+    worstCos = Math.min(worstCos, cosine(x, y));
+    worstErr = Math.max(worstErr, relError(x, y));
   }
-  return xy / Math.sqrt(xx * yy);
+  return { cosine: worstCos, relError: worstErr };
 }
 
 /** Wall time of one call in ms, and its result. */
@@ -54,22 +60,25 @@ function timed<T>(fn: () => T): [number, T] {
   return [performance.now() - t, r];
 }
 
-async function benchContext(tokens: number, warmup: number, steps: number, log: (line: string) => void): Promise<DecodeTiming> {
-  const label = `${tokens / 1024}K`;
-  log(`decode ${label}: generating the needle prompt (${tokens} tokens)`);
+async function benchContext(tokens: number, batch: number, warmup: number, steps: number, log: (line: string) => void): Promise<DecodeTiming> {
+  const label = `${tokens / 1024}K x ${batch}`;
   const workload = new NeedleWorkload(SPEC, { tokens, keyRank: 32 });
-  let prompt: ReturnType<NeedleWorkload['prompt']> | undefined = workload.prompt(0, 1);
   // Every step's input is made up front (outside the timing) and fed to both caches.
-  const inputs = Array.from({ length: warmup + steps }, () => workload.step(0, 1));
-
-  const make = (policy: string) => createCache({ spec: SPEC, policy, batch: 1, dtype: 'bf16', backend: 'wasm' });
-  const shadow = (await make('shadowkv')) as Cache & ShadowKVCache;
-  const full = await make('full');
-  log(`decode ${label}: prefill shadowkv (upload, RoPE, compression)`);
-  const [shadowPrefill] = timed(() => shadow.prefill(0, prompt!));
-  log(`decode ${label}: prefill full`);
-  const [fullPrefill] = timed(() => full.prefill(0, prompt!));
-  prompt = undefined; // ~1 GB of f32 at 128K; the caches hold their own copies now
+  const inputs = Array.from({ length: warmup + steps }, () => workload.step(0, batch));
+  const opts = { spec: SPEC, batch, dtype: 'bf16', backend: 'wasm' } as const;
+  const shadow = await createCache({ ...opts, policy: 'shadowkv' });
+  const full = await createCache({ ...opts, policy: 'full' });
+  // Row by row, each compressed once its prompt is in: the peak stays at one dense row.
+  let shadowPrefill = 0, fullPrefill = 0;
+  for (let b = 0; b < batch; b++) {
+    log(`decode ${label}: row ${b}: generating the needle prompt (${tokens} tokens), prefill and compression`);
+    const prompt = { ...workload.prompt(0, 1), sequences: [b] };
+    shadowPrefill += timed(() => {
+      shadow.prefill(0, prompt);
+      shadow.compress({ sequences: [b] });
+    })[0];
+    fullPrefill += timed(() => full.prefill(0, prompt))[0];
+  }
 
   log(`decode ${label}: ${warmup} warm-up steps of each, then ${steps} timed steps, interleaved`);
   for (let i = 0; i < warmup; i++) {
@@ -89,17 +98,18 @@ async function benchContext(tokens: number, warmup: number, steps: number, log: 
   }
 
   const needle = workload.needleChunk(CHUNK);
-  const needleSelected = Array.from({ length: SPEC.kvHeads }, (_, h) => shadow.selection(0, 0, h).includes(needle)).every(Boolean);
+  const needleSelected = Array.from({ length: batch * SPEC.kvHeads }, (_, i) => shadow.selection(0, Math.floor(i / SPEC.kvHeads), i % SPEC.kvHeads).includes(needle)).every(Boolean);
   const stats = shadow.stats();
   const result: DecodeTiming = {
     context: tokens,
+    batch,
     shadowkv_ms: median(shadowMs),
     full_ms: median(fullMs),
     speedup: 0,
     hitRate: stats.hitRate,
     attendedTokens: stats.lastAttendedTokens,
     needleSelected,
-    cosine: cosine(outs![0], outs![1]),
+    ...agreement(outs![0], outs![1], batch),
     prefill_ms: { shadowkv: shadowPrefill, full: fullPrefill },
     memory: { shadowkv: shadow.memory(), full: full.memory() },
     steps: { warmup, timed: steps },
@@ -112,11 +122,11 @@ async function benchContext(tokens: number, warmup: number, steps: number, log: 
   return result;
 }
 
-/** Runs every context in turn (default 32K and 128K). */
+/** Runs every (context, batch) in turn (default 32K and 128K, batch 1 and 4). */
 export async function benchDecodeStep(o: DecodeBenchOptions = {}): Promise<DecodeTiming[]> {
   const results: DecodeTiming[] = [];
   for (const tokens of o.contexts ?? [32768, 131072]) {
-    results.push(await benchContext(tokens, o.warmup ?? 10, o.timed ?? 30, o.log ?? (() => {})));
+    for (const batch of o.batches ?? [1, 4]) results.push(await benchContext(tokens, batch, o.warmup ?? 10, o.timed ?? 30, o.log ?? (() => {})));
   }
   return results;
 }

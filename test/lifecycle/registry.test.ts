@@ -74,3 +74,23 @@ describe('lifetimes', () => {
     expect(() => cache.length()).toThrow(/disposed/);
   });
 });
+
+describe("the guide's backend recipe", () => {
+  it('a second runtime registered under its own name serves caches (the scalar wasm build here)', async () => {
+    const { createWasmBackend } = await import('../../packages/shadowkv/src/backend.js');
+    registerBackend('wasm-plain', () => createWasmBackend({ variant: 'plain' }), 0);
+    const plain = await createCache({ spec, policy: 'full', dtype: 'f32', backend: 'wasm-plain' });
+    const simd = await createCache({ spec, policy: 'full', dtype: 'f32', backend: 'wasm' });
+    expect(plain.backendInfo.description).toBe('wasm (plain)');
+    const work = new NeedleWorkload(spec, { tokens: 40, seed: 9 });
+    const prompt = work.prompt(0);
+    plain.prefill(0, prompt);
+    simd.prefill(0, prompt);
+    const input = work.step(0);
+    const a = plain.decode(0, input).data, b = simd.decode(0, input).data;
+    let worst = 0;
+    for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i]! - b[i]!));
+    expect(worst).toBeLessThan(1e-5);
+    expect(() => registerBackend('wasm', () => createWasmBackend({ variant: 'plain' }))).toThrow(/already registered/);
+  });
+});

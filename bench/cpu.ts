@@ -4,9 +4,9 @@
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { resolveBackend } from '../packages/shadowkv/src/backend.js';
-import { benchDecodeStep, type DecodeTiming } from './decodeStep.bench.js';
+import { benchDecodeStep, type DecodeTiming, type SdkUnderTest } from './decodeStep.bench.js';
 import { benchOps, type OpTiming } from './ops.bench.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -55,7 +55,12 @@ async function main(): Promise<void> {
     return { op, shape, native_ms, wasm_ms, ratio: wasm_ms / native_ms };
   });
 
-  const decode: DecodeTiming[] = await benchDecodeStep({ log });
+  // BENCH_COMPARE=<checkout>[:label] also times another build of the SDK in the same decode loop.
+  const [comparePath, compareLabel] = (process.env.BENCH_COMPARE ?? '').split(':');
+  const compare = comparePath
+    ? { label: compareLabel ?? comparePath, sdk: (await import(pathToFileURL(`${comparePath}/packages/shadowkv/src/index.ts`).href)) as SdkUnderTest }
+    : undefined;
+  const decode: DecodeTiming[] = await benchDecodeStep({ log, compare });
 
   const worst = ops.reduce((a, b) => (b.ratio > a.ratio ? b : a));
   const at128k = decode.find((d) => d.context === 131072 && d.batch === 1);

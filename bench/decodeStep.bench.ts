@@ -28,11 +28,28 @@ export interface DecodeTiming {
   prefill_ms: { shadowkv: number; full: number };
   memory: { shadowkv: MemoryReport; full: MemoryReport };
   steps: { warmup: number; timed: number };
+  /** The same steps through another version of the SDK, timed in the same loop (see `DecodeBenchOptions.compare`). */
+  compared?: { label: string; shadowkv_ms: number; full_ms: number; cosine: number };
+}
+
+/** What the benchmark needs of an SDK build: `createCache` and the caches it makes. */
+export interface SdkUnderTest {
+  createCache(o: Record<string, unknown>): Promise<BenchCache>;
+}
+
+/** The calls the benchmark makes on a cache, common to every version of the SDK compared. */
+interface BenchCache {
+  prefill(layer: number, input: { keys: Tensor; values: Tensor; sequences?: number[] }): unknown;
+  decode(layer: number, input: { query: Tensor; key: Tensor; value: Tensor }): Tensor;
+  compress?(o: { sequences: number[] }): number;
+  dispose(): void;
 }
 
 export interface DecodeBenchOptions {
   contexts?: number[];
   batches?: number[];
+  /** Another build of the SDK (e.g. the previous commit's checkout) whose caches take the same steps, interleaved. */
+  compare?: { label: string; sdk: SdkUnderTest };
   warmup?: number;
   timed?: number;
   log?: (line: string) => void;
@@ -60,14 +77,15 @@ function timed<T>(fn: () => T): [number, T] {
   return [performance.now() - t, r];
 }
 
-async function benchContext(tokens: number, batch: number, warmup: number, steps: number, log: (line: string) => void): Promise<DecodeTiming> {
+async function benchContext(tokens: number, batch: number, warmup: number, steps: number, log: (line: string) => void, compare?: DecodeBenchOptions['compare']): Promise<DecodeTiming> {
   const label = `${tokens / 1024}K x ${batch}`;
   const workload = new NeedleWorkload(SPEC, { tokens, keyRank: 32 });
-  // Every step's input is made up front (outside the timing) and fed to both caches.
+  // Every step's input is made up front (outside the timing) and fed to every cache.
   const inputs = Array.from({ length: warmup + steps }, () => workload.step(0, batch));
   const opts = { spec: SPEC, batch, dtype: 'bf16', backend: 'wasm' } as const;
   const shadow = await createCache({ ...opts, policy: 'shadowkv' });
   const full = await createCache({ ...opts, policy: 'full' });
+  const other = compare && { shadowkv: await compare.sdk.createCache({ ...opts, policy: 'shadowkv' }), full: await compare.sdk.createCache({ ...opts, policy: 'full' }) };
   // Row by row, each compressed once its prompt is in: the peak stays at one dense row.
   let shadowPrefill = 0, fullPrefill = 0;
   for (let b = 0; b < batch; b++) {
@@ -78,24 +96,27 @@ async function benchContext(tokens: number, batch: number, warmup: number, steps
       shadow.compress({ sequences: [b] });
     })[0];
     fullPrefill += timed(() => full.prefill(0, prompt))[0];
+    if (other) {
+      other.shadowkv.prefill(0, prompt);
+      other.shadowkv.compress?.({ sequences: [b] });
+      other.full.prefill(0, prompt);
+    }
   }
 
   log(`decode ${label}: ${warmup} warm-up steps of each, then ${steps} timed steps, interleaved`);
-  for (let i = 0; i < warmup; i++) {
-    shadow.decode(0, inputs[i]!);
-    full.decode(0, inputs[i]!);
-  }
-  // Interleaved A,B,A,B so that machine noise (other processes, GC, frequency) hits both alike.
-  const shadowMs: number[] = [];
-  const fullMs: number[] = [];
-  let outs: [Tensor, Tensor] | undefined;
+  const caches: BenchCache[] = [shadow, full, ...(other ? [other.shadowkv, other.full] : [])];
+  for (let i = 0; i < warmup; i++) for (const c of caches) c.decode(0, inputs[i]!);
+  // Interleaved A, B, (C, D,) A, B, ... so that machine noise (other processes, GC, frequency) hits all alike.
+  const ms: number[][] = caches.map(() => []);
+  let outs: Tensor[] = [];
   for (let i = warmup; i < warmup + steps; i++) {
-    const [a, outA] = timed(() => shadow.decode(0, inputs[i]!));
-    const [b, outB] = timed(() => full.decode(0, inputs[i]!));
-    shadowMs.push(a);
-    fullMs.push(b);
-    outs = [outA, outB];
+    outs = caches.map((c, j) => {
+      const [t, out] = timed(() => c.decode(0, inputs[i]!));
+      ms[j]!.push(t);
+      return out;
+    });
   }
+  const [shadowMs, fullMs] = ms as [number[], number[]];
 
   const needle = workload.needleChunk(CHUNK);
   const needleSelected = Array.from({ length: batch * SPEC.kvHeads }, (_, i) => shadow.selection(0, Math.floor(i / SPEC.kvHeads), i % SPEC.kvHeads).includes(needle)).every(Boolean);
@@ -109,16 +130,17 @@ async function benchContext(tokens: number, batch: number, warmup: number, steps
     hitRate: stats.hitRate,
     attendedTokens: stats.lastAttendedTokens,
     needleSelected,
-    ...agreement(outs![0], outs![1], batch),
+    ...agreement(outs[0]!, outs[1]!, batch),
     prefill_ms: { shadowkv: shadowPrefill, full: fullPrefill },
     memory: { shadowkv: shadow.memory(), full: full.memory() },
     steps: { warmup, timed: steps },
   };
   result.speedup = result.full_ms / result.shadowkv_ms;
-  // Each cache owns a wasm instance (its own heap); dispose and drop both before the next context.
-  shadow.dispose();
-  full.dispose();
-  log(`decode ${label}: shadowkv ${result.shadowkv_ms.toFixed(2)} ms, full ${result.full_ms.toFixed(2)} ms per step (${result.speedup.toFixed(2)}x)`);
+  if (compare) result.compared = { label: compare.label, shadowkv_ms: median(ms[2]!), full_ms: median(ms[3]!), cosine: agreement(outs[2]!, outs[0]!, batch).cosine };
+  // Each cache owns a wasm instance (its own heap); dispose and drop them before the next context.
+  caches.forEach((c) => c.dispose());
+  log(`decode ${label}: shadowkv ${result.shadowkv_ms.toFixed(2)} ms, full ${result.full_ms.toFixed(2)} ms per step (${result.speedup.toFixed(2)}x)` +
+    (result.compared ? `; ${compare!.label}: shadowkv ${result.compared.shadowkv_ms.toFixed(2)} ms, full ${result.compared.full_ms.toFixed(2)} ms` : ''));
   return result;
 }
 
@@ -126,7 +148,7 @@ async function benchContext(tokens: number, batch: number, warmup: number, steps
 export async function benchDecodeStep(o: DecodeBenchOptions = {}): Promise<DecodeTiming[]> {
   const results: DecodeTiming[] = [];
   for (const tokens of o.contexts ?? [32768, 131072]) {
-    for (const batch of o.batches ?? [1, 4]) results.push(await benchContext(tokens, batch, o.warmup ?? 10, o.timed ?? 30, o.log ?? (() => {})));
+    for (const batch of o.batches ?? [1, 4]) results.push(await benchContext(tokens, batch, o.warmup ?? 10, o.timed ?? 30, o.log ?? (() => {}), o.compare));
   }
   return results;
 }

@@ -36,11 +36,13 @@ console.log(`workload: ${workload.description}\n`);
 
 const caches = {} as Record<(typeof POLICIES)[number], Cache>;
 for (const policy of POLICIES) {
-  caches[policy] = await createCache({ spec, policy, batch, dtype: args.dtype as DType, backend: args.backend, options: { budget } });
+  const common = { spec, batch, dtype: args.dtype as DType, backend: args.backend };
+  caches[policy] = policy === 'shadowkv' ? await createCache({ ...common, policy, options: { budget } }) : await createCache({ ...common, policy });
 }
 console.log(`backend: ${caches.shadowkv.backendInfo.description} (${caches.shadowkv.backendInfo.reason})\n`);
 
-// Prefill: one layer at a time, both caches on the same prompt.
+// Prefill: one layer at a time, both caches on the same prompt; ShadowKV compresses each layer once
+// its prompt is in (peak memory stays at one dense layer; otherwise the first decode step would).
 const prefillMs = { full: 0, shadowkv: 0 };
 const bar = new Progress('prefill', layers * POLICIES.length);
 for (let l = 0; l < layers; l++) {
@@ -48,6 +50,7 @@ for (let l = 0; l < layers; l++) {
   for (const policy of POLICIES) {
     const t0 = performance.now();
     caches[policy].prefill(l, prompt);
+    if (policy === 'shadowkv') (caches[policy] as ShadowKVCache).compress({ layers: [l] });
     prefillMs[policy] += performance.now() - t0;
     bar.tick(`layer ${l} ${policy}`);
   }

@@ -1,8 +1,9 @@
 // RoPE in place with float64 angles. Exact sin/cos is the expensive part (more so in wasm libm), so
-// within a run of consecutive positions a row's rotation is its run base times a per-offset table:
+// a row's rotation is its block base times a per-offset table:
 //   angle(base + k) = angle(base) + k * f  ->  (c, s) = (cb ck - sb sk, sb ck + cb sk).
-// The base advances by whole blocks in float64 and is recomputed exactly every RESEED_BLOCKS
-// blocks; only the final combine and the rotation run in f32 (error ~3e-7 relative).
+// Block bases step by whole blocks in float64 from exact anchors every RESEED_BLOCKS blocks (at fixed
+// multiples of the position, so rows in increasing order reuse them); only the final combine and the
+// rotation run in f32 (error ~3e-7 relative).
 #include <math.h>
 #include "abi.h"
 #include "simd.h"
@@ -101,25 +102,27 @@ SKV_EXPORT void skv_rope(float* x, int rows, int d, int ldx, const int32_t* posi
     st.np = half - p0 < PAIRS ? half - p0 : PAIRS;
     const double* f = inv_freq + p0;
     Rotations rot;
-    int64_t prev = 0;
-    int k = -1, blocks = 0;  // k: offset from the base (-1: no base yet); blocks since the exact base
+    int64_t prev = -1, base = -1;  // the previous row's position; the block base st holds (-1: none)
     for (int r = 0; r < rows; r++) {
       const int64_t pos = positions[r];
-      if (k >= 0 && pos == prev) {
-        // Same position as the previous row (every head of one token): same rotation.
-      } else if (k >= 0 && pos == prev + 1 && !(k + 1 == BLOCK && blocks + 1 == RESEED_BLOCKS)) {
-        if (!st.table) st.build_table(f);
-        if (++k == BLOCK) {
-          st.advance_base();
-          blocks++;
-          k = 0;
+      if (pos != prev) {
+        // NOTE: a rotation depends on its position only, never on where a run of rows started (so
+        // a prompt rotated in one call or in several is the same, bit for bit): exact bases sit at
+        // multiples of BLOCK * RESEED_BLOCKS, blocks step from there, offsets come from the table.
+        const int64_t block = pos - pos % BLOCK, anchor = pos - pos % ((int64_t)BLOCK * RESEED_BLOCKS);
+        if (base < anchor || base > block) {
+          st.exact_base(f, anchor);
+          base = anchor;
         }
-        st.combine(k, rot);
-      } else {
-        st.exact_base(f, pos);
-        k = 0;
-        blocks = 0;
-        for (int i = 0; i < st.np; i++) { rot.c[i] = st.fbc[i]; rot.s[i] = st.fbs[i]; }
+        if (base < block && !st.table) st.build_table(f);
+        while (base < block) {
+          st.advance_base();
+          base += BLOCK;
+        }
+        const int k = (int)(pos - block);
+        if (k && !st.table) st.build_table(f);
+        if (k) st.combine(k, rot);
+        else for (int i = 0; i < st.np; i++) { rot.c[i] = st.fbc[i]; rot.s[i] = st.fbs[i]; }
       }
       prev = pos;
       float* row = x + (size_t)r * ldx;

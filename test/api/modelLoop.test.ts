@@ -17,7 +17,10 @@ describe('construction', () => {
     const made = await createCache({ spec, dtype: 'f32', options });
     expect(direct.backendInfo.name).toBe('wasm');
     const work = new NeedleWorkload(spec, { tokens: 400, seed: 1 });
-    for (let l = 0; l < 2; l++) for (const c of [direct, made]) c.prefill(l, work.prompt(l));
+    for (let l = 0; l < 2; l++) {
+      const prompt = work.prompt(l);
+      for (const c of [direct, made]) c.prefill(l, prompt);
+    }
     for (let t = 0; t < 3; t++) {
       for (let l = 0; l < 2; l++) {
         const input = work.step(l);
@@ -109,7 +112,10 @@ describe('decode options', () => {
     const work = new NeedleWorkload(spec, { tokens: 300, seed: 3 });
     const a = new ShadowKVCache({ spec, dtype: 'f32', ...options });
     const b = new ShadowKVCache({ spec, dtype: 'f32', ...options });
-    for (let l = 0; l < 2; l++) for (const c of [a, b]) c.prefill(l, work.prompt(l));
+    for (let l = 0; l < 2; l++) {
+      const prompt = work.prompt(l);
+      for (const c of [a, b]) c.prefill(l, prompt);
+    }
     const out = new Float32Array(spec.queryHeads * spec.headDim);
     const input = work.step(0);
     const got = a.decode(0, input, { out });
@@ -138,7 +144,10 @@ describe('length and crop', () => {
     const work = new NeedleWorkload(spec, { tokens: 400, seed: 5 });
     const make = () => (policy === 'full' ? new FullKVCache({ spec, dtype: 'f32' }) : new ShadowKVCache({ spec, dtype: 'f32', ...options }));
     const [draft, plain] = [make(), make()];
-    for (let l = 0; l < 2; l++) for (const c of [draft, plain]) c.prefill(l, work.prompt(l));
+    for (let l = 0; l < 2; l++) {
+      const prompt = work.prompt(l);
+      for (const c of [draft, plain]) c.prefill(l, prompt);
+    }
     const accepted = [0, 1].map(() => [0, 1].map((l) => work.step(l)));
     for (const step of accepted) step.forEach((input, l) => [draft, plain].forEach((c) => c.decode(l, input)));
     for (let t = 0; t < 3; t++) for (let l = 0; l < 2; l++) draft.decode(l, work.step(l)); // 3 draft tokens, rejected
@@ -168,6 +177,33 @@ describe('length and crop', () => {
     expect(bytes(cache).equals(before)).toBe(true);
     cache.crop(0, 384);
     expect(cache.length(0, 1)).toBe(384);
+    cache.dispose();
+  });
+});
+
+describe('compressAsync', () => {
+  it('compresses row by row between event-loop turns, reports progress, and stops when aborted', async () => {
+    const work = new NeedleWorkload(spec, { tokens: 400, seed: 7 });
+    const cache = new ShadowKVCache({ spec, batch: 2, dtype: 'f32', ...options });
+    for (let l = 0; l < 2; l++) cache.prefill(l, work.prompt(l, 2));
+    const progress: string[] = [];
+    let ticks = 0;
+    const timer = setInterval(() => (ticks += 1), 0);
+    const controller = new AbortController();
+    const done = cache.compressAsync({
+      signal: controller.signal,
+      onProgress: ({ done: n, total, layer, sequence }) => {
+        progress.push(`${n}/${total} ${layer}:${sequence}`);
+        expect(cache.stats().compressions).toBe(n); // calls are allowed between units
+        if (n === 3) controller.abort();
+      },
+    });
+    await expect(done).rejects.toThrow(/abort/i);
+    clearInterval(timer);
+    expect(progress).toEqual(['1/4 0:0', '2/4 0:1', '3/4 1:0']);
+    expect(ticks).toBeGreaterThanOrEqual(2); // the event loop ran between units
+    expect(await cache.compressAsync()).toBe(1); // the rest
+    expect(cache.compress()).toBe(0);
     cache.dispose();
   });
 });

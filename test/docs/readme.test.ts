@@ -16,7 +16,7 @@ it("the README's code snippet compiles against the public API", () => {
   const file = `${dir}/readme.ts`;
   const prelude = "import type { Tensor } from '../../../packages/shadowkv/src/index.js';\ndeclare const keys: Tensor, values: Tensor, query: Tensor, key: Tensor, value: Tensor;\n";
   writeFileSync(file, prelude + snippet!.replaceAll("from 'shadowkv'", "from '../../../packages/shadowkv/src/index.js'") + '\nexport {};\n');
-  const args = ['tsc', '--noEmit', '--strict', '--skipLibCheck', '--target', 'es2022', '--module', 'nodenext', '--moduleResolution', 'nodenext', '--lib', 'es2022,esnext.disposable,dom', '--types', 'node', '--ignoreDeprecations', '6.0', file];
+  const args = ['tsc', '--ignoreConfig', '--noEmit', '--strict', '--skipLibCheck', '--target', 'es2022', '--module', 'nodenext', '--moduleResolution', 'nodenext', '--lib', 'es2022,esnext.disposable,dom', '--types', 'node', '--ignoreDeprecations', '6.0', file];
   let output = '';
   try {
     execFileSync('npx', args, { cwd: ROOT, encoding: 'utf8', stdio: 'pipe' });

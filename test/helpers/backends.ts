@@ -1,7 +1,7 @@
 // Test backends built from the wasm one: its ops composed one by one instead of the fused step,
 // and an instance whose runtime calls are counted.
 import {
-  compileWasm, instantiateWasm, registerBackend, resolveBackend, WasmDevice, type Backend, type WasmExports,
+  compileWasm, instantiateWasm, OutOfMemoryError, registerBackend, resolveBackend, WasmDevice, type Backend, type WasmExports,
 } from '../../packages/shadowkv/src/backend.js';
 
 /** Registers `'wasm-composed'`: wasm without `decodeLayer`, so caches run `decodeLayerComposed`. */
@@ -35,4 +35,29 @@ function counted(x: WasmExports, calls: CallCounts): WasmExports {
     return fn(...args);
   };
   return Object.fromEntries(Object.entries(x).map(([name, v]) => [name, typeof v === 'function' ? wrap(name, v as never) : v])) as unknown as WasmExports;
+}
+
+/** When set, the allocation a `'wasm-faulty'` device is asked for fails (as a full heap would). */
+export const faults: { fail?: (tag: string, length: number) => boolean } = {};
+
+/** Registers `'wasm-faulty'`: wasm whose allocations fail on demand (`faults.fail`), to test failures mid-call. */
+export function registerFaultyWasm(): string {
+  registerBackend('wasm-faulty', async () => {
+    const { backend } = await resolveBackend('wasm');
+    return {
+      ...backend,
+      name: 'wasm-faulty',
+      createDevice: () => {
+        const device = backend.createDevice();
+        const alloc = device.alloc.bind(device);
+        return Object.assign(device, {
+          alloc: ((length, dtype, tag, tier) => {
+            if (faults.fail?.(tag, length)) throw new OutOfMemoryError(`injected: no room for ${length} elements of ${tag}`);
+            return alloc(length, dtype, tag, tier);
+          }) as typeof device.alloc,
+        });
+      },
+    };
+  }, 0);
+  return 'wasm-faulty';
 }

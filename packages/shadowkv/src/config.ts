@@ -97,11 +97,10 @@ function check(ok: boolean, message: string): void {
   if (!ok) throw new ConfigError(message);
 }
 
-const isInt = (v: number, min: number) => Number.isInteger(v) && v >= min;
 
 /** Throws `ConfigError` for keys of `o` that are not options (a misspelt option would otherwise be ignored). */
-export function checkKeys(what: string, o: object, known: readonly string[]): void {
-  if (o === null || typeof o !== 'object') throw new ConfigError(`${what} must be an object, got ${String(o)}`);
+export function checkKeys(what: string, o: unknown, known: readonly string[]): asserts o is object {
+  if (o === null || typeof o !== 'object') throw new ConfigError(`${what} must be an object, got ${show(o)}`);
   const unknown = Object.keys(o).filter((k) => !known.includes(k));
   if (unknown.length) throw new ConfigError(`${what}: unknown option${unknown.length > 1 ? 's' : ''} ${unknown.map((k) => `'${k}'`).join(', ')}; known: ${known.join(', ')}`);
 }
@@ -114,12 +113,18 @@ function withDefaults<T extends object>(defaults: Required<T>, o: T): Required<T
 /** Option names every cache takes. */
 export const CACHE_OPTION_KEYS = ['batch', 'dtype', 'maxTokens'] as const;
 
+/** Limits of the options: positions are 32-bit, and per-row slots stay addressable. */
+export const OPTION_LIMITS = { batch: 4096, maxTokens: 2 ** 31 - 1, slotTokens: 65536, chunkSize: 1024, window: 2 ** 20, svdOversample: 1024, svdPowerIters: 32, pageElements: 2 ** 28 } as const;
+
+const isIntIn = (v: unknown, min: number, max: number) => Number.isInteger(v) && (v as number) >= min && (v as number) <= max;
+const show = (v: unknown) => (typeof v === 'symbol' ? v.toString() : typeof v === 'object' && v !== null ? Object.prototype.toString.call(v) : String(v));
+
 /** Fills defaults into cache options and checks them. */
 export function resolveCacheOptions(o: CacheOptions = {}): ResolvedCacheOptions {
   const r = withDefaults<CacheOptions>({ batch: 1, dtype: 'bf16', maxTokens: 262144 }, o);
-  check(isInt(r.batch, 1), `batch must be an integer >= 1, got ${r.batch}`);
-  check(['f32', 'f16', 'bf16'].includes(r.dtype), `dtype must be 'f32', 'f16' or 'bf16', got '${String(r.dtype)}'`);
-  check(isInt(r.maxTokens, 1), `maxTokens must be an integer >= 1, got ${r.maxTokens}`);
+  check(isIntIn(r.batch, 1, OPTION_LIMITS.batch), `batch must be an integer in [1, ${OPTION_LIMITS.batch}], got ${show(r.batch)}`);
+  check(['f32', 'f16', 'bf16'].includes(r.dtype), `dtype must be 'f32', 'f16' or 'bf16', got '${show(r.dtype)}'`);
+  check(isIntIn(r.maxTokens, 1, OPTION_LIMITS.maxTokens), `maxTokens must be an integer in [1, 2^31 - 1], got ${show(r.maxTokens)}`);
   return r;
 }
 
@@ -148,18 +153,20 @@ export function resolveShadowKVOptions(o: ShadowKVOptions, spec: Pick<ResolvedSp
     svdOversample: 16,
     svdPowerIters: 2,
   }, o);
-  check(isInt(r.rank, 1), `rank must be an integer >= 1, got ${r.rank}`);
+  const L = OPTION_LIMITS;
+  check(isIntIn(r.rank, 1, Number.MAX_SAFE_INTEGER), `rank must be an integer >= 1, got ${show(r.rank)}`);
   check(r.rank <= width, `rank ${r.rank} exceeds the key width kvHeads * headDim = ${width}: the low-rank keys would take more room than the keys; use rank <= ${width} (default ${Math.round((width * 5) / 32)})`);
-  check(isInt(r.chunkSize, 1), `chunkSize must be an integer >= 1, got ${r.chunkSize}`);
-  check(isInt(r.budget, r.chunkSize) && r.budget % r.chunkSize === 0, `budget must be a positive multiple of chunkSize (${r.chunkSize}), got ${r.budget}`);
-  check(isInt(r.outlierChunks, 0), `outlierChunks must be an integer >= 0, got ${r.outlierChunks}`);
-  check(isInt(r.localTokens, 0), `localTokens must be an integer >= 0, got ${r.localTokens}`);
-  check(isInt(r.sinkTokens, 0), `sinkTokens must be an integer >= 0, got ${r.sinkTokens}`);
-  check(isInt(r.maxRecentTokens, r.chunkSize), `maxRecentTokens must be an integer >= chunkSize (${r.chunkSize}), got ${r.maxRecentTokens}`);
-  check(isInt(r.denseThreshold, 1), `denseThreshold must be an integer >= 1, got ${r.denseThreshold}`);
-  check(r.scoreScale > 0 && Number.isFinite(r.scoreScale), `scoreScale must be a positive finite number, got ${r.scoreScale}`);
-  check(isInt(r.hostPageChunks, 1), `hostPageChunks must be an integer >= 1, got ${r.hostPageChunks}`);
-  check(isInt(r.svdOversample, 0), `svdOversample must be an integer >= 0, got ${r.svdOversample}`);
-  check(isInt(r.svdPowerIters, 0), `svdPowerIters must be an integer >= 0, got ${r.svdPowerIters}`);
+  check(isIntIn(r.chunkSize, 1, L.chunkSize), `chunkSize must be an integer in [1, ${L.chunkSize}], got ${show(r.chunkSize)}`);
+  check(isIntIn(r.budget, r.chunkSize, L.slotTokens) && r.budget % r.chunkSize === 0, `budget must be a multiple of chunkSize (${r.chunkSize}) in [${r.chunkSize}, ${L.slotTokens}], got ${show(r.budget)}`);
+  check(isIntIn(r.outlierChunks, 0, L.slotTokens) && isIntIn(r.sinkTokens, 0, L.slotTokens) && r.outlierChunks * r.chunkSize + r.sinkTokens <= L.slotTokens,
+    `outlierChunks (${show(r.outlierChunks)}) x chunkSize + sinkTokens (${show(r.sinkTokens)}) must be non-negative integers within ${L.slotTokens} tokens of exact slots`);
+  check(isIntIn(r.localTokens, 0, L.window), `localTokens must be an integer in [0, ${L.window}], got ${show(r.localTokens)}`);
+  check(isIntIn(r.maxRecentTokens, r.chunkSize, L.window), `maxRecentTokens must be an integer in [chunkSize (${r.chunkSize}), ${L.window}], got ${show(r.maxRecentTokens)}`);
+  check(isIntIn(r.denseThreshold, 1, L.maxTokens), `denseThreshold must be an integer >= 1, got ${show(r.denseThreshold)}`);
+  check(typeof r.scoreScale === 'number' && r.scoreScale >= 1e-8 && r.scoreScale <= 100, `scoreScale must be a number in [1e-8, 100], got ${show(r.scoreScale)}`);
+  check(isIntIn(r.hostPageChunks, 1, L.pageElements) && r.hostPageChunks * r.chunkSize * spec.headDim <= L.pageElements,
+    `hostPageChunks x chunkSize x headDim must be at most 2^28 elements, got hostPageChunks ${show(r.hostPageChunks)}`);
+  check(isIntIn(r.svdOversample, 0, L.svdOversample), `svdOversample must be an integer in [0, ${L.svdOversample}], got ${show(r.svdOversample)}`);
+  check(isIntIn(r.svdPowerIters, 0, L.svdPowerIters), `svdPowerIters must be an integer in [0, ${L.svdPowerIters}], got ${show(r.svdPowerIters)}`);
   return r;
 }

@@ -1,13 +1,13 @@
-import { COUNTERS } from './backends/LayerStep.js';
 import { resolveBackend } from './backends/registry.js';
-import { CACHE_OPTION_KEYS, checkKeys, type CacheOptions, type ShadowKVOptions } from './config.js';
+import { CACHE_OPTION_KEYS, checkKeys, resolveCacheOptions, type CacheOptions, type ResolvedCacheOptions, type ShadowKVOptions } from './config.js';
+import { need, record } from './policies/snapshotChecks.js';
 import { ConfigError } from './errors/ConfigError.js';
 import { SnapshotError } from './errors/SnapshotError.js';
 import type { BaseKVCache, CacheConfig, Runtime } from './policies/BaseKVCache.js';
 import type { FullKVCache } from './policies/FullKVCache.js';
 import type { ShadowKVCache } from './policies/shadowkv/ShadowKVCache.js';
 import { decodeSnapshot } from './snapshot.js';
-import type { ModelSpec } from './spec.js';
+import { resolveSpec, type ModelSpec, type ResolvedSpec } from './spec.js';
 
 /**
  * The policies `createCache` knows by name, with their class and options, so that
@@ -94,44 +94,38 @@ export async function createCache<P extends string = 'shadowkv'>(o: CreateCacheO
 }
 
 /**
- * Restores a cache from `save()` bytes, on any backend. Throws `SnapshotError` when the bytes are
- * truncated, altered, of another version, or inconsistent.
+ * Restores a cache from `save()` bytes on the backend asked for (tested: the wasm backend that saved
+ * it). Every field is checked against the spec and options the snapshot records before anything
+ * is allocated; the restored cache is new, so a rejected snapshot changes nothing. Throws
+ * `SnapshotError` when the bytes are truncated, altered, of another version, or inconsistent.
  */
 export async function loadCache(bytes: Uint8Array, o: { backend?: string } = {}): Promise<BaseKVCache> {
-  const content = decodeSnapshot(bytes);
-  const { policy, spec, cache, options, layers, counters, layerCounters } = content as {
-    policy: string; spec: ModelSpec; cache: CacheOptions; options: Record<string, unknown>; layers: unknown; counters: Record<string, number>; layerCounters: Float64Array[];
-  };
-  if (typeof policy !== 'string' || !Array.isArray(layers) || !Array.isArray(layerCounters)) {
-    throw new SnapshotError('loadCache: snapshot content is incomplete (policy, layers or counters missing)');
+  const content = record(decodeSnapshot(bytes), 'snapshot', ['policy', 'spec', 'cache', 'options', 'counters', 'layerCounters', 'layers']);
+  need(typeof content.policy === 'string' && policies.has(content.policy), 'snapshot.policy', `must name a registered policy (${listPolicies().join(', ')}), got ${String(content.policy)}`);
+  let spec: ResolvedSpec, cache: ResolvedCacheOptions;
+  try {
+    spec = resolveSpec(content.spec as ModelSpec);
+    cache = resolveCacheOptions(record(content.cache, 'snapshot.cache', [...CACHE_OPTION_KEYS]) as CacheOptions);
+  } catch (err) {
+    throw new SnapshotError(`loadCache: the snapshot's spec or cache options are not usable: ${(err as Error).message}`);
   }
+  // The structure is checked before a cache is made, so a small snapshot cannot ask for a huge one.
+  const { layers, layerCounters } = content;
+  need(Array.isArray(layers) && layers.length === spec.layers, 'snapshot.layers', `must hold ${spec.layers} layers`);
+  (layers as unknown[]).forEach((row, l) => need(Array.isArray(row) && row.length === cache.batch, `snapshot.layers[${l}]`, `must hold ${cache.batch} rows`));
+  need(Array.isArray(layerCounters) && layerCounters.length === spec.layers, 'snapshot.layerCounters', `must hold ${spec.layers} layers`);
   let restored: BaseKVCache;
   try {
-    restored = await createCache({ ...cache, spec, policy, backend: o.backend, options });
+    const options = record(content.options, 'snapshot.options', Object.keys(content.options ?? {}));
+    restored = await createCache({ ...cache, spec, policy: content.policy, backend: o.backend, options });
   } catch (err) {
-    throw new SnapshotError(`loadCache: the snapshot's configuration is not usable: ${(err as Error).message}`);
+    throw err instanceof SnapshotError ? err : new SnapshotError(`loadCache: the snapshot's configuration is not usable: ${(err as Error).message}`);
   }
-  checkLayers(layers, layerCounters, restored);
   try {
-    restored.restore(layers as never, counters ?? {}, layerCounters);
+    restored.restore({ layers: layers as unknown[][], counters: content.counters, layerCounters: layerCounters as unknown[] });
   } catch (err) {
     restored.dispose();
-    throw new SnapshotError(`loadCache: snapshot state does not fit its cache: ${(err as Error).message}`);
+    throw err instanceof SnapshotError ? err : new SnapshotError(`loadCache: snapshot state could not be restored: ${(err as Error).message}`);
   }
   return restored;
-}
-
-function checkLayers(layers: unknown[], layerCounters: Float64Array[], cache: BaseKVCache): void {
-  const rowsOk = layers.length === cache.spec.layers && layers.every((row) => Array.isArray(row) && row.length === cache.batch);
-  const countersOk = layerCounters.length === cache.spec.layers && layerCounters.every((c) => c instanceof Float64Array && c.length === COUNTERS);
-  const tailOk = rowsOk && (layers as { length: number; tail: { count: number; k: { length: number }; v: { length: number } } }[][]).every((row) =>
-    row.every((st) => {
-      const n = st?.tail?.count * cache.spec.kvHeads * cache.spec.headDim;
-      return Number.isInteger(st?.length) && st.tail?.k?.length === n && st.tail?.v?.length === n && st.length >= st.tail.count;
-    }),
-  );
-  if (!tailOk || !countersOk) {
-    cache.dispose();
-    throw new SnapshotError(`loadCache: snapshot layers do not match ${cache.spec.layers} layers x ${cache.batch} rows of the recorded geometry`);
-  }
 }

@@ -1,5 +1,7 @@
-import { resolveCacheOptions, resolveShadowKVOptions, type CacheOptions, type ShadowKVOptions } from './config.js';
+import { CACHE_OPTION_KEYS, checkKeys, resolveCacheOptions, resolveShadowKVOptions, type CacheOptions, type ShadowKVOptions } from './config.js';
+import { ConfigError } from './errors/ConfigError.js';
 import { storeChunks } from './policies/capacity.js';
+import { storeComponents } from './policies/shadowkv/CompressedStore.js';
 import { DTYPE_BYTES } from './dtype.js';
 import { resolveSpec, type ModelSpec } from './spec.js';
 
@@ -39,8 +41,14 @@ const WASM_HEAP = 4 * 2 ** 30;
  * console.log(m.device / 2 ** 30, 'GiB device,', m.host / 2 ** 30, 'GiB host');
  */
 export function estimateMemory(q: MemoryQuestion): MemoryEstimate {
+  checkKeys('estimateMemory', q, ['spec', 'policy', 'tokens', 'options', ...CACHE_OPTION_KEYS]);
   const spec = resolveSpec(q.spec);
   const cache = resolveCacheOptions({ batch: q.batch, dtype: q.dtype, maxTokens: q.maxTokens });
+  const policy = q.policy ?? 'shadowkv';
+  if (policy !== 'shadowkv' && policy !== 'full') throw new ConfigError(`estimateMemory: policy must be 'shadowkv' or 'full', got '${String(policy)}'`);
+  if (!Number.isInteger(q.tokens) || q.tokens < 0 || q.tokens > cache.maxTokens) {
+    throw new ConfigError(`estimateMemory: tokens must be an integer in [0, maxTokens = ${cache.maxTokens}], got ${String(q.tokens)}`);
+  }
   const { layers, kvHeads: Hkv, headDim: d } = spec;
   const b = DTYPE_BYTES[cache.dtype];
   const rows = layers * cache.batch;
@@ -49,30 +57,22 @@ export function estimateMemory(q: MemoryQuestion): MemoryEstimate {
   const o = resolveShadowKVOptions(q.options ?? {}, spec);
   const C = o.chunkSize;
   const nc = Math.floor((S - o.localTokens) / C) * C;
-  if ((q.policy ?? 'shadowkv') === 'full' || S < o.denseThreshold || nc <= 0) {
+  if (policy === 'full' || S < o.denseThreshold || nc <= 0) {
     return { device: dense, host: 0, dense, components: { exactTail: dense }, transient: 0, fitsWasmHeap: dense < WASM_HEAP };
   }
   const D = Hkv * d;
-  // The store is sized for the prompt's chunks plus one compaction (capacity.ts), pages rounded up.
-  const cap = storeChunks(nc / C, o);
   const rank = Math.min(o.rank, nc);
-  const outliers = o.outlierChunks + Math.ceil(o.sinkTokens / C);
-  const selected = o.budget / C;
-  const pages = Math.ceil(cap / o.hostPageChunks) * Hkv;
+  const geometry = { heads: Hkv, d, C, rank, maxOutliers: o.outlierChunks + Math.ceil(o.sinkTokens / C), maxSelected: o.budget / C, dtype: cache.dtype, pageChunks: o.hostPageChunks };
+  // The store is sized for the prompt's chunks plus one compaction (capacity.ts), host pages rounded up.
+  const { host: hostPerRow, ...store } = storeComponents(geometry, storeChunks(nc / C, o));
   const perRow: Record<string, number> = {
-    lowRankU: cap * C * rank * b,
-    basis: 2 * rank * D * b,
-    landmarks: Hkv * cap * d * b,
-    outliers: 2 * Hkv * outliers * C * d * b,
-    selected: 2 * Hkv * selected * C * d * b,
-    // Chunk ids, per-head counts and the page table (4-byte entries, as on wasm).
-    tables: 4 * (Hkv * cap + Hkv * 3 + Hkv * outliers + Hkv * selected + pages),
+    ...store,
     // The tail is sized once compressed for the local window, the recent region and one chunk.
     exactTail: 2 * Hkv * (o.localTokens + o.maxRecentTokens + C) * d * b,
   };
   const components = Object.fromEntries(Object.entries(perRow).map(([k, v]) => [k, v * rows]));
   const device = Object.values(components).reduce((a, v) => a + v, 0);
-  const host = rows * pages * o.hostPageChunks * C * d * b;
+  const host = rows * hostPerRow;
   // One row's compression: the whole prompt in the tail, f32 pre-RoPE keys and factors, the Gram matrix.
   const l = Math.min(rank + o.svdOversample, D);
   const transient = 2 * Hkv * S * d * b + 4 * (nc * D + nc * rank + 2 * rank * D + D * D + 4 * l * D);

@@ -27,8 +27,9 @@ export function crc32(bytes: Uint8Array): number {
 
 /** Packs snapshot content into a versioned, checksummed envelope. */
 export function encodeSnapshot(content: Record<string, unknown>): Uint8Array {
-  const payload = packr.pack(content);
-  return packr.pack({ format: FORMAT, version: SNAPSHOT_VERSION, crc32: crc32(payload), payload });
+  // NOTE: pack() returns a view into msgpackr's shared buffer: each result is copied out before the next pack.
+  const payload = new Uint8Array(packr.pack(content));
+  return new Uint8Array(packr.pack({ format: FORMAT, version: SNAPSHOT_VERSION, crc32: crc32(payload), payload }));
 }
 
 /** Opens an envelope: checks format, version and checksum, returns the content. Throws `SnapshotError`. */

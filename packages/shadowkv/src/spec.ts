@@ -55,28 +55,47 @@ export const LLAMA3_8B: ModelSpec = {
   rope: { theta: 500000, style: 'half', scaling: { factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositions: 8192 } },
 };
 
-const positiveInt = (v: unknown): v is number => Number.isInteger(v) && (v as number) > 0;
+/**
+ * Limits of a spec: sizes the runtimes can address (32-bit element counts, a Gram matrix of the
+ * key width squared) and numbers that keep RoPE angles and attention logits finite.
+ */
+export const SPEC_LIMITS = { layers: 1024, queryHeads: 1024, kvHeads: 1024, headDim: 1024, keyWidth: 16384, theta: 1e12, scale: [1e-8, 100] } as const;
+
+const intIn = (v: unknown, min: number, max: number): v is number => Number.isInteger(v) && (v as number) >= min && (v as number) <= max;
+const numIn = (v: unknown, min: number, max: number): v is number => typeof v === 'number' && v >= min && v <= max;
+const show = (v: unknown) => (typeof v === 'symbol' ? v.toString() : typeof v === 'object' && v !== null ? Object.prototype.toString.call(v) : String(v));
 
 /** Checks a spec and returns it with defaults filled in. Throws `ConfigError` naming the field. */
 export function resolveSpec(spec: ModelSpec): Required<Omit<ModelSpec, 'rope'>> & { rope: Required<Omit<RopeSpec, 'scaling'>> & Pick<RopeSpec, 'scaling'> } {
+  if (spec === null || typeof spec !== 'object') throw new ConfigError(`spec must be an object, got ${show(spec)}`);
   for (const key of ['layers', 'queryHeads', 'kvHeads', 'headDim'] as const) {
-    if (!positiveInt(spec?.[key])) throw new ConfigError(`spec.${key} must be a positive integer, got ${String(spec?.[key])}`);
+    if (!intIn(spec[key], 1, SPEC_LIMITS[key])) throw new ConfigError(`spec.${key} must be an integer in [1, ${SPEC_LIMITS[key]}], got ${show(spec[key])}`);
   }
   if (spec.queryHeads % spec.kvHeads !== 0) {
     throw new ConfigError(`spec.queryHeads (${spec.queryHeads}) must be a multiple of spec.kvHeads (${spec.kvHeads})`);
   }
   if (spec.headDim % 2 !== 0) throw new ConfigError(`spec.headDim must be even for RoPE, got ${spec.headDim}`);
+  if (spec.kvHeads * spec.headDim > SPEC_LIMITS.keyWidth) {
+    throw new ConfigError(`spec.kvHeads * spec.headDim (the key width) must be at most ${SPEC_LIMITS.keyWidth}, got ${spec.kvHeads * spec.headDim}`);
+  }
   const rope = spec.rope;
-  if (!(rope && rope.theta > 0 && Number.isFinite(rope.theta))) throw new ConfigError(`spec.rope.theta must be a positive number, got ${String(rope?.theta)}`);
+  if (!(rope && numIn(rope.theta, Number.MIN_VALUE, SPEC_LIMITS.theta))) throw new ConfigError(`spec.rope.theta must be a number in (0, ${SPEC_LIMITS.theta}], got ${show(rope?.theta)}`);
   const style = rope.style ?? 'half';
-  if (style !== 'half' && style !== 'interleaved') throw new ConfigError(`spec.rope.style must be 'half' or 'interleaved', got '${String(style)}'`);
+  if (style !== 'half' && style !== 'interleaved') throw new ConfigError(`spec.rope.style must be 'half' or 'interleaved', got '${show(style)}'`);
   const s = rope.scaling;
-  if (s && !(s.factor > 0 && s.lowFreqFactor > 0 && s.highFreqFactor > s.lowFreqFactor && s.originalMaxPositions > 0)) {
-    throw new ConfigError('spec.rope.scaling needs factor > 0, 0 < lowFreqFactor < highFreqFactor, originalMaxPositions > 0');
+  if (s !== undefined) {
+    const ok = s !== null && typeof s === 'object' && numIn(s.factor, 1e-3, 1e6) && numIn(s.lowFreqFactor, 1e-6, 1e6) && numIn(s.highFreqFactor, 1e-6, 1e6) &&
+      s.highFreqFactor > s.lowFreqFactor && intIn(s.originalMaxPositions, 1, 2 ** 31 - 1);
+    if (!ok) throw new ConfigError('spec.rope.scaling needs factor in [1e-3, 1e6], 0 < lowFreqFactor < highFreqFactor <= 1e6, originalMaxPositions an integer >= 1');
   }
   const scale = spec.scale ?? 1 / Math.sqrt(spec.headDim);
-  if (!(scale > 0 && Number.isFinite(scale))) throw new ConfigError(`spec.scale must be a positive number, got ${String(spec.scale)}`);
-  return { ...spec, rope: { theta: rope.theta, style, scaling: s }, scale };
+  const [lo, hi] = SPEC_LIMITS.scale;
+  if (!numIn(scale, lo, hi)) throw new ConfigError(`spec.scale must be a number in [${lo}, ${hi}], got ${show(spec.scale)}`);
+  const resolved = { ...spec, rope: { theta: rope.theta, style, scaling: s }, scale };
+  if (!ropeFrequencies(spec.headDim, resolved.rope).every((f) => f > 0 && Number.isFinite(f))) {
+    throw new ConfigError(`spec.rope gives RoPE frequencies that are not positive and finite (theta ${rope.theta}, scaling ${JSON.stringify(s)})`);
+  }
+  return resolved;
 }
 
 /** A spec after `resolveSpec`: defaults filled in, checked. */

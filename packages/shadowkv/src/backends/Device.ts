@@ -65,6 +65,8 @@ export interface DeviceMemory {
  */
 export interface Device {
   readonly backend: string;
+  /** The most both tiers together can hold (wasm: its 4 GiB heap); restores and preflights check against it. */
+  readonly maxBytes?: number;
   alloc<T extends BufferDType>(length: number, dtype: T, tag: string, tier?: Tier): DeviceBuffer;
   free(buf: DeviceBuffer): void;
   /** A buffer kept between calls for per-step temporaries; grows, never shrinks. */

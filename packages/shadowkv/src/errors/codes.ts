@@ -12,4 +12,5 @@ export type ErrorCode =
   | 'SKV_NO_DEVICE'
   | 'SKV_NO_BINARY'
   | 'SKV_WASM_INIT'
-  | 'SKV_OUT_OF_MEMORY';
+  | 'SKV_OUT_OF_MEMORY'
+  | 'SKV_REENTRANT';

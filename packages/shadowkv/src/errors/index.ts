@@ -13,3 +13,4 @@ export { NoDeviceError } from './NoDeviceError.js';
 export { NoBinaryError } from './NoBinaryError.js';
 export { WasmInitError } from './WasmInitError.js';
 export { OutOfMemoryError } from './OutOfMemoryError.js';
+export { ReentrancyError } from './ReentrancyError.js';

@@ -5,14 +5,21 @@ import { resolveBackendSync } from '../backends/registry.js';
 import { CACHE_OPTION_KEYS, checkKeys, resolveCacheOptions, type CacheOptions, type ResolvedCacheOptions } from '../config.js';
 import { DTYPE_BYTES, hostArray } from '../dtype.js';
 import { CapacityError } from '../errors/CapacityError.js';
+import { ConfigError } from '../errors/ConfigError.js';
 import { DisposedError } from '../errors/DisposedError.js';
+import { ReentrancyError } from '../errors/ReentrancyError.js';
 import { encodeSnapshot } from '../snapshot.js';
+import { growCapacity } from './capacity.js';
+import { int, need, record, stored } from './snapshotChecks.js';
 import { resolveSpec, ropeFrequencies, type ModelSpec, type ResolvedSpec } from '../spec.js';
 import type { DType, Tensor, TensorData } from '../tensor.js';
 import { appendToken, decodeLayerComposed } from './decodeLayer.js';
 import { ExactRegion } from './ExactRegion.js';
 import type { DecodeInput, DecodeOptions, KVCachePolicy, MemoryReport, PolicyStats, PrefillInput } from './KVCachePolicy.js';
-import { checkLayer, checkOut, checkSameDtype, checkSequence, checkSequences, checkTensor } from './validate.js';
+import { capture, captureTensor, checkLayer, checkOut, checkSameDtype, checkSequence, checkSequences, checkTensor, checkValues, fmt } from './validate.js';
+
+/** (layer, row) states one cache may hold: each is a handful of objects and buffers. */
+const MAX_ROWS = 65536;
 
 /** What every cache constructor takes: the model's geometry, the cache options, the backend. */
 export interface CacheConfig extends CacheOptions {
@@ -43,6 +50,14 @@ export interface AttentionRows {
   release(): void;
 }
 
+/** A saved row after its checks. */
+export interface SavedRow {
+  length: number;
+  tail: { count: number; k: TensorData; v: TensorData };
+  /** The policy's own fields, checked by `checkSavedState`. */
+  extra: Record<string, unknown>;
+}
+
 /** The part of a step row a policy decides. */
 export type RowPlan = Pick<StepRow, 'store' | 'compact'>;
 
@@ -68,6 +83,7 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
   private readonly inputOf: Int32Array; // [batch] row of the step input, or -1
   private lastLayer = -1;
   private disposed = false;
+  private busy: string | undefined;
 
   /**
    * @param policyKeys the option names the subclass accepts in `config` besides the cache's own.
@@ -80,6 +96,9 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
     this.batch = this.cacheOptions.batch;
     this.dtype = this.cacheOptions.dtype;
     this.group = this.spec.queryHeads / this.spec.kvHeads;
+    if (this.spec.layers * this.batch > MAX_ROWS) {
+      throw new ConfigError(`${new.target.name}: spec.layers x batch = ${this.spec.layers * this.batch} (layer, row) states is more than ${MAX_ROWS}; use fewer rows per cache`);
+    }
     let rt = runtime;
     if (!rt) {
       const { backend, info } = resolveBackendSync(config.backend);
@@ -121,6 +140,9 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
     return { compact: false };
   }
 
+  /** Work due before a step on `seqs` (e.g. compressing rows whose prompt is in); on failure nothing may have changed. */
+  protected beforeStep(_layer: number, _seqs: readonly number[]): void {}
+
   /** Mirrors what the step did to a row's state beyond the appended token (e.g. compaction). */
   protected afterStep(_layer: number, _seq: number, _row: StepRow): void {}
 
@@ -130,8 +152,8 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
    */
   protected attendDecode?(layer: number, seq: number, q: View, out: View): void;
 
-  /** Every stored token's key and value rows, in position order, for prefill attention. */
-  protected attentionRows(layer: number, seq: number): AttentionRows {
+  /** Every stored token's key and value rows and `pending` written after them, in position order, for prefill attention. */
+  protected attentionRows(layer: number, seq: number, _pending: number): AttentionRows {
     const { tail } = this.states[layer]![seq]!;
     return { k: (h) => tail.headK(h), v: (h) => tail.headV(h), release: () => {} };
   }
@@ -172,78 +194,101 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
   // ---- the contract ----
 
   prefill(layer: number, input: PrefillInput): Tensor | undefined {
-    const call = `prefill(layer ${layer})`;
-    this.guard(call);
-    checkLayer(call, layer, this.spec.layers);
-    const { kvHeads: Hkv, queryHeads: Hq, headDim: d } = this.spec;
-    checkTensor(call, 'keys', input?.keys, [-1, Hkv, -1, d], `spec has ${Hkv} kv heads of dim ${d}`);
-    const [rows, , S] = input.keys.shape as [number, number, number, number];
-    checkTensor(call, 'values', input.values, [rows, Hkv, S, d], 'values must match keys');
-    if (input.queries) checkTensor(call, 'queries', input.queries, [rows, Hq, S, d], `spec has ${Hq} query heads and keys hold ${S} tokens`);
-    checkSameDtype(call, { keys: input.keys, values: input.values, queries: input.queries });
-    const seqs = checkSequences(call, input.sequences, rows, this.batch);
-    seqs.forEach((s) => this.checkCapacity(call, layer, s, S));
+    const call = `prefill(layer ${fmt(layer)})`;
+    return this.run(call, () => {
+      checkLayer(call, layer, this.spec.layers);
+      const { kvHeads: Hkv, queryHeads: Hq, headDim: d } = this.spec;
+      const raw = capture(call, 'input', input ?? null, ['keys', 'values', 'queries', 'sequences'] as const);
+      const keys = captureTensor(call, 'keys', raw.keys, [-1, Hkv, -1, d]);
+      checkTensor(call, 'keys', keys, [-1, Hkv, -1, d], `spec has ${Hkv} kv heads of dim ${d}`);
+      const [rows, , S] = keys.shape as [number, number, number, number];
+      const values = captureTensor(call, 'values', raw.values, [rows, Hkv, S, d]);
+      checkTensor(call, 'values', values, [rows, Hkv, S, d], 'values must match keys');
+      const queries = raw.queries === undefined ? undefined : captureTensor(call, 'queries', raw.queries, [rows, Hq, S, d]);
+      if (queries) checkTensor(call, 'queries', queries, [rows, Hq, S, d], `spec has ${Hq} query heads and keys hold ${S} tokens`);
+      checkSameDtype(call, { keys, values, queries });
+      checkValues(call, 'keys', keys, this.dtype, 'key');
+      checkValues(call, 'values', values, this.dtype, 'value');
+      if (queries) checkValues(call, 'queries', queries, undefined, 'input');
+      const seqs = checkSequences(call, raw.sequences, rows, this.batch);
+      seqs.forEach((s) => this.checkCapacity(call, layer, s, S));
 
-    const outDtype = input.keys.dtype;
-    const out = input.queries ? hostArray(outDtype, rows * Hq * S * d) : undefined;
-    seqs.forEach((s, i) => {
-      const st = this.states[layer]![s]!;
-      this.appendPrompt(st, input, i, S);
-      if (input.queries && out) this.prefillAttention(layer, s, input.queries, i, S, out);
-      this.afterPrefill(layer, s);
+      // Every row's tokens are written (uncommitted) and attended first; only then are they committed,
+      // so a failure on any row leaves every row as it was.
+      const out = queries ? hostArray(keys.dtype, rows * Hq * S * d) : undefined;
+      seqs.forEach((s, i) => {
+        const st = this.states[layer]![s]!;
+        this.writePrompt(st, keys, values, i, S);
+        if (queries && out) this.prefillAttention(layer, s, queries, i, S, out);
+      });
+      seqs.forEach((s) => {
+        const st = this.states[layer]![s]!;
+        st.tail.commit(S);
+        st.length += S;
+        this.afterPrefill(layer, s);
+      });
+      return out ? { data: out, shape: [rows, Hq, S, d], dtype: keys.dtype } : undefined;
     });
-    return out ? { data: out, shape: [rows, Hq, S, d], dtype: outDtype } : undefined;
   }
 
-  decode(layer: number, input: DecodeInput, options: DecodeOptions = {}): Tensor {
-    const call = `decode(layer ${layer})`;
-    this.guard(call);
-    checkLayer(call, layer, this.spec.layers);
-    const { kvHeads: Hkv, queryHeads: Hq, headDim: d } = this.spec;
-    const R = options?.sequences ? options.sequences.length : this.batch;
-    const seqs = checkSequences(call, options?.sequences, R, this.batch);
-    const rowsSaid = options?.sequences ? `${R} sequences were named` : `the cache holds ${this.batch} rows`;
-    checkTensor(call, 'query', input?.query, [R, Hq, 1, d], `${rowsSaid} and spec has ${Hq} query heads of dim ${d}`);
-    checkTensor(call, 'key', input.key, [R, Hkv, 1, d], `${rowsSaid} and spec has ${Hkv} kv heads of dim ${d}`);
-    checkTensor(call, 'value', input.value, [R, Hkv, 1, d], 'value must match key');
-    checkSameDtype(call, { query: input.query, key: input.key, value: input.value });
-    const dtype = input.query.dtype;
-    if (options?.out !== undefined) checkOut(call, options.out, dtype, R * Hq * d);
-    for (const s of seqs) this.checkCapacity(call, layer, s, 1);
+  decode(layer: number, input: DecodeInput, options?: DecodeOptions): Tensor {
+    const call = `decode(layer ${fmt(layer)})`;
+    return this.run(call, () => {
+      checkLayer(call, layer, this.spec.layers);
+      const { kvHeads: Hkv, queryHeads: Hq, headDim: d } = this.spec;
+      const raw = capture(call, 'input', input ?? null, ['query', 'key', 'value'] as const);
+      const opts = capture(call, 'options', options, ['sequences', 'out'] as const);
+      const R = Array.isArray(opts.sequences) ? opts.sequences.length : this.batch;
+      const seqs = checkSequences(call, opts.sequences, R, this.batch);
+      const rowsSaid = opts.sequences !== undefined ? `${R} sequences were named` : `the cache holds ${this.batch} rows`;
+      const query = captureTensor(call, 'query', raw.query, [R, Hq, 1, d]);
+      checkTensor(call, 'query', query, [R, Hq, 1, d], `${rowsSaid} and spec has ${Hq} query heads of dim ${d}`);
+      const key = captureTensor(call, 'key', raw.key, [R, Hkv, 1, d]);
+      checkTensor(call, 'key', key, [R, Hkv, 1, d], `${rowsSaid} and spec has ${Hkv} kv heads of dim ${d}`);
+      const value = captureTensor(call, 'value', raw.value, [R, Hkv, 1, d]);
+      checkTensor(call, 'value', value, [R, Hkv, 1, d], 'value must match key');
+      checkSameDtype(call, { query, key, value });
+      const dtype = query.dtype;
+      if (opts.out !== undefined) checkOut(call, opts.out, dtype, R * Hq * d);
+      checkValues(call, 'query', query, undefined, 'input');
+      checkValues(call, 'key', key, this.dtype, 'key');
+      checkValues(call, 'value', value, this.dtype, 'value');
+      for (const s of seqs) this.checkCapacity(call, layer, s, 1);
 
-    // The step: each row's plan (the policy may compress first), room for the token, the inputs.
-    this.inputOf.fill(-1);
-    seqs.forEach((s, i) => (this.inputOf[s] = i));
-    const rows = this.states[layer]!.map((st, b): StepRow => {
-      const active = this.inputOf[b]! >= 0;
-      const plan = this.planRow(layer, b, active);
-      if (active) st.tail.reserve(1);
-      return { input: this.inputOf[b]!, position: st.length, tail: { k: st.tail.k, v: st.tail.v, capacity: st.tail.capacity, count: st.tail.count }, ...plan };
+      // The step: work due first (the policy may compress rows), each row's plan and room for its token.
+      this.inputOf.fill(-1);
+      seqs.forEach((s, i) => (this.inputOf[s] = i));
+      this.beforeStep(layer, seqs);
+      const rows = this.states[layer]!.map((st, b): StepRow => {
+        const active = this.inputOf[b]! >= 0;
+        if (active) st.tail.reserve(1);
+        return { input: this.inputOf[b]!, position: st.length, tail: { k: st.tail.k, v: st.tail.v, capacity: st.tail.capacity, count: st.tail.count }, ...this.planRow(layer, b, active) };
+      });
+      const step = this.stepInputs({ query, key, value }, dtype, rows, layer);
+      // 1-5: one runtime call where the backend fuses the step, else its ops one by one.
+      if (this.attendDecode) this.decodeWithHook(layer, step);
+      else if (this.device.decodeLayer) this.device.decodeLayer(step);
+      else decodeLayerComposed(this.device, step);
+      this.lastLayer = layer;
+      for (const s of seqs) {
+        const st = this.states[layer]![s]!;
+        st.length += 1;
+        st.tail.count += 1;
+        this.afterStep(layer, s, rows[s]!);
+      }
+      const data = this.device.read(step.out as View & { buf: { dtype: 'f32' } }, R * Hq * d, opts.out as Float32Array | undefined) as TensorData;
+      return { data, shape: [R, Hq, 1, d], dtype };
     });
-    const step = this.stepInputs(input, dtype, rows, layer);
-    // 1-5: one runtime call where the backend fuses the step, else its ops one by one.
-    if (this.attendDecode) this.decodeWithHook(layer, step);
-    else if (this.device.decodeLayer) this.device.decodeLayer(step);
-    else decodeLayerComposed(this.device, step);
-    this.lastLayer = layer;
-    for (const s of seqs) {
-      const st = this.states[layer]![s]!;
-      st.length += 1;
-      st.tail.count += 1;
-      this.afterStep(layer, s, rows[s]!);
-    }
-    const n = R * Hq * d;
-    const data = this.device.read(step.out as View & { buf: { dtype: 'f32' } }, n, options?.out as Float32Array | undefined) as TensorData;
-    return { data, shape: [R, Hq, 1, d], dtype };
   }
 
   /** Tokens stored for a row at a layer (default 0), or the longest row when `sequence` is omitted. */
   length(sequence?: number, layer = 0): number {
-    this.guard('length()');
-    checkLayer('length()', layer, this.spec.layers);
-    if (sequence === undefined) return Math.max(...this.states[layer]!.map((st) => st.length));
-    checkSequence('length()', sequence, this.batch);
-    return this.states[layer]![sequence]!.length;
+    return this.run('length()', () => {
+      checkLayer('length()', layer, this.spec.layers);
+      if (sequence === undefined) return Math.max(...this.states[layer]!.map((st) => st.length));
+      checkSequence('length()', sequence, this.batch);
+      return this.states[layer]![sequence]!.length;
+    });
   }
 
   /**
@@ -251,8 +296,11 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
    * rejected draft tokens). Only exact tokens can be dropped: a row's compressed prefix stays.
    */
   crop(sequence: number, length: number): void {
-    const call = `crop(${sequence}, ${length})`;
-    this.guard(call);
+    const call = `crop(${fmt(sequence)}, ${fmt(length)})`;
+    this.run(call, () => this.cropRow(call, sequence, length));
+  }
+
+  private cropRow(call: string, sequence: number, length: number): void {
     checkSequence(call, sequence, this.batch);
     this.states.forEach((row, l) => {
       const st = row[sequence]!;
@@ -272,27 +320,34 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
   }
 
   reset(sequence?: number): void {
-    this.guard('reset()');
-    if (sequence !== undefined) checkSequence('reset()', sequence, this.batch);
-    for (const row of this.states) {
-      row.forEach((st, s) => {
-        if (sequence !== undefined && s !== sequence) return;
-        this.clearState(st);
-        st.tail.count = 0;
-        st.length = 0;
-      });
-    }
+    this.run('reset()', () => {
+      if (sequence !== undefined) checkSequence('reset()', sequence, this.batch);
+      for (const row of this.states) {
+        row.forEach((st, s) => {
+          if (sequence !== undefined && s !== sequence) return;
+          this.clearState(st);
+          st.tail.count = 0;
+          st.length = 0;
+        });
+      }
+    });
   }
 
   memory(): MemoryReport {
-    this.guard('memory()');
+    return this.run('memory()', () => this.memoryReport());
+  }
+
+  private memoryReport(): MemoryReport {
     const tokens = this.states.flat().reduce((n, st) => n + st.length, 0);
     const dense = tokens * 2 * this.spec.kvHeads * this.spec.headDim * DTYPE_BYTES[this.dtype];
     return { ...this.device.memory(), dense };
   }
 
   stats(): PolicyStats {
-    this.guard('stats()');
+    return this.run('stats()', () => this.readStats());
+  }
+
+  private readStats(): PolicyStats {
     const read = (l: number) => this.device.read(at(this.counters[l]!) as View & { buf: { dtype: 'f64' } }, COUNTERS);
     const total = new Float64Array(COUNTERS);
     for (let l = 0; l < this.spec.layers; l++) read(l).forEach((v, i) => (total[i]! += v));
@@ -315,8 +370,7 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
   }
 
   /** Snapshot content (the envelope and checksum are added by `save`). */
-  snapshot(): Record<string, unknown> {
-    this.guard('save()');
+  protected snapshot(): Record<string, unknown> {
     return {
       policy: this.name,
       spec: this.spec,
@@ -328,31 +382,74 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
     };
   }
 
-  /** Refills a fresh cache from `snapshot()` content (already checked for shape by the loader). */
-  restore(
-    layers: { length: number; tail: { count: number; k: TensorData; v: TensorData } }[][],
-    counters: Record<string, number>,
-    layerCounters: Float64Array[],
-  ): void {
-    layers.forEach((row, l) =>
+  /**
+   * @internal Refills this fresh cache from `snapshot()` content. Every row is checked to the last
+   * field first, and the memory the content implies is bounded, before anything is allocated.
+   */
+  restore(content: { layers: unknown[][]; counters: unknown; layerCounters: unknown[] }): void {
+    const rows = this.states.map((row, l) => row.map((_, s) => this.checkSavedRow(content.layers[l]![s], `layers[${l}][${s}]`)));
+    const counters = record(content.counters, 'counters', ['lastLayer', ...Object.keys(this.saveCounters())]);
+    const lastLayer = int(counters.lastLayer, 'counters.lastLayer', -1, this.spec.layers - 1);
+    for (const k of Object.keys(this.saveCounters())) int(counters[k], `counters.${k}`, 0, Number.MAX_SAFE_INTEGER);
+    const layerCounters = content.layerCounters.map((c, l) => {
+      need(c instanceof Float64Array && c.length === COUNTERS, `layerCounters[${l}]`, `must be a Float64Array of ${COUNTERS} counters`);
+      (c as Float64Array).forEach((x, i) => need(Number.isInteger(x) && x >= 0, `layerCounters[${l}][${i}]`, `must be a non-negative integer, got ${x}`));
+      return c as Float64Array;
+    });
+    const bytes = rows.flat().reduce((n, r) => n + this.restoreBytes(r), 0);
+    const room = (this.device.maxBytes ?? Infinity) - this.device.memory().device - this.device.memory().host;
+    need(bytes <= room, 'snapshot', `implies ${bytes} bytes of state, more than the ${this.backendInfo.name} backend has room for (${room})`);
+    rows.forEach((row, l) =>
       row.forEach((saved, s) => {
         const st = this.states[l]![s]!;
         st.length = saved.length;
         st.tail.restore(saved.tail.count, saved.tail.k, saved.tail.v);
-        this.loadState(st, saved as unknown as Record<string, unknown>);
+        this.loadState(st, saved.extra);
       }),
     );
     layerCounters.forEach((c, l) => this.device.write(at(this.counters[l]!), c));
-    this.lastLayer = counters.lastLayer ?? -1;
-    this.loadCounters(counters);
+    this.lastLayer = lastLayer;
+    this.loadCounters(counters as Record<string, number>);
+  }
+
+  /** A saved row: its length and tail checked here, the policy's own fields by `checkSavedState`. */
+  private checkSavedRow(v: unknown, path: string): SavedRow {
+    const o = record(v, path, ['length', 'tail'], this.savedStateKeys());
+    const length = int(o.length, `${path}.length`, 0, this.cacheOptions.maxTokens);
+    const tail = record(o.tail, `${path}.tail`, ['count', 'k', 'v']);
+    const count = int(tail.count, `${path}.tail.count`, 0, length);
+    const n = count * this.spec.kvHeads * this.spec.headDim;
+    const k = stored(tail.k, `${path}.tail.k`, this.dtype, n);
+    const vals = stored(tail.v, `${path}.tail.v`, this.dtype, n);
+    const extra = Object.fromEntries(this.savedStateKeys().filter((key) => key in o).map((key) => [key, o[key]]));
+    const compressed = this.checkSavedState(extra, path, length);
+    need(count === length - compressed, `${path}.tail.count`, `is ${count}, but the row holds ${length} tokens of which ${compressed} are compressed`);
+    return { length, tail: { count, k, v: vals }, extra };
+  }
+
+  /** Keys a saved row may hold besides `length` and `tail`. */
+  protected savedStateKeys(): string[] {
+    return [];
+  }
+
+  /** Checks a saved row's policy fields (`extra`); returns how many of its tokens they hold compressed. */
+  protected checkSavedState(_extra: Record<string, unknown>, _path: string, _length: number): number {
+    return 0;
+  }
+
+  /** Bytes restoring a checked row allocates (the tail; a policy adds its own state). */
+  protected restoreBytes(row: SavedRow): number {
+    const { kvHeads: Hkv, headDim: d } = this.spec;
+    return 2 * Hkv * growCapacity(row.tail.count, 0, 256) * d * DTYPE_BYTES[this.dtype];
   }
 
   save(): Uint8Array {
-    return encodeSnapshot(this.snapshot());
+    return this.run('save()', () => encodeSnapshot(this.snapshot()));
   }
 
   dispose(): void {
     if (this.disposed) return;
+    if (this.busy) throw new ReentrancyError(`dispose(): called while ${this.busy} is running on this cache; dispose after it returns`);
     for (const st of this.states.flat()) {
       this.clearState(st);
       st.tail.free();
@@ -373,6 +470,21 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
     if (this.disposed) throw new DisposedError(`${call}: this ${this.name} cache was disposed`);
   }
 
+  /**
+   * Runs one public call: after dispose() a `DisposedError`; inside another call on this cache (a
+   * getter of its input, a progress callback) a `ReentrancyError`, so that no call sees another half done.
+   */
+  protected run<T>(call: string, body: () => T): T {
+    this.guard(call);
+    if (this.busy) throw new ReentrancyError(`${call}: called while ${this.busy} is running on this cache (from a getter or callback?); calls on one cache must not nest`);
+    this.busy = call;
+    try {
+      return body();
+    } finally {
+      this.busy = undefined;
+    }
+  }
+
   private checkCapacity(call: string, layer: number, seq: number, tokens: number): void {
     const length = this.states[layer]![seq]!.length;
     if (length + tokens > this.cacheOptions.maxTokens) {
@@ -381,7 +493,7 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
   }
 
   /** Writes q, k, v into the step's staging buffers (the only host-to-device transfer of a step). */
-  private stepInputs(input: DecodeInput, dtype: DType, rows: StepRow[], layer: number): LayerStep {
+  private stepInputs(input: { query: Tensor; key: Tensor; value: Tensor }, dtype: DType, rows: StepRow[], layer: number): LayerStep {
     const stage = (name: string, data: TensorData) => {
       const buf = this.device.scratch(name, data.length, dtype);
       this.device.write(at(buf), data);
@@ -415,28 +527,29 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
     });
   }
 
-  /** Appends input row i (S tokens, every kv head) to a sequence's tail, rotating keys. */
-  private appendPrompt(st: S, input: PrefillInput, i: number, S: number): void {
+  /** Writes input row i (S tokens, every kv head) after a sequence's tail, rotating keys; `tail.commit(S)` makes them count. */
+  private writePrompt(st: S, keys: Tensor, values: Tensor, i: number, S: number): void {
     const { kvHeads: Hkv, headDim: d } = this.spec;
     const n = S * d;
-    const raw = this.device.alloc(n, input.keys.dtype, 'prefill');
-    const kf = this.device.alloc(n, 'f32', 'prefill');
-    const positions = Int32Array.from({ length: S }, (_, t) => st.length + t);
+    st.tail.reserve(S);
+    const raw = this.device.alloc(n, keys.dtype, 'prefill');
     try {
-      st.tail.reserve(S);
-      for (let h = 0; h < Hkv; h++) {
-        const from = (i * Hkv + h) * n;
-        this.device.write(at(raw), input.keys.data.subarray(from, from + n));
-        this.device.convert(at(kf), at(raw), n);
-        this.device.rope(at(kf), S, d, d, positions, this.invFreq, this.spec.rope.style, 1);
-        this.device.write(at(raw), input.values.data.subarray(from, from + n));
-        st.tail.write(h, at(kf), at(raw), S);
+      const kf = this.device.alloc(n, 'f32', 'prefill');
+      try {
+        const positions = Int32Array.from({ length: S }, (_, t) => st.length + t);
+        for (let h = 0; h < Hkv; h++) {
+          const from = (i * Hkv + h) * n;
+          this.device.write(at(raw), keys.data.subarray(from, from + n));
+          this.device.convert(at(kf), at(raw), n);
+          this.device.rope(at(kf), S, d, d, positions, this.invFreq, this.spec.rope.style, 1);
+          this.device.write(at(raw), values.data.subarray(from, from + n));
+          st.tail.write(h, at(kf), at(raw), S);
+        }
+      } finally {
+        this.device.free(kf);
       }
-      st.tail.commit(S);
-      st.length += S;
     } finally {
       this.device.free(raw);
-      this.device.free(kf);
     }
   }
 
@@ -445,11 +558,11 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
     const { queryHeads: Hq, kvHeads: Hkv, headDim: d, scale } = this.spec;
     const g = this.group;
     const n = g * S * d; // one kv group's queries
-    const length = this.states[layer]![seq]!.length;
+    const length = this.states[layer]![seq]!.length + S; // the new rows are written, not yet committed
     const raw = this.device.alloc(n, queries.dtype, 'prefill');
     const qf = this.device.alloc(n, 'f32', 'prefill');
     const of = this.device.alloc(n, 'f32', 'prefill');
-    const rows = this.attentionRows(layer, seq);
+    const rows = this.attentionRows(layer, seq, S);
     const positions = Int32Array.from({ length: g * S }, (_, r) => length - S + (r % S));
     try {
       for (let h = 0; h < Hkv; h++) {

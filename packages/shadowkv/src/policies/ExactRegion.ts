@@ -21,7 +21,7 @@ export class ExactRegion implements TailHandles {
     private readonly d: number,
     private readonly dtype: DType,
     private readonly tag: string,
-    capacity = 64,
+    capacity = 0,
   ) {
     this.capacity = capacity;
     this.k = device.alloc(heads * capacity * d, dtype, tag);
@@ -45,18 +45,23 @@ export class ExactRegion implements TailHandles {
     this.resize(growCapacity(need, this.capacity, 256));
   }
 
-  /** Moves the rows into buffers of `capacity` rows per head. */
+  /** Moves the rows into buffers of `capacity` rows per head (both allocated before anything moves). */
   private resize(capacity: number): void {
     const { heads, d } = this;
-    for (const key of ['k', 'v'] as const) {
-      const old = this[key];
-      const grown = this.device.alloc(heads * capacity * d, this.dtype, this.tag);
-      for (let h = 0; h < heads; h++) {
-        this.device.copy({ buf: grown, offset: h * capacity * d }, { buf: old, offset: h * this.capacity * d }, this.count * d);
-      }
-      this.device.free(old);
-      this[key] = grown;
+    const k = this.device.alloc(heads * capacity * d, this.dtype, this.tag);
+    let v: DeviceBuffer;
+    try {
+      v = this.device.alloc(heads * capacity * d, this.dtype, this.tag);
+    } catch (err) {
+      this.device.free(k);
+      throw err;
     }
+    for (const [grown, old] of [[k, this.k], [v, this.v]] as const) {
+      for (let h = 0; h < heads; h++) this.device.copy({ buf: grown, offset: h * capacity * d }, { buf: old, offset: h * this.capacity * d }, this.count * d);
+      this.device.free(old);
+    }
+    this.k = k;
+    this.v = v;
     this.capacity = capacity;
   }
 

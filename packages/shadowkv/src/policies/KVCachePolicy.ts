@@ -88,7 +88,7 @@ export interface KVCachePolicy extends Disposable {
   stats(): PolicyStats;
   /** A self-checking snapshot (msgpack, format version, CRC-32); restore with `loadCache`. */
   save(): Uint8Array;
-  /** Empties one row (or all), keeping allocations for reuse. */
+  /** Empties one row (or all): its compressed state is freed, its exact tail's buffers are kept for reuse. */
   reset(sequence?: number): void;
   /** Frees everything; later calls throw `DisposedError`. */
   dispose(): void;

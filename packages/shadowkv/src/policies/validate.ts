@@ -1,4 +1,4 @@
-import { dataMatches } from '../dtype.js';
+import { bf16ToF32, dataMatches, f16ToF32 } from '../dtype.js';
 import { DTypeError } from '../errors/DTypeError.js';
 import { LayerIndexError } from '../errors/LayerIndexError.js';
 import { NonFiniteError } from '../errors/NonFiniteError.js';
@@ -6,34 +6,74 @@ import { SequenceIndexError } from '../errors/SequenceIndexError.js';
 import { ShapeError } from '../errors/ShapeError.js';
 import { numel, type DType, type Tensor, type TensorData } from '../tensor.js';
 
-const show = (shape: readonly unknown[]) => `[${shape.join(', ')}]`;
+/** Any value as text for a message, whatever it is (symbols, proxies, throwing toString). */
+export function fmt(v: unknown): string {
+  try {
+    if (typeof v === 'symbol') return v.toString();
+    if (Array.isArray(v)) return `[${v.map(fmt).join(', ')}]`;
+    if (typeof v === 'object' && v !== null) return Object.prototype.toString.call(v);
+    return String(v);
+  } catch {
+    return '(unprintable)';
+  }
+}
+
+const show = (shape: readonly unknown[]) => `[${shape.map(fmt).join(', ')}]`;
 
 /** Throws `LayerIndexError` unless `layer` is an integer in `[0, layers)`. */
-export function checkLayer(call: string, layer: number, layers: number): void {
-  if (!Number.isInteger(layer) || layer < 0 || layer >= layers) {
-    throw new LayerIndexError(`${call}: layer ${String(layer)} is outside [0, ${layers})`);
+export function checkLayer(call: string, layer: unknown, layers: number): asserts layer is number {
+  if (!Number.isInteger(layer) || (layer as number) < 0 || (layer as number) >= layers) {
+    throw new LayerIndexError(`${call}: layer ${fmt(layer)} is outside [0, ${layers})`);
   }
 }
 
 /** Throws `SequenceIndexError` unless `seq` is an integer in `[0, batch)`. */
-export function checkSequence(call: string, seq: number, batch: number): void {
-  if (!Number.isInteger(seq) || seq < 0 || seq >= batch) {
-    throw new SequenceIndexError(`${call}: sequence ${String(seq)} is outside [0, ${batch})`);
+export function checkSequence(call: string, seq: unknown, batch: number): asserts seq is number {
+  if (!Number.isInteger(seq) || (seq as number) < 0 || (seq as number) >= batch) {
+    throw new SequenceIndexError(`${call}: sequence ${fmt(seq)} is outside [0, ${batch})`);
   }
 }
 
 /**
- * Checks a tensor's dtype, data type and shape against `expected` (`-1` = any positive size),
- * and that every element is finite. `why` explains the expectation in the message.
+ * Reads the named fields of a call's input object once each, so that what is validated is what
+ * is used (a getter cannot hand back something else later). A getter that throws is a `ShapeError`.
  */
-export function checkTensor(call: string, name: string, t: Tensor | undefined, expected: readonly number[], why: string): void {
-  if (!t || typeof t !== 'object' || !t.shape || !t.data) throw new ShapeError(`${call}: ${name} is missing (expected a Tensor ${show(expected)})`);
-  if (!['f32', 'f16', 'bf16'].includes(t.dtype)) throw new DTypeError(`${call}: ${name}.dtype is '${String(t.dtype)}', expected 'f32', 'f16' or 'bf16'`);
+export function capture<K extends string>(call: string, what: string, o: unknown, keys: readonly K[]): Partial<Record<K, unknown>> {
+  if (o === undefined) return {};
+  if (o === null || typeof o !== 'object') throw new ShapeError(`${call}: ${what} must be an object, got ${fmt(o)}`);
+  const out: Partial<Record<K, unknown>> = {};
+  for (const k of keys) {
+    try {
+      out[k] = (o as Record<K, unknown>)[k];
+    } catch (err) {
+      throw new ShapeError(`${call}: reading ${what}.${k} threw (${fmt((err as Error)?.message)})`);
+    }
+  }
+  return out;
+}
+
+/**
+ * A tensor argument read once into a plain tensor: its data (a real typed array, not a proxy or a
+ * plain array), a copy of its shape and its dtype. Shapes and dtypes are checked by `checkTensor`.
+ */
+export function captureTensor(call: string, name: string, t: unknown, expected: readonly number[]): Tensor {
+  if (t === undefined || t === null) throw new ShapeError(`${call}: ${name} is missing (expected a Tensor ${show(expected)})`);
+  const { data, shape, dtype } = capture(call, name, t, ['data', 'shape', 'dtype'] as const);
+  if (!Array.isArray(shape)) throw new ShapeError(`${call}: ${name}.shape must be an array of sizes, got ${fmt(shape)}`);
+  if (dtype !== 'f32' && dtype !== 'f16' && dtype !== 'bf16') throw new DTypeError(`${call}: ${name}.dtype is '${fmt(dtype)}', expected 'f32', 'f16' or 'bf16'`);
+  if (!ArrayBuffer.isView(data) || !(data instanceof Float32Array || data instanceof Uint16Array)) {
+    throw new DTypeError(`${call}: ${name}.data must be a Float32Array (f32) or Uint16Array (f16, bf16), got ${fmt(data)}`);
+  }
+  return { data, shape: Array.from(shape as unknown[]) as number[], dtype };
+}
+
+/** Checks a captured tensor's data type and shape against `expected` (`-1` = any positive size). `why` explains the expectation. */
+export function checkTensor(call: string, name: string, t: Tensor, expected: readonly number[], why: string): void {
   if (!dataMatches(t.data, t.dtype)) {
     const want = t.dtype === 'f32' ? 'Float32Array' : 'Uint16Array';
     throw new DTypeError(`${call}: ${name} has dtype '${t.dtype}' but its data is a ${t.data.constructor.name}, expected ${want}`);
   }
-  const ok = t.shape.length === expected.length && t.shape.every((s, i) => Number.isInteger(s) && s > 0 && (expected[i] === -1 || s === expected[i]));
+  const ok = t.shape.length === expected.length && t.shape.every((s, i) => Number.isSafeInteger(s) && s > 0 && (expected[i] === -1 || s === expected[i]));
   if (!ok) {
     const want = show(expected.map((e) => (e === -1 ? '*' : e)));
     throw new ShapeError(`${call}: ${name} is ${show(t.shape)}, but ${why}, so expected ${want}`);
@@ -41,22 +81,37 @@ export function checkTensor(call: string, name: string, t: Tensor | undefined, e
   if (t.data.length !== numel(t.shape)) {
     throw new ShapeError(`${call}: ${name} has shape ${show(t.shape)} (${numel(t.shape)} elements) but ${t.data.length} elements of data`);
   }
-  checkFinite(call, name, t);
 }
 
-/** Throws `NonFiniteError` naming the first NaN/Infinity element. */
-export function checkFinite(call: string, name: string, t: Tensor): void {
+/** Largest finite magnitude of each storage dtype. */
+const MAX_FINITE: Record<DType, number> = { f32: 3.4028234663852886e38, f16: 65504, bf16: 3.3895313892515355e38 };
+
+/**
+ * Throws `NonFiniteError` naming the first element that is NaN or infinite, or that would not fit
+ * the cache's storage dtype. Keys are stored after RoPE, which can rotate a pair's magnitude
+ * into one element, so they must stay within `1/sqrt(2)` of the largest finite value.
+ */
+export function checkValues(call: string, name: string, t: Tensor, storage: DType | undefined, role: 'key' | 'value' | 'input'): void {
   const d = t.data;
+  const limit = storage ? MAX_FINITE[storage] / (role === 'key' ? Math.SQRT2 : 1) : Infinity;
+  const why = storage && limit < MAX_FINITE[t.dtype] ? ` and within ±${limit.toPrecision(6)} to fit '${storage}' storage${role === 'key' ? ' after RoPE' : ''}` : '';
+  const fail = (i: number, v: number) => {
+    throw new NonFiniteError(`${call}: ${name}[${i}] is ${v} (flat index); inputs must be finite${why}`);
+  };
   if (t.dtype === 'f32') {
     for (let i = 0; i < d.length; i++) {
-      if (!Number.isFinite(d[i]!)) throw new NonFiniteError(`${call}: ${name}[${i}] is ${d[i]} (flat index); inputs must be finite`);
+      const v = d[i]!;
+      if (!(Math.abs(v) <= limit)) fail(i, v);
     }
     return;
   }
-  // 16-bit: exponent all ones is Inf/NaN (f16: 0x7c00, bf16: 0x7f80).
+  // 16-bit: exponent all ones is Inf/NaN (f16: 0x7c00, bf16: 0x7f80); the range needs a decode only when it binds.
   const mask = t.dtype === 'f16' ? 0x7c00 : 0x7f80;
+  const widen = t.dtype === 'f16' ? f16ToF32 : bf16ToF32;
+  const ranged = limit < MAX_FINITE[t.dtype];
   for (let i = 0; i < d.length; i++) {
-    if ((d[i]! & mask) === mask) throw new NonFiniteError(`${call}: ${name}[${i}] is not finite (flat index); inputs must be finite`);
+    if ((d[i]! & mask) === mask) fail(i, widen(d[i]!));
+    if (ranged && !(Math.abs(widen(d[i]!)) <= limit)) fail(i, widen(d[i]!));
   }
 }
 
@@ -69,21 +124,28 @@ export function checkSameDtype(call: string, tensors: Record<string, Tensor | un
   }
 }
 
-/** Resolves and checks the `sequences` of a prefill: distinct rows in range, one per input row. */
-export function checkSequences(call: string, sequences: readonly number[] | undefined, rows: number, batch: number): number[] {
-  const seqs = sequences ? [...sequences] : Array.from({ length: rows }, (_, i) => i);
-  if (!Array.isArray(seqs)) throw new SequenceIndexError(`${call}: sequences must be an array of row indices`);
+/** Resolves and checks the `sequences` of a call: distinct rows in range, one per input row. */
+export function checkSequences(call: string, sequences: unknown, rows: number, batch: number): number[] {
+  if (sequences !== undefined && !Array.isArray(sequences)) throw new SequenceIndexError(`${call}: sequences must be an array of row indices, got ${fmt(sequences)}`);
+  const seqs: unknown[] = sequences ? Array.from(sequences as unknown[]) : Array.from({ length: rows }, (_, i) => i);
   if (seqs.length !== rows) throw new ShapeError(`${call}: ${seqs.length} sequences given for ${rows} input rows`);
   seqs.forEach((s) => checkSequence(call, s, batch));
   if (new Set(seqs).size !== seqs.length) throw new SequenceIndexError(`${call}: sequences ${show(seqs)} repeat a row`);
-  return seqs;
+  return seqs as number[];
 }
 
 /** Checks a caller's output array: the host array type of `dtype`, exactly `n` elements. */
-export function checkOut(call: string, out: TensorData, dtype: DType, n: number): void {
-  if (!(out instanceof Float32Array || out instanceof Uint16Array) || !dataMatches(out, dtype)) {
+export function checkOut(call: string, out: unknown, dtype: DType, n: number): asserts out is TensorData {
+  if (!ArrayBuffer.isView(out) || !(out instanceof Float32Array || out instanceof Uint16Array) || !dataMatches(out, dtype)) {
     const want = dtype === 'f32' ? 'Float32Array' : 'Uint16Array';
-    throw new DTypeError(`${call}: out must be a ${want} for '${dtype}' inputs, got ${(out as object)?.constructor?.name ?? String(out)}`);
+    throw new DTypeError(`${call}: out must be a ${want} for '${dtype}' inputs, got ${fmt(out)}`);
   }
   if (out.length !== n) throw new ShapeError(`${call}: out holds ${out.length} elements, expected ${n} (rows x queryHeads x headDim)`);
+}
+
+/** An optional list argument copied into a plain array (undefined stays undefined). */
+export function checkList(call: string, name: string, list: unknown): unknown[] | undefined {
+  if (list === undefined) return undefined;
+  if (!Array.isArray(list)) throw new SequenceIndexError(`${call}: ${name} must be an array, got ${fmt(list)}`);
+  return Array.from(list as unknown[]);
 }

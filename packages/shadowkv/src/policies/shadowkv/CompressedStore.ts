@@ -1,6 +1,7 @@
 import { at, type Device, type DeviceBuffer, type HostArray, type PagedBuffer, type View } from '../../backends/Device.js';
 import { HEAD_FIELDS, type SparseHandles } from '../../backends/LayerStep.js';
 import type { DType, TensorData } from '../../tensor.js';
+import { DTYPE_BYTES } from '../../dtype.js';
 import { growCapacity } from '../capacity.js';
 import { pageView } from '../decodeLayer.js';
 
@@ -15,6 +16,25 @@ export interface StoreGeometry {
   dtype: DType;
   /** Chunks per host page. */
   pageChunks: number;
+}
+
+/**
+ * Bytes a store of `capacity` chunks holds, per memory-report component (`host` is the host tier),
+ * with 4-byte table entries as on wasm. `estimateMemory` and snapshot restores size stores with it.
+ */
+export function storeComponents(g: StoreGeometry, capacity: number): Record<'lowRankU' | 'basis' | 'landmarks' | 'outliers' | 'selected' | 'tables' | 'host', number> {
+  const { heads, d, C, rank, maxOutliers, maxSelected, dtype, pageChunks } = g;
+  const b = DTYPE_BYTES[dtype];
+  const pages = Math.ceil(capacity / pageChunks) * heads;
+  return {
+    lowRankU: capacity * C * rank * b,
+    basis: 2 * rank * heads * d * b,
+    landmarks: heads * capacity * d * b,
+    outliers: 2 * heads * maxOutliers * C * d * b,
+    selected: 2 * heads * maxSelected * C * d * b,
+    tables: 4 * (heads * capacity + heads * HEAD_FIELDS + heads * maxOutliers + heads * maxSelected + pages),
+    host: pages * pageChunks * C * d * b,
+  };
 }
 
 /** Snapshot content of one store (typed arrays per head). */
@@ -68,19 +88,32 @@ export class CompressedStore implements SparseHandles {
   ) {
     const { heads, d, C, rank, maxOutliers, maxSelected, dtype, pageChunks } = geometry;
     this.rank = rank;
-    this.sv = device.alloc(rank * heads * d, dtype, 'basis');
-    this.proj = device.alloc(heads * d * rank, dtype, 'basis');
-    this.headCounts = device.alloc(heads * HEAD_FIELDS, 'i32', 'tables');
-    this.outlierIds = device.alloc(heads * maxOutliers, 'i32', 'tables');
-    this.outlierK = device.alloc(heads * maxOutliers * C * d, dtype, 'outliers');
-    this.outlierV = device.alloc(heads * maxOutliers * C * d, dtype, 'outliers');
-    this.selectedK = device.alloc(heads * maxSelected * C * d, dtype, 'selected');
-    this.selectedV = device.alloc(heads * maxSelected * C * d, dtype, 'selected');
-    this.selectedIds = device.alloc(heads * maxSelected, 'i32', 'tables');
-    this.values = { pageChunks, block: C * d, heads, dtype, pages: [], table: device.pointerTable([], 'tables') };
-    device.write(at(this.headCounts), new Int32Array(heads * HEAD_FIELDS));
-    this.clearSelection();
-    this.resize(chunks);
+    // Everything is allocated before the store exists; a failure frees what was made.
+    const made: DeviceBuffer[] = [];
+    const alloc = (length: number, dt: DType | 'i32', tag: string) => {
+      const buf = device.alloc(length, dt, tag);
+      made.push(buf);
+      return buf;
+    };
+    try {
+      this.sv = alloc(rank * heads * d, dtype, 'basis');
+      this.proj = alloc(heads * d * rank, dtype, 'basis');
+      this.headCounts = alloc(heads * HEAD_FIELDS, 'i32', 'tables');
+      this.outlierIds = alloc(heads * maxOutliers, 'i32', 'tables');
+      this.outlierK = alloc(heads * maxOutliers * C * d, dtype, 'outliers');
+      this.outlierV = alloc(heads * maxOutliers * C * d, dtype, 'outliers');
+      this.selectedK = alloc(heads * maxSelected * C * d, dtype, 'selected');
+      this.selectedV = alloc(heads * maxSelected * C * d, dtype, 'selected');
+      this.selectedIds = alloc(heads * maxSelected, 'i32', 'tables');
+      this.values = { pageChunks, block: C * d, heads, dtype, pages: [], table: device.pointerTable([], 'tables') };
+      made.push(this.values.table);
+      device.write(at(this.headCounts), new Int32Array(heads * HEAD_FIELDS));
+      this.clearSelection();
+      this.resize(chunks);
+    } catch (err) {
+      made.forEach((b) => device.free(b));
+      throw err;
+    }
   }
 
   /** Makes room for `chunks` chunks (device buffers grow by an eighth, copying; host pages are added). */
@@ -88,27 +121,43 @@ export class CompressedStore implements SparseHandles {
     if (chunks > this.chunkCapacity) this.resize(growCapacity(chunks, this.chunkCapacity, 32));
   }
 
+  /** Every new buffer is allocated before anything moves, so running out of memory changes nothing. */
   private resize(capacity: number): void {
     const { heads, d, C, rank, dtype, pageChunks } = this.geometry;
     const old = this.chunkCapacity;
-    const grow = (buf: DeviceBuffer | undefined, rowLength: number, rows: number, tag: string, dt: DType | 'i32', perHead: boolean) => {
-      const next = this.device.alloc((perHead ? heads : 1) * capacity * rowLength, dt, tag);
-      if (buf) {
-        for (let h = 0; h < (perHead ? heads : 1); h++) this.device.copy(at(next, h * capacity * rowLength), at(buf, h * old * rowLength), rows * rowLength);
-        this.device.free(buf);
-      }
-      return next;
+    const made: DeviceBuffer[] = [];
+    const alloc = (length: number, dt: DType | 'i32', tag: string, tier: 'device' | 'host' = 'device') => {
+      const buf = this.device.alloc(length, dt, tag, tier);
+      made.push(buf);
+      return buf;
     };
-    this.u = grow(this.u, C * rank, this.tokens / C, 'lowRankU', dtype, false);
-    this.landmarks = grow(this.landmarks, d, old, 'landmarks', dtype, true);
-    this.landmarkIds = grow(this.landmarkIds, 1, old, 'tables', 'i32', true);
+    let next: { u: DeviceBuffer; landmarks: DeviceBuffer; ids: DeviceBuffer; pages: DeviceBuffer[]; table?: DeviceBuffer };
+    try {
+      next = { u: alloc(capacity * C * rank, dtype, 'lowRankU'), landmarks: alloc(heads * capacity * d, dtype, 'landmarks'), ids: alloc(heads * capacity, 'i32', 'tables'), pages: [] };
+      // Host pages: whole pages for every chunk the capacity allows; what is stored never moves.
+      const pages = Math.ceil(capacity / pageChunks) * heads;
+      while (this.values.pages.length + next.pages.length < pages) next.pages.push(alloc(pageChunks * C * d, dtype, 'values', 'host'));
+      if (next.pages.length) next.table = this.device.pointerTable([...this.values.pages, ...next.pages], 'tables');
+    } catch (err) {
+      made.forEach((b) => this.device.free(b));
+      throw err;
+    }
+    if (this.u) {
+      this.device.copy(at(next.u), at(this.u), this.tokens * rank);
+      for (let h = 0; h < heads; h++) {
+        this.device.copy(at(next.landmarks, h * capacity * d), at(this.landmarks, h * old * d), old * d);
+        this.device.copy(at(next.ids, h * capacity), at(this.landmarkIds, h * old), old);
+      }
+      [this.u, this.landmarks, this.landmarkIds].forEach((b) => this.device.free(b));
+    }
+    this.u = next.u;
+    this.landmarks = next.landmarks;
+    this.landmarkIds = next.ids;
     this.chunkCapacity = capacity;
-    // Host pages: whole pages for every chunk the capacity allows; what is stored never moves.
-    const pages = Math.ceil(capacity / pageChunks) * heads;
-    if (pages > this.values.pages.length) {
-      while (this.values.pages.length < pages) this.values.pages.push(this.device.alloc(pageChunks * C * d, dtype, 'values', 'host'));
+    if (next.table) {
       this.device.free(this.values.table);
-      this.values.table = this.device.pointerTable(this.values.pages, 'tables');
+      this.values.pages.push(...next.pages);
+      this.values.table = next.table;
     }
   }
 

@@ -3,10 +3,13 @@ import { HEAD_FIELDS, type StepGeometry, type StepRow } from '../../backends/Lay
 import { resolveShadowKVOptions, SHADOWKV_OPTION_KEYS, type ResolvedShadowKVOptions, type ShadowKVOptions } from '../../config.js';
 import { LayerIndexError } from '../../errors/LayerIndexError.js';
 import { resolveSpec } from '../../spec.js';
-import { BaseKVCache, type AttentionRows, type CacheConfig, type RowPlan, type Runtime, type SequenceState } from '../BaseKVCache.js';
-import { checkLayer, checkSequence } from '../validate.js';
-import { compactSequence, compressSequence, maxOutliers, newStore, type CompressContext } from './compress.js';
-import type { CompressedStore, StoreSnapshot } from './CompressedStore.js';
+import { BaseKVCache, type AttentionRows, type CacheConfig, type RowPlan, type Runtime, type SavedRow, type SequenceState } from '../BaseKVCache.js';
+import { capture, checkLayer, checkList, checkSequence, fmt } from '../validate.js';
+import { buildStore, commitStore, compactSequence, maxOutliers, newStore, type CompressContext } from './compress.js';
+import { storeComponents, type CompressedStore, type StoreGeometry, type StoreSnapshot } from './CompressedStore.js';
+import { checkStoreSnapshot } from './storeSnapshot.js';
+import { storeChunks } from '../capacity.js';
+import { OutOfMemoryError } from '../../errors/OutOfMemoryError.js';
 
 /** A ShadowKV row: the exact tail, plus the compressed store once the row was compressed. */
 export interface ShadowState extends SequenceState {
@@ -76,10 +79,13 @@ export class ShadowKVCache extends BaseKVCache<ShadowState> {
 
   /** Chunk ids selected at the last decode step of (layer, sequence, kv head), ascending; `[]` while the row is dense. */
   selection(layer: number, seq: number, kvHead: number): number[] {
-    this.guard('selection()');
+    return this.run('selection()', () => this.readSelection(layer, seq, kvHead));
+  }
+
+  private readSelection(layer: number, seq: number, kvHead: number): number[] {
     checkLayer('selection()', layer, this.spec.layers);
     checkSequence('selection()', seq, this.batch);
-    if (!Number.isInteger(kvHead) || kvHead < 0 || kvHead >= this.spec.kvHeads) throw new LayerIndexError(`selection(): kv head ${String(kvHead)} is outside [0, ${this.spec.kvHeads})`);
+    if (!Number.isInteger(kvHead) || kvHead < 0 || kvHead >= this.spec.kvHeads) throw new LayerIndexError(`selection(): kv head ${fmt(kvHead)} is outside [0, ${this.spec.kvHeads})`);
     const store = this.states[layer]![seq]!.store;
     if (!store) return [];
     const count = store.headCountsNow()[kvHead * HEAD_FIELDS + 2]!;
@@ -92,51 +98,70 @@ export class ShadowKVCache extends BaseKVCache<ShadowState> {
    * decode step does it on its own for its rows). Returns the (layer, sequence) pairs compressed.
    */
   compress(options: CompressOptions = {}): number {
-    const due = this.due(options);
+    const o = capture('compress()', 'options', options, ['layers', 'sequences', 'onProgress'] as const) as CompressOptions;
+    const due = this.run('compress()', () => this.due(o));
     due.forEach(([l, s], i) => {
-      this.compressRow(l, s);
-      options.onProgress?.({ done: i + 1, total: due.length, layer: l, sequence: s });
+      this.run('compress()', () => this.compressRows([[l, s]]));
+      o.onProgress?.({ done: i + 1, total: due.length, layer: l, sequence: s });
     });
     return due.length;
   }
 
   /** `compress()` that yields to the event loop between (layer, sequence) pairs; `signal` stops it between pairs. */
   async compressAsync(options: CompressOptions & { signal?: AbortSignal } = {}): Promise<number> {
-    const due = this.due(options);
-    for (let i = 0; i < due.length; i++) {
-      options.signal?.throwIfAborted();
+    const o = capture('compressAsync()', 'options', options, ['layers', 'sequences', 'onProgress', 'signal'] as const) as CompressOptions & { signal?: AbortSignal };
+    const due = this.run('compressAsync()', () => this.due(o));
+    let done = 0;
+    for (const [l, s] of due) {
+      o.signal?.throwIfAborted();
       await new Promise<void>((resolve) => setTimeout(resolve, 0));
-      this.guard('compressAsync()');
-      const [l, s] = due[i]!;
-      this.compressRow(l, s);
-      options.onProgress?.({ done: i + 1, total: due.length, layer: l, sequence: s });
+      // The row may have been compressed (by a decode step) or reset meanwhile.
+      this.run('compressAsync()', () => this.isDue(this.states[l]![s]!) && this.compressRows([[l, s]]));
+      o.onProgress?.({ done: ++done, total: due.length, layer: l, sequence: s });
     }
     return due.length;
   }
 
   private due(options: CompressOptions): [number, number][] {
-    this.guard('compress()');
-    const layers = options.layers ?? this.states.map((_, l) => l);
-    const seqs = options.sequences ?? Array.from({ length: this.batch }, (_, s) => s);
+    const layers = (checkList('compress()', 'layers', options.layers) ?? this.states.map((_, l) => l)) as number[];
+    const seqs = (checkList('compress()', 'sequences', options.sequences) ?? Array.from({ length: this.batch }, (_, s) => s)) as number[];
     layers.forEach((l) => checkLayer('compress()', l, this.spec.layers));
     seqs.forEach((s) => checkSequence('compress()', s, this.batch));
     return layers.flatMap((l) => seqs.filter((s) => this.isDue(this.states[l]![s]!)).map((s): [number, number] => [l, s]));
   }
 
+  /** Dense, at the threshold, and with at least one whole chunk beyond the local window to compress. */
   private isDue(st: ShadowState): boolean {
-    return !st.store && st.length >= this.options.denseThreshold;
+    const o = this.options;
+    return !st.store && st.length >= o.denseThreshold && st.length - o.localTokens >= o.chunkSize;
   }
 
-  private compressRow(layer: number, seq: number): void {
-    const st = this.states[layer]![seq]!;
-    st.store = compressSequence(this.ctx, st);
-    if (st.store) this.compressions += 1;
+  /** Compresses rows all or none: every store is built first, then all are committed. */
+  private compressRows(rows: [number, number][]): void {
+    const built: [ShadowState, CompressedStore][] = [];
+    try {
+      for (const [l, s] of rows) {
+        const st = this.states[l]![s]!;
+        built.push([st, buildStore(this.ctx, st)]);
+      }
+    } catch (err) {
+      built.forEach(([, store]) => store.free());
+      throw err;
+    }
+    for (const [st, store] of built) {
+      commitStore(this.ctx, st, store);
+      this.compressions += 1;
+    }
   }
 
-  /** Compression rules of docs/algorithm.md: a due row is compressed first; a full recent region compacts after the step. */
+  /** A row whose prompt is in and reached the threshold is compressed before its first step (all such rows, or none). */
+  protected override beforeStep(layer: number, seqs: readonly number[]): void {
+    this.compressRows(seqs.filter((s) => this.isDue(this.states[layer]![s]!)).map((s): [number, number] => [layer, s]));
+  }
+
+  /** Compaction rule of docs/algorithm.md: a full recent region compacts after the step, room made first. */
   protected override planRow(layer: number, seq: number, active: boolean): RowPlan {
     const st = this.states[layer]![seq]!;
-    if (active && this.isDue(st)) this.compressRow(layer, seq);
     const o = this.options;
     const store = st.store;
     if (!store || !active) return { store, compact: false };
@@ -157,8 +182,12 @@ export class ShadowKVCache extends BaseKVCache<ShadowState> {
   /** A continuation prefill into a compressed row compacts what passed the recent region. */
   protected override afterPrefill(layer: number, seq: number): void {
     const st = this.states[layer]![seq]!;
-    if (st.store && st.tail.count > this.options.localTokens + this.options.maxRecentTokens) {
+    if (!st.store || st.tail.count <= this.options.localTokens + this.options.maxRecentTokens) return;
+    try {
       compactSequence(this.ctx, st, st.store, this.layerCounters(layer));
+    } catch (err) {
+      // NOTE: the tokens are stored exactly in the tail; a later step compacts them (with room made then).
+      if (!(err instanceof OutOfMemoryError)) throw err;
     }
   }
 
@@ -167,13 +196,14 @@ export class ShadowKVCache extends BaseKVCache<ShadowState> {
   }
 
   /** For prefill attention over a compressed row: every token's key (rebuilt or exact) and value, in position order. */
-  protected override attentionRows(layer: number, seq: number): AttentionRows {
+  protected override attentionRows(layer: number, seq: number, pending: number): AttentionRows {
     const st = this.states[layer]![seq]!;
     const store = st.store;
-    if (!store) return super.attentionRows(layer, seq);
+    if (!store) return super.attentionRows(layer, seq, pending);
     const { kvHeads: Hkv, headDim: d } = this.spec;
     const C = this.options.chunkSize;
-    const n = st.length * d;
+    const n = (st.length + pending) * d;
+    const exact = st.tail.count + pending; // the tail's rows and the ones written after it
     const nc = store.tokens;
     const counts = store.headCountsNow();
     const all = Int32Array.from({ length: nc / C }, (_, c) => c);
@@ -189,9 +219,9 @@ export class ShadowKVCache extends BaseKVCache<ShadowState> {
       const outliers = this.device.read(at(store.outlierIds, h * store.geometry.maxOutliers) as never, O) as Int32Array;
       const base = h * store.geometry.maxOutliers * C * d;
       outliers.forEach((c, i) => this.device.copy(at(k, h * n + c * C * d), at(store.outlierK, base + i * C * d), C * d));
-      this.device.copy(at(k, h * n + nc * d), st.tail.headK(h), st.tail.count * d);
+      this.device.copy(at(k, h * n + nc * d), st.tail.headK(h), exact * d);
       this.device.gatherValues(at(v, h * n), store.values, h, all, all);
-      this.device.copy(at(v, h * n + nc * d), st.tail.headV(h), st.tail.count * d);
+      this.device.copy(at(v, h * n + nc * d), st.tail.headV(h), exact * d);
     }
     return { k: (h) => at(k, h * n), v: (h) => at(v, h * n), release: () => [k, v].forEach((b) => this.device.free(b)) };
   }
@@ -203,6 +233,29 @@ export class ShadowKVCache extends BaseKVCache<ShadowState> {
 
   protected override saveState(st: ShadowState): Record<string, unknown> {
     return st.store ? { store: st.store.snapshot() } : {};
+  }
+
+  protected override savedStateKeys(): string[] {
+    return ['store'];
+  }
+
+  /** A saved store checked to the last field against this cache's spec and options; returns its tokens. */
+  protected override checkSavedState(extra: Record<string, unknown>, path: string, length: number): number {
+    if (extra.store === undefined) return 0;
+    return checkStoreSnapshot(extra.store, `${path}.store`, this.storeGeometry(), length).tokens;
+  }
+
+  protected override restoreBytes(row: SavedRow): number {
+    const s = row.extra.store as StoreSnapshot | undefined;
+    if (!s) return super.restoreBytes(row);
+    const parts = storeComponents({ ...this.storeGeometry(), rank: s.rank }, storeChunks(s.tokens / this.options.chunkSize, this.options));
+    return super.restoreBytes(row) + Object.values(parts).reduce((a, b) => a + b, 0);
+  }
+
+  /** Store sizes of this cache (rank as configured; a store's own rank may be lower). */
+  private storeGeometry(): StoreGeometry {
+    const o = this.options;
+    return { heads: this.spec.kvHeads, d: this.spec.headDim, C: o.chunkSize, rank: o.rank, maxOutliers: maxOutliers(o), maxSelected: o.budget / o.chunkSize, dtype: this.dtype, pageChunks: o.hostPageChunks };
   }
 
   protected override loadState(st: ShadowState, saved: Record<string, unknown>): void {

@@ -5,6 +5,7 @@ import type { ResolvedSpec } from '../../spec.js';
 import type { SequenceState } from '../BaseKVCache.js';
 import { storeChunks } from '../capacity.js';
 import { compactRow, pageView } from '../decodeLayer.js';
+import { OutOfMemoryError } from '../../errors/OutOfMemoryError.js';
 import { CompressedStore } from './CompressedStore.js';
 
 /** What compression needs from its cache. */
@@ -51,14 +52,14 @@ function preRopeKeys(ctx: CompressContext, st: SequenceState, n: number): Device
 
 /**
  * First compression of a dense sequence (docs/algorithm.md): low-rank pre-RoPE keys of the whole
- * prompt, values to the host pages, landmarks, outliers; the tail keeps the local window.
+ * prompt, values to the host pages, landmarks, outliers. Reads the row, changes nothing in it:
+ * `commitStore` then hands the compressed tokens over. Needs at least one whole chunk beyond the local window.
  */
-export function compressSequence(ctx: CompressContext, st: SequenceState): CompressedStore | undefined {
+export function buildStore(ctx: CompressContext, st: SequenceState): CompressedStore {
   const { device, spec, options: o } = ctx;
   const { kvHeads: Hkv, headDim: d } = spec;
   const C = o.chunkSize;
   const nc = Math.floor((st.length - o.localTokens) / C) * C;
-  if (nc <= 0) return undefined;
   const D = Hkv * d;
   const chunks = nc / C;
   const rank = Math.min(o.rank, nc);
@@ -92,9 +93,20 @@ export function compressSequence(ctx: CompressContext, st: SequenceState): Compr
     throw err;
   }
   store.tokens = nc;
-  st.tail.drop(nc); // 5. the tail keeps the local window
-  st.tail.fit(o.localTokens + o.maxRecentTokens + C);
   return store;
+}
+
+/** 5. The row keeps only its local window exact; the store holds the rest. */
+export function commitStore(ctx: CompressContext, st: SequenceState & { store?: CompressedStore }, store: CompressedStore): void {
+  const o = ctx.options;
+  st.tail.drop(store.tokens);
+  st.store = store;
+  try {
+    st.tail.fit(o.localTokens + o.maxRecentTokens + o.chunkSize);
+  } catch (err) {
+    // NOTE: shrinking is an optimization; out of memory for the smaller copy keeps the larger buffers.
+    if (!(err instanceof OutOfMemoryError)) throw err;
+  }
 }
 
 /** Landmarks of head h's chunks, its outliers copied exact and left out of the landmark set; returns both counts. */

@@ -36,6 +36,10 @@ SKV_EXPORT void skv_free(void* p);
 // itself (scratch that did not fit the reusable arena, arena growth, factorization workspaces).
 // Tests read it to show that steady-state decode allocates nothing.
 SKV_EXPORT double skv_alloc_count(void);
+// Recovery after a trap (out of memory inside any op): the trap skipped the destructors of the
+// scratch that was live, so this marks the scratch arena empty again. Heap blocks that scratch
+// held are leaked. The caller also restores the stack pointer (stackSave / stackRestore).
+SKV_EXPORT void skv_scratch_reset(void);
 
 // ---- convert.cc ----
 // dst[i] = src[i] converted (round to nearest even), n elements.
@@ -61,9 +65,18 @@ SKV_EXPORT void skv_rope(float* x, int rows, int d, int ldx, const int32_t* posi
 // Truncated factorization of K [S x D] (f32, row-major; pre-RoPE keys, heads concatenated):
 //   U [S x rank], SV [rank x D] = Sigma V^T, proj [D x rank] = V Sigma^-1 (0 where sigma <= 1e-6 sigma_1),
 //   sigma [rank] descending.  Requires rank <= min(S, D).
-// Method: Gram matrix G = K^T K, randomized subspace iteration on G (rank + oversample columns,
-// power_iters iterations, deterministic from seed), Rayleigh-Ritz eigensolve, U = K proj.
-SKV_EXPORT int skv_low_rank_keys(const float* K, int S, int D, int rank, int oversample,
+// Method: K scaled by a power of two to max|K| in [0.5, 1) (so that K^T K cannot overflow or
+// underflow f32 for any finite keys), Gram matrix G = K^T K, randomized subspace iteration on G
+// (rank + oversample columns, power_iters iterations, deterministic from seed), Rayleigh-Ritz
+// eigensolve, U = K proj; sigma, SV and proj are scaled back. The scaling is exact, so where the
+// unscaled computation stays finite the result is the same bit for bit. (sigma_1 can reach
+// sqrt(S) max|K|, so f32 sigma and SV still overflow for keys near FLT_MAX.)
+// NOTE: K is scaled in place (the caller's K is a temporary) and scaled back before returning,
+// bit for bit unless entries below ~2^-125 max|K| lose bits as subnormals.
+// Returns SKV_OK; SKV_ERR_ARG for bad sizes or a NaN / infinite key (nothing written);
+// SKV_ERR_ALLOC when the workspace (4 D^2 + 24 (rank + oversample) D bytes, about) does not fit
+// the heap or a 32-bit size (nothing written).
+SKV_EXPORT int skv_low_rank_keys(float* K, int S, int D, int rank, int oversample,
                                  int power_iters, uint32_t seed,
                                  float* U, float* SV, float* proj, float* sigma);
 
@@ -202,7 +215,11 @@ enum { SKV_STEP_WORDS = 20 };
 //   host pages, landmarks and ids appended, head landmark counts raised, the tail shifted down).
 //   The caller has made room (chunk_capacity, pages) and mirrors these changes itself (tail_count,
 //   position, store_tokens are read, never written). `compact` on a dense row is ignored.
-// Returns SKV_OK, or SKV_ERR_ARG when the step is malformed (nothing is changed then): d odd or
+// Before changing anything the step reserves an upper bound of the scratch it needs (the max over
+// rows of: queries, outputs, and the largest of appending, one kv head's select / rebuild /
+// attention, and compaction), so the step itself never allocates and cannot trap half-way.
+// Returns SKV_OK; SKV_ERR_ALLOC when that scratch cannot be had (nothing is changed then); or
+// SKV_ERR_ARG when the step is malformed (nothing is changed then either): d odd or
 // <= 0, q_heads not a positive multiple of kv_heads, C <= 0, a dtype or rope style out of range,
 // negative max_selected / max_outliers / local_tokens; on a row with input >= 0 (rows sitting out
 // are not read): tail_count < 0, tail_count + 1 > tail_capacity, position < 0; on a compressed

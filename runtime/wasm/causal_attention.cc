@@ -10,7 +10,7 @@ SKV_EXPORT void skv_causal_attention(const float* q, int g, int Sq, int d, float
   if (g <= 0 || Sq <= 0 || d <= 0) return;
   int R = CAUSAL_QUERIES / g > 0 ? CAUSAL_QUERIES / g : 1;  // query rows per pass
   OnlineSoftmax st(R * g, d);
-  Scratch<int> visible((size_t)R * g);  // [R x g] keys of the current block each query may see
+  Scratch<int> visible((uint64_t)R * g);  // [R x g] keys of the current block each query may see
   for (int i0 = 0; i0 < Sq; i0 += R) {
     int rr = Sq - i0 < R ? Sq - i0 : R;
     st.nq = rr * g;  // query vector r * g + j is head j, row i0 + r

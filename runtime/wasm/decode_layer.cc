@@ -7,6 +7,7 @@
 #include <string.h>
 #include <algorithm>
 #include "dtype.h"
+#include "online_softmax.h"
 #include "reuse_slots.h"
 #include "scratch.h"
 
@@ -76,7 +77,7 @@ void append_token(const skv_layer_step& s, const skv_row& r, float* qf) {
   for (int i = 0; i < std::max(Hq, Hkv); i++) pos[i] = r.position;
   skv_convert(dtype_at(s.q, io, (size_t)r.input * Hq * d), io, qf, SKV_F32, Hq * d);
   skv_rope(qf, Hq, d, d, pos, s.inv_freq, s.rope_style, +1);
-  Scratch<float> kf((size_t)Hkv * d);  // [Hkv x d]
+  Scratch<float> kf((uint64_t)Hkv * d);  // [Hkv x d]
   skv_convert(dtype_at(s.k, io, (size_t)r.input * Hkv * d), io, kf, SKV_F32, Hkv * d);
   skv_rope(kf, Hkv, d, d, pos, s.inv_freq, s.rope_style, +1);
   for (int h = 0; h < Hkv; h++) {
@@ -103,7 +104,7 @@ void attend_dense(const skv_layer_step& s, const skv_row& r, int h, int cnt, con
 // 2-3. Scores of head h's landmarks, then the top max_selected as chunk ids (ascending). Returns m.
 int select_head(const skv_layer_step& s, const skv_row& r, int h, const float* qg, int32_t* ids) {
   const int g = s.q_heads / s.kv_heads, d = s.d, L = head_field(r, h, SKV_HEAD_LANDMARKS);
-  Scratch<float> scores(L), work((size_t)g * L);  // [L], [g x L]
+  Scratch<float> scores(L), work((uint64_t)g * L);  // [L], [g x L]
   skv_score_chunks(qg, g, d, s.score_scale, at(r.landmarks, s.kv_dtype, (size_t)h * r.chunk_capacity * d),
                    s.kv_dtype, L, scores, work);
   int m = skv_select_chunks(scores, L, s.max_selected, 1, ids);
@@ -154,14 +155,14 @@ void attend_compressed(const skv_layer_step& s, const skv_row& r, int h, int cnt
 // every head un-rotated and laid side by side [n x Hkv*d] (the product prefill's U came from).
 void project_keys(const skv_layer_step& s, const skv_row& r, int n) {
   const int Hkv = s.kv_heads, d = s.d, D = Hkv * d, kv = s.kv_dtype, rank = r.rank;
-  Scratch<float> K((size_t)n * D);  // [n x D]
+  Scratch<float> K((uint64_t)n * D);  // [n x D]
   Scratch<int32_t> pos(n);          // [n]
   for (int t = 0; t < n; t++) pos[t] = r.store_tokens + t;
   for (int h = 0; h < Hkv; h++) {
     skv_convert_rows(at(r.tail_k, kv, (size_t)h * r.tail_capacity * d), kv, d, K + (size_t)h * d, SKV_F32, D, n, d);
     skv_rope(K + (size_t)h * d, n, d, D, pos, s.inv_freq, s.rope_style, -1);
   }
-  Scratch<float> Unew((size_t)n * rank);  // [n x rank]
+  Scratch<float> Unew((uint64_t)n * rank);  // [n x rank]
   skv_gemm(n, rank, D, 1.f, K, SKV_F32, D, 0, nullptr, r.proj, kv, rank, 0, 0.f, Unew, rank);
   skv_convert(Unew, SKV_F32, at(r.u, kv, (size_t)r.store_tokens * rank), kv, n * rank);
 }
@@ -178,7 +179,7 @@ void store_chunks(const skv_layer_step& s, const skv_row& r, int h, int first, i
            block * dtype_size(kv));
   }
   const int L = head_field(r, h, SKV_HEAD_LANDMARKS);
-  Scratch<float> lm((size_t)mm * d), min_cos(mm);  // [mm x d], [mm]
+  Scratch<float> lm((uint64_t)mm * d), min_cos(mm);  // [mm x d], [mm]
   skv_landmarks(at(r.tail_k, kv, tail0), kv, d, mm, C, d, lm, min_cos);
   skv_convert(lm, SKV_F32, at(r.landmarks, kv, ((size_t)h * r.chunk_capacity + L) * d), kv, mm * d);
   for (int i = 0; i < mm; i++) r.landmark_ids[(size_t)h * r.chunk_capacity + L + i] = first + i;
@@ -201,7 +202,7 @@ void compact(const skv_layer_step& s, const skv_row& r, int cnt) {
 
 void decode_row(const skv_layer_step& s, const skv_row& r) {
   const int Hq = s.q_heads, d = s.d, g = Hq / s.kv_heads, cnt = r.tail_count + 1;
-  Scratch<float> qf((size_t)Hq * d), of((size_t)Hq * d);  // [Hq x d] queries, attention outputs
+  Scratch<float> qf((uint64_t)Hq * d), of((uint64_t)Hq * d);  // [Hq x d] queries, attention outputs
   // 1. RoPE, append the token to the tail.
   append_token(s, r, qf);
   // 2-5. Per kv head: select, reuse, fetch and rebuild, attend (a dense row: attend its tail).
@@ -217,11 +218,57 @@ void decode_row(const skv_layer_step& s, const skv_row& r) {
   if (r.compact && r.u) compact(s, r, cnt);
 }
 
+// ---- scratch: an upper bound of what a step takes from the arena, reserved before it runs ----
+// NOTE: these mirror the Scratch objects of the functions above and of the ops they call (sizes
+// in 64 bits, saturating); the native test checks that the step never leaves the arena and that
+// the bound meets the peak. A change to any of those Scratch uses must change this too.
+
+// One row: decode_row's qf and of, plus the largest of its phases (each releases its scratch).
+uint64_t row_scratch(const skv_layer_step& s, const skv_row& r) {
+  const uint64_t Hq = s.q_heads, Hkv = s.kv_heads, d = s.d, C = s.C, g = Hq / Hkv, S = s.max_selected;
+  // 1. append_token: pos, kf.
+  const uint64_t append = scratch_bytes<int32_t>(std::max(Hq, Hkv)) + scratch_bytes<float>(Hkv * d);
+  // 2-5, one kv head at a time. A dense row: skv_sparse_attention over the tail.
+  uint64_t head = online_softmax_bytes(g, d), compaction = 0;
+  if (r.u) {
+    uint64_t L = 0;  // the most landmarks of any head
+    for (int h = 0; h < s.kv_heads; h++) L = std::max<uint64_t>(L, head_field(r, h, SKV_HEAD_LANDMARKS));
+    const uint64_t m = std::min(S, L), M = size_mul(m, C);  // selected chunks (>= misses), rebuilt rows
+    // select_head: scores, work, then skv_score_chunks' (own, row) or skv_select_chunks' idx.
+    const uint64_t select = scratch_bytes<float>(L) + scratch_bytes<float>(size_mul(g, L)) +
+                            std::max(scratch_bytes<float>(0) + scratch_bytes<float>(d), scratch_bytes<int32_t>(L));
+    // Then miss_ids, miss_slots, and one of reuse_slots, skv_rebuild_keys (pos, K), the attention.
+    const uint64_t fetch = 2 * scratch_bytes<int32_t>(S) +
+                           std::max({reuse_slots_bytes(m), scratch_bytes<int32_t>(M) + scratch_bytes<float>(size_mul(M, d)),
+                                     online_softmax_bytes(g, d)});
+    head = scratch_bytes<int32_t>(S) + std::max(select, fetch);  // ids live throughout
+    const uint64_t mm = r.compact ? compacted_chunks(s, r.tail_count + 1) : 0, n = mm * C;
+    if (mm > 0) {
+      // project_keys: K, pos, Unew; or store_chunks: lm, min_cos, then skv_landmarks' rows.
+      const uint64_t keys = scratch_bytes<float>(size_mul(n, Hkv * d)) + scratch_bytes<int32_t>(n) +
+                            scratch_bytes<float>(size_mul(n, r.rank));
+      const uint64_t chunks = scratch_bytes<float>(mm * d) + scratch_bytes<float>(mm) + scratch_bytes<float>(C * d);
+      compaction = std::max(keys, chunks);
+    }
+  }
+  return 2 * scratch_bytes<float>(Hq * d) + std::max({append, head, compaction});
+}
+
 }  // namespace
+
+uint64_t skv_decode_layer_scratch(const skv_layer_step& s) {
+  uint64_t most = 0;  // rows run one after another and release their scratch
+  for (int b = 0; b < s.batch; b++)
+    if (s.rows[b].input >= 0) most = std::max(most, row_scratch(s, s.rows[b]));
+  return most;
+}
 
 SKV_EXPORT int skv_decode_layer(const skv_layer_step* step) {
   if (!step || !valid_step(*step)) return SKV_ERR_ARG;
   const skv_layer_step& s = *step;
+  // All the scratch the step can take, reserved before anything changes: with it in the arena the
+  // step allocates nothing, so it cannot trap with rows half-updated.
+  if (!scratch_reserve(skv_decode_layer_scratch(s))) return SKV_ERR_ALLOC;
   for (int c = SKV_LAST_HITS; c <= SKV_LAST_HEADS; c++) s.counters[c] = 0;
   s.counters[SKV_STEPS] += 1;
   for (int b = 0; b < s.batch; b++)

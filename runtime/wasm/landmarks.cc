@@ -8,7 +8,7 @@
 SKV_EXPORT void skv_landmarks(const void* keys, int dtype, int ldk, int n_chunks, int C, int d,
                               float* landmarks, float* min_cos) {
   if (n_chunks <= 0 || C <= 0 || d <= 0) return;
-  Scratch<float> rows((size_t)C * d);  // [C x d] one chunk in f32
+  Scratch<float> rows((uint64_t)C * d);  // [C x d] one chunk in f32
   for (int c = 0; c < n_chunks; c++) {
     float* L = landmarks + (size_t)c * d;  // [d]
     for (int t = 0; t < C; t++)

@@ -1,8 +1,10 @@
 // Truncated factorization of pre-RoPE keys: K [S x D] ~ U SV, from the Gram matrix G = K^T K.
-// Steps: 1. G (the expensive part: S D^2 / 2 MACs); 2. randomized subspace iteration on G;
-// 3. Rayleigh-Ritz with a float64 Jacobi eigensolve; 4. sigma, SV, proj; 5. U = K proj.
+// Steps: 0. K scaled by a power of two (max|K| in [0.5, 1)); 1. G (the expensive part: S D^2 / 2
+// MACs); 2. randomized subspace iteration on G; 3. Rayleigh-Ritz with a float64 Jacobi eigensolve;
+// 4. sigma, SV, proj; 5. U = K proj; 6. the scale undone (proj, K).
 // NOTE: an f32 Gram resolves directions down to ~sqrt(eps_f32) sigma_1 ~ 3e-4 sigma_1; below
 // that (rank past the signal, fitting noise) the basis is close to, not equal to, the exact SVD's.
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <algorithm>
@@ -90,29 +92,57 @@ void ritz(double* T, int l, const double* B, int D, int m, double* Wt, double* w
   }
 }
 
+// The power of two that brings max|K| into [0.5, 1): amax = m 2^e, m in [0.5, 1). Clamped so
+// that 2^e and 2^-e are normal floats (keys beyond that range are scaled part of the way).
+int scale_exponent(float amax) {
+  if (amax == 0.f) return 0;  // all-zero keys: nothing to scale, the factorization gives zeros
+  int e;
+  frexpf(amax, &e);
+  return std::max(-125, std::min(125, e));
+}
+
+void scale_keys(float* K, size_t n, float f) {
+  for (size_t i = 0; i < n; i++) K[i] *= f;
+}
+
 }  // namespace
 
-SKV_EXPORT int skv_low_rank_keys(const float* K, int S, int D, int rank, int oversample,
+SKV_EXPORT int skv_low_rank_keys(float* K, int S, int D, int rank, int oversample,
                                  int power_iters, uint32_t seed,
                                  float* U, float* SV, float* proj, float* sigma) {
   if (S <= 0 || D <= 0 || rank <= 0 || rank > S || rank > D || oversample < 0 || power_iters < 0)
     return SKV_ERR_ARG;
-  const int l = std::min(rank + oversample, D);  // subspace width
-  size_t DD = (size_t)D * D, lD = (size_t)l * D, ll = (size_t)l * l;
+  const int l = (int)std::min<int64_t>((int64_t)rank + oversample, D);  // subspace width
   // One (counted) allocation: G, Qf, X (f32), then Q, V, T, Wt, w (f64) and the eigenvalue order.
-  size_t f32s = DD + 2 * lD, f64s = lD + (size_t)rank * D + 2 * ll + l;
-  char* mem = (char*)skv_counted_alloc(f32s * 4 + 8 + f64s * 8 + (size_t)l * 4);
+  // NOTE: sized in 64 bits: in wasm32, D = 32768 makes G exactly 4 GiB, which wraps size_t to 0.
+  const uint64_t DD = (uint64_t)D * D, lD = (uint64_t)l * D, ll = (uint64_t)l * l;
+  const uint64_t f32s = DD + 2 * lD, f64s = lD + (uint64_t)rank * D + 2 * ll + l;
+  const uint64_t bytes = f32s * 4 + 8 + f64s * 8 + (uint64_t)l * 4;
+  if (bytes > SKV_MAX_BLOCK) return SKV_ERR_ALLOC;
+  // The largest |key|; inputs are validated upstream, but a NaN or inf here would poison everything.
+  const size_t SD = (size_t)S * D;  // fits: K is in the heap
+  float amax = 0.f;
+  for (size_t i = 0; i < SD; i++) {
+    float a = fabsf(K[i]);
+    if (!(a <= FLT_MAX)) return SKV_ERR_ARG;
+    amax = a > amax ? a : amax;
+  }
+  char* mem = (char*)skv_counted_alloc(bytes);
   if (!mem) return SKV_ERR_ALLOC;
   float* G = (float*)mem;     // [D x D]
   float* Qf = G + DD;         // [l x D] Q in f32, for the GEMM
   float* X = Qf + lD;         // [l x D] = (G Q)^T
-  double* Q = (double*)(mem + ((f32s * 4 + 7) & ~(size_t)7));  // [l x D] orthonormal rows
+  double* Q = (double*)(mem + ((f32s * 4 + 7) & ~(uint64_t)7));  // [l x D] orthonormal rows
   double* V = Q + lD;         // [rank x D] Ritz vectors = V_r^T
   double* T = V + (size_t)rank * D;  // [l x l] Q^T G Q
   double* Wt = T + ll;        // [l x l] its eigenvectors as rows
   double* w = Wt + ll;        // [l] its eigenvalues
   int* ord = (int*)(w + l);   // [l] eigenvalues, descending
 
+  // 0. K / 2^e, max|K| in [0.5, 1): keys of 1e30 would overflow G (and of 1e-30 underflow it).
+  //    Powers of two scale exactly, so every step below gives the unscaled result times 2^-e.
+  const int e = scale_exponent(amax);
+  if (e) scale_keys(K, SD, ldexpf(1.f, -e));
   // 1. Gram matrix.
   gram(K, S, D, G);
   // 2. X = G Omega, then power_iters rounds of X = G Q; G is symmetric, so X^T = Q^T G.
@@ -128,19 +158,32 @@ SKV_EXPORT int skv_low_rank_keys(const float* K, int S, int D, int rank, int ove
   for (int a = 0; a < l; a++)
     for (int b = 0; b < l; b++) T[(size_t)a * l + b] = ddot_mixed(Q + (size_t)a * D, X + (size_t)b * D, D);
   ritz(T, l, Q, D, rank, Wt, w, ord, V);
-  // 4. sigma, SV = diag(sigma) V_r^T, proj = V_r diag(1/sigma).
+  // 4. sigma, SV = diag(sigma) V_r^T (both times 2^e: the keys' scale), and proj = V_r diag(1/sigma)
+  //    still for the scaled keys, which step 5 needs.
+  const double up = ldexp(1.0, e);
   double s1 = sqrt(std::max(w[ord[0]], 0.0));
   for (int i = 0; i < rank; i++) {
     double si = sqrt(std::max(w[ord[i]], 0.0));
     double inv = si > 1e-6 * s1 ? 1.0 / si : 0.0;  // NOTE: directions at noise level are dropped
-    sigma[i] = (float)si;
+    sigma[i] = (float)(si * up);
     for (int k = 0; k < D; k++) {
-      SV[(size_t)i * D + k] = (float)(si * V[(size_t)i * D + k]);
+      SV[(size_t)i * D + k] = (float)(si * up * V[(size_t)i * D + k]);
       proj[(size_t)k * rank + i] = (float)(V[(size_t)i * D + k] * inv);
     }
   }
-  // 5. U = K proj [S x rank], the same product that compaction uses for later tokens.
+  // 5. U = K proj [S x rank], the same product that compaction uses for later tokens. The scales
+  //    cancel: (K / 2^e) (proj 2^e).
   skv_gemm(S, rank, D, 1.f, K, SKV_F32, D, 0, nullptr, proj, SKV_F32, rank, 0, 0.f, U, rank);
+  // 6. proj for the caller's keys (/ 2^e, in float64 so that it rounds once), and K restored.
+  if (e) {
+    const double down = ldexp(1.0, -e);
+    for (int i = 0; i < rank; i++) {
+      double si = sqrt(std::max(w[ord[i]], 0.0));
+      double inv = si > 1e-6 * s1 ? down / si : 0.0;
+      for (int k = 0; k < D; k++) proj[(size_t)k * rank + i] = (float)(V[(size_t)i * D + k] * inv);
+    }
+    scale_keys(K, SD, ldexpf(1.f, e));
+  }
   free(mem);
   return SKV_OK;
 }

@@ -17,8 +17,8 @@ struct OnlineSoftmax {
   Scratch<float> acc;     // [nq x d] running sum of p * v
   Scratch<float> kv;      // [2 x ATTN_BLOCK x d] a block of keys and values converted to f32
   OnlineSoftmax(int nq_, int d_)
-      : nq(nq_), d(d_), q((size_t)nq_ * d_), logits((size_t)nq_ * ATTN_BLOCK), m(nq_), l(nq_),
-        acc((size_t)nq_ * d_), kv((size_t)2 * ATTN_BLOCK * d_) {}
+      : nq(nq_), d(d_), q((uint64_t)nq_ * d_), logits((uint64_t)nq_ * ATTN_BLOCK), m(nq_), l(nq_),
+        acc((uint64_t)nq_ * d_), kv((uint64_t)2 * ATTN_BLOCK * d_) {}
 
   void reset() {
     for (int j = 0; j < nq; j++) { m[j] = -INFINITY; l[j] = 0.f; }
@@ -69,3 +69,9 @@ struct OnlineSoftmax {
     for (int i = 0; i < d; i++) out[i] = acc[(size_t)j * d + i] * inv;
   }
 };
+
+// Scratch bytes of OnlineSoftmax(nq, d), its members in order (skv_decode_layer reserves them).
+static inline uint64_t online_softmax_bytes(uint64_t nq, uint64_t d) {
+  return scratch_bytes<float>(size_mul(nq, d)) + scratch_bytes<float>(size_mul(nq, ATTN_BLOCK)) +
+         2 * scratch_bytes<float>(nq) + scratch_bytes<float>(size_mul(nq, d)) + scratch_bytes<float>(size_mul(2 * ATTN_BLOCK, d));
+}

@@ -4,9 +4,13 @@
 // (the longer `g++ -O2 -std=c++17 runtime/wasm/*.cc runtime/wasm/ops_test.cc -o /tmp/ops_test` also
 //  links: everything here is TU-local and main is weak, so the duplicate translation unit is harmless).
 // Prints one line per check; exits 1 if any failed.
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <algorithm>
 #include <set>
 #include <vector>
@@ -256,6 +260,93 @@ void test_low_rank_keys() {
   }
   float dummy[4];
   check("skv_low_rank_keys rank > D is SKV_ERR_ARG", skv_low_rank_keys(dummy, 4, 1, 2, 0, 1, 0, dummy, dummy, dummy, dummy) != SKV_ERR_ARG, 0);
+}
+
+// Keys far outside unit scale: the factorization runs on K scaled by a power of two, so U is the
+// unit-scale keys' U, SV and sigma scale with the keys, proj inversely, and all of it stays finite
+// where K^T K alone would overflow (1e30) or underflow (1e-30) f32. Zero keys give zeros; a NaN or
+// inf key is SKV_ERR_ARG; a Gram that does not fit wasm32 is SKV_ERR_ALLOC.
+void test_low_rank_keys_scaled() {
+  const int S = 300, D = 64, tr = 16, r = 16, over = 8;
+  std::vector<float> K((size_t)S * D);
+  {
+    std::vector<double> A((size_t)S * tr), B((size_t)tr * D);
+    for (auto& v : A) v = urand();
+    for (int i = 0; i < tr; i++)
+      for (int j = 0; j < D; j++) B[(size_t)i * D + j] = urand() * pow(0.85, i);
+    for (int i = 0; i < S; i++)
+      for (int j = 0; j < D; j++) {
+        double x = 1e-3 * urand();
+        for (int k = 0; k < tr; k++) x += A[(size_t)i * tr + k] * B[(size_t)k * D + j];
+        K[(size_t)i * D + j] = (float)x;
+      }
+  }
+  struct Out { std::vector<float> U, SV, proj, sig; int status; };
+  auto run = [&](std::vector<float>& k) {
+    Out o{std::vector<float>((size_t)S * r), std::vector<float>((size_t)r * D), std::vector<float>((size_t)D * r),
+          std::vector<float>(r), 0};
+    o.status = skv_low_rank_keys(k.data(), S, D, r, over, 2, 7, o.U.data(), o.SV.data(), o.proj.data(), o.sig.data());
+    return o;
+  };
+  // max |a_i * f - b_i| / max |b_i|, or inf if any a_i is not finite.
+  auto err = [](const std::vector<float>& a, double f, const std::vector<float>& b) {
+    double e = 0, big = 0;
+    for (size_t i = 0; i < a.size(); i++) {
+      if (!isfinite(a[i])) return (double)INFINITY;
+      e = std::max(e, fabs(a[i] * f - b[i]));
+      big = std::max(big, fabs((double)b[i]));
+    }
+    return e / big;
+  };
+  const Out ref = run(K);
+  // Keys x 1e30 and x 1e-30: the same result as the same f32 keys brought to unit scale by a power
+  // of two (bit for bit), and the unit keys' result up to what rounding K * scale to f32 moves it
+  // (6e-8 relative in K, ~1e-5 in the small-sigma columns of proj).
+  for (double scale : {1e30, 1e-30}) {
+    const double pow2 = scale > 1 ? 0x1p100 : 0x1p-100;  // the power of two nearest the scale
+    std::vector<float> Ks(K.size()), Kunit(K.size());
+    for (size_t i = 0; i < K.size(); i++) {
+      Ks[i] = (float)(K[i] * scale);
+      Kunit[i] = (float)(Ks[i] / pow2);  // exact
+    }
+    const std::vector<float> Ks0 = Ks;
+    const Out o = run(Ks), unit = run(Kunit);
+    char name[96];
+    snprintf(name, 96, "skv_low_rank_keys keys x %g: status, K restored bit for bit", scale);
+    check(name, o.status != SKV_OK || Ks != Ks0, 0);
+    snprintf(name, 96, "skv_low_rank_keys keys x %g: U, SV, proj, sigma = unit keys' (exact)", scale);
+    check(name, std::max({err(o.U, 1, unit.U), err(o.SV, 1 / pow2, unit.SV), err(o.proj, pow2, unit.proj),
+                          err(o.sig, 1 / pow2, unit.sig)}), 0);
+    snprintf(name, 96, "skv_low_rank_keys keys x %g: U = the unscaled keys' U", scale);
+    check(name, err(o.U, 1, ref.U), 1e-4);
+    snprintf(name, 96, "skv_low_rank_keys keys x %g: SV, sigma scale with the keys", scale);
+    check(name, std::max(err(o.SV, 1 / scale, ref.SV), err(o.sig, 1 / scale, ref.sig)), 1e-4);
+    snprintf(name, 96, "skv_low_rank_keys keys x %g: proj scales inversely", scale);
+    check(name, err(o.proj, scale, ref.proj), 1e-4);
+  }
+  std::vector<float> zero(K.size(), 0.f);
+  const Out z = run(zero);
+  double nz = z.status != SKV_OK;
+  for (const auto* v : {&z.U, &z.SV, &z.proj, &z.sig})
+    for (float x : *v) nz += x != 0.f;
+  check("skv_low_rank_keys all-zero keys: U, SV, proj, sigma all 0", nz, 0);
+  for (float bad : {NAN, INFINITY}) {
+    std::vector<float> Kb = K;
+    Kb[(size_t)123 * D + 5] = bad;
+    Out o = run(Kb);
+    check(isnan(bad) ? "skv_low_rank_keys a NaN key is SKV_ERR_ARG" : "skv_low_rank_keys an inf key is SKV_ERR_ARG",
+          o.status != SKV_ERR_ARG, 0);
+  }
+  // D = 32768 (Hkv 8 x d 4096, or 256 heads of 128): the Gram alone is 4 GiB, which a 32-bit size_t
+  // wraps to 0. It must fail cleanly, before allocating anything.
+  {
+    const int Dw = 32768;
+    std::vector<float> k1(Dw, 1.f), u(1), sv(Dw), pj(Dw), sg(1);
+    double allocs = skv_alloc_count();
+    int st = skv_low_rank_keys(k1.data(), 1, Dw, 1, 0, 0, 1, u.data(), sv.data(), pj.data(), sg.data());
+    check("skv_low_rank_keys D = 32768 (4 GiB Gram) is SKV_ERR_ALLOC, nothing allocated",
+          st != SKV_ERR_ALLOC || skv_alloc_count() != allocs, 0);
+  }
 }
 
 void test_landmarks() {
@@ -574,10 +665,12 @@ skv_layer_step make_step(StepIO& io, std::vector<skv_row>& rows) {
   return s;
 }
 
-int fused_step(StepIO& io, std::vector<RowState>& rows) {
+// The fused step; *bound (if given) gets the scratch it reserves, computed before it runs.
+int fused_step(StepIO& io, std::vector<RowState>& rows, uint64_t* bound = nullptr) {
   std::vector<skv_row> rs;
   for (auto& r : rows) rs.push_back(r.row());
   skv_layer_step s = make_step(io, rs);
+  if (bound) *bound = skv_decode_layer_scratch(s);
   return skv_decode_layer(&s);
 }
 
@@ -730,6 +823,7 @@ void test_decode_layer() {
     const RowState idle = A[2];
     StepIO ib = io;
     double bad_out = 0, bad_state = 0, bad_counters = 0, bad_status = 0, warm_allocs = 0, cold_allocs = 0;
+    double over_bound = 0, left_arena = 0, fill = 0;  // scratch past the reservation; its best use
     std::vector<int32_t> tail_before;
     std::vector<uint8_t> tail_k_before, tail_v_before;
     for (int step = 0; step < 8; step++) {
@@ -737,9 +831,15 @@ void test_decode_layer() {
       ib.q = io.q; ib.k = io.k; ib.v = io.v;
       if (step == 5) A[0].compact = B[0].compact = A[1].compact = B[1].compact = 1;  // 12 rows: 2 chunks move
       if (step == 5) { tail_k_before = A[0].tail_k; tail_v_before = A[0].tail_v; }
-      double before = skv_alloc_count();
-      bad_status += fused_step(io, A) != SKV_OK;
+      double before = skv_alloc_count(), heap_before = skv_test_scratch_heap_blocks();
+      uint64_t bound = 0;
+      skv_test_scratch_peak();  // restart the count
+      bad_status += fused_step(io, A, &bound) != SKV_OK;
       double allocs = skv_alloc_count() - before;
+      uint64_t peak = skv_test_scratch_peak();
+      over_bound += peak > bound;
+      left_arena += skv_test_scratch_heap_blocks() - heap_before;
+      fill = std::max(fill, (double)peak / (double)bound);
       if (step == 0 && cold) cold_allocs = allocs;
       if ((step >= 1 && step <= 4) || step == 7) warm_allocs += allocs;  // same shapes as the step before
       composed_step(ib, B);
@@ -781,6 +881,10 @@ void test_decode_layer() {
     if (cold) check("skv_decode_layer: the first (cold) step allocates", cold_allocs == 0, 0);
     snprintf(name, 96, "skv_decode_layer kv=%s io=%s: warm steps allocate nothing", dname(cb.kv), dname(cb.io));
     check(name, warm_allocs, 0);
+    snprintf(name, 96, "skv_decode_layer kv=%s io=%s: scratch within the reservation, never the heap", dname(cb.kv), dname(cb.io));
+    check(name, over_bound + left_arena, 0);
+    snprintf(name, 96, "skv_decode_layer kv=%s io=%s: the reservation is the peak (1 - peak / bound)", dname(cb.kv), dname(cb.io));
+    check(name, 1 - fill, 0);
     cold = false;
   }
 }
@@ -821,6 +925,91 @@ void test_decode_layer_rejects() {
   }
 }
 
+// A step whose scratch cannot be reserved returns SKV_ERR_ALLOC and leaves every buffer and
+// counter byte-identical: past what wasm32 can address (2^28 landmarks: over 4 GiB of scores),
+// and a heap that cannot grow the arena (a test cap on allocations). The next step then runs.
+void test_decode_layer_out_of_memory() {
+  StepIO io;
+  io.kv = SKV_BF16; io.io = SKV_F32; io.style = 1;
+  io.q = random_bytes((size_t)T_INPUTS * T_HQ * T_D, SKV_F32); io.out = io.q;
+  io.k = random_bytes((size_t)T_INPUTS * T_HKV * T_D, SKV_F32); io.v = io.k;
+  for (int i = 0; i < SKV_COUNTERS; i++) io.counters[i] = i + 0.25;
+  struct Case { const char* what; int landmarks; uint64_t cap; };
+  const Case cases[] = {{"2^28 landmarks (over 4 GiB of scratch)", 1 << 28, SKV_MAX_BLOCK},
+                        {"2^24 landmarks, allocations capped at 1 MiB", 1 << 24, 1 << 20}};
+  for (const Case& cs : cases) {
+    std::vector<RowState> rows = {dense_row(io.kv, 0, 3), compressed_row(io.kv, 1)};
+    rows[1].head_counts[3] = cs.landmarks;  // head 1; the landmark buffers are never read
+    std::vector<skv_row> rs;
+    for (auto& r : rows) rs.push_back(r.row());
+    rs[1].chunk_capacity = cs.landmarks;
+    skv_layer_step s = make_step(io, rs);
+    const std::vector<RowState> before = rows;
+    const StepIO io_before = io;
+    const double allocs = skv_alloc_count();
+    skv_test_alloc_limit(cs.cap);
+    bool bad = skv_decode_layer(&s) != SKV_ERR_ALLOC;
+    skv_test_alloc_limit(SKV_MAX_BLOCK);
+    bad |= !(rows == before) || io.out != io_before.out || io.counters != io_before.counters;
+    bad |= skv_alloc_count() != allocs;  // a failed allocation is not counted
+    char name[112]; snprintf(name, 112, "skv_decode_layer out of memory: %s -> SKV_ERR_ALLOC, nothing changed", cs.what);
+    check(name, bad, 0);
+  }
+  std::vector<RowState> rows = {dense_row(io.kv, 0, 3), compressed_row(io.kv, 1)};
+  check("skv_decode_layer after SKV_ERR_ALLOC: the next step runs", fused_step(io, rows) != SKV_OK, 0);
+}
+
+// The reservation of a Llama-3-8B layer step at 128K tokens (Hq 32, Hkv 8, d 128, C 8, budget
+// 2048, rank 160, 16K landmarks per head), without and with compaction of 1024 tokens: a few MB.
+void test_decode_layer_scratch_bound() {
+  std::vector<int32_t> counts;
+  for (int h = 0; h < 8; h++) counts.insert(counts.end(), {16384 - 48, 48, 256});
+  skv_row r{};
+  r.input = 0; r.position = 131072 + 40; r.tail_count = 40; r.tail_capacity = 2048;
+  r.store_tokens = 131072; r.rank = 160; r.chunk_capacity = 16384 + 256; r.head_counts = counts.data();
+  r.u = &r;  // compressed; nothing is read through it
+  skv_layer_step s{};
+  s.batch = 1; s.q_heads = 32; s.kv_heads = 8; s.d = 128; s.C = 8; s.max_selected = 256; s.max_outliers = 48;
+  s.local_tokens = 32; s.rows = &r;
+  const double plain = (double)skv_decode_layer_scratch(s);
+  r.compact = 1; r.tail_count = 1056;  // count 1057 > local 32 + recent 1024: 128 chunks move
+  const double compacting = (double)skv_decode_layer_scratch(s);
+  printf("     Llama-3-8B 128K step scratch: %.0f bytes (%.2f MiB), compacting: %.0f bytes (%.2f MiB)\n",
+         plain, plain / (1 << 20), compacting, compacting / (1 << 20));
+  check("skv_decode_layer scratch bound, Llama-3-8B 128K step: under 2 MiB", plain > 2 << 20, 0);
+  check("skv_decode_layer scratch bound, Llama-3-8B 128K compaction step: under 8 MiB", compacting > 8 << 20, 0);
+}
+
+// Sizes are 64-bit: a count whose bytes do not fit wasm32 fails instead of wrapping.
+void test_sizes_64bit() {
+  check("scratch_bytes<float>(2^30) is 4 GiB, not 0", scratch_bytes<float>((uint64_t)1 << 30) != (uint64_t)1 << 32, 0);
+  check("scratch_bytes and size_mul saturate", scratch_bytes<double>(UINT64_MAX) != SKV_SIZE_CAP ||
+        size_mul((uint64_t)1 << 40, (uint64_t)1 << 40) != SKV_SIZE_CAP || size_mul(0, UINT64_MAX) != 0, 0);
+  double allocs = skv_alloc_count();
+  check("skv_counted_alloc of 4 GiB is null (wasm32's size_t would wrap it)",
+        skv_counted_alloc((uint64_t)32768 * 32768 * 4) != nullptr || skv_counted_alloc(SKV_MAX_BLOCK + 1) != nullptr, 0);
+  check("skv_counted_alloc: failures are not counted", skv_alloc_count() - allocs, 0);
+  // A Scratch that cannot exist traps (in a child process: the trap ends it).
+  auto traps = [](void (*body)()) {
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+      struct rlimit none = {0, 0};
+      setrlimit(RLIMIT_CORE, &none);  // no core file for the expected trap
+      body();
+      _exit(0);
+    }
+    int st = 0;
+    waitpid(pid, &st, 0);
+    return WIFSIGNALED(st);
+  };
+  check("Scratch<float>(2^30) (4 GiB) traps", !traps([] { Scratch<float> big((uint64_t)1 << 30); big[0] = 1.f; }), 0);
+  check("Scratch past a full heap traps", !traps([] {
+    skv_test_alloc_limit(1 << 10);
+    Scratch<uint8_t> big((uint64_t)1 << 30); big[0] = 1;
+  }), 0);
+}
+
 // The arena: a request that does not fit is one counted malloc, the arena then grows to fit it
 // (one more), and the same request again allocates nothing; past 64 MiB requests stay per-call.
 void test_scratch_arena() {
@@ -853,12 +1042,16 @@ __attribute__((weak)) int main() {
   skv_free(p);
   test_decode_layer();  // first: its first step meets an empty scratch arena
   test_decode_layer_rejects();
+  test_decode_layer_out_of_memory();
+  test_decode_layer_scratch_bound();
+  test_sizes_64bit();
   test_gather_values();
   test_convert();
   test_convert_rows();
   test_gemm();
   test_rope();
   test_low_rank_keys();
+  test_low_rank_keys_scaled();
   test_landmarks();
   test_select_chunks();
   test_score_chunks();

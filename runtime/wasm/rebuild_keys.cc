@@ -8,10 +8,12 @@ SKV_EXPORT void skv_rebuild_keys(const void* U, int u_dtype, int rank,
                                  const int32_t* chunk_ids, const int32_t* out_slots, int n_chunks, int C,
                                  const double* inv_freq, int style,
                                  void* out, int out_dtype, int ldo) {
-  int M = n_chunks * C;  // rows rebuilt
-  if (M <= 0 || d <= 0) return;
-  Scratch<int32_t> pos(M);          // [M] token positions = rows of U
-  Scratch<float> K((size_t)M * d);  // [M x d] keys in f32
+  const int64_t rows = (int64_t)n_chunks * C;  // rows rebuilt
+  if (rows <= 0 || d <= 0) return;
+  if (rows > INT32_MAX) __builtin_trap();  // more rows than the GEMM takes (and than wasm32 holds)
+  const int M = (int)rows;
+  Scratch<int32_t> pos(M);            // [M] token positions = rows of U
+  Scratch<float> K((uint64_t)M * d);  // [M x d] keys in f32
   for (int i = 0; i < n_chunks; i++)
     for (int t = 0; t < C; t++) pos[i * C + t] = chunk_ids[i] * C + t;
   // 1. K = U[pos] SVh, the row gather done by the GEMM's packing.

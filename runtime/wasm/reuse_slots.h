@@ -38,3 +38,6 @@ static inline int reuse_slots(int32_t* selected, int count, const int32_t* ids, 
   *n_miss = n;
   return hits;
 }
+
+// Scratch bytes of reuse_slots for m selected chunks: held, free_slots (skv_decode_layer reserves them).
+static inline uint64_t reuse_slots_bytes(uint64_t m) { return scratch_bytes<uint8_t>(m) + scratch_bytes<int32_t>(m); }

@@ -9,7 +9,7 @@ SKV_EXPORT void skv_score_chunks(const float* q, int g, int d, float scale,
                                  const void* landmarks, int dtype, int n,
                                  float* scores, float* work) {
   if (n <= 0) return;
-  Scratch<float> own(work ? 0 : (size_t)g * n);
+  Scratch<float> own(work ? 0 : (uint64_t)g * n);
   float* logits = work ? work : own.p;  // [g x n]
   Scratch<float> row(d);                // [d] one landmark in f32
   // 1. Logits: each landmark row is read (and converted) once for all g heads.

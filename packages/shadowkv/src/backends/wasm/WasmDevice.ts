@@ -38,6 +38,7 @@ const code = (dtype: BufferDType): number => {
  */
 export class WasmDevice implements Device {
   readonly backend = 'wasm';
+  readonly maxBytes = 2 ** 32;
   private readonly scratchBuffers = new Map<string, DeviceBuffer>();
   private readonly tags = new Map<string, number>();
   private readonly tiers = { device: 0, host: 0 };
@@ -45,9 +46,15 @@ export class WasmDevice implements Device {
   private stepWords = new Int32Array(STEP_WORDS);
   private stepFloats = new Float32Array(this.stepWords.buffer);
   private instance: WasmExports | undefined;
+  /**
+   * The shadow-stack pointer every call from JS starts at. NOTE: read once: each call that returns
+   * restores it and the runtime never calls back into itself, so it is the same before every call.
+   */
+  private readonly stackTop: number | undefined;
 
   constructor(exports: WasmExports) {
     this.instance = exports;
+    this.stackTop = exports.stackSave?.();
   }
 
   private get x(): WasmExports {
@@ -57,14 +64,19 @@ export class WasmDevice implements Device {
 
   /**
    * Runs a runtime call that may allocate scratch: on a full heap the runtime traps
-   * (`unreachable`), which becomes an OutOfMemoryError naming the op.
+   * (`unreachable`), which becomes an OutOfMemoryError naming the op. The trap skipped the C++
+   * destructors, so the stack pointer and the scratch arena are put back first: the device stays
+   * usable once memory is freed (what the call wrote before trapping is not undone).
    */
   private op<T>(name: string, call: () => T): T {
     try {
       return call();
     } catch (err) {
       if (err instanceof WebAssembly.RuntimeError) {
-        throw new OutOfMemoryError(`${name}: the wasm runtime trapped (${err.message}); its heap is ${this.x.memory.buffer.byteLength} bytes of 4 GB. Use a smaller batch or context, or the cuda backend`);
+        const x = this.x;
+        if (this.stackTop !== undefined) x.stackRestore?.(this.stackTop);
+        x.skv_scratch_reset();
+        throw new OutOfMemoryError(`${name}: the wasm runtime trapped (${err.message}); its heap is ${x.memory.buffer.byteLength} bytes of 4 GB. Use a smaller batch or context, or the cuda backend`);
       }
       throw err;
     }
@@ -175,7 +187,8 @@ export class WasmDevice implements Device {
       this.addr(k), S, D, rank, oversample, powerIters, seed >>> 0,
       this.addr(o.u), this.addr(o.sv), this.addr(o.proj), this.addr(o.sigma),
     ));
-    if (status === STATUS.alloc) throw new OutOfMemoryError(`lowRankKeys: the wasm heap could not hold the workspace for S=${S}, D=${D}, rank=${rank}`);
+    if (status === STATUS.alloc) throw new OutOfMemoryError(`lowRankKeys: the wasm heap could not hold the workspace for S=${S}, D=${D}, rank=${rank} (about 4·D² bytes, at most 4 GB)`);
+    if (status !== STATUS.ok) throw new RangeError(`lowRankKeys: the runtime rejected S=${S}, D=${D}, rank=${rank}, oversample=${oversample}, powerIters=${powerIters}, or a non-finite key (status ${status})`);
   }
 
   landmarks(keys: View, ld: number, nChunks: number, C: number, d: number, landmarks: View, minCos: View): void {
@@ -244,6 +257,9 @@ export class WasmDevice implements Device {
     step.rows.forEach((row, b) => this.encodeRow(w, STEP_WORDS + b * ROW_WORDS, row));
     this.write({ buf, offset: 0 }, w.subarray(0, words));
     const status = this.op('decode_layer', () => this.x.skv_decode_layer(buf.ptr));
+    if (status === STATUS.alloc) {
+      throw new OutOfMemoryError(`decode_layer: the wasm heap could not hold the step's scratch (heap is ${this.x.memory.buffer.byteLength} bytes of 4 GB); nothing was changed. Use a smaller batch or budget, or the cuda backend`);
+    }
     if (status !== STATUS.ok) throw new RangeError(`decode_layer: the runtime rejected the step record (status ${status})`);
   }
 

@@ -22,6 +22,11 @@ export interface WasmExports {
   skv_malloc(bytes: number): Ptr;
   skv_free(p: Ptr): void;
   skv_alloc_count(): number;
+  /** Marks the scratch arena empty after a trap, which skipped the destructors of live scratch. */
+  skv_scratch_reset(): void;
+  /** Emscripten's shadow-stack pointer (a trap leaves it where the trap happened); absent from builds without it. */
+  stackSave?: () => number;
+  stackRestore?: (sp: number) => void;
   skv_convert(src: Ptr, srcDtype: number, dst: Ptr, dstDtype: number, n: number): void;
   skv_convert_rows(src: Ptr, srcDtype: number, srcLd: number, dst: Ptr, dstDtype: number, dstLd: number, rows: number, cols: number): void;
   skv_gemm(

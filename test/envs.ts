@@ -16,6 +16,8 @@ const ENV_LIST: { name: string; backend: string; dtype: DType }[] = [
   { name: 'wasm-f32', backend: 'wasm', dtype: 'f32' },
   { name: 'wasm-f16', backend: 'wasm', dtype: 'f16' },
   { name: 'wasm-bf16', backend: 'wasm', dtype: 'bf16' },
+  { name: 'cuda-f32', backend: 'cuda', dtype: 'f32' },
+  { name: 'cuda-f16', backend: 'cuda', dtype: 'f16' },
   { name: 'cuda-bf16', backend: 'cuda', dtype: 'bf16' },
 ];
 

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import {
-  ConfigError, createCache, FullKVCache, listBackends, listPolicies, NoBinaryError, registerBackend, resolveBackend,
+  ConfigError, createCache, FullKVCache, listBackends, listPolicies, NoBinaryError, NoDeviceError, registerBackend, resolveBackend,
 } from '../../packages/shadowkv/src/backend.js';
 import { NeedleWorkload } from '../../examples/workloads/needle.js';
 import { registerRecentWindow } from '../../examples/plugins/RecentWindowCache.js';
@@ -16,8 +16,11 @@ describe('backend registry', () => {
     cache.dispose();
   });
 
-  it("asking for 'cuda' where it cannot load is a NoBinaryError, not a silent fallback", async () => {
-    await expect(createCache({ spec, backend: 'cuda' })).rejects.toThrow(NoBinaryError);
+  it("asking for 'cuda' where it cannot start is a typed error, not a silent fallback", async () => {
+    // NoBinaryError without the built addon; NoDeviceError with it, on a machine without a GPU.
+    const err = await createCache({ spec, backend: 'cuda' }).then(() => undefined, (e: unknown) => e);
+    expect(err instanceof NoBinaryError || err instanceof NoDeviceError).toBe(true);
+    expect((err as Error).message).toMatch(/shadowkv-cuda/);
   });
 
   it('an unknown backend name is a ConfigError listing the registered ones', async () => {

@@ -1,0 +1,114 @@
+// shadowkv CUDA kernels: the launcher of every op, one per kernels/<op>.cu (flashinfer style: each
+// picks grid, block and shared memory, launches on the caller's stream and returns cudaError_t).
+// Plain C++ over the CUDA runtime API, so runtime/cuda/*.cc include it without device code.
+// Arguments mirror runtime/wasm/abi.h op by op; pointers are device addresses (host-tier pages
+// are mapped pinned memory, addressed through UVA).
+#pragma once
+#include <cuda_runtime_api.h>
+#include <stddef.h>
+#include <stdint.h>
+
+// Storage dtypes; arithmetic is f32. NOTE: must match runtime/wasm/abi.h (skv_dtype) and
+// DTYPE_CODE in packages/shadowkv-cuda/src/AddonTypes.ts.
+enum SkvDtype { SKV_F32 = 0, SKV_F16 = 1, SKV_BF16 = 2 };
+// RoPE pairing: HALF = rotate-half (dims i, i+d/2), INTERLEAVED = (2i, 2i+1). NOTE: matches skv_rope_style.
+enum SkvRopeStyle { SKV_ROPE_HALF = 0, SKV_ROPE_INTERLEAVED = 1 };
+
+// One run of keys and values for attention (device table entry): n rows of d, row stride ld.
+// NOTE: 24 bytes, written by CudaDevice.sparseAttention as six u32 words (k lo/hi, v lo/hi, n, ld).
+struct SkvSegment {
+  uint64_t k;
+  uint64_t v;
+  int32_t n;
+  int32_t ld;
+};
+static_assert(sizeof(SkvSegment) == 24, "SkvSegment is six 32-bit words");
+
+// Device memory an op may use for its temporaries; grown by the caller (runtime/cuda/memory.cc).
+struct SkvWorkspace {
+  void* ptr;
+  size_t bytes;
+};
+
+// ---- convert.cu ----
+// dst[i] = src[i] converted (round to nearest even), n elements.
+cudaError_t Convert(const void* src, int src_dtype, void* dst, int dst_dtype, int64_t n, cudaStream_t stream);
+
+// ---- convert_rows.cu ----
+// rows x cols: dst[r*dst_ld + c] = convert(src[r*src_ld + c]).
+cudaError_t ConvertRows(const void* src, int src_dtype, int64_t src_ld, void* dst, int dst_dtype, int64_t dst_ld,
+                        int rows, int cols, cudaStream_t stream);
+
+// ---- gemm.cu ----
+// C[M x N] (f32) = alpha * op(A) * op(B) + beta * C; beta = 0 ignores C. op(A)(i, k) =
+// transA ? A[k*lda + i] : A[row(i)*lda + k], row(i) = a_rows ? a_rows[i] : i; op(B)(k, j) =
+// transB ? B[j*ldb + k] : B[k*ldb + j].
+cudaError_t Gemm(int M, int N, int K, float alpha, const void* A, int a_dtype, int64_t lda, int transA,
+                 const int32_t* a_rows, const void* B, int b_dtype, int64_t ldb, int transB, float beta, float* C,
+                 int64_t ldc, cudaStream_t stream);
+
+// ---- rope.cu ----
+// Rotates `rows` rows of x (f32, row stride ldx) in place; row r at positions[r]; float64 angles.
+cudaError_t Rope(float* x, int rows, int d, int64_t ldx, const int32_t* positions, const double* inv_freq, int style,
+                 int direction, cudaStream_t stream);
+
+// ---- low_rank_keys.cu ----
+// Status of LowRankKeys beyond its cudaError_t. NOTE: the values match skv_status (runtime/wasm/abi.h).
+enum SkvLowRankStatus { SKV_LOW_RANK_OK = 0, SKV_LOW_RANK_ALLOC = 1, SKV_LOW_RANK_ARG = 2 };
+// The factorization of runtime/wasm/low_rank_keys.cc: Gram matrix, scaling and U = K proj on the
+// device; randomized subspace iteration (same splitmix64 Omega), orthonormalization and the
+// Rayleigh-Ritz Jacobi eigensolve on the host in float64. K is scaled in place and restored.
+// Synchronous (it reads small matrices back); *status says ALLOC / ARG like skv_low_rank_keys.
+cudaError_t LowRankKeys(float* K, int S, int D, int rank, int oversample, int power_iters, uint32_t seed, float* U,
+                        float* SV, float* proj, float* sigma, int* status, cudaStream_t stream);
+
+// ---- landmarks.cu ----
+// keys: n_chunks*C rows of d (dtype, row stride ldk); landmarks [n_chunks x d] f32 = chunk means;
+// min_cos[c] = min over the chunk's rows k of dot(L, k) / max(|L||k|, 1e-30).
+cudaError_t Landmarks(const void* keys, int dtype, int64_t ldk, int n_chunks, int C, int d, float* landmarks,
+                      float* min_cos, cudaStream_t stream);
+
+// ---- select_chunks.cu ----
+// Top-k of scores[n] (largest: highest first), ties to the lower index, NaN last. Writes the
+// min(k, n) chosen indices, unordered, to out (device); *count (device int) gets how many.
+// Workspace: none (one block, shared memory only).
+cudaError_t SelectChunks(const float* scores, int n, int k, int largest, int32_t* out, int32_t* count,
+                         cudaStream_t stream);
+
+// ---- score_chunks.cu ----
+// scores[c] = max_j softmax_c(scale * q_j . landmarks[c]); q [g x d] f32, landmarks [n x d] (dtype).
+// work: g*n floats; inv: g floats (device).
+cudaError_t ScoreChunks(const float* q, int g, int d, float scale, const void* landmarks, int dtype, int n,
+                        float* scores, float* work, float* inv, cudaStream_t stream);
+
+// ---- rebuild_keys.cu ----
+// out row (slots ? slots[i] : i)*C + t = RoPE_pos(U[pos, 0:rank] . SVh), pos = chunk_ids[i]*C + t.
+cudaError_t RebuildKeys(const void* U, int u_dtype, int rank, const void* SVh, int sv_dtype, int64_t ldsv, int d,
+                        const int32_t* chunk_ids, const int32_t* out_slots, int n_chunks, int C, const double* inv_freq,
+                        int style, void* out, int out_dtype, int64_t ldo, cudaStream_t stream);
+
+// ---- gather_values.cu ----
+// Copies n chunks of `block` elements from a paged tier (device table of page addresses) into dst:
+// chunk ids[i] of head h lives in page (ids[i] / page_chunks) * heads + h at element offset
+// (ids[i] % page_chunks) * block and goes to dst + (slots ? slots[i] : i) * block. One chunk per block.
+cudaError_t GatherValues(const uint64_t* pages, int page_chunks, int heads, int h, const int32_t* ids,
+                         const int32_t* slots, int n, int block, int dtype, void* dst, cudaStream_t stream);
+
+// ---- sparse_attention.cu ----
+// Exact softmax attention of g query heads q [g x d] (f32) over the union of nseg segments (device
+// table; keys and values of kv_dtype), split over blocks of keys and merged; out [g x d] f32.
+// total = sum of the segments' n (the caller knows it). Workspace: SparseAttentionWorkspace bytes.
+size_t SparseAttentionWorkspace(int g, int d, int64_t total);
+cudaError_t SparseAttention(const float* q, int g, int d, float scale, const SkvSegment* segs, int nseg,
+                            int64_t total, int kv_dtype, float* out, SkvWorkspace ws, cudaStream_t stream);
+
+// ---- causal_attention.cu ----
+// q [g x Sq x d] f32; query row i at position offset + i sees key rows [0, offset + i];
+// k, v rows of d (kv_dtype); out [g x Sq x d] f32.
+cudaError_t CausalAttention(const float* q, int g, int Sq, int d, float scale, int offset, const void* k,
+                            const void* v, int kv_dtype, float* out, cudaStream_t stream);
+
+// ---- probe (convert.cu) ----
+// A trivial kernel, run once by the probe: fails with cudaErrorNoKernelImageForDevice (209) when
+// the binary has no code for the GPU.
+cudaError_t SelfTest(cudaStream_t stream);

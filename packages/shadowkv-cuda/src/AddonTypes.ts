@@ -1,0 +1,92 @@
+// Types of everything shadowkv_cuda.node exports (runtime/cuda/addon.cc). Addresses are device
+// pointers as numbers (exact below 2^53); element counts and strides are in elements; dtypes are
+// DTYPE_CODE values. Every op throws a JS Error naming the op, with `cudaCode`, when CUDA fails.
+
+/** Storage dtype codes. NOTE: must match SkvDtype in kernels/launchers.h (and skv_dtype in runtime/wasm/abi.h). */
+export const DTYPE_CODE = { f32: 0, f16: 1, bf16: 2 } as const;
+/** RoPE pairing codes. NOTE: must match SkvRopeStyle in kernels/launchers.h. */
+export const ROPE_STYLE_CODE = { half: 0, interleaved: 1 } as const;
+/** Status codes of `lowRankKeys`. NOTE: must match SkvStatus in runtime/cuda/status.h. */
+export const STATUS = { ok: 0, alloc: 1, arg: 2 } as const;
+/** CUDA errors that mean "no usable CUDA here". NOTE: must match SkvNoDevice in runtime/cuda/status.h. */
+export const CUDA_NO_DEVICE = { insufficientDriver: 35, noDevice: 100, noKernelImage: 209 } as const;
+/** cudaErrorMemoryAllocation: becomes an OutOfMemoryError. */
+export const CUDA_OUT_OF_MEMORY = 2;
+/** Bytes of one `SkvSegment` (k, v addresses as u64, n, ld as i32): six 32-bit words. */
+export const SEGMENT_WORDS = 6;
+
+type Ptr = number;
+
+/** What the addon attaches to the errors it throws. */
+export interface AddonError extends Error {
+  cudaCode?: number;
+  op?: string;
+}
+
+/** `deviceInfo(ordinal)`. */
+export interface CudaDeviceInfo {
+  name: string;
+  major: number;
+  minor: number;
+  multiprocessors: number;
+  totalBytes: number;
+  /** e.g. 13000 for CUDA 13.0. */
+  driverVersion: number;
+  runtimeVersion: number;
+}
+
+/** The module `shadowkv_cuda.node`. */
+export interface CudaAddon {
+  readonly napiVersion: number;
+  // ---- devices (memory.cc) ----
+  /** Devices visible; throws with `cudaCode` 35 (no driver), 100 (no device), ... when CUDA cannot start. */
+  deviceCount(): number;
+  deviceInfo(ordinal: number): CudaDeviceInfo;
+  setDevice(ordinal: number): void;
+  /** Runs one tiny kernel on the device: throws 209 when the binary has no code for it. */
+  selfTest(ordinal: number): void;
+  memInfo(): { free: number; total: number };
+  synchronize(): void;
+  /** cudaMalloc / cudaHostAlloc calls so far, workspace growth included. */
+  allocCount(): number;
+  // ---- buffers (memory.cc) ----
+  /** A zeroed device block of `bytes`. */
+  malloc(bytes: number): Ptr;
+  free(ptr: Ptr): void;
+  /** A zeroed pinned, mapped host block; returns its device address (what kernels and copies use). */
+  hostAlloc(bytes: number): Ptr;
+  freeHost(ptr: Ptr): void;
+  /** The array's bytes to `ptr` (either tier). */
+  write(ptr: Ptr, data: ArrayBufferView): void;
+  /** Fills `into` from `ptr`; waits for every op issued before. */
+  read(ptr: Ptr, into: ArrayBufferView): void;
+  /** memmove of `bytes` between buffers of either tier. */
+  copy(dst: Ptr, src: Ptr, bytes: number): void;
+  // ---- ops (runtime/cuda/<op>.cc), arguments as in runtime/wasm/abi.h ----
+  convert(src: Ptr, srcDtype: number, dst: Ptr, dstDtype: number, n: number): void;
+  convertRows(src: Ptr, srcDtype: number, srcLd: number, dst: Ptr, dstDtype: number, dstLd: number, rows: number, cols: number): void;
+  gemm(
+    M: number, N: number, K: number, alpha: number,
+    A: Ptr, aDtype: number, lda: number, transA: number, aRows: Ptr,
+    B: Ptr, bDtype: number, ldb: number, transB: number,
+    beta: number, C: Ptr, ldc: number,
+  ): void;
+  rope(x: Ptr, rows: number, d: number, ldx: number, positions: Ptr, invFreq: Ptr, style: number, direction: number): void;
+  /** Returns a STATUS code. */
+  lowRankKeys(K: Ptr, S: number, D: number, rank: number, oversample: number, powerIters: number, seed: number, U: Ptr, SV: Ptr, proj: Ptr, sigma: Ptr): number;
+  landmarks(keys: Ptr, dtype: number, ldk: number, nChunks: number, C: number, d: number, landmarks: Ptr, minCos: Ptr): void;
+  /** Writes min(k, n) indices ascending into `out`; returns that count. */
+  selectChunks(scores: Ptr, n: number, k: number, largest: number, out: Int32Array): number;
+  /** `work` holds g * (n + 1) f32. */
+  scoreChunks(q: Ptr, g: number, d: number, scale: number, landmarks: Ptr, dtype: number, n: number, scores: Ptr, work: Ptr): void;
+  rebuildKeys(
+    U: Ptr, uDtype: number, rank: number, SVh: Ptr, svDtype: number, ldsv: number, d: number,
+    chunkIds: Ptr, slots: Ptr, nChunks: number, C: number, invFreq: Ptr, style: number,
+    out: Ptr, outDtype: number, ldo: number,
+  ): void;
+  /** `pages`: a device table of u64 page addresses. */
+  gatherValues(pages: Ptr, pageChunks: number, heads: number, h: number, ids: Ptr, slots: Ptr, n: number, block: number, dtype: number, dst: Ptr): void;
+  /** `segments`: a device table of SEGMENT_WORDS-word entries; `total` = the sum of their n. */
+  sparseAttention(q: Ptr, g: number, d: number, scale: number, segments: Ptr, nseg: number, total: number, kvDtype: number, out: Ptr): void;
+  causalAttention(q: Ptr, g: number, Sq: number, d: number, scale: number, offset: number, k: Ptr, v: Ptr, kvDtype: number, out: Ptr): void;
+}

@@ -1,0 +1,318 @@
+import {
+  BUFFER_BYTES,
+  type BufferDType,
+  type Device,
+  type DeviceBuffer,
+  type DeviceMemory,
+  type GemmArgs,
+  type HostArray,
+  type LowRankOut,
+  type PagedBuffer,
+  type RebuildArgs,
+  type Segment,
+  type Tier,
+  type View,
+} from '../../shadowkv/src/backends/Device.js';
+import { DisposedError } from '../../shadowkv/src/errors/DisposedError.js';
+import { OutOfMemoryError } from '../../shadowkv/src/errors/OutOfMemoryError.js';
+import type { RopeStyle } from '../../shadowkv/src/spec.js';
+import { CUDA_OUT_OF_MEMORY, DTYPE_CODE, ROPE_STYLE_CODE, SEGMENT_WORDS, STATUS, type AddonError, type CudaAddon } from './AddonTypes.js';
+
+const ARRAY_OF: Record<BufferDType, new (length: number) => HostArray> = {
+  f32: Float32Array,
+  f16: Uint16Array,
+  bf16: Uint16Array,
+  i32: Int32Array,
+  f64: Float64Array,
+};
+
+const code = (dtype: BufferDType): number => {
+  if (dtype === 'i32' || dtype === 'f64') throw new TypeError(`no storage dtype code for ${dtype}`);
+  return DTYPE_CODE[dtype];
+};
+
+const TWO_32 = 2 ** 32;
+
+/**
+ * The CUDA runtime as a `Device`: the same ops as `WasmDevice`, op by op, over device memory
+ * ('device' tier: cudaMalloc) and pinned mapped host memory ('host' tier: offloaded values, read by
+ * the gather kernel through UVA). Index arrays are staged into scratch device buffers. Every op
+ * runs on the default stream; `read` (and `selectChunks`, `lowRankKeys`) wait for it.
+ * No fused `decodeLayer` yet: caches run `decodeLayerComposed` over these ops.
+ */
+export class CudaDevice implements Device {
+  readonly backend = 'cuda';
+  private readonly scratchBuffers = new Map<string, DeviceBuffer>();
+  private readonly tags = new Map<string, number>();
+  private readonly tiers = { device: 0, host: 0 };
+  /** Live buffers by address, so that dispose() frees what the caches did not. */
+  private readonly live = new Map<number, DeviceBuffer>();
+  private addon: CudaAddon | undefined;
+
+  constructor(addon: CudaAddon, readonly ordinal: number) {
+    this.addon = addon;
+  }
+
+  private get x(): CudaAddon {
+    if (!this.addon) throw new DisposedError('cuda device: the device was disposed');
+    return this.addon;
+  }
+
+  /** Runs an addon call; CUDA's out-of-memory becomes an OutOfMemoryError naming the op. */
+  private op<T>(name: string, call: () => T): T {
+    try {
+      return call();
+    } catch (err) {
+      if ((err as AddonError).cudaCode === CUDA_OUT_OF_MEMORY) {
+        throw new OutOfMemoryError(`${name}: CUDA is out of memory (${(err as Error).message}); use a smaller batch or context`);
+      }
+      throw err;
+    }
+  }
+
+  /** Byte address of a view. */
+  private addr(v: View): number {
+    return v.buf.ptr + v.offset * BUFFER_BYTES[v.buf.dtype];
+  }
+
+  /** Throws unless `elements` elements from the view stay inside its buffer (a fault would poison the CUDA context). */
+  private within(name: string, what: string, v: View, elements: number): void {
+    if (elements <= 0) return;
+    if (v.offset < 0 || v.offset + elements > Math.max(v.buf.length, 1)) {
+      throw new RangeError(`${name}: ${what} needs elements [${v.offset}, ${v.offset + elements}) of a buffer of ${v.buf.length} (${v.buf.tag})`);
+    }
+  }
+
+  private count(buf: DeviceBuffer, sign: 1 | -1): void {
+    const bytes = sign * Math.max(buf.length, 1) * BUFFER_BYTES[buf.dtype];
+    const tag = buf.tier === 'host' ? `host:${buf.tag}` : buf.tag;
+    this.tags.set(tag, (this.tags.get(tag) ?? 0) + bytes);
+    this.tiers[buf.tier] += bytes;
+  }
+
+  alloc<T extends BufferDType>(length: number, dtype: T, tag: string, tier: Tier = 'device'): DeviceBuffer {
+    const bytes = Math.max(length, 1) * BUFFER_BYTES[dtype];
+    const ptr = this.op(`alloc (${tag}, ${bytes} bytes, ${tier} tier)`, () => (tier === 'host' ? this.x.hostAlloc(bytes) : this.x.malloc(bytes)));
+    const buf = { ptr, length, dtype, tag, tier };
+    this.live.set(ptr, buf);
+    this.count(buf, 1);
+    return buf;
+  }
+
+  free(buf: DeviceBuffer): void {
+    if (!this.addon || !this.live.delete(buf.ptr)) return; // dispose() freed it already
+    this.count(buf, -1);
+    if (buf.tier === 'host') this.x.freeHost(buf.ptr);
+    else this.x.free(buf.ptr);
+  }
+
+  scratch(name: string, length: number, dtype: BufferDType): DeviceBuffer {
+    const have = this.scratchBuffers.get(name);
+    if (have && have.dtype === dtype && have.length >= length) return have;
+    if (have) this.free(have);
+    const buf = this.alloc(Math.max(length, (have?.length ?? 0) * 2), dtype, 'scratch');
+    this.scratchBuffers.set(name, buf);
+    return buf;
+  }
+
+  /** A table of u64 addresses (device tier): what the gather kernel reads page addresses from. */
+  pointerTable(bufs: readonly DeviceBuffer[], tag: string): DeviceBuffer {
+    const table = this.alloc(bufs.length, 'f64', tag);
+    if (bufs.length) this.x.write(table.ptr, BigUint64Array.from(bufs, (b) => BigInt(b.ptr)));
+    return table;
+  }
+
+  /** Uploads 32-bit words (indices, segment records) into a named scratch buffer; returns its address. */
+  private stage(name: string, data: Int32Array | Uint32Array): number {
+    const buf = this.scratch(name, data.length, 'i32');
+    if (data.length) this.x.write(buf.ptr, data);
+    return buf.ptr;
+  }
+
+  write(dst: View, data: HostArray): void {
+    const bytes = BUFFER_BYTES[dst.buf.dtype];
+    this.within('write', `${data.byteLength} bytes`, dst, Math.ceil(data.byteLength / bytes));
+    if (data.byteLength) this.x.write(this.addr(dst), data);
+  }
+
+  read<T extends BufferDType>(src: View & { buf: { dtype: T } }, length: number, into?: HostArray<T>): HostArray<T> {
+    this.within('read', `${length} elements`, src, length);
+    const whole = into as Float32Array | undefined;
+    const out: ArrayBufferView = whole ? (whole.length === length ? whole : whole.subarray(0, length)) : new ARRAY_OF[src.buf.dtype](length);
+    if (length > 0) this.x.read(this.addr(src), out);
+    return (into ?? out) as HostArray<T>;
+  }
+
+  copy(dst: View, src: View, length: number): void {
+    this.within('copy', 'the source', src, length);
+    this.within('copy', 'the destination', dst, length);
+    this.op('copy', () => this.x.copy(this.addr(dst), this.addr(src), length * BUFFER_BYTES[src.buf.dtype]));
+  }
+
+  convert(dst: View, src: View, length: number): void {
+    if (dst.buf.dtype === src.buf.dtype) return this.copy(dst, src, length);
+    this.within('convert', 'the source', src, length);
+    this.within('convert', 'the destination', dst, length);
+    this.x.convert(this.addr(src), code(src.buf.dtype), this.addr(dst), code(dst.buf.dtype), length);
+  }
+
+  convertRows(dst: View, dstLd: number, src: View, srcLd: number, rows: number, cols: number): void {
+    if (rows > 0 && cols > 0) {
+      this.within('convertRows', 'the source', src, (rows - 1) * srcLd + cols);
+      this.within('convertRows', 'the destination', dst, (rows - 1) * dstLd + cols);
+    }
+    this.x.convertRows(this.addr(src), code(src.buf.dtype), srcLd, this.addr(dst), code(dst.buf.dtype), dstLd, rows, cols);
+  }
+
+  gemm(g: GemmArgs): void {
+    const rows = g.aRows ? this.addr(g.aRows) : 0;
+    if (g.c.buf.dtype !== 'f32') throw new TypeError(`gemm: C must be f32, got ${g.c.buf.dtype}`);
+    if (g.M > 0 && g.N > 0) this.within('gemm', 'C', g.c, (g.M - 1) * g.ldc + g.N);
+    this.op('gemm', () => this.x.gemm(
+      g.M, g.N, g.K, g.alpha ?? 1,
+      this.addr(g.a), code(g.a.buf.dtype), g.lda, g.transA ? 1 : 0, rows,
+      this.addr(g.b), code(g.b.buf.dtype), g.ldb, g.transB ? 1 : 0,
+      g.beta ?? 0, this.addr(g.c), g.ldc,
+    ));
+  }
+
+  rope(x: View, rows: number, d: number, ld: number, positions: Int32Array, invFreq: DeviceBuffer, style: RopeStyle, direction: 1 | -1): void {
+    if (rows > 0) this.within('rope', 'x', x, (rows - 1) * ld + d);
+    if (positions.length < rows) throw new RangeError(`rope: ${positions.length} positions for ${rows} rows`);
+    const pos = this.stage('rope.positions', positions);
+    this.op('rope', () => this.x.rope(this.addr(x), rows, d, ld, pos, invFreq.ptr, ROPE_STYLE_CODE[style], direction));
+  }
+
+  lowRankKeys(k: View, S: number, D: number, rank: number, oversample: number, powerIters: number, seed: number, o: LowRankOut): void {
+    const status = this.op('low_rank_keys', () => this.x.lowRankKeys(
+      this.addr(k), S, D, rank, oversample, powerIters, seed >>> 0,
+      this.addr(o.u), this.addr(o.sv), this.addr(o.proj), this.addr(o.sigma),
+    ));
+    if (status === STATUS.alloc) throw new OutOfMemoryError(`lowRankKeys: the GPU could not hold the workspace for S=${S}, D=${D}, rank=${rank} (about 4·D² bytes)`);
+    if (status !== STATUS.ok) throw new RangeError(`lowRankKeys: the runtime rejected S=${S}, D=${D}, rank=${rank}, oversample=${oversample}, powerIters=${powerIters}, or a non-finite key (status ${status})`);
+  }
+
+  landmarks(keys: View, ld: number, nChunks: number, C: number, d: number, landmarks: View, minCos: View): void {
+    if (nChunks > 0 && C > 0 && d > 0) {
+      this.within('landmarks', 'keys', keys, (nChunks * C - 1) * ld + d);
+      this.within('landmarks', 'landmarks', landmarks, nChunks * d);
+      this.within('landmarks', 'minCos', minCos, nChunks);
+    }
+    this.op('landmarks', () => this.x.landmarks(this.addr(keys), code(keys.buf.dtype), ld, nChunks, C, d, this.addr(landmarks), this.addr(minCos)));
+  }
+
+  selectChunks(scores: View, n: number, k: number, largest: boolean): Int32Array {
+    const m = Math.max(0, Math.min(k, n));
+    this.within('selectChunks', 'scores', scores, m > 0 ? n : 0);
+    const out = new Int32Array(m);
+    const count = this.op('select_chunks', () => this.x.selectChunks(this.addr(scores), n, k, largest ? 1 : 0, out));
+    return count === m ? out : out.subarray(0, count);
+  }
+
+  scoreChunks(q: View, g: number, d: number, scale: number, landmarks: View, n: number, scores: View): void {
+    if (n > 0) {
+      this.within('scoreChunks', 'landmarks', landmarks, n * d);
+      this.within('scoreChunks', 'scores', scores, n);
+    }
+    const work = this.scratch('score.work', Math.max(g, 0) * (Math.max(n, 0) + 1), 'f32');
+    this.op('score_chunks', () => this.x.scoreChunks(this.addr(q), g, d, scale, this.addr(landmarks), code(landmarks.buf.dtype), n, this.addr(scores), work.ptr));
+  }
+
+  rebuildKeys(r: RebuildArgs): void {
+    const n = r.chunkIds.length;
+    if (r.slots.length < n) throw new RangeError(`rebuildKeys: ${r.slots.length} slots for ${n} chunks`);
+    if (n > 0) {
+      let maxId = 0;
+      let maxSlot = 0;
+      for (let i = 0; i < n; i++) {
+        if (r.chunkIds[i]! < 0 || r.slots[i]! < 0) throw new RangeError(`rebuildKeys: negative chunk id or slot at ${i}`);
+        maxId = Math.max(maxId, r.chunkIds[i]!);
+        maxSlot = Math.max(maxSlot, r.slots[i]!);
+      }
+      this.within('rebuildKeys', `U rows of chunk ${maxId}`, r.u, (maxId + 1) * r.C * r.rank);
+      this.within('rebuildKeys', `output slot ${maxSlot}`, r.out, ((maxSlot + 1) * r.C - 1) * r.ldo + r.d);
+    }
+    const ids = this.stage('rebuild.ids', r.chunkIds);
+    const slots = this.stage('rebuild.slots', r.slots);
+    this.op('rebuild_keys', () => this.x.rebuildKeys(
+      this.addr(r.u), code(r.u.buf.dtype), r.rank, this.addr(r.sv), code(r.sv.buf.dtype), r.ldsv, r.d,
+      ids, slots, n, r.C, r.invFreq.ptr, ROPE_STYLE_CODE[r.style],
+      this.addr(r.out), code(r.out.buf.dtype), r.ldo,
+    ));
+  }
+
+  gatherValues(dst: View, pages: PagedBuffer, h: number, chunkIds: Int32Array, slots: Int32Array): void {
+    const n = chunkIds.length;
+    if (slots.length < n) throw new RangeError(`gatherValues: ${slots.length} slots for ${n} chunks`);
+    let maxSlot = -1;
+    for (let i = 0; i < n; i++) {
+      const c = chunkIds[i]!;
+      const page = Math.floor(c / pages.pageChunks) * pages.heads + h;
+      if (c < 0 || h < 0 || h >= pages.heads || page >= pages.pages.length) {
+        throw new RangeError(`gatherValues: chunk ${c} of head ${h} is past the ${pages.pages.length} pages of the host tier`);
+      }
+      if (slots[i]! < 0) throw new RangeError(`gatherValues: negative slot at ${i}`);
+      maxSlot = Math.max(maxSlot, slots[i]!);
+    }
+    if (n > 0) this.within('gatherValues', `slot ${maxSlot}`, dst, (maxSlot + 1) * pages.block);
+    const ids = this.stage('gather.ids', chunkIds);
+    const to = this.stage('gather.slots', slots);
+    this.op('gather_values', () => this.x.gatherValues(pages.table.ptr, pages.pageChunks, pages.heads, h, ids, to, n, pages.block, code(pages.dtype), this.addr(dst)));
+  }
+
+  sparseAttention(q: View, g: number, d: number, scale: number, segments: readonly Segment[], out: View): void {
+    const table = new Uint32Array(segments.length * SEGMENT_WORDS);
+    let total = 0;
+    const kvDtype = segments.length ? segments[0]!.k.buf.dtype : 'f32';
+    segments.forEach((s, i) => {
+      if (s.k.buf.dtype !== kvDtype || s.v.buf.dtype !== kvDtype) throw new TypeError(`sparseAttention: segment ${i} is ${s.k.buf.dtype}/${s.v.buf.dtype}, segment 0 is ${kvDtype}`);
+      if (s.n > 0) {
+        this.within('sparseAttention', `keys of segment ${i}`, s.k, (s.n - 1) * s.ld + d);
+        this.within('sparseAttention', `values of segment ${i}`, s.v, (s.n - 1) * s.ld + d);
+      }
+      const k = this.addr(s.k);
+      const v = this.addr(s.v);
+      table.set([k >>> 0, Math.floor(k / TWO_32), v >>> 0, Math.floor(v / TWO_32), Math.max(s.n, 0), s.ld], i * SEGMENT_WORDS);
+      total += Math.max(s.n, 0);
+    });
+    const segs = this.stage('attention.segments', table);
+    this.op('sparse_attention', () => this.x.sparseAttention(this.addr(q), g, d, scale, segs, segments.length, total, code(kvDtype), this.addr(out)));
+  }
+
+  causalAttention(q: View, g: number, Sq: number, d: number, scale: number, offset: number, k: View, v: View, out: View): void {
+    if (g > 0 && Sq > 0 && d > 0) {
+      this.within('causalAttention', 'q', q, g * Sq * d);
+      this.within('causalAttention', 'keys', k, (offset + Sq) * d);
+      this.within('causalAttention', 'values', v, (offset + Sq) * d);
+      this.within('causalAttention', 'out', out, g * Sq * d);
+    }
+    this.op('causal_attention', () => this.x.causalAttention(this.addr(q), g, Sq, d, scale, offset, this.addr(k), this.addr(v), code(k.buf.dtype), this.addr(out)));
+  }
+
+  /** cudaMalloc / cudaHostAlloc calls of this process so far (the addon's own workspaces included). */
+  allocations(): number {
+    return this.x.allocCount();
+  }
+
+  memory(): DeviceMemory {
+    const components: Record<string, number> = {};
+    for (const [tag, bytes] of this.tags) if (bytes !== 0) components[tag] = bytes;
+    return { device: this.tiers.device, host: this.tiers.host, components };
+  }
+
+  dispose(): void {
+    if (!this.addon) return;
+    // Unlike a wasm instance, device memory outlives the object: free what is still held.
+    for (const buf of [...this.live.values()]) {
+      try {
+        this.free(buf);
+      } catch {
+        // A failed context cannot free anything either; the process exit releases it.
+      }
+    }
+    this.addon = undefined;
+    this.scratchBuffers.clear();
+    this.tags.clear();
+    this.tiers.device = this.tiers.host = 0;
+  }
+}

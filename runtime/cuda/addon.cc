@@ -1,0 +1,58 @@
+// shadowkv_cuda.node: the N-API export table, nothing else. Each entry lives in the file named
+// after it (memory.cc for devices and buffers, <op>.cc for the ops); packages/shadowkv-cuda/src/
+// AddonTypes.ts types every one of them.
+#include "binding.h"
+
+namespace shadowkv_cuda {
+Napi::Value DeviceCount(const Napi::CallbackInfo&);
+Napi::Value DeviceInfo(const Napi::CallbackInfo&);
+Napi::Value SetDevice(const Napi::CallbackInfo&);
+Napi::Value SelfTestOp(const Napi::CallbackInfo&);
+Napi::Value MemInfo(const Napi::CallbackInfo&);
+Napi::Value Synchronize(const Napi::CallbackInfo&);
+Napi::Value AllocCountOp(const Napi::CallbackInfo&);
+Napi::Value Malloc(const Napi::CallbackInfo&);
+Napi::Value Free(const Napi::CallbackInfo&);
+Napi::Value HostAlloc(const Napi::CallbackInfo&);
+Napi::Value FreeHost(const Napi::CallbackInfo&);
+Napi::Value Write(const Napi::CallbackInfo&);
+Napi::Value Read(const Napi::CallbackInfo&);
+Napi::Value Copy(const Napi::CallbackInfo&);
+Napi::Value Convert(const Napi::CallbackInfo&);
+Napi::Value ConvertRows(const Napi::CallbackInfo&);
+Napi::Value Gemm(const Napi::CallbackInfo&);
+Napi::Value Rope(const Napi::CallbackInfo&);
+Napi::Value LowRankKeys(const Napi::CallbackInfo&);
+Napi::Value Landmarks(const Napi::CallbackInfo&);
+Napi::Value SelectChunks(const Napi::CallbackInfo&);
+Napi::Value ScoreChunks(const Napi::CallbackInfo&);
+Napi::Value RebuildKeys(const Napi::CallbackInfo&);
+Napi::Value GatherValues(const Napi::CallbackInfo&);
+Napi::Value SparseAttention(const Napi::CallbackInfo&);
+Napi::Value CausalAttention(const Napi::CallbackInfo&);
+}  // namespace shadowkv_cuda
+
+static Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  using namespace shadowkv_cuda;
+  const struct {
+    const char* name;
+    Napi::Value (*fn)(const Napi::CallbackInfo&);
+  } table[] = {
+      // devices
+      {"deviceCount", DeviceCount}, {"deviceInfo", DeviceInfo}, {"setDevice", SetDevice}, {"selfTest", SelfTestOp},
+      {"memInfo", MemInfo}, {"synchronize", Synchronize}, {"allocCount", AllocCountOp},
+      // buffers
+      {"malloc", Malloc}, {"free", Free}, {"hostAlloc", HostAlloc}, {"freeHost", FreeHost},
+      {"write", Write}, {"read", Read}, {"copy", Copy},
+      // ops, in runtime/wasm/abi.h order
+      {"convert", Convert}, {"convertRows", ConvertRows}, {"gemm", Gemm}, {"rope", Rope},
+      {"lowRankKeys", LowRankKeys}, {"landmarks", Landmarks}, {"selectChunks", SelectChunks},
+      {"scoreChunks", ScoreChunks}, {"rebuildKeys", RebuildKeys}, {"gatherValues", GatherValues},
+      {"sparseAttention", SparseAttention}, {"causalAttention", CausalAttention},
+  };
+  for (const auto& e : table) exports.Set(e.name, Napi::Function::New(env, e.fn, e.name));
+  exports.Set("napiVersion", Napi::Number::New(env, NAPI_VERSION));
+  return exports;
+}
+
+NODE_API_MODULE(shadowkv_cuda, Init)

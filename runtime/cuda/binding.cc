@@ -1,0 +1,94 @@
+// Shared pieces of the op bindings: argument readers, CUDA errors as JS errors, the workspace.
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include "binding.h"
+
+namespace shadowkv_cuda {
+
+namespace {
+
+bool SyncEveryOp() {
+  static const bool sync = [] {
+    const char* v = getenv("SHADOWKV_CUDA_SYNC");
+    return v && *v && strcmp(v, "0") != 0;
+  }();
+  return sync;
+}
+
+[[noreturn]] void ThrowArg(Napi::Env env, const char* op, const char* name, const std::string& what) {
+  throw Napi::TypeError::New(env, std::string(op) + ": argument '" + name + "' " + what);
+}
+
+double alloc_count = 0;
+SkvWorkspace workspace[WS_SLOTS] = {};
+
+}  // namespace
+
+void ThrowCuda(Napi::Env env, const char* op, cudaError_t err) {
+  std::string msg = std::string(op) + ": " + cudaGetErrorName(err) + " (" + std::to_string((int)err) + "): " + cudaGetErrorString(err);
+  Napi::Error e = Napi::Error::New(env, msg);
+  e.Value().Set("cudaCode", Napi::Number::New(env, (double)err));
+  e.Value().Set("op", Napi::String::New(env, op));
+  throw e;
+}
+
+void Check(Napi::Env env, const char* op, cudaError_t err) {
+  if (err == cudaSuccess && SyncEveryOp()) err = cudaDeviceSynchronize();
+  if (err == cudaSuccess) return;
+  // NOTE: clears a non-sticky error so the next op does not report it again; faults inside a
+  // kernel are sticky and leave the context unusable (every later call fails the same way).
+  cudaGetLastError();
+  ThrowCuda(env, op, err);
+}
+
+void ArgCount(const Napi::CallbackInfo& info, size_t n, const char* op) {
+  if (info.Length() != n)
+    throw Napi::TypeError::New(info.Env(), std::string(op) + ": expected " + std::to_string(n) + " arguments, got " + std::to_string(info.Length()));
+}
+
+int64_t IntArg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name, int64_t lo, int64_t hi) {
+  if (!info[i].IsNumber()) ThrowArg(info.Env(), op, name, "must be a number");
+  double v = info[i].As<Napi::Number>().DoubleValue();
+  if (!(v == floor(v)) || v < (double)lo || v > (double)hi)
+    ThrowArg(info.Env(), op, name, "must be an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "], got " + std::to_string(v));
+  return (int64_t)v;
+}
+
+float FloatArg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name) {
+  if (!info[i].IsNumber()) ThrowArg(info.Env(), op, name, "must be a number");
+  return (float)info[i].As<Napi::Number>().DoubleValue();
+}
+
+void* PtrArg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name, bool nullable) {
+  const int64_t p = IntArg(info, i, op, name, 0, (int64_t)1 << 53);
+  if (p == 0 && !nullable) ThrowArg(info.Env(), op, name, "is a null address");
+  return reinterpret_cast<void*>((uintptr_t)p);
+}
+
+int DtypeArg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name) {
+  return (int)IntArg(info, i, op, name, SKV_F32, SKV_BF16);
+}
+
+SkvWorkspace Workspace(Napi::Env env, WorkspaceSlot slot, size_t bytes, const char* op) {
+  SkvWorkspace& w = workspace[slot];
+  if (w.bytes >= bytes) return w;
+  // Grows by at least half, so that slowly growing needs do not reallocate every step.
+  size_t want = bytes > w.bytes + w.bytes / 2 ? bytes : w.bytes + w.bytes / 2;
+  if (w.ptr) cudaFree(w.ptr);  // NOTE: synchronizes: no kernel still uses the old block
+  w = SkvWorkspace{nullptr, 0};
+  void* p = nullptr;
+  cudaError_t err = cudaMalloc(&p, want);
+  if (err != cudaSuccess) {
+    cudaGetLastError();
+    ThrowCuda(env, op, err);
+  }
+  CountAlloc();
+  w = SkvWorkspace{p, want};
+  return w;
+}
+
+double AllocCount() { return alloc_count; }
+void CountAlloc() { alloc_count += 1; }
+
+}  // namespace shadowkv_cuda

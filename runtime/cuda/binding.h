@@ -1,0 +1,38 @@
+// What every op binding (runtime/cuda/<op>.cc) shares: argument readers that check what JS passed,
+// the stream, the per-process workspace, and CUDA errors turned into JS errors naming the op.
+// No device code here: launchers come from kernels/launchers.h.
+#pragma once
+#include <napi.h>
+#include <stdint.h>
+#include <string>
+#include "../../kernels/launchers.h"
+#include "status.h"
+
+namespace shadowkv_cuda {
+
+// Every op runs on the legacy default stream, so ops and copies are ordered without events.
+// NOTE: Device ops are synchronous from JS; only reads (and selectChunks, lowRankKeys) wait.
+inline cudaStream_t Stream() { return 0; }
+
+// Throws a JS Error "<op>: cudaErrorX (code): text" with `cudaCode` and `op` set.
+[[noreturn]] void ThrowCuda(Napi::Env env, const char* op, cudaError_t err);
+
+// After a launcher: throws on its error; with SHADOWKV_CUDA_SYNC=1 also waits for the kernels, so
+// that a fault is reported by the op that caused it rather than by the next read.
+void Check(Napi::Env env, const char* op, cudaError_t err);
+
+// Argument i as an integer in [lo, hi], a float, or a device address (a non-negative integer below 2^53).
+int64_t IntArg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name, int64_t lo, int64_t hi);
+float FloatArg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name);
+void* PtrArg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name, bool nullable = false);
+int DtypeArg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name);
+void ArgCount(const Napi::CallbackInfo& info, size_t n, const char* op);
+
+// A grow-only device block per slot, for op temporaries (never shrinks; freed at exit).
+enum WorkspaceSlot { WS_ATTENTION = 0, WS_SELECT, WS_COPY, WS_SLOTS };
+SkvWorkspace Workspace(Napi::Env env, WorkspaceSlot slot, size_t bytes, const char* op);
+// Allocations made so far (buffers and workspace growth), for Device.allocations().
+double AllocCount();
+void CountAlloc();
+
+}  // namespace shadowkv_cuda

@@ -1,0 +1,28 @@
+// gatherValues(pages, pageChunks, heads, h, ids, slots, n, block, dtype, dst): chunks of head h
+// from the paged host tier into device slots (runtime/wasm/gather_values.cc). pages: device table
+// of u64 page addresses; ids, slots: device i32 [n] (slots may be 0: slot i).
+#include <limits.h>
+#include "binding.h"
+
+namespace shadowkv_cuda {
+
+Napi::Value GatherValues(const Napi::CallbackInfo& info) {
+  const char* op = "gatherValues";
+  ArgCount(info, 10, op);
+  const int n = (int)IntArg(info, 6, op, "n", INT_MIN, INT_MAX);
+  const int block = (int)IntArg(info, 7, op, "block", INT_MIN, INT_MAX);
+  const int page_chunks = (int)IntArg(info, 1, op, "pageChunks", INT_MIN, INT_MAX);
+  const bool empty = n <= 0 || block <= 0 || page_chunks <= 0;
+  const uint64_t* pages = static_cast<const uint64_t*>(PtrArg(info, 0, op, "pages", empty));
+  const int heads = (int)IntArg(info, 2, op, "heads", 0, INT_MAX);
+  const int h = (int)IntArg(info, 3, op, "h", 0, INT_MAX);
+  if (!empty && h >= heads) throw Napi::RangeError::New(info.Env(), "gatherValues: head " + std::to_string(h) + " of " + std::to_string(heads));
+  const int32_t* ids = static_cast<const int32_t*>(PtrArg(info, 4, op, "ids", empty));
+  const int32_t* slots = static_cast<const int32_t*>(PtrArg(info, 5, op, "slots", true));
+  const int dtype = DtypeArg(info, 8, op, "dtype");
+  void* dst = PtrArg(info, 9, op, "dst", empty);
+  Check(info.Env(), op, ::GatherValues(pages, page_chunks, heads, h, ids, slots, n, block, dtype, dst, Stream()));
+  return info.Env().Undefined();
+}
+
+}  // namespace shadowkv_cuda

@@ -1,0 +1,187 @@
+// Devices and memory: device count, properties and selection; buffers of both tiers ('device':
+// cudaMalloc; 'host': pinned, mapped memory addressed by its device pointer through UVA); copies
+// between JS arrays and buffers; same-dtype copies with memmove semantics.
+#include <string.h>
+#include <unordered_map>
+#include "binding.h"
+
+namespace shadowkv_cuda {
+
+namespace {
+
+// Host-tier blocks: device address -> host address (cudaFreeHost takes the host one).
+std::unordered_map<uintptr_t, void*> host_blocks;
+
+void* TypedArrayData(const Napi::TypedArray& a) {
+  return static_cast<char*>(a.ArrayBuffer().Data()) + a.ByteOffset();
+}
+
+Napi::TypedArray TypedArrayArg(const Napi::CallbackInfo& info, size_t i, const char* op) {
+  if (!info[i].IsTypedArray()) throw Napi::TypeError::New(info.Env(), std::string(op) + ": expected a typed array");
+  return info[i].As<Napi::TypedArray>();
+}
+
+}  // namespace
+
+// deviceCount(): CUDA devices visible to this process; throws (with cudaCode) when CUDA cannot
+// start: no driver / too old (35), no device (100), and so on. Never crashes without a driver.
+Napi::Value DeviceCount(const Napi::CallbackInfo& info) {
+  int n = 0;
+  cudaError_t err = cudaGetDeviceCount(&n);
+  if (err != cudaSuccess) {
+    cudaGetLastError();
+    ThrowCuda(info.Env(), "deviceCount", err);
+  }
+  return Napi::Number::New(info.Env(), n);
+}
+
+// deviceInfo(ordinal): { name, major, minor, multiprocessors, totalBytes, driverVersion, runtimeVersion }.
+Napi::Value DeviceInfo(const Napi::CallbackInfo& info) {
+  ArgCount(info, 1, "deviceInfo");
+  const int dev = (int)IntArg(info, 0, "deviceInfo", "ordinal", 0, 1 << 20);
+  cudaDeviceProp prop;
+  Check(info.Env(), "deviceInfo", cudaGetDeviceProperties(&prop, dev));
+  int driver = 0, runtime = 0;
+  Check(info.Env(), "deviceInfo", cudaDriverGetVersion(&driver));
+  Check(info.Env(), "deviceInfo", cudaRuntimeGetVersion(&runtime));
+  Napi::Object o = Napi::Object::New(info.Env());
+  o.Set("name", Napi::String::New(info.Env(), prop.name));
+  o.Set("major", Napi::Number::New(info.Env(), prop.major));
+  o.Set("minor", Napi::Number::New(info.Env(), prop.minor));
+  o.Set("multiprocessors", Napi::Number::New(info.Env(), prop.multiProcessorCount));
+  o.Set("totalBytes", Napi::Number::New(info.Env(), (double)prop.totalGlobalMem));
+  o.Set("driverVersion", Napi::Number::New(info.Env(), driver));
+  o.Set("runtimeVersion", Napi::Number::New(info.Env(), runtime));
+  return o;
+}
+
+// setDevice(ordinal): every later call of this process runs on that device.
+Napi::Value SetDevice(const Napi::CallbackInfo& info) {
+  ArgCount(info, 1, "setDevice");
+  Check(info.Env(), "setDevice", cudaSetDevice((int)IntArg(info, 0, "setDevice", "ordinal", 0, 1 << 20)));
+  return info.Env().Undefined();
+}
+
+// selfTest(ordinal): runs one tiny kernel there; fails with 209 when the binary has no code for the GPU.
+Napi::Value SelfTestOp(const Napi::CallbackInfo& info) {
+  ArgCount(info, 1, "selfTest");
+  Check(info.Env(), "selfTest", cudaSetDevice((int)IntArg(info, 0, "selfTest", "ordinal", 0, 1 << 20)));
+  Check(info.Env(), "selfTest", ::SelfTest(Stream()));
+  return info.Env().Undefined();
+}
+
+// malloc(bytes) -> device address of a zeroed 'device'-tier block.
+Napi::Value Malloc(const Napi::CallbackInfo& info) {
+  ArgCount(info, 1, "malloc");
+  const size_t bytes = (size_t)IntArg(info, 0, "malloc", "bytes", 1, (int64_t)1 << 50);
+  void* p = nullptr;
+  cudaError_t err = cudaMalloc(&p, bytes);
+  if (err != cudaSuccess) {
+    cudaGetLastError();
+    ThrowCuda(info.Env(), "malloc", err);
+  }
+  CountAlloc();
+  // NOTE: zeroed like fresh wasm memory, so that nothing depends on what a freed block held.
+  err = cudaMemsetAsync(p, 0, bytes, Stream());
+  if (err != cudaSuccess) {
+    cudaFree(p);
+    Check(info.Env(), "malloc", err);
+  }
+  return Napi::Number::New(info.Env(), (double)(uintptr_t)p);
+}
+
+Napi::Value Free(const Napi::CallbackInfo& info) {
+  ArgCount(info, 1, "free");
+  Check(info.Env(), "free", cudaFree(PtrArg(info, 0, "free", "ptr")));
+  return info.Env().Undefined();
+}
+
+// hostAlloc(bytes) -> device address of a zeroed 'host'-tier block (pinned, mapped: kernels read it over PCIe).
+Napi::Value HostAlloc(const Napi::CallbackInfo& info) {
+  ArgCount(info, 1, "hostAlloc");
+  const size_t bytes = (size_t)IntArg(info, 0, "hostAlloc", "bytes", 1, (int64_t)1 << 50);
+  void* h = nullptr;
+  cudaError_t err = cudaHostAlloc(&h, bytes, cudaHostAllocMapped | cudaHostAllocPortable);
+  if (err != cudaSuccess) {
+    cudaGetLastError();
+    ThrowCuda(info.Env(), "hostAlloc", err);
+  }
+  CountAlloc();
+  memset(h, 0, bytes);
+  void* d = nullptr;
+  err = cudaHostGetDevicePointer(&d, h, 0);
+  if (err != cudaSuccess) {
+    cudaFreeHost(h);
+    Check(info.Env(), "hostAlloc", err);
+  }
+  host_blocks[(uintptr_t)d] = h;
+  return Napi::Number::New(info.Env(), (double)(uintptr_t)d);
+}
+
+Napi::Value FreeHost(const Napi::CallbackInfo& info) {
+  ArgCount(info, 1, "freeHost");
+  const uintptr_t d = (uintptr_t)PtrArg(info, 0, "freeHost", "ptr");
+  auto it = host_blocks.find(d);
+  if (it == host_blocks.end()) throw Napi::RangeError::New(info.Env(), "freeHost: not a host-tier block of this addon");
+  void* h = it->second;
+  host_blocks.erase(it);
+  Check(info.Env(), "freeHost", cudaFreeHost(h));  // NOTE: waits for kernels that may still read it
+  return info.Env().Undefined();
+}
+
+// write(ptr, array): the array's bytes to the buffer at ptr (either tier).
+Napi::Value Write(const Napi::CallbackInfo& info) {
+  ArgCount(info, 2, "write");
+  void* dst = PtrArg(info, 0, "write", "ptr");
+  Napi::TypedArray a = TypedArrayArg(info, 1, "write");
+  if (a.ByteLength() == 0) return info.Env().Undefined();
+  Check(info.Env(), "write", cudaMemcpy(dst, TypedArrayData(a), a.ByteLength(), cudaMemcpyDefault));
+  return info.Env().Undefined();
+}
+
+// read(ptr, array): fills the array from the buffer at ptr; waits for every op before it.
+Napi::Value Read(const Napi::CallbackInfo& info) {
+  ArgCount(info, 2, "read");
+  const void* src = PtrArg(info, 0, "read", "ptr");
+  Napi::TypedArray a = TypedArrayArg(info, 1, "read");
+  if (a.ByteLength() == 0) return info.Env().Undefined();
+  Check(info.Env(), "read", cudaMemcpy(TypedArrayData(a), src, a.ByteLength(), cudaMemcpyDefault));
+  return info.Env().Undefined();
+}
+
+// copy(dst, src, bytes): memmove between buffers of either tier (overlap goes through a workspace).
+Napi::Value Copy(const Napi::CallbackInfo& info) {
+  ArgCount(info, 3, "copy");
+  char* dst = static_cast<char*>(PtrArg(info, 0, "copy", "dst"));
+  const char* src = static_cast<const char*>(PtrArg(info, 1, "copy", "src"));
+  const size_t bytes = (size_t)IntArg(info, 2, "copy", "bytes", 0, (int64_t)1 << 50);
+  if (bytes == 0 || dst == src) return info.Env().Undefined();
+  const bool overlap = dst < src + bytes && src < dst + bytes;
+  if (!overlap) {
+    Check(info.Env(), "copy", cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, Stream()));
+    return info.Env().Undefined();
+  }
+  SkvWorkspace tmp = Workspace(info.Env(), WS_COPY, bytes, "copy");
+  Check(info.Env(), "copy", cudaMemcpyAsync(tmp.ptr, src, bytes, cudaMemcpyDefault, Stream()));
+  Check(info.Env(), "copy", cudaMemcpyAsync(dst, tmp.ptr, bytes, cudaMemcpyDefault, Stream()));
+  return info.Env().Undefined();
+}
+
+Napi::Value Synchronize(const Napi::CallbackInfo& info) {
+  Check(info.Env(), "synchronize", cudaDeviceSynchronize());
+  return info.Env().Undefined();
+}
+
+// memInfo(): { free, total } bytes of the current device.
+Napi::Value MemInfo(const Napi::CallbackInfo& info) {
+  size_t free_b = 0, total = 0;
+  Check(info.Env(), "memInfo", cudaMemGetInfo(&free_b, &total));
+  Napi::Object o = Napi::Object::New(info.Env());
+  o.Set("free", Napi::Number::New(info.Env(), (double)free_b));
+  o.Set("total", Napi::Number::New(info.Env(), (double)total));
+  return o;
+}
+
+Napi::Value AllocCountOp(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), AllocCount()); }
+
+}  // namespace shadowkv_cuda

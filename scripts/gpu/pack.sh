@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Prepares .gpu/ (git-ignored) for a test run on the GPU machine, which has no Node.js and no
+# network: the addon built here, the wasm runtime built here, this machine's Node binary, and
+# node_modules without the packages only builds and docs need (the last two xz-compressed). The run carries it with carry: [".gpu"]
+# (64 MiB at most with the working tree) and runs scripts/gpu/run-tests.sh.
+# Usage: bash scripts/gpu/pack.sh [--no-build]
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+[ "${1:-}" == "--no-build" ] || bash scripts/build-cuda.sh 2
+
+rm -rf .gpu && mkdir -p .gpu
+cp runtime/cuda/build/Release/shadowkv_cuda.node .gpu/
+mkdir -p .gpu/wasm && cp runtime/wasm/out/*.wasm .gpu/wasm/  # the wasm envs and the parity suite run there too
+xz -T2 -6 -c "$(readlink -f "$(command -v node)")" > .gpu/node.xz
+# Only what vitest needs at run time: no compilers, bundlers, docs tools or addon build tools.
+tar -c --exclude='node_modules/typescript' --exclude='node_modules/typedoc' --exclude='node_modules/@shikijs' \
+  --exclude='node_modules/@gerrit0' --exclude='node_modules/lunr' --exclude='node_modules/markdown-it' \
+  --exclude='node_modules/tsup' --exclude='node_modules/sucrase' --exclude='node_modules/tsx' \
+  --exclude='node_modules/cmake-js' --exclude='node_modules/node-addon-api' --exclude='node_modules/node-api-headers' \
+  --exclude='node_modules/.cache' node_modules | xz -T2 -6 > .gpu/node_modules.tar.xz
+du -sh .gpu/*
+du -sh .gpu
+total=$(du -sb .gpu | cut -f1)
+[ "$total" -lt $((60 * 1024 * 1024)) ] || { echo "pack: .gpu is $total bytes, over the 64 MiB carry limit with the tree" >&2; exit 1; }

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The command the GPU machine runs (it has no Node.js and no network). It expects what
+# `bash scripts/gpu/pack.sh` put in .gpu/ here, carried with the working tree (carry: [".gpu"]):
+#   .gpu/node.xz               the Node 20 binary of the build machine, xz-compressed
+#   .gpu/node_modules.tar.xz   the repo's node_modules (vitest and the SDK's dependencies)
+#   .gpu/shadowkv_cuda.node    the addon built there (sm_80 + sm_90 cubins, sm_90 PTX)
+#   .gpu/wasm/*.wasm           the wasm runtime built there (build output, not in the tree)
+# It unpacks node into /tmp and node_modules into the repo, points SHADOWKV_CUDA_ADDON at the addon,
+# sets SHADOWKV_CUDA_SYNC=1 (every op waits for its kernels, so a fault names its op), and runs the
+# suites that run per backend env, which now include cuda-bf16: the addon check, ops,
+# conformance (vs the float64 oracle), bad input, fidelity, and parity (which lists cuda as skipped).
+# Arguments go to vitest; without any, `-t cuda` runs only the cuda tests (the addon check and
+# every `[cuda-bf16]` suite); pass e.g. `-t .` for the wasm envs too, or `-t sparseAttention`.
+# With $OUT set, vitest's JSON report is written to $OUT/vitest.json.
+# Usage: bash scripts/gpu/run-tests.sh [vitest args...]
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+G=.gpu
+unxz_to() {  # unxz_to <file.xz> <out>: xz where it exists, else Python's lzma
+  if command -v xz >/dev/null; then xz -dc "$1" > "$2"
+  else python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' "$1" "$2"; fi
+}
+mkdir -p /tmp/skv-node
+unxz_to "$G/node.xz" /tmp/skv-node/node
+chmod +x /tmp/skv-node/node
+export PATH="/tmp/skv-node:$PATH"
+if [ ! -d node_modules/vitest ]; then
+  unxz_to "$G/node_modules.tar.xz" /tmp/skv-node/node_modules.tar
+  tar -xf /tmp/skv-node/node_modules.tar
+fi
+mkdir -p runtime/wasm/out && cp -n "$G"/wasm/*.wasm runtime/wasm/out/
+export SHADOWKV_CUDA_ADDON="$PWD/$G/shadowkv_cuda.node"
+export SHADOWKV_CUDA_SYNC="${SHADOWKV_CUDA_SYNC:-1}"
+nvidia-smi -L || true
+echo "node $(node --version), addon $SHADOWKV_CUDA_ADDON"
+args=("$@")
+[ ${#args[@]} -gt 0 ] || args=(-t cuda)
+report=()
+[ -z "${OUT:-}" ] || report=(--reporter=default --reporter=json "--outputFile=$OUT/vitest.json")
+node node_modules/vitest/vitest.mjs run test/native/cudaAddon.test.ts test/ops test/conformance \
+  test/badInput test/fidelity test/seam/parity.test.ts "${report[@]}" "${args[@]}"

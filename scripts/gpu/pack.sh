@@ -2,7 +2,7 @@
 # Prepares .gpu/ (git-ignored) for a test run on the GPU machine, which has no Node.js and no
 # network: the addon built here, the wasm runtime built here, this machine's Node binary, and
 # node_modules without the packages only builds and docs need (the last two xz-compressed). The run carries it with carry: [".gpu"]
-# (64 MiB at most with the working tree) and runs scripts/gpu/run-tests.sh.
+# (64 MiB at most with the working tree) and runs scripts/gpu/run-tests.sh or scripts/gpu/parity.sh.
 # Usage: bash scripts/gpu/pack.sh [--no-build]
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
@@ -18,6 +18,9 @@ tar -c --exclude='node_modules/typescript' --exclude='node_modules/typedoc' --ex
   --exclude='node_modules/tsup' --exclude='node_modules/sucrase' --exclude='node_modules/tsx' \
   --exclude='node_modules/cmake-js' --exclude='node_modules/node-addon-api' --exclude='node_modules/node-api-headers' \
   --exclude='node_modules/.cache' node_modules | xz -T2 -6 > .gpu/node_modules.tar.xz
+# tsx (with its own esbuild) for bench/parity.ts (scripts/gpu/parity.sh); apart, so the test run unpacks no more than before.
+tar -c node_modules/tsx | xz -T2 -6 > .gpu/tsx.tar.xz
+git rev-parse HEAD > .gpu/commit 2>/dev/null || rm -f .gpu/commit  # the GPU machine has no git: parity.json's commit
 du -sh .gpu/*
 du -sh .gpu
 total=$(du -sb .gpu | cut -f1)

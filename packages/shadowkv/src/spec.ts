@@ -80,7 +80,7 @@ export function resolveSpec(spec: ModelSpec): Required<Omit<ModelSpec, 'rope'>> 
   }
   const rope = spec.rope;
   if (!(rope && numIn(rope.theta, Number.MIN_VALUE, SPEC_LIMITS.theta))) throw new ConfigError(`spec.rope.theta must be a number in (0, ${SPEC_LIMITS.theta}], got ${show(rope?.theta)}`);
-  const style = rope.style ?? 'half';
+  const style = rope.style === undefined ? 'half' : rope.style;
   if (style !== 'half' && style !== 'interleaved') throw new ConfigError(`spec.rope.style must be 'half' or 'interleaved', got '${show(style)}'`);
   const s = rope.scaling;
   if (s !== undefined) {
@@ -88,7 +88,7 @@ export function resolveSpec(spec: ModelSpec): Required<Omit<ModelSpec, 'rope'>> 
       s.highFreqFactor > s.lowFreqFactor && intIn(s.originalMaxPositions, 1, 2 ** 31 - 1);
     if (!ok) throw new ConfigError('spec.rope.scaling needs factor in [1e-3, 1e6], 0 < lowFreqFactor < highFreqFactor <= 1e6, originalMaxPositions an integer >= 1');
   }
-  const scale = spec.scale ?? 1 / Math.sqrt(spec.headDim);
+  const scale = spec.scale === undefined ? 1 / Math.sqrt(spec.headDim) : spec.scale;
   const [lo, hi] = SPEC_LIMITS.scale;
   if (!numIn(scale, lo, hi)) throw new ConfigError(`spec.scale must be a number in [${lo}, ${hi}], got ${show(spec.scale)}`);
   const resolved = { ...spec, rope: { theta: rope.theta, style, scaling: s }, scale };

@@ -99,9 +99,10 @@ export function checkValues(call: string, name: string, t: Tensor, storage: DTyp
     throw new NonFiniteError(`${call}: ${name}[${i}] is ${v} (flat index); inputs must be finite${why}`);
   };
   if (t.dtype === 'f32') {
+    const bound = Math.min(limit, MAX_FINITE.f32); // NaN and ±Infinity fail the comparison
     for (let i = 0; i < d.length; i++) {
       const v = d[i]!;
-      if (!(Math.abs(v) <= limit)) fail(i, v);
+      if (!(Math.abs(v) <= bound)) fail(i, v);
     }
     return;
   }

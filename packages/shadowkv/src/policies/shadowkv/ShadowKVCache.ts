@@ -1,7 +1,9 @@
 import { at } from '../../backends/Device.js';
 import { HEAD_FIELDS, type StepGeometry, type StepRow } from '../../backends/LayerStep.js';
-import { resolveShadowKVOptions, SHADOWKV_OPTION_KEYS, type ResolvedShadowKVOptions, type ShadowKVOptions } from '../../config.js';
+import { checkKeys, resolveShadowKVOptions, SHADOWKV_OPTION_KEYS, type ResolvedShadowKVOptions, type ShadowKVOptions } from '../../config.js';
+import { ConfigError } from '../../errors/ConfigError.js';
 import { LayerIndexError } from '../../errors/LayerIndexError.js';
+import { SequenceIndexError } from '../../errors/SequenceIndexError.js';
 import { resolveSpec } from '../../spec.js';
 import { BaseKVCache, type AttentionRows, type CacheConfig, type RowPlan, type Runtime, type SavedRow, type SequenceState } from '../BaseKVCache.js';
 import { capture, checkLayer, checkList, checkSequence, fmt } from '../validate.js';
@@ -37,6 +39,13 @@ export interface CompressOptions {
   onProgress?: (p: CompressProgress) => void;
 }
 
+/** The options of `compress()` / `compressAsync()`, each read once; an unknown key is a `ConfigError`. */
+function compressOptions(call: string, options: unknown, async: boolean): CompressOptions & { signal?: unknown } {
+  const keys = ['layers', 'sequences', 'onProgress', ...(async ? ['signal'] : [])] as const;
+  if (options !== null && typeof options === 'object') checkKeys(call, options, keys);
+  return capture(call, 'options', options, keys) as CompressOptions & { signal?: unknown };
+}
+
 /**
  * ShadowKV: low-rank pre-RoPE keys and landmarks on the device, values in host memory, and per
  * decode step exact attention over the local window, outlier chunks, the top-scoring chunks and
@@ -57,7 +66,8 @@ export class ShadowKVCache extends BaseKVCache<ShadowState> {
   private compressions = 0;
 
   constructor(config: ShadowKVConfig, runtime?: Runtime) {
-    const picked = Object.fromEntries(SHADOWKV_OPTION_KEYS.filter((k) => k in (config ?? {})).map((k) => [k, config[k]]));
+    const given = config !== null && typeof config === 'object' ? config : ({} as ShadowKVConfig);
+    const picked = Object.fromEntries(SHADOWKV_OPTION_KEYS.filter((k) => k in given).map((k) => [k, given[k]]));
     // Options are checked before the base class starts a runtime for the cache.
     const options = resolveShadowKVOptions(picked, resolveSpec(config?.spec));
     super(config, SHADOWKV_OPTION_KEYS, runtime);
@@ -98,7 +108,7 @@ export class ShadowKVCache extends BaseKVCache<ShadowState> {
    * decode step does it on its own for its rows). Returns the (layer, sequence) pairs compressed.
    */
   compress(options: CompressOptions = {}): number {
-    const o = capture('compress()', 'options', options, ['layers', 'sequences', 'onProgress'] as const) as CompressOptions;
+    const o = compressOptions('compress()', options, false);
     const due = this.run('compress()', () => this.due(o));
     due.forEach(([l, s], i) => {
       this.run('compress()', () => this.compressRows([[l, s]]));
@@ -109,7 +119,7 @@ export class ShadowKVCache extends BaseKVCache<ShadowState> {
 
   /** `compress()` that yields to the event loop between (layer, sequence) pairs; `signal` stops it between pairs. */
   async compressAsync(options: CompressOptions & { signal?: AbortSignal } = {}): Promise<number> {
-    const o = capture('compressAsync()', 'options', options, ['layers', 'sequences', 'onProgress', 'signal'] as const) as CompressOptions & { signal?: AbortSignal };
+    const o = compressOptions('compressAsync()', options, true) as CompressOptions & { signal?: AbortSignal };
     const due = this.run('compressAsync()', () => this.due(o));
     let done = 0;
     for (const [l, s] of due) {
@@ -122,11 +132,15 @@ export class ShadowKVCache extends BaseKVCache<ShadowState> {
     return due.length;
   }
 
-  private due(options: CompressOptions): [number, number][] {
+  private due(options: CompressOptions & { signal?: unknown }): [number, number][] {
+    if (options.onProgress !== undefined && typeof options.onProgress !== 'function') throw new ConfigError(`compress(): onProgress must be a function, got ${fmt(options.onProgress)}`);
+    if (options.signal !== undefined && !(options.signal instanceof AbortSignal)) throw new ConfigError(`compress(): signal must be an AbortSignal, got ${fmt(options.signal)}`);
     const layers = (checkList('compress()', 'layers', options.layers) ?? this.states.map((_, l) => l)) as number[];
     const seqs = (checkList('compress()', 'sequences', options.sequences) ?? Array.from({ length: this.batch }, (_, s) => s)) as number[];
     layers.forEach((l) => checkLayer('compress()', l, this.spec.layers));
     seqs.forEach((s) => checkSequence('compress()', s, this.batch));
+    if (new Set(layers).size !== layers.length) throw new LayerIndexError(`compress(): layers ${fmt(layers)} repeat a layer`);
+    if (new Set(seqs).size !== seqs.length) throw new SequenceIndexError(`compress(): sequences ${fmt(seqs)} repeat a row`);
     return layers.flatMap((l) => seqs.filter((s) => this.isDue(this.states[l]![s]!)).map((s): [number, number] => [l, s]));
   }
 

@@ -207,10 +207,11 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
       const queries = raw.queries === undefined ? undefined : captureTensor(call, 'queries', raw.queries, [rows, Hq, S, d]);
       if (queries) checkTensor(call, 'queries', queries, [rows, Hq, S, d], `spec has ${Hq} query heads and keys hold ${S} tokens`);
       checkSameDtype(call, { keys, values, queries });
+      // Row indices are read (copied) before the data is checked: no getter runs after the checks.
+      const seqs = checkSequences(call, raw.sequences, rows, this.batch);
       checkValues(call, 'keys', keys, this.dtype, 'key');
       checkValues(call, 'values', values, this.dtype, 'value');
       if (queries) checkValues(call, 'queries', queries, undefined, 'input');
-      const seqs = checkSequences(call, raw.sequences, rows, this.batch);
       seqs.forEach((s) => this.checkCapacity(call, layer, s, S));
 
       // Every row's tokens are written (uncommitted) and attended first; only then are they committed,

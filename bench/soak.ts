@@ -19,8 +19,7 @@ const CYCLES = Number(process.env.SOAK_CYCLES ?? 500);
 const SAMPLE_EVERY = 1000;
 const RSS_GROWTH_LIMIT_MB = 200;
 
-// Small geometry; budget and recent region small so that compaction runs every 64 steps per row. The
-// needle workload's default query focus grows with the context, like a retrieval head's.
+// Small geometry; budget and recent region small so that compaction runs every 64 steps per row.
 const spec = { layers: 2, queryHeads: 8, kvHeads: 2, headDim: 32, rope: { theta: 10000 } };
 const options = { budget: 128, rank: 32, chunkSize: 8, outlierChunks: 2, localTokens: 16, maxRecentTokens: 64, denseThreshold: 512, hostPageChunks: 64 };
 const PROMPT = 1024;
@@ -68,7 +67,10 @@ interface MemorySample {
 async function soak() {
   const shadow = (await createCache({ spec, policy: 'shadowkv', dtype: 'bf16', backend: 'wasm', options })) as ShadowKVCache;
   const full = await createCache({ spec, policy: 'full', dtype: 'bf16', backend: 'wasm' });
-  const work = new NeedleWorkload(spec, { tokens: PROMPT, seed: 11 });
+  // Focus 12: the queries keep most of their attention on the needle as the context grows to 21K, as a
+  // retrieval head's do, so a drift of the compressed store would show as error (diffuse attention
+  // makes top-k attention's own bias the larger error, which is not what the soak looks for).
+  const work = new NeedleWorkload(spec, { tokens: PROMPT, seed: 11, focus: 12 });
   for (let l = 0; l < spec.layers; l++) {
     const { keys, values } = work.prompt(l, 1);
     shadow.prefill(l, { keys, values });

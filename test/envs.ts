@@ -30,7 +30,7 @@ async function probe(): Promise<{ ready: TestEnv[]; skipped: { name: string; rea
       ready.push({ ...e, tolerance: backend.precision[e.dtype], instance: backend });
     } catch (err) {
       const { code, message } = err as { code?: string; message: string };
-      const reason = e.backend !== 'cuda' ? message : code === 'SKV_NO_BINARY' ? 'no CUDA device (the shadowkv-cuda addon is not installed)' : `no CUDA device (${message})`;
+      const reason = e.backend !== 'cuda' ? message : code === 'SKV_NO_BINARY' ? 'no CUDA device (the shadowkv-cuda addon is not built here: bash scripts/build-cuda.sh)' : `no CUDA device (${message})`;
       skipped.push({ name: e.name, reason });
     }
   }

@@ -5,19 +5,21 @@
 // than 200 MB over a create/dispose phase. SOAK_STEPS and SOAK_CYCLES shorten it for a quick look.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
-import v8 from 'node:v8';
-import vm from 'node:vm';
 import { fileURLToPath } from 'node:url';
 import { createCache, toFloat32, type Cache, type ShadowKVCache } from '../packages/shadowkv/src/index.js';
 import { cosine, relError } from '../examples/workloads/metrics.js';
 import { NeedleWorkload } from '../examples/workloads/needle.js';
 import { randn, rng } from '../examples/workloads/random.js';
+import { globalGc, rssMB, settledRssMB } from '../examples/workloads/memory.js';
 
 const OUT = fileURLToPath(new URL('./results/soak.json', import.meta.url));
 const STEPS = Number(process.env.SOAK_STEPS ?? 20_000);
 const CYCLES = Number(process.env.SOAK_CYCLES ?? 500);
 const SAMPLE_EVERY = 1000;
 const RSS_GROWTH_LIMIT_MB = 200;
+const MB = 2 ** 20;
+const gc = globalGc();
+const settle = () => settledRssMB(gc);
 
 // Small geometry; budget and recent region small so that compaction runs every 64 steps per row.
 const spec = { layers: 2, queryHeads: 8, kvHeads: 2, headDim: 32, rope: { theta: 10000 } };
@@ -29,27 +31,6 @@ const CYCLE_TOKENS = 2560;
 
 const start = performance.now();
 const log = (line: string) => console.log(`[${((performance.now() - start) / 1000).toFixed(1).padStart(6)} s] ${line}`);
-const MB = 2 ** 20;
-const rssMB = () => process.memoryUsage().rss / MB;
-
-/** The global gc, exposed at runtime when node was not started with --expose-gc. */
-function globalGc(): () => void {
-  const g = (globalThis as { gc?: () => void }).gc;
-  if (g) return g;
-  v8.setFlagsFromString('--expose-gc');
-  return vm.runInNewContext('gc') as () => void;
-}
-const gc = globalGc();
-
-/** Full collections with pauses between, so that freed wasm heaps are unmapped before RSS is read. */
-async function settle(): Promise<number> {
-  for (let i = 0; i < 4; i++) {
-    gc();
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-  return rssMB();
-}
-
 interface MemorySample {
   step: number;
   tokens: number;

@@ -1,30 +1,11 @@
 // dispose() gives memory back even while the caller keeps the disposed cache referenced: the wasm
 // heap goes with the cache, not with the last reference to it.
-import v8 from 'node:v8';
-import vm from 'node:vm';
 import { expect, it } from 'vitest';
 import { createCache, FullKVCache, type Cache } from '../../packages/shadowkv/src/backend.js';
 import { randn, rng } from '../helpers/data.js';
+import { globalGc, rssMB, settledRssMB as settle } from '../../examples/workloads/memory.js';
 
 const MB = 2 ** 20;
-const rssMB = () => process.memoryUsage().rss / MB;
-
-/** The global gc, exposed at runtime (vitest's forks do not pass --expose-gc). */
-function globalGc(): () => void {
-  const g = (globalThis as { gc?: () => void }).gc;
-  if (g) return g;
-  v8.setFlagsFromString('--expose-gc');
-  return vm.runInNewContext('gc') as () => void;
-}
-
-/** Full collections with pauses between, so that freed heaps are unmapped before RSS is read. */
-async function settle(gc: () => void): Promise<number> {
-  for (let i = 0; i < 5; i++) {
-    gc();
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-  return rssMB();
-}
 
 // 12800 tokens x 8 kv heads x 128 dims x 4 bytes x (K, V) = 100 MiB per cache.
 const spec = { layers: 1, queryHeads: 8, kvHeads: 8, headDim: 128, rope: { theta: 10000 } };

@@ -1,0 +1,19 @@
+# Sourced by the GPU-machine scripts (run-tests.sh, parity.sh): unpacks what `bash scripts/gpu/pack.sh`
+# put in .gpu/ (Node, node_modules, the addon, the wasm runtime) and sets the environment the SDK
+# reads there. Runs from the repository root.
+G=.gpu
+unxz_to() {  # unxz_to <file.xz> <out>: xz where it exists, else Python's lzma
+  if command -v xz >/dev/null; then xz -dc "$1" > "$2"
+  else python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' "$1" "$2"; fi
+}
+mkdir -p /tmp/skv-node
+unxz_to "$G/node.xz" /tmp/skv-node/node
+chmod +x /tmp/skv-node/node
+export PATH="/tmp/skv-node:$PATH"
+if [ ! -d node_modules/vitest ]; then
+  unxz_to "$G/node_modules.tar.xz" /tmp/skv-node/node_modules.tar
+  tar -xf /tmp/skv-node/node_modules.tar
+fi
+mkdir -p runtime/wasm/out && cp -n "$G"/wasm/*.wasm runtime/wasm/out/ 2>/dev/null
+export SHADOWKV_CUDA_ADDON="$PWD/$G/shadowkv_cuda.node"
+export SHADOWKV_CUDA_SYNC="${SHADOWKV_CUDA_SYNC:-1}"  # every op waits for its kernels, so a fault names its op

@@ -13,6 +13,7 @@ import {
   type Tier,
   type View,
 } from '../../shadowkv/src/backends/Device.js';
+import { MemoryLedger } from '../../shadowkv/src/backends/MemoryLedger.js';
 import { DisposedError } from '../../shadowkv/src/errors/DisposedError.js';
 import { OutOfMemoryError } from '../../shadowkv/src/errors/OutOfMemoryError.js';
 import type { RopeStyle } from '../../shadowkv/src/spec.js';
@@ -42,9 +43,7 @@ const TWO_32 = 2 ** 32;
  */
 export class CudaDevice implements Device {
   readonly backend = 'cuda';
-  private readonly scratchBuffers = new Map<string, DeviceBuffer>();
-  private readonly tags = new Map<string, number>();
-  private readonly tiers = { device: 0, host: 0 };
+  private readonly ledger = new MemoryLedger();
   /** Live buffers by address, so that dispose() frees what the caches did not. */
   private readonly live = new Map<number, DeviceBuffer>();
   private addon: CudaAddon | undefined;
@@ -83,36 +82,24 @@ export class CudaDevice implements Device {
     }
   }
 
-  private count(buf: DeviceBuffer, sign: 1 | -1): void {
-    const bytes = sign * Math.max(buf.length, 1) * BUFFER_BYTES[buf.dtype];
-    const tag = buf.tier === 'host' ? `host:${buf.tag}` : buf.tag;
-    this.tags.set(tag, (this.tags.get(tag) ?? 0) + bytes);
-    this.tiers[buf.tier] += bytes;
-  }
-
   alloc<T extends BufferDType>(length: number, dtype: T, tag: string, tier: Tier = 'device'): DeviceBuffer {
     const bytes = Math.max(length, 1) * BUFFER_BYTES[dtype];
     const ptr = this.op(`alloc (${tag}, ${bytes} bytes, ${tier} tier)`, () => (tier === 'host' ? this.x.hostAlloc(bytes) : this.x.malloc(bytes)));
     const buf = { ptr, length, dtype, tag, tier };
     this.live.set(ptr, buf);
-    this.count(buf, 1);
+    this.ledger.count(buf, 1);
     return buf;
   }
 
   free(buf: DeviceBuffer): void {
     if (!this.addon || !this.live.delete(buf.ptr)) return; // dispose() freed it already
-    this.count(buf, -1);
+    this.ledger.count(buf, -1);
     if (buf.tier === 'host') this.x.freeHost(buf.ptr);
     else this.x.free(buf.ptr);
   }
 
   scratch(name: string, length: number, dtype: BufferDType): DeviceBuffer {
-    const have = this.scratchBuffers.get(name);
-    if (have && have.dtype === dtype && have.length >= length) return have;
-    if (have) this.free(have);
-    const buf = this.alloc(Math.max(length, (have?.length ?? 0) * 2), dtype, 'scratch');
-    this.scratchBuffers.set(name, buf);
-    return buf;
+    return this.ledger.scratch(this, name, length, dtype);
   }
 
   /** A table of u64 addresses (device tier): what the gather kernel reads page addresses from. */
@@ -295,9 +282,7 @@ export class CudaDevice implements Device {
   }
 
   memory(): DeviceMemory {
-    const components: Record<string, number> = {};
-    for (const [tag, bytes] of this.tags) if (bytes !== 0) components[tag] = bytes;
-    return { device: this.tiers.device, host: this.tiers.host, components };
+    return this.ledger.report();
   }
 
   dispose(): void {
@@ -311,8 +296,6 @@ export class CudaDevice implements Device {
       }
     }
     this.addon = undefined;
-    this.scratchBuffers.clear();
-    this.tags.clear();
-    this.tiers.device = this.tiers.host = 0;
+    this.ledger.clear();
   }
 }

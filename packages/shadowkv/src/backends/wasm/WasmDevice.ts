@@ -17,6 +17,7 @@ import {
   type View,
 } from '../Device.js';
 import type { LayerStep, StepRow } from '../LayerStep.js';
+import { MemoryLedger } from '../MemoryLedger.js';
 import { DTYPE_CODE, ROPE_STYLE_CODE, ROW_WORDS, SEGMENT_BYTES, STATUS, STEP_WORDS, type WasmExports } from './abi.js';
 
 const ARRAY_OF: Record<BufferDType, { new (buffer: ArrayBuffer, byteOffset: number, length: number): HostArray }> = {
@@ -39,9 +40,7 @@ const code = (dtype: BufferDType): number => {
 export class WasmDevice implements Device {
   readonly backend = 'wasm';
   readonly maxBytes = 2 ** 32;
-  private readonly scratchBuffers = new Map<string, DeviceBuffer>();
-  private readonly tags = new Map<string, number>();
-  private readonly tiers = { device: 0, host: 0 };
+  private readonly ledger = new MemoryLedger();
   /** The layer-step record, encoded here and written in one piece (grown with the batch). */
   private stepWords = new Int32Array(STEP_WORDS);
   private stepFloats = new Float32Array(this.stepWords.buffer);
@@ -92,13 +91,6 @@ export class WasmDevice implements Device {
     return new Uint8Array(this.x.memory.buffer);
   }
 
-  private count(buf: DeviceBuffer, sign: 1 | -1): void {
-    const bytes = sign * Math.max(buf.length, 1) * BUFFER_BYTES[buf.dtype];
-    const tag = buf.tier === 'host' ? `host:${buf.tag}` : buf.tag;
-    this.tags.set(tag, (this.tags.get(tag) ?? 0) + bytes);
-    this.tiers[buf.tier] += bytes;
-  }
-
   alloc<T extends BufferDType>(length: number, dtype: T, tag: string, tier: Tier = 'device'): DeviceBuffer {
     const bytes = Math.max(length, 1) * BUFFER_BYTES[dtype];
     // NOTE: skv_malloc takes a wasm32 size_t; a size of 4 GB or more would wrap, not fail.
@@ -109,23 +101,18 @@ export class WasmDevice implements Device {
       );
     }
     const buf = { ptr, length, dtype, tag, tier };
-    this.count(buf, 1);
+    this.ledger.count(buf, 1);
     return buf;
   }
 
   free(buf: DeviceBuffer): void {
     if (!this.instance) return; // the whole heap went with dispose()
-    this.count(buf, -1);
+    this.ledger.count(buf, -1);
     this.x.skv_free(buf.ptr);
   }
 
   scratch(name: string, length: number, dtype: BufferDType): DeviceBuffer {
-    const have = this.scratchBuffers.get(name);
-    if (have && have.dtype === dtype && have.length >= length) return have;
-    if (have) this.free(have);
-    const buf = this.alloc(Math.max(length, (have?.length ?? 0) * 2), dtype, 'scratch');
-    this.scratchBuffers.set(name, buf);
-    return buf;
+    return this.ledger.scratch(this, name, length, dtype);
   }
 
   pointerTable(bufs: readonly DeviceBuffer[], tag: string): DeviceBuffer {
@@ -301,17 +288,12 @@ export class WasmDevice implements Device {
   }
 
   memory(): DeviceMemory {
-    const components: Record<string, number> = {};
-    for (const [tag, bytes] of this.tags) if (bytes !== 0) components[tag] = bytes;
-    const wasmHeap = this.instance ? this.instance.memory.buffer.byteLength : 0;
-    return { device: this.tiers.device, host: this.tiers.host, wasmHeap, components };
+    return { ...this.ledger.report(), wasmHeap: this.instance ? this.instance.memory.buffer.byteLength : 0 };
   }
 
   dispose(): void {
     // Dropping the instance drops its whole heap: nothing to free one by one.
     this.instance = undefined;
-    this.scratchBuffers.clear();
-    this.tags.clear();
-    this.tiers.device = this.tiers.host = 0;
+    this.ledger.clear();
   }
 }

@@ -2,12 +2,9 @@
 // pointers as numbers (exact below 2^53); element counts and strides are in elements; dtypes are
 // DTYPE_CODE values. Every op throws a JS Error naming the op, with `cudaCode`, when CUDA fails.
 
-/** Storage dtype codes. NOTE: must match SkvDtype in kernels/launchers.h (and skv_dtype in runtime/wasm/abi.h). */
-export const DTYPE_CODE = { f32: 0, f16: 1, bf16: 2 } as const;
-/** RoPE pairing codes. NOTE: must match SkvRopeStyle in kernels/launchers.h. */
-export const ROPE_STYLE_CODE = { half: 0, interleaved: 1 } as const;
-/** Status codes of `lowRankKeys`. NOTE: must match SkvStatus in runtime/cuda/status.h. */
-export const STATUS = { ok: 0, alloc: 1, arg: 2 } as const;
+// NOTE: dtype, RoPE style and status codes are the SDK's (backends/codes.ts); they must match
+// SkvDtype and SkvRopeStyle in kernels/launchers.h and SkvStatus in runtime/cuda/status.h.
+export { DTYPE_CODE, ROPE_STYLE_CODE, STATUS } from '../../shadowkv/src/backends/codes.js';
 /** CUDA errors that mean "no usable CUDA here". NOTE: must match SkvNoDevice in runtime/cuda/status.h. */
 export const CUDA_NO_DEVICE = { insufficientDriver: 35, noDevice: 100, noKernelImage: 209 } as const;
 /** cudaErrorMemoryAllocation: becomes an OutOfMemoryError. */

@@ -13,24 +13,13 @@ import {
   type Tier,
   type View,
 } from '../../shadowkv/src/backends/Device.js';
+import { HOST_ARRAY, storageCode } from '../../shadowkv/src/backends/codes.js';
 import { MemoryLedger } from '../../shadowkv/src/backends/MemoryLedger.js';
 import { DisposedError } from '../../shadowkv/src/errors/DisposedError.js';
 import { OutOfMemoryError } from '../../shadowkv/src/errors/OutOfMemoryError.js';
 import type { RopeStyle } from '../../shadowkv/src/spec.js';
-import { CUDA_OUT_OF_MEMORY, DTYPE_CODE, ROPE_STYLE_CODE, SEGMENT_WORDS, STATUS, type AddonError, type CudaAddon } from './AddonTypes.js';
+import { CUDA_OUT_OF_MEMORY, ROPE_STYLE_CODE, SEGMENT_WORDS, STATUS, type AddonError, type CudaAddon } from './AddonTypes.js';
 
-const ARRAY_OF: Record<BufferDType, new (length: number) => HostArray> = {
-  f32: Float32Array,
-  f16: Uint16Array,
-  bf16: Uint16Array,
-  i32: Int32Array,
-  f64: Float64Array,
-};
-
-const code = (dtype: BufferDType): number => {
-  if (dtype === 'i32' || dtype === 'f64') throw new TypeError(`no storage dtype code for ${dtype}`);
-  return DTYPE_CODE[dtype];
-};
 
 const TWO_32 = 2 ** 32;
 
@@ -125,7 +114,7 @@ export class CudaDevice implements Device {
   read<T extends BufferDType>(src: View & { buf: { dtype: T } }, length: number, into?: HostArray<T>): HostArray<T> {
     this.within('read', `${length} elements`, src, length);
     const whole = into as Float32Array | undefined;
-    const out: ArrayBufferView = whole ? (whole.length === length ? whole : whole.subarray(0, length)) : new ARRAY_OF[src.buf.dtype](length);
+    const out: ArrayBufferView = whole ? (whole.length === length ? whole : whole.subarray(0, length)) : new HOST_ARRAY[src.buf.dtype](length);
     if (length > 0) this.x.read(this.addr(src), out);
     return (into ?? out) as HostArray<T>;
   }
@@ -140,7 +129,7 @@ export class CudaDevice implements Device {
     if (dst.buf.dtype === src.buf.dtype) return this.copy(dst, src, length);
     this.within('convert', 'the source', src, length);
     this.within('convert', 'the destination', dst, length);
-    this.x.convert(this.addr(src), code(src.buf.dtype), this.addr(dst), code(dst.buf.dtype), length);
+    this.x.convert(this.addr(src), storageCode(src.buf.dtype), this.addr(dst), storageCode(dst.buf.dtype), length);
   }
 
   convertRows(dst: View, dstLd: number, src: View, srcLd: number, rows: number, cols: number): void {
@@ -148,7 +137,7 @@ export class CudaDevice implements Device {
       this.within('convertRows', 'the source', src, (rows - 1) * srcLd + cols);
       this.within('convertRows', 'the destination', dst, (rows - 1) * dstLd + cols);
     }
-    this.x.convertRows(this.addr(src), code(src.buf.dtype), srcLd, this.addr(dst), code(dst.buf.dtype), dstLd, rows, cols);
+    this.x.convertRows(this.addr(src), storageCode(src.buf.dtype), srcLd, this.addr(dst), storageCode(dst.buf.dtype), dstLd, rows, cols);
   }
 
   gemm(g: GemmArgs): void {
@@ -157,8 +146,8 @@ export class CudaDevice implements Device {
     if (g.M > 0 && g.N > 0) this.within('gemm', 'C', g.c, (g.M - 1) * g.ldc + g.N);
     this.op('gemm', () => this.x.gemm(
       g.M, g.N, g.K, g.alpha ?? 1,
-      this.addr(g.a), code(g.a.buf.dtype), g.lda, g.transA ? 1 : 0, rows,
-      this.addr(g.b), code(g.b.buf.dtype), g.ldb, g.transB ? 1 : 0,
+      this.addr(g.a), storageCode(g.a.buf.dtype), g.lda, g.transA ? 1 : 0, rows,
+      this.addr(g.b), storageCode(g.b.buf.dtype), g.ldb, g.transB ? 1 : 0,
       g.beta ?? 0, this.addr(g.c), g.ldc,
     ));
   }
@@ -185,7 +174,7 @@ export class CudaDevice implements Device {
       this.within('landmarks', 'landmarks', landmarks, nChunks * d);
       this.within('landmarks', 'minCos', minCos, nChunks);
     }
-    this.op('landmarks', () => this.x.landmarks(this.addr(keys), code(keys.buf.dtype), ld, nChunks, C, d, this.addr(landmarks), this.addr(minCos)));
+    this.op('landmarks', () => this.x.landmarks(this.addr(keys), storageCode(keys.buf.dtype), ld, nChunks, C, d, this.addr(landmarks), this.addr(minCos)));
   }
 
   selectChunks(scores: View, n: number, k: number, largest: boolean): Int32Array {
@@ -202,7 +191,7 @@ export class CudaDevice implements Device {
       this.within('scoreChunks', 'scores', scores, n);
     }
     const work = this.scratch('score.work', Math.max(g, 0) * (Math.max(n, 0) + 1), 'f32');
-    this.op('score_chunks', () => this.x.scoreChunks(this.addr(q), g, d, scale, this.addr(landmarks), code(landmarks.buf.dtype), n, this.addr(scores), work.ptr));
+    this.op('score_chunks', () => this.x.scoreChunks(this.addr(q), g, d, scale, this.addr(landmarks), storageCode(landmarks.buf.dtype), n, this.addr(scores), work.ptr));
   }
 
   rebuildKeys(r: RebuildArgs): void {
@@ -222,9 +211,9 @@ export class CudaDevice implements Device {
     const ids = this.stage('rebuild.ids', r.chunkIds);
     const slots = this.stage('rebuild.slots', r.slots);
     this.op('rebuild_keys', () => this.x.rebuildKeys(
-      this.addr(r.u), code(r.u.buf.dtype), r.rank, this.addr(r.sv), code(r.sv.buf.dtype), r.ldsv, r.d,
+      this.addr(r.u), storageCode(r.u.buf.dtype), r.rank, this.addr(r.sv), storageCode(r.sv.buf.dtype), r.ldsv, r.d,
       ids, slots, n, r.C, r.invFreq.ptr, ROPE_STYLE_CODE[r.style],
-      this.addr(r.out), code(r.out.buf.dtype), r.ldo,
+      this.addr(r.out), storageCode(r.out.buf.dtype), r.ldo,
     ));
   }
 
@@ -244,7 +233,7 @@ export class CudaDevice implements Device {
     if (n > 0) this.within('gatherValues', `slot ${maxSlot}`, dst, (maxSlot + 1) * pages.block);
     const ids = this.stage('gather.ids', chunkIds);
     const to = this.stage('gather.slots', slots);
-    this.op('gather_values', () => this.x.gatherValues(pages.table.ptr, pages.pageChunks, pages.heads, h, ids, to, n, pages.block, code(pages.dtype), this.addr(dst)));
+    this.op('gather_values', () => this.x.gatherValues(pages.table.ptr, pages.pageChunks, pages.heads, h, ids, to, n, pages.block, storageCode(pages.dtype), this.addr(dst)));
   }
 
   sparseAttention(q: View, g: number, d: number, scale: number, segments: readonly Segment[], out: View): void {
@@ -263,7 +252,7 @@ export class CudaDevice implements Device {
       total += Math.max(s.n, 0);
     });
     const segs = this.stage('attention.segments', table);
-    this.op('sparse_attention', () => this.x.sparseAttention(this.addr(q), g, d, scale, segs, segments.length, total, code(kvDtype), this.addr(out)));
+    this.op('sparse_attention', () => this.x.sparseAttention(this.addr(q), g, d, scale, segs, segments.length, total, storageCode(kvDtype), this.addr(out)));
   }
 
   causalAttention(q: View, g: number, Sq: number, d: number, scale: number, offset: number, k: View, v: View, out: View): void {
@@ -273,7 +262,7 @@ export class CudaDevice implements Device {
       this.within('causalAttention', 'values', v, (offset + Sq) * d);
       this.within('causalAttention', 'out', out, g * Sq * d);
     }
-    this.op('causal_attention', () => this.x.causalAttention(this.addr(q), g, Sq, d, scale, offset, this.addr(k), this.addr(v), code(k.buf.dtype), this.addr(out)));
+    this.op('causal_attention', () => this.x.causalAttention(this.addr(q), g, Sq, d, scale, offset, this.addr(k), this.addr(v), storageCode(k.buf.dtype), this.addr(out)));
   }
 
   /** cudaMalloc / cudaHostAlloc calls of this process so far (the addon's own workspaces included). */

@@ -17,21 +17,10 @@ import {
   type View,
 } from '../Device.js';
 import type { LayerStep, StepRow } from '../LayerStep.js';
+import { HOST_ARRAY, storageCode } from '../codes.js';
 import { MemoryLedger } from '../MemoryLedger.js';
 import { DTYPE_CODE, ROPE_STYLE_CODE, ROW_WORDS, SEGMENT_BYTES, STATUS, STEP_WORDS, type WasmExports } from './abi.js';
 
-const ARRAY_OF: Record<BufferDType, { new (buffer: ArrayBuffer, byteOffset: number, length: number): HostArray }> = {
-  f32: Float32Array,
-  f16: Uint16Array,
-  bf16: Uint16Array,
-  i32: Int32Array,
-  f64: Float64Array,
-};
-
-const code = (dtype: BufferDType): number => {
-  if (dtype === 'i32' || dtype === 'f64') throw new TypeError(`no storage dtype code for ${dtype}`);
-  return DTYPE_CODE[dtype];
-};
 
 /**
  * One instance of the wasm runtime with its own heap (up to 4 GB): the "device" of a cache on the
@@ -133,7 +122,7 @@ export class WasmDevice implements Device {
   }
 
   read<T extends BufferDType>(src: View & { buf: { dtype: T } }, length: number, into?: HostArray<T>): HostArray<T> {
-    const Ctor = ARRAY_OF[src.buf.dtype];
+    const Ctor = HOST_ARRAY[src.buf.dtype];
     const view = new Ctor(this.x.memory.buffer, this.addr(src), length) as HostArray<T>;
     if (!into) return view.slice() as HostArray<T>;
     (into as Float32Array).set(view as Float32Array);
@@ -147,19 +136,19 @@ export class WasmDevice implements Device {
 
   convert(dst: View, src: View, length: number): void {
     if (dst.buf.dtype === src.buf.dtype) return this.copy(dst, src, length);
-    this.x.skv_convert(this.addr(src), code(src.buf.dtype), this.addr(dst), code(dst.buf.dtype), length);
+    this.x.skv_convert(this.addr(src), storageCode(src.buf.dtype), this.addr(dst), storageCode(dst.buf.dtype), length);
   }
 
   convertRows(dst: View, dstLd: number, src: View, srcLd: number, rows: number, cols: number): void {
-    this.x.skv_convert_rows(this.addr(src), code(src.buf.dtype), srcLd, this.addr(dst), code(dst.buf.dtype), dstLd, rows, cols);
+    this.x.skv_convert_rows(this.addr(src), storageCode(src.buf.dtype), srcLd, this.addr(dst), storageCode(dst.buf.dtype), dstLd, rows, cols);
   }
 
   gemm(g: GemmArgs): void {
     const rows = g.aRows ? this.addr(g.aRows) : 0;
     this.op('gemm', () => this.x.skv_gemm(
       g.M, g.N, g.K, g.alpha ?? 1,
-      this.addr(g.a), code(g.a.buf.dtype), g.lda, g.transA ? 1 : 0, rows,
-      this.addr(g.b), code(g.b.buf.dtype), g.ldb, g.transB ? 1 : 0,
+      this.addr(g.a), storageCode(g.a.buf.dtype), g.lda, g.transA ? 1 : 0, rows,
+      this.addr(g.b), storageCode(g.b.buf.dtype), g.ldb, g.transB ? 1 : 0,
       g.beta ?? 0, this.addr(g.c), g.ldc,
     ));
   }
@@ -179,7 +168,7 @@ export class WasmDevice implements Device {
   }
 
   landmarks(keys: View, ld: number, nChunks: number, C: number, d: number, landmarks: View, minCos: View): void {
-    this.op('landmarks', () => this.x.skv_landmarks(this.addr(keys), code(keys.buf.dtype), ld, nChunks, C, d, this.addr(landmarks), this.addr(minCos)));
+    this.op('landmarks', () => this.x.skv_landmarks(this.addr(keys), storageCode(keys.buf.dtype), ld, nChunks, C, d, this.addr(landmarks), this.addr(minCos)));
   }
 
   selectChunks(scores: View, n: number, k: number, largest: boolean): Int32Array {
@@ -190,35 +179,35 @@ export class WasmDevice implements Device {
 
   scoreChunks(q: View, g: number, d: number, scale: number, landmarks: View, n: number, scores: View): void {
     const work = this.scratch('score.work', g * n, 'f32');
-    this.op('score_chunks', () => this.x.skv_score_chunks(this.addr(q), g, d, scale, this.addr(landmarks), code(landmarks.buf.dtype), n, this.addr(scores), work.ptr));
+    this.op('score_chunks', () => this.x.skv_score_chunks(this.addr(q), g, d, scale, this.addr(landmarks), storageCode(landmarks.buf.dtype), n, this.addr(scores), work.ptr));
   }
 
   rebuildKeys(r: RebuildArgs): void {
     const ids = this.stage('rebuild.ids', r.chunkIds);
     const slots = this.stage('rebuild.slots', r.slots);
     this.op('rebuild_keys', () => this.x.skv_rebuild_keys(
-      this.addr(r.u), code(r.u.buf.dtype), r.rank, this.addr(r.sv), code(r.sv.buf.dtype), r.ldsv, r.d,
+      this.addr(r.u), storageCode(r.u.buf.dtype), r.rank, this.addr(r.sv), storageCode(r.sv.buf.dtype), r.ldsv, r.d,
       ids, slots, r.chunkIds.length, r.C, r.invFreq.ptr, ROPE_STYLE_CODE[r.style],
-      this.addr(r.out), code(r.out.buf.dtype), r.ldo,
+      this.addr(r.out), storageCode(r.out.buf.dtype), r.ldo,
     ));
   }
 
   gatherValues(dst: View, pages: PagedBuffer, h: number, chunkIds: Int32Array, slots: Int32Array): void {
     const ids = this.stage('gather.ids', chunkIds);
     const to = this.stage('gather.slots', slots);
-    this.x.skv_gather_values(pages.table.ptr, pages.pageChunks, pages.heads, h, ids, to, chunkIds.length, pages.block, code(pages.dtype), this.addr(dst));
+    this.x.skv_gather_values(pages.table.ptr, pages.pageChunks, pages.heads, h, ids, to, chunkIds.length, pages.block, storageCode(pages.dtype), this.addr(dst));
   }
 
   sparseAttention(q: View, g: number, d: number, scale: number, segments: readonly Segment[], out: View): void {
     const table = new Int32Array((segments.length * SEGMENT_BYTES) / 4);
     segments.forEach((s, i) => table.set([this.addr(s.k), this.addr(s.v), s.n, s.ld], i * 4));
     const segs = this.stage('attention.segments', table);
-    const kvDtype = segments.length ? code(segments[0]!.k.buf.dtype) : DTYPE_CODE.f32;
+    const kvDtype = segments.length ? storageCode(segments[0]!.k.buf.dtype) : DTYPE_CODE.f32;
     this.op('sparse_attention', () => this.x.skv_sparse_attention(this.addr(q), g, d, scale, segs, segments.length, kvDtype, this.addr(out)));
   }
 
   causalAttention(q: View, g: number, Sq: number, d: number, scale: number, offset: number, k: View, v: View, out: View): void {
-    this.op('causal_attention', () => this.x.skv_causal_attention(this.addr(q), g, Sq, d, scale, offset, this.addr(k), this.addr(v), code(k.buf.dtype), this.addr(out)));
+    this.op('causal_attention', () => this.x.skv_causal_attention(this.addr(q), g, Sq, d, scale, offset, this.addr(k), this.addr(v), storageCode(k.buf.dtype), this.addr(out)));
   }
 
   decodeLayer(step: LayerStep): void {

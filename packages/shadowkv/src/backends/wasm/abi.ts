@@ -1,11 +1,6 @@
 // Typed view of the wasm runtime's C ABI (runtime/wasm/abi.h). NOTE: enums must match abi.h.
 
-/** Storage dtype codes of `skv_dtype`. */
-export const DTYPE_CODE = { f32: 0, f16: 1, bf16: 2 } as const;
-/** RoPE pairing codes of `skv_rope_style`. */
-export const ROPE_STYLE_CODE = { half: 0, interleaved: 1 } as const;
-/** Status codes of `skv_status`. */
-export const STATUS = { ok: 0, alloc: 1, arg: 2 } as const;
+export { DTYPE_CODE, ROPE_STYLE_CODE, STATUS } from '../codes.js';
 
 /** Bytes of one `skv_segment` in wasm32: k, v, n, ld as four i32. */
 export const SEGMENT_BYTES = 16;

@@ -1,10 +1,12 @@
 // f32 GEMM over stored f32/f16/bf16 operands: 64 x 64 tiles of C per block, 16-deep slabs of
 // op(A) and op(B) staged in shared memory as f32 (conversion, transposes and the a_rows gather
-// all happen in the staging loads), a 4 x 4 register tile per thread. Every matrix product of the
-// runtime (Gram, subspace iteration, U = K proj, compaction) goes through it. Correctness first:
-// no tensor cores. Mirrors runtime/wasm/gemm.cc (skv_gemm).
+// all happen in the staging loads), a 4 x 4 register tile per thread. It is the reference, and
+// runs every product but the large ones: f32 products of at least SPLIT_MIN_MACS (2^30) multiply-
+// adds with op(B) = B (U = K proj at prefill) go to the tensor cores in split bf16 (mma.cuh), good
+// to ~2^-16 relative per product instead of 2^-24. Mirrors runtime/wasm/gemm.cc (skv_gemm).
 #include "common.cuh"
 #include "dtype.cuh"
+#include "mma.cuh"
 
 namespace {
 
@@ -77,6 +79,37 @@ __global__ void __launch_bounds__(GEMM_THREADS) GemmKernel(GemmParams p) {
   }
 }
 
+// The tensor-core path: one 128 x 128 tile of C per block over the whole K (mma.cuh).
+template <bool A_KMAJOR>
+__global__ void __launch_bounds__(skv_mma::THREADS, 1) SplitGemmKernel(GemmParams p, skv_mma::TileArgs t) {
+  using namespace skv_mma;
+  extern __shared__ __align__(16) uint16_t smem[];
+  const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
+  float out[ACC];
+  split_tile<A_KMAJOR>(t, m0, n0, 0, p.K, smem, out);
+#pragma unroll
+  for (int e = 0; e < ACC; e++) {
+    const int i = m0 + tile_row(e), j = n0 + tile_col(e);
+    if (i >= p.M || j >= p.N) continue;
+    float* cij = p.C + (size_t)((int64_t)i * p.ldc + j);
+    *cij = p.alpha * out[e] + (p.beta != 0.f ? p.beta * *cij : 0.f);
+  }
+}
+
+template <bool A_KMAJOR>
+cudaError_t split_gemm(const GemmParams& p, cudaStream_t stream) {
+  using namespace skv_mma;
+  const size_t smem = TileSmem<A_KMAJOR>::bytes();
+  SKV_CUDA_CALL(skv_smem_optin(SplitGemmKernel<A_KMAJOR>, smem));
+  const float* a = static_cast<const float*>(p.A);
+  const float* b = static_cast<const float*>(p.B);
+  TileArgs t{a, p.lda, p.a_rows, vec4_ok(a, p.lda), b, p.ldb, vec4_ok(b, p.ldb), p.M, p.N};
+  dim3 grid((unsigned)skv_ceil_div(p.N, BN), (unsigned)skv_ceil_div(p.M, BM));  // N fastest: row blocks share A in L2
+  SplitGemmKernel<A_KMAJOR><<<grid, THREADS, smem, stream>>>(p, t);
+  SKV_LAUNCH_CHECK();
+  return cudaSuccess;
+}
+
 }  // namespace
 
 cudaError_t Gemm(int M, int N, int K, float alpha, const void* A, int a_dtype, int64_t lda, int transA,
@@ -85,6 +118,9 @@ cudaError_t Gemm(int M, int N, int K, float alpha, const void* A, int a_dtype, i
   if (M <= 0 || N <= 0) return cudaSuccess;
   // NOTE: a_rows gathers stored rows, which is op(A)'s rows only when A is not transposed.
   GemmParams p{M, N, K < 0 ? 0 : K, alpha, beta, A, a_dtype, lda, transA, transA ? nullptr : a_rows, B, b_dtype, ldb, transB, C, ldc};
+  if (a_dtype == SKV_F32 && b_dtype == SKV_F32 && !transB && (int64_t)M * N * p.K >= skv_mma::SPLIT_MIN_MACS &&
+      skv_ceil_div(M, skv_mma::BM) <= SKV_MAX_BLOCKS)
+    return transA ? split_gemm<true>(p, stream) : split_gemm<false>(p, stream);
   const int64_t gy = skv_ceil_div(M, TILE_M);
   if (gy > SKV_MAX_BLOCKS) return cudaErrorInvalidConfiguration;  // M > 4M rows: split the call
   dim3 grid((unsigned)skv_ceil_div(N, TILE_N), (unsigned)gy);

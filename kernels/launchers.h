@@ -42,10 +42,19 @@ cudaError_t ConvertRows(const void* src, int src_dtype, int64_t src_ld, void* ds
 // ---- gemm.cu ----
 // C[M x N] (f32) = alpha * op(A) * op(B) + beta * C; beta = 0 ignores C. op(A)(i, k) =
 // transA ? A[k*lda + i] : A[row(i)*lda + k], row(i) = a_rows ? a_rows[i] : i; op(B)(k, j) =
-// transB ? B[j*ldb + k] : B[k*ldb + j].
+// transB ? B[j*ldb + k] : B[k*ldb + j]. f32 arithmetic, except that f32 products of at least 2^30
+// multiply-adds with transB = 0 run on the tensor cores in split bf16 (~2^-16 relative per product).
 cudaError_t Gemm(int M, int N, int K, float alpha, const void* A, int a_dtype, int64_t lda, int transA,
                  const int32_t* a_rows, const void* B, int b_dtype, int64_t ldb, int transB, float beta, float* C,
                  int64_t ldc, cudaStream_t stream);
+
+// ---- gram.cu ----
+// G [D x D] (f32, row stride D) = K^T K, K [S x D] f32 (row stride ldk). From 2^30 multiply-adds on
+// the tensor cores in split bf16 (~2^-16 relative per product, f32 sums; deterministic on one GPU,
+// exactly symmetric), below that Gemm's f32. Workspace: GramWorkspace(S, D) bytes (0 below the
+// threshold; the slices' partial tiles, 26 MB on an H200 at S = 128K, D = 1024).
+size_t GramWorkspace(int S, int D);
+cudaError_t Gram(const float* K, int S, int D, int64_t ldk, float* G, SkvWorkspace ws, cudaStream_t stream);
 
 // ---- rope.cu ----
 // Rotates `rows` rows of x (f32, row stride ldx) in place; row r at positions[r]; float64 angles.

@@ -1,10 +1,11 @@
 // Truncated factorization of pre-RoPE keys: K [S x D] ~ U SV, from the Gram matrix G = K^T K, the
 // method of runtime/wasm/low_rank_keys.cc step for step: 0. K scaled by a power of two (max|K| in
-// [0.5, 1)); 1. G on the device (the expensive part: S D^2 MACs); 2. randomized subspace iteration,
-// X = Q G on the device and the orthonormalization on the host in float64, with the same
-// splitmix64 Omega; 3. Rayleigh-Ritz, the small float64 Jacobi eigensolve on the host (the wasm
-// runtime's own jacobi.h); 4. sigma, SV, proj; 5. U = K proj on the device; 6. the scale undone.
-// Only l x D and l x l matrices cross to the host (prefill may synchronize).
+// [0.5, 1)); 1. G on the device (the expensive part: S D^2 MACs; tensor cores, gram.cu);
+// 2. randomized subspace iteration, X = Q G on the device and the orthonormalization on the host
+// in float64, with the same splitmix64 Omega; 3. Rayleigh-Ritz, the small float64 Jacobi
+// eigensolve on the host (the wasm runtime's own jacobi.h); 4. sigma, SV, proj; 5. U = K proj on
+// the device; 6. the scale undone. Only l x D and l x l matrices cross to the host (prefill may
+// synchronize).
 #include <float.h>
 #include <math.h>
 #include <string.h>
@@ -56,9 +57,10 @@ cudaError_t LowRankKeys(float* K, int S, int D, int rank, int oversample, int po
   const int l = (int)std::min<int64_t>((int64_t)rank + oversample, D);  // subspace width
   const size_t DD = (size_t)D * D, lD = (size_t)l * D, ll = (size_t)l * l;
   const int64_t SD = (int64_t)S * D;
-  // Device: flags (2 words, padded to 16 bytes), G [D x D], Qf [l x D], X [l x D].
+  // Device: flags (2 words, padded to 16 bytes), G [D x D], Qf [l x D], X [l x D], the Gram's workspace.
+  const size_t gram_at = (16 + sizeof(float) * (DD + 2 * lD) + 255) / 256 * 256, gram_bytes = GramWorkspace(S, D);
   DeviceBlock block;
-  if (cudaMalloc(&block.p, 16 + sizeof(float) * (DD + 2 * lD)) != cudaSuccess) {
+  if (cudaMalloc(&block.p, gram_at + gram_bytes) != cudaSuccess) {
     cudaGetLastError();  // clear the allocation failure; it is reported as a status
     *status = SKV_LOW_RANK_ALLOC;
     return cudaSuccess;
@@ -85,7 +87,7 @@ cudaError_t LowRankKeys(float* K, int S, int D, int rank, int oversample, int po
   const int e = scale_exponent(amax);
   if (e) SKV_CUDA_CALL(scale_keys(K, SD, ldexpf(1.f, -e), stream));
   // 1. Gram matrix G = K^T K.
-  SKV_CUDA_CALL(Gemm(D, D, S, 1.f, K, SKV_F32, D, 1, nullptr, K, SKV_F32, D, 0, 0.f, G, D, stream));
+  SKV_CUDA_CALL(Gram(K, S, D, D, G, SkvWorkspace{static_cast<char*>(block.p) + gram_at, gram_bytes}, stream));
   // 2. X = Omega G, then power_iters rounds of X = Q G (G is symmetric, so X^T = G Q^T).
   uint64_t rng = 0x5D1A0C3Bull ^ ((uint64_t)seed << 32 | seed);
   for (size_t i = 0; i < lD; i++) Qh[i] = (float)uniform(rng);
@@ -120,7 +122,7 @@ cudaError_t LowRankKeys(float* K, int S, int D, int rank, int oversample, int po
   SKV_CUDA_CALL(cudaMemcpyAsync(sigma, sigma_h.data(), sizeof(float) * rank, cudaMemcpyHostToDevice, stream));
   SKV_CUDA_CALL(cudaMemcpyAsync(SV, SV_h.data(), sizeof(float) * rank * (size_t)D, cudaMemcpyHostToDevice, stream));
   SKV_CUDA_CALL(cudaMemcpyAsync(proj, proj_h.data(), sizeof(float) * rank * (size_t)D, cudaMemcpyHostToDevice, stream));
-  // 5. U = K proj [S x rank]; the scales cancel: (K / 2^e) (proj 2^e).
+  // 5. U = K proj [S x rank]; the scales cancel: (K / 2^e) (proj 2^e). Large: tensor cores (gemm.cu).
   SKV_CUDA_CALL(Gemm(S, rank, D, 1.f, K, SKV_F32, D, 0, nullptr, proj, SKV_F32, rank, 0, 0.f, U, rank, stream));
   // 6. proj for the caller's keys (/ 2^e, rounded once from float64), and K restored.
   if (e) {

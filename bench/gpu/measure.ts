@@ -1,0 +1,259 @@
+// The timed parts of the GPU benchmark: a cache built row by row (each ShadowKV row compressed
+// right after its prefill, timed), decode steps with drifting queries, and steps at forced hit rates.
+import {
+  at, HEAD_FIELD, HEAD_FIELDS, type BaseKVCache, type CacheOf, type DecodeInput, type MemoryReport, type OptionsOf,
+  type PolicyStats, type ShadowKVCache, type ShadowState, type Tensor, type View,
+} from '../../packages/shadowkv/src/backend.js';
+import { rng } from '../../examples/workloads/random.js';
+import { benchCache, StepClock, type BenchDevice } from './device.js';
+import { SHADOWKV, SPEC } from './plan.js';
+import type { DriftingQueries } from './workload.js';
+
+export interface Summary {
+  median: number;
+  min: number;
+  mean: number;
+  n: number;
+}
+
+export function summary(xs: number[]): Summary {
+  const s = [...xs].sort((a, b) => a - b);
+  return { median: s[Math.floor(s.length / 2)] ?? NaN, min: s[0] ?? NaN, mean: s.reduce((a, b) => a + b, 0) / Math.max(s.length, 1), n: s.length };
+}
+
+// ------------------------------------------------------------------------------------------------
+// Building
+
+export interface BuildInfo {
+  rows: number;
+  seconds: number;
+  /** prefill() per row, synchronized. */
+  prefill_ms: Summary;
+  /** compress({ sequences: [row] }) per row, synchronized (ShadowKV); the samples in row order. */
+  compress_ms?: Summary & { samples: number[] };
+  memory: MemoryReport;
+}
+
+export interface Built<C extends BaseKVCache> {
+  cache: C;
+  device: BenchDevice;
+  clock: StepClock;
+  build: BuildInfo;
+}
+
+/** A one-layer cache of `batch` rows, each prefilled with the prompt (keys and values only) and, for ShadowKV, compressed at once. */
+export async function buildCache<P extends 'shadowkv' | 'full'>(
+  policy: P, backend: string, batch: number, prompt: { keys: Tensor; values: Tensor }, log: (line: string) => void,
+): Promise<Built<CacheOf<P>>> {
+  const t0 = performance.now();
+  const options = (policy === 'shadowkv' ? SHADOWKV : undefined) as OptionsOf<P>;
+  const { cache, device } = await benchCache({ spec: SPEC, policy, batch, dtype: 'bf16', backend, options });
+  const clock = new StepClock(device);
+  const prefill: number[] = [], compress: number[] = [];
+  let said = t0;
+  try {
+    for (let b = 0; b < batch; b++) {
+      prefill.push(wall(clock, () => cache.prefill(0, { ...prompt, sequences: [b] })));
+      if (policy === 'shadowkv') compress.push(wall(clock, () => (cache as ShadowKVCache).compress({ sequences: [b] })));
+      if (performance.now() - said > 10_000) {
+        log(`  ${policy}: ${b + 1}/${batch} rows in`);
+        said = performance.now();
+      }
+    }
+  } catch (err) {
+    cache.dispose();
+    throw err;
+  }
+  const build: BuildInfo = { rows: batch, seconds: (performance.now() - t0) / 1000, prefill_ms: summary(prefill), memory: cache.memory() };
+  if (compress.length) build.compress_ms = { ...summary(compress), samples: compress };
+  return { cache, device, clock, build };
+}
+
+/** Wall ms of work that does not read back, waiting for the device before and after. */
+function wall(clock: StepClock, work: () => void): number {
+  clock.sync();
+  const t = performance.now();
+  work();
+  clock.sync();
+  return performance.now() - t;
+}
+
+// ------------------------------------------------------------------------------------------------
+// Decode steps
+
+/** How a timed step's inputs reach decode(). */
+export interface InputMode {
+  note: string;
+  /** A function that runs timed step i. */
+  feed(cache: BaseKVCache, inputs: DecodeInput[]): (i: number) => void;
+}
+
+export const INPUT_MODES: Record<string, InputMode> = {
+  'host-arrays': {
+    note: 'q, k and v as host Float32Arrays that decode() stages to the device; the output read back into one reused host array',
+    feed: (cache, inputs) => {
+      const out = new Float32Array(inputs[0]!.query.data.length);
+      return (i) => void cache.decode(0, inputs[i]!, { out });
+    },
+  },
+  // 'device-tensors' comes with decode() taking device tensors: q, k, v already on the device and
+  // the output left there, so a step has no host transfer. It is one more entry here.
+};
+
+export interface SparseStats {
+  hitRate: number;
+  missesPerStep: number;
+  /** Host -> device bytes per step: misses x chunk bytes (C x d x 2 bytes per kv head). */
+  pcieBytesPerStep: number;
+  /** Tokens attended per (row, kv head) at the last step. */
+  attendedTokens: number;
+}
+
+export interface DecodeTiming {
+  warmup: number;
+  steps: number;
+  /** Steps of the second pass that timed the fused step's kernels (0 without one). */
+  kernelSteps: number;
+  /** GPU ms per step: `method` says how (the fused step's kernels, timed in a second pass of steps / 2, or the span of the calls). */
+  gpu_ms: number;
+  method: string;
+  /** CUDA events around all timed decode() calls, / steps. */
+  span_ms: number;
+  /** performance.now() around each decode() call: mean and median. */
+  wall_ms: number;
+  wall_median_ms: number;
+  sparse?: SparseStats;
+}
+
+const CHUNK_BYTES = SHADOWKV.chunkSize * SPEC.headDim * 2; // one chunk of one kv head's bf16 values
+
+/** Cumulative hits and misses behind `stats()` (its hit rate and fetched bytes). */
+function hitCounts(s: PolicyStats): { hits: number; misses: number } {
+  const misses = s.bytesFetched / CHUNK_BYTES;
+  return { misses, hits: s.hitRate < 1 ? (s.hitRate * misses) / (1 - s.hitRate) : NaN };
+}
+
+/**
+ * Warm-up, then timed steps. Two warm-up steps give the step time; the rest of the warm-up and
+ * the timed steps are cut so a case takes about `caseSeconds` (a slow path still finishes).
+ */
+export function timeDecode(b: Built<BaseKVCache>, queries: DriftingQueries, o: { warmup: number; steps: number; caseSeconds: number }, mode: InputMode): DecodeTiming {
+  const { cache, clock } = b;
+  const out = new Float32Array(queries.batch * SPEC.queryHeads * SPEC.headDim);
+  const step = () => {
+    const input = queries.next();
+    const t = performance.now();
+    cache.decode(0, input, { out });
+    return performance.now() - t;
+  };
+  step();
+  const ms = Math.max(step(), 1e-3);
+  const budget = o.caseSeconds * 1000;
+  const warmup = Math.max(2, Math.min(o.warmup, Math.floor(budget / 4 / ms)));
+  for (let i = 2; i < warmup; i++) step();
+  const steps = Math.min(o.steps, Math.max(5, Math.floor(budget / ms)));
+  // With a fused step the kernels are timed in a pass of their own, so their events do not add to the wall time.
+  const kernelSteps = clock.kernelTimer ? Math.max(3, Math.floor(steps / 2)) : 0;
+  const inputs = Array.from({ length: steps + kernelSteps }, () => queries.next());
+  const run = mode.feed(cache, inputs);
+  const sparse = cache.name === 'shadowkv';
+  const before = sparse ? hitCounts(cache.stats()) : undefined;
+  const walls: number[] = [];
+  const span = clock.span(() => {
+    for (let i = 0; i < steps; i++) {
+      const t = performance.now();
+      run(i);
+      walls.push(performance.now() - t);
+    }
+  });
+  clock.kernels = true;
+  clock.takeKernel();
+  for (let i = steps; i < steps + kernelSteps; i++) run(i);
+  const kernel = clock.takeKernel();
+  clock.kernels = false;
+  const w = summary(walls);
+  const timing: DecodeTiming = {
+    warmup, steps, kernelSteps, gpu_ms: kernel.calls ? kernel.ms / kernel.calls : span / steps, method: clock.method,
+    span_ms: span / steps, wall_ms: w.mean, wall_median_ms: w.median,
+  };
+  if (before) {
+    const s = cache.stats();
+    const after = hitCounts(s);
+    const [hits, misses, n] = [after.hits - before.hits, after.misses - before.misses, steps + kernelSteps];
+    timing.sparse = { hitRate: hits / (hits + misses), missesPerStep: misses / n, pcieBytesPerStep: (misses * CHUNK_BYTES) / n, attendedTokens: s.lastAttendedTokens };
+  }
+  return timing;
+}
+
+// ------------------------------------------------------------------------------------------------
+// Forced hit rates
+
+export interface ForcedTiming {
+  /** Fraction of each head's selected slots left valid before a step. */
+  rate: number;
+  steps: number;
+  /** Per step, each timed on its own (the invalidation before it is not counted). */
+  gpu_ms: Summary;
+  wall_ms: Summary;
+  /** Measured over the timed steps. */
+  hitRate: number;
+  missesPerStep: number;
+  pcieBytesPerStep: number;
+}
+
+/**
+ * Steps at forced hit rates: with a pinned query (the same after RoPE at every position, see
+ * `DriftingQueries.pinned`) every selected chunk is held after a warm step;
+ * before each timed step a random (1 - rate) of each head's selected slots is marked empty (-1 in
+ * the store's `selectedIds`), so those chunks miss: fetched and rebuilt again.
+ */
+export function timeForced(b: Built<ShadowKVCache>, queries: DriftingQueries, rates: number[], o: { forcedSteps: number; caseSeconds: number; seed: number }): ForcedTiming[] {
+  const { cache, clock } = b;
+  const rand = rng(o.seed);
+  const out = new Float32Array(queries.batch * SPEC.queryHeads * SPEC.headDim);
+  const pinned = () => queries.pinned(Array.from({ length: queries.batch }, (_, row) => cache.length(row)));
+  for (let i = 0; i < 2; i++) cache.decode(0, pinned(), { out });
+  return rates.map((rate) => {
+    const gpu: number[] = [], walls: number[] = [];
+    let hits = 0, misses = 0, steps = 0;
+    // Up to forcedSteps steps, at least 3, within a share of caseSeconds (a slow path still finishes).
+    const until = performance.now() + (1000 * o.caseSeconds) / rates.length;
+    clock.kernels = true;
+    for (; steps < o.forcedSteps && (steps < 3 || performance.now() < until); steps++) {
+      invalidate(b, 1 - rate, rand);
+      const input = pinned();
+      clock.takeKernel();
+      const t = performance.now();
+      const span = clock.span(() => cache.decode(0, input, { out }));
+      walls.push(performance.now() - t);
+      const kernel = clock.takeKernel();
+      gpu.push(kernel.calls ? kernel.ms : span);
+      const s = cache.stats();
+      [hits, misses] = [hits + s.lastHits, misses + s.lastMisses];
+    }
+    clock.kernels = false;
+    return { rate, steps, gpu_ms: summary(gpu), wall_ms: summary(walls), hitRate: hits / (hits + misses), missesPerStep: misses / steps, pcieBytesPerStep: (misses * CHUNK_BYTES) / steps };
+  });
+}
+
+/** Marks a random `fraction` of every (row, kv head)'s selected slots empty, through the cache's device. */
+function invalidate(b: Built<ShadowKVCache>, fraction: number, rand: () => number): void {
+  // NOTE: reaches into the cache's rows (protected); the bench needs the store's device handles.
+  const rows = (b.cache as unknown as { states: ShadowState[][] }).states[0]!;
+  for (const { store } of rows) {
+    if (!store) continue;
+    const { heads, maxSelected } = store.geometry;
+    const counts = store.headCountsNow();
+    const ids = b.device.read(at(store.selectedIds) as View & { buf: { dtype: 'i32' } }, heads * maxSelected);
+    for (let h = 0; h < heads; h++) {
+      const n = counts[h * HEAD_FIELDS + HEAD_FIELD.selected]!;
+      const slots = Int32Array.from({ length: n }, (_, i) => i);
+      for (let i = 0; i < Math.round(fraction * n); i++) {
+        const j = i + Math.floor(rand() * (n - i));
+        [slots[i], slots[j]] = [slots[j]!, slots[i]!];
+        ids[h * maxSelected + slots[i]!] = -1;
+      }
+    }
+    b.device.write(at(store.selectedIds), ids);
+  }
+}

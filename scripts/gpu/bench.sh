@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The GPU BENCHMARK (issue 7, `npm run bench:gpu`): ShadowKV's decode step, prefill compression and
+# largest batch on one Llama-3-8B layer against dense PyTorch SDPA, in one GPU run:
+#   1. bench/gpu/run.ts --plan   the contexts, batches and largest whole-model batches for this card
+#   2. bench/gpu/sdpa.py         dense PyTorch timings of that plan (SDPA decode and causal prefill,
+#                                pinned copy bandwidth, Gram + eigh), $OUT/sdpa.json
+#   3. bench/gpu/run.ts --sdpa   ShadowKV and the own full policy on the cuda backend, merged with
+#                                step 2: $OUT/gpu-<card>.json and $OUT/gpu-<card>.svg, targets printed
+# On the GPU machine (no Node.js) it expects what `bash scripts/gpu/pack.sh` put in .gpu/ (carry:
+# [".gpu"]), including .gpu/tsx.tar.xz; on a machine with Node and a local addon build it uses those.
+# Arguments go to bench/gpu/run.ts (both runs), e.g. --contexts 131072 --batches 4 --modes decode;
+# SDPA_ARGS goes to sdpa.py (e.g. SDPA_ARGS=--no-eigh). Logs: $OUT/plan.log, sdpa.log, gpu.log.
+# Without $OUT the results go to bench/results/ and the rest to /tmp/skv-bench-gpu/.
+# Usage: bash scripts/gpu/bench.sh [run.ts args...]
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+# Timings need the ops asynchronous: env.sh's default (a sync after every op, for naming faults) would add one per op.
+export SHADOWKV_CUDA_SYNC="${SHADOWKV_CUDA_SYNC:-0}"
+if [ -f .gpu/node.xz ]; then
+  . scripts/gpu/env.sh
+  if [ ! -f node_modules/tsx/dist/cli.mjs ]; then
+    [ -f "$G/tsx.tar.xz" ] || { echo "bench: $G/tsx.tar.xz is missing; run \`bash scripts/gpu/pack.sh --no-build\` where Node is" >&2; exit 1; }
+    unxz_to "$G/tsx.tar.xz" /tmp/skv-node/tsx.tar
+    tar -xf /tmp/skv-node/tsx.tar
+  fi
+  [ -n "${BENCH_COMMIT:-}" ] || [ ! -f "$G/commit" ] || export BENCH_COMMIT="$(cat "$G/commit")"
+else
+  echo "bench: no .gpu/ here: using this machine's node and the addon shadowkv-cuda finds (scripts/build-cuda.sh)"
+fi
+out="${OUT:-bench/results}"
+work="${OUT:-/tmp/skv-bench-gpu}"
+mkdir -p "$out" "$work"
+export BENCH_COMMAND="bash scripts/gpu/bench.sh${*:+ $*}"
+nvidia-smi -L || true
+echo "node $(node --version), addon ${SHADOWKV_CUDA_ADDON:-(found by shadowkv-cuda)}, SHADOWKV_CUDA_SYNC=$SHADOWKV_CUDA_SYNC, commit ${BENCH_COMMIT:-unknown}"
+tsx=(node node_modules/tsx/dist/cli.mjs)
+
+SECONDS=0
+"${tsx[@]}" bench/gpu/run.ts --plan "$work/plan.json" "$@" 2>&1 | tee "$work/plan.log"
+echo "bench: plan took ${SECONDS} s"
+
+SECONDS=0
+# A failure here (no torch, a crash) leaves the node half without baselines, not without results.
+# shellcheck disable=SC2086
+python3 bench/gpu/sdpa.py "$work/plan.json" "$work/sdpa.json" ${SDPA_ARGS:-} 2>&1 | tee "$work/sdpa.log" || echo "bench: sdpa.py failed (see $work/sdpa.log); continuing without PyTorch baselines"
+echo "bench: sdpa.py took ${SECONDS} s"
+
+SECONDS=0
+"${tsx[@]}" bench/gpu/run.ts --sdpa "$work/sdpa.json" --out "$out" "$@" 2>&1 | tee "$work/gpu.log"
+echo "bench: run.ts took ${SECONDS} s; results in $out"

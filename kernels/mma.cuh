@@ -1,12 +1,12 @@
-// Tensor-core f32 products by split bf16 ("bf16x3"), for the large products of prefill (the Gram
-// matrix and U = K proj of low_rank_keys). Each f32 operand is a = hi + lo, hi = bf16(a), lo =
-// bf16(a - hi) (17 significant bits between them), and a b ~ lo b_hi + hi b_lo + hi b_hi, three
-// mma.sync m16n8k16 bf16 with f32 accumulation (sm_80 and later). Products are then good to about
-// 2^-16 of |a b| for any f32 inputs (not only bf16-representable ones), against 2^-24 in f32.
+// Tensor-core f32 products by split bf16 ("bf16x3"), for the large products of prefill: the Gram
+// matrix and U = K proj of low_rank_keys, and causal attention over bf16 keys and values. Each f32
+// operand is a = hi + lo, hi = bf16(a), lo = bf16(a - hi) (17 significant bits between them), and
+// a b ~ lo b_hi + hi b_lo + hi b_hi, three mma.sync m16n8k16 bf16 with f32 accumulation (sm_80 and
+// later). Products are then good to about 2^-16 of |a b| for any f32 inputs (not only
+// bf16-representable ones), against 2^-24 in f32; a bf16 operand needs only hi (two products).
 // NOTE: the tensor cores add into their f32 accumulator rounding toward zero, which biases a long
 // sum of same-signed terms (a Gram diagonal loses ~2^-24 per step). So the mma accumulators only
-// ever sum FLUSH_SLABS slabs; they are then added, rounded to nearest, into a block-wide
-// accumulator in shared memory.
+// ever sum a few slabs; they are then added, rounded to nearest, into an f32 accumulator.
 #pragma once
 #include <cuda_runtime.h>
 #include <stdint.h>
@@ -51,6 +51,18 @@ __device__ __forceinline__ void mma_bf16(float (&c)[4], const uint32_t (&a)[4], 
   asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
       : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// 16 bytes global -> shared without passing through registers; src_bytes 0 zero-fills (nothing is read).
+__device__ __forceinline__ void cp_async16(uint16_t* dst, const void* src, int src_bytes) {
+  const unsigned s = (unsigned)__cvta_generic_to_shared(dst);
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(s), "l"(src), "r"(src_bytes) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+// Waits until at most N committed groups are still in flight.
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
 }
 
 // A ROWS x COLS slab of a row-major f32 matrix p (row stride ld), read by one block in float4s and

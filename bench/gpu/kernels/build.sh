@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Builds bench/gpu/kernels/gram_bench (the prefill products on the tensor cores, checked against
-# float64 and timed) with nvcc for sm_90, statically linked to cudart like the addon, so it can be
-# built here and run on the GPU machine: bench/gpu/kernels/build/gram_bench [S].
-# gemm.cu and gram.cu are included by the bench itself (it calls their internals), so they are not listed.
+# Builds bench/gpu/kernels/build/gram_bench (the prefill products on the tensor cores, checked
+# against float64) and causal_attention_bench (the flash path, checked against the SIMT kernel)
+# with nvcc for sm_90, statically linked to cudart like the addon, so they can be built here and
+# run on the GPU machine (carry: ["bench/gpu/kernels/build"]). Each bench includes the kernel
+# files whose internals it calls, so those are not listed again.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../../.."
 command -v nvcc >/dev/null || export PATH="/usr/local/cuda/bin:$PATH"
@@ -10,3 +11,6 @@ mkdir -p bench/gpu/kernels/build
 nvcc -std=c++17 -O3 -arch=sm_90 --expt-relaxed-constexpr -lineinfo -Xcompiler -Wall -cudart static \
   bench/gpu/kernels/gram_bench.cu kernels/low_rank_keys.cu kernels/convert.cu kernels/convert_rows.cu \
   kernels/rope.cu kernels/landmarks.cu kernels/select_chunks.cu -o bench/gpu/kernels/build/gram_bench
+# causal_attention.cu is included by its bench (both of its kernels are called directly).
+nvcc -std=c++17 -O3 -arch=sm_90 --expt-relaxed-constexpr -lineinfo -Xcompiler -Wall -cudart static \
+  bench/gpu/kernels/causal_attention_bench.cu -o bench/gpu/kernels/build/causal_attention_bench

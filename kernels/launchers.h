@@ -79,16 +79,16 @@ cudaError_t Landmarks(const void* keys, int dtype, int64_t ldk, int n_chunks, in
 
 // ---- select_chunks.cu ----
 // Top-k of scores[n] (largest: highest first), ties to the lower index, NaN last. Writes the
-// min(k, n) chosen indices, unordered, to out (device); *count (device int) gets how many.
+// min(k, n) chosen indices, ascending, to out (device); *count (device int) gets how many.
 // Workspace: none (one block, shared memory only).
 cudaError_t SelectChunks(const float* scores, int n, int k, int largest, int32_t* out, int32_t* count,
                          cudaStream_t stream);
 
 // ---- score_chunks.cu ----
 // scores[c] = max_j softmax_c(scale * q_j . landmarks[c]); q [g x d] f32, landmarks [n x d] (dtype).
-// work: g*n floats; inv: g floats (device).
+// work: g*n floats; stats: 2*g floats (each head's max logit and 1 / softmax sum) (device).
 cudaError_t ScoreChunks(const float* q, int g, int d, float scale, const void* landmarks, int dtype, int n,
-                        float* scores, float* work, float* inv, cudaStream_t stream);
+                        float* scores, float* work, float* stats, cudaStream_t stream);
 
 // ---- rebuild_keys.cu ----
 // out row (slots ? slots[i] : i)*C + t = RoPE_pos(U[pos, 0:rank] . SVh), pos = chunk_ids[i]*C + t.
@@ -116,6 +116,62 @@ cudaError_t SparseAttention(const float* q, int g, int d, float scale, const Skv
 // k, v rows of d (kv_dtype); out [g x Sq x d] f32.
 cudaError_t CausalAttention(const float* q, int g, int Sq, int d, float scale, int offset, const void* k,
                             const void* v, int kv_dtype, float* out, cudaStream_t stream);
+
+// ---- decode_layer.cu ----
+// Slots of a layer's f64 counters. NOTE: must match COUNTER in packages/shadowkv/src/backends/LayerStep.ts.
+enum SkvCounter {
+  SKV_STEPS_COUNTER = 0, SKV_HITS_COUNTER, SKV_MISSES_COUNTER, SKV_SELECTED_TOKENS_COUNTER, SKV_ATTENDED_TOKENS_COUNTER,
+  SKV_HEADS_COUNTER, SKV_COMPACTIONS_COUNTER, SKV_LAST_HITS_COUNTER, SKV_LAST_MISSES_COUNTER,
+  SKV_LAST_SELECTED_TOKENS_COUNTER, SKV_LAST_ATTENDED_TOKENS_COUNTER, SKV_LAST_HEADS_COUNTER, SKV_COUNTERS
+};
+// Fields per kv head of a store's head counts (i32). NOTE: matches HEAD_FIELD in LayerStep.ts.
+enum SkvHeadField { SKV_HEAD_LANDMARKS = 0, SKV_HEAD_OUTLIERS = 1, SKV_HEAD_SELECTED = 2, SKV_HEAD_FIELDS = 3 };
+
+// One batch row of a layer step (runtime/wasm/abi.h skv_row, with 64-bit addresses first).
+// NOTE: 152 bytes, written by CudaDevice.decodeLayer (ROW_BYTES); the field order is the contract.
+struct SkvStepRow {
+  uint64_t tail_k, tail_v;    // [Hkv][tail_capacity][d] post-RoPE keys / values
+  uint64_t u, sv, proj;       // the store (u = 0: a dense row): [chunk_capacity*C][rank], [rank][Hkv*d], [Hkv*d][rank]
+  uint64_t landmarks;         // [Hkv][chunk_capacity][d]
+  uint64_t landmark_ids;      // i32 [Hkv][chunk_capacity], ascending
+  uint64_t head_counts;       // i32 [Hkv][SKV_HEAD_FIELDS]
+  uint64_t outlier_k, outlier_v;    // [Hkv][max_outliers][C*d]
+  uint64_t selected_k, selected_v;  // [Hkv][max_selected][C*d], one chunk per slot
+  uint64_t selected_ids;      // i32 [Hkv][max_selected]
+  uint64_t value_pages;       // u64 table: page (c / page_chunks) * Hkv + h holds head h's chunks (host tier)
+  int32_t input;              // index in q/k/v/out, or -1: the row sits this step out
+  int32_t position;           // absolute position of the new token
+  int32_t tail_count, tail_capacity;
+  int32_t store_tokens, rank, chunk_capacity;
+  int32_t compact;            // 1: after attending, whole tail chunks beyond local_tokens join the store
+  int32_t page_chunks, reserved;
+};
+static_assert(sizeof(SkvStepRow) == 152, "SkvStepRow is 152 bytes");
+
+// One decode step of one layer (runtime/wasm/abi.h skv_layer_step); `rows` follow it in the record.
+// NOTE: 104 bytes (STEP_BYTES in CudaDevice.ts).
+struct SkvStep {
+  uint64_t inv_freq;  // f64 [d/2]
+  uint64_t q, k, v;   // [inputs][H][d] of io_dtype, pre-RoPE
+  uint64_t out;       // [inputs][Hq][d] of io_dtype
+  uint64_t counters;  // f64 [SKV_COUNTERS]
+  int32_t batch, q_heads, kv_heads, d, C, max_selected, max_outliers, local_tokens, kv_dtype, io_dtype, rope_style;
+  float scale, score_scale;
+  int32_t reserved;
+};
+static_assert(sizeof(SkvStep) == 104, "SkvStep is 104 bytes");
+
+// Whether the step is well formed (runtime/wasm/decode_layer.cc valid_step, on what the host
+// knows: the per-head counts live on the device and only the runtime writes them).
+bool DecodeLayerValid(const SkvStep& s, const SkvStepRow* rows);
+// Device bytes of the step's workspace (rows, temporaries, attention partials, compaction).
+size_t DecodeLayerWorkspace(const SkvStep& s, const SkvStepRow* rows);
+// Decode steps 1-5 and compaction for every row (the contract of skv_decode_layer), as a few
+// kernels on `stream` and no host synchronization. host_rows: the rows, as the host has them;
+// ws: DecodeLayerWorkspace bytes, whose head the rows are copied to from `staged` (pinned host
+// memory the caller keeps unchanged until the copy has run).
+cudaError_t DecodeLayer(const SkvStep& s, const SkvStepRow* host_rows, const void* staged, SkvWorkspace ws,
+                        cudaStream_t stream);
 
 // ---- probe (convert.cu) ----
 // A trivial kernel, run once by the probe: fails with cudaErrorNoKernelImageForDevice (209) when

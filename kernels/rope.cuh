@@ -17,6 +17,8 @@ __device__ __forceinline__ void rope_rotate(float* row, int half, int i, int sty
   float* p1 = style == SKV_ROPE_INTERLEAVED ? row + 2 * i : row + i;
   float* p2 = style == SKV_ROPE_INTERLEAVED ? row + 2 * i + 1 : row + half + i;
   float a = *p1, b = *p2;
-  *p1 = a * c - b * s;
-  *p2 = b * c + a * s;
+  // NOTE: _rn intrinsics: no FMA contraction, so every kernel that rotates (rope.cu, the fused
+  // step's append and compaction) rounds the same way, whatever the compiler does around it.
+  *p1 = __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, s));
+  *p2 = __fadd_rn(__fmul_rn(b, c), __fmul_rn(a, s));
 }

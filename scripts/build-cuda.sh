@@ -5,16 +5,19 @@
 # Needs nvcc (CUDA 13), cmake, and `npm install` (cmake-js, node-addon-api). Not part of
 # scripts/test.sh or CI: CI machines have no CUDA compiler.
 # Usage: bash scripts/build-cuda.sh [jobs]   parallel compile jobs, default 2
+# SKV_CUDA_BUILD=<dir under runtime/cuda> builds elsewhere (two builds at once must not share one).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 JOBS="${1:-2}"
 export CMAKE_BUILD_PARALLEL_LEVEL="$JOBS"
 command -v nvcc >/dev/null || export CUDACXX="${CUDACXX:-/usr/local/cuda/bin/nvcc}"
 
-(cd packages/shadowkv-cuda && npx --no-install cmake-js compile \
-  --directory ../../runtime/cuda --out ../../runtime/cuda/build --config Release --parallel "$JOBS")
+BUILD="${SKV_CUDA_BUILD:-build}"
 
-addon=runtime/cuda/build/Release/shadowkv_cuda.node
+(cd packages/shadowkv-cuda && npx --no-install cmake-js compile \
+  --directory ../../runtime/cuda --out "../../runtime/cuda/$BUILD" --config Release --parallel "$JOBS")
+
+addon="runtime/cuda/$BUILD/Release/shadowkv_cuda.node"
 [ -f "$addon" ] || { echo "build-cuda: $addon was not produced" >&2; exit 1; }
 if ldd "$addon" | grep -E 'libcuda\.so|libcudart\.so'; then
   echo "build-cuda: $addon links CUDA dynamically; it must use cudart_static and no libcuda" >&2

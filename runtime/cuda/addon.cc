@@ -11,6 +11,9 @@ Napi::Value SelfTestOp(const Napi::CallbackInfo&);
 Napi::Value MemInfo(const Napi::CallbackInfo&);
 Napi::Value Synchronize(const Napi::CallbackInfo&);
 Napi::Value AllocCountOp(const Napi::CallbackInfo&);
+Napi::Value EventRecord(const Napi::CallbackInfo&);
+Napi::Value EventElapsed(const Napi::CallbackInfo&);
+Napi::Value EventRelease(const Napi::CallbackInfo&);
 Napi::Value Malloc(const Napi::CallbackInfo&);
 Napi::Value Free(const Napi::CallbackInfo&);
 Napi::Value HostAlloc(const Napi::CallbackInfo&);
@@ -30,6 +33,7 @@ Napi::Value RebuildKeys(const Napi::CallbackInfo&);
 Napi::Value GatherValues(const Napi::CallbackInfo&);
 Napi::Value SparseAttention(const Napi::CallbackInfo&);
 Napi::Value CausalAttention(const Napi::CallbackInfo&);
+Napi::Value DecodeLayer(const Napi::CallbackInfo&);
 }  // namespace shadowkv_cuda
 
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
@@ -41,6 +45,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
       // devices
       {"deviceCount", DeviceCount}, {"deviceInfo", DeviceInfo}, {"setDevice", SetDevice}, {"selfTest", SelfTestOp},
       {"memInfo", MemInfo}, {"synchronize", Synchronize}, {"allocCount", AllocCountOp},
+      {"eventRecord", EventRecord}, {"eventElapsed", EventElapsed}, {"eventRelease", EventRelease},
       // buffers
       {"malloc", Malloc}, {"free", Free}, {"hostAlloc", HostAlloc}, {"freeHost", FreeHost},
       {"write", Write}, {"read", Read}, {"copy", Copy},
@@ -49,6 +54,8 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
       {"lowRankKeys", LowRankKeys}, {"landmarks", Landmarks}, {"selectChunks", SelectChunks},
       {"scoreChunks", ScoreChunks}, {"rebuildKeys", RebuildKeys}, {"gatherValues", GatherValues},
       {"sparseAttention", SparseAttention}, {"causalAttention", CausalAttention},
+      // the fused step
+      {"decodeLayer", DecodeLayer},
   };
   for (const auto& e : table) exports.Set(e.name, Napi::Function::New(env, e.fn, e.name));
   exports.Set("napiVersion", Napi::Number::New(env, NAPI_VERSION));

@@ -23,6 +23,16 @@ bool SyncEveryOp() {
 double alloc_count = 0;
 SkvWorkspace workspace[WS_SLOTS] = {};
 
+// The staging ring: a pinned block per slot and the event after the copy that last read it.
+struct StagingSlot {
+  void* ptr = nullptr;
+  size_t bytes = 0;
+  cudaEvent_t read = nullptr;
+};
+enum { STAGING_SLOTS = 8 };
+StagingSlot staging[STAGING_SLOTS];
+int staging_next = 0;
+
 }  // namespace
 
 void ThrowCuda(Napi::Env env, const char* op, cudaError_t err) {
@@ -86,6 +96,32 @@ SkvWorkspace Workspace(Napi::Env env, WorkspaceSlot slot, size_t bytes, const ch
   CountAlloc();
   w = SkvWorkspace{p, want};
   return w;
+}
+
+void* Stage(Napi::Env env, size_t bytes, const char* op) {
+  StagingSlot& slot = staging[staging_next];
+  // NOTE: waits only if the copy issued STAGING_SLOTS uploads ago has not run yet.
+  if (slot.read) Check(env, op, cudaEventSynchronize(slot.read));
+  else Check(env, op, cudaEventCreateWithFlags(&slot.read, cudaEventDisableTiming));
+  if (slot.bytes < bytes) {
+    if (slot.ptr) cudaFreeHost(slot.ptr);
+    slot.ptr = nullptr;
+    slot.bytes = 0;
+    const size_t want = bytes < 4096 ? 4096 : bytes * 2;
+    cudaError_t err = cudaHostAlloc(&slot.ptr, want, cudaHostAllocDefault);
+    if (err != cudaSuccess) {
+      cudaGetLastError();
+      ThrowCuda(env, op, err);
+    }
+    CountAlloc();
+    slot.bytes = want;
+  }
+  return slot.ptr;
+}
+
+void Staged(Napi::Env env, const char* op) {
+  Check(env, op, cudaEventRecord(staging[staging_next].read, Stream()));
+  staging_next = (staging_next + 1) % STAGING_SLOTS;
 }
 
 double AllocCount() { return alloc_count; }

@@ -29,8 +29,13 @@ int DtypeArg(const Napi::CallbackInfo& info, size_t i, const char* op, const cha
 void ArgCount(const Napi::CallbackInfo& info, size_t n, const char* op);
 
 // A grow-only device block per slot, for op temporaries (never shrinks; freed at exit).
-enum WorkspaceSlot { WS_ATTENTION = 0, WS_SELECT, WS_COPY, WS_SLOTS };
+enum WorkspaceSlot { WS_ATTENTION = 0, WS_SELECT, WS_COPY, WS_DECODE, WS_SLOTS };
 SkvWorkspace Workspace(Napi::Env env, WorkspaceSlot slot, size_t bytes, const char* op);
+// Pinned host bytes for an async upload: Stage returns a block of `bytes` that no pending copy
+// still reads (a ring of blocks, each released by an event); after enqueuing the copy from it,
+// call Staged, which records that event on the stream.
+void* Stage(Napi::Env env, size_t bytes, const char* op);
+void Staged(Napi::Env env, const char* op);
 // Allocations made so far (buffers and workspace growth), for Device.allocations().
 double AllocCount();
 void CountAlloc();

@@ -184,4 +184,41 @@ Napi::Value MemInfo(const Napi::CallbackInfo& info) {
 
 Napi::Value AllocCountOp(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), AllocCount()); }
 
+// Timing events (benchmarks): eventRecord() records an event on the stream and returns its id;
+// eventElapsed(a, b) waits for b and returns the milliseconds between them; eventRelease(id).
+namespace {
+std::unordered_map<int, cudaEvent_t> events;
+int next_event = 1;
+cudaEvent_t EventArg(const Napi::CallbackInfo& info, size_t i, const char* op) {
+  auto it = events.find((int)IntArg(info, i, op, "event", 1, INT32_MAX));
+  if (it == events.end()) throw Napi::RangeError::New(info.Env(), std::string(op) + ": no such event");
+  return it->second;
+}
+}  // namespace
+
+Napi::Value EventRecord(const Napi::CallbackInfo& info) {
+  cudaEvent_t e;
+  Check(info.Env(), "eventRecord", cudaEventCreate(&e));
+  Check(info.Env(), "eventRecord", cudaEventRecord(e, Stream()));
+  events[next_event] = e;
+  return Napi::Number::New(info.Env(), next_event++);
+}
+
+Napi::Value EventElapsed(const Napi::CallbackInfo& info) {
+  ArgCount(info, 2, "eventElapsed");
+  cudaEvent_t a = EventArg(info, 0, "eventElapsed"), b = EventArg(info, 1, "eventElapsed");
+  Check(info.Env(), "eventElapsed", cudaEventSynchronize(b));
+  float ms = 0.f;
+  Check(info.Env(), "eventElapsed", cudaEventElapsedTime(&ms, a, b));
+  return Napi::Number::New(info.Env(), ms);
+}
+
+Napi::Value EventRelease(const Napi::CallbackInfo& info) {
+  ArgCount(info, 1, "eventRelease");
+  cudaEvent_t e = EventArg(info, 0, "eventRelease");
+  events.erase((int)info[0].As<Napi::Number>().Int32Value());
+  Check(info.Env(), "eventRelease", cudaEventDestroy(e));
+  return info.Env().Undefined();
+}
+
 }  // namespace shadowkv_cuda

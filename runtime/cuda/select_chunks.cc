@@ -3,7 +3,6 @@
 // NOTE: ties go to the lower index and NaN ranks last, so CUDA selects exactly the wasm set
 // (runtime/wasm/select_chunks.cc). The Device API is synchronous: this waits for the indices.
 #include <limits.h>
-#include <algorithm>
 #include "binding.h"
 
 namespace shadowkv_cuda {
@@ -30,8 +29,7 @@ Napi::Value SelectChunks(const Napi::CallbackInfo& info) {
   Check(info.Env(), op, cudaMemcpy(&got, count, sizeof(int32_t), cudaMemcpyDeviceToHost));
   if (got != m) throw Napi::Error::New(info.Env(), "selectChunks: the device selected " + std::to_string(got) + " of " + std::to_string(m) + " indices");
   int32_t* host = out.Data();
-  Check(info.Env(), op, cudaMemcpy(host, idx, sizeof(int32_t) * (size_t)m, cudaMemcpyDeviceToHost));
-  std::sort(host, host + m);
+  Check(info.Env(), op, cudaMemcpy(host, idx, sizeof(int32_t) * (size_t)m, cudaMemcpyDeviceToHost));  // ascending
   return Napi::Number::New(info.Env(), m);
 }
 

@@ -9,7 +9,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 [ "${1:-}" == "--no-build" ] || bash scripts/build-cuda.sh 2
 
 rm -rf .gpu && mkdir -p .gpu
-cp runtime/cuda/build/Release/shadowkv_cuda.node .gpu/
+cp "runtime/cuda/${SKV_CUDA_BUILD:-build}/Release/shadowkv_cuda.node" .gpu/
 mkdir -p .gpu/wasm && cp runtime/wasm/out/*.wasm .gpu/wasm/  # the wasm envs and the parity suite run there too
 xz -T2 -6 -c "$(readlink -f "$(command -v node)")" > .gpu/node.xz
 # Only what vitest needs at run time: no compilers, bundlers, docs tools or addon build tools.

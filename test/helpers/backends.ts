@@ -1,19 +1,24 @@
-// Test backends built from the wasm one: its ops composed one by one instead of the fused step,
-// and an instance whose runtime calls are counted.
+// Test backends built from the real ones: a backend's ops composed one by one instead of its fused
+// step, and a wasm instance whose runtime calls are counted.
 import {
   compileWasm, instantiateWasm, OutOfMemoryError, registerBackend, resolveBackend, WasmDevice, type Backend, type WasmExports,
 } from '../../packages/shadowkv/src/backend.js';
 
-/** Registers `'wasm-composed'`: wasm without `decodeLayer`, so caches run `decodeLayerComposed`. */
-export function registerComposedWasm(): string {
-  registerBackend('wasm-composed', composedFactory, 0);
-  return 'wasm-composed';
+/** Registers `'<base>-composed'`: the backend without `decodeLayer`, so caches run `decodeLayerComposed`. */
+export function registerComposed(base: string): string {
+  const name = `${base}-composed`;
+  let factory = composedFactories.get(base);
+  if (!factory) {
+    factory = async (): Promise<Backend> => {
+      const { backend } = await resolveBackend(base);
+      return { ...backend, name, createDevice: () => Object.assign(backend.createDevice(), { decodeLayer: undefined }) };
+    };
+    composedFactories.set(base, factory);
+  }
+  registerBackend(name, factory, 0);
+  return name;
 }
-
-async function composedFactory(): Promise<Backend> {
-  const { backend } = await resolveBackend('wasm');
-  return { ...backend, name: 'wasm-composed', createDevice: () => Object.assign(backend.createDevice(), { decodeLayer: undefined }) };
-}
+const composedFactories = new Map<string, () => Promise<Backend>>();
 
 /** Runtime calls made through a device, by export name. */
 export type CallCounts = Map<string, number>;

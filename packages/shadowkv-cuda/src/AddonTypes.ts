@@ -9,6 +9,9 @@ export { DTYPE_CODE, ROPE_STYLE_CODE, STATUS } from '../../shadowkv/src/backends
 export const CUDA_NO_DEVICE = { insufficientDriver: 35, noDevice: 100, noKernelImage: 209 } as const;
 /** cudaErrorMemoryAllocation: becomes an OutOfMemoryError. */
 export const CUDA_OUT_OF_MEMORY = 2;
+/** Bytes of an `SkvStep` and of one `SkvStepRow` (kernels/launchers.h), the record of `decodeLayer`. */
+export const STEP_BYTES = 104;
+export const ROW_BYTES = 152;
 /** Bytes of one `SkvSegment` (k, v addresses as u64, n, ld as i32): six 32-bit words. */
 export const SEGMENT_WORDS = 6;
 
@@ -46,6 +49,11 @@ export interface CudaAddon {
   synchronize(): void;
   /** cudaMalloc / cudaHostAlloc calls so far, workspace growth included. */
   allocCount(): number;
+  /** Records a timing event on the stream; returns its id. */
+  eventRecord(): number;
+  /** Waits for event `b`; milliseconds of GPU time between `a` and `b`. */
+  eventElapsed(a: number, b: number): number;
+  eventRelease(id: number): void;
   // ---- buffers (memory.cc) ----
   /** A zeroed device block of `bytes`. */
   malloc(bytes: number): Ptr;
@@ -74,7 +82,7 @@ export interface CudaAddon {
   landmarks(keys: Ptr, dtype: number, ldk: number, nChunks: number, C: number, d: number, landmarks: Ptr, minCos: Ptr): void;
   /** Writes min(k, n) indices ascending into `out`; returns that count. */
   selectChunks(scores: Ptr, n: number, k: number, largest: number, out: Int32Array): number;
-  /** `work` holds g * (n + 1) f32. */
+  /** `work` holds g * (n + 2) f32. */
   scoreChunks(q: Ptr, g: number, d: number, scale: number, landmarks: Ptr, dtype: number, n: number, scores: Ptr, work: Ptr): void;
   rebuildKeys(
     U: Ptr, uDtype: number, rank: number, SVh: Ptr, svDtype: number, ldsv: number, d: number,
@@ -85,5 +93,7 @@ export interface CudaAddon {
   gatherValues(pages: Ptr, pageChunks: number, heads: number, h: number, ids: Ptr, slots: Ptr, n: number, block: number, dtype: number, dst: Ptr): void;
   /** `segments`: a device table of SEGMENT_WORDS-word entries; `total` = the sum of their n. */
   sparseAttention(q: Ptr, g: number, d: number, scale: number, segments: Ptr, nseg: number, total: number, kvDtype: number, out: Ptr): void;
+  /** One decode step of one layer (kernels/decode_layer.cu): an SkvStep then its SkvStepRows. Returns a STATUS code. */
+  decodeLayer(record: Uint8Array): number;
   causalAttention(q: Ptr, g: number, Sq: number, d: number, scale: number, offset: number, k: Ptr, v: Ptr, kvDtype: number, out: Ptr): void;
 }

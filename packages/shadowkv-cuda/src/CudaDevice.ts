@@ -18,7 +18,8 @@ import { MemoryLedger } from '../../shadowkv/src/backends/MemoryLedger.js';
 import { DisposedError } from '../../shadowkv/src/errors/DisposedError.js';
 import { OutOfMemoryError } from '../../shadowkv/src/errors/OutOfMemoryError.js';
 import type { RopeStyle } from '../../shadowkv/src/spec.js';
-import { CUDA_OUT_OF_MEMORY, ROPE_STYLE_CODE, SEGMENT_WORDS, STATUS, type AddonError, type CudaAddon } from './AddonTypes.js';
+import type { LayerStep, StepRow } from '../../shadowkv/src/backends/LayerStep.js';
+import { CUDA_OUT_OF_MEMORY, DTYPE_CODE, ROPE_STYLE_CODE, ROW_BYTES, SEGMENT_WORDS, STATUS, STEP_BYTES, type AddonError, type CudaAddon } from './AddonTypes.js';
 
 
 const TWO_32 = 2 ** 32;
@@ -28,7 +29,7 @@ const TWO_32 = 2 ** 32;
  * ('device' tier: cudaMalloc) and pinned mapped host memory ('host' tier: offloaded values, read by
  * the gather kernel through UVA). Index arrays are staged into scratch device buffers. Every op
  * runs on the default stream; `read` (and `selectChunks`, `lowRankKeys`) wait for it.
- * No fused `decodeLayer` yet: caches run `decodeLayerComposed` over these ops.
+ * `decodeLayer` runs a whole layer step as a few kernels (kernels/decode_layer.cu) without waiting.
  */
 export class CudaDevice implements Device {
   readonly backend = 'cuda';
@@ -36,6 +37,8 @@ export class CudaDevice implements Device {
   /** Live buffers by address, so that dispose() frees what the caches did not. */
   private readonly live = new Map<number, DeviceBuffer>();
   private addon: CudaAddon | undefined;
+  /** The step record of decodeLayer, reused across steps (grown when the batch grows). */
+  private record = new ArrayBuffer(STEP_BYTES);
 
   constructor(addon: CudaAddon, readonly ordinal: number) {
     this.addon = addon;
@@ -190,7 +193,7 @@ export class CudaDevice implements Device {
       this.within('scoreChunks', 'landmarks', landmarks, n * d);
       this.within('scoreChunks', 'scores', scores, n);
     }
-    const work = this.scratch('score.work', Math.max(g, 0) * (Math.max(n, 0) + 1), 'f32');
+    const work = this.scratch('score.work', Math.max(g, 0) * (Math.max(n, 0) + 2), 'f32');
     this.op('score_chunks', () => this.x.scoreChunks(this.addr(q), g, d, scale, this.addr(landmarks), storageCode(landmarks.buf.dtype), n, this.addr(scores), work.ptr));
   }
 
@@ -265,6 +268,53 @@ export class CudaDevice implements Device {
     this.op('causal_attention', () => this.x.causalAttention(this.addr(q), g, Sq, d, scale, offset, this.addr(k), this.addr(v), storageCode(k.buf.dtype), this.addr(out)));
   }
 
+  /**
+   * GPU time of `work` in milliseconds, between events recorded before and after it on the stream
+   * (benchmarks: what the kernels took, without the host's share). Waits for the work to finish.
+   */
+  gpuTime(work: () => void): number {
+    const a = this.x.eventRecord();
+    try {
+      work();
+      const b = this.x.eventRecord();
+      try {
+        return this.x.eventElapsed(a, b);
+      } finally {
+        this.x.eventRelease(b);
+      }
+    } finally {
+      this.x.eventRelease(a);
+    }
+  }
+
+  /** Waits for every op issued so far. */
+  synchronize(): void {
+    this.x.synchronize();
+  }
+
+  /**
+   * Decode steps 1-5 and compaction for every row in one addon call (the contract of
+   * `Device.decodeLayer`): the step record goes up through a pinned staging block and the kernels
+   * are queued; nothing waits for the GPU. Bit-identical to `decodeLayerComposed` over this device.
+   */
+  decodeLayer(step: LayerStep): void {
+    const bytes = STEP_BYTES + ROW_BYTES * step.rows.length;
+    if (this.record.byteLength < bytes) this.record = new ArrayBuffer(bytes);
+    const u64 = new BigUint64Array(this.record, 0, bytes / 8);
+    const i32 = new Int32Array(this.record, 0, bytes / 4);
+    const f32 = new Float32Array(this.record, 0, bytes / 4);
+    const g = step.geometry;
+    u64.set([g.invFreq.ptr, this.addr(step.q), this.addr(step.k), this.addr(step.v), this.addr(step.out), step.counters.ptr].map(BigInt));
+    i32.set([step.rows.length, g.queryHeads, g.kvHeads, g.headDim, g.chunkSize, g.maxSelected, g.maxOutliers, g.localTokens,
+      DTYPE_CODE[g.dtype], DTYPE_CODE[step.ioDtype], ROPE_STYLE_CODE[g.ropeStyle]], 12);
+    f32[23] = g.scale;
+    f32[24] = g.scoreScale;
+    i32[25] = 0;
+    step.rows.forEach((row, b) => encodeRow(u64, i32, STEP_BYTES + b * ROW_BYTES, row));
+    const status = this.op('decode_layer', () => this.x.decodeLayer(new Uint8Array(this.record, 0, bytes)));
+    if (status !== STATUS.ok) throw new RangeError(`decode_layer: the runtime rejected the step record (status ${status})`);
+  }
+
   /** cudaMalloc / cudaHostAlloc calls of this process so far (the addon's own workspaces included). */
   allocations(): number {
     return this.x.allocCount();
@@ -287,4 +337,14 @@ export class CudaDevice implements Device {
     this.addon = undefined;
     this.ledger.clear();
   }
+}
+
+/** Row b of a step record at byte offset o: 14 addresses, then 10 32-bit fields (SkvStepRow). */
+function encodeRow(u64: BigUint64Array, i32: Int32Array, o: number, row: StepRow): void {
+  const { tail, store: s } = row;
+  const p = (b: DeviceBuffer | undefined) => BigInt(b ? b.ptr : 0);
+  u64.set([p(tail.k), p(tail.v), p(s?.u), p(s?.sv), p(s?.proj), p(s?.landmarks), p(s?.landmarkIds), p(s?.headCounts),
+    p(s?.outlierK), p(s?.outlierV), p(s?.selectedK), p(s?.selectedV), p(s?.selectedIds), p(s?.values.table)], o / 8);
+  i32.set([row.input, row.position, tail.count, tail.capacity, s?.tokens ?? 0, s?.rank ?? 0, s?.chunkCapacity ?? 0,
+    row.compact && s ? 1 : 0, s?.values.pageChunks ?? 0, 0], o / 4 + 28);
 }

@@ -1,0 +1,34 @@
+// Decode attention over segments as a list of tasks, the one attention routine of decoding: the
+// sparse-attention op runs one task, the fused decode step one per (row, kv head). Defined in
+// sparse_attention.cu; plain C++ so that launchers in other files can call it.
+#pragma once
+#include "launchers.h"
+
+// g query heads of one kv head attending the union of nseg segments (total rows together).
+struct SkvAttnTask {
+  const float* q;          // [g x d] f32
+  const SkvSegment* segs;  // [nseg], device
+  int64_t total;           // sum of the segments' n
+  void* out;               // [g x d] of out_dtype; null: the task is skipped (a row sitting out)
+  double* counters;        // fused step: attendedTokens/heads are counted here (null in the op)
+  int nseg;
+  int out_dtype;
+};
+
+// Splits of a task's keys over blocks (flash-decoding), a function of `total` only.
+enum { ATTN_KEYS_PER_SPLIT = 128, ATTN_MAX_SPLITS = 128 };
+static inline int attn_splits_host(int64_t total) {
+  int64_t s = (total + ATTN_KEYS_PER_SPLIT - 1) / ATTN_KEYS_PER_SPLIT;
+  return (int)(s < 1 ? 1 : s > ATTN_MAX_SPLITS ? ATTN_MAX_SPLITS : s);
+}
+
+// Floats of partial results for ntasks tasks of up to max_splits splits each.
+static inline size_t AttentionPartials(int ntasks, int max_splits, int g, int d) {
+  return (size_t)ntasks * (size_t)max_splits * (size_t)g * (size_t)(d + 2);
+}
+
+// Runs `ntasks` tasks from the device list `tasks`, or the single task `one` when tasks is null
+// (ntasks = 1). max_splits: attn_splits_host of the largest total any task can have. part: the
+// AttentionPartials workspace. Writes every task's out.
+cudaError_t Attention(const SkvAttnTask* tasks, const SkvAttnTask& one, int ntasks, int max_splits, int g, int d,
+                      float scale, int kv_dtype, float* part, cudaStream_t stream);

@@ -1,0 +1,516 @@
+// One decode step of one layer, every batch row, as a few kernels on one stream and no host
+// synchronization: the CUDA twin of runtime/wasm/decode_layer.cc. Each kernel covers all rows and
+// kv heads of the step (a "task" is one (row, kv head)):
+//   1. StepAppend: q, k to f32 with RoPE, k and v appended to the tail; attention tasks set up.
+//   2. StepLogits + 3. StepSelect: landmark logits, softmax scores (max over the GQA group), the
+//      exact top max_selected, and the slot reuse of the last step's selection (hits keep their
+//      slot, misses take the free slots in order) - on the device, per task.
+//   4. StepFetch: per group of misses, the values by a zero-copy gather from pinned host memory,
+//      issued first so that PCIe runs while the same block rebuilds the keys (U . SVh with RoPE).
+//   5. Attention (sparse_attention.cu): split-K flash decode over outliers, selected, tail.
+//   Then, for rows that compact: CompactKeys (U rows of the new tokens), CompactChunks (values to
+//   the host pages, landmarks appended), CompactTail (the tail shifted, landmark counts raised).
+// The per-op kernels share their device code (score.cuh, select.cuh, rebuild_keys.cuh,
+// landmarks.cuh, attention.h), so decodeLayerComposed over the ops gives the same bits.
+#include <limits.h>
+#include "attention.h"
+#include "landmarks.cuh"
+#include "rebuild_keys.cuh"
+#include "rope.cuh"
+#include "score.cuh"
+#include "select.cuh"
+
+namespace {
+
+// Where each temporary lives in the workspace (byte offsets), from host-known bounds.
+struct StepLayout {
+  int tasks, sparse, max_l, max_splits, max_m;  // sparse: compressed active rows; max_m: chunks the largest compaction moves
+  size_t rows, qf, logits, scores, ids, held, hit, free_slots, miss_idx, miss_ids, miss_slots, n_miss, attn, segs, part,
+      bytes;
+};
+
+struct StepArgs {
+  SkvStep s;
+  const SkvStepRow* rows;  // device copy
+  char* ws;
+  StepLayout at;
+};
+
+template <typename T>
+__device__ __forceinline__ T* ws_ptr(const StepArgs& a, size_t off) {
+  return reinterpret_cast<T*>(a.ws + off);
+}
+
+__device__ __forceinline__ void* elem(uint64_t base, int dtype, size_t i) {
+  return reinterpret_cast<char*>(base) + i * skv_dtype_size(dtype);
+}
+
+__device__ __forceinline__ int32_t* head_counts(const SkvStepRow& r, int h) {
+  return reinterpret_cast<int32_t*>(r.head_counts) + h * SKV_HEAD_FIELDS;
+}
+
+// A running total and its per-step twin.
+__device__ __forceinline__ void tally(double* counters, int total, int last, double n) {
+  atomicAdd(&counters[total], n);
+  atomicAdd(&counters[last], n);
+}
+
+__device__ __forceinline__ int compacted_chunks(const SkvStep& s, const SkvStepRow& r) {
+  const int m = (r.tail_count + 1 - s.local_tokens) / s.C;
+  return r.compact && r.u && r.input >= 0 && m > 0 ? m : 0;
+}
+
+// ---- 1. append ----
+
+__global__ void __launch_bounds__(256) StepAppendKernel(StepArgs a) {
+  extern __shared__ float kf[];  // [Hkv x d]
+  const SkvStep& s = a.s;
+  const int b = blockIdx.x;
+  if (b == 0 && threadIdx.x == 0) {
+    double* c = reinterpret_cast<double*>(s.counters);
+    for (int i = SKV_LAST_HITS_COUNTER; i < SKV_COUNTERS; i++) c[i] = 0;
+    c[SKV_STEPS_COUNTER] += 1;
+  }
+  if (b >= s.batch) return;
+  const SkvStepRow r = a.rows[b];
+  const int Hq = s.q_heads, Hkv = s.kv_heads, d = s.d, g = Hq / Hkv, half = d / 2;
+  SkvAttnTask* tasks = ws_ptr<SkvAttnTask>(a, a.at.attn) + (size_t)b * Hkv;
+  SkvSegment* segs = ws_ptr<SkvSegment>(a, a.at.segs) + (size_t)b * Hkv * 3;
+  float* qf = ws_ptr<float>(a, a.at.qf) + (size_t)b * Hq * d;
+  const int cnt = r.tail_count + 1;
+  for (int h = threadIdx.x; h < Hkv; h += blockDim.x) {
+    SkvAttnTask t{};
+    if (r.input >= 0) {
+      t.q = qf + (size_t)h * g * d;
+      t.out = elem(s.out, s.io_dtype, ((size_t)r.input * Hq + (size_t)h * g) * d);
+      t.out_dtype = s.io_dtype;
+      t.counters = reinterpret_cast<double*>(s.counters);
+      t.segs = segs + (size_t)h * 3;
+      const size_t off = (size_t)h * r.tail_capacity * d;
+      const SkvSegment tail{reinterpret_cast<uint64_t>(elem(r.tail_k, s.kv_dtype, off)),
+                            reinterpret_cast<uint64_t>(elem(r.tail_v, s.kv_dtype, off)), cnt, d};
+      if (r.u) {
+        segs[(size_t)h * 3 + 2] = tail;  // StepSelect adds outliers and selected chunks
+      } else {
+        segs[(size_t)h * 3] = tail;
+        t.nseg = 1;
+        t.total = cnt;
+      }
+    }
+    tasks[h] = t;
+  }
+  if (r.input < 0) return;
+  const double* inv_freq = reinterpret_cast<const double*>(s.inv_freq);
+  // q: to f32, RoPE at `position` (rope.cu's arithmetic).
+  for (int i = threadIdx.x; i < Hq * d; i += blockDim.x) qf[i] = load_f32(reinterpret_cast<const void*>(s.q), s.io_dtype, (size_t)r.input * Hq * d + i);
+  for (int i = threadIdx.x; i < Hkv * d; i += blockDim.x) kf[i] = load_f32(reinterpret_cast<const void*>(s.k), s.io_dtype, (size_t)r.input * Hkv * d + i);
+  __syncthreads();
+  for (int w = threadIdx.x; w < (Hq + Hkv) * half; w += blockDim.x) {
+    const int row = w / half, i = w % half;
+    float c, sn;
+    rope_rotation(r.position, inv_freq[i], &c, &sn);
+    rope_rotate(row < Hq ? qf + (size_t)row * d : kf + (size_t)(row - Hq) * d, half, i, s.rope_style, c, 1.f * sn);
+  }
+  __syncthreads();
+  // k (post-RoPE) and v to the tail at tail_count.
+  for (int i = threadIdx.x; i < Hkv * d; i += blockDim.x) {
+    const int h = i / d, e = i % d;
+    const size_t row = ((size_t)h * r.tail_capacity + r.tail_count) * d + e;
+    store_f32(reinterpret_cast<void*>(r.tail_k), s.kv_dtype, row, kf[i]);
+    convert_elem(reinterpret_cast<const void*>(s.v), s.io_dtype, (size_t)r.input * Hkv * d + i, reinterpret_cast<void*>(r.tail_v),
+                 s.kv_dtype, row);
+  }
+}
+
+// ---- 2. logits ----
+
+__device__ __forceinline__ bool sparse_task(const StepArgs& a, int task, SkvStepRow* r) {
+  if (task >= a.s.batch * a.s.kv_heads) return false;
+  *r = a.rows[task / a.s.kv_heads];
+  return r->input >= 0 && r->u;
+}
+
+__global__ void __launch_bounds__(LOGIT_THREADS) StepLogitsKernel(StepArgs a) {
+  extern __shared__ float qs[];  // [g x d]
+  SkvStepRow r;
+  const int task = blockIdx.x;
+  if (!sparse_task(a, task, &r)) return;
+  const SkvStep& s = a.s;
+  const int h = task % s.kv_heads, g = s.q_heads / s.kv_heads, d = s.d;
+  const int L = head_counts(r, h)[SKV_HEAD_LANDMARKS];
+  if ((int64_t)blockIdx.y * (LOGIT_THREADS / LOGIT_LANES) >= L) return;
+  const float* q = ws_ptr<float>(a, a.at.qf) + ((size_t)(task / s.kv_heads) * s.q_heads + (size_t)h * g) * d;
+  for (int i = threadIdx.x; i < g * d; i += blockDim.x) qs[i] = q[i];
+  __syncthreads();
+  float* logits = ws_ptr<float>(a, a.at.logits) + (size_t)task * g * a.at.max_l;
+  landmark_logits(qs, g, d, s.score_scale, elem(r.landmarks, s.kv_dtype, (size_t)h * r.chunk_capacity * d), s.kv_dtype, L,
+                  logits, a.at.max_l, blockIdx.y, gridDim.y);
+}
+
+// ---- 3. select and reuse ----
+
+__global__ void __launch_bounds__(SELECT_THREADS) StepSelectKernel(StepArgs a) {
+  __shared__ SelectShared sh;
+  __shared__ float red_f[32];
+  __shared__ double red_d[32];
+  extern __shared__ float stats[];  // [g] max logit, [g] inverse sum
+  SkvStepRow r;
+  const int task = blockIdx.x;
+  if (!sparse_task(a, task, &r)) return;
+  const SkvStep& s = a.s;
+  const int h = task % s.kv_heads, g = s.q_heads / s.kv_heads, S = s.max_selected, C = s.C;
+  int32_t* hc = head_counts(r, h);
+  const int L = hc[SKV_HEAD_LANDMARKS], O = hc[SKV_HEAD_OUTLIERS];
+  int sc = hc[SKV_HEAD_SELECTED];
+  const float* logits = ws_ptr<float>(a, a.at.logits) + (size_t)task * g * a.at.max_l;
+  float* scores = ws_ptr<float>(a, a.at.scores) + (size_t)task * a.at.max_l;
+  const size_t o = (size_t)task * S;
+  int32_t *ids = ws_ptr<int32_t>(a, a.at.ids) + o, *held = ws_ptr<int32_t>(a, a.at.held) + o;
+  int32_t *hit = ws_ptr<int32_t>(a, a.at.hit) + o, *free_slots = ws_ptr<int32_t>(a, a.at.free_slots) + o;
+  int32_t *miss_idx = ws_ptr<int32_t>(a, a.at.miss_idx) + o, *miss_ids = ws_ptr<int32_t>(a, a.at.miss_ids) + o;
+  int32_t* miss_slots = ws_ptr<int32_t>(a, a.at.miss_slots) + o;
+  int32_t* slot_ids = reinterpret_cast<int32_t*>(r.selected_ids) + (size_t)h * S;
+  // 2. Scores: softmax per query head, max over the group (score_chunks.cu's arithmetic).
+  for (int j = 0; j < g; j++) {
+    float mx, inv;
+    softmax_stats(logits + (size_t)j * a.at.max_l, L, red_f, red_d, &mx, &inv);
+    if (threadIdx.x == 0) {
+      stats[j] = mx;
+      stats[g + j] = inv;
+    }
+  }
+  __syncthreads();
+  for (int c = threadIdx.x; c < L; c += blockDim.x) scores[c] = chunk_score(logits, a.at.max_l, g, c, stats, stats + g);
+  __syncthreads();
+  // 3. The top chunks, ascending, as chunk ids.
+  const int m = select_top(scores, L, S, 1, ids, sh);
+  const int32_t* lid = reinterpret_cast<const int32_t*>(r.landmark_ids) + (size_t)h * r.chunk_capacity;
+  for (int i = threadIdx.x; i < m; i += blockDim.x) ids[i] = lid[ids[i]];
+  // 4. Reuse (reuse_slots.h): all slots cleared if the selection shrank; a slot whose chunk stays
+  // selected is a hit (the first such slot, if two held the same chunk); misses take the other
+  // slots of [0, m) in order.
+  if (m < sc) {
+    for (int i = threadIdx.x; i < S; i += blockDim.x) slot_ids[i] = -1;
+    sc = 0;
+  }
+  for (int i = threadIdx.x; i < m; i += blockDim.x) held[i] = INT_MAX;
+  __syncthreads();
+  for (int slot = threadIdx.x; slot < sc; slot += blockDim.x) {
+    const int32_t id = slot_ids[slot];
+    int lo = 0, hi = m;  // lower_bound of id in ids
+    while (lo < hi) {
+      const int mid = (lo + hi) / 2;
+      if (ids[mid] < id) lo = mid + 1;
+      else hi = mid;
+    }
+    hit[slot] = lo < m && ids[lo] == id ? lo : -1;
+    if (hit[slot] >= 0) atomicMin(&held[lo], slot);
+  }
+  __syncthreads();
+  const int n_free = compact_ordered(
+      m, [&](int slot) { return !(slot < sc && hit[slot] >= 0 && held[hit[slot]] == slot); }, [](int slot) { return slot; },
+      free_slots, sh);
+  compact_ordered(m, [&](int i) { return held[i] == INT_MAX; }, [](int i) { return i; }, miss_idx, sh);
+  for (int k = threadIdx.x; k < n_free; k += blockDim.x) {
+    const int32_t id = ids[miss_idx[k]], slot = free_slots[k];
+    slot_ids[slot] = id;
+    miss_ids[k] = id;
+    miss_slots[k] = slot;
+  }
+  if (threadIdx.x == 0) {
+    hc[SKV_HEAD_SELECTED] = m;
+    ws_ptr<int32_t>(a, a.at.n_miss)[task] = n_free;
+    double* c = reinterpret_cast<double*>(s.counters);
+    tally(c, SKV_HITS_COUNTER, SKV_LAST_HITS_COUNTER, m - n_free);
+    tally(c, SKV_MISSES_COUNTER, SKV_LAST_MISSES_COUNTER, n_free);
+    tally(c, SKV_SELECTED_TOKENS_COUNTER, SKV_LAST_SELECTED_TOKENS_COUNTER, (double)m * C);
+    // 5's segments: outliers, selected, then the tail (set by StepAppend).
+    const size_t block = (size_t)C * s.d;
+    SkvSegment* segs = ws_ptr<SkvSegment>(a, a.at.segs) + (size_t)task * 3;
+    const size_t oo = (size_t)h * s.max_outliers * block, so = (size_t)h * S * block;
+    segs[0] = SkvSegment{reinterpret_cast<uint64_t>(elem(r.outlier_k, s.kv_dtype, oo)),
+                         reinterpret_cast<uint64_t>(elem(r.outlier_v, s.kv_dtype, oo)), O * C, s.d};
+    segs[1] = SkvSegment{reinterpret_cast<uint64_t>(elem(r.selected_k, s.kv_dtype, so)),
+                         reinterpret_cast<uint64_t>(elem(r.selected_v, s.kv_dtype, so)), m * C, s.d};
+    SkvAttnTask* t = ws_ptr<SkvAttnTask>(a, a.at.attn) + task;
+    t->nseg = 3;
+    t->total = (int64_t)(O + m) * C + segs[2].n;
+  }
+}
+
+// ---- 4. fetch values, rebuild keys ----
+
+enum { FETCH_PREFETCH = 4 };  // 16-byte words per thread in flight while the keys are rebuilt
+
+__global__ void __launch_bounds__(REBUILD_THREADS) StepFetchKernel(StepArgs a) {
+  extern __shared__ float smem[];
+  SkvStepRow r;
+  const int task = blockIdx.x;
+  if (!sparse_task(a, task, &r)) return;
+  const SkvStep& s = a.s;
+  const int h = task % s.kv_heads, S = s.max_selected, C = s.C, d = s.d, kv = s.kv_dtype;
+  const int per = rebuild_chunks_per_block(C), first = blockIdx.y * per;
+  const int n_miss = ws_ptr<int32_t>(a, a.at.n_miss)[task];
+  if (first >= n_miss) return;
+  const int n = min(per, n_miss - first);
+  const int32_t* ids = ws_ptr<int32_t>(a, a.at.miss_ids) + (size_t)task * S + first;
+  const int32_t* slots = ws_ptr<int32_t>(a, a.at.miss_slots) + (size_t)task * S + first;
+  const size_t cbytes = (size_t)C * d * skv_dtype_size(kv);
+  const uint64_t* pages = reinterpret_cast<const uint64_t*>(r.value_pages);
+  char* selV = static_cast<char*>(elem(r.selected_v, kv, (size_t)h * S * C * d));
+  auto src_of = [&](int i) {
+    const int64_t id = ids[i];
+    return reinterpret_cast<const char*>(pages[(size_t)(id / r.page_chunks) * s.kv_heads + h]) + (size_t)(id % r.page_chunks) * cbytes;
+  };
+  // 1. Values: the first FETCH_PREFETCH words of every thread are requested now, kept in flight.
+  const bool vec = cbytes % 16 == 0 && reinterpret_cast<uintptr_t>(selV) % 16 == 0;
+  const size_t words = vec ? n * (cbytes / 16) : 0;
+  uint4 pre[FETCH_PREFETCH];
+#pragma unroll
+  for (int k = 0; k < FETCH_PREFETCH; k++) {
+    const size_t w = threadIdx.x + (size_t)k * blockDim.x;
+    if (w < words) {
+      const uint4* src = reinterpret_cast<const uint4*>(src_of((int)(w / (cbytes / 16))));
+      pre[k] = src[w % (cbytes / 16)];
+    }
+  }
+  // 2. Keys, while the values travel.
+  const RebuildArgs ra{reinterpret_cast<const void*>(r.u), kv, r.rank, elem(r.sv, kv, (size_t)h * d), kv,
+                       (int64_t)s.kv_heads * d, d, C, reinterpret_cast<const double*>(s.inv_freq), s.rope_style,
+                       elem(r.selected_k, kv, (size_t)h * S * C * d), kv, d};
+  rebuild_group(ra, ids, slots, n, smem);
+  // 3. The values land in their slots.
+  auto dst_of = [&](int i) { return selV + (size_t)slots[i] * cbytes; };
+#pragma unroll
+  for (int k = 0; k < FETCH_PREFETCH; k++) {
+    const size_t w = threadIdx.x + (size_t)k * blockDim.x;
+    if (w < words) reinterpret_cast<uint4*>(dst_of((int)(w / (cbytes / 16))))[w % (cbytes / 16)] = pre[k];
+  }
+  if (vec) {
+    for (size_t w = threadIdx.x + (size_t)FETCH_PREFETCH * blockDim.x; w < words; w += blockDim.x) {
+      const int i = (int)(w / (cbytes / 16));
+      reinterpret_cast<uint4*>(dst_of(i))[w % (cbytes / 16)] = reinterpret_cast<const uint4*>(src_of(i))[w % (cbytes / 16)];
+    }
+  } else {  // every dtype is at least 2 bytes, and so is every element offset
+    const size_t halves = cbytes / 2;
+    for (size_t w = threadIdx.x; w < n * halves; w += blockDim.x) {
+      const int i = (int)(w / halves);
+      reinterpret_cast<uint16_t*>(dst_of(i))[w % halves] = reinterpret_cast<const uint16_t*>(src_of(i))[w % halves];
+    }
+  }
+}
+
+// ---- compaction ----
+
+// Block (row b, token t): U row store_tokens + t = K_pre[t] . proj, K_pre = the tail's key t of
+// every head with RoPE undone, heads side by side (compactRow's ConvertRows + Rope + Gemm + Convert).
+__global__ void __launch_bounds__(256) CompactKeysKernel(StepArgs a) {
+  extern __shared__ float K[];  // [Hkv * d]
+  const SkvStep& s = a.s;
+  const SkvStepRow r = a.rows[blockIdx.x];
+  const int t = blockIdx.y, n = compacted_chunks(s, r) * s.C;
+  if (t >= n) return;
+  const int d = s.d, D = s.kv_heads * d, half = d / 2, kv = s.kv_dtype;
+  for (int i = threadIdx.x; i < D; i += blockDim.x) {
+    const int h = i / d, e = i % d;
+    K[i] = load_f32(reinterpret_cast<const void*>(r.tail_k), kv, ((size_t)h * r.tail_capacity + t) * d + e);
+  }
+  __syncthreads();
+  const double* inv_freq = reinterpret_cast<const double*>(s.inv_freq);
+  for (int w = threadIdx.x; w < s.kv_heads * half; w += blockDim.x) {
+    const int h = w / half, i = w % half;
+    float c, sn;
+    rope_rotation(r.store_tokens + t, inv_freq[i], &c, &sn);
+    rope_rotate(K + (size_t)h * d, half, i, s.rope_style, c, -1.f * sn);
+  }
+  __syncthreads();
+  for (int j = threadIdx.x; j < r.rank; j += blockDim.x) {
+    float acc = 0.f;
+    for (int k = 0; k < D; k++) acc = fmaf(K[k], load_f32(reinterpret_cast<const void*>(r.proj), kv, (size_t)k * r.rank + j), acc);
+    store_f32(reinterpret_cast<void*>(r.u), kv, (size_t)(r.store_tokens + t) * r.rank + j, acc);
+  }
+}
+
+// Block (row b, head h, chunk i): the chunk's values to its host page; its landmark and id
+// appended after the head's landmarks (the count is raised by CompactTail, after every block read it).
+__global__ void __launch_bounds__(LANDMARK_THREADS) CompactChunksKernel(StepArgs a) {
+  extern __shared__ float L[];  // [d]
+  __shared__ float red[64];
+  const SkvStep& s = a.s;
+  const int b = blockIdx.x / s.kv_heads, h = blockIdx.x % s.kv_heads, i = blockIdx.y;
+  const SkvStepRow r = a.rows[b];
+  if (i >= compacted_chunks(s, r)) return;
+  const int d = s.d, C = s.C, kv = s.kv_dtype;
+  const int64_t c = r.store_tokens / C + i;
+  const size_t cbytes = (size_t)C * d * skv_dtype_size(kv);
+  const char* src = static_cast<const char*>(elem(r.tail_v, kv, ((size_t)h * r.tail_capacity + (size_t)i * C) * d));
+  char* page = reinterpret_cast<char*>(reinterpret_cast<const uint64_t*>(r.value_pages)[(size_t)(c / r.page_chunks) * s.kv_heads + h]);
+  char* dst = page + (size_t)(c % r.page_chunks) * cbytes;
+  for (size_t w = threadIdx.x; w < cbytes / 2; w += blockDim.x)
+    reinterpret_cast<uint16_t*>(dst)[w] = reinterpret_cast<const uint16_t*>(src)[w];
+  const int Lh = head_counts(r, h)[SKV_HEAD_LANDMARKS];
+  void* lm = elem(r.landmarks, kv, ((size_t)h * r.chunk_capacity + Lh + i) * d);
+  chunk_landmark(elem(r.tail_k, kv, (size_t)h * r.tail_capacity * d), kv, d, C, d, i, L, red, false,
+                 [&](int j, float v) { store_f32(lm, kv, (size_t)j, v); });
+  if (threadIdx.x == 0) reinterpret_cast<int32_t*>(r.landmark_ids)[(size_t)h * r.chunk_capacity + Lh + i] = (int32_t)c;
+}
+
+// Block (row b, head h, k or v): rows [n, count) of the tail move to [0, count - n), in ascending
+// tiles (each tile read before it is written, so the overlap is safe); the landmark count rises.
+__global__ void __launch_bounds__(256) CompactTailKernel(StepArgs a) {
+  const SkvStep& s = a.s;
+  const int b = blockIdx.x / s.kv_heads, h = blockIdx.x % s.kv_heads;
+  const SkvStepRow r = a.rows[b];
+  const int m = compacted_chunks(s, r);
+  if (m == 0) return;
+  const int n = m * s.C, cnt = r.tail_count + 1;
+  const size_t esize = skv_dtype_size(s.kv_dtype);
+  const size_t halves = (size_t)s.d * esize / 2;  // 16-bit words per row
+  uint16_t* base = static_cast<uint16_t*>(elem(blockIdx.y ? r.tail_v : r.tail_k, s.kv_dtype, (size_t)h * r.tail_capacity * s.d));
+  const size_t total = (size_t)(cnt - n) * halves, shift = (size_t)n * halves;
+  for (size_t t0 = 0; t0 < total; t0 += blockDim.x * 4) {
+    uint16_t v[4];
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+      const size_t w = t0 + threadIdx.x + (size_t)k * blockDim.x;
+      if (w < total) v[k] = base[shift + w];
+    }
+    __syncthreads();
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+      const size_t w = t0 + threadIdx.x + (size_t)k * blockDim.x;
+      if (w < total) base[w] = v[k];
+    }
+    __syncthreads();
+  }
+  if (blockIdx.y == 0 && threadIdx.x == 0) {
+    head_counts(r, h)[SKV_HEAD_LANDMARKS] += m;
+    if (h == 0) atomicAdd(&reinterpret_cast<double*>(s.counters)[SKV_COMPACTIONS_COUNTER], 1.0);
+  }
+}
+
+StepLayout layout(const SkvStep& s, const SkvStepRow* rows) {
+  StepLayout at{};
+  at.tasks = s.batch * s.kv_heads;
+  int64_t max_total = 1;
+  for (int b = 0; b < s.batch; b++) {
+    const SkvStepRow& r = rows[b];
+    if (r.input < 0) continue;
+    int64_t total = r.tail_count + 1;
+    if (r.u) {
+      at.sparse++;
+      at.max_l = std::max(at.max_l, r.chunk_capacity);
+      total += (int64_t)(s.max_outliers + s.max_selected) * s.C;
+      const int m = (r.tail_count + 1 - s.local_tokens) / s.C;
+      if (r.compact && m > 0) at.max_m = std::max(at.max_m, m);
+    }
+    max_total = std::max(max_total, total);
+  }
+  at.max_splits = attn_splits_host(max_total);
+  const int g = s.q_heads / s.kv_heads;
+  size_t off = 0;
+  auto take = [&](size_t bytes) {
+    const size_t here = off;
+    off += (bytes + 255) / 256 * 256;
+    return here;
+  };
+  const size_t T = (size_t)at.tasks, S = (size_t)s.max_selected;
+  at.rows = take(sizeof(SkvStepRow) * (size_t)s.batch);
+  at.qf = take(sizeof(float) * (size_t)s.batch * s.q_heads * s.d);
+  at.logits = take(sizeof(float) * T * g * at.max_l);
+  at.scores = take(sizeof(float) * T * at.max_l);
+  at.ids = take(sizeof(int32_t) * T * S);
+  at.held = take(sizeof(int32_t) * T * S);
+  at.hit = take(sizeof(int32_t) * T * S);
+  at.free_slots = take(sizeof(int32_t) * T * S);
+  at.miss_idx = take(sizeof(int32_t) * T * S);
+  at.miss_ids = take(sizeof(int32_t) * T * S);
+  at.miss_slots = take(sizeof(int32_t) * T * S);
+  at.n_miss = take(sizeof(int32_t) * T);
+  at.attn = take(sizeof(SkvAttnTask) * T);
+  at.segs = take(sizeof(SkvSegment) * T * 3);
+  at.part = take(sizeof(float) * AttentionPartials(at.tasks, at.max_splits, g, s.d));
+  at.bytes = off;
+  return at;
+}
+
+}  // namespace
+
+bool DecodeLayerValid(const SkvStep& s, const SkvStepRow* rows) {
+  auto dtype_ok = [](int t) { return t == SKV_F32 || t == SKV_F16 || t == SKV_BF16; };
+  if (s.batch < 0 || s.d <= 0 || s.d % 2 || s.kv_heads <= 0 || s.q_heads <= 0 || s.q_heads % s.kv_heads || s.C <= 0) return false;
+  if (!dtype_ok(s.kv_dtype) || !dtype_ok(s.io_dtype)) return false;
+  if (s.rope_style != SKV_ROPE_HALF && s.rope_style != SKV_ROPE_INTERLEAVED) return false;
+  if (s.max_selected < 0 || s.max_outliers < 0 || s.local_tokens < 0 || !s.counters || !s.inv_freq) return false;
+  for (int b = 0; b < s.batch; b++) {
+    const SkvStepRow& r = rows[b];
+    if (r.input < 0) continue;
+    if (r.tail_count < 0 || (int64_t)r.tail_count + 1 > r.tail_capacity || r.position < 0 || !r.tail_k || !r.tail_v) return false;
+    if (!r.u) continue;
+    if (r.rank <= 0 || r.store_tokens < 0 || r.store_tokens % s.C || r.chunk_capacity < 0 || r.page_chunks <= 0) return false;
+    if (!r.sv || !r.proj || !r.landmarks || !r.landmark_ids || !r.head_counts || !r.selected_k || !r.selected_v ||
+        !r.selected_ids || !r.value_pages || (s.max_outliers && (!r.outlier_k || !r.outlier_v)))
+      return false;
+    const int m = (r.tail_count + 1 - s.local_tokens) / s.C;
+    const int add = r.compact && m > 0 ? m : 0;
+    if ((int64_t)r.store_tokens / s.C + add > r.chunk_capacity) return false;
+  }
+  return true;
+}
+
+size_t DecodeLayerWorkspace(const SkvStep& s, const SkvStepRow* rows) { return layout(s, rows).bytes; }
+
+cudaError_t DecodeLayer(const SkvStep& s, const SkvStepRow* host_rows, const void* staged, SkvWorkspace ws,
+                        cudaStream_t stream) {
+  const StepLayout at = layout(s, host_rows);
+  if (ws.bytes < at.bytes) return cudaErrorInvalidValue;
+  StepArgs a{s, nullptr, static_cast<char*>(ws.ptr), at};
+  a.rows = reinterpret_cast<const SkvStepRow*>(a.ws + at.rows);
+  if (s.batch > 0)
+    SKV_CUDA_CALL(cudaMemcpyAsync(a.ws + at.rows, staged, sizeof(SkvStepRow) * (size_t)s.batch, cudaMemcpyHostToDevice, stream));
+  const int g = s.q_heads / s.kv_heads, S = s.max_selected;
+  // 1.
+  const size_t kf_smem = sizeof(float) * (size_t)s.kv_heads * s.d;
+  SKV_CUDA_CALL(skv_smem_optin(StepAppendKernel, kf_smem));
+  StepAppendKernel<<<std::max(s.batch, 1), 256, kf_smem, stream>>>(a);
+  SKV_LAUNCH_CHECK();
+  if (at.tasks == 0) return cudaSuccess;
+  if (at.max_m * s.C > 65535) return cudaErrorInvalidConfiguration;  // a compaction of 64K tokens: never made by decode
+  if (at.sparse > 0) {
+    // 2-3.
+    const size_t q_smem = sizeof(float) * (size_t)g * s.d;
+    SKV_CUDA_CALL(skv_smem_optin(StepLogitsKernel, q_smem));
+    const int units = (int)std::max<int64_t>(1, std::min<int64_t>(skv_ceil_div(at.max_l, LOGIT_THREADS / LOGIT_LANES), 512));
+    StepLogitsKernel<<<dim3(at.tasks, units), LOGIT_THREADS, q_smem, stream>>>(a);
+    SKV_LAUNCH_CHECK();
+    const size_t st_smem = sizeof(float) * 2 * (size_t)g;
+    SKV_CUDA_CALL(skv_smem_optin(StepSelectKernel, st_smem));
+    StepSelectKernel<<<at.tasks, SELECT_THREADS, st_smem, stream>>>(a);
+    SKV_LAUNCH_CHECK();
+    // 4.
+    if (S > 0) {
+      const size_t rb_smem = rebuild_smem_bytes(s.C, s.d);
+      SKV_CUDA_CALL(skv_smem_optin(StepFetchKernel, rb_smem));
+      const int groups = (int)skv_ceil_div(S, rebuild_chunks_per_block(s.C));
+      StepFetchKernel<<<dim3(at.tasks, groups), REBUILD_THREADS, rb_smem, stream>>>(a);
+      SKV_LAUNCH_CHECK();
+    }
+  }
+  // 5.
+  SKV_CUDA_CALL(Attention(reinterpret_cast<const SkvAttnTask*>(a.ws + at.attn), SkvAttnTask{}, at.tasks, at.max_splits, g,
+                          s.d, s.scale, s.kv_dtype, reinterpret_cast<float*>(a.ws + at.part), stream));
+  // Compaction.
+  if (at.max_m > 0) {
+    const size_t k_smem = sizeof(float) * (size_t)s.kv_heads * s.d;
+    SKV_CUDA_CALL(skv_smem_optin(CompactKeysKernel, k_smem));
+    CompactKeysKernel<<<dim3(s.batch, at.max_m * s.C), 256, k_smem, stream>>>(a);
+    SKV_LAUNCH_CHECK();
+    const size_t l_smem = sizeof(float) * (size_t)s.d;
+    SKV_CUDA_CALL(skv_smem_optin(CompactChunksKernel, l_smem));
+    CompactChunksKernel<<<dim3(at.tasks, at.max_m), LANDMARK_THREADS, l_smem, stream>>>(a);
+    SKV_LAUNCH_CHECK();
+    CompactTailKernel<<<dim3(at.tasks, 2), 256, 0, stream>>>(a);
+    SKV_LAUNCH_CHECK();
+  }
+  return cudaSuccess;
+}

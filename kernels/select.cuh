@@ -1,0 +1,152 @@
+// Block-wide pieces of chunk selection, shared by the single ops (score_chunks.cu,
+// select_chunks.cu) and the fused decode step (decode_layer.cu), so both give the same bits:
+// the softmax statistics of one query head's landmark logits, an exact top-k radix select and an
+// ordered compaction. Every function is called by all threads of the block (SELECT_THREADS).
+#pragma once
+#include "common.cuh"
+
+enum { SELECT_THREADS = 1024, RADIX = 256 };
+
+// ---- landmark scores ----
+
+// Max of n logits and 1 / sum(exp(logit - max)), the sum in float64 (n may be 100K terms).
+// red: shared scratch of 32 floats and 32 doubles. Returns both to every thread.
+__device__ __forceinline__ void softmax_stats(const float* logits, int n, float* red_f, double* red_d, float* mx_out,
+                                              float* inv_out) {
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
+  float mx = -INFINITY;
+  for (int c = threadIdx.x; c < n; c += blockDim.x) mx = logits[c] > mx ? logits[c] : mx;
+  mx = warp_max(mx);
+  if (lane == 0) red_f[warp] = mx;
+  __syncthreads();
+  mx = -INFINITY;
+  for (int w = 0; w < warps; w++) mx = red_f[w] > mx ? red_f[w] : mx;
+  double sum = 0;
+  for (int c = threadIdx.x; c < n; c += blockDim.x) sum += skv_exp(logits[c] - mx);
+  sum = warp_sum(sum);
+  __syncthreads();  // every thread has read red_f
+  if (lane == 0) red_d[warp] = sum;
+  __syncthreads();
+  double total = 0;
+  for (int w = 0; w < warps; w++) total += red_d[w];
+  *mx_out = mx;
+  *inv_out = (float)(1.0 / total);
+  __syncthreads();
+}
+
+// Chunk c's score: the best probability any of the g heads gives it (0 if every head gives NaN).
+__device__ __forceinline__ float chunk_score(const float* logits, int64_t ld, int g, int c, const float* mx,
+                                             const float* inv) {
+  float s = 0.f;
+  for (int j = 0; j < g; j++) {
+    const float p = skv_exp(logits[(size_t)j * ld + c] - mx[j]) * inv[j];
+    s = p > s ? p : s;
+  }
+  return s;
+}
+
+// ---- top-k ----
+
+// The rank of a score as 32 bits, ascending = preferred first. -0 counts as +0 (they tie);
+// every NaN maps to the largest value, where the index orders them.
+__device__ __forceinline__ uint32_t score_rank(float s, int largest) {
+  if (isnan(s)) return 0xffffffffu;
+  uint32_t u = s == 0.f ? 0u : __float_as_uint(s);
+  uint32_t mono = (u & 0x80000000u) ? ~u : (u | 0x80000000u);  // ascending with the float
+  // NOTE: a non-NaN score never reaches 0xffffffff either way (that would be a NaN's bits).
+  return largest ? ~mono : mono;
+}
+
+// Unique per index: (score rank << 32 | index), so the top k is one exact threshold.
+__device__ __forceinline__ uint64_t select_key(const float* scores, int i, int largest) {
+  return ((uint64_t)score_rank(scores[i], largest) << 32) | (uint32_t)i;
+}
+
+struct SelectShared {
+  uint32_t hist[RADIX];
+  uint64_t prefix, mask;
+  uint32_t want;
+  int32_t scan[SELECT_THREADS / 32 + 1];
+};
+
+// The m-th smallest key of scores[0, n) (0 < m < n), by an exact radix select 8 bits at a time.
+// Index i is chosen iff select_key(scores, i) <= the result (exactly m of them).
+__device__ __forceinline__ uint64_t select_threshold(const float* scores, int n, int m, int largest, SelectShared& sh) {
+  if (threadIdx.x == 0) {
+    sh.prefix = 0;
+    sh.mask = 0;
+    sh.want = (uint32_t)m;
+  }
+  __syncthreads();
+  for (int shift = 56; shift >= 0; shift -= 8) {
+    for (int b = threadIdx.x; b < RADIX; b += blockDim.x) sh.hist[b] = 0;
+    __syncthreads();
+    const uint64_t pf = sh.prefix, mk = sh.mask;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+      uint64_t key = select_key(scores, i, largest);
+      if ((key & mk) == pf) atomicAdd(&sh.hist[(key >> shift) & (RADIX - 1)], 1u);
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      uint32_t below = 0;
+      for (int b = 0; b < RADIX; b++) {
+        if (below + sh.hist[b] >= sh.want) {
+          sh.prefix |= (uint64_t)b << shift;
+          sh.mask |= (uint64_t)(RADIX - 1) << shift;
+          sh.want -= below;
+          break;
+        }
+        below += sh.hist[b];
+      }
+    }
+    __syncthreads();
+  }
+  return sh.prefix;
+}
+
+// ---- ordered compaction ----
+
+// Writes, in ascending i, every i in [0, n) with keep(i) to out (out[k] = value(i)); returns the
+// count to every thread. Each thread takes one contiguous range, so the order needs one scan.
+template <typename Keep, typename Value>
+__device__ __forceinline__ int compact_ordered(int n, Keep keep, Value value, int32_t* out, SelectShared& sh) {
+  const int T = blockDim.x, per = (n + T - 1) / T;
+  const int lo = min(n, threadIdx.x * per), hi = min(n, lo + per);
+  int mine = 0;
+  for (int i = lo; i < hi; i++) mine += keep(i) ? 1 : 0;
+  // Exclusive scan of the per-thread counts: within warps by shuffles, then over warp totals.
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  int incl = mine;
+  for (int o = 1; o < 32; o <<= 1) {
+    int v = __shfl_up_sync(0xffffffffu, incl, o);
+    if (lane >= o) incl += v;
+  }
+  if (lane == 31) sh.scan[warp] = incl;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    int run = 0;
+    for (int w = 0; w < T / 32; w++) {
+      int t = sh.scan[w];
+      sh.scan[w] = run;
+      run += t;
+    }
+    sh.scan[T / 32] = run;
+  }
+  __syncthreads();
+  int at = sh.scan[warp] + incl - mine;
+  for (int i = lo; i < hi; i++)
+    if (keep(i)) out[at++] = value(i);
+  const int total = sh.scan[T / 32];
+  __syncthreads();
+  return total;
+}
+
+// The top m = min(k, n) indices of scores[0, n), ascending, into out (better score first, ties to
+// the lower index, NaN after every number). Returns m.
+__device__ __forceinline__ int select_top(const float* scores, int n, int k, int largest, int32_t* out, SelectShared& sh) {
+  const int m = k < n ? k : n;
+  if (m <= 0) return 0;
+  const uint64_t kth = m < n ? select_threshold(scores, n, m, largest, sh) : ~0ull;
+  return compact_ordered(
+      n, [&](int i) { return select_key(scores, i, largest) <= kth; }, [](int i) { return i; }, out, sh);
+}

@@ -1,0 +1,36 @@
+// decodeLayer(record): one decode step of one layer for every row (kernels/decode_layer.cu), the
+// contract of skv_decode_layer (runtime/wasm/abi.h). record: the bytes of an SkvStep followed by
+// `batch` SkvStepRow (kernels/launchers.h), as CudaDevice.decodeLayer writes them. Returns
+// SKV_OK, or SKV_ERR_ARG for a malformed step (nothing is changed then); out of device memory for
+// the step's workspace throws (cudaCode 2), also before anything is changed. Never waits for the
+// GPU: the rows go up through a pinned staging block, and every kernel is queued on the stream.
+#include <string.h>
+#include <vector>
+#include "binding.h"
+
+namespace shadowkv_cuda {
+
+Napi::Value DecodeLayer(const Napi::CallbackInfo& info) {
+  const char* op = "decodeLayer";
+  ArgCount(info, 1, op);
+  if (!info[0].IsTypedArray()) throw Napi::TypeError::New(info.Env(), "decodeLayer: expected the step record as a typed array");
+  Napi::TypedArray a = info[0].As<Napi::TypedArray>();
+  const char* bytes = static_cast<const char*>(a.ArrayBuffer().Data()) + a.ByteOffset();
+  if (a.ByteLength() < sizeof(SkvStep)) return Napi::Number::New(info.Env(), SKV_ERR_ARG);
+  SkvStep s;
+  memcpy(&s, bytes, sizeof s);
+  if (s.batch < 0 || a.ByteLength() != sizeof(SkvStep) + sizeof(SkvStepRow) * (size_t)s.batch)
+    return Napi::Number::New(info.Env(), SKV_ERR_ARG);
+  std::vector<SkvStepRow> rows((size_t)s.batch);
+  if (s.batch) memcpy(rows.data(), bytes + sizeof(SkvStep), sizeof(SkvStepRow) * rows.size());
+  if (!DecodeLayerValid(s, rows.data())) return Napi::Number::New(info.Env(), SKV_ERR_ARG);
+  SkvWorkspace ws = Workspace(info.Env(), WS_DECODE, DecodeLayerWorkspace(s, rows.data()), op);
+  void* staged = Stage(info.Env(), sizeof(SkvStepRow) * rows.size(), op);
+  if (s.batch) memcpy(staged, rows.data(), sizeof(SkvStepRow) * rows.size());
+  cudaError_t err = ::DecodeLayer(s, rows.data(), staged, ws, Stream());
+  Staged(info.Env(), op);
+  Check(info.Env(), op, err);
+  return Napi::Number::New(info.Env(), SKV_OK);
+}
+
+}  // namespace shadowkv_cuda

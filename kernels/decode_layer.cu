@@ -25,7 +25,8 @@ namespace {
 // Where each temporary lives in the workspace (byte offsets), from host-known bounds.
 struct StepLayout {
   int tasks, sparse, max_l, max_splits, max_m;  // sparse: compressed active rows; max_m: chunks the largest compaction moves
-  size_t rows, qf, logits, scores, ids, held, hit, free_slots, miss_idx, miss_ids, miss_slots, n_miss, attn, segs, part,
+  bool scores_shared;                            // the select kernel keeps a head's scores in shared memory
+  size_t rows, qf, logits, maxes, scores, ids, held, hit, free_slots, miss_idx, miss_ids, miss_slots, n_miss, attn, segs, part,
       bytes;
 };
 
@@ -63,7 +64,7 @@ __device__ __forceinline__ int compacted_chunks(const SkvStep& s, const SkvStepR
 // ---- 1. append ----
 
 __global__ void __launch_bounds__(256) StepAppendKernel(StepArgs a) {
-  extern __shared__ float kf[];  // [Hkv x d]
+  extern __shared__ float kf[];  // [Hkv x d], then [d/2] (cos, sin) pairs at the row's position
   const SkvStep& s = a.s;
   const int b = blockIdx.x;
   if (b == 0 && threadIdx.x == 0) {
@@ -104,12 +105,12 @@ __global__ void __launch_bounds__(256) StepAppendKernel(StepArgs a) {
   // q: to f32, RoPE at `position` (rope.cu's arithmetic).
   for (int i = threadIdx.x; i < Hq * d; i += blockDim.x) qf[i] = load_f32(reinterpret_cast<const void*>(s.q), s.io_dtype, (size_t)r.input * Hq * d + i);
   for (int i = threadIdx.x; i < Hkv * d; i += blockDim.x) kf[i] = load_f32(reinterpret_cast<const void*>(s.k), s.io_dtype, (size_t)r.input * Hkv * d + i);
+  float* cs = kf + (size_t)Hkv * d;  // every head of the token sits at `position`: one rotation per pair
+  for (int i = threadIdx.x; i < half; i += blockDim.x) rope_rotation(r.position, inv_freq[i], &cs[2 * i], &cs[2 * i + 1]);
   __syncthreads();
   for (int w = threadIdx.x; w < (Hq + Hkv) * half; w += blockDim.x) {
     const int row = w / half, i = w % half;
-    float c, sn;
-    rope_rotation(r.position, inv_freq[i], &c, &sn);
-    rope_rotate(row < Hq ? qf + (size_t)row * d : kf + (size_t)(row - Hq) * d, half, i, s.rope_style, c, 1.f * sn);
+    rope_rotate(row < Hq ? qf + (size_t)row * d : kf + (size_t)(row - Hq) * d, half, i, s.rope_style, cs[2 * i], cs[2 * i + 1]);
   }
   __syncthreads();
   // k (post-RoPE) and v to the tail at tail_count.
@@ -131,29 +132,29 @@ __device__ __forceinline__ bool sparse_task(const StepArgs& a, int task, SkvStep
 }
 
 __global__ void __launch_bounds__(LOGIT_THREADS) StepLogitsKernel(StepArgs a) {
-  extern __shared__ float qs[];  // [g x d]
+  __shared__ float red[LOGIT_GROUPS * LOGIT_HEADS];
   SkvStepRow r;
   const int task = blockIdx.x;
   if (!sparse_task(a, task, &r)) return;
   const SkvStep& s = a.s;
   const int h = task % s.kv_heads, g = s.q_heads / s.kv_heads, d = s.d;
-  const int L = head_counts(r, h)[SKV_HEAD_LANDMARKS];
-  if ((int64_t)blockIdx.y * (LOGIT_THREADS / LOGIT_LANES) >= L) return;
+  const int L = head_counts(r, h)[SKV_HEAD_LANDMARKS], nb = logit_blocks(L);
+  if ((int)blockIdx.y >= nb) return;
+  int64_t c0, c1;
+  logit_range(L, blockIdx.y, nb, &c0, &c1);
   const float* q = ws_ptr<float>(a, a.at.qf) + ((size_t)(task / s.kv_heads) * s.q_heads + (size_t)h * g) * d;
-  for (int i = threadIdx.x; i < g * d; i += blockDim.x) qs[i] = q[i];
-  __syncthreads();
   float* logits = ws_ptr<float>(a, a.at.logits) + (size_t)task * g * a.at.max_l;
-  landmark_logits(qs, g, d, s.score_scale, elem(r.landmarks, s.kv_dtype, (size_t)h * r.chunk_capacity * d), s.kv_dtype, L,
-                  logits, a.at.max_l, blockIdx.y, gridDim.y);
+  float* maxes = ws_ptr<float>(a, a.at.maxes) + ((size_t)task * LOGIT_MAX_BLOCKS + blockIdx.y) * g;
+  landmark_logits(q, g, d, s.score_scale, elem(r.landmarks, s.kv_dtype, (size_t)h * r.chunk_capacity * d), s.kv_dtype, c0,
+                  c1, logits, a.at.max_l, maxes, red);
 }
 
 // ---- 3. select and reuse ----
 
 __global__ void __launch_bounds__(SELECT_THREADS) StepSelectKernel(StepArgs a) {
   __shared__ SelectShared sh;
-  __shared__ float red_f[32];
-  __shared__ double red_d[32];
-  extern __shared__ float stats[];  // [g] max logit, [g] inverse sum
+  __shared__ double red_d[32 * SOFTMAX_HEADS];
+  extern __shared__ float smem[];  // [g] max logit, [g] inverse sum, then [L] scores when they fit
   SkvStepRow r;
   const int task = blockIdx.x;
   if (!sparse_task(a, task, &r)) return;
@@ -163,7 +164,8 @@ __global__ void __launch_bounds__(SELECT_THREADS) StepSelectKernel(StepArgs a) {
   const int L = hc[SKV_HEAD_LANDMARKS], O = hc[SKV_HEAD_OUTLIERS];
   int sc = hc[SKV_HEAD_SELECTED];
   const float* logits = ws_ptr<float>(a, a.at.logits) + (size_t)task * g * a.at.max_l;
-  float* scores = ws_ptr<float>(a, a.at.scores) + (size_t)task * a.at.max_l;
+  float* stats = smem;
+  float* scores = a.at.scores_shared ? smem + 2 * g : ws_ptr<float>(a, a.at.scores) + (size_t)task * a.at.max_l;
   const size_t o = (size_t)task * S;
   int32_t *ids = ws_ptr<int32_t>(a, a.at.ids) + o, *held = ws_ptr<int32_t>(a, a.at.held) + o;
   int32_t *hit = ws_ptr<int32_t>(a, a.at.hit) + o, *free_slots = ws_ptr<int32_t>(a, a.at.free_slots) + o;
@@ -171,15 +173,8 @@ __global__ void __launch_bounds__(SELECT_THREADS) StepSelectKernel(StepArgs a) {
   int32_t* miss_slots = ws_ptr<int32_t>(a, a.at.miss_slots) + o;
   int32_t* slot_ids = reinterpret_cast<int32_t*>(r.selected_ids) + (size_t)h * S;
   // 2. Scores: softmax per query head, max over the group (score_chunks.cu's arithmetic).
-  for (int j = 0; j < g; j++) {
-    float mx, inv;
-    softmax_stats(logits + (size_t)j * a.at.max_l, L, red_f, red_d, &mx, &inv);
-    if (threadIdx.x == 0) {
-      stats[j] = mx;
-      stats[g + j] = inv;
-    }
-  }
-  __syncthreads();
+  softmax_max(ws_ptr<float>(a, a.at.maxes) + (size_t)task * LOGIT_MAX_BLOCKS * g, logit_blocks(L), g, stats);
+  softmax_inv(logits, a.at.max_l, g, L, stats, stats + g, red_d);
   for (int c = threadIdx.x; c < L; c += blockDim.x) scores[c] = chunk_score(logits, a.at.max_l, g, c, stats, stats + g);
   __syncthreads();
   // 3. The top chunks, ascending, as chunk ids.
@@ -389,6 +384,10 @@ __global__ void __launch_bounds__(256) CompactTailKernel(StepArgs a) {
   }
 }
 
+// Dynamic shared memory of StepSelect: [g] max and [g] inverse sum, then the scores if kept there.
+enum { SELECT_SMEM_MAX = 160 * 1024 };
+size_t select_smem(int g, int max_l, bool scores) { return sizeof(float) * (2 * (size_t)g + (scores ? (size_t)max_l : 0)); }
+
 StepLayout layout(const SkvStep& s, const SkvStepRow* rows) {
   StepLayout at{};
   at.tasks = s.batch * s.kv_heads;
@@ -418,7 +417,9 @@ StepLayout layout(const SkvStep& s, const SkvStepRow* rows) {
   at.rows = take(sizeof(SkvStepRow) * (size_t)s.batch);
   at.qf = take(sizeof(float) * (size_t)s.batch * s.q_heads * s.d);
   at.logits = take(sizeof(float) * T * g * at.max_l);
-  at.scores = take(sizeof(float) * T * at.max_l);
+  at.maxes = take(sizeof(float) * T * LOGIT_MAX_BLOCKS * g);
+  at.scores_shared = select_smem(g, at.max_l, true) <= SELECT_SMEM_MAX;
+  at.scores = take(at.scores_shared ? 0 : sizeof(float) * T * at.max_l);
   at.ids = take(sizeof(int32_t) * T * S);
   at.held = take(sizeof(int32_t) * T * S);
   at.hit = take(sizeof(int32_t) * T * S);
@@ -470,7 +471,7 @@ cudaError_t DecodeLayer(const SkvStep& s, const SkvStepRow* host_rows, const voi
     SKV_CUDA_CALL(cudaMemcpyAsync(a.ws + at.rows, staged, sizeof(SkvStepRow) * (size_t)s.batch, cudaMemcpyHostToDevice, stream));
   const int g = s.q_heads / s.kv_heads, S = s.max_selected;
   // 1.
-  const size_t kf_smem = sizeof(float) * (size_t)s.kv_heads * s.d;
+  const size_t kf_smem = sizeof(float) * ((size_t)s.kv_heads * s.d + s.d);
   SKV_CUDA_CALL(skv_smem_optin(StepAppendKernel, kf_smem));
   StepAppendKernel<<<std::max(s.batch, 1), 256, kf_smem, stream>>>(a);
   SKV_LAUNCH_CHECK();
@@ -478,12 +479,9 @@ cudaError_t DecodeLayer(const SkvStep& s, const SkvStepRow* host_rows, const voi
   if (at.max_m * s.C > 65535) return cudaErrorInvalidConfiguration;  // a compaction of 64K tokens: never made by decode
   if (at.sparse > 0) {
     // 2-3.
-    const size_t q_smem = sizeof(float) * (size_t)g * s.d;
-    SKV_CUDA_CALL(skv_smem_optin(StepLogitsKernel, q_smem));
-    const int units = (int)std::max<int64_t>(1, std::min<int64_t>(skv_ceil_div(at.max_l, LOGIT_THREADS / LOGIT_LANES), 512));
-    StepLogitsKernel<<<dim3(at.tasks, units), LOGIT_THREADS, q_smem, stream>>>(a);
+    StepLogitsKernel<<<dim3(at.tasks, logit_blocks(at.max_l)), LOGIT_THREADS, 0, stream>>>(a);
     SKV_LAUNCH_CHECK();
-    const size_t st_smem = sizeof(float) * 2 * (size_t)g;
+    const size_t st_smem = select_smem(g, at.max_l, at.scores_shared);
     SKV_CUDA_CALL(skv_smem_optin(StepSelectKernel, st_smem));
     StepSelectKernel<<<at.tasks, SELECT_THREADS, st_smem, stream>>>(a);
     SKV_LAUNCH_CHECK();

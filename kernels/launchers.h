@@ -86,9 +86,9 @@ cudaError_t SelectChunks(const float* scores, int n, int k, int largest, int32_t
 
 // ---- score_chunks.cu ----
 // scores[c] = max_j softmax_c(scale * q_j . landmarks[c]); q [g x d] f32, landmarks [n x d] (dtype).
-// work: g*n floats; stats: 2*g floats (each head's max logit and 1 / softmax sum) (device).
+// work: g*n floats (the logits); maxes: 64*g floats (per-block maxima) (device).
 cudaError_t ScoreChunks(const float* q, int g, int d, float scale, const void* landmarks, int dtype, int n,
-                        float* scores, float* work, float* stats, cudaStream_t stream);
+                        float* scores, float* work, float* maxes, cudaStream_t stream);
 
 // ---- rebuild_keys.cu ----
 // out row (slots ? slots[i] : i)*C + t = RoPE_pos(U[pos, 0:rank] . SVh), pos = chunk_ids[i]*C + t.

@@ -62,21 +62,36 @@ __device__ __forceinline__ void rebuild_group(const RebuildArgs& a, const int32_
         SVs[r * a.d + e] = load_f32(a.SVh, a.sv_dtype, (size_t)((r0 + r) * a.ldsv + e));
       }
       __syncthreads();
-#pragma unroll
-      for (int k = 0; k < REBUILD_ITEMS; k++) {
-        const int item = i0 + k * REBUILD_THREADS + threadIdx.x;
-        if (item >= items) break;
-        const int t = item / half, p = item % half;
+      if (REBUILD_THREADS % half == 0) {
+        // Every item of this thread has the same pair: its two SVh columns are read once per r.
+        const int p = threadIdx.x % half;
         const int e1 = a.style == SKV_ROPE_INTERLEAVED ? 2 * p : p;
         const int e2 = a.style == SKV_ROPE_INTERLEAVED ? 2 * p + 1 : p + half;
-        float s1 = x1[k], s2 = x2[k];
         for (int r = 0; r < rt; r++) {
-          const float u = Us[t * RT + r];
-          s1 = fmaf(u, SVs[r * a.d + e1], s1);
-          s2 = fmaf(u, SVs[r * a.d + e2], s2);
+          const float sv1 = SVs[r * a.d + e1], sv2 = SVs[r * a.d + e2];
+#pragma unroll
+          for (int k = 0; k < REBUILD_ITEMS; k++) {
+            const int item = i0 + k * REBUILD_THREADS + threadIdx.x;
+            if (item >= items) break;
+            const float u = Us[(item / half) * RT + r];
+            x1[k] = fmaf(u, sv1, x1[k]);
+            x2[k] = fmaf(u, sv2, x2[k]);
+          }
         }
-        x1[k] = s1;
-        x2[k] = s2;
+      } else {
+#pragma unroll
+        for (int k = 0; k < REBUILD_ITEMS; k++) {
+          const int item = i0 + k * REBUILD_THREADS + threadIdx.x;
+          if (item >= items) break;
+          const int t = item / half, p = item % half;
+          const int e1 = a.style == SKV_ROPE_INTERLEAVED ? 2 * p : p;
+          const int e2 = a.style == SKV_ROPE_INTERLEAVED ? 2 * p + 1 : p + half;
+          for (int r = 0; r < rt; r++) {
+            const float u = Us[t * RT + r];
+            x1[k] = fmaf(u, SVs[r * a.d + e1], x1[k]);
+            x2[k] = fmaf(u, SVs[r * a.d + e2], x2[k]);
+          }
+        }
       }
     }
     // RoPE at pos, then the slot.

@@ -1,7 +1,7 @@
 // Block-wide pieces of chunk selection, shared by the single ops (score_chunks.cu,
 // select_chunks.cu) and the fused decode step (decode_layer.cu), so both give the same bits:
-// the softmax statistics of one query head's landmark logits, an exact top-k radix select and an
-// ordered compaction. Every function is called by all threads of the block (SELECT_THREADS).
+// the softmax statistics of the query heads' landmark logits, an exact top-k radix select (which
+// stops as soon as the threshold's prefix is taken whole) and an ordered compaction. Every function is called by all threads of the block (SELECT_THREADS).
 #pragma once
 #include "common.cuh"
 
@@ -9,29 +9,44 @@ enum { SELECT_THREADS = 1024, RADIX = 256 };
 
 // ---- landmark scores ----
 
-// Max of n logits and 1 / sum(exp(logit - max)), the sum in float64 (n may be 100K terms).
-// red: shared scratch of 32 floats and 32 doubles. Returns both to every thread.
-__device__ __forceinline__ void softmax_stats(const float* logits, int n, float* red_f, double* red_d, float* mx_out,
-                                              float* inv_out) {
+// Each head's max logit from the per-block maxima of landmark_logits: maxes [nb x g] -> mx [g]
+// (shared). Ends with the block synchronized.
+__device__ __forceinline__ void softmax_max(const float* maxes, int nb, int g, float* mx) {
+  for (int j = threadIdx.x; j < g; j += blockDim.x) {
+    float m = -INFINITY;
+    for (int b = 0; b < nb; b++) m = maxes[b * g + j] > m ? maxes[b * g + j] : m;
+    mx[j] = m;
+  }
+  __syncthreads();
+}
+
+enum { SOFTMAX_HEADS = 8 };
+
+// inv[j] = 1 / sum_c exp(logits[j*ld + c] - mx[j]) for every head (float64 sums: n may be 100K
+// terms), all heads in one pass. red_d: shared [32 * SOFTMAX_HEADS]. Ends with the block synchronized.
+__device__ __forceinline__ void softmax_inv(const float* logits, int64_t ld, int g, int n, const float* mx, float* inv,
+                                            double* red_d) {
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
-  float mx = -INFINITY;
-  for (int c = threadIdx.x; c < n; c += blockDim.x) mx = logits[c] > mx ? logits[c] : mx;
-  mx = warp_max(mx);
-  if (lane == 0) red_f[warp] = mx;
-  __syncthreads();
-  mx = -INFINITY;
-  for (int w = 0; w < warps; w++) mx = red_f[w] > mx ? red_f[w] : mx;
-  double sum = 0;
-  for (int c = threadIdx.x; c < n; c += blockDim.x) sum += skv_exp(logits[c] - mx);
-  sum = warp_sum(sum);
-  __syncthreads();  // every thread has read red_f
-  if (lane == 0) red_d[warp] = sum;
-  __syncthreads();
-  double total = 0;
-  for (int w = 0; w < warps; w++) total += red_d[w];
-  *mx_out = mx;
-  *inv_out = (float)(1.0 / total);
-  __syncthreads();
+  for (int j0 = 0; j0 < g; j0 += SOFTMAX_HEADS) {
+    const int gj = min(SOFTMAX_HEADS, g - j0);
+    double sum[SOFTMAX_HEADS] = {};
+    for (int c = threadIdx.x; c < n; c += blockDim.x)
+#pragma unroll
+      for (int j = 0; j < SOFTMAX_HEADS; j++)
+        if (j < gj) sum[j] += skv_exp(logits[(size_t)(j0 + j) * ld + c] - mx[j0 + j]);
+#pragma unroll
+    for (int j = 0; j < SOFTMAX_HEADS; j++) {
+      const double v = warp_sum(sum[j]);
+      if (lane == 0) red_d[warp * SOFTMAX_HEADS + j] = v;
+    }
+    __syncthreads();
+    if (threadIdx.x < gj) {
+      double total = 0;
+      for (int w = 0; w < warps; w++) total += red_d[w * SOFTMAX_HEADS + threadIdx.x];
+      inv[j0 + threadIdx.x] = (float)(1.0 / total);
+    }
+    __syncthreads();
+  }
 }
 
 // Chunk c's score: the best probability any of the g heads gives it (0 if every head gives NaN).
@@ -94,12 +109,18 @@ __device__ __forceinline__ uint64_t select_threshold(const float* scores, int n,
           sh.prefix |= (uint64_t)b << shift;
           sh.mask |= (uint64_t)(RADIX - 1) << shift;
           sh.want -= below;
+          // Every key under this prefix is chosen: the threshold is the prefix's last key.
+          if (sh.hist[b] == sh.want) {
+            sh.prefix |= ((uint64_t)1 << shift) - 1;
+            sh.want = 0;
+          }
           break;
         }
         below += sh.hist[b];
       }
     }
     __syncthreads();
+    if (sh.want == 0) break;  // NOTE: the same value in every thread (read after the barrier)
   }
   return sh.prefix;
 }

@@ -10,7 +10,7 @@
 namespace {
 
 constexpr float LOG2E = 1.4426950408889634f;
-enum { FLASH_THREADS = 128, FLASH_LANES = 16, FLASH_GROUPS = FLASH_THREADS / FLASH_LANES, FLASH_KEYS = 2 };
+enum { FLASH_THREADS = 128, FLASH_LANES = 16, FLASH_GROUPS = FLASH_THREADS / FLASH_LANES };
 
 __device__ __forceinline__ int attn_splits(int64_t total) {
   int64_t s = (total + ATTN_KEYS_PER_SPLIT - 1) / ATTN_KEYS_PER_SPLIT;
@@ -83,6 +83,8 @@ __global__ void __launch_bounds__(FLASH_THREADS) FlashDecodeKernel(const SkvAttn
                                                                    float scale, int kv_dtype, float* part,
                                                                    int max_splits) {
   constexpr int DL = D / FLASH_LANES;
+  // Keys per group per iteration: more rows in flight where the registers allow (no spills).
+  constexpr int KT = G * DL > 32 ? 2 : 4;
   __shared__ SkvSegment seg_s[4];
   __shared__ float m_s[FLASH_GROUPS][G], l_s[FLASH_GROUPS][G];
   __shared__ float acc_s[FLASH_GROUPS][G * D];
@@ -116,12 +118,12 @@ __global__ void __launch_bounds__(FLASH_THREADS) FlashDecodeKernel(const SkvAttn
   }
   // NOTE: a warp's two groups take adjacent keys and leave the loop together: the shuffles below
   // need every lane of the warp.
-  const int warp = threadIdx.x / 32, warp_keys = (32 / FLASH_LANES) * FLASH_KEYS;
+  const int warp = threadIdx.x / 32, warp_keys = (32 / FLASH_LANES) * KT;
   for (int64_t kw = begin + (int64_t)warp * warp_keys; kw < end; kw += (FLASH_THREADS / 32) * warp_keys) {
-    const int64_t k0 = kw + (int64_t)(grp % (32 / FLASH_LANES)) * FLASH_KEYS;
-    float kx[FLASH_KEYS][DL], vx[FLASH_KEYS][DL], s[FLASH_KEYS][G];
+    const int64_t k0 = kw + (int64_t)(grp % (32 / FLASH_LANES)) * KT;
+    float kx[KT][DL], vx[KT][DL], s[KT][G];
 #pragma unroll
-    for (int kt = 0; kt < FLASH_KEYS; kt++) {
+    for (int kt = 0; kt < KT; kt++) {
       if (k0 + kt < end) {
         const char *kr, *vr;
         locate(segs, t.nseg, k0 + kt, &kr, &vr, esize);
@@ -133,7 +135,7 @@ __global__ void __launch_bounds__(FLASH_THREADS) FlashDecodeKernel(const SkvAttn
       }
     }
 #pragma unroll
-    for (int kt = 0; kt < FLASH_KEYS; kt++)
+    for (int kt = 0; kt < KT; kt++)
 #pragma unroll
       for (int j = 0; j < G; j++) {
         float x = 0.f;
@@ -147,12 +149,12 @@ __global__ void __launch_bounds__(FLASH_THREADS) FlashDecodeKernel(const SkvAttn
     for (int j = 0; j < G; j++) {
       float mt = m[j];
 #pragma unroll
-      for (int kt = 0; kt < FLASH_KEYS; kt++) mt = s[kt][j] > mt ? s[kt][j] : mt;
+      for (int kt = 0; kt < KT; kt++) mt = s[kt][j] > mt ? s[kt][j] : mt;
       if (mt == -INFINITY) continue;  // nothing visible yet
       const float f = exp2f(m[j] - mt);  // 0 while m was -inf
-      float p[FLASH_KEYS], ps = 0.f;
+      float p[KT], ps = 0.f;
 #pragma unroll
-      for (int kt = 0; kt < FLASH_KEYS; kt++) {
+      for (int kt = 0; kt < KT; kt++) {
         p[kt] = exp2f(s[kt][j] - mt);
         ps += p[kt];
       }
@@ -162,7 +164,7 @@ __global__ void __launch_bounds__(FLASH_THREADS) FlashDecodeKernel(const SkvAttn
       for (int e = 0; e < DL; e++) {
         float a = acc[j][e] * f;
 #pragma unroll
-        for (int kt = 0; kt < FLASH_KEYS; kt++) a = fmaf(p[kt], vx[kt][e], a);
+        for (int kt = 0; kt < KT; kt++) a = fmaf(p[kt], vx[kt][e], a);
         acc[j][e] = a;
       }
     }
@@ -237,34 +239,41 @@ __global__ void __launch_bounds__(ATTN_THREADS) TileDecodeKernel(const SkvAttnTa
   for (int i = threadIdx.x; i < g * d; i += blockDim.x) mine[2 * g + i] = s.acc[i];
 }
 
-// Task blockIdx.x: out = sum_b acc_b 2^(m_b - M) / sum_b l_b 2^(m_b - M) per head (base e for the
-// tile kernel); zeros when the task has no key. Counts attended tokens and heads for the fused step.
-__global__ void AttentionMergeKernel(const SkvAttnTask* tasks, SkvAttnTask one, int g, int d, const float* part,
-                                     int max_splits, int base2) {
+// Task blockIdx.x, head blockIdx.y: out = sum_b acc_b w_b / sum_b l_b w_b, w_b = 2^(m_b - M) (base e
+// for the tile kernel); zeros when the task has no key. Counts attended tokens and heads for the
+// fused step. NOTE: blockDim.x >= ATTN_MAX_SPLITS (one thread per split).
+__global__ void __launch_bounds__(ATTN_MAX_SPLITS) AttentionMergeKernel(const SkvAttnTask* tasks, SkvAttnTask one, int g,
+                                                                        int d, const float* part, int max_splits,
+                                                                        int base2) {
+  __shared__ float w[ATTN_MAX_SPLITS];
+  __shared__ float red[ATTN_MAX_SPLITS / 32];
+  __shared__ float inv_l;
   const SkvAttnTask t = tasks ? tasks[blockIdx.x] : one;
   if (!t.out) return;
+  const int j = blockIdx.y, b = threadIdx.x;
   const int nb = t.total > 0 ? attn_splits(t.total) : 0;
-  const float* p = part + (size_t)blockIdx.x * max_splits * g * (d + 2);
   const size_t stride = (size_t)g * (d + 2);
-  for (int j = 0; j < g; j++) {
-    float M = -INFINITY;
-    for (int b = 0; b < nb; b++) M = p[b * stride + j] > M ? p[b * stride + j] : M;
+  const float* p = part + (size_t)blockIdx.x * max_splits * stride;
+  const float m = b < nb ? p[b * stride + j] : -INFINITY;
+  float M = warp_max(m);
+  if (b % 32 == 0) red[b / 32] = M;
+  __syncthreads();
+  M = -INFINITY;
+  for (int i = 0; i < (int)blockDim.x / 32; i++) M = red[i] > M ? red[i] : M;
+  w[b] = m == -INFINITY ? 0.f : base2 ? exp2f(m - M) : skv_exp(m - M);
+  __syncthreads();
+  if (b == 0) {
     float L = 0.f;
-    for (int b = 0; b < nb; b++) {
-      const float m = p[b * stride + j];
-      if (m != -INFINITY) L += p[b * stride + g + j] * (base2 ? exp2f(m - M) : skv_exp(m - M));
-    }
-    const float inv = L > 0.f ? 1.f / L : 0.f;
-    for (int e = threadIdx.x; e < d; e += blockDim.x) {
-      float a = 0.f;
-      for (int b = 0; b < nb; b++) {
-        const float m = p[b * stride + j];
-        if (m != -INFINITY) a += p[b * stride + 2 * g + (size_t)j * d + e] * (base2 ? exp2f(m - M) : skv_exp(m - M));
-      }
-      store_f32(t.out, t.out_dtype, (size_t)j * d + e, a * inv);
-    }
+    for (int i = 0; i < nb; i++) L += p[i * stride + g + j] * w[i];
+    inv_l = L > 0.f ? 1.f / L : 0.f;
   }
-  if (t.counters && threadIdx.x == 0) {
+  __syncthreads();
+  for (int e = threadIdx.x; e < d; e += blockDim.x) {
+    float a = 0.f;
+    for (int i = 0; i < nb; i++) a += p[i * stride + 2 * g + (size_t)j * d + e] * w[i];
+    store_f32(t.out, t.out_dtype, (size_t)j * d + e, a * inv_l);
+  }
+  if (t.counters && j == 0 && threadIdx.x == 0) {
     atomicAdd(&t.counters[SKV_ATTENDED_TOKENS_COUNTER], (double)t.total);
     atomicAdd(&t.counters[SKV_LAST_ATTENDED_TOKENS_COUNTER], (double)t.total);
     atomicAdd(&t.counters[SKV_HEADS_COUNTER], 1.0);
@@ -307,7 +316,7 @@ cudaError_t Attention(const SkvAttnTask* tasks, const SkvAttnTask& one, int ntas
     TileDecodeKernel<<<grid, ATTN_THREADS, smem, stream>>>(tasks, one, g, d, scale, kv_dtype, part, max_splits);
     SKV_LAUNCH_CHECK();
   }
-  AttentionMergeKernel<<<ntasks, 128, 0, stream>>>(tasks, one, g, d, part, max_splits, flash ? 1 : 0);
+  AttentionMergeKernel<<<dim3(ntasks, g), ATTN_MAX_SPLITS, 0, stream>>>(tasks, one, g, d, part, max_splits, flash ? 1 : 0);
   SKV_LAUNCH_CHECK();
   return cudaSuccess;
 }

@@ -1,6 +1,6 @@
 // scoreChunks(q, g, d, scale, landmarks, dtype, n, scores, work): scores[c] = max_j softmax_c(
-// scale q_j . L_c) for one kv group (runtime/wasm/score_chunks.cc). work: g*(n+2) f32 (device):
-// the logits, then each head's max logit and inverse sum.
+// scale q_j . L_c) for one kv group (runtime/wasm/score_chunks.cc). work: g*(n+64) f32
+// (device): the logits, then per-block maxima.
 #include <limits.h>
 #include "binding.h"
 
@@ -19,8 +19,8 @@ Napi::Value ScoreChunks(const Napi::CallbackInfo& info) {
   const int dtype = DtypeArg(info, 5, op, "dtype");
   float* scores = static_cast<float*>(PtrArg(info, 7, op, "scores", empty));
   float* work = static_cast<float*>(PtrArg(info, 8, op, "work", empty || g <= 0));
-  float* stats = work ? work + (size_t)(g > 0 ? g : 0) * (size_t)(n > 0 ? n : 0) : nullptr;
-  Check(info.Env(), op, ::ScoreChunks(q, g, d, scale, landmarks, dtype, n, scores, work, stats, Stream()));
+  float* maxes = work ? work + (size_t)(g > 0 ? g : 0) * (size_t)(n > 0 ? n : 0) : nullptr;
+  Check(info.Env(), op, ::ScoreChunks(q, g, d, scale, landmarks, dtype, n, scores, work, maxes, Stream()));
   return info.Env().Undefined();
 }
 

@@ -82,7 +82,7 @@ export interface CudaAddon {
   landmarks(keys: Ptr, dtype: number, ldk: number, nChunks: number, C: number, d: number, landmarks: Ptr, minCos: Ptr): void;
   /** Writes min(k, n) indices ascending into `out`; returns that count. */
   selectChunks(scores: Ptr, n: number, k: number, largest: number, out: Int32Array): number;
-  /** `work` holds g * (n + 2) f32. */
+  /** `work` holds g * (n + 64) f32: the logits, then per-block maxima. */
   scoreChunks(q: Ptr, g: number, d: number, scale: number, landmarks: Ptr, dtype: number, n: number, scores: Ptr, work: Ptr): void;
   rebuildKeys(
     U: Ptr, uDtype: number, rank: number, SVh: Ptr, svDtype: number, ldsv: number, d: number,

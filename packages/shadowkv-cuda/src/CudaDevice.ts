@@ -193,7 +193,7 @@ export class CudaDevice implements Device {
       this.within('scoreChunks', 'landmarks', landmarks, n * d);
       this.within('scoreChunks', 'scores', scores, n);
     }
-    const work = this.scratch('score.work', Math.max(g, 0) * (Math.max(n, 0) + 2), 'f32');
+    const work = this.scratch('score.work', Math.max(g, 0) * (Math.max(n, 0) + 64), 'f32'); // logits, then per-block maxima
     this.op('score_chunks', () => this.x.scoreChunks(this.addr(q), g, d, scale, this.addr(landmarks), storageCode(landmarks.buf.dtype), n, this.addr(scores), work.ptr));
   }
 

@@ -29,7 +29,7 @@ struct StagingSlot {
   size_t bytes = 0;
   cudaEvent_t read = nullptr;
 };
-enum { STAGING_SLOTS = 8 };
+enum { STAGING_SLOTS = 32 };
 StagingSlot staging[STAGING_SLOTS];
 int staging_next = 0;
 

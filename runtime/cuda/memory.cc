@@ -129,13 +129,24 @@ Napi::Value FreeHost(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// write(ptr, array): the array's bytes to the buffer at ptr (either tier).
+// write(ptr, array): the array's bytes to the buffer at ptr (either tier). Up to 1 MB (a decode
+// step's q, k, v) goes through the pinned staging ring and returns without waiting for the GPU;
+// larger writes are a plain synchronous copy.
 Napi::Value Write(const Napi::CallbackInfo& info) {
   ArgCount(info, 2, "write");
   void* dst = PtrArg(info, 0, "write", "ptr");
   Napi::TypedArray a = TypedArrayArg(info, 1, "write");
-  if (a.ByteLength() == 0) return info.Env().Undefined();
-  Check(info.Env(), "write", cudaMemcpy(dst, TypedArrayData(a), a.ByteLength(), cudaMemcpyDefault));
+  const size_t bytes = a.ByteLength();
+  if (bytes == 0) return info.Env().Undefined();
+  if (bytes > (1u << 20)) {
+    Check(info.Env(), "write", cudaMemcpy(dst, TypedArrayData(a), bytes, cudaMemcpyDefault));
+    return info.Env().Undefined();
+  }
+  void* staged = Stage(info.Env(), bytes, "write");
+  memcpy(staged, TypedArrayData(a), bytes);
+  cudaError_t err = cudaMemcpyAsync(dst, staged, bytes, cudaMemcpyDefault, Stream());
+  Staged(info.Env(), "write");
+  Check(info.Env(), "write", err);
   return info.Env().Undefined();
 }
 

@@ -23,4 +23,4 @@ args=("$@")
 report=()
 [ -z "${OUT:-}" ] || report=(--reporter=default --reporter=json "--outputFile=$OUT/vitest.json")
 node node_modules/vitest/vitest.mjs run test/native/cudaAddon.test.ts test/ops test/conformance \
-  test/badInput test/fidelity test/seam/parity.test.ts "${report[@]}" "${args[@]}"
+  test/badInput test/fidelity test/seam/parity.test.ts test/seam/cudaSteadyState.test.ts "${report[@]}" "${args[@]}"

@@ -1,0 +1,63 @@
+import { describe, expect, it } from 'vitest';
+import { createCache, registerBackend, resolveBackend, type Backend, type ShadowKVCache } from '../../packages/shadowkv/src/backend.js';
+import { CudaDevice, findAddon, type CudaAddon } from '../../packages/shadowkv-cuda/src/index.js';
+import { loadAddon } from '../../packages/shadowkv-cuda/src/loadAddon.js';
+import { NeedleWorkload } from '../../examples/workloads/needle.js';
+import { ENVS } from '../envs.js';
+
+// The CUDA twin of steadyState.test.ts: every addon call of warm decode steps counted. A layer step
+// is the input upload (q, k, v: staged, no wait), one decodeLayer call (no wait inside it) and the
+// output read; no allocation, no synchronize, no op call.
+const cuda = ENVS.ready.find((e) => e.backend === 'cuda');
+const calls = new Map<string, number>();
+const spec = { layers: 2, queryHeads: 8, kvHeads: 2, headDim: 32, rope: { theta: 10000 } };
+const options = { budget: 64, rank: 24, chunkSize: 8, localTokens: 8, maxRecentTokens: 32, denseThreshold: 256 };
+
+function counted(x: CudaAddon): CudaAddon {
+  return new Proxy(x, {
+    get(target, name, receiver) {
+      const v = Reflect.get(target, name, receiver);
+      if (typeof v !== 'function') return v;
+      return (...args: unknown[]) => {
+        calls.set(String(name), (calls.get(String(name)) ?? 0) + 1);
+        return (v as (...a: unknown[]) => unknown).apply(target, args);
+      };
+    },
+  });
+}
+
+const suite = cuda ? describe : describe.skip;
+suite(`steady-state decode (instrumented) [cuda]${cuda ? '' : ' skipped: no CUDA device'}`, () => {
+  it.each([1, 4])('batch %i: one decodeLayer call per layer step, no allocation and no synchronize in 100 steps', async (batch) => {
+    const addon = countedAddon();
+    const work = new NeedleWorkload(spec, { tokens: 700, seed: 11 });
+    const cache = (await createCache({ spec, batch, dtype: 'bf16', backend: 'cuda-counted', options })) as ShadowKVCache;
+    for (let l = 0; l < spec.layers; l++) cache.prefill(l, work.prompt(l, batch));
+    const inputs = Array.from({ length: 170 }, () => Array.from({ length: spec.layers }, (_, l) => work.step(l, batch)));
+    const out = new Float32Array(batch * spec.queryHeads * spec.headDim);
+    const run = (steps: typeof inputs) => steps.forEach((perLayer) => perLayer.forEach((input, l) => cache.decode(l, input, { out })));
+    run(inputs.slice(0, 70)); // compression, workspace sizing, the store's first growth
+    const allocationsBefore = addon.allocCount();
+    const compactionsBefore = cache.stats().compactions;
+    calls.clear();
+    run(inputs.slice(70, 170));
+    const layerSteps = 100 * spec.layers;
+    expect(Object.fromEntries(calls)).toEqual({ write: 3 * layerSteps, decodeLayer: layerSteps, read: layerSteps });
+    expect(addon.allocCount() - allocationsBefore).toBe(0);
+    expect(cache.stats().compactions - compactionsBefore).toBeGreaterThanOrEqual(2 * batch * spec.layers);
+    cache.dispose();
+  });
+});
+
+let shared: CudaAddon | undefined;
+/** The counted addon and its backend, made once per process (a backend name is registered once). */
+function countedAddon(): CudaAddon {
+  if (shared) return shared;
+  const addon = counted(loadAddon(findAddon()));
+  registerBackend('cuda-counted', async (): Promise<Backend> => {
+    const { backend } = await resolveBackend('cuda');
+    return { ...backend, name: 'cuda-counted', createDevice: () => new CudaDevice(addon, 0) };
+  }, 0);
+  shared = addon;
+  return addon;
+}

@@ -2,8 +2,8 @@
 // method of runtime/wasm/low_rank_keys.cc step for step: 0. K scaled by a power of two (max|K| in
 // [0.5, 1)); 1. G on the device (the expensive part: S D^2 MACs; tensor cores, gram.cu);
 // 2. randomized subspace iteration, X = Q G on the device and the orthonormalization on the host
-// in float64, with the same splitmix64 Omega; 3. Rayleigh-Ritz, the small float64 Jacobi
-// eigensolve on the host (the wasm runtime's own jacobi.h); 4. sigma, SV, proj; 5. U = K proj on
+// in float64, with the same splitmix64 Omega; 3. Rayleigh-Ritz, the small float64 eigensolve on
+// the host (the wasm runtime's own subspace.h); 4. sigma, SV, proj; 5. U = K proj on
 // the device; 6. the scale undone. Only l x D and l x l matrices cross to the host (prefill may
 // synchronize).
 #include <float.h>
@@ -14,6 +14,7 @@
 #include <vector>
 #include "../runtime/wasm/subspace.h"
 #include "common.cuh"
+#include "host_pool.h"
 
 namespace {
 
@@ -70,7 +71,7 @@ cudaError_t LowRankKeys(float* K, int S, int D, int rank, int oversample, int po
   float* Qf = G + DD;
   float* X = Qf + lD;
   // Host: float64 basis, Ritz vectors, the small eigenproblem; f32 staging of Q and X.
-  std::vector<double> Q(lD), V((size_t)rank * D), T(ll), Wt(ll), w(l);
+  std::vector<double> Q(lD), V((size_t)rank * D), T(ll), Wt(ll), w(l), work(subspace_work(l));
   std::vector<float> Qh(lD), Xh(lD), sigma_h(rank), SV_h((size_t)rank * D), proj_h((size_t)D * rank);
   std::vector<int> ord(l);
 
@@ -88,7 +89,11 @@ cudaError_t LowRankKeys(float* K, int S, int D, int rank, int oversample, int po
   if (e) SKV_CUDA_CALL(scale_keys(K, SD, ldexpf(1.f, -e), stream));
   // 1. Gram matrix G = K^T K.
   SKV_CUDA_CALL(Gram(K, S, D, D, G, SkvWorkspace{static_cast<char*>(block.p) + gram_at, gram_bytes}, stream));
-  // 2. X = Omega G, then power_iters rounds of X = Q G (G is symmetric, so X^T = G Q^T).
+  // 2. X = Omega G, then power_iters rounds of X = Q G (G is symmetric, so X^T = G Q^T). The host
+  //    steps run on host threads, started while the GPU computes G, when they are large enough to
+  //    pay for them (176 x 176 x 1024 is 32 M multiply-adds a product); the bits do not depend on it.
+  HostPool pool((uint64_t)l * l * D >= (1u << 22) ? HostPool::default_threads() : 1);
+  const HostTasks tasks = pool.tasks();
   uint64_t rng = 0x5D1A0C3Bull ^ ((uint64_t)seed << 32 | seed);
   for (size_t i = 0; i < lD; i++) Qh[i] = (float)uniform(rng);
   for (int it = 0; it <= power_iters; it++) {
@@ -96,7 +101,7 @@ cudaError_t LowRankKeys(float* K, int S, int D, int rank, int oversample, int po
     SKV_CUDA_CALL(Gemm(l, D, D, 1.f, Qf, SKV_F32, D, 0, nullptr, G, SKV_F32, D, 0, 0.f, X, D, stream));
     SKV_CUDA_CALL(cudaMemcpyAsync(Xh.data(), X, sizeof(float) * lD, cudaMemcpyDeviceToHost, stream));
     SKV_CUDA_CALL(cudaStreamSynchronize(stream));
-    orthonormalize(Xh.data(), l, D, Q.data(), rng);
+    orthonormalize(Xh.data(), l, D, Q.data(), work.data(), rng, tasks);
     for (size_t i = 0; i < lD; i++) Qh[i] = (float)Q[i];
   }
   // 3. Rayleigh-Ritz: T = Q^T G Q, eigenpairs descending, V_r = Q eigvecs[:, :rank].
@@ -104,9 +109,8 @@ cudaError_t LowRankKeys(float* K, int S, int D, int rank, int oversample, int po
   SKV_CUDA_CALL(Gemm(l, D, D, 1.f, Qf, SKV_F32, D, 0, nullptr, G, SKV_F32, D, 0, 0.f, X, D, stream));
   SKV_CUDA_CALL(cudaMemcpyAsync(Xh.data(), X, sizeof(float) * lD, cudaMemcpyDeviceToHost, stream));
   SKV_CUDA_CALL(cudaStreamSynchronize(stream));
-  for (int a = 0; a < l; a++)
-    for (int b = 0; b < l; b++) T[(size_t)a * l + b] = ddot_mixed(Q.data() + (size_t)a * D, Xh.data() + (size_t)b * D, D);
-  ritz(T.data(), l, Q.data(), D, rank, Wt.data(), w.data(), ord.data(), V.data());
+  rayleigh_matrix(Q.data(), Xh.data(), l, D, T.data(), tasks);
+  ritz(T.data(), l, Q.data(), D, rank, Wt.data(), w.data(), ord.data(), V.data(), work.data(), tasks);
   // 4. sigma and SV (times 2^e: the keys' scale); proj still for the scaled keys, for step 5.
   const double up = ldexp(1.0, e);
   const double s1 = sqrt(std::max(w[ord[0]], 0.0));

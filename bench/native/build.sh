@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Builds the native benchmark of the runtime ops into bench/native/out/bench_ops.
-# Usage: bash bench/native/build.sh && bench/native/out/bench_ops
+# Builds the native benchmark of the runtime ops into bench/native/out/bench_ops, and the one of
+# low_rank_keys' float64 host steps (old against new, one thread and host threads) into
+# bench/native/out/low_rank_host.
+# Usage: bash bench/native/build.sh && bench/native/out/bench_ops && bench/native/out/low_rank_host
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 mapfile -t SOURCES < <(bash "$HERE/../../runtime/wasm/build.sh" --sources)  # the wasm build's one list
@@ -14,3 +16,6 @@ FLAGS=(
 )
 g++ "${FLAGS[@]}" "${SOURCES[@]}" "$HERE/bench_ops.cc" -o "$HERE/out/bench_ops"
 echo "built bench/native/out/bench_ops" >&2
+# The host steps as the CUDA addon compiles them: -O3 for baseline x86-64 (SSE2, no FMA), plus threads.
+g++ -O3 -std=c++17 -fno-exceptions "${SOURCES[@]}" "$HERE/low_rank_host.cc" -o "$HERE/out/low_rank_host"
+echo "built bench/native/out/low_rank_host" >&2

@@ -1,6 +1,6 @@
 // Truncated factorization of pre-RoPE keys: K [S x D] ~ U SV, from the Gram matrix G = K^T K.
 // Steps: 0. K scaled by a power of two (max|K| in [0.5, 1)); 1. G (the expensive part: S D^2 / 2
-// MACs); 2. randomized subspace iteration on G; 3. Rayleigh-Ritz with a float64 Jacobi eigensolve;
+// MACs); 2. randomized subspace iteration on G; 3. Rayleigh-Ritz with a float64 eigensolve;
 // 4. sigma, SV, proj; 5. U = K proj; 6. the scale undone (proj, K).
 // NOTE: an f32 Gram resolves directions down to ~sqrt(eps_f32) sigma_1 ~ 3e-4 sigma_1; below
 // that (rank past the signal, fitting noise) the basis is close to, not equal to, the exact SVD's.
@@ -37,10 +37,10 @@ SKV_EXPORT int skv_low_rank_keys(float* K, int S, int D, int rank, int oversampl
   if (S <= 0 || D <= 0 || rank <= 0 || rank > S || rank > D || oversample < 0 || power_iters < 0)
     return SKV_ERR_ARG;
   const int l = (int)std::min<int64_t>((int64_t)rank + oversample, D);  // subspace width
-  // One (counted) allocation: G, Qf, X (f32), then Q, V, T, Wt, w (f64) and the eigenvalue order.
+  // One (counted) allocation: G, Qf, X (f32), then Q, V, T, Wt, w, work (f64) and the eigenvalue order.
   // NOTE: sized in 64 bits: in wasm32, D = 32768 makes G exactly 4 GiB, which wraps size_t to 0.
   const uint64_t DD = (uint64_t)D * D, lD = (uint64_t)l * D, ll = (uint64_t)l * l;
-  const uint64_t f32s = DD + 2 * lD, f64s = lD + (uint64_t)rank * D + 2 * ll + l;
+  const uint64_t f32s = DD + 2 * lD, f64s = lD + (uint64_t)rank * D + 2 * ll + l + subspace_work(l);
   const uint64_t bytes = f32s * 4 + 8 + f64s * 8 + (uint64_t)l * 4;
   if (bytes > SKV_MAX_BLOCK) return SKV_ERR_ALLOC;
   // The largest |key|; inputs are validated upstream, but a NaN or inf here would poison everything.
@@ -61,7 +61,8 @@ SKV_EXPORT int skv_low_rank_keys(float* K, int S, int D, int rank, int oversampl
   double* T = V + (size_t)rank * D;  // [l x l] Q^T G Q
   double* Wt = T + ll;        // [l x l] its eigenvectors as rows
   double* w = Wt + ll;        // [l] its eigenvalues
-  int* ord = (int*)(w + l);   // [l] eigenvalues, descending
+  double* work = w + l;       // [subspace_work(l)]
+  int* ord = (int*)(work + subspace_work(l));  // [l] eigenvalues, descending
 
   // 0. K / 2^e, max|K| in [0.5, 1): keys of 1e30 would overflow G (and of 1e-30 underflow it).
   //    Powers of two scale exactly, so every step below gives the unscaled result times 2^-e.
@@ -74,14 +75,13 @@ SKV_EXPORT int skv_low_rank_keys(float* K, int S, int D, int rank, int oversampl
   for (size_t i = 0; i < lD; i++) Qf[i] = (float)uniform(rng);
   for (int it = 0; it <= power_iters; it++) {
     skv_gemm(l, D, D, 1.f, Qf, SKV_F32, D, 0, nullptr, G, SKV_F32, D, 0, 0.f, X, D);
-    orthonormalize(X, l, D, Q, rng);
+    orthonormalize(X, l, D, Q, work, rng);
     for (size_t i = 0; i < lD; i++) Qf[i] = (float)Q[i];
   }
   // 3. Rayleigh-Ritz: T = Q^T G Q, eigenpairs descending, V_r = Q eigvecs[:, :rank].
   skv_gemm(l, D, D, 1.f, Qf, SKV_F32, D, 0, nullptr, G, SKV_F32, D, 0, 0.f, X, D);
-  for (int a = 0; a < l; a++)
-    for (int b = 0; b < l; b++) T[(size_t)a * l + b] = ddot_mixed(Q + (size_t)a * D, X + (size_t)b * D, D);
-  ritz(T, l, Q, D, rank, Wt, w, ord, V);
+  rayleigh_matrix(Q, X, l, D, T);
+  ritz(T, l, Q, D, rank, Wt, w, ord, V, work);
   // 4. sigma, SV = diag(sigma) V_r^T (both times 2^e: the keys' scale), and proj = V_r diag(1/sigma)
   //    still for the scaled keys, which step 5 needs.
   const double up = ldexp(1.0, e);

@@ -14,9 +14,11 @@
 #include <algorithm>
 #include <set>
 #include <vector>
+#include "../../kernels/host_pool.h"
 #include "abi.h"
 #include "dtype.h"
 #include "scratch.h"
+#include "subspace.h"
 
 namespace {
 
@@ -346,6 +348,161 @@ void test_low_rank_keys_scaled() {
     int st = skv_low_rank_keys(k1.data(), 1, Dw, 1, 0, 0, 1, u.data(), sv.data(), pj.data(), sg.data());
     check("skv_low_rank_keys D = 32768 (4 GiB Gram) is SKV_ERR_ALLOC, nothing allocated",
           st != SKV_ERR_ALLOC || skv_alloc_count() != allocs, 0);
+  }
+}
+
+// max |A - V diag(w) V^T| / max |A| and max |V V^T - I| of symmetric_eigen on A [n x n].
+std::pair<double, double> eigen_errors(const std::vector<double>& A, int n, const HostTasks& tasks) {
+  std::vector<double> B = A, Vt((size_t)n * n), w(n), work(eigen_work(n));
+  symmetric_eigen(B.data(), n, Vt.data(), w.data(), work.data(), tasks);
+  double rec = 0, orth = 0, big = 1e-300;
+  for (double a : A) big = std::max(big, fabs(a));
+  for (int i = 0; i < n; i++)
+    for (int j = 0; j < n; j++) {
+      double s = 0, o = 0;
+      for (int k = 0; k < n; k++) {
+        s += Vt[(size_t)k * n + i] * w[k] * Vt[(size_t)k * n + j];
+        o += Vt[(size_t)i * n + k] * Vt[(size_t)j * n + k];
+      }
+      rec = std::max(rec, fabs(s - A[(size_t)i * n + j]) / big);
+      orth = std::max(orth, fabs(o - (i == j)));
+    }
+  return {rec, orth};
+}
+
+// A [n x n] = R diag(lambda) R^T for a random orthogonal R (Householder products), symmetric exactly.
+std::vector<double> with_spectrum(const std::vector<double>& lambda) {
+  const int n = (int)lambda.size();
+  std::vector<double> A((size_t)n * n, 0.0);
+  for (int i = 0; i < n; i++) A[(size_t)i * n + i] = lambda[i];
+  for (int rep = 0; rep < 3; rep++) {
+    std::vector<double> v(n), Av(n);
+    double vv = 0;
+    for (auto& x : v) { x = urand(); vv += x * x; }
+    for (int i = 0; i < n; i++) {  // A = H A H, H = I - 2 v v^T / vv
+      double s = 0;
+      for (int k = 0; k < n; k++) s += A[(size_t)i * n + k] * v[k];
+      Av[i] = s;
+    }
+    double vAv = 0;
+    for (int i = 0; i < n; i++) vAv += v[i] * Av[i];
+    for (int i = 0; i < n; i++)
+      for (int j = 0; j < n; j++)
+        A[(size_t)i * n + j] += -2 / vv * (v[i] * Av[j] + Av[i] * v[j]) + 4 * vAv / (vv * vv) * v[i] * v[j];
+    for (int i = 0; i < n; i++)
+      for (int j = 0; j < i; j++) A[(size_t)i * n + j] = A[(size_t)j * n + i];
+  }
+  return A;
+}
+
+// The float64 host steps of low_rank_keys (subspace.h, symmetric_eigen.h) on their own: the
+// eigensolver on hard spectra, orthonormalize on rank-deficient and ill-conditioned rows, and
+// host threads giving the same bits as one thread.
+void test_subspace() {
+  HostPool pool(3);
+  const HostTasks serial, threads = pool.tasks();
+  struct EigenCase { const char* name; std::vector<double> lambda; };
+  std::vector<EigenCase> cases = {
+      {"n=1", {2.5}},
+      {"n=2", {1, -3}},
+      {"n=3 all equal", {4, 4, 4}},
+      {"n=17 zero", std::vector<double>(17, 0.0)},
+      {"n=64 rank 1", [] { std::vector<double> l(64, 0.0); l[5] = 7; return l; }()},
+  };
+  for (int n : {37, 176}) {
+    std::vector<double> decay(n), cluster(n), wide(n);
+    for (int i = 0; i < n; i++) {
+      decay[i] = pow(0.8, i);                         // keys' Rayleigh-Ritz matrices decay like this
+      cluster[i] = 1 + (i % 3) * 1e-13 * (i / 3);     // near-equal triples
+      wide[i] = pow(10.0, -15 + 30.0 * i / (n - 1));  // 1e-15 .. 1e15
+    }
+    cases.push_back({n == 37 ? "n=37 decaying" : "n=176 decaying", decay});
+    cases.push_back({n == 37 ? "n=37 clusters" : "n=176 clusters", cluster});
+    cases.push_back({n == 37 ? "n=37 1e-15..1e15" : "n=176 1e-15..1e15", wide});
+  }
+  for (const auto& c : cases) {
+    const int n = (int)c.lambda.size();
+    auto A = n <= 3 ? std::vector<double>() : with_spectrum(c.lambda);
+    if (n <= 3) {  // small ones: dense random symmetric with that trace, plus the equal case exactly
+      A.assign((size_t)n * n, 0.0);
+      for (int i = 0; i < n; i++) A[(size_t)i * n + i] = c.lambda[i];
+      if (n == 2) A[1] = A[2] = 0.75;
+    }
+    auto [rec, orth] = eigen_errors(A, n, serial);
+    char name[96];
+    snprintf(name, 96, "symmetric_eigen %s: |A - V w V^T| / |A|", c.name);
+    check(name, rec, 1e-14 * std::max(n, 4));
+    snprintf(name, 96, "symmetric_eigen %s: |V V^T - I|", c.name);
+    check(name, orth, 1e-15 * std::max(n, 8));
+  }
+  // orthonormalize: rows of X [l x D] in f32.
+  struct OrthCase { const char* name; int l, D; int kind; };
+  for (OrthCase c : {OrthCase{"random 37 x 50", 37, 50, 0}, OrthCase{"square 40 x 40", 40, 40, 0},
+                     OrthCase{"rows scaled 1e-12..1e12", 33, 64, 1}, OrthCase{"rank 5 of 33", 33, 64, 2},
+                     OrthCase{"rank 5 of 33, exactly", 33, 64, 4}, OrthCase{"zero rows", 20, 30, 3},
+                     OrthCase{"rank 3, square 24 x 24", 24, 24, 2}}) {
+    const int l = c.l, D = c.D;
+    std::vector<float> X((size_t)l * D);
+    std::vector<double> B((size_t)5 * D);
+    for (auto& b : B) b = urand();
+    for (int j = 0; j < l; j++)
+      for (int k = 0; k < D; k++) {
+        double x = urand();
+        if (c.kind == 1) x *= pow(10.0, -12 + 24.0 * j / (l - 1));
+        if (c.kind == 2) x = B[(size_t)(j % (c.l == 24 ? 3 : 5)) * D + k] * (1 + j);  // repeated to f32 rounding
+        if (c.kind == 4) x = B[(size_t)(j % 5) * D + k] * (1 + j % 2);                  // repeated exactly
+        if (c.kind == 3) x = (j % 4 == 1) ? 0 : x;
+        X[(size_t)j * D + k] = (float)x;
+      }
+    std::vector<double> Q((size_t)l * D), Q2((size_t)l * D), work(subspace_work(l));
+    uint64_t r1 = 99, r2 = 99;
+    orthonormalize(X.data(), l, D, Q.data(), work.data(), r1, serial);
+    orthonormalize(X.data(), l, D, Q2.data(), work.data(), r2, threads);
+    double orth = 0, span = 0;
+    for (int a = 0; a < l; a++)
+      for (int b = 0; b <= a; b++) orth = std::max(orth, fabs(ddot(Q.data() + (size_t)a * D, Q.data() + (size_t)b * D, D) - (a == b)));
+    if (c.kind == 0 || c.kind == 1)  // X_j lies in the span of Q_0 .. Q_j
+      for (int j = 0; j < l; j++) {
+        std::vector<double> x(X.begin() + (size_t)j * D, X.begin() + (size_t)(j + 1) * D);
+        const double nx = sqrt(ddot(x.data(), x.data(), D));
+        for (int i = 0; i <= j; i++) {
+          const double r = ddot(Q.data() + (size_t)i * D, x.data(), D);
+          for (int k = 0; k < D; k++) x[k] -= r * Q[(size_t)i * D + k];
+        }
+        span = std::max(span, sqrt(ddot(x.data(), x.data(), D)) / nx);
+      }
+    char name[96];
+    snprintf(name, 96, "orthonormalize %s: |Q Q^T - I|", c.name);
+    check(name, orth, 4e-15 * sqrt((double)D));
+    snprintf(name, 96, "orthonormalize %s: X_j in span(Q_0..Q_j)", c.name);
+    check(name, span, 1e-12);
+    snprintf(name, 96, "orthonormalize %s: 3 threads = 1 thread, bit for bit", c.name);
+    check(name, memcmp(Q.data(), Q2.data(), sizeof(double) * Q.size()) != 0 || r1 != r2, 0);
+  }
+  // Rayleigh-Ritz of a basis against X = Q G, both ways: the same bits, descending, signed.
+  {
+    const int l = 45, D = 70, m = 40;
+    std::vector<float> X((size_t)l * D);
+    for (auto& x : X) x = (float)urand();
+    std::vector<double> Q((size_t)l * D), work(subspace_work(l));
+    uint64_t rng = 5;
+    orthonormalize(X.data(), l, D, Q.data(), work.data(), rng);
+    std::vector<double> T[2], Wt[2], w[2], R[2];
+    std::vector<int> ord[2];
+    for (int t = 0; t < 2; t++) {
+      T[t].resize((size_t)l * l), Wt[t].resize((size_t)l * l), w[t].resize(l), R[t].resize((size_t)m * D), ord[t].resize(l);
+      rayleigh_matrix(Q.data(), X.data(), l, D, T[t].data(), t ? threads : serial);
+      ritz(T[t].data(), l, Q.data(), D, m, Wt[t].data(), w[t].data(), ord[t].data(), R[t].data(), work.data(), t ? threads : serial);
+    }
+    double bad = 0;
+    for (int i = 0; i < m; i++) {
+      const double* r = R[0].data() + (size_t)i * D;
+      bad += i > 0 && w[0][ord[0][i]] > w[0][ord[0][i - 1]];
+      bad += *std::max_element(r, r + D, [](double a, double b) { return fabs(a) < fabs(b); }) < 0;
+    }
+    check("ritz: eigenvalues descending, largest entry of each Ritz vector positive", bad, 0);
+    check("rayleigh_matrix + ritz: 3 threads = 1 thread, bit for bit",
+          (R[0] != R[1]) + (w[0] != w[1]) + (ord[0] != ord[1]), 0);
   }
 }
 
@@ -1052,6 +1209,7 @@ __attribute__((weak)) int main() {
   test_rope();
   test_low_rank_keys();
   test_low_rank_keys_scaled();
+  test_subspace();
   test_landmarks();
   test_select_chunks();
   test_score_chunks();

@@ -82,7 +82,8 @@ async function benchContext(tokens: number, batch: number, warmup: number, steps
   const workload = new NeedleWorkload(SPEC, { tokens, keyRank: 32 });
   // Every step's input is made up front (outside the timing) and fed to every cache.
   const inputs = Array.from({ length: warmup + steps }, () => workload.step(0, batch));
-  const opts = { spec: SPEC, batch, dtype: 'bf16', backend: 'wasm' } as const;
+  // Capacity of the prompt and every step: creation checks that it fits the 4 GB heap.
+  const opts = { spec: SPEC, batch, dtype: 'bf16', backend: 'wasm', maxTokens: tokens + warmup + steps } as const;
   const shadow = await createCache({ ...opts, policy: 'shadowkv' });
   const full = await createCache({ ...opts, policy: 'full' });
   const other = compare && { shadowkv: await compare.sdk.createCache({ ...opts, policy: 'shadowkv' }), full: await compare.sdk.createCache({ ...opts, policy: 'full' }) };

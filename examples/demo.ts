@@ -36,7 +36,8 @@ console.log(`workload: ${workload.description}\n`);
 
 const caches = {} as Record<(typeof POLICIES)[number], Cache>;
 for (const policy of POLICIES) {
-  const common = { spec, batch, dtype: args.dtype as DType, backend: args.backend };
+  // Capacity of the prompt and the generated tokens: creation checks that it fits the backend.
+  const common = { spec, batch, dtype: args.dtype as DType, backend: args.backend, maxTokens: Number(args.tokens) + steps };
   caches[policy] = policy === 'shadowkv' ? await createCache({ ...common, policy, options: { budget } }) : await createCache({ ...common, policy });
 }
 console.log(`backend: ${caches.shadowkv.backendInfo.description} (${caches.shadowkv.backendInfo.reason})\n`);

@@ -177,3 +177,8 @@ cudaError_t DecodeLayer(const SkvStep& s, const SkvStepRow* host_rows, const voi
 // A trivial kernel, run once by the probe: fails with cudaErrorNoKernelImageForDevice (209) when
 // the binary has no code for the GPU.
 cudaError_t SelfTest(cudaStream_t stream);
+
+// ---- check_finite.cu ----
+// *first = min(*first, the flat index of the first of n elements of x that is NaN, infinite or
+// above `limit` in magnitude); the caller sets *first to UINT64_MAX before. Queued, no wait.
+cudaError_t CheckFinite(const void* x, int dtype, int64_t n, float limit, unsigned long long* first, cudaStream_t stream);

@@ -47,7 +47,9 @@ export async function buildCache<P extends 'shadowkv' | 'full'>(
 ): Promise<Built<CacheOf<P>>> {
   const t0 = performance.now();
   const options = (policy === 'shadowkv' ? SHADOWKV : undefined) as OptionsOf<P>;
-  const { cache, device } = await benchCache({ spec: SPEC, policy, batch, dtype: 'bf16', backend, options });
+  // Capacity: the prompt and room for every timed phase's steps (creation checks that it fits the GPU).
+  const maxTokens = prompt.keys.shape[2]! + 8192;
+  const { cache, device } = await benchCache({ spec: SPEC, policy, batch, dtype: 'bf16', backend, maxTokens, options });
   const clock = new StepClock(device);
   const prefill: number[] = [], compress: number[] = [];
   let said = t0;

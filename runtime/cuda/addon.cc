@@ -11,6 +11,8 @@ Napi::Value SelfTestOp(const Napi::CallbackInfo&);
 Napi::Value MemInfo(const Napi::CallbackInfo&);
 Napi::Value Synchronize(const Napi::CallbackInfo&);
 Napi::Value AllocCountOp(const Napi::CallbackInfo&);
+Napi::Value MemoryStats(const Napi::CallbackInfo&);
+Napi::Value PointerInfo(const Napi::CallbackInfo&);
 Napi::Value EventRecord(const Napi::CallbackInfo&);
 Napi::Value EventElapsed(const Napi::CallbackInfo&);
 Napi::Value EventRelease(const Napi::CallbackInfo&);
@@ -34,6 +36,7 @@ Napi::Value GatherValues(const Napi::CallbackInfo&);
 Napi::Value SparseAttention(const Napi::CallbackInfo&);
 Napi::Value CausalAttention(const Napi::CallbackInfo&);
 Napi::Value DecodeLayer(const Napi::CallbackInfo&);
+Napi::Value CheckFiniteOp(const Napi::CallbackInfo&);
 }  // namespace shadowkv_cuda
 
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
@@ -45,6 +48,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
       // devices
       {"deviceCount", DeviceCount}, {"deviceInfo", DeviceInfo}, {"setDevice", SetDevice}, {"selfTest", SelfTestOp},
       {"memInfo", MemInfo}, {"synchronize", Synchronize}, {"allocCount", AllocCountOp},
+      {"memoryStats", MemoryStats}, {"pointerInfo", PointerInfo},
       {"eventRecord", EventRecord}, {"eventElapsed", EventElapsed}, {"eventRelease", EventRelease},
       // buffers
       {"malloc", Malloc}, {"free", Free}, {"hostAlloc", HostAlloc}, {"freeHost", FreeHost},
@@ -56,6 +60,8 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
       {"sparseAttention", SparseAttention}, {"causalAttention", CausalAttention},
       // the fused step
       {"decodeLayer", DecodeLayer},
+      // input checks of device tensors
+      {"checkFinite", CheckFiniteOp},
   };
   for (const auto& e : table) exports.Set(e.name, Napi::Function::New(env, e.fn, e.name));
   exports.Set("napiVersion", Napi::Number::New(env, NAPI_VERSION));

@@ -125,6 +125,18 @@ void Staged(Napi::Env env, const char* op) {
 }
 
 double AllocCount() { return alloc_count; }
+
+double WorkspaceBytes() {
+  double bytes = 0;
+  for (const SkvWorkspace& w : workspace) bytes += (double)w.bytes;
+  return bytes;
+}
+
+double StagingBytes() {
+  double bytes = 0;
+  for (const StagingSlot& s : staging) bytes += (double)s.bytes;
+  return bytes;
+}
 void CountAlloc() { alloc_count += 1; }
 
 }  // namespace shadowkv_cuda

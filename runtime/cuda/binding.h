@@ -39,5 +39,8 @@ void Staged(Napi::Env env, const char* op);
 // Allocations made so far (buffers and workspace growth), for Device.allocations().
 double AllocCount();
 void CountAlloc();
+// Bytes held between calls by the workspaces (device) and the staging ring (pinned), for memoryStats().
+double WorkspaceBytes();
+double StagingBytes();
 
 }  // namespace shadowkv_cuda

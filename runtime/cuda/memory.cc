@@ -9,8 +9,14 @@ namespace shadowkv_cuda {
 
 namespace {
 
-// Host-tier blocks: device address -> host address (cudaFreeHost takes the host one).
-std::unordered_map<uintptr_t, void*> host_blocks;
+// Host-tier blocks: device address -> host address (cudaFreeHost takes the host one) and size.
+struct HostBlock {
+  void* host;
+  size_t bytes;
+};
+std::unordered_map<uintptr_t, HostBlock> host_blocks;
+// Device-tier blocks: address -> size, so that memoryStats() counts what is held without the JS side.
+std::unordered_map<uintptr_t, size_t> device_blocks;
 
 void* TypedArrayData(const Napi::TypedArray& a) {
   return static_cast<char*>(a.ArrayBuffer().Data()) + a.ByteOffset();
@@ -87,12 +93,15 @@ Napi::Value Malloc(const Napi::CallbackInfo& info) {
     cudaFree(p);
     Check(info.Env(), "malloc", err);
   }
+  device_blocks[(uintptr_t)p] = bytes;
   return Napi::Number::New(info.Env(), (double)(uintptr_t)p);
 }
 
 Napi::Value Free(const Napi::CallbackInfo& info) {
   ArgCount(info, 1, "free");
-  Check(info.Env(), "free", cudaFree(PtrArg(info, 0, "free", "ptr")));
+  void* p = PtrArg(info, 0, "free", "ptr");
+  device_blocks.erase((uintptr_t)p);
+  Check(info.Env(), "free", cudaFree(p));
   return info.Env().Undefined();
 }
 
@@ -114,7 +123,7 @@ Napi::Value HostAlloc(const Napi::CallbackInfo& info) {
     cudaFreeHost(h);
     Check(info.Env(), "hostAlloc", err);
   }
-  host_blocks[(uintptr_t)d] = h;
+  host_blocks[(uintptr_t)d] = HostBlock{h, bytes};
   return Napi::Number::New(info.Env(), (double)(uintptr_t)d);
 }
 
@@ -123,7 +132,7 @@ Napi::Value FreeHost(const Napi::CallbackInfo& info) {
   const uintptr_t d = (uintptr_t)PtrArg(info, 0, "freeHost", "ptr");
   auto it = host_blocks.find(d);
   if (it == host_blocks.end()) throw Napi::RangeError::New(info.Env(), "freeHost: not a host-tier block of this addon");
-  void* h = it->second;
+  void* h = it->second.host;
   host_blocks.erase(it);
   Check(info.Env(), "freeHost", cudaFreeHost(h));  // NOTE: waits for kernels that may still read it
   return info.Env().Undefined();
@@ -194,6 +203,42 @@ Napi::Value MemInfo(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value AllocCountOp(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), AllocCount()); }
+
+// memoryStats(): what this process holds through the addon, counted here rather than by the JS
+// ledger: { deviceBlocks, deviceBytes, hostBlocks, hostBytes } of malloc/hostAlloc not yet freed,
+// and the per-process blocks ops keep between calls: workspaceBytes (device) and stagingBytes (pinned).
+Napi::Value MemoryStats(const Napi::CallbackInfo& info) {
+  double device = 0, host = 0;
+  for (const auto& b : device_blocks) device += (double)b.second;
+  for (const auto& b : host_blocks) host += (double)b.second.bytes;
+  Napi::Object o = Napi::Object::New(info.Env());
+  o.Set("deviceBlocks", Napi::Number::New(info.Env(), (double)device_blocks.size()));
+  o.Set("deviceBytes", Napi::Number::New(info.Env(), device));
+  o.Set("hostBlocks", Napi::Number::New(info.Env(), (double)host_blocks.size()));
+  o.Set("hostBytes", Napi::Number::New(info.Env(), host));
+  o.Set("workspaceBytes", Napi::Number::New(info.Env(), WorkspaceBytes()));
+  o.Set("stagingBytes", Napi::Number::New(info.Env(), StagingBytes()));
+  return o;
+}
+
+// pointerInfo(ptr): { type, device } from cudaPointerGetAttributes: type 0 unregistered host
+// memory, 1 registered host, 2 device, 3 managed; device the ordinal (-1 when none). Never throws
+// for an unknown address (older drivers report cudaErrorInvalidValue: cleared, type 0).
+Napi::Value PointerInfo(const Napi::CallbackInfo& info) {
+  ArgCount(info, 1, "pointerInfo");
+  cudaPointerAttributes a;
+  memset(&a, 0, sizeof a);
+  cudaError_t err = cudaPointerGetAttributes(&a, PtrArg(info, 0, "pointerInfo", "ptr"));
+  if (err != cudaSuccess) {
+    cudaGetLastError();
+    a.type = cudaMemoryTypeUnregistered;
+    a.device = -1;
+  }
+  Napi::Object o = Napi::Object::New(info.Env());
+  o.Set("type", Napi::Number::New(info.Env(), (double)a.type));
+  o.Set("device", Napi::Number::New(info.Env(), a.type == cudaMemoryTypeUnregistered ? -1.0 : (double)a.device));
+  return o;
+}
 
 // Timing events (benchmarks): eventRecord() records an event on the stream and returns its id;
 // eventElapsed(a, b) waits for b and returns the milliseconds between them; eventRelease(id).

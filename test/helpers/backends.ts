@@ -1,7 +1,9 @@
 // Test backends built from the real ones: a backend's ops composed one by one instead of its fused
-// step, and a wasm instance whose runtime calls are counted.
+// step, a wasm instance whose runtime calls are counted, one whose allocations fail on demand, one
+// that reports little room left, and any backend whose devices are recorded.
 import {
-  compileWasm, instantiateWasm, OutOfMemoryError, registerBackend, resolveBackend, WasmDevice, type Backend, type WasmExports,
+  compileWasm, instantiateWasm, OutOfMemoryError, registerBackend, resolveBackend, WasmDevice, type Backend, type Device, type DeviceMemory,
+  type DeviceRoom, type WasmExports,
 } from '../../packages/shadowkv/src/backend.js';
 
 /** Registers `'<base>-composed'`: the backend without `decodeLayer`, so caches run `decodeLayerComposed`. */
@@ -65,4 +67,73 @@ export function registerFaultyWasm(): string {
     };
   }, 0);
   return 'wasm-faulty';
+}
+
+/** What `registerRecorded` saw of each device a cache made: the device, and `memory()` just before its `dispose()`. */
+export interface RecordedDevice {
+  device: Device;
+  /** The device's memory when the cache handed it back (after the cache freed what it holds itself). */
+  atDispose?: DeviceMemory;
+}
+
+const recorders = new Map<string, RecordedDevice[]>();
+
+/**
+ * Registers `'<base>-recorded'`: the backend `base` whose devices are recorded (newest last), with
+ * their memory at `dispose()` (what the cache left for the device's own sweep). Returns the name and the list.
+ */
+export function registerRecorded(base: string): { name: string; devices: RecordedDevice[] } {
+  const name = `${base}-recorded`;
+  let devices = recorders.get(name);
+  if (!devices) {
+    const list: RecordedDevice[] = (devices = []);
+    recorders.set(name, list);
+    registerBackend(name, async () => {
+      const { backend } = await resolveBackend(base);
+      return {
+        ...backend,
+        name,
+        createDevice: () => {
+          const device = backend.createDevice();
+          const entry: RecordedDevice = { device };
+          const dispose = device.dispose.bind(device);
+          device.dispose = () => {
+            entry.atDispose ??= device.memory();
+            dispose();
+          };
+          list.push(entry);
+          return device;
+        },
+      };
+    }, 0);
+  }
+  return { name, devices };
+}
+
+/** Tags of the allocations `'wasm-small'` devices were asked for, in order. */
+export const smallAllocations: string[] = [];
+/** The room `'wasm-small'` devices report (a GPU with little free memory, say); set it before creating a cache. */
+export const smallRoom: { room: DeviceRoom } = { room: { device: 0, host: 0, source: 'a test device' } };
+
+/** Registers `'wasm-small'`: wasm whose devices report `smallRoom.room` as what is left, and record every allocation's tag. */
+export function registerSmallWasm(): string {
+  registerBackend('wasm-small', async () => {
+    const { backend } = await resolveBackend('wasm');
+    return {
+      ...backend,
+      name: 'wasm-small',
+      createDevice: () => {
+        const device = backend.createDevice();
+        const alloc = device.alloc.bind(device);
+        return Object.assign(device, {
+          room: () => ({ ...smallRoom.room }),
+          alloc: ((length, dtype, tag, tier) => {
+            smallAllocations.push(tag);
+            return alloc(length, dtype, tag, tier);
+          }) as typeof device.alloc,
+        });
+      },
+    };
+  }, 0);
+  return 'wasm-small';
 }

@@ -60,7 +60,9 @@ export const LIMIT_CASES: [string, Expect, () => unknown][] = [
   ['a small snapshot whose store.rank is 1e6', 'typed', () => loadEdited((c) => (c.layers[0][0].store.rank = 1e6), true)],
   ['spec.layers 1e4: accepted or rejected, within the time bound', 'either', () => createCache({ spec: { ...spec, layers: 1e4 }, backend })],
   ['spec.layers 1e5: accepted or rejected, within the time bound', 'either', () => createCache({ spec: { ...spec, layers: 1e5 }, backend })],
-  ['Llama-3-8B, batch 4, maxTokens 131072 (a real size: must be accepted)', 'ok', () => createCache({ spec: LLAMA3_8B, backend, batch: 4, maxTokens: 131072 })],
+  ['Llama-3-8B, batch 1, maxTokens 32768 (a real size that fits the 4 GB wasm heap: must be accepted)', 'ok', () => createCache({ spec: LLAMA3_8B, backend, batch: 1, maxTokens: 32768 })],
+  ['Llama-3-8B, batch 4, maxTokens 131072 (44 GiB: refused up front on wasm, an OutOfMemoryError)', 'typed', () => createCache({ spec: LLAMA3_8B, backend, batch: 4, maxTokens: 131072 })],
+  ['Llama-3-8B, batch 4096, maxTokens 2^31 - 1 (zettabytes: refused up front)', 'typed', () => createCache({ spec: LLAMA3_8B, backend, batch: 4096, maxTokens: 2 ** 31 - 1 })],
 ];
 
 export interface LimitOutcome {

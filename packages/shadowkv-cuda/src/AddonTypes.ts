@@ -23,6 +23,22 @@ export interface AddonError extends Error {
   op?: string;
 }
 
+/** `memoryStats()`: bytes and blocks the addon holds for this process. */
+export interface AddonMemoryStats {
+  deviceBlocks: number;
+  deviceBytes: number;
+  /** Pinned, mapped host-tier blocks. */
+  hostBlocks: number;
+  hostBytes: number;
+  /** Device workspaces of the ops, grown on demand and kept for the process. */
+  workspaceBytes: number;
+  /** The pinned staging ring of uploads, kept for the process. */
+  stagingBytes: number;
+}
+
+/** `cudaMemoryType` values `pointerInfo` reports. */
+export const CUDA_MEMORY_TYPE = { unregistered: 0, host: 1, device: 2, managed: 3 } as const;
+
 /** `deviceInfo(ordinal)`. */
 export interface CudaDeviceInfo {
   name: string;
@@ -49,6 +65,10 @@ export interface CudaAddon {
   synchronize(): void;
   /** cudaMalloc / cudaHostAlloc calls so far, workspace growth included. */
   allocCount(): number;
+  /** What the process holds through the addon, counted natively: live malloc/hostAlloc blocks, and the per-process workspaces and staging ring. */
+  memoryStats(): AddonMemoryStats;
+  /** cudaPointerGetAttributes: `type` 0 unregistered host memory, 1 registered host, 2 device, 3 managed; `device` its ordinal (-1: none). */
+  pointerInfo(ptr: Ptr): { type: number; device: number };
   /** Records a timing event on the stream; returns its id. */
   eventRecord(): number;
   /** Waits for event `b`; milliseconds of GPU time between `a` and `b`. */
@@ -95,5 +115,11 @@ export interface CudaAddon {
   sparseAttention(q: Ptr, g: number, d: number, scale: number, segments: Ptr, nseg: number, total: number, kvDtype: number, out: Ptr): void;
   /** One decode step of one layer (kernels/decode_layer.cu): an SkvStep then its SkvStepRows. Returns a STATUS code. */
   decodeLayer(record: Uint8Array): number;
+  /**
+   * Value checks of device ranges (kernels/check_finite.cu): `table` holds [ptr, dtype, n, limit]
+   * per check, `first` a device block of one u64 per check. One copy back (waits for the GPU);
+   * per check the flat index of the first NaN, infinite or out-of-range element, or -1.
+   */
+  checkFinite(table: Float64Array, first: Ptr): number[];
   causalAttention(q: Ptr, g: number, Sq: number, d: number, scale: number, offset: number, k: Ptr, v: Ptr, kvDtype: number, out: Ptr): void;
 }

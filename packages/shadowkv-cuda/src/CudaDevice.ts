@@ -4,6 +4,8 @@ import {
   type Device,
   type DeviceBuffer,
   type DeviceMemory,
+  type DeviceRoom,
+  type FiniteCheck,
   type GemmArgs,
   type HostArray,
   type LowRankOut,
@@ -15,11 +17,13 @@ import {
 } from '../../shadowkv/src/backends/Device.js';
 import { HOST_ARRAY, storageCode } from '../../shadowkv/src/backends/codes.js';
 import { MemoryLedger } from '../../shadowkv/src/backends/MemoryLedger.js';
+import { freemem } from 'node:os';
+import { DeviceMismatchError } from '../../shadowkv/src/errors/DeviceMismatchError.js';
 import { DisposedError } from '../../shadowkv/src/errors/DisposedError.js';
 import { OutOfMemoryError } from '../../shadowkv/src/errors/OutOfMemoryError.js';
 import type { RopeStyle } from '../../shadowkv/src/spec.js';
 import type { LayerStep, StepRow } from '../../shadowkv/src/backends/LayerStep.js';
-import { CUDA_OUT_OF_MEMORY, DTYPE_CODE, ROPE_STYLE_CODE, ROW_BYTES, SEGMENT_WORDS, STATUS, STEP_BYTES, type AddonError, type CudaAddon } from './AddonTypes.js';
+import { CUDA_MEMORY_TYPE, CUDA_OUT_OF_MEMORY, DTYPE_CODE, ROPE_STYLE_CODE, ROW_BYTES, SEGMENT_WORDS, STATUS, STEP_BYTES, type AddonError, type CudaAddon } from './AddonTypes.js';
 
 
 const TWO_32 = 2 ** 32;
@@ -40,8 +44,17 @@ export class CudaDevice implements Device {
   /** The step record of decodeLayer, reused across steps (grown when the batch grows). */
   private record = new ArrayBuffer(STEP_BYTES);
 
-  constructor(addon: CudaAddon, readonly ordinal: number) {
+  /**
+   * @param hostMemory bytes of pinned host memory the process's caches may hold (createCudaBackend's
+   *   `hostMemory`); the creation preflight checks against it, and against the memory the OS has available.
+   */
+  constructor(addon: CudaAddon, readonly ordinal: number, private readonly hostMemory?: number) {
     this.addon = addon;
+  }
+
+  /** Every CudaDevice of the process on this GPU reads the others' buffers (one CUDA context). */
+  get addressSpace(): string {
+    return `cuda:${this.ordinal}`;
   }
 
   private get x(): CudaAddon {
@@ -97,21 +110,27 @@ export class CudaDevice implements Device {
   /** A table of u64 addresses (device tier): what the gather kernel reads page addresses from. */
   pointerTable(bufs: readonly DeviceBuffer[], tag: string): DeviceBuffer {
     const table = this.alloc(bufs.length, 'f64', tag);
-    if (bufs.length) this.x.write(table.ptr, BigUint64Array.from(bufs, (b) => BigInt(b.ptr)));
+    try {
+      if (bufs.length) this.op('pointerTable', () => this.x.write(table.ptr, BigUint64Array.from(bufs, (b) => BigInt(b.ptr))));
+    } catch (err) {
+      this.free(table);
+      throw err;
+    }
     return table;
   }
 
   /** Uploads 32-bit words (indices, segment records) into a named scratch buffer; returns its address. */
   private stage(name: string, data: Int32Array | Uint32Array): number {
     const buf = this.scratch(name, data.length, 'i32');
-    if (data.length) this.x.write(buf.ptr, data);
+    if (data.length) this.op(`write (${name})`, () => this.x.write(buf.ptr, data));
     return buf.ptr;
   }
 
   write(dst: View, data: HostArray): void {
     const bytes = BUFFER_BYTES[dst.buf.dtype];
     this.within('write', `${data.byteLength} bytes`, dst, Math.ceil(data.byteLength / bytes));
-    if (data.byteLength) this.x.write(this.addr(dst), data);
+    // NOTE: small writes go through the pinned staging ring, which may grow (an OutOfMemoryError then).
+    if (data.byteLength) this.op('write', () => this.x.write(this.addr(dst), data));
   }
 
   read<T extends BufferDType>(src: View & { buf: { dtype: T } }, length: number, into?: HostArray<T>): HostArray<T> {
@@ -290,6 +309,45 @@ export class CudaDevice implements Device {
   /** Waits for every op issued so far. */
   synchronize(): void {
     this.x.synchronize();
+  }
+
+  /**
+   * What caches may still allocate: the GPU's free memory (cudaMemGetInfo: other processes and
+   * caches included; nothing is reserved), and pinned memory: what the OS has available
+   * (os.freemem()), within `hostMemory` less what the process has pinned through the addon.
+   */
+  room(): DeviceRoom {
+    const { free } = this.x.memInfo();
+    const stats = this.x.memoryStats();
+    const limit = this.hostMemory === undefined ? Infinity : Math.max(0, this.hostMemory - stats.hostBytes - stats.stagingBytes);
+    const host = Math.min(freemem(), limit);
+    return { device: free, host, source: `CUDA device ${this.ordinal} (device: cudaMemGetInfo; pinned: ${this.hostMemory === undefined ? "the OS's available memory" : 'within hostMemory'})` };
+  }
+
+  /**
+   * A buffer over device memory the host loop owns (a pointer into an allocation of this GPU;
+   * `length` elements from it are trusted, CUDA cannot tell an allocation's extent). Never freed here.
+   */
+  wrap(address: number, length: number, dtype: BufferDType): DeviceBuffer {
+    const at = this.x.pointerInfo(address);
+    const where = `0x${address.toString(16)}`;
+    if (at.type !== CUDA_MEMORY_TYPE.device && at.type !== CUDA_MEMORY_TYPE.managed) {
+      throw new DeviceMismatchError(`wrapTensor(): ${where} is not CUDA device memory (cudaPointerGetAttributes type ${at.type}); wrap a device pointer of GPU ${this.ordinal}, or copy host data in with allocTensor()`);
+    }
+    if (at.device !== this.ordinal) throw new DeviceMismatchError(`wrapTensor(): ${where} is memory of GPU ${at.device}; this cache runs on GPU ${this.ordinal}`);
+    return { ptr: address, length, dtype, tag: 'external', tier: 'device' };
+  }
+
+  /** The checks in one addon call: a kernel each, then one copy of 8 bytes per check back (a wait for the GPU). */
+  findNonFinite(checks: readonly FiniteCheck[]): number[] {
+    if (!checks.length) return [];
+    const table = new Float64Array(checks.length * 4);
+    checks.forEach((c, i) => {
+      this.within('findNonFinite', 'the range', c.view, c.n);
+      table.set([this.addr(c.view), storageCode(c.view.buf.dtype), c.n, c.limit], i * 4);
+    });
+    const first = this.scratch('check.first', checks.length, 'f64');
+    return this.op('check_finite', () => this.x.checkFinite(table, first.ptr));
   }
 
   /**

@@ -11,8 +11,9 @@ import { CudaDevice } from './CudaDevice.js';
 import { findAddon, loadAddon } from './loadAddon.js';
 import { probeAddon, type ProbeResult } from './probeAddon.js';
 
-export type { CudaAddon, CudaDeviceInfo } from './AddonTypes.js';
+export type { AddonMemoryStats, CudaAddon, CudaDeviceInfo } from './AddonTypes.js';
 export { CudaDevice } from './CudaDevice.js';
+export { isCudaTensor, type CudaTensor } from './CudaTensor.js';
 export { ADDON_ENV, addonCandidates, findAddon } from './loadAddon.js';
 export { probeAddon, type ProbeResult } from './probeAddon.js';
 
@@ -20,6 +21,12 @@ export { probeAddon, type ProbeResult } from './probeAddon.js';
 export interface CudaBackendOptions {
   /** CUDA device ordinal (default 0). Every cache of this process runs on it. */
   device?: number;
+  /**
+   * Bytes of pinned host memory (the offloaded values) this process's caches may hold; creating a
+   * cache whose values would pass it is an `OutOfMemoryError`.
+   * - default: no limit but the memory the OS reports available (`os.freemem()`)
+   */
+  hostMemory?: number;
 }
 
 /**
@@ -36,6 +43,8 @@ export interface CudaBackendOptions {
 export async function createCudaBackend(options: CudaBackendOptions = {}): Promise<Backend> {
   const ordinal = options.device ?? 0;
   if (!Number.isInteger(ordinal) || ordinal < 0) throw new RangeError(`createCudaBackend: device must be a non-negative integer, got ${String(options.device)}`);
+  const { hostMemory } = options;
+  if (hostMemory !== undefined && !(Number.isSafeInteger(hostMemory) && hostMemory >= 0)) throw new RangeError(`createCudaBackend: hostMemory must be a non-negative integer of bytes, got ${String(hostMemory)}`);
   const path = findAddon();
   const probe = await probeAddon(path, ordinal);
   const info = checkProbe(probe, ordinal, path);
@@ -45,7 +54,7 @@ export async function createCudaBackend(options: CudaBackendOptions = {}): Promi
     name: 'cuda',
     description: `cuda (${info.name}, sm_${info.major}${info.minor}, CUDA ${version(info.runtimeVersion)}, driver ${version(info.driverVersion)})`,
     precision: { f32: 1e-5, f16: 4e-3, bf16: 3e-2 },
-    createDevice: () => new CudaDevice(addon, ordinal),
+    createDevice: () => new CudaDevice(addon, ordinal, hostMemory),
   };
 }
 

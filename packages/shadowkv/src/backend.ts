@@ -7,7 +7,7 @@
 export * from './index.js';
 export type { Backend, BackendFactory } from './backends/Backend.js';
 export {
-  at, BUFFER_BYTES, type BufferDType, type Device, type DeviceBuffer, type DeviceMemory, type GemmArgs, type HostArray, type LowRankOut,
+  at, BUFFER_BYTES, type BufferDType, type Device, type DeviceBuffer, type DeviceMemory, type DeviceRoom, type FiniteCheck, type GemmArgs, type HostArray, type LowRankOut,
   type PagedBuffer, type RebuildArgs, type Segment, type Tier, type View,
 } from './backends/Device.js';
 export { COUNTER, COUNTERS, HEAD_FIELD, HEAD_FIELDS, type LayerStep, type SparseHandles, type StepGeometry, type StepRow, type TailHandles } from './backends/LayerStep.js';
@@ -20,6 +20,7 @@ export { checkKeys, resolveCacheOptions, resolveShadowKVOptions } from './config
 export { registerPolicy, type PolicyFactory } from './createCache.js';
 export { BaseKVCache, shift, type AttentionRows, type RowPlan, type Runtime, type SequenceState } from './policies/BaseKVCache.js';
 export { ExactRegion } from './policies/ExactRegion.js';
+export { deviceRoom, fitsRoom, preflight, type MemoryNeed } from './policies/preflight.js';
 export { appendToken, compactRow, decodeLayerComposed, pageView } from './policies/decodeLayer.js';
 export { reuseSlots, type SlotPlan } from './policies/reuseSlots.js';
 export { CompressedStore, type StoreGeometry, type StoreSnapshot } from './policies/shadowkv/CompressedStore.js';

@@ -15,8 +15,9 @@ export { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16, fromNumbers, toFloat32 } from
 export * from './errors/index.js';
 export type { BaseKVCache, CacheConfig } from './policies/BaseKVCache.js';
 export { FullKVCache } from './policies/FullKVCache.js';
-export type { DecodeInput, DecodeOptions, KVCachePolicy, MemoryReport, PolicyStats, PrefillInput } from './policies/KVCachePolicy.js';
+export type { AnyTensor, DecodeInput, DecodeOptions, KVCachePolicy, MemoryReport, PolicyStats, PrefillInput } from './policies/KVCachePolicy.js';
 export { ShadowKVCache, type CompressOptions, type CompressProgress, type ShadowKVConfig } from './policies/shadowkv/ShadowKVCache.js';
 export { LLAMA3_8B, resolveSpec, ropeFrequencies, type Llama3RopeScaling, type ModelSpec, type ResolvedSpec, type RopeSpec, type RopeStyle } from './spec.js';
 export { numel, tensor, type DType, type Tensor, type TensorData } from './tensor.js';
+export { DeviceTensor, type TensorOwner } from './DeviceTensor.js';
 export { SNAPSHOT_VERSION } from './snapshot.js';

@@ -60,6 +60,28 @@ export interface DeviceMemory {
 }
 
 /**
+ * Bytes a device can still allocate, per tier: what creation compares a cache's estimated needs
+ * with (`estimateMemory`), so that a cache that cannot fit is refused before anything is allocated.
+ */
+export interface DeviceRoom {
+  /** Device tier: CUDA's free device memory (other processes' use included), or what is left of the wasm heap. */
+  device: number;
+  /** Host tier: pinned memory the system can still lock, or (shared) the same pool as `device`. */
+  host: number;
+  /** Both tiers draw on one pool of `device` bytes (the wasm heap): their sum must fit it. */
+  shared?: boolean;
+  /** Where the numbers come from, for messages, e.g. `the 4 GiB wasm heap`. */
+  source: string;
+}
+
+/** One range `findNonFinite` checks: `n` elements from `view`, each finite and of magnitude at most `limit`. */
+export interface FiniteCheck {
+  readonly view: View;
+  readonly n: number;
+  readonly limit: number;
+}
+
+/**
  * The fine-grained ops of one runtime instance, over its own buffers, and the fused layer step.
  * Ops are synchronous; `read` is the only call that returns device data to the host.
  */
@@ -67,6 +89,25 @@ export interface Device {
   readonly backend: string;
   /** The most both tiers together can hold (wasm: its 4 GiB heap); restores and preflights check against it. */
   readonly maxBytes?: number;
+  /**
+   * Devices with the same address space read each other's buffers (CUDA: `cuda:<ordinal>`, every
+   * device of the process on that GPU). Absent: only the device itself (a wasm instance's own heap).
+   */
+  readonly addressSpace?: string;
+  /** Optional: bytes it can still allocate per tier. Without it, creation checks against `maxBytes` (if set). */
+  room?(): DeviceRoom;
+  /**
+   * Optional: a buffer over memory the device did not allocate (CUDA: a device pointer of the host
+   * loop's), of `length` elements. It is not counted or freed: `free` ignores it. Throws when the
+   * address is not usable by this device.
+   */
+  wrap?(address: number, length: number, dtype: BufferDType): DeviceBuffer;
+  /**
+   * Optional: per check, the flat index of the first element that is NaN, infinite or of magnitude
+   * above `limit`, else -1; all checks with one small read back. Without it, callers read the
+   * ranges to the host and scan them there.
+   */
+  findNonFinite?(checks: readonly FiniteCheck[]): number[];
   alloc<T extends BufferDType>(length: number, dtype: T, tag: string, tier?: Tier): DeviceBuffer;
   free(buf: DeviceBuffer): void;
   /** A buffer kept between calls for per-step temporaries; grows, never shrinks. */

@@ -13,4 +13,5 @@ export type ErrorCode =
   | 'SKV_NO_BINARY'
   | 'SKV_WASM_INIT'
   | 'SKV_OUT_OF_MEMORY'
+  | 'SKV_DEVICE_MISMATCH'
   | 'SKV_REENTRANT';

@@ -12,5 +12,6 @@ export { ConfigError } from './ConfigError.js';
 export { NoDeviceError } from './NoDeviceError.js';
 export { NoBinaryError } from './NoBinaryError.js';
 export { WasmInitError } from './WasmInitError.js';
-export { OutOfMemoryError } from './OutOfMemoryError.js';
+export { OutOfMemoryError, type MemoryShortfall } from './OutOfMemoryError.js';
+export { DeviceMismatchError } from './DeviceMismatchError.js';
 export { ReentrancyError } from './ReentrancyError.js';

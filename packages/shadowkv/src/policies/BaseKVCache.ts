@@ -3,20 +3,29 @@ import { at, type Device, type DeviceBuffer, type View } from '../backends/Devic
 import { COUNTER, COUNTERS, type LayerStep, type StepGeometry, type StepRow } from '../backends/LayerStep.js';
 import { resolveBackendSync } from '../backends/registry.js';
 import { CACHE_OPTION_KEYS, checkKeys, resolveCacheOptions, type CacheOptions, type ResolvedCacheOptions } from '../config.js';
+import { DeviceTensor } from '../DeviceTensor.js';
 import { DTYPE_BYTES, hostArray } from '../dtype.js';
 import { CapacityError } from '../errors/CapacityError.js';
 import { ConfigError } from '../errors/ConfigError.js';
 import { DisposedError } from '../errors/DisposedError.js';
+import { DTypeError } from '../errors/DTypeError.js';
+import { OutOfMemoryError } from '../errors/OutOfMemoryError.js';
 import { ReentrancyError } from '../errors/ReentrancyError.js';
+import { ShapeError } from '../errors/ShapeError.js';
+import { estimateMemory, type MemoryEstimate } from '../estimateMemory.js';
 import { encodeSnapshot } from '../snapshot.js';
 import { growCapacity } from './capacity.js';
 import { int, need, record, stored } from './snapshotChecks.js';
 import { resolveSpec, ropeFrequencies, type ModelSpec, type ResolvedSpec } from '../spec.js';
-import type { DType, Tensor, TensorData } from '../tensor.js';
+import { numel, type DType, type Tensor, type TensorData } from '../tensor.js';
 import { appendToken, decodeLayerComposed } from './decodeLayer.js';
 import { ExactRegion } from './ExactRegion.js';
-import type { DecodeInput, DecodeOptions, KVCachePolicy, MemoryReport, PolicyStats, PrefillInput } from './KVCachePolicy.js';
-import { capture, captureTensor, checkLayer, checkOut, checkSameDtype, checkSequence, checkSequences, checkTensor, checkValues, fmt } from './validate.js';
+import type { AnyTensor, DecodeInput, DecodeOptions, KVCachePolicy, MemoryReport, PolicyStats, PrefillInput } from './KVCachePolicy.js';
+import { deviceRoom, preflight } from './preflight.js';
+import {
+  capture, captureInput, checkDeviceValues, checkLayer, checkOut, checkSameDtype, checkSequence, checkSequences, checkTensor, checkValues, fmt,
+  onDevice, overlaps, type Input, type ValueRole,
+} from './validate.js';
 
 /** (layer, row) states one cache may hold: each is a handful of objects and buffers. */
 const MAX_ROWS = 65536;
@@ -81,6 +90,10 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
   protected readonly states: S[][]; // [layer][sequence]
   private readonly counters: DeviceBuffer[]; // [layer] f64 [COUNTERS]
   private readonly inputOf: Int32Array; // [batch] row of the step input, or -1
+  /** Device tensors made through this cache (`allocTensor`, `wrapTensor`, prefill outputs): retired at dispose. */
+  private readonly tensors = new Set<DeviceTensor>();
+  /** Per layer, the device tensor the last decode returned (the cache's memory, replaced by the next decode of the layer). */
+  private readonly outputs: (DeviceTensor | undefined)[] = [];
   private lastLayer = -1;
   private disposed = false;
   private busy: string | undefined;
@@ -108,6 +121,7 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
     this.backendInfo = rt.info;
     this.inputOf = new Int32Array(this.batch);
     try {
+      this.preflight(config);
       this.invFreq = this.device.alloc(this.spec.headDim / 2, 'f64', 'rope');
       this.device.write(at(this.invFreq), ropeFrequencies(this.spec.headDim, this.spec.rope));
       this.counters = Array.from({ length: this.spec.layers }, () => {
@@ -124,7 +138,34 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
     }
   }
 
+  /**
+   * Refuses a cache whose rows, each at maxTokens, would not fit what the device has left
+   * (`OutOfMemoryError` before anything is allocated; devices that do not know their room are not checked).
+   */
+  private preflight(config: CacheConfig): void {
+    const room = deviceRoom(this.device);
+    if (!room) return;
+    const estimate = (batch: number, tokens: number) => this.memoryNeed(config, batch, tokens);
+    preflight(this.constructor.name, { batch: this.batch, maxTokens: this.cacheOptions.maxTokens }, estimate, room, this.memoryKnobs());
+  }
+
   // ---- hooks ----
+
+  /**
+   * Memory of `batch` rows of `tokens` tokens each, for the creation preflight: the base class keeps
+   * every token exact (the dense estimate). A policy that stores less overrides it.
+   * NOTE: runs inside the base constructor: use `config`, `this.spec` and `this.dtype` only.
+   */
+  protected memoryNeed(config: CacheConfig, batch: number, tokens: number): MemoryEstimate {
+    void config;
+    return estimateMemory({ spec: this.spec, policy: 'full', tokens, batch, dtype: this.dtype, maxTokens: tokens });
+  }
+
+  /** Options that size the device tier, named by the preflight's advice (e.g. `'budget or rank'`). */
+  protected memoryKnobs(): string {
+    return '';
+  }
+
 
   /** Geometry of the layer step; a sparse policy fills in its chunking and budget. */
   protected stepGeometry(): StepGeometry {
@@ -193,68 +234,91 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
 
   // ---- the contract ----
 
-  prefill(layer: number, input: PrefillInput): Tensor | undefined {
+  prefill(layer: number, input: PrefillInput): Tensor | undefined;
+  prefill(layer: number, input: PrefillInput<AnyTensor> & { queries: DeviceTensor }): DeviceTensor;
+  prefill(layer: number, input: PrefillInput<AnyTensor>): Tensor | DeviceTensor | undefined;
+  prefill(layer: number, input: PrefillInput<AnyTensor>): Tensor | DeviceTensor | undefined {
     const call = `prefill(layer ${fmt(layer)})`;
     return this.run(call, () => {
       checkLayer(call, layer, this.spec.layers);
       const { kvHeads: Hkv, queryHeads: Hq, headDim: d } = this.spec;
       const raw = capture(call, 'input', input ?? null, ['keys', 'values', 'queries', 'sequences'] as const);
-      const keys = captureTensor(call, 'keys', raw.keys, [-1, Hkv, -1, d]);
+      const keys = captureInput(call, 'keys', raw.keys, [-1, Hkv, -1, d], this.device);
       checkTensor(call, 'keys', keys, [-1, Hkv, -1, d], `spec has ${Hkv} kv heads of dim ${d}`);
       const [rows, , S] = keys.shape as [number, number, number, number];
-      const values = captureTensor(call, 'values', raw.values, [rows, Hkv, S, d]);
+      const values = captureInput(call, 'values', raw.values, [rows, Hkv, S, d], this.device);
       checkTensor(call, 'values', values, [rows, Hkv, S, d], 'values must match keys');
-      const queries = raw.queries === undefined ? undefined : captureTensor(call, 'queries', raw.queries, [rows, Hq, S, d]);
+      const queries = raw.queries === undefined ? undefined : captureInput(call, 'queries', raw.queries, [rows, Hq, S, d], this.device);
       if (queries) checkTensor(call, 'queries', queries, [rows, Hq, S, d], `spec has ${Hq} query heads and keys hold ${S} tokens`);
       checkSameDtype(call, { keys, values, queries });
       // Row indices are read (copied) before the data is checked: no getter runs after the checks.
       const seqs = checkSequences(call, raw.sequences, rows, this.batch);
-      checkValues(call, 'keys', keys, this.dtype, 'key');
-      checkValues(call, 'values', values, this.dtype, 'value');
-      if (queries) checkValues(call, 'queries', queries, undefined, 'input');
+      this.checkInputValues(call, [['keys', keys, this.dtype, 'key'], ['values', values, this.dtype, 'value'], ...(queries ? [['queries', queries, undefined, 'input'] as const] : [])]);
       seqs.forEach((s) => this.checkCapacity(call, layer, s, S));
 
       // Every row's tokens are written (uncommitted) and attended first; only then are they committed,
-      // so a failure on any row leaves every row as it was.
-      const out = queries ? hostArray(keys.dtype, rows * Hq * S * d) : undefined;
-      seqs.forEach((s, i) => {
-        const st = this.states[layer]![s]!;
-        this.writePrompt(st, keys, values, i, S);
-        if (queries && out) this.prefillAttention(layer, s, queries, i, S, out);
-      });
+      // so a failure on any row leaves every row as it was. Device queries get a device output, made first.
+      const shape = [rows, Hq, S, d];
+      const out = !queries ? undefined : onDevice(queries) ? this.newTensor(shape, keys.dtype, 'caller') : hostArray(keys.dtype, rows * Hq * S * d);
+      try {
+        seqs.forEach((s, i) => {
+          const st = this.states[layer]![s]!;
+          this.writePrompt(st, keys, values, i, S);
+          if (queries && out) this.prefillAttention(layer, s, queries, i, S, out);
+        });
+      } catch (err) {
+        if (out instanceof DeviceTensor) out.dispose();
+        throw err;
+      }
       seqs.forEach((s) => {
         const st = this.states[layer]![s]!;
         st.tail.commit(S);
         st.length += S;
         this.afterPrefill(layer, s);
       });
-      return out ? { data: out, shape: [rows, Hq, S, d], dtype: keys.dtype } : undefined;
+      return out === undefined || out instanceof DeviceTensor ? out : { data: out, shape, dtype: keys.dtype };
     });
   }
 
-  decode(layer: number, input: DecodeInput, options?: DecodeOptions): Tensor {
+  decode(layer: number, input: DecodeInput, options?: DecodeOptions): Tensor;
+  decode(layer: number, input: DecodeInput<AnyTensor>, options: DecodeOptions<DeviceTensor> & { out: DeviceTensor }): DeviceTensor;
+  decode(layer: number, input: DecodeInput<AnyTensor>, options: DecodeOptions & { out: TensorData }): Tensor;
+  decode(layer: number, input: DecodeInput<DeviceTensor>, options?: DecodeOptions<never>): DeviceTensor;
+  decode(layer: number, input: DecodeInput<AnyTensor>, options?: DecodeOptions<TensorData | DeviceTensor>): Tensor | DeviceTensor;
+  decode(layer: number, input: DecodeInput<AnyTensor>, options?: DecodeOptions<TensorData | DeviceTensor>): Tensor | DeviceTensor {
     const call = `decode(layer ${fmt(layer)})`;
     return this.run(call, () => {
       checkLayer(call, layer, this.spec.layers);
       const { kvHeads: Hkv, queryHeads: Hq, headDim: d } = this.spec;
       const raw = capture(call, 'input', input ?? null, ['query', 'key', 'value'] as const);
-      const opts = capture(call, 'options', options, ['sequences', 'out'] as const);
+      const opts = capture(call, 'options', options, ['sequences', 'out', 'checkValues'] as const);
       const R = Array.isArray(opts.sequences) ? opts.sequences.length : this.batch;
       const seqs = checkSequences(call, opts.sequences, R, this.batch);
       const rowsSaid = opts.sequences !== undefined ? `${R} sequences were named` : `the cache holds ${this.batch} rows`;
-      const query = captureTensor(call, 'query', raw.query, [R, Hq, 1, d]);
+      const query = captureInput(call, 'query', raw.query, [R, Hq, 1, d], this.device);
       checkTensor(call, 'query', query, [R, Hq, 1, d], `${rowsSaid} and spec has ${Hq} query heads of dim ${d}`);
-      const key = captureTensor(call, 'key', raw.key, [R, Hkv, 1, d]);
+      const key = captureInput(call, 'key', raw.key, [R, Hkv, 1, d], this.device);
       checkTensor(call, 'key', key, [R, Hkv, 1, d], `${rowsSaid} and spec has ${Hkv} kv heads of dim ${d}`);
-      const value = captureTensor(call, 'value', raw.value, [R, Hkv, 1, d]);
+      const value = captureInput(call, 'value', raw.value, [R, Hkv, 1, d], this.device);
       checkTensor(call, 'value', value, [R, Hkv, 1, d], 'value must match key');
       checkSameDtype(call, { query, key, value });
       const dtype = query.dtype;
-      if (opts.out !== undefined) checkOut(call, opts.out, dtype, R * Hq * d);
-      checkValues(call, 'query', query, undefined, 'input');
-      checkValues(call, 'key', key, this.dtype, 'key');
-      checkValues(call, 'value', value, this.dtype, 'value');
+      const out = opts.out;
+      if (out !== undefined) checkOut(call, out, dtype, R * Hq * d, this.device, { query, key, value });
+      // With no out, a device query gets this layer's output buffer, which must not be one of the inputs.
+      const own = out === undefined && onDevice(query);
+      const previous = this.outputs[layer];
+      if (own && previous && !previous.disposed) {
+        for (const [name, t] of Object.entries({ query, key, value })) {
+          if (onDevice(t) && overlaps(t, previous)) throw new ShapeError(`${call}: ${name} is (or overlaps) the output of this layer's previous decode, which this step overwrites; copy it, or pass out`);
+        }
+      }
+      if (opts.checkValues !== undefined && typeof opts.checkValues !== 'boolean') throw new ConfigError(`${call}: options.checkValues must be a boolean, got ${fmt(opts.checkValues)}`);
+      if (opts.checkValues !== false) this.checkInputValues(call, [['query', query, undefined, 'input'], ['key', key, this.dtype, 'key'], ['value', value, this.dtype, 'value']]);
       for (const s of seqs) this.checkCapacity(call, layer, s, 1);
+      // A device out, or this layer's own output buffer (made first: it replaces the previous output).
+      if (own) previous?.invalidate();
+      const outView = out instanceof DeviceTensor ? out.viewFor(this.device, call, 'out') : own ? at(this.device.scratch(`decode.out.${layer}`, R * Hq * d, dtype)) : undefined;
 
       // The step: work due first (the policy may compress rows), each row's plan and room for its token.
       this.inputOf.fill(-1);
@@ -265,7 +329,9 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
         if (active) st.tail.reserve(1);
         return { input: this.inputOf[b]!, position: st.length, tail: { k: st.tail.k, v: st.tail.v, capacity: st.tail.capacity, count: st.tail.count }, ...this.planRow(layer, b, active) };
       });
-      const step = this.stepInputs({ query, key, value }, dtype, rows, layer);
+      // Inputs staged (host arrays) or taken in place (device tensors).
+      const io = this.stepInputs({ query, key, value }, dtype, R * Hq * d, outView);
+      const step: LayerStep = { geometry: this.stepGeometry(), ioDtype: dtype, ...io, counters: this.counters[layer]!, rows };
       // 1-5: one runtime call where the backend fuses the step, else its ops one by one.
       if (this.attendDecode) this.decodeWithHook(layer, step);
       else if (this.device.decodeLayer) this.device.decodeLayer(step);
@@ -277,9 +343,73 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
         st.tail.count += 1;
         this.afterStep(layer, s, rows[s]!);
       }
-      const data = this.device.read(step.out as View & { buf: { dtype: 'f32' } }, R * Hq * d, opts.out as Float32Array | undefined) as TensorData;
-      return { data, shape: [R, Hq, 1, d], dtype };
+      const shape = [R, Hq, 1, d];
+      if (out instanceof DeviceTensor) return out;
+      if (own) return (this.outputs[layer] = new DeviceTensor(this.device, step.out, shape, dtype, 'cache'));
+      const data = this.device.read(step.out as View & { buf: { dtype: 'f32' } }, R * Hq * d, out as Float32Array | undefined) as TensorData;
+      return { data, shape, dtype };
     });
+  }
+
+  /**
+   * A device tensor on this cache's backend (CUDA: GPU memory; wasm: this cache's heap) that you
+   * own: `dispose()` frees it, and the cache's `dispose()` frees what is left. Filled from `data`
+   * when given; otherwise write it before reading (CUDA zeroes it, wasm does not).
+   * @example
+   * const query = cache.allocTensor([1, 32, 1, 128], 'bf16');
+   * query.write(bits); // or let a GPU kernel of yours write at query.address
+   */
+  allocTensor(shape: readonly number[], dtype: DType, data?: TensorData): DeviceTensor {
+    return this.run('allocTensor()', () => {
+      const dims = checkNewTensor('allocTensor()', shape, dtype);
+      const t = this.newTensor(dims, dtype, 'caller');
+      try {
+        if (data !== undefined) t.write(data);
+      } catch (err) {
+        t.dispose();
+        throw err;
+      }
+      return t;
+    });
+  }
+
+  /**
+   * A device tensor over memory the host loop owns (CUDA: a device pointer of this GPU, e.g. from a
+   * cudaMalloc of its own); the SDK never frees it. `ConfigError` where the backend cannot use
+   * foreign memory (wasm: use `allocTensor`). NOTE: the cache queues its work on CUDA's legacy
+   * default stream; a loop that writes the memory on a non-blocking stream must synchronize first.
+   */
+  wrapTensor(address: number, shape: readonly number[], dtype: DType): DeviceTensor {
+    return this.run('wrapTensor()', () => {
+      const dims = checkNewTensor('wrapTensor()', shape, dtype);
+      if (!this.device.wrap) throw new ConfigError(`wrapTensor(): the ${this.backendInfo.name} backend cannot use memory it did not allocate; make the tensor with allocTensor()`);
+      if (!Number.isSafeInteger(address) || address <= 0) throw new ConfigError(`wrapTensor(): address must be a positive integer (a device pointer), got ${fmt(address)}`);
+      const buf = this.device.wrap(address, numel(dims), dtype);
+      const t: DeviceTensor = new DeviceTensor(this.device, at(buf), dims, dtype, 'external', () => this.tensors.delete(t));
+      this.tensors.add(t);
+      return t;
+    });
+  }
+
+  /** A device tensor over a new buffer of this device (tag `tensor`), freed by its `dispose()` or the cache's. */
+  private newTensor(shape: readonly number[], dtype: DType, owner: 'caller'): DeviceTensor {
+    const buf = this.device.alloc(numel(shape), dtype, 'tensor');
+    const t: DeviceTensor = new DeviceTensor(this.device, at(buf), shape, dtype, owner, () => {
+      this.tensors.delete(t);
+      this.device.free(buf);
+    });
+    this.tensors.add(t);
+    return t;
+  }
+
+  /** The value checks (`checkValues`) of a call's inputs: host ones in JS, device ones together on the device. */
+  private checkInputValues(call: string, inputs: readonly (readonly [string, Input, DType | undefined, ValueRole])[]): void {
+    const onDev: { name: string; t: DeviceTensor; storage: DType | undefined; role: ValueRole }[] = [];
+    for (const [name, t, storage, role] of inputs) {
+      if (onDevice(t)) onDev.push({ name, t, storage, role });
+      else checkValues(call, name, t, storage, role);
+    }
+    checkDeviceValues(call, this.device, onDev);
   }
 
   /** Tokens stored for a row at a layer (default 0), or the longest row when `sequence` is omitted. */
@@ -398,7 +528,8 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
       return c as Float64Array;
     });
     const bytes = rows.flat().reduce((n, r) => n + this.restoreBytes(r), 0);
-    const room = (this.device.maxBytes ?? Infinity) - this.device.memory().device - this.device.memory().host;
+    const free = deviceRoom(this.device);
+    const room = !free ? Infinity : free.shared ? free.device : free.device + free.host;
     need(bytes <= room, 'snapshot', `implies ${bytes} bytes of state, more than the ${this.backendInfo.name} backend has room for (${room})`);
     rows.forEach((row, l) =>
       row.forEach((saved, s) => {
@@ -451,6 +582,9 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
   dispose(): void {
     if (this.disposed) return;
     if (this.busy) throw new ReentrancyError(`dispose(): called while ${this.busy} is running on this cache; dispose after it returns`);
+    // Device tensors first: yours are freed here, outputs and wrapped memory only retired.
+    [...this.tensors].forEach((t) => t.dispose());
+    this.outputs.forEach((t) => t?.invalidate());
     for (const st of this.states.flat()) {
       this.clearState(st);
       st.tail.free();
@@ -493,23 +627,23 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
     }
   }
 
-  /** Writes q, k, v into the step's staging buffers (the only host-to-device transfer of a step). */
-  private stepInputs(input: { query: Tensor; key: Tensor; value: Tensor }, dtype: DType, rows: StepRow[], layer: number): LayerStep {
-    const stage = (name: string, data: TensorData) => {
-      const buf = this.device.scratch(name, data.length, dtype);
-      this.device.write(at(buf), data);
+  /**
+   * The step's q, k, v and out views: host arrays written into staging buffers (the only
+   * host-to-device transfer of a step), device tensors in place; `out` where given, else a staging
+   * buffer read back after the step.
+   */
+  private stepInputs(input: { query: Input; key: Input; value: Input }, dtype: DType, n: number, out: View | undefined): Pick<LayerStep, 'q' | 'k' | 'v' | 'out'> {
+    const stage = (name: string, t: Input): View => {
+      if (onDevice(t)) return t.viewFor(this.device, 'decode', name);
+      const buf = this.device.scratch(`step.${name}`, t.data.length, dtype);
+      this.device.write(at(buf), t.data);
       return at(buf);
     };
-    const n = input.query.data.length;
     return {
-      geometry: this.stepGeometry(),
-      ioDtype: dtype,
-      q: stage('step.q', input.query.data),
-      k: stage('step.k', input.key.data),
-      v: stage('step.v', input.value.data),
-      out: at(this.device.scratch('step.out', n, dtype)),
-      counters: this.counters[layer]!,
-      rows,
+      q: stage('q', input.query),
+      k: stage('k', input.key),
+      v: stage('v', input.value),
+      out: out ?? at(this.device.scratch('step.out', n, dtype)),
     };
   }
 
@@ -529,55 +663,74 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
   }
 
   /** Writes input row i (S tokens, every kv head) after a sequence's tail, rotating keys; `tail.commit(S)` makes them count. */
-  private writePrompt(st: S, keys: Tensor, values: Tensor, i: number, S: number): void {
+  private writePrompt(st: S, keys: Input, values: Input, i: number, S: number): void {
     const { kvHeads: Hkv, headDim: d } = this.spec;
     const n = S * d;
     st.tail.reserve(S);
-    const raw = this.device.alloc(n, keys.dtype, 'prefill');
+    const rows = this.inputRows(n, keys.dtype, [keys, values]);
     try {
       const kf = this.device.alloc(n, 'f32', 'prefill');
       try {
         const positions = Int32Array.from({ length: S }, (_, t) => st.length + t);
         for (let h = 0; h < Hkv; h++) {
           const from = (i * Hkv + h) * n;
-          this.device.write(at(raw), keys.data.subarray(from, from + n));
-          this.device.convert(at(kf), at(raw), n);
+          this.device.convert(at(kf), rows.view(keys, from), n);
           this.device.rope(at(kf), S, d, d, positions, this.invFreq, this.spec.rope.style, 1);
-          this.device.write(at(raw), values.data.subarray(from, from + n));
-          st.tail.write(h, at(kf), at(raw), S);
+          st.tail.write(h, at(kf), rows.view(values, from), S);
         }
       } finally {
         this.device.free(kf);
       }
     } finally {
-      this.device.free(raw);
+      rows.release();
     }
   }
 
-  /** Causal attention of input row i's S queries over everything stored before and with them. */
-  private prefillAttention(layer: number, seq: number, queries: Tensor, i: number, S: number, out: TensorData): void {
+  /** Causal attention of input row i's S queries over everything stored before and with them, into `out` (host or device). */
+  private prefillAttention(layer: number, seq: number, queries: Input, i: number, S: number, out: TensorData | DeviceTensor): void {
     const { queryHeads: Hq, kvHeads: Hkv, headDim: d, scale } = this.spec;
     const g = this.group;
     const n = g * S * d; // one kv group's queries
     const length = this.states[layer]![seq]!.length + S; // the new rows are written, not yet committed
-    const raw = this.device.alloc(n, queries.dtype, 'prefill');
-    const qf = this.device.alloc(n, 'f32', 'prefill');
-    const of = this.device.alloc(n, 'f32', 'prefill');
-    const rows = this.attentionRows(layer, seq, S);
     const positions = Int32Array.from({ length: g * S }, (_, r) => length - S + (r % S));
+    const held: DeviceBuffer[] = [];
+    const rows = this.inputRows(n, queries.dtype, [queries]);
+    let stored: AttentionRows | undefined;
     try {
+      const qf = this.device.alloc(n, 'f32', 'prefill');
+      held.push(qf);
+      const of = this.device.alloc(n, 'f32', 'prefill');
+      held.push(of);
+      stored = this.attentionRows(layer, seq, S);
       for (let h = 0; h < Hkv; h++) {
         const from = (i * Hq + h * g) * S * d;
-        this.device.write(at(raw), queries.data.subarray(from, from + n));
-        this.device.convert(at(qf), at(raw), n);
+        this.device.convert(at(qf), rows.view(queries, from), n);
         this.device.rope(at(qf), g * S, d, d, positions, this.invFreq, this.spec.rope.style, 1);
-        this.device.causalAttention(at(qf), g, S, d, scale, length - S, rows.k(h), rows.v(h), at(of));
-        out.set(this.download(of, n, queries.dtype) as never, from);
+        this.device.causalAttention(at(qf), g, S, d, scale, length - S, stored.k(h), stored.v(h), at(of));
+        if (out instanceof DeviceTensor) this.device.convert(shift(out.viewFor(this.device, 'prefill', 'out'), from), at(of), n);
+        else out.set(this.download(of, n, queries.dtype) as never, from);
       }
     } finally {
+      stored?.release();
       rows.release();
-      [raw, qf, of].forEach((b) => this.device.free(b));
+      held.forEach((b) => this.device.free(b));
     }
+  }
+
+  /**
+   * Views of input rows of `n` elements: a device tensor's own memory, or host rows staged through
+   * one buffer (each staged view is valid until the next). `release` frees the staging buffer.
+   */
+  private inputRows(n: number, dtype: DType, inputs: readonly Input[]): { view(t: Input, from: number): View; release(): void } {
+    const raw = inputs.some((t) => !onDevice(t)) ? this.device.alloc(n, dtype, 'prefill') : undefined;
+    return {
+      view: (t, from) => {
+        if (onDevice(t)) return shift(t.viewFor(this.device, 'prefill', 'input'), from);
+        this.device.write(at(raw!), t.data.subarray(from, from + n));
+        return at(raw!);
+      },
+      release: () => raw && this.device.free(raw),
+    };
   }
 
   /** Converts f32 device rows to a host array of `dtype`. */
@@ -591,3 +744,13 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
 
 /** A view moved by `elements`. */
 export const shift = (v: View, elements: number): View => ({ buf: v.buf, offset: v.offset + elements });
+
+/** Checks the shape and dtype of a device tensor to make; returns a copy of the shape. */
+function checkNewTensor(call: string, shape: unknown, dtype: unknown): number[] {
+  if (!Array.isArray(shape) || shape.length === 0 || !shape.every((s) => Number.isSafeInteger(s) && s > 0)) {
+    throw new ShapeError(`${call}: shape must be a non-empty array of positive integers, got ${fmt(shape)}`);
+  }
+  if (dtype !== 'f32' && dtype !== 'f16' && dtype !== 'bf16') throw new DTypeError(`${call}: dtype is '${fmt(dtype)}', expected 'f32', 'f16' or 'bf16'`);
+  if (numel(shape as number[]) * 4 > 2 ** 50) throw new OutOfMemoryError(`${call}: [${(shape as number[]).join(', ')}] is ${numel(shape as number[])} elements, more than any device holds`);
+  return [...(shape as number[])];
+}

@@ -1,34 +1,58 @@
+import type { DeviceTensor } from '../DeviceTensor.js';
 import type { ResolvedSpec } from '../spec.js';
 import type { Tensor, TensorData } from '../tensor.js';
 
-/** Input of `prefill`: a prompt, or a continuation chunk, for some batch rows. */
-export interface PrefillInput {
+/** A cache input: a host `Tensor`, or a `DeviceTensor` of the cache's backend (read in place, no copy through JS). */
+export type AnyTensor = Tensor | DeviceTensor;
+
+/**
+ * Input of `prefill`: a prompt, or a continuation chunk, for some batch rows. `T` is where the
+ * tensors live: host `Tensor`s (the default), `DeviceTensor`s, or either (`AnyTensor`).
+ */
+export interface PrefillInput<T extends AnyTensor = Tensor> {
   /** Pre-RoPE keys `[rows, kvHeads, tokens, headDim]`; the cache applies RoPE at each token's position. */
-  keys: Tensor;
+  keys: T;
   /** Values `[rows, kvHeads, tokens, headDim]`. */
-  values: Tensor;
-  /** Optional pre-RoPE queries `[rows, queryHeads, tokens, headDim]`: then `prefill` returns causal attention outputs. */
-  queries?: Tensor;
+  values: T;
+  /**
+   * Optional pre-RoPE queries `[rows, queryHeads, tokens, headDim]`: then `prefill` returns causal
+   * attention outputs, as a host `Tensor`, or (device queries) a new `DeviceTensor` you own.
+   */
+  queries?: T;
   /** Cache rows the input rows go to (default `0 .. rows-1`); rows of one call share a length, other rows may differ. */
   sequences?: readonly number[];
 }
 
-/** Input of `decode`: one new token for every batch row (or for each row named in `sequences`). */
-export interface DecodeInput {
+/** Input of `decode`: one new token for every batch row (or for each row named in `sequences`); `T` as in `PrefillInput`. */
+export interface DecodeInput<T extends AnyTensor = Tensor> {
   /** Pre-RoPE query `[rows, queryHeads, 1, headDim]`. */
-  query: Tensor;
+  query: T;
   /** Pre-RoPE key `[rows, kvHeads, 1, headDim]`. */
-  key: Tensor;
+  key: T;
   /** Value `[rows, kvHeads, 1, headDim]`. */
-  value: Tensor;
+  value: T;
 }
 
-/** Options of one `decode` call. */
-export interface DecodeOptions {
+/** Options of one `decode` call; `O` is the type of `out`. */
+export interface DecodeOptions<O extends TensorData | DeviceTensor = TensorData> {
   /** Cache rows the input rows belong to (default: every row, in order); the other rows sit the step out. */
   sequences?: readonly number[];
-  /** Host array to write the output into (the input's dtype, `rows * queryHeads * headDim` elements); returned as the tensor's data. */
-  out?: TensorData;
+  /**
+   * Where the output goes (the input's dtype, `rows * queryHeads * headDim` elements):
+   * - a host array: filled and returned as the tensor's data
+   * - a `DeviceTensor` of the cache's backend: the step writes it on the device (no wait), and it is returned
+   * - default: a new host tensor, or, when the query is a device tensor, a `DeviceTensor` the cache
+   *   owns, valid until the next decode of that layer (copy it, or pass your own `out`, to keep it)
+   */
+  out?: O;
+  /**
+   * Whether the inputs are checked for NaN, infinities and values their storage cannot hold
+   * (`NonFiniteError`, nothing changed). Host inputs are scanned in JS; device tensors on the
+   * device, which costs one small read back per call (a wait for the GPU on CUDA).
+   * - default: `true`; `false` skips it (hot loops whose inputs are known finite: a NaN then
+   *   poisons that row's cache)
+   */
+  checkValues?: boolean;
 }
 
 /** Bytes a cache holds, per tier and per component. */
@@ -78,8 +102,14 @@ export interface KVCachePolicy extends Disposable {
   readonly spec: ResolvedSpec;
   /** Stores a prompt (or continuation) for `layer`; returns attention outputs `[rows, queryHeads, tokens, headDim]` when queries are given. */
   prefill(layer: number, input: PrefillInput): Tensor | undefined;
-  /** Appends one token per row for `layer` and returns its attention output `[rows, queryHeads, 1, headDim]`. */
+  prefill(layer: number, input: PrefillInput<AnyTensor> & { queries: DeviceTensor }): DeviceTensor;
+  prefill(layer: number, input: PrefillInput<AnyTensor>): Tensor | DeviceTensor | undefined;
+  /** Appends one token per row for `layer` and returns its attention output `[rows, queryHeads, 1, headDim]`, where `DecodeOptions.out` says. */
   decode(layer: number, input: DecodeInput, options?: DecodeOptions): Tensor;
+  decode(layer: number, input: DecodeInput<AnyTensor>, options: DecodeOptions<DeviceTensor> & { out: DeviceTensor }): DeviceTensor;
+  decode(layer: number, input: DecodeInput<AnyTensor>, options: DecodeOptions & { out: TensorData }): Tensor;
+  decode(layer: number, input: DecodeInput<DeviceTensor>, options?: DecodeOptions<never>): DeviceTensor;
+  decode(layer: number, input: DecodeInput<AnyTensor>, options?: DecodeOptions<TensorData | DeviceTensor>): Tensor | DeviceTensor;
   /** Tokens stored for a row at a layer (default 0), or the longest row when `sequence` is omitted. */
   length(sequence?: number, layer?: number): number;
   /** Rolls a row back to its first `length` tokens at every layer (exact tokens only). */

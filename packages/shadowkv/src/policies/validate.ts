@@ -1,10 +1,18 @@
-import { bf16ToF32, dataMatches, f16ToF32 } from '../dtype.js';
+import type { Device } from '../backends/Device.js';
+import { DeviceTensor } from '../DeviceTensor.js';
+import { bf16ToF32, dataMatches, DTYPE_BYTES, f16ToF32 } from '../dtype.js';
 import { DTypeError } from '../errors/DTypeError.js';
 import { LayerIndexError } from '../errors/LayerIndexError.js';
 import { NonFiniteError } from '../errors/NonFiniteError.js';
 import { SequenceIndexError } from '../errors/SequenceIndexError.js';
 import { ShapeError } from '../errors/ShapeError.js';
 import { numel, type DType, type Tensor, type TensorData } from '../tensor.js';
+
+/** A cache input: a host tensor, or a device tensor of the cache's device. */
+export type Input = Tensor | DeviceTensor;
+
+/** Whether an input lives on the device. */
+export const onDevice = (t: Input): t is DeviceTensor => t instanceof DeviceTensor;
 
 /** Any value as text for a message, whatever it is (symbols, proxies, throwing toString). */
 export function fmt(v: unknown): string {
@@ -67,9 +75,21 @@ export function captureTensor(call: string, name: string, t: unknown, expected: 
   return { data, shape: Array.from(shape as unknown[]) as number[], dtype };
 }
 
+/**
+ * A tensor argument that may be a device tensor: one of `device` (or its address space), not
+ * disposed, taken as it is (its shape and dtype are the tensor's own); otherwise `captureTensor`.
+ */
+export function captureInput(call: string, name: string, t: unknown, expected: readonly number[], device: Device): Input {
+  if (t instanceof DeviceTensor) {
+    t.viewFor(device, call, name);
+    return t;
+  }
+  return captureTensor(call, name, t, expected);
+}
+
 /** Checks a captured tensor's data type and shape against `expected` (`-1` = any positive size). `why` explains the expectation. */
-export function checkTensor(call: string, name: string, t: Tensor, expected: readonly number[], why: string): void {
-  if (!dataMatches(t.data, t.dtype)) {
+export function checkTensor(call: string, name: string, t: Input, expected: readonly number[], why: string): void {
+  if (!onDevice(t) && !dataMatches(t.data, t.dtype)) {
     const want = t.dtype === 'f32' ? 'Float32Array' : 'Uint16Array';
     throw new DTypeError(`${call}: ${name} has dtype '${t.dtype}' but its data is a ${t.data.constructor.name}, expected ${want}`);
   }
@@ -78,7 +98,7 @@ export function checkTensor(call: string, name: string, t: Tensor, expected: rea
     const want = show(expected.map((e) => (e === -1 ? '*' : e)));
     throw new ShapeError(`${call}: ${name} is ${show(t.shape)}, but ${why}, so expected ${want}`);
   }
-  if (t.data.length !== numel(t.shape)) {
+  if (!onDevice(t) && t.data.length !== numel(t.shape)) {
     throw new ShapeError(`${call}: ${name} has shape ${show(t.shape)} (${numel(t.shape)} elements) but ${t.data.length} elements of data`);
   }
 }
@@ -91,13 +111,10 @@ const MAX_FINITE: Record<DType, number> = { f32: 3.4028234663852886e38, f16: 655
  * the cache's storage dtype. Keys are stored after RoPE, which can rotate a pair's magnitude
  * into one element, so they must stay within `1/sqrt(2)` of the largest finite value.
  */
-export function checkValues(call: string, name: string, t: Tensor, storage: DType | undefined, role: 'key' | 'value' | 'input'): void {
+export function checkValues(call: string, name: string, t: Tensor, storage: DType | undefined, role: ValueRole): void {
   const d = t.data;
-  const limit = storage ? MAX_FINITE[storage] / (role === 'key' ? Math.SQRT2 : 1) : Infinity;
-  const why = storage && limit < MAX_FINITE[t.dtype] ? ` and within ±${limit.toPrecision(6)} to fit '${storage}' storage${role === 'key' ? ' after RoPE' : ''}` : '';
-  const fail = (i: number, v: number) => {
-    throw new NonFiniteError(`${call}: ${name}[${i}] is ${v} (flat index); inputs must be finite${why}`);
-  };
+  const limit = valueLimit(storage, role);
+  const fail = (i: number, v: number) => nonFinite(call, name, i, v, t.dtype, storage, role);
   if (t.dtype === 'f32') {
     const bound = Math.min(limit, MAX_FINITE.f32); // NaN and ±Infinity fail the comparison
     for (let i = 0; i < d.length; i++) {
@@ -116,9 +133,45 @@ export function checkValues(call: string, name: string, t: Tensor, storage: DTyp
   }
 }
 
+/** What an input is to the cache: keys must stay finite after RoPE, values as stored, other inputs (queries) finite. */
+export type ValueRole = 'key' | 'value' | 'input';
+
+/** The largest magnitude an input may hold for `storage` (undefined: not stored, any finite value). */
+export function valueLimit(storage: DType | undefined, role: ValueRole): number {
+  return storage ? MAX_FINITE[storage] / (role === 'key' ? Math.SQRT2 : 1) : Infinity;
+}
+
+/** Throws the `NonFiniteError` of element `i` (value `v`) of input `name`. */
+export function nonFinite(call: string, name: string, i: number, v: number, dtype: DType, storage: DType | undefined, role: ValueRole): never {
+  const limit = valueLimit(storage, role);
+  const why = storage && limit < MAX_FINITE[dtype] ? ` and within ±${limit.toPrecision(6)} to fit '${storage}' storage${role === 'key' ? ' after RoPE' : ''}` : '';
+  throw new NonFiniteError(`${call}: ${name}[${i}] is ${v} (flat index); inputs must be finite${why}`);
+}
+
+/**
+ * `checkValues` for device tensors: on the device where it can (`findNonFinite`, one small read
+ * back, i.e. one wait for the GPU, for all of them), else on a host copy of each.
+ */
+export function checkDeviceValues(call: string, device: Device, items: { name: string; t: DeviceTensor; storage: DType | undefined; role: ValueRole }[]): void {
+  if (!items.length) return;
+  const views = items.map(({ name, t }) => t.viewFor(device, call, name));
+  if (!device.findNonFinite) {
+    items.forEach(({ name, t, storage, role }) => checkValues(call, name, { data: t.read(), shape: t.shape, dtype: t.dtype }, storage, role));
+    return;
+  }
+  const first = device.findNonFinite(items.map(({ t, storage, role }, i) => ({ view: views[i]!, n: t.size, limit: Math.min(valueLimit(storage, role), MAX_FINITE[t.dtype]) })));
+  items.forEach(({ name, t, storage, role }, i) => {
+    const at = first[i]!;
+    if (at < 0) return;
+    const bits = device.read({ buf: views[i]!.buf, offset: views[i]!.offset + at } as never, 1) as TensorData;
+    const v = t.dtype === 'f32' ? bits[0]! : (t.dtype === 'f16' ? f16ToF32 : bf16ToF32)(bits[0]!);
+    nonFinite(call, name, at, v, t.dtype, storage, role);
+  });
+}
+
 /** Same dtype for every input of one call, so one conversion path serves them. */
-export function checkSameDtype(call: string, tensors: Record<string, Tensor | undefined>): void {
-  const entries = Object.entries(tensors).filter(([, t]) => t) as [string, Tensor][];
+export function checkSameDtype(call: string, tensors: Record<string, Input | undefined>): void {
+  const entries = Object.entries(tensors).filter(([, t]) => t) as [string, Input][];
   const [first, ...rest] = entries;
   for (const [name, t] of rest) {
     if (t.dtype !== first![1].dtype) throw new DTypeError(`${call}: ${name} is '${t.dtype}' but ${first![0]} is '${first![1].dtype}'; pass one dtype per call`);
@@ -135,8 +188,25 @@ export function checkSequences(call: string, sequences: unknown, rows: number, b
   return seqs as number[];
 }
 
-/** Checks a caller's output array: the host array type of `dtype`, exactly `n` elements. */
-export function checkOut(call: string, out: unknown, dtype: DType, n: number): asserts out is TensorData {
+/** Whether two live device tensors share memory (both checked to be of one address space). */
+export function overlaps(a: DeviceTensor, b: DeviceTensor): boolean {
+  return a.address < b.address + b.size * DTYPE_BYTES[b.dtype] && b.address < a.address + a.size * DTYPE_BYTES[a.dtype];
+}
+
+/**
+ * Checks a caller's output: a host array of `dtype`'s type, or a device tensor of `device` of
+ * dtype `dtype`, of exactly `n` elements that overlap none of `inputs`.
+ */
+export function checkOut(call: string, out: unknown, dtype: DType, n: number, device: Device, inputs: Record<string, Input>): asserts out is TensorData | DeviceTensor {
+  if (out instanceof DeviceTensor) {
+    out.viewFor(device, call, 'out');
+    if (out.dtype !== dtype) throw new DTypeError(`${call}: out is a '${out.dtype}' device tensor, but the inputs are '${dtype}'`);
+    if (out.size !== n) throw new ShapeError(`${call}: out holds ${out.size} elements, expected ${n} (rows x queryHeads x headDim)`);
+    for (const [name, t] of Object.entries(inputs)) {
+      if (onDevice(t) && overlaps(t, out)) throw new ShapeError(`${call}: out overlaps ${name} (the same device memory); the step reads ${name} while writing out`);
+    }
+    return;
+  }
   if (!ArrayBuffer.isView(out) || !(out instanceof Float32Array || out instanceof Uint16Array) || !dataMatches(out, dtype)) {
     const want = dtype === 'f32' ? 'Float32Array' : 'Uint16Array';
     throw new DTypeError(`${call}: out must be a ${want} for '${dtype}' inputs, got ${fmt(out)}`);

@@ -12,6 +12,7 @@ import { storeComponents, type CompressedStore, type StoreGeometry, type StoreSn
 import { checkStoreSnapshot } from './storeSnapshot.js';
 import { storeChunks } from '../capacity.js';
 import { OutOfMemoryError } from '../../errors/OutOfMemoryError.js';
+import { estimateMemory, type MemoryEstimate } from '../../estimateMemory.js';
 
 /** A ShadowKV row: the exact tail, plus the compressed store once the row was compressed. */
 export interface ShadowState extends SequenceState {
@@ -46,6 +47,12 @@ function compressOptions(call: string, options: unknown, async: boolean): Compre
   return capture(call, 'options', options, keys) as CompressOptions & { signal?: unknown };
 }
 
+/** The ShadowKV options among a flat config's keys. */
+function pickOptions(config: ShadowKVConfig | CacheConfig): ShadowKVOptions {
+  const given = (config !== null && typeof config === 'object' ? config : {}) as Record<string, unknown>;
+  return Object.fromEntries(SHADOWKV_OPTION_KEYS.filter((k) => k in given).map((k) => [k, given[k]])) as ShadowKVOptions;
+}
+
 /**
  * ShadowKV: low-rank pre-RoPE keys and landmarks on the device, values in host memory, and per
  * decode step exact attention over the local window, outlier chunks, the top-scoring chunks and
@@ -66,10 +73,8 @@ export class ShadowKVCache extends BaseKVCache<ShadowState> {
   private compressions = 0;
 
   constructor(config: ShadowKVConfig, runtime?: Runtime) {
-    const given = config !== null && typeof config === 'object' ? config : ({} as ShadowKVConfig);
-    const picked = Object.fromEntries(SHADOWKV_OPTION_KEYS.filter((k) => k in given).map((k) => [k, given[k]]));
     // Options are checked before the base class starts a runtime for the cache.
-    const options = resolveShadowKVOptions(picked, resolveSpec(config?.spec));
+    const options = resolveShadowKVOptions(pickOptions(config), resolveSpec(config?.spec));
     super(config, SHADOWKV_OPTION_KEYS, runtime);
     this.options = options;
     this.ctx = { device: this.device, spec: this.spec, options, geometry: this.stepGeometry() };
@@ -77,6 +82,15 @@ export class ShadowKVCache extends BaseKVCache<ShadowState> {
 
   policyOptions(): Record<string, unknown> {
     return { ...this.options };
+  }
+
+  /** ShadowKV's estimate (`estimateMemory`) with this config's options: what the creation preflight checks. */
+  protected override memoryNeed(config: CacheConfig, batch: number, tokens: number): MemoryEstimate {
+    return estimateMemory({ spec: this.spec, policy: 'shadowkv', tokens, batch, dtype: this.dtype, maxTokens: tokens, options: pickOptions(config) });
+  }
+
+  protected override memoryKnobs(): string {
+    return 'budget, rank or maxRecentTokens';
   }
 
   protected override stepGeometry(): StepGeometry {

@@ -1,0 +1,125 @@
+import { BUFFER_BYTES, type Device, type View } from './backends/Device.js';
+import { dataMatches } from './dtype.js';
+import { DeviceMismatchError } from './errors/DeviceMismatchError.js';
+import { DisposedError } from './errors/DisposedError.js';
+import { DTypeError } from './errors/DTypeError.js';
+import { ShapeError } from './errors/ShapeError.js';
+import { numel, type DType, type TensorData } from './tensor.js';
+
+/**
+ * Who frees a device tensor's memory:
+ * - `'caller'`: you, with `dispose()` (or the cache that made it, at its `dispose()`)
+ * - `'cache'`: an output the cache reuses (a `decode` result: valid until the next decode of that layer)
+ * - `'external'`: the host loop that owns the memory (`wrapTensor`); the SDK never frees it
+ */
+export type TensorOwner = 'caller' | 'cache' | 'external';
+
+/**
+ * A dense row-major tensor in a backend's memory (CUDA: GPU memory; wasm: the cache's heap).
+ * Cache calls take one wherever they take a host `Tensor` and read or write it in place, so a
+ * host loop that keeps its activations on the GPU never copies them through JS arrays.
+ * Make one with `cache.allocTensor(shape, dtype)`, wrap the host loop's own memory with
+ * `cache.wrapTensor(address, shape, dtype)` (CUDA), or get one from `decode` when its inputs are
+ * device tensors. It stays valid until `dispose()` or the `dispose()` of the cache it came from.
+ * @example
+ * const query = cache.allocTensor([1, 32, 1, 128], 'bf16');
+ * query.write(hostBits);                       // or let a kernel of yours write at query.address
+ * const out = cache.decode(0, { query, key, value }); // a DeviceTensor: the cache's, until the next decode of layer 0
+ * const host = out.read();                    // Uint16Array, waits for the GPU
+ */
+export class DeviceTensor {
+  readonly shape: readonly number[];
+  readonly dtype: DType;
+  /** The backend whose memory this is (`'cuda'`, `'wasm'`, ...). */
+  readonly backend: string;
+  readonly owner: TensorOwner;
+  #device: Device;
+  #view: View | undefined;
+  #release: (() => void) | undefined;
+
+  /** @internal Made by a cache: `view` holds `numel(shape)` elements of `dtype`. */
+  constructor(device: Device, view: View, shape: readonly number[], dtype: DType, owner: TensorOwner, release?: () => void) {
+    this.#device = device;
+    this.#view = view;
+    this.shape = Object.freeze([...shape]);
+    this.dtype = dtype;
+    this.backend = device.backend;
+    this.owner = owner;
+    this.#release = release;
+  }
+
+  /** Elements in the tensor. */
+  get size(): number {
+    return numel(this.shape);
+  }
+
+  /** Whether `dispose()` ran, or the cache it came from was disposed, or (a decode output) a later decode of its layer replaced it. */
+  get disposed(): boolean {
+    return this.#view === undefined;
+  }
+
+  /** Byte address of the first element: a CUDA device pointer; on wasm a byte offset in the cache's heap. */
+  get address(): number {
+    const v = this.live('address');
+    return v.buf.ptr + v.offset * BUFFER_BYTES[v.buf.dtype];
+  }
+
+  /** Copies host data in (`Float32Array` for f32, `Uint16Array` bits for f16/bf16, `size` elements). */
+  write(data: TensorData): this {
+    const v = this.live('write()');
+    if (!ArrayBuffer.isView(data) || !dataMatches(data, this.dtype)) {
+      throw new DTypeError(`DeviceTensor.write(): a '${this.dtype}' tensor takes a ${this.dtype === 'f32' ? 'Float32Array' : 'Uint16Array'}, got ${Object.prototype.toString.call(data)}`);
+    }
+    if (data.length !== this.size) throw new ShapeError(`DeviceTensor.write(): the tensor is [${this.shape.join(', ')}] (${this.size} elements), the data has ${data.length}`);
+    this.#device.write(v, data);
+    return this;
+  }
+
+  /** Copies the tensor to the host: a new array, or `into` (of `size` elements) filled. On CUDA it waits for queued work. */
+  read(into?: TensorData): TensorData {
+    const v = this.live('read()');
+    if (into !== undefined && (!ArrayBuffer.isView(into) || !dataMatches(into, this.dtype) || into.length !== this.size)) {
+      throw new ShapeError(`DeviceTensor.read(): into must be a ${this.dtype === 'f32' ? 'Float32Array' : 'Uint16Array'} of ${this.size} elements`);
+    }
+    return this.#device.read(v as View & { buf: { dtype: 'f32' } }, this.size, into as Float32Array | undefined) as TensorData;
+  }
+
+  /** Frees memory you own (`owner` `'caller'`); for other owners only this handle is retired. Idempotent. */
+  dispose(): void {
+    if (!this.#view) return;
+    this.#view = undefined;
+    const release = this.#release;
+    this.#release = undefined;
+    release?.();
+  }
+
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+
+  /** @internal Retires the handle without freeing (its cache is gone, or a later step reuses the memory). */
+  invalidate(): void {
+    this.#view = undefined;
+    this.#release = undefined;
+  }
+
+  /**
+   * @internal The tensor's memory as a view `device` can read: the same device, or one of the same
+   * address space. Throws `DisposedError` or `DeviceMismatchError` naming `call` and `name`.
+   */
+  viewFor(device: Device, call: string, name: string): View {
+    const v = this.#view;
+    if (!v) throw new DisposedError(`${call}: ${name} is a device tensor that was disposed${this.owner === 'cache' ? ' (a decode output is replaced by the next decode of its layer; copy it, or pass your own out)' : ''}`);
+    const same = this.#device === device || (device.addressSpace !== undefined && this.#device.addressSpace === device.addressSpace);
+    if (!same) {
+      const where = this.#device.backend === device.backend ? `another ${device.backend} device (${this.#device.addressSpace ?? "another cache's memory"})` : `the ${this.#device.backend} backend`;
+      throw new DeviceMismatchError(`${call}: ${name} is a device tensor of ${where}; this cache runs on ${device.backend}${device.addressSpace ? ` (${device.addressSpace})` : ''}. Make it with this cache's allocTensor(), or pass a host Tensor`);
+    }
+    return v;
+  }
+
+  private live(what: string): View {
+    if (!this.#view) throw new DisposedError(`DeviceTensor.${what}: the tensor was disposed`);
+    return this.#view;
+  }
+}

@@ -47,9 +47,16 @@ describe('on wasm: one 4 GB heap for both tiers', () => {
   });
 
   it('the constructors refuse it too (full attention of 256K Llama-3-8B tokens is 32 GiB)', () => {
-    expect(() => new FullKVCache({ spec: LLAMA3_8B, backend: 'wasm' })).toThrow(OutOfMemoryError);
-    expect(() => new FullKVCache({ spec: LLAMA3_8B, backend: 'wasm' })).toThrow(/^FullKVCache: batch 1 x maxTokens 262144 needs 32\.00 GiB of device memory and 0\.00 GiB of host memory/);
-    expect(() => new ShadowKVCache({ spec: LLAMA3_8B, backend: 'wasm', budget: 2048 })).toThrow(OutOfMemoryError);
+    const maxTokens = 262144;
+    expect(() => new FullKVCache({ spec: LLAMA3_8B, backend: 'wasm', maxTokens })).toThrow(OutOfMemoryError);
+    expect(() => new FullKVCache({ spec: LLAMA3_8B, backend: 'wasm', maxTokens })).toThrow(/^FullKVCache: batch 1 x maxTokens 262144 needs 32\.00 GiB of device memory and 0\.00 GiB of host memory/);
+    expect(() => new ShadowKVCache({ spec: LLAMA3_8B, backend: 'wasm', budget: 2048, maxTokens })).toThrow(OutOfMemoryError);
+  });
+
+  it('a cache left at the default maxTokens is not refused: only a declared size is checked up front', () => {
+    const cache = new ShadowKVCache({ spec: LLAMA3_8B, backend: 'wasm', budget: 2048 });
+    expect(cache.memory().device).toBeLessThan(MiB); // storage grows with what is put in
+    cache.dispose();
   });
 
   it('small caches at the default capacity still fit', async () => {
@@ -87,7 +94,7 @@ describe('on a device that reports little room (a GPU mostly in use)', () => {
 
   it('nothing fits at all: says so', async () => {
     smallRoom.room = { device: 0, host: 0, source: 'a full test GPU' };
-    const err = (await thrown(() => new FullKVCache({ spec, backend }))) as OutOfMemoryError;
+    const err = (await thrown(() => new FullKVCache({ spec, backend, maxTokens: 4096 }))) as OutOfMemoryError;
     expect(err.message).toMatch(/a full test GPU has 0\.00 GiB device and 0\.00 GiB host free\. Not one token of one row fits\. Nothing was allocated$/);
   });
 

@@ -143,6 +143,9 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
    * (`OutOfMemoryError` before anything is allocated; devices that do not know their room are not checked).
    */
   private preflight(config: CacheConfig): void {
+    // NOTE: only a declared size is checked: storage grows on demand, so a cache left at the default
+    // maxTokens (256K) is only as large as what is put in it, and a failed growth is a typed error too.
+    if (config.maxTokens === undefined) return;
     const room = deviceRoom(this.device);
     if (!room) return;
     const estimate = (batch: number, tokens: number) => this.memoryNeed(config, batch, tokens);

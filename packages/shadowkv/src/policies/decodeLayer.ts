@@ -1,5 +1,6 @@
 import { at, type Device, type DeviceBuffer, type Segment, type View } from '../backends/Device.js';
 import { COUNTER, COUNTERS, HEAD_FIELD, HEAD_FIELDS, type LayerStep, type SparseHandles, type StepGeometry, type StepRow, type TailHandles } from '../backends/LayerStep.js';
+import { range } from './range.js';
 import { reuseSlots } from './reuseSlots.js';
 
 /** Per-row f32 temporaries of a composed step. */
@@ -10,7 +11,6 @@ interface Temps {
 }
 
 const filled = (n: number, value: number) => new Int32Array(n).fill(value);
-const range = (from: number, n: number) => Int32Array.from({ length: n }, (_, i) => from + i);
 
 /**
  * Decode steps 1-5 of docs/algorithm.md for every row of a layer, composed from the device's
@@ -119,9 +119,10 @@ export function compactRow(device: Device, geometry: StepGeometry, tail: TailHan
   // Keys: U_new = K_pre · proj, K_pre being the tail's keys with RoPE undone, heads concatenated.
   const k = device.scratch('composed.kpre', n * D, 'f32');
   const u = device.scratch('composed.unew', n * s.rank, 'f32');
+  const positions = range(s.tokens, n);
   for (let h = 0; h < Hkv; h++) {
     device.convertRows(at(k, h * d), D, at(tail.k, h * tail.capacity * d), d, n, d);
-    device.rope(at(k, h * d), n, d, D, range(s.tokens, n), invFreq, ropeStyle, -1);
+    device.rope(at(k, h * d), n, d, D, positions, invFreq, ropeStyle, -1);
   }
   device.gemm({ M: n, N: s.rank, K: D, a: at(k), lda: D, b: at(s.proj), ldb: s.rank, c: at(u), ldc: s.rank });
   device.convert(at(s.u, s.tokens * s.rank), at(u), n * s.rank);

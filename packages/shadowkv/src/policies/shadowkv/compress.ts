@@ -1,10 +1,11 @@
-import { at, type Device, type DeviceBuffer, type View } from '../../backends/Device.js';
+import { at, type Device, type DeviceBuffer, type PagedBuffer, type View } from '../../backends/Device.js';
 import { COUNTERS, HEAD_FIELDS, type StepGeometry } from '../../backends/LayerStep.js';
 import type { ResolvedShadowKVOptions } from '../../config.js';
 import type { ResolvedSpec } from '../../spec.js';
 import type { SequenceState } from '../BaseKVCache.js';
 import { storeChunks } from '../capacity.js';
 import { compactRow, pageView } from '../decodeLayer.js';
+import { range } from '../range.js';
 import { OutOfMemoryError } from '../../errors/OutOfMemoryError.js';
 import { CompressedStore } from './CompressedStore.js';
 
@@ -32,8 +33,6 @@ export function newStore(ctx: CompressContext, rank: number, chunks: number): Co
   return new CompressedStore(ctx.device, geometry, storeChunks(chunks, o));
 }
 
-const range = (from: number, n: number) => Int32Array.from({ length: n }, (_, i) => from + i);
-
 /**
  * Pre-RoPE keys of the tail's first `n` rows, heads concatenated: `[n, Hkv*d]` f32 (temporary).
  * The tail holds post-RoPE keys; RoPE is undone at their positions `0..n`.
@@ -43,9 +42,10 @@ function preRopeKeys(ctx: CompressContext, st: SequenceState, n: number): Device
   const { kvHeads: Hkv, headDim: d } = spec;
   const D = Hkv * d;
   const k = device.alloc(n * D, 'f32', 'compress');
+  const positions = range(0, n);
   for (let h = 0; h < Hkv; h++) {
     device.convertRows(at(k, h * d), D, st.tail.headK(h), d, n, d);
-    device.rope(at(k, h * d), n, d, D, range(0, n), geometry.invFreq, geometry.ropeStyle, -1);
+    device.rope(at(k, h * d), n, d, D, positions, geometry.invFreq, geometry.ropeStyle, -1);
   }
   return k;
 }
@@ -76,18 +76,15 @@ export function buildStore(ctx: CompressContext, st: SequenceState): CompressedS
     } finally {
       [k, f.u, f.sv, f.proj, f.sigma].forEach((b) => device.free(b));
     }
-    const counts = new Int32Array(Hkv * HEAD_FIELDS);
+    // 2. Values go to the host pages, chunk-contiguous: one copy per page.
     for (let h = 0; h < Hkv; h++) {
-      // 2. Values go to the host pages, chunk-contiguous.
       for (let c = 0; c < chunks; c += o.hostPageChunks - (c % o.hostPageChunks)) {
         const run = Math.min(o.hostPageChunks - (c % o.hostPageChunks), chunks - c);
         device.copy(pageView(store, c, h), st.tail.headV(h, c * C), run * C * d);
       }
-      // 3-4. Landmarks; the lowest min-cosine chunks (and sink chunks) stay exact as outliers.
-      const [L, O] = landmarksAndOutliers(ctx, st, store, h, chunks);
-      counts.set([L, O, 0], h * HEAD_FIELDS);
     }
-    device.write(at(store.headCounts), counts);
+    // 3-4. Landmarks; the lowest min-cosine chunks (and sink chunks) stay exact as outliers.
+    device.write(at(store.headCounts), landmarksAndOutliers(ctx, st, store, chunks));
   } catch (err) {
     store.free();
     throw err;
@@ -109,43 +106,66 @@ export function commitStore(ctx: CompressContext, st: SequenceState & { store?: 
   }
 }
 
-/** Landmarks of head h's chunks, its outliers copied exact and left out of the landmark set; returns both counts. */
-function landmarksAndOutliers(ctx: CompressContext, st: SequenceState, store: CompressedStore, h: number, chunks: number): [number, number] {
+/**
+ * Landmarks of every head's chunks, its outliers copied exact and left out of the landmark set;
+ * returns the per-head counts `[Hkv, HEAD_FIELDS]`. A few batched ops instead of one per chunk or
+ * run: landmarks converted to the storage dtype once per head and the kept ones gathered; the
+ * outliers' key and value rows of all heads gathered from the tail in one op each.
+ */
+function landmarksAndOutliers(ctx: CompressContext, st: SequenceState, store: CompressedStore, chunks: number): Int32Array {
   const { device, options: o } = ctx;
-  const { headDim: d } = ctx.spec;
-  const C = o.chunkSize;
-  const block = C * d;
-  const lm = device.alloc(chunks * d, 'f32', 'compress');
-  const minCos = device.alloc(chunks, 'f32', 'compress');
+  const { kvHeads: Hkv, headDim: d } = ctx.spec;
+  const { C, maxOutliers, dtype } = store.geometry;
+  const counts = new Int32Array(Hkv * HEAD_FIELDS);
+  const temps: DeviceBuffer[] = [];
+  const temp = <T extends DeviceBuffer>(buf: T) => (temps.push(buf), buf);
   try {
-    device.landmarks(st.tail.headK(h), d, chunks, C, d, at(lm), at(minCos));
-    const lowest = device.selectChunks(at(minCos), chunks, o.outlierChunks, false);
+    const lm = temp(device.alloc(chunks * d, 'f32', 'compress')); // one head's landmarks
+    const minCos = temp(device.alloc(chunks, 'f32', 'compress'));
+    const stored = temp(device.alloc(chunks * d, dtype, 'compress')); // the same in the storage dtype
+    // Views for gatherValues, whose "chunks" here are rows of d: the landmarks of one head, and the tail's keys and values.
+    const landmarkRows: PagedBuffer = { pageChunks: chunks, block: d, heads: 1, dtype, pages: [stored], table: temp(device.pointerTable([stored], 'compress')) };
+    const tail = [st.tail.k, st.tail.v];
+    const tailRows: PagedBuffer = { pageChunks: st.tail.k.length / d, block: d, heads: 2, dtype, pages: tail, table: temp(device.pointerTable(tail, 'compress')) };
     const sinks = range(0, Math.min(Math.ceil(o.sinkTokens / C), chunks));
-    const outliers = Int32Array.from(new Set([...lowest, ...sinks])).sort();
-    const slot = h * store.geometry.maxOutliers;
-    outliers.forEach((c, i) => {
-      device.copy(at(store.outlierK, (slot + i) * block), st.tail.headK(h, c * C), block);
-      device.copy(at(store.outlierV, (slot + i) * block), st.tail.headV(h, c * C), block);
-    });
-    device.write(at(store.outlierIds, slot), outliers);
-    // The landmark set keeps every other chunk, ascending: each run between two outliers in one conversion.
-    const base = h * store.chunkCapacity;
-    let kept = 0;
-    for (let c = 0, i = 0; c < chunks; ) {
-      const end = i < outliers.length ? outliers[i]! : chunks;
-      if (end > c) {
-        device.convert(at(store.landmarks, (base + kept) * d), at(lm, c * d), (end - c) * d);
-        device.write(at(store.landmarkIds, base + kept), range(c, end - c));
-        kept += end - c;
+    const rows: number[] = []; // tail rows of every head's outliers ...
+    const slots: number[] = []; // ... and their rows in outlierK / outlierV
+    for (let h = 0; h < Hkv; h++) {
+      device.landmarks(st.tail.headK(h), d, chunks, C, d, at(lm), at(minCos));
+      const lowest = device.selectChunks(at(minCos), chunks, o.outlierChunks, false);
+      const outliers = Int32Array.from(new Set([...lowest, ...sinks])).sort();
+      device.write(at(store.outlierIds, h * maxOutliers), outliers);
+      outliers.forEach((c, i) => {
+        for (let t = 0; t < C; t++) rows.push(h * st.tail.capacity + c * C + t), slots.push((h * maxOutliers + i) * C + t);
+      });
+      // The landmark set keeps every other chunk, ascending.
+      const kept = keptChunks(chunks, outliers);
+      if (kept.length) {
+        device.convert(at(stored), at(lm), chunks * d);
+        device.gatherValues(at(store.landmarks, h * store.chunkCapacity * d), landmarkRows, 0, kept, range(0, kept.length));
+        device.write(at(store.landmarkIds, h * store.chunkCapacity), kept);
       }
-      c = end + 1;
-      i += 1;
+      counts.set([kept.length, outliers.length, 0], h * HEAD_FIELDS);
     }
-    return [kept, outliers.length];
+    if (rows.length) {
+      const [ids, to] = [Int32Array.from(rows), Int32Array.from(slots)];
+      device.gatherValues(at(store.outlierK), tailRows, 0, ids, to);
+      device.gatherValues(at(store.outlierV), tailRows, 1, ids, to);
+    }
+    return counts;
   } finally {
-    device.free(lm);
-    device.free(minCos);
+    temps.forEach((b) => device.free(b));
   }
+}
+
+/** Chunks `0 .. chunks-1` less the ascending `outliers`, ascending. */
+function keptChunks(chunks: number, outliers: Int32Array): Int32Array {
+  const kept = new Int32Array(chunks - outliers.length);
+  for (let c = 0, i = 0, j = 0; c < chunks; c++) {
+    if (i < outliers.length && outliers[i] === c) i++;
+    else kept[j++] = c;
+  }
+  return kept;
 }
 
 /**

@@ -2,9 +2,9 @@
 // implicit QL iteration with Wilkinson shifts (EISPACK's tred2 + tql2, as in JAMA), O(n^3) once.
 // Only used on the small Rayleigh-Ritz matrix of low_rank_keys: (rank + oversample)^2 entries.
 // NOTE: eigenvectors are kept as rows (Vt), so every Householder update and every QL rotation runs
-// along contiguous memory; only +, -, *, / and sqrt are used, so every IEEE platform gets the same
-// bits. The two O(n^3) parts that do not feed the iteration (forming Q, rotating the eigenvectors)
-// run as HostTasks over column blocks.
+// along contiguous memory; only +, -, *, / and sqrt are used (no libm), so builds without fused
+// multiply-adds (wasm, the addon's baseline x86-64) get the same bits. The two O(n^3) parts that do
+// not feed the iteration (forming Q, rotating the eigenvectors) run as HostTasks over column blocks.
 #pragma once
 #include <math.h>
 #include <string.h>

@@ -437,7 +437,8 @@ void test_subspace() {
   }
   // orthonormalize: rows of X [l x D] in f32.
   struct OrthCase { const char* name; int l, D; int kind; };
-  for (OrthCase c : {OrthCase{"random 37 x 50", 37, 50, 0}, OrthCase{"square 40 x 40", 40, 40, 0},
+  // NOTE: D = 301 and l = 61 cut the products into several tasks each (8 rows, 128 columns), tails included.
+  for (OrthCase c : {OrthCase{"random 37 x 50", 37, 50, 0}, OrthCase{"random 61 x 301", 61, 301, 0}, OrthCase{"square 40 x 40", 40, 40, 0},
                      OrthCase{"rows scaled 1e-12..1e12", 33, 64, 1}, OrthCase{"rank 5 of 33", 33, 64, 2},
                      OrthCase{"rank 5 of 33, exactly", 33, 64, 4}, OrthCase{"zero rows", 20, 30, 3},
                      OrthCase{"rank 3, square 24 x 24", 24, 24, 2}}) {
@@ -481,7 +482,7 @@ void test_subspace() {
   }
   // Rayleigh-Ritz of a basis against X = Q G, both ways: the same bits, descending, signed.
   {
-    const int l = 45, D = 70, m = 40;
+    const int l = 45, D = 301, m = 40;
     std::vector<float> X((size_t)l * D);
     for (auto& x : X) x = (float)urand();
     std::vector<double> Q((size_t)l * D), work(subspace_work(l));

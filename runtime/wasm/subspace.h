@@ -117,7 +117,7 @@ static inline void combine_rows(const double* W, size_t wi, size_t wj, const dou
 }
 
 // Tasks of the products: blocks of rows of A for row_dots, blocks of columns for combine_rows.
-enum { TASK_ROWS = 8, TASK_COLUMNS = 64 };
+enum { TASK_ROWS = 8, TASK_COLUMNS = 128 };
 
 template <class TB>
 static inline void row_dots(const double* A, int m, const TB* B, int n, int D, double* C, int ldc, const HostTasks& tasks) {

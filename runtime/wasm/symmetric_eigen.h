@@ -29,7 +29,7 @@ static inline double eigen_hypot(double a, double b) {
   return big * sqrt(1 + t * t);
 }
 
-enum { EIGEN_COLUMNS = 16 };  // columns of Qt or Vt per task
+enum { EIGEN_COLUMNS = 32 };  // columns of Qt or Vt per task
 
 // A [n x n] symmetric (destroyed) = Q T Q^T with T tridiagonal: d [n] its diagonal, e [n] its
 // off-diagonal (e[i] = T[i][i+1], e[n-1] = 0) and Qt [n x n] = Q^T. Householder reflections

@@ -22,6 +22,7 @@ import { appendToken, decodeLayerComposed } from './decodeLayer.js';
 import { ExactRegion } from './ExactRegion.js';
 import type { AnyTensor, DecodeInput, DecodeOptions, KVCachePolicy, MemoryReport, PolicyStats, PrefillInput } from './KVCachePolicy.js';
 import { deviceRoom, preflight } from './preflight.js';
+import { range } from './range.js';
 import {
   capture, captureInput, checkDeviceValues, checkLayer, checkOut, checkSameDtype, checkSequence, checkSequences, checkTensor, checkValues, fmt,
   onDevice, overlaps, type Input, type ValueRole,
@@ -674,7 +675,7 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
     try {
       const kf = this.device.alloc(n, 'f32', 'prefill');
       try {
-        const positions = Int32Array.from({ length: S }, (_, t) => st.length + t);
+        const positions = range(st.length, S);
         for (let h = 0; h < Hkv; h++) {
           const from = (i * Hkv + h) * n;
           this.device.convert(at(kf), rows.view(keys, from), n);
@@ -695,7 +696,8 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
     const g = this.group;
     const n = g * S * d; // one kv group's queries
     const length = this.states[layer]![seq]!.length + S; // the new rows are written, not yet committed
-    const positions = Int32Array.from({ length: g * S }, (_, r) => length - S + (r % S));
+    const positions = new Int32Array(g * S);
+    for (let j = 0; j < g; j++) positions.set(range(length - S, S), j * S);
     const held: DeviceBuffer[] = [];
     const rows = this.inputRows(n, queries.dtype, [queries]);
     let stored: AttentionRows | undefined;

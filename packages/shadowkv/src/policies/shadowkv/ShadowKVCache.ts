@@ -13,6 +13,7 @@ import { checkStoreSnapshot } from './storeSnapshot.js';
 import { storeChunks } from '../capacity.js';
 import { OutOfMemoryError } from '../../errors/OutOfMemoryError.js';
 import { estimateMemory, type MemoryEstimate } from '../../estimateMemory.js';
+import { range } from '../range.js';
 
 /** A ShadowKV row: the exact tail, plus the compressed store once the row was compressed. */
 export interface ShadowState extends SequenceState {
@@ -234,7 +235,7 @@ export class ShadowKVCache extends BaseKVCache<ShadowState> {
     const exact = st.tail.count + pending; // the tail's rows and the ones written after it
     const nc = store.tokens;
     const counts = store.headCountsNow();
-    const all = Int32Array.from({ length: nc / C }, (_, c) => c);
+    const all = range(0, nc / C);
     const k = this.device.alloc(Hkv * n, this.dtype, 'prefill');
     const v = this.device.alloc(Hkv * n, this.dtype, 'prefill');
     for (let h = 0; h < Hkv; h++) {

@@ -83,8 +83,9 @@ __global__ void __launch_bounds__(FLASH_THREADS) FlashDecodeKernel(const SkvAttn
                                                                    float scale, int kv_dtype, float* part,
                                                                    int max_splits) {
   constexpr int DL = D / FLASH_LANES;
-  // Keys per group per iteration. NOTE: 4 where registers allowed (168 at d 128, g 4) made the dense
-  // 4 x 128K step slower on an H200 (1.46 -> 1.77 ms, bench/NOTES.md v7b): fewer blocks per SM.
+  // Keys per group per iteration. NOTE: with 4 (168 registers at d 128, g 4: fewer blocks per SM)
+  // the dense 4 x 128K step measured 1.77 ms on an H200 against 1.46 with 2 (bench/NOTES.md v7b;
+  // other changes in the same run, so not isolated).
   constexpr int KT = 2;
   __shared__ SkvSegment seg_s[4];
   __shared__ float m_s[FLASH_GROUPS][G], l_s[FLASH_GROUPS][G];

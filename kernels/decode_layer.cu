@@ -13,6 +13,7 @@
 // The per-op kernels share their device code (score.cuh, select.cuh, rebuild_keys.cuh,
 // landmarks.cuh, attention.h), so decodeLayerComposed over the ops gives the same bits.
 #include <limits.h>
+#include <vector>
 #include "attention.h"
 #include "landmarks.cuh"
 #include "rebuild_keys.cuh"
@@ -435,7 +436,42 @@ StepLayout layout(const SkvStep& s, const SkvStepRow* rows) {
   return at;
 }
 
+// The step profile (benchmarks): events between the stages of each step while it is on.
+struct StepMarks {
+  cudaEvent_t at[SKV_STEP_STAGES + 1];
+};
+std::vector<StepMarks> profile_steps;
+bool profile_on = false;
+
+// Records the boundary before stage k (k = SKV_STEP_STAGES: the end) of the step being queued.
+cudaError_t mark(int k, cudaStream_t stream) {
+  if (!profile_on) return cudaSuccess;
+  if (k == 0) {
+    profile_steps.emplace_back();
+    for (cudaEvent_t& e : profile_steps.back().at) SKV_CUDA_CALL(cudaEventCreate(&e));
+  }
+  return cudaEventRecord(profile_steps.back().at[k], stream);
+}
+
 }  // namespace
+
+cudaError_t DecodeLayerProfile(bool on, double* ms, int* steps) {
+  for (int k = 0; k < SKV_STEP_STAGES; k++) ms[k] = 0;
+  *steps = (int)profile_steps.size();
+  cudaError_t first = cudaSuccess;
+  for (StepMarks& m : profile_steps) {
+    if (first == cudaSuccess) first = cudaEventSynchronize(m.at[SKV_STEP_STAGES]);
+    for (int k = 0; k < SKV_STEP_STAGES && first == cudaSuccess; k++) {
+      float t = 0.f;
+      first = cudaEventElapsedTime(&t, m.at[k], m.at[k + 1]);
+      ms[k] += t;
+    }
+    for (cudaEvent_t e : m.at) cudaEventDestroy(e);
+  }
+  profile_steps.clear();
+  profile_on = on;
+  return first;
+}
 
 bool DecodeLayerValid(const SkvStep& s, const SkvStepRow* rows) {
   auto dtype_ok = [](int t) { return t == SKV_F32 || t == SKV_F16 || t == SKV_BF16; };
@@ -465,26 +501,30 @@ cudaError_t DecodeLayer(const SkvStep& s, const SkvStepRow* host_rows, const voi
                         cudaStream_t stream) {
   const StepLayout at = layout(s, host_rows);
   if (ws.bytes < at.bytes) return cudaErrorInvalidValue;
+  // NOTE: checked before anything is queued, so a refused step changes nothing.
+  if (at.max_m * s.C > 65535) return cudaErrorInvalidConfiguration;  // a compaction of 64K tokens: never made by decode
   StepArgs a{s, nullptr, static_cast<char*>(ws.ptr), at};
   a.rows = reinterpret_cast<const SkvStepRow*>(a.ws + at.rows);
   if (s.batch > 0)
     SKV_CUDA_CALL(cudaMemcpyAsync(a.ws + at.rows, staged, sizeof(SkvStepRow) * (size_t)s.batch, cudaMemcpyHostToDevice, stream));
   const int g = s.q_heads / s.kv_heads, S = s.max_selected;
+  SKV_CUDA_CALL(mark(SKV_STAGE_APPEND, stream));
   // 1.
   const size_t kf_smem = sizeof(float) * ((size_t)s.kv_heads * s.d + s.d);
   SKV_CUDA_CALL(skv_smem_optin(StepAppendKernel, kf_smem));
   StepAppendKernel<<<std::max(s.batch, 1), 256, kf_smem, stream>>>(a);
   SKV_LAUNCH_CHECK();
-  if (at.tasks == 0) return cudaSuccess;
-  if (at.max_m * s.C > 65535) return cudaErrorInvalidConfiguration;  // a compaction of 64K tokens: never made by decode
+  SKV_CUDA_CALL(mark(SKV_STAGE_LOGITS, stream));
   if (at.sparse > 0) {
     // 2-3.
     StepLogitsKernel<<<dim3(at.tasks, logit_blocks(at.max_l)), LOGIT_THREADS, 0, stream>>>(a);
     SKV_LAUNCH_CHECK();
+    SKV_CUDA_CALL(mark(SKV_STAGE_SELECT, stream));
     const size_t st_smem = select_smem(g, at.max_l, at.scores_shared);
     SKV_CUDA_CALL(skv_smem_optin(StepSelectKernel, st_smem));
     StepSelectKernel<<<at.tasks, SELECT_THREADS, st_smem, stream>>>(a);
     SKV_LAUNCH_CHECK();
+    SKV_CUDA_CALL(mark(SKV_STAGE_FETCH, stream));
     // 4.
     if (S > 0) {
       const size_t rb_smem = rebuild_smem_bytes(s.C, s.d);
@@ -494,9 +534,15 @@ cudaError_t DecodeLayer(const SkvStep& s, const SkvStepRow* host_rows, const voi
       SKV_LAUNCH_CHECK();
     }
   }
+  if (at.sparse == 0) {  // no sparse stage ran: they take no time
+    SKV_CUDA_CALL(mark(SKV_STAGE_SELECT, stream));
+    SKV_CUDA_CALL(mark(SKV_STAGE_FETCH, stream));
+  }
+  SKV_CUDA_CALL(mark(SKV_STAGE_ATTENTION, stream));
   // 5.
   SKV_CUDA_CALL(Attention(reinterpret_cast<const SkvAttnTask*>(a.ws + at.attn), SkvAttnTask{}, at.tasks, at.max_splits, g,
                           s.d, s.scale, s.kv_dtype, reinterpret_cast<float*>(a.ws + at.part), stream));
+  SKV_CUDA_CALL(mark(SKV_STAGE_COMPACT, stream));
   // Compaction.
   if (at.max_m > 0) {
     const size_t k_smem = sizeof(float) * (size_t)s.kv_heads * s.d;
@@ -510,5 +556,5 @@ cudaError_t DecodeLayer(const SkvStep& s, const SkvStepRow* host_rows, const voi
     CompactTailKernel<<<dim3(at.tasks, 2), 256, 0, stream>>>(a);
     SKV_LAUNCH_CHECK();
   }
-  return cudaSuccess;
+  return mark(SKV_STEP_STAGES, stream);
 }

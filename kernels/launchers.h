@@ -172,6 +172,12 @@ size_t DecodeLayerWorkspace(const SkvStep& s, const SkvStepRow* rows);
 // memory the caller keeps unchanged until the copy has run).
 cudaError_t DecodeLayer(const SkvStep& s, const SkvStepRow* host_rows, const void* staged, SkvWorkspace ws,
                         cudaStream_t stream);
+// The step profile (benchmarks): while on, every DecodeLayer records an event between its stages.
+// Returns the GPU milliseconds per stage summed over the steps recorded since the last call (waits
+// for them), their count, then turns recording on or off.
+enum SkvStepStage { SKV_STAGE_APPEND = 0, SKV_STAGE_LOGITS, SKV_STAGE_SELECT, SKV_STAGE_FETCH, SKV_STAGE_ATTENTION,
+                    SKV_STAGE_COMPACT, SKV_STEP_STAGES };
+cudaError_t DecodeLayerProfile(bool on, double* ms, int* steps);
 
 // ---- probe (convert.cu) ----
 // A trivial kernel, run once by the probe: fails with cudaErrorNoKernelImageForDevice (209) when

@@ -36,6 +36,7 @@ Napi::Value GatherValues(const Napi::CallbackInfo&);
 Napi::Value SparseAttention(const Napi::CallbackInfo&);
 Napi::Value CausalAttention(const Napi::CallbackInfo&);
 Napi::Value DecodeLayer(const Napi::CallbackInfo&);
+Napi::Value StepProfile(const Napi::CallbackInfo&);
 Napi::Value CheckFiniteOp(const Napi::CallbackInfo&);
 }  // namespace shadowkv_cuda
 
@@ -59,7 +60,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
       {"scoreChunks", ScoreChunks}, {"rebuildKeys", RebuildKeys}, {"gatherValues", GatherValues},
       {"sparseAttention", SparseAttention}, {"causalAttention", CausalAttention},
       // the fused step
-      {"decodeLayer", DecodeLayer},
+      {"decodeLayer", DecodeLayer}, {"stepProfile", StepProfile},
       // input checks of device tensors
       {"checkFinite", CheckFiniteOp},
   };

@@ -33,4 +33,23 @@ Napi::Value DecodeLayer(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), SKV_OK);
 }
 
+// stepProfile(on): { stages: { append, logits, select, fetch, attention, compact } (GPU ms summed),
+// steps } over the decode steps queued since the last call (waits for them); then records the
+// stages of the next steps (an event between each) while `on`. For benchmarks: recording costs time.
+Napi::Value StepProfile(const Napi::CallbackInfo& info) {
+  const char* op = "stepProfile";
+  ArgCount(info, 1, op);
+  if (!info[0].IsBoolean()) throw Napi::TypeError::New(info.Env(), "stepProfile: argument 'on' must be a boolean");
+  double ms[SKV_STEP_STAGES];
+  int steps = 0;
+  Check(info.Env(), op, ::DecodeLayerProfile(info[0].As<Napi::Boolean>().Value(), ms, &steps));
+  static const char* names[SKV_STEP_STAGES] = {"append", "logits", "select", "fetch", "attention", "compact"};
+  Napi::Object stages = Napi::Object::New(info.Env());
+  for (int k = 0; k < SKV_STEP_STAGES; k++) stages.Set(names[k], Napi::Number::New(info.Env(), ms[k]));
+  Napi::Object o = Napi::Object::New(info.Env());
+  o.Set("stages", stages);
+  o.Set("steps", Napi::Number::New(info.Env(), steps));
+  return o;
+}
+
 }  // namespace shadowkv_cuda

@@ -116,6 +116,11 @@ export interface CudaAddon {
   /** One decode step of one layer (kernels/decode_layer.cu): an SkvStep then its SkvStepRows. Returns a STATUS code. */
   decodeLayer(record: Uint8Array): number;
   /**
+   * GPU milliseconds per stage of the decode steps queued since the last call (waits for them) and
+   * their count; then records the stages of later steps while `on` (benchmarks only: it costs time).
+   */
+  stepProfile(on: boolean): { stages: Record<'append' | 'logits' | 'select' | 'fetch' | 'attention' | 'compact', number>; steps: number };
+  /**
    * Value checks of device ranges (kernels/check_finite.cu): `table` holds [ptr, dtype, n, limit]
    * per check, `first` a device block of one u64 per check. One copy back (waits for the GPU);
    * per check the flat index of the first NaN, infinite or out-of-range element, or -1.

@@ -306,6 +306,15 @@ export class CudaDevice implements Device {
     }
   }
 
+  /**
+   * GPU milliseconds per stage of the fused decode steps queued since the last call, summed, and
+   * their count (waits for them); then records the stages of later steps while `on` (an event
+   * between stages: for benchmarks, it costs time).
+   */
+  stepProfile(on: boolean): ReturnType<CudaAddon['stepProfile']> {
+    return this.x.stepProfile(on);
+  }
+
   /** Waits for every op issued so far. */
   synchronize(): void {
     this.x.synchronize();

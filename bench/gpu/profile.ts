@@ -1,0 +1,49 @@
+// Where the time of a fused CUDA decode step goes: GPU milliseconds per stage (append, logits,
+// select + reuse, fetch + rebuild, attention + merge, compaction) from events between the stages
+// (CudaDevice.stepProfile), over steps with the benchmark's drifting queries, beside the step's
+// total GPU time without the events. One Llama-3-8B layer, as in bench/gpu/run.ts.
+//   node node_modules/tsx/dist/cli.mjs bench/gpu/profile.ts [--context 131072] [--batches 1,4] [--steps 50] [--out profile.json]
+// On the GPU machine: bash scripts/gpu/bench.sh runs run.ts; this one runs the same way after
+// `. scripts/gpu/env.sh` (SHADOWKV_CUDA_SYNC=0, or every op waits).
+import { writeFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { buildCache, summary } from './measure.js';
+import { registerBenchBackend } from './device.js';
+import { SPEC } from './plan.js';
+import { DriftingQueries, PromptSource, WORKLOAD_DEFAULTS } from './workload.js';
+import { resolveBackend } from '../../packages/shadowkv/src/backend.js';
+import type { CudaDevice } from '../../packages/shadowkv-cuda/src/CudaDevice.js';
+
+const { values: f } = parseArgs({
+  options: { context: { type: 'string', default: '131072' }, batches: { type: 'string', default: '1,4' }, steps: { type: 'string', default: '50' }, out: { type: 'string' } },
+});
+const S = Number(f.context), steps = Number(f.steps);
+const t0 = performance.now();
+const log = (line: string) => console.log(`[${((performance.now() - t0) / 1000).toFixed(1).padStart(6)} s] ${line}`);
+const backendName = registerBenchBackend('cuda');
+const { backend } = await resolveBackend(backendName);
+const scratch = backend.createDevice();
+const source = new PromptSource(SPEC, S, WORKLOAD_DEFAULTS, scratch);
+scratch.dispose();
+const prompt = source.prompt(S);
+const results = [];
+for (const B of f.batches!.split(',').map(Number)) {
+  const built = await buildCache('shadowkv', backendName, B, prompt, log);
+  const device = built.device as unknown as CudaDevice;
+  const queries = new DriftingQueries(source, B, S, WORKLOAD_DEFAULTS.seed + B);
+  for (let i = 0; i < 10; i++) built.cache.decode(0, queries.next()); // warm: workspaces, first misses
+  const plain: number[] = [];
+  for (let i = 0; i < steps; i++) {
+    const input = queries.next();
+    plain.push(device.gpuTime(() => built.cache.decode(0, input)));
+  }
+  device.stepProfile(true);
+  for (let i = 0; i < steps; i++) built.cache.decode(0, queries.next());
+  const { stages, steps: n } = device.stepProfile(false);
+  const perStep = Object.fromEntries(Object.entries(stages).map(([k, v]) => [k, v / Math.max(n, 1)]));
+  const r = { context: S, batch: B, steps: n, stepGpuMs: summary(plain), stagesMs: perStep, stats: built.cache.stats() };
+  results.push(r);
+  log(`${S / 1024}K x ${B}: step ${summary(plain).median.toFixed(3)} ms (GPU, median); per stage ${Object.entries(perStep).map(([k, v]) => `${k} ${(v * 1000).toFixed(0)} us`).join(', ')}`);
+  built.cache.dispose();
+}
+if (f.out) writeFileSync(f.out, `${JSON.stringify({ date: new Date().toISOString(), command: `bench/gpu/profile.ts ${process.argv.slice(2).join(' ')}`, results }, null, 2)}\n`);

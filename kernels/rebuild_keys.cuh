@@ -45,6 +45,11 @@ __device__ __forceinline__ void rebuild_group(const RebuildArgs& a, const int32_
   float* Us = smem;                                               // [T][RT]
   float* SVs = smem + (size_t)rebuild_chunks_per_block(a.C) * a.C * RT;  // [RT][d]
   const int items = T * half;
+  // The two elements of RoPE pair p.
+  auto col1 = [&](int p) { return a.style == SKV_ROPE_INTERLEAVED ? 2 * p : p; };
+  auto col2 = [&](int p) { return a.style == SKV_ROPE_INTERLEAVED ? 2 * p + 1 : p + half; };
+  const bool fixed = REBUILD_THREADS % half == 0;
+  const int own = threadIdx.x % half;  // every item's pair when `fixed`
   for (int i0 = 0; i0 < items; i0 += REBUILD_THREADS * REBUILD_ITEMS) {
     float x1[REBUILD_ITEMS], x2[REBUILD_ITEMS];
 #pragma unroll
@@ -62,35 +67,18 @@ __device__ __forceinline__ void rebuild_group(const RebuildArgs& a, const int32_
         SVs[r * a.d + e] = load_f32(a.SVh, a.sv_dtype, (size_t)((r0 + r) * a.ldsv + e));
       }
       __syncthreads();
-      if (REBUILD_THREADS % half == 0) {
-        // Every item of this thread has the same pair: its two SVh columns are read once per r.
-        const int p = threadIdx.x % half;
-        const int e1 = a.style == SKV_ROPE_INTERLEAVED ? 2 * p : p;
-        const int e2 = a.style == SKV_ROPE_INTERLEAVED ? 2 * p + 1 : p + half;
-        for (int r = 0; r < rt; r++) {
-          const float sv1 = SVs[r * a.d + e1], sv2 = SVs[r * a.d + e2];
-#pragma unroll
-          for (int k = 0; k < REBUILD_ITEMS; k++) {
-            const int item = i0 + k * REBUILD_THREADS + threadIdx.x;
-            if (item >= items) break;
-            const float u = Us[(item / half) * RT + r];
-            x1[k] = fmaf(u, sv1, x1[k]);
-            x2[k] = fmaf(u, sv2, x2[k]);
-          }
-        }
-      } else {
+      // Where every item of this thread has the same pair (the common head dims), its two SVh
+      // columns are read once per r. The sum over r is the same either way.
+      for (int r = 0; r < rt; r++) {
+        const float sv1 = SVs[r * a.d + col1(own)], sv2 = SVs[r * a.d + col2(own)];
 #pragma unroll
         for (int k = 0; k < REBUILD_ITEMS; k++) {
           const int item = i0 + k * REBUILD_THREADS + threadIdx.x;
           if (item >= items) break;
-          const int t = item / half, p = item % half;
-          const int e1 = a.style == SKV_ROPE_INTERLEAVED ? 2 * p : p;
-          const int e2 = a.style == SKV_ROPE_INTERLEAVED ? 2 * p + 1 : p + half;
-          for (int r = 0; r < rt; r++) {
-            const float u = Us[t * RT + r];
-            x1[k] = fmaf(u, SVs[r * a.d + e1], x1[k]);
-            x2[k] = fmaf(u, SVs[r * a.d + e2], x2[k]);
-          }
+          const int p = item % half;
+          const float u = Us[(item / half) * RT + r];
+          x1[k] = fmaf(u, fixed ? sv1 : SVs[r * a.d + col1(p)], x1[k]);
+          x2[k] = fmaf(u, fixed ? sv2 : SVs[r * a.d + col2(p)], x2[k]);
         }
       }
     }
@@ -99,9 +87,7 @@ __device__ __forceinline__ void rebuild_group(const RebuildArgs& a, const int32_
     for (int k = 0; k < REBUILD_ITEMS; k++) {
       const int item = i0 + k * REBUILD_THREADS + threadIdx.x;
       if (item >= items) break;
-      const int t = item / half, p = item % half;
-      const int e1 = a.style == SKV_ROPE_INTERLEAVED ? 2 * p : p;
-      const int e2 = a.style == SKV_ROPE_INTERLEAVED ? 2 * p + 1 : p + half;
+      const int t = item / half, p = item % half, e1 = col1(p), e2 = col2(p);
       const int64_t pos = (int64_t)ids[t / a.C] * a.C + t % a.C;
       float c, s;
       rope_rotation(pos, a.inv_freq[p], &c, &s);

@@ -34,6 +34,18 @@ __device__ __forceinline__ void locate(const SkvSegment* segs, int nseg, int64_t
   *v = reinterpret_cast<const char*>(segs[s].v) + off;
 }
 
+// Keys [begin, end) of split blockIdx.y of task t; false when the block has none (a skipped task,
+// no key, or a split past the task's count).
+__device__ __forceinline__ bool split_range(const SkvAttnTask& t, int64_t* begin, int64_t* end) {
+  if (!t.out || t.total <= 0) return false;
+  const int nb = attn_splits(t.total);
+  if ((int)blockIdx.y >= nb) return false;
+  const int64_t per = attn_per_split(t.total, nb);
+  *begin = (int64_t)blockIdx.y * per;
+  *end = skv_min64(t.total, *begin + per);
+  return true;
+}
+
 // DL consecutive elements of a row from element e0, as f32.
 template <int DL>
 __device__ __forceinline__ void load_slice(const char* row, int dtype, int e0, bool vec, float* x) {
@@ -91,11 +103,8 @@ __global__ void __launch_bounds__(FLASH_THREADS) FlashDecodeKernel(const SkvAttn
   __shared__ float m_s[FLASH_GROUPS][G], l_s[FLASH_GROUPS][G];
   __shared__ float acc_s[FLASH_GROUPS][G * D];
   const SkvAttnTask t = tasks ? tasks[blockIdx.x] : one;
-  if (!t.out || t.total <= 0) return;
-  const int nb = attn_splits(t.total);
-  if ((int)blockIdx.y >= nb) return;
-  const int64_t per = attn_per_split(t.total, nb), begin = (int64_t)blockIdx.y * per,
-                end = skv_min64(t.total, begin + per);
+  int64_t begin, end;
+  if (!split_range(t, &begin, &end)) return;
   const SkvSegment* segs = t.segs;
   if (t.nseg <= 4) {
     if (threadIdx.x < t.nseg) seg_s[threadIdx.x] = t.segs[threadIdx.x];
@@ -206,11 +215,8 @@ __global__ void __launch_bounds__(ATTN_THREADS) TileDecodeKernel(const SkvAttnTa
   extern __shared__ float smem[];
   __shared__ uint64_t krow[ATTN_TILE], vrow[ATTN_TILE];
   const SkvAttnTask t = tasks ? tasks[blockIdx.x] : one;
-  if (!t.out || t.total <= 0) return;
-  const int nb = attn_splits(t.total);
-  if ((int)blockIdx.y >= nb) return;
-  const int64_t per = attn_per_split(t.total, nb), begin = (int64_t)blockIdx.y * per,
-                end = skv_min64(t.total, begin + per);
+  int64_t begin, end;
+  if (!split_range(t, &begin, &end)) return;
   AttnState s = attn_state(smem, g, d);
   for (int i = threadIdx.x; i < g * d; i += blockDim.x) s.q[i] = scale * t.q[i];
   for (int j = threadIdx.x; j < g; j += blockDim.x) s.vis[j] = INT_MAX;  // no mask: every key is visible

@@ -18,11 +18,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 export SHADOWKV_CUDA_SYNC="${SHADOWKV_CUDA_SYNC:-0}"
 if [ -f .gpu/node.xz ]; then
   . scripts/gpu/env.sh
-  if [ ! -f node_modules/tsx/dist/cli.mjs ]; then
-    [ -f "$G/tsx.tar.xz" ] || { echo "bench: $G/tsx.tar.xz is missing; run \`bash scripts/gpu/pack.sh --no-build\` where Node is" >&2; exit 1; }
-    unxz_to "$G/tsx.tar.xz" /tmp/skv-node/tsx.tar
-    tar -xf /tmp/skv-node/tsx.tar
-  fi
+  need_tsx bench
   [ -n "${BENCH_COMMIT:-}" ] || [ ! -f "$G/commit" ] || export BENCH_COMMIT="$(cat "$G/commit")"
 else
   echo "bench: no .gpu/ here: using this machine's node and the addon shadowkv-cuda finds (scripts/build-cuda.sh)"

@@ -6,6 +6,12 @@ unxz_to() {  # unxz_to <file.xz> <out>: xz where it exists, else Python's lzma
   if command -v xz >/dev/null; then xz -dc "$1" > "$2"
   else python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' "$1" "$2"; fi
 }
+need_tsx() {  # need_tsx <script name>: unpacks node_modules/tsx from .gpu/tsx.tar.xz (node_modules.tar.xz leaves it out)
+  [ -f node_modules/tsx/dist/cli.mjs ] && return
+  [ -f "$G/tsx.tar.xz" ] || { echo "$1: $G/tsx.tar.xz is missing; run \`bash scripts/gpu/pack.sh --no-build\` where Node is" >&2; exit 1; }
+  unxz_to "$G/tsx.tar.xz" /tmp/skv-node/tsx.tar
+  tar -xf /tmp/skv-node/tsx.tar
+}
 mkdir -p /tmp/skv-node
 unxz_to "$G/node.xz" /tmp/skv-node/node
 chmod +x /tmp/skv-node/node

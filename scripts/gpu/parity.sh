@@ -10,11 +10,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 . scripts/gpu/env.sh
-if [ ! -f node_modules/tsx/dist/cli.mjs ]; then
-  [ -f "$G/tsx.tar.xz" ] || { echo "parity: $G/tsx.tar.xz is missing; run \`bash scripts/gpu/pack.sh --no-build\` where Node is" >&2; exit 1; }
-  unxz_to "$G/tsx.tar.xz" /tmp/skv-node/tsx.tar
-  tar -xf /tmp/skv-node/tsx.tar
-fi
+need_tsx parity
 [ -n "${PARITY_COMMIT:-}" ] || [ ! -f "$G/commit" ] || export PARITY_COMMIT="$(cat "$G/commit")"
 out="${OUT:-.}"
 nvidia-smi -L || true

@@ -6,21 +6,40 @@ import {
   type DeviceRoom, type WasmExports,
 } from '../../packages/shadowkv/src/backend.js';
 
-/** Registers `'<base>-composed'`: the backend without `decodeLayer`, so caches run `decodeLayerComposed`. */
-export function registerComposed(base: string): string {
-  const name = `${base}-composed`;
-  let factory = composedFactories.get(base);
+const derived = new Map<string, () => Promise<Backend>>();
+
+/**
+ * Registers `name`: the backend `base` with every device it makes passed through `adapt`. One
+ * factory per name, so a suite may ask again (a name cannot be registered by two factories).
+ */
+function registerDerived(name: string, base: string, adapt: (device: Device) => Device): string {
+  let factory = derived.get(name);
   if (!factory) {
     factory = async (): Promise<Backend> => {
       const { backend } = await resolveBackend(base);
-      return { ...backend, name, createDevice: () => Object.assign(backend.createDevice(), { decodeLayer: undefined }) };
+      return { ...backend, name, createDevice: () => adapt(backend.createDevice()) };
     };
-    composedFactories.set(base, factory);
+    derived.set(name, factory);
   }
   registerBackend(name, factory, 0);
   return name;
 }
-const composedFactories = new Map<string, () => Promise<Backend>>();
+
+/** The device with `before(tag, length)` run ahead of each of its allocations. */
+function onAlloc(device: Device, before: (tag: string, length: number) => void): Device {
+  const alloc = device.alloc.bind(device);
+  return Object.assign(device, {
+    alloc: ((length, dtype, tag, tier) => {
+      before(tag, length);
+      return alloc(length, dtype, tag, tier);
+    }) as typeof device.alloc,
+  });
+}
+
+/** Registers `'<base>-composed'`: the backend without `decodeLayer`, so caches run `decodeLayerComposed`. */
+export function registerComposed(base: string): string {
+  return registerDerived(`${base}-composed`, base, (device) => Object.assign(device, { decodeLayer: undefined }));
+}
 
 /** Runtime calls made through a device, by export name. */
 export type CallCounts = Map<string, number>;
@@ -49,24 +68,11 @@ export const faults: { fail?: (tag: string, length: number) => boolean } = {};
 
 /** Registers `'wasm-faulty'`: wasm whose allocations fail on demand (`faults.fail`), to test failures mid-call. */
 export function registerFaultyWasm(): string {
-  registerBackend('wasm-faulty', async () => {
-    const { backend } = await resolveBackend('wasm');
-    return {
-      ...backend,
-      name: 'wasm-faulty',
-      createDevice: () => {
-        const device = backend.createDevice();
-        const alloc = device.alloc.bind(device);
-        return Object.assign(device, {
-          alloc: ((length, dtype, tag, tier) => {
-            if (faults.fail?.(tag, length)) throw new OutOfMemoryError(`injected: no room for ${length} elements of ${tag}`);
-            return alloc(length, dtype, tag, tier);
-          }) as typeof device.alloc,
-        });
-      },
-    };
-  }, 0);
-  return 'wasm-faulty';
+  return registerDerived('wasm-faulty', 'wasm', (device) =>
+    onAlloc(device, (tag, length) => {
+      if (faults.fail?.(tag, length)) throw new OutOfMemoryError(`injected: no room for ${length} elements of ${tag}`);
+    }),
+  );
 }
 
 /** What `registerRecorded` saw of each device a cache made: the device, and `memory()` just before its `dispose()`. */
@@ -88,24 +94,16 @@ export function registerRecorded(base: string): { name: string; devices: Recorde
   if (!devices) {
     const list: RecordedDevice[] = (devices = []);
     recorders.set(name, list);
-    registerBackend(name, async () => {
-      const { backend } = await resolveBackend(base);
-      return {
-        ...backend,
-        name,
-        createDevice: () => {
-          const device = backend.createDevice();
-          const entry: RecordedDevice = { device };
-          const dispose = device.dispose.bind(device);
-          device.dispose = () => {
-            entry.atDispose ??= device.memory();
-            dispose();
-          };
-          list.push(entry);
-          return device;
-        },
+    registerDerived(name, base, (device) => {
+      const entry: RecordedDevice = { device };
+      const dispose = device.dispose.bind(device);
+      device.dispose = () => {
+        entry.atDispose ??= device.memory();
+        dispose();
       };
-    }, 0);
+      list.push(entry);
+      return device;
+    });
   }
   return { name, devices };
 }
@@ -117,23 +115,7 @@ export const smallRoom: { room: DeviceRoom } = { room: { device: 0, host: 0, sou
 
 /** Registers `'wasm-small'`: wasm whose devices report `smallRoom.room` as what is left, and record every allocation's tag. */
 export function registerSmallWasm(): string {
-  registerBackend('wasm-small', async () => {
-    const { backend } = await resolveBackend('wasm');
-    return {
-      ...backend,
-      name: 'wasm-small',
-      createDevice: () => {
-        const device = backend.createDevice();
-        const alloc = device.alloc.bind(device);
-        return Object.assign(device, {
-          room: () => ({ ...smallRoom.room }),
-          alloc: ((length, dtype, tag, tier) => {
-            smallAllocations.push(tag);
-            return alloc(length, dtype, tag, tier);
-          }) as typeof device.alloc,
-        });
-      },
-    };
-  }, 0);
-  return 'wasm-small';
+  return registerDerived('wasm-small', 'wasm', (device) =>
+    Object.assign(onAlloc(device, (tag) => smallAllocations.push(tag)), { room: () => ({ ...smallRoom.room }) }),
+  );
 }

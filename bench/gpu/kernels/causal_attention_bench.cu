@@ -11,14 +11,7 @@
 #include <vector>
 #include "../../../kernels/causal_attention.cu"
 
-#define CK(expr)                                                                             \
-  do {                                                                                       \
-    cudaError_t e_ = (expr);                                                                 \
-    if (e_ != cudaSuccess) {                                                                 \
-      fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #expr, cudaGetErrorString(e_)); \
-      exit(2);                                                                               \
-    }                                                                                        \
-  } while (0)
+#include "bench_util.cuh"
 
 __device__ inline float unif(uint64_t seed, uint64_t i) {
   uint64_t z = seed * 0x100000001B3ull + i + 0x9E3779B97F4A7C15ull;
@@ -52,25 +45,6 @@ static void flash(const float* q, int g, int Sq, int d, float scale, int offset,
   CK(d == 64 ? flash_causal<64>(q, g, Sq, scale, offset, k, v, out, 0) : flash_causal<128>(q, g, Sq, scale, offset, k, v, out, 0));
 }
 
-template <typename F>
-static float median_ms(int reps, F&& f) {
-  cudaEvent_t a, b;
-  CK(cudaEventCreate(&a));
-  CK(cudaEventCreate(&b));
-  f();
-  std::vector<float> t;
-  for (int r = 0; r < reps; r++) {
-    CK(cudaEventRecord(a));
-    f();
-    CK(cudaEventRecord(b));
-    CK(cudaEventSynchronize(b));
-    float ms;
-    CK(cudaEventElapsedTime(&ms, a, b));
-    t.push_back(ms);
-  }
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
-}
 
 struct Case {
   int g, Sq, d, offset;

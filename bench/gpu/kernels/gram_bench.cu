@@ -20,14 +20,7 @@
 #include "../../../kernels/host_pool.h"
 #include "../../../runtime/wasm/subspace.h"
 
-#define CK(expr)                                                                             \
-  do {                                                                                       \
-    cudaError_t e_ = (expr);                                                                 \
-    if (e_ != cudaSuccess) {                                                                 \
-      fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #expr, cudaGetErrorString(e_)); \
-      exit(2);                                                                               \
-    }                                                                                        \
-  } while (0)
+#include "bench_util.cuh"
 
 static int failures = 0;
 static void expect(bool ok, const char* what) {
@@ -180,29 +173,7 @@ static Err errors(const float* C, int64_t ldc, const Ref& r, int M, int N, doubl
   return e;
 }
 
-// ---------------------------------------------------------------- timing
-
-template <typename F>
-static float median_ms(int reps, F&& f) {
-  cudaEvent_t a, b;
-  CK(cudaEventCreate(&a));
-  CK(cudaEventCreate(&b));
-  f();  // warm-up
-  std::vector<float> t;
-  for (int r = 0; r < reps; r++) {
-    CK(cudaEventRecord(a));
-    f();
-    CK(cudaEventRecord(b));
-    CK(cudaEventSynchronize(b));
-    float ms;
-    CK(cudaEventElapsedTime(&ms, a, b));
-    t.push_back(ms);
-  }
-  CK(cudaEventDestroy(a));
-  CK(cudaEventDestroy(b));
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
-}
+// ---------------------------------------------------------------- timing (median_ms: bench_util.cuh)
 
 static double host_ms(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();

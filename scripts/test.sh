@@ -14,6 +14,7 @@ else
 fi
 npx tsc -p tsconfig.json
 npx tsc -p packages/shadowkv/tsconfig.json --noEmit
+npx tsc -p packages/llama/tsconfig.json --noEmit
 report="$(mktemp -d)/vitest.json"
 status=0
 npx vitest run --reporter=default --reporter=json --outputFile="$report" || status=$?

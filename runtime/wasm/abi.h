@@ -227,3 +227,8 @@ enum { SKV_STEP_WORDS = 20 };
 // [0, chunk_capacity] / [0, max_outliers] / [0, max_selected], or compaction past chunk_capacity.
 SKV_EXPORT int skv_decode_layer(const skv_layer_step* step);
 
+
+// ---- linear.cc ----
+// A model loop's projection: out[M x N] = x[M x K] . W^T, x f32 (row-major), W [N x K] in w_dtype
+// (nn.Linear's layout), out f32. M >= 4 goes through skv_gemm; fewer rows (decode) read W in place.
+SKV_EXPORT void skv_linear(const float* x, int M, int K, const void* W, int w_dtype, int N, float* out);

@@ -14,4 +14,7 @@ export type ErrorCode =
   | 'SKV_WASM_INIT'
   | 'SKV_OUT_OF_MEMORY'
   | 'SKV_DEVICE_MISMATCH'
-  | 'SKV_REENTRANT';
+  | 'SKV_REENTRANT'
+  // Raised by the model-loop package (packages/llama): a checkpoint or tokenizer file that cannot be loaded.
+  | 'SKV_CHECKPOINT'
+  | 'SKV_TOKENIZER';

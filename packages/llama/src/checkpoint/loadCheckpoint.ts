@@ -1,0 +1,87 @@
+// Reads a Hugging Face checkpoint folder: config.json, then model.safetensors or the shards that
+// model.safetensors.index.json names.
+import type { ModelSpec } from '../../../shadowkv/src/spec.js';
+import type { Tensor } from '../../../shadowkv/src/tensor.js';
+import { CheckpointError } from '../errors/CheckpointError.js';
+import { llamaSpec, parseLlamaConfig, type LlamaConfig } from './LlamaConfig.js';
+import { assembleWeights, type LlamaWeights } from './LlamaWeights.js';
+import { readSafetensors, weightTensor, type RawTensor } from './safetensors.js';
+
+/** A loaded checkpoint: the config, the cache's spec for it, and the weights (views into the files' bytes). */
+export interface Checkpoint {
+  config: LlamaConfig;
+  spec: ModelSpec;
+  weights: LlamaWeights;
+  /** The safetensors files read, in order. */
+  files: string[];
+}
+
+/** Returns a file's bytes by its name inside the checkpoint, or undefined when there is no such file. */
+export type CheckpointReader = (file: string) => Uint8Array | undefined;
+
+const INDEX = 'model.safetensors.index.json';
+const SINGLE = 'model.safetensors';
+
+function readJson(read: CheckpointReader, file: string, problem: 'config' | 'header'): unknown {
+  const bytes = read(file);
+  if (!bytes) throw new CheckpointError('io', `${file} is missing`);
+  try {
+    return JSON.parse(new TextDecoder().decode(bytes));
+  } catch (err) {
+    throw new CheckpointError(problem, `${file} is not JSON (${(err as Error).message})`);
+  }
+}
+
+/** The index's tensor -> shard map; shard names must be plain file names (no path may leave the folder). */
+function readIndex(read: CheckpointReader): Map<string, string> {
+  const index = readJson(read, INDEX, 'header') as { weight_map?: unknown } | null;
+  const map = index?.weight_map;
+  if (map === null || typeof map !== 'object' || Array.isArray(map)) throw new CheckpointError('header', `${INDEX} has no weight_map object`);
+  const entries = Object.entries(map);
+  for (const [name, file] of entries) {
+    if (typeof file !== 'string' || !/^[\w.-]+$/.test(file) || file.startsWith('.')) throw new CheckpointError('header', `${INDEX}: tensor '${name}' maps to ${JSON.stringify(file)}, not a file name in the folder`);
+  }
+  return new Map(entries as [string, string][]);
+}
+
+/**
+ * Loads a checkpoint through `read` (any storage: a folder, a browser's fetched files, a test's map).
+ * Every problem is a `CheckpointError` whose `problem` says which kind.
+ */
+export function readCheckpoint(read: CheckpointReader): Checkpoint {
+  const config = parseLlamaConfig(readJson(read, 'config.json', 'config'));
+  const sharded = read(INDEX) !== undefined;
+  const index = sharded ? readIndex(read) : undefined;
+  const files = index ? [...new Set(index.values())] : [SINGLE];
+  const parsed = new Map<string, Map<string, RawTensor>>();
+  for (const file of files) {
+    const bytes = read(file);
+    if (!bytes) throw new CheckpointError('io', sharded ? `${file}, named by ${INDEX}, is missing` : `neither ${SINGLE} nor ${INDEX} is in the checkpoint`);
+    parsed.set(file, readSafetensors(bytes, file));
+  }
+  const find = (name: string): Tensor | string => {
+    const file = index ? index.get(name) : SINGLE;
+    if (file === undefined) return `is not in ${INDEX}'s weight_map`;
+    const raw = parsed.get(file)!.get(name);
+    return raw ? weightTensor(raw, file) : `is not in ${file}`;
+  };
+  return { config, spec: llamaSpec(config), weights: assembleWeights(config, find), files };
+}
+
+/**
+ * Loads a checkpoint folder (Node): `config.json` and `model.safetensors`, or the shards of `model.safetensors.index.json`.
+ * @example
+ * const { config, spec, weights } = await loadCheckpoint('./my-llama');
+ */
+export async function loadCheckpoint(dir: string): Promise<Checkpoint> {
+  const { readFileSync } = await import('node:fs');
+  const { join } = await import('node:path');
+  return readCheckpoint((file) => {
+    try {
+      return readFileSync(join(dir, file));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw new CheckpointError('io', `${join(dir, file)}: ${(err as Error).message}`);
+    }
+  });
+}

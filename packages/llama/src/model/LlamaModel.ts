@@ -1,0 +1,209 @@
+import { ConfigError } from '../../../shadowkv/src/errors/ConfigError.js';
+import { ShapeError } from '../../../shadowkv/src/errors/ShapeError.js';
+import type { KVCachePolicy } from '../../../shadowkv/src/policies/KVCachePolicy.js';
+import type { ModelSpec } from '../../../shadowkv/src/spec.js';
+import type { Tensor } from '../../../shadowkv/src/tensor.js';
+import type { LlamaConfig } from '../checkpoint/LlamaConfig.js';
+import type { Linear } from '../checkpoint/LlamaWeights.js';
+import { loadCheckpoint, type Checkpoint } from '../checkpoint/loadCheckpoint.js';
+import type { Projection } from '../checkpoint/weightLayout.js';
+import { TokenizerError } from '../errors/TokenizerError.js';
+import { JsMatmul } from './JsMatmul.js';
+import type { Matmul, MatmulWeight } from './Matmul.js';
+import { addBias, addInto, embedRows, fromHeads, rmsNorm, swiglu, toHeads } from './ops.js';
+import { WasmMatmul } from './WasmMatmul.js';
+
+/** How a `LlamaModel` multiplies. */
+export interface LlamaModelOptions {
+  /**
+   * The projections' matrix product:
+   * - `'wasm'` (default): the wasm runtime's SIMD kernels (`skv_linear`), weights kept in their dtype
+   * - `'js'`: plain JS f32, the reference
+   * - a `Matmul` of your own
+   */
+  matmul?: 'wasm' | 'js' | Matmul;
+}
+
+/** Options of one `forward` call. */
+export interface ForwardOptions {
+  /** Cache row the tokens belong to. Default `0`. */
+  sequence?: number;
+  /** Logits of every token (`[T, vocab]`) instead of the last one's (`[vocab]`). Default `false`. */
+  allLogits?: boolean;
+}
+
+/** Options of `prefill`. */
+export interface PrefillOptions extends Omit<ForwardOptions, 'allLogits'> {
+  /** Tokens per forward pass (each layer's `cache.prefill` gets this many at a time). Default `512`. */
+  chunkTokens?: number;
+  /** Called after each chunk. */
+  onProgress?: (done: number, total: number) => void;
+}
+
+interface PreparedLinear {
+  weight: MatmulWeight;
+  bias?: Float32Array;
+}
+
+interface PreparedLayer {
+  inputNorm: Float32Array;
+  postNorm: Float32Array;
+  proj: Record<Projection, PreparedLinear>;
+}
+
+/** Activations of up to `rows` tokens; reused while calls fit, so a decode step allocates none. */
+class Scratch {
+  readonly x; readonly h; readonly q; readonly k; readonly v; readonly qh; readonly kh; readonly vh; readonly attn; readonly gate; readonly up; readonly y;
+  constructor(readonly rows: number, c: LlamaConfig) {
+    const f = (width: number) => new Float32Array(rows * width);
+    const [H, Q, KV, I] = [c.hiddenSize, c.queryHeads * c.headDim, c.kvHeads * c.headDim, c.intermediateSize];
+    this.x = f(H); this.h = f(H); this.y = f(H); // residual stream, its norm, a block's output
+    this.q = f(Q); this.k = f(KV); this.v = f(KV); // projections, token-major
+    this.qh = f(Q); this.kh = f(KV); this.vh = f(KV); // the same, head-major for the cache
+    this.attn = f(Q); this.gate = f(I); this.up = f(I);
+  }
+}
+
+/**
+ * A Llama-family decoder on the CPU: embeddings, RMSNorm, q/k/v/o projections, SwiGLU MLP, final
+ * norm and LM head; every layer's attention is handed to a `KVCachePolicy` (pre-RoPE q and k: the
+ * cache applies RoPE from the spec).
+ * @example
+ * const model = await LlamaModel.load('./my-llama');
+ * const cache = new FullKVCache({ spec: model.spec, dtype: 'f32' });
+ * const logits = model.prefill(promptIds, cache);
+ */
+export class LlamaModel implements Disposable {
+  readonly config: LlamaConfig;
+  /** The attention geometry to create caches with. */
+  readonly spec: ModelSpec;
+  readonly matmul: Matmul;
+  private readonly embed: Tensor;
+  private readonly layers: PreparedLayer[];
+  private readonly norm: Float32Array;
+  private readonly lmHead: MatmulWeight;
+  private scratch: Scratch | undefined;
+
+  private constructor(checkpoint: Checkpoint, matmul: Matmul) {
+    const { config, spec, weights } = checkpoint;
+    this.config = config;
+    this.spec = spec;
+    this.matmul = matmul;
+    const prep = (l: Linear): PreparedLinear => ({ weight: matmul.prepare(l.weight), ...(l.bias ? { bias: l.bias } : {}) });
+    this.layers = weights.layers.map((l) => ({
+      inputNorm: l.inputNorm,
+      postNorm: l.postNorm,
+      proj: Object.fromEntries(Object.entries(l.proj).map(([p, lin]) => [p, prep(lin)])) as Record<Projection, PreparedLinear>,
+    }));
+    this.embed = weights.embed;
+    this.norm = weights.norm;
+    this.lmHead = matmul.prepare(weights.lmHead);
+  }
+
+  /** A model over a loaded checkpoint. */
+  static async create(checkpoint: Checkpoint, options: LlamaModelOptions = {}): Promise<LlamaModel> {
+    const m = options.matmul ?? 'wasm';
+    const matmul = m === 'wasm' ? await WasmMatmul.create() : m === 'js' ? new JsMatmul() : m;
+    return new LlamaModel(checkpoint, matmul);
+  }
+
+  /** `loadCheckpoint(dir)` then `create` (Node). */
+  static async load(dir: string, options?: LlamaModelOptions): Promise<LlamaModel> {
+    return LlamaModel.create(await loadCheckpoint(dir), options);
+  }
+
+  private buffers(rows: number): Scratch {
+    if (!this.scratch || this.scratch.rows < rows) this.scratch = new Scratch(rows, this.config);
+    return this.scratch;
+  }
+
+  private project(x: Float32Array, rows: number, lin: PreparedLinear, out: Float32Array): void {
+    this.matmul.linear(x, rows, lin.weight, out);
+    if (lin.bias) addBias(out, rows, lin.bias);
+  }
+
+  /**
+   * Runs `tokens` through every layer, appending them to `cache` row `sequence`. One token on a row
+   * that already holds tokens is a decode step (`cache.decode`); anything else is a prompt chunk
+   * (`cache.prefill` with queries). Returns the last token's logits `[vocab]` (or all, `[T, vocab]`).
+   */
+  forward(tokens: ArrayLike<number>, cache: KVCachePolicy, options: ForwardOptions = {}): Float32Array {
+    return this.run(tokens, cache, options, tokens.length === 1 && cache.length(options.sequence ?? 0) > 0);
+  }
+
+  private run(tokens: ArrayLike<number>, cache: KVCachePolicy, options: ForwardOptions, decoding: boolean): Float32Array {
+    const { sequence = 0, allLogits = false } = options;
+    const c = this.config;
+    const T = tokens.length;
+    const [H, d, Hq, Hkv] = [c.hiddenSize, c.headDim, c.queryHeads, c.kvHeads];
+    if (T === 0) throw new ShapeError('LlamaModel.forward: no tokens');
+    for (let t = 0; t < T; t++) {
+      const id = tokens[t]!;
+      if (!Number.isInteger(id) || id < 0 || id >= c.vocabSize) throw new TokenizerError(`LlamaModel.forward: token ${t} is ${id}, outside the vocabulary [0, ${c.vocabSize})`);
+    }
+    const s = this.buffers(T);
+    embedRows(this.embed, tokens, s.x);
+    for (let layer = 0; layer < c.layers; layer++) {
+      const w = this.layers[layer]!;
+      // 1. Attention: RMSNorm, q/k/v, the cache's attention, o, residual.
+      rmsNorm(s.x, T, H, w.inputNorm, c.rmsNormEps, s.h);
+      this.project(s.h, T, w.proj.q, s.q);
+      this.project(s.h, T, w.proj.k, s.k);
+      this.project(s.h, T, w.proj.v, s.v);
+      if (decoding) {
+        // NOTE: at T = 1 token-major and head-major are the same layout: no transposes.
+        const t = (data: Float32Array, heads: number): Tensor => ({ data: data.subarray(0, heads * d), shape: [1, heads, 1, d], dtype: 'f32' });
+        cache.decode(layer, { query: t(s.q, Hq), key: t(s.k, Hkv), value: t(s.v, Hkv) }, { sequences: [sequence], out: s.attn.subarray(0, Hq * d) });
+      } else {
+        toHeads(s.q, T, Hq, d, s.qh);
+        toHeads(s.k, T, Hkv, d, s.kh);
+        toHeads(s.v, T, Hkv, d, s.vh);
+        const t = (data: Float32Array, heads: number): Tensor => ({ data: data.subarray(0, heads * T * d), shape: [1, heads, T, d], dtype: 'f32' });
+        const out = cache.prefill(layer, { queries: t(s.qh, Hq), keys: t(s.kh, Hkv), values: t(s.vh, Hkv), sequences: [sequence] })!;
+        fromHeads(out.data as Float32Array, T, Hq, d, s.attn);
+      }
+      this.project(s.attn, T, w.proj.o, s.y);
+      addInto(s.x, s.y, T * H);
+      // 2. MLP: RMSNorm, SwiGLU, down, residual.
+      rmsNorm(s.x, T, H, w.postNorm, c.rmsNormEps, s.h);
+      this.project(s.h, T, w.proj.gate, s.gate);
+      this.project(s.h, T, w.proj.up, s.up);
+      swiglu(s.gate, s.up, T * c.intermediateSize);
+      this.project(s.gate, T, w.proj.down, s.y);
+      addInto(s.x, s.y, T * H);
+    }
+    // 3. Final norm and LM head, for the last token or all of them.
+    const first = allLogits ? 0 : T - 1;
+    const rows = T - first;
+    rmsNorm(s.x.subarray(first * H), rows, H, this.norm, c.rmsNormEps, s.h);
+    const logits = new Float32Array(rows * c.vocabSize);
+    this.matmul.linear(s.h, rows, this.lmHead, logits);
+    return logits;
+  }
+
+  /**
+   * A prompt (or a continuation of one) in chunks of `chunkTokens`, every chunk through
+   * `cache.prefill`, even a chunk of one token; returns the last token's logits.
+   */
+  prefill(tokens: ArrayLike<number>, cache: KVCachePolicy, options: PrefillOptions = {}): Float32Array {
+    const { chunkTokens = 512, onProgress, ...forward } = options;
+    if (!Number.isInteger(chunkTokens) || chunkTokens < 1) throw new ConfigError(`LlamaModel.prefill: chunkTokens must be a positive integer, got ${chunkTokens}`);
+    if (tokens.length === 0) throw new ShapeError('LlamaModel.prefill: the prompt is empty');
+    const ids = Array.from(tokens);
+    let logits: Float32Array = new Float32Array(0);
+    for (let t = 0; t < ids.length; t += chunkTokens) {
+      logits = this.run(ids.slice(t, t + chunkTokens), cache, forward, false);
+      onProgress?.(Math.min(ids.length, t + chunkTokens), ids.length);
+    }
+    return logits;
+  }
+
+  /** Frees the matmul's weights (a wasm heap). */
+  dispose(): void {
+    this.matmul.dispose();
+  }
+
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+}

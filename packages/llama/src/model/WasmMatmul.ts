@@ -1,0 +1,80 @@
+import { DTYPE_CODE } from '../../../shadowkv/src/backends/codes.js';
+import { compileWasm, hasWasmSimd, instantiateWasm, type WasmVariant } from '../../../shadowkv/src/backends/wasm/loadWasm.js';
+import type { WasmExports } from '../../../shadowkv/src/backends/wasm/abi.js';
+import { OutOfMemoryError } from '../../../shadowkv/src/errors/OutOfMemoryError.js';
+import type { Tensor } from '../../../shadowkv/src/tensor.js';
+import type { Matmul, MatmulWeight } from './Matmul.js';
+
+/** The runtime's exports this file calls: `skv_linear` (runtime/wasm/linear.cc) beside the allocator. */
+type LinearExports = WasmExports & {
+  skv_linear(x: number, M: number, K: number, W: number, wDtype: number, N: number, out: number): void;
+};
+
+interface WasmWeight extends MatmulWeight {
+  ptr: number;
+  dtype: number;
+}
+
+/**
+ * `Matmul` on the wasm runtime: weights copied once, in their stored dtype (bf16 stays 2 bytes),
+ * into a heap of their own; `skv_linear` multiplies with SIMD micro-kernels, widening to f32 as it reads.
+ * @example
+ * const matmul = await WasmMatmul.create();
+ */
+export class WasmMatmul implements Matmul {
+  readonly name: string;
+  private readonly wasm: LinearExports;
+  private readonly weights: number[] = [];
+  private io = { ptr: 0, floats: 0 }; // x and out, one block
+
+  private constructor(wasm: LinearExports, variant: WasmVariant) {
+    this.wasm = wasm;
+    this.name = `wasm-${variant}`;
+  }
+
+  /** Compiles and instantiates the runtime (the SIMD build where the engine has wasm SIMD). */
+  static async create(variant: WasmVariant = hasWasmSimd() ? 'simd' : 'plain'): Promise<WasmMatmul> {
+    return new WasmMatmul(instantiateWasm(await compileWasm(variant)) as LinearExports, variant);
+  }
+
+  private alloc(bytes: number, what: string): number {
+    const ptr = this.wasm.skv_malloc(bytes) >>> 0;
+    if (!ptr) throw new OutOfMemoryError(`WasmMatmul: ${what} (${bytes} bytes) does not fit the 4 GB wasm heap`);
+    return ptr;
+  }
+
+  prepare(weight: Tensor): WasmWeight {
+    const [rows, cols] = weight.shape as [number, number];
+    const bytes = weight.data.byteLength;
+    const ptr = this.alloc(bytes, `a [${rows}, ${cols}] weight`);
+    new Uint8Array(this.wasm.memory.buffer, ptr, bytes).set(new Uint8Array(weight.data.buffer, weight.data.byteOffset, bytes));
+    this.weights.push(ptr);
+    return { rows, cols, ptr, dtype: DTYPE_CODE[weight.dtype] };
+  }
+
+  linear(x: Float32Array, M: number, weight: MatmulWeight, out: Float32Array): void {
+    const { rows: N, cols: K, ptr, dtype } = weight as WasmWeight;
+    const need = M * (K + N);
+    if (need > this.io.floats) {
+      if (this.io.ptr) this.wasm.skv_free(this.io.ptr);
+      this.io = { ptr: 0, floats: 0 }; // freed before the next allocation, which may throw
+      this.io = { ptr: this.alloc(4 * need, 'the activations'), floats: need };
+    }
+    const xPtr = this.io.ptr;
+    const outPtr = xPtr + 4 * M * K;
+    // NOTE: views are made after the allocations above: a heap growth detaches the old buffer.
+    new Float32Array(this.wasm.memory.buffer, xPtr, M * K).set(x.subarray(0, M * K));
+    this.wasm.skv_linear(xPtr, M, K, ptr, dtype, N, outPtr);
+    out.set(new Float32Array(this.wasm.memory.buffer, outPtr, M * N));
+  }
+
+  dispose(): void {
+    for (const p of this.weights.splice(0)) this.wasm.skv_free(p);
+    if (this.io.ptr) this.wasm.skv_free(this.io.ptr);
+    this.io = { ptr: 0, floats: 0 };
+  }
+
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+}

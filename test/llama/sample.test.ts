@@ -1,0 +1,82 @@
+import { describe, expect, it } from 'vitest';
+import { ConfigError, LLAMA3_8B, ShadowKVCache } from '../../packages/shadowkv/src/backend.js';
+import { argmax, fitCacheOptions, Sampler } from '../../packages/llama/src/index.js';
+
+const logits = Float32Array.of(1, 3, 2, 3 - 1e-3, -5);
+const draw = (s: Sampler, n: number, l = logits) => Array.from({ length: n }, () => s.next(l));
+
+describe('Sampler', () => {
+  it('greedy (temperature 0) is the argmax, ties to the lower id', () => {
+    expect(new Sampler().next(logits)).toBe(1);
+    expect(argmax(Float32Array.of(0, 2, 2))).toBe(1);
+  });
+
+  it('the same seed gives the same draws; another seed other draws', () => {
+    const opts = { temperature: 1, seed: 42 };
+    expect(draw(new Sampler(opts), 50)).toEqual(draw(new Sampler(opts), 50));
+    expect(draw(new Sampler({ ...opts, seed: 43 }), 50)).not.toEqual(draw(new Sampler(opts), 50));
+  });
+
+  it('frequencies follow softmax(logits / temperature) (4000 draws, within 0.03)', () => {
+    const l = Float32Array.of(0, Math.log(2), Math.log(5));
+    for (const temperature of [1, 2]) {
+      const counts = [0, 0, 0];
+      for (const id of draw(new Sampler({ temperature, seed: 7 }), 4000, l)) counts[id]!++;
+      const p = [1, 2, 5].map((w) => w ** (1 / temperature));
+      const total = p.reduce((a, b) => a + b);
+      counts.forEach((c, i) => expect(Math.abs(c / 4000 - p[i]! / total)).toBeLessThan(0.03));
+    }
+  });
+
+  it('topK keeps only the k most likely; topP only the nucleus', () => {
+    expect(new Set(draw(new Sampler({ temperature: 5, topK: 2, seed: 1 }), 300))).toEqual(new Set([1, 3]));
+    expect(new Set(draw(new Sampler({ temperature: 1, topK: 1, seed: 1 }), 50))).toEqual(new Set([1]));
+    // p(1) ≈ p(3) ≈ 0.42 at temperature 1: a nucleus of 0.5 needs both, of 0.3 only the first.
+    expect(new Set(draw(new Sampler({ temperature: 1, topP: 0.5, seed: 2 }), 300))).toEqual(new Set([1, 3]));
+    expect(new Set(draw(new Sampler({ temperature: 1, topP: 0.3, seed: 2 }), 100))).toEqual(new Set([1]));
+  });
+
+  it.each([[{ temperature: -1 }], [{ topK: 1.5 }], [{ topP: 0 }], [{ topP: 1.5 }], [{ seed: 0.5 }]])('rejects %j with a ConfigError', (opts) => {
+    expect(() => new Sampler(opts)).toThrow(ConfigError);
+  });
+});
+
+describe('fitCacheOptions', () => {
+  const narrow = { layers: 4, queryHeads: 8, kvHeads: 2, headDim: 64, rope: { theta: 10000 } };
+
+  it('narrow keys (2 x 64 = 128 wide) get rank 32, a quarter of the width, not 160 capped to 128', () => {
+    const fit = fitCacheOptions(narrow, { promptTokens: 16384, maxNewTokens: 256 });
+    expect(fit.options.rank).toBe(32);
+    expect(fit.notes[0]).toMatch(/rank 32 of key width 128 .*5\/32 would be 20/);
+  });
+
+  it("Llama-3-8B's geometry keeps the paper's rank 160", () => {
+    expect(fitCacheOptions(LLAMA3_8B, { promptTokens: 131072 - 256 }).options.rank).toBe(160);
+  });
+
+  it('the budget is ~1.56 % of the context in whole chunks, 2048 at 128K; the memory is below the dense cache', () => {
+    for (const promptTokens of [4096, 16384, 32768, 131072 - 256]) {
+      const fit = fitCacheOptions(narrow, { promptTokens });
+      expect(fit.options.budget % 8).toBe(0);
+      expect(Math.abs(fit.options.budget - fit.maxTokens / 64)).toBeLessThanOrEqual(4); // the nearest whole chunk
+      expect(fit.compressed).toBe(true);
+      expect(fit.memory.device).toBeLessThan(fit.memory.dense);
+    }
+    expect(fitCacheOptions(narrow, { promptTokens: 131072 - 256 }).options.budget).toBe(2048);
+    expect(fitCacheOptions(narrow, { promptTokens: 16384, budgetFraction: 0.06 }).options.budget).toBe(1000);
+  });
+
+  it('a short prompt stays dense, and the notes say so', () => {
+    const fit = fitCacheOptions(narrow, { promptTokens: 500, maxNewTokens: 20 });
+    expect(fit.options.budget).toBe(64); // 8 chunks at least
+    expect(fit.compressed).toBe(false);
+    expect(fit.notes.join('\n')).toMatch(/this 500-token prompt stays dense/);
+  });
+
+  it('the options construct a ShadowKVCache as they are', () => {
+    const fit = fitCacheOptions(narrow, { promptTokens: 8000, maxNewTokens: 64 });
+    const cache = new ShadowKVCache({ spec: narrow, maxTokens: fit.maxTokens, ...fit.options });
+    expect(cache.options).toMatchObject(fit.options);
+    cache.dispose();
+  });
+});

@@ -1,0 +1,77 @@
+// A Llama model loop end to end on a random checkpoint it writes itself (no download): the HF
+// files (config.json + safetensors), loaded back, a prompt through `full` and through `shadowkv`
+// with options fitted to the model, tokens streamed, tokens per second and memory per tier.
+// The model knows nothing, so the text is noise: this shows the plumbing and the speed.
+// Run: npx tsx examples/llama.ts [--tokens 4096] [--new 32] [--layers 8] [--hidden 512] [--heads 8]
+//        [--kv-heads 2] [--head-dim 64] [--intermediate 1536] [--dtype bf16] [--matmul wasm] [--chunk 512]
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { parseArgs } from 'node:util';
+import { ByteTokenizer, fitCacheOptions, generate, LlamaModel, randomWeights, writeCheckpoint, type LlamaConfig } from '../packages/llama/src/index.js';
+import { FullKVCache, ShadowKVCache, type DType, type KVCachePolicy } from '../packages/shadowkv/src/index.js';
+import { Progress } from './progress.js';
+
+const { values: args } = parseArgs({
+  options: {
+    tokens: { type: 'string', default: '4096' },
+    new: { type: 'string', default: '32' },
+    layers: { type: 'string', default: '8' },
+    hidden: { type: 'string', default: '512' },
+    heads: { type: 'string', default: '8' },
+    'kv-heads': { type: 'string', default: '2' },
+    'head-dim': { type: 'string', default: '64' },
+    intermediate: { type: 'string', default: '1536' },
+    dtype: { type: 'string', default: 'bf16' },
+    matmul: { type: 'string', default: 'wasm' },
+    chunk: { type: 'string', default: '512' },
+  },
+});
+const n = (key: keyof typeof args) => Number(args[key]);
+
+// 1. A checkpoint in the Hugging Face layout (two shards, Llama-3 RoPE scaling), byte-level vocabulary.
+const config: LlamaConfig = {
+  vocabSize: 256, hiddenSize: n('hidden'), intermediateSize: n('intermediate'), layers: n('layers'),
+  queryHeads: n('heads'), kvHeads: n('kv-heads'), headDim: n('head-dim'), rmsNormEps: 1e-5, ropeTheta: 500000,
+  ropeScaling: { factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositions: 8192 },
+  maxPositions: 131072, tieWordEmbeddings: false, attentionBias: false, mlpBias: false, eosTokenIds: [],
+};
+const dir = mkdtempSync(`${tmpdir()}/shadowkv-llama-`);
+await writeCheckpoint(dir, config, randomWeights(config, { dtype: args.dtype as DType, seed: 1 }), { shards: 2 });
+const model = await LlamaModel.load(dir, { matmul: args.matmul as 'wasm' | 'js' });
+const params = (config.layers * (2 * config.hiddenSize * (config.queryHeads + config.kvHeads) * config.headDim + 3 * config.hiddenSize * config.intermediateSize) + 2 * config.vocabSize * config.hiddenSize) / 1e6;
+console.log(`model: ${dir} (${params.toFixed(1)}M parameters, ${args.dtype}; ${config.layers} layers, hidden ${config.hiddenSize}, ${config.queryHeads} q / ${config.kvHeads} kv heads x ${config.headDim}), matmul ${model.matmul.name}`);
+
+// 2. A prompt of the requested length and cache options fitted to this model and prompt.
+const tokenizer = new ByteTokenizer();
+const filler = 'The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. ';
+const prompt = tokenizer.encode(filler.repeat(Math.ceil(n('tokens') / filler.length)).slice(0, n('tokens') - 40) + 'The pass key is 71432. Remember it. What is the pass key? The pass key is'.slice(0, 40));
+const fit = fitCacheOptions(model.spec, { promptTokens: prompt.length, maxNewTokens: n('new') });
+console.log(`prompt: ${prompt.length} tokens; shadowkv options chosen for this model and prompt:`);
+for (const note of fit.notes) console.log(`  ${note}`);
+
+// 3. Each policy: prefill (chunked, with progress), then stream the generated tokens.
+const caches: [string, KVCachePolicy][] = [
+  ['full', new FullKVCache({ spec: model.spec, maxTokens: fit.maxTokens })],
+  ['shadowkv', new ShadowKVCache({ spec: model.spec, maxTokens: fit.maxTokens, ...fit.options })],
+];
+for (const [name, cache] of caches) {
+  const bar = new Progress(`${name} prefill`, Math.ceil(prompt.length / n('chunk')));
+  // Token i arrives at times[i]: token 0 ends the prefill; token 1 is the first decode step, where
+  // ShadowKV compresses the prompt; the steps after it are the steady state.
+  const t0 = performance.now();
+  const times: number[] = [];
+  let text = '';
+  for await (const t of generate(model, cache, prompt, { maxNewTokens: n('new'), chunkTokens: n('chunk'), tokenizer, onPrefill: () => bar.tick() })) {
+    times.push(performance.now() - t0);
+    text += t.text;
+  }
+  const s = (ms: number) => `${(ms / 1000).toFixed(2)} s`;
+  const steady = times.length > 2 ? (times.length - 2) / ((times.at(-1)! - times[1]!) / 1000) : NaN;
+  const m = cache.memory();
+  const mb = (x: number) => `${(x / 2 ** 20).toFixed(1)} MB`;
+  console.log(`\n${name}: ${JSON.stringify(text.slice(0, 60))}`);
+  console.log(`  prefill ${(prompt.length / (times[0]! / 1000)).toFixed(0)} tokens/s (${s(times[0]!)}); first decode step ${s(times[1]! - times[0]!)}; then ${steady.toFixed(1)} tokens/s over ${times.length - 2} steps`);
+  console.log(`  memory: device ${mb(m.device)}, host ${mb(m.host)} (dense cache: ${mb(m.dense)})`);
+  cache.dispose();
+}
+model.dispose();

@@ -44,8 +44,9 @@ describe.each(matmuls)('forward pass against the float64 reference [%s matmul]',
 });
 
 describe('matmuls', () => {
-  it.each([1, 2, 3, 4, 5, 17] as const)('wasm skv_linear matches float64 at M = %i rows (K 300 crosses a column block, N 13 a quad tail)', async (M) => {
-    const wasm = await WasmMatmul.create();
+  it.each([[1, 'simd'], [2, 'simd'], [3, 'simd'], [4, 'simd'], [5, 'simd'], [17, 'simd'], [1, 'plain'], [17, 'plain']] as const)('wasm skv_linear matches float64 at M = %i rows [%s build] (K 300 crosses a column block, N 13 a quad tail)', async (M, variant) => {
+    const wasm = await WasmMatmul.create(variant);
+    expect(wasm.name).toBe(`wasm-${variant}`);
     const [K, N] = [300, 13];
     const x = Float32Array.from({ length: M * K }, (_, i) => Math.sin(i * 0.37));
     for (const dtype of ['f32', 'f16', 'bf16'] as const) {

@@ -23,11 +23,14 @@
 
 namespace {
 
+// StepSelect's per-slot lists (ids, held, hit, free_slots, miss_idx: S each) and its shared memory bounds.
+enum { SELECT_LISTS = 5, SELECT_LISTS_SMEM_MAX = 48 * 1024, SELECT_SMEM_MAX = 160 * 1024 };
+
 // Where each temporary lives in the workspace (byte offsets), from host-known bounds.
 struct StepLayout {
   int tasks, sparse, max_l, max_splits, max_m;  // sparse: compressed active rows; max_m: chunks the largest compaction moves
-  bool scores_shared;                            // the select kernel keeps a head's scores in shared memory
-  size_t rows, qf, logits, maxes, scores, ids, held, hit, free_slots, miss_idx, miss_ids, miss_slots, n_miss, attn, segs, part,
+  bool lists_shared, scores_shared;              // the select kernel keeps a head's slot lists / scores in shared memory
+  size_t rows, qf, logits, maxes, scores, lists, miss_ids, miss_slots, n_miss, attn, segs, part,
       bytes;
 };
 
@@ -64,7 +67,27 @@ __device__ __forceinline__ int compacted_chunks(const SkvStep& s, const SkvStepR
 
 // ---- 1. append ----
 
-__global__ void __launch_bounds__(256) StepAppendKernel(StepArgs a) {
+enum { APPEND_THREADS = 512 };
+
+// store(i, load(i)) for i in [0, n) over the block, BATCH loads in flight per thread before any
+// store (a loop that stored each value before the next load waited a memory latency per element).
+template <typename Load, typename Store>
+__device__ __forceinline__ void batched(int n, Load load, Store store) {
+  enum { BATCH = 4 };
+  for (int i0 = threadIdx.x; i0 < n; i0 += BATCH * blockDim.x) {
+    float x[BATCH];
+#pragma unroll
+    for (int b = 0; b < BATCH; b++) {
+      const int i = i0 + b * blockDim.x;
+      x[b] = i < n ? load(i) : 0.f;
+    }
+#pragma unroll
+    for (int b = 0; b < BATCH; b++)
+      if (i0 + b * blockDim.x < n) store(i0 + b * blockDim.x, x[b]);
+  }
+}
+
+__global__ void __launch_bounds__(APPEND_THREADS) StepAppendKernel(StepArgs a) {
   extern __shared__ float kf[];  // [Hkv x d], then [d/2] (cos, sin) pairs at the row's position
   const SkvStep& s = a.s;
   const int b = blockIdx.x;
@@ -104,8 +127,9 @@ __global__ void __launch_bounds__(256) StepAppendKernel(StepArgs a) {
   if (r.input < 0) return;
   const double* inv_freq = reinterpret_cast<const double*>(s.inv_freq);
   // q: to f32, RoPE at `position` (rope.cu's arithmetic).
-  for (int i = threadIdx.x; i < Hq * d; i += blockDim.x) qf[i] = load_f32(reinterpret_cast<const void*>(s.q), s.io_dtype, (size_t)r.input * Hq * d + i);
-  for (int i = threadIdx.x; i < Hkv * d; i += blockDim.x) kf[i] = load_f32(reinterpret_cast<const void*>(s.k), s.io_dtype, (size_t)r.input * Hkv * d + i);
+  const void *q = reinterpret_cast<const void*>(s.q), *k = reinterpret_cast<const void*>(s.k);
+  batched(Hq * d, [&](int i) { return load_f32(q, s.io_dtype, (size_t)r.input * Hq * d + i); }, [&](int i, float x) { qf[i] = x; });
+  batched(Hkv * d, [&](int i) { return load_f32(k, s.io_dtype, (size_t)r.input * Hkv * d + i); }, [&](int i, float x) { kf[i] = x; });
   float* cs = kf + (size_t)Hkv * d;  // every head of the token sits at `position`: one rotation per pair
   for (int i = threadIdx.x; i < half; i += blockDim.x) rope_rotation(r.position, inv_freq[i], &cs[2 * i], &cs[2 * i + 1]);
   __syncthreads();
@@ -115,13 +139,12 @@ __global__ void __launch_bounds__(256) StepAppendKernel(StepArgs a) {
   }
   __syncthreads();
   // k (post-RoPE) and v to the tail at tail_count.
-  for (int i = threadIdx.x; i < Hkv * d; i += blockDim.x) {
-    const int h = i / d, e = i % d;
-    const size_t row = ((size_t)h * r.tail_capacity + r.tail_count) * d + e;
-    store_f32(reinterpret_cast<void*>(r.tail_k), s.kv_dtype, row, kf[i]);
+  auto tail_row = [&](int i) { return ((size_t)(i / d) * r.tail_capacity + r.tail_count) * d + i % d; };
+  for (int i = threadIdx.x; i < Hkv * d; i += blockDim.x) store_f32(reinterpret_cast<void*>(r.tail_k), s.kv_dtype, tail_row(i), kf[i]);
+  // NOTE: the value keeps its bits where the dtypes agree (convert_elem), so it is not batched through f32.
+  for (int i = threadIdx.x; i < Hkv * d; i += blockDim.x)
     convert_elem(reinterpret_cast<const void*>(s.v), s.io_dtype, (size_t)r.input * Hkv * d + i, reinterpret_cast<void*>(r.tail_v),
-                 s.kv_dtype, row);
-  }
+                 s.kv_dtype, tail_row(i));
 }
 
 // ---- 2. logits ----
@@ -132,8 +155,9 @@ __device__ __forceinline__ bool sparse_task(const StepArgs& a, int task, SkvStep
   return r->input >= 0 && r->u;
 }
 
-__global__ void __launch_bounds__(LOGIT_THREADS) StepLogitsKernel(StepArgs a) {
+__global__ void __launch_bounds__(LOGIT_THREADS, 2) StepLogitsKernel(StepArgs a) {
   __shared__ float red[LOGIT_GROUPS * LOGIT_HEADS];
+  extern __shared__ __align__(16) char stage[];
   SkvStepRow r;
   const int task = blockIdx.x;
   if (!sparse_task(a, task, &r)) return;
@@ -147,7 +171,7 @@ __global__ void __launch_bounds__(LOGIT_THREADS) StepLogitsKernel(StepArgs a) {
   float* logits = ws_ptr<float>(a, a.at.logits) + (size_t)task * g * a.at.max_l;
   float* maxes = ws_ptr<float>(a, a.at.maxes) + ((size_t)task * LOGIT_MAX_BLOCKS + blockIdx.y) * g;
   landmark_logits(q, g, d, s.score_scale, elem(r.landmarks, s.kv_dtype, (size_t)h * r.chunk_capacity * d), s.kv_dtype, c0,
-                  c1, logits, a.at.max_l, maxes, red);
+                  c1, logits, a.at.max_l, maxes, red, stage);
 }
 
 // ---- 3. select and reuse ----
@@ -166,11 +190,13 @@ __global__ void __launch_bounds__(SELECT_THREADS) StepSelectKernel(StepArgs a) {
   int sc = hc[SKV_HEAD_SELECTED];
   const float* logits = ws_ptr<float>(a, a.at.logits) + (size_t)task * g * a.at.max_l;
   float* stats = smem;
-  float* scores = a.at.scores_shared ? smem + 2 * g : ws_ptr<float>(a, a.at.scores) + (size_t)task * a.at.max_l;
   const size_t o = (size_t)task * S;
-  int32_t *ids = ws_ptr<int32_t>(a, a.at.ids) + o, *held = ws_ptr<int32_t>(a, a.at.held) + o;
-  int32_t *hit = ws_ptr<int32_t>(a, a.at.hit) + o, *free_slots = ws_ptr<int32_t>(a, a.at.free_slots) + o;
-  int32_t *miss_idx = ws_ptr<int32_t>(a, a.at.miss_idx) + o, *miss_ids = ws_ptr<int32_t>(a, a.at.miss_ids) + o;
+  // The per-slot lists in shared memory where they fit (their steps are chains of dependent reads).
+  int32_t* lists = a.at.lists_shared ? reinterpret_cast<int32_t*>(smem + 2 * g) : ws_ptr<int32_t>(a, a.at.lists) + o * SELECT_LISTS;
+  int32_t *ids = lists, *held = lists + S, *hit = lists + 2 * S, *free_slots = lists + 3 * S, *miss_idx = lists + 4 * S;
+  float* scores = a.at.scores_shared ? smem + 2 * g + (a.at.lists_shared ? SELECT_LISTS * S : 0)
+                                     : ws_ptr<float>(a, a.at.scores) + (size_t)task * a.at.max_l;
+  int32_t* miss_ids = ws_ptr<int32_t>(a, a.at.miss_ids) + o;
   int32_t* miss_slots = ws_ptr<int32_t>(a, a.at.miss_slots) + o;
   int32_t* slot_ids = reinterpret_cast<int32_t*>(r.selected_ids) + (size_t)h * S;
   // 2. Scores: softmax per query head, max over the group (score_chunks.cu's arithmetic).
@@ -236,8 +262,13 @@ __global__ void __launch_bounds__(SELECT_THREADS) StepSelectKernel(StepArgs a) {
 
 // ---- 4. fetch values, rebuild keys ----
 
-enum { FETCH_PREFETCH = 4 };  // 16-byte words per thread in flight while the keys are rebuilt
+enum { FETCH_PREFETCH = 4 };  // 16-byte words of values per thread in flight while the keys are rebuilt
 
+// A group of misses of one task: the values by a zero-copy read of pinned host memory, requested
+// first and kept in flight (registers) while the same block rebuilds the keys (rebuild_keys.cuh),
+// then stored to their slots. NOTE: a gather kernel of its own on a second stream did not overlap
+// with the rebuild (188 us for both at 4 x 128K against 118 and 77 apart, H200); in one block the
+// PCIe latency hides behind the rebuild's arithmetic by construction.
 __global__ void __launch_bounds__(REBUILD_THREADS) StepFetchKernel(StepArgs a) {
   extern __shared__ float smem[];
   SkvStepRow r;
@@ -249,8 +280,9 @@ __global__ void __launch_bounds__(REBUILD_THREADS) StepFetchKernel(StepArgs a) {
   const int n_miss = ws_ptr<int32_t>(a, a.at.n_miss)[task];
   if (first >= n_miss) return;
   const int n = min(per, n_miss - first);
-  const int32_t* ids = ws_ptr<int32_t>(a, a.at.miss_ids) + (size_t)task * S + first;
-  const int32_t* slots = ws_ptr<int32_t>(a, a.at.miss_slots) + (size_t)task * S + first;
+  const size_t o = (size_t)task * S + first;
+  const int32_t* ids = ws_ptr<int32_t>(a, a.at.miss_ids) + o;
+  const int32_t* slots = ws_ptr<int32_t>(a, a.at.miss_slots) + o;
   const size_t cbytes = (size_t)C * d * skv_dtype_size(kv);
   const uint64_t* pages = reinterpret_cast<const uint64_t*>(r.value_pages);
   char* selV = static_cast<char*>(elem(r.selected_v, kv, (size_t)h * S * C * d));
@@ -258,17 +290,16 @@ __global__ void __launch_bounds__(REBUILD_THREADS) StepFetchKernel(StepArgs a) {
     const int64_t id = ids[i];
     return reinterpret_cast<const char*>(pages[(size_t)(id / r.page_chunks) * s.kv_heads + h]) + (size_t)(id % r.page_chunks) * cbytes;
   };
-  // 1. Values: the first FETCH_PREFETCH words of every thread are requested now, kept in flight.
-  const bool vec = cbytes % 16 == 0 && reinterpret_cast<uintptr_t>(selV) % 16 == 0;
-  const size_t words = vec ? n * (cbytes / 16) : 0;
+  auto dst_of = [&](int i) { return selV + (size_t)slots[i] * cbytes; };
+  // 1. Values: the first FETCH_PREFETCH words of every thread are requested now. Pages and slots
+  // start 16-byte aligned (page allocations, cudaMalloc).
+  const bool vec = cbytes % 16 == 0;
+  const size_t cw = cbytes / 16, words = vec ? n * cw : 0;
   uint4 pre[FETCH_PREFETCH];
 #pragma unroll
   for (int k = 0; k < FETCH_PREFETCH; k++) {
     const size_t w = threadIdx.x + (size_t)k * blockDim.x;
-    if (w < words) {
-      const uint4* src = reinterpret_cast<const uint4*>(src_of((int)(w / (cbytes / 16))));
-      pre[k] = src[w % (cbytes / 16)];
-    }
+    if (w < words) pre[k] = reinterpret_cast<const uint4*>(src_of((int)(w / cw)))[w % cw];
   }
   // 2. Keys, while the values travel.
   const RebuildArgs ra{reinterpret_cast<const void*>(r.u), kv, r.rank, elem(r.sv, kv, (size_t)h * d), kv,
@@ -276,23 +307,17 @@ __global__ void __launch_bounds__(REBUILD_THREADS) StepFetchKernel(StepArgs a) {
                        elem(r.selected_k, kv, (size_t)h * S * C * d), kv, d};
   rebuild_group(ra, ids, slots, n, smem);
   // 3. The values land in their slots.
-  auto dst_of = [&](int i) { return selV + (size_t)slots[i] * cbytes; };
 #pragma unroll
   for (int k = 0; k < FETCH_PREFETCH; k++) {
     const size_t w = threadIdx.x + (size_t)k * blockDim.x;
-    if (w < words) reinterpret_cast<uint4*>(dst_of((int)(w / (cbytes / 16))))[w % (cbytes / 16)] = pre[k];
+    if (w < words) reinterpret_cast<uint4*>(dst_of((int)(w / cw)))[w % cw] = pre[k];
   }
-  if (vec) {
-    for (size_t w = threadIdx.x + (size_t)FETCH_PREFETCH * blockDim.x; w < words; w += blockDim.x) {
-      const int i = (int)(w / (cbytes / 16));
-      reinterpret_cast<uint4*>(dst_of(i))[w % (cbytes / 16)] = reinterpret_cast<const uint4*>(src_of(i))[w % (cbytes / 16)];
-    }
-  } else {  // every dtype is at least 2 bytes, and so is every element offset
+  for (size_t w = threadIdx.x + (size_t)FETCH_PREFETCH * blockDim.x; w < words; w += blockDim.x)
+    reinterpret_cast<uint4*>(dst_of((int)(w / cw)))[w % cw] = reinterpret_cast<const uint4*>(src_of((int)(w / cw)))[w % cw];
+  if (!vec) {  // every dtype is at least 2 bytes, and so is every element offset
     const size_t halves = cbytes / 2;
-    for (size_t w = threadIdx.x; w < n * halves; w += blockDim.x) {
-      const int i = (int)(w / halves);
-      reinterpret_cast<uint16_t*>(dst_of(i))[w % halves] = reinterpret_cast<const uint16_t*>(src_of(i))[w % halves];
-    }
+    for (size_t w = threadIdx.x; w < n * halves; w += blockDim.x)
+      reinterpret_cast<uint16_t*>(dst_of((int)(w / halves)))[w % halves] = reinterpret_cast<const uint16_t*>(src_of((int)(w / halves)))[w % halves];
   }
 }
 
@@ -385,9 +410,11 @@ __global__ void __launch_bounds__(256) CompactTailKernel(StepArgs a) {
   }
 }
 
-// Dynamic shared memory of StepSelect: [g] max and [g] inverse sum, then the scores if kept there.
-enum { SELECT_SMEM_MAX = 160 * 1024 };
-size_t select_smem(int g, int max_l, bool scores) { return sizeof(float) * (2 * (size_t)g + (scores ? (size_t)max_l : 0)); }
+// Dynamic shared memory of StepSelect: [g] max and [g] inverse sum, then the SELECT_LISTS per-slot
+// lists and the scores where each fits.
+size_t select_smem(int g, int max_l, int S, bool lists, bool scores) {
+  return sizeof(float) * (2 * (size_t)g + (lists ? (size_t)SELECT_LISTS * S : 0) + (scores ? (size_t)max_l : 0));
+}
 
 StepLayout layout(const SkvStep& s, const SkvStepRow* rows) {
   StepLayout at{};
@@ -419,13 +446,10 @@ StepLayout layout(const SkvStep& s, const SkvStepRow* rows) {
   at.qf = take(sizeof(float) * (size_t)s.batch * s.q_heads * s.d);
   at.logits = take(sizeof(float) * T * g * at.max_l);
   at.maxes = take(sizeof(float) * T * LOGIT_MAX_BLOCKS * g);
-  at.scores_shared = select_smem(g, at.max_l, true) <= SELECT_SMEM_MAX;
+  at.lists_shared = select_smem(g, 0, s.max_selected, true, false) <= SELECT_LISTS_SMEM_MAX;
+  at.scores_shared = select_smem(g, at.max_l, s.max_selected, at.lists_shared, true) <= SELECT_SMEM_MAX;
   at.scores = take(at.scores_shared ? 0 : sizeof(float) * T * at.max_l);
-  at.ids = take(sizeof(int32_t) * T * S);
-  at.held = take(sizeof(int32_t) * T * S);
-  at.hit = take(sizeof(int32_t) * T * S);
-  at.free_slots = take(sizeof(int32_t) * T * S);
-  at.miss_idx = take(sizeof(int32_t) * T * S);
+  at.lists = take(at.lists_shared ? 0 : sizeof(int32_t) * T * S * SELECT_LISTS);
   at.miss_ids = take(sizeof(int32_t) * T * S);
   at.miss_slots = take(sizeof(int32_t) * T * S);
   at.n_miss = take(sizeof(int32_t) * T);
@@ -512,15 +536,16 @@ cudaError_t DecodeLayer(const SkvStep& s, const SkvStepRow* host_rows, const voi
   // 1.
   const size_t kf_smem = sizeof(float) * ((size_t)s.kv_heads * s.d + s.d);
   SKV_CUDA_CALL(skv_smem_optin(StepAppendKernel, kf_smem));
-  StepAppendKernel<<<std::max(s.batch, 1), 256, kf_smem, stream>>>(a);
+  StepAppendKernel<<<std::max(s.batch, 1), APPEND_THREADS, kf_smem, stream>>>(a);
   SKV_LAUNCH_CHECK();
   SKV_CUDA_CALL(mark(SKV_STAGE_LOGITS, stream));
   if (at.sparse > 0) {
     // 2-3.
-    StepLogitsKernel<<<dim3(at.tasks, logit_blocks(at.max_l)), LOGIT_THREADS, 0, stream>>>(a);
+    SKV_CUDA_CALL(skv_smem_optin(StepLogitsKernel, LOGIT_SMEM));
+    StepLogitsKernel<<<dim3(at.tasks, logit_blocks(at.max_l)), LOGIT_THREADS, LOGIT_SMEM, stream>>>(a);
     SKV_LAUNCH_CHECK();
     SKV_CUDA_CALL(mark(SKV_STAGE_SELECT, stream));
-    const size_t st_smem = select_smem(g, at.max_l, at.scores_shared);
+    const size_t st_smem = select_smem(g, at.max_l, S, at.lists_shared, at.scores_shared);
     SKV_CUDA_CALL(skv_smem_optin(StepSelectKernel, st_smem));
     StepSelectKernel<<<at.tasks, SELECT_THREADS, st_smem, stream>>>(a);
     SKV_LAUNCH_CHECK();

@@ -67,3 +67,23 @@ __device__ __forceinline__ void convert_elem(const void* src, int src_dtype, siz
   }
   store_f32(dst, dst_dtype, di, load_f32(src, src_dtype, si));
 }
+
+// Eight 16-bit elements (one 16-byte word) as f32. NOTE: the dtype is tested once, outside the
+// element loop: a test per element had the compiler convert every element both ways and select
+// (the f16 path is ~10 instructions), which made the landmark scan and attention compute-bound.
+__device__ __forceinline__ void unpack8_16bit(const uint4 w, int dtype, float* x) {
+  const uint32_t words[4] = {w.x, w.y, w.z, w.w};
+  if (dtype == SKV_BF16) {
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+      x[2 * i] = skv_bits_f32(words[i] << 16);
+      x[2 * i + 1] = skv_bits_f32(words[i] & 0xffff0000u);
+    }
+  } else {
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+      x[2 * i] = f16_to_f32((uint16_t)(words[i] & 0xffffu));
+      x[2 * i + 1] = f16_to_f32((uint16_t)(words[i] >> 16));
+    }
+  }
+}

@@ -6,13 +6,14 @@
 #include "select.cuh"
 
 // 1. work[j*n + c] = scale * q_j . L_c; maxes[b*g + j] = max over block b's landmarks.
-__global__ void __launch_bounds__(LOGIT_THREADS) ScoreLogitsKernel(const float* q, int g, int d, float scale,
+__global__ void __launch_bounds__(LOGIT_THREADS, 2) ScoreLogitsKernel(const float* q, int g, int d, float scale,
                                                                    const void* landmarks, int dtype, int n, float* work,
                                                                    float* maxes) {
   __shared__ float red[LOGIT_GROUPS * LOGIT_HEADS];
+  extern __shared__ __align__(16) char stage[];
   int64_t c0, c1;
   logit_range(n, blockIdx.x, gridDim.x, &c0, &c1);
-  landmark_logits(q, g, d, scale, landmarks, dtype, c0, c1, work, n, maxes + (size_t)blockIdx.x * g, red);
+  landmark_logits(q, g, d, scale, landmarks, dtype, c0, c1, work, n, maxes + (size_t)blockIdx.x * g, red, stage);
 }
 
 // 2. scores[c] = max_j exp(work[j][c] - max_j) / sum_c' exp(work[j][c'] - max_j).
@@ -30,7 +31,8 @@ cudaError_t ScoreChunks(const float* q, int g, int d, float scale, const void* l
   if (n <= 0) return cudaSuccess;
   if (g <= 0 || d <= 0) return cudaMemsetAsync(scores, 0, (size_t)n * sizeof(float), stream);
   const int nb = logit_blocks(n);
-  ScoreLogitsKernel<<<nb, LOGIT_THREADS, 0, stream>>>(q, g, d, scale, landmarks, dtype, n, work, maxes);
+  SKV_CUDA_CALL(skv_smem_optin(ScoreLogitsKernel, LOGIT_SMEM));
+  ScoreLogitsKernel<<<nb, LOGIT_THREADS, LOGIT_SMEM, stream>>>(q, g, d, scale, landmarks, dtype, n, work, maxes);
   SKV_LAUNCH_CHECK();
   const size_t smem = sizeof(float) * 2 * (size_t)g;
   SKV_CUDA_CALL(skv_smem_optin(ScoreSoftmaxKernel, smem));

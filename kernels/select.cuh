@@ -97,26 +97,50 @@ __device__ __forceinline__ uint64_t select_threshold(const float* scores, int n,
     for (int b = threadIdx.x; b < RADIX; b += blockDim.x) sh.hist[b] = 0;
     __syncthreads();
     const uint64_t pf = sh.prefix, mk = sh.mask;
-    for (int i = threadIdx.x; i < n; i += blockDim.x) {
-      uint64_t key = select_key(scores, i, largest);
-      if ((key & mk) == pf) atomicAdd(&sh.hist[(key >> shift) & (RADIX - 1)], 1u);
+    // Scores cluster in a few bins (the high bits are the exponent): lanes of a warp that share a
+    // bin add once, so the atomics do not serialize on one shared-memory word.
+    for (int i0 = 0; i0 < n; i0 += blockDim.x) {  // NOTE: a uniform trip count, for the warp match
+      const int i = i0 + threadIdx.x;
+      uint32_t bin = RADIX;  // none
+      if (i < n) {
+        const uint64_t key = select_key(scores, i, largest);
+        if ((key & mk) == pf) bin = (uint32_t)(key >> shift) & (RADIX - 1);
+      }
+      const unsigned peers = __match_any_sync(0xffffffffu, bin);
+      if (bin < RADIX && threadIdx.x % 32 == __ffs(peers) - 1) atomicAdd(&sh.hist[bin], (uint32_t)__popc(peers));
     }
     __syncthreads();
-    if (threadIdx.x == 0) {
-      uint32_t below = 0;
-      for (int b = 0; b < RADIX; b++) {
-        if (below + sh.hist[b] >= sh.want) {
-          sh.prefix |= (uint64_t)b << shift;
-          sh.mask |= (uint64_t)(RADIX - 1) << shift;
-          sh.want -= below;
-          // Every key under this prefix is chosen: the threshold is the prefix's last key.
-          if (sh.hist[b] == sh.want) {
-            sh.prefix |= ((uint64_t)1 << shift) - 1;
-            sh.want = 0;
+    // The bin that holds the want-th key, by the first warp: RADIX / 32 bins per lane, a scan of the
+    // lanes' totals, then the lane whose bins reach `want` walks them.
+    if (threadIdx.x < 32) {
+      enum { PER = RADIX / 32 };
+      const int lane = threadIdx.x;
+      uint32_t mine = 0;
+#pragma unroll
+      for (int b = 0; b < PER; b++) mine += sh.hist[lane * PER + b];
+      uint32_t incl = mine;
+      for (int o = 1; o < 32; o <<= 1) {
+        const uint32_t v = __shfl_up_sync(0xffffffffu, incl, o);
+        if (lane >= o) incl += v;
+      }
+      const uint32_t want = sh.want;
+      const unsigned reach = __ballot_sync(0xffffffffu, incl >= want);
+      if (lane == __ffs(reach) - 1) {
+        uint32_t below = incl - mine;
+        for (int b = lane * PER;; b++) {
+          if (below + sh.hist[b] >= want) {
+            sh.prefix |= (uint64_t)b << shift;
+            sh.mask |= (uint64_t)(RADIX - 1) << shift;
+            sh.want = want - below;
+            // Every key under this prefix is chosen: the threshold is the prefix's last key.
+            if (sh.hist[b] == sh.want) {
+              sh.prefix |= ((uint64_t)1 << shift) - 1;
+              sh.want = 0;
+            }
+            break;
           }
-          break;
+          below += sh.hist[b];
         }
-        below += sh.hist[b];
       }
     }
     __syncthreads();
@@ -128,36 +152,38 @@ __device__ __forceinline__ uint64_t select_threshold(const float* scores, int n,
 // ---- ordered compaction ----
 
 // Writes, in ascending i, every i in [0, n) with keep(i) to out (out[k] = value(i)); returns the
-// count to every thread. Each thread takes one contiguous range, so the order needs one scan.
+// count to every thread. Each warp takes one contiguous range and walks it 32 elements at a time
+// (lane i reads element i: no shared-memory bank conflicts), placing its kept elements by ballot;
+// one scan over the warps' counts orders the ranges.
 template <typename Keep, typename Value>
 __device__ __forceinline__ int compact_ordered(int n, Keep keep, Value value, int32_t* out, SelectShared& sh) {
-  const int T = blockDim.x, per = (n + T - 1) / T;
-  const int lo = min(n, threadIdx.x * per), hi = min(n, lo + per);
-  int mine = 0;
-  for (int i = lo; i < hi; i++) mine += keep(i) ? 1 : 0;
-  // Exclusive scan of the per-thread counts: within warps by shuffles, then over warp totals.
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  int incl = mine;
-  for (int o = 1; o < 32; o <<= 1) {
-    int v = __shfl_up_sync(0xffffffffu, incl, o);
-    if (lane >= o) incl += v;
-  }
-  if (lane == 31) sh.scan[warp] = incl;
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
+  const int span = (n + warps * 32 - 1) / (warps * 32) * 32, lo = min(n, warp * span), hi = min(n, lo + span);
+  const unsigned below = (1u << lane) - 1;
+  int mine = 0;  // the warp's count, the same in every lane
+  for (int i0 = lo; i0 < hi; i0 += 32) mine += __popc(__ballot_sync(0xffffffffu, i0 + lane < hi && keep(i0 + lane)));
+  if (lane == 0) sh.scan[warp] = mine;
   __syncthreads();
-  if (threadIdx.x == 0) {
-    int run = 0;
-    for (int w = 0; w < T / 32; w++) {
-      int t = sh.scan[w];
-      sh.scan[w] = run;
-      run += t;
+  if (warp == 0) {  // the warps' counts to exclusive offsets (blockDim.x <= 1024: one lane each)
+    const int t = lane < warps ? sh.scan[lane] : 0;
+    int run = t;
+    for (int o = 1; o < 32; o <<= 1) {
+      const int v = __shfl_up_sync(0xffffffffu, run, o);
+      if (lane >= o) run += v;
     }
-    sh.scan[T / 32] = run;
+    if (lane < warps) sh.scan[lane] = run - t;
+    if (lane == warps - 1) sh.scan[warps] = run;
   }
   __syncthreads();
-  int at = sh.scan[warp] + incl - mine;
-  for (int i = lo; i < hi; i++)
-    if (keep(i)) out[at++] = value(i);
-  const int total = sh.scan[T / 32];
+  int at = sh.scan[warp];
+  for (int i0 = lo; i0 < hi; i0 += 32) {
+    const int i = i0 + lane;
+    const bool k = i < hi && keep(i);
+    const unsigned b = __ballot_sync(0xffffffffu, k);
+    if (k) out[at + __popc(b & below)] = value(i);
+    at += __popc(b);
+  }
+  const int total = sh.scan[warps];
   __syncthreads();
   return total;
 }

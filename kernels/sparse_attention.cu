@@ -66,19 +66,13 @@ __device__ __forceinline__ void load_slice(const char* row, int dtype, int e0, b
   const uint16_t* r = reinterpret_cast<const uint16_t*>(row) + e0;
   if (vec && DL % 8 == 0) {
 #pragma unroll
-    for (int i = 0; i < DL; i += 8) {
-      const uint4 w = *reinterpret_cast<const uint4*>(r + i);
-      const uint32_t words[4] = {w.x, w.y, w.z, w.w};
+    for (int i = 0; i < DL; i += 8) unpack8_16bit(*reinterpret_cast<const uint4*>(r + i), dtype, x + i);
+  } else if (dtype == SKV_BF16) {
 #pragma unroll
-      for (int h = 0; h < 4; h++) {
-        const uint16_t lo = (uint16_t)(words[h] & 0xffffu), hi = (uint16_t)(words[h] >> 16);
-        x[i + 2 * h] = dtype == SKV_BF16 ? bf16_to_f32(lo) : f16_to_f32(lo);
-        x[i + 2 * h + 1] = dtype == SKV_BF16 ? bf16_to_f32(hi) : f16_to_f32(hi);
-      }
-    }
+    for (int i = 0; i < DL; i++) x[i] = bf16_to_f32(r[i]);
   } else {
 #pragma unroll
-    for (int i = 0; i < DL; i++) x[i] = dtype == SKV_BF16 ? bf16_to_f32(r[i]) : f16_to_f32(r[i]);
+    for (int i = 0; i < DL; i++) x[i] = f16_to_f32(r[i]);
   }
 }
 

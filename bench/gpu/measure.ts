@@ -116,9 +116,15 @@ export interface DecodeTiming {
   steps: number;
   /** Steps of the second pass that timed the fused step's kernels (0 without one). */
   kernelSteps: number;
-  /** GPU ms per step: `method` says how (the fused step's kernels, timed in a second pass of steps / 2, or the span of the calls). */
+  /**
+   * GPU ms per step: `method` says how. With a fused step on a device with events: the steps of a
+   * third pass issued back to back with their outputs left on the device (as a model loop on the GPU
+   * runs them), events around the pass / steps; else the kernels of each call, or the calls' span.
+   */
   gpu_ms: number;
   method: string;
+  /** CUDA events around each fused decodeLayer call, / calls (includes the host issuing the step's kernels to an idle GPU). */
+  call_gpu_ms?: number;
   /** CUDA events around all timed decode() calls, / steps. */
   span_ms: number;
   /** performance.now() around each decode() call: mean and median. */
@@ -173,18 +179,33 @@ export function timeDecode(b: Built<BaseKVCache>, queries: DriftingQueries, o: {
   for (let i = steps; i < steps + kernelSteps; i++) run(i);
   const kernel = clock.takeKernel();
   clock.kernels = false;
+  const queued = kernelSteps ? timeQueued(b, queries, kernelSteps) : undefined;
   const w = summary(walls);
   const timing: DecodeTiming = {
-    warmup, steps, kernelSteps, gpu_ms: kernel.calls ? kernel.ms / kernel.calls : span / steps, method: clock.method,
+    warmup, steps, kernelSteps, gpu_ms: queued ?? (kernel.calls ? kernel.ms / kernel.calls : span / steps),
+    method: queued ? QUEUED_METHOD : clock.method, ...(kernel.calls ? { call_gpu_ms: kernel.ms / kernel.calls } : {}),
     span_ms: span / steps, wall_ms: w.mean, wall_median_ms: w.median,
   };
   if (before) {
     const s = cache.stats();
     const after = hitCounts(s);
-    const [hits, misses, n] = [after.hits - before.hits, after.misses - before.misses, steps + kernelSteps];
+    const [hits, misses, n] = [after.hits - before.hits, after.misses - before.misses, steps + kernelSteps * (queued ? 2 : 1)];
     timing.sparse = { hitRate: hits / (hits + misses), missesPerStep: misses / n, pcieBytesPerStep: (misses * CHUNK_BYTES) / n, attendedTokens: s.lastAttendedTokens };
   }
   return timing;
+}
+
+const QUEUED_METHOD = 'CUDA events around back-to-back decode() calls whose outputs stay on the device (host-array inputs), / steps';
+
+/** GPU ms per step of `steps` steps issued back to back, each output left in one device tensor. */
+function timeQueued(b: Built<BaseKVCache>, queries: DriftingQueries, steps: number): number {
+  const out = b.cache.allocTensor([queries.batch, SPEC.queryHeads, 1, SPEC.headDim], 'f32');
+  try {
+    const inputs = Array.from({ length: steps }, () => queries.next());
+    return b.clock.span(() => inputs.forEach((input) => b.cache.decode(0, input, { out }))) / steps;
+  } finally {
+    out.dispose();
+  }
 }
 
 // ------------------------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 // Where the time of a fused CUDA decode step goes: GPU milliseconds per stage (append, logits,
 // select + reuse, fetch + rebuild, attention + merge, compaction) from events between the stages
 // (CudaDevice.stepProfile), over steps with the benchmark's drifting queries, beside the step's
-// total GPU time without the events. One Llama-3-8B layer, as in bench/gpu/run.ts.
+// total GPU time without the events: with each output read back to the host (the GPU waits for the
+// host to issue the next step) and queued (outputs left on the device, steps back to back). One Llama-3-8B layer, as in bench/gpu/run.ts.
 //   node node_modules/tsx/dist/cli.mjs bench/gpu/profile.ts [--context 131072] [--batches 1,4] [--steps 50] [--out profile.json]
 // On the GPU machine: bash scripts/gpu/bench.sh runs run.ts; this one runs the same way after
 // `. scripts/gpu/env.sh` (SHADOWKV_CUDA_SYNC=0, or every op waits).
@@ -32,18 +33,33 @@ for (const B of f.batches!.split(',').map(Number)) {
   const device = built.device as unknown as CudaDevice;
   const queries = new DriftingQueries(source, B, S, WORKLOAD_DEFAULTS.seed + B);
   for (let i = 0; i < 10; i++) built.cache.decode(0, queries.next()); // warm: workspaces, first misses
+  // Read back: each step's output comes to a host array, so the next step is issued to an idle GPU
+  // and its time includes the host issuing the step's kernels.
   const plain: number[] = [];
   for (let i = 0; i < steps; i++) {
     const input = queries.next();
     plain.push(device.gpuTime(() => built.cache.decode(0, input)));
   }
-  device.stepProfile(true);
-  for (let i = 0; i < steps; i++) built.cache.decode(0, queries.next());
-  const { stages, steps: n } = device.stepProfile(false);
-  const perStep = Object.fromEntries(Object.entries(stages).map(([k, v]) => [k, v / Math.max(n, 1)]));
-  const r = { context: S, batch: B, steps: n, stepGpuMs: summary(plain), stagesMs: perStep, stats: built.cache.stats() };
+  // Queued: outputs left on the device (as a model loop on the GPU does), steps issued back to back.
+  const out = built.cache.allocTensor([B, SPEC.queryHeads, 1, SPEC.headDim], 'f32');
+  const inputs = Array.from({ length: steps }, () => queries.next());
+  const queuedMs = device.gpuTime(() => inputs.forEach((input) => built.cache.decode(0, input, { out }))) / steps;
+  const profiled = (feed: (i: number) => void) => {
+    device.stepProfile(true);
+    for (let i = 0; i < steps; i++) feed(i);
+    const { stages, steps: n } = device.stepProfile(false);
+    return Object.fromEntries(Object.entries(stages).map(([k, v]) => [k, v / Math.max(n, 1)]));
+  };
+  const perStep = profiled(() => built.cache.decode(0, queries.next()));
+  const queuedInputs = Array.from({ length: steps }, () => queries.next());
+  const perStepQueued = profiled((i) => built.cache.decode(0, queuedInputs[i]!, { out }));
+  out.dispose();
+  const r = { context: S, batch: B, steps, stepGpuMs: summary(plain), queuedStepGpuMs: queuedMs, stagesMs: perStep, stagesQueuedMs: perStepQueued, stats: built.cache.stats() };
   results.push(r);
-  log(`${S / 1024}K x ${B}: step ${summary(plain).median.toFixed(3)} ms (GPU, median); per stage ${Object.entries(perStep).map(([k, v]) => `${k} ${(v * 1000).toFixed(0)} us`).join(', ')}`);
+  const us = (st: Record<string, number>) => Object.entries(st).map(([k, v]) => `${k} ${(v * 1000).toFixed(0)}`).join(', ');
+  log(`${S / 1024}K x ${B}: step ${summary(plain).median.toFixed(3)} ms read back (GPU, median), ${queuedMs.toFixed(3)} ms queued`);
+  log(`  stages (us), read back: ${us(perStep)}`);
+  log(`  stages (us), queued:    ${us(perStepQueued)}`);
   built.cache.dispose();
 }
 if (f.out) writeFileSync(f.out, `${JSON.stringify({ date: new Date().toISOString(), command: `bench/gpu/profile.ts ${process.argv.slice(2).join(' ')}`, results }, null, 2)}\n`);

@@ -264,6 +264,14 @@ __global__ void __launch_bounds__(SELECT_THREADS) StepSelectKernel(StepArgs a) {
 
 enum { FETCH_PREFETCH = 4 };  // 16-byte words of values per thread in flight while the keys are rebuilt
 
+// A 16-byte load issued here: as a plain load the compiler moved the value reads past the rebuild
+// (their registers are not needed until then), and the fetch took the rebuild's time plus PCIe's.
+__device__ __forceinline__ uint4 load_now(const uint4* p) {
+  uint4 v;
+  asm volatile("ld.global.v4.u32 {%0, %1, %2, %3}, [%4];" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p) : "memory");
+  return v;
+}
+
 // A group of misses of one task: the values by a zero-copy read of pinned host memory, requested
 // first and kept in flight (registers) while the same block rebuilds the keys (rebuild_keys.cuh),
 // then stored to their slots. NOTE: a gather kernel of its own on a second stream did not overlap
@@ -299,7 +307,7 @@ __global__ void __launch_bounds__(REBUILD_THREADS) StepFetchKernel(StepArgs a) {
 #pragma unroll
   for (int k = 0; k < FETCH_PREFETCH; k++) {
     const size_t w = threadIdx.x + (size_t)k * blockDim.x;
-    if (w < words) pre[k] = reinterpret_cast<const uint4*>(src_of((int)(w / cw)))[w % cw];
+    if (w < words) pre[k] = load_now(reinterpret_cast<const uint4*>(src_of((int)(w / cw))) + w % cw);
   }
   // 2. Keys, while the values travel.
   const RebuildArgs ra{reinterpret_cast<const void*>(r.u), kv, r.rank, elem(r.sv, kv, (size_t)h * d), kv,

@@ -202,6 +202,7 @@ __global__ void __launch_bounds__(SELECT_THREADS) StepSelectKernel(StepArgs a) {
   // 2. Scores: softmax per query head, max over the group (score_chunks.cu's arithmetic).
   softmax_max(ws_ptr<float>(a, a.at.maxes) + (size_t)task * LOGIT_MAX_BLOCKS * g, logit_blocks(L), g, stats);
   softmax_inv(logits, a.at.max_l, g, L, stats, stats + g, red_d);
+#pragma unroll 4
   for (int c = threadIdx.x; c < L; c += blockDim.x) scores[c] = chunk_score(logits, a.at.max_l, g, c, stats, stats + g);
   __syncthreads();
   // 3. The top chunks, ascending, as chunk ids.
@@ -264,8 +265,8 @@ __global__ void __launch_bounds__(SELECT_THREADS) StepSelectKernel(StepArgs a) {
 
 enum { FETCH_PREFETCH = 4 };  // 16-byte words of values per thread in flight while the keys are rebuilt
 
-// A 16-byte load issued here: as a plain load the compiler moved the value reads past the rebuild
-// (their registers are not needed until then), and the fetch took the rebuild's time plus PCIe's.
+// A 16-byte load issued where it is written (volatile, a compiler barrier): its register is not
+// needed until after the rebuild, and the compiler may otherwise move it there.
 __device__ __forceinline__ uint4 load_now(const uint4* p) {
   uint4 v;
   asm volatile("ld.global.v4.u32 {%0, %1, %2, %3}, [%4];" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p) : "memory");
@@ -299,22 +300,25 @@ __global__ void __launch_bounds__(REBUILD_THREADS) StepFetchKernel(StepArgs a) {
     return reinterpret_cast<const char*>(pages[(size_t)(id / r.page_chunks) * s.kv_heads + h]) + (size_t)(id % r.page_chunks) * cbytes;
   };
   auto dst_of = [&](int i) { return selV + (size_t)slots[i] * cbytes; };
-  // 1. Values: the first FETCH_PREFETCH words of every thread are requested now. Pages and slots
-  // start 16-byte aligned (page allocations, cudaMalloc).
+  // 1. Keys; once U and SVh are in shared memory, the first FETCH_PREFETCH value words of every
+  // thread are requested, and travel while the keys are computed. NOTE: requested before the
+  // staging loads, the fetch took 60 us at 1 x 128K and 151 at 4 x 128K; after them, 51 and 136
+  // (H200): the slow PCIe reads seem to hold up the staging loads issued behind them. Pages and
+  // slots start 16-byte aligned (page allocations, cudaMalloc).
   const bool vec = cbytes % 16 == 0;
   const size_t cw = cbytes / 16, words = vec ? n * cw : 0;
   uint4 pre[FETCH_PREFETCH];
-#pragma unroll
-  for (int k = 0; k < FETCH_PREFETCH; k++) {
-    const size_t w = threadIdx.x + (size_t)k * blockDim.x;
-    if (w < words) pre[k] = load_now(reinterpret_cast<const uint4*>(src_of((int)(w / cw))) + w % cw);
-  }
-  // 2. Keys, while the values travel.
   const RebuildArgs ra{reinterpret_cast<const void*>(r.u), kv, r.rank, elem(r.sv, kv, (size_t)h * d), kv,
                        (int64_t)s.kv_heads * d, d, C, reinterpret_cast<const double*>(s.inv_freq), s.rope_style,
                        elem(r.selected_k, kv, (size_t)h * S * C * d), kv, d};
-  rebuild_group(ra, ids, slots, n, smem);
-  // 3. The values land in their slots.
+  rebuild_group(ra, ids, slots, n, smem, [&] {
+#pragma unroll
+    for (int k = 0; k < FETCH_PREFETCH; k++) {
+      const size_t w = threadIdx.x + (size_t)k * blockDim.x;
+      if (w < words) pre[k] = load_now(reinterpret_cast<const uint4*>(src_of((int)(w / cw))) + w % cw);
+    }
+  });
+  // 2. The values land in their slots.
 #pragma unroll
   for (int k = 0; k < FETCH_PREFETCH; k++) {
     const size_t w = threadIdx.x + (size_t)k * blockDim.x;

@@ -109,9 +109,9 @@ __device__ __forceinline__ void rebuild_tile(const float* Ut, int Tp, const floa
   }
 }
 
-template <int TT, int PP>
+template <int TT, int PP, typename Staged>
 __device__ __forceinline__ void rebuild_group_tiled(const RebuildArgs& a, const int32_t* ids, const int32_t* slots, int n,
-                                                    float* smem) {
+                                                    float* smem, Staged staged) {
   const int half = a.d / 2, T = n * a.C, Tp = rebuild_tokens(a.C), RT = rebuild_rank_tile(a.C, a.d);
   const bool interleaved = a.style == SKV_ROPE_INTERLEAVED;
   float* Ut = smem;                     // [RT][Tp]: token fastest (a pad token, never stored, where T is odd)
@@ -135,6 +135,7 @@ __device__ __forceinline__ void rebuild_group_tiled(const RebuildArgs& a, const 
         stage_matrix(a.U, a.u_dtype, [&](int t) { return (size_t)(pos_of(t) * a.rank + r0); }, T, rt, Ut, 1, Tp, true);
         stage_matrix(a.SVh, a.sv_dtype, [&](int r) { return (size_t)((r0 + r) * a.ldsv); }, rt, a.d, SVs, a.d, 1, false);
         __syncthreads();
+        if (pass == 0 && k == 0) staged();
       }
       if (tile < tiles) rebuild_tile<TT, PP>(Ut, Tp, SVs, a.d, half, interleaved, t0, p0, rt, x1, x2);
     }
@@ -159,7 +160,14 @@ __device__ __forceinline__ void rebuild_group_tiled(const RebuildArgs& a, const 
 }
 
 // Rebuilds chunks ids[0, n) (n <= rebuild_chunks_per_block) into their slots. smem: rebuild_smem_bytes.
+// staged() runs once the first tile of U and SVh is in shared memory, before the arithmetic: the
+// fused step issues its value reads there (issued earlier, they slowed the tile's own loads).
+template <typename Staged>
+__device__ __forceinline__ void rebuild_group(const RebuildArgs& a, const int32_t* ids, const int32_t* slots, int n, float* smem,
+                                              Staged staged) {
+  if (a.d % 8 == 0) rebuild_group_tiled<2, 4>(a, ids, slots, n, smem, staged);
+  else rebuild_group_tiled<1, 1>(a, ids, slots, n, smem, staged);
+}
 __device__ __forceinline__ void rebuild_group(const RebuildArgs& a, const int32_t* ids, const int32_t* slots, int n, float* smem) {
-  if (a.d % 8 == 0) rebuild_group_tiled<2, 4>(a, ids, slots, n, smem);
-  else rebuild_group_tiled<1, 1>(a, ids, slots, n, smem);
+  rebuild_group(a, ids, slots, n, smem, [] {});
 }

@@ -30,6 +30,9 @@ __device__ __forceinline__ void softmax_inv(const float* logits, int64_t ld, int
   for (int j0 = 0; j0 < g; j0 += SOFTMAX_HEADS) {
     const int gj = min(SOFTMAX_HEADS, g - j0);
     double sum[SOFTMAX_HEADS] = {};
+    // NOTE: unrolled so that several logits are read before their sums wait on them (the loop is
+    // latency-bound); each head's sum still adds its terms in the same order.
+#pragma unroll 4
     for (int c = threadIdx.x; c < n; c += blockDim.x)
 #pragma unroll
       for (int j = 0; j < SOFTMAX_HEADS; j++)

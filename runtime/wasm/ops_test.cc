@@ -674,28 +674,30 @@ void test_sparse_attention() {
 }
 
 void test_causal_attention() {
-  for (int g : {1, 4})
-    for (int d : {64, 128})
-      for (int dt : {SKV_F32, SKV_F16, SKV_BF16})
-        for (int offset : {0, 70}) {
-          int Sq = 17, nk = offset + Sq;
-          Stored K((size_t)nk * d, dt, 2.0), V((size_t)nk * d, dt);
-          std::vector<float> q((size_t)g * Sq * d), out(q.size());
-          for (auto& v : q) v = (float)(2 * urand());
-          float scale = 1.f / sqrtf((float)d);
-          skv_causal_attention(q.data(), g, Sq, d, scale, offset, K.p(), V.p(), dt, out.data());
-          double e = 0;
-          std::vector<double> ref;
-          for (int j = 0; j < g; j++)
-            for (int i = 0; i < Sq; i++) {
-              std::vector<const float*> kr, vr;
-              for (int t = 0; t <= offset + i; t++) { kr.push_back(&K.vals[(size_t)t * d]); vr.push_back(&V.vals[(size_t)t * d]); }
-              ref_attention(&q[((size_t)j * Sq + i) * d], scale, kr, vr, d, ref);
-              for (int c = 0; c < d; c++) e = std::max(e, fabs(out[((size_t)j * Sq + i) * d + c] - ref[c]));
-            }
-          char name[80]; snprintf(name, 80, "skv_causal_attention g=%d d=%d %s Sq=%d offset=%d", g, d, dname(dt), Sq, offset);
-          check(name, e, 2e-6);
-        }
+  // Tiles of 64 query vectors and 64 keys: 17 rows fit one tile at g = 1, 150 rows of g = 3 (40
+  // wide, not a multiple of the 8-channel register tile) take several, each with a key-tile tail.
+  struct Case { int g, d, Sq; };
+  for (Case cs : {Case{1, 64, 17}, Case{1, 128, 17}, Case{4, 64, 17}, Case{4, 128, 17}, Case{3, 40, 150}})
+    for (int dt : {SKV_F32, SKV_F16, SKV_BF16})
+      for (int offset : {0, 70}) {
+        int g = cs.g, d = cs.d, Sq = cs.Sq, nk = offset + Sq;
+        Stored K((size_t)nk * d, dt, 2.0), V((size_t)nk * d, dt);
+        std::vector<float> q((size_t)g * Sq * d), out(q.size());
+        for (auto& v : q) v = (float)(2 * urand());
+        float scale = 1.f / sqrtf((float)d);
+        skv_causal_attention(q.data(), g, Sq, d, scale, offset, K.p(), V.p(), dt, out.data());
+        double e = 0;
+        std::vector<double> ref;
+        for (int j = 0; j < g; j++)
+          for (int i = 0; i < Sq; i++) {
+            std::vector<const float*> kr, vr;
+            for (int t = 0; t <= offset + i; t++) { kr.push_back(&K.vals[(size_t)t * d]); vr.push_back(&V.vals[(size_t)t * d]); }
+            ref_attention(&q[((size_t)j * Sq + i) * d], scale, kr, vr, d, ref);
+            for (int c = 0; c < d; c++) e = std::max(e, fabs(out[((size_t)j * Sq + i) * d + c] - ref[c]));
+          }
+        char name[80]; snprintf(name, 80, "skv_causal_attention g=%d d=%d %s Sq=%d offset=%d", g, d, dname(dt), Sq, offset);
+        check(name, e, 2e-6);
+      }
 }
 
 void test_convert_rows() {

@@ -145,6 +145,19 @@ static inline void vaxpy(float alpha, const float* x, float* y, int n) {
   for (; i < n; i++) y[i] += alpha * x[i];
 }
 
+// max(init, x[0:n]). NOTE: a NaN in x may or may not win; callers treat the row as NaN either way.
+static inline float vmaxval(const float* x, int n, float init) {
+  f32x4 mx = vsplat(init);
+  int i = 0;
+  for (; i + 4 <= n; i += 4) mx = vmax(mx, vload(x + i));
+  float lanes[4];
+  vstore(lanes, mx);
+  float m = init;
+  for (int j = 0; j < 4; j++) m = lanes[j] > m ? lanes[j] : m;
+  for (; i < n; i++) m = x[i] > m ? x[i] : m;
+  return m;
+}
+
 // y *= alpha over n elements.
 static inline void vscale(float alpha, float* y, int n) {
   f32x4 va = vsplat(alpha);

@@ -240,8 +240,9 @@ const report: Record<string, unknown> = {
   machine: card ?? os.cpus()[0]?.model,
   cpu: { model: os.cpus()[0]?.model, cores: os.cpus().length },
   node: process.version,
-  commit: head ?? process.env.PARITY_COMMIT ?? null,
-  dirty: head ? git('status', '--porcelain') !== '' : null,
+  // NOTE: the packed commit first: the GPU machine's copy of the tree can carry a stale .git.
+  commit: process.env.PARITY_COMMIT ?? head ?? null,
+  dirty: !process.env.PARITY_COMMIT && head ? git('status', '--porcelain') !== '' : null,
   command: `npx tsx bench/parity.ts ${process.argv.slice(2).join(' ')}`,
   backends: { reference: { name: refName, description: ref.description }, candidate: { name: candName, description: cand.description } },
   metrics: 'ops: rel = ||cand - ref|| / ||ref|| over a whole output, maxAbs = max |cand - ref|. endToEnd: rel per decode call (step x layer), '

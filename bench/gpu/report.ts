@@ -111,7 +111,7 @@ export function computeTargets(r: Report): Target[] {
   const [b4, b1] = [at(4), at(1)];
   const speed = (c?: CaseResult) => (c?.sdpa?.best && c.shadowkv ? c.sdpa.best.ms / c.shadowkv.gpu_ms : null);
   const tp = r.largest?.throughput;
-  const composed = b4?.shadowkv && !/fused/.test(b4.shadowkv.method) ? 'the step is not fused yet: gpu_ms is the span of the calls, so this ratio says little' : undefined;
+  const composed = b4?.shadowkv && !/fused|back to back|back-to-back/.test(b4.shadowkv.method) ? 'the step is not fused yet: gpu_ms is the span of the calls, so this ratio says little' : undefined;
   const capped = r.largest?.cappedFrom ? `batch capped by --max-batch-cap (would be ${r.largest.cappedFrom})` : undefined;
   return [
     target('decode-4x128K', 'decode step at 4 x 128K: SDPA ms / ShadowKV GPU ms', speed(b4), 2.5, 'higher'),

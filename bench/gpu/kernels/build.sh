@@ -14,3 +14,9 @@ nvcc -std=c++17 -O3 -arch=sm_90 --expt-relaxed-constexpr -lineinfo -Xcompiler -W
 # causal_attention.cu is included by its bench (both of its kernels are called directly).
 nvcc -std=c++17 -O3 -arch=sm_90 --expt-relaxed-constexpr -lineinfo -Xcompiler -Wall -cudart static \
   bench/gpu/kernels/causal_attention_bench.cu -o bench/gpu/kernels/build/causal_attention_bench
+# The miss path (gather from pinned host memory, key rebuild, both on two streams) and the select
+# stage, timed part by part (they include the device code they call).
+nvcc -std=c++17 -O3 -arch=sm_90 --expt-relaxed-constexpr -lineinfo -Xcompiler -Wall -cudart static \
+  bench/gpu/kernels/miss_bench.cu -o bench/gpu/kernels/build/miss_bench
+nvcc -std=c++17 -O3 -arch=sm_90 --expt-relaxed-constexpr -lineinfo -Xcompiler -Wall -cudart static \
+  bench/gpu/kernels/select_bench.cu -o bench/gpu/kernels/build/select_bench

@@ -1,12 +1,13 @@
 // Landmark logits, shared by the scoring op (score_chunks.cu) and the fused decode step
 // (decode_layer.cu) so that both give the same bits: logits[j * ld + c] = scale * q_j . L_c.
-// Eight lanes take one landmark row, each a contiguous d/8 slice with its queries' slices in
+// bf16 landmarks of 64 or 128 dims go to the tensor cores (logits_mma.cuh). Otherwise eight lanes take one landmark row, each a contiguous d/8 slice with its queries' slices in
 // registers (16-byte loads of 16-bit rows where the row allows), summed in slice order and then
 // over the eight lanes by shuffles. A block takes a contiguous range of landmarks and also leaves
 // each head's max over it (the softmax then needs one pass less).
 #pragma once
 #include "common.cuh"
 #include "dtype.cuh"
+#include "logits_mma.cuh"
 #include "mma.cuh"
 
 enum {
@@ -15,8 +16,8 @@ enum {
   LOGIT_GROUPS = LOGIT_THREADS / LOGIT_LANES,  // landmarks in flight per block
   LOGIT_HEADS = 4,                             // query heads per pass over the landmarks
   LOGIT_UNROLL = 1,                            // landmarks per lane per step (staged rows need no more)
-  LOGIT_TILE_BYTES = 16 * 1024,                // landmark rows per cp.async stage
-  LOGIT_STAGES = 4,
+  LOGIT_TILE_BYTES = 32 * 1024,                // landmark rows per cp.async stage (128 of bf16 x 128)
+  LOGIT_STAGES = 3,
   LOGIT_SMEM = LOGIT_TILE_BYTES * LOGIT_STAGES,  // dynamic shared memory of a logits block
   LOGIT_MAX_BLOCKS = 64,                       // blocks per kv head (partial maxima per head)
 };
@@ -146,6 +147,18 @@ __device__ __forceinline__ void landmark_logits(const float* q, int g, int d, fl
                                                 float* maxes, float* red, char* stage) {
   const int dl = d % LOGIT_LANES == 0 ? d / LOGIT_LANES : 0;
   if (!logits_staged(landmarks, d, dtype)) stage = nullptr;
+  // The tensor cores, where the queries split into bf16 parts safely (huge or non-finite values
+  // take the SIMT path, which keeps their inf and NaN semantics).
+  bool small = true;
+  for (int i = threadIdx.x; i < g * d; i += blockDim.x) small = small && fabsf(q[i]) < 1e30f;
+  if (__syncthreads_and(small) && stage && logits_mma_ok(dtype, d)) {
+    for (int j0 = 0; j0 < g; j0 += LOGIT_MMA_HEADS) {
+      const int gj = min(LOGIT_MMA_HEADS, g - j0);
+      if (d == 128) logits_group_mma<128, LOGIT_STAGES, LOGIT_TILE_BYTES>(q, j0, gj, scale, landmarks, c0, c1, logits, ld, maxes, red, stage);
+      else logits_group_mma<64, LOGIT_STAGES, LOGIT_TILE_BYTES>(q, j0, gj, scale, landmarks, c0, c1, logits, ld, maxes, red, stage);
+    }
+    return;
+  }
   for (int j0 = 0; j0 < g; j0 += LOGIT_HEADS) {
     const int gj = min(LOGIT_HEADS, g - j0);
     float mx[LOGIT_HEADS];

@@ -20,3 +20,5 @@ nvcc -std=c++17 -O3 -arch=sm_90 --expt-relaxed-constexpr -lineinfo -Xcompiler -W
   bench/gpu/kernels/miss_bench.cu -o bench/gpu/kernels/build/miss_bench
 nvcc -std=c++17 -O3 -arch=sm_90 --expt-relaxed-constexpr -lineinfo -Xcompiler -Wall -cudart static \
   bench/gpu/kernels/select_bench.cu -o bench/gpu/kernels/build/select_bench
+nvcc -std=c++17 -O3 -arch=sm_90 --expt-relaxed-constexpr -lineinfo -Xcompiler -Wall -cudart static \
+  bench/gpu/kernels/logits_bench.cu -o bench/gpu/kernels/build/logits_bench

@@ -1,0 +1,124 @@
+// Landmark logits on the tensor cores, the path landmark_logits (score.cuh) takes for bf16
+// landmarks of 64 or 128 dims: a warp multiplies 16 staged landmark rows (ldmatrix) by the query
+// heads of the pass (mma.sync m16n8k16, n = 8 heads), the f32 queries split into three bf16 parts
+// (hi + mid + lo hold all 24 bits; each product with a bf16 landmark is exact in f32). Each k-step
+// of 16 dims sums its three products in a fresh accumulator, then adds it, rounded to nearest, to
+// the running f32 sum (the tensor cores round their own adds toward zero). The SIMT path was bound
+// by its arithmetic (8 lanes per landmark and shuffles: 1.6 TB/s at 4 x 128K on an H200).
+#pragma once
+#include "common.cuh"
+#include "mma.cuh"
+
+enum { LOGIT_MMA_HEADS = 8 };  // the n of m16n8k16: query heads per pass
+
+// Whether the tensor-core path takes these landmarks (the query fragments of 64 or 128 dims stay
+// in registers; the word swizzle needs 8 words or more per row).
+__device__ __forceinline__ bool logits_mma_ok(int dtype, int d) { return dtype == SKV_BF16 && (d == 64 || d == 128); }
+
+// Where 16-byte word `w` of staged row `row` sits: XOR-swizzled within each 8 words, so that the 8
+// rows ldmatrix reads for one 8 x 8 matrix land in 8 different bank groups (rows are 128 or 256
+// bytes apart: unswizzled, all 8 would share one).
+__device__ __forceinline__ int logits_swizzle(int row, int w) { return w ^ (row & 7); }
+
+// x, y (x in the low half) as three bf16x2 parts whose sum is exact: hi, then what hi missed, then
+// what both missed.
+__device__ __forceinline__ void split3_bf16x2(float x, float y, uint32_t& hi, uint32_t& mid, uint32_t& lo) {
+  skv_mma::split_bf16x2(x, y, hi, mid);
+  const float xr = __fsub_rn(__fsub_rn(x, __uint_as_float(hi << 16)), __uint_as_float(mid << 16));
+  const float yr = __fsub_rn(__fsub_rn(y, __uint_as_float(hi & 0xffff0000u)), __uint_as_float(mid & 0xffff0000u));
+  asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(lo) : "f"(yr), "f"(xr));  // NOTE: the first source is the upper half
+}
+
+// Landmarks [c0, c1) of bf16 rows of D dims against query heads [j0, j0 + gj) (gj <= 8) of q
+// [g x D] f32: logits[j * ld + c] = scale * q_j . L_c, and the block's max per head (NaN-ignoring,
+// -inf when empty) into maxes[j0 + j]. Rows stream through `stage` (LOGIT_STAGES x
+// TILE_BYTES) by cp.async. Called by a whole block; red: shared [warps * LOGIT_MMA_HEADS].
+template <int D, int STAGES, int TILE_BYTES>
+__device__ __forceinline__ void logits_group_mma(const float* q, int j0, int gj, float scale, const void* landmarks, int64_t c0,
+                                                 int64_t c1, float* logits, int64_t ld, float* maxes, float* red, char* stage) {
+  constexpr int ROW_BYTES = D * 2, WORDS = ROW_BYTES / 16, KS = D / 16, PER = TILE_BYTES / ROW_BYTES;
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
+  // B fragments (k x n, n = lane / 4 = head): dims ks * 16 + (lane % 4) * 2 + {0, 1} (+ 8 for the second).
+  uint32_t b[KS][3][2];
+  {
+    const int n = lane / 4, k = (lane % 4) * 2;
+#pragma unroll
+    for (int ks = 0; ks < KS; ks++)
+#pragma unroll
+      for (int h = 0; h < 2; h++) {
+        const int e = ks * 16 + k + 8 * h;
+        const float x = n < gj ? q[(size_t)(j0 + n) * D + e] : 0.f, y = n < gj ? q[(size_t)(j0 + n) * D + e + 1] : 0.f;
+        split3_bf16x2(x, y, b[ks][0][h], b[ks][1][h], b[ks][2][h]);
+      }
+  }
+  float mx[2] = {-INFINITY, -INFINITY};  // heads (lane % 4) * 2 + {0, 1}
+  const int64_t tiles = (c1 - c0 + PER - 1) / PER;
+  auto issue = [&](int64_t t) {  // a group is committed even when empty, so the waits count right
+    if (t < tiles) {
+      const int64_t r0 = c0 + t * PER;
+      const int n = (int)skv_min64(PER, c1 - r0);
+      const char* src = static_cast<const char*>(landmarks) + r0 * ROW_BYTES;
+      char* dst = stage + (t % STAGES) * TILE_BYTES;
+      for (int w = threadIdx.x; w < n * WORDS; w += blockDim.x) {
+        const int row = w / WORDS;
+        skv_mma::cp_async16(reinterpret_cast<uint16_t*>(dst + row * ROW_BYTES + logits_swizzle(row, w % WORDS) * 16), src + (size_t)w * 16, 16);
+      }
+    }
+    skv_mma::cp_async_commit();
+  };
+  for (int t = 0; t < STAGES - 1; t++) issue(t);
+  for (int64_t t = 0; t < tiles; t++) {
+    skv_mma::cp_async_wait<STAGES - 2>();
+    __syncthreads();  // tile t is in for every thread, and tile t - 1's stage is free
+    issue(t + STAGES - 1);
+    const char* tile = stage + (t % STAGES) * TILE_BYTES;
+    const int64_t r0 = c0 + t * PER;
+    const int n = (int)skv_min64(PER, c1 - r0);
+    // NOTE: rows past n hold an older tile's bytes; their outputs are never stored.
+    for (int m0 = warp * 16; m0 < n; m0 += warps * 16) {
+      float acc[4] = {0.f, 0.f, 0.f, 0.f};
+      const int arow = m0 + lane % 8 + 8 * ((lane / 8) % 2);
+#pragma unroll
+      for (int ks = 0; ks < KS; ks++) {
+        uint32_t a[4];
+        skv_mma::ldsm_x4(a, reinterpret_cast<const uint16_t*>(tile + arow * ROW_BYTES + logits_swizzle(arow, ks * 2 + lane / 16) * 16));
+        float c[4] = {0.f, 0.f, 0.f, 0.f};
+        skv_mma::mma_bf16(c, a, b[ks][2][0], b[ks][2][1]);  // the smallest part first
+        skv_mma::mma_bf16(c, a, b[ks][1][0], b[ks][1][1]);
+        skv_mma::mma_bf16(c, a, b[ks][0][0], b[ks][0][1]);
+#pragma unroll
+        for (int i = 0; i < 4; i++) acc[i] = __fadd_rn(acc[i], c[i]);
+      }
+      // acc[i]: row m0 + lane / 4 (+ 8 for i >= 2), head (lane % 4) * 2 + i % 2.
+#pragma unroll
+      for (int i = 0; i < 4; i++) {
+        const int row = m0 + lane / 4 + (i >= 2 ? 8 : 0), head = (lane % 4) * 2 + i % 2;
+        if (row < n && head < gj) {
+          const float s = acc[i] * scale;
+          logits[(size_t)(j0 + head) * ld + r0 + row] = s;
+          mx[i % 2] = s > mx[i % 2] ? s : mx[i % 2];
+        }
+      }
+    }
+  }
+  skv_mma::cp_async_wait<0>();
+  // The max per head: over the lanes that share it (same lane % 4), then over the warps.
+#pragma unroll
+  for (int o = 4; o < 32; o <<= 1)
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+      const float v = __shfl_xor_sync(0xffffffffu, mx[h], o);
+      mx[h] = v > mx[h] ? v : mx[h];
+    }
+  if (lane < 4) {
+    red[warp * LOGIT_MMA_HEADS + lane * 2] = mx[0];
+    red[warp * LOGIT_MMA_HEADS + lane * 2 + 1] = mx[1];
+  }
+  __syncthreads();
+  if (threadIdx.x < gj) {
+    float m = -INFINITY;
+    for (int w = 0; w < warps; w++) m = red[w * LOGIT_MMA_HEADS + threadIdx.x] > m ? red[w * LOGIT_MMA_HEADS + threadIdx.x] : m;
+    maxes[j0 + threadIdx.x] = m;
+  }
+  __syncthreads();  // red and the stages are free for the next pass
+}

@@ -1,0 +1,134 @@
+// The accuracy evaluation: every (task, length, sample) prompt runs through the model once with
+// exact attention, recording each layer's keys and values; every policy then gets the same
+// prefill replayed (no second forward pass: prefill attention is exact for every policy, so the
+// layers' inputs are the same) and decodes the answer greedily with its own attention.
+import type { KVCachePolicy, PrefillInput } from '../../packages/shadowkv/src/policies/KVCachePolicy.js';
+import { createCache, listPolicies } from '../../packages/shadowkv/src/index.js';
+import type { Tensor } from '../../packages/shadowkv/src/tensor.js';
+import { argmax, ByteTokenizer, fitCacheOptions, type LlamaModel } from '../../packages/llama/src/index.js';
+import { registerSinkWindow } from './SinkWindowCache.js';
+import { drawSample, TASK_SPEC, type Sample } from './tasks.js';
+
+/** One policy configuration the evaluation runs. */
+export interface PolicyRun {
+  /** Registered policy name. */
+  policy: string;
+  /** Budget as a share of the context (undefined: the policy has none, e.g. `full`). */
+  budget?: number;
+  /** Tokens a decode step attends at the start of the answer, as configured. */
+  attended?: number;
+  options: Record<string, unknown>;
+}
+
+/** One answer. */
+export interface Answer {
+  task: string;
+  length: number;
+  index: number;
+  policy: string;
+  budget?: number;
+  expected: string;
+  got: string;
+  correct: boolean;
+  /** Tokens the last decode step attended per kv head, as the policy's `stats()` counts them (0: it does not count). */
+  attended: number;
+}
+
+export interface EvalSettings {
+  lengths: number[];
+  budgets: number[];
+  tasks: string[];
+  samples: number;
+  /** Policy names; default: `full`, `shadowkv`, `sink-window` and every other registered one. */
+  policies?: string[];
+  /** Tokens per prefill chunk. Default 512. */
+  chunkTokens?: number;
+  /** Called once per prompt (policies included). */
+  onPrompt?: (done: number, total: number, note: string) => void;
+}
+
+const tokenizer = new ByteTokenizer({ specials: TASK_SPEC.vocab.specials });
+const BOS = tokenizer.tokenId('<bos>')!;
+
+/** The policy configurations for a prompt of `tokens` tokens answered in `newTokens`. */
+export function policyRuns(model: LlamaModel, names: readonly string[], budgets: readonly number[], tokens: number, newTokens: number): PolicyRun[] {
+  const runs: PolicyRun[] = [];
+  for (const policy of names) {
+    if (policy === 'full') {
+      runs.push({ policy, options: {} });
+      continue;
+    }
+    for (const budget of budgets) {
+      const fit = fitCacheOptions(model.spec, { promptTokens: tokens, maxNewTokens: newTokens, budgetFraction: budget });
+      const o = fit.options;
+      // Every prompt is compressed, however short (the tiny runs): the threshold is what the fit asks or less.
+      const shadow = { ...o, denseThreshold: Math.min(o.denseThreshold, Math.max(1, tokens - o.localTokens)) };
+      const attended = o.budget + o.outlierChunks * o.chunkSize + o.localTokens;
+      if (policy === 'shadowkv') runs.push({ policy, budget, attended, options: shadow });
+      else if (policy === 'sink-window') runs.push({ policy, budget, attended, options: { sinkTokens: 4, window: attended - 4 } });
+      else runs.push({ policy, budget, options: {} }); // a plugin's own defaults: its options are unknown here
+    }
+  }
+  return runs;
+}
+
+/** A cache that records every prefill call's keys and values (copies) on their way to `inner`. */
+function recording(inner: KVCachePolicy, calls: { layer: number; keys: Tensor; values: Tensor }[]): KVCachePolicy {
+  const copy = (t: Tensor): Tensor => ({ ...t, data: t.data.slice() as Tensor['data'] });
+  return new Proxy(inner, {
+    get(target, prop) {
+      if (prop === 'prefill') {
+        return (layer: number, input: PrefillInput) => {
+          calls.push({ layer, keys: copy(input.keys), values: copy(input.values) });
+          return target.prefill(layer, input);
+        };
+      }
+      const v = Reflect.get(target, prop, target) as unknown;
+      return typeof v === 'function' ? v.bind(target) : v;
+    },
+  });
+}
+
+/** Greedy answer of `n` tokens: the first from the prompt's logits, the rest decoded through `cache`. */
+function answer(model: LlamaModel, cache: KVCachePolicy, logits: Float32Array, n: number): number[] {
+  const ids = [argmax(logits)];
+  while (ids.length < n) ids.push(argmax(model.forward([ids.at(-1)!], cache)));
+  return ids;
+}
+
+/** Runs the grid; returns every answer. */
+export async function evaluate(model: LlamaModel, s: EvalSettings): Promise<{ answers: Answer[]; runs: Record<number, PolicyRun[]> }> {
+  registerSinkWindow();
+  const names = s.policies ?? ['full', 'shadowkv', 'sink-window', ...listPolicies().filter((p) => !['full', 'shadowkv', 'sink-window'].includes(p))];
+  const answers: Answer[] = [];
+  const runsByLength: Record<number, PolicyRun[]> = {};
+  const total = s.tasks.length * s.lengths.length * s.samples;
+  let done = 0;
+  for (const length of s.lengths)
+    for (const task of s.tasks)
+      for (let index = 0; index < s.samples; index++) {
+        const sample: Sample = drawSample(task, length, index);
+        const ids = [BOS, ...tokenizer.encode(sample.prompt)];
+        const want = tokenizer.encode(sample.answer);
+        const runs = (runsByLength[length] ??= policyRuns(model, names, s.budgets, ids.length, want.length));
+        // 1. One forward pass with exact attention, recording each layer's prefill.
+        const calls: { layer: number; keys: Tensor; values: Tensor }[] = [];
+        const full = await createCache({ spec: model.spec, policy: 'full', backend: 'wasm', maxTokens: ids.length + want.length });
+        const logits = model.prefill(ids, recording(full, calls), { chunkTokens: s.chunkTokens ?? 512 });
+        full.dispose();
+        // 2. Each policy: the recorded prefill replayed, then its own greedy answer.
+        for (const run of runs) {
+          const cache = await createCache({ spec: model.spec, policy: run.policy, backend: 'wasm', maxTokens: ids.length + want.length, options: run.options as never });
+          try {
+            for (const c of calls) cache.prefill(c.layer, { keys: c.keys, values: c.values });
+            const got = tokenizer.decode(answer(model, cache, logits, want.length));
+            const attended = cache.stats().lastAttendedTokens;
+            answers.push({ task, length, index, policy: run.policy, ...(run.budget !== undefined ? { budget: run.budget } : {}), expected: sample.answer, got, correct: got === sample.answer, attended });
+          } finally {
+            cache.dispose();
+          }
+        }
+        s.onPrompt?.(++done, total, `${task} @ ${length}`);
+      }
+  return { answers, runs: runsByLength };
+}

@@ -1,0 +1,34 @@
+// npm run eval: the accuracy evaluation (bench/eval/README.md). Writes <out>.json, .md and .svg.
+//   npm run eval -- [--model <checkpoint dir> | random] [--lengths 4096,8192,16384,32768]
+//     [--budgets 0.015625,0.03,0.06] [--tasks passkey,needle_single,needle_multi,kv_lookup]
+//     [--samples 10] [--policies full,shadowkv,sink-window] [--chunk 512] [--out bench/results/eval (random: eval-random)]
+// With --model random (the default) lengths default to 1024,2048,4096 and samples to 2.
+import { parseArgs } from 'node:util';
+import { runEval } from './run.js';
+import { TASK_NAMES } from './tasks.js';
+
+const { values: a } = parseArgs({
+  options: {
+    model: { type: 'string', default: 'random' },
+    lengths: { type: 'string' },
+    budgets: { type: 'string', default: '0.015625,0.03,0.06' },
+    tasks: { type: 'string', default: TASK_NAMES.join(',') },
+    samples: { type: 'string' },
+    policies: { type: 'string' },
+    chunk: { type: 'string', default: '512' },
+    out: { type: 'string' },
+  },
+});
+const nums = (s: string) => s.split(',').map(Number);
+// The random model checks the machinery in about a minute; a trained one gets the issue's grid.
+const random = a.model === 'random';
+const lengths = a.lengths ?? (random ? '1024,2048,4096' : '4096,8192,16384,32768');
+const samples = a.samples ?? (random ? '2' : '10');
+const out = a.out ?? (random ? 'bench/results/eval-random' : 'bench/results/eval');
+
+const report = await runEval({
+  model: a.model!, out, lengths: nums(lengths), budgets: nums(a.budgets!), tasks: a.tasks!.split(','),
+  samples: Number(samples), chunkTokens: Number(a.chunk), ...(a.policies ? { policies: a.policies.split(',') } : {}),
+  command: `npm run eval -- ${process.argv.slice(2).join(' ')}`.trim(),
+});
+console.log(`wrote ${out}.json, .md, .svg (${report.answers.length} answers in ${report.seconds.toFixed(0)} s)`);

@@ -1,0 +1,51 @@
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { expect, it } from 'vitest';
+import { runEval, type EvalReport } from '../../bench/eval/run.js';
+import { drawSample, TASK_NAMES } from '../../bench/eval/tasks.js';
+
+it('npm run eval, tiny: every task, length, policy and budget answered; JSON, table and plot written', async () => {
+  const out = `${mkdtempSync(`${tmpdir()}/skv-eval-`)}/eval`;
+  const sink = { write: () => true, isTTY: false } as unknown as NodeJS.WriteStream;
+  const report = await runEval({ model: 'random', out, lengths: [300, 520], budgets: [0.02, 0.1], tasks: TASK_NAMES, samples: 2, progress: sink });
+  const saved = JSON.parse(readFileSync(`${out}.json`, 'utf8')) as EvalReport;
+  expect(saved.cells).toEqual(report.cells);
+  // full once, shadowkv and sink-window once per budget: 5 runs x 4 tasks x 2 lengths x 2 samples.
+  expect(saved.answers).toHaveLength(5 * 4 * 2 * 2);
+  const labels = new Set(saved.cells.map((c) => `${c.policy}@${c.budget ?? ''}`));
+  expect([...labels].sort()).toEqual(['full@', 'shadowkv@0.02', 'shadowkv@0.1', 'sink-window@0.02', 'sink-window@0.1']);
+  expect(saved.cells.every((c) => c.total === 2 && c.accuracy === c.correct / 2)).toBe(true);
+  // shadowkv really ran sparse: its decode steps attended fewer tokens than the prompt holds.
+  const sparse = saved.answers.filter((a) => a.policy === 'shadowkv');
+  expect(sparse.every((a) => a.attended > 0 && a.attended < a.length)).toBe(true);
+  // Every policy produced an answer (greedy, as many tokens as the expected one).
+  expect(saved.answers.every((a) => a.got.length > 0)).toBe(true);
+  const md = readFileSync(`${out}.md`, 'utf8');
+  for (const t of TASK_NAMES) expect(md).toContain(`### ${t}`);
+  expect(md).toContain('| sink-window @ 2 % |');
+  const svg = readFileSync(`${out}.svg`, 'utf8');
+  expect(svg.startsWith('<svg')).toBe(true);
+  expect(svg.match(/<polyline/g)).toHaveLength(5 * TASK_NAMES.length);
+}, 120_000);
+
+it('samples fit their length, hold their answer once asked, and differ by index', () => {
+  for (const task of TASK_NAMES) {
+    const a = drawSample(task, 2000, 0);
+    const b = drawSample(task, 2000, 1);
+    expect(1 + Buffer.byteLength(a.prompt) + Buffer.byteLength(a.answer)).toBeLessThanOrEqual(2000);
+    expect(1 + Buffer.byteLength(a.prompt) + Buffer.byteLength(a.answer)).toBeGreaterThan(1900);
+    expect(a.prompt).toContain(a.answer.trim());
+    expect(a.prompt).not.toEqual(b.prompt);
+  }
+});
+
+it('the Python twin (scripts/gpu/train/tasks.py) draws the same bytes from the same seeds', () => {
+  for (const task of TASK_NAMES) {
+    const lines = execFileSync('python3', ['scripts/gpu/train/tasks.py', '--dump', task, '777', '3'], { encoding: 'utf8' }).trim().split('\n');
+    expect(lines.map((l) => JSON.parse(l))).toEqual([0, 1, 2].map((i) => drawSample(task, 777, i)));
+  }
+  const train = JSON.parse(execFileSync('python3', ['scripts/gpu/train/tasks.py', '--dump', 'needle_multi', '900', '1', '--split', 'train'], { encoding: 'utf8' }));
+  expect(train).toEqual(drawSample('needle_multi', 900, 0, 'train'));
+  expect(train.seed).not.toEqual(drawSample('needle_multi', 900, 0).seed);
+});

@@ -26,8 +26,8 @@ export class SinkWindowCache extends BaseKVCache {
     return { sinkTokens: this.sinkTokens, window: this.window };
   }
 
-  /** Exact attention over the sink and the window of each kv head's stored rows (one run when they meet). */
-  protected override attendDecode(layer: number, seq: number, q: View, out: View): void {
+  /** Exact attention over the sink and the window of each kv head's stored rows (one run when they meet); returns the tokens attended. */
+  protected override attendDecode(layer: number, seq: number, q: View, out: View) {
     const { tail } = this.states[layer]![seq]!;
     const { headDim: d, scale } = this.spec;
     const n = tail.count;
@@ -39,6 +39,7 @@ export class SinkWindowCache extends BaseKVCache {
       const head = h * this.group * d;
       this.device.sparseAttention({ buf: q.buf, offset: q.offset + head }, this.group, d, scale, segments, { buf: out.buf, offset: out.offset + head });
     }
+    return { tokens: n - from + sink };
   }
 }
 

@@ -65,6 +65,11 @@ def _fill(t, key, val):
 
 def draw_sample(task, length, index, split='eval'):
     """Sample `index` of `task` at `length` tokens: dict(task, length, index, seed, prompt, answer)."""
+    return draw_with_needles(task, length, index, split)[0]
+
+
+def draw_with_needles(task, length, index, split='eval'):
+    """draw_sample, plus every (question, answer) the context can answer (training asks several)."""
     d = SPEC['tasks'][task]
     seed = fnv1a32(f'{split}:{task}:{length}:{index}')
     rng = Mulberry32(seed)
@@ -80,6 +85,7 @@ def draw_sample(task, length, index, split='eval'):
             room -= pair_bytes
         k, v = pairs[rng.int(len(pairs))]
         pieces = [_fill(d['pair'], pk, pv) for pk, pv in pairs]
+        known = [(_fill(d['question'], pk, ''), ' ' + pv) for pk, pv in pairs]
         question, answer = _fill(d['question'], k, ''), ' ' + v
     else:
         keys, values = [], []
@@ -93,6 +99,7 @@ def draw_sample(task, length, index, split='eval'):
             values.append(_value(rng, d['value']))
         asked = rng.int(d['needles'])
         needles = [_fill(d['needle'], k, v) for k, v in zip(keys, values)]
+        known = [(_fill(d['question'], k, ''), ' ' + v) for k, v in zip(keys, values)]
         question, answer = _fill(d['question'], keys[asked], ''), ' ' + values[asked]
         room = length - 1 - sum(_bytes(n) for n in needles) - _bytes(question) - _bytes(answer)
         if d['filler'] == 'repetitive':
@@ -114,7 +121,8 @@ def draw_sample(task, length, index, split='eval'):
         out += [n for n, dp in zip(needles, depths) if dp == p]
         if p < len(pieces):
             out.append(pieces[p])
-    return dict(task=task, length=length, index=index, seed=seed, prompt=''.join(out) + question, answer=answer)
+    sample = dict(task=task, length=length, index=index, seed=seed, prompt=''.join(out) + question, answer=answer)
+    return sample, known
 
 
 if __name__ == '__main__':

@@ -1,0 +1,34 @@
+// Model parity, our side: packages/llama's loop with the `full` cache (f32) against the greedy
+// tokens and logits transformers wrote (scripts/gpu/hf_parity.py). HF's tokens are fed back
+// (teacher forcing), so every step compares the same distribution; greedy parity means our argmax
+// is HF's token at every step.
+//   npx tsx scripts/hfParity.ts <checkpoint dir> <parity json>
+import { readFileSync } from 'node:fs';
+import { FullKVCache } from '../packages/shadowkv/src/index.js';
+import { argmax, LlamaModel } from '../packages/llama/src/index.js';
+
+interface ParityCase { prompt: number[]; tokens: number[]; logits: number[][] }
+
+const [dir, json] = process.argv.slice(2);
+if (!dir || !json) {
+  console.error('usage: npx tsx scripts/hfParity.ts <checkpoint dir> <parity json>');
+  process.exit(2);
+}
+const hf = JSON.parse(readFileSync(json, 'utf8')) as { transformers: string; cases: ParityCase[] };
+using model = await LlamaModel.load(dir);
+let ok = true;
+for (const c of hf.cases) {
+  using cache = new FullKVCache({ spec: model.spec, dtype: 'f32', maxTokens: c.prompt.length + c.tokens.length });
+  let logits = model.prefill(c.prompt, cache);
+  let maxDiff = 0;
+  let firstMismatch = -1;
+  c.tokens.forEach((token, i) => {
+    if (i > 0) logits = model.forward([c.tokens[i - 1]!], cache);
+    c.logits[i]!.forEach((v, j) => (maxDiff = Math.max(maxDiff, Math.abs(v - logits[j]!))));
+    if (firstMismatch < 0 && argmax(logits) !== token) firstMismatch = i;
+  });
+  const same = firstMismatch < 0;
+  ok &&= same;
+  console.log(`${c.prompt.length}-token prompt, ${c.tokens.length} greedy tokens: ${same ? 'identical' : `first differs at ${firstMismatch}`}, max |logit diff| ${maxDiff.toExponential(2)} (transformers ${hf.transformers})`);
+}
+process.exit(ok ? 0 : 1);

@@ -9,6 +9,13 @@ forEachEnv('rebuildKeys', (env) => {
   it.each([
     ['half', 8, 64, 2, 24],
     ['interleaved', 4, 32, 3, 40],
+    // The CUDA kernel's other layouts: rank over one shared-memory tile (160 at C 8, d 128), a head
+    // dim that is not a multiple of 8 (one pair per thread), an odd token count per block (C 33),
+    // and more output pairs than threads (C 64, d 128: two passes) with two rank tiles.
+    ['half', 8, 128, 1, 200],
+    ['interleaved', 3, 20, 0, 12],
+    ['half', 33, 16, 1, 8],
+    ['interleaved', 64, 128, 2, 200],
   ] as const)('%s RoPE, C=%i d=%i head %i, rank %i: chunks to their slots', (style, C, d, head, rank) => {
     const device = env.instance.createDevice();
     const Hkv = 4;

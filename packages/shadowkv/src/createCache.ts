@@ -6,6 +6,9 @@ import { SnapshotError } from './errors/SnapshotError.js';
 import type { BaseKVCache, CacheConfig, Runtime } from './policies/BaseKVCache.js';
 import type { FullKVCache } from './policies/FullKVCache.js';
 import type { ShadowKVCache } from './policies/shadowkv/ShadowKVCache.js';
+import type { QuestCache, QuestOptions } from './policies/quest/QuestCache.js';
+import type { SnapKVCache, SnapKVOptions } from './policies/snapkv/SnapKVCache.js';
+import type { StreamingCache, StreamingOptions } from './policies/streaming/StreamingCache.js';
 import { decodeSnapshot } from './snapshot.js';
 import { resolveSpec, type ModelSpec, type ResolvedSpec } from './spec.js';
 
@@ -17,6 +20,9 @@ import { resolveSpec, type ModelSpec, type ResolvedSpec } from './spec.js';
 export interface PolicyTypes {
   full: { cache: FullKVCache; options: Record<string, never> };
   shadowkv: { cache: ShadowKVCache; options: ShadowKVOptions };
+  streaming: { cache: StreamingCache; options: StreamingOptions };
+  quest: { cache: QuestCache; options: QuestOptions };
+  snapkv: { cache: SnapKVCache; options: SnapKVOptions };
 }
 
 /** The cache type of a policy name (a `BaseKVCache` for names registered without types). */
@@ -24,20 +30,29 @@ export type CacheOf<P extends string> = P extends keyof PolicyTypes ? PolicyType
 /** The options type of a policy name. */
 export type OptionsOf<P extends string> = P extends keyof PolicyTypes ? PolicyTypes[P]['options'] : Record<string, unknown>;
 
-/** Builds a policy from the flat config (spec, cache options and its own options) on a started runtime. */
-export type PolicyFactory = (config: CacheConfig & Record<string, unknown>, runtime: Runtime) => BaseKVCache;
+/**
+ * Builds a policy from the flat config (spec, cache options and its own options `O`, unchecked:
+ * the policy's constructor checks them) on a started runtime.
+ */
+export type PolicyFactory<O extends object = Record<string, unknown>> = (config: CacheConfig & O, runtime: Runtime) => BaseKVCache;
 
-const policies = new Map<string, PolicyFactory>();
+const policies = new Map<string, PolicyFactory<never>>();
 
 /**
- * Registers a cache policy under a name, for `createCache({ policy: name })`.
+ * Registers a cache policy under a name, for `createCache({ policy: name })` and `loadCache`.
+ * Registering the same factory again is a no-op; another factory under a taken name is a `ConfigError`.
  * @example
- * registerPolicy('mine', (config, runtime) => new MyPolicy(config, runtime));
+ * const createMine: PolicyFactory<MineOptions> = (config, runtime) => new MyPolicy(config, runtime);
+ * registerPolicy('mine', createMine);
  */
-export function registerPolicy(name: string, factory: PolicyFactory): void {
+export function registerPolicy<O extends object>(name: string, factory: PolicyFactory<O>): void {
+  if (typeof name !== 'string' || !name) throw new ConfigError(`registerPolicy: the name must be a non-empty string, got ${String(name)}`);
+  if (typeof factory !== 'function') throw new ConfigError(`registerPolicy('${name}'): the factory must be a function`);
   const have = policies.get(name);
-  if (have && have !== factory) throw new ConfigError(`policy '${name}' is already registered`);
-  policies.set(name, factory);
+  if (have && have !== (factory as PolicyFactory<never>)) {
+    throw new ConfigError(`registerPolicy('${name}'): the name is taken by another factory; pick another name, or register the same factory object once per process`);
+  }
+  policies.set(name, factory as PolicyFactory<never>);
 }
 
 /** Names of the registered policies. */
@@ -52,6 +67,9 @@ export interface CreateCacheOptions<P extends string = 'shadowkv'> extends Cache
    * Which policy.
    * - `'shadowkv'` (default): ShadowKV sparse attention over low-rank keys and offloaded values
    * - `'full'`: exact dense attention (the baseline)
+   * - `'streaming'`: attention sinks + a recent window (StreamingLLM)
+   * - `'quest'`: query-aware top chunks by a min/max key bound, everything on the device (Quest)
+   * - `'snapkv'`: prompt tokens kept by the votes of its last queries (SnapKV)
    * - any name given to `registerPolicy`
    */
   policy?: P;
@@ -86,7 +104,7 @@ export async function createCache<P extends string = 'shadowkv'>(o: CreateCacheO
   const { backend, info } = await resolveBackend(o.backend ?? 'auto');
   const device = backend.createDevice();
   try {
-    return factory({ ...own, spec: o.spec, batch: o.batch, dtype: o.dtype, maxTokens: o.maxTokens }, { device, info }) as CacheOf<P>;
+    return factory({ ...own, spec: o.spec, batch: o.batch, dtype: o.dtype, maxTokens: o.maxTokens } as never, { device, info }) as CacheOf<P>;
   } catch (err) {
     device.dispose();
     throw err;

@@ -55,6 +55,8 @@ export interface SequenceState {
 
 /** Per-head key and value rows (contiguous, stride headDim) that prefill attention reads. */
 export interface AttentionRows {
+  /** Rows stored before the ones the prefill call writes (which follow them). */
+  count: number;
   k(h: number): View;
   v(h: number): View;
   release(): void;
@@ -63,13 +65,25 @@ export interface AttentionRows {
 /** A saved row after its checks. */
 export interface SavedRow {
   length: number;
-  tail: { count: number; k: TensorData; v: TensorData };
+  /** `positions`: of the rows an eviction kept, `[kvHeads][kept]` (empty: none evicted). */
+  tail: { count: number; k: TensorData; v: TensorData; positions: Int32Array };
   /** The policy's own fields, checked by `checkSavedState`. */
   extra: Record<string, unknown>;
 }
 
 /** The part of a step row a policy decides. */
 export type RowPlan = Pick<StepRow, 'store' | 'compact'>;
+
+/** What a policy's `attendDecode` read for one row, summed over kv heads: it feeds `stats()`. */
+export interface Attended {
+  /** Tokens attended. */
+  tokens: number;
+  /** Of those, tokens the policy selected (chunks or tokens chosen by score). */
+  selected?: number;
+  /** Selected chunks already on the device / moved there for this step. */
+  hits?: number;
+  misses?: number;
+}
 
 /**
  * Does once what every policy needs: input validation (nothing changes before every check
@@ -194,25 +208,43 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
   /**
    * Optional: a policy that computes decode attention itself (a plugin) defines this; the step then
    * runs op by op. q `[Hq, d]` f32 post-RoPE of row `seq` (its token already appended) → out `[Hq, d]` f32.
+   * Returns what it read, which `stats()` reports.
    */
-  protected attendDecode?(layer: number, seq: number, q: View, out: View): void;
+  protected attendDecode?(layer: number, seq: number, q: View, out: View): Attended;
 
-  /** Every stored token's key and value rows and `pending` written after them, in position order, for prefill attention. */
+  /**
+   * Every stored token's key and value rows and `pending` written after them, in position order, for
+   * prefill attention: the default is the exact tail's rows (after an eviction, only the kept ones).
+   */
   protected attentionRows(layer: number, seq: number, _pending: number): AttentionRows {
     const { tail } = this.states[layer]![seq]!;
-    return { k: (h) => tail.headK(h), v: (h) => tail.headV(h), release: () => {} };
+    return { count: tail.count, k: (h) => tail.headK(h), v: (h) => tail.headV(h), release: () => {} };
   }
 
-  /** Runs after each prefill call per sequence. */
+  /** Runs at the start of a prefill call, once its inputs are checked and before anything is written. */
+  protected beforePrefill(_layer: number): void {}
+
+  /**
+   * Optional: sees the post-RoPE queries of a prefill call that has them, per kv head h, while the
+   * call's rows are written but not committed: `queries` f32 `[group, S, d]`, the row's stored rows
+   * and the S new ones after them in `rows`. A policy choosing tokens by the prompt's queries
+   * (SnapKV) scores here and evicts in `afterPrefill`, once every row of the call succeeded.
+   */
+  protected observeQueries?(layer: number, seq: number, h: number, queries: View, S: number, rows: AttentionRows): void;
+
+  /** Runs after each prefill call per sequence, its tokens committed. */
   protected afterPrefill(_layer: number, _seq: number): void {}
 
-  /** The first token position the exact tail holds (the rest is compressed). */
-  protected tailStart(_state: S): number {
-    return 0;
+  /** The first position from which the exact tail holds every token (before it: compressed or evicted); `crop` stops there. */
+  protected tailStart(state: S): number {
+    return state.tail.start;
   }
 
-  /** Empties a sequence's state beyond the tail. */
+  /** Empties a sequence's state beyond the tail (reset, dispose): free its buffers here. */
   protected clearState(_state: S): void {}
+
+  /** Frees what the policy holds beyond its rows' states (called once, at dispose). */
+  protected disposePolicy(): void {}
 
   /** Extra per-sequence state for snapshots. */
   protected saveState(_state: S): Record<string, unknown> {
@@ -229,7 +261,7 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
     return this.counters[layer]!;
   }
 
-  /** Policy counters behind `stats()` kept outside the device counters, for snapshots. */
+  /** The policy's own counters (non-negative integers): reported by `stats().policy` and kept in snapshots. */
   protected saveCounters(): Record<string, number> {
     return {};
   }
@@ -264,6 +296,7 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
       // so a failure on any row leaves every row as it was. Device queries get a device output, made first.
       const shape = [rows, Hq, S, d];
       const out = !queries ? undefined : onDevice(queries) ? this.newTensor(shape, keys.dtype, 'caller') : hostArray(keys.dtype, rows * Hq * S * d);
+      this.beforePrefill(layer);
       try {
         seqs.forEach((s, i) => {
           const st = this.states[layer]![s]!;
@@ -449,7 +482,7 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
     });
     for (const row of this.states) {
       const st = row[sequence]!;
-      st.tail.count = length - this.tailStart(st);
+      st.tail.cropTo(length);
       st.length = length;
     }
   }
@@ -461,7 +494,7 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
         row.forEach((st, s) => {
           if (sequence !== undefined && s !== sequence) return;
           this.clearState(st);
-          st.tail.count = 0;
+          st.tail.clear();
           st.length = 0;
         });
       }
@@ -501,6 +534,7 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
       lastSelectedTokens: last[COUNTER.lastSelectedTokens]! / heads,
       compressions: this.saveCounters().compressions ?? 0,
       compactions: total[COUNTER.compactions]!,
+      policy: this.saveCounters(),
     };
   }
 
@@ -513,8 +547,21 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
       options: this.policyOptions(),
       counters: { ...this.saveCounters(), lastLayer: this.lastLayer },
       layerCounters: this.counters.map((c) => this.device.read(at(c) as View & { buf: { dtype: 'f64' } }, COUNTERS)),
-      layers: this.states.map((row) => row.map((st) => ({ length: st.length, tail: { count: st.tail.count, ...st.tail.snapshot() }, ...this.saveState(st) }))),
+      layers: this.states.map((row) => row.map((st) => ({ length: st.length, tail: this.tailSnapshot(st), ...this.savedState(st) }))),
     };
+  }
+
+  private tailSnapshot(st: S): Record<string, unknown> {
+    const { tail } = st;
+    return { count: tail.count, ...tail.snapshot(), ...(tail.kept ? { positions: tail.positions.slice() } : {}) };
+  }
+
+  /** A row's policy fields; a field `savedStateKeys` does not declare would be refused by `loadCache`, so it is refused here. */
+  private savedState(st: S): Record<string, unknown> {
+    const extra = this.saveState(st);
+    const undeclared = Object.keys(extra).filter((k) => !this.savedStateKeys().includes(k));
+    if (undeclared.length) throw new ConfigError(`save(): the ${this.name} policy saves ${undeclared.map((k) => `'${k}'`).join(', ')} but savedStateKeys() does not declare it, so loadCache could not restore it`);
+    return extra;
   }
 
   /**
@@ -539,7 +586,8 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
       row.forEach((saved, s) => {
         const st = this.states[l]![s]!;
         st.length = saved.length;
-        st.tail.restore(saved.tail.count, saved.tail.k, saved.tail.v);
+        const { count, k, v, positions } = saved.tail;
+        st.tail.restore(count, k, v, saved.length - (count - positions.length / this.spec.kvHeads), positions);
         this.loadState(st, saved.extra);
       }),
     );
@@ -552,15 +600,29 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
   private checkSavedRow(v: unknown, path: string): SavedRow {
     const o = record(v, path, ['length', 'tail'], this.savedStateKeys());
     const length = int(o.length, `${path}.length`, 0, this.cacheOptions.maxTokens);
-    const tail = record(o.tail, `${path}.tail`, ['count', 'k', 'v']);
+    const tail = record(o.tail, `${path}.tail`, ['count', 'k', 'v'], ['positions']);
     const count = int(tail.count, `${path}.tail.count`, 0, length);
     const n = count * this.spec.kvHeads * this.spec.headDim;
     const k = stored(tail.k, `${path}.tail.k`, this.dtype, n);
     const vals = stored(tail.v, `${path}.tail.v`, this.dtype, n);
     const extra = Object.fromEntries(this.savedStateKeys().filter((key) => key in o).map((key) => [key, o[key]]));
     const compressed = this.checkSavedState(extra, path, length);
-    need(count === length - compressed, `${path}.tail.count`, `is ${count}, but the row holds ${length} tokens of which ${compressed} are compressed`);
-    return { length, tail: { count, k, v: vals }, extra };
+    const positions = tail.positions === undefined ? new Int32Array(0) : this.checkPositions(tail.positions, `${path}.tail.positions`, count, length);
+    const kept = positions.length / this.spec.kvHeads;
+    // Rows after the kept ones hold the row's last tokens, one each; the rest is compressed or was evicted.
+    if (!kept) need(count === length - compressed, `${path}.tail.count`, `is ${count}, but the row holds ${length} tokens of which ${compressed} are compressed`);
+    else need(compressed === 0, `${path}.tail.positions`, 'are only saved by policies that evict, which compress nothing');
+    return { length, tail: { count, k, v: vals, positions }, extra };
+  }
+
+  /** Positions of rows an eviction kept: per head the same number, ascending, before the rows held in order. */
+  private checkPositions(v: unknown, path: string, count: number, length: number): Int32Array {
+    const Hkv = this.spec.kvHeads;
+    need(v instanceof Int32Array && v.length > 0 && v.length % Hkv === 0 && v.length / Hkv <= count, path, `must be an Int32Array of ${Hkv} x (1 to ${count}) positions`);
+    const kept = v.length / Hkv;
+    const start = length - (count - kept);
+    v.forEach((p, i) => need(p >= 0 && p < start && (i % kept === 0 || p > v[i - 1]!), `${path}[${i}]`, `is ${p}: kept positions are ascending per head and below ${start}`));
+    return v;
   }
 
   /** Keys a saved row may hold besides `length` and `tail`. */
@@ -593,6 +655,7 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
       this.clearState(st);
       st.tail.free();
     }
+    this.disposePolicy();
     this.device.free(this.invFreq);
     this.counters.forEach((c) => this.device.free(c));
     this.device.dispose();
@@ -651,19 +714,35 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
     };
   }
 
-  /** The step with a policy's own attention (`attendDecode`): append, then the hook, row by row. */
+  /** The step with a policy's own attention (`attendDecode`): append, then the hook, row by row; the layer's counters as the step keeps them. */
   private decodeWithHook(layer: number, step: LayerStep): void {
     const { queryHeads: Hq, kvHeads: Hkv, headDim: d } = this.spec;
     const t = { q: this.device.scratch('hook.q', Hq * d, 'f32'), k: this.device.scratch('hook.k', Hkv * d, 'f32'), out: this.device.scratch('hook.out', Hq * d, 'f32') };
+    const c = this.device.read(at(step.counters) as View & { buf: { dtype: 'f64' } }, COUNTERS);
+    c.fill(0, COUNTER.lastHits, COUNTERS);
+    c[COUNTER.steps]! += 1;
+    const add = (slot: 'hits' | 'misses' | 'selectedTokens' | 'attendedTokens' | 'heads', n: number) => {
+      c[COUNTER[slot]]! += n;
+      c[COUNTER[`last${slot[0]!.toUpperCase()}${slot.slice(1)}` as keyof typeof COUNTER]]! += n;
+    };
     step.rows.forEach((row, b) => {
       if (row.input < 0) return;
       appendToken(this.device, step, row, t);
       const st = this.states[layer]![b]!;
       st.tail.count += 1; // the hook sees the new token
-      this.attendDecode!(layer, b, at(t.q), at(t.out));
-      st.tail.count -= 1;
+      try {
+        const read = this.attendDecode!(layer, b, at(t.q), at(t.out));
+        add('attendedTokens', read.tokens);
+        add('selectedTokens', read.selected ?? 0);
+        add('hits', read.hits ?? 0);
+        add('misses', read.misses ?? 0);
+        add('heads', Hkv);
+      } finally {
+        st.tail.count -= 1;
+      }
       this.device.convert(at(step.out.buf, step.out.offset + row.input * Hq * d), at(t.out), Hq * d);
     });
+    this.device.write(at(step.counters), c);
   }
 
   /** Writes input row i (S tokens, every kv head) after a sequence's tail, rotating keys; `tail.commit(S)` makes them count. */
@@ -695,9 +774,9 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
     const { queryHeads: Hq, kvHeads: Hkv, headDim: d, scale } = this.spec;
     const g = this.group;
     const n = g * S * d; // one kv group's queries
-    const length = this.states[layer]![seq]!.length + S; // the new rows are written, not yet committed
+    const first = this.states[layer]![seq]!.length; // position of the first new row (written, not yet committed)
     const positions = new Int32Array(g * S);
-    for (let j = 0; j < g; j++) positions.set(range(length - S, S), j * S);
+    for (let j = 0; j < g; j++) positions.set(range(first, S), j * S);
     const held: DeviceBuffer[] = [];
     const rows = this.inputRows(n, queries.dtype, [queries]);
     let stored: AttentionRows | undefined;
@@ -711,7 +790,9 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
         const from = (i * Hq + h * g) * S * d;
         this.device.convert(at(qf), rows.view(queries, from), n);
         this.device.rope(at(qf), g * S, d, d, positions, this.invFreq, this.spec.rope.style, 1);
-        this.device.causalAttention(at(qf), g, S, d, scale, length - S, stored.k(h), stored.v(h), at(of));
+        // NOTE: the new rows follow the stored ones, which may be fewer than the row's tokens (evictions).
+        this.device.causalAttention(at(qf), g, S, d, scale, stored.count, stored.k(h), stored.v(h), at(of));
+        this.observeQueries?.(layer, seq, h, at(qf), S, stored);
         if (out instanceof DeviceTensor) this.device.convert(shift(out.viewFor(this.device, 'prefill', 'out'), from), at(of), n);
         else out.set(this.download(of, n, queries.dtype) as never, from);
       }

@@ -5,20 +5,28 @@ import type { TailHandles } from '../backends/LayerStep.js';
 import { growCapacity } from './capacity.js';
 
 /**
- * Exact post-RoPE keys and values of consecutive tokens on the device, head-major
- * `[kvHeads][capacity][headDim]` so each head's rows are contiguous for attention.
- * Grows by an eighth; `drop` removes the oldest tokens, `fit` returns capacity a compressed prompt left.
+ * Exact post-RoPE keys and values on the device, head-major `[kvHeads][capacity][headDim]` so each
+ * head's rows are contiguous for attention. Rows `[kept, count)` hold consecutive positions from
+ * `start` (every head alike); rows `[0, kept)` are what an eviction kept, per head, at `positions`.
+ * Grows by an eighth; `drop` removes the oldest tokens, `evict` keeps chosen rows per head, `fit`
+ * returns capacity.
  */
 export class ExactRegion implements TailHandles {
   k: DeviceBuffer; // [Hkv, cap, d]
   v: DeviceBuffer; // [Hkv, cap, d]
   capacity: number;
   count = 0;
+  /** Position of row `kept`: the rows from there on hold consecutive positions. */
+  start = 0;
+  /** Rows kept by the last eviction (0: none evicted). */
+  kept = 0;
+  /** Positions of rows `[0, kept)`, `[heads][kept]`, ascending per head. */
+  positions: Int32Array = new Int32Array(0);
 
   constructor(
     private readonly device: Device,
-    private readonly heads: number,
-    private readonly d: number,
+    readonly heads: number,
+    readonly d: number,
     private readonly dtype: DType,
     private readonly tag: string,
     capacity = 0,
@@ -75,14 +83,67 @@ export class ExactRegion implements TailHandles {
     this.count += tokens;
   }
 
-  /** Removes the oldest `tokens` rows of every head. */
+  /** Position of row `row` of head h. */
+  position(h: number, row: number): number {
+    return row < this.kept ? this.positions[h * this.kept + row]! : this.start + row - this.kept;
+  }
+
+  /** Removes the oldest `tokens` rows of every head (a region without evictions). */
   drop(tokens: number): void {
     const rest = (this.count - tokens) * this.d;
     for (let h = 0; h < this.heads; h++) {
       this.device.copy(this.headK(h), this.headK(h, tokens), rest);
       this.device.copy(this.headV(h), this.headV(h, tokens), rest);
     }
+    this.shifted(tokens);
+  }
+
+  /** Accounts for `tokens` oldest rows moved out by a step that shifted the rows itself (compaction). */
+  shifted(tokens: number): void {
     this.count -= tokens;
+    this.start += tokens;
+  }
+
+  /**
+   * Keeps rows `keep[h]` of each head h (ascending, the same number for every head) and drops the
+   * others; the kept rows move to the front in order. Runs of consecutive rows move in one copy.
+   * `capacity` (at least the rows kept) is what the region is then resized to, so that evicted
+   * memory is returned at once; leave it out to keep the buffers.
+   */
+  evict(keep: readonly Int32Array[], capacity?: number): void {
+    const n = keep[0]!.length;
+    const positions = new Int32Array(this.heads * n);
+    keep.forEach((rows, h) => {
+      rows.forEach((r, i) => (positions[h * n + i] = this.position(h, r)));
+      for (let i = 0; i < n; ) {
+        let j = i + 1;
+        while (j < n && rows[j] === rows[j - 1]! + 1) j++;
+        // NOTE: rows only move down (rows[i] >= i) and runs go in order, so no run overwrites a later source.
+        if (rows[i] !== i) {
+          this.device.copy(this.headK(h, i), this.headK(h, rows[i]!), (j - i) * this.d);
+          this.device.copy(this.headV(h, i), this.headV(h, rows[i]!), (j - i) * this.d);
+        }
+        i = j;
+      }
+    });
+    this.start = this.count === 0 ? this.start : this.position(0, this.count - 1) + 1;
+    this.kept = n;
+    this.count = n;
+    this.positions = positions;
+    if (capacity !== undefined) this.fit(capacity);
+  }
+
+  /** Empties the region (buffers kept for reuse). */
+  clear(): void {
+    this.count = 0;
+    this.start = 0;
+    this.kept = 0;
+    this.positions = new Int32Array(0);
+  }
+
+  /** Drops the newest rows down to position `length` (exclusive); only rows after `kept` can go. */
+  cropTo(length: number): void {
+    this.count = this.kept + length - this.start;
   }
 
   /** Resizes to `rows` of capacity (at least the count): after a compression, the most decode will need. */
@@ -102,10 +163,13 @@ export class ExactRegion implements TailHandles {
     return { k: read(this.k), v: read(this.v) };
   }
 
-  /** Refills from a snapshot taken by `snapshot()`. */
-  restore(count: number, k: Float32Array | Uint16Array, v: Float32Array | Uint16Array): void {
-    this.count = 0;
+  /** Refills from a snapshot taken by `snapshot()`; `start` and `positions` as the region had them. */
+  restore(count: number, k: Float32Array | Uint16Array, v: Float32Array | Uint16Array, start = 0, positions: Int32Array = new Int32Array(0)): void {
+    this.clear();
     this.reserve(count);
+    this.start = start;
+    this.kept = positions.length / this.heads;
+    this.positions = positions;
     const n = count * this.d;
     for (let h = 0; h < this.heads; h++) {
       this.device.write(this.headK(h), k.subarray(h * n, (h + 1) * n));

@@ -91,6 +91,8 @@ export interface PolicyStats {
   compressions: number;
   /** Compactions of recent tokens into the compressed store. */
   compactions: number;
+  /** The policy's own counters (e.g. ShadowKV's `compressions`, a plugin's evictions); saved in snapshots. */
+  policy: Record<string, number>;
 }
 
 /**

@@ -204,7 +204,7 @@ export class ShadowKVCache extends BaseKVCache<ShadowState> {
     if (!row.compact) return;
     const st = this.states[layer]![seq]!;
     const n = Math.floor((st.tail.count - this.options.localTokens) / this.options.chunkSize) * this.options.chunkSize;
-    st.tail.count -= n;
+    st.tail.shifted(n);
     st.store!.tokens += n;
   }
 
@@ -252,7 +252,7 @@ export class ShadowKVCache extends BaseKVCache<ShadowState> {
       this.device.gatherValues(at(v, h * n), store.values, h, all, all);
       this.device.copy(at(v, h * n + nc * d), st.tail.headV(h), exact * d);
     }
-    return { k: (h) => at(k, h * n), v: (h) => at(v, h * n), release: () => [k, v].forEach((b) => this.device.free(b)) };
+    return { count: st.length, k: (h) => at(k, h * n), v: (h) => at(v, h * n), release: () => [k, v].forEach((b) => this.device.free(b)) };
   }
 
   protected override clearState(st: ShadowState): void {

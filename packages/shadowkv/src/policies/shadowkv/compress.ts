@@ -183,7 +183,7 @@ export function compactSequence(ctx: CompressContext, st: SequenceState, store: 
   device.write(at(store.headCounts), heads);
   device.write(at(counters), c);
   const n = m * o.chunkSize;
-  st.tail.count -= n;
+  st.tail.shifted(n);
   store.tokens += n;
   return n;
 }

@@ -1,0 +1,50 @@
+import { ConfigError } from '../../errors/ConfigError.js';
+
+/** How one option is checked: a number in a range (an integer unless `integer: false`), or one of a few values. */
+export type OptionRule<T> = [T] extends [number]
+  ? { default: T; min: number; max: number; integer?: boolean; doc?: string }
+  : { default: T; oneOf: readonly T[]; doc?: string };
+
+/** A rule per option of `O`: what `definePolicyOptions` takes. */
+export type OptionRules<O> = { [K in keyof O]-?: OptionRule<Exclude<O[K], undefined>> };
+
+/** A policy's options: their names, defaults and checks, resolved in one place. */
+export interface PolicyOptionSpec<O extends object> {
+  readonly keys: readonly string[];
+  readonly defaults: Required<O>;
+  /** Defaults filled in for the keys of `given` that are unset; every value checked. Throws `ConfigError` naming the option. */
+  resolve(what: string, given: Partial<O>): Required<O>;
+}
+
+const show = (v: unknown) => (typeof v === 'string' ? `'${v}'` : typeof v === 'object' && v !== null ? Object.prototype.toString.call(v) : String(v));
+
+/**
+ * The typed options of a policy: each key with its default and range, plus `relate` for checks
+ * across options (e.g. a budget that must be a multiple of the chunk size).
+ * @example
+ * const OPTIONS = definePolicyOptions<{ window?: number }>({ window: { default: 512, min: 1, max: 2 ** 20 } });
+ */
+export function definePolicyOptions<O extends object>(rules: OptionRules<O>, relate?: (o: Required<O>) => string | undefined): PolicyOptionSpec<O> {
+  const entries = Object.entries(rules) as [string, { default: unknown; min?: number; max?: number; integer?: boolean; oneOf?: readonly unknown[] }][];
+  const defaults = Object.fromEntries(entries.map(([k, r]) => [k, r.default])) as Required<O>;
+  return {
+    keys: entries.map(([k]) => k),
+    defaults,
+    resolve(what, given) {
+      const o: Record<string, unknown> = { ...defaults };
+      for (const [k, rule] of entries) {
+        const v = (given as Record<string, unknown>)[k];
+        if (v === undefined) continue;
+        if (rule.oneOf) {
+          if (!rule.oneOf.includes(v)) throw new ConfigError(`${what}: ${k} must be one of ${rule.oneOf.map(show).join(', ')}, got ${show(v)}`);
+        } else if (typeof v !== 'number' || !Number.isFinite(v) || v < rule.min! || v > rule.max! || (rule.integer !== false && !Number.isInteger(v))) {
+          throw new ConfigError(`${what}: ${k} must be ${rule.integer === false ? 'a number' : 'an integer'} in [${rule.min}, ${rule.max}], got ${show(v)}`);
+        }
+        o[k] = v;
+      }
+      const problem = relate?.(o as Required<O>);
+      if (problem) throw new ConfigError(`${what}: ${problem}`);
+      return o as Required<O>;
+    },
+  };
+}

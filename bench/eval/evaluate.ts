@@ -6,7 +6,6 @@ import type { KVCachePolicy, PrefillInput } from '../../packages/shadowkv/src/po
 import { createCache, listPolicies } from '../../packages/shadowkv/src/index.js';
 import type { Tensor } from '../../packages/shadowkv/src/tensor.js';
 import { argmax, ByteTokenizer, fitCacheOptions, type LlamaModel } from '../../packages/llama/src/index.js';
-import { registerSinkWindow } from './SinkWindowCache.js';
 import { drawSample, TASK_SPEC, type Sample } from './tasks.js';
 
 /** One policy configuration the evaluation runs. */
@@ -39,7 +38,7 @@ export interface EvalSettings {
   budgets: number[];
   tasks: string[];
   samples: number;
-  /** Policy names; default: `full`, `shadowkv`, `sink-window` and every other registered one. */
+  /** Policy names; default: every registered one (`full`, `shadowkv`, `streaming`, …). */
   policies?: string[];
   /** Tokens per prefill chunk. Default 512. */
   chunkTokens?: number;
@@ -50,36 +49,51 @@ export interface EvalSettings {
 const tokenizer = new ByteTokenizer({ specials: TASK_SPEC.vocab.specials });
 const BOS = tokenizer.tokenId('<bos>')!;
 
-/** The policy configurations for a prompt of `tokens` tokens answered in `newTokens`. */
+// Policies whose prefill reads the prompt's queries (SnapKV's observation window votes): their replay carries them.
+const READS_QUERIES = new Set(['snapkv']);
+
+/**
+ * The policy configurations for a prompt of `tokens` tokens answered in `newTokens`. Every budgeted
+ * policy attends as many tokens per step as ShadowKV at that budget (its budget + outliers + local
+ * window, from `fitCacheOptions`); a policy unknown here runs once with its own defaults.
+ */
 export function policyRuns(model: LlamaModel, names: readonly string[], budgets: readonly number[], tokens: number, newTokens: number): PolicyRun[] {
   const runs: PolicyRun[] = [];
   for (const policy of names) {
-    if (policy === 'full') {
+    if (!['shadowkv', 'streaming', 'quest', 'snapkv'].includes(policy)) {
       runs.push({ policy, options: {} });
       continue;
     }
     for (const budget of budgets) {
-      const fit = fitCacheOptions(model.spec, { promptTokens: tokens, maxNewTokens: newTokens, budgetFraction: budget });
-      const o = fit.options;
-      // Every prompt is compressed, however short (the tiny runs): the threshold is what the fit asks or less.
-      const shadow = { ...o, denseThreshold: Math.min(o.denseThreshold, Math.max(1, tokens - o.localTokens)) };
+      const o = fitCacheOptions(model.spec, { promptTokens: tokens, maxNewTokens: newTokens, budgetFraction: budget }).options;
       const attended = o.budget + o.outlierChunks * o.chunkSize + o.localTokens;
-      if (policy === 'shadowkv') runs.push({ policy, budget, attended, options: shadow });
-      else if (policy === 'sink-window') runs.push({ policy, budget, attended, options: { sinkTokens: 4, window: attended - 4 } });
-      else runs.push({ policy, budget, options: {} }); // a plugin's own defaults: its options are unknown here
+      // Every prompt is compressed, however short (the tiny runs): the threshold is what the fit asks or less.
+      const options =
+        policy === 'shadowkv' ? { ...o, denseThreshold: Math.min(o.denseThreshold, Math.max(1, tokens - o.localTokens)) }
+        : policy === 'streaming' ? { sinkTokens: 4, windowTokens: attended - 4 }
+        : policy === 'quest' ? { chunkSize: 16, budget: Math.max(16, Math.floor(attended / 16) * 16) }
+        : { budget: attended };
+      runs.push({ policy, budget, attended, options });
     }
   }
   return runs;
 }
 
+interface RecordedPrefill {
+  layer: number;
+  keys: Tensor;
+  values: Tensor;
+  queries?: Tensor;
+}
+
 /** A cache that records every prefill call's keys and values (copies) on their way to `inner`. */
-function recording(inner: KVCachePolicy, calls: { layer: number; keys: Tensor; values: Tensor }[]): KVCachePolicy {
+function recording(inner: KVCachePolicy, calls: RecordedPrefill[], withQueries: boolean): KVCachePolicy {
   const copy = (t: Tensor): Tensor => ({ ...t, data: t.data.slice() as Tensor['data'] });
   return new Proxy(inner, {
     get(target, prop) {
       if (prop === 'prefill') {
         return (layer: number, input: PrefillInput) => {
-          calls.push({ layer, keys: copy(input.keys), values: copy(input.values) });
+          calls.push({ layer, keys: copy(input.keys), values: copy(input.values), ...(withQueries && input.queries ? { queries: copy(input.queries) } : {}) });
           return target.prefill(layer, input);
         };
       }
@@ -98,8 +112,8 @@ function answer(model: LlamaModel, cache: KVCachePolicy, logits: Float32Array, n
 
 /** Runs the grid; returns every answer. */
 export async function evaluate(model: LlamaModel, s: EvalSettings): Promise<{ answers: Answer[]; runs: Record<number, PolicyRun[]> }> {
-  registerSinkWindow();
-  const names = s.policies ?? ['full', 'shadowkv', 'sink-window', ...listPolicies().filter((p) => !['full', 'shadowkv', 'sink-window'].includes(p))];
+  const names = s.policies ?? listPolicies();
+  const withQueries = names.some((p) => READS_QUERIES.has(p));
   const answers: Answer[] = [];
   const runsByLength: Record<number, PolicyRun[]> = {};
   const total = s.tasks.length * s.lengths.length * s.samples;
@@ -112,15 +126,16 @@ export async function evaluate(model: LlamaModel, s: EvalSettings): Promise<{ an
         const want = tokenizer.encode(sample.answer);
         const runs = (runsByLength[length] ??= policyRuns(model, names, s.budgets, ids.length, want.length));
         // 1. One forward pass with exact attention, recording each layer's prefill.
-        const calls: { layer: number; keys: Tensor; values: Tensor }[] = [];
+        const calls: RecordedPrefill[] = [];
         const full = await createCache({ spec: model.spec, policy: 'full', backend: 'wasm', maxTokens: ids.length + want.length });
-        const logits = model.prefill(ids, recording(full, calls), { chunkTokens: s.chunkTokens ?? 512 });
+        const logits = model.prefill(ids, recording(full, calls, withQueries), { chunkTokens: s.chunkTokens ?? 512 });
         full.dispose();
         // 2. Each policy: the recorded prefill replayed, then its own greedy answer.
         for (const run of runs) {
           const cache = await createCache({ spec: model.spec, policy: run.policy, backend: 'wasm', maxTokens: ids.length + want.length, options: run.options as never });
           try {
-            for (const c of calls) cache.prefill(c.layer, { keys: c.keys, values: c.values });
+            const queries = READS_QUERIES.has(run.policy);
+            for (const c of calls) cache.prefill(c.layer, { keys: c.keys, values: c.values, ...(queries ? { queries: c.queries } : {}) });
             const got = tokenizer.decode(answer(model, cache, logits, want.length));
             const attended = cache.stats().lastAttendedTokens;
             answers.push({ task, length, index, policy: run.policy, ...(run.budget !== undefined ? { budget: run.budget } : {}), expected: sample.answer, got, correct: got === sample.answer, attended });

@@ -1,7 +1,7 @@
 // npm run eval: the accuracy evaluation (bench/eval/README.md). Writes <out>.json, .md and .svg.
 //   npm run eval -- [--model <checkpoint dir> | random] [--lengths 4096,8192,16384,32768]
 //     [--budgets 0.015625,0.03,0.06] [--tasks passkey,needle_single,needle_multi,kv_lookup]
-//     [--samples 10] [--policies full,shadowkv,sink-window] [--chunk 512] [--out bench/results/eval (random: eval-random)]
+//     [--samples 10] [--policies full,shadowkv,streaming] [--chunk 512] [--out bench/results/eval (random: eval-random)]
 // With --model random (the default) lengths default to 1024,2048,4096 and samples to 2.
 import { parseArgs } from 'node:util';
 import { runEval } from './run.js';

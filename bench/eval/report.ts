@@ -51,7 +51,7 @@ const COLORS = ['#4e79a7', '#f28e2b', '#59a14f', '#e15759', '#76b7b2', '#edc948'
 const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
 const text = (x: number, y: number, s: string, attrs = '') => `<text x="${x.toFixed(1)}" y="${y.toFixed(1)}" ${attrs}>${esc(s)}</text>`;
 
-/** Panels of accuracy (0-100 %) against length; `full` black, the same budget the same colour, sink-window dashed. */
+/** Panels of accuracy (0-100 %) against length; `full` black, a budget one colour: shadowkv solid, streaming dashed, others dotted. */
 export function plotSvg(all: readonly Cell[], title: string): string {
   const tasks = [...new Set(all.map((c) => c.task))];
   const lengths = [...new Set(all.map((c) => c.length))].sort((a, b) => a - b);
@@ -60,7 +60,7 @@ export function plotSvg(all: readonly Cell[], title: string): string {
   const style = (s: string) => {
     const cell = all.find((c) => label(c.policy, c.budget) === s)!;
     const color = cell.budget === undefined ? '#000' : COLORS[budgets.indexOf(cell.budget) % COLORS.length]!;
-    const dash = cell.policy === 'sink-window' ? ' stroke-dasharray="5 4"' : cell.policy === 'shadowkv' || cell.policy === 'full' ? '' : ' stroke-dasharray="1 3"';
+    const dash = cell.policy === 'streaming' ? ' stroke-dasharray="5 4"' : cell.policy === 'shadowkv' || cell.policy === 'full' ? '' : ' stroke-dasharray="1 3"';
     return { color, dash };
   };
   const [pw, ph, gap, left, top] = [230, 220, 40, 60, 70];

@@ -1,5 +1,6 @@
-// The one attention routine: online softmax (running max, rescaled sums) over blocks of keys,
-// shared by sparse_attention (decode, GQA heads) and causal_attention (prefill, heads x rows).
+// Decode attention: online softmax (running max, rescaled sums) over blocks of keys for the few
+// query vectors of one step (sparse_attention, skv_decode_layer). Prefill, with many queries per
+// key, tiles both sides and runs its products through the GEMM kernel instead (causal_attention.cc).
 #pragma once
 #include <math.h>
 #include "dtype.h"
@@ -26,8 +27,7 @@ struct OnlineSoftmax {
   }
 
   // Folds n <= ATTN_BLOCK rows of keys and values (row stride ld, dtype) into the state.
-  // visible[j] (or null: all) is how many of the n keys query j may see (the causal mask).
-  void block(const void* k, const void* v, int ld, int dtype, int n, const int* visible) {
+  void block(const void* k, const void* v, int ld, int dtype, int n) {
     const float *kf = (const float*)k, *vf = (const float*)v;
     int kld = ld;
     if (dtype != SKV_F32) {  // convert once, then every query reads f32 rows from L1
@@ -40,13 +40,13 @@ struct OnlineSoftmax {
     // 1. Logits of the whole block; each key row is read once for all queries.
     for (int t = 0; t < n; t++)
       for (int j = 0; j < nq; j++)
-        logits[j * ATTN_BLOCK + t] = visible && t >= visible[j] ? -INFINITY : vdot(q + (size_t)j * d, kf + (size_t)t * kld, d);
+        logits[j * ATTN_BLOCK + t] = vdot(q + (size_t)j * d, kf + (size_t)t * kld, d);
     // 2. New running max; rescale what was accumulated under the old one.
     for (int j = 0; j < nq; j++) {
       float* lj = logits + j * ATTN_BLOCK;
       float mx = m[j];
       for (int t = 0; t < n; t++) mx = lj[t] > mx ? lj[t] : mx;
-      if (mx == -INFINITY) continue;  // nothing visible yet
+      if (mx == -INFINITY) continue;  // only -inf logits so far
       if (mx > m[j]) {
         float f = expf(m[j] - mx);  // 0 when m was -inf
         vscale(f, acc + (size_t)j * d, d);

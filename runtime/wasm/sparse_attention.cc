@@ -12,7 +12,7 @@ SKV_EXPORT void skv_sparse_attention(const float* q, int g, int d, float scale,
     for (int t0 = 0; t0 < segs[s].n; t0 += ATTN_BLOCK) {
       int n = segs[s].n - t0 < ATTN_BLOCK ? segs[s].n - t0 : ATTN_BLOCK;
       size_t off = (size_t)t0 * segs[s].ld;
-      st.block(dtype_at(segs[s].k, kv_dtype, off), dtype_at(segs[s].v, kv_dtype, off), segs[s].ld, kv_dtype, n, nullptr);
+      st.block(dtype_at(segs[s].k, kv_dtype, off), dtype_at(segs[s].v, kv_dtype, off), segs[s].ld, kv_dtype, n);
     }
   for (int j = 0; j < g; j++) st.finish(j, out + (size_t)j * d);  // [g x d]; zeros if no keys
 }

@@ -2,6 +2,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { expect, it } from 'vitest';
+import { listPolicies } from '../../packages/shadowkv/src/index.js';
 import { runEval, type EvalReport } from '../../bench/eval/run.js';
 import { drawSample, TASK_NAMES } from '../../bench/eval/tasks.js';
 
@@ -11,22 +12,25 @@ it('npm run eval, tiny: every task, length, policy and budget answered; JSON, ta
   const report = await runEval({ model: 'random', out, lengths: [300, 520], budgets: [0.02, 0.1], tasks: TASK_NAMES, samples: 2, progress: sink });
   const saved = JSON.parse(readFileSync(`${out}.json`, 'utf8')) as EvalReport;
   expect(saved.cells).toEqual(report.cells);
-  // full once, shadowkv and sink-window once per budget: 5 runs x 4 tasks x 2 lengths x 2 samples.
-  expect(saved.answers).toHaveLength(5 * 4 * 2 * 2);
+  // Every registered policy ran: full once, the budgeted ones once per budget.
+  const budgeted = ['shadowkv', 'streaming', 'quest', 'snapkv'];
+  const want = listPolicies().flatMap((p) => (budgeted.includes(p) ? [`${p}@0.02`, `${p}@0.1`] : [`${p}@`]));
+  expect(want).toEqual(expect.arrayContaining(['full@', 'shadowkv@0.02', 'streaming@0.1']));
   const labels = new Set(saved.cells.map((c) => `${c.policy}@${c.budget ?? ''}`));
-  expect([...labels].sort()).toEqual(['full@', 'shadowkv@0.02', 'shadowkv@0.1', 'sink-window@0.02', 'sink-window@0.1']);
+  expect([...labels].sort()).toEqual(want.sort());
+  expect(saved.answers).toHaveLength(want.length * 4 * 2 * 2);
   expect(saved.cells.every((c) => c.total === 2 && c.accuracy === c.correct / 2)).toBe(true);
-  // shadowkv really ran sparse: its decode steps attended fewer tokens than the prompt holds.
-  const sparse = saved.answers.filter((a) => a.policy === 'shadowkv');
+  // The sparse policies really ran sparse: their decode steps attended fewer tokens than the prompt holds.
+  const sparse = saved.answers.filter((a) => a.policy === 'shadowkv' || a.policy === 'streaming');
   expect(sparse.every((a) => a.attended > 0 && a.attended < a.length)).toBe(true);
   // Every policy produced an answer (greedy, as many tokens as the expected one).
   expect(saved.answers.every((a) => a.got.length > 0)).toBe(true);
   const md = readFileSync(`${out}.md`, 'utf8');
   for (const t of TASK_NAMES) expect(md).toContain(`### ${t}`);
-  expect(md).toContain('| sink-window @ 2 % |');
+  expect(md).toContain('| streaming @ 2 % |');
   const svg = readFileSync(`${out}.svg`, 'utf8');
   expect(svg.startsWith('<svg')).toBe(true);
-  expect(svg.match(/<polyline/g)).toHaveLength(5 * TASK_NAMES.length);
+  expect(svg.match(/<polyline/g)).toHaveLength(want.length * TASK_NAMES.length);
 }, 120_000);
 
 it('samples fit their length, hold their answer once asked, and differ by index', () => {

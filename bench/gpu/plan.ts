@@ -53,7 +53,7 @@ export function parseBenchArgs(argv: string[]): BenchArgs {
       'forced-steps': { type: 'string', default: '10' }, 'forced-rates': { type: 'string', default: '0,0.6,0.8' },
       backend: { type: 'string', default: 'cuda' }, modes: { type: 'string', default: MODES.join(',') },
       out: { type: 'string', default: 'bench/results' }, sdpa: { type: 'string' }, plan: { type: 'string' },
-      inputs: { type: 'string', default: 'host-arrays' }, drift: { type: 'string' }, seed: { type: 'string' },
+      inputs: { type: 'string', default: 'host-arrays,device-tensors' }, drift: { type: 'string' }, seed: { type: 'string' },
       'device-gib': { type: 'string' }, 'weights-gib': { type: 'string', default: '16' }, 'margin-gib': { type: 'string', default: '4' },
       'max-batch-cap': { type: 'string' }, 'case-seconds': { type: 'string', default: '4' }, 'budget-s': { type: 'string', default: '360' },
     },

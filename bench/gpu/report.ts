@@ -37,6 +37,8 @@ export interface CaseResult {
   build?: BuildInfo;
   /** Drifting queries. `speedup` = SDPA ms / gpu_ms; equivalent bandwidth = denseKvBytes / gpu_ms. */
   shadowkv?: DecodeTiming & { speedup?: number; equivalentTBps: number };
+  /** The same steps fed by the other `--inputs` modes (the first mode is `shadowkv`'s). */
+  inputModes?: Record<string, DecodeTiming>;
   forced?: ForcedTiming[];
   full?: { build: BuildInfo; decode: DecodeTiming; speedOfSdpa?: number };
   sdpa?: SdpaTiming;

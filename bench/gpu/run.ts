@@ -25,8 +25,13 @@ const args = parseBenchArgs(process.argv.slice(2));
 const t0 = performance.now();
 const elapsed = () => (performance.now() - t0) / 1000;
 const log = (line: string) => console.log(`[${elapsed().toFixed(1).padStart(6)} s] ${line}`);
-const inputMode = INPUT_MODES[args.inputs];
-if (!inputMode) throw new RangeError(`--inputs: unknown '${args.inputs}'; known: ${Object.keys(INPUT_MODES).join(', ')}`);
+// --inputs a,b: the decode step timed with each way of feeding it; the first is the case's `shadowkv`.
+const inputModes = args.inputs.split(',').map((name) => {
+  const mode = INPUT_MODES[name];
+  if (!mode) throw new RangeError(`--inputs: unknown '${name}'; known: ${Object.keys(INPUT_MODES).join(', ')}`);
+  return { name, mode };
+});
+const inputMode = inputModes[0]!.mode;
 
 const backendName = registerBenchBackend(args.backend);
 let backend: Backend;
@@ -77,7 +82,7 @@ const report: Report = {
     geometry: { queryHeads: SPEC.queryHeads, kvHeads: SPEC.kvHeads, headDim: SPEC.headDim, layers: 1, dtype: 'bf16' },
     shadowkv: { ...SHADOWKV, maxSelected: SHADOWKV.budget / SHADOWKV.chunkSize },
     prompt: { ...args.workload, note: 'one prompt per context (keys of rank keyRank + noise, needles planted), prefilled into every row; rows differ by their queries (seed + batch)' },
-    inputs: { mode: args.inputs, note: inputMode.note },
+    inputs: { mode: args.inputs, note: inputModes.map(({ name, mode }) => `${name}: ${mode.note}`).join('; ') },
     step: 'not measured',
   },
   plan,
@@ -149,6 +154,11 @@ async function shadowCase(c: CaseResult, source: PromptSource, prompt: Prompt): 
       const sd = c.sdpa?.best?.ms;
       c.shadowkv = { ...t, ...(sd ? { speedup: sd / t.gpu_ms } : {}), equivalentTBps: c.denseKvBytes / (t.gpu_ms / 1000) / 1e12 };
       log(`  decode: GPU ${ms(t.gpu_ms)}, wall ${ms(t.wall_ms)} (${t.steps} steps), hit rate ${t.sparse?.hitRate.toFixed(3)}, ${((t.sparse?.pcieBytesPerStep ?? 0) / 2 ** 20).toFixed(2)} MiB/step PCIe; SDPA ${ms(sd)}${c.shadowkv.speedup ? ` -> ${c.shadowkv.speedup.toFixed(2)}x` : ''}`);
+      for (const { name, mode } of inputModes.slice(1)) {
+        const o = await phase('decode', () => timeDecode(built, queries, args, mode));
+        (c.inputModes ??= {})[name] = o;
+        log(`  decode (${name}): GPU ${ms(o.gpu_ms)}, wall ${ms(o.wall_ms)} (${o.steps} steps)`);
+      }
     }
     if (largest) largestResult(c, built);
     if (has('forced') && !overBudget()) {

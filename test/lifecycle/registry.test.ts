@@ -1,9 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import {
-  ConfigError, createCache, FullKVCache, listBackends, listPolicies, NoBinaryError, NoDeviceError, registerBackend, resolveBackend,
+  ConfigError, createCache, FullKVCache, listBackends, listPolicies, NoBinaryError, NoDeviceError, registerBackend, registerPolicy, resolveBackend,
 } from '../../packages/shadowkv/src/backend.js';
 import { NeedleWorkload } from '../../examples/workloads/needle.js';
-import { registerRecentWindow } from '../../examples/plugins/RecentWindowCache.js';
+import { registerLandmarkWindow } from '../../examples/custom-policy/LandmarkWindowCache.js';
 
 const spec = { layers: 1, queryHeads: 4, kvHeads: 2, headDim: 16, rope: { theta: 10000 } };
 
@@ -37,19 +37,26 @@ describe('backend registry', () => {
 
 describe('policy registry', () => {
   it('a registered plugin runs by name, and differs from full only by what it attends', async () => {
-    registerRecentWindow();
-    expect(listPolicies()).toEqual(['full', 'shadowkv', 'recent-window']);
-    const work = new NeedleWorkload({ ...spec, layers: 1 }, { tokens: 5, seed: 1 });
-    const mine = await createCache({ spec, policy: 'recent-window', dtype: 'f32', options: { window: 1000 } });
+    registerLandmarkWindow();
+    expect(listPolicies()).toEqual(['full', 'shadowkv', 'streaming', 'quest', 'snapkv', 'landmark-window']);
+    const work = new NeedleWorkload({ ...spec, layers: 1 }, { tokens: 100, seed: 1 });
+    const mine = await createCache({ spec, policy: 'landmark-window', dtype: 'f32', options: { budget: 1000 } });
     const full = await createCache({ spec, policy: 'full', dtype: 'f32' });
     expect(full).toBeInstanceOf(FullKVCache);
     const prompt = work.prompt(0);
     for (const c of [mine, full]) c.prefill(0, prompt);
     const input = work.step(0);
-    expect(Array.from(mine.decode(0, input).data)).toEqual(Array.from(full.decode(0, input).data)); // window covers all
-    const narrow = await createCache({ spec, policy: 'recent-window', dtype: 'f32', options: { window: 2 } });
+    expect(Array.from(mine.decode(0, input).data)).toEqual(Array.from(full.decode(0, input).data)); // the budget covers all
+    const narrow = await createCache({ spec, policy: 'landmark-window', dtype: 'f32', options: { budget: 16, recentTokens: 8 } });
     narrow.prefill(0, prompt);
     expect(Array.from(narrow.decode(0, input).data)).not.toEqual(Array.from(full.decode(0, input).data));
+    expect(narrow.stats().lastAttendedTokens).toBe(16 + 13); // per kv head: 2 chunks, then every row from the first chunk the 8-token window reaches (88..100)
+  });
+
+  it('a name taken by another factory is a ConfigError; the same factory again is a no-op', () => {
+    expect(() => registerLandmarkWindow()).not.toThrow();
+    expect(() => registerPolicy('landmark-window', (config, runtime) => new FullKVCache(config, runtime))).toThrow(ConfigError);
+    expect(() => registerPolicy('quest', (config, runtime) => new FullKVCache(config, runtime))).toThrow(/taken by another factory/);
   });
 
   it('an unknown policy is a ConfigError naming the registered ones', async () => {

@@ -1,7 +1,7 @@
 // Test environments: every (backend, storage dtype) pair. Suites run once per available env;
 // an unavailable env is still listed, as skipped, with the reason its backend gave.
 import { describe } from 'vitest';
-import { resolveBackend, type Backend, type DType } from '../packages/shadowkv/src/backend.js';
+import { resolveBackend, type Backend, type DType } from '../backend.js';
 
 export interface TestEnv {
   name: string;

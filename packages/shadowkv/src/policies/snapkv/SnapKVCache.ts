@@ -103,7 +103,8 @@ export class SnapKVCache extends PolicyCache<SnapKVOptions> {
     const keep = this.pending.get(st);
     if (!keep) return;
     this.pending.delete(st);
-    st.tail.evict(keep, this.options.budget);
+    // Room for the tokens generated next, so that the first steps after the prompt do not regrow the buffers.
+    st.tail.evict(keep, this.options.budget + Math.max(64, this.options.budget >> 3));
     this.evictions += 1;
   }
 

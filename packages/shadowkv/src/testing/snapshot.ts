@@ -1,0 +1,66 @@
+import { expect, it } from 'vitest';
+import { loadCache, type Cache } from '../createCache.js';
+import { toFloat32 } from '../dtype.js';
+import { DisposedError } from '../errors/DisposedError.js';
+import { SnapshotError } from '../errors/SnapshotError.js';
+import type { TestEnv } from './envs.js';
+import { KIT_SPEC, KitInputs } from './inputs.js';
+import { makeCache, type PolicyUnderTest } from './subject.js';
+
+const { layers } = KIT_SPEC;
+
+/** A cache whose rows hold every kind of state: a long row decoded past its prompt, a row reset and refilled short. */
+async function filled(p: PolicyUnderTest, env: TestEnv, inputs: KitInputs): Promise<Cache> {
+  const cache = await makeCache(p, 'tight', env);
+  for (let l = 0; l < layers; l++) cache.prefill(l, inputs.prompt(2, 300, true));
+  for (let t = 0; t < 4; t++) for (let l = 0; l < layers; l++) cache.decode(l, inputs.step(2));
+  cache.reset(1);
+  for (let l = 0; l < layers; l++) cache.prefill(l, { ...inputs.prompt(1, 40), sequences: [1] });
+  for (let t = 0; t < 30; t++) for (let l = 0; l < layers; l++) cache.decode(l, inputs.step(2));
+  return cache;
+}
+
+/** `save()` → `loadCache()` restores everything the policy keeps: the copy continues bit for bit like the original. */
+export function snapshotSuite(p: PolicyUnderTest, env: TestEnv): void {
+  it('save → loadCache continues exactly like the original (a follow-up prefill with queries, then decode)', async () => {
+    const original = await filled(p, env, new KitInputs(5));
+    const restored = await loadCache(original.save(), { backend: env.backend });
+    expect(restored.name).toBe(p.name);
+    expect([restored.length(0), restored.length(1)]).toEqual([original.length(0), original.length(1)]);
+    expect(restored.stats()).toEqual(original.stats());
+    const inputs = new KitInputs(6);
+    const same = (a: unknown, b: unknown, label: string) => expect(Array.from(toFloat32(a as never)), label).toEqual(Array.from(toFloat32(b as never)));
+    // NOTE: the prefill reads only what each holds: a row that read stale rows past its evictions would differ here.
+    for (let l = 0; l < layers; l++) {
+      const input = { ...inputs.prompt(1, 20, true), sequences: [0] };
+      same(restored.prefill(l, input), original.prefill(l, input), `prefill layer ${l}`);
+    }
+    for (let t = 0; t < 5; t++) {
+      for (let l = 0; l < layers; l++) {
+        const input = inputs.step(2);
+        same(restored.decode(l, input), original.decode(l, input), `step ${t} layer ${l}`);
+      }
+    }
+    expect(restored.stats()).toEqual(original.stats());
+    expect(Buffer.from(restored.save()).equals(Buffer.from(original.save()))).toBe(true);
+    [original, restored].forEach((c) => c.dispose());
+  });
+
+  it('a truncated or altered snapshot is a SnapshotError', async () => {
+    const cache = await filled(p, env, new KitInputs(7));
+    const bytes = cache.save();
+    cache.dispose();
+    await expect(loadCache(bytes.slice(0, bytes.length - 100), { backend: env.backend })).rejects.toThrow(SnapshotError);
+    await expect(loadCache(Uint8Array.from(bytes, (x, i) => (i === bytes.length - 500 ? x ^ 0x40 : x)), { backend: env.backend })).rejects.toThrow(SnapshotError);
+  });
+
+  it('every call after dispose() is a DisposedError', async () => {
+    const cache = await makeCache(p, 'tight', env);
+    cache.dispose();
+    cache.dispose();
+    const inputs = new KitInputs(8);
+    for (const call of [() => cache.decode(0, inputs.step(2)), () => cache.prefill(0, inputs.prompt(2, 4)), () => cache.length(), () => cache.memory(), () => cache.stats(), () => cache.save(), () => cache.reset()]) {
+      expect(call).toThrow(DisposedError);
+    }
+  });
+}

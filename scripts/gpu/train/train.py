@@ -66,7 +66,7 @@ def training_row(task, length, index, queries, rng):
     return ids[:length], mask[:length]
 
 
-def batch(length, tokens_per_batch, step, a, device):
+def batch(length, tokens_per_batch, step, queries):
     """One batch of rows of `length` tokens (padded), the tasks in turn; seeds unique per (step, row)."""
     rows = max(1, tokens_per_batch // length)
     rng = random.Random(step)
@@ -74,10 +74,28 @@ def batch(length, tokens_per_batch, step, a, device):
     x = torch.full((rows, length), PAD, dtype=torch.long)
     m = torch.zeros((rows, length), dtype=torch.float32)
     for r in range(rows):
-        ids, mask = training_row(names[(step * rows + r) % len(names)], length, step * rows + r, a.queries, rng)
+        ids, mask = training_row(names[(step * rows + r) % len(names)], length, step * rows + r, queries, rng)
         x[r, :len(ids)] = torch.tensor(ids)
         m[r, :len(mask)] = torch.tensor(mask, dtype=torch.float32)
-    return x.to(device), m.to(device)
+    return x, m
+
+
+class Batches(torch.utils.data.IterableDataset):
+    """The batches of steps [first, total) in order, built by DataLoader workers ahead of the GPU:
+    built in the training loop, the Python task generators would leave the GPU idle between steps.
+    Worker w of n takes steps first + w, first + w + n, ...; the loader reads the workers in turn,
+    so the steps arrive in order and each batch is the same as on one process."""
+
+    def __init__(self, first, curriculum, a):
+        self.first, self.curriculum, self.a = first, curriculum, a
+        self.total = sum(s for _, s in curriculum)
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        w, n = (info.id, info.num_workers) if info else (0, 1)
+        for step in range(self.first + w, self.total, n):
+            length = stage_at(self.curriculum, step)
+            yield (step, length, *batch(length, self.a.tokens_per_batch, step, self.a.queries))
 
 
 def main():
@@ -97,6 +115,7 @@ def main():
     ap.add_argument('--kv-heads', type=int, default=2)
     ap.add_argument('--rope-theta', type=float, default=500000.0)
     ap.add_argument('--max-positions', type=int, default=65536)
+    ap.add_argument('--workers', type=int, default=min(8, os.cpu_count() or 1), help='processes building batches ahead')
     a = ap.parse_args()
     start = time.time()
     os.makedirs(a.run, exist_ok=True)
@@ -117,9 +136,13 @@ def main():
     sched = lambda s: min(1.0, (s + 1) / a.warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / total)))
     log = open(os.path.join(a.run, 'log.jsonl'), 'a')
     model.train()
-    while step < total and time.time() - start < a.minutes * 60:
-        length = stage_at(curriculum, step)
-        x, m = batch(length, a.tokens_per_batch, step, a, device)
+    loader = torch.utils.data.DataLoader(Batches(step, curriculum, a), batch_size=None, num_workers=a.workers,
+                                         prefetch_factor=4 if a.workers else None, pin_memory=True)
+    for at, length, x, m in loader:
+        if time.time() - start >= a.minutes * 60:
+            break
+        assert at == step, f'batch of step {at} at step {step}'
+        x, m = x.to(device, non_blocking=True), m.to(device, non_blocking=True)
         for g in opt.param_groups:
             g['lr'] = a.lr * sched(step)
         with torch.autocast('cuda', dtype=torch.bfloat16):

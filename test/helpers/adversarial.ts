@@ -281,8 +281,9 @@ export async function cacheProblems(cache: Cache, o: RestoredCheck): Promise<str
     }
   });
   await attempt('stats()', () => {
-    const st = cache.stats();
-    for (const [k, v] of Object.entries(st)) if (!Number.isFinite(v)) p.push(`stats().${k} is ${String(v)}`);
+    const { policy, ...st } = cache.stats();
+    const fields = [...Object.entries(st), ...Object.entries(policy).map(([k, v]) => [`policy.${k}`, v] as const)];
+    for (const [k, v] of fields) if (!Number.isFinite(v)) p.push(`stats().${k} is ${String(v)}`);
   });
   await attempt('memory()', () => checkHeap(cache, o.heapLimit, p, 'after load'));
   // One valid decode step per layer for every row with room left.

@@ -477,7 +477,7 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
       }
       const first = this.tailStart(st);
       if (length < first) {
-        throw new CapacityError(`${call}: layer ${l} holds tokens [0, ${first}) compressed; only exact tokens can be cropped, so length must be >= ${first} (reset() and prefill again to go further back)`);
+        throw new CapacityError(`${call}: layer ${l} holds tokens before ${first} compressed or evicted; only exact tokens can be cropped, so length must be >= ${first} (reset() and prefill again to go further back)`);
       }
     });
     for (const row of this.states) {

@@ -22,3 +22,5 @@ nvcc -std=c++17 -O3 -arch=sm_90 --expt-relaxed-constexpr -lineinfo -Xcompiler -W
   bench/gpu/kernels/select_bench.cu -o bench/gpu/kernels/build/select_bench
 nvcc -std=c++17 -O3 -arch=sm_90 --expt-relaxed-constexpr -lineinfo -Xcompiler -Wall -cudart static \
   bench/gpu/kernels/logits_bench.cu -o bench/gpu/kernels/build/logits_bench
+nvcc -std=c++17 -O3 -arch=sm_90 -Xcompiler -Wall -cudart static bench/gpu/kernels/host_pages_bench.cu \
+  -o bench/gpu/kernels/build/host_pages_bench

@@ -6,6 +6,7 @@
 #include <math.h>
 #include "dtype.h"
 #include "gemm.h"
+#include "online_softmax.h"
 #include "scratch.h"
 
 // Query vectors and keys per tile: a 64 x 64 tile keeps Q, O, Kᵀ and V (~130 KB at d = 128) in L2,
@@ -117,12 +118,7 @@ struct Flash {
     if (mx == -INFINITY) {  // nothing visible yet: P row stays 0
       memset(sa, 0, sizeof(float) * n);
     } else {
-      if (mx > m[a]) {
-        float f = expf(m[a] - mx);  // 0 when m was -inf
-        vscale(f, o + (size_t)a * d, d);
-        l[a] *= f;
-        m[a] = mx;
-      }
+      if (mx > m[a]) softmax_raise(&m[a], &l[a], o + (size_t)a * d, d, mx);
       l[a] += vexp_shifted(sa, n, mx);
     }
     float* dst = pp + (size_t)(a / GEMM_MR) * GEMM_MR * n + a % GEMM_MR;

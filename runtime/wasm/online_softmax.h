@@ -9,6 +9,15 @@
 
 enum { ATTN_BLOCK = 64 };  // keys per block: logits of a block are computed before any update
 
+// The online softmax's step to a larger running max mx: the query's accumulator acc [d] and its sum
+// l rescale by exp(m - mx) (0 while m was -inf), then m = mx. Decode and prefill attention share it.
+static inline void softmax_raise(float* m, float* l, float* acc, int d, float mx) {
+  const float f = expf(*m - mx);
+  vscale(f, acc, d);
+  *l *= f;
+  *m = mx;
+}
+
 // Running state of nq query vectors over one stream of keys. Scratch for one call.
 struct OnlineSoftmax {
   int nq, d;
@@ -47,12 +56,7 @@ struct OnlineSoftmax {
       float mx = m[j];
       for (int t = 0; t < n; t++) mx = lj[t] > mx ? lj[t] : mx;
       if (mx == -INFINITY) continue;  // only -inf logits so far
-      if (mx > m[j]) {
-        float f = expf(m[j] - mx);  // 0 when m was -inf
-        vscale(f, acc + (size_t)j * d, d);
-        l[j] *= f;
-        m[j] = mx;
-      }
+      if (mx > m[j]) softmax_raise(&m[j], &l[j], acc + (size_t)j * d, d, mx);
       l[j] += vexp_shifted(lj, n, mx);
     }
     // 3. Values: each value row is read once for all queries.

@@ -10,7 +10,8 @@
 # suites that run per backend env, which now include cuda-bf16: the addon check, ops,
 # conformance (vs the float64 oracle), bad input, fidelity, parity (which lists cuda as skipped), the
 # steady-state call count, device tensors (inputs and outputs left on the GPU), and device memory
-# (dispose() measured with cudaMemGetInfo and the addon's block count: one `device-memory:` line each).
+# (dispose() measured with cudaMemGetInfo and the addon's block count: one `device-memory:` line each),
+# and the conformance kit (shadowkv/testing) on every built-in policy and the example plugin.
 # Arguments go to vitest; without any, `-t cuda` runs only the cuda tests (the addon check and
 # every `[cuda-bf16]` suite); pass e.g. `-t .` for the wasm envs too, or `-t sparseAttention`.
 # With $OUT set, vitest's JSON report is written to $OUT/vitest.json.
@@ -26,4 +27,4 @@ report=()
 [ -z "${OUT:-}" ] || report=(--reporter=default --reporter=json "--outputFile=$OUT/vitest.json")
 node node_modules/vitest/vitest.mjs run test/native/cudaAddon.test.ts test/ops test/conformance \
   test/badInput test/fidelity test/seam/parity.test.ts test/seam/cudaSteadyState.test.ts \
-  test/api/deviceTensor.test.ts test/lifecycle/deviceMemory.test.ts "${report[@]}" "${args[@]}"
+  test/api/deviceTensor.test.ts test/lifecycle/deviceMemory.test.ts test/policies examples/custom-policy "${report[@]}" "${args[@]}"

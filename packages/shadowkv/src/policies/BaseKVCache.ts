@@ -104,6 +104,12 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
   protected readonly invFreq: DeviceBuffer; // [d/2] f64
   protected readonly states: S[][]; // [layer][sequence]
   private readonly counters: DeviceBuffer[]; // [layer] f64 [COUNTERS]
+  /**
+   * Per layer, a host copy of `counters` that the steps of a policy with its own attention
+   * (`attendDecode`) keep current: read once, then only written, since on CUDA each read waits for
+   * the GPU. Dropped where anything else may write the device copy (`layerCounters`, `restore`).
+   */
+  private readonly hostCounters: (Float64Array | undefined)[] = [];
   private readonly inputOf: Int32Array; // [batch] row of the step input, or -1
   /** Device tensors made through this cache (`allocTensor`, `wrapTensor`, prefill outputs): retired at dispose. */
   private readonly tensors = new Set<DeviceTensor>();
@@ -258,6 +264,7 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
 
   /** The layer's step counters (f64 `[COUNTERS]`, on the device). */
   protected layerCounters(layer: number): DeviceBuffer {
+    this.hostCounters[layer] = undefined; // the caller may change them on the device
     return this.counters[layer]!;
   }
 
@@ -592,6 +599,7 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
       }),
     );
     layerCounters.forEach((c, l) => this.device.write(at(this.counters[l]!), c));
+    this.hostCounters.length = 0;
     this.lastLayer = lastLayer;
     this.loadCounters(counters as Record<string, number>);
   }
@@ -718,7 +726,8 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
   private decodeWithHook(layer: number, step: LayerStep): void {
     const { queryHeads: Hq, kvHeads: Hkv, headDim: d } = this.spec;
     const t = { q: this.device.scratch('hook.q', Hq * d, 'f32'), k: this.device.scratch('hook.k', Hkv * d, 'f32'), out: this.device.scratch('hook.out', Hq * d, 'f32') };
-    const c = this.device.read(at(step.counters) as View & { buf: { dtype: 'f64' } }, COUNTERS);
+    // NOTE: a copy, kept only once the step is through: a step that throws leaves the counters as they were.
+    const c = Float64Array.from(this.hostCounters[layer] ?? this.device.read(at(step.counters) as View & { buf: { dtype: 'f64' } }, COUNTERS));
     c.fill(0, COUNTER.lastHits, COUNTERS);
     c[COUNTER.steps]! += 1;
     const add = (slot: 'hits' | 'misses' | 'selectedTokens' | 'attendedTokens' | 'heads', n: number) => {
@@ -743,6 +752,7 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
       this.device.convert(at(step.out.buf, step.out.offset + row.input * Hq * d), at(t.out), Hq * d);
     });
     this.device.write(at(step.counters), c);
+    this.hostCounters[layer] = c;
   }
 
   /** Writes input row i (S tokens, every kv head) after a sequence's tail, rotating keys; `tail.commit(S)` makes them count. */

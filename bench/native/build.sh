@@ -17,5 +17,8 @@ FLAGS=(
 g++ "${FLAGS[@]}" "${SOURCES[@]}" "$HERE/bench_ops.cc" -o "$HERE/out/bench_ops"
 echo "built bench/native/out/bench_ops" >&2
 # The host steps as the CUDA addon compiles them: -O3 for baseline x86-64 (SSE2, no FMA), plus threads.
+# The old ones (before the blocked rewrite) come from git, not from a copy kept in the tree.
+mkdir -p "$HERE/out/v1"
+for f in subspace.h jacobi.h; do git -C "$HERE" show "2d4f16f:runtime/wasm/$f" > "$HERE/out/v1/$f"; done
 g++ -O3 -std=c++17 -fno-exceptions "${SOURCES[@]}" "$HERE/low_rank_host.cc" -o "$HERE/out/low_rank_host"
 echo "built bench/native/out/low_rank_host" >&2

@@ -1,5 +1,6 @@
 // The float64 host steps of low_rank_keys at one 128K-token Llama-3-8B layer (D = 8 x 128, rank
-// 160 + oversample 16 = 176 basis rows, 2 power iterations), old (bench/native/subspace_v1.h) against
+// 160 + oversample 16 = 176 basis rows, 2 power iterations), old (runtime/wasm/subspace.h and jacobi.h at
+// 2d4f16f, before the blocked rewrite, which build.sh reads from git into out/v1/) against
 // new (runtime/wasm/subspace.h) on one thread and on host threads (kernels/host_pool.h, as the CUDA
 // runtime runs them), in one run, alternating, on the same Gram. The host steps only see
 // G [D x D] and l x D matrices, so G comes from 4096 keys-like rows (rank-48 signal, channel means,
@@ -17,7 +18,11 @@
 #include "../../kernels/host_pool.h"
 #include "../../runtime/wasm/abi.h"
 #include "../../runtime/wasm/subspace.h"
-#include "subspace_v1.h"
+// NOTE: the standard headers the old ones include are already in, so their #includes inside the
+// namespace are no-ops; only their functions land in v1.
+namespace v1 {
+#include "out/v1/subspace.h"
+}  // namespace v1
 
 namespace {
 

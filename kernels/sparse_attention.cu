@@ -1,10 +1,13 @@
 // Decode attention: g query heads over the union of segments (outlier chunks, rebuilt chunks,
 // the exact tail), as tasks (attention.h). The keys of a task are split over blocks
 // (flash-decoding); each block leaves (m, l, acc) and a second launch merges them per head.
-// Common shapes (d 64/128/256, g up to 8) take a register kernel: 16 lanes per key row, 16-byte
-// loads, the online softmax in base 2; others take the shared-memory tile routine of
+// bf16 keys and values at d 64/128 with g in {1, 2, 4, 8} take the tensor cores (FlashDecodeMmaKernel:
+// tiles streamed through shared memory by cp.async, queries and probabilities split into bf16 hi +
+// lo); other common shapes (d 64/128/256, g up to 8) a register kernel: 16 lanes per key row, 16-byte
+// loads, the online softmax in base 2; the rest the shared-memory tile routine of
 // online_softmax.cuh. Mirrors runtime/wasm/sparse_attention.cc (skv_sparse_attention).
 #include "attention.h"
+#include "mma.cuh"
 #include "online_softmax.cuh"
 
 namespace {
@@ -81,34 +84,41 @@ __device__ __forceinline__ float* partials(float* part, int max_splits, int g, i
   return part + ((size_t)blockIdx.x * max_splits + blockIdx.y) * (size_t)g * (d + 2);
 }
 
-// The register kernel: lanes sub of group grp hold elements [sub*DL, +DL) of the query heads and of
-// their accumulators; each group runs its own online softmax (base 2) over its keys (a warp's two groups take adjacent ones),
-// and the groups merge in shared memory at the end.
+// The task's segments, staged in shared memory when there are few (seg_s: 4 of them).
+__device__ __forceinline__ const SkvSegment* stage_segments(const SkvAttnTask& t, SkvSegment* seg_s) {
+  if (t.nseg > 4) return t.segs;
+  if (threadIdx.x < t.nseg) seg_s[threadIdx.x] = t.segs[threadIdx.x];
+  __syncthreads();
+  return seg_s;
+}
+
+// Whether every row slice of every segment is 16-byte aligned.
+__device__ __forceinline__ bool rows_aligned(const SkvSegment* segs, int nseg, size_t esize) {
+  bool vec = true;
+  for (int s = 0; s < nseg; s++) vec = vec && (segs[s].k | segs[s].v | (uint64_t)(segs[s].ld * esize)) % 16 == 0;
+  return vec;
+}
+
+// Shared memory of flash_simt: the groups' maxima, sums and accumulators.
 template <int D, int G>
-__global__ void __launch_bounds__(FLASH_THREADS) FlashDecodeKernel(const SkvAttnTask* tasks, SkvAttnTask one,
-                                                                   float scale, int kv_dtype, float* part,
-                                                                   int max_splits) {
+struct FlashSmem {
+  float m[FLASH_GROUPS][G], l[FLASH_GROUPS][G];
+  float acc[FLASH_GROUPS][G * D];
+};
+
+// The register routine: lanes sub of group grp hold elements [sub*DL, +DL) of the query heads and of
+// their accumulators; each group runs its own online softmax (base 2) over its keys (a warp's two groups take adjacent ones),
+// and the groups merge in shared memory at the end. Keys [begin, end) of task t; writes this block's partials.
+template <int D, int G>
+__device__ __forceinline__ void flash_simt(const SkvAttnTask& t, const SkvSegment* segs, bool vec, int64_t begin,
+                                           int64_t end, float scale, int kv_dtype, float* part, int max_splits,
+                                           FlashSmem<D, G>& sm) {
   constexpr int DL = D / FLASH_LANES;
   // Keys per group per iteration. NOTE: with 4 (168 registers at d 128, g 4: fewer blocks per SM)
   // the dense 4 x 128K step measured 1.77 ms on an H200 against 1.46 with 2 (bench/NOTES.md v7b;
   // other changes in the same run, so not isolated).
   constexpr int KT = 2;
-  __shared__ SkvSegment seg_s[4];
-  __shared__ float m_s[FLASH_GROUPS][G], l_s[FLASH_GROUPS][G];
-  __shared__ float acc_s[FLASH_GROUPS][G * D];
-  const SkvAttnTask t = tasks ? tasks[blockIdx.x] : one;
-  int64_t begin, end;
-  if (!split_range(t, &begin, &end)) return;
-  const SkvSegment* segs = t.segs;
-  if (t.nseg <= 4) {
-    if (threadIdx.x < t.nseg) seg_s[threadIdx.x] = t.segs[threadIdx.x];
-    __syncthreads();
-    segs = seg_s;
-  }
   const size_t esize = kv_dtype == SKV_F32 ? 4 : 2;
-  bool vec = true;  // every row slice 16-byte aligned
-  for (int s = 0; s < t.nseg; s++)
-    vec = vec && (segs[s].k | segs[s].v | (uint64_t)(segs[s].ld * esize)) % 16 == 0;
   const int grp = threadIdx.x / FLASH_LANES, sub = threadIdx.x % FLASH_LANES, e0 = sub * DL;
   float q[G][DL], acc[G][DL], m[G], l[G];
 #pragma unroll
@@ -177,29 +187,219 @@ __global__ void __launch_bounds__(FLASH_THREADS) FlashDecodeKernel(const SkvAttn
   // Merge the groups: rescale each to the block's max, then sum in group order.
   if (sub == 0)
 #pragma unroll
-    for (int j = 0; j < G; j++) m_s[grp][j] = m[j];
+    for (int j = 0; j < G; j++) sm.m[grp][j] = m[j];
   __syncthreads();
   float* mine = partials(part, max_splits, G, D);
 #pragma unroll
   for (int j = 0; j < G; j++) {
     float M = -INFINITY;
-    for (int r = 0; r < FLASH_GROUPS; r++) M = m_s[r][j] > M ? m_s[r][j] : M;
+    for (int r = 0; r < FLASH_GROUPS; r++) M = sm.m[r][j] > M ? sm.m[r][j] : M;
     const float f = M == -INFINITY || m[j] == -INFINITY ? 0.f : exp2f(m[j] - M);
 #pragma unroll
-    for (int e = 0; e < DL; e++) acc_s[grp][j * D + e0 + e] = acc[j][e] * f;
-    if (sub == 0) l_s[grp][j] = l[j] * f;
+    for (int e = 0; e < DL; e++) sm.acc[grp][j * D + e0 + e] = acc[j][e] * f;
+    if (sub == 0) sm.l[grp][j] = l[j] * f;
     if (threadIdx.x == 0) mine[j] = M;
   }
   __syncthreads();
   for (int i = threadIdx.x; i < G * D; i += blockDim.x) {
     float a = 0.f;
-    for (int r = 0; r < FLASH_GROUPS; r++) a += acc_s[r][i];
+    for (int r = 0; r < FLASH_GROUPS; r++) a += sm.acc[r][i];
     mine[2 * G + i] = a;
   }
   if (threadIdx.x < G) {
     float L = 0.f;
-    for (int r = 0; r < FLASH_GROUPS; r++) L += l_s[r][threadIdx.x];
+    for (int r = 0; r < FLASH_GROUPS; r++) L += sm.l[r][threadIdx.x];
     mine[G + threadIdx.x] = L;
+  }
+}
+
+
+template <int D, int G>
+__global__ void __launch_bounds__(FLASH_THREADS) FlashDecodeKernel(const SkvAttnTask* tasks, SkvAttnTask one,
+                                                                   float scale, int kv_dtype, float* part,
+                                                                   int max_splits) {
+  __shared__ SkvSegment seg_s[4];
+  __shared__ FlashSmem<D, G> sm;
+  const SkvAttnTask t = tasks ? tasks[blockIdx.x] : one;
+  int64_t begin, end;
+  if (!split_range(t, &begin, &end)) return;
+  const SkvSegment* segs = stage_segments(t, seg_s);
+  const bool vec = rows_aligned(segs, t.nseg, kv_dtype == SKV_F32 ? 4 : 2);
+  flash_simt<D, G>(t, segs, vec, begin, end, scale, kv_dtype, part, max_splits, sm);
+}
+
+// The tensor-core kernel: 4 warps, each taking 16 keys of every 64-key tile; tiles of keys and
+// values stream through DM_STAGES shared-memory stages by cp.async, so ~64 KB per block are in
+// flight (the register kernel had ~8 KB and read 1.5 TB/s on the dense 128K cache). Rows of the
+// mma: row j holds head j's scaled query rounded to bf16 (hi), row j + 8 what that missed (lo); the
+// keys are bf16, so one product gives both parts and their sum is the f32 logit to ~2^-16 of
+// |q||k|. The probabilities are split the same way against the bf16 values. Tasks whose rows are
+// not 16-byte aligned or whose queries are huge or not finite (the split would lose their inf / NaN
+// semantics) take flash_simt in the same launch.
+enum { DM_THREADS = 128, DM_WARPS = DM_THREADS / 32, DM_WARP_KEYS = 16, DM_TILE = DM_WARPS * DM_WARP_KEYS,
+       DM_STAGES = 3, DM_PAD = 8 };
+static_assert((int)DM_THREADS == (int)FLASH_THREADS, "flash_simt runs in the tensor-core kernel's blocks");
+
+template <int D>
+constexpr size_t mma_smem_bytes() {
+  const size_t stages = sizeof(uint16_t) * DM_STAGES * 2 * DM_TILE * (D + DM_PAD);
+  return stages > sizeof(FlashSmem<D, 8>) ? stages : sizeof(FlashSmem<D, 8>);
+}
+
+template <int D, int G>
+__global__ void __launch_bounds__(DM_THREADS) FlashDecodeMmaKernel(const SkvAttnTask* tasks, SkvAttnTask one,
+                                                                   float scale, int kv_dtype, float* part,
+                                                                   int max_splits) {
+  using namespace skv_mma;
+  static_assert(G <= 8 && (D == 64 || D == 128), "rows j and j + 8 of the mma hold head j");
+  extern __shared__ __align__(16) uint16_t dsm[];
+  __shared__ SkvSegment seg_s[4];
+  constexpr int LD = D + DM_PAD, TILE = DM_TILE * LD, STAGE = 2 * TILE, KD = D / 16, NO = D / 8, CPR = D / 8;
+  const SkvAttnTask t = tasks ? tasks[blockIdx.x] : one;
+  int64_t begin, end;
+  if (!split_range(t, &begin, &end)) return;
+  const SkvSegment* segs = stage_segments(t, seg_s);
+  const bool vec = rows_aligned(segs, t.nseg, 2);
+  bool small = true;
+  for (int i = threadIdx.x; i < G * D; i += DM_THREADS) small = small && fabsf(t.q[i]) < 1e30f;
+  if (!__syncthreads_and(small && vec)) {
+    flash_simt<D, G>(t, segs, vec, begin, end, scale, kv_dtype, part, max_splits, *reinterpret_cast<FlashSmem<D, G>*>(dsm));
+    return;
+  }
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, gq = lane / 4, tq = lane % 4;
+  const int m = lane / 8, r = lane % 8;  // this lane's ldmatrix row: row r of matrix m
+  // 1. Query fragments (A rows gq: hi, gq + 8: lo; heads past G are zeros), times scale / ln 2 as flash_simt.
+  uint32_t qa[KD][4];
+#pragma unroll
+  for (int kd = 0; kd < KD; kd++) {
+    float x[4] = {0.f, 0.f, 0.f, 0.f};
+    if (gq < G) {
+      const float* qr = t.q + gq * D + kd * 16 + 2 * tq;
+#pragma unroll
+      for (int c = 0; c < 4; c++) x[c] = qr[(c >> 1) * 8 + (c & 1)] * (scale * LOG2E);
+    }
+    split_bf16x2(x[0], x[1], qa[kd][0], qa[kd][1]);
+    split_bf16x2(x[2], x[3], qa[kd][2], qa[kd][3]);
+  }
+  // 2. Tile i of keys and values into stage i % DM_STAGES; rows past the split read as zeros. One
+  //    commit group per tile, empty past the last, so the waits below count tiles.
+  const int ntiles = (int)((end - begin + DM_TILE - 1) / DM_TILE);
+  auto load_tile = [&](int i) {
+    if (i < ntiles) {
+      uint16_t* ks = dsm + (i % DM_STAGES) * STAGE;
+      for (int c = threadIdx.x; c < DM_TILE * CPR; c += DM_THREADS) {
+        const int row = c / CPR, col = c % CPR * 8;
+        const int64_t key = begin + (int64_t)i * DM_TILE + row;
+        const char *kr, *vr;
+        locate(segs, t.nseg, key < end ? key : end - 1, &kr, &vr, 2);  // NOTE: a valid, aligned source even when zero-filling
+        cp_async16(ks + row * LD + col, kr + 2 * col, key < end ? 16 : 0);
+        cp_async16(ks + TILE + row * LD + col, vr + 2 * col, key < end ? 16 : 0);
+      }
+    }
+    cp_async_commit();
+  };
+#pragma unroll
+  for (int i = 0; i < DM_STAGES - 1; i++) load_tile(i);
+  float o[NO][4] = {}, mrow = -INFINITY, lrow = 0.f;  // row gq of this warp: head gq (its hi and lo rows)
+  for (int i = 0; i < ntiles; i++) {
+    cp_async_wait<DM_STAGES - 2>();
+    __syncthreads();  // tile i is in; every warp is done with tile i - 1, whose stage the next load takes
+    load_tile(i + DM_STAGES - 1);
+    const int64_t key0 = begin + (int64_t)i * DM_TILE + warp * DM_WARP_KEYS;
+    if (key0 >= end) continue;
+    const uint16_t* ks = dsm + (i % DM_STAGES) * STAGE + warp * DM_WARP_KEYS * LD;
+    const uint16_t* vs = ks + TILE;
+    // 3. Logits of this warp's 16 keys: (q hi, q lo) k, k as B from its rows.
+    float s[2][4] = {};
+#pragma unroll
+    for (int kd = 0; kd < KD; kd++) {
+      uint32_t b[4];  // matrices (keys 0-7, d 0-7), (keys 0-7, d 8-15), (keys 8-15, d 0-7), (keys 8-15, d 8-15)
+      ldsm_x4(b, ks + (r + (m >> 1) * 8) * LD + kd * 16 + (m & 1) * 8);
+      mma_bf16(s[0], qa[kd], b[0], b[1]);
+      mma_bf16(s[1], qa[kd], b[2], b[3]);
+    }
+    // 4. Head gq's logits of keys 8 nt + 2 tq + c (hi + lo), the max over the quad, the new running max.
+    float x[2][2], mx = -INFINITY;
+#pragma unroll
+    for (int nt = 0; nt < 2; nt++)
+#pragma unroll
+      for (int c = 0; c < 2; c++) {
+        x[nt][c] = key0 + nt * 8 + 2 * tq + c < end ? s[nt][c] + s[nt][c + 2] : -INFINITY;
+        mx = x[nt][c] > mx ? x[nt][c] : mx;
+      }
+#pragma unroll
+    for (int o2 = 1; o2 < 4; o2 <<= 1) {
+      const float w = __shfl_xor_sync(0xffffffffu, mx, o2);
+      mx = w > mx ? w : mx;
+    }
+    const float mn = mx > mrow ? mx : mrow;
+    const float f = mn > mrow ? exp2f(mrow - mn) : 1.f;  // 0 while m was -inf
+    mrow = mn;
+    // 5. p = 2^(logit - m), split hi (row gq) + lo (row gq + 8): the logits' accumulator layout is the A layout.
+    float p[2][2], ps = 0.f;
+#pragma unroll
+    for (int nt = 0; nt < 2; nt++)
+#pragma unroll
+      for (int c = 0; c < 2; c++) {
+        p[nt][c] = mn == -INFINITY ? 0.f : exp2f(x[nt][c] - mn);
+        ps += p[nt][c];
+      }
+    lrow = lrow * f + ps;
+    uint32_t pa[4];
+    split_bf16x2(p[0][0], p[0][1], pa[0], pa[1]);
+    split_bf16x2(p[1][0], p[1][1], pa[2], pa[3]);
+    // 6. o = o f + p v, each pair of output tiles summed in a fresh accumulator and joined rounded to
+    //    nearest (mma.cuh: the tensor cores truncate).
+#pragma unroll
+    for (int n0 = 0; n0 < NO; n0 += 2) {
+      uint32_t b[4];  // matrices (keys 0-7, d n0), (keys 8-15, d n0), (keys 0-7, d n0 + 1), (keys 8-15, d n0 + 1)
+      ldsm_x4_t(b, vs + (r + (m & 1) * 8) * LD + (n0 + (m >> 1)) * 8);
+      float a0[4] = {}, a1[4] = {};
+      mma_bf16(a0, pa, b[0], b[1]);
+      mma_bf16(a1, pa, b[2], b[3]);
+#pragma unroll
+      for (int c = 0; c < 4; c++) {
+        o[n0][c] = fmaf(o[n0][c], f, a0[c]);
+        o[n0 + 1][c] = fmaf(o[n0 + 1][c], f, a1[c]);
+      }
+    }
+  }
+  // 7. The warps merge as flash_simt's groups do, in the stages' shared memory.
+  cp_async_wait<0>();
+  __syncthreads();
+  lrow += __shfl_xor_sync(0xffffffffu, lrow, 1);
+  lrow += __shfl_xor_sync(0xffffffffu, lrow, 2);
+  float* wm = reinterpret_cast<float*>(dsm);  // [DM_WARPS][G] maxima, then sums, then [DM_WARPS][G x D]
+  float* wl = wm + DM_WARPS * G;
+  float* wacc = wl + DM_WARPS * G;
+  if (tq == 0 && gq < G) wm[warp * G + gq] = mrow, wl[warp * G + gq] = lrow;
+  __syncthreads();
+  if (gq < G) {
+    float M = -INFINITY;
+#pragma unroll
+    for (int w = 0; w < DM_WARPS; w++) M = wm[w * G + gq] > M ? wm[w * G + gq] : M;
+    const float fw = mrow == -INFINITY ? 0.f : exp2f(mrow - M);
+    float* dst = wacc + (warp * G + gq) * D + 2 * tq;
+#pragma unroll
+    for (int nt = 0; nt < NO; nt++)
+#pragma unroll
+      for (int c = 0; c < 2; c++) dst[nt * 8 + c] = (o[nt][c] + o[nt][c + 2]) * fw;
+  }
+  __syncthreads();
+  float* mine = partials(part, max_splits, G, D);
+  for (int i = threadIdx.x; i < G * D; i += DM_THREADS) {
+    float a = 0.f;
+#pragma unroll
+    for (int w = 0; w < DM_WARPS; w++) a += wacc[w * G * D + i];
+    mine[2 * G + i] = a;
+  }
+  if (threadIdx.x < G) {
+    const int j = threadIdx.x;
+    float M = -INFINITY, L = 0.f;
+    for (int w = 0; w < DM_WARPS; w++) M = wm[w * G + j] > M ? wm[w * G + j] : M;
+    for (int w = 0; w < DM_WARPS; w++) L += wm[w * G + j] == -INFINITY ? 0.f : wl[w * G + j] * exp2f(wm[w * G + j] - M);
+    mine[j] = M;
+    mine[G + j] = L;
   }
 }
 
@@ -286,6 +486,14 @@ __global__ void __launch_bounds__(ATTN_MAX_SPLITS) AttentionMergeKernel(const Sk
 template <int D, int G>
 cudaError_t LaunchFlash(const SkvAttnTask* tasks, const SkvAttnTask& one, dim3 grid, float scale, int kv_dtype,
                         float* part, int max_splits, cudaStream_t stream) {
+  if constexpr (G <= 8 && (D == 64 || D == 128)) {
+    if (kv_dtype == SKV_BF16) {
+      constexpr size_t smem = mma_smem_bytes<D>();
+      SKV_CUDA_CALL(skv_smem_optin(FlashDecodeMmaKernel<D, G>, smem));
+      FlashDecodeMmaKernel<D, G><<<grid, DM_THREADS, smem, stream>>>(tasks, one, scale, kv_dtype, part, max_splits);
+      return cudaGetLastError();
+    }
+  }
   FlashDecodeKernel<D, G><<<grid, FLASH_THREADS, 0, stream>>>(tasks, one, scale, kv_dtype, part, max_splits);
   return cudaGetLastError();
 }

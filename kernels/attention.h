@@ -16,7 +16,11 @@ struct SkvAttnTask {
 };
 
 // Splits of a task's keys over blocks (flash-decoding), a function of `total` only.
-enum { ATTN_KEYS_PER_SPLIT = 128, ATTN_MAX_SPLITS = 128 };
+// SKV_ATTN_MAX_SPLITS: a build-time knob for bench/gpu/kernels/attention_bench (variants side by side).
+#ifndef SKV_ATTN_MAX_SPLITS
+#define SKV_ATTN_MAX_SPLITS 128
+#endif
+enum { ATTN_KEYS_PER_SPLIT = 128, ATTN_MAX_SPLITS = SKV_ATTN_MAX_SPLITS };
 static inline int attn_splits_host(int64_t total) {
   int64_t s = (total + ATTN_KEYS_PER_SPLIT - 1) / ATTN_KEYS_PER_SPLIT;
   return (int)(s < 1 ? 1 : s > ATTN_MAX_SPLITS ? ATTN_MAX_SPLITS : s);

@@ -236,8 +236,12 @@ __global__ void __launch_bounds__(FLASH_THREADS) FlashDecodeKernel(const SkvAttn
 // |q||k|. The probabilities are split the same way against the bf16 values. Tasks whose rows are
 // not 16-byte aligned or whose queries are huge or not finite (the split would lose their inf / NaN
 // semantics) take flash_simt in the same launch.
+// SKV_DM_STAGES: a build-time knob for bench/gpu/kernels/attention_bench (variants side by side).
+#ifndef SKV_DM_STAGES
+#define SKV_DM_STAGES 3
+#endif
 enum { DM_THREADS = 128, DM_WARPS = DM_THREADS / 32, DM_WARP_KEYS = 16, DM_TILE = DM_WARPS * DM_WARP_KEYS,
-       DM_STAGES = 3, DM_PAD = 8 };
+       DM_STAGES = SKV_DM_STAGES, DM_PAD = 8 };
 static_assert((int)DM_THREADS == (int)FLASH_THREADS, "flash_simt runs in the tensor-core kernel's blocks");
 
 template <int D>
@@ -463,15 +467,22 @@ __global__ void __launch_bounds__(ATTN_MAX_SPLITS) AttentionMergeKernel(const Sk
   M = -INFINITY;
   for (int i = 0; i < (int)blockDim.x / 32; i++) M = red[i] > M ? red[i] : M;
   w[b] = m == -INFINITY ? 0.f : base2 ? exp2f(m - M) : skv_exp(m - M);
+  // NOTE: the sum of l w in a fixed order (warp sums, then the warps in turn): one thread summing
+  // all splits serially waited on one load per split (~16 us at 128 splits).
+  float lw = b < nb ? p[b * stride + g + j] * w[b] : 0.f;
+  lw = warp_sum(lw);
+  __syncthreads();  // every thread has read red: it takes the warps' sums now
+  if (b % 32 == 0) red[b / 32] = lw;
   __syncthreads();
   if (b == 0) {
     float L = 0.f;
-    for (int i = 0; i < nb; i++) L += p[i * stride + g + j] * w[i];
+    for (int i = 0; i < (int)blockDim.x / 32; i++) L += red[i];
     inv_l = L > 0.f ? 1.f / L : 0.f;
   }
   __syncthreads();
   for (int e = threadIdx.x; e < d; e += blockDim.x) {
     float a = 0.f;
+#pragma unroll 8
     for (int i = 0; i < nb; i++) a += p[i * stride + 2 * g + (size_t)j * d + e] * w[i];
     store_f32(t.out, t.out_dtype, (size_t)j * d + e, a * inv_l);
   }

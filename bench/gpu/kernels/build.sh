@@ -24,3 +24,6 @@ nvcc -std=c++17 -O3 -arch=sm_90 --expt-relaxed-constexpr -lineinfo -Xcompiler -W
   bench/gpu/kernels/logits_bench.cu -o bench/gpu/kernels/build/logits_bench
 nvcc -std=c++17 -O3 -arch=sm_90 -Xcompiler -Wall -cudart static bench/gpu/kernels/host_pages_bench.cu \
   -o bench/gpu/kernels/build/host_pages_bench
+# Decode attention over a dense 128K cache: split kernel, merge, and a plain read of the same tiles.
+nvcc -std=c++17 -O3 -arch=sm_90 --expt-relaxed-constexpr -lineinfo -Xcompiler -Wall -cudart static \
+  bench/gpu/kernels/attention_bench.cu -o bench/gpu/kernels/build/attention_bench

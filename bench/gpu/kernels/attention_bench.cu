@@ -1,0 +1,154 @@
+// Decode attention over a dense bf16 cache (the own `full` policy's step, and the attention stage
+// of ShadowKV's) at Llama-3-8B's geometry: 8 kv heads x 4 query heads, d 128, 128K keys per task,
+// 1 and 4 rows (8 and 32 tasks). Times the whole op (split kernel + merge), each launch alone,
+// and a plain read of the same bytes by cp.async (the ceiling of this access pattern), so the gap
+// to SDPA splits into kernel, merge and pattern. Checks the output against a float64 reference.
+// Usage: attention_bench     (built by bench/gpu/kernels/build.sh; needs a GPU)
+#include <math.h>
+#include <stdio.h>
+#include <random>
+#include <vector>
+#include "../../../kernels/sparse_attention.cu"
+
+#include "bench_util.cuh"
+
+enum { N = 131072, G = 4, D = 128 };
+
+// Reads every K and V row of every task once through shared memory, as the tensor-core kernel's
+// loader does (same grid, same 64-row tiles, 3 stages), and keeps one word so nothing is elided.
+__global__ void __launch_bounds__(DM_THREADS) ReadOnly(const SkvAttnTask* tasks, float* sink) {
+  extern __shared__ __align__(16) uint16_t dsm[];
+  constexpr int LD = D + DM_PAD, TILE = DM_TILE * LD, STAGE = 2 * TILE, CPR = D / 8;
+  const SkvAttnTask t = tasks[blockIdx.x];
+  int64_t begin, end;
+  if (!split_range(t, &begin, &end)) return;
+  const int ntiles = (int)((end - begin + DM_TILE - 1) / DM_TILE);
+  const char* k = reinterpret_cast<const char*>(t.segs[0].k);
+  const char* v = reinterpret_cast<const char*>(t.segs[0].v);
+  auto load_tile = [&](int i) {
+    if (i < ntiles) {
+      uint16_t* ks = dsm + (i % DM_STAGES) * STAGE;
+      for (int c = threadIdx.x; c < DM_TILE * CPR; c += DM_THREADS) {
+        const int row = c / CPR, col = c % CPR * 8;
+        const int64_t key = begin + (int64_t)i * DM_TILE + row;
+        const int64_t at = (key < end ? key : end - 1) * D * 2 + 2 * col;
+        skv_mma::cp_async16(ks + row * LD + col, k + at, key < end ? 16 : 0);
+        skv_mma::cp_async16(ks + TILE + row * LD + col, v + at, key < end ? 16 : 0);
+      }
+    }
+    skv_mma::cp_async_commit();
+  };
+  for (int i = 0; i < DM_STAGES - 1; i++) load_tile(i);
+  uint32_t acc = 0;
+  for (int i = 0; i < ntiles; i++) {
+    skv_mma::cp_async_wait<DM_STAGES - 2>();
+    __syncthreads();
+    load_tile(i + DM_STAGES - 1);
+    acc ^= dsm[(i % DM_STAGES) * STAGE + threadIdx.x];
+  }
+  skv_mma::cp_async_wait<0>();
+  if (acc == 0x12345u) sink[0] = 1.f;
+}
+
+int main() {
+  const size_t max_tasks = 32;
+  std::mt19937 rng(7);
+  std::normal_distribution<float> nd(0.f, 1.f);
+  std::vector<uint16_t> kh((size_t)N * D), vh((size_t)N * D);
+  for (auto& x : kh) { float f = nd(rng); uint32_t b; memcpy(&b, &f, 4); x = (uint16_t)(b >> 16); }
+  for (auto& x : vh) { float f = nd(rng); uint32_t b; memcpy(&b, &f, 4); x = (uint16_t)(b >> 16); }
+  // Every task gets its own copy of the keys, so the bytes come from DRAM as in the cache.
+  uint16_t *k, *v;
+  CK(cudaMalloc(&k, sizeof(uint16_t) * max_tasks * N * D));
+  CK(cudaMalloc(&v, sizeof(uint16_t) * max_tasks * N * D));
+  for (size_t t = 0; t < max_tasks; t++) {
+    CK(cudaMemcpy(k + t * N * D, kh.data(), sizeof(uint16_t) * N * D, cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(v + t * N * D, vh.data(), sizeof(uint16_t) * N * D, cudaMemcpyHostToDevice));
+  }
+  std::vector<float> qh(max_tasks * G * D);
+  for (auto& x : qh) x = nd(rng);
+  float *q, *out, *part, *sink;
+  CK(cudaMalloc(&q, sizeof(float) * qh.size()));
+  CK(cudaMemcpy(q, qh.data(), sizeof(float) * qh.size(), cudaMemcpyHostToDevice));
+  CK(cudaMalloc(&out, sizeof(float) * max_tasks * G * D));
+  CK(cudaMalloc(&sink, sizeof(float)));
+  const int splits = attn_splits_host(N);
+  CK(cudaMalloc(&part, sizeof(float) * AttentionPartials((int)max_tasks, splits, G, D)));
+  std::vector<SkvSegment> segs(max_tasks);
+  std::vector<SkvAttnTask> tasks(max_tasks);
+  SkvSegment* segs_d;
+  SkvAttnTask* tasks_d;
+  CK(cudaMalloc(&segs_d, sizeof(SkvSegment) * max_tasks));
+  CK(cudaMalloc(&tasks_d, sizeof(SkvAttnTask) * max_tasks));
+  for (size_t t = 0; t < max_tasks; t++) {
+    segs[t] = SkvSegment{(uint64_t)(k + t * N * D), (uint64_t)(v + t * N * D), N, D};
+    tasks[t] = SkvAttnTask{q + t * G * D, segs_d + t, N, out + t * G * D, nullptr, 1, SKV_F32};
+  }
+  CK(cudaMemcpy(segs_d, segs.data(), sizeof(SkvSegment) * max_tasks, cudaMemcpyHostToDevice));
+  CK(cudaMemcpy(tasks_d, tasks.data(), sizeof(SkvAttnTask) * max_tasks, cudaMemcpyHostToDevice));
+  const float scale = 1.f / sqrtf((float)D);
+  constexpr size_t smem = mma_smem_bytes<D>();
+  CK(skv_smem_optin(FlashDecodeMmaKernel<D, G>, smem));
+  CK(skv_smem_optin(ReadOnly, smem));
+  for (int ntasks : {8, 32}) {
+    const double bytes = 2.0 * ntasks * N * D * sizeof(uint16_t);
+    const dim3 grid(ntasks, splits);
+    const float whole = median_ms(20, [&] { CK(Attention(tasks_d, SkvAttnTask{}, ntasks, splits, G, D, scale, SKV_BF16, part, 0)); });
+    const float split = median_ms(20, [&] {
+      FlashDecodeMmaKernel<D, G><<<grid, DM_THREADS, smem>>>(tasks_d, SkvAttnTask{}, scale, SKV_BF16, part, splits);
+      CK(cudaGetLastError());
+    });
+    const float merge = median_ms(20, [&] {
+      AttentionMergeKernel<<<dim3(ntasks, G), ATTN_MAX_SPLITS>>>(tasks_d, SkvAttnTask{}, G, D, part, splits, 1);
+      CK(cudaGetLastError());
+    });
+    const float simt = median_ms(20, [&] {
+      FlashDecodeKernel<D, G><<<grid, FLASH_THREADS>>>(tasks_d, SkvAttnTask{}, scale, SKV_BF16, part, splits);
+      CK(cudaGetLastError());
+    });
+    const float read = median_ms(20, [&] {
+      ReadOnly<<<grid, DM_THREADS, smem>>>(tasks_d, sink);
+      CK(cudaGetLastError());
+    });
+    const float copy = median_ms(20, [&] { CK(cudaMemcpyAsync(k + 16 * (size_t)N * D, k, bytes / 4, cudaMemcpyDeviceToDevice)); });
+    // The output of task 0 against float64.
+    CK(Attention(tasks_d, SkvAttnTask{}, ntasks, splits, G, D, scale, SKV_BF16, part, 0));
+    std::vector<float> o(G * D);
+    CK(cudaMemcpy(o.data(), out, sizeof(float) * G * D, cudaMemcpyDeviceToHost));
+    double worst = 0;
+    for (int j = 0; j < G; j++) {
+      std::vector<double> s(N);
+      double mx = -INFINITY, l = 0;
+      for (int n = 0; n < N; n++) {
+        double x = 0;
+        for (int e = 0; e < D; e++) {
+          uint32_t b = (uint32_t)kh[(size_t)n * D + e] << 16;
+          float f;
+          memcpy(&f, &b, 4);
+          x += (double)qh[j * D + e] * f;
+        }
+        s[n] = x * scale;
+        mx = std::max(mx, s[n]);
+      }
+      std::vector<double> acc(D, 0.0);
+      for (int n = 0; n < N; n++) {
+        const double p = exp(s[n] - mx);
+        l += p;
+        for (int e = 0; e < D; e++) {
+          uint32_t b = (uint32_t)vh[(size_t)n * D + e] << 16;
+          float f;
+          memcpy(&f, &b, 4);
+          acc[e] += p * f;
+        }
+      }
+      double ref_max = 0;
+      for (int e = 0; e < D; e++) ref_max = std::max(ref_max, fabs(acc[e] / l));
+      for (int e = 0; e < D; e++) worst = std::max(worst, fabs(o[j * D + e] - acc[e] / l) / ref_max);
+    }
+    printf("%2d tasks x 128K (%.0f MB): op %.3f ms (%.2f TB/s) = tensor-core split kernel %.3f + merge %.3f; register kernel %.3f;"
+           " cp.async read of the same tiles %.3f ms (%.2f TB/s); D2D copy of a quarter %.3f ms (%.2f TB/s); error %.2e\n",
+           ntasks, bytes / 1e6, whole, bytes / whole / 1e9, split, merge, simt, read, bytes / read / 1e9, copy,
+           bytes / 2 / copy / 1e9, worst);
+  }
+  return 0;
+}

@@ -65,8 +65,9 @@ cudaError_t Rope(float* x, int rows, int d, int64_t ldx, const int32_t* position
 // Status of LowRankKeys beyond its cudaError_t. NOTE: the values match skv_status (runtime/wasm/abi.h).
 enum SkvLowRankStatus { SKV_LOW_RANK_OK = 0, SKV_LOW_RANK_ALLOC = 1, SKV_LOW_RANK_ARG = 2 };
 // The factorization of runtime/wasm/low_rank_keys.cc: Gram matrix, scaling and U = K proj on the
-// device; randomized subspace iteration (same splitmix64 Omega), orthonormalization and the
-// Rayleigh-Ritz eigensolve (symmetric_eigen.h) on the host in float64. K is scaled in place and restored.
+// device; randomized subspace iteration (same splitmix64 Omega) with its orthonormalization
+// (CholeskyQR2, else the host's Gram-Schmidt) and Rayleigh-Ritz products on the device in float64,
+// the small eigensolve (symmetric_eigen.h) on the host. K is scaled in place and restored.
 // Synchronous (it reads small matrices back); *status says ALLOC / ARG like skv_low_rank_keys.
 cudaError_t LowRankKeys(float* K, int S, int D, int rank, int oversample, int power_iters, uint32_t seed, float* U,
                         float* SV, float* proj, float* sigma, int* status, cudaStream_t stream);

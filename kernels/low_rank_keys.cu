@@ -1,11 +1,15 @@
 // Truncated factorization of pre-RoPE keys: K [S x D] ~ U SV, from the Gram matrix G = K^T K, the
 // method of runtime/wasm/low_rank_keys.cc step for step: 0. K scaled by a power of two (max|K| in
 // [0.5, 1)); 1. G on the device (the expensive part: S D^2 MACs; tensor cores, gram.cu);
-// 2. randomized subspace iteration, X = Q G on the device and the orthonormalization on the host
-// in float64, with the same splitmix64 Omega; 3. Rayleigh-Ritz, the small float64 eigensolve on
-// the host (the wasm runtime's own subspace.h); 4. sigma, SV, proj; 5. U = K proj on
-// the device; 6. the scale undone. Only l x D and l x l matrices cross to the host (prefill may
-// synchronize).
+// 2. randomized subspace iteration with the same splitmix64 Omega, X = Q G and its orthonormalization
+// on the device in float64 (CholeskyQR2: two passes of X X^T, an l x l Cholesky on the host, the
+// triangular solve on the device; cholesky_qr.h), falling back to the host's Gram-Schmidt
+// (subspace.h, as wasm) for a pass too ill-conditioned to trust; 3. Rayleigh-Ritz, T = Q X^T and the
+// Ritz vectors on the device, the small float64 eigensolve on the host (subspace.h); 4. sigma, SV,
+// proj; 5. U = K proj on the device; 6. the scale undone. Only l x l matrices (and the rank x D
+// Ritz vectors) cross to the host (prefill may synchronize).
+// NOTE: in exact arithmetic both orthonormalizations give the same Q; in float64 they differ by
+// rounding (~1e-16 times the condition number of X), far below the f32 results' own.
 #include <float.h>
 #include <math.h>
 #include <string.h>
@@ -13,8 +17,10 @@
 #include <cmath>
 #include <vector>
 #include "../runtime/wasm/subspace.h"
+#include "cholesky_qr.h"
 #include "common.cuh"
 #include "host_pool.h"
+#include "products_f64.cuh"
 
 namespace {
 
@@ -49,6 +55,57 @@ struct DeviceBlock {
   ~DeviceBlock() { if (p) cudaFree(p); }
 };
 
+// Bytes from `at` rounded up to 256: each buffer of the block starts aligned.
+size_t carve(size_t& at, size_t bytes) {
+  const size_t start = at;
+  at = (at + bytes + 255) / 256 * 256;
+  return start;
+}
+
+// The subspace iteration's device buffers and host mirrors of the l x l matrices.
+struct Subspace {
+  int l, D;
+  float* Qf;   // [l x D] the basis in f32, the left operand of X = Q G
+  float* X;    // [l x D] Q G
+  double* Q;   // [l x D] the basis in f64
+  double* Q1;  // [l x D] the first Cholesky-QR pass; the Ritz vectors at the end
+  double* W;   // [l x l] a pass's Gram matrix; the Rayleigh matrix
+  double* M;   // [l x l] a pass's Cholesky factor; the kept eigenvectors
+  std::vector<double> Wh, Lh;
+};
+
+// One Cholesky-QR pass: W = A A^T on the device, W = L L^T on the host, L B = A solved on the device
+// (and Bf, if not null). *ok is false, B unwritten, when the pass is not to be trusted (cholesky_qr.h);
+// `second` also asks that W be near the identity, what makes the pass orthonormal to working precision.
+template <class TA>
+cudaError_t cholesky_qr_pass(Subspace& s, const TA* A, double* B, float* Bf, bool second, bool* ok, cudaStream_t stream) {
+  const int l = s.l, D = s.D;
+  SKV_CUDA_CALL(products_f64::RowDots(l, l, D, A, A, s.W, stream));
+  SKV_CUDA_CALL(cudaMemcpyAsync(s.Wh.data(), s.W, sizeof(double) * l * l, cudaMemcpyDeviceToHost, stream));
+  SKV_CUDA_CALL(cudaStreamSynchronize(stream));
+  *ok = (!second || near_identity(s.Wh.data(), l)) && cholesky_lower(s.Wh.data(), l, s.Lh.data());
+  if (!*ok) return cudaSuccess;
+  SKV_CUDA_CALL(cudaMemcpyAsync(s.M, s.Lh.data(), sizeof(double) * l * l, cudaMemcpyHostToDevice, stream));
+  return products_f64::LowerSolve(l, D, s.M, A, B, Bf, stream);
+}
+
+// Q and Qf = an orthonormal basis of the rows of X, in order (subspace.h's orthonormalize): CholeskyQR2
+// on the device, else (a pass refused) Gram-Schmidt on the host, whose result is copied up.
+cudaError_t orthonormalize_rows(Subspace& s, std::vector<double>& Qh, std::vector<float>& Xh, std::vector<float>& Qfh,
+                                std::vector<double>& work, uint64_t& rng, const HostTasks& tasks, cudaStream_t stream) {
+  const size_t lD = (size_t)s.l * s.D;
+  bool ok;
+  SKV_CUDA_CALL(cholesky_qr_pass(s, s.X, s.Q1, (float*)nullptr, false, &ok, stream));
+  if (ok) SKV_CUDA_CALL(cholesky_qr_pass(s, s.Q1, s.Q, s.Qf, true, &ok, stream));
+  if (ok) return cudaSuccess;
+  SKV_CUDA_CALL(cudaMemcpyAsync(Xh.data(), s.X, sizeof(float) * lD, cudaMemcpyDeviceToHost, stream));
+  SKV_CUDA_CALL(cudaStreamSynchronize(stream));
+  orthonormalize(Xh.data(), s.l, s.D, Qh.data(), work.data(), rng, tasks);
+  for (size_t i = 0; i < lD; i++) Qfh[i] = (float)Qh[i];
+  SKV_CUDA_CALL(cudaMemcpyAsync(s.Q, Qh.data(), sizeof(double) * lD, cudaMemcpyHostToDevice, stream));
+  return cudaMemcpyAsync(s.Qf, Qfh.data(), sizeof(float) * lD, cudaMemcpyHostToDevice, stream);
+}
+
 }  // namespace
 
 cudaError_t LowRankKeys(float* K, int S, int D, int rank, int oversample, int power_iters, uint32_t seed, float* U,
@@ -58,20 +115,26 @@ cudaError_t LowRankKeys(float* K, int S, int D, int rank, int oversample, int po
   const int l = (int)std::min<int64_t>((int64_t)rank + oversample, D);  // subspace width
   const size_t DD = (size_t)D * D, lD = (size_t)l * D, ll = (size_t)l * l;
   const int64_t SD = (int64_t)S * D;
-  // Device: flags (2 words, padded to 16 bytes), G [D x D], Qf [l x D], X [l x D], the Gram's workspace.
-  const size_t gram_at = (16 + sizeof(float) * (DD + 2 * lD) + 255) / 256 * 256, gram_bytes = GramWorkspace(S, D);
+  // Device: flags (2 words), G [D x D], the subspace's buffers, the Gram's workspace.
+  size_t at = 0;
+  const size_t flags_at = carve(at, 16), G_at = carve(at, sizeof(float) * DD), Qf_at = carve(at, sizeof(float) * lD),
+               X_at = carve(at, sizeof(float) * lD), Q_at = carve(at, sizeof(double) * lD), Q1_at = carve(at, sizeof(double) * lD),
+               W_at = carve(at, sizeof(double) * ll), M_at = carve(at, sizeof(double) * ll);
+  const size_t gram_bytes = GramWorkspace(S, D), gram_at = carve(at, gram_bytes);
   DeviceBlock block;
-  if (cudaMalloc(&block.p, gram_at + gram_bytes) != cudaSuccess) {
+  if (cudaMalloc(&block.p, at) != cudaSuccess) {
     cudaGetLastError();  // clear the allocation failure; it is reported as a status
     *status = SKV_LOW_RANK_ALLOC;
     return cudaSuccess;
   }
-  unsigned* flags = static_cast<unsigned*>(block.p);
-  float* G = reinterpret_cast<float*>(static_cast<char*>(block.p) + 16);
-  float* Qf = G + DD;
-  float* X = Qf + lD;
-  // Host: float64 basis, Ritz vectors, the small eigenproblem; f32 staging of Q and X.
-  std::vector<double> Q(lD), V((size_t)rank * D), T(ll), Wt(ll), w(l), work(subspace_work(l));
+  char* base = static_cast<char*>(block.p);
+  unsigned* flags = reinterpret_cast<unsigned*>(base + flags_at);
+  float* G = reinterpret_cast<float*>(base + G_at);
+  Subspace sub{l, D, reinterpret_cast<float*>(base + Qf_at), reinterpret_cast<float*>(base + X_at), reinterpret_cast<double*>(base + Q_at),
+               reinterpret_cast<double*>(base + Q1_at), reinterpret_cast<double*>(base + W_at), reinterpret_cast<double*>(base + M_at),
+               std::vector<double>(ll), std::vector<double>(ll)};
+  // Host: the float64 basis and f32 staging (Omega; the Gram-Schmidt fallback), Ritz vectors, the small eigenproblem.
+  std::vector<double> Q(lD), V((size_t)rank * D), Wt(ll), w(l), work(subspace_work(l));
   std::vector<float> Qh(lD), Xh(lD), sigma_h(rank), SV_h((size_t)rank * D), proj_h((size_t)D * rank);
   std::vector<int> ord(l);
 
@@ -88,29 +151,30 @@ cudaError_t LowRankKeys(float* K, int S, int D, int rank, int oversample, int po
   const int e = scale_exponent(amax);
   if (e) SKV_CUDA_CALL(scale_keys(K, SD, ldexpf(1.f, -e), stream));
   // 1. Gram matrix G = K^T K.
-  SKV_CUDA_CALL(Gram(K, S, D, D, G, SkvWorkspace{static_cast<char*>(block.p) + gram_at, gram_bytes}, stream));
-  // 2. X = Omega G, then power_iters rounds of X = Q G (G is symmetric, so X^T = G Q^T). The host
-  //    steps run on host threads, started while the GPU computes G, when they are large enough to
-  //    pay for them (176 x 176 x 1024 is 32 M multiply-adds a product); the bits do not depend on it.
+  SKV_CUDA_CALL(Gram(K, S, D, D, G, SkvWorkspace{base + gram_at, gram_bytes}, stream));
+  // 2. X = Omega G, then power_iters rounds of X = Q G (G is symmetric, so X^T = G Q^T), each
+  //    orthonormalized. Host threads serve the eigensolve and the Gram-Schmidt fallback when the
+  //    products are large enough to pay for them (176 x 176 x 1024 is 32 M multiply-adds); the bits do not depend on it.
   HostPool pool((uint64_t)l * l * D >= (1u << 22) ? HostPool::default_threads() : 1);
   const HostTasks tasks = pool.tasks();
   uint64_t rng = 0x5D1A0C3Bull ^ ((uint64_t)seed << 32 | seed);
   for (size_t i = 0; i < lD; i++) Qh[i] = (float)uniform(rng);
+  SKV_CUDA_CALL(cudaMemcpyAsync(sub.Qf, Qh.data(), sizeof(float) * lD, cudaMemcpyHostToDevice, stream));
   for (int it = 0; it <= power_iters; it++) {
-    SKV_CUDA_CALL(cudaMemcpyAsync(Qf, Qh.data(), sizeof(float) * lD, cudaMemcpyHostToDevice, stream));
-    SKV_CUDA_CALL(Gemm(l, D, D, 1.f, Qf, SKV_F32, D, 0, nullptr, G, SKV_F32, D, 0, 0.f, X, D, stream));
-    SKV_CUDA_CALL(cudaMemcpyAsync(Xh.data(), X, sizeof(float) * lD, cudaMemcpyDeviceToHost, stream));
-    SKV_CUDA_CALL(cudaStreamSynchronize(stream));
-    orthonormalize(Xh.data(), l, D, Q.data(), work.data(), rng, tasks);
-    for (size_t i = 0; i < lD; i++) Qh[i] = (float)Q[i];
+    SKV_CUDA_CALL(Gemm(l, D, D, 1.f, sub.Qf, SKV_F32, D, 0, nullptr, G, SKV_F32, D, 0, 0.f, sub.X, D, stream));
+    SKV_CUDA_CALL(orthonormalize_rows(sub, Q, Xh, Qh, work, rng, tasks, stream));
   }
-  // 3. Rayleigh-Ritz: T = Q^T G Q, eigenpairs descending, V_r = Q eigvecs[:, :rank].
-  SKV_CUDA_CALL(cudaMemcpyAsync(Qf, Qh.data(), sizeof(float) * lD, cudaMemcpyHostToDevice, stream));
-  SKV_CUDA_CALL(Gemm(l, D, D, 1.f, Qf, SKV_F32, D, 0, nullptr, G, SKV_F32, D, 0, 0.f, X, D, stream));
-  SKV_CUDA_CALL(cudaMemcpyAsync(Xh.data(), X, sizeof(float) * lD, cudaMemcpyDeviceToHost, stream));
+  // 3. Rayleigh-Ritz: T = Q X^T = Q G Q^T, eigenpairs descending, V_r = eigvecs[:, :rank]^T Q, signed.
+  SKV_CUDA_CALL(Gemm(l, D, D, 1.f, sub.Qf, SKV_F32, D, 0, nullptr, G, SKV_F32, D, 0, 0.f, sub.X, D, stream));
+  SKV_CUDA_CALL(products_f64::RowDots(l, l, D, sub.Q, sub.X, sub.W, stream));
+  SKV_CUDA_CALL(cudaMemcpyAsync(sub.Wh.data(), sub.W, sizeof(double) * ll, cudaMemcpyDeviceToHost, stream));
   SKV_CUDA_CALL(cudaStreamSynchronize(stream));
-  rayleigh_matrix(Q.data(), Xh.data(), l, D, T.data(), tasks);
-  ritz(T.data(), l, Q.data(), D, rank, Wt.data(), w.data(), ord.data(), V.data(), work.data(), tasks);
+  ritz_pairs(sub.Wh.data(), l, rank, Wt.data(), w.data(), ord.data(), work.data(), tasks);
+  SKV_CUDA_CALL(cudaMemcpyAsync(sub.M, sub.Wh.data(), sizeof(double) * rank * l, cudaMemcpyHostToDevice, stream));
+  SKV_CUDA_CALL(products_f64::CombineRows(rank, D, l, sub.M, sub.Q, sub.Q1, (float*)nullptr, stream));
+  SKV_CUDA_CALL(cudaMemcpyAsync(V.data(), sub.Q1, sizeof(double) * rank * D, cudaMemcpyDeviceToHost, stream));
+  SKV_CUDA_CALL(cudaStreamSynchronize(stream));
+  sign_rows(V.data(), rank, D);
   // 4. sigma and SV (times 2^e: the keys' scale); proj still for the scaled keys, for step 5.
   const double up = ldexp(1.0, e);
   const double s1 = sqrt(std::max(w[ord[0]], 0.0));

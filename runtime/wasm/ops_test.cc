@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <set>
 #include <vector>
+#include "../../kernels/cholesky_qr.h"
 #include "../../kernels/host_pool.h"
 #include "abi.h"
 #include "dtype.h"
@@ -504,6 +505,63 @@ void test_subspace() {
     check("ritz: eigenvalues descending, largest entry of each Ritz vector positive", bad, 0);
     check("rayleigh_matrix + ritz: 3 threads = 1 thread, bit for bit",
           (R[0] != R[1]) + (w[0] != w[1]) + (ord[0] != ord[1]), 0);
+  }
+}
+
+// LowRankKeys' CholeskyQR2 (kernels/cholesky_qr.h) with the device's products and solves done here:
+// where it accepts both passes, the same Q as orthonormalize to rounding; rank-deficient rows are
+// refused (the CUDA runtime then falls back to orthonormalize).
+void test_cholesky_qr() {
+  for (int kind : {0, 1, 2, 3, 5}) {
+    const int l = 45, D = 301;
+    std::vector<float> X((size_t)l * D);
+    std::vector<double> B((size_t)5 * D);
+    for (auto& b : B) b = urand();
+    for (int j = 0; j < l; j++)
+      for (int k = 0; k < D; k++) {
+        double x = urand();
+        if (kind == 1) x *= pow(10.0, -12 + 24.0 * j / (l - 1));      // rows of very different lengths
+        if (kind == 2) x = B[(size_t)(j % 5) * D + k] * (1 + j);      // rank 5
+        if (kind == 3) x = (j % 4 == 1) ? 0 : x;                     // zero rows
+        if (kind == 5) x = B[(size_t)(j % 5) * D + k] + 1e-3 * x;     // 5 directions and a small rest: cond ~1e4
+        X[(size_t)j * D + k] = (float)x;
+      }
+    std::vector<double> Xd(X.begin(), X.end()), Q1((size_t)l * D), Q((size_t)l * D), W((size_t)l * l), L((size_t)l * l);
+    const auto solve = [&](const std::vector<double>& A, std::vector<double>& Bm) {  // L B = A, as the device does
+      for (int i = 0; i < l; i++)
+        for (int x = 0; x < D; x++) {
+          double t = A[(size_t)i * D + x];
+          for (int j = 0; j < i; j++) t -= L[(size_t)i * l + j] * Bm[(size_t)j * D + x];
+          Bm[(size_t)i * D + x] = t / L[(size_t)i * l + i];
+        }
+    };
+    row_dots(Xd.data(), l, X.data(), l, D, W.data(), l);
+    bool ok = cholesky_lower(W.data(), l, L.data());
+    if (ok) {
+      solve(Xd, Q1);
+      row_dots(Q1.data(), l, Q1.data(), l, D, W.data(), l);
+      ok = near_identity(W.data(), l) && cholesky_lower(W.data(), l, L.data());
+      if (ok) solve(Q1, Q);
+    }
+    char name[96];
+    if (kind == 2 || kind == 3) {
+      snprintf(name, 96, "cholesky_qr kind %d: rank-deficient rows refused", kind);
+      check(name, ok, 0);
+      continue;
+    }
+    snprintf(name, 96, "cholesky_qr kind %d: both passes accepted", kind);
+    check(name, !ok, 0);
+    std::vector<double> G((size_t)l * D), work(subspace_work(l));
+    uint64_t rng = 1;
+    orthonormalize(X.data(), l, D, G.data(), work.data(), rng);
+    double orth = 0, diff = 0;
+    for (int a = 0; a < l; a++)
+      for (int b = 0; b <= a; b++) orth = std::max(orth, fabs(ddot(Q.data() + (size_t)a * D, Q.data() + (size_t)b * D, D) - (a == b)));
+    for (size_t i = 0; i < Q.size(); i++) diff = std::max(diff, fabs(Q[i] - G[i]));
+    snprintf(name, 96, "cholesky_qr kind %d: |Q Q^T - I|", kind);
+    check(name, orth, 4e-15 * sqrt((double)D));
+    snprintf(name, 96, "cholesky_qr kind %d: max |Q - Gram-Schmidt Q|", kind);
+    check(name, diff, kind == 5 ? 1e-9 : 1e-12);
   }
 }
 
@@ -1213,6 +1271,7 @@ __attribute__((weak)) int main() {
   test_low_rank_keys();
   test_low_rank_keys_scaled();
   test_subspace();
+  test_cholesky_qr();
   test_landmarks();
   test_select_chunks();
   test_score_chunks();

@@ -232,21 +232,20 @@ static inline void rayleigh_matrix(const double* Q, const float* X, int l, int D
   row_dots(Q, l, X, l, D, T, l, tasks);
 }
 
-// Rayleigh-Ritz: T [l x l] (destroyed) = W diag(w) W^T; ord lists eigenpairs by w descending (ties
-// to the lower index) and rows i < m of R [m x D] = sum_a W[a][ord[i]] B[a] are the Ritz vectors
-// of basis rows B [l x D], each signed so that its largest entry (the first, on ties) is positive.
-// Wt [l x l]: the eigenvectors as rows; work: subspace_work(l) doubles.
-static inline void ritz(double* T, int l, const double* B, int D, int m, double* Wt, double* w, int* ord, double* R,
-                        double* work, const HostTasks& tasks = HostTasks()) {
+// Rayleigh-Ritz, its small part: T [l x l] (destroyed) = W diag(w) W^T; ord lists eigenpairs by w
+// descending (ties to the lower index), and rows i < m of T become the kept eigenvectors in that
+// order (E [m x l], row stride l). Wt [l x l]: the eigenvectors as rows; work: subspace_work(l) doubles.
+static inline void ritz_pairs(double* T, int l, int m, double* Wt, double* w, int* ord, double* work, const HostTasks& tasks) {
   for (int a = 0; a < l; a++)
     for (int b = 0; b < a; b++) T[(size_t)a * l + b] = T[(size_t)b * l + a] = 0.5 * (T[(size_t)a * l + b] + T[(size_t)b * l + a]);
   symmetric_eigen(T, l, Wt, w, work, tasks);
   for (int i = 0; i < l; i++) ord[i] = i;
   std::sort(ord, ord + l, [&](int a, int b) { return w[a] > w[b] || (w[a] == w[b] && a < b); });
-  double* E = T;  // [m x l]: the kept eigenvectors in order (T is free now)
-  for (int i = 0; i < m; i++) std::copy(Wt + (size_t)ord[i] * l, Wt + (size_t)(ord[i] + 1) * l, E + (size_t)i * l);
-  memset(R, 0, sizeof(double) * m * D);
-  combine_rows(E, 1, l, B, l, m, D, R, tasks);
+  for (int i = 0; i < m; i++) std::copy(Wt + (size_t)ord[i] * l, Wt + (size_t)(ord[i] + 1) * l, T + (size_t)i * l);
+}
+
+// Each row of R [m x D] signed so that its largest entry (the first, on ties) is positive.
+static inline void sign_rows(double* R, int m, int D) {
   for (int i = 0; i < m; i++) {
     double* r = R + (size_t)i * D;
     int big = 0;
@@ -254,6 +253,16 @@ static inline void ritz(double* T, int l, const double* B, int D, int m, double*
     if (r[big] < 0)
       for (int k = 0; k < D; k++) r[k] = -r[k];
   }
+}
+
+// Rayleigh-Ritz: ritz_pairs, then rows i < m of R [m x D] = sum_a E[i][a] B[a] are the Ritz vectors
+// of basis rows B [l x D], signed by sign_rows. Wt [l x l]; work: subspace_work(l) doubles.
+static inline void ritz(double* T, int l, const double* B, int D, int m, double* Wt, double* w, int* ord, double* R,
+                        double* work, const HostTasks& tasks = HostTasks()) {
+  ritz_pairs(T, l, m, Wt, w, ord, work, tasks);
+  memset(R, 0, sizeof(double) * m * D);
+  combine_rows(T, 1, l, B, l, m, D, R, tasks);
+  sign_rows(R, m, D);
 }
 
 // The power of two that brings max|K| into [0.5, 1): amax = m 2^e, m in [0.5, 1). Clamped so

@@ -119,3 +119,20 @@ export function registerSmallWasm(): string {
     Object.assign(onAlloc(device, (tag) => smallAllocations.push(tag)), { room: () => ({ ...smallRoom.room }) }),
   );
 }
+
+/** Tags of the host-tier allocations `'wasm-pinning'` devices made, in order. */
+export const hostAllocations: string[] = [];
+
+/** Registers `'wasm-pinning'`: wasm that says its host tier is slow to allocate, as CUDA's pinned memory is, and records each host-tier allocation. */
+export function registerPinningWasm(): string {
+  return registerDerived('wasm-pinning', 'wasm', (device) => {
+    const alloc = device.alloc.bind(device);
+    return Object.assign(device, {
+      pinsHost: true,
+      alloc: ((length, dtype, tag, tier) => {
+        if (tier === 'host') hostAllocations.push(tag);
+        return alloc(length, dtype, tag, tier);
+      }) as typeof device.alloc,
+    });
+  });
+}

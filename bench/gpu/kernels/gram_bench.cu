@@ -2,8 +2,8 @@
 // split-bf16 path of kernels/gemm.cu) at Llama-3-8B geometry: keys S = 131072 x D = 1024 (8 kv
 // heads x 128), rank 160. Compares against float64 products computed on the GPU, times with
 // cudaEvents (median of 20), times the whole LowRankKeys and the other device steps of one
-// layer's prefill compression (policies/shadowkv/compress.ts), and the host float64 steps of
-// LowRankKeys on their own. Needs no Node.js: built with nvcc by bench/gpu/kernels/build.sh.
+// layer's prefill compression (policies/shadowkv/compress.ts), and the subspace steps of
+// LowRankKeys (device float64 products, host Cholesky and eigensolve) on their own. Needs no Node.js: built with nvcc by bench/gpu/kernels/build.sh.
 // Usage: gram_bench [S]   (default 131072); exits 1 if an accuracy check fails.
 //
 // NOTE: it includes kernels/gemm.cu and kernels/gram.cu, so it can time the SIMT kernel and call
@@ -17,7 +17,9 @@
 #include <vector>
 #include "../../../kernels/gemm.cu"
 #include "../../../kernels/gram.cu"
+#include "../../../kernels/cholesky_qr.h"
 #include "../../../kernels/host_pool.h"
+#include "../../../kernels/products_f64.cuh"
 #include "../../../runtime/wasm/subspace.h"
 
 #include "bench_util.cuh"
@@ -363,21 +365,40 @@ static void low_rank_at_scale(int S, int D, int rank, float* K) {
   printf("  |K - U SV|^2 / |K|^2 = %.6e, promised by the sigmas (1 - sum sigma^2 / |K|^2) %.6e\n", got, promised);
   // NOTE: the sigmas are Rayleigh quotients of the computed G, so they agree to the Gram's accuracy (~1e-5 of |K|^2).
   expect(fabs(got - promised) <= 2e-5, "LowRankKeys residual matches its sigmas");
-  // The host float64 steps alone, same sizes (what LowRankKeys does between its device steps).
+  // Its steps between the Gram and U = K proj alone, same sizes: per orthonormalization (x power_iters + 1)
+  // two CholeskyQR passes (X X^T and the solve on the device, the l x l Cholesky on the host), then
+  // the Rayleigh matrix and the Ritz vectors on the device, the l x l eigensolve on the host; and the
+  // host Gram-Schmidt that a refused pass falls back to.
   std::vector<float> X((size_t)l * D);
-  std::vector<double> Q((size_t)l * D), T((size_t)l * l), Wt((size_t)l * l), w(l), V((size_t)rank * D);
+  std::vector<double> Q((size_t)l * D), T((size_t)l * l), Wt((size_t)l * l), w(l), V((size_t)rank * D), L((size_t)l * l);
   std::vector<int> ord(l);
   uint64_t rng = 1;
   for (auto& x : X) x = (float)uniform(rng);
+  float *Xd, *Qf;
+  double *Qd, *Q1d, *Wd, *Ld;
+  CK(cudaMalloc(&Xd, sizeof(float) * l * D));
+  CK(cudaMalloc(&Qf, sizeof(float) * l * D));
+  CK(cudaMalloc(&Qd, sizeof(double) * l * D));
+  CK(cudaMalloc(&Q1d, sizeof(double) * l * D));
+  CK(cudaMalloc(&Wd, sizeof(double) * l * l));
+  CK(cudaMalloc(&Ld, sizeof(double) * l * l));
+  CK(cudaMemcpy(Xd, X.data(), sizeof(float) * l * D, cudaMemcpyHostToDevice));
   HostPool pool(HostPool::default_threads());  // as LowRankKeys runs them
   const HostTasks tasks = pool.tasks();
   std::vector<double> work(subspace_work(l));
+  orthonormalize(X.data(), l, D, Q.data(), work.data(), rng, tasks);
+  row_dots(Q.data(), l, Q.data(), l, D, T.data(), l);  // ~I: a Gram matrix that factors
   auto t0 = std::chrono::steady_clock::now();
-  for (int it = 0; it <= power_iters + 0; it++) orthonormalize(X.data(), l, D, Q.data(), work.data(), rng, tasks);
-  const double t_orth = host_ms(t0);
-  t0 = std::chrono::steady_clock::now();
-  rayleigh_matrix(Q.data(), X.data(), l, D, T.data(), tasks);
-  const double t_T = host_ms(t0);
+  for (int it = 0; it < 2 * (power_iters + 1); it++) expect(cholesky_lower(T.data(), l, L.data()), "cholesky_lower of Q Q^T");
+  const double t_chol = host_ms(t0);
+  CK(cudaMemcpy(Ld, L.data(), sizeof(double) * l * l, cudaMemcpyHostToDevice));
+  CK(cudaMemcpy(Qd, Q.data(), sizeof(double) * l * D, cudaMemcpyHostToDevice));
+  const float t_w1 = median_ms(20, [&] { CK(products_f64::RowDots(l, l, D, Xd, Xd, Wd, 0)); });
+  const float t_w2 = median_ms(20, [&] { CK(products_f64::RowDots(l, l, D, Qd, Qd, Wd, 0)); });
+  const float t_s1 = median_ms(20, [&] { CK(products_f64::LowerSolve(l, D, Ld, Xd, Q1d, (float*)nullptr, 0)); });
+  const float t_s2 = median_ms(20, [&] { CK(products_f64::LowerSolve(l, D, Ld, Q1d, Qd, Qf, 0)); });
+  const float t_T = median_ms(20, [&] { CK(products_f64::RowDots(l, l, D, Qd, Xd, Wd, 0)); });
+  const float t_V = median_ms(20, [&] { CK(products_f64::CombineRows(rank, D, l, Ld, Qd, Q1d, (float*)nullptr, 0)); });
   // A Rayleigh-Ritz matrix with a decaying spectrum, like the keys'.
   for (int a = 0; a < l; a++)
     for (int b = 0; b < l; b++) {
@@ -386,10 +407,17 @@ static void low_rank_at_scale(int S, int D, int rank, float* K) {
       T[(size_t)a * l + b] = s;
     }
   t0 = std::chrono::steady_clock::now();
-  ritz(T.data(), l, Q.data(), D, rank, Wt.data(), w.data(), ord.data(), V.data(), work.data(), tasks);
-  const double t_ritz = host_ms(t0);
-  printf("  host float64 steps alone (%d threads): orthonormalize x%d %.1f ms, T = Q^T X %.1f ms, ritz (eigensolve %dx%d + Ritz vectors) %.1f ms\n",
-         pool.threads(), power_iters + 1, t_orth, t_T, l, l, t_ritz);
+  ritz_pairs(T.data(), l, rank, Wt.data(), w.data(), ord.data(), work.data(), tasks);
+  const double t_eig = host_ms(t0);
+  t0 = std::chrono::steady_clock::now();
+  for (int it = 0; it <= power_iters; it++) orthonormalize(X.data(), l, D, Q.data(), work.data(), rng, tasks);
+  const double t_orth = host_ms(t0);
+  const int passes = 2 * (power_iters + 1);
+  printf("  subspace steps alone: device per pass X X^T %.3f / Q1 Q1^T %.3f ms, solves %.3f / %.3f ms (x%d each); T = Q X^T %.3f ms, "
+         "V = E Q %.3f ms\n", t_w1, t_w2, t_s1, t_s2, power_iters + 1, t_T, t_V);
+  printf("  host (%d threads): %d Choleskys %dx%d %.1f ms, eigensolve %dx%d %.1f ms; Gram-Schmidt fallback x%d %.1f ms (only for refused passes)\n",
+         pool.threads(), passes, l, l, t_chol, l, l, t_eig, power_iters + 1, t_orth);
+  for (void* p : {(void*)Xd, (void*)Qf, (void*)Qd, (void*)Q1d, (void*)Wd, (void*)Ld}) CK(cudaFree(p));
   CK(cudaFree(U));
   CK(cudaFree(SV));
   CK(cudaFree(proj));

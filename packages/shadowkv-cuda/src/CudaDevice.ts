@@ -37,6 +37,7 @@ const TWO_32 = 2 ** 32;
  */
 export class CudaDevice implements Device {
   readonly backend = 'cuda';
+  readonly pinsHost = true;
   private readonly ledger = new MemoryLedger();
   /** Live buffers by address, so that dispose() frees what the caches did not. */
   private readonly live = new Map<number, DeviceBuffer>();

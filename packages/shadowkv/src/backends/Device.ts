@@ -94,6 +94,11 @@ export interface Device {
    * device of the process on that GPU). Absent: only the device itself (a wasm instance's own heap).
    */
   readonly addressSpace?: string;
+  /**
+   * The host tier is slow to allocate (CUDA: pinning, ~0.35 ms per MB): a cache with a declared
+   * maxTokens then allocates its host pages at creation rather than when a row is compressed.
+   */
+  readonly pinsHost?: boolean;
   /** Optional: bytes it can still allocate per tier. Without it, creation checks against `maxBytes` (if set). */
   room?(): DeviceRoom;
   /**

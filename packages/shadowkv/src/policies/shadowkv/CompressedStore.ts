@@ -4,6 +4,7 @@ import type { DType, TensorData } from '../../tensor.js';
 import { DTYPE_BYTES } from '../../dtype.js';
 import { growCapacity } from '../capacity.js';
 import { pageView } from '../decodeLayer.js';
+import type { HostPages } from './HostPages.js';
 
 /** Sizes of a store, fixed at creation. */
 export interface StoreGeometry {
@@ -85,6 +86,7 @@ export class CompressedStore implements SparseHandles {
     private readonly device: Device,
     readonly geometry: StoreGeometry,
     chunks: number,
+    private readonly hostPages: HostPages,
   ) {
     const { heads, d, C, rank, maxOutliers, maxSelected, dtype, pageChunks } = geometry;
     this.rank = rank;
@@ -126,20 +128,22 @@ export class CompressedStore implements SparseHandles {
     const { heads, d, C, rank, dtype, pageChunks } = this.geometry;
     const old = this.chunkCapacity;
     const made: DeviceBuffer[] = [];
-    const alloc = (length: number, dt: DType | 'i32', tag: string, tier: 'device' | 'host' = 'device') => {
-      const buf = this.device.alloc(length, dt, tag, tier);
+    const alloc = (length: number, dt: DType | 'i32', tag: string) => {
+      const buf = this.device.alloc(length, dt, tag);
       made.push(buf);
       return buf;
     };
-    let next: { u: DeviceBuffer; landmarks: DeviceBuffer; ids: DeviceBuffer; pages: DeviceBuffer[]; table?: DeviceBuffer };
+    const pages: DeviceBuffer[] = [];
+    let next: { u: DeviceBuffer; landmarks: DeviceBuffer; ids: DeviceBuffer; table?: DeviceBuffer };
     try {
-      next = { u: alloc(capacity * C * rank, dtype, 'lowRankU'), landmarks: alloc(heads * capacity * d, dtype, 'landmarks'), ids: alloc(heads * capacity, 'i32', 'tables'), pages: [] };
+      next = { u: alloc(capacity * C * rank, dtype, 'lowRankU'), landmarks: alloc(heads * capacity * d, dtype, 'landmarks'), ids: alloc(heads * capacity, 'i32', 'tables') };
       // Host pages: whole pages for every chunk the capacity allows; what is stored never moves.
-      const pages = Math.ceil(capacity / pageChunks) * heads;
-      while (this.values.pages.length + next.pages.length < pages) next.pages.push(alloc(pageChunks * C * d, dtype, 'values', 'host'));
-      if (next.pages.length) next.table = this.device.pointerTable([...this.values.pages, ...next.pages], 'tables');
+      const need = Math.ceil(capacity / pageChunks) * heads;
+      while (this.values.pages.length + pages.length < need) pages.push(this.hostPages.take());
+      if (pages.length) next.table = this.device.pointerTable([...this.values.pages, ...pages], 'tables');
     } catch (err) {
       made.forEach((b) => this.device.free(b));
+      pages.forEach((p) => this.hostPages.give(p));
       throw err;
     }
     if (this.u) {
@@ -156,7 +160,7 @@ export class CompressedStore implements SparseHandles {
     this.chunkCapacity = capacity;
     if (next.table) {
       this.device.free(this.values.table);
-      this.values.pages.push(...next.pages);
+      this.values.pages.push(...pages);
       this.values.table = next.table;
     }
   }
@@ -176,9 +180,10 @@ export class CompressedStore implements SparseHandles {
   }
 
   free(): void {
-    for (const b of [this.u, this.sv, this.proj, this.landmarks, this.landmarkIds, this.headCounts, this.outlierIds, this.outlierK, this.outlierV, this.selectedK, this.selectedV, this.selectedIds, this.values.table, ...this.values.pages]) {
+    for (const b of [this.u, this.sv, this.proj, this.landmarks, this.landmarkIds, this.headCounts, this.outlierIds, this.outlierK, this.outlierV, this.selectedK, this.selectedV, this.selectedIds, this.values.table]) {
       this.device.free(b);
     }
+    this.values.pages.forEach((p) => this.hostPages.give(p));
   }
 
   private read(buf: DeviceBuffer, n: number, offset = 0): HostArray {

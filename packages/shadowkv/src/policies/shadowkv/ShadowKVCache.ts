@@ -10,6 +10,7 @@ import { capture, checkLayer, checkList, checkSequence, fmt } from '../validate.
 import { buildStore, commitStore, compactSequence, maxOutliers, newStore, type CompressContext } from './compress.js';
 import { storeComponents, type CompressedStore, type StoreGeometry, type StoreSnapshot } from './CompressedStore.js';
 import { checkStoreSnapshot } from './storeSnapshot.js';
+import { HostPages } from './HostPages.js';
 import { storeChunks } from '../capacity.js';
 import { OutOfMemoryError } from '../../errors/OutOfMemoryError.js';
 import { estimateMemory, type MemoryEstimate } from '../../estimateMemory.js';
@@ -78,7 +79,25 @@ export class ShadowKVCache extends BaseKVCache<ShadowState> {
     const options = resolveShadowKVOptions(pickOptions(config), resolveSpec(config?.spec));
     super(config, SHADOWKV_OPTION_KEYS, runtime);
     this.options = options;
-    this.ctx = { device: this.device, spec: this.spec, options, geometry: this.stepGeometry() };
+    const pages = new HostPages(this.device, options.hostPageChunks * options.chunkSize * this.spec.headDim, this.dtype);
+    this.ctx = { device: this.device, spec: this.spec, options, geometry: this.stepGeometry(), pages };
+    // A declared size on a device whose host tier is slow to allocate: every row's pages at maxTokens, now.
+    if (config.maxTokens !== undefined && this.device.pinsHost) {
+      try {
+        pages.reserve(this.spec.layers * this.batch * this.pagesPerRow(this.cacheOptions.maxTokens));
+      } catch (err) {
+        this.dispose();
+        throw err;
+      }
+    }
+  }
+
+  /** Host pages a row of `tokens` tokens holds once compressed, as estimateMemory sizes them (0 if it stays dense). */
+  private pagesPerRow(tokens: number): number {
+    const o = this.options;
+    const chunks = Math.floor((tokens - o.localTokens) / o.chunkSize);
+    if (tokens < o.denseThreshold || chunks <= 0) return 0;
+    return Math.ceil(storeChunks(chunks, o) / o.hostPageChunks) * this.spec.kvHeads;
   }
 
   policyOptions(): Record<string, unknown> {
@@ -258,6 +277,10 @@ export class ShadowKVCache extends BaseKVCache<ShadowState> {
   protected override clearState(st: ShadowState): void {
     st.store?.free();
     st.store = undefined;
+  }
+
+  protected override disposePolicy(): void {
+    this.ctx.pages.dispose();
   }
 
   protected override saveState(st: ShadowState): Record<string, unknown> {

@@ -8,6 +8,7 @@ import { compactRow, pageView } from '../decodeLayer.js';
 import { range } from '../range.js';
 import { OutOfMemoryError } from '../../errors/OutOfMemoryError.js';
 import { CompressedStore } from './CompressedStore.js';
+import type { HostPages } from './HostPages.js';
 
 /** What compression needs from its cache. */
 export interface CompressContext {
@@ -15,6 +16,8 @@ export interface CompressContext {
   spec: ResolvedSpec;
   options: ResolvedShadowKVOptions;
   geometry: StepGeometry;
+  /** Where stores take their host pages from. */
+  pages: HostPages;
 }
 
 // NOTE: a fixed seed makes the factorization, and so every output, reproducible run to run.
@@ -30,7 +33,7 @@ export function newStore(ctx: CompressContext, rank: number, chunks: number): Co
     heads: spec.kvHeads, d: spec.headDim, C: o.chunkSize, rank, dtype: ctx.geometry.dtype,
     maxOutliers: maxOutliers(o), maxSelected: o.budget / o.chunkSize, pageChunks: o.hostPageChunks,
   };
-  return new CompressedStore(ctx.device, geometry, storeChunks(chunks, o));
+  return new CompressedStore(ctx.device, geometry, storeChunks(chunks, o), ctx.pages);
 }
 
 /**

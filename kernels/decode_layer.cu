@@ -2,9 +2,9 @@
 // synchronization: the CUDA twin of runtime/wasm/decode_layer.cc. Each kernel covers all rows and
 // kv heads of the step (a "task" is one (row, kv head)):
 //   1. StepAppend: q, k to f32 with RoPE, k and v appended to the tail; attention tasks set up.
-//   2. StepLogits + 3. StepSelect: landmark logits, softmax scores (max over the GQA group), the
-//      exact top max_selected, and the slot reuse of the last step's selection (hits keep their
-//      slot, misses take the free slots in order) - on the device, per task.
+//   2. StepLogits, StepSoftmaxSums, StepScores + 3. StepSelect: landmark logits, softmax scores
+//      (max over the GQA group), the exact top max_selected, and the slot reuse of the last step's
+//      selection (hits keep their slot, misses take the free slots in order) - on the device, per task.
 //   4. StepFetch: per group of misses, the values by a zero-copy gather from pinned host memory,
 //      issued first so that PCIe runs while the same block rebuilds the keys (U . SVh with RoPE).
 //   5. Attention (sparse_attention.cu): split-K flash decode over outliers, selected, tail.
@@ -30,7 +30,7 @@ enum { SELECT_LISTS = 5, SELECT_LISTS_SMEM_MAX = 48 * 1024, SELECT_SMEM_MAX = 16
 struct StepLayout {
   int tasks, sparse, max_l, max_splits, max_m;  // sparse: compressed active rows; max_m: chunks the largest compaction moves
   bool lists_shared, scores_shared;              // the select kernel keeps a head's slot lists / scores in shared memory
-  size_t rows, qf, logits, maxes, scores, lists, miss_ids, miss_slots, n_miss, attn, segs, part,
+  size_t rows, qf, logits, maxes, sums, scores, lists, miss_ids, miss_slots, n_miss, attn, segs, part,
       bytes;
 };
 
@@ -174,37 +174,86 @@ __global__ void __launch_bounds__(LOGIT_THREADS, 2) StepLogitsKernel(StepArgs a)
                   c1, logits, a.at.max_l, maxes, red, stage);
 }
 
+// Scores over the logit blocks' ranges, in two passes of tasks x ranges blocks: each range's softmax
+// sums (StepSoftmaxSums), then each range's scores from the heads' totals (StepScores). One block
+// per task did both in ~25 us at 128K (16K landmarks, 8 SMs busy at batch 1). The totals add the
+// ranges in order, so they differ from score_chunks.cu's one-block sums only in the order of
+// float64 additions, which the f32 inverse rounds away as it does between wasm and CUDA.
+enum { SCORE_THREADS = 256 };
+
+// The task's landmark range of this block and its heads' max logit (mx, shared [g]); false when the
+// task is not sparse or the block is past its ranges.
+__device__ __forceinline__ bool score_range(const StepArgs& a, int* nb, int64_t* c0, int64_t* c1, float* mx) {
+  SkvStepRow r;
+  const int task = blockIdx.x;
+  if (!sparse_task(a, task, &r)) return false;
+  const int g = a.s.q_heads / a.s.kv_heads;
+  const int L = head_counts(r, task % a.s.kv_heads)[SKV_HEAD_LANDMARKS];
+  *nb = logit_blocks(L);
+  if ((int)blockIdx.y >= *nb) return false;
+  logit_range(L, blockIdx.y, *nb, c0, c1);
+  softmax_max(ws_ptr<float>(a, a.at.maxes) + (size_t)task * LOGIT_MAX_BLOCKS * g, *nb, g, mx);
+  return true;
+}
+
+__global__ void __launch_bounds__(SCORE_THREADS) StepSoftmaxSumsKernel(StepArgs a) {
+  __shared__ double red_d[32 * SOFTMAX_HEADS];
+  extern __shared__ float mx[];  // [g]
+  int nb;
+  int64_t c0, c1;
+  if (!score_range(a, &nb, &c0, &c1, mx)) return;
+  const int task = blockIdx.x, g = a.s.q_heads / a.s.kv_heads;
+  softmax_sums(ws_ptr<float>(a, a.at.logits) + (size_t)task * g * a.at.max_l, a.at.max_l, g, c0, c1, mx,
+               ws_ptr<double>(a, a.at.sums) + ((size_t)task * LOGIT_MAX_BLOCKS + blockIdx.y) * g, red_d);
+}
+
+__global__ void __launch_bounds__(SCORE_THREADS) StepScoresKernel(StepArgs a) {
+  extern __shared__ float stats[];  // [g] max logit, [g] inverse sum
+  int nb;
+  int64_t c0, c1;
+  if (!score_range(a, &nb, &c0, &c1, stats)) return;
+  const int task = blockIdx.x, g = a.s.q_heads / a.s.kv_heads;
+  const double* sums = ws_ptr<double>(a, a.at.sums) + (size_t)task * LOGIT_MAX_BLOCKS * g;
+  for (int j = threadIdx.x; j < g; j += blockDim.x) {
+    double total = 0;
+    for (int b = 0; b < nb; b++) total += sums[b * g + j];
+    stats[g + j] = (float)(1.0 / total);
+  }
+  __syncthreads();
+  const float* logits = ws_ptr<float>(a, a.at.logits) + (size_t)task * g * a.at.max_l;
+  float* scores = ws_ptr<float>(a, a.at.scores) + (size_t)task * a.at.max_l;
+  for (int64_t c = c0 + threadIdx.x; c < c1; c += blockDim.x)
+    scores[c] = chunk_score(logits, a.at.max_l, g, (int)c, stats, stats + g);
+}
+
 // ---- 3. select and reuse ----
 
 __global__ void __launch_bounds__(SELECT_THREADS) StepSelectKernel(StepArgs a) {
   __shared__ SelectShared sh;
-  __shared__ double red_d[32 * SOFTMAX_HEADS];
-  extern __shared__ float smem[];  // [g] max logit, [g] inverse sum, then [L] scores when they fit
+  extern __shared__ float smem[];  // the per-slot lists, then [L] scores, each where it fits
   SkvStepRow r;
   const int task = blockIdx.x;
   if (!sparse_task(a, task, &r)) return;
   const SkvStep& s = a.s;
-  const int h = task % s.kv_heads, g = s.q_heads / s.kv_heads, S = s.max_selected, C = s.C;
+  const int h = task % s.kv_heads, S = s.max_selected, C = s.C;
   int32_t* hc = head_counts(r, h);
   const int L = hc[SKV_HEAD_LANDMARKS], O = hc[SKV_HEAD_OUTLIERS];
   int sc = hc[SKV_HEAD_SELECTED];
-  const float* logits = ws_ptr<float>(a, a.at.logits) + (size_t)task * g * a.at.max_l;
-  float* stats = smem;
   const size_t o = (size_t)task * S;
   // The per-slot lists in shared memory where they fit (their steps are chains of dependent reads).
-  int32_t* lists = a.at.lists_shared ? reinterpret_cast<int32_t*>(smem + 2 * g) : ws_ptr<int32_t>(a, a.at.lists) + o * SELECT_LISTS;
+  int32_t* lists = a.at.lists_shared ? reinterpret_cast<int32_t*>(smem) : ws_ptr<int32_t>(a, a.at.lists) + o * SELECT_LISTS;
   int32_t *ids = lists, *held = lists + S, *hit = lists + 2 * S, *free_slots = lists + 3 * S, *miss_idx = lists + 4 * S;
-  float* scores = a.at.scores_shared ? smem + 2 * g + (a.at.lists_shared ? SELECT_LISTS * S : 0)
-                                     : ws_ptr<float>(a, a.at.scores) + (size_t)task * a.at.max_l;
+  // 2. The scores (StepScores), into shared memory where they fit: the radix passes read them up to 8 times.
+  float* scores = ws_ptr<float>(a, a.at.scores) + (size_t)task * a.at.max_l;
+  if (a.at.scores_shared) {
+    float* near = smem + (a.at.lists_shared ? SELECT_LISTS * S : 0);
+    for (int c = threadIdx.x; c < L; c += blockDim.x) near[c] = scores[c];
+    scores = near;
+    __syncthreads();
+  }
   int32_t* miss_ids = ws_ptr<int32_t>(a, a.at.miss_ids) + o;
   int32_t* miss_slots = ws_ptr<int32_t>(a, a.at.miss_slots) + o;
   int32_t* slot_ids = reinterpret_cast<int32_t*>(r.selected_ids) + (size_t)h * S;
-  // 2. Scores: softmax per query head, max over the group (score_chunks.cu's arithmetic).
-  softmax_max(ws_ptr<float>(a, a.at.maxes) + (size_t)task * LOGIT_MAX_BLOCKS * g, logit_blocks(L), g, stats);
-  softmax_inv(logits, a.at.max_l, g, L, stats, stats + g, red_d);
-#pragma unroll 4
-  for (int c = threadIdx.x; c < L; c += blockDim.x) scores[c] = chunk_score(logits, a.at.max_l, g, c, stats, stats + g);
-  __syncthreads();
   // 3. The top chunks, ascending, as chunk ids.
   const int m = select_top(scores, L, S, 1, ids, sh);
   const int32_t* lid = reinterpret_cast<const int32_t*>(r.landmark_ids) + (size_t)h * r.chunk_capacity;
@@ -422,10 +471,9 @@ __global__ void __launch_bounds__(256) CompactTailKernel(StepArgs a) {
   }
 }
 
-// Dynamic shared memory of StepSelect: [g] max and [g] inverse sum, then the SELECT_LISTS per-slot
-// lists and the scores where each fits.
-size_t select_smem(int g, int max_l, int S, bool lists, bool scores) {
-  return sizeof(float) * (2 * (size_t)g + (lists ? (size_t)SELECT_LISTS * S : 0) + (scores ? (size_t)max_l : 0));
+// Dynamic shared memory of StepSelect: the SELECT_LISTS per-slot lists and the scores where each fits.
+size_t select_smem(int max_l, int S, bool lists, bool scores) {
+  return sizeof(float) * ((lists ? (size_t)SELECT_LISTS * S : 0) + (scores ? (size_t)max_l : 0));
 }
 
 StepLayout layout(const SkvStep& s, const SkvStepRow* rows) {
@@ -458,9 +506,10 @@ StepLayout layout(const SkvStep& s, const SkvStepRow* rows) {
   at.qf = take(sizeof(float) * (size_t)s.batch * s.q_heads * s.d);
   at.logits = take(sizeof(float) * T * g * at.max_l);
   at.maxes = take(sizeof(float) * T * LOGIT_MAX_BLOCKS * g);
-  at.lists_shared = select_smem(g, 0, s.max_selected, true, false) <= SELECT_LISTS_SMEM_MAX;
-  at.scores_shared = select_smem(g, at.max_l, s.max_selected, at.lists_shared, true) <= SELECT_SMEM_MAX;
-  at.scores = take(at.scores_shared ? 0 : sizeof(float) * T * at.max_l);
+  at.sums = take(sizeof(double) * T * LOGIT_MAX_BLOCKS * g);
+  at.lists_shared = select_smem(0, s.max_selected, true, false) <= SELECT_LISTS_SMEM_MAX;
+  at.scores_shared = select_smem(at.max_l, s.max_selected, at.lists_shared, true) <= SELECT_SMEM_MAX;
+  at.scores = take(sizeof(float) * T * at.max_l);
   at.lists = take(at.lists_shared ? 0 : sizeof(int32_t) * T * S * SELECT_LISTS);
   at.miss_ids = take(sizeof(int32_t) * T * S);
   at.miss_slots = take(sizeof(int32_t) * T * S);
@@ -557,7 +606,12 @@ cudaError_t DecodeLayer(const SkvStep& s, const SkvStepRow* host_rows, const voi
     StepLogitsKernel<<<dim3(at.tasks, logit_blocks(at.max_l)), LOGIT_THREADS, LOGIT_SMEM, stream>>>(a);
     SKV_LAUNCH_CHECK();
     SKV_CUDA_CALL(mark(SKV_STAGE_SELECT, stream));
-    const size_t st_smem = select_smem(g, at.max_l, S, at.lists_shared, at.scores_shared);
+    const dim3 ranges(at.tasks, logit_blocks(at.max_l));
+    StepSoftmaxSumsKernel<<<ranges, SCORE_THREADS, sizeof(float) * g, stream>>>(a);
+    SKV_LAUNCH_CHECK();
+    StepScoresKernel<<<ranges, SCORE_THREADS, sizeof(float) * 2 * g, stream>>>(a);
+    SKV_LAUNCH_CHECK();
+    const size_t st_smem = select_smem(at.max_l, S, at.lists_shared, at.scores_shared);
     SKV_CUDA_CALL(skv_smem_optin(StepSelectKernel, st_smem));
     StepSelectKernel<<<at.tasks, SELECT_THREADS, st_smem, stream>>>(a);
     SKV_LAUNCH_CHECK();

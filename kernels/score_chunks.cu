@@ -20,9 +20,9 @@ __global__ void __launch_bounds__(LOGIT_THREADS, 2) ScoreLogitsKernel(const floa
 __global__ void __launch_bounds__(SELECT_THREADS) ScoreSoftmaxKernel(const float* work, const float* maxes, int nb,
                                                                      int g, int n, float* scores) {
   __shared__ double red_d[32 * SOFTMAX_HEADS];
-  extern __shared__ float stats[];  // [g] max, [g] inverse sum
+  extern __shared__ float stats[];  // [g] max, [g] inverse sum, [g] sums (doubles)
   softmax_max(maxes, nb, g, stats);
-  softmax_inv(work, n, g, n, stats, stats + g, red_d);
+  softmax_inv(work, n, g, n, stats, stats + g, reinterpret_cast<double*>(stats + 2 * g), red_d);
   for (int c = threadIdx.x; c < n; c += blockDim.x) scores[c] = chunk_score(work, n, g, c, stats, stats + g);
 }
 
@@ -34,7 +34,7 @@ cudaError_t ScoreChunks(const float* q, int g, int d, float scale, const void* l
   SKV_CUDA_CALL(skv_smem_optin(ScoreLogitsKernel, LOGIT_SMEM));
   ScoreLogitsKernel<<<nb, LOGIT_THREADS, LOGIT_SMEM, stream>>>(q, g, d, scale, landmarks, dtype, n, work, maxes);
   SKV_LAUNCH_CHECK();
-  const size_t smem = sizeof(float) * 2 * (size_t)g;
+  const size_t smem = (sizeof(float) * 2 + sizeof(double)) * (size_t)g;
   SKV_CUDA_CALL(skv_smem_optin(ScoreSoftmaxKernel, smem));
   ScoreSoftmaxKernel<<<1, SELECT_THREADS, smem, stream>>>(work, maxes, nb, g, n, scores);
   SKV_LAUNCH_CHECK();

@@ -22,10 +22,11 @@ __device__ __forceinline__ void softmax_max(const float* maxes, int nb, int g, f
 
 enum { SOFTMAX_HEADS = 8 };
 
-// inv[j] = 1 / sum_c exp(logits[j*ld + c] - mx[j]) for every head (float64 sums: n may be 100K
-// terms), all heads in one pass. red_d: shared [32 * SOFTMAX_HEADS]. Ends with the block synchronized.
-__device__ __forceinline__ void softmax_inv(const float* logits, int64_t ld, int g, int n, const float* mx, float* inv,
-                                            double* red_d) {
+// sums[j] = sum over c in [c0, c1) of exp(logits[j*ld + c] - mx[j]) for every head (float64: the
+// terms may be 100K), all heads in one pass; sums in shared or global memory. red_d: shared
+// [32 * SOFTMAX_HEADS]. Ends with the block synchronized.
+__device__ __forceinline__ void softmax_sums(const float* logits, int64_t ld, int g, int64_t c0, int64_t c1,
+                                             const float* mx, double* sums, double* red_d) {
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
   for (int j0 = 0; j0 < g; j0 += SOFTMAX_HEADS) {
     const int gj = min(SOFTMAX_HEADS, g - j0);
@@ -33,7 +34,7 @@ __device__ __forceinline__ void softmax_inv(const float* logits, int64_t ld, int
     // NOTE: unrolled so that several logits are read before their sums wait on them (the loop is
     // latency-bound); each head's sum still adds its terms in the same order.
 #pragma unroll 4
-    for (int c = threadIdx.x; c < n; c += blockDim.x)
+    for (int64_t c = c0 + threadIdx.x; c < c1; c += blockDim.x)
 #pragma unroll
       for (int j = 0; j < SOFTMAX_HEADS; j++)
         if (j < gj) sum[j] += skv_exp(logits[(size_t)(j0 + j) * ld + c] - mx[j0 + j]);
@@ -46,10 +47,19 @@ __device__ __forceinline__ void softmax_inv(const float* logits, int64_t ld, int
     if (threadIdx.x < gj) {
       double total = 0;
       for (int w = 0; w < warps; w++) total += red_d[w * SOFTMAX_HEADS + threadIdx.x];
-      inv[j0 + threadIdx.x] = (float)(1.0 / total);
+      sums[j0 + threadIdx.x] = total;
     }
     __syncthreads();
   }
+}
+
+// inv[j] = 1 / sum_c exp(logits[j*ld + c] - mx[j]) over [0, n) for every head, by one block.
+// sums: shared [g] doubles. Ends with the block synchronized.
+__device__ __forceinline__ void softmax_inv(const float* logits, int64_t ld, int g, int n, const float* mx, float* inv,
+                                            double* sums, double* red_d) {
+  softmax_sums(logits, ld, g, 0, n, mx, sums, red_d);
+  for (int j = threadIdx.x; j < g; j += blockDim.x) inv[j] = (float)(1.0 / sums[j]);
+  __syncthreads();
 }
 
 // Chunk c's score: the best probability any of the g heads gives it (0 if every head gives NaN).

@@ -15,14 +15,14 @@ enum { L = 16384, G = 4, K = 256, NB = 32 };
 // stages: 1 softmax stats, 2 + scores, 3 + threshold, 4 + compaction (the whole select_top).
 __global__ void __launch_bounds__(SELECT_THREADS) SelectStages(const float* logits, const float* maxes, int stages, int32_t* ids) {
   __shared__ SelectShared sh;
-  __shared__ double red_d[32 * SOFTMAX_HEADS];
+  __shared__ double red_d[32 * SOFTMAX_HEADS], sums[G];
   extern __shared__ float smem[];
   const size_t task = blockIdx.x;
   const float* lg = logits + task * G * L;
   float* stats = smem;
   float* scores = smem + 2 * G;
   softmax_max(maxes + task * NB * G, NB, G, stats);
-  softmax_inv(lg, L, G, L, stats, stats + G, red_d);
+  softmax_inv(lg, L, G, L, stats, stats + G, sums, red_d);
   if (stages < 2) return;
   for (int c = threadIdx.x; c < L; c += blockDim.x) scores[c] = chunk_score(lg, L, G, c, stats, stats + G);
   __syncthreads();

@@ -40,10 +40,10 @@ def main():
             for p in model.parameters():
                 if p.dim() > 1:
                     p.normal_(0, 0.08)
-        model.save_pretrained(a.write_random, safe_serialization=True)
+        model.save_pretrained(a.write_random)  # safetensors (transformers 5 has no safe_serialization argument)
         print(f'wrote {a.write_random}')
         return
-    model = LlamaForCausalLM.from_pretrained(a.model, torch_dtype=torch.float32, attn_implementation='eager').cuda().eval()
+    model = LlamaForCausalLM.from_pretrained(a.model, dtype=torch.float32, attn_implementation='eager').cuda().eval()
     cases = []
     for n in (int(x) for x in a.lengths.split(',')):
         s = tasks.draw_sample('needle_single', n, 0)

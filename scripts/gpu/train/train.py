@@ -1,24 +1,46 @@
 """Trains the small byte-level long-context Llama (issue 8) on the retrieval tasks of tasks.py.
 
-Resumable: each invocation trains for --minutes, saves <run>/state.pt and exits; the next one goes
-on from there along the same curriculum. See README.md for the commands.
+Resumable: each invocation trains for --minutes (counted from the process's start, imports included),
+saves <run>/state.pt (weights + AdamW: the full resume) and exits; the next one goes on from there
+along the same curriculum. See README.md for the commands.
 
-    python3 scripts/gpu/train/train.py --run runs/skv-small --minutes 8
+    python3 scripts/gpu/train/train.py --run runs/skv-small --minutes 8 --export-state $OUT/ckpt
+
+--export-state DIR also writes a cold-restart checkpoint, small enough to come back from the GPU tool
+and to be carried to a fresh machine: the fp32 weights in safetensors shards of <= 15 MiB (54 MB in
+4 files for the default geometry; --export-dtype bfloat16 halves it but drops the fp32 master
+precision), DIR/state.json (step, args, config) and DIR/log.jsonl. --resume-from DIR loads one when
+<run>/state.pt is absent: the weights and the step come back, AdamW's moments do not (they would be
+2 x 54 MB more), so AdamW restarts empty and the learning rate re-warms linearly over --rewarmup
+steps on top of the usual schedule.
 """
-import argparse
-import json
-import math
-import os
-import random
 import time
 
-import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+START = time.time()  # --minutes counts from here: the imports below take 10-20 s on the GPU machine
 
-import tasks
+import argparse  # noqa: E402
+import inspect  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
+import os  # noqa: E402
+import random  # noqa: E402
+import shutil  # noqa: E402
+
+import torch  # noqa: E402
+from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
+
+import shards  # noqa: E402
+import tasks  # noqa: E402
 
 BOS, EOS, PAD = 256, 257, 258
 VOCAB = tasks.SPEC['vocab']['bytes'] + len(tasks.SPEC['vocab']['specials'])
+
+
+def rope_kwargs(theta):
+    """RoPE theta as this transformers spells it: rope_parameters (v5), else rope_theta (v4)."""
+    if 'rope_parameters' in inspect.signature(LlamaConfig.__init__).parameters:
+        return dict(rope_parameters=dict(rope_type='default', rope_theta=theta))
+    return dict(rope_theta=theta)
 
 
 def model_config(a):
@@ -26,9 +48,79 @@ def model_config(a):
     return LlamaConfig(
         vocab_size=VOCAB, hidden_size=a.hidden, intermediate_size=a.intermediate, num_hidden_layers=a.layers,
         num_attention_heads=a.heads, num_key_value_heads=a.kv_heads, head_dim=a.hidden // a.heads,
-        max_position_embeddings=a.max_positions, rope_theta=a.rope_theta, rms_norm_eps=1e-5,
+        max_position_embeddings=a.max_positions, rms_norm_eps=1e-5, **rope_kwargs(a.rope_theta),
         tie_word_embeddings=True, bos_token_id=BOS, eos_token_id=EOS, pad_token_id=PAD,
         attention_bias=False, mlp_bias=False, attn_implementation='sdpa')  # flash kernels through PyTorch SDPA
+
+
+def check_rope(model, theta):
+    """Stops before any training if the model's RoPE frequencies are not those of `theta` (a
+    transformers version that ignored the spelling would train at its default theta, silently)."""
+    rot = getattr(model.model, 'rotary_emb', None)
+    inv = getattr(rot, 'inv_freq', None)
+    if inv is None:
+        print('warning: no model.model.rotary_emb.inv_freq to check RoPE theta against', flush=True)
+        return
+    d = 2 * inv.numel()
+    want = 1.0 / (theta ** (torch.arange(0, d, 2, dtype=torch.float64) / d))
+    if not torch.allclose(inv.double().cpu(), want, rtol=1e-3):
+        raise SystemExit(f'RoPE frequencies are not those of theta {theta} (first {inv[1].item():.3g}, want {want[1].item():.3g})')
+
+
+GEOMETRY = ('vocab_size', 'hidden_size', 'intermediate_size', 'num_hidden_layers', 'num_attention_heads',
+            'num_key_value_heads', 'head_dim', 'tie_word_embeddings')
+
+
+def tied_skip(model):
+    """Tensors a checkpoint leaves out: the output projection when it is the embedding itself (the
+    same storage: safetensors refuses shared tensors, and the loaders tie them again)."""
+    tied = model.config.tie_word_embeddings and model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
+    return ('lm_head.weight',) if tied else ()
+
+
+def export_state(model, step, a, rewarm_from, log_path):
+    """The cold-restart checkpoint (see the module's doc), written to a.export_state + '.tmp' and then
+    moved into place, so a killed export never leaves a half-written folder under the final name."""
+    dtype = getattr(torch, a.export_dtype)
+    tmp = a.export_state.rstrip('/') + '.tmp'
+    shutil.rmtree(tmp, ignore_errors=True)
+    files = shards.save_shards(model.state_dict(), tmp, dtype, skip=tied_skip(model))
+    meta = dict(step=step, rewarm_from=rewarm_from, dtype=a.export_dtype, files=files, args=vars(a),
+                config=json.loads(model.config.to_json_string(use_diff=False)))
+    with open(os.path.join(tmp, 'state.json'), 'w') as fh:
+        json.dump(meta, fh, indent=1, default=str)
+    if os.path.exists(log_path):
+        shutil.copyfile(log_path, os.path.join(tmp, 'log.jsonl'))
+    shutil.rmtree(a.export_state, ignore_errors=True)
+    os.replace(tmp, a.export_state)
+    size = sum(os.path.getsize(os.path.join(a.export_state, f)) for f in os.listdir(a.export_state))
+    print(f'exported {a.export_state} at step {step}: {len(os.listdir(a.export_state))} files, {size / 2**20:.1f} MiB ({a.export_dtype} weights)', flush=True)
+
+
+def load_cold(model, folder, a):
+    """Loads a cold-restart checkpoint into `model`; returns its step. Refuses another geometry."""
+    with open(os.path.join(folder, 'state.json')) as fh:
+        meta = json.load(fh)
+    mine, theirs = model.config.to_dict(), meta['config']
+    diff = [k for k in GEOMETRY if mine.get(k) != theirs.get(k)]
+    if diff:
+        raise SystemExit(f'{folder} has another geometry ({", ".join(f"{k} {theirs.get(k)} != {mine.get(k)}" for k in diff)}): pass the same flags')
+    if meta['args'].get('curriculum') != a.curriculum:
+        print(f'warning: {folder} was trained with --curriculum {meta["args"].get("curriculum")}, this run uses {a.curriculum}', flush=True)
+    weights = shards.load_shards(folder)
+    missing, unexpected = model.load_state_dict({k: v.float() for k, v in weights.items()}, strict=False)
+    if unexpected or set(missing) - set(tied_skip(model)):
+        raise SystemExit(f'{folder}: missing {missing}, unexpected {unexpected}')
+    return meta['step'], meta.get('dtype', 'float32')
+
+
+def lr_factor(s, warmup, total, rewarm_from, rewarmup):
+    """The learning rate's multiplier at step s: linear warm-up over `warmup`, cosine to 0 at `total`,
+    and after a cold restart at step `rewarm_from` (AdamW's moments empty) a linear re-warm-up over `rewarmup`."""
+    f = min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / total)))
+    if rewarm_from is not None and rewarmup > 0:
+        f *= min(1.0, (s - rewarm_from + 1) / rewarmup)
+    return f
 
 
 def parse_curriculum(s):
@@ -116,25 +208,44 @@ def main():
     ap.add_argument('--rope-theta', type=float, default=500000.0)
     ap.add_argument('--max-positions', type=int, default=65536)
     ap.add_argument('--workers', type=int, default=min(8, os.cpu_count() or 1), help='processes building batches ahead')
+    ap.add_argument('--export-state', metavar='DIR', help='also write the cold-restart checkpoint here (e.g. $OUT/ckpt)')
+    ap.add_argument('--export-dtype', default='float32', choices=('float32', 'bfloat16'), help='of --export-state\'s weights')
+    ap.add_argument('--resume-from', metavar='DIR', help='a cold-restart checkpoint to start from when <run>/state.pt is absent')
+    ap.add_argument('--rewarmup', type=int, default=50, help='steps of linear lr re-warm-up after --resume-from')
     a = ap.parse_args()
-    start = time.time()
+    start = START
     os.makedirs(a.run, exist_ok=True)
     device = 'cuda'
     torch.manual_seed(0)
     curriculum = parse_curriculum(a.curriculum)
     total = sum(s for _, s in curriculum)
-    model = LlamaForCausalLM(model_config(a)).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=a.lr, betas=(0.9, 0.95), weight_decay=0.1, fused=True)
+    model = LlamaForCausalLM(model_config(a))
+    check_rope(model, a.rope_theta)
     state_path = os.path.join(a.run, 'state.pt')
-    step = 0
+    log_path = os.path.join(a.run, 'log.jsonl')
+    step, rewarm_from, st = 0, None, None
     if os.path.exists(state_path):
-        st = torch.load(state_path, map_location=device, weights_only=False)
+        st = torch.load(state_path, map_location='cpu', weights_only=False)
         model.load_state_dict(st['model'])
+        step, rewarm_from = st['step'], st.get('rewarm_from')
+        print(f'resumed at step {step}/{total} from {state_path} (weights and AdamW state)', flush=True)
+    elif a.resume_from and os.path.exists(os.path.join(a.resume_from, 'state.json')):
+        step, dtype = load_cold(model, a.resume_from, a)
+        rewarm_from = step
+        if not os.path.exists(log_path) and os.path.exists(os.path.join(a.resume_from, 'log.jsonl')):
+            shutil.copyfile(os.path.join(a.resume_from, 'log.jsonl'), log_path)
+        print(f'resumed at step {step}/{total} from the cold checkpoint {a.resume_from} ({dtype} weights only): '
+              f'AdamW restarts with empty moments, lr re-warms linearly over {a.rewarmup} steps (to step {step + a.rewarmup}) '
+              f'on top of the cosine schedule', flush=True)
+    elif a.resume_from:
+        print(f'no {state_path} and no {a.resume_from}/state.json: starting from scratch', flush=True)
+    model = model.to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=a.lr, betas=(0.9, 0.95), weight_decay=0.1, fused=True)
+    if st is not None:
         opt.load_state_dict(st['opt'])
-        step = st['step']
-        print(f'resumed at step {step}/{total}')
-    sched = lambda s: min(1.0, (s + 1) / a.warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / total)))
-    log = open(os.path.join(a.run, 'log.jsonl'), 'a')
+        del st
+    sched = lambda s: lr_factor(s, a.warmup, total, rewarm_from, a.rewarmup)
+    log = open(log_path, 'a')
     model.train()
     loader = torch.utils.data.DataLoader(Batches(step, curriculum, a), batch_size=None, num_workers=a.workers,
                                          prefetch_factor=4 if a.workers else None, pin_memory=True)
@@ -162,9 +273,15 @@ def main():
             rec = dict(step=step, length=length, loss=loss.item(), answer_loss=answer_loss.item(), lr=opt.param_groups[0]['lr'], minutes=(time.time() - start) / 60)
             print(json.dumps(rec), flush=True)
             log.write(json.dumps(rec) + '\n')
-    torch.save(dict(model=model.state_dict(), opt=opt.state_dict(), step=step, args=vars(a), config=model.config.to_dict()), state_path + '.tmp')
+            log.flush()
+    log.close()
+    torch.save(dict(model=model.state_dict(), opt=opt.state_dict(), step=step, rewarm_from=rewarm_from, args=vars(a),
+                    config=model.config.to_dict()), state_path + '.tmp')
     os.replace(state_path + '.tmp', state_path)  # a killed save never leaves a half-written state
-    print(f'saved {state_path} at step {step}/{total} ({"done" if step >= total else "run again to continue"})')
+    print(f'saved {state_path} at step {step}/{total} ({"done" if step >= total else "run again to continue"})', flush=True)
+    if a.export_state:
+        export_state(model, step, a, rewarm_from, log_path)
+    print(f'train.py: {(time.time() - START) / 60:.2f} minutes in all', flush=True)
 
 
 if __name__ == '__main__':

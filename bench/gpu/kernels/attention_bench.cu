@@ -50,6 +50,54 @@ __global__ void __launch_bounds__(DM_THREADS) ReadOnly(const SkvAttnTask* tasks,
   if (acc == 0x12345u) sink[0] = 1.f;
 }
 
+// The same reads by the bulk-copy engine (cp.async.bulk, completion on an mbarrier per stage), R
+// consecutive rows per copy, each group of R rows followed by 16 bytes of padding (ldmatrix over 8
+// rows then meets 8 / R-way bank conflicts, none at R = 1): R = 64 is one copy per K or V tile.
+__device__ __forceinline__ unsigned sa(const void* p) { return (unsigned)__cvta_generic_to_shared(p); }
+
+template <int R>
+__global__ void __launch_bounds__(DM_THREADS) ReadBulk(const SkvAttnTask* tasks, float* sink) {
+  extern __shared__ __align__(16) uint16_t dsm[];
+  __shared__ __align__(8) uint64_t bar[DM_STAGES];
+  constexpr int GROUP = R * D + 8, TILE = DM_TILE / R * GROUP, STAGE = 2 * TILE, COPIES = 2 * DM_TILE / R;
+  const SkvAttnTask t = tasks[blockIdx.x];
+  int64_t begin, end;
+  if (!split_range(t, &begin, &end)) return;
+  const int ntiles = (int)((end - begin + DM_TILE - 1) / DM_TILE);
+  const char* k = reinterpret_cast<const char*>(t.segs[0].k);
+  const char* v = reinterpret_cast<const char*>(t.segs[0].v);
+  if (threadIdx.x == 0)
+    for (int i = 0; i < DM_STAGES; i++) asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(sa(&bar[i])), "r"(COPIES) : "memory");
+  asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+  __syncthreads();
+  auto load_tile = [&](int i) {
+    if (i >= ntiles || threadIdx.x >= COPIES) return;
+    uint16_t* ks = dsm + (i % DM_STAGES) * STAGE;
+    uint64_t* b = &bar[i % DM_STAGES];
+    const int64_t k0 = begin + (int64_t)i * DM_TILE;
+    const int rows = (int)skv_min64(DM_TILE, end - k0);
+    asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+    const int grp = threadIdx.x % (DM_TILE / R), isv = threadIdx.x / (DM_TILE / R);
+    const int n = rows - grp * R < 0 ? 0 : rows - grp * R < R ? rows - grp * R : R;
+    const unsigned bytes = n * D * 2;
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(sa(b)), "r"(bytes) : "memory");
+    if (bytes)
+      asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];"
+                   ::"r"(sa(ks + isv * TILE + grp * GROUP)), "l"((isv ? v : k) + (k0 + grp * R) * D * 2), "r"(bytes), "r"(sa(b)) : "memory");
+  };
+  for (int i = 0; i < DM_STAGES - 1; i++) load_tile(i);
+  uint32_t acc = 0;
+  for (int i = 0; i < ntiles; i++) {
+    const unsigned parity = (i / DM_STAGES) & 1;
+    asm volatile("{\n .reg .pred p;\n WAIT_%=: mbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n @!p bra WAIT_%=;\n}"
+                 ::"r"(sa(&bar[i % DM_STAGES])), "r"(parity) : "memory");
+    __syncthreads();
+    load_tile(i + DM_STAGES - 1);
+    acc ^= dsm[(i % DM_STAGES) * STAGE + threadIdx.x];
+  }
+  if (acc == 0x12345u) sink[0] = 1.f;
+}
+
 int main() {
   const size_t max_tasks = 32;
   std::mt19937 rng(7);
@@ -90,6 +138,11 @@ int main() {
   constexpr size_t smem = mma_smem_bytes<D>();
   CK(skv_smem_optin(FlashDecodeMmaKernel<D, G>, smem));
   CK(skv_smem_optin(ReadOnly, smem));
+  const size_t bulk_smem = sizeof(uint16_t) * DM_STAGES * 2 * (DM_TILE * D + DM_TILE * 8);  // R = 1 pads most
+  CK(skv_smem_optin(ReadBulk<1>, bulk_smem));
+  CK(skv_smem_optin(ReadBulk<2>, bulk_smem));
+  CK(skv_smem_optin(ReadBulk<4>, bulk_smem));
+  CK(skv_smem_optin(ReadBulk<64>, bulk_smem));
   for (int ntasks : {8, 32}) {
     const double bytes = 2.0 * ntasks * N * D * sizeof(uint16_t);
     const dim3 grid(ntasks, splits);
@@ -110,6 +163,19 @@ int main() {
       ReadOnly<<<grid, DM_THREADS, smem>>>(tasks_d, sink);
       CK(cudaGetLastError());
     });
+    printf("%2d tasks: bulk-copy reads, rows per copy:", ntasks);
+    auto bulk = [&](auto kernel, int rows) {
+      const float ms = median_ms(20, [&] {
+        kernel<<<grid, DM_THREADS, bulk_smem>>>(tasks_d, sink);
+        CK(cudaGetLastError());
+      });
+      printf(" %d: %.3f ms (%.2f TB/s);", rows, ms, bytes / ms / 1e9);
+    };
+    bulk(ReadBulk<1>, 1);
+    bulk(ReadBulk<2>, 2);
+    bulk(ReadBulk<4>, 4);
+    bulk(ReadBulk<64>, 64);
+    printf("\n");
     const float copy = median_ms(20, [&] { CK(cudaMemcpyAsync(k + 16 * (size_t)N * D, k, bytes / 4, cudaMemcpyDeviceToDevice)); });
     // The output of task 0 against float64.
     CK(Attention(tasks_d, SkvAttnTask{}, ntasks, splits, G, D, scale, SKV_BF16, part, 0));

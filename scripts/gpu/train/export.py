@@ -23,7 +23,7 @@ from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
 
 import shards  # noqa: E402
 import tasks  # noqa: E402
-from train import BOS, PAD, tied_skip  # noqa: E402
+from train import BOS, PAD, rope_theta_of, tied_skip  # noqa: E402
 
 MAX_BYTES = 30 * 2 ** 20  # the issue's limit on the committed weights
 
@@ -87,7 +87,7 @@ def card(cfg, st, results, lengths, args, log_path):
 
 A Llama-architecture model (`LlamaForCausalLM`) trained from scratch for ShadowKV's accuracy
 evaluation (issue 8): {params / 1e6:.1f}M parameters, {cfg.num_hidden_layers} layers, hidden {cfg.hidden_size},
-{cfg.num_attention_heads} query / {cfg.num_key_value_heads} kv heads of {cfg.head_dim}, RoPE theta {cfg.rope_theta:g}, tied embeddings,
+{cfg.num_attention_heads} query / {cfg.num_key_value_heads} kv heads of {cfg.head_dim}, RoPE theta {rope_theta_of(cfg):g}, tied embeddings,
 vocabulary {cfg.vocab_size} (bytes 0-255, then {', '.join(tasks.SPEC['vocab']['specials'])}).
 
 ## Data

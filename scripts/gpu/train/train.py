@@ -43,6 +43,12 @@ def rope_kwargs(theta):
     return dict(rope_theta=theta)
 
 
+def rope_theta_of(cfg):
+    """A config's RoPE theta wherever this transformers keeps it (rope_parameters in v5)."""
+    params = getattr(cfg, 'rope_parameters', None) or {}
+    return params.get('rope_theta', getattr(cfg, 'rope_theta', None))
+
+
 def model_config(a):
     """~13.5M parameters (27 MB in bf16): 6 layers, hidden 512, 8 q / 2 kv heads of 64, tied embeddings."""
     return LlamaConfig(

@@ -23,6 +23,12 @@ export interface CompressContext {
 // NOTE: a fixed seed makes the factorization, and so every output, reproducible run to run.
 const SVD_SEED = 0x5eed;
 
+/**
+ * Benchmarks: `end`, when set, is called with each stage's name as the stage ends, in `buildStore`
+ * and `commitStore` (bench/gpu with SKV_BENCH_STAGES=1 synchronizes there and times them).
+ */
+export const compressStages: { end?: (stage: string) => void } = {};
+
 /** Outlier slots per kv head: the outliers, plus the sink chunks on top of them. */
 export const maxOutliers = (o: ResolvedShadowKVOptions) => o.outlierChunks + Math.ceil(o.sinkTokens / o.chunkSize);
 
@@ -45,6 +51,7 @@ function preRopeKeys(ctx: CompressContext, st: SequenceState, n: number): Device
   const { kvHeads: Hkv, headDim: d } = spec;
   const D = Hkv * d;
   const k = device.alloc(n * D, 'f32', 'compress');
+  compressStages.end?.('allocKeys');
   const positions = range(0, n);
   for (let h = 0; h < Hkv; h++) {
     device.convertRows(at(k, h * d), D, st.tail.headK(h), d, n, d);
@@ -52,12 +59,6 @@ function preRopeKeys(ctx: CompressContext, st: SequenceState, n: number): Device
   }
   return k;
 }
-
-/**
- * Benchmarks: `end`, when set, is called with each stage's name as the stage ends, in `buildStore`
- * and `commitStore` (bench/gpu with SKV_BENCH_STAGES=1 synchronizes there and times them).
- */
-export const compressStages: { end?: (stage: string) => void } = {};
 
 /**
  * First compression of a dense sequence (docs/algorithm.md): low-rank pre-RoPE keys of the whole
@@ -86,6 +87,7 @@ export function buildStore(ctx: CompressContext, st: SequenceState): CompressedS
     try {
       // 1. Low-rank keys: K_pre [nc, Hkv*d] ≈ U · SV.
       const f = { u: device.alloc(nc * rank, 'f32', 'compress'), sv: device.alloc(rank * D, 'f32', 'compress'), proj: device.alloc(D * rank, 'f32', 'compress'), sigma: device.alloc(rank, 'f32', 'compress') };
+      stage('allocFactors');
       try {
         device.lowRankKeys(at(k), nc, D, rank, o.svdOversample, o.svdPowerIters, SVD_SEED, { u: at(f.u), sv: at(f.sv), proj: at(f.proj), sigma: at(f.sigma) });
         stage('lowRankKeys');

@@ -482,7 +482,7 @@ static void low_rank_at_scale(int S, int D, int rank, float* K) {
   orthonormalize(X.data(), l, D, Q.data(), work.data(), rng, tasks);
   row_dots(Q.data(), l, Q.data(), l, D, T.data(), l);  // ~I: a Gram matrix that factors
   auto t0 = std::chrono::steady_clock::now();
-  for (int it = 0; it < 2 * (power_iters + 1); it++) expect(cholesky_lower(T.data(), l, L.data()), "cholesky_lower of Q Q^T");
+  for (int it = 0; it < 2 * (power_iters + 1); it++) expect(cholesky_lower(T.data(), l, L.data(), tasks), "cholesky_lower of Q Q^T");
   const double t_chol = host_ms(t0);
   CK(cudaMemcpy(Ld, L.data(), sizeof(double) * l * l, cudaMemcpyHostToDevice));
   CK(cudaMemcpy(Qd, Q.data(), sizeof(double) * l * D, cudaMemcpyHostToDevice));

@@ -78,12 +78,13 @@ struct Subspace {
 // (and Bf, if not null). *ok is false, B unwritten, when the pass is not to be trusted (cholesky_qr.h);
 // `second` also asks that W be near the identity, what makes the pass orthonormal to working precision.
 template <class TA>
-cudaError_t cholesky_qr_pass(Subspace& s, const TA* A, double* B, float* Bf, bool second, bool* ok, cudaStream_t stream) {
+cudaError_t cholesky_qr_pass(Subspace& s, const TA* A, double* B, float* Bf, bool second, bool* ok, const HostTasks& tasks,
+                             cudaStream_t stream) {
   const int l = s.l, D = s.D;
   SKV_CUDA_CALL(products_f64::RowDots(l, l, D, A, A, s.W, stream));
   SKV_CUDA_CALL(cudaMemcpyAsync(s.Wh.data(), s.W, sizeof(double) * l * l, cudaMemcpyDeviceToHost, stream));
   SKV_CUDA_CALL(cudaStreamSynchronize(stream));
-  *ok = (!second || near_identity(s.Wh.data(), l)) && cholesky_lower(s.Wh.data(), l, s.Lh.data());
+  *ok = (!second || near_identity(s.Wh.data(), l)) && cholesky_lower(s.Wh.data(), l, s.Lh.data(), tasks);
   if (!*ok) return cudaSuccess;
   SKV_CUDA_CALL(cudaMemcpyAsync(s.M, s.Lh.data(), sizeof(double) * l * l, cudaMemcpyHostToDevice, stream));
   return products_f64::LowerSolve(l, D, s.M, A, B, Bf, stream);
@@ -95,8 +96,8 @@ cudaError_t orthonormalize_rows(Subspace& s, std::vector<double>& Qh, std::vecto
                                 std::vector<double>& work, uint64_t& rng, const HostTasks& tasks, cudaStream_t stream) {
   const size_t lD = (size_t)s.l * s.D;
   bool ok;
-  SKV_CUDA_CALL(cholesky_qr_pass(s, s.X, s.Q1, (float*)nullptr, false, &ok, stream));
-  if (ok) SKV_CUDA_CALL(cholesky_qr_pass(s, s.Q1, s.Q, s.Qf, true, &ok, stream));
+  SKV_CUDA_CALL(cholesky_qr_pass(s, s.X, s.Q1, (float*)nullptr, false, &ok, tasks, stream));
+  if (ok) SKV_CUDA_CALL(cholesky_qr_pass(s, s.Q1, s.Q, s.Qf, true, &ok, tasks, stream));
   if (ok) return cudaSuccess;
   SKV_CUDA_CALL(cudaMemcpyAsync(Xh.data(), s.X, sizeof(float) * lD, cudaMemcpyDeviceToHost, stream));
   SKV_CUDA_CALL(cudaStreamSynchronize(stream));
@@ -153,8 +154,9 @@ cudaError_t LowRankKeys(float* K, int S, int D, int rank, int oversample, int po
   // 1. Gram matrix G = K^T K.
   SKV_CUDA_CALL(Gram(K, S, D, D, G, SkvWorkspace{base + gram_at, gram_bytes}, stream));
   // 2. X = Omega G, then power_iters rounds of X = Q G (G is symmetric, so X^T = G Q^T), each
-  //    orthonormalized. Host threads serve the eigensolve and the Gram-Schmidt fallback when the
-  //    products are large enough to pay for them (176 x 176 x 1024 is 32 M multiply-adds); the bits do not depend on it.
+  //    orthonormalized. Host threads serve the Choleskys, the eigensolve and the Gram-Schmidt fallback
+  //    when the products are large enough to pay for them (176 x 176 x 1024 is 32 M multiply-adds); the
+  //    bits do not depend on it.
   HostPool pool((uint64_t)l * l * D >= (1u << 22) ? HostPool::default_threads() : 1);
   const HostTasks tasks = pool.tasks();
   uint64_t rng = 0x5D1A0C3Bull ^ ((uint64_t)seed << 32 | seed);

@@ -5,6 +5,7 @@ import {
   type PolicyStats, type ShadowKVCache, type ShadowState, type Tensor, type View,
 } from '../../packages/shadowkv/src/backend.js';
 import { rng } from '../../examples/workloads/random.js';
+import { compressStages } from '../../packages/shadowkv/src/policies/shadowkv/compress.js';
 import { benchCache, StepClock, type BenchDevice } from './device.js';
 import { SHADOWKV, SPEC } from './plan.js';
 import type { DriftingQueries } from './workload.js';
@@ -52,11 +53,16 @@ export async function buildCache<P extends 'shadowkv' | 'full'>(
   const { cache, device } = await benchCache({ spec: SPEC, policy, batch, dtype: 'bf16', backend, maxTokens, options });
   const clock = new StepClock(device);
   const prefill: number[] = [], compress: number[] = [];
+  const stages = process.env.SKV_BENCH_STAGES === '1' ? stageClock(clock) : undefined;
   let said = t0;
   try {
     for (let b = 0; b < batch; b++) {
       prefill.push(wall(clock, () => cache.prefill(0, { ...prompt, sequences: [b] })));
-      if (policy === 'shadowkv') compress.push(wall(clock, () => (cache as ShadowKVCache).compress({ sequences: [b] })));
+      if (policy === 'shadowkv') {
+        stages?.start();
+        compress.push(wall(clock, () => (cache as ShadowKVCache).compress({ sequences: [b] })));
+        if (stages) log(`  compress() row ${b} by stage (synchronized between stages): ${stages.take()}`);
+      }
       if (performance.now() - said > 10_000) {
         log(`  ${policy}: ${b + 1}/${batch} rows in`);
         said = performance.now();
@@ -65,10 +71,35 @@ export async function buildCache<P extends 'shadowkv' | 'full'>(
   } catch (err) {
     cache.dispose();
     throw err;
+  } finally {
+    compressStages.end = undefined;
   }
   const build: BuildInfo = { rows: batch, seconds: (performance.now() - t0) / 1000, prefill_ms: summary(prefill), memory: cache.memory() };
   if (compress.length) build.compress_ms = { ...summary(compress), samples: compress };
   return { cache, device, clock, build };
+}
+
+/**
+ * SKV_BENCH_STAGES=1: wall ms of each stage of compress() (compress.ts calls `end` as one ends),
+ * waiting for the device at each end, so that a stage is charged its own GPU work. The waits cost
+ * the overlap of the value copies: the synchronized total is the sum of the stages, not the real time.
+ */
+function stageClock(clock: StepClock): { start(): void; take(): string } {
+  let times: [string, number][] = [];
+  let last = 0;
+  compressStages.end = (stage) => {
+    clock.sync();
+    const now = performance.now();
+    times.push([stage, now - last]);
+    last = now;
+  };
+  return {
+    start: () => {
+      times = [];
+      last = performance.now();
+    },
+    take: () => times.map(([s, ms]) => `${s} ${ms.toFixed(2)}`).join(', ') + ` ms (sum ${times.reduce((a, [, ms]) => a + ms, 0).toFixed(2)})`,
+  };
 }
 
 /** Wall ms of work that does not read back, waiting for the device before and after. */

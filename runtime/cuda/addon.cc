@@ -23,6 +23,8 @@ Napi::Value FreeHost(const Napi::CallbackInfo&);
 Napi::Value Write(const Napi::CallbackInfo&);
 Napi::Value Read(const Napi::CallbackInfo&);
 Napi::Value Copy(const Napi::CallbackInfo&);
+Napi::Value CopyAside(const Napi::CallbackInfo&);
+Napi::Value JoinAside(const Napi::CallbackInfo&);
 Napi::Value Convert(const Napi::CallbackInfo&);
 Napi::Value ConvertRows(const Napi::CallbackInfo&);
 Napi::Value Gemm(const Napi::CallbackInfo&);
@@ -53,7 +55,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
       {"eventRecord", EventRecord}, {"eventElapsed", EventElapsed}, {"eventRelease", EventRelease},
       // buffers
       {"malloc", Malloc}, {"free", Free}, {"hostAlloc", HostAlloc}, {"freeHost", FreeHost},
-      {"write", Write}, {"read", Read}, {"copy", Copy},
+      {"write", Write}, {"read", Read}, {"copy", Copy}, {"copyAside", CopyAside}, {"joinAside", JoinAside},
       // ops, in runtime/wasm/abi.h order
       {"convert", Convert}, {"convertRows", ConvertRows}, {"gemm", Gemm}, {"rope", Rope},
       {"lowRankKeys", LowRankKeys}, {"landmarks", Landmarks}, {"selectChunks", SelectChunks},

@@ -187,6 +187,60 @@ Napi::Value Copy(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// Copies alongside: a second stream that the copy engines serve while kernels run on the first.
+// It does not wait for the legacy stream by itself (non-blocking), so copyAside orders it after
+// every op issued so far with an event, and joinAside orders every later op after its copies.
+namespace {
+struct Aside {
+  cudaStream_t stream = nullptr;
+  cudaEvent_t ready = nullptr, done = nullptr;  // main -> aside; aside -> main
+};
+Aside aside;
+
+void StartAside(Napi::Env env, const char* op) {
+  if (aside.stream) return;
+  Check(env, op, cudaStreamCreateWithFlags(&aside.stream, cudaStreamNonBlocking));
+  Check(env, op, cudaEventCreateWithFlags(&aside.ready, cudaEventDisableTiming));
+  Check(env, op, cudaEventCreateWithFlags(&aside.done, cudaEventDisableTiming));
+}
+}  // namespace
+
+// copyAside(table): copies [dst, src, bytes] (a Float64Array of triples; no copy may overlap its
+// source) on the second stream, after every op issued before; returns at once. Until joinAside,
+// nothing may write the sources or touch the destinations.
+Napi::Value CopyAside(const Napi::CallbackInfo& info) {
+  const char* op = "copyAside";
+  ArgCount(info, 1, op);
+  if (!info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array)
+    throw Napi::TypeError::New(info.Env(), "copyAside: expected a Float64Array of [dst, src, bytes] triples");
+  Napi::Float64Array t = info[0].As<Napi::Float64Array>();
+  if (t.ElementLength() % 3) throw Napi::RangeError::New(info.Env(), "copyAside: the table's length is not a multiple of 3");
+  StartAside(info.Env(), op);
+  Check(info.Env(), op, cudaEventRecord(aside.ready, Stream()));
+  Check(info.Env(), op, cudaStreamWaitEvent(aside.stream, aside.ready, 0));
+  for (size_t i = 0; i < t.ElementLength(); i += 3) {
+    char* dst = reinterpret_cast<char*>((uintptr_t)t[i]);
+    const char* src = reinterpret_cast<const char*>((uintptr_t)t[i + 1]);
+    const size_t bytes = (size_t)t[i + 2];
+    if (bytes == 0) continue;
+    if (!dst || !src) throw Napi::RangeError::New(info.Env(), "copyAside: a null address in copy " + std::to_string(i / 3));
+    if (dst < src + bytes && src < dst + bytes)
+      throw Napi::RangeError::New(info.Env(), "copyAside: copy " + std::to_string(i / 3) + " overlaps its source");
+    Check(info.Env(), op, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, aside.stream));
+  }
+  return info.Env().Undefined();
+}
+
+// joinAside(): every op issued after this waits for the copies issued by copyAside before it.
+Napi::Value JoinAside(const Napi::CallbackInfo& info) {
+  const char* op = "joinAside";
+  ArgCount(info, 0, op);
+  if (!aside.stream) return info.Env().Undefined();
+  Check(info.Env(), op, cudaEventRecord(aside.done, aside.stream));
+  Check(info.Env(), op, cudaStreamWaitEvent(Stream(), aside.done, 0));
+  return info.Env().Undefined();
+}
+
 Napi::Value Synchronize(const Napi::CallbackInfo& info) {
   Check(info.Env(), "synchronize", cudaDeviceSynchronize());
   return info.Env().Undefined();

@@ -4,7 +4,8 @@
 // NOTE: eigenvectors are kept as rows (Vt), so every Householder update and every QL rotation runs
 // along contiguous memory; only +, -, *, / and sqrt are used (no libm), so builds without fused
 // multiply-adds (wasm, the addon's baseline x86-64) get the same bits. The two O(n^3) parts that do
-// not feed the iteration (forming Q, rotating the eigenvectors) run as HostTasks over column blocks.
+// not feed the iteration (forming Q, rotating the eigenvectors) run as HostTasks over column blocks,
+// the reduction's row loops over row blocks.
 #pragma once
 #include <math.h>
 #include <string.h>
@@ -29,7 +30,7 @@ static inline double eigen_hypot(double a, double b) {
   return big * sqrt(1 + t * t);
 }
 
-enum { EIGEN_COLUMNS = 32 };  // columns of Qt or Vt per task
+enum { EIGEN_COLUMNS = 32, EIGEN_ROWS = 16 };  // columns of Qt or Vt, rows of the reduction's trailing block, per task
 
 // A [n x n] symmetric (destroyed) = Q T Q^T with T tridiagonal: d [n] its diagonal, e [n] its
 // off-diagonal (e[i] = T[i][i+1], e[n-1] = 0) and Qt [n x n] = Q^T. Householder reflections
@@ -51,18 +52,23 @@ static inline void tridiagonalize(double* A, int n, double* d, double* e, double
     e[k] = scale * g;
     v[k] = h;  // H = I - v v^T / h, v = entries k+1 .. n-1
     // p = A v / h, then w = p - (v . p) v / (2h), and A -= v w^T + w v^T on the trailing block.
+    // The n^3 of the reduction is in the two row loops: each row's work is its own (v is row k,
+    // which neither writes), so they run as tasks over blocks of rows; v . p sums in order after.
+    const int t = n - k - 1;
+    tasks.ranges(t, EIGEN_ROWS, [&](int r0, int r1) {
+      for (int i = k + 1 + r0; i < k + 1 + r1; i++) p[i] = eigen_dot(A + (size_t)i * n + k + 1, v + k + 1, t) / h;
+    });
     double vp = 0;
-    for (int i = k + 1; i < n; i++) {
-      p[i] = eigen_dot(A + (size_t)i * n + k + 1, v + k + 1, n - k - 1) / h;
-      vp += v[i] * p[i];
-    }
+    for (int i = k + 1; i < n; i++) vp += v[i] * p[i];
     const double c = vp / (2 * h);
     for (int i = k + 1; i < n; i++) p[i] -= c * v[i];
-    for (int i = k + 1; i < n; i++) {
-      double* a = A + (size_t)i * n;
-      const double vi = v[i], pi = p[i];
-      for (int j = k + 1; j < n; j++) a[j] -= vi * p[j] + pi * v[j];
-    }
+    tasks.ranges(t, EIGEN_ROWS, [&](int r0, int r1) {
+      for (int i = k + 1 + r0; i < k + 1 + r1; i++) {
+        double* a = A + (size_t)i * n;
+        const double vi = v[i], pi = p[i];
+        for (int j = k + 1; j < n; j++) a[j] -= vi * p[j] + pi * v[j];
+      }
+    });
   }
   for (int i = n < 2 ? 0 : n - 2; i < n; i++) d[i] = A[(size_t)i * n + i];  // the last 2x2 block is T's
   if (n >= 2) e[n - 2] = A[(size_t)(n - 2) * n + n - 1];

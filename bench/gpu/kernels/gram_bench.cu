@@ -328,6 +328,98 @@ __global__ void ResidualKernel(const float* K, const float* U, const float* SV, 
   atomicAdd(&out[1], k2);
 }
 
+// The device triangular solve (products_f64::LowerSolve) against forward substitution on the host,
+// with the Cholesky factor of a real pass (X X^T of random rows): the rows it gives must agree to
+// rounding and be orthonormal. Shapes: LowRankKeys' l x D, and an l past 8 warps' 48 KB of columns.
+static void solve_check(int l, int D) {
+  std::vector<float> X((size_t)l * D);
+  uint64_t rng = 7 + l;
+  for (auto& x : X) x = (float)uniform(rng);
+  std::vector<double> W((size_t)l * l), L((size_t)l * l), B((size_t)l * D), Bd((size_t)l * D);
+  for (int a = 0; a < l; a++)
+    for (int b = 0; b <= a; b++) {
+      double t = 0;
+      for (int k = 0; k < D; k++) t += (double)X[(size_t)a * D + k] * X[(size_t)b * D + k];
+      W[(size_t)a * l + b] = W[(size_t)b * l + a] = t;
+    }
+  expect(cholesky_lower(W.data(), l, L.data()), "solve check: cholesky_lower of X X^T");
+  for (int i = 0; i < l; i++)
+    for (int x = 0; x < D; x++) {
+      double t = X[(size_t)i * D + x];
+      for (int j = 0; j < i; j++) t -= L[(size_t)i * l + j] * B[(size_t)j * D + x];
+      B[(size_t)i * D + x] = t / L[(size_t)i * l + i];
+    }
+  float *Xd, *Bf;
+  double *Ld, *Bdd;
+  CK(cudaMalloc(&Xd, sizeof(float) * l * D));
+  CK(cudaMalloc(&Bf, sizeof(float) * l * D));
+  CK(cudaMalloc(&Ld, sizeof(double) * l * l));
+  CK(cudaMalloc(&Bdd, sizeof(double) * l * D));
+  CK(cudaMemcpy(Xd, X.data(), sizeof(float) * l * D, cudaMemcpyHostToDevice));
+  CK(cudaMemcpy(Ld, L.data(), sizeof(double) * l * l, cudaMemcpyHostToDevice));
+  CK(products_f64::LowerSolve(l, D, Ld, Xd, Bdd, Bf, 0));
+  CK(cudaMemcpy(Bd.data(), Bdd, sizeof(double) * l * D, cudaMemcpyDeviceToHost));
+  std::vector<float> Bfh((size_t)l * D);
+  CK(cudaMemcpy(Bfh.data(), Bf, sizeof(float) * l * D, cudaMemcpyDeviceToHost));
+  double err = 0, ferr = 0, orth = 0;
+  for (size_t i = 0; i < B.size(); i++) {
+    err = std::max(err, fabs(Bd[i] - B[i]));
+    ferr = std::max(ferr, fabs((double)Bfh[i] - (double)(float)Bd[i]));
+  }
+  for (int a = 0; a < l; a++)
+    for (int b = 0; b <= a; b++) {
+      double t = 0;
+      for (int k = 0; k < D; k++) t += Bd[(size_t)a * D + k] * Bd[(size_t)b * D + k];
+      orth = std::max(orth, fabs(t - (a == b ? 1.0 : 0.0)));
+    }
+  printf("  solve check l=%d D=%d: max |device - host| %.2e, f32 copy off by %.2e, max |B B^T - I| %.2e\n", l, D, err, ferr, orth);
+  expect(err <= 1e-10 && ferr == 0 && orth <= 1e-10, "LowerSolve matches forward substitution, rows orthonormal");
+  for (void* p : {(void*)Xd, (void*)Bf, (void*)Ld, (void*)Bdd}) CK(cudaFree(p));
+}
+
+// compress.ts issues the values' copies to the host pages (bf16 [S x D], one per 256-chunk page)
+// on a second stream (copyAside, runtime/cuda/memory.cc) before LowRankKeys: the copy engines work
+// while the SMs compute. Times the copies alone, then LowRankKeys with them alongside.
+static void aside_overlap(int S, int D, int rank, int oversample, int power_iters, float* K, float* U, float* SV,
+                          float* proj, float* sigma, double t_alone) {
+  const int64_t n = (int64_t)S * D, page = 256 * 8 * 128;
+  uint16_t* v;
+  void* host;
+  cudaStream_t aside;
+  CK(cudaMalloc(&v, sizeof(uint16_t) * n));
+  CK(cudaMemset(v, 0, sizeof(uint16_t) * n));
+  CK(cudaHostAlloc(&host, sizeof(uint16_t) * n, cudaHostAllocMapped | cudaHostAllocPortable));
+  CK(cudaStreamCreateWithFlags(&aside, cudaStreamNonBlocking));
+  auto issue = [&] {
+    for (int64_t off = 0; off < n; off += page)
+      CK(cudaMemcpyAsync(static_cast<uint16_t*>(host) + off, v + off, sizeof(uint16_t) * std::min(page, n - off), cudaMemcpyDefault, aside));
+  };
+  CK(cudaDeviceSynchronize());
+  auto t0 = std::chrono::steady_clock::now();
+  issue();
+  const double t_issue = host_ms(t0);
+  CK(cudaStreamSynchronize(aside));
+  const double t_copies = host_ms(t0);
+  std::vector<double> t;
+  for (int rep = 0; rep < 3; rep++) {
+    CK(cudaDeviceSynchronize());
+    t0 = std::chrono::steady_clock::now();
+    issue();
+    int status = -1;
+    CK(LowRankKeys(K, S, D, rank, oversample, power_iters, 0x5eed, U, SV, proj, sigma, &status, 0));
+    CK(cudaDeviceSynchronize());
+    t.push_back(host_ms(t0));
+    expect(status == SKV_LOW_RANK_OK, "LowRankKeys status (copies alongside)");
+  }
+  std::sort(t.begin(), t.end());
+  printf("  values alongside (%.1f MB in %lld copies on a second stream): copies alone %.2f ms (issued in %.2f); "
+         "LowRankKeys %.1f ms alone, %.1f with them (median of 3), saving %.1f of %.1f\n",
+         2.0 * n / 1e6, (long long)skv_ceil_div(n, page), t_copies, t_issue, t_alone, t[1], t_alone + t_copies - t[1], t_copies);
+  CK(cudaStreamDestroy(aside));
+  CK(cudaFreeHost(host));
+  CK(cudaFree(v));
+}
+
 // The whole factorization: time (host clock, it synchronizes), the residual against what the
 // sigmas promise, and the host float64 steps timed on their own.
 static void low_rank_at_scale(int S, int D, int rank, float* K) {
@@ -365,6 +457,7 @@ static void low_rank_at_scale(int S, int D, int rank, float* K) {
   printf("  |K - U SV|^2 / |K|^2 = %.6e, promised by the sigmas (1 - sum sigma^2 / |K|^2) %.6e\n", got, promised);
   // NOTE: the sigmas are Rayleigh quotients of the computed G, so they agree to the Gram's accuracy (~1e-5 of |K|^2).
   expect(fabs(got - promised) <= 2e-5, "LowRankKeys residual matches its sigmas");
+  aside_overlap(S, D, rank, oversample, power_iters, K, U, SV, proj, sigma, t[1]);
   // Its steps between the Gram and U = K proj alone, same sizes: per orthonormalization (x power_iters + 1)
   // two CholeskyQR passes (X X^T and the solve on the device, the l x l Cholesky on the host), then
   // the Rayleigh matrix and the Ritz vectors on the device, the l x l eigensolve on the host; and the
@@ -389,7 +482,7 @@ static void low_rank_at_scale(int S, int D, int rank, float* K) {
   orthonormalize(X.data(), l, D, Q.data(), work.data(), rng, tasks);
   row_dots(Q.data(), l, Q.data(), l, D, T.data(), l);  // ~I: a Gram matrix that factors
   auto t0 = std::chrono::steady_clock::now();
-  for (int it = 0; it < 2 * (power_iters + 1); it++) expect(cholesky_lower(T.data(), l, L.data()), "cholesky_lower of Q Q^T");
+  for (int it = 0; it < 2 * (power_iters + 1); it++) expect(cholesky_lower(T.data(), l, L.data(), tasks), "cholesky_lower of Q Q^T");
   const double t_chol = host_ms(t0);
   CK(cudaMemcpy(Ld, L.data(), sizeof(double) * l * l, cudaMemcpyHostToDevice));
   CK(cudaMemcpy(Qd, Q.data(), sizeof(double) * l * D, cudaMemcpyHostToDevice));
@@ -499,6 +592,9 @@ int main(int argc, char** argv) {
   CK(cudaMalloc(&ws, wb));
   gram_at_scale(S, D, K, G, SkvWorkspace{ws, wb});
   u_at_scale(S, D, rank, K, U);
+  printf("triangular solves of CholeskyQR (products_f64::LowerSolve)\n");
+  solve_check(176, D);
+  solve_check(1000, 2048);
   low_rank_at_scale(S, D, rank, K);
   other_steps(S, Hkv, d, rank, K);
   printf("%s (%d failed checks)\n", failures ? "FAILED" : "OK", failures);

@@ -87,6 +87,10 @@ export interface CudaAddon {
   read(ptr: Ptr, into: ArrayBufferView): void;
   /** memmove of `bytes` between buffers of either tier. */
   copy(dst: Ptr, src: Ptr, bytes: number): void;
+  /** Copies [dst, src, bytes] triples on a second stream, after every op issued before; none may overlap its source. */
+  copyAside(table: Float64Array): void;
+  /** Every op issued after this waits for the copyAside copies issued before it. */
+  joinAside(): void;
   // ---- ops (runtime/cuda/<op>.cc), arguments as in runtime/wasm/abi.h ----
   convert(src: Ptr, srcDtype: number, dst: Ptr, dstDtype: number, n: number): void;
   convertRows(src: Ptr, srcDtype: number, srcLd: number, dst: Ptr, dstDtype: number, dstLd: number, rows: number, cols: number): void;

@@ -32,7 +32,8 @@ const TWO_32 = 2 ** 32;
  * The CUDA runtime as a `Device`: the same ops as `WasmDevice`, op by op, over device memory
  * ('device' tier: cudaMalloc) and pinned mapped host memory ('host' tier: offloaded values, read by
  * the gather kernel through UVA). Index arrays are staged into scratch device buffers. Every op
- * runs on the default stream; `read` (and `selectChunks`, `lowRankKeys`) wait for it.
+ * runs on the default stream, but `copyAlongside`'s copies, on a second one until their join;
+ * `read` (and `selectChunks`, `lowRankKeys`) wait for the default stream.
  * `decodeLayer` runs a whole layer step as a few kernels (kernels/decode_layer.cu) without waiting.
  */
 export class CudaDevice implements Device {
@@ -146,6 +147,18 @@ export class CudaDevice implements Device {
     this.within('copy', 'the source', src, length);
     this.within('copy', 'the destination', dst, length);
     this.op('copy', () => this.x.copy(this.addr(dst), this.addr(src), length * BUFFER_BYTES[src.buf.dtype]));
+  }
+
+  copyAlongside(copies: readonly { dst: View; src: View; length: number }[]): () => void {
+    const table = new Float64Array(copies.length * 3);
+    copies.forEach(({ dst, src, length }, i) => {
+      this.within('copyAlongside', `the source of copy ${i}`, src, length);
+      this.within('copyAlongside', `the destination of copy ${i}`, dst, length);
+      if (dst.buf.dtype !== src.buf.dtype) throw new TypeError(`copyAlongside: copy ${i} is ${src.buf.dtype} to ${dst.buf.dtype}`);
+      table.set([this.addr(dst), this.addr(src), Math.max(length, 0) * BUFFER_BYTES[src.buf.dtype]], i * 3);
+    });
+    this.op('copyAside', () => this.x.copyAside(table));
+    return () => this.x.joinAside();
   }
 
   convert(dst: View, src: View, length: number): void {

@@ -124,6 +124,13 @@ export interface Device {
   read<T extends BufferDType>(src: View & { buf: { dtype: T } }, length: number, into?: HostArray<T>): HostArray<T>;
   /** Same-dtype copy within or between buffers (overlap allowed). */
   copy(dst: View, src: View, length: number): void;
+  /**
+   * Optional: same-dtype copies (none overlapping its source) that run alongside the ops issued
+   * after them, ordered after those issued before (CUDA: a second stream, so that the copy engines
+   * work while kernels do). Returns `join`, after which every op waits for them; until it is called,
+   * nothing may write the sources or touch the destinations. Without it, `copy` each.
+   */
+  copyAlongside?(copies: readonly { dst: View; src: View; length: number }[]): () => void;
   /** Dtype conversion between buffers (round to nearest even). */
   convert(dst: View, src: View, length: number): void;
   /** Strided conversion: `rows` rows of `cols` elements, row strides `dstLd` and `srcLd`. */

@@ -23,6 +23,12 @@ export interface CompressContext {
 // NOTE: a fixed seed makes the factorization, and so every output, reproducible run to run.
 const SVD_SEED = 0x5eed;
 
+/**
+ * Benchmarks: `end`, when set, is called with each stage's name as the stage ends, in `buildStore`
+ * and `commitStore` (bench/gpu with SKV_BENCH_STAGES=1 synchronizes there and times them).
+ */
+export const compressStages: { end?: (stage: string) => void } = {};
+
 /** Outlier slots per kv head: the outliers, plus the sink chunks on top of them. */
 export const maxOutliers = (o: ResolvedShadowKVOptions) => o.outlierChunks + Math.ceil(o.sinkTokens / o.chunkSize);
 
@@ -45,6 +51,7 @@ function preRopeKeys(ctx: CompressContext, st: SequenceState, n: number): Device
   const { kvHeads: Hkv, headDim: d } = spec;
   const D = Hkv * d;
   const k = device.alloc(n * D, 'f32', 'compress');
+  compressStages.end?.('allocKeys');
   const positions = range(0, n);
   for (let h = 0; h < Hkv; h++) {
     device.convertRows(at(k, h * d), D, st.tail.headK(h), d, n, d);
@@ -66,34 +73,62 @@ export function buildStore(ctx: CompressContext, st: SequenceState): CompressedS
   const D = Hkv * d;
   const chunks = nc / C;
   const rank = Math.min(o.rank, nc);
+  const stage = compressStages.end ?? (() => {});
   const store = newStore(ctx, rank, chunks);
+  stage('store');
   try {
-    // 1. Low-rank keys: K_pre [nc, Hkv*d] ≈ U · SV.
     const k = preRopeKeys(ctx, st, nc);
-    const f = { u: device.alloc(nc * rank, 'f32', 'compress'), sv: device.alloc(rank * D, 'f32', 'compress'), proj: device.alloc(D * rank, 'f32', 'compress'), sigma: device.alloc(rank, 'f32', 'compress') };
+    stage('preRopeKeys');
+    // 2. Values go to the host pages, chunk-contiguous: one copy per page. Issued before step 1: where
+    //    the device can, they run alongside steps 1-4 (which only read the tail), the copy engines
+    //    working while the kernels compute.
+    const join = copyValues(ctx, st, store, chunks);
+    stage('values');
     try {
-      device.lowRankKeys(at(k), nc, D, rank, o.svdOversample, o.svdPowerIters, SVD_SEED, { u: at(f.u), sv: at(f.sv), proj: at(f.proj), sigma: at(f.sigma) });
-      device.convert(at(store.u), at(f.u), nc * rank);
-      device.convert(at(store.sv), at(f.sv), rank * D);
-      device.convert(at(store.proj), at(f.proj), D * rank);
-    } finally {
-      [k, f.u, f.sv, f.proj, f.sigma].forEach((b) => device.free(b));
-    }
-    // 2. Values go to the host pages, chunk-contiguous: one copy per page.
-    for (let h = 0; h < Hkv; h++) {
-      for (let c = 0; c < chunks; c += o.hostPageChunks - (c % o.hostPageChunks)) {
-        const run = Math.min(o.hostPageChunks - (c % o.hostPageChunks), chunks - c);
-        device.copy(pageView(store, c, h), st.tail.headV(h, c * C), run * C * d);
+      // 1. Low-rank keys: K_pre [nc, Hkv*d] ≈ U · SV.
+      const f = { u: device.alloc(nc * rank, 'f32', 'compress'), sv: device.alloc(rank * D, 'f32', 'compress'), proj: device.alloc(D * rank, 'f32', 'compress'), sigma: device.alloc(rank, 'f32', 'compress') };
+      stage('allocFactors');
+      try {
+        device.lowRankKeys(at(k), nc, D, rank, o.svdOversample, o.svdPowerIters, SVD_SEED, { u: at(f.u), sv: at(f.sv), proj: at(f.proj), sigma: at(f.sigma) });
+        stage('lowRankKeys');
+        device.convert(at(store.u), at(f.u), nc * rank);
+        device.convert(at(store.sv), at(f.sv), rank * D);
+        device.convert(at(store.proj), at(f.proj), D * rank);
+        stage('convert');
+      } finally {
+        [k, f.u, f.sv, f.proj, f.sigma].forEach((b) => device.free(b));
       }
+      stage('free');
+      // 3-4. Landmarks; the lowest min-cosine chunks (and sink chunks) stay exact as outliers.
+      device.write(at(store.headCounts), landmarksAndOutliers(ctx, st, store, chunks));
+      stage('landmarks');
+    } finally {
+      join();
     }
-    // 3-4. Landmarks; the lowest min-cosine chunks (and sink chunks) stay exact as outliers.
-    device.write(at(store.headCounts), landmarksAndOutliers(ctx, st, store, chunks));
+    stage('join');
   } catch (err) {
     store.free();
     throw err;
   }
   store.tokens = nc;
   return store;
+}
+
+/** The copies of step 2, issued alongside what follows where the device can; returns their join. */
+function copyValues(ctx: CompressContext, st: SequenceState, store: CompressedStore, chunks: number): () => void {
+  const { device, options: o } = ctx;
+  const { kvHeads: Hkv, headDim: d } = ctx.spec;
+  const C = o.chunkSize;
+  const copies: { dst: View; src: View; length: number }[] = [];
+  for (let h = 0; h < Hkv; h++) {
+    for (let c = 0; c < chunks; c += o.hostPageChunks - (c % o.hostPageChunks)) {
+      const run = Math.min(o.hostPageChunks - (c % o.hostPageChunks), chunks - c);
+      copies.push({ dst: pageView(store, c, h), src: st.tail.headV(h, c * C), length: run * C * d });
+    }
+  }
+  if (device.copyAlongside) return device.copyAlongside(copies);
+  copies.forEach((c) => device.copy(c.dst, c.src, c.length));
+  return () => {};
 }
 
 /** 5. The row keeps only its local window exact; the store holds the rest. */
@@ -107,6 +142,7 @@ export function commitStore(ctx: CompressContext, st: SequenceState & { store?: 
     // NOTE: shrinking is an optimization; out of memory for the smaller copy keeps the larger buffers.
     if (!(err instanceof OutOfMemoryError)) throw err;
   }
+  compressStages.end?.('commit');
 }
 
 /**

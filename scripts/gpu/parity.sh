@@ -13,6 +13,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 need_tsx parity
 [ -n "${PARITY_COMMIT:-}" ] || [ ! -f "$G/commit" ] || export PARITY_COMMIT="$(cat "$G/commit")"
 out="${OUT:-.}"
+mkdir -p "$out"
 nvidia-smi -L || true
 echo "node $(node --version), addon $SHADOWKV_CUDA_ADDON, commit ${PARITY_COMMIT:-unknown}"
 node node_modules/tsx/dist/cli.mjs bench/parity.ts "$out/parity.json" "$@" 2>&1 | tee "$out/parity.log"

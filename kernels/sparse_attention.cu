@@ -250,6 +250,27 @@ constexpr size_t mma_smem_bytes() {
   return stages > sizeof(FlashSmem<D, 8>) ? stages : sizeof(FlashSmem<D, 8>);
 }
 
+// Tile i of the split [begin, end) of a task's keys into stage i % DM_STAGES of dsm (its keys, then
+// its values: DM_TILE rows of D + DM_PAD bf16 each), by cp.async; rows past the split read as
+// zeros. One commit group per call, empty past the last tile, so the waits count tiles.
+template <int D>
+__device__ __forceinline__ void load_kv_tile(uint16_t* dsm, const SkvSegment* segs, int nseg, int64_t begin, int64_t end,
+                                             int i, int ntiles) {
+  constexpr int LD = D + DM_PAD, TILE = DM_TILE * LD, CPR = D / 8;
+  if (i < ntiles) {
+    uint16_t* ks = dsm + (i % DM_STAGES) * 2 * TILE;
+    for (int c = threadIdx.x; c < DM_TILE * CPR; c += DM_THREADS) {
+      const int row = c / CPR, col = c % CPR * 8;
+      const int64_t key = begin + (int64_t)i * DM_TILE + row;
+      const char *kr, *vr;
+      locate(segs, nseg, key < end ? key : end - 1, &kr, &vr, 2);  // NOTE: a valid, aligned source even when zero-filling
+      skv_mma::cp_async16(ks + row * LD + col, kr + 2 * col, key < end ? 16 : 0);
+      skv_mma::cp_async16(ks + TILE + row * LD + col, vr + 2 * col, key < end ? 16 : 0);
+    }
+  }
+  skv_mma::cp_async_commit();
+}
+
 template <int D, int G>
 __global__ void __launch_bounds__(DM_THREADS) FlashDecodeMmaKernel(const SkvAttnTask* tasks, SkvAttnTask one,
                                                                    float scale, int kv_dtype, float* part,
@@ -258,7 +279,7 @@ __global__ void __launch_bounds__(DM_THREADS) FlashDecodeMmaKernel(const SkvAttn
   static_assert(G <= 8 && (D == 64 || D == 128), "rows j and j + 8 of the mma hold head j");
   extern __shared__ __align__(16) uint16_t dsm[];
   __shared__ SkvSegment seg_s[4];
-  constexpr int LD = D + DM_PAD, TILE = DM_TILE * LD, STAGE = 2 * TILE, KD = D / 16, NO = D / 8, CPR = D / 8;
+  constexpr int LD = D + DM_PAD, TILE = DM_TILE * LD, STAGE = 2 * TILE, KD = D / 16, NO = D / 8;
   const SkvAttnTask t = tasks ? tasks[blockIdx.x] : one;
   int64_t begin, end;
   if (!split_range(t, &begin, &end)) return;
@@ -285,23 +306,9 @@ __global__ void __launch_bounds__(DM_THREADS) FlashDecodeMmaKernel(const SkvAttn
     split_bf16x2(x[0], x[1], qa[kd][0], qa[kd][1]);
     split_bf16x2(x[2], x[3], qa[kd][2], qa[kd][3]);
   }
-  // 2. Tile i of keys and values into stage i % DM_STAGES; rows past the split read as zeros. One
-  //    commit group per tile, empty past the last, so the waits below count tiles.
+  // 2. Tiles of keys and values through DM_STAGES stages (load_kv_tile).
   const int ntiles = (int)((end - begin + DM_TILE - 1) / DM_TILE);
-  auto load_tile = [&](int i) {
-    if (i < ntiles) {
-      uint16_t* ks = dsm + (i % DM_STAGES) * STAGE;
-      for (int c = threadIdx.x; c < DM_TILE * CPR; c += DM_THREADS) {
-        const int row = c / CPR, col = c % CPR * 8;
-        const int64_t key = begin + (int64_t)i * DM_TILE + row;
-        const char *kr, *vr;
-        locate(segs, t.nseg, key < end ? key : end - 1, &kr, &vr, 2);  // NOTE: a valid, aligned source even when zero-filling
-        cp_async16(ks + row * LD + col, kr + 2 * col, key < end ? 16 : 0);
-        cp_async16(ks + TILE + row * LD + col, vr + 2 * col, key < end ? 16 : 0);
-      }
-    }
-    cp_async_commit();
-  };
+  auto load_tile = [&](int i) { load_kv_tile<D>(dsm, segs, t.nseg, begin, end, i, ntiles); };
 #pragma unroll
   for (int i = 0; i < DM_STAGES - 1; i++) load_tile(i);
   float o[NO][4] = {}, mrow = -INFINITY, lrow = 0.f;  // row gq of this warp: head gq (its hi and lo rows)

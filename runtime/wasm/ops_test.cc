@@ -399,6 +399,27 @@ std::vector<double> with_spectrum(const std::vector<double>& lambda) {
 // The float64 host steps of low_rank_keys (subspace.h, symmetric_eigen.h) on their own: the
 // eigensolver on hard spectra, orthonormalize on rank-deficient and ill-conditioned rows, and
 // host threads giving the same bits as one thread.
+
+// l x D rows for the orthonormalization tests, by kind: 0 random; 1 random with row lengths from
+// 1e-12 to 1e12; 2 `rank` directions, row j times (1 + j) (repeated up to f32 rounding); 3 random
+// with every fourth row from the second zero; 4 5 directions times 1 or 2 (repeated exactly); 5 5
+// directions plus 1e-3 of random (condition ~1e4).
+static std::vector<float> test_rows(int l, int D, int kind, int rank) {
+  std::vector<float> X((size_t)l * D);
+  std::vector<double> B((size_t)5 * D);
+  for (auto& b : B) b = urand();
+  for (int j = 0; j < l; j++)
+    for (int k = 0; k < D; k++) {
+      double x = urand();
+      if (kind == 1) x *= pow(10.0, -12 + 24.0 * j / (l - 1));
+      if (kind == 2) x = B[(size_t)(j % rank) * D + k] * (1 + j);
+      if (kind == 3) x = (j % 4 == 1) ? 0 : x;
+      if (kind == 4) x = B[(size_t)(j % 5) * D + k] * (1 + j % 2);
+      if (kind == 5) x = B[(size_t)(j % 5) * D + k] + 1e-3 * x;
+      X[(size_t)j * D + k] = (float)x;
+    }
+  return X;
+}
 void test_subspace() {
   HostPool pool(3);
   const HostTasks serial, threads = pool.tasks();
@@ -444,18 +465,7 @@ void test_subspace() {
                      OrthCase{"rank 5 of 33, exactly", 33, 64, 4}, OrthCase{"zero rows", 20, 30, 3},
                      OrthCase{"rank 3, square 24 x 24", 24, 24, 2}}) {
     const int l = c.l, D = c.D;
-    std::vector<float> X((size_t)l * D);
-    std::vector<double> B((size_t)5 * D);
-    for (auto& b : B) b = urand();
-    for (int j = 0; j < l; j++)
-      for (int k = 0; k < D; k++) {
-        double x = urand();
-        if (c.kind == 1) x *= pow(10.0, -12 + 24.0 * j / (l - 1));
-        if (c.kind == 2) x = B[(size_t)(j % (c.l == 24 ? 3 : 5)) * D + k] * (1 + j);  // repeated to f32 rounding
-        if (c.kind == 4) x = B[(size_t)(j % 5) * D + k] * (1 + j % 2);                  // repeated exactly
-        if (c.kind == 3) x = (j % 4 == 1) ? 0 : x;
-        X[(size_t)j * D + k] = (float)x;
-      }
+    const std::vector<float> X = test_rows(l, D, c.kind, c.l == 24 ? 3 : 5);
     std::vector<double> Q((size_t)l * D), Q2((size_t)l * D), work(subspace_work(l));
     uint64_t r1 = 99, r2 = 99;
     orthonormalize(X.data(), l, D, Q.data(), work.data(), r1, serial);
@@ -514,18 +524,7 @@ void test_subspace() {
 void test_cholesky_qr() {
   for (int kind : {0, 1, 2, 3, 5}) {
     const int l = 45, D = 301;
-    std::vector<float> X((size_t)l * D);
-    std::vector<double> B((size_t)5 * D);
-    for (auto& b : B) b = urand();
-    for (int j = 0; j < l; j++)
-      for (int k = 0; k < D; k++) {
-        double x = urand();
-        if (kind == 1) x *= pow(10.0, -12 + 24.0 * j / (l - 1));      // rows of very different lengths
-        if (kind == 2) x = B[(size_t)(j % 5) * D + k] * (1 + j);      // rank 5
-        if (kind == 3) x = (j % 4 == 1) ? 0 : x;                     // zero rows
-        if (kind == 5) x = B[(size_t)(j % 5) * D + k] + 1e-3 * x;     // 5 directions and a small rest: cond ~1e4
-        X[(size_t)j * D + k] = (float)x;
-      }
+    const std::vector<float> X = test_rows(l, D, kind, 5);
     std::vector<double> Xd(X.begin(), X.end()), Q1((size_t)l * D), Q((size_t)l * D), W((size_t)l * l), L((size_t)l * l);
     const auto solve = [&](const std::vector<double>& A, std::vector<double>& Bm) {  // L B = A, as the device does
       for (int i = 0; i < l; i++)

@@ -18,26 +18,12 @@ enum { N = 131072, G = 4, D = 128 };
 // loader does (same grid, same 64-row tiles, 3 stages), and keeps one word so nothing is elided.
 __global__ void __launch_bounds__(DM_THREADS) ReadOnly(const SkvAttnTask* tasks, float* sink) {
   extern __shared__ __align__(16) uint16_t dsm[];
-  constexpr int LD = D + DM_PAD, TILE = DM_TILE * LD, STAGE = 2 * TILE, CPR = D / 8;
+  constexpr int STAGE = 2 * DM_TILE * (D + DM_PAD);
   const SkvAttnTask t = tasks[blockIdx.x];
   int64_t begin, end;
   if (!split_range(t, &begin, &end)) return;
   const int ntiles = (int)((end - begin + DM_TILE - 1) / DM_TILE);
-  const char* k = reinterpret_cast<const char*>(t.segs[0].k);
-  const char* v = reinterpret_cast<const char*>(t.segs[0].v);
-  auto load_tile = [&](int i) {
-    if (i < ntiles) {
-      uint16_t* ks = dsm + (i % DM_STAGES) * STAGE;
-      for (int c = threadIdx.x; c < DM_TILE * CPR; c += DM_THREADS) {
-        const int row = c / CPR, col = c % CPR * 8;
-        const int64_t key = begin + (int64_t)i * DM_TILE + row;
-        const int64_t at = (key < end ? key : end - 1) * D * 2 + 2 * col;
-        skv_mma::cp_async16(ks + row * LD + col, k + at, key < end ? 16 : 0);
-        skv_mma::cp_async16(ks + TILE + row * LD + col, v + at, key < end ? 16 : 0);
-      }
-    }
-    skv_mma::cp_async_commit();
-  };
+  auto load_tile = [&](int i) { load_kv_tile<D>(dsm, t.segs, 1, begin, end, i, ntiles); };
   for (int i = 0; i < DM_STAGES - 1; i++) load_tile(i);
   uint32_t acc = 0;
   for (int i = 0; i < ntiles; i++) {

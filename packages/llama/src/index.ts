@@ -1,7 +1,7 @@
 /**
  * shadowkv-llama: a Llama-family model loop over any shadowkv `KVCachePolicy`: Hugging Face
- * safetensors checkpoints, a CPU forward pass (wasm SIMD matmuls), sampling, streaming generation,
- * byte and byte-level BPE tokenizers, and cache options sized to the model.
+ * safetensors checkpoints, a forward pass (wasm SIMD matmuls, or a device's gemm: the GPU on cuda),
+ * sampling, streaming generation, byte and byte-level BPE tokenizers, and cache options sized to the model.
  * @packageDocumentation
  */
 export { CheckpointError, type CheckpointProblem } from './errors/CheckpointError.js';
@@ -12,6 +12,7 @@ export { loadCheckpoint, readCheckpoint, type Checkpoint, type CheckpointReader 
 export { encodeSafetensors, readSafetensors, type RawTensor } from './checkpoint/safetensors.js';
 export { weightSlots, type WeightSlot } from './checkpoint/weightLayout.js';
 export { checkpointFiles, randomWeights, writeCheckpoint, type CheckpointLayout } from './checkpoint/writeCheckpoint.js';
+export { DeviceMatmul } from './model/DeviceMatmul.js';
 export { JsMatmul } from './model/JsMatmul.js';
 export type { Matmul, MatmulWeight } from './model/Matmul.js';
 export { WasmMatmul } from './model/WasmMatmul.js';

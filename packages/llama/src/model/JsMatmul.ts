@@ -1,6 +1,7 @@
 import { toFloat32 } from '../../../shadowkv/src/dtype.js';
 import type { Tensor } from '../../../shadowkv/src/tensor.js';
-import type { Matmul, MatmulWeight } from './Matmul.js';
+import { DeviceMismatchError } from '../../../shadowkv/src/errors/DeviceMismatchError.js';
+import { checkLinear, checkWeight, type Matmul, type MatmulWeight } from './Matmul.js';
 
 interface JsWeight extends MatmulWeight {
   data: Float32Array; // [rows, cols]
@@ -16,13 +17,18 @@ const BLOCK_BYTES = 128 * 1024;
  */
 export class JsMatmul implements Matmul {
   readonly name = 'js-f32';
+  private readonly weights = new WeakSet<MatmulWeight>();
 
   prepare(weight: Tensor): JsWeight {
-    const [rows, cols] = weight.shape as [number, number];
-    return { rows, cols, data: toFloat32(weight) };
+    const [rows, cols] = checkWeight('JsMatmul', weight);
+    const w = { rows, cols, data: toFloat32(weight) };
+    this.weights.add(w);
+    return w;
   }
 
   linear(x: Float32Array, M: number, weight: MatmulWeight, out: Float32Array): void {
+    if (!this.weights.has(weight)) throw new DeviceMismatchError('JsMatmul.linear: the weight was not prepared by this matmul');
+    checkLinear('JsMatmul', x, M, weight, out);
     const { rows: N, cols: K, data: W } = weight as JsWeight;
     const block = Math.max(1, Math.floor(BLOCK_BYTES / (4 * K)));
     for (let n0 = 0; n0 < N; n0 += block) {

@@ -1,3 +1,5 @@
+import type { Backend } from '../../../shadowkv/src/backends/Backend.js';
+import { resolveBackend } from '../../../shadowkv/src/backends/registry.js';
 import { ConfigError } from '../../../shadowkv/src/errors/ConfigError.js';
 import { ShapeError } from '../../../shadowkv/src/errors/ShapeError.js';
 import type { KVCachePolicy } from '../../../shadowkv/src/policies/KVCachePolicy.js';
@@ -8,6 +10,7 @@ import type { Linear } from '../checkpoint/LlamaWeights.js';
 import { loadCheckpoint, type Checkpoint } from '../checkpoint/loadCheckpoint.js';
 import type { Projection } from '../checkpoint/weightLayout.js';
 import { TokenizerError } from '../errors/TokenizerError.js';
+import { DeviceMatmul } from './DeviceMatmul.js';
 import { JsMatmul } from './JsMatmul.js';
 import type { Matmul, MatmulWeight } from './Matmul.js';
 import { addBias, addInto, embedRows, fromHeads, rmsNorm, swiglu, toHeads } from './ops.js';
@@ -17,11 +20,20 @@ import { WasmMatmul } from './WasmMatmul.js';
 export interface LlamaModelOptions {
   /**
    * The projections' matrix product:
-   * - `'wasm'` (default): the wasm runtime's SIMD kernels (`skv_linear`), weights kept in their dtype
+   * - `'wasm'`: the wasm runtime's SIMD kernels (`skv_linear`), weights kept in their dtype
+   * - `'device'`: `gemm` on a device of `backend` (`DeviceMatmul`): the GPU on `cuda`
    * - `'js'`: plain JS f32, the reference
    * - a `Matmul` of your own
+   *
+   * Default: `'device'` when `backend` resolves to anything but wasm (the cuda backend), else `'wasm'`
+   * (on wasm, `skv_linear` is faster than the device's gemm).
    */
-  matmul?: 'wasm' | 'js' | Matmul;
+  matmul?: 'wasm' | 'device' | 'js' | Matmul;
+  /**
+   * The backend whose device `'device'` runs on, as caches name it: `'auto'` (default: the best that
+   * starts, cuda before wasm), `'cuda'`, `'wasm'`. Caches pick theirs apart: pass them the same name.
+   */
+  backend?: string;
 }
 
 /** Options of one `forward` call. */
@@ -65,9 +77,10 @@ class Scratch {
 }
 
 /**
- * A Llama-family decoder on the CPU: embeddings, RMSNorm, q/k/v/o projections, SwiGLU MLP, final
+ * A Llama-family decoder: embeddings, RMSNorm, q/k/v/o projections, SwiGLU MLP, final
  * norm and LM head; every layer's attention is handed to a `KVCachePolicy` (pre-RoPE q and k: the
- * cache applies RoPE from the spec).
+ * cache applies RoPE from the spec). The loop runs on the CPU; the projections run where the
+ * `Matmul` does (wasm SIMD, or the GPU's gemm through `DeviceMatmul`).
  * @example
  * const model = await LlamaModel.load('./my-llama');
  * const cache = new FullKVCache({ spec: model.spec, dtype: 'f32' });
@@ -102,9 +115,19 @@ export class LlamaModel implements Disposable {
 
   /** A model over a loaded checkpoint. */
   static async create(checkpoint: Checkpoint, options: LlamaModelOptions = {}): Promise<LlamaModel> {
-    const m = options.matmul ?? 'wasm';
-    const matmul = m === 'wasm' ? await WasmMatmul.create() : m === 'js' ? new JsMatmul() : m;
-    return new LlamaModel(checkpoint, matmul);
+    let m = options.matmul;
+    let backend: Backend | undefined;
+    if (m === undefined || m === 'device') {
+      backend = (await resolveBackend(options.backend ?? 'auto')).backend;
+      m ??= backend.name === 'wasm' ? 'wasm' : 'device';
+    }
+    const matmul = m === 'wasm' ? await WasmMatmul.create() : m === 'js' ? new JsMatmul() : m === 'device' ? new DeviceMatmul(backend!.createDevice(), true) : m;
+    try {
+      return new LlamaModel(checkpoint, matmul);
+    } catch (err) {
+      if (matmul !== options.matmul) matmul.dispose(); // one we made: a weight that did not fit frees the others
+      throw err;
+    }
   }
 
   /** `loadCheckpoint(dir)` then `create` (Node). */
@@ -198,7 +221,7 @@ export class LlamaModel implements Disposable {
     return logits;
   }
 
-  /** Frees the matmul's weights (a wasm heap). */
+  /** Frees the matmul's weights (a wasm heap, device buffers). */
   dispose(): void {
     this.matmul.dispose();
   }

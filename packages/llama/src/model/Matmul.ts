@@ -1,6 +1,7 @@
+import { ShapeError } from '../../../shadowkv/src/errors/ShapeError.js';
 import type { Tensor } from '../../../shadowkv/src/tensor.js';
 
-/** A weight a `Matmul` has taken in (converted, or copied into a wasm heap): `[rows (out), cols (in)]`. */
+/** A weight a `Matmul` has taken in (converted, or copied into a wasm heap or a device): `[rows (out), cols (in)]`. */
 export interface MatmulWeight {
   readonly rows: number;
   readonly cols: number;
@@ -11,10 +12,27 @@ export interface MatmulWeight {
  * `nn.Linear` stores it). Weights are taken in once by `prepare`; the loop calls `linear` per layer.
  */
 export interface Matmul extends Disposable {
-  /** e.g. `'js-f32'`, `'wasm-simd'`. */
+  /** e.g. `'js-f32'`, `'wasm-simd'`, `'device-cuda'`. */
   readonly name: string;
   prepare(weight: Tensor): MatmulWeight;
   linear(x: Float32Array, rows: number, weight: MatmulWeight, out: Float32Array): void;
-  /** Frees what `prepare` took (a wasm heap); later calls are undefined. */
+  /** Frees what `prepare` took (a wasm heap, device buffers); `WasmMatmul` and `DeviceMatmul` then throw `DisposedError`. */
   dispose(): void;
+}
+
+/** Throws a ShapeError unless `weight` is a 2-D `[rows, cols]` tensor whose data holds rows * cols elements. */
+export function checkWeight(who: string, weight: Tensor): [rows: number, cols: number] {
+  const [rows, cols] = weight.shape;
+  const ok = weight.shape.length === 2 && Number.isInteger(rows) && Number.isInteger(cols) && rows! > 0 && cols! > 0;
+  if (!ok) throw new ShapeError(`${who}.prepare: a weight must be [rows, cols] of positive sizes, got [${weight.shape.join(', ')}]`);
+  if (weight.data.length !== rows! * cols!) throw new ShapeError(`${who}.prepare: a [${rows}, ${cols}] weight needs ${rows! * cols!} elements, got ${weight.data.length}`);
+  return [rows!, cols!];
+}
+
+/** Throws a ShapeError unless `x` holds `rows` rows of the weight's cols and `out` as many of its rows. */
+export function checkLinear(who: string, x: Float32Array, rows: number, weight: MatmulWeight, out: Float32Array): void {
+  const { rows: N, cols: K } = weight;
+  if (!Number.isInteger(rows) || rows < 1) throw new ShapeError(`${who}.linear: rows must be a positive integer, got ${rows}`);
+  if (x.length < rows * K) throw new ShapeError(`${who}.linear: x holds ${x.length} floats, ${rows} rows of ${K} need ${rows * K}`);
+  if (out.length < rows * N) throw new ShapeError(`${who}.linear: out holds ${out.length} floats, ${rows} rows of ${N} need ${rows * N}`);
 }

@@ -1,9 +1,11 @@
 import { DTYPE_CODE } from '../../../shadowkv/src/backends/codes.js';
 import { compileWasm, hasWasmSimd, instantiateWasm, type WasmVariant } from '../../../shadowkv/src/backends/wasm/loadWasm.js';
 import type { WasmExports } from '../../../shadowkv/src/backends/wasm/abi.js';
+import { DeviceMismatchError } from '../../../shadowkv/src/errors/DeviceMismatchError.js';
+import { DisposedError } from '../../../shadowkv/src/errors/DisposedError.js';
 import { OutOfMemoryError } from '../../../shadowkv/src/errors/OutOfMemoryError.js';
 import type { Tensor } from '../../../shadowkv/src/tensor.js';
-import type { Matmul, MatmulWeight } from './Matmul.js';
+import { checkLinear, checkWeight, type Matmul, type MatmulWeight } from './Matmul.js';
 
 /** The runtime's exports this file calls: `skv_linear` (runtime/wasm/linear.cc) beside the allocator. */
 type LinearExports = WasmExports & {
@@ -25,6 +27,8 @@ export class WasmMatmul implements Matmul {
   readonly name: string;
   private readonly wasm: LinearExports;
   private readonly weights: number[] = [];
+  private readonly prepared = new WeakSet<MatmulWeight>();
+  private disposed = false;
   private io = { ptr: 0, floats: 0 }; // x and out, one block
 
   private constructor(wasm: LinearExports, variant: WasmVariant) {
@@ -44,15 +48,21 @@ export class WasmMatmul implements Matmul {
   }
 
   prepare(weight: Tensor): WasmWeight {
-    const [rows, cols] = weight.shape as [number, number];
+    if (this.disposed) throw new DisposedError('WasmMatmul.prepare: the matmul was disposed');
+    const [rows, cols] = checkWeight('WasmMatmul', weight);
     const bytes = weight.data.byteLength;
     const ptr = this.alloc(bytes, `a [${rows}, ${cols}] weight`);
     new Uint8Array(this.wasm.memory.buffer, ptr, bytes).set(new Uint8Array(weight.data.buffer, weight.data.byteOffset, bytes));
     this.weights.push(ptr);
-    return { rows, cols, ptr, dtype: DTYPE_CODE[weight.dtype] };
+    const w = { rows, cols, ptr, dtype: DTYPE_CODE[weight.dtype] };
+    this.prepared.add(w);
+    return w;
   }
 
   linear(x: Float32Array, M: number, weight: MatmulWeight, out: Float32Array): void {
+    if (this.disposed) throw new DisposedError('WasmMatmul.linear: the matmul was disposed');
+    if (!this.prepared.has(weight)) throw new DeviceMismatchError('WasmMatmul.linear: the weight was not prepared by this matmul');
+    checkLinear('WasmMatmul', x, M, weight, out);
     const { rows: N, cols: K, ptr, dtype } = weight as WasmWeight;
     const need = M * (K + N);
     if (need > this.io.floats) {
@@ -69,6 +79,7 @@ export class WasmMatmul implements Matmul {
   }
 
   dispose(): void {
+    this.disposed = true;
     for (const p of this.weights.splice(0)) this.wasm.skv_free(p);
     if (this.io.ptr) this.wasm.skv_free(this.io.ptr);
     this.io = { ptr: 0, floats: 0 };

@@ -3,12 +3,14 @@
 // with options fitted to the model, tokens streamed, tokens per second and memory per tier.
 // The model knows nothing, so the text is noise: this shows the plumbing and the speed.
 // Run: npx tsx examples/llama.ts [--tokens 4096] [--new 32] [--layers 8] [--hidden 512] [--heads 8]
-//        [--kv-heads 2] [--head-dim 64] [--intermediate 1536] [--dtype bf16] [--matmul wasm] [--chunk 512]
+//        [--kv-heads 2] [--head-dim 64] [--intermediate 1536] [--dtype bf16] [--chunk 512]
+//        [--backend auto | wasm | cuda] [--matmul wasm | device | js (default: device on cuda, else wasm)]
+// --backend cuda puts the caches and the projections (gemm) on the GPU.
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { parseArgs } from 'node:util';
 import { ByteTokenizer, fitCacheOptions, generate, LlamaModel, randomWeights, writeCheckpoint, type LlamaConfig } from '../packages/llama/src/index.js';
-import { FullKVCache, ShadowKVCache, type DType, type KVCachePolicy } from '../packages/shadowkv/src/index.js';
+import { FullKVCache, ready, ShadowKVCache, type DType, type KVCachePolicy } from '../packages/shadowkv/src/index.js';
 import { Progress } from './progress.js';
 
 const { values: args } = parseArgs({
@@ -22,7 +24,8 @@ const { values: args } = parseArgs({
     'head-dim': { type: 'string', default: '64' },
     intermediate: { type: 'string', default: '1536' },
     dtype: { type: 'string', default: 'bf16' },
-    matmul: { type: 'string', default: 'wasm' },
+    matmul: { type: 'string' },
+    backend: { type: 'string', default: 'auto' },
     chunk: { type: 'string', default: '512' },
   },
 });
@@ -37,9 +40,12 @@ const config: LlamaConfig = {
 };
 const dir = mkdtempSync(`${tmpdir()}/shadowkv-llama-`);
 await writeCheckpoint(dir, config, randomWeights(config, { dtype: args.dtype as DType, seed: 1 }), { shards: 2 });
-const model = await LlamaModel.load(dir, { matmul: args.matmul as 'wasm' | 'js' });
+// The caches and the model on one backend: 'auto' resolves once, here, to the best that starts.
+const backend = await ready({ backend: args.backend });
+const model = await LlamaModel.load(dir, { backend: backend.name, ...(args.matmul ? { matmul: args.matmul as 'wasm' | 'device' | 'js' } : {}) });
 const params = (config.layers * (2 * config.hiddenSize * (config.queryHeads + config.kvHeads) * config.headDim + 3 * config.hiddenSize * config.intermediateSize) + 2 * config.vocabSize * config.hiddenSize) / 1e6;
 console.log(`model: ${dir} (${params.toFixed(1)}M parameters, ${args.dtype}; ${config.layers} layers, hidden ${config.hiddenSize}, ${config.queryHeads} q / ${config.kvHeads} kv heads x ${config.headDim}), matmul ${model.matmul.name}`);
+console.log(`backend: ${backend.description} (${backend.reason})`);
 
 // 2. A prompt of the requested length and cache options fitted to this model and prompt.
 const tokenizer = new ByteTokenizer();
@@ -51,8 +57,8 @@ for (const note of fit.notes) console.log(`  ${note}`);
 
 // 3. Each policy: prefill (chunked, with progress), then stream the generated tokens.
 const caches: [string, KVCachePolicy][] = [
-  ['full', new FullKVCache({ spec: model.spec, maxTokens: fit.maxTokens })],
-  ['shadowkv', new ShadowKVCache({ spec: model.spec, maxTokens: fit.maxTokens, ...fit.options })],
+  ['full', new FullKVCache({ spec: model.spec, maxTokens: fit.maxTokens, backend: backend.name })],
+  ['shadowkv', new ShadowKVCache({ spec: model.spec, maxTokens: fit.maxTokens, backend: backend.name, ...fit.options })],
 ];
 for (const [name, cache] of caches) {
   const bar = new Progress(`${name} prefill`, Math.ceil(prompt.length / n('chunk')));

@@ -42,6 +42,8 @@ export interface EvalSettings {
   policies?: string[];
   /** Tokens per prefill chunk. Default 512. */
   chunkTokens?: number;
+  /** The caches' backend (`'wasm'`, `'cuda'`, `'auto'`); the model's matmul is chosen apart (`LlamaModel`'s `backend`). Default `'wasm'`. */
+  backend?: string;
   /** Called once per prompt (policies included). */
   onPrompt?: (done: number, total: number, note: string) => void;
 }
@@ -113,6 +115,7 @@ function answer(model: LlamaModel, cache: KVCachePolicy, logits: Float32Array, n
 /** Runs the grid; returns every answer. */
 export async function evaluate(model: LlamaModel, s: EvalSettings): Promise<{ answers: Answer[]; runs: Record<number, PolicyRun[]> }> {
   const names = s.policies ?? listPolicies();
+  const backend = s.backend ?? 'wasm';
   const withQueries = names.some((p) => READS_QUERIES.has(p));
   const answers: Answer[] = [];
   const runsByLength: Record<number, PolicyRun[]> = {};
@@ -127,12 +130,12 @@ export async function evaluate(model: LlamaModel, s: EvalSettings): Promise<{ an
         const runs = (runsByLength[length] ??= policyRuns(model, names, s.budgets, ids.length, want.length));
         // 1. One forward pass with exact attention, recording each layer's prefill.
         const calls: RecordedPrefill[] = [];
-        const full = await createCache({ spec: model.spec, policy: 'full', backend: 'wasm', maxTokens: ids.length + want.length });
+        const full = await createCache({ spec: model.spec, policy: 'full', backend, maxTokens: ids.length + want.length });
         const logits = model.prefill(ids, recording(full, calls, withQueries), { chunkTokens: s.chunkTokens ?? 512 });
         full.dispose();
         // 2. Each policy: the recorded prefill replayed, then its own greedy answer.
         for (const run of runs) {
-          const cache = await createCache({ spec: model.spec, policy: run.policy, backend: 'wasm', maxTokens: ids.length + want.length, options: run.options as never });
+          const cache = await createCache({ spec: model.spec, policy: run.policy, backend, maxTokens: ids.length + want.length, options: run.options as never });
           try {
             const queries = READS_QUERIES.has(run.policy);
             for (const c of calls) cache.prefill(c.layer, { keys: c.keys, values: c.values, ...(queries ? { queries: c.queries } : {}) });

@@ -2,6 +2,8 @@
 //   npm run eval -- [--model <checkpoint dir> | random] [--lengths 4096,8192,16384,32768]
 //     [--budgets 0.015625,0.03,0.06] [--tasks passkey,needle_single,needle_multi,kv_lookup]
 //     [--samples 10] [--policies full,shadowkv,streaming] [--chunk 512] [--out bench/results/eval (random: eval-random)]
+//     [--backend wasm | cuda | auto]
+// --backend cuda runs the caches and the model's projections (DeviceMatmul: gemm) on the GPU.
 // With --model random (the default) lengths default to 1024,2048,4096 and samples to 2.
 import { parseArgs } from 'node:util';
 import { runEval } from './run.js';
@@ -17,6 +19,7 @@ const { values: a } = parseArgs({
     policies: { type: 'string' },
     chunk: { type: 'string', default: '512' },
     out: { type: 'string' },
+    backend: { type: 'string', default: 'wasm' },
   },
 });
 const nums = (s: string) => s.split(',').map(Number);
@@ -28,7 +31,7 @@ const out = a.out ?? (random ? 'bench/results/eval-random' : 'bench/results/eval
 
 const report = await runEval({
   model: a.model!, out, lengths: nums(lengths), budgets: nums(a.budgets!), tasks: a.tasks!.split(','),
-  samples: Number(samples), chunkTokens: Number(a.chunk), ...(a.policies ? { policies: a.policies.split(',') } : {}),
+  samples: Number(samples), chunkTokens: Number(a.chunk), backend: a.backend!, ...(a.policies ? { policies: a.policies.split(',') } : {}),
   command: `npm run eval -- ${process.argv.slice(2).join(' ')}`.trim(),
 });
 console.log(`wrote ${out}.json, .md, .svg (${report.answers.length} answers in ${report.seconds.toFixed(0)} s)`);

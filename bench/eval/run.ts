@@ -40,25 +40,27 @@ export interface EvalReport {
   answers: Answer[];
 }
 
-async function loadModel(path: string): Promise<LlamaModel> {
-  if (path !== 'random') return LlamaModel.load(path);
+/** The model, its projections on `backend`'s device where that is not wasm (LlamaModel's default matmul). */
+async function loadModel(path: string, backend: string): Promise<LlamaModel> {
+  if (path !== 'random') return LlamaModel.load(path, { backend });
   const files = checkpointFiles(RANDOM_CONFIG, randomWeights(RANDOM_CONFIG, { seed: 1 }));
-  return LlamaModel.create(readCheckpoint((name) => files.get(name)));
+  return LlamaModel.create(readCheckpoint((name) => files.get(name)), { backend });
 }
 
 export async function runEval(o: RunOptions): Promise<EvalReport> {
   const start = performance.now();
-  using model = await loadModel(o.model);
+  const backend = o.backend ?? 'wasm';
+  using model = await loadModel(o.model, backend);
   const c = model.config;
   const parameters = c.vocabSize * c.hiddenSize * (c.tieWordEmbeddings ? 1 : 2)
     + c.layers * (c.hiddenSize * c.headDim * 2 * (c.queryHeads + c.kvHeads) + 3 * c.hiddenSize * c.intermediateSize);
   const { model: _m, out, command, progress, ...settings } = o;
   const bar = new Progress('eval', settings.tasks.length * settings.lengths.length * settings.samples, progress ?? process.stderr);
-  const { answers, runs } = await evaluate(model, { ...settings, onPrompt: (_d, _t, note) => bar.tick(note) });
+  const { answers, runs } = await evaluate(model, { ...settings, backend, onPrompt: (_d, _t, note) => bar.tick(note) });
   const all = cells(answers);
   const report: EvalReport = {
     date: new Date().toISOString(),
-    machine: `${os.cpus()[0]?.model ?? 'cpu'} x ${os.cpus().length}, Node ${process.version}, wasm backend`,
+    machine: `${os.cpus()[0]?.model ?? 'cpu'} x ${os.cpus().length}, Node ${process.version}, ${backend} backend, matmul ${model.matmul.name}`,
     command: command ?? 'npm run eval',
     model: { path: o.model, parameters, layers: c.layers, hidden: c.hiddenSize, queryHeads: c.queryHeads, kvHeads: c.kvHeads, headDim: c.headDim },
     settings, runs, seconds: (performance.now() - start) / 1000, cells: all, answers,

@@ -6,20 +6,8 @@ import { DeviceMismatchError, DisposedError, FullKVCache, resolveBackend, ShapeE
 import { DeviceMatmul, generate, JsMatmul, LlamaModel, WasmMatmul, type Matmul } from '../../packages/llama/src/index.js';
 import { forEachEnv } from '../envs.js';
 import { GQA, MHA, memoryCheckpoint } from './fixtures.js';
-import { referenceLogits } from './reference.js';
+import { maxRelDiff, referenceLogits, tokens } from './reference.js';
 
-const tokens = (n: number, vocab: number, seed: number) => Array.from({ length: n }, (_, i) => (i * 7 + seed * 13 + ((i * i) % 5)) % vocab);
-
-/** Largest difference relative to the largest magnitude of `want`. */
-const maxRelDiff = (got: ArrayLike<number>, want: ArrayLike<number>) => {
-  let diff = 0;
-  let scale = 0;
-  for (let i = 0; i < want.length; i++) {
-    diff = Math.max(diff, Math.abs(got[i]! - want[i]!));
-    scale = Math.max(scale, Math.abs(want[i]!));
-  }
-  return diff / scale;
-};
 
 forEachEnv('DeviceMatmul', (env) => {
   const create = () => new DeviceMatmul(env.instance.createDevice(), true);

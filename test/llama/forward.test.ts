@@ -2,25 +2,15 @@ import { describe, expect, it } from 'vitest';
 import { FullKVCache, ShadowKVCache, type DType } from '../../packages/shadowkv/src/backend.js';
 import { argmax, ByteTokenizer, fitCacheOptions, generate, JsMatmul, LlamaModel, WasmMatmul, type LlamaConfig, type Matmul } from '../../packages/llama/src/index.js';
 import { GQA, MHA, memoryCheckpoint } from './fixtures.js';
-import { referenceLogits } from './reference.js';
+import { maxRelDiff, referenceLogits, tokens } from './reference.js';
 
 // Tolerance of the f32 loop (f32 matmuls, f32 cache storage) against the float64 reference: the
 // largest logit difference relative to the largest logit. f32 rounding through 2-3 layers of these
 // widths lands near 1e-6; a wrong op (RoPE pairing, a missed bias, GQA grouping) is off by > 1e-1.
 const LOGIT_TOLERANCE = 1e-4;
 
-const maxRelDiff = (got: Float32Array, want: Float64Array) => {
-  let diff = 0;
-  let scale = 0;
-  for (let i = 0; i < want.length; i++) {
-    diff = Math.max(diff, Math.abs(got[i]! - want[i]!));
-    scale = Math.max(scale, Math.abs(want[i]!));
-  }
-  return diff / scale;
-};
 
 const matmuls: [string, () => Promise<Matmul>][] = [['js', async () => new JsMatmul()], ['wasm', () => WasmMatmul.create()]];
-const tokens = (n: number, vocab: number, seed: number) => Array.from({ length: n }, (_, i) => (i * 7 + seed * 13 + ((i * i) % 5)) % vocab);
 
 describe.each(matmuls)('forward pass against the float64 reference [%s matmul]', (_, makeMatmul) => {
   const cases: [string, LlamaConfig, DType][] = [['GQA, Llama-3 RoPE, untied, f32 weights', GQA, 'f32'], ['GQA, bf16 weights', GQA, 'bf16'], ['MHA, tied, biases, head_dim 12, f16 weights', MHA, 'f16']];

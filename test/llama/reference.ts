@@ -108,3 +108,17 @@ export function referenceLogits(c: LlamaConfig, tensors: ReadonlyMap<string, Ten
   const logits = linear(final, T, head);
   return Array.from({ length: T }, (_, t) => logits.subarray(t * c.vocabSize, (t + 1) * c.vocabSize));
 }
+
+/** Largest difference relative to the largest magnitude of `want`. */
+export const maxRelDiff = (got: ArrayLike<number>, want: ArrayLike<number>) => {
+  let diff = 0;
+  let scale = 0;
+  for (let i = 0; i < want.length; i++) {
+    diff = Math.max(diff, Math.abs(got[i]! - want[i]!));
+    scale = Math.max(scale, Math.abs(want[i]!));
+  }
+  return diff / scale;
+};
+
+/** n token ids below `vocab`, a fixed pattern per seed. */
+export const tokens = (n: number, vocab: number, seed: number) => Array.from({ length: n }, (_, i) => (i * 7 + seed * 13 + ((i * i) % 5)) % vocab);

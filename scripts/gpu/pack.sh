@@ -3,15 +3,36 @@
 # network: the addon built here, the wasm runtime built here, this machine's Node binary, and
 # node_modules without the packages only builds and docs need (the last two xz-compressed). The run carries it with carry: [".gpu"]
 # (64 MiB at most with the working tree) and runs scripts/gpu/run-tests.sh or scripts/gpu/parity.sh.
-# Usage: bash scripts/gpu/pack.sh [--no-build]
+# --slim packs only what scripts (not the test suites) need: Node, the addon and tsx, xz-compressed,
+# and of node_modules only msgpackr (~31 MB instead of ~57), so a 27 MB model fits beside it
+# (scripts/gpu/eval.sh).
+# Usage: bash scripts/gpu/pack.sh [--no-build] [--slim]
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
-[ "${1:-}" == "--no-build" ] || bash scripts/build-cuda.sh 2
+build=1 slim=0
+for a in "$@"; do
+  case "$a" in
+    --no-build) build=0 ;;
+    --slim) slim=1 ;;
+    *) echo "pack: unknown argument $a (known: --no-build, --slim)" >&2; exit 2 ;;
+  esac
+done
+[ "$build" = 0 ] || bash scripts/build-cuda.sh 2
 
 rm -rf .gpu && mkdir -p .gpu
-cp "runtime/cuda/${SKV_CUDA_BUILD:-build}/Release/shadowkv_cuda.node" .gpu/
+addon="runtime/cuda/${SKV_CUDA_BUILD:-build}/Release/shadowkv_cuda.node"
 mkdir -p .gpu/wasm && cp runtime/wasm/out/*.wasm .gpu/wasm/  # the wasm envs and the parity suite run there too
 xz -T2 -6 -c "$(readlink -f "$(command -v node)")" > .gpu/node.xz
+if [ "$slim" = 1 ]; then
+  xz -T2 -6 -c "$addon" > .gpu/shadowkv_cuda.node.xz
+  # tsx (with its own esbuild) and msgpackr, with what they require at run time (package-lock.json)
+  tar -c node_modules/tsx node_modules/get-tsconfig node_modules/resolve-pkg-maps node_modules/msgpackr \
+    | xz -T2 -6 > .gpu/scripts.tar.xz
+  git rev-parse HEAD > .gpu/commit 2>/dev/null || rm -f .gpu/commit
+  du -sh .gpu
+  exit 0
+fi
+cp "$addon" .gpu/
 # Only what vitest needs at run time: no compilers, bundlers, docs tools or addon build tools.
 tar -c --exclude='node_modules/typescript' --exclude='node_modules/typedoc' --exclude='node_modules/@shikijs' \
   --exclude='node_modules/@gerrit0' --exclude='node_modules/lunr' --exclude='node_modules/markdown-it' \

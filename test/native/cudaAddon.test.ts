@@ -54,7 +54,8 @@ if (!built) {
       cache.dispose();
     });
 
-    it.runIf(gpu)('on a GPU: the backend starts, names the device, and round-trips both tiers', async () => {
+    const onGpu = 'on a GPU: the backend starts, names the device, and round-trips both tiers';
+    it.runIf(gpu)(gpu ? onGpu : `${onGpu} skipped: no CUDA device`, async () => {
       const backend = await createCudaBackend();
       expect(backend.name).toBe('cuda');
       expect(backend.description).toMatch(/^cuda \(.+, sm_\d+, CUDA \d+\.\d+/);

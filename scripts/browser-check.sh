@@ -27,10 +27,16 @@ node -e '
 ' "$out" "$port" &
 server=$!
 trap 'kill $server 2>/dev/null || true; rm -rf "$out"' EXIT
-sleep 0.5
+# NOTE: wait until the server accepts connections: a fixed 0.5 s sleep lost the race on a loaded
+# machine (Chromium then got a refused connection and the page no result).
+for _ in $(seq 100); do
+  (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+  sleep 0.1
+done
 dom="$(timeout 60 chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
   --disable-background-networking --disable-component-update --disable-sync \
-  --user-data-dir="$(mktemp -d)" --virtual-time-budget=30000 --dump-dom "http://127.0.0.1:$port/index.html" 2>/dev/null)"
+  --user-data-dir="$(mktemp -d)" --virtual-time-budget=30000 --dump-dom "http://127.0.0.1:$port/index.html" 2>"$out/chromium.log")"
 result="$(printf '%s' "$dom" | sed -n 's:.*<pre id="result">\(.*\)</pre>.*:\1:p')"
 echo "browser-check: $result"
-[[ "$result" == ok* ]]
+# On failure, what the page and Chromium said (a flake once failed here in 3 s with nothing to show).
+[[ "$result" == ok* ]] || { printf '%s\n' "$dom" | tail -c 2000; tail -20 "$out/chromium.log"; exit 1; }

@@ -1,4 +1,4 @@
-import { execFileSync, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
 
 // The SDK bundled for the browser (esbuild), served with its wasm, run in headless Chromium.
@@ -7,7 +7,9 @@ const suite = chromium ? describe : describe.skip;
 
 suite(chromium ? 'browser' : 'browser skipped: chromium is not installed (bash scripts/setup.sh --browser)', () => {
   it('creates caches, prefills, compresses and decodes in headless Chromium on the wasm backend', () => {
-    const out = execFileSync('bash', ['scripts/browser-check.sh'], { encoding: 'utf8', timeout: 90_000 });
+    const run = spawnSync('bash', ['scripts/browser-check.sh'], { encoding: 'utf8', timeout: 90_000 });
+    const out = `${run.stdout}${run.stderr}`;
+    expect(run.status, out).toBe(0); // the script's output is the message when it fails
     const m = /browser-check: ok backend=wasm \(simd\) compressions=(\d+) cosine=([\d.]+)/.exec(out);
     expect(m, out).not.toBeNull();
     expect(Number(m![1])).toBe(1);

@@ -4,6 +4,10 @@
 // and a plain read of the same bytes by cp.async (the ceiling of this access pattern), so the gap
 // to SDPA splits into kernel, merge and pattern. Checks the output against a float64 reference.
 // Usage: attention_bench     (built by bench/gpu/kernels/build.sh; needs a GPU)
+// Variants (bench/NOTES.md v9: stages and splits side by side) are the same file built with the
+// kernels' build-time knobs, e.g. for 2 stages and 32 splits:
+//   nvcc -std=c++17 -O3 -arch=sm_90 --expt-relaxed-constexpr -cudart static -DSKV_DM_STAGES=2 \
+//     -DSKV_ATTN_MAX_SPLITS=32 bench/gpu/kernels/attention_bench.cu -o bench/gpu/kernels/build/attention_bench_p32s2
 #include <math.h>
 #include <stdio.h>
 #include <random>

@@ -17,6 +17,7 @@ START = time.time()
 import argparse  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
+import shutil  # noqa: E402
 
 import torch  # noqa: E402
 from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
@@ -77,6 +78,15 @@ def write_model(model, out, limit):
     return files + ['config.json']
 
 
+def copy_rows(args):
+    """The card's sentence on train.py's copy rows (none before --copy-every existed)."""
+    k = args.get('copy_every', 0)
+    if not k:
+        return ''
+    return (f" Every {k}th row in stages of up to {args.get('copy_until')} tokens is a copy row instead: random bytes,"
+            " then the same bytes again, loss on the repeats (what finds a small model's copy heads).")
+
+
 def card(cfg, st, results, lengths, args, log_path):
     log = [json.loads(l) for l in open(log_path)] if log_path and os.path.exists(log_path) else []
     last = log[-1] if log else {}
@@ -94,11 +104,11 @@ vocabulary {cfg.vocab_size} (bytes 0-255, then {', '.join(tasks.SPEC['vocab']['s
 Synthetic, generated on the fly by `scripts/gpu/train/tasks.py` from `bench/eval/tasks.json`
 (`train` seeds; the evaluation uses `eval` seeds, never seen in training): passkey in repetitive
 filler, one and four needles in varied filler, key-value lookup. Up to {st['args']['queries']} questions per row;
-answer bytes weigh 1 in the loss, context bytes {st['args']['context_weight']}.
+answer bytes weigh 1 in the loss, context bytes {st['args']['context_weight']}.{copy_rows(st['args'])}
 Curriculum (length:steps): `{st['args']['curriculum']}`, {st['args']['tokens_per_batch']} tokens per batch, AdamW lr {st['args']['lr']}, bf16 autocast, SDPA attention.
 
 ## Training
-{st['step']} steps; last logged loss {last.get('loss', float('nan')):.4f}, answer loss {last.get('answer_loss', float('nan')):.4f} (at length {last.get('length', '?')}).
+{st['step']} steps ({last.get('minutes', float('nan')):.1f} minutes of the last call; the per-20-step log is `train-log.jsonl`); last logged loss {last.get('loss', float('nan')):.4f}, answer loss {last.get('answer_loss', float('nan')):.4f} (at length {last.get('length', '?')}).
 
 ## Accuracy with full attention
 Exact greedy answers, {args.samples} held-out prompts per cell (transformers, bf16){'' if not results['skipped'] else f"; {len(results['skipped'])} cells not run (the --eval-minutes budget of the export ran out)"}:
@@ -157,6 +167,8 @@ def main():
     print(json.dumps(results, indent=1))
     json.dump(results, open(os.path.join(a.out, 'eval.json'), 'w'), indent=1)
     open(os.path.join(a.out, 'README.md'), 'w').write(card(cfg, st, results, lengths, a, log_path))
+    if log_path and os.path.exists(log_path):
+        shutil.copyfile(log_path, os.path.join(a.out, 'train-log.jsonl'))
     print(f'wrote {a.out}/eval.json and README.md ({(time.time() - START) / 60:.2f} minutes in all)', flush=True)
 
 

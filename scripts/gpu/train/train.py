@@ -164,18 +164,40 @@ def training_row(task, length, index, queries, rng):
     return ids[:length], mask[:length]
 
 
-def batch(length, tokens_per_batch, step, queries):
-    """One batch of rows of `length` tokens (padded), the tasks in turn; seeds unique per (step, row)."""
+def copy_row(length, rng):
+    """A row that only copying predicts: random printable bytes R (32 to length/2 - 1 of them), then R
+    again and again up to `length`; every byte of a repeat but its first has loss. NOTE: the first run
+    (README.md, Knobs) learned no retrieval in 2000 steps; rows like these are the classic way to make
+    a small model find its copy (induction) heads, which every retrieval task needs."""
+    n = rng.randint(32, max(32, length // 2 - 1))
+    seg = [rng.randint(33, 126) for _ in range(n)]
+    ids, mask = [BOS] + seg, [0] * (n + 1)
+    while len(ids) < length:
+        ids += seg
+        mask += [0] + [1] * (n - 1)
+    return ids[:length], mask[:length]
+
+
+def batch(length, tokens_per_batch, step, queries, copy_every=0):
+    """One batch of rows of `length` tokens (padded), the tasks in turn; seeds unique per (step, row).
+    With copy_every k, row i with i % k == 0 is a copy_row instead. Returns ids, loss mask, and which
+    rows are task rows (the answer loss is logged over those)."""
     rows = max(1, tokens_per_batch // length)
     rng = random.Random(step)
     names = tasks.TASK_NAMES
     x = torch.full((rows, length), PAD, dtype=torch.long)
     m = torch.zeros((rows, length), dtype=torch.float32)
+    task_rows = torch.ones(rows, dtype=torch.bool)
     for r in range(rows):
-        ids, mask = training_row(names[(step * rows + r) % len(names)], length, step * rows + r, queries, rng)
+        i = step * rows + r
+        if copy_every and i % copy_every == 0:
+            ids, mask = copy_row(length, rng)
+            task_rows[r] = False
+        else:
+            ids, mask = training_row(names[i % len(names)], length, i, queries, rng)
         x[r, :len(ids)] = torch.tensor(ids)
         m[r, :len(mask)] = torch.tensor(mask, dtype=torch.float32)
-    return x, m
+    return x, m, task_rows
 
 
 class Batches(torch.utils.data.IterableDataset):
@@ -193,16 +215,19 @@ class Batches(torch.utils.data.IterableDataset):
         w, n = (info.id, info.num_workers) if info else (0, 1)
         for step in range(self.first + w, self.total, n):
             length = stage_at(self.curriculum, step)
-            yield (step, length, *batch(length, self.a.tokens_per_batch, step, self.a.queries))
+            copy_every = self.a.copy_every if length <= self.a.copy_until else 0
+            yield (step, length, *batch(length, self.a.tokens_per_batch, step, self.a.queries, copy_every))
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('--run', required=True, help='folder of state.pt, log.jsonl')
     ap.add_argument('--minutes', type=float, default=8.0, help='train this long, then save and exit')
-    ap.add_argument('--curriculum', default='1024:600,4096:500,8192:400,16384:500')
-    ap.add_argument('--tokens-per-batch', type=int, default=131072)
+    ap.add_argument('--curriculum', default='512:2500,1024:1200,4096:800,8192:600,16384:800')
+    ap.add_argument('--tokens-per-batch', type=int, default=65536)
     ap.add_argument('--queries', type=int, default=4, help='questions per row (tasks with several needles)')
+    ap.add_argument('--copy-every', type=int, default=4, help='every k-th row a copy_row (0: none)')
+    ap.add_argument('--copy-until', type=int, default=4096, help='copy rows only in stages of at most this length')
     ap.add_argument('--lr', type=float, default=1e-3)
     ap.add_argument('--warmup', type=int, default=100)
     ap.add_argument('--context-weight', type=float, default=0.1, help='loss weight of the context bytes (answers: 1)')
@@ -213,7 +238,7 @@ def main():
     ap.add_argument('--kv-heads', type=int, default=2)
     ap.add_argument('--rope-theta', type=float, default=500000.0)
     ap.add_argument('--max-positions', type=int, default=65536)
-    ap.add_argument('--workers', type=int, default=min(8, os.cpu_count() or 1), help='processes building batches ahead')
+    ap.add_argument('--workers', type=int, default=min(12, os.cpu_count() or 1), help='processes building batches ahead')
     ap.add_argument('--export-state', metavar='DIR', help='also write the cold-restart checkpoint here (e.g. $OUT/ckpt)')
     ap.add_argument('--export-dtype', default='float32', choices=('float32', 'bfloat16'), help='of --export-state\'s weights')
     ap.add_argument('--resume-from', metavar='DIR', help='a cold-restart checkpoint to start from when <run>/state.pt is absent')
@@ -255,11 +280,11 @@ def main():
     model.train()
     loader = torch.utils.data.DataLoader(Batches(step, curriculum, a), batch_size=None, num_workers=a.workers,
                                          prefetch_factor=4 if a.workers else None, pin_memory=True)
-    for at, length, x, m in loader:
+    for at, length, x, m, task_rows in loader:
         if time.time() - start >= a.minutes * 60:
             break
         assert at == step, f'batch of step {at} at step {step}'
-        x, m = x.to(device, non_blocking=True), m.to(device, non_blocking=True)
+        x, m, task_rows = x.to(device, non_blocking=True), m.to(device, non_blocking=True), task_rows.to(device, non_blocking=True)
         for g in opt.param_groups:
             g['lr'] = a.lr * sched(step)
         with torch.autocast('cuda', dtype=torch.bfloat16):
@@ -269,14 +294,17 @@ def main():
         real = (target != PAD).float()
         weight = mask + a.context_weight * (1 - mask) * real
         loss = (per * weight).sum() / weight.sum()
-        answer_loss = (per * mask).sum() / mask.sum().clamp(min=1)
+        task_mask = mask * task_rows[:, None]
+        answer_loss = (per * task_mask).sum() / task_mask.sum().clamp(min=1)
+        copy_mask = mask - task_mask
+        copy_loss = (per * copy_mask).sum() / copy_mask.sum().clamp(min=1)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         step += 1
         if step % 20 == 0 or step == total:
-            rec = dict(step=step, length=length, loss=loss.item(), answer_loss=answer_loss.item(), lr=opt.param_groups[0]['lr'], minutes=(time.time() - start) / 60)
+            rec = dict(step=step, length=length, loss=loss.item(), answer_loss=answer_loss.item(), copy_loss=copy_loss.item(), lr=opt.param_groups[0]['lr'], minutes=(time.time() - start) / 60)
             print(json.dumps(rec), flush=True)
             log.write(json.dumps(rec) + '\n')
             log.flush()

@@ -46,10 +46,34 @@ export interface EvalSettings {
   backend?: string;
   /** Called once per prompt (policies included). */
   onPrompt?: (done: number, total: number, note: string) => void;
+  /** Answers from an earlier, interrupted run (`--resume`): a prompt that has all its answers here is not run again. */
+  earlier?: readonly Answer[];
+  /** Wall-clock time (ms since the epoch) after which no new prompt starts; the rest are reported as not run. */
+  deadline?: number;
+  /** Called with each finished prompt's answers and timings (the evaluation appends them to `<out>.partial.jsonl`). */
+  onAnswers?: (done: PromptDone) => void;
 }
 
-const tokenizer = new ByteTokenizer({ specials: TASK_SPEC.vocab.specials });
+/** One prompt's answers and where its time went. */
+export interface PromptDone {
+  task: string;
+  length: number;
+  index: number;
+  /** Seconds of the one exact forward pass. */
+  prefillSeconds: number;
+  /** Seconds per policy run (`label`: `policy` or `policy@budget`): replay, compression, decoding. */
+  policySeconds: Record<string, number>;
+  answers: Answer[];
+}
+
+/** The tasks' tokenizer: bytes + the specials of tasks.json (the model was trained on it). */
+export const tokenizer = new ByteTokenizer({ specials: TASK_SPEC.vocab.specials });
 const BOS = tokenizer.tokenId('<bos>')!;
+
+/** A sample's prompt as token ids (`<bos>` first) and its answer's ids. */
+export function encodeSample(sample: Sample): { ids: number[]; want: number[] } {
+  return { ids: [BOS, ...tokenizer.encode(sample.prompt)], want: tokenizer.encode(sample.answer) };
+}
 
 // Policies whose prefill reads the prompt's queries (SnapKV's observation window votes): their replay carries them.
 const READS_QUERIES = new Set(['snapkv']);
@@ -81,11 +105,18 @@ export function policyRuns(model: LlamaModel, names: readonly string[], budgets:
   return runs;
 }
 
-interface RecordedPrefill {
+/** One layer's `cache.prefill` call as the exact forward pass made it. */
+export interface RecordedPrefill {
   layer: number;
   keys: Tensor;
   values: Tensor;
   queries?: Tensor;
+}
+
+/** A prompt's exact forward pass, once: the logits after its last token and every layer's prefill calls. */
+export interface SharedPrefill {
+  logits: Float32Array;
+  calls: RecordedPrefill[];
 }
 
 /** A cache that records every prefill call's keys and values (copies) on their way to `inner`. */
@@ -105,19 +136,43 @@ function recording(inner: KVCachePolicy, calls: RecordedPrefill[], withQueries: 
   });
 }
 
+/**
+ * Runs `ids` through `model` once with exact attention (`full` on `backend`), recording each layer's
+ * prefill (with the queries when `withQueries`, for policies that vote with them).
+ */
+export async function prefillOnce(model: LlamaModel, ids: number[], o: { backend: string; maxTokens: number; chunkTokens?: number; withQueries?: boolean; onProgress?: (done: number, total: number) => void }): Promise<SharedPrefill> {
+  const calls: RecordedPrefill[] = [];
+  const full = await createCache({ spec: model.spec, policy: 'full', backend: o.backend, maxTokens: o.maxTokens });
+  try {
+    const logits = model.prefill(ids, recording(full, calls, o.withQueries ?? false), { chunkTokens: o.chunkTokens ?? 512, ...(o.onProgress ? { onProgress: o.onProgress } : {}) });
+    return { logits, calls };
+  } finally {
+    full.dispose();
+  }
+}
+
+/** Feeds a recorded prefill to `cache` (its queries too where `policy` votes with them). */
+export function replayPrefill(cache: KVCachePolicy, policy: string, shared: SharedPrefill): void {
+  const queries = READS_QUERIES.has(policy);
+  for (const c of shared.calls) cache.prefill(c.layer, { keys: c.keys, values: c.values, ...(queries ? { queries: c.queries } : {}) });
+}
+
 /** Greedy answer of `n` tokens: the first from the prompt's logits, the rest decoded through `cache`. */
-function answer(model: LlamaModel, cache: KVCachePolicy, logits: Float32Array, n: number): number[] {
+export function answer(model: LlamaModel, cache: KVCachePolicy, logits: Float32Array, n: number): number[] {
   const ids = [argmax(logits)];
   while (ids.length < n) ids.push(argmax(model.forward([ids.at(-1)!], cache)));
   return ids;
 }
 
-/** Runs the grid; returns every answer. */
-export async function evaluate(model: LlamaModel, s: EvalSettings): Promise<{ answers: Answer[]; runs: Record<number, PolicyRun[]> }> {
+const runKey = (policy: string, budget?: number) => (budget === undefined ? policy : `${policy}@${budget}`);
+
+/** Runs the grid; returns every answer (the earlier ones included) and the prompts it did not reach before the deadline. */
+export async function evaluate(model: LlamaModel, s: EvalSettings): Promise<{ answers: Answer[]; runs: Record<number, PolicyRun[]>; notRun: string[] }> {
   const names = s.policies ?? listPolicies();
   const backend = s.backend ?? 'wasm';
   const withQueries = names.some((p) => READS_QUERIES.has(p));
   const answers: Answer[] = [];
+  const notRun: string[] = [];
   const runsByLength: Record<number, PolicyRun[]> = {};
   const total = s.tasks.length * s.lengths.length * s.samples;
   let done = 0;
@@ -125,28 +180,41 @@ export async function evaluate(model: LlamaModel, s: EvalSettings): Promise<{ an
     for (const task of s.tasks)
       for (let index = 0; index < s.samples; index++) {
         const sample: Sample = drawSample(task, length, index);
-        const ids = [BOS, ...tokenizer.encode(sample.prompt)];
-        const want = tokenizer.encode(sample.answer);
+        const { ids, want } = encodeSample(sample);
         const runs = (runsByLength[length] ??= policyRuns(model, names, s.budgets, ids.length, want.length));
+        // 0. A prompt an earlier run answered for every policy run is taken as it was.
+        const before = (s.earlier ?? []).filter((a) => a.task === task && a.length === length && a.index === index);
+        if (runs.every((r) => before.some((a) => runKey(a.policy, a.budget) === runKey(r.policy, r.budget)))) {
+          answers.push(...before);
+          s.onPrompt?.(++done, total, `${task} @ ${length} (earlier run)`);
+          continue;
+        }
+        if (s.deadline !== undefined && Date.now() > s.deadline) {
+          notRun.push(`${task}@${length}#${index}`);
+          continue;
+        }
         // 1. One forward pass with exact attention, recording each layer's prefill.
-        const calls: RecordedPrefill[] = [];
-        const full = await createCache({ spec: model.spec, policy: 'full', backend, maxTokens: ids.length + want.length });
-        const logits = model.prefill(ids, recording(full, calls, withQueries), { chunkTokens: s.chunkTokens ?? 512 });
-        full.dispose();
+        const maxTokens = ids.length + want.length;
+        let t0 = performance.now();
+        const shared = await prefillOnce(model, ids, { backend, maxTokens, withQueries, ...(s.chunkTokens ? { chunkTokens: s.chunkTokens } : {}) });
+        const prompt: PromptDone = { task, length, index, prefillSeconds: (performance.now() - t0) / 1000, policySeconds: {}, answers: [] };
         // 2. Each policy: the recorded prefill replayed, then its own greedy answer.
         for (const run of runs) {
-          const cache = await createCache({ spec: model.spec, policy: run.policy, backend, maxTokens: ids.length + want.length, options: run.options as never });
+          t0 = performance.now();
+          const cache = await createCache({ spec: model.spec, policy: run.policy, backend, maxTokens, options: run.options as never });
           try {
-            const queries = READS_QUERIES.has(run.policy);
-            for (const c of calls) cache.prefill(c.layer, { keys: c.keys, values: c.values, ...(queries ? { queries: c.queries } : {}) });
-            const got = tokenizer.decode(answer(model, cache, logits, want.length));
+            replayPrefill(cache, run.policy, shared);
+            const got = tokenizer.decode(answer(model, cache, shared.logits, want.length));
             const attended = cache.stats().lastAttendedTokens;
-            answers.push({ task, length, index, policy: run.policy, ...(run.budget !== undefined ? { budget: run.budget } : {}), expected: sample.answer, got, correct: got === sample.answer, attended });
+            prompt.answers.push({ task, length, index, policy: run.policy, ...(run.budget !== undefined ? { budget: run.budget } : {}), expected: sample.answer, got, correct: got === sample.answer, attended });
           } finally {
             cache.dispose();
           }
+          prompt.policySeconds[runKey(run.policy, run.budget)] = (performance.now() - t0) / 1000;
         }
+        answers.push(...prompt.answers);
+        s.onAnswers?.(prompt);
         s.onPrompt?.(++done, total, `${task} @ ${length}`);
       }
-  return { answers, runs: runsByLength };
+  return { answers, runs: runsByLength, notRun };
 }

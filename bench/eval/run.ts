@@ -1,11 +1,11 @@
 // One evaluation end to end: the model (a checkpoint, or a tiny random one), the grid, and the
 // outputs <out>.json, <out>.md and <out>.svg, with a progress bar on stderr.
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { dirname } from 'node:path';
 import { checkpointFiles, LlamaModel, randomWeights, readCheckpoint, type LlamaConfig } from '../../packages/llama/src/index.js';
 import { Progress } from '../../examples/progress.js';
-import { evaluate, type Answer, type EvalSettings, type PolicyRun } from './evaluate.js';
+import { evaluate, type Answer, type EvalSettings, type PolicyRun, type PromptDone } from './evaluate.js';
 import { cells, markdownTable, plotSvg, type Cell } from './report.js';
 import { TASK_SPEC } from './tasks.js';
 
@@ -16,11 +16,15 @@ export const RANDOM_CONFIG: LlamaConfig = {
   tieWordEmbeddings: true, attentionBias: false, mlpBias: false, eosTokenIds: [257],
 };
 
-export interface RunOptions extends Omit<EvalSettings, 'onPrompt'> {
+export interface RunOptions extends Omit<EvalSettings, 'onPrompt' | 'earlier' | 'deadline' | 'onAnswers'> {
   /** A checkpoint folder, or `'random'`. */
   model: string;
-  /** Output path without extension. */
+  /** Output path without extension. Each finished prompt is appended to `<out>.partial.jsonl` as it ends. */
   out: string;
+  /** A `.partial.jsonl` of an earlier run of the same grid: its prompts are taken, not run again. */
+  resume?: string;
+  /** Start no new prompt after this many minutes; the outputs then say which prompts were not run. */
+  minutes?: number;
   /** The command line, recorded in the JSON. */
   command?: string;
   /** Progress bar stream. Default stderr. */
@@ -33,9 +37,13 @@ export interface EvalReport {
   machine: string;
   command: string;
   model: { path: string; parameters: number; layers: number; hidden: number; queryHeads: number; kvHeads: number; headDim: number };
-  settings: Omit<EvalSettings, 'onPrompt'>;
+  settings: Omit<EvalSettings, 'onPrompt' | 'earlier' | 'deadline' | 'onAnswers'>;
   runs: Record<number, PolicyRun[]>;
   seconds: number;
+  /** Prompts (`task@length#index`) not run before `--minutes` ran out. */
+  notRun: string[];
+  /** Mean seconds per prompt of this run (not the resumed ones), per length: the exact forward pass, and each policy run. */
+  timings: Record<number, { prompts: number; prefill: number; policies: Record<string, number> }>;
   cells: Cell[];
   answers: Answer[];
 }
@@ -49,26 +57,68 @@ async function loadModel(path: string, backend: string): Promise<LlamaModel> {
 
 export async function runEval(o: RunOptions): Promise<EvalReport> {
   const start = performance.now();
+  const startedAt = Date.now(); // --minutes counts from here, model loading included
   const backend = o.backend ?? 'wasm';
   using model = await loadModel(o.model, backend);
   const c = model.config;
   const parameters = c.vocabSize * c.hiddenSize * (c.tieWordEmbeddings ? 1 : 2)
     + c.layers * (c.hiddenSize * c.headDim * 2 * (c.queryHeads + c.kvHeads) + 3 * c.hiddenSize * c.intermediateSize);
-  const { model: _m, out, command, progress, ...settings } = o;
+  const { model: _m, out, command, progress, resume, minutes, ...settings } = o;
+  mkdirSync(dirname(out), { recursive: true });
+  // The partial file holds every finished prompt, the resumed ones first, so it can resume again.
+  const partial = `${out}.partial.jsonl`;
+  const earlier = resume ? readPartial(resume) : [];
+  if (!resume || resume !== partial) writeFileSync(partial, earlier.map((p) => `${JSON.stringify(p)}\n`).join(''));
+  const timed: PromptDone[] = [];
   const bar = new Progress('eval', settings.tasks.length * settings.lengths.length * settings.samples, progress ?? process.stderr);
-  const { answers, runs } = await evaluate(model, { ...settings, backend, onPrompt: (_d, _t, note) => bar.tick(note) });
+  const { answers, runs, notRun } = await evaluate(model, {
+    ...settings, backend, onPrompt: (_d, _t, note) => bar.tick(note), earlier: earlier.flatMap((p) => p.answers),
+    ...(minutes !== undefined ? { deadline: startedAt + minutes * 60_000 } : {}),
+    onAnswers: (p) => {
+      timed.push(p);
+      appendFileSync(partial, `${JSON.stringify(p)}\n`);
+    },
+  });
   const all = cells(answers);
   const report: EvalReport = {
     date: new Date().toISOString(),
     machine: `${os.cpus()[0]?.model ?? 'cpu'} x ${os.cpus().length}, Node ${process.version}, ${backend} backend, matmul ${model.matmul.name}`,
     command: command ?? 'npm run eval',
     model: { path: o.model, parameters, layers: c.layers, hidden: c.hiddenSize, queryHeads: c.queryHeads, kvHeads: c.kvHeads, headDim: c.headDim },
-    settings, runs, seconds: (performance.now() - start) / 1000, cells: all, answers,
+    settings, runs, seconds: (performance.now() - start) / 1000, notRun, timings: timings(timed), cells: all, answers,
   };
-  mkdirSync(dirname(out), { recursive: true });
   writeFileSync(`${out}.json`, `${JSON.stringify(report, null, 1)}\n`);
   const title = `Retrieval accuracy: ${o.model === 'random' ? 'random tiny model (machinery check only)' : o.model}, ${settings.samples} samples per cell`;
-  writeFileSync(`${out}.md`, `# ${title}\n\n${report.date.slice(0, 16)} UTC, ${report.machine}; \`${report.command}\`; ${report.seconds.toFixed(0)} s.\n\n${markdownTable(all)}`);
+  const missing = notRun.length ? `\n\nNot run (\`--minutes ${minutes}\` ran out): ${notRun.length} prompts; the cells show how many they hold.` : '';
+  const resumed = earlier.length ? ` ${earlier.length} prompts came from an earlier run (\`--resume\`).` : '';
+  writeFileSync(`${out}.md`, `# ${title}\n\n${report.date.slice(0, 16)} UTC, ${report.machine}; \`${report.command}\`; ${report.seconds.toFixed(0)} s.${resumed}${missing}\n\n${markdownTable(all)}`);
   writeFileSync(`${out}.svg`, plotSvg(all, title));
   return report;
+}
+
+/** The prompts of a `.partial.jsonl`; a last line cut short by a killed run is left out. */
+function readPartial(path: string): PromptDone[] {
+  if (!existsSync(path)) return [];
+  const out: PromptDone[] = [];
+  for (const line of readFileSync(path, 'utf8').split('\n')) {
+    if (!line.trim()) continue;
+    try {
+      out.push(JSON.parse(line) as PromptDone);
+    } catch {
+      // NOTE: only a partly written last line can fail to parse: each line is written whole by appendFileSync.
+    }
+  }
+  return out;
+}
+
+/** Mean seconds per prompt and length: the forward pass and each policy run. */
+function timings(done: readonly PromptDone[]): EvalReport['timings'] {
+  const t: EvalReport['timings'] = {};
+  for (const p of done) {
+    const at = (t[p.length] ??= { prompts: 0, prefill: 0, policies: {} });
+    at.prompts += 1;
+    at.prefill += (p.prefillSeconds - at.prefill) / at.prompts;
+    for (const [k, v] of Object.entries(p.policySeconds)) at.policies[k] = (at.policies[k] ?? 0) + (v - (at.policies[k] ?? 0)) / at.prompts;
+  }
+  return t;
 }

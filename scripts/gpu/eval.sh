@@ -2,9 +2,11 @@
 # The accuracy evaluation (`npm run eval`, issue 8) on the GPU machine: caches and the model's
 # projections on CUDA (--backend cuda), so 32K prompts take seconds instead of the CPU's minutes.
 # Expects `bash scripts/gpu/pack.sh --slim` (carry: [".gpu"]): with the full pack the 27 MB model
-# does not fit the 64 MiB a call carries. Writes $OUT/eval.json, .md, .svg and $OUT/eval.log.
+# does not fit the 64 MiB a call carries. Writes $OUT/eval.json, .md, .svg, .partial.jsonl and eval.log.
 # Arguments go to bench/eval/main.ts after the defaults below (a later --lengths or --samples wins).
-# Usage: bash scripts/gpu/eval.sh [--model models/skv-small] [main.ts args...]
+# A grid longer than one call runs in pieces: --minutes M starts no prompt after M minutes, and a
+# bench/results/eval.partial.jsonl in the tree (the last call's, copied back) is resumed from.
+# Usage: bash scripts/gpu/eval.sh [--model models/skv-small] [--minutes 8] [main.ts args...]
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 export SHADOWKV_CUDA_SYNC="${SHADOWKV_CUDA_SYNC:-0}"  # no sync per op: the evaluation times nothing, but waits would slow it
@@ -14,5 +16,7 @@ out="${OUT:-bench/results}"
 mkdir -p "$out"
 nvidia-smi -L || true
 echo "node $(node --version), addon $SHADOWKV_CUDA_ADDON, commit $(cat "$G/commit" 2>/dev/null || echo unknown)"
-node node_modules/tsx/dist/cli.mjs bench/eval/main.ts --model models/skv-small --backend cuda --out "$out/eval" "$@" 2>&1 |
+resume=()
+[ -f bench/results/eval.partial.jsonl ] && resume=(--resume bench/results/eval.partial.jsonl)
+node node_modules/tsx/dist/cli.mjs bench/eval/main.ts --model models/skv-small --backend cuda --out "$out/eval" "${resume[@]}" "$@" 2>&1 |
   tee "$out/eval.log"

@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { expect, it } from 'vitest';
 import { listPolicies } from '../../packages/shadowkv/src/index.js';
@@ -31,6 +31,28 @@ it('npm run eval, tiny: every task, length, policy and budget answered; JSON, ta
   const svg = readFileSync(`${out}.svg`, 'utf8');
   expect(svg.startsWith('<svg')).toBe(true);
   expect(svg.match(/<polyline/g)).toHaveLength(want.length * TASK_NAMES.length);
+}, 120_000);
+
+it('an evaluation cut short by --minutes goes on from its .partial.jsonl (--resume) to the answers of one whole run', async () => {
+  const dir = mkdtempSync(`${tmpdir()}/skv-eval-resume-`);
+  const sink = { write: () => true, isTTY: false } as unknown as NodeJS.WriteStream;
+  const grid = { model: 'random', lengths: [300], budgets: [0.05], tasks: ['passkey', 'kv_lookup'], samples: 2, policies: ['full', 'shadowkv', 'streaming'], progress: sink };
+  const whole = await runEval({ ...grid, out: `${dir}/whole` });
+  expect(whole.notRun).toEqual([]);
+  // No time at all: not one prompt starts, and the report says which were not run.
+  const none = await runEval({ ...grid, out: `${dir}/cut`, minutes: 0 });
+  expect(none.answers).toEqual([]);
+  expect(none.notRun).toEqual(['passkey@300#0', 'passkey@300#1', 'kv_lookup@300#0', 'kv_lookup@300#1']);
+  expect(readFileSync(`${dir}/cut.md`, 'utf8')).toContain('Not run');
+  // A run killed after one prompt leaves that prompt (and a torn last line, skipped) in the partial file.
+  const lines = readFileSync(`${dir}/whole.partial.jsonl`, 'utf8').trim().split('\n');
+  expect(lines).toHaveLength(4);
+  writeFileSync(`${dir}/killed.partial.jsonl`, `${lines[0]}\n${lines[1]!.slice(0, 40)}`);
+  const resumed = await runEval({ ...grid, out: `${dir}/resumed`, resume: `${dir}/killed.partial.jsonl` });
+  expect(resumed.notRun).toEqual([]);
+  expect(resumed.answers).toEqual(whole.answers);
+  expect(Object.values(resumed.timings).reduce((n, t) => n + t.prompts, 0)).toBe(3); // one prompt was taken, three ran
+  expect(readFileSync(`${dir}/resumed.partial.jsonl`, 'utf8').trim().split('\n')).toHaveLength(4);
 }, 120_000);
 
 it('samples fit their length, hold their answer once asked, and differ by index', () => {

@@ -1,6 +1,6 @@
-// The main job: a long-context workload through `full` and `shadowkv` side by side on the wasm
-// default, reporting memory per tier, prefill time, decode time per step, needle selection and
-// output agreement.  Run: npm run demo -- [--tokens 32768] [--layers 4] [--steps 16] [--batch 1]
+// A synthetic long-context workload at Llama-3-8B attention geometry through `full` and `shadowkv`
+// side by side, reporting memory per tier, prefill time, decode time per step, needle selection and
+// output agreement.  Run: npm run demo:workload -- [--tokens 32768] [--layers 4] [--steps 16] [--batch 1]
 //                                         [--dtype bf16] [--budget 2048] [--backend auto] [--focus F]
 // --focus sets how strongly the queries look for the needle (default 8 + log2(tokens / 8192);
 // lower: attention spread thinner over the context).

@@ -10,8 +10,10 @@ import { drawSample, TASK_SPEC, type Sample } from './tasks.js';
 
 /** One policy configuration the evaluation runs. */
 export interface PolicyRun {
-  /** Registered policy name. */
+  /** Registered policy name, or a variant's label such as `shadowkv[chunkSize=4]` (see `base`). */
   policy: string;
+  /** A variant's registered policy (its options are the base's at the same budget, with the variant's on top). */
+  base?: string;
   /** Budget as a share of the context (undefined: the policy has none, e.g. `full`). */
   budget?: number;
   /** Tokens a decode step attends at the start of the answer, as configured. */
@@ -40,6 +42,8 @@ export interface EvalSettings {
   samples: number;
   /** Policy names; default: every registered one (`full`, `shadowkv`, `streaming`, …). */
   policies?: string[];
+  /** Extra runs of a policy with some options changed, e.g. `shadowkv:chunkSize=4` (reported as its own row at every budget). */
+  variants?: string[];
   /** Tokens per prefill chunk. Default 512. */
   chunkTokens?: number;
   /** The caches' backend (`'wasm'`, `'cuda'`, `'auto'`); the model's matmul is chosen apart (`LlamaModel`'s `backend`). Default `'wasm'`. */
@@ -83,26 +87,52 @@ const READS_QUERIES = new Set(['snapkv']);
  * policy attends as many tokens per step as ShadowKV at that budget (its budget + outliers + local
  * window, from `fitCacheOptions`); a policy unknown here runs once with its own defaults.
  */
-export function policyRuns(model: LlamaModel, names: readonly string[], budgets: readonly number[], tokens: number, newTokens: number): PolicyRun[] {
+export function policyRuns(model: LlamaModel, names: readonly string[], budgets: readonly number[], tokens: number, newTokens: number, variants: readonly string[] = []): PolicyRun[] {
   const runs: PolicyRun[] = [];
+  const budgeted = (policy: string) => ['shadowkv', 'streaming', 'quest', 'snapkv'].includes(policy);
+  const optionsAt = (policy: string, budget: number) => {
+    const o = fitCacheOptions(model.spec, { promptTokens: tokens, maxNewTokens: newTokens, budgetFraction: budget }).options;
+    const attended = o.budget + o.outlierChunks * o.chunkSize + o.localTokens;
+    // Every prompt is compressed, however short (the tiny runs): the threshold is what the fit asks or less.
+    const options: Record<string, number> =
+      policy === 'shadowkv' ? { ...o, denseThreshold: Math.min(o.denseThreshold, Math.max(1, tokens - o.localTokens)) }
+      : policy === 'streaming' ? { sinkTokens: 4, windowTokens: attended - 4 }
+      : policy === 'quest' ? { chunkSize: 16, budget: Math.max(16, Math.floor(attended / 16) * 16) }
+      : { budget: attended };
+    return { attended, options };
+  };
   for (const policy of names) {
-    if (!['shadowkv', 'streaming', 'quest', 'snapkv'].includes(policy)) {
-      runs.push({ policy, options: {} });
+    if (!budgeted(policy)) runs.push({ policy, options: {} });
+    else for (const budget of budgets) runs.push({ policy, budget, ...optionsAt(policy, budget) });
+  }
+  for (const v of variants) {
+    const { base, overrides } = parseVariant(v);
+    if (!budgeted(base)) {
+      runs.push({ policy: v, base, options: overrides });
       continue;
     }
     for (const budget of budgets) {
-      const o = fitCacheOptions(model.spec, { promptTokens: tokens, maxNewTokens: newTokens, budgetFraction: budget }).options;
-      const attended = o.budget + o.outlierChunks * o.chunkSize + o.localTokens;
-      // Every prompt is compressed, however short (the tiny runs): the threshold is what the fit asks or less.
-      const options =
-        policy === 'shadowkv' ? { ...o, denseThreshold: Math.min(o.denseThreshold, Math.max(1, tokens - o.localTokens)) }
-        : policy === 'streaming' ? { sinkTokens: 4, windowTokens: attended - 4 }
-        : policy === 'quest' ? { chunkSize: 16, budget: Math.max(16, Math.floor(attended / 16) * 16) }
-        : { budget: attended };
-      runs.push({ policy, budget, attended, options });
+      const { attended, options } = optionsAt(base, budget);
+      const o = { ...options, ...overrides };
+      // A budget in whole chunks of the variant's chunk size (ShadowKV and Quest select chunks).
+      if (o.chunkSize && o.budget) o.budget = Math.max(o.chunkSize, Math.floor(o.budget / o.chunkSize) * o.chunkSize);
+      runs.push({ policy: v, base, budget, attended, options: o });
     }
   }
   return runs;
+}
+
+/** `shadowkv:chunkSize=4:outlierChunks=8` -> the base policy and its numeric option overrides. */
+export function parseVariant(v: string): { base: string; overrides: Record<string, number> } {
+  const [base, ...pairs] = v.split(':');
+  const overrides: Record<string, number> = {};
+  for (const pair of pairs) {
+    const [key, value] = pair.split('=');
+    if (!key || value === undefined || !Number.isFinite(Number(value))) throw new Error(`eval: variant '${v}': '${pair}' is not option=number`);
+    overrides[key] = Number(value);
+  }
+  if (!base || !listPolicies().includes(base)) throw new Error(`eval: variant '${v}': '${base}' is not a registered policy (${listPolicies().join(', ')})`);
+  return { base, overrides };
 }
 
 /** One layer's `cache.prefill` call as the exact forward pass made it. */
@@ -151,10 +181,15 @@ export async function prefillOnce(model: LlamaModel, ids: number[], o: { backend
   }
 }
 
-/** Feeds a recorded prefill to `cache` (its queries too where `policy` votes with them). */
+/**
+ * Feeds a recorded prefill to `cache`; where `policy` votes with queries, each layer's last call
+ * carries them (the prompt's last window, the question: an earlier call's vote would be replaced by
+ * it, and computing it would only cost time).
+ */
 export function replayPrefill(cache: KVCachePolicy, policy: string, shared: SharedPrefill): void {
+  const last = new Map(shared.calls.map((c, i) => [c.layer, i]));
   const queries = READS_QUERIES.has(policy);
-  for (const c of shared.calls) cache.prefill(c.layer, { keys: c.keys, values: c.values, ...(queries ? { queries: c.queries } : {}) });
+  shared.calls.forEach((c, i) => cache.prefill(c.layer, { keys: c.keys, values: c.values, ...(queries && last.get(c.layer) === i ? { queries: c.queries } : {}) }));
 }
 
 /** Greedy answer of `n` tokens: the first from the prompt's logits, the rest decoded through `cache`. */
@@ -170,7 +205,7 @@ const runKey = (policy: string, budget?: number) => (budget === undefined ? poli
 export async function evaluate(model: LlamaModel, s: EvalSettings): Promise<{ answers: Answer[]; runs: Record<number, PolicyRun[]>; notRun: string[] }> {
   const names = s.policies ?? listPolicies();
   const backend = s.backend ?? 'wasm';
-  const withQueries = names.some((p) => READS_QUERIES.has(p));
+  const withQueries = [...names, ...(s.variants ?? []).map((v) => parseVariant(v).base)].some((p) => READS_QUERIES.has(p));
   const answers: Answer[] = [];
   const notRun: string[] = [];
   const runsByLength: Record<number, PolicyRun[]> = {};
@@ -181,7 +216,7 @@ export async function evaluate(model: LlamaModel, s: EvalSettings): Promise<{ an
       for (let index = 0; index < s.samples; index++) {
         const sample: Sample = drawSample(task, length, index);
         const { ids, want } = encodeSample(sample);
-        const runs = (runsByLength[length] ??= policyRuns(model, names, s.budgets, ids.length, want.length));
+        const runs = (runsByLength[length] ??= policyRuns(model, names, s.budgets, ids.length, want.length, s.variants));
         // 0. A prompt an earlier run answered for every policy run is taken as it was.
         const before = (s.earlier ?? []).filter((a) => a.task === task && a.length === length && a.index === index);
         if (runs.every((r) => before.some((a) => runKey(a.policy, a.budget) === runKey(r.policy, r.budget)))) {
@@ -201,9 +236,9 @@ export async function evaluate(model: LlamaModel, s: EvalSettings): Promise<{ an
         // 2. Each policy: the recorded prefill replayed, then its own greedy answer.
         for (const run of runs) {
           t0 = performance.now();
-          const cache = await createCache({ spec: model.spec, policy: run.policy, backend, maxTokens, options: run.options as never });
+          const cache = await createCache({ spec: model.spec, policy: run.base ?? run.policy, backend, maxTokens, options: run.options as never });
           try {
-            replayPrefill(cache, run.policy, shared);
+            replayPrefill(cache, run.base ?? run.policy, shared);
             const got = tokenizer.decode(answer(model, cache, shared.logits, want.length));
             const attended = cache.stats().lastAttendedTokens;
             prompt.answers.push({ task, length, index, policy: run.policy, ...(run.budget !== undefined ? { budget: run.budget } : {}), expected: sample.answer, got, correct: got === sample.answer, attended });

@@ -2,7 +2,7 @@
 //   npm run eval -- [--model <checkpoint dir> | random] [--lengths 4096,8192,16384,32768]
 //     [--budgets 0.015625,0.03,0.06] [--tasks passkey,needle_single,needle_multi,kv_lookup]
 //     [--samples 10] [--policies full,shadowkv,streaming] [--chunk 512] [--out bench/results/eval (random: eval-random)]
-//     [--backend wasm | cuda | auto] [--minutes M] [--resume <out>.partial.jsonl]
+//     [--backend wasm | cuda | auto] [--minutes M] [--resume <out>.partial.jsonl] [--variant shadowkv:chunkSize=4 ...]
 // --backend cuda runs the caches and the model's projections (DeviceMatmul: gemm) on the GPU.
 // Each finished prompt is appended to <out>.partial.jsonl; --resume takes such a file's prompts as
 // done (same grid), and --minutes starts no prompt after that long, so a long grid runs in pieces.
@@ -24,6 +24,7 @@ const { values: a } = parseArgs({
     backend: { type: 'string', default: 'wasm' },
     minutes: { type: 'string' },
     resume: { type: 'string' },
+    variant: { type: 'string', multiple: true },
   },
 });
 const nums = (s: string) => s.split(',').map(Number);
@@ -36,7 +37,7 @@ const out = a.out ?? (random ? 'bench/results/eval-random' : 'bench/results/eval
 const report = await runEval({
   model: a.model!, out, lengths: nums(lengths), budgets: nums(a.budgets!), tasks: a.tasks!.split(','),
   samples: Number(samples), chunkTokens: Number(a.chunk), backend: a.backend!, ...(a.policies ? { policies: a.policies.split(',') } : {}),
-  ...(a.minutes ? { minutes: Number(a.minutes) } : {}), ...(a.resume ? { resume: a.resume } : {}),
+  ...(a.minutes ? { minutes: Number(a.minutes) } : {}), ...(a.resume ? { resume: a.resume } : {}), ...(a.variant ? { variants: a.variant } : {}),
   command: `npm run eval -- ${process.argv.slice(2).join(' ')}`.trim(),
 });
 console.log(`wrote ${out}.json, .md, .svg, .partial.jsonl (${report.answers.length} answers in ${report.seconds.toFixed(0)} s${report.notRun.length ? `; ${report.notRun.length} prompts not run: --resume ${out}.partial.jsonl goes on` : ''})`);

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { expect, it } from 'vitest';
 import { listPolicies } from '../../packages/shadowkv/src/index.js';
 import { runEval, type EvalReport } from '../../bench/eval/run.js';
+import { parseVariant } from '../../bench/eval/evaluate.js';
 import { drawSample, TASK_NAMES } from '../../bench/eval/tasks.js';
 
 it('npm run eval, tiny: every task, length, policy and budget answered; JSON, table and plot written', async () => {
@@ -54,6 +55,23 @@ it('an evaluation cut short by --minutes goes on from its .partial.jsonl (--resu
   expect(Object.values(resumed.timings).reduce((n, t) => n + t.prompts, 0)).toBe(3); // one prompt was taken, three ran
   expect(readFileSync(`${dir}/resumed.partial.jsonl`, 'utf8').trim().split('\n')).toHaveLength(4);
 }, 120_000);
+
+it('--variant: a policy with some options changed runs as its own row at every budget; a bad variant is refused by name', async () => {
+  const out = `${mkdtempSync(`${tmpdir()}/skv-eval-variant-`)}/eval`;
+  const sink = { write: () => true, isTTY: false } as unknown as NodeJS.WriteStream;
+  const report = await runEval({ model: 'random', out, lengths: [400], budgets: [0.03, 0.1], tasks: ['passkey'], samples: 1, policies: ['shadowkv'], variants: ['shadowkv:chunkSize=4:outlierChunks=2'], progress: sink });
+  const runs = report.runs[400]!;
+  expect(runs.map((r) => `${r.policy}@${r.budget}`)).toEqual(['shadowkv@0.03', 'shadowkv@0.1', 'shadowkv:chunkSize=4:outlierChunks=2@0.03', 'shadowkv:chunkSize=4:outlierChunks=2@0.1']);
+  for (const [i, v] of [[0, 2], [1, 3]] as const) {
+    // The variant keeps the base's fitted options at the same budget, with its own on top.
+    expect(runs[v]!.options).toEqual({ ...runs[i]!.options, chunkSize: 4, outlierChunks: 2 });
+    expect(runs[v]!.base).toBe('shadowkv');
+  }
+  expect(report.answers.filter((a) => a.policy.startsWith('shadowkv:'))).toHaveLength(2);
+  expect(readFileSync(`${out}.md`, 'utf8')).toContain('| shadowkv:chunkSize=4:outlierChunks=2 @ 3 % |');
+  expect(() => parseVariant('nope:chunkSize=4')).toThrow(/'nope' is not a registered policy/);
+  expect(() => parseVariant('shadowkv:chunkSize')).toThrow(/'chunkSize' is not option=number/);
+}, 60_000);
 
 it('samples fit their length, hold their answer once asked, and differ by index', () => {
   for (const task of TASK_NAMES) {

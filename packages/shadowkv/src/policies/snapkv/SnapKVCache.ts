@@ -2,13 +2,14 @@ import { at, type View } from '../../backends/Device.js';
 import type { AttentionRows, CacheConfig, Runtime, SequenceState } from '../BaseKVCache.js';
 import { PolicyCache } from '../plugin/PolicyCache.js';
 import { definePolicyOptions } from '../plugin/policyOptions.js';
+import { int, need, record } from '../snapshotChecks.js';
 import { pool } from './pool.js';
 
 /** SnapKV's knobs. */
 export interface SnapKVOptions {
   /**
-   * Prompt tokens kept per kv head (the observation window included) when a prefill call with
-   * queries is done; later tokens are all kept.
+   * Prompt tokens kept per kv head (the observation window included) once the prompt is in (the
+   * row's next decode step); later tokens are all kept.
    * - default: `2048`
    */
   budget?: number;
@@ -48,18 +49,28 @@ export const SNAPKV_OPTIONS = definePolicyOptions<SnapKVOptions>(
  * its last `windowTokens` queries attends every earlier token (causal softmax per query head, max
  * over the GQA group: the device's `scoreChunks` with one token per chunk); the votes are summed,
  * pooled over positions (`kernelSize`, max or mean), and the top `budget - windowTokens` tokens per
- * kv head are kept with the window; the rest is evicted. Decode is exact attention over what was
- * kept plus every later token. A prefill call without queries only stores (nothing votes). Based
- * on arXiv 2404.14469 (Li et al., NeurIPS 2024).
+ * kv head are chosen to stay with the window. The eviction waits for the row's next decode step:
+ * a prompt prefilled in chunks (a model loop passes queries with every chunk) is then judged by
+ * its last chunk's window, the question, as the paper does, and not by a window of filler. Decode
+ * is exact attention over what was kept plus every later token. A prefill call without queries
+ * only stores (nothing votes). Based on arXiv 2404.14469 (Li et al., NeurIPS 2024).
  * @example
  * const cache = await createCache({ spec, policy: 'snapkv', options: { budget: 1024 } });
  * cache.prefill(0, { keys, values });                        // the context
  * cache.prefill(0, { keys: qk, values: qv, queries: q });    // the question: its queries vote
  */
+/** A vote waiting for the row's next decode step: `keep` rows of each kv head (`Hkv x k`, ascending) among the first `rows`. */
+interface Vote {
+  rows: number;
+  keep: Int32Array;
+}
+
 export class SnapKVCache extends PolicyCache<SnapKVOptions> {
   readonly name = 'snapkv';
-  /** Rows to keep per kv head, chosen during the current prefill call, by row. */
-  private readonly pending = new Map<SequenceState, Int32Array[]>();
+  /** Rows to keep per kv head, chosen during the current prefill call (committed to `votes` once it succeeded). */
+  private readonly voting = new Map<SequenceState, Int32Array[]>();
+  /** Each row's last vote, applied at its next decode step. */
+  private readonly votes = new Map<SequenceState, Vote>();
   private evictions = 0;
 
   constructor(config: CacheConfig & SnapKVOptions, runtime?: Runtime) {
@@ -67,7 +78,7 @@ export class SnapKVCache extends PolicyCache<SnapKVOptions> {
   }
 
   protected override beforePrefill(): void {
-    this.pending.clear();
+    this.voting.clear();
   }
 
   protected override observeQueries(layer: number, seq: number, h: number, queries: View, S: number, rows: AttentionRows): void {
@@ -93,19 +104,72 @@ export class SnapKVCache extends PolicyCache<SnapKVOptions> {
     keep.set(chosen);
     for (let i = 0; i < w; i++) keep[budget - w + i] = prefix + i;
     const st = this.states[layer]![seq]!;
-    const heads = this.pending.get(st) ?? [];
+    const heads = this.voting.get(st) ?? [];
     heads[h] = keep;
-    this.pending.set(st, heads);
+    this.voting.set(st, heads);
   }
 
+  /** The call's vote, once all its rows are committed, replaces the row's earlier one. */
   protected override afterPrefill(layer: number, seq: number): void {
     const st = this.states[layer]![seq]!;
-    const keep = this.pending.get(st);
-    if (!keep) return;
-    this.pending.delete(st);
-    // Room for the tokens generated next, so that the first steps after the prompt do not regrow the buffers.
-    st.tail.evict(keep, this.options.budget + Math.max(64, this.options.budget >> 3));
-    this.evictions += 1;
+    const heads = this.voting.get(st);
+    if (!heads) return;
+    this.voting.delete(st);
+    const keep = new Int32Array(heads.length * this.options.budget);
+    heads.forEach((k, h) => keep.set(k, h * this.options.budget));
+    this.votes.set(st, { rows: st.tail.count, keep });
+  }
+
+  /** The prompt is in: each row's last vote evicts, keeping too every row stored after that vote. */
+  protected override beforeStep(layer: number, seqs: readonly number[]): void {
+    for (const seq of seqs) {
+      const st = this.states[layer]![seq]!;
+      const vote = this.votes.get(st);
+      if (!vote) continue;
+      this.votes.delete(st);
+      const { budget } = this.options;
+      const after = st.tail.count - vote.rows;
+      if (after < 0) continue; // cropped below the rows it voted on: the vote no longer applies
+      const keep = Array.from({ length: this.spec.kvHeads }, (_, h) => {
+        const k = new Int32Array(budget + after);
+        k.set(vote.keep.subarray(h * budget, (h + 1) * budget));
+        for (let i = 0; i < after; i++) k[budget + i] = vote.rows + i;
+        return k;
+      });
+      // Room for the tokens generated next, so that the first steps after the prompt do not regrow the buffers.
+      st.tail.evict(keep, budget + after + Math.max(64, budget >> 3));
+      this.evictions += 1;
+    }
+  }
+
+  protected override clearState(st: SequenceState): void {
+    this.votes.delete(st);
+  }
+
+  protected override saveState(st: SequenceState): Record<string, unknown> {
+    const vote = this.votes.get(st);
+    return vote ? { vote: { rows: vote.rows, keep: vote.keep } } : {};
+  }
+
+  protected override savedStateKeys(): string[] {
+    return ['vote'];
+  }
+
+  /** A saved vote: the rows it was taken over are still the row's, and each head keeps `budget` of them, ascending. */
+  protected override checkSavedState(extra: Record<string, unknown>, path: string, length: number): number {
+    if (extra.vote === undefined) return 0;
+    const v = record(extra.vote, `${path}.vote`, ['rows', 'keep']);
+    const rows = int(v.rows, `${path}.vote.rows`, this.options.budget + 1, length);
+    const { budget } = this.options;
+    const keep = v.keep;
+    need(keep instanceof Int32Array && keep.length === this.spec.kvHeads * budget, `${path}.vote.keep`, `must be an Int32Array of ${this.spec.kvHeads} x ${budget} rows`);
+    keep.forEach((r, i) => need(r >= 0 && r < rows && (i % budget === 0 || r > keep[i - 1]!), `${path}.vote.keep[${i}]`, `is ${r}: kept rows are ascending per head and below ${rows}`));
+    return 0;
+  }
+
+  protected override loadState(st: SequenceState, saved: Record<string, unknown>): void {
+    const vote = saved.vote as Vote | undefined;
+    if (vote) this.votes.set(st, { rows: vote.rows, keep: vote.keep });
   }
 
   protected override saveCounters(): Record<string, number> {

@@ -2,8 +2,8 @@
 // exact attention, recording each layer's keys and values; every policy then gets the same
 // prefill replayed (no second forward pass: prefill attention is exact for every policy, so the
 // layers' inputs are the same) and decodes the answer greedily with its own attention.
-import type { KVCachePolicy, PrefillInput } from '../../packages/shadowkv/src/policies/KVCachePolicy.js';
-import { createCache, listPolicies } from '../../packages/shadowkv/src/index.js';
+import type { DecodeInput, DecodeOptions, KVCachePolicy, PrefillInput } from '../../packages/shadowkv/src/policies/KVCachePolicy.js';
+import { createCache, listPolicies, toFloat32 } from '../../packages/shadowkv/src/index.js';
 import type { Tensor } from '../../packages/shadowkv/src/tensor.js';
 import { argmax, ByteTokenizer, fitCacheOptions, type LlamaModel } from '../../packages/llama/src/index.js';
 import { drawSample, TASK_SPEC, type Sample } from './tasks.js';
@@ -33,6 +33,11 @@ export interface Answer {
   correct: boolean;
   /** Tokens the last decode step attended per kv head, as the policy's `stats()` counts them (0: it does not count). */
   attended: number;
+  /**
+   * Output agreement with `full` at the first decode step: the mean cosine, over layers and query
+   * heads, of this policy's attention output and exact attention's on the same inputs.
+   */
+  agreement?: number;
 }
 
 export interface EvalSettings {
@@ -192,11 +197,56 @@ export function replayPrefill(cache: KVCachePolicy, policy: string, shared: Shar
   shared.calls.forEach((c, i) => cache.prefill(c.layer, { keys: c.keys, values: c.values, ...(queries && last.get(c.layer) === i ? { queries: c.queries } : {}) }));
 }
 
-/** Greedy answer of `n` tokens: the first from the prompt's logits, the rest decoded through `cache`. */
-export function answer(model: LlamaModel, cache: KVCachePolicy, logits: Float32Array, n: number): number[] {
+/**
+ * Greedy answer of `n` tokens: the first from the prompt's logits, the rest decoded through `cache`.
+ * With `ref` (a `full` cache holding the same prompt), the first decode step also runs every layer's
+ * inputs through `ref` and `agreement` gets the mean cosine of the two outputs; `ref` is then
+ * cropped back to the prompt, ready for the next policy.
+ */
+export function answer(model: LlamaModel, cache: KVCachePolicy, logits: Float32Array, n: number, ref?: KVCachePolicy): { ids: number[]; agreement?: number } {
   const ids = [argmax(logits)];
-  while (ids.length < n) ids.push(argmax(model.forward([ids.at(-1)!], cache)));
-  return ids;
+  let agreement: number | undefined;
+  while (ids.length < n) {
+    if (ids.length > 1 || !ref) {
+      ids.push(argmax(model.forward([ids.at(-1)!], cache)));
+      continue;
+    }
+    const cosines: number[] = [];
+    const both = new Proxy(cache, {
+      get(target, prop) {
+        if (prop === 'decode') {
+          return (layer: number, input: DecodeInput, options?: DecodeOptions) => {
+            const ours = toFloat32(target.decode(layer, input, options));
+            headCosines(ours, toFloat32(ref.decode(layer, input)), model.spec.headDim, cosines);
+            return { data: ours, shape: [1, model.spec.queryHeads, 1, model.spec.headDim], dtype: 'f32' };
+          };
+        }
+        const v = Reflect.get(target, prop, target) as unknown;
+        return typeof v === 'function' ? v.bind(target) : v;
+      },
+    });
+    const length = ref.length(0);
+    try {
+      ids.push(argmax(model.forward([ids.at(-1)!], both)));
+    } finally {
+      ref.crop(0, length);
+    }
+    agreement = cosines.reduce((a, b) => a + b, 0) / cosines.length;
+  }
+  return { ids, ...(agreement !== undefined ? { agreement } : {}) };
+}
+
+/** Cosine of each head's `d`-vector in `a` and `b`, appended to `out` (1 where both are zero). */
+function headCosines(a: Float32Array, b: Float32Array, d: number, out: number[]): void {
+  for (let o = 0; o < a.length; o += d) {
+    let ab = 0, aa = 0, bb = 0;
+    for (let i = o; i < o + d; i++) {
+      ab += a[i]! * b[i]!;
+      aa += a[i]! * a[i]!;
+      bb += b[i]! * b[i]!;
+    }
+    out.push(aa === 0 && bb === 0 ? 1 : ab / Math.sqrt(aa * bb));
+  }
 }
 
 const runKey = (policy: string, budget?: number) => (budget === undefined ? policy : `${policy}@${budget}`);
@@ -233,20 +283,25 @@ export async function evaluate(model: LlamaModel, s: EvalSettings): Promise<{ an
         let t0 = performance.now();
         const shared = await prefillOnce(model, ids, { backend, maxTokens, withQueries, ...(s.chunkTokens ? { chunkTokens: s.chunkTokens } : {}) });
         const prompt: PromptDone = { task, length, index, prefillSeconds: (performance.now() - t0) / 1000, policySeconds: {}, answers: [] };
+        // The reference for output agreement: exact attention over the same prompt.
+        const ref = await createCache({ spec: model.spec, policy: 'full', backend, maxTokens });
+        replayPrefill(ref, 'full', shared);
         // 2. Each policy: the recorded prefill replayed, then its own greedy answer.
         for (const run of runs) {
           t0 = performance.now();
           const cache = await createCache({ spec: model.spec, policy: run.base ?? run.policy, backend, maxTokens, options: run.options as never });
           try {
             replayPrefill(cache, run.base ?? run.policy, shared);
-            const got = tokenizer.decode(answer(model, cache, shared.logits, want.length));
+            const { ids: out, agreement } = answer(model, cache, shared.logits, want.length, run.policy === 'full' ? undefined : ref);
+            const got = tokenizer.decode(out);
             const attended = cache.stats().lastAttendedTokens;
-            prompt.answers.push({ task, length, index, policy: run.policy, ...(run.budget !== undefined ? { budget: run.budget } : {}), expected: sample.answer, got, correct: got === sample.answer, attended });
+            prompt.answers.push({ task, length, index, policy: run.policy, ...(run.budget !== undefined ? { budget: run.budget } : {}), expected: sample.answer, got, correct: got === sample.answer, attended, ...(agreement !== undefined ? { agreement } : {}) });
           } finally {
             cache.dispose();
           }
           prompt.policySeconds[runKey(run.policy, run.budget)] = (performance.now() - t0) / 1000;
         }
+        ref.dispose();
         answers.push(...prompt.answers);
         s.onAnswers?.(prompt);
         s.onPrompt?.(++done, total, `${task} @ ${length}`);

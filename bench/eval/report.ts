@@ -11,6 +11,8 @@ export interface Cell {
   correct: number;
   total: number;
   accuracy: number;
+  /** Mean output agreement with `full` at the first decode step (cosine; absent for `full` itself). */
+  agreement?: number;
 }
 
 /** `policy` or `policy @ 1.56 %`. */
@@ -18,19 +20,20 @@ export const label = (policy: string, budget?: number) => (budget === undefined 
 const kTokens = (n: number) => (n % 1024 === 0 ? `${n / 1024}K` : String(n));
 
 export function cells(answers: readonly Answer[]): Cell[] {
-  const by = new Map<string, Cell>();
+  const by = new Map<string, Cell & { agreements: number }>();
   for (const a of answers) {
     const key = `${a.task}|${a.length}|${label(a.policy, a.budget)}`;
-    const c = by.get(key) ?? { task: a.task, length: a.length, policy: a.policy, ...(a.budget !== undefined ? { budget: a.budget } : {}), correct: 0, total: 0, accuracy: 0 };
+    const c = by.get(key) ?? { task: a.task, length: a.length, policy: a.policy, ...(a.budget !== undefined ? { budget: a.budget } : {}), correct: 0, total: 0, accuracy: 0, agreements: 0 };
     c.total += 1;
     c.correct += a.correct ? 1 : 0;
     c.accuracy = c.correct / c.total;
+    if (a.agreement !== undefined) c.agreement = ((c.agreement ?? 0) * c.agreements + a.agreement) / ++c.agreements;
     by.set(key, c);
   }
-  return [...by.values()];
+  return [...by.values()].map(({ agreements: _n, ...c }) => c);
 }
 
-/** One table per task: a row per policy (and budget), a column per length, accuracy in %. */
+/** One table per task: a row per policy (and budget), a column per length, accuracy in % · output agreement with `full`. */
 export function markdownTable(all: readonly Cell[]): string {
   const out: string[] = [];
   for (const task of [...new Set(all.map((c) => c.task))]) {
@@ -40,7 +43,7 @@ export function markdownTable(all: readonly Cell[]): string {
     out.push(`### ${task}`, '', `| policy | ${lengths.map(kTokens).join(' | ')} |`, `|---|${lengths.map(() => '---:').join('|')}|`);
     for (const row of rows) {
       const at = (n: number) => mine.find((c) => c.length === n && label(c.policy, c.budget) === row);
-      out.push(`| ${row} | ${lengths.map((n) => { const c = at(n); return c ? `${(100 * c.accuracy).toFixed(0)} % (${c.correct}/${c.total})` : ''; }).join(' | ')} |`);
+      out.push(`| ${row} | ${lengths.map((n) => { const c = at(n); return c ? `${(100 * c.accuracy).toFixed(0)} % (${c.correct}/${c.total})${c.agreement !== undefined ? ` · ${c.agreement.toFixed(3)}` : ''}` : ''; }).join(' | ')} |`);
     }
     out.push('');
   }

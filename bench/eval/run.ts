@@ -91,7 +91,8 @@ export async function runEval(o: RunOptions): Promise<EvalReport> {
   const title = `Retrieval accuracy: ${o.model === 'random' ? 'random tiny model (machinery check only)' : o.model}, ${settings.samples} samples per cell`;
   const missing = notRun.length ? `\n\nNot run (\`--minutes ${minutes}\` ran out): ${notRun.length} prompts; the cells show how many they hold.` : '';
   const resumed = earlier.length ? ` ${earlier.length} prompts came from an earlier run (\`--resume\`).` : '';
-  writeFileSync(`${out}.md`, `# ${title}\n\n${report.date.slice(0, 16)} UTC, ${report.machine}; \`${report.command}\`; ${report.seconds.toFixed(0)} s.${resumed}${missing}\n\n${markdownTable(all)}`);
+  const legend = '\n\nEach cell: exact answers, then · the output agreement with `full` at the first answer step (mean cosine of the attention outputs over layers and heads, on the same inputs).';
+  writeFileSync(`${out}.md`, `# ${title}\n\n${report.date.slice(0, 16)} UTC, ${report.machine}; \`${report.command}\`; ${report.seconds.toFixed(0)} s.${resumed}${missing}${legend}\n\n${markdownTable(all)}`);
   writeFileSync(`${out}.svg`, plotSvg(all, title));
   return report;
 }

@@ -2,9 +2,11 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { expect, it } from 'vitest';
-import { listPolicies } from '../../packages/shadowkv/src/index.js';
+import { createCache, listPolicies } from '../../packages/shadowkv/src/index.js';
 import { runEval, type EvalReport } from '../../bench/eval/run.js';
-import { parseVariant } from '../../bench/eval/evaluate.js';
+import { answer, encodeSample, parseVariant, prefillOnce, replayPrefill } from '../../bench/eval/evaluate.js';
+import { RANDOM_CONFIG } from '../../bench/eval/run.js';
+import { checkpointFiles, LlamaModel, randomWeights, readCheckpoint } from '../../packages/llama/src/index.js';
 import { drawSample, TASK_NAMES } from '../../bench/eval/tasks.js';
 
 it('npm run eval, tiny: every task, length, policy and budget answered; JSON, table and plot written', async () => {
@@ -26,6 +28,11 @@ it('npm run eval, tiny: every task, length, policy and budget answered; JSON, ta
   expect(sparse.every((a) => a.attended > 0 && a.attended < a.length)).toBe(true);
   // Every policy produced an answer (greedy, as many tokens as the expected one).
   expect(saved.answers.every((a) => a.got.length > 0)).toBe(true);
+  // Output agreement with full: measured for every policy but full, a cosine; streaming's window misses most of the prompt.
+  expect(saved.answers.every((a) => (a.policy === 'full') === (a.agreement === undefined))).toBe(true);
+  expect(saved.answers.every((a) => a.agreement === undefined || (a.agreement > -1.0001 && a.agreement < 1.0001))).toBe(true);
+  const streaming = saved.answers.filter((a) => a.policy === 'streaming' && a.budget === 0.02);
+  expect(streaming.reduce((s, a) => s + a.agreement!, 0) / streaming.length).toBeLessThan(0.99);
   const md = readFileSync(`${out}.md`, 'utf8');
   for (const t of TASK_NAMES) expect(md).toContain(`### ${t}`);
   expect(md).toContain('| streaming @ 2 % |');
@@ -55,6 +62,23 @@ it('an evaluation cut short by --minutes goes on from its .partial.jsonl (--resu
   expect(Object.values(resumed.timings).reduce((n, t) => n + t.prompts, 0)).toBe(3); // one prompt was taken, three ran
   expect(readFileSync(`${dir}/resumed.partial.jsonl`, 'utf8').trim().split('\n')).toHaveLength(4);
 }, 120_000);
+
+it('output agreement: exact attention against itself agrees to 1, and the reference is cropped back to the prompt for the next policy', async () => {
+  const files = checkpointFiles(RANDOM_CONFIG, randomWeights(RANDOM_CONFIG, { seed: 2 }));
+  using model = await LlamaModel.create(readCheckpoint((name) => files.get(name)), { backend: 'wasm' });
+  const { ids } = encodeSample(drawSample('passkey', 300, 0));
+  const shared = await prefillOnce(model, ids, { backend: 'wasm', maxTokens: ids.length + 8 });
+  const [ref, same] = await Promise.all([0, 1].map(() => createCache({ spec: model.spec, policy: 'full', backend: 'wasm', maxTokens: ids.length + 8 })));
+  replayPrefill(ref!, 'full', shared);
+  replayPrefill(same!, 'full', shared);
+  const { ids: out, agreement } = answer(model, same!, shared.logits, 4, ref!);
+  expect(out).toHaveLength(4);
+  expect(agreement).toBeCloseTo(1, 6);
+  expect(ref!.length(0)).toBe(ids.length);
+  expect(same!.length(0)).toBe(ids.length + 3);
+  ref!.dispose();
+  same!.dispose();
+}, 60_000);
 
 it('--variant: a policy with some options changed runs as its own row at every budget; a bad variant is refused by name', async () => {
   const out = `${mkdtempSync(`${tmpdir()}/skv-eval-variant-`)}/eval`;

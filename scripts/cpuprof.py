@@ -3,7 +3,7 @@
 
     python3 scripts/cpuprof.py <file.cpuprofile>... [--top 15]
 
-A profile of an idle thread (a loader worker) is skipped: its top entry is '(idle)'.
+A profile of a thread idle over 90 % of the time (a loader worker) is skipped.
 """
 import argparse
 import collections
@@ -19,10 +19,10 @@ for path in a.files:
     self_us = collections.Counter()
     for sample, dt in zip(p['samples'], p['timeDeltas']):
         cf = nodes[sample]
-        self_us[(cf['functionName'] or '(anonymous)', cf['url'].split('/')[-1], cf['lineNumber'] + 1)] += dt
-    if self_us.most_common(1)[0][0][0] == '(idle)':
-        continue
+        self_us[(cf['functionName'] or '(anonymous)', cf['url'].split('/')[-1])] += dt
     total = sum(self_us.values())
+    if self_us[('(idle)', '')] > 0.9 * total:
+        continue
     print(f'{path}: {total / 1e6:.2f} s sampled')
-    for (fn, url, line), us in self_us.most_common(a.top):
-        print(f'  {us / 1e6:8.2f} s {100 * us / total:5.1f} %  {fn}  {url}:{line}')
+    for (fn, url), us in self_us.most_common(a.top):
+        print(f'  {us / 1e6:8.2f} s {100 * us / total:5.1f} %  {fn}  {url}')

@@ -44,6 +44,12 @@ export const SNAPKV_OPTIONS = definePolicyOptions<SnapKVOptions>(
     : undefined,
 );
 
+/** A vote waiting for the row's next decode step: `budget` rows per kv head (`[Hkv x budget]`, ascending per head) among the first `rows`. */
+interface Vote {
+  rows: number;
+  keep: Int32Array;
+}
+
 /**
  * SnapKV: the prompt's own last queries pick what to keep. At a prefill call with queries, each of
  * its last `windowTokens` queries attends every earlier token (causal softmax per query head, max
@@ -59,12 +65,6 @@ export const SNAPKV_OPTIONS = definePolicyOptions<SnapKVOptions>(
  * cache.prefill(0, { keys, values });                        // the context
  * cache.prefill(0, { keys: qk, values: qv, queries: q });    // the question: its queries vote
  */
-/** A vote waiting for the row's next decode step: `keep` rows of each kv head (`Hkv x k`, ascending) among the first `rows`. */
-interface Vote {
-  rows: number;
-  keep: Int32Array;
-}
-
 export class SnapKVCache extends PolicyCache<SnapKVOptions> {
   readonly name = 'snapkv';
   /** Rows to keep per kv head, chosen during the current prefill call (committed to `votes` once it succeeded). */
@@ -126,10 +126,12 @@ export class SnapKVCache extends PolicyCache<SnapKVOptions> {
       const st = this.states[layer]![seq]!;
       const vote = this.votes.get(st);
       if (!vote) continue;
-      this.votes.delete(st);
       const { budget } = this.options;
       const after = st.tail.count - vote.rows;
-      if (after < 0) continue; // cropped below the rows it voted on: the vote no longer applies
+      if (after < 0) {
+        this.votes.delete(st); // cropped below the rows it voted on: the vote no longer applies
+        continue;
+      }
       const keep = Array.from({ length: this.spec.kvHeads }, (_, h) => {
         const k = new Int32Array(budget + after);
         k.set(vote.keep.subarray(h * budget, (h + 1) * budget));
@@ -138,6 +140,7 @@ export class SnapKVCache extends PolicyCache<SnapKVOptions> {
       });
       // Room for the tokens generated next, so that the first steps after the prompt do not regrow the buffers.
       st.tail.evict(keep, budget + after + Math.max(64, budget >> 3));
+      this.votes.delete(st); // only once applied: a step that fails leaves the vote for the next
       this.evictions += 1;
     }
   }

@@ -10,7 +10,7 @@ import { drawSample, TASK_SPEC, type Sample } from './tasks.js';
 
 /** One policy configuration the evaluation runs. */
 export interface PolicyRun {
-  /** Registered policy name, or a variant's label such as `shadowkv[chunkSize=4]` (see `base`). */
+  /** Registered policy name, or a variant as given, such as `shadowkv:chunkSize=4` (see `base`). */
   policy: string;
   /** A variant's registered policy (its options are the base's at the same budget, with the variant's on top). */
   base?: string;

@@ -65,10 +65,11 @@ export async function runEval(o: RunOptions): Promise<EvalReport> {
     + c.layers * (c.hiddenSize * c.headDim * 2 * (c.queryHeads + c.kvHeads) + 3 * c.hiddenSize * c.intermediateSize);
   const { model: _m, out, command, progress, resume, minutes, ...settings } = o;
   mkdirSync(dirname(out), { recursive: true });
-  // The partial file holds every finished prompt, the resumed ones first, so it can resume again.
+  // The partial file holds every finished prompt, the resumed ones first, so it can resume again;
+  // it is rewritten even when resumed from itself, which drops a torn last line before lines are appended.
   const partial = `${out}.partial.jsonl`;
   const earlier = resume ? readPartial(resume) : [];
-  if (!resume || resume !== partial) writeFileSync(partial, earlier.map((p) => `${JSON.stringify(p)}\n`).join(''));
+  writeFileSync(partial, earlier.map((p) => `${JSON.stringify(p)}\n`).join(''));
   const timed: PromptDone[] = [];
   const bar = new Progress('eval', settings.tasks.length * settings.lengths.length * settings.samples, progress ?? process.stderr);
   const { answers, runs, notRun } = await evaluate(model, {

@@ -61,6 +61,12 @@ it('an evaluation cut short by --minutes goes on from its .partial.jsonl (--resu
   expect(resumed.answers).toEqual(whole.answers);
   expect(Object.values(resumed.timings).reduce((n, t) => n + t.prompts, 0)).toBe(3); // one prompt was taken, three ran
   expect(readFileSync(`${dir}/resumed.partial.jsonl`, 'utf8').trim().split('\n')).toHaveLength(4);
+  // Resumed from its own partial file (what scripts/gpu/eval.sh does across calls): the torn line is dropped, not appended to.
+  writeFileSync(`${dir}/self.partial.jsonl`, `${lines[0]}\n${lines[1]!.slice(0, 40)}`);
+  const again = await runEval({ ...grid, out: `${dir}/self`, resume: `${dir}/self.partial.jsonl` });
+  expect(again.answers).toEqual(whole.answers);
+  const selfLines = readFileSync(`${dir}/self.partial.jsonl`, 'utf8').trim().split('\n');
+  expect(selfLines.map((l) => JSON.parse(l).index)).toHaveLength(4);
 }, 120_000);
 
 it('output agreement: exact attention against itself agrees to 1, and the reference is cropped back to the prompt for the next policy', async () => {

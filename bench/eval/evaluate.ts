@@ -154,20 +154,23 @@ export interface SharedPrefill {
   calls: RecordedPrefill[];
 }
 
-/** A cache that records every prefill call's keys and values (copies) on their way to `inner`. */
-function recording(inner: KVCachePolicy, calls: RecordedPrefill[], withQueries: boolean): KVCachePolicy {
-  const copy = (t: Tensor): Tensor => ({ ...t, data: t.data.slice() as Tensor['data'] });
+/** `inner` with its method `name` replaced by `impl` (which may call `inner`'s own); every other member is `inner`'s. */
+function intercept(inner: KVCachePolicy, name: 'prefill' | 'decode', impl: (...args: never[]) => unknown): KVCachePolicy {
   return new Proxy(inner, {
     get(target, prop) {
-      if (prop === 'prefill') {
-        return (layer: number, input: PrefillInput) => {
-          calls.push({ layer, keys: copy(input.keys), values: copy(input.values), ...(withQueries && input.queries ? { queries: copy(input.queries) } : {}) });
-          return target.prefill(layer, input);
-        };
-      }
+      if (prop === name) return impl;
       const v = Reflect.get(target, prop, target) as unknown;
       return typeof v === 'function' ? v.bind(target) : v;
     },
+  });
+}
+
+/** A cache that records every prefill call's keys and values (copies) on their way to `inner`. */
+function recording(inner: KVCachePolicy, calls: RecordedPrefill[], withQueries: boolean): KVCachePolicy {
+  const copy = (t: Tensor): Tensor => ({ ...t, data: t.data.slice() as Tensor['data'] });
+  return intercept(inner, 'prefill', (layer: number, input: PrefillInput) => {
+    calls.push({ layer, keys: copy(input.keys), values: copy(input.values), ...(withQueries && input.queries ? { queries: copy(input.queries) } : {}) });
+    return inner.prefill(layer, input);
   });
 }
 
@@ -212,18 +215,10 @@ export function answer(model: LlamaModel, cache: KVCachePolicy, logits: Float32A
       continue;
     }
     const cosines: number[] = [];
-    const both = new Proxy(cache, {
-      get(target, prop) {
-        if (prop === 'decode') {
-          return (layer: number, input: DecodeInput, options?: DecodeOptions) => {
-            const ours = toFloat32(target.decode(layer, input, options));
-            headCosines(ours, toFloat32(ref.decode(layer, input)), model.spec.headDim, cosines);
-            return { data: ours, shape: [1, model.spec.queryHeads, 1, model.spec.headDim], dtype: 'f32' };
-          };
-        }
-        const v = Reflect.get(target, prop, target) as unknown;
-        return typeof v === 'function' ? v.bind(target) : v;
-      },
+    const both = intercept(cache, 'decode', (layer: number, input: DecodeInput, options?: DecodeOptions) => {
+      const ours = toFloat32(cache.decode(layer, input, options));
+      headCosines(ours, toFloat32(ref.decode(layer, input)), model.spec.headDim, cosines);
+      return { data: ours, shape: [1, model.spec.queryHeads, 1, model.spec.headDim], dtype: 'f32' };
     });
     const length = ref.length(0);
     try {

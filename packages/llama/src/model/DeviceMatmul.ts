@@ -2,7 +2,6 @@ import type { Backend } from '../../../shadowkv/src/backends/Backend.js';
 import { at, type Device, type DeviceBuffer, type View } from '../../../shadowkv/src/backends/Device.js';
 import { resolveBackend } from '../../../shadowkv/src/backends/registry.js';
 import '../../../shadowkv/src/backends/index.js'; // registers cuda and wasm
-import { DeviceMismatchError } from '../../../shadowkv/src/errors/DeviceMismatchError.js';
 import { DisposedError } from '../../../shadowkv/src/errors/DisposedError.js';
 import type { Tensor } from '../../../shadowkv/src/tensor.js';
 import { checkLinear, checkWeight, type Matmul, type MatmulWeight } from './Matmul.js';
@@ -73,8 +72,7 @@ export class DeviceMatmul implements Matmul {
 
   linear(x: Float32Array, M: number, weight: MatmulWeight, out: Float32Array): void {
     const device = this.live('linear');
-    if (!this.weights.has(weight as DeviceWeight)) throw new DeviceMismatchError('DeviceMatmul.linear: the weight was not prepared by this matmul');
-    checkLinear('DeviceMatmul', x, M, weight, out);
+    checkLinear('DeviceMatmul', this.weights, x, M, weight, out);
     const { rows: N, cols: K, buf: W } = weight as DeviceWeight;
     const xb = this.io('x', M * K);
     const ob = this.io('out', M * N);

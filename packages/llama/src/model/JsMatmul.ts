@@ -1,6 +1,5 @@
 import { toFloat32 } from '../../../shadowkv/src/dtype.js';
 import type { Tensor } from '../../../shadowkv/src/tensor.js';
-import { DeviceMismatchError } from '../../../shadowkv/src/errors/DeviceMismatchError.js';
 import { checkLinear, checkWeight, type Matmul, type MatmulWeight } from './Matmul.js';
 
 interface JsWeight extends MatmulWeight {
@@ -27,8 +26,7 @@ export class JsMatmul implements Matmul {
   }
 
   linear(x: Float32Array, M: number, weight: MatmulWeight, out: Float32Array): void {
-    if (!this.weights.has(weight)) throw new DeviceMismatchError('JsMatmul.linear: the weight was not prepared by this matmul');
-    checkLinear('JsMatmul', x, M, weight, out);
+    checkLinear('JsMatmul', this.weights, x, M, weight, out);
     const { rows: N, cols: K, data: W } = weight as JsWeight;
     const block = Math.max(1, Math.floor(BLOCK_BYTES / (4 * K)));
     for (let n0 = 0; n0 < N; n0 += block) {

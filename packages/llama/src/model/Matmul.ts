@@ -1,3 +1,4 @@
+import { DeviceMismatchError } from '../../../shadowkv/src/errors/DeviceMismatchError.js';
 import { ShapeError } from '../../../shadowkv/src/errors/ShapeError.js';
 import type { Tensor } from '../../../shadowkv/src/tensor.js';
 
@@ -29,8 +30,12 @@ export function checkWeight(who: string, weight: Tensor): [rows: number, cols: n
   return [rows!, cols!];
 }
 
-/** Throws a ShapeError unless `x` holds `rows` rows of the weight's cols and `out` as many of its rows. */
-export function checkLinear(who: string, x: Float32Array, rows: number, weight: MatmulWeight, out: Float32Array): void {
+/**
+ * Throws a DeviceMismatchError unless `prepared` (the matmul's own weights) holds `weight`, and a
+ * ShapeError unless `x` holds `rows` rows of the weight's cols and `out` as many of its rows.
+ */
+export function checkLinear(who: string, prepared: { has(w: MatmulWeight): boolean }, x: Float32Array, rows: number, weight: MatmulWeight, out: Float32Array): void {
+  if (!prepared.has(weight)) throw new DeviceMismatchError(`${who}.linear: the weight was not prepared by this matmul`);
   const { rows: N, cols: K } = weight;
   if (!Number.isInteger(rows) || rows < 1) throw new ShapeError(`${who}.linear: rows must be a positive integer, got ${rows}`);
   if (x.length < rows * K) throw new ShapeError(`${who}.linear: x holds ${x.length} floats, ${rows} rows of ${K} need ${rows * K}`);

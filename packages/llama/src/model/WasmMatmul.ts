@@ -1,7 +1,6 @@
 import { DTYPE_CODE } from '../../../shadowkv/src/backends/codes.js';
 import { compileWasm, hasWasmSimd, instantiateWasm, type WasmVariant } from '../../../shadowkv/src/backends/wasm/loadWasm.js';
 import type { WasmExports } from '../../../shadowkv/src/backends/wasm/abi.js';
-import { DeviceMismatchError } from '../../../shadowkv/src/errors/DeviceMismatchError.js';
 import { DisposedError } from '../../../shadowkv/src/errors/DisposedError.js';
 import { OutOfMemoryError } from '../../../shadowkv/src/errors/OutOfMemoryError.js';
 import type { Tensor } from '../../../shadowkv/src/tensor.js';
@@ -61,8 +60,7 @@ export class WasmMatmul implements Matmul {
 
   linear(x: Float32Array, M: number, weight: MatmulWeight, out: Float32Array): void {
     if (this.disposed) throw new DisposedError('WasmMatmul.linear: the matmul was disposed');
-    if (!this.prepared.has(weight)) throw new DeviceMismatchError('WasmMatmul.linear: the weight was not prepared by this matmul');
-    checkLinear('WasmMatmul', x, M, weight, out);
+    checkLinear('WasmMatmul', this.prepared, x, M, weight, out);
     const { rows: N, cols: K, ptr, dtype } = weight as WasmWeight;
     const need = M * (K + N);
     if (need > this.io.floats) {

@@ -57,6 +57,16 @@ void ArgCount(const Napi::CallbackInfo& info, size_t n, const char* op) {
     throw Napi::TypeError::New(info.Env(), std::string(op) + ": expected " + std::to_string(n) + " arguments, got " + std::to_string(info.Length()));
 }
 
+Napi::Float64Array TableArg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name, size_t width) {
+  if (!info[i].IsTypedArray() || info[i].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array)
+    throw Napi::TypeError::New(info.Env(), std::string(op) + ": argument '" + name + "' must be a Float64Array");
+  Napi::Float64Array t = info[i].As<Napi::Float64Array>();
+  if (t.ElementLength() % width)
+    throw Napi::RangeError::New(info.Env(), std::string(op) + ": argument '" + name + "' holds " + std::to_string(width) +
+                                                " numbers per entry, got " + std::to_string(t.ElementLength()));
+  return t;
+}
+
 int64_t IntArg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name, int64_t lo, int64_t hi) {
   if (!info[i].IsNumber()) ThrowArg(info.Env(), op, name, "must be a number");
   double v = info[i].As<Napi::Number>().DoubleValue();

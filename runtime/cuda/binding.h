@@ -27,6 +27,8 @@ float FloatArg(const Napi::CallbackInfo& info, size_t i, const char* op, const c
 void* PtrArg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name, bool nullable = false);
 int DtypeArg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name);
 void ArgCount(const Napi::CallbackInfo& info, size_t n, const char* op);
+// A Float64Array of entries of `width` numbers each (a table of pointers and sizes that JS builds).
+Napi::Float64Array TableArg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name, size_t width);
 
 // A grow-only device block per slot, for op temporaries (never shrinks; freed at exit).
 enum WorkspaceSlot { WS_ATTENTION = 0, WS_SELECT, WS_COPY, WS_DECODE, WS_SLOTS };

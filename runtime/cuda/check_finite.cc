@@ -11,10 +11,7 @@ namespace shadowkv_cuda {
 Napi::Value CheckFiniteOp(const Napi::CallbackInfo& info) {
   const char* op = "checkFinite";
   ArgCount(info, 2, op);
-  if (!info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array)
-    throw Napi::TypeError::New(info.Env(), "checkFinite: argument 'table' must be a Float64Array");
-  Napi::Float64Array table = info[0].As<Napi::Float64Array>();
-  if (table.ElementLength() % 4 != 0) throw Napi::RangeError::New(info.Env(), "checkFinite: table holds 4 numbers per check");
+  Napi::Float64Array table = TableArg(info, 0, op, "table", 4);
   const size_t count = table.ElementLength() / 4;
   Napi::Array out = Napi::Array::New(info.Env(), count);
   if (count == 0) return out;

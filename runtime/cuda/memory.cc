@@ -211,10 +211,7 @@ void StartAside(Napi::Env env, const char* op) {
 Napi::Value CopyAside(const Napi::CallbackInfo& info) {
   const char* op = "copyAside";
   ArgCount(info, 1, op);
-  if (!info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array)
-    throw Napi::TypeError::New(info.Env(), "copyAside: expected a Float64Array of [dst, src, bytes] triples");
-  Napi::Float64Array t = info[0].As<Napi::Float64Array>();
-  if (t.ElementLength() % 3) throw Napi::RangeError::New(info.Env(), "copyAside: the table's length is not a multiple of 3");
+  Napi::Float64Array t = TableArg(info, 0, op, "table", 3);  // [dst, src, bytes] triples
   StartAside(info.Env(), op);
   Check(info.Env(), op, cudaEventRecord(aside.ready, Stream()));
   Check(info.Env(), op, cudaStreamWaitEvent(aside.stream, aside.ready, 0));

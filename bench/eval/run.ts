@@ -4,6 +4,7 @@ import { appendFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } fr
 import os from 'node:os';
 import { dirname } from 'node:path';
 import { checkpointFiles, LlamaModel, randomWeights, readCheckpoint, type LlamaConfig } from '../../packages/llama/src/index.js';
+import { resolveBackend } from '../../packages/shadowkv/src/backends/registry.js';
 import { Progress } from '../../examples/progress.js';
 import { evaluate, type Answer, type EvalSettings, type PolicyRun, type PromptDone } from './evaluate.js';
 import { cells, markdownTable, plotSvg, type Cell } from './report.js';
@@ -83,7 +84,7 @@ export async function runEval(o: RunOptions): Promise<EvalReport> {
   const all = cells(answers);
   const report: EvalReport = {
     date: new Date().toISOString(),
-    machine: `${os.cpus()[0]?.model ?? 'cpu'} x ${os.cpus().length}, Node ${process.version}, ${backend} backend, matmul ${model.matmul.name}`,
+    machine: `${os.cpus()[0]?.model ?? 'cpu'} x ${os.cpus().length}, Node ${process.version}, ${(await resolveBackend(backend)).backend.description}, matmul ${model.matmul.name}`,
     command: command ?? 'npm run eval',
     model: { path: o.model, parameters, layers: c.layers, hidden: c.hiddenSize, queryHeads: c.queryHeads, kvHeads: c.kvHeads, headDim: c.headDim },
     settings, runs, seconds: (performance.now() - start) / 1000, notRun, timings: timings(timed), cells: all, answers,

@@ -19,10 +19,6 @@ export PATH="/tmp/skv-node:$PATH"
 if [ -f "$G/scripts.tar.xz" ]; then  # pack.sh --slim: tsx and msgpackr only, the addon compressed
   [ -f node_modules/tsx/dist/cli.mjs ] || { unxz_to "$G/scripts.tar.xz" /tmp/skv-node/scripts.tar; tar -xf /tmp/skv-node/scripts.tar; }
   [ -f /tmp/skv-node/shadowkv_cuda.node ] || unxz_to "$G/shadowkv_cuda.node.xz" /tmp/skv-node/shadowkv_cuda.node
-  # The workspace links npm install makes (the cuda backend imports 'shadowkv-cuda' by name).
-  for link in shadowkv:shadowkv shadowkv-cuda:shadowkv-cuda shadowkv-llama:llama; do
-    [ -e "node_modules/${link%%:*}" ] || ln -sfn "../packages/${link#*:}" "node_modules/${link%%:*}"
-  done
   export SHADOWKV_CUDA_ADDON=/tmp/skv-node/shadowkv_cuda.node
 else
   if [ ! -d node_modules/vitest ]; then

@@ -25,9 +25,10 @@ mkdir -p .gpu/wasm && cp runtime/wasm/out/*.wasm .gpu/wasm/  # the wasm envs and
 xz -T2 -6 -c "$(readlink -f "$(command -v node)")" > .gpu/node.xz
 if [ "$slim" = 1 ]; then
   xz -T2 -6 -c "$addon" > .gpu/shadowkv_cuda.node.xz
-  # tsx (with its own esbuild) and msgpackr, with what they require at run time (package-lock.json)
+  # tsx (with its own esbuild) and msgpackr, with what they require at run time (package-lock.json),
+  # and the workspace links npm install makes (the cuda backend imports 'shadowkv-cuda' by name)
   tar -c node_modules/tsx node_modules/get-tsconfig node_modules/resolve-pkg-maps node_modules/msgpackr \
-    | xz -T2 -6 > .gpu/scripts.tar.xz
+    node_modules/shadowkv node_modules/shadowkv-cuda node_modules/shadowkv-llama | xz -T2 -6 > .gpu/scripts.tar.xz
   git rev-parse HEAD > .gpu/commit 2>/dev/null || rm -f .gpu/commit
   du -sh .gpu
   exit 0

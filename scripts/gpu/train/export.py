@@ -24,7 +24,7 @@ from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
 
 import shards  # noqa: E402
 import tasks  # noqa: E402
-from train import BOS, PAD, rope_theta_of, tied_skip  # noqa: E402
+from train import BOS, PAD, load_weights, rope_theta_of, tied_skip  # noqa: E402
 
 MAX_BYTES = 30 * 2 ** 20  # the issue's limit on the committed weights
 
@@ -137,9 +137,7 @@ def main():
     weights, st, log_path, source = load_source(a)
     cfg = LlamaConfig.from_dict(st['config'])
     model = LlamaForCausalLM(cfg)
-    missing, unexpected = model.load_state_dict({k: v.float() for k, v in weights.items()}, strict=False)
-    if unexpected or set(missing) - set(tied_skip(model)):
-        raise SystemExit(f'{source}: missing {missing}, unexpected {unexpected}')
+    load_weights(model, weights, source)
     del weights
     model = model.to('cuda', torch.bfloat16).eval()
     print(f'loaded {source} at step {st["step"]}', flush=True)

@@ -113,11 +113,16 @@ def load_cold(model, folder, a):
         raise SystemExit(f'{folder} has another geometry ({", ".join(f"{k} {theirs.get(k)} != {mine.get(k)}" for k in diff)}): pass the same flags')
     if meta['args'].get('curriculum') != a.curriculum:
         print(f'warning: {folder} was trained with --curriculum {meta["args"].get("curriculum")}, this run uses {a.curriculum}', flush=True)
-    weights = shards.load_shards(folder)
+    load_weights(model, shards.load_shards(folder), folder)
+    return meta['step'], meta.get('dtype', 'float32')
+
+
+def load_weights(model, weights, source):
+    """Weights by name (any float dtype) into `model` as fp32; refuses any tensor missing (but a tied
+    lm_head) or unknown, naming `source`."""
     missing, unexpected = model.load_state_dict({k: v.float() for k, v in weights.items()}, strict=False)
     if unexpected or set(missing) - set(tied_skip(model)):
-        raise SystemExit(f'{folder}: missing {missing}, unexpected {unexpected}')
-    return meta['step'], meta.get('dtype', 'float32')
+        raise SystemExit(f'{source}: missing {missing}, unexpected {unexpected}')
 
 
 def lr_factor(s, warmup, total, rewarm_from, rewarmup):

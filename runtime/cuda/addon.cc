@@ -40,6 +40,7 @@ Napi::Value CausalAttention(const Napi::CallbackInfo&);
 Napi::Value DecodeLayer(const Napi::CallbackInfo&);
 Napi::Value StepProfile(const Napi::CallbackInfo&);
 Napi::Value CheckFiniteOp(const Napi::CallbackInfo&);
+Napi::Value CheckFiniteHostOp(const Napi::CallbackInfo&);
 }  // namespace shadowkv_cuda
 
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
@@ -63,8 +64,8 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
       {"sparseAttention", SparseAttention}, {"causalAttention", CausalAttention},
       // the fused step
       {"decodeLayer", DecodeLayer}, {"stepProfile", StepProfile},
-      // input checks of device tensors
-      {"checkFinite", CheckFiniteOp},
+      // input checks of device tensors and of host arrays
+      {"checkFinite", CheckFiniteOp}, {"checkFiniteHost", CheckFiniteHostOp},
   };
   for (const auto& e : table) exports.Set(e.name, Napi::Function::New(env, e.fn, e.name));
   exports.Set("napiVersion", Napi::Number::New(env, NAPI_VERSION));

@@ -57,6 +57,15 @@ void ArgCount(const Napi::CallbackInfo& info, size_t n, const char* op) {
     throw Napi::TypeError::New(info.Env(), std::string(op) + ": expected " + std::to_string(n) + " arguments, got " + std::to_string(info.Length()));
 }
 
+Napi::TypedArray TypedArrayArg(const Napi::CallbackInfo& info, size_t i, const char* op) {
+  if (!info[i].IsTypedArray()) throw Napi::TypeError::New(info.Env(), std::string(op) + ": expected a typed array");
+  return info[i].As<Napi::TypedArray>();
+}
+
+void* TypedArrayData(const Napi::TypedArray& a) {
+  return static_cast<char*>(a.ArrayBuffer().Data()) + a.ByteOffset();
+}
+
 Napi::Float64Array TableArg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name, size_t width) {
   if (!info[i].IsTypedArray() || info[i].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array)
     throw Napi::TypeError::New(info.Env(), std::string(op) + ": argument '" + name + "' must be a Float64Array");

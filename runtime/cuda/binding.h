@@ -27,13 +27,16 @@ float FloatArg(const Napi::CallbackInfo& info, size_t i, const char* op, const c
 void* PtrArg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name, bool nullable = false);
 int DtypeArg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name);
 void ArgCount(const Napi::CallbackInfo& info, size_t n, const char* op);
+// Argument i as a typed array (a JS host array), and the address of its first element.
+Napi::TypedArray TypedArrayArg(const Napi::CallbackInfo& info, size_t i, const char* op);
+void* TypedArrayData(const Napi::TypedArray& a);
 // A Float64Array of entries of `width` numbers each (a table of pointers and sizes that JS builds).
 Napi::Float64Array TableArg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name, size_t width);
 
 // A grow-only device block per slot, for op temporaries (never shrinks; freed at exit).
 enum WorkspaceSlot { WS_ATTENTION = 0, WS_SELECT, WS_COPY, WS_DECODE, WS_SLOTS };
 SkvWorkspace Workspace(Napi::Env env, WorkspaceSlot slot, size_t bytes, const char* op);
-// Pinned host bytes for an async upload: Stage returns a block of `bytes` that no pending copy
+// Pinned host bytes for an async upload (or a small read's copy back): Stage returns a block of `bytes` that no pending copy
 // still reads (a ring of blocks, each released by an event); after enqueuing the copy from it,
 // call Staged, which records that event on the stream.
 void* Stage(Napi::Env env, size_t bytes, const char* op);

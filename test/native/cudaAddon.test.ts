@@ -3,7 +3,10 @@ import { describe, expect, it } from 'vitest';
 import { at, createCache, NoDeviceError } from '../../packages/shadowkv/src/backend.js';
 import { addonCandidates, createCudaBackend, probeAddon } from '../../packages/shadowkv-cuda/src/index.js';
 import { loadAddon } from '../../packages/shadowkv-cuda/src/loadAddon.js';
-import type { AddonError } from '../../packages/shadowkv-cuda/src/AddonTypes.js';
+import { DTYPE_CODE, type AddonError } from '../../packages/shadowkv-cuda/src/AddonTypes.js';
+import { f32ToBf16, f32ToF16 } from '../../packages/shadowkv/src/dtype.js';
+import { checkValues, valueLimit, type ValueRole } from '../../packages/shadowkv/src/policies/validate.js';
+import type { DType } from '../../packages/shadowkv/src/tensor.js';
 
 // The CUDA addon as a machine without a GPU sees it: it loads (static cudart, no libcuda link),
 // the probe child answers instead of crashing, and every entry point says why CUDA is unavailable.
@@ -52,6 +55,37 @@ if (!built) {
       expect(cache.backendInfo.name).toBe('wasm');
       expect(cache.backendInfo.reason).toMatch(/cuda unavailable \(shadowkv-cuda: no CUDA device/);
       cache.dispose();
+    });
+
+    // Needs no GPU: the host-array scan is C++ on the CPU (every decode step's inputs on cuda take it).
+    it('checkFiniteHost finds the first bad element as the JS scan does, every dtype, at block edges', () => {
+      const addon = loadAddon(built.path);
+      const n = 9000; // three scan blocks of 4096, the last partial
+      const MAX = { f32: 3.4028234663852886e38, f16: 65504, bf16: 3.3895313892515355e38 };
+      const cases: [DType, DType | undefined, ValueRole, number][] = [
+        ['f32', undefined, 'input', NaN], ['f32', 'bf16', 'key', -Infinity], ['f32', 'f16', 'key', 5e4],
+        ['bf16', undefined, 'input', NaN], ['bf16', 'bf16', 'key', -Infinity], ['bf16', 'bf16', 'key', 3e38],
+        ['f16', undefined, 'input', NaN], ['f16', 'f16', 'key', -5e4], ['f16', 'f16', 'value', Infinity],
+      ];
+      for (const [dtype, storage, role, bad] of cases) {
+        const limit = Math.min(valueLimit(storage, role), MAX[dtype]);
+        const good = (i: number) => Math.sin(i) * 1e4;
+        const what = `${dtype} data, ${storage ?? 'no'} storage, ${role}, ${bad}`;
+        expect(addon.checkFiniteHost(toData(dtype, good), DTYPE_CODE[dtype], limit), `${what}: clean`).toBe(-1);
+        for (const at of [0, 4095, 4096, 8191, n - 1]) {
+          const poisoned = toData(dtype, (i) => (i === at || i === n - 1 ? bad : good(i)));
+          expect(addon.checkFiniteHost(poisoned, DTYPE_CODE[dtype], limit), `${what} at ${at}`).toBe(at);
+          // The JS scan (a device without findNonFiniteHost) names the same element.
+          expect(() => checkValues('t', 'x', { data: poisoned, shape: [n], dtype }, storage, role, {})).toThrow(new RegExp(`x\\[${at}\\]`));
+        }
+      }
+      expect(() => addon.checkFiniteHost(new Uint16Array(4), DTYPE_CODE.f32, 1)).toThrow(TypeError);
+      expect(() => addon.checkFiniteHost(new Float32Array(4), DTYPE_CODE.bf16, 1)).toThrow(TypeError);
+
+      function toData(dtype: DType, f: (i: number) => number): Float32Array | Uint16Array {
+        const x = Float32Array.from({ length: n }, (_, i) => f(i));
+        return dtype === 'f32' ? x : Uint16Array.from(x, (v) => (dtype === 'f16' ? f32ToF16 : f32ToBf16)(v));
+      }
     });
 
     const onGpu = 'on a GPU: the backend starts, names the device, and round-trips both tiers';

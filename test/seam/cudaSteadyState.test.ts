@@ -6,8 +6,9 @@ import { NeedleWorkload } from '../../examples/workloads/needle.js';
 import { ENVS } from '../envs.js';
 
 // The CUDA twin of steadyState.test.ts: every addon call of warm decode steps counted. A layer step
-// is the input upload (q, k, v: staged, no wait), one decodeLayer call (no wait inside it) and the
-// output read; no allocation, no synchronize, no op call.
+// is the input check (q, k, v: native scans of the host arrays, no GPU), their upload (staged, no
+// wait), one decodeLayer call (no wait inside it) and the output read; no allocation, no
+// synchronize, no op call.
 const cuda = ENVS.ready.find((e) => e.backend === 'cuda');
 const calls = new Map<string, number>();
 const spec = { layers: 2, queryHeads: 8, kvHeads: 2, headDim: 32, rope: { theta: 10000 } };
@@ -42,7 +43,7 @@ suite(`steady-state decode (instrumented) [cuda]${cuda ? '' : ' skipped: no CUDA
     calls.clear();
     run(inputs.slice(70, 170));
     const layerSteps = 100 * spec.layers;
-    expect(Object.fromEntries(calls)).toEqual({ write: 3 * layerSteps, decodeLayer: layerSteps, read: layerSteps });
+    expect(Object.fromEntries(calls)).toEqual({ checkFiniteHost: 3 * layerSteps, write: 3 * layerSteps, decodeLayer: layerSteps, read: layerSteps });
     expect(addon.allocCount() - allocationsBefore).toBe(0);
     expect(cache.stats().compactions - compactionsBefore).toBeGreaterThanOrEqual(2 * batch * spec.layers);
     cache.dispose();

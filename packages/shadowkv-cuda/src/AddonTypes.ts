@@ -130,5 +130,10 @@ export interface CudaAddon {
    * per check the flat index of the first NaN, infinite or out-of-range element, or -1.
    */
   checkFinite(table: Float64Array, first: Ptr): number[];
+  /**
+   * The same check of a host array (Float32Array for f32, Uint16Array for f16/bf16) on the CPU, in
+   * native code: the index of the first NaN, infinite or out-of-range element, or -1. Needs no GPU.
+   */
+  checkFiniteHost(data: Float32Array | Uint16Array, dtype: number, limit: number): number;
   causalAttention(q: Ptr, g: number, Sq: number, d: number, scale: number, offset: number, k: Ptr, v: Ptr, kvDtype: number, out: Ptr): void;
 }

@@ -22,6 +22,7 @@ import { DeviceMismatchError } from '../../shadowkv/src/errors/DeviceMismatchErr
 import { DisposedError } from '../../shadowkv/src/errors/DisposedError.js';
 import { OutOfMemoryError } from '../../shadowkv/src/errors/OutOfMemoryError.js';
 import type { RopeStyle } from '../../shadowkv/src/spec.js';
+import type { DType } from '../../shadowkv/src/tensor.js';
 import type { LayerStep, StepRow } from '../../shadowkv/src/backends/LayerStep.js';
 import { CUDA_MEMORY_TYPE, CUDA_OUT_OF_MEMORY, DTYPE_CODE, ROPE_STYLE_CODE, ROW_BYTES, SEGMENT_WORDS, STATUS, STEP_BYTES, type AddonError, type CudaAddon } from './AddonTypes.js';
 
@@ -371,6 +372,10 @@ export class CudaDevice implements Device {
     });
     const first = this.scratch('check.first', checks.length, 'f64');
     return this.op('check_finite', () => this.x.checkFinite(table, first.ptr));
+  }
+
+  findNonFiniteHost(data: HostArray, dtype: DType, limit: number): number {
+    return this.x.checkFiniteHost(data as Float32Array | Uint16Array, storageCode(dtype), limit);
   }
 
   /**

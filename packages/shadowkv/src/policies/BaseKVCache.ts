@@ -451,7 +451,7 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
     const onDev: { name: string; t: DeviceTensor; storage: DType | undefined; role: ValueRole }[] = [];
     for (const [name, t, storage, role] of inputs) {
       if (onDevice(t)) onDev.push({ name, t, storage, role });
-      else checkValues(call, name, t, storage, role);
+      else checkValues(call, name, t, storage, role, this.device);
     }
     checkDeviceValues(call, this.device, onDev);
   }

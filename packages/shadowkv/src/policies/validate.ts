@@ -111,26 +111,30 @@ const MAX_FINITE: Record<DType, number> = { f32: 3.4028234663852886e38, f16: 655
  * the cache's storage dtype. Keys are stored after RoPE, which can rotate a pair's magnitude
  * into one element, so they must stay within `1/sqrt(2)` of the largest finite value.
  */
-export function checkValues(call: string, name: string, t: Tensor, storage: DType | undefined, role: ValueRole): void {
-  const d = t.data;
-  const limit = valueLimit(storage, role);
-  const fail = (i: number, v: number) => nonFinite(call, name, i, v, t.dtype, storage, role);
-  if (t.dtype === 'f32') {
-    const bound = Math.min(limit, MAX_FINITE.f32); // NaN and ±Infinity fail the comparison
-    for (let i = 0; i < d.length; i++) {
-      const v = d[i]!;
-      if (!(Math.abs(v) <= bound)) fail(i, v);
-    }
-    return;
-  }
-  // 16-bit: exponent all ones is Inf/NaN (f16: 0x7c00, bf16: 0x7f80); the range needs a decode only when it binds.
-  const mask = t.dtype === 'f16' ? 0x7c00 : 0x7f80;
-  const widen = t.dtype === 'f16' ? f16ToF32 : bf16ToF32;
-  const ranged = limit < MAX_FINITE[t.dtype];
-  for (let i = 0; i < d.length; i++) {
-    if ((d[i]! & mask) === mask) fail(i, widen(d[i]!));
-    if (ranged && !(Math.abs(widen(d[i]!)) <= limit)) fail(i, widen(d[i]!));
-  }
+export function checkValues(call: string, name: string, t: Tensor, storage: DType | undefined, role: ValueRole, device?: Pick<Device, 'findNonFiniteHost'>): void {
+  const limit = Math.min(valueLimit(storage, role), MAX_FINITE[t.dtype]);
+  const i = device?.findNonFiniteHost ? device.findNonFiniteHost(t.data, t.dtype, limit)
+    : t.dtype === 'f32' ? firstOutsideF32(t.data as Float32Array, limit)
+    : firstOutside16(t.data as Uint16Array, t.dtype === 'f16' ? 0x7c00 : 0x7f80, limit < MAX_FINITE[t.dtype] ? limit : Infinity, t.dtype === 'f16' ? f16ToF32 : bf16ToF32);
+  if (i < 0) return;
+  const v = t.dtype === 'f32' ? t.data[i]! : (t.dtype === 'f16' ? f16ToF32 : bf16ToF32)(t.data[i]!);
+  nonFinite(call, name, i, v, t.dtype, storage, role);
+}
+
+// NOTE: one scanner per array type: a loop that sees both Float32Array and Uint16Array is
+// polymorphic, and these run over every input of every call where the device has no native scan.
+/** Index of the first element that is NaN, infinite or beyond ±bound (-1: none). */
+function firstOutsideF32(d: Float32Array, bound: number): number {
+  for (let i = 0; i < d.length; i++) if (!(Math.abs(d[i]!) <= bound)) return i; // NaN fails the comparison
+  return -1;
+}
+
+/** The same over 16-bit floats: exponent all ones (`mask`) is Inf/NaN; the range needs a decode only when it binds. */
+function firstOutside16(d: Uint16Array, mask: number, bound: number, widen: (bits: number) => number): number {
+  for (let i = 0; i < d.length; i++) if ((d[i]! & mask) === mask) return i;
+  if (bound === Infinity) return -1;
+  for (let i = 0; i < d.length; i++) if (!(Math.abs(widen(d[i]!)) <= bound)) return i;
+  return -1;
 }
 
 /** What an input is to the cache: keys must stay finite after RoPE, values as stored, other inputs (queries) finite. */

@@ -5,8 +5,9 @@
 import { execFileSync } from 'node:child_process';
 import { expect, it } from 'vitest';
 
-it('demo: the bundled model answers a 1.5K passkey haystack right with full and with shadowkv at 1.56 %, and prints memory per tier and speed', () => {
-  const out = execFileSync(process.execPath, ['--import', 'tsx', 'examples/demo.ts', '--tokens', '1500', '--task', 'passkey', '--backend', 'wasm'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+// 4K: the shortest length of the evaluation's grid, where fitCacheOptions' choices were measured.
+it('demo: the bundled model answers a 4K passkey haystack right with full and with shadowkv at 1.56 %, and prints memory per tier and speed', () => {
+  const out = execFileSync(process.execPath, ['--import', 'tsx', 'examples/demo.ts', '--tokens', '4096', '--task', 'passkey', '--backend', 'wasm'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
   expect(out).toContain('model: models/skv-small (6 layers, hidden 512, 8 q / 2 kv heads x 64)');
   expect(out).toMatch(/question: "What is the pass key\? The pass key is"/);
   const expected = /expected: "( \d+)"/.exec(out)![1];
@@ -20,5 +21,5 @@ it('demo: the bundled model answers a 1.5K passkey haystack right with full and 
   expect(parseFloat(fullHost!)).toBe(0);
   expect(parseFloat(skvHost!)).toBeGreaterThan(0);
   expect(parseFloat(tokensPerSecond!)).toBeGreaterThan(0);
-  expect(Number(attended)).toBeLessThan(1500 / 4);
-}, 120_000);
+  expect(Number(attended)).toBeLessThan(4096 / 16);
+}, 300_000);

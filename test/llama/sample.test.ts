@@ -57,13 +57,24 @@ describe('fitCacheOptions', () => {
   it('the budget is ~1.56 % of the context in whole chunks, 2048 at 128K; the memory is below the dense cache', () => {
     for (const promptTokens of [4096, 16384, 32768, 131072 - 256]) {
       const fit = fitCacheOptions(narrow, { promptTokens });
-      expect(fit.options.budget % 8).toBe(0);
-      expect(Math.abs(fit.options.budget - fit.maxTokens / 64)).toBeLessThanOrEqual(4); // the nearest whole chunk
+      const C = fit.options.chunkSize;
+      expect(fit.options.budget % C).toBe(0);
+      expect(Math.abs(fit.options.budget - Math.max(64, fit.maxTokens / 64))).toBeLessThanOrEqual(C / 2); // the nearest whole chunk
       expect(fit.compressed).toBe(true);
       expect(fit.memory.device).toBeLessThan(fit.memory.dense);
     }
     expect(fitCacheOptions(narrow, { promptTokens: 131072 - 256 }).options.budget).toBe(2048);
     expect(fitCacheOptions(narrow, { promptTokens: 16384, budgetFraction: 0.06 }).options.budget).toBe(1000);
+  });
+
+  it("chunks of 8 (the paper's) where the budget holds 64 of them, else chunks of 4, and the notes say why", () => {
+    const at = (promptTokens: number, budgetFraction?: number) => fitCacheOptions(narrow, { promptTokens, maxNewTokens: 0, ...(budgetFraction ? { budgetFraction } : {}) });
+    expect(at(32768).options.chunkSize).toBe(8); // budget 512 = 64 chunks of 8
+    expect(at(32767).options.chunkSize).toBe(4);
+    expect(at(4096).options).toMatchObject({ chunkSize: 4, budget: 64 });
+    expect(at(16384, 0.06).options.chunkSize).toBe(8);
+    expect(at(4096).notes.join('\n')).toMatch(/chunkSize 4: the budget holds fewer than 64 chunks of 8/);
+    expect(at(131072).notes.join('\n')).toMatch(/chunkSize 8: the paper's/);
   });
 
   it('a short prompt stays dense, and the notes say so', () => {

@@ -31,7 +31,9 @@ export interface CacheFit {
   notes: string[];
 }
 
+/** The paper's chunk, and the finer one for small budgets (see `chunkFor`). */
 const CHUNK = 8;
+const FINE_CHUNK = 4;
 const roundTo = (x: number, m: number) => Math.round(x / m) * m;
 
 /**
@@ -55,23 +57,29 @@ export function fitCacheOptions(spec: ModelSpec, q: FitQuestion): CacheFit {
   const paper = Math.round((width * 5) / 32);
   const half = Math.floor(width / 2);
   const rank = Math.min(half, Math.max(paper, Math.min(32, half)));
-  // Budget: a share of the context, whole chunks, at least 8 of them.
-  const budget = Math.max(8 * CHUNK, roundTo(maxTokens * budgetFraction, CHUNK));
+  // Chunk: the paper's 8 where the budget holds at least 64 of them (2048 tokens hold 256). A smaller
+  // budget selects so few chunks that a chunk's mean key (its landmark) hides a one-token target:
+  // on the bundled model at 1.56 % of 4K-16K, chunks of 4 answered 16 of the 120 grid prompts that
+  // chunks of 8 missed, and missed 1 that 8 answered (bench/results/eval-h200.md).
+  const chunkSize = maxTokens * budgetFraction < 64 * CHUNK ? FINE_CHUNK : CHUNK;
+  // Budget: a share of the context, whole chunks, at least 64 tokens.
+  const budget = Math.max(8 * CHUNK, roundTo(maxTokens * budgetFraction, chunkSize));
   const outlierChunks = Math.floor((budget / 1024) * 24);
   const localTokens = 32;
   // Recent tokens are attended in full every step: no more of them than the budget before compaction.
   const maxRecentTokens = Math.max(8 * CHUNK, Math.min(1024, budget));
   // Dense threshold: below ~4x the tokens a step attends anyway, sparse attention saves little.
-  const attended = budget + outlierChunks * CHUNK + localTokens;
+  const attended = budget + outlierChunks * chunkSize + localTokens;
   const denseThreshold = Math.max(1024, Math.ceil((4 * attended) / CHUNK) * CHUNK);
-  const options = { rank, chunkSize: CHUNK, budget, outlierChunks, localTokens, maxRecentTokens, denseThreshold };
+  const options = { rank, chunkSize, budget, outlierChunks, localTokens, maxRecentTokens, denseThreshold };
   const compressed = promptTokens >= denseThreshold;
   const memory = estimateMemory({ spec, tokens: maxTokens, maxTokens, dtype, options });
   const pct = (x: number) => `${((100 * x) / maxTokens).toFixed(2)} %`;
   const mb = (x: number) => `${(x / 2 ** 20).toFixed(1)} MB`;
   const notes = [
     `rank ${options.rank} of key width ${width} (${spec.kvHeads} kv heads x ${spec.headDim}): ${rank === paper ? "the paper's 5/32 of the width" : `the paper's 5/32 would be ${paper}; narrow keys get at least 32, at most half the width`}; the low-rank keys take ${((100 * options.rank) / width).toFixed(0)} % of the keys' room`,
-    `budget ${budget} tokens per kv head and step: ${pct(budget)} of the ${maxTokens}-token context (asked ${(100 * budgetFraction).toFixed(2)} %), whole chunks of ${CHUNK}, at least 8 chunks`,
+    `chunkSize ${chunkSize}: ${chunkSize === CHUNK ? "the paper's" : `the budget holds fewer than 64 chunks of ${CHUNK}, and a small budget's few landmarks (chunk means) hide one-token targets`}`,
+    `budget ${budget} tokens per kv head and step: ${pct(budget)} of the ${maxTokens}-token context (asked ${(100 * budgetFraction).toFixed(2)} %), whole chunks, at least 64 tokens`,
     `outlierChunks ${outlierChunks} (24 per 1024 of budget), localTokens ${localTokens}, maxRecentTokens ${maxRecentTokens} (at most the budget)`,
     `denseThreshold ${denseThreshold}: 4x the ~${attended} tokens a step attends; this ${promptTokens}-token prompt ${compressed ? 'is compressed' : 'stays dense (exact)'}`,
     `memory at ${maxTokens} tokens (${dtype}): device ${mb(memory.device)} + host ${mb(memory.host)}, dense cache ${mb(memory.dense)}`,

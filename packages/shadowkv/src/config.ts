@@ -66,6 +66,14 @@ export interface ShadowKVOptions {
    */
   denseThreshold?: number;
   /**
+   * The first `denseLayers` layers are never compressed: exact keys and values on the device, every
+   * token attended, at any length. Quest keeps its first two layers dense; on the bundled model,
+   * layers 0-1 dense took kv lookup at 4K from 0 to 4 of 4 prompts (docs/llama.md). Each such layer
+   * costs a dense layer's memory and attention, which `estimateMemory` counts.
+   * - default: `0` (the paper: every layer compressed)
+   */
+  denseLayers?: number;
+  /**
    * Scale of the landmark scoring logits `softmax(q · landmark * scoreScale)`, separate from the
    * attention scale (the original code scores with 1/√128 at every head dim).
    * - default: the spec's attention scale (`1 / sqrt(headDim)` unless the spec sets `scale`)
@@ -131,11 +139,11 @@ export function resolveCacheOptions(o: CacheOptions = {}): ResolvedCacheOptions 
 /** Option names of ShadowKV. */
 export const SHADOWKV_OPTION_KEYS = [
   'rank', 'chunkSize', 'budget', 'outlierChunks', 'localTokens', 'sinkTokens', 'maxRecentTokens', 'denseThreshold',
-  'scoreScale', 'hostPageChunks', 'svdOversample', 'svdPowerIters',
+  'denseLayers', 'scoreScale', 'hostPageChunks', 'svdOversample', 'svdPowerIters',
 ] as const;
 
 /** Fills defaults into ShadowKV options for a model and checks their ranges; unknown keys are a `ConfigError`. */
-export function resolveShadowKVOptions(o: ShadowKVOptions, spec: Pick<ResolvedSpec, 'kvHeads' | 'headDim' | 'scale'>): ResolvedShadowKVOptions {
+export function resolveShadowKVOptions(o: ShadowKVOptions, spec: Pick<ResolvedSpec, 'layers' | 'kvHeads' | 'headDim' | 'scale'>): ResolvedShadowKVOptions {
   checkKeys('ShadowKV options', o, SHADOWKV_OPTION_KEYS);
   const budget = o.budget ?? 2048;
   const width = spec.kvHeads * spec.headDim;
@@ -148,6 +156,7 @@ export function resolveShadowKVOptions(o: ShadowKVOptions, spec: Pick<ResolvedSp
     sinkTokens: 0,
     maxRecentTokens: 1024,
     denseThreshold: 4096,
+    denseLayers: 0,
     scoreScale: spec.scale,
     hostPageChunks: 256,
     svdOversample: 16,
@@ -163,6 +172,7 @@ export function resolveShadowKVOptions(o: ShadowKVOptions, spec: Pick<ResolvedSp
   check(isIntIn(r.localTokens, 0, L.window), `localTokens must be an integer in [0, ${L.window}], got ${show(r.localTokens)}`);
   check(isIntIn(r.maxRecentTokens, r.chunkSize, L.window), `maxRecentTokens must be an integer in [chunkSize (${r.chunkSize}), ${L.window}], got ${show(r.maxRecentTokens)}`);
   check(isIntIn(r.denseThreshold, 1, L.maxTokens), `denseThreshold must be an integer >= 1, got ${show(r.denseThreshold)}`);
+  check(isIntIn(r.denseLayers, 0, spec.layers), `denseLayers must be an integer in [0, layers = ${spec.layers}], got ${show(r.denseLayers)}`);
   check(typeof r.scoreScale === 'number' && r.scoreScale >= 1e-8 && r.scoreScale <= 100, `scoreScale must be a number in [1e-8, 100], got ${show(r.scoreScale)}`);
   check(isIntIn(r.hostPageChunks, 1, L.pageElements) && r.hostPageChunks * r.chunkSize * spec.headDim <= L.pageElements,
     `hostPageChunks x chunkSize x headDim must be at most 2^28 elements, got hostPageChunks ${show(r.hostPageChunks)}`);

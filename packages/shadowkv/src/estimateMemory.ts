@@ -70,9 +70,12 @@ export function estimateMemory(q: MemoryQuestion): MemoryEstimate {
     // The tail is sized once compressed for the local window, the recent region and one chunk.
     exactTail: 2 * Hkv * (o.localTokens + o.maxRecentTokens + C) * d * b,
   };
-  const components = Object.fromEntries(Object.entries(perRow).map(([k, v]) => [k, v * rows]));
+  // Dense layers (`denseLayers`) keep the whole row exact, in the tail.
+  const sparseRows = (layers - o.denseLayers) * cache.batch;
+  const components = Object.fromEntries(Object.entries(perRow).map(([k, v]) => [k, v * sparseRows]));
+  components.exactTail! += (dense / rows) * (rows - sparseRows);
   const device = Object.values(components).reduce((a, v) => a + v, 0);
-  const host = rows * hostPerRow;
+  const host = sparseRows * hostPerRow;
   // One row's compression: the whole prompt in the tail, f32 pre-RoPE keys and factors, the Gram matrix.
   const l = Math.min(rank + o.svdOversample, D);
   const transient = 2 * Hkv * S * d * b + 4 * (nc * D + nc * rank + 2 * rank * D + D * D + 4 * l * D);

@@ -84,7 +84,7 @@ export class ShadowKVCache extends BaseKVCache<ShadowState> {
     // A declared size on a device whose host tier is slow to allocate: every row's pages at maxTokens, now.
     if (config.maxTokens !== undefined && this.device.pinsHost) {
       try {
-        pages.reserve(this.spec.layers * this.batch * this.pagesPerRow(this.cacheOptions.maxTokens));
+        pages.reserve((this.spec.layers - this.options.denseLayers) * this.batch * this.pagesPerRow(this.cacheOptions.maxTokens));
       } catch (err) {
         this.dispose();
         throw err;
@@ -160,7 +160,7 @@ export class ShadowKVCache extends BaseKVCache<ShadowState> {
       o.signal?.throwIfAborted();
       await new Promise<void>((resolve) => setTimeout(resolve, 0));
       // The row may have been compressed (by a decode step) or reset meanwhile.
-      this.run('compressAsync()', () => this.isDue(this.states[l]![s]!) && this.compressRows([[l, s]]));
+      this.run('compressAsync()', () => this.isDue(l, this.states[l]![s]!) && this.compressRows([[l, s]]));
       o.onProgress?.({ done: ++done, total: due.length, layer: l, sequence: s });
     }
     return due.length;
@@ -175,13 +175,13 @@ export class ShadowKVCache extends BaseKVCache<ShadowState> {
     seqs.forEach((s) => checkSequence('compress()', s, this.batch));
     if (new Set(layers).size !== layers.length) throw new LayerIndexError(`compress(): layers ${fmt(layers)} repeat a layer`);
     if (new Set(seqs).size !== seqs.length) throw new SequenceIndexError(`compress(): sequences ${fmt(seqs)} repeat a row`);
-    return layers.flatMap((l) => seqs.filter((s) => this.isDue(this.states[l]![s]!)).map((s): [number, number] => [l, s]));
+    return layers.flatMap((l) => seqs.filter((s) => this.isDue(l, this.states[l]![s]!)).map((s): [number, number] => [l, s]));
   }
 
-  /** Dense, at the threshold, and with at least one whole chunk beyond the local window to compress. */
-  private isDue(st: ShadowState): boolean {
+  /** Dense, past the dense layers, at the threshold, and with at least one whole chunk beyond the local window to compress. */
+  private isDue(layer: number, st: ShadowState): boolean {
     const o = this.options;
-    return !st.store && st.length >= o.denseThreshold && st.length - o.localTokens >= o.chunkSize;
+    return layer >= o.denseLayers && !st.store && st.length >= o.denseThreshold && st.length - o.localTokens >= o.chunkSize;
   }
 
   /** Compresses rows all or none: every store is built first, then all are committed. */
@@ -204,7 +204,7 @@ export class ShadowKVCache extends BaseKVCache<ShadowState> {
 
   /** A row whose prompt is in and reached the threshold is compressed before its first step (all such rows, or none). */
   protected override beforeStep(layer: number, seqs: readonly number[]): void {
-    this.compressRows(seqs.filter((s) => this.isDue(this.states[layer]![s]!)).map((s): [number, number] => [layer, s]));
+    this.compressRows(seqs.filter((s) => this.isDue(layer, this.states[layer]![s]!)).map((s): [number, number] => [layer, s]));
   }
 
   /** Compaction rule of docs/algorithm.md: a full recent region compacts after the step, room made first. */

@@ -31,7 +31,7 @@ export interface Answer {
   expected: string;
   got: string;
   correct: boolean;
-  /** Tokens the last decode step attended per kv head, as the policy's `stats()` counts them (0: it does not count). */
+  /** Tokens the last decode step attended per kv head, averaged over layers, as the policy's `stats()` counts them (`stepAttendedTokens`; 0: it does not count). */
   attended: number;
   /**
    * Output agreement with `full` at the first decode step: the mean cosine, over layers and query
@@ -289,7 +289,7 @@ export async function evaluate(model: LlamaModel, s: EvalSettings): Promise<{ an
             replayPrefill(cache, run.base ?? run.policy, shared);
             const { ids: out, agreement } = answer(model, cache, shared.logits, want.length, run.policy === 'full' ? undefined : ref);
             const got = tokenizer.decode(out);
-            const attended = cache.stats().lastAttendedTokens;
+            const attended = cache.stats().stepAttendedTokens;
             prompt.answers.push({ task, length, index, policy: run.policy, ...(run.budget !== undefined ? { budget: run.budget } : {}), expected: sample.answer, got, correct: got === sample.answer, attended, ...(agreement !== undefined ? { agreement } : {}) });
           } finally {
             cache.dispose();

@@ -34,6 +34,10 @@ forEachEnv('shadowkv: denseLayers', (env) => {
       expect(m[i]![2], `step ${i} layer 2`).toEqual(s[i]![2]);
       expect(s[i]![0], 'layer 0 is sparse without denseLayers').not.toEqual(f[i]![0]);
     }
+    // A step's attention over the layers: two dense layers read the whole row, the last one its selection.
+    expect(mixed.stats().lastAttendedTokens).toBe(sparse.stats().lastAttendedTokens);
+    expect(mixed.stats().stepAttendedTokens).toBeCloseTo((2 * full.stats().lastAttendedTokens + sparse.stats().lastAttendedTokens) / 3, 9);
+    expect(full.stats().stepAttendedTokens).toBe(full.stats().lastAttendedTokens);
     // One sparse layer of three: a third of the host tier and of the compressed parts, here and in the estimate.
     expect(mixed.memory().host).toBe(sparse.memory().host / 3);
     expect(mixed.memory().components.lowRankU! * 3).toBe(sparse.memory().components.lowRankU);

@@ -525,7 +525,12 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
   private readStats(): PolicyStats {
     const read = (l: number) => this.device.read(at(this.counters[l]!) as View & { buf: { dtype: 'f64' } }, COUNTERS);
     const total = new Float64Array(COUNTERS);
-    for (let l = 0; l < this.spec.layers; l++) read(l).forEach((v, i) => (total[i]! += v));
+    let attended = 0, decoded = 0;
+    for (let l = 0; l < this.spec.layers; l++) {
+      const c = read(l);
+      c.forEach((v, i) => (total[i]! += v));
+      if (c[COUNTER.steps]! > 0) (attended += c[COUNTER.lastAttendedTokens]! / Math.max(c[COUNTER.lastHeads]!, 1)), decoded++;
+    }
     const last = this.lastLayer >= 0 ? read(this.lastLayer) : new Float64Array(COUNTERS);
     const heads = Math.max(last[COUNTER.lastHeads]!, 1);
     const hits = total[COUNTER.hits]!, misses = total[COUNTER.misses]!;
@@ -538,6 +543,7 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
       lastBytesFetched: last[COUNTER.lastMisses]! * chunkBytes,
       bytesFetched: misses * chunkBytes,
       lastAttendedTokens: last[COUNTER.lastAttendedTokens]! / heads,
+      stepAttendedTokens: decoded ? attended / decoded : 0,
       lastSelectedTokens: last[COUNTER.lastSelectedTokens]! / heads,
       compressions: this.saveCounters().compressions ?? 0,
       compactions: total[COUNTER.compactions]!,

@@ -85,6 +85,11 @@ export interface PolicyStats {
   bytesFetched: number;
   /** Tokens attended per (row, kv head) at the last decode call, averaged. */
   lastAttendedTokens: number;
+  /**
+   * The same at every layer's last decode call, averaged over the layers that decoded: a step's
+   * attention across the model, where layers differ (ShadowKV's `denseLayers` attend every token).
+   */
+  stepAttendedTokens: number;
   /** Selected tokens per (row, kv head) at the last decode call, averaged. */
   lastSelectedTokens: number;
   /** First compressions (prefill-style factorization) run. */

@@ -49,6 +49,16 @@ forEachEnv('shadowkv: denseLayers', (env) => {
     [mixed, sparse, full].forEach((c) => c.dispose());
   });
 
+  it('every layer dense is full: the same outputs, nothing on the host tier, here or in the estimate', async () => {
+    const [all, full] = [await make('shadowkv', spec.layers), await make('full')];
+    expect(run(all)).toEqual(run(full));
+    expect(all.memory().host).toBe(0);
+    expect(all.stats().compressions).toBe(0);
+    const e = estimateMemory({ spec, tokens: S, maxTokens: S + 8, batch: 2, dtype: env.dtype, options: { ...options, denseLayers: spec.layers } });
+    expect([e.host, e.device]).toEqual([0, e.dense]);
+    [all, full].forEach((c) => c.dispose());
+  });
+
   it('denseLayers beyond the model or not an integer is a ConfigError naming it', async () => {
     for (const bad of [4, -1, 1.5]) await expect(make('shadowkv', bad)).rejects.toThrow(ConfigError);
     await expect(make('shadowkv', 4)).rejects.toThrow(/denseLayers must be an integer in \[0, layers = 3\], got 4/);

@@ -13,6 +13,8 @@ export interface Cell {
   accuracy: number;
   /** Mean output agreement with `full` at the first decode step (cosine; absent for `full` itself). */
   agreement?: number;
+  /** Mean tokens attended per kv head at the last step, over layers (`stats().stepAttendedTokens`). */
+  attended: number;
 }
 
 /** `policy` or `policy @ 1.56 %`. */
@@ -23,7 +25,8 @@ export function cells(answers: readonly Answer[]): Cell[] {
   const by = new Map<string, Cell & { agreements: number }>();
   for (const a of answers) {
     const key = `${a.task}|${a.length}|${label(a.policy, a.budget)}`;
-    const c = by.get(key) ?? { task: a.task, length: a.length, policy: a.policy, ...(a.budget !== undefined ? { budget: a.budget } : {}), correct: 0, total: 0, accuracy: 0, agreements: 0 };
+    const c = by.get(key) ?? { task: a.task, length: a.length, policy: a.policy, ...(a.budget !== undefined ? { budget: a.budget } : {}), correct: 0, total: 0, accuracy: 0, attended: 0, agreements: 0 };
+    c.attended = (c.attended * c.total + a.attended) / (c.total + 1);
     c.total += 1;
     c.correct += a.correct ? 1 : 0;
     c.accuracy = c.correct / c.total;
@@ -33,12 +36,16 @@ export function cells(answers: readonly Answer[]): Cell[] {
   return [...by.values()].map(({ agreements: _n, ...c }) => c);
 }
 
-/** One table per task: a row per policy (and budget), a column per length, accuracy in % · output agreement with `full`. */
+/**
+ * One table per task: a row per policy (and budget), a column per length, accuracy in % · output
+ * agreement with `full`; then the tokens each row's steps attended, which budgets are meant to equal.
+ */
 export function markdownTable(all: readonly Cell[]): string {
   const out: string[] = [];
+  const lengthsOf = (cs: readonly Cell[]) => [...new Set(cs.map((c) => c.length))].sort((a, b) => a - b);
   for (const task of [...new Set(all.map((c) => c.task))]) {
     const mine = all.filter((c) => c.task === task);
-    const lengths = [...new Set(mine.map((c) => c.length))].sort((a, b) => a - b);
+    const lengths = lengthsOf(mine);
     const rows = [...new Set(mine.map((c) => label(c.policy, c.budget)))];
     out.push(`### ${task}`, '', `| policy | ${lengths.map(kTokens).join(' | ')} |`, `|---|${lengths.map(() => '---:').join('|')}|`);
     for (const row of rows) {
@@ -47,6 +54,18 @@ export function markdownTable(all: readonly Cell[]): string {
     }
     out.push('');
   }
+  const lengths = lengthsOf(all);
+  out.push('### tokens attended per step', '', 'Per kv head at the last step, averaged over layers (`stats().stepAttendedTokens`) and prompts.', '',
+    `| policy | ${lengths.map(kTokens).join(' | ')} |`, `|---|${lengths.map(() => '---:').join('|')}|`);
+  for (const row of [...new Set(all.map((c) => label(c.policy, c.budget)))]) {
+    const mean = (n: number) => {
+      const cs = all.filter((c) => c.length === n && label(c.policy, c.budget) === row);
+      const total = cs.reduce((t, c) => t + c.total, 0);
+      return total ? (cs.reduce((t, c) => t + c.attended * c.total, 0) / total).toFixed(0) : '';
+    };
+    out.push(`| ${row} | ${lengths.map(mean).join(' | ')} |`);
+  }
+  out.push('');
   return out.join('\n');
 }
 

@@ -36,6 +36,12 @@ it('npm run eval, tiny: every task, length, policy and budget answered; JSON, ta
   const md = readFileSync(`${out}.md`, 'utf8');
   for (const t of TASK_NAMES) expect(md).toContain(`### ${t}`);
   expect(md).toContain('| streaming @ 2 % |');
+  // The attended table: full reads each prompt whole, a 2 % budget far less (means over layers and prompts).
+  const attended = md.slice(md.indexOf('### tokens attended per step')).split('\n');
+  const rowOf = (name: string) => attended.find((l) => l.startsWith(`| ${name} |`))!.split('|').slice(2, -1).map(Number);
+  expect(rowOf('full')).toHaveLength(2);
+  expect(rowOf('full')[0]).toBeGreaterThan(250); // the ~300 tokens of each prompt
+  expect(rowOf('shadowkv @ 2 %')[0]).toBeLessThan(rowOf('full')[0]! / 2);
   const svg = readFileSync(`${out}.svg`, 'utf8');
   expect(svg.startsWith('<svg')).toBe(true);
   expect(svg.match(/<polyline/g)).toHaveLength(want.length * TASK_NAMES.length);

@@ -31,7 +31,7 @@ export interface CacheFit {
   notes: string[];
 }
 
-/** The paper's chunk, and the finer one for small budgets (see `chunkFor`). */
+/** The paper's chunk, and the finer one for small budgets (see `chunkSize` below). */
 const CHUNK = 8;
 const FINE_CHUNK = 4;
 const roundTo = (x: number, m: number) => Math.round(x / m) * m;

@@ -115,7 +115,7 @@ export interface Device {
   findNonFinite?(checks: readonly FiniteCheck[]): number[];
   /**
    * Optional: the same check of a host array of `dtype`'s elements, done natively (CUDA: C++ in the
-   * addon, ~10x the JS loop that callers use without it; every decode step's inputs take it).
+   * addon, several times faster than the JS loop callers use without it; every decode step's inputs take it).
    */
   findNonFiniteHost?(data: HostArray, dtype: DType, limit: number): number;
   alloc<T extends BufferDType>(length: number, dtype: T, tag: string, tier?: Tier): DeviceBuffer;

@@ -121,8 +121,7 @@ export function checkValues(call: string, name: string, t: Tensor, storage: DTyp
   nonFinite(call, name, i, v, t.dtype, storage, role);
 }
 
-// NOTE: one scanner per array type: a loop that sees both Float32Array and Uint16Array is
-// polymorphic, and these run over every input of every call where the device has no native scan.
+// The scans return an index, as the native one (`findNonFiniteHost`) does, so both share the error path.
 /** Index of the first element that is NaN, infinite or beyond ±bound (-1: none). */
 function firstOutsideF32(d: Float32Array, bound: number): number {
   for (let i = 0; i < d.length; i++) if (!(Math.abs(d[i]!) <= bound)) return i; // NaN fails the comparison

@@ -6,7 +6,8 @@ import { loadAddon } from '../../packages/shadowkv-cuda/src/loadAddon.js';
 import { DTYPE_CODE, type AddonError } from '../../packages/shadowkv-cuda/src/AddonTypes.js';
 import { f32ToBf16, f32ToF16 } from '../../packages/shadowkv/src/dtype.js';
 import { checkValues, valueLimit, type ValueRole } from '../../packages/shadowkv/src/policies/validate.js';
-import type { DType } from '../../packages/shadowkv/src/tensor.js';
+import type { DType, Tensor } from '../../packages/shadowkv/src/tensor.js';
+import { rng } from '../helpers/data.js';
 
 // The CUDA addon as a machine without a GPU sees it: it loads (static cudart, no libcuda link),
 // the probe child answers instead of crashing, and every entry point says why CUDA is unavailable.
@@ -86,6 +87,42 @@ if (!built) {
         const x = Float32Array.from({ length: n }, (_, i) => f(i));
         return dtype === 'f32' ? x : Uint16Array.from(x, (v) => (dtype === 'f16' ? f32ToF16 : f32ToBf16)(v));
       }
+    });
+
+    // The class, generated: any dtype, storage and role, any length, values at and around the limit.
+    it('checkFiniteHost agrees with the JS scan on 400 generated arrays (lengths 1-9000, values at the limits)', () => {
+      const addon = loadAddon(built.path);
+      const rand = rng(7);
+      const pick = <T,>(xs: readonly T[]) => xs[Math.floor(rand() * xs.length)]!;
+      const MAX = { f32: 3.4028234663852886e38, f16: 65504, bf16: 3.3895313892515355e38 };
+      const jsFirst = (t: Tensor, storage: DType | undefined, role: ValueRole) => {
+        try {
+          checkValues('t', 'x', t, storage, role, {});
+          return -1;
+        } catch (e) {
+          return Number(/x\[(\d+)\]/.exec((e as Error).message)![1]);
+        }
+      };
+      const found = [0, 0]; // clean arrays, arrays with a bad element
+      for (let trial = 0; trial < 400; trial++) {
+        const dtype = pick(['f32', 'f16', 'bf16'] as const);
+        const storage = pick([undefined, 'f32', 'f16', 'bf16'] as const);
+        const role = pick(['key', 'value', 'input'] as const);
+        const limit = Math.min(valueLimit(storage, role), MAX[dtype]);
+        const n = 1 + Math.floor(rand() * rand() * 9000);
+        // Mostly ordinary values; some right at, just under and just over the limit, or non-finite.
+        const edge = () => pick([limit, limit * (1 - 2 ** -12), limit * (1 + 2 ** -12), MAX[dtype], NaN, Infinity]) * pick([1, -1]);
+        const bad = rand() < 0.3 ? 0 : 1 + Math.floor(rand() * 3);
+        const at = new Set(Array.from({ length: bad }, () => Math.floor(rand() * n)));
+        const x = Float32Array.from({ length: n }, (_, i) => (at.has(i) ? edge() : (rand() - 0.5) * 100));
+        const data = dtype === 'f32' ? x : Uint16Array.from(x, (v) => (dtype === 'f16' ? f32ToF16 : f32ToBf16)(v));
+        const t: Tensor = { data, shape: [n], dtype };
+        const first = jsFirst(t, storage, role);
+        expect(addon.checkFiniteHost(data, DTYPE_CODE[dtype], limit), `trial ${trial}: ${n} ${dtype}, ${storage ?? 'no'} storage, ${role}`).toBe(first);
+        found[first < 0 ? 0 : 1]! += 1;
+      }
+      // Both outcomes came up often: the generator reaches past the limits and stays within them.
+      expect(Math.min(...found)).toBeGreaterThan(80);
     });
 
     const onGpu = 'on a GPU: the backend starts, names the device, and round-trips both tiers';

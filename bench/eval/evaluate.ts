@@ -6,6 +6,7 @@ import type { DecodeInput, DecodeOptions, KVCachePolicy, PrefillInput } from '..
 import { createCache, listPolicies, toFloat32 } from '../../packages/shadowkv/src/index.js';
 import type { Tensor } from '../../packages/shadowkv/src/tensor.js';
 import { argmax, ByteTokenizer, fitCacheOptions, type LlamaModel } from '../../packages/llama/src/index.js';
+import { cosine } from '../../packages/shadowkv/src/testing/metrics.js';
 import { drawSample, TASK_SPEC, type Sample } from './tasks.js';
 
 /** One policy configuration the evaluation runs. */
@@ -233,15 +234,8 @@ export function answer(model: LlamaModel, cache: KVCachePolicy, logits: Float32A
 
 /** Cosine of each head's `d`-vector in `a` and `b`, appended to `out` (1 where both are zero). */
 function headCosines(a: Float32Array, b: Float32Array, d: number, out: number[]): void {
-  for (let o = 0; o < a.length; o += d) {
-    let ab = 0, aa = 0, bb = 0;
-    for (let i = o; i < o + d; i++) {
-      ab += a[i]! * b[i]!;
-      aa += a[i]! * a[i]!;
-      bb += b[i]! * b[i]!;
-    }
-    out.push(aa === 0 && bb === 0 ? 1 : ab / Math.sqrt(aa * bb));
-  }
+  const zero = (x: Float32Array, o: number) => !x.subarray(o, o + d).some((v) => v !== 0);
+  for (let o = 0; o < a.length; o += d) out.push(zero(a, o) && zero(b, o) ? 1 : cosine(a, b, o, o + d));
 }
 
 const runKey = (policy: string, budget?: number) => (budget === undefined ? policy : `${policy}@${budget}`);
@@ -279,7 +273,7 @@ export async function evaluate(model: LlamaModel, s: EvalSettings): Promise<{ an
         const shared = await prefillOnce(model, ids, { backend, maxTokens, withQueries, ...(s.chunkTokens ? { chunkTokens: s.chunkTokens } : {}) });
         const prompt: PromptDone = { task, length, index, prefillSeconds: (performance.now() - t0) / 1000, policySeconds: {}, answers: [] };
         // The reference for output agreement: exact attention over the same prompt.
-        const ref = await createCache({ spec: model.spec, policy: 'full', backend, maxTokens });
+        using ref = await createCache({ spec: model.spec, policy: 'full', backend, maxTokens });
         replayPrefill(ref, 'full', shared);
         // 2. Each policy: the recorded prefill replayed, then its own greedy answer.
         for (const run of runs) {
@@ -296,7 +290,6 @@ export async function evaluate(model: LlamaModel, s: EvalSettings): Promise<{ an
           }
           prompt.policySeconds[runKey(run.policy, run.budget)] = (performance.now() - t0) / 1000;
         }
-        ref.dispose();
         answers.push(...prompt.answers);
         s.onAnswers?.(prompt);
         s.onPrompt?.(++done, total, `${task} @ ${length}`);

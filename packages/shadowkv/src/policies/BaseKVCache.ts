@@ -524,14 +524,16 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
 
   private readStats(): PolicyStats {
     const read = (l: number) => this.device.read(at(this.counters[l]!) as View & { buf: { dtype: 'f64' } }, COUNTERS);
+    const layers = Array.from({ length: this.spec.layers }, (_, l) => read(l));
     const total = new Float64Array(COUNTERS);
     let attended = 0, decoded = 0;
-    for (let l = 0; l < this.spec.layers; l++) {
-      const c = read(l);
+    for (const c of layers) {
       c.forEach((v, i) => (total[i]! += v));
-      if (c[COUNTER.steps]! > 0) (attended += c[COUNTER.lastAttendedTokens]! / Math.max(c[COUNTER.lastHeads]!, 1)), decoded++;
+      if (c[COUNTER.steps]! === 0) continue;
+      attended += c[COUNTER.lastAttendedTokens]! / Math.max(c[COUNTER.lastHeads]!, 1);
+      decoded += 1;
     }
-    const last = this.lastLayer >= 0 ? read(this.lastLayer) : new Float64Array(COUNTERS);
+    const last = layers[this.lastLayer] ?? new Float64Array(COUNTERS);
     const heads = Math.max(last[COUNTER.lastHeads]!, 1);
     const hits = total[COUNTER.hits]!, misses = total[COUNTER.misses]!;
     const chunkBytes = this.stepGeometry().chunkSize * this.spec.headDim * DTYPE_BYTES[this.dtype];

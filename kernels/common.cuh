@@ -3,8 +3,11 @@
 #pragma once
 #include <cuda_runtime.h>
 #include <algorithm>
+#include <utility>
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
 #include "launchers.h"
 
 // Returns early from a launcher with the first CUDA error (FLASHINFER_CUDA_CALL).
@@ -31,6 +34,61 @@ static inline cudaError_t skv_smem_optin(Kernel kernel, size_t bytes) {
   SKV_CUDA_CALL(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
   if (bytes > (size_t)optin) return cudaErrorInvalidConfiguration;
   return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes);
+}
+
+// Programmatic dependent launch (sm_90+): a kernel launched by skv_launch may be scheduled while
+// the kernel before it on the stream is still running, and waits here, first thing, until that
+// kernel has finished and its writes are visible; it then lets the next kernel be scheduled. So
+// every kernel that skv_launch starts calls this before it reads or writes anything. A no-op
+// where the launch did not ask for it. NOTE: the decode step is ~10 dependent launches of a few
+// microseconds each, and the gap between two of them (~2 us, H200) was a tenth of the step at batch 1.
+__device__ __forceinline__ void skv_pdl_enter() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+// kernel<<<grid, block, smem, stream>>>(args...) with programmatic dependent launch where the
+// device has it (compute capability 9.0+) and SHADOWKV_CUDA_PDL is not 0 (to measure it); the
+// kernel must begin with skv_pdl_enter().
+template <typename... Params, typename... Args>
+static inline cudaError_t skv_launch(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
+                                     Args&&... args) {
+  static const bool on = !(getenv("SHADOWKV_CUDA_PDL") && strcmp(getenv("SHADOWKV_CUDA_PDL"), "0") == 0);
+  static int major[64] = {};  // per device, 0 = not read yet
+  int dev = 0;
+  SKV_CUDA_CALL(cudaGetDevice(&dev));
+  if (dev < 64 && major[dev] == 0) SKV_CUDA_CALL(cudaDeviceGetAttribute(&major[dev], cudaDevAttrComputeCapabilityMajor, dev));
+  cudaLaunchAttribute attr;
+  attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr.val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = stream;
+  cfg.attrs = &attr;
+  cfg.numAttrs = on && dev < 64 && major[dev] >= 9 ? 1 : 0;
+  return cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...);
+}
+
+// store(i, load(i)) for i in [0, n) over the block, BATCH loads in flight per thread before any
+// store. NOTE: a loop that stored each value before the next load waited a memory latency per
+// element (the compiler may not move a load above a store that could alias it).
+template <int BATCH = 4, typename Load, typename Store>
+__device__ __forceinline__ void batched(int n, Load load, Store store) {
+  for (int i0 = threadIdx.x; i0 < n; i0 += BATCH * blockDim.x) {
+    float x[BATCH];
+#pragma unroll
+    for (int b = 0; b < BATCH; b++) {
+      const int i = i0 + b * blockDim.x;
+      x[b] = i < n ? load(i) : 0.f;
+    }
+#pragma unroll
+    for (int b = 0; b < BATCH; b++)
+      if (i0 + b * blockDim.x < n) store(i0 + b * blockDim.x, x[b]);
+  }
 }
 
 __device__ __forceinline__ float warp_sum(float v) {

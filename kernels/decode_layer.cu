@@ -69,25 +69,8 @@ __device__ __forceinline__ int compacted_chunks(const SkvStep& s, const SkvStepR
 
 enum { APPEND_THREADS = 512 };
 
-// store(i, load(i)) for i in [0, n) over the block, BATCH loads in flight per thread before any
-// store (a loop that stored each value before the next load waited a memory latency per element).
-template <typename Load, typename Store>
-__device__ __forceinline__ void batched(int n, Load load, Store store) {
-  enum { BATCH = 4 };
-  for (int i0 = threadIdx.x; i0 < n; i0 += BATCH * blockDim.x) {
-    float x[BATCH];
-#pragma unroll
-    for (int b = 0; b < BATCH; b++) {
-      const int i = i0 + b * blockDim.x;
-      x[b] = i < n ? load(i) : 0.f;
-    }
-#pragma unroll
-    for (int b = 0; b < BATCH; b++)
-      if (i0 + b * blockDim.x < n) store(i0 + b * blockDim.x, x[b]);
-  }
-}
-
 __global__ void __launch_bounds__(APPEND_THREADS) StepAppendKernel(StepArgs a) {
+  skv_pdl_enter();
   extern __shared__ float kf[];  // [Hkv x d], then [d/2] (cos, sin) pairs at the row's position
   const SkvStep& s = a.s;
   const int b = blockIdx.x;
@@ -156,6 +139,7 @@ __device__ __forceinline__ bool sparse_task(const StepArgs& a, int task, SkvStep
 }
 
 __global__ void __launch_bounds__(LOGIT_THREADS, 2) StepLogitsKernel(StepArgs a) {
+  skv_pdl_enter();
   __shared__ float red[LOGIT_GROUPS * LOGIT_HEADS];
   extern __shared__ __align__(16) char stage[];
   SkvStepRow r;
@@ -175,10 +159,12 @@ __global__ void __launch_bounds__(LOGIT_THREADS, 2) StepLogitsKernel(StepArgs a)
 }
 
 // Scores over the logit blocks' ranges, in two passes of tasks x ranges blocks: each range's softmax
-// sums (StepSoftmaxSums), then each range's scores from the heads' totals (StepScores). One block
-// per task did both in ~25 us at 128K (16K landmarks, 8 SMs busy at batch 1). The totals add the
-// ranges in order, so they differ from score_chunks.cu's one-block sums only in the order of
-// float64 additions, which the f32 inverse rounds away as it does between wasm and CUDA.
+// sums (StepSoftmaxSums), then each range's scores from the heads' totals (StepScores). The totals
+// add the ranges in order, so they differ from score_chunks.cu's one-block sums only in the order
+// of float64 additions, which the f32 inverse rounds away as it does between wasm and CUDA. NOTE:
+// one block per task did both in ~25 us at 128K (16K landmarks, 8 SMs busy at batch 1); the
+// scores alone in StepSelect's one block per task took ~14 us there (the exps of 16K x 4 logits
+// on one SM), against ~8 over many blocks (H200).
 enum { SCORE_THREADS = 256 };
 
 // The task's landmark range of this block and its heads' max logit (mx, shared [g]); false when the
@@ -197,6 +183,7 @@ __device__ __forceinline__ bool score_range(const StepArgs& a, int* nb, int64_t*
 }
 
 __global__ void __launch_bounds__(SCORE_THREADS) StepSoftmaxSumsKernel(StepArgs a) {
+  skv_pdl_enter();
   __shared__ double red_d[32 * SOFTMAX_HEADS];
   extern __shared__ float mx[];  // [g]
   int nb;
@@ -208,27 +195,22 @@ __global__ void __launch_bounds__(SCORE_THREADS) StepSoftmaxSumsKernel(StepArgs 
 }
 
 __global__ void __launch_bounds__(SCORE_THREADS) StepScoresKernel(StepArgs a) {
+  skv_pdl_enter();
   extern __shared__ float stats[];  // [g] max logit, [g] inverse sum
   int nb;
   int64_t c0, c1;
   if (!score_range(a, &nb, &c0, &c1, stats)) return;
   const int task = blockIdx.x, g = a.s.q_heads / a.s.kv_heads;
   const double* sums = ws_ptr<double>(a, a.at.sums) + (size_t)task * LOGIT_MAX_BLOCKS * g;
-  for (int j = threadIdx.x; j < g; j += blockDim.x) {
-    double total = 0;
-    for (int b = 0; b < nb; b++) total += sums[b * g + j];
-    stats[g + j] = (float)(1.0 / total);
-  }
-  __syncthreads();
-  const float* logits = ws_ptr<float>(a, a.at.logits) + (size_t)task * g * a.at.max_l;
-  float* scores = ws_ptr<float>(a, a.at.scores) + (size_t)task * a.at.max_l;
-  for (int64_t c = c0 + threadIdx.x; c < c1; c += blockDim.x)
-    scores[c] = chunk_score(logits, a.at.max_l, g, (int)c, stats, stats + g);
+  fold_rows(sums, nb, g, 0.0, [](double t, double x) { return t + x; }, [&](int j, double t) { stats[g + j] = (float)(1.0 / t); });
+  chunk_scores(ws_ptr<float>(a, a.at.logits) + (size_t)task * g * a.at.max_l + c0, a.at.max_l, g, (int)(c1 - c0), stats,
+               stats + g, ws_ptr<float>(a, a.at.scores) + (size_t)task * a.at.max_l + c0);
 }
 
 // ---- 3. select and reuse ----
 
 __global__ void __launch_bounds__(SELECT_THREADS) StepSelectKernel(StepArgs a) {
+  skv_pdl_enter();
   __shared__ SelectShared sh;
   extern __shared__ float smem[];  // the per-slot lists, then [L] scores, each where it fits
   SkvStepRow r;
@@ -243,11 +225,11 @@ __global__ void __launch_bounds__(SELECT_THREADS) StepSelectKernel(StepArgs a) {
   // The per-slot lists in shared memory where they fit (their steps are chains of dependent reads).
   int32_t* lists = a.at.lists_shared ? reinterpret_cast<int32_t*>(smem) : ws_ptr<int32_t>(a, a.at.lists) + o * SELECT_LISTS;
   int32_t *ids = lists, *held = lists + S, *hit = lists + 2 * S, *free_slots = lists + 3 * S, *miss_idx = lists + 4 * S;
-  // 2. The scores (StepScores), into shared memory where they fit: the radix passes read them up to 8 times.
+  // 2. The scores (StepScores), into shared memory where they fit: the radix passes read them several times.
   float* scores = ws_ptr<float>(a, a.at.scores) + (size_t)task * a.at.max_l;
   if (a.at.scores_shared) {
     float* near = smem + (a.at.lists_shared ? SELECT_LISTS * S : 0);
-    for (int c = threadIdx.x; c < L; c += blockDim.x) near[c] = scores[c];
+    batched<16>(L, [&](int c) { return scores[c]; }, [&](int c, float x) { near[c] = x; });
     scores = near;
     __syncthreads();
   }
@@ -328,6 +310,7 @@ __device__ __forceinline__ uint4 load_now(const uint4* p) {
 // with the rebuild (188 us for both at 4 x 128K against 118 and 77 apart, H200); in one block the
 // PCIe latency hides behind the rebuild's arithmetic by construction.
 __global__ void __launch_bounds__(REBUILD_THREADS) StepFetchKernel(StepArgs a) {
+  skv_pdl_enter();
   extern __shared__ float smem[];
   SkvStepRow r;
   const int task = blockIdx.x;
@@ -387,6 +370,7 @@ __global__ void __launch_bounds__(REBUILD_THREADS) StepFetchKernel(StepArgs a) {
 // Block (row b, token t): U row store_tokens + t = K_pre[t] . proj, K_pre = the tail's key t of
 // every head with RoPE undone, heads side by side (compactRow's ConvertRows + Rope + Gemm + Convert).
 __global__ void __launch_bounds__(256) CompactKeysKernel(StepArgs a) {
+  skv_pdl_enter();
   extern __shared__ float K[];  // [Hkv * d]
   const SkvStep& s = a.s;
   const SkvStepRow r = a.rows[blockIdx.x];
@@ -416,6 +400,7 @@ __global__ void __launch_bounds__(256) CompactKeysKernel(StepArgs a) {
 // Block (row b, head h, chunk i): the chunk's values to its host page; its landmark and id
 // appended after the head's landmarks (the count is raised by CompactTail, after every block read it).
 __global__ void __launch_bounds__(LANDMARK_THREADS) CompactChunksKernel(StepArgs a) {
+  skv_pdl_enter();
   extern __shared__ float L[];  // [d]
   __shared__ float red[64];
   const SkvStep& s = a.s;
@@ -440,6 +425,7 @@ __global__ void __launch_bounds__(LANDMARK_THREADS) CompactChunksKernel(StepArgs
 // Block (row b, head h, k or v): rows [n, count) of the tail move to [0, count - n), in ascending
 // tiles (each tile read before it is written, so the overlap is safe); the landmark count rises.
 __global__ void __launch_bounds__(256) CompactTailKernel(StepArgs a) {
+  skv_pdl_enter();
   const SkvStep& s = a.s;
   const int b = blockIdx.x / s.kv_heads, h = blockIdx.x % s.kv_heads;
   const SkvStepRow r = a.rows[b];
@@ -597,32 +583,26 @@ cudaError_t DecodeLayer(const SkvStep& s, const SkvStepRow* host_rows, const voi
   // 1.
   const size_t kf_smem = sizeof(float) * ((size_t)s.kv_heads * s.d + s.d);
   SKV_CUDA_CALL(skv_smem_optin(StepAppendKernel, kf_smem));
-  StepAppendKernel<<<std::max(s.batch, 1), APPEND_THREADS, kf_smem, stream>>>(a);
-  SKV_LAUNCH_CHECK();
+  SKV_CUDA_CALL(skv_launch(StepAppendKernel, std::max(s.batch, 1), APPEND_THREADS, kf_smem, stream, a));
   SKV_CUDA_CALL(mark(SKV_STAGE_LOGITS, stream));
   if (at.sparse > 0) {
     // 2-3.
     SKV_CUDA_CALL(skv_smem_optin(StepLogitsKernel, LOGIT_SMEM));
-    StepLogitsKernel<<<dim3(at.tasks, logit_blocks(at.max_l)), LOGIT_THREADS, LOGIT_SMEM, stream>>>(a);
-    SKV_LAUNCH_CHECK();
+    SKV_CUDA_CALL(skv_launch(StepLogitsKernel, dim3(at.tasks, logit_blocks(at.max_l)), LOGIT_THREADS, LOGIT_SMEM, stream, a));
     SKV_CUDA_CALL(mark(SKV_STAGE_SELECT, stream));
     const dim3 ranges(at.tasks, logit_blocks(at.max_l));
-    StepSoftmaxSumsKernel<<<ranges, SCORE_THREADS, sizeof(float) * g, stream>>>(a);
-    SKV_LAUNCH_CHECK();
-    StepScoresKernel<<<ranges, SCORE_THREADS, sizeof(float) * 2 * g, stream>>>(a);
-    SKV_LAUNCH_CHECK();
+    SKV_CUDA_CALL(skv_launch(StepSoftmaxSumsKernel, ranges, SCORE_THREADS, sizeof(float) * g, stream, a));
+    SKV_CUDA_CALL(skv_launch(StepScoresKernel, ranges, SCORE_THREADS, sizeof(float) * 2 * g, stream, a));
     const size_t st_smem = select_smem(at.max_l, S, at.lists_shared, at.scores_shared);
     SKV_CUDA_CALL(skv_smem_optin(StepSelectKernel, st_smem));
-    StepSelectKernel<<<at.tasks, SELECT_THREADS, st_smem, stream>>>(a);
-    SKV_LAUNCH_CHECK();
+    SKV_CUDA_CALL(skv_launch(StepSelectKernel, at.tasks, SELECT_THREADS, st_smem, stream, a));
     SKV_CUDA_CALL(mark(SKV_STAGE_FETCH, stream));
     // 4.
     if (S > 0) {
       const size_t rb_smem = rebuild_smem_bytes(s.C, s.d);
       SKV_CUDA_CALL(skv_smem_optin(StepFetchKernel, rb_smem));
       const int groups = (int)skv_ceil_div(S, rebuild_chunks_per_block(s.C));
-      StepFetchKernel<<<dim3(at.tasks, groups), REBUILD_THREADS, rb_smem, stream>>>(a);
-      SKV_LAUNCH_CHECK();
+      SKV_CUDA_CALL(skv_launch(StepFetchKernel, dim3(at.tasks, groups), REBUILD_THREADS, rb_smem, stream, a));
     }
   }
   if (at.sparse == 0) {  // no sparse stage ran: they take no time
@@ -638,14 +618,11 @@ cudaError_t DecodeLayer(const SkvStep& s, const SkvStepRow* host_rows, const voi
   if (at.max_m > 0) {
     const size_t k_smem = sizeof(float) * (size_t)s.kv_heads * s.d;
     SKV_CUDA_CALL(skv_smem_optin(CompactKeysKernel, k_smem));
-    CompactKeysKernel<<<dim3(s.batch, at.max_m * s.C), 256, k_smem, stream>>>(a);
-    SKV_LAUNCH_CHECK();
+    SKV_CUDA_CALL(skv_launch(CompactKeysKernel, dim3(s.batch, at.max_m * s.C), 256, k_smem, stream, a));
     const size_t l_smem = sizeof(float) * (size_t)s.d;
     SKV_CUDA_CALL(skv_smem_optin(CompactChunksKernel, l_smem));
-    CompactChunksKernel<<<dim3(at.tasks, at.max_m), LANDMARK_THREADS, l_smem, stream>>>(a);
-    SKV_LAUNCH_CHECK();
-    CompactTailKernel<<<dim3(at.tasks, 2), 256, 0, stream>>>(a);
-    SKV_LAUNCH_CHECK();
+    SKV_CUDA_CALL(skv_launch(CompactChunksKernel, dim3(at.tasks, at.max_m), LANDMARK_THREADS, l_smem, stream, a));
+    SKV_CUDA_CALL(skv_launch(CompactTailKernel, dim3(at.tasks, 2), 256, 0, stream, a));
   }
   return mark(SKV_STEP_STAGES, stream);
 }

@@ -23,7 +23,7 @@ __global__ void __launch_bounds__(SELECT_THREADS) ScoreSoftmaxKernel(const float
   extern __shared__ float stats[];  // [g] max, [g] inverse sum, [g] sums (doubles)
   softmax_max(maxes, nb, g, stats);
   softmax_inv(work, n, g, n, stats, stats + g, reinterpret_cast<double*>(stats + 2 * g), red_d);
-  for (int c = threadIdx.x; c < n; c += blockDim.x) scores[c] = chunk_score(work, n, g, c, stats, stats + g);
+  chunk_scores(work, n, g, n, stats, stats + g, scores);
 }
 
 cudaError_t ScoreChunks(const float* q, int g, int d, float scale, const void* landmarks, int dtype, int n,

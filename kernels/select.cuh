@@ -9,18 +9,37 @@ enum { SELECT_THREADS = 1024, RADIX = 256 };
 
 // ---- landmark scores ----
 
-// Each head's max logit from the per-block maxima of landmark_logits: maxes [nb x g] -> mx [g]
-// (shared). Ends with the block synchronized.
-__device__ __forceinline__ void softmax_max(const float* maxes, int nb, int g, float* mx) {
-  for (int j = threadIdx.x; j < g; j += blockDim.x) {
-    float m = -INFINITY;
-    for (int b = 0; b < nb; b++) m = maxes[b * g + j] > m ? maxes[b * g + j] : m;
-    mx[j] = m;
+enum { SOFTMAX_HEADS = 4, SUMS_UNROLL = 2, SCORE_BATCH = 4, FOLD_ROWS = 64 };
+
+// done(j, fold(...fold(init, in[0][j])..., in[nb-1][j])) for every head j of an [nb x g] array
+// (row b: one logit block's values), by thread j, the rows folded in ascending order. The values
+// come through shared memory, FOLD_ROWS rows at a time, loaded by the whole block at once: one
+// thread walking its column waited a memory latency per row (~0.4 us each; 33 rows at 128K made
+// ~10 us of each softmax kernel, H200). Ends with the block synchronized.
+template <typename T, typename Fold, typename Done>
+__device__ __forceinline__ void fold_rows(const T* in, int nb, int g, T init, Fold fold, Done done) {
+  __shared__ T stage[FOLD_ROWS * SOFTMAX_HEADS];
+  for (int j0 = 0; j0 < g; j0 += SOFTMAX_HEADS) {
+    const int gj = min(SOFTMAX_HEADS, g - j0);
+    T acc = init;
+    for (int b0 = 0; b0 < nb; b0 += FOLD_ROWS) {
+      const int nr = min(FOLD_ROWS, nb - b0);
+      for (int i = threadIdx.x; i < nr * gj; i += blockDim.x) stage[i] = in[(size_t)(b0 + i / gj) * g + j0 + i % gj];
+      __syncthreads();
+      if (threadIdx.x < gj)
+        for (int b = 0; b < nr; b++) acc = fold(acc, stage[b * gj + threadIdx.x]);
+      __syncthreads();
+    }
+    if (threadIdx.x < gj) done(j0 + threadIdx.x, acc);
   }
   __syncthreads();
 }
 
-enum { SOFTMAX_HEADS = 8 };
+// Each head's max logit from the per-block maxima of landmark_logits: maxes [nb x g] -> mx [g]
+// (shared). Ends with the block synchronized.
+__device__ __forceinline__ void softmax_max(const float* maxes, int nb, int g, float* mx) {
+  fold_rows(maxes, nb, g, -INFINITY, [](float m, float x) { return x > m ? x : m; }, [&](int j, float m) { mx[j] = m; });
+}
 
 // sums[j] = sum over c in [c0, c1) of exp(logits[j*ld + c] - mx[j]) for every head (float64: the
 // terms may be 100K), all heads in one pass; sums in shared or global memory. red_d: shared
@@ -31,13 +50,23 @@ __device__ __forceinline__ void softmax_sums(const float* logits, int64_t ld, in
   for (int j0 = 0; j0 < g; j0 += SOFTMAX_HEADS) {
     const int gj = min(SOFTMAX_HEADS, g - j0);
     double sum[SOFTMAX_HEADS] = {};
-    // NOTE: unrolled so that several logits are read before their sums wait on them (the loop is
-    // latency-bound); each head's sum still adds its terms in the same order.
-#pragma unroll 4
-    for (int64_t c = c0 + threadIdx.x; c < c1; c += blockDim.x)
+    // NOTE: the logits of SUMS_UNROLL steps are all requested (unconditionally, at clamped
+    // addresses) before any is used: loaded beside their uses, each waited a memory latency (the
+    // loop is latency-bound). Each head's sum still adds its terms in ascending c.
+    for (int64_t cb = c0 + threadIdx.x; cb < c1; cb += (int64_t)SUMS_UNROLL * blockDim.x) {
+      float x[SUMS_UNROLL][SOFTMAX_HEADS];
 #pragma unroll
-      for (int j = 0; j < SOFTMAX_HEADS; j++)
-        if (j < gj) sum[j] += skv_exp(logits[(size_t)(j0 + j) * ld + c] - mx[j0 + j]);
+      for (int u = 0; u < SUMS_UNROLL; u++) {
+        const int64_t c = cb + (int64_t)u * blockDim.x, cc = c < c1 ? c : cb;
+#pragma unroll
+        for (int j = 0; j < SOFTMAX_HEADS; j++) x[u][j] = logits[(size_t)(j0 + (j < gj ? j : 0)) * ld + cc];
+      }
+#pragma unroll
+      for (int u = 0; u < SUMS_UNROLL; u++)
+#pragma unroll
+        for (int j = 0; j < SOFTMAX_HEADS; j++)
+          if (j < gj && cb + (int64_t)u * blockDim.x < c1) sum[j] += skv_exp(x[u][j] - mx[j0 + j]);
+    }
 #pragma unroll
     for (int j = 0; j < SOFTMAX_HEADS; j++) {
       const double v = warp_sum(sum[j]);
@@ -62,15 +91,34 @@ __device__ __forceinline__ void softmax_inv(const float* logits, int64_t ld, int
   __syncthreads();
 }
 
-// Chunk c's score: the best probability any of the g heads gives it (0 if every head gives NaN).
-__device__ __forceinline__ float chunk_score(const float* logits, int64_t ld, int g, int c, const float* mx,
-                                             const float* inv) {
-  float s = 0.f;
-  for (int j = 0; j < g; j++) {
-    const float p = skv_exp(logits[(size_t)j * ld + c] - mx[j]) * inv[j];
-    s = p > s ? p : s;
+// scores[c] = the best probability any of the g heads gives chunk c (0 if every head gives NaN),
+// for c in [0, n), by the block: SCORE_BATCH chunks per thread, each chunk's logits of
+// SOFTMAX_HEADS heads at a time requested together (clamped rows and chunks) before any is used.
+__device__ __forceinline__ void chunk_scores(const float* logits, int64_t ld, int g, int n, const float* mx,
+                                             const float* inv, float* scores) {
+  for (int c0 = threadIdx.x; c0 < n; c0 += SCORE_BATCH * blockDim.x) {
+    float s[SCORE_BATCH] = {};
+    for (int j0 = 0; j0 < g; j0 += SOFTMAX_HEADS) {
+      float x[SCORE_BATCH][SOFTMAX_HEADS];
+#pragma unroll
+      for (int b = 0; b < SCORE_BATCH; b++) {
+        const int c = c0 + b * blockDim.x, cc = c < n ? c : c0;
+#pragma unroll
+        for (int j = 0; j < SOFTMAX_HEADS; j++) x[b][j] = logits[(size_t)min(j0 + j, g - 1) * ld + cc];
+      }
+#pragma unroll
+      for (int b = 0; b < SCORE_BATCH; b++)
+#pragma unroll
+        for (int j = 0; j < SOFTMAX_HEADS; j++)
+          if (j0 + j < g) {
+            const float p = skv_exp(x[b][j] - mx[j0 + j]) * inv[j0 + j];
+            s[b] = p > s[b] ? p : s[b];
+          }
+    }
+#pragma unroll
+    for (int b = 0; b < SCORE_BATCH; b++)
+      if (c0 + b * blockDim.x < n) scores[c0 + b * blockDim.x] = s[b];
   }
-  return s;
 }
 
 // ---- top-k ----
@@ -90,15 +138,22 @@ __device__ __forceinline__ uint64_t select_key(const float* scores, int i, int l
   return ((uint64_t)score_rank(scores[i], largest) << 32) | (uint32_t)i;
 }
 
+enum { SELECT_CANDIDATES = 2048 };  // scores listed for the radix passes after the first, when they fit
+
 struct SelectShared {
   uint32_t hist[RADIX];
   uint64_t prefix, mask;
-  uint32_t want;
+  uint32_t want, under;  // under: scores under the prefix after the last pass
   int32_t scan[SELECT_THREADS / 32 + 1];
+  int32_t listed;
+  int32_t cand[SELECT_CANDIDATES];
 };
 
 // The m-th smallest key of scores[0, n) (0 < m < n), by an exact radix select 8 bits at a time.
-// Index i is chosen iff select_key(scores, i) <= the result (exactly m of them).
+// Index i is chosen iff select_key(scores, i) <= the result (exactly m of them). The first pass
+// reads every score; the scores under its prefix are then listed (when at most SELECT_CANDIDATES)
+// and the later passes read only them. NOTE: every pass over 16K scores took ~4 us (H200, 128K
+// context, one block per kv head), and the first leaves a few hundred under the prefix.
 __device__ __forceinline__ uint64_t select_threshold(const float* scores, int n, int m, int largest, SelectShared& sh) {
   if (threadIdx.x == 0) {
     sh.prefix = 0;
@@ -106,17 +161,19 @@ __device__ __forceinline__ uint64_t select_threshold(const float* scores, int n,
     sh.want = (uint32_t)m;
   }
   __syncthreads();
+  bool listed = false;  // the same in every thread
   for (int shift = 56; shift >= 0; shift -= 8) {
     for (int b = threadIdx.x; b < RADIX; b += blockDim.x) sh.hist[b] = 0;
     __syncthreads();
     const uint64_t pf = sh.prefix, mk = sh.mask;
+    const int count = listed ? sh.listed : n;
     // Scores cluster in a few bins (the high bits are the exponent): lanes of a warp that share a
     // bin add once, so the atomics do not serialize on one shared-memory word.
-    for (int i0 = 0; i0 < n; i0 += blockDim.x) {  // NOTE: a uniform trip count, for the warp match
-      const int i = i0 + threadIdx.x;
+    for (int t0 = 0; t0 < count; t0 += blockDim.x) {  // NOTE: a uniform trip count, for the warp match
+      const int t = t0 + threadIdx.x;
       uint32_t bin = RADIX;  // none
-      if (i < n) {
-        const uint64_t key = select_key(scores, i, largest);
+      if (t < count) {
+        const uint64_t key = select_key(scores, listed ? sh.cand[t] : t, largest);
         if ((key & mk) == pf) bin = (uint32_t)(key >> shift) & (RADIX - 1);
       }
       const unsigned peers = __match_any_sync(0xffffffffu, bin);
@@ -145,6 +202,7 @@ __device__ __forceinline__ uint64_t select_threshold(const float* scores, int n,
             sh.prefix |= (uint64_t)b << shift;
             sh.mask |= (uint64_t)(RADIX - 1) << shift;
             sh.want = want - below;
+            sh.under = sh.hist[b];
             // Every key under this prefix is chosen: the threshold is the prefix's last key.
             if (sh.hist[b] == sh.want) {
               sh.prefix |= ((uint64_t)1 << shift) - 1;
@@ -158,6 +216,24 @@ __device__ __forceinline__ uint64_t select_threshold(const float* scores, int n,
     }
     __syncthreads();
     if (sh.want == 0) break;  // NOTE: the same value in every thread (read after the barrier)
+    if (!listed && shift > 0 && sh.under <= SELECT_CANDIDATES) {
+      // The scores under the new prefix, in any order (the histograms do not depend on it).
+      if (threadIdx.x == 0) sh.listed = 0;
+      __syncthreads();
+      const uint64_t npf = sh.prefix, nmk = sh.mask;
+      const unsigned below = (1u << (threadIdx.x % 32)) - 1;
+      for (int i0 = 0; i0 < n; i0 += blockDim.x) {  // NOTE: a uniform trip count, for the ballot
+        const int i = i0 + threadIdx.x;
+        const bool in = i < n && (select_key(scores, i, largest) & nmk) == npf;
+        const unsigned b = __ballot_sync(0xffffffffu, in);
+        int at = 0;
+        if (threadIdx.x % 32 == 0 && b) at = atomicAdd(&sh.listed, __popc(b));
+        at = __shfl_sync(0xffffffffu, at, 0);
+        if (in) sh.cand[at + __popc(b & below)] = i;
+      }
+      __syncthreads();
+      listed = true;
+    }
   }
   return sh.prefix;
 }

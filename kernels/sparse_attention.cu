@@ -218,6 +218,7 @@ template <int D, int G>
 __global__ void __launch_bounds__(FLASH_THREADS) FlashDecodeKernel(const SkvAttnTask* tasks, SkvAttnTask one,
                                                                    float scale, int kv_dtype, float* part,
                                                                    int max_splits) {
+  skv_pdl_enter();
   __shared__ SkvSegment seg_s[4];
   __shared__ FlashSmem<D, G> sm;
   const SkvAttnTask t = tasks ? tasks[blockIdx.x] : one;
@@ -275,6 +276,7 @@ template <int D, int G>
 __global__ void __launch_bounds__(DM_THREADS) FlashDecodeMmaKernel(const SkvAttnTask* tasks, SkvAttnTask one,
                                                                    float scale, int kv_dtype, float* part,
                                                                    int max_splits) {
+  skv_pdl_enter();
   using namespace skv_mma;
   static_assert(G <= 8 && (D == 64 || D == 128), "rows j and j + 8 of the mma hold head j");
   extern __shared__ __align__(16) uint16_t dsm[];
@@ -417,6 +419,7 @@ __global__ void __launch_bounds__(DM_THREADS) FlashDecodeMmaKernel(const SkvAttn
 // The shared-memory tile kernel (any d and g), natural-exp domain.
 __global__ void __launch_bounds__(ATTN_THREADS) TileDecodeKernel(const SkvAttnTask* tasks, SkvAttnTask one, int g, int d,
                                                                  float scale, int kv_dtype, float* part, int max_splits) {
+  skv_pdl_enter();
   extern __shared__ float smem[];
   __shared__ uint64_t krow[ATTN_TILE], vrow[ATTN_TILE];
   const SkvAttnTask t = tasks ? tasks[blockIdx.x] : one;
@@ -458,6 +461,7 @@ __global__ void __launch_bounds__(ATTN_THREADS) TileDecodeKernel(const SkvAttnTa
 __global__ void __launch_bounds__(ATTN_MAX_SPLITS) AttentionMergeKernel(const SkvAttnTask* tasks, SkvAttnTask one, int g,
                                                                         int d, const float* part, int max_splits,
                                                                         int base2) {
+  skv_pdl_enter();
   __shared__ float w[ATTN_MAX_SPLITS];
   __shared__ float red[ATTN_MAX_SPLITS / 32];
   __shared__ float inv_l;
@@ -467,7 +471,7 @@ __global__ void __launch_bounds__(ATTN_MAX_SPLITS) AttentionMergeKernel(const Sk
   const int nb = t.total > 0 ? attn_splits(t.total) : 0;
   const size_t stride = (size_t)g * (d + 2);
   const float* p = part + (size_t)blockIdx.x * max_splits * stride;
-  const float m = b < nb ? p[b * stride + j] : -INFINITY;
+  const float m = b < nb ? p[b * stride + j] : -INFINITY, l = b < nb ? p[b * stride + g + j] : 0.f;  // one latency for both
   float M = warp_max(m);
   if (b % 32 == 0) red[b / 32] = M;
   __syncthreads();
@@ -476,7 +480,7 @@ __global__ void __launch_bounds__(ATTN_MAX_SPLITS) AttentionMergeKernel(const Sk
   w[b] = m == -INFINITY ? 0.f : base2 ? exp2f(m - M) : skv_exp(m - M);
   // NOTE: the sum of l w in a fixed order (warp sums, then the warps in turn): one thread summing
   // all splits serially waited on one load per split (~16 us at 128 splits).
-  float lw = b < nb ? p[b * stride + g + j] * w[b] : 0.f;
+  float lw = b < nb ? l * w[b] : 0.f;
   lw = warp_sum(lw);
   __syncthreads();  // every thread has read red: it takes the warps' sums now
   if (b % 32 == 0) red[b / 32] = lw;
@@ -508,12 +512,10 @@ cudaError_t LaunchFlash(const SkvAttnTask* tasks, const SkvAttnTask& one, dim3 g
     if (kv_dtype == SKV_BF16) {
       constexpr size_t smem = mma_smem_bytes<D>();
       SKV_CUDA_CALL(skv_smem_optin(FlashDecodeMmaKernel<D, G>, smem));
-      FlashDecodeMmaKernel<D, G><<<grid, DM_THREADS, smem, stream>>>(tasks, one, scale, kv_dtype, part, max_splits);
-      return cudaGetLastError();
+      return skv_launch(FlashDecodeMmaKernel<D, G>, grid, DM_THREADS, smem, stream, tasks, one, scale, kv_dtype, part, max_splits);
     }
   }
-  FlashDecodeKernel<D, G><<<grid, FLASH_THREADS, 0, stream>>>(tasks, one, scale, kv_dtype, part, max_splits);
-  return cudaGetLastError();
+  return skv_launch(FlashDecodeKernel<D, G>, grid, FLASH_THREADS, 0, stream, tasks, one, scale, kv_dtype, part, max_splits);
 }
 
 // The register kernel for (d, g), or null when the shape takes the tile kernel.
@@ -541,12 +543,10 @@ cudaError_t Attention(const SkvAttnTask* tasks, const SkvAttnTask& one, int ntas
   } else {
     const size_t smem = attn_smem_bytes(g, d);
     SKV_CUDA_CALL(skv_smem_optin(TileDecodeKernel, smem));
-    TileDecodeKernel<<<grid, ATTN_THREADS, smem, stream>>>(tasks, one, g, d, scale, kv_dtype, part, max_splits);
-    SKV_LAUNCH_CHECK();
+    SKV_CUDA_CALL(skv_launch(TileDecodeKernel, grid, ATTN_THREADS, smem, stream, tasks, one, g, d, scale, kv_dtype, part, max_splits));
   }
-  AttentionMergeKernel<<<dim3(ntasks, g), ATTN_MAX_SPLITS, 0, stream>>>(tasks, one, g, d, part, max_splits, flash ? 1 : 0);
-  SKV_LAUNCH_CHECK();
-  return cudaSuccess;
+  return skv_launch(AttentionMergeKernel, dim3(ntasks, g), ATTN_MAX_SPLITS, 0, stream, tasks, one, g, d, part, max_splits,
+                    flash ? 1 : 0);
 }
 
 size_t SparseAttentionWorkspace(int g, int d, int64_t total) {

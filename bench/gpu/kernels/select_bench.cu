@@ -24,7 +24,7 @@ __global__ void __launch_bounds__(SELECT_THREADS) SelectStages(const float* logi
   softmax_max(maxes + task * NB * G, NB, G, stats);
   softmax_inv(lg, L, G, L, stats, stats + G, sums, red_d);
   if (stages < 2) return;
-  for (int c = threadIdx.x; c < L; c += blockDim.x) scores[c] = chunk_score(lg, L, G, c, stats, stats + G);
+  chunk_scores(lg, L, G, L, stats, stats + G, scores);
   __syncthreads();
   if (stages < 3) return;
   if (stages == 3) {

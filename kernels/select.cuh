@@ -9,7 +9,7 @@ enum { SELECT_THREADS = 1024, RADIX = 256 };
 
 // ---- landmark scores ----
 
-enum { SOFTMAX_HEADS = 4, SUMS_UNROLL = 2, SCORE_BATCH = 4, FOLD_ROWS = 64 };
+enum { SOFTMAX_HEADS = 4, SUMS_UNROLL = 2, SCORE_BATCH = 2, FOLD_ROWS = 64 };
 
 // done(j, fold(...fold(init, in[0][j])..., in[nb-1][j])) for every head j of an [nb x g] array
 // (row b: one logit block's values), by thread j, the rows folded in ascending order. The values

@@ -27,7 +27,7 @@ ncu --clock-control none --csv --metrics gpu__time_duration.sum \
   node node_modules/tsx/dist/cli.mjs bench/gpu/profile.ts --context "$context" --batches "$batch" --steps 30 >"$csv.raw" 2>&1 || {
   tail -30 "$csv.raw"; exit 1; }
 grep -E '^"' "$csv.raw" >"$csv" || { tail -30 "$csv.raw"; exit 1; }
-python3 - "$csv" <<'EOF'
+python3 - "$csv" "$steps" <<'EOF'
 import csv, sys, re, collections
 t = collections.OrderedDict()
 for r in csv.DictReader(open(sys.argv[1])):
@@ -39,5 +39,5 @@ tot = 0
 for k, v in t.items():
     tot += sum(v)
     print(f'{k:44s} {len(v):3d} launches  mean {sum(v)/len(v):8.1f} us')
-print(f'all kernels {tot:.1f} us')
+print(f'all kernels: {tot / int(sys.argv[2]):.1f} us per step')
 EOF

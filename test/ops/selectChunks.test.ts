@@ -15,6 +15,21 @@ forEachEnv('selectChunks', (env) => {
     }
   });
 
+  // The radix select reads every score in its first passes and only the ones under its prefix once
+  // they are few (kernels/select.cuh): here the first pass leaves all 20000 in one bin, and the
+  // threshold of the largest k falls inside a run of 5000 ties.
+  it('top-k of 20000 scores in one exponent bin, with a run of ties at the threshold', () => {
+    const device = env.instance.createDevice();
+    const next = rng(5);
+    const scores = Array.from({ length: 20000 }, (_, i) => Math.fround(i % 4 === 0 ? 0.75 : 0.5 + 0.5 * next()));
+    const buf = put(device, scores, 'f32');
+    for (const k of [256, 3000, 9000]) {
+      expect(Array.from(device.selectChunks(at(buf), scores.length, k, true))).toEqual(selectChunks(scores, k));
+    }
+    const smallest = scores.map((x) => -x);
+    expect(Array.from(device.selectChunks(at(buf), scores.length, 11000, false))).toEqual(selectChunks(smallest, 11000));
+  });
+
   it('ties go to the lower index, for largest and smallest', () => {
     const device = env.instance.createDevice();
     const scores = [0.5, 0.9, 0.5, 0.9, 0.1, 0.5, 0.1, 0.9];

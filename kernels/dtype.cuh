@@ -1,4 +1,4 @@
-// Storage dtypes <-> f32 on the device, bit for bit as runtime/wasm/dtype.h: round to nearest even,
+// Storage dtypes <-> f32 on the device, bit for bit as runtime/wasm/half.h: round to nearest even,
 // subnormals, inf and NaN kept (NaN -> quiet NaN). The float steps use _rn intrinsics so that
 // nvcc cannot contract them into FMAs (which would round differently from the wasm code).
 #pragma once

@@ -4,9 +4,9 @@
 // Returns an array: per check, the flat index of the first NaN, infinite or out-of-range element, or -1.
 #include <limits.h>
 #include <math.h>
-#include <string.h>
 #include <algorithm>
 #include <vector>
+#include "../wasm/half.h"
 #include "binding.h"
 
 namespace shadowkv_cuda {
@@ -34,23 +34,6 @@ Napi::Value CheckFiniteOp(const Napi::CallbackInfo& info) {
 }
 
 namespace {
-
-float F16ToF32(uint16_t h) {
-  const uint32_t sign = (uint32_t)(h & 0x8000) << 16, e = (h >> 10) & 0x1f, m = h & 0x3ff;
-  if (e == 0) return (sign ? -1.0f : 1.0f) * ldexpf((float)m, -24);
-  if (e == 31) return m ? NAN : (sign ? -INFINITY : INFINITY);
-  const uint32_t bits = sign | ((e + 112) << 23) | (m << 13);
-  float f;
-  memcpy(&f, &bits, 4);
-  return f;
-}
-
-float Bf16ToF32(uint16_t h) {
-  const uint32_t bits = (uint32_t)h << 16;
-  float f;
-  memcpy(&f, &bits, 4);
-  return f;
-}
 
 // Index of the first i with bad(i), else -1. Blocks without an early exit inside, so the compiler
 // vectorizes the common case (nothing bad), then a scalar pass over the one block that has it.
@@ -96,10 +79,9 @@ Napi::Value CheckFiniteHostOp(const Napi::CallbackInfo& info) {
     const uint16_t mask = dtype == SKV_F16 ? 0x7c00 : 0x7f80;
     at = FirstBad(n, [&](int64_t i) { return (int)((x[i] & mask) == mask); });
     const double max = dtype == SKV_F16 ? 65504.0 : 3.3895313892515355e38;
-    if (at < 0 && limit < max) {
-      if (dtype == SKV_F16) at = FirstBad(n, [&](int64_t i) { return (int)!(fabsf(F16ToF32(x[i])) <= bound); });
-      else at = FirstBad(n, [&](int64_t i) { return (int)!(fabsf(Bf16ToF32(x[i])) <= bound); });
-    }
+    const auto outside = [&](auto widen) { return FirstBad(n, [&](int64_t i) { return (int)!(fabsf(widen(x[i])) <= bound); }); };
+    if (at < 0 && limit < max)
+      at = dtype == SKV_F16 ? outside([](uint16_t h) { return f16_to_f32(h); }) : outside([](uint16_t h) { return bf16_to_f32(h); });
   }
   return Napi::Number::New(info.Env(), (double)at);
 }

@@ -129,16 +129,19 @@ Napi::Value FreeHost(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// write(ptr, array): the array's bytes to the buffer at ptr (either tier). Up to 1 MB (a decode
-// step's q, k, v) goes through the pinned staging ring and returns without waiting for the GPU;
-// larger writes are a plain synchronous copy.
+// The largest write or read that goes through the pinned staging ring (a decode step's q, k, v or
+// output); larger ones are a plain synchronous copy.
+constexpr size_t STAGED_MAX_BYTES = 1u << 20;
+
+// write(ptr, array): the array's bytes to the buffer at ptr (either tier). A staged write returns
+// without waiting for the GPU.
 Napi::Value Write(const Napi::CallbackInfo& info) {
   ArgCount(info, 2, "write");
   void* dst = PtrArg(info, 0, "write", "ptr");
   Napi::TypedArray a = TypedArrayArg(info, 1, "write");
   const size_t bytes = a.ByteLength();
   if (bytes == 0) return info.Env().Undefined();
-  if (bytes > (1u << 20)) {
+  if (bytes > STAGED_MAX_BYTES) {
     Check(info.Env(), "write", cudaMemcpy(dst, TypedArrayData(a), bytes, cudaMemcpyDefault));
     return info.Env().Undefined();
   }
@@ -159,7 +162,7 @@ Napi::Value Read(const Napi::CallbackInfo& info) {
   Napi::TypedArray a = TypedArrayArg(info, 1, "read");
   const size_t bytes = a.ByteLength();
   if (bytes == 0) return info.Env().Undefined();
-  if (bytes > (1u << 20)) {
+  if (bytes > STAGED_MAX_BYTES) {
     Check(info.Env(), "read", cudaMemcpy(TypedArrayData(a), src, bytes, cudaMemcpyDefault));
     return info.Env().Undefined();
   }

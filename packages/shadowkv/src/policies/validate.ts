@@ -113,11 +113,12 @@ const MAX_FINITE: Record<DType, number> = { f32: 3.4028234663852886e38, f16: 655
  */
 export function checkValues(call: string, name: string, t: Tensor, storage: DType | undefined, role: ValueRole, device?: Pick<Device, 'findNonFiniteHost'>): void {
   const limit = Math.min(valueLimit(storage, role), MAX_FINITE[t.dtype]);
+  const widen = t.dtype === 'f32' ? (x: number) => x : t.dtype === 'f16' ? f16ToF32 : bf16ToF32;
   const i = device?.findNonFiniteHost ? device.findNonFiniteHost(t.data, t.dtype, limit)
     : t.dtype === 'f32' ? firstOutsideF32(t.data as Float32Array, limit)
-    : firstOutside16(t.data as Uint16Array, t.dtype === 'f16' ? 0x7c00 : 0x7f80, limit < MAX_FINITE[t.dtype] ? limit : Infinity, t.dtype === 'f16' ? f16ToF32 : bf16ToF32);
+    : firstOutside16(t.data as Uint16Array, t.dtype === 'f16' ? 0x7c00 : 0x7f80, limit < MAX_FINITE[t.dtype] ? limit : Infinity, widen);
   if (i < 0) return;
-  const v = t.dtype === 'f32' ? t.data[i]! : (t.dtype === 'f16' ? f16ToF32 : bf16ToF32)(t.data[i]!);
+  const v = widen(t.data[i]!);
   nonFinite(call, name, i, v, t.dtype, storage, role);
 }
 

@@ -30,6 +30,24 @@ forEachEnv('selectChunks', (env) => {
     expect(Array.from(device.selectChunks(at(buf), scores.length, 11000, false))).toEqual(selectChunks(smallest, 11000));
   });
 
+  it('generated scores around the 2048-candidate listing limit: all ties, two values, few distinct', () => {
+    const device = env.instance.createDevice();
+    for (const n of [2047, 2048, 2049, 4097]) {
+      const next = rng(n);
+      const kinds: number[][] = [
+        Array.from({ length: n }, () => 0.25),
+        Array.from({ length: n }, (_, i) => (i % 3 === 0 ? 2 : 1)),
+        Array.from({ length: n }, () => Math.fround(Math.floor(next() * 7) / 8)),
+      ];
+      for (const scores of kinds) {
+        const buf = put(device, scores, 'f32');
+        for (const k of [1, n >> 1, n - 1]) {
+          expect(Array.from(device.selectChunks(at(buf), n, k, true))).toEqual(selectChunks(scores, k));
+        }
+      }
+    }
+  });
+
   it('ties go to the lower index, for largest and smallest', () => {
     const device = env.instance.createDevice();
     const scores = [0.5, 0.9, 0.5, 0.9, 0.1, 0.5, 0.1, 0.9];

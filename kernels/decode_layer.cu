@@ -5,8 +5,9 @@
 //   2. StepLogits, StepSoftmaxSums, StepScores + 3. StepSelect: landmark logits, softmax scores
 //      (max over the GQA group), the exact top max_selected, and the slot reuse of the last step's
 //      selection (hits keep their slot, misses take the free slots in order) - on the device, per task.
-//   4. StepFetch: per group of misses, the values by a zero-copy gather from pinned host memory,
-//      issued first so that PCIe runs while the same block rebuilds the keys (U . SVh with RoPE).
+//   4. StepFetch: per group of misses, the values by a zero-copy gather from pinned host memory
+//      (or a device copy from the hot-value cache, where StepSelect found them there), issued
+//      first so that PCIe runs while the same block rebuilds the keys (U . SVh with RoPE).
 //   5. Attention (sparse_attention.cu): split-K flash decode over outliers, selected, tail.
 //   Then, for rows that compact: CompactKeys (U rows of the new tokens), CompactChunks (values to
 //   the host pages, landmarks appended), CompactTail (the tail shifted, landmark counts raised).
@@ -30,7 +31,7 @@ enum { SELECT_LISTS = 5, SELECT_LISTS_SMEM_MAX = 48 * 1024, SELECT_SMEM_MAX = 16
 struct StepLayout {
   int tasks, sparse, max_l, max_splits, max_m;  // sparse: compressed active rows; max_m: chunks the largest compaction moves
   bool lists_shared, scores_shared;              // the select kernel keeps a head's slot lists / scores in shared memory
-  size_t rows, qf, logits, maxes, sums, scores, lists, miss_ids, miss_slots, n_miss, attn, segs, part,
+  size_t rows, qf, logits, maxes, sums, scores, lists, miss_ids, miss_slots, hot_codes, n_miss, attn, segs, part,
       bytes;
 };
 
@@ -209,6 +210,43 @@ __global__ void __launch_bounds__(SCORE_THREADS) StepScoresKernel(StepArgs a) {
 
 // ---- 3. select and reuse ----
 
+// The hot-value cache's part of the step for one task, by the whole block (reuse_slots.h
+// hot_slots): miss k is chunk ids[miss_idx[k]] (ascending in k); held[i] == INT_MAX marks
+// ids[i] a miss. Writes each miss's code (>= 0: copy from that slot; -1: fetch; <= -2: fetch,
+// then keep in slot -2 - code) and updates the slots' ids; returns the hot hits (thread 0).
+// A fetched miss claims its slot unless this step's hot hit sits there (read before any write);
+// the claims clear the slot, then the largest id takes it (atomicMax), as the serial loop does.
+__device__ int hot_slots(const SkvStepRow& r, int h, const int32_t* ids, int m, const int32_t* held, const int32_t* miss_idx,
+                         int n, int32_t* codes) {
+  __shared__ int hits;
+  const int P = r.hot_slots;
+  int32_t* hot = reinterpret_cast<int32_t*>(r.hot_ids) + (size_t)h * P;
+  if (threadIdx.x == 0) hits = 0;
+  __syncthreads();
+  for (int k = threadIdx.x; k < n; k += blockDim.x) {
+    const int32_t id = ids[miss_idx[k]], p = id % P, res = hot[p];
+    int lo = 0, hi = m;  // lower_bound of res in ids: is the resident a miss of this step (a hot hit)?
+    while (lo < hi) {
+      const int mid = (lo + hi) / 2;
+      if (ids[mid] < res) lo = mid + 1;
+      else hi = mid;
+    }
+    const bool taken = lo < m && ids[lo] == res && held[lo] == INT_MAX;
+    codes[k] = res == id ? p : taken ? -1 : -2 - p;
+    if (res == id) atomicAdd(&hits, 1);
+  }
+  __syncthreads();
+  for (int k = threadIdx.x; k < n; k += blockDim.x)
+    if (codes[k] <= -2) hot[-2 - codes[k]] = -1;
+  __syncthreads();
+  for (int k = threadIdx.x; k < n; k += blockDim.x)
+    if (codes[k] <= -2) atomicMax(&hot[-2 - codes[k]], ids[miss_idx[k]]);
+  __syncthreads();
+  for (int k = threadIdx.x; k < n; k += blockDim.x)
+    if (codes[k] <= -2 && hot[-2 - codes[k]] != ids[miss_idx[k]]) codes[k] = -1;
+  return hits;
+}
+
 __global__ void __launch_bounds__(SELECT_THREADS) StepSelectKernel(StepArgs a) {
   skv_pdl_enter();
   __shared__ SelectShared sh;
@@ -271,12 +309,14 @@ __global__ void __launch_bounds__(SELECT_THREADS) StepSelectKernel(StepArgs a) {
     miss_ids[k] = id;
     miss_slots[k] = slot;
   }
+  const int hot_hits = r.hot_slots > 0 ? hot_slots(r, h, ids, m, held, miss_idx, n_free, ws_ptr<int32_t>(a, a.at.hot_codes) + o) : 0;
   if (threadIdx.x == 0) {
     hc[SKV_HEAD_SELECTED] = m;
     ws_ptr<int32_t>(a, a.at.n_miss)[task] = n_free;
     double* c = reinterpret_cast<double*>(s.counters);
     tally(c, SKV_HITS_COUNTER, SKV_LAST_HITS_COUNTER, m - n_free);
     tally(c, SKV_MISSES_COUNTER, SKV_LAST_MISSES_COUNTER, n_free);
+    tally(c, SKV_HOT_HITS_COUNTER, SKV_LAST_HOT_HITS_COUNTER, hot_hits);
     tally(c, SKV_SELECTED_TOKENS_COUNTER, SKV_LAST_SELECTED_TOKENS_COUNTER, (double)m * C);
     // 5's segments: outliers, selected, then the tail (set by StepAppend).
     const size_t block = (size_t)C * s.d;
@@ -327,11 +367,20 @@ __global__ void __launch_bounds__(REBUILD_THREADS) StepFetchKernel(StepArgs a) {
   const size_t cbytes = (size_t)C * d * skv_dtype_size(kv);
   const uint64_t* pages = reinterpret_cast<const uint64_t*>(r.value_pages);
   char* selV = static_cast<char*>(elem(r.selected_v, kv, (size_t)h * S * C * d));
+  // The hot-value cache: a miss it holds is read from there; a fetched one is also kept there (hot_slots).
+  const int32_t* codes = r.hot_slots > 0 ? ws_ptr<int32_t>(a, a.at.hot_codes) + o : nullptr;
+  char* hotV = static_cast<char*>(elem(r.hot_v, kv, (size_t)h * r.hot_slots * C * d));
   auto src_of = [&](int i) {
     const int64_t id = ids[i];
+    if (codes && codes[i] >= 0) return static_cast<const char*>(hotV + (size_t)codes[i] * cbytes);
     return reinterpret_cast<const char*>(pages[(size_t)(id / r.page_chunks) * s.kv_heads + h]) + (size_t)(id % r.page_chunks) * cbytes;
   };
-  auto dst_of = [&](int i) { return selV + (size_t)slots[i] * cbytes; };
+  // Word w (of type T) of chunk i, to its slot and, where kept, to the cache.
+  auto put = [&](int i, size_t w, auto x) {
+    using T = decltype(x);
+    reinterpret_cast<T*>(selV + (size_t)slots[i] * cbytes)[w] = x;
+    if (codes && codes[i] <= -2) reinterpret_cast<T*>(hotV + (size_t)(-2 - codes[i]) * cbytes)[w] = x;
+  };
   // 1. Keys; once U and SVh are in shared memory, the first FETCH_PREFETCH value words of every
   // thread are requested, and travel while the keys are computed. NOTE: requested before the
   // staging loads, the fetch took 60 us at 1 x 128K and 151 at 4 x 128K; after them, 51 and 136
@@ -354,14 +403,14 @@ __global__ void __launch_bounds__(REBUILD_THREADS) StepFetchKernel(StepArgs a) {
 #pragma unroll
   for (int k = 0; k < FETCH_PREFETCH; k++) {
     const size_t w = threadIdx.x + (size_t)k * blockDim.x;
-    if (w < words) reinterpret_cast<uint4*>(dst_of((int)(w / cw)))[w % cw] = pre[k];
+    if (w < words) put((int)(w / cw), w % cw, pre[k]);
   }
   for (size_t w = threadIdx.x + (size_t)FETCH_PREFETCH * blockDim.x; w < words; w += blockDim.x)
-    reinterpret_cast<uint4*>(dst_of((int)(w / cw)))[w % cw] = reinterpret_cast<const uint4*>(src_of((int)(w / cw)))[w % cw];
+    put((int)(w / cw), w % cw, reinterpret_cast<const uint4*>(src_of((int)(w / cw)))[w % cw]);
   if (!vec) {  // every dtype is at least 2 bytes, and so is every element offset
     const size_t halves = cbytes / 2;
     for (size_t w = threadIdx.x; w < n * halves; w += blockDim.x)
-      reinterpret_cast<uint16_t*>(dst_of((int)(w / halves)))[w % halves] = reinterpret_cast<const uint16_t*>(src_of((int)(w / halves)))[w % halves];
+      put((int)(w / halves), w % halves, reinterpret_cast<const uint16_t*>(src_of((int)(w / halves)))[w % halves]);
   }
 }
 
@@ -499,6 +548,7 @@ StepLayout layout(const SkvStep& s, const SkvStepRow* rows) {
   at.lists = take(at.lists_shared ? 0 : sizeof(int32_t) * T * S * SELECT_LISTS);
   at.miss_ids = take(sizeof(int32_t) * T * S);
   at.miss_slots = take(sizeof(int32_t) * T * S);
+  at.hot_codes = take(sizeof(int32_t) * T * S);
   at.n_miss = take(sizeof(int32_t) * T);
   at.attn = take(sizeof(SkvAttnTask) * T);
   at.segs = take(sizeof(SkvSegment) * T * 3);
@@ -559,6 +609,7 @@ bool DecodeLayerValid(const SkvStep& s, const SkvStepRow* rows) {
     if (!r.sv || !r.proj || !r.landmarks || !r.landmark_ids || !r.head_counts || !r.selected_k || !r.selected_v ||
         !r.selected_ids || !r.value_pages || (s.max_outliers && (!r.outlier_k || !r.outlier_v)))
       return false;
+    if (r.hot_slots < 0 || (r.hot_slots > 0 && (!r.hot_ids || !r.hot_v))) return false;
     const int m = (r.tail_count + 1 - s.local_tokens) / s.C;
     const int add = r.compact && m > 0 ? m : 0;
     if ((int64_t)r.store_tokens / s.C + add > r.chunk_capacity) return false;

@@ -122,14 +122,15 @@ cudaError_t CausalAttention(const float* q, int g, int Sq, int d, float scale, i
 // Slots of a layer's f64 counters. NOTE: must match COUNTER in packages/shadowkv/src/backends/LayerStep.ts.
 enum SkvCounter {
   SKV_STEPS_COUNTER = 0, SKV_HITS_COUNTER, SKV_MISSES_COUNTER, SKV_SELECTED_TOKENS_COUNTER, SKV_ATTENDED_TOKENS_COUNTER,
-  SKV_HEADS_COUNTER, SKV_COMPACTIONS_COUNTER, SKV_LAST_HITS_COUNTER, SKV_LAST_MISSES_COUNTER,
-  SKV_LAST_SELECTED_TOKENS_COUNTER, SKV_LAST_ATTENDED_TOKENS_COUNTER, SKV_LAST_HEADS_COUNTER, SKV_COUNTERS
+  SKV_HEADS_COUNTER, SKV_COMPACTIONS_COUNTER, SKV_HOT_HITS_COUNTER, SKV_LAST_HITS_COUNTER, SKV_LAST_MISSES_COUNTER,
+  SKV_LAST_SELECTED_TOKENS_COUNTER, SKV_LAST_ATTENDED_TOKENS_COUNTER, SKV_LAST_HEADS_COUNTER, SKV_LAST_HOT_HITS_COUNTER,
+  SKV_COUNTERS
 };
 // Fields per kv head of a store's head counts (i32). NOTE: matches HEAD_FIELD in LayerStep.ts.
 enum SkvHeadField { SKV_HEAD_LANDMARKS = 0, SKV_HEAD_OUTLIERS = 1, SKV_HEAD_SELECTED = 2, SKV_HEAD_FIELDS = 3 };
 
 // One batch row of a layer step (runtime/wasm/abi.h skv_row, with 64-bit addresses first).
-// NOTE: 152 bytes, written by CudaDevice.decodeLayer (ROW_BYTES); the field order is the contract.
+// NOTE: 168 bytes, written by CudaDevice.decodeLayer (ROW_BYTES); the field order is the contract.
 struct SkvStepRow {
   uint64_t tail_k, tail_v;    // [Hkv][tail_capacity][d] post-RoPE keys / values
   uint64_t u, sv, proj;       // the store (u = 0: a dense row): [chunk_capacity*C][rank], [rank][Hkv*d], [Hkv*d][rank]
@@ -140,14 +141,16 @@ struct SkvStepRow {
   uint64_t selected_k, selected_v;  // [Hkv][max_selected][C*d], one chunk per slot
   uint64_t selected_ids;      // i32 [Hkv][max_selected]
   uint64_t value_pages;       // u64 table: page (c / page_chunks) * Hkv + h holds head h's chunks (host tier)
+  uint64_t hot_ids, hot_v;    // the hot-value cache: i32 [Hkv][hot_slots] chunk id per slot (-1 empty), [Hkv][hot_slots][C*d]
   int32_t input;              // index in q/k/v/out, or -1: the row sits this step out
   int32_t position;           // absolute position of the new token
   int32_t tail_count, tail_capacity;
   int32_t store_tokens, rank, chunk_capacity;
   int32_t compact;            // 1: after attending, whole tail chunks beyond local_tokens join the store
-  int32_t page_chunks, reserved;
+  int32_t page_chunks;
+  int32_t hot_slots;          // 0: no hot-value cache; chunk c may sit only in slot c % hot_slots
 };
-static_assert(sizeof(SkvStepRow) == 152, "SkvStepRow is 152 bytes");
+static_assert(sizeof(SkvStepRow) == 168, "SkvStepRow is 168 bytes");
 
 // One decode step of one layer (runtime/wasm/abi.h skv_layer_step); `rows` follow it in the record.
 // NOTE: 104 bytes (STEP_BYTES in CudaDevice.ts).

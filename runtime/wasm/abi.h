@@ -141,9 +141,10 @@ SKV_EXPORT void skv_gather_values(void* const* pages, int page_chunks, int heads
 // ---- decode_layer.cc ----
 // Counters a layer step accumulates (float64, so totals never wrap). The LAST_* slots are
 // overwritten by each step. NOTE: must match SKV_COUNTER in backends/wasm/abi.ts.
+// HOT_HITS: misses copied from the hot-value cache instead of fetched from the host.
 enum skv_counter {
-  SKV_STEPS = 0, SKV_HITS, SKV_MISSES, SKV_SELECTED_TOKENS, SKV_ATTENDED_TOKENS, SKV_HEADS, SKV_COMPACTIONS,
-  SKV_LAST_HITS, SKV_LAST_MISSES, SKV_LAST_SELECTED_TOKENS, SKV_LAST_ATTENDED_TOKENS, SKV_LAST_HEADS,
+  SKV_STEPS = 0, SKV_HITS, SKV_MISSES, SKV_SELECTED_TOKENS, SKV_ATTENDED_TOKENS, SKV_HEADS, SKV_COMPACTIONS, SKV_HOT_HITS,
+  SKV_LAST_HITS, SKV_LAST_MISSES, SKV_LAST_SELECTED_TOKENS, SKV_LAST_ATTENDED_TOKENS, SKV_LAST_HEADS, SKV_LAST_HOT_HITS,
   SKV_COUNTERS
 };
 // head_counts[h * SKV_HEAD_FIELDS + field]
@@ -176,9 +177,12 @@ struct skv_row {
   int32_t* selected_ids;   // [Hkv][max_selected] chunk id per slot
   void* const* value_pages;  // host tier: page (c / page_chunks) * Hkv + h holds head h's chunks
   int32_t page_chunks;
-  int32_t reserved;        // keeps the record a whole number of 8-byte words
+  // The hot-value cache (hot_slots = 0: none), direct-mapped: chunk c may sit only in slot c % hot_slots.
+  int32_t hot_slots;
+  int32_t* hot_ids;        // [Hkv][hot_slots] chunk id per slot, -1 empty
+  void* hot_v;             // [Hkv][hot_slots][C * d]
 };
-enum { SKV_ROW_WORDS = 24 };
+enum { SKV_ROW_WORDS = 26 };
 
 // One decode step of one layer, for every row. 4-byte fields, SKV_STEP_WORDS words, in this order.
 struct skv_layer_step {
@@ -207,7 +211,9 @@ enum { SKV_STEP_WORDS = 20 };
 //   1. q, k to f32, RoPE at `position`; k, v appended to the tail at tail_count (storage dtype).
 //   2-4. Compressed rows, per kv head: landmark scores (score_scale, max over the GQA group), top
 //      max_selected (ties: lower chunk id), reuse of the slots whose chunk stays selected, misses
-//      fetched (skv_gather_values) and rebuilt (skv_rebuild_keys) into the freed slots.
+//      fetched (skv_gather_values; from the hot-value cache where it holds them, which the
+//      fetched misses then enter: hot_slots in reuse_slots.h) and rebuilt (skv_rebuild_keys) into
+//      the freed slots.
 //   5. Exact attention over outliers, selected chunks, then the tail (dense rows: the tail only);
 //      out in io_dtype.
 //   Then, where `compact` is set: the tail's oldest m = (tail_count + 1 - local_tokens) / C whole
@@ -223,7 +229,7 @@ enum { SKV_STEP_WORDS = 20 };
 // <= 0, q_heads not a positive multiple of kv_heads, C <= 0, a dtype or rope style out of range,
 // negative max_selected / max_outliers / local_tokens; on a row with input >= 0 (rows sitting out
 // are not read): tail_count < 0, tail_count + 1 > tail_capacity, position < 0; on a compressed
-// one: rank <= 0, page_chunks <= 0, store_tokens not a multiple of C, head counts out of
+// one: rank <= 0, page_chunks <= 0, hot_slots < 0 (or > 0 without hot_ids / hot_v), store_tokens not a multiple of C, head counts out of
 // [0, chunk_capacity] / [0, max_outliers] / [0, max_selected], or compaction past chunk_capacity.
 SKV_EXPORT int skv_decode_layer(const skv_layer_step* step);
 

@@ -41,6 +41,7 @@ bool valid_dtype(int t) { return t == SKV_F32 || t == SKV_F16 || t == SKV_BF16; 
 // The store of a compressed row: per-head counts within capacities, room for what compaction adds.
 bool valid_store(const skv_layer_step& s, const skv_row& r, int cnt) {
   if (r.rank <= 0 || r.store_tokens < 0 || r.store_tokens % s.C || r.chunk_capacity < 0 || r.page_chunks <= 0) return false;
+  if (r.hot_slots < 0 || (r.hot_slots > 0 && (!r.hot_ids || !r.hot_v))) return false;
   const int add = r.compact ? compacted_chunks(s, cnt) : 0;  // chunks compaction appends
   if ((int64_t)r.store_tokens / s.C + add > r.chunk_capacity) return false;
   for (int h = 0; h < s.kv_heads; h++) {
@@ -112,6 +113,35 @@ int select_head(const skv_layer_step& s, const skv_row& r, int h, const float* q
   return m;
 }
 
+// 4, values: the n misses' chunks into their slots of selV, from the hot-value cache where it holds
+// them and from the host pages otherwise; the fetched ones then enter the cache (hot_slots).
+// miss_ids / miss_slots are reordered. Returns the misses the cache served.
+int fetch_values(const skv_layer_step& s, const skv_row& r, int h, int32_t* miss_ids, int32_t* miss_slots, int n, void* selV) {
+  const int kv = s.kv_dtype, P = r.hot_slots;
+  const size_t block = (size_t)s.C * s.d, bytes = block * dtype_size(kv);
+  if (P == 0) {
+    skv_gather_values(r.value_pages, r.page_chunks, s.kv_heads, h, miss_ids, miss_slots, n, (int)block, kv, selV);
+    return 0;
+  }
+  void* hot_v = at(r.hot_v, kv, (size_t)h * P * block);
+  Scratch<int32_t> codes(n);  // [n]
+  const int hits = hot_slots(r.hot_ids + (size_t)h * P, P, miss_ids, n, codes);
+  int f = 0;  // the fetched misses move to the front, in order
+  for (int i = 0; i < n; i++) {
+    if (codes[i] >= 0) {
+      memcpy(at(selV, kv, miss_slots[i] * block), at(hot_v, kv, codes[i] * block), bytes);
+      continue;
+    }
+    miss_ids[f] = miss_ids[i];
+    miss_slots[f] = miss_slots[i];
+    codes[f++] = codes[i];
+  }
+  skv_gather_values(r.value_pages, r.page_chunks, s.kv_heads, h, miss_ids, miss_slots, f, (int)block, kv, selV);
+  for (int i = 0; i < f; i++)
+    if (codes[i] <= -2) memcpy(at(hot_v, kv, (-2 - codes[i]) * block), at(selV, kv, miss_slots[i] * block), bytes);
+  return hits;
+}
+
 // 2-5 for kv head h of a compressed row.
 void attend_compressed(const skv_layer_step& s, const skv_row& r, int h, int cnt, const float* qg, float* og) {
   const int Hkv = s.kv_heads, g = s.q_heads / Hkv, d = s.d, C = s.C, kv = s.kv_dtype, S = s.max_selected;
@@ -132,10 +162,11 @@ void attend_compressed(const skv_layer_step& s, const skv_row& r, int h, int cnt
   int n_miss = 0;
   const int hits = reuse_slots(slot_ids, sc, ids, m, miss_ids, miss_slots, &n_miss);
   head_field(r, h, SKV_HEAD_SELECTED) = m;
+  int hot_hits = 0;
   if (n_miss > 0) {
-    skv_gather_values(r.value_pages, r.page_chunks, Hkv, h, miss_ids, miss_slots, n_miss, C * d, kv, selV);
     skv_rebuild_keys(r.u, kv, r.rank, dtype_at(r.sv, kv, (size_t)h * d), kv, Hkv * d, d, miss_ids, miss_slots,
                      n_miss, C, s.inv_freq, s.rope_style, selK, kv, d);
+    hot_hits = fetch_values(s, r, h, miss_ids, miss_slots, n_miss, selV);
   }
   // 5. Exact attention over the outlier chunks, the selected chunks, then the tail.
   const int O = head_field(r, h, SKV_HEAD_OUTLIERS);
@@ -146,6 +177,7 @@ void attend_compressed(const skv_layer_step& s, const skv_row& r, int h, int cnt
   skv_sparse_attention(qg, g, d, s.scale, segs, 3, kv, og);
   tally(s.counters, SKV_HITS, SKV_LAST_HITS, hits);
   tally(s.counters, SKV_MISSES, SKV_LAST_MISSES, n_miss);
+  tally(s.counters, SKV_HOT_HITS, SKV_LAST_HOT_HITS, hot_hits);
   tally(s.counters, SKV_SELECTED_TOKENS, SKV_LAST_SELECTED_TOKENS, (double)m * C);
   tally(s.counters, SKV_ATTENDED_TOKENS, SKV_LAST_ATTENDED_TOKENS, (double)O * C + (double)m * C + cnt);
   tally(s.counters, SKV_HEADS, SKV_LAST_HEADS, 1);
@@ -237,10 +269,10 @@ uint64_t row_scratch(const skv_layer_step& s, const skv_row& r) {
     // select_head: scores, work, then skv_score_chunks' (own, row) or skv_select_chunks' idx.
     const uint64_t select = scratch_bytes<float>(L) + scratch_bytes<float>(size_mul(g, L)) +
                             std::max(scratch_bytes<float>(0) + scratch_bytes<float>(d), scratch_bytes<int32_t>(L));
-    // Then miss_ids, miss_slots, and one of reuse_slots, skv_rebuild_keys (pos, K), the attention.
+    // Then miss_ids, miss_slots, and one of reuse_slots, skv_rebuild_keys (pos, K), fetch_values' codes, the attention.
     const uint64_t fetch = 2 * scratch_bytes<int32_t>(S) +
                            std::max({reuse_slots_bytes(m), scratch_bytes<int32_t>(M) + scratch_bytes<float>(size_mul(M, d)),
-                                     online_softmax_bytes(g, d)});
+                                     r.hot_slots ? scratch_bytes<int32_t>(m) : 0, online_softmax_bytes(g, d)});
     head = scratch_bytes<int32_t>(S) + std::max(select, fetch);  // ids live throughout
     const uint64_t mm = r.compact ? compacted_chunks(s, r.tail_count + 1) : 0, n = mm * C;
     if (mm > 0) {
@@ -269,7 +301,7 @@ SKV_EXPORT int skv_decode_layer(const skv_layer_step* step) {
   // All the scratch the step can take, reserved before anything changes: with it in the arena the
   // step allocates nothing, so it cannot trap with rows half-updated.
   if (!scratch_reserve(skv_decode_layer_scratch(s))) return SKV_ERR_ALLOC;
-  for (int c = SKV_LAST_HITS; c <= SKV_LAST_HEADS; c++) s.counters[c] = 0;
+  for (int c = SKV_LAST_HITS; c < SKV_COUNTERS; c++) s.counters[c] = 0;
   s.counters[SKV_STEPS] += 1;
   for (int b = 0; b < s.batch; b++)
     if (s.rows[b].input >= 0) decode_row(s, s.rows[b]);

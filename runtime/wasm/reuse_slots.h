@@ -41,3 +41,24 @@ static inline int reuse_slots(int32_t* selected, int count, const int32_t* ids, 
 
 // Scratch bytes of reuse_slots for m selected chunks: held, free_slots (skv_decode_layer reserves them).
 static inline uint64_t reuse_slots_bytes(uint64_t m) { return scratch_bytes<uint8_t>(m) + scratch_bytes<int32_t>(m); }
+
+// The hot-value cache's part of a step for one kv head, the C twin of hotSlots in reuseSlots.ts:
+// chunk c may sit only in hot[c % P]. miss_ids [n] ascending. Per miss a code: >= 0 the slot it
+// is copied from (a hot hit), -1 fetched from the host, <= -2 fetched and then kept in slot
+// -2 - code. A fetched miss takes its slot unless this step's hot hit sits there; of two fetched
+// misses for one slot, the larger id keeps it. hot (chunk id per slot, -1 empty) is updated.
+// Returns the hot hits.
+// NOTE: a resident that is a miss of this step sits in its own slot, so it is a hot hit.
+static inline int hot_slots(int32_t* hot, int P, const int32_t* miss_ids, int n, int32_t* codes) {
+  int hits = 0;
+  for (int i = 0; i < n; i++) {
+    const int32_t id = miss_ids[i], p = id % P, r = hot[p];
+    codes[i] = r == id ? p : std::binary_search(miss_ids, miss_ids + n, r) ? -1 : -2 - p;
+    hits += r == id;
+  }
+  for (int i = 0; i < n; i++)
+    if (codes[i] <= -2) hot[-2 - codes[i]] = miss_ids[i];
+  for (int i = 0; i < n; i++)
+    if (codes[i] <= -2 && hot[-2 - codes[i]] != miss_ids[i]) codes[i] = -1;
+  return hits;
+}

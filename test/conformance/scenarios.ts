@@ -19,16 +19,17 @@ export interface Scenario {
 // NOTE: small host pages (3 chunks) so that every scenario reads and compacts across pages.
 const small = (o: Partial<ShadowKVOptions>): Omit<ResolvedShadowKVOptions, 'scoreScale'> => ({
   rank: 12, chunkSize: 4, budget: 32, outlierChunks: 3, localTokens: 8, sinkTokens: 0,
-  maxRecentTokens: 24, denseThreshold: 64, denseLayers: 0, svdOversample: 8, svdPowerIters: 2, hostPageChunks: 3, ...o,
+  maxRecentTokens: 24, denseThreshold: 64, denseLayers: 0, svdOversample: 8, svdPowerIters: 2, hostPageChunks: 3, hotChunks: 0, ...o,
 });
 
 export const SCENARIOS: Scenario[] = [
   {
-    // Rows of different lengths; row 2 starts dense and is compressed during decode.
-    name: 'GQA, ragged batch of 3, Llama-3 RoPE, 26 decode steps with compaction',
+    // Rows of different lengths; row 2 starts dense and is compressed during decode. A hot-value
+    // cache of 13 slots per kv head, for 8 selected chunks: its slots collide.
+    name: 'GQA, ragged batch of 3, Llama-3 RoPE, 26 decode steps with compaction, hot-value cache',
     spec: { layers: 2, queryHeads: 4, kvHeads: 2, headDim: 32, rope: { theta: 500000, scaling: { factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositions: 64 } } },
     batch: 3,
-    options: small({ sinkTokens: 4 }),
+    options: small({ sinkTokens: 4, hotChunks: 13 }),
     keyRank: 7,
     script: [{ prefill: [0], tokens: 203 }, { prefill: [1], tokens: 150, queries: true }, { prefill: [2], tokens: 41 }, { decode: 26 }],
   },

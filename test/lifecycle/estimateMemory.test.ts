@@ -3,7 +3,7 @@ import { createCache, estimateMemory, LLAMA3_8B } from '../../packages/shadowkv/
 import { NeedleWorkload } from '../../examples/workloads/needle.js';
 
 it.each([
-  ['GQA, bf16', { layers: 2, queryHeads: 16, kvHeads: 4, headDim: 64, rope: { theta: 10000 } }, 'bf16', 3001, { budget: 256, rank: 48, denseThreshold: 1024 }],
+  ['GQA, bf16, hot-value cache', { layers: 2, queryHeads: 16, kvHeads: 4, headDim: 64, rope: { theta: 10000 } }, 'bf16', 3001, { budget: 256, rank: 48, denseThreshold: 1024, hotChunks: 100 }],
   ['MHA, f32, sink tokens', { layers: 1, queryHeads: 4, kvHeads: 4, headDim: 32, rope: { theta: 10000 } }, 'f32', 2500, { budget: 128, rank: 40, denseThreshold: 512, sinkTokens: 16 }],
 ] as const)('estimateMemory predicts memory() after prefill and generation (%s)', async (_, spec, dtype, tokens, options) => {
   const batch = 2;
@@ -15,7 +15,8 @@ it.each([
   const actual = cache.memory();
   // Host and the compressed components are exact; the tail is estimated at its largest.
   expect(actual.host).toBe(estimate.host);
-  for (const name of ['lowRankU', 'basis', 'landmarks', 'outliers', 'selected']) expect(actual.components[name], name).toBe(estimate.components[name]);
+  for (const name of ['lowRankU', 'basis', 'landmarks', 'outliers', 'selected', 'hotValues', 'tables']) expect(actual.components[name] ?? 0, name).toBe(estimate.components[name]);
+  expect(estimate.components.hotValues).toBe('hotChunks' in options ? spec.layers * batch * spec.kvHeads * options.hotChunks * 8 * spec.headDim * 2 : 0);
   expect(actual.components.exactTail!).toBeLessThanOrEqual(estimate.components.exactTail!);
   expect(actual.dense).toBeCloseTo(estimate.dense * (tokens + 40) / tokens, -3);
   cache.dispose();

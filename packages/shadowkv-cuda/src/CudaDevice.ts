@@ -432,12 +432,12 @@ export class CudaDevice implements Device {
   }
 }
 
-/** Row b of a step record at byte offset o: 14 addresses, then 10 32-bit fields (SkvStepRow). */
+/** Row b of a step record at byte offset o: 16 addresses, then 10 32-bit fields (SkvStepRow). */
 function encodeRow(u64: BigUint64Array, i32: Int32Array, o: number, row: StepRow): void {
   const { tail, store: s } = row;
   const p = (b: DeviceBuffer | undefined) => BigInt(b ? b.ptr : 0);
   u64.set([p(tail.k), p(tail.v), p(s?.u), p(s?.sv), p(s?.proj), p(s?.landmarks), p(s?.landmarkIds), p(s?.headCounts),
-    p(s?.outlierK), p(s?.outlierV), p(s?.selectedK), p(s?.selectedV), p(s?.selectedIds), p(s?.values.table)], o / 8);
+    p(s?.outlierK), p(s?.outlierV), p(s?.selectedK), p(s?.selectedV), p(s?.selectedIds), p(s?.values.table), p(s?.hot?.ids), p(s?.hot?.v)], o / 8);
   i32.set([row.input, row.position, tail.count, tail.capacity, s?.tokens ?? 0, s?.rank ?? 0, s?.chunkCapacity ?? 0,
-    row.compact && s ? 1 : 0, s?.values.pageChunks ?? 0, 0], o / 4 + 28);
+    row.compact && s ? 1 : 0, s?.values.pageChunks ?? 0, s?.hot?.slots ?? 0], o / 4 + 32);
 }

@@ -85,6 +85,17 @@ export interface ShadowKVOptions {
    */
   hostPageChunks?: number;
   /**
+   * Value chunks per kv head kept on the device beyond the last step's selection (the hot-value
+   * cache, past the paper): a selected chunk found there is copied on the device instead of
+   * fetched from the host. Outputs are the same bits with it on or off; `stats().hotHitRate`
+   * says how often it served, `bytesFetched` what still crossed to the device. Costs
+   * `hotChunks x chunkSize x headDim` values per kv head, row and compressed layer
+   * (`estimateMemory`'s `hotValues`). Direct-mapped (chunk c in slot c mod hotChunks): several
+   * times `budget / chunkSize` keeps most chunks that drift out of the selection and back.
+   * - default: `0` (off)
+   */
+  hotChunks?: number;
+  /**
    * Extra columns of the randomized factorization.
    * - default: `16`
    */
@@ -139,7 +150,7 @@ export function resolveCacheOptions(o: CacheOptions = {}): ResolvedCacheOptions 
 /** Option names of ShadowKV. */
 export const SHADOWKV_OPTION_KEYS = [
   'rank', 'chunkSize', 'budget', 'outlierChunks', 'localTokens', 'sinkTokens', 'maxRecentTokens', 'denseThreshold',
-  'denseLayers', 'scoreScale', 'hostPageChunks', 'svdOversample', 'svdPowerIters',
+  'denseLayers', 'scoreScale', 'hostPageChunks', 'hotChunks', 'svdOversample', 'svdPowerIters',
 ] as const;
 
 /** Fills defaults into ShadowKV options for a model and checks their ranges; unknown keys are a `ConfigError`. */
@@ -159,6 +170,7 @@ export function resolveShadowKVOptions(o: ShadowKVOptions, spec: Pick<ResolvedSp
     denseLayers: 0,
     scoreScale: spec.scale,
     hostPageChunks: 256,
+    hotChunks: 0,
     svdOversample: 16,
     svdPowerIters: 2,
   }, o);
@@ -176,6 +188,8 @@ export function resolveShadowKVOptions(o: ShadowKVOptions, spec: Pick<ResolvedSp
   check(typeof r.scoreScale === 'number' && r.scoreScale >= 1e-8 && r.scoreScale <= 100, `scoreScale must be a number in [1e-8, 100], got ${show(r.scoreScale)}`);
   check(isIntIn(r.hostPageChunks, 1, L.pageElements) && r.hostPageChunks * r.chunkSize * spec.headDim <= L.pageElements,
     `hostPageChunks x chunkSize x headDim must be at most 2^28 elements, got hostPageChunks ${show(r.hostPageChunks)}`);
+  check(isIntIn(r.hotChunks, 0, L.slotTokens) && r.hotChunks * r.chunkSize <= L.slotTokens,
+    `hotChunks must be an integer >= 0 with hotChunks x chunkSize (${r.chunkSize}) at most ${L.slotTokens} tokens, got ${show(r.hotChunks)}`);
   check(isIntIn(r.svdOversample, 0, L.svdOversample), `svdOversample must be an integer in [0, ${L.svdOversample}], got ${show(r.svdOversample)}`);
   check(isIntIn(r.svdPowerIters, 0, L.svdPowerIters), `svdPowerIters must be an integer in [0, ${L.svdPowerIters}], got ${show(r.svdPowerIters)}`);
   return r;

@@ -1,7 +1,7 @@
 import { CACHE_OPTION_KEYS, checkKeys, resolveCacheOptions, resolveShadowKVOptions, type CacheOptions, type ShadowKVOptions } from './config.js';
 import { ConfigError } from './errors/ConfigError.js';
 import { storeChunks } from './policies/capacity.js';
-import { storeComponents } from './policies/shadowkv/CompressedStore.js';
+import { storeComponents, storeGeometry } from './policies/shadowkv/CompressedStore.js';
 import { DTYPE_BYTES } from './dtype.js';
 import { resolveSpec, type ModelSpec } from './spec.js';
 
@@ -62,7 +62,7 @@ export function estimateMemory(q: MemoryQuestion): MemoryEstimate {
   }
   const D = Hkv * d;
   const rank = Math.min(o.rank, nc);
-  const geometry = { heads: Hkv, d, C, rank, maxOutliers: o.outlierChunks + Math.ceil(o.sinkTokens / C), maxSelected: o.budget / C, dtype: cache.dtype, pageChunks: o.hostPageChunks };
+  const geometry = storeGeometry(o, { kvHeads: Hkv, headDim: d }, cache.dtype, rank);
   // The store is sized for the prompt's chunks plus one compaction (capacity.ts), host pages rounded up.
   const { host: hostPerRow, ...store } = storeComponents(geometry, storeChunks(nc / C, o));
   const perRow: Record<string, number> = {

@@ -7,11 +7,22 @@ import type { DeviceBuffer, PagedBuffer, View } from './Device.js';
  * `last*` slots describe the latest step only. NOTE: must match `skv_counter` in runtime/wasm/abi.h.
  */
 export const COUNTER = {
-  steps: 0, hits: 1, misses: 2, selectedTokens: 3, attendedTokens: 4, heads: 5, compactions: 6,
-  lastHits: 7, lastMisses: 8, lastSelectedTokens: 9, lastAttendedTokens: 10, lastHeads: 11,
+  steps: 0, hits: 1, misses: 2, selectedTokens: 3, attendedTokens: 4, heads: 5, compactions: 6, hotHits: 7,
+  lastHits: 8, lastMisses: 9, lastSelectedTokens: 10, lastAttendedTokens: 11, lastHeads: 12, lastHotHits: 13,
 } as const;
 /** Slots of a counters buffer. */
-export const COUNTERS = 12;
+export const COUNTERS = 14;
+/** Slots of the counters buffers of snapshot version 2 before `hotHits` (no hot-value cache): restores widen them. */
+export const COUNTERS_V2 = 12;
+
+/** A version-2 snapshot's 12 counters in today's layout (the hot-value cache's counters zero). */
+export function widenCounters(c: Float64Array): Float64Array {
+  if (c.length !== COUNTERS_V2) return c;
+  const out = new Float64Array(COUNTERS);
+  out.set(c.subarray(0, COUNTER.hotHits));
+  out.set(c.subarray(COUNTER.hotHits), COUNTER.lastHits);
+  return out;
+}
 
 /** Fields per kv head of a store's `headCounts` (i32): landmarks, outliers, selected. NOTE: matches `skv_head_field`. */
 export const HEAD_FIELD = { landmarks: 0, outliers: 1, selected: 2 } as const;
@@ -47,6 +58,21 @@ export interface SparseHandles {
   readonly selectedV: DeviceBuffer;
   readonly selectedIds: DeviceBuffer; // i32 [Hkv, maxSelected], chunk id per slot
   readonly values: PagedBuffer; // host tier, chunk-contiguous
+  /** The hot-value cache (`hotChunks`), absent when off. */
+  readonly hot?: HotValues;
+}
+
+/**
+ * A device cache of value chunks per kv head beyond the last step's selection, direct-mapped:
+ * chunk c may sit only in slot `c % slots`. A miss found there is copied on the device instead
+ * of fetched from the host; a miss fetched from the host takes its slot unless a chunk copied
+ * from there this step holds it (of two such misses, the larger id). Outputs do not change:
+ * only where the selected slots' bytes come from.
+ */
+export interface HotValues {
+  readonly slots: number;
+  readonly ids: DeviceBuffer; // i32 [Hkv, slots], chunk id per slot or -1
+  readonly v: DeviceBuffer; // [Hkv, slots, C*d]
 }
 
 /** One batch row of a layer step. */

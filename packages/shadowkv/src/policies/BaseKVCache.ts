@@ -1,6 +1,6 @@
 import type { BackendInfo } from '../backends/Backend.js';
 import { at, type Device, type DeviceBuffer, type View } from '../backends/Device.js';
-import { COUNTER, COUNTERS, type LayerStep, type StepGeometry, type StepRow } from '../backends/LayerStep.js';
+import { COUNTER, COUNTERS, COUNTERS_V2, widenCounters, type LayerStep, type StepGeometry, type StepRow } from '../backends/LayerStep.js';
 import { resolveBackendSync } from '../backends/registry.js';
 import { CACHE_OPTION_KEYS, checkKeys, resolveCacheOptions, type CacheOptions, type ResolvedCacheOptions } from '../config.js';
 import { DeviceTensor } from '../DeviceTensor.js';
@@ -535,15 +535,17 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
     }
     const last = layers[this.lastLayer] ?? new Float64Array(COUNTERS);
     const heads = Math.max(last[COUNTER.lastHeads]!, 1);
-    const hits = total[COUNTER.hits]!, misses = total[COUNTER.misses]!;
+    const hits = total[COUNTER.hits]!, misses = total[COUNTER.misses]!, hot = total[COUNTER.hotHits]!;
     const chunkBytes = this.stepGeometry().chunkSize * this.spec.headDim * DTYPE_BYTES[this.dtype];
     return {
       steps: total[COUNTER.steps]!,
       lastHits: last[COUNTER.lastHits]!,
       lastMisses: last[COUNTER.lastMisses]!,
+      lastHotHits: last[COUNTER.lastHotHits]!,
       hitRate: hits + misses ? hits / (hits + misses) : 0,
-      lastBytesFetched: last[COUNTER.lastMisses]! * chunkBytes,
-      bytesFetched: misses * chunkBytes,
+      hotHitRate: misses ? hot / misses : 0,
+      lastBytesFetched: (last[COUNTER.lastMisses]! - last[COUNTER.lastHotHits]!) * chunkBytes,
+      bytesFetched: (misses - hot) * chunkBytes,
       lastAttendedTokens: last[COUNTER.lastAttendedTokens]! / heads,
       stepAttendedTokens: decoded ? attended / decoded : 0,
       lastSelectedTokens: last[COUNTER.lastSelectedTokens]! / heads,
@@ -589,9 +591,9 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
     const lastLayer = int(counters.lastLayer, 'counters.lastLayer', -1, this.spec.layers - 1);
     for (const k of Object.keys(this.saveCounters())) int(counters[k], `counters.${k}`, 0, Number.MAX_SAFE_INTEGER);
     const layerCounters = content.layerCounters.map((c, l) => {
-      need(c instanceof Float64Array && c.length === COUNTERS, `layerCounters[${l}]`, `must be a Float64Array of ${COUNTERS} counters`);
+      need(c instanceof Float64Array && (c.length === COUNTERS || c.length === COUNTERS_V2), `layerCounters[${l}]`, `must be a Float64Array of ${COUNTERS} counters (${COUNTERS_V2} before the hot-value cache)`);
       (c as Float64Array).forEach((x, i) => need(Number.isInteger(x) && x >= 0, `layerCounters[${l}][${i}]`, `must be a non-negative integer, got ${x}`));
-      return c as Float64Array;
+      return widenCounters(c as Float64Array);
     });
     const bytes = rows.flat().reduce((n, r) => n + this.restoreBytes(r), 0);
     const free = deviceRoom(this.device);

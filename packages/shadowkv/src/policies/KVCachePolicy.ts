@@ -77,8 +77,12 @@ export interface PolicyStats {
   lastHits: number;
   /** Chunks fetched (values) and rebuilt (keys) at the last decode call. */
   lastMisses: number;
+  /** Of `lastMisses`, the chunks copied from the device's hot-value cache (ShadowKV's `hotChunks`) instead of the host. */
+  lastHotHits: number;
   /** Hit rate over all decode calls: hits / (hits + misses). */
   hitRate: number;
+  /** Share of all misses the hot-value cache served (0 without one). */
+  hotHitRate: number;
   /** Host → device bytes at the last decode call. */
   lastBytesFetched: number;
   /** Host → device bytes over all decode calls. */

@@ -1,7 +1,7 @@
 import { at, type Device, type DeviceBuffer, type Segment, type View } from '../backends/Device.js';
 import { COUNTER, COUNTERS, HEAD_FIELD, HEAD_FIELDS, type LayerStep, type SparseHandles, type StepGeometry, type StepRow, type TailHandles } from '../backends/LayerStep.js';
 import { range } from './range.js';
-import { reuseSlots } from './reuseSlots.js';
+import { hotSlots, reuseSlots } from './reuseSlots.js';
 
 /** Per-row f32 temporaries of a composed step. */
 interface Temps {
@@ -89,7 +89,7 @@ function sparseSegments(device: Device, step: LayerStep, s: SparseHandles, h: nu
   const selK = at(s.selectedK, h * maxSelected * block);
   const selV = at(s.selectedV, h * maxSelected * block);
   if (plan.missIds.length) {
-    device.gatherValues(selV, s.values, h, plan.missIds, plan.missSlots);
+    fetchValues(device, s, h, block, plan.missIds, plan.missSlots, selV, counters);
     device.rebuildKeys({
       u: at(s.u), rank: s.rank, sv: at(s.sv, h * d), ldsv: Hkv * d, d,
       chunkIds: plan.missIds, slots: plan.missSlots, C, invFreq: step.geometry.invFreq, style: step.geometry.ropeStyle, out: selK, ldo: d,
@@ -103,6 +103,29 @@ function sparseSegments(device: Device, step: LayerStep, s: SparseHandles, h: nu
     { k: at(s.outlierK, outliers), v: at(s.outlierV, outliers), n: O * C, ld: d },
     { k: selK, v: selV, n: ids.length * C, ld: d },
   ];
+}
+
+/**
+ * 4, values: the misses' chunks into their slots, from the hot-value cache where it holds them and
+ * from the host pages otherwise; fetched chunks then enter the cache (`hotSlots`).
+ */
+function fetchValues(device: Device, s: SparseHandles, h: number, block: number, ids: Int32Array, slots: Int32Array, selV: View, counters: Float64Array): void {
+  if (!s.hot) {
+    device.gatherValues(selV, s.values, h, ids, slots);
+    return;
+  }
+  const { slots: P, v } = s.hot;
+  const hot = device.read(at(s.hot.ids, h * P) as View & { buf: { dtype: 'i32' } }, P);
+  const codes = hotSlots(hot, ids);
+  const fetched = range(0, ids.length).filter((i) => codes[i]! < 0);
+  if (fetched.length) device.gatherValues(selV, s.values, h, Int32Array.from(fetched, (i) => ids[i]!), Int32Array.from(fetched, (i) => slots[i]!));
+  const slotView = (i: number) => at(selV.buf, selV.offset + slots[i]! * block);
+  codes.forEach((code, i) => {
+    if (code >= 0) device.copy(slotView(i), at(v, (h * P + code) * block), block);
+    else if (code <= -2) device.copy(at(v, (h * P - 2 - code) * block), slotView(i), block);
+  });
+  device.write(at(s.hot.ids, h * P), hot);
+  add(counters, 'hotHits', ids.length - fetched.length);
 }
 
 /**
@@ -151,7 +174,7 @@ export function pageView(s: Pick<SparseHandles, 'values'>, c: number, h: number)
 }
 
 /** Adds to a counter and its `last*` twin. */
-function add(counters: Float64Array, name: 'hits' | 'misses' | 'selectedTokens' | 'attendedTokens' | 'heads' | 'compactions', n: number): void {
+function add(counters: Float64Array, name: 'hits' | 'misses' | 'hotHits' | 'selectedTokens' | 'attendedTokens' | 'heads' | 'compactions', n: number): void {
   counters[COUNTER[name]]! += n;
   const last = `last${name[0]!.toUpperCase()}${name.slice(1)}` as keyof typeof COUNTER;
   if (last in COUNTER) counters[COUNTER[last]]! += n;

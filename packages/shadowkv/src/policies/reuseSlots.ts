@@ -32,3 +32,24 @@ export function reuseSlots(selected: Int32Array, count: number, ids: Int32Array)
   }
   return { missIds: Int32Array.from(missIds), missSlots: Int32Array.from(missSlots), hits: held.size };
 }
+
+/**
+ * The hot-value cache's part of a step for one kv head (runtime/wasm/reuse_slots.h `hot_slots`):
+ * chunk c may sit only in slot `c % hot.length`. Per miss (ascending ids), a code: `>= 0` the
+ * slot it is copied from (a hot hit); `-1` fetched from the host; `<= -2` fetched, then kept in
+ * slot `-2 - code`. A fetched miss takes its slot unless this step's hot hit sits there; of two
+ * fetched misses for one slot the larger id keeps it. `hot` (chunk id per slot, -1 empty) is updated.
+ */
+export function hotSlots(hot: Int32Array, missIds: Int32Array): Int32Array {
+  const P = hot.length;
+  const misses = new Set(missIds);
+  // NOTE: a resident that is a miss of this step sits in its own slot, so it is a hot hit.
+  const codes = missIds.map((id) => (hot[id % P] === id ? id % P : misses.has(hot[id % P]!) ? -1 : -2 - (id % P)));
+  missIds.forEach((id, i) => {
+    if (codes[i]! <= -2) hot[-2 - codes[i]!] = id;
+  });
+  missIds.forEach((id, i) => {
+    if (codes[i]! <= -2 && hot[-2 - codes[i]!] !== id) codes[i] = -1;
+  });
+  return codes;
+}

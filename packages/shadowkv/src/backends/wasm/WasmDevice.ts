@@ -269,7 +269,9 @@ export class WasmDevice implements Device {
     w[o + 20] = s.selectedIds.ptr;
     w[o + 21] = s.values.table.ptr;
     w[o + 22] = s.values.pageChunks;
-    w[o + 23] = 0;
+    w[o + 23] = s.hot?.slots ?? 0;
+    w[o + 24] = s.hot?.ids.ptr ?? 0;
+    w[o + 25] = s.hot?.v.ptr ?? 0;
   }
 
   allocations(): number {

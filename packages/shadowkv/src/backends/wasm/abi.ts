@@ -6,7 +6,7 @@ export { DTYPE_CODE, ROPE_STYLE_CODE, STATUS } from '../codes.js';
 export const SEGMENT_BYTES = 16;
 /** 4-byte words of `skv_layer_step` and of one `skv_row` in wasm32. */
 export const STEP_WORDS = 20;
-export const ROW_WORDS = 24;
+export const ROW_WORDS = 26;
 
 type Ptr = number;
 

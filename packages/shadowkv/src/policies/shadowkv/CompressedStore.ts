@@ -1,5 +1,6 @@
 import { at, type Device, type DeviceBuffer, type HostArray, type PagedBuffer, type View } from '../../backends/Device.js';
-import { HEAD_FIELDS, type SparseHandles } from '../../backends/LayerStep.js';
+import { HEAD_FIELDS, type HotValues, type SparseHandles } from '../../backends/LayerStep.js';
+import type { ResolvedShadowKVOptions } from '../../config.js';
 import type { DType, TensorData } from '../../tensor.js';
 import { DTYPE_BYTES } from '../../dtype.js';
 import { growCapacity } from '../capacity.js';
@@ -17,14 +18,27 @@ export interface StoreGeometry {
   dtype: DType;
   /** Chunks per host page. */
   pageChunks: number;
+  /** Slots of the hot-value cache per kv head (0: none). */
+  hotChunks: number;
+}
+
+/** Outlier slots per kv head: the outliers, plus the sink chunks on top of them. */
+export const maxOutliers = (o: ResolvedShadowKVOptions) => o.outlierChunks + Math.ceil(o.sinkTokens / o.chunkSize);
+
+/** The store sizes ShadowKV's options give, at `rank`. */
+export function storeGeometry(o: ResolvedShadowKVOptions, spec: { kvHeads: number; headDim: number }, dtype: DType, rank: number): StoreGeometry {
+  return {
+    heads: spec.kvHeads, d: spec.headDim, C: o.chunkSize, rank, dtype, maxOutliers: maxOutliers(o),
+    maxSelected: o.budget / o.chunkSize, pageChunks: o.hostPageChunks, hotChunks: o.hotChunks,
+  };
 }
 
 /**
  * Bytes a store of `capacity` chunks holds, per memory-report component (`host` is the host tier),
  * with 4-byte table entries as on wasm. `estimateMemory` and snapshot restores size stores with it.
  */
-export function storeComponents(g: StoreGeometry, capacity: number): Record<'lowRankU' | 'basis' | 'landmarks' | 'outliers' | 'selected' | 'tables' | 'host', number> {
-  const { heads, d, C, rank, maxOutliers, maxSelected, dtype, pageChunks } = g;
+export function storeComponents(g: StoreGeometry, capacity: number): Record<'lowRankU' | 'basis' | 'landmarks' | 'outliers' | 'selected' | 'hotValues' | 'tables' | 'host', number> {
+  const { heads, d, C, rank, maxOutliers, maxSelected, dtype, pageChunks, hotChunks } = g;
   const b = DTYPE_BYTES[dtype];
   const pages = Math.ceil(capacity / pageChunks) * heads;
   return {
@@ -33,7 +47,8 @@ export function storeComponents(g: StoreGeometry, capacity: number): Record<'low
     landmarks: heads * capacity * d * b,
     outliers: 2 * heads * maxOutliers * C * d * b,
     selected: 2 * heads * maxSelected * C * d * b,
-    tables: 4 * (heads * capacity + heads * HEAD_FIELDS + heads * maxOutliers + heads * maxSelected + pages),
+    hotValues: heads * hotChunks * C * d * b,
+    tables: 4 * (heads * capacity + heads * HEAD_FIELDS + heads * maxOutliers + heads * maxSelected + heads * hotChunks + pages),
     host: pages * pageChunks * C * d * b,
   };
 }
@@ -81,6 +96,7 @@ export class CompressedStore implements SparseHandles {
   readonly selectedV: DeviceBuffer;
   readonly selectedIds: DeviceBuffer; // i32 [Hkv, maxSelected]
   readonly values: PagedBuffer; // host: [page][C*d] chunks
+  readonly hot?: HotValues;
 
   constructor(
     private readonly device: Device,
@@ -88,7 +104,7 @@ export class CompressedStore implements SparseHandles {
     chunks: number,
     private readonly hostPages: HostPages,
   ) {
-    const { heads, d, C, rank, maxOutliers, maxSelected, dtype, pageChunks } = geometry;
+    const { heads, d, C, rank, maxOutliers, maxSelected, dtype, pageChunks, hotChunks } = geometry;
     this.rank = rank;
     // Everything is allocated before the store exists; a failure frees what was made.
     const made: DeviceBuffer[] = [];
@@ -107,6 +123,7 @@ export class CompressedStore implements SparseHandles {
       this.selectedK = alloc(heads * maxSelected * C * d, dtype, 'selected');
       this.selectedV = alloc(heads * maxSelected * C * d, dtype, 'selected');
       this.selectedIds = alloc(heads * maxSelected, 'i32', 'tables');
+      if (hotChunks > 0) this.hot = { slots: hotChunks, ids: alloc(heads * hotChunks, 'i32', 'tables'), v: alloc(heads * hotChunks * C * d, dtype, 'hotValues') };
       this.values = { pageChunks, block: C * d, heads, dtype, pages: [], table: device.pointerTable([], 'tables') };
       made.push(this.values.table);
       device.write(at(this.headCounts), new Int32Array(heads * HEAD_FIELDS));
@@ -170,18 +187,19 @@ export class CompressedStore implements SparseHandles {
     return this.read(this.headCounts, this.geometry.heads * HEAD_FIELDS) as Int32Array;
   }
 
-  /** Forgets the selected slots (the next step is all misses). */
+  /** Forgets the selected slots and the hot-value cache (the next step is all misses). */
   clearSelection(): void {
     const { heads, maxSelected } = this.geometry;
     this.device.write(at(this.selectedIds), new Int32Array(heads * maxSelected).fill(-1));
+    if (this.hot) this.device.write(at(this.hot.ids), new Int32Array(heads * this.hot.slots).fill(-1));
     const counts = this.headCountsNow();
     for (let h = 0; h < heads; h++) counts[h * HEAD_FIELDS + 2] = 0;
     this.device.write(at(this.headCounts), counts);
   }
 
   free(): void {
-    for (const b of [this.u, this.sv, this.proj, this.landmarks, this.landmarkIds, this.headCounts, this.outlierIds, this.outlierK, this.outlierV, this.selectedK, this.selectedV, this.selectedIds, this.values.table]) {
-      this.device.free(b);
+    for (const b of [this.u, this.sv, this.proj, this.landmarks, this.landmarkIds, this.headCounts, this.outlierIds, this.outlierK, this.outlierV, this.selectedK, this.selectedV, this.selectedIds, this.values.table, this.hot?.ids, this.hot?.v]) {
+      if (b) this.device.free(b);
     }
     this.values.pages.forEach((p) => this.hostPages.give(p));
   }

@@ -7,8 +7,8 @@ import { SequenceIndexError } from '../../errors/SequenceIndexError.js';
 import { resolveSpec } from '../../spec.js';
 import { BaseKVCache, type AttentionRows, type CacheConfig, type RowPlan, type Runtime, type SavedRow, type SequenceState } from '../BaseKVCache.js';
 import { capture, checkLayer, checkList, checkSequence, fmt } from '../validate.js';
-import { buildStore, commitStore, compactSequence, maxOutliers, newStore, type CompressContext } from './compress.js';
-import { storeComponents, type CompressedStore, type StoreGeometry, type StoreSnapshot } from './CompressedStore.js';
+import { buildStore, commitStore, compactSequence, newStore, type CompressContext } from './compress.js';
+import { maxOutliers, storeComponents, storeGeometry, type CompressedStore, type StoreGeometry, type StoreSnapshot } from './CompressedStore.js';
 import { checkStoreSnapshot } from './storeSnapshot.js';
 import { HostPages } from './HostPages.js';
 import { storeChunks } from '../capacity.js';
@@ -306,8 +306,7 @@ export class ShadowKVCache extends BaseKVCache<ShadowState> {
 
   /** Store sizes of this cache (rank as configured; a store's own rank may be lower). */
   private storeGeometry(): StoreGeometry {
-    const o = this.options;
-    return { heads: this.spec.kvHeads, d: this.spec.headDim, C: o.chunkSize, rank: o.rank, maxOutliers: maxOutliers(o), maxSelected: o.budget / o.chunkSize, dtype: this.dtype, pageChunks: o.hostPageChunks };
+    return storeGeometry(this.options, this.spec, this.dtype, this.options.rank);
   }
 
   protected override loadState(st: ShadowState, saved: Record<string, unknown>): void {

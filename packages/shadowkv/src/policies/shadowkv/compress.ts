@@ -7,7 +7,7 @@ import { storeChunks } from '../capacity.js';
 import { compactRow, pageView } from '../decodeLayer.js';
 import { range } from '../range.js';
 import { OutOfMemoryError } from '../../errors/OutOfMemoryError.js';
-import { CompressedStore } from './CompressedStore.js';
+import { CompressedStore, storeGeometry } from './CompressedStore.js';
 import type { HostPages } from './HostPages.js';
 
 /** What compression needs from its cache. */
@@ -29,17 +29,10 @@ const SVD_SEED = 0x5eed;
  */
 export const compressStages: { end?: (stage: string) => void } = {};
 
-/** Outlier slots per kv head: the outliers, plus the sink chunks on top of them. */
-export const maxOutliers = (o: ResolvedShadowKVOptions) => o.outlierChunks + Math.ceil(o.sinkTokens / o.chunkSize);
-
 /** An empty compressed store with room for `chunks` chunks (plus compaction headroom), at rank `rank`. */
 export function newStore(ctx: CompressContext, rank: number, chunks: number): CompressedStore {
   const { options: o, spec } = ctx;
-  const geometry = {
-    heads: spec.kvHeads, d: spec.headDim, C: o.chunkSize, rank, dtype: ctx.geometry.dtype,
-    maxOutliers: maxOutliers(o), maxSelected: o.budget / o.chunkSize, pageChunks: o.hostPageChunks,
-  };
-  return new CompressedStore(ctx.device, geometry, storeChunks(chunks, o), ctx.pages);
+  return new CompressedStore(ctx.device, storeGeometry(o, spec, ctx.geometry.dtype, rank), storeChunks(chunks, o), ctx.pages);
 }
 
 /**

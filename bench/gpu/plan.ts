@@ -4,7 +4,7 @@ import { parseArgs } from 'node:util';
 import { estimateMemory, LLAMA3_8B, type ShadowKVOptions } from '../../packages/shadowkv/src/index.js';
 import { WORKLOAD_DEFAULTS, type WorkloadOptions } from './workload.js';
 
-export const MODES = ['decode', 'full', 'forced', 'largest', 'prefill'] as const;
+export const MODES = ['decode', 'full', 'forced', 'hot', 'largest', 'prefill'] as const;
 export type Mode = (typeof MODES)[number];
 
 /** One layer of Llama-3-8B: the benchmark's geometry (32 query heads, 8 kv heads, d = 128). */
@@ -20,6 +20,8 @@ export interface BenchArgs {
   warmup: number;
   forcedSteps: number;
   forcedRates: number[];
+  /** Mode `hot`: the hot-value cache sizes (ShadowKV's `hotChunks`, slots per kv head) timed per case. */
+  hotChunks: number[];
   backend: string;
   modes: Mode[];
   /** A .json path, or a folder for gpu-<card>.json (and .svg). */
@@ -51,6 +53,7 @@ export function parseBenchArgs(argv: string[]): BenchArgs {
       contexts: { type: 'string', default: '32768,65536,131072' }, batches: { type: 'string', default: '1,4,16,max' },
       steps: { type: 'string', default: '50' }, warmup: { type: 'string', default: '10' },
       'forced-steps': { type: 'string', default: '10' }, 'forced-rates': { type: 'string', default: '0,0.6,0.8' },
+      'hot-chunks': { type: 'string', default: '512,1024,2048' },
       backend: { type: 'string', default: 'cuda' }, modes: { type: 'string', default: MODES.join(',') },
       out: { type: 'string', default: 'bench/results' }, sdpa: { type: 'string' }, plan: { type: 'string' },
       inputs: { type: 'string', default: 'host-arrays,device-tensors' }, drift: { type: 'string' }, seed: { type: 'string' },
@@ -66,6 +69,7 @@ export function parseBenchArgs(argv: string[]): BenchArgs {
     batches: list(f.batches!).map((s) => (s === 'max' ? 'max' : num('batches', s))),
     steps: num('steps', f.steps!), warmup: num('warmup', f.warmup!),
     forcedSteps: num('forced-steps', f['forced-steps']!), forcedRates: list(f['forced-rates']!).map((s) => num('forced-rates', s)),
+    hotChunks: list(f['hot-chunks']!).map((s) => num('hot-chunks', s)),
     backend: f.backend!, modes: modes as Mode[], out: f.out!, sdpa: f.sdpa, plan: f.plan, inputs: f.inputs!,
     workload: { ...WORKLOAD_DEFAULTS, ...(f.drift ? { drift: num('drift', f.drift) } : {}), ...(f.seed ? { seed: num('seed', f.seed) } : {}) },
     deviceGib: f['device-gib'] === undefined ? undefined : num('device-gib', f['device-gib']),

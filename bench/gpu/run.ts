@@ -170,6 +170,30 @@ async function shadowCase(c: CaseResult, source: PromptSource, prompt: Prompt): 
   }
 }
 
+/** Mode `hot`: the case's drifting steps again with each hot-value cache size (`--hot-chunks`). */
+async function hotCase(c: CaseResult, source: PromptSource, prompt: Prompt): Promise<void> {
+  const { context: S, batch: B } = c;
+  for (const hotChunks of args.hotChunks) {
+    if (overBudget()) return void c.skipped!.push(`hot ${hotChunks}: time budget spent`);
+    let built: Built<ShadowKVCache>;
+    try {
+      built = await phase('build', () => buildCache('shadowkv', backendName, B, prompt, log, { hotChunks }));
+    } catch (err) {
+      c.skipped!.push(`hot ${hotChunks}: ${(err as Error).message}`);
+      continue;
+    }
+    try {
+      // The same query sequence as the case's own decode timing (same seed).
+      const t = await phase('hot', () => timeDecode(built, new DriftingQueries(source, B, S, args.workload.seed + B), args, inputMode!));
+      const sd = c.sdpa?.best?.ms;
+      (c.hot ??= []).push({ hotChunks, ...t, ...(sd ? { speedup: sd / t.gpu_ms } : {}) });
+      log(`  hot ${hotChunks}: GPU ${ms(t.gpu_ms)}, hit rate ${t.sparse?.hitRate.toFixed(3)}, hot ${t.sparse?.hotHitRate.toFixed(3)} of misses, on device ${t.sparse?.deviceHitRate.toFixed(3)}, ${((t.sparse?.pcieBytesPerStep ?? 0) / 2 ** 20).toFixed(2)} MiB/step PCIe; SDPA ${ms(sd)}${sd ? ` -> ${(sd / t.gpu_ms).toFixed(2)}x` : ''}`);
+    } finally {
+      built.cache.dispose();
+    }
+  }
+}
+
 async function fullCase(c: CaseResult, source: PromptSource, prompt: Prompt): Promise<void> {
   const { context: S, batch: B } = c;
   // The tail grows by an eighth at the first step past the prompt.
@@ -249,6 +273,7 @@ for (const S of plan.contexts) {
       continue;
     }
     await shadowCase(c, source, prompt);
+    if (has('hot') && plan.batches[S]!.includes(B) && !overBudget()) await hotCase(c, source, prompt);
     if (has('full') && plan.batches[S]!.includes(B) && !overBudget()) await fullCase(c, source, prompt);
     save();
   }

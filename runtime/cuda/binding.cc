@@ -2,6 +2,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <algorithm>
 #include "binding.h"
 
 namespace shadowkv_cuda {
@@ -23,7 +24,8 @@ bool SyncEveryOp() {
 double alloc_count = 0;
 SkvWorkspace workspace[WS_SLOTS] = {};
 
-// The staging ring: a pinned block per slot and the event after the copy that last read it.
+// The staging ring: a pinned block per slot and the event after the copy that last read it. Every
+// slot has the same size, staging_bytes.
 struct StagingSlot {
   void* ptr = nullptr;
   size_t bytes = 0;
@@ -32,6 +34,34 @@ struct StagingSlot {
 enum { STAGING_SLOTS = 32 };
 StagingSlot staging[STAGING_SLOTS];
 int staging_next = 0;
+size_t staging_bytes = 0;
+
+// Every slot regrown at once to twice `bytes`, after the copies that read them. NOTE: slots grown
+// one by one, each when a larger upload first landed in it, kept regrowing for ~30 steps whenever
+// a step's uploads did not divide the ring (q, k, v, the step record and the output read: 5 of
+// 32), and cudaFreeHost waits for the device: 1 x 128K decode read ~40 us slower per step over
+// its first 60 steps (H200). Now a new largest upload costs one wait, once.
+void GrowStaging(Napi::Env env, size_t bytes, const char* op) {
+  const size_t want = std::max<size_t>(4096, 2 * bytes);
+  staging_bytes = 0;
+  for (StagingSlot& s : staging) {
+    if (s.read) Check(env, op, cudaEventSynchronize(s.read));
+    if (s.ptr) cudaFreeHost(s.ptr);
+    s.ptr = nullptr;
+    s.bytes = 0;
+  }
+  for (StagingSlot& s : staging) {
+    cudaError_t err = cudaHostAlloc(&s.ptr, want, cudaHostAllocDefault);
+    if (err != cudaSuccess) {
+      cudaGetLastError();
+      s.ptr = nullptr;  // the slots already made stay; staging_bytes 0 regrows them all next time
+      ThrowCuda(env, op, err);
+    }
+    CountAlloc();
+    s.bytes = want;
+  }
+  staging_bytes = want;
+}
 
 }  // namespace
 
@@ -118,23 +148,11 @@ SkvWorkspace Workspace(Napi::Env env, WorkspaceSlot slot, size_t bytes, const ch
 }
 
 void* Stage(Napi::Env env, size_t bytes, const char* op) {
+  if (bytes > staging_bytes) GrowStaging(env, bytes, op);
   StagingSlot& slot = staging[staging_next];
   // NOTE: waits only if the copy issued STAGING_SLOTS uploads ago has not run yet.
   if (slot.read) Check(env, op, cudaEventSynchronize(slot.read));
   else Check(env, op, cudaEventCreateWithFlags(&slot.read, cudaEventDisableTiming));
-  if (slot.bytes < bytes) {
-    if (slot.ptr) cudaFreeHost(slot.ptr);
-    slot.ptr = nullptr;
-    slot.bytes = 0;
-    const size_t want = bytes < 4096 ? 4096 : bytes * 2;
-    cudaError_t err = cudaHostAlloc(&slot.ptr, want, cudaHostAllocDefault);
-    if (err != cudaSuccess) {
-      cudaGetLastError();
-      ThrowCuda(env, op, err);
-    }
-    CountAlloc();
-    slot.bytes = want;
-  }
   return slot.ptr;
 }
 

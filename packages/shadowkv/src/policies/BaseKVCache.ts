@@ -104,6 +104,8 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
   protected readonly invFreq: DeviceBuffer; // [d/2] f64
   protected readonly states: S[][]; // [layer][sequence]
   private readonly counters: DeviceBuffer[]; // [layer] f64 [COUNTERS]
+  /** Host q | k | v of a decode step, packed for one upload (reused). */
+  private packed?: TensorData;
   /**
    * Per layer, a host copy of `counters` that the steps of a policy with its own attention
    * (`attendDecode`) keep current: read once, then only written, since on CUDA each read waits for
@@ -718,6 +720,23 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
    * buffer read back after the step.
    */
   private stepInputs(input: { query: Input; key: Input; value: Input }, dtype: DType, n: number, out: View | undefined): Pick<LayerStep, 'q' | 'k' | 'v' | 'out'> {
+    const outView = out ?? at(this.device.scratch('step.out', n, dtype));
+    const { query, key, value } = input;
+    if (!onDevice(query) && !onDevice(key) && !onDevice(value)) {
+      // Host arrays: side by side in one upload (on CUDA one staged copy a step, not three).
+      const [nq, nk] = [query.data.length, key.data.length];
+      const total = nq + 2 * nk;
+      if (!this.packed || this.packed.length < total || this.packed.constructor !== query.data.constructor) {
+        this.packed = new (query.data.constructor as Float32ArrayConstructor | Uint16ArrayConstructor)(total);
+      }
+      const packed = this.packed.subarray(0, total) as TensorData;
+      packed.set(query.data as never);
+      packed.set(key.data as never, nq);
+      packed.set(value.data as never, nq + nk);
+      const buf = this.device.scratch('step.qkv', total, dtype);
+      this.device.write(at(buf), packed);
+      return { q: at(buf), k: at(buf, nq), v: at(buf, nq + nk), out: outView };
+    }
     const stage = (name: string, t: Input): View => {
       if (onDevice(t)) return t.viewFor(this.device, 'decode', name);
       const buf = this.device.scratch(`step.${name}`, t.data.length, dtype);
@@ -728,7 +747,7 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
       q: stage('q', input.query),
       k: stage('k', input.key),
       v: stage('v', input.value),
-      out: out ?? at(this.device.scratch('step.out', n, dtype)),
+      out: outView,
     };
   }
 

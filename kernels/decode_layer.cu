@@ -40,7 +40,6 @@ struct StepArgs {
   const SkvStepRow* rows;  // device copy
   char* ws;
   StepLayout at;
-  int task0;  // the stages between append and compaction run tasks [task0, task0 + gridDim.x)
 };
 
 template <typename T>
@@ -145,7 +144,7 @@ __global__ void __launch_bounds__(LOGIT_THREADS, 2) StepLogitsKernel(StepArgs a)
   __shared__ float red[LOGIT_GROUPS * LOGIT_HEADS];
   extern __shared__ __align__(16) char stage[];
   SkvStepRow r;
-  const int task = a.task0 + blockIdx.x;
+  const int task = blockIdx.x;
   if (!sparse_task(a, task, &r)) return;
   const SkvStep& s = a.s;
   const int h = task % s.kv_heads, g = s.q_heads / s.kv_heads, d = s.d;
@@ -173,7 +172,7 @@ enum { SCORE_THREADS = 256 };
 // task is not sparse or the block is past its ranges.
 __device__ __forceinline__ bool score_range(const StepArgs& a, int* nb, int64_t* c0, int64_t* c1, float* mx) {
   SkvStepRow r;
-  const int task = a.task0 + blockIdx.x;
+  const int task = blockIdx.x;
   if (!sparse_task(a, task, &r)) return false;
   const int g = a.s.q_heads / a.s.kv_heads;
   const int L = head_counts(r, task % a.s.kv_heads)[SKV_HEAD_LANDMARKS];
@@ -191,7 +190,7 @@ __global__ void __launch_bounds__(SCORE_THREADS) StepSoftmaxSumsKernel(StepArgs 
   int nb;
   int64_t c0, c1;
   if (!score_range(a, &nb, &c0, &c1, mx)) return;
-  const int task = a.task0 + blockIdx.x, g = a.s.q_heads / a.s.kv_heads;
+  const int task = blockIdx.x, g = a.s.q_heads / a.s.kv_heads;
   softmax_sums(ws_ptr<float>(a, a.at.logits) + (size_t)task * g * a.at.max_l, a.at.max_l, g, c0, c1, mx,
                ws_ptr<double>(a, a.at.sums) + ((size_t)task * LOGIT_MAX_BLOCKS + blockIdx.y) * g, red_d);
 }
@@ -202,7 +201,7 @@ __global__ void __launch_bounds__(SCORE_THREADS) StepScoresKernel(StepArgs a) {
   int nb;
   int64_t c0, c1;
   if (!score_range(a, &nb, &c0, &c1, stats)) return;
-  const int task = a.task0 + blockIdx.x, g = a.s.q_heads / a.s.kv_heads;
+  const int task = blockIdx.x, g = a.s.q_heads / a.s.kv_heads;
   const double* sums = ws_ptr<double>(a, a.at.sums) + (size_t)task * LOGIT_MAX_BLOCKS * g;
   fold_rows(sums, nb, g, 0.0, [](double t, double x) { return t + x; }, [&](int j, double t) { stats[g + j] = (float)(1.0 / t); });
   chunk_scores(ws_ptr<float>(a, a.at.logits) + (size_t)task * g * a.at.max_l + c0, a.at.max_l, g, (int)(c1 - c0), stats,
@@ -253,7 +252,7 @@ __global__ void __launch_bounds__(SELECT_THREADS) StepSelectKernel(StepArgs a) {
   __shared__ SelectShared sh;
   extern __shared__ float smem[];  // the per-slot lists, then [L] scores, each where it fits
   SkvStepRow r;
-  const int task = a.task0 + blockIdx.x;
+  const int task = blockIdx.x;
   if (!sparse_task(a, task, &r)) return;
   const SkvStep& s = a.s;
   const int h = task % s.kv_heads, S = s.max_selected, C = s.C;
@@ -354,7 +353,7 @@ __global__ void __launch_bounds__(REBUILD_THREADS) StepFetchKernel(StepArgs a) {
   skv_pdl_enter();
   extern __shared__ float smem[];
   SkvStepRow r;
-  const int task = a.task0 + blockIdx.x;
+  const int task = blockIdx.x;
   if (!sparse_task(a, task, &r)) return;
   const SkvStep& s = a.s;
   const int h = task % s.kv_heads, S = s.max_selected, C = s.C, d = s.d, kv = s.kv_dtype;
@@ -620,109 +619,51 @@ bool DecodeLayerValid(const SkvStep& s, const SkvStepRow* rows) {
 
 size_t DecodeLayerWorkspace(const SkvStep& s, const SkvStepRow* rows) { return layout(s, rows).bytes; }
 
-namespace {
-
-// Stages 2-5 of tasks [a.task0, a.task0 + n) on `stream`; `marks`: the profile's stage events (the
-// step then runs as one part, on the main stream).
-cudaError_t queue_tasks(const StepArgs& a, int n, cudaStream_t stream, bool marks) {
-  const SkvStep& s = a.s;
-  const StepLayout& at = a.at;
-  const int g = s.q_heads / s.kv_heads, S = s.max_selected;
-  auto stage = [&](int k) { return marks ? mark(k, stream) : cudaSuccess; };
-  if (at.sparse > 0) {
-    // 2-3.
-    SKV_CUDA_CALL(skv_smem_optin(StepLogitsKernel, LOGIT_SMEM));
-    SKV_CUDA_CALL(skv_launch(StepLogitsKernel, dim3(n, logit_blocks(at.max_l)), LOGIT_THREADS, LOGIT_SMEM, stream, a));
-    SKV_CUDA_CALL(stage(SKV_STAGE_SELECT));
-    const dim3 ranges(n, logit_blocks(at.max_l));
-    SKV_CUDA_CALL(skv_launch(StepSoftmaxSumsKernel, ranges, SCORE_THREADS, sizeof(float) * g, stream, a));
-    SKV_CUDA_CALL(skv_launch(StepScoresKernel, ranges, SCORE_THREADS, sizeof(float) * 2 * g, stream, a));
-    const size_t st_smem = select_smem(at.max_l, S, at.lists_shared, at.scores_shared);
-    SKV_CUDA_CALL(skv_smem_optin(StepSelectKernel, st_smem));
-    SKV_CUDA_CALL(skv_launch(StepSelectKernel, n, SELECT_THREADS, st_smem, stream, a));
-    SKV_CUDA_CALL(stage(SKV_STAGE_FETCH));
-    // 4.
-    if (S > 0) {
-      const size_t rb_smem = rebuild_smem_bytes(s.C, s.d);
-      SKV_CUDA_CALL(skv_smem_optin(StepFetchKernel, rb_smem));
-      const int groups = (int)skv_ceil_div(S, rebuild_chunks_per_block(s.C));
-      SKV_CUDA_CALL(skv_launch(StepFetchKernel, dim3(n, groups), REBUILD_THREADS, rb_smem, stream, a));
-    }
-  } else {  // no sparse stage runs: they take no time
-    SKV_CUDA_CALL(stage(SKV_STAGE_SELECT));
-    SKV_CUDA_CALL(stage(SKV_STAGE_FETCH));
-  }
-  SKV_CUDA_CALL(stage(SKV_STAGE_ATTENTION));
-  // 5.
-  float* part = reinterpret_cast<float*>(a.ws + at.part) + AttentionPartials(a.task0, at.max_splits, g, s.d);
-  return Attention(reinterpret_cast<const SkvAttnTask*>(a.ws + at.attn) + a.task0, SkvAttnTask{}, n, at.max_splits, g, s.d,
-                   s.scale, s.kv_dtype, part, stream);
-}
-
-// The second stream of a split step, per device, and the events that fork to it and join back.
-struct SideStream {
-  cudaStream_t stream = nullptr;
-  cudaEvent_t fork = nullptr, join = nullptr;
-};
-
-cudaError_t side_stream(SideStream** out) {
-  static SideStream sides[64];
-  int dev = 0;
-  SKV_CUDA_CALL(cudaGetDevice(&dev));
-  if (dev >= 64) return cudaErrorInvalidDevice;
-  SideStream& x = sides[dev];
-  if (!x.stream) {
-    SKV_CUDA_CALL(cudaEventCreateWithFlags(&x.fork, cudaEventDisableTiming));
-    SKV_CUDA_CALL(cudaEventCreateWithFlags(&x.join, cudaEventDisableTiming));
-    SKV_CUDA_CALL(cudaStreamCreateWithFlags(&x.stream, cudaStreamNonBlocking));
-  }
-  *out = &x;
-  return cudaSuccess;
-}
-
-// Parts the tasks of a step are split into (SHADOWKV_CUDA_SPLIT, default 1: none).
-int step_parts(int tasks) {
-  static const int split = getenv("SHADOWKV_CUDA_SPLIT") ? atoi(getenv("SHADOWKV_CUDA_SPLIT")) : 1;
-  return std::max(1, std::min(split, tasks));
-}
-
-}  // namespace
-
 cudaError_t DecodeLayer(const SkvStep& s, const SkvStepRow* host_rows, const void* staged, SkvWorkspace ws,
                         cudaStream_t stream) {
   const StepLayout at = layout(s, host_rows);
   if (ws.bytes < at.bytes) return cudaErrorInvalidValue;
   // NOTE: checked before anything is queued, so a refused step changes nothing.
   if (at.max_m * s.C > 65535) return cudaErrorInvalidConfiguration;  // a compaction of 64K tokens: never made by decode
-  StepArgs a{s, nullptr, static_cast<char*>(ws.ptr), at, 0};
+  StepArgs a{s, nullptr, static_cast<char*>(ws.ptr), at};
   a.rows = reinterpret_cast<const SkvStepRow*>(a.ws + at.rows);
   if (s.batch > 0)
     SKV_CUDA_CALL(cudaMemcpyAsync(a.ws + at.rows, staged, sizeof(SkvStepRow) * (size_t)s.batch, cudaMemcpyHostToDevice, stream));
+  const int g = s.q_heads / s.kv_heads, S = s.max_selected;
   SKV_CUDA_CALL(mark(SKV_STAGE_APPEND, stream));
   // 1.
   const size_t kf_smem = sizeof(float) * ((size_t)s.kv_heads * s.d + s.d);
   SKV_CUDA_CALL(skv_smem_optin(StepAppendKernel, kf_smem));
   SKV_CUDA_CALL(skv_launch(StepAppendKernel, std::max(s.batch, 1), APPEND_THREADS, kf_smem, stream, a));
   SKV_CUDA_CALL(mark(SKV_STAGE_LOGITS, stream));
-  // 2-5, the tasks in parts that alternate between this stream and a second one, so that one
-  // part's fetch (PCIe) can run beside another's logits (HBM); then compaction, after both.
-  const int parts = profile_on ? 1 : step_parts(at.tasks);
-  if (parts == 1) {
-    SKV_CUDA_CALL(queue_tasks(a, at.tasks, stream, true));
-  } else {
-    SideStream* side = nullptr;
-    SKV_CUDA_CALL(side_stream(&side));
-    SKV_CUDA_CALL(cudaEventRecord(side->fork, stream));
-    SKV_CUDA_CALL(cudaStreamWaitEvent(side->stream, side->fork, 0));
-    for (int p = 0; p < parts; p++) {
-      StepArgs ap = a;
-      ap.task0 = (int)((int64_t)at.tasks * p / parts);
-      const int n = (int)((int64_t)at.tasks * (p + 1) / parts) - ap.task0;
-      SKV_CUDA_CALL(queue_tasks(ap, n, p % 2 ? side->stream : stream, false));
+  if (at.sparse > 0) {
+    // 2-3.
+    SKV_CUDA_CALL(skv_smem_optin(StepLogitsKernel, LOGIT_SMEM));
+    SKV_CUDA_CALL(skv_launch(StepLogitsKernel, dim3(at.tasks, logit_blocks(at.max_l)), LOGIT_THREADS, LOGIT_SMEM, stream, a));
+    SKV_CUDA_CALL(mark(SKV_STAGE_SELECT, stream));
+    const dim3 ranges(at.tasks, logit_blocks(at.max_l));
+    SKV_CUDA_CALL(skv_launch(StepSoftmaxSumsKernel, ranges, SCORE_THREADS, sizeof(float) * g, stream, a));
+    SKV_CUDA_CALL(skv_launch(StepScoresKernel, ranges, SCORE_THREADS, sizeof(float) * 2 * g, stream, a));
+    const size_t st_smem = select_smem(at.max_l, S, at.lists_shared, at.scores_shared);
+    SKV_CUDA_CALL(skv_smem_optin(StepSelectKernel, st_smem));
+    SKV_CUDA_CALL(skv_launch(StepSelectKernel, at.tasks, SELECT_THREADS, st_smem, stream, a));
+    SKV_CUDA_CALL(mark(SKV_STAGE_FETCH, stream));
+    // 4.
+    if (S > 0) {
+      const size_t rb_smem = rebuild_smem_bytes(s.C, s.d);
+      SKV_CUDA_CALL(skv_smem_optin(StepFetchKernel, rb_smem));
+      const int groups = (int)skv_ceil_div(S, rebuild_chunks_per_block(s.C));
+      SKV_CUDA_CALL(skv_launch(StepFetchKernel, dim3(at.tasks, groups), REBUILD_THREADS, rb_smem, stream, a));
     }
-    SKV_CUDA_CALL(cudaEventRecord(side->join, side->stream));
-    SKV_CUDA_CALL(cudaStreamWaitEvent(stream, side->join, 0));
   }
+  if (at.sparse == 0) {  // no sparse stage ran: they take no time
+    SKV_CUDA_CALL(mark(SKV_STAGE_SELECT, stream));
+    SKV_CUDA_CALL(mark(SKV_STAGE_FETCH, stream));
+  }
+  SKV_CUDA_CALL(mark(SKV_STAGE_ATTENTION, stream));
+  // 5.
+  SKV_CUDA_CALL(Attention(reinterpret_cast<const SkvAttnTask*>(a.ws + at.attn), SkvAttnTask{}, at.tasks, at.max_splits, g,
+                          s.d, s.scale, s.kv_dtype, reinterpret_cast<float*>(a.ws + at.part), stream));
   SKV_CUDA_CALL(mark(SKV_STAGE_COMPACT, stream));
   // Compaction.
   if (at.max_m > 0) {

@@ -18,6 +18,8 @@ export interface BenchArgs {
   batches: (number | 'max')[];
   steps: number;
   warmup: number;
+  /** Warm-up seconds of a decode case (beside the `warmup` steps). */
+  warmupSeconds: number;
   forcedSteps: number;
   forcedRates: number[];
   /** Mode `hot`: the hot-value cache sizes (ShadowKV's `hotChunks`, slots per kv head) timed per case. */
@@ -51,7 +53,7 @@ export function parseBenchArgs(argv: string[]): BenchArgs {
     args: argv,
     options: {
       contexts: { type: 'string', default: '32768,65536,131072' }, batches: { type: 'string', default: '1,4,16,max' },
-      steps: { type: 'string', default: '50' }, warmup: { type: 'string', default: '10' },
+      steps: { type: 'string', default: '50' }, warmup: { type: 'string', default: '10' }, 'warmup-s': { type: 'string', default: '0.25' },
       'forced-steps': { type: 'string', default: '10' }, 'forced-rates': { type: 'string', default: '0,0.6,0.8' },
       'hot-chunks': { type: 'string', default: '512,1024,2048' },
       backend: { type: 'string', default: 'cuda' }, modes: { type: 'string', default: MODES.join(',') },
@@ -67,7 +69,7 @@ export function parseBenchArgs(argv: string[]): BenchArgs {
   return {
     contexts: list(f.contexts!).map((s) => num('contexts', s)),
     batches: list(f.batches!).map((s) => (s === 'max' ? 'max' : num('batches', s))),
-    steps: num('steps', f.steps!), warmup: num('warmup', f.warmup!),
+    steps: num('steps', f.steps!), warmup: num('warmup', f.warmup!), warmupSeconds: num('warmup-s', f['warmup-s']!),
     forcedSteps: num('forced-steps', f['forced-steps']!), forcedRates: list(f['forced-rates']!).map((s) => num('forced-rates', s)),
     hotChunks: list(f['hot-chunks']!).map((s) => num('hot-chunks', s)),
     backend: f.backend!, modes: modes as Mode[], out: f.out!, sdpa: f.sdpa, plan: f.plan, inputs: f.inputs!,

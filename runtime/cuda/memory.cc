@@ -3,6 +3,7 @@
 // between JS arrays and buffers; same-dtype copies with memmove semantics.
 #include <string.h>
 #include <unordered_map>
+#include <algorithm>
 #include "binding.h"
 
 namespace shadowkv_cuda {
@@ -129,27 +130,35 @@ Napi::Value FreeHost(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// The largest write or read that goes through the pinned staging ring (a decode step's q, k, v or
-// output); larger ones are a plain synchronous copy.
+// The largest piece of a write, and the largest read, that go through the pinned staging ring (a
+// decode step's q | k | v or output); a write of up to STAGED_PIECES pieces goes up piece by piece,
+// larger ones and larger reads are a plain synchronous copy. NOTE: a synchronous copy waits for
+// every kernel queued before it: at 43 x 128K the step's 1.06 MB q | k | v upload, one byte past a
+// single piece, kept the host from queueing ahead (2.24 -> 2.51 ms a step, H200).
 constexpr size_t STAGED_MAX_BYTES = 1u << 20;
+constexpr size_t STAGED_PIECES = 8;
 
 // write(ptr, array): the array's bytes to the buffer at ptr (either tier). A staged write returns
 // without waiting for the GPU.
 Napi::Value Write(const Napi::CallbackInfo& info) {
   ArgCount(info, 2, "write");
-  void* dst = PtrArg(info, 0, "write", "ptr");
+  char* dst = static_cast<char*>(PtrArg(info, 0, "write", "ptr"));
   Napi::TypedArray a = TypedArrayArg(info, 1, "write");
   const size_t bytes = a.ByteLength();
+  const char* src = static_cast<const char*>(TypedArrayData(a));
   if (bytes == 0) return info.Env().Undefined();
-  if (bytes > STAGED_MAX_BYTES) {
-    Check(info.Env(), "write", cudaMemcpy(dst, TypedArrayData(a), bytes, cudaMemcpyDefault));
+  if (bytes > STAGED_PIECES * STAGED_MAX_BYTES) {
+    Check(info.Env(), "write", cudaMemcpy(dst, src, bytes, cudaMemcpyDefault));
     return info.Env().Undefined();
   }
-  void* staged = Stage(info.Env(), bytes, "write");
-  memcpy(staged, TypedArrayData(a), bytes);
-  cudaError_t err = cudaMemcpyAsync(dst, staged, bytes, cudaMemcpyDefault, Stream());
-  Staged(info.Env(), "write");
-  Check(info.Env(), "write", err);
+  for (size_t off = 0; off < bytes; off += STAGED_MAX_BYTES) {
+    const size_t n = std::min(STAGED_MAX_BYTES, bytes - off);
+    void* staged = Stage(info.Env(), n, "write");
+    memcpy(staged, src + off, n);
+    cudaError_t err = cudaMemcpyAsync(dst + off, staged, n, cudaMemcpyDefault, Stream());
+    Staged(info.Env(), "write");
+    Check(info.Env(), "write", err);
+  }
   return info.Env().Undefined();
 }
 

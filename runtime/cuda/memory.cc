@@ -137,6 +137,7 @@ Napi::Value FreeHost(const Napi::CallbackInfo& info) {
 // single piece, kept the host from queueing ahead (2.24 -> 2.51 ms a step, H200).
 constexpr size_t STAGED_MAX_BYTES = 1u << 20;
 constexpr size_t STAGED_PIECES = 8;
+double sync_copies = 0;  // writes and reads past the staged sizes so far (memoryStats)
 
 // write(ptr, array): the array's bytes to the buffer at ptr (either tier). A staged write returns
 // without waiting for the GPU.
@@ -148,6 +149,7 @@ Napi::Value Write(const Napi::CallbackInfo& info) {
   const char* src = static_cast<const char*>(TypedArrayData(a));
   if (bytes == 0) return info.Env().Undefined();
   if (bytes > STAGED_PIECES * STAGED_MAX_BYTES) {
+    sync_copies += 1;
     Check(info.Env(), "write", cudaMemcpy(dst, src, bytes, cudaMemcpyDefault));
     return info.Env().Undefined();
   }
@@ -172,6 +174,7 @@ Napi::Value Read(const Napi::CallbackInfo& info) {
   const size_t bytes = a.ByteLength();
   if (bytes == 0) return info.Env().Undefined();
   if (bytes > STAGED_MAX_BYTES) {
+    sync_copies += 1;
     Check(info.Env(), "read", cudaMemcpy(TypedArrayData(a), src, bytes, cudaMemcpyDefault));
     return info.Env().Undefined();
   }
@@ -272,7 +275,8 @@ Napi::Value AllocCountOp(const Napi::CallbackInfo& info) { return Napi::Number::
 
 // memoryStats(): what this process holds through the addon, counted here rather than by the JS
 // ledger: { deviceBlocks, deviceBytes, hostBlocks, hostBytes } of malloc/hostAlloc not yet freed,
-// and the per-process blocks ops keep between calls: workspaceBytes (device) and stagingBytes (pinned).
+// and the per-process blocks ops keep between calls: workspaceBytes (device) and stagingBytes (pinned);
+// syncCopies: the writes and reads so far too large for the staging ring (each waited for the GPU).
 Napi::Value MemoryStats(const Napi::CallbackInfo& info) {
   double device = 0, host = 0;
   for (const auto& b : device_blocks) device += (double)b.second;
@@ -283,6 +287,7 @@ Napi::Value MemoryStats(const Napi::CallbackInfo& info) {
   o.Set("hostBlocks", Napi::Number::New(info.Env(), (double)host_blocks.size()));
   o.Set("hostBytes", Napi::Number::New(info.Env(), host));
   o.Set("workspaceBytes", Napi::Number::New(info.Env(), WorkspaceBytes()));
+  o.Set("syncCopies", Napi::Number::New(info.Env(), sync_copies));
   o.Set("stagingBytes", Napi::Number::New(info.Env(), StagingBytes()));
   return o;
 }

@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { at, createCache, NoDeviceError } from '../../packages/shadowkv/src/backend.js';
-import { addonCandidates, createCudaBackend, probeAddon } from '../../packages/shadowkv-cuda/src/index.js';
+import { addonCandidates, createCudaBackend, findAddon, probeAddon } from '../../packages/shadowkv-cuda/src/index.js';
 import { loadAddon } from '../../packages/shadowkv-cuda/src/loadAddon.js';
 import { DTYPE_CODE, type AddonError } from '../../packages/shadowkv-cuda/src/AddonTypes.js';
 import { f32ToBf16, f32ToF16 } from '../../packages/shadowkv/src/dtype.js';
@@ -139,6 +139,24 @@ if (!built) {
         device.free(buf);
       }
       expect(device.memory()).toMatchObject({ device: 0, host: 0 });
+      device.dispose();
+    });
+
+    const pieces = 'writes up to 8 MiB go up staged in 1 MiB pieces without waiting and arrive whole; larger ones are one synchronous copy';
+    it.runIf(gpu)(gpu ? pieces : `${pieces} skipped: no CUDA device`, async () => {
+      const device = (await createCudaBackend()).createDevice();
+      const addon = loadAddon(findAddon()); // the module the backend loaded: one process, one counter
+      const MiB = 2 ** 20;
+      for (const bytes of [MiB / 2, MiB, MiB + 4, 3 * MiB + 12, 8 * MiB, 8 * MiB + 4]) {
+        const data = Float32Array.from({ length: bytes / 4 }, (_, i) => (i % 1021) - 510.5 + i / 4096);
+        const buf = device.alloc(data.length, 'f32', 'test');
+        const before = addon.memoryStats().syncCopies;
+        device.write(at(buf), data);
+        expect(addon.memoryStats().syncCopies - before, `${bytes} bytes`).toBe(bytes > 8 * MiB ? 1 : 0);
+        const back = device.read(at(buf) as never, data.length) as Float32Array;
+        expect(Buffer.from(back.buffer, back.byteOffset, back.byteLength).equals(Buffer.from(data.buffer)), `${bytes} bytes`).toBe(true);
+        device.free(buf);
+      }
       device.dispose();
     });
   });

@@ -29,7 +29,10 @@ function counted(x: CudaAddon): CudaAddon {
 
 const suite = cuda ? describe : describe.skip;
 suite(`steady-state decode (instrumented) [cuda]${cuda ? '' : ' skipped: no CUDA device'}`, () => {
-  it.each([1, 4])('batch %i: one decodeLayer call per layer step, no allocation and no synchronize in 100 steps', async (batch) => {
+  // The wide case: 48 rows of Llama-3 heads, whose step uploads q | k | v of 1.2 MB (past one
+  // staging piece; as one synchronous copy it waited for every queued kernel).
+  const wide = { layers: 2, queryHeads: 32, kvHeads: 8, headDim: 128, rope: { theta: 10000 } };
+  it.each([[spec, 1], [spec, 4], [wide, 48]] as const)('%o, batch %i: one decodeLayer call per layer step, no allocation and no synchronous copy in 100 steps', async (spec, batch) => {
     const addon = countedAddon();
     const work = new NeedleWorkload(spec, { tokens: 700, seed: 11 });
     const cache = (await createCache({ spec, batch, dtype: 'bf16', backend: 'cuda-counted', options })) as ShadowKVCache;
@@ -39,12 +42,14 @@ suite(`steady-state decode (instrumented) [cuda]${cuda ? '' : ' skipped: no CUDA
     const run = (steps: typeof inputs) => steps.forEach((perLayer) => perLayer.forEach((input, l) => cache.decode(l, input, { out })));
     run(inputs.slice(0, 70)); // compression, workspace sizing, the store's first growth
     const allocationsBefore = addon.allocCount();
+    const syncBefore = addon.memoryStats().syncCopies;
     const compactionsBefore = cache.stats().compactions;
     calls.clear();
     run(inputs.slice(70, 170));
     const layerSteps = 100 * spec.layers;
     expect(Object.fromEntries(calls)).toEqual({ checkFiniteHost: 3 * layerSteps, write: layerSteps, decodeLayer: layerSteps, read: layerSteps });
     expect(addon.allocCount() - allocationsBefore).toBe(0);
+    expect(addon.memoryStats().syncCopies - syncBefore).toBe(0);
     expect(cache.stats().compactions - compactionsBefore).toBeGreaterThanOrEqual(2 * batch * spec.layers);
     cache.dispose();
   });

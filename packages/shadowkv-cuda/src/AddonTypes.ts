@@ -34,6 +34,8 @@ export interface AddonMemoryStats {
   workspaceBytes: number;
   /** The pinned staging ring of uploads, kept for the process. */
   stagingBytes: number;
+  /** Writes (past 8 MiB) and reads (past 1 MiB) so far that went as one synchronous copy, waiting for the GPU. */
+  syncCopies: number;
 }
 
 /** `cudaMemoryType` values `pointerInfo` reports. */

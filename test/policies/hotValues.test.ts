@@ -2,7 +2,7 @@
 // It changes where the selected slots' bytes come from, never the bytes: outputs, selections and
 // the slot counters are those of the same cache without it, while fewer bytes cross from the host.
 import { expect, it } from 'vitest';
-import { ConfigError, createCache, loadCache, toFloat32, type ShadowKVCache } from '../../packages/shadowkv/src/backend.js';
+import { ConfigError, createCache, LLAMA3_8B, loadCache, OutOfMemoryError, toFloat32, type ShadowKVCache } from '../../packages/shadowkv/src/backend.js';
 import { decodeSnapshot, encodeSnapshot } from '../../packages/shadowkv/src/snapshot.js';
 import { COUNTER } from '../../packages/shadowkv/src/backends/LayerStep.js';
 import { scenarioSteps, type ScenarioStep } from '../conformance/scenarioInputs.js';
@@ -92,6 +92,18 @@ it('a snapshot of version 2 (12 counters per layer, before the hot-value cache) 
   expect({ ...t, hotHitRate: s.hotHitRate, lastHotHits: s.lastHotHits, bytesFetched: s.bytesFetched, lastBytesFetched: s.lastBytesFetched }).toEqual(s);
   expect([t.hotHitRate, t.lastHotHits]).toEqual([0, 0]);
   [c, old].forEach((x) => x.dispose());
+});
+
+it('the creation preflight counts the cache and names hotChunks when it is set', async () => {
+  const make = (options: object) => createCache({ spec: LLAMA3_8B, policy: 'shadowkv', batch: 64, maxTokens: 131072, options }).then(() => new Error('created'), (e: unknown) => e as Error);
+  const [hot, off] = [await make({ hotChunks: 8192 }), await make({})];
+  expect(hot).toBeInstanceOf(OutOfMemoryError);
+  expect(off).toBeInstanceOf(OutOfMemoryError);
+  const need = (e: Error) => Number(/needs ([\d.]+) GiB of device memory/.exec(e.message)![1]);
+  // 32 layers x 64 rows x 8 kv heads x 8192 slots: x 8 tokens x 128 x 2 bytes of values (256 GiB) and 4-byte ids (0.5).
+  expect(need(hot) - need(off)).toBeCloseTo(256.5, 1);
+  expect(hot.message).toMatch(/lower hotChunks, budget, rank or maxRecentTokens/);
+  expect(off.message).not.toMatch(/hotChunks/);
 });
 
 it('hotChunks that is negative, fractional, not a number or past 65536 tokens of slots is a ConfigError naming it', async () => {

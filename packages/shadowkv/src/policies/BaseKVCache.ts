@@ -172,7 +172,7 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
     const room = deviceRoom(this.device);
     if (!room) return;
     const estimate = (batch: number, tokens: number) => this.memoryNeed(config, batch, tokens);
-    preflight(this.constructor.name, { batch: this.batch, maxTokens: this.cacheOptions.maxTokens }, estimate, room, this.memoryKnobs());
+    preflight(this.constructor.name, { batch: this.batch, maxTokens: this.cacheOptions.maxTokens }, estimate, room, this.memoryKnobs(config));
   }
 
   // ---- hooks ----
@@ -187,8 +187,9 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
     return estimateMemory({ spec: this.spec, policy: 'full', tokens, batch, dtype: this.dtype, maxTokens: tokens });
   }
 
-  /** Options that size the device tier, named by the preflight's advice (e.g. `'budget or rank'`). */
-  protected memoryKnobs(): string {
+  /** Options that size the device tier, named by the preflight's advice (e.g. `'budget or rank'`). Runs inside the base constructor, as memoryNeed. */
+  protected memoryKnobs(config: CacheConfig): string {
+    void config;
     return '';
   }
 

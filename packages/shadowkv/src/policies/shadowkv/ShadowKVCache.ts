@@ -109,8 +109,8 @@ export class ShadowKVCache extends BaseKVCache<ShadowState> {
     return estimateMemory({ spec: this.spec, policy: 'shadowkv', tokens, batch, dtype: this.dtype, maxTokens: tokens, options: pickOptions(config) });
   }
 
-  protected override memoryKnobs(): string {
-    return 'budget, rank or maxRecentTokens';
+  protected override memoryKnobs(config: CacheConfig): string {
+    return `${pickOptions(config).hotChunks ? 'hotChunks, ' : ''}budget, rank or maxRecentTokens`;
   }
 
   protected override stepGeometry(): StepGeometry {

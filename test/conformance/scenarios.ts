@@ -43,11 +43,12 @@ export const SCENARIOS: Scenario[] = [
     script: [{ prefill: [0, 1], tokens: 130 }, { decode: 10 }, { prefill: [1, 0], tokens: 29, queries: true }, { decode: 12 }],
   },
   {
-    // Reset one row and refill it while the other keeps decoding (continuous batching).
+    // Reset one row and refill it while the other keeps decoding (continuous batching), with a
+    // hot-value cache of 5 slots for 8 selected chunks (the refilled row's cache starts empty).
     name: 'GQA group of 8, row reset and refilled mid-stream',
     spec: { layers: 1, queryHeads: 8, kvHeads: 1, headDim: 64, rope: { theta: 10000 } },
     batch: 2,
-    options: small({ rank: 8, chunkSize: 8, budget: 64, outlierChunks: 4, localTokens: 16, maxRecentTokens: 8, denseThreshold: 128 }),
+    options: small({ rank: 8, chunkSize: 8, budget: 64, outlierChunks: 4, localTokens: 16, maxRecentTokens: 8, denseThreshold: 128, hotChunks: 5 }),
     keyRank: 5,
     script: [{ prefill: [0], tokens: 300 }, { prefill: [1], tokens: 200 }, { decode: 8 }, { reset: 1 }, { prefill: [1], tokens: 180 }, { decode: 14 }],
   },

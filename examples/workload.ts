@@ -1,9 +1,10 @@
 // A synthetic long-context workload at Llama-3-8B attention geometry through `full` and `shadowkv`
 // side by side, reporting memory per tier, prefill time, decode time per step, needle selection and
 // output agreement.  Run: npm run demo:workload -- [--tokens 32768] [--layers 4] [--steps 16] [--batch 1]
-//                                         [--dtype bf16] [--budget 2048] [--backend auto] [--focus F]
+//                                         [--dtype bf16] [--budget 2048] [--hot-chunks 0] [--backend auto] [--focus F]
 // --focus sets how strongly the queries look for the needle (default 8 + log2(tokens / 8192);
-// lower: attention spread thinner over the context).
+// lower: attention spread thinner over the context). --hot-chunks turns on ShadowKV's hot-value
+// cache (value chunks per kv head kept on the device beyond the selection; outputs unchanged).
 import { parseArgs } from 'node:util';
 import { createCache, LLAMA3_8B, toFloat32, type Cache, type DType, type ShadowKVCache } from '../packages/shadowkv/src/index.js';
 import { Progress } from './progress.js';
@@ -19,6 +20,7 @@ const { values: args } = parseArgs({
     batch: { type: 'string', default: '1' },
     dtype: { type: 'string', default: 'bf16' },
     budget: { type: 'string', default: '2048' },
+    'hot-chunks': { type: 'string', default: '0' },
     backend: { type: 'string', default: 'auto' },
     focus: { type: 'string' },
   },
@@ -38,7 +40,7 @@ const caches = {} as Record<(typeof POLICIES)[number], Cache>;
 for (const policy of POLICIES) {
   // Capacity of the prompt and the generated tokens: creation checks that it fits the backend.
   const common = { spec, batch, dtype: args.dtype as DType, backend: args.backend, maxTokens: Number(args.tokens) + steps };
-  caches[policy] = policy === 'shadowkv' ? await createCache({ ...common, policy, options: { budget } }) : await createCache({ ...common, policy });
+  caches[policy] = policy === 'shadowkv' ? await createCache({ ...common, policy, options: { budget, hotChunks: Number(args['hot-chunks']) } }) : await createCache({ ...common, policy });
 }
 console.log(`backend: ${caches.shadowkv.backendInfo.description} (${caches.shadowkv.backendInfo.reason})\n`);
 
@@ -100,6 +102,8 @@ const rows: [string, string, string][] = [
   ['decode per step, all layers', `${(decodeMs.full / steps).toFixed(1)} ms`, `${(decodeMs.shadowkv / steps).toFixed(1)} ms`],
   ['tokens attended per kv head', `${caches.full.length()}`, `${stats.lastAttendedTokens.toFixed(0)}`],
   ['chunk hit rate', '-', `${(stats.hitRate * 100).toFixed(0)} %`],
+  ['misses served by the hot-value cache', '-', `${(stats.hotHitRate * 100).toFixed(0)} %`],
+  ['values fetched from the host tier', '-', mb(stats.bytesFetched)],
   ['needle chunk selected', 'attends all', workload.needleChunk ? `${needleHits}/${needleChecks} (layer, row, head, step)` : '-'],
   ['output cosine vs full: mean / worst', '1', `${mean(cosines).toFixed(4)} / ${Math.min(...cosines).toFixed(4)}`],
   ['output rel. error vs full: mean / worst', '0', `${mean(relErrors).toExponential(2)} / ${Math.max(...relErrors).toExponential(2)}`],

@@ -15,10 +15,12 @@ struct SkvAttnTask {
   int out_dtype;
 };
 
-// Splits of a task's keys over blocks (flash-decoding), a function of `total` only.
+// Splits of a task's keys over blocks (flash-decoding), a function of `total` only. NOTE: at most
+// 32, so that the task's last block merges the partials alone in a few microseconds; 32 splits read
+// the dense 4 x 128K cache as fast as 64 or 128 did (bench/NOTES.md v9).
 // SKV_ATTN_MAX_SPLITS: a build-time knob for bench/gpu/kernels/attention_bench (variants side by side).
 #ifndef SKV_ATTN_MAX_SPLITS
-#define SKV_ATTN_MAX_SPLITS 128
+#define SKV_ATTN_MAX_SPLITS 32
 #endif
 enum { ATTN_KEYS_PER_SPLIT = 128, ATTN_MAX_SPLITS = SKV_ATTN_MAX_SPLITS };
 static inline int attn_splits_host(int64_t total) {
@@ -26,13 +28,22 @@ static inline int attn_splits_host(int64_t total) {
   return (int)(s < 1 ? 1 : s > ATTN_MAX_SPLITS ? ATTN_MAX_SPLITS : s);
 }
 
-// Floats of partial results for ntasks tasks of up to max_splits splits each.
-static inline size_t AttentionPartials(int ntasks, int max_splits, int g, int d) {
-  return (size_t)ntasks * (size_t)max_splits * (size_t)g * (size_t)(d + 2);
+// The workspace of ntasks tasks of up to max_splits splits each: every split's partial results
+// (floats), then an arrival count per task (int32, zero when Attention is called), at this offset.
+static inline size_t AttentionArrivalsOffset(int ntasks, int max_splits, int g, int d) {
+  return sizeof(float) * (size_t)ntasks * (size_t)max_splits * (size_t)g * (size_t)(d + 2);
+}
+static inline size_t AttentionWorkspace(int ntasks, int max_splits, int g, int d) {
+  return AttentionArrivalsOffset(ntasks, max_splits, g, d) + sizeof(int32_t) * (size_t)ntasks;
+}
+static inline int32_t* AttentionArrivals(void* ws, int ntasks, int max_splits, int g, int d) {
+  return reinterpret_cast<int32_t*>(static_cast<char*>(ws) + AttentionArrivalsOffset(ntasks, max_splits, g, d));
 }
 
 // Runs `ntasks` tasks from the device list `tasks`, or the single task `one` when tasks is null
-// (ntasks = 1). max_splits: attn_splits_host of the largest total any task can have. part: the
-// AttentionPartials workspace. Writes every task's out.
+// (ntasks = 1), in one launch: each task's last block to finish merges its splits. max_splits:
+// attn_splits_host of the largest total any task can have. ws: an AttentionWorkspace of these
+// sizes whose arrival counts are zero (they are zero again when the launch ends). Writes every
+// task's out.
 cudaError_t Attention(const SkvAttnTask* tasks, const SkvAttnTask& one, int ntasks, int max_splits, int g, int d,
-                      float scale, int kv_dtype, float* part, cudaStream_t stream);
+                      float scale, int kv_dtype, void* ws, cudaStream_t stream);

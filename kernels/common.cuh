@@ -149,3 +149,4 @@ __device__ __forceinline__ void block_sum2(float& a, float& b, float* red) {
 }
 
 __host__ __device__ __forceinline__ int64_t skv_min64(int64_t a, int64_t b) { return a < b ? a : b; }
+__host__ __device__ __forceinline__ int64_t skv_max64(int64_t a, int64_t b) { return a > b ? a : b; }

@@ -32,7 +32,7 @@ struct StepLayout {
   int tasks, sparse, max_l, max_splits, max_m;  // sparse: compressed active rows; max_m: chunks the largest compaction moves
   bool lists_shared, scores_shared;              // the select kernel keeps a head's slot lists / scores in shared memory
   size_t rows, qf, logits, maxes, sums, scores, lists, miss_ids, miss_slots, hot_codes, n_miss, attn, segs, part,
-      bytes;
+      arrivals, bytes;
 };
 
 struct StepArgs {
@@ -84,10 +84,12 @@ __global__ void __launch_bounds__(APPEND_THREADS) StepAppendKernel(StepArgs a) {
   const SkvStepRow r = a.rows[b];
   const int Hq = s.q_heads, Hkv = s.kv_heads, d = s.d, g = Hq / Hkv, half = d / 2;
   SkvAttnTask* tasks = ws_ptr<SkvAttnTask>(a, a.at.attn) + (size_t)b * Hkv;
+  int32_t* arrivals = ws_ptr<int32_t>(a, a.at.arrivals) + (size_t)b * Hkv;  // the attention's (attention.h): zero at its launch
   SkvSegment* segs = ws_ptr<SkvSegment>(a, a.at.segs) + (size_t)b * Hkv * 3;
   float* qf = ws_ptr<float>(a, a.at.qf) + (size_t)b * Hq * d;
   const int cnt = r.tail_count + 1;
   for (int h = threadIdx.x; h < Hkv; h += blockDim.x) {
+    arrivals[h] = 0;
     SkvAttnTask t{};
     if (r.input >= 0) {
       t.q = qf + (size_t)h * g * d;
@@ -139,6 +141,7 @@ __device__ __forceinline__ bool sparse_task(const StepArgs& a, int task, SkvStep
   return r->input >= 0 && r->u;
 }
 
+// Block (task, y) takes whole ranges of the task's logit_blocks (gridDim.y blocks share them).
 __global__ void __launch_bounds__(LOGIT_THREADS, 2) StepLogitsKernel(StepArgs a) {
   skv_pdl_enter();
   __shared__ float red[LOGIT_GROUPS * LOGIT_HEADS];
@@ -149,14 +152,13 @@ __global__ void __launch_bounds__(LOGIT_THREADS, 2) StepLogitsKernel(StepArgs a)
   const SkvStep& s = a.s;
   const int h = task % s.kv_heads, g = s.q_heads / s.kv_heads, d = s.d;
   const int L = head_counts(r, h)[SKV_HEAD_LANDMARKS], nb = logit_blocks(L);
-  if ((int)blockIdx.y >= nb) return;
-  int64_t c0, c1;
-  logit_range(L, blockIdx.y, nb, &c0, &c1);
+  const int per = (nb + (int)gridDim.y - 1) / (int)gridDim.y, b0 = (int)blockIdx.y * per, b1 = min(nb, b0 + per);
+  if (b0 >= nb) return;
   const float* q = ws_ptr<float>(a, a.at.qf) + ((size_t)(task / s.kv_heads) * s.q_heads + (size_t)h * g) * d;
   float* logits = ws_ptr<float>(a, a.at.logits) + (size_t)task * g * a.at.max_l;
-  float* maxes = ws_ptr<float>(a, a.at.maxes) + ((size_t)task * LOGIT_MAX_BLOCKS + blockIdx.y) * g;
-  landmark_logits(q, g, d, s.score_scale, elem(r.landmarks, s.kv_dtype, (size_t)h * r.chunk_capacity * d), s.kv_dtype, c0,
-                  c1, logits, a.at.max_l, maxes, red, stage);
+  float* maxes = ws_ptr<float>(a, a.at.maxes) + ((size_t)task * LOGIT_MAX_BLOCKS + b0) * g;
+  landmark_logits(q, g, d, s.score_scale, elem(r.landmarks, s.kv_dtype, (size_t)h * r.chunk_capacity * d), s.kv_dtype, L, nb,
+                  b0, b1, logits, a.at.max_l, maxes, red, stage);
 }
 
 // Scores over the logit blocks' ranges, in two passes of tasks x ranges blocks: each range's softmax
@@ -511,6 +513,31 @@ size_t select_smem(int max_l, int S, bool lists, bool scores) {
   return sizeof(float) * ((lists ? (size_t)SELECT_LISTS * S : 0) + (scores ? (size_t)max_l : 0));
 }
 
+// Logit blocks per task for `tasks` tasks of at most nb ranges: the count with the fewest rounds x
+// (1 + ranges per block) on this device's resident StepLogits blocks, the 1 standing for a
+// block's pipeline fill (about a range's time). NOTE: one range per block, 4 tiles of 128 rows at
+// 128K, read the landmarks at 2.3-2.9 TB/s (logits_bench, H200): each block paid its fill, and 4
+// x 128K took 4 rounds of them.
+cudaError_t logit_split(int tasks, int nb, int* split) {
+  static int slots[64] = {};  // per device, 0 = not read yet
+  int dev = 0, n = 0;
+  SKV_CUDA_CALL(cudaGetDevice(&dev));
+  if (dev < 64) n = slots[dev];
+  if (n == 0) {
+    int sms = 0, per_sm = 0;
+    SKV_CUDA_CALL(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+    SKV_CUDA_CALL(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, StepLogitsKernel, LOGIT_THREADS, LOGIT_SMEM));
+    n = std::max(1, sms * per_sm);
+    if (dev < 64) slots[dev] = n;
+  }
+  int64_t best = -1;
+  for (int b = 1; b <= nb; b++) {
+    const int64_t rounds = skv_ceil_div((int64_t)tasks * b, n), cost = rounds * (1 + skv_ceil_div(nb, b));
+    if (best < 0 || cost < best) best = cost, *split = b;
+  }
+  return cudaSuccess;
+}
+
 StepLayout layout(const SkvStep& s, const SkvStepRow* rows) {
   StepLayout at{};
   at.tasks = s.batch * s.kv_heads;
@@ -552,7 +579,8 @@ StepLayout layout(const SkvStep& s, const SkvStepRow* rows) {
   at.n_miss = take(sizeof(int32_t) * T);
   at.attn = take(sizeof(SkvAttnTask) * T);
   at.segs = take(sizeof(SkvSegment) * T * 3);
-  at.part = take(sizeof(float) * AttentionPartials(at.tasks, at.max_splits, g, s.d));
+  at.part = take(AttentionWorkspace(at.tasks, at.max_splits, g, s.d));
+  at.arrivals = at.part + AttentionArrivalsOffset(at.tasks, at.max_splits, g, s.d);
   at.bytes = off;
   return at;
 }
@@ -639,7 +667,9 @@ cudaError_t DecodeLayer(const SkvStep& s, const SkvStepRow* host_rows, const voi
   if (at.sparse > 0) {
     // 2-3.
     SKV_CUDA_CALL(skv_smem_optin(StepLogitsKernel, LOGIT_SMEM));
-    SKV_CUDA_CALL(skv_launch(StepLogitsKernel, dim3(at.tasks, logit_blocks(at.max_l)), LOGIT_THREADS, LOGIT_SMEM, stream, a));
+    int split = 1;
+    SKV_CUDA_CALL(logit_split(at.tasks, logit_blocks(at.max_l), &split));
+    SKV_CUDA_CALL(skv_launch(StepLogitsKernel, dim3(at.tasks, split), LOGIT_THREADS, LOGIT_SMEM, stream, a));
     SKV_CUDA_CALL(mark(SKV_STAGE_SELECT, stream));
     const dim3 ranges(at.tasks, logit_blocks(at.max_l));
     SKV_CUDA_CALL(skv_launch(StepSoftmaxSumsKernel, ranges, SCORE_THREADS, sizeof(float) * g, stream, a));
@@ -663,7 +693,7 @@ cudaError_t DecodeLayer(const SkvStep& s, const SkvStepRow* host_rows, const voi
   SKV_CUDA_CALL(mark(SKV_STAGE_ATTENTION, stream));
   // 5.
   SKV_CUDA_CALL(Attention(reinterpret_cast<const SkvAttnTask*>(a.ws + at.attn), SkvAttnTask{}, at.tasks, at.max_splits, g,
-                          s.d, s.scale, s.kv_dtype, reinterpret_cast<float*>(a.ws + at.part), stream));
+                          s.d, s.scale, s.kv_dtype, a.ws + at.part, stream));
   SKV_CUDA_CALL(mark(SKV_STAGE_COMPACT, stream));
   // Compaction.
   if (at.max_m > 0) {

@@ -11,6 +11,13 @@
 
 enum { LOGIT_MMA_HEADS = 8 };  // the n of m16n8k16: query heads per pass
 
+// Landmark range [c0, c1) of range b of the nb that split n landmarks.
+__host__ __device__ __forceinline__ void logit_range(int64_t n, int b, int nb, int64_t* c0, int64_t* c1) {
+  const int64_t per = (n + nb - 1) / nb;
+  *c0 = (int64_t)b * per < n ? (int64_t)b * per : n;
+  *c1 = *c0 + per < n ? *c0 + per : n;
+}
+
 // Whether the tensor-core path takes these landmarks (the query fragments of 64 or 128 dims stay
 // in registers; the word swizzle needs 8 words or more per row).
 __device__ __forceinline__ bool logits_mma_ok(int dtype, int d) { return dtype == SKV_BF16 && (d == 64 || d == 128); }
@@ -29,53 +36,68 @@ __device__ __forceinline__ void split3_bf16x2(float x, float y, uint32_t& hi, ui
   asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(lo) : "f"(yr), "f"(xr));  // NOTE: the first source is the upper half
 }
 
-// Landmarks [c0, c1) of bf16 rows of D dims against query heads [j0, j0 + gj) (gj <= 8) of q
-// [g x D] f32: logits[j * ld + c] = scale * q_j . L_c, and the block's max per head (NaN-ignoring,
-// -inf when empty) into maxes[j0 + j]. Rows stream through `stage` (LOGIT_STAGES x
-// TILE_BYTES) by cp.async. Called by a whole block; red: shared [warps * LOGIT_MMA_HEADS].
+// Ranges [b0, b1) of the partition of n landmarks into nb (logit_range), bf16 rows of D dims,
+// against query heads [j0, j0 + gj) (gj <= 8) of q [g x D] f32: logits[j * ld + c] = scale * q_j .
+// L_c, and each range's max per head (NaN-ignoring, -inf when empty) into maxes[(b - b0) * g + j0
+// + j] (g: the heads of q). Rows stream through `stage` (STAGES x TILE_BYTES) by cp.async, one pipeline over all the
+// ranges (a tile never spans two), so a block that takes several ranges pays its pipeline's fill
+// once. Called by a whole block; red: shared [warps * LOGIT_MMA_HEADS].
 template <int D, int STAGES, int TILE_BYTES>
-__device__ __forceinline__ void logits_group_mma(const float* q, int j0, int gj, float scale, const void* landmarks, int64_t c0,
-                                                 int64_t c1, float* logits, int64_t ld, float* maxes, float* red, char* stage) {
+__device__ __forceinline__ void logits_group_mma(const float* q, int j0, int gj, float scale, const void* landmarks, int64_t n,
+                                                 int nb, int b0, int b1, float* logits, int64_t ld, float* maxes, int g,
+                                                 float* red, char* stage) {
   constexpr int ROW_BYTES = D * 2, WORDS = ROW_BYTES / 16, KS = D / 16, PER = TILE_BYTES / ROW_BYTES;
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
   // B fragments (k x n, n = lane / 4 = head): dims ks * 16 + (lane % 4) * 2 + {0, 1} (+ 8 for the second).
   uint32_t b[KS][3][2];
   {
-    const int n = lane / 4, k = (lane % 4) * 2;
+    const int hn = lane / 4, k = (lane % 4) * 2;
 #pragma unroll
     for (int ks = 0; ks < KS; ks++)
 #pragma unroll
       for (int h = 0; h < 2; h++) {
         const int e = ks * 16 + k + 8 * h;
-        const float x = n < gj ? q[(size_t)(j0 + n) * D + e] : 0.f, y = n < gj ? q[(size_t)(j0 + n) * D + e + 1] : 0.f;
+        const float x = hn < gj ? q[(size_t)(j0 + hn) * D + e] : 0.f, y = hn < gj ? q[(size_t)(j0 + hn) * D + e + 1] : 0.f;
         split3_bf16x2(x, y, b[ks][0][h], b[ks][1][h], b[ks][2][h]);
       }
   }
-  float mx[2] = {-INFINITY, -INFINITY};  // heads (lane % 4) * 2 + {0, 1}
-  const int64_t tiles = (c1 - c0 + PER - 1) / PER;
-  auto issue = [&](int64_t t) {  // a group is committed even when empty, so the waits count right
-    if (t < tiles) {
-      const int64_t r0 = c0 + t * PER;
-      const int n = (int)skv_min64(PER, c1 - r0);
-      const char* src = static_cast<const char*>(landmarks) + r0 * ROW_BYTES;
-      char* dst = stage + (t % STAGES) * TILE_BYTES;
-      for (int w = threadIdx.x; w < n * WORDS; w += blockDim.x) {
+  // Tiles walk the ranges in order, per_range to a range (empty past its rows), so none spans two.
+  // NOTE: 32-bit counters, not divisions of a tile index: with those the kernel spilled (128 registers).
+  const int len = (int)n, span = (len + nb - 1) / nb, per_range = max(1, (span + PER - 1) / PER), ranges = b1 - b0;
+  // The rows of tile `t` of range b0 + k: their first, and how many.
+  auto rows_of = [&](int k, int t, int* r0) {
+    const int c0 = min((b0 + k) * span, len), c1 = min(c0 + span, len);  // logit_range's bounds
+    *r0 = c0 + t * PER;
+    return max(0, min(PER, c1 - *r0));
+  };
+  int ik = 0, it = 0, stage_in = 0;  // the next tile to issue: range, tile, stage
+  auto issue = [&] {  // a group is committed even when empty, so the waits count right
+    if (ik < ranges) {
+      int r0;
+      const int rn = rows_of(ik, it, &r0);
+      const char* src = static_cast<const char*>(landmarks) + (size_t)r0 * ROW_BYTES;
+      char* dst = stage + stage_in * TILE_BYTES;
+      for (int w = threadIdx.x; w < rn * WORDS; w += blockDim.x) {
         const int row = w / WORDS;
         skv_mma::cp_async16(reinterpret_cast<uint16_t*>(dst + row * ROW_BYTES + logits_swizzle(row, w % WORDS) * 16), src + (size_t)w * 16, 16);
       }
+      if (++it == per_range) it = 0, ik++;
+      stage_in = stage_in == STAGES - 1 ? 0 : stage_in + 1;
     }
     skv_mma::cp_async_commit();
   };
-  for (int t = 0; t < STAGES - 1; t++) issue(t);
-  for (int64_t t = 0; t < tiles; t++) {
+  float mx[2] = {-INFINITY, -INFINITY};  // heads (lane % 4) * 2 + {0, 1}
+  for (int t = 0; t < STAGES - 1; t++) issue();
+  for (int k = 0, t = 0, at = 0; k < ranges;) {
     skv_mma::cp_async_wait<STAGES - 2>();
-    __syncthreads();  // tile t is in for every thread, and tile t - 1's stage is free
-    issue(t + STAGES - 1);
-    const char* tile = stage + (t % STAGES) * TILE_BYTES;
-    const int64_t r0 = c0 + t * PER;
-    const int n = (int)skv_min64(PER, c1 - r0);
-    // NOTE: rows past n hold an older tile's bytes; their outputs are never stored.
-    for (int m0 = warp * 16; m0 < n; m0 += warps * 16) {
+    __syncthreads();  // this tile is in for every thread, and the last one's stage is free
+    issue();
+    const char* tile = stage + at * TILE_BYTES;
+    at = at == STAGES - 1 ? 0 : at + 1;
+    int r0;
+    const int rn = rows_of(k, t, &r0);
+    // NOTE: rows past rn hold an older tile's bytes; their outputs are never stored.
+    for (int m0 = warp * 16; m0 < rn; m0 += warps * 16) {
       float acc[4] = {0.f, 0.f, 0.f, 0.f};
       const int arow = m0 + lane % 8 + 8 * ((lane / 8) % 2);
 #pragma unroll
@@ -93,32 +115,37 @@ __device__ __forceinline__ void logits_group_mma(const float* q, int j0, int gj,
 #pragma unroll
       for (int i = 0; i < 4; i++) {
         const int row = m0 + lane / 4 + (i >= 2 ? 8 : 0), head = (lane % 4) * 2 + i % 2;
-        if (row < n && head < gj) {
+        if (row < rn && head < gj) {
           const float s = acc[i] * scale;
           logits[(size_t)(j0 + head) * ld + r0 + row] = s;
           mx[i % 2] = s > mx[i % 2] ? s : mx[i % 2];
         }
       }
     }
+    if (++t < per_range) continue;
+    t = 0;
+    // The range's max per head: over the lanes that share it (same lane % 4), then over the warps.
+    // NOTE: red is read before any thread passes the next tile's barrier, so one buffer serves.
+#pragma unroll
+    for (int o = 4; o < 32; o <<= 1)
+#pragma unroll
+      for (int h = 0; h < 2; h++) {
+        const float v = __shfl_xor_sync(0xffffffffu, mx[h], o);
+        mx[h] = v > mx[h] ? v : mx[h];
+      }
+    if (lane < 4) {
+      red[warp * LOGIT_MMA_HEADS + lane * 2] = mx[0];
+      red[warp * LOGIT_MMA_HEADS + lane * 2 + 1] = mx[1];
+    }
+    mx[0] = mx[1] = -INFINITY;
+    __syncthreads();
+    if (threadIdx.x < gj) {
+      float m = -INFINITY;
+      for (int w = 0; w < warps; w++) m = red[w * LOGIT_MMA_HEADS + threadIdx.x] > m ? red[w * LOGIT_MMA_HEADS + threadIdx.x] : m;
+      maxes[(size_t)k * g + j0 + threadIdx.x] = m;
+    }
+    k++;
   }
   skv_mma::cp_async_wait<0>();
-  // The max per head: over the lanes that share it (same lane % 4), then over the warps.
-#pragma unroll
-  for (int o = 4; o < 32; o <<= 1)
-#pragma unroll
-    for (int h = 0; h < 2; h++) {
-      const float v = __shfl_xor_sync(0xffffffffu, mx[h], o);
-      mx[h] = v > mx[h] ? v : mx[h];
-    }
-  if (lane < 4) {
-    red[warp * LOGIT_MMA_HEADS + lane * 2] = mx[0];
-    red[warp * LOGIT_MMA_HEADS + lane * 2 + 1] = mx[1];
-  }
-  __syncthreads();
-  if (threadIdx.x < gj) {
-    float m = -INFINITY;
-    for (int w = 0; w < warps; w++) m = red[w * LOGIT_MMA_HEADS + threadIdx.x] > m ? red[w * LOGIT_MMA_HEADS + threadIdx.x] : m;
-    maxes[j0 + threadIdx.x] = m;
-  }
   __syncthreads();  // red and the stages are free for the next pass
 }

@@ -138,12 +138,13 @@ __device__ __forceinline__ bool logits_staged(const void* landmarks, int d, int 
   return row_bytes % 16 == 0 && row_bytes <= LOGIT_TILE_BYTES && reinterpret_cast<uintptr_t>(landmarks) % 16 == 0;
 }
 
-// Landmarks [c0, c1) of [n x d] (dtype) against g query heads q [g x d] (f32, global): logits into
-// logits[j * ld + c]; the block's max per head (NaN-ignoring, -inf when empty) into maxes[j].
-// Called by a whole block of LOGIT_THREADS threads; red: shared [LOGIT_GROUPS * LOGIT_HEADS];
-// stage: dynamic shared memory of LOGIT_SMEM bytes.
+// Ranges [b0, b1) of the partition of n landmarks [n x d] (dtype) into nb (logit_range) against
+// g query heads q [g x d] (f32, global): logits into logits[j * ld + c]; each range's max per head
+// (NaN-ignoring, -inf when empty) into maxes[(b - b0) * g + j]. Called by a whole block of
+// LOGIT_THREADS threads; red: shared [LOGIT_GROUPS * LOGIT_HEADS]; stage: dynamic shared memory of
+// LOGIT_SMEM bytes.
 __device__ __forceinline__ void landmark_logits(const float* q, int g, int d, float scale, const void* landmarks,
-                                                int dtype, int64_t c0, int64_t c1, float* logits, int64_t ld,
+                                                int dtype, int64_t n, int nb, int b0, int b1, float* logits, int64_t ld,
                                                 float* maxes, float* red, char* stage) {
   const int dl = d % LOGIT_LANES == 0 ? d / LOGIT_LANES : 0;
   if (!logits_staged(landmarks, d, dtype)) stage = nullptr;
@@ -154,38 +155,35 @@ __device__ __forceinline__ void landmark_logits(const float* q, int g, int d, fl
   if (__syncthreads_and(small) && stage && logits_mma_ok(dtype, d)) {
     for (int j0 = 0; j0 < g; j0 += LOGIT_MMA_HEADS) {
       const int gj = min(LOGIT_MMA_HEADS, g - j0);
-      if (d == 128) logits_group_mma<128, LOGIT_STAGES, LOGIT_TILE_BYTES>(q, j0, gj, scale, landmarks, c0, c1, logits, ld, maxes, red, stage);
-      else logits_group_mma<64, LOGIT_STAGES, LOGIT_TILE_BYTES>(q, j0, gj, scale, landmarks, c0, c1, logits, ld, maxes, red, stage);
+      if (d == 128) logits_group_mma<128, LOGIT_STAGES, LOGIT_TILE_BYTES>(q, j0, gj, scale, landmarks, n, nb, b0, b1, logits, ld, maxes, g, red, stage);
+      else logits_group_mma<64, LOGIT_STAGES, LOGIT_TILE_BYTES>(q, j0, gj, scale, landmarks, n, nb, b0, b1, logits, ld, maxes, g, red, stage);
     }
     return;
   }
-  for (int j0 = 0; j0 < g; j0 += LOGIT_HEADS) {
-    const int gj = min(LOGIT_HEADS, g - j0);
-    float mx[LOGIT_HEADS];
+  for (int b = b0; b < b1; b++) {
+    int64_t c0, c1;
+    logit_range(n, b, nb, &c0, &c1);
+    for (int j0 = 0; j0 < g; j0 += LOGIT_HEADS) {
+      const int gj = min(LOGIT_HEADS, g - j0);
+      float mx[LOGIT_HEADS];
 #pragma unroll
-    for (int j = 0; j < LOGIT_HEADS; j++) mx[j] = -INFINITY;
-    switch (dl) {
-      case 8: logits_group<8>(q, j0, gj, d, scale, landmarks, dtype, c0, c1, logits, ld, mx, stage); break;
-      case 16: logits_group<16>(q, j0, gj, d, scale, landmarks, dtype, c0, c1, logits, ld, mx, stage); break;
-      default: logits_group<0>(q, j0, gj, d, scale, landmarks, dtype, c0, c1, logits, ld, mx, stage); break;
-    }
-    const int sub = threadIdx.x % LOGIT_LANES, grp = threadIdx.x / LOGIT_LANES;
-    if (sub == 0)
+      for (int j = 0; j < LOGIT_HEADS; j++) mx[j] = -INFINITY;
+      switch (dl) {
+        case 8: logits_group<8>(q, j0, gj, d, scale, landmarks, dtype, c0, c1, logits, ld, mx, stage); break;
+        case 16: logits_group<16>(q, j0, gj, d, scale, landmarks, dtype, c0, c1, logits, ld, mx, stage); break;
+        default: logits_group<0>(q, j0, gj, d, scale, landmarks, dtype, c0, c1, logits, ld, mx, stage); break;
+      }
+      const int sub = threadIdx.x % LOGIT_LANES, grp = threadIdx.x / LOGIT_LANES;
+      if (sub == 0)
 #pragma unroll
-      for (int j = 0; j < LOGIT_HEADS; j++) red[grp * LOGIT_HEADS + j] = mx[j];
-    __syncthreads();
-    if (threadIdx.x < gj) {
-      float m = -INFINITY;
-      for (int r = 0; r < LOGIT_GROUPS; r++) m = red[r * LOGIT_HEADS + threadIdx.x] > m ? red[r * LOGIT_HEADS + threadIdx.x] : m;
-      maxes[j0 + threadIdx.x] = m;
+        for (int j = 0; j < LOGIT_HEADS; j++) red[grp * LOGIT_HEADS + j] = mx[j];
+      __syncthreads();
+      if (threadIdx.x < gj) {
+        float m = -INFINITY;
+        for (int r = 0; r < LOGIT_GROUPS; r++) m = red[r * LOGIT_HEADS + threadIdx.x] > m ? red[r * LOGIT_HEADS + threadIdx.x] : m;
+        maxes[(size_t)(b - b0) * g + j0 + threadIdx.x] = m;
+      }
+      __syncthreads();
     }
-    __syncthreads();
   }
-}
-
-// Landmark range [c0, c1) of block b of nb over n landmarks.
-__host__ __device__ __forceinline__ void logit_range(int64_t n, int b, int nb, int64_t* c0, int64_t* c1) {
-  const int64_t per = (n + nb - 1) / nb;
-  *c0 = (int64_t)b * per < n ? (int64_t)b * per : n;
-  *c1 = *c0 + per < n ? *c0 + per : n;
 }

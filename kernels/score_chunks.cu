@@ -11,9 +11,8 @@ __global__ void __launch_bounds__(LOGIT_THREADS, 2) ScoreLogitsKernel(const floa
                                                                    float* maxes) {
   __shared__ float red[LOGIT_GROUPS * LOGIT_HEADS];
   extern __shared__ __align__(16) char stage[];
-  int64_t c0, c1;
-  logit_range(n, blockIdx.x, gridDim.x, &c0, &c1);
-  landmark_logits(q, g, d, scale, landmarks, dtype, c0, c1, work, n, maxes + (size_t)blockIdx.x * g, red, stage);
+  landmark_logits(q, g, d, scale, landmarks, dtype, n, gridDim.x, blockIdx.x, blockIdx.x + 1, work, n, maxes + (size_t)blockIdx.x * g,
+                  red, stage);
 }
 
 // 2. scores[c] = max_j exp(work[j][c] - max_j) / sum_c' exp(work[j][c'] - max_j).

@@ -1,6 +1,6 @@
 // Decode attention: g query heads over the union of segments (outlier chunks, rebuilt chunks,
 // the exact tail), as tasks (attention.h). The keys of a task are split over blocks
-// (flash-decoding); each block leaves (m, l, acc) and a second launch merges them per head.
+// (flash-decoding); each block leaves (m, l, acc), and the task's last block to finish merges them.
 // bf16 keys and values at d 64/128 with g in {1, 2, 4, 8} take the tensor cores (FlashDecodeMmaKernel:
 // tiles streamed through shared memory by cp.async, queries and probabilities split into bf16 hi +
 // lo); other common shapes (d 64/128/256, g up to 8) a register kernel: 16 lanes per key row, 16-byte
@@ -37,10 +37,26 @@ __device__ __forceinline__ void locate(const SkvSegment* segs, int nseg, int64_t
   *v = reinterpret_cast<const char*>(segs[s].v) + off;
 }
 
+// The fused step's tallies of one task: its attended tokens and heads.
+__device__ __forceinline__ void count_task(const SkvAttnTask& t) {
+  atomicAdd(&t.counters[SKV_ATTENDED_TOKENS_COUNTER], (double)t.total);
+  atomicAdd(&t.counters[SKV_LAST_ATTENDED_TOKENS_COUNTER], (double)t.total);
+  atomicAdd(&t.counters[SKV_HEADS_COUNTER], 1.0);
+  atomicAdd(&t.counters[SKV_LAST_HEADS_COUNTER], 1.0);
+}
+
 // Keys [begin, end) of split blockIdx.y of task t; false when the block has none (a skipped task,
-// no key, or a split past the task's count).
-__device__ __forceinline__ bool split_range(const SkvAttnTask& t, int64_t* begin, int64_t* end) {
-  if (!t.out || t.total <= 0) return false;
+// no key, or a split past the task's count). The first block of a task with no key writes its
+// zeros and counts its heads (no split will merge).
+__device__ __forceinline__ bool split_range(const SkvAttnTask& t, int g, int d, int64_t* begin, int64_t* end) {
+  if (!t.out) return false;
+  if (t.total <= 0) {
+    if (blockIdx.y == 0) {
+      for (int i = threadIdx.x; i < g * d; i += blockDim.x) store_f32(t.out, t.out_dtype, i, 0.f);
+      if (t.counters && threadIdx.x == 0) count_task(t);
+    }
+    return false;
+  }
   const int nb = attn_splits(t.total);
   if ((int)blockIdx.y >= nb) return false;
   const int64_t per = attn_per_split(t.total, nb);
@@ -97,6 +113,89 @@ __device__ __forceinline__ bool rows_aligned(const SkvSegment* segs, int nseg, s
   bool vec = true;
   for (int s = 0; s < nseg; s++) vec = vec && (segs[s].k | segs[s].v | (uint64_t)(segs[s].ld * esize)) % 16 == 0;
   return vec;
+}
+
+enum { MERGE_OUT = 4, MERGE_SPLITS = 8 };  // the merge's outputs per thread side by side, splits per batch of loads
+
+// Shared memory of merge_if_last for g heads: every split's m and l, then each head's 1 / L.
+static inline size_t merge_smem_bytes(int g) { return sizeof(float) * (size_t)(2 * ATTN_MAX_SPLITS + 1) * g; }
+
+// Called by every thread of a block once its partials are written: the task's last block to get
+// here merges every split's into t.out (out = sum_b acc_b w_b / sum_b l_b w_b, w_b = 2^(m_b - M),
+// base e for the tile kernel), and counts the task for the fused step; every other block returns.
+// arrivals[blockIdx.x]: zero when the launch began, zero again once the last block has read it.
+// smem: merge_smem_bytes(g) of shared memory the block no longer uses. NOTE: a merge launch of its
+// own took 7.5-11 us of the decode step (H200, 128K, ncu), mostly its launch and ramp.
+__device__ __forceinline__ void merge_if_last(const SkvAttnTask& t, const float* part, int max_splits, int g, int d, bool base2,
+                                              int32_t* arrivals, float* smem) {
+  __shared__ int last;
+  const int nb = attn_splits(t.total);
+  // NOTE: the barrier orders the block's partials before thread 0's fence and count (cumulativity),
+  // as a split-K semaphore does; a fence in every thread cost more.
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    __threadfence();
+    last = atomicAdd(&arrivals[blockIdx.x], 1) == nb - 1;
+    if (last) arrivals[blockIdx.x] = 0;
+    __threadfence();
+  }
+  __syncthreads();
+  if (!last) return;
+  // NOTE: the partials are read from L2 (__ldcg): this SM's L1 may hold lines of an earlier launch.
+  const size_t stride = (size_t)g * (d + 2);
+  const float* p = part + (size_t)blockIdx.x * max_splits * stride;
+  float *w = smem, *lw = smem + nb * g, *inv = smem + 2 * nb * g;  // [nb x g] m, then weights; [nb x g] l; [g]
+  for (int i = threadIdx.x; i < nb * g; i += blockDim.x) {
+    w[i] = __ldcg(p + (size_t)(i / g) * stride + i % g);
+    lw[i] = __ldcg(p + (size_t)(i / g) * stride + g + i % g);
+  }
+  __syncthreads();
+  // Each head by a warp, lanes over the splits: the max, the weights, and the sum of l w (lane
+  // order, then a shuffle tree: a fixed order).
+  const int lane = threadIdx.x % 32, warps = blockDim.x / 32;
+  for (int j = threadIdx.x / 32; j < g; j += warps) {
+    float M = -INFINITY;
+    for (int b = lane; b < nb; b += 32) M = w[b * g + j] > M ? w[b * g + j] : M;
+    M = warp_max(M);
+    float L = 0.f;
+    for (int b = lane; b < nb; b += 32) {
+      const float m = w[b * g + j], wb = m == -INFINITY ? 0.f : base2 ? exp2f(m - M) : skv_exp(m - M);
+      w[b * g + j] = wb;
+      L += lw[b * g + j] * wb;
+    }
+    L = warp_sum(L);
+    if (lane == 0) inv[j] = L > 0.f ? 1.f / L : 0.f;
+  }
+  __syncthreads();
+  // The outputs, MERGE_OUT per thread side by side, each summed over the splits in order, the
+  // partials of MERGE_SPLITS splits requested before any is used.
+  const int n = g * d;
+  for (int i0 = threadIdx.x; i0 < n; i0 += MERGE_OUT * blockDim.x) {
+    float a[MERGE_OUT] = {};
+    for (int b0 = 0; b0 < nb; b0 += MERGE_SPLITS) {
+      float x[MERGE_SPLITS][MERGE_OUT];
+#pragma unroll
+      for (int u = 0; u < MERGE_SPLITS; u++)
+#pragma unroll
+        for (int k = 0; k < MERGE_OUT; k++) {
+          const int i = i0 + k * blockDim.x;
+          x[u][k] = b0 + u < nb && i < n ? __ldcg(p + (size_t)(b0 + u) * stride + 2 * g + i) : 0.f;
+        }
+#pragma unroll
+      for (int u = 0; u < MERGE_SPLITS; u++)
+#pragma unroll
+        for (int k = 0; k < MERGE_OUT; k++) {
+          const int i = i0 + k * blockDim.x;
+          if (b0 + u < nb && i < n) a[k] += x[u][k] * w[(b0 + u) * g + i / d];
+        }
+    }
+#pragma unroll
+    for (int k = 0; k < MERGE_OUT; k++) {
+      const int i = i0 + k * blockDim.x;
+      if (i < n) store_f32(t.out, t.out_dtype, i, a[k] * inv[i / d]);
+    }
+  }
+  if (t.counters && threadIdx.x == 0) count_task(t);
 }
 
 // Shared memory of flash_simt: the groups' maxima, sums and accumulators.
@@ -217,16 +316,18 @@ __device__ __forceinline__ void flash_simt(const SkvAttnTask& t, const SkvSegmen
 template <int D, int G>
 __global__ void __launch_bounds__(FLASH_THREADS) FlashDecodeKernel(const SkvAttnTask* tasks, SkvAttnTask one,
                                                                    float scale, int kv_dtype, float* part,
-                                                                   int max_splits) {
+                                                                   int max_splits, int32_t* arrivals) {
   skv_pdl_enter();
   __shared__ SkvSegment seg_s[4];
   __shared__ FlashSmem<D, G> sm;
   const SkvAttnTask t = tasks ? tasks[blockIdx.x] : one;
   int64_t begin, end;
-  if (!split_range(t, &begin, &end)) return;
+  if (!split_range(t, G, D, &begin, &end)) return;
   const SkvSegment* segs = stage_segments(t, seg_s);
   const bool vec = rows_aligned(segs, t.nseg, kv_dtype == SKV_F32 ? 4 : 2);
   flash_simt<D, G>(t, segs, vec, begin, end, scale, kv_dtype, part, max_splits, sm);
+  static_assert(sizeof(FlashSmem<D, G>) >= sizeof(float) * (2 * ATTN_MAX_SPLITS + 1) * G, "the merge reuses sm");
+  merge_if_last(t, part, max_splits, G, D, true, arrivals, reinterpret_cast<float*>(&sm));
 }
 
 // The tensor-core kernel: 4 warps, each taking 16 keys of every 64-key tile; tiles of keys and
@@ -275,7 +376,7 @@ __device__ __forceinline__ void load_kv_tile(uint16_t* dsm, const SkvSegment* se
 template <int D, int G>
 __global__ void __launch_bounds__(DM_THREADS) FlashDecodeMmaKernel(const SkvAttnTask* tasks, SkvAttnTask one,
                                                                    float scale, int kv_dtype, float* part,
-                                                                   int max_splits) {
+                                                                   int max_splits, int32_t* arrivals) {
   skv_pdl_enter();
   using namespace skv_mma;
   static_assert(G <= 8 && (D == 64 || D == 128), "rows j and j + 8 of the mma hold head j");
@@ -284,13 +385,14 @@ __global__ void __launch_bounds__(DM_THREADS) FlashDecodeMmaKernel(const SkvAttn
   constexpr int LD = D + DM_PAD, TILE = DM_TILE * LD, STAGE = 2 * TILE, KD = D / 16, NO = D / 8;
   const SkvAttnTask t = tasks ? tasks[blockIdx.x] : one;
   int64_t begin, end;
-  if (!split_range(t, &begin, &end)) return;
+  if (!split_range(t, G, D, &begin, &end)) return;
   const SkvSegment* segs = stage_segments(t, seg_s);
   const bool vec = rows_aligned(segs, t.nseg, 2);
   bool small = true;
   for (int i = threadIdx.x; i < G * D; i += DM_THREADS) small = small && fabsf(t.q[i]) < 1e30f;
   if (!__syncthreads_and(small && vec)) {
     flash_simt<D, G>(t, segs, vec, begin, end, scale, kv_dtype, part, max_splits, *reinterpret_cast<FlashSmem<D, G>*>(dsm));
+    merge_if_last(t, part, max_splits, G, D, true, arrivals, reinterpret_cast<float*>(dsm));
     return;
   }
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, gq = lane / 4, tq = lane % 4;
@@ -414,17 +516,19 @@ __global__ void __launch_bounds__(DM_THREADS) FlashDecodeMmaKernel(const SkvAttn
     mine[j] = M;
     mine[G + j] = L;
   }
+  merge_if_last(t, part, max_splits, G, D, true, arrivals, reinterpret_cast<float*>(dsm));
 }
 
 // The shared-memory tile kernel (any d and g), natural-exp domain.
 __global__ void __launch_bounds__(ATTN_THREADS) TileDecodeKernel(const SkvAttnTask* tasks, SkvAttnTask one, int g, int d,
-                                                                 float scale, int kv_dtype, float* part, int max_splits) {
+                                                                 float scale, int kv_dtype, float* part, int max_splits,
+                                                                 int32_t* arrivals) {
   skv_pdl_enter();
-  extern __shared__ float smem[];
+  extern __shared__ float smem[];  // attn_state's, and then the merge's (tile_smem_bytes)
   __shared__ uint64_t krow[ATTN_TILE], vrow[ATTN_TILE];
   const SkvAttnTask t = tasks ? tasks[blockIdx.x] : one;
   int64_t begin, end;
-  if (!split_range(t, &begin, &end)) return;
+  if (!split_range(t, g, d, &begin, &end)) return;
   AttnState s = attn_state(smem, g, d);
   for (int i = threadIdx.x; i < g * d; i += blockDim.x) s.q[i] = scale * t.q[i];
   for (int j = threadIdx.x; j < g; j += blockDim.x) s.vis[j] = INT_MAX;  // no mask: every key is visible
@@ -453,73 +557,28 @@ __global__ void __launch_bounds__(ATTN_THREADS) TileDecodeKernel(const SkvAttnTa
     mine[g + j] = s.l[j];
   }
   for (int i = threadIdx.x; i < g * d; i += blockDim.x) mine[2 * g + i] = s.acc[i];
+  merge_if_last(t, part, max_splits, g, d, false, arrivals, smem);
 }
 
-// Task blockIdx.x, head blockIdx.y: out = sum_b acc_b w_b / sum_b l_b w_b, w_b = 2^(m_b - M) (base e
-// for the tile kernel); zeros when the task has no key. Counts attended tokens and heads for the
-// fused step. NOTE: blockDim.x >= ATTN_MAX_SPLITS (one thread per split).
-__global__ void __launch_bounds__(ATTN_MAX_SPLITS) AttentionMergeKernel(const SkvAttnTask* tasks, SkvAttnTask one, int g,
-                                                                        int d, const float* part, int max_splits,
-                                                                        int base2) {
-  skv_pdl_enter();
-  __shared__ float w[ATTN_MAX_SPLITS];
-  __shared__ float red[ATTN_MAX_SPLITS / 32];
-  __shared__ float inv_l;
-  const SkvAttnTask t = tasks ? tasks[blockIdx.x] : one;
-  if (!t.out) return;
-  const int j = blockIdx.y, b = threadIdx.x;
-  const int nb = t.total > 0 ? attn_splits(t.total) : 0;
-  const size_t stride = (size_t)g * (d + 2);
-  const float* p = part + (size_t)blockIdx.x * max_splits * stride;
-  const float m = b < nb ? p[b * stride + j] : -INFINITY, l = b < nb ? p[b * stride + g + j] : 0.f;  // one latency for both
-  float M = warp_max(m);
-  if (b % 32 == 0) red[b / 32] = M;
-  __syncthreads();
-  M = -INFINITY;
-  for (int i = 0; i < (int)blockDim.x / 32; i++) M = red[i] > M ? red[i] : M;
-  w[b] = m == -INFINITY ? 0.f : base2 ? exp2f(m - M) : skv_exp(m - M);
-  // NOTE: the sum of l w in a fixed order (warp sums, then the warps in turn): one thread summing
-  // all splits serially waited on one load per split (~16 us at 128 splits).
-  float lw = b < nb ? l * w[b] : 0.f;
-  lw = warp_sum(lw);
-  __syncthreads();  // every thread has read red: it takes the warps' sums now
-  if (b % 32 == 0) red[b / 32] = lw;
-  __syncthreads();
-  if (b == 0) {
-    float L = 0.f;
-    for (int i = 0; i < (int)blockDim.x / 32; i++) L += red[i];
-    inv_l = L > 0.f ? 1.f / L : 0.f;
-  }
-  __syncthreads();
-  for (int e = threadIdx.x; e < d; e += blockDim.x) {
-    float a = 0.f;
-#pragma unroll 8
-    for (int i = 0; i < nb; i++) a += p[i * stride + 2 * g + (size_t)j * d + e] * w[i];
-    store_f32(t.out, t.out_dtype, (size_t)j * d + e, a * inv_l);
-  }
-  if (t.counters && j == 0 && threadIdx.x == 0) {
-    atomicAdd(&t.counters[SKV_ATTENDED_TOKENS_COUNTER], (double)t.total);
-    atomicAdd(&t.counters[SKV_LAST_ATTENDED_TOKENS_COUNTER], (double)t.total);
-    atomicAdd(&t.counters[SKV_HEADS_COUNTER], 1.0);
-    atomicAdd(&t.counters[SKV_LAST_HEADS_COUNTER], 1.0);
-  }
-}
+// Dynamic shared memory of the tile kernel: its state, or the merge's where that is larger.
+static inline size_t tile_smem_bytes(int g, int d) { return std::max(attn_smem_bytes(g, d), merge_smem_bytes(g)); }
 
 template <int D, int G>
 cudaError_t LaunchFlash(const SkvAttnTask* tasks, const SkvAttnTask& one, dim3 grid, float scale, int kv_dtype,
-                        float* part, int max_splits, cudaStream_t stream) {
+                        float* part, int max_splits, int32_t* arrivals, cudaStream_t stream) {
   if constexpr (G <= 8 && (D == 64 || D == 128)) {
     if (kv_dtype == SKV_BF16) {
       constexpr size_t smem = mma_smem_bytes<D>();
       SKV_CUDA_CALL(skv_smem_optin(FlashDecodeMmaKernel<D, G>, smem));
-      return skv_launch(FlashDecodeMmaKernel<D, G>, grid, DM_THREADS, smem, stream, tasks, one, scale, kv_dtype, part, max_splits);
+      return skv_launch(FlashDecodeMmaKernel<D, G>, grid, DM_THREADS, smem, stream, tasks, one, scale, kv_dtype, part, max_splits,
+                        arrivals);
     }
   }
-  return skv_launch(FlashDecodeKernel<D, G>, grid, FLASH_THREADS, 0, stream, tasks, one, scale, kv_dtype, part, max_splits);
+  return skv_launch(FlashDecodeKernel<D, G>, grid, FLASH_THREADS, 0, stream, tasks, one, scale, kv_dtype, part, max_splits, arrivals);
 }
 
 // The register kernel for (d, g), or null when the shape takes the tile kernel.
-using FlashLauncher = cudaError_t (*)(const SkvAttnTask*, const SkvAttnTask&, dim3, float, int, float*, int, cudaStream_t);
+using FlashLauncher = cudaError_t (*)(const SkvAttnTask*, const SkvAttnTask&, dim3, float, int, float*, int, int32_t*, cudaStream_t);
 FlashLauncher flash_for(int d, int g) {
 #define SKV_FLASH(D_, G_) \
   if (d == D_ && g == G_) return LaunchFlash<D_, G_>;
@@ -533,24 +592,21 @@ FlashLauncher flash_for(int d, int g) {
 }  // namespace
 
 cudaError_t Attention(const SkvAttnTask* tasks, const SkvAttnTask& one, int ntasks, int max_splits, int g, int d,
-                      float scale, int kv_dtype, float* part, cudaStream_t stream) {
+                      float scale, int kv_dtype, void* ws, cudaStream_t stream) {
   if (ntasks <= 0 || g <= 0 || d <= 0) return cudaSuccess;
   if (ntasks > 0x7fffffff || max_splits > ATTN_MAX_SPLITS) return cudaErrorInvalidValue;
   const dim3 grid((unsigned)ntasks, (unsigned)max_splits);
+  float* part = static_cast<float*>(ws);
+  int32_t* arrivals = AttentionArrivals(ws, ntasks, max_splits, g, d);
   const FlashLauncher flash = flash_for(d, g);
-  if (flash) {
-    SKV_CUDA_CALL(flash(tasks, one, grid, scale, kv_dtype, part, max_splits, stream));
-  } else {
-    const size_t smem = attn_smem_bytes(g, d);
-    SKV_CUDA_CALL(skv_smem_optin(TileDecodeKernel, smem));
-    SKV_CUDA_CALL(skv_launch(TileDecodeKernel, grid, ATTN_THREADS, smem, stream, tasks, one, g, d, scale, kv_dtype, part, max_splits));
-  }
-  return skv_launch(AttentionMergeKernel, dim3(ntasks, g), ATTN_MAX_SPLITS, 0, stream, tasks, one, g, d, part, max_splits,
-                    flash ? 1 : 0);
+  if (flash) return flash(tasks, one, grid, scale, kv_dtype, part, max_splits, arrivals, stream);
+  const size_t smem = tile_smem_bytes(g, d);
+  SKV_CUDA_CALL(skv_smem_optin(TileDecodeKernel, smem));
+  return skv_launch(TileDecodeKernel, grid, ATTN_THREADS, smem, stream, tasks, one, g, d, scale, kv_dtype, part, max_splits, arrivals);
 }
 
 size_t SparseAttentionWorkspace(int g, int d, int64_t total) {
-  return sizeof(float) * AttentionPartials(1, attn_splits_host(total), g > 0 ? g : 0, d > 0 ? d : 0);
+  return AttentionWorkspace(1, attn_splits_host(total), g > 0 ? g : 0, d > 0 ? d : 0);
 }
 
 cudaError_t SparseAttention(const float* q, int g, int d, float scale, const SkvSegment* segs, int nseg,
@@ -558,6 +614,8 @@ cudaError_t SparseAttention(const float* q, int g, int d, float scale, const Skv
   if (g <= 0 || d <= 0) return cudaSuccess;
   if (total <= 0 || nseg <= 0) return cudaMemsetAsync(out, 0, sizeof(float) * (size_t)g * d, stream);  // no keys: zeros
   if (ws.bytes < SparseAttentionWorkspace(g, d, total)) return cudaErrorInvalidValue;
+  const int splits = attn_splits_host(total);
+  SKV_CUDA_CALL(cudaMemsetAsync(AttentionArrivals(ws.ptr, 1, splits, g, d), 0, sizeof(int32_t), stream));
   const SkvAttnTask one{q, segs, total, out, nullptr, nseg, SKV_F32};
-  return Attention(nullptr, one, 1, attn_splits_host(total), g, d, scale, kv_dtype, static_cast<float*>(ws.ptr), stream);
+  return Attention(nullptr, one, 1, splits, g, d, scale, kv_dtype, ws.ptr, stream);
 }

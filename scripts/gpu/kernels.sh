@@ -20,10 +20,10 @@ export SHADOWKV_CUDA_SYNC=0
 . scripts/gpu/env.sh
 need_tsx kernels
 csv="${OUT:-/tmp}/kernels-${context}x${batch}.csv"
-# profile.ts warms with 10 steps; skipping 16 steps' launches lands in its read-back loop (at most
-# 10 launches a step: append, logits, sums, scores, select, fetch, attention, merge, compaction).
+# profile.ts warms with 10 steps; skipping 160 launches lands in its read-back loop (7 launches a
+# step: append, logits, sums, scores, select, fetch, attention; compaction kernels are rare).
 ncu --clock-control none --csv --metrics gpu__time_duration.sum \
-  -k 'regex:^(Step|FlashDecode|TileDecode|AttentionMerge|Compact)' --launch-skip 160 --launch-count $((steps * 8)) \
+  -k 'regex:^(Step|FlashDecode|TileDecode|Compact)' --launch-skip 160 --launch-count $((steps * 7)) \
   node node_modules/tsx/dist/cli.mjs bench/gpu/profile.ts --context "$context" --batches "$batch" --steps 30 >"$csv.raw" 2>&1 || {
   tail -30 "$csv.raw"; exit 1; }
 grep -E '^"' "$csv.raw" >"$csv" || { tail -30 "$csv.raw"; exit 1; }

@@ -1,8 +1,9 @@
 // Decode attention over a dense bf16 cache (the own `full` policy's step, and the attention stage
 // of ShadowKV's) at Llama-3-8B's geometry: 8 kv heads x 4 query heads, d 128, 128K keys per task,
-// 1 and 4 rows (8 and 32 tasks). Times the whole op (split kernel + merge), each launch alone,
-// and a plain read of the same bytes by cp.async (the ceiling of this access pattern), so the gap
-// to SDPA splits into kernel, merge and pattern. Checks the output against a float64 reference.
+// 1 and 4 rows (8 and 32 tasks). Times the whole op (one launch: the splits, each task's last
+// block merging them), the register kernel, and a plain read of the same bytes by cp.async (the
+// ceiling of this access pattern), so the gap to SDPA splits into kernel and pattern. Checks the
+// output against a float64 reference.
 // Usage: attention_bench     (built by bench/gpu/kernels/build.sh; needs a GPU)
 // Variants (bench/NOTES.md v9: stages and splits side by side) are the same file built with the
 // kernels' build-time knobs, e.g. for 2 stages and 32 splits:
@@ -25,7 +26,7 @@ __global__ void __launch_bounds__(DM_THREADS) ReadOnly(const SkvAttnTask* tasks,
   constexpr int STAGE = 2 * DM_TILE * (D + DM_PAD);
   const SkvAttnTask t = tasks[blockIdx.x];
   int64_t begin, end;
-  if (!split_range(t, &begin, &end)) return;
+  if (!split_range(t, G, D, &begin, &end)) return;
   const int ntiles = (int)((end - begin + DM_TILE - 1) / DM_TILE);
   auto load_tile = [&](int i) { load_kv_tile<D>(dsm, t.segs, 1, begin, end, i, ntiles); };
   for (int i = 0; i < DM_STAGES - 1; i++) load_tile(i);
@@ -52,7 +53,7 @@ __global__ void __launch_bounds__(DM_THREADS) ReadBulk(const SkvAttnTask* tasks,
   constexpr int GROUP = R * D + 8, TILE = DM_TILE / R * GROUP, STAGE = 2 * TILE, COPIES = 2 * DM_TILE / R;
   const SkvAttnTask t = tasks[blockIdx.x];
   int64_t begin, end;
-  if (!split_range(t, &begin, &end)) return;
+  if (!split_range(t, G, D, &begin, &end)) return;
   const int ntiles = (int)((end - begin + DM_TILE - 1) / DM_TILE);
   const char* k = reinterpret_cast<const char*>(t.segs[0].k);
   const char* v = reinterpret_cast<const char*>(t.segs[0].v);
@@ -105,13 +106,15 @@ int main() {
   }
   std::vector<float> qh(max_tasks * G * D);
   for (auto& x : qh) x = nd(rng);
-  float *q, *out, *part, *sink;
+  float *q, *out, *sink;
+  void* ws;
   CK(cudaMalloc(&q, sizeof(float) * qh.size()));
   CK(cudaMemcpy(q, qh.data(), sizeof(float) * qh.size(), cudaMemcpyHostToDevice));
   CK(cudaMalloc(&out, sizeof(float) * max_tasks * G * D));
   CK(cudaMalloc(&sink, sizeof(float)));
   const int splits = attn_splits_host(N);
-  CK(cudaMalloc(&part, sizeof(float) * AttentionPartials((int)max_tasks, splits, G, D)));
+  CK(cudaMalloc(&ws, AttentionWorkspace((int)max_tasks, splits, G, D)));
+  CK(cudaMemset(ws, 0, AttentionWorkspace((int)max_tasks, splits, G, D)));
   std::vector<SkvSegment> segs(max_tasks);
   std::vector<SkvAttnTask> tasks(max_tasks);
   SkvSegment* segs_d;
@@ -136,17 +139,12 @@ int main() {
   for (int ntasks : {8, 32}) {
     const double bytes = 2.0 * ntasks * N * D * sizeof(uint16_t);
     const dim3 grid(ntasks, splits);
-    const float whole = median_ms(20, [&] { CK(Attention(tasks_d, SkvAttnTask{}, ntasks, splits, G, D, scale, SKV_BF16, part, 0)); });
-    const float split = median_ms(20, [&] {
-      FlashDecodeMmaKernel<D, G><<<grid, DM_THREADS, smem>>>(tasks_d, SkvAttnTask{}, scale, SKV_BF16, part, splits);
-      CK(cudaGetLastError());
-    });
-    const float merge = median_ms(20, [&] {
-      AttentionMergeKernel<<<dim3(ntasks, G), ATTN_MAX_SPLITS>>>(tasks_d, SkvAttnTask{}, G, D, part, splits, 1);
-      CK(cudaGetLastError());
-    });
+    // Each launch leaves the arrival counts at zero for the next (attention.h).
+    const float whole = median_ms(20, [&] { CK(Attention(tasks_d, SkvAttnTask{}, ntasks, splits, G, D, scale, SKV_BF16, ws, 0)); });
+    float* part = static_cast<float*>(ws);
+    int32_t* arrivals = AttentionArrivals(ws, ntasks, splits, G, D);
     const float simt = median_ms(20, [&] {
-      FlashDecodeKernel<D, G><<<grid, FLASH_THREADS>>>(tasks_d, SkvAttnTask{}, scale, SKV_BF16, part, splits);
+      FlashDecodeKernel<D, G><<<grid, FLASH_THREADS>>>(tasks_d, SkvAttnTask{}, scale, SKV_BF16, part, splits, arrivals);
       CK(cudaGetLastError());
     });
     const float read = median_ms(20, [&] {
@@ -168,7 +166,7 @@ int main() {
     printf("\n");
     const float copy = median_ms(20, [&] { CK(cudaMemcpyAsync(k + 16 * (size_t)N * D, k, bytes / 4, cudaMemcpyDeviceToDevice)); });
     // The output of task 0 against float64.
-    CK(Attention(tasks_d, SkvAttnTask{}, ntasks, splits, G, D, scale, SKV_BF16, part, 0));
+    CK(Attention(tasks_d, SkvAttnTask{}, ntasks, splits, G, D, scale, SKV_BF16, ws, 0));
     std::vector<float> o(G * D);
     CK(cudaMemcpy(o.data(), out, sizeof(float) * G * D, cudaMemcpyDeviceToHost));
     double worst = 0;
@@ -201,9 +199,9 @@ int main() {
       for (int e = 0; e < D; e++) ref_max = std::max(ref_max, fabs(acc[e] / l));
       for (int e = 0; e < D; e++) worst = std::max(worst, fabs(o[j * D + e] - acc[e] / l) / ref_max);
     }
-    printf("%2d tasks x 128K (%.0f MB): op %.3f ms (%.2f TB/s) = tensor-core split kernel %.3f + merge %.3f; register kernel %.3f;"
+    printf("%2d tasks x 128K (%.0f MB): op (tensor cores, merge included) %.3f ms (%.2f TB/s); register kernel %.3f;"
            " cp.async read of the same tiles %.3f ms (%.2f TB/s); D2D copy of a quarter %.3f ms (%.2f TB/s); error %.2e\n",
-           ntasks, bytes / 1e6, whole, bytes / whole / 1e9, split, merge, simt, read, bytes / read / 1e9, copy,
+           ntasks, bytes / 1e6, whole, bytes / whole / 1e9, simt, read, bytes / read / 1e9, copy,
            bytes / 2 / copy / 1e9, worst);
   }
   return 0;

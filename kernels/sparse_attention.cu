@@ -115,7 +115,7 @@ __device__ __forceinline__ bool rows_aligned(const SkvSegment* segs, int nseg, s
   return vec;
 }
 
-enum { MERGE_OUT = 4, MERGE_SPLITS = 8 };  // the merge's outputs per thread side by side, splits per batch of loads
+enum { MERGE_OUT = 4 };  // outputs per thread summed side by side (their loads in flight together)
 
 // Shared memory of merge_if_last for g heads: every split's m and l, then each head's 1 / L.
 static inline size_t merge_smem_bytes(int g) { return sizeof(float) * (size_t)(2 * ATTN_MAX_SPLITS + 1) * g; }
@@ -130,11 +130,12 @@ __device__ __forceinline__ void merge_if_last(const SkvAttnTask& t, const float*
                                               int32_t* arrivals, float* smem) {
   __shared__ int last;
   const int nb = attn_splits(t.total);
-  // NOTE: the barrier orders the block's partials before thread 0's fence and count (cumulativity),
-  // as a split-K semaphore does; a fence in every thread cost more.
+  // NOTE: a fence in every thread, then the barrier: with the barrier first and one fence in thread
+  // 0 (a split-K semaphore's order), the sparse step's attention stage took 8-12 us longer (H200,
+  // 128K x 1 and x 4, side by side in one call; batched merge loads in the same change).
+  __threadfence();  // this thread's partials are visible before the block's arrival is counted
   __syncthreads();
   if (threadIdx.x == 0) {
-    __threadfence();
     last = atomicAdd(&arrivals[blockIdx.x], 1) == nb - 1;
     if (last) arrivals[blockIdx.x] = 0;
     __threadfence();
@@ -167,27 +168,17 @@ __device__ __forceinline__ void merge_if_last(const SkvAttnTask& t, const float*
     if (lane == 0) inv[j] = L > 0.f ? 1.f / L : 0.f;
   }
   __syncthreads();
-  // The outputs, MERGE_OUT per thread side by side, each summed over the splits in order, the
-  // partials of MERGE_SPLITS splits requested before any is used.
+  // The outputs, MERGE_OUT per thread side by side, each summed over the splits in order.
   const int n = g * d;
   for (int i0 = threadIdx.x; i0 < n; i0 += MERGE_OUT * blockDim.x) {
     float a[MERGE_OUT] = {};
-    for (int b0 = 0; b0 < nb; b0 += MERGE_SPLITS) {
-      float x[MERGE_SPLITS][MERGE_OUT];
+    for (int b = 0; b < nb; b++) {
+      const float* pb = p + (size_t)b * stride + 2 * g;
 #pragma unroll
-      for (int u = 0; u < MERGE_SPLITS; u++)
-#pragma unroll
-        for (int k = 0; k < MERGE_OUT; k++) {
-          const int i = i0 + k * blockDim.x;
-          x[u][k] = b0 + u < nb && i < n ? __ldcg(p + (size_t)(b0 + u) * stride + 2 * g + i) : 0.f;
-        }
-#pragma unroll
-      for (int u = 0; u < MERGE_SPLITS; u++)
-#pragma unroll
-        for (int k = 0; k < MERGE_OUT; k++) {
-          const int i = i0 + k * blockDim.x;
-          if (b0 + u < nb && i < n) a[k] += x[u][k] * w[(b0 + u) * g + i / d];
-        }
+      for (int k = 0; k < MERGE_OUT; k++) {
+        const int i = i0 + k * blockDim.x;
+        if (i < n) a[k] += __ldcg(pb + i) * w[b * g + i / d];
+      }
     }
 #pragma unroll
     for (int k = 0; k < MERGE_OUT; k++) {

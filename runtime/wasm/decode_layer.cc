@@ -7,6 +7,7 @@
 #include <string.h>
 #include <algorithm>
 #include "dtype.h"
+#include "fp8.h"
 #include "online_softmax.h"
 #include "reuse_slots.h"
 #include "scratch.h"
@@ -41,6 +42,7 @@ bool valid_dtype(int t) { return t == SKV_F32 || t == SKV_F16 || t == SKV_BF16; 
 // The store of a compressed row: per-head counts within capacities, room for what compaction adds.
 bool valid_store(const skv_layer_step& s, const skv_row& r, int cnt) {
   if (r.rank <= 0 || r.store_tokens < 0 || r.store_tokens % s.C || r.chunk_capacity < 0 || r.page_chunks <= 0) return false;
+    if (r.fp8_rows != 0 && r.fp8_rows != s.C) return false;
   if (r.hot_slots < 0 || (r.hot_slots > 0 && (!r.hot_ids || !r.hot_v))) return false;
   const int add = r.compact ? compacted_chunks(s, cnt) : 0;  // chunks compaction appends
   if ((int64_t)r.store_tokens / s.C + add > r.chunk_capacity) return false;
@@ -120,7 +122,7 @@ int fetch_values(const skv_layer_step& s, const skv_row& r, int h, int32_t* miss
   const int kv = s.kv_dtype, P = r.hot_slots;
   const size_t block = (size_t)s.C * s.d, bytes = block * dtype_size(kv);
   if (P == 0) {
-    skv_gather_values(r.value_pages, r.page_chunks, s.kv_heads, h, miss_ids, miss_slots, n, (int)block, kv, selV);
+    skv_gather_values(r.value_pages, r.page_chunks, s.kv_heads, h, miss_ids, miss_slots, n, (int)block, kv, r.fp8_rows, selV);
     return 0;
   }
   void* hot_v = at(r.hot_v, kv, (size_t)h * P * block);
@@ -136,7 +138,7 @@ int fetch_values(const skv_layer_step& s, const skv_row& r, int h, int32_t* miss
     miss_slots[f] = miss_slots[i];
     codes[f++] = codes[i];
   }
-  skv_gather_values(r.value_pages, r.page_chunks, s.kv_heads, h, miss_ids, miss_slots, f, (int)block, kv, selV);
+  skv_gather_values(r.value_pages, r.page_chunks, s.kv_heads, h, miss_ids, miss_slots, f, (int)block, kv, r.fp8_rows, selV);
   for (int i = 0; i < f; i++)
     if (codes[i] <= -2) memcpy(at(hot_v, kv, (-2 - codes[i]) * block), at(selV, kv, miss_slots[i] * block), bytes);
   return hits;
@@ -204,11 +206,12 @@ void project_keys(const skv_layer_step& s, const skv_row& r, int n) {
 void store_chunks(const skv_layer_step& s, const skv_row& r, int h, int first, int mm) {
   const int d = s.d, C = s.C, kv = s.kv_dtype;
   const size_t block = (size_t)C * d, tail0 = (size_t)h * r.tail_capacity * d;
+  const size_t chunk_bytes = r.fp8_rows > 0 ? fp8_chunk_bytes(C, d) : block * dtype_size(kv);
   for (int i = 0; i < mm; i++) {
     int c = first + i;
-    void* page = r.value_pages[(size_t)(c / r.page_chunks) * s.kv_heads + h];
-    memcpy(at(page, kv, (size_t)(c % r.page_chunks) * block), at(r.tail_v, kv, tail0 + i * block),
-           block * dtype_size(kv));
+    char* to = (char*)r.value_pages[(size_t)(c / r.page_chunks) * s.kv_heads + h] + (size_t)(c % r.page_chunks) * chunk_bytes;
+    if (r.fp8_rows > 0) skv_quantize_values(at(r.tail_v, kv, tail0 + i * block), kv, 1, C, d, to);
+    else memcpy(to, at(r.tail_v, kv, tail0 + i * block), chunk_bytes);
   }
   const int L = head_field(r, h, SKV_HEAD_LANDMARKS);
   Scratch<float> lm((uint64_t)mm * d), min_cos(mm);  // [mm x d], [mm]
@@ -269,10 +272,12 @@ uint64_t row_scratch(const skv_layer_step& s, const skv_row& r) {
     // select_head: scores, work, then skv_score_chunks' (own, row) or skv_select_chunks' idx.
     const uint64_t select = scratch_bytes<float>(L) + scratch_bytes<float>(size_mul(g, L)) +
                             std::max(scratch_bytes<float>(0) + scratch_bytes<float>(d), scratch_bytes<int32_t>(L));
-    // Then miss_ids, miss_slots, and one of reuse_slots, skv_rebuild_keys (pos, K), fetch_values' codes, the attention.
+    // Then miss_ids, miss_slots, and one of reuse_slots, skv_rebuild_keys (pos, K), fetch_values'
+    // codes and the fp8 gather's rows, the attention.
+    const uint64_t gather = (r.hot_slots ? scratch_bytes<int32_t>(m) : 0) + (r.fp8_rows ? scratch_bytes<float>(C * d) : 0);
     const uint64_t fetch = 2 * scratch_bytes<int32_t>(S) +
-                           std::max({reuse_slots_bytes(m), scratch_bytes<int32_t>(M) + scratch_bytes<float>(size_mul(M, d)),
-                                     r.hot_slots ? scratch_bytes<int32_t>(m) : 0, online_softmax_bytes(g, d)});
+                           std::max({reuse_slots_bytes(m), scratch_bytes<int32_t>(M) + scratch_bytes<float>(size_mul(M, d)), gather,
+                                     online_softmax_bytes(g, d)});
     head = scratch_bytes<int32_t>(S) + std::max(select, fetch);  // ids live throughout
     const uint64_t mm = r.compact ? compacted_chunks(s, r.tail_count + 1) : 0, n = mm * C;
     if (mm > 0) {

@@ -1,15 +1,35 @@
 // Fetches the values of missed chunks from the paged host tier into their device slots: one
-// memcpy per chunk, no conversion (the tier holds the storage dtype).
+// memcpy per chunk where the tier holds the storage dtype; where it holds fp8 (fp8_rows = C > 0),
+// each chunk is dequantized (exactly, fp8.h) and rounded to the storage dtype.
 #include "dtype.h"
+#include "fp8.h"
+#include "scratch.h"
+
+namespace {
+
+const char* chunk_at(void* const* pages, int page_chunks, int heads, int h, int32_t id, size_t bytes) {
+  return (const char*)pages[(size_t)(id / page_chunks) * heads + h] + (size_t)(id % page_chunks) * bytes;
+}
+
+void gather_fp8(void* const* pages, int page_chunks, int heads, int h, const int32_t* ids, const int32_t* slots, int n,
+                int block, int dtype, int C, void* dst) {
+  Scratch<float> rows((uint64_t)block);
+  const int d = block / C;
+  const size_t in = fp8_chunk_bytes(C, d), out = (size_t)block * dtype_size(dtype);
+  for (int i = 0; i < n; i++) {
+    fp8_dequantize_chunk((const uint8_t*)chunk_at(pages, page_chunks, heads, h, ids[i], in), C, d, rows);
+    store_f32(rows, (char*)dst + (size_t)(slots ? slots[i] : i) * out, dtype, (size_t)block);
+  }
+}
+
+}  // namespace
 
 SKV_EXPORT void skv_gather_values(void* const* pages, int page_chunks, int heads, int h,
                                   const int32_t* ids, const int32_t* slots, int n, int block, int dtype,
-                                  void* dst) {
+                                  int fp8_rows, void* dst) {
   if (n <= 0 || block <= 0 || page_chunks <= 0) return;
+  if (fp8_rows > 0) return gather_fp8(pages, page_chunks, heads, h, ids, slots, n, block, dtype, fp8_rows, dst);
   const size_t bytes = (size_t)block * dtype_size(dtype);  // one chunk
-  for (int i = 0; i < n; i++) {
-    const char* page = (const char*)pages[(size_t)(ids[i] / page_chunks) * heads + h];
-    const char* src = page + (size_t)(ids[i] % page_chunks) * bytes;
-    memcpy((char*)dst + (size_t)(slots ? slots[i] : i) * bytes, src, bytes);
-  }
+  for (int i = 0; i < n; i++)
+    memcpy((char*)dst + (size_t)(slots ? slots[i] : i) * bytes, chunk_at(pages, page_chunks, heads, h, ids[i], bytes), bytes);
 }

@@ -18,6 +18,7 @@
 #include "../../kernels/host_pool.h"
 #include "abi.h"
 #include "dtype.h"
+#include "fp8.h"
 #include "scratch.h"
 #include "subspace.h"
 
@@ -785,12 +786,56 @@ void test_gather_values() {
   int32_t ids[] = {4, 0, 5, 2}, slots[] = {1, 3, 0, 2};
   for (int use_slots = 0; use_slots < 2; use_slots++) {
     std::vector<uint16_t> dst(4 * block, 0xFFFF);
-    skv_gather_values(ptrs.data(), page_chunks, heads, 1, ids, use_slots ? slots : nullptr, 4, block, SKV_BF16, dst.data());
+    skv_gather_values(ptrs.data(), page_chunks, heads, 1, ids, use_slots ? slots : nullptr, 4, block, SKV_BF16, 0, dst.data());
     double bad = 0;
     for (int i = 0; i < 4; i++)
       for (int t = 0; t < block; t++) bad += dst[(use_slots ? slots[i] : i) * block + t] != ids[i] * 100 + 10 + t;
     check(use_slots ? "skv_gather_values head 1 over two pages, into slots" : "skv_gather_values head 1 over two pages, in order", bad, 0);
   }
+}
+
+void test_fp8() {
+  // Every code decodes to a value that encodes back to it (NaN aside); ties round to even; past 448 saturates.
+  double bad = 0;
+  for (int c = 0; c < 256; c++)
+    if ((c & 0x7f) != FP8_NAN) bad += fp8_encode(fp8_decode((uint8_t)c)) != (c == 0x80 ? 0x80 : c);
+  for (int c = 0; c < FP8_MAX_CODE; c++) {
+    const float mid = (fp8_decode((uint8_t)c) + fp8_decode((uint8_t)(c + 1))) / 2;
+    bad += fp8_encode(mid) != (c % 2 ? c + 1 : c);
+    bad += fp8_encode(nextafterf(mid, 0.f)) != c || fp8_encode(nextafterf(mid, 1e3f)) != c + 1;
+  }
+  bad += fp8_encode(460.f) != FP8_MAX_CODE || fp8_encode(-1e30f) != (0x80 | FP8_MAX_CODE) || fp8_decode(FP8_MAX_CODE) != 448.f;
+  check("fp8: codes round-trip, ties to even, saturation at 448", bad, 0);
+  // A chunk of bf16 rows of very different scales: quantize, then gather (dequantize) into slots.
+  enum { C = 4, D = 16, CHUNKS = 6, PAGE = 3 };
+  std::vector<float> rows((size_t)CHUNKS * C * D);
+  for (size_t i = 0; i < rows.size(); i++) rows[i] = (float)urand() * ldexpf(1.f, (int)(i / D) % 7 * 9 - 30);
+  rows[5] = 0.f;
+  std::vector<uint16_t> bf(rows.size());
+  for (size_t i = 0; i < rows.size(); i++) bf[i] = f32_to_bf16(rows[i]);
+  const size_t cb = fp8_chunk_bytes(C, D);
+  std::vector<uint8_t> tier((size_t)CHUNKS * cb);
+  skv_quantize_values(bf.data(), SKV_BF16, CHUNKS, C, D, tier.data());
+  std::vector<void*> pages = {tier.data(), tier.data() + PAGE * cb};  // one head, two pages of 3 chunks
+  int32_t ids[] = {5, 0, 3}, slots[] = {2, 0, 1};
+  std::vector<uint16_t> got((size_t)3 * C * D);
+  skv_gather_values(pages.data(), PAGE, 1, 0, ids, slots, 3, C * D, SKV_BF16, C, got.data());
+  double worst = 0, inexact = 0;
+  for (int i = 0; i < 3; i++)
+    for (int t = 0; t < C; t++) {
+      const size_t r0 = ((size_t)ids[i] * C + t) * D;
+      float amax = 0;
+      for (int e = 0; e < D; e++) amax = fmaxf(amax, fabsf(bf16_to_f32(bf[r0 + e])));
+      for (int e = 0; e < D; e++) {
+        const float x = bf16_to_f32(bf[r0 + e]), y = bf16_to_f32(got[((size_t)slots[i] * C + t) * D + e]);
+        worst = fmax(worst, fabs(y - x) / (amax > 0 ? amax : 1));
+        // The dequantized value is the code times 2^scale: exactly what fp8.h decodes, in bf16.
+        const uint8_t* chunk = tier.data() + (size_t)ids[i] * cb;
+        inexact += y != ldexpf(fp8_decode(chunk[t * D + e]), ((const int8_t*)(chunk + C * D))[t]);
+      }
+    }
+  check("skv_quantize_values + skv_gather_values fp8: dequantization exact", inexact, 0);
+  check("skv_quantize_values + skv_gather_values fp8: error within 2^-4 of each row's max", worst > 0.0625, 0);
 }
 
 // ---- skv_decode_layer against the same ops called one by one (the TS composed path) ----
@@ -803,7 +848,7 @@ void* el(std::vector<uint8_t>& v, int dt, size_t i) { return v.data() + i * dtyp
 
 // One batch row's buffers, owned, so that the fused and the composed paths can start from copies.
 struct RowState {
-  int input = -1, position = 0, tail_count = 0, store_tokens = 0, compact = 0;
+  int input = -1, position = 0, tail_count = 0, store_tokens = 0, compact = 0, fp8 = 0;  // fp8: the pages hold fp8 chunks
   bool compressed = false;
   std::vector<uint8_t> tail_k, tail_v, u, sv, proj, landmarks, outlier_k, outlier_v, selected_k, selected_v;
   std::vector<int32_t> landmark_ids, head_counts, selected_ids;
@@ -821,7 +866,7 @@ struct RowState {
     r.landmark_ids = landmark_ids.data(); r.head_counts = head_counts.data();
     r.outlier_k = outlier_k.data(); r.outlier_v = outlier_v.data();
     r.selected_k = selected_k.data(); r.selected_v = selected_v.data(); r.selected_ids = selected_ids.data();
-    r.value_pages = page_ptrs.data(); r.page_chunks = T_PAGE;
+    r.value_pages = page_ptrs.data(); r.page_chunks = T_PAGE; r.fp8_rows = fp8 ? T_C : 0;
     return r;
   }
   bool operator==(const RowState& o) const {
@@ -861,6 +906,18 @@ RowState compressed_row(int kv, int input) {
   r.head_counts = {8, 2, 0, 2, 1, 3};
   r.selected_ids = {-1, -1, -1, 9, 1, 4};
   for (int p = 0; p < T_CHUNKS / T_PAGE * T_HKV; p++) r.pages.push_back(random_bytes(T_PAGE * block, kv));
+  return r;
+}
+
+// The same row with its host tier in fp8: its pages' values quantized (fp8.h).
+RowState fp8_row(RowState r, int kv) {
+  const size_t bytes = fp8_chunk_bytes(T_C, T_D);
+  for (auto& page : r.pages) {
+    std::vector<uint8_t> q(T_PAGE * bytes);
+    skv_quantize_values(page.data(), kv, T_PAGE, T_C, T_D, q.data());
+    page = q;
+  }
+  r.fp8 = 1;
   return r;
 }
 
@@ -953,7 +1010,7 @@ void composed_step(StepIO& io, std::vector<RowState>& rows) {
       if (nm) {
         std::vector<void*> pp;
         for (auto& p : R.pages) pp.push_back(p.data());
-        skv_gather_values(pp.data(), T_PAGE, T_HKV, h, miss_ids.data(), miss_slots.data(), nm, C * d, kv, selV);
+        skv_gather_values(pp.data(), T_PAGE, T_HKV, h, miss_ids.data(), miss_slots.data(), nm, C * d, kv, R.fp8 ? C : 0, selV);
         skv_rebuild_keys(R.u.data(), kv, T_RANK, el(R.sv, kv, (size_t)h * d), kv, D, d, miss_ids.data(), miss_slots.data(),
                          nm, C, io.f.data(), io.style, selK, kv, d);
       }
@@ -983,8 +1040,12 @@ void composed_step(StepIO& io, std::vector<RowState>& rows) {
     for (int h = 0; h < T_HKV; h++) {
       for (int i = 0; i < mm; i++) {
         int c = first + i;
-        memcpy(el(R.pages[(c / T_PAGE) * T_HKV + h], kv, (c % T_PAGE) * block),
-               el(R.tail_v, kv, ((size_t)h * T_CAP + i * C) * d), block * dtype_size(kv));
+        if (R.fp8)
+          skv_quantize_values(el(R.tail_v, kv, ((size_t)h * T_CAP + i * C) * d), kv, 1, C, d,
+                              R.pages[(c / T_PAGE) * T_HKV + h].data() + (c % T_PAGE) * fp8_chunk_bytes(C, d));
+        else
+          memcpy(el(R.pages[(c / T_PAGE) * T_HKV + h], kv, (c % T_PAGE) * block),
+                 el(R.tail_v, kv, ((size_t)h * T_CAP + i * C) * d), block * dtype_size(kv));
       }
       int L = R.head_counts[h * 3];
       skv_landmarks(el(R.tail_k, kv, (size_t)h * T_CAP * d), kv, d, mm, C, d, lm.data(), mc.data());
@@ -1026,8 +1087,9 @@ void new_token(StepIO& io, const std::vector<float>& base_q) {
 
 void test_decode_layer() {
   static bool cold = true;  // NOTE: main runs this test first, so its first step meets an empty arena
-  struct Combo { int kv, io, style; };
-  for (Combo cb : {Combo{SKV_F32, SKV_F32, 0}, Combo{SKV_BF16, SKV_BF16, 1}, Combo{SKV_BF16, SKV_F32, 0}, Combo{SKV_F16, SKV_BF16, 1}}) {
+  struct Combo { int kv, io, style, fp8; };
+  for (Combo cb : {Combo{SKV_F32, SKV_F32, 0, 0}, Combo{SKV_BF16, SKV_BF16, 1, 0}, Combo{SKV_BF16, SKV_F32, 0, 0}, Combo{SKV_F16, SKV_BF16, 1, 0},
+                   Combo{SKV_BF16, SKV_BF16, 1, 1}, Combo{SKV_F32, SKV_F32, 0, 1}}) {
     StepIO io;
     io.kv = cb.kv; io.io = cb.io; io.style = cb.style;
     io.q.resize((size_t)T_INPUTS * T_HQ * T_D * dtype_size(cb.io)); io.out.resize(io.q.size());
@@ -1035,7 +1097,8 @@ void test_decode_layer() {
     std::vector<float> base_q((size_t)T_INPUTS * T_HQ * T_D);
     for (auto& x : base_q) x = (float)urand();
     // Row 0: compressed, input 1. Row 1: dense, input 0. Row 2 sits out with a full tail (not validated).
-    std::vector<RowState> A = {compressed_row(cb.kv, 1), dense_row(cb.kv, 0, 3), dense_row(cb.kv, -1, T_CAP)};
+    std::vector<RowState> A = {cb.fp8 ? fp8_row(compressed_row(cb.kv, 1), cb.kv) : compressed_row(cb.kv, 1), dense_row(cb.kv, 0, 3),
+                               dense_row(cb.kv, -1, T_CAP)};
     std::vector<RowState> B = A;
     const RowState idle = A[2];
     StepIO ib = io;
@@ -1069,38 +1132,44 @@ void test_decode_layer() {
         for (int h = 0; h < T_HKV; h++) {
           int L0 = h ? 2 : 8;
           e += A[0].landmark_ids[h * T_CHUNKS + L0] != 10 || A[0].landmark_ids[h * T_CHUNKS + L0 + 1] != 11;
-          for (int c = 10; c < 12; c++)  // values of chunks 10, 11 = the tail's first 8 rows
-            e += memcmp(A[0].pages[(c / T_PAGE) * T_HKV + h].data() + (c % T_PAGE) * T_C * T_D * bs,
-                        tail_v_before.data() + ((size_t)h * T_CAP + (c - 10) * T_C) * T_D * bs, (size_t)T_C * T_D * bs) != 0;
+          for (int c = 10; c < 12; c++) {  // values of chunks 10, 11 = the tail's first 8 rows (quantized where fp8)
+            const uint8_t* tail = tail_v_before.data() + ((size_t)h * T_CAP + (c - 10) * T_C) * T_D * bs;
+            std::vector<uint8_t> want(tail, tail + (size_t)T_C * T_D * bs);
+            if (cb.fp8) {
+              want.assign(fp8_chunk_bytes(T_C, T_D), 0);
+              skv_quantize_values(tail, cb.kv, 1, T_C, T_D, want.data());
+            }
+            e += memcmp(A[0].pages[(c / T_PAGE) * T_HKV + h].data() + (c % T_PAGE) * want.size(), want.data(), want.size()) != 0;
+          }
           // The tail kept rows 8..11: three old ones, then the new token.
           e += memcmp(A[0].tail_k.data() + (size_t)h * T_CAP * T_D * bs, tail_k_before.data() + ((size_t)h * T_CAP + 8) * T_D * bs,
                       (size_t)3 * T_D * bs) != 0;
           e += memcmp(A[0].tail_v.data() + (size_t)h * T_CAP * T_D * bs, tail_v_before.data() + ((size_t)h * T_CAP + 8) * T_D * bs,
                       (size_t)3 * T_D * bs) != 0;
         }
-        char name[96]; snprintf(name, 96, "skv_decode_layer kv=%s io=%s: compaction (ids, pages, tail shift)", dname(cb.kv), dname(cb.io));
+        char name[96]; snprintf(name, 96, "skv_decode_layer kv=%s io=%s%s: compaction (ids, pages, tail shift)", dname(cb.kv), dname(cb.io), cb.fp8 ? " fp8" : "");
         check(name, e, 0);
       }
       advance(A);
       advance(B);
     }
     char name[96];
-    snprintf(name, 96, "skv_decode_layer kv=%s io=%s rope=%d: status OK, 8 steps", dname(cb.kv), dname(cb.io), cb.style);
+    snprintf(name, 96, "skv_decode_layer kv=%s io=%s%s rope=%d: status OK, 8 steps", dname(cb.kv), dname(cb.io), cb.fp8 ? " fp8" : "", cb.style);
     check(name, bad_status, 0);
-    snprintf(name, 96, "skv_decode_layer kv=%s io=%s: out bit-identical to composed ops", dname(cb.kv), dname(cb.io));
+    snprintf(name, 96, "skv_decode_layer kv=%s io=%s%s: out bit-identical to composed ops", dname(cb.kv), dname(cb.io), cb.fp8 ? " fp8" : "");
     check(name, bad_out, 0);
-    snprintf(name, 96, "skv_decode_layer kv=%s io=%s: state bit-identical to composed ops", dname(cb.kv), dname(cb.io));
+    snprintf(name, 96, "skv_decode_layer kv=%s io=%s%s: state bit-identical to composed ops", dname(cb.kv), dname(cb.io), cb.fp8 ? " fp8" : "");
     check(name, bad_state, 0);
-    snprintf(name, 96, "skv_decode_layer kv=%s io=%s: counters identical to composed ops", dname(cb.kv), dname(cb.io));
+    snprintf(name, 96, "skv_decode_layer kv=%s io=%s%s: counters identical to composed ops", dname(cb.kv), dname(cb.io), cb.fp8 ? " fp8" : "");
     check(name, bad_counters, 0);
-    snprintf(name, 96, "skv_decode_layer kv=%s io=%s: hits > 0, misses > 0, a sitting-out row untouched", dname(cb.kv), dname(cb.io));
+    snprintf(name, 96, "skv_decode_layer kv=%s io=%s%s: hits > 0, misses > 0, a sitting-out row untouched", dname(cb.kv), dname(cb.io), cb.fp8 ? " fp8" : "");
     check(name, !(io.counters[SKV_HITS] > 0 && io.counters[SKV_MISSES] > 0 && io.counters[SKV_STEPS] == 8 && A[2] == idle), 0);
     if (cold) check("skv_decode_layer: the first (cold) step allocates", cold_allocs == 0, 0);
-    snprintf(name, 96, "skv_decode_layer kv=%s io=%s: warm steps allocate nothing", dname(cb.kv), dname(cb.io));
+    snprintf(name, 96, "skv_decode_layer kv=%s io=%s%s: warm steps allocate nothing", dname(cb.kv), dname(cb.io), cb.fp8 ? " fp8" : "");
     check(name, warm_allocs, 0);
-    snprintf(name, 96, "skv_decode_layer kv=%s io=%s: scratch within the reservation, never the heap", dname(cb.kv), dname(cb.io));
+    snprintf(name, 96, "skv_decode_layer kv=%s io=%s%s: scratch within the reservation, never the heap", dname(cb.kv), dname(cb.io), cb.fp8 ? " fp8" : "");
     check(name, over_bound + left_arena, 0);
-    snprintf(name, 96, "skv_decode_layer kv=%s io=%s: the reservation is the peak (1 - peak / bound)", dname(cb.kv), dname(cb.io));
+    snprintf(name, 96, "skv_decode_layer kv=%s io=%s%s: the reservation is the peak (1 - peak / bound)", dname(cb.kv), dname(cb.io), cb.fp8 ? " fp8" : "");
     check(name, 1 - fill, 0);
     cold = false;
   }
@@ -1263,6 +1332,7 @@ __attribute__((weak)) int main() {
   test_decode_layer_scratch_bound();
   test_sizes_64bit();
   test_gather_values();
+  test_fp8();
   test_convert();
   test_convert_rows();
   test_gemm();

@@ -96,6 +96,14 @@ export interface ShadowKVOptions {
    */
   hotChunks?: number;
   /**
+   * Values on the host tier in fp8 (E4M3 with a power-of-two scale per token row, past the
+   * paper): half the host memory and half the bytes a miss moves, each value within 2^-4 of its
+   * row's largest magnitude (dequantization itself is exact). Backends with an fp8 host tier
+   * only (wasm; not yet cuda: a `ConfigError` there). Snapshots keep the dequantized values.
+   * - default: `false`
+   */
+  fp8Values?: boolean;
+  /**
    * Extra columns of the randomized factorization.
    * - default: `16`
    */
@@ -150,7 +158,7 @@ export function resolveCacheOptions(o: CacheOptions = {}): ResolvedCacheOptions 
 /** Option names of ShadowKV. */
 export const SHADOWKV_OPTION_KEYS = [
   'rank', 'chunkSize', 'budget', 'outlierChunks', 'localTokens', 'sinkTokens', 'maxRecentTokens', 'denseThreshold',
-  'denseLayers', 'scoreScale', 'hostPageChunks', 'hotChunks', 'svdOversample', 'svdPowerIters',
+  'denseLayers', 'scoreScale', 'hostPageChunks', 'hotChunks', 'fp8Values', 'svdOversample', 'svdPowerIters',
 ] as const;
 
 /** Fills defaults into ShadowKV options for a model and checks their ranges; unknown keys are a `ConfigError`. */
@@ -171,6 +179,7 @@ export function resolveShadowKVOptions(o: ShadowKVOptions, spec: Pick<ResolvedSp
     scoreScale: spec.scale,
     hostPageChunks: 256,
     hotChunks: 0,
+    fp8Values: false,
     svdOversample: 16,
     svdPowerIters: 2,
   }, o);
@@ -190,6 +199,7 @@ export function resolveShadowKVOptions(o: ShadowKVOptions, spec: Pick<ResolvedSp
     `hostPageChunks x chunkSize x headDim must be at most 2^28 elements, got hostPageChunks ${show(r.hostPageChunks)}`);
   check(isIntIn(r.hotChunks, 0, L.slotTokens) && r.hotChunks * r.chunkSize <= L.slotTokens,
     `hotChunks must be an integer >= 0 with hotChunks x chunkSize (${r.chunkSize}) at most ${L.slotTokens} tokens, got ${show(r.hotChunks)}`);
+  check(typeof r.fp8Values === 'boolean', `fp8Values must be true or false, got ${show(r.fp8Values)}`);
   check(isIntIn(r.svdOversample, 0, L.svdOversample), `svdOversample must be an integer in [0, ${L.svdOversample}], got ${show(r.svdOversample)}`);
   check(isIntIn(r.svdPowerIters, 0, L.svdPowerIters), `svdPowerIters must be an integer in [0, ${L.svdPowerIters}], got ${show(r.svdPowerIters)}`);
   return r;

@@ -148,8 +148,17 @@ export interface Device {
   selectChunks(scores: View, n: number, k: number, largest: boolean): Int32Array;
   scoreChunks(q: View, g: number, d: number, scale: number, landmarks: View, n: number, scores: View): void;
   rebuildKeys(a: RebuildArgs): void;
-  /** Copies chunks `chunkIds[i]` of head `h` from a paged tier into `dst` slots `slots[i]`. */
+  /**
+   * Copies chunks `chunkIds[i]` of head `h` from a paged tier into `dst` slots `slots[i]` (`pages.dtype`,
+   * `pages.block` elements each), dequantizing where the tier holds fp8 (`pages.fp8Rows`).
+   */
   gatherValues(dst: View, pages: PagedBuffer, h: number, chunkIds: Int32Array, slots: Int32Array): void;
+  /**
+   * Optional, and with it an fp8 host tier (`gatherValues` and `decodeLayer` read `fp8Rows` pages):
+   * `chunks` chunks of `C` rows of `d` values (`src`'s dtype, contiguous) into fp8 chunks at `dst`
+   * (4-byte words, `fp8ChunkBytes(C, d)` bytes a chunk): E4M3 codes with a power-of-two scale per row.
+   */
+  quantizeValues?(dst: View, src: View, chunks: number, C: number, d: number): void;
   sparseAttention(q: View, g: number, d: number, scale: number, segments: readonly Segment[], out: View): void;
   causalAttention(q: View, g: number, Sq: number, d: number, scale: number, offset: number, k: View, v: View, out: View): void;
 
@@ -173,13 +182,19 @@ export interface Device {
  */
 export interface PagedBuffer {
   readonly pageChunks: number;
-  /** Elements of one chunk. */
+  /** Elements of one chunk as the gather delivers it (`dtype`). */
   readonly block: number;
   readonly heads: number;
+  /** The dtype chunks are gathered into: the pages' own, unless they hold fp8. */
   readonly dtype: BufferDType;
+  /** C where the pages hold fp8 chunks of C rows (4-byte words, `fp8ChunkBytes(C, block / C)` bytes a chunk). */
+  readonly fp8Rows?: number;
   pages: DeviceBuffer[];
   table: DeviceBuffer;
 }
+
+/** Bytes of one fp8 chunk of C rows of d values: the codes, one scale exponent per row, 16-byte padded (runtime/wasm/fp8.h). */
+export const fp8ChunkBytes = (C: number, d: number): number => Math.ceil((C * d + C) / 16) * 16;
 
 /** `c = alpha * op(a) * op(b) + beta * c`; `aRows` gathers rows of a (when not transposed). */
 export interface GemmArgs {

@@ -459,6 +459,11 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
     checkDeviceValues(call, this.device, onDev);
   }
 
+  /** Bytes of one chunk of one kv head's values on the host tier (what a miss moves). */
+  protected hostChunkBytes(): number {
+    return this.stepGeometry().chunkSize * this.spec.headDim * DTYPE_BYTES[this.dtype];
+  }
+
   /** Tokens stored for a row at a layer (default 0), or the longest row when `sequence` is omitted. */
   length(sequence?: number, layer = 0): number {
     return this.run('length()', () => {
@@ -539,7 +544,7 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
     const last = layers[this.lastLayer] ?? new Float64Array(COUNTERS);
     const heads = Math.max(last[COUNTER.lastHeads]!, 1);
     const hits = total[COUNTER.hits]!, misses = total[COUNTER.misses]!, hot = total[COUNTER.hotHits]!;
-    const chunkBytes = this.stepGeometry().chunkSize * this.spec.headDim * DTYPE_BYTES[this.dtype];
+    const chunkBytes = this.hostChunkBytes();
     return {
       steps: total[COUNTER.steps]!,
       lastHits: last[COUNTER.lastHits]!,

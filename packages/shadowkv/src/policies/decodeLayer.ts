@@ -1,4 +1,4 @@
-import { at, type Device, type DeviceBuffer, type Segment, type View } from '../backends/Device.js';
+import { at, fp8ChunkBytes, type Device, type DeviceBuffer, type Segment, type View } from '../backends/Device.js';
 import { COUNTER, COUNTERS, HEAD_FIELD, HEAD_FIELDS, type LayerStep, type SparseHandles, type StepGeometry, type StepRow, type TailHandles } from '../backends/LayerStep.js';
 import { range } from './range.js';
 import { hotSlots, reuseSlots } from './reuseSlots.js';
@@ -153,7 +153,7 @@ export function compactRow(device: Device, geometry: StepGeometry, tail: TailHan
   const minCos = device.scratch('composed.mincos', m, 'f32');
   for (let h = 0; h < Hkv; h++) {
     // Values to the host pages, chunk by chunk; landmarks and ids appended.
-    for (let i = 0; i < m; i++) device.copy(pageView(s, first + i, h), at(tail.v, (h * tail.capacity + i * C) * d), C * d);
+    for (let i = 0; i < m; i++) storeValues(device, s, first + i, h, at(tail.v, (h * tail.capacity + i * C) * d), 1);
     const L = heads[h * HEAD_FIELDS + HEAD_FIELD.landmarks]!;
     device.landmarks(at(tail.k, h * tail.capacity * d), d, m, C, d, at(lm), at(minCos));
     device.convert(at(s.landmarks, (h * s.chunkCapacity + L) * d), at(lm), m * d);
@@ -167,10 +167,18 @@ export function compactRow(device: Device, geometry: StepGeometry, tail: TailHan
   add(counters, 'compactions', 1);
 }
 
-/** Where chunk c of head h lives in a store's host pages. */
+/** Where chunk c of head h lives in a store's host pages (a word offset where they hold fp8). */
 export function pageView(s: Pick<SparseHandles, 'values'>, c: number, h: number): View {
   const p = s.values;
-  return at(p.pages[Math.floor(c / p.pageChunks) * p.heads + h]!, (c % p.pageChunks) * p.block);
+  const stride = p.fp8Rows ? fp8ChunkBytes(p.fp8Rows, p.block / p.fp8Rows) / 4 : p.block;
+  return at(p.pages[Math.floor(c / p.pageChunks) * p.heads + h]!, (c % p.pageChunks) * stride);
+}
+
+/** `chunks` chunks of values from `src` to the host pages from chunk c of head h on (one page): copied, or quantized where the pages hold fp8. */
+export function storeValues(device: Device, s: Pick<SparseHandles, 'values'>, c: number, h: number, src: View, chunks: number): void {
+  const p = s.values;
+  if (!p.fp8Rows) return device.copy(pageView(s, c, h), src, chunks * p.block);
+  device.quantizeValues!(pageView(s, c, h), src, chunks, p.fp8Rows, p.block / p.fp8Rows);
 }
 
 /** Adds to a counter and its `last*` twin. */

@@ -1,10 +1,10 @@
-import { at, type Device, type DeviceBuffer, type HostArray, type PagedBuffer, type View } from '../../backends/Device.js';
+import { at, fp8ChunkBytes, type Device, type DeviceBuffer, type HostArray, type PagedBuffer, type View } from '../../backends/Device.js';
 import { HEAD_FIELDS, type HotValues, type SparseHandles } from '../../backends/LayerStep.js';
 import type { ResolvedShadowKVOptions } from '../../config.js';
 import type { DType, TensorData } from '../../tensor.js';
 import { DTYPE_BYTES } from '../../dtype.js';
 import { growCapacity } from '../capacity.js';
-import { pageView } from '../decodeLayer.js';
+import { pageView, storeValues } from '../decodeLayer.js';
 import type { HostPages } from './HostPages.js';
 
 /** Sizes of a store, fixed at creation. */
@@ -20,6 +20,8 @@ export interface StoreGeometry {
   pageChunks: number;
   /** Slots of the hot-value cache per kv head (0: none). */
   hotChunks: number;
+  /** The host tier holds fp8 chunks (`fp8Values`). */
+  fp8: boolean;
 }
 
 /** Outlier slots per kv head: the outliers, plus the sink chunks on top of them. */
@@ -29,8 +31,13 @@ export const maxOutliers = (o: ResolvedShadowKVOptions) => o.outlierChunks + Mat
 export function storeGeometry(o: ResolvedShadowKVOptions, spec: { kvHeads: number; headDim: number }, dtype: DType, rank: number): StoreGeometry {
   return {
     heads: spec.kvHeads, d: spec.headDim, C: o.chunkSize, rank, dtype, maxOutliers: maxOutliers(o),
-    maxSelected: o.budget / o.chunkSize, pageChunks: o.hostPageChunks, hotChunks: o.hotChunks,
+    maxSelected: o.budget / o.chunkSize, pageChunks: o.hostPageChunks, hotChunks: o.hotChunks, fp8: o.fp8Values,
   };
+}
+
+/** One host page of a store: 4-byte words where it holds fp8 chunks, else values of the storage dtype. */
+export function hostPage(g: Pick<StoreGeometry, 'pageChunks' | 'C' | 'd' | 'dtype' | 'fp8'>): { length: number; dtype: DType | 'i32' } {
+  return g.fp8 ? { length: (g.pageChunks * fp8ChunkBytes(g.C, g.d)) / 4, dtype: 'i32' } : { length: g.pageChunks * g.C * g.d, dtype: g.dtype };
 }
 
 /**
@@ -38,9 +45,10 @@ export function storeGeometry(o: ResolvedShadowKVOptions, spec: { kvHeads: numbe
  * with 4-byte table entries as on wasm. `estimateMemory` and snapshot restores size stores with it.
  */
 export function storeComponents(g: StoreGeometry, capacity: number): Record<'lowRankU' | 'basis' | 'landmarks' | 'outliers' | 'selected' | 'hotValues' | 'tables' | 'host', number> {
-  const { heads, d, C, rank, maxOutliers, maxSelected, dtype, pageChunks, hotChunks } = g;
+  const { heads, d, C, rank, maxOutliers, maxSelected, dtype, pageChunks, hotChunks, fp8 } = g;
   const b = DTYPE_BYTES[dtype];
   const pages = Math.ceil(capacity / pageChunks) * heads;
+  const chunkBytes = fp8 ? fp8ChunkBytes(C, d) : C * d * b;
   return {
     lowRankU: capacity * C * rank * b,
     basis: 2 * rank * heads * d * b,
@@ -49,7 +57,7 @@ export function storeComponents(g: StoreGeometry, capacity: number): Record<'low
     selected: 2 * heads * maxSelected * C * d * b,
     hotValues: heads * hotChunks * C * d * b,
     tables: 4 * (heads * capacity + heads * HEAD_FIELDS + heads * maxOutliers + heads * maxSelected + heads * hotChunks + pages),
-    host: pages * pageChunks * C * d * b,
+    host: pages * pageChunks * chunkBytes,
   };
 }
 
@@ -124,7 +132,7 @@ export class CompressedStore implements SparseHandles {
       this.selectedV = alloc(heads * maxSelected * C * d, dtype, 'selected');
       this.selectedIds = alloc(heads * maxSelected, 'i32', 'tables');
       if (hotChunks > 0) this.hot = { slots: hotChunks, ids: alloc(heads * hotChunks, 'i32', 'tables'), v: alloc(heads * hotChunks * C * d, dtype, 'hotValues') };
-      this.values = { pageChunks, block: C * d, heads, dtype, pages: [], table: device.pointerTable([], 'tables') };
+      this.values = { pageChunks, block: C * d, heads, dtype, ...(geometry.fp8 ? { fp8Rows: C } : {}), pages: [], table: device.pointerTable([], 'tables') };
       made.push(this.values.table);
       device.write(at(this.headCounts), new Int32Array(heads * HEAD_FIELDS));
       this.clearSelection();
@@ -208,9 +216,43 @@ export class CompressedStore implements SparseHandles {
     return this.device.read({ buf, offset } as View & { buf: { dtype: 'f32' } }, n);
   }
 
+  /** Head h's values of chunks [0, chunks), in the storage dtype (dequantized where the pages hold fp8). */
+  private valuesOf(h: number, chunks: number): TensorData {
+    const { C, d, dtype } = this.geometry;
+    const block = C * d;
+    const values = (dtype === 'f32' ? new Float32Array(chunks * block) : new Uint16Array(chunks * block)) as TensorData;
+    if (this.values.fp8Rows) {
+      const all = Int32Array.from({ length: chunks }, (_, c) => c);
+      const buf = this.device.scratch('store.values', Math.max(1, chunks * block), dtype);
+      this.device.gatherValues(at(buf), this.values, h, all, all);
+      return this.read(buf, chunks * block) as TensorData;
+    }
+    for (let c = 0; c < chunks; c++) {
+      const page = pageView(this, c, h);
+      values.set(this.read(page.buf, block, page.offset) as never, c * block);
+    }
+    return values;
+  }
+
+  /** Writes head h's values of chunks [0, chunks) (storage dtype) to the pages, quantized where they hold fp8. */
+  private writeValues(h: number, chunks: number, values: TensorData): void {
+    const { C, d, dtype, pageChunks } = this.geometry;
+    const block = C * d;
+    if (!this.values.fp8Rows) {
+      for (let c = 0; c < chunks; c++) this.device.write(pageView(this, c, h), values.subarray(c * block, (c + 1) * block));
+      return;
+    }
+    const buf = this.device.scratch('store.values', Math.max(1, chunks * block), dtype);
+    this.device.write(at(buf), values.subarray(0, chunks * block));
+    for (let c = 0; c < chunks; c += pageChunks - (c % pageChunks)) {
+      const run = Math.min(pageChunks - (c % pageChunks), chunks - c);
+      storeValues(this.device, this, c, h, at(buf, c * block), run);
+    }
+  }
+
   /** Everything, the selected slots included, for snapshots. */
   snapshot(): StoreSnapshot {
-    const { heads, d, C, rank, maxOutliers, maxSelected, dtype } = this.geometry;
+    const { heads, d, C, rank, maxOutliers, maxSelected } = this.geometry;
     const chunks = this.tokens / C;
     const counts = this.headCountsNow();
     const block = C * d;
@@ -222,11 +264,7 @@ export class CompressedStore implements SparseHandles {
       proj: this.read(this.proj, heads * d * rank) as TensorData,
       heads: Array.from({ length: heads }, (_, h) => {
         const [L, O, S] = [counts[h * HEAD_FIELDS]!, counts[h * HEAD_FIELDS + 1]!, counts[h * HEAD_FIELDS + 2]!];
-        const values = (dtype === 'f32' ? new Float32Array(chunks * block) : new Uint16Array(chunks * block)) as TensorData;
-        for (let c = 0; c < chunks; c++) {
-          const page = pageView(this, c, h);
-          values.set(this.read(page.buf, block, page.offset) as never, c * block);
-        }
+        const values = this.valuesOf(h, chunks);
         return {
           values,
           outlierIds: this.read(this.outlierIds, O, h * maxOutliers) as Int32Array,
@@ -252,7 +290,7 @@ export class CompressedStore implements SparseHandles {
     this.device.write(at(this.proj), s.proj);
     const counts = new Int32Array(heads * HEAD_FIELDS);
     s.heads.forEach((saved, h) => {
-      for (let c = 0; c < s.tokens / C; c++) this.device.write(pageView(this, c, h), saved.values.subarray(c * block, (c + 1) * block));
+      this.writeValues(h, s.tokens / C, saved.values);
       this.device.write(at(this.outlierIds, h * maxOutliers), saved.outlierIds);
       this.device.write(at(this.outlierK, h * maxOutliers * block), saved.outlierK);
       this.device.write(at(this.outlierV, h * maxOutliers * block), saved.outlierV);

@@ -1,11 +1,10 @@
-import { BUFFER_BYTES, type Device, type DeviceBuffer } from '../../backends/Device.js';
-import type { DType } from '../../tensor.js';
+import { BUFFER_BYTES, type BufferDType, type Device, type DeviceBuffer } from '../../backends/Device.js';
 
 /** Bytes of one reserved slab: few enough calls that pinning is paid per byte, not per page. */
 const SLAB_BYTES = 2 ** 30;
 
 /**
- * The host pages of a cache's stores (`length` elements of values each). A page is its own host-tier
+ * The host pages of a cache's stores (`length` elements each: values, or the 4-byte words of fp8 chunks). A page is its own host-tier
  * allocation, made when a store grows and freed with it, unless pages were reserved: `reserve` pins
  * them up front as a few large slabs carved into pages, which stores then take and give back. On
  * CUDA pinning costs ~0.35 ms per MB (bench/NOTES.md), ~100 ms per 128K-token row of a Llama-3-8B
@@ -20,7 +19,7 @@ export class HostPages {
   constructor(
     private readonly device: Device,
     readonly length: number,
-    readonly dtype: DType,
+    readonly dtype: BufferDType,
   ) {}
 
   /** Reserved pages not in a store. */

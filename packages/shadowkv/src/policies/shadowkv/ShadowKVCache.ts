@@ -1,4 +1,4 @@
-import { at } from '../../backends/Device.js';
+import { at, fp8ChunkBytes } from '../../backends/Device.js';
 import { HEAD_FIELDS, type StepGeometry, type StepRow } from '../../backends/LayerStep.js';
 import { checkKeys, resolveShadowKVOptions, SHADOWKV_OPTION_KEYS, type ResolvedShadowKVOptions, type ShadowKVOptions } from '../../config.js';
 import { ConfigError } from '../../errors/ConfigError.js';
@@ -8,7 +8,7 @@ import { resolveSpec } from '../../spec.js';
 import { BaseKVCache, type AttentionRows, type CacheConfig, type RowPlan, type Runtime, type SavedRow, type SequenceState } from '../BaseKVCache.js';
 import { capture, checkLayer, checkList, checkSequence, fmt } from '../validate.js';
 import { buildStore, commitStore, compactSequence, newStore, type CompressContext } from './compress.js';
-import { maxOutliers, storeComponents, storeGeometry, type CompressedStore, type StoreGeometry, type StoreSnapshot } from './CompressedStore.js';
+import { hostPage, maxOutliers, storeComponents, storeGeometry, type CompressedStore, type StoreGeometry, type StoreSnapshot } from './CompressedStore.js';
 import { checkStoreSnapshot } from './storeSnapshot.js';
 import { HostPages } from './HostPages.js';
 import { storeChunks } from '../capacity.js';
@@ -79,7 +79,12 @@ export class ShadowKVCache extends BaseKVCache<ShadowState> {
     const options = resolveShadowKVOptions(pickOptions(config), resolveSpec(config?.spec));
     super(config, SHADOWKV_OPTION_KEYS, runtime);
     this.options = options;
-    const pages = new HostPages(this.device, options.hostPageChunks * options.chunkSize * this.spec.headDim, this.dtype);
+    if (options.fp8Values && !this.device.quantizeValues) {
+      this.dispose();
+      throw new ConfigError(`fp8Values: the ${this.backendInfo.name} backend has no fp8 host tier (wasm has); leave fp8Values off there`);
+    }
+    const page = hostPage(this.storeGeometry());
+    const pages = new HostPages(this.device, page.length, page.dtype);
     this.ctx = { device: this.device, spec: this.spec, options, geometry: this.stepGeometry(), pages };
     // A declared size on a device whose host tier is slow to allocate: every row's pages at maxTokens, now.
     if (config.maxTokens !== undefined && this.device.pinsHost) {
@@ -302,6 +307,10 @@ export class ShadowKVCache extends BaseKVCache<ShadowState> {
     if (!s) return super.restoreBytes(row);
     const parts = storeComponents({ ...this.storeGeometry(), rank: s.rank }, storeChunks(s.tokens / this.options.chunkSize, this.options));
     return super.restoreBytes(row) + Object.values(parts).reduce((a, b) => a + b, 0);
+  }
+
+  protected override hostChunkBytes(): number {
+    return this.options.fp8Values ? fp8ChunkBytes(this.options.chunkSize, this.spec.headDim) : super.hostChunkBytes();
   }
 
   /** Store sizes of this cache (rank as configured; a store's own rank may be lower). */

@@ -4,7 +4,7 @@ import type { ResolvedShadowKVOptions } from '../../config.js';
 import type { ResolvedSpec } from '../../spec.js';
 import type { SequenceState } from '../BaseKVCache.js';
 import { storeChunks } from '../capacity.js';
-import { compactRow, pageView } from '../decodeLayer.js';
+import { compactRow, pageView, storeValues } from '../decodeLayer.js';
 import { range } from '../range.js';
 import { OutOfMemoryError } from '../../errors/OutOfMemoryError.js';
 import { CompressedStore, storeGeometry } from './CompressedStore.js';
@@ -112,12 +112,16 @@ function copyValues(ctx: CompressContext, st: SequenceState, store: CompressedSt
   const { device, options: o } = ctx;
   const { kvHeads: Hkv, headDim: d } = ctx.spec;
   const C = o.chunkSize;
-  const copies: { dst: View; src: View; length: number }[] = [];
+  const copies: { dst: View; src: View; length: number; c: number; h: number }[] = [];
   for (let h = 0; h < Hkv; h++) {
     for (let c = 0; c < chunks; c += o.hostPageChunks - (c % o.hostPageChunks)) {
       const run = Math.min(o.hostPageChunks - (c % o.hostPageChunks), chunks - c);
-      copies.push({ dst: pageView(store, c, h), src: st.tail.headV(h, c * C), length: run * C * d });
+      copies.push({ dst: pageView(store, c, h), src: st.tail.headV(h, c * C), length: run * C * d, c, h });
     }
+  }
+  if (o.fp8Values) {
+    copies.forEach((r) => storeValues(device, store, r.c, r.h, r.src, r.length / (C * d)));
+    return () => {};
   }
   if (device.copyAlongside) return device.copyAlongside(copies);
   copies.forEach((c) => device.copy(c.dst, c.src, c.length));

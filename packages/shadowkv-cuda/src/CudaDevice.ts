@@ -19,6 +19,7 @@ import { HOST_ARRAY, storageCode } from '../../shadowkv/src/backends/codes.js';
 import { MemoryLedger } from '../../shadowkv/src/backends/MemoryLedger.js';
 import { freemem } from 'node:os';
 import { DeviceMismatchError } from '../../shadowkv/src/errors/DeviceMismatchError.js';
+import { ConfigError } from '../../shadowkv/src/errors/ConfigError.js';
 import { DisposedError } from '../../shadowkv/src/errors/DisposedError.js';
 import { OutOfMemoryError } from '../../shadowkv/src/errors/OutOfMemoryError.js';
 import type { RopeStyle } from '../../shadowkv/src/spec.js';
@@ -255,6 +256,7 @@ export class CudaDevice implements Device {
   }
 
   gatherValues(dst: View, pages: PagedBuffer, h: number, chunkIds: Int32Array, slots: Int32Array): void {
+    if (pages.fp8Rows) throw new ConfigError('gatherValues: fp8 host pages are not read on cuda yet (fp8Values is wasm only)');
     const n = chunkIds.length;
     if (slots.length < n) throw new RangeError(`gatherValues: ${slots.length} slots for ${n} chunks`);
     if (n === 0) return;

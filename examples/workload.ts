@@ -1,10 +1,11 @@
 // A synthetic long-context workload at Llama-3-8B attention geometry through `full` and `shadowkv`
 // side by side, reporting memory per tier, prefill time, decode time per step, needle selection and
 // output agreement.  Run: npm run demo:workload -- [--tokens 32768] [--layers 4] [--steps 16] [--batch 1]
-//                                         [--dtype bf16] [--budget 2048] [--hot-chunks 0] [--backend auto] [--focus F]
+//                                         [--dtype bf16] [--budget 2048] [--hot-chunks 0] [--fp8-values] [--backend auto] [--focus F]
 // --focus sets how strongly the queries look for the needle (default 8 + log2(tokens / 8192);
 // lower: attention spread thinner over the context). --hot-chunks turns on ShadowKV's hot-value
-// cache (value chunks per kv head kept on the device beyond the selection; outputs unchanged).
+// cache (value chunks per kv head kept on the device beyond the selection; outputs unchanged);
+// --fp8-values keeps ShadowKV's host tier in fp8 (half its bytes; wasm only for now).
 import { parseArgs } from 'node:util';
 import { createCache, LLAMA3_8B, toFloat32, type Cache, type DType, type ShadowKVCache } from '../packages/shadowkv/src/index.js';
 import { Progress } from './progress.js';
@@ -21,6 +22,7 @@ const { values: args } = parseArgs({
     dtype: { type: 'string', default: 'bf16' },
     budget: { type: 'string', default: '2048' },
     'hot-chunks': { type: 'string', default: '0' },
+    'fp8-values': { type: 'boolean', default: false },
     backend: { type: 'string', default: 'auto' },
     focus: { type: 'string' },
   },
@@ -40,7 +42,7 @@ const caches = {} as Record<(typeof POLICIES)[number], Cache>;
 for (const policy of POLICIES) {
   // Capacity of the prompt and the generated tokens: creation checks that it fits the backend.
   const common = { spec, batch, dtype: args.dtype as DType, backend: args.backend, maxTokens: Number(args.tokens) + steps };
-  caches[policy] = policy === 'shadowkv' ? await createCache({ ...common, policy, options: { budget, hotChunks: Number(args['hot-chunks']) } }) : await createCache({ ...common, policy });
+  caches[policy] = policy === 'shadowkv' ? await createCache({ ...common, policy, options: { budget, hotChunks: Number(args['hot-chunks']), fp8Values: args['fp8-values'] } }) : await createCache({ ...common, policy });
 }
 console.log(`backend: ${caches.shadowkv.backendInfo.description} (${caches.shadowkv.backendInfo.reason})\n`);
 

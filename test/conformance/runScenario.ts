@@ -2,6 +2,8 @@
 import { createCache, type Tensor } from '../../packages/shadowkv/src/backend.js';
 import type { ShadowKVCache } from '../../packages/shadowkv/src/backend.js';
 import { OracleFullKV, OracleShadowKV } from '../oracle/index.js';
+import { fp8Row } from '../oracle/fp8.js';
+import { rounded } from '../helpers/device.js';
 import type { TestEnv } from '../envs.js';
 import { f64, relError } from '../helpers/data.js';
 import { concat, scenarioSteps } from './scenarioInputs.js';
@@ -30,11 +32,11 @@ export async function runScenario(env: TestEnv, sc: Scenario, policy: 'shadowkv'
   const cache = policy === 'shadowkv'
     ? await createCache({ spec, policy, batch, dtype: env.dtype, backend: env.backend, options })
     : await createCache({ spec, policy, batch, dtype: env.dtype, backend: env.backend });
-  // NOTE: the oracle models values in the storage dtype only; fp8Values is checked against the
-  // storage dtype's outputs and the composed ops instead (test/policies/fp8Values.test.ts).
+  // fp8Values: the oracle's stored chunks come back as the fp8 tier returns them, from the values
+  // the runtime quantizes (rounded to the storage dtype first).
   const { fp8Values, ...oracleOptions } = options;
-  if (fp8Values) throw new Error('runScenario: the float64 oracle does not model fp8Values');
-  const oracles = Array.from({ length: layers }, () => (policy === 'shadowkv' ? new OracleShadowKV(spec, oracleOptions, batch) : new OracleFullKV(spec, batch)));
+  const storedValue = fp8Values ? (row: Float64Array) => fp8Row(rounded(row, env.dtype)) : undefined;
+  const oracles = Array.from({ length: layers }, () => (policy === 'shadowkv' ? new OracleShadowKV(spec, oracleOptions, batch, storedValue) : new OracleFullKV(spec, batch)));
   const reports: StepReport[] = [];
 
   const compare = (label: string, layer: number, got: Tensor, want: Float64Array, rows: number, checkSelection: boolean) => {

@@ -17,7 +17,12 @@ export class OracleShadowKV {
   private reuse = { hits: 0, misses: 0 };
   private scores = new Map<string, Map<number, number>>();
 
-  constructor(spec: OracleSpec, options: OracleShadowKVOptions, batch: number) {
+  /**
+   * @param storedValue how a value row of a stored chunk comes back from the host tier: itself (the
+   * storage dtype's rounding is the comparison's tolerance), or as fp8 (`fp8Row` after the storage
+   * dtype's rounding, for `fp8Values`). Outlier chunks and the tail are exact on the device.
+   */
+  constructor(spec: OracleSpec, options: OracleShadowKVOptions, batch: number, private readonly storedValue?: (row: Float64Array) => Float64Array) {
     for (const [key, value] of Object.entries(options)) {
       if (!(Number.isInteger(value) && value >= 0)) throw new Error(`OracleShadowKV: options.${key} must be a non-negative integer, got ${value}`);
     }
@@ -48,8 +53,9 @@ export class OracleShadowKV {
     if (queries) {
       const q = this.geo.ropeHeads(queries, Hq, S, start);
       const storedKeys = Array.from({ length: Hkv }, (_, h) => this.keysAsStored(state, h));
+      const storedValues = Array.from({ length: Hkv }, (_, h) => this.valuesAsStored(state, h));
       out = fromHeadRows(
-        q.map((rows, j) => causalAttention(rows, storedKeys[Math.floor(j / group)], state.values[Math.floor(j / group)], scale, start)),
+        q.map((rows, j) => causalAttention(rows, storedKeys[Math.floor(j / group)], storedValues[Math.floor(j / group)], scale, start)),
         d,
       );
     }
@@ -138,14 +144,15 @@ export class OracleShadowKV {
     return selectChunks(scores, k).map((i) => state.landmarkChunks[h][i]);
   }
 
-  /** Keys (outliers exact, selected rebuilt, tail exact) and exact values that a decode step of head h attends to. */
+  /** Keys (outliers exact, selected rebuilt, tail exact) and values (selected as stored) that a decode step of head h attends to. */
   private attentionSet(state: SequenceState, h: number, selected: number[]): { keys: Float64Array[]; values: Float64Array[] } {
     const C = this.options.chunkSize;
     const chunkTokens = (chunks: number[]): number[] => chunks.flatMap((c) => positionRange(c * C, C));
     const exact = [...chunkTokens(state.outliers[h]), ...positionRange(state.compressed, state.length - state.compressed)];
     const rebuilt = chunkTokens(selected);
     const keys = [...exact.map((t) => state.keysPost[h][t]), ...this.rebuild(state, h, rebuilt)];
-    const values = [...exact, ...rebuilt].map((t) => state.values[h][t]);
+    const stored = (t: number) => (this.storedValue ? this.storedValue(state.values[h][t]) : state.values[h][t]);
+    const values = [...exact.map((t) => state.values[h][t]), ...rebuilt.map(stored)];
     return { keys, values };
   }
 
@@ -156,6 +163,14 @@ export class OracleShadowKV {
     return state.keysPost[h].map((exact, t) =>
       t < state.compressed && rebuiltChunks.has(Math.floor(t / C)) ? state.rebuiltKeys[h][t] : exact,
     );
+  }
+
+  /** Every value of head h as the store holds it: as the host tier returns it for landmark chunks, exact otherwise. */
+  private valuesAsStored(state: SequenceState, h: number): Float64Array[] {
+    const C = this.options.chunkSize;
+    if (!this.storedValue) return state.values[h];
+    const stored = new Set(state.landmarkChunks[h]);
+    return state.values[h].map((v, t) => (t < state.compressed && stored.has(Math.floor(t / C)) ? this.storedValue!(v) : v));
   }
 
   /** Rebuilt low-rank keys `RoPE_t(U[t] · SV_h)` of compressed tokens (see SequenceState.rebuiltKeys). */

@@ -1,6 +1,7 @@
 // ShadowKV's fp8 host tier (`fp8Values`): values kept on the host as E4M3 codes with a power-of-two
-// scale per token row. The fused step and the composed ops read and write the same codes (bit for
-// bit); outputs stay close to those of the same cache with values in the storage dtype; the host
+// scale per token row. Every scenario matches the float64 oracle whose stored chunks come back as
+// fp8 (test/oracle/fp8.ts); the fused step and the composed ops read and write the same codes (bit
+// for bit); outputs stay close to those of the same cache with values in the storage dtype; the host
 // tier and the bytes a miss moves shrink to fp8ChunkBytes per chunk.
 import { expect, it } from 'vitest';
 import { ConfigError, createCache, estimateMemory, loadCache, toFloat32, type ShadowKVCache } from '../../packages/shadowkv/src/backend.js';
@@ -9,6 +10,7 @@ import { scenarioSteps, type ScenarioStep } from '../conformance/scenarioInputs.
 import { SCENARIOS, type Scenario } from '../conformance/scenarios.js';
 import { forEachEnv } from '../envs.js';
 import { registerComposed } from '../helpers/backends.js';
+import { runScenario } from '../conformance/runScenario.js';
 
 // Ragged rows, drifting queries, compaction across pages, a hot-value cache: every writer and reader of the tier.
 const base = SCENARIOS[0]!;
@@ -41,6 +43,17 @@ function maxValue(events: ScenarioStep[]): number {
 forEachEnv('shadowkv: fp8 values on the host tier', (env) => {
   const make = (sc: Scenario, backend = env.backend) =>
     createCache({ spec: sc.spec, policy: 'shadowkv', batch: sc.batch, dtype: env.dtype, backend, options: sc.options });
+
+  // The float64 oracle with its stored chunks as the fp8 tier returns them (test/oracle/fp8.ts,
+  // written from the format, not from fp8.h): every scenario, at the backend's usual tolerance.
+  it.each(SCENARIOS.map((s) => [s.name, s] as const))('matches the oracle: %s', async (_, sc) => {
+    const reports = await runScenario(env, { ...sc, options: { ...sc.options, fp8Values: true } }, 'shadowkv');
+    expect(reports.filter((r) => r.label.startsWith('decode')).length).toBeGreaterThanOrEqual(20);
+    for (const r of reports) {
+      expect(r.selectionMismatches, `${r.label} layer ${r.layer}`).toEqual([]);
+      expect(r.error, `${r.label} layer ${r.layer}`).toBeLessThan(env.tolerance);
+    }
+  });
 
   it('the fused step gives the bits of the composed ops, and outputs within a few percent of the storage dtype', async () => {
     const events = [...scenarioSteps(base, env.dtype)];

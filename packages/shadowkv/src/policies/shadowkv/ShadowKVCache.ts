@@ -269,11 +269,16 @@ export class ShadowKVCache extends BaseKVCache<ShadowState> {
         u: at(store.u), rank: store.rank, sv: at(store.sv, h * d), ldsv: Hkv * d, d,
         chunkIds: ids, slots: ids, C, invFreq: this.invFreq, style: this.spec.rope.style, out: at(k, h * n), ldo: d,
       });
+      // Outlier chunks exact, keys and values, as a decode step attends them (the host tier's copy
+      // of their values is fp8 under fp8Values).
+      this.device.gatherValues(at(v, h * n), store.values, h, all, all);
       const outliers = this.device.read(at(store.outlierIds, h * store.geometry.maxOutliers) as never, O) as Int32Array;
       const base = h * store.geometry.maxOutliers * C * d;
-      outliers.forEach((c, i) => this.device.copy(at(k, h * n + c * C * d), at(store.outlierK, base + i * C * d), C * d));
+      outliers.forEach((c, i) => {
+        this.device.copy(at(k, h * n + c * C * d), at(store.outlierK, base + i * C * d), C * d);
+        this.device.copy(at(v, h * n + c * C * d), at(store.outlierV, base + i * C * d), C * d);
+      });
       this.device.copy(at(k, h * n + nc * d), st.tail.headK(h), exact * d);
-      this.device.gatherValues(at(v, h * n), store.values, h, all, all);
       this.device.copy(at(v, h * n + nc * d), st.tail.headV(h), exact * d);
     }
     return { count: st.length, k: (h) => at(k, h * n), v: (h) => at(v, h * n), release: () => [k, v].forEach((b) => this.device.free(b)) };

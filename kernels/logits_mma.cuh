@@ -62,7 +62,8 @@ __device__ __forceinline__ void logits_group_mma(const float* q, int j0, int gj,
       }
   }
   // Tiles walk the ranges in order, per_range to a range (empty past its rows), so none spans two.
-  // NOTE: 32-bit counters, not divisions of a tile index: with those the kernel spilled (128 registers).
+  // NOTE: 32-bit tile arithmetic: with logit_range's 64-bit bounds the kernel spilled 52 bytes at its
+  // 128 registers; it still spills 36 (none with one range a block; not traced to a line).
   const int len = (int)n, span = (len + nb - 1) / nb, per_range = max(1, (span + PER - 1) / PER), ranges = b1 - b0;
   // The rows of tile `t` of range b0 + k: their first, and how many.
   auto rows_of = [&](int k, int t, int* r0) {

@@ -4,7 +4,8 @@ import type { ResolvedShadowKVOptions } from '../../config.js';
 import type { DType, TensorData } from '../../tensor.js';
 import { DTYPE_BYTES } from '../../dtype.js';
 import { growCapacity } from '../capacity.js';
-import { pageView, storeValues } from '../decodeLayer.js';
+import { range } from '../range.js';
+import { storeValues } from '../decodeLayer.js';
 import type { HostPages } from './HostPages.js';
 
 /** Sizes of a store, fixed at creation. */
@@ -216,37 +217,22 @@ export class CompressedStore implements SparseHandles {
     return this.device.read({ buf, offset } as View & { buf: { dtype: 'f32' } }, n);
   }
 
-  /** Head h's values of chunks [0, chunks), in the storage dtype (dequantized where the pages hold fp8). */
+  /** Head h's values of chunks [0, chunks), in the storage dtype (gathered: dequantized where the pages hold fp8). */
   private valuesOf(h: number, chunks: number): TensorData {
     const { C, d, dtype } = this.geometry;
-    const block = C * d;
-    const values = (dtype === 'f32' ? new Float32Array(chunks * block) : new Uint16Array(chunks * block)) as TensorData;
-    if (this.values.fp8Rows) {
-      const all = Int32Array.from({ length: chunks }, (_, c) => c);
-      const buf = this.device.scratch('store.values', Math.max(1, chunks * block), dtype);
-      this.device.gatherValues(at(buf), this.values, h, all, all);
-      return this.read(buf, chunks * block) as TensorData;
-    }
-    for (let c = 0; c < chunks; c++) {
-      const page = pageView(this, c, h);
-      values.set(this.read(page.buf, block, page.offset) as never, c * block);
-    }
-    return values;
+    const buf = this.device.scratch('store.values', Math.max(1, chunks * C * d), dtype);
+    const all = range(0, chunks);
+    this.device.gatherValues(at(buf), this.values, h, all, all);
+    return this.read(buf, chunks * C * d) as TensorData;
   }
 
-  /** Writes head h's values of chunks [0, chunks) (storage dtype) to the pages, quantized where they hold fp8. */
+  /** Writes head h's values of chunks [0, chunks) (storage dtype) to the pages, a page's run at a time (storeValues). */
   private writeValues(h: number, chunks: number, values: TensorData): void {
     const { C, d, dtype, pageChunks } = this.geometry;
-    const block = C * d;
-    if (!this.values.fp8Rows) {
-      for (let c = 0; c < chunks; c++) this.device.write(pageView(this, c, h), values.subarray(c * block, (c + 1) * block));
-      return;
-    }
-    const buf = this.device.scratch('store.values', Math.max(1, chunks * block), dtype);
-    this.device.write(at(buf), values.subarray(0, chunks * block));
+    const buf = this.device.scratch('store.values', Math.max(1, chunks * C * d), dtype);
+    this.device.write(at(buf), values.subarray(0, chunks * C * d));
     for (let c = 0; c < chunks; c += pageChunks - (c % pageChunks)) {
-      const run = Math.min(pageChunks - (c % pageChunks), chunks - c);
-      storeValues(this.device, this, c, h, at(buf, c * block), run);
+      storeValues(this.device, this, c, h, at(buf, c * C * d), Math.min(pageChunks - (c % pageChunks), chunks - c));
     }
   }
 

@@ -16,6 +16,7 @@
 #include <limits.h>
 #include <vector>
 #include "attention.h"
+#include "fp8.cuh"
 #include "landmarks.cuh"
 #include "rebuild_keys.cuh"
 #include "rope.cuh"
@@ -336,13 +337,20 @@ __global__ void __launch_bounds__(SELECT_THREADS) StepSelectKernel(StepArgs a) {
 
 // ---- 4. fetch values, rebuild keys ----
 
-enum { FETCH_PREFETCH = 4 };  // 16-byte words of values per thread in flight while the keys are rebuilt
+// Units of values per thread in flight while the keys are rebuilt: 16-byte words, or with fp8 pages
+// 16 codes and their row's scale (half the bytes per value, and two registers more each).
+enum { FETCH_PREFETCH = 4, FETCH_PREFETCH_FP8 = 2 };
 
-// A 16-byte load issued where it is written (volatile, a compiler barrier): its register is not
-// needed until after the rebuild, and the compiler may otherwise move it there.
+// Loads issued where they are written (volatile, a compiler barrier): their registers are not
+// needed until after the rebuild, and the compiler may otherwise move them there.
 __device__ __forceinline__ uint4 load_now(const uint4* p) {
   uint4 v;
   asm volatile("ld.global.v4.u32 {%0, %1, %2, %3}, [%4];" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p) : "memory");
+  return v;
+}
+__device__ __forceinline__ int load_now_s8(const void* p) {
+  int v;
+  asm volatile("ld.global.s8 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
   return v;
 }
 
@@ -350,7 +358,12 @@ __device__ __forceinline__ uint4 load_now(const uint4* p) {
 // first and kept in flight (registers) while the same block rebuilds the keys (rebuild_keys.cuh),
 // then stored to their slots. NOTE: a gather kernel of its own on a second stream did not overlap
 // with the rebuild (188 us for both at 4 x 128K against 118 and 77 apart, H200); in one block the
-// PCIe latency hides behind the rebuild's arithmetic by construction.
+// PCIe latency hides behind the rebuild's arithmetic by construction. Where the pages hold fp8
+// (fp8.cuh), a thread's unit is a 16-byte word of codes (16 values of one row) and its row's scale
+// byte, dequantized on the way to the slot: half the PCIe bytes of bf16. FP8: some row's pages hold
+// fp8 (NOTE: a variant of its own: the scales and the dequantization in the one kernel made ptxas
+// spill inside the rebuild's loop, 116 bytes at 128 registers, for every row).
+template <bool FP8>
 __global__ void __launch_bounds__(REBUILD_THREADS) StepFetchKernel(StepArgs a) {
   skv_pdl_enter();
   extern __shared__ float smem[];
@@ -366,53 +379,83 @@ __global__ void __launch_bounds__(REBUILD_THREADS) StepFetchKernel(StepArgs a) {
   const size_t o = (size_t)task * S + first;
   const int32_t* ids = ws_ptr<int32_t>(a, a.at.miss_ids) + o;
   const int32_t* slots = ws_ptr<int32_t>(a, a.at.miss_slots) + o;
-  const size_t cbytes = (size_t)C * d * skv_dtype_size(kv);
+  constexpr int P = FP8 ? FETCH_PREFETCH_FP8 : FETCH_PREFETCH;
+  const bool fp8 = FP8 && r.fp8_rows > 0;
+  const size_t cbytes = (size_t)C * d * skv_dtype_size(kv), stored = fp8 ? fp8_chunk_bytes(C, d) : cbytes;
   const uint64_t* pages = reinterpret_cast<const uint64_t*>(r.value_pages);
   char* selV = static_cast<char*>(elem(r.selected_v, kv, (size_t)h * S * C * d));
   // The hot-value cache: a miss it holds is read from there; a fetched one is also kept there (hot_slots).
   const int32_t* codes = r.hot_slots > 0 ? ws_ptr<int32_t>(a, a.at.hot_codes) + o : nullptr;
   char* hotV = static_cast<char*>(elem(r.hot_v, kv, (size_t)h * r.hot_slots * C * d));
-  auto src_of = [&](int i) {
+  auto hot = [&](int i) { return codes && codes[i] >= 0; };
+  auto paged = [&](int i) {
     const int64_t id = ids[i];
-    if (codes && codes[i] >= 0) return static_cast<const char*>(hotV + (size_t)codes[i] * cbytes);
-    return reinterpret_cast<const char*>(pages[(size_t)(id / r.page_chunks) * s.kv_heads + h]) + (size_t)(id % r.page_chunks) * cbytes;
+    return reinterpret_cast<const char*>(pages[(size_t)(id / r.page_chunks) * s.kv_heads + h]) + (size_t)(id % r.page_chunks) * stored;
   };
+  auto src_of = [&](int i) { return hot(i) ? static_cast<const char*>(hotV + (size_t)codes[i] * cbytes) : paged(i); };
   // Word w (of type T) of chunk i, to its slot and, where kept, to the cache.
   auto put = [&](int i, size_t w, auto x) {
     using T = decltype(x);
     reinterpret_cast<T*>(selV + (size_t)slots[i] * cbytes)[w] = x;
     if (codes && codes[i] <= -2) reinterpret_cast<T*>(hotV + (size_t)(-2 - codes[i]) * cbytes)[w] = x;
   };
-  // 1. Keys; once U and SVh are in shared memory, the first FETCH_PREFETCH value words of every
-  // thread are requested, and travel while the keys are computed. NOTE: requested before the
-  // staging loads, the fetch took 60 us at 1 x 128K and 151 at 4 x 128K; after them, 51 and 136
-  // (H200): the slow PCIe reads seem to hold up the staging loads issued behind them. Pages and
-  // slots start 16-byte aligned (page allocations, cudaMalloc).
-  const bool vec = cbytes % 16 == 0;
-  const size_t cw = cbytes / 16, words = vec ? n * cw : 0;
-  uint4 pre[FETCH_PREFETCH];
+  // A thread's unit u of the group: a 16-byte word of the slots (storage dtype), or with fp8 pages
+  // 16 values (cw units a chunk; a hot hit's unit is then its dtype's words for those 16 values).
+  // Pages and slots start 16-byte aligned (page allocations, cudaMalloc).
+  const bool vec = fp8 ? d % 16 == 0 : cbytes % 16 == 0;
+  const int dw = (int)skv_dtype_size(kv);  // 16-byte slot words per 16 values
+  const size_t cw = fp8 ? (size_t)C * d / 16 : cbytes / 16, units = vec ? n * cw : 0;
+  auto scale_at = [&](const char* chunk, size_t w) { return chunk + (size_t)C * d + w * 16 / d; };
+  auto land = [&](size_t u, uint4 x, int e) {  // unit u, loaded as x (scale e), to its places
+    const int i = (int)(u / cw);
+    const size_t w = u % cw;
+    if (!fp8) return put(i, w, x);
+    uint4 out[4];
+    const bool cached = hot(i);
+    if (!cached) fp8_dequantize16(x, e, kv, out);
+#pragma unroll
+    for (int k = 0; k < 4; k++)
+      if (k < dw) put(i, w * dw + k, cached ? reinterpret_cast<const uint4*>(src_of(i))[w * dw + k] : out[k]);
+  };
+  // 1. Keys; once U and SVh are in shared memory, the first P units of every thread
+  // are requested, and travel while the keys are computed. NOTE: requested before the staging
+  // loads, the fetch took 60 us at 1 x 128K and 151 at 4 x 128K; after them, 51 and 136 (H200):
+  // the slow PCIe reads seem to hold up the staging loads issued behind them.
+  uint4 pre[P];
+  int pre_e[P];
   const RebuildArgs ra{reinterpret_cast<const void*>(r.u), kv, r.rank, elem(r.sv, kv, (size_t)h * d), kv,
                        (int64_t)s.kv_heads * d, d, C, reinterpret_cast<const double*>(s.inv_freq), s.rope_style,
                        elem(r.selected_k, kv, (size_t)h * S * C * d), kv, d};
   rebuild_group(ra, ids, slots, n, smem, [&] {
 #pragma unroll
-    for (int k = 0; k < FETCH_PREFETCH; k++) {
-      const size_t w = threadIdx.x + (size_t)k * blockDim.x;
-      if (w < words) pre[k] = load_now(reinterpret_cast<const uint4*>(src_of((int)(w / cw))) + w % cw);
+    for (int k = 0; k < P; k++) {
+      const size_t u = threadIdx.x + (size_t)k * blockDim.x;
+      const int i = (int)(u / cw);
+      if (u >= units || (fp8 && hot(i))) continue;  // a hot hit's unit is read from device memory later
+      pre[k] = load_now(reinterpret_cast<const uint4*>(src_of(i)) + u % cw);
+      if (fp8) pre_e[k] = load_now_s8(scale_at(paged(i), u % cw));
     }
   });
   // 2. The values land in their slots.
 #pragma unroll
-  for (int k = 0; k < FETCH_PREFETCH; k++) {
-    const size_t w = threadIdx.x + (size_t)k * blockDim.x;
-    if (w < words) put((int)(w / cw), w % cw, pre[k]);
+  for (int k = 0; k < P; k++) {
+    const size_t u = threadIdx.x + (size_t)k * blockDim.x;
+    if (u < units) land(u, pre[k], pre_e[k]);
   }
-  for (size_t w = threadIdx.x + (size_t)FETCH_PREFETCH * blockDim.x; w < words; w += blockDim.x)
-    put((int)(w / cw), w % cw, reinterpret_cast<const uint4*>(src_of((int)(w / cw)))[w % cw]);
-  if (!vec) {  // every dtype is at least 2 bytes, and so is every element offset
-    const size_t halves = cbytes / 2;
-    for (size_t w = threadIdx.x; w < n * halves; w += blockDim.x)
-      put((int)(w / halves), w % halves, reinterpret_cast<const uint16_t*>(src_of((int)(w / halves)))[w % halves]);
+  for (size_t u = threadIdx.x + (size_t)P * blockDim.x; u < units; u += blockDim.x) {
+    const int i = (int)(u / cw);
+    const bool coded = fp8 && !hot(i);
+    land(u, coded || !fp8 ? reinterpret_cast<const uint4*>(src_of(i))[u % cw] : uint4{}, coded ? (int8_t)*scale_at(paged(i), u % cw) : 0);
+  }
+  if (vec) return;
+  // Shapes whose units do not fill 16-byte words: value by value (every dtype is at least 2 bytes).
+  const size_t values = (size_t)C * d;
+  for (size_t j = threadIdx.x; j < n * values; j += blockDim.x) {
+    const int i = (int)(j / values);
+    const size_t e = j % values;
+    const float v = fp8 && !hot(i) ? fp8_chunk_value(reinterpret_cast<const uint8_t*>(paged(i)), C, d, e) : load_f32(src_of(i), kv, e);
+    store_f32(selV + (size_t)slots[i] * cbytes, kv, e, v);
+    if (codes && codes[i] <= -2) store_f32(hotV + (size_t)(-2 - codes[i]) * cbytes, kv, e, v);
   }
 }
 
@@ -448,7 +491,7 @@ __global__ void __launch_bounds__(256) CompactKeysKernel(StepArgs a) {
   }
 }
 
-// Block (row b, head h, chunk i): the chunk's values to its host page; its landmark and id
+// Block (row b, head h, chunk i): the chunk's values to its host page (quantized where it holds fp8); its landmark and id
 // appended after the head's landmarks (the count is raised by CompactTail, after every block read it).
 __global__ void __launch_bounds__(LANDMARK_THREADS) CompactChunksKernel(StepArgs a) {
   skv_pdl_enter();
@@ -460,12 +503,14 @@ __global__ void __launch_bounds__(LANDMARK_THREADS) CompactChunksKernel(StepArgs
   if (i >= compacted_chunks(s, r)) return;
   const int d = s.d, C = s.C, kv = s.kv_dtype;
   const int64_t c = r.store_tokens / C + i;
-  const size_t cbytes = (size_t)C * d * skv_dtype_size(kv);
+  const size_t cbytes = r.fp8_rows > 0 ? fp8_chunk_bytes(C, d) : (size_t)C * d * skv_dtype_size(kv);  // in the pages
   const char* src = static_cast<const char*>(elem(r.tail_v, kv, ((size_t)h * r.tail_capacity + (size_t)i * C) * d));
   char* page = reinterpret_cast<char*>(reinterpret_cast<const uint64_t*>(r.value_pages)[(size_t)(c / r.page_chunks) * s.kv_heads + h]);
   char* dst = page + (size_t)(c % r.page_chunks) * cbytes;
-  for (size_t w = threadIdx.x; w < cbytes / 2; w += blockDim.x)
-    reinterpret_cast<uint16_t*>(dst)[w] = reinterpret_cast<const uint16_t*>(src)[w];
+  if (r.fp8_rows > 0) fp8_quantize_rows(src, kv, C, d, reinterpret_cast<uint8_t*>(dst));
+  else
+    for (size_t w = threadIdx.x; w < cbytes / 2; w += blockDim.x)
+      reinterpret_cast<uint16_t*>(dst)[w] = reinterpret_cast<const uint16_t*>(src)[w];
   const int Lh = head_counts(r, h)[SKV_HEAD_LANDMARKS];
   void* lm = elem(r.landmarks, kv, ((size_t)h * r.chunk_capacity + Lh + i) * d);
   chunk_landmark(elem(r.tail_k, kv, (size_t)h * r.tail_capacity * d), kv, d, C, d, i, L, red, false,
@@ -638,6 +683,7 @@ bool DecodeLayerValid(const SkvStep& s, const SkvStepRow* rows) {
         !r.selected_ids || !r.value_pages || (s.max_outliers && (!r.outlier_k || !r.outlier_v)))
       return false;
     if (r.hot_slots < 0 || (r.hot_slots > 0 && (!r.hot_ids || !r.hot_v))) return false;
+    if (r.fp8_rows != 0 && r.fp8_rows != s.C) return false;
     const int m = (r.tail_count + 1 - s.local_tokens) / s.C;
     const int add = r.compact && m > 0 ? m : 0;
     if ((int64_t)r.store_tokens / s.C + add > r.chunk_capacity) return false;
@@ -681,9 +727,11 @@ cudaError_t DecodeLayer(const SkvStep& s, const SkvStepRow* host_rows, const voi
     // 4.
     if (S > 0) {
       const size_t rb_smem = rebuild_smem_bytes(s.C, s.d);
-      SKV_CUDA_CALL(skv_smem_optin(StepFetchKernel, rb_smem));
+      const bool fp8 = std::any_of(host_rows, host_rows + s.batch, [](const SkvStepRow& r) { return r.fp8_rows > 0; });
+      auto fetch = fp8 ? StepFetchKernel<true> : StepFetchKernel<false>;
+      SKV_CUDA_CALL(skv_smem_optin(fetch, rb_smem));
       const int groups = (int)skv_ceil_div(S, rebuild_chunks_per_block(s.C));
-      SKV_CUDA_CALL(skv_launch(StepFetchKernel, dim3(at.tasks, groups), REBUILD_THREADS, rb_smem, stream, a));
+      SKV_CUDA_CALL(skv_launch(fetch, dim3(at.tasks, groups), REBUILD_THREADS, rb_smem, stream, a));
     }
   }
   if (at.sparse == 0) {  // no sparse stage ran: they take no time

@@ -101,8 +101,14 @@ cudaError_t RebuildKeys(const void* U, int u_dtype, int rank, const void* SVh, i
 // Copies n chunks of `block` elements from a paged tier (device table of page addresses) into dst:
 // chunk ids[i] of head h lives in page (ids[i] / page_chunks) * heads + h at element offset
 // (ids[i] % page_chunks) * block and goes to dst + (slots ? slots[i] : i) * block. One chunk per block.
+// fp8_rows: 0 where the pages hold dtype; C where they hold fp8 chunks of C rows (fp8.h:
+// fp8_chunk_bytes(C, block / C) bytes each), dequantized to dtype.
 cudaError_t GatherValues(const uint64_t* pages, int page_chunks, int heads, int h, const int32_t* ids,
-                         const int32_t* slots, int n, int block, int dtype, void* dst, cudaStream_t stream);
+                         const int32_t* slots, int n, int block, int dtype, int fp8_rows, void* dst, cudaStream_t stream);
+
+// ---- quantize_values.cu ----
+// chunks x C rows of d values (dtype, contiguous) into fp8 chunks (fp8.h), chunk-contiguous in dst.
+cudaError_t QuantizeValues(const void* src, int dtype, int chunks, int C, int d, void* dst, cudaStream_t stream);
 
 // ---- sparse_attention.cu ----
 // Exact softmax attention of g query heads q [g x d] (f32) over the union of nseg segments (device
@@ -130,7 +136,7 @@ enum SkvCounter {
 enum SkvHeadField { SKV_HEAD_LANDMARKS = 0, SKV_HEAD_OUTLIERS = 1, SKV_HEAD_SELECTED = 2, SKV_HEAD_FIELDS = 3 };
 
 // One batch row of a layer step (runtime/wasm/abi.h skv_row, with 64-bit addresses first).
-// NOTE: 168 bytes, written by CudaDevice.decodeLayer (ROW_BYTES); the field order is the contract.
+// NOTE: 176 bytes, written by CudaDevice.decodeLayer (ROW_BYTES); the field order is the contract.
 struct SkvStepRow {
   uint64_t tail_k, tail_v;    // [Hkv][tail_capacity][d] post-RoPE keys / values
   uint64_t u, sv, proj;       // the store (u = 0: a dense row): [chunk_capacity*C][rank], [rank][Hkv*d], [Hkv*d][rank]
@@ -149,8 +155,10 @@ struct SkvStepRow {
   int32_t compact;            // 1: after attending, whole tail chunks beyond local_tokens join the store
   int32_t page_chunks;
   int32_t hot_slots;          // 0: no hot-value cache; chunk c may sit only in slot c % hot_slots
+  int32_t fp8_rows;           // 0: the pages hold the storage dtype; C: fp8 chunks (fp8.h)
+  int32_t reserved;
 };
-static_assert(sizeof(SkvStepRow) == 168, "SkvStepRow is 168 bytes");
+static_assert(sizeof(SkvStepRow) == 176, "SkvStepRow is 176 bytes");
 
 // One decode step of one layer (runtime/wasm/abi.h skv_layer_step); `rows` follow it in the record.
 // NOTE: 104 bytes (STEP_BYTES in CudaDevice.ts).

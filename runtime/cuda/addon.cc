@@ -35,6 +35,7 @@ Napi::Value SelectChunks(const Napi::CallbackInfo&);
 Napi::Value ScoreChunks(const Napi::CallbackInfo&);
 Napi::Value RebuildKeys(const Napi::CallbackInfo&);
 Napi::Value GatherValues(const Napi::CallbackInfo&);
+Napi::Value QuantizeValues(const Napi::CallbackInfo&);
 Napi::Value SparseAttention(const Napi::CallbackInfo&);
 Napi::Value CausalAttention(const Napi::CallbackInfo&);
 Napi::Value DecodeLayer(const Napi::CallbackInfo&);
@@ -61,7 +62,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
       {"convert", Convert}, {"convertRows", ConvertRows}, {"gemm", Gemm}, {"rope", Rope},
       {"lowRankKeys", LowRankKeys}, {"landmarks", Landmarks}, {"selectChunks", SelectChunks},
       {"scoreChunks", ScoreChunks}, {"rebuildKeys", RebuildKeys}, {"gatherValues", GatherValues},
-      {"sparseAttention", SparseAttention}, {"causalAttention", CausalAttention},
+      {"quantizeValues", QuantizeValues}, {"sparseAttention", SparseAttention}, {"causalAttention", CausalAttention},
       // the fused step
       {"decodeLayer", DecodeLayer}, {"stepProfile", StepProfile},
       // input checks of device tensors and of host arrays

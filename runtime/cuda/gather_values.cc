@@ -1,6 +1,7 @@
-// gatherValues(pages, pageChunks, heads, h, ids, slots, n, block, dtype, dst): chunks of head h
-// from the paged host tier into device slots (runtime/wasm/gather_values.cc). pages: device table
-// of u64 page addresses; ids, slots: device i32 [n] (slots may be 0: slot i).
+// gatherValues(pages, pageChunks, heads, h, ids, slots, n, block, dtype, fp8Rows, dst): chunks of
+// head h from the paged host tier into device slots (runtime/wasm/gather_values.cc). pages: device
+// table of u64 page addresses; ids, slots: device i32 [n] (slots may be 0: slot i); fp8Rows: 0, or
+// C where the pages hold fp8 chunks of C rows (dequantized to dtype).
 #include <limits.h>
 #include "binding.h"
 
@@ -8,7 +9,7 @@ namespace shadowkv_cuda {
 
 Napi::Value GatherValues(const Napi::CallbackInfo& info) {
   const char* op = "gatherValues";
-  ArgCount(info, 10, op);
+  ArgCount(info, 11, op);
   const int n = (int)IntArg(info, 6, op, "n", INT_MIN, INT_MAX);
   const int block = (int)IntArg(info, 7, op, "block", INT_MIN, INT_MAX);
   const int page_chunks = (int)IntArg(info, 1, op, "pageChunks", INT_MIN, INT_MAX);
@@ -20,8 +21,11 @@ Napi::Value GatherValues(const Napi::CallbackInfo& info) {
   const int32_t* ids = static_cast<const int32_t*>(PtrArg(info, 4, op, "ids", empty));
   const int32_t* slots = static_cast<const int32_t*>(PtrArg(info, 5, op, "slots", true));
   const int dtype = DtypeArg(info, 8, op, "dtype");
-  void* dst = PtrArg(info, 9, op, "dst", empty);
-  Check(info.Env(), op, ::GatherValues(pages, page_chunks, heads, h, ids, slots, n, block, dtype, dst, Stream()));
+  const int fp8_rows = (int)IntArg(info, 9, op, "fp8Rows", 0, INT_MAX);
+  if (!empty && fp8_rows > 0 && block % fp8_rows)
+    throw Napi::RangeError::New(info.Env(), "gatherValues: fp8 chunks of " + std::to_string(fp8_rows) + " rows cannot hold " + std::to_string(block) + " values");
+  void* dst = PtrArg(info, 10, op, "dst", empty);
+  Check(info.Env(), op, ::GatherValues(pages, page_chunks, heads, h, ids, slots, n, block, dtype, fp8_rows, dst, Stream()));
   return info.Env().Undefined();
 }
 

@@ -42,7 +42,7 @@ bool valid_dtype(int t) { return t == SKV_F32 || t == SKV_F16 || t == SKV_BF16; 
 // The store of a compressed row: per-head counts within capacities, room for what compaction adds.
 bool valid_store(const skv_layer_step& s, const skv_row& r, int cnt) {
   if (r.rank <= 0 || r.store_tokens < 0 || r.store_tokens % s.C || r.chunk_capacity < 0 || r.page_chunks <= 0) return false;
-    if (r.fp8_rows != 0 && r.fp8_rows != s.C) return false;
+  if (r.fp8_rows != 0 && r.fp8_rows != s.C) return false;
   if (r.hot_slots < 0 || (r.hot_slots > 0 && (!r.hot_ids || !r.hot_v))) return false;
   const int add = r.compact ? compacted_chunks(s, cnt) : 0;  // chunks compaction appends
   if ((int64_t)r.store_tokens / s.C + add > r.chunk_capacity) return false;

@@ -41,6 +41,11 @@ export function registerComposed(base: string): string {
   return registerDerived(`${base}-composed`, base, (device) => Object.assign(device, { decodeLayer: undefined }));
 }
 
+/** Registers `'<base>-no-fp8'`: the backend's devices without `quantizeValues`, as a backend with no fp8 host tier. */
+export function registerWithoutFp8(base: string): string {
+  return registerDerived(`${base}-no-fp8`, base, (device) => Object.assign(device, { quantizeValues: undefined }));
+}
+
 /** Runtime calls made through a device, by export name. */
 export type CallCounts = Map<string, number>;
 

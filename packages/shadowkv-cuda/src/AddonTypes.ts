@@ -11,7 +11,7 @@ export const CUDA_NO_DEVICE = { insufficientDriver: 35, noDevice: 100, noKernelI
 export const CUDA_OUT_OF_MEMORY = 2;
 /** Bytes of an `SkvStep` and of one `SkvStepRow` (kernels/launchers.h), the record of `decodeLayer`. */
 export const STEP_BYTES = 104;
-export const ROW_BYTES = 168;
+export const ROW_BYTES = 176;
 /** Bytes of one `SkvSegment` (k, v addresses as u64, n, ld as i32): six 32-bit words. */
 export const SEGMENT_WORDS = 6;
 
@@ -115,8 +115,10 @@ export interface CudaAddon {
     chunkIds: Ptr, slots: Ptr, nChunks: number, C: number, invFreq: Ptr, style: number,
     out: Ptr, outDtype: number, ldo: number,
   ): void;
-  /** `pages`: a device table of u64 page addresses. */
-  gatherValues(pages: Ptr, pageChunks: number, heads: number, h: number, ids: Ptr, slots: Ptr, n: number, block: number, dtype: number, dst: Ptr): void;
+  /** `pages`: a device table of u64 page addresses; `fp8Rows`: 0, or C where the pages hold fp8 chunks of C rows. */
+  gatherValues(pages: Ptr, pageChunks: number, heads: number, h: number, ids: Ptr, slots: Ptr, n: number, block: number, dtype: number, fp8Rows: number, dst: Ptr): void;
+  /** `chunks` chunks of C rows of d values (dtype) into fp8 chunks at `dst` (runtime/wasm/fp8.h). */
+  quantizeValues(src: Ptr, dtype: number, chunks: number, C: number, d: number, dst: Ptr): void;
   /** `segments`: a device table of SEGMENT_WORDS-word entries; `total` = the sum of their n. */
   sparseAttention(q: Ptr, g: number, d: number, scale: number, segments: Ptr, nseg: number, total: number, kvDtype: number, out: Ptr): void;
   /** One decode step of one layer (kernels/decode_layer.cu): an SkvStep then its SkvStepRows. Returns a STATUS code. */

@@ -14,12 +14,12 @@ import {
   type Segment,
   type Tier,
   type View,
+  fp8ChunkBytes,
 } from '../../shadowkv/src/backends/Device.js';
 import { HOST_ARRAY, storageCode } from '../../shadowkv/src/backends/codes.js';
 import { MemoryLedger } from '../../shadowkv/src/backends/MemoryLedger.js';
 import { freemem } from 'node:os';
 import { DeviceMismatchError } from '../../shadowkv/src/errors/DeviceMismatchError.js';
-import { ConfigError } from '../../shadowkv/src/errors/ConfigError.js';
 import { DisposedError } from '../../shadowkv/src/errors/DisposedError.js';
 import { OutOfMemoryError } from '../../shadowkv/src/errors/OutOfMemoryError.js';
 import type { RopeStyle } from '../../shadowkv/src/spec.js';
@@ -256,7 +256,6 @@ export class CudaDevice implements Device {
   }
 
   gatherValues(dst: View, pages: PagedBuffer, h: number, chunkIds: Int32Array, slots: Int32Array): void {
-    if (pages.fp8Rows) throw new ConfigError('gatherValues: fp8 host pages are not read on cuda yet (fp8Values is wasm only)');
     const n = chunkIds.length;
     if (slots.length < n) throw new RangeError(`gatherValues: ${slots.length} slots for ${n} chunks`);
     if (n === 0) return;
@@ -279,7 +278,14 @@ export class CudaDevice implements Device {
     this.within('gatherValues', `slot ${slotHi}`, dst, (slotHi + 1) * pages.block);
     const ids = this.stage('gather.ids', chunkIds);
     const to = this.stage('gather.slots', slots);
-    this.op('gather_values', () => this.x.gatherValues(pages.table.ptr, pages.pageChunks, pages.heads, h, ids, to, n, pages.block, storageCode(pages.dtype), this.addr(dst)));
+    this.op('gather_values', () => this.x.gatherValues(pages.table.ptr, pages.pageChunks, pages.heads, h, ids, to, n, pages.block, storageCode(pages.dtype), pages.fp8Rows ?? 0, this.addr(dst)));
+  }
+
+  quantizeValues(dst: View, src: View, chunks: number, C: number, d: number): void {
+    if (chunks <= 0) return;
+    this.within('quantizeValues', `${chunks} chunks of values`, src, chunks * C * d);
+    this.within('quantizeValues', `${chunks} fp8 chunks`, dst, (chunks * fp8ChunkBytes(C, d)) / 4);
+    this.op('quantize_values', () => this.x.quantizeValues(this.addr(src), storageCode(src.buf.dtype), chunks, C, d, this.addr(dst)));
   }
 
   sparseAttention(q: View, g: number, d: number, scale: number, segments: readonly Segment[], out: View): void {
@@ -434,12 +440,12 @@ export class CudaDevice implements Device {
   }
 }
 
-/** Row b of a step record at byte offset o: 16 addresses, then 10 32-bit fields (SkvStepRow). */
+/** Row b of a step record at byte offset o: 16 addresses, then 12 32-bit fields (SkvStepRow). */
 function encodeRow(u64: BigUint64Array, i32: Int32Array, o: number, row: StepRow): void {
   const { tail, store: s } = row;
   const p = (b: DeviceBuffer | undefined) => BigInt(b ? b.ptr : 0);
   u64.set([p(tail.k), p(tail.v), p(s?.u), p(s?.sv), p(s?.proj), p(s?.landmarks), p(s?.landmarkIds), p(s?.headCounts),
     p(s?.outlierK), p(s?.outlierV), p(s?.selectedK), p(s?.selectedV), p(s?.selectedIds), p(s?.values.table), p(s?.hot?.ids), p(s?.hot?.v)], o / 8);
   i32.set([row.input, row.position, tail.count, tail.capacity, s?.tokens ?? 0, s?.rank ?? 0, s?.chunkCapacity ?? 0,
-    row.compact && s ? 1 : 0, s?.values.pageChunks ?? 0, s?.hot?.slots ?? 0], o / 4 + 32);
+    row.compact && s ? 1 : 0, s?.values.pageChunks ?? 0, s?.hot?.slots ?? 0, s?.values.fp8Rows ?? 0, 0], o / 4 + 32);
 }

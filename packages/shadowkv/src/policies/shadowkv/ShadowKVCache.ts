@@ -81,7 +81,7 @@ export class ShadowKVCache extends BaseKVCache<ShadowState> {
     this.options = options;
     if (options.fp8Values && !this.device.quantizeValues) {
       this.dispose();
-      throw new ConfigError(`fp8Values: the ${this.backendInfo.name} backend has no fp8 host tier (wasm has); leave fp8Values off there`);
+      throw new ConfigError(`fp8Values: the ${this.backendInfo.name} backend has no fp8 host tier (its devices have no quantizeValues; wasm and cuda have); leave fp8Values off there`);
     }
     const page = hostPage(this.storeGeometry());
     const pages = new HostPages(this.device, page.length, page.dtype);
@@ -290,7 +290,8 @@ export class ShadowKVCache extends BaseKVCache<ShadowState> {
   }
 
   protected override disposePolicy(): void {
-    this.ctx.pages.dispose();
+    // NOTE: optional: a constructor that refuses its options disposes before ctx exists.
+    this.ctx?.pages.dispose();
   }
 
   protected override saveState(st: ShadowState): Record<string, unknown> {

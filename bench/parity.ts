@@ -16,6 +16,8 @@ import {
 import { scenarioSteps } from '../test/conformance/scenarioInputs.js';
 import { SCENARIOS, type Scenario } from '../test/conformance/scenarios.js';
 import { f64, relError } from '../test/helpers/data.js';
+import { rounded } from '../test/helpers/device.js';
+import { fp8Row } from '../test/oracle/fp8.js';
 import { OracleFullKV, OracleShadowKV } from '../test/oracle/index.js';
 import { opCases, type OpCase, type Outputs } from './parityOps.js';
 
@@ -112,14 +114,18 @@ const summary = (xs: number[]) => ({ max: Math.max(0, ...xs), median: median(xs)
 type Pair = 'candVsRef' | 'refVsOracle' | 'candVsOracle';
 const PAIRS: Pair[] = ['candVsRef', 'refVsOracle', 'candVsOracle'];
 
-async function endToEnd(sc: Scenario, policy: 'shadowkv' | 'full', dtype: DType, tolerance: number) {
-  const { spec, batch, options } = sc;
+/** A scenario through both backends; `fp8`: shadowkv with fp8Values, the oracle's stored chunks as the fp8 tier returns them. */
+async function endToEnd(sc: Scenario, policy: 'shadowkv' | 'full', dtype: DType, tolerance: number, fp8 = false) {
+  const { spec, batch } = sc;
+  const { fp8Values: _, ...oracleOptions } = sc.options;
+  const options = { ...sc.options, fp8Values: fp8 };
   const { queryHeads: Hq, kvHeads: Hkv, headDim: d, layers } = spec;
   const make = (backend: string) => (policy === 'shadowkv'
     ? createCache({ spec, policy, batch, dtype, backend, options })
     : createCache({ spec, policy, batch, dtype, backend }));
   const caches = [await make(refName!), await make(candName!)];
-  const oracles = Array.from({ length: layers }, () => (policy === 'shadowkv' ? new OracleShadowKV(spec, options, batch) : new OracleFullKV(spec, batch)));
+  const storedValue = fp8 ? (row: Float64Array) => fp8Row(rounded(row, dtype)) : undefined;
+  const oracles = Array.from({ length: layers }, () => (policy === 'shadowkv' ? new OracleShadowKV(spec, oracleOptions, batch, storedValue) : new OracleFullKV(spec, batch)));
   const rowOf = (x: Float64Array, i: number, n: number) => x.subarray(i * n, (i + 1) * n);
   // Per decode call: the whole output's error, and the worst row among rows whose selections agree.
   const whole = { candVsRef: [] as number[], refVsOracle: [] as number[], candVsOracle: [] as number[] };
@@ -192,9 +198,10 @@ async function endToEnd(sc: Scenario, policy: 'shadowkv' | 'full', dtype: DType,
     agreeingRows: Object.fromEntries(PAIRS.map((p) => [p, summary(agreeing[p])])) as Record<Pair, ReturnType<typeof summary>>,
     prefillCandVsRef: summary(prefill),
   };
-  const result = { scenario: sc.name, policy, decodeCalls: decodes, output, ...(policy === 'shadowkv' ? { selection: sel } : {}) };
+  const label = fp8 ? `${policy}+fp8` : policy;
+  const result = { scenario: sc.name, policy: label, decodeCalls: decodes, output, ...(policy === 'shadowkv' ? { selection: sel } : {}) };
   const e = (x: number) => x.toExponential(2);
-  log(`${dtype} ${policy}: ${sc.name}: ${policy === 'shadowkv' ? `sets ${sel.identical}/${sel.sets} identical (${sel.nearTies} of ${sel.differing} differing are near-ties), ` : ''}`
+  log(`${dtype} ${label}: ${sc.name}: ${policy === 'shadowkv' ? `sets ${sel.identical}/${sel.sets} identical (${sel.nearTies} of ${sel.differing} differing are near-ties), ` : ''}`
     + `output rel max ${e(output.candVsRef.max)} (agreeing rows ${e(output.agreeingRows.candVsRef.max)}); `
     + `vs oracle, agreeing rows: ${refName} ${e(output.agreeingRows.refVsOracle.max)}, ${candName} ${e(output.agreeingRows.candVsOracle.max)}`);
   return result;
@@ -256,12 +263,13 @@ for (const dtype of dtypes) {
   const endToEndRuns: Awaited<ReturnType<typeof endToEnd>>[] = [];
   const endToEndFailed: { scenario: string; policy: string; error: string }[] = [];
   for (const sc of SCENARIOS) {
-    for (const policy of ['shadowkv', 'full'] as const) {
+    for (const [policy, fp8] of [['shadowkv', false], ['shadowkv', true], ['full', false]] as const) {
       try {
-        endToEndRuns.push(await endToEnd(sc, policy, dtype, tolerance));
+        endToEndRuns.push(await endToEnd(sc, policy, dtype, tolerance, fp8));
       } catch (err) {
-        log(`${dtype} ${policy}: ${sc.name}: FAILED: ${(err as Error).message}`);
-        endToEndFailed.push({ scenario: sc.name, policy, error: String((err as Error).message) });
+        const label = fp8 ? `${policy}+fp8` : policy;
+        log(`${dtype} ${label}: ${sc.name}: FAILED: ${(err as Error).message}`);
+        endToEndFailed.push({ scenario: sc.name, policy: label, error: String((err as Error).message) });
       }
     }
   }

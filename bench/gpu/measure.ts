@@ -6,6 +6,7 @@ import {
 } from '../../packages/shadowkv/src/backend.js';
 import { rng } from '../../examples/workloads/random.js';
 import { compressStages } from '../../packages/shadowkv/src/policies/shadowkv/compress.js';
+import { cosine } from '../../packages/shadowkv/src/testing/metrics.js';
 import { benchCache, StepClock, type BenchDevice } from './device.js';
 import { SHADOWKV, SPEC } from './plan.js';
 import type { DriftingQueries } from './workload.js';
@@ -153,7 +154,7 @@ export interface SparseStats {
   hotHitRate: number;
   /** Selected chunks that did not cross PCIe: (hits + hot hits) / (hits + misses). */
   deviceHitRate: number;
-  /** Host -> device bytes per step: misses not served by the hot-value cache x chunk bytes (C x d x 2 bytes per kv head). */
+  /** Host -> device bytes per step: misses not served by the hot-value cache x the host tier's chunk bytes (`stats().bytesFetched`: C x d x 2 in bf16, `fp8ChunkBytes(C, d)` under fp8Values). */
   pcieBytesPerStep: number;
   /** Tokens attended per (row, kv head) at the last step. */
   attendedTokens: number;
@@ -181,14 +182,12 @@ export interface DecodeTiming {
   sparse?: SparseStats;
 }
 
-const CHUNK_BYTES = SHADOWKV.chunkSize * SPEC.headDim * 2; // one chunk of one kv head's bf16 values
-
-/** The layer's cumulative hits, misses and hot hits, read from its counters on the device. */
-function hitCounts(cache: BaseKVCache): { hits: number; misses: number; hot: number } {
+/** The layer's cumulative hits, misses, hot hits (read from its counters on the device) and bytes fetched. */
+function hitCounts(cache: BaseKVCache): { hits: number; misses: number; hot: number; bytes: number } {
   // NOTE: reaches into the cache (protected): stats() gives rates, the bench needs the counts.
   const buf = (cache as unknown as { layerCounters(layer: number): DeviceBuffer }).layerCounters(0);
   const c = (cache as unknown as { device: { read(v: View, n: number): Float64Array } }).device.read(at(buf), COUNTERS);
-  return { hits: c[COUNTER.hits]!, misses: c[COUNTER.misses]!, hot: c[COUNTER.hotHits]! };
+  return { hits: c[COUNTER.hits]!, misses: c[COUNTER.misses]!, hot: c[COUNTER.hotHits]!, bytes: cache.stats().bytesFetched };
 }
 
 /**
@@ -245,7 +244,7 @@ export function timeDecode(b: Built<BaseKVCache>, queries: DriftingQueries, o: {
     const [hits, misses, hot, n] = [after.hits - before.hits, after.misses - before.misses, after.hot - before.hot, steps + kernelSteps * (queued ? 2 : 1)];
     timing.sparse = {
       hitRate: hits / (hits + misses), missesPerStep: misses / n, hotHitRate: misses ? hot / misses : 0, deviceHitRate: (hits + hot) / (hits + misses),
-      pcieBytesPerStep: ((misses - hot) * CHUNK_BYTES) / n, attendedTokens: cache.stats().lastAttendedTokens,
+      pcieBytesPerStep: (after.bytes - before.bytes) / n, attendedTokens: cache.stats().lastAttendedTokens,
     };
   }
   return timing;
@@ -262,6 +261,52 @@ function timeQueued(b: Built<BaseKVCache>, queries: DriftingQueries, steps: numb
   } finally {
     out.dispose();
   }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Output error (mode fp8)
+
+/** One cache's outputs against another's over the same steps. */
+export interface OutputError {
+  /** max |got - ref| over every step's output / `valueScale`. */
+  maxRel: number;
+  /** The largest magnitude among the values the outputs average (the prompt's). */
+  valueScale: number;
+  /** Cosine of got and ref per (step, row, query head) output vector, averaged. */
+  meanCos: number;
+  steps: number;
+}
+
+/** Outputs of `steps` drifting decode steps, each read back into a host array of its own. */
+export function stepOutputs(cache: BaseKVCache, queries: DriftingQueries, steps: number): Float32Array[] {
+  return Array.from({ length: steps }, () => {
+    const out = new Float32Array(queries.batch * SPEC.queryHeads * SPEC.headDim);
+    cache.decode(0, queries.next(), { out });
+    return out;
+  });
+}
+
+/** max |x| (an indexed loop: for-of took ~9x as long over a 128K prompt's values). */
+export function maxAbs(xs: ArrayLike<number>): number {
+  let m = 0;
+  for (let i = 0; i < xs.length; i++) m = Math.max(m, Math.abs(xs[i]!));
+  return m;
+}
+
+/**
+ * `got` against `ref`, the error relative to `valueScale` (`maxAbs` of the values): the scale of
+ * fp8's rounding, each value within 2^-4 of its row's largest, so an output (an average of values
+ * with the same weights: keys are not quantized) is within 2^-4 of it too.
+ */
+export function outputError(got: Float32Array[], ref: Float32Array[], valueScale: number): OutputError {
+  const d = SPEC.headDim;
+  let diff = 0, cos = 0, n = 0;
+  ref.forEach((r, step) => {
+    const g = got[step]!;
+    r.forEach((x, i) => (diff = Math.max(diff, Math.abs(g[i]! - x))));
+    for (let o = 0; o < r.length; o += d, n++) cos += cosine(g, r, o, o + d);
+  });
+  return { maxRel: diff / valueScale, valueScale, meanCos: cos / n, steps: ref.length };
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -294,7 +339,7 @@ export function timeForced(b: Built<ShadowKVCache>, queries: DriftingQueries, ra
   for (let i = 0; i < 2; i++) cache.decode(0, pinned(), { out });
   return rates.map((rate) => {
     const gpu: number[] = [], walls: number[] = [];
-    let hits = 0, misses = 0, steps = 0;
+    let hits = 0, misses = 0, bytes = 0, steps = 0;
     // Up to forcedSteps steps, at least 3, within a share of caseSeconds (a slow path still finishes).
     const until = performance.now() + (1000 * o.caseSeconds) / rates.length;
     clock.kernels = true;
@@ -308,10 +353,10 @@ export function timeForced(b: Built<ShadowKVCache>, queries: DriftingQueries, ra
       const kernel = clock.takeKernel();
       gpu.push(kernel.calls ? kernel.ms : span);
       const s = cache.stats();
-      [hits, misses] = [hits + s.lastHits, misses + s.lastMisses];
+      [hits, misses, bytes] = [hits + s.lastHits, misses + s.lastMisses, bytes + s.lastBytesFetched];
     }
     clock.kernels = false;
-    return { rate, steps, gpu_ms: summary(gpu), wall_ms: summary(walls), hitRate: hits / (hits + misses), missesPerStep: misses / steps, pcieBytesPerStep: (misses * CHUNK_BYTES) / steps };
+    return { rate, steps, gpu_ms: summary(gpu), wall_ms: summary(walls), hitRate: hits / (hits + misses), missesPerStep: misses / steps, pcieBytesPerStep: bytes / steps };
   });
 }
 

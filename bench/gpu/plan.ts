@@ -4,7 +4,7 @@ import { parseArgs } from 'node:util';
 import { estimateMemory, LLAMA3_8B, type ShadowKVOptions } from '../../packages/shadowkv/src/index.js';
 import { WORKLOAD_DEFAULTS, type WorkloadOptions } from './workload.js';
 
-export const MODES = ['decode', 'full', 'forced', 'hot', 'largest', 'prefill'] as const;
+export const MODES = ['decode', 'full', 'forced', 'hot', 'fp8', 'largest', 'prefill'] as const;
 export type Mode = (typeof MODES)[number];
 
 /** One layer of Llama-3-8B: the benchmark's geometry (32 query heads, 8 kv heads, d = 128). */
@@ -22,7 +22,7 @@ export interface BenchArgs {
   warmupSeconds: number;
   forcedSteps: number;
   forcedRates: number[];
-  /** Mode `hot`: the hot-value cache sizes (ShadowKV's `hotChunks`, slots per kv head) timed per case. */
+  /** Mode `hot`: the hot-value cache sizes (ShadowKV's `hotChunks`, slots per kv head) timed per case; mode `fp8` also times the first. */
   hotChunks: number[];
   backend: string;
   modes: Mode[];
@@ -39,6 +39,8 @@ export interface BenchArgs {
   maxBatchCap?: number;
   caseSeconds: number;
   budgetSeconds: number;
+  /** Print `USAGE` and stop. */
+  help: boolean;
 }
 
 const list = (s: string) => s.split(',').map((x) => x.trim()).filter(Boolean);
@@ -48,21 +50,26 @@ const num = (name: string, s: string) => {
   return v;
 };
 
+/** The flags and their defaults: parseArgs's table, and what --help lists. */
+const OPTIONS = {
+  contexts: { type: 'string', default: '32768,65536,131072' }, batches: { type: 'string', default: '1,4,16,max' },
+  steps: { type: 'string', default: '50' }, warmup: { type: 'string', default: '10' }, 'warmup-s': { type: 'string', default: '0.25' },
+  'forced-steps': { type: 'string', default: '10' }, 'forced-rates': { type: 'string', default: '0,0.6,0.8' },
+  'hot-chunks': { type: 'string', default: '512,1024,2048' },
+  backend: { type: 'string', default: 'cuda' }, modes: { type: 'string', default: MODES.join(',') },
+  out: { type: 'string', default: 'bench/results' }, sdpa: { type: 'string' }, plan: { type: 'string' },
+  inputs: { type: 'string', default: 'host-arrays,device-tensors' }, drift: { type: 'string' }, seed: { type: 'string' },
+  'device-gib': { type: 'string' }, 'weights-gib': { type: 'string', default: '16' }, 'margin-gib': { type: 'string', default: '4' },
+  'max-batch-cap': { type: 'string' }, 'case-seconds': { type: 'string', default: '4' }, 'budget-s': { type: 'string', default: '360' },
+  help: { type: 'boolean' },
+} as const;
+
+/** What --help prints: every flag with its default. */
+export const USAGE = `usage: npx tsx bench/gpu/run.ts [flags]   (what they mean: bench/README.md)\n${Object.entries(OPTIONS)
+  .map(([name, o]) => `  --${name}${'default' in o ? ` ${o.default}` : o.type === 'string' ? ' <value>' : ''}`).join('\n')}`;
+
 export function parseBenchArgs(argv: string[]): BenchArgs {
-  const { values: f } = parseArgs({
-    args: argv,
-    options: {
-      contexts: { type: 'string', default: '32768,65536,131072' }, batches: { type: 'string', default: '1,4,16,max' },
-      steps: { type: 'string', default: '50' }, warmup: { type: 'string', default: '10' }, 'warmup-s': { type: 'string', default: '0.25' },
-      'forced-steps': { type: 'string', default: '10' }, 'forced-rates': { type: 'string', default: '0,0.6,0.8' },
-      'hot-chunks': { type: 'string', default: '512,1024,2048' },
-      backend: { type: 'string', default: 'cuda' }, modes: { type: 'string', default: MODES.join(',') },
-      out: { type: 'string', default: 'bench/results' }, sdpa: { type: 'string' }, plan: { type: 'string' },
-      inputs: { type: 'string', default: 'host-arrays,device-tensors' }, drift: { type: 'string' }, seed: { type: 'string' },
-      'device-gib': { type: 'string' }, 'weights-gib': { type: 'string', default: '16' }, 'margin-gib': { type: 'string', default: '4' },
-      'max-batch-cap': { type: 'string' }, 'case-seconds': { type: 'string', default: '4' }, 'budget-s': { type: 'string', default: '360' },
-    },
-  });
+  const { values: f } = parseArgs({ args: argv, options: OPTIONS });
   const modes = list(f.modes!);
   const bad = modes.filter((m) => !(MODES as readonly string[]).includes(m));
   if (bad.length) throw new RangeError(`--modes: unknown ${bad.join(', ')}; known: ${MODES.join(', ')}`);
@@ -77,7 +84,7 @@ export function parseBenchArgs(argv: string[]): BenchArgs {
     deviceGib: f['device-gib'] === undefined ? undefined : num('device-gib', f['device-gib']),
     weightsGib: num('weights-gib', f['weights-gib']!), marginGib: num('margin-gib', f['margin-gib']!),
     maxBatchCap: f['max-batch-cap'] === undefined ? undefined : num('max-batch-cap', f['max-batch-cap']),
-    caseSeconds: num('case-seconds', f['case-seconds']!), budgetSeconds: num('budget-s', f['budget-s']!),
+    caseSeconds: num('case-seconds', f['case-seconds']!), budgetSeconds: num('budget-s', f['budget-s']!), help: f.help ?? false,
   };
 }
 

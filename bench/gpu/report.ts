@@ -1,7 +1,7 @@
 // The GPU benchmark's JSON (bench/results/gpu-<card>.json): its shape, what bench/gpu/sdpa.py adds,
 // and the issue's targets computed from it (PASS / MISS with the measured ratio).
 import type { MemoryReport } from '../../packages/shadowkv/src/index.js';
-import type { BuildInfo, DecodeTiming, ForcedTiming, Summary } from './measure.js';
+import type { BuildInfo, DecodeTiming, ForcedTiming, OutputError, Summary } from './measure.js';
 import type { Card, Largest, Plan } from './plan.js';
 import type { WorkloadOptions } from './workload.js';
 
@@ -42,6 +42,11 @@ export interface CaseResult {
   forced?: ForcedTiming[];
   /** Mode `hot`: the same drifting steps with a hot-value cache of `hotChunks` slots per kv head (outputs unchanged). */
   hot?: (DecodeTiming & { hotChunks: number; speedup?: number })[];
+  /**
+   * Mode `fp8`: the same drifting steps with values in fp8 on the host tier (`fp8`), and with the first
+   * `--hot-chunks` size too (`fp8+hot N`); `outputError` against bf16 values, measured on one row per context.
+   */
+  fp8?: (DecodeTiming & { label: string; hotChunks?: number; speedup?: number; outputError: OutputError })[];
   full?: { build: BuildInfo; decode: DecodeTiming; speedOfSdpa?: number };
   sdpa?: SdpaTiming;
   skipped?: string[];

@@ -2,18 +2,22 @@
 // 48 outlier chunks) against dense attention, at 32K / 64K / 128K and batch 1, 4, 16 and the
 // largest whole-model batch. Writes gpu-<card>.json and gpu-<card>.svg and prints the targets.
 //   npx tsx bench/gpu/run.ts [--contexts 32768,65536,131072] [--batches 1,4,16,max] [--steps 50]
-//     [--warmup 10] [--backend cuda] [--modes decode,full,forced,largest,prefill] [--out <json or dir>]
-//     [--sdpa sdpa.json] [--plan plan.json]   (flags: bench/gpu/plan.ts; what they mean: bench/README.md)
+//     [--warmup 10] [--backend cuda] [--modes decode,full,forced,hot,fp8,largest,prefill] [--out <json or dir>]
+//     [--sdpa sdpa.json] [--plan plan.json]   (--help lists every flag; what they mean: bench/README.md)
 // On the GPU machine: bash scripts/gpu/bench.sh, which runs this with --plan, then bench/gpu/sdpa.py
 // (dense PyTorch timings of the same plan), then this again with --sdpa.
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { estimateMemory, resolveBackend, type Backend, type FullKVCache, type ShadowKVCache } from '../../packages/shadowkv/src/backend.js';
+import {
+  estimateMemory, resolveBackend, type Backend, type FullKVCache, type ShadowKVCache, type ShadowKVOptions,
+} from '../../packages/shadowkv/src/backend.js';
 import { findAddon, loadAddon } from '../../packages/shadowkv-cuda/src/loadAddon.js';
 import { registerBenchBackend } from './device.js';
-import { buildCache, INPUT_MODES, summary, timeDecode, timeForced, type Built } from './measure.js';
-import { cardSlug, makePlan, parseBenchArgs, SHADOWKV, SPEC, type Card } from './plan.js';
+import {
+  buildCache, INPUT_MODES, maxAbs, outputError, stepOutputs, summary, timeDecode, timeForced, type Built, type DecodeTiming, type OutputError,
+} from './measure.js';
+import { cardSlug, makePlan, parseBenchArgs, SHADOWKV, SPEC, USAGE, type Card } from './plan.js';
 import { plotSvg } from './plot.js';
 import { computeTargets, targetLines, type CaseResult, type Report, type SdpaReport } from './report.js';
 import { DriftingQueries, PromptSource } from './workload.js';
@@ -22,6 +26,10 @@ import { DriftingQueries, PromptSource } from './workload.js';
 // Arguments, backend, card, plan
 
 const args = parseBenchArgs(process.argv.slice(2));
+if (args.help) {
+  console.log(USAGE);
+  process.exit(0);
+}
 const t0 = performance.now();
 const elapsed = () => (performance.now() - t0) / 1000;
 const log = (line: string) => console.log(`[${elapsed().toFixed(1).padStart(6)} s] ${line}`);
@@ -111,6 +119,7 @@ async function phase<T>(name: string, work: () => T | Promise<T>): Promise<T> {
 const overBudget = () => elapsed() > args.budgetSeconds;
 const has = (m: (typeof args.modes)[number]) => args.modes.includes(m);
 const ms = (v: number | undefined) => (v === undefined ? 'n/a' : `${v.toFixed(3)} ms`);
+const mib = (bytes = 0) => (bytes / 2 ** 20).toFixed(2);
 
 log(`${card.name}: ${backend.description}; ${plan.contexts.map((S) => `${S / 1024}K x ${plan.batches[S]!.join(',')}`).join('; ')}; modes ${args.modes.join(',')}; budget ${args.budgetSeconds} s`);
 
@@ -153,7 +162,7 @@ async function shadowCase(c: CaseResult, source: PromptSource, prompt: Prompt): 
       const t = await phase('decode', () => timeDecode(built, queries, args, inputMode!));
       const sd = c.sdpa?.best?.ms;
       c.shadowkv = { ...t, ...(sd ? { speedup: sd / t.gpu_ms } : {}), equivalentTBps: c.denseKvBytes / (t.gpu_ms / 1000) / 1e12 };
-      log(`  decode: GPU ${ms(t.gpu_ms)}, wall ${ms(t.wall_ms)} (${t.steps} steps), hit rate ${t.sparse?.hitRate.toFixed(3)}, ${((t.sparse?.pcieBytesPerStep ?? 0) / 2 ** 20).toFixed(2)} MiB/step PCIe; SDPA ${ms(sd)}${c.shadowkv.speedup ? ` -> ${c.shadowkv.speedup.toFixed(2)}x` : ''}`);
+      log(`  decode: GPU ${ms(t.gpu_ms)}, wall ${ms(t.wall_ms)} (${t.steps} steps), hit rate ${t.sparse?.hitRate.toFixed(3)}, ${mib(t.sparse?.pcieBytesPerStep)} MiB/step PCIe; SDPA ${ms(sd)}${c.shadowkv.speedup ? ` -> ${c.shadowkv.speedup.toFixed(2)}x` : ''}`);
       for (const { name, mode } of inputModes.slice(1)) {
         const o = await phase('decode', () => timeDecode(built, queries, args, mode));
         (c.inputModes ??= {})[name] = o;
@@ -170,28 +179,107 @@ async function shadowCase(c: CaseResult, source: PromptSource, prompt: Prompt): 
   }
 }
 
+/**
+ * The case's drifting steps (the same query sequence as its decode timing: same seed) on a cache
+ * rebuilt with `extra` (modes hot and fp8); undefined, with why in `skipped`, where that cache
+ * cannot be built or stepped (a backend without the option's kernels yet).
+ */
+async function timeRebuilt(c: CaseResult, source: PromptSource, prompt: Prompt, label: string, extra: ShadowKVOptions, mode: 'hot' | 'fp8'): Promise<(DecodeTiming & { speedup?: number }) | undefined> {
+  const { context: S, batch: B } = c;
+  let built: Built<ShadowKVCache> | undefined;
+  try {
+    built = await phase('build', () => buildCache('shadowkv', backendName, B, prompt, log, extra));
+    const t = await phase(mode, () => timeDecode(built!, new DriftingQueries(source, B, S, args.workload.seed + B), args, inputMode!));
+    const sd = c.sdpa?.best?.ms;
+    return { ...t, ...(sd ? { speedup: sd / t.gpu_ms } : {}) };
+  } catch (err) {
+    return void c.skipped!.push(`${label}: ${(err as Error).message}`);
+  } finally {
+    built?.cache.dispose();
+  }
+}
+
 /** Mode `hot`: the case's drifting steps again with each hot-value cache size (`--hot-chunks`). */
 async function hotCase(c: CaseResult, source: PromptSource, prompt: Prompt): Promise<void> {
-  const { context: S, batch: B } = c;
   for (const hotChunks of args.hotChunks) {
     if (overBudget()) return void c.skipped!.push(`hot ${hotChunks}: time budget spent`);
-    let built: Built<ShadowKVCache>;
-    try {
-      built = await phase('build', () => buildCache('shadowkv', backendName, B, prompt, log, { hotChunks }));
-    } catch (err) {
-      c.skipped!.push(`hot ${hotChunks}: ${(err as Error).message}`);
+    const t = await timeRebuilt(c, source, prompt, `hot ${hotChunks}`, { hotChunks }, 'hot');
+    if (!t) continue;
+    (c.hot ??= []).push({ hotChunks, ...t });
+    log(`  hot ${hotChunks}: GPU ${ms(t.gpu_ms)}, hit rate ${t.sparse?.hitRate.toFixed(3)}, hot ${t.sparse?.hotHitRate.toFixed(3)} of misses, on device ${t.sparse?.deviceHitRate.toFixed(3)}, ${mib(t.sparse?.pcieBytesPerStep)} MiB/step PCIe; SDPA ${ms(c.sdpa?.best?.ms)}${t.speedup ? ` -> ${t.speedup.toFixed(2)}x` : ''}`);
+  }
+}
+
+interface Fp8Variant {
+  label: string;
+  hotChunks?: number;
+  options: ShadowKVOptions;
+}
+
+/** Mode `fp8`: the case's drifting steps with values in fp8 on the host tier, alone and with the first `--hot-chunks` size. */
+async function fp8Case(c: CaseResult, source: PromptSource, prompt: Prompt): Promise<void> {
+  const hot = args.hotChunks[0];
+  const variants: Fp8Variant[] = [
+    { label: 'fp8', options: { fp8Values: true } },
+    ...(hot ? [{ label: `fp8+hot ${hot}`, hotChunks: hot, options: { fp8Values: true, hotChunks: hot } }] : []),
+  ];
+  let errors: Record<string, OutputError | Error>;
+  try {
+    errors = await fp8Errors(c.context, source, prompt, variants);
+  } catch (err) {
+    return void c.skipped!.push(`fp8: ${(err as Error).message}`);
+  }
+  for (const { label, hotChunks, options } of variants) {
+    const error = errors[label]!;
+    if (error instanceof Error) {
+      c.skipped!.push(`${label}: ${error.message}`);
       continue;
     }
-    try {
-      // The same query sequence as the case's own decode timing (same seed).
-      const t = await phase('hot', () => timeDecode(built, new DriftingQueries(source, B, S, args.workload.seed + B), args, inputMode!));
-      const sd = c.sdpa?.best?.ms;
-      (c.hot ??= []).push({ hotChunks, ...t, ...(sd ? { speedup: sd / t.gpu_ms } : {}) });
-      log(`  hot ${hotChunks}: GPU ${ms(t.gpu_ms)}, hit rate ${t.sparse?.hitRate.toFixed(3)}, hot ${t.sparse?.hotHitRate.toFixed(3)} of misses, on device ${t.sparse?.deviceHitRate.toFixed(3)}, ${((t.sparse?.pcieBytesPerStep ?? 0) / 2 ** 20).toFixed(2)} MiB/step PCIe; SDPA ${ms(sd)}${sd ? ` -> ${(sd / t.gpu_ms).toFixed(2)}x` : ''}`);
-    } finally {
-      built.cache.dispose();
-    }
+    if (overBudget()) return void c.skipped!.push(`${label}: time budget spent`);
+    const t = await timeRebuilt(c, source, prompt, label, options, 'fp8');
+    if (!t) continue;
+    (c.fp8 ??= []).push({ label, hotChunks, ...t, outputError: error });
+    const decode = c.shadowkv?.sparse?.pcieBytesPerStep;
+    const pcie = t.sparse?.pcieBytesPerStep ?? 0;
+    log(`  ${label}: GPU ${ms(t.gpu_ms)}, wall ${ms(t.wall_ms)} (${t.steps} steps), hit rate ${t.sparse?.hitRate.toFixed(3)}, ${mib(pcie)} MiB/step PCIe${decode ? ` (${(pcie / decode).toFixed(3)} of decode's)` : ''}; SDPA ${ms(c.sdpa?.best?.ms)}${t.speedup ? ` -> ${t.speedup.toFixed(2)}x` : ''}; output vs bf16 values (1 row, ${error.steps} steps): max |diff| / max |value| ${error.maxRel.toExponential(2)}, mean cos ${error.meanCos.toFixed(6)}`);
   }
+}
+
+const FP8_ERROR_STEPS = 8;
+const fp8ErrorsAt = new Map<number, Promise<Record<string, OutputError | Error>>>();
+
+/**
+ * Mode `fp8`'s output error at context S per variant, or why it could not be built: FP8_ERROR_STEPS
+ * drifting steps of the same inputs on a one-row cache with bf16 values, then on one per variant.
+ * Once per context (its first case) on one row, each cache disposed before the next is built: every
+ * row holds the same prompt, so the error does not depend on the batch, and at 128K it costs a row's
+ * build and host values whatever the case's batch.
+ */
+function fp8Errors(S: number, source: PromptSource, prompt: Prompt, variants: Fp8Variant[]): Promise<Record<string, OutputError | Error>> {
+  if (!fp8ErrorsAt.has(S)) {
+    fp8ErrorsAt.set(S, phase('fp8', async () => {
+      const outputs = async (options: ShadowKVOptions) => {
+        const b = await buildCache('shadowkv', backendName, 1, prompt, log, options);
+        try {
+          return stepOutputs(b.cache, new DriftingQueries(source, 1, S, args.workload.seed), FP8_ERROR_STEPS);
+        } finally {
+          b.cache.dispose();
+        }
+      };
+      const bf16 = await outputs({});
+      const scale = maxAbs(prompt.values.data);
+      const errors: Record<string, OutputError | Error> = {};
+      for (const { label, options } of variants) {
+        try {
+          errors[label] = outputError(await outputs(options), bf16, scale);
+        } catch (err) {
+          errors[label] = err as Error;
+        }
+      }
+      return errors;
+    }));
+  }
+  return fp8ErrorsAt.get(S)!;
 }
 
 async function fullCase(c: CaseResult, source: PromptSource, prompt: Prompt): Promise<void> {
@@ -275,6 +363,8 @@ for (const S of plan.contexts) {
     await shadowCase(c, source, prompt);
     if (has('hot') && plan.batches[S]!.includes(B) && !overBudget()) await hotCase(c, source, prompt);
     if (has('full') && plan.batches[S]!.includes(B) && !overBudget()) await fullCase(c, source, prompt);
+    // After full: fp8 is past the issue's targets, so a spent budget takes it first.
+    if (has('fp8') && plan.batches[S]!.includes(B) && !overBudget()) await fp8Case(c, source, prompt);
     save();
   }
   if (has('prefill')) await prefillResult(S, prompt);

@@ -2,29 +2,30 @@
 # GPU time of each kernel of the fused decode step (isolated, as Nsight Compute replays it), over a
 # few steady-state steps of bench/gpu/profile.ts: the per-kernel breakdown behind profile.ts's stages.
 # On the GPU machine, after `bash scripts/gpu/pack.sh --slim` (carry: [".gpu"]):
-#   bash scripts/gpu/kernels.sh [--context 131072] [--batch 4] [--steps 6]
+#   bash scripts/gpu/kernels.sh [--context 131072] [--batch 4] [--steps 6] [--variant plain|fp8|hot2048|fp8+hot2048]
 # Prints one line per kernel name: launches, mean and total microseconds; the raw CSV goes to
 # $OUT/kernels-<context>x<batch>.csv when $OUT is set.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
-context=131072 batch=4 steps=6
+context=131072 batch=4 steps=6 variant=plain
 while [ $# -gt 0 ]; do
   case "$1" in
     --context) context=$2; shift 2 ;;
     --batch) batch=$2; shift 2 ;;
     --steps) steps=$2; shift 2 ;;
-    *) echo "kernels: unknown argument $1 (known: --context, --batch, --steps)" >&2; exit 2 ;;
+    --variant) variant=$2; shift 2 ;;
+    *) echo "kernels: unknown argument $1 (known: --context, --batch, --steps, --variant)" >&2; exit 2 ;;
   esac
 done
 export SHADOWKV_CUDA_SYNC=0
 . scripts/gpu/env.sh
 need_tsx kernels
-csv="${OUT:-/tmp}/kernels-${context}x${batch}.csv"
+csv="${OUT:-/tmp}/kernels-${context}x${batch}-${variant}.csv"
 # profile.ts warms with 10 steps; skipping 160 launches lands in its read-back loop (7 launches a
 # step: append, logits, sums, scores, select, fetch, attention; compaction kernels are rare).
 ncu --clock-control none --csv --metrics gpu__time_duration.sum \
   -k 'regex:^(Step|FlashDecode|TileDecode|Compact)' --launch-skip 160 --launch-count $((steps * 7)) \
-  node node_modules/tsx/dist/cli.mjs bench/gpu/profile.ts --context "$context" --batches "$batch" --steps 30 >"$csv.raw" 2>&1 || {
+  node node_modules/tsx/dist/cli.mjs bench/gpu/profile.ts --context "$context" --batches "$batch" --variants "$variant" --steps 30 >"$csv.raw" 2>&1 || {
   tail -30 "$csv.raw"; exit 1; }
 grep -E '^"' "$csv.raw" >"$csv" || { tail -30 "$csv.raw"; exit 1; }
 python3 - "$csv" "$steps" <<'EOF'

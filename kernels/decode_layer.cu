@@ -41,6 +41,7 @@ struct StepArgs {
   const SkvStepRow* rows;  // device copy
   char* ws;
   StepLayout at;
+  bool rebuild_mma;  // every row's rebuild on the tensor cores (rebuild_mma)
 };
 
 template <typename T>
@@ -425,7 +426,7 @@ __global__ void __launch_bounds__(REBUILD_THREADS) StepFetchKernel(StepArgs a) {
   int pre_e[P];
   const RebuildArgs ra{reinterpret_cast<const void*>(r.u), kv, r.rank, elem(r.sv, kv, (size_t)h * d), kv,
                        (int64_t)s.kv_heads * d, d, C, reinterpret_cast<const double*>(s.inv_freq), s.rope_style,
-                       elem(r.selected_k, kv, (size_t)h * S * C * d), kv, d};
+                       elem(r.selected_k, kv, (size_t)h * S * C * d), kv, d, a.rebuild_mma};
   rebuild_group(ra, ids, slots, n, smem, [&] {
 #pragma unroll
     for (int k = 0; k < P; k++) {
@@ -699,7 +700,7 @@ cudaError_t DecodeLayer(const SkvStep& s, const SkvStepRow* host_rows, const voi
   if (ws.bytes < at.bytes) return cudaErrorInvalidValue;
   // NOTE: checked before anything is queued, so a refused step changes nothing.
   if (at.max_m * s.C > 65535) return cudaErrorInvalidConfiguration;  // a compaction of 64K tokens: never made by decode
-  StepArgs a{s, nullptr, static_cast<char*>(ws.ptr), at};
+  StepArgs a{s, nullptr, static_cast<char*>(ws.ptr), at, true};
   a.rows = reinterpret_cast<const SkvStepRow*>(a.ws + at.rows);
   if (s.batch > 0)
     SKV_CUDA_CALL(cudaMemcpyAsync(a.ws + at.rows, staged, sizeof(SkvStepRow) * (size_t)s.batch, cudaMemcpyHostToDevice, stream));
@@ -726,8 +727,18 @@ cudaError_t DecodeLayer(const SkvStep& s, const SkvStepRow* host_rows, const voi
     SKV_CUDA_CALL(mark(SKV_STAGE_FETCH, stream));
     // 4.
     if (S > 0) {
-      const size_t rb_smem = rebuild_smem_bytes(s.C, s.d);
-      const bool fp8 = std::any_of(host_rows, host_rows + s.batch, [](const SkvStepRow& r) { return r.fp8_rows > 0; });
+      // The rebuild runs on the tensor cores where every row's can (one path per launch).
+      bool fp8 = false;
+      int rank = 0;
+      for (int b = 0; b < s.batch; b++) {
+        const SkvStepRow& r = host_rows[b];
+        if (r.input < 0 || !r.u) continue;
+        a.rebuild_mma = a.rebuild_mma && rebuild_mma(reinterpret_cast<const void*>(r.u), s.kv_dtype, reinterpret_cast<const void*>(r.sv),
+                                                     s.kv_dtype, (int64_t)s.kv_heads * s.d, s.d, r.rank, s.C);
+        rank = std::max(rank, r.rank);
+        fp8 = fp8 || r.fp8_rows > 0;
+      }
+      const size_t rb_smem = rebuild_smem_bytes(s.C, s.d, a.rebuild_mma, rank);
       auto fetch = fp8 ? StepFetchKernel<true> : StepFetchKernel<false>;
       SKV_CUDA_CALL(skv_smem_optin(fetch, rb_smem));
       const int groups = (int)skv_ceil_div(S, rebuild_chunks_per_block(s.C));

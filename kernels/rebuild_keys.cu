@@ -18,8 +18,9 @@ cudaError_t RebuildKeys(const void* U, int u_dtype, int rank, const void* SVh, i
                         const int32_t* chunk_ids, const int32_t* out_slots, int n_chunks, int C, const double* inv_freq,
                         int style, void* out, int out_dtype, int64_t ldo, cudaStream_t stream) {
   if (n_chunks <= 0 || C <= 0 || d < 2) return cudaSuccess;
-  const RebuildArgs a{U, u_dtype, rank, SVh, sv_dtype, ldsv, d, C, inv_freq, style, out, out_dtype, ldo};
-  const size_t smem = rebuild_smem_bytes(C, d);
+  const bool mma = rebuild_mma(U, u_dtype, SVh, sv_dtype, ldsv, d, rank, C);
+  const RebuildArgs a{U, u_dtype, rank, SVh, sv_dtype, ldsv, d, C, inv_freq, style, out, out_dtype, ldo, mma};
+  const size_t smem = rebuild_smem_bytes(C, d, mma, rank);
   SKV_CUDA_CALL(skv_smem_optin(RebuildKeysKernel, smem));
   const int blocks = (int)skv_ceil_div(n_chunks, rebuild_chunks_per_block(C));
   RebuildKeysKernel<<<blocks, REBUILD_THREADS, smem, stream>>>(a, chunk_ids, out_slots, n_chunks);

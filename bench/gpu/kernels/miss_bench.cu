@@ -125,8 +125,9 @@ int main() {
   for (int i = 0; i < d / 2; i++) f[i] = pow(500000.0, -2.0 * i / d);
   CK(cudaMalloc(&inv_freq, f.size() * 8));
   CK(cudaMemcpy(inv_freq, f.data(), f.size() * 8, cudaMemcpyHostToDevice));
-  const RebuildArgs a{U, SKV_BF16, rank, SV, SKV_BF16, 1024, d, C, inv_freq, SKV_ROPE_HALF, K, SKV_BF16, d};
-  const size_t smem = rebuild_smem_bytes(C, d);
+  const bool mma = rebuild_mma(U, SKV_BF16, SV, SKV_BF16, 1024, d, rank, C);
+  const RebuildArgs a{U, SKV_BF16, rank, SV, SKV_BF16, 1024, d, C, inv_freq, SKV_ROPE_HALF, K, SKV_BF16, d, mma};
+  const size_t smem = rebuild_smem_bytes(C, d, mma, rank);
   CK(skv_smem_optin(RebuildOnly, smem));
   for (int n : {666, 2744, 8192}) {
     std::vector<int32_t> v = random_ids(n, S / C);

@@ -364,8 +364,10 @@ __device__ __forceinline__ int load_now_s8(const void* p) {
 // byte, dequantized on the way to the slot: half the PCIe bytes of bf16. FP8: some row's pages hold
 // fp8 (NOTE: a variant of its own: the scales and the dequantization in the one kernel made ptxas
 // spill inside the rebuild's loop, 116 bytes at 128 registers, for every row).
-template <bool FP8>
-__global__ void __launch_bounds__(REBUILD_THREADS) StepFetchKernel(StepArgs a) {
+// MMA: the rebuild on the tensor cores (a.rebuild_mma), whose 54 KB of shared memory leave room for
+// 4 blocks an SM where the registers allow: bounded so that they do.
+template <bool FP8, bool MMA>
+__global__ void __launch_bounds__(REBUILD_THREADS, MMA ? 3 : 2) StepFetchKernel(StepArgs a) {
   skv_pdl_enter();
   extern __shared__ float smem[];
   SkvStepRow r;
@@ -426,7 +428,7 @@ __global__ void __launch_bounds__(REBUILD_THREADS) StepFetchKernel(StepArgs a) {
   int pre_e[P];
   const RebuildArgs ra{reinterpret_cast<const void*>(r.u), kv, r.rank, elem(r.sv, kv, (size_t)h * d), kv,
                        (int64_t)s.kv_heads * d, d, C, reinterpret_cast<const double*>(s.inv_freq), s.rope_style,
-                       elem(r.selected_k, kv, (size_t)h * S * C * d), kv, d, a.rebuild_mma};
+                       elem(r.selected_k, kv, (size_t)h * S * C * d), kv, d, MMA};
   rebuild_group(ra, ids, slots, n, smem, [&] {
 #pragma unroll
     for (int k = 0; k < P; k++) {
@@ -739,7 +741,8 @@ cudaError_t DecodeLayer(const SkvStep& s, const SkvStepRow* host_rows, const voi
         fp8 = fp8 || r.fp8_rows > 0;
       }
       const size_t rb_smem = rebuild_smem_bytes(s.C, s.d, a.rebuild_mma, rank);
-      auto fetch = fp8 ? StepFetchKernel<true> : StepFetchKernel<false>;
+      auto fetch = fp8 ? (a.rebuild_mma ? StepFetchKernel<true, true> : StepFetchKernel<true, false>)
+                       : (a.rebuild_mma ? StepFetchKernel<false, true> : StepFetchKernel<false, false>);
       SKV_CUDA_CALL(skv_smem_optin(fetch, rb_smem));
       const int groups = (int)skv_ceil_div(S, rebuild_chunks_per_block(s.C));
       SKV_CUDA_CALL(skv_launch(fetch, dim3(at.tasks, groups), REBUILD_THREADS, rb_smem, stream, a));

@@ -186,8 +186,9 @@ __device__ __forceinline__ void rebuild_group_tiled(const RebuildArgs& a, const 
 
 // The tensor-core path (rebuild_mma). Warp w takes the output columns of n8 tiles j and j + d/16
 // for j = w, w + 8, ..: for rotate-half RoPE, column p and its pair p + d/2 then sit in the same
-// thread's fragments; interleaved pairs are adjacent columns of one fragment. The mma accumulators
-// are added into f32 sums (rounded to nearest) every 8 k-steps: mma.cuh's NOTE on their rounding.
+// thread's fragments; interleaved pairs are adjacent columns of one fragment. NOTE: the sums stay in
+// the mma accumulators (which round toward zero, mma.cuh): rank / 16 roundings of ~2^-24 each, far
+// below the bf16 rounding of the stored key; a flush to f32 every few k-steps cost 16 registers.
 template <typename Staged>
 __device__ __forceinline__ void rebuild_group_mma(const RebuildArgs& a, const int32_t* ids, const int32_t* slots, int n,
                                                   void* smem, Staged staged) {
@@ -217,7 +218,7 @@ __device__ __forceinline__ void rebuild_group_mma(const RebuildArgs& a, const in
   const bool interleaved = a.style == SKV_ROPE_INTERLEAVED;
   for (int j = threadIdx.x / 32; j < d / 16; j += blockDim.x / 32) {
     const int tiles[2] = {j, j + d / 16};  // n8 tiles: columns 8 * tile + [0, 8)
-    float acc[2][2][4] = {}, part[2][2][4] = {};
+    float acc[2][2][4] = {};
     for (int k = 0; k < K; k += 16) {
       uint32_t A[2][4], B[4];
 #pragma unroll
@@ -226,16 +227,8 @@ __device__ __forceinline__ void rebuild_group_mma(const RebuildArgs& a, const in
       ldsm_x4_t(B, Bs + (size_t)(k + lane / 8 % 2 * 8 + lane % 8) * lb + (lane < 16 ? tiles[0] : tiles[1]) * 8);
 #pragma unroll
       for (int m = 0; m < 2; m++) {
-        mma_bf16(part[m][0], A[m], B[0], B[1]);
-        mma_bf16(part[m][1], A[m], B[2], B[3]);
-      }
-      if ((k / 16) % FLUSH_SLABS == FLUSH_SLABS - 1 || k + 16 >= K) {
-#pragma unroll
-        for (int m = 0; m < 2; m++)
-#pragma unroll
-          for (int t = 0; t < 2; t++)
-#pragma unroll
-            for (int i = 0; i < 4; i++) acc[m][t][i] = __fadd_rn(acc[m][t][i], part[m][t][i]), part[m][t][i] = 0.f;
+        mma_bf16(acc[m][0], A[m], B[0], B[1]);
+        mma_bf16(acc[m][1], A[m], B[2], B[3]);
       }
     }
     // Fragment element i of (m, tile): token m * 16 + g + 8 * (i / 2), column 8 * tile + 2 q + i % 2.

@@ -99,7 +99,8 @@ export interface ShadowKVOptions {
    * Values on the host tier in fp8 (E4M3 with a power-of-two scale per token row, past the
    * paper): half the host memory and half the bytes a miss moves, each value within 2^-4 of its
    * row's largest magnitude (dequantization itself is exact). Backends with an fp8 host tier
-   * only (wasm; not yet cuda: a `ConfigError` there). Snapshots keep the dequantized values.
+   * only (wasm and cuda; a device without `quantizeValues` is a `ConfigError`). Snapshots keep the
+   * dequantized values.
    * - default: `false`
    */
   fp8Values?: boolean;

@@ -19,7 +19,8 @@ export SHADOWKV_CUDA_SYNC=0
 . scripts/gpu/env.sh
 need_tsx host-profile
 dir="${OUT:-/tmp}"
-node --cpu-prof --cpu-prof-dir="$dir/cpuprof" node_modules/tsx/dist/cli.mjs bench/gpu/profile.ts --context 131072 \
+# NOTE: --import tsx, not tsx's cli (which runs the script in a child process that --cpu-prof does not reach).
+node --cpu-prof --cpu-prof-dir="$dir/cpuprof" --import tsx bench/gpu/profile.ts --context 131072 \
   --batches "$batch" --steps "$steps" | grep -E 'K x'
 prof=$(ls -S "$dir"/cpuprof/*.cpuprofile | head -1)
 mv "$prof" "$dir/host-$batch.cpuprofile" && rm -rf "$dir/cpuprof"

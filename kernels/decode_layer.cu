@@ -361,11 +361,12 @@ __device__ __forceinline__ int load_now_s8(const void* p) {
 // with the rebuild (188 us for both at 4 x 128K against 118 and 77 apart, H200); in one block the
 // PCIe latency hides behind the rebuild's arithmetic by construction. Where the pages hold fp8
 // (fp8.cuh), a thread's unit is a 16-byte word of codes (16 values of one row) and its row's scale
-// byte, dequantized on the way to the slot: half the PCIe bytes of bf16. FP8: some row's pages hold
-// fp8 (NOTE: a variant of its own: the scales and the dequantization in the one kernel made ptxas
-// spill inside the rebuild's loop, 116 bytes at 128 registers, for every row).
-// MMA: the rebuild on the tensor cores (a.rebuild_mma), whose 54 KB of shared memory leave room for
-// 4 blocks an SM where the registers allow: bounded so that they do.
+// byte, dequantized on the way to the slot: half the PCIe bytes of bf16.
+// FP8: some row's pages hold fp8. NOTE: a variant of its own: the scales and the dequantization in
+// the one kernel made ptxas spill inside the rebuild's loop (116 bytes at 128 registers) for every row.
+// MMA: the rebuild on the tensor cores (its 54 KB of shared memory allow 3-4 blocks an SM, the f32
+// path's 102 KB 2). NOTE: bounded to 3 blocks (80 registers); at 4 x 128K that read no faster than
+// 2 blocks at 128 registers (fetch 123 / 86 / 67 us plain / fp8 / fp8 + hot against 123 / 86 / 65).
 template <bool FP8, bool MMA>
 __global__ void __launch_bounds__(REBUILD_THREADS, MMA ? 3 : 2) StepFetchKernel(StepArgs a) {
   skv_pdl_enter();
@@ -420,10 +421,10 @@ __global__ void __launch_bounds__(REBUILD_THREADS, MMA ? 3 : 2) StepFetchKernel(
     for (int k = 0; k < 4; k++)
       if (k < dw) put(i, w * dw + k, cached ? reinterpret_cast<const uint4*>(src_of(i))[w * dw + k] : out[k]);
   };
-  // 1. Keys; once U and SVh are in shared memory, the first P units of every thread
-  // are requested, and travel while the keys are computed. NOTE: requested before the staging
-  // loads, the fetch took 60 us at 1 x 128K and 151 at 4 x 128K; after them, 51 and 136 (H200):
-  // the slow PCIe reads seem to hold up the staging loads issued behind them.
+  // 1. Keys; once U and SVh are in shared memory, the first P units of every thread are requested,
+  // and travel while the keys are computed. NOTE: requested before the staging loads, the fetch
+  // took 60 us at 1 x 128K and 151 at 4 x 128K; after them, 51 and 136 (H200): the slow PCIe reads
+  // seem to hold up the staging loads issued behind them.
   uint4 pre[P];
   int pre_e[P];
   const RebuildArgs ra{reinterpret_cast<const void*>(r.u), kv, r.rank, elem(r.sv, kv, (size_t)h * d), kv,
@@ -494,8 +495,9 @@ __global__ void __launch_bounds__(256) CompactKeysKernel(StepArgs a) {
   }
 }
 
-// Block (row b, head h, chunk i): the chunk's values to its host page (quantized where it holds fp8); its landmark and id
-// appended after the head's landmarks (the count is raised by CompactTail, after every block read it).
+// Block (row b, head h, chunk i): the chunk's values to its host page (quantized where it holds
+// fp8); its landmark and id appended after the head's landmarks (the count is raised by
+// CompactTail, after every block read it).
 __global__ void __launch_bounds__(LANDMARK_THREADS) CompactChunksKernel(StepArgs a) {
   skv_pdl_enter();
   extern __shared__ float L[];  // [d]

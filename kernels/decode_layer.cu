@@ -718,8 +718,8 @@ cudaError_t DecodeLayer(const SkvStep& s, const SkvStepRow* host_rows, const voi
   if (at.sparse > 0) {
     // 2-3.
     SKV_CUDA_CALL(skv_smem_optin(StepLogitsKernel, LOGIT_SMEM));
-    int split = 1;
-    SKV_CUDA_CALL(logit_split(at.tasks, logit_blocks(at.max_l), &split));
+    int split = std::min(s.logit_split, logit_blocks(at.max_l));
+    if (split <= 0) SKV_CUDA_CALL(logit_split(at.tasks, logit_blocks(at.max_l), &split));
     SKV_CUDA_CALL(skv_launch(StepLogitsKernel, dim3(at.tasks, split), LOGIT_THREADS, LOGIT_SMEM, stream, a));
     SKV_CUDA_CALL(mark(SKV_STAGE_SELECT, stream));
     const dim3 ranges(at.tasks, logit_blocks(at.max_l));

@@ -169,7 +169,7 @@ struct SkvStep {
   uint64_t counters;  // f64 [SKV_COUNTERS]
   int32_t batch, q_heads, kv_heads, d, C, max_selected, max_outliers, local_tokens, kv_dtype, io_dtype, rope_style;
   float scale, score_scale;
-  int32_t reserved;
+  int32_t logit_split;  // landmark-logit blocks per kv head; 0: a cost model's choice (tests force others)
 };
 static_assert(sizeof(SkvStep) == 104, "SkvStep is 104 bytes");
 

@@ -47,6 +47,12 @@ export class CudaDevice implements Device {
   private addon: CudaAddon | undefined;
   /** The step record of decodeLayer, reused across steps (grown when the batch grows). */
   private record = new ArrayBuffer(STEP_BYTES);
+  /**
+   * Landmark-logit blocks per kv head of the fused step, from `SHADOWKV_CUDA_LOGIT_SPLIT` when the
+   * device is made; 0 (unset) lets the kernels' cost model choose. Tests force it, so that every
+   * grouping of the logit ranges (several per block, as the cost model picks at 4 x 128K) is checked.
+   */
+  private readonly logitSplit = Math.max(0, Math.floor(Number(process.env.SHADOWKV_CUDA_LOGIT_SPLIT ?? 0)) || 0);
 
   /**
    * @param hostMemory bytes of pinned host memory the process's caches may hold (createCudaBackend's
@@ -410,7 +416,7 @@ export class CudaDevice implements Device {
       DTYPE_CODE[g.dtype], DTYPE_CODE[step.ioDtype], ROPE_STYLE_CODE[g.ropeStyle]], 12);
     f32[23] = g.scale;
     f32[24] = g.scoreScale;
-    i32[25] = 0;
+    i32[25] = this.logitSplit;
     step.rows.forEach((row, b) => encodeRow(u64, i32, STEP_BYTES + b * ROW_BYTES, row));
     const status = this.op('decode_layer', () => this.x.decodeLayer(new Uint8Array(this.record, 0, bytes)));
     if (status !== STATUS.ok) throw new RangeError(`decode_layer: the runtime rejected the step record (status ${status})`);

@@ -16,8 +16,7 @@ import {
 import { scenarioSteps } from '../test/conformance/scenarioInputs.js';
 import { SCENARIOS, type Scenario } from '../test/conformance/scenarios.js';
 import { f64, relError } from '../test/helpers/data.js';
-import { rounded } from '../test/helpers/device.js';
-import { fp8Row } from '../test/oracle/fp8.js';
+import { shadowKVOracle } from '../test/conformance/runScenario.js';
 import { OracleFullKV, OracleShadowKV } from '../test/oracle/index.js';
 import { opCases, type OpCase, type Outputs } from './parityOps.js';
 
@@ -117,15 +116,13 @@ const PAIRS: Pair[] = ['candVsRef', 'refVsOracle', 'candVsOracle'];
 /** A scenario through both backends; `fp8`: shadowkv with fp8Values, the oracle's stored chunks as the fp8 tier returns them. */
 async function endToEnd(sc: Scenario, policy: 'shadowkv' | 'full', dtype: DType, tolerance: number, fp8 = false) {
   const { spec, batch } = sc;
-  const { fp8Values: _, ...oracleOptions } = sc.options;
   const options = { ...sc.options, fp8Values: fp8 };
   const { queryHeads: Hq, kvHeads: Hkv, headDim: d, layers } = spec;
   const make = (backend: string) => (policy === 'shadowkv'
     ? createCache({ spec, policy, batch, dtype, backend, options })
     : createCache({ spec, policy, batch, dtype, backend }));
   const caches = [await make(refName!), await make(candName!)];
-  const storedValue = fp8 ? (row: Float64Array) => fp8Row(rounded(row, dtype)) : undefined;
-  const oracles = Array.from({ length: layers }, () => (policy === 'shadowkv' ? new OracleShadowKV(spec, oracleOptions, batch, storedValue) : new OracleFullKV(spec, batch)));
+  const oracles = Array.from({ length: layers }, () => (policy === 'shadowkv' ? shadowKVOracle(sc, options, dtype) : new OracleFullKV(spec, batch)));
   const rowOf = (x: Float64Array, i: number, n: number) => x.subarray(i * n, (i + 1) * n);
   // Per decode call: the whole output's error, and the worst row among rows whose selections agree.
   const whole = { candVsRef: [] as number[], refVsOracle: [] as number[], candVsOracle: [] as number[] };

@@ -409,7 +409,6 @@ __global__ void __launch_bounds__(REBUILD_THREADS, MMA ? 3 : 2) StepFetchKernel(
   const bool vec = fp8 ? d % 16 == 0 : cbytes % 16 == 0;
   const int dw = (int)skv_dtype_size(kv);  // 16-byte slot words per 16 values
   const size_t cw = fp8 ? (size_t)C * d / 16 : cbytes / 16, units = vec ? n * cw : 0;
-  auto scale_at = [&](const char* chunk, size_t w) { return chunk + (size_t)C * d + w * 16 / d; };
   auto land = [&](size_t u, uint4 x, int e) {  // unit u, loaded as x (scale e), to its places
     const int i = (int)(u / cw);
     const size_t w = u % cw;
@@ -437,7 +436,7 @@ __global__ void __launch_bounds__(REBUILD_THREADS, MMA ? 3 : 2) StepFetchKernel(
       const int i = (int)(u / cw);
       if (u >= units || (fp8 && hot(i))) continue;  // a hot hit's unit is read from device memory later
       pre[k] = load_now(reinterpret_cast<const uint4*>(src_of(i)) + u % cw);
-      if (fp8) pre_e[k] = load_now_s8(scale_at(paged(i), u % cw));
+      if (fp8) pre_e[k] = load_now_s8(fp8_scale_of(paged(i), C, d, u % cw * 16));
     }
   });
   // 2. The values land in their slots.
@@ -449,7 +448,7 @@ __global__ void __launch_bounds__(REBUILD_THREADS, MMA ? 3 : 2) StepFetchKernel(
   for (size_t u = threadIdx.x + (size_t)P * blockDim.x; u < units; u += blockDim.x) {
     const int i = (int)(u / cw);
     const bool coded = fp8 && !hot(i);
-    land(u, coded || !fp8 ? reinterpret_cast<const uint4*>(src_of(i))[u % cw] : uint4{}, coded ? (int8_t)*scale_at(paged(i), u % cw) : 0);
+    land(u, coded || !fp8 ? reinterpret_cast<const uint4*>(src_of(i))[u % cw] : uint4{}, coded ? *fp8_scale_of(paged(i), C, d, u % cw * 16) : 0);
   }
   if (vec) return;
   // Shapes whose units do not fill 16-byte words: value by value (every dtype is at least 2 bytes).

@@ -48,7 +48,12 @@ __device__ __forceinline__ int fp8_dequantize16(uint4 codes, int e, int dtype, u
   return words;
 }
 
+// The scale exponent byte of value j's row in an fp8 chunk of C rows of d values.
+__device__ __forceinline__ const int8_t* fp8_scale_of(const void* chunk, int C, int d, size_t j) {
+  return static_cast<const int8_t*>(chunk) + (size_t)C * d + j / d;
+}
+
 // Element j of an fp8 chunk of C rows of d values, dequantized (the path for d not a multiple of 16).
 __device__ __forceinline__ float fp8_chunk_value(const uint8_t* chunk, int C, int d, size_t j) {
-  return fp8_dequantize(chunk[j], (int8_t)chunk[(size_t)C * d + j / d]);
+  return fp8_dequantize(chunk[j], *fp8_scale_of(chunk, C, d, j));
 }

@@ -24,7 +24,7 @@ __global__ void __launch_bounds__(GATHER_THREADS) GatherValuesKernel(const uint6
     if (d % 16 == 0 && aligned) {  // a 16-byte word of codes lies in one row
       for (int w = threadIdx.x; w < block / 16; w += blockDim.x) {
         uint4 out[4];
-        const int n = fp8_dequantize16(reinterpret_cast<const uint4*>(chunk)[w], (int8_t)chunk[(size_t)block + w * 16 / d], dtype, out);
+        const int n = fp8_dequantize16(reinterpret_cast<const uint4*>(chunk)[w], *fp8_scale_of(chunk, C, d, (size_t)w * 16), dtype, out);
 #pragma unroll
         for (int k = 0; k < 4; k++)
           if (k < n) reinterpret_cast<uint4*>(to)[w * n + k] = out[k];

@@ -1,5 +1,5 @@
 // Drives a scenario through a real cache and one oracle per layer, reporting every comparison.
-import { createCache, type Tensor } from '../../packages/shadowkv/src/backend.js';
+import { createCache, type DType, type Tensor } from '../../packages/shadowkv/src/backend.js';
 import type { ShadowKVCache } from '../../packages/shadowkv/src/backend.js';
 import { OracleFullKV, OracleShadowKV } from '../oracle/index.js';
 import { fp8Row } from '../oracle/fp8.js';
@@ -26,17 +26,24 @@ export interface StepReport {
 /** Row i of a [rows, H, S, d] float64 array. */
 const rowOf = (x: Float64Array, i: number, n: number) => x.subarray(i * n, (i + 1) * n);
 
+/**
+ * The float64 oracle of a shadowkv cache with `options` on the scenario's spec and batch. Under
+ * fp8Values its stored chunks come back as the fp8 tier returns them, from the values the runtime
+ * quantizes (rounded to the storage dtype first).
+ */
+export function shadowKVOracle(sc: Scenario, options: Scenario['options'], dtype: DType): OracleShadowKV {
+  const { fp8Values, ...oracleOptions } = options;
+  const storedValue = fp8Values ? (row: Float64Array) => fp8Row(rounded(row, dtype)) : undefined;
+  return new OracleShadowKV(sc.spec, oracleOptions, sc.batch, storedValue);
+}
+
 export async function runScenario(env: TestEnv, sc: Scenario, policy: 'shadowkv' | 'full'): Promise<StepReport[]> {
   const { spec, batch, options } = sc;
   const { queryHeads: Hq, kvHeads: Hkv, headDim: d, layers } = spec;
   const cache = policy === 'shadowkv'
     ? await createCache({ spec, policy, batch, dtype: env.dtype, backend: env.backend, options })
     : await createCache({ spec, policy, batch, dtype: env.dtype, backend: env.backend });
-  // fp8Values: the oracle's stored chunks come back as the fp8 tier returns them, from the values
-  // the runtime quantizes (rounded to the storage dtype first).
-  const { fp8Values, ...oracleOptions } = options;
-  const storedValue = fp8Values ? (row: Float64Array) => fp8Row(rounded(row, env.dtype)) : undefined;
-  const oracles = Array.from({ length: layers }, () => (policy === 'shadowkv' ? new OracleShadowKV(spec, oracleOptions, batch, storedValue) : new OracleFullKV(spec, batch)));
+  const oracles = Array.from({ length: layers }, () => (policy === 'shadowkv' ? shadowKVOracle(sc, options, env.dtype) : new OracleFullKV(spec, batch)));
   const reports: StepReport[] = [];
 
   const compare = (label: string, layer: number, got: Tensor, want: Float64Array, rows: number, checkSelection: boolean) => {

@@ -8,12 +8,13 @@ import { forEachEnv } from '../envs.js';
 // 4 rows x 128K; the small suites only ever see one range per block. Selections, outputs and
 // counters must not depend on the grouping: each (split) is forced through SHADOWKV_CUDA_LOGIT_SPLIT,
 // which a CUDA device reads when it is made.
-const spec = { layers: 1, queryHeads: 8, kvHeads: 2, headDim: 64, rope: { theta: 10000 } };
 const options = { budget: 128, rank: 32, chunkSize: 8, localTokens: 16, maxRecentTokens: 32, denseThreshold: 256 };
 const [tokens, batch, steps] = [12288, 2, 12]; // ~1536 chunks a row: 3 or more logit ranges per kv head
 
 forEachEnv('cuda: landmark logit ranges grouped per block', (env) => {
-  it('selections, outputs and counters are the same bits with all ranges in one block, two blocks, and one range a block', async () => {
+  // d 64 and 128: the two widths whose bf16 logits run on the tensor cores (others take the register path).
+  it.each([64, 128])('d %i: selections, outputs and counters are the same bits with all ranges in one block, two blocks, and one range a block', async (headDim) => {
+    const spec = { layers: 1, queryHeads: 8, kvHeads: 2, headDim, rope: { theta: 10000 } };
     const work = new NeedleWorkload(spec, { tokens, seed: 5 });
     const prompt = work.prompt(0, batch);
     const inputs = Array.from({ length: steps }, () => work.step(0, batch));

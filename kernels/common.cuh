@@ -36,6 +36,17 @@ static inline cudaError_t skv_smem_optin(Kernel kernel, size_t bytes) {
   return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes);
 }
 
+// The current device's compute capability major (read once per device).
+static inline cudaError_t skv_major(int* major) {
+  static int known[64] = {};  // per device, 0 = not read yet
+  int dev = 0;
+  SKV_CUDA_CALL(cudaGetDevice(&dev));
+  if (dev >= 64) return cudaDeviceGetAttribute(major, cudaDevAttrComputeCapabilityMajor, dev);
+  if (known[dev] == 0) SKV_CUDA_CALL(cudaDeviceGetAttribute(&known[dev], cudaDevAttrComputeCapabilityMajor, dev));
+  *major = known[dev];
+  return cudaSuccess;
+}
+
 // Programmatic dependent launch (sm_90+): a kernel launched by skv_launch may be scheduled while
 // the kernel before it on the stream is still running, and waits here, first thing, until that
 // kernel has finished and its writes are visible; it then lets the next kernel be scheduled. So
@@ -51,26 +62,36 @@ __device__ __forceinline__ void skv_pdl_enter() {
 
 // kernel<<<grid, block, smem, stream>>>(args...) with programmatic dependent launch where the
 // device has it (compute capability 9.0+) and SHADOWKV_CUDA_PDL is not 0 (to measure it); the
-// kernel must begin with skv_pdl_enter().
+// kernel must begin with skv_pdl_enter(). cluster_y > 0: thread block clusters of 1 x cluster_y
+// blocks (sm_90+; grid.y a multiple of it).
 template <typename... Params, typename... Args>
-static inline cudaError_t skv_launch(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
-                                     Args&&... args) {
+static inline cudaError_t skv_launch_cluster(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
+                                             unsigned cluster_y, Args&&... args) {
   static const bool on = !(getenv("SHADOWKV_CUDA_PDL") && strcmp(getenv("SHADOWKV_CUDA_PDL"), "0") == 0);
-  static int major[64] = {};  // per device, 0 = not read yet
-  int dev = 0;
-  SKV_CUDA_CALL(cudaGetDevice(&dev));
-  if (dev < 64 && major[dev] == 0) SKV_CUDA_CALL(cudaDeviceGetAttribute(&major[dev], cudaDevAttrComputeCapabilityMajor, dev));
-  cudaLaunchAttribute attr;
-  attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr.val.programmaticStreamSerializationAllowed = 1;
+  int major = 0;
+  SKV_CUDA_CALL(skv_major(&major));
+  cudaLaunchAttribute attr[2];
   cudaLaunchConfig_t cfg{};
   cfg.gridDim = grid;
   cfg.blockDim = block;
   cfg.dynamicSmemBytes = smem;
   cfg.stream = stream;
-  cfg.attrs = &attr;
-  cfg.numAttrs = on && dev < 64 && major[dev] >= 9 ? 1 : 0;
+  cfg.attrs = attr;
+  if (on && major >= 9) {
+    attr[cfg.numAttrs].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[cfg.numAttrs++].val.programmaticStreamSerializationAllowed = 1;
+  }
+  if (cluster_y > 0) {
+    attr[cfg.numAttrs].id = cudaLaunchAttributeClusterDimension;
+    attr[cfg.numAttrs++].val.clusterDim = {1, cluster_y, 1};
+  }
   return cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...);
+}
+
+template <typename... Params, typename... Args>
+static inline cudaError_t skv_launch(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
+                                     Args&&... args) {
+  return skv_launch_cluster(kernel, grid, block, smem, stream, 0, std::forward<Args>(args)...);
 }
 
 // store(i, load(i)) for i in [0, n) over the block, BATCH loads in flight per thread before any

@@ -2,11 +2,12 @@
 // synchronization: the CUDA twin of runtime/wasm/decode_layer.cc. Each kernel covers all rows and
 // kv heads of the step (a "task" is one (row, kv head)):
 //   1. StepAppend: q, k to f32 with RoPE, k and v appended to the tail; attention tasks set up.
-//   2. StepLogits, StepSoftmaxSums, StepScores + 3. StepSelect: landmark logits, softmax scores
-//      (max over the GQA group), the exact top max_selected, and the slot reuse of the last step's
-//      selection (hits keep their slot, misses take the free slots in order) - on the device, per task.
+//   2. StepLogits + 3. StepScoreSelect: landmark logits, softmax scores (max over the GQA group),
+//      the exact top max_selected, and the slot reuse of the last step's selection (hits keep their
+//      slot, misses take the free slots in order) - on the device, per task, by a thread block
+//      cluster (sm_90+; elsewhere StepSoftmaxSums, StepScores, then StepSelect in one block a task).
 //   4. StepFetch: per group of misses, the values by a zero-copy gather from pinned host memory
-//      (or a device copy from the hot-value cache, where StepSelect found them there), issued
+//      (or a device copy from the hot-value cache, where the select found them there), issued
 //      first so that PCIe runs while the same block rebuilds the keys (U . SVh with RoPE).
 //   5. Attention (sparse_attention.cu): split-K flash decode over outliers, selected, tail.
 //   Then, for rows that compact: CompactKeys (U rows of the new tokens), CompactChunks (values to
@@ -25,7 +26,7 @@
 
 namespace {
 
-// StepSelect's per-slot lists (ids, held, hit, free_slots, miss_idx: S each) and its shared memory bounds.
+// The select's per-slot lists (ids, held, hit, free_slots, miss_idx: S each) and its shared memory bounds.
 enum { SELECT_LISTS = 5, SELECT_LISTS_SMEM_MAX = 48 * 1024, SELECT_SMEM_MAX = 160 * 1024 };
 
 // Where each temporary lives in the workspace (byte offsets), from host-known bounds.
@@ -103,7 +104,7 @@ __global__ void __launch_bounds__(APPEND_THREADS) StepAppendKernel(StepArgs a) {
       const SkvSegment tail{reinterpret_cast<uint64_t>(elem(r.tail_k, s.kv_dtype, off)),
                             reinterpret_cast<uint64_t>(elem(r.tail_v, s.kv_dtype, off)), cnt, d};
       if (r.u) {
-        segs[(size_t)h * 3 + 2] = tail;  // StepSelect adds outliers and selected chunks
+        segs[(size_t)h * 3 + 2] = tail;  // the select adds outliers and selected chunks
       } else {
         segs[(size_t)h * 3] = tail;
         t.nseg = 1;
@@ -251,40 +252,22 @@ __device__ int hot_slots(const SkvStepRow& r, int h, const int32_t* ids, int m, 
   return hits;
 }
 
-__global__ void __launch_bounds__(SELECT_THREADS) StepSelectKernel(StepArgs a) {
-  skv_pdl_enter();
-  __shared__ SelectShared sh;
-  extern __shared__ float smem[];  // the per-slot lists, then [L] scores, each where it fits
-  SkvStepRow r;
-  const int task = blockIdx.x;
-  if (!sparse_task(a, task, &r)) return;
+// 4. Reuse (reuse_slots.h), by one block: ids[0, m) of lists (SELECT_LISTS x S: ids, held, hit,
+// free_slots, miss_idx) hold the task's selected chunk ids, ascending. All slots are cleared if
+// the selection shrank; a slot whose chunk stays selected is a hit (the first such slot, if two
+// held the same chunk); misses take the other slots of [0, m) in order. Then the misses for
+// StepFetch, the counters, and the attention's outlier and selected segments.
+__device__ void select_reuse(const StepArgs& a, const SkvStepRow& r, int task, int32_t* lists, int m, SelectShared& sh) {
   const SkvStep& s = a.s;
   const int h = task % s.kv_heads, S = s.max_selected, C = s.C;
   int32_t* hc = head_counts(r, h);
-  const int L = hc[SKV_HEAD_LANDMARKS], O = hc[SKV_HEAD_OUTLIERS];
+  const int O = hc[SKV_HEAD_OUTLIERS];
   int sc = hc[SKV_HEAD_SELECTED];
   const size_t o = (size_t)task * S;
-  // The per-slot lists in shared memory where they fit (their steps are chains of dependent reads).
-  int32_t* lists = a.at.lists_shared ? reinterpret_cast<int32_t*>(smem) : ws_ptr<int32_t>(a, a.at.lists) + o * SELECT_LISTS;
   int32_t *ids = lists, *held = lists + S, *hit = lists + 2 * S, *free_slots = lists + 3 * S, *miss_idx = lists + 4 * S;
-  // 2. The scores (StepScores), into shared memory where they fit: the radix passes read them several times.
-  float* scores = ws_ptr<float>(a, a.at.scores) + (size_t)task * a.at.max_l;
-  if (a.at.scores_shared) {
-    float* near = smem + (a.at.lists_shared ? SELECT_LISTS * S : 0);
-    batched<16>(L, [&](int c) { return scores[c]; }, [&](int c, float x) { near[c] = x; });
-    scores = near;
-    __syncthreads();
-  }
   int32_t* miss_ids = ws_ptr<int32_t>(a, a.at.miss_ids) + o;
   int32_t* miss_slots = ws_ptr<int32_t>(a, a.at.miss_slots) + o;
   int32_t* slot_ids = reinterpret_cast<int32_t*>(r.selected_ids) + (size_t)h * S;
-  // 3. The top chunks, ascending, as chunk ids.
-  const int m = select_top(scores, L, S, 1, ids, sh);
-  const int32_t* lid = reinterpret_cast<const int32_t*>(r.landmark_ids) + (size_t)h * r.chunk_capacity;
-  for (int i = threadIdx.x; i < m; i += blockDim.x) ids[i] = lid[ids[i]];
-  // 4. Reuse (reuse_slots.h): all slots cleared if the selection shrank; a slot whose chunk stays
-  // selected is a hit (the first such slot, if two held the same chunk); misses take the other
-  // slots of [0, m) in order.
   if (m < sc) {
     for (int i = threadIdx.x; i < S; i += blockDim.x) slot_ids[i] = -1;
     sc = 0;
@@ -334,6 +317,97 @@ __global__ void __launch_bounds__(SELECT_THREADS) StepSelectKernel(StepArgs a) {
     t->nseg = 3;
     t->total = (int64_t)(O + m) * C + segs[2].n;
   }
+}
+
+// One block per task, after StepSoftmaxSums and StepScores (devices without clusters, and
+// SkvStep.select_blocks 1).
+__global__ void __launch_bounds__(SELECT_THREADS) StepSelectKernel(StepArgs a) {
+  skv_pdl_enter();
+  __shared__ SelectShared sh;
+  extern __shared__ float smem[];  // the per-slot lists, then [L] scores, each where it fits
+  SkvStepRow r;
+  const int task = blockIdx.x;
+  if (!sparse_task(a, task, &r)) return;
+  const SkvStep& s = a.s;
+  const int h = task % s.kv_heads, S = s.max_selected;
+  const int L = head_counts(r, h)[SKV_HEAD_LANDMARKS];
+  // The per-slot lists in shared memory where they fit (their steps are chains of dependent reads).
+  int32_t* lists = a.at.lists_shared ? reinterpret_cast<int32_t*>(smem) : ws_ptr<int32_t>(a, a.at.lists) + (size_t)task * S * SELECT_LISTS;
+  // 2. The scores (StepScores), into shared memory where they fit: the radix passes read them several times.
+  float* scores = ws_ptr<float>(a, a.at.scores) + (size_t)task * a.at.max_l;
+  if (a.at.scores_shared) {
+    float* near = smem + (a.at.lists_shared ? SELECT_LISTS * S : 0);
+    batched<16>(L, [&](int c) { return scores[c]; }, [&](int c, float x) { near[c] = x; });
+    scores = near;
+    __syncthreads();
+  }
+  // 3. The top chunks, ascending, as chunk ids.
+  const int m = select_top(scores, L, S, 1, lists, sh);
+  const int32_t* lid = reinterpret_cast<const int32_t*>(r.landmark_ids) + (size_t)h * r.chunk_capacity;
+  for (int i = threadIdx.x; i < m; i += blockDim.x) lists[i] = lid[lists[i]];
+  select_reuse(a, r, task, lists, m, sh);
+}
+
+// 2-3 in one kernel on sm_90+: a cluster of blocks per task, block b of them taking a contiguous
+// slice of the landmarks. Each block sums its slice's softmax terms (every block then adds the
+// slices' sums in order: float64, as StepScores adds its ranges'), scores its slice into shared
+// memory, and the cluster selects over the slices (cluster_select_top) into the first block's
+// lists, which then does the reuse. NOTE: the three kernels of the one-block path took 6.6 + 7.0
+// + 30.5 us at 1 x 128K, the select's radix passes on 8 SMs (H200).
+enum { SELECT_CLUSTER_THREADS = 512 };
+
+// Dynamic shared memory of StepScoreSelect: the slices' sums [blocks x g] (f64), max logits and
+// inverse sums [g] each, the per-slot lists, the slice's scores.
+size_t score_select_smem(int blocks, int g, int S, int span) {
+  return sizeof(double) * (size_t)blocks * g + sizeof(float) * 2 * (size_t)g + sizeof(int32_t) * SELECT_LISTS * (size_t)S +
+         sizeof(float) * (size_t)span;
+}
+
+__global__ void __launch_bounds__(SELECT_CLUSTER_THREADS) StepScoreSelectKernel(StepArgs a) {
+  skv_pdl_enter();
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  cooperative_groups::cluster_group cl = cooperative_groups::this_cluster();
+  __shared__ SelectShared sh;
+  __shared__ double red_d[32 * SOFTMAX_HEADS];
+  __shared__ uint32_t hists[SELECT_PASSES * RADIX];  // the first block's: the cluster's histogram of each pass
+  __shared__ int32_t counts[SELECT_CLUSTER_MAX];
+  extern __shared__ __align__(16) char dyn[];
+  SkvStepRow r;
+  const int task = blockIdx.x;
+  if (!sparse_task(a, task, &r)) return;  // NOTE: the whole cluster (one task) returns
+  // NOTE: a block's shared memory may be written by the others only once it runs: every block
+  // arrives here and waits before its first remote write.
+  auto started = cl.barrier_arrive();
+  const SkvStep& s = a.s;
+  const int g = s.q_heads / s.kv_heads, h = task % s.kv_heads, S = s.max_selected;
+  const int blocks = (int)cl.num_blocks(), rank = (int)cl.block_rank();
+  const int L = head_counts(r, h)[SKV_HEAD_LANDMARKS], nb = logit_blocks(L);
+  const int span = (L + blocks - 1) / blocks, c0 = min(L, rank * span), n = min(L, c0 + span) - c0;
+  double* parts = reinterpret_cast<double*>(dyn);
+  float *mx = reinterpret_cast<float*>(parts + (size_t)blocks * g), *inv = mx + g;
+  int32_t* lists = reinterpret_cast<int32_t*>(inv + g);
+  float* scores = reinterpret_cast<float*>(lists + (size_t)SELECT_LISTS * S);
+  const float* logits = ws_ptr<float>(a, a.at.logits) + (size_t)task * g * a.at.max_l;
+  softmax_max(ws_ptr<float>(a, a.at.maxes) + (size_t)task * LOGIT_MAX_BLOCKS * g, nb, g, mx);
+  softmax_sums(logits, a.at.max_l, g, c0, c0 + n, mx, parts + (size_t)rank * g, red_d);
+  cl.barrier_wait(std::move(started));
+  for (int i = threadIdx.x; i < blocks * g; i += blockDim.x)
+    if (i / g != rank) cl.map_shared_rank(parts, i / g)[rank * g + i % g] = parts[rank * g + i % g];
+  for (int i = threadIdx.x; i < SELECT_PASSES * RADIX; i += blockDim.x) hists[i] = 0;
+  cl.sync();
+  for (int j = threadIdx.x; j < g; j += blockDim.x) {
+    double total = 0;
+    for (int b = 0; b < blocks; b++) total += parts[b * g + j];
+    inv[j] = (float)(1.0 / total);
+  }
+  __syncthreads();
+  chunk_scores(logits + c0, a.at.max_l, g, n, mx, inv, scores);
+  __syncthreads();
+  const int32_t* lid = reinterpret_cast<const int32_t*>(r.landmark_ids) + (size_t)h * r.chunk_capacity;
+  const int m = cluster_select_top(cl, scores, c0, n, L, S, 1, hists, counts, cl.map_shared_rank(lists, 0),
+                                   [&](int c) { return lid[c]; }, sh);
+  if (rank == 0) select_reuse(a, r, task, lists, m, sh);
+#endif
 }
 
 // ---- 4. fetch values, rebuild keys ----
@@ -562,6 +636,22 @@ size_t select_smem(int max_l, int S, bool lists, bool scores) {
   return sizeof(float) * ((lists ? (size_t)SELECT_LISTS * S : 0) + (scores ? (size_t)max_l : 0));
 }
 
+// Blocks per task of StepScoreSelect and its dynamic shared memory; 0 blocks: the one-block path
+// (StepSoftmaxSums, StepScores, StepSelect), for devices without clusters, for SkvStep.select_blocks
+// 1, and where a slice's scores and the lists would not fit in shared memory.
+cudaError_t select_cluster(const SkvStep& s, const StepLayout& at, int* blocks, size_t* smem) {
+  int major = 0;
+  SKV_CUDA_CALL(skv_major(&major));
+  *blocks = 0;
+  if (major < 9 || s.select_blocks == 1) return cudaSuccess;
+  const int n = s.select_blocks > 1 ? std::min<int>(s.select_blocks, SELECT_CLUSTER_MAX) : SELECT_CLUSTER_MAX;
+  const size_t bytes = score_select_smem(n, s.q_heads / s.kv_heads, s.max_selected, (int)skv_ceil_div(at.max_l, n));
+  if (bytes > SELECT_SMEM_MAX) return cudaSuccess;
+  *blocks = n;
+  *smem = bytes;
+  return cudaSuccess;
+}
+
 // Logit blocks per task for `tasks` tasks of at most nb ranges: the count with the fewest rounds x
 // (1 + ranges per block) on this device's resident StepLogits blocks, the 1 standing for a
 // block's pipeline fill (about a range's time). NOTE: one range per block, 4 tiles of 128 rows at
@@ -721,12 +811,21 @@ cudaError_t DecodeLayer(const SkvStep& s, const SkvStepRow* host_rows, const voi
     if (split <= 0) SKV_CUDA_CALL(logit_split(at.tasks, logit_blocks(at.max_l), &split));
     SKV_CUDA_CALL(skv_launch(StepLogitsKernel, dim3(at.tasks, split), LOGIT_THREADS, LOGIT_SMEM, stream, a));
     SKV_CUDA_CALL(mark(SKV_STAGE_SELECT, stream));
-    const dim3 ranges(at.tasks, logit_blocks(at.max_l));
-    SKV_CUDA_CALL(skv_launch(StepSoftmaxSumsKernel, ranges, SCORE_THREADS, sizeof(float) * g, stream, a));
-    SKV_CUDA_CALL(skv_launch(StepScoresKernel, ranges, SCORE_THREADS, sizeof(float) * 2 * g, stream, a));
-    const size_t st_smem = select_smem(at.max_l, S, at.lists_shared, at.scores_shared);
-    SKV_CUDA_CALL(skv_smem_optin(StepSelectKernel, st_smem));
-    SKV_CUDA_CALL(skv_launch(StepSelectKernel, at.tasks, SELECT_THREADS, st_smem, stream, a));
+    int blocks = 0;
+    size_t ss_smem = 0;
+    SKV_CUDA_CALL(select_cluster(s, at, &blocks, &ss_smem));
+    if (blocks > 0) {
+      SKV_CUDA_CALL(skv_smem_optin(StepScoreSelectKernel, ss_smem));
+      SKV_CUDA_CALL(skv_launch_cluster(StepScoreSelectKernel, dim3(at.tasks, blocks), SELECT_CLUSTER_THREADS, ss_smem, stream,
+                                       (unsigned)blocks, a));
+    } else {
+      const dim3 ranges(at.tasks, logit_blocks(at.max_l));
+      SKV_CUDA_CALL(skv_launch(StepSoftmaxSumsKernel, ranges, SCORE_THREADS, sizeof(float) * g, stream, a));
+      SKV_CUDA_CALL(skv_launch(StepScoresKernel, ranges, SCORE_THREADS, sizeof(float) * 2 * g, stream, a));
+      const size_t st_smem = select_smem(at.max_l, S, at.lists_shared, at.scores_shared);
+      SKV_CUDA_CALL(skv_smem_optin(StepSelectKernel, st_smem));
+      SKV_CUDA_CALL(skv_launch(StepSelectKernel, at.tasks, SELECT_THREADS, st_smem, stream, a));
+    }
     SKV_CUDA_CALL(mark(SKV_STAGE_FETCH, stream));
     // 4.
     if (S > 0) {

@@ -161,7 +161,7 @@ struct SkvStepRow {
 static_assert(sizeof(SkvStepRow) == 176, "SkvStepRow is 176 bytes");
 
 // One decode step of one layer (runtime/wasm/abi.h skv_layer_step); `rows` follow it in the record.
-// NOTE: 104 bytes (STEP_BYTES in CudaDevice.ts).
+// NOTE: 112 bytes (STEP_BYTES in AddonTypes.ts).
 struct SkvStep {
   uint64_t inv_freq;  // f64 [d/2]
   uint64_t q, k, v;   // [inputs][H][d] of io_dtype, pre-RoPE
@@ -170,8 +170,12 @@ struct SkvStep {
   int32_t batch, q_heads, kv_heads, d, C, max_selected, max_outliers, local_tokens, kv_dtype, io_dtype, rope_style;
   float scale, score_scale;
   int32_t logit_split;  // landmark-logit blocks per kv head; 0: a cost model's choice (tests force others)
+  // Blocks per kv head that score and select (a cluster, sm_90+, at most 8); 0: the default (8
+  // where clusters run), 1: one block after the scores (the path of devices without clusters).
+  int32_t select_blocks;
+  int32_t reserved;
 };
-static_assert(sizeof(SkvStep) == 104, "SkvStep is 104 bytes");
+static_assert(sizeof(SkvStep) == 112, "SkvStep is 112 bytes");
 
 // Whether the step is well formed (runtime/wasm/decode_layer.cc valid_step, on what the host
 // knows: the per-head counts live on the device and only the runtime writes them).

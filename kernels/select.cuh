@@ -3,6 +3,7 @@
 // the softmax statistics of the query heads' landmark logits, an exact top-k radix select (which
 // stops as soon as the threshold's prefix is taken whole) and an ordered compaction. Every function is called by all threads of the block (SELECT_THREADS).
 #pragma once
+#include <cooperative_groups.h>
 #include "common.cuh"
 
 enum { SELECT_THREADS = 1024, RADIX = 256 };
@@ -137,9 +138,10 @@ __device__ __forceinline__ uint32_t score_rank(float s, int largest) {
 }
 
 // Unique per index: (score rank << 32 | index), so the top k is one exact threshold.
-__device__ __forceinline__ uint64_t select_key(const float* scores, int i, int largest) {
-  return ((uint64_t)score_rank(scores[i], largest) << 32) | (uint32_t)i;
+__device__ __forceinline__ uint64_t rank_key(float score, int i, int largest) {
+  return ((uint64_t)score_rank(score, largest) << 32) | (uint32_t)i;
 }
+__device__ __forceinline__ uint64_t select_key(const float* scores, int i, int largest) { return rank_key(scores[i], i, largest); }
 
 enum { SELECT_CANDIDATES = 2048 };  // scores listed for the radix passes after the first, when they fit
 
@@ -151,6 +153,59 @@ struct SelectShared {
   int32_t listed;
   int32_t cand[SELECT_CANDIDATES];
 };
+
+// Adds to hist, per bin (the 8 bits of a key at `shift`), the keys key(t) for t in [0, count)
+// under the prefix pf of mask mk. Scores cluster in a few bins (the high bits are the exponent):
+// lanes of a warp that share a bin add once, so the atomics do not serialize on one word.
+template <typename Key>
+__device__ __forceinline__ void radix_count(int count, Key key, uint64_t pf, uint64_t mk, int shift, uint32_t* hist) {
+  for (int t0 = 0; t0 < count; t0 += blockDim.x) {  // NOTE: a uniform trip count, for the warp match
+    const int t = t0 + threadIdx.x;
+    uint32_t bin = RADIX;  // none
+    if (t < count) {
+      const uint64_t k = key(t);
+      if ((k & mk) == pf) bin = (uint32_t)(k >> shift) & (RADIX - 1);
+    }
+    const unsigned peers = __match_any_sync(0xffffffffu, bin);
+    if (bin < RADIX && threadIdx.x % 32 == __ffs(peers) - 1) atomicAdd(&hist[bin], (uint32_t)__popc(peers));
+  }
+}
+
+// The bin of sh.hist (the pass at `shift`) that holds the want-th key narrows sh's prefix, by the
+// first warp: RADIX / 32 bins per lane, a scan of the lanes' totals, then the lane whose bins reach
+// `want` walks them. Once every key under the prefix is chosen, want is 0 and the prefix is the
+// threshold (the prefix's last key).
+__device__ __forceinline__ void radix_pick(int shift, SelectShared& sh) {
+  if (threadIdx.x >= 32) return;
+  enum { PER = RADIX / 32 };
+  const int lane = threadIdx.x;
+  uint32_t mine = 0;
+#pragma unroll
+  for (int b = 0; b < PER; b++) mine += sh.hist[lane * PER + b];
+  uint32_t incl = mine;
+  for (int o = 1; o < 32; o <<= 1) {
+    const uint32_t v = __shfl_up_sync(0xffffffffu, incl, o);
+    if (lane >= o) incl += v;
+  }
+  const uint32_t want = sh.want;
+  const unsigned reach = __ballot_sync(0xffffffffu, incl >= want);
+  if (lane != __ffs(reach) - 1) return;
+  uint32_t below = incl - mine;
+  for (int b = lane * PER;; b++) {
+    if (below + sh.hist[b] >= want) {
+      sh.prefix |= (uint64_t)b << shift;
+      sh.mask |= (uint64_t)(RADIX - 1) << shift;
+      sh.want = want - below;
+      sh.under = sh.hist[b];
+      if (sh.hist[b] == sh.want) {
+        sh.prefix |= ((uint64_t)1 << shift) - 1;
+        sh.want = 0;
+      }
+      return;
+    }
+    below += sh.hist[b];
+  }
+}
 
 // The m-th smallest key of scores[0, n) (0 < m < n), by an exact radix select 8 bits at a time.
 // Index i is chosen iff select_key(scores, i) <= the result (exactly m of them). The first pass
@@ -168,55 +223,10 @@ __device__ __forceinline__ uint64_t select_threshold(const float* scores, int n,
   for (int shift = 56; shift >= 0; shift -= 8) {
     for (int b = threadIdx.x; b < RADIX; b += blockDim.x) sh.hist[b] = 0;
     __syncthreads();
-    const uint64_t pf = sh.prefix, mk = sh.mask;
-    const int count = listed ? sh.listed : n;
-    // Scores cluster in a few bins (the high bits are the exponent): lanes of a warp that share a
-    // bin add once, so the atomics do not serialize on one shared-memory word.
-    for (int t0 = 0; t0 < count; t0 += blockDim.x) {  // NOTE: a uniform trip count, for the warp match
-      const int t = t0 + threadIdx.x;
-      uint32_t bin = RADIX;  // none
-      if (t < count) {
-        const uint64_t key = select_key(scores, listed ? sh.cand[t] : t, largest);
-        if ((key & mk) == pf) bin = (uint32_t)(key >> shift) & (RADIX - 1);
-      }
-      const unsigned peers = __match_any_sync(0xffffffffu, bin);
-      if (bin < RADIX && threadIdx.x % 32 == __ffs(peers) - 1) atomicAdd(&sh.hist[bin], (uint32_t)__popc(peers));
-    }
+    if (listed) radix_count(sh.listed, [&](int t) { return select_key(scores, sh.cand[t], largest); }, sh.prefix, sh.mask, shift, sh.hist);
+    else radix_count(n, [&](int t) { return select_key(scores, t, largest); }, sh.prefix, sh.mask, shift, sh.hist);
     __syncthreads();
-    // The bin that holds the want-th key, by the first warp: RADIX / 32 bins per lane, a scan of the
-    // lanes' totals, then the lane whose bins reach `want` walks them.
-    if (threadIdx.x < 32) {
-      enum { PER = RADIX / 32 };
-      const int lane = threadIdx.x;
-      uint32_t mine = 0;
-#pragma unroll
-      for (int b = 0; b < PER; b++) mine += sh.hist[lane * PER + b];
-      uint32_t incl = mine;
-      for (int o = 1; o < 32; o <<= 1) {
-        const uint32_t v = __shfl_up_sync(0xffffffffu, incl, o);
-        if (lane >= o) incl += v;
-      }
-      const uint32_t want = sh.want;
-      const unsigned reach = __ballot_sync(0xffffffffu, incl >= want);
-      if (lane == __ffs(reach) - 1) {
-        uint32_t below = incl - mine;
-        for (int b = lane * PER;; b++) {
-          if (below + sh.hist[b] >= want) {
-            sh.prefix |= (uint64_t)b << shift;
-            sh.mask |= (uint64_t)(RADIX - 1) << shift;
-            sh.want = want - below;
-            sh.under = sh.hist[b];
-            // Every key under this prefix is chosen: the threshold is the prefix's last key.
-            if (sh.hist[b] == sh.want) {
-              sh.prefix |= ((uint64_t)1 << shift) - 1;
-              sh.want = 0;
-            }
-            break;
-          }
-          below += sh.hist[b];
-        }
-      }
-    }
+    radix_pick(shift, sh);
     __syncthreads();
     if (sh.want == 0) break;  // NOTE: the same value in every thread (read after the barrier)
     if (!listed && shift > 0 && sh.under <= SELECT_CANDIDATES) {
@@ -289,3 +299,59 @@ __device__ __forceinline__ int select_top(const float* scores, int n, int k, int
   return compact_ordered(
       n, [&](int i) { return select_key(scores, i, largest) <= kth; }, [](int i) { return i; }, out, sh);
 }
+
+enum { SELECT_CLUSTER_MAX = 8, SELECT_PASSES = 8 };  // blocks of a selecting cluster (the portable most); radix passes
+#if defined(_CG_HAS_CLUSTER_GROUP)
+
+// select_top over a thread block cluster (sm_90+): block b of the cluster holds scores[c0 + t] of
+// the cluster's [0, total) for t in [0, n) (contiguous slices, ascending in b), and the top
+// min(k, total) indices of them go, ascending, to out (the first block's shared memory, through
+// the cluster's window) as value(i). Each radix pass counts every slice into its block's
+// histogram, adds the histograms into the first block's hists[pass] (SELECT_PASSES x RADIX, zeroed
+// by the caller before a cluster barrier), and every block picks the same bin from the sums.
+// Then each block places its chosen indices after those of the blocks before it. Returns the
+// count to every thread of every block, with the cluster synchronized (out is whole).
+// counts: shared [SELECT_CLUSTER_MAX]. The same indices as select_top over all the scores.
+template <typename Value>
+__device__ __forceinline__ int cluster_select_top(cooperative_groups::cluster_group& cl, const float* scores, int c0, int n,
+                                                  int total, int k, int largest, uint32_t* hists, int32_t* counts,
+                                                  int32_t* out, Value value, SelectShared& sh) {
+  const int m = k < total ? k : total;
+  if (m <= 0) return 0;
+  auto key = [&](int t) { return rank_key(scores[t], c0 + t, largest); };
+  uint64_t kth = ~0ull;
+  if (m < total) {
+    if (threadIdx.x == 0) {
+      sh.prefix = 0;
+      sh.mask = 0;
+      sh.want = (uint32_t)m;
+    }
+    for (int shift = 56, pass = 0; shift >= 0; shift -= 8, pass++) {
+      for (int b = threadIdx.x; b < RADIX; b += blockDim.x) sh.hist[b] = 0;
+      __syncthreads();
+      radix_count(n, key, sh.prefix, sh.mask, shift, sh.hist);
+      __syncthreads();
+      uint32_t* sum = cl.map_shared_rank(hists + pass * RADIX, 0);
+      for (int b = threadIdx.x; b < RADIX; b += blockDim.x)
+        if (sh.hist[b]) atomicAdd(&sum[b], sh.hist[b]);
+      cl.sync();
+      for (int b = threadIdx.x; b < RADIX; b += blockDim.x) sh.hist[b] = sum[b];
+      __syncthreads();
+      radix_pick(shift, sh);
+      __syncthreads();
+      if (sh.want == 0) break;  // NOTE: the same in every block (the same sums)
+    }
+    kth = sh.prefix;
+  }
+  int mine = 0;
+  for (int t0 = 0; t0 < n; t0 += blockDim.x) mine += __syncthreads_count(t0 + (int)threadIdx.x < n && key(t0 + threadIdx.x) <= kth);
+  const int rank = (int)cl.block_rank(), blocks = (int)cl.num_blocks();
+  for (int b = threadIdx.x; b < blocks; b += blockDim.x) cl.map_shared_rank(counts, b)[rank] = mine;
+  cl.sync();
+  int at = 0;
+  for (int b = 0; b < rank; b++) at += counts[b];
+  compact_ordered(n, [&](int t) { return key(t) <= kth; }, [&](int t) { return value(c0 + t); }, out + at, sh);
+  cl.sync();
+  return m;
+}
+#endif

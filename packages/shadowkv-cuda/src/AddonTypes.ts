@@ -10,7 +10,7 @@ export const CUDA_NO_DEVICE = { insufficientDriver: 35, noDevice: 100, noKernelI
 /** cudaErrorMemoryAllocation: becomes an OutOfMemoryError. */
 export const CUDA_OUT_OF_MEMORY = 2;
 /** Bytes of an `SkvStep` and of one `SkvStepRow` (kernels/launchers.h), the record of `decodeLayer`. */
-export const STEP_BYTES = 104;
+export const STEP_BYTES = 112;
 export const ROW_BYTES = 176;
 /** Bytes of one `SkvSegment` (k, v addresses as u64, n, ld as i32): six 32-bit words. */
 export const SEGMENT_WORDS = 6;

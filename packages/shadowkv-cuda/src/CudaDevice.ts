@@ -52,7 +52,13 @@ export class CudaDevice implements Device {
    * device is made; 0 (unset) lets the kernels' cost model choose. Tests force it, so that every
    * grouping of the logit ranges (several per block, as the cost model picks at 4 x 128K) is checked.
    */
-  private readonly logitSplit = Math.max(0, Math.floor(Number(process.env.SHADOWKV_CUDA_LOGIT_SPLIT ?? 0)) || 0);
+  private readonly logitSplit = envCount('SHADOWKV_CUDA_LOGIT_SPLIT');
+  /**
+   * Blocks per kv head that score and select in the fused step, from `SHADOWKV_CUDA_SELECT_BLOCKS`
+   * when the device is made: 0 (unset) is a cluster of 8 on sm_90+; 1 is the one-block path of
+   * devices without clusters, which tests force on any card so that both paths are checked.
+   */
+  private readonly selectBlocks = envCount('SHADOWKV_CUDA_SELECT_BLOCKS');
 
   /**
    * @param hostMemory bytes of pinned host memory the process's caches may hold (createCudaBackend's
@@ -417,6 +423,7 @@ export class CudaDevice implements Device {
     f32[23] = g.scale;
     f32[24] = g.scoreScale;
     i32[25] = this.logitSplit;
+    i32[26] = this.selectBlocks;
     step.rows.forEach((row, b) => encodeRow(u64, i32, STEP_BYTES + b * ROW_BYTES, row));
     const status = this.op('decode_layer', () => this.x.decodeLayer(new Uint8Array(this.record, 0, bytes)));
     if (status !== STATUS.ok) throw new RangeError(`decode_layer: the runtime rejected the step record (status ${status})`);
@@ -447,6 +454,11 @@ export class CudaDevice implements Device {
 }
 
 /** Row b of a step record at byte offset o: 16 addresses, then 12 32-bit fields (SkvStepRow). */
+/** A count from the environment (tests force the fused step's groupings); 0 when unset or not a count. */
+function envCount(name: string): number {
+  return Math.max(0, Math.floor(Number(process.env[name] ?? 0)) || 0);
+}
+
 function encodeRow(u64: BigUint64Array, i32: Int32Array, o: number, row: StepRow): void {
   const { tail, store: s } = row;
   const p = (b: DeviceBuffer | undefined) => BigInt(b ? b.ptr : 0);

@@ -1,0 +1,53 @@
+import { expect, it } from 'vitest';
+import { createCache, toFloat32, type ShadowKVCache } from '../../packages/shadowkv/src/backend.js';
+import { NeedleWorkload } from '../../examples/workloads/needle.js';
+import { forEachEnv } from '../envs.js';
+
+// The fused CUDA step's work split in each of its groupings, which a CUDA device reads from the
+// environment when it is made (the small suites only ever see the defaults):
+// - SHADOWKV_CUDA_LOGIT_SPLIT: logit blocks per kv head. A block may take several landmark ranges
+//   (512 landmarks each) through one pipeline, which the cost model picks from about 4 rows x 128K.
+// - SHADOWKV_CUDA_SELECT_BLOCKS: blocks per kv head that score and select. 1 is the path of devices
+//   without thread block clusters (softmax sums, scores, then one selecting block); 2-8 a cluster
+//   whose blocks each take a slice of the landmarks.
+// Selections, outputs and counters must not depend on the grouping.
+const options = { budget: 128, rank: 32, chunkSize: 8, localTokens: 16, maxRecentTokens: 32, denseThreshold: 256 };
+const [tokens, batch, steps] = [12288, 2, 12]; // ~1536 chunks a row: 3 or more logit ranges per kv head
+
+const groupings: [string, string[]][] = [
+  ['SHADOWKV_CUDA_LOGIT_SPLIT', ['64', '1', '2']], // 64: past the range count, so one range a block
+  ['SHADOWKV_CUDA_SELECT_BLOCKS', ['1', '2', '3', '8']],
+];
+
+forEachEnv('cuda: the fused step in every grouping of its work', (env) => {
+  // d 64 and 128: the two widths whose bf16 logits run on the tensor cores (others take the register path).
+  it.each(groupings.flatMap(([name, values]) => [64, 128].map((d) => [name, d, values] as const)))(
+    '%s, d %i: selections, outputs and counters are the same bits in each grouping',
+    async (name, headDim, values) => {
+      const spec = { layers: 1, queryHeads: 8, kvHeads: 2, headDim, rope: { theta: 10000 } };
+      const work = new NeedleWorkload(spec, { tokens, seed: 5 });
+      const prompt = work.prompt(0, batch);
+      const inputs = Array.from({ length: steps }, () => work.step(0, batch));
+      const run = async (value: string) => {
+        process.env[name] = value;
+        const cache = (await createCache({ spec, batch, dtype: env.dtype, backend: env.backend, options })) as ShadowKVCache;
+        delete process.env[name];
+        cache.prefill(0, prompt);
+        const outs = inputs.map((x) => Array.from(toFloat32(cache.decode(0, x))));
+        const sel = Array.from({ length: batch }, (_, r) => Array.from({ length: spec.kvHeads }, (_, h) => cache.selection(0, r, h)));
+        const stats = cache.stats();
+        cache.dispose();
+        return { outs, sel, stats };
+      };
+      const runs = [];
+      for (const value of values) runs.push(await run(value)); // one at a time: each reads the environment
+      const [first, ...others] = runs;
+      expect(first.sel.flat(2).length).toBe(batch * spec.kvHeads * (options.budget / options.chunkSize));
+      for (const other of others) {
+        expect(other.sel).toEqual(first.sel);
+        expect(other.outs).toEqual(first.outs);
+        expect(other.stats).toEqual(first.stats);
+      }
+    },
+  );
+}, (e) => e.name.startsWith('cuda'));

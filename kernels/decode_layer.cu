@@ -75,7 +75,7 @@ enum { APPEND_THREADS = 512 };
 
 __global__ void __launch_bounds__(APPEND_THREADS) StepAppendKernel(StepArgs a) {
   skv_pdl_enter();
-  extern __shared__ float kf[];  // [Hkv x d], then [d/2] (cos, sin) pairs at the row's position
+  extern __shared__ float qk[];  // [Hq x d] q, [Hkv x d] k, then [d/2] (cos, sin) pairs at the row's position
   const SkvStep& s = a.s;
   const int b = blockIdx.x;
   if (b == 0 && threadIdx.x == 0) {
@@ -114,19 +114,26 @@ __global__ void __launch_bounds__(APPEND_THREADS) StepAppendKernel(StepArgs a) {
     tasks[h] = t;
   }
   if (r.input < 0) return;
+  // q and k: to f32 in shared memory (q rows, then k rows), RoPE at `position` (rope.cu's
+  // arithmetic), then q to the workspace. NOTE: the rotation's frequencies and the q and k loads
+  // are all requested before any is used (the stage is a chain of memory round trips: 9 us at
+  // batch 1 with q, k and the frequencies one after another, and q rotated in global memory).
   const double* inv_freq = reinterpret_cast<const double*>(s.inv_freq);
-  // q: to f32, RoPE at `position` (rope.cu's arithmetic).
+  const double f0 = (int)threadIdx.x < half ? inv_freq[threadIdx.x] : 0.0;
   const void *q = reinterpret_cast<const void*>(s.q), *k = reinterpret_cast<const void*>(s.k);
-  batched(Hq * d, [&](int i) { return load_f32(q, s.io_dtype, (size_t)r.input * Hq * d + i); }, [&](int i, float x) { qf[i] = x; });
-  batched(Hkv * d, [&](int i) { return load_f32(k, s.io_dtype, (size_t)r.input * Hkv * d + i); }, [&](int i, float x) { kf[i] = x; });
-  float* cs = kf + (size_t)Hkv * d;  // every head of the token sits at `position`: one rotation per pair
-  for (int i = threadIdx.x; i < half; i += blockDim.x) rope_rotation(r.position, inv_freq[i], &cs[2 * i], &cs[2 * i + 1]);
+  batched<8>((Hq + Hkv) * d, [&](int i) {
+    return i < Hq * d ? load_f32(q, s.io_dtype, (size_t)r.input * Hq * d + i) : load_f32(k, s.io_dtype, (size_t)r.input * Hkv * d + i - Hq * d);
+  }, [&](int i, float x) { qk[i] = x; });
+  float *kf = qk + (size_t)Hq * d, *cs = kf + (size_t)Hkv * d;  // every head of the token sits at `position`: one rotation per pair
+  for (int i = threadIdx.x; i < half; i += blockDim.x)
+    rope_rotation(r.position, i == (int)threadIdx.x ? f0 : inv_freq[i], &cs[2 * i], &cs[2 * i + 1]);
   __syncthreads();
   for (int w = threadIdx.x; w < (Hq + Hkv) * half; w += blockDim.x) {
     const int row = w / half, i = w % half;
-    rope_rotate(row < Hq ? qf + (size_t)row * d : kf + (size_t)(row - Hq) * d, half, i, s.rope_style, cs[2 * i], cs[2 * i + 1]);
+    rope_rotate(qk + (size_t)row * d, half, i, s.rope_style, cs[2 * i], cs[2 * i + 1]);
   }
   __syncthreads();
+  for (int i = threadIdx.x; i < Hq * d; i += blockDim.x) qf[i] = qk[i];
   // k (post-RoPE) and v to the tail at tail_count.
   auto tail_row = [&](int i) { return ((size_t)(i / d) * r.tail_capacity + r.tail_count) * d + i % d; };
   for (int i = threadIdx.x; i < Hkv * d; i += blockDim.x) store_f32(reinterpret_cast<void*>(r.tail_k), s.kv_dtype, tail_row(i), kf[i]);
@@ -831,9 +838,9 @@ cudaError_t DecodeLayer(const SkvStep& s, const SkvStepRow* host_rows, const voi
   const int g = s.q_heads / s.kv_heads, S = s.max_selected;
   SKV_CUDA_CALL(mark(SKV_STAGE_APPEND, stream));
   // 1.
-  const size_t kf_smem = sizeof(float) * ((size_t)s.kv_heads * s.d + s.d);
-  SKV_CUDA_CALL(skv_smem_optin(StepAppendKernel, kf_smem));
-  SKV_CUDA_CALL(skv_launch(StepAppendKernel, std::max(s.batch, 1), APPEND_THREADS, kf_smem, stream, a));
+  const size_t qk_smem = sizeof(float) * ((size_t)(s.q_heads + s.kv_heads) * s.d + s.d);
+  SKV_CUDA_CALL(skv_smem_optin(StepAppendKernel, qk_smem));
+  SKV_CUDA_CALL(skv_launch(StepAppendKernel, std::max(s.batch, 1), APPEND_THREADS, qk_smem, stream, a));
   SKV_CUDA_CALL(mark(SKV_STAGE_LOGITS, stream));
   if (at.sparse > 0) {
     // 2-3.

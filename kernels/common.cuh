@@ -47,6 +47,26 @@ static inline cudaError_t skv_major(int* major) {
   return cudaSuccess;
 }
 
+// Blocks of `kernel` at `threads` and `smem` bytes that the current device holds at once (SMs x
+// blocks an SM, at least 1), remembered per device in cache[64] (0: not read yet): the launchers
+// size grids by it on every step.
+template <typename Kernel>
+static inline cudaError_t skv_resident_blocks(Kernel kernel, int threads, size_t smem, int* cache, int* blocks) {
+  int dev = 0;
+  SKV_CUDA_CALL(cudaGetDevice(&dev));
+  if (dev < 64 && cache[dev]) {
+    *blocks = cache[dev];
+    return cudaSuccess;
+  }
+  int sms = 0, per_sm = 0;
+  SKV_CUDA_CALL(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+  SKV_CUDA_CALL(skv_smem_optin(kernel, smem));
+  SKV_CUDA_CALL(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, smem));
+  *blocks = std::max(1, sms * per_sm);
+  if (dev < 64) cache[dev] = *blocks;
+  return cudaSuccess;
+}
+
 // Programmatic dependent launch (sm_90+): a kernel launched by skv_launch may be scheduled while
 // the kernel before it on the stream is still running, and waits here, first thing, until that
 // kernel has finished and its writes are visible; it then lets the next kernel be scheduled. So

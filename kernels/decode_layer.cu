@@ -643,27 +643,6 @@ size_t select_smem(int max_l, int S, bool lists, bool scores) {
   return sizeof(float) * ((lists ? (size_t)SELECT_LISTS * S : 0) + (scores ? (size_t)max_l : 0));
 }
 
-// StepScoreSelect blocks of `smem` bytes the device holds at once (SMs x blocks an SM; read once
-// per device and 16 KB of shared memory).
-cudaError_t select_slots(size_t smem, int* slots) {
-  static int known[64][16] = {};  // 0: not read yet
-  int dev = 0;
-  SKV_CUDA_CALL(cudaGetDevice(&dev));
-  const size_t k = smem / (16 * 1024);
-  if (dev < 64 && k < 16 && known[dev][k]) {
-    *slots = known[dev][k];
-    return cudaSuccess;
-  }
-  int sms = 0, per_sm = 0;
-  const size_t bytes = (k + 1) * 16 * 1024;
-  SKV_CUDA_CALL(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-  SKV_CUDA_CALL(skv_smem_optin(StepScoreSelectKernel, bytes));
-  SKV_CUDA_CALL(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, StepScoreSelectKernel, SELECT_CLUSTER_THREADS, bytes));
-  *slots = sms * per_sm;
-  if (dev < 64 && k < 16) known[dev][k] = std::max(*slots, 1);
-  return cudaSuccess;
-}
-
 // Blocks per task of StepScoreSelect and its dynamic shared memory; 0 blocks: the one-block path
 // (StepSoftmaxSums, StepScores, StepSelect), for devices without clusters, for SkvStep.select_blocks
 // 1, where a slice's scores and the lists would not fit in shared memory, and by default where the
@@ -676,14 +655,17 @@ cudaError_t select_cluster(const SkvStep& s, const StepLayout& at, int* blocks, 
   const int n = s.select_blocks > 1 ? std::min<int>(s.select_blocks, SELECT_CLUSTER_MAX) : SELECT_CLUSTER_MAX;
   const size_t bytes = score_select_smem(n, s.q_heads / s.kv_heads, s.max_selected, (int)skv_ceil_div(at.max_l, n));
   if (bytes > SELECT_SMEM_MAX) return cudaSuccess;
-  // By default, only where every task's cluster runs at once. NOTE: measured at 128K (queued,
+  // By default, only where every task's cluster can run at once. NOTE: measured at 128K (queued,
   // H200), the select stage of clusters of 8 against the one-block path: 25 against 41 us at batch
-  // 1, 49 against 53 at batch 4 (two blocks an SM: 32 clusters did not all run at once); at batch
-  // 16 clusters of 2 took 104 us against 98.
+  // 1, 49 against 53 at batch 4 (256 blocks on the card's 264 slots); at batch 16 clusters of 2
+  // took 104 us against 98.
   if (s.select_blocks == 0) {
-    int slots = 0;
-    SKV_CUDA_CALL(select_slots(bytes, &slots));
-    if ((int64_t)at.tasks * n > slots) return cudaSuccess;
+    // Read per 16 KB of shared memory (the count changes with it only in steps).
+    static int slots[SELECT_SMEM_MAX / (16 * 1024) + 1][64] = {};
+    const size_t k = bytes / (16 * 1024);
+    int fit = 0;
+    SKV_CUDA_CALL(skv_resident_blocks(StepScoreSelectKernel, SELECT_CLUSTER_THREADS, (k + 1) * 16 * 1024, slots[k], &fit));
+    if ((int64_t)at.tasks * n > fit) return cudaSuccess;
   }
   *blocks = n;
   *smem = bytes;
@@ -696,17 +678,9 @@ cudaError_t select_cluster(const SkvStep& s, const StepLayout& at, int* blocks, 
 // 128K, read the landmarks at 2.3-2.9 TB/s (logits_bench, H200): each block paid its fill, and 4
 // x 128K took 4 rounds of them.
 cudaError_t logit_split(int tasks, int nb, int* split) {
-  static int slots[64] = {};  // per device, 0 = not read yet
-  int dev = 0, n = 0;
-  SKV_CUDA_CALL(cudaGetDevice(&dev));
-  if (dev < 64) n = slots[dev];
-  if (n == 0) {
-    int sms = 0, per_sm = 0;
-    SKV_CUDA_CALL(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-    SKV_CUDA_CALL(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, StepLogitsKernel, LOGIT_THREADS, LOGIT_SMEM));
-    n = std::max(1, sms * per_sm);
-    if (dev < 64) slots[dev] = n;
-  }
+  static int slots[64] = {};
+  int n = 0;
+  SKV_CUDA_CALL(skv_resident_blocks(StepLogitsKernel, LOGIT_THREADS, LOGIT_SMEM, slots, &n));
   int64_t best = -1;
   for (int b = 1; b <= nb; b++) {
     const int64_t rounds = skv_ceil_div((int64_t)tasks * b, n), cost = rounds * (1 + skv_ceil_div(nb, b));

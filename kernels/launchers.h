@@ -171,7 +171,8 @@ struct SkvStep {
   float scale, score_scale;
   int32_t logit_split;  // landmark-logit blocks per kv head; 0: a cost model's choice (tests force others)
   // Blocks per kv head that score and select (a cluster, sm_90+, at most 8); 0: the default (8
-  // where clusters run), 1: one block after the scores (the path of devices without clusters).
+  // where every task's cluster can run at once, else 1), 1: one block after the scores (the path
+  // of devices without clusters).
   int32_t select_blocks;
   int32_t reserved;
 };

@@ -22,7 +22,9 @@ export SHADOWKV_CUDA_SYNC=0
 need_tsx kernels
 csv="${OUT:-/tmp}/kernels-${context}x${batch}-${variant}.csv"
 # profile.ts warms with 10 steps; skipping 160 launches lands in its read-back loop (7 launches a
-# step: append, logits, sums, scores, select, fetch, attention; compaction kernels are rare).
+# step on the one-block select path: append, logits, sums, scores, select, fetch, attention; 5 where
+# StepScoreSelect takes sums, scores and select, so the count then spans a few more steps; the
+# means are per launch either way; compaction kernels are rare).
 ncu --clock-control none --csv --metrics gpu__time_duration.sum \
   -k 'regex:^(Step|FlashDecode|TileDecode|Compact)' --launch-skip 160 --launch-count $((steps * 7)) \
   node node_modules/tsx/dist/cli.mjs bench/gpu/profile.ts --context "$context" --batches "$batch" --variants "$variant" --steps 30 >"$csv.raw" 2>&1 || {

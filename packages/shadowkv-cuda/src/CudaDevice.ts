@@ -55,8 +55,9 @@ export class CudaDevice implements Device {
   private readonly logitSplit = envCount('SHADOWKV_CUDA_LOGIT_SPLIT');
   /**
    * Blocks per kv head that score and select in the fused step, from `SHADOWKV_CUDA_SELECT_BLOCKS`
-   * when the device is made: 0 (unset) is a cluster of 8 on sm_90+; 1 is the one-block path of
-   * devices without clusters, which tests force on any card so that both paths are checked.
+   * when the device is made: 0 (unset) is a cluster of 8 on sm_90+ where every kv head's cluster
+   * can run at once, else one block; 1 is that one-block path (the only one of devices without
+   * clusters), which tests force on any card so that both paths are checked.
    */
   private readonly selectBlocks = envCount('SHADOWKV_CUDA_SELECT_BLOCKS');
 
@@ -453,12 +454,12 @@ export class CudaDevice implements Device {
   }
 }
 
-/** Row b of a step record at byte offset o: 16 addresses, then 12 32-bit fields (SkvStepRow). */
 /** A count from the environment (tests force the fused step's groupings); 0 when unset or not a count. */
 function envCount(name: string): number {
   return Math.max(0, Math.floor(Number(process.env[name] ?? 0)) || 0);
 }
 
+/** Row b of a step record at byte offset o: 16 addresses, then 12 32-bit fields (SkvStepRow). */
 function encodeRow(u64: BigUint64Array, i32: Int32Array, o: number, row: StepRow): void {
   const { tail, store: s } = row;
   const p = (b: DeviceBuffer | undefined) => BigInt(b ? b.ptr : 0);

@@ -156,7 +156,7 @@ export interface SharedPrefill {
 }
 
 /** `inner` with its method `name` replaced by `impl` (which may call `inner`'s own); every other member is `inner`'s. */
-function intercept(inner: KVCachePolicy, name: 'prefill' | 'decode', impl: (...args: never[]) => unknown): KVCachePolicy {
+export function intercept(inner: KVCachePolicy, name: 'prefill' | 'decode', impl: (...args: never[]) => unknown): KVCachePolicy {
   return new Proxy(inner, {
     get(target, prop) {
       if (prop === name) return impl;

@@ -1,0 +1,206 @@
+// Where ShadowKV's selection loses attention: for retrieval prompts answered with the right answer
+// fed back (teacher forcing), every decode step and layer, the share of each query head's exact
+// attention (float64, over every key the step could see) that falls on the tokens the step attended
+// (selected chunks, outlier chunks, the exact tail), against an oracle that picks the same number of
+// chunks by their exact attention (the kv group's max). A low oracle share says the budget cannot hold
+// the head's attention; a low ShadowKV share under a high oracle share says the landmarks chose badly.
+//   npx tsx bench/eval/recall.ts [--model models/skv-small] [--task kv_lookup] [--length 4096]
+//     [--samples 4] [--start 0] [--budget 0.015625] [--set chunkSize=2,...] [--backend wasm]
+//     [--estimators <layer>: other chunk scorers compared on that layer's heads]
+import { parseArgs } from 'node:util';
+import { LlamaModel } from '../../packages/llama/src/index.js';
+import { createCache, ropeFrequencies, type DecodeInput, type DecodeOptions, type KVCachePolicy } from '../../packages/shadowkv/src/index.js';
+import { at } from '../../packages/shadowkv/src/backends/Device.js';
+import { ropeVector } from '../../test/oracle/rope.js';
+import { encodeSample, intercept, policyRuns, prefillOnce, replayPrefill } from './evaluate.js';
+import { drawSample } from './tasks.js';
+
+const { values: a } = parseArgs({
+  options: {
+    model: { type: 'string', default: 'models/skv-small' }, task: { type: 'string', default: 'kv_lookup' },
+    length: { type: 'string', default: '4096' }, samples: { type: 'string', default: '4' }, start: { type: 'string', default: '0' },
+    budget: { type: 'string', default: '0.015625' }, estimators: { type: 'string' }, set: { type: 'string', default: '' }, backend: { type: 'string', default: 'wasm' },
+  },
+});
+const model = await LlamaModel.load(a.model!, { backend: a.backend! });
+const spec = model.spec;
+const { layers: L, queryHeads: Hq, kvHeads: Hkv, headDim: d } = spec;
+const g = Hq / Hkv;
+const scale = spec.scale ?? 1 / Math.sqrt(d);
+const invFreq = ropeFrequencies(d, spec.rope);
+const style = spec.rope.style ?? 'half';
+const overrides = Object.fromEntries(a.set!.split(',').filter(Boolean).map((kv) => kv.split('=')).map(([k, v]) => [k!, Number(v)]));
+
+interface LayerTally { steps: number; shadow: number; oracle: number; minShadow: number; topMissed: number }
+const tally = (): LayerTally[] => Array.from({ length: L }, () => ({ steps: 0, shadow: 0, oracle: 0, minShadow: 0, topMissed: 0 }));
+const all = { right: tally(), wrong: tally() };
+const estimatorShares: Record<string, number[]> = {};
+const estimatorLayer = a.estimators ? +a.estimators : -1;
+
+for (let index = +a.start!; index < +a.start! + +a.samples!; index++) {
+  const { ids, want } = encodeSample(drawSample(a.task!, +a.length!, index));
+  const maxTokens = ids.length + want.length;
+  const run = policyRuns(model, ['shadowkv'], [+a.budget!], ids.length, want.length)[0]!;
+  const options = { ...run.options, ...overrides };
+  const C = options.chunkSize as number;
+  const shared = await prefillOnce(model, ids, { backend: a.backend!, maxTokens });
+  // Every layer's keys per kv head, RoPE'd at their positions, float64: the prompt's, then each step's.
+  const keys: Float64Array[][][] = Array.from({ length: L }, () => Array.from({ length: Hkv }, () => []));
+  const rope = (x: ArrayLike<number>, off: number, pos: number) => ropeVector(Float64Array.from({ length: d }, (_, i) => x[off + i]!), pos, invFreq, style);
+  for (const c of shared.calls) {
+    const T = c.keys.shape[2]!;
+    for (let h = 0; h < Hkv; h++) {
+      const list = keys[c.layer]![h]!;
+      for (let t = 0; t < T; t++) list.push(rope(c.keys.data as Float32Array, (h * T + t) * d, list.length));
+    }
+  }
+  const cache = await createCache({ spec, policy: 'shadowkv', backend: a.backend!, maxTokens, options: options as never });
+  replayPrefill(cache, 'shadowkv', shared);
+  const steps: { layer: number; shadow: number[]; oracle: number[]; topMissed: boolean }[][] = [];
+  let current: (typeof steps)[number] = [];
+  const tapped: KVCachePolicy = intercept(cache, 'decode', (layer: number, input: DecodeInput, o?: DecodeOptions) => {
+    const out = cache.decode(layer, input, o);
+    const pos = keys[layer]![0]!.length;
+    for (let h = 0; h < Hkv; h++) keys[layer]![h]!.push(rope(input.key.data as Float32Array, h * d, pos));
+    // The tokens this step attended, per kv head.
+    const store = (cache as unknown as { states: { store?: { tokens: number; headCountsNow(): Int32Array; outlierIds: unknown; geometry: { maxOutliers: number } } }[][] }).states[layer]![0]!.store!;
+    const nc = store.tokens;
+    const counts = store.headCountsNow();
+    const dev = (cache as unknown as { device: { read(b: unknown, n: number): Int32Array } }).device;
+    const shadow: number[] = [], oracle: number[] = [];
+    let topMissed = false;
+    for (let h = 0; h < Hkv; h++) {
+      const selected = cache.selection(layer, 0, h);
+      const outliers = Array.from(dev.read(at(store.outlierIds as never, h * store.geometry.maxOutliers), counts[h * 3 + 1]!));
+      const chosen = new Set([...selected, ...outliers]);
+      const ks = keys[layer]![h]!;
+      const qsOf = (kv: number) => Array.from({ length: g }, (_, j) => rope(input.query.data as Float32Array, (kv * g + j) * d, pos));
+      const probs = qsOf(h).map((q) => {
+        const s = ks.map((k) => { let x = 0; for (let i = 0; i < d; i++) x += q[i]! * k[i]!; return x * scale; });
+        const m = Math.max(...s);
+        const e = s.map((x) => Math.exp(x - m));
+        const z = e.reduce((u, v) => u + v, 0);
+        return e.map((x) => x / z);
+      });
+      const attended = (t: number, set: Set<number>) => t >= nc || set.has(Math.floor(t / C));
+      // The oracle: the same number of chunks (outliers kept), by the group's max exact mass.
+      const mass = new Map<number, number>();
+      for (let c = 0; c < nc / C; c++) {
+        if (outliers.includes(c)) continue;
+        let best = 0;
+        for (const p of probs) { let s = 0; for (let t = c * C; t < (c + 1) * C; t++) s += p[t]!; best = Math.max(best, s); }
+        mass.set(c, best);
+      }
+      const top = new Set([...[...mass.entries()].sort((x, y) => y[1] - x[1]).slice(0, selected.length).map(([c]) => c), ...outliers]);
+      if (layer === estimatorLayer) compareEstimators(ks, nc, C, qsOf(h), probs, outliers, selected.length * C);
+      for (const p of probs) {
+        shadow.push(p.reduce((s, x, t) => s + (attended(t, chosen) ? x : 0), 0));
+        oracle.push(p.reduce((s, x, t) => s + (attended(t, top) ? x : 0), 0));
+        const argmax = p.indexOf(Math.max(...p));
+        if (!attended(argmax, chosen)) topMissed = true;
+      }
+    }
+    current.push({ layer, shadow, oracle, topMissed });
+    return out;
+  });
+  // Teacher forcing: the right answer fed back; each step's greedy choice tells whether it was right.
+  const rightAt: boolean[] = [];
+  for (let i = 1; i < want.length; i++) {
+    current = [];
+    const logits = model.forward([want[i - 1]!], tapped);
+    rightAt.push(logits.indexOf(Math.max(...logits)) === want[i]);
+    steps.push(current);
+  }
+  cache.dispose();
+  const line = steps.map((s, i) => `${rightAt[i] ? '.' : 'X'}`).join('');
+  console.log(`#${index} steps ${line} (X: the greedy token differs from the answer's)`);
+  steps.forEach((s, i) => {
+    const t = rightAt[i] ? all.right : all.wrong;
+    for (const r of s) {
+      const x = t[r.layer]!;
+      x.steps++;
+      x.shadow += r.shadow.reduce((u, v) => u + v, 0) / r.shadow.length;
+      x.oracle += r.oracle.reduce((u, v) => u + v, 0) / r.oracle.length;
+      x.minShadow += Math.min(...r.shadow);
+      if (r.topMissed) x.topMissed++;
+    }
+    if (!rightAt[i]) console.log(`  step ${i}: ` + s.map((r) => `L${r.layer} ${fmt(Math.min(...r.shadow))}/${fmt(Math.min(...r.oracle))}${r.topMissed ? '*' : ''}`).join('  '));
+  });
+}
+
+function fmt(x: number): string { return x.toFixed(2); }
+
+for (const [name, t] of Object.entries(all)) {
+  console.log(`\nsteps the model got ${name} (per layer: mean share of exact attention attended by ShadowKV / by the oracle; min over heads; steps whose top token was not attended)`);
+  t.forEach((x, l) => x.steps && console.log(`  layer ${l}: ${fmt(x.shadow / x.steps)} / ${fmt(x.oracle / x.steps)}  min ${fmt(x.minShadow / x.steps)}  top missed ${x.topMissed}/${x.steps}`));
+}
+
+for (const [name, v] of Object.entries(estimatorShares)) console.log(`estimator ${name}: mean share ${fmt(v.reduce((x, y) => x + y, 0) / v.length)}, heads under 0.5: ${v.filter((x) => x < 0.5).length} of ${v.length}`);
+
+/**
+ * Other chunk scorers at the same number of attended tokens (outliers and tail kept): the share of
+ * each query head's exact attention they would attend, tallied per scorer. The scorers: chunk means
+ * at C, C / 2 and 2 C (the paper's landmark), Quest's per-channel bounds, the chunk's keys on their
+ * principal axis, the max over the chunk of each token's logit (exact, and through the keys' top-m
+ * principal directions: a sketch of m numbers a token).
+ */
+function compareEstimators(ks: Float64Array[], nc: number, C: number, qs: Float64Array[], probs: number[][], outliers: number[], budgetTokens: number): void {
+  const dot = (q: ArrayLike<number>, k: ArrayLike<number>) => { let x = 0; for (let i = 0; i < q.length; i++) x += q[i]! * k[i]!; return x; };
+  const chunk = (c: number) => ks.slice(c * C, c * C + C);
+  const mean = (t0: number, n: number) => { const m = new Float64Array(d); for (let t = t0; t < t0 + n; t++) for (let i = 0; i < d; i++) m[i]! += ks[t]![i]! / n; return m; };
+  const scorers: Record<string, [number, (q: Float64Array, c: number) => number]> = {};
+  for (const cs of [C / 2, C, C * 2].filter((x) => Number.isInteger(x) && x >= 1)) {
+    const lm = Array.from({ length: nc / cs }, (_, c) => mean(c * cs, cs));
+    scorers[`mean${cs}`] = [cs, (q, c) => dot(q, lm[c]!)];
+  }
+  const lo = Array.from({ length: nc / C }, (_, c) => Float64Array.from({ length: d }, (_, i) => Math.min(...chunk(c).map((k) => k[i]!))));
+  const hi = Array.from({ length: nc / C }, (_, c) => Float64Array.from({ length: d }, (_, i) => Math.max(...chunk(c).map((k) => k[i]!))));
+  scorers[`quest${C}`] = [C, (q, c) => { let x = 0; for (let i = 0; i < d; i++) x += Math.max(q[i]! * lo[c]![i]!, q[i]! * hi[c]![i]!); return x; }];
+  scorers[`max${C}`] = [C, (q, c) => Math.max(...chunk(c).map((k) => dot(q, k)))];
+  // The chunk's keys on their principal axis: mean + [a_min, a_max] times a unit direction.
+  const seg = Array.from({ length: nc / C }, (_, c) => {
+    const m = mean(c * C, C);
+    const dev = chunk(c).map((k) => Float64Array.from(k, (x, i) => x - m[i]!));
+    const u = principal(dev, 1)[0]!;
+    const as = dev.map((v) => dot(u, v));
+    return { m, u, amin: Math.min(...as), amax: Math.max(...as) };
+  });
+  scorers[`segment${C}`] = [C, (q, c) => { const s = seg[c]!; const b = dot(q, s.u); return dot(q, s.m) + Math.max(s.amin * b, s.amax * b); }];
+  for (const m of [4, 8, 16]) {
+    const P = principal(ks.slice(0, nc), m);
+    const sk = ks.slice(0, nc).map((k) => P.map((p) => dot(p, k)));
+    scorers[`sketch${m}max${C}`] = [C, (q, c) => { const qp = P.map((p) => dot(p, q)); return Math.max(...sk.slice(c * C, c * C + C).map((s) => dot(qp, s))); }];
+  }
+  const outTok = new Set(outliers.flatMap((c) => Array.from({ length: C }, (_, i) => c * C + i)));
+  for (const [name, [cs, f]] of Object.entries(scorers)) {
+    // The paper's rule on these logits: each head's softmax over chunks, the group's max, the top chunks.
+    const n = nc / cs;
+    const best = new Float64Array(n);
+    for (const q of qs) {
+      const s = Array.from({ length: n }, (_, c) => f(q, c) * scale);
+      const mx = Math.max(...s);
+      const z = s.reduce((u, v) => u + Math.exp(v - mx), 0);
+      s.forEach((v, c) => { best[c] = Math.max(best[c]!, Math.exp(v - mx) / z); });
+    }
+    const order = [...best.keys()].filter((c) => !outTok.has(c * cs)).sort((x, y) => best[y]! - best[x]!).slice(0, Math.floor(budgetTokens / cs));
+    const tok = new Set([...outTok, ...order.flatMap((c) => Array.from({ length: cs }, (_, i) => c * cs + i))]);
+    (estimatorShares[name] ??= []).push(...probs.map((p) => p.reduce((s, x, t) => s + (t >= nc || tok.has(t) ? x : 0), 0)));
+  }
+}
+
+/** The top m principal directions (unit) of the rows' second moment, by subspace iteration. */
+function principal(rows: Float64Array[], m: number): Float64Array[] {
+  const n = rows[0]!.length;
+  const G = Array.from({ length: n }, () => new Float64Array(n));
+  for (const r of rows) for (let i = 0; i < n; i++) if (r[i]) for (let j = 0; j < n; j++) G[i]![j]! += r[i]! * r[j]!;
+  let V = Array.from({ length: m }, (_, k) => Float64Array.from({ length: n }, (_, i) => Math.sin(1 + i * 7.3 + k * 13.1)));
+  for (let it = 0; it < 30; it++) {
+    V = V.map((v) => Float64Array.from(G, (row) => row.reduce((s, x, j) => s + x * v[j]!, 0)));
+    for (let k = 0; k < m; k++) {
+      for (let j = 0; j < k; j++) { const a = V[k]!.reduce((s, x, i) => s + x * V[j]![i]!, 0); V[k] = V[k]!.map((x, i) => x - a * V[j]![i]!); }
+      const norm = Math.hypot(...V[k]!) || 1;
+      V[k] = V[k]!.map((x) => x / norm);
+    }
+  }
+  return V;
+}

@@ -171,6 +171,24 @@ function compareEstimators(ks: Float64Array[], nc: number, C: number, qs: Float6
     const sk = ks.slice(0, nc).map((k) => P.map((p) => dot(p, k)));
     scorers[`sketch${m}max${C}`] = [C, (q, c) => { const qp = P.map((p) => dot(p, q)); return Math.max(...sk.slice(c * C, c * C + C).map((s) => dot(qp, s))); }];
   }
+  // Two stages: the top m x (budget chunks) by the chunk means of C (the paper's rule), then among
+  // those the max of each token's exact logit (what the keys rebuilt from U . SV give).
+  for (const m of [2, 4, 8]) {
+    const lm = Array.from({ length: nc / C }, (_, c) => mean(c * C, C));
+    const keep = Math.floor(budgetTokens / C) * m;
+    const candidates = (q0: Float64Array[]) => {
+      const best = new Float64Array(nc / C);
+      for (const q of q0) {
+        const s = lm.map((l) => dot(q, l) * scale);
+        const mx = Math.max(...s);
+        const z = s.reduce((u, v) => u + Math.exp(v - mx), 0);
+        s.forEach((v, c) => { best[c] = Math.max(best[c]!, Math.exp(v - mx) / z); });
+      }
+      return new Set([...best.keys()].sort((x, y) => best[y]! - best[x]!).slice(0, keep));
+    };
+    const cand = candidates(qs);
+    scorers[`two-stage${m}x`] = [C, (q, c) => cand.has(c) ? Math.max(...chunk(c).map((k) => dot(q, k))) : -1e30];
+  }
   const outTok = new Set(outliers.flatMap((c) => Array.from({ length: C }, (_, i) => c * C + i)));
   for (const [name, [cs, f]] of Object.entries(scorers)) {
     // The paper's rule on these logits: each head's softmax over chunks, the group's max, the top chunks.

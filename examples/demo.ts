@@ -44,7 +44,7 @@ console.log(`question: ${JSON.stringify(question)}`);
 console.log(`expected: ${JSON.stringify(sample.answer)}`);
 
 // 2. ShadowKV's options for this model and prompt at the budget (the same as the evaluation's).
-const fit = fitCacheOptions(model.spec, { promptTokens: ids.length, maxNewTokens: newTokens, budgetFraction: budget });
+const fit = fitCacheOptions(model.spec, { promptTokens: ids.length, maxNewTokens: newTokens, budgetFraction: budget, hints: model.config.cacheHints });
 console.log(`\nshadowkv at ${(budget * 100).toFixed(2)} % of the context:`);
 for (const note of fit.notes) console.log(`  ${note}`);
 const runs = policyRuns(model, ['full', 'shadowkv'], [budget], ids.length, newTokens);

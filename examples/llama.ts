@@ -51,7 +51,7 @@ console.log(`backend: ${backend.description} (${backend.reason})`);
 const tokenizer = new ByteTokenizer();
 const filler = 'The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. ';
 const prompt = tokenizer.encode(filler.repeat(Math.ceil(n('tokens') / filler.length)).slice(0, n('tokens') - 40) + 'The pass key is 71432. Remember it. What is the pass key? The pass key is'.slice(0, 40));
-const fit = fitCacheOptions(model.spec, { promptTokens: prompt.length, maxNewTokens: n('new') });
+const fit = fitCacheOptions(model.spec, { promptTokens: prompt.length, maxNewTokens: n('new'), hints: model.config.cacheHints });
 console.log(`prompt: ${prompt.length} tokens; shadowkv options chosen for this model and prompt:`);
 for (const note of fit.notes) console.log(`  ${note}`);
 

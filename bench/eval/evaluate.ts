@@ -97,7 +97,7 @@ export function policyRuns(model: LlamaModel, names: readonly string[], budgets:
   const runs: PolicyRun[] = [];
   const budgeted = (policy: string) => ['shadowkv', 'streaming', 'quest', 'snapkv'].includes(policy);
   const optionsAt = (policy: string, budget: number) => {
-    const o = fitCacheOptions(model.spec, { promptTokens: tokens, maxNewTokens: newTokens, budgetFraction: budget }).options;
+    const o = fitCacheOptions(model.spec, { promptTokens: tokens, maxNewTokens: newTokens, budgetFraction: budget, hints: model.config.cacheHints }).options;
     const attended = o.budget + o.outlierChunks * o.chunkSize + o.localTokens;
     // Every prompt is compressed, however short (the tiny runs): the threshold is what the fit asks or less.
     const options: Record<string, number> =

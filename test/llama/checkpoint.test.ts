@@ -70,6 +70,18 @@ describe('loader round trips', () => {
     // The older `type` key of rope_scaling is read too.
     expect(parseLlamaConfig({ ...v4, rope_scaling: { ...(v4.rope_scaling as object), rope_type: undefined, type: 'llama3' } }).ropeScaling).toEqual(GQA.ropeScaling);
   });
+
+  it("a checkpoint's cache hints (config.json shadowkv) are read, written back, and checked", () => {
+    const hinted = { ...GQA, cacheHints: { chunkSize: 1 } };
+    const json = hfConfigJson(hinted);
+    expect(json.shadowkv).toEqual({ chunk_size: 1 });
+    expect(parseLlamaConfig(json)).toEqual(hinted);
+    expect(parseLlamaConfig(hfConfigJson(GQA)).cacheHints).toBeUndefined();
+    for (const shadowkv of [1, 'x', [1], { chunk_size: 0 }, { chunk_size: 2.5 }, { chunk_size: 4096 }]) {
+      expect(() => parseLlamaConfig({ ...json, shadowkv })).toThrow(CheckpointError);
+      expect(() => parseLlamaConfig({ ...json, shadowkv })).toThrow(/shadowkv/);
+    }
+  });
 });
 
 describe('a checkpoint that cannot be loaded is a CheckpointError naming the problem', () => {

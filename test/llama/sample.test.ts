@@ -77,6 +77,17 @@ describe('fitCacheOptions', () => {
     expect(at(131072).notes.join('\n')).toMatch(/chunkSize 8: the paper's/);
   });
 
+  it("a checkpoint's hint sets the chunk at every budget, and the notes say whose choice it was", () => {
+    for (const budgetFraction of [1 / 64, 0.06]) {
+      const fit = fitCacheOptions(narrow, { promptTokens: 16384, budgetFraction, hints: { chunkSize: 1 } });
+      expect(fit.options.chunkSize).toBe(1);
+      expect(fit.notes.join('\n')).toMatch(/chunkSize 1: the checkpoint's hint .*a landmark per token/);
+      expect(fit.memory.device).toBeLessThan(fit.memory.dense);
+    }
+    expect(fitCacheOptions(narrow, { promptTokens: 16384, hints: {} }).options.chunkSize).toBe(4);
+    for (const chunkSize of [0, 1.5, -2, NaN]) expect(() => fitCacheOptions(narrow, { promptTokens: 16384, hints: { chunkSize } })).toThrow(ConfigError);
+  });
+
   it('a short prompt stays dense, and the notes say so', () => {
     const fit = fitCacheOptions(narrow, { promptTokens: 500, maxNewTokens: 20 });
     expect(fit.options.budget).toBe(64); // 8 chunks at least

@@ -4,6 +4,7 @@ import { ConfigError } from '../../shadowkv/src/errors/ConfigError.js';
 import { estimateMemory, type MemoryEstimate } from '../../shadowkv/src/estimateMemory.js';
 import type { ModelSpec } from '../../shadowkv/src/spec.js';
 import type { DType } from '../../shadowkv/src/tensor.js';
+import type { CacheHints } from './checkpoint/LlamaConfig.js';
 
 /** What `fitCacheOptions` sizes for. */
 export interface FitQuestion {
@@ -15,6 +16,8 @@ export interface FitQuestion {
   budgetFraction?: number;
   /** Storage dtype, for the memory estimate. Default `'bf16'`. */
   dtype?: DType;
+  /** The checkpoint's own settings (`model.config.cacheHints`), taken over the rules below. */
+  hints?: CacheHints;
 }
 
 /** Options chosen for a model and prompt, with the reason for each. */
@@ -46,9 +49,10 @@ const roundTo = (x: number, m: number) => Math.round(x / m) * m;
  * const cache = new ShadowKVCache({ spec: model.spec, maxTokens: fit.maxTokens, ...fit.options });
  */
 export function fitCacheOptions(spec: ModelSpec, q: FitQuestion): CacheFit {
-  const { promptTokens, maxNewTokens = 256, budgetFraction = 1 / 64, dtype = 'bf16' } = q;
+  const { promptTokens, maxNewTokens = 256, budgetFraction = 1 / 64, dtype = 'bf16', hints = {} } = q;
   if (!Number.isInteger(promptTokens) || promptTokens < 1) throw new ConfigError(`fitCacheOptions: promptTokens must be a positive integer, got ${promptTokens}`);
   if (!Number.isInteger(maxNewTokens) || maxNewTokens < 0) throw new ConfigError(`fitCacheOptions: maxNewTokens must be an integer >= 0, got ${maxNewTokens}`);
+  if (hints.chunkSize !== undefined && !(Number.isInteger(hints.chunkSize) && hints.chunkSize >= 1)) throw new ConfigError(`fitCacheOptions: hints.chunkSize must be a positive integer, got ${hints.chunkSize}`);
   if (!(budgetFraction > 0 && budgetFraction <= 1)) throw new ConfigError(`fitCacheOptions: budgetFraction must be in (0, 1], got ${budgetFraction}`);
   const width = spec.kvHeads * spec.headDim;
   const maxTokens = promptTokens + maxNewTokens;
@@ -61,7 +65,8 @@ export function fitCacheOptions(spec: ModelSpec, q: FitQuestion): CacheFit {
   // budget selects so few chunks that a chunk's mean key (its landmark) hides a one-token target:
   // on the bundled model at 1.56 % of 4K-16K, chunks of 4 answered 16 of the 120 grid prompts that
   // chunks of 8 missed, and missed 1 that 8 answered (bench/results/eval-h200.md).
-  const chunkSize = maxTokens * budgetFraction < 64 * CHUNK ? FINE_CHUNK : CHUNK;
+  // A checkpoint's own hint wins: its evaluation measured what its heads need.
+  const chunkSize = hints.chunkSize ?? (maxTokens * budgetFraction < 64 * CHUNK ? FINE_CHUNK : CHUNK);
   // Budget: a share of the context, whole chunks, at least 64 tokens.
   const budget = Math.max(8 * CHUNK, roundTo(maxTokens * budgetFraction, chunkSize));
   const outlierChunks = Math.floor((budget / 1024) * 24);
@@ -78,7 +83,7 @@ export function fitCacheOptions(spec: ModelSpec, q: FitQuestion): CacheFit {
   const mb = (x: number) => `${(x / 2 ** 20).toFixed(1)} MB`;
   const notes = [
     `rank ${options.rank} of key width ${width} (${spec.kvHeads} kv heads x ${spec.headDim}): ${rank === paper ? "the paper's 5/32 of the width" : `the paper's 5/32 would be ${paper}; narrow keys get at least 32, at most half the width`}; the low-rank keys take ${((100 * options.rank) / width).toFixed(0)} % of the keys' room`,
-    `chunkSize ${chunkSize}: ${chunkSize === CHUNK ? "the paper's" : `the budget holds fewer than 64 chunks of ${CHUNK}, and a small budget's few landmarks (chunk means) hide one-token targets`}`,
+    `chunkSize ${chunkSize}: ${hints.chunkSize !== undefined ? `the checkpoint's hint (config.json shadowkv.chunk_size, from its own evaluation)${chunkSize === 1 ? ': a landmark per token, as large as the keys, so the device keeps every key for scoring and only the values move to the host' : ''}` : chunkSize === CHUNK ? "the paper's" : `the budget holds fewer than 64 chunks of ${CHUNK}, and a small budget's few landmarks (chunk means) hide one-token targets`}`,
     `budget ${budget} tokens per kv head and step: ${pct(budget)} of the ${maxTokens}-token context (asked ${(100 * budgetFraction).toFixed(2)} %), whole chunks, at least 64 tokens`,
     `outlierChunks ${outlierChunks} (24 per 1024 of budget), localTokens ${localTokens}, maxRecentTokens ${maxRecentTokens} (at most the budget)`,
     `denseThreshold ${denseThreshold}: 4x the ~${attended} tokens a step attends; this ${promptTokens}-token prompt ${compressed ? 'is compressed' : 'stays dense (exact)'}`,

@@ -6,7 +6,7 @@
  */
 export { CheckpointError, type CheckpointProblem } from './errors/CheckpointError.js';
 export { TokenizerError } from './errors/TokenizerError.js';
-export { hfConfigJson, llamaSpec, parseLlamaConfig, type LlamaConfig, type RopeSpelling } from './checkpoint/LlamaConfig.js';
+export { hfConfigJson, llamaSpec, parseLlamaConfig, type CacheHints, type LlamaConfig, type RopeSpelling } from './checkpoint/LlamaConfig.js';
 export { assembleWeights, type LayerWeights, type Linear, type LlamaWeights } from './checkpoint/LlamaWeights.js';
 export { loadCheckpoint, readCheckpoint, type Checkpoint, type CheckpointReader } from './checkpoint/loadCheckpoint.js';
 export { encodeSafetensors, readSafetensors, type RawTensor } from './checkpoint/safetensors.js';

@@ -1,4 +1,5 @@
 // Hugging Face `config.json` of a Llama-family model <-> the loop's config and the cache's ModelSpec.
+import { OPTION_LIMITS } from '../../../shadowkv/src/config.js';
 import type { Llama3RopeScaling, ModelSpec } from '../../../shadowkv/src/spec.js';
 import { CheckpointError } from '../errors/CheckpointError.js';
 
@@ -26,6 +27,17 @@ export interface LlamaConfig {
   mlpBias: boolean;
   bosTokenId?: number;
   eosTokenIds: number[];
+  /** ShadowKV settings this checkpoint's own evaluation chose (config.json `shadowkv`), if any. */
+  cacheHints?: CacheHints;
+}
+
+/**
+ * ShadowKV settings a checkpoint carries for itself, measured by its own evaluation: `fitCacheOptions`
+ * takes them over its rules. In config.json: `"shadowkv": { "chunk_size": 1 }`.
+ */
+export interface CacheHints {
+  /** Tokens per chunk (a landmark each): 1 where the model's retrieval heads attend single tokens that a chunk's mean key hides. */
+  chunkSize?: number;
 }
 
 /** Which spelling of RoPE a written config uses: `rope_theta` + `rope_scaling` (transformers 4), or `rope_parameters` (transformers 5). */
@@ -66,6 +78,19 @@ function readRope(c: Json): { ropeTheta: number; ropeScaling?: Llama3RopeScaling
   return { ropeTheta, ropeScaling };
 }
 
+function readHints(c: Json): { cacheHints?: CacheHints } {
+  const h = c.shadowkv;
+  if (h === undefined || h === null) return {};
+  if (typeof h !== 'object' || Array.isArray(h)) throw bad(`shadowkv must be an object of cache settings, got ${JSON.stringify(h)}`);
+  const hints = h as Json;
+  if (hints.chunk_size === undefined) return { cacheHints: {} };
+  const chunkSize = hints.chunk_size;
+  if (!Number.isSafeInteger(chunkSize) || (chunkSize as number) < 1 || (chunkSize as number) > OPTION_LIMITS.chunkSize) {
+    throw bad(`shadowkv.chunk_size must be an integer in [1, ${OPTION_LIMITS.chunkSize}], got ${JSON.stringify(chunkSize)}`);
+  }
+  return { cacheHints: { chunkSize: chunkSize as number } };
+}
+
 /** Reads a parsed `config.json`; anything the Llama forward pass cannot run is a `CheckpointError` ('config'). */
 export function parseLlamaConfig(json: unknown): LlamaConfig {
   if (json === null || typeof json !== 'object' || Array.isArray(json)) throw bad('not a JSON object');
@@ -98,6 +123,7 @@ export function parseLlamaConfig(json: unknown): LlamaConfig {
     mlpBias: c.mlp_bias === true,
     ...(Number.isSafeInteger(c.bos_token_id) ? { bosTokenId: c.bos_token_id as number } : {}),
     eosTokenIds: eosTokenIds as number[],
+    ...readHints(c),
   };
 }
 
@@ -138,5 +164,6 @@ export function hfConfigJson(config: LlamaConfig, spelling: RopeSpelling = 'rope
     mlp_bias: config.mlpBias,
     ...(config.bosTokenId !== undefined ? { bos_token_id: config.bosTokenId } : {}),
     eos_token_id: config.eosTokenIds.length === 1 ? config.eosTokenIds[0] : config.eosTokenIds,
+    ...(config.cacheHints ? { shadowkv: config.cacheHints.chunkSize !== undefined ? { chunk_size: config.cacheHints.chunkSize } : {} } : {}),
   };
 }

@@ -64,7 +64,7 @@ export function fitCacheOptions(spec: ModelSpec, q: FitQuestion): CacheFit {
   // Chunk: the paper's 8 where the budget holds at least 64 of them (2048 tokens hold 256). A smaller
   // budget selects so few chunks that a chunk's mean key (its landmark) hides a one-token target:
   // on the bundled model at 1.56 % of 4K-16K, chunks of 4 answered 16 of the 120 grid prompts that
-  // chunks of 8 missed, and missed 1 that 8 answered (bench/results/eval-h200.md).
+  // chunks of 8 missed, and missed 1 that 8 answered (bench/results/eval-h200-chunk8.md).
   // A checkpoint's own hint wins: its evaluation measured what its heads need.
   const chunkSize = hints.chunkSize ?? (maxTokens * budgetFraction < 64 * CHUNK ? FINE_CHUNK : CHUNK);
   // Budget: a share of the context, whole chunks, at least 64 tokens.

@@ -67,12 +67,19 @@ def load_source(a):
 def write_model(model, out, limit):
     """The bf16 shards (tied lm_head left out), then config.json; returns the files written."""
     files = shards.save_shards(model.state_dict(), out, torch.bfloat16, limit=limit, skip=tied_skip(model))
+    path = os.path.join(out, 'config.json')
+    # The cache settings an earlier evaluation wrote into this folder's config.json (`shadowkv`) stay.
+    hints = None
+    if os.path.exists(path):
+        with open(path) as fh:
+            hints = json.load(fh).get('shadowkv')
     model.config.architectures = ['LlamaForCausalLM']
     model.config.save_pretrained(out)  # config.json alone (the weights are ours, above)
-    path = os.path.join(out, 'config.json')
     with open(path) as fh:
         cfg = json.load(fh)
     cfg['torch_dtype' if 'torch_dtype' in cfg else 'dtype'] = 'bfloat16'  # as save_pretrained records it
+    if hints is not None:
+        cfg['shadowkv'] = hints
     with open(path, 'w') as fh:
         json.dump(cfg, fh, indent=2, sort_keys=True)
     return files + ['config.json']

@@ -5,7 +5,7 @@
 // chunks by their exact attention (the kv group's max). A low oracle share says the budget cannot hold
 // the head's attention; a low ShadowKV share under a high oracle share says the landmarks chose badly.
 //   npx tsx bench/eval/recall.ts [--model models/skv-small] [--task kv_lookup] [--length 4096]
-//     [--samples 4] [--start 0] [--budget 0.015625] [--set chunkSize=2,...] [--backend wasm]
+//     [--samples 4] [--start 0] [--budget 0.015625] [--set chunkSize=4,...: options over the fit's] [--backend wasm]
 //     [--estimators <layer>: other chunk scorers compared on that layer's heads]
 import { parseArgs } from 'node:util';
 import { LlamaModel } from '../../packages/llama/src/index.js';

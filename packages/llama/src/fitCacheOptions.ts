@@ -83,11 +83,21 @@ export function fitCacheOptions(spec: ModelSpec, q: FitQuestion): CacheFit {
   const mb = (x: number) => `${(x / 2 ** 20).toFixed(1)} MB`;
   const notes = [
     `rank ${options.rank} of key width ${width} (${spec.kvHeads} kv heads x ${spec.headDim}): ${rank === paper ? "the paper's 5/32 of the width" : `the paper's 5/32 would be ${paper}; narrow keys get at least 32, at most half the width`}; the low-rank keys take ${((100 * options.rank) / width).toFixed(0)} % of the keys' room`,
-    `chunkSize ${chunkSize}: ${hints.chunkSize !== undefined ? `the checkpoint's hint (config.json shadowkv.chunk_size, from its own evaluation)${chunkSize === 1 ? ': a landmark per token, as large as the keys, so the device keeps every key for scoring and only the values move to the host' : ''}` : chunkSize === CHUNK ? "the paper's" : `the budget holds fewer than 64 chunks of ${CHUNK}, and a small budget's few landmarks (chunk means) hide one-token targets`}`,
+    `chunkSize ${chunkSize}: ${chunkReason(chunkSize, hints.chunkSize !== undefined)}`,
     `budget ${budget} tokens per kv head and step: ${pct(budget)} of the ${maxTokens}-token context (asked ${(100 * budgetFraction).toFixed(2)} %), whole chunks, at least 64 tokens`,
     `outlierChunks ${outlierChunks} (24 per 1024 of budget), localTokens ${localTokens}, maxRecentTokens ${maxRecentTokens} (at most the budget)`,
     `denseThreshold ${denseThreshold}: 4x the ~${attended} tokens a step attends; this ${promptTokens}-token prompt ${compressed ? 'is compressed' : 'stays dense (exact)'}`,
     `memory at ${maxTokens} tokens (${dtype}): device ${mb(memory.device)} + host ${mb(memory.host)}, dense cache ${mb(memory.dense)}`,
   ];
   return { options, maxTokens, compressed, memory, notes };
+}
+
+/** Why `fitCacheOptions` took this chunk size. */
+function chunkReason(chunkSize: number, hinted: boolean): string {
+  if (hinted) {
+    const cost = chunkSize === 1 ? ': a landmark per token, as large as the keys, so the device keeps every key for scoring and only the values move to the host' : '';
+    return `the checkpoint's hint (config.json shadowkv.chunk_size, from its own evaluation)${cost}`;
+  }
+  if (chunkSize === CHUNK) return "the paper's";
+  return `the budget holds fewer than 64 chunks of ${CHUNK}, and a small budget's few landmarks (chunk means) hide one-token targets`;
 }

@@ -20,7 +20,8 @@ import { WasmMatmul } from './WasmMatmul.js';
 export interface LlamaModelOptions {
   /**
    * The projections' matrix product:
-   * - `'wasm'`: the wasm runtime's SIMD kernels (`skv_linear`), weights kept in their dtype
+   * - `'wasm'`: the wasm runtime's SIMD kernels (`skv_linear`), weights kept in their dtype; on
+   *   `threads` threads where there are several (`ThreadedMatmul`, Node), else on this one (`WasmMatmul`)
    * - `'device'`: `gemm` on a device of `backend` (`DeviceMatmul`): the GPU on `cuda`
    * - `'js'`: plain JS f32, the reference
    * - a `Matmul` of your own
@@ -29,6 +30,12 @@ export interface LlamaModelOptions {
    * (on wasm, `skv_linear` is faster than the device's gemm).
    */
   matmul?: 'wasm' | 'device' | 'js' | Matmul;
+  /**
+   * Threads for `'wasm'`: prompt-sized products split by weight rows over this many (the bits do not
+   * change; the weights then take about twice their size). Default: every core under Node
+   * (`os.availableParallelism()`), 1 elsewhere (a browser's main thread may not block on workers).
+   */
+  threads?: number;
   /**
    * The backend whose device `'device'` runs on, as caches name it: `'auto'` (default: the best that
    * starts, cuda before wasm), `'cuda'`, `'wasm'`. Caches pick theirs apart: pass them the same name.
@@ -121,7 +128,7 @@ export class LlamaModel implements Disposable {
       backend = (await resolveBackend(options.backend ?? 'auto')).backend;
       m ??= backend.name === 'wasm' ? 'wasm' : 'device';
     }
-    const matmul = m === 'wasm' ? await WasmMatmul.create() : m === 'js' ? new JsMatmul() : m === 'device' ? new DeviceMatmul(backend!.createDevice(), true) : m;
+    const matmul = m === 'wasm' ? await wasmMatmul(options.threads) : m === 'js' ? new JsMatmul() : m === 'device' ? new DeviceMatmul(backend!.createDevice(), true) : m;
     try {
       return new LlamaModel(checkpoint, matmul);
     } catch (err) {
@@ -229,4 +236,15 @@ export class LlamaModel implements Disposable {
   [Symbol.dispose](): void {
     this.dispose();
   }
+}
+
+/** `'wasm'`: on several threads under Node where there are several cores (or `threads` asks), else on this one. */
+async function wasmMatmul(threads?: number): Promise<Matmul> {
+  if (threads !== undefined && !(Number.isInteger(threads) && threads >= 1 && threads <= 256)) throw new ConfigError(`LlamaModel: threads must be an integer in [1, 256], got ${threads}`);
+  const node = typeof process !== 'undefined' && !!process.versions?.node;
+  // NOTE: imported here, not at the top, so that browser bundles never see node:worker_threads.
+  const n = threads ?? (node ? (await import('node:os')).availableParallelism() : 1);
+  if (n <= 1 || !node) return WasmMatmul.create();
+  const { ThreadedMatmul } = await import('./ThreadedMatmul.js');
+  return ThreadedMatmul.create({ threads: n });
 }

@@ -11,9 +11,10 @@ type LinearExports = WasmExports & {
   skv_linear(x: number, M: number, K: number, W: number, wDtype: number, N: number, out: number): void;
 };
 
-interface WasmWeight extends MatmulWeight {
+export interface WasmWeight extends MatmulWeight {
   ptr: number;
   dtype: number;
+  bytes: number;
 }
 
 /**
@@ -53,7 +54,7 @@ export class WasmMatmul implements Matmul {
     const ptr = this.alloc(bytes, `a [${rows}, ${cols}] weight`);
     new Uint8Array(this.wasm.memory.buffer, ptr, bytes).set(new Uint8Array(weight.data.buffer, weight.data.byteOffset, bytes));
     this.weights.push(ptr);
-    const w = { rows, cols, ptr, dtype: DTYPE_CODE[weight.dtype] };
+    const w = { rows, cols, ptr, dtype: DTYPE_CODE[weight.dtype], bytes };
     this.prepared.add(w);
     return w;
   }
@@ -61,7 +62,18 @@ export class WasmMatmul implements Matmul {
   linear(x: Float32Array, M: number, weight: MatmulWeight, out: Float32Array): void {
     if (this.disposed) throw new DisposedError('WasmMatmul.linear: the matmul was disposed');
     checkLinear('WasmMatmul', this.prepared, x, M, weight, out);
-    const { rows: N, cols: K, ptr, dtype } = weight as WasmWeight;
+    this.linearRows(x, M, weight as WasmWeight, 0, weight.rows, out);
+  }
+
+  /**
+   * Rows [r0, r1) of the weight only: `out[m, n - r0]` for n in [r0, r1), `[M, r1 - r0]` (each value
+   * the bits `linear` gives it: skv_linear's sums run over k alike for any row range). Unchecked: the
+   * callers (`linear`, ThreadedMatmul) have checked the call.
+   */
+  linearRows(x: Float32Array, M: number, weight: WasmWeight, r0: number, r1: number, out: Float32Array): void {
+    const { cols: K, dtype } = weight;
+    const N = r1 - r0;
+    const ptr = weight.ptr + r0 * K * (weight.bytes / (weight.rows * K));
     const need = M * (K + N);
     if (need > this.io.floats) {
       if (this.io.ptr) this.wasm.skv_free(this.io.ptr);

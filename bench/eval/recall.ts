@@ -43,7 +43,7 @@ for (let index = +a.start!; index < +a.start! + +a.samples!; index++) {
   const run = policyRuns(model, ['shadowkv'], [+a.budget!], ids.length, want.length)[0]!;
   const options = { ...run.options, ...overrides };
   const C = options.chunkSize as number;
-  const shared = await prefillOnce(model, ids, { backend: a.backend!, maxTokens });
+  const shared = await prefillOnce(model, ids, { backend: a.backend!, maxTokens, withQueries: estimatorLayer >= 0 });
   // Every layer's keys per kv head, RoPE'd at their positions, float64: the prompt's, then each step's.
   const keys: Float64Array[][][] = Array.from({ length: L }, () => Array.from({ length: Hkv }, () => []));
   const rope = (x: ArrayLike<number>, off: number, pos: number) => ropeVector(Float64Array.from({ length: d }, (_, i) => x[off + i]!), pos, invFreq, style);
@@ -53,6 +53,14 @@ for (let index = +a.start!; index < +a.start! + +a.samples!; index++) {
       const list = keys[c.layer]![h]!;
       for (let t = 0; t < T; t++) list.push(rope(c.keys.data as Float32Array, (h * T + t) * d, list.length));
     }
+  }
+  // The prompt's queries of the compared layer per kv head (its group's heads), RoPE'd: for the query-aware sketch.
+  const promptQueries: Float64Array[][] = Array.from({ length: Hkv }, () => []);
+  let at0 = 0;
+  for (const c of shared.calls.filter((c) => c.layer === estimatorLayer && c.queries)) {
+    const T = c.queries!.shape[2]!;
+    for (let j = 0; j < Hq; j++) for (let t = 0; t < T; t++) promptQueries[Math.floor(j / g)]!.push(rope(c.queries!.data as Float32Array, (j * T + t) * d, at0 + t));
+    at0 += T;
   }
   const cache = await createCache({ spec, policy: 'shadowkv', backend: a.backend!, maxTokens, options: options as never });
   replayPrefill(cache, 'shadowkv', shared);
@@ -92,7 +100,7 @@ for (let index = +a.start!; index < +a.start! + +a.samples!; index++) {
         mass.set(c, best);
       }
       const top = new Set([...[...mass.entries()].sort((x, y) => y[1] - x[1]).slice(0, selected.length).map(([c]) => c), ...outliers]);
-      if (layer === estimatorLayer) compareEstimators(ks, nc, C, qsOf(h), probs, outliers, selected.length * C);
+      if (layer === estimatorLayer) compareEstimators(ks, nc, C, qsOf(h), probs, outliers, selected.length * C, promptQueries[h]!);
       for (const p of probs) {
         shadow.push(p.reduce((s, x, t) => s + (attended(t, chosen) ? x : 0), 0));
         oracle.push(p.reduce((s, x, t) => s + (attended(t, top) ? x : 0), 0));
@@ -144,7 +152,7 @@ for (const [name, v] of Object.entries(estimatorShares)) console.log(`estimator 
  * principal axis, the max over the chunk of each token's logit (exact, and through the keys' top-m
  * principal directions: a sketch of m numbers a token).
  */
-function compareEstimators(ks: Float64Array[], nc: number, C: number, qs: Float64Array[], probs: number[][], outliers: number[], budgetTokens: number): void {
+function compareEstimators(ks: Float64Array[], nc: number, C: number, qs: Float64Array[], probs: number[][], outliers: number[], budgetTokens: number, promptQueries: Float64Array[]): void {
   const dot = (q: ArrayLike<number>, k: ArrayLike<number>) => { let x = 0; for (let i = 0; i < q.length; i++) x += q[i]! * k[i]!; return x; };
   const chunk = (c: number) => ks.slice(c * C, c * C + C);
   const mean = (t0: number, n: number) => { const m = new Float64Array(d); for (let t = t0; t < t0 + n; t++) for (let i = 0; i < d; i++) m[i]! += ks[t]![i]! / n; return m; };
@@ -166,6 +174,12 @@ function compareEstimators(ks: Float64Array[], nc: number, C: number, qs: Float6
     return { m, u, amin: Math.min(...as), amax: Math.max(...as) };
   });
   scorers[`segment${C}`] = [C, (q, c) => { const s = seg[c]!; const b = dot(q, s.u); return dot(q, s.m) + Math.max(s.amin * b, s.amax * b); }];
+  // The same through the prompt queries' top-m directions (where queries have their energy).
+  for (const m of [8, 16]) {
+    const P = principal(promptQueries, m);
+    const sk = ks.slice(0, nc).map((k) => P.map((p) => dot(p, k)));
+    scorers[`qsketch${m}max${C}`] = [C, (q, c) => { const qp = P.map((p) => dot(p, q)); return Math.max(...sk.slice(c * C, c * C + C).map((s) => dot(qp, s))); }];
+  }
   for (const m of [4, 8, 16]) {
     const P = principal(ks.slice(0, nc), m);
     const sk = ks.slice(0, nc).map((k) => P.map((p) => dot(p, k)));

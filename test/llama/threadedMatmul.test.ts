@@ -48,6 +48,17 @@ describe('ThreadedMatmul', () => {
     expect(() => t.prepare(weight(64, 32, 'f32', 1))).toThrow(DisposedError);
   });
 
+  it('a worker that has died fails the next product with an error that says so; products small enough for the calling thread still run', async () => {
+    const t = track(await ThreadedMatmul.create({ threads: 2 }));
+    const [small, large] = [t.prepare(weight(16, 16, 'f32', 1)), t.prepare(weight(512, 512, 'f32', 2))];
+    await (t as unknown as { workers: { terminate(): Promise<number> }[] }).workers[0]!.terminate();
+    await new Promise((r) => setTimeout(r, 50)); // the exit event
+    expect(() => t.linear(new Float32Array(512 * 512), 512, large, new Float32Array(512 * 512))).toThrow(/ThreadedMatmul: .*a worker exited/);
+    const out = new Float32Array(16);
+    t.linear(new Float32Array(16).fill(1), 1, small, out);
+    expect(out.every(Number.isFinite)).toBe(true);
+  });
+
   it('a model on 2 threads gives the logits of a model on 1, prompt and decode', async () => {
     const { checkpoint } = memoryCheckpoint({ ...GQA, hiddenSize: 256, intermediateSize: 512 }, { dtype: 'bf16', seed: 3 });
     const models = [track(await LlamaModel.create(checkpoint, { backend: 'wasm', threads: 1 })), track(await LlamaModel.create(checkpoint, { backend: 'wasm', threads: 2 }))];

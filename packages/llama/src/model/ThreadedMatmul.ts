@@ -57,7 +57,11 @@ export class ThreadedMatmul implements Matmul {
     const workers = this.workers;
     this.threads = workers.length + 1;
     this.name = `${main.name}-x${this.threads}`;
-    for (const w of workers) w.on('error', (err) => (this.failure.error ??= err));
+    for (const w of workers) {
+      w.on('error', (err) => (this.failure.error ??= err));
+      // NOTE: seen between calls (a waiting thread handles no events), so the next product fails at once.
+      w.on('exit', (code) => (this.failure.error ??= new Error(`a worker exited (code ${code})`)));
+    }
   }
 
   /** Starts `threads - 1` workers (default: every core), each with its own wasm runtime. */

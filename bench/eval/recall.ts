@@ -70,20 +70,22 @@ for (let index = +a.start!; index < +a.start! + +a.samples!; index++) {
     const out = cache.decode(layer, input, o);
     const pos = keys[layer]![0]!.length;
     for (let h = 0; h < Hkv; h++) keys[layer]![h]!.push(rope(input.key.data as Float32Array, h * d, pos));
-    // The tokens this step attended, per kv head.
+    // The tokens this step attended, per kv head. NOTE: the compressed length and the outlier ids are
+    // not public (only `selection()` is): read from the cache's state, for this diagnosis only.
     const store = (cache as unknown as { states: { store?: { tokens: number; headCountsNow(): Int32Array; outlierIds: unknown; geometry: { maxOutliers: number } } }[][] }).states[layer]![0]!.store!;
     const nc = store.tokens;
     const counts = store.headCountsNow();
     const dev = (cache as unknown as { device: { read(b: unknown, n: number): Int32Array } }).device;
     const shadow: number[] = [], oracle: number[] = [];
     let topMissed = false;
+    const qsOf = (kv: number) => Array.from({ length: g }, (_, j) => rope(input.query.data as Float32Array, (kv * g + j) * d, pos));
     for (let h = 0; h < Hkv; h++) {
       const selected = cache.selection(layer, 0, h);
       const outliers = Array.from(dev.read(at(store.outlierIds as never, h * store.geometry.maxOutliers), counts[h * 3 + 1]!));
       const chosen = new Set([...selected, ...outliers]);
       const ks = keys[layer]![h]!;
-      const qsOf = (kv: number) => Array.from({ length: g }, (_, j) => rope(input.query.data as Float32Array, (kv * g + j) * d, pos));
-      const probs = qsOf(h).map((q) => {
+      const qs = qsOf(h);
+      const probs = qs.map((q) => {
         const s = ks.map((k) => { let x = 0; for (let i = 0; i < d; i++) x += q[i]! * k[i]!; return x * scale; });
         const m = Math.max(...s);
         const e = s.map((x) => Math.exp(x - m));
@@ -100,7 +102,7 @@ for (let index = +a.start!; index < +a.start! + +a.samples!; index++) {
         mass.set(c, best);
       }
       const top = new Set([...[...mass.entries()].sort((x, y) => y[1] - x[1]).slice(0, selected.length).map(([c]) => c), ...outliers]);
-      if (layer === estimatorLayer) compareEstimators(ks, nc, C, qsOf(h), probs, outliers, selected.length * C, promptQueries[h]!);
+      if (layer === estimatorLayer) compareEstimators(ks, nc, C, qs, probs, outliers, selected.length * C, promptQueries[h]!);
       for (const p of probs) {
         shadow.push(p.reduce((s, x, t) => s + (attended(t, chosen) ? x : 0), 0));
         oracle.push(p.reduce((s, x, t) => s + (attended(t, top) ? x : 0), 0));

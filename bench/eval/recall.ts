@@ -11,6 +11,7 @@ import { parseArgs } from 'node:util';
 import { LlamaModel } from '../../packages/llama/src/index.js';
 import { createCache, ropeFrequencies, type DecodeInput, type DecodeOptions, type KVCachePolicy } from '../../packages/shadowkv/src/index.js';
 import { at } from '../../packages/shadowkv/src/backends/Device.js';
+import { svd } from '../../test/oracle/linalg.js';
 import { ropeVector } from '../../test/oracle/rope.js';
 import { encodeSample, intercept, policyRuns, prefillOnce, replayPrefill } from './evaluate.js';
 import { drawSample } from './tasks.js';
@@ -85,13 +86,7 @@ for (let index = +a.start!; index < +a.start! + +a.samples!; index++) {
       const chosen = new Set([...selected, ...outliers]);
       const ks = keys[layer]![h]!;
       const qs = qsOf(h);
-      const probs = qs.map((q) => {
-        const s = ks.map((k) => { let x = 0; for (let i = 0; i < d; i++) x += q[i]! * k[i]!; return x * scale; });
-        const m = Math.max(...s);
-        const e = s.map((x) => Math.exp(x - m));
-        const z = e.reduce((u, v) => u + v, 0);
-        return e.map((x) => x / z);
-      });
+      const probs = qs.map((q) => softmax(ks.map((k) => dot(q, k) * scale)));
       const attended = (t: number, set: Set<number>) => t >= nc || set.has(Math.floor(t / C));
       // The oracle: the same number of chunks (outliers kept), by the group's max exact mass.
       const mass = new Map<number, number>();
@@ -155,7 +150,6 @@ for (const [name, v] of Object.entries(estimatorShares)) console.log(`estimator 
  * principal directions: a sketch of m numbers a token).
  */
 function compareEstimators(ks: Float64Array[], nc: number, C: number, qs: Float64Array[], probs: number[][], outliers: number[], budgetTokens: number, promptQueries: Float64Array[]): void {
-  const dot = (q: ArrayLike<number>, k: ArrayLike<number>) => { let x = 0; for (let i = 0; i < q.length; i++) x += q[i]! * k[i]!; return x; };
   const chunk = (c: number) => ks.slice(c * C, c * C + C);
   const mean = (t0: number, n: number) => { const m = new Float64Array(d); for (let t = t0; t < t0 + n; t++) for (let i = 0; i < d; i++) m[i]! += ks[t]![i]! / n; return m; };
   const scorers: Record<string, [number, (q: Float64Array, c: number) => number]> = {};
@@ -189,52 +183,49 @@ function compareEstimators(ks: Float64Array[], nc: number, C: number, qs: Float6
   }
   // Two stages: the top m x (budget chunks) by the chunk means of C (the paper's rule), then among
   // those the max of each token's exact logit (what the keys rebuilt from U . SV give).
+  const byMeans = groupScores(qs, nc / C, scorers[`mean${C}`]![1]);
   for (const m of [2, 4, 8]) {
-    const lm = Array.from({ length: nc / C }, (_, c) => mean(c * C, C));
-    const keep = Math.floor(budgetTokens / C) * m;
-    const candidates = (q0: Float64Array[]) => {
-      const best = new Float64Array(nc / C);
-      for (const q of q0) {
-        const s = lm.map((l) => dot(q, l) * scale);
-        const mx = Math.max(...s);
-        const z = s.reduce((u, v) => u + Math.exp(v - mx), 0);
-        s.forEach((v, c) => { best[c] = Math.max(best[c]!, Math.exp(v - mx) / z); });
-      }
-      return new Set([...best.keys()].sort((x, y) => best[y]! - best[x]!).slice(0, keep));
-    };
-    const cand = candidates(qs);
+    const cand = new Set(topChunks(byMeans, Math.floor(budgetTokens / C) * m));
     scorers[`two-stage${m}x`] = [C, (q, c) => cand.has(c) ? Math.max(...chunk(c).map((k) => dot(q, k))) : -1e30];
   }
   const outTok = new Set(outliers.flatMap((c) => Array.from({ length: C }, (_, i) => c * C + i)));
   for (const [name, [cs, f]] of Object.entries(scorers)) {
-    // The paper's rule on these logits: each head's softmax over chunks, the group's max, the top chunks.
-    const n = nc / cs;
-    const best = new Float64Array(n);
-    for (const q of qs) {
-      const s = Array.from({ length: n }, (_, c) => f(q, c) * scale);
-      const mx = Math.max(...s);
-      const z = s.reduce((u, v) => u + Math.exp(v - mx), 0);
-      s.forEach((v, c) => { best[c] = Math.max(best[c]!, Math.exp(v - mx) / z); });
-    }
-    const order = [...best.keys()].filter((c) => !outTok.has(c * cs)).sort((x, y) => best[y]! - best[x]!).slice(0, Math.floor(budgetTokens / cs));
+    const order = topChunks(groupScores(qs, nc / cs, f), Math.floor(budgetTokens / cs), (c) => outTok.has(c * cs));
     const tok = new Set([...outTok, ...order.flatMap((c) => Array.from({ length: cs }, (_, i) => c * cs + i))]);
     (estimatorShares[name] ??= []).push(...probs.map((p) => p.reduce((s, x, t) => s + (t >= nc || tok.has(t) ? x : 0), 0)));
   }
 }
 
-/** The top m principal directions (unit) of the rows' second moment, by subspace iteration. */
+/** The top m principal directions (unit) of the rows: their right singular vectors (the oracle's SVD). */
 function principal(rows: Float64Array[], m: number): Float64Array[] {
   const n = rows[0]!.length;
-  const G = Array.from({ length: n }, () => new Float64Array(n));
-  for (const r of rows) for (let i = 0; i < n; i++) if (r[i]) for (let j = 0; j < n; j++) G[i]![j]! += r[i]! * r[j]!;
-  let V = Array.from({ length: m }, (_, k) => Float64Array.from({ length: n }, (_, i) => Math.sin(1 + i * 7.3 + k * 13.1)));
-  for (let it = 0; it < 30; it++) {
-    V = V.map((v) => Float64Array.from(G, (row) => row.reduce((s, x, j) => s + x * v[j]!, 0)));
-    for (let k = 0; k < m; k++) {
-      for (let j = 0; j < k; j++) { const a = V[k]!.reduce((s, x, i) => s + x * V[j]![i]!, 0); V[k] = V[k]!.map((x, i) => x - a * V[j]![i]!); }
-      const norm = Math.hypot(...V[k]!) || 1;
-      V[k] = V[k]!.map((x) => x / norm);
-    }
-  }
-  return V;
+  const data = new Float64Array(rows.length * n);
+  rows.forEach((r, i) => data.set(r, i * n));
+  const { V } = svd({ rows: rows.length, cols: n, data });
+  return Array.from({ length: m }, (_, k) => Float64Array.from({ length: n }, (_, i) => V.data[i * V.cols + k]!));
+}
+
+function dot(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let x = 0;
+  for (let i = 0; i < a.length; i++) x += a[i]! * b[i]!;
+  return x;
+}
+
+function softmax(s: number[]): number[] {
+  const mx = Math.max(...s);
+  const e = s.map((x) => Math.exp(x - mx));
+  const z = e.reduce((u, v) => u + v, 0);
+  return e.map((x) => x / z);
+}
+
+/** The paper's chunk scores: each query head's softmax over the chunks' (scaled) logits, the group's max. */
+function groupScores(qs: Float64Array[], n: number, logit: (q: Float64Array, c: number) => number): Float64Array {
+  const best = new Float64Array(n);
+  for (const q of qs) softmax(Array.from({ length: n }, (_, c) => logit(q, c) * scale)).forEach((p, c) => { best[c] = Math.max(best[c]!, p); });
+  return best;
+}
+
+/** The k best chunks by score, less the skipped ones. */
+function topChunks(scores: Float64Array, k: number, skip: (c: number) => boolean = () => false): number[] {
+  return [...scores.keys()].filter((c) => !skip(c)).sort((x, y) => scores[y]! - scores[x]!).slice(0, k);
 }

@@ -12,7 +12,7 @@ import type { Projection } from '../checkpoint/weightLayout.js';
 import { TokenizerError } from '../errors/TokenizerError.js';
 import { DeviceMatmul } from './DeviceMatmul.js';
 import { JsMatmul } from './JsMatmul.js';
-import type { Matmul, MatmulWeight } from './Matmul.js';
+import { checkThreads, type Matmul, type MatmulWeight } from './Matmul.js';
 import { addBias, addInto, embedRows, fromHeads, rmsNorm, swiglu, toHeads } from './ops.js';
 import { WasmMatmul } from './WasmMatmul.js';
 
@@ -240,7 +240,7 @@ export class LlamaModel implements Disposable {
 
 /** `'wasm'`: on several threads under Node where there are several cores (or `threads` asks), else on this one. */
 async function wasmMatmul(threads?: number): Promise<Matmul> {
-  if (threads !== undefined && !(Number.isInteger(threads) && threads >= 1 && threads <= 256)) throw new ConfigError(`LlamaModel: threads must be an integer in [1, 256], got ${threads}`);
+  if (threads !== undefined) checkThreads('LlamaModel', threads);
   const node = typeof process !== 'undefined' && !!process.versions?.node;
   // NOTE: imported here, not at the top, so that browser bundles never see node:worker_threads.
   const n = threads ?? (node ? (await import('node:os')).availableParallelism() : 1);

@@ -1,3 +1,4 @@
+import { ConfigError } from '../../../shadowkv/src/errors/ConfigError.js';
 import { DeviceMismatchError } from '../../../shadowkv/src/errors/DeviceMismatchError.js';
 import { ShapeError } from '../../../shadowkv/src/errors/ShapeError.js';
 import type { Tensor } from '../../../shadowkv/src/tensor.js';
@@ -40,4 +41,10 @@ export function checkLinear(who: string, prepared: { has(w: MatmulWeight): boole
   if (!Number.isInteger(rows) || rows < 1) throw new ShapeError(`${who}.linear: rows must be a positive integer, got ${rows}`);
   if (x.length < rows * K) throw new ShapeError(`${who}.linear: x holds ${x.length} floats, ${rows} rows of ${K} need ${rows * K}`);
   if (out.length < rows * N) throw new ShapeError(`${who}.linear: out holds ${out.length} floats, ${rows} rows of ${N} need ${rows * N}`);
+}
+
+/** Throws a ConfigError unless `threads` is an integer in [1, 256] (LlamaModel's option, ThreadedMatmul's count). */
+export function checkThreads(who: string, threads: number): number {
+  if (!(Number.isInteger(threads) && threads >= 1 && threads <= 256)) throw new ConfigError(`${who}: threads must be an integer in [1, 256], got ${threads}`);
+  return threads;
 }

@@ -1,11 +1,10 @@
 import { availableParallelism } from 'node:os';
 import { MessageChannel, receiveMessageOnPort, Worker, type MessagePort } from 'node:worker_threads';
 import type { WasmVariant } from '../../../shadowkv/src/backends/wasm/loadWasm.js';
-import { ConfigError } from '../../../shadowkv/src/errors/ConfigError.js';
 import { DisposedError } from '../../../shadowkv/src/errors/DisposedError.js';
 import { OutOfMemoryError } from '../../../shadowkv/src/errors/OutOfMemoryError.js';
 import type { Tensor } from '../../../shadowkv/src/tensor.js';
-import { checkLinear, checkWeight, type Matmul, type MatmulWeight } from './Matmul.js';
+import { checkLinear, checkThreads, checkWeight, type Matmul, type MatmulWeight } from './Matmul.js';
 import { WasmMatmul, type WasmWeight } from './WasmMatmul.js';
 
 /** What the workers are told (matmulWorker.ts). */
@@ -54,10 +53,9 @@ export class ThreadedMatmul implements Matmul {
     this.main = main;
     this.workers = started.map((s) => s.worker);
     this.reports = started.map((s) => s.reports);
-    const workers = this.workers;
-    this.threads = workers.length + 1;
+    this.threads = this.workers.length + 1;
     this.name = `${main.name}-x${this.threads}`;
-    for (const w of workers) {
+    for (const w of this.workers) {
       w.on('error', (err) => (this.failure.error ??= err));
       // NOTE: seen between calls (a waiting thread handles no events), so the next product fails at once.
       w.on('exit', (code) => (this.failure.error ??= new Error(`a worker exited (code ${code})`)));
@@ -66,10 +64,9 @@ export class ThreadedMatmul implements Matmul {
 
   /** Starts `threads - 1` workers (default: every core), each with its own wasm runtime. */
   static async create(options: { threads?: number; variant?: WasmVariant } = {}): Promise<ThreadedMatmul> {
-    const threads = options.threads ?? availableParallelism();
-    if (!Number.isInteger(threads) || threads < 1 || threads > 256) throw new ConfigError(`ThreadedMatmul: threads must be an integer in [1, 256], got ${threads}`);
+    const threads = checkThreads('ThreadedMatmul', options.threads ?? availableParallelism());
     const main = await WasmMatmul.create(options.variant);
-    const workers = await Promise.all(Array.from({ length: threads - 1 }, () => startWorker(main.name.slice('wasm-'.length) as WasmVariant)));
+    const workers = await Promise.all(Array.from({ length: threads - 1 }, () => startWorker(main.variant)));
     return new ThreadedMatmul(main, workers);
   }
 
@@ -81,9 +78,10 @@ export class ThreadedMatmul implements Matmul {
     const bytes = new Uint8Array(weight.data.buffer, weight.data.byteOffset, weight.data.byteLength);
     this.workers.forEach((worker, i) => {
       const [r0, r1] = this.range(rows, i + 1);
+      if (r1 <= r0) return; // a worker past the last row: never asked for this weight
       // NOTE: a copy of the range (slice), so the caller's tensor is neither shared nor detached.
       const data = bytes.slice(r0 * bytesPerRow, r1 * bytesPerRow);
-      worker.postMessage({ op: 'prepare', id: w.id, rows: Math.max(r1 - r0, 0), cols, dtype: weight.dtype, data } satisfies WorkerCommand, [data.buffer]);
+      worker.postMessage({ op: 'prepare', id: w.id, rows: r1 - r0, cols, dtype: weight.dtype, data } satisfies WorkerCommand, [data.buffer]);
     });
     this.prepared.add(w);
     return w;
@@ -108,18 +106,14 @@ export class ThreadedMatmul implements Matmul {
       worker.postMessage({ op: 'linear', id: w.id, M, N, r0, r1, x: this.io.x, out: this.io.out, done: this.done.buffer as SharedArrayBuffer } satisfies WorkerCommand);
       started++;
     });
-    // The first range here, while the workers take theirs.
+    // The first range here, while the workers take theirs; each range is placed into the shared output.
     const [r0, r1] = this.range(N, 0);
-    const mine = new Float32Array(M * (r1 - r0));
-    this.main.linearRows(x, M, w, r0, r1, mine);
-    for (let m = 0; m < M; m++) out.set(mine.subarray(m * (r1 - r0), (m + 1) * (r1 - r0)), m * N + r0);
+    placeRows(this.main, x, M, w, r0, r1 - r0, this.io.out, N, r0);
     for (let seen = Atomics.load(this.done, 0); seen < started; seen = Atomics.load(this.done, 0)) {
       if (Atomics.wait(this.done, 0, seen, WAIT_MS) === 'timed-out') throw this.failed(`no answer from a worker in ${WAIT_MS / 1000} s`);
     }
     if (Atomics.load(this.done, 1)) throw this.failed('a worker failed');
-    // The workers' ranges, written into the shared output in place: copied out whole.
-    const shared = new Float32Array(this.io.out, 0, M * N);
-    for (let m = 0; m < M; m++) out.set(shared.subarray(m * N + r1, (m + 1) * N), m * N + r1);
+    out.set(new Float32Array(this.io.out, 0, M * N));
   }
 
   /** Rows [r0, r1) of thread t (0: the calling thread) for a weight of `rows` rows: aligned, in order. */
@@ -135,7 +129,7 @@ export class ThreadedMatmul implements Matmul {
     }
     const cause = this.failure.error;
     // NOTE: a worker's heap that cannot hold its rows is the one failure a caller can act on.
-    if (cause?.name === 'OutOfMemoryError' || /does not fit/.test(cause?.message ?? '')) return new OutOfMemoryError(`ThreadedMatmul: ${cause!.message}`);
+    if (cause?.name === 'OutOfMemoryError') return new OutOfMemoryError(`ThreadedMatmul: ${cause!.message}`);
     return new Error(`ThreadedMatmul: ${why}${cause ? `: ${cause.message}` : ''}`, { cause });
   }
 
@@ -149,6 +143,18 @@ export class ThreadedMatmul implements Matmul {
   [Symbol.dispose](): void {
     this.dispose();
   }
+}
+
+/**
+ * Rows [first, first + n) of `weight` times x, into columns [col, col + n) of `out` (shared, `[M, N]`
+ * row-major): what the calling thread (its rows of the whole weight) and each worker (all of its
+ * range's rows) do.
+ */
+export function placeRows(matmul: WasmMatmul, x: Float32Array, M: number, weight: WasmWeight, first: number, n: number, out: SharedArrayBuffer, N: number, col: number): void {
+  const block = new Float32Array(M * n);
+  matmul.linearRows(x, M, weight, first, first + n, block);
+  const dst = new Float32Array(out, 0, M * N);
+  for (let m = 0; m < M; m++) dst.set(block.subarray(m * n, (m + 1) * n), m * N + col);
 }
 
 /**

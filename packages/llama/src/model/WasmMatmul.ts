@@ -3,7 +3,8 @@ import { compileWasm, hasWasmSimd, instantiateWasm, type WasmVariant } from '../
 import type { WasmExports } from '../../../shadowkv/src/backends/wasm/abi.js';
 import { DisposedError } from '../../../shadowkv/src/errors/DisposedError.js';
 import { OutOfMemoryError } from '../../../shadowkv/src/errors/OutOfMemoryError.js';
-import type { Tensor } from '../../../shadowkv/src/tensor.js';
+import { DTYPE_BYTES } from '../../../shadowkv/src/dtype.js';
+import type { DType, Tensor } from '../../../shadowkv/src/tensor.js';
 import { checkLinear, checkWeight, type Matmul, type MatmulWeight } from './Matmul.js';
 
 /** The runtime's exports this file calls: `skv_linear` (runtime/wasm/linear.cc) beside the allocator. */
@@ -13,8 +14,7 @@ type LinearExports = WasmExports & {
 
 export interface WasmWeight extends MatmulWeight {
   ptr: number;
-  dtype: number;
-  bytes: number;
+  dtype: DType;
 }
 
 /**
@@ -25,6 +25,7 @@ export interface WasmWeight extends MatmulWeight {
  */
 export class WasmMatmul implements Matmul {
   readonly name: string;
+  readonly variant: WasmVariant;
   private readonly wasm: LinearExports;
   private readonly weights: number[] = [];
   private readonly prepared = new WeakSet<MatmulWeight>();
@@ -33,6 +34,7 @@ export class WasmMatmul implements Matmul {
 
   private constructor(wasm: LinearExports, variant: WasmVariant) {
     this.wasm = wasm;
+    this.variant = variant;
     this.name = `wasm-${variant}`;
   }
 
@@ -54,7 +56,7 @@ export class WasmMatmul implements Matmul {
     const ptr = this.alloc(bytes, `a [${rows}, ${cols}] weight`);
     new Uint8Array(this.wasm.memory.buffer, ptr, bytes).set(new Uint8Array(weight.data.buffer, weight.data.byteOffset, bytes));
     this.weights.push(ptr);
-    const w = { rows, cols, ptr, dtype: DTYPE_CODE[weight.dtype], bytes };
+    const w = { rows, cols, ptr, dtype: weight.dtype };
     this.prepared.add(w);
     return w;
   }
@@ -73,7 +75,7 @@ export class WasmMatmul implements Matmul {
   linearRows(x: Float32Array, M: number, weight: WasmWeight, r0: number, r1: number, out: Float32Array): void {
     const { cols: K, dtype } = weight;
     const N = r1 - r0;
-    const ptr = weight.ptr + r0 * K * (weight.bytes / (weight.rows * K));
+    const ptr = weight.ptr + r0 * K * DTYPE_BYTES[dtype];
     const need = M * (K + N);
     if (need > this.io.floats) {
       if (this.io.ptr) this.wasm.skv_free(this.io.ptr);
@@ -84,7 +86,7 @@ export class WasmMatmul implements Matmul {
     const outPtr = xPtr + 4 * M * K;
     // NOTE: views are made after the allocations above: a heap growth detaches the old buffer.
     new Float32Array(this.wasm.memory.buffer, xPtr, M * K).set(x.subarray(0, M * K));
-    this.wasm.skv_linear(xPtr, M, K, ptr, dtype, N, outPtr);
+    this.wasm.skv_linear(xPtr, M, K, ptr, DTYPE_CODE[dtype], N, outPtr);
     out.set(new Float32Array(this.wasm.memory.buffer, outPtr, M * N));
   }
 

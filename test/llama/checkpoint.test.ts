@@ -1,5 +1,6 @@
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import type { DType } from '../../packages/shadowkv/src/backend.js';
 import {
@@ -81,6 +82,25 @@ describe('loader round trips', () => {
       expect(() => parseLlamaConfig({ ...json, shadowkv })).toThrow(CheckpointError);
       expect(() => parseLlamaConfig({ ...json, shadowkv })).toThrow(/shadowkv/);
     }
+  });
+
+  it('any JSON in config.json shadowkv: a hint read exactly as written, or a CheckpointError naming it, nothing else', () => {
+    const json = hfConfigJson(GQA);
+    const hint = fc.oneof(fc.jsonValue(), fc.record({ chunk_size: fc.oneof(fc.jsonValue(), fc.integer({ min: -5, max: 2000 }), fc.double()) }, { requiredKeys: [] }));
+    fc.assert(
+      fc.property(hint, (shadowkv) => {
+        let config;
+        try {
+          config = parseLlamaConfig({ ...json, shadowkv });
+        } catch (err) {
+          return err instanceof CheckpointError && /shadowkv/.test((err as Error).message);
+        }
+        const size = (shadowkv as { chunk_size?: unknown } | null)?.chunk_size;
+        if (shadowkv === null || shadowkv === undefined) return config.cacheHints === undefined;
+        return size === undefined ? config.cacheHints?.chunkSize === undefined : config.cacheHints?.chunkSize === size;
+      }),
+      { numRuns: 300 },
+    );
   });
 });
 

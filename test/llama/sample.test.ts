@@ -1,3 +1,4 @@
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { ConfigError, LLAMA3_8B, ShadowKVCache } from '../../packages/shadowkv/src/backend.js';
 import { argmax, fitCacheOptions, Sampler } from '../../packages/llama/src/index.js';
@@ -86,6 +87,20 @@ describe('fitCacheOptions', () => {
     }
     expect(fitCacheOptions(narrow, { promptTokens: 16384, hints: {} }).options.chunkSize).toBe(4);
     for (const chunkSize of [0, 1.5, -2, NaN]) expect(() => fitCacheOptions(narrow, { promptTokens: 16384, hints: { chunkSize } })).toThrow(ConfigError);
+  });
+
+  it('every hinted chunk size that divides into a budget gives options a ShadowKVCache takes as they are', () => {
+    fc.assert(
+      fc.property(fc.constantFrom(1, 2, 4, 8, 16), fc.integer({ min: 1100, max: 40000 }), fc.constantFrom(1 / 64, 0.03, 0.06), (chunkSize, promptTokens, budgetFraction) => {
+        const fit = fitCacheOptions(narrow, { promptTokens, maxNewTokens: 16, budgetFraction, hints: { chunkSize } });
+        expect(fit.options.chunkSize).toBe(chunkSize);
+        expect(fit.options.budget % chunkSize).toBe(0);
+        const cache = new ShadowKVCache({ spec: narrow, maxTokens: fit.maxTokens, ...fit.options });
+        expect(cache.options).toMatchObject(fit.options);
+        cache.dispose();
+      }),
+      { numRuns: 25 },
+    );
   });
 
   it('a short prompt stays dense, and the notes say so', () => {

@@ -1,5 +1,6 @@
 // The wasm matmul on several threads (ThreadedMatmul, Node workers): the same bits as on one thread,
 // whatever the split, and the same errors.
+import fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
 import { ConfigError, DeviceMismatchError, DisposedError, ShapeError, type DType, type Tensor } from '../../packages/shadowkv/src/index.js';
 import { FullKVCache } from '../../packages/shadowkv/src/backend.js';
@@ -7,6 +8,9 @@ import { LlamaModel, WasmMatmul } from '../../packages/llama/src/index.js';
 import { ThreadedMatmul } from '../../packages/llama/src/model/ThreadedMatmul.js';
 import { GQA, memoryCheckpoint } from './fixtures.js';
 import { tokens } from './reference.js';
+import { announceSeed } from '../helpers/adversarial.js';
+
+const SEED = announceSeed('test/llama/threadedMatmul.test.ts');
 
 function weight(N: number, K: number, dtype: DType, seed: number): Tensor {
   // f16 / bf16 patterns around 1 with every mantissa bit used; f32 smooth values.
@@ -33,6 +37,28 @@ describe('ThreadedMatmul', () => {
       w.linear(x, M, w.prepare(W), b);
       expect(Buffer.from(a.buffer).equals(Buffer.from(b.buffer)), `${M} x ${N} x ${K} ${dtype}`).toBe(true);
     }
+  });
+
+  it('generated shapes (both sides of the size that wakes the workers), dtypes and thread counts: the bits of WasmMatmul', async () => {
+    const byThreads = new Map<number, ThreadedMatmul>();
+    const w = track(await WasmMatmul.create());
+    for (const n of [2, 3, 4]) byThreads.set(n, track(await ThreadedMatmul.create({ threads: n })));
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 1, max: 160 }), fc.integer({ min: 1, max: 300 }), fc.integer({ min: 1, max: 300 }),
+        fc.constantFrom<DType>('f32', 'f16', 'bf16'), fc.constantFrom(2, 3, 4), fc.integer({ min: 0, max: 1000 }),
+        (M, N, K, dtype, threads, seed) => {
+          const t = byThreads.get(threads)!;
+          const W = weight(N, K, dtype, seed);
+          const x = Float32Array.from({ length: M * K }, (_, i) => Math.sin(i * 0.61 + seed));
+          const [a, b] = [new Float32Array(M * N), new Float32Array(M * N)];
+          t.linear(x, M, t.prepare(W), a);
+          w.linear(x, M, w.prepare(W), b);
+          return Buffer.from(a.buffer).equals(Buffer.from(b.buffer));
+        },
+      ),
+      { seed: SEED, numRuns: 40 },
+    );
   });
 
   it('refuses what WasmMatmul refuses, with the same typed errors', async () => {

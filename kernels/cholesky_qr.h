@@ -16,16 +16,16 @@
 // Keys whose singular values fall 3000-fold within l give ~1e7 (X = Q G squares them); near_identity
 // is the guard that counts, this one refuses early what could not pass it.
 constexpr double CHOLESKY_MIN_PIVOT = 1e-7;
-constexpr int CHOLESKY_ROWS = 16;  // rows below a pivot per task
 
 // L [l x l] (lower triangular, positive diagonal, zeros above) with W = L L^T. W is scaled to a unit
 // diagonal first (S W S = Ls Ls^T, S = diag(W)^{-1/2}: a Jacobi preconditioner, so that rows of very
 // different lengths do not decide the pivots), then L = S^{-1} Ls. Returns false, L partly written,
 // when a scaled pivot is below CHOLESKY_MIN_PIVOT or not finite.
 // Column by column: Ls_ij = (Ws_ij - Ls_i[0:j] . Ls_j[0:j]) / Ls_jj, contiguous dots (Crout's entries,
-// in another order); the entries below a pivot need only earlier columns, so they run as tasks over
-// blocks of rows, with the same bits however many threads run them.
-static inline bool cholesky_lower(const double* W, int l, double* L, const HostTasks& tasks = HostTasks()) {
+// in another order). One thread: at l = 176 a column is microseconds of work, and handing its rows
+// to host threads cost more than it saved (6 passes: 1.6 ms on one thread of the H200 machine's
+// Xeon, 3.8 ms on 8).
+static inline bool cholesky_lower(const double* W, int l, double* L) {
   std::vector<double> s(l);
   for (int i = 0; i < l; i++) {
     s[i] = 1.0 / sqrt(W[(size_t)i * l + i]);
@@ -38,12 +38,10 @@ static inline bool cholesky_lower(const double* W, int l, double* L, const HostT
     const double pivot = sqrt(p2);
     Lj[j] = pivot;
     for (int k = j + 1; k < l; k++) Lj[k] = 0;
-    tasks.ranges(l - j - 1, CHOLESKY_ROWS, [&](int r0, int r1) {
-      for (int i = j + 1 + r0; i < j + 1 + r1; i++) {
-        double* Li = L + (size_t)i * l;
-        Li[j] = (W[(size_t)i * l + j] * s[i] * s[j] - ddot(Li, Lj, j)) / pivot;
-      }
-    });
+    for (int i = j + 1; i < l; i++) {
+      double* Li = L + (size_t)i * l;
+      Li[j] = (W[(size_t)i * l + j] * s[i] * s[j] - ddot(Li, Lj, j)) / pivot;
+    }
   }
   for (int i = 0; i < l; i++)  // after every column: the recursion above needs Ls
     for (int j = 0; j <= i; j++) L[(size_t)i * l + j] /= s[i];

@@ -5,6 +5,8 @@
 // Plain C++ (no CUDA): the native tests and benchmarks use it too.
 #pragma once
 #include <stdint.h>
+#include <stdlib.h>
+#include <algorithm>
 #include <atomic>
 #include <thread>
 #include <vector>
@@ -13,7 +15,9 @@
 class HostPool {
  public:
   // Threads for the host steps: the machine's, at most 8 (the products have ~20 tasks), this one included.
+  // SKV_HOST_THREADS=n (benchmarks) overrides it.
   static int default_threads() {
+    if (const char* v = getenv("SKV_HOST_THREADS")) return std::max(1, std::min(64, atoi(v)));
     const unsigned n = std::thread::hardware_concurrency();
     return n == 0 ? 1 : (int)(n < 8 ? n : 8);
   }

@@ -68,9 +68,15 @@ enum SkvLowRankStatus { SKV_LOW_RANK_OK = 0, SKV_LOW_RANK_ALLOC = 1, SKV_LOW_RAN
 // device; randomized subspace iteration (same splitmix64 Omega) with its orthonormalization
 // (CholeskyQR2, else the host's Gram-Schmidt) and Rayleigh-Ritz products on the device in float64,
 // the small eigensolve (symmetric_eigen.h) on the host. K is scaled in place and restored.
-// Synchronous (it reads small matrices back); *status says ALLOC / ARG like skv_low_rank_keys.
+// Synchronous (it reads small matrices back); *status says ARG like skv_low_rank_keys.
+// ws: LowRankKeysWorkspace bytes of device memory (G, the subspace, the Gram's slices: ~30 MB at
+// S = 128K, D = 1024); pinned: LowRankKeysPinned bytes of pinned host memory (the small matrices
+// going to and from the host, ~1.3 MB), both the caller's again when it returns.
+size_t LowRankKeysWorkspace(int S, int D, int rank, int oversample);
+size_t LowRankKeysPinned(int D, int rank, int oversample);
 cudaError_t LowRankKeys(float* K, int S, int D, int rank, int oversample, int power_iters, uint32_t seed, float* U,
-                        float* SV, float* proj, float* sigma, int* status, cudaStream_t stream);
+                        float* SV, float* proj, float* sigma, SkvWorkspace ws, SkvWorkspace pinned, int* status,
+                        cudaStream_t stream);
 
 // ---- landmarks.cu ----
 // keys: n_chunks*C rows of d (dtype, row stride ldk); landmarks [n_chunks x d] f32 = chunk means;

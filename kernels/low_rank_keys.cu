@@ -5,20 +5,27 @@
 // on the device in float64 (CholeskyQR2: two passes of X X^T, an l x l Cholesky on the host, the
 // triangular solve on the device; cholesky_qr.h), falling back to the host's Gram-Schmidt
 // (subspace.h, as wasm) for a pass too ill-conditioned to trust; 3. Rayleigh-Ritz, T = Q X^T and the
-// Ritz vectors on the device, the small float64 eigensolve on the host (subspace.h); 4. sigma, SV,
-// proj; 5. U = K proj on the device; 6. the scale undone. Only l x l matrices (and the rank x D
-// Ritz vectors) cross to the host (prefill may synchronize).
+// Ritz vectors on the device, the small float64 eigensolve split: its reduction and QL iteration on
+// the host, the eigenvectors (Householder Q and the rotations) on the device with the host's bits
+// (eigenvectors.cuh); 4. sigma, SV, proj (per row scalars on the host, the rows signed and scaled
+// on the device); 5. U = K proj on the device; 6. the scale undone. Only l x l matrices, the
+// rotations and per row scalars cross between host and device, through pinned memory the caller
+// lends (prefill may synchronize).
 // NOTE: in exact arithmetic both orthonormalizations give the same Q; in float64 they differ by
 // rounding (~1e-16 times the condition number of X), far below the f32 results' own.
 #include <float.h>
 #include <math.h>
 #include <string.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <vector>
 #include "../runtime/wasm/subspace.h"
 #include "cholesky_qr.h"
 #include "common.cuh"
+#include "eigenvectors.cuh"
 #include "host_pool.h"
 #include "products_f64.cuh"
 
@@ -49,20 +56,110 @@ cudaError_t scale_keys(float* K, int64_t n, float f, cudaStream_t stream) {
   return cudaGetLastError();
 }
 
-// Device temporaries of one call, freed on every exit path.
-struct DeviceBlock {
-  void* p = nullptr;
-  ~DeviceBlock() { if (p) cudaFree(p); }
+// SKV_LOW_RANK_TRACE=1 (benchmarks): host wall ms from the call's start at each mark, to stderr.
+// The marks follow the call's synchronizations, so each interval holds its own device work.
+struct Trace {
+  const bool on = getenv("SKV_LOW_RANK_TRACE") && strcmp(getenv("SKV_LOW_RANK_TRACE"), "1") == 0;
+  const std::chrono::steady_clock::time_point t0 = std::chrono::steady_clock::now();
+  void mark(const char* what) const {
+    if (on) fprintf(stderr, "lowRankKeys %8.3f ms %s\n", std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count(), what);
+  }
 };
 
-// Bytes from `at` rounded up to 256: each buffer of the block starts aligned.
+// Bytes from `at` rounded up to 256: each buffer of a block starts aligned.
 size_t carve(size_t& at, size_t bytes) {
   const size_t start = at;
   at = (at + bytes + 255) / 256 * 256;
   return start;
 }
 
-// The subspace iteration's device buffers and host mirrors of the l x l matrices.
+// Words between device memory and the pinned host block, copied by a kernel through UVA rather than
+// by the copy engines: compress.ts keeps those busy with the values' copies (copyAside) for
+// milliseconds, and a copy-engine read queued behind them waited for all of them.
+__global__ void CopyWordsKernel(uint4* dst, const uint4* src, size_t n16, unsigned* dst4, const unsigned* src4, size_t n4) {
+  for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n16; i += (size_t)gridDim.x * blockDim.x) dst[i] = src[i];
+  for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n4; i += (size_t)gridDim.x * blockDim.x) dst4[i] = src4[i];
+}
+
+// dst, src: 16-byte aligned (carve's 256); bytes: a multiple of 4.
+cudaError_t copy_words(void* dst, const void* src, size_t bytes, cudaStream_t stream) {
+  const size_t n16 = bytes / 16, tail = bytes % 16 / 4;
+  CopyWordsKernel<<<(int)std::max<size_t>(1, std::min<size_t>(skv_ceil_div(n16, 256), 256)), 256, 0, stream>>>(
+      static_cast<uint4*>(dst), static_cast<const uint4*>(src), n16, static_cast<unsigned*>(dst) + n16 * 4,
+      static_cast<const unsigned*>(src) + n16 * 4, tail);
+  return cudaGetLastError();
+}
+
+// Omega [n] f32 = uniform(rng) n times (subspace.h), entry i from the state after i + 1 steps:
+// splitmix64 adds a constant per step, so each entry is computed on its own, with the host's bits.
+__global__ void OmegaKernel(float* Q, size_t n, uint64_t state) {
+  for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+    uint64_t z = state + (i + 1) * 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    Q[i] = (float)((double)(z >> 11) * 0x1.0p-52 - 1.0);
+  }
+}
+
+// Step 4 of LowRankKeys on the device, block i for row i of V [rank x D] (the Ritz vectors, f64):
+// the row signed as subspace.h's sign_rows signs it (its largest |entry|, the first on ties, made
+// positive), then SV [rank x D] = (float)(sv[i] V_i) when SV is not null, and proj [D x rank]
+// (transposed) = (float)(V_i pj[i]): the host's products, rounded once.
+__global__ void __launch_bounds__(REDUCE_THREADS) ScaleRowsKernel(const double* V, int D, int rank, const double* sv,
+                                                                  const double* pj, float* SV, float* proj) {
+  __shared__ double best_s[REDUCE_THREADS / 32];
+  __shared__ int at_s[REDUCE_THREADS / 32];
+  const int i = blockIdx.x;
+  const double* r = V + (size_t)i * D;
+  double best = -1;
+  int at = D;
+  for (int k = threadIdx.x; k < D; k += blockDim.x)
+    if (fabs(r[k]) > best) best = fabs(r[k]), at = k;  // ascending k: the first of equals stays
+  for (int o = 16; o > 0; o /= 2) {
+    const double b2 = __shfl_down_sync(0xffffffffu, best, o);
+    const int a2 = __shfl_down_sync(0xffffffffu, at, o);
+    if (b2 > best || (b2 == best && a2 < at)) best = b2, at = a2;
+  }
+  if (threadIdx.x % 32 == 0) best_s[threadIdx.x / 32] = best, at_s[threadIdx.x / 32] = at;
+  __syncthreads();
+  best = best_s[0], at = at_s[0];
+  for (int w = 1; w < REDUCE_THREADS / 32; w++)
+    if (best_s[w] > best || (best_s[w] == best && at_s[w] < at)) best = best_s[w], at = at_s[w];
+  const bool flip = at < D && r[at] < 0;
+  for (int k = threadIdx.x; k < D; k += blockDim.x) {
+    const double v = flip ? -r[k] : r[k];
+    if (SV) SV[(size_t)i * D + k] = (float)__dmul_rn(sv[i], v);
+    proj[(size_t)k * rank + i] = (float)__dmul_rn(v, pj[i]);
+  }
+}
+
+cudaError_t scale_rows(const double* V, int D, int rank, const double* sv, const double* pj, float* SV, float* proj, cudaStream_t stream) {
+  ScaleRowsKernel<<<rank, REDUCE_THREADS, 0, stream>>>(V, D, rank, sv, pj, SV, proj);
+  return cudaGetLastError();
+}
+
+// The call's device buffers (in the caller's workspace) and pinned host ones (the caller's pinned block).
+// Rotations the QL iteration logs before handing them to the device: a log of l^2 (the host's).
+struct Layout {
+  size_t flags, G, Qf, X, Q, Q1, W, M, Vt, log, ord, scale, gram, device;  // device block
+  size_t fl, Wh, Lh, logh, ordh, sigma, scaleh, pinned;                   // pinned block
+  Layout(int S, int D, int rank, int l) {
+    const size_t DD = (size_t)D * D, lD = (size_t)l * D, ll = (size_t)l * l;
+    size_t at = 0;
+    flags = carve(at, 16), G = carve(at, sizeof(float) * DD), Qf = carve(at, sizeof(float) * lD), X = carve(at, sizeof(float) * lD);
+    Q = carve(at, sizeof(double) * lD), Q1 = carve(at, sizeof(double) * lD), W = carve(at, sizeof(double) * ll);
+    M = carve(at, sizeof(double) * ll), Vt = carve(at, sizeof(double) * ll), log = carve(at, sizeof(double) * 3 * ll);
+    ord = carve(at, sizeof(int) * l), scale = carve(at, sizeof(double) * 3 * rank), gram = carve(at, GramWorkspace(S, D)), device = at;
+    at = 0;
+    fl = carve(at, 16), Wh = carve(at, sizeof(double) * ll), Lh = carve(at, sizeof(double) * ll), logh = carve(at, sizeof(double) * 3 * ll);
+    ordh = carve(at, sizeof(int) * l), sigma = carve(at, sizeof(float) * rank), scaleh = carve(at, sizeof(double) * 3 * rank), pinned = at;
+  }
+};
+
+int subspace_width(int D, int rank, int oversample) { return (int)std::min<int64_t>((int64_t)rank + oversample, D); }
+
+// The subspace iteration's device buffers and pinned mirrors of the l x l matrices.
 struct Subspace {
   int l, D;
   float* Qf;   // [l x D] the basis in f32, the left operand of X = Q G
@@ -71,142 +168,177 @@ struct Subspace {
   double* Q1;  // [l x D] the first Cholesky-QR pass; the Ritz vectors at the end
   double* W;   // [l x l] a pass's Gram matrix; the Rayleigh matrix
   double* M;   // [l x l] a pass's Cholesky factor; the kept eigenvectors
-  std::vector<double> Wh, Lh;
+  double* Vt;  // [l x l] the Rayleigh matrix's eigenvectors
+  double* log; // [3 l^2] QL rotations
+  int* ord;    // [l] the eigenpairs' order
+  double *Wh, *Lh, *logh;  // pinned
+  int* ordh;               // pinned
+  const Trace& trace;
 };
 
 // One Cholesky-QR pass: W = A A^T on the device, W = L L^T on the host, L B = A solved on the device
 // (and Bf, if not null). *ok is false, B unwritten, when the pass is not to be trusted (cholesky_qr.h);
 // `second` also asks that W be near the identity, what makes the pass orthonormal to working precision.
+// NOTE: a one-block Cholesky on the device (warp dots, two barriers a column) took 0.57 ms at l = 176
+// on the H200, above this round trip with the host's (~0.5 ms): the host keeps it.
 template <class TA>
-cudaError_t cholesky_qr_pass(Subspace& s, const TA* A, double* B, float* Bf, bool second, bool* ok, const HostTasks& tasks,
-                             cudaStream_t stream) {
+cudaError_t cholesky_qr_pass(Subspace& s, const TA* A, double* B, float* Bf, bool second, bool* ok, cudaStream_t stream) {
   const int l = s.l, D = s.D;
+  const size_t ll = sizeof(double) * l * l;
   SKV_CUDA_CALL(products_f64::RowDots(l, l, D, A, A, s.W, stream));
-  SKV_CUDA_CALL(cudaMemcpyAsync(s.Wh.data(), s.W, sizeof(double) * l * l, cudaMemcpyDeviceToHost, stream));
+  SKV_CUDA_CALL(copy_words(s.Wh, s.W, ll, stream));
   SKV_CUDA_CALL(cudaStreamSynchronize(stream));
-  *ok = (!second || near_identity(s.Wh.data(), l)) && cholesky_lower(s.Wh.data(), l, s.Lh.data(), tasks);
+  s.trace.mark("W read");
+  *ok = (!second || near_identity(s.Wh, l)) && cholesky_lower(s.Wh, l, s.Lh);
+  s.trace.mark("cholesky");
   if (!*ok) return cudaSuccess;
-  SKV_CUDA_CALL(cudaMemcpyAsync(s.M, s.Lh.data(), sizeof(double) * l * l, cudaMemcpyHostToDevice, stream));
+  SKV_CUDA_CALL(copy_words(s.M, s.Lh, ll, stream));
   return products_f64::LowerSolve(l, D, s.M, A, B, Bf, stream);
 }
 
 // Q and Qf = an orthonormal basis of the rows of X, in order (subspace.h's orthonormalize): CholeskyQR2
 // on the device, else (a pass refused) Gram-Schmidt on the host, whose result is copied up.
-cudaError_t orthonormalize_rows(Subspace& s, std::vector<double>& Qh, std::vector<float>& Xh, std::vector<float>& Qfh,
-                                std::vector<double>& work, uint64_t& rng, const HostTasks& tasks, cudaStream_t stream) {
+cudaError_t orthonormalize_rows(Subspace& s, uint64_t& rng, cudaStream_t stream) {
   const size_t lD = (size_t)s.l * s.D;
   bool ok;
-  SKV_CUDA_CALL(cholesky_qr_pass(s, s.X, s.Q1, (float*)nullptr, false, &ok, tasks, stream));
-  if (ok) SKV_CUDA_CALL(cholesky_qr_pass(s, s.Q1, s.Q, s.Qf, true, &ok, tasks, stream));
+  SKV_CUDA_CALL(cholesky_qr_pass(s, s.X, s.Q1, (float*)nullptr, false, &ok, stream));
+  if (ok) SKV_CUDA_CALL(cholesky_qr_pass(s, s.Q1, s.Q, s.Qf, true, &ok, stream));
   if (ok) return cudaSuccess;
+  std::vector<float> Xh(lD), Qfh(lD);
+  std::vector<double> Qh(lD), work(subspace_work(s.l));
   SKV_CUDA_CALL(cudaMemcpyAsync(Xh.data(), s.X, sizeof(float) * lD, cudaMemcpyDeviceToHost, stream));
   SKV_CUDA_CALL(cudaStreamSynchronize(stream));
-  orthonormalize(Xh.data(), s.l, s.D, Qh.data(), work.data(), rng, tasks);
+  // Host threads when the products are large enough to pay for them (176 x 176 x 1024 is 32 M
+  // multiply-adds); the bits do not depend on it.
+  HostPool pool((uint64_t)s.l * s.l * s.D >= (1u << 22) ? HostPool::default_threads() : 1);
+  orthonormalize(Xh.data(), s.l, s.D, Qh.data(), work.data(), rng, pool.tasks());
   for (size_t i = 0; i < lD; i++) Qfh[i] = (float)Qh[i];
   SKV_CUDA_CALL(cudaMemcpyAsync(s.Q, Qh.data(), sizeof(double) * lD, cudaMemcpyHostToDevice, stream));
-  return cudaMemcpyAsync(s.Qf, Qfh.data(), sizeof(float) * lD, cudaMemcpyHostToDevice, stream);
+  SKV_CUDA_CALL(cudaMemcpyAsync(s.Qf, Qfh.data(), sizeof(float) * lD, cudaMemcpyHostToDevice, stream));
+  return cudaStreamSynchronize(stream);  // NOTE: the host vectors die here
+}
+
+// subspace.h's ritz_pairs with its O(n^3) half on the device (eigenvectors.cuh), the same bits:
+// T [l x l] in s.Wh on entry; the eigenvalues in w, their order in ord, and the kept eigenvectors
+// E [rank x l] in s.M. work: 2 l doubles.
+cudaError_t ritz_pairs_on_device(Subspace& s, int rank, double* w, int* ord, double* work, cudaStream_t stream) {
+  const int l = s.l;
+  symmetrize(s.Wh, l);
+  tridiagonalize(s.Wh, l, w, work, work + l);
+  SKV_CUDA_CALL(copy_words(s.W, s.Wh, sizeof(double) * l * l, stream));
+  SKV_CUDA_CALL(eigenvectors::householder_q(s.W, l, s.Vt, stream));
+  cudaError_t err = cudaSuccess;
+  tridiagonal_ql(w, work, l, s.logh, l * l, [&](const double* log, int count) {
+    if (err == cudaSuccess && count > 0) err = copy_words(s.log, log, sizeof(double) * 3 * count, stream);
+    if (err == cudaSuccess) err = eigenvectors::rotate_rows(s.Vt, l, s.log, count, stream);
+    // NOTE: the iteration refills the pinned log when this returns (a second log only past l^2 rotations).
+    if (err == cudaSuccess) err = cudaStreamSynchronize(stream);
+  });
+  SKV_CUDA_CALL(err);
+  order_descending(w, l, ord);
+  memcpy(s.ordh, ord, sizeof(int) * l);
+  SKV_CUDA_CALL(copy_words(s.ord, s.ordh, sizeof(int) * l, stream));
+  return eigenvectors::gather_rows(s.Vt, l, s.ord, rank, s.M, stream);
 }
 
 }  // namespace
 
+size_t LowRankKeysWorkspace(int S, int D, int rank, int oversample) {
+  return S > 0 && D > 0 && rank > 0 ? Layout(S, D, rank, subspace_width(D, rank, oversample)).device : 0;
+}
+
+size_t LowRankKeysPinned(int D, int rank, int oversample) {
+  return D > 0 && rank > 0 ? Layout(1, D, rank, subspace_width(D, rank, oversample)).pinned : 0;
+}
+
 cudaError_t LowRankKeys(float* K, int S, int D, int rank, int oversample, int power_iters, uint32_t seed, float* U,
-                        float* SV, float* proj, float* sigma, int* status, cudaStream_t stream) {
+                        float* SV, float* proj, float* sigma, SkvWorkspace ws, SkvWorkspace pinned, int* status,
+                        cudaStream_t stream) {
   *status = SKV_LOW_RANK_ARG;
   if (S <= 0 || D <= 0 || rank <= 0 || rank > S || rank > D || oversample < 0 || power_iters < 0) return cudaSuccess;
-  const int l = (int)std::min<int64_t>((int64_t)rank + oversample, D);  // subspace width
-  const size_t DD = (size_t)D * D, lD = (size_t)l * D, ll = (size_t)l * l;
+  const int l = subspace_width(D, rank, oversample);
+  const size_t lD = (size_t)l * D, ll = (size_t)l * l;
   const int64_t SD = (int64_t)S * D;
-  // Device: flags (2 words), G [D x D], the subspace's buffers, the Gram's workspace.
-  size_t at = 0;
-  const size_t flags_at = carve(at, 16), G_at = carve(at, sizeof(float) * DD), Qf_at = carve(at, sizeof(float) * lD),
-               X_at = carve(at, sizeof(float) * lD), Q_at = carve(at, sizeof(double) * lD), Q1_at = carve(at, sizeof(double) * lD),
-               W_at = carve(at, sizeof(double) * ll), M_at = carve(at, sizeof(double) * ll);
-  const size_t gram_bytes = GramWorkspace(S, D), gram_at = carve(at, gram_bytes);
-  DeviceBlock block;
-  if (cudaMalloc(&block.p, at) != cudaSuccess) {
-    cudaGetLastError();  // clear the allocation failure; it is reported as a status
-    *status = SKV_LOW_RANK_ALLOC;
-    return cudaSuccess;
-  }
-  char* base = static_cast<char*>(block.p);
-  unsigned* flags = reinterpret_cast<unsigned*>(base + flags_at);
-  float* G = reinterpret_cast<float*>(base + G_at);
-  Subspace sub{l, D, reinterpret_cast<float*>(base + Qf_at), reinterpret_cast<float*>(base + X_at), reinterpret_cast<double*>(base + Q_at),
-               reinterpret_cast<double*>(base + Q1_at), reinterpret_cast<double*>(base + W_at), reinterpret_cast<double*>(base + M_at),
-               std::vector<double>(ll), std::vector<double>(ll)};
-  // Host: the float64 basis and f32 staging (Omega; the Gram-Schmidt fallback), Ritz vectors, the small eigenproblem.
-  std::vector<double> Q(lD), V((size_t)rank * D), Wt(ll), w(l), work(subspace_work(l));
-  std::vector<float> Qh(lD), Xh(lD), sigma_h(rank), SV_h((size_t)rank * D), proj_h((size_t)D * rank);
+  const Layout at(S, D, rank, l);
+  if (ws.bytes < at.device || pinned.bytes < at.pinned) return cudaErrorInvalidValue;
+  const Trace trace;
+  char* base = static_cast<char*>(ws.ptr);
+  char* host = static_cast<char*>(pinned.ptr);
+  unsigned* flags = reinterpret_cast<unsigned*>(base + at.flags);
+  float* G = reinterpret_cast<float*>(base + at.G);
+  Subspace sub{l, D, reinterpret_cast<float*>(base + at.Qf), reinterpret_cast<float*>(base + at.X), reinterpret_cast<double*>(base + at.Q),
+               reinterpret_cast<double*>(base + at.Q1), reinterpret_cast<double*>(base + at.W), reinterpret_cast<double*>(base + at.M),
+               reinterpret_cast<double*>(base + at.Vt), reinterpret_cast<double*>(base + at.log), reinterpret_cast<int*>(base + at.ord),
+               reinterpret_cast<double*>(host + at.Wh), reinterpret_cast<double*>(host + at.Lh), reinterpret_cast<double*>(host + at.logh),
+               reinterpret_cast<int*>(host + at.ordh), trace};
+  unsigned* fl = reinterpret_cast<unsigned*>(host + at.fl);
+  float* sigma_h = reinterpret_cast<float*>(host + at.sigma);
+  double* scale_h = reinterpret_cast<double*>(host + at.scaleh);
+  double* scale = reinterpret_cast<double*>(base + at.scale);
+  // Host: the small eigenproblem's values and scratch.
+  std::vector<double> w(l), work(2 * (size_t)l);
   std::vector<int> ord(l);
+  trace.mark("alloc");
 
   // 0. max|K| (and a NaN / inf check), then K / 2^e so that G can neither overflow nor underflow.
-  unsigned fl[2] = {0, 0};
   SKV_CUDA_CALL(cudaMemsetAsync(flags, 0, 2 * sizeof(unsigned), stream));
   AbsMaxKernel<<<(int)std::min<int64_t>(skv_ceil_div(SD, REDUCE_THREADS), 1024), REDUCE_THREADS, 0, stream>>>(K, SD, flags);
   SKV_LAUNCH_CHECK();
-  SKV_CUDA_CALL(cudaMemcpyAsync(fl, flags, sizeof(fl), cudaMemcpyDeviceToHost, stream));
+  SKV_CUDA_CALL(copy_words(fl, flags, 2 * sizeof(unsigned), stream));
   SKV_CUDA_CALL(cudaStreamSynchronize(stream));
+  trace.mark("absmax read");
   if (fl[1]) return cudaSuccess;  // SKV_LOW_RANK_ARG: nothing written
   float amax;
   memcpy(&amax, &fl[0], 4);
   const int e = scale_exponent(amax);
   if (e) SKV_CUDA_CALL(scale_keys(K, SD, ldexpf(1.f, -e), stream));
   // 1. Gram matrix G = K^T K.
-  SKV_CUDA_CALL(Gram(K, S, D, D, G, SkvWorkspace{base + gram_at, gram_bytes}, stream));
+  SKV_CUDA_CALL(Gram(K, S, D, D, G, SkvWorkspace{base + at.gram, GramWorkspace(S, D)}, stream));
   // 2. X = Omega G, then power_iters rounds of X = Q G (G is symmetric, so X^T = G Q^T), each
-  //    orthonormalized. Host threads serve the Choleskys, the eigensolve and the Gram-Schmidt fallback
-  //    when the products are large enough to pay for them (176 x 176 x 1024 is 32 M multiply-adds); the
-  //    bits do not depend on it.
-  HostPool pool((uint64_t)l * l * D >= (1u << 22) ? HostPool::default_threads() : 1);
-  const HostTasks tasks = pool.tasks();
+  //    orthonormalized.
   uint64_t rng = 0x5D1A0C3Bull ^ ((uint64_t)seed << 32 | seed);
-  for (size_t i = 0; i < lD; i++) Qh[i] = (float)uniform(rng);
-  SKV_CUDA_CALL(cudaMemcpyAsync(sub.Qf, Qh.data(), sizeof(float) * lD, cudaMemcpyHostToDevice, stream));
+  OmegaKernel<<<(int)std::min<size_t>(skv_ceil_div(lD, 256), 1024), 256, 0, stream>>>(sub.Qf, lD, rng);
+  SKV_LAUNCH_CHECK();
+  rng += lD * 0x9E3779B97F4A7C15ull;  // the state after Omega's draws, as the host's loop leaves it
   for (int it = 0; it <= power_iters; it++) {
     SKV_CUDA_CALL(Gemm(l, D, D, 1.f, sub.Qf, SKV_F32, D, 0, nullptr, G, SKV_F32, D, 0, 0.f, sub.X, D, stream));
-    SKV_CUDA_CALL(orthonormalize_rows(sub, Q, Xh, Qh, work, rng, tasks, stream));
+    SKV_CUDA_CALL(orthonormalize_rows(sub, rng, stream));
   }
   // 3. Rayleigh-Ritz: T = Q X^T = Q G Q^T, eigenpairs descending, V_r = eigvecs[:, :rank]^T Q, signed.
   SKV_CUDA_CALL(Gemm(l, D, D, 1.f, sub.Qf, SKV_F32, D, 0, nullptr, G, SKV_F32, D, 0, 0.f, sub.X, D, stream));
   SKV_CUDA_CALL(products_f64::RowDots(l, l, D, sub.Q, sub.X, sub.W, stream));
-  SKV_CUDA_CALL(cudaMemcpyAsync(sub.Wh.data(), sub.W, sizeof(double) * ll, cudaMemcpyDeviceToHost, stream));
+  SKV_CUDA_CALL(copy_words(sub.Wh, sub.W, sizeof(double) * ll, stream));
   SKV_CUDA_CALL(cudaStreamSynchronize(stream));
-  ritz_pairs(sub.Wh.data(), l, rank, Wt.data(), w.data(), ord.data(), work.data(), tasks);
-  SKV_CUDA_CALL(cudaMemcpyAsync(sub.M, sub.Wh.data(), sizeof(double) * rank * l, cudaMemcpyHostToDevice, stream));
+  trace.mark("T read");
+  SKV_CUDA_CALL(ritz_pairs_on_device(sub, rank, w.data(), ord.data(), work.data(), stream));
+  trace.mark("eigensolve");
   SKV_CUDA_CALL(products_f64::CombineRows(rank, D, l, sub.M, sub.Q, sub.Q1, (float*)nullptr, stream));
-  SKV_CUDA_CALL(cudaMemcpyAsync(V.data(), sub.Q1, sizeof(double) * rank * D, cudaMemcpyDeviceToHost, stream));
-  SKV_CUDA_CALL(cudaStreamSynchronize(stream));
-  sign_rows(V.data(), rank, D);
-  // 4. sigma and SV (times 2^e: the keys' scale); proj still for the scaled keys, for step 5.
-  const double up = ldexp(1.0, e);
+  // 4. sigma and SV (times 2^e: the keys' scale); proj still for the scaled keys, for step 5; and
+  //    (6.) proj for the caller's keys (/ 2^e, rounded once from float64). Per row scalars here,
+  //    the rows' products on the device (ScaleRowsKernel) from the unsigned Ritz vectors in Q1.
+  const double up = ldexp(1.0, e), down = ldexp(1.0, -e);
   const double s1 = sqrt(std::max(w[ord[0]], 0.0));
   for (int i = 0; i < rank; i++) {
-    double si = sqrt(std::max(w[ord[i]], 0.0));
-    double inv = si > 1e-6 * s1 ? 1.0 / si : 0.0;  // NOTE: directions at noise level are dropped
+    const double si = sqrt(std::max(w[ord[i]], 0.0));
+    const bool kept = si > 1e-6 * s1;  // NOTE: directions at noise level are dropped
     sigma_h[i] = (float)(si * up);
-    for (int k = 0; k < D; k++) {
-      SV_h[(size_t)i * D + k] = (float)(si * up * V[(size_t)i * D + k]);
-      proj_h[(size_t)k * rank + i] = (float)(V[(size_t)i * D + k] * inv);
-    }
+    scale_h[i] = si * up;
+    scale_h[rank + i] = kept ? 1.0 / si : 0.0;
+    scale_h[2 * rank + i] = kept ? down / si : 0.0;
   }
-  SKV_CUDA_CALL(cudaMemcpyAsync(sigma, sigma_h.data(), sizeof(float) * rank, cudaMemcpyHostToDevice, stream));
-  SKV_CUDA_CALL(cudaMemcpyAsync(SV, SV_h.data(), sizeof(float) * rank * (size_t)D, cudaMemcpyHostToDevice, stream));
-  SKV_CUDA_CALL(cudaMemcpyAsync(proj, proj_h.data(), sizeof(float) * rank * (size_t)D, cudaMemcpyHostToDevice, stream));
+  SKV_CUDA_CALL(copy_words(sigma, sigma_h, sizeof(float) * rank, stream));
+  SKV_CUDA_CALL(copy_words(scale, scale_h, sizeof(double) * 3 * rank, stream));
+  SKV_CUDA_CALL(scale_rows(sub.Q1, D, rank, scale, scale + rank, SV, proj, stream));
   // 5. U = K proj [S x rank]; the scales cancel: (K / 2^e) (proj 2^e). Large: tensor cores (gemm.cu).
   SKV_CUDA_CALL(Gemm(S, rank, D, 1.f, K, SKV_F32, D, 0, nullptr, proj, SKV_F32, rank, 0, 0.f, U, rank, stream));
-  // 6. proj for the caller's keys (/ 2^e, rounded once from float64), and K restored.
+  // 6. proj for the caller's keys, and K restored.
   if (e) {
-    const double down = ldexp(1.0, -e);
-    for (int i = 0; i < rank; i++) {
-      double si = sqrt(std::max(w[ord[i]], 0.0));
-      double inv = si > 1e-6 * s1 ? down / si : 0.0;
-      for (int k = 0; k < D; k++) proj_h[(size_t)k * rank + i] = (float)(V[(size_t)i * D + k] * inv);
-    }
-    SKV_CUDA_CALL(cudaMemcpyAsync(proj, proj_h.data(), sizeof(float) * rank * (size_t)D, cudaMemcpyHostToDevice, stream));
+    SKV_CUDA_CALL(scale_rows(sub.Q1, D, rank, nullptr, scale + 2 * rank, nullptr, proj, stream));
     SKV_CUDA_CALL(scale_keys(K, SD, ldexpf(1.f, e), stream));
   }
-  // NOTE: the host vectors die with this call: every copy from them has finished after this.
+  // NOTE: the pinned block is the caller's again once the kernels that read it have run.
   SKV_CUDA_CALL(cudaStreamSynchronize(stream));
+  trace.mark("U and end");
   *status = SKV_LOW_RANK_OK;
   return cudaSuccess;
 }

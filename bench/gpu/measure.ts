@@ -102,7 +102,13 @@ function stageClock(clock: StepClock): { start(): void; take(): string } {
       times = [];
       last = performance.now();
     },
-    take: () => times.map(([s, ms]) => `${s} ${ms.toFixed(2)}`).join(', ') + ` ms (sum ${times.reduce((a, [, ms]) => a + ms, 0).toFixed(2)})`,
+    // A stage reached several times (once per kv head) is summed, with its count.
+    take: () => {
+      const by = new Map<string, [number, number]>();
+      for (const [s, ms] of times) by.set(s, [(by.get(s)?.[0] ?? 0) + ms, (by.get(s)?.[1] ?? 0) + 1]);
+      const parts = [...by].map(([s, [ms, n]]) => `${s} ${ms.toFixed(2)}${n > 1 ? ` (x${n})` : ''}`);
+      return parts.join(', ') + ` ms (sum ${times.reduce((a, [, ms]) => a + ms, 0).toFixed(2)})`;
+    },
   };
 }
 

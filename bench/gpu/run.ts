@@ -323,12 +323,12 @@ function largestResult(c: CaseResult, built: Built<ShadowKVCache> | undefined, e
   log(`  largest: ShadowKV batch ${L.shadowkv} ${built ? 'allocated' : `NOT allocated (${error})`} (dense fits ${L.dense}); whole-model host memory ${(L.shadowkvEstimate.host / GiB).toFixed(0)} GiB`);
 }
 
-/** Mode `prefill`: compress() per row of the context's builds; a 3-row cache when they gave fewer than 2 warm samples. */
+/** Mode `prefill`: compress() per row of the context's builds; a 6-row cache when they gave fewer than 5 warm samples. */
 async function prefillResult(S: number, prompt: Prompt): Promise<void> {
-  if ((compressSamples.get(S)?.rest.length ?? 0) < 2 && !overBudget()) {
-    log(`${S / 1024}K: compress() timing on 3 rows`);
+  if ((compressSamples.get(S)?.rest.length ?? 0) < 5 && !overBudget()) {
+    log(`${S / 1024}K: compress() timing on 6 rows`);
     try {
-      const b = await phase('prefill', () => buildCache('shadowkv', backendName, 3, prompt, log));
+      const b = await phase('prefill', () => buildCache('shadowkv', backendName, 6, prompt, log));
       noteBuild(S, b);
       b.cache.dispose();
     } catch (err) {

@@ -23,6 +23,7 @@ bool SyncEveryOp() {
 
 double alloc_count = 0;
 SkvWorkspace workspace[WS_SLOTS] = {};
+SkvWorkspace pinned_ws = {};  // PinnedWorkspace
 
 // The staging ring: a pinned block per slot and the event after the copy that last read it. Every
 // slot has the same size, staging_bytes.
@@ -147,6 +148,21 @@ SkvWorkspace Workspace(Napi::Env env, WorkspaceSlot slot, size_t bytes, const ch
   return w;
 }
 
+SkvWorkspace PinnedWorkspace(Napi::Env env, size_t bytes, const char* op) {
+  if (pinned_ws.bytes >= bytes) return pinned_ws;
+  if (pinned_ws.ptr) cudaFreeHost(pinned_ws.ptr);  // NOTE: synchronizes; its users have returned
+  pinned_ws = SkvWorkspace{nullptr, 0};
+  void* p = nullptr;
+  cudaError_t err = cudaHostAlloc(&p, bytes, cudaHostAllocDefault);
+  if (err != cudaSuccess) {
+    cudaGetLastError();
+    ThrowCuda(env, op, err);
+  }
+  CountAlloc();
+  pinned_ws = SkvWorkspace{p, bytes};
+  return pinned_ws;
+}
+
 void* Stage(Napi::Env env, size_t bytes, const char* op) {
   if (bytes > staging_bytes) GrowStaging(env, bytes, op);
   StagingSlot& slot = staging[staging_next];
@@ -172,7 +188,7 @@ double WorkspaceBytes() {
 double StagingBytes() {
   double bytes = 0;
   for (const StagingSlot& s : staging) bytes += (double)s.bytes;
-  return bytes;
+  return bytes + (double)pinned_ws.bytes;
 }
 void CountAlloc() { alloc_count += 1; }
 

@@ -34,8 +34,10 @@ void* TypedArrayData(const Napi::TypedArray& a);
 Napi::Float64Array TableArg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name, size_t width);
 
 // A grow-only device block per slot, for op temporaries (never shrinks; freed at exit).
-enum WorkspaceSlot { WS_ATTENTION = 0, WS_SELECT, WS_COPY, WS_DECODE, WS_SLOTS };
+enum WorkspaceSlot { WS_ATTENTION = 0, WS_SELECT, WS_COPY, WS_DECODE, WS_LOW_RANK, WS_SLOTS };
 SkvWorkspace Workspace(Napi::Env env, WorkspaceSlot slot, size_t bytes, const char* op);
+// A grow-only pinned host block for an op that is done with it when it returns (lowRankKeys).
+SkvWorkspace PinnedWorkspace(Napi::Env env, size_t bytes, const char* op);
 // Pinned host bytes for an async upload (or a small read's copy back): Stage returns a block of `bytes` that no pending copy
 // still reads (a ring of blocks, each released by an event); after enqueuing the copy from it,
 // call Staged, which records that event on the stream.
@@ -44,7 +46,8 @@ void Staged(Napi::Env env, const char* op);
 // Allocations made so far (buffers and workspace growth), for Device.allocations().
 double AllocCount();
 void CountAlloc();
-// Bytes held between calls by the workspaces (device) and the staging ring (pinned), for memoryStats().
+// Bytes held between calls by the workspaces (device) and the staging ring and pinned workspace
+// (pinned), for memoryStats().
 double WorkspaceBytes();
 double StagingBytes();
 

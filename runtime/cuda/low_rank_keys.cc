@@ -1,6 +1,7 @@
 // lowRankKeys(K, S, D, rank, oversample, powerIters, seed, U, SV, proj, sigma) -> status:
 // the truncated factorization of runtime/wasm/low_rank_keys.cc (all buffers f32, device).
-// Returns SKV_OK, SKV_ERR_ARG (bad sizes or a non-finite key; nothing written) or SKV_ERR_ALLOC.
+// Returns SKV_OK or SKV_ERR_ARG (bad sizes or a non-finite key; nothing written); its device and
+// pinned workspaces grow on first use (out of memory: a JS error with cudaCode 2).
 #include <limits.h>
 #include "binding.h"
 
@@ -21,7 +22,12 @@ Napi::Value LowRankKeys(const Napi::CallbackInfo& info) {
   float* proj = static_cast<float*>(PtrArg(info, 9, op, "proj"));
   float* sigma = static_cast<float*>(PtrArg(info, 10, op, "sigma"));
   int status = SKV_ERR_ARG;
-  Check(info.Env(), op, ::LowRankKeys(K, S, D, rank, oversample, power_iters, seed, U, SV, proj, sigma, &status, Stream()));
+  SkvWorkspace ws{nullptr, 0}, pinned{nullptr, 0};
+  if (S > 0 && D > 0 && rank > 0 && rank <= S && rank <= D && oversample >= 0 && power_iters >= 0) {
+    ws = Workspace(info.Env(), WS_LOW_RANK, ::LowRankKeysWorkspace(S, D, rank, oversample), op);
+    pinned = PinnedWorkspace(info.Env(), ::LowRankKeysPinned(D, rank, oversample), op);
+  }
+  Check(info.Env(), op, ::LowRankKeys(K, S, D, rank, oversample, power_iters, seed, U, SV, proj, sigma, ws, pinned, &status, Stream()));
   return Napi::Number::New(info.Env(), status);
 }
 

@@ -232,15 +232,25 @@ static inline void rayleigh_matrix(const double* Q, const float* X, int l, int D
   row_dots(Q, l, X, l, D, T, l, tasks);
 }
 
+// T [l x l] = (T + T^T) / 2: the Rayleigh matrix exactly symmetric, as the eigensolve assumes.
+static inline void symmetrize(double* T, int l) {
+  for (int a = 0; a < l; a++)
+    for (int b = 0; b < a; b++) T[(size_t)a * l + b] = T[(size_t)b * l + a] = 0.5 * (T[(size_t)a * l + b] + T[(size_t)b * l + a]);
+}
+
+// ord [l] lists eigenpairs by w descending, ties to the lower index.
+static inline void order_descending(const double* w, int l, int* ord) {
+  for (int i = 0; i < l; i++) ord[i] = i;
+  std::sort(ord, ord + l, [&](int a, int b) { return w[a] > w[b] || (w[a] == w[b] && a < b); });
+}
+
 // Rayleigh-Ritz, its small part: T [l x l] (destroyed) = W diag(w) W^T; ord lists eigenpairs by w
 // descending (ties to the lower index), and rows i < m of T become the kept eigenvectors in that
 // order (E [m x l], row stride l). Wt [l x l]: the eigenvectors as rows; work: subspace_work(l) doubles.
 static inline void ritz_pairs(double* T, int l, int m, double* Wt, double* w, int* ord, double* work, const HostTasks& tasks) {
-  for (int a = 0; a < l; a++)
-    for (int b = 0; b < a; b++) T[(size_t)a * l + b] = T[(size_t)b * l + a] = 0.5 * (T[(size_t)a * l + b] + T[(size_t)b * l + a]);
+  symmetrize(T, l);
   symmetric_eigen(T, l, Wt, w, work, tasks);
-  for (int i = 0; i < l; i++) ord[i] = i;
-  std::sort(ord, ord + l, [&](int a, int b) { return w[a] > w[b] || (w[a] == w[b] && a < b); });
+  order_descending(w, l, ord);
   for (int i = 0; i < m; i++) std::copy(Wt + (size_t)ord[i] * l, Wt + (size_t)(ord[i] + 1) * l, T + (size_t)i * l);
 }
 

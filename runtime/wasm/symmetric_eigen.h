@@ -4,8 +4,8 @@
 // NOTE: eigenvectors are kept as rows (Vt), so every Householder update and every QL rotation runs
 // along contiguous memory; only +, -, *, / and sqrt are used (no libm), so builds without fused
 // multiply-adds (wasm, the addon's baseline x86-64) get the same bits. The two O(n^3) parts that do
-// not feed the iteration (forming Q, rotating the eigenvectors) run as HostTasks over column blocks,
-// the reduction's row loops over row blocks.
+// not feed the iteration (forming Q, rotating the eigenvectors) run as HostTasks over column blocks;
+// the reduction itself on one thread.
 #pragma once
 #include <math.h>
 #include <string.h>
@@ -30,13 +30,13 @@ static inline double eigen_hypot(double a, double b) {
   return big * sqrt(1 + t * t);
 }
 
-enum { EIGEN_COLUMNS = 32, EIGEN_ROWS = 16 };  // columns of Qt or Vt, rows of the reduction's trailing block, per task
+enum { EIGEN_COLUMNS = 32 };  // columns of Qt or Vt per task
 
 // A [n x n] symmetric (destroyed) = Q T Q^T with T tridiagonal: d [n] its diagonal, e [n] its
-// off-diagonal (e[i] = T[i][i+1], e[n-1] = 0) and Qt [n x n] = Q^T. Householder reflections
-// H_k = I - v v^T / h zero column k below the subdiagonal, k = 0 .. n-3; v is kept in row k of A.
-// p: scratch [n].
-static inline void tridiagonalize(double* A, int n, double* d, double* e, double* Qt, double* p, const HostTasks& tasks) {
+// off-diagonal (e[i] = T[i][i+1], e[n-1] = 0). Householder reflections H_k = I - v v^T / h zero
+// column k below the subdiagonal, k = 0 .. n-3; v is kept in row k of A, h in A[k][k] (0: none),
+// for householder_q. p: scratch [n].
+static inline void tridiagonalize(double* A, int n, double* d, double* e, double* p) {
   for (int k = 0; k + 2 < n; k++) {
     double* v = A + (size_t)k * n;  // row k = column k: the reflection acts on entries k+1 .. n-1
     d[k] = v[k];
@@ -52,29 +52,29 @@ static inline void tridiagonalize(double* A, int n, double* d, double* e, double
     e[k] = scale * g;
     v[k] = h;  // H = I - v v^T / h, v = entries k+1 .. n-1
     // p = A v / h, then w = p - (v . p) v / (2h), and A -= v w^T + w v^T on the trailing block.
-    // The n^3 of the reduction is in the two row loops: each row's work is its own (v is row k,
-    // which neither writes), so they run as tasks over blocks of rows; v . p sums in order after.
+    // NOTE: one thread: a column's two row loops are microseconds of work at n = 176, and handing
+    // them to host threads (two hand-offs per column) cost more than it saved.
     const int t = n - k - 1;
-    tasks.ranges(t, EIGEN_ROWS, [&](int r0, int r1) {
-      for (int i = k + 1 + r0; i < k + 1 + r1; i++) p[i] = eigen_dot(A + (size_t)i * n + k + 1, v + k + 1, t) / h;
-    });
+    for (int i = k + 1; i < n; i++) p[i] = eigen_dot(A + (size_t)i * n + k + 1, v + k + 1, t) / h;
     double vp = 0;
     for (int i = k + 1; i < n; i++) vp += v[i] * p[i];
     const double c = vp / (2 * h);
     for (int i = k + 1; i < n; i++) p[i] -= c * v[i];
-    tasks.ranges(t, EIGEN_ROWS, [&](int r0, int r1) {
-      for (int i = k + 1 + r0; i < k + 1 + r1; i++) {
-        double* a = A + (size_t)i * n;
-        const double vi = v[i], pi = p[i];
-        for (int j = k + 1; j < n; j++) a[j] -= vi * p[j] + pi * v[j];
-      }
-    });
+    for (int i = k + 1; i < n; i++) {
+      double* a = A + (size_t)i * n;
+      const double vi = v[i], pi = p[i];
+      for (int j = k + 1; j < n; j++) a[j] -= vi * p[j] + pi * v[j];
+    }
   }
   for (int i = n < 2 ? 0 : n - 2; i < n; i++) d[i] = A[(size_t)i * n + i];  // the last 2x2 block is T's
   if (n >= 2) e[n - 2] = A[(size_t)(n - 2) * n + n - 1];
   e[n - 1] = 0;
-  // Q = H_0 H_1 ... H_{n-3}: column j of Q (row j of Qt) is e_j with H_k applied for k = j-1 .. 0
-  // (H_k leaves e_j alone for j <= k). Columns are independent: one task per block of them.
+}
+
+// Qt [n x n] = Q^T = (H_0 H_1 ... H_{n-3})^T from the rows tridiagonalize left in A: column j of Q
+// (row j of Qt) is e_j with H_k applied for k = j-1 .. 0 (H_k leaves e_j alone for j <= k).
+// Columns are independent: one task per block of them. (kernels/eigenvectors.cuh: the same on a GPU.)
+static inline void householder_q(const double* A, int n, double* Qt, const HostTasks& tasks) {
   tasks.ranges(n, EIGEN_COLUMNS, [&](int j0, int j1) {
     for (int j = j0; j < j1; j++) {
       double* q = Qt + (size_t)j * n;
@@ -109,12 +109,14 @@ static inline void rotate_rows(double* Vt, int n, const double* log, int count, 
   });
 }
 
-// Eigenvalues d [n] and eigenvectors (rows of Vt) of the tridiagonal (d, e) whose reduction is
-// Vt = Q^T on entry: the implicit QL iteration (tql2). Its rotations do not feed back into (d, e),
-// so they are logged (i, c, s) in log [3 * cap] and applied to Vt a log at a time.
+// Eigenvalues d [n] of the tridiagonal (d, e): the implicit QL iteration (tql2). Its rotations do
+// not feed back into (d, e), so they are logged (i, c, s) in log [3 * cap] and handed over a log at
+// a time, in order, to apply(log, count), which rotates the eigenvectors (rotate_rows on the Q^T
+// of the reduction gives them as rows).
 // NOTE: an eigenvalue gets at most 60 iterations (LAPACK allows 30; a few is typical), so a NaN
 // cannot loop forever.
-static inline void tridiagonal_ql(double* d, double* e, int n, double* Vt, double* log, int cap, const HostTasks& tasks) {
+template <class Apply>
+static inline void tridiagonal_ql(double* d, double* e, int n, double* log, int cap, const Apply& apply) {
   const double eps = 0x1p-52;
   double shift = 0, tst = 0;
   int logged = 0;
@@ -124,7 +126,7 @@ static inline void tridiagonal_ql(double* d, double* e, int n, double* Vt, doubl
     while (m < n - 1 && fabs(e[m]) > eps * tst) m++;  // e[n-1] = 0 ends the search
     for (int iter = 0; m > l && iter < 60; iter++) {
       if (logged + (m - l) > cap) {
-        rotate_rows(Vt, n, log, logged, tasks);
+        apply(log, logged);
         logged = 0;
       }
       // Wilkinson-like shift from the leading 2x2 block, then one QL sweep from m up to l.
@@ -161,7 +163,7 @@ static inline void tridiagonal_ql(double* d, double* e, int n, double* Vt, doubl
     d[l] += shift;
     e[l] = 0;
   }
-  rotate_rows(Vt, n, log, logged, tasks);
+  apply(log, logged);
 }
 
 // Scratch (doubles) of symmetric_eigen for n x n: e, p and a rotation log of n * n entries.
@@ -171,6 +173,7 @@ static inline uint64_t eigen_work(int n) { return 2 * (uint64_t)n + 3 * (uint64_
 // work: eigen_work(n) doubles.
 static inline void symmetric_eigen(double* A, int n, double* Vt, double* w, double* work, const HostTasks& tasks) {
   double *e = work, *log = work + 2 * n;
-  tridiagonalize(A, n, w, e, Vt, work + n, tasks);
-  tridiagonal_ql(w, e, n, Vt, log, std::max(n * n, n), tasks);
+  tridiagonalize(A, n, w, e, work + n);
+  householder_q(A, n, Vt, tasks);
+  tridiagonal_ql(w, e, n, log, std::max(n * n, n), [&](const double* lg, int count) { rotate_rows(Vt, n, lg, count, tasks); });
 }

@@ -16,16 +16,13 @@ mkdir -p /tmp/skv-node
 unxz_to "$G/node.xz" /tmp/skv-node/node
 chmod +x /tmp/skv-node/node
 export PATH="/tmp/skv-node:$PATH"
-if [ -f "$G/scripts.tar.xz" ]; then  # pack.sh --slim: tsx and msgpackr only, the addon compressed
+if [ -f "$G/scripts.tar.xz" ]; then  # pack.sh --slim: tsx and msgpackr only
   [ -f node_modules/tsx/dist/cli.mjs ] || { unxz_to "$G/scripts.tar.xz" /tmp/skv-node/scripts.tar; tar -xf /tmp/skv-node/scripts.tar; }
-  [ -f /tmp/skv-node/shadowkv_cuda.node ] || unxz_to "$G/shadowkv_cuda.node.xz" /tmp/skv-node/shadowkv_cuda.node
-  export SHADOWKV_CUDA_ADDON=/tmp/skv-node/shadowkv_cuda.node
-else
-  if [ ! -d node_modules/vitest ]; then
-    unxz_to "$G/node_modules.tar.xz" /tmp/skv-node/node_modules.tar
-    tar -xf /tmp/skv-node/node_modules.tar
-  fi
-  export SHADOWKV_CUDA_ADDON="$PWD/$G/shadowkv_cuda.node"
+elif [ ! -d node_modules/vitest ]; then
+  unxz_to "$G/node_modules.tar.xz" /tmp/skv-node/node_modules.tar
+  tar -xf /tmp/skv-node/node_modules.tar
 fi
+unxz_to "$G/shadowkv_cuda.node.xz" /tmp/skv-node/shadowkv_cuda.node  # the addon of this pack, even where an older one was unpacked
+export SHADOWKV_CUDA_ADDON=/tmp/skv-node/shadowkv_cuda.node
 mkdir -p runtime/wasm/out && cp -n "$G"/wasm/*.wasm runtime/wasm/out/ 2>/dev/null
 export SHADOWKV_CUDA_SYNC="${SHADOWKV_CUDA_SYNC:-1}"  # every op waits for its kernels, so a fault names its op

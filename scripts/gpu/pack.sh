@@ -23,8 +23,8 @@ rm -rf .gpu && mkdir -p .gpu
 addon="runtime/cuda/${SKV_CUDA_BUILD:-build}/Release/shadowkv_cuda.node"
 mkdir -p .gpu/wasm && cp runtime/wasm/out/*.wasm .gpu/wasm/  # the wasm envs and the parity suite run there too
 xz -T2 -6 -c "$(readlink -f "$(command -v node)")" > .gpu/node.xz
+xz -T2 -6 -c "$addon" > .gpu/shadowkv_cuda.node.xz  # 21 MB, 4 compressed
 if [ "$slim" = 1 ]; then
-  xz -T2 -6 -c "$addon" > .gpu/shadowkv_cuda.node.xz
   # tsx (with its own esbuild) and msgpackr, with what they require at run time (package-lock.json),
   # and the workspace links npm install makes (the cuda backend imports 'shadowkv-cuda' by name)
   tar -c node_modules/tsx node_modules/get-tsconfig node_modules/resolve-pkg-maps node_modules/msgpackr \
@@ -33,7 +33,6 @@ if [ "$slim" = 1 ]; then
   du -sh .gpu
   exit 0
 fi
-cp "$addon" .gpu/
 # Only what vitest needs at run time: no compilers, bundlers, docs tools or addon build tools.
 tar -c --exclude='node_modules/typescript' --exclude='node_modules/typedoc' --exclude='node_modules/@shikijs' \
   --exclude='node_modules/@gerrit0' --exclude='node_modules/lunr' --exclude='node_modules/markdown-it' \

@@ -3,7 +3,7 @@
 # `bash scripts/gpu/pack.sh` put in .gpu/ here, carried with the working tree (carry: [".gpu"]):
 #   .gpu/node.xz               the Node 20 binary of the build machine, xz-compressed
 #   .gpu/node_modules.tar.xz   the repo's node_modules (vitest and the SDK's dependencies)
-#   .gpu/shadowkv_cuda.node    the addon built there (sm_80 + sm_90 cubins, sm_90 PTX)
+#   .gpu/shadowkv_cuda.node.xz the addon built there (sm_80 + sm_90 cubins, sm_90 PTX)
 #   .gpu/wasm/*.wasm           the wasm runtime built there (build output, not in the tree)
 # It unpacks node into /tmp and node_modules into the repo, points SHADOWKV_CUDA_ADDON at the addon,
 # sets SHADOWKV_CUDA_SYNC=1 (every op waits for its kernels, so a fault names its op), and runs the

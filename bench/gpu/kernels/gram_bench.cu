@@ -20,6 +20,7 @@
 #include "../../../kernels/cholesky_qr.h"
 #include "../../../kernels/host_pool.h"
 #include "../../../kernels/products_f64.cuh"
+#include "../../../kernels/eigenvectors.cuh"
 #include "../../../runtime/wasm/subspace.h"
 
 #include "bench_util.cuh"
@@ -377,6 +378,76 @@ static void solve_check(int l, int D) {
   for (void* p : {(void*)Xd, (void*)Bf, (void*)Ld, (void*)Bdd}) CK(cudaFree(p));
 }
 
+// The eigenvectors of a Rayleigh-Ritz-like matrix (decaying spectrum, l x l) formed on the device
+// (eigenvectors.cuh: Householder Q, then the QL rotations) against symmetric_eigen on the host: the
+// same bits are asked for, and the device part is timed.
+static void eigenvectors_check(int l) {
+  const size_t ll = (size_t)l * l;
+  std::vector<double> Q(ll), T(ll), A, Vt(ll), w(l), w2(l), work(eigen_work(l)), Vd(ll);
+  uint64_t rng = 99;
+  for (auto& q : Q) q = uniform(rng);
+  for (int a = 0; a < l; a++)
+    for (int b = 0; b <= a; b++) {
+      double s = 0;
+      for (int k = 0; k < l; k++) s += Q[(size_t)a * l + k] * Q[(size_t)b * l + k] * pow(0.93, k);
+      T[(size_t)a * l + b] = T[(size_t)b * l + a] = s;
+    }
+  A = T;
+  symmetric_eigen(A.data(), l, Vt.data(), w.data(), work.data(), HostTasks());
+  double *Ad, *Vtd, *logd;
+  CK(cudaMalloc(&Ad, sizeof(double) * ll));
+  CK(cudaMalloc(&Vtd, sizeof(double) * ll));
+  const int max_rotations = 8 * (int)ll;  // the host's log flushes at l^2; a few logs in all
+  CK(cudaMalloc(&logd, sizeof(double) * 3 * max_rotations));
+  A = T;
+  std::vector<double> e(l), p(l), log(3 * ll);
+  auto t0 = std::chrono::steady_clock::now();
+  tridiagonalize(A.data(), l, w2.data(), e.data(), p.data());
+  const double t_reduce = host_ms(t0);
+  CK(cudaMemcpy(Ad, A.data(), sizeof(double) * ll, cudaMemcpyHostToDevice));
+  int rotations = 0;
+  t0 = std::chrono::steady_clock::now();
+  tridiagonal_ql(w2.data(), e.data(), l, log.data(), (int)ll, [&](const double* lg, int count) {
+    if (rotations + count > max_rotations) return expect(false, "eigenvectors check: at most 8 l^2 rotations");
+    CK(cudaMemcpy(logd + 3 * (size_t)rotations, lg, sizeof(double) * 3 * count, cudaMemcpyHostToDevice));
+    rotations += count;
+  });
+  const double t_ql = host_ms(t0);
+  const float t_q = median_ms(5, [&] { CK(eigenvectors::householder_q(Ad, l, Vtd, 0)); });
+  const float t_rot = median_ms(1, [&] { CK(eigenvectors::rotate_rows(Vtd, l, logd, rotations, 0)); });
+  CK(eigenvectors::householder_q(Ad, l, Vtd, 0));
+  CK(eigenvectors::rotate_rows(Vtd, l, logd, rotations, 0));
+  CK(cudaMemcpy(Vd.data(), Vtd, sizeof(double) * ll, cudaMemcpyDeviceToHost));
+  size_t differ = 0;
+  for (size_t i = 0; i < ll; i++) differ += memcmp(&Vd[i], &Vt[i], sizeof(double)) != 0;
+  differ += memcmp(w.data(), w2.data(), sizeof(double) * l) != 0;
+  printf("eigenvectors on the device, l = %d: %zu of %zu entries differ from the host's bits; host reduction %.2f ms, "
+         "QL iteration %.2f ms (%d rotations); device Q %.3f ms, rotations %.3f ms\n",
+         l, differ, ll, t_reduce, t_ql, rotations, t_q, t_rot);
+  expect(differ == 0, "device eigenvectors = host eigenvectors, bit for bit");
+  for (double* x : {Ad, Vtd, logd}) CK(cudaFree(x));
+}
+
+// LowRankKeys with its workspaces, grown once and kept, as the addon's binding keeps them.
+static int low_rank_keys(float* K, int S, int D, int rank, int oversample, int power_iters, float* U, float* SV, float* proj,
+                         float* sigma) {
+  static SkvWorkspace ws{nullptr, 0}, pinned{nullptr, 0};
+  const size_t wb = LowRankKeysWorkspace(S, D, rank, oversample), pb = LowRankKeysPinned(D, rank, oversample);
+  if (ws.bytes < wb) {
+    if (ws.ptr) CK(cudaFree(ws.ptr));
+    CK(cudaMalloc(&ws.ptr, wb));
+    ws.bytes = wb;
+  }
+  if (pinned.bytes < pb) {
+    if (pinned.ptr) CK(cudaFreeHost(pinned.ptr));
+    CK(cudaHostAlloc(&pinned.ptr, pb, cudaHostAllocDefault));
+    pinned.bytes = pb;
+  }
+  int status = -1;
+  CK(LowRankKeys(K, S, D, rank, oversample, power_iters, 0x5eed, U, SV, proj, sigma, ws, pinned, &status, 0));
+  return status;
+}
+
 // compress.ts issues the values' copies to the host pages (bf16 [S x D], one per 256-chunk page)
 // on a second stream (copyAside, runtime/cuda/memory.cc) before LowRankKeys: the copy engines work
 // while the SMs compute. Times the copies alone, then LowRankKeys with them alongside.
@@ -405,8 +476,7 @@ static void aside_overlap(int S, int D, int rank, int oversample, int power_iter
     CK(cudaDeviceSynchronize());
     t0 = std::chrono::steady_clock::now();
     issue();
-    int status = -1;
-    CK(LowRankKeys(K, S, D, rank, oversample, power_iters, 0x5eed, U, SV, proj, sigma, &status, 0));
+    const int status = low_rank_keys(K, S, D, rank, oversample, power_iters, U, SV, proj, sigma);
     CK(cudaDeviceSynchronize());
     t.push_back(host_ms(t0));
     expect(status == SKV_LOW_RANK_OK, "LowRankKeys status (copies alongside)");
@@ -435,8 +505,7 @@ static void low_rank_at_scale(int S, int D, int rank, float* K) {
   for (int rep = 0; rep < 3; rep++) {
     CK(cudaDeviceSynchronize());
     auto t0 = std::chrono::steady_clock::now();
-    int status = -1;
-    CK(LowRankKeys(K, S, D, rank, oversample, power_iters, 0x5eed, U, SV, proj, sigma, &status, 0));
+    const int status = low_rank_keys(K, S, D, rank, oversample, power_iters, U, SV, proj, sigma);
     t.push_back(host_ms(t0));
     expect(status == SKV_LOW_RANK_OK, "LowRankKeys status");
   }
@@ -482,7 +551,7 @@ static void low_rank_at_scale(int S, int D, int rank, float* K) {
   orthonormalize(X.data(), l, D, Q.data(), work.data(), rng, tasks);
   row_dots(Q.data(), l, Q.data(), l, D, T.data(), l);  // ~I: a Gram matrix that factors
   auto t0 = std::chrono::steady_clock::now();
-  for (int it = 0; it < 2 * (power_iters + 1); it++) expect(cholesky_lower(T.data(), l, L.data(), tasks), "cholesky_lower of Q Q^T");
+  for (int it = 0; it < 2 * (power_iters + 1); it++) expect(cholesky_lower(T.data(), l, L.data()), "cholesky_lower of Q Q^T");
   const double t_chol = host_ms(t0);
   CK(cudaMemcpy(Ld, L.data(), sizeof(double) * l * l, cudaMemcpyHostToDevice));
   CK(cudaMemcpy(Qd, Q.data(), sizeof(double) * l * D, cudaMemcpyHostToDevice));
@@ -508,8 +577,8 @@ static void low_rank_at_scale(int S, int D, int rank, float* K) {
   const int passes = 2 * (power_iters + 1);
   printf("  subspace steps alone: device per pass X X^T %.3f / Q1 Q1^T %.3f ms, solves %.3f / %.3f ms (x%d each); T = Q X^T %.3f ms, "
          "V = E Q %.3f ms\n", t_w1, t_w2, t_s1, t_s2, power_iters + 1, t_T, t_V);
-  printf("  host (%d threads): %d Choleskys %dx%d %.1f ms, eigensolve %dx%d %.1f ms; Gram-Schmidt fallback x%d %.1f ms (only for refused passes)\n",
-         pool.threads(), passes, l, l, t_chol, l, l, t_eig, power_iters + 1, t_orth);
+  printf("  host: %d Choleskys %dx%d %.1f ms (one thread); on %d threads: eigensolve %dx%d %.1f ms, Gram-Schmidt fallback x%d %.1f ms (only for refused passes)\n",
+         passes, l, l, t_chol, pool.threads(), l, l, t_eig, power_iters + 1, t_orth);
   for (void* p : {(void*)Xd, (void*)Qf, (void*)Qd, (void*)Q1d, (void*)Wd, (void*)Ld}) CK(cudaFree(p));
   CK(cudaFree(U));
   CK(cudaFree(SV));
@@ -595,6 +664,8 @@ int main(int argc, char** argv) {
   printf("triangular solves of CholeskyQR (products_f64::LowerSolve)\n");
   solve_check(176, D);
   solve_check(1000, 2048);
+  eigenvectors_check(176);
+  eigenvectors_check(37);
   low_rank_at_scale(S, D, rank, K);
   other_steps(S, Hkv, d, rank, K);
   printf("%s (%d failed checks)\n", failures ? "FAILED" : "OK", failures);

@@ -215,7 +215,6 @@ export class CudaDevice implements Device {
       this.addr(k), S, D, rank, oversample, powerIters, seed >>> 0,
       this.addr(o.u), this.addr(o.sv), this.addr(o.proj), this.addr(o.sigma),
     ));
-    if (status === STATUS.alloc) throw new OutOfMemoryError(`lowRankKeys: the GPU could not hold the workspace for S=${S}, D=${D}, rank=${rank} (about 4·D² bytes)`);
     if (status !== STATUS.ok) throw new RangeError(`lowRankKeys: the runtime rejected S=${S}, D=${D}, rank=${rank}, oversample=${oversample}, powerIters=${powerIters}, or a non-finite key (status ${status})`);
   }
 
@@ -273,7 +272,7 @@ export class CudaDevice implements Device {
     if (slots.length < n) throw new RangeError(`gatherValues: ${slots.length} slots for ${n} chunks`);
     if (n === 0) return;
     // NOTE: the bounds in one tight pass, and the first offender looked for only when they fail: a
-    // compression gathers every head's landmark rows (16K ids at 128K); this loop is ~2x the old per-id checks.
+    // compression gathers every head's landmark rows at once (131K ids at 128K); this loop is ~2x the old per-id checks.
     let [lo, hi, slotLo, slotHi] = [chunkIds[0]!, chunkIds[0]!, slots[0]!, slots[0]!];
     for (let i = 1; i < n; i++) {
       const c = chunkIds[i]!, t = slots[i]!;

@@ -144,50 +144,61 @@ export function commitStore(ctx: CompressContext, st: SequenceState & { store?: 
 
 /**
  * Landmarks of every head's chunks, its outliers copied exact and left out of the landmark set;
- * returns the per-head counts `[Hkv, HEAD_FIELDS]`. A few batched ops instead of one per chunk or
- * run: landmarks converted to the storage dtype once per head and the kept ones gathered; the
- * outliers' key and value rows of all heads gathered from the tail in one op each.
+ * returns the per-head counts `[Hkv, HEAD_FIELDS]`. Batched across heads: every head's landmarks
+ * are computed, then converted to the storage dtype and the kept ones gathered, in one op each; the
+ * outliers' key and value rows of all heads gathered from the tail in one op each. Only the
+ * outlier choice (one selectChunks a head) waits for the device.
  */
 function landmarksAndOutliers(ctx: CompressContext, st: SequenceState, store: CompressedStore, chunks: number): Int32Array {
   const { device, options: o } = ctx;
   const { kvHeads: Hkv, headDim: d } = ctx.spec;
   const { C, maxOutliers, dtype } = store.geometry;
+  const stage = compressStages.end ?? (() => {});
   const counts = new Int32Array(Hkv * HEAD_FIELDS);
   const temps: DeviceBuffer[] = [];
   const temp = <T extends DeviceBuffer>(buf: T) => (temps.push(buf), buf);
   try {
-    const lm = temp(device.alloc(chunks * d, 'f32', 'compress')); // one head's landmarks
-    const minCos = temp(device.alloc(chunks, 'f32', 'compress'));
-    const stored = temp(device.alloc(chunks * d, dtype, 'compress')); // the same in the storage dtype
-    // Views for gatherValues, whose "chunks" here are rows of d: the landmarks of one head, and the tail's keys and values.
-    const landmarkRows: PagedBuffer = { pageChunks: chunks, block: d, heads: 1, dtype, pages: [stored], table: temp(device.pointerTable([stored], 'compress')) };
+    const lm = temp(device.alloc(Hkv * chunks * d, 'f32', 'compress')); // head h's landmarks from row h * chunks
+    const minCos = temp(device.alloc(Hkv * chunks, 'f32', 'compress'));
+    const stored = temp(device.alloc(Hkv * chunks * d, dtype, 'compress')); // the same in the storage dtype
+    for (let h = 0; h < Hkv; h++) device.landmarks(st.tail.headK(h), d, chunks, C, d, at(lm, h * chunks * d), at(minCos, h * chunks));
+    device.convert(at(stored), at(lm), Hkv * chunks * d);
+    stage('landmarks: launch');
+    // Views for gatherValues, whose "chunks" here are rows of d: every head's landmarks, and the tail's keys and values.
+    const landmarkRows: PagedBuffer = { pageChunks: Hkv * chunks, block: d, heads: 1, dtype, pages: [stored], table: temp(device.pointerTable([stored], 'compress')) };
     const tail = [st.tail.k, st.tail.v];
     const tailRows: PagedBuffer = { pageChunks: st.tail.k.length / d, block: d, heads: 2, dtype, pages: tail, table: temp(device.pointerTable(tail, 'compress')) };
     const sinks = range(0, Math.min(Math.ceil(o.sinkTokens / C), chunks));
+    const outlierIds = new Int32Array(Hkv * maxOutliers);
     const rows: number[] = []; // tail rows of every head's outliers ...
     const slots: number[] = []; // ... and their rows in outlierK / outlierV
+    const keptRows = new Int32Array(Hkv * chunks); // rows of `stored` that stay landmarks ...
+    const keptSlots = new Int32Array(Hkv * chunks); // ... and their rows in store.landmarks
+    let nKept = 0;
     for (let h = 0; h < Hkv; h++) {
-      device.landmarks(st.tail.headK(h), d, chunks, C, d, at(lm), at(minCos));
-      const lowest = device.selectChunks(at(minCos), chunks, o.outlierChunks, false);
+      const lowest = device.selectChunks(at(minCos, h * chunks), chunks, o.outlierChunks, false);
+      stage('landmarks: select');
       const outliers = Int32Array.from(new Set([...lowest, ...sinks])).sort();
-      device.write(at(store.outlierIds, h * maxOutliers), outliers);
+      outlierIds.set(outliers, h * maxOutliers);
       outliers.forEach((c, i) => {
         for (let t = 0; t < C; t++) rows.push(h * st.tail.capacity + c * C + t), slots.push((h * maxOutliers + i) * C + t);
       });
       // The landmark set keeps every other chunk, ascending.
       const kept = keptChunks(chunks, outliers);
-      if (kept.length) {
-        device.convert(at(stored), at(lm), chunks * d);
-        device.gatherValues(at(store.landmarks, h * store.chunkCapacity * d), landmarkRows, 0, kept, range(0, kept.length));
-        device.write(at(store.landmarkIds, h * store.chunkCapacity), kept);
-      }
+      for (let j = 0; j < kept.length; j++, nKept++) keptRows[nKept] = h * chunks + kept[j]!, keptSlots[nKept] = h * store.chunkCapacity + j;
+      if (kept.length) device.write(at(store.landmarkIds, h * store.chunkCapacity), kept);
       counts.set([kept.length, outliers.length, 0], h * HEAD_FIELDS);
+      stage('landmarks: kept');
     }
+    stage('landmarks: outliers');
+    device.write(at(store.outlierIds), outlierIds);
+    if (nKept) device.gatherValues(at(store.landmarks), landmarkRows, 0, keptRows.subarray(0, nKept), keptSlots.subarray(0, nKept));
     if (rows.length) {
       const [ids, to] = [Int32Array.from(rows), Int32Array.from(slots)];
       device.gatherValues(at(store.outlierK), tailRows, 0, ids, to);
       device.gatherValues(at(store.outlierV), tailRows, 1, ids, to);
     }
+    stage('landmarks: gathers');
     return counts;
   } finally {
     temps.forEach((b) => device.free(b));

@@ -1,0 +1,112 @@
+// The O(n^3) half of runtime/wasm/symmetric_eigen.h on the GPU, for LowRankKeys' Rayleigh-Ritz
+// (n = rank + oversample = 176): Q^T from the Householder rows (householder_q) and the QL
+// rotations applied to it (rotate_rows), which cost the host ~5 ms of its ~7 (H200 machine's Xeon).
+// The host keeps the reduction and the QL iteration itself, O(n^2) of serial dependent steps.
+// Every product and sum is rounded on its own in the host's order (no fused multiply-adds: the
+// host builds have none), so the eigenvectors have the host's bits.
+#pragma once
+#include "common.cuh"
+
+namespace eigenvectors {
+namespace {  // each including file its own kernels
+
+enum { COLS = 32 };  // rows of Qt (householder_q) or columns of Vt (rotations) per block: one a thread
+
+// symmetric_eigen.h's eigen_dot: four interleaved partial sums, added pairwise.
+__device__ inline double dot_host_order(const double* a, const double* b, int stride_b, int n) {
+  double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+  int i = 0;
+  for (; i + 4 <= n; i += 4) {
+    s0 = __dadd_rn(s0, __dmul_rn(a[i], b[i * stride_b]));
+    s1 = __dadd_rn(s1, __dmul_rn(a[i + 1], b[(i + 1) * stride_b]));
+    s2 = __dadd_rn(s2, __dmul_rn(a[i + 2], b[(i + 2) * stride_b]));
+    s3 = __dadd_rn(s3, __dmul_rn(a[i + 3], b[(i + 3) * stride_b]));
+  }
+  for (; i < n; i++) s0 = __dadd_rn(s0, __dmul_rn(a[i], b[i * stride_b]));
+  return __dadd_rn(__dadd_rn(s0, s1), __dadd_rn(s2, s3));
+}
+
+// Block b, thread t: row j = b * COLS + t of Qt (householder_q), built in shared memory q[i][t]
+// (component-major: a warp's threads read and write neighbouring words). A: the reduction's rows,
+// each staged in shared memory by the block before its threads use it.
+__global__ void __launch_bounds__(COLS) HouseholderQKernel(const double* A, int n, double* Qt) {
+  extern __shared__ double q[];  // [n][COLS], then v [n]
+  double* v = q + n * COLS;
+  const int t = threadIdx.x, j = blockIdx.x * COLS + t;
+  for (int i = 0; i < n; i++) q[i * COLS + t] = i == j ? 1.0 : 0.0;
+  const int kmax = min(blockIdx.x * COLS + COLS - 2, n - 3);  // the block's largest j - 1
+  for (int k = kmax; k >= 0; k--) {
+    __syncwarp();
+    for (int i = t; i < n; i += COLS) v[i] = A[(size_t)k * n + i];
+    __syncwarp();
+    const double h = v[k];
+    if (h == 0 || k > j - 1) continue;  // H_k leaves e_j alone for j <= k
+    const double s = __ddiv_rn(dot_host_order(v + k + 1, q + (k + 1) * COLS + t, COLS, n - k - 1), h);
+    for (int i = k + 1; i < n; i++) q[i * COLS + t] = __dsub_rn(q[i * COLS + t], __dmul_rn(s, v[i]));
+  }
+  if (j < n)
+    for (int i = 0; i < n; i++) Qt[(size_t)j * n + i] = q[i * COLS + t];
+}
+
+// Block b, thread t: column k = b * COLS + t of Vt [n x n] through `count` logged rotations
+// (i, c, s) in order (rotate_rows), the column in shared memory v[r][t].
+// NOTE: one warp a block, and the rotations of a column are one dependent chain, so each rotation's
+// latencies add up (simply written: ~150 cycles a rotation, 2.3 ms for l = 176's 30K). Two are
+// taken out of the chain: the log comes 32 rotations at a time into the lanes' registers and each
+// rotation's entry by a shuffle (no memory access to order behind the column's stores), and a QL
+// sweep logs i = m-1 down to l, so the row i + 1 a rotation reads is usually the row i the one
+// before wrote: that value stays in a register.
+__global__ void __launch_bounds__(COLS) RotateKernel(double* Vt, int n, const double* log, int count) {
+  extern __shared__ double v[];  // [n][COLS]
+  const int t = threadIdx.x, k = blockIdx.x * COLS + t;
+  for (int r = 0; r < n; r++) v[r * COLS + t] = k < n ? Vt[(size_t)r * n + k] : 0.0;
+  int last = -2;   // the row the previous rotation wrote as its row i ...
+  double kept = 0;  // ... and its value
+  for (int g0 = 0; g0 < count; g0 += COLS) {
+    const int m = min(COLS, count - g0);
+    int li = 0;
+    double lc = 0, ls = 0;
+    if (t < m) li = (int)log[3 * (g0 + t)], lc = log[3 * (g0 + t) + 1], ls = log[3 * (g0 + t) + 2];
+#pragma unroll
+    for (int u = 0; u < COLS; u++) {
+      if (u >= m) break;
+      const int i = __shfl_sync(0xffffffffu, li, u);
+      const double c = __shfl_sync(0xffffffffu, lc, u), s = __shfl_sync(0xffffffffu, ls, u);
+      const double x = v[i * COLS + t], y = i + 1 == last ? kept : v[(i + 1) * COLS + t];
+      const double a = __dsub_rn(__dmul_rn(c, x), __dmul_rn(s, y));  // row i
+      v[(i + 1) * COLS + t] = __dadd_rn(__dmul_rn(s, x), __dmul_rn(c, y));
+      v[i * COLS + t] = a;
+      last = i, kept = a;
+    }
+  }
+  if (k < n)
+    for (int r = 0; r < n; r++) Vt[(size_t)r * n + k] = v[r * COLS + t];
+}
+
+// E [m x n]: row i = row ord[i] of Vt (the kept eigenvectors, in ritz_pairs' order).
+__global__ void GatherRowsKernel(const double* Vt, int n, const int* ord, int m, double* E) {
+  for (int x = blockIdx.x * blockDim.x + threadIdx.x; x < m * n; x += gridDim.x * blockDim.x) E[x] = Vt[(size_t)ord[x / n] * n + x % n];
+}
+
+inline cudaError_t householder_q(const double* A, int n, double* Qt, cudaStream_t stream) {
+  const size_t smem = sizeof(double) * n * (COLS + 1);
+  SKV_CUDA_CALL(skv_smem_optin(HouseholderQKernel, smem));
+  HouseholderQKernel<<<(unsigned)skv_ceil_div(n, COLS), COLS, smem, stream>>>(A, n, Qt);
+  return cudaGetLastError();
+}
+
+inline cudaError_t rotate_rows(double* Vt, int n, const double* log, int count, cudaStream_t stream) {
+  if (count <= 0) return cudaSuccess;
+  const size_t smem = sizeof(double) * n * COLS;
+  SKV_CUDA_CALL(skv_smem_optin(RotateKernel, smem));
+  RotateKernel<<<(unsigned)skv_ceil_div(n, COLS), COLS, smem, stream>>>(Vt, n, log, count);
+  return cudaGetLastError();
+}
+
+inline cudaError_t gather_rows(const double* Vt, int n, const int* ord, int m, double* E, cudaStream_t stream) {
+  GatherRowsKernel<<<(unsigned)std::min<int64_t>(skv_ceil_div((int64_t)m * n, 256), 256), 256, 0, stream>>>(Vt, n, ord, m, E);
+  return cudaGetLastError();
+}
+
+}  // namespace
+}  // namespace eigenvectors

@@ -67,7 +67,8 @@ enum SkvLowRankStatus { SKV_LOW_RANK_OK = 0, SKV_LOW_RANK_ALLOC = 1, SKV_LOW_RAN
 // The factorization of runtime/wasm/low_rank_keys.cc: Gram matrix, scaling and U = K proj on the
 // device; randomized subspace iteration (same splitmix64 Omega) with its orthonormalization
 // (CholeskyQR2, else the host's Gram-Schmidt) and Rayleigh-Ritz products on the device in float64,
-// the small eigensolve (symmetric_eigen.h) on the host. K is scaled in place and restored.
+// the small eigensolve (symmetric_eigen.h) split: reduction and QL iteration on the host,
+// eigenvectors on the device (eigenvectors.cuh). K is scaled in place and restored.
 // Synchronous (it reads small matrices back); *status says ARG like skv_low_rank_keys.
 // ws: LowRankKeysWorkspace bytes of device memory (G, the subspace, the Gram's slices: ~30 MB at
 // S = 128K, D = 1024); pinned: LowRankKeysPinned bytes of pinned host memory (the small matrices

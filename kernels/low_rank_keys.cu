@@ -139,8 +139,8 @@ cudaError_t scale_rows(const double* V, int D, int rank, const double* sv, const
   return cudaGetLastError();
 }
 
-// The call's device buffers (in the caller's workspace) and pinned host ones (the caller's pinned block).
-// Rotations the QL iteration logs before handing them to the device: a log of l^2 (the host's).
+// The call's device buffers (in the caller's workspace) and pinned host ones (the caller's pinned
+// block). The QL iteration's rotations go to the device a log of l^2 at a time (the host's log).
 struct Layout {
   size_t flags, G, Qf, X, Q, Q1, W, M, Vt, log, ord, scale, gram, device;  // device block
   size_t fl, Wh, Lh, logh, ordh, sigma, scaleh, pinned;                   // pinned block

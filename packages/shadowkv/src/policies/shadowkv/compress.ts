@@ -190,7 +190,6 @@ function landmarksAndOutliers(ctx: CompressContext, st: SequenceState, store: Co
       counts.set([kept.length, outliers.length, 0], h * HEAD_FIELDS);
       stage('landmarks: kept');
     }
-    stage('landmarks: outliers');
     device.write(at(store.outlierIds), outlierIds);
     if (nKept) device.gatherValues(at(store.landmarks), landmarkRows, 0, keptRows.subarray(0, nKept), keptSlots.subarray(0, nKept));
     if (rows.length) {

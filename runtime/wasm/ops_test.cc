@@ -458,6 +458,25 @@ void test_subspace() {
     snprintf(name, 96, "symmetric_eigen %s: |V V^T - I|", c.name);
     check(name, orth, 1e-15 * std::max(n, 8));
   }
+  // The QL rotations handed over in logs of 7 (as a log that fills up is) rotate the eigenvectors to
+  // the same bits as one log: CUDA applies them on the device a log at a time (kernels/eigenvectors.cuh).
+  for (const auto& c : cases) {
+    const int n = (int)c.lambda.size();
+    if (n <= 3) continue;
+    const auto A0 = with_spectrum(c.lambda);
+    std::vector<double> Vt[2], w[2];
+    for (int v = 0; v < 2; v++) {
+      std::vector<double> A = A0, e(n), p(n), log(3 * (size_t)n * n);
+      Vt[v].assign((size_t)n * n, 0.0), w[v].assign(n, 0.0);
+      tridiagonalize(A.data(), n, w[v].data(), e.data(), p.data());
+      householder_q(A.data(), n, Vt[v].data(), serial);
+      tridiagonal_ql(w[v].data(), e.data(), n, log.data(), v ? 7 : n * n,
+                     [&](const double* lg, int count) { rotate_rows(Vt[v].data(), n, lg, count, serial); });
+    }
+    char name[96];
+    snprintf(name, 96, "symmetric_eigen %s: rotations in logs of 7 = one log, bit for bit", c.name);
+    check(name, memcmp(Vt[0].data(), Vt[1].data(), sizeof(double) * n * n) != 0 || memcmp(w[0].data(), w[1].data(), sizeof(double) * n) != 0, 0);
+  }
   // orthonormalize: rows of X [l x D] in f32.
   struct OrthCase { const char* name; int l, D; int kind; };
   // NOTE: D = 301 and l = 61 cut the products into several tasks each (8 rows, 128 columns), tails included.

@@ -32,7 +32,7 @@ export interface AddonMemoryStats {
   hostBytes: number;
   /** Device workspaces of the ops, grown on demand and kept for the process. */
   workspaceBytes: number;
-  /** The pinned staging ring of uploads, kept for the process. */
+  /** Pinned host memory kept for the process: the staging ring of uploads and lowRankKeys' pinned workspace. */
   stagingBytes: number;
   /** Writes (past 8 MiB) and reads (past 1 MiB) so far that went as one synchronous copy, waiting for the GPU. */
   syncCopies: number;

@@ -1,7 +1,8 @@
 // The O(n^3) half of runtime/wasm/symmetric_eigen.h on the GPU, for LowRankKeys' Rayleigh-Ritz
 // (n = rank + oversample = 176): Q^T from the Householder rows (householder_q) and the QL
-// rotations applied to it (rotate_rows), which cost the host ~5 ms of its ~7 (H200 machine's Xeon).
-// The host keeps the reduction and the QL iteration itself, O(n^2) of serial dependent steps.
+// rotations applied to it (rotate_rows), ~4 ms of the host's ~7 on one thread (the H200 machine's Xeon).
+// The host keeps the tridiagonal reduction (2-2.4 ms there) and the QL iteration itself (~1 ms of
+// serial dependent steps).
 // Every product and sum is rounded on its own in the host's order (no fused multiply-adds: the
 // host builds have none), so the eigenvectors have the host's bits.
 #pragma once

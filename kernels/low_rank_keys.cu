@@ -90,16 +90,11 @@ cudaError_t copy_words(void* dst, const void* src, size_t bytes, cudaStream_t st
   return cudaGetLastError();
 }
 
-// Omega [n] f32 = uniform(rng) n times (subspace.h), entry i from the state after i + 1 steps:
-// splitmix64 adds a constant per step, so each entry is computed on its own, with the host's bits.
+// Omega [n] f32 = uniform(rng) n times (subspace.h), entry i from the state after i + 1 steps, each
+// on its own, with the host's bits.
 __global__ void OmegaKernel(float* Q, size_t n, uint64_t state) {
-  for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-    uint64_t z = state + (i + 1) * 0x9E3779B97F4A7C15ull;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    z ^= z >> 31;
-    Q[i] = (float)((double)(z >> 11) * 0x1.0p-52 - 1.0);
-  }
+  for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+    Q[i] = (float)splitmix_uniform(state + (i + 1) * SPLITMIX_STEP);
 }
 
 // Step 4 of LowRankKeys on the device, block i for row i of V [rank x D] (the Ritz vectors, f64):
@@ -299,7 +294,7 @@ cudaError_t LowRankKeys(float* K, int S, int D, int rank, int oversample, int po
   uint64_t rng = 0x5D1A0C3Bull ^ ((uint64_t)seed << 32 | seed);
   OmegaKernel<<<(int)std::min<size_t>(skv_ceil_div(lD, 256), 1024), 256, 0, stream>>>(sub.Qf, lD, rng);
   SKV_LAUNCH_CHECK();
-  rng += lD * 0x9E3779B97F4A7C15ull;  // the state after Omega's draws, as the host's loop leaves it
+  rng += lD * SPLITMIX_STEP;  // the state after Omega's draws, as the host's loop leaves it
   for (int it = 0; it <= power_iters; it++) {
     SKV_CUDA_CALL(Gemm(l, D, D, 1.f, sub.Qf, SKV_F32, D, 0, nullptr, G, SKV_F32, D, 0, 0.f, sub.X, D, stream));
     SKV_CUDA_CALL(orthonormalize_rows(sub, rng, stream));

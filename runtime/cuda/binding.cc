@@ -130,15 +130,13 @@ int DtypeArg(const Napi::CallbackInfo& info, size_t i, const char* op, const cha
   return (int)IntArg(info, i, op, name, SKV_F32, SKV_BF16);
 }
 
-SkvWorkspace Workspace(Napi::Env env, WorkspaceSlot slot, size_t bytes, const char* op) {
-  SkvWorkspace& w = workspace[slot];
-  if (w.bytes >= bytes) return w;
-  // Grows by at least half, so that slowly growing needs do not reallocate every step.
-  size_t want = bytes > w.bytes + w.bytes / 2 ? bytes : w.bytes + w.bytes / 2;
-  if (w.ptr) cudaFree(w.ptr);  // NOTE: synchronizes: no kernel still uses the old block
+// w regrown to `want` bytes of device memory, or of pinned host memory.
+// NOTE: freeing synchronizes, so no kernel still uses the old block.
+static SkvWorkspace Regrow(Napi::Env env, SkvWorkspace& w, size_t want, bool pinned, const char* op) {
+  if (w.ptr) pinned ? cudaFreeHost(w.ptr) : cudaFree(w.ptr);
   w = SkvWorkspace{nullptr, 0};
   void* p = nullptr;
-  cudaError_t err = cudaMalloc(&p, want);
+  cudaError_t err = pinned ? cudaHostAlloc(&p, want, cudaHostAllocDefault) : cudaMalloc(&p, want);
   if (err != cudaSuccess) {
     cudaGetLastError();
     ThrowCuda(env, op, err);
@@ -148,19 +146,15 @@ SkvWorkspace Workspace(Napi::Env env, WorkspaceSlot slot, size_t bytes, const ch
   return w;
 }
 
+SkvWorkspace Workspace(Napi::Env env, WorkspaceSlot slot, size_t bytes, const char* op) {
+  SkvWorkspace& w = workspace[slot];
+  if (w.bytes >= bytes) return w;
+  // Grows by at least half, so that slowly growing needs do not reallocate every step.
+  return Regrow(env, w, bytes > w.bytes + w.bytes / 2 ? bytes : w.bytes + w.bytes / 2, false, op);
+}
+
 SkvWorkspace PinnedWorkspace(Napi::Env env, size_t bytes, const char* op) {
-  if (pinned_ws.bytes >= bytes) return pinned_ws;
-  if (pinned_ws.ptr) cudaFreeHost(pinned_ws.ptr);  // NOTE: synchronizes; its users have returned
-  pinned_ws = SkvWorkspace{nullptr, 0};
-  void* p = nullptr;
-  cudaError_t err = cudaHostAlloc(&p, bytes, cudaHostAllocDefault);
-  if (err != cudaSuccess) {
-    cudaGetLastError();
-    ThrowCuda(env, op, err);
-  }
-  CountAlloc();
-  pinned_ws = SkvWorkspace{p, bytes};
-  return pinned_ws;
+  return pinned_ws.bytes >= bytes ? pinned_ws : Regrow(env, pinned_ws, bytes, true, op);
 }
 
 void* Stage(Napi::Env env, size_t bytes, const char* op) {

@@ -132,14 +132,17 @@ static inline void combine_rows(const double* W, size_t wi, size_t wj, const dou
 
 // ---- randomized subspace iteration ----
 
-// Deterministic uniform(-1, 1) from splitmix64, so every runtime build draws the same Omega.
-static inline double uniform(uint64_t& state) {
-  uint64_t z = (state += 0x9E3779B97F4A7C15ull);
+// Deterministic uniform(-1, 1) from splitmix64, so every runtime build draws the same Omega. The
+// state only ever grows by SPLITMIX_STEP, so draw i is splitmix_uniform(state + (i + 1) * step):
+// constexpr, so that the CUDA runtime draws Omega on the device from the same definition.
+constexpr uint64_t SPLITMIX_STEP = 0x9E3779B97F4A7C15ull;
+static constexpr double splitmix_uniform(uint64_t z) {
   z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
   z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
   z ^= z >> 31;
   return (double)(z >> 11) * 0x1.0p-52 - 1.0;
 }
+static inline double uniform(uint64_t& state) { return splitmix_uniform(state += SPLITMIX_STEP); }
 
 // Rows per panel of the block Gram-Schmidt: a panel [8 x D] stays in L1/L2 while the rows before it
 // stream; its own modified Gram-Schmidt (serial: ~l x 8 x D per pass) is what bounds the panel.

@@ -15,18 +15,30 @@ struct SkvAttnTask {
   int out_dtype;
 };
 
-// Splits of a task's keys over blocks (flash-decoding), a function of `total` only. NOTE: at most
-// 32, so that the task's last block merges the partials alone in a few microseconds; 32 splits read
-// the dense 4 x 128K cache as fast as 64 or 128 did (bench/NOTES.md v9).
+// Splits of a task's keys over blocks (flash-decoding): ceil(total / ATTN_KEYS_PER_SPLIT), at
+// most the launch's splits (its grid's y), which AttentionSplits chooses from the number of tasks
+// that share the launch (or the step, for the op) and the card: so a task's splits, and its bits,
+// depend on its total and on those two, the same in the fused step and in the op called with the
+// step's task count. NOTE: at most 32, so that the task's last block merges the partials alone in
+// a few microseconds.
 // SKV_ATTN_MAX_SPLITS: a build-time knob for bench/gpu/kernels/attention_bench (variants side by side).
 #ifndef SKV_ATTN_MAX_SPLITS
 #define SKV_ATTN_MAX_SPLITS 32
 #endif
 enum { ATTN_KEYS_PER_SPLIT = 128, ATTN_MAX_SPLITS = SKV_ATTN_MAX_SPLITS };
-static inline int attn_splits_host(int64_t total) {
+// The most splits a task of `total` keys takes: what its workspace must hold.
+static inline int attn_max_splits(int64_t total) {
   int64_t s = (total + ATTN_KEYS_PER_SPLIT - 1) / ATTN_KEYS_PER_SPLIT;
   return (int)(s < 1 ? 1 : s > ATTN_MAX_SPLITS ? ATTN_MAX_SPLITS : s);
 }
+
+// The splits of a launch of `ntasks` tasks of up to max_total keys (g query heads of d, keys of
+// kv_dtype) on the current device: as many as let every block run at once (one wave), or, for more
+// tasks than the card holds blocks, the fewest whose waves are at least 90 % full. NOTE: fewer,
+// longer blocks read the dense cache faster while they fill the card: 4 x 128K (32 tasks) with 8,
+// 16, 32 and 64 splits took 0.519, 0.527, 0.543 and 0.566 ms, and 12 splits (1.45 waves) 0.664
+// (attention_bench, H200, 256 resident blocks: bench/NOTES.md v19).
+cudaError_t AttentionSplits(int ntasks, int64_t max_total, int g, int d, int kv_dtype, int* splits);
 
 // The workspace of ntasks tasks of up to max_splits splits each: every split's partial results
 // (floats), then an arrival count per task (int32, zero when Attention is called), at this offset.
@@ -42,7 +54,8 @@ static inline int32_t* AttentionArrivals(void* ws, int ntasks, int max_splits, i
 
 // Runs `ntasks` tasks from the device list `tasks`, or the single task `one` when tasks is null
 // (ntasks = 1), in one launch: each task's last block to finish merges its splits. max_splits:
-// attn_splits_host of the largest total any task can have. ws: an AttentionWorkspace of these
+// AttentionSplits' count for these tasks (at most attn_max_splits of the largest total; a task
+// takes fewer where its total is smaller). ws: an AttentionWorkspace of these
 // sizes whose arrival counts are zero (they are zero again when the launch ends). Writes every
 // task's out.
 cudaError_t Attention(const SkvAttnTask* tasks, const SkvAttnTask& one, int ntasks, int max_splits, int g, int d,

@@ -35,6 +35,7 @@ struct StepLayout {
   bool lists_shared, scores_shared;              // the select kernel keeps a head's slot lists / scores in shared memory
   size_t rows, qf, logits, maxes, sums, scores, lists, miss_ids, miss_slots, hot_codes, n_miss, attn, segs, part,
       arrivals, bytes;
+  cudaError_t error;  // of the device query that sized the attention's splits (DecodeLayer returns it)
 };
 
 struct StepArgs {
@@ -706,8 +707,9 @@ StepLayout layout(const SkvStep& s, const SkvStepRow* rows) {
     }
     max_total = std::max(max_total, total);
   }
-  at.max_splits = attn_splits_host(max_total);
   const int g = s.q_heads / s.kv_heads;
+  at.error = AttentionSplits(at.tasks, max_total, g, s.d, s.kv_dtype, &at.max_splits);
+  if (at.error != cudaSuccess) at.max_splits = 1;  // sizes only: DecodeLayer refuses the step
   size_t off = 0;
   auto take = [&](size_t bytes) {
     const size_t here = off;
@@ -802,6 +804,7 @@ size_t DecodeLayerWorkspace(const SkvStep& s, const SkvStepRow* rows) { return l
 cudaError_t DecodeLayer(const SkvStep& s, const SkvStepRow* host_rows, const void* staged, SkvWorkspace ws,
                         cudaStream_t stream) {
   const StepLayout at = layout(s, host_rows);
+  if (at.error != cudaSuccess) return at.error;
   if (ws.bytes < at.bytes) return cudaErrorInvalidValue;
   // NOTE: checked before anything is queued, so a refused step changes nothing.
   if (at.max_m * s.C > 65535) return cudaErrorInvalidConfiguration;  // a compaction of 64K tokens: never made by decode

@@ -120,10 +120,12 @@ cudaError_t QuantizeValues(const void* src, int dtype, int chunks, int C, int d,
 // ---- sparse_attention.cu ----
 // Exact softmax attention of g query heads q [g x d] (f32) over the union of nseg segments (device
 // table; keys and values of kv_dtype), split over blocks of keys and merged; out [g x d] f32.
-// total = sum of the segments' n (the caller knows it). Workspace: SparseAttentionWorkspace bytes.
+// total = sum of the segments' n (the caller knows it). tasks >= 1: how many such attentions the
+// caller's step makes (the keys are split as a launch of that many would split them, attention.h:
+// the fused step's bits). Workspace: SparseAttentionWorkspace bytes.
 size_t SparseAttentionWorkspace(int g, int d, int64_t total);
 cudaError_t SparseAttention(const float* q, int g, int d, float scale, const SkvSegment* segs, int nseg,
-                            int64_t total, int kv_dtype, float* out, SkvWorkspace ws, cudaStream_t stream);
+                            int64_t total, int kv_dtype, int tasks, float* out, SkvWorkspace ws, cudaStream_t stream);
 
 // ---- causal_attention.cu ----
 // q [g x Sq x d] f32; query row i at position offset + i sees key rows [0, offset + i];

@@ -65,6 +65,38 @@ __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
 }
 
+// The bulk-copy engine and shared-memory barriers (sm_90+; on older devices these trap, and their
+// callers take the cp.async path). A barrier's phase completes once `count` threads have arrived
+// and every byte that they announced has landed.
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+#define SKV_SM90_ASM(...) asm volatile(__VA_ARGS__)
+#else
+#define SKV_SM90_ASM(...) __trap()
+#endif
+__device__ __forceinline__ unsigned smem_addr(const void* p) { return (unsigned)__cvta_generic_to_shared(p); }
+__device__ __forceinline__ void mbar_init(uint64_t* bar, unsigned count) {
+  SKV_SM90_ASM("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(smem_addr(bar)), "r"(count) : "memory");
+}
+// Makes initialized barriers visible to the bulk-copy engine (then a block barrier, before use).
+__device__ __forceinline__ void mbar_init_fence() { SKV_SM90_ASM("fence.mbarrier_init.release.cluster;" ::: "memory"); }
+// This thread's arrival, announcing `bytes` still to land.
+__device__ __forceinline__ void mbar_arrive_expect(uint64_t* bar, unsigned bytes) {
+  SKV_SM90_ASM("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_addr(bar)), "r"(bytes) : "memory");
+}
+// Waits until the barrier's phase of the given parity has completed.
+__device__ __forceinline__ void mbar_wait(uint64_t* bar, unsigned parity) {
+  SKV_SM90_ASM("{\n .reg .pred p;\n WAIT_%=: mbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n @!p bra WAIT_%=;\n}"
+               ::"r"(smem_addr(bar)), "r"(parity) : "memory");
+}
+// Orders this thread's earlier generic accesses to shared memory before its later bulk copies.
+__device__ __forceinline__ void fence_proxy_async() { SKV_SM90_ASM("fence.proxy.async.shared::cta;" ::: "memory"); }
+// `bytes` (a multiple of 16; both addresses 16-byte aligned) from global to shared memory, counted on bar.
+__device__ __forceinline__ void bulk_copy(void* dst, const void* src, unsigned bytes, uint64_t* bar) {
+  SKV_SM90_ASM("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];"
+               ::"r"(smem_addr(dst)), "l"(src), "r"(bytes), "r"(smem_addr(bar)) : "memory");
+}
+#undef SKV_SM90_ASM
+
 // A ROWS x COLS slab of a row-major f32 matrix p (row stride ld), read by one block in float4s and
 // written to shared memory as its bf16 hi and lo parts ([ROWS][COLS + PAD] each). Rows >= rlim and
 // columns >= clim read as 0; rows go through rowmap when given. vec: ld and p allow float4 loads.

@@ -15,9 +15,10 @@ namespace {
 constexpr float LOG2E = 1.4426950408889634f;
 enum { FLASH_THREADS = 128, FLASH_LANES = 16, FLASH_GROUPS = FLASH_THREADS / FLASH_LANES };
 
+// A task's splits (attention.h): one per ATTN_KEYS_PER_SPLIT keys, at most the launch's.
 __device__ __forceinline__ int attn_splits(int64_t total) {
-  int64_t s = (total + ATTN_KEYS_PER_SPLIT - 1) / ATTN_KEYS_PER_SPLIT;
-  return (int)(s < 1 ? 1 : s > ATTN_MAX_SPLITS ? ATTN_MAX_SPLITS : s);
+  const int64_t s = (total + ATTN_KEYS_PER_SPLIT - 1) / ATTN_KEYS_PER_SPLIT;
+  return (int)(s < 1 ? 1 : s > (int64_t)gridDim.y ? (int64_t)gridDim.y : s);
 }
 
 // Keys per split: a whole number of ATTN_TILE rows.
@@ -115,7 +116,10 @@ __device__ __forceinline__ bool rows_aligned(const SkvSegment* segs, int nseg, s
   return vec;
 }
 
-enum { MERGE_OUT = 4 };  // outputs per thread summed side by side (their loads in flight together)
+// Outputs per thread summed side by side (their loads in flight together). NOTE: the loads of 8
+// splits at a time as well made the op slower, 0.153 -> 0.169 ms at 8 tasks x 128K (attention_bench,
+// H200, 2026-12-02; also slower in v14's second version).
+enum { MERGE_OUT = 4 };
 
 // Shared memory of merge_if_last for g heads: every split's m and l, then each head's 1 / L.
 static inline size_t merge_smem_bytes(int g) { return sizeof(float) * (size_t)(2 * ATTN_MAX_SPLITS + 1) * g; }
@@ -333,6 +337,10 @@ __global__ void __launch_bounds__(FLASH_THREADS) FlashDecodeKernel(const SkvAttn
 #ifndef SKV_DM_STAGES
 #define SKV_DM_STAGES 3
 #endif
+// SKV_DM_BULK 0: the cp.async loader on sm_90 too (the same knob's purpose).
+#ifndef SKV_DM_BULK
+#define SKV_DM_BULK 1
+#endif
 enum { DM_THREADS = 128, DM_WARPS = DM_THREADS / 32, DM_WARP_KEYS = 16, DM_TILE = DM_WARPS * DM_WARP_KEYS,
        DM_STAGES = SKV_DM_STAGES, DM_PAD = 8 };
 static_assert((int)DM_THREADS == (int)FLASH_THREADS, "flash_simt runs in the tensor-core kernel's blocks");
@@ -364,6 +372,35 @@ __device__ __forceinline__ void load_kv_tile(uint16_t* dsm, const SkvSegment* se
   skv_mma::cp_async_commit();
 }
 
+// The same tile on sm_90+, by the bulk-copy engine: thread r < DM_TILE copies key row r, thread
+// DM_TILE + r value row r, each on the stage's barrier (DM_THREADS arrivals a phase); rows past the
+// split are zeroed by their thread (p = 0 there, but 0 x a stale NaN would not be 0). One
+// instruction a row instead of D / 8 cp.async, each with its segment lookup. NOTE: read alone, the
+// same tiles streamed at 4.30-4.36 TB/s this way against 4.20 by cp.async (attention_bench, H200,
+// bench/NOTES.md v9).
+template <int D>
+__device__ __forceinline__ void load_kv_rows(uint16_t* dsm, uint64_t* bars, const SkvSegment* segs, int nseg, int64_t begin,
+                                             int64_t end, int i, int ntiles) {
+  static_assert(DM_THREADS == 2 * DM_TILE, "a thread a row");
+  constexpr int LD = D + DM_PAD, TILE = DM_TILE * LD;
+  if (i >= ntiles) return;
+  const int row = threadIdx.x % DM_TILE, isv = threadIdx.x / DM_TILE;
+  uint16_t* dst = dsm + (i % DM_STAGES) * 2 * TILE + isv * TILE + row * LD;
+  uint64_t* bar = bars + i % DM_STAGES;
+  const int64_t key = begin + (int64_t)i * DM_TILE + row;
+  skv_mma::fence_proxy_async();  // the block's reads of this stage (ordered by its barrier) come first
+  if (key < end) {
+    const char *kr, *vr;
+    locate(segs, nseg, key, &kr, &vr, 2);
+    skv_mma::mbar_arrive_expect(bar, D * 2);
+    skv_mma::bulk_copy(dst, isv ? vr : kr, D * 2, bar);
+  } else {
+#pragma unroll
+    for (int c = 0; c < D / 8; c++) reinterpret_cast<uint4*>(dst)[c] = make_uint4(0, 0, 0, 0);
+    skv_mma::mbar_arrive_expect(bar, 0);
+  }
+}
+
 template <int D, int G>
 __global__ void __launch_bounds__(DM_THREADS) FlashDecodeMmaKernel(const SkvAttnTask* tasks, SkvAttnTask one,
                                                                    float scale, int kv_dtype, float* part,
@@ -371,8 +408,14 @@ __global__ void __launch_bounds__(DM_THREADS) FlashDecodeMmaKernel(const SkvAttn
   skv_pdl_enter();
   using namespace skv_mma;
   static_assert(G <= 8 && (D == 64 || D == 128), "rows j and j + 8 of the mma hold head j");
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  constexpr bool bulk = SKV_DM_BULK;
+#else
+  constexpr bool bulk = false;
+#endif
   extern __shared__ __align__(16) uint16_t dsm[];
   __shared__ SkvSegment seg_s[4];
+  __shared__ uint64_t bars[DM_STAGES];  // bulk: one barrier a stage
   constexpr int LD = D + DM_PAD, TILE = DM_TILE * LD, STAGE = 2 * TILE, KD = D / 16, NO = D / 8;
   const SkvAttnTask t = tasks ? tasks[blockIdx.x] : one;
   int64_t begin, end;
@@ -401,14 +444,23 @@ __global__ void __launch_bounds__(DM_THREADS) FlashDecodeMmaKernel(const SkvAttn
     split_bf16x2(x[0], x[1], qa[kd][0], qa[kd][1]);
     split_bf16x2(x[2], x[3], qa[kd][2], qa[kd][3]);
   }
-  // 2. Tiles of keys and values through DM_STAGES stages (load_kv_tile).
+  // 2. Tiles of keys and values through DM_STAGES stages (load_kv_rows on sm_90+, else load_kv_tile).
   const int ntiles = (int)((end - begin + DM_TILE - 1) / DM_TILE);
-  auto load_tile = [&](int i) { load_kv_tile<D>(dsm, segs, t.nseg, begin, end, i, ntiles); };
+  if constexpr (bulk) {
+    if (threadIdx.x < DM_STAGES) mbar_init(&bars[threadIdx.x], DM_THREADS);
+    mbar_init_fence();
+    __syncthreads();
+  }
+  auto load_tile = [&](int i) {
+    if constexpr (bulk) load_kv_rows<D>(dsm, bars, segs, t.nseg, begin, end, i, ntiles);
+    else load_kv_tile<D>(dsm, segs, t.nseg, begin, end, i, ntiles);
+  };
 #pragma unroll
   for (int i = 0; i < DM_STAGES - 1; i++) load_tile(i);
   float o[NO][4] = {}, mrow = -INFINITY, lrow = 0.f;  // row gq of this warp: head gq (its hi and lo rows)
   for (int i = 0; i < ntiles; i++) {
-    cp_async_wait<DM_STAGES - 2>();
+    if constexpr (bulk) mbar_wait(&bars[i % DM_STAGES], (unsigned)(i / DM_STAGES) & 1u);
+    else cp_async_wait<DM_STAGES - 2>();
     __syncthreads();  // tile i is in; every warp is done with tile i - 1, whose stage the next load takes
     load_tile(i + DM_STAGES - 1);
     const int64_t key0 = begin + (int64_t)i * DM_TILE + warp * DM_WARP_KEYS;
@@ -470,8 +522,8 @@ __global__ void __launch_bounds__(DM_THREADS) FlashDecodeMmaKernel(const SkvAttn
       }
     }
   }
-  // 7. The warps merge as flash_simt's groups do, in the stages' shared memory.
-  cp_async_wait<0>();
+  // 7. The warps merge as flash_simt's groups do, in the stages' shared memory (every tile issued was waited for).
+  if constexpr (!bulk) cp_async_wait<0>();
   __syncthreads();
   lrow += __shfl_xor_sync(0xffffffffu, lrow, 1);
   lrow += __shfl_xor_sync(0xffffffffu, lrow, 2);
@@ -555,10 +607,15 @@ __global__ void __launch_bounds__(ATTN_THREADS) TileDecodeKernel(const SkvAttnTa
 static inline size_t tile_smem_bytes(int g, int d) { return std::max(attn_smem_bytes(g, d), merge_smem_bytes(g)); }
 
 template <int D, int G>
+constexpr bool takes_mma(int kv_dtype) {
+  return G <= 8 && (D == 64 || D == 128) && kv_dtype == SKV_BF16;
+}
+
+template <int D, int G>
 cudaError_t LaunchFlash(const SkvAttnTask* tasks, const SkvAttnTask& one, dim3 grid, float scale, int kv_dtype,
                         float* part, int max_splits, int32_t* arrivals, cudaStream_t stream) {
   if constexpr (G <= 8 && (D == 64 || D == 128)) {
-    if (kv_dtype == SKV_BF16) {
+    if (takes_mma<D, G>(kv_dtype)) {
       constexpr size_t smem = mma_smem_bytes<D>();
       SKV_CUDA_CALL(skv_smem_optin(FlashDecodeMmaKernel<D, G>, smem));
       return skv_launch(FlashDecodeMmaKernel<D, G>, grid, DM_THREADS, smem, stream, tasks, one, scale, kv_dtype, part, max_splits,
@@ -568,19 +625,60 @@ cudaError_t LaunchFlash(const SkvAttnTask* tasks, const SkvAttnTask& one, dim3 g
   return skv_launch(FlashDecodeKernel<D, G>, grid, FLASH_THREADS, 0, stream, tasks, one, scale, kv_dtype, part, max_splits, arrivals);
 }
 
-// The register kernel for (d, g), or null when the shape takes the tile kernel.
-using FlashLauncher = cudaError_t (*)(const SkvAttnTask*, const SkvAttnTask&, dim3, float, int, float*, int, int32_t*, cudaStream_t);
-FlashLauncher flash_for(int d, int g) {
+// Blocks of the kernel LaunchFlash<D, G> takes for kv_dtype that the card holds at once.
+template <int D, int G>
+cudaError_t FlashSlots(int kv_dtype, int* slots) {
+  static int mma[64], simt[64];
+  if constexpr (G <= 8 && (D == 64 || D == 128))
+    if (takes_mma<D, G>(kv_dtype)) return skv_resident_blocks(FlashDecodeMmaKernel<D, G>, DM_THREADS, mma_smem_bytes<D>(), mma, slots);
+  return skv_resident_blocks(FlashDecodeKernel<D, G>, FLASH_THREADS, 0, simt, slots);
+}
+
+// The register kernel for (d, g) and its resident blocks, or nulls when the shape takes the tile kernel.
+struct FlashKernel {
+  cudaError_t (*launch)(const SkvAttnTask*, const SkvAttnTask&, dim3, float, int, float*, int, int32_t*, cudaStream_t);
+  cudaError_t (*slots)(int, int*);
+};
+FlashKernel flash_for(int d, int g) {
 #define SKV_FLASH(D_, G_) \
-  if (d == D_ && g == G_) return LaunchFlash<D_, G_>;
+  if (d == D_ && g == G_) return {LaunchFlash<D_, G_>, FlashSlots<D_, G_>};
   SKV_FLASH(64, 1) SKV_FLASH(64, 2) SKV_FLASH(64, 4) SKV_FLASH(64, 8)
   SKV_FLASH(128, 1) SKV_FLASH(128, 2) SKV_FLASH(128, 4) SKV_FLASH(128, 8)
   SKV_FLASH(256, 1) SKV_FLASH(256, 2) SKV_FLASH(256, 4)
 #undef SKV_FLASH
-  return nullptr;
+  return {nullptr, nullptr};
 }
 
 }  // namespace
+
+cudaError_t AttentionSplits(int ntasks, int64_t max_total, int g, int d, int kv_dtype, int* splits) {
+  const int most = attn_max_splits(max_total);
+  int slots = 0;
+  const FlashKernel flash = flash_for(d, g);
+  if (flash.slots) {
+    SKV_CUDA_CALL(flash.slots(kv_dtype, &slots));
+  } else {
+    static int tile[64];
+    SKV_CUDA_CALL(skv_resident_blocks(TileDecodeKernel, ATTN_THREADS, tile_smem_bytes(g, d), tile, &slots));
+  }
+  // NOTE: chosen from the task count and the card, never from max_total, so that a task's splits
+  // (min(its own most, this)) are the same whichever tasks share the launch.
+  int s = ATTN_MAX_SPLITS;
+  if (ntasks >= 1 && ntasks <= slots) {
+    s = std::min((int)ATTN_MAX_SPLITS, slots / ntasks);
+  } else if (ntasks > slots) {
+    const auto fill = [&](int k) {  // how full the waves of k splits a task are
+      const int64_t blocks = (int64_t)ntasks * k, waves = (blocks + slots - 1) / slots;
+      return (double)blocks / ((double)waves * slots);
+    };
+    int best = 1;
+    for (s = 1; s <= ATTN_MAX_SPLITS && fill(s) < 0.9; s++)
+      if (fill(s) > fill(best)) best = s;
+    if (s > ATTN_MAX_SPLITS) s = best;
+  }
+  *splits = std::min(most, s);
+  return cudaSuccess;
+}
 
 cudaError_t Attention(const SkvAttnTask* tasks, const SkvAttnTask& one, int ntasks, int max_splits, int g, int d,
                       float scale, int kv_dtype, void* ws, cudaStream_t stream) {
@@ -589,23 +687,24 @@ cudaError_t Attention(const SkvAttnTask* tasks, const SkvAttnTask& one, int ntas
   const dim3 grid((unsigned)ntasks, (unsigned)max_splits);
   float* part = static_cast<float*>(ws);
   int32_t* arrivals = AttentionArrivals(ws, ntasks, max_splits, g, d);
-  const FlashLauncher flash = flash_for(d, g);
-  if (flash) return flash(tasks, one, grid, scale, kv_dtype, part, max_splits, arrivals, stream);
+  const FlashKernel flash = flash_for(d, g);
+  if (flash.launch) return flash.launch(tasks, one, grid, scale, kv_dtype, part, max_splits, arrivals, stream);
   const size_t smem = tile_smem_bytes(g, d);
   SKV_CUDA_CALL(skv_smem_optin(TileDecodeKernel, smem));
   return skv_launch(TileDecodeKernel, grid, ATTN_THREADS, smem, stream, tasks, one, g, d, scale, kv_dtype, part, max_splits, arrivals);
 }
 
 size_t SparseAttentionWorkspace(int g, int d, int64_t total) {
-  return AttentionWorkspace(1, attn_splits_host(total), g > 0 ? g : 0, d > 0 ? d : 0);
+  return AttentionWorkspace(1, attn_max_splits(total), g > 0 ? g : 0, d > 0 ? d : 0);
 }
 
 cudaError_t SparseAttention(const float* q, int g, int d, float scale, const SkvSegment* segs, int nseg,
-                            int64_t total, int kv_dtype, float* out, SkvWorkspace ws, cudaStream_t stream) {
+                            int64_t total, int kv_dtype, int tasks, float* out, SkvWorkspace ws, cudaStream_t stream) {
   if (g <= 0 || d <= 0) return cudaSuccess;
   if (total <= 0 || nseg <= 0) return cudaMemsetAsync(out, 0, sizeof(float) * (size_t)g * d, stream);  // no keys: zeros
-  if (ws.bytes < SparseAttentionWorkspace(g, d, total)) return cudaErrorInvalidValue;
-  const int splits = attn_splits_host(total);
+  if (ws.bytes < SparseAttentionWorkspace(g, d, total) || tasks < 1) return cudaErrorInvalidValue;
+  int splits = 0;
+  SKV_CUDA_CALL(AttentionSplits(tasks, total, g, d, kv_dtype, &splits));
   SKV_CUDA_CALL(cudaMemsetAsync(AttentionArrivals(ws.ptr, 1, splits, g, d), 0, sizeof(int32_t), stream));
   const SkvAttnTask one{q, segs, total, out, nullptr, nseg, SKV_F32};
   return Attention(nullptr, one, 1, splits, g, d, scale, kv_dtype, ws.ptr, stream);

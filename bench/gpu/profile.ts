@@ -4,8 +4,9 @@
 // total GPU time without the events: with each output read back to the host (the GPU waits for the
 // host to issue the next step) and queued (outputs left on the device, steps back to back). One Llama-3-8B layer, as in bench/gpu/run.ts.
 //   node node_modules/tsx/dist/cli.mjs bench/gpu/profile.ts [--context 131072] [--batches 1,4] [--steps 50]
-//     [--variants plain,fp8,hot2048,fp8+hot2048] [--out profile.json]
+//     [--variants plain,fp8,hot2048,fp8+hot2048] [--policy shadowkv] [--out profile.json]
 // A variant is the cache's options: plain (the defaults), fp8 (fp8Values), hot<N> (hotChunks N), joined by +.
+// --policy full profiles the own full policy's step instead (append and attention; variant plain only).
 // On the GPU machine: bash scripts/gpu/bench.sh runs run.ts; this one runs the same way after
 // `. scripts/gpu/env.sh` (SHADOWKV_CUDA_SYNC=0, or every op waits).
 import { writeFileSync } from 'node:fs';
@@ -20,7 +21,7 @@ import type { CudaDevice } from '../../packages/shadowkv-cuda/src/CudaDevice.js'
 const { values: f } = parseArgs({
   options: {
     context: { type: 'string', default: '131072' }, batches: { type: 'string', default: '1,4' }, steps: { type: 'string', default: '50' },
-    variants: { type: 'string', default: 'plain' }, out: { type: 'string' },
+    variants: { type: 'string', default: 'plain' }, policy: { type: 'string', default: 'shadowkv' }, out: { type: 'string' },
   },
 });
 
@@ -35,6 +36,9 @@ function variantOptions(name: string): Record<string, unknown> {
   return o;
 }
 const S = Number(f.context), steps = Number(f.steps);
+const policy = f.policy as 'shadowkv' | 'full';
+if (policy !== 'shadowkv' && policy !== 'full') throw new Error(`profile: unknown policy ${f.policy} (known: shadowkv, full)`);
+if (policy === 'full' && f.variants !== 'plain') throw new Error('profile: --policy full takes only the plain variant');
 const t0 = performance.now();
 const log = (line: string) => console.log(`[${((performance.now() - t0) / 1000).toFixed(1).padStart(6)} s] ${line}`);
 const backendName = registerBenchBackend('cuda');
@@ -45,7 +49,7 @@ scratch.dispose();
 const prompt = source.prompt(S);
 const results = [];
 for (const B of f.batches!.split(',').map(Number)) for (const variant of f.variants!.split(',')) {
-  const built = await buildCache('shadowkv', backendName, B, prompt, log, variantOptions(variant));
+  const built = await buildCache(policy, backendName, B, prompt, log, variantOptions(variant));
   const device = built.device as unknown as CudaDevice;
   const queries = new DriftingQueries(source, B, S, WORKLOAD_DEFAULTS.seed + B);
   for (let i = 0; i < 10; i++) built.cache.decode(0, queries.next()); // warm: workspaces, first misses
@@ -70,10 +74,10 @@ for (const B of f.batches!.split(',').map(Number)) for (const variant of f.varia
   const queuedInputs = Array.from({ length: steps }, () => queries.next());
   const perStepQueued = profiled((i) => built.cache.decode(0, queuedInputs[i]!, { out }));
   out.dispose();
-  const r = { context: S, batch: B, variant, steps, stepGpuMs: summary(plain), queuedStepGpuMs: queuedMs, stagesMs: perStep, stagesQueuedMs: perStepQueued, stats: built.cache.stats() };
+  const r = { context: S, batch: B, policy, variant, steps, stepGpuMs: summary(plain), queuedStepGpuMs: queuedMs, stagesMs: perStep, stagesQueuedMs: perStepQueued, stats: built.cache.stats() };
   results.push(r);
   const us = (st: Record<string, number>) => Object.entries(st).map(([k, v]) => `${k} ${(v * 1000).toFixed(0)}`).join(', ');
-  log(`${S / 1024}K x ${B} ${variant}: step ${summary(plain).median.toFixed(3)} ms read back (GPU, median), ${queuedMs.toFixed(3)} ms queued`);
+  log(`${S / 1024}K x ${B} ${policy} ${variant}: step ${summary(plain).median.toFixed(3)} ms read back (GPU, median), ${queuedMs.toFixed(3)} ms queued`);
   log(`  stages (us), read back: ${us(perStep)}`);
   log(`  stages (us), queued:    ${us(perStepQueued)}`);
   built.cache.dispose();

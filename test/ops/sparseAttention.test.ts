@@ -30,6 +30,27 @@ forEachEnv('sparseAttention', (env) => {
     expect(relError(get(device, out), want)).toBeLessThan(1e-5);
   });
 
+  // A runtime may split a task's keys by how many tasks its step has (CUDA: one wave of blocks on the
+  // card), so every count must give the same softmax; counts that are not positive integers are refused.
+  it('any step task count gives the exact softmax; tasks must be a positive integer', () => {
+    const device = env.instance.createDevice();
+    const rand = rng(77);
+    const g = 4, d = 64, n = 9000; // 71 blocks of 128 keys: every count below splits them differently on CUDA
+    const q = Float64Array.from(randn(g * d, rand), Math.fround);
+    const k = rounded(randn(n * d, rand), env.dtype);
+    const v = rounded(randn(n * d, rand), env.dtype);
+    const segments: Segment[] = [{ k: at(put(device, k, env.dtype)), v: at(put(device, v, env.dtype)), n, ld: d }];
+    const qv = at(put(device, q, 'f32'));
+    const want = rows(q, g, d).flatMap((qj) => [...sparseAttention(qj, rows(k, n, d), rows(v, n, d), 1 / Math.sqrt(d))]);
+    for (const tasks of [1, 5, 64, 3000, 100_000]) {
+      const out = zerosOn(device, g * d, 'f32');
+      device.sparseAttention(qv, g, d, 1 / Math.sqrt(d), segments, at(out), tasks);
+      expect(relError(get(device, out), want), `tasks ${tasks}`).toBeLessThan(1e-5);
+    }
+    const out = zerosOn(device, g * d, 'f32');
+    for (const bad of [0, -1, 2.5, Number.NaN]) expect(() => device.sparseAttention(qv, g, d, 1, segments, at(out), bad), `tasks ${bad}`).toThrow(/tasks must be a positive integer/);
+  });
+
   it('large logits do not overflow (online softmax subtracts the running max)', () => {
     const device = env.instance.createDevice();
     const d = 16;

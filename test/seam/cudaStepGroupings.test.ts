@@ -2,6 +2,7 @@ import { expect, it } from 'vitest';
 import { createCache, toFloat32, type ShadowKVCache } from '../../packages/shadowkv/src/backend.js';
 import { NeedleWorkload } from '../../examples/workloads/needle.js';
 import { forEachEnv } from '../envs.js';
+import { registerComposed } from '../helpers/backends.js';
 
 // The fused CUDA step's work split in each of its groupings, which a CUDA device reads from the
 // environment when it is made (the small suites only ever see the defaults):
@@ -50,4 +51,25 @@ forEachEnv('cuda: the fused step in every grouping of its work', (env) => {
       }
     },
   );
+
+  // The attention splits each task's keys by how many tasks share the step (one wave of blocks on the
+  // card, kernels/attention.h): 16 rows x 8 kv heads of 4K tokens take fewer splits each than one
+  // task alone would. The composed ops, told the step's task count, must split them alike.
+  it('dense rows of a many-task step: the composed ops give the fused step\'s bits', async () => {
+    const spec = { layers: 1, queryHeads: 32, kvHeads: 8, headDim: 128, rope: { theta: 500000 } };
+    const rows = 16;
+    const work = new NeedleWorkload(spec, { tokens: 4096, seed: 9 });
+    const prompt = work.prompt(0, rows);
+    const inputs = Array.from({ length: 3 }, () => work.step(0, rows));
+    const run = async (backend: string) => {
+      const cache = await createCache({ spec, batch: rows, dtype: env.dtype, backend, policy: 'full' });
+      cache.prefill(0, prompt);
+      const outs = inputs.map((x) => Array.from(toFloat32(cache.decode(0, x))));
+      cache.dispose();
+      return outs;
+    };
+    const fused = await run(env.backend);
+    expect(fused.flat().every(Number.isFinite)).toBe(true);
+    expect(await run(registerComposed(env.backend))).toEqual(fused);
+  });
 }, (e) => e.name.startsWith('cuda'));

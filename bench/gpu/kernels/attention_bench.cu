@@ -1,13 +1,14 @@
 // Decode attention over a dense bf16 cache (the own `full` policy's step, and the attention stage
 // of ShadowKV's) at Llama-3-8B's geometry: 8 kv heads x 4 query heads, d 128, 128K keys per task,
-// 1 and 4 rows (8 and 32 tasks). Times the whole op (one launch: the splits, each task's last
+// 1, 4 and 16 rows (8, 32 and 128 tasks). Times the whole op (one launch: the splits, each task's last
 // block merging them), the register kernel, and a plain read of the same bytes by cp.async (the
 // ceiling of this access pattern), so the gap to SDPA splits into kernel and pattern. Checks the
 // output against a float64 reference.
 // Usage: attention_bench     (built by bench/gpu/kernels/build.sh; needs a GPU)
-// Variants (bench/NOTES.md v9: stages and splits side by side) are the same file built with the
-// kernels' build-time knobs, e.g. for 2 stages and 32 splits:
-//   nvcc -std=c++17 -O3 -arch=sm_90 --expt-relaxed-constexpr -cudart static -DSKV_DM_STAGES=2 \
+// Variants (bench/NOTES.md v9: stages and splits side by side; v19: the loader and the merge) are
+// the same file built with the kernels' build-time knobs SKV_DM_STAGES, SKV_ATTN_MAX_SPLITS,
+// and SKV_DM_BULK (0: cp.async tiles on sm_90 too), e.g. for 2 stages and at most 32 splits:
+//   nvcc -std=c++17 -O3 -arch=sm_90 --expt-relaxed-constexpr -cudart static -DSKV_DM_STAGES=2
 //     -DSKV_ATTN_MAX_SPLITS=32 bench/gpu/kernels/attention_bench.cu -o bench/gpu/kernels/build/attention_bench_p32s2
 #include <math.h>
 #include <stdio.h>
@@ -44,10 +45,9 @@ __global__ void __launch_bounds__(DM_THREADS) ReadOnly(const SkvAttnTask* tasks,
 // The same reads by the bulk-copy engine (cp.async.bulk, completion on an mbarrier per stage), R
 // consecutive rows per copy, each group of R rows followed by 16 bytes of padding (ldmatrix over 8
 // rows then meets 8 / R-way bank conflicts, none at R = 1): R = 64 is one copy per K or V tile.
-__device__ __forceinline__ unsigned sa(const void* p) { return (unsigned)__cvta_generic_to_shared(p); }
-
 template <int R>
 __global__ void __launch_bounds__(DM_THREADS) ReadBulk(const SkvAttnTask* tasks, float* sink) {
+  using namespace skv_mma;
   extern __shared__ __align__(16) uint16_t dsm[];
   __shared__ __align__(8) uint64_t bar[DM_STAGES];
   constexpr int GROUP = R * D + 8, TILE = DM_TILE / R * GROUP, STAGE = 2 * TILE, COPIES = 2 * DM_TILE / R;
@@ -57,9 +57,8 @@ __global__ void __launch_bounds__(DM_THREADS) ReadBulk(const SkvAttnTask* tasks,
   const int ntiles = (int)((end - begin + DM_TILE - 1) / DM_TILE);
   const char* k = reinterpret_cast<const char*>(t.segs[0].k);
   const char* v = reinterpret_cast<const char*>(t.segs[0].v);
-  if (threadIdx.x == 0)
-    for (int i = 0; i < DM_STAGES; i++) asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(sa(&bar[i])), "r"(COPIES) : "memory");
-  asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+  if (threadIdx.x < DM_STAGES) mbar_init(&bar[threadIdx.x], COPIES);
+  mbar_init_fence();
   __syncthreads();
   auto load_tile = [&](int i) {
     if (i >= ntiles || threadIdx.x >= COPIES) return;
@@ -67,21 +66,17 @@ __global__ void __launch_bounds__(DM_THREADS) ReadBulk(const SkvAttnTask* tasks,
     uint64_t* b = &bar[i % DM_STAGES];
     const int64_t k0 = begin + (int64_t)i * DM_TILE;
     const int rows = (int)skv_min64(DM_TILE, end - k0);
-    asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+    fence_proxy_async();
     const int grp = threadIdx.x % (DM_TILE / R), isv = threadIdx.x / (DM_TILE / R);
     const int n = rows - grp * R < 0 ? 0 : rows - grp * R < R ? rows - grp * R : R;
     const unsigned bytes = n * D * 2;
-    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(sa(b)), "r"(bytes) : "memory");
-    if (bytes)
-      asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];"
-                   ::"r"(sa(ks + isv * TILE + grp * GROUP)), "l"((isv ? v : k) + (k0 + grp * R) * D * 2), "r"(bytes), "r"(sa(b)) : "memory");
+    mbar_arrive_expect(b, bytes);
+    if (bytes) bulk_copy(ks + isv * TILE + grp * GROUP, (isv ? v : k) + (k0 + grp * R) * D * 2, bytes, b);
   };
   for (int i = 0; i < DM_STAGES - 1; i++) load_tile(i);
   uint32_t acc = 0;
   for (int i = 0; i < ntiles; i++) {
-    const unsigned parity = (i / DM_STAGES) & 1;
-    asm volatile("{\n .reg .pred p;\n WAIT_%=: mbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n @!p bra WAIT_%=;\n}"
-                 ::"r"(sa(&bar[i % DM_STAGES])), "r"(parity) : "memory");
+    mbar_wait(&bar[i % DM_STAGES], (i / DM_STAGES) & 1);
     __syncthreads();
     load_tile(i + DM_STAGES - 1);
     acc ^= dsm[(i % DM_STAGES) * STAGE + threadIdx.x];
@@ -90,7 +85,7 @@ __global__ void __launch_bounds__(DM_THREADS) ReadBulk(const SkvAttnTask* tasks,
 }
 
 int main() {
-  const size_t max_tasks = 32;
+  const size_t max_tasks = 128;
   std::mt19937 rng(7);
   std::normal_distribution<float> nd(0.f, 1.f);
   std::vector<uint16_t> kh((size_t)N * D), vh((size_t)N * D);
@@ -112,9 +107,9 @@ int main() {
   CK(cudaMemcpy(q, qh.data(), sizeof(float) * qh.size(), cudaMemcpyHostToDevice));
   CK(cudaMalloc(&out, sizeof(float) * max_tasks * G * D));
   CK(cudaMalloc(&sink, sizeof(float)));
-  const int splits = attn_splits_host(N);
-  CK(cudaMalloc(&ws, AttentionWorkspace((int)max_tasks, splits, G, D)));
-  CK(cudaMemset(ws, 0, AttentionWorkspace((int)max_tasks, splits, G, D)));
+  const int most = attn_max_splits(N);  // the workspace holds every split count
+  CK(cudaMalloc(&ws, AttentionWorkspace((int)max_tasks, most, G, D)));
+  CK(cudaMemset(ws, 0, AttentionWorkspace((int)max_tasks, most, G, D)));
   std::vector<SkvSegment> segs(max_tasks);
   std::vector<SkvAttnTask> tasks(max_tasks);
   SkvSegment* segs_d;
@@ -136,8 +131,10 @@ int main() {
   CK(skv_smem_optin(ReadBulk<2>, bulk_smem));
   CK(skv_smem_optin(ReadBulk<4>, bulk_smem));
   CK(skv_smem_optin(ReadBulk<64>, bulk_smem));
-  for (int ntasks : {8, 32}) {
+  for (int ntasks : {8, 32, 128}) {
     const double bytes = 2.0 * ntasks * N * D * sizeof(uint16_t);
+    int splits = 0;
+    CK(AttentionSplits(ntasks, N, G, D, SKV_BF16, &splits));
     const dim3 grid(ntasks, splits);
     // Each launch leaves the arrival counts at zero for the next (attention.h).
     const float whole = median_ms(20, [&] { CK(Attention(tasks_d, SkvAttnTask{}, ntasks, splits, G, D, scale, SKV_BF16, ws, 0)); });
@@ -164,7 +161,8 @@ int main() {
     bulk(ReadBulk<4>, 4);
     bulk(ReadBulk<64>, 64);
     printf("\n");
-    const float copy = median_ms(20, [&] { CK(cudaMemcpyAsync(k + 16 * (size_t)N * D, k, bytes / 4, cudaMemcpyDeviceToDevice)); });
+    const double copied = std::min(bytes / 4, 32.0 * N * D);  // at most 16 tasks' keys, into the next 16 tasks'
+    const float copy = median_ms(20, [&] { CK(cudaMemcpyAsync(k + 16 * (size_t)N * D, k, (size_t)copied, cudaMemcpyDeviceToDevice)); });
     // The output of task 0 against float64.
     CK(Attention(tasks_d, SkvAttnTask{}, ntasks, splits, G, D, scale, SKV_BF16, ws, 0));
     std::vector<float> o(G * D);
@@ -199,10 +197,10 @@ int main() {
       for (int e = 0; e < D; e++) ref_max = std::max(ref_max, fabs(acc[e] / l));
       for (int e = 0; e < D; e++) worst = std::max(worst, fabs(o[j * D + e] - acc[e] / l) / ref_max);
     }
-    printf("%2d tasks x 128K (%.0f MB): op (tensor cores, merge included) %.3f ms (%.2f TB/s); register kernel %.3f;"
-           " cp.async read of the same tiles %.3f ms (%.2f TB/s); D2D copy of a quarter %.3f ms (%.2f TB/s); error %.2e\n",
-           ntasks, bytes / 1e6, whole, bytes / whole / 1e9, simt, read, bytes / read / 1e9, copy,
-           bytes / 2 / copy / 1e9, worst);
+    printf("%2d tasks x 128K (%.0f MB), %d splits: op (tensor cores, merge included) %.3f ms (%.2f TB/s); register kernel %.3f;"
+           " cp.async read of the same tiles %.3f ms (%.2f TB/s); D2D copy of a quarter (at most 512 MB) %.3f ms (%.2f TB/s); error %.2e\n",
+           ntasks, bytes / 1e6, splits, whole, bytes / whole / 1e9, simt, read, bytes / read / 1e9, copy,
+           2 * copied / copy / 1e9, worst);
   }
   return 0;
 }

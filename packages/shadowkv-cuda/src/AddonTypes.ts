@@ -119,8 +119,8 @@ export interface CudaAddon {
   gatherValues(pages: Ptr, pageChunks: number, heads: number, h: number, ids: Ptr, slots: Ptr, n: number, block: number, dtype: number, fp8Rows: number, dst: Ptr): void;
   /** `chunks` chunks of C rows of d values (dtype) into fp8 chunks at `dst` (runtime/wasm/fp8.h). */
   quantizeValues(src: Ptr, dtype: number, chunks: number, C: number, d: number, dst: Ptr): void;
-  /** `segments`: a device table of SEGMENT_WORDS-word entries; `total` = the sum of their n. */
-  sparseAttention(q: Ptr, g: number, d: number, scale: number, segments: Ptr, nseg: number, total: number, kvDtype: number, out: Ptr): void;
+  /** `segments`: a device table of SEGMENT_WORDS-word entries; `total` = the sum of their n; `tasks` >= 1: the step's attentions (attention.h). */
+  sparseAttention(q: Ptr, g: number, d: number, scale: number, segments: Ptr, nseg: number, total: number, kvDtype: number, tasks: number, out: Ptr): void;
   /** One decode step of one layer (kernels/decode_layer.cu): an SkvStep then its SkvStepRows. Returns a STATUS code. */
   decodeLayer(record: Uint8Array): number;
   /**

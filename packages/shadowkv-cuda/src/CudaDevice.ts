@@ -1,4 +1,5 @@
 import {
+  attentionTasks,
   BUFFER_BYTES,
   type BufferDType,
   type Device,
@@ -300,7 +301,8 @@ export class CudaDevice implements Device {
     this.op('quantize_values', () => this.x.quantizeValues(this.addr(src), storageCode(src.buf.dtype), chunks, C, d, this.addr(dst)));
   }
 
-  sparseAttention(q: View, g: number, d: number, scale: number, segments: readonly Segment[], out: View): void {
+  sparseAttention(q: View, g: number, d: number, scale: number, segments: readonly Segment[], out: View, tasks?: number): void {
+    const n = attentionTasks(tasks);
     const table = new Uint32Array(segments.length * SEGMENT_WORDS);
     let total = 0;
     const kvDtype = segments.length ? segments[0]!.k.buf.dtype : 'f32';
@@ -316,7 +318,7 @@ export class CudaDevice implements Device {
       total += Math.max(s.n, 0);
     });
     const segs = this.stage('attention.segments', table);
-    this.op('sparse_attention', () => this.x.sparseAttention(this.addr(q), g, d, scale, segs, segments.length, total, storageCode(kvDtype), this.addr(out)));
+    this.op('sparse_attention', () => this.x.sparseAttention(this.addr(q), g, d, scale, segs, segments.length, total, storageCode(kvDtype), n, this.addr(out)));
   }
 
   causalAttention(q: View, g: number, Sq: number, d: number, scale: number, offset: number, k: View, v: View, out: View): void {

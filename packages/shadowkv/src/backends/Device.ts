@@ -50,6 +50,12 @@ export interface Segment {
   readonly ld: number;
 }
 
+/** `sparseAttention`'s `tasks`, checked: a positive integer (default 1). */
+export function attentionTasks(tasks = 1): number {
+  if (!Number.isInteger(tasks) || tasks < 1 || tasks > 0x7fffffff) throw new RangeError(`sparseAttention: tasks must be a positive integer, got ${tasks}`);
+  return tasks;
+}
+
 /** Bytes a device holds, per tier and per component tag. */
 export interface DeviceMemory {
   device: number;
@@ -159,7 +165,13 @@ export interface Device {
    * (4-byte words, `fp8ChunkBytes(C, d)` bytes a chunk): E4M3 codes with a power-of-two scale per row.
    */
   quantizeValues?(dst: View, src: View, chunks: number, C: number, d: number): void;
-  sparseAttention(q: View, g: number, d: number, scale: number, segments: readonly Segment[], out: View): void;
+  /**
+   * Exact attention of `g` query heads (`q`, `out`: `[g, d]` f32) over the union of `segments`.
+   * `tasks` (default 1): how many such calls the caller's layer step makes, one per (row, kv head);
+   * a runtime that splits keys over parallel blocks splits them as for that many, which is how
+   * `decodeLayer` does it, so the two give the same bits.
+   */
+  sparseAttention(q: View, g: number, d: number, scale: number, segments: readonly Segment[], out: View, tasks?: number): void;
   causalAttention(q: View, g: number, Sq: number, d: number, scale: number, offset: number, k: View, v: View, out: View): void;
 
   /**

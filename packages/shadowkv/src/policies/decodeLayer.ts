@@ -57,7 +57,7 @@ function attendHead(device: Device, step: LayerStep, row: StepRow, h: number, co
   const { tail, store } = row;
   const tailSegment: Segment = { k: at(tail.k, h * tail.capacity * d), v: at(tail.v, h * tail.capacity * d), n: count, ld: d };
   const segments = store && heads ? [...sparseSegments(device, step, store, h, at(t.q, h * g * d), heads, counters), tailSegment] : [tailSegment];
-  device.sparseAttention(at(t.q, h * g * d), g, d, scale, segments, at(t.out, h * g * d));
+  device.sparseAttention(at(t.q, h * g * d), g, d, scale, segments, at(t.out, h * g * d), step.rows.length * Hkv); // split as the fused step splits
   const attended = segments.reduce((n, s) => n + s.n, 0);
   add(counters, 'attendedTokens', attended);
   add(counters, 'heads', 1);

@@ -3,6 +3,7 @@ import { OutOfMemoryError } from '../../errors/OutOfMemoryError.js';
 import type { RopeStyle } from '../../spec.js';
 import {
   BUFFER_BYTES,
+  attentionTasks,
   type BufferDType,
   type Device,
   type DeviceBuffer,
@@ -202,7 +203,8 @@ export class WasmDevice implements Device {
     this.op('quantize_values', () => this.x.skv_quantize_values(this.addr(src), storageCode(src.buf.dtype), chunks, C, d, this.addr(dst)));
   }
 
-  sparseAttention(q: View, g: number, d: number, scale: number, segments: readonly Segment[], out: View): void {
+  sparseAttention(q: View, g: number, d: number, scale: number, segments: readonly Segment[], out: View, tasks?: number): void {
+    attentionTasks(tasks); // checked only: the wasm runtime attends a task's keys in one pass
     const table = new Int32Array((segments.length * SEGMENT_BYTES) / 4);
     segments.forEach((s, i) => table.set([this.addr(s.k), this.addr(s.v), s.n, s.ld], i * 4));
     const segs = this.stage('attention.segments', table);

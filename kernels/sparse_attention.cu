@@ -658,8 +658,8 @@ cudaError_t AttentionSplits(int ntasks, int64_t max_total, int g, int d, int kv_
   if (flash.slots) {
     SKV_CUDA_CALL(flash.slots(kv_dtype, &slots));
   } else {
-    static int tile[64];
-    SKV_CUDA_CALL(skv_resident_blocks(TileDecodeKernel, ATTN_THREADS, tile_smem_bytes(g, d), tile, &slots));
+    int fresh[64] = {};  // NOTE: not remembered: the tile kernel's shared memory, and so its blocks an SM, depend on g and d
+    SKV_CUDA_CALL(skv_resident_blocks(TileDecodeKernel, ATTN_THREADS, tile_smem_bytes(g, d), fresh, &slots));
   }
   // NOTE: chosen from the task count and the card, never from max_total, so that a task's splits
   // (min(its own most, this)) are the same whichever tasks share the launch.

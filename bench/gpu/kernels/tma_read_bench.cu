@@ -1,0 +1,173 @@
+// The dense decode attention's reads by the tensor memory accelerator: every key and value row of
+// 32 or 128 tasks of 128K keys (d 128, bf16, each task its own copy, as attention_bench lays them
+// out), one wave of blocks, each streaming its keys and values through STAGES shared-memory stages
+// of ROWS-row tiles. One thread issues a tile as four tensor copies (keys and values, each as two
+// 64-column boxes) with the 128-byte swizzle, the layout an ldmatrix over 8 rows reads without bank
+// conflicts, on the stage's mbarrier. The question (bench/NOTES.md v19, Next v20): does a
+// tensor-mapped read clear the 4.26-4.30 TB/s of one bulk copy a row (attention_bench's ReadBulk<1>,
+// the op's pattern) toward SDPA's 4.48? Every byte read is summed (16-bit words) and checked
+// against a plain kernel's sum of the same rows. The tensor maps come from cuTensorMapEncodeTiled
+// through cudaGetDriverEntryPointByVersion, so nothing links libcuda. Exits 1 if a sum differs.
+// NOTE: written in session 23 with the device time spent; not yet run.
+// Usage: tma_read_bench      (built by bench/gpu/kernels/build.sh; needs an sm_90 GPU)
+#include <cuda.h>
+#include <cudaTypedefs.h>
+#include <stdio.h>
+#include "../../../kernels/mma.cuh"
+#include "bench_util.cuh"
+
+enum { N = 131072, D = 128, THREADS = 128, BOX_COLS = 64, BOX_ROW_BYTES = BOX_COLS * 2 };
+
+__device__ __forceinline__ uint64_t halves(uint4 x) {
+  const uint32_t w[4] = {x.x, x.y, x.z, x.w};
+  uint64_t s = 0;
+#pragma unroll
+  for (int i = 0; i < 4; i++) s += (w[i] & 0xffffu) + (w[i] >> 16);
+  return s;
+}
+
+__device__ __forceinline__ void block_sum(uint64_t acc, unsigned long long* sum) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
+  if (threadIdx.x % 32 == 0) atomicAdd(sum, (unsigned long long)acc);
+}
+
+// Box (col0, row0) of `map` into dst (1024-byte aligned), counted on bar.
+__device__ __forceinline__ void tma_box(void* dst, const CUtensorMap* map, int col0, int row0, uint64_t* bar) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];"
+               ::"r"(skv_mma::smem_addr(dst)), "l"(reinterpret_cast<uint64_t>(map)), "r"(col0), "r"(row0),
+                 "r"(skv_mma::smem_addr(bar)) : "memory");
+#else
+  __trap();
+#endif
+}
+
+// Block (task, split) reads its keys' and values' rows [split * per, +per) of the task.
+template <int ROWS, int STAGES>
+__global__ void __launch_bounds__(THREADS) ReadTma(const __grid_constant__ CUtensorMap kmap, const __grid_constant__ CUtensorMap vmap,
+                                                  int splits, unsigned long long* sum) {
+  using skv_mma::fence_proxy_async, skv_mma::mbar_arrive_expect, skv_mma::mbar_init, skv_mma::mbar_init_fence, skv_mma::mbar_wait;
+  constexpr int BOX = ROWS * BOX_ROW_BYTES, STAGE = 4 * BOX;  // keys cols 0-63, 64-127, then values
+  extern __shared__ uint8_t raw[];
+  uint8_t* sm = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(raw) + 1023) & ~uintptr_t(1023));  // the swizzle's alignment
+  __shared__ __align__(8) uint64_t bar[STAGES];
+  const int per = N / splits, ntiles = per / ROWS;
+  const int row0 = blockIdx.x * N + blockIdx.y * per;
+  if (threadIdx.x < STAGES) mbar_init(&bar[threadIdx.x], 1);
+  mbar_init_fence();
+  __syncthreads();
+  auto issue = [&](int i) {
+    if (threadIdx.x != 0 || i >= ntiles) return;
+    uint8_t* st = sm + (i % STAGES) * STAGE;
+    uint64_t* b = &bar[i % STAGES];
+    fence_proxy_async();
+    mbar_arrive_expect(b, STAGE);
+    const int y = row0 + i * ROWS;
+    tma_box(st, &kmap, 0, y, b);
+    tma_box(st + BOX, &kmap, BOX_COLS, y, b);
+    tma_box(st + 2 * BOX, &vmap, 0, y, b);
+    tma_box(st + 3 * BOX, &vmap, BOX_COLS, y, b);
+  };
+  for (int i = 0; i < STAGES - 1; i++) issue(i);
+  uint64_t acc = 0;
+  for (int i = 0; i < ntiles; i++) {
+    mbar_wait(&bar[i % STAGES], (unsigned)(i / STAGES) & 1u);
+    __syncthreads();  // every thread is done with tile i - 1, whose stage the next copies take
+    issue(i + STAGES - 1);
+    const uint4* p = reinterpret_cast<const uint4*>(sm + (i % STAGES) * STAGE);
+    for (int w = threadIdx.x; w < STAGE / 16; w += THREADS) acc += halves(p[w]);
+  }
+  block_sum(acc, sum);
+}
+
+// The same rows' words summed straight from global memory (the check).
+__global__ void SumRows(const uint4* k, const uint4* v, size_t words, unsigned long long* sum) {
+  uint64_t acc = 0;
+  for (size_t w = blockIdx.x * (size_t)blockDim.x + threadIdx.x; w < words; w += (size_t)gridDim.x * blockDim.x)
+    acc += halves(k[w]) + halves(v[w]);
+  block_sum(acc, sum);
+}
+
+// Words that differ by their global index, so that a box read from the wrong rows changes the sum.
+__global__ void Fill(uint16_t* x, size_t n, uint64_t salt) {
+  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+    x[i] = (uint16_t)(((i + salt) * 2654435761ull) >> 13);
+}
+
+// A [rows x D] bf16 matrix as a tensor map of 64-column x box_rows boxes with the 128-byte swizzle.
+static CUtensorMap map_of(PFN_cuTensorMapEncodeTiled_v12000 encode, void* base, uint64_t rows, uint32_t box_rows) {
+  CUtensorMap m;
+  const cuuint64_t dims[2] = {D, rows};
+  const cuuint64_t strides[1] = {D * 2};
+  const cuuint32_t box[2] = {BOX_COLS, box_rows};
+  const cuuint32_t elem[2] = {1, 1};
+  const CUresult r = encode(&m, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, base, dims, strides, box, elem, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                            CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  if (r != CUDA_SUCCESS) {
+    fprintf(stderr, "cuTensorMapEncodeTiled: error %d\n", (int)r);
+    exit(2);
+  }
+  return m;
+}
+
+int failures = 0;
+
+template <int ROWS, int STAGES>
+void run(PFN_cuTensorMapEncodeTiled_v12000 encode, uint16_t* k, uint16_t* v, int ntasks, unsigned long long* sum) {
+  constexpr size_t smem = (size_t)STAGES * 4 * ROWS * BOX_ROW_BYTES + 1024;
+  CK(cudaFuncSetAttribute(ReadTma<ROWS, STAGES>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+  int sms = 0, per_sm = 0;
+  CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+  CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, ReadTma<ROWS, STAGES>, THREADS, smem));
+  int splits = 1;  // one wave, as AttentionSplits picks, in powers of two so that the splits are whole tiles
+  while (splits * 2 <= 32 && ntasks * splits * 2 <= sms * per_sm) splits *= 2;
+  const CUtensorMap km = map_of(encode, k, (uint64_t)ntasks * N, ROWS), vm = map_of(encode, v, (uint64_t)ntasks * N, ROWS);
+  const dim3 grid(ntasks, splits);
+  const float ms = median_ms(20, [&] {
+    ReadTma<ROWS, STAGES><<<grid, THREADS, smem>>>(km, vm, splits, sum);
+    CK(cudaGetLastError());
+  });
+  // The check: one more run's sum against the plain kernel's.
+  unsigned long long got = 0, want = 0;
+  CK(cudaMemset(sum, 0, sizeof(unsigned long long)));
+  ReadTma<ROWS, STAGES><<<grid, THREADS, smem>>>(km, vm, splits, sum);
+  CK(cudaMemcpy(&got, sum, sizeof got, cudaMemcpyDeviceToHost));
+  CK(cudaMemset(sum, 0, sizeof(unsigned long long)));
+  SumRows<<<4 * sms, 256>>>(reinterpret_cast<const uint4*>(k), reinterpret_cast<const uint4*>(v), (size_t)ntasks * N * D / 8, sum);
+  CK(cudaMemcpy(&want, sum, sizeof want, cudaMemcpyDeviceToHost));
+  const double bytes = 2.0 * ntasks * N * D * 2;
+  printf("%3d tasks, %3d-row tiles x %d stages (%zu KB, %d blocks an SM), %2d splits: %.3f ms (%.2f TB/s), sum %s\n", ntasks, ROWS,
+         STAGES, smem / 1024, per_sm, splits, ms, bytes / ms / 1e9, got == want ? "ok" : "DIFFERS");
+  failures += got != want;
+}
+
+int main() {
+  const int max_tasks = 128;
+  PFN_cuTensorMapEncodeTiled_v12000 encode = nullptr;
+  cudaDriverEntryPointQueryResult found;
+  CK(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", reinterpret_cast<void**>(&encode), 12000, cudaEnableDefault, &found));
+  if (found != cudaDriverEntryPointSuccess || !encode) {
+    fprintf(stderr, "cuTensorMapEncodeTiled not found in the driver\n");
+    return 2;
+  }
+  cudaDeviceProp prop;
+  CK(cudaGetDeviceProperties(&prop, 0));
+  printf("%s, %d SMs, CUDA %d.%d\n", prop.name, prop.multiProcessorCount, CUDART_VERSION / 1000, CUDART_VERSION % 1000 / 10);
+  uint16_t *k, *v;
+  const size_t elems = (size_t)max_tasks * N * D;
+  CK(cudaMalloc(&k, elems * 2));
+  CK(cudaMalloc(&v, elems * 2));
+  Fill<<<1024, 256>>>(k, elems, 0);
+  Fill<<<1024, 256>>>(v, elems, elems);
+  CK(cudaGetLastError());
+  unsigned long long* sum;
+  CK(cudaMalloc(&sum, sizeof(unsigned long long)));
+  for (int ntasks : {32, 128}) {
+    run<64, 3>(encode, k, v, ntasks, sum);
+    run<64, 6>(encode, k, v, ntasks, sum);
+    run<128, 3>(encode, k, v, ntasks, sum);
+  }
+  printf(failures ? "FAILED (%d sums differ)\n" : "OK (%d failed checks)\n", failures);
+  return failures ? 1 : 0;
+}

@@ -711,11 +711,7 @@ StepLayout layout(const SkvStep& s, const SkvStepRow* rows) {
   at.error = AttentionSplits(at.tasks, max_total, g, s.d, s.kv_dtype, &at.max_splits);
   if (at.error != cudaSuccess) at.max_splits = 1;  // sizes only: DecodeLayer refuses the step
   size_t off = 0;
-  auto take = [&](size_t bytes) {
-    const size_t here = off;
-    off += (bytes + 255) / 256 * 256;
-    return here;
-  };
+  auto take = [&](size_t bytes) { return skv_carve(off, bytes); };
   const size_t T = (size_t)at.tasks, S = (size_t)s.max_selected;
   at.rows = take(sizeof(SkvStepRow) * (size_t)s.batch);
   at.qf = take(sizeof(float) * (size_t)s.batch * s.q_heads * s.d);

@@ -73,8 +73,9 @@ enum SkvLowRankStatus { SKV_LOW_RANK_OK = 0, SKV_LOW_RANK_ALLOC = 1, SKV_LOW_RAN
 // ws: LowRankKeysWorkspace bytes of device memory (G, the subspace, the Gram's slices: ~30 MB at
 // S = 128K, D = 1024); pinned: LowRankKeysPinned bytes of pinned host memory (the small matrices
 // going to and from the host, ~1.3 MB), both the caller's again when it returns.
-size_t LowRankKeysWorkspace(int S, int D, int rank, int oversample);
-size_t LowRankKeysPinned(int D, int rank, int oversample);
+// Both are 0 for sizes the factorization refuses.
+size_t LowRankKeysWorkspace(int S, int D, int rank, int oversample, int power_iters);
+size_t LowRankKeysPinned(int S, int D, int rank, int oversample, int power_iters);
 cudaError_t LowRankKeys(float* K, int S, int D, int rank, int oversample, int power_iters, uint32_t seed, float* U,
                         float* SV, float* proj, float* sigma, SkvWorkspace ws, SkvWorkspace pinned, int* status,
                         cudaStream_t stream);

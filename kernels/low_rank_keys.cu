@@ -66,13 +66,6 @@ struct Trace {
   }
 };
 
-// Bytes from `at` rounded up to 256: each buffer of a block starts aligned.
-size_t carve(size_t& at, size_t bytes) {
-  const size_t start = at;
-  at = (at + bytes + 255) / 256 * 256;
-  return start;
-}
-
 // Words between device memory and the pinned host block, copied by a kernel through UVA rather than
 // by the copy engines: compress.ts keeps those busy with the values' copies (copyAside) for
 // milliseconds, and a copy-engine read queued behind them waited for all of them.
@@ -81,7 +74,7 @@ __global__ void CopyWordsKernel(uint4* dst, const uint4* src, size_t n16, unsign
   for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n4; i += (size_t)gridDim.x * blockDim.x) dst4[i] = src4[i];
 }
 
-// dst, src: 16-byte aligned (carve's 256); bytes: a multiple of 4.
+// dst, src: 16-byte aligned (skv_carve's 256); bytes: a multiple of 4.
 cudaError_t copy_words(void* dst, const void* src, size_t bytes, cudaStream_t stream) {
   const size_t n16 = bytes / 16, tail = bytes % 16 / 4;
   CopyWordsKernel<<<(int)std::max<size_t>(1, std::min<size_t>(skv_ceil_div(n16, 256), 256)), 256, 0, stream>>>(
@@ -142,17 +135,15 @@ struct Layout {
   Layout(int S, int D, int rank, int l) {
     const size_t DD = (size_t)D * D, lD = (size_t)l * D, ll = (size_t)l * l;
     size_t at = 0;
-    flags = carve(at, 16), G = carve(at, sizeof(float) * DD), Qf = carve(at, sizeof(float) * lD), X = carve(at, sizeof(float) * lD);
-    Q = carve(at, sizeof(double) * lD), Q1 = carve(at, sizeof(double) * lD), W = carve(at, sizeof(double) * ll);
-    M = carve(at, sizeof(double) * ll), Vt = carve(at, sizeof(double) * ll), log = carve(at, sizeof(double) * 3 * ll);
-    ord = carve(at, sizeof(int) * l), scale = carve(at, sizeof(double) * 3 * rank), gram = carve(at, GramWorkspace(S, D)), device = at;
+    flags = skv_carve(at, 16), G = skv_carve(at, sizeof(float) * DD), Qf = skv_carve(at, sizeof(float) * lD), X = skv_carve(at, sizeof(float) * lD);
+    Q = skv_carve(at, sizeof(double) * lD), Q1 = skv_carve(at, sizeof(double) * lD), W = skv_carve(at, sizeof(double) * ll);
+    M = skv_carve(at, sizeof(double) * ll), Vt = skv_carve(at, sizeof(double) * ll), log = skv_carve(at, sizeof(double) * 3 * ll);
+    ord = skv_carve(at, sizeof(int) * l), scale = skv_carve(at, sizeof(double) * 3 * rank), gram = skv_carve(at, GramWorkspace(S, D)), device = at;
     at = 0;
-    fl = carve(at, 16), Wh = carve(at, sizeof(double) * ll), Lh = carve(at, sizeof(double) * ll), logh = carve(at, sizeof(double) * 3 * ll);
-    ordh = carve(at, sizeof(int) * l), sigma = carve(at, sizeof(float) * rank), scaleh = carve(at, sizeof(double) * 3 * rank), pinned = at;
+    fl = skv_carve(at, 16), Wh = skv_carve(at, sizeof(double) * ll), Lh = skv_carve(at, sizeof(double) * ll), logh = skv_carve(at, sizeof(double) * 3 * ll);
+    ordh = skv_carve(at, sizeof(int) * l), sigma = skv_carve(at, sizeof(float) * rank), scaleh = skv_carve(at, sizeof(double) * 3 * rank), pinned = at;
   }
 };
-
-int subspace_width(int D, int rank, int oversample) { return (int)std::min<int64_t>((int64_t)rank + oversample, D); }
 
 // The subspace iteration's device buffers and pinned mirrors of the l x l matrices.
 struct Subspace {
@@ -238,19 +229,19 @@ cudaError_t ritz_pairs_on_device(Subspace& s, int rank, double* w, int* ord, dou
 
 }  // namespace
 
-size_t LowRankKeysWorkspace(int S, int D, int rank, int oversample) {
-  return S > 0 && D > 0 && rank > 0 ? Layout(S, D, rank, subspace_width(D, rank, oversample)).device : 0;
+size_t LowRankKeysWorkspace(int S, int D, int rank, int oversample, int power_iters) {
+  return low_rank_args_ok(S, D, rank, oversample, power_iters) ? Layout(S, D, rank, subspace_width(D, rank, oversample)).device : 0;
 }
 
-size_t LowRankKeysPinned(int D, int rank, int oversample) {
-  return D > 0 && rank > 0 ? Layout(1, D, rank, subspace_width(D, rank, oversample)).pinned : 0;
+size_t LowRankKeysPinned(int S, int D, int rank, int oversample, int power_iters) {
+  return low_rank_args_ok(S, D, rank, oversample, power_iters) ? Layout(1, D, rank, subspace_width(D, rank, oversample)).pinned : 0;
 }
 
 cudaError_t LowRankKeys(float* K, int S, int D, int rank, int oversample, int power_iters, uint32_t seed, float* U,
                         float* SV, float* proj, float* sigma, SkvWorkspace ws, SkvWorkspace pinned, int* status,
                         cudaStream_t stream) {
   *status = SKV_LOW_RANK_ARG;
-  if (S <= 0 || D <= 0 || rank <= 0 || rank > S || rank > D || oversample < 0 || power_iters < 0) return cudaSuccess;
+  if (!low_rank_args_ok(S, D, rank, oversample, power_iters)) return cudaSuccess;
   const int l = subspace_width(D, rank, oversample);
   const size_t lD = (size_t)l * D, ll = (size_t)l * l;
   const int64_t SD = (int64_t)S * D;

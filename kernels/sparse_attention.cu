@@ -606,16 +606,15 @@ __global__ void __launch_bounds__(ATTN_THREADS) TileDecodeKernel(const SkvAttnTa
 // Dynamic shared memory of the tile kernel: its state, or the merge's where that is larger.
 static inline size_t tile_smem_bytes(int g, int d) { return std::max(attn_smem_bytes(g, d), merge_smem_bytes(g)); }
 
+// The shapes FlashDecodeMmaKernel takes (with bf16 keys and values).
 template <int D, int G>
-constexpr bool takes_mma(int kv_dtype) {
-  return G <= 8 && (D == 64 || D == 128) && kv_dtype == SKV_BF16;
-}
+constexpr bool has_mma = G <= 8 && (D == 64 || D == 128);
 
 template <int D, int G>
 cudaError_t LaunchFlash(const SkvAttnTask* tasks, const SkvAttnTask& one, dim3 grid, float scale, int kv_dtype,
                         float* part, int max_splits, int32_t* arrivals, cudaStream_t stream) {
-  if constexpr (G <= 8 && (D == 64 || D == 128)) {
-    if (takes_mma<D, G>(kv_dtype)) {
+  if constexpr (has_mma<D, G>) {
+    if (kv_dtype == SKV_BF16) {
       constexpr size_t smem = mma_smem_bytes<D>();
       SKV_CUDA_CALL(skv_smem_optin(FlashDecodeMmaKernel<D, G>, smem));
       return skv_launch(FlashDecodeMmaKernel<D, G>, grid, DM_THREADS, smem, stream, tasks, one, scale, kv_dtype, part, max_splits,
@@ -629,8 +628,8 @@ cudaError_t LaunchFlash(const SkvAttnTask* tasks, const SkvAttnTask& one, dim3 g
 template <int D, int G>
 cudaError_t FlashSlots(int kv_dtype, int* slots) {
   static int mma[64], simt[64];
-  if constexpr (G <= 8 && (D == 64 || D == 128))
-    if (takes_mma<D, G>(kv_dtype)) return skv_resident_blocks(FlashDecodeMmaKernel<D, G>, DM_THREADS, mma_smem_bytes<D>(), mma, slots);
+  if constexpr (has_mma<D, G>)
+    if (kv_dtype == SKV_BF16) return skv_resident_blocks(FlashDecodeMmaKernel<D, G>, DM_THREADS, mma_smem_bytes<D>(), mma, slots);
   return skv_resident_blocks(FlashDecodeKernel<D, G>, FLASH_THREADS, 0, simt, slots);
 }
 

@@ -22,11 +22,9 @@ Napi::Value LowRankKeys(const Napi::CallbackInfo& info) {
   float* proj = static_cast<float*>(PtrArg(info, 9, op, "proj"));
   float* sigma = static_cast<float*>(PtrArg(info, 10, op, "sigma"));
   int status = SKV_ERR_ARG;
-  SkvWorkspace ws{nullptr, 0}, pinned{nullptr, 0};
-  if (S > 0 && D > 0 && rank > 0 && rank <= S && rank <= D && oversample >= 0 && power_iters >= 0) {
-    ws = Workspace(info.Env(), WS_LOW_RANK, ::LowRankKeysWorkspace(S, D, rank, oversample), op);
-    pinned = PinnedWorkspace(info.Env(), ::LowRankKeysPinned(D, rank, oversample), op);
-  }
+  // Refused sizes need no workspace (0 bytes: nothing grows), and LowRankKeys reports them.
+  const SkvWorkspace ws = Workspace(info.Env(), WS_LOW_RANK, ::LowRankKeysWorkspace(S, D, rank, oversample, power_iters), op);
+  const SkvWorkspace pinned = PinnedWorkspace(info.Env(), ::LowRankKeysPinned(S, D, rank, oversample, power_iters), op);
   Check(info.Env(), op, ::LowRankKeys(K, S, D, rank, oversample, power_iters, seed, U, SV, proj, sigma, ws, pinned, &status, Stream()));
   return Napi::Number::New(info.Env(), status);
 }

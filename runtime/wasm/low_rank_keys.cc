@@ -34,9 +34,8 @@ void scale_keys(float* K, size_t n, float f) {
 SKV_EXPORT int skv_low_rank_keys(float* K, int S, int D, int rank, int oversample,
                                  int power_iters, uint32_t seed,
                                  float* U, float* SV, float* proj, float* sigma) {
-  if (S <= 0 || D <= 0 || rank <= 0 || rank > S || rank > D || oversample < 0 || power_iters < 0)
-    return SKV_ERR_ARG;
-  const int l = (int)std::min<int64_t>((int64_t)rank + oversample, D);  // subspace width
+  if (!low_rank_args_ok(S, D, rank, oversample, power_iters)) return SKV_ERR_ARG;
+  const int l = subspace_width(D, rank, oversample);
   // One (counted) allocation: G, Qf, X (f32), then Q, V, T, Wt, w, work (f64) and the eigenvalue order.
   // NOTE: sized in 64 bits: in wasm32, D = 32768 makes G exactly 4 GiB, which wraps size_t to 0.
   const uint64_t DD = (uint64_t)D * D, lD = (uint64_t)l * D, ll = (uint64_t)l * l;

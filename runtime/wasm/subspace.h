@@ -132,6 +132,12 @@ static inline void combine_rows(const double* W, size_t wi, size_t wj, const dou
 
 // ---- randomized subspace iteration ----
 
+// The sizes the factorization takes (anything else is SKV_ERR_ARG), and its subspace width l.
+static inline bool low_rank_args_ok(int S, int D, int rank, int oversample, int power_iters) {
+  return S > 0 && D > 0 && rank > 0 && rank <= S && rank <= D && oversample >= 0 && power_iters >= 0;
+}
+static inline int subspace_width(int D, int rank, int oversample) { return (int)std::min<int64_t>((int64_t)rank + oversample, D); }
+
 // Deterministic uniform(-1, 1) from splitmix64, so every runtime build draws the same Omega. The
 // state only ever grows by SPLITMIX_STEP, so draw i is splitmix_uniform(state + (i + 1) * step):
 // constexpr, so that the CUDA runtime draws Omega on the device from the same definition.

@@ -432,7 +432,7 @@ static void eigenvectors_check(int l) {
 static int low_rank_keys(float* K, int S, int D, int rank, int oversample, int power_iters, float* U, float* SV, float* proj,
                          float* sigma) {
   static SkvWorkspace ws{nullptr, 0}, pinned{nullptr, 0};
-  const size_t wb = LowRankKeysWorkspace(S, D, rank, oversample), pb = LowRankKeysPinned(D, rank, oversample);
+  const size_t wb = LowRankKeysWorkspace(S, D, rank, oversample, power_iters), pb = LowRankKeysPinned(S, D, rank, oversample, power_iters);
   if (ws.bytes < wb) {
     if (ws.ptr) CK(cudaFree(ws.ptr));
     CK(cudaMalloc(&ws.ptr, wb));

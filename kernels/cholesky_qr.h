@@ -22,26 +22,29 @@ constexpr double CHOLESKY_MIN_PIVOT = 1e-7;
 // different lengths do not decide the pivots), then L = S^{-1} Ls. Returns false, L partly written,
 // when a scaled pivot is below CHOLESKY_MIN_PIVOT or not finite.
 // Column by column: Ls_ij = (Ws_ij - Ls_i[0:j] . Ls_j[0:j]) / Ls_jj, contiguous dots (Crout's entries,
-// in another order). One thread: at l = 176 a column is microseconds of work, and handing its rows
-// to host threads cost more than it saved (6 passes: 1.6 ms on one thread of the H200 machine's
-// Xeon, 3.8 ms on 8).
+// in another order), four rows' dots at a time in float64 pairs (subspace.h's dot_tile). One thread:
+// at l = 176 a column is microseconds of work, and handing its rows to host threads cost more than
+// it saved (6 passes: 1.6 ms on one thread of the H200 machine's Xeon, 3.8 ms on 8). NOTE: one dot
+// a row (ddot) took 2.7 ms for the 6 passes (gram_bench, H200 machine): the dots are short (j
+// terms) and each paid its own loop and reduction.
 static inline bool cholesky_lower(const double* W, int l, double* L) {
-  std::vector<double> s(l);
+  std::vector<double> s(l), dots(l);
   for (int i = 0; i < l; i++) {
     s[i] = 1.0 / sqrt(W[(size_t)i * l + i]);
     if (!std::isfinite(s[i])) return false;
   }
   for (int j = 0; j < l; j++) {
     double* Lj = L + (size_t)j * l;
-    const double p2 = W[(size_t)j * l + j] * s[j] * s[j] - ddot(Lj, Lj, j);
+    dot_tile<1, 1>(Lj, l, Lj, l, j, &dots[j], 1);
+    const double p2 = W[(size_t)j * l + j] * s[j] * s[j] - dots[j];
     if (!(p2 >= CHOLESKY_MIN_PIVOT * CHOLESKY_MIN_PIVOT) || !std::isfinite(p2)) return false;
     const double pivot = sqrt(p2);
     Lj[j] = pivot;
     for (int k = j + 1; k < l; k++) Lj[k] = 0;
-    for (int i = j + 1; i < l; i++) {
-      double* Li = L + (size_t)i * l;
-      Li[j] = (W[(size_t)i * l + j] * s[i] * s[j] - ddot(Li, Lj, j)) / pivot;
-    }
+    int i = j + 1;
+    for (; i + 4 <= l; i += 4) dot_tile<4, 1>(L + (size_t)i * l, l, Lj, l, j, &dots[i], 1);
+    for (; i < l; i++) dot_tile<1, 1>(L + (size_t)i * l, l, Lj, l, j, &dots[i], 1);
+    for (i = j + 1; i < l; i++) L[(size_t)i * l + j] = (W[(size_t)i * l + j] * s[i] * s[j] - dots[i]) / pivot;
   }
   for (int i = 0; i < l; i++)  // after every column: the recursion above needs Ls
     for (int j = 0; j <= i; j++) L[(size_t)i * l + j] /= s[i];

@@ -18,6 +18,7 @@ Napi::Value EventElapsed(const Napi::CallbackInfo&);
 Napi::Value EventRelease(const Napi::CallbackInfo&);
 Napi::Value Malloc(const Napi::CallbackInfo&);
 Napi::Value Free(const Napi::CallbackInfo&);
+Napi::Value TrimPoolOp(const Napi::CallbackInfo&);
 Napi::Value HostAlloc(const Napi::CallbackInfo&);
 Napi::Value FreeHost(const Napi::CallbackInfo&);
 Napi::Value Write(const Napi::CallbackInfo&);
@@ -56,7 +57,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
       {"memoryStats", MemoryStats}, {"pointerInfo", PointerInfo},
       {"eventRecord", EventRecord}, {"eventElapsed", EventElapsed}, {"eventRelease", EventRelease},
       // buffers
-      {"malloc", Malloc}, {"free", Free}, {"hostAlloc", HostAlloc}, {"freeHost", FreeHost},
+      {"malloc", Malloc}, {"free", Free}, {"trimPool", TrimPoolOp}, {"hostAlloc", HostAlloc}, {"freeHost", FreeHost},
       {"write", Write}, {"read", Read}, {"copy", Copy}, {"copyAside", CopyAside}, {"joinAside", JoinAside},
       // ops, in runtime/wasm/abi.h order
       {"convert", Convert}, {"convertRows", ConvertRows}, {"gemm", Gemm}, {"rope", Rope},

@@ -137,6 +137,10 @@ static SkvWorkspace Regrow(Napi::Env env, SkvWorkspace& w, size_t want, bool pin
   w = SkvWorkspace{nullptr, 0};
   void* p = nullptr;
   cudaError_t err = pinned ? cudaHostAlloc(&p, want, cudaHostAllocDefault) : cudaMalloc(&p, want);
+  if (err == cudaErrorMemoryAllocation && !pinned) {  // the pool may keep what the device lacks
+    cudaGetLastError();
+    if (TrimPool() == cudaSuccess) err = cudaMalloc(&p, want);
+  }
   if (err != cudaSuccess) {
     cudaGetLastError();
     ThrowCuda(env, op, err);

@@ -43,6 +43,9 @@ SkvWorkspace PinnedWorkspace(Napi::Env env, size_t bytes, const char* op);
 // call Staged, which records that event on the stream.
 void* Stage(Napi::Env env, size_t bytes, const char* op);
 void Staged(Napi::Env env, const char* op);
+// Gives the device-tier blocks that the current device's pool keeps back to the device (after
+// waiting for every op): before the free memory is read, at dispose, and when an allocation fails.
+cudaError_t TrimPool();
 // Allocations made so far (buffers and workspace growth), for Device.allocations().
 double AllocCount();
 void CountAlloc();

@@ -1,8 +1,9 @@
 // Devices and memory: device count, properties and selection; buffers of both tiers ('device':
-// cudaMalloc; 'host': pinned, mapped memory addressed by its device pointer through UVA); copies
+// the device's stream-ordered pool; 'host': pinned, mapped memory addressed by its device pointer through UVA); copies
 // between JS arrays and buffers; same-dtype copies with memmove semantics.
 #include <string.h>
 #include <unordered_map>
+#include <vector>
 #include <algorithm>
 #include "binding.h"
 
@@ -19,7 +20,41 @@ std::unordered_map<uintptr_t, HostBlock> host_blocks;
 // Device-tier blocks: address -> size, so that memoryStats() counts what is held without the JS side.
 std::unordered_map<uintptr_t, size_t> device_blocks;
 
+// The current device's default memory pool, set (once per device) to keep what is freed into it.
+// NOTE: compress() allocates and frees ~0.6 GB of temporaries a 128K row, and a store's buffers; by
+// cudaMalloc and cudaFree (which waits for the whole device) that was ~3 ms of the ~25 (bench/NOTES.md
+// v20). Kept blocks are given back by TrimPool, where the memory the GPU has free is asked for and at dispose.
+cudaError_t KeepingPool(cudaMemPool_t* pool) {
+  static std::vector<bool> kept;
+  int dev = 0;
+  cudaError_t err = cudaGetDevice(&dev);
+  if (err == cudaSuccess) err = cudaDeviceGetDefaultMemPool(pool, dev);
+  if (err != cudaSuccess) return err;
+  if ((int)kept.size() <= dev) kept.resize(dev + 1, false);
+  if (kept[dev]) return cudaSuccess;
+  uint64_t keep = UINT64_MAX;
+  err = cudaMemPoolSetAttribute(*pool, cudaMemPoolAttrReleaseThreshold, &keep);
+  kept[dev] = err == cudaSuccess;
+  return err;
+}
+
 }  // namespace
+
+// Gives the blocks freed into the current device's pool back to the device, once every op issued
+// so far has run (a free is done only in stream order).
+cudaError_t TrimPool() {
+  cudaMemPool_t pool;
+  cudaError_t err = KeepingPool(&pool);
+  if (err == cudaSuccess) err = cudaDeviceSynchronize();
+  return err == cudaSuccess ? cudaMemPoolTrimTo(pool, 0) : err;
+}
+
+// trimPool(): what TrimPool does (CudaDevice.dispose calls it after freeing its buffers).
+Napi::Value TrimPoolOp(const Napi::CallbackInfo& info) {
+  ArgCount(info, 0, "trimPool");
+  Check(info.Env(), "trimPool", TrimPool());
+  return info.Env().Undefined();
+}
 
 // deviceCount(): CUDA devices visible to this process; throws (with cudaCode) when CUDA cannot
 // start: no driver / too old (35), no device (100), and so on. Never crashes without a driver.
@@ -73,7 +108,14 @@ Napi::Value Malloc(const Napi::CallbackInfo& info) {
   ArgCount(info, 1, "malloc");
   const size_t bytes = (size_t)IntArg(info, 0, "malloc", "bytes", 1, (int64_t)1 << 50);
   void* p = nullptr;
-  cudaError_t err = cudaMalloc(&p, bytes);
+  cudaMemPool_t pool;
+  Check(info.Env(), "malloc", KeepingPool(&pool));
+  cudaError_t err = cudaMallocFromPoolAsync(&p, bytes, pool, Stream());
+  if (err == cudaErrorMemoryAllocation) {  // blocks kept by other devices' tiers or workspaces do not count: give them back, try again
+    cudaGetLastError();
+    Check(info.Env(), "malloc", TrimPool());
+    err = cudaMallocFromPoolAsync(&p, bytes, pool, Stream());
+  }
   if (err != cudaSuccess) {
     cudaGetLastError();
     ThrowCuda(info.Env(), "malloc", err);
@@ -82,7 +124,7 @@ Napi::Value Malloc(const Napi::CallbackInfo& info) {
   // NOTE: zeroed like fresh wasm memory, so that nothing depends on what a freed block held.
   err = cudaMemsetAsync(p, 0, bytes, Stream());
   if (err != cudaSuccess) {
-    cudaFree(p);
+    cudaFreeAsync(p, Stream());
     Check(info.Env(), "malloc", err);
   }
   device_blocks[(uintptr_t)p] = bytes;
@@ -93,7 +135,9 @@ Napi::Value Free(const Napi::CallbackInfo& info) {
   ArgCount(info, 1, "free");
   void* p = PtrArg(info, 0, "free", "ptr");
   device_blocks.erase((uintptr_t)p);
-  Check(info.Env(), "free", cudaFree(p));
+  // NOTE: in stream order: a block is reused only by ops issued after this one (copies on the second
+  // stream are joined before their sources are freed: copyAside's contract).
+  Check(info.Env(), "free", cudaFreeAsync(p, Stream()));
   return info.Env().Undefined();
 }
 
@@ -264,6 +308,7 @@ Napi::Value Synchronize(const Napi::CallbackInfo& info) {
 // memInfo(): { free, total } bytes of the current device.
 Napi::Value MemInfo(const Napi::CallbackInfo& info) {
   size_t free_b = 0, total = 0;
+  Check(info.Env(), "memInfo", TrimPool());  // what the pool keeps is free to every caller
   Check(info.Env(), "memInfo", cudaMemGetInfo(&free_b, &total));
   Napi::Object o = Napi::Object::New(info.Env());
   o.Set("free", Napi::Number::New(info.Env(), (double)free_b));

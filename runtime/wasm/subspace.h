@@ -16,17 +16,6 @@
 
 // ---- float64 row products ----
 
-// Two float64 lanes: SSE2 on x86-64 (the CUDA addon's host code), wasm SIMD under -msimd128, and
-// scalar code in the plain wasm build; GCC and clang both take the vector extension.
-typedef double f64x2 __attribute__((vector_size(16)));
-static inline f64x2 load2(const double* p) {
-  f64x2 v;
-  memcpy(&v, p, sizeof v);
-  return v;
-}
-static inline f64x2 load2(const float* p) { return f64x2{(double)p[0], (double)p[1]}; }
-static inline f64x2 splat2(double a) { return f64x2{a, a}; }
-
 static inline double ddot(const double* a, const double* b, int n) {
   double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
   int i = 0;

@@ -21,6 +21,18 @@ static inline double eigen_dot(const double* a, const double* b, int n) {
   return (s0 + s1) + (s2 + s3);
 }
 
+// Two float64 lanes: SSE2 on x86-64 (the CUDA addon's host code), wasm SIMD under -msimd128, and
+// scalar code in the plain wasm build; GCC and clang both take the vector extension.
+typedef double f64x2 __attribute__((vector_size(16)));
+static inline f64x2 load2(const double* p) {
+  f64x2 v;
+  memcpy(&v, p, sizeof v);
+  return v;
+}
+static inline f64x2 load2(const float* p) { return f64x2{(double)p[0], (double)p[1]}; }
+static inline void store2(double* p, f64x2 v) { memcpy(p, &v, sizeof v); }
+static inline f64x2 splat2(double a) { return f64x2{a, a}; }
+
 // sqrt(a^2 + b^2) without overflow or underflow (EISPACK's pythag, with plain sqrt).
 static inline double eigen_hypot(double a, double b) {
   a = fabs(a), b = fabs(b);
@@ -35,10 +47,12 @@ enum { EIGEN_COLUMNS = 32 };  // columns of Qt or Vt per task
 // A [n x n] symmetric (destroyed) = Q T Q^T with T tridiagonal: d [n] its diagonal, e [n] its
 // off-diagonal (e[i] = T[i][i+1], e[n-1] = 0). Householder reflections H_k = I - v v^T / h zero
 // column k below the subdiagonal, k = 0 .. n-3; v is kept in row k of A, h in A[k][k] (0: none),
-// for householder_q. p: scratch [n].
+// for householder_q. Only A's lower triangle is read and updated (what stays symmetric is computed
+// once). p: scratch [n].
 static inline void tridiagonalize(double* A, int n, double* d, double* e, double* p) {
   for (int k = 0; k + 2 < n; k++) {
-    double* v = A + (size_t)k * n;  // row k = column k: the reflection acts on entries k+1 .. n-1
+    double* v = A + (size_t)k * n;  // row k takes column k: the reflection acts on entries k+1 .. n-1
+    for (int i = k + 1; i < n; i++) v[i] = A[(size_t)i * n + k];
     d[k] = v[k];
     double scale = 0;
     for (int i = k + 1; i < n; i++) scale += fabs(v[i]);
@@ -51,23 +65,41 @@ static inline void tridiagonalize(double* A, int n, double* d, double* e, double
     v[k + 1] = f - g;
     e[k] = scale * g;
     v[k] = h;  // H = I - v v^T / h, v = entries k+1 .. n-1
-    // p = A v / h, then w = p - (v . p) v / (2h), and A -= v w^T + w v^T on the trailing block.
-    // NOTE: one thread: a column's two row loops are microseconds of work at n = 176, and handing
-    // them to host threads (two hand-offs per column) cost more than it saved.
-    const int t = n - k - 1;
-    for (int i = k + 1; i < n; i++) p[i] = eigen_dot(A + (size_t)i * n + k + 1, v + k + 1, t) / h;
+    // p = A v / h over the trailing block's lower triangle (row i's entries j < i also give p_j
+    // theirs), then w = p - (v . p) v / (2h), and A -= v w^T + w v^T on that triangle.
+    // NOTE: one thread: a column's loops are microseconds of work at n = 176, and handing them to
+    // host threads (two hand-offs per column) cost more than it saved. Both triangles: 0.9 ms at
+    // n = 176 (2.3 on the H200 machine's host); the lower one does 3 of the 5 t^2 multiply-adds.
+    for (int i = k + 1; i < n; i++) p[i] = 0;
+    for (int i = k + 1; i < n; i++) {
+      const double* a = A + (size_t)i * n;
+      const double vi = v[i];
+      const f64x2 vi2 = splat2(vi);
+      f64x2 s2 = splat2(0);
+      int j = k + 1;
+      for (; j + 2 <= i; j += 2) {
+        const f64x2 aj = load2(a + j);
+        s2 += aj * load2(v + j);
+        store2(p + j, load2(p + j) + aj * vi2);
+      }
+      double s0 = s2[0];
+      if (j < i) s0 += a[j] * v[j], p[j] += a[j] * vi;
+      p[i] += (s0 + s2[1]) + a[i] * vi;
+    }
     double vp = 0;
-    for (int i = k + 1; i < n; i++) vp += v[i] * p[i];
+    for (int i = k + 1; i < n; i++) p[i] /= h, vp += v[i] * p[i];
     const double c = vp / (2 * h);
     for (int i = k + 1; i < n; i++) p[i] -= c * v[i];
     for (int i = k + 1; i < n; i++) {
       double* a = A + (size_t)i * n;
-      const double vi = v[i], pi = p[i];
-      for (int j = k + 1; j < n; j++) a[j] -= vi * p[j] + pi * v[j];
+      const f64x2 vi = splat2(v[i]), pi = splat2(p[i]);
+      int j = k + 1;
+      for (; j + 2 <= i + 1; j += 2) store2(a + j, load2(a + j) - (vi * load2(p + j) + pi * load2(v + j)));
+      if (j <= i) a[j] -= v[i] * p[j] + p[i] * v[j];
     }
   }
   for (int i = n < 2 ? 0 : n - 2; i < n; i++) d[i] = A[(size_t)i * n + i];  // the last 2x2 block is T's
-  if (n >= 2) e[n - 2] = A[(size_t)(n - 2) * n + n - 1];
+  if (n >= 2) e[n - 2] = A[(size_t)(n - 1) * n + n - 2];
   e[n - 1] = 0;
 }
 

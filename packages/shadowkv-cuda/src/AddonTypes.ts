@@ -63,9 +63,12 @@ export interface CudaAddon {
   setDevice(ordinal: number): void;
   /** Runs one tiny kernel on the device: throws 209 when the binary has no code for it. */
   selfTest(ordinal: number): void;
+  /** cudaMemGetInfo, after the blocks the memory pool keeps are given back (trimPool). */
   memInfo(): { free: number; total: number };
+  /** Gives the device-tier blocks freed into the current device's memory pool back to the device (waits for every op first). */
+  trimPool(): void;
   synchronize(): void;
-  /** cudaMalloc / cudaHostAlloc calls so far, workspace growth included. */
+  /** Device-tier blocks (cudaMallocFromPoolAsync), cudaMalloc and cudaHostAlloc calls so far, workspace growth included. */
   allocCount(): number;
   /** What the process holds through the addon, counted natively: live malloc/hostAlloc blocks, and the per-process workspaces and staging ring. */
   memoryStats(): AddonMemoryStats;

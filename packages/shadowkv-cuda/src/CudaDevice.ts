@@ -450,6 +450,11 @@ export class CudaDevice implements Device {
         // A failed context cannot free anything either; the process exit releases it.
       }
     }
+    try {
+      this.x.trimPool(); // what was freed goes back to the GPU, not only to this process's pool
+    } catch {
+      // As above: nothing more to give back from a failed context.
+    }
     this.addon = undefined;
     this.ledger.clear();
   }

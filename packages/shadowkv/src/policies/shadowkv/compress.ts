@@ -174,6 +174,7 @@ function landmarksAndOutliers(ctx: CompressContext, st: SequenceState, store: Co
     const slots: number[] = []; // ... and their rows in outlierK / outlierV
     const keptRows = new Int32Array(Hkv * chunks); // rows of `stored` that stay landmarks ...
     const keptSlots = new Int32Array(Hkv * chunks); // ... and their rows in store.landmarks
+    const landmarkIds = new Int32Array(Hkv * store.chunkCapacity); // store.landmarkIds, every head's at once
     let nKept = 0;
     for (let h = 0; h < Hkv; h++) {
       const lowest = device.selectChunks(at(minCos, h * chunks), chunks, o.outlierChunks, false);
@@ -186,11 +187,12 @@ function landmarksAndOutliers(ctx: CompressContext, st: SequenceState, store: Co
       // The landmark set keeps every other chunk, ascending.
       const kept = keptChunks(chunks, outliers);
       for (let j = 0; j < kept.length; j++, nKept++) keptRows[nKept] = h * chunks + kept[j]!, keptSlots[nKept] = h * store.chunkCapacity + j;
-      if (kept.length) device.write(at(store.landmarkIds, h * store.chunkCapacity), kept);
+      landmarkIds.set(kept, h * store.chunkCapacity);
       counts.set([kept.length, outliers.length, 0], h * HEAD_FIELDS);
       stage('landmarks: kept');
     }
     device.write(at(store.outlierIds), outlierIds);
+    device.write(at(store.landmarkIds), landmarkIds);
     if (nKept) device.gatherValues(at(store.landmarks), landmarkRows, 0, keptRows.subarray(0, nKept), keptSlots.subarray(0, nKept));
     if (rows.length) {
       const [ids, to] = [Int32Array.from(rows), Int32Array.from(slots)];

@@ -323,12 +323,18 @@ function largestResult(c: CaseResult, built: Built<ShadowKVCache> | undefined, e
   log(`  largest: ShadowKV batch ${L.shadowkv} ${built ? 'allocated' : `NOT allocated (${error})`} (dense fits ${L.dense}); whole-model host memory ${(L.shadowkvEstimate.host / GiB).toFixed(0)} GiB`);
 }
 
-/** Mode `prefill`: compress() per row of the context's builds; a 6-row cache when they gave fewer than 5 warm samples. */
+/**
+ * Mode `prefill`: compress() per row of the context's builds; a PREFILL_ROWS-row cache when they
+ * gave fewer warm samples. NOTE: with 5 warm rows two runs of the same code read 22.6 and 28.6 ms
+ * at 128K (H200, the machine's host noise): the median needs more.
+ */
+const PREFILL_ROWS = 16;
+
 async function prefillResult(S: number, prompt: Prompt): Promise<void> {
-  if ((compressSamples.get(S)?.rest.length ?? 0) < 5 && !overBudget()) {
-    log(`${S / 1024}K: compress() timing on 6 rows`);
+  if ((compressSamples.get(S)?.rest.length ?? 0) < PREFILL_ROWS - 1 && !overBudget()) {
+    log(`${S / 1024}K: compress() timing on ${PREFILL_ROWS} rows`);
     try {
-      const b = await phase('prefill', () => buildCache('shadowkv', backendName, 6, prompt, log));
+      const b = await phase('prefill', () => buildCache('shadowkv', backendName, PREFILL_ROWS, prompt, log));
       noteBuild(S, b);
       b.cache.dispose();
     } catch (err) {

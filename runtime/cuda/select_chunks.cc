@@ -3,6 +3,8 @@
 // NOTE: ties go to the lower index and NaN ranks last, so CUDA selects exactly the wasm set
 // (runtime/wasm/select_chunks.cc). The Device API is synchronous: this waits for the indices.
 #include <limits.h>
+#include <string.h>
+#include <vector>
 #include "binding.h"
 
 namespace shadowkv_cuda {
@@ -25,11 +27,11 @@ Napi::Value SelectChunks(const Napi::CallbackInfo& info) {
   int32_t* idx = static_cast<int32_t*>(ws.ptr);
   int32_t* count = idx + m;
   Check(info.Env(), op, ::SelectChunks(scores, n, k, largest, idx, count, Stream()));
-  int32_t got = 0;
-  Check(info.Env(), op, cudaMemcpy(&got, count, sizeof(int32_t), cudaMemcpyDeviceToHost));
-  if (got != m) throw Napi::Error::New(info.Env(), "selectChunks: the device selected " + std::to_string(got) + " of " + std::to_string(m) + " indices");
-  int32_t* host = out.Data();
-  Check(info.Env(), op, cudaMemcpy(host, idx, sizeof(int32_t) * (size_t)m, cudaMemcpyDeviceToHost));  // ascending
+  // One copy back of the indices and the count (each copy waits for the GPU: 8 heads' outlier choice is 8 of these in a compression).
+  std::vector<int32_t> back((size_t)m + 1);
+  Check(info.Env(), op, cudaMemcpy(back.data(), idx, sizeof(int32_t) * ((size_t)m + 1), cudaMemcpyDeviceToHost));
+  if (back[m] != m) throw Napi::Error::New(info.Env(), "selectChunks: the device selected " + std::to_string(back[m]) + " of " + std::to_string(m) + " indices");
+  memcpy(out.Data(), back.data(), sizeof(int32_t) * (size_t)m);  // ascending
   return Napi::Number::New(info.Env(), m);
 }
 

@@ -184,11 +184,19 @@ function landmarksAndOutliers(ctx: CompressContext, st: SequenceState, store: Co
       outliers.forEach((c, i) => {
         for (let t = 0; t < C; t++) rows.push(h * st.tail.capacity + c * C + t), slots.push((h * maxOutliers + i) * C + t);
       });
-      // The landmark set keeps every other chunk, ascending.
-      const kept = keptChunks(chunks, outliers);
-      for (let j = 0; j < kept.length; j++, nKept++) keptRows[nKept] = h * chunks + kept[j]!, keptSlots[nKept] = h * store.chunkCapacity + j;
-      landmarkIds.set(kept, h * store.chunkCapacity);
-      counts.set([kept.length, outliers.length, 0], h * HEAD_FIELDS);
+      // The landmark set keeps every other chunk, ascending: landmark j of the head is chunk c.
+      // NOTE: one pass into the three lists (a list of the kept chunks first was one more 16K-entry array a head).
+      let j = 0;
+      for (let c = 0, i = 0; c < chunks; c++) {
+        if (i < outliers.length && outliers[i] === c) {
+          i++;
+          continue;
+        }
+        keptRows[nKept] = h * chunks + c;
+        keptSlots[nKept++] = h * store.chunkCapacity + j;
+        landmarkIds[h * store.chunkCapacity + j++] = c;
+      }
+      counts.set([j, outliers.length, 0], h * HEAD_FIELDS);
       stage('landmarks: kept');
     }
     device.write(at(store.outlierIds), outlierIds);
@@ -204,16 +212,6 @@ function landmarksAndOutliers(ctx: CompressContext, st: SequenceState, store: Co
   } finally {
     temps.forEach((b) => device.free(b));
   }
-}
-
-/** Chunks `0 .. chunks-1` less the ascending `outliers`, ascending. */
-function keptChunks(chunks: number, outliers: Int32Array): Int32Array {
-  const kept = new Int32Array(chunks - outliers.length);
-  for (let c = 0, i = 0, j = 0; c < chunks; c++) {
-    if (i < outliers.length && outliers[i] === c) i++;
-    else kept[j++] = c;
-  }
-  return kept;
 }
 
 /**

@@ -218,11 +218,11 @@ cudaError_t ritz_pairs_on_device(Subspace& s, int rank, double* w, int* ord, dou
   // NOTE: with one batch at the end (l^2 rotations) the device's 1.72 ms of rotations followed the
   // host's 1.0 ms of iteration (gram_bench, H200 machine).
   const int batch = std::max(1, std::min((int)ROTATION_BATCH, l * l / 2));
-  std::vector<double> log(3 * (size_t)batch);
+  std::vector<double> rotations(3 * (size_t)batch);
   cudaEvent_t read[2] = {nullptr, nullptr};
   int half = 0;
   cudaError_t err = cudaSuccess;
-  tridiagonal_ql(w, work, l, log.data(), batch, [&](const double* lg, int count) {
+  tridiagonal_ql(w, work, l, rotations.data(), batch, [&](const double* lg, int count) {
     if (err != cudaSuccess || count == 0) return;
     double* pinned = s.logh + (size_t)half * 3 * batch;
     err = read[half] ? cudaEventSynchronize(read[half]) : cudaEventCreateWithFlags(&read[half], cudaEventDisableTiming);

@@ -111,7 +111,7 @@ Napi::Value Malloc(const Napi::CallbackInfo& info) {
   cudaMemPool_t pool;
   Check(info.Env(), "malloc", KeepingPool(&pool));
   cudaError_t err = cudaMallocFromPoolAsync(&p, bytes, pool, Stream());
-  if (err == cudaErrorMemoryAllocation) {  // blocks kept by other devices' tiers or workspaces do not count: give them back, try again
+  if (err == cudaErrorMemoryAllocation) {  // the blocks the pool keeps may each be too small: give them back to the device, try again
     cudaGetLastError();
     Check(info.Env(), "malloc", TrimPool());
     err = cudaMallocFromPoolAsync(&p, bytes, pool, Stream());

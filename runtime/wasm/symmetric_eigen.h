@@ -68,8 +68,9 @@ static inline void tridiagonalize(double* A, int n, double* d, double* e, double
     // p = A v / h over the trailing block's lower triangle (row i's entries j < i also give p_j
     // theirs), then w = p - (v . p) v / (2h), and A -= v w^T + w v^T on that triangle.
     // NOTE: one thread: a column's loops are microseconds of work at n = 176, and handing them to
-    // host threads (two hand-offs per column) cost more than it saved. Both triangles: 0.9 ms at
-    // n = 176 (2.3 on the H200 machine's host); the lower one does 3 of the 5 t^2 multiply-adds.
+    // host threads (two hand-offs per column) cost more than it saved. The lower triangle does 3 of
+    // the 5 t^2 multiply-adds of both: at n = 176, 0.9 -> 0.62 ms on the build machine, 2.29 -> 0.92
+    // on the H200 machine's host (bench/NOTES.md v20).
     for (int i = k + 1; i < n; i++) p[i] = 0;
     for (int i = k + 1; i < n; i++) {
       const double* a = A + (size_t)i * n;

@@ -33,7 +33,7 @@ const TWO_32 = 2 ** 32;
 
 /**
  * The CUDA runtime as a `Device`: the same ops as `WasmDevice`, op by op, over device memory
- * ('device' tier: cudaMalloc) and pinned mapped host memory ('host' tier: offloaded values, read by
+ * ('device' tier: the GPU's stream-ordered pool) and pinned mapped host memory ('host' tier: offloaded values, read by
  * the gather kernel through UVA). Index arrays are staged into scratch device buffers. Every op
  * runs on the default stream, but `copyAlongside`'s copies, on a second one until their join;
  * `read` (and `selectChunks`, `lowRankKeys`) wait for the default stream.
@@ -431,7 +431,7 @@ export class CudaDevice implements Device {
     if (status !== STATUS.ok) throw new RangeError(`decode_layer: the runtime rejected the step record (status ${status})`);
   }
 
-  /** cudaMalloc / cudaHostAlloc calls of this process so far (the addon's own workspaces included). */
+  /** Device-tier (pool), cudaMalloc and cudaHostAlloc allocations of this process so far (the addon's own workspaces included). */
   allocations(): number {
     return this.x.allocCount();
   }

@@ -18,6 +18,26 @@ export interface CompressContext {
   geometry: StepGeometry;
   /** Where stores take their host pages from. */
   pages: HostPages;
+  /** The host index lists of compressions, kept from one to the next. */
+  lists: HostLists;
+}
+
+/**
+ * Host index lists that a compression fills and hands to ops (which copy them before they return),
+ * kept by a cache from one compression to the next. NOTE: a fresh typed array is paged in as it is
+ * first written: filling three fresh ~131K-entry lists (one 128K row's landmarks) took 6-7 ms on
+ * the build machine against 0.6 ms for the same lists reused (Node 20), and that stage read
+ * 1.9-3.5 ms on the GPU machine (bench/NOTES.md v20).
+ */
+export class HostLists {
+  private readonly lists = new Map<string, Int32Array>();
+
+  /** `length` zeroed entries of the list `name`, valid until the next `take` of that name. */
+  take(name: string, length: number): Int32Array {
+    let list = this.lists.get(name);
+    if (!list || list.length < length) this.lists.set(name, (list = new Int32Array(length)));
+    return list.subarray(0, length).fill(0);
+  }
 }
 
 // NOTE: a fixed seed makes the factorization, and so every output, reproducible run to run.
@@ -45,7 +65,8 @@ function preRopeKeys(ctx: CompressContext, st: SequenceState, n: number): Device
   const D = Hkv * d;
   const k = device.alloc(n * D, 'f32', 'compress');
   compressStages.end?.('allocKeys');
-  const positions = range(0, n);
+  const positions = ctx.lists.take('positions', n);
+  for (let t = 0; t < n; t++) positions[t] = t;
   for (let h = 0; h < Hkv; h++) {
     device.convertRows(at(k, h * d), D, st.tail.headK(h), d, n, d);
     device.rope(at(k, h * d), n, d, D, positions, geometry.invFreq, geometry.ropeStyle, -1);
@@ -172,9 +193,9 @@ function landmarksAndOutliers(ctx: CompressContext, st: SequenceState, store: Co
     const outlierIds = new Int32Array(Hkv * maxOutliers);
     const rows: number[] = []; // tail rows of every head's outliers ...
     const slots: number[] = []; // ... and their rows in outlierK / outlierV
-    const keptRows = new Int32Array(Hkv * chunks); // rows of `stored` that stay landmarks ...
-    const keptSlots = new Int32Array(Hkv * chunks); // ... and their rows in store.landmarks
-    const landmarkIds = new Int32Array(Hkv * store.chunkCapacity); // store.landmarkIds, every head's at once
+    const keptRows = ctx.lists.take('keptRows', Hkv * chunks); // rows of `stored` that stay landmarks ...
+    const keptSlots = ctx.lists.take('keptSlots', Hkv * chunks); // ... and their rows in store.landmarks
+    const landmarkIds = ctx.lists.take('landmarkIds', Hkv * store.chunkCapacity); // store.landmarkIds, every head's at once
     let nKept = 0;
     for (let h = 0; h < Hkv; h++) {
       const lowest = device.selectChunks(at(minCos, h * chunks), chunks, o.outlierChunks, false);

@@ -28,7 +28,7 @@ rc=0
 # shellcheck disable=SC2046
 node node_modules/vitest/vitest.mjs run test/native/cudaAddon.test.ts test/ops test/conformance \
   test/badInput test/fidelity test/seam/parity.test.ts test/seam/cudaSteadyState.test.ts test/seam/cudaStepGroupings.test.ts \
-  test/api/deviceTensor.test.ts test/policies examples/custom-policy $(report vitest.json) "${args[@]}" || rc=$?
+  test/api/deviceTensor.test.ts test/lifecycle/hostLists.test.ts test/policies examples/custom-policy $(report vitest.json) "${args[@]}" || rc=$?
 # Device memory alone: its cudaMemGetInfo check is device-wide, and the other files' processes
 # allocate on the same GPU (a 192 MiB dip between its samples failed it twice on an H200).
 # shellcheck disable=SC2046

@@ -128,7 +128,8 @@ cudaError_t scale_rows(const double* V, int D, int rank, const double* sv, const
 }
 
 // The call's device buffers (in the caller's workspace) and pinned host ones (the caller's pinned
-// block). The QL iteration's rotations go to the device a log of l^2 at a time (the host's log).
+// block). The rotation logs hold 3 l^2 doubles each, more than a batch of QL rotations needs on the
+// device (3 x batch) or in its two pinned halves (twice that; ritz_pairs_on_device).
 struct Layout {
   size_t flags, G, Qf, X, Q, Q1, W, M, Vt, log, ord, scale, gram, device;  // device block
   size_t fl, Wh, Lh, logh, ordh, sigma, scaleh, pinned;                   // pinned block
@@ -155,7 +156,7 @@ struct Subspace {
   double* W;   // [l x l] a pass's Gram matrix; the Rayleigh matrix
   double* M;   // [l x l] a pass's Cholesky factor; the kept eigenvectors
   double* Vt;  // [l x l] the Rayleigh matrix's eigenvectors
-  double* log; // [3 l^2] QL rotations
+  double* log; // [3 l^2] room for a batch of QL rotations (i, c, s)
   int* ord;    // [l] the eigenpairs' order
   double *Wh, *Lh, *logh;  // pinned
   int* ordh;               // pinned
@@ -217,7 +218,7 @@ cudaError_t ritz_pairs_on_device(Subspace& s, int rank, double* w, int* ord, dou
   // two pinned halves (the other may still be read by the copy before it), then up, and applied.
   // NOTE: with one batch at the end (l^2 rotations) the device's 1.72 ms of rotations followed the
   // host's 1.0 ms of iteration (gram_bench, H200 machine).
-  const int batch = std::max(1, std::min((int)ROTATION_BATCH, l * l / 2));
+  const int batch = std::max(1, std::min((int)ROTATION_BATCH, l * l / 2));  // l^2 / 2 holds a sweep's l - 1
   std::vector<double> rotations(3 * (size_t)batch);
   cudaEvent_t read[2] = {nullptr, nullptr};
   int half = 0;

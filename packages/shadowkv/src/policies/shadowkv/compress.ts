@@ -49,6 +49,8 @@ const SVD_SEED = 0x5eed;
  */
 export const compressStages: { end?: (stage: string) => void } = {};
 
+const stage = (name: string) => compressStages.end?.(name);
+
 /** An empty compressed store with room for `chunks` chunks (plus compaction headroom), at rank `rank`. */
 export function newStore(ctx: CompressContext, rank: number, chunks: number): CompressedStore {
   const { options: o, spec } = ctx;
@@ -64,9 +66,8 @@ function preRopeKeys(ctx: CompressContext, st: SequenceState, n: number): Device
   const { kvHeads: Hkv, headDim: d } = spec;
   const D = Hkv * d;
   const k = device.alloc(n * D, 'f32', 'compress');
-  compressStages.end?.('allocKeys');
-  const positions = ctx.lists.take('positions', n);
-  for (let t = 0; t < n; t++) positions[t] = t;
+  stage('allocKeys');
+  const positions = range(0, n, ctx.lists.take('positions', n));
   for (let h = 0; h < Hkv; h++) {
     device.convertRows(at(k, h * d), D, st.tail.headK(h), d, n, d);
     device.rope(at(k, h * d), n, d, D, positions, geometry.invFreq, geometry.ropeStyle, -1);
@@ -87,7 +88,6 @@ export function buildStore(ctx: CompressContext, st: SequenceState): CompressedS
   const D = Hkv * d;
   const chunks = nc / C;
   const rank = Math.min(o.rank, nc);
-  const stage = compressStages.end ?? (() => {});
   const store = newStore(ctx, rank, chunks);
   stage('store');
   try {
@@ -160,7 +160,7 @@ export function commitStore(ctx: CompressContext, st: SequenceState & { store?: 
     // NOTE: shrinking is an optimization; out of memory for the smaller copy keeps the larger buffers.
     if (!(err instanceof OutOfMemoryError)) throw err;
   }
-  compressStages.end?.('commit');
+  stage('commit');
 }
 
 /**
@@ -174,7 +174,6 @@ function landmarksAndOutliers(ctx: CompressContext, st: SequenceState, store: Co
   const { device, options: o } = ctx;
   const { kvHeads: Hkv, headDim: d } = ctx.spec;
   const { C, maxOutliers, dtype } = store.geometry;
-  const stage = compressStages.end ?? (() => {});
   const counts = new Int32Array(Hkv * HEAD_FIELDS);
   const temps: DeviceBuffer[] = [];
   const temp = <T extends DeviceBuffer>(buf: T) => (temps.push(buf), buf);

@@ -33,7 +33,7 @@ enum { SELECT_LISTS = 5, SELECT_LISTS_SMEM_MAX = 48 * 1024, SELECT_SMEM_MAX = 16
 struct StepLayout {
   int tasks, sparse, max_l, max_splits, max_m;  // sparse: compressed active rows; max_m: chunks the largest compaction moves
   bool lists_shared, scores_shared;              // the select kernel keeps a head's slot lists / scores in shared memory
-  size_t rows, qf, logits, maxes, sums, scores, lists, miss_ids, miss_slots, hot_codes, n_miss, attn, segs, part,
+  size_t qf, logits, maxes, sums, scores, lists, miss_ids, miss_slots, hot_codes, n_miss, attn, segs, part,
       arrivals, bytes;
   cudaError_t error;  // of the device query that sized the attention's splits (DecodeLayer returns it)
 };
@@ -713,7 +713,6 @@ StepLayout layout(const SkvStep& s, const SkvStepRow* rows) {
   size_t off = 0;
   auto take = [&](size_t bytes) { return skv_carve(off, bytes); };
   const size_t T = (size_t)at.tasks, S = (size_t)s.max_selected;
-  at.rows = take(sizeof(SkvStepRow) * (size_t)s.batch);
   at.qf = take(sizeof(float) * (size_t)s.batch * s.q_heads * s.d);
   at.logits = take(sizeof(float) * T * g * at.max_l);
   at.maxes = take(sizeof(float) * T * LOGIT_MAX_BLOCKS * g);
@@ -797,17 +796,14 @@ bool DecodeLayerValid(const SkvStep& s, const SkvStepRow* rows) {
 
 size_t DecodeLayerWorkspace(const SkvStep& s, const SkvStepRow* rows) { return layout(s, rows).bytes; }
 
-cudaError_t DecodeLayer(const SkvStep& s, const SkvStepRow* host_rows, const void* staged, SkvWorkspace ws,
+cudaError_t DecodeLayer(const SkvStep& s, const SkvStepRow* host_rows, const SkvStepRow* device_rows, SkvWorkspace ws,
                         cudaStream_t stream) {
   const StepLayout at = layout(s, host_rows);
   if (at.error != cudaSuccess) return at.error;
   if (ws.bytes < at.bytes) return cudaErrorInvalidValue;
   // NOTE: checked before anything is queued, so a refused step changes nothing.
   if (at.max_m * s.C > 65535) return cudaErrorInvalidConfiguration;  // a compaction of 64K tokens: never made by decode
-  StepArgs a{s, nullptr, static_cast<char*>(ws.ptr), at, true};
-  a.rows = reinterpret_cast<const SkvStepRow*>(a.ws + at.rows);
-  if (s.batch > 0)
-    SKV_CUDA_CALL(cudaMemcpyAsync(a.ws + at.rows, staged, sizeof(SkvStepRow) * (size_t)s.batch, cudaMemcpyHostToDevice, stream));
+  StepArgs a{s, device_rows, static_cast<char*>(ws.ptr), at, true};
   const int g = s.q_heads / s.kv_heads, S = s.max_selected;
   SKV_CUDA_CALL(mark(SKV_STAGE_APPEND, stream));
   // 1.

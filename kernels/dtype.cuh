@@ -5,8 +5,6 @@
 #include "../runtime/wasm/half.h"
 #include "launchers.h"
 
-__device__ __forceinline__ size_t skv_dtype_size(int dtype) { return dtype == SKV_F32 ? 4 : 2; }
-
 // Element i of a buffer of the given dtype, as f32.
 __device__ __forceinline__ float load_f32(const void* base, int dtype, size_t i) {
   if (dtype == SKV_F32) return static_cast<const float*>(base)[i];

@@ -11,6 +11,8 @@
 // Storage dtypes; arithmetic is f32. NOTE: must match runtime/wasm/abi.h (skv_dtype) and
 // DTYPE_CODE in packages/shadowkv-cuda/src/AddonTypes.ts.
 enum SkvDtype { SKV_F32 = 0, SKV_F16 = 1, SKV_BF16 = 2 };
+// Bytes of an element (constexpr: device code calls it too, --expt-relaxed-constexpr).
+constexpr size_t skv_dtype_size(int dtype) { return dtype == SKV_F32 ? 4 : 2; }
 // RoPE pairing: HALF = rotate-half (dims i, i+d/2), INTERLEAVED = (2i, 2i+1). NOTE: matches skv_rope_style.
 enum SkvRopeStyle { SKV_ROPE_HALF = 0, SKV_ROPE_INTERLEAVED = 1 };
 
@@ -191,13 +193,13 @@ static_assert(sizeof(SkvStep) == 112, "SkvStep is 112 bytes");
 // Whether the step is well formed (runtime/wasm/decode_layer.cc valid_step, on what the host
 // knows: the per-head counts live on the device and only the runtime writes them).
 bool DecodeLayerValid(const SkvStep& s, const SkvStepRow* rows);
-// Device bytes of the step's workspace (rows, temporaries, attention partials, compaction).
+// Device bytes of the step's workspace (temporaries, attention partials, compaction).
 size_t DecodeLayerWorkspace(const SkvStep& s, const SkvStepRow* rows);
 // Decode steps 1-5 and compaction for every row (the contract of skv_decode_layer), as a few
 // kernels on `stream` and no host synchronization. host_rows: the rows, as the host has them;
-// ws: DecodeLayerWorkspace bytes, whose head the rows are copied to from `staged` (pinned host
-// memory the caller keeps unchanged until the copy has run).
-cudaError_t DecodeLayer(const SkvStep& s, const SkvStepRow* host_rows, const void* staged, SkvWorkspace ws,
+// device_rows: the same rows in device memory, there (in `stream`'s order) before the first kernel
+// and unchanged until the last; ws: DecodeLayerWorkspace bytes.
+cudaError_t DecodeLayer(const SkvStep& s, const SkvStepRow* host_rows, const SkvStepRow* device_rows, SkvWorkspace ws,
                         cudaStream_t stream);
 // The step profile (benchmarks): while on, every DecodeLayer records an event between its stages.
 // Returns the GPU milliseconds per stage summed over the steps recorded since the last call (waits

@@ -175,10 +175,99 @@ void Staged(Napi::Env env, const char* op) {
   staging_next = (staging_next + 1) % STAGING_SLOTS;
 }
 
+namespace {
+// The decode steps' uploads: device blocks used in turn, each with a pinned block it is copied
+// from, on a stream of their own. Block i's `freed` follows the last step that read it (op
+// stream), `landed` its latest copy. NOTE: four, so that the host may queue a few steps ahead of
+// the GPU without waiting (it waits for the copy that last read the pinned block).
+enum { UPLOAD_BLOCKS = 4 };
+struct StepUploads {
+  cudaStream_t stream = nullptr;
+  void* device[UPLOAD_BLOCKS] = {};
+  void* host[UPLOAD_BLOCKS] = {};
+  size_t bytes = 0;
+  cudaEvent_t freed[UPLOAD_BLOCKS] = {}, landed[UPLOAD_BLOCKS] = {};
+  bool read[UPLOAD_BLOCKS] = {}, copied[UPLOAD_BLOCKS] = {};  // freed / landed recorded
+  int next = 0;
+};
+StepUploads uploads;
+
+void FreeUploads() {
+  for (int i = 0; i < UPLOAD_BLOCKS; i++) {
+    if (uploads.device[i]) cudaFree(uploads.device[i]);
+    if (uploads.host[i]) cudaFreeHost(uploads.host[i]);
+    uploads.device[i] = uploads.host[i] = nullptr;
+    uploads.read[i] = uploads.copied[i] = false;
+  }
+  uploads.bytes = 0;
+}
+
+void GrowUploads(Napi::Env env, size_t bytes, const char* op) {
+  // NOTE: a block may be read by a queued step or written by a queued copy: wait for both streams.
+  Check(env, op, cudaDeviceSynchronize());
+  FreeUploads();
+  const size_t want = std::max<size_t>(4096, bytes + bytes / 2);
+  for (int i = 0; i < UPLOAD_BLOCKS; i++) {
+    void *d = nullptr, *h = nullptr;
+    cudaError_t err = cudaMalloc(&d, want);
+    if (err == cudaErrorMemoryAllocation) {  // the pool may keep what the device lacks
+      cudaGetLastError();
+      if (TrimPool() == cudaSuccess) err = cudaMalloc(&d, want);
+    }
+    if (err == cudaSuccess) {
+      uploads.device[i] = d;
+      CountAlloc();
+      err = cudaHostAlloc(&h, want, cudaHostAllocDefault);
+    }
+    if (err == cudaSuccess) uploads.host[i] = h;
+    if (err != cudaSuccess) {
+      cudaGetLastError();
+      FreeUploads();
+      ThrowCuda(env, op, err);
+    }
+    CountAlloc();
+  }
+  uploads.bytes = want;
+}
+}  // namespace
+
+char* UploadStep(Napi::Env env, const void* const* pieces, const size_t* bytes, int n, size_t* offsets, const char* op) {
+  if (!uploads.stream) {
+    Check(env, op, cudaStreamCreateWithFlags(&uploads.stream, cudaStreamNonBlocking));
+    for (int i = 0; i < UPLOAD_BLOCKS; i++) {
+      Check(env, op, cudaEventCreateWithFlags(&uploads.freed[i], cudaEventDisableTiming));
+      Check(env, op, cudaEventCreateWithFlags(&uploads.landed[i], cudaEventDisableTiming));
+    }
+  }
+  size_t total = 0;
+  for (int k = 0; k < n; k++) {
+    offsets[k] = total;
+    total = (total + bytes[k] + 255) / 256 * 256;
+  }
+  if (total > uploads.bytes) GrowUploads(env, total, op);
+  const int i = uploads.next;
+  if (uploads.copied[i]) Check(env, op, cudaEventSynchronize(uploads.landed[i]));  // the pinned block's last copy has run
+  char* host = static_cast<char*>(uploads.host[i]);
+  for (int k = 0; k < n; k++) memcpy(host + offsets[k], pieces[k], bytes[k]);
+  if (uploads.read[i]) Check(env, op, cudaStreamWaitEvent(uploads.stream, uploads.freed[i], 0));
+  Check(env, op, cudaMemcpyAsync(uploads.device[i], host, total, cudaMemcpyHostToDevice, uploads.stream));
+  Check(env, op, cudaEventRecord(uploads.landed[i], uploads.stream));
+  uploads.copied[i] = true;
+  Check(env, op, cudaStreamWaitEvent(Stream(), uploads.landed[i], 0));
+  return static_cast<char*>(uploads.device[i]);
+}
+
+void StepQueued(Napi::Env env, const char* op) {
+  const int i = uploads.next;
+  uploads.next = (i + 1) % UPLOAD_BLOCKS;
+  uploads.read[i] = true;
+  Check(env, op, cudaEventRecord(uploads.freed[i], Stream()));
+}
+
 double AllocCount() { return alloc_count; }
 
 double WorkspaceBytes() {
-  double bytes = 0;
+  double bytes = (double)UPLOAD_BLOCKS * (double)uploads.bytes;
   for (const SkvWorkspace& w : workspace) bytes += (double)w.bytes;
   return bytes;
 }
@@ -186,7 +275,7 @@ double WorkspaceBytes() {
 double StagingBytes() {
   double bytes = 0;
   for (const StagingSlot& s : staging) bytes += (double)s.bytes;
-  return bytes + (double)pinned_ws.bytes;
+  return bytes + (double)pinned_ws.bytes + (double)UPLOAD_BLOCKS * (double)uploads.bytes;
 }
 void CountAlloc() { alloc_count += 1; }
 

@@ -175,10 +175,11 @@ Napi::Value FreeHost(const Napi::CallbackInfo& info) {
 }
 
 // The largest piece of a write, and the largest read, that go through the pinned staging ring (a
-// decode step's q | k | v or output); a write of up to STAGED_PIECES pieces goes up piece by piece,
-// larger ones and larger reads are a plain synchronous copy. NOTE: a synchronous copy waits for
-// every kernel queued before it: at 43 x 128K the step's 1.06 MB q | k | v upload, one byte past a
-// single piece, kept the host from queueing ahead (2.24 -> 2.51 ms a step, H200).
+// decode step's output, a device tensor's write, a composed step's inputs); a write of up to
+// STAGED_PIECES pieces goes up piece by piece, larger ones and larger reads are a plain synchronous
+// copy. NOTE: a synchronous copy waits for every kernel queued before it: at 43 x 128K the step's
+// 1.06 MB q | k | v upload (then a write), one byte past a single piece, kept the host from
+// queueing ahead (2.24 -> 2.51 ms a step, H200).
 constexpr size_t STAGED_MAX_BYTES = 1u << 20;
 constexpr size_t STAGED_PIECES = 8;
 double sync_copies = 0;  // writes and reads past the staged sizes so far (memoryStats)

@@ -6,8 +6,8 @@ import { NeedleWorkload } from '../../examples/workloads/needle.js';
 import { ENVS } from '../envs.js';
 
 // The CUDA twin of steadyState.test.ts: every addon call of warm decode steps counted. A layer step
-// is the input check (q, k, v: native scans of the host arrays, no GPU), their upload (staged, no
-// wait), one decodeLayer call (no wait inside it) and the output read; no allocation, no
+// is the input check (q, k, v: native scans of the host arrays, no GPU), one decodeLayer call that
+// uploads them with the step (no wait inside it) and the output read; no allocation, no
 // synchronize, no op call.
 const cuda = ENVS.ready.find((e) => e.backend === 'cuda');
 const calls = new Map<string, number>();
@@ -47,7 +47,7 @@ suite(`steady-state decode (instrumented) [cuda]${cuda ? '' : ' skipped: no CUDA
     calls.clear();
     run(inputs.slice(70, 170));
     const layerSteps = 100 * spec.layers;
-    expect(Object.fromEntries(calls)).toEqual({ checkFiniteHost: 3 * layerSteps, write: layerSteps, decodeLayer: layerSteps, read: layerSteps });
+    expect(Object.fromEntries(calls)).toEqual({ checkFiniteHost: 3 * layerSteps, decodeLayer: layerSteps, read: layerSteps });
     expect(addon.allocCount() - allocationsBefore).toBe(0);
     expect(addon.memoryStats().syncCopies - syncBefore).toBe(0);
     expect(cache.stats().compactions - compactionsBefore).toBeGreaterThanOrEqual(2 * batch * spec.layers);

@@ -124,8 +124,12 @@ export interface CudaAddon {
   quantizeValues(src: Ptr, dtype: number, chunks: number, C: number, d: number, dst: Ptr): void;
   /** `segments`: a device table of SEGMENT_WORDS-word entries; `total` = the sum of their n; `tasks` >= 1: the step's attentions (attention.h). */
   sparseAttention(q: Ptr, g: number, d: number, scale: number, segments: Ptr, nseg: number, total: number, kvDtype: number, tasks: number, out: Ptr): void;
-  /** One decode step of one layer (kernels/decode_layer.cu): an SkvStep then its SkvStepRows. Returns a STATUS code. */
-  decodeLayer(record: Uint8Array): number;
+  /**
+   * One decode step of one layer (kernels/decode_layer.cu): an SkvStep then its SkvStepRows, and
+   * optionally the step's q | k | v as one host array of the io dtype (the record's q, k, v are then
+   * ignored), uploaded with the rows. Returns a STATUS code.
+   */
+  decodeLayer(record: Uint8Array, inputs?: Float32Array | Uint16Array): number;
   /**
    * GPU milliseconds per stage of the decode steps queued since the last call (waits for them) and
    * their count; then records the stages of later steps while `on` (benchmarks only: it costs time).

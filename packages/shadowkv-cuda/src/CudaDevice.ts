@@ -407,10 +407,14 @@ export class CudaDevice implements Device {
     return this.x.checkFiniteHost(data as Float32Array | Uint16Array, storageCode(dtype), limit);
   }
 
+  /** Host-array inputs go up with the step record, in one copy while the previous step runs. */
+  readonly uploadsStepInputs = true;
+
   /**
    * Decode steps 1-5 and compaction for every row in one addon call (the contract of
-   * `Device.decodeLayer`): the step record goes up through a pinned staging block and the kernels
-   * are queued; nothing waits for the GPU. Bit-identical to `decodeLayerComposed` over this device.
+   * `Device.decodeLayer`): the step record, and `step.hostInputs` where given, go up in one copy on
+   * a stream of their own, and the kernels are queued; nothing waits for the GPU. Bit-identical to
+   * `decodeLayerComposed` over this device.
    */
   decodeLayer(step: LayerStep): void {
     const bytes = STEP_BYTES + ROW_BYTES * step.rows.length;
@@ -427,7 +431,8 @@ export class CudaDevice implements Device {
     i32[25] = this.logitSplit;
     i32[26] = this.selectBlocks;
     step.rows.forEach((row, b) => encodeRow(u64, i32, STEP_BYTES + b * ROW_BYTES, row));
-    const status = this.op('decode_layer', () => this.x.decodeLayer(new Uint8Array(this.record, 0, bytes)));
+    const record = new Uint8Array(this.record, 0, bytes);
+    const status = this.op('decode_layer', () => (step.hostInputs ? this.x.decodeLayer(record, step.hostInputs) : this.x.decodeLayer(record)));
     if (status !== STATUS.ok) throw new RangeError(`decode_layer: the runtime rejected the step record (status ${status})`);
   }
 

@@ -179,6 +179,12 @@ export interface Device {
    * it, caches compose the ops above (`decodeLayerComposed`, the reference this must match).
    */
   decodeLayer?(step: LayerStep): void;
+  /**
+   * Optional, with `decodeLayer`: host-array inputs come to it as `step.hostInputs` (one array, q | k | v)
+   * instead of written to the device first, so the runtime can send them up with the step record
+   * (CUDA: one copy, made while the previous step's kernels run).
+   */
+  readonly uploadsStepInputs?: boolean;
 
   /** Allocations made so far: buffers, and those the runtime makes for itself (instrumentation). */
   allocations(): number;

@@ -1,4 +1,4 @@
-import type { DType } from '../tensor.js';
+import type { DType, TensorData } from '../tensor.js';
 import type { RopeStyle } from '../spec.js';
 import type { DeviceBuffer, PagedBuffer, View } from './Device.js';
 
@@ -115,6 +115,11 @@ export interface LayerStep {
   readonly q: View;
   readonly k: View;
   readonly v: View;
+  /**
+   * Only for a device with `uploadsStepInputs`: q | k | v side by side in one host array of
+   * `ioDtype`, which its `decodeLayer` uploads with the step; q, k and v are then not written.
+   */
+  readonly hostInputs?: TensorData;
   readonly out: View;
   readonly counters: DeviceBuffer; // f64 [COUNTERS]
   readonly rows: readonly StepRow[];

@@ -722,10 +722,11 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
 
   /**
    * The step's q, k, v and out views: host arrays written into staging buffers (the only
-   * host-to-device transfer of a step), device tensors in place; `out` where given, else a staging
-   * buffer read back after the step.
+   * host-to-device transfer of a step), or handed to a fused step that uploads them itself
+   * (`uploadsStepInputs`); device tensors in place; `out` where given, else a staging buffer read
+   * back after the step.
    */
-  private stepInputs(input: { query: Input; key: Input; value: Input }, dtype: DType, n: number, out: View | undefined): Pick<LayerStep, 'q' | 'k' | 'v' | 'out'> {
+  private stepInputs(input: { query: Input; key: Input; value: Input }, dtype: DType, n: number, out: View | undefined): Pick<LayerStep, 'q' | 'k' | 'v' | 'out' | 'hostInputs'> {
     const outView = out ?? at(this.device.scratch('step.out', n, dtype));
     const { query, key, value } = input;
     if (!onDevice(query) && !onDevice(key) && !onDevice(value)) {
@@ -740,8 +741,10 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
       packed.set(key.data as never, nq);
       packed.set(value.data as never, nq + nk);
       const buf = this.device.scratch('step.qkv', total, dtype);
+      const views = { q: at(buf), k: at(buf, nq), v: at(buf, nq + nk), out: outView };
+      if (this.device.uploadsStepInputs && this.device.decodeLayer && !this.attendDecode) return { ...views, hostInputs: packed };
       this.device.write(at(buf), packed);
-      return { q: at(buf), k: at(buf, nq), v: at(buf, nq + nk), out: outView };
+      return views;
     }
     const stage = (name: string, t: Input): View => {
       if (onDevice(t)) return t.viewFor(this.device, 'decode', name);

@@ -25,15 +25,38 @@ static inline int64_t skv_ceil_div(int64_t a, int64_t b) { return (a + b - 1) / 
 // Grid-stride launches never need more blocks than this.
 enum { SKV_MAX_BLOCKS = 65535 };
 
-// Allows a kernel more than the default 48 KB of dynamic shared memory, when it needs it.
+// The dynamic shared memory a kernel has been allowed on a device so far (this file's launches),
+// or a slot that stays 0 once the table is full.
+static inline size_t& skv_smem_granted(const void* kernel, int dev) {
+  struct Grant {
+    const void* kernel;
+    int dev;
+    size_t bytes;
+  };
+  static Grant table[64];
+  static int n = 0;
+  static size_t none = 0;
+  for (int i = 0; i < n; i++)
+    if (table[i].kernel == kernel && table[i].dev == dev) return table[i].bytes;
+  if (n == 64) return none = 0;
+  table[n] = Grant{kernel, dev, 0};
+  return table[n++].bytes;
+}
+
+// Allows a kernel more than the default 48 KB of dynamic shared memory, when it needs it. NOTE:
+// asked once per kernel, device and size: the decode step's launches ask every step.
 template <typename Kernel>
 static inline cudaError_t skv_smem_optin(Kernel kernel, size_t bytes) {
   if (bytes <= 48 * 1024) return cudaSuccess;
   int dev = 0, optin = 0;
   SKV_CUDA_CALL(cudaGetDevice(&dev));
+  size_t& granted = skv_smem_granted(reinterpret_cast<const void*>(kernel), dev);
+  if (bytes <= granted) return cudaSuccess;
   SKV_CUDA_CALL(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
   if (bytes > (size_t)optin) return cudaErrorInvalidConfiguration;
-  return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes);
+  SKV_CUDA_CALL(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
+  granted = bytes;
+  return cudaSuccess;
 }
 
 // The current device's compute capability major (read once per device).

@@ -127,21 +127,24 @@ cudaError_t scale_rows(const double* V, int D, int rank, const double* sv, const
   return cudaGetLastError();
 }
 
+// QL rotations sent to the device at a time, for an l x l eigensolve: l^2 / 2 holds a sweep's l - 1.
+int rotation_batch(int l) { return std::max(1, std::min((int)ROTATION_BATCH, l * l / 2)); }
+
 // The call's device buffers (in the caller's workspace) and pinned host ones (the caller's pinned
-// block). The rotation logs hold 3 l^2 doubles each, more than a batch of QL rotations needs on the
-// device (3 x batch) or in its two pinned halves (twice that; ritz_pairs_on_device).
+// block). The rotation logs hold a batch of QL rotations (i, c, s) on the device, and two in the
+// pinned block (ritz_pairs_on_device).
 struct Layout {
   size_t flags, G, Qf, X, Q, Q1, W, M, Vt, log, ord, scale, gram, device;  // device block
   size_t fl, Wh, Lh, logh, ordh, sigma, scaleh, pinned;                   // pinned block
   Layout(int S, int D, int rank, int l) {
-    const size_t DD = (size_t)D * D, lD = (size_t)l * D, ll = (size_t)l * l;
+    const size_t DD = (size_t)D * D, lD = (size_t)l * D, ll = (size_t)l * l, batch = (size_t)rotation_batch(l);
     size_t at = 0;
     flags = skv_carve(at, 16), G = skv_carve(at, sizeof(float) * DD), Qf = skv_carve(at, sizeof(float) * lD), X = skv_carve(at, sizeof(float) * lD);
     Q = skv_carve(at, sizeof(double) * lD), Q1 = skv_carve(at, sizeof(double) * lD), W = skv_carve(at, sizeof(double) * ll);
-    M = skv_carve(at, sizeof(double) * ll), Vt = skv_carve(at, sizeof(double) * ll), log = skv_carve(at, sizeof(double) * 3 * ll);
+    M = skv_carve(at, sizeof(double) * ll), Vt = skv_carve(at, sizeof(double) * ll), log = skv_carve(at, sizeof(double) * 3 * batch);
     ord = skv_carve(at, sizeof(int) * l), scale = skv_carve(at, sizeof(double) * 3 * rank), gram = skv_carve(at, GramWorkspace(S, D)), device = at;
     at = 0;
-    fl = skv_carve(at, 16), Wh = skv_carve(at, sizeof(double) * ll), Lh = skv_carve(at, sizeof(double) * ll), logh = skv_carve(at, sizeof(double) * 3 * ll);
+    fl = skv_carve(at, 16), Wh = skv_carve(at, sizeof(double) * ll), Lh = skv_carve(at, sizeof(double) * ll), logh = skv_carve(at, sizeof(double) * 6 * batch);
     ordh = skv_carve(at, sizeof(int) * l), sigma = skv_carve(at, sizeof(float) * rank), scaleh = skv_carve(at, sizeof(double) * 3 * rank), pinned = at;
   }
 };
@@ -156,7 +159,7 @@ struct Subspace {
   double* W;   // [l x l] a pass's Gram matrix; the Rayleigh matrix
   double* M;   // [l x l] a pass's Cholesky factor; the kept eigenvectors
   double* Vt;  // [l x l] the Rayleigh matrix's eigenvectors
-  double* log; // [3 l^2] room for a batch of QL rotations (i, c, s)
+  double* log; // [3 x rotation_batch] a batch of QL rotations (i, c, s); logh: two of them
   int* ord;    // [l] the eigenpairs' order
   double *Wh, *Lh, *logh;  // pinned
   int* ordh;               // pinned
@@ -218,7 +221,7 @@ cudaError_t ritz_pairs_on_device(Subspace& s, int rank, double* w, int* ord, dou
   // two pinned halves (the other may still be read by the copy before it), then up, and applied.
   // NOTE: with one batch at the end (l^2 rotations) the device's 1.72 ms of rotations followed the
   // host's 1.0 ms of iteration (gram_bench, H200 machine).
-  const int batch = std::max(1, std::min((int)ROTATION_BATCH, l * l / 2));  // l^2 / 2 holds a sweep's l - 1
+  const int batch = rotation_batch(l);
   std::vector<double> rotations(3 * (size_t)batch);
   cudaEvent_t read[2] = {nullptr, nullptr};
   int half = 0;

@@ -2,7 +2,8 @@
 // select + reuse, fetch + rebuild, attention + merge, compaction) from events between the stages
 // (CudaDevice.stepProfile), over steps with the benchmark's drifting queries, beside the step's
 // total GPU time without the events: with each output read back to the host (the GPU waits for the
-// host to issue the next step) and queued (outputs left on the device, steps back to back). One Llama-3-8B layer, as in bench/gpu/run.ts.
+// host to issue the next step) and queued (outputs left on the device, steps back to back), and the
+// host's microseconds per queued step, decode() whole and each addon call in it. One Llama-3-8B layer, as in bench/gpu/run.ts.
 //   node node_modules/tsx/dist/cli.mjs bench/gpu/profile.ts [--context 131072] [--batches 1,4] [--steps 50]
 //     [--variants plain,fp8,hot2048,fp8+hot2048] [--policy shadowkv] [--out profile.json]
 // A variant is the cache's options: plain (the defaults), fp8 (fp8Values), hot<N> (hotChunks N), joined by +.
@@ -34,6 +35,32 @@ function variantOptions(name: string): Record<string, unknown> {
     else if (part !== 'plain') throw new Error(`profile: unknown variant part ${part} (known: plain, fp8, hot<N>)`);
   }
   return o;
+}
+/** Host microseconds per step of `work` (n steps): the whole, and each addon function called in it (wrapped while it runs). */
+function hostCalls(device: CudaDevice, work: () => void, n: number): { decode: number; calls: Record<string, number> } {
+  const d = device as unknown as { addon: Record<string, unknown> };
+  const addon = d.addon, calls: Record<string, number> = {};
+  d.addon = new Proxy(addon, {
+    get(target, name) {
+      const v = Reflect.get(target, name);
+      if (typeof v !== 'function') return v;
+      return (...args: unknown[]) => {
+        const t = performance.now();
+        try {
+          return (v as (...a: unknown[]) => unknown).apply(target, args);
+        } finally {
+          calls[String(name)] = (calls[String(name)] ?? 0) + ((performance.now() - t) * 1000) / n;
+        }
+      };
+    },
+  });
+  const t = performance.now();
+  try {
+    work();
+  } finally {
+    d.addon = addon;
+  }
+  return { decode: ((performance.now() - t) * 1000) / n, calls };
 }
 const S = Number(f.context), steps = Number(f.steps);
 const policy = f.policy as 'shadowkv' | 'full';
@@ -70,16 +97,20 @@ for (const B of f.batches!.split(',').map(Number)) for (const variant of f.varia
     const { stages, steps: n } = device.stepProfile(false);
     return Object.fromEntries(Object.entries(stages).map(([k, v]) => [k, v / Math.max(n, 1)]));
   };
+  // Host time of the queued steps: decode() wall, and within it each addon call (a timing proxy).
+  const hostInputs = Array.from({ length: steps }, () => queries.next());
+  const host = hostCalls(device, () => hostInputs.forEach((input) => built.cache.decode(0, input, { out })), steps);
   const perStep = profiled(() => built.cache.decode(0, queries.next()));
   const queuedInputs = Array.from({ length: steps }, () => queries.next());
   const perStepQueued = profiled((i) => built.cache.decode(0, queuedInputs[i]!, { out }));
   out.dispose();
-  const r = { context: S, batch: B, policy, variant, steps, stepGpuMs: summary(plain), queuedStepGpuMs: queuedMs, stagesMs: perStep, stagesQueuedMs: perStepQueued, stats: built.cache.stats() };
+  const r = { context: S, batch: B, policy, variant, steps, stepGpuMs: summary(plain), queuedStepGpuMs: queuedMs, stagesMs: perStep, stagesQueuedMs: perStepQueued, hostUs: host, stats: built.cache.stats() };
   results.push(r);
   const us = (st: Record<string, number>) => Object.entries(st).map(([k, v]) => `${k} ${(v * 1000).toFixed(0)}`).join(', ');
   log(`${S / 1024}K x ${B} ${policy} ${variant}: step ${summary(plain).median.toFixed(3)} ms read back (GPU, median), ${queuedMs.toFixed(3)} ms queued`);
   log(`  stages (us), read back: ${us(perStep)}`);
   log(`  stages (us), queued:    ${us(perStepQueued)}`);
+  log(`  host (us per queued step): decode() ${host.decode.toFixed(1)}; addon calls ${Object.entries(host.calls).map(([k, v]) => `${k} ${v.toFixed(1)}`).join(', ')}`);
   built.cache.dispose();
 }
 if (f.out) writeFileSync(f.out, `${JSON.stringify({ date: new Date().toISOString(), command: `bench/gpu/profile.ts ${process.argv.slice(2).join(' ')}`, results }, null, 2)}\n`);

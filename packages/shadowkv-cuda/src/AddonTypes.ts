@@ -126,10 +126,10 @@ export interface CudaAddon {
   sparseAttention(q: Ptr, g: number, d: number, scale: number, segments: Ptr, nseg: number, total: number, kvDtype: number, tasks: number, out: Ptr): void;
   /**
    * One decode step of one layer (kernels/decode_layer.cu): an SkvStep then its SkvStepRows, and
-   * optionally the step's q | k | v as one host array of the io dtype (the record's q, k, v are then
+   * optionally the step's q, k and v as host arrays of the io dtype (the record's q, k, v are then
    * ignored), uploaded with the rows. Returns a STATUS code.
    */
-  decodeLayer(record: Uint8Array, inputs?: Float32Array | Uint16Array): number;
+  decodeLayer(record: Uint8Array, q?: Float32Array | Uint16Array, k?: Float32Array | Uint16Array, v?: Float32Array | Uint16Array): number;
   /**
    * GPU milliseconds per stage of the decode steps queued since the last call (waits for them) and
    * their count; then records the stages of later steps while `on` (benchmarks only: it costs time).

@@ -47,7 +47,7 @@ export class CudaDevice implements Device {
   private readonly live = new Map<number, DeviceBuffer>();
   private addon: CudaAddon | undefined;
   /** The step record of decodeLayer, reused across steps (grown when the batch grows). */
-  private record = new ArrayBuffer(STEP_BYTES);
+  private record = recordViews(STEP_BYTES);
   /**
    * Landmark-logit blocks per kv head of the fused step, from `SHADOWKV_CUDA_LOGIT_SPLIT` when the
    * device is made; 0 (unset) lets the kernels' cost model choose. Tests force it, so that every
@@ -418,21 +418,34 @@ export class CudaDevice implements Device {
    */
   decodeLayer(step: LayerStep): void {
     const bytes = STEP_BYTES + ROW_BYTES * step.rows.length;
-    if (this.record.byteLength < bytes) this.record = new ArrayBuffer(bytes);
-    const u64 = new BigUint64Array(this.record, 0, bytes / 8);
-    const i32 = new Int32Array(this.record, 0, bytes / 4);
-    const f32 = new Float32Array(this.record, 0, bytes / 4);
+    if (this.record.bytes.byteLength < bytes) this.record = recordViews(bytes);
+    const { u32, i32, f32 } = this.record;
     const g = step.geometry;
-    u64.set([g.invFreq.ptr, this.addr(step.q), this.addr(step.k), this.addr(step.v), this.addr(step.out), step.counters.ptr].map(BigInt));
-    i32.set([step.rows.length, g.queryHeads, g.kvHeads, g.headDim, g.chunkSize, g.maxSelected, g.maxOutliers, g.localTokens,
-      DTYPE_CODE[g.dtype], DTYPE_CODE[step.ioDtype], ROPE_STYLE_CODE[g.ropeStyle]], 12);
+    putAddress(u32, 0, g.invFreq.ptr);
+    putAddress(u32, 1, this.addr(step.q));
+    putAddress(u32, 2, this.addr(step.k));
+    putAddress(u32, 3, this.addr(step.v));
+    putAddress(u32, 4, this.addr(step.out));
+    putAddress(u32, 5, step.counters.ptr);
+    i32[12] = step.rows.length;
+    i32[13] = g.queryHeads;
+    i32[14] = g.kvHeads;
+    i32[15] = g.headDim;
+    i32[16] = g.chunkSize;
+    i32[17] = g.maxSelected;
+    i32[18] = g.maxOutliers;
+    i32[19] = g.localTokens;
+    i32[20] = DTYPE_CODE[g.dtype];
+    i32[21] = DTYPE_CODE[step.ioDtype];
+    i32[22] = ROPE_STYLE_CODE[g.ropeStyle];
     f32[23] = g.scale;
     f32[24] = g.scoreScale;
     i32[25] = this.logitSplit;
     i32[26] = this.selectBlocks;
-    step.rows.forEach((row, b) => encodeRow(u64, i32, STEP_BYTES + b * ROW_BYTES, row));
-    const record = new Uint8Array(this.record, 0, bytes);
-    const status = this.op('decode_layer', () => (step.hostInputs ? this.x.decodeLayer(record, step.hostInputs) : this.x.decodeLayer(record)));
+    for (let b = 0; b < step.rows.length; b++) encodeRow(u32, i32, STEP_BYTES + b * ROW_BYTES, step.rows[b]!);
+    const record = this.record.bytes.subarray(0, bytes);
+    const inputs = step.hostInputs;
+    const status = this.op('decode_layer', () => (inputs ? this.x.decodeLayer(record, inputs[0], inputs[1], inputs[2]) : this.x.decodeLayer(record)));
     if (status !== STATUS.ok) throw new RangeError(`decode_layer: the runtime rejected the step record (status ${status})`);
   }
 
@@ -470,12 +483,55 @@ function envCount(name: string): number {
   return Math.max(0, Math.floor(Number(process.env[name] ?? 0)) || 0);
 }
 
+/** The step record's bytes and its 32-bit views (made when it grows, not every step). */
+interface RecordViews {
+  bytes: Uint8Array;
+  u32: Uint32Array;
+  i32: Int32Array;
+  f32: Float32Array;
+}
+function recordViews(bytes: number): RecordViews {
+  const b = new ArrayBuffer(bytes);
+  return { bytes: new Uint8Array(b), u32: new Uint32Array(b), i32: new Int32Array(b), f32: new Float32Array(b) };
+}
+
+/** A device address (below 2^53) as the 64-bit word w of a record, little-endian: no BigInt a field. */
+function putAddress(u32: Uint32Array, w: number, address: number): void {
+  u32[2 * w] = address % 0x100000000;
+  u32[2 * w + 1] = Math.floor(address / 0x100000000);
+}
+
 /** Row b of a step record at byte offset o: 16 addresses, then 12 32-bit fields (SkvStepRow). */
-function encodeRow(u64: BigUint64Array, i32: Int32Array, o: number, row: StepRow): void {
+function encodeRow(u32: Uint32Array, i32: Int32Array, o: number, row: StepRow): void {
   const { tail, store: s } = row;
-  const p = (b: DeviceBuffer | undefined) => BigInt(b ? b.ptr : 0);
-  u64.set([p(tail.k), p(tail.v), p(s?.u), p(s?.sv), p(s?.proj), p(s?.landmarks), p(s?.landmarkIds), p(s?.headCounts),
-    p(s?.outlierK), p(s?.outlierV), p(s?.selectedK), p(s?.selectedV), p(s?.selectedIds), p(s?.values.table), p(s?.hot?.ids), p(s?.hot?.v)], o / 8);
-  i32.set([row.input, row.position, tail.count, tail.capacity, s?.tokens ?? 0, s?.rank ?? 0, s?.chunkCapacity ?? 0,
-    row.compact && s ? 1 : 0, s?.values.pageChunks ?? 0, s?.hot?.slots ?? 0, s?.values.fp8Rows ?? 0, 0], o / 4 + 32);
+  const w = o / 8, i = o / 4 + 32;
+  const p = (k: number, b: DeviceBuffer | undefined) => putAddress(u32, w + k, b ? b.ptr : 0);
+  p(0, tail.k);
+  p(1, tail.v);
+  p(2, s?.u);
+  p(3, s?.sv);
+  p(4, s?.proj);
+  p(5, s?.landmarks);
+  p(6, s?.landmarkIds);
+  p(7, s?.headCounts);
+  p(8, s?.outlierK);
+  p(9, s?.outlierV);
+  p(10, s?.selectedK);
+  p(11, s?.selectedV);
+  p(12, s?.selectedIds);
+  p(13, s?.values.table);
+  p(14, s?.hot?.ids);
+  p(15, s?.hot?.v);
+  i32[i] = row.input;
+  i32[i + 1] = row.position;
+  i32[i + 2] = tail.count;
+  i32[i + 3] = tail.capacity;
+  i32[i + 4] = s?.tokens ?? 0;
+  i32[i + 5] = s?.rank ?? 0;
+  i32[i + 6] = s?.chunkCapacity ?? 0;
+  i32[i + 7] = row.compact && s ? 1 : 0;
+  i32[i + 8] = s?.values.pageChunks ?? 0;
+  i32[i + 9] = s?.hot?.slots ?? 0;
+  i32[i + 10] = s?.values.fp8Rows ?? 0;
+  i32[i + 11] = 0;
 }

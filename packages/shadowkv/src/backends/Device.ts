@@ -180,9 +180,9 @@ export interface Device {
    */
   decodeLayer?(step: LayerStep): void;
   /**
-   * Optional, with `decodeLayer`: host-array inputs come to it as `step.hostInputs` (one array, q | k | v)
-   * instead of written to the device first, so the runtime can send them up with the step record
-   * (CUDA: one copy, made while the previous step's kernels run).
+   * Optional, with `decodeLayer`: host-array inputs come to it as `step.hostInputs` instead of
+   * written to the device first, so the runtime can send them up with the step record (CUDA: one
+   * copy, made while the previous step's kernels run).
    */
   readonly uploadsStepInputs?: boolean;
 

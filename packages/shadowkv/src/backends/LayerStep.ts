@@ -116,10 +116,10 @@ export interface LayerStep {
   readonly k: View;
   readonly v: View;
   /**
-   * Only for a device with `uploadsStepInputs`: q | k | v side by side in one host array of
-   * `ioDtype`, which its `decodeLayer` uploads with the step; q, k and v are then not written.
+   * Only for a device with `uploadsStepInputs`: q, k and v as host arrays of `ioDtype`, which its
+   * `decodeLayer` uploads with the step; the q, k and v views are then not written.
    */
-  readonly hostInputs?: TensorData;
+  readonly hostInputs?: readonly [TensorData, TensorData, TensorData];
   readonly out: View;
   readonly counters: DeviceBuffer; // f64 [COUNTERS]
   readonly rows: readonly StepRow[];

@@ -730,19 +730,21 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
     const outView = out ?? at(this.device.scratch('step.out', n, dtype));
     const { query, key, value } = input;
     if (!onDevice(query) && !onDevice(key) && !onDevice(value)) {
-      // Host arrays: side by side in one upload (on CUDA one staged copy a step, not three).
       const [nq, nk] = [query.data.length, key.data.length];
-      const total = nq + 2 * nk;
-      if (!this.packed || this.packed.length < total || this.packed.constructor !== query.data.constructor) {
-        this.packed = new (query.data.constructor as Float32ArrayConstructor | Uint16ArrayConstructor)(total);
+      const buf = this.device.scratch('step.qkv', nq + 2 * nk, dtype);
+      const views = { q: at(buf), k: at(buf, nq), v: at(buf, nq + nk), out: outView };
+      // A fused step that uploads its inputs takes the arrays as they are.
+      if (this.device.uploadsStepInputs && this.device.decodeLayer && !this.attendDecode) {
+        return { q: views.q, k: views.k, v: views.v, out: outView, hostInputs: [query.data, key.data, value.data] };
       }
-      const packed = this.packed.subarray(0, total) as TensorData;
+      // Else side by side in one upload (on CUDA one staged copy a step, not three).
+      if (!this.packed || this.packed.length < nq + 2 * nk || this.packed.constructor !== query.data.constructor) {
+        this.packed = new (query.data.constructor as Float32ArrayConstructor | Uint16ArrayConstructor)(nq + 2 * nk);
+      }
+      const packed = this.packed.subarray(0, nq + 2 * nk) as TensorData;
       packed.set(query.data as never);
       packed.set(key.data as never, nq);
       packed.set(value.data as never, nq + nk);
-      const buf = this.device.scratch('step.qkv', total, dtype);
-      const views = { q: at(buf), k: at(buf, nq), v: at(buf, nq + nk), out: outView };
-      if (this.device.uploadsStepInputs && this.device.decodeLayer && !this.attendDecode) return { ...views, hostInputs: packed };
       this.device.write(at(buf), packed);
       return views;
     }

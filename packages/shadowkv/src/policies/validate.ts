@@ -175,16 +175,19 @@ export function checkDeviceValues(call: string, device: Device, items: { name: s
 
 /** Same dtype for every input of one call, so one conversion path serves them. */
 export function checkSameDtype(call: string, tensors: Record<string, Input | undefined>): void {
-  const entries = Object.entries(tensors).filter(([, t]) => t) as [string, Input][];
-  const [first, ...rest] = entries;
-  for (const [name, t] of rest) {
-    if (t.dtype !== first![1].dtype) throw new DTypeError(`${call}: ${name} is '${t.dtype}' but ${first![0]} is '${first![1].dtype}'; pass one dtype per call`);
+  let first: string | undefined;
+  for (const name in tensors) {
+    const t = tensors[name];
+    if (!t) continue;
+    if (first === undefined) first = name;
+    else if (t.dtype !== tensors[first]!.dtype) throw new DTypeError(`${call}: ${name} is '${t.dtype}' but ${first} is '${tensors[first]!.dtype}'; pass one dtype per call`);
   }
 }
 
 /** Resolves and checks the `sequences` of a call: distinct rows in range, one per input row. */
 export function checkSequences(call: string, sequences: unknown, rows: number, batch: number): number[] {
   if (sequences !== undefined && !Array.isArray(sequences)) throw new SequenceIndexError(`${call}: sequences must be an array of row indices, got ${fmt(sequences)}`);
+  if (sequences === undefined && rows <= batch) return Array.from({ length: rows }, (_, i) => i); // 0..rows-1: distinct, in range
   const seqs: unknown[] = sequences ? Array.from(sequences as unknown[]) : Array.from({ length: rows }, (_, i) => i);
   if (seqs.length !== rows) throw new ShapeError(`${call}: ${seqs.length} sequences given for ${rows} input rows`);
   seqs.forEach((s) => checkSequence(call, s, batch));
@@ -206,7 +209,8 @@ export function checkOut(call: string, out: unknown, dtype: DType, n: number, de
     out.viewFor(device, call, 'out');
     if (out.dtype !== dtype) throw new DTypeError(`${call}: out is a '${out.dtype}' device tensor, but the inputs are '${dtype}'`);
     if (out.size !== n) throw new ShapeError(`${call}: out holds ${out.size} elements, expected ${n} (rows x queryHeads x headDim)`);
-    for (const [name, t] of Object.entries(inputs)) {
+    for (const name in inputs) {
+      const t = inputs[name]!;
       if (onDevice(t) && overlaps(t, out)) throw new ShapeError(`${call}: out overlaps ${name} (the same device memory); the step reads ${name} while writing out`);
     }
     return;

@@ -1,0 +1,48 @@
+// The JavaScript share of a CUDA decode step's host time, on any machine: decode() of the own full
+// policy through CudaDevice over a stub addon (every native call returns at once, no GPU), host-array
+// inputs and a device-tensor output, as the GPU benchmark's queued steps. The GPU machine's host
+// runs the same code ~3-5x slower (bench/gpu/profile.ts's host line measures it there, with the
+// native calls). One Llama-3-8B layer's heads.
+//   node node_modules/tsx/dist/cli.mjs bench/gpu/host.ts [--batches 1,4] [--steps 30000]
+import { parseArgs } from 'node:util';
+import { createCache, registerBackend, resolveBackend, type Backend } from '../../packages/shadowkv/src/backend.js';
+import { CudaDevice } from '../../packages/shadowkv-cuda/src/CudaDevice.js';
+import type { CudaAddon } from '../../packages/shadowkv-cuda/src/AddonTypes.js';
+
+const { values: f } = parseArgs({ options: { batches: { type: 'string', default: '1,4' }, steps: { type: 'string', default: '30000' } } });
+
+// Addresses from a bump allocator; the free memory large; no non-finite input; every op a no-op.
+let next = 1 << 20;
+const stub = new Proxy({} as CudaAddon, {
+  get(_t, name) {
+    if (name === 'then') return undefined;
+    if (name === 'memInfo') return () => ({ free: 2 ** 40, total: 2 ** 40 });
+    if (name === 'malloc' || name === 'hostAlloc') return (bytes: number) => ((next += Math.ceil(bytes / 256) * 256 + 256), next);
+    if (name === 'checkFiniteHost') return () => -1;
+    if (name === 'memoryStats') return () => ({ syncCopies: 0, workspaceBytes: 0, stagingBytes: 0 });
+    return () => 0;
+  },
+});
+registerBackend('cuda-stub', async (): Promise<Backend> => {
+  const { backend } = await resolveBackend('wasm');
+  return { ...backend, name: 'cuda-stub', createDevice: () => new CudaDevice(stub, 0) };
+}, 0);
+
+const spec = { layers: 1, queryHeads: 32, kvHeads: 8, headDim: 128, rope: { theta: 500000 } };
+const steps = Number(f.steps);
+for (const batch of f.batches!.split(',').map(Number)) {
+  const cache = await createCache({ spec, batch, dtype: 'bf16', backend: 'cuda-stub', policy: 'full', maxTokens: 2 * steps + 4096 });
+  const keys = { data: new Uint16Array(batch * 8 * 64 * 128), shape: [batch, 8, 64, 128], dtype: 'bf16' as const };
+  cache.prefill(0, { keys, values: keys });
+  const query = { data: new Float32Array(batch * 32 * 128).fill(0.1), shape: [batch, 32, 1, 128], dtype: 'f32' as const };
+  const key = { data: new Float32Array(batch * 8 * 128).fill(0.1), shape: [batch, 8, 1, 128], dtype: 'f32' as const };
+  const out = cache.allocTensor([batch, 32, 1, 128], 'f32');
+  const run = (n: number) => {
+    const t = performance.now();
+    for (let i = 0; i < n; i++) cache.decode(0, { query, key, value: key }, { out });
+    return ((performance.now() - t) * 1000) / n;
+  };
+  run(Math.min(steps, 2000)); // warm: the JIT, the tail's growth
+  console.log(`batch ${batch}: ${run(steps).toFixed(1)} us of JavaScript per decode() (full policy, stub addon, ${steps} steps)`);
+  cache.dispose();
+}

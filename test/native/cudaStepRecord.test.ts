@@ -1,0 +1,94 @@
+import { existsSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import type { DeviceBuffer, LayerStep, StepRow } from '../../packages/shadowkv/src/backend.js';
+import { addonCandidates, CudaDevice, probeAddon, type CudaAddon } from '../../packages/shadowkv-cuda/src/index.js';
+import { loadAddon } from '../../packages/shadowkv-cuda/src/loadAddon.js';
+import { ROW_BYTES, STATUS, STEP_BYTES, type AddonError } from '../../packages/shadowkv-cuda/src/AddonTypes.js';
+
+// The step record CudaDevice.decodeLayer hands the addon, read back field by field at the offsets of
+// SkvStep and SkvStepRow (kernels/launchers.h), with a stub addon: no GPU needed. Addresses above
+// 2^32 check both halves of each 64-bit word. Then the built addon's decodeLayer on such records:
+// malformed host inputs are refused before any CUDA call (so on any machine), and well-formed ones
+// get as far as the first CUDA call (only without a GPU: with one, the made-up addresses would run).
+let n = 0;
+const buffer = (dtype: DeviceBuffer['dtype'] = 'bf16'): DeviceBuffer => ({ ptr: 0x1_2345_0000 * 3 + 4096 * ++n, length: 1 << 20, dtype, tag: 't', tier: 'device' });
+const at = (buf: DeviceBuffer, offset = 0) => ({ buf, offset });
+
+describe('the CUDA step record (stub addon, no GPU)', () => {
+  it('holds every field of the step and of each row where kernels/launchers.h puts it, and the host inputs as three arrays', () => {
+    const calls: unknown[][] = [];
+    const stub = new Proxy({} as CudaAddon, { get: (_t, name) => (name === 'decodeLayer' ? (...a: unknown[]) => (calls.push(a), 0) : () => 0) });
+    const device = new CudaDevice(stub, 0);
+    const qkv = buffer('f32');
+    const store = {
+      tokens: 4096, rank: 160, chunkCapacity: 777, u: buffer(), sv: buffer(), proj: buffer(), landmarks: buffer(), landmarkIds: buffer('i32'),
+      headCounts: buffer('i32'), outlierK: buffer(), outlierV: buffer(), selectedK: buffer(), selectedV: buffer(), selectedIds: buffer('i32'),
+      values: { pageChunks: 512, block: 1024, heads: 8, dtype: 'bf16' as const, fp8Rows: 8, pages: [], table: buffer('f64') },
+      hot: { slots: 2048, ids: buffer('i32'), v: buffer() },
+    };
+    const rows: StepRow[] = [
+      { input: 1, position: 70000, tail: { k: buffer(), v: buffer(), capacity: 96, count: 40 }, store, compact: true },
+      { input: -1, position: 12, tail: { k: buffer(), v: buffer(), capacity: 32, count: 11 }, compact: false },
+    ];
+    const geometry = { queryHeads: 32, kvHeads: 8, headDim: 128, chunkSize: 8, maxSelected: 256, maxOutliers: 48, localTokens: 4, scale: 0.088, scoreScale: 0.05, ropeStyle: 'interleaved' as const, invFreq: buffer('f64'), dtype: 'bf16' as const };
+    const host = [new Float32Array(2 * 32 * 128), new Float32Array(2 * 8 * 128), new Float32Array(2 * 8 * 128)] as const;
+    const step: LayerStep = { geometry, ioDtype: 'f32', q: at(qkv), k: at(qkv, 8192), v: at(qkv, 10240), out: at(buffer('f32'), 5), counters: buffer('f64'), rows, hostInputs: host };
+    device.decodeLayer(step);
+    const [record, q, k, v] = calls[0] as [Uint8Array, ...Float32Array[]];
+    expect([q, k, v]).toEqual([host[0], host[1], host[2]]);
+    expect(record.byteLength).toBe(STEP_BYTES + 2 * ROW_BYTES);
+    const dv = new DataView(record.buffer, record.byteOffset, record.byteLength);
+    const u64 = (o: number) => Number(dv.getBigUint64(o, true));
+    const i32 = (o: number) => dv.getInt32(o, true);
+    expect([0, 1, 2, 3, 4, 5].map((w) => u64(8 * w))).toEqual([geometry.invFreq.ptr, qkv.ptr, qkv.ptr + 4 * 8192, qkv.ptr + 4 * 10240, step.out.buf.ptr + 4 * 5, step.counters.ptr]);
+    expect([12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22].map((w) => i32(4 * w))).toEqual([2, 32, 8, 128, 8, 256, 48, 4, 2, 0, 1]); // bf16 = 2, f32 = 0, interleaved = 1
+    expect([dv.getFloat32(92, true), dv.getFloat32(96, true)]).toEqual([Math.fround(0.088), Math.fround(0.05)]);
+    const o = STEP_BYTES;
+    const s = store;
+    expect(Array.from({ length: 16 }, (_, w) => u64(o + 8 * w))).toEqual([rows[0]!.tail.k.ptr, rows[0]!.tail.v.ptr, s.u.ptr, s.sv.ptr, s.proj.ptr, s.landmarks.ptr, s.landmarkIds.ptr, s.headCounts.ptr,
+      s.outlierK.ptr, s.outlierV.ptr, s.selectedK.ptr, s.selectedV.ptr, s.selectedIds.ptr, s.values.table.ptr, s.hot.ids.ptr, s.hot.v.ptr]);
+    expect(Array.from({ length: 12 }, (_, w) => i32(o + 128 + 4 * w))).toEqual([1, 70000, 40, 96, 4096, 160, 777, 1, 512, 2048, 8, 0]);
+    const d = STEP_BYTES + ROW_BYTES; // a dense row sitting out: its tail, and zeros for the store
+    expect(Array.from({ length: 16 }, (_, w) => u64(d + 8 * w))).toEqual([rows[1]!.tail.k.ptr, rows[1]!.tail.v.ptr, ...Array(14).fill(0)]);
+    expect(Array.from({ length: 12 }, (_, w) => i32(d + 128 + 4 * w))).toEqual([-1, 12, 11, 32, 0, 0, 0, 0, 0, 0, 0, 0]);
+  });
+});
+
+const built = addonCandidates().find((c) => existsSync(c.path));
+const probe = built ? await probeAddon(built.path) : undefined;
+const gpu = probe?.stage === 'ok' && (probe.count ?? 0) > 0;
+
+describe.skipIf(!built)(`the addon's decodeLayer and its host inputs${built ? '' : ' skipped: the shadowkv-cuda addon is not built'}`, () => {
+  // A record of two dense rows (inputs 1 and 0: R = 2) for 4 query heads and 2 kv heads of 8.
+  const record = (): Uint8Array => {
+    let captured: Uint8Array | undefined;
+    const stub = new Proxy({} as CudaAddon, { get: (_t, name) => (name === 'decodeLayer' ? (r: Uint8Array) => ((captured = r.slice()), 0) : () => 0) });
+    const geometry = { queryHeads: 4, kvHeads: 2, headDim: 8, chunkSize: 8, maxSelected: 0, maxOutliers: 0, localTokens: 0, scale: 0.3, scoreScale: 0.3, ropeStyle: 'half' as const, invFreq: buffer('f64'), dtype: 'bf16' as const };
+    const row = (input: number): StepRow => ({ input, position: 5, tail: { k: buffer(), v: buffer(), capacity: 16, count: 5 }, compact: false });
+    const q = at(buffer('f32'));
+    new CudaDevice(stub, 0).decodeLayer({ geometry, ioDtype: 'f32', q, k: q, v: q, out: at(buffer('f32')), counters: buffer('f64'), rows: [row(1), row(0)] });
+    return captured!;
+  };
+  const f = (n: number) => new Float32Array(n);
+  const call = (...args: unknown[]) => (loadAddon(built!.path).decodeLayer as (...a: unknown[]) => number)(...args);
+
+  it('refuses inputs of other row counts, rows not whole, and a row input past them (SKV_ERR_ARG)', () => {
+    const r = record();
+    expect(call(r, f(64), f(48), f(32))).toBe(STATUS.arg); // k holds 3 rows, q and v 2
+    expect(call(r, f(65), f(32), f(32))).toBe(STATUS.arg); // q not whole rows of 4 x 8
+    expect(call(r, f(32), f(16), f(16))).toBe(STATUS.arg); // 1 row, but a row's input is 1
+    expect(() => call(r, f(64), f(32))).toThrow(/expected 1 or 4 arguments, got 3/);
+    expect(() => call(r, [0], f(32), f(32))).toThrow(/expected a typed array/);
+  });
+
+  it.skipIf(gpu)('takes well-formed inputs as far as the first CUDA call (no GPU here)', () => {
+    let err: AddonError | undefined;
+    try {
+      call(record(), f(64), f(32), f(32));
+    } catch (e) {
+      err = e as AddonError;
+    }
+    expect(err?.op).toBe('decodeLayer');
+    expect(err?.cudaCode).toBeGreaterThan(0);
+  });
+});

@@ -43,11 +43,11 @@ SkvWorkspace PinnedWorkspace(Napi::Env env, size_t bytes, const char* op);
 // call Staged, which records that event on the stream.
 void* Stage(Napi::Env env, size_t bytes, const char* op);
 void Staged(Napi::Env env, const char* op);
-// A decode step's uploads (its rows, and q | k | v from host arrays): n pieces in one copy on a
+// A decode step's uploads (its rows, and q, k and v from host arrays): n pieces in one copy on a
 // stream of their own into one of a few device blocks used in turn (piece k at offsets[k], 256-byte
 // aligned), after the step that last read that block and before every op issued after this call.
-// So the copy runs while the previous step's kernels do: on the op stream it waited for them, and
-// the step's two copies took ~20 us of its GPU time (own full at 4 x 128K, H200). After queuing the
+// So the copy runs while the previous step's kernels do: on the op stream the step's two copies
+// waited for them (the own full step at 4 x 128K took ~12 us longer, H200). After queuing the
 // step's kernels, call StepQueued, which marks the block in use until they are done.
 char* UploadStep(Napi::Env env, const void* const* pieces, const size_t* bytes, int n, size_t* offsets, const char* op);
 void StepQueued(Napi::Env env, const char* op);

@@ -735,9 +735,9 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
       const views = { q: at(buf), k: at(buf, nq), v: at(buf, nq + nk), out: outView };
       // A fused step that uploads its inputs takes the arrays as they are.
       if (this.device.uploadsStepInputs && this.device.decodeLayer && !this.attendDecode) {
-        return { q: views.q, k: views.k, v: views.v, out: outView, hostInputs: [query.data, key.data, value.data] };
+        return { q: views.q, k: views.k, v: views.v, out: views.out, hostInputs: [query.data, key.data, value.data] };
       }
-      // Else side by side in one upload (on CUDA one staged copy a step, not three).
+      // Else side by side in one upload (one staged copy, not three).
       if (!this.packed || this.packed.length < nq + 2 * nk || this.packed.constructor !== query.data.constructor) {
         this.packed = new (query.data.constructor as Float32ArrayConstructor | Uint16ArrayConstructor)(nq + 2 * nk);
       }

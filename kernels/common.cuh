@@ -90,14 +90,6 @@ static inline cudaError_t skv_resident_blocks(Kernel kernel, int threads, size_t
   return cudaSuccess;
 }
 
-// Carves `bytes` from a block at offset `at` (advanced past them, rounded up to 256), returning
-// where they start: every buffer of a workspace starts aligned.
-static inline size_t skv_carve(size_t& at, size_t bytes) {
-  const size_t start = at;
-  at = (at + bytes + 255) / 256 * 256;
-  return start;
-}
-
 // Programmatic dependent launch (sm_90+): a kernel launched by skv_launch may be scheduled while
 // the kernel before it on the stream is still running, and waits here, first thing, until that
 // kernel has finished and its writes are visible; it then lets the next kernel be scheduled. So

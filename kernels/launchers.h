@@ -13,6 +13,13 @@
 enum SkvDtype { SKV_F32 = 0, SKV_F16 = 1, SKV_BF16 = 2 };
 // Bytes of an element (constexpr: device code calls it too, --expt-relaxed-constexpr).
 constexpr size_t skv_dtype_size(int dtype) { return dtype == SKV_F32 ? 4 : 2; }
+// Carves `bytes` from a block at offset `at` (advanced past them, rounded up to 256), returning
+// where they start: every buffer of a workspace starts aligned.
+static inline size_t skv_carve(size_t& at, size_t bytes) {
+  const size_t start = at;
+  at = (at + bytes + 255) / 256 * 256;
+  return start;
+}
 // RoPE pairing: HALF = rotate-half (dims i, i+d/2), INTERLEAVED = (2i, 2i+1). NOTE: matches skv_rope_style.
 enum SkvRopeStyle { SKV_ROPE_HALF = 0, SKV_ROPE_INTERLEAVED = 1 };
 

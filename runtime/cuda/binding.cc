@@ -130,17 +130,21 @@ int DtypeArg(const Napi::CallbackInfo& info, size_t i, const char* op, const cha
   return (int)IntArg(info, i, op, name, SKV_F32, SKV_BF16);
 }
 
+// cudaMalloc, once more after the pool gives its kept blocks back (it may keep what the device lacks).
+static cudaError_t DeviceMalloc(void** p, size_t bytes) {
+  cudaError_t err = cudaMalloc(p, bytes);
+  if (err != cudaErrorMemoryAllocation) return err;
+  cudaGetLastError();
+  return TrimPool() == cudaSuccess ? cudaMalloc(p, bytes) : err;
+}
+
 // w regrown to `want` bytes of device memory, or of pinned host memory.
 // NOTE: freeing synchronizes, so no kernel still uses the old block.
 static SkvWorkspace Regrow(Napi::Env env, SkvWorkspace& w, size_t want, bool pinned, const char* op) {
   if (w.ptr) pinned ? cudaFreeHost(w.ptr) : cudaFree(w.ptr);
   w = SkvWorkspace{nullptr, 0};
   void* p = nullptr;
-  cudaError_t err = pinned ? cudaHostAlloc(&p, want, cudaHostAllocDefault) : cudaMalloc(&p, want);
-  if (err == cudaErrorMemoryAllocation && !pinned) {  // the pool may keep what the device lacks
-    cudaGetLastError();
-    if (TrimPool() == cudaSuccess) err = cudaMalloc(&p, want);
-  }
+  cudaError_t err = pinned ? cudaHostAlloc(&p, want, cudaHostAllocDefault) : DeviceMalloc(&p, want);
   if (err != cudaSuccess) {
     cudaGetLastError();
     ThrowCuda(env, op, err);
@@ -209,11 +213,7 @@ void GrowUploads(Napi::Env env, size_t bytes, const char* op) {
   const size_t want = std::max<size_t>(4096, bytes + bytes / 2);
   for (int i = 0; i < UPLOAD_BLOCKS; i++) {
     void *d = nullptr, *h = nullptr;
-    cudaError_t err = cudaMalloc(&d, want);
-    if (err == cudaErrorMemoryAllocation) {  // the pool may keep what the device lacks
-      cudaGetLastError();
-      if (TrimPool() == cudaSuccess) err = cudaMalloc(&d, want);
-    }
+    cudaError_t err = DeviceMalloc(&d, want);
     if (err == cudaSuccess) {
       uploads.device[i] = d;
       CountAlloc();
@@ -240,10 +240,7 @@ char* UploadStep(Napi::Env env, const void* const* pieces, const size_t* bytes, 
     }
   }
   size_t total = 0;
-  for (int k = 0; k < n; k++) {
-    offsets[k] = total;
-    total = (total + bytes[k] + 255) / 256 * 256;
-  }
+  for (int k = 0; k < n; k++) offsets[k] = skv_carve(total, bytes[k]);
   if (total > uploads.bytes) GrowUploads(env, total, op);
   const int i = uploads.next;
   if (uploads.copied[i]) Check(env, op, cudaEventSynchronize(uploads.landed[i]));  // the pinned block's last copy has run

@@ -13,12 +13,17 @@ import { ROW_BYTES, STATUS, STEP_BYTES, type AddonError } from '../../packages/s
 let n = 0;
 const buffer = (dtype: DeviceBuffer['dtype'] = 'bf16'): DeviceBuffer => ({ ptr: 0x1_2345_0000 * 3 + 4096 * ++n, length: 1 << 20, dtype, tag: 't', tier: 'device' });
 const at = (buf: DeviceBuffer, offset = 0) => ({ buf, offset });
+/** The arguments CudaDevice.decodeLayer hands the addon for `step` (a stub addon; the record copied). */
+function addonArgs(step: LayerStep): [Uint8Array, ...(Float32Array | Uint16Array)[]] {
+  let args: unknown[] = [];
+  const stub = new Proxy({} as CudaAddon, { get: (_t, name) => (name === 'decodeLayer' ? (...a: unknown[]) => ((args = a), 0) : () => 0) });
+  new CudaDevice(stub, 0).decodeLayer(step);
+  const [record, ...inputs] = args as [Uint8Array, ...(Float32Array | Uint16Array)[]];
+  return [record.slice(), ...inputs];
+}
 
 describe('the CUDA step record (stub addon, no GPU)', () => {
   it('holds every field of the step and of each row where kernels/launchers.h puts it, and the host inputs as three arrays', () => {
-    const calls: unknown[][] = [];
-    const stub = new Proxy({} as CudaAddon, { get: (_t, name) => (name === 'decodeLayer' ? (...a: unknown[]) => (calls.push(a), 0) : () => 0) });
-    const device = new CudaDevice(stub, 0);
     const qkv = buffer('f32');
     const store = {
       tokens: 4096, rank: 160, chunkCapacity: 777, u: buffer(), sv: buffer(), proj: buffer(), landmarks: buffer(), landmarkIds: buffer('i32'),
@@ -33,8 +38,7 @@ describe('the CUDA step record (stub addon, no GPU)', () => {
     const geometry = { queryHeads: 32, kvHeads: 8, headDim: 128, chunkSize: 8, maxSelected: 256, maxOutliers: 48, localTokens: 4, scale: 0.088, scoreScale: 0.05, ropeStyle: 'interleaved' as const, invFreq: buffer('f64'), dtype: 'bf16' as const };
     const host = [new Float32Array(2 * 32 * 128), new Float32Array(2 * 8 * 128), new Float32Array(2 * 8 * 128)] as const;
     const step: LayerStep = { geometry, ioDtype: 'f32', q: at(qkv), k: at(qkv, 8192), v: at(qkv, 10240), out: at(buffer('f32'), 5), counters: buffer('f64'), rows, hostInputs: host };
-    device.decodeLayer(step);
-    const [record, q, k, v] = calls[0] as [Uint8Array, ...Float32Array[]];
+    const [record, q, k, v] = addonArgs(step);
     expect([q, k, v]).toEqual([host[0], host[1], host[2]]);
     expect(record.byteLength).toBe(STEP_BYTES + 2 * ROW_BYTES);
     const dv = new DataView(record.buffer, record.byteOffset, record.byteLength);
@@ -61,13 +65,10 @@ const gpu = probe?.stage === 'ok' && (probe.count ?? 0) > 0;
 describe.skipIf(!built)(`the addon's decodeLayer and its host inputs${built ? '' : ' skipped: the shadowkv-cuda addon is not built'}`, () => {
   // A record of two dense rows (inputs 1 and 0: R = 2) for 4 query heads and 2 kv heads of 8.
   const record = (): Uint8Array => {
-    let captured: Uint8Array | undefined;
-    const stub = new Proxy({} as CudaAddon, { get: (_t, name) => (name === 'decodeLayer' ? (r: Uint8Array) => ((captured = r.slice()), 0) : () => 0) });
     const geometry = { queryHeads: 4, kvHeads: 2, headDim: 8, chunkSize: 8, maxSelected: 0, maxOutliers: 0, localTokens: 0, scale: 0.3, scoreScale: 0.3, ropeStyle: 'half' as const, invFreq: buffer('f64'), dtype: 'bf16' as const };
     const row = (input: number): StepRow => ({ input, position: 5, tail: { k: buffer(), v: buffer(), capacity: 16, count: 5 }, compact: false });
     const q = at(buffer('f32'));
-    new CudaDevice(stub, 0).decodeLayer({ geometry, ioDtype: 'f32', q, k: q, v: q, out: at(buffer('f32')), counters: buffer('f64'), rows: [row(1), row(0)] });
-    return captured!;
+    return addonArgs({ geometry, ioDtype: 'f32', q, k: q, v: q, out: at(buffer('f32')), counters: buffer('f64'), rows: [row(1), row(0)] })[0];
   };
   const f = (n: number) => new Float32Array(n);
   const call = (...args: unknown[]) => (loadAddon(built!.path).decodeLayer as (...a: unknown[]) => number)(...args);

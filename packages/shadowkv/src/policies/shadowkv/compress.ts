@@ -32,11 +32,11 @@ export interface CompressContext {
 export class HostLists {
   private readonly lists = new Map<string, Int32Array>();
 
-  /** `length` zeroed entries of the list `name`, valid until the next `take` of that name. */
+  /** `length` entries of the list `name` (as the last take left them), valid until the next `take` of that name. */
   take(name: string, length: number): Int32Array {
     let list = this.lists.get(name);
     if (!list || list.length < length) this.lists.set(name, (list = new Int32Array(length)));
-    return list.subarray(0, length).fill(0);
+    return list.subarray(0, length);
   }
 }
 
@@ -194,7 +194,7 @@ function landmarksAndOutliers(ctx: CompressContext, st: SequenceState, store: Co
     const slots: number[] = []; // ... and their rows in outlierK / outlierV
     const keptRows = ctx.lists.take('keptRows', Hkv * chunks); // rows of `stored` that stay landmarks ...
     const keptSlots = ctx.lists.take('keptSlots', Hkv * chunks); // ... and their rows in store.landmarks
-    const landmarkIds = ctx.lists.take('landmarkIds', Hkv * store.chunkCapacity); // store.landmarkIds, every head's at once
+    const landmarkIds = ctx.lists.take('landmarkIds', Hkv * store.chunkCapacity).fill(0); // store.landmarkIds, every head's at once (0 past its count)
     let nKept = 0;
     for (let h = 0; h < Hkv; h++) {
       const lowest = device.selectChunks(at(minCos, h * chunks), chunks, o.outlierChunks, false);

@@ -1,6 +1,6 @@
 import { existsSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import type { DeviceBuffer, LayerStep, StepRow } from '../../packages/shadowkv/src/backend.js';
+import type { DeviceBuffer, DType, LayerStep, StepRow } from '../../packages/shadowkv/src/backend.js';
 import { addonCandidates, CudaDevice, probeAddon, type CudaAddon } from '../../packages/shadowkv-cuda/src/index.js';
 import { loadAddon } from '../../packages/shadowkv-cuda/src/loadAddon.js';
 import { ROW_BYTES, STATUS, STEP_BYTES, type AddonError } from '../../packages/shadowkv-cuda/src/AddonTypes.js';
@@ -63,18 +63,28 @@ const probe = built ? await probeAddon(built.path) : undefined;
 const gpu = probe?.stage === 'ok' && (probe.count ?? 0) > 0;
 
 describe.skipIf(!built)(`the addon's decodeLayer and its host inputs${built ? '' : ' skipped: the shadowkv-cuda addon is not built'}`, () => {
-  // A record of two dense rows (inputs 1 and 0: R = 2) for 4 query heads and 2 kv heads of 8.
-  const record = (): Uint8Array => {
+  // A record of two dense rows (inputs 1 and 0: R = 2) for 4 query heads and 2 kv heads of 8, inputs of `io`.
+  const record = (io: DType): Uint8Array => {
     const geometry = { queryHeads: 4, kvHeads: 2, headDim: 8, chunkSize: 8, maxSelected: 0, maxOutliers: 0, localTokens: 0, scale: 0.3, scoreScale: 0.3, ropeStyle: 'half' as const, invFreq: buffer('f64'), dtype: 'bf16' as const };
     const row = (input: number): StepRow => ({ input, position: 5, tail: { k: buffer(), v: buffer(), capacity: 16, count: 5 }, compact: false });
-    const q = at(buffer('f32'));
-    return addonArgs({ geometry, ioDtype: 'f32', q, k: q, v: q, out: at(buffer('f32')), counters: buffer('f64'), rows: [row(1), row(0)] })[0];
+    const q = at(buffer(io));
+    return addonArgs({ geometry, ioDtype: io, q, k: q, v: q, out: at(buffer(io)), counters: buffer('f64'), rows: [row(1), row(0)] })[0];
   };
-  const f = (n: number) => new Float32Array(n);
   const call = (...args: unknown[]) => (loadAddon(built!.path).decodeLayer as (...a: unknown[]) => number)(...args);
+  /** Refused (SKV_ERR_ARG), or taken as far as the first CUDA call (which throws: no GPU). */
+  const outcome = (...args: unknown[]): 'refused' | 'taken' => {
+    try {
+      expect(call(...args)).toBe(STATUS.arg);
+      return 'refused';
+    } catch (e) {
+      if ((e as AddonError).op !== 'decodeLayer' || !((e as AddonError).cudaCode! > 0)) throw e;
+      return 'taken';
+    }
+  };
 
-  it('refuses inputs of other row counts, rows not whole, and a row input past them (SKV_ERR_ARG)', () => {
-    const r = record();
+  it.each(['f32', 'f16', 'bf16'] as const)('%s inputs: refuses other row counts, rows not whole and a row input past them (SKV_ERR_ARG)', (io) => {
+    const f = (n: number) => (io === 'f32' ? new Float32Array(n) : new Uint16Array(n));
+    const r = record(io);
     expect(call(r, f(64), f(48), f(32))).toBe(STATUS.arg); // k holds 3 rows, q and v 2
     expect(call(r, f(65), f(32), f(32))).toBe(STATUS.arg); // q not whole rows of 4 x 8
     expect(call(r, f(32), f(16), f(16))).toBe(STATUS.arg); // 1 row, but a row's input is 1
@@ -82,14 +92,18 @@ describe.skipIf(!built)(`the addon's decodeLayer and its host inputs${built ? ''
     expect(() => call(r, [0], f(32), f(32))).toThrow(/expected a typed array/);
   });
 
-  it.skipIf(gpu)('takes well-formed inputs as far as the first CUDA call (no GPU here)', () => {
-    let err: AddonError | undefined;
-    try {
-      call(record(), f(64), f(32), f(32));
-    } catch (e) {
-      err = e as AddonError;
+  // Every combination of 0-3 rows (and a stray element) per input, for each io dtype: taken exactly
+  // when all three hold the same whole number of rows, at least 2 (the rows' inputs are 0 and 1).
+  it.skipIf(gpu)('takes inputs exactly when they hold whole, equal row counts past every input (generated, each io dtype; no GPU here)', () => {
+    for (const io of ['f32', 'f16', 'bf16'] as const) {
+      const r = record(io);
+      const make = (n: number) => (io === 'f32' ? new Float32Array(n) : new Uint16Array(n));
+      const sizes = [0, 1, 2, 3].flatMap((rows) => [{ rows, extra: 0 }, { rows, extra: 1 }]);
+      for (const q of sizes) for (const k of sizes) for (const v of sizes) {
+        const ok = !q.extra && !k.extra && !v.extra && q.rows === k.rows && k.rows === v.rows && q.rows >= 2;
+        const got = outcome(r, make(q.rows * 32 + q.extra), make(k.rows * 16 + k.extra), make(v.rows * 16 + v.extra));
+        expect(got, `${io}: q ${JSON.stringify(q)}, k ${JSON.stringify(k)}, v ${JSON.stringify(v)}`).toBe(ok ? 'taken' : 'refused');
+      }
     }
-    expect(err?.op).toBe('decodeLayer');
-    expect(err?.cudaCode).toBeGreaterThan(0);
   });
 });

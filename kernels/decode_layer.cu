@@ -15,6 +15,8 @@
 // The per-op kernels share their device code (score.cuh, select.cuh, rebuild_keys.cuh,
 // landmarks.cuh, attention.h), so decodeLayerComposed over the ops gives the same bits.
 #include <limits.h>
+#include <string.h>
+#include <unordered_map>
 #include <vector>
 #include "attention.h"
 #include "fp8.cuh"
@@ -29,14 +31,18 @@ namespace {
 // The select's per-slot lists (ids, held, hit, free_slots, miss_idx: S each) and its shared memory bounds.
 enum { SELECT_LISTS = 5, SELECT_LISTS_SMEM_MAX = 48 * 1024, SELECT_SMEM_MAX = 160 * 1024 };
 
-// Where each temporary lives in the workspace (byte offsets), from host-known bounds.
+// Where each temporary lives in the workspace (byte offsets), from host-known bounds. NOTE: no
+// implicit padding here or in StepArgs (the pads are members, zeroed by {}): a step's launches are
+// replayed from a graph only when these bytes and the plan's are all equal (StepGraphs).
 struct StepLayout {
-  int tasks, sparse, max_l, max_splits, max_m;  // sparse: compressed active rows; max_m: chunks the largest compaction moves
-  bool lists_shared, scores_shared;              // the select kernel keeps a head's slot lists / scores in shared memory
   size_t qf, logits, maxes, sums, scores, lists, miss_ids, miss_slots, hot_codes, n_miss, attn, segs, part,
       arrivals, bytes;
-  cudaError_t error;  // of the device query that sized the attention's splits (DecodeLayer returns it)
+  int tasks, sparse, max_l, max_splits, max_m;  // sparse: compressed active rows; max_m: chunks the largest compaction moves
+  cudaError_t error;                             // of the device query that sized the attention's splits (DecodeLayer returns it)
+  bool lists_shared, scores_shared;              // the select kernel keeps a head's slot lists / scores in shared memory
+  char pad[6];
 };
+static_assert(sizeof(StepLayout) == 15 * 8 + 6 * 4 + 8, "StepLayout has no implicit padding");
 
 struct StepArgs {
   SkvStep s;
@@ -44,7 +50,9 @@ struct StepArgs {
   char* ws;
   StepLayout at;
   bool rebuild_mma;  // every row's rebuild on the tensor cores (rebuild_mma)
+  char pad[7];
 };
+static_assert(sizeof(StepArgs) == sizeof(SkvStep) + 16 + sizeof(StepLayout) + 8, "StepArgs has no implicit padding");
 
 template <typename T>
 __device__ __forceinline__ T* ws_ptr(const StepArgs& a, size_t off) {
@@ -796,66 +804,81 @@ bool DecodeLayerValid(const SkvStep& s, const SkvStepRow* rows) {
 
 size_t DecodeLayerWorkspace(const SkvStep& s, const SkvStepRow* rows) { return layout(s, rows).bytes; }
 
-cudaError_t DecodeLayer(const SkvStep& s, const SkvStepRow* host_rows, const SkvStepRow* device_rows, SkvWorkspace ws,
-                        cudaStream_t stream) {
-  const StepLayout at = layout(s, host_rows);
-  if (at.error != cudaSuccess) return at.error;
-  if (ws.bytes < at.bytes) return cudaErrorInvalidValue;
-  // NOTE: checked before anything is queued, so a refused step changes nothing.
-  if (at.max_m * s.C > 65535) return cudaErrorInvalidConfiguration;  // a compaction of 64K tokens: never made by decode
-  StepArgs a{s, device_rows, static_cast<char*>(ws.ptr), at, true};
-  const int g = s.q_heads / s.kv_heads, S = s.max_selected;
+namespace {
+
+// The host's choices for a step's launches: shared memory, grids, the fetch kernel's variant. NOTE:
+// no implicit padding (StepGraphs compares its bytes).
+struct StepPlan {
+  int64_t qk_smem, ss_smem, st_smem, rb_smem;
+  int split, blocks, groups, fetch;  // blocks: the select's cluster (0: the one-block path); fetch: FP8 * 2 + MMA, -1: none
+};
+static_assert(sizeof(StepPlan) == 48, "StepPlan has no implicit padding");
+
+cudaError_t plan_step(const SkvStep& s, const StepLayout& at, const SkvStepRow* host_rows, StepPlan* p, bool* mma) {
+  *p = StepPlan{};
+  p->qk_smem = (int64_t)(sizeof(float) * ((size_t)(s.q_heads + s.kv_heads) * s.d + s.d));
+  p->fetch = -1;
+  *mma = true;
+  if (at.sparse == 0) return cudaSuccess;
+  p->split = std::min(s.logit_split, logit_blocks(at.max_l));
+  if (p->split <= 0) SKV_CUDA_CALL(logit_split(at.tasks, logit_blocks(at.max_l), &p->split));
+  size_t ss_smem = 0;
+  SKV_CUDA_CALL(select_cluster(s, at, &p->blocks, &ss_smem));
+  p->ss_smem = (int64_t)ss_smem;
+  if (p->blocks == 0) p->st_smem = (int64_t)select_smem(at.max_l, s.max_selected, at.lists_shared, at.scores_shared);
+  if (s.max_selected <= 0) return cudaSuccess;
+  // The rebuild runs on the tensor cores where every row's can (one path per launch).
+  bool fp8 = false;
+  int rank = 0;
+  for (int b = 0; b < s.batch; b++) {
+    const SkvStepRow& r = host_rows[b];
+    if (r.input < 0 || !r.u) continue;
+    *mma = *mma && rebuild_mma(reinterpret_cast<const void*>(r.u), s.kv_dtype, reinterpret_cast<const void*>(r.sv), s.kv_dtype,
+                               (int64_t)s.kv_heads * s.d, s.d, r.rank, s.C);
+    rank = std::max(rank, r.rank);
+    fp8 = fp8 || r.fp8_rows > 0;
+  }
+  p->rb_smem = (int64_t)rebuild_smem_bytes(s.C, s.d, *mma, rank);
+  p->groups = (int)skv_ceil_div(s.max_selected, rebuild_chunks_per_block(s.C));
+  p->fetch = (fp8 ? 2 : 0) + (*mma ? 1 : 0);
+  return cudaSuccess;
+}
+
+// The step's launches on `stream`, with the profile's marks between the stages.
+cudaError_t issue(const StepArgs& a, const StepPlan& p, cudaStream_t stream) {
+  const SkvStep& s = a.s;
+  const StepLayout& at = a.at;
+  const int g = s.q_heads / s.kv_heads;
   SKV_CUDA_CALL(mark(SKV_STAGE_APPEND, stream));
   // 1.
-  const size_t qk_smem = sizeof(float) * ((size_t)(s.q_heads + s.kv_heads) * s.d + s.d);
-  SKV_CUDA_CALL(skv_smem_optin(StepAppendKernel, qk_smem));
-  SKV_CUDA_CALL(skv_launch(StepAppendKernel, std::max(s.batch, 1), APPEND_THREADS, qk_smem, stream, a));
+  SKV_CUDA_CALL(skv_smem_optin(StepAppendKernel, (size_t)p.qk_smem));
+  SKV_CUDA_CALL(skv_launch(StepAppendKernel, std::max(s.batch, 1), APPEND_THREADS, (size_t)p.qk_smem, stream, a));
   SKV_CUDA_CALL(mark(SKV_STAGE_LOGITS, stream));
   if (at.sparse > 0) {
     // 2-3.
     SKV_CUDA_CALL(skv_smem_optin(StepLogitsKernel, LOGIT_SMEM));
-    int split = std::min(s.logit_split, logit_blocks(at.max_l));
-    if (split <= 0) SKV_CUDA_CALL(logit_split(at.tasks, logit_blocks(at.max_l), &split));
-    SKV_CUDA_CALL(skv_launch(StepLogitsKernel, dim3(at.tasks, split), LOGIT_THREADS, LOGIT_SMEM, stream, a));
+    SKV_CUDA_CALL(skv_launch(StepLogitsKernel, dim3(at.tasks, p.split), LOGIT_THREADS, LOGIT_SMEM, stream, a));
     SKV_CUDA_CALL(mark(SKV_STAGE_SELECT, stream));
-    int blocks = 0;
-    size_t ss_smem = 0;
-    SKV_CUDA_CALL(select_cluster(s, at, &blocks, &ss_smem));
-    if (blocks > 0) {
-      SKV_CUDA_CALL(skv_smem_optin(StepScoreSelectKernel, ss_smem));
-      SKV_CUDA_CALL(skv_launch_cluster(StepScoreSelectKernel, dim3(at.tasks, blocks), SELECT_CLUSTER_THREADS, ss_smem, stream,
-                                       (unsigned)blocks, a));
+    if (p.blocks > 0) {
+      SKV_CUDA_CALL(skv_smem_optin(StepScoreSelectKernel, (size_t)p.ss_smem));
+      SKV_CUDA_CALL(skv_launch_cluster(StepScoreSelectKernel, dim3(at.tasks, p.blocks), SELECT_CLUSTER_THREADS, (size_t)p.ss_smem,
+                                       stream, (unsigned)p.blocks, a));
     } else {
       const dim3 ranges(at.tasks, logit_blocks(at.max_l));
       SKV_CUDA_CALL(skv_launch(StepSoftmaxSumsKernel, ranges, SCORE_THREADS, sizeof(float) * g, stream, a));
       SKV_CUDA_CALL(skv_launch(StepScoresKernel, ranges, SCORE_THREADS, sizeof(float) * 2 * g, stream, a));
-      const size_t st_smem = select_smem(at.max_l, S, at.lists_shared, at.scores_shared);
-      SKV_CUDA_CALL(skv_smem_optin(StepSelectKernel, st_smem));
-      SKV_CUDA_CALL(skv_launch(StepSelectKernel, at.tasks, SELECT_THREADS, st_smem, stream, a));
+      SKV_CUDA_CALL(skv_smem_optin(StepSelectKernel, (size_t)p.st_smem));
+      SKV_CUDA_CALL(skv_launch(StepSelectKernel, at.tasks, SELECT_THREADS, (size_t)p.st_smem, stream, a));
     }
     SKV_CUDA_CALL(mark(SKV_STAGE_FETCH, stream));
     // 4.
-    if (S > 0) {
-      // The rebuild runs on the tensor cores where every row's can (one path per launch).
-      bool fp8 = false;
-      int rank = 0;
-      for (int b = 0; b < s.batch; b++) {
-        const SkvStepRow& r = host_rows[b];
-        if (r.input < 0 || !r.u) continue;
-        a.rebuild_mma = a.rebuild_mma && rebuild_mma(reinterpret_cast<const void*>(r.u), s.kv_dtype, reinterpret_cast<const void*>(r.sv),
-                                                     s.kv_dtype, (int64_t)s.kv_heads * s.d, s.d, r.rank, s.C);
-        rank = std::max(rank, r.rank);
-        fp8 = fp8 || r.fp8_rows > 0;
-      }
-      const size_t rb_smem = rebuild_smem_bytes(s.C, s.d, a.rebuild_mma, rank);
-      auto fetch = fp8 ? (a.rebuild_mma ? StepFetchKernel<true, true> : StepFetchKernel<true, false>)
-                       : (a.rebuild_mma ? StepFetchKernel<false, true> : StepFetchKernel<false, false>);
-      SKV_CUDA_CALL(skv_smem_optin(fetch, rb_smem));
-      const int groups = (int)skv_ceil_div(S, rebuild_chunks_per_block(s.C));
-      SKV_CUDA_CALL(skv_launch(fetch, dim3(at.tasks, groups), REBUILD_THREADS, rb_smem, stream, a));
+    if (p.fetch >= 0) {
+      auto fetch = p.fetch == 3 ? StepFetchKernel<true, true> : p.fetch == 2 ? StepFetchKernel<true, false>
+                 : p.fetch == 1 ? StepFetchKernel<false, true> : StepFetchKernel<false, false>;
+      SKV_CUDA_CALL(skv_smem_optin(fetch, (size_t)p.rb_smem));
+      SKV_CUDA_CALL(skv_launch(fetch, dim3(at.tasks, p.groups), REBUILD_THREADS, (size_t)p.rb_smem, stream, a));
     }
-  }
-  if (at.sparse == 0) {  // no sparse stage ran: they take no time
+  } else {  // no sparse stage ran: they take no time
     SKV_CUDA_CALL(mark(SKV_STAGE_SELECT, stream));
     SKV_CUDA_CALL(mark(SKV_STAGE_FETCH, stream));
   }
@@ -875,4 +898,102 @@ cudaError_t DecodeLayer(const SkvStep& s, const SkvStepRow* host_rows, const Skv
     SKV_CUDA_CALL(skv_launch(CompactTailKernel, dim3(at.tasks, 2), 256, 0, stream, a));
   }
   return mark(SKV_STEP_STAGES, stream);
+}
+
+// The step's launches as CUDA graphs, one per distinct (StepArgs, StepPlan): a step whose bytes
+// equal an earlier one's replays its graph in one launch. NOTE: the six to nine launches of a step
+// cost ~16 us of host time on the H200 machine's host, a graph launch ~1.3 (launch_bench.cu); a
+// model's layers and the upload blocks used in turn make a few hundred distinct steps, each
+// captured once. Steps read back one by one at 1 x 128K: 0.138-0.190 ms against 0.149-0.197 launched
+// one by one (H200, side by side); queued steps are the GPU's and unchanged.
+// SHADOWKV_CUDA_GRAPHS=0 launches every step's kernels one by one. NOTE: the capture stream is the
+// first device's, as the upload stream is (one device per process).
+struct StepGraphs {
+  struct Key {
+    StepArgs a;
+    StepPlan p;
+  };
+  struct Entry {
+    Key key;
+    cudaGraphExec_t exec;
+    uint64_t used;
+  };
+  enum { CAPACITY = 1024 };
+  std::unordered_map<uint64_t, Entry> entries;  // by the key's hash; a collision replaces
+  cudaStream_t capture = nullptr;
+  uint64_t clock = 0;
+  bool broken = false;  // a capture failed: launch one by one from then on
+
+  static bool on() {
+    static const bool v = !(getenv("SHADOWKV_CUDA_GRAPHS") && strcmp(getenv("SHADOWKV_CUDA_GRAPHS"), "0") == 0);
+    return v;
+  }
+
+  static uint64_t hash(const Key& k) {  // FNV-1a over the key's bytes
+    const unsigned char* b = reinterpret_cast<const unsigned char*>(&k);
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < sizeof k; i++) h = (h ^ b[i]) * 1099511628211ull;
+    return h;
+  }
+
+  cudaError_t launch(const StepArgs& a, const StepPlan& p, cudaStream_t stream) {
+    Key key;
+    memcpy(&key.a, &a, sizeof a);
+    memcpy(&key.p, &p, sizeof p);
+    const uint64_t h = hash(key);
+    auto it = entries.find(h);
+    if (it != entries.end() && memcmp(&it->second.key, &key, sizeof key) == 0) {
+      it->second.used = ++clock;
+      return cudaGraphLaunch(it->second.exec, stream);
+    }
+    cudaGraphExec_t exec = nullptr;
+    if (!make(a, p, &exec)) {
+      broken = true;
+      return issue(a, p, stream);
+    }
+    if (it != entries.end()) {
+      cudaGraphExecDestroy(it->second.exec);
+      entries.erase(it);
+    } else if (entries.size() >= CAPACITY) {  // the least recently used goes
+      auto lru = entries.begin();
+      for (auto e = entries.begin(); e != entries.end(); ++e)
+        if (e->second.used < lru->second.used) lru = e;
+      cudaGraphExecDestroy(lru->second.exec);
+      entries.erase(lru);
+    }
+    entries.emplace(h, Entry{key, exec, ++clock});
+    return cudaGraphLaunch(exec, stream);
+  }
+
+  // Captures the step's launches on a stream of its own (nothing runs) and instantiates them.
+  bool make(const StepArgs& a, const StepPlan& p, cudaGraphExec_t* exec) {
+    if (!capture && cudaStreamCreateWithFlags(&capture, cudaStreamNonBlocking) != cudaSuccess) return cudaGetLastError(), false;
+    if (cudaStreamBeginCapture(capture, cudaStreamCaptureModeRelaxed) != cudaSuccess) return cudaGetLastError(), false;
+    const cudaError_t issued = issue(a, p, capture);
+    cudaGraph_t graph = nullptr;
+    const cudaError_t ended = cudaStreamEndCapture(capture, &graph);
+    const bool ok = issued == cudaSuccess && ended == cudaSuccess && graph && cudaGraphInstantiate(exec, graph, 0) == cudaSuccess;
+    if (graph) cudaGraphDestroy(graph);
+    if (!ok) cudaGetLastError();
+    return ok;
+  }
+};
+StepGraphs step_graphs;
+
+}  // namespace
+
+cudaError_t DecodeLayer(const SkvStep& s, const SkvStepRow* host_rows, const SkvStepRow* device_rows, SkvWorkspace ws,
+                        cudaStream_t stream) {
+  const StepLayout at = layout(s, host_rows);
+  if (at.error != cudaSuccess) return at.error;
+  if (ws.bytes < at.bytes) return cudaErrorInvalidValue;
+  // NOTE: checked before anything is queued, so a refused step changes nothing.
+  if (at.max_m * s.C > 65535) return cudaErrorInvalidConfiguration;  // a compaction of 64K tokens: never made by decode
+  StepPlan p;
+  bool mma = true;
+  SKV_CUDA_CALL(plan_step(s, at, host_rows, &p, &mma));
+  const StepArgs a{s, device_rows, static_cast<char*>(ws.ptr), at, mma};
+  // The profile's marks are events between the launches: those steps go one by one.
+  if (profile_on || step_graphs.broken || !StepGraphs::on()) return issue(a, p, stream);
+  return step_graphs.launch(a, p, stream);
 }

@@ -33,6 +33,9 @@ node node_modules/vitest/vitest.mjs run test/native/cudaAddon.test.ts test/nativ
 # Steps queued on the GPU, again without SHADOWKV_CUDA_SYNC (with it every op waits, and nothing queues).
 # shellcheck disable=SC2046
 SHADOWKV_CUDA_SYNC=0 node node_modules/vitest/vitest.mjs run test/seam/cudaQueuedSteps.test.ts $(report vitest-queued.json) "${args[@]}" || rc=$?
+# The fused step's kernels launched one by one instead of replayed from graphs: the same bits.
+# shellcheck disable=SC2046
+SHADOWKV_CUDA_GRAPHS=0 node node_modules/vitest/vitest.mjs run test/seam/parity.test.ts test/seam/cudaStepGroupings.test.ts $(report vitest-nographs.json) "${args[@]}" || rc=$?
 # Device memory alone: its cudaMemGetInfo check is device-wide, and the other files' processes
 # allocate on the same GPU (a 192 MiB dip between its samples failed it twice on an H200).
 # shellcheck disable=SC2046

@@ -4,6 +4,7 @@
  * @packageDocumentation
  */
 import type { Backend } from '../../shadowkv/src/backends/Backend.js';
+import { ConfigError } from '../../shadowkv/src/errors/ConfigError.js';
 import { NoBinaryError } from '../../shadowkv/src/errors/NoBinaryError.js';
 import { NoDeviceError } from '../../shadowkv/src/errors/NoDeviceError.js';
 import { CUDA_NO_DEVICE, type CudaDeviceInfo } from './AddonTypes.js';
@@ -19,7 +20,10 @@ export { probeAddon, type ProbeResult } from './probeAddon.js';
 
 /** Options of the CUDA backend. */
 export interface CudaBackendOptions {
-  /** CUDA device ordinal (default 0). Every cache of this process runs on it. */
+  /**
+   * CUDA device ordinal (default 0). Every cache of this process runs on it: a backend for another
+   * device in the same process is a `ConfigError` (use a process per GPU).
+   */
   device?: number;
   /**
    * Bytes of pinned host memory (the offloaded values) this process's caches may hold; creating a
@@ -45,11 +49,19 @@ export async function createCudaBackend(options: CudaBackendOptions = {}): Promi
   if (!Number.isInteger(ordinal) || ordinal < 0) throw new RangeError(`createCudaBackend: device must be a non-negative integer, got ${String(options.device)}`);
   const { hostMemory } = options;
   if (hostMemory !== undefined && !(Number.isSafeInteger(hostMemory) && hostMemory >= 0)) throw new RangeError(`createCudaBackend: hostMemory must be a non-negative integer of bytes, got ${String(hostMemory)}`);
+  // NOTE: the addon's current device, its streams and its step graphs are per process: a second
+  // device would move every cache already made onto it.
+  const taken = () => {
+    if (chosen !== undefined && chosen !== ordinal) throw new ConfigError(`createCudaBackend: this process runs on CUDA device ${chosen}; device ${ordinal} needs a process of its own (one device per process)`);
+  };
+  taken();
   const path = findAddon();
   const probe = await probeAddon(path, ordinal);
   const info = checkProbe(probe, ordinal, path);
+  taken(); // another call may have chosen while this one probed
   const addon = loadAddon(path);
   addon.setDevice(ordinal);
+  chosen = ordinal;
   return {
     name: 'cuda',
     description: `cuda (${info.name}, sm_${info.major}${info.minor}, CUDA ${version(info.runtimeVersion)}, driver ${version(info.driverVersion)})`,
@@ -57,6 +69,9 @@ export async function createCudaBackend(options: CudaBackendOptions = {}): Promi
     createDevice: () => new CudaDevice(addon, ordinal, hostMemory),
   };
 }
+
+/** The device this process's backends run on, once one has started. */
+let chosen: number | undefined;
 
 /** 13000 -> "13.0". */
 const version = (v: number) => `${Math.floor(v / 1000)}.${Math.floor((v % 1000) / 10)}`;

@@ -169,6 +169,25 @@ function landmarks(dtype: DType, nChunks: number, C: number, d: number, ld: numb
   };
 }
 
+function keepLandmarks(dtype: DType, heads: number, nChunks: number, d: number, maxOutliers: number): OpCase {
+  const rand = rng(heads * nChunks + d);
+  // f32 landmarks with the edges of the 16-bit roundings among them.
+  const lm = Float64Array.from({ length: heads * nChunks * d }, (_, i) => (i < EDGES.length - 3 ? EDGES[i]! : Math.fround(randn(1, rand)[0]!)));
+  const counts = Int32Array.from({ length: heads }, (_, h) => (h === 0 ? 0 : Math.min(maxOutliers, nChunks, 1 + Math.floor(rand() * maxOutliers))));
+  const outliers = new Int32Array(heads * maxOutliers);
+  counts.forEach((n, h) => outliers.set(distinct(n, nChunks, rand).sort(), h * maxOutliers));
+  const capacity = nChunks + 3;
+  return {
+    op: 'keep_landmarks', name: `${heads} heads of ${nChunks} chunks, d=${d}, up to ${maxOutliers} outliers`, exact: true,
+    run: (dev) => {
+      const out = zerosOn(dev, heads * capacity * d, dtype);
+      const ids = zerosOn(dev, heads * capacity, 'i32');
+      dev.keepLandmarks(at(put(dev, lm, 'f32')), heads, nChunks, d, outliers, counts, maxOutliers, at(out), at(ids), capacity);
+      return { out: get(dev, out), ids: get(dev, ids) };
+    },
+  };
+}
+
 function scoreChunks(dtype: DType, g: number, d: number, n: number): OpCase {
   const rand = rng(g * n + d);
   const q = f64(randn(g * d, rand, 2).map(Math.fround));
@@ -310,6 +329,8 @@ export function opCases(dtype: DType): (() => OpCase)[] {
     () => lowRank(dtype, 4096, 8, 128, 48, 160, 0.05),
     () => landmarks(dtype, 7, 5, 64, 197, 3),
     () => landmarks(dtype, 2048, 8, 128, 1024, 5 * 128),
+    () => keepLandmarks(dtype, 3, 41, 64, 5),
+    () => keepLandmarks(dtype, 8, 16384, 128, 50),
     () => scoreChunks(dtype, 3, 64, 517),
     () => scoreChunks(dtype, 4, 128, 16384),
     () => selectChunks(1001, 7, true),

@@ -95,6 +95,14 @@ cudaError_t LowRankKeys(float* K, int S, int D, int rank, int oversample, int po
 cudaError_t Landmarks(const void* keys, int dtype, int64_t ldk, int n_chunks, int C, int d, float* landmarks,
                       float* min_cos, cudaStream_t stream);
 
+// ---- keep_landmarks.cu ----
+// The landmark set after the outliers are chosen (runtime/wasm/abi.h skv_keep_landmarks): head h's
+// chunks but its counts[h] outliers (ascending, at outliers + h * max_outliers), in order, to rows
+// h * capacity + j of `out` (dtype) with their ids; ids past the head's landmarks are 0. All device
+// pointers; the caller checks the lists.
+cudaError_t KeepLandmarks(const float* landmarks, int heads, int n_chunks, int d, const int32_t* outliers, const int32_t* counts,
+                          int max_outliers, void* out, int dtype, int32_t* ids, int capacity, cudaStream_t stream);
+
 // ---- select_chunks.cu ----
 // Top-k of scores[n] (largest: highest first), ties to the lower index, NaN last. Writes the
 // min(k, n) chosen indices, ascending, to out (device); *count (device int) gets how many.

@@ -32,6 +32,7 @@ Napi::Value Gemm(const Napi::CallbackInfo&);
 Napi::Value Rope(const Napi::CallbackInfo&);
 Napi::Value LowRankKeys(const Napi::CallbackInfo&);
 Napi::Value Landmarks(const Napi::CallbackInfo&);
+Napi::Value KeepLandmarks(const Napi::CallbackInfo&);
 Napi::Value SelectChunks(const Napi::CallbackInfo&);
 Napi::Value ScoreChunks(const Napi::CallbackInfo&);
 Napi::Value RebuildKeys(const Napi::CallbackInfo&);
@@ -61,7 +62,8 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
       {"write", Write}, {"read", Read}, {"copy", Copy}, {"copyAside", CopyAside}, {"joinAside", JoinAside},
       // ops, in runtime/wasm/abi.h order
       {"convert", Convert}, {"convertRows", ConvertRows}, {"gemm", Gemm}, {"rope", Rope},
-      {"lowRankKeys", LowRankKeys}, {"landmarks", Landmarks}, {"selectChunks", SelectChunks},
+      {"lowRankKeys", LowRankKeys}, {"landmarks", Landmarks}, {"keepLandmarks", KeepLandmarks},
+      {"selectChunks", SelectChunks},
       {"scoreChunks", ScoreChunks}, {"rebuildKeys", RebuildKeys}, {"gatherValues", GatherValues},
       {"quantizeValues", QuantizeValues}, {"sparseAttention", SparseAttention}, {"causalAttention", CausalAttention},
       // the fused step

@@ -87,6 +87,16 @@ SKV_EXPORT int skv_low_rank_keys(float* K, int S, int D, int rank, int oversampl
 SKV_EXPORT void skv_landmarks(const void* keys, int dtype, int ldk, int n_chunks, int C, int d,
                               float* landmarks, float* min_cos);
 
+// ---- keep_landmarks.cc ----
+// The landmark set of `heads` heads after their outliers are chosen: head h's landmarks are rows
+// [h * n_chunks, (h + 1) * n_chunks) of `landmarks` (f32, d each), its outliers the counts[h]
+// ascending chunk ids at outliers[h * max_outliers]. Every other chunk c, in order, is landmark j of
+// the head: row h * capacity + j of `out` (dtype) and ids[h * capacity + j] = c; the ids past the
+// head's n_chunks - counts[h] landmarks, up to capacity, are 0. The caller checks the lists
+// (ascending, within [0, n_chunks), counts[h] <= max_outliers, n_chunks - counts[h] <= capacity).
+SKV_EXPORT void skv_keep_landmarks(const float* landmarks, int heads, int n_chunks, int d, const int32_t* outliers,
+                                   const int32_t* counts, int max_outliers, void* out, int dtype, int32_t* ids, int capacity);
+
 // ---- select_chunks.cc ----
 // Top-k of scores[n] (largest = 1: highest first; 0: lowest). Writes min(k, n) indices to out,
 // ascending. NOTE: ties go to the lower index so that every runtime selects the same set.

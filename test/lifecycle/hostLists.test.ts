@@ -3,8 +3,8 @@ import { createCache } from '../../packages/shadowkv/src/backend.js';
 import { NeedleWorkload } from '../../examples/workloads/needle.js';
 import { forEachEnv } from '../envs.js';
 
-// A compression fills host index lists (positions, the kept landmarks, their slots and ids) that the
-// cache keeps for its next compression (compress.ts, HostLists). Whatever an earlier compression
+// A compression fills host index lists (the keys' positions) and scratch buffers (keepLandmarks'
+// outlier lists) that the cache keeps for its next compression (compress.ts, HostLists). Whatever an earlier compression
 // left in them, the next one's store is its own: rows of different lengths compressed longest first
 // and shortest first decode the same, bit for bit.
 const spec = { layers: 1, queryHeads: 4, kvHeads: 2, headDim: 16, rope: { theta: 10000 } };

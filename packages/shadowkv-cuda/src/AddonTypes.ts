@@ -109,6 +109,7 @@ export interface CudaAddon {
   /** Returns a STATUS code. */
   lowRankKeys(K: Ptr, S: number, D: number, rank: number, oversample: number, powerIters: number, seed: number, U: Ptr, SV: Ptr, proj: Ptr, sigma: Ptr): number;
   landmarks(keys: Ptr, dtype: number, ldk: number, nChunks: number, C: number, d: number, landmarks: Ptr, minCos: Ptr): void;
+  keepLandmarks(landmarks: Ptr, heads: number, nChunks: number, d: number, outliers: Ptr, counts: Ptr, maxOutliers: number, out: Ptr, dtype: number, ids: Ptr, capacity: number): void;
   /** Writes min(k, n) indices ascending into `out`; returns that count. */
   selectChunks(scores: Ptr, n: number, k: number, largest: number, out: Int32Array): number;
   /** `work` holds g * (n + 64) f32: the logits, then per-block maxima. */

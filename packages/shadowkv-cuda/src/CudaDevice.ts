@@ -1,5 +1,6 @@
 import {
   attentionTasks,
+  outlierLists,
   BUFFER_BYTES,
   type BufferDType,
   type Device,
@@ -234,6 +235,16 @@ export class CudaDevice implements Device {
     const out = new Int32Array(m);
     const count = this.op('select_chunks', () => this.x.selectChunks(this.addr(scores), n, k, largest ? 1 : 0, out));
     return count === m ? out : out.subarray(0, count);
+  }
+
+  keepLandmarks(landmarks: View, heads: number, nChunks: number, d: number, outliers: Int32Array, counts: Int32Array, maxOutliers: number, out: View, ids: View, capacity: number): void {
+    const lists = outlierLists(heads, nChunks, outliers, counts, maxOutliers, capacity);
+    if (heads === 0 || capacity === 0) return;
+    this.within('keepLandmarks', 'landmarks', landmarks, heads * nChunks * d);
+    this.within('keepLandmarks', 'out', out, heads * capacity * d);
+    this.within('keepLandmarks', 'ids', ids, heads * capacity);
+    const p = this.stage('keep.lists', lists);
+    this.op('keep_landmarks', () => this.x.keepLandmarks(this.addr(landmarks), heads, nChunks, d, p + 4 * heads, p, maxOutliers, this.addr(out), storageCode(out.buf.dtype), this.addr(ids), capacity));
   }
 
   scoreChunks(q: View, g: number, d: number, scale: number, landmarks: View, n: number, scores: View): void {

@@ -56,6 +56,30 @@ export function attentionTasks(tasks = 1): number {
   return tasks;
 }
 
+/**
+ * `keepLandmarks`' outlier lists, checked, as the one array the runtimes read: `heads` counts, then
+ * `heads x maxOutliers` ids. Each head's `counts[h]` ids must ascend within `[0, nChunks)`, and its
+ * `nChunks - counts[h]` landmarks fit `capacity`.
+ */
+export function outlierLists(heads: number, nChunks: number, outliers: Int32Array, counts: Int32Array, maxOutliers: number, capacity: number): Int32Array {
+  const int = (x: number, lo: number) => Number.isInteger(x) && x >= lo && x <= 0x7fffffff;
+  if (!int(heads, 0) || !int(nChunks, 0) || !int(maxOutliers, 0) || !int(capacity, 0)) throw new RangeError(`keepLandmarks: heads ${heads}, nChunks ${nChunks}, maxOutliers ${maxOutliers} and capacity ${capacity} must be non-negative integers`);
+  if (counts.length < heads || outliers.length < heads * maxOutliers) throw new RangeError(`keepLandmarks: ${counts.length} counts and ${outliers.length} outlier ids for ${heads} heads of up to ${maxOutliers}`);
+  for (let h = 0; h < heads; h++) {
+    const n = counts[h]!;
+    if (n < 0 || n > maxOutliers || n > nChunks) throw new RangeError(`keepLandmarks: head ${h} has ${n} outliers (at most ${Math.min(maxOutliers, nChunks)})`);
+    if (nChunks - n > capacity) throw new RangeError(`keepLandmarks: head ${h} keeps ${nChunks - n} landmarks, past the capacity of ${capacity}`);
+    for (let i = 0, last = -1; i < n; last = outliers[h * maxOutliers + i++]!) {
+      const c = outliers[h * maxOutliers + i]!;
+      if (!(c > last && c < nChunks)) throw new RangeError(`keepLandmarks: head ${h}'s outlier ${i} is chunk ${c}: the ids must ascend within [0, ${nChunks})`);
+    }
+  }
+  const lists = new Int32Array(heads + heads * maxOutliers);
+  lists.set(counts.subarray(0, heads));
+  lists.set(outliers.subarray(0, heads * maxOutliers), heads);
+  return lists;
+}
+
 /** Bytes a device holds, per tier and per component tag. */
 export interface DeviceMemory {
   device: number;
@@ -151,6 +175,14 @@ export interface Device {
   rope(x: View, rows: number, d: number, ld: number, positions: Int32Array, invFreq: DeviceBuffer, style: RopeStyle, direction: 1 | -1): void;
   lowRankKeys(k: View, S: number, D: number, rank: number, oversample: number, powerIters: number, seed: number, out: LowRankOut): void;
   landmarks(keys: View, ld: number, nChunks: number, C: number, d: number, landmarks: View, minCos: View): void;
+  /**
+   * The landmark set of `heads` heads once their outliers are chosen: head h's landmarks are rows
+   * `[h * nChunks, (h + 1) * nChunks)` of `landmarks` (f32, `d` each), its outliers the `counts[h]`
+   * ascending chunk ids at `outliers[h * maxOutliers]`. Every other chunk c, in order, becomes
+   * landmark j of the head: row `h * capacity + j` of `out` (its dtype) and `ids[h * capacity + j] = c`;
+   * the ids past the head's landmarks, up to `capacity`, are 0.
+   */
+  keepLandmarks(landmarks: View, heads: number, nChunks: number, d: number, outliers: Int32Array, counts: Int32Array, maxOutliers: number, out: View, ids: View, capacity: number): void;
   selectChunks(scores: View, n: number, k: number, largest: boolean): Int32Array;
   scoreChunks(q: View, g: number, d: number, scale: number, landmarks: View, n: number, scores: View): void;
   rebuildKeys(a: RebuildArgs): void;

@@ -4,6 +4,7 @@ import type { RopeStyle } from '../../spec.js';
 import {
   BUFFER_BYTES,
   attentionTasks,
+  outlierLists,
   type BufferDType,
   type Device,
   type DeviceBuffer,
@@ -176,6 +177,13 @@ export class WasmDevice implements Device {
     const out = this.scratch('select.out', Math.max(k, 1), 'i32');
     const count = this.op('select_chunks', () => this.x.skv_select_chunks(this.addr(scores), n, k, largest ? 1 : 0, out.ptr));
     return this.read({ buf: out, offset: 0 }, count) as Int32Array;
+  }
+
+  keepLandmarks(landmarks: View, heads: number, nChunks: number, d: number, outliers: Int32Array, counts: Int32Array, maxOutliers: number, out: View, ids: View, capacity: number): void {
+    const checked = outlierLists(heads, nChunks, outliers, counts, maxOutliers, capacity);
+    if (heads === 0 || capacity === 0) return;
+    const lists = this.stage('keep.lists', checked);
+    this.op('keep_landmarks', () => this.x.skv_keep_landmarks(this.addr(landmarks), heads, nChunks, d, lists + 4 * heads, lists, maxOutliers, this.addr(out), storageCode(out.buf.dtype), this.addr(ids), capacity));
   }
 
   scoreChunks(q: View, g: number, d: number, scale: number, landmarks: View, n: number, scores: View): void {

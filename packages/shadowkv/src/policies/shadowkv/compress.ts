@@ -24,10 +24,10 @@ export interface CompressContext {
 
 /**
  * Host index lists that a compression fills and hands to ops (which copy them before they return),
- * kept by a cache from one compression to the next. NOTE: a fresh typed array is paged in as it is
- * first written: filling three fresh ~131K-entry lists (one 128K row's landmarks) took 6-7 ms on
- * the build machine against 0.6 ms for the same lists reused (Node 20), and that stage read
- * 1.9-3.5 ms on the GPU machine (bench/NOTES.md v20).
+ * kept by a cache from one compression to the next (the positions of preRopeKeys: 131K entries at
+ * 128K). NOTE: a fresh typed array is paged in as it is first written: filling three fresh
+ * ~131K-entry lists took 6-7 ms on the build machine against 0.6 ms for the same lists reused
+ * (Node 20), and that stage read 1.9-3.5 ms on the GPU machine (bench/NOTES.md v20).
  */
 export class HostLists {
   private readonly lists = new Map<string, Int32Array>();
@@ -166,8 +166,8 @@ export function commitStore(ctx: CompressContext, st: SequenceState & { store?: 
 /**
  * Landmarks of every head's chunks, its outliers copied exact and left out of the landmark set;
  * returns the per-head counts `[Hkv, HEAD_FIELDS]`. Batched across heads: every head's landmarks
- * are computed, then converted to the storage dtype and the kept ones gathered, in one op each; the
- * outliers' key and value rows of all heads gathered from the tail in one op each. Only the
+ * are computed, then the kept ones converted to the storage dtype with their ids (keepLandmarks),
+ * the outliers' key and value rows of all heads gathered from the tail, in one op each. Only the
  * outlier choice (one selectChunks a head) waits for the device.
  */
 function landmarksAndOutliers(ctx: CompressContext, st: SequenceState, store: CompressedStore, chunks: number): Int32Array {
@@ -180,48 +180,30 @@ function landmarksAndOutliers(ctx: CompressContext, st: SequenceState, store: Co
   try {
     const lm = temp(device.alloc(Hkv * chunks * d, 'f32', 'compress')); // head h's landmarks from row h * chunks
     const minCos = temp(device.alloc(Hkv * chunks, 'f32', 'compress'));
-    const stored = temp(device.alloc(Hkv * chunks * d, dtype, 'compress')); // the same in the storage dtype
     for (let h = 0; h < Hkv; h++) device.landmarks(st.tail.headK(h), d, chunks, C, d, at(lm, h * chunks * d), at(minCos, h * chunks));
-    device.convert(at(stored), at(lm), Hkv * chunks * d);
     stage('landmarks: launch');
-    // Views for gatherValues, whose "chunks" here are rows of d: every head's landmarks, and the tail's keys and values.
-    const landmarkRows: PagedBuffer = { pageChunks: Hkv * chunks, block: d, heads: 1, dtype, pages: [stored], table: temp(device.pointerTable([stored], 'compress')) };
+    // The tail's keys and values as gatherValues' "chunks" of one row.
     const tail = [st.tail.k, st.tail.v];
     const tailRows: PagedBuffer = { pageChunks: st.tail.k.length / d, block: d, heads: 2, dtype, pages: tail, table: temp(device.pointerTable(tail, 'compress')) };
     const sinks = range(0, Math.min(Math.ceil(o.sinkTokens / C), chunks));
     const outlierIds = new Int32Array(Hkv * maxOutliers);
+    const outlierCounts = new Int32Array(Hkv);
     const rows: number[] = []; // tail rows of every head's outliers ...
     const slots: number[] = []; // ... and their rows in outlierK / outlierV
-    const keptRows = ctx.lists.take('keptRows', Hkv * chunks); // rows of `stored` that stay landmarks ...
-    const keptSlots = ctx.lists.take('keptSlots', Hkv * chunks); // ... and their rows in store.landmarks
-    const landmarkIds = ctx.lists.take('landmarkIds', Hkv * store.chunkCapacity).fill(0); // store.landmarkIds, every head's at once (0 past its count)
-    let nKept = 0;
     for (let h = 0; h < Hkv; h++) {
       const lowest = device.selectChunks(at(minCos, h * chunks), chunks, o.outlierChunks, false);
-      stage('landmarks: select');
       const outliers = Int32Array.from(new Set([...lowest, ...sinks])).sort();
       outlierIds.set(outliers, h * maxOutliers);
+      outlierCounts[h] = outliers.length;
       outliers.forEach((c, i) => {
         for (let t = 0; t < C; t++) rows.push(h * st.tail.capacity + c * C + t), slots.push((h * maxOutliers + i) * C + t);
       });
-      // The landmark set keeps every other chunk, ascending: landmark j of the head is chunk c.
-      // NOTE: one pass into the three lists (a list of the kept chunks first was one more 16K-entry array a head).
-      let j = 0;
-      for (let c = 0, i = 0; c < chunks; c++) {
-        if (i < outliers.length && outliers[i] === c) {
-          i++;
-          continue;
-        }
-        keptRows[nKept] = h * chunks + c;
-        keptSlots[nKept++] = h * store.chunkCapacity + j;
-        landmarkIds[h * store.chunkCapacity + j++] = c;
-      }
-      counts.set([j, outliers.length, 0], h * HEAD_FIELDS);
-      stage('landmarks: kept');
+      // The landmark set keeps every other chunk, in order (keepLandmarks).
+      counts.set([chunks - outliers.length, outliers.length, 0], h * HEAD_FIELDS);
     }
+    stage('landmarks: select');
     device.write(at(store.outlierIds), outlierIds);
-    device.write(at(store.landmarkIds), landmarkIds);
-    if (nKept) device.gatherValues(at(store.landmarks), landmarkRows, 0, keptRows.subarray(0, nKept), keptSlots.subarray(0, nKept));
+    device.keepLandmarks(at(lm), Hkv, chunks, d, outlierIds, outlierCounts, maxOutliers, at(store.landmarks), at(store.landmarkIds), store.chunkCapacity);
     if (rows.length) {
       const [ids, to] = [Int32Array.from(rows), Int32Array.from(slots)];
       device.gatherValues(at(store.outlierK), tailRows, 0, ids, to);

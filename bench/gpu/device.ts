@@ -20,6 +20,11 @@ const made: BenchDevice[] = [];
  * shadowkv-cuda package) whose devices are recorded, so the benchmark can time them. Returns the new name.
  */
 export function registerBenchBackend(name: string): string {
+  // NOTE: with SHADOWKV_CUDA_SYNC=1 (scripts/gpu/env.sh's default, for the tests) every op waits for
+  // its kernels, and the timings measure the waits: own full read 0.69x of SDPA instead of 0.89x.
+  if (name.startsWith('cuda') && process.env.SHADOWKV_CUDA_SYNC === '1') {
+    throw new Error('bench: SHADOWKV_CUDA_SYNC=1 makes every CUDA op wait, so nothing timed would be the step; unset it or set it to 0');
+  }
   registerBackend(`${name}-bench`, async () => {
     const base = (await resolveBackend(name)).backend;
     return {

@@ -14,8 +14,11 @@
 # Usage: bash scripts/gpu/bench.sh [run.ts args...]
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
-# Timings need the ops asynchronous: env.sh's default (a sync after every op, for naming faults) would add one per op.
-export SHADOWKV_CUDA_SYNC="${SHADOWKV_CUDA_SYNC:-0}"
+# Timings need the ops asynchronous: env.sh's default (a sync after every op, for naming faults) would
+# add one per op. NOTE: set even where the caller's environment says 1 (a shell that sourced env.sh
+# timed own full at 0.69x of SDPA instead of 0.89x, bench/NOTES.md v22).
+[ "${SHADOWKV_CUDA_SYNC:-0}" = 0 ] || echo "bench: SHADOWKV_CUDA_SYNC=$SHADOWKV_CUDA_SYNC in the environment; timing with 0 (every op would wait)" >&2
+export SHADOWKV_CUDA_SYNC=0
 if [ -f .gpu/node.xz ]; then
   . scripts/gpu/env.sh
   need_tsx bench

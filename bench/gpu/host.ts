@@ -1,15 +1,19 @@
-// The JavaScript share of a CUDA decode step's host time, on any machine: decode() of the own full
-// policy through CudaDevice over a stub addon (every native call returns at once, no GPU), host-array
-// inputs and a device-tensor output, as the GPU benchmark's queued steps. The GPU machine's host
-// runs the same code ~3-5x slower (bench/gpu/profile.ts's host line measures it there, with the
-// native calls). One Llama-3-8B layer's heads.
-//   node node_modules/tsx/dist/cli.mjs bench/gpu/host.ts [--batches 1,4] [--steps 30000]
+// The JavaScript share of a CUDA decode step's host time, on any machine: decode() through
+// CudaDevice over a stub addon (every native call returns at once, no GPU), host-array inputs and a
+// device-tensor output, as the GPU benchmark's queued steps. The GPU machine's host runs the same
+// code ~3-5x slower (bench/gpu/profile.ts's host line measures it there, with the native calls).
+// One Llama-3-8B layer's heads; --policy shadowkv compresses a 4K-token prompt first (the stub's
+// ops write nothing, so its steps select nothing: the JavaScript is the sparse step's all the same).
+//   node node_modules/tsx/dist/cli.mjs bench/gpu/host.ts [--batches 1,4] [--steps 30000] [--policy full|shadowkv]
 import { parseArgs } from 'node:util';
 import { createCache, registerBackend, resolveBackend, type Backend } from '../../packages/shadowkv/src/backend.js';
 import { CudaDevice } from '../../packages/shadowkv-cuda/src/CudaDevice.js';
 import type { CudaAddon } from '../../packages/shadowkv-cuda/src/AddonTypes.js';
 
-const { values: f } = parseArgs({ options: { batches: { type: 'string', default: '1,4' }, steps: { type: 'string', default: '30000' } } });
+const { values: f } = parseArgs({ options: { batches: { type: 'string', default: '1,4' }, steps: { type: 'string', default: '30000' }, policy: { type: 'string', default: 'full' } } });
+const policy = f.policy as 'full' | 'shadowkv';
+if (policy !== 'full' && policy !== 'shadowkv') throw new Error(`host: unknown policy ${f.policy} (known: full, shadowkv)`);
+const promptTokens = policy === 'full' ? 64 : 4096;
 
 // Addresses from a bump allocator; the free memory large; no non-finite input; every op a no-op.
 let next = 1 << 20;
@@ -31,8 +35,8 @@ registerBackend('cuda-stub', async (): Promise<Backend> => {
 const spec = { layers: 1, queryHeads: 32, kvHeads: 8, headDim: 128, rope: { theta: 500000 } };
 const steps = Number(f.steps);
 for (const batch of f.batches!.split(',').map(Number)) {
-  const cache = await createCache({ spec, batch, dtype: 'bf16', backend: 'cuda-stub', policy: 'full', maxTokens: 2 * steps + 4096 });
-  const keys = { data: new Uint16Array(batch * 8 * 64 * 128), shape: [batch, 8, 64, 128], dtype: 'bf16' as const };
+  const cache = await createCache({ spec, batch, dtype: 'bf16', backend: 'cuda-stub', policy, maxTokens: 2 * steps + 2 * promptTokens });
+  const keys = { data: new Uint16Array(batch * 8 * promptTokens * 128), shape: [batch, 8, promptTokens, 128], dtype: 'bf16' as const };
   cache.prefill(0, { keys, values: keys });
   const query = { data: new Float32Array(batch * 32 * 128).fill(0.1), shape: [batch, 32, 1, 128], dtype: 'f32' as const };
   const key = { data: new Float32Array(batch * 8 * 128).fill(0.1), shape: [batch, 8, 1, 128], dtype: 'f32' as const };
@@ -43,6 +47,6 @@ for (const batch of f.batches!.split(',').map(Number)) {
     return ((performance.now() - t) * 1000) / n;
   };
   run(Math.min(steps, 2000)); // warm: the JIT, the tail's growth
-  console.log(`batch ${batch}: ${run(steps).toFixed(1)} us of JavaScript per decode() (full policy, stub addon, ${steps} steps)`);
+  console.log(`batch ${batch}: ${run(steps).toFixed(1)} us of JavaScript per decode() (${policy} policy${policy === 'shadowkv' ? `, ${cache.stats().compressions} of ${batch} rows compressed` : ''}, stub addon, ${steps} steps)`);
   cache.dispose();
 }

@@ -374,7 +374,8 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
       const rows = this.states[layer]!.map((st, b): StepRow => {
         const active = this.inputOf[b]! >= 0;
         if (active) st.tail.reserve(1);
-        return { input: this.inputOf[b]!, position: st.length, tail: { k: st.tail.k, v: st.tail.v, capacity: st.tail.capacity, count: st.tail.count }, ...this.planRow(layer, b, active) };
+        const { store, compact } = this.planRow(layer, b, active); // NOTE: not spread: a step's JavaScript is per token
+        return { input: this.inputOf[b]!, position: st.length, tail: { k: st.tail.k, v: st.tail.v, capacity: st.tail.capacity, count: st.tail.count }, store, compact };
       });
       // Inputs staged (host arrays) or taken in place (device tensors).
       const io = this.stepInputs({ query, key, value }, dtype, R * Hq * d, outView);

@@ -185,15 +185,19 @@ export function checkSameDtype(call: string, tensors: Record<string, Input | und
 }
 
 /** Resolves and checks the `sequences` of a call: distinct rows in range, one per input row. */
-export function checkSequences(call: string, sequences: unknown, rows: number, batch: number): number[] {
+export function checkSequences(call: string, sequences: unknown, rows: number, batch: number): readonly number[] {
   if (sequences !== undefined && !Array.isArray(sequences)) throw new SequenceIndexError(`${call}: sequences must be an array of row indices, got ${fmt(sequences)}`);
-  if (sequences === undefined && rows <= batch) return Array.from({ length: rows }, (_, i) => i); // 0..rows-1: distinct, in range
+  if (sequences === undefined && rows <= batch) return allRows(rows); // 0..rows-1: distinct, in range
   const seqs: unknown[] = sequences ? Array.from(sequences as unknown[]) : Array.from({ length: rows }, (_, i) => i);
   if (seqs.length !== rows) throw new ShapeError(`${call}: ${seqs.length} sequences given for ${rows} input rows`);
   seqs.forEach((s) => checkSequence(call, s, batch));
   if (new Set(seqs).size !== seqs.length) throw new SequenceIndexError(`${call}: sequences ${show(seqs)} repeat a row`);
   return seqs as number[];
 }
+
+// 0..n-1, made once per n (a decode without `sequences` takes them every step).
+const rowLists: (readonly number[])[] = [];
+const allRows = (n: number) => (rowLists[n] ??= Object.freeze(Array.from({ length: n }, (_, i) => i)));
 
 /** Whether two live device tensors share memory (both checked to be of one address space). */
 export function overlaps(a: DeviceTensor, b: DeviceTensor): boolean {

@@ -9,8 +9,11 @@
 # On the GPU machine (no Node.js) it expects what `bash scripts/gpu/pack.sh` put in .gpu/ (carry:
 # [".gpu"]), including .gpu/tsx.tar.xz; on a machine with Node and a local addon build it uses those.
 # Arguments go to bench/gpu/run.ts (both runs), e.g. --contexts 131072 --batches 4 --modes decode;
-# SDPA_ARGS goes to sdpa.py (e.g. SDPA_ARGS=--no-eigh). Logs: $OUT/plan.log, sdpa.log, gpu.log.
-# Without $OUT the results go to bench/results/ and the rest to /tmp/skv-bench-gpu/.
+# SDPA_ARGS goes to sdpa.py (e.g. SDPA_ARGS=--no-eigh). $OUT gets three files: gpu-<card>.json, .svg
+# and gpu.log (the device tool brings back at most eight from $OUT: a run that left its plan and
+# SDPA files there too lost its JSON beside a caller's logs); the plan, sdpa.json and their logs stay
+# in /tmp/skv-bench-gpu/ (sdpa.json's figures are in gpu-<card>.json). Without $OUT the results go to
+# bench/results/.
 # Usage: bash scripts/gpu/bench.sh [run.ts args...]
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
@@ -27,7 +30,7 @@ else
   echo "bench: no .gpu/ here: using this machine's node and the addon shadowkv-cuda finds (scripts/build-cuda.sh)"
 fi
 out="${OUT:-bench/results}"
-work="${OUT:-/tmp/skv-bench-gpu}"
+work=/tmp/skv-bench-gpu
 mkdir -p "$out" "$work"
 export BENCH_COMMAND="bash scripts/gpu/bench.sh${*:+ $*}"
 nvidia-smi -L || true
@@ -45,5 +48,6 @@ python3 bench/gpu/sdpa.py "$work/plan.json" "$work/sdpa.json" ${SDPA_ARGS:-} 2>&
 echo "bench: sdpa.py took ${SECONDS} s"
 
 SECONDS=0
-"${tsx[@]}" bench/gpu/run.ts --sdpa "$work/sdpa.json" --out "$out" "$@" 2>&1 | tee "$work/gpu.log"
+log="${OUT:+$out/gpu.log}"
+"${tsx[@]}" bench/gpu/run.ts --sdpa "$work/sdpa.json" --out "$out" "$@" 2>&1 | tee "${log:-$work/gpu.log}"
 echo "bench: run.ts took ${SECONDS} s; results in $out"

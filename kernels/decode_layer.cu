@@ -17,6 +17,7 @@
 #include <limits.h>
 #include <string.h>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 #include "attention.h"
 #include "fp8.cuh"
@@ -901,7 +902,7 @@ cudaError_t issue(const StepArgs& a, const StepPlan& p, cudaStream_t stream) {
 }
 
 // The step's launches as CUDA graphs, one per distinct (StepArgs, StepPlan): a step whose bytes
-// equal an earlier one's replays its graph in one launch. NOTE: the six to nine launches of a step
+// equal an earlier one's is captured (the second time) or replays its graph in one launch (after). NOTE: the six to nine launches of a step
 // cost ~16 us of host time on the H200 machine's host, a graph launch ~1.3 (launch_bench.cu); a
 // model's layers and the upload blocks used in turn make a few hundred distinct steps, each
 // captured once. Steps read back one by one at 1 x 128K: 0.138-0.190 ms against 0.149-0.197 launched
@@ -918,8 +919,15 @@ struct StepGraphs {
     cudaGraphExec_t exec;
     uint64_t used;
   };
-  enum { CAPACITY = 1024 };
+  enum { CAPACITY = 1024, SEEN_CAPACITY = 4096 };
   std::unordered_map<uint64_t, Entry> entries;  // by the key's hash; a collision replaces
+  // Hashes of steps launched one by one once and not captured yet. NOTE: a step is captured the
+  // second time its bytes come, not the first: a loop whose output or inputs move every step (a
+  // fresh buffer each time) would otherwise capture and instantiate a graph for every step, more
+  // host time than launching. The bench's queued pass, with an output tensor of its own, captured
+  // its first steps' graphs inside the timed window (bench/NOTES.md v22). A hash collision only
+  // captures a step early.
+  std::unordered_set<uint64_t> seen;
   cudaStream_t capture = nullptr;
   uint64_t clock = 0;
   bool broken = false;  // a capture failed: launch one by one from then on
@@ -945,6 +953,11 @@ struct StepGraphs {
     if (it != entries.end() && memcmp(&it->second.key, &key, sizeof key) == 0) {
       it->second.used = ++clock;
       return cudaGraphLaunch(it->second.exec, stream);
+    }
+    if (seen.erase(h) == 0) {  // the first sighting
+      if (seen.size() >= SEEN_CAPACITY) seen.clear();
+      seen.insert(h);
+      return issue(a, p, stream);
     }
     cudaGraphExec_t exec = nullptr;
     if (!make(a, p, &exec)) {

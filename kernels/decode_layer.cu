@@ -902,10 +902,10 @@ cudaError_t issue(const StepArgs& a, const StepPlan& p, cudaStream_t stream) {
 }
 
 // The step's launches as CUDA graphs, one per distinct (StepArgs, StepPlan): a step whose bytes
-// equal an earlier one's is captured (the second time) or replays its graph in one launch (after). NOTE: the six to nine launches of a step
-// cost ~16 us of host time on the H200 machine's host, a graph launch ~1.3 (launch_bench.cu); a
-// model's layers and the upload blocks used in turn make a few hundred distinct steps, each
-// captured once. Steps read back one by one at 1 x 128K: 0.138-0.190 ms against 0.149-0.197 launched
+// equal an earlier one's is captured (the second time) or replays its graph in one launch (after).
+// NOTE: the six to nine launches of a step cost ~16 us of host time on the H200 machine's host, a
+// graph launch ~1.3 (launch_bench.cu); a model's layers and the upload blocks used in turn make a
+// few hundred distinct steps, each captured once. Steps read back one by one at 1 x 128K: 0.138-0.190 ms against 0.149-0.197 launched
 // one by one (H200, side by side); queued steps are the GPU's and unchanged.
 // SHADOWKV_CUDA_GRAPHS=0 launches every step's kernels one by one. NOTE: the capture stream is the
 // first device's, as the upload stream is (one device per process).

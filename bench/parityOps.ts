@@ -115,6 +115,20 @@ function ropeInverse(dtype: DType): OpCase {
   };
 }
 
+function preRopeKeys(dtype: DType, heads: number, rows: number, d: number, first: number): OpCase {
+  const capacity = rows + 5;
+  const keys = rounded(randn(heads * capacity * d, rng(heads * rows + d)), dtype);
+  const inv = ropeFrequencies(d, LLAMA3_ROPE);
+  return {
+    op: 'pre_rope_keys', name: `${heads} heads of ${rows} rows, d=${d}, Llama-3 scaling, from position ${first}`,
+    run: (dev) => {
+      const out = zerosOn(dev, rows * heads * d, 'f32');
+      dev.preRopeKeys(at(out), heads * d, at(put(dev, keys, dtype)), capacity * d, heads, rows, d, put(dev, inv, 'f64'), 'half', first);
+      return { keys: get(dev, out) };
+    },
+  };
+}
+
 /** ||U·SV - K|| / ||K|| for U [S x rank], SV [rank x D], K [S x D], a row at a time. */
 function reconstructionError(u: Float64Array, sv: Float64Array, k: Float64Array, S: number, rank: number, D: number): number {
   const row = new Float64Array(D);
@@ -209,6 +223,16 @@ function selectChunks(n: number, k: number, largest: boolean, levels?: number): 
   return {
     op: 'select_chunks', name: `${largest ? 'top' : 'bottom'}-${k} of ${n}${levels ? `, ${levels} distinct scores (ties at the cut)` : ''}`, exact: true,
     run: (dev) => ({ selected: f64(dev.selectChunks(at(put(dev, scores, 'f32')), n, k, largest)) }),
+  };
+}
+
+/** selectChunks over `rows` rows at once (a compression's heads). */
+function selectRows(rows: number, n: number, k: number): OpCase {
+  const rand = rng(rows * n + k);
+  const scores = f64(Array.from({ length: rows * n }, () => Math.fround(Math.floor(rand() * 64) / 64)));
+  return {
+    op: 'select_chunks', name: `bottom-${k} of each of ${rows} rows of ${n}, 64 distinct scores`, exact: true,
+    run: (dev) => ({ selected: f64(dev.selectChunks(at(put(dev, scores, 'f32')), n, k, false, rows)) }),
   };
 }
 
@@ -325,6 +349,8 @@ export function opCases(dtype: DType): (() => OpCase)[] {
     () => rope(dtype, 'half'),
     () => rope(dtype, 'interleaved'),
     () => ropeInverse(dtype),
+    () => preRopeKeys(dtype, 3, 257, 64, 0),
+    () => preRopeKeys(dtype, 8, 4096, 128, 127000),
     () => lowRank(dtype, 301, 2, 32, 6, 16, 0.02),
     () => lowRank(dtype, 4096, 8, 128, 48, 160, 0.05),
     () => landmarks(dtype, 7, 5, 64, 197, 3),
@@ -338,6 +364,7 @@ export function opCases(dtype: DType): (() => OpCase)[] {
     () => selectChunks(16384, 256, true, 200),
     () => selectChunks(16384, 48, false, 200),
     () => selectChunks(16384, 2048, true),
+    () => selectRows(8, 16384, 48),
     () => scoreThenSelect(dtype, 4, 128, 16384, 256),
     () => rebuildKeys(dtype, { S: 388, C: 4, d: 32, Hkv: 3, head: 2, rank: 40, chunks: 37, style: 'interleaved', ldo: 40 }),
     () => rebuildKeys(dtype, llamaRebuild),

@@ -43,6 +43,13 @@ struct SkvWorkspace {
 // dst[i] = src[i] converted (round to nearest even), n elements.
 cudaError_t Convert(const void* src, int src_dtype, void* dst, int dst_dtype, int64_t n, cudaStream_t stream);
 
+// ---- pre_rope_keys.cu ----
+// The pre-RoPE keys of `heads` heads (runtime/wasm/abi.h skv_pre_rope_keys): head h's rows of d
+// (dtype, row stride d) at src + h * head_stride elements, post-RoPE at positions first + r, to f32
+// columns [h * d, (h + 1) * d) of dst (row stride ld) with RoPE undone. d even.
+cudaError_t PreRopeKeys(const void* src, int dtype, int64_t head_stride, int heads, int rows, int d, float* dst, int64_t ld,
+                        const double* inv_freq, int style, int first, cudaStream_t stream);
+
 // ---- convert_rows.cu ----
 // rows x cols: dst[r*dst_ld + c] = convert(src[r*src_ld + c]).
 cudaError_t ConvertRows(const void* src, int src_dtype, int64_t src_ld, void* dst, int dst_dtype, int64_t dst_ld,
@@ -104,10 +111,11 @@ cudaError_t KeepLandmarks(const float* landmarks, int heads, int n_chunks, int d
                           int max_outliers, void* out, int dtype, int32_t* ids, int capacity, cudaStream_t stream);
 
 // ---- select_chunks.cu ----
-// Top-k of scores[n] (largest: highest first), ties to the lower index, NaN last. Writes the
-// min(k, n) chosen indices, ascending, to out (device); *count (device int) gets how many.
-// Workspace: none (one block, shared memory only).
-cudaError_t SelectChunks(const float* scores, int n, int k, int largest, int32_t* out, int32_t* count,
+// Top-k of each of `rows` rows of scores[n] (row r at scores + r * n; largest: highest first), ties
+// to the lower index, NaN last. Writes row r's min(k, n) chosen indices, ascending, to
+// out + r * min(k, n) (device); count[r] (device ints) gets how many. Workspace: none (one block a
+// row, shared memory only).
+cudaError_t SelectChunks(const float* scores, int n, int k, int largest, int rows, int32_t* out, int32_t* count,
                          cudaStream_t stream);
 
 // ---- score_chunks.cu ----

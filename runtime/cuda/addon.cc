@@ -30,6 +30,7 @@ Napi::Value Convert(const Napi::CallbackInfo&);
 Napi::Value ConvertRows(const Napi::CallbackInfo&);
 Napi::Value Gemm(const Napi::CallbackInfo&);
 Napi::Value Rope(const Napi::CallbackInfo&);
+Napi::Value PreRopeKeys(const Napi::CallbackInfo&);
 Napi::Value LowRankKeys(const Napi::CallbackInfo&);
 Napi::Value Landmarks(const Napi::CallbackInfo&);
 Napi::Value KeepLandmarks(const Napi::CallbackInfo&);
@@ -61,7 +62,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
       {"malloc", Malloc}, {"free", Free}, {"trimPool", TrimPoolOp}, {"hostAlloc", HostAlloc}, {"freeHost", FreeHost},
       {"write", Write}, {"read", Read}, {"copy", Copy}, {"copyAside", CopyAside}, {"joinAside", JoinAside},
       // ops, in runtime/wasm/abi.h order
-      {"convert", Convert}, {"convertRows", ConvertRows}, {"gemm", Gemm}, {"rope", Rope},
+      {"convert", Convert}, {"convertRows", ConvertRows}, {"gemm", Gemm}, {"rope", Rope}, {"preRopeKeys", PreRopeKeys},
       {"lowRankKeys", LowRankKeys}, {"landmarks", Landmarks}, {"keepLandmarks", KeepLandmarks},
       {"selectChunks", SelectChunks},
       {"scoreChunks", ScoreChunks}, {"rebuildKeys", RebuildKeys}, {"gatherValues", GatherValues},

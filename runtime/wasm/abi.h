@@ -134,6 +134,14 @@ SKV_EXPORT void skv_sparse_attention(const float* q, int g, int d, float scale,
 SKV_EXPORT void skv_causal_attention(const float* q, int g, int Sq, int d, float scale, int offset,
                                      const void* k, const void* v, int kv_dtype, float* out);
 
+// ---- pre_rope_keys.cc ----
+// The pre-RoPE keys of `heads` heads: head h's `rows` rows of d (dtype, row stride d) at
+// src + h * head_stride elements, post-RoPE at positions first, first + 1, ..., to f32 columns
+// [h * d, (h + 1) * d) of dst (row stride ld) with RoPE undone: skv_convert_rows then skv_rope
+// (direction -1) a head at a time.
+SKV_EXPORT void skv_pre_rope_keys(const void* src, int dtype, int head_stride, int heads, int rows, int d, float* dst,
+                                  int ld, const double* inv_freq, int style, int first);
+
 // ---- convert_rows.cc ----
 // rows x cols elements: dst[r*dst_ld + c] = convert(src[r*src_ld + c]); a strided skv_convert
 // (e.g. head h's rows [t x d] into column block h*d of a [t x Hkv*d] matrix).

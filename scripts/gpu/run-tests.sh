@@ -29,7 +29,7 @@ rc=0
 # shellcheck disable=SC2046
 node node_modules/vitest/vitest.mjs run test/native/cudaAddon.test.ts test/native/cudaStepRecord.test.ts test/ops test/conformance \
   test/badInput test/fidelity test/seam/parity.test.ts test/seam/cudaSteadyState.test.ts test/seam/cudaStepGroupings.test.ts test/seam/cudaQueuedSteps.test.ts \
-  test/api/deviceTensor.test.ts test/lifecycle/hostLists.test.ts test/policies examples/custom-policy $(report vitest.json) "${args[@]}" || rc=$?
+  test/api/deviceTensor.test.ts test/lifecycle/compressionScratch.test.ts test/policies examples/custom-policy $(report vitest.json) "${args[@]}" || rc=$?
 # Steps queued on the GPU, again without SHADOWKV_CUDA_SYNC (with it every op waits, and nothing queues).
 # shellcheck disable=SC2046
 SHADOWKV_CUDA_SYNC=0 node node_modules/vitest/vitest.mjs run test/seam/cudaQueuedSteps.test.ts $(report vitest-queued.json) "${args[@]}" || rc=$?

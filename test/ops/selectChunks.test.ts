@@ -56,6 +56,30 @@ forEachEnv('selectChunks', (env) => {
     expect(Array.from(device.selectChunks(at(buf), 8, 3, false))).toEqual([0, 4, 6]);
   });
 
+  it('rows: each row of a [rows x n] block selected as alone, at row x min(k, n) of the result, from any offset', () => {
+    const device = env.instance.createDevice();
+    const [rows, n] = [5, 777];
+    const next = rng(9);
+    // Row 2 all ties, row 3 two values, the rest random; a stray score before the block.
+    const scores = Array.from({ length: rows * n + 1 }, (_, i) => {
+      const r = Math.floor((i - 1) / n);
+      return i === 0 ? 99 : r === 2 ? 0.5 : r === 3 ? ((i - 1) % 3 === 0 ? 2 : 1) : Math.fround(next());
+    });
+    const buf = put(device, scores, 'f32');
+    const row = (r: number) => scores.slice(1 + r * n, 1 + (r + 1) * n);
+    for (const [k, largest] of [[48, false], [256, true], [n, true], [n + 5, false]] as const) {
+      const m = Math.min(k, n);
+      const got = device.selectChunks(at(buf, 1), n, k, largest, rows);
+      expect(got.length).toBe(rows * m);
+      for (let r = 0; r < rows; r++) {
+        const want = selectChunks(largest ? row(r) : row(r).map((x) => -x), k);
+        expect(Array.from(got.subarray(r * m, (r + 1) * m)), `row ${r}, k ${k}`).toEqual(want);
+      }
+    }
+    expect(device.selectChunks(at(buf, 1), n, 10, true, 0).length).toBe(0);
+    for (const bad of [-1, 1.5, NaN]) expect(() => device.selectChunks(at(buf, 1), n, 10, true, bad)).toThrow(/rows must be a non-negative integer/);
+  });
+
   it('k = 0 and n = 0 select nothing', () => {
     const device = env.instance.createDevice();
     const buf = put(device, [1, 2, 3], 'f32');

@@ -628,7 +628,7 @@ static void other_steps(int S, int Hkv, int d, int rank, float* Kf) {
     for (int h = 0; h < Hkv; h++) CK(Landmarks(kb + (size_t)h * S * d, SKV_BF16, d, chunks, C, d, lm, mc, 0));
   });
   const float t_sel = median_ms(5, [&] {
-    for (int h = 0; h < Hkv; h++) CK(SelectChunks(mc, chunks, outliers, 0, sel, cnt, 0));
+    for (int h = 0; h < Hkv; h++) CK(SelectChunks(mc, chunks, outliers, 0, 1, sel, cnt, 0));
   });
   // compress.ts: one copy per host page run (256 chunks x 8 tokens x d), per head.
   const float t_val = median_ms(3, [&] {

@@ -105,13 +105,14 @@ export interface CudaAddon {
     B: Ptr, bDtype: number, ldb: number, transB: number,
     beta: number, C: Ptr, ldc: number,
   ): void;
+  preRopeKeys(src: Ptr, dtype: number, headStride: number, heads: number, rows: number, d: number, dst: Ptr, ld: number, invFreq: Ptr, style: number, first: number): void;
   rope(x: Ptr, rows: number, d: number, ldx: number, positions: Ptr, invFreq: Ptr, style: number, direction: number): void;
   /** Returns a STATUS code. */
   lowRankKeys(K: Ptr, S: number, D: number, rank: number, oversample: number, powerIters: number, seed: number, U: Ptr, SV: Ptr, proj: Ptr, sigma: Ptr): number;
   landmarks(keys: Ptr, dtype: number, ldk: number, nChunks: number, C: number, d: number, landmarks: Ptr, minCos: Ptr): void;
   keepLandmarks(landmarks: Ptr, heads: number, nChunks: number, d: number, outliers: Ptr, counts: Ptr, maxOutliers: number, out: Ptr, dtype: number, ids: Ptr, capacity: number): void;
   /** Writes min(k, n) indices ascending into `out`; returns that count. */
-  selectChunks(scores: Ptr, n: number, k: number, largest: number, out: Int32Array): number;
+  selectChunks(scores: Ptr, n: number, k: number, largest: number, rows: number, out: Int32Array): number;
   /** `work` holds g * (n + 64) f32: the logits, then per-block maxima. */
   scoreChunks(q: Ptr, g: number, d: number, scale: number, landmarks: Ptr, dtype: number, n: number, scores: Ptr, work: Ptr): void;
   rebuildKeys(

@@ -1,6 +1,8 @@
 import {
   attentionTasks,
   outlierLists,
+  selectRows,
+  preRopeSizes,
   BUFFER_BYTES,
   type BufferDType,
   type Device,
@@ -212,6 +214,15 @@ export class CudaDevice implements Device {
     this.op('rope', () => this.x.rope(this.addr(x), rows, d, ld, pos, invFreq.ptr, ROPE_STYLE_CODE[style], direction));
   }
 
+  preRopeKeys(dst: View, ld: number, src: View, headStride: number, heads: number, rows: number, d: number, invFreq: DeviceBuffer, style: RopeStyle, first: number): void {
+    preRopeSizes(headStride, heads, rows, d, ld, first);
+    if (dst.buf.dtype !== 'f32') throw new TypeError(`preRopeKeys: dst must be f32, got ${dst.buf.dtype}`);
+    if (heads === 0 || rows === 0) return;
+    this.within('preRopeKeys', 'the source', src, (heads - 1) * headStride + rows * d);
+    this.within('preRopeKeys', 'the destination', dst, (rows - 1) * ld + heads * d);
+    this.op('pre_rope_keys', () => this.x.preRopeKeys(this.addr(src), storageCode(src.buf.dtype), headStride, heads, rows, d, this.addr(dst), ld, invFreq.ptr, ROPE_STYLE_CODE[style], first));
+  }
+
   lowRankKeys(k: View, S: number, D: number, rank: number, oversample: number, powerIters: number, seed: number, o: LowRankOut): void {
     const status = this.op('low_rank_keys', () => this.x.lowRankKeys(
       this.addr(k), S, D, rank, oversample, powerIters, seed >>> 0,
@@ -229,12 +240,13 @@ export class CudaDevice implements Device {
     this.op('landmarks', () => this.x.landmarks(this.addr(keys), storageCode(keys.buf.dtype), ld, nChunks, C, d, this.addr(landmarks), this.addr(minCos)));
   }
 
-  selectChunks(scores: View, n: number, k: number, largest: boolean): Int32Array {
+  selectChunks(scores: View, n: number, k: number, largest: boolean, rows?: number): Int32Array {
+    const r = selectRows(rows);
     const m = Math.max(0, Math.min(k, n));
-    this.within('selectChunks', 'scores', scores, m > 0 ? n : 0);
-    const out = new Int32Array(m);
-    const count = this.op('select_chunks', () => this.x.selectChunks(this.addr(scores), n, k, largest ? 1 : 0, out));
-    return count === m ? out : out.subarray(0, count);
+    this.within('selectChunks', 'scores', scores, m > 0 ? r * n : 0);
+    const out = new Int32Array(r * m);
+    this.op('select_chunks', () => this.x.selectChunks(this.addr(scores), n, k, largest ? 1 : 0, r, out));
+    return out;
   }
 
   keepLandmarks(landmarks: View, heads: number, nChunks: number, d: number, outliers: Int32Array, counts: Int32Array, maxOutliers: number, out: View, ids: View, capacity: number): void {

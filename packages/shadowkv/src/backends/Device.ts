@@ -80,6 +80,21 @@ export function outlierLists(heads: number, nChunks: number, outliers: Int32Arra
   return lists;
 }
 
+/** `preRopeKeys`' sizes, checked: whole counts, d even, positions within int32. */
+export function preRopeSizes(headStride: number, heads: number, rows: number, d: number, ld: number, first: number): void {
+  const int = (x: number) => Number.isSafeInteger(x) && x >= 0;
+  if (![headStride, heads, rows, d, ld, first].every(int)) throw new RangeError(`preRopeKeys: headStride ${headStride}, heads ${heads}, rows ${rows}, d ${d}, ld ${ld} and first ${first} must be non-negative integers`);
+  if (d % 2 !== 0 || d === 0) throw new RangeError(`preRopeKeys: d must be even and positive (RoPE rotates pairs), got ${d}`);
+  if (first + rows > 0x7fffffff) throw new RangeError(`preRopeKeys: positions up to ${first + rows} pass int32`);
+  if (heads > 0 && rows > 0 && ld < heads * d) throw new RangeError(`preRopeKeys: ld ${ld} is less than heads x d = ${heads * d}`);
+}
+
+/** `selectChunks`' `rows`, checked: a non-negative integer (default 1). */
+export function selectRows(rows = 1): number {
+  if (!Number.isInteger(rows) || rows < 0 || rows > 0x3fffffff) throw new RangeError(`selectChunks: rows must be a non-negative integer, got ${rows}`);
+  return rows;
+}
+
 /** Bytes a device holds, per tier and per component tag. */
 export interface DeviceMemory {
   device: number;
@@ -173,6 +188,13 @@ export interface Device {
 
   gemm(a: GemmArgs): void;
   rope(x: View, rows: number, d: number, ld: number, positions: Int32Array, invFreq: DeviceBuffer, style: RopeStyle, direction: 1 | -1): void;
+  /**
+   * The pre-RoPE keys of `heads` heads: head h's `rows` rows of `d` (its dtype, row stride `d`) at
+   * `src` + h * `headStride`, post-RoPE at positions `first`, `first + 1`, ..., to f32 columns
+   * `[h * d, (h + 1) * d)` of `dst` (row stride `ld`) with RoPE undone: what `convertRows` then
+   * `rope` (direction -1) a head at a time give, bit for bit.
+   */
+  preRopeKeys(dst: View, ld: number, src: View, headStride: number, heads: number, rows: number, d: number, invFreq: DeviceBuffer, style: RopeStyle, first: number): void;
   lowRankKeys(k: View, S: number, D: number, rank: number, oversample: number, powerIters: number, seed: number, out: LowRankOut): void;
   landmarks(keys: View, ld: number, nChunks: number, C: number, d: number, landmarks: View, minCos: View): void;
   /**
@@ -183,7 +205,12 @@ export interface Device {
    * the ids past the head's landmarks, up to `capacity`, are 0.
    */
   keepLandmarks(landmarks: View, heads: number, nChunks: number, d: number, outliers: Int32Array, counts: Int32Array, maxOutliers: number, out: View, ids: View, capacity: number): void;
-  selectChunks(scores: View, n: number, k: number, largest: boolean): Int32Array;
+  /**
+   * Top-k of `scores[n]` (largest: highest first), ties to the lower index, NaN last: the min(k, n)
+   * chosen indices, ascending. With `rows`, each of `rows` rows of scores (row r at r * n) the same
+   * way, row r's indices at r * min(k, n) of the result (on CUDA one wait for all rows).
+   */
+  selectChunks(scores: View, n: number, k: number, largest: boolean, rows?: number): Int32Array;
   scoreChunks(q: View, g: number, d: number, scale: number, landmarks: View, n: number, scores: View): void;
   rebuildKeys(a: RebuildArgs): void;
   /**

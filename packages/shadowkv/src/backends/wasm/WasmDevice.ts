@@ -5,6 +5,8 @@ import {
   BUFFER_BYTES,
   attentionTasks,
   outlierLists,
+  selectRows,
+  preRopeSizes,
   type BufferDType,
   type Device,
   type DeviceBuffer,
@@ -160,6 +162,12 @@ export class WasmDevice implements Device {
     this.op('rope', () => this.x.skv_rope(this.addr(x), rows, d, ld, pos, invFreq.ptr, ROPE_STYLE_CODE[style], direction));
   }
 
+  preRopeKeys(dst: View, ld: number, src: View, headStride: number, heads: number, rows: number, d: number, invFreq: DeviceBuffer, style: RopeStyle, first: number): void {
+    preRopeSizes(headStride, heads, rows, d, ld, first);
+    if (dst.buf.dtype !== 'f32') throw new TypeError(`preRopeKeys: dst must be f32, got ${dst.buf.dtype}`);
+    this.op('pre_rope_keys', () => this.x.skv_pre_rope_keys(this.addr(src), storageCode(src.buf.dtype), headStride, heads, rows, d, this.addr(dst), ld, invFreq.ptr, ROPE_STYLE_CODE[style], first));
+  }
+
   lowRankKeys(k: View, S: number, D: number, rank: number, oversample: number, powerIters: number, seed: number, o: LowRankOut): void {
     const status = this.op('low_rank_keys', () => this.x.skv_low_rank_keys(
       this.addr(k), S, D, rank, oversample, powerIters, seed >>> 0,
@@ -173,10 +181,15 @@ export class WasmDevice implements Device {
     this.op('landmarks', () => this.x.skv_landmarks(this.addr(keys), storageCode(keys.buf.dtype), ld, nChunks, C, d, this.addr(landmarks), this.addr(minCos)));
   }
 
-  selectChunks(scores: View, n: number, k: number, largest: boolean): Int32Array {
-    const out = this.scratch('select.out', Math.max(k, 1), 'i32');
-    const count = this.op('select_chunks', () => this.x.skv_select_chunks(this.addr(scores), n, k, largest ? 1 : 0, out.ptr));
-    return this.read({ buf: out, offset: 0 }, count) as Int32Array;
+  selectChunks(scores: View, n: number, k: number, largest: boolean, rows?: number): Int32Array {
+    const r = selectRows(rows);
+    const m = Math.max(0, Math.min(k, n));
+    const out = this.scratch('select.out', Math.max(r * m, 1), 'i32');
+    for (let i = 0; i < r; i++) {
+      const row = { buf: scores.buf, offset: scores.offset + i * n };
+      this.op('select_chunks', () => this.x.skv_select_chunks(this.addr(row), n, k, largest ? 1 : 0, out.ptr + 4 * i * m));
+    }
+    return this.read({ buf: out, offset: 0 }, r * m) as Int32Array;
   }
 
   keepLandmarks(landmarks: View, heads: number, nChunks: number, d: number, outliers: Int32Array, counts: Int32Array, maxOutliers: number, out: View, ids: View, capacity: number): void {

@@ -36,6 +36,7 @@ export interface WasmExports {
     U: Ptr, SV: Ptr, proj: Ptr, sigma: Ptr,
   ): number;
   skv_landmarks(keys: Ptr, dtype: number, ldk: number, nChunks: number, C: number, d: number, landmarks: Ptr, minCos: Ptr): void;
+  skv_pre_rope_keys(src: Ptr, dtype: number, headStride: number, heads: number, rows: number, d: number, dst: Ptr, ld: number, invFreq: Ptr, style: number, first: number): void;
   skv_keep_landmarks(landmarks: Ptr, heads: number, nChunks: number, d: number, outliers: Ptr, counts: Ptr, maxOutliers: number, out: Ptr, dtype: number, ids: Ptr, capacity: number): void;
   skv_select_chunks(scores: Ptr, n: number, k: number, largest: number, out: Ptr): number;
   skv_score_chunks(q: Ptr, g: number, d: number, scale: number, landmarks: Ptr, dtype: number, n: number, scores: Ptr, work: Ptr): void;

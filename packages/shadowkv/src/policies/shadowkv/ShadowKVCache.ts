@@ -7,7 +7,7 @@ import { SequenceIndexError } from '../../errors/SequenceIndexError.js';
 import { resolveSpec } from '../../spec.js';
 import { BaseKVCache, type AttentionRows, type CacheConfig, type RowPlan, type Runtime, type SavedRow, type SequenceState } from '../BaseKVCache.js';
 import { capture, checkLayer, checkList, checkSequence, fmt } from '../validate.js';
-import { buildStore, commitStore, compactSequence, HostLists, newStore, type CompressContext } from './compress.js';
+import { buildStore, commitStore, compactSequence, newStore, type CompressContext } from './compress.js';
 import { hostPage, maxOutliers, storeComponents, storeGeometry, type CompressedStore, type StoreGeometry, type StoreSnapshot } from './CompressedStore.js';
 import { checkStoreSnapshot } from './storeSnapshot.js';
 import { HostPages } from './HostPages.js';
@@ -85,7 +85,7 @@ export class ShadowKVCache extends BaseKVCache<ShadowState> {
     }
     const page = hostPage(this.storeGeometry());
     const pages = new HostPages(this.device, page.length, page.dtype);
-    this.ctx = { device: this.device, spec: this.spec, options, geometry: this.stepGeometry(), pages, lists: new HostLists() };
+    this.ctx = { device: this.device, spec: this.spec, options, geometry: this.stepGeometry(), pages };
     // A declared size on a device whose host tier is slow to allocate: every row's pages at maxTokens, now.
     if (config.maxTokens !== undefined && this.device.pinsHost) {
       try {

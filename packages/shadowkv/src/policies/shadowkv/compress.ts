@@ -18,26 +18,6 @@ export interface CompressContext {
   geometry: StepGeometry;
   /** Where stores take their host pages from. */
   pages: HostPages;
-  /** The host index lists of compressions, kept from one to the next. */
-  lists: HostLists;
-}
-
-/**
- * Host index lists that a compression fills and hands to ops (which copy them before they return),
- * kept by a cache from one compression to the next (the positions of preRopeKeys: 131K entries at
- * 128K). NOTE: a fresh typed array is paged in as it is first written: filling three fresh
- * ~131K-entry lists took 6-7 ms on the build machine against 0.6 ms for the same lists reused
- * (Node 20), and that stage read 1.9-3.5 ms on the GPU machine (bench/NOTES.md v20).
- */
-export class HostLists {
-  private readonly lists = new Map<string, Int32Array>();
-
-  /** `length` entries of the list `name` (as the last take left them), valid until the next `take` of that name. */
-  take(name: string, length: number): Int32Array {
-    let list = this.lists.get(name);
-    if (!list || list.length < length) this.lists.set(name, (list = new Int32Array(length)));
-    return list.subarray(0, length);
-  }
 }
 
 // NOTE: a fixed seed makes the factorization, and so every output, reproducible run to run.
@@ -67,11 +47,7 @@ function preRopeKeys(ctx: CompressContext, st: SequenceState, n: number): Device
   const D = Hkv * d;
   const k = device.alloc(n * D, 'f32', 'compress');
   stage('allocKeys');
-  const positions = range(0, n, ctx.lists.take('positions', n));
-  for (let h = 0; h < Hkv; h++) {
-    device.convertRows(at(k, h * d), D, st.tail.headK(h), d, n, d);
-    device.rope(at(k, h * d), n, d, D, positions, geometry.invFreq, geometry.ropeStyle, -1);
-  }
+  device.preRopeKeys(at(k), D, st.tail.headK(0), st.tail.capacity * d, Hkv, n, d, geometry.invFreq, geometry.ropeStyle, 0);
   return k;
 }
 
@@ -168,7 +144,7 @@ export function commitStore(ctx: CompressContext, st: SequenceState & { store?: 
  * returns the per-head counts `[Hkv, HEAD_FIELDS]`. Batched across heads: every head's landmarks
  * are computed, then the kept ones converted to the storage dtype with their ids (keepLandmarks),
  * the outliers' key and value rows of all heads gathered from the tail, in one op each. Only the
- * outlier choice (one selectChunks a head) waits for the device.
+ * outlier choice (one selectChunks for every head) waits for the device.
  */
 function landmarksAndOutliers(ctx: CompressContext, st: SequenceState, store: CompressedStore, chunks: number): Int32Array {
   const { device, options: o } = ctx;
@@ -190,8 +166,11 @@ function landmarksAndOutliers(ctx: CompressContext, st: SequenceState, store: Co
     const outlierCounts = new Int32Array(Hkv);
     const rows: number[] = []; // tail rows of every head's outliers ...
     const slots: number[] = []; // ... and their rows in outlierK / outlierV
+    // Every head's lowest min-cosines in one select (one wait on CUDA, not one a head).
+    const lowestAll = device.selectChunks(at(minCos), chunks, o.outlierChunks, false, Hkv);
+    const m = lowestAll.length / Hkv;
     for (let h = 0; h < Hkv; h++) {
-      const lowest = device.selectChunks(at(minCos, h * chunks), chunks, o.outlierChunks, false);
+      const lowest = lowestAll.subarray(h * m, (h + 1) * m);
       const outliers = Int32Array.from(new Set([...lowest, ...sinks])).sort();
       outlierIds.set(outliers, h * maxOutliers);
       outlierCounts[h] = outliers.length;

@@ -3,15 +3,15 @@ import { createCache } from '../../packages/shadowkv/src/backend.js';
 import { NeedleWorkload } from '../../examples/workloads/needle.js';
 import { forEachEnv } from '../envs.js';
 
-// A compression fills host index lists (the keys' positions) and scratch buffers (keepLandmarks'
-// outlier lists) that the cache keeps for its next compression (compress.ts, HostLists). Whatever an earlier compression
+// A compression fills scratch buffers (keepLandmarks' outlier lists, the selections) that the
+// device keeps for its next compression. Whatever an earlier compression
 // left in them, the next one's store is its own: rows of different lengths compressed longest first
 // and shortest first decode the same, bit for bit.
 const spec = { layers: 1, queryHeads: 4, kvHeads: 2, headDim: 16, rope: { theta: 10000 } };
 const options = { rank: 8, chunkSize: 4, budget: 16, outlierChunks: 2, localTokens: 8, maxRecentTokens: 16, denseThreshold: 48, hostPageChunks: 4 };
 const lengths = [300, 120, 200];
 
-forEachEnv('compressions reuse their host lists', (env) => {
+forEachEnv('compressions reuse their scratch', (env) => {
   it('rows of 300, 120 and 200 tokens compressed in two orders decode the same, bit for bit', async () => {
     const decodeAfter = async (order: number[]) => {
       const cache = await createCache({ spec, backend: env.backend, dtype: env.dtype, batch: lengths.length, options });

@@ -249,7 +249,7 @@ export function timeDecode(b: Built<BaseKVCache>, queries: DriftingQueries, o: {
   };
   if (before) {
     const after = hitCounts(cache);
-    const [hits, misses, hot, n] = [after.hits - before.hits, after.misses - before.misses, after.hot - before.hot, steps + kernelSteps + (queued ? kernelSteps + QUEUED_WARMUP : 0)];
+    const [hits, misses, hot, n] = [after.hits - before.hits, after.misses - before.misses, after.hot - before.hot, steps + kernelSteps + (queued ? kernelSteps * QUEUED_WINDOWS + QUEUED_WARMUP : 0)];
     timing.sparse = {
       hitRate: hits / (hits + misses), missesPerStep: misses / n, hotHitRate: misses ? hot / misses : 0, deviceHitRate: (hits + hot) / (hits + misses),
       pcieBytesPerStep: (after.bytes - before.bytes) / n, attendedTokens: cache.stats().lastAttendedTokens,
@@ -258,20 +258,28 @@ export function timeDecode(b: Built<BaseKVCache>, queries: DriftingQueries, o: {
   return timing;
 }
 
-const QUEUED_METHOD = 'CUDA events around back-to-back decode() calls whose outputs stay on the device (host-array inputs), / steps';
+// Windows of queued steps, whose median is the figure. NOTE: one window of 25 steps read 1 x 128K
+// at 0.145 ms in one run (81b78f8) where three later runs of the same step read 0.108-0.110: a
+// pause of the host inside a window of ~3 ms moves its mean (bench/NOTES.md v23).
+const QUEUED_WINDOWS = 5;
+
+const QUEUED_METHOD = `CUDA events around back-to-back decode() calls whose outputs stay on the device (host-array inputs), / steps; the median of ${QUEUED_WINDOWS} such windows`;
 
 // Untimed steps into the queued pass's output tensor first: a step's CUDA graph is captured the
 // second time its arguments come (kernels/decode_layer.cu), and a new output is a new argument; 16
 // steps see every upload block with and without a compaction twice.
 export const QUEUED_WARMUP = 16;
 
-/** GPU ms per step of `steps` steps issued back to back, each output left in one device tensor. */
+/** GPU ms per step: the median over QUEUED_WINDOWS windows of `steps` steps issued back to back, each output left in one device tensor. */
 function timeQueued(b: Built<BaseKVCache>, queries: DriftingQueries, steps: number): number {
   const out = b.cache.allocTensor([queries.batch, SPEC.queryHeads, 1, SPEC.headDim], 'f32');
   try {
     for (let i = 0; i < QUEUED_WARMUP; i++) b.cache.decode(0, queries.next(), { out });
-    const inputs = Array.from({ length: steps }, () => queries.next());
-    return b.clock.span(() => inputs.forEach((input) => b.cache.decode(0, input, { out }))) / steps;
+    const windows = Array.from({ length: QUEUED_WINDOWS }, () => {
+      const inputs = Array.from({ length: steps }, () => queries.next());
+      return b.clock.span(() => inputs.forEach((input) => b.cache.decode(0, input, { out }))) / steps;
+    });
+    return summary(windows).median;
   } finally {
     out.dispose();
   }

@@ -23,7 +23,7 @@ __global__ void PreRopeKeysKernel(const void* src, int dtype, int64_t head_strid
       float* row = dst + (size_t)r * ld + (size_t)h * d;
       row[p1] = load_f32(src, dtype, at + p1);
       row[p2] = load_f32(src, dtype, at + p2);
-      rope_rotate(row, half, i, style, c, -1.f * s);
+      rope_rotate(row, half, i, style, c, -s);  // direction -1
     }
   }
 }

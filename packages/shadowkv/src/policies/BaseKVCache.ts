@@ -732,17 +732,18 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
     const { query, key, value } = input;
     if (!onDevice(query) && !onDevice(key) && !onDevice(value)) {
       const [nq, nk] = [query.data.length, key.data.length];
-      const buf = this.device.scratch('step.qkv', nq + 2 * nk, dtype);
+      const total = nq + 2 * nk;
+      const buf = this.device.scratch('step.qkv', total, dtype);
       const views = { q: at(buf), k: at(buf, nq), v: at(buf, nq + nk), out: outView };
       // A fused step that uploads its inputs takes the arrays as they are.
       if (this.device.uploadsStepInputs && this.device.decodeLayer && !this.attendDecode) {
         return { q: views.q, k: views.k, v: views.v, out: views.out, hostInputs: [query.data, key.data, value.data] };
       }
       // Else side by side in one upload (one staged copy, not three).
-      if (!this.packed || this.packed.length < nq + 2 * nk || this.packed.constructor !== query.data.constructor) {
-        this.packed = new (query.data.constructor as Float32ArrayConstructor | Uint16ArrayConstructor)(nq + 2 * nk);
+      if (!this.packed || this.packed.length < total || this.packed.constructor !== query.data.constructor) {
+        this.packed = new (query.data.constructor as Float32ArrayConstructor | Uint16ArrayConstructor)(total);
       }
-      const packed = this.packed.subarray(0, nq + 2 * nk) as TensorData;
+      const packed = this.packed.subarray(0, total) as TensorData;
       packed.set(query.data as never);
       packed.set(key.data as never, nq);
       packed.set(value.data as never, nq + nk);

@@ -162,12 +162,12 @@ __device__ __forceinline__ bool sparse_task(const StepArgs& a, int task, SkvStep
 }
 
 // Block (task, y) takes whole ranges of the task's logit_blocks (gridDim.y blocks share them).
-__global__ void __launch_bounds__(LOGIT_THREADS, 2) StepLogitsKernel(StepArgs a) {
+__global__ void __launch_bounds__(LOGIT_THREADS, 2) StepLogitsKernel(StepArgs a, int task0) {
   skv_pdl_enter();
   __shared__ float red[LOGIT_GROUPS * LOGIT_HEADS];
   extern __shared__ __align__(16) char stage[];
   SkvStepRow r;
-  const int task = blockIdx.x;
+  const int task = task0 + blockIdx.x;
   if (!sparse_task(a, task, &r)) return;
   const SkvStep& s = a.s;
   const int h = task % s.kv_heads, g = s.q_heads / s.kv_heads, d = s.d;
@@ -192,9 +192,8 @@ enum { SCORE_THREADS = 256 };
 
 // The task's landmark range of this block and its heads' max logit (mx, shared [g]); false when the
 // task is not sparse or the block is past its ranges.
-__device__ __forceinline__ bool score_range(const StepArgs& a, int* nb, int64_t* c0, int64_t* c1, float* mx) {
+__device__ __forceinline__ bool score_range(const StepArgs& a, int task, int* nb, int64_t* c0, int64_t* c1, float* mx) {
   SkvStepRow r;
-  const int task = blockIdx.x;
   if (!sparse_task(a, task, &r)) return false;
   const int g = a.s.q_heads / a.s.kv_heads;
   const int L = head_counts(r, task % a.s.kv_heads)[SKV_HEAD_LANDMARKS];
@@ -205,25 +204,25 @@ __device__ __forceinline__ bool score_range(const StepArgs& a, int* nb, int64_t*
   return true;
 }
 
-__global__ void __launch_bounds__(SCORE_THREADS) StepSoftmaxSumsKernel(StepArgs a) {
+__global__ void __launch_bounds__(SCORE_THREADS) StepSoftmaxSumsKernel(StepArgs a, int task0) {
   skv_pdl_enter();
   __shared__ double red_d[32 * SOFTMAX_HEADS];
   extern __shared__ float mx[];  // [g]
   int nb;
   int64_t c0, c1;
-  if (!score_range(a, &nb, &c0, &c1, mx)) return;
-  const int task = blockIdx.x, g = a.s.q_heads / a.s.kv_heads;
+  const int task = task0 + blockIdx.x, g = a.s.q_heads / a.s.kv_heads;
+  if (!score_range(a, task, &nb, &c0, &c1, mx)) return;
   softmax_sums(ws_ptr<float>(a, a.at.logits) + (size_t)task * g * a.at.max_l, a.at.max_l, g, c0, c1, mx,
                ws_ptr<double>(a, a.at.sums) + ((size_t)task * LOGIT_MAX_BLOCKS + blockIdx.y) * g, red_d);
 }
 
-__global__ void __launch_bounds__(SCORE_THREADS) StepScoresKernel(StepArgs a) {
+__global__ void __launch_bounds__(SCORE_THREADS) StepScoresKernel(StepArgs a, int task0) {
   skv_pdl_enter();
   extern __shared__ float stats[];  // [g] max logit, [g] inverse sum
   int nb;
   int64_t c0, c1;
-  if (!score_range(a, &nb, &c0, &c1, stats)) return;
-  const int task = blockIdx.x, g = a.s.q_heads / a.s.kv_heads;
+  const int task = task0 + blockIdx.x, g = a.s.q_heads / a.s.kv_heads;
+  if (!score_range(a, task, &nb, &c0, &c1, stats)) return;
   const double* sums = ws_ptr<double>(a, a.at.sums) + (size_t)task * LOGIT_MAX_BLOCKS * g;
   fold_rows(sums, nb, g, 0.0, [](double t, double x) { return t + x; }, [&](int j, double t) { stats[g + j] = (float)(1.0 / t); });
   chunk_scores(ws_ptr<float>(a, a.at.logits) + (size_t)task * g * a.at.max_l + c0, a.at.max_l, g, (int)(c1 - c0), stats,
@@ -338,12 +337,12 @@ __device__ void select_reuse(const StepArgs& a, const SkvStepRow& r, int task, i
 
 // One block per task, after StepSoftmaxSums and StepScores (devices without clusters, and
 // SkvStep.select_blocks 1).
-__global__ void __launch_bounds__(SELECT_THREADS) StepSelectKernel(StepArgs a) {
+__global__ void __launch_bounds__(SELECT_THREADS) StepSelectKernel(StepArgs a, int task0) {
   skv_pdl_enter();
   __shared__ SelectShared sh;
   extern __shared__ float smem[];  // the per-slot lists, then [L] scores, each where it fits
   SkvStepRow r;
-  const int task = blockIdx.x;
+  const int task = task0 + blockIdx.x;
   if (!sparse_task(a, task, &r)) return;
   const SkvStep& s = a.s;
   const int h = task % s.kv_heads, S = s.max_selected;
@@ -380,7 +379,7 @@ size_t score_select_smem(int blocks, int g, int S, int span) {
          sizeof(float) * (size_t)span;
 }
 
-__global__ void __launch_bounds__(SELECT_CLUSTER_THREADS) StepScoreSelectKernel(StepArgs a) {
+__global__ void __launch_bounds__(SELECT_CLUSTER_THREADS) StepScoreSelectKernel(StepArgs a, int task0) {
   skv_pdl_enter();
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   cooperative_groups::cluster_group cl = cooperative_groups::this_cluster();
@@ -390,7 +389,7 @@ __global__ void __launch_bounds__(SELECT_CLUSTER_THREADS) StepScoreSelectKernel(
   __shared__ int32_t counts[SELECT_CLUSTER_MAX];
   extern __shared__ __align__(16) char dyn[];
   SkvStepRow r;
-  const int task = blockIdx.x;
+  const int task = task0 + blockIdx.x;
   if (!sparse_task(a, task, &r)) return;  // NOTE: the whole cluster (one task) returns
   // NOTE: a block's shared memory may be written by the others only once it runs: every block
   // arrives here and waits before its first remote write.
@@ -458,16 +457,18 @@ __device__ __forceinline__ int load_now_s8(const void* p) {
 // MMA: the rebuild on the tensor cores (its 54 KB of shared memory allow 3-4 blocks an SM, the f32
 // path's 102 KB 2). NOTE: bounded to 3 blocks (80 registers); at 4 x 128K that read no faster than
 // 2 blocks at 128 registers (fetch 123 / 86 / 67 us plain / fp8 / fp8 + hot against 123 / 86 / 65).
-template <bool FP8, bool MMA>
-__global__ void __launch_bounds__(REBUILD_THREADS, MMA ? 3 : 2) StepFetchKernel(StepArgs a) {
-  skv_pdl_enter();
-  extern __shared__ float smem[];
+// What a fetch launch does for its groups: both halves in one block (the latency of the value reads
+// hides behind the rebuild), or one of them (a split fetch: the values on a second stream, from a
+// few blocks, and the keys on the step's stream).
+enum FetchPart { FETCH_BOTH, FETCH_VALUES, FETCH_KEYS };
+
+template <bool FP8, bool MMA, int PART>
+__device__ __forceinline__ void fetch_group(const StepArgs& a, int task, int group, float* smem) {
   SkvStepRow r;
-  const int task = blockIdx.x;
   if (!sparse_task(a, task, &r)) return;
   const SkvStep& s = a.s;
   const int h = task % s.kv_heads, S = s.max_selected, C = s.C, d = s.d, kv = s.kv_dtype;
-  const int per = rebuild_chunks_per_block(C), first = blockIdx.y * per;
+  const int per = rebuild_chunks_per_block(C), first = group * per;
   const int n_miss = ws_ptr<int32_t>(a, a.at.n_miss)[task];
   if (first >= n_miss) return;
   const int n = min(per, n_miss - first);
@@ -520,7 +521,8 @@ __global__ void __launch_bounds__(REBUILD_THREADS, MMA ? 3 : 2) StepFetchKernel(
   const RebuildArgs ra{reinterpret_cast<const void*>(r.u), kv, r.rank, elem(r.sv, kv, (size_t)h * d), kv,
                        (int64_t)s.kv_heads * d, d, C, reinterpret_cast<const double*>(s.inv_freq), s.rope_style,
                        elem(r.selected_k, kv, (size_t)h * S * C * d), kv, d, MMA};
-  rebuild_group(ra, ids, slots, n, smem, [&] {
+  if (PART == FETCH_KEYS) return rebuild_group(ra, ids, slots, n, smem);
+  auto request = [&] {
 #pragma unroll
     for (int k = 0; k < P; k++) {
       const size_t u = threadIdx.x + (size_t)k * blockDim.x;
@@ -529,7 +531,9 @@ __global__ void __launch_bounds__(REBUILD_THREADS, MMA ? 3 : 2) StepFetchKernel(
       pre[k] = load_now(reinterpret_cast<const uint4*>(src_of(i)) + u % cw);
       if (fp8) pre_e[k] = load_now_s8(fp8_scale_of(paged(i), C, d, u % cw * 16));
     }
-  });
+  };
+  if (PART == FETCH_VALUES) request();
+  else rebuild_group(ra, ids, slots, n, smem, request);
   // 2. The values land in their slots.
 #pragma unroll
   for (int k = 0; k < P; k++) {
@@ -551,6 +555,30 @@ __global__ void __launch_bounds__(REBUILD_THREADS, MMA ? 3 : 2) StepFetchKernel(
     store_f32(selV + (size_t)slots[i] * cbytes, kv, e, v);
     if (codes && codes[i] <= -2) store_f32(hotV + (size_t)(-2 - codes[i]) * cbytes, kv, e, v);
   }
+}
+
+// Item w of the launch is task task0 + w / groups, miss group w % groups. A split fetch's values
+// take a bounded grid (StepPlan.value_grid), so that the step's other kernels find SMs while these
+// reads wait on PCIe; each block then takes every gridDim.x-th item.
+template <bool FP8, bool MMA, int PART>
+__global__ void __launch_bounds__(REBUILD_THREADS, MMA ? 3 : 2) StepFetchKernel(StepArgs a, int task0, int tasks, int groups) {
+  skv_pdl_enter();
+  extern __shared__ float smem[];
+  for (int w = blockIdx.x; w < tasks * groups; w += gridDim.x) {
+    if (w != (int)blockIdx.x) __syncthreads();  // the last item's rebuild may still read the shared memory
+    fetch_group<FP8, MMA, PART>(a, task0 + w / groups, w % groups, smem);
+  }
+}
+
+using FetchKernel = void (*)(StepArgs, int, int, int);
+
+// The fetch kernel of a step's variant (StepPlan.fetch: FP8 * 2 + MMA) for one part.
+FetchKernel fetch_kernel(int fetch, int part) {
+  const bool fp8 = fetch >= 2, mma = fetch % 2;
+  if (part == FETCH_VALUES) return fp8 ? StepFetchKernel<true, false, FETCH_VALUES> : StepFetchKernel<false, false, FETCH_VALUES>;
+  if (part == FETCH_KEYS) return mma ? StepFetchKernel<false, true, FETCH_KEYS> : StepFetchKernel<false, false, FETCH_KEYS>;
+  return fp8 ? (mma ? StepFetchKernel<true, true, FETCH_BOTH> : StepFetchKernel<true, false, FETCH_BOTH>)
+             : (mma ? StepFetchKernel<false, true, FETCH_BOTH> : StepFetchKernel<false, false, FETCH_BOTH>);
 }
 
 // ---- compaction ----
@@ -657,7 +685,7 @@ size_t select_smem(int max_l, int S, bool lists, bool scores) {
 // (StepSoftmaxSums, StepScores, StepSelect), for devices without clusters, for SkvStep.select_blocks
 // 1, where a slice's scores and the lists would not fit in shared memory, and by default where the
 // clusters would not all run at once.
-cudaError_t select_cluster(const SkvStep& s, const StepLayout& at, int* blocks, size_t* smem) {
+cudaError_t select_cluster(const SkvStep& s, const StepLayout& at, int tasks, int* blocks, size_t* smem) {
   int major = 0;
   SKV_CUDA_CALL(skv_major(&major));
   *blocks = 0;
@@ -675,7 +703,7 @@ cudaError_t select_cluster(const SkvStep& s, const StepLayout& at, int* blocks, 
     const size_t k = bytes / (16 * 1024);
     int fit = 0;
     SKV_CUDA_CALL(skv_resident_blocks(StepScoreSelectKernel, SELECT_CLUSTER_THREADS, (k + 1) * 16 * 1024, slots[k], &fit));
-    if ((int64_t)at.tasks * n > fit) return cudaSuccess;
+    if ((int64_t)tasks * n > fit) return cudaSuccess;
   }
   *blocks = n;
   *smem = bytes;
@@ -812,19 +840,53 @@ namespace {
 struct StepPlan {
   int64_t qk_smem, ss_smem, st_smem, rb_smem;
   int split, blocks, groups, fetch;  // blocks: the select's cluster (0: the one-block path); fetch: FP8 * 2 + MMA, -1: none
+  int pipe, split_fetch, value_grid;  // row groups (step_groups); a split fetch (FetchPart) and its values' blocks
+  int pad;
 };
-static_assert(sizeof(StepPlan) == 48, "StepPlan has no implicit padding");
+static_assert(sizeof(StepPlan) == 64, "StepPlan has no implicit padding");
+
+// Row groups of a pipelined step: the rows' logits, select and key rebuild run group after group on
+// the step's stream, and each group's value reads on a second stream as soon as its select is done,
+// so that one group's reads over PCIe overlap the next group's work. SkvStep.step_groups sets the
+// count (0: one group); profiled steps take one group (their stage marks are on one stream).
+// NOTE: with the fetch whole (keys and values in one block), 2-8 groups were slower at 4 and 16 x
+// 128K and within 4 % at 43 (H200, bench/NOTES.md v23): its rebuild needs the whole card.
+int pipelined_groups(const SkvStep& s, const StepLayout& at) {
+  if (profile_on || at.sparse < 2 || s.max_selected <= 0) return 1;
+  return std::max(1, std::min(s.step_groups > 0 ? s.step_groups : 1, s.batch));
+}
+
+// Whether the step's fetch is split (pipelined steps, or SHADOWKV_CUDA_FETCH_SPLIT=1), and the
+// blocks of its value reads: one an SM by default, ~1 MB of reads in flight, far more than PCIe's
+// bandwidth x latency (SHADOWKV_CUDA_FETCH_GRID sets another count). Both are read every step:
+// tests and the bench set them between steps.
+cudaError_t value_reads(const StepPlan& p, int* split, int* grid) {
+  const char* on = getenv("SHADOWKV_CUDA_FETCH_SPLIT");
+  *split = p.pipe > 1 || (on && strcmp(on, "1") == 0);
+  const int forced = getenv("SHADOWKV_CUDA_FETCH_GRID") ? atoi(getenv("SHADOWKV_CUDA_FETCH_GRID")) : 0;
+  if (forced > 0) return *grid = forced, cudaSuccess;
+  static int sms[64] = {};
+  int dev = 0;
+  SKV_CUDA_CALL(cudaGetDevice(&dev));
+  if (dev < 64 && sms[dev]) return *grid = sms[dev], cudaSuccess;
+  SKV_CUDA_CALL(cudaDeviceGetAttribute(grid, cudaDevAttrMultiProcessorCount, dev));
+  if (dev < 64) sms[dev] = *grid;
+  return cudaSuccess;
+}
 
 cudaError_t plan_step(const SkvStep& s, const StepLayout& at, const SkvStepRow* host_rows, StepPlan* p, bool* mma) {
   *p = StepPlan{};
   p->qk_smem = (int64_t)(sizeof(float) * ((size_t)(s.q_heads + s.kv_heads) * s.d + s.d));
   p->fetch = -1;
   *mma = true;
+  p->pipe = 1;
   if (at.sparse == 0) return cudaSuccess;
+  p->pipe = pipelined_groups(s, at);
+  const int tasks = (int)skv_ceil_div(s.batch, p->pipe) * s.kv_heads;  // the largest group's
   p->split = std::min(s.logit_split, logit_blocks(at.max_l));
-  if (p->split <= 0) SKV_CUDA_CALL(logit_split(at.tasks, logit_blocks(at.max_l), &p->split));
+  if (p->split <= 0) SKV_CUDA_CALL(logit_split(tasks, logit_blocks(at.max_l), &p->split));
   size_t ss_smem = 0;
-  SKV_CUDA_CALL(select_cluster(s, at, &p->blocks, &ss_smem));
+  SKV_CUDA_CALL(select_cluster(s, at, tasks, &p->blocks, &ss_smem));
   p->ss_smem = (int64_t)ss_smem;
   if (p->blocks == 0) p->st_smem = (int64_t)select_smem(at.max_l, s.max_selected, at.lists_shared, at.scores_shared);
   if (s.max_selected <= 0) return cudaSuccess;
@@ -842,11 +904,29 @@ cudaError_t plan_step(const SkvStep& s, const StepLayout& at, const SkvStepRow* 
   p->rb_smem = (int64_t)rebuild_smem_bytes(s.C, s.d, *mma, rank);
   p->groups = (int)skv_ceil_div(s.max_selected, rebuild_chunks_per_block(s.C));
   p->fetch = (fp8 ? 2 : 0) + (*mma ? 1 : 0);
-  return cudaSuccess;
+  return value_reads(*p, &p->split_fetch, &p->value_grid);
 }
 
-// The step's launches on `stream`, with the profile's marks between the stages.
-cudaError_t issue(const StepArgs& a, const StepPlan& p, cudaStream_t stream) {
+// The second stream of pipelined steps and its events: one Fork for steps launched directly, one
+// for captures (an event recorded while capturing is the graph's).
+struct Fork {
+  cudaStream_t side = nullptr;
+  std::vector<cudaEvent_t> done;  // [group]: its select; the last: every fetch
+  cudaError_t ready(int groups) {
+    if (!side) SKV_CUDA_CALL(cudaStreamCreateWithFlags(&side, cudaStreamNonBlocking));
+    while ((int)done.size() < groups + 1) {
+      cudaEvent_t e;
+      SKV_CUDA_CALL(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+      done.push_back(e);
+    }
+    return cudaSuccess;
+  }
+};
+Fork forks[2];
+
+// The step's launches on `stream` (and a second stream where p.pipe > 1; captured: into a graph),
+// with the profile's marks between the stages.
+cudaError_t issue(const StepArgs& a, const StepPlan& p, cudaStream_t stream, bool captured) {
   const SkvStep& s = a.s;
   const StepLayout& at = a.at;
   const int g = s.q_heads / s.kv_heads;
@@ -856,28 +936,45 @@ cudaError_t issue(const StepArgs& a, const StepPlan& p, cudaStream_t stream) {
   SKV_CUDA_CALL(skv_launch(StepAppendKernel, std::max(s.batch, 1), APPEND_THREADS, (size_t)p.qk_smem, stream, a));
   SKV_CUDA_CALL(mark(SKV_STAGE_LOGITS, stream));
   if (at.sparse > 0) {
-    // 2-3.
-    SKV_CUDA_CALL(skv_smem_optin(StepLogitsKernel, LOGIT_SMEM));
-    SKV_CUDA_CALL(skv_launch(StepLogitsKernel, dim3(at.tasks, p.split), LOGIT_THREADS, LOGIT_SMEM, stream, a));
-    SKV_CUDA_CALL(mark(SKV_STAGE_SELECT, stream));
-    if (p.blocks > 0) {
-      SKV_CUDA_CALL(skv_smem_optin(StepScoreSelectKernel, (size_t)p.ss_smem));
-      SKV_CUDA_CALL(skv_launch_cluster(StepScoreSelectKernel, dim3(at.tasks, p.blocks), SELECT_CLUSTER_THREADS, (size_t)p.ss_smem,
-                                       stream, (unsigned)p.blocks, a));
-    } else {
-      const dim3 ranges(at.tasks, logit_blocks(at.max_l));
-      SKV_CUDA_CALL(skv_launch(StepSoftmaxSumsKernel, ranges, SCORE_THREADS, sizeof(float) * g, stream, a));
-      SKV_CUDA_CALL(skv_launch(StepScoresKernel, ranges, SCORE_THREADS, sizeof(float) * 2 * g, stream, a));
-      SKV_CUDA_CALL(skv_smem_optin(StepSelectKernel, (size_t)p.st_smem));
-      SKV_CUDA_CALL(skv_launch(StepSelectKernel, at.tasks, SELECT_THREADS, (size_t)p.st_smem, stream, a));
+    Fork& fork = forks[captured];
+    if (p.split_fetch && p.fetch >= 0) SKV_CUDA_CALL(fork.ready(p.pipe));
+    for (int gi = 0; gi < p.pipe; gi++) {
+      const int t0 = s.batch * gi / p.pipe * s.kv_heads, tasks = s.batch * (gi + 1) / p.pipe * s.kv_heads - t0;
+      // 2-3.
+      SKV_CUDA_CALL(skv_smem_optin(StepLogitsKernel, LOGIT_SMEM));
+      SKV_CUDA_CALL(skv_launch(StepLogitsKernel, dim3(tasks, p.split), LOGIT_THREADS, LOGIT_SMEM, stream, a, t0));
+      SKV_CUDA_CALL(mark(SKV_STAGE_SELECT, stream));
+      if (p.blocks > 0) {
+        SKV_CUDA_CALL(skv_smem_optin(StepScoreSelectKernel, (size_t)p.ss_smem));
+        SKV_CUDA_CALL(skv_launch_cluster(StepScoreSelectKernel, dim3(tasks, p.blocks), SELECT_CLUSTER_THREADS, (size_t)p.ss_smem,
+                                         stream, (unsigned)p.blocks, a, t0));
+      } else {
+        const dim3 ranges(tasks, logit_blocks(at.max_l));
+        SKV_CUDA_CALL(skv_launch(StepSoftmaxSumsKernel, ranges, SCORE_THREADS, sizeof(float) * g, stream, a, t0));
+        SKV_CUDA_CALL(skv_launch(StepScoresKernel, ranges, SCORE_THREADS, sizeof(float) * 2 * g, stream, a, t0));
+        SKV_CUDA_CALL(skv_smem_optin(StepSelectKernel, (size_t)p.st_smem));
+        SKV_CUDA_CALL(skv_launch(StepSelectKernel, tasks, SELECT_THREADS, (size_t)p.st_smem, stream, a, t0));
+      }
+      SKV_CUDA_CALL(mark(SKV_STAGE_FETCH, stream));
+      // 4.
+      if (p.fetch < 0) continue;
+      if (!p.split_fetch) {
+        const FetchKernel fetch = fetch_kernel(p.fetch, FETCH_BOTH);
+        SKV_CUDA_CALL(skv_smem_optin(fetch, (size_t)p.rb_smem));
+        SKV_CUDA_CALL(skv_launch(fetch, tasks * p.groups, REBUILD_THREADS, (size_t)p.rb_smem, stream, a, t0, tasks, p.groups));
+        continue;
+      }
+      SKV_CUDA_CALL(cudaEventRecord(fork.done[gi], stream));
+      SKV_CUDA_CALL(cudaStreamWaitEvent(fork.side, fork.done[gi], 0));
+      SKV_CUDA_CALL(skv_launch(fetch_kernel(p.fetch, FETCH_VALUES), std::min(tasks * p.groups, p.value_grid), REBUILD_THREADS,
+                               0, fork.side, a, t0, tasks, p.groups));
+      const FetchKernel keys = fetch_kernel(p.fetch, FETCH_KEYS);
+      SKV_CUDA_CALL(skv_smem_optin(keys, (size_t)p.rb_smem));
+      SKV_CUDA_CALL(skv_launch(keys, tasks * p.groups, REBUILD_THREADS, (size_t)p.rb_smem, stream, a, t0, tasks, p.groups));
     }
-    SKV_CUDA_CALL(mark(SKV_STAGE_FETCH, stream));
-    // 4.
-    if (p.fetch >= 0) {
-      auto fetch = p.fetch == 3 ? StepFetchKernel<true, true> : p.fetch == 2 ? StepFetchKernel<true, false>
-                 : p.fetch == 1 ? StepFetchKernel<false, true> : StepFetchKernel<false, false>;
-      SKV_CUDA_CALL(skv_smem_optin(fetch, (size_t)p.rb_smem));
-      SKV_CUDA_CALL(skv_launch(fetch, dim3(at.tasks, p.groups), REBUILD_THREADS, (size_t)p.rb_smem, stream, a));
+    if (p.split_fetch && p.fetch >= 0) {
+      SKV_CUDA_CALL(cudaEventRecord(fork.done[p.pipe], fork.side));
+      SKV_CUDA_CALL(cudaStreamWaitEvent(stream, fork.done[p.pipe], 0));
     }
   } else {  // no sparse stage ran: they take no time
     SKV_CUDA_CALL(mark(SKV_STAGE_SELECT, stream));
@@ -957,12 +1054,12 @@ struct StepGraphs {
     if (seen.erase(h) == 0) {  // the first sighting
       if (seen.size() >= SEEN_CAPACITY) seen.clear();
       seen.insert(h);
-      return issue(a, p, stream);
+      return issue(a, p, stream, false);
     }
     cudaGraphExec_t exec = nullptr;
     if (!make(a, p, &exec)) {
       broken = true;
-      return issue(a, p, stream);
+      return issue(a, p, stream, false);
     }
     if (it != entries.end()) {
       cudaGraphExecDestroy(it->second.exec);
@@ -982,7 +1079,7 @@ struct StepGraphs {
   bool make(const StepArgs& a, const StepPlan& p, cudaGraphExec_t* exec) {
     if (!capture && cudaStreamCreateWithFlags(&capture, cudaStreamNonBlocking) != cudaSuccess) return cudaGetLastError(), false;
     if (cudaStreamBeginCapture(capture, cudaStreamCaptureModeRelaxed) != cudaSuccess) return cudaGetLastError(), false;
-    const cudaError_t issued = issue(a, p, capture);
+    const cudaError_t issued = issue(a, p, capture, true);
     cudaGraph_t graph = nullptr;
     const cudaError_t ended = cudaStreamEndCapture(capture, &graph);
     const bool ok = issued == cudaSuccess && ended == cudaSuccess && graph && cudaGraphInstantiate(exec, graph, 0) == cudaSuccess;
@@ -1007,6 +1104,6 @@ cudaError_t DecodeLayer(const SkvStep& s, const SkvStepRow* host_rows, const Skv
   SKV_CUDA_CALL(plan_step(s, at, host_rows, &p, &mma));
   const StepArgs a{s, device_rows, static_cast<char*>(ws.ptr), at, mma};
   // The profile's marks are events between the launches: those steps go one by one.
-  if (profile_on || step_graphs.broken || !StepGraphs::on()) return issue(a, p, stream);
+  if (profile_on || step_graphs.broken || !StepGraphs::on()) return issue(a, p, stream, false);
   return step_graphs.launch(a, p, stream);
 }

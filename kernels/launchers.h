@@ -209,7 +209,8 @@ struct SkvStep {
   // where every task's cluster can run at once, else 1), 1: one block after the scores (the path
   // of devices without clusters).
   int32_t select_blocks;
-  int32_t reserved;
+  // Row groups whose select and fetch overlap (kernels/decode_layer.cu pipelined_groups); 0: the default.
+  int32_t step_groups;
 };
 static_assert(sizeof(SkvStep) == 112, "SkvStep is 112 bytes");
 

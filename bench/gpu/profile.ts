@@ -5,9 +5,13 @@
 // host to issue the next step) and queued (outputs left on the device, steps back to back), and the
 // host's microseconds per queued step, decode() whole and each addon call in it. One Llama-3-8B layer, as in bench/gpu/run.ts.
 //   node node_modules/tsx/dist/cli.mjs bench/gpu/profile.ts [--context 131072] [--batches 1,4] [--steps 50]
-//     [--variants plain,fp8,hot2048,fp8+hot2048] [--policy shadowkv] [--out profile.json]
+//     [--variants plain,fp8,hot2048,fp8+hot2048] [--policy shadowkv] [--pipeline 1,1s,2,4x264] [--out profile.json]
 // A variant is the cache's options: plain (the defaults), fp8 (fp8Values), hot<N> (hotChunks N), joined by +.
 // --policy full profiles the own full policy's step instead (append and attention; variant plain only).
+// --pipeline times queued steps of the same cache in each setting, in two alternated rounds: N row
+// groups (SHADOWKV_CUDA_STEP_GROUPS), then 's' to split the fetch with one group
+// (SHADOWKV_CUDA_FETCH_SPLIT=1) and 'x<blocks>' for the split fetch's value reads
+// (SHADOWKV_CUDA_FETCH_GRID), e.g. 1,1s,2,4,4x264.
 // On the GPU machine: bash scripts/gpu/bench.sh runs run.ts; this one runs the same way after
 // `. scripts/gpu/env.sh` (SHADOWKV_CUDA_SYNC=0, or every op waits).
 import { writeFileSync } from 'node:fs';
@@ -23,6 +27,7 @@ const { values: f } = parseArgs({
   options: {
     context: { type: 'string', default: '131072' }, batches: { type: 'string', default: '1,4' }, steps: { type: 'string', default: '50' },
     variants: { type: 'string', default: 'plain' }, policy: { type: 'string', default: 'shadowkv' }, out: { type: 'string' },
+    pipeline: { type: 'string' },
   },
 });
 
@@ -104,14 +109,34 @@ for (const B of f.batches!.split(',').map(Number)) for (const variant of f.varia
   const perStep = profiled(() => built.cache.decode(0, queries.next()));
   const queuedInputs = Array.from({ length: steps }, () => queries.next());
   const perStepQueued = profiled((i) => built.cache.decode(0, queuedInputs[i]!, { out }));
+  // The same cache's queued steps at each setting of the pipeline: the device's step_groups field
+  // (which it reads from the environment when made) and the addon's per-step settings.
+  const pipeline: Record<string, number[]> = {};
+  const settings = (f.pipeline ?? '').split(',').filter(Boolean).map((setting) => {
+    const m = /^(\d+)(s?)(?:x(\d+))?$/.exec(setting);
+    if (!m) throw new Error(`profile: bad --pipeline setting ${setting} (e.g. 1, 1s, 4x264)`);
+    return { setting, groups: Number(m[1]), split: m[2] === 's', grid: m[3] };
+  });
+  const setEnv = (name: string, value: string | undefined) => (value === undefined ? delete process.env[name] : (process.env[name] = value));
+  for (let round = 0; round < 2 && settings.length; round++) for (const { setting, groups, split, grid } of settings) {
+    (device as unknown as { stepGroups: number }).stepGroups = groups;
+    setEnv('SHADOWKV_CUDA_FETCH_SPLIT', split ? '1' : undefined);
+    setEnv('SHADOWKV_CUDA_FETCH_GRID', grid);
+    for (let i = 0; i < QUEUED_WARMUP; i++) built.cache.decode(0, queries.next(), { out });
+    const xs = Array.from({ length: steps }, () => queries.next());
+    (pipeline[setting] ??= []).push(device.gpuTime(() => xs.forEach((input) => built.cache.decode(0, input, { out }))) / steps);
+  }
+  setEnv('SHADOWKV_CUDA_FETCH_SPLIT', undefined);
+  setEnv('SHADOWKV_CUDA_FETCH_GRID', undefined);
   out.dispose();
-  const r = { context: S, batch: B, policy, variant, steps, stepGpuMs: summary(plain), queuedStepGpuMs: queuedMs, stagesMs: perStep, stagesQueuedMs: perStepQueued, hostUs: host, stats: built.cache.stats() };
+  const r = { context: S, batch: B, policy, variant, steps, stepGpuMs: summary(plain), queuedStepGpuMs: queuedMs, stagesMs: perStep, stagesQueuedMs: perStepQueued, hostUs: host, pipeline, stats: built.cache.stats() };
   results.push(r);
   const us = (st: Record<string, number>) => Object.entries(st).map(([k, v]) => `${k} ${(v * 1000).toFixed(0)}`).join(', ');
   log(`${S / 1024}K x ${B} ${policy} ${variant}: step ${summary(plain).median.toFixed(3)} ms read back (GPU, median), ${queuedMs.toFixed(3)} ms queued`);
   log(`  stages (us), read back: ${us(perStep)}`);
   log(`  stages (us), queued:    ${us(perStepQueued)}`);
   log(`  host (us per queued step): decode() ${host.decode.toFixed(1)}; addon calls ${Object.entries(host.calls).map(([k, v]) => `${k} ${v.toFixed(1)}`).join(', ')}`);
+  for (const [k, ms] of Object.entries(pipeline)) log(`  queued, pipeline ${k}: ${ms.map((x) => x.toFixed(3)).join(' / ')} ms`);
   built.cache.dispose();
 }
 if (f.out) writeFileSync(f.out, `${JSON.stringify({ date: new Date().toISOString(), command: `bench/gpu/profile.ts ${process.argv.slice(2).join(' ')}`, results }, null, 2)}\n`);

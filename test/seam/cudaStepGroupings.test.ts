@@ -11,30 +11,44 @@ import { registerComposed } from '../helpers/backends.js';
 // - SHADOWKV_CUDA_SELECT_BLOCKS: blocks per kv head that score and select. 1 is the path of devices
 //   without thread block clusters (softmax sums, scores, then one selecting block); 2-8 a cluster
 //   whose blocks each take a slice of the landmarks.
+// - SHADOWKV_CUDA_STEP_GROUPS: row groups whose work overlaps the previous group's value reads (a
+//   second stream), 3 of them uneven here. The fetch is then split (values on the second stream,
+//   keys on the step's), as SHADOWKV_CUDA_FETCH_SPLIT=1 makes it with one group; with
+//   SHADOWKV_CUDA_FETCH_GRID=1 one block reads every miss group's values, item after item. These
+//   two the addon reads at every step.
 // Selections, outputs and counters must not depend on the grouping.
 const options = { budget: 128, rank: 32, chunkSize: 8, localTokens: 16, maxRecentTokens: 32, denseThreshold: 256 };
-const [tokens, batch, steps] = [12288, 2, 12]; // ~1536 chunks a row: 3 or more logit ranges per kv head
+const [tokens, batch, steps] = [12288, 3, 12]; // ~1536 chunks a row: 3 or more logit ranges per kv head
 
-const groupings: [string, string[]][] = [
+// The split fetch's value reads also serve the hot-value cache and fp8 host values: the groups run
+// again with both (a variant of their own).
+const levers = { fp8Values: true, hotChunks: 64 };
+const groupings: [string, string[], object?][] = [
   ['SHADOWKV_CUDA_LOGIT_SPLIT', ['64', '1', '2']], // 64: past the range count, so one range a block
   ['SHADOWKV_CUDA_SELECT_BLOCKS', ['1', '2', '3', '8']],
+  ['SHADOWKV_CUDA_STEP_GROUPS', ['1', '2', '3', '3 SHADOWKV_CUDA_FETCH_GRID=1', '1 SHADOWKV_CUDA_FETCH_SPLIT=1',
+    '1 SHADOWKV_CUDA_FETCH_SPLIT=1 SHADOWKV_CUDA_FETCH_GRID=1']], // then the addon's per-step settings
+  ['SHADOWKV_CUDA_STEP_GROUPS', ['1', '3', '3 SHADOWKV_CUDA_FETCH_GRID=1', '1 SHADOWKV_CUDA_FETCH_SPLIT=1'], levers],
 ];
 
 forEachEnv('cuda: the fused step in every grouping of its work', (env) => {
   // d 64 and 128: the two widths whose bf16 logits run on the tensor cores (others take the register path).
-  it.each(groupings.flatMap(([name, values]) => [64, 128].map((d) => [name, d, values] as const)))(
-    '%s, d %i: selections, outputs and counters are the same bits in each grouping',
-    async (name, headDim, values) => {
+  it.each(groupings.flatMap(([name, values, extra]) => [64, 128].map((d) => [name, d, values, extra ?? {}] as const)))(
+    '%s, d %i, options %o: selections, outputs and counters are the same bits in each grouping',
+    async (name, headDim, values, extra) => {
       const spec = { layers: 1, queryHeads: 8, kvHeads: 2, headDim, rope: { theta: 10000 } };
       const work = new NeedleWorkload(spec, { tokens, seed: 5 });
       const prompt = work.prompt(0, batch);
       const inputs = Array.from({ length: steps }, () => work.step(0, batch));
-      const run = async (value: string) => {
-        process.env[name] = value;
-        const cache = (await createCache({ spec, batch, dtype: env.dtype, backend: env.backend, options })) as ShadowKVCache;
+      const run = async (setting: string) => {
+        const [value, ...perStep] = setting.split(' ').map((x) => x.split('='));
+        process.env[name] = value![0];
+        const cache = (await createCache({ spec, batch, dtype: env.dtype, backend: env.backend, options: { ...options, ...extra } })) as ShadowKVCache;
         delete process.env[name];
+        for (const [k, v] of perStep) process.env[k!] = v;
         cache.prefill(0, prompt);
         const outs = inputs.map((x) => Array.from(toFloat32(cache.decode(0, x))));
+        for (const [k] of perStep) delete process.env[k!];
         const sel = Array.from({ length: batch }, (_, r) => Array.from({ length: spec.kvHeads }, (_, h) => cache.selection(0, r, h)));
         const stats = cache.stats();
         cache.dispose();

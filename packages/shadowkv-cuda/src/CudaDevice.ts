@@ -64,6 +64,12 @@ export class CudaDevice implements Device {
    * clusters), which tests force on any card so that both paths are checked.
    */
   private readonly selectBlocks = envCount('SHADOWKV_CUDA_SELECT_BLOCKS');
+  /**
+   * Row groups of the fused step whose select and fetch overlap, from `SHADOWKV_CUDA_STEP_GROUPS`
+   * when the device is made; 0 (unset) is the kernels' default. Tests force several, so that every
+   * split of the rows is checked against one group.
+   */
+  private readonly stepGroups = envCount('SHADOWKV_CUDA_STEP_GROUPS');
 
   /**
    * @param hostMemory bytes of pinned host memory the process's caches may hold (createCudaBackend's
@@ -465,6 +471,7 @@ export class CudaDevice implements Device {
     f32[24] = g.scoreScale;
     i32[25] = this.logitSplit;
     i32[26] = this.selectBlocks;
+    i32[27] = this.stepGroups;
     for (let b = 0; b < step.rows.length; b++) encodeRow(u32, i32, STEP_BYTES + b * ROW_BYTES, step.rows[b]!);
     const record = this.record.bytes.subarray(0, bytes);
     const inputs = step.hostInputs;

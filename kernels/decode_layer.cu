@@ -907,8 +907,8 @@ cudaError_t plan_step(const SkvStep& s, const StepLayout& at, const SkvStepRow* 
   return value_reads(*p, &p->split_fetch, &p->value_grid);
 }
 
-// The second stream of pipelined steps and its events: one Fork for steps launched directly, one
-// for captures (an event recorded while capturing is the graph's).
+// The second stream of split fetches and its events: one Fork for steps launched directly, one for
+// captures (an event recorded while capturing is the graph's).
 struct Fork {
   cudaStream_t side = nullptr;
   std::vector<cudaEvent_t> done;  // [group]: its select; the last: every fetch
@@ -924,8 +924,8 @@ struct Fork {
 };
 Fork forks[2];
 
-// The step's launches on `stream` (and a second stream where p.pipe > 1; captured: into a graph),
-// with the profile's marks between the stages.
+// The step's launches on `stream` (and a second stream where the fetch is split; captured: into a
+// graph), with the profile's marks between the stages.
 cudaError_t issue(const StepArgs& a, const StepPlan& p, cudaStream_t stream, bool captured) {
   const SkvStep& s = a.s;
   const StepLayout& at = a.at;

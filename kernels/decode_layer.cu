@@ -848,29 +848,40 @@ static_assert(sizeof(StepPlan) == 64, "StepPlan has no implicit padding");
 // Row groups of a pipelined step: the rows' logits, select and key rebuild run group after group on
 // the step's stream, and each group's value reads on a second stream as soon as its select is done,
 // so that one group's reads over PCIe overlap the next group's work. SkvStep.step_groups sets the
-// count (0: one group); profiled steps take one group (their stage marks are on one stream).
-// NOTE: with the fetch whole (keys and values in one block), 2-8 groups were slower at 4 and 16 x
-// 128K and within 4 % at 43 (H200, bench/NOTES.md v23): its rebuild needs the whole card.
+// count; 0 takes PIPE_GROUPS from PIPE_ROWS rows, else one. Profiled steps take one group (their
+// stage marks are on one stream).
+// NOTE: measured at 128K on an H200 (bench/NOTES.md v24), 4 groups took 43 rows from 1.99 to
+// 1.70-1.80 ms, left 16 rows as they were (0.77) and slowed 4 rows (0.26 -> 0.32): a group's logits
+// and select take about as long as all rows' until the rows fill the card.
+constexpr int PIPE_ROWS = 32, PIPE_GROUPS = 4;
+
 int pipelined_groups(const SkvStep& s, const StepLayout& at) {
   if (profile_on || at.sparse < 2 || s.max_selected <= 0) return 1;
-  return std::max(1, std::min(s.step_groups > 0 ? s.step_groups : 1, s.batch));
+  const int groups = s.step_groups > 0 ? s.step_groups : s.batch >= PIPE_ROWS ? PIPE_GROUPS : 1;
+  return std::max(1, std::min(groups, s.batch));
 }
 
-// Whether the step's fetch is split (pipelined steps, or SHADOWKV_CUDA_FETCH_SPLIT=1), and the
-// blocks of its value reads: one an SM by default, ~1 MB of reads in flight, far more than PCIe's
-// bandwidth x latency (SHADOWKV_CUDA_FETCH_GRID sets another count). Both are read every step:
-// tests and the bench set them between steps.
+// Whether the step's fetch is split in two kernels (the value reads on a second stream beside the
+// key rebuild: 0.26 -> 0.25 ms at 4 x 128K, the same at 16 and 43 rows), and the blocks of its value
+// reads: one an SM with one group (~1 MB of reads in flight, far more than PCIe's bandwidth x
+// latency), half the SMs with several, whose reads run beside the next group's logits and select
+// (43 x 128K: 1.92 ms with 132 blocks, 1.72 with 66). SHADOWKV_CUDA_FETCH_SPLIT=0 keeps the fetch
+// whole with one group, SHADOWKV_CUDA_FETCH_GRID=n sets the blocks; both are read every step: tests
+// and the bench set them between steps.
 cudaError_t value_reads(const StepPlan& p, int* split, int* grid) {
-  const char* on = getenv("SHADOWKV_CUDA_FETCH_SPLIT");
-  *split = p.pipe > 1 || (on && strcmp(on, "1") == 0);
+  const char* whole = getenv("SHADOWKV_CUDA_FETCH_SPLIT");
+  *split = p.pipe > 1 || !whole || strcmp(whole, "0") != 0;
   const int forced = getenv("SHADOWKV_CUDA_FETCH_GRID") ? atoi(getenv("SHADOWKV_CUDA_FETCH_GRID")) : 0;
   if (forced > 0) return *grid = forced, cudaSuccess;
   static int sms[64] = {};
-  int dev = 0;
+  int dev = 0, n = 0;
   SKV_CUDA_CALL(cudaGetDevice(&dev));
-  if (dev < 64 && sms[dev]) return *grid = sms[dev], cudaSuccess;
-  SKV_CUDA_CALL(cudaDeviceGetAttribute(grid, cudaDevAttrMultiProcessorCount, dev));
-  if (dev < 64) sms[dev] = *grid;
+  if (dev < 64 && sms[dev]) n = sms[dev];
+  else {
+    SKV_CUDA_CALL(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev));
+    if (dev < 64) sms[dev] = n;
+  }
+  *grid = p.pipe > 1 ? std::max(1, n / 2) : n;
   return cudaSuccess;
 }
 

@@ -5,13 +5,13 @@
 // host to issue the next step) and queued (outputs left on the device, steps back to back), and the
 // host's microseconds per queued step, decode() whole and each addon call in it. One Llama-3-8B layer, as in bench/gpu/run.ts.
 //   node node_modules/tsx/dist/cli.mjs bench/gpu/profile.ts [--context 131072] [--batches 1,4] [--steps 50]
-//     [--variants plain,fp8,hot2048,fp8+hot2048] [--policy shadowkv] [--pipeline 1,1s,2,4x264] [--out profile.json]
+//     [--variants plain,fp8,hot2048,fp8+hot2048] [--policy shadowkv] [--pipeline 0,1w,1,4x264] [--out profile.json]
 // A variant is the cache's options: plain (the defaults), fp8 (fp8Values), hot<N> (hotChunks N), joined by +.
 // --policy full profiles the own full policy's step instead (append and attention; variant plain only).
 // --pipeline times queued steps of the same cache in each setting, in two alternated rounds: N row
-// groups (SHADOWKV_CUDA_STEP_GROUPS), then 's' to split the fetch with one group
-// (SHADOWKV_CUDA_FETCH_SPLIT=1) and 'x<blocks>' for the split fetch's value reads
-// (SHADOWKV_CUDA_FETCH_GRID), e.g. 1,1s,2,4,4x264.
+// groups (SHADOWKV_CUDA_STEP_GROUPS; 0 the default, by rows), then 'w' to keep the fetch whole with
+// one group (SHADOWKV_CUDA_FETCH_SPLIT=0) and 'x<blocks>' for the split fetch's value reads
+// (SHADOWKV_CUDA_FETCH_GRID), e.g. 0,1w,1,4,4x264.
 // On the GPU machine: bash scripts/gpu/bench.sh runs run.ts; this one runs the same way after
 // `. scripts/gpu/env.sh` (SHADOWKV_CUDA_SYNC=0, or every op waits).
 import { writeFileSync } from 'node:fs';
@@ -113,14 +113,14 @@ for (const B of f.batches!.split(',').map(Number)) for (const variant of f.varia
   // (which it reads from the environment when made) and the addon's per-step settings.
   const pipeline: Record<string, number[]> = {};
   const settings = (f.pipeline ?? '').split(',').filter(Boolean).map((setting) => {
-    const m = /^(\d+)(s?)(?:x(\d+))?$/.exec(setting);
-    if (!m) throw new Error(`profile: bad --pipeline setting ${setting} (e.g. 1, 1s, 4x264)`);
-    return { setting, groups: Number(m[1]), split: m[2] === 's', grid: m[3] };
+    const m = /^(\d+)(w?)(?:x(\d+))?$/.exec(setting);
+    if (!m) throw new Error(`profile: bad --pipeline setting ${setting} (e.g. 0, 1w, 4x264)`);
+    return { setting, groups: Number(m[1]), whole: m[2] === 'w', grid: m[3] };
   });
   const setEnv = (name: string, value: string | undefined) => (value === undefined ? delete process.env[name] : (process.env[name] = value));
-  for (let round = 0; round < 2 && settings.length; round++) for (const { setting, groups, split, grid } of settings) {
+  for (let round = 0; round < 2 && settings.length; round++) for (const { setting, groups, whole, grid } of settings) {
     (device as unknown as { stepGroups: number }).stepGroups = groups;
-    setEnv('SHADOWKV_CUDA_FETCH_SPLIT', split ? '1' : undefined);
+    setEnv('SHADOWKV_CUDA_FETCH_SPLIT', whole ? '0' : undefined);
     setEnv('SHADOWKV_CUDA_FETCH_GRID', grid);
     for (let i = 0; i < QUEUED_WARMUP; i++) built.cache.decode(0, queries.next(), { out });
     const xs = Array.from({ length: steps }, () => queries.next());

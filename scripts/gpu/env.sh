@@ -3,8 +3,11 @@
 # reads there. Runs from the repository root.
 G=.gpu
 unxz_to() {  # unxz_to <file.xz> <out>: xz where it exists, else Python's lzma
-  if command -v xz >/dev/null; then xz -dc "$1" > "$2"
-  else python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' "$1" "$2"; fi
+  # Written beside <out> and renamed over it: a binary still running from an earlier source of this
+  # file (node, the addon) cannot be opened for writing (ETXTBSY), but it can be replaced.
+  if command -v xz >/dev/null; then xz -dc "$1" > "$2.part"
+  else python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' "$1" "$2.part"; fi
+  mv -f "$2.part" "$2"
 }
 need_tsx() {  # need_tsx <script name>: unpacks node_modules/tsx from .gpu/tsx.tar.xz (node_modules.tar.xz leaves it out)
   [ -f node_modules/tsx/dist/cli.mjs ] && return

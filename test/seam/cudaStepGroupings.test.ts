@@ -12,8 +12,8 @@ import { registerComposed } from '../helpers/backends.js';
 //   without thread block clusters (softmax sums, scores, then one selecting block); 2-8 a cluster
 //   whose blocks each take a slice of the landmarks.
 // - SHADOWKV_CUDA_STEP_GROUPS: row groups whose work overlaps the previous group's value reads (a
-//   second stream), 3 of them uneven here. The fetch is then split (values on the second stream,
-//   keys on the step's), as SHADOWKV_CUDA_FETCH_SPLIT=1 makes it with one group; with
+//   second stream), 3 of them uneven here. The fetch is split (values on the second stream, keys on
+//   the step's) unless SHADOWKV_CUDA_FETCH_SPLIT=0 keeps it whole with one group; with
 //   SHADOWKV_CUDA_FETCH_GRID=1 one block reads every miss group's values, item after item. These
 //   two the addon reads at every step.
 // Selections, outputs and counters must not depend on the grouping.
@@ -26,9 +26,9 @@ const levers = { fp8Values: true, hotChunks: 64 };
 const groupings: [string, string[], object?][] = [
   ['SHADOWKV_CUDA_LOGIT_SPLIT', ['64', '1', '2']], // 64: past the range count, so one range a block
   ['SHADOWKV_CUDA_SELECT_BLOCKS', ['1', '2', '3', '8']],
-  ['SHADOWKV_CUDA_STEP_GROUPS', ['1', '2', '3', '3 SHADOWKV_CUDA_FETCH_GRID=1', '1 SHADOWKV_CUDA_FETCH_SPLIT=1',
-    '1 SHADOWKV_CUDA_FETCH_SPLIT=1 SHADOWKV_CUDA_FETCH_GRID=1']], // then the addon's per-step settings
-  ['SHADOWKV_CUDA_STEP_GROUPS', ['1', '3', '3 SHADOWKV_CUDA_FETCH_GRID=1', '1 SHADOWKV_CUDA_FETCH_SPLIT=1'], levers],
+  ['SHADOWKV_CUDA_STEP_GROUPS', ['1 SHADOWKV_CUDA_FETCH_SPLIT=0', '1', '2', '3', '3 SHADOWKV_CUDA_FETCH_GRID=1',
+    '1 SHADOWKV_CUDA_FETCH_GRID=1']], // then the addon's per-step settings
+  ['SHADOWKV_CUDA_STEP_GROUPS', ['1 SHADOWKV_CUDA_FETCH_SPLIT=0', '1', '3', '3 SHADOWKV_CUDA_FETCH_GRID=1'], levers],
 ];
 
 forEachEnv('cuda: the fused step in every grouping of its work', (env) => {

@@ -848,16 +848,18 @@ static_assert(sizeof(StepPlan) == 64, "StepPlan has no implicit padding");
 // Row groups of a pipelined step: the rows' logits, select and key rebuild run group after group on
 // the step's stream, and each group's value reads on a second stream as soon as its select is done,
 // so that one group's reads over PCIe overlap the next group's work. SkvStep.step_groups sets the
-// count; 0 takes PIPE_GROUPS from PIPE_ROWS rows, else one. Profiled steps take one group (their
-// stage marks are on one stream).
+// count; 0 takes PIPE_GROUPS from PIPE_ROWS rows where the values are not fp8, else one. Profiled
+// steps take one group (their stage marks are on one stream).
 // NOTE: measured at 128K on an H200 (bench/NOTES.md v24), 4 groups took 43 rows from 1.99 to
-// 1.70-1.80 ms, left 16 rows as they were (0.77) and slowed 4 rows (0.26 -> 0.32): a group's logits
-// and select take about as long as all rows' until the rows fill the card.
+// 1.69-1.72 ms (32 rows 1.49 -> 1.29), left 16 rows as they were (0.77) and slowed 4 rows (0.25 ->
+// 0.32): a group's logits and select take about as long as all rows' until the rows fill the card.
+// With fp8 values the reads are half as long and no longer hide the groups' cost (43 rows: 1.48 ->
+// 1.61 ms, with the hot cache too 1.37 -> 1.61).
 constexpr int PIPE_ROWS = 32, PIPE_GROUPS = 4;
 
-int pipelined_groups(const SkvStep& s, const StepLayout& at) {
+int pipelined_groups(const SkvStep& s, const StepLayout& at, bool fp8) {
   if (profile_on || at.sparse < 2 || s.max_selected <= 0) return 1;
-  const int groups = s.step_groups > 0 ? s.step_groups : s.batch >= PIPE_ROWS ? PIPE_GROUPS : 1;
+  const int groups = s.step_groups > 0 ? s.step_groups : s.batch >= PIPE_ROWS && !fp8 ? PIPE_GROUPS : 1;
   return std::max(1, std::min(groups, s.batch));
 }
 
@@ -892,7 +894,18 @@ cudaError_t plan_step(const SkvStep& s, const StepLayout& at, const SkvStepRow* 
   *mma = true;
   p->pipe = 1;
   if (at.sparse == 0) return cudaSuccess;
-  p->pipe = pipelined_groups(s, at);
+  // The rebuild runs on the tensor cores where every row's can (one path per launch).
+  bool fp8 = false;
+  int rank = 0;
+  for (int b = 0; s.max_selected > 0 && b < s.batch; b++) {
+    const SkvStepRow& r = host_rows[b];
+    if (r.input < 0 || !r.u) continue;
+    *mma = *mma && rebuild_mma(reinterpret_cast<const void*>(r.u), s.kv_dtype, reinterpret_cast<const void*>(r.sv), s.kv_dtype,
+                               (int64_t)s.kv_heads * s.d, s.d, r.rank, s.C);
+    rank = std::max(rank, r.rank);
+    fp8 = fp8 || r.fp8_rows > 0;
+  }
+  p->pipe = pipelined_groups(s, at, fp8);
   const int tasks = (int)skv_ceil_div(s.batch, p->pipe) * s.kv_heads;  // the largest group's
   p->split = std::min(s.logit_split, logit_blocks(at.max_l));
   if (p->split <= 0) SKV_CUDA_CALL(logit_split(tasks, logit_blocks(at.max_l), &p->split));
@@ -901,17 +914,6 @@ cudaError_t plan_step(const SkvStep& s, const StepLayout& at, const SkvStepRow* 
   p->ss_smem = (int64_t)ss_smem;
   if (p->blocks == 0) p->st_smem = (int64_t)select_smem(at.max_l, s.max_selected, at.lists_shared, at.scores_shared);
   if (s.max_selected <= 0) return cudaSuccess;
-  // The rebuild runs on the tensor cores where every row's can (one path per launch).
-  bool fp8 = false;
-  int rank = 0;
-  for (int b = 0; b < s.batch; b++) {
-    const SkvStepRow& r = host_rows[b];
-    if (r.input < 0 || !r.u) continue;
-    *mma = *mma && rebuild_mma(reinterpret_cast<const void*>(r.u), s.kv_dtype, reinterpret_cast<const void*>(r.sv), s.kv_dtype,
-                               (int64_t)s.kv_heads * s.d, s.d, r.rank, s.C);
-    rank = std::max(rank, r.rank);
-    fp8 = fp8 || r.fp8_rows > 0;
-  }
   p->rb_smem = (int64_t)rebuild_smem_bytes(s.C, s.d, *mma, rank);
   p->groups = (int)skv_ceil_div(s.max_selected, rebuild_chunks_per_block(s.C));
   p->fetch = (fp8 ? 2 : 0) + (*mma ? 1 : 0);

@@ -458,8 +458,8 @@ __device__ __forceinline__ int load_now_s8(const void* p) {
 // path's 102 KB 2). NOTE: bounded to 3 blocks (80 registers); at 4 x 128K that read no faster than
 // 2 blocks at 128 registers (fetch 123 / 86 / 67 us plain / fp8 / fp8 + hot against 123 / 86 / 65).
 // What a fetch launch does for its groups: both halves in one block (the latency of the value reads
-// hides behind the rebuild), or one of them (a split fetch: the values on a second stream, from a
-// few blocks, and the keys on the step's stream).
+// hides behind the rebuild), or one of them (a split fetch: the values on a second stream, on a
+// bounded grid, and the keys on the step's stream).
 enum FetchPart { FETCH_BOTH, FETCH_VALUES, FETCH_KEYS };
 
 template <bool FP8, bool MMA, int PART>

@@ -209,7 +209,7 @@ struct SkvStep {
   // where every task's cluster can run at once, else 1), 1: one block after the scores (the path
   // of devices without clusters).
   int32_t select_blocks;
-  // Row groups of a pipelined step (kernels/decode_layer.cu pipelined_groups); 0: the default, one.
+  // Row groups of a pipelined step (kernels/decode_layer.cu pipelined_groups); 0: the default by rows.
   int32_t step_groups;
 };
 static_assert(sizeof(SkvStep) == 112, "SkvStep is 112 bytes");

@@ -125,6 +125,43 @@ if (!built) {
       expect(Math.min(...found)).toBeGreaterThan(80);
     });
 
+    // A prompt's arrays (millions of elements) are scanned in one range per host thread and, for
+    // 16-bit floats, in one integer pass: the first bad element must still be the JS scan's, also
+    // where an out-of-range element in an early range precedes a NaN in a late one.
+    it('checkFiniteHost on arrays past 4M elements (scanned on several threads) agrees with the JS scan', () => {
+      const addon = loadAddon(built.path);
+      const n = (1 << 22) * 1.25 + 3;
+      const bits = { f32: (v: number) => v, f16: f32ToF16, bf16: f32ToBf16 };
+      for (const dtype of ['f32', 'f16', 'bf16'] as const) {
+        const limit = Math.min(valueLimit(dtype, 'key'), dtype === 'f16' ? 65504 : 3.3895313892515355e38);
+        const over = dtype === 'f16' ? 60000 : 3e38; // finite, beyond a key's limit
+        const make = (bad: [number, number][]) => {
+          const data = dtype === 'f32' ? new Float32Array(n).fill(1.5) : new Uint16Array(n).fill(bits[dtype](1.5));
+          for (const [i, v] of bad) data[i] = bits[dtype](v);
+          return data;
+        };
+        const cases: [number, number][][] = [
+          [],
+          ...[0, Math.floor(n / 8) - 1, Math.floor(n / 8), Math.floor(n / 2), n - 1].map((i) => [[i, NaN]] as [number, number][]),
+          [[7, over], [n - 5, NaN]], // out of range first, a NaN last: the NaN, for 16-bit data
+          [[n - 9, over]],
+          [[Math.floor(n / 3), -Infinity], [n - 2, over]],
+        ];
+        for (const bad of cases) {
+          const data = make(bad);
+          const t: Tensor = { data, shape: [n], dtype };
+          let js = -1;
+          try {
+            checkValues('t', 'x', t, dtype, 'key', {});
+          } catch (e) {
+            js = Number(/x\[(\d+)\]/.exec((e as Error).message)![1]);
+          }
+          expect(addon.checkFiniteHost(data, DTYPE_CODE[dtype], limit), `${dtype}, bad ${JSON.stringify(bad)}`).toBe(js);
+          if (bad.length) expect(js).toBeGreaterThanOrEqual(0);
+        }
+      }
+    });
+
     const onGpu = 'on a GPU: the backend starts, names the device, and round-trips both tiers';
     it.runIf(gpu)(gpu ? onGpu : `${onGpu} skipped: no CUDA device`, async () => {
       const backend = await createCudaBackend();

@@ -1,0 +1,36 @@
+// The value checks of a prompt's host arrays on the CUDA backend (the addon's checkFiniteHost, the
+// scan prefill runs over keys and values before anything goes up), on any machine where the addon
+// is built: no GPU needed. One 128K-token row of Llama-3-8B geometry by default: keys and values of
+// 8 kv heads x 128 dims, 256 MiB each in bf16; f32 the same element count. Median of --rounds.
+//   node node_modules/tsx/dist/cli.mjs bench/gpu/hostChecks.ts [--tokens 131072] [--rounds 5]
+import { parseArgs } from 'node:util';
+import { findAddon } from '../../packages/shadowkv-cuda/src/index.js';
+import { loadAddon } from '../../packages/shadowkv-cuda/src/loadAddon.js';
+import { DTYPE_CODE } from '../../packages/shadowkv-cuda/src/AddonTypes.js';
+import { f32ToBf16 } from '../../packages/shadowkv/src/dtype.js';
+import { valueLimit } from '../../packages/shadowkv/src/policies/validate.js';
+
+const { values: f } = parseArgs({ options: { tokens: { type: 'string', default: '131072' }, rounds: { type: 'string', default: '5' } } });
+const n = Number(f.tokens) * 8 * 128;
+const addon = loadAddon(findAddon());
+const bf16 = new Uint16Array(n);
+for (let i = 0; i < n; i++) bf16[i] = f32ToBf16(Math.sin(i) * 8);
+const f32 = Float32Array.from({ length: n }, (_, i) => Math.sin(i) * 8);
+const BF16_MAX = 3.3895313892515355e38;
+const cases = [
+  ['keys, bf16 (the limit binds: after RoPE)', bf16, DTYPE_CODE.bf16, valueLimit('bf16', 'key')],
+  ['values, bf16', bf16, DTYPE_CODE.bf16, Math.min(valueLimit('bf16', 'value'), BF16_MAX)],
+  ['keys, f32 into bf16 storage', f32, DTYPE_CODE.f32, valueLimit('bf16', 'key')],
+] as const;
+console.log(`checkFiniteHost over ${n} elements (${f.tokens} tokens x 8 kv heads x 128), median of ${f.rounds} rounds:`);
+for (const [what, data, dtype, limit] of cases) {
+  const ms: number[] = [];
+  for (let r = 0; r < Number(f.rounds); r++) {
+    const t0 = performance.now();
+    const at = addon.checkFiniteHost(data, dtype, limit);
+    ms.push(performance.now() - t0);
+    if (at !== -1) throw new Error(`hostChecks: ${what}: element ${at} was found bad in clean data`);
+  }
+  ms.sort((a, b) => a - b);
+  console.log(`  ${what}: ${ms[Math.floor(ms.length / 2)]!.toFixed(2)} ms`);
+}

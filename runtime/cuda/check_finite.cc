@@ -124,12 +124,14 @@ Napi::Value CheckFiniteHostOp(const Napi::CallbackInfo& info) {
   } else {
     const uint16_t* x = static_cast<const uint16_t*>(TypedArrayData(a));
     const uint16_t inf = dtype == SKV_F16 ? 0x7c00 : 0x7f80;
-    const int within = dtype == SKV_F16 ? LargestWithin(bound, inf, [](uint16_t h) { return f16_to_f32(h); })
+    // As the JS scan: the range counts only for a limit below the dtype's largest (not for NaN).
+    const bool binds = limit < (dtype == SKV_F16 ? 65504.0 : 3.3895313892515355e38);
+    const int within = !binds ? inf - 1
+                     : dtype == SKV_F16 ? LargestWithin(bound, inf, [](uint16_t h) { return f16_to_f32(h); })
                                         : LargestWithin(bound, inf, [](uint16_t h) { return bf16_to_f32(h); });
-    if (within < 0) return Napi::Number::New(info.Env(), n > 0 ? 0.0 : -1.0);
-    const uint16_t top = (uint16_t)within;
-    at = FirstBadOf(n, [&](int64_t i) { return (int)((uint16_t)(x[i] & 0x7fff) > top); });
-    if (at >= 0 && top < inf - 1) {  // the limit binds: a NaN or Inf anywhere comes first
+    const uint16_t top = (uint16_t)std::max(within, 0);
+    at = within < 0 ? (n > 0 ? 0 : -1) : FirstBadOf(n, [&](int64_t i) { return (int)((uint16_t)(x[i] & 0x7fff) > top); });
+    if (at >= 0 && binds) {  // a NaN or Inf anywhere comes before the first out of range
       const int64_t nonfinite = FirstBadOf(n, [&](int64_t i) { return (int)((x[i] & inf) == inf); });
       if (nonfinite >= 0) at = nonfinite;
     }

@@ -80,6 +80,13 @@ if (!built) {
           expect(() => checkValues('t', 'x', { data: poisoned, shape: [n], dtype }, storage, role, {})).toThrow(new RegExp(`x\\[${at}\\]`));
         }
       }
+      // Limits the SDK never passes, as the JS scan reads them: 16-bit data is range-checked only
+      // below the dtype's largest value (not for NaN), after its NaN/Inf pass.
+      const nanAt5 = Uint16Array.from({ length: 16 }, (_, i) => f32ToBf16(i === 5 ? NaN : 1));
+      expect(addon.checkFiniteHost(nanAt5, DTYPE_CODE.bf16, -1)).toBe(5);
+      expect(addon.checkFiniteHost(nanAt5.map(() => f32ToBf16(1)), DTYPE_CODE.bf16, -1)).toBe(0);
+      expect(addon.checkFiniteHost(nanAt5.map(() => f32ToBf16(1)), DTYPE_CODE.bf16, NaN)).toBe(-1);
+      expect(addon.checkFiniteHost(nanAt5, DTYPE_CODE.bf16, NaN)).toBe(5);
       expect(() => addon.checkFiniteHost(new Uint16Array(4), DTYPE_CODE.f32, 1)).toThrow(TypeError);
       expect(() => addon.checkFiniteHost(new Float32Array(4), DTYPE_CODE.bf16, 1)).toThrow(TypeError);
 

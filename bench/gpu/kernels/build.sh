@@ -24,6 +24,9 @@ nvcc -std=c++17 -O3 -arch=sm_90 --expt-relaxed-constexpr -lineinfo -Xcompiler -W
   bench/gpu/kernels/logits_bench.cu -o bench/gpu/kernels/build/logits_bench
 nvcc -std=c++17 -O3 -arch=sm_90 -Xcompiler -Wall -cudart static bench/gpu/kernels/host_pages_bench.cu \
   -o bench/gpu/kernels/build/host_pages_bench
+# A prompt's host arrays going up: pageable copies, registered, or staged on host threads.
+nvcc -std=c++17 -O3 -arch=sm_90 -Xcompiler -Wall -cudart static bench/gpu/kernels/h2d_bench.cu \
+  -o bench/gpu/kernels/build/h2d_bench
 # Decode attention over a dense 128K cache: split kernel, merge, and a plain read of the same tiles.
 nvcc -std=c++17 -O3 -arch=sm_90 --expt-relaxed-constexpr -lineinfo -Xcompiler -Wall -cudart static \
   bench/gpu/kernels/attention_bench.cu -o bench/gpu/kernels/build/attention_bench

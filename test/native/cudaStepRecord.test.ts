@@ -56,6 +56,45 @@ describe('the CUDA step record (stub addon, no GPU)', () => {
     expect(Array.from({ length: 16 }, (_, w) => u64(d + 8 * w))).toEqual([rows[1]!.tail.k.ptr, rows[1]!.tail.v.ptr, ...Array(14).fill(0)]);
     expect(Array.from({ length: 12 }, (_, w) => i32(d + 128 + 4 * w))).toEqual([-1, 12, 11, 32, 0, 0, 0, 0, 0, 0, 0, 0]);
   });
+
+// The address and copy tables CudaDevice hands the addon (the host pages' table a store's values are
+// read through, a row's value copies at compression), with a stub addon that records its calls.
+describe('CudaDevice tables (stub addon, no GPU)', () => {
+  const recording = () => {
+    const calls: [string, unknown[]][] = [];
+    let next = 0x3_0000_0000;
+    const stub = new Proxy({} as CudaAddon, {
+      get: (_t, name) => (...a: unknown[]) => {
+        calls.push([String(name), a.map((x) => (ArrayBuffer.isView(x) ? (x as Uint8Array).slice() : x))]);
+        return name === 'malloc' || name === 'hostAlloc' ? (next += 0x10_0000) : 0;
+      },
+    });
+    return { device: new CudaDevice(stub, 0), calls };
+  };
+
+  it('pointerTable writes each address as a little-endian 64-bit word, addresses above 2^32 included', () => {
+    const { device, calls } = recording();
+    const pages = [buffer(), buffer('f32'), { ...buffer(), ptr: 2 ** 52 + 12345 * 256 }];
+    const table = device.pointerTable(pages, 'test');
+    const [, [ptr, words]] = calls.find(([name]) => name === 'write')! as [string, [number, ArrayBufferView]];
+    expect(ptr).toBe(table.ptr);
+    expect(Array.from(new BigUint64Array(words.buffer, words.byteOffset, pages.length), Number)).toEqual(pages.map((b) => b.ptr));
+    expect(words.byteLength).toBe(8 * pages.length);
+  });
+
+  it('copyAlongside hands (destination, source, bytes) per copy, and refuses a copy out of bounds before issuing any', () => {
+    const { device, calls } = recording();
+    const [a, b] = [buffer(), buffer()];
+    device.copyAlongside([{ dst: at(a, 8), src: at(b, 1024), length: 512 }, { dst: at(b), src: at(a, 4096), length: 0 }]);
+    const [, [table]] = calls.find(([name]) => name === 'copyAside')! as [string, [Float64Array]];
+    expect(Array.from(table)).toEqual([a.ptr + 16, b.ptr + 2048, 1024, b.ptr, a.ptr + 8192, 0]);
+    calls.length = 0;
+    const copies = [{ dst: at(a), src: at(b), length: 16 }, { dst: at(a, (1 << 20) - 8), src: at(b), length: 16 }];
+    expect(() => device.copyAlongside(copies)).toThrow(/^copyAlongside: the destination of copy 1 needs elements \[1048568, 1048584\) of a buffer of 1048576/);
+    expect(() => device.copyAlongside([{ dst: at(a), src: at(b, -1), length: 4 }])).toThrow(/the source of copy 0 needs elements \[-1, 3\)/);
+    expect(calls.map(([name]) => name)).not.toContain('copyAside');
+  });
+});
 });
 
 const built = addonCandidates().find((c) => existsSync(c.path));

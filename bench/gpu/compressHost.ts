@@ -1,0 +1,55 @@
+// The JavaScript share of compress() on the CUDA backend, on any machine: CudaDevice over a stub
+// addon (every native call returns at once, no GPU), one Llama-3-8B layer's heads, rows of --tokens
+// prefilled and compressed one by one; the JavaScript between compress()'s stages (compress.ts's
+// stage marks) as medians over the rows after the first 10. On the GPU machine this time is spent
+// while the device waits between the stages' kernels (the host there runs JavaScript ~3x slower).
+//   node node_modules/tsx/dist/cli.mjs bench/gpu/compressHost.ts [--tokens 65536] [--rows 60]
+import { parseArgs } from 'node:util';
+import { createCache, registerBackend, resolveBackend, type Backend, type ShadowKVCache } from '../../packages/shadowkv/src/backend.js';
+import { compressStages } from '../../packages/shadowkv/src/policies/shadowkv/compress.js';
+import { CudaDevice } from '../../packages/shadowkv-cuda/src/CudaDevice.js';
+import type { CudaAddon } from '../../packages/shadowkv-cuda/src/AddonTypes.js';
+
+const { values: f } = parseArgs({ options: { tokens: { type: 'string', default: '65536' }, rows: { type: 'string', default: '60' } } });
+const [T, rows] = [Number(f.tokens), Number(f.rows)];
+// Addresses from a bump allocator; the free memory large; no non-finite input; every op a no-op.
+let next = 1 << 20;
+const stub = new Proxy({} as CudaAddon, {
+  get(_t, name) {
+    if (name === 'then') return undefined;
+    if (name === 'memInfo') return () => ({ free: 2 ** 44, total: 2 ** 44 });
+    if (name === 'malloc' || name === 'hostAlloc') return (bytes: number) => ((next += Math.ceil(bytes / 256) * 256 + 256), next);
+    if (name === 'checkFiniteHost') return () => -1;
+    if (name === 'memoryStats') return () => ({ syncCopies: 0, workspaceBytes: 0, stagingBytes: 0 });
+    return () => 0;
+  },
+});
+registerBackend('cuda-stub', async (): Promise<Backend> => {
+  const { backend } = await resolveBackend('wasm');
+  return { ...backend, name: 'cuda-stub', createDevice: () => new CudaDevice(stub, 0) };
+}, 0);
+
+const spec = { layers: 1, queryHeads: 32, kvHeads: 8, headDim: 128, rope: { theta: 500000 } };
+const cache = (await createCache({ spec, batch: rows, dtype: 'bf16', backend: 'cuda-stub', policy: 'shadowkv', maxTokens: T + 1024 })) as ShadowKVCache;
+const keys = { data: new Uint16Array(8 * T * 128), shape: [1, 8, T, 128], dtype: 'bf16' as const };
+const stages = new Map<string, number[]>();
+const whole: number[] = [];
+let last = 0;
+compressStages.end = (stage) => {
+  const now = performance.now();
+  (stages.get(stage) ?? stages.set(stage, []).get(stage)!).push(now - last);
+  last = now;
+};
+for (let b = 0; b < rows; b++) {
+  cache.prefill(0, { keys, values: keys, sequences: [b] });
+  const t0 = (last = performance.now());
+  cache.compress({ sequences: [b] });
+  whole.push(performance.now() - t0);
+}
+cache.dispose();
+const median = (xs: number[]) => {
+  const w = xs.slice(10).sort((a, b) => a - b);
+  return w[Math.floor(w.length / 2)]! * 1000;
+};
+console.log(`compress() JavaScript per ${T}-token row (stub addon), median over rows 10-${rows - 1}: ${median(whole).toFixed(0)} us`);
+console.log(`  by stage (us): ${[...stages].map(([s, xs]) => `${s} ${median(xs).toFixed(0)}`).join(', ')}`);

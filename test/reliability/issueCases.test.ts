@@ -95,6 +95,76 @@ describe('a failure during compression changes nothing and wedges nothing', () =
   });
 });
 
+// The class of the case above: whichever allocation of a compressing decode step fails (the
+// store's, the pre-RoPE keys', the factors', the landmark temporaries', the step's own), the step
+// throws OutOfMemoryError, nothing is left allocated, and the next try gives the outputs a step
+// without the failure gives. A failure inside the compression leaves the cache as it was; one in the
+// step's own first allocations, after the compression, keeps the compressed row (docs/guide.md);
+// one in the tail's shrink after compression is absorbed (it keeps the larger buffers). On f32 and
+// bf16. The device's scratch buffers are its own, kept for the next op whether one failed or not.
+describe('out of memory at each allocation of a compressing step', () => {
+  const held = (m: ReturnType<ShadowKVCache['memory']>) => {
+    const { scratch = 0, ...components } = m.components;
+    return { device: m.device - scratch, host: m.host, components };
+  };
+  it.each(['f32', 'bf16'] as const)('%s: a failure at each allocation in turn is a typed error, leaks nothing, and the next try is as without it', async (dtype) => {
+    const backend = registerFaultyWasm();
+    const work = new NeedleWorkload(spec, { tokens: 100, seed: 6 });
+    const prompt = work.prompt(0);
+    const steps = [work.step(0), work.step(0)];
+    const make = async () => {
+      const cache = await createCache({ spec: { ...spec, layers: 1 }, dtype, backend, options });
+      cache.prefill(0, prompt);
+      return cache;
+    };
+    // How many allocations the compressing step makes, and what two steps give without a failure.
+    const probe = await make();
+    let made = 0;
+    faults.fail = () => (made++, false);
+    const first = Array.from(f64(probe.decode(0, steps[0]!)));
+    faults.fail = undefined;
+    expect(probe.stats().compressions).toBe(1);
+    const second = Array.from(f64(probe.decode(0, steps[1]!)));
+    probe.dispose();
+    expect(made).toBeGreaterThan(20);
+    const outcomes = { threw: 0, absorbed: 0, kept: 0 };
+    for (let n = 0; n < made; n++) {
+      const what = `allocation ${n} of ${made}`;
+      const cache = await make();
+      const before = bytes(cache);
+      const memory = held(cache.memory());
+      let seen = 0;
+      faults.fail = () => seen++ === n;
+      let out: number[] | undefined;
+      try {
+        out = Array.from(f64(cache.decode(0, steps[0]!)));
+      } catch (err) {
+        expect(err, what).toBeInstanceOf(OutOfMemoryError);
+      } finally {
+        faults.fail = undefined;
+      }
+      if (out) {
+        outcomes.absorbed++;
+        expect(out, `${what}: absorbed, the same outputs`).toEqual(first);
+      } else if (cache.stats().compressions === 0) {
+        outcomes.threw++;
+        expect(bytes(cache).equals(before), `${what}: the row as it was`).toBe(true);
+        expect(held(cache.memory()), `${what}: nothing left allocated`).toEqual(memory);
+        expect(Array.from(f64(cache.decode(0, steps[0]!))), `${what}: the next try`).toEqual(first);
+      } else {
+        outcomes.kept++;
+        expect(cache.length(0), `${what}: no token appended`).toBe(100);
+        expect(Array.from(f64(cache.decode(0, steps[0]!))), `${what}: the next try`).toEqual(first);
+      }
+      expect(cache.stats().compressions).toBe(1);
+      expect(Array.from(f64(cache.decode(0, steps[1]!))), `${what}: the step after`).toEqual(second);
+      cache.dispose();
+    }
+    expect(outcomes.threw).toBeGreaterThan(20); // most allocations are the compression's, and roll back
+    expect(outcomes.kept).toBeLessThan(5);
+  });
+});
+
 describe('values that do not fit their storage', () => {
   const work = new NeedleWorkload(spec, { tokens: 20, seed: 3 });
   const scaled = (t: Tensor, i: number, v: number): Tensor => {

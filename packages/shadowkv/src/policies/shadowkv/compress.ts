@@ -64,11 +64,18 @@ export function buildStore(ctx: CompressContext, st: SequenceState): CompressedS
   const D = Hkv * d;
   const chunks = nc / C;
   const rank = Math.min(o.rank, nc);
-  const store = newStore(ctx, rank, chunks);
-  stage('store');
+  // The temporaries (pre-RoPE keys, factors), freed on every path: an allocation that fails frees
+  // those before it, and the store.
+  const temps: DeviceBuffer[] = [];
+  const temp = (buf: DeviceBuffer) => (temps.push(buf), buf);
+  let store: CompressedStore | undefined;
   try {
-    const k = preRopeKeys(ctx, st, nc);
+    // Pre-RoPE keys first: where the device runs ops asynchronously, the store's host work (its
+    // allocations, its page table) is done while the keys are computed.
+    const k = temp(preRopeKeys(ctx, st, nc));
     stage('preRopeKeys');
+    store = newStore(ctx, rank, chunks);
+    stage('store');
     // 2. Values go to the host pages, chunk-contiguous: one copy per page. Issued before step 1: where
     //    the device can, they run alongside steps 1-4 (which only read the tail), the copy engines
     //    working while the kernels compute.
@@ -76,18 +83,15 @@ export function buildStore(ctx: CompressContext, st: SequenceState): CompressedS
     stage('values');
     try {
       // 1. Low-rank keys: K_pre [nc, Hkv*d] ≈ U · SV.
-      const f = { u: device.alloc(nc * rank, 'f32', 'compress'), sv: device.alloc(rank * D, 'f32', 'compress'), proj: device.alloc(D * rank, 'f32', 'compress'), sigma: device.alloc(rank, 'f32', 'compress') };
+      const f = { u: temp(device.alloc(nc * rank, 'f32', 'compress')), sv: temp(device.alloc(rank * D, 'f32', 'compress')), proj: temp(device.alloc(D * rank, 'f32', 'compress')), sigma: temp(device.alloc(rank, 'f32', 'compress')) };
       stage('allocFactors');
-      try {
-        device.lowRankKeys(at(k), nc, D, rank, o.svdOversample, o.svdPowerIters, SVD_SEED, { u: at(f.u), sv: at(f.sv), proj: at(f.proj), sigma: at(f.sigma) });
-        stage('lowRankKeys');
-        device.convert(at(store.u), at(f.u), nc * rank);
-        device.convert(at(store.sv), at(f.sv), rank * D);
-        device.convert(at(store.proj), at(f.proj), D * rank);
-        stage('convert');
-      } finally {
-        [k, f.u, f.sv, f.proj, f.sigma].forEach((b) => device.free(b));
-      }
+      device.lowRankKeys(at(k), nc, D, rank, o.svdOversample, o.svdPowerIters, SVD_SEED, { u: at(f.u), sv: at(f.sv), proj: at(f.proj), sigma: at(f.sigma) });
+      stage('lowRankKeys');
+      device.convert(at(store.u), at(f.u), nc * rank);
+      device.convert(at(store.sv), at(f.sv), rank * D);
+      device.convert(at(store.proj), at(f.proj), D * rank);
+      stage('convert');
+      temps.splice(0).forEach((b) => device.free(b)); // before the landmarks' temporaries are made
       stage('free');
       // 3-4. Landmarks; the lowest min-cosine chunks (and sink chunks) stay exact as outliers.
       device.write(at(store.headCounts), landmarksAndOutliers(ctx, st, store, chunks));
@@ -97,8 +101,10 @@ export function buildStore(ctx: CompressContext, st: SequenceState): CompressedS
     }
     stage('join');
   } catch (err) {
-    store.free();
+    store?.free();
     throw err;
+  } finally {
+    temps.forEach((b) => device.free(b));
   }
   store.tokens = nc;
   return store;

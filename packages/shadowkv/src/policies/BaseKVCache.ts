@@ -367,6 +367,9 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
       if (own) previous?.invalidate();
       const outView = out instanceof DeviceTensor ? out.viewFor(this.device, call, 'out') : own ? at(this.device.scratch(`decode.out.${layer}`, R * Hq * d, dtype)) : undefined;
 
+      // Inputs staged (host arrays) or taken in place (device tensors): before the work due, so that
+      // the staging buffers a first step makes cannot fail after a row was compressed.
+      const io = this.stepInputs({ query, key, value }, dtype, R * Hq * d, outView);
       // The step: work due first (the policy may compress rows), each row's plan and room for its token.
       this.inputOf.fill(-1);
       seqs.forEach((s, i) => (this.inputOf[s] = i));
@@ -377,8 +380,6 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
         const { store, compact } = this.planRow(layer, b, active); // NOTE: not spread: a step's JavaScript is per token
         return { input: this.inputOf[b]!, position: st.length, tail: { k: st.tail.k, v: st.tail.v, capacity: st.tail.capacity, count: st.tail.count }, store, compact };
       });
-      // Inputs staged (host arrays) or taken in place (device tensors).
-      const io = this.stepInputs({ query, key, value }, dtype, R * Hq * d, outView);
       const step: LayerStep = { geometry: this.stepGeometry(), ioDtype: dtype, ...io, counters: this.counters[layer]!, rows };
       // 1-5: one runtime call where the backend fuses the step, else its ops one by one.
       if (this.attendDecode) this.decodeWithHook(layer, step);

@@ -59,16 +59,21 @@ static inline cudaError_t skv_smem_optin(Kernel kernel, size_t bytes) {
   return cudaSuccess;
 }
 
-// The current device's compute capability major (read once per device).
-static inline cudaError_t skv_major(int* major) {
+// An attribute of the current device, read once per device (plans ask on every step).
+template <cudaDeviceAttr ATTR>
+static inline cudaError_t skv_device_attribute(int* value) {
   static int known[64] = {};  // per device, 0 = not read yet
   int dev = 0;
   SKV_CUDA_CALL(cudaGetDevice(&dev));
-  if (dev >= 64) return cudaDeviceGetAttribute(major, cudaDevAttrComputeCapabilityMajor, dev);
-  if (known[dev] == 0) SKV_CUDA_CALL(cudaDeviceGetAttribute(&known[dev], cudaDevAttrComputeCapabilityMajor, dev));
-  *major = known[dev];
+  if (dev >= 64) return cudaDeviceGetAttribute(value, ATTR, dev);
+  if (known[dev] == 0) SKV_CUDA_CALL(cudaDeviceGetAttribute(&known[dev], ATTR, dev));
+  *value = known[dev];
   return cudaSuccess;
 }
+
+// The current device's compute capability major, and its SMs.
+static inline cudaError_t skv_major(int* major) { return skv_device_attribute<cudaDevAttrComputeCapabilityMajor>(major); }
+static inline cudaError_t skv_sm_count(int* sms) { return skv_device_attribute<cudaDevAttrMultiProcessorCount>(sms); }
 
 // Blocks of `kernel` at `threads` and `smem` bytes that the current device holds at once (SMs x
 // blocks an SM, at least 1), remembered per device in cache[64] (0: not read yet): the launchers
@@ -82,7 +87,7 @@ static inline cudaError_t skv_resident_blocks(Kernel kernel, int threads, size_t
     return cudaSuccess;
   }
   int sms = 0, per_sm = 0;
-  SKV_CUDA_CALL(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+  SKV_CUDA_CALL(skv_sm_count(&sms));
   SKV_CUDA_CALL(skv_smem_optin(kernel, smem));
   SKV_CUDA_CALL(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, smem));
   *blocks = std::max(1, sms * per_sm);

@@ -445,21 +445,15 @@ __device__ __forceinline__ int load_now_s8(const void* p) {
   return v;
 }
 
-// A group of misses of one task: the values by a zero-copy read of pinned host memory, requested
-// first and kept in flight (registers) while the same block rebuilds the keys (rebuild_keys.cuh),
-// then stored to their slots. NOTE: a gather kernel of its own on a second stream did not overlap
-// with the rebuild (188 us for both at 4 x 128K against 118 and 77 apart, H200); in one block the
-// PCIe latency hides behind the rebuild's arithmetic by construction. Where the pages hold fp8
-// (fp8.cuh), a thread's unit is a 16-byte word of codes (16 values of one row) and its row's scale
-// byte, dequantized on the way to the slot: half the PCIe bytes of bf16.
-// FP8: some row's pages hold fp8. NOTE: a variant of its own: the scales and the dequantization in
-// the one kernel made ptxas spill inside the rebuild's loop (116 bytes at 128 registers) for every row.
-// MMA: the rebuild on the tensor cores (its 54 KB of shared memory allow 3-4 blocks an SM, the f32
-// path's 102 KB 2). NOTE: bounded to 3 blocks (80 registers); at 4 x 128K that read no faster than
-// 2 blocks at 128 registers (fetch 123 / 86 / 67 us plain / fp8 / fp8 + hot against 123 / 86 / 65).
-// What a fetch launch does for its groups: both halves in one block (the latency of the value reads
-// hides behind the rebuild), or one of them (a split fetch: the values on a second stream, on a
-// bounded grid, and the keys on the step's stream).
+// A group of misses of one task: the values by a zero-copy read of pinned host memory, and the
+// keys rebuilt (rebuild_keys.cuh), in one block (FETCH_BOTH: the values requested first and kept in
+// flight in registers while the same block rebuilds, then stored to their slots) or as two launches
+// (a split fetch: FETCH_VALUES on a second stream, on a bounded grid, FETCH_KEYS on the step's).
+// NOTE: an unbounded gather kernel on a second stream once did not overlap the rebuild (188 us for
+// both at 4 x 128K against 118 and 77 apart, H200, v19); bounded to one block an SM it does, and the
+// split is the default (bench/NOTES.md v24). Where the pages hold fp8 (fp8.cuh), a thread's unit is
+// a 16-byte word of codes (16 values of one row) and its row's scale byte, dequantized on the way to
+// the slot: half the PCIe bytes of bf16.
 enum FetchPart { FETCH_BOTH, FETCH_VALUES, FETCH_KEYS };
 
 template <bool FP8, bool MMA, int PART>
@@ -560,6 +554,11 @@ __device__ __forceinline__ void fetch_group(const StepArgs& a, int task, int gro
 // Item w of the launch is task task0 + w / groups, miss group w % groups. A split fetch's values
 // take a bounded grid (StepPlan.value_grid), so that the step's other kernels find SMs while these
 // reads wait on PCIe; each block then takes every gridDim.x-th item.
+// FP8: some row's pages hold fp8. NOTE: a variant of its own: the scales and the dequantization in
+// the one kernel made ptxas spill inside the rebuild's loop (116 bytes at 128 registers) for every row.
+// MMA: the rebuild on the tensor cores (its 54 KB of shared memory allow 3-4 blocks an SM, the f32
+// path's 102 KB 2). NOTE: bounded to 3 blocks (80 registers); at 4 x 128K that read no faster than
+// 2 blocks at 128 registers (fetch 123 / 86 / 67 us plain / fp8 / fp8 + hot against 123 / 86 / 65).
 template <bool FP8, bool MMA, int PART>
 __global__ void __launch_bounds__(REBUILD_THREADS, MMA ? 3 : 2) StepFetchKernel(StepArgs a, int task0, int tasks, int groups) {
   skv_pdl_enter();
@@ -875,14 +874,8 @@ cudaError_t value_reads(const StepPlan& p, int* split, int* grid) {
   *split = p.pipe > 1 || !whole || strcmp(whole, "0") != 0;
   const int forced = getenv("SHADOWKV_CUDA_FETCH_GRID") ? atoi(getenv("SHADOWKV_CUDA_FETCH_GRID")) : 0;
   if (forced > 0) return *grid = forced, cudaSuccess;
-  static int sms[64] = {};
-  int dev = 0, n = 0;
-  SKV_CUDA_CALL(cudaGetDevice(&dev));
-  if (dev < 64 && sms[dev]) n = sms[dev];
-  else {
-    SKV_CUDA_CALL(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev));
-    if (dev < 64) sms[dev] = n;
-  }
+  int n = 0;
+  SKV_CUDA_CALL(skv_sm_count(&n));
   *grid = p.pipe > 1 ? std::max(1, n / 2) : n;
   return cudaSuccess;
 }

@@ -24,9 +24,8 @@ struct GramPlan {
 };
 
 cudaError_t plan_gram(int S, int D, GramPlan* plan) {
-  int dev = 0, sms = 0;
-  SKV_CUDA_CALL(cudaGetDevice(&dev));
-  SKV_CUDA_CALL(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+  int sms = 0;
+  SKV_CUDA_CALL(skv_sm_count(&sms));
   const int T = (int)skv_ceil_div(D, BM), tiles = T * (T + 1) / 2;
   int slices = (int)std::max<int64_t>(1, std::min<int64_t>((int64_t)GRAM_WAVES * sms / tiles, skv_ceil_div(S, GRAM_MIN_ROWS)));
   const int rows = (int)(skv_ceil_div(skv_ceil_div(S, slices), BK) * BK);

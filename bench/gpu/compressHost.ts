@@ -5,32 +5,16 @@
 // while the device waits between the stages' kernels (the host there runs JavaScript ~3x slower).
 //   node node_modules/tsx/dist/cli.mjs bench/gpu/compressHost.ts [--tokens 65536] [--rows 60]
 import { parseArgs } from 'node:util';
-import { createCache, registerBackend, resolveBackend, type Backend, type ShadowKVCache } from '../../packages/shadowkv/src/backend.js';
+import { createCache, type ShadowKVCache } from '../../packages/shadowkv/src/backend.js';
 import { compressStages } from '../../packages/shadowkv/src/policies/shadowkv/compress.js';
-import { CudaDevice } from '../../packages/shadowkv-cuda/src/CudaDevice.js';
-import type { CudaAddon } from '../../packages/shadowkv-cuda/src/AddonTypes.js';
+import { registerStubCuda } from './stubCuda.js';
 
 const { values: f } = parseArgs({ options: { tokens: { type: 'string', default: '65536' }, rows: { type: 'string', default: '60' } } });
 const [T, rows] = [Number(f.tokens), Number(f.rows)];
-// Addresses from a bump allocator; the free memory large; no non-finite input; every op a no-op.
-let next = 1 << 20;
-const stub = new Proxy({} as CudaAddon, {
-  get(_t, name) {
-    if (name === 'then') return undefined;
-    if (name === 'memInfo') return () => ({ free: 2 ** 44, total: 2 ** 44 });
-    if (name === 'malloc' || name === 'hostAlloc') return (bytes: number) => ((next += Math.ceil(bytes / 256) * 256 + 256), next);
-    if (name === 'checkFiniteHost') return () => -1;
-    if (name === 'memoryStats') return () => ({ syncCopies: 0, workspaceBytes: 0, stagingBytes: 0 });
-    return () => 0;
-  },
-});
-registerBackend('cuda-stub', async (): Promise<Backend> => {
-  const { backend } = await resolveBackend('wasm');
-  return { ...backend, name: 'cuda-stub', createDevice: () => new CudaDevice(stub, 0) };
-}, 0);
+const backend = registerStubCuda();
 
 const spec = { layers: 1, queryHeads: 32, kvHeads: 8, headDim: 128, rope: { theta: 500000 } };
-const cache = (await createCache({ spec, batch: rows, dtype: 'bf16', backend: 'cuda-stub', policy: 'shadowkv', maxTokens: T + 1024 })) as ShadowKVCache;
+const cache = (await createCache({ spec, batch: rows, dtype: 'bf16', backend, policy: 'shadowkv', maxTokens: T + 1024 })) as ShadowKVCache;
 const keys = { data: new Uint16Array(8 * T * 128), shape: [1, 8, T, 128], dtype: 'bf16' as const };
 const stages = new Map<string, number[]>();
 const whole: number[] = [];

@@ -6,36 +6,20 @@
 // ops write nothing, so its steps select nothing: the JavaScript is the sparse step's all the same).
 //   node node_modules/tsx/dist/cli.mjs bench/gpu/host.ts [--batches 1,4] [--steps 30000] [--policy full|shadowkv]
 import { parseArgs } from 'node:util';
-import { createCache, registerBackend, resolveBackend, type Backend } from '../../packages/shadowkv/src/backend.js';
-import { CudaDevice } from '../../packages/shadowkv-cuda/src/CudaDevice.js';
-import type { CudaAddon } from '../../packages/shadowkv-cuda/src/AddonTypes.js';
+import { createCache } from '../../packages/shadowkv/src/backend.js';
+import { registerStubCuda } from './stubCuda.js';
 
 const { values: f } = parseArgs({ options: { batches: { type: 'string', default: '1,4' }, steps: { type: 'string', default: '30000' }, policy: { type: 'string', default: 'full' } } });
 const policy = f.policy as 'full' | 'shadowkv';
 if (policy !== 'full' && policy !== 'shadowkv') throw new Error(`host: unknown policy ${f.policy} (known: full, shadowkv)`);
 const promptTokens = policy === 'full' ? 64 : 4096;
 
-// Addresses from a bump allocator; the free memory large; no non-finite input; every op a no-op.
-let next = 1 << 20;
-const stub = new Proxy({} as CudaAddon, {
-  get(_t, name) {
-    if (name === 'then') return undefined;
-    if (name === 'memInfo') return () => ({ free: 2 ** 40, total: 2 ** 40 });
-    if (name === 'malloc' || name === 'hostAlloc') return (bytes: number) => ((next += Math.ceil(bytes / 256) * 256 + 256), next);
-    if (name === 'checkFiniteHost') return () => -1;
-    if (name === 'memoryStats') return () => ({ syncCopies: 0, workspaceBytes: 0, stagingBytes: 0 });
-    return () => 0;
-  },
-});
-registerBackend('cuda-stub', async (): Promise<Backend> => {
-  const { backend } = await resolveBackend('wasm');
-  return { ...backend, name: 'cuda-stub', createDevice: () => new CudaDevice(stub, 0) };
-}, 0);
+const backend = registerStubCuda();
 
 const spec = { layers: 1, queryHeads: 32, kvHeads: 8, headDim: 128, rope: { theta: 500000 } };
 const steps = Number(f.steps);
 for (const batch of f.batches!.split(',').map(Number)) {
-  const cache = await createCache({ spec, batch, dtype: 'bf16', backend: 'cuda-stub', policy, maxTokens: 2 * steps + 2 * promptTokens });
+  const cache = await createCache({ spec, batch, dtype: 'bf16', backend, policy, maxTokens: 2 * steps + 2 * promptTokens });
   const keys = { data: new Uint16Array(batch * 8 * promptTokens * 128), shape: [batch, 8, promptTokens, 128], dtype: 'bf16' as const };
   cache.prefill(0, { keys, values: keys });
   const query = { data: new Float32Array(batch * 32 * 128).fill(0.1), shape: [batch, 32, 1, 128], dtype: 'f32' as const };

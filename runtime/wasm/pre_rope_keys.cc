@@ -2,6 +2,7 @@
 // undone at positions first, first + 1, ... (runtime/cuda's PreRopeKeys; here skv_convert_rows, then
 // skv_rope a head at a time, the bits of those two ops).
 #include "abi.h"
+#include "dtype.h"
 #include "scratch.h"
 
 SKV_EXPORT void skv_pre_rope_keys(const void* src, int dtype, int head_stride, int heads, int rows, int d, float* dst,
@@ -9,9 +10,8 @@ SKV_EXPORT void skv_pre_rope_keys(const void* src, int dtype, int head_stride, i
   if (heads <= 0 || rows <= 0 || d <= 0) return;
   Scratch<int32_t> positions(rows);
   for (int r = 0; r < rows; r++) positions[r] = first + r;
-  const int bytes = dtype == SKV_F32 ? 4 : 2;
   for (int h = 0; h < heads; h++) {
-    skv_convert_rows(static_cast<const char*>(src) + (size_t)h * head_stride * bytes, dtype, d, dst + (size_t)h * d, SKV_F32, ld, rows, d);
+    skv_convert_rows(dtype_at(src, dtype, (size_t)h * head_stride), dtype, d, dst + (size_t)h * d, SKV_F32, ld, rows, d);
     skv_rope(dst + (size_t)h * d, rows, d, ld, positions.p, inv_freq, style, -1);
   }
 }

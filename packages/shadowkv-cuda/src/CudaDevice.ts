@@ -2,7 +2,7 @@ import {
   attentionTasks,
   outlierLists,
   selectRows,
-  preRopeSizes,
+  preRopeArgs,
   BUFFER_BYTES,
   type BufferDType,
   type Device,
@@ -228,8 +228,7 @@ export class CudaDevice implements Device {
   }
 
   preRopeKeys(dst: View, ld: number, src: View, headStride: number, heads: number, rows: number, d: number, invFreq: DeviceBuffer, style: RopeStyle, first: number): void {
-    preRopeSizes(headStride, heads, rows, d, ld, first);
-    if (dst.buf.dtype !== 'f32') throw new TypeError(`preRopeKeys: dst must be f32, got ${dst.buf.dtype}`);
+    preRopeArgs(dst, headStride, heads, rows, d, ld, first);
     if (heads === 0 || rows === 0) return;
     this.within('preRopeKeys', 'the source', src, (heads - 1) * headStride + rows * d);
     this.within('preRopeKeys', 'the destination', dst, (rows - 1) * ld + heads * d);

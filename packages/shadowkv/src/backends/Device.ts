@@ -80,13 +80,14 @@ export function outlierLists(heads: number, nChunks: number, outliers: Int32Arra
   return lists;
 }
 
-/** `preRopeKeys`' sizes, checked: whole counts, d even, positions within int32. */
-export function preRopeSizes(headStride: number, heads: number, rows: number, d: number, ld: number, first: number): void {
+/** `preRopeKeys`' arguments, checked: whole counts, d even, positions within int32, an f32 destination. */
+export function preRopeArgs(dst: View, headStride: number, heads: number, rows: number, d: number, ld: number, first: number): void {
   const int = (x: number) => Number.isSafeInteger(x) && x >= 0;
   if (![headStride, heads, rows, d, ld, first].every(int)) throw new RangeError(`preRopeKeys: headStride ${headStride}, heads ${heads}, rows ${rows}, d ${d}, ld ${ld} and first ${first} must be non-negative integers`);
   if (d % 2 !== 0 || d === 0) throw new RangeError(`preRopeKeys: d must be even and positive (RoPE rotates pairs), got ${d}`);
   if (first + rows > 0x7fffffff) throw new RangeError(`preRopeKeys: positions up to ${first + rows} pass int32`);
   if (heads > 0 && rows > 0 && ld < heads * d) throw new RangeError(`preRopeKeys: ld ${ld} is less than heads x d = ${heads * d}`);
+  if (dst.buf.dtype !== 'f32') throw new TypeError(`preRopeKeys: dst must be f32, got ${dst.buf.dtype}`);
 }
 
 /** `selectChunks`' `rows`, checked: a non-negative integer (default 1). */

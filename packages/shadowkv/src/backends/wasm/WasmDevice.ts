@@ -6,7 +6,7 @@ import {
   attentionTasks,
   outlierLists,
   selectRows,
-  preRopeSizes,
+  preRopeArgs,
   type BufferDType,
   type Device,
   type DeviceBuffer,
@@ -163,8 +163,7 @@ export class WasmDevice implements Device {
   }
 
   preRopeKeys(dst: View, ld: number, src: View, headStride: number, heads: number, rows: number, d: number, invFreq: DeviceBuffer, style: RopeStyle, first: number): void {
-    preRopeSizes(headStride, heads, rows, d, ld, first);
-    if (dst.buf.dtype !== 'f32') throw new TypeError(`preRopeKeys: dst must be f32, got ${dst.buf.dtype}`);
+    preRopeArgs(dst, headStride, heads, rows, d, ld, first);
     this.op('pre_rope_keys', () => this.x.skv_pre_rope_keys(this.addr(src), storageCode(src.buf.dtype), headStride, heads, rows, d, this.addr(dst), ld, invFreq.ptr, ROPE_STYLE_CODE[style], first));
   }
 

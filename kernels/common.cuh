@@ -25,8 +25,8 @@ static inline int64_t skv_ceil_div(int64_t a, int64_t b) { return (a + b - 1) / 
 // Grid-stride launches never need more blocks than this.
 enum { SKV_MAX_BLOCKS = 65535 };
 
-// The dynamic shared memory a kernel has been allowed on a device so far (this file's launches),
-// or a slot that stays 0 once the table is full.
+// The dynamic shared memory a kernel may take on a device (this file's launches), 0 until read
+// from the driver; or a slot that stays 0 once the table is full.
 static inline size_t& skv_smem_granted(const void* kernel, int dev) {
   struct Grant {
     const void* kernel;
@@ -43,17 +43,22 @@ static inline size_t& skv_smem_granted(const void* kernel, int dev) {
   return table[n++].bytes;
 }
 
-// Allows a kernel more than the default 48 KB of dynamic shared memory, when it needs it. NOTE:
-// asked once per kernel, device and size: the decode step's launches ask every step.
+// Allows a kernel `bytes` of dynamic shared memory, raising its limit where it needs it. NOTE: the
+// default limit is 48 KB less the kernel's static shared memory, not 48 KB: a select with 18 KB of
+// static state and 38 KB of scores failed at launch (cudaErrorInvalidValue) while the check here
+// read 48 KB. Asked once per kernel, device and size: the decode step's launches ask every step.
 template <typename Kernel>
 static inline cudaError_t skv_smem_optin(Kernel kernel, size_t bytes) {
-  if (bytes <= 48 * 1024) return cudaSuccess;
-  int dev = 0, optin = 0;
+  int dev = 0;
   SKV_CUDA_CALL(cudaGetDevice(&dev));
   size_t& granted = skv_smem_granted(reinterpret_cast<const void*>(kernel), dev);
   if (bytes <= granted) return cudaSuccess;
+  cudaFuncAttributes fa{};
+  SKV_CUDA_CALL(cudaFuncGetAttributes(&fa, kernel));
+  if (bytes <= (size_t)fa.maxDynamicSharedSizeBytes) return granted = fa.maxDynamicSharedSizeBytes, cudaSuccess;
+  int optin = 0;
   SKV_CUDA_CALL(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-  if (bytes > (size_t)optin) return cudaErrorInvalidConfiguration;
+  if (fa.sharedSizeBytes + bytes > (size_t)optin) return cudaErrorInvalidConfiguration;
   SKV_CUDA_CALL(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
   granted = bytes;
   return cudaSuccess;

@@ -101,8 +101,7 @@ cudaError_t LowerSolve(int l, int n, const double* L, const TA* A, double* B, fl
   const size_t per_warp = sizeof(double) * (size_t)l, default_shared = 48 << 10;
   const int warps = (int)std::max<size_t>(1, std::min<size_t>(SOLVE_WARPS, default_shared / per_warp));
   const size_t shared = per_warp * warps;
-  if (shared > default_shared)
-    SKV_CUDA_CALL(cudaFuncSetAttribute(LowerSolveKernel<TA>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shared));
+  SKV_CUDA_CALL(skv_smem_optin(LowerSolveKernel<TA>, shared));
   LowerSolveKernel<TA><<<(unsigned)skv_ceil_div(n, warps), warps * 32, shared, stream>>>(l, n, L, A, B, Bf);
   return cudaGetLastError();
 }

@@ -66,6 +66,32 @@ forEachEnv('cuda: the fused step in every grouping of its work', (env) => {
     },
   );
 
+  // A launch's shared memory is its static part plus the dynamic bytes, and the dynamic ones need
+  // an opt-in past 48 KB less the static part (kernels/common.cuh skv_smem_optin). With 1024 chunks
+  // selected and ~6K landmarks a kv head, the one-block select takes ~44 KB of lists and scores
+  // beside its ~9 KB, and clusters of 2 ~33 KB beside their ~19 KB: both launches failed
+  // (cudaErrorInvalidValue) while the opt-in looked at the dynamic bytes alone.
+  it.each(['1', '2'])('SHADOWKV_CUDA_SELECT_BLOCKS %s past 48 KB with its static shared memory: the default plan\'s bits', async (blocks) => {
+    const spec = { layers: 1, queryHeads: 8, kvHeads: 2, headDim: 128, rope: { theta: 10000 } };
+    const work = new NeedleWorkload(spec, { tokens: 48000, seed: 3 });
+    const prompt = work.prompt(0, 1);
+    const inputs = Array.from({ length: 3 }, () => work.step(0, 1));
+    const wide = { ...options, budget: 8192 };
+    const run = async (setting?: string) => {
+      if (setting) process.env.SHADOWKV_CUDA_SELECT_BLOCKS = setting;
+      const cache = (await createCache({ spec, batch: 1, dtype: env.dtype, backend: env.backend, options: wide })) as ShadowKVCache;
+      delete process.env.SHADOWKV_CUDA_SELECT_BLOCKS;
+      cache.prefill(0, prompt);
+      const outs = inputs.map((x) => Array.from(toFloat32(cache.decode(0, x))));
+      const sel = Array.from({ length: spec.kvHeads }, (_, h) => cache.selection(0, 0, h));
+      cache.dispose();
+      return { outs, sel };
+    };
+    const base = await run();
+    expect(base.sel.flat().length).toBe(spec.kvHeads * (wide.budget / wide.chunkSize));
+    expect(await run(blocks)).toEqual(base);
+  });
+
   // The attention splits each task's keys by how many tasks share the step (one wave of blocks on the
   // card, kernels/attention.h): 16 rows x 8 kv heads of 4K tokens take fewer splits each than one
   // task alone would. The composed ops, told the step's task count, must split them alike.

@@ -370,7 +370,9 @@ __global__ void __launch_bounds__(SELECT_THREADS) StepSelectKernel(StepArgs a, i
 // memory, and the cluster selects over the slices (cluster_select_top) into the first block's
 // lists, which then does the reuse. NOTE: the three kernels of the one-block path took 6.6 + 7.0
 // + 30.5 us at 1 x 128K, the select's radix passes on 8 SMs (H200).
-enum { SELECT_CLUSTER_THREADS = 512 };
+// SELECT_CLUSTER_MIN: the smallest cluster the default takes (of 2, batch 16 at 128K took 104 us
+// against the one-block path's 98, H200).
+enum { SELECT_CLUSTER_THREADS = 512, SELECT_CLUSTER_MIN = 4 };
 
 // Dynamic shared memory of StepScoreSelect: the slices' sums [blocks x g] (f64), max logits and
 // inverse sums [g] each, the per-slot lists, the slice's scores.
@@ -680,32 +682,60 @@ size_t select_smem(int max_l, int S, bool lists, bool scores) {
   return sizeof(float) * ((lists ? (size_t)SELECT_LISTS * S : 0) + (scores ? (size_t)max_l : 0));
 }
 
+// Clusters of n StepScoreSelect blocks with `smem` bytes each that the device runs at once (the
+// driver's count, which also knows how clusters sit on the GPCs), read once per device, n and 16 KB
+// of shared memory (the count changes with it only in steps).
+cudaError_t resident_select_clusters(int n, size_t smem, int* count) {
+  static int known[SELECT_CLUSTER_MAX + 1][SELECT_SMEM_MAX / (16 * 1024) + 1][64] = {};
+  int dev = 0;
+  SKV_CUDA_CALL(cudaGetDevice(&dev));
+  const size_t k = smem / (16 * 1024), bytes = (k + 1) * 16 * 1024;
+  int* slot = dev < 64 ? &known[n][k][dev] : count;
+  if (dev >= 64 || *slot == 0) {
+    SKV_CUDA_CALL(skv_smem_optin(StepScoreSelectKernel, bytes));
+    cudaLaunchAttribute attr{};
+    attr.id = cudaLaunchAttributeClusterDimension;
+    attr.val.clusterDim = {1, (unsigned)n, 1};
+    cudaLaunchConfig_t cfg{};
+    cfg.gridDim = dim3(1, n);
+    cfg.blockDim = SELECT_CLUSTER_THREADS;
+    cfg.dynamicSmemBytes = bytes;
+    cfg.attrs = &attr;
+    cfg.numAttrs = 1;
+    SKV_CUDA_CALL(cudaOccupancyMaxActiveClusters(slot, StepScoreSelectKernel, &cfg));
+    if (*slot == 0) *slot = -1;  // none: read, not asked again
+  }
+  *count = *slot;
+  return cudaSuccess;
+}
+
 // Blocks per task of StepScoreSelect and its dynamic shared memory; 0 blocks: the one-block path
 // (StepSoftmaxSums, StepScores, StepSelect), for devices without clusters, for SkvStep.select_blocks
-// 1, where a slice's scores and the lists would not fit in shared memory, and by default where the
-// clusters would not all run at once.
+// 1, where a slice's scores and the lists would not fit in shared memory, and by default where
+// clusters of 4 would not all run at once.
 cudaError_t select_cluster(const SkvStep& s, const StepLayout& at, int tasks, int* blocks, size_t* smem) {
   int major = 0;
   SKV_CUDA_CALL(skv_major(&major));
   *blocks = 0;
   if (major < 9 || s.select_blocks == 1) return cudaSuccess;
-  const int n = s.select_blocks > 1 ? std::min<int>(s.select_blocks, SELECT_CLUSTER_MAX) : SELECT_CLUSTER_MAX;
-  const size_t bytes = score_select_smem(n, s.q_heads / s.kv_heads, s.max_selected, (int)skv_ceil_div(at.max_l, n));
-  if (bytes > SELECT_SMEM_MAX) return cudaSuccess;
-  // By default, only where every task's cluster can run at once. NOTE: measured at 128K (queued,
-  // H200), the select stage of clusters of 8 against the one-block path: 25 against 41 us at batch
-  // 1, 49 against 53 at batch 4 (256 blocks on the card's 264 slots); at batch 16 clusters of 2
-  // took 104 us against 98.
-  if (s.select_blocks == 0) {
-    // Read per 16 KB of shared memory (the count changes with it only in steps).
-    static int slots[SELECT_SMEM_MAX / (16 * 1024) + 1][64] = {};
-    const size_t k = bytes / (16 * 1024);
-    int fit = 0;
-    SKV_CUDA_CALL(skv_resident_blocks(StepScoreSelectKernel, SELECT_CLUSTER_THREADS, (k + 1) * 16 * 1024, slots[k], &fit));
-    if ((int64_t)tasks * n > fit) return cudaSuccess;
-  }
+  const int g = s.q_heads / s.kv_heads;
+  auto bytes_of = [&](int n) { return score_select_smem(n, g, s.max_selected, (int)skv_ceil_div(at.max_l, n)); };
+  int n = s.select_blocks > 1 ? std::min<int>(s.select_blocks, SELECT_CLUSTER_MAX) : SELECT_CLUSTER_MAX;
+  // By default, clusters of 8 where every task's runs at once, else of 4. NOTE: measured at 128K
+  // (queued, H200, bench/NOTES.md v25), the select stage in clusters of 8 / of 4 / one block a task:
+  // 26 / 36 / 41 us at batch 1, 32 / 37 / - at batch 3, 49 / 44 / 53 at batch 4, 127 / 103 / 96 at
+  // batch 16. The driver counts 24 to 31 clusters of 8 at once there (this rule took 8 at batch 3 and
+  // 4 at batch 4), though the card has slots for 33 clusters' blocks.
+  if (s.select_blocks == 0)
+    for (;; n /= 2) {
+      int resident = 0;
+      if (bytes_of(n) <= SELECT_SMEM_MAX) SKV_CUDA_CALL(resident_select_clusters(n, bytes_of(n), &resident));
+      if (tasks <= resident) break;
+      if (n / 2 < SELECT_CLUSTER_MIN) return cudaSuccess;
+    }
+  if (bytes_of(n) > SELECT_SMEM_MAX) return cudaSuccess;
   *blocks = n;
-  *smem = bytes;
+  *smem = bytes_of(n);
   return cudaSuccess;
 }
 

@@ -44,9 +44,10 @@ static inline size_t& skv_smem_granted(const void* kernel, int dev) {
 }
 
 // Allows a kernel `bytes` of dynamic shared memory, raising its limit where it needs it. NOTE: the
-// default limit is 48 KB less the kernel's static shared memory, not 48 KB: a select with 18 KB of
-// static state and 38 KB of scores failed at launch (cudaErrorInvalidValue) while the check here
-// read 48 KB. Asked once per kernel, device and size: the decode step's launches ask every step.
+// default limit is 48 KB less the kernel's static shared memory, not 48 KB: a select cluster's
+// block with 19 KB of static state and 37 KB of scores and lists failed at launch
+// (cudaErrorInvalidValue) while the check here read 48 KB. The driver is asked once per kernel,
+// device and larger size: the decode step's launches ask every step.
 template <typename Kernel>
 static inline cudaError_t skv_smem_optin(Kernel kernel, size_t bytes) {
   int dev = 0;

@@ -27,5 +27,8 @@ elif [ ! -d node_modules/vitest ]; then
 fi
 unxz_to "$G/shadowkv_cuda.node.xz" /tmp/skv-node/shadowkv_cuda.node  # the addon of this pack, even where an older one was unpacked
 export SHADOWKV_CUDA_ADDON=/tmp/skv-node/shadowkv_cuda.node
+for f in "$G"/addon-*.node.xz; do  # pack.sh --also: other addons, for scripts/gpu/ab.sh
+  [ -f "$f" ] && unxz_to "$f" "/tmp/skv-node/$(basename "$f" .xz)"
+done
 mkdir -p runtime/wasm/out && cp -n "$G"/wasm/*.wasm runtime/wasm/out/ 2>/dev/null
 export SHADOWKV_CUDA_SYNC="${SHADOWKV_CUDA_SYNC:-1}"  # every op waits for its kernels, so a fault names its op

@@ -6,16 +6,23 @@
 # --slim packs only what scripts (not the test suites) need: Node, the addon and tsx, xz-compressed,
 # and of node_modules only msgpackr (~31 MB instead of ~57), so a 27 MB model fits beside it
 # (scripts/gpu/eval.sh).
-# Usage: bash scripts/gpu/pack.sh [--no-build] [--slim]
+# --also NAME=PATH (repeatable) packs another built addon beside this one, for side-by-side timing on
+# the GPU machine (scripts/gpu/ab.sh): env.sh unpacks it to /tmp/skv-node/addon-NAME.node.
+# Usage: bash scripts/gpu/pack.sh [--no-build] [--slim] [--also NAME=PATH ...]
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 build=1 slim=0
-for a in "$@"; do
-  case "$a" in
+also=()
+while [ $# -gt 0 ]; do
+  case "$1" in
     --no-build) build=0 ;;
     --slim) slim=1 ;;
-    *) echo "pack: unknown argument $a (known: --no-build, --slim)" >&2; exit 2 ;;
+    --also)
+      [[ "${2:-}" =~ ^[A-Za-z0-9_-]+=.+ ]] && [ -f "${2#*=}" ] || { echo "pack: --also needs NAME=PATH of a built addon, got '${2:-}'" >&2; exit 2; }
+      also+=("$2"); shift ;;
+    *) echo "pack: unknown argument $1 (known: --no-build, --slim, --also NAME=PATH)" >&2; exit 2 ;;
   esac
+  shift
 done
 [ "$build" = 0 ] || bash scripts/build-cuda.sh 2
 
@@ -24,6 +31,7 @@ addon="runtime/cuda/${SKV_CUDA_BUILD:-build}/Release/shadowkv_cuda.node"
 mkdir -p .gpu/wasm && cp runtime/wasm/out/*.wasm .gpu/wasm/  # the wasm envs and the parity suite run there too
 xz -T2 -6 -c "$(readlink -f "$(command -v node)")" > .gpu/node.xz
 xz -T2 -6 -c "$addon" > .gpu/shadowkv_cuda.node.xz  # 21 MB, 4 compressed
+for a in ${also[@]+"${also[@]}"}; do xz -T2 -6 -c "${a#*=}" > ".gpu/addon-${a%%=*}.node.xz"; done
 if [ "$slim" = 1 ]; then
   # tsx (with its own esbuild) and msgpackr, with what they require at run time (package-lock.json),
   # and the workspace links npm install makes (the cuda backend imports 'shadowkv-cuda' by name)

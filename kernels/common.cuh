@@ -65,16 +65,23 @@ static inline cudaError_t skv_smem_optin(Kernel kernel, size_t bytes) {
   return cudaSuccess;
 }
 
-// An attribute of the current device, read once per device (plans ask on every step).
-template <cudaDeviceAttr ATTR>
-static inline cudaError_t skv_device_attribute(int* value) {
-  static int known[64] = {};  // per device, 0 = not read yet
+// *value = cache[dev] for the current device, where read(dev, value) filled it the first time
+// (cache[64], 0: not read yet; a device past 64 reads every time): the plans ask on every step.
+template <typename Read>
+static inline cudaError_t skv_per_device(int* cache, int* value, Read read) {
   int dev = 0;
   SKV_CUDA_CALL(cudaGetDevice(&dev));
-  if (dev >= 64) return cudaDeviceGetAttribute(value, ATTR, dev);
-  if (known[dev] == 0) SKV_CUDA_CALL(cudaDeviceGetAttribute(&known[dev], ATTR, dev));
-  *value = known[dev];
+  if (dev >= 64) return read(dev, value);
+  if (cache[dev] == 0) SKV_CUDA_CALL(read(dev, &cache[dev]));
+  *value = cache[dev];
   return cudaSuccess;
+}
+
+// An attribute of the current device.
+template <cudaDeviceAttr ATTR>
+static inline cudaError_t skv_device_attribute(int* value) {
+  static int known[64] = {};
+  return skv_per_device(known, value, [](int dev, int* v) { return cudaDeviceGetAttribute(v, ATTR, dev); });
 }
 
 // The current device's compute capability major, and its SMs.
@@ -82,23 +89,18 @@ static inline cudaError_t skv_major(int* major) { return skv_device_attribute<cu
 static inline cudaError_t skv_sm_count(int* sms) { return skv_device_attribute<cudaDevAttrMultiProcessorCount>(sms); }
 
 // Blocks of `kernel` at `threads` and `smem` bytes that the current device holds at once (SMs x
-// blocks an SM, at least 1), remembered per device in cache[64] (0: not read yet): the launchers
+// blocks an SM, at least 1), remembered per device in cache[64] (skv_per_device): the launchers
 // size grids by it on every step.
 template <typename Kernel>
 static inline cudaError_t skv_resident_blocks(Kernel kernel, int threads, size_t smem, int* cache, int* blocks) {
-  int dev = 0;
-  SKV_CUDA_CALL(cudaGetDevice(&dev));
-  if (dev < 64 && cache[dev]) {
-    *blocks = cache[dev];
+  return skv_per_device(cache, blocks, [&](int, int* v) {
+    int sms = 0, per_sm = 0;
+    SKV_CUDA_CALL(skv_sm_count(&sms));
+    SKV_CUDA_CALL(skv_smem_optin(kernel, smem));
+    SKV_CUDA_CALL(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, smem));
+    *v = std::max(1, sms * per_sm);
     return cudaSuccess;
-  }
-  int sms = 0, per_sm = 0;
-  SKV_CUDA_CALL(skv_sm_count(&sms));
-  SKV_CUDA_CALL(skv_smem_optin(kernel, smem));
-  SKV_CUDA_CALL(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, smem));
-  *blocks = std::max(1, sms * per_sm);
-  if (dev < 64) cache[dev] = *blocks;
-  return cudaSuccess;
+  });
 }
 
 // Programmatic dependent launch (sm_90+): a kernel launched by skv_launch may be scheduled while

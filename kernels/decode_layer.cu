@@ -683,15 +683,12 @@ size_t select_smem(int max_l, int S, bool lists, bool scores) {
 }
 
 // Clusters of n StepScoreSelect blocks with `smem` bytes each that the device runs at once (the
-// driver's count, which also knows how clusters sit on the GPCs), read once per device, n and 16 KB
-// of shared memory (the count changes with it only in steps).
+// driver's count, which also knows how clusters sit on the GPCs; -1 for none), read once per
+// device, n and 16 KB of shared memory (the count changes with it only in steps).
 cudaError_t resident_select_clusters(int n, size_t smem, int* count) {
   static int known[SELECT_CLUSTER_MAX + 1][SELECT_SMEM_MAX / (16 * 1024) + 1][64] = {};
-  int dev = 0;
-  SKV_CUDA_CALL(cudaGetDevice(&dev));
   const size_t k = smem / (16 * 1024), bytes = (k + 1) * 16 * 1024;
-  int* slot = dev < 64 ? &known[n][k][dev] : count;
-  if (dev >= 64 || *slot == 0) {
+  return skv_per_device(known[n][k], count, [&](int, int* v) {
     SKV_CUDA_CALL(skv_smem_optin(StepScoreSelectKernel, bytes));
     cudaLaunchAttribute attr{};
     attr.id = cudaLaunchAttributeClusterDimension;
@@ -702,11 +699,10 @@ cudaError_t resident_select_clusters(int n, size_t smem, int* count) {
     cfg.dynamicSmemBytes = bytes;
     cfg.attrs = &attr;
     cfg.numAttrs = 1;
-    SKV_CUDA_CALL(cudaOccupancyMaxActiveClusters(slot, StepScoreSelectKernel, &cfg));
-    if (*slot == 0) *slot = -1;  // none: read, not asked again
-  }
-  *count = *slot;
-  return cudaSuccess;
+    SKV_CUDA_CALL(cudaOccupancyMaxActiveClusters(v, StepScoreSelectKernel, &cfg));
+    if (*v == 0) *v = -1;  // none: read, not asked again
+    return cudaSuccess;
+  });
 }
 
 // Blocks per task of StepScoreSelect and its dynamic shared memory; 0 blocks: the one-block path

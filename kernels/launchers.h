@@ -206,8 +206,8 @@ struct SkvStep {
   float scale, score_scale;
   int32_t logit_split;  // landmark-logit blocks per kv head; 0: a cost model's choice (tests force others)
   // Blocks per kv head that score and select (a cluster, sm_90+, at most 8); 0: the default (8
-  // where every task's cluster can run at once, else 1), 1: one block after the scores (the path
-  // of devices without clusters).
+  // where every task's cluster runs at once by the driver's count, else 4, else 1), 1: one block
+  // after the scores (the path of devices without clusters).
   int32_t select_blocks;
   // Row groups of a pipelined step (kernels/decode_layer.cu pipelined_groups); 0: the default by rows.
   int32_t step_groups;

@@ -24,7 +24,7 @@ if [ -z "$addons" ]; then
   addons=packed
   for f in /tmp/skv-node/addon-*.node; do [ -f "$f" ] && addons="$addons,$(basename "$f" .node | sed 's/^addon-//')"; done
 fi
-log="${OUT:-.}/ab.log"
+log="${OUT:-.}/ab.log" run=$(mktemp)
 mkdir -p "$(dirname "$log")"
 IFS=, read -r -a names <<< "$addons"
 for ((round = 1; round <= rounds; round++)); do
@@ -33,7 +33,8 @@ for ((round = 1; round <= rounds; round++)); do
     [ "$name" = packed ] || path=/tmp/skv-node/addon-$name.node
     [ -f "$path" ] || { echo "ab: no addon $name ($path); pack it with pack.sh --also $name=PATH" >&2; exit 2; }
     echo "== $name, round $round" | tee -a "$log"
-    SHADOWKV_CUDA_ADDON=$path node node_modules/tsx/dist/cli.mjs bench/gpu/profile.ts "$@" >> "$log" 2>&1 || echo "ab: $name failed (see $log)" | tee -a "$log"
-    awk '/^== /{p=0} /== '"$name"', round '"$round"'$/{p=1} p' "$log" | grep -aE "step .* queued|stages \(us\), queued|queued, pipeline" || true
+    SHADOWKV_CUDA_ADDON=$path node node_modules/tsx/dist/cli.mjs bench/gpu/profile.ts "$@" > "$run" 2>&1 || echo "ab: $name failed (see $log)" | tee -a "$run"
+    cat "$run" >> "$log"
+    grep -aE "step .* queued|stages \(us\), queued|queued, pipeline" "$run" || true
   done
 done

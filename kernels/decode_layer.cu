@@ -1144,8 +1144,6 @@ cudaError_t DecodeLayer(const SkvStep& s, const SkvStepRow* host_rows, const Skv
   const StepLayout at = layout(s, host_rows);
   if (at.error != cudaSuccess) return at.error;
   if (ws.bytes < at.bytes) return cudaErrorInvalidValue;
-  // NOTE: checked before anything is queued, so a refused step changes nothing.
-  if (at.max_m * s.C > 65535) return cudaErrorInvalidConfiguration;  // a compaction of 64K tokens: never made by decode
   StepPlan p;
   bool mma = true;
   SKV_CUDA_CALL(plan_step(s, at, host_rows, &p, &mma));

@@ -584,62 +584,73 @@ FetchKernel fetch_kernel(int fetch, int part) {
 
 // ---- compaction ----
 
-// Block (row b, token t): U row store_tokens + t = K_pre[t] . proj, K_pre = the tail's key t of
-// every head with RoPE undone, heads side by side (compactRow's ConvertRows + Rope + Gemm + Convert).
+enum { COMPACT_GRID_Y = 65535 };  // the most blocks a grid's y may have
+
+// Block (row b, y), for tokens t = y, y + gridDim.y, ...: U row store_tokens + t = K_pre[t] . proj,
+// K_pre = the tail's key t of every head with RoPE undone, heads side by side (compactRow's
+// ConvertRows + Rope + Gemm + Convert).
+
 __global__ void __launch_bounds__(256) CompactKeysKernel(StepArgs a) {
   skv_pdl_enter();
   extern __shared__ float K[];  // [Hkv * d]
   const SkvStep& s = a.s;
   const SkvStepRow r = a.rows[blockIdx.x];
-  const int t = blockIdx.y, n = compacted_chunks(s, r) * s.C;
-  if (t >= n) return;
+  const int n = compacted_chunks(s, r) * s.C;
   const int d = s.d, D = s.kv_heads * d, half = d / 2, kv = s.kv_dtype;
-  for (int i = threadIdx.x; i < D; i += blockDim.x) {
-    const int h = i / d, e = i % d;
-    K[i] = load_f32(reinterpret_cast<const void*>(r.tail_k), kv, ((size_t)h * r.tail_capacity + t) * d + e);
-  }
-  __syncthreads();
   const double* inv_freq = reinterpret_cast<const double*>(s.inv_freq);
-  for (int w = threadIdx.x; w < s.kv_heads * half; w += blockDim.x) {
-    const int h = w / half, i = w % half;
-    float c, sn;
-    rope_rotation(r.store_tokens + t, inv_freq[i], &c, &sn);
-    rope_rotate(K + (size_t)h * d, half, i, s.rope_style, c, -1.f * sn);
-  }
-  __syncthreads();
-  for (int j = threadIdx.x; j < r.rank; j += blockDim.x) {
-    float acc = 0.f;
-    for (int k = 0; k < D; k++) acc = fmaf(K[k], load_f32(reinterpret_cast<const void*>(r.proj), kv, (size_t)k * r.rank + j), acc);
-    store_f32(reinterpret_cast<void*>(r.u), kv, (size_t)(r.store_tokens + t) * r.rank + j, acc);
+  // NOTE: tokens gridDim.y apart: a grid's y is at most 65535, and a recent region may hold 2^20.
+  for (int t = blockIdx.y; t < n; t += gridDim.y) {
+    for (int i = threadIdx.x; i < D; i += blockDim.x) {
+      const int h = i / d, e = i % d;
+      K[i] = load_f32(reinterpret_cast<const void*>(r.tail_k), kv, ((size_t)h * r.tail_capacity + t) * d + e);
+    }
+    __syncthreads();
+    for (int w = threadIdx.x; w < s.kv_heads * half; w += blockDim.x) {
+      const int h = w / half, i = w % half;
+      float c, sn;
+      rope_rotation(r.store_tokens + t, inv_freq[i], &c, &sn);
+      rope_rotate(K + (size_t)h * d, half, i, s.rope_style, c, -1.f * sn);
+    }
+    __syncthreads();
+    for (int j = threadIdx.x; j < r.rank; j += blockDim.x) {
+      float acc = 0.f;
+      for (int k = 0; k < D; k++) acc = fmaf(K[k], load_f32(reinterpret_cast<const void*>(r.proj), kv, (size_t)k * r.rank + j), acc);
+      store_f32(reinterpret_cast<void*>(r.u), kv, (size_t)(r.store_tokens + t) * r.rank + j, acc);
+    }
+    __syncthreads();  // K is the next token's
   }
 }
 
-// Block (row b, head h, chunk i): the chunk's values to its host page (quantized where it holds
-// fp8); its landmark and id appended after the head's landmarks (the count is raised by
-// CompactTail, after every block read it).
+// Block (row b, head h, y), for chunks i = y, y + gridDim.y, ...: the chunk's values to its host
+// page (quantized where it holds fp8); its landmark and id appended after the head's landmarks (the
+// count is raised by CompactTail, after every block read it).
 __global__ void __launch_bounds__(LANDMARK_THREADS) CompactChunksKernel(StepArgs a) {
   skv_pdl_enter();
   extern __shared__ float L[];  // [d]
   __shared__ float red[64];
   const SkvStep& s = a.s;
-  const int b = blockIdx.x / s.kv_heads, h = blockIdx.x % s.kv_heads, i = blockIdx.y;
+  const int b = blockIdx.x / s.kv_heads, h = blockIdx.x % s.kv_heads;
   const SkvStepRow r = a.rows[b];
-  if (i >= compacted_chunks(s, r)) return;
-  const int d = s.d, C = s.C, kv = s.kv_dtype;
-  const int64_t c = r.store_tokens / C + i;
-  const size_t cbytes = r.fp8_rows > 0 ? fp8_chunk_bytes(C, d) : (size_t)C * d * skv_dtype_size(kv);  // in the pages
-  const char* src = static_cast<const char*>(elem(r.tail_v, kv, ((size_t)h * r.tail_capacity + (size_t)i * C) * d));
-  char* page = reinterpret_cast<char*>(reinterpret_cast<const uint64_t*>(r.value_pages)[(size_t)(c / r.page_chunks) * s.kv_heads + h]);
-  char* dst = page + (size_t)(c % r.page_chunks) * cbytes;
-  if (r.fp8_rows > 0) fp8_quantize_rows(src, kv, C, d, reinterpret_cast<uint8_t*>(dst));
-  else
-    for (size_t w = threadIdx.x; w < cbytes / 2; w += blockDim.x)
-      reinterpret_cast<uint16_t*>(dst)[w] = reinterpret_cast<const uint16_t*>(src)[w];
+  const int m = compacted_chunks(s, r), d = s.d, C = s.C, kv = s.kv_dtype;
+  if (m == 0) return;
   const int Lh = head_counts(r, h)[SKV_HEAD_LANDMARKS];
-  void* lm = elem(r.landmarks, kv, ((size_t)h * r.chunk_capacity + Lh + i) * d);
-  chunk_landmark(elem(r.tail_k, kv, (size_t)h * r.tail_capacity * d), kv, d, C, d, i, L, red, false,
-                 [&](int j, float v) { store_f32(lm, kv, (size_t)j, v); });
-  if (threadIdx.x == 0) reinterpret_cast<int32_t*>(r.landmark_ids)[(size_t)h * r.chunk_capacity + Lh + i] = (int32_t)c;
+  // NOTE: chunks gridDim.y apart (at most 65535 a grid; a recent region may hold 2^20 chunks).
+  for (int i = blockIdx.y; i < m; i += gridDim.y) {
+    const int64_t c = r.store_tokens / C + i;
+    const size_t cbytes = r.fp8_rows > 0 ? fp8_chunk_bytes(C, d) : (size_t)C * d * skv_dtype_size(kv);  // in the pages
+    const char* src = static_cast<const char*>(elem(r.tail_v, kv, ((size_t)h * r.tail_capacity + (size_t)i * C) * d));
+    char* page = reinterpret_cast<char*>(reinterpret_cast<const uint64_t*>(r.value_pages)[(size_t)(c / r.page_chunks) * s.kv_heads + h]);
+    char* dst = page + (size_t)(c % r.page_chunks) * cbytes;
+    if (r.fp8_rows > 0) fp8_quantize_rows(src, kv, C, d, reinterpret_cast<uint8_t*>(dst));
+    else
+      for (size_t w = threadIdx.x; w < cbytes / 2; w += blockDim.x)
+        reinterpret_cast<uint16_t*>(dst)[w] = reinterpret_cast<const uint16_t*>(src)[w];
+    void* lm = elem(r.landmarks, kv, ((size_t)h * r.chunk_capacity + Lh + i) * d);
+    chunk_landmark(elem(r.tail_k, kv, (size_t)h * r.tail_capacity * d), kv, d, C, d, i, L, red, false,
+                   [&](int j, float v) { store_f32(lm, kv, (size_t)j, v); });
+    if (threadIdx.x == 0) reinterpret_cast<int32_t*>(r.landmark_ids)[(size_t)h * r.chunk_capacity + Lh + i] = (int32_t)c;
+    __syncthreads();  // L and red are the next chunk's
+  }
 }
 
 // Block (row b, head h, k or v): rows [n, count) of the tail move to [0, count - n), in ascending
@@ -1021,10 +1032,10 @@ cudaError_t issue(const StepArgs& a, const StepPlan& p, cudaStream_t stream, boo
   if (at.max_m > 0) {
     const size_t k_smem = sizeof(float) * (size_t)s.kv_heads * s.d;
     SKV_CUDA_CALL(skv_smem_optin(CompactKeysKernel, k_smem));
-    SKV_CUDA_CALL(skv_launch(CompactKeysKernel, dim3(s.batch, at.max_m * s.C), 256, k_smem, stream, a));
+    SKV_CUDA_CALL(skv_launch(CompactKeysKernel, dim3(s.batch, std::min<int>(at.max_m * s.C, COMPACT_GRID_Y)), 256, k_smem, stream, a));
     const size_t l_smem = sizeof(float) * (size_t)s.d;
     SKV_CUDA_CALL(skv_smem_optin(CompactChunksKernel, l_smem));
-    SKV_CUDA_CALL(skv_launch(CompactChunksKernel, dim3(at.tasks, at.max_m), LANDMARK_THREADS, l_smem, stream, a));
+    SKV_CUDA_CALL(skv_launch(CompactChunksKernel, dim3(at.tasks, std::min<int>(at.max_m, COMPACT_GRID_Y)), LANDMARK_THREADS, l_smem, stream, a));
     SKV_CUDA_CALL(skv_launch(CompactTailKernel, dim3(at.tasks, 2), 256, 0, stream, a));
   }
   return mark(SKV_STEP_STAGES, stream);
@@ -1129,8 +1140,6 @@ cudaError_t DecodeLayer(const SkvStep& s, const SkvStepRow* host_rows, const Skv
   const StepLayout at = layout(s, host_rows);
   if (at.error != cudaSuccess) return at.error;
   if (ws.bytes < at.bytes) return cudaErrorInvalidValue;
-  // NOTE: checked before anything is queued, so a refused step changes nothing.
-  if (at.max_m * s.C > 65535) return cudaErrorInvalidConfiguration;  // a compaction of 64K tokens: never made by decode
   StepPlan p;
   bool mma = true;
   SKV_CUDA_CALL(plan_step(s, at, host_rows, &p, &mma));

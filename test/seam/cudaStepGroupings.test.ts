@@ -92,6 +92,45 @@ forEachEnv('cuda: the fused step in every grouping of its work', (env) => {
     expect(await run(blocks)).toEqual(base);
   });
 
+  // A decode step compacts its row's whole recent region at once, and maxRecentTokens may be 2^20:
+  // the compaction kernels' grids then pass the 65535 blocks a grid's y may have. 70000 recent
+  // tokens, filled by a continuation prefill to one short of compacting, so that the next step
+  // compacts them all in the fused step; the composed ops must give its bits.
+  it('a step that compacts 70000 tokens at once: the composed ops\' bits', async () => {
+    const spec = { layers: 1, queryHeads: 4, kvHeads: 1, headDim: 64, rope: { theta: 10000 } };
+    const recent = 70000, first = 4000; // the first step compresses all but localTokens (4000 - 16 is whole chunks)
+    const opts = { ...options, maxRecentTokens: recent };
+    const work = new NeedleWorkload(spec, { tokens: first + recent - 1, seed: 11 });
+    const { keys, values } = work.prompt(0, 1);
+    const part = (t: typeof keys, from: number, to: number) => ({ data: (t.data as Float32Array).slice(from * 64, to * 64), shape: [1, 1, to - from, 64], dtype: 'f32' as const });
+    const head = { keys: part(keys, 0, first), values: part(values, 0, first) };
+    const rest = { keys: part(keys, first, first + recent - 1), values: part(values, first, first + recent - 1) };
+    const inputs = Array.from({ length: 3 }, () => work.step(0, 1));
+    const run = async (backend: string) => {
+      const cache = (await createCache({ spec, batch: 1, dtype: env.dtype, backend, options: opts })) as ShadowKVCache;
+      cache.prefill(0, head);
+      const outs = [Array.from(toFloat32(cache.decode(0, inputs[0]!)))];
+      cache.prefill(0, rest); // the tail: localTokens + recent, not past it
+      const compactions = [cache.stats().compactions];
+      const attended: number[] = [];
+      for (const x of inputs.slice(1)) {
+        outs.push(Array.from(toFloat32(cache.decode(0, x))));
+        compactions.push(cache.stats().compactions);
+        attended.push(cache.stats().lastAttendedTokens);
+      }
+      const sel = cache.selection(0, 0, 0);
+      cache.dispose();
+      return { outs, sel, compactions, attended };
+    };
+    const fused = await run(env.backend);
+    expect(fused.outs.flat().every(Number.isFinite)).toBe(true);
+    // The first step after the prefill attends the whole tail, then compacts it; the next, a short tail.
+    expect(fused.compactions).toEqual([0, 1, 1]);
+    expect(fused.attended[0]).toBeGreaterThan(recent);
+    expect(fused.attended[1]).toBeLessThan(recent / 2);
+    expect(await run(registerComposed(env.backend))).toEqual(fused);
+  });
+
   // The attention splits each task's keys by how many tasks share the step (one wave of blocks on the
   // card, kernels/attention.h): 16 rows x 8 kv heads of 4K tokens take fewer splits each than one
   // task alone would. The composed ops, told the step's task count, must split them alike.

@@ -52,6 +52,12 @@ static inline int32_t* AttentionArrivals(void* ws, int ntasks, int max_splits, i
   return reinterpret_cast<int32_t*>(static_cast<char*>(ws) + AttentionArrivalsOffset(ntasks, max_splits, g, d));
 }
 
+// SpecFits' parts: Attention's launch for g heads of d (the tile kernel where no register kernel
+// takes the shape), and CausalAttention's f32 path (short prefills and every dtype but bf16 at d 64
+// or 128 take it; the tensor-core path's shared memory is fixed).
+cudaError_t AttentionFits(int g, int d, SkvSmemFit* fit);
+cudaError_t CausalAttentionFits(int g, int d, SkvSmemFit* fit);
+
 // Runs `ntasks` tasks from the device list `tasks`, or the single task `one` when tasks is null
 // (ntasks = 1), in one launch: each task's last block to finish merges its splits. max_splits:
 // AttentionSplits' count for these tasks (at most attn_max_splits of the largest total; a task

@@ -6,6 +6,7 @@
 // softmax (skv_exp, masked logits -inf, the same rescaling), with the f32 queries and
 // probabilities split into bf16 hi + lo against the stored bf16 keys and values (two products
 // each), so logits and outputs stay within ~1e-5 of the f32 kernel's.
+#include "attention.h"
 #include "mma.cuh"
 #include "online_softmax.cuh"
 
@@ -231,7 +232,14 @@ bool flash_fits(const float* q, int g, int Sq, int d, int offset, const void* k,
          macs >= skv_mma::SPLIT_MIN_MACS;
 }
 
+// Query rows per block of the f32 path.
+int causal_rows(int g) { return CAUSAL_QUERIES / g > 0 ? CAUSAL_QUERIES / g : 1; }
+
 }  // namespace
+
+cudaError_t CausalAttentionFits(int g, int d, SkvSmemFit* fit) {
+  return skv_smem_fit(CausalAttentionKernel, attn_smem_bytes(causal_rows(g) * g, d), "prefill attention", fit);
+}
 
 cudaError_t CausalAttention(const float* q, int g, int Sq, int d, float scale, int offset, const void* k,
                             const void* v, int kv_dtype, float* out, cudaStream_t stream) {
@@ -239,7 +247,7 @@ cudaError_t CausalAttention(const float* q, int g, int Sq, int d, float scale, i
   if (flash_fits(q, g, Sq, d, offset, k, v, kv_dtype))
     return d == 64 ? flash_causal<64>(q, g, Sq, scale, offset, k, v, out, stream)
                    : flash_causal<128>(q, g, Sq, scale, offset, k, v, out, stream);
-  const int R = CAUSAL_QUERIES / g > 0 ? CAUSAL_QUERIES / g : 1;  // query rows per block
+  const int R = causal_rows(g);
   const size_t smem = attn_smem_bytes(R * g, d);
   SKV_CUDA_CALL(skv_smem_optin(CausalAttentionKernel, smem));
   CausalAttentionKernel<<<(unsigned)skv_ceil_div(Sq, R), ATTN_THREADS, smem, stream>>>(q, g, Sq, d, scale, offset, k, v,

@@ -43,6 +43,30 @@ static inline size_t& skv_smem_granted(const void* kernel, int dev) {
   return table[n++].bytes;
 }
 
+// A block of `kernel` with `bytes` of dynamic shared memory: *need, those bytes and the kernel's
+// static shared memory; *limit, the most a block may have on the current device (opted in).
+template <typename Kernel>
+static inline cudaError_t skv_smem_need(Kernel kernel, size_t bytes, size_t* need, size_t* limit) {
+  int dev = 0, optin = 0;
+  SKV_CUDA_CALL(cudaGetDevice(&dev));
+  cudaFuncAttributes fa{};
+  SKV_CUDA_CALL(cudaFuncGetAttributes(&fa, kernel));
+  SKV_CUDA_CALL(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+  *need = fa.sharedSizeBytes + bytes;
+  *limit = (size_t)optin;
+  return cudaSuccess;
+}
+
+// Records in *fit (if nothing is there yet) a launch of `kernel` named `name` whose `bytes` of
+// dynamic shared memory do not fit a block on the current device (SpecFits).
+template <typename Kernel>
+static inline cudaError_t skv_smem_fit(Kernel kernel, size_t bytes, const char* name, SkvSmemFit* fit) {
+  size_t need = 0, limit = 0;
+  SKV_CUDA_CALL(skv_smem_need(kernel, bytes, &need, &limit));
+  if (need > limit && !fit->kernel) *fit = SkvSmemFit{name, need, limit};
+  return cudaSuccess;
+}
+
 // Allows a kernel `bytes` of dynamic shared memory, raising its limit where it needs it. NOTE: the
 // default limit is 48 KB less the kernel's static shared memory, not 48 KB: a select cluster's
 // block with 19 KB of static state and 37 KB of scores and lists failed at launch
@@ -57,9 +81,9 @@ static inline cudaError_t skv_smem_optin(Kernel kernel, size_t bytes) {
   cudaFuncAttributes fa{};
   SKV_CUDA_CALL(cudaFuncGetAttributes(&fa, kernel));
   if (bytes <= (size_t)fa.maxDynamicSharedSizeBytes) return granted = fa.maxDynamicSharedSizeBytes, cudaSuccess;
-  int optin = 0;
-  SKV_CUDA_CALL(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-  if (fa.sharedSizeBytes + bytes > (size_t)optin) return cudaErrorInvalidConfiguration;
+  size_t need = 0, limit = 0;
+  SKV_CUDA_CALL(skv_smem_need(kernel, bytes, &need, &limit));
+  if (need > limit) return cudaErrorInvalidConfiguration;
   SKV_CUDA_CALL(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
   granted = bytes;
   return cudaSuccess;

@@ -83,6 +83,9 @@ __device__ __forceinline__ int compacted_chunks(const SkvStep& s, const SkvStepR
 
 enum { APPEND_THREADS = 512 };
 
+// StepAppend's dynamic shared memory: the token's q and k rows and the rotation's (cos, sin) pairs.
+size_t append_smem(int q_heads, int kv_heads, int d) { return sizeof(float) * ((size_t)(q_heads + kv_heads) * d + d); }
+
 __global__ void __launch_bounds__(APPEND_THREADS) StepAppendKernel(StepArgs a) {
   skv_pdl_enter();
   extern __shared__ float qk[];  // [Hq x d] q, [Hkv x d] k, then [d/2] (cos, sin) pairs at the row's position
@@ -869,6 +872,15 @@ bool DecodeLayerValid(const SkvStep& s, const SkvStepRow* rows) {
 
 size_t DecodeLayerWorkspace(const SkvStep& s, const SkvStepRow* rows) { return layout(s, rows).bytes; }
 
+cudaError_t SpecFits(int q_heads, int kv_heads, int d, SkvSmemFit* fit) {
+  *fit = SkvSmemFit{};
+  if (q_heads <= 0 || kv_heads <= 0 || d <= 0 || q_heads % kv_heads) return cudaErrorInvalidValue;
+  const int g = q_heads / kv_heads;
+  SKV_CUDA_CALL(skv_smem_fit(StepAppendKernel, append_smem(q_heads, kv_heads, d), "the decode step's append", fit));
+  SKV_CUDA_CALL(AttentionFits(g, d, fit));
+  return CausalAttentionFits(g, d, fit);
+}
+
 namespace {
 
 // The host's choices for a step's launches: shared memory, grids, the fetch kernel's variant. NOTE:
@@ -919,7 +931,7 @@ cudaError_t value_reads(const StepPlan& p, int* split, int* grid) {
 
 cudaError_t plan_step(const SkvStep& s, const StepLayout& at, const SkvStepRow* host_rows, StepPlan* p, bool* mma) {
   *p = StepPlan{};
-  p->qk_smem = (int64_t)(sizeof(float) * ((size_t)(s.q_heads + s.kv_heads) * s.d + s.d));
+  p->qk_smem = (int64_t)append_smem(s.q_heads, s.kv_heads, s.d);
   p->fetch = -1;
   *mma = true;
   p->pipe = 1;

@@ -33,6 +33,12 @@ struct SkvSegment {
 };
 static_assert(sizeof(SkvSegment) == 24, "SkvSegment is six 32-bit words");
 
+// A launch whose shared memory grows with the model's shapes, against the device's limit (SpecFits).
+struct SkvSmemFit {
+  const char* kernel;  // null: every such launch fits
+  size_t need, limit;  // what a block of it needs (static and dynamic) and the most a block may have
+};
+
 // Device memory an op may use for its temporaries; grown by the caller (runtime/cuda/memory.cc).
 struct SkvWorkspace {
   void* ptr;
@@ -217,6 +223,13 @@ static_assert(sizeof(SkvStep) == 112, "SkvStep is 112 bytes");
 // Whether the step is well formed (runtime/wasm/decode_layer.cc valid_step, on what the host
 // knows: the per-head counts live on the device and only the runtime writes them).
 bool DecodeLayerValid(const SkvStep& s, const SkvStepRow* rows);
+// Whether a model of q_heads query heads, kv_heads kv heads and head dim d runs on the current
+// device: the launches whose shared memory grows with those (the decode step's append, the decode
+// attention, the causal prefill attention) against the most a block may have. fit->kernel names
+// the first that does not fit (null where all do). NOTE: every other launch's shared memory is
+// fixed, or bounded by a size it falls back to global memory past (the select's lists and scores,
+// the rebuild's rank tile).
+cudaError_t SpecFits(int q_heads, int kv_heads, int d, SkvSmemFit* fit);
 // Device bytes of the step's workspace (temporaries, attention partials, compaction).
 size_t DecodeLayerWorkspace(const SkvStep& s, const SkvStepRow* rows);
 // Decode steps 1-5 and compaction for every row (the contract of skv_decode_layer), as a few

@@ -679,6 +679,11 @@ cudaError_t AttentionSplits(int ntasks, int64_t max_total, int g, int d, int kv_
   return cudaSuccess;
 }
 
+cudaError_t AttentionFits(int g, int d, SkvSmemFit* fit) {
+  if (flash_for(d, g).launch) return cudaSuccess;  // fixed shared memory per (d, g), in every build's tests
+  return skv_smem_fit(TileDecodeKernel, tile_smem_bytes(g, d), "decode attention", fit);
+}
+
 cudaError_t Attention(const SkvAttnTask* tasks, const SkvAttnTask& one, int ntasks, int max_splits, int g, int d,
                       float scale, int kv_dtype, void* ws, cudaStream_t stream) {
   if (ntasks <= 0 || g <= 0 || d <= 0) return cudaSuccess;

@@ -43,6 +43,7 @@ Napi::Value SparseAttention(const Napi::CallbackInfo&);
 Napi::Value CausalAttention(const Napi::CallbackInfo&);
 Napi::Value DecodeLayer(const Napi::CallbackInfo&);
 Napi::Value StepProfile(const Napi::CallbackInfo&);
+Napi::Value SpecFitsOp(const Napi::CallbackInfo&);
 Napi::Value CheckFiniteOp(const Napi::CallbackInfo&);
 Napi::Value CheckFiniteHostOp(const Napi::CallbackInfo&);
 }  // namespace shadowkv_cuda
@@ -68,7 +69,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
       {"scoreChunks", ScoreChunks}, {"rebuildKeys", RebuildKeys}, {"gatherValues", GatherValues},
       {"quantizeValues", QuantizeValues}, {"sparseAttention", SparseAttention}, {"causalAttention", CausalAttention},
       // the fused step
-      {"decodeLayer", DecodeLayer}, {"stepProfile", StepProfile},
+      {"decodeLayer", DecodeLayer}, {"stepProfile", StepProfile}, {"specFits", SpecFitsOp},
       // input checks of device tensors and of host arrays
       {"checkFinite", CheckFiniteOp}, {"checkFiniteHost", CheckFiniteHostOp},
   };

@@ -58,6 +58,24 @@ Napi::Value DecodeLayer(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), SKV_OK);
 }
 
+// specFits(qHeads, kvHeads, d): null where a model of these heads runs on the current device, else
+// { kernel, need, limit }: the first launch whose shared memory (bytes a block) passes the device's
+// limit for one block (kernels/launchers.h SpecFits). CudaDevice.checkSpec turns it into a ConfigError.
+Napi::Value SpecFitsOp(const Napi::CallbackInfo& info) {
+  const char* op = "specFits";
+  ArgCount(info, 3, op);
+  const int q_heads = (int)IntArg(info, 0, op, "qHeads", 1, 1 << 20), kv_heads = (int)IntArg(info, 1, op, "kvHeads", 1, 1 << 20);
+  const int d = (int)IntArg(info, 2, op, "d", 1, 1 << 20);
+  SkvSmemFit fit;
+  Check(info.Env(), op, ::SpecFits(q_heads, kv_heads, d, &fit));
+  if (!fit.kernel) return info.Env().Null();
+  Napi::Object o = Napi::Object::New(info.Env());
+  o.Set("kernel", Napi::String::New(info.Env(), fit.kernel));
+  o.Set("need", Napi::Number::New(info.Env(), (double)fit.need));
+  o.Set("limit", Napi::Number::New(info.Env(), (double)fit.limit));
+  return o;
+}
+
 // stepProfile(on): { stages: { append, logits, select, fetch, attention, compact } (GPU ms summed),
 // steps } over the decode steps queued since the last call (waits for them); then records the
 // stages of the next steps (an event between each) while `on`. For benchmarks: recording costs time.

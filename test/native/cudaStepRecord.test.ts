@@ -1,6 +1,6 @@
 import { existsSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import type { DeviceBuffer, DType, LayerStep, StepRow } from '../../packages/shadowkv/src/backend.js';
+import { ConfigError, FullKVCache, type DeviceBuffer, type DType, type LayerStep, type StepRow } from '../../packages/shadowkv/src/backend.js';
 import { addonCandidates, CudaDevice, probeAddon, type CudaAddon } from '../../packages/shadowkv-cuda/src/index.js';
 import { loadAddon } from '../../packages/shadowkv-cuda/src/loadAddon.js';
 import { ROW_BYTES, STATUS, STEP_BYTES, type AddonError } from '../../packages/shadowkv-cuda/src/AddonTypes.js';
@@ -95,6 +95,47 @@ describe('CudaDevice tables (stub addon, no GPU)', () => {
     expect(calls.map(([name]) => name)).not.toContain('copyAside');
   });
 });
+});
+
+// A spec whose heads need more shared memory a block than the GPU has (the addon's specFits, as
+// its kernels size it) is refused by the cache's constructor before anything is allocated, and
+// the device it made is released. test/badInput/cudaSpecLimits.test.ts runs it on a GPU.
+describe('a spec past the shared memory of a block (stub addon, no GPU)', () => {
+  const fit = { kernel: 'decode attention', need: 300 * 1024, limit: 227 * 1024 };
+  const run = (queryHeads: number) => {
+    const calls: string[] = [];
+    let next = 0x3_0000_0000;
+    const stub = new Proxy({} as CudaAddon, {
+      get: (_t, name) => (...a: unknown[]) => {
+        calls.push(String(name));
+        if (name === 'specFits') return a[0] === 32 && a[1] === 1 && a[2] === 512 ? fit : null;
+        return name === 'malloc' || name === 'hostAlloc' ? (next += 0x10_0000) : name === 'memoryStats' ? { hostBytes: 0, stagingBytes: 0 } : 0;
+      },
+    });
+    const spec = { layers: 1, queryHeads, kvHeads: 1, headDim: 512, rope: { theta: 10000 } };
+    const info = { name: 'cuda', description: 'stub', reason: 'test' };
+    const made = (() => {
+      try {
+        return new FullKVCache({ spec, batch: 1, dtype: 'bf16' }, { device: new CudaDevice(stub, 0), info });
+      } catch (e) {
+        return e as Error;
+      }
+    })();
+    return { made, calls };
+  };
+
+  it('is a ConfigError naming the kernel, the bytes and the limit, with no allocation; a spec that fits is made', () => {
+    const { made, calls } = run(32);
+    expect(made).toBeInstanceOf(ConfigError);
+    expect((made as ConfigError).code).toBe('SKV_CONFIG');
+    expect((made as Error).message).toBe(
+      "spec: 32 query heads and 1 kv heads of 512 dims need 300.0 KiB of shared memory a block in decode attention on CUDA device 0, which allows 227.0 KiB; use backend 'wasm' for this model",
+    );
+    expect(calls.filter((c) => c === 'malloc' || c === 'hostAlloc')).toEqual([]);
+    const ok = run(16);
+    expect(ok.made).toBeInstanceOf(FullKVCache);
+    expect(ok.calls.indexOf('specFits')).toBeLessThan(ok.calls.indexOf('malloc'));
+  });
 });
 
 const built = addonCandidates().find((c) => existsSync(c.path));

@@ -138,6 +138,11 @@ export interface CudaAddon {
    */
   stepProfile(on: boolean): { stages: Record<'append' | 'logits' | 'select' | 'fetch' | 'attention' | 'compact', number>; steps: number };
   /**
+   * Whether a model of these heads runs on the current device (kernels/launchers.h SpecFits): null,
+   * or the first launch whose shared memory (`need` bytes a block) passes the device's `limit`.
+   */
+  specFits(qHeads: number, kvHeads: number, d: number): { kernel: string; need: number; limit: number } | null;
+  /**
    * Value checks of device ranges (kernels/check_finite.cu): `table` holds [ptr, dtype, n, limit]
    * per check, `first` a device block of one u64 per check. One copy back (waits for the GPU);
    * per check the flat index of the first NaN, infinite or out-of-range element, or -1.

@@ -23,6 +23,7 @@ import {
 import { HOST_ARRAY, storageCode } from '../../shadowkv/src/backends/codes.js';
 import { MemoryLedger } from '../../shadowkv/src/backends/MemoryLedger.js';
 import { freemem } from 'node:os';
+import { ConfigError } from '../../shadowkv/src/errors/ConfigError.js';
 import { DeviceMismatchError } from '../../shadowkv/src/errors/DeviceMismatchError.js';
 import { DisposedError } from '../../shadowkv/src/errors/DisposedError.js';
 import { OutOfMemoryError } from '../../shadowkv/src/errors/OutOfMemoryError.js';
@@ -410,6 +411,21 @@ export class CudaDevice implements Device {
     const limit = this.hostMemory === undefined ? Infinity : Math.max(0, this.hostMemory - stats.hostBytes - stats.stagingBytes);
     const host = Math.min(freemem(), limit);
     return { device: free, host, source: `CUDA device ${this.ordinal} (device: cudaMemGetInfo; pinned: ${this.hostMemory === undefined ? "the OS's available memory" : 'within hostMemory'})` };
+  }
+
+  /**
+   * Refuses (ConfigError, before anything is allocated) a model whose heads need more shared memory
+   * a block than this GPU has in one of the kernels sized by them (the decode step's append: all q
+   * and k heads of a token; the decode and prefill attention: a kv head's g query heads of d).
+   */
+  checkSpec(spec: { queryHeads: number; kvHeads: number; headDim: number }): void {
+    const { queryHeads, kvHeads, headDim } = spec;
+    const fit = this.x.specFits(queryHeads, kvHeads, headDim);
+    if (!fit) return;
+    const kib = (n: number) => `${(n / 1024).toFixed(1)} KiB`;
+    throw new ConfigError(
+      `spec: ${queryHeads} query heads and ${kvHeads} kv heads of ${headDim} dims need ${kib(fit.need)} of shared memory a block in ${fit.kernel} on CUDA device ${this.ordinal}, which allows ${kib(fit.limit)}; use backend 'wasm' for this model`,
+    );
   }
 
   /**

@@ -148,6 +148,12 @@ export interface Device {
   /** Optional: bytes it can still allocate per tier. Without it, creation checks against `maxBytes` (if set). */
   room?(): DeviceRoom;
   /**
+   * Optional: throws a `ConfigError` naming the limit when this device cannot run a model of these
+   * heads (CUDA: a kernel whose shared memory grows with them passes the most a block may have).
+   * Cache creation asks before it allocates anything. Without it, every spec runs.
+   */
+  checkSpec?(spec: { queryHeads: number; kvHeads: number; headDim: number }): void;
+  /**
    * Optional: a buffer over memory the device did not allocate (CUDA: a device pointer of the host
    * loop's), of `length` elements. It is not counted or freed: `free` ignores it. Throws when the
    * address is not usable by this device.

@@ -144,6 +144,7 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
     this.backendInfo = rt.info;
     this.inputOf = new Int32Array(this.batch);
     try {
+      this.device.checkSpec?.(this.spec);
       this.preflight(config);
       this.invFreq = this.device.alloc(this.spec.headDim / 2, 'f64', 'rope');
       this.device.write(at(this.invFreq), ropeFrequencies(this.spec.headDim, this.spec.rope));

@@ -22,7 +22,7 @@
 
 static inline int64_t skv_ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-// Grid-stride launches never need more blocks than this.
+// The most blocks a grid's y (or z) may have; grid-stride launches never need more than this.
 enum { SKV_MAX_BLOCKS = 65535 };
 
 // The dynamic shared memory a kernel may take on a device (this file's launches), 0 until read

@@ -587,12 +587,9 @@ FetchKernel fetch_kernel(int fetch, int part) {
 
 // ---- compaction ----
 
-enum { COMPACT_GRID_Y = 65535 };  // the most blocks a grid's y may have
-
 // Block (row b, y), for tokens t = y, y + gridDim.y, ...: U row store_tokens + t = K_pre[t] . proj,
 // K_pre = the tail's key t of every head with RoPE undone, heads side by side (compactRow's
 // ConvertRows + Rope + Gemm + Convert).
-
 __global__ void __launch_bounds__(256) CompactKeysKernel(StepArgs a) {
   skv_pdl_enter();
   extern __shared__ float K[];  // [Hkv * d]
@@ -1044,10 +1041,10 @@ cudaError_t issue(const StepArgs& a, const StepPlan& p, cudaStream_t stream, boo
   if (at.max_m > 0) {
     const size_t k_smem = sizeof(float) * (size_t)s.kv_heads * s.d;
     SKV_CUDA_CALL(skv_smem_optin(CompactKeysKernel, k_smem));
-    SKV_CUDA_CALL(skv_launch(CompactKeysKernel, dim3(s.batch, std::min<int>(at.max_m * s.C, COMPACT_GRID_Y)), 256, k_smem, stream, a));
+    SKV_CUDA_CALL(skv_launch(CompactKeysKernel, dim3(s.batch, std::min<int>(at.max_m * s.C, (int)SKV_MAX_BLOCKS)), 256, k_smem, stream, a));
     const size_t l_smem = sizeof(float) * (size_t)s.d;
     SKV_CUDA_CALL(skv_smem_optin(CompactChunksKernel, l_smem));
-    SKV_CUDA_CALL(skv_launch(CompactChunksKernel, dim3(at.tasks, std::min<int>(at.max_m, COMPACT_GRID_Y)), LANDMARK_THREADS, l_smem, stream, a));
+    SKV_CUDA_CALL(skv_launch(CompactChunksKernel, dim3(at.tasks, std::min<int>(at.max_m, (int)SKV_MAX_BLOCKS)), LANDMARK_THREADS, l_smem, stream, a));
     SKV_CUDA_CALL(skv_launch(CompactTailKernel, dim3(at.tasks, 2), 256, 0, stream, a));
   }
   return mark(SKV_STEP_STAGES, stream);

@@ -16,6 +16,7 @@ import {
   type PagedBuffer,
   type RebuildArgs,
   type Segment,
+  type SpecHeads,
   type Tier,
   type View,
   fp8ChunkBytes,
@@ -418,7 +419,7 @@ export class CudaDevice implements Device {
    * a block than this GPU has in one of the kernels sized by them (the decode step's append: all q
    * and k heads of a token; the decode and prefill attention: a kv head's g query heads of d).
    */
-  checkSpec(spec: { queryHeads: number; kvHeads: number; headDim: number }): void {
+  checkSpec(spec: SpecHeads): void {
     const { queryHeads, kvHeads, headDim } = spec;
     const fit = this.x.specFits(queryHeads, kvHeads, headDim);
     if (!fit) return;

@@ -1,4 +1,4 @@
-import type { RopeStyle } from '../spec.js';
+import type { ModelSpec, RopeStyle } from '../spec.js';
 import type { DType } from '../tensor.js';
 import type { LayerStep } from './LayerStep.js';
 
@@ -80,6 +80,9 @@ export function outlierLists(heads: number, nChunks: number, outliers: Int32Arra
   return lists;
 }
 
+/** What `Device.checkSpec` reads of a spec: the heads and their size. */
+export type SpecHeads = Pick<ModelSpec, 'queryHeads' | 'kvHeads' | 'headDim'>;
+
 /** `preRopeKeys`' arguments, checked: whole counts, d even, positions within int32, an f32 destination. */
 export function preRopeArgs(dst: View, headStride: number, heads: number, rows: number, d: number, ld: number, first: number): void {
   const int = (x: number) => Number.isSafeInteger(x) && x >= 0;
@@ -152,7 +155,7 @@ export interface Device {
    * heads (CUDA: a kernel whose shared memory grows with them passes the most a block may have).
    * Cache creation asks before it allocates anything. Without it, every spec runs.
    */
-  checkSpec?(spec: { queryHeads: number; kvHeads: number; headDim: number }): void;
+  checkSpec?(spec: SpecHeads): void;
   /**
    * Optional: a buffer over memory the device did not allocate (CUDA: a device pointer of the host
    * loop's), of `length` elements. It is not counted or freed: `free` ignores it. Throws when the

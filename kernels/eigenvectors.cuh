@@ -51,33 +51,44 @@ __global__ void __launch_bounds__(COLS) HouseholderQKernel(const double* A, int 
 
 // Block b, thread t: column k = b * COLS + t of Vt [n x n] through `count` logged rotations
 // (i, c, s) in order (rotate_rows), the column in shared memory v[r][t].
-// NOTE: one warp a block, and the rotations of a column are one dependent chain, so each rotation's
-// latencies add up (simply written: ~150 cycles a rotation, 2.3 ms for l = 176's 30K). Two are
-// taken out of the chain: the log comes 32 rotations at a time into the lanes' registers and each
-// rotation's entry by a shuffle (no memory access to order behind the column's stores), and a QL
-// sweep logs i = m-1 down to l, so the row i + 1 a rotation reads is usually the row i the one
-// before wrote: that value stays in a register.
+// NOTE: one warp a block, and the rotations of a column are one dependent chain, so whatever sits
+// between one rotation's results and the next one's arithmetic adds up 30K times at l = 176. The
+// log comes 32 rotations at a time into the lanes' registers; each rotation's inputs are fetched
+// ahead of the arithmetic before it (its row index by a shuffle two rotations ahead, its (c, s)
+// and its two rows one ahead; the rows read before the stores of the rotation between, whose
+// results are taken from registers instead where its rows are the same), so the chain holds the
+// arithmetic alone. Written plainly ~150 cycles a rotation (2.3 ms for l = 176's 30K); with the
+// shuffles and loads inside the chain 115 (1.72 ms).
 __global__ void __launch_bounds__(COLS) RotateKernel(double* Vt, int n, const double* log, int count) {
   extern __shared__ double v[];  // [n][COLS]
   const int t = threadIdx.x, k = blockIdx.x * COLS + t;
   for (int r = 0; r < n; r++) v[r * COLS + t] = k < n ? Vt[(size_t)r * n + k] : 0.0;
-  int last = -2;   // the row the previous rotation wrote as its row i ...
-  double kept = 0;  // ... and its value
+  int p = -2;             // the previous rotation's row i ...
+  double pa = 0, pb = 0;  // ... and its new rows i and i + 1
   for (int g0 = 0; g0 < count; g0 += COLS) {
     const int m = min(COLS, count - g0);
     int li = 0;
     double lc = 0, ls = 0;
     if (t < m) li = (int)log[3 * (g0 + t)], lc = log[3 * (g0 + t) + 1], ls = log[3 * (g0 + t) + 2];
+    // Rotation u's row i, (c, s) and rows as read; the row index of rotation u + 1.
+    int i = __shfl_sync(0xffffffffu, li, 0), i1 = __shfl_sync(0xffffffffu, li, m > 1 ? 1 : 0);
+    double c = __shfl_sync(0xffffffffu, lc, 0), s = __shfl_sync(0xffffffffu, ls, 0);
+    double xm = v[i * COLS + t], ym = v[(i + 1) * COLS + t];
 #pragma unroll
     for (int u = 0; u < COLS; u++) {
       if (u >= m) break;
-      const int i = __shfl_sync(0xffffffffu, li, u);
-      const double c = __shfl_sync(0xffffffffu, lc, u), s = __shfl_sync(0xffffffffu, ls, u);
-      const double x = v[i * COLS + t], y = i + 1 == last ? kept : v[(i + 1) * COLS + t];
+      // Rotation u + 1's inputs, then rotation u + 2's row index: nothing here waits for u.
+      const int i2 = __shfl_sync(0xffffffffu, li, u + 2 < m ? u + 2 : 0);
+      const double c1 = __shfl_sync(0xffffffffu, lc, u + 1 < m ? u + 1 : 0), s1 = __shfl_sync(0xffffffffu, ls, u + 1 < m ? u + 1 : 0);
+      const double xm1 = v[i1 * COLS + t], ym1 = v[(i1 + 1) * COLS + t];
+      const double x = i == p ? pa : i == p + 1 ? pb : xm;
+      const double y = i + 1 == p ? pa : i + 1 == p + 1 ? pb : ym;
       const double a = __dsub_rn(__dmul_rn(c, x), __dmul_rn(s, y));  // row i
-      v[(i + 1) * COLS + t] = __dadd_rn(__dmul_rn(s, x), __dmul_rn(c, y));
+      const double b = __dadd_rn(__dmul_rn(s, x), __dmul_rn(c, y));  // row i + 1
       v[i * COLS + t] = a;
-      last = i, kept = a;
+      v[(i + 1) * COLS + t] = b;
+      p = i, pa = a, pb = b;
+      i = i1, i1 = i2, c = c1, s = s1, xm = xm1, ym = ym1;
     }
   }
   if (k < n)

@@ -5,6 +5,7 @@
 #include <unordered_map>
 #include <vector>
 #include <algorithm>
+#include <cuda.h>  // CUresult and CUdeviceptr, for cuMemGetAddressRange's type only: the addon does not link libcuda
 #include "binding.h"
 
 namespace shadowkv_cuda {
@@ -338,22 +339,57 @@ Napi::Value MemoryStats(const Napi::CallbackInfo& info) {
   return o;
 }
 
-// pointerInfo(ptr): { type, device } from cudaPointerGetAttributes: type 0 unregistered host
-// memory, 1 registered host, 2 device, 3 managed; device the ordinal (-1 when none). Never throws
-// for an unknown address (older drivers report cudaErrorInvalidValue: cleared, type 0).
+namespace {
+// The allocation that holds ptr, from the driver's cuMemGetAddressRange, reached through the
+// runtime (cudaGetDriverEntryPointByVersion): false where the driver cannot say (no such entry
+// point, or memory it does not track as one range, e.g. of another device).
+bool AllocationRange(void* ptr, uint64_t* base, size_t* size) {
+  using Fn = CUresult (*)(CUdeviceptr*, size_t*, CUdeviceptr);
+  static const Fn range = [] {
+    void* f = nullptr;
+    cudaDriverEntryPointQueryResult found = cudaDriverEntryPointSymbolNotFound;
+    if (cudaGetDriverEntryPointByVersion("cuMemGetAddressRange", &f, 12000, cudaEnableDefault, &found) != cudaSuccess ||
+        found != cudaDriverEntryPointSuccess) {
+      cudaGetLastError();
+      return (Fn) nullptr;
+    }
+    return reinterpret_cast<Fn>(f);
+  }();
+  CUdeviceptr b = 0;
+  size_t n = 0;
+  if (!range || range(&b, &n, (CUdeviceptr)(uintptr_t)ptr) != CUDA_SUCCESS) return false;
+  *base = (uint64_t)b;
+  *size = n;
+  return true;
+}
+}  // namespace
+
+// pointerInfo(ptr): { type, device, base, size } from cudaPointerGetAttributes: type 0 unregistered
+// host memory, 1 registered host, 2 device, 3 managed; device the ordinal (-1 when none); for device
+// and managed memory of the current device, the allocation that holds ptr (base address and bytes;
+// -1 and -1 where the driver cannot say). Never throws for an unknown address (older drivers report
+// cudaErrorInvalidValue: cleared, type 0).
 Napi::Value PointerInfo(const Napi::CallbackInfo& info) {
   ArgCount(info, 1, "pointerInfo");
+  void* ptr = PtrArg(info, 0, "pointerInfo", "ptr");
   cudaPointerAttributes a;
   memset(&a, 0, sizeof a);
-  cudaError_t err = cudaPointerGetAttributes(&a, PtrArg(info, 0, "pointerInfo", "ptr"));
+  cudaError_t err = cudaPointerGetAttributes(&a, ptr);
   if (err != cudaSuccess) {
     cudaGetLastError();
     a.type = cudaMemoryTypeUnregistered;
     a.device = -1;
   }
+  int dev = -1;
+  uint64_t base = 0;
+  size_t size = 0;
+  const bool device_memory = a.type == cudaMemoryTypeDevice || a.type == cudaMemoryTypeManaged;
+  const bool ranged = device_memory && cudaGetDevice(&dev) == cudaSuccess && dev == a.device && AllocationRange(ptr, &base, &size);
   Napi::Object o = Napi::Object::New(info.Env());
   o.Set("type", Napi::Number::New(info.Env(), (double)a.type));
   o.Set("device", Napi::Number::New(info.Env(), a.type == cudaMemoryTypeUnregistered ? -1.0 : (double)a.device));
+  o.Set("base", Napi::Number::New(info.Env(), ranged ? (double)base : -1.0));
+  o.Set("size", Napi::Number::New(info.Env(), ranged ? (double)size : -1.0));
   return o;
 }
 

@@ -72,8 +72,11 @@ export interface CudaAddon {
   allocCount(): number;
   /** What the process holds through the addon, counted natively: live malloc/hostAlloc blocks, and the per-process workspaces and staging ring. */
   memoryStats(): AddonMemoryStats;
-  /** cudaPointerGetAttributes: `type` 0 unregistered host memory, 1 registered host, 2 device, 3 managed; `device` its ordinal (-1: none). */
-  pointerInfo(ptr: Ptr): { type: number; device: number };
+  /**
+   * cudaPointerGetAttributes: `type` 0 unregistered host memory, 1 registered host, 2 device, 3 managed; `device` its ordinal (-1: none);
+   * for device or managed memory of the current device, the allocation that holds it (cuMemGetAddressRange: `base` and `size` in bytes; -1 where the driver cannot say).
+   */
+  pointerInfo(ptr: Ptr): { type: number; device: number; base: number; size: number };
   /** Records a timing event on the stream; returns its id. */
   eventRecord(): number;
   /** Waits for event `b`; milliseconds of GPU time between `a` and `b`. */

@@ -28,6 +28,7 @@ import { ConfigError } from '../../shadowkv/src/errors/ConfigError.js';
 import { DeviceMismatchError } from '../../shadowkv/src/errors/DeviceMismatchError.js';
 import { DisposedError } from '../../shadowkv/src/errors/DisposedError.js';
 import { OutOfMemoryError } from '../../shadowkv/src/errors/OutOfMemoryError.js';
+import { ShapeError } from '../../shadowkv/src/errors/ShapeError.js';
 import type { RopeStyle } from '../../shadowkv/src/spec.js';
 import type { DType } from '../../shadowkv/src/tensor.js';
 import type { LayerStep, StepRow } from '../../shadowkv/src/backends/LayerStep.js';
@@ -430,8 +431,10 @@ export class CudaDevice implements Device {
   }
 
   /**
-   * A buffer over device memory the host loop owns (a pointer into an allocation of this GPU;
-   * `length` elements from it are trusted, CUDA cannot tell an allocation's extent). Never freed here.
+   * A buffer over device memory the host loop owns (a pointer into an allocation of this GPU),
+   * never freed here. Its `length` elements must lie within the allocation that holds the pointer,
+   * where the driver can tell its extent (cudaMalloc, managed memory): a kernel reading past it
+   * would end the process's CUDA context, every cache's with it. Elsewhere they are trusted.
    */
   wrap(address: number, length: number, dtype: BufferDType): DeviceBuffer {
     const at = this.x.pointerInfo(address);
@@ -440,6 +443,11 @@ export class CudaDevice implements Device {
       throw new DeviceMismatchError(`wrapTensor(): ${where} is not CUDA device memory (cudaPointerGetAttributes type ${at.type}); wrap a device pointer of GPU ${this.ordinal}, or copy host data in with allocTensor()`);
     }
     if (at.device !== this.ordinal) throw new DeviceMismatchError(`wrapTensor(): ${where} is memory of GPU ${at.device}; this cache runs on GPU ${this.ordinal}`);
+    const bytes = length * BUFFER_BYTES[dtype];
+    if (at.size >= 0 && address + bytes > at.base + at.size) {
+      const left = at.base + at.size - address;
+      throw new ShapeError(`wrapTensor(): ${length} ${dtype} elements (${bytes} bytes) from ${where} pass the end of its allocation, which holds ${left} bytes from there (${at.size} from 0x${at.base.toString(16)}); wrap a shape that fits`);
+    }
     return { ptr: address, length, dtype, tag: 'external', tier: 'device' };
   }
 

@@ -434,6 +434,8 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
       const dims = checkNewTensor('wrapTensor()', shape, dtype);
       if (!this.device.wrap) throw new ConfigError(`wrapTensor(): the ${this.backendInfo.name} backend cannot use memory it did not allocate; make the tensor with allocTensor()`);
       if (!Number.isSafeInteger(address) || address <= 0) throw new ConfigError(`wrapTensor(): address must be a positive integer (a device pointer), got ${fmt(address)}`);
+      // NOTE: a kernel's load of a misaligned element would end the process's CUDA context.
+      if (address % DTYPE_BYTES[dtype] !== 0) throw new ConfigError(`wrapTensor(): address 0x${address.toString(16)} is not a multiple of ${DTYPE_BYTES[dtype]}, the bytes of a ${dtype} element`);
       const buf = this.device.wrap(address, numel(dims), dtype);
       const t: DeviceTensor = new DeviceTensor(this.device, at(buf), dims, dtype, 'external', () => this.tensors.delete(t));
       this.tensors.add(t);

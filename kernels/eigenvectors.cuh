@@ -7,6 +7,7 @@
 // host builds have none), so the eigenvectors have the host's bits.
 #pragma once
 #include "common.cuh"
+#include "mma.cuh"
 
 namespace eigenvectors {
 namespace {  // each including file its own kernels
@@ -29,17 +30,24 @@ __device__ inline double dot_host_order(const double* a, const double* b, int st
 
 // Block b, thread t: row j = b * COLS + t of Qt (householder_q), built in shared memory q[i][t]
 // (component-major: a warp's threads read and write neighbouring words). A: the reduction's rows,
-// each staged in shared memory by the block before its threads use it.
+// each copied to shared memory (cp.async) while the threads use the row before it: a row read
+// when its step began made each of the ~n steps wait for it.
 __global__ void __launch_bounds__(COLS) HouseholderQKernel(const double* A, int n, double* Qt) {
-  extern __shared__ double q[];  // [n][COLS], then v [n]
-  double* v = q + n * COLS;
+  extern __shared__ double q[];  // [n][COLS], then two rows of A [2][n]
+  double* rows = q + n * COLS;
   const int t = threadIdx.x, j = blockIdx.x * COLS + t;
   for (int i = 0; i < n; i++) q[i * COLS + t] = i == j ? 1.0 : 0.0;
   const int kmax = min(blockIdx.x * COLS + COLS - 2, n - 3);  // the block's largest j - 1
+  auto fetch = [&](int k) {  // row k of A into rows[k % 2]
+    for (int i = t; i < n; i += COLS) skv_mma::cp_async8(rows + (k & 1) * n + i, A + (size_t)k * n + i);
+    skv_mma::cp_async_commit();
+  };
+  if (kmax >= 0) fetch(kmax);
   for (int k = kmax; k >= 0; k--) {
-    __syncwarp();
-    for (int i = t; i < n; i += COLS) v[i] = A[(size_t)k * n + i];
-    __syncwarp();
+    skv_mma::cp_async_wait<0>();
+    __syncwarp();  // row k is in for every lane, and every lane is done with row k + 1's buffer
+    if (k > 0) fetch(k - 1);
+    const double* v = rows + (k & 1) * n;
     const double h = v[k];
     if (h == 0 || k > j - 1) continue;  // H_k leaves e_j alone for j <= k
     const double s = __ddiv_rn(dot_host_order(v + k + 1, q + (k + 1) * COLS + t, COLS, n - k - 1), h);
@@ -102,7 +110,7 @@ __global__ void GatherRowsKernel(const double* Vt, int n, const int* ord, int m,
 }
 
 inline cudaError_t householder_q(const double* A, int n, double* Qt, cudaStream_t stream) {
-  const size_t smem = sizeof(double) * n * (COLS + 1);
+  const size_t smem = sizeof(double) * n * (COLS + 2);
   SKV_CUDA_CALL(skv_smem_optin(HouseholderQKernel, smem));
   HouseholderQKernel<<<(unsigned)skv_ceil_div(n, COLS), COLS, smem, stream>>>(A, n, Qt);
   return cudaGetLastError();

@@ -109,8 +109,20 @@ __global__ void GatherRowsKernel(const double* Vt, int n, const int* ord, int m,
   for (int x = blockIdx.x * blockDim.x + threadIdx.x; x < m * n; x += gridDim.x * blockDim.x) E[x] = Vt[(size_t)ord[x / n] * n + x % n];
 }
 
+// Shared memory of the two kernels at width n: a block's COLS columns of n, and for Q two rows of A.
+inline size_t q_smem(int n) { return sizeof(double) * n * (COLS + 2); }
+inline size_t rotate_smem(int n) { return sizeof(double) * n * COLS; }
+
+// Whether a block of this device holds both kernels' shared memory at width n (on an H200 up to
+// n = 854; on an A100 613). Past it LowRankKeys forms the eigenvectors on the host, with the same bits.
+inline bool fits(int n) {
+  size_t need = 0, limit = 0;
+  if (skv_smem_need(HouseholderQKernel, q_smem(n), &need, &limit) != cudaSuccess || need > limit) return false;
+  return skv_smem_need(RotateKernel, rotate_smem(n), &need, &limit) == cudaSuccess && need <= limit;
+}
+
 inline cudaError_t householder_q(const double* A, int n, double* Qt, cudaStream_t stream) {
-  const size_t smem = sizeof(double) * n * (COLS + 2);
+  const size_t smem = q_smem(n);
   SKV_CUDA_CALL(skv_smem_optin(HouseholderQKernel, smem));
   HouseholderQKernel<<<(unsigned)skv_ceil_div(n, COLS), COLS, smem, stream>>>(A, n, Qt);
   return cudaGetLastError();
@@ -118,7 +130,7 @@ inline cudaError_t householder_q(const double* A, int n, double* Qt, cudaStream_
 
 inline cudaError_t rotate_rows(double* Vt, int n, const double* log, int count, cudaStream_t stream) {
   if (count <= 0) return cudaSuccess;
-  const size_t smem = sizeof(double) * n * COLS;
+  const size_t smem = rotate_smem(n);
   SKV_CUDA_CALL(skv_smem_optin(RotateKernel, smem));
   RotateKernel<<<(unsigned)skv_ceil_div(n, COLS), COLS, smem, stream>>>(Vt, n, log, count);
   return cudaGetLastError();

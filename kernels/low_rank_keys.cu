@@ -247,6 +247,17 @@ cudaError_t ritz_pairs_on_device(Subspace& s, int rank, double* w, int* ord, dou
   return eigenvectors::gather_rows(s.Vt, l, s.ord, rank, s.M, stream);
 }
 
+// subspace.h's ritz_pairs on the host, for a width whose eigenvectors the device's kernels cannot
+// hold in a block's shared memory (eigenvectors::fits): the same bits, slower (O(l^3) on the
+// host's threads). T [l x l] in s.Wh on entry; as ritz_pairs_on_device, E [rank x l] in s.M.
+cudaError_t ritz_pairs_on_host(Subspace& s, int rank, double* w, int* ord, cudaStream_t stream) {
+  const int l = s.l;
+  std::vector<double> Wt((size_t)l * l), work(subspace_work(l));
+  HostPool pool(HostPool::default_threads());
+  ritz_pairs(s.Wh, l, rank, Wt.data(), w, ord, work.data(), pool.tasks());
+  return copy_words(s.M, s.Wh, sizeof(double) * rank * l, stream);  // E: rows i < rank of s.Wh, read from pinned memory
+}
+
 }  // namespace
 
 size_t LowRankKeysWorkspace(int S, int D, int rank, int oversample, int power_iters) {
@@ -316,7 +327,8 @@ cudaError_t LowRankKeys(float* K, int S, int D, int rank, int oversample, int po
   SKV_CUDA_CALL(copy_words(sub.Wh, sub.W, sizeof(double) * ll, stream));
   SKV_CUDA_CALL(cudaStreamSynchronize(stream));
   trace.mark("T read");
-  SKV_CUDA_CALL(ritz_pairs_on_device(sub, rank, w.data(), ord.data(), work.data(), stream));
+  if (eigenvectors::fits(l)) SKV_CUDA_CALL(ritz_pairs_on_device(sub, rank, w.data(), ord.data(), work.data(), stream));
+  else SKV_CUDA_CALL(ritz_pairs_on_host(sub, rank, w.data(), ord.data(), stream));
   trace.mark("eigensolve");
   SKV_CUDA_CALL(products_f64::CombineRows(rank, D, l, sub.M, sub.Q, sub.Q1, (float*)nullptr, stream));
   // 4. sigma and SV (times 2^e: the keys' scale); proj still for the scaled keys, for step 5; and

@@ -41,6 +41,15 @@ forEachEnv('lowRankKeys', (env) => {
     expect(relError(matmul(K, got.proj).data, got.U.data)).toBeLessThan(1e-3);
   });
 
+  // l = rank + oversample past the width whose eigenvectors a block of the GPU holds in shared
+  // memory (854 on an H200, 613 on an A100): the CUDA runtime forms them on the host instead.
+  it('a subspace of 916 rows (wider than the device eigensolve holds): factors that rebuild the keys', () => {
+    const K = keys(920, 8, 120, 24, 5, 0);
+    const got = factor(env, K, 900);
+    expect([...got.U.data, ...got.SV.data, ...got.proj.data].every(Number.isFinite)).toBe(true);
+    expect(relError(matmul(got.U, got.SV).data, K.data)).toBeLessThan(1e-5);
+  });
+
   it('rank-deficient keys give finite factors (1/sigma cut off)', () => {
     const K = keys(64, 2, 8, 3, 9, 0);
     const got = factor(env, K, 8);

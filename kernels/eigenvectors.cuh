@@ -116,9 +116,9 @@ inline size_t rotate_smem(int n) { return sizeof(double) * n * COLS; }
 // Whether a block of this device holds both kernels' shared memory at width n (on an H200 up to
 // n = 854; on an A100 613). Past it LowRankKeys forms the eigenvectors on the host, with the same bits.
 inline bool fits(int n) {
-  size_t need = 0, limit = 0;
-  if (skv_smem_need(HouseholderQKernel, q_smem(n), &need, &limit) != cudaSuccess || need > limit) return false;
-  return skv_smem_need(RotateKernel, rotate_smem(n), &need, &limit) == cudaSuccess && need <= limit;
+  SkvSmemFit fit{};
+  return skv_smem_fit(HouseholderQKernel, q_smem(n), "householder_q", &fit) == cudaSuccess &&
+         skv_smem_fit(RotateKernel, rotate_smem(n), "rotate_rows", &fit) == cudaSuccess && !fit.kernel;
 }
 
 inline cudaError_t householder_q(const double* A, int n, double* Qt, cudaStream_t stream) {

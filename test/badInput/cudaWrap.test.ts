@@ -1,8 +1,9 @@
 import { describe, expect, it } from 'vitest';
-import { ConfigError, createCache, FullKVCache, ShapeError } from '../../packages/shadowkv/src/backend.js';
-import { CudaDevice, findAddon, type CudaAddon } from '../../packages/shadowkv-cuda/src/index.js';
+import { ConfigError, createCache, ShapeError } from '../../packages/shadowkv/src/backend.js';
+import { findAddon } from '../../packages/shadowkv-cuda/src/index.js';
 import { loadAddon } from '../../packages/shadowkv-cuda/src/loadAddon.js';
 import { forEachEnv } from '../envs.js';
+import { stubAddon, stubCache } from '../helpers/stubAddon.js';
 
 // wrapTensor over memory the host loop owns: a kernel that reads a misaligned element, or past the
 // allocation that holds the pointer, ends the process's CUDA context (every cache in it), so both
@@ -13,16 +14,7 @@ const spec = { layers: 1, queryHeads: 4, kvHeads: 2, headDim: 16, rope: { theta:
 const BASE = 0x7f00_0000_0000;
 
 describe('wrapTensor against the allocation the driver reports (stub addon, no GPU)', () => {
-  const cacheOver = (range: { base: number; size: number }) => {
-    const stub = new Proxy({} as CudaAddon, {
-      get: (_t, name) => (...a: unknown[]) => {
-        if (name === 'pointerInfo') return { type: 2, device: 0, ...range, at: a[0] };
-        return name === 'malloc' || name === 'hostAlloc' ? BASE - 0x1000_0000 : name === 'memoryStats' ? { hostBytes: 0, stagingBytes: 0 } : 0;
-      },
-    });
-    const info = { name: 'cuda', description: 'stub', reason: 'test' };
-    return new FullKVCache({ spec, batch: 1, dtype: 'bf16' }, { device: new CudaDevice(stub, 0), info });
-  };
+  const cacheOver = (range: { base: number; size: number }) => stubCache(spec, stubAddon({ pointerInfo: () => ({ type: 2, device: 0, ...range }) }).addon);
 
   it('a shape within the allocation is taken, one element past its end is a ShapeError naming both, from any offset', () => {
     const cache = cacheOver({ base: BASE, size: 4096 });

@@ -4,6 +4,7 @@ import { ConfigError, FullKVCache, type DeviceBuffer, type DType, type LayerStep
 import { addonCandidates, CudaDevice, probeAddon, type CudaAddon } from '../../packages/shadowkv-cuda/src/index.js';
 import { loadAddon } from '../../packages/shadowkv-cuda/src/loadAddon.js';
 import { ROW_BYTES, STATUS, STEP_BYTES, type AddonError } from '../../packages/shadowkv-cuda/src/AddonTypes.js';
+import { stubAddon, stubCache } from '../helpers/stubAddon.js';
 
 // The step record CudaDevice.decodeLayer hands the addon, read back field by field at the offsets of
 // SkvStep and SkvStepRow (kernels/launchers.h), with a stub addon: no GPU needed. Addresses above
@@ -103,20 +104,11 @@ describe('CudaDevice tables (stub addon, no GPU)', () => {
 describe('a spec past the shared memory of a block (stub addon, no GPU)', () => {
   const fit = { kernel: 'decode attention', need: 300 * 1024, limit: 227 * 1024 };
   const run = (queryHeads: number) => {
-    const calls: string[] = [];
-    let next = 0x3_0000_0000;
-    const stub = new Proxy({} as CudaAddon, {
-      get: (_t, name) => (...a: unknown[]) => {
-        calls.push(String(name));
-        if (name === 'specFits') return a[0] === 32 && a[1] === 1 && a[2] === 512 ? fit : null;
-        return name === 'malloc' || name === 'hostAlloc' ? (next += 0x10_0000) : name === 'memoryStats' ? { hostBytes: 0, stagingBytes: 0 } : 0;
-      },
-    });
+    const { addon, calls } = stubAddon({ specFits: (...a) => (a[0] === 32 && a[1] === 1 && a[2] === 512 ? fit : null) });
     const spec = { layers: 1, queryHeads, kvHeads: 1, headDim: 512, rope: { theta: 10000 } };
-    const info = { name: 'cuda', description: 'stub', reason: 'test' };
     const made = (() => {
       try {
-        return new FullKVCache({ spec, batch: 1, dtype: 'bf16' }, { device: new CudaDevice(stub, 0), info });
+        return stubCache(spec, addon);
       } catch (e) {
         return e as Error;
       }

@@ -58,6 +58,19 @@ static inline int32_t* AttentionArrivals(void* ws, int ntasks, int max_splits, i
 cudaError_t AttentionFits(int g, int d, SkvSmemFit* fit);
 cudaError_t CausalAttentionFits(int g, int d, SkvSmemFit* fit);
 
+// The dense step's attention (kernels/decode_layer.cu: every active row without a store), one
+// task per (row, kv head) of `rows` (device), in one launch of max_splits splits as Attention's: each
+// block makes its task from its row's record, rotates its query heads from the step's input as
+// StepAppend does, and the task's last split appends the token's k and v to the tail before it
+// reads them. So the launch reads nothing that the kernel before it writes until it merges, and
+// waits for that kernel (StepAppend, which then only counts the step and zeroes the arrivals) only
+// there: with programmatic dependent launch its reads start while that kernel runs. The same
+// splits and bits as StepAppend then Attention. ws: as Attention's.
+cudaError_t AttentionDense(const SkvStep& s, const SkvStepRow* rows, int max_splits, void* ws, cudaStream_t stream);
+// Whether AttentionDense takes g heads of d with kv_dtype keys on the current device: the shapes of
+// the register kernels, where its kernel has as many blocks resident as Attention's (the splits are
+// Attention's).
+cudaError_t AttentionDenseFits(int g, int d, int kv_dtype, bool* fits);
 // Runs `ntasks` tasks from the device list `tasks`, or the single task `one` when tasks is null
 // (ntasks = 1), in one launch: each task's last block to finish merges its splits. max_splits:
 // AttentionSplits' count for these tasks (at most attn_max_splits of the largest total; a task

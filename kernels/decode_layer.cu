@@ -26,6 +26,7 @@
 #include "rope.cuh"
 #include "score.cuh"
 #include "select.cuh"
+#include "step_token.cuh"
 
 namespace {
 
@@ -51,7 +52,8 @@ struct StepArgs {
   char* ws;
   StepLayout at;
   bool rebuild_mma;  // every row's rebuild on the tensor cores (rebuild_mma)
-  char pad[7];
+  bool dense;        // a dense step (AttentionDense): StepAppend only counts the step and zeroes the arrivals
+  char pad[6];
 };
 static_assert(sizeof(StepArgs) == sizeof(SkvStep) + 16 + sizeof(StepLayout) + 8, "StepArgs has no implicit padding");
 
@@ -98,62 +100,35 @@ __global__ void __launch_bounds__(APPEND_THREADS) StepAppendKernel(StepArgs a) {
   }
   if (b >= s.batch) return;
   const SkvStepRow r = a.rows[b];
-  const int Hq = s.q_heads, Hkv = s.kv_heads, d = s.d, g = Hq / Hkv, half = d / 2;
+  const int Hq = s.q_heads, Hkv = s.kv_heads, d = s.d, g = Hq / Hkv;
   SkvAttnTask* tasks = ws_ptr<SkvAttnTask>(a, a.at.attn) + (size_t)b * Hkv;
   int32_t* arrivals = ws_ptr<int32_t>(a, a.at.arrivals) + (size_t)b * Hkv;  // the attention's (attention.h): zero at its launch
   SkvSegment* segs = ws_ptr<SkvSegment>(a, a.at.segs) + (size_t)b * Hkv * 3;
   float* qf = ws_ptr<float>(a, a.at.qf) + (size_t)b * Hq * d;
-  const int cnt = r.tail_count + 1;
   for (int h = threadIdx.x; h < Hkv; h += blockDim.x) {
     arrivals[h] = 0;
+    if (a.dense) continue;  // the attention makes its own tasks
     SkvAttnTask t{};
     if (r.input >= 0) {
+      t = row_task(s, r, h);
       t.q = qf + (size_t)h * g * d;
-      t.out = elem(s.out, s.io_dtype, ((size_t)r.input * Hq + (size_t)h * g) * d);
-      t.out_dtype = s.io_dtype;
-      t.counters = reinterpret_cast<double*>(s.counters);
       t.segs = segs + (size_t)h * 3;
-      const size_t off = (size_t)h * r.tail_capacity * d;
-      const SkvSegment tail{reinterpret_cast<uint64_t>(elem(r.tail_k, s.kv_dtype, off)),
-                            reinterpret_cast<uint64_t>(elem(r.tail_v, s.kv_dtype, off)), cnt, d};
       if (r.u) {
-        segs[(size_t)h * 3 + 2] = tail;  // the select adds outliers and selected chunks
+        segs[(size_t)h * 3 + 2] = tail_segment(s, r, h);  // the select adds outliers and selected chunks
       } else {
-        segs[(size_t)h * 3] = tail;
+        segs[(size_t)h * 3] = tail_segment(s, r, h);
         t.nseg = 1;
-        t.total = cnt;
+        t.total = r.tail_count + 1;
       }
     }
     tasks[h] = t;
   }
-  if (r.input < 0) return;
-  // q and k: to f32 in shared memory (q rows, then k rows), RoPE at `position` (rope.cu's
-  // arithmetic), then q to the workspace. NOTE: the rotation's frequencies and the q and k loads
-  // are all requested before any is used (the stage is a chain of memory round trips: 9 us at
-  // batch 1 with q, k and the frequencies one after another, and q rotated in global memory).
-  const double* inv_freq = reinterpret_cast<const double*>(s.inv_freq);
-  const double f0 = (int)threadIdx.x < half ? inv_freq[threadIdx.x] : 0.0;
-  const void *q = reinterpret_cast<const void*>(s.q), *k = reinterpret_cast<const void*>(s.k);
-  batched<8>((Hq + Hkv) * d, [&](int i) {
-    return i < Hq * d ? load_f32(q, s.io_dtype, (size_t)r.input * Hq * d + i) : load_f32(k, s.io_dtype, (size_t)r.input * Hkv * d + i - Hq * d);
-  }, [&](int i, float x) { qk[i] = x; });
-  float *kf = qk + (size_t)Hq * d, *cs = kf + (size_t)Hkv * d;  // every head of the token sits at `position`: one rotation per pair
-  for (int i = threadIdx.x; i < half; i += blockDim.x)
-    rope_rotation(r.position, i == (int)threadIdx.x ? f0 : inv_freq[i], &cs[2 * i], &cs[2 * i + 1]);
-  __syncthreads();
-  for (int w = threadIdx.x; w < (Hq + Hkv) * half; w += blockDim.x) {
-    const int row = w / half, i = w % half;
-    rope_rotate(qk + (size_t)row * d, half, i, s.rope_style, cs[2 * i], cs[2 * i + 1]);
-  }
-  __syncthreads();
+  if (r.input < 0 || a.dense) return;
+  // q and k to f32 with RoPE in shared memory (q rows, then k rows), q to the workspace, k and v to the tail.
+  float *kf = qk + (size_t)Hq * d, *cs = kf + (size_t)Hkv * d;
+  token_rows(s, r, 0, Hq, 0, Hkv, qk, cs);
   for (int i = threadIdx.x; i < Hq * d; i += blockDim.x) qf[i] = qk[i];
-  // k (post-RoPE) and v to the tail at tail_count.
-  auto tail_row = [&](int i) { return ((size_t)(i / d) * r.tail_capacity + r.tail_count) * d + i % d; };
-  for (int i = threadIdx.x; i < Hkv * d; i += blockDim.x) store_f32(reinterpret_cast<void*>(r.tail_k), s.kv_dtype, tail_row(i), kf[i]);
-  // NOTE: the value keeps its bits where the dtypes agree (convert_elem), so it is not batched through f32.
-  for (int i = threadIdx.x; i < Hkv * d; i += blockDim.x)
-    convert_elem(reinterpret_cast<const void*>(s.v), s.io_dtype, (size_t)r.input * Hkv * d + i, reinterpret_cast<void*>(r.tail_v),
-                 s.kv_dtype, tail_row(i));
+  token_to_tail(s, r, 0, Hkv, kf);
 }
 
 // ---- 2. logits ----
@@ -984,8 +959,9 @@ cudaError_t issue(const StepArgs& a, const StepPlan& p, cudaStream_t stream, boo
   const int g = s.q_heads / s.kv_heads;
   SKV_CUDA_CALL(mark(SKV_STAGE_APPEND, stream));
   // 1.
-  SKV_CUDA_CALL(skv_smem_optin(StepAppendKernel, (size_t)p.qk_smem));
-  SKV_CUDA_CALL(skv_launch(StepAppendKernel, std::max(s.batch, 1), APPEND_THREADS, (size_t)p.qk_smem, stream, a));
+  const size_t qk_smem = a.dense ? 0 : (size_t)p.qk_smem;  // a dense step's token is the attention's
+  SKV_CUDA_CALL(skv_smem_optin(StepAppendKernel, qk_smem));
+  SKV_CUDA_CALL(skv_launch(StepAppendKernel, std::max(s.batch, 1), a.dense ? 32 : APPEND_THREADS, qk_smem, stream, a));
   SKV_CUDA_CALL(mark(SKV_STAGE_LOGITS, stream));
   if (at.sparse > 0) {
     Fork& fork = forks[captured];
@@ -1034,8 +1010,10 @@ cudaError_t issue(const StepArgs& a, const StepPlan& p, cudaStream_t stream, boo
   }
   SKV_CUDA_CALL(mark(SKV_STAGE_ATTENTION, stream));
   // 5.
-  SKV_CUDA_CALL(Attention(reinterpret_cast<const SkvAttnTask*>(a.ws + at.attn), SkvAttnTask{}, at.tasks, at.max_splits, g,
-                          s.d, s.scale, s.kv_dtype, a.ws + at.part, stream));
+  if (a.dense) SKV_CUDA_CALL(AttentionDense(s, a.rows, at.max_splits, a.ws + at.part, stream));
+  else
+    SKV_CUDA_CALL(Attention(reinterpret_cast<const SkvAttnTask*>(a.ws + at.attn), SkvAttnTask{}, at.tasks, at.max_splits, g,
+                            s.d, s.scale, s.kv_dtype, a.ws + at.part, stream));
   SKV_CUDA_CALL(mark(SKV_STAGE_COMPACT, stream));
   // Compaction.
   if (at.max_m > 0) {
@@ -1152,7 +1130,13 @@ cudaError_t DecodeLayer(const SkvStep& s, const SkvStepRow* host_rows, const Skv
   StepPlan p;
   bool mma = true;
   SKV_CUDA_CALL(plan_step(s, at, host_rows, &p, &mma));
-  const StepArgs a{s, device_rows, static_cast<char*>(ws.ptr), at, mma};
+  // A step without a sparse row takes the dense attention (AttentionDense) where its kernel fits;
+  // SHADOWKV_CUDA_DENSE=0 keeps StepAppend's tasks (read every step: tests and the bench compare both).
+  const char* dense_env = getenv("SHADOWKV_CUDA_DENSE");
+  const bool dense_on = !(dense_env && strcmp(dense_env, "0") == 0);
+  bool dense = false;
+  if (dense_on && at.sparse == 0 && s.batch > 0) SKV_CUDA_CALL(AttentionDenseFits(s.q_heads / s.kv_heads, s.d, s.kv_dtype, &dense));
+  const StepArgs a{s, device_rows, static_cast<char*>(ws.ptr), at, mma, dense};
   // The profile's marks are events between the launches: those steps go one by one.
   if (profile_on || step_graphs.broken || !StepGraphs::on()) return issue(a, p, stream, false);
   return step_graphs.launch(a, p, stream);

@@ -95,6 +95,13 @@ __device__ __forceinline__ void mbar_wait(uint64_t* bar, unsigned parity) {
 }
 // Orders this thread's earlier generic accesses to shared memory before its later bulk copies.
 __device__ __forceinline__ void fence_proxy_async() { SKV_SM90_ASM("fence.proxy.async.shared::cta;" ::: "memory"); }
+// Orders this thread's earlier stores to global memory before later bulk copies that read them (by
+// any thread of the block, after a barrier). Nothing before sm_90, whose loads are all generic.
+__device__ __forceinline__ void fence_proxy_async_global() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("fence.proxy.async.global;" ::: "memory");
+#endif
+}
 // `bytes` (a multiple of 16; both addresses 16-byte aligned) from global to shared memory, counted on bar.
 __device__ __forceinline__ void bulk_copy(void* dst, const void* src, unsigned bytes, uint64_t* bar) {
   SKV_SM90_ASM("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];"

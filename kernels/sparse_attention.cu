@@ -9,6 +9,7 @@
 #include "attention.h"
 #include "mma.cuh"
 #include "online_softmax.cuh"
+#include "step_token.cuh"
 
 namespace {
 
@@ -115,6 +116,86 @@ __device__ __forceinline__ bool rows_aligned(const SkvSegment* segs, int nseg, s
   for (int s = 0; s < nseg; s++) vec = vec && (segs[s].k | segs[s].v | (uint64_t)(segs[s].ld * esize)) % 16 == 0;
   return vec;
 }
+
+// Where a launch's blocks find their tasks (the kernels' Src). TaskList: a device list, or the one
+// task, written before the launch: every block waits for the kernel before it first.
+struct TaskList {
+  const SkvAttnTask* tasks;
+  SkvAttnTask one;
+  template <int D, int G>
+  struct Shared {
+    SkvSegment seg[4];
+  };
+  // This block's task and keys [begin, end) (false: none), its segments where the kernel reads them.
+  template <int D, int G>
+  __device__ bool task(Shared<D, G>& sh, SkvAttnTask* t, int64_t* begin, int64_t* end, const SkvSegment** segs) const {
+    skv_pdl_enter();
+    *t = tasks ? tasks[blockIdx.x] : one;
+    if (!split_range(*t, G, D, begin, end)) return false;
+    *segs = stage_segments(*t, sh.seg);
+    return true;
+  }
+  // Whether the first tiles may be read before token() (last_early: they include the split's last): always, nothing is written.
+  __device__ bool early(const SkvAttnTask&, int64_t, bool) const { return true; }
+  template <int D, int G>
+  __device__ void token(Shared<D, G>&, const SkvAttnTask&, int64_t) const {}
+  __device__ void merging() const {}
+};
+
+// The dense step (AttentionDense): block (row x kv head, split) makes its task from the row's record
+// and its query heads from the step's input (step_token.cuh: rotated as StepAppend rotates them), and
+// the task's last split appends the token's k and v to the tail, where its last tile reads them. So
+// nothing it reads before merging is written by the kernel before it (StepAppend: the step's counts
+// and the arrival counts), which it waits for only then: its reads start while that kernel runs.
+struct DenseSteps {
+  SkvStep s;
+  const SkvStepRow* rows;  // device
+  template <int D, int G>
+  struct Shared {
+    SkvSegment seg;
+    SkvStepRow row;
+    float x[(G + 1) * D];  // the task's query heads, then (last split) the token's k, rotated
+    float cs[D];
+  };
+  template <int D, int G>
+  __device__ bool task(Shared<D, G>& sh, SkvAttnTask* t, int64_t* begin, int64_t* end, const SkvSegment** segs) const {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+    const int h = blockIdx.x % s.kv_heads;
+    if (threadIdx.x == 0) {
+      sh.row = rows[blockIdx.x / s.kv_heads];
+      sh.seg = tail_segment(s, sh.row, h);
+    }
+    __syncthreads();
+    if (sh.row.input < 0) return false;
+    *t = row_task(s, sh.row, h);
+    t->q = sh.x;
+    t->segs = &sh.seg;
+    t->nseg = 1;
+    t->total = sh.row.tail_count + 1;
+    *segs = &sh.seg;
+    return split_range(*t, G, D, begin, end);
+  }
+  // Whether the first tiles may be read before token() (last_early: they include the split's last):
+  // not where they hold the token's row, which the last split writes.
+  __device__ bool early(const SkvAttnTask& t, int64_t end, bool last_early) const { return end < t.total || !last_early; }
+  template <int D, int G>
+  __device__ void token(Shared<D, G>& sh, const SkvAttnTask& t, int64_t end) const {
+    const int h = blockIdx.x % s.kv_heads;
+    const bool last = end == t.total;
+    token_rows(s, sh.row, h * G, G, h, last ? 1 : 0, sh.x, sh.cs);
+    if (!last) return;
+    token_to_tail(s, sh.row, h, 1, sh.x + G * D);
+    skv_mma::fence_proxy_async_global();  // the row's bulk copy (another thread's, after a barrier) reads these stores
+    __syncthreads();
+  }
+  __device__ void merging() const {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+  }
+};
 
 // Outputs per thread summed side by side (their loads in flight together). NOTE: the loads of 8
 // splits at a time as well made the op slower, 0.153 -> 0.169 ms at 8 tasks x 128K (attention_bench,
@@ -308,20 +389,20 @@ __device__ __forceinline__ void flash_simt(const SkvAttnTask& t, const SkvSegmen
 }
 
 
-template <int D, int G>
-__global__ void __launch_bounds__(FLASH_THREADS) FlashDecodeKernel(const SkvAttnTask* tasks, SkvAttnTask one,
-                                                                   float scale, int kv_dtype, float* part,
+template <int D, int G, class Src>
+__global__ void __launch_bounds__(FLASH_THREADS) FlashDecodeKernel(Src src, float scale, int kv_dtype, float* part,
                                                                    int max_splits, int32_t* arrivals) {
-  skv_pdl_enter();
-  __shared__ SkvSegment seg_s[4];
+  __shared__ typename Src::template Shared<D, G> sh;
   __shared__ FlashSmem<D, G> sm;
-  const SkvAttnTask t = tasks ? tasks[blockIdx.x] : one;
+  SkvAttnTask t;
   int64_t begin, end;
-  if (!split_range(t, G, D, &begin, &end)) return;
-  const SkvSegment* segs = stage_segments(t, seg_s);
+  const SkvSegment* segs;
+  if (!src.template task<D, G>(sh, &t, &begin, &end, &segs)) return;
+  src.template token<D, G>(sh, t, end);
   const bool vec = rows_aligned(segs, t.nseg, kv_dtype == SKV_F32 ? 4 : 2);
   flash_simt<D, G>(t, segs, vec, begin, end, scale, kv_dtype, part, max_splits, sm);
   static_assert(sizeof(FlashSmem<D, G>) >= sizeof(float) * (2 * ATTN_MAX_SPLITS + 1) * G, "the merge reuses sm");
+  src.merging();
   merge_if_last(t, part, max_splits, G, D, true, arrivals, reinterpret_cast<float*>(&sm));
 }
 
@@ -401,11 +482,9 @@ __device__ __forceinline__ void load_kv_rows(uint16_t* dsm, uint64_t* bars, cons
   }
 }
 
-template <int D, int G>
-__global__ void __launch_bounds__(DM_THREADS) FlashDecodeMmaKernel(const SkvAttnTask* tasks, SkvAttnTask one,
-                                                                   float scale, int kv_dtype, float* part,
+template <int D, int G, class Src>
+__global__ void __launch_bounds__(DM_THREADS) FlashDecodeMmaKernel(Src src, float scale, int kv_dtype, float* part,
                                                                    int max_splits, int32_t* arrivals) {
-  skv_pdl_enter();
   using namespace skv_mma;
   static_assert(G <= 8 && (D == 64 || D == 128), "rows j and j + 8 of the mma hold head j");
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
@@ -414,24 +493,51 @@ __global__ void __launch_bounds__(DM_THREADS) FlashDecodeMmaKernel(const SkvAttn
   constexpr bool bulk = false;
 #endif
   extern __shared__ __align__(16) uint16_t dsm[];
-  __shared__ SkvSegment seg_s[4];
+  __shared__ typename Src::template Shared<D, G> sh;
   __shared__ uint64_t bars[DM_STAGES];  // bulk: one barrier a stage
   constexpr int LD = D + DM_PAD, TILE = DM_TILE * LD, STAGE = 2 * TILE, KD = D / 16, NO = D / 8;
-  const SkvAttnTask t = tasks ? tasks[blockIdx.x] : one;
+  SkvAttnTask t;
   int64_t begin, end;
-  if (!split_range(t, G, D, &begin, &end)) return;
-  const SkvSegment* segs = stage_segments(t, seg_s);
+  const SkvSegment* segs;
+  if (!src.template task<D, G>(sh, &t, &begin, &end, &segs)) return;
   const bool vec = rows_aligned(segs, t.nseg, 2);
+  // 1. Tiles of keys and values through DM_STAGES stages (load_kv_rows on sm_90+, else load_kv_tile).
+  const int ntiles = (int)((end - begin + DM_TILE - 1) / DM_TILE);
+  if constexpr (bulk) {
+    if (threadIdx.x < DM_STAGES) mbar_init(&bars[threadIdx.x], DM_THREADS);
+    mbar_init_fence();
+    __syncthreads();
+  }
+  auto load_tile = [&](int i) {
+    if constexpr (bulk) load_kv_rows<D>(dsm, bars, segs, t.nseg, begin, end, i, ntiles);
+    else load_kv_tile<D>(dsm, segs, t.nseg, begin, end, i, ntiles);
+  };
+  // The first tiles go out before the query is ready, where the task's source writes none of their rows.
+  const bool early = vec && src.early(t, end, ntiles < DM_STAGES);
+  if (early)
+#pragma unroll
+    for (int i = 0; i < DM_STAGES - 1; i++) load_tile(i);
+  src.template token<D, G>(sh, t, end);
   bool small = true;
   for (int i = threadIdx.x; i < G * D; i += DM_THREADS) small = small && fabsf(t.q[i]) < 1e30f;
   if (!__syncthreads_and(small && vec)) {
+    if (early) {  // the tiles in flight land before flash_simt takes their shared memory
+      if constexpr (bulk)
+        for (int i = 0; i < DM_STAGES - 1 && i < ntiles; i++) mbar_wait(&bars[i], 0u);
+      else cp_async_wait<0>();
+      __syncthreads();
+    }
     flash_simt<D, G>(t, segs, vec, begin, end, scale, kv_dtype, part, max_splits, *reinterpret_cast<FlashSmem<D, G>*>(dsm));
+    src.merging();
     merge_if_last(t, part, max_splits, G, D, true, arrivals, reinterpret_cast<float*>(dsm));
     return;
   }
+  if (!early)
+#pragma unroll
+    for (int i = 0; i < DM_STAGES - 1; i++) load_tile(i);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, gq = lane / 4, tq = lane % 4;
   const int m = lane / 8, r = lane % 8;  // this lane's ldmatrix row: row r of matrix m
-  // 1. Query fragments (A rows gq: hi, gq + 8: lo; heads past G are zeros), times scale / ln 2 as flash_simt.
+  // 2. Query fragments (A rows gq: hi, gq + 8: lo; heads past G are zeros), times scale / ln 2 as flash_simt.
   uint32_t qa[KD][4];
 #pragma unroll
   for (int kd = 0; kd < KD; kd++) {
@@ -444,19 +550,6 @@ __global__ void __launch_bounds__(DM_THREADS) FlashDecodeMmaKernel(const SkvAttn
     split_bf16x2(x[0], x[1], qa[kd][0], qa[kd][1]);
     split_bf16x2(x[2], x[3], qa[kd][2], qa[kd][3]);
   }
-  // 2. Tiles of keys and values through DM_STAGES stages (load_kv_rows on sm_90+, else load_kv_tile).
-  const int ntiles = (int)((end - begin + DM_TILE - 1) / DM_TILE);
-  if constexpr (bulk) {
-    if (threadIdx.x < DM_STAGES) mbar_init(&bars[threadIdx.x], DM_THREADS);
-    mbar_init_fence();
-    __syncthreads();
-  }
-  auto load_tile = [&](int i) {
-    if constexpr (bulk) load_kv_rows<D>(dsm, bars, segs, t.nseg, begin, end, i, ntiles);
-    else load_kv_tile<D>(dsm, segs, t.nseg, begin, end, i, ntiles);
-  };
-#pragma unroll
-  for (int i = 0; i < DM_STAGES - 1; i++) load_tile(i);
   float o[NO][4] = {}, mrow = -INFINITY, lrow = 0.f;  // row gq of this warp: head gq (its hi and lo rows)
   for (int i = 0; i < ntiles; i++) {
     if constexpr (bulk) mbar_wait(&bars[i % DM_STAGES], (unsigned)(i / DM_STAGES) & 1u);
@@ -559,6 +652,7 @@ __global__ void __launch_bounds__(DM_THREADS) FlashDecodeMmaKernel(const SkvAttn
     mine[j] = M;
     mine[G + j] = L;
   }
+  src.merging();
   merge_if_last(t, part, max_splits, G, D, true, arrivals, reinterpret_cast<float*>(dsm));
 }
 
@@ -610,42 +704,46 @@ static inline size_t tile_smem_bytes(int g, int d) { return std::max(attn_smem_b
 template <int D, int G>
 constexpr bool has_mma = G <= 8 && (D == 64 || D == 128);
 
-template <int D, int G>
-cudaError_t LaunchFlash(const SkvAttnTask* tasks, const SkvAttnTask& one, dim3 grid, float scale, int kv_dtype,
-                        float* part, int max_splits, int32_t* arrivals, cudaStream_t stream) {
+template <int D, int G, class Src>
+cudaError_t LaunchFlash(const Src& src, dim3 grid, float scale, int kv_dtype, float* part, int max_splits, int32_t* arrivals,
+                        cudaStream_t stream) {
   if constexpr (has_mma<D, G>) {
     if (kv_dtype == SKV_BF16) {
       constexpr size_t smem = mma_smem_bytes<D>();
-      SKV_CUDA_CALL(skv_smem_optin(FlashDecodeMmaKernel<D, G>, smem));
-      return skv_launch(FlashDecodeMmaKernel<D, G>, grid, DM_THREADS, smem, stream, tasks, one, scale, kv_dtype, part, max_splits,
+      SKV_CUDA_CALL(skv_smem_optin(FlashDecodeMmaKernel<D, G, Src>, smem));
+      return skv_launch(FlashDecodeMmaKernel<D, G, Src>, grid, DM_THREADS, smem, stream, src, scale, kv_dtype, part, max_splits,
                         arrivals);
     }
   }
-  return skv_launch(FlashDecodeKernel<D, G>, grid, FLASH_THREADS, 0, stream, tasks, one, scale, kv_dtype, part, max_splits, arrivals);
+  return skv_launch(FlashDecodeKernel<D, G, Src>, grid, FLASH_THREADS, 0, stream, src, scale, kv_dtype, part, max_splits, arrivals);
 }
 
-// Blocks of the kernel LaunchFlash<D, G> takes for kv_dtype that the card holds at once.
-template <int D, int G>
+// Blocks of the kernel LaunchFlash<D, G, Src> takes for kv_dtype that the card holds at once.
+template <int D, int G, class Src>
 cudaError_t FlashSlots(int kv_dtype, int* slots) {
   static int mma[64], simt[64];
   if constexpr (has_mma<D, G>)
-    if (kv_dtype == SKV_BF16) return skv_resident_blocks(FlashDecodeMmaKernel<D, G>, DM_THREADS, mma_smem_bytes<D>(), mma, slots);
-  return skv_resident_blocks(FlashDecodeKernel<D, G>, FLASH_THREADS, 0, simt, slots);
+    if (kv_dtype == SKV_BF16) return skv_resident_blocks(FlashDecodeMmaKernel<D, G, Src>, DM_THREADS, mma_smem_bytes<D>(), mma, slots);
+  return skv_resident_blocks(FlashDecodeKernel<D, G, Src>, FLASH_THREADS, 0, simt, slots);
 }
 
-// The register kernel for (d, g) and its resident blocks, or nulls when the shape takes the tile kernel.
+// The register kernels for (d, g) and their resident blocks, or nulls when the shape takes the tile kernel.
 struct FlashKernel {
-  cudaError_t (*launch)(const SkvAttnTask*, const SkvAttnTask&, dim3, float, int, float*, int, int32_t*, cudaStream_t);
+  cudaError_t (*launch)(const TaskList&, dim3, float, int, float*, int, int32_t*, cudaStream_t);
   cudaError_t (*slots)(int, int*);
+  cudaError_t (*dense)(const DenseSteps&, dim3, float, int, float*, int, int32_t*, cudaStream_t);
+  cudaError_t (*dense_slots)(int, int*);
 };
 FlashKernel flash_for(int d, int g) {
-#define SKV_FLASH(D_, G_) \
-  if (d == D_ && g == G_) return {LaunchFlash<D_, G_>, FlashSlots<D_, G_>};
+#define SKV_FLASH(D_, G_)                                                                                               \
+  if (d == D_ && g == G_)                                                                                               \
+    return {LaunchFlash<D_, G_, TaskList>, FlashSlots<D_, G_, TaskList>, LaunchFlash<D_, G_, DenseSteps>, \
+            FlashSlots<D_, G_, DenseSteps>};
   SKV_FLASH(64, 1) SKV_FLASH(64, 2) SKV_FLASH(64, 4) SKV_FLASH(64, 8)
   SKV_FLASH(128, 1) SKV_FLASH(128, 2) SKV_FLASH(128, 4) SKV_FLASH(128, 8)
   SKV_FLASH(256, 1) SKV_FLASH(256, 2) SKV_FLASH(256, 4)
 #undef SKV_FLASH
-  return {nullptr, nullptr};
+  return {nullptr, nullptr, nullptr, nullptr};
 }
 
 }  // namespace
@@ -692,10 +790,31 @@ cudaError_t Attention(const SkvAttnTask* tasks, const SkvAttnTask& one, int ntas
   float* part = static_cast<float*>(ws);
   int32_t* arrivals = AttentionArrivals(ws, ntasks, max_splits, g, d);
   const FlashKernel flash = flash_for(d, g);
-  if (flash.launch) return flash.launch(tasks, one, grid, scale, kv_dtype, part, max_splits, arrivals, stream);
+  if (flash.launch) return flash.launch(TaskList{tasks, one}, grid, scale, kv_dtype, part, max_splits, arrivals, stream);
   const size_t smem = tile_smem_bytes(g, d);
   SKV_CUDA_CALL(skv_smem_optin(TileDecodeKernel, smem));
   return skv_launch(TileDecodeKernel, grid, ATTN_THREADS, smem, stream, tasks, one, g, d, scale, kv_dtype, part, max_splits, arrivals);
+}
+
+cudaError_t AttentionDenseFits(int g, int d, int kv_dtype, bool* fits) {
+  *fits = false;
+  const FlashKernel flash = flash_for(d, g);
+  if (!flash.dense) return cudaSuccess;
+  int list = 0, dense = 0;
+  SKV_CUDA_CALL(flash.slots(kv_dtype, &list));
+  SKV_CUDA_CALL(flash.dense_slots(kv_dtype, &dense));
+  *fits = dense == list;
+  return cudaSuccess;
+}
+
+cudaError_t AttentionDense(const SkvStep& s, const SkvStepRow* rows, int max_splits, void* ws, cudaStream_t stream) {
+  const int ntasks = s.batch * s.kv_heads, g = s.kv_heads > 0 ? s.q_heads / s.kv_heads : 0;
+  const FlashKernel flash = flash_for(s.d, g);
+  if (ntasks <= 0 || !flash.dense || max_splits > ATTN_MAX_SPLITS) return cudaErrorInvalidValue;
+  float* part = static_cast<float*>(ws);
+  int32_t* arrivals = AttentionArrivals(ws, ntasks, max_splits, g, s.d);
+  return flash.dense(DenseSteps{s, rows}, dim3((unsigned)ntasks, (unsigned)max_splits), s.scale, s.kv_dtype, part, max_splits,
+                     arrivals, stream);
 }
 
 size_t SparseAttentionWorkspace(int g, int d, int64_t total) {

@@ -9,8 +9,8 @@
 # sets SHADOWKV_CUDA_SYNC=1 (every op waits for its kernels, so a fault names its op), and runs the
 # suites that run per backend env, which now include cuda-bf16: the addon check, ops,
 # conformance (vs the float64 oracle), bad input, fidelity, parity (which lists cuda as skipped), the
-# steady-state call count, decode steps queued behind a long kernel (run again with
-# SHADOWKV_CUDA_SYNC=0), device tensors (inputs and outputs left on the GPU), and device memory
+# steady-state call count, decode steps queued behind a long kernel and the dense step's fused
+# attention (both run again with SHADOWKV_CUDA_SYNC=0), device tensors (inputs and outputs left on the GPU), and device memory
 # (dispose() measured with cudaMemGetInfo and the addon's block count: one `device-memory:` line each),
 # and the conformance kit (shadowkv/testing) on every built-in policy and the example plugin.
 # Arguments go to vitest; without any, `-t cuda` runs only the cuda tests (the addon check and
@@ -28,14 +28,14 @@ report() { [ -z "${OUT:-}" ] || echo --reporter=default --reporter=json "--outpu
 rc=0
 # shellcheck disable=SC2046
 node node_modules/vitest/vitest.mjs run test/native/cudaAddon.test.ts test/native/cudaStepRecord.test.ts test/ops test/conformance \
-  test/badInput test/fidelity test/seam/parity.test.ts test/seam/cudaSteadyState.test.ts test/seam/cudaStepGroupings.test.ts test/seam/cudaQueuedSteps.test.ts \
+  test/badInput test/fidelity test/seam/parity.test.ts test/seam/cudaSteadyState.test.ts test/seam/cudaStepGroupings.test.ts test/seam/cudaQueuedSteps.test.ts test/seam/cudaDenseStep.test.ts \
   test/api/deviceTensor.test.ts test/lifecycle/compressionScratch.test.ts test/policies examples/custom-policy $(report vitest.json) "${args[@]}" || rc=$?
 # Steps queued on the GPU, again without SHADOWKV_CUDA_SYNC (with it every op waits, and nothing queues).
 # shellcheck disable=SC2046
-SHADOWKV_CUDA_SYNC=0 node node_modules/vitest/vitest.mjs run test/seam/cudaQueuedSteps.test.ts $(report vitest-queued.json) "${args[@]}" || rc=$?
+SHADOWKV_CUDA_SYNC=0 node node_modules/vitest/vitest.mjs run test/seam/cudaQueuedSteps.test.ts test/seam/cudaDenseStep.test.ts $(report vitest-queued.json) "${args[@]}" || rc=$?
 # The fused step's kernels launched one by one instead of replayed from graphs: the same bits.
 # shellcheck disable=SC2046
-SHADOWKV_CUDA_GRAPHS=0 node node_modules/vitest/vitest.mjs run test/seam/parity.test.ts test/seam/cudaStepGroupings.test.ts $(report vitest-nographs.json) "${args[@]}" || rc=$?
+SHADOWKV_CUDA_GRAPHS=0 node node_modules/vitest/vitest.mjs run test/seam/parity.test.ts test/seam/cudaStepGroupings.test.ts test/seam/cudaDenseStep.test.ts $(report vitest-nographs.json) "${args[@]}" || rc=$?
 # Device memory alone: its cudaMemGetInfo check is device-wide, and the other files' processes
 # allocate on the same GPU (a 192 MiB dip between its samples failed it twice on an H200).
 # shellcheck disable=SC2046

@@ -8,10 +8,12 @@ import { ENVS } from '../envs.js';
 // steps queue behind a long kernel, so every upload lands before the kernels that read the block
 // before it have run, unless the upload waits for them: a step that read another step's rows or
 // q | k | v would give other outputs than the same steps each read back before the next.
+// Head dim 32 takes the tile kernel after StepAppend; head dim 128 with the full policy takes
+// AttentionDense, whose blocks read the rows and queries themselves (kernels/attention.h).
 // NOTE: scripts/gpu/run-tests.sh runs this file again with SHADOWKV_CUDA_SYNC=0: with 1 (its
 // default) every op waits for the GPU, so nothing queues.
 const cuda = ENVS.ready.find((e) => e.backend === 'cuda');
-const spec = { layers: 2, queryHeads: 8, kvHeads: 2, headDim: 32, rope: { theta: 10000 } };
+const shape = { layers: 2, queryHeads: 8, kvHeads: 2, rope: { theta: 10000 } };
 const options = { budget: 64, rank: 24, chunkSize: 8, localTokens: 8, maxRecentTokens: 32, denseThreshold: 256 };
 const batch = 3;
 const steps = 12;
@@ -30,7 +32,8 @@ async function queueLongKernel(): Promise<() => void> {
 
 const suite = cuda ? describe : describe.skip;
 suite(`decode steps queued on the GPU [cuda]${cuda ? '' : ' skipped: no CUDA device'}`, () => {
-  it.each(['shadowkv', 'full'] as const)('%s: 12 steps x 2 layers queued behind a long kernel equal the same steps each read back', async (policy) => {
+  it.each([['shadowkv', 32], ['full', 32], ['full', 128]] as const)('%s, head dim %i: 12 steps x 2 layers queued behind a long kernel equal the same steps each read back', async (policy, headDim) => {
+    const spec = { ...shape, headDim };
     const work = new NeedleWorkload(spec, { tokens: 700, seed: 5 });
     const inputs = Array.from({ length: steps }, () => Array.from({ length: spec.layers }, (_, l) => work.step(l, batch)));
     // Prefilled, and one step taken and read back: compression and the workspaces' sizing wait for

@@ -124,7 +124,7 @@ int main() {
   CK(cudaMemcpy(tasks_d, tasks.data(), sizeof(SkvAttnTask) * max_tasks, cudaMemcpyHostToDevice));
   const float scale = 1.f / sqrtf((float)D);
   constexpr size_t smem = mma_smem_bytes<D>();
-  CK(skv_smem_optin(FlashDecodeMmaKernel<D, G>, smem));
+  CK(skv_smem_optin(FlashDecodeMmaKernel<D, G, TaskList>, smem));
   CK(skv_smem_optin(ReadOnly, smem));
   const size_t bulk_smem = sizeof(uint16_t) * DM_STAGES * 2 * (DM_TILE * D + DM_TILE * 8);  // R = 1 pads most
   CK(skv_smem_optin(ReadBulk<1>, bulk_smem));
@@ -141,7 +141,7 @@ int main() {
     float* part = static_cast<float*>(ws);
     int32_t* arrivals = AttentionArrivals(ws, ntasks, splits, G, D);
     const float simt = median_ms(20, [&] {
-      FlashDecodeKernel<D, G><<<grid, FLASH_THREADS>>>(tasks_d, SkvAttnTask{}, scale, SKV_BF16, part, splits, arrivals);
+      FlashDecodeKernel<D, G, TaskList><<<grid, FLASH_THREADS>>>(TaskList{tasks_d, SkvAttnTask{}}, scale, SKV_BF16, part, splits, arrivals);
       CK(cudaGetLastError());
     });
     const float read = median_ms(20, [&] {

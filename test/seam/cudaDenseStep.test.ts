@@ -10,7 +10,9 @@ import { registerComposed } from '../helpers/backends.js';
 // each task's last split appends the token's k and v to the tail that its last tile then reads,
 // while StepAppend only counts the step. The same steps through the composed ops (a RoPE op, the
 // tail writes, the attention op) and with SHADOWKV_CUDA_DENSE=0 (StepAppend's tasks) must give its
-// bits: outputs, counters and the saved state, tails included. Cases of the class:
+// bits: outputs, counters and the saved state, tails included. The fused run sets
+// SHADOWKV_CUDA_DENSE=1, under which a step that could not take AttentionDense fails, so each case
+// below is known to run it. Cases of the class:
 // - every shape of the register kernels (d 64 / 128 / 256, 1-8 query heads a kv head);
 // - a row of 8100 tokens, whose last split of 32 has 164+ keys (the first tiles are read before the
 //   token is appended), and one of 120, whose last split is one tile holding the token (read after);
@@ -43,7 +45,7 @@ forEachEnv('cuda: the dense step\'s attention', (env) => {
         cache.dispose();
       }
     };
-    const fused = await run(env.backend);
+    const fused = await run(env.backend, '1');
     expect(fused.outs.flat().every(Number.isFinite)).toBe(true);
     // Counted as StepAppend counted: 12 steps; the last one row 1's alone (row 0 sat out), 120 + 12 tokens a kv head.
     expect([fused.stats.steps, fused.stats.lastAttendedTokens]).toEqual([steps, 120 + steps]);

@@ -133,11 +133,21 @@ static inline cudaError_t skv_resident_blocks(Kernel kernel, int threads, size_t
 // every kernel that skv_launch starts calls this before it reads or writes anything. A no-op
 // where the launch did not ask for it. NOTE: the decode step is ~10 dependent launches of a few
 // microseconds each, and the gap between two of them (~2 us, H200) was a tenth of the step at batch 1.
-__device__ __forceinline__ void skv_pdl_enter() {
+// Its two halves are apart for a kernel whose first reads no kernel before it writes
+// (sparse_attention.cu's dense step): it lets the next one be scheduled at once and waits later.
+__device__ __forceinline__ void skv_pdl_wait() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void skv_pdl_trigger() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
 #endif
+}
+__device__ __forceinline__ void skv_pdl_enter() {
+  skv_pdl_wait();
+  skv_pdl_trigger();
 }
 
 // kernel<<<grid, block, smem, stream>>>(args...) with programmatic dependent launch where the

@@ -1134,10 +1134,11 @@ cudaError_t DecodeLayer(const SkvStep& s, const SkvStepRow* host_rows, const Skv
   // SHADOWKV_CUDA_DENSE=0 keeps StepAppend's tasks, =1 refuses such a step that cannot take it
   // (cudaErrorNotSupported, nothing queued): read every step, so tests compare both and know which ran.
   const char* dense_env = getenv("SHADOWKV_CUDA_DENSE");
-  const bool dense_on = !(dense_env && strcmp(dense_env, "0") == 0), dense_required = dense_env && strcmp(dense_env, "1") == 0;
+  const bool dense_step = at.sparse == 0 && s.batch > 0;
   bool dense = false;
-  if (dense_on && at.sparse == 0 && s.batch > 0) SKV_CUDA_CALL(AttentionDenseFits(s.q_heads / s.kv_heads, s.d, s.kv_dtype, &dense));
-  if (dense_required && at.sparse == 0 && s.batch > 0 && !dense) return cudaErrorNotSupported;
+  if (dense_step && !(dense_env && strcmp(dense_env, "0") == 0))
+    SKV_CUDA_CALL(AttentionDenseFits(s.q_heads / s.kv_heads, s.d, s.kv_dtype, &dense));
+  if (dense_step && !dense && dense_env && strcmp(dense_env, "1") == 0) return cudaErrorNotSupported;
   const StepArgs a{s, device_rows, static_cast<char*>(ws.ptr), at, mma, dense};
   // The profile's marks are events between the launches: those steps go one by one.
   if (profile_on || step_graphs.broken || !StepGraphs::on()) return issue(a, p, stream, false);

@@ -159,9 +159,7 @@ struct DenseSteps {
   };
   template <int D, int G>
   __device__ bool task(Shared<D, G>& sh, SkvAttnTask* t, int64_t* begin, int64_t* end, const SkvSegment** segs) const {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
+    skv_pdl_trigger();
     const int h = blockIdx.x % s.kv_heads;
     if (threadIdx.x == 0) {
       sh.row = rows[blockIdx.x / s.kv_heads];
@@ -190,11 +188,7 @@ struct DenseSteps {
     skv_mma::fence_proxy_async_global();  // the row's bulk copy (another thread's, after a barrier) reads these stores
     __syncthreads();
   }
-  __device__ void merging() const {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("griddepcontrol.wait;" ::: "memory");
-#endif
-  }
+  __device__ void merging() const { skv_pdl_wait(); }
 };
 
 // Outputs per thread summed side by side (their loads in flight together). NOTE: the loads of 8
@@ -512,11 +506,13 @@ __global__ void __launch_bounds__(DM_THREADS) FlashDecodeMmaKernel(Src src, floa
     if constexpr (bulk) load_kv_rows<D>(dsm, bars, segs, t.nseg, begin, end, i, ntiles);
     else load_kv_tile<D>(dsm, segs, t.nseg, begin, end, i, ntiles);
   };
-  // The first tiles go out before the query is ready, where the task's source writes none of their rows.
-  const bool early = vec && src.early(t, end, ntiles < DM_STAGES);
-  if (early)
+  auto preamble = [&] {  // every stage but the last, which the loop's first step fills
 #pragma unroll
     for (int i = 0; i < DM_STAGES - 1; i++) load_tile(i);
+  };
+  // The first tiles go out before the query is ready, where the task's source writes none of their rows.
+  const bool early = vec && src.early(t, end, ntiles < DM_STAGES);
+  if (early) preamble();
   src.template token<D, G>(sh, t, end);
   bool small = true;
   for (int i = threadIdx.x; i < G * D; i += DM_THREADS) small = small && fabsf(t.q[i]) < 1e30f;
@@ -532,9 +528,7 @@ __global__ void __launch_bounds__(DM_THREADS) FlashDecodeMmaKernel(Src src, floa
     merge_if_last(t, part, max_splits, G, D, true, arrivals, reinterpret_cast<float*>(dsm));
     return;
   }
-  if (!early)
-#pragma unroll
-    for (int i = 0; i < DM_STAGES - 1; i++) load_tile(i);
+  if (!early) preamble();
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, gq = lane / 4, tq = lane % 4;
   const int m = lane / 8, r = lane % 8;  // this lane's ldmatrix row: row r of matrix m
   // 2. Query fragments (A rows gq: hi, gq + 8: lo; heads past G are zeros), times scale / ln 2 as flash_simt.

@@ -2,6 +2,8 @@
 // scan prefill runs over keys and values before anything goes up), on any machine where the addon
 // is built: no GPU needed. One 128K-token row of Llama-3-8B geometry by default: keys and values of
 // 8 kv heads x 128 dims, 256 MiB each in bf16; f32 the same element count. Median of --rounds.
+// Then a decode step's three checks (f32 query, key and value of --batch rows), per step: the
+// host time every host-array decode() pays (28-30 us at 4 rows before 789e24e, on a 2-core build machine).
 //   node node_modules/tsx/dist/cli.mjs bench/gpu/hostChecks.ts [--tokens 131072] [--rounds 5]
 import { parseArgs } from 'node:util';
 import { findAddon } from '../../packages/shadowkv-cuda/src/index.js';
@@ -10,7 +12,7 @@ import { DTYPE_CODE } from '../../packages/shadowkv-cuda/src/AddonTypes.js';
 import { f32ToBf16 } from '../../packages/shadowkv/src/dtype.js';
 import { valueLimit } from '../../packages/shadowkv/src/policies/validate.js';
 
-const { values: f } = parseArgs({ options: { tokens: { type: 'string', default: '131072' }, rounds: { type: 'string', default: '5' } } });
+const { values: f } = parseArgs({ options: { tokens: { type: 'string', default: '131072' }, rounds: { type: 'string', default: '5' }, batch: { type: 'string', default: '4' } } });
 const n = Number(f.tokens) * 8 * 128;
 const addon = loadAddon(findAddon());
 const bf16 = new Uint16Array(n);
@@ -33,3 +35,19 @@ for (const [what, data, dtype, limit] of cases) {
   ms.sort((a, b) => a - b);
   console.log(`  ${what}: ${ms[Math.floor(ms.length / 2)]!.toFixed(2)} ms`);
 }
+
+const rows = Number(f.batch), calls = 20000;
+const query = new Float32Array(rows * 32 * 128).fill(0.5), kv = new Float32Array(rows * 8 * 128).fill(0.5);
+const limit = valueLimit('bf16', 'key');
+const perStep: number[] = [];
+for (let r = 0; r < Number(f.rounds); r++) {
+  const t0 = performance.now();
+  for (let i = 0; i < calls; i++) {
+    addon.checkFiniteHost(query, DTYPE_CODE.f32, limit);
+    addon.checkFiniteHost(kv, DTYPE_CODE.f32, limit);
+    addon.checkFiniteHost(kv, DTYPE_CODE.f32, limit);
+  }
+  perStep.push(((performance.now() - t0) * 1000) / calls);
+}
+perStep.sort((a, b) => a - b);
+console.log(`a decode step's three checks (${rows} rows, f32 query, key and value): ${perStep[Math.floor(perStep.length / 2)]!.toFixed(2)} us, median of ${f.rounds} rounds of ${calls} steps`);

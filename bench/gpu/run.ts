@@ -162,11 +162,11 @@ async function shadowCase(c: CaseResult, source: PromptSource, prompt: Prompt): 
       const t = await phase('decode', () => timeDecode(built, queries, args, inputMode!));
       const sd = c.sdpa?.best?.ms;
       c.shadowkv = { ...t, ...(sd ? { speedup: sd / t.gpu_ms } : {}), equivalentTBps: c.denseKvBytes / (t.gpu_ms / 1000) / 1e12 };
-      log(`  decode: GPU ${ms(t.gpu_ms)}, wall ${ms(t.wall_ms)} (${t.steps} steps), hit rate ${t.sparse?.hitRate.toFixed(3)}, ${mib(t.sparse?.pcieBytesPerStep)} MiB/step PCIe; SDPA ${ms(sd)}${c.shadowkv.speedup ? ` -> ${c.shadowkv.speedup.toFixed(2)}x` : ''}`);
+      log(`  decode: GPU ${ms(t.gpu_ms)}, wall ${ms(t.wall_ms)} (median ${ms(t.wall_median_ms)}, ${t.steps} steps), hit rate ${t.sparse?.hitRate.toFixed(3)}, ${mib(t.sparse?.pcieBytesPerStep)} MiB/step PCIe; SDPA ${ms(sd)}${c.shadowkv.speedup ? ` -> ${c.shadowkv.speedup.toFixed(2)}x` : ''}`);
       for (const { name, mode } of inputModes.slice(1)) {
         const o = await phase('decode', () => timeDecode(built, queries, args, mode));
         (c.inputModes ??= {})[name] = o;
-        log(`  decode (${name}): GPU ${ms(o.gpu_ms)}, wall ${ms(o.wall_ms)} (${o.steps} steps)`);
+        log(`  decode (${name}): GPU ${ms(o.gpu_ms)}, wall ${ms(o.wall_ms)} (median ${ms(o.wall_median_ms)}, ${o.steps} steps)`);
       }
     }
     if (largest) largestResult(c, built);

@@ -43,10 +43,12 @@ __device__ __forceinline__ void tma_box(void* dst, const CUtensorMap* map, int c
 #endif
 }
 
-// Block (task, split) reads its keys' and values' rows [split * per, +per) of the task.
+// Block (task, split) reads its keys' and values' rows [split * per, +per) of the task, or with
+// `interleave` the task's tiles split, split + splits, ...: then a task's blocks read neighbouring
+// tiles at any moment, as one sequential stream, instead of streams `per` rows apart.
 template <int ROWS, int STAGES>
 __global__ void __launch_bounds__(THREADS) ReadTma(const __grid_constant__ CUtensorMap kmap, const __grid_constant__ CUtensorMap vmap,
-                                                  int splits, unsigned long long* sum) {
+                                                  int splits, bool interleave, unsigned long long* sum) {
   using skv_mma::fence_proxy_async, skv_mma::mbar_arrive_expect, skv_mma::mbar_init, skv_mma::mbar_init_fence, skv_mma::mbar_wait;
   constexpr int BOX = ROWS * BOX_ROW_BYTES, STAGE = 4 * BOX;  // keys cols 0-63, 64-127, then values
   extern __shared__ uint8_t raw[];
@@ -63,7 +65,7 @@ __global__ void __launch_bounds__(THREADS) ReadTma(const __grid_constant__ CUten
     uint64_t* b = &bar[i % STAGES];
     fence_proxy_async();
     mbar_arrive_expect(b, STAGE);
-    const int y = row0 + i * ROWS;
+    const int y = interleave ? blockIdx.x * N + (i * splits + blockIdx.y) * ROWS : row0 + i * ROWS;
     tma_box(st, &kmap, 0, y, b);
     tma_box(st + BOX, &kmap, BOX_COLS, y, b);
     tma_box(st + 2 * BOX, &vmap, 0, y, b);
@@ -86,6 +88,31 @@ __global__ void SumRows(const uint4* k, const uint4* v, size_t words, unsigned l
   uint64_t acc = 0;
   for (size_t w = blockIdx.x * (size_t)blockDim.x + threadIdx.x; w < words; w += (size_t)gridDim.x * blockDim.x)
     acc += halves(k[w]) + halves(v[w]);
+  block_sum(acc, sum);
+}
+
+// The same rows by plain 16-byte loads into registers, UNROLL words of keys and of values in
+// flight per thread: block (task, split) reads its task's words [split * per, + per) (a stream a
+// block, as ReadTma) or, with `interleave`, words split * THREADS + t, + splits * THREADS, ... (a
+// task's blocks read neighbouring words at any moment). The question (session 34): is the ~4.2 TB/s
+// of every tile pattern above the copy engines' (TMA, bulk, cp.async), or the streams'?
+template <int UNROLL>
+__global__ void __launch_bounds__(256) ReadPlain(const uint4* k, const uint4* v, int splits, bool interleave, unsigned long long* sum) {
+  const size_t words = (size_t)N * D / 8, per = (words + splits - 1) / splits;
+  const uint4 *kt = k + blockIdx.x * words, *vt = v + blockIdx.x * words;
+  const size_t step = interleave ? (size_t)splits * blockDim.x : blockDim.x;
+  const size_t first = interleave ? (size_t)blockIdx.y * blockDim.x : blockIdx.y * per;
+  const size_t end = interleave ? words : std::min(words, first + per);
+  uint64_t acc = 0;
+  for (size_t w = first + threadIdx.x; w < end; w += step * UNROLL) {
+    uint4 a[UNROLL], b[UNROLL];
+#pragma unroll
+    for (int u = 0; u < UNROLL; u++)
+      if (w + u * step < end) a[u] = kt[w + u * step], b[u] = vt[w + u * step];
+#pragma unroll
+    for (int u = 0; u < UNROLL; u++)
+      if (w + u * step < end) acc += halves(a[u]) + halves(b[u]);
+  }
   block_sum(acc, sum);
 }
 
@@ -114,7 +141,7 @@ static CUtensorMap map_of(PFN_cuTensorMapEncodeTiled_v12000 encode, void* base, 
 int failures = 0;
 
 template <int ROWS, int STAGES>
-void run(PFN_cuTensorMapEncodeTiled_v12000 encode, uint16_t* k, uint16_t* v, int ntasks, unsigned long long* sum) {
+void run(PFN_cuTensorMapEncodeTiled_v12000 encode, uint16_t* k, uint16_t* v, int ntasks, bool interleave, unsigned long long* sum) {
   constexpr size_t smem = (size_t)STAGES * 4 * ROWS * BOX_ROW_BYTES + 1024;
   CK(cudaFuncSetAttribute(ReadTma<ROWS, STAGES>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
   int sms = 0, per_sm = 0;
@@ -125,20 +152,20 @@ void run(PFN_cuTensorMapEncodeTiled_v12000 encode, uint16_t* k, uint16_t* v, int
   const CUtensorMap km = map_of(encode, k, (uint64_t)ntasks * N, ROWS), vm = map_of(encode, v, (uint64_t)ntasks * N, ROWS);
   const dim3 grid(ntasks, splits);
   const float ms = median_ms(20, [&] {
-    ReadTma<ROWS, STAGES><<<grid, THREADS, smem>>>(km, vm, splits, sum);
+    ReadTma<ROWS, STAGES><<<grid, THREADS, smem>>>(km, vm, splits, interleave, sum);
     CK(cudaGetLastError());
   });
   // The check: one more run's sum against the plain kernel's.
   unsigned long long got = 0, want = 0;
   CK(cudaMemset(sum, 0, sizeof(unsigned long long)));
-  ReadTma<ROWS, STAGES><<<grid, THREADS, smem>>>(km, vm, splits, sum);
+  ReadTma<ROWS, STAGES><<<grid, THREADS, smem>>>(km, vm, splits, interleave, sum);
   CK(cudaMemcpy(&got, sum, sizeof got, cudaMemcpyDeviceToHost));
   CK(cudaMemset(sum, 0, sizeof(unsigned long long)));
   SumRows<<<4 * sms, 256>>>(reinterpret_cast<const uint4*>(k), reinterpret_cast<const uint4*>(v), (size_t)ntasks * N * D / 8, sum);
   CK(cudaMemcpy(&want, sum, sizeof want, cudaMemcpyDeviceToHost));
   const double bytes = 2.0 * ntasks * N * D * 2;
-  printf("%3d tasks, %3d-row tiles x %d stages (%zu KB, %d blocks an SM), %2d splits: %.3f ms (%.2f TB/s), sum %s\n", ntasks, ROWS,
-         STAGES, smem / 1024, per_sm, splits, ms, bytes / ms / 1e9, got == want ? "ok" : "DIFFERS");
+  printf("%3d tasks, %3d-row tiles x %d stages (%zu KB, %d blocks an SM), %2d splits%s: %.3f ms (%.2f TB/s), sum %s\n", ntasks, ROWS,
+         STAGES, smem / 1024, per_sm, splits, interleave ? " interleaved" : "", ms, bytes / ms / 1e9, got == want ? "ok" : "DIFFERS");
   failures += got != want;
 }
 
@@ -163,10 +190,36 @@ int main() {
   CK(cudaGetLastError());
   unsigned long long* sum;
   CK(cudaMalloc(&sum, sizeof(unsigned long long)));
-  for (int ntasks : {32, 128}) {
-    run<64, 3>(encode, k, v, ntasks, sum);
-    run<64, 6>(encode, k, v, ntasks, sum);
-    run<128, 3>(encode, k, v, ntasks, sum);
+  for (int ntasks : {32, 128})
+    for (bool interleave : {false, true}) {
+      run<64, 3>(encode, k, v, ntasks, interleave, sum);
+      run<64, 6>(encode, k, v, ntasks, interleave, sum);
+      run<128, 3>(encode, k, v, ntasks, interleave, sum);
+    }
+  for (int per_sm : {2, 4, 8})
+    for (bool interleave : {false, true}) {
+      const dim3 grid(32, (unsigned)(per_sm * prop.multiProcessorCount / 32));
+      const auto plain = [&](auto kernel, int unroll) {
+        const float ms = median_ms(20, [&] { kernel<<<grid, 256>>>(reinterpret_cast<const uint4*>(k), reinterpret_cast<const uint4*>(v), (int)grid.y, interleave, sum); });
+        unsigned long long got = 0, want = 0;
+        CK(cudaMemset(sum, 0, sizeof got));
+        kernel<<<grid, 256>>>(reinterpret_cast<const uint4*>(k), reinterpret_cast<const uint4*>(v), (int)grid.y, interleave, sum);
+        CK(cudaMemcpy(&got, sum, sizeof got, cudaMemcpyDeviceToHost));
+        CK(cudaMemset(sum, 0, sizeof want));
+        SumRows<<<4 * prop.multiProcessorCount, 256>>>(reinterpret_cast<const uint4*>(k), reinterpret_cast<const uint4*>(v), (size_t)32 * N * D / 8, sum);
+        CK(cudaMemcpy(&want, sum, sizeof want, cudaMemcpyDeviceToHost));
+        printf(" 32 tasks, plain loads x %d, %d blocks of 256 an SM, %2u splits%s: %.3f ms (%.2f TB/s), sum %s\n", unroll, per_sm, grid.y,
+               interleave ? " interleaved" : "", ms, 2.0 * 32 * N * D * 2 / ms / 1e9, got == want ? "ok" : "DIFFERS");
+        failures += got != want;
+      };
+      plain(ReadPlain<1>, 1);
+      plain(ReadPlain<4>, 4);
+    }
+  // A plain grid-stride read of 32 tasks' rows (every block's loads neighbour the others'), for scale.
+  const size_t words = (size_t)32 * N * D / 8;
+  for (int per_sm : {4, 8, 16}) {
+    const float ms = median_ms(20, [&] { SumRows<<<per_sm * prop.multiProcessorCount, 256>>>(reinterpret_cast<const uint4*>(k), reinterpret_cast<const uint4*>(v), words, sum); });
+    printf(" 32 tasks, grid-stride uint4 loads, %2d blocks of 256 an SM: %.3f ms (%.2f TB/s)\n", per_sm, ms, 2.0 * 32 * N * D * 2 / ms / 1e9);
   }
   printf(failures ? "FAILED (%d sums differ)\n" : "OK (%d failed checks)\n", failures);
   return failures ? 1 : 0;

@@ -106,6 +106,10 @@ for (const B of f.batches!.split(',').map(Number)) for (const variant of f.varia
   // Host time of the queued steps: decode() wall, and within it each addon call (a timing proxy).
   const hostInputs = Array.from({ length: steps }, () => queries.next());
   const host = hostCalls(device, () => hostInputs.forEach((input) => built.cache.decode(0, input, { out })), steps);
+  // Host time of read-back steps (host-array output, as the js-overhead target's wall time): each
+  // call starts with the GPU idle, so decodeLayer is the host's own work and read holds the wait.
+  const readInputs = Array.from({ length: steps }, () => queries.next());
+  const hostRead = hostCalls(device, () => readInputs.forEach((input) => built.cache.decode(0, input)), steps);
   const perStep = profiled(() => built.cache.decode(0, queries.next()));
   const queuedInputs = Array.from({ length: steps }, () => queries.next());
   const perStepQueued = profiled((i) => built.cache.decode(0, queuedInputs[i]!, { out }));
@@ -129,13 +133,15 @@ for (const B of f.batches!.split(',').map(Number)) for (const variant of f.varia
   setEnv('SHADOWKV_CUDA_FETCH_SPLIT', undefined);
   setEnv('SHADOWKV_CUDA_FETCH_GRID', undefined);
   out.dispose();
-  const r = { context: S, batch: B, policy, variant, steps, stepGpuMs: summary(plain), queuedStepGpuMs: queuedMs, stagesMs: perStep, stagesQueuedMs: perStepQueued, hostUs: host, pipeline, stats: built.cache.stats() };
+  const r = { context: S, batch: B, policy, variant, steps, stepGpuMs: summary(plain), queuedStepGpuMs: queuedMs, stagesMs: perStep, stagesQueuedMs: perStepQueued, hostUs: host, hostReadBackUs: hostRead, pipeline, stats: built.cache.stats() };
   results.push(r);
   const us = (st: Record<string, number>) => Object.entries(st).map(([k, v]) => `${k} ${(v * 1000).toFixed(0)}`).join(', ');
   log(`${S / 1024}K x ${B} ${policy} ${variant}: step ${summary(plain).median.toFixed(3)} ms read back (GPU, median), ${queuedMs.toFixed(3)} ms queued`);
   log(`  stages (us), read back: ${us(perStep)}`);
   log(`  stages (us), queued:    ${us(perStepQueued)}`);
-  log(`  host (us per queued step): decode() ${host.decode.toFixed(1)}; addon calls ${Object.entries(host.calls).map(([k, v]) => `${k} ${v.toFixed(1)}`).join(', ')}`);
+  const hostLine = (h: typeof host) => `decode() ${h.decode.toFixed(1)}; addon calls ${Object.entries(h.calls).map(([k, v]) => `${k} ${v.toFixed(1)}`).join(', ')}`;
+  log(`  host (us per queued step): ${hostLine(host)}`);
+  log(`  host (us per read-back step): ${hostLine(hostRead)}`);
   for (const [k, ms] of Object.entries(pipeline)) log(`  queued, pipeline ${k}: ${ms.map((x) => x.toFixed(3)).join(' / ')} ms`);
   built.cache.dispose();
 }

@@ -196,24 +196,26 @@ int main() {
       run<64, 6>(encode, k, v, ntasks, interleave, sum);
       run<128, 3>(encode, k, v, ntasks, interleave, sum);
     }
-  for (int per_sm : {2, 4, 8})
+  // Plain loads: (threads a block, blocks an SM, words in flight a thread); 128 x 2 is the
+  // tensor-core attention kernel's occupancy (its registers could not hold more than ~8 words).
+  struct Plain { int threads, per_sm, unroll; };
+  for (const Plain c : {Plain{256, 2, 1}, Plain{256, 2, 4}, Plain{256, 4, 1}, Plain{256, 4, 4}, Plain{256, 8, 1}, Plain{256, 8, 4},
+                        Plain{128, 2, 4}, Plain{128, 2, 8}, Plain{128, 4, 8}})
     for (bool interleave : {false, true}) {
-      const dim3 grid(32, (unsigned)(per_sm * prop.multiProcessorCount / 32));
-      const auto plain = [&](auto kernel, int unroll) {
-        const float ms = median_ms(20, [&] { kernel<<<grid, 256>>>(reinterpret_cast<const uint4*>(k), reinterpret_cast<const uint4*>(v), (int)grid.y, interleave, sum); });
-        unsigned long long got = 0, want = 0;
-        CK(cudaMemset(sum, 0, sizeof got));
-        kernel<<<grid, 256>>>(reinterpret_cast<const uint4*>(k), reinterpret_cast<const uint4*>(v), (int)grid.y, interleave, sum);
-        CK(cudaMemcpy(&got, sum, sizeof got, cudaMemcpyDeviceToHost));
-        CK(cudaMemset(sum, 0, sizeof want));
-        SumRows<<<4 * prop.multiProcessorCount, 256>>>(reinterpret_cast<const uint4*>(k), reinterpret_cast<const uint4*>(v), (size_t)32 * N * D / 8, sum);
-        CK(cudaMemcpy(&want, sum, sizeof want, cudaMemcpyDeviceToHost));
-        printf(" 32 tasks, plain loads x %d, %d blocks of 256 an SM, %2u splits%s: %.3f ms (%.2f TB/s), sum %s\n", unroll, per_sm, grid.y,
-               interleave ? " interleaved" : "", ms, 2.0 * 32 * N * D * 2 / ms / 1e9, got == want ? "ok" : "DIFFERS");
-        failures += got != want;
-      };
-      plain(ReadPlain<1>, 1);
-      plain(ReadPlain<4>, 4);
+      const dim3 grid(32, (unsigned)(c.per_sm * prop.multiProcessorCount / 32));
+      auto kernel = c.unroll == 1 ? ReadPlain<1> : c.unroll == 4 ? ReadPlain<4> : ReadPlain<8>;
+      const auto launch = [&] { kernel<<<grid, c.threads>>>(reinterpret_cast<const uint4*>(k), reinterpret_cast<const uint4*>(v), (int)grid.y, interleave, sum); };
+      const float ms = median_ms(20, launch);
+      unsigned long long got = 0, want = 0;
+      CK(cudaMemset(sum, 0, sizeof got));
+      launch();
+      CK(cudaMemcpy(&got, sum, sizeof got, cudaMemcpyDeviceToHost));
+      CK(cudaMemset(sum, 0, sizeof want));
+      SumRows<<<4 * prop.multiProcessorCount, 256>>>(reinterpret_cast<const uint4*>(k), reinterpret_cast<const uint4*>(v), (size_t)32 * N * D / 8, sum);
+      CK(cudaMemcpy(&want, sum, sizeof want, cudaMemcpyDeviceToHost));
+      printf(" 32 tasks, plain loads x %d, %d blocks of %d an SM, %2u splits%s: %.3f ms (%.2f TB/s), sum %s\n", c.unroll, c.per_sm, c.threads,
+             grid.y, interleave ? " interleaved" : "", ms, 2.0 * 32 * N * D * 2 / ms / 1e9, got == want ? "ok" : "DIFFERS");
+      failures += got != want;
     }
   // A plain grid-stride read of 32 tasks' rows (every block's loads neighbour the others'), for scale.
   const size_t words = (size_t)32 * N * D / 8;

@@ -4,6 +4,8 @@ import {
   at, HEAD_FIELD, HEAD_FIELDS, type BaseKVCache, type CacheOf, type DecodeInput, type MemoryReport, type OptionsOf,
   type ShadowKVCache, type ShadowKVOptions, type ShadowState, type Tensor, type View, COUNTER, COUNTERS, type DeviceBuffer,
 } from '../../packages/shadowkv/src/backend.js';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { rng } from '../../examples/workloads/random.js';
 import { compressStages } from '../../packages/shadowkv/src/policies/shadowkv/compress.js';
 import { cosine } from '../../packages/shadowkv/src/testing/metrics.js';
@@ -198,6 +200,15 @@ function hitCounts(cache: BaseKVCache): { hits: number; misses: number; hot: num
   return { hits: c[COUNTER.hits]!, misses: c[COUNTER.misses]!, hot: c[COUNTER.hotHits]!, bytes: cache.stats().bytesFetched };
 }
 
+// A full collection just before timed steps, so the harness's own garbage (the warm-up's inputs and
+// the timed steps' ~100 KB of q | k | v a step at 4 x 128K, external memory) is not collected inside
+// them. NOTE: node --trace-gc on the H200 showed three scavenges and two mark-compacts (0.4-1.5 ms
+// each) within a 4 x 128K case's 50 timed steps, which put the mean wall time 37 us above the median
+// (bench/NOTES.md v29); decode() itself allocates ~nothing (bench/gpu/host.ts runs 50K steps
+// without a collection).
+setFlagsFromString('--expose-gc');
+const collectGarbage = runInNewContext('gc') as () => void;
+
 /**
  * Warm-up, then timed steps. Two warm-up steps give the step time; the rest of the warm-up and
  * the timed steps are cut so a case takes about `caseSeconds` (a slow path still finishes).
@@ -228,6 +239,7 @@ export function timeDecode(b: Built<BaseKVCache>, queries: DriftingQueries, o: {
   const sparse = cache.name === 'shadowkv';
   const before = sparse ? hitCounts(cache) : undefined;
   const walls: number[] = [];
+  collectGarbage();
   const span = clock.span(() => {
     for (let i = 0; i < steps; i++) {
       const t = performance.now();

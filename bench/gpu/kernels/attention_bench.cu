@@ -7,7 +7,8 @@
 // Usage: attention_bench     (built by bench/gpu/kernels/build.sh; needs a GPU)
 // Variants (bench/NOTES.md v9: stages and splits side by side; v19: the loader and the merge) are
 // the same file built with the kernels' build-time knobs SKV_DM_STAGES, SKV_ATTN_MAX_SPLITS,
-// and SKV_DM_BULK (0: cp.async tiles on sm_90 too), e.g. for 2 stages and at most 32 splits:
+// and SKV_DM_BULK (0: cp.async tiles on sm_90 too), e.g. for 2 stages and at most 32 splits (the
+// output bits printed must not change with the loader):
 //   nvcc -std=c++17 -O3 -arch=sm_90 --expt-relaxed-constexpr -cudart static -DSKV_DM_STAGES=2
 //     -DSKV_ATTN_MAX_SPLITS=32 bench/gpu/kernels/attention_bench.cu -o bench/gpu/kernels/build/attention_bench_p32s2
 #include <math.h>
@@ -165,8 +166,14 @@ int main() {
     const float copy = median_ms(20, [&] { CK(cudaMemcpyAsync(k + 16 * (size_t)N * D, k, (size_t)copied, cudaMemcpyDeviceToDevice)); });
     // The output of task 0 against float64.
     CK(Attention(tasks_d, SkvAttnTask{}, ntasks, splits, G, D, scale, SKV_BF16, ws, 0));
-    std::vector<float> o(G * D);
-    CK(cudaMemcpy(o.data(), out, sizeof(float) * G * D, cudaMemcpyDeviceToHost));
+    std::vector<float> o((size_t)ntasks * G * D);
+    CK(cudaMemcpy(o.data(), out, sizeof(float) * o.size(), cudaMemcpyDeviceToHost));
+    uint64_t bits = 1469598103934665603ull;  // FNV-1a of every task's output: builds with other loaders must match
+    for (float x : o) {
+      uint32_t w;
+      memcpy(&w, &x, 4);
+      bits = (bits ^ w) * 1099511628211ull;
+    }
     double worst = 0;
     for (int j = 0; j < G; j++) {
       std::vector<double> s(N);
@@ -198,9 +205,10 @@ int main() {
       for (int e = 0; e < D; e++) worst = std::max(worst, fabs(o[j * D + e] - acc[e] / l) / ref_max);
     }
     printf("%2d tasks x 128K (%.0f MB), %d splits: op (tensor cores, merge included) %.3f ms (%.2f TB/s); register kernel %.3f;"
-           " cp.async read of the same tiles %.3f ms (%.2f TB/s); D2D copy of a quarter (at most 512 MB) %.3f ms (%.2f TB/s); error %.2e\n",
+           " cp.async read of the same tiles %.3f ms (%.2f TB/s); D2D copy of a quarter (at most 512 MB) %.3f ms (%.2f TB/s); error %.2e;"
+           " output bits %016llx\n",
            ntasks, bytes / 1e6, splits, whole, bytes / whole / 1e9, simt, read, bytes / read / 1e9, copy,
-           2 * copied / copy / 1e9, worst);
+           2 * copied / copy / 1e9, worst, (unsigned long long)bits);
   }
   return 0;
 }

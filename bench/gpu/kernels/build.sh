@@ -32,6 +32,6 @@ nvcc -std=c++17 -O3 -arch=sm_90 --expt-relaxed-constexpr -lineinfo -Xcompiler -W
   bench/gpu/kernels/attention_bench.cu -o bench/gpu/kernels/build/attention_bench
 nvcc -std=c++17 -O3 -arch=sm_90 --expt-relaxed-constexpr -lineinfo -Xcompiler -Wall -cudart static \
   bench/gpu/kernels/launch_bench.cu -o bench/gpu/kernels/build/launch_bench
-# The same reads by tensor maps with the 128-byte swizzle (bench/NOTES.md v20; not yet run).
+# The same reads by tensor maps with the 128-byte swizzle, and by plain loads (bench/NOTES.md v20, v29).
 nvcc -std=c++17 -O3 -arch=sm_90 --expt-relaxed-constexpr -lineinfo -Xcompiler -Wall -cudart static \
   bench/gpu/kernels/tma_read_bench.cu -o bench/gpu/kernels/build/tma_read_bench

@@ -4,7 +4,7 @@
 // 8 kv heads x 128 dims, 256 MiB each in bf16; f32 the same element count. Median of --rounds.
 // Then a decode step's three checks (f32 query, key and value of --batch rows), per step: the
 // host time every host-array decode() pays (28-30 us at 4 rows before 789e24e, on a 2-core build machine).
-//   node node_modules/tsx/dist/cli.mjs bench/gpu/hostChecks.ts [--tokens 131072] [--rounds 5]
+//   node node_modules/tsx/dist/cli.mjs bench/gpu/hostChecks.ts [--tokens 131072] [--rounds 5] [--batch 4]
 import { parseArgs } from 'node:util';
 import { findAddon } from '../../packages/shadowkv-cuda/src/index.js';
 import { loadAddon } from '../../packages/shadowkv-cuda/src/loadAddon.js';

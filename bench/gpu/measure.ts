@@ -1,11 +1,11 @@
 // The timed parts of the GPU benchmark: a cache built row by row (each ShadowKV row compressed
 // right after its prefill, timed), decode steps with drifting queries, and steps at forced hit rates.
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import {
   at, HEAD_FIELD, HEAD_FIELDS, type BaseKVCache, type CacheOf, type DecodeInput, type MemoryReport, type OptionsOf,
   type ShadowKVCache, type ShadowKVOptions, type ShadowState, type Tensor, type View, COUNTER, COUNTERS, type DeviceBuffer,
 } from '../../packages/shadowkv/src/backend.js';
-import { setFlagsFromString } from 'node:v8';
-import { runInNewContext } from 'node:vm';
 import { rng } from '../../examples/workloads/random.js';
 import { compressStages } from '../../packages/shadowkv/src/policies/shadowkv/compress.js';
 import { cosine } from '../../packages/shadowkv/src/testing/metrics.js';

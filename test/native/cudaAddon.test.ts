@@ -150,6 +150,10 @@ if (!built) {
         const cases: [number, number][][] = [
           [],
           ...[0, Math.floor(n / 8) - 1, Math.floor(n / 8), Math.floor(n / 2), n - 1].map((i) => [[i, NaN]] as [number, number][]),
+          // The edges of the host threads' ranges (check_finite.cc: ceil(n / threads) each, 2-8
+          // threads), with a later NaN that a range after the first bad one finds too.
+          ...[2, 4, 8].flatMap((threads) => Array.from({ length: threads - 1 }, (_, k) => Math.ceil(n / threads) * (k + 1)))
+            .flatMap((e) => [e - 1, e]).map((i) => [[i, NaN], [n - 1, NaN]] as [number, number][]),
           [[7, over], [n - 5, NaN]], // out of range first, a NaN last: the NaN, for 16-bit data
           [[n - 9, over]],
           [[Math.floor(n / 3), -Infinity], [n - 2, over]],

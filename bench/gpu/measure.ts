@@ -200,7 +200,7 @@ function hitCounts(cache: BaseKVCache): { hits: number; misses: number; hot: num
   return { hits: c[COUNTER.hits]!, misses: c[COUNTER.misses]!, hot: c[COUNTER.hotHits]!, bytes: cache.stats().bytesFetched };
 }
 
-// A full collection just before timed steps, so the harness's own garbage (the warm-up's inputs and
+// A full collection just before timed steps (wall or queued), so the harness's own garbage (the warm-up's inputs and
 // the timed steps' ~100 KB of q | k | v a step at 4 x 128K, external memory) is not collected inside
 // them. NOTE: node --trace-gc on the H200 showed three scavenges and two mark-compacts (0.4-1.5 ms
 // each) within a 4 x 128K case's 50 timed steps, which put the mean wall time 37 us above the median
@@ -289,6 +289,7 @@ function timeQueued(b: Built<BaseKVCache>, queries: DriftingQueries, steps: numb
     for (let i = 0; i < QUEUED_WARMUP; i++) b.cache.decode(0, queries.next(), { out });
     const windows = Array.from({ length: QUEUED_WINDOWS }, () => {
       const inputs = Array.from({ length: steps }, () => queries.next());
+      collectGarbage(); // a collection inside the window would stall the host, and could drain the GPU's queue
       return b.clock.span(() => inputs.forEach((input) => b.cache.decode(0, input, { out }))) / steps;
     });
     return summary(windows).median;

@@ -118,6 +118,58 @@ __global__ void __launch_bounds__(256) ReadPlain(const uint4* k, const uint4* v,
   block_sum(acc, sum);
 }
 
+// The same rows into shared memory by producer warps: PRODUCERS warps after the 4 consumer warps
+// each load WORDS 16-byte words of a 64-row tile (its keys, then its values) into registers, all in
+// flight together, store them to the tile's stage and arrive on its `full` barrier; the consumers
+// (as the tensor-core attention's 4 warps would) wait on it, sum the stage and arrive on `empty`.
+// The question (bench/NOTES.md v29): do tiles reach shared memory at the plain loads' rate this way,
+// where every copy engine reads ~4.2 TB/s?
+template <int PRODUCERS, int STAGES>
+__global__ void __launch_bounds__(128 + 32 * PRODUCERS) ReadProduced(const uint4* k, const uint4* v, int splits, int zero,
+                                                                      unsigned long long* sum) {
+  using skv_mma::mbar_arrive_expect, skv_mma::mbar_init, skv_mma::mbar_wait;
+  constexpr int TILE = 64 * (D / 8), PT = 32 * PRODUCERS, WORDS = 2 * TILE / PT;  // words of keys a tile; producer threads
+  static_assert(2 * TILE % PT == 0, "whole words a producer");
+  extern __shared__ uint4 st[];  // [STAGES][2 x TILE]
+  __shared__ __align__(8) uint64_t full[STAGES], empty[STAGES];
+  const size_t words = (size_t)N * D / 8, per = words / splits;
+  const uint4 *kt = k + blockIdx.x * words + blockIdx.y * per, *vt = v + blockIdx.x * words + blockIdx.y * per;
+  const int ntiles = (int)(per / TILE);
+  if (threadIdx.x < STAGES) mbar_init(&full[threadIdx.x], PT), mbar_init(&empty[threadIdx.x], 4);
+  __syncthreads();
+  if (threadIdx.x >= 128) {  // a producer
+    const int pt = threadIdx.x - 128;
+    for (int i = 0; i < ntiles; i++) {
+      const int s = i % STAGES;
+      if (i >= STAGES) mbar_wait(&empty[s], (unsigned)(i / STAGES - 1) & 1u);
+      uint4 x[WORDS];
+#pragma unroll
+      for (int j = 0; j < WORDS; j++)  // j < TILE / PT: keys (PT divides TILE)
+        x[j] = j < TILE / PT ? kt[(size_t)i * TILE + j * PT + pt] : vt[(size_t)i * TILE + (j - TILE / PT) * PT + pt];
+      // NOTE: every store's address depends on every load (zero is 0 at run time, which the
+      // compiler cannot know), so all of the tile's loads are in flight before the first store
+      // waits: left to itself (or tied to one load) ptxas interleaved loads and stores at 40 registers.
+      unsigned any = 0;
+#pragma unroll
+      for (int j = 0; j < WORDS; j++) any |= x[j].x;
+      uint4* dst = st + s * 2 * TILE + pt + (any & zero);
+#pragma unroll
+      for (int j = 0; j < WORDS; j++) dst[j * PT] = x[j];
+      mbar_arrive_expect(&full[s], 0);
+    }
+    return;
+  }
+  uint64_t acc = 0;
+  for (int i = 0; i < ntiles; i++) {
+    const int s = i % STAGES;
+    mbar_wait(&full[s], (unsigned)(i / STAGES) & 1u);
+    for (int w = threadIdx.x; w < 2 * TILE; w += 128) acc += halves(st[s * 2 * TILE + w]);
+    __syncwarp();
+    if (threadIdx.x % 32 == 0) mbar_arrive_expect(&empty[s], 0);
+  }
+  block_sum(acc, sum);
+}
+
 // Words that differ by their global index, so that a box read from the wrong rows changes the sum.
 __global__ void Fill(uint16_t* x, size_t n, uint64_t salt) {
   for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
@@ -219,6 +271,34 @@ int main() {
              grid.y, interleave ? " interleaved" : "", ms, 2.0 * 32 * N * D * 2 / ms / 1e9, got == want ? "ok" : "DIFFERS");
       failures += got != want;
     }
+  // Producer warps: (producer warps, stages); 2 blocks an SM at 3 stages (96 KB), 1 at 6.
+  const auto produced = [&](auto kernel, int producers, int stages) {
+    const size_t smem = (size_t)stages * 2 * 64 * (D / 8) * 16;
+    CK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    int per_sm = 0;
+    CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, 128 + 32 * producers, smem));
+    int splits = 1;
+    while (splits * 2 <= 32 && 32 * splits * 2 <= prop.multiProcessorCount * per_sm) splits *= 2;
+    const dim3 grid(32, splits);
+    const auto launch = [&] { kernel<<<grid, 128 + 32 * producers, smem>>>(reinterpret_cast<const uint4*>(k), reinterpret_cast<const uint4*>(v), splits, 0, sum); };
+    const float ms = median_ms(20, launch);
+    unsigned long long got = 0, want = 0;
+    CK(cudaMemset(sum, 0, sizeof got));
+    launch();
+    CK(cudaMemcpy(&got, sum, sizeof got, cudaMemcpyDeviceToHost));
+    CK(cudaMemset(sum, 0, sizeof want));
+    SumRows<<<4 * prop.multiProcessorCount, 256>>>(reinterpret_cast<const uint4*>(k), reinterpret_cast<const uint4*>(v), (size_t)32 * N * D / 8, sum);
+    CK(cudaMemcpy(&want, sum, sizeof want, cudaMemcpyDeviceToHost));
+    printf(" 32 tasks, %d producer warps (%d words a thread) x %d stages (%zu KB, %d blocks an SM), %2d splits: %.3f ms (%.2f TB/s), sum %s\n",
+           producers, 2 * 64 * (D / 8) / (32 * producers), stages, smem / 1024, per_sm, splits, ms, 2.0 * 32 * N * D * 2 / ms / 1e9,
+           got == want ? "ok" : "DIFFERS");
+    failures += got != want;
+  };
+  produced(ReadProduced<2, 3>, 2, 3);
+  produced(ReadProduced<4, 3>, 4, 3);
+  produced(ReadProduced<8, 3>, 8, 3);
+  produced(ReadProduced<2, 6>, 2, 6);
+  produced(ReadProduced<4, 6>, 4, 6);
   // A plain grid-stride read of 32 tasks' rows (every block's loads neighbour the others'), for scale.
   const size_t words = (size_t)32 * N * D / 8;
   for (int per_sm : {4, 8, 16}) {

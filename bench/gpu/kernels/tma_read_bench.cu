@@ -194,6 +194,23 @@ static CUtensorMap map_of(PFN_cuTensorMapEncodeTiled_v12000 encode, void* base, 
 
 int failures = 0;
 
+// The check of every variant: one more launch's sum against the plain kernel's over the same
+// ntasks tasks' rows; counts a failure and returns "ok" or "DIFFERS".
+template <class Launch>
+const char* check_sum(Launch&& launch, const uint16_t* k, const uint16_t* v, int ntasks, unsigned long long* sum) {
+  int sms = 0;
+  CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+  unsigned long long got = 0, want = 0;
+  CK(cudaMemset(sum, 0, sizeof got));
+  launch();
+  CK(cudaMemcpy(&got, sum, sizeof got, cudaMemcpyDeviceToHost));
+  CK(cudaMemset(sum, 0, sizeof want));
+  SumRows<<<4 * sms, 256>>>(reinterpret_cast<const uint4*>(k), reinterpret_cast<const uint4*>(v), (size_t)ntasks * N * D / 8, sum);
+  CK(cudaMemcpy(&want, sum, sizeof want, cudaMemcpyDeviceToHost));
+  failures += got != want;
+  return got == want ? "ok" : "DIFFERS";
+}
+
 template <int ROWS, int STAGES>
 void run(PFN_cuTensorMapEncodeTiled_v12000 encode, uint16_t* k, uint16_t* v, int ntasks, bool interleave, unsigned long long* sum) {
   constexpr size_t smem = (size_t)STAGES * 4 * ROWS * BOX_ROW_BYTES + 1024;
@@ -205,22 +222,14 @@ void run(PFN_cuTensorMapEncodeTiled_v12000 encode, uint16_t* k, uint16_t* v, int
   while (splits * 2 <= 32 && ntasks * splits * 2 <= sms * per_sm) splits *= 2;
   const CUtensorMap km = map_of(encode, k, (uint64_t)ntasks * N, ROWS), vm = map_of(encode, v, (uint64_t)ntasks * N, ROWS);
   const dim3 grid(ntasks, splits);
-  const float ms = median_ms(20, [&] {
+  const auto launch = [&] {
     ReadTma<ROWS, STAGES><<<grid, THREADS, smem>>>(km, vm, splits, interleave, sum);
     CK(cudaGetLastError());
-  });
-  // The check: one more run's sum against the plain kernel's.
-  unsigned long long got = 0, want = 0;
-  CK(cudaMemset(sum, 0, sizeof(unsigned long long)));
-  ReadTma<ROWS, STAGES><<<grid, THREADS, smem>>>(km, vm, splits, interleave, sum);
-  CK(cudaMemcpy(&got, sum, sizeof got, cudaMemcpyDeviceToHost));
-  CK(cudaMemset(sum, 0, sizeof(unsigned long long)));
-  SumRows<<<4 * sms, 256>>>(reinterpret_cast<const uint4*>(k), reinterpret_cast<const uint4*>(v), (size_t)ntasks * N * D / 8, sum);
-  CK(cudaMemcpy(&want, sum, sizeof want, cudaMemcpyDeviceToHost));
+  };
+  const float ms = median_ms(20, launch);
   const double bytes = 2.0 * ntasks * N * D * 2;
   printf("%3d tasks, %3d-row tiles x %d stages (%zu KB, %d blocks an SM), %2d splits%s: %.3f ms (%.2f TB/s), sum %s\n", ntasks, ROWS,
-         STAGES, smem / 1024, per_sm, splits, interleave ? " interleaved" : "", ms, bytes / ms / 1e9, got == want ? "ok" : "DIFFERS");
-  failures += got != want;
+         STAGES, smem / 1024, per_sm, splits, interleave ? " interleaved" : "", ms, bytes / ms / 1e9, check_sum(launch, k, v, ntasks, sum));
 }
 
 int main() {
@@ -260,16 +269,8 @@ int main() {
       auto kernel = c.unroll == 1 ? ReadPlain<1> : c.unroll == 4 ? ReadPlain<4> : ReadPlain<8>;
       const auto launch = [&] { kernel<<<grid, c.threads>>>(reinterpret_cast<const uint4*>(k), reinterpret_cast<const uint4*>(v), (int)grid.y, interleave, sum); };
       const float ms = median_ms(20, launch);
-      unsigned long long got = 0, want = 0;
-      CK(cudaMemset(sum, 0, sizeof got));
-      launch();
-      CK(cudaMemcpy(&got, sum, sizeof got, cudaMemcpyDeviceToHost));
-      CK(cudaMemset(sum, 0, sizeof want));
-      SumRows<<<4 * prop.multiProcessorCount, 256>>>(reinterpret_cast<const uint4*>(k), reinterpret_cast<const uint4*>(v), (size_t)32 * N * D / 8, sum);
-      CK(cudaMemcpy(&want, sum, sizeof want, cudaMemcpyDeviceToHost));
       printf(" 32 tasks, plain loads x %d, %d blocks of %d an SM, %2u splits%s: %.3f ms (%.2f TB/s), sum %s\n", c.unroll, c.per_sm, c.threads,
-             grid.y, interleave ? " interleaved" : "", ms, 2.0 * 32 * N * D * 2 / ms / 1e9, got == want ? "ok" : "DIFFERS");
-      failures += got != want;
+             grid.y, interleave ? " interleaved" : "", ms, 2.0 * 32 * N * D * 2 / ms / 1e9, check_sum(launch, k, v, 32, sum));
     }
   // Producer warps: (producer warps, stages); 2 blocks an SM at 3 stages (96 KB), 1 at 6.
   const auto produced = [&](auto kernel, int producers, int stages) {
@@ -282,17 +283,9 @@ int main() {
     const dim3 grid(32, splits);
     const auto launch = [&] { kernel<<<grid, 128 + 32 * producers, smem>>>(reinterpret_cast<const uint4*>(k), reinterpret_cast<const uint4*>(v), splits, 0, sum); };
     const float ms = median_ms(20, launch);
-    unsigned long long got = 0, want = 0;
-    CK(cudaMemset(sum, 0, sizeof got));
-    launch();
-    CK(cudaMemcpy(&got, sum, sizeof got, cudaMemcpyDeviceToHost));
-    CK(cudaMemset(sum, 0, sizeof want));
-    SumRows<<<4 * prop.multiProcessorCount, 256>>>(reinterpret_cast<const uint4*>(k), reinterpret_cast<const uint4*>(v), (size_t)32 * N * D / 8, sum);
-    CK(cudaMemcpy(&want, sum, sizeof want, cudaMemcpyDeviceToHost));
     printf(" 32 tasks, %d producer warps (%d words a thread) x %d stages (%zu KB, %d blocks an SM), %2d splits: %.3f ms (%.2f TB/s), sum %s\n",
            producers, 2 * 64 * (D / 8) / (32 * producers), stages, smem / 1024, per_sm, splits, ms, 2.0 * 32 * N * D * 2 / ms / 1e9,
-           got == want ? "ok" : "DIFFERS");
-    failures += got != want;
+           check_sum(launch, k, v, 32, sum));
   };
   produced(ReadProduced<2, 3>, 2, 3);
   produced(ReadProduced<4, 3>, 4, 3);

@@ -113,13 +113,8 @@ __global__ void __launch_bounds__(APPEND_THREADS) StepAppendKernel(StepArgs a) {
       t = row_task(s, r, h);
       t.q = qf + (size_t)h * g * d;
       t.segs = segs + (size_t)h * 3;
-      if (r.u) {
-        segs[(size_t)h * 3 + 2] = tail_segment(s, r, h);  // the select adds outliers and selected chunks
-      } else {
-        segs[(size_t)h * 3] = tail_segment(s, r, h);
-        t.nseg = 1;
-        t.total = r.tail_count + 1;
-      }
+      segs[(size_t)h * 3 + (r.u ? 2 : 0)] = tail_segment(s, r, h);  // with a store the select adds outliers and selected chunks
+      if (!r.u) t.nseg = 1, t.total = r.tail_count + 1;
     }
     tasks[h] = t;
   }

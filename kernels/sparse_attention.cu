@@ -452,7 +452,9 @@ __device__ __forceinline__ void load_kv_tile(uint16_t* dsm, const SkvSegment* se
 // split are zeroed by their thread (p = 0 there, but 0 x a stale NaN would not be 0). One
 // instruction a row instead of D / 8 cp.async, each with its segment lookup. NOTE: read alone, the
 // same tiles streamed at 4.30-4.36 TB/s this way against 4.20 by cp.async (attention_bench, H200,
-// bench/NOTES.md v9).
+// bench/NOTES.md v9). Two producer warps loading the tiles into registers and then the stages read
+// 4.43 TB/s alone but made this kernel ~6 % slower than these copies (v30: one tile in flight a
+// producer thread), and a register loader in the mma warps ~13 % (v29).
 template <int D>
 __device__ __forceinline__ void load_kv_rows(uint16_t* dsm, uint64_t* bars, const SkvSegment* segs, int nseg, int64_t begin,
                                              int64_t end, int i, int ntiles) {

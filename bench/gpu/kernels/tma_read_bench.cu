@@ -9,8 +9,9 @@
 // against a plain kernel's sum of the same rows. The tensor maps come from cuTensorMapEncodeTiled
 // through cudaGetDriverEntryPointByVersion, so nothing links libcuda. Then the same rows by plain
 // loads into registers (ReadPlain), at several occupancies. Exits 1 if a sum differs.
-// NOTE: on an H200 (bench/NOTES.md v20, v29) every tile pattern read 4.13-4.25 TB/s and plain loads
-// 4.36-4.47 with 32+ KB in flight an SM.
+// NOTE: on an H200 (bench/NOTES.md v20, v29, v30) every tile pattern read 4.13-4.25 TB/s, plain loads
+// 4.36-4.47 with 32+ KB in flight an SM, and producer warps 4.43-4.50 at 3 stages (2 blocks an SM);
+// in the attention kernel the producers were slower than its bulk copies (v30).
 // Usage: tma_read_bench      (built by bench/gpu/kernels/build.sh; needs an sm_90 GPU)
 #include <cuda.h>
 #include <cudaTypedefs.h>

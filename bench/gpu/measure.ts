@@ -200,6 +200,15 @@ function hitCounts(cache: BaseKVCache): { hits: number; misses: number; hot: num
   return { hits: c[COUNTER.hits]!, misses: c[COUNTER.misses]!, hot: c[COUNTER.hotHits]!, bytes: cache.stats().bytesFetched };
 }
 
+// Untimed steps between the collection before a timed loop (wall or queued) and the loop, so
+// that the loop starts as a model's loop runs, with the GPU busy: making the loop's inputs and the
+// collection leave the GPU idle for tens of milliseconds, and SDPA's timing (sdpa.py) runs its
+// warm-up calls right before its timed ones. NOTE: side by side on the H200, two rounds each
+// (bench/NOTES.md v31), the queued GPU time without these steps and with them: 4 x 128K 0.250 /
+// 0.255 -> 0.241 / 0.238 ms, 1 x 128K 0.120 / 0.109 -> 0.103 / 0.101, own full at 4 x 128K 0.531 /
+// 0.535 -> 0.520 / 0.520.
+const SETTLE_STEPS = 8;
+
 // A full collection just before timed steps (wall or queued), so the harness's own garbage (the warm-up's inputs and
 // the timed steps' ~100 KB of q | k | v a step at 4 x 128K, external memory) is not collected inside
 // them. NOTE: node --trace-gc on the H200 showed three scavenges and two mark-compacts (0.4-1.5 ms
@@ -234,12 +243,13 @@ export function timeDecode(b: Built<BaseKVCache>, queries: DriftingQueries, o: {
   const steps = Math.min(o.steps, Math.max(5, Math.floor(budget / ms)));
   // With a fused step the kernels are timed in a pass of their own, so their events do not add to the wall time.
   const kernelSteps = clock.kernelTimer ? Math.max(3, Math.floor(steps / 2)) : 0;
-  const inputs = Array.from({ length: steps + kernelSteps }, () => queries.next());
+  const inputs = Array.from({ length: steps + kernelSteps + SETTLE_STEPS }, () => queries.next());
   const run = mode.feed(cache, inputs);
   const sparse = cache.name === 'shadowkv';
   const before = sparse ? hitCounts(cache) : undefined;
   const walls: number[] = [];
   collectGarbage();
+  for (let i = steps + kernelSteps; i < inputs.length; i++) run(i);
   const span = clock.span(() => {
     for (let i = 0; i < steps; i++) {
       const t = performance.now();
@@ -261,7 +271,7 @@ export function timeDecode(b: Built<BaseKVCache>, queries: DriftingQueries, o: {
   };
   if (before) {
     const after = hitCounts(cache);
-    const [hits, misses, hot, n] = [after.hits - before.hits, after.misses - before.misses, after.hot - before.hot, steps + kernelSteps + (queued ? kernelSteps * QUEUED_WINDOWS + QUEUED_WARMUP : 0)];
+    const [hits, misses, hot, n] = [after.hits - before.hits, after.misses - before.misses, after.hot - before.hot, steps + kernelSteps + SETTLE_STEPS + (queued ? (kernelSteps + SETTLE_STEPS) * QUEUED_WINDOWS + QUEUED_WARMUP : 0)];
     timing.sparse = {
       hitRate: hits / (hits + misses), missesPerStep: misses / n, hotHitRate: misses ? hot / misses : 0, deviceHitRate: (hits + hot) / (hits + misses),
       pcieBytesPerStep: (after.bytes - before.bytes) / n, attendedTokens: cache.stats().lastAttendedTokens,
@@ -288,8 +298,9 @@ function timeQueued(b: Built<BaseKVCache>, queries: DriftingQueries, steps: numb
   try {
     for (let i = 0; i < QUEUED_WARMUP; i++) b.cache.decode(0, queries.next(), { out });
     const windows = Array.from({ length: QUEUED_WINDOWS }, () => {
-      const inputs = Array.from({ length: steps }, () => queries.next());
+      const inputs = Array.from({ length: steps + SETTLE_STEPS }, () => queries.next());
       collectGarbage(); // a collection inside the window would stall the host, and could drain the GPU's queue
+      inputs.splice(0, SETTLE_STEPS).forEach((input) => b.cache.decode(0, input, { out }));
       return b.clock.span(() => inputs.forEach((input) => b.cache.decode(0, input, { out }))) / steps;
     });
     return summary(windows).median;

@@ -3,6 +3,7 @@
 #pragma once
 #include <cuda_runtime.h>
 #include <algorithm>
+#include <mutex>
 #include <utility>
 #include <math.h>
 #include <stdint.h>
@@ -26,7 +27,9 @@ static inline int64_t skv_ceil_div(int64_t a, int64_t b) { return (a + b - 1) / 
 enum { SKV_MAX_BLOCKS = 65535 };
 
 // The dynamic shared memory a kernel may take on a device (this file's launches), 0 until read
-// from the driver; or a slot that stays 0 once the table is full.
+// from the driver; or a slot that stays 0 once the table is full. Thread-safe: compress() runs
+// lowRankKeys on a thread of its own (runtime/cuda/low_rank_keys.cc) while the landmarks launch;
+// lookups read without the lock, entries are added under it and published by the count.
 static inline size_t& skv_smem_granted(const void* kernel, int dev) {
   struct Grant {
     const void* kernel;
@@ -36,11 +39,20 @@ static inline size_t& skv_smem_granted(const void* kernel, int dev) {
   static Grant table[64];
   static int n = 0;
   static size_t none = 0;
-  for (int i = 0; i < n; i++)
-    if (table[i].kernel == kernel && table[i].dev == dev) return table[i].bytes;
-  if (n == 64) return none = 0;
-  table[n] = Grant{kernel, dev, 0};
-  return table[n++].bytes;
+  static std::mutex adding;
+  const auto find = [&](int count) -> size_t* {
+    for (int i = 0; i < count; i++)
+      if (table[i].kernel == kernel && table[i].dev == dev) return &table[i].bytes;
+    return nullptr;
+  };
+  if (size_t* b = find(__atomic_load_n(&n, __ATOMIC_ACQUIRE))) return *b;
+  std::lock_guard<std::mutex> lock(adding);
+  const int count = __atomic_load_n(&n, __ATOMIC_RELAXED);
+  if (size_t* b = find(count)) return *b;
+  if (count == 64) return none = 0;
+  table[count] = Grant{kernel, dev, 0};
+  __atomic_store_n(&n, count + 1, __ATOMIC_RELEASE);
+  return table[count].bytes;
 }
 
 // A block of `kernel` with `bytes` of dynamic shared memory: *need, those bytes and the kernel's
@@ -96,8 +108,13 @@ static inline cudaError_t skv_per_device(int* cache, int* value, Read read) {
   int dev = 0;
   SKV_CUDA_CALL(cudaGetDevice(&dev));
   if (dev >= 64) return read(dev, value);
-  if (cache[dev] == 0) SKV_CUDA_CALL(read(dev, &cache[dev]));
-  *value = cache[dev];
+  // NOTE: two threads may both read the driver; both store the same answer (atomically: see skv_smem_granted).
+  int known = __atomic_load_n(&cache[dev], __ATOMIC_RELAXED);
+  if (known == 0) {
+    SKV_CUDA_CALL(read(dev, &known));
+    __atomic_store_n(&cache[dev], known, __ATOMIC_RELAXED);
+  }
+  *value = known;
   return cudaSuccess;
 }
 

@@ -31,6 +31,9 @@ export function registerBenchBackend(name: string): string {
       ...base,
       createDevice: () => {
         const d = base.createDevice();
+        // SKV_BENCH_LOWRANK_INLINE=1: compress()'s factorization in line, as before the device ran
+        // it alongside the landmarks, for side-by-side timing (bench/NOTES.md v33).
+        if (process.env.SKV_BENCH_LOWRANK_INLINE === '1') d.lowRankKeysAlongside = undefined;
         made.push(d);
         return d;
       },

@@ -32,6 +32,8 @@ Napi::Value Gemm(const Napi::CallbackInfo&);
 Napi::Value Rope(const Napi::CallbackInfo&);
 Napi::Value PreRopeKeys(const Napi::CallbackInfo&);
 Napi::Value LowRankKeys(const Napi::CallbackInfo&);
+Napi::Value LowRankKeysAside(const Napi::CallbackInfo&);
+Napi::Value JoinLowRankKeysAside(const Napi::CallbackInfo&);
 Napi::Value Landmarks(const Napi::CallbackInfo&);
 Napi::Value KeepLandmarks(const Napi::CallbackInfo&);
 Napi::Value SelectChunks(const Napi::CallbackInfo&);
@@ -64,7 +66,8 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
       {"write", Write}, {"read", Read}, {"copy", Copy}, {"copyAside", CopyAside}, {"joinAside", JoinAside},
       // ops, in runtime/wasm/abi.h order
       {"convert", Convert}, {"convertRows", ConvertRows}, {"gemm", Gemm}, {"rope", Rope}, {"preRopeKeys", PreRopeKeys},
-      {"lowRankKeys", LowRankKeys}, {"landmarks", Landmarks}, {"keepLandmarks", KeepLandmarks},
+      {"lowRankKeys", LowRankKeys}, {"lowRankKeysAside", LowRankKeysAside}, {"joinLowRankKeysAside", JoinLowRankKeysAside},
+      {"landmarks", Landmarks}, {"keepLandmarks", KeepLandmarks},
       {"selectChunks", SelectChunks},
       {"scoreChunks", ScoreChunks}, {"rebuildKeys", RebuildKeys}, {"gatherValues", GatherValues},
       {"quantizeValues", QuantizeValues}, {"sparseAttention", SparseAttention}, {"causalAttention", CausalAttention},

@@ -58,3 +58,33 @@ forEachEnv('lowRankKeys', (env) => {
     void randn;
   });
 }, (e) => e.dtype === 'f32');
+
+// The CUDA runtime's factorization on its own thread and stream (compress() runs the landmarks
+// meanwhile): the same bits as in line, with other ops issued before the join; one at a time; a
+// non-finite key refused at the join as lowRankKeys refuses it.
+forEachEnv('lowRankKeysAlongside', (env) => {
+  it('gives lowRankKeys\' bits with ops issued meanwhile; refuses a second start or an in-line call before the join; a non-finite key throws at the join', () => {
+    const device = env.instance.createDevice();
+    const K = keys(301, 2, 32, 6, 7, 0.02);
+    const [S, D, rank] = [K.rows, K.cols, 16];
+    const outs = () => ({ u: zerosOn(device, S * rank, 'f32'), sv: zerosOn(device, rank * D, 'f32'), proj: zerosOn(device, D * rank, 'f32'), sigma: zerosOn(device, rank, 'f32') });
+    const views = (o: ReturnType<typeof outs>) => ({ u: at(o.u), sv: at(o.sv), proj: at(o.proj), sigma: at(o.sigma) });
+    const read = (o: ReturnType<typeof outs>) => [get(device, o.u), get(device, o.sv), get(device, o.proj), get(device, o.sigma)];
+    const [inline, aside] = [outs(), outs()];
+    device.lowRankKeys(at(put(device, K.data, 'f32')), S, D, rank, 16, 2, 1234, views(inline));
+    const k = put(device, K.data, 'f32');
+    const join = device.lowRankKeysAlongside!(at(k), S, D, rank, 16, 2, 1234, views(aside));
+    expect(() => device.lowRankKeysAlongside!(at(k), S, D, rank, 16, 2, 1234, views(outs()))).toThrow(/already running aside/);
+    expect(() => device.lowRankKeys(at(k), S, D, rank, 16, 2, 1234, views(outs()))).toThrow(/running aside/);
+    const other = put(device, Array.from({ length: 4096 }, (_, i) => i), 'f32');
+    device.convert(at(zerosOn(device, 4096, 'bf16')), at(other), 4096);
+    join();
+    expect(() => join()).toThrow(/no factorization is running aside/);
+    read(aside).forEach((got, i) => expect(Array.from(got), `output ${i}`).toEqual(Array.from(read(inline)[i]!)));
+    const bad = Float64Array.from(K.data);
+    bad[S * D - 3] = NaN;
+    const refuse = device.lowRankKeysAlongside!(at(put(device, bad, 'f32')), S, D, rank, 16, 2, 1234, views(outs()));
+    expect(() => refuse()).toThrow(RangeError);
+    device.dispose();
+  });
+}, (e) => e.name === 'cuda-f32');

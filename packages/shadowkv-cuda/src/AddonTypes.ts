@@ -112,6 +112,10 @@ export interface CudaAddon {
   rope(x: Ptr, rows: number, d: number, ldx: number, positions: Ptr, invFreq: Ptr, style: number, direction: number): void;
   /** Returns a STATUS code. */
   lowRankKeys(K: Ptr, S: number, D: number, rank: number, oversample: number, powerIters: number, seed: number, U: Ptr, SV: Ptr, proj: Ptr, sigma: Ptr): number;
+  /** lowRankKeys on a host thread and a stream of its own, after every op issued before; one at a time. */
+  lowRankKeysAside(K: Ptr, S: number, D: number, rank: number, oversample: number, powerIters: number, seed: number, U: Ptr, SV: Ptr, proj: Ptr, sigma: Ptr): void;
+  /** Waits for lowRankKeysAside; every op issued after this waits for it. Returns its STATUS code. */
+  joinLowRankKeysAside(): number;
   landmarks(keys: Ptr, dtype: number, ldk: number, nChunks: number, C: number, d: number, landmarks: Ptr, minCos: Ptr): void;
   keepLandmarks(landmarks: Ptr, heads: number, nChunks: number, d: number, outliers: Ptr, counts: Ptr, maxOutliers: number, out: Ptr, dtype: number, ids: Ptr, capacity: number): void;
   /** Writes min(k, n) indices ascending into `out`; returns that count. */

@@ -41,7 +41,8 @@ const TWO_32 = 2 ** 32;
  * The CUDA runtime as a `Device`: the same ops as `WasmDevice`, op by op, over device memory
  * ('device' tier: the GPU's stream-ordered pool) and pinned mapped host memory ('host' tier: offloaded values, read by
  * the gather kernel through UVA). Index arrays are staged into scratch device buffers. Every op
- * runs on the default stream, but `copyAlongside`'s copies, on a second one until their join;
+ * runs on the default stream, but `copyAlongside`'s copies, on a second one until their join, and
+ * `lowRankKeysAlongside`, on a host thread and a stream of its own until its join;
  * `read` (and `selectChunks`, `lowRankKeys`) wait for the default stream.
  * `decodeLayer` runs a whole layer step as a few kernels (kernels/decode_layer.cu) without waiting.
  */
@@ -239,11 +240,16 @@ export class CudaDevice implements Device {
   }
 
   lowRankKeys(k: View, S: number, D: number, rank: number, oversample: number, powerIters: number, seed: number, o: LowRankOut): void {
-    const status = this.op('low_rank_keys', () => this.x.lowRankKeys(
-      this.addr(k), S, D, rank, oversample, powerIters, seed >>> 0,
-      this.addr(o.u), this.addr(o.sv), this.addr(o.proj), this.addr(o.sigma),
-    ));
-    if (status !== STATUS.ok) throw new RangeError(`lowRankKeys: the runtime rejected S=${S}, D=${D}, rank=${rank}, oversample=${oversample}, powerIters=${powerIters}, or a non-finite key (status ${status})`);
+    lowRankStatus(this.op('low_rank_keys', () => this.x.lowRankKeys(...this.lowRankArgs(k, S, D, rank, oversample, powerIters, seed, o))), S, D, rank, oversample, powerIters);
+  }
+
+  lowRankKeysAlongside(k: View, S: number, D: number, rank: number, oversample: number, powerIters: number, seed: number, o: LowRankOut): () => void {
+    this.op('low_rank_keys', () => this.x.lowRankKeysAside(...this.lowRankArgs(k, S, D, rank, oversample, powerIters, seed, o)));
+    return () => lowRankStatus(this.op('low_rank_keys', () => this.x.joinLowRankKeysAside()), S, D, rank, oversample, powerIters);
+  }
+
+  private lowRankArgs(k: View, S: number, D: number, rank: number, oversample: number, powerIters: number, seed: number, o: LowRankOut) {
+    return [this.addr(k), S, D, rank, oversample, powerIters, seed >>> 0, this.addr(o.u), this.addr(o.sv), this.addr(o.proj), this.addr(o.sigma)] as const;
   }
 
   landmarks(keys: View, ld: number, nChunks: number, C: number, d: number, landmarks: View, minCos: View): void {
@@ -542,6 +548,11 @@ export class CudaDevice implements Device {
 /** A count from the environment (tests force the fused step's groupings); 0 when unset or not a count. */
 function envCount(name: string): number {
   return Math.max(0, Math.floor(Number(process.env[name] ?? 0)) || 0);
+}
+
+/** Throws where the runtime refused a factorization (lowRankKeys' status), as WasmDevice does. */
+function lowRankStatus(status: number, S: number, D: number, rank: number, oversample: number, powerIters: number): void {
+  if (status !== STATUS.ok) throw new RangeError(`lowRankKeys: the runtime rejected S=${S}, D=${D}, rank=${rank}, oversample=${oversample}, powerIters=${powerIters}, or a non-finite key (status ${status})`);
 }
 
 /** The step record's bytes and its 32-bit views (made when it grows, not every step). */

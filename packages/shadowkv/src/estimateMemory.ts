@@ -76,9 +76,10 @@ export function estimateMemory(q: MemoryQuestion): MemoryEstimate {
   components.exactTail! += (dense / rows) * (rows - sparseRows);
   const device = Object.values(components).reduce((a, v) => a + v, 0);
   const host = sparseRows * hostPerRow;
-  // One row's compression: the whole prompt in the tail, f32 pre-RoPE keys and factors, the Gram matrix.
+  // One row's compression: the whole prompt in the tail, f32 pre-RoPE keys and factors, the Gram
+  // matrix, and (while the factorization runs) the landmarks and min-cosines of every chunk.
   const l = Math.min(rank + o.svdOversample, D);
-  const transient = 2 * Hkv * S * d * b + 4 * (nc * D + nc * rank + 2 * rank * D + D * D + 4 * l * D);
+  const transient = 2 * Hkv * S * d * b + 4 * (nc * D + nc * rank + 2 * rank * D + D * D + 4 * l * D + (nc / C) * (D + Hkv));
   // NOTE: on wasm both tiers live in the one heap.
   return { device, host, dense, components, transient, fitsWasmHeap: device + host + transient < WASM_HEAP };
 }

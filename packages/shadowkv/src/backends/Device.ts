@@ -206,6 +206,14 @@ export interface Device {
    */
   preRopeKeys(dst: View, ld: number, src: View, headStride: number, heads: number, rows: number, d: number, invFreq: DeviceBuffer, style: RopeStyle, first: number): void;
   lowRankKeys(k: View, S: number, D: number, rank: number, oversample: number, powerIters: number, seed: number, out: LowRankOut): void;
+  /**
+   * Optional: `lowRankKeys`, the same bits, running alongside the ops issued after it (CUDA: a host
+   * thread and a stream of its own, so that its host round trips leave the GPU to them), ordered
+   * after those issued before. Returns `join`, which throws what `lowRankKeys` would throw, after
+   * which every op waits for it; until then nothing may touch `k` or `out`, and no other
+   * factorization may start. Without it, `lowRankKeys`.
+   */
+  lowRankKeysAlongside?(k: View, S: number, D: number, rank: number, oversample: number, powerIters: number, seed: number, out: LowRankOut): () => void;
   landmarks(keys: View, ld: number, nChunks: number, C: number, d: number, landmarks: View, minCos: View): void;
   /**
    * The landmark set of `heads` heads once their outliers are chosen: head h's landmarks are rows

@@ -65,42 +65,43 @@ export function buildStore(ctx: CompressContext, st: SequenceState): CompressedS
   const chunks = nc / C;
   const rank = Math.min(o.rank, nc);
   // The temporaries (pre-RoPE keys, factors), freed on every path: an allocation that fails frees
-  // those before it, and the store.
+  // those before it, and the store. Work started alongside is joined first, on every path.
   const temps: DeviceBuffer[] = [];
   const temp = (buf: DeviceBuffer) => (temps.push(buf), buf);
+  const joins: (() => void)[] = [];
   let store: CompressedStore | undefined;
   try {
-    // Pre-RoPE keys first: where the device runs ops asynchronously, the store's host work (its
-    // allocations, its page table) is done while the keys are computed.
     const k = temp(preRopeKeys(ctx, st, nc));
     stage('preRopeKeys');
+    // 1. Low-rank keys: K_pre [nc, Hkv*d] ≈ U · SV. Started first: where the device can, it runs
+    //    alongside steps 2-4 (which only read the tail), its chain of host round trips leaving the
+    //    GPU and this thread to them.
+    const f = { u: temp(device.alloc(nc * rank, 'f32', 'compress')), sv: temp(device.alloc(rank * D, 'f32', 'compress')), proj: temp(device.alloc(D * rank, 'f32', 'compress')), sigma: temp(device.alloc(rank, 'f32', 'compress')) };
+    stage('allocFactors');
+    const args = [at(k), nc, D, rank, o.svdOversample, o.svdPowerIters, SVD_SEED, { u: at(f.u), sv: at(f.sv), proj: at(f.proj), sigma: at(f.sigma) }] as const;
+    joins.push(device.lowRankKeysAlongside ? device.lowRankKeysAlongside(...args) : (device.lowRankKeys(...args), () => {}));
     store = newStore(ctx, rank, chunks);
     stage('store');
-    // 2. Values go to the host pages, chunk-contiguous: one copy per page. Issued before step 1: where
-    //    the device can, they run alongside steps 1-4 (which only read the tail), the copy engines
-    //    working while the kernels compute.
-    const join = copyValues(ctx, st, store, chunks);
+    // 2. Values go to the host pages, chunk-contiguous: one copy per page; where the device can,
+    //    alongside the rest, the copy engines working while the kernels compute.
+    joins.push(copyValues(ctx, st, store, chunks));
     stage('values');
-    try {
-      // 1. Low-rank keys: K_pre [nc, Hkv*d] ≈ U · SV.
-      const f = { u: temp(device.alloc(nc * rank, 'f32', 'compress')), sv: temp(device.alloc(rank * D, 'f32', 'compress')), proj: temp(device.alloc(D * rank, 'f32', 'compress')), sigma: temp(device.alloc(rank, 'f32', 'compress')) };
-      stage('allocFactors');
-      device.lowRankKeys(at(k), nc, D, rank, o.svdOversample, o.svdPowerIters, SVD_SEED, { u: at(f.u), sv: at(f.sv), proj: at(f.proj), sigma: at(f.sigma) });
-      stage('lowRankKeys');
-      device.convert(at(store.u), at(f.u), nc * rank);
-      device.convert(at(store.sv), at(f.sv), rank * D);
-      device.convert(at(store.proj), at(f.proj), D * rank);
-      stage('convert');
-      temps.splice(0).forEach((b) => device.free(b)); // before the landmarks' temporaries are made
-      stage('free');
-      // 3-4. Landmarks; the lowest min-cosine chunks (and sink chunks) stay exact as outliers.
-      device.write(at(store.headCounts), landmarksAndOutliers(ctx, st, store, chunks));
-      stage('landmarks');
-    } finally {
-      join();
-    }
+    // 3-4. Landmarks; the lowest min-cosine chunks (and sink chunks) stay exact as outliers.
+    const counts = landmarksAndOutliers(ctx, st, store, chunks);
+    stage('landmarks');
+    joinAll(joins);
     stage('join');
+    device.convert(at(store.u), at(f.u), nc * rank);
+    device.convert(at(store.sv), at(f.sv), rank * D);
+    device.convert(at(store.proj), at(f.proj), D * rank);
+    device.write(at(store.headCounts), counts);
+    stage('convert');
   } catch (err) {
+    try {
+      joinAll(joins);
+    } catch {
+      // NOTE: err, the first failure, is the one reported
+    }
     store?.free();
     throw err;
   } finally {
@@ -108,6 +109,19 @@ export function buildStore(ctx: CompressContext, st: SequenceState): CompressedS
   }
   store.tokens = nc;
   return store;
+}
+
+/** Joins each piece of work started alongside, every one even where one before it throws; throws the first error. */
+function joinAll(joins: (() => void)[]): void {
+  let failed: { err: unknown } | undefined;
+  for (const join of joins.splice(0)) {
+    try {
+      join();
+    } catch (err) {
+      failed ??= { err };
+    }
+  }
+  if (failed) throw failed.err;
 }
 
 /** The copies of step 2, issued alongside what follows where the device can; returns their join. */

@@ -56,6 +56,11 @@ cudaError_t Convert(const void* src, int src_dtype, void* dst, int dst_dtype, in
 cudaError_t PreRopeKeys(const void* src, int dtype, int64_t head_stride, int heads, int rows, int d, float* dst, int64_t ld,
                         const double* inv_freq, int style, int first, cudaStream_t stream);
 
+// ---- copy_words.cu ----
+// `bytes` (a multiple of 4) from src to dst, both 16-byte aligned, either in device memory or pinned
+// host memory (through UVA), by a kernel on `stream`: not behind the copy engines' queue.
+cudaError_t CopyWords(void* dst, const void* src, size_t bytes, cudaStream_t stream);
+
 // ---- convert_rows.cu ----
 // rows x cols: dst[r*dst_ld + c] = convert(src[r*src_ld + c]).
 cudaError_t ConvertRows(const void* src, int src_dtype, int64_t src_ld, void* dst, int dst_dtype, int64_t dst_ld,

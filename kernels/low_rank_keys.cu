@@ -66,23 +66,6 @@ struct Trace {
   }
 };
 
-// Words between device memory and the pinned host block, copied by a kernel through UVA rather than
-// by the copy engines: compress.ts keeps those busy with the values' copies (copyAside) for
-// milliseconds, and a copy-engine read queued behind them waited for all of them.
-__global__ void CopyWordsKernel(uint4* dst, const uint4* src, size_t n16, unsigned* dst4, const unsigned* src4, size_t n4) {
-  for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n16; i += (size_t)gridDim.x * blockDim.x) dst[i] = src[i];
-  for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n4; i += (size_t)gridDim.x * blockDim.x) dst4[i] = src4[i];
-}
-
-// dst, src: 16-byte aligned (skv_carve's 256); bytes: a multiple of 4.
-cudaError_t copy_words(void* dst, const void* src, size_t bytes, cudaStream_t stream) {
-  const size_t n16 = bytes / 16, tail = bytes % 16 / 4;
-  CopyWordsKernel<<<(int)std::max<size_t>(1, std::min<size_t>(skv_ceil_div(n16, 256), 256)), 256, 0, stream>>>(
-      static_cast<uint4*>(dst), static_cast<const uint4*>(src), n16, static_cast<unsigned*>(dst) + n16 * 4,
-      static_cast<const unsigned*>(src) + n16 * 4, tail);
-  return cudaGetLastError();
-}
-
 // Omega [n] f32 = uniform(rng) n times (subspace.h), entry i from the state after i + 1 steps, each
 // on its own, with the host's bits.
 __global__ void OmegaKernel(float* Q, size_t n, uint64_t state) {
@@ -176,13 +159,13 @@ cudaError_t cholesky_qr_pass(Subspace& s, const TA* A, double* B, float* Bf, boo
   const int l = s.l, D = s.D;
   const size_t ll = sizeof(double) * l * l;
   SKV_CUDA_CALL(products_f64::RowDots(l, l, D, A, A, s.W, stream));
-  SKV_CUDA_CALL(copy_words(s.Wh, s.W, ll, stream));
+  SKV_CUDA_CALL(CopyWords(s.Wh, s.W, ll, stream));
   SKV_CUDA_CALL(cudaStreamSynchronize(stream));
   s.trace.mark("W read");
   *ok = (!second || near_identity(s.Wh, l)) && cholesky_lower(s.Wh, l, s.Lh);
   s.trace.mark("cholesky");
   if (!*ok) return cudaSuccess;
-  SKV_CUDA_CALL(copy_words(s.M, s.Lh, ll, stream));
+  SKV_CUDA_CALL(CopyWords(s.M, s.Lh, ll, stream));
   return products_f64::LowerSolve(l, D, s.M, A, B, Bf, stream);
 }
 
@@ -223,7 +206,7 @@ cudaError_t ritz_pairs_on_device(Subspace& s, int rank, double* w, int* ord, dou
   const int l = s.l;
   symmetrize(s.Wh, l);
   tridiagonalize(s.Wh, l, w, work, work + l);
-  SKV_CUDA_CALL(copy_words(s.W, s.Wh, sizeof(double) * l * l, stream));
+  SKV_CUDA_CALL(CopyWords(s.W, s.Wh, sizeof(double) * l * l, stream));
   SKV_CUDA_CALL(eigenvectors::householder_q(s.W, l, s.Vt, stream));
   // The rotations go up in batches while the iteration goes on: each batch is copied into one of
   // two pinned halves (the other may still be read by the copy before it), then up, and applied.
@@ -240,7 +223,7 @@ cudaError_t ritz_pairs_on_device(Subspace& s, int rank, double* w, int* ord, dou
     err = read[half] ? cudaEventSynchronize(read[half]) : cudaEventCreateWithFlags(&read[half], cudaEventDisableTiming);
     if (err == cudaSuccess) {
       memcpy(pinned, lg, sizeof(double) * 3 * count);
-      err = copy_words(s.log, pinned, sizeof(double) * 3 * count, stream);
+      err = CopyWords(s.log, pinned, sizeof(double) * 3 * count, stream);
     }
     if (err == cudaSuccess) err = cudaEventRecord(read[half], stream);
     if (err == cudaSuccess) err = eigenvectors::rotate_rows(s.Vt, l, s.log, count, stream);
@@ -251,7 +234,7 @@ cudaError_t ritz_pairs_on_device(Subspace& s, int rank, double* w, int* ord, dou
   SKV_CUDA_CALL(err);
   order_descending(w, l, ord);
   memcpy(s.ordh, ord, sizeof(int) * l);
-  SKV_CUDA_CALL(copy_words(s.ord, s.ordh, sizeof(int) * l, stream));
+  SKV_CUDA_CALL(CopyWords(s.ord, s.ordh, sizeof(int) * l, stream));
   return eigenvectors::gather_rows(s.Vt, l, s.ord, rank, s.M, stream);
 }
 
@@ -263,7 +246,7 @@ cudaError_t ritz_pairs_on_host(Subspace& s, int rank, double* w, int* ord, cudaS
   std::vector<double> Wt((size_t)l * l), work(subspace_work(l));
   HostPool pool(HostPool::default_threads());
   ritz_pairs(s.Wh, l, rank, Wt.data(), w, ord, work.data(), pool.tasks());
-  return copy_words(s.M, s.Wh, sizeof(double) * rank * l, stream);  // E: rows i < rank of s.Wh, read from pinned memory
+  return CopyWords(s.M, s.Wh, sizeof(double) * rank * l, stream);  // E: rows i < rank of s.Wh, read from pinned memory
 }
 
 }  // namespace
@@ -309,7 +292,7 @@ cudaError_t LowRankKeys(float* K, int S, int D, int rank, int oversample, int po
   SKV_CUDA_CALL(cudaMemsetAsync(flags, 0, 2 * sizeof(unsigned), stream));
   AbsMaxKernel<<<(int)std::min<int64_t>(skv_ceil_div(SD, REDUCE_THREADS), 1024), REDUCE_THREADS, 0, stream>>>(K, SD, flags);
   SKV_LAUNCH_CHECK();
-  SKV_CUDA_CALL(copy_words(fl, flags, 2 * sizeof(unsigned), stream));
+  SKV_CUDA_CALL(CopyWords(fl, flags, 2 * sizeof(unsigned), stream));
   SKV_CUDA_CALL(cudaStreamSynchronize(stream));
   trace.mark("absmax read");
   if (fl[1]) return cudaSuccess;  // SKV_LOW_RANK_ARG: nothing written
@@ -332,7 +315,7 @@ cudaError_t LowRankKeys(float* K, int S, int D, int rank, int oversample, int po
   // 3. Rayleigh-Ritz: T = Q X^T = Q G Q^T, eigenpairs descending, V_r = eigvecs[:, :rank]^T Q, signed.
   SKV_CUDA_CALL(Gemm(l, D, D, 1.f, sub.Qf, SKV_F32, D, 0, nullptr, G, SKV_F32, D, 0, 0.f, sub.X, D, stream));
   SKV_CUDA_CALL(products_f64::RowDots(l, l, D, sub.Q, sub.X, sub.W, stream));
-  SKV_CUDA_CALL(copy_words(sub.Wh, sub.W, sizeof(double) * ll, stream));
+  SKV_CUDA_CALL(CopyWords(sub.Wh, sub.W, sizeof(double) * ll, stream));
   SKV_CUDA_CALL(cudaStreamSynchronize(stream));
   trace.mark("T read");
   if (eigenvectors::fits(l)) SKV_CUDA_CALL(ritz_pairs_on_device(sub, rank, w.data(), ord.data(), work.data(), stream));
@@ -352,8 +335,8 @@ cudaError_t LowRankKeys(float* K, int S, int D, int rank, int oversample, int po
     scale_h[rank + i] = kept ? 1.0 / si : 0.0;
     scale_h[2 * rank + i] = kept ? down / si : 0.0;
   }
-  SKV_CUDA_CALL(copy_words(sigma, sigma_h, sizeof(float) * rank, stream));
-  SKV_CUDA_CALL(copy_words(scale, scale_h, sizeof(double) * 3 * rank, stream));
+  SKV_CUDA_CALL(CopyWords(sigma, sigma_h, sizeof(float) * rank, stream));
+  SKV_CUDA_CALL(CopyWords(scale, scale_h, sizeof(double) * 3 * rank, stream));
   SKV_CUDA_CALL(scale_rows(sub.Q1, D, rank, scale, scale + rank, SV, proj, stream));
   // 5. U = K proj [S x rank]; the scales cancel: (K / 2^e) (proj 2^e). Large: tensor cores (gemm.cu).
   SKV_CUDA_CALL(Gemm(S, rank, D, 1.f, K, SKV_F32, D, 0, nullptr, proj, SKV_F32, rank, 0, 0.f, U, rank, stream));

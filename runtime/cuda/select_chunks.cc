@@ -6,7 +6,6 @@
 // for all rows (a compression's eight heads' outlier choices were eight waits).
 #include <limits.h>
 #include <string.h>
-#include <vector>
 #include "binding.h"
 
 namespace shadowkv_cuda {
@@ -32,14 +31,20 @@ Napi::Value SelectChunks(const Napi::CallbackInfo& info) {
   int32_t* idx = static_cast<int32_t*>(ws.ptr);
   int32_t* count = idx + total;
   Check(info.Env(), op, ::SelectChunks(scores, n, k, largest, rows, idx, count, Stream()));
-  // One copy back of the indices and the counts.
-  std::vector<int32_t> back(total + rows);
-  Check(info.Env(), op, cudaMemcpy(back.data(), idx, sizeof(int32_t) * (total + rows), cudaMemcpyDeviceToHost));
+  // One copy back of the indices and the counts, by a kernel into a staged pinned block, then a wait
+  // for this stream alone. NOTE: a cudaMemcpy queued on the copy engine behind compress()'s value
+  // copies (~6 ms a 128K row), and the factorization running aside meanwhile stalled ~3.5 ms with
+  // it (bench/NOTES.md v33, call 6).
+  const size_t bytes = sizeof(int32_t) * (total + rows);
+  const int32_t* back = static_cast<const int32_t*>(Stage(info.Env(), bytes, op));
+  Check(info.Env(), op, ::CopyWords(const_cast<int32_t*>(back), idx, bytes, Stream()));
+  Staged(info.Env(), op);
+  Check(info.Env(), op, cudaStreamSynchronize(Stream()));
   for (int r = 0; r < rows; r++)
     if (back[total + r] != m)
       throw Napi::Error::New(info.Env(), "selectChunks: the device selected " + std::to_string(back[total + r]) + " of " + std::to_string(m) +
                                              " indices in row " + std::to_string(r));
-  memcpy(out.Data(), back.data(), sizeof(int32_t) * total);  // ascending within each row
+  memcpy(out.Data(), back, sizeof(int32_t) * total);  // ascending within each row
   return Napi::Number::New(info.Env(), m);
 }
 

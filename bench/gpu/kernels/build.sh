@@ -10,7 +10,7 @@ command -v nvcc >/dev/null || export PATH="/usr/local/cuda/bin:$PATH"
 mkdir -p bench/gpu/kernels/build
 nvcc -std=c++17 -O3 -arch=sm_90 --expt-relaxed-constexpr -lineinfo -Xcompiler -Wall -cudart static \
   bench/gpu/kernels/gram_bench.cu kernels/low_rank_keys.cu kernels/convert.cu kernels/convert_rows.cu \
-  kernels/rope.cu kernels/landmarks.cu kernels/select_chunks.cu -o bench/gpu/kernels/build/gram_bench
+  kernels/rope.cu kernels/landmarks.cu kernels/select_chunks.cu kernels/copy_words.cu -o bench/gpu/kernels/build/gram_bench
 # causal_attention.cu is included by its bench (both of its kernels are called directly).
 nvcc -std=c++17 -O3 -arch=sm_90 --expt-relaxed-constexpr -lineinfo -Xcompiler -Wall -cudart static \
   bench/gpu/kernels/causal_attention_bench.cu -o bench/gpu/kernels/build/causal_attention_bench

@@ -16,27 +16,44 @@ const options = { rank: 8, chunkSize: 4, budget: 16, outlierChunks: 2, localToke
 interface Faults {
   landmarks?: Error;
   join?: Error;
+  /** Throw at the n-th device call (from 1, frees not counted) between the start and the join. */
+  callAt?: number;
 }
 
-function deferred(inner: Device, log: string[], faults: Faults): Device {
+/** `faults`' device, and the names of the calls it saw between the start and the join of its last factorization. */
+function deferred(inner: Device, log: string[], faults: Faults): Device & { between: string[] } {
+  let between: string[] | undefined;
   const alongside = (k: View, S: number, D: number, rank: number, oversample: number, powerIters: number, seed: number, out: LowRankOut) => {
     log.push(`start ${k.buf.ptr}`);
     for (const [v, n] of [[out.u, S * rank], [out.sv, rank * D], [out.proj, D * rank]] as const) inner.write(v, new Float32Array(n).fill(NaN));
+    const calls: string[] = [];
+    between = calls;
     return () => {
       log.push('join');
+      between = undefined;
+      device.between = calls;
       if (faults.join) throw faults.join;
       inner.lowRankKeys(k, S, D, rank, oversample, powerIters, seed, out);
     };
   };
-  return new Proxy(inner, {
+  const device = new Proxy(inner, {
     get(target, key) {
       if (key === 'lowRankKeysAlongside') return alongside;
+      if (key === 'between') return Reflect.get(target, key);
       if (key === 'landmarks' && faults.landmarks) return () => { throw faults.landmarks; };
       if (key === 'free') return (b: Parameters<Device['free']>[0]) => (log.push(`free ${b.ptr}`), target.free(b));
       const v = Reflect.get(target, key, target) as unknown;
-      return typeof v === 'function' ? v.bind(target) : v;
+      if (typeof v !== 'function') return v;
+      return (...a: unknown[]) => {
+        if (between) {
+          between.push(String(key));
+          if (between.length === faults.callAt) throw new OutOfMemoryError(`test: ${String(key)}, call ${between.length} between the start and the join`);
+        }
+        return (v as (...x: unknown[]) => unknown).apply(target, a);
+      };
     },
-  });
+  }) as Device & { between: string[] };
+  return device;
 }
 
 function makeCache(env: TestEnv, device?: Device): ShadowKVCache {
@@ -98,5 +115,38 @@ forEachEnv('compress() with the factorization alongside', (env) => {
       plain.dispose();
       aside.dispose();
     }
+  });
+
+  // The class of the cases above: a failure at any device call made while the factorization runs.
+  it('a failure at each device call between the start and the join: thrown, joined before the keys are freed, the row compressed later as if never tried', () => {
+    const plain = makeCache(env);
+    const want = run(plain);
+    plain.dispose();
+    const probe = deferred(env.instance.createDevice(), [], {});
+    const probed = makeCache(env, probe);
+    run(probed);
+    probed.dispose();
+    const window = probe.between;
+    expect(window.length).toBeGreaterThan(3);
+    window.forEach((name, i) => {
+      const log: string[] = [];
+      const faults: Faults = { callAt: i + 1 };
+      const cache = makeCache(env, deferred(env.instance.createDevice(), log, faults));
+      try {
+        const got = run(cache, () => {
+          expect(() => cache.compress(), `call ${i + 1} (${name})`).toThrow(`${name}, call ${i + 1} between`);
+          const started = log.find((e) => e.startsWith('start '))!;
+          const [start, join] = [log.indexOf(started), log.indexOf('join')];
+          expect(join, `call ${i + 1} (${name})`).toBeGreaterThan(start);
+          expect(log.indexOf(`free ${started.slice('start '.length)}`, start), `call ${i + 1} (${name})`).toBeGreaterThan(join);
+          expect(cache.stats().compressions).toBe(0);
+          delete faults.callAt;
+          expect(cache.compress()).toBe(1);
+        });
+        got.forEach((out, t) => expect(out, `call ${i + 1} (${name}), step ${t}`).toEqual(want[t]));
+      } finally {
+        cache.dispose();
+      }
+    });
   });
 }, (e) => e.name.startsWith('wasm'));

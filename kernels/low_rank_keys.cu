@@ -3,8 +3,8 @@
 // [0.5, 1)); 1. G on the device (the expensive part: S D^2 MACs; tensor cores, gram.cu);
 // 2. randomized subspace iteration with the same splitmix64 Omega, X = Q G and its orthonormalization
 // on the device in float64 (one pass of X X^T, an l x l Cholesky on the host, the triangular solve
-// on the device, cholesky_qr.h; two passes, CholeskyQR2, for the basis Rayleigh-Ritz reads), falling back to the host's Gram-Schmidt
-// (subspace.h, as wasm) for a pass too ill-conditioned to trust; 3. Rayleigh-Ritz, T = Q X^T and the
+// on the device, cholesky_qr.h; two passes, CholeskyQR2, for the basis Rayleigh-Ritz reads),
+// falling back to the host's Gram-Schmidt (subspace.h, as wasm) for a pass too ill-conditioned to trust; 3. Rayleigh-Ritz, T = Q X^T and the
 // Ritz vectors on the device, the small float64 eigensolve split: its reduction and QL iteration on
 // the host, the eigenvectors (Householder Q and the rotations) on the device with the host's bits
 // (eigenvectors.cuh); 4. sigma, SV, proj (per row scalars on the host, the rows signed and scaled
@@ -169,21 +169,18 @@ cudaError_t cholesky_qr_pass(Subspace& s, const TA* A, double* B, float* Bf, boo
   return products_f64::LowerSolve(l, D, s.M, A, B, Bf, stream);
 }
 
-// Q and Qf = an orthonormal basis of the rows of X, in order (subspace.h's orthonormalize): CholeskyQR2
-// on the device, else (a pass refused) Gram-Schmidt on the host, whose result is copied up. `last`
-// false (a basis that only the next product X = Q G reads): one pass, whose rows span those of X and
-// are orthonormal to ~1e-16 cond(X)^2 (~1e-5 for a 128K layer's keys): conditioned enough for the next
-// product, and the span is all that subspace iteration carries from one round to the next.
+// Q and Qf = an orthonormal basis of the rows of X, in order (subspace.h's orthonormalize): Cholesky-QR
+// on the device, else (a pass refused) Gram-Schmidt on the host, whose result is copied up. The
+// `last` basis (the one Rayleigh-Ritz reads) takes two passes, CholeskyQR2; the others, which only the
+// next product X = Q G reads, one: its rows span those of X and are orthonormal to ~1e-16 cond(X)^2
+// (~1e-5 for a 128K layer's keys), conditioned enough for that product, and the span is all that
+// subspace iteration carries from one round to the next.
 // NOTE: two passes each round were 6 host round trips of ~0.45 ms a 128K row (bench/NOTES.md v33).
 cudaError_t orthonormalize_rows(Subspace& s, uint64_t& rng, bool last, cudaStream_t stream) {
   const size_t lD = (size_t)s.l * s.D;
   bool ok;
-  if (last) {
-    SKV_CUDA_CALL(cholesky_qr_pass(s, s.X, s.Q1, (float*)nullptr, false, &ok, stream));
-    if (ok) SKV_CUDA_CALL(cholesky_qr_pass(s, s.Q1, s.Q, s.Qf, true, &ok, stream));
-  } else {
-    SKV_CUDA_CALL(cholesky_qr_pass(s, s.X, s.Q, s.Qf, false, &ok, stream));
-  }
+  SKV_CUDA_CALL(cholesky_qr_pass(s, s.X, last ? s.Q1 : s.Q, last ? nullptr : s.Qf, false, &ok, stream));
+  if (ok && last) SKV_CUDA_CALL(cholesky_qr_pass(s, s.Q1, s.Q, s.Qf, true, &ok, stream));
   if (ok) return cudaSuccess;
   std::vector<float> Xh(lD), Qfh(lD);
   std::vector<double> Qh(lD), work(subspace_work(s.l));

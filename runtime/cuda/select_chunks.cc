@@ -36,8 +36,8 @@ Napi::Value SelectChunks(const Napi::CallbackInfo& info) {
   // copies (~6 ms a 128K row), and the factorization running aside meanwhile stalled ~3.5 ms with
   // it (bench/NOTES.md v33, call 6).
   const size_t bytes = sizeof(int32_t) * (total + rows);
-  const int32_t* back = static_cast<const int32_t*>(Stage(info.Env(), bytes, op));
-  Check(info.Env(), op, ::CopyWords(const_cast<int32_t*>(back), idx, bytes, Stream()));
+  int32_t* back = static_cast<int32_t*>(Stage(info.Env(), bytes, op));
+  Check(info.Env(), op, ::CopyWords(back, idx, bytes, Stream()));
   Staged(info.Env(), op);
   Check(info.Env(), op, cudaStreamSynchronize(Stream()));
   for (int r = 0; r < rows; r++)

@@ -179,6 +179,15 @@ void Staged(Napi::Env env, const char* op) {
   staging_next = (staging_next + 1) % STAGING_SLOTS;
 }
 
+const void* ReadStaged(Napi::Env env, const void* src, size_t bytes, bool by_kernel, const char* op) {
+  void* staged = Stage(env, bytes, op);
+  const cudaError_t err = by_kernel ? ::CopyWords(staged, src, bytes, Stream()) : cudaMemcpyAsync(staged, src, bytes, cudaMemcpyDefault, Stream());
+  Staged(env, op);
+  Check(env, op, err);
+  Check(env, op, cudaStreamSynchronize(Stream()));
+  return staged;
+}
+
 namespace {
 // The decode steps' uploads: device blocks used in turn, each with a pinned block it is copied
 // from, on a stream of their own. Block i's `freed` follows the last step that read it (op

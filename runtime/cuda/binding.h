@@ -43,6 +43,10 @@ SkvWorkspace PinnedWorkspace(Napi::Env env, size_t bytes, const char* op);
 // call Staged, which records that event on the stream.
 void* Stage(Napi::Env env, size_t bytes, const char* op);
 void Staged(Napi::Env env, const char* op);
+// `bytes` from src into a staged block, then a wait for the op stream; the block holds them until
+// the staging ring comes back to it. by_kernel: copied by CopyWords (src 16-byte aligned, bytes a multiple
+// of 4), which does not queue behind the copy engines' work (compress()'s value copies).
+const void* ReadStaged(Napi::Env env, const void* src, size_t bytes, bool by_kernel, const char* op);
 // A decode step's uploads (its rows, and q, k and v from host arrays): n pieces in one copy on a
 // stream of their own into one of a few device blocks used in turn (piece k at offsets[k], 256-byte
 // aligned), after the step that last read that block and before every op issued after this call.

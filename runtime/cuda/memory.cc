@@ -224,12 +224,7 @@ Napi::Value Read(const Napi::CallbackInfo& info) {
     Check(info.Env(), "read", cudaMemcpy(TypedArrayData(a), src, bytes, cudaMemcpyDefault));
     return info.Env().Undefined();
   }
-  void* staged = Stage(info.Env(), bytes, "read");
-  cudaError_t err = cudaMemcpyAsync(staged, src, bytes, cudaMemcpyDefault, Stream());
-  Staged(info.Env(), "read");
-  Check(info.Env(), "read", err);
-  Check(info.Env(), "read", cudaStreamSynchronize(Stream()));
-  memcpy(TypedArrayData(a), staged, bytes);
+  memcpy(TypedArrayData(a), ReadStaged(info.Env(), src, bytes, false, "read"), bytes);
   return info.Env().Undefined();
 }
 

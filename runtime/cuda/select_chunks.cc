@@ -31,15 +31,10 @@ Napi::Value SelectChunks(const Napi::CallbackInfo& info) {
   int32_t* idx = static_cast<int32_t*>(ws.ptr);
   int32_t* count = idx + total;
   Check(info.Env(), op, ::SelectChunks(scores, n, k, largest, rows, idx, count, Stream()));
-  // One copy back of the indices and the counts, by a kernel into a staged pinned block, then a wait
-  // for this stream alone. NOTE: a cudaMemcpy queued on the copy engine behind compress()'s value
-  // copies (~6 ms a 128K row), and the factorization running aside meanwhile stalled ~3.5 ms with
-  // it (bench/NOTES.md v33, call 6).
-  const size_t bytes = sizeof(int32_t) * (total + rows);
-  int32_t* back = static_cast<int32_t*>(Stage(info.Env(), bytes, op));
-  Check(info.Env(), op, ::CopyWords(back, idx, bytes, Stream()));
-  Staged(info.Env(), op);
-  Check(info.Env(), op, cudaStreamSynchronize(Stream()));
+  // One copy back of the indices and the counts, by a kernel. NOTE: a cudaMemcpy queued on the copy
+  // engine behind compress()'s value copies (~6 ms a 128K row), and the factorization running aside
+  // meanwhile stalled ~3.5 ms with it (bench/NOTES.md v33, call 6).
+  const int32_t* back = static_cast<const int32_t*>(ReadStaged(info.Env(), idx, sizeof(int32_t) * (total + rows), true, op));
   for (int r = 0; r < rows; r++)
     if (back[total + r] != m)
       throw Napi::Error::New(info.Env(), "selectChunks: the device selected " + std::to_string(back[total + r]) + " of " + std::to_string(m) +

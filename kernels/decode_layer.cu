@@ -381,29 +381,30 @@ __global__ void __launch_bounds__(SELECT_CLUSTER_THREADS) StepScoreSelectKernel(
   int32_t* lists = reinterpret_cast<int32_t*>(inv + g);
   float* scores = reinterpret_cast<float*>(lists + (size_t)SELECT_LISTS * S);
   const float* logits = ws_ptr<float>(a, a.at.logits) + (size_t)task * g * a.at.max_l + c0;  // the slice's, head j's at [j * ld]
-  int64_t ld = a.at.max_l;
+  const int64_t ld = a.at.max_l;
+  float* nl = scores + span;  // NEAR: the slice's logits [g x span], then their softmax terms
   const int32_t* lid = reinterpret_cast<const int32_t*>(r.landmark_ids) + (size_t)h * r.chunk_capacity + c0;
   if constexpr (NEAR) {
     // The slice's logits and landmark ids, requested before the maxima fold and landed by the
     // sums: the sums, the scores and the compaction then read shared memory. NOTE: from L2 each of
     // the three waited a load latency a step of its loop (1 x 128K, clock64 trace, bench/NOTES.md
-    // v35: sums 3.2, scores 2.6, compaction 3.3 us; at 4 rows 6.4-8.4, 4.7-6.7, 4.8-5.5).
-    float* nl = scores + span;
+    // v35: sums 3.2, scores 2.6, compaction 3.3 us; at 4 rows 6.4-8.4, 4.7-6.7, 4.8-5.5). The sums
+    // leave each term in place of its logit, and the scores take them instead of a second exp.
     int32_t* ni = reinterpret_cast<int32_t*>(nl + (size_t)g * span);
     for (int j = 0; j < g; j++)
       for (int t = threadIdx.x; t < n; t += blockDim.x) skv_mma::cp_async4(nl + (size_t)j * span + t, logits + (size_t)j * ld + t);
     for (int t = threadIdx.x; t < n; t += blockDim.x) skv_mma::cp_async4(ni + t, lid + t);
     skv_mma::cp_async_commit();
-    logits = nl;
-    ld = span;
     lid = ni;
   }
   softmax_max(ws_ptr<float>(a, a.at.maxes) + (size_t)task * LOGIT_MAX_BLOCKS * g, nb, g, mx);
   if constexpr (NEAR) {
     skv_mma::cp_async_wait<0>();
     __syncthreads();
+    softmax_sums<true>(nl, span, g, 0, n, mx, parts + (size_t)rank * g, red_d);
+  } else {
+    softmax_sums(logits, ld, g, 0, n, mx, parts + (size_t)rank * g, red_d);
   }
-  softmax_sums(logits, ld, g, 0, n, mx, parts + (size_t)rank * g, red_d);
   cl.barrier_wait(std::move(started));
   for (int i = threadIdx.x; i < blocks * g; i += blockDim.x)
     if (i / g != rank) cl.map_shared_rank(parts, i / g)[rank * g + i % g] = parts[rank * g + i % g];
@@ -415,7 +416,8 @@ __global__ void __launch_bounds__(SELECT_CLUSTER_THREADS) StepScoreSelectKernel(
     inv[j] = (float)(1.0 / total);
   }
   __syncthreads();
-  chunk_scores(logits, ld, g, n, mx, inv, scores);
+  if constexpr (NEAR) chunk_scores<true>(nl, span, g, n, mx, inv, scores);
+  else chunk_scores(logits, ld, g, n, mx, inv, scores);
   __syncthreads();
   const int m = cluster_select_top(cl, scores, c0, n, L, S, 1, hists, counts, cl.map_shared_rank(lists, 0),
                                    [&](int c) { return lid[c - c0]; }, sh);

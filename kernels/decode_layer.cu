@@ -348,12 +348,14 @@ __global__ void __launch_bounds__(SELECT_THREADS) StepSelectKernel(StepArgs a, i
 enum { SELECT_CLUSTER_THREADS = 512, SELECT_CLUSTER_MIN = 4 };
 
 // Dynamic shared memory of StepScoreSelect: the slices' sums [blocks x g] (f64), max logits and
-// inverse sums [g] each, the per-slot lists, the slice's scores.
-size_t score_select_smem(int blocks, int g, int S, int span) {
+// inverse sums [g] each, the per-slot lists, the slice's scores; with `near`, then the slice's
+// logits [g x span] and landmark ids [span].
+size_t score_select_smem(int blocks, int g, int S, int span, bool near) {
   return sizeof(double) * (size_t)blocks * g + sizeof(float) * 2 * (size_t)g + sizeof(int32_t) * SELECT_LISTS * (size_t)S +
-         sizeof(float) * (size_t)span;
+         sizeof(float) * (size_t)span + (near ? (sizeof(float) * g + sizeof(int32_t)) * (size_t)span : 0);
 }
 
+template <bool NEAR>
 __global__ void __launch_bounds__(SELECT_CLUSTER_THREADS) StepScoreSelectKernel(StepArgs a, int task0) {
   skv_pdl_enter();
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
@@ -378,9 +380,31 @@ __global__ void __launch_bounds__(SELECT_CLUSTER_THREADS) StepScoreSelectKernel(
   float *mx = reinterpret_cast<float*>(parts + (size_t)blocks * g), *inv = mx + g;
   int32_t* lists = reinterpret_cast<int32_t*>(inv + g);
   float* scores = reinterpret_cast<float*>(lists + (size_t)SELECT_LISTS * S);
-  const float* logits = ws_ptr<float>(a, a.at.logits) + (size_t)task * g * a.at.max_l;
+  const float* logits = ws_ptr<float>(a, a.at.logits) + (size_t)task * g * a.at.max_l + c0;  // the slice's, head j's at [j * ld]
+  const int64_t ld = a.at.max_l;
+  float* nl = scores + span;  // NEAR: the slice's logits [g x span], then their softmax terms
+  const int32_t* lid = reinterpret_cast<const int32_t*>(r.landmark_ids) + (size_t)h * r.chunk_capacity + c0;
+  if constexpr (NEAR) {
+    // The slice's logits and landmark ids, requested before the maxima fold and landed by the
+    // sums: the sums, the scores and the compaction then read shared memory. NOTE: from L2 each of
+    // the three waited a load latency a step of its loop (1 x 128K, clock64 trace, bench/NOTES.md
+    // v35: sums 3.2, scores 2.6, compaction 3.3 us; at 4 rows 6.4-8.4, 4.7-6.7, 4.8-5.5). The sums
+    // leave each term in place of its logit, and the scores take them instead of a second exp.
+    int32_t* ni = reinterpret_cast<int32_t*>(nl + (size_t)g * span);
+    for (int j = 0; j < g; j++)
+      for (int t = threadIdx.x; t < n; t += blockDim.x) skv_mma::cp_async4(nl + (size_t)j * span + t, logits + (size_t)j * ld + t);
+    for (int t = threadIdx.x; t < n; t += blockDim.x) skv_mma::cp_async4(ni + t, lid + t);
+    skv_mma::cp_async_commit();
+    lid = ni;
+  }
   softmax_max(ws_ptr<float>(a, a.at.maxes) + (size_t)task * LOGIT_MAX_BLOCKS * g, nb, g, mx);
-  softmax_sums(logits, a.at.max_l, g, c0, c0 + n, mx, parts + (size_t)rank * g, red_d);
+  if constexpr (NEAR) {
+    skv_mma::cp_async_wait<0>();
+    __syncthreads();
+    softmax_sums<true>(nl, span, g, 0, n, mx, parts + (size_t)rank * g, red_d);
+  } else {
+    softmax_sums(logits, ld, g, 0, n, mx, parts + (size_t)rank * g, red_d);
+  }
   cl.barrier_wait(std::move(started));
   for (int i = threadIdx.x; i < blocks * g; i += blockDim.x)
     if (i / g != rank) cl.map_shared_rank(parts, i / g)[rank * g + i % g] = parts[rank * g + i % g];
@@ -392,11 +416,11 @@ __global__ void __launch_bounds__(SELECT_CLUSTER_THREADS) StepScoreSelectKernel(
     inv[j] = (float)(1.0 / total);
   }
   __syncthreads();
-  chunk_scores(logits + c0, a.at.max_l, g, n, mx, inv, scores);
+  if constexpr (NEAR) chunk_scores<true>(nl, span, g, n, mx, inv, scores);
+  else chunk_scores(logits, ld, g, n, mx, inv, scores);
   __syncthreads();
-  const int32_t* lid = reinterpret_cast<const int32_t*>(r.landmark_ids) + (size_t)h * r.chunk_capacity;
   const int m = cluster_select_top(cl, scores, c0, n, L, S, 1, hists, counts, cl.map_shared_rank(lists, 0),
-                                   [&](int c) { return lid[c]; }, sh);
+                                   [&](int c) { return lid[c - c0]; }, sh);
   if (rank == 0) select_reuse(a, r, task, lists, m, sh);
 #endif
 }
@@ -666,11 +690,12 @@ size_t select_smem(int max_l, int S, bool lists, bool scores) {
 // Clusters of n StepScoreSelect blocks with `smem` bytes each that the device runs at once (the
 // driver's count, which also knows how clusters sit on the GPCs; -1 for none), read once per
 // device, n and 16 KB of shared memory (the count changes with it only in steps).
-cudaError_t resident_select_clusters(int n, size_t smem, int* count) {
-  static int known[SELECT_CLUSTER_MAX + 1][SELECT_SMEM_MAX / (16 * 1024) + 1][64] = {};
+cudaError_t resident_select_clusters(bool near, int n, size_t smem, int* count) {
+  static int known[2][SELECT_CLUSTER_MAX + 1][SELECT_SMEM_MAX / (16 * 1024) + 1][64] = {};
   const size_t k = smem / (16 * 1024), bytes = (k + 1) * 16 * 1024;
-  return skv_per_device(known[n][k], count, [&](int, int* v) {
-    SKV_CUDA_CALL(skv_smem_optin(StepScoreSelectKernel, bytes));
+  void (*kernel)(StepArgs, int) = near ? StepScoreSelectKernel<true> : StepScoreSelectKernel<false>;
+  return skv_per_device(known[near][n][k], count, [&](int, int* v) {
+    SKV_CUDA_CALL(skv_smem_optin(kernel, bytes));
     cudaLaunchAttribute attr{};
     attr.id = cudaLaunchAttributeClusterDimension;
     attr.val.clusterDim = {1, (unsigned)n, 1};
@@ -680,7 +705,7 @@ cudaError_t resident_select_clusters(int n, size_t smem, int* count) {
     cfg.dynamicSmemBytes = bytes;
     cfg.attrs = &attr;
     cfg.numAttrs = 1;
-    SKV_CUDA_CALL(cudaOccupancyMaxActiveClusters(v, StepScoreSelectKernel, &cfg));
+    SKV_CUDA_CALL(cudaOccupancyMaxActiveClusters(v, kernel, &cfg));
     if (*v == 0) *v = -1;  // none: read, not asked again
     return cudaSuccess;
   });
@@ -689,14 +714,15 @@ cudaError_t resident_select_clusters(int n, size_t smem, int* count) {
 // Blocks per task of StepScoreSelect and its dynamic shared memory; 0 blocks: the one-block path
 // (StepSoftmaxSums, StepScores, StepSelect), for devices without clusters, for SkvStep.select_blocks
 // 1, where a slice's scores and the lists would not fit in shared memory, and by default where
-// clusters of 4 would not all run at once.
-cudaError_t select_cluster(const SkvStep& s, const StepLayout& at, int tasks, int* blocks, size_t* smem) {
+// clusters of 4 would not all run at once. With `near`, the blocks also hold their slice's logits
+// and landmark ids (StepScoreSelect's `near`).
+cudaError_t select_cluster(const SkvStep& s, const StepLayout& at, int tasks, bool near, int* blocks, size_t* smem) {
   int major = 0;
   SKV_CUDA_CALL(skv_major(&major));
   *blocks = 0;
   if (major < 9 || s.select_blocks == 1) return cudaSuccess;
   const int g = s.q_heads / s.kv_heads;
-  auto bytes_of = [&](int n) { return score_select_smem(n, g, s.max_selected, (int)skv_ceil_div(at.max_l, n)); };
+  auto bytes_of = [&](int n) { return score_select_smem(n, g, s.max_selected, (int)skv_ceil_div(at.max_l, n), near); };
   int n = s.select_blocks > 1 ? std::min<int>(s.select_blocks, SELECT_CLUSTER_MAX) : SELECT_CLUSTER_MAX;
   // By default, clusters of 8 where every task's runs at once, else of 4. NOTE: measured at 128K
   // (queued, H200, bench/NOTES.md v25), the select stage in clusters of 8 / of 4 / one block a task:
@@ -706,7 +732,7 @@ cudaError_t select_cluster(const SkvStep& s, const StepLayout& at, int tasks, in
   if (s.select_blocks == 0)
     for (;; n /= 2) {
       int resident = 0;
-      if (bytes_of(n) <= SELECT_SMEM_MAX) SKV_CUDA_CALL(resident_select_clusters(n, bytes_of(n), &resident));
+      if (bytes_of(n) <= SELECT_SMEM_MAX) SKV_CUDA_CALL(resident_select_clusters(near, n, bytes_of(n), &resident));
       if (tasks <= resident) break;
       if (n / 2 < SELECT_CLUSTER_MIN) return cudaSuccess;
     }
@@ -856,7 +882,7 @@ struct StepPlan {
   int64_t qk_smem, ss_smem, st_smem, rb_smem;
   int split, blocks, groups, fetch;  // blocks: the select's cluster (0: the one-block path); fetch: FP8 * 2 + MMA, -1: none
   int pipe, split_fetch, value_grid;  // row groups (step_groups); a split fetch (FetchPart) and its values' blocks
-  int pad;
+  int near;  // StepScoreSelect holds its slice's logits and ids in shared memory
 };
 static_assert(sizeof(StepPlan) == 64, "StepPlan has no implicit padding");
 
@@ -919,7 +945,15 @@ cudaError_t plan_step(const SkvStep& s, const StepLayout& at, const SkvStepRow* 
   p->split = std::min(s.logit_split, logit_blocks(at.max_l));
   if (p->split <= 0) SKV_CUDA_CALL(logit_split(tasks, logit_blocks(at.max_l), &p->split));
   size_t ss_smem = 0;
-  SKV_CUDA_CALL(select_cluster(s, at, tasks, &p->blocks, &ss_smem));
+  // The select's slices of logits and ids in shared memory where they fit (SHADOWKV_CUDA_SELECT_NEAR=0
+  // leaves them in global memory; read every step: tests set it between steps).
+  const char* near = getenv("SHADOWKV_CUDA_SELECT_NEAR");
+  p->near = !near || strcmp(near, "0") != 0;
+  if (p->near) SKV_CUDA_CALL(select_cluster(s, at, tasks, true, &p->blocks, &ss_smem));
+  if (!p->blocks) {
+    p->near = 0;
+    SKV_CUDA_CALL(select_cluster(s, at, tasks, false, &p->blocks, &ss_smem));
+  }
   p->ss_smem = (int64_t)ss_smem;
   if (p->blocks == 0) p->st_smem = (int64_t)select_smem(at.max_l, s.max_selected, at.lists_shared, at.scores_shared);
   if (s.max_selected <= 0) return cudaSuccess;
@@ -968,9 +1002,10 @@ cudaError_t issue(const StepArgs& a, const StepPlan& p, cudaStream_t stream, boo
       SKV_CUDA_CALL(skv_launch(StepLogitsKernel, dim3(tasks, p.split), LOGIT_THREADS, LOGIT_SMEM, stream, a, t0));
       SKV_CUDA_CALL(mark(SKV_STAGE_SELECT, stream));
       if (p.blocks > 0) {
-        SKV_CUDA_CALL(skv_smem_optin(StepScoreSelectKernel, (size_t)p.ss_smem));
-        SKV_CUDA_CALL(skv_launch_cluster(StepScoreSelectKernel, dim3(tasks, p.blocks), SELECT_CLUSTER_THREADS, (size_t)p.ss_smem,
-                                         stream, (unsigned)p.blocks, a, t0));
+        void (*select)(StepArgs, int) = p.near ? StepScoreSelectKernel<true> : StepScoreSelectKernel<false>;
+        SKV_CUDA_CALL(skv_smem_optin(select, (size_t)p.ss_smem));
+        SKV_CUDA_CALL(skv_launch_cluster(select, dim3(tasks, p.blocks), SELECT_CLUSTER_THREADS, (size_t)p.ss_smem, stream,
+                                         (unsigned)p.blocks, a, t0));
       } else {
         const dim3 ranges(tasks, logit_blocks(at.max_l));
         SKV_CUDA_CALL(skv_launch(StepSoftmaxSumsKernel, ranges, SCORE_THREADS, sizeof(float) * g, stream, a, t0));

@@ -4,6 +4,7 @@
 // stops as soon as the threshold's prefix is taken whole) and an ordered compaction. Every function is called by all threads of the block (SELECT_THREADS).
 #pragma once
 #include <cooperative_groups.h>
+#include <type_traits>
 #include "common.cuh"
 
 enum { SELECT_THREADS = 1024, RADIX = 256 };
@@ -46,10 +47,12 @@ __device__ __forceinline__ void softmax_max(const float* maxes, int nb, int g, f
 }
 
 // sums[j] = sum over c in [c0, c1) of exp(logits[j*ld + c] - mx[j]) for every head (float64: the
-// terms may be 100K), all heads in one pass; sums in shared or global memory. red_d: shared
+// terms may be 100K), all heads in one pass; sums in shared or global memory. With KEEP each term
+// replaces its logit (the thread that read it writes it), for chunk_scores<true>. red_d: shared
 // [32 * SOFTMAX_HEADS]. Ends with the block synchronized.
-__device__ __forceinline__ void softmax_sums(const float* logits, int64_t ld, int g, int64_t c0, int64_t c1,
-                                             const float* mx, double* sums, double* red_d) {
+template <bool KEEP = false>
+__device__ __forceinline__ void softmax_sums(std::conditional_t<KEEP, float*, const float*> logits, int64_t ld, int g, int64_t c0,
+                                             int64_t c1, const float* mx, double* sums, double* red_d) {
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
   for (int j0 = 0; j0 < g; j0 += SOFTMAX_HEADS) {
     const int gj = min(SOFTMAX_HEADS, g - j0);
@@ -69,7 +72,11 @@ __device__ __forceinline__ void softmax_sums(const float* logits, int64_t ld, in
       for (int u = 0; u < SUMS_UNROLL; u++)
 #pragma unroll
         for (int j = 0; j < SOFTMAX_HEADS; j++)
-          if (j < gj && cb + (int64_t)u * blockDim.x < c1) sum[j] += skv_exp(x[u][j] - mx[j0 + j]);
+          if (j < gj && cb + (int64_t)u * blockDim.x < c1) {
+            const float e = skv_exp(x[u][j] - mx[j0 + j]);
+            sum[j] += e;
+            if constexpr (KEEP) logits[(size_t)(j0 + j) * ld + cb + (int64_t)u * blockDim.x] = e;
+          }
     }
 #pragma unroll
     for (int j = 0; j < SOFTMAX_HEADS; j++) {
@@ -98,6 +105,8 @@ __device__ __forceinline__ void softmax_inv(const float* logits, int64_t ld, int
 // scores[c] = the best probability any of the g heads gives chunk c (0 if every head gives NaN),
 // for c in [0, n), by the block: SCORE_BATCH chunks per thread, each chunk's logits of
 // SOFTMAX_HEADS heads at a time requested together (clamped rows and chunks) before any is used.
+// EXPS: the logits are softmax_sums<true>'s terms exp(logit - mx), the same floats.
+template <bool EXPS = false>
 __device__ __forceinline__ void chunk_scores(const float* logits, int64_t ld, int g, int n, const float* mx,
                                              const float* inv, float* scores) {
   for (int c0 = threadIdx.x; c0 < n; c0 += SCORE_BATCH * blockDim.x) {
@@ -115,7 +124,7 @@ __device__ __forceinline__ void chunk_scores(const float* logits, int64_t ld, in
 #pragma unroll
         for (int j = 0; j < SOFTMAX_HEADS; j++)
           if (j0 + j < g) {
-            const float p = skv_exp(x[b][j] - mx[j0 + j]) * inv[j0 + j];
+            const float p = (EXPS ? x[b][j] : skv_exp(x[b][j] - mx[j0 + j])) * inv[j0 + j];
             s[b] = p > s[b] ? p : s[b];
           }
     }

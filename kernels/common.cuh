@@ -167,6 +167,13 @@ __device__ __forceinline__ void skv_pdl_enter() {
   skv_pdl_trigger();
 }
 
+// Whether the environment turns a default-on switch off: `name` set to "0" (SHADOWKV_CUDA_PDL,
+// _GRAPHS, _FETCH_SPLIT, _SELECT_NEAR).
+static inline bool skv_env_off(const char* name) {
+  const char* v = getenv(name);
+  return v && strcmp(v, "0") == 0;
+}
+
 // kernel<<<grid, block, smem, stream>>>(args...) with programmatic dependent launch where the
 // device has it (compute capability 9.0+) and SHADOWKV_CUDA_PDL is not 0 (to measure it); the
 // kernel must begin with skv_pdl_enter(). cluster_y > 0: thread block clusters of 1 x cluster_y
@@ -174,7 +181,7 @@ __device__ __forceinline__ void skv_pdl_enter() {
 template <typename... Params, typename... Args>
 static inline cudaError_t skv_launch_cluster(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
                                              unsigned cluster_y, Args&&... args) {
-  static const bool on = !(getenv("SHADOWKV_CUDA_PDL") && strcmp(getenv("SHADOWKV_CUDA_PDL"), "0") == 0);
+  static const bool on = !skv_env_off("SHADOWKV_CUDA_PDL");
   int major = 0;
   SKV_CUDA_CALL(skv_major(&major));
   cudaLaunchAttribute attr[2];

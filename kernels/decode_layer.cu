@@ -912,8 +912,7 @@ int pipelined_groups(const SkvStep& s, const StepLayout& at, bool fp8) {
 // whole with one group, SHADOWKV_CUDA_FETCH_GRID=n sets the blocks; both are read every step: tests
 // and the bench set them between steps.
 cudaError_t value_reads(const StepPlan& p, int* split, int* grid) {
-  const char* whole = getenv("SHADOWKV_CUDA_FETCH_SPLIT");
-  *split = p.pipe > 1 || !whole || strcmp(whole, "0") != 0;
+  *split = p.pipe > 1 || !skv_env_off("SHADOWKV_CUDA_FETCH_SPLIT");
   const int forced = getenv("SHADOWKV_CUDA_FETCH_GRID") ? atoi(getenv("SHADOWKV_CUDA_FETCH_GRID")) : 0;
   if (forced > 0) return *grid = forced, cudaSuccess;
   int n = 0;
@@ -947,8 +946,7 @@ cudaError_t plan_step(const SkvStep& s, const StepLayout& at, const SkvStepRow* 
   size_t ss_smem = 0;
   // The select's slices of logits and ids in shared memory where they fit (SHADOWKV_CUDA_SELECT_NEAR=0
   // leaves them in global memory; read every step: tests set it between steps).
-  const char* near = getenv("SHADOWKV_CUDA_SELECT_NEAR");
-  p->near = !near || strcmp(near, "0") != 0;
+  p->near = !skv_env_off("SHADOWKV_CUDA_SELECT_NEAR");
   if (p->near) SKV_CUDA_CALL(select_cluster(s, at, tasks, true, &p->blocks, &ss_smem));
   if (!p->blocks) {
     p->near = 0;
@@ -1090,7 +1088,7 @@ struct StepGraphs {
   bool broken = false;  // a capture failed: launch one by one from then on
 
   static bool on() {
-    static const bool v = !(getenv("SHADOWKV_CUDA_GRAPHS") && strcmp(getenv("SHADOWKV_CUDA_GRAPHS"), "0") == 0);
+    static const bool v = !skv_env_off("SHADOWKV_CUDA_GRAPHS");
     return v;
   }
 

@@ -5,7 +5,10 @@
 # Needs nvcc (CUDA 13), cmake, and `npm install` (cmake-js, node-addon-api). Not part of
 # scripts/test.sh or CI: CI machines have no CUDA compiler.
 # Usage: bash scripts/build-cuda.sh [jobs]   parallel compile jobs, default 2
-# SKV_CUDA_BUILD=<dir under runtime/cuda> builds elsewhere (two builds at once must not share one).
+# SKV_CUDA_BUILD=<dir under runtime/cuda> builds elsewhere (two builds at once must not share one);
+# SKV_CUDA_SRC=<a checkout's root> compiles that checkout's sources (scripts/gpu/build-ref.sh: a
+# worktree), still into this one's runtime/cuda; SKV_CUDA_ARCHS=<CMAKE_CUDA_ARCHITECTURES> other
+# GPU targets than CMakeLists.txt's (e.g. 90-real alone: half the size).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 JOBS="${1:-2}"
@@ -13,9 +16,12 @@ export CMAKE_BUILD_PARALLEL_LEVEL="$JOBS"
 command -v nvcc >/dev/null || export CUDACXX="${CUDACXX:-/usr/local/cuda/bin/nvcc}"
 
 BUILD="${SKV_CUDA_BUILD:-build}"
+SRC="$(cd "${SKV_CUDA_SRC:-.}" && pwd)"
+ARCHS=()
+[ -z "${SKV_CUDA_ARCHS:-}" ] || ARCHS=("--CDCMAKE_CUDA_ARCHITECTURES=$SKV_CUDA_ARCHS")
 
 (cd packages/shadowkv-cuda && npx --no-install cmake-js compile \
-  --directory ../../runtime/cuda --out "../../runtime/cuda/$BUILD" --config Release --parallel "$JOBS")
+  --directory "$SRC/runtime/cuda" --out "../../runtime/cuda/$BUILD" --config Release --parallel "$JOBS" ${ARCHS[@]+"${ARCHS[@]}"})
 
 addon="runtime/cuda/$BUILD/Release/shadowkv_cuda.node"
 [ -f "$addon" ] || { echo "build-cuda: $addon was not produced" >&2; exit 1; }

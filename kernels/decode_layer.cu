@@ -88,17 +88,18 @@ enum { APPEND_THREADS = 512 };
 // StepAppend's dynamic shared memory: the token's q and k rows and the rotation's (cos, sin) pairs.
 size_t append_smem(int q_heads, int kv_heads, int d) { return sizeof(float) * ((size_t)(q_heads + kv_heads) * d + d); }
 
-__global__ void __launch_bounds__(APPEND_THREADS) StepAppendKernel(StepArgs a) {
-  skv_pdl_enter();
-  extern __shared__ float qk[];  // [Hq x d] q, [Hkv x d] k, then [d/2] (cos, sin) pairs at the row's position
+// The step's counters: its per-step twins zeroed, the step counted. One thread of the step.
+__device__ __forceinline__ void count_step(const StepArgs& a) {
+  double* c = reinterpret_cast<double*>(a.s.counters);
+  for (int i = SKV_LAST_HITS_COUNTER; i < SKV_COUNTERS; i++) c[i] = 0;
+  c[SKV_STEPS_COUNTER] += 1;
+}
+
+// Row b's append, by a whole block (any size): its kv heads' attention tasks and arrival counts,
+// then q and k to f32 with RoPE, q to the workspace, k and v to the tail. qk: shared
+// [append_smem floats]: [Hq x d] q, [Hkv x d] k, then [d/2] (cos, sin) pairs at the row's position.
+__device__ __forceinline__ void append_row(const StepArgs& a, int b, float* qk) {
   const SkvStep& s = a.s;
-  const int b = blockIdx.x;
-  if (b == 0 && threadIdx.x == 0) {
-    double* c = reinterpret_cast<double*>(s.counters);
-    for (int i = SKV_LAST_HITS_COUNTER; i < SKV_COUNTERS; i++) c[i] = 0;
-    c[SKV_STEPS_COUNTER] += 1;
-  }
-  if (b >= s.batch) return;
   const SkvStepRow r = a.rows[b];
   const int Hq = s.q_heads, Hkv = s.kv_heads, d = s.d, g = Hq / Hkv;
   SkvAttnTask* tasks = ws_ptr<SkvAttnTask>(a, a.at.attn) + (size_t)b * Hkv;
@@ -119,11 +120,17 @@ __global__ void __launch_bounds__(APPEND_THREADS) StepAppendKernel(StepArgs a) {
     tasks[h] = t;
   }
   if (r.input < 0 || a.dense) return;
-  // q and k to f32 with RoPE in shared memory (q rows, then k rows), q to the workspace, k and v to the tail.
   float *kf = qk + (size_t)Hq * d, *cs = kf + (size_t)Hkv * d;
   token_rows(s, r, 0, Hq, 0, Hkv, qk, cs);
   for (int i = threadIdx.x; i < Hq * d; i += blockDim.x) qf[i] = qk[i];
   token_to_tail(s, r, 0, Hkv, kf);
+}
+
+__global__ void __launch_bounds__(APPEND_THREADS) StepAppendKernel(StepArgs a) {
+  skv_pdl_enter();
+  extern __shared__ float qk[];  // append_row's
+  if (blockIdx.x == 0 && threadIdx.x == 0) count_step(a);
+  if ((int)blockIdx.x < a.s.batch) append_row(a, blockIdx.x, qk);
 }
 
 // ---- 2. logits ----
@@ -135,10 +142,25 @@ __device__ __forceinline__ bool sparse_task(const StepArgs& a, int task, SkvStep
 }
 
 // Block (task, y) takes whole ranges of the task's logit_blocks (gridDim.y blocks share them).
-__global__ void __launch_bounds__(LOGIT_THREADS, 2) StepLogitsKernel(StepArgs a, int task0) {
+// append_rows > 0 (the first row group, SHADOWKV_CUDA_APPEND_FOLD not 0): StepAppend is folded in.
+// The last append_rows blocks of y 0 append those rows (append_row) and every other block rotates
+// its task's query heads itself (token_rows, the same bits as the append's), requesting its first
+// landmark tiles before, so that no kernel boundary separates the step's start from the landmark
+// reads. Dynamic shared memory: LOGIT_SMEM, then with append_rows the rotated heads [g x d] and the
+// (cos, sin) pairs [d] (append_row's rows take the stages' bytes). NOTE: the append alone was a
+// one-block-a-row kernel of ~7 us at 1 x 128K (ncu, H200) on an otherwise idle card.
+__global__ void __launch_bounds__(LOGIT_THREADS, 2) StepLogitsKernel(StepArgs a, int task0, int append_rows) {
   skv_pdl_enter();
   __shared__ float red[LOGIT_GROUPS * LOGIT_HEADS];
   extern __shared__ __align__(16) char stage[];
+  const int tasks = (int)gridDim.x - append_rows;
+  if ((int)blockIdx.x >= tasks) {
+    const int b = (int)blockIdx.x - tasks;
+    if (blockIdx.y != 0) return;
+    if (b == 0 && threadIdx.x == 0) count_step(a);
+    append_row(a, b, reinterpret_cast<float*>(stage));
+    return;
+  }
   SkvStepRow r;
   const int task = task0 + blockIdx.x;
   if (!sparse_task(a, task, &r)) return;
@@ -147,11 +169,18 @@ __global__ void __launch_bounds__(LOGIT_THREADS, 2) StepLogitsKernel(StepArgs a,
   const int L = head_counts(r, h)[SKV_HEAD_LANDMARKS], nb = logit_blocks(L);
   const int per = (nb + (int)gridDim.y - 1) / (int)gridDim.y, b0 = (int)blockIdx.y * per, b1 = min(nb, b0 + per);
   if (b0 >= nb) return;
+  const void* landmarks = elem(r.landmarks, s.kv_dtype, (size_t)h * r.chunk_capacity * d);
   const float* q = ws_ptr<float>(a, a.at.qf) + ((size_t)(task / s.kv_heads) * s.q_heads + (size_t)h * g) * d;
+  bool prefetched = false;
+  if (append_rows > 0) {
+    prefetched = landmark_logits_prefetch(landmarks, d, s.kv_dtype, L, nb, b0, b1, stage);
+    float* x = reinterpret_cast<float*>(stage + LOGIT_SMEM);
+    token_rows(s, r, h * g, g, 0, 0, x, x + (size_t)g * d);
+    q = x;
+  }
   float* logits = ws_ptr<float>(a, a.at.logits) + (size_t)task * g * a.at.max_l;
   float* maxes = ws_ptr<float>(a, a.at.maxes) + ((size_t)task * LOGIT_MAX_BLOCKS + b0) * g;
-  landmark_logits(q, g, d, s.score_scale, elem(r.landmarks, s.kv_dtype, (size_t)h * r.chunk_capacity * d), s.kv_dtype, L, nb,
-                  b0, b1, logits, a.at.max_l, maxes, red, stage);
+  landmark_logits(q, g, d, s.score_scale, landmarks, s.kv_dtype, L, nb, b0, b1, logits, a.at.max_l, maxes, red, stage, prefetched);
 }
 
 // Scores over the logit blocks' ranges, in two passes of tasks x ranges blocks: each range's softmax
@@ -883,8 +912,16 @@ struct StepPlan {
   int split, blocks, groups, fetch;  // blocks: the select's cluster (0: the one-block path); fetch: FP8 * 2 + MMA, -1: none
   int pipe, split_fetch, value_grid;  // row groups (step_groups); a split fetch (FetchPart) and its values' blocks
   int near;  // StepScoreSelect holds its slice's logits and ids in shared memory
+  int fold;  // StepAppend folded into the first row group's StepLogits launch
+  int pad;
 };
-static_assert(sizeof(StepPlan) == 64, "StepPlan has no implicit padding");
+static_assert(sizeof(StepPlan) == 72, "StepPlan has no implicit padding");
+
+// StepLogits' dynamic shared memory with StepAppend folded in: the stages, then a task's rotated
+// query heads and the rotation's pairs. The fold is planned only where those add at most
+// FOLD_EXTRA_MAX (g x d up to ~4K), so that the launch keeps most of its resident blocks.
+constexpr size_t FOLD_EXTRA_MAX = 16 * 1024;
+size_t fold_smem(const SkvStep& s) { return LOGIT_SMEM + sizeof(float) * ((size_t)s.q_heads / s.kv_heads * s.d + s.d); }
 
 // Row groups of a pipelined step: the rows' logits, select and key rebuild run group after group on
 // the step's stream, and each group's value reads on a second stream as soon as its select is done,
@@ -953,6 +990,12 @@ cudaError_t plan_step(const SkvStep& s, const StepLayout& at, const SkvStepRow* 
     SKV_CUDA_CALL(select_cluster(s, at, tasks, false, &p->blocks, &ss_smem));
   }
   p->ss_smem = (int64_t)ss_smem;
+  // StepAppend inside the first logits launch where a row's append fits in its shared memory
+  // (SHADOWKV_CUDA_APPEND_FOLD=0 keeps it a kernel of its own; read every step: tests set it
+  // between steps).
+  const char* fold = getenv("SHADOWKV_CUDA_APPEND_FOLD");
+  p->fold = (!fold || strcmp(fold, "0") != 0) && append_smem(s.q_heads, s.kv_heads, s.d) <= fold_smem(s) &&
+            fold_smem(s) - LOGIT_SMEM <= FOLD_EXTRA_MAX;
   if (p->blocks == 0) p->st_smem = (int64_t)select_smem(at.max_l, s.max_selected, at.lists_shared, at.scores_shared);
   if (s.max_selected <= 0) return cudaSuccess;
   p->rb_smem = (int64_t)rebuild_smem_bytes(s.C, s.d, *mma, rank);
@@ -985,10 +1028,13 @@ cudaError_t issue(const StepArgs& a, const StepPlan& p, cudaStream_t stream, boo
   const StepLayout& at = a.at;
   const int g = s.q_heads / s.kv_heads;
   SKV_CUDA_CALL(mark(SKV_STAGE_APPEND, stream));
-  // 1.
-  const size_t qk_smem = a.dense ? 0 : (size_t)p.qk_smem;  // a dense step's token is the attention's
-  SKV_CUDA_CALL(skv_smem_optin(StepAppendKernel, qk_smem));
-  SKV_CUDA_CALL(skv_launch(StepAppendKernel, std::max(s.batch, 1), a.dense ? 32 : APPEND_THREADS, qk_smem, stream, a));
+  // 1. (in 2.'s first launch where the plan folds it)
+  const bool fold = p.fold && at.sparse > 0;
+  if (!fold) {
+    const size_t qk_smem = a.dense ? 0 : (size_t)p.qk_smem;  // a dense step's token is the attention's
+    SKV_CUDA_CALL(skv_smem_optin(StepAppendKernel, qk_smem));
+    SKV_CUDA_CALL(skv_launch(StepAppendKernel, std::max(s.batch, 1), a.dense ? 32 : APPEND_THREADS, qk_smem, stream, a));
+  }
   SKV_CUDA_CALL(mark(SKV_STAGE_LOGITS, stream));
   if (at.sparse > 0) {
     Fork& fork = forks[captured];
@@ -996,8 +1042,10 @@ cudaError_t issue(const StepArgs& a, const StepPlan& p, cudaStream_t stream, boo
     for (int gi = 0; gi < p.pipe; gi++) {
       const int t0 = s.batch * gi / p.pipe * s.kv_heads, tasks = s.batch * (gi + 1) / p.pipe * s.kv_heads - t0;
       // 2-3.
-      SKV_CUDA_CALL(skv_smem_optin(StepLogitsKernel, LOGIT_SMEM));
-      SKV_CUDA_CALL(skv_launch(StepLogitsKernel, dim3(tasks, p.split), LOGIT_THREADS, LOGIT_SMEM, stream, a, t0));
+      const int append_rows = fold && gi == 0 ? s.batch : 0;
+      const size_t l_smem = append_rows ? fold_smem(s) : (size_t)LOGIT_SMEM;
+      SKV_CUDA_CALL(skv_smem_optin(StepLogitsKernel, l_smem));
+      SKV_CUDA_CALL(skv_launch(StepLogitsKernel, dim3(tasks + append_rows, p.split), LOGIT_THREADS, l_smem, stream, a, t0, append_rows));
       SKV_CUDA_CALL(mark(SKV_STAGE_SELECT, stream));
       if (p.blocks > 0) {
         void (*select)(StepArgs, int) = p.near ? StepScoreSelectKernel<true> : StepScoreSelectKernel<false>;

@@ -36,67 +36,99 @@ __device__ __forceinline__ void split3_bf16x2(float x, float y, uint32_t& hi, ui
   asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(lo) : "f"(yr), "f"(xr));  // NOTE: the first source is the upper half
 }
 
-// Ranges [b0, b1) of the partition of n landmarks into nb (logit_range), bf16 rows of D dims,
-// against query heads [j0, j0 + gj) (gj <= 8) of q [g x D] f32: logits[j * ld + c] = scale * q_j .
-// L_c, and each range's max per head (NaN-ignoring, -inf when empty) into maxes[(b - b0) * g + j0
-// + j] (g: the heads of q). Rows stream through `stage` (STAGES x TILE_BYTES) by cp.async, one pipeline over all the
-// ranges (a tile never spans two), so a block that takes several ranges pays its pipeline's fill
-// once. Called by a whole block; red: shared [warps * LOGIT_MMA_HEADS].
+// The tile stream of logits_group_mma over ranges [b0, b1) of the partition of n landmarks into nb
+// (logit_range), bf16 rows of D dims: tiles walk the ranges in order, per_range to a range (empty
+// past its rows), so none spans two; tile i goes to stage i % STAGES of `stage` (STAGES x
+// TILE_BYTES), its rows XOR-swizzled. NOTE: 32-bit tile arithmetic: with logit_range's 64-bit
+// bounds the kernel spilled 52 bytes at its 128 registers; it still spills 36 (none with one range
+// a block; not traced to a line).
 template <int D, int STAGES, int TILE_BYTES>
-__device__ __forceinline__ void logits_group_mma(const float* q, int j0, int gj, float scale, const void* landmarks, int64_t n,
-                                                 int nb, int b0, int b1, float* logits, int64_t ld, float* maxes, int g,
-                                                 float* red, char* stage) {
-  constexpr int ROW_BYTES = D * 2, WORDS = ROW_BYTES / 16, KS = D / 16, PER = TILE_BYTES / ROW_BYTES;
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
-  // B fragments (k x n, n = lane / 4 = head): dims ks * 16 + (lane % 4) * 2 + {0, 1} (+ 8 for the second).
-  uint32_t b[KS][3][2];
-  {
-    const int hn = lane / 4, k = (lane % 4) * 2;
-#pragma unroll
-    for (int ks = 0; ks < KS; ks++)
-#pragma unroll
-      for (int h = 0; h < 2; h++) {
-        const int e = ks * 16 + k + 8 * h;
-        const float x = hn < gj ? q[(size_t)(j0 + hn) * D + e] : 0.f, y = hn < gj ? q[(size_t)(j0 + hn) * D + e + 1] : 0.f;
-        split3_bf16x2(x, y, b[ks][0][h], b[ks][1][h], b[ks][2][h]);
-      }
-  }
-  // Tiles walk the ranges in order, per_range to a range (empty past its rows), so none spans two.
-  // NOTE: 32-bit tile arithmetic: with logit_range's 64-bit bounds the kernel spilled 52 bytes at its
-  // 128 registers; it still spills 36 (none with one range a block; not traced to a line).
-  const int len = (int)n, span = (len + nb - 1) / nb, per_range = max(1, (span + PER - 1) / PER), ranges = b1 - b0;
+struct LogitTiles {
+  static constexpr int ROW_BYTES = D * 2, WORDS = ROW_BYTES / 16, PER = TILE_BYTES / ROW_BYTES;
+  const char* landmarks;
+  char* stage;
+  int len, span, per_range, b0, ranges;
+  int ik = 0, it = 0, stage_in = 0;  // the next tile to issue: range, tile, stage
+
+  __device__ __forceinline__ LogitTiles(const void* l, int64_t n, int nb, int b0_, int b1, char* st)
+      : landmarks(static_cast<const char*>(l)), stage(st), len((int)n), span(((int)n + nb - 1) / nb),
+        per_range(max(1, (span + PER - 1) / PER)), b0(b0_), ranges(b1 - b0_) {}
   // The rows of tile `t` of range b0 + k: their first, and how many.
-  auto rows_of = [&](int k, int t, int* r0) {
+  __device__ __forceinline__ int rows_of(int k, int t, int* r0) const {
     const int c0 = min((b0 + k) * span, len), c1 = min(c0 + span, len);  // logit_range's bounds
     *r0 = c0 + t * PER;
     return max(0, min(PER, c1 - *r0));
-  };
-  int ik = 0, it = 0, stage_in = 0;  // the next tile to issue: range, tile, stage
-  auto issue = [&] {  // a group is committed even when empty, so the waits count right
-    if (ik < ranges) {
+  }
+  // Requests the next tile, committing a group even when it is empty (so the waits count right);
+  // copy = false only steps past a tile that logits_mma_prefetch requested.
+  __device__ __forceinline__ void issue(bool copy = true) {
+    if (ik < ranges && copy) {
       int r0;
       const int rn = rows_of(ik, it, &r0);
-      const char* src = static_cast<const char*>(landmarks) + (size_t)r0 * ROW_BYTES;
+      const char* src = landmarks + (size_t)r0 * ROW_BYTES;
       char* dst = stage + stage_in * TILE_BYTES;
       for (int w = threadIdx.x; w < rn * WORDS; w += blockDim.x) {
         const int row = w / WORDS;
         skv_mma::cp_async16(reinterpret_cast<uint16_t*>(dst + row * ROW_BYTES + logits_swizzle(row, w % WORDS) * 16), src + (size_t)w * 16, 16);
       }
+    }
+    if (ik < ranges) {
       if (++it == per_range) it = 0, ik++;
       stage_in = stage_in == STAGES - 1 ? 0 : stage_in + 1;
     }
-    skv_mma::cp_async_commit();
-  };
+    if (copy) skv_mma::cp_async_commit();
+  }
+};
+
+// The first STAGES - 1 tiles of logits_group_mma's first pass over ranges [b0, b1), requested
+// before the queries are known (StepLogitsKernel with the append folded in: while it rotates them).
+template <int D, int STAGES, int TILE_BYTES>
+__device__ __forceinline__ void logits_mma_prefetch(const void* landmarks, int64_t n, int nb, int b0, int b1, char* stage) {
+  LogitTiles<D, STAGES, TILE_BYTES> tiles(landmarks, n, nb, b0, b1, stage);
+  for (int t = 0; t < STAGES - 1; t++) tiles.issue();
+}
+
+// Ranges [b0, b1) of the partition of n landmarks into nb (logit_range), bf16 rows of D dims,
+// against query heads [j0, j0 + gj) (gj <= 8) of q [g x D] f32: logits[j * ld + c] = scale * q_j .
+// L_c, and each range's max per head (NaN-ignoring, -inf when empty) into maxes[(b - b0) * g + j0
+// + j] (g: the heads of q). Rows stream through `stage` (LogitTiles) by cp.async, one pipeline over
+// all the ranges, so a block that takes several ranges pays its pipeline's fill once. prefetched:
+// logits_mma_prefetch requested the first tiles. Called by a whole block; red: shared [warps *
+// LOGIT_MMA_HEADS].
+template <int D, int STAGES, int TILE_BYTES>
+__device__ __forceinline__ void logits_group_mma(const float* q, int j0, int gj, float scale, const void* landmarks, int64_t n,
+                                                 int nb, int b0, int b1, float* logits, int64_t ld, float* maxes, int g,
+                                                 float* red, char* stage, bool prefetched) {
+  constexpr int ROW_BYTES = D * 2, KS = D / 16;
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
+  LogitTiles<D, STAGES, TILE_BYTES> tiles(landmarks, n, nb, b0, b1, stage);
+  for (int t = 0; t < STAGES - 1; t++) tiles.issue(!prefetched);
+  // B fragments (k x n, n = lane / 4 = head): dims ks * 16 + (lane % 4) * 2 + {0, 1} (+ 8 for the
+  // second), in shared memory, [k-step][part][lane], read before each mma. NOTE: held in registers
+  // (48 a thread at d 128) they left the kernel at its 128-register cap with spills (bench/NOTES.md
+  // v36). Written before the first tile's barrier.
+  __shared__ uint2 frag[KS][3][32];
+  for (int i = threadIdx.x; i < KS * 32; i += blockDim.x) {
+    const int ks = i / 32, l = i % 32, hn = l / 4, e = ks * 16 + (l % 4) * 2;
+    uint32_t part[3][2];
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+      const float x = hn < gj ? q[(size_t)(j0 + hn) * D + e + 8 * h] : 0.f, y = hn < gj ? q[(size_t)(j0 + hn) * D + e + 8 * h + 1] : 0.f;
+      split3_bf16x2(x, y, part[0][h], part[1][h], part[2][h]);
+    }
+#pragma unroll
+    for (int p = 0; p < 3; p++) frag[ks][p][l] = make_uint2(part[p][0], part[p][1]);
+  }
+  const int ranges = b1 - b0, per_range = tiles.per_range;
   float mx[2] = {-INFINITY, -INFINITY};  // heads (lane % 4) * 2 + {0, 1}
-  for (int t = 0; t < STAGES - 1; t++) issue();
   for (int k = 0, t = 0, at = 0; k < ranges;) {
     skv_mma::cp_async_wait<STAGES - 2>();
     __syncthreads();  // this tile is in for every thread, and the last one's stage is free
-    issue();
+    tiles.issue();
     const char* tile = stage + at * TILE_BYTES;
     at = at == STAGES - 1 ? 0 : at + 1;
     int r0;
-    const int rn = rows_of(k, t, &r0);
+    const int rn = tiles.rows_of(k, t, &r0);
     // NOTE: rows past rn hold an older tile's bytes; their outputs are never stored.
     for (int m0 = warp * 16; m0 < rn; m0 += warps * 16) {
       float acc[4] = {0.f, 0.f, 0.f, 0.f};
@@ -106,9 +138,11 @@ __device__ __forceinline__ void logits_group_mma(const float* q, int j0, int gj,
         uint32_t a[4];
         skv_mma::ldsm_x4(a, reinterpret_cast<const uint16_t*>(tile + arow * ROW_BYTES + logits_swizzle(arow, ks * 2 + lane / 16) * 16));
         float c[4] = {0.f, 0.f, 0.f, 0.f};
-        skv_mma::mma_bf16(c, a, b[ks][2][0], b[ks][2][1]);  // the smallest part first
-        skv_mma::mma_bf16(c, a, b[ks][1][0], b[ks][1][1]);
-        skv_mma::mma_bf16(c, a, b[ks][0][0], b[ks][0][1]);
+#pragma unroll
+        for (int p = 2; p >= 0; p--) {  // the smallest part first
+          const uint2 b = skv_mma::lds_u2(&frag[ks][p][lane]);
+          skv_mma::mma_bf16(c, a, b.x, b.y);
+        }
 #pragma unroll
         for (int i = 0; i < 4; i++) acc[i] = __fadd_rn(acc[i], c[i]);
       }

@@ -46,6 +46,14 @@ __device__ __forceinline__ void ldsm_x4_t(uint32_t (&r)[4], const uint16_t* p) {
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(s) : "memory");
 }
 
+// Two 32-bit words of shared memory at p (8-byte aligned), read where the call stands: volatile,
+// so a loop-invariant read is not hoisted into registers the kernel cannot spare.
+__device__ __forceinline__ uint2 lds_u2(const void* p) {
+  uint2 v;
+  asm volatile("ld.shared.v2.u32 {%0, %1}, [%2];" : "=r"(v.x), "=r"(v.y) : "r"((unsigned)__cvta_generic_to_shared(p)) : "memory");
+  return v;
+}
+
 // c[16 x 8] += a[16 x 16] b[16 x 8], bf16 in, f32 accumulation.
 __device__ __forceinline__ void mma_bf16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
   asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"

@@ -138,14 +138,24 @@ __device__ __forceinline__ bool logits_staged(const void* landmarks, int d, int 
   return row_bytes % 16 == 0 && row_bytes <= LOGIT_TILE_BYTES && reinterpret_cast<uintptr_t>(landmarks) % 16 == 0;
 }
 
+// landmark_logits' first tiles where it will take the tensor cores for these landmarks (it then
+// also needs the queries to be small), requested before the queries exist: true when it did.
+__device__ __forceinline__ bool landmark_logits_prefetch(const void* landmarks, int d, int dtype, int64_t n, int nb, int b0,
+                                                         int b1, char* stage) {
+  if (!logits_staged(landmarks, d, dtype) || !logits_mma_ok(dtype, d)) return false;
+  if (d == 128) logits_mma_prefetch<128, LOGIT_STAGES, LOGIT_TILE_BYTES>(landmarks, n, nb, b0, b1, stage);
+  else logits_mma_prefetch<64, LOGIT_STAGES, LOGIT_TILE_BYTES>(landmarks, n, nb, b0, b1, stage);
+  return true;
+}
+
 // Ranges [b0, b1) of the partition of n landmarks [n x d] (dtype) into nb (logit_range) against
 // g query heads q [g x d] (f32, global): logits into logits[j * ld + c]; each range's max per head
 // (NaN-ignoring, -inf when empty) into maxes[(b - b0) * g + j]. Called by a whole block of
 // LOGIT_THREADS threads; red: shared [LOGIT_GROUPS * LOGIT_HEADS]; stage: dynamic shared memory of
-// LOGIT_SMEM bytes.
+// LOGIT_SMEM bytes; prefetched: landmark_logits_prefetch returned true for these arguments.
 __device__ __forceinline__ void landmark_logits(const float* q, int g, int d, float scale, const void* landmarks,
                                                 int dtype, int64_t n, int nb, int b0, int b1, float* logits, int64_t ld,
-                                                float* maxes, float* red, char* stage) {
+                                                float* maxes, float* red, char* stage, bool prefetched = false) {
   const int dl = d % LOGIT_LANES == 0 ? d / LOGIT_LANES : 0;
   if (!logits_staged(landmarks, d, dtype)) stage = nullptr;
   // The tensor cores, where the queries split into bf16 parts safely (huge or non-finite values
@@ -155,10 +165,15 @@ __device__ __forceinline__ void landmark_logits(const float* q, int g, int d, fl
   if (__syncthreads_and(small) && stage && logits_mma_ok(dtype, d)) {
     for (int j0 = 0; j0 < g; j0 += LOGIT_MMA_HEADS) {
       const int gj = min(LOGIT_MMA_HEADS, g - j0);
-      if (d == 128) logits_group_mma<128, LOGIT_STAGES, LOGIT_TILE_BYTES>(q, j0, gj, scale, landmarks, n, nb, b0, b1, logits, ld, maxes, g, red, stage);
-      else logits_group_mma<64, LOGIT_STAGES, LOGIT_TILE_BYTES>(q, j0, gj, scale, landmarks, n, nb, b0, b1, logits, ld, maxes, g, red, stage);
+      const bool first = prefetched && j0 == 0;
+      if (d == 128) logits_group_mma<128, LOGIT_STAGES, LOGIT_TILE_BYTES>(q, j0, gj, scale, landmarks, n, nb, b0, b1, logits, ld, maxes, g, red, stage, first);
+      else logits_group_mma<64, LOGIT_STAGES, LOGIT_TILE_BYTES>(q, j0, gj, scale, landmarks, n, nb, b0, b1, logits, ld, maxes, g, red, stage, first);
     }
     return;
+  }
+  if (prefetched) {  // the SIMT path stages its rows its own way: the early tiles land first
+    skv_mma::cp_async_wait<0>();
+    __syncthreads();
   }
   for (int b = b0; b < b1; b++) {
     int64_t c0, c1;

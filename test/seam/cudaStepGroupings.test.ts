@@ -8,6 +8,8 @@ import { registerComposed } from '../helpers/backends.js';
 // environment when it is made (the small suites only ever see the defaults):
 // - SHADOWKV_CUDA_LOGIT_SPLIT: logit blocks per kv head. A block may take several landmark ranges
 //   (512 landmarks each) through one pipeline, which the cost model picks from about 4 rows x 128K.
+//   The first logits launch also appends the rows and rotates its own queries unless the addon's
+//   per-step SHADOWKV_CUDA_APPEND_FOLD=0 keeps the append a kernel of its own.
 // - SHADOWKV_CUDA_SELECT_BLOCKS: blocks per kv head that score and select. 1 is the path of devices
 //   without thread block clusters (softmax sums, scores, then one selecting block); 2-8 a cluster
 //   whose blocks each take a slice of the landmarks, copied to their shared memory first unless the
@@ -25,10 +27,10 @@ const [tokens, batch, steps] = [12288, 3, 12]; // ~1536 chunks a row: 3 or more 
 // again with both (a variant of their own).
 const levers = { fp8Values: true, hotChunks: 64 };
 const groupings: [string, string[], object?][] = [
-  ['SHADOWKV_CUDA_LOGIT_SPLIT', ['64', '1', '2']], // 64: past the range count, so one range a block
+  ['SHADOWKV_CUDA_LOGIT_SPLIT', ['64', '1', '2', '2 SHADOWKV_CUDA_APPEND_FOLD=0']], // 64: past the range count, so one range a block
   ['SHADOWKV_CUDA_SELECT_BLOCKS', ['1', '2', '3', '8', '2 SHADOWKV_CUDA_SELECT_NEAR=0', '8 SHADOWKV_CUDA_SELECT_NEAR=0']],
   ['SHADOWKV_CUDA_STEP_GROUPS', ['1 SHADOWKV_CUDA_FETCH_SPLIT=0', '1', '2', '3', '3 SHADOWKV_CUDA_FETCH_GRID=1',
-    '1 SHADOWKV_CUDA_FETCH_GRID=1']], // then the addon's per-step settings
+    '1 SHADOWKV_CUDA_FETCH_GRID=1', '3 SHADOWKV_CUDA_APPEND_FOLD=0']], // then the addon's per-step settings
   ['SHADOWKV_CUDA_STEP_GROUPS', ['1 SHADOWKV_CUDA_FETCH_SPLIT=0', '1', '3', '3 SHADOWKV_CUDA_FETCH_GRID=1'], levers],
 ];
 

@@ -993,8 +993,7 @@ cudaError_t plan_step(const SkvStep& s, const StepLayout& at, const SkvStepRow* 
   // StepAppend inside the first logits launch where a row's append fits in its shared memory
   // (SHADOWKV_CUDA_APPEND_FOLD=0 keeps it a kernel of its own; read every step: tests set it
   // between steps).
-  const char* fold = getenv("SHADOWKV_CUDA_APPEND_FOLD");
-  p->fold = (!fold || strcmp(fold, "0") != 0) && append_smem(s.q_heads, s.kv_heads, s.d) <= fold_smem(s) &&
+  p->fold = !skv_env_off("SHADOWKV_CUDA_APPEND_FOLD") && append_smem(s.q_heads, s.kv_heads, s.d) <= fold_smem(s) &&
             fold_smem(s) - LOGIT_SMEM <= FOLD_EXTRA_MAX;
   if (p->blocks == 0) p->st_smem = (int64_t)select_smem(at.max_l, s.max_selected, at.lists_shared, at.scores_shared);
   if (s.max_selected <= 0) return cudaSuccess;

@@ -167,8 +167,11 @@ __global__ void __launch_bounds__(LOGIT_THREADS, 2) StepLogitsKernel(StepArgs a,
   const SkvStep& s = a.s;
   const int h = task % s.kv_heads, g = s.q_heads / s.kv_heads, d = s.d;
   const int L = head_counts(r, h)[SKV_HEAD_LANDMARKS], nb = logit_blocks(L);
-  const int per = (nb + (int)gridDim.y - 1) / (int)gridDim.y, b0 = (int)blockIdx.y * per, b1 = min(nb, b0 + per);
-  if (b0 >= nb) return;
+  // The ranges spread evenly over the task's blocks. NOTE: the plan counts the capacity's ranges
+  // (33 at 128K for the landmarks' 32); ceil(32 / 7) = 5 a block had given 4 x 128K six blocks of
+  // 20 tiles a kv head and one of 8, where 8 blocks take 16 each (the plan's tie, now to more blocks).
+  const int b0 = (int)((int64_t)blockIdx.y * nb / gridDim.y), b1 = (int)((int64_t)(blockIdx.y + 1) * nb / gridDim.y);
+  if (b0 >= b1) return;
   const void* landmarks = elem(r.landmarks, s.kv_dtype, (size_t)h * r.chunk_capacity * d);
   const float* q = ws_ptr<float>(a, a.at.qf) + ((size_t)(task / s.kv_heads) * s.q_heads + (size_t)h * g) * d;
   bool prefetched = false;
@@ -783,7 +786,7 @@ cudaError_t logit_split(int tasks, int nb, int* split) {
   int64_t best = -1;
   for (int b = 1; b <= nb; b++) {
     const int64_t rounds = skv_ceil_div((int64_t)tasks * b, n), cost = rounds * (1 + skv_ceil_div(nb, b));
-    if (best < 0 || cost < best) best = cost, *split = b;
+    if (best < 0 || cost <= best) best = cost, *split = b;  // ties: more blocks, fewer ranges each where the landmarks are fewer than the capacity's
   }
   return cudaSuccess;
 }

@@ -457,6 +457,10 @@ __global__ void __launch_bounds__(SELECT_CLUSTER_THREADS) StepScoreSelectKernel(
 #endif
 }
 
+// The StepScoreSelect instance of a plan: with its slice in shared memory (`near`) or not.
+using StepKernel = void (*)(StepArgs, int);
+static StepKernel score_select_kernel(bool near) { return near ? StepScoreSelectKernel<true> : StepScoreSelectKernel<false>; }
+
 // ---- 4. fetch values, rebuild keys ----
 
 // Units of values per thread in flight while the keys are rebuilt: 16-byte words, or with fp8 pages
@@ -725,7 +729,7 @@ size_t select_smem(int max_l, int S, bool lists, bool scores) {
 cudaError_t resident_select_clusters(bool near, int n, size_t smem, int* count) {
   static int known[2][SELECT_CLUSTER_MAX + 1][SELECT_SMEM_MAX / (16 * 1024) + 1][64] = {};
   const size_t k = smem / (16 * 1024), bytes = (k + 1) * 16 * 1024;
-  void (*kernel)(StepArgs, int) = near ? StepScoreSelectKernel<true> : StepScoreSelectKernel<false>;
+  const StepKernel kernel = score_select_kernel(near);
   return skv_per_device(known[near][n][k], count, [&](int, int* v) {
     SKV_CUDA_CALL(skv_smem_optin(kernel, bytes));
     cudaLaunchAttribute attr{};
@@ -1050,7 +1054,7 @@ cudaError_t issue(const StepArgs& a, const StepPlan& p, cudaStream_t stream, boo
       SKV_CUDA_CALL(skv_launch(StepLogitsKernel, dim3(tasks + append_rows, p.split), LOGIT_THREADS, l_smem, stream, a, t0, append_rows));
       SKV_CUDA_CALL(mark(SKV_STAGE_SELECT, stream));
       if (p.blocks > 0) {
-        void (*select)(StepArgs, int) = p.near ? StepScoreSelectKernel<true> : StepScoreSelectKernel<false>;
+        const StepKernel select = score_select_kernel(p.near);
         SKV_CUDA_CALL(skv_smem_optin(select, (size_t)p.ss_smem));
         SKV_CUDA_CALL(skv_launch_cluster(select, dim3(tasks, p.blocks), SELECT_CLUSTER_THREADS, (size_t)p.ss_smem, stream,
                                          (unsigned)p.blocks, a, t0));

@@ -750,7 +750,7 @@ cudaError_t resident_select_clusters(bool near, int n, size_t smem, int* count) 
 // Blocks per task of StepScoreSelect and its dynamic shared memory; 0 blocks: the one-block path
 // (StepSoftmaxSums, StepScores, StepSelect), for devices without clusters, for SkvStep.select_blocks
 // 1, where a slice's scores and the lists would not fit in shared memory, and by default where
-// clusters of 4 would not all run at once. With `near`, the blocks also hold their slice's logits
+// no clusters of 4 or more would all run at once. With `near`, the blocks also hold their slice's logits
 // and landmark ids (StepScoreSelect's `near`).
 cudaError_t select_cluster(const SkvStep& s, const StepLayout& at, int tasks, bool near, int* blocks, size_t* smem) {
   int major = 0;
@@ -760,17 +760,18 @@ cudaError_t select_cluster(const SkvStep& s, const StepLayout& at, int tasks, bo
   const int g = s.q_heads / s.kv_heads;
   auto bytes_of = [&](int n) { return score_select_smem(n, g, s.max_selected, (int)skv_ceil_div(at.max_l, n), near); };
   int n = s.select_blocks > 1 ? std::min<int>(s.select_blocks, SELECT_CLUSTER_MAX) : SELECT_CLUSTER_MAX;
-  // By default, clusters of 8 where every task's runs at once, else of 4. NOTE: measured at 128K
-  // (queued, H200, bench/NOTES.md v25), the select stage in clusters of 8 / of 4 / one block a task:
-  // 26 / 36 / 41 us at batch 1, 32 / 37 / - at batch 3, 49 / 44 / 53 at batch 4, 127 / 103 / 96 at
-  // batch 16. The driver counts 24 to 31 clusters of 8 at once there (this rule took 8 at batch 3 and
-  // 4 at batch 4), though the card has slots for 33 clusters' blocks.
+  // By default, the largest cluster of 8 down to SELECT_CLUSTER_MIN whose tasks all run at once. NOTE:
+  // measured at 128K (queued, H200, bench/NOTES.md v25), the select stage in clusters of 8 / of 4 /
+  // one block a task: 26 / 36 / 41 us at batch 1, 32 / 37 / - at batch 3, 49 / 44 / 53 at batch 4,
+  // 127 / 103 / 96 at batch 16: a block's slice sets the time while the clusters fit at once. The
+  // driver counts 24 to 31 clusters of 8 at once there, though the card has slots for 33 clusters'
+  // blocks; halving from 8 gave batch 4 clusters of 4, twice the slice of 8's.
   if (s.select_blocks == 0)
-    for (;; n /= 2) {
+    for (;; n--) {
       int resident = 0;
       if (bytes_of(n) <= SELECT_SMEM_MAX) SKV_CUDA_CALL(resident_select_clusters(near, n, bytes_of(n), &resident));
       if (tasks <= resident) break;
-      if (n / 2 < SELECT_CLUSTER_MIN) return cudaSuccess;
+      if (n - 1 < SELECT_CLUSTER_MIN) return cudaSuccess;
     }
   if (bytes_of(n) > SELECT_SMEM_MAX) return cudaSuccess;
   *blocks = n;

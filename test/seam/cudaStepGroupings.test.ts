@@ -28,7 +28,7 @@ const [tokens, batch, steps] = [12288, 3, 12]; // ~1536 chunks a row: 3 or more 
 const levers = { fp8Values: true, hotChunks: 64 };
 const groupings: [string, string[], object?][] = [
   ['SHADOWKV_CUDA_LOGIT_SPLIT', ['64', '1', '2', '2 SHADOWKV_CUDA_APPEND_FOLD=0']], // 64: past the range count, so one range a block
-  ['SHADOWKV_CUDA_SELECT_BLOCKS', ['1', '2', '3', '8', '2 SHADOWKV_CUDA_SELECT_NEAR=0', '8 SHADOWKV_CUDA_SELECT_NEAR=0']],
+  ['SHADOWKV_CUDA_SELECT_BLOCKS', ['1', '2', '3', '6', '8', '2 SHADOWKV_CUDA_SELECT_NEAR=0', '8 SHADOWKV_CUDA_SELECT_NEAR=0']],
   ['SHADOWKV_CUDA_STEP_GROUPS', ['1 SHADOWKV_CUDA_FETCH_SPLIT=0', '1', '2', '3', '3 SHADOWKV_CUDA_FETCH_GRID=1',
     '1 SHADOWKV_CUDA_FETCH_GRID=1', '3 SHADOWKV_CUDA_APPEND_FOLD=0']], // then the addon's per-step settings
   ['SHADOWKV_CUDA_STEP_GROUPS', ['1 SHADOWKV_CUDA_FETCH_SPLIT=0', '1', '3', '3 SHADOWKV_CUDA_FETCH_GRID=1'], levers],

@@ -293,7 +293,7 @@ const QUEUED_METHOD = `CUDA events around back-to-back decode() calls whose outp
 export const QUEUED_WARMUP = 16;
 
 /** GPU ms per step: the median over QUEUED_WINDOWS windows of `steps` steps issued back to back, each output left in one device tensor. */
-function timeQueued(b: Built<BaseKVCache>, queries: DriftingQueries, steps: number): number {
+export function timeQueued(b: Built<BaseKVCache>, queries: DriftingQueries, steps: number): number {
   const out = b.cache.allocTensor([queries.batch, SPEC.queryHeads, 1, SPEC.headDim], 'f32');
   try {
     for (let i = 0; i < QUEUED_WARMUP; i++) b.cache.decode(0, queries.next(), { out });

@@ -2,8 +2,9 @@
 // select + reuse, fetch + rebuild, attention + merge, compaction) from events between the stages
 // (CudaDevice.stepProfile), over steps with the benchmark's drifting queries, beside the step's
 // total GPU time without the events: with each output read back to the host (the GPU waits for the
-// host to issue the next step) and queued (outputs left on the device, steps back to back), and the
-// host's microseconds per queued step, decode() whole and each addon call in it. One Llama-3-8B layer, as in bench/gpu/run.ts.
+// host to issue the next step) and queued (outputs left on the device, steps back to back, the median
+// of windows as bench/gpu/run.ts times its step), and the host's microseconds per queued step,
+// decode() whole and each addon call in it. One Llama-3-8B layer, as in bench/gpu/run.ts.
 //   node node_modules/tsx/dist/cli.mjs bench/gpu/profile.ts [--context 131072] [--batches 1,4] [--steps 50]
 //     [--variants plain,fp8,hot2048,fp8+hot2048] [--policy shadowkv] [--pipeline 0,1w,1,4x264] [--out profile.json]
 // A variant is the cache's options: plain (the defaults), fp8 (fp8Values), hot<N> (hotChunks N), joined by +.
@@ -16,7 +17,7 @@
 // `. scripts/gpu/env.sh` (SHADOWKV_CUDA_SYNC=0, or every op waits).
 import { writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { buildCache, QUEUED_WARMUP, summary } from './measure.js';
+import { buildCache, QUEUED_WARMUP, summary, timeQueued } from './measure.js';
 import { registerBenchBackend } from './device.js';
 import { SPEC } from './plan.js';
 import { DriftingQueries, PromptSource, WORKLOAD_DEFAULTS } from './workload.js';
@@ -92,11 +93,13 @@ for (const B of f.batches!.split(',').map(Number)) for (const variant of f.varia
     const input = queries.next();
     plain.push(device.gpuTime(() => built.cache.decode(0, input)));
   }
-  // Queued: outputs left on the device (as a model loop on the GPU does), steps issued back to back.
+  // Queued: outputs left on the device (as a model loop on the GPU does), steps issued back to back,
+  // timed as the benchmark's step (the median of its windows). NOTE: one window of 60 steps read 1 x
+  // 128K at 0.099-0.116 ms over three rounds of one addon in one call (bench/NOTES.md v38), more
+  // than the 1-5 us that side-by-side runs of this script are asked to tell apart.
+  const queuedMs = timeQueued(built, queries, steps);
   const out = built.cache.allocTensor([B, SPEC.queryHeads, 1, SPEC.headDim], 'f32');
   for (let i = 0; i < QUEUED_WARMUP; i++) built.cache.decode(0, queries.next(), { out }); // the new output's step graphs
-  const inputs = Array.from({ length: steps }, () => queries.next());
-  const queuedMs = device.gpuTime(() => inputs.forEach((input) => built.cache.decode(0, input, { out }))) / steps;
   const profiled = (feed: (i: number) => void) => {
     device.stepProfile(true);
     for (let i = 0; i < steps; i++) feed(i);

@@ -168,7 +168,7 @@ __device__ __forceinline__ void skv_pdl_enter() {
 }
 
 // Whether the environment turns a default-on switch off: `name` set to "0" (SHADOWKV_CUDA_PDL,
-// _GRAPHS, _FETCH_SPLIT, _SELECT_NEAR, _APPEND_FOLD).
+// _GRAPHS, _FETCH_SPLIT, _SELECT_NEAR, _APPEND_FOLD, _DENSE).
 static inline bool skv_env_off(const char* name) {
   const char* v = getenv(name);
   return v && strcmp(v, "0") == 0;

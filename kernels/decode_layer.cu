@@ -1221,7 +1221,7 @@ cudaError_t DecodeLayer(const SkvStep& s, const SkvStepRow* host_rows, const Skv
   const char* dense_env = getenv("SHADOWKV_CUDA_DENSE");
   const bool dense_step = at.sparse == 0 && s.batch > 0;
   bool dense = false;
-  if (dense_step && !(dense_env && strcmp(dense_env, "0") == 0))
+  if (dense_step && !skv_env_off("SHADOWKV_CUDA_DENSE"))
     SKV_CUDA_CALL(AttentionDenseFits(s.q_heads / s.kv_heads, s.d, s.kv_dtype, &dense));
   if (dense_step && !dense && dense_env && strcmp(dense_env, "1") == 0) return cudaErrorNotSupported;
   const StepArgs a{s, device_rows, static_cast<char*>(ws.ptr), at, mma, dense};

@@ -723,6 +723,23 @@ size_t select_smem(int max_l, int S, bool lists, bool scores) {
   return sizeof(float) * ((lists ? (size_t)SELECT_LISTS * S : 0) + (scores ? (size_t)max_l : 0));
 }
 
+// StepScoreSelect's shared memory, and its clusters past the portable size. *wide: whether the
+// device took that (asked once per device: a device that refuses it runs at most 8 a cluster).
+cudaError_t select_optin(bool near, size_t smem, bool* wide = nullptr) {
+  static int known[2][64] = {};  // 1: takes non-portable clusters, -1: refused
+  int dev = 0;
+  SKV_CUDA_CALL(cudaGetDevice(&dev));
+  const StepKernel kernel = score_select_kernel(near);
+  int v = dev < 64 ? known[near][dev] : 0;
+  if (v == 0) {
+    v = cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) == cudaSuccess ? 1 : -1;
+    cudaGetLastError();
+    if (dev < 64) known[near][dev] = v;
+  }
+  if (wide) *wide = v > 0;
+  return skv_smem_optin(kernel, smem);
+}
+
 // Clusters of n StepScoreSelect blocks with `smem` bytes each that the device runs at once (the
 // driver's count, which also knows how clusters sit on the GPCs; -1 for none), read once per
 // device, n and 16 KB of shared memory (the count changes with it only in steps).
@@ -731,7 +748,7 @@ cudaError_t resident_select_clusters(bool near, int n, size_t smem, int* count) 
   const size_t k = smem / (16 * 1024), bytes = (k + 1) * 16 * 1024;
   const StepKernel kernel = score_select_kernel(near);
   return skv_per_device(known[near][n][k], count, [&](int, int* v) {
-    SKV_CUDA_CALL(skv_smem_optin(kernel, bytes));
+    SKV_CUDA_CALL(select_optin(near, bytes));  // n is past 8 only where the device took that (select_cluster)
     cudaLaunchAttribute attr{};
     attr.id = cudaLaunchAttributeClusterDimension;
     attr.val.clusterDim = {1, (unsigned)n, 1};
@@ -760,7 +777,11 @@ cudaError_t select_cluster(const SkvStep& s, const StepLayout& at, int tasks, bo
   const int g = s.q_heads / s.kv_heads;
   auto bytes_of = [&](int n) { return score_select_smem(n, g, s.max_selected, (int)skv_ceil_div(at.max_l, n), near); };
   int n = s.select_blocks > 1 ? std::min<int>(s.select_blocks, SELECT_CLUSTER_MAX) : SELECT_CLUSTER_MAX;
-  // By default, the largest cluster of 8 down to SELECT_CLUSTER_MIN whose tasks all run at once. NOTE:
+  bool wide = false;
+  SKV_CUDA_CALL(select_optin(near, 0, &wide));
+  if (!wide) n = std::min<int>(n, SELECT_CLUSTER_PORTABLE);
+  // By default, the largest cluster of 16 (8 where the device takes only portable sizes) down to
+  // SELECT_CLUSTER_MIN whose tasks all run at once. NOTE:
   // measured at 128K (queued, H200, bench/NOTES.md v25), the select stage in clusters of 8 / of 4 /
   // one block a task: 26 / 36 / 41 us at batch 1, 32 / 37 / - at batch 3, 49 / 44 / 53 at batch 4,
   // 127 / 103 / 96 at batch 16: a block's slice sets the time while the clusters fit at once. The
@@ -1058,7 +1079,7 @@ cudaError_t issue(const StepArgs& a, const StepPlan& p, cudaStream_t stream, boo
       SKV_CUDA_CALL(mark(SKV_STAGE_SELECT, stream));
       if (p.blocks > 0) {
         const StepKernel select = score_select_kernel(p.near);
-        SKV_CUDA_CALL(skv_smem_optin(select, (size_t)p.ss_smem));
+        SKV_CUDA_CALL(select_optin(p.near, (size_t)p.ss_smem));
         SKV_CUDA_CALL(skv_launch_cluster(select, dim3(tasks, p.blocks), SELECT_CLUSTER_THREADS, (size_t)p.ss_smem, stream,
                                          (unsigned)p.blocks, a, t0));
       } else {

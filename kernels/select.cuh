@@ -309,7 +309,9 @@ __device__ __forceinline__ int select_top(const float* scores, int n, int k, int
       n, [&](int i) { return select_key(scores, i, largest) <= kth; }, [](int i) { return i; }, out, sh);
 }
 
-enum { SELECT_CLUSTER_MAX = 8, SELECT_PASSES = 8 };  // blocks of a selecting cluster (the portable most); radix passes
+// Blocks of a selecting cluster: 16, past the portable 8, where the kernel's launch opts in (Hopper
+// runs clusters of 16); radix passes.
+enum { SELECT_CLUSTER_MAX = 16, SELECT_CLUSTER_PORTABLE = 8, SELECT_PASSES = 8 };
 #if defined(_CG_HAS_CLUSTER_GROUP)
 
 // select_top over a thread block cluster (sm_90+): block b of the cluster holds scores[c0 + t] of

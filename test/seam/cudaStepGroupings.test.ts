@@ -11,8 +11,8 @@ import { registerComposed } from '../helpers/backends.js';
 //   The first logits launch also appends the rows and rotates its own queries unless the addon's
 //   per-step SHADOWKV_CUDA_APPEND_FOLD=0 keeps the append a kernel of its own.
 // - SHADOWKV_CUDA_SELECT_BLOCKS: blocks per kv head that score and select. 1 is the path of devices
-//   without thread block clusters (softmax sums, scores, then one selecting block); 2-8 a cluster
-//   whose blocks each take a slice of the landmarks, copied to their shared memory first unless the
+//   without thread block clusters (softmax sums, scores, then one selecting block); 2-16 a cluster
+//   (past 8 where the device takes non-portable sizes, else 8) whose blocks each take a slice of the landmarks, copied to their shared memory first unless the
 //   addon's per-step SHADOWKV_CUDA_SELECT_NEAR=0 leaves it in global memory.
 // - SHADOWKV_CUDA_STEP_GROUPS: row groups whose work overlaps the previous group's value reads (a
 //   second stream), 3 of them uneven here. The fetch is split (values on the second stream, keys on
@@ -28,7 +28,7 @@ const [tokens, batch, steps] = [12288, 3, 12]; // ~1536 chunks a row: 3 or more 
 const levers = { fp8Values: true, hotChunks: 64 };
 const groupings: [string, string[], object?][] = [
   ['SHADOWKV_CUDA_LOGIT_SPLIT', ['64', '1', '2', '2 SHADOWKV_CUDA_APPEND_FOLD=0']], // 64: past the range count, so one range a block
-  ['SHADOWKV_CUDA_SELECT_BLOCKS', ['1', '2', '3', '6', '8', '2 SHADOWKV_CUDA_SELECT_NEAR=0', '8 SHADOWKV_CUDA_SELECT_NEAR=0']],
+  ['SHADOWKV_CUDA_SELECT_BLOCKS', ['1', '2', '3', '6', '8', '16', '2 SHADOWKV_CUDA_SELECT_NEAR=0', '16 SHADOWKV_CUDA_SELECT_NEAR=0']],
   ['SHADOWKV_CUDA_STEP_GROUPS', ['1 SHADOWKV_CUDA_FETCH_SPLIT=0', '1', '2', '3', '3 SHADOWKV_CUDA_FETCH_GRID=1',
     '1 SHADOWKV_CUDA_FETCH_GRID=1', '3 SHADOWKV_CUDA_APPEND_FOLD=0']], // then the addon's per-step settings
   ['SHADOWKV_CUDA_STEP_GROUPS', ['1 SHADOWKV_CUDA_FETCH_SPLIT=0', '1', '3', '3 SHADOWKV_CUDA_FETCH_GRID=1'], levers],

@@ -49,5 +49,17 @@ echo "bench: sdpa.py took ${SECONDS} s"
 
 SECONDS=0
 log="${OUT:+$out/gpu.log}"
+# The card's clocks beside the timed cases (bench/gpu/clocks.py), sampled by nvidia-smi on its own.
+sampler=""
+if command -v nvidia-smi >/dev/null; then
+  nvidia-smi --query-gpu=timestamp,clocks.sm,clocks.mem,power.draw,temperature.gpu --format=csv,noheader,nounits -lms 500 >"$work/clocks.csv" 2>/dev/null &
+  sampler=$!
+fi
+start=$(date +%s.%N)
 "${tsx[@]}" bench/gpu/run.ts --sdpa "$work/sdpa.json" --out "$out" "$@" 2>&1 | tee "${log:-$work/gpu.log}"
 echo "bench: run.ts took ${SECONDS} s; results in $out"
+if [ -n "$sampler" ]; then
+  kill "$sampler" 2>/dev/null || true
+  wait "$sampler" 2>/dev/null || true
+  python3 bench/gpu/clocks.py "$work/clocks.csv" "$start" 2>&1 | tee -a "${log:-$work/gpu.log}" || true
+fi

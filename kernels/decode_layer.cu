@@ -788,7 +788,9 @@ cudaError_t select_cluster(const SkvStep& s, const StepLayout& at, int tasks, bo
   // driver counts 24 to 31 clusters of 8 at once there, though the card has slots for 33 clusters'
   // blocks; halving from 8 gave batch 4 clusters of 4, twice the slice of 8's. Stepping down one
   // block at a time instead (v38, side by side): batch 4 at 128K select 44 -> 33 us, the queued
-  // step 0.235 -> 0.231 ms; batch 1 unchanged (8 fits).
+  // step 0.235 -> 0.231 ms; batch 1 unchanged (8 fits). Clusters of 16 at batch 1 (v39, side by
+  // side): the queued step 0.094 -> 0.090 ms, though the stage split (events between the kernels,
+  // no overlap) reads the select at 25 us with 8, 12 or 16 alike.
   if (s.select_blocks == 0)
     for (;; n--) {
       int resident = 0;

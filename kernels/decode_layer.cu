@@ -758,7 +758,11 @@ cudaError_t resident_select_clusters(bool near, int n, size_t smem, int* count) 
     cfg.dynamicSmemBytes = bytes;
     cfg.attrs = &attr;
     cfg.numAttrs = 1;
-    SKV_CUDA_CALL(cudaOccupancyMaxActiveClusters(v, kernel, &cfg));
+    const cudaError_t asked = cudaOccupancyMaxActiveClusters(v, kernel, &cfg);
+    // A size past the portable 8 may be one the device's GPCs cannot place at all (a smaller part or
+    // a MIG slice) though the kernel took the attribute: counted as none, so the plan steps down.
+    if (asked != cudaSuccess && n > SELECT_CLUSTER_PORTABLE) cudaGetLastError(), *v = 0;
+    else SKV_CUDA_CALL(asked);
     if (*v == 0) *v = -1;  // none: read, not asked again
     return cudaSuccess;
   });

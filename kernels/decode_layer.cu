@@ -874,6 +874,7 @@ struct StepMarks {
 };
 std::vector<StepMarks> profile_steps;
 bool profile_on = false;
+SkvStepLaunches launches{};  // since the last DecodeLayerProfile call
 
 // Records the boundary before stage k (k = SKV_STEP_STAGES: the end) of the step being queued.
 cudaError_t mark(int k, cudaStream_t stream) {
@@ -887,7 +888,9 @@ cudaError_t mark(int k, cudaStream_t stream) {
 
 }  // namespace
 
-cudaError_t DecodeLayerProfile(bool on, double* ms, int* steps) {
+cudaError_t DecodeLayerProfile(bool on, double* ms, int* steps, SkvStepLaunches* counts) {
+  *counts = launches;
+  launches = SkvStepLaunches{};
   for (int k = 0; k < SKV_STEP_STAGES; k++) ms[k] = 0;
   *steps = (int)profile_steps.size();
   cudaError_t first = cudaSuccess;
@@ -1191,18 +1194,22 @@ struct StepGraphs {
     auto it = entries.find(h);
     if (it != entries.end() && memcmp(&it->second.key, &key, sizeof key) == 0) {
       it->second.used = ++clock;
+      launches.replayed++;
       return cudaGraphLaunch(it->second.exec, stream);
     }
     if (seen.erase(h) == 0) {  // the first sighting
       if (seen.size() >= SEEN_CAPACITY) seen.clear();
       seen.insert(h);
+      launches.one_by_one++;
       return issue(a, p, stream, false);
     }
     cudaGraphExec_t exec = nullptr;
     if (!make(a, p, &exec)) {
       broken = true;
+      launches.one_by_one++;
       return issue(a, p, stream, false);
     }
+    launches.captured++;
     if (it != entries.end()) {
       cudaGraphExecDestroy(it->second.exec);
       entries.erase(it);
@@ -1252,7 +1259,14 @@ cudaError_t DecodeLayer(const SkvStep& s, const SkvStepRow* host_rows, const Skv
     SKV_CUDA_CALL(AttentionDenseFits(s.q_heads / s.kv_heads, s.d, s.kv_dtype, &dense));
   if (dense_step && !dense && dense_env && strcmp(dense_env, "1") == 0) return cudaErrorNotSupported;
   const StepArgs a{s, device_rows, static_cast<char*>(ws.ptr), at, mma, dense};
+  if (at.sparse > 0) {
+    launches.logit_split = p.split, launches.select_blocks = p.blocks, launches.row_groups = p.pipe;
+    launches.split_fetch = p.split_fetch, launches.value_grid = p.value_grid, launches.near = p.near, launches.fold = p.fold;
+  }
   // The profile's marks are events between the launches: those steps go one by one.
-  if (profile_on || step_graphs.broken || !StepGraphs::on()) return issue(a, p, stream, false);
-  return step_graphs.launch(a, p, stream);
+  const bool direct = profile_on || step_graphs.broken || !StepGraphs::on();
+  if (direct) launches.one_by_one++;
+  const cudaError_t err = direct ? issue(a, p, stream, false) : step_graphs.launch(a, p, stream);
+  launches.graphs_broken = step_graphs.broken;
+  return err;
 }

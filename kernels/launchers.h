@@ -245,10 +245,19 @@ cudaError_t DecodeLayer(const SkvStep& s, const SkvStepRow* host_rows, const Skv
                         cudaStream_t stream);
 // The step profile (benchmarks): while on, every DecodeLayer records an event between its stages.
 // Returns the GPU milliseconds per stage summed over the steps recorded since the last call (waits
-// for them), their count, then turns recording on or off.
+// for them), their count, how the steps since the last call were launched and the latest one's
+// plan, then turns recording on or off.
 enum SkvStepStage { SKV_STAGE_APPEND = 0, SKV_STAGE_LOGITS, SKV_STAGE_SELECT, SKV_STAGE_FETCH, SKV_STAGE_ATTENTION,
                     SKV_STAGE_COMPACT, SKV_STEP_STAGES };
-cudaError_t DecodeLayerProfile(bool on, double* ms, int* steps);
+struct SkvStepLaunches {
+  int64_t replayed, captured, one_by_one;  // steps replayed from a graph, captured into one, launched kernel by kernel
+  int graphs_broken;                       // a capture failed: every later step goes one by one
+  // The latest sparse step's plan: logit blocks a task, the select's cluster (0: the one-block path),
+  // row groups, whether the fetch is split and its value blocks, the select's slices in shared
+  // memory, StepAppend folded into the logits.
+  int logit_split, select_blocks, row_groups, split_fetch, value_grid, near, fold;
+};
+cudaError_t DecodeLayerProfile(bool on, double* ms, int* steps, SkvStepLaunches* launches);
 
 // ---- probe (convert.cu) ----
 // A trivial kernel, run once by the probe: fails with cudaErrorNoKernelImageForDevice (209) when

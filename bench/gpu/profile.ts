@@ -4,7 +4,9 @@
 // total GPU time without the events: with each output read back to the host (the GPU waits for the
 // host to issue the next step) and queued (outputs left on the device, steps back to back, the median
 // of windows as bench/gpu/run.ts times its step), and the host's microseconds per queued step,
-// decode() whole and each addon call in it. One Llama-3-8B layer, as in bench/gpu/run.ts.
+// decode() whole and each addon call in it, and the plan the queued steps ran (the select's cluster,
+// logit blocks, row groups, the fetch's split and grid) with how they were launched (replayed from
+// CUDA graphs or kernel by kernel). One Llama-3-8B layer, as in bench/gpu/run.ts.
 //   node node_modules/tsx/dist/cli.mjs bench/gpu/profile.ts [--context 131072] [--batches 1,4] [--steps 50]
 //     [--variants plain,fp8,hot2048,fp8+hot2048] [--policy shadowkv] [--pipeline 0,1w,1,4x264] [--out profile.json]
 // A variant is the cache's options: plain (the defaults), fp8 (fp8Values), hot<N> (hotChunks N), joined by +.
@@ -97,7 +99,9 @@ for (const B of f.batches!.split(',').map(Number)) for (const variant of f.varia
   // timed as the benchmark's step (the median of its windows). NOTE: one window of 60 steps read 1 x
   // 128K at 0.099-0.116 ms over three rounds of one addon in one call (bench/NOTES.md v38), more
   // than the 1-5 us that side-by-side runs of this script are asked to tell apart.
+  device.stepProfile(false); // starts the launch counts afresh
   const queuedMs = timeQueued(built, queries, steps);
+  const { launches, plan } = device.stepProfile(false); // the queued steps': replayed graphs, and the plan they ran
   const out = built.cache.allocTensor([B, SPEC.queryHeads, 1, SPEC.headDim], 'f32');
   for (let i = 0; i < QUEUED_WARMUP; i++) built.cache.decode(0, queries.next(), { out }); // the new output's step graphs
   const profiled = (feed: (i: number) => void) => {
@@ -136,10 +140,11 @@ for (const B of f.batches!.split(',').map(Number)) for (const variant of f.varia
   setEnv('SHADOWKV_CUDA_FETCH_SPLIT', undefined);
   setEnv('SHADOWKV_CUDA_FETCH_GRID', undefined);
   out.dispose();
-  const r = { context: S, batch: B, policy, variant, steps, stepGpuMs: summary(plain), queuedStepGpuMs: queuedMs, stagesMs: perStep, stagesQueuedMs: perStepQueued, hostUs: host, hostReadBackUs: hostRead, pipeline, stats: built.cache.stats() };
+  const r = { context: S, batch: B, policy, variant, steps, stepGpuMs: summary(plain), queuedStepGpuMs: queuedMs, stagesMs: perStep, stagesQueuedMs: perStepQueued, hostUs: host, hostReadBackUs: hostRead, pipeline, launches, plan, stats: built.cache.stats() };
   results.push(r);
   const us = (st: Record<string, number>) => Object.entries(st).map(([k, v]) => `${k} ${(v * 1000).toFixed(0)}`).join(', ');
   log(`${S / 1024}K x ${B} ${policy} ${variant}: step ${summary(plain).median.toFixed(3)} ms read back (GPU, median), ${queuedMs.toFixed(3)} ms queued`);
+  log(`  queued steps: plan ${Object.entries(plan).map(([k, v]) => `${k} ${v}`).join(', ')}; launches: ${launches.replayed} replayed, ${launches.captured} captured, ${launches.oneByOne} one by one${launches.graphsBroken ? ' (graphs broken)' : ''}`);
   log(`  stages (us), read back: ${us(perStep)}`);
   log(`  stages (us), queued:    ${us(perStepQueued)}`);
   const hostLine = (h: typeof host) => `decode() ${h.decode.toFixed(1)}; addon calls ${Object.entries(h.calls).map(([k, v]) => `${k} ${v.toFixed(1)}`).join(', ')}`;

@@ -77,21 +77,33 @@ Napi::Value SpecFitsOp(const Napi::CallbackInfo& info) {
 }
 
 // stepProfile(on): { stages: { append, logits, select, fetch, attention, compact } (GPU ms summed),
-// steps } over the decode steps queued since the last call (waits for them); then records the
-// stages of the next steps (an event between each) while `on`. For benchmarks: recording costs time.
+// steps } over the decode steps queued since the last call (waits for them), with `launches` (how
+// every step since the last call was launched) and `plan` (the latest sparse step's); then records
+// the stages of the next steps (an event between each) while `on`. For benchmarks: recording costs time.
 Napi::Value StepProfile(const Napi::CallbackInfo& info) {
   const char* op = "stepProfile";
   ArgCount(info, 1, op);
   if (!info[0].IsBoolean()) throw Napi::TypeError::New(info.Env(), "stepProfile: argument 'on' must be a boolean");
   double ms[SKV_STEP_STAGES];
   int steps = 0;
-  Check(info.Env(), op, ::DecodeLayerProfile(info[0].As<Napi::Boolean>().Value(), ms, &steps));
+  SkvStepLaunches l{};
+  Check(info.Env(), op, ::DecodeLayerProfile(info[0].As<Napi::Boolean>().Value(), ms, &steps, &l));
   static const char* names[SKV_STEP_STAGES] = {"append", "logits", "select", "fetch", "attention", "compact"};
   Napi::Object stages = Napi::Object::New(info.Env());
   for (int k = 0; k < SKV_STEP_STAGES; k++) stages.Set(names[k], Napi::Number::New(info.Env(), ms[k]));
   Napi::Object o = Napi::Object::New(info.Env());
   o.Set("stages", stages);
   o.Set("steps", Napi::Number::New(info.Env(), steps));
+  auto numbers = [&](std::initializer_list<std::pair<const char*, double>> fields) {
+    Napi::Object x = Napi::Object::New(info.Env());
+    for (const auto& [name, v] : fields) x.Set(name, Napi::Number::New(info.Env(), v));
+    return x;
+  };
+  Napi::Object launches = numbers({{"replayed", (double)l.replayed}, {"captured", (double)l.captured}, {"oneByOne", (double)l.one_by_one}});
+  launches.Set("graphsBroken", Napi::Boolean::New(info.Env(), l.graphs_broken != 0));
+  o.Set("launches", launches);
+  o.Set("plan", numbers({{"logitSplit", l.logit_split}, {"selectBlocks", l.select_blocks}, {"rowGroups", l.row_groups},
+                         {"splitFetch", l.split_fetch}, {"valueGrid", l.value_grid}, {"near", l.near}, {"fold", l.fold}}));
   return o;
 }
 

@@ -44,10 +44,17 @@ suite(`steady-state decode (instrumented) [cuda]${cuda ? '' : ' skipped: no CUDA
     const allocationsBefore = addon.allocCount();
     const syncBefore = addon.memoryStats().syncCopies;
     const compactionsBefore = cache.stats().compactions;
+    addon.stepProfile(false); // the launch counts start here
     calls.clear();
     run(inputs.slice(70, 170));
     const layerSteps = 100 * spec.layers;
     expect(Object.fromEntries(calls)).toEqual({ checkFiniteHost: 3 * layerSteps, decodeLayer: layerSteps, read: layerSteps });
+    // Each step launched once, as a graph's replay, its capture or kernel by kernel; the plan is a sparse step's.
+    const { launches, plan } = addon.stepProfile(false);
+    expect(launches.replayed + launches.captured + launches.oneByOne).toBe(layerSteps);
+    expect(launches.graphsBroken).toBe(false);
+    expect(plan.logitSplit).toBeGreaterThanOrEqual(1);
+    expect(plan.rowGroups).toBeGreaterThanOrEqual(1);
     expect(addon.allocCount() - allocationsBefore).toBe(0);
     expect(addon.memoryStats().syncCopies - syncBefore).toBe(0);
     expect(cache.stats().compactions - compactionsBefore).toBeGreaterThanOrEqual(2 * batch * spec.layers);

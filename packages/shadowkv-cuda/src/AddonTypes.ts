@@ -141,9 +141,17 @@ export interface CudaAddon {
   decodeLayer(record: Uint8Array, q?: Float32Array | Uint16Array, k?: Float32Array | Uint16Array, v?: Float32Array | Uint16Array): number;
   /**
    * GPU milliseconds per stage of the decode steps queued since the last call (waits for them) and
-   * their count; then records the stages of later steps while `on` (benchmarks only: it costs time).
+   * their count, how every step since the last call was launched and the latest sparse step's plan;
+   * then records the stages of later steps while `on` (benchmarks only: it costs time).
    */
-  stepProfile(on: boolean): { stages: Record<'append' | 'logits' | 'select' | 'fetch' | 'attention' | 'compact', number>; steps: number };
+  stepProfile(on: boolean): {
+    stages: Record<'append' | 'logits' | 'select' | 'fetch' | 'attention' | 'compact', number>;
+    steps: number;
+    /** How the steps since the last call were launched: replayed from a CUDA graph, captured into one, or kernel by kernel. */
+    launches: { replayed: number; captured: number; oneByOne: number; graphsBroken: boolean };
+    /** The latest sparse step's plan (kernels/launchers.h SkvStepLaunches); zeros before any. */
+    plan: Record<'logitSplit' | 'selectBlocks' | 'rowGroups' | 'splitFetch' | 'valueGrid' | 'near' | 'fold', number>;
+  };
   /**
    * Whether a model of these heads runs on the current device (kernels/launchers.h SpecFits): null,
    * or the first launch whose shared memory (`need` bytes a block) passes the device's `limit`.

@@ -727,16 +727,14 @@ size_t select_smem(int max_l, int S, bool lists, bool scores) {
 // device took that (asked once per device: a device that refuses it runs at most 8 a cluster).
 cudaError_t select_optin(bool near, size_t smem, bool* wide = nullptr) {
   static int known[2][64] = {};  // 1: takes non-portable clusters, -1: refused
-  int dev = 0;
-  SKV_CUDA_CALL(cudaGetDevice(&dev));
   const StepKernel kernel = score_select_kernel(near);
-  int v = dev < 64 ? known[near][dev] : 0;
-  if (v == 0) {
-    v = cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) == cudaSuccess ? 1 : -1;
+  int took = 0;
+  SKV_CUDA_CALL(skv_per_device(known[near], &took, [&](int, int* v) {
+    *v = cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) == cudaSuccess ? 1 : -1;
     cudaGetLastError();
-    if (dev < 64) known[near][dev] = v;
-  }
-  if (wide) *wide = v > 0;
+    return cudaSuccess;
+  }));
+  if (wide) *wide = took > 0;
   return skv_smem_optin(kernel, smem);
 }
 
@@ -1061,8 +1059,9 @@ struct Fork {
 Fork forks[2];
 
 // The step's launches on `stream` (and a second stream where the fetch is split; captured: into a
-// graph), with the profile's marks between the stages.
+// graph), with the profile's marks between the stages. Not captured, the step goes kernel by kernel.
 cudaError_t issue(const StepArgs& a, const StepPlan& p, cudaStream_t stream, bool captured) {
+  if (!captured) launches.one_by_one++;
   const SkvStep& s = a.s;
   const StepLayout& at = a.at;
   const int g = s.q_heads / s.kv_heads;
@@ -1200,13 +1199,11 @@ struct StepGraphs {
     if (seen.erase(h) == 0) {  // the first sighting
       if (seen.size() >= SEEN_CAPACITY) seen.clear();
       seen.insert(h);
-      launches.one_by_one++;
       return issue(a, p, stream, false);
     }
     cudaGraphExec_t exec = nullptr;
     if (!make(a, p, &exec)) {
       broken = true;
-      launches.one_by_one++;
       return issue(a, p, stream, false);
     }
     launches.captured++;
@@ -1265,7 +1262,6 @@ cudaError_t DecodeLayer(const SkvStep& s, const SkvStepRow* host_rows, const Skv
   }
   // The profile's marks are events between the launches: those steps go one by one.
   const bool direct = profile_on || step_graphs.broken || !StepGraphs::on();
-  if (direct) launches.one_by_one++;
   const cudaError_t err = direct ? issue(a, p, stream, false) : step_graphs.launch(a, p, stream);
   launches.graphs_broken = step_graphs.broken;
   return err;

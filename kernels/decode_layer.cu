@@ -1077,8 +1077,24 @@ cudaError_t issue(const StepArgs& a, const StepPlan& p, cudaStream_t stream, boo
   if (at.sparse > 0) {
     Fork& fork = forks[captured];
     if (p.split_fetch && p.fetch >= 0) SKV_CUDA_CALL(fork.ready(p.pipe));
+    // Row group gi's tasks [t0, t0 + tasks).
+    auto group = [&](int gi, int* t0, int* tasks) {
+      *t0 = s.batch * gi / p.pipe * s.kv_heads;
+      *tasks = s.batch * (gi + 1) / p.pipe * s.kv_heads - *t0;
+    };
+    // A split fetch's key rebuild, of group gi: launched one group behind (after group gi + 1's
+    // select), so that the next group's logits and select do not wait for it on the step's stream
+    // while this group's values are read on the second.
+    const FetchKernel keys = p.fetch >= 0 ? fetch_kernel(p.fetch, FETCH_KEYS) : nullptr;
+    auto rebuild = [&](int gi) {
+      int t0, tasks;
+      group(gi, &t0, &tasks);
+      SKV_CUDA_CALL(skv_smem_optin(keys, (size_t)p.rb_smem));
+      return skv_launch(keys, tasks * p.groups, REBUILD_THREADS, (size_t)p.rb_smem, stream, a, t0, tasks, p.groups);
+    };
     for (int gi = 0; gi < p.pipe; gi++) {
-      const int t0 = s.batch * gi / p.pipe * s.kv_heads, tasks = s.batch * (gi + 1) / p.pipe * s.kv_heads - t0;
+      int t0, tasks;
+      group(gi, &t0, &tasks);
       // 2-3.
       const int append_rows = fold && gi == 0 ? s.batch : 0;
       const size_t l_smem = append_rows ? fold_smem(s) : (size_t)LOGIT_SMEM;
@@ -1110,11 +1126,10 @@ cudaError_t issue(const StepArgs& a, const StepPlan& p, cudaStream_t stream, boo
       SKV_CUDA_CALL(cudaStreamWaitEvent(fork.side, fork.done[gi], 0));
       SKV_CUDA_CALL(skv_launch(fetch_kernel(p.fetch, FETCH_VALUES), std::min(tasks * p.groups, p.value_grid), REBUILD_THREADS,
                                0, fork.side, a, t0, tasks, p.groups));
-      const FetchKernel keys = fetch_kernel(p.fetch, FETCH_KEYS);
-      SKV_CUDA_CALL(skv_smem_optin(keys, (size_t)p.rb_smem));
-      SKV_CUDA_CALL(skv_launch(keys, tasks * p.groups, REBUILD_THREADS, (size_t)p.rb_smem, stream, a, t0, tasks, p.groups));
+      if (gi > 0) SKV_CUDA_CALL(rebuild(gi - 1));
     }
     if (p.split_fetch && p.fetch >= 0) {
+      SKV_CUDA_CALL(rebuild(p.pipe - 1));
       SKV_CUDA_CALL(cudaEventRecord(fork.done[p.pipe], fork.side));
       SKV_CUDA_CALL(cudaStreamWaitEvent(stream, fork.done[p.pipe], 0));
     }

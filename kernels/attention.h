@@ -77,5 +77,8 @@ cudaError_t AttentionDenseFits(int g, int d, int kv_dtype, bool* fits);
 // takes fewer where its total is smaller). ws: an AttentionWorkspace of these
 // sizes whose arrival counts are zero (they are zero again when the launch ends). Writes every
 // task's out.
+// settled: the tasks, their segments and queries were written before the kernel that precedes this
+// launch began (it waited for their writers), so that the blocks wait for that kernel only before
+// they read keys and values (TaskList).
 cudaError_t Attention(const SkvAttnTask* tasks, const SkvAttnTask& one, int ntasks, int max_splits, int g, int d,
-                      float scale, int kv_dtype, void* ws, cudaStream_t stream);
+                      float scale, int kv_dtype, void* ws, cudaStream_t stream, bool settled = false);

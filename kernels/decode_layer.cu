@@ -1141,8 +1141,9 @@ cudaError_t issue(const StepArgs& a, const StepPlan& p, cudaStream_t stream, boo
   // 5.
   if (a.dense) SKV_CUDA_CALL(AttentionDense(s, a.rows, at.max_splits, a.ws + at.part, stream));
   else
+    // Settled where a fetch kernel precedes it (its blocks waited for the select and StepAppend).
     SKV_CUDA_CALL(Attention(reinterpret_cast<const SkvAttnTask*>(a.ws + at.attn), SkvAttnTask{}, at.tasks, at.max_splits, g,
-                            s.d, s.scale, s.kv_dtype, a.ws + at.part, stream));
+                            s.d, s.scale, s.kv_dtype, a.ws + at.part, stream, at.sparse > 0 && p.fetch >= 0));
   SKV_CUDA_CALL(mark(SKV_STAGE_COMPACT, stream));
   // Compaction.
   if (at.max_m > 0) {

@@ -118,10 +118,15 @@ __device__ __forceinline__ bool rows_aligned(const SkvSegment* segs, int nseg, s
 }
 
 // Where a launch's blocks find their tasks (the kernels' Src). TaskList: a device list, or the one
-// task, written before the launch: every block waits for the kernel before it first.
+// task, written before the launch: every block waits for the kernel before it first, unless
+// `settled`: then the tasks, their segments and queries were written by kernels that the one before
+// this launch waited for (the fused step: StepAppend and the select, before the fetch), and only the
+// keys and values need the wait (ready()), so the block reads its task, checks its query and makes
+// its fragments while the fetch still runs.
 struct TaskList {
   const SkvAttnTask* tasks;
   SkvAttnTask one;
+  bool settled;
   template <int D, int G>
   struct Shared {
     SkvSegment seg[4];
@@ -129,14 +134,22 @@ struct TaskList {
   // This block's task and keys [begin, end) (false: none), its segments where the kernel reads them.
   template <int D, int G>
   __device__ bool task(Shared<D, G>& sh, SkvAttnTask* t, int64_t* begin, int64_t* end, const SkvSegment** segs) const {
-    skv_pdl_enter();
+    if (settled) skv_pdl_trigger();
+    else skv_pdl_enter();
     *t = tasks ? tasks[blockIdx.x] : one;
+    if (settled && (!t->out || t->total <= 0)) skv_pdl_wait();  // split_range writes such a task's output now
     if (!split_range(*t, G, D, begin, end)) return false;
     *segs = stage_segments(*t, sh.seg);
     return true;
   }
-  // Whether the first tiles may be read before token() (last_early: they include the split's last): always, nothing is written.
-  __device__ bool early(const SkvAttnTask&, int64_t, bool) const { return true; }
+  // Whether the first tiles may be read before token() (last_early: they include the split's last):
+  // where the launch waited for the kernel before it, nothing is written.
+  __device__ bool early(const SkvAttnTask&, int64_t, bool) const { return !settled; }
+  // Whether the keys and values may be read only after ready(), which waits for the kernel before.
+  __device__ bool late() const { return settled; }
+  __device__ void ready() const {
+    if (settled) skv_pdl_wait();
+  }
   template <int D, int G>
   __device__ void token(Shared<D, G>&, const SkvAttnTask&, int64_t) const {}
   __device__ void merging() const {}
@@ -188,6 +201,8 @@ struct DenseSteps {
     skv_mma::fence_proxy_async_global();  // the row's bulk copy (another thread's, after a barrier) reads these stores
     __syncthreads();
   }
+  __device__ bool late() const { return false; }
+  __device__ void ready() const {}
   __device__ void merging() const { skv_pdl_wait(); }
 };
 
@@ -394,6 +409,7 @@ __global__ void __launch_bounds__(FLASH_THREADS) FlashDecodeKernel(Src src, floa
   if (!src.template task<D, G>(sh, &t, &begin, &end, &segs)) return;
   src.template token<D, G>(sh, t, end);
   const bool vec = rows_aligned(segs, t.nseg, kv_dtype == SKV_F32 ? 4 : 2);
+  src.ready();
   flash_simt<D, G>(t, segs, vec, begin, end, scale, kv_dtype, part, max_splits, sm);
   static_assert(sizeof(FlashSmem<D, G>) >= sizeof(float) * (2 * ATTN_MAX_SPLITS + 1) * G, "the merge reuses sm");
   src.merging();
@@ -525,12 +541,14 @@ __global__ void __launch_bounds__(DM_THREADS) FlashDecodeMmaKernel(Src src, floa
       else cp_async_wait<0>();
       __syncthreads();
     }
+    src.ready();
     flash_simt<D, G>(t, segs, vec, begin, end, scale, kv_dtype, part, max_splits, *reinterpret_cast<FlashSmem<D, G>*>(dsm));
     src.merging();
     merge_if_last(t, part, max_splits, G, D, true, arrivals, reinterpret_cast<float*>(dsm));
     return;
   }
-  if (!early) preamble();
+  const bool late = src.late();
+  if (!early && !late) preamble();
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, gq = lane / 4, tq = lane % 4;
   const int m = lane / 8, r = lane % 8;  // this lane's ldmatrix row: row r of matrix m
   // 2. Query fragments (A rows gq: hi, gq + 8: lo; heads past G are zeros), times scale / ln 2 as flash_simt.
@@ -545,6 +563,10 @@ __global__ void __launch_bounds__(DM_THREADS) FlashDecodeMmaKernel(Src src, floa
     }
     split_bf16x2(x[0], x[1], qa[kd][0], qa[kd][1]);
     split_bf16x2(x[2], x[3], qa[kd][2], qa[kd][3]);
+  }
+  if (late) {
+    src.ready();
+    preamble();
   }
   float o[NO][4] = {}, mrow = -INFINITY, lrow = 0.f;  // row gq of this warp: head gq (its hi and lo rows)
   for (int i = 0; i < ntiles; i++) {
@@ -779,14 +801,14 @@ cudaError_t AttentionFits(int g, int d, SkvSmemFit* fit) {
 }
 
 cudaError_t Attention(const SkvAttnTask* tasks, const SkvAttnTask& one, int ntasks, int max_splits, int g, int d,
-                      float scale, int kv_dtype, void* ws, cudaStream_t stream) {
+                      float scale, int kv_dtype, void* ws, cudaStream_t stream, bool settled) {
   if (ntasks <= 0 || g <= 0 || d <= 0) return cudaSuccess;
   if (ntasks > 0x7fffffff || max_splits > ATTN_MAX_SPLITS) return cudaErrorInvalidValue;
   const dim3 grid((unsigned)ntasks, (unsigned)max_splits);
   float* part = static_cast<float*>(ws);
   int32_t* arrivals = AttentionArrivals(ws, ntasks, max_splits, g, d);
   const FlashKernel flash = flash_for(d, g);
-  if (flash.launch) return flash.launch(TaskList{tasks, one}, grid, scale, kv_dtype, part, max_splits, arrivals, stream);
+  if (flash.launch) return flash.launch(TaskList{tasks, one, settled}, grid, scale, kv_dtype, part, max_splits, arrivals, stream);
   const size_t smem = tile_smem_bytes(g, d);
   SKV_CUDA_CALL(skv_smem_optin(TileDecodeKernel, smem));
   return skv_launch(TileDecodeKernel, grid, ATTN_THREADS, smem, stream, tasks, one, g, d, scale, kv_dtype, part, max_splits, arrivals);

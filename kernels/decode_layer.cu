@@ -964,21 +964,22 @@ size_t fold_smem(const SkvStep& s) { return LOGIT_SMEM + sizeof(float) * ((size_
 // Row groups of a pipelined step: the rows' logits and select run group after group on the step's
 // stream, each group's value reads on a second stream as soon as its select is done, and its key
 // rebuild on the step's stream after the next group's select, so that one group's reads over PCIe
-// overlap the next group's work. SkvStep.step_groups sets the count; 0 takes PIPE_GROUPS from
-// PIPE_ROWS rows where the values are not fp8, else one. Profiled steps take one group (their stage
+// overlap the next group's work. SkvStep.step_groups sets the count; 0 takes 2 groups from 8 rows
+// and 4 from 16 where the values are not fp8, else one. Profiled steps take one group (their stage
 // marks are on one stream).
 // NOTE: measured at 128K on an H200 (bench/NOTES.md v24), 4 groups took 43 rows from 1.99 to
 // 1.69-1.72 ms (32 rows 1.49 -> 1.29) and slowed 4 rows (0.25 -> 0.32): a group's logits and select
 // take about as long as all rows' until the rows fill the card. With each group's rebuild before
-// the next group's logits, 16 rows were the same with 4 groups; with it one group behind (v40), 16
-// rows took 0.69 ms in 4 groups and 0.70 in 2 against 0.78 in one, and 4 rows 0.248 in 2 against
-// 0.236. With fp8 values the reads are half as long and no longer hide the groups' cost (43 rows:
-// 1.48 -> 1.61 ms, with the hot cache too 1.37 -> 1.61; before v40's order).
-constexpr int PIPE_ROWS = 16, PIPE_GROUPS = 4;
+// the next group's logits, 16 rows were the same with 4 groups; with it one group behind (v40): 4
+// rows 0.236 ms in one group, 0.248 in 2; 8 rows 0.42 in one, 0.38 in 2, 0.44 in 4; 16 rows 0.78
+// in one, 0.70 in 2, 0.69-0.70 in 4; 43 rows 1.67-1.68 in 4 (1.75 before), 1.82 in 2. With fp8
+// values the reads are half as long and no longer hide the groups' cost (43 rows: 1.48 -> 1.61 ms,
+// with the hot cache too 1.37 -> 1.61; before v40's order).
+int default_groups(int rows) { return rows >= 16 ? 4 : rows >= 8 ? 2 : 1; }
 
 int pipelined_groups(const SkvStep& s, const StepLayout& at, bool fp8) {
   if (profile_on || at.sparse < 2 || s.max_selected <= 0) return 1;
-  const int groups = s.step_groups > 0 ? s.step_groups : s.batch >= PIPE_ROWS && !fp8 ? PIPE_GROUPS : 1;
+  const int groups = s.step_groups > 0 ? s.step_groups : fp8 ? 1 : default_groups(s.batch);
   return std::max(1, std::min(groups, s.batch));
 }
 

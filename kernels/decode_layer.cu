@@ -18,6 +18,7 @@
 #include <string.h>
 #include <unordered_map>
 #include <unordered_set>
+#include <utility>
 #include <vector>
 #include "attention.h"
 #include "fp8.cuh"
@@ -1081,24 +1082,22 @@ cudaError_t issue(const StepArgs& a, const StepPlan& p, cudaStream_t stream, boo
   if (at.sparse > 0) {
     Fork& fork = forks[captured];
     if (p.split_fetch && p.fetch >= 0) SKV_CUDA_CALL(fork.ready(p.pipe));
-    // Row group gi's tasks [t0, t0 + tasks).
-    auto group = [&](int gi, int* t0, int* tasks) {
-      *t0 = s.batch * gi / p.pipe * s.kv_heads;
-      *tasks = s.batch * (gi + 1) / p.pipe * s.kv_heads - *t0;
+    // Row group gi's tasks: the first, and how many.
+    auto group = [&](int gi) {
+      const int t0 = s.batch * gi / p.pipe * s.kv_heads;
+      return std::pair<int, int>{t0, s.batch * (gi + 1) / p.pipe * s.kv_heads - t0};
     };
     // A split fetch's key rebuild, of group gi: launched one group behind (after group gi + 1's
     // select), so that the next group's logits and select do not wait for it on the step's stream
     // while this group's values are read on the second.
     const FetchKernel keys = p.fetch >= 0 ? fetch_kernel(p.fetch, FETCH_KEYS) : nullptr;
     auto rebuild = [&](int gi) {
-      int t0, tasks;
-      group(gi, &t0, &tasks);
+      const auto [t0, tasks] = group(gi);
       SKV_CUDA_CALL(skv_smem_optin(keys, (size_t)p.rb_smem));
       return skv_launch(keys, tasks * p.groups, REBUILD_THREADS, (size_t)p.rb_smem, stream, a, t0, tasks, p.groups);
     };
     for (int gi = 0; gi < p.pipe; gi++) {
-      int t0, tasks;
-      group(gi, &t0, &tasks);
+      const auto [t0, tasks] = group(gi);
       // 2-3.
       const int append_rows = fold && gi == 0 ? s.batch : 0;
       const size_t l_smem = append_rows ? fold_smem(s) : (size_t)LOGIT_SMEM;
@@ -1143,11 +1142,13 @@ cudaError_t issue(const StepArgs& a, const StepPlan& p, cudaStream_t stream, boo
   }
   SKV_CUDA_CALL(mark(SKV_STAGE_ATTENTION, stream));
   // 5.
-  if (a.dense) SKV_CUDA_CALL(AttentionDense(s, a.rows, at.max_splits, a.ws + at.part, stream));
-  else
+  if (a.dense) {
+    SKV_CUDA_CALL(AttentionDense(s, a.rows, at.max_splits, a.ws + at.part, stream));
+  } else {
     // Settled where a fetch kernel precedes it (its blocks waited for the select and StepAppend).
     SKV_CUDA_CALL(Attention(reinterpret_cast<const SkvAttnTask*>(a.ws + at.attn), SkvAttnTask{}, at.tasks, at.max_splits, g,
                             s.d, s.scale, s.kv_dtype, a.ws + at.part, stream, at.sparse > 0 && p.fetch >= 0));
+  }
   SKV_CUDA_CALL(mark(SKV_STAGE_COMPACT, stream));
   // Compaction.
   if (at.max_m > 0) {

@@ -1165,8 +1165,9 @@ cudaError_t issue(const StepArgs& a, const StepPlan& p, cudaStream_t stream, boo
   }
   SKV_CUDA_CALL(mark(SKV_STAGE_ATTENTION, stream));
   // 5.
-  if (a.dense) SKV_CUDA_CALL(AttentionDense(s, a.rows, at.max_splits, a.ws + at.part, stream));
-  else
+  if (a.dense) {
+    SKV_CUDA_CALL(AttentionDense(s, a.rows, at.max_splits, a.ws + at.part, stream));
+  } else {
     // Settled where a fetch kernel precedes it (its blocks waited for the select and StepAppend);
     // then each task waits for its own misses to land (the fetch's counts) where the plan says so.
     const bool settled = at.sparse > 0 && p.fetch >= 0;
@@ -1174,6 +1175,7 @@ cudaError_t issue(const StepArgs& a, const StepPlan& p, cudaStream_t stream, boo
                            reinterpret_cast<const int32_t*>(a.ws + at.n_miss)};
     SKV_CUDA_CALL(Attention(reinterpret_cast<const SkvAttnTask*>(a.ws + at.attn), SkvAttnTask{}, at.tasks, at.max_splits, g,
                             s.d, s.scale, s.kv_dtype, a.ws + at.part, stream, settled, settled ? landed : SkvLanded{}));
+  }
   SKV_CUDA_CALL(mark(SKV_STAGE_COMPACT, stream));
   // Compaction.
   if (at.max_m > 0) {

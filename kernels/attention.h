@@ -77,8 +77,22 @@ cudaError_t AttentionDenseFits(int g, int d, int kv_dtype, bool* fits);
 // takes fewer where its total is smaller). ws: an AttentionWorkspace of these
 // sizes whose arrival counts are zero (they are zero again when the launch ends). Writes every
 // task's out.
+// Per task of a launch, where its keys and values are being written while it runs (the fused step's
+// fetch): `landed` counts the chunks written (keys and values, one each), `misses` the chunks to
+// write; the task's blocks read keys and values once landed reaches 2 x misses. Null landed: they
+// wait for the kernel before the launch to end.
+struct SkvLanded {
+  const int32_t* landed;
+  const int32_t* misses;
+};
+
+// Blocks since the last call that stopped polling their task's count and waited for the kernel
+// before instead (a count that never came: a bug, which the steady-state test asserts never happens).
+cudaError_t AttentionLandedFallbacks(int64_t* n);
+
 // settled: the tasks, their segments and queries were written before the kernel that precedes this
 // launch began (it waited for their writers), so that the blocks wait for that kernel only before
-// they read keys and values (TaskList).
+// they read keys and values (TaskList), or with `landed` only for their own task's chunks (and for
+// the kernel before at their end, so that the launch ends after it).
 cudaError_t Attention(const SkvAttnTask* tasks, const SkvAttnTask& one, int ntasks, int max_splits, int g, int d,
-                      float scale, int kv_dtype, void* ws, cudaStream_t stream, bool settled = false);
+                      float scale, int kv_dtype, void* ws, cudaStream_t stream, bool settled = false, SkvLanded landed = {});

@@ -38,14 +38,14 @@ enum { SELECT_LISTS = 5, SELECT_LISTS_SMEM_MAX = 48 * 1024, SELECT_SMEM_MAX = 16
 // implicit padding here or in StepArgs (the pads are members, zeroed by {}): a step's launches are
 // replayed from a graph only when these bytes and the plan's are all equal (StepGraphs).
 struct StepLayout {
-  size_t qf, logits, maxes, sums, scores, lists, miss_ids, miss_slots, hot_codes, n_miss, attn, segs, part,
+  size_t qf, logits, maxes, sums, scores, lists, miss_ids, miss_slots, hot_codes, n_miss, landed, attn, segs, part,
       arrivals, bytes;
   int tasks, sparse, max_l, max_splits, max_m;  // sparse: compressed active rows; max_m: chunks the largest compaction moves
   cudaError_t error;                             // of the device query that sized the attention's splits (DecodeLayer returns it)
   bool lists_shared, scores_shared;              // the select kernel keeps a head's slot lists / scores in shared memory
   char pad[6];
 };
-static_assert(sizeof(StepLayout) == 15 * 8 + 6 * 4 + 8, "StepLayout has no implicit padding");
+static_assert(sizeof(StepLayout) == 16 * 8 + 6 * 4 + 8, "StepLayout has no implicit padding");
 
 struct StepArgs {
   SkvStep s;
@@ -105,11 +105,16 @@ __device__ __forceinline__ void append_row(const StepArgs& a, int b, float* qk) 
   const int Hq = s.q_heads, Hkv = s.kv_heads, d = s.d, g = Hq / Hkv;
   SkvAttnTask* tasks = ws_ptr<SkvAttnTask>(a, a.at.attn) + (size_t)b * Hkv;
   int32_t* arrivals = ws_ptr<int32_t>(a, a.at.arrivals) + (size_t)b * Hkv;  // the attention's (attention.h): zero at its launch
+  // The fetch's landed counts and the miss counts they are compared with (StepFetch, Attention):
+  // zero until the select and the fetch count this step's, so that a row without a store needs none.
+  int32_t* landed = ws_ptr<int32_t>(a, a.at.landed) + (size_t)b * Hkv;
+  int32_t* n_miss = ws_ptr<int32_t>(a, a.at.n_miss) + (size_t)b * Hkv;
   SkvSegment* segs = ws_ptr<SkvSegment>(a, a.at.segs) + (size_t)b * Hkv * 3;
   float* qf = ws_ptr<float>(a, a.at.qf) + (size_t)b * Hq * d;
   for (int h = threadIdx.x; h < Hkv; h += blockDim.x) {
     arrivals[h] = 0;
     if (a.dense) continue;  // the attention makes its own tasks
+    landed[h] = n_miss[h] = 0;
     SkvAttnTask t{};
     if (r.input >= 0) {
       t = row_task(s, r, h);
@@ -492,15 +497,16 @@ __device__ __forceinline__ int load_now_s8(const void* p) {
 // the slot: half the PCIe bytes of bf16.
 enum FetchPart { FETCH_BOTH, FETCH_VALUES, FETCH_KEYS };
 
+// Returns the chunks of the group it wrote (0: none).
 template <bool FP8, bool MMA, int PART>
-__device__ __forceinline__ void fetch_group(const StepArgs& a, int task, int group, float* smem) {
+__device__ __forceinline__ int fetch_group(const StepArgs& a, int task, int group, float* smem) {
   SkvStepRow r;
-  if (!sparse_task(a, task, &r)) return;
+  if (!sparse_task(a, task, &r)) return 0;
   const SkvStep& s = a.s;
   const int h = task % s.kv_heads, S = s.max_selected, C = s.C, d = s.d, kv = s.kv_dtype;
   const int per = rebuild_chunks_per_block(C), first = group * per;
   const int n_miss = ws_ptr<int32_t>(a, a.at.n_miss)[task];
-  if (first >= n_miss) return;
+  if (first >= n_miss) return 0;
   const int n = min(per, n_miss - first);
   const size_t o = (size_t)task * S + first;
   const int32_t* ids = ws_ptr<int32_t>(a, a.at.miss_ids) + o;
@@ -551,7 +557,10 @@ __device__ __forceinline__ void fetch_group(const StepArgs& a, int task, int gro
   const RebuildArgs ra{reinterpret_cast<const void*>(r.u), kv, r.rank, elem(r.sv, kv, (size_t)h * d), kv,
                        (int64_t)s.kv_heads * d, d, C, reinterpret_cast<const double*>(s.inv_freq), s.rope_style,
                        elem(r.selected_k, kv, (size_t)h * S * C * d), kv, d, MMA};
-  if (PART == FETCH_KEYS) return rebuild_group(ra, ids, slots, n, smem);
+  if (PART == FETCH_KEYS) {
+    rebuild_group(ra, ids, slots, n, smem);
+    return n;
+  }
   auto request = [&] {
 #pragma unroll
     for (int k = 0; k < P; k++) {
@@ -575,7 +584,7 @@ __device__ __forceinline__ void fetch_group(const StepArgs& a, int task, int gro
     const bool coded = fp8 && !hot(i);
     land(u, coded || !fp8 ? reinterpret_cast<const uint4*>(src_of(i))[u % cw] : uint4{}, coded ? *fp8_scale_of(paged(i), C, d, u % cw * 16) : 0);
   }
-  if (vec) return;
+  if (vec) return n;
   // Shapes whose units do not fill 16-byte words: value by value (every dtype is at least 2 bytes).
   const size_t values = (size_t)C * d;
   for (size_t j = threadIdx.x; j < n * values; j += blockDim.x) {
@@ -585,6 +594,7 @@ __device__ __forceinline__ void fetch_group(const StepArgs& a, int task, int gro
     store_f32(selV + (size_t)slots[i] * cbytes, kv, e, v);
     if (codes && codes[i] <= -2) store_f32(hotV + (size_t)(-2 - codes[i]) * cbytes, kv, e, v);
   }
+  return n;
 }
 
 // Item w of the launch is task task0 + w / groups, miss group w % groups. A split fetch's values
@@ -601,7 +611,15 @@ __global__ void __launch_bounds__(REBUILD_THREADS, MMA ? 3 : 2) StepFetchKernel(
   extern __shared__ float smem[];
   for (int w = blockIdx.x; w < tasks * groups; w += gridDim.x) {
     if (w != (int)blockIdx.x) __syncthreads();  // the last item's rebuild may still read the shared memory
-    fetch_group<FP8, MMA, PART>(a, task0 + w / groups, w % groups, smem);
+    const int task = task0 + w / groups, n = fetch_group<FP8, MMA, PART>(a, task, w % groups, smem);
+    // The group's keys and values landed (every thread's stores before the count): the attention's
+    // blocks of this task wait for 2 per miss (Attention's `landed`), not for the whole launch.
+    if (n == 0) continue;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      __threadfence();
+      atomicAdd(ws_ptr<int32_t>(a, a.at.landed) + task, PART == FETCH_BOTH ? 2 * n : n);
+    }
   }
 }
 
@@ -859,6 +877,7 @@ StepLayout layout(const SkvStep& s, const SkvStepRow* rows) {
   at.miss_slots = take(sizeof(int32_t) * T * S);
   at.hot_codes = take(sizeof(int32_t) * T * S);
   at.n_miss = take(sizeof(int32_t) * T);
+  at.landed = take(sizeof(int32_t) * T);
   at.attn = take(sizeof(SkvAttnTask) * T);
   at.segs = take(sizeof(SkvSegment) * T * 3);
   at.part = take(AttentionWorkspace(at.tasks, at.max_splits, g, s.d));
@@ -890,6 +909,7 @@ cudaError_t mark(int k, cudaStream_t stream) {
 cudaError_t DecodeLayerProfile(bool on, double* ms, int* steps, SkvStepLaunches* counts) {
   *counts = launches;
   launches = SkvStepLaunches{};
+  SKV_CUDA_CALL(AttentionLandedFallbacks(&counts->landed_fallbacks));
   for (int k = 0; k < SKV_STEP_STAGES; k++) ms[k] = 0;
   *steps = (int)profile_steps.size();
   cudaError_t first = cudaSuccess;
@@ -952,7 +972,7 @@ struct StepPlan {
   int pipe, split_fetch, value_grid;  // row groups (step_groups); a split fetch (FetchPart) and its values' blocks
   int near;  // StepScoreSelect holds its slice's logits and ids in shared memory
   int fold;  // StepAppend folded into the first row group's StepLogits launch
-  int pad;
+  int landed;  // the attention's tasks wait for their own misses, not for the fetch kernels' end
 };
 static_assert(sizeof(StepPlan) == 72, "StepPlan has no implicit padding");
 
@@ -1043,6 +1063,8 @@ cudaError_t plan_step(const SkvStep& s, const StepLayout& at, const SkvStepRow* 
   p->rb_smem = (int64_t)rebuild_smem_bytes(s.C, s.d, *mma, rank);
   p->groups = (int)skv_ceil_div(s.max_selected, rebuild_chunks_per_block(s.C));
   p->fetch = (fp8 ? 2 : 0) + (*mma ? 1 : 0);
+  // SHADOWKV_CUDA_LANDED=0 has the attention wait for the fetch kernels' end (read every step).
+  p->landed = !skv_env_off("SHADOWKV_CUDA_LANDED");
   return value_reads(*p, &p->split_fetch, &p->value_grid);
 }
 
@@ -1145,9 +1167,13 @@ cudaError_t issue(const StepArgs& a, const StepPlan& p, cudaStream_t stream, boo
   if (a.dense) {
     SKV_CUDA_CALL(AttentionDense(s, a.rows, at.max_splits, a.ws + at.part, stream));
   } else {
-    // Settled where a fetch kernel precedes it (its blocks waited for the select and StepAppend).
+    // Settled where a fetch kernel precedes it (its blocks waited for the select and StepAppend);
+    // then each task waits for its own misses to land (the fetch's counts) where the plan says so.
+    const bool settled = at.sparse > 0 && p.fetch >= 0;
+    const SkvLanded landed{p.landed ? reinterpret_cast<const int32_t*>(a.ws + at.landed) : nullptr,
+                           reinterpret_cast<const int32_t*>(a.ws + at.n_miss)};
     SKV_CUDA_CALL(Attention(reinterpret_cast<const SkvAttnTask*>(a.ws + at.attn), SkvAttnTask{}, at.tasks, at.max_splits, g,
-                            s.d, s.scale, s.kv_dtype, a.ws + at.part, stream, at.sparse > 0 && p.fetch >= 0));
+                            s.d, s.scale, s.kv_dtype, a.ws + at.part, stream, settled, settled ? landed : SkvLanded{}));
   }
   SKV_CUDA_CALL(mark(SKV_STAGE_COMPACT, stream));
   // Compaction.
@@ -1280,6 +1306,7 @@ cudaError_t DecodeLayer(const SkvStep& s, const SkvStepRow* host_rows, const Skv
   if (at.sparse > 0) {
     launches.logit_split = p.split, launches.select_blocks = p.blocks, launches.row_groups = p.pipe;
     launches.split_fetch = p.split_fetch, launches.value_grid = p.value_grid, launches.near = p.near, launches.fold = p.fold;
+    launches.landed = p.landed;
   }
   // The profile's marks are events between the launches: those steps go one by one.
   const bool direct = profile_on || step_graphs.broken || !StepGraphs::on();

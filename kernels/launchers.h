@@ -251,11 +251,12 @@ enum SkvStepStage { SKV_STAGE_APPEND = 0, SKV_STAGE_LOGITS, SKV_STAGE_SELECT, SK
                     SKV_STAGE_COMPACT, SKV_STEP_STAGES };
 struct SkvStepLaunches {
   int64_t replayed, captured, one_by_one;  // steps replayed from a graph, captured into one, launched kernel by kernel
+  int64_t landed_fallbacks;                // attention blocks whose task's landed count never came (none, unless a bug)
   int graphs_broken;                       // a capture failed: every later step goes one by one
   // The latest sparse step's plan: logit blocks a task, the select's cluster (0: the one-block path),
   // row groups, whether the fetch is split and its value blocks, the select's slices in shared
-  // memory, StepAppend folded into the logits.
-  int logit_split, select_blocks, row_groups, split_fetch, value_grid, near, fold;
+  // memory, StepAppend folded into the logits, the attention waiting for each task's own misses.
+  int logit_split, select_blocks, row_groups, split_fetch, value_grid, near, fold, landed;
 };
 cudaError_t DecodeLayerProfile(bool on, double* ms, int* steps, SkvStepLaunches* launches);
 

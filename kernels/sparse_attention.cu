@@ -123,10 +123,14 @@ __device__ __forceinline__ bool rows_aligned(const SkvSegment* segs, int nseg, s
 // this launch waited for (the fused step: StepAppend and the select, before the fetch), and only the
 // keys and values need the wait (ready()), so the block reads its task, checks its query and makes
 // its fragments while the fetch still runs.
+// Blocks whose task's count did not come within TaskList's SPIN_LIMIT polls (AttentionLandedFallbacks).
+__device__ unsigned long long landed_fallbacks;
+
 struct TaskList {
   const SkvAttnTask* tasks;
   SkvAttnTask one;
   bool settled;
+  SkvLanded landed;  // settled only: wait for the task's own chunks (attention.h)
   template <int D, int G>
   struct Shared {
     SkvSegment seg[4];
@@ -138,7 +142,10 @@ struct TaskList {
     else skv_pdl_enter();
     *t = tasks ? tasks[blockIdx.x] : one;
     if (settled && (!t->out || t->total <= 0)) skv_pdl_wait();  // split_range writes such a task's output now
-    if (!split_range(*t, G, D, begin, end)) return false;
+    if (!split_range(*t, G, D, begin, end)) {
+      done();
+      return false;
+    }
     *segs = stage_segments(*t, sh.seg);
     return true;
   }
@@ -147,12 +154,46 @@ struct TaskList {
   __device__ bool early(const SkvAttnTask&, int64_t, bool) const { return !settled; }
   // Whether the keys and values may be read only after ready(), which waits for the kernel before.
   __device__ bool late() const { return settled; }
+  // NOTE: with `landed`, thread 0 polls the task's count (an acquire load; the fetch counts after a
+  // fence), then the proxy fence lets the block's bulk copies read what the fetch stored. A count
+  // that never comes (a bug) falls back to the wait after SPIN_LIMIT polls instead of hanging.
   __device__ void ready() const {
-    if (settled) skv_pdl_wait();
+    if (!settled) return;
+    if (!landed.landed) return skv_pdl_wait();
+    if (threadIdx.x == 0) {
+      const int need = 2 * landed.misses[blockIdx.x];
+      int polls = 0;
+      while (load_acquire(landed.landed + blockIdx.x) < need) {
+        if (++polls > SPIN_LIMIT) {
+          atomicAdd(&landed_fallbacks, 1ull);
+          skv_pdl_wait();
+          break;
+        }
+        __nanosleep(128);
+      }
+    }
+    __syncthreads();
+    skv_mma::fence_proxy_async_global();
+  }
+  // At the block's end: with `landed`, the wait it skipped, so that the launch ends after the
+  // kernel before it (the next launches wait only for this one).
+  __device__ void done() const {
+    if (settled && landed.landed) skv_pdl_wait();
   }
   template <int D, int G>
   __device__ void token(Shared<D, G>&, const SkvAttnTask&, int64_t) const {}
   __device__ void merging() const {}
+  enum { SPIN_LIMIT = 1 << 22 };
+  __device__ static int load_acquire(const int32_t* p) {
+    int v;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 700
+    asm volatile("ld.acquire.gpu.global.b32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+#else
+    v = *(const volatile int32_t*)p;
+    __threadfence();
+#endif
+    return v;
+  }
 };
 
 // The dense step (AttentionDense): block (row x kv head, split) makes its task from the row's record
@@ -203,6 +244,7 @@ struct DenseSteps {
   }
   __device__ bool late() const { return false; }
   __device__ void ready() const {}
+  __device__ void done() const {}
   __device__ void merging() const { skv_pdl_wait(); }
 };
 
@@ -414,6 +456,7 @@ __global__ void __launch_bounds__(FLASH_THREADS) FlashDecodeKernel(Src src, floa
   static_assert(sizeof(FlashSmem<D, G>) >= sizeof(float) * (2 * ATTN_MAX_SPLITS + 1) * G, "the merge reuses sm");
   src.merging();
   merge_if_last(t, part, max_splits, G, D, true, arrivals, reinterpret_cast<float*>(&sm));
+  src.done();
 }
 
 // The tensor-core kernel: 4 warps, each taking 16 keys of every 64-key tile; tiles of keys and
@@ -545,6 +588,7 @@ __global__ void __launch_bounds__(DM_THREADS) FlashDecodeMmaKernel(Src src, floa
     flash_simt<D, G>(t, segs, vec, begin, end, scale, kv_dtype, part, max_splits, *reinterpret_cast<FlashSmem<D, G>*>(dsm));
     src.merging();
     merge_if_last(t, part, max_splits, G, D, true, arrivals, reinterpret_cast<float*>(dsm));
+    src.done();
     return;
   }
   const bool late = src.late();
@@ -672,6 +716,7 @@ __global__ void __launch_bounds__(DM_THREADS) FlashDecodeMmaKernel(Src src, floa
   }
   src.merging();
   merge_if_last(t, part, max_splits, G, D, true, arrivals, reinterpret_cast<float*>(dsm));
+  src.done();
 }
 
 // The shared-memory tile kernel (any d and g), natural-exp domain.
@@ -801,17 +846,25 @@ cudaError_t AttentionFits(int g, int d, SkvSmemFit* fit) {
 }
 
 cudaError_t Attention(const SkvAttnTask* tasks, const SkvAttnTask& one, int ntasks, int max_splits, int g, int d,
-                      float scale, int kv_dtype, void* ws, cudaStream_t stream, bool settled) {
+                      float scale, int kv_dtype, void* ws, cudaStream_t stream, bool settled, SkvLanded landed) {
   if (ntasks <= 0 || g <= 0 || d <= 0) return cudaSuccess;
   if (ntasks > 0x7fffffff || max_splits > ATTN_MAX_SPLITS) return cudaErrorInvalidValue;
   const dim3 grid((unsigned)ntasks, (unsigned)max_splits);
   float* part = static_cast<float*>(ws);
   int32_t* arrivals = AttentionArrivals(ws, ntasks, max_splits, g, d);
   const FlashKernel flash = flash_for(d, g);
-  if (flash.launch) return flash.launch(TaskList{tasks, one, settled}, grid, scale, kv_dtype, part, max_splits, arrivals, stream);
+  if (flash.launch) return flash.launch(TaskList{tasks, one, settled, landed}, grid, scale, kv_dtype, part, max_splits, arrivals, stream);
   const size_t smem = tile_smem_bytes(g, d);
   SKV_CUDA_CALL(skv_smem_optin(TileDecodeKernel, smem));
   return skv_launch(TileDecodeKernel, grid, ATTN_THREADS, smem, stream, tasks, one, g, d, scale, kv_dtype, part, max_splits, arrivals);
+}
+
+cudaError_t AttentionLandedFallbacks(int64_t* n) {
+  unsigned long long v = 0;
+  SKV_CUDA_CALL(cudaMemcpyFromSymbol(&v, landed_fallbacks, sizeof v));
+  *n = (int64_t)v;
+  v = 0;
+  return cudaMemcpyToSymbol(landed_fallbacks, &v, sizeof v);
 }
 
 cudaError_t AttentionDenseFits(int g, int d, int kv_dtype, bool* fits) {

@@ -144,7 +144,7 @@ for (const B of f.batches!.split(',').map(Number)) for (const variant of f.varia
   results.push(r);
   const us = (st: Record<string, number>) => Object.entries(st).map(([k, v]) => `${k} ${(v * 1000).toFixed(0)}`).join(', ');
   log(`${S / 1024}K x ${B} ${policy} ${variant}: step ${summary(plain).median.toFixed(3)} ms read back (GPU, median), ${queuedMs.toFixed(3)} ms queued`);
-  log(`  queued steps: plan ${Object.entries(plan).map(([k, v]) => `${k} ${v}`).join(', ')}; launches: ${launches.replayed} replayed, ${launches.captured} captured, ${launches.oneByOne} one by one${launches.graphsBroken ? ' (graphs broken)' : ''}`);
+  log(`  queued steps: plan ${Object.entries(plan).map(([k, v]) => `${k} ${v}`).join(', ')}; launches: ${launches.replayed} replayed, ${launches.captured} captured, ${launches.oneByOne} one by one${launches.graphsBroken ? ' (graphs broken)' : ''}${launches.landedFallbacks ? `, ${launches.landedFallbacks} attention blocks waited for the fetch's end (a landed count short)` : ''}`);
   log(`  stages (us), read back: ${us(perStep)}`);
   log(`  stages (us), queued:    ${us(perStepQueued)}`);
   const hostLine = (h: typeof host) => `decode() ${h.decode.toFixed(1)}; addon calls ${Object.entries(h.calls).map(([k, v]) => `${k} ${v.toFixed(1)}`).join(', ')}`;

@@ -99,11 +99,13 @@ Napi::Value StepProfile(const Napi::CallbackInfo& info) {
     for (const auto& [name, v] : fields) x.Set(name, Napi::Number::New(info.Env(), v));
     return x;
   };
-  Napi::Object launches = numbers({{"replayed", (double)l.replayed}, {"captured", (double)l.captured}, {"oneByOne", (double)l.one_by_one}});
+  Napi::Object launches = numbers({{"replayed", (double)l.replayed}, {"captured", (double)l.captured}, {"oneByOne", (double)l.one_by_one},
+                                   {"landedFallbacks", (double)l.landed_fallbacks}});
   launches.Set("graphsBroken", Napi::Boolean::New(info.Env(), l.graphs_broken != 0));
   o.Set("launches", launches);
   o.Set("plan", numbers({{"logitSplit", l.logit_split}, {"selectBlocks", l.select_blocks}, {"rowGroups", l.row_groups},
-                         {"splitFetch", l.split_fetch}, {"valueGrid", l.value_grid}, {"near", l.near}, {"fold", l.fold}}));
+                         {"splitFetch", l.split_fetch}, {"valueGrid", l.value_grid}, {"near", l.near}, {"fold", l.fold},
+                         {"landed", l.landed}}));
   return o;
 }
 

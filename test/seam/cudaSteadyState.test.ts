@@ -53,6 +53,8 @@ suite(`steady-state decode (instrumented) [cuda]${cuda ? '' : ' skipped: no CUDA
     const { launches, plan } = addon.stepProfile(false);
     expect(launches.replayed + launches.captured + launches.oneByOne).toBe(layerSteps);
     expect(launches.graphsBroken).toBe(false);
+    // Every attention block found its task's keys and values landed by the fetch's counts.
+    expect(launches.landedFallbacks).toBe(0);
     expect(plan.logitSplit).toBeGreaterThanOrEqual(1);
     expect(plan.rowGroups).toBeGreaterThanOrEqual(1);
     expect(addon.allocCount() - allocationsBefore).toBe(0);

@@ -147,10 +147,10 @@ export interface CudaAddon {
   stepProfile(on: boolean): {
     stages: Record<'append' | 'logits' | 'select' | 'fetch' | 'attention' | 'compact', number>;
     steps: number;
-    /** How the steps since the last call were launched: replayed from a CUDA graph, captured into one, or kernel by kernel. */
-    launches: { replayed: number; captured: number; oneByOne: number; graphsBroken: boolean };
+    /** How the steps since the last call were launched: replayed from a CUDA graph, captured into one, or kernel by kernel; attention blocks that found their task's landed count short (none, unless a bug). */
+    launches: { replayed: number; captured: number; oneByOne: number; landedFallbacks: number; graphsBroken: boolean };
     /** The latest sparse step's plan (kernels/launchers.h SkvStepLaunches); zeros before any. */
-    plan: Record<'logitSplit' | 'selectBlocks' | 'rowGroups' | 'splitFetch' | 'valueGrid' | 'near' | 'fold', number>;
+    plan: Record<'logitSplit' | 'selectBlocks' | 'rowGroups' | 'splitFetch' | 'valueGrid' | 'near' | 'fold' | 'landed', number>;
   };
   /**
    * Whether a model of these heads runs on the current device (kernels/launchers.h SpecFits): null,

@@ -985,9 +985,9 @@ size_t fold_smem(const SkvStep& s) { return LOGIT_SMEM + sizeof(float) * ((size_
 // Row groups of a pipelined step: the rows' logits and select run group after group on the step's
 // stream, each group's value reads on a second stream as soon as its select is done, and its key
 // rebuild on the step's stream after the next group's select, so that one group's reads over PCIe
-// overlap the next group's work. SkvStep.step_groups sets the count; 0 takes 2 groups from 8 rows
-// and 4 from 16 where the values are not fp8, else one. Profiled steps take one group (their stage
-// marks are on one stream).
+// overlap the next group's work. SkvStep.step_groups sets the count; 0 takes default_groups: one
+// where the values are fp8, 4 from 32 rows with the hot cache, else 2 from 8 rows and 4 from 16.
+// Profiled steps take one group (their stage marks are on one stream).
 // NOTE: measured at 128K on an H200 (bench/NOTES.md v24), 4 groups took 43 rows from 1.99 to
 // 1.69-1.72 ms (32 rows 1.49 -> 1.29) and slowed 4 rows (0.25 -> 0.32): a group's logits and select
 // take about as long as all rows' until the rows fill the card. With each group's rebuild before
@@ -995,12 +995,18 @@ size_t fold_smem(const SkvStep& s) { return LOGIT_SMEM + sizeof(float) * ((size_
 // rows 0.236 ms in one group, 0.248 in 2; 8 rows 0.42 in one, 0.38 in 2, 0.44 in 4; 16 rows 0.78
 // in one, 0.70 in 2, 0.69-0.70 in 4; 43 rows 1.67-1.68 in 4 (1.75 before), 1.82 in 2. With fp8
 // values the reads are half as long and no longer hide the groups' cost (43 rows: 1.48 -> 1.61 ms,
-// with the hot cache too 1.37 -> 1.61; before v40's order).
-int default_groups(int rows) { return rows >= 16 ? 4 : rows >= 8 ? 2 : 1; }
+// with the hot cache too 1.37 -> 1.61; before v40's order). With the hot cache the misses read over
+// PCIe are fewer, and 16 rows lost in 4 groups (v41: 16 x 32K 0.434 ms against 0.313-0.317 in one,
+// 16 x 128K 0.650 against 0.615-0.618), so those steps keep the threshold of before v40 (32 rows).
+int default_groups(int rows, bool fp8, bool hot) {
+  if (fp8) return 1;
+  if (hot) return rows >= 32 ? 4 : 1;
+  return rows >= 16 ? 4 : rows >= 8 ? 2 : 1;
+}
 
-int pipelined_groups(const SkvStep& s, const StepLayout& at, bool fp8) {
+int pipelined_groups(const SkvStep& s, const StepLayout& at, bool fp8, bool hot) {
   if (profile_on || at.sparse < 2 || s.max_selected <= 0) return 1;
-  const int groups = s.step_groups > 0 ? s.step_groups : fp8 ? 1 : default_groups(s.batch);
+  const int groups = s.step_groups > 0 ? s.step_groups : default_groups(s.batch, fp8, hot);
   return std::max(1, std::min(groups, s.batch));
 }
 
@@ -1029,7 +1035,7 @@ cudaError_t plan_step(const SkvStep& s, const StepLayout& at, const SkvStepRow* 
   p->pipe = 1;
   if (at.sparse == 0) return cudaSuccess;
   // The rebuild runs on the tensor cores where every row's can (one path per launch).
-  bool fp8 = false;
+  bool fp8 = false, hot = false;
   int rank = 0;
   for (int b = 0; s.max_selected > 0 && b < s.batch; b++) {
     const SkvStepRow& r = host_rows[b];
@@ -1038,8 +1044,9 @@ cudaError_t plan_step(const SkvStep& s, const StepLayout& at, const SkvStepRow* 
                                (int64_t)s.kv_heads * s.d, s.d, r.rank, s.C);
     rank = std::max(rank, r.rank);
     fp8 = fp8 || r.fp8_rows > 0;
+    hot = hot || r.hot_slots > 0;
   }
-  p->pipe = pipelined_groups(s, at, fp8);
+  p->pipe = pipelined_groups(s, at, fp8, hot);
   const int tasks = (int)skv_ceil_div(s.batch, p->pipe) * s.kv_heads;  // the largest group's
   p->split = std::min(s.logit_split, logit_blocks(at.max_l));
   if (p->split <= 0) SKV_CUDA_CALL(logit_split(tasks, logit_blocks(at.max_l), &p->split));

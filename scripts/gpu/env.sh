@@ -30,5 +30,11 @@ export SHADOWKV_CUDA_ADDON=/tmp/skv-node/shadowkv_cuda.node
 for f in "$G"/addon-*.node.xz; do  # pack.sh --also: other addons, for scripts/gpu/ab.sh
   [ -f "$f" ] && unxz_to "$f" "/tmp/skv-node/$(basename "$f" .xz)"
 done
+# SKV_ADDON=NAME runs the scripts (run-tests.sh, parity.sh) on the addon packed with --also NAME=...
+# instead, so that a branch's build is tested beside main's timing in one pack.
+if [ -n "${SKV_ADDON:-}" ]; then
+  [ -f "/tmp/skv-node/addon-$SKV_ADDON.node" ] || { echo "env.sh: no addon $SKV_ADDON (pack it with pack.sh --also $SKV_ADDON=PATH)" >&2; exit 2; }
+  export SHADOWKV_CUDA_ADDON="/tmp/skv-node/addon-$SKV_ADDON.node"
+fi
 mkdir -p runtime/wasm/out && cp -n "$G"/wasm/*.wasm runtime/wasm/out/ 2>/dev/null
 export SHADOWKV_CUDA_SYNC="${SHADOWKV_CUDA_SYNC:-1}"  # every op waits for its kernels, so a fault names its op

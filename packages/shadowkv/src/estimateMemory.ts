@@ -1,6 +1,6 @@
 import { CACHE_OPTION_KEYS, checkKeys, resolveCacheOptions, resolveShadowKVOptions, type CacheOptions, type ShadowKVOptions } from './config.js';
 import { ConfigError } from './errors/ConfigError.js';
-import { storeChunks } from './policies/capacity.js';
+import { storeChunks, storedChunks } from './policies/capacity.js';
 import { storeComponents, storeGeometry } from './policies/shadowkv/CompressedStore.js';
 import { DTYPE_BYTES } from './dtype.js';
 import { resolveSpec, type ModelSpec } from './spec.js';
@@ -56,7 +56,7 @@ export function estimateMemory(q: MemoryQuestion): MemoryEstimate {
   const dense = rows * 2 * Hkv * S * d * b;
   const o = resolveShadowKVOptions(q.options ?? {}, spec);
   const C = o.chunkSize;
-  const nc = Math.floor((S - o.localTokens) / C) * C;
+  const nc = storedChunks(S, o) * C;
   if (policy === 'full' || S < o.denseThreshold || nc <= 0) {
     return { device: dense, host: 0, dense, components: { exactTail: dense }, transient: 0, fitsWasmHeap: dense < WASM_HEAP };
   }

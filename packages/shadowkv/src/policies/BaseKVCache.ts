@@ -154,7 +154,7 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
         return c;
       });
       this.states = Array.from({ length: this.spec.layers }, () =>
-        Array.from({ length: this.batch }, () => ({ length: 0, tail: new ExactRegion(this.device, this.spec.kvHeads, this.spec.headDim, this.dtype, 'exactTail') }) as S),
+        Array.from({ length: this.batch }, () => ({ length: 0, tail: new ExactRegion(this.device, this.spec.kvHeads, this.spec.headDim, this.dtype, 'exactTail', this.cacheOptions.maxTokens) }) as S),
       );
     } catch (err) {
       this.device.dispose();
@@ -669,7 +669,7 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
   /** Bytes restoring a checked row allocates (the tail; a policy adds its own state). */
   protected restoreBytes(row: SavedRow): number {
     const { kvHeads: Hkv, headDim: d } = this.spec;
-    return 2 * Hkv * growCapacity(row.tail.count, 0, 256) * d * DTYPE_BYTES[this.dtype];
+    return 2 * Hkv * growCapacity(row.tail.count, 0, 256, this.cacheOptions.maxTokens) * d * DTYPE_BYTES[this.dtype];
   }
 
   save(): Uint8Array {

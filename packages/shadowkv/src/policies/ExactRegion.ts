@@ -29,6 +29,8 @@ export class ExactRegion implements TailHandles {
     readonly d: number,
     private readonly dtype: DType,
     private readonly tag: string,
+    /** The most rows a head ever needs (the cache's maxTokens): growth stops there. */
+    private readonly limit: number,
     capacity = 0,
   ) {
     this.capacity = capacity;
@@ -50,7 +52,7 @@ export class ExactRegion implements TailHandles {
   reserve(tokens: number): void {
     const need = this.count + tokens;
     if (need <= this.capacity) return;
-    this.resize(growCapacity(need, this.capacity, 256));
+    this.resize(growCapacity(need, this.capacity, 256, this.limit));
   }
 
   /** Moves the rows into buffers of `capacity` rows per head (both allocated before anything moves). */

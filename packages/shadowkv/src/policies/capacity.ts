@@ -1,9 +1,11 @@
 /**
  * Capacity for `need` elements given `current`: an eighth more (at least `minStep`) at a time,
- * so appends stay amortized without doubling a long prompt's memory on its first growth.
+ * so appends stay amortized without doubling a long prompt's memory on its first growth, and never
+ * past `limit` (what the cache's maxTokens needs), so that a declared size is the most a cache
+ * allocates: the creation preflight and the pinned reserve count that (estimateMemory).
  */
-export function growCapacity(need: number, current: number, minStep: number): number {
-  return Math.max(need, current + Math.max(minStep, current >> 3));
+export function growCapacity(need: number, current: number, minStep: number, limit: number): number {
+  return Math.min(Math.max(need, current + Math.max(minStep, current >> 3)), Math.max(need, limit));
 }
 
 /**
@@ -12,4 +14,9 @@ export function growCapacity(need: number, current: number, minStep: number): nu
  */
 export function storeChunks(chunks: number, o: { chunkSize: number; localTokens: number; maxRecentTokens: number }): number {
   return chunks + Math.ceil((o.localTokens + o.maxRecentTokens) / o.chunkSize) + 1;
+}
+
+/** The whole chunks a row of `tokens` tokens stores once compressed (those past the local window). */
+export function storedChunks(tokens: number, o: { chunkSize: number; localTokens: number }): number {
+  return Math.max(0, Math.floor((tokens - o.localTokens) / o.chunkSize));
 }

@@ -80,7 +80,7 @@ export abstract class ChunkScoringCache<O extends ChunkScoringOptions> extends P
     st.chunks = Math.min(st.chunks, whole);
     const m = whole - st.chunks;
     if (m <= 0) return;
-    if (whole > st.capacity) this.grow(st, growCapacity(whole, st.capacity, 64));
+    if (whole > st.capacity) this.grow(st, growCapacity(whole, st.capacity, 64, Math.floor(this.cacheOptions.maxTokens / C)));
     const keys = this.device.scratch('chunks.keys', m * C * d, 'f32');
     const out = this.device.scratch('chunks.summaries', m * w, 'f32');
     for (let h = 0; h < Hkv; h++) {

@@ -112,6 +112,8 @@ export class CompressedStore implements SparseHandles {
     readonly geometry: StoreGeometry,
     chunks: number,
     private readonly hostPages: HostPages,
+    /** The most chunks it ever holds (the cache's maxTokens, as estimateMemory sizes it): growth stops there. */
+    private readonly limit: number,
   ) {
     const { heads, d, C, rank, maxOutliers, maxSelected, dtype, pageChunks, hotChunks } = geometry;
     this.rank = rank;
@@ -146,7 +148,7 @@ export class CompressedStore implements SparseHandles {
 
   /** Makes room for `chunks` chunks (device buffers grow by an eighth, copying; host pages are added). */
   reserveChunks(chunks: number): void {
-    if (chunks > this.chunkCapacity) this.resize(growCapacity(chunks, this.chunkCapacity, 32));
+    if (chunks > this.chunkCapacity) this.resize(growCapacity(chunks, this.chunkCapacity, 32, this.limit));
   }
 
   /** Every new buffer is allocated before anything moves, so running out of memory changes nothing. */

@@ -11,7 +11,7 @@ import { buildStore, commitStore, compactSequence, newStore, type CompressContex
 import { hostPage, maxOutliers, storeComponents, storeGeometry, type CompressedStore, type StoreGeometry, type StoreSnapshot } from './CompressedStore.js';
 import { checkStoreSnapshot } from './storeSnapshot.js';
 import { HostPages } from './HostPages.js';
-import { storeChunks } from '../capacity.js';
+import { storeChunks, storedChunks } from '../capacity.js';
 import { OutOfMemoryError } from '../../errors/OutOfMemoryError.js';
 import { estimateMemory, type MemoryEstimate } from '../../estimateMemory.js';
 import { range } from '../range.js';
@@ -85,7 +85,8 @@ export class ShadowKVCache extends BaseKVCache<ShadowState> {
     }
     const page = hostPage(this.storeGeometry());
     const pages = new HostPages(this.device, page.length, page.dtype);
-    this.ctx = { device: this.device, spec: this.spec, options, geometry: this.stepGeometry(), pages };
+    const maxChunks = storeChunks(storedChunks(this.cacheOptions.maxTokens, options), options);
+    this.ctx = { device: this.device, spec: this.spec, options, geometry: this.stepGeometry(), pages, maxChunks };
     // A declared size on a device whose host tier is slow to allocate: every row's pages at maxTokens, now.
     if (config.maxTokens !== undefined && this.device.pinsHost) {
       try {
@@ -100,7 +101,7 @@ export class ShadowKVCache extends BaseKVCache<ShadowState> {
   /** Host pages a row of `tokens` tokens holds once compressed, as estimateMemory sizes them (0 if it stays dense). */
   private pagesPerRow(tokens: number): number {
     const o = this.options;
-    const chunks = Math.floor((tokens - o.localTokens) / o.chunkSize);
+    const chunks = storedChunks(tokens, o);
     if (tokens < o.denseThreshold || chunks <= 0) return 0;
     return Math.ceil(storeChunks(chunks, o) / o.hostPageChunks) * this.spec.kvHeads;
   }

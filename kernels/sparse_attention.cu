@@ -186,12 +186,7 @@ struct TaskList {
   enum { SPIN_LIMIT = 1 << 22 };
   __device__ static int load_acquire(const int32_t* p) {
     int v;
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 700
-    asm volatile("ld.acquire.gpu.global.b32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
-#else
-    v = *(const volatile int32_t*)p;
-    __threadfence();
-#endif
+    asm volatile("ld.acquire.gpu.global.b32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");  // sm_70+; the addon builds sm_80+
     return v;
   }
 };

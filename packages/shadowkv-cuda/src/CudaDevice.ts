@@ -71,8 +71,8 @@ export class CudaDevice implements Device {
   private readonly selectBlocks = envCount('SHADOWKV_CUDA_SELECT_BLOCKS');
   /**
    * Row groups of the fused step whose select and fetch overlap, from `SHADOWKV_CUDA_STEP_GROUPS`
-   * when the device is made; 0 (unset) is the kernels' default (2 groups from 8 rows and 4 from
-   * 16 where the host values are not fp8, else one).
+   * when the device is made; 0 (unset) is the kernels' default (default_groups in
+   * kernels/decode_layer.cu: by the rows, fp8 host values and the hot cache).
    * Tests force several, so that every split of the rows is checked against one group.
    */
   private readonly stepGroups = envCount('SHADOWKV_CUDA_STEP_GROUPS');

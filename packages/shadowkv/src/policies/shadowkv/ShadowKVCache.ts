@@ -90,7 +90,7 @@ export class ShadowKVCache extends BaseKVCache<ShadowState> {
     // A declared size on a device whose host tier is slow to allocate: every row's pages at maxTokens, now.
     if (config.maxTokens !== undefined && this.device.pinsHost) {
       try {
-        pages.reserve((this.spec.layers - this.options.denseLayers) * this.batch * this.pagesPerRow(this.cacheOptions.maxTokens));
+        pages.reserve((this.spec.layers - this.options.denseLayers) * this.batch * this.pagesPerRow());
       } catch (err) {
         this.dispose();
         throw err;
@@ -98,12 +98,11 @@ export class ShadowKVCache extends BaseKVCache<ShadowState> {
     }
   }
 
-  /** Host pages a row of `tokens` tokens holds once compressed, as estimateMemory sizes them (0 if it stays dense). */
-  private pagesPerRow(tokens: number): number {
-    const o = this.options;
-    const chunks = storedChunks(tokens, o);
-    if (tokens < o.denseThreshold || chunks <= 0) return 0;
-    return Math.ceil(storeChunks(chunks, o) / o.hostPageChunks) * this.spec.kvHeads;
+  /** Host pages a row of maxTokens tokens holds once compressed, as estimateMemory sizes them (0 if it stays dense). */
+  private pagesPerRow(): number {
+    const o = this.options, tokens = this.cacheOptions.maxTokens;
+    if (tokens < o.denseThreshold || storedChunks(tokens, o) <= 0) return 0;
+    return Math.ceil(this.ctx.maxChunks / o.hostPageChunks) * this.spec.kvHeads;
   }
 
   policyOptions(): Record<string, unknown> {

@@ -11,26 +11,33 @@ const spec = { layers: 2, queryHeads: 4, kvHeads: 2, headDim: 16, rope: { theta:
 const options = { rank: 8, chunkSize: 4, budget: 16, outlierChunks: 2, localTokens: 8, maxRecentTokens: 16, denseThreshold: 48, hostPageChunks: 4 };
 const maxTokens = 203;
 
-for (const policy of ['shadowkv', 'full'] as const) {
-  for (const prompt of [150, 60]) {
-    it(`${policy}, a ${prompt}-token prompt decoded up to maxTokens: no component past the estimate, no pinned page past the reserve`, async () => {
-      const { name } = registerRecorded(registerPinningWasm());
-      const cache: Cache = await createCache({ spec, backend: name, dtype: 'bf16', batch: 2, maxTokens, policy, ...(policy === 'shadowkv' ? { options } : {}) });
-      const est = estimateMemory({ spec, tokens: maxTokens, maxTokens, batch: 2, dtype: 'bf16', policy, ...(policy === 'shadowkv' ? { options } : {}) });
-      const work = new NeedleWorkload(spec, { tokens: prompt, seed: 3 });
-      for (let l = 0; l < spec.layers; l++) cache.prefill(l, work.prompt(l, 2));
-      hostAllocations.length = 0;
-      for (let t = prompt; t < maxTokens; t++) for (let l = 0; l < spec.layers; l++) cache.decode(l, work.step(l, 2));
-      const got = cache.memory();
-      if (policy === 'shadowkv') expect(cache.stats().compactions).toBeGreaterThan(0);
-      for (const [k, bytes] of Object.entries(est.components)) expect(got.components[k] ?? 0, k).toBeLessThanOrEqual(bytes);
-      expect(got.host).toBeLessThanOrEqual(est.host);
-      expect(hostAllocations).toEqual([]);
-      // One token more is past maxTokens: refused, as the contract says, not grown into.
-      expect(() => cache.decode(0, work.step(0, 2))).toThrow(/maxTokens|capacity/i);
-      cache.dispose();
-    });
-  }
+// ShadowKV's host pages differ with fp8 values, and the hot cache adds device slots.
+const cases = [
+  ...[150, 60].map((prompt) => ({ policy: 'shadowkv' as const, prompt, dtype: 'bf16' as const, opts: options, label: '' })),
+  { policy: 'shadowkv' as const, prompt: 150, dtype: 'f32' as const, opts: options, label: ', f32' },
+  { policy: 'shadowkv' as const, prompt: 150, dtype: 'bf16' as const, opts: { ...options, fp8Values: true }, label: ', fp8 values' },
+  { policy: 'shadowkv' as const, prompt: 150, dtype: 'f16' as const, opts: { ...options, hotChunks: 8 }, label: ', f16, hot cache' },
+  ...[150, 60].map((prompt) => ({ policy: 'full' as const, prompt, dtype: 'bf16' as const, opts: undefined, label: '' })),
+  { policy: 'full' as const, prompt: 150, dtype: 'f32' as const, opts: undefined, label: ', f32' },
+];
+for (const { policy, prompt, dtype, opts, label } of cases) {
+  it(`${policy}${label}, a ${prompt}-token prompt decoded up to maxTokens: no component past the estimate, no pinned page past the reserve`, async () => {
+    const { name } = registerRecorded(registerPinningWasm());
+    const cache: Cache = await createCache({ spec, backend: name, dtype, batch: 2, maxTokens, policy, ...(opts ? { options: opts } : {}) });
+    const est = estimateMemory({ spec, tokens: maxTokens, maxTokens, batch: 2, dtype, policy, ...(opts ? { options: opts } : {}) });
+    const work = new NeedleWorkload(spec, { tokens: prompt, seed: 3 });
+    for (let l = 0; l < spec.layers; l++) cache.prefill(l, work.prompt(l, 2));
+    hostAllocations.length = 0;
+    for (let t = prompt; t < maxTokens; t++) for (let l = 0; l < spec.layers; l++) cache.decode(l, work.step(l, 2));
+    const got = cache.memory();
+    if (policy === 'shadowkv') expect(cache.stats().compactions).toBeGreaterThan(0);
+    for (const [k, bytes] of Object.entries(est.components)) expect(got.components[k] ?? 0, k).toBeLessThanOrEqual(bytes);
+    expect(got.host).toBeLessThanOrEqual(est.host);
+    expect(hostAllocations).toEqual([]);
+    // One token more is past maxTokens: refused, as the contract says, not grown into.
+    expect(() => cache.decode(0, work.step(0, 2))).toThrow(/maxTokens|capacity/i);
+    cache.dispose();
+  });
 }
 
 // The other built-in policies have no estimate of their own; their exact tail (the one growable

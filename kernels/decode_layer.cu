@@ -789,15 +789,16 @@ cudaError_t resident_select_clusters(bool near, int n, size_t smem, int* count) 
 // (StepSoftmaxSums, StepScores, StepSelect), for devices without clusters, for SkvStep.select_blocks
 // 1, where a slice's scores and the lists would not fit in shared memory, and by default where
 // no clusters of 4 or more would all run at once. With `near`, the blocks also hold their slice's logits
-// and landmark ids (StepScoreSelect's `near`).
-cudaError_t select_cluster(const SkvStep& s, const StepLayout& at, int tasks, bool near, int* blocks, size_t* smem) {
+// and landmark ids (StepScoreSelect's `near`). want: the cluster asked for (SkvStep.select_blocks's
+// meaning; 0: the default).
+cudaError_t select_cluster(const SkvStep& s, const StepLayout& at, int tasks, bool near, int want, int* blocks, size_t* smem) {
   int major = 0;
   SKV_CUDA_CALL(skv_major(&major));
   *blocks = 0;
-  if (major < 9 || s.select_blocks == 1) return cudaSuccess;
+  if (major < 9 || want == 1) return cudaSuccess;
   const int g = s.q_heads / s.kv_heads;
   auto bytes_of = [&](int n) { return score_select_smem(n, g, s.max_selected, (int)skv_ceil_div(at.max_l, n), near); };
-  int n = s.select_blocks > 1 ? std::min<int>(s.select_blocks, SELECT_CLUSTER_MAX) : SELECT_CLUSTER_MAX;
+  int n = want > 1 ? std::min<int>(want, SELECT_CLUSTER_MAX) : SELECT_CLUSTER_MAX;
   bool wide = false;
   SKV_CUDA_CALL(select_optin(near, 0, &wide));
   if (!wide) n = std::min<int>(n, SELECT_CLUSTER_PORTABLE);
@@ -812,7 +813,7 @@ cudaError_t select_cluster(const SkvStep& s, const StepLayout& at, int tasks, bo
   // step 0.235 -> 0.231 ms; batch 1 unchanged (8 fits). Clusters of 16 at batch 1 (v39, side by
   // side): the queued step 0.094 -> 0.090 ms, though the stage split (events between the kernels,
   // no overlap) reads the select at 25 us with 8, 12 or 16 alike.
-  if (s.select_blocks == 0)
+  if (want == 0)
     for (;; n--) {
       int resident = 0;
       if (bytes_of(n) <= SELECT_SMEM_MAX) SKV_CUDA_CALL(resident_select_clusters(near, n, bytes_of(n), &resident));
@@ -986,7 +987,7 @@ size_t fold_smem(const SkvStep& s) { return LOGIT_SMEM + sizeof(float) * ((size_
 // stream, each group's value reads on a second stream as soon as its select is done, and its key
 // rebuild on the step's stream after the next group's select, so that one group's reads over PCIe
 // overlap the next group's work. SkvStep.step_groups sets the count; 0 takes default_groups: one
-// where the values are fp8, 4 from 32 rows with the hot cache, else 2 from 8 rows and 4 from 16.
+// where the values are fp8, 4 from 32 rows with the hot cache, else 2 from 4 rows and 4 from 16.
 // Profiled steps take one group (their stage marks are on one stream).
 // NOTE: measured at 128K on an H200 (bench/NOTES.md v24), 4 groups took 43 rows from 1.99 to
 // 1.69-1.72 ms (32 rows 1.49 -> 1.29) and slowed 4 rows (0.25 -> 0.32): a group's logits and select
@@ -998,11 +999,22 @@ size_t fold_smem(const SkvStep& s) { return LOGIT_SMEM + sizeof(float) * ((size_
 // with the hot cache too 1.37 -> 1.61; before v40's order). With the hot cache the misses read over
 // PCIe are fewer, and 16 rows lost in 4 groups (v41: 16 x 32K 0.434 ms against 0.313-0.317 in one,
 // 16 x 128K 0.650 against 0.615-0.618), so those steps keep the threshold of before v40 (32 rows).
+// 4 rows gain from 2 groups only as groups of SMALL_GROUP_ROWS (below): 0.218-0.220 ms against one
+// group's 0.229-0.239 in three rounds (v42; with 66 value blocks and the residency's clusters of 7,
+// 0.234-0.243).
 int default_groups(int rows, bool fp8, bool hot) {
   if (fp8) return 1;
   if (hot) return rows >= 32 ? 4 : 1;
-  return rows >= 16 ? 4 : rows >= 8 ? 2 : 1;
+  return rows >= 16 ? 4 : rows >= 4 ? 2 : 1;
 }
+
+// Row groups of at most this many rows read their values on every SM and select in clusters of 8:
+// their logits and select are short, so the reads beside them need the SMs more than they do.
+// NOTE: at 4 x 128K in 2 groups (H200, v41-v42), 132 value blocks against 66: 0.239-0.242 ms against
+// 0.249-0.252; with clusters of 8 against the residency rule's 7 (16 tasks): 0.218-0.220 against
+// 0.234-0.243. At 8 rows (groups of 4) 66 blocks stay faster (0.376-0.381 against 0.399-0.401).
+constexpr int SMALL_GROUP_ROWS = 2;
+bool small_groups(const SkvStep& s, int pipe) { return pipe > 1 && skv_ceil_div(s.batch, pipe) <= SMALL_GROUP_ROWS; }
 
 int pipelined_groups(const SkvStep& s, const StepLayout& at, bool fp8, bool hot) {
   if (profile_on || at.sparse < 2 || s.max_selected <= 0) return 1;
@@ -1014,16 +1026,16 @@ int pipelined_groups(const SkvStep& s, const StepLayout& at, bool fp8, bool hot)
 // key rebuild: 0.26 -> 0.25 ms at 4 x 128K, the same at 16 and 43 rows), and the blocks of its value
 // reads: one an SM with one group (~1 MB of reads in flight, far more than PCIe's bandwidth x
 // latency), half the SMs with several, whose reads run beside the next group's logits and select
-// (43 x 128K: 1.92 ms with 132 blocks, 1.72 with 66). SHADOWKV_CUDA_FETCH_SPLIT=0 keeps the fetch
+// (43 x 128K: 1.92 ms with 132 blocks, 1.72 with 66), every SM again with small_groups. SHADOWKV_CUDA_FETCH_SPLIT=0 keeps the fetch
 // whole with one group, SHADOWKV_CUDA_FETCH_GRID=n sets the blocks; both are read every step: tests
 // and the bench set them between steps.
-cudaError_t value_reads(const StepPlan& p, int* split, int* grid) {
+cudaError_t value_reads(const SkvStep& s, const StepPlan& p, int* split, int* grid) {
   *split = p.pipe > 1 || !skv_env_off("SHADOWKV_CUDA_FETCH_SPLIT");
   const int forced = getenv("SHADOWKV_CUDA_FETCH_GRID") ? atoi(getenv("SHADOWKV_CUDA_FETCH_GRID")) : 0;
   if (forced > 0) return *grid = forced, cudaSuccess;
   int n = 0;
   SKV_CUDA_CALL(skv_sm_count(&n));
-  *grid = p.pipe > 1 ? std::max(1, n / 2) : n;
+  *grid = p.pipe > 1 && !small_groups(s, p.pipe) ? std::max(1, n / 2) : n;
   return cudaSuccess;
 }
 
@@ -1054,10 +1066,11 @@ cudaError_t plan_step(const SkvStep& s, const StepLayout& at, const SkvStepRow* 
   // The select's slices of logits and ids in shared memory where they fit (SHADOWKV_CUDA_SELECT_NEAR=0
   // leaves them in global memory; read every step: tests set it between steps).
   p->near = !skv_env_off("SHADOWKV_CUDA_SELECT_NEAR");
-  if (p->near) SKV_CUDA_CALL(select_cluster(s, at, tasks, true, &p->blocks, &ss_smem));
+  const int want = s.select_blocks != 0 ? s.select_blocks : small_groups(s, p->pipe) ? SELECT_CLUSTER_PORTABLE : 0;
+  if (p->near) SKV_CUDA_CALL(select_cluster(s, at, tasks, true, want, &p->blocks, &ss_smem));
   if (!p->blocks) {
     p->near = 0;
-    SKV_CUDA_CALL(select_cluster(s, at, tasks, false, &p->blocks, &ss_smem));
+    SKV_CUDA_CALL(select_cluster(s, at, tasks, false, want, &p->blocks, &ss_smem));
   }
   p->ss_smem = (int64_t)ss_smem;
   // StepAppend inside the first logits launch where a row's append fits in its shared memory
@@ -1072,7 +1085,7 @@ cudaError_t plan_step(const SkvStep& s, const StepLayout& at, const SkvStepRow* 
   p->fetch = (fp8 ? 2 : 0) + (*mma ? 1 : 0);
   // SHADOWKV_CUDA_LANDED=0 has the attention wait for the fetch kernels' end (read every step).
   p->landed = !skv_env_off("SHADOWKV_CUDA_LANDED");
-  return value_reads(*p, &p->split_fetch, &p->value_grid);
+  return value_reads(s, *p, &p->split_fetch, &p->value_grid);
 }
 
 // The second stream of split fetches and its events: one Fork for steps launched directly, one for

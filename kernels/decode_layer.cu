@@ -789,16 +789,16 @@ cudaError_t resident_select_clusters(bool near, int n, size_t smem, int* count) 
 // (StepSoftmaxSums, StepScores, StepSelect), for devices without clusters, for SkvStep.select_blocks
 // 1, where a slice's scores and the lists would not fit in shared memory, and by default where
 // no clusters of 4 or more would all run at once. With `near`, the blocks also hold their slice's logits
-// and landmark ids (StepScoreSelect's `near`). want: the cluster asked for (SkvStep.select_blocks's
-// meaning; 0: the default).
-cudaError_t select_cluster(const SkvStep& s, const StepLayout& at, int tasks, bool near, int want, int* blocks, size_t* smem) {
+// and landmark ids (StepScoreSelect's `near`). prefer > 1: by default, that cluster where its
+// shared memory allows, whether or not all its tasks run at once (small_groups).
+cudaError_t select_cluster(const SkvStep& s, const StepLayout& at, int tasks, bool near, int prefer, int* blocks, size_t* smem) {
   int major = 0;
   SKV_CUDA_CALL(skv_major(&major));
   *blocks = 0;
-  if (major < 9 || want == 1) return cudaSuccess;
+  if (major < 9 || s.select_blocks == 1) return cudaSuccess;
   const int g = s.q_heads / s.kv_heads;
   auto bytes_of = [&](int n) { return score_select_smem(n, g, s.max_selected, (int)skv_ceil_div(at.max_l, n), near); };
-  int n = want > 1 ? std::min<int>(want, SELECT_CLUSTER_MAX) : SELECT_CLUSTER_MAX;
+  int n = s.select_blocks > 1 ? std::min<int>(s.select_blocks, SELECT_CLUSTER_MAX) : SELECT_CLUSTER_MAX;
   bool wide = false;
   SKV_CUDA_CALL(select_optin(near, 0, &wide));
   if (!wide) n = std::min<int>(n, SELECT_CLUSTER_PORTABLE);
@@ -813,7 +813,9 @@ cudaError_t select_cluster(const SkvStep& s, const StepLayout& at, int tasks, bo
   // step 0.235 -> 0.231 ms; batch 1 unchanged (8 fits). Clusters of 16 at batch 1 (v39, side by
   // side): the queued step 0.094 -> 0.090 ms, though the stage split (events between the kernels,
   // no overlap) reads the select at 25 us with 8, 12 or 16 alike.
-  if (want == 0)
+  const bool preferred = s.select_blocks == 0 && prefer > 1 && bytes_of(std::min(prefer, n)) <= SELECT_SMEM_MAX;
+  if (preferred) n = std::min(prefer, n);
+  if (s.select_blocks == 0 && !preferred)
     for (;; n--) {
       int resident = 0;
       if (bytes_of(n) <= SELECT_SMEM_MAX) SKV_CUDA_CALL(resident_select_clusters(near, n, bytes_of(n), &resident));
@@ -1026,9 +1028,9 @@ int pipelined_groups(const SkvStep& s, const StepLayout& at, bool fp8, bool hot)
 // key rebuild: 0.26 -> 0.25 ms at 4 x 128K, the same at 16 and 43 rows), and the blocks of its value
 // reads: one an SM with one group (~1 MB of reads in flight, far more than PCIe's bandwidth x
 // latency), half the SMs with several, whose reads run beside the next group's logits and select
-// (43 x 128K: 1.92 ms with 132 blocks, 1.72 with 66), every SM again with small_groups. SHADOWKV_CUDA_FETCH_SPLIT=0 keeps the fetch
-// whole with one group, SHADOWKV_CUDA_FETCH_GRID=n sets the blocks; both are read every step: tests
-// and the bench set them between steps.
+// (43 x 128K: 1.92 ms with 132 blocks, 1.72 with 66), every SM again with small_groups.
+// SHADOWKV_CUDA_FETCH_SPLIT=0 keeps the fetch whole with one group, SHADOWKV_CUDA_FETCH_GRID=n sets
+// the blocks; both are read every step: tests and the bench set them between steps.
 cudaError_t value_reads(const SkvStep& s, const StepPlan& p, int* split, int* grid) {
   *split = p.pipe > 1 || !skv_env_off("SHADOWKV_CUDA_FETCH_SPLIT");
   const int forced = getenv("SHADOWKV_CUDA_FETCH_GRID") ? atoi(getenv("SHADOWKV_CUDA_FETCH_GRID")) : 0;
@@ -1066,11 +1068,11 @@ cudaError_t plan_step(const SkvStep& s, const StepLayout& at, const SkvStepRow* 
   // The select's slices of logits and ids in shared memory where they fit (SHADOWKV_CUDA_SELECT_NEAR=0
   // leaves them in global memory; read every step: tests set it between steps).
   p->near = !skv_env_off("SHADOWKV_CUDA_SELECT_NEAR");
-  const int want = s.select_blocks != 0 ? s.select_blocks : small_groups(s, p->pipe) ? SELECT_CLUSTER_PORTABLE : 0;
-  if (p->near) SKV_CUDA_CALL(select_cluster(s, at, tasks, true, want, &p->blocks, &ss_smem));
+  const int prefer = small_groups(s, p->pipe) ? SELECT_CLUSTER_PORTABLE : 0;
+  if (p->near) SKV_CUDA_CALL(select_cluster(s, at, tasks, true, prefer, &p->blocks, &ss_smem));
   if (!p->blocks) {
     p->near = 0;
-    SKV_CUDA_CALL(select_cluster(s, at, tasks, false, want, &p->blocks, &ss_smem));
+    SKV_CUDA_CALL(select_cluster(s, at, tasks, false, prefer, &p->blocks, &ss_smem));
   }
   p->ss_smem = (int64_t)ss_smem;
   // StepAppend inside the first logits launch where a row's append fits in its shared memory

@@ -64,8 +64,9 @@ export class CudaDevice implements Device {
   /**
    * Blocks per kv head that score and select in the fused step, from `SHADOWKV_CUDA_SELECT_BLOCKS`
    * when the device is made: 0 (unset) is, on sm_90+, the largest cluster of 16 (8 where the device
-   * takes only portable sizes) down to 4 whose kv heads all run at once by the driver's count, else
-   * one block; 1 is that one-block path (the only one of devices without clusters), which tests
+   * takes only portable sizes) down to 4 whose kv heads all run at once by the driver's count (row
+   * groups of 1-2 rows prefer 8: small_groups in kernels/decode_layer.cu), else one block; 1 is
+   * that one-block path (the only one of devices without clusters), which tests
    * force on any card so that both paths are checked.
    */
   private readonly selectBlocks = envCount('SHADOWKV_CUDA_SELECT_BLOCKS');

@@ -813,15 +813,16 @@ cudaError_t select_cluster(const SkvStep& s, const StepLayout& at, int tasks, bo
   // step 0.235 -> 0.231 ms; batch 1 unchanged (8 fits). Clusters of 16 at batch 1 (v39, side by
   // side): the queued step 0.094 -> 0.090 ms, though the stage split (events between the kernels,
   // no overlap) reads the select at 25 us with 8, 12 or 16 alike.
-  const bool preferred = s.select_blocks == 0 && prefer > 1 && bytes_of(std::min(prefer, n)) <= SELECT_SMEM_MAX;
-  if (preferred) n = std::min(prefer, n);
-  if (s.select_blocks == 0 && !preferred)
+  if (s.select_blocks == 0 && prefer > 1 && bytes_of(std::min(prefer, n)) <= SELECT_SMEM_MAX) {
+    n = std::min(prefer, n);
+  } else if (s.select_blocks == 0) {
     for (;; n--) {
       int resident = 0;
       if (bytes_of(n) <= SELECT_SMEM_MAX) SKV_CUDA_CALL(resident_select_clusters(near, n, bytes_of(n), &resident));
       if (tasks <= resident) break;
       if (n - 1 < SELECT_CLUSTER_MIN) return cudaSuccess;
     }
+  }
   if (bytes_of(n) > SELECT_SMEM_MAX) return cudaSuccess;
   *blocks = n;
   *smem = bytes_of(n);

@@ -117,15 +117,15 @@ __device__ __forceinline__ bool rows_aligned(const SkvSegment* segs, int nseg, s
   return vec;
 }
 
+// Blocks whose task's count did not come within TaskList's SPIN_LIMIT polls (AttentionLandedFallbacks).
+__device__ unsigned long long landed_fallbacks;
+
 // Where a launch's blocks find their tasks (the kernels' Src). TaskList: a device list, or the one
 // task, written before the launch: every block waits for the kernel before it first, unless
 // `settled`: then the tasks, their segments and queries were written by kernels that the one before
 // this launch waited for (the fused step: StepAppend and the select, before the fetch), and only the
 // keys and values need the wait (ready()), so the block reads its task, checks its query and makes
 // its fragments while the fetch still runs.
-// Blocks whose task's count did not come within TaskList's SPIN_LIMIT polls (AttentionLandedFallbacks).
-__device__ unsigned long long landed_fallbacks;
-
 struct TaskList {
   const SkvAttnTask* tasks;
   SkvAttnTask one;

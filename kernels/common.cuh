@@ -175,12 +175,12 @@ static inline bool skv_env_off(const char* name) {
 }
 
 // kernel<<<grid, block, smem, stream>>>(args...) with programmatic dependent launch where the
-// device has it (compute capability 9.0+) and SHADOWKV_CUDA_PDL is not 0 (to measure it); the
-// kernel must begin with skv_pdl_enter(). cluster_y > 0: thread block clusters of 1 x cluster_y
-// blocks (sm_90+; grid.y a multiple of it).
+// device has it (compute capability 9.0+), SHADOWKV_CUDA_PDL is not 0 (to measure it) and
+// `programmatic` (skv_launch_whole passes false); the kernel must begin with skv_pdl_enter().
+// cluster_y > 0: thread block clusters of 1 x cluster_y blocks (sm_90+; grid.y a multiple of it).
 template <typename... Params, typename... Args>
-static inline cudaError_t skv_launch_cluster(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
-                                             unsigned cluster_y, Args&&... args) {
+static inline cudaError_t skv_launch_as(bool programmatic, void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem,
+                                        cudaStream_t stream, unsigned cluster_y, Args&&... args) {
   static const bool on = !skv_env_off("SHADOWKV_CUDA_PDL");
   int major = 0;
   SKV_CUDA_CALL(skv_major(&major));
@@ -191,7 +191,7 @@ static inline cudaError_t skv_launch_cluster(void (*kernel)(Params...), dim3 gri
   cfg.dynamicSmemBytes = smem;
   cfg.stream = stream;
   cfg.attrs = attr;
-  if (on && major >= 9) {
+  if (programmatic && on && major >= 9) {
     attr[cfg.numAttrs].id = cudaLaunchAttributeProgrammaticStreamSerialization;
     attr[cfg.numAttrs++].val.programmaticStreamSerializationAllowed = 1;
   }
@@ -203,9 +203,23 @@ static inline cudaError_t skv_launch_cluster(void (*kernel)(Params...), dim3 gri
 }
 
 template <typename... Params, typename... Args>
+static inline cudaError_t skv_launch_cluster(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
+                                             unsigned cluster_y, Args&&... args) {
+  return skv_launch_as(true, kernel, grid, block, smem, stream, cluster_y, std::forward<Args>(args)...);
+}
+
+template <typename... Params, typename... Args>
 static inline cudaError_t skv_launch(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
                                      Args&&... args) {
-  return skv_launch_cluster(kernel, grid, block, smem, stream, 0, std::forward<Args>(args)...);
+  return skv_launch_as(true, kernel, grid, block, smem, stream, 0, std::forward<Args>(args)...);
+}
+
+// skv_launch whose blocks take no SM before the kernel ahead of it on the stream has finished: for
+// a launch that would otherwise hold SMs, waiting, that a launch on another stream needs first.
+template <typename... Params, typename... Args>
+static inline cudaError_t skv_launch_whole(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
+                                           Args&&... args) {
+  return skv_launch_as(false, kernel, grid, block, smem, stream, 0, std::forward<Args>(args)...);
 }
 
 // store(i, load(i)) for i in [0, n) over the block, BATCH loads in flight per thread before any

@@ -176,8 +176,10 @@ static inline bool skv_env_off(const char* name) {
 
 // kernel<<<grid, block, smem, stream>>>(args...) with programmatic dependent launch where the
 // device has it (compute capability 9.0+), SHADOWKV_CUDA_PDL is not 0 (to measure it) and
-// `programmatic` (skv_launch_whole passes false); the kernel must begin with skv_pdl_enter().
-// cluster_y > 0: thread block clusters of 1 x cluster_y blocks (sm_90+; grid.y a multiple of it).
+// `programmatic`; the kernel must begin with skv_pdl_enter(). Not programmatic, its blocks take no
+// SM before the kernel ahead of it on the stream has finished (for a launch whose waiting blocks
+// would hold SMs that a launch on another stream needs first). cluster_y > 0: thread block
+// clusters of 1 x cluster_y blocks (sm_90+; grid.y a multiple of it).
 template <typename... Params, typename... Args>
 static inline cudaError_t skv_launch_as(bool programmatic, void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem,
                                         cudaStream_t stream, unsigned cluster_y, Args&&... args) {
@@ -214,13 +216,6 @@ static inline cudaError_t skv_launch(void (*kernel)(Params...), dim3 grid, dim3 
   return skv_launch_as(true, kernel, grid, block, smem, stream, 0, std::forward<Args>(args)...);
 }
 
-// skv_launch whose blocks take no SM before the kernel ahead of it on the stream has finished: for
-// a launch that would otherwise hold SMs, waiting, that a launch on another stream needs first.
-template <typename... Params, typename... Args>
-static inline cudaError_t skv_launch_whole(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
-                                           Args&&... args) {
-  return skv_launch_as(false, kernel, grid, block, smem, stream, 0, std::forward<Args>(args)...);
-}
 
 // store(i, load(i)) for i in [0, n) over the block, BATCH loads in flight per thread before any
 // store. NOTE: a loop that stored each value before the next load waited a memory latency per

@@ -1134,19 +1134,18 @@ cudaError_t issue(const StepArgs& a, const StepPlan& p, cudaStream_t stream, boo
     };
     // A split fetch's key rebuild, of group gi: launched one group behind (after group gi + 1's
     // select), so that the next group's logits and select do not wait for it on the step's stream
-    // while this group's values are read on the second. Behind the next group's select (`whole`)
-    // its blocks take no SM until that select has finished, so that that group's value reads,
-    // launched at the same select, find the SMs first.
+    // while this group's values are read on the second. Behind the next group's select it is not
+    // `programmatic`: its blocks take no SM until that select has finished, so that that group's
+    // value reads, launched at the same select, find the SMs first.
     // NOTE: launched programmatically, the rebuild's blocks held the SMs, waiting, through the
     // select, and the next group's reads began 9 us (4 x 128K) to 21 us (8 x 128K) after their
     // select ended (H200, bench/NOTES.md v43's trace); a greater priority for the reads did not
     // help (v41): the rebuild's blocks were already resident.
     const FetchKernel keys = p.fetch >= 0 ? fetch_kernel(p.fetch, FETCH_KEYS) : nullptr;
-    auto rebuild = [&](int gi, bool whole) {
+    auto rebuild = [&](int gi, bool programmatic) {
       const auto [t0, tasks] = group(gi);
       SKV_CUDA_CALL(skv_smem_optin(keys, (size_t)p.rb_smem));
-      return whole ? skv_launch_whole(keys, tasks * p.groups, REBUILD_THREADS, (size_t)p.rb_smem, stream, a, t0, tasks, p.groups)
-                   : skv_launch(keys, tasks * p.groups, REBUILD_THREADS, (size_t)p.rb_smem, stream, a, t0, tasks, p.groups);
+      return skv_launch_as(programmatic, keys, tasks * p.groups, REBUILD_THREADS, (size_t)p.rb_smem, stream, 0, a, t0, tasks, p.groups);
     };
     for (int gi = 0; gi < p.pipe; gi++) {
       const auto [t0, tasks] = group(gi);
@@ -1181,10 +1180,10 @@ cudaError_t issue(const StepArgs& a, const StepPlan& p, cudaStream_t stream, boo
       SKV_CUDA_CALL(cudaStreamWaitEvent(fork.side, fork.done[gi], 0));
       SKV_CUDA_CALL(skv_launch(fetch_kernel(p.fetch, FETCH_VALUES), std::min(tasks * p.groups, p.value_grid), REBUILD_THREADS,
                                0, fork.side, a, t0, tasks, p.groups));
-      if (gi > 0) SKV_CUDA_CALL(rebuild(gi - 1, true));
+      if (gi > 0) SKV_CUDA_CALL(rebuild(gi - 1, false));
     }
     if (p.split_fetch && p.fetch >= 0) {
-      SKV_CUDA_CALL(rebuild(p.pipe - 1, false));
+      SKV_CUDA_CALL(rebuild(p.pipe - 1, true));
       SKV_CUDA_CALL(cudaEventRecord(fork.done[p.pipe], fork.side));
       SKV_CUDA_CALL(cudaStreamWaitEvent(stream, fork.done[p.pipe], 0));
     }

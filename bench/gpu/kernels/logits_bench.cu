@@ -5,8 +5,12 @@
 // Errors are |logit - ref| / (scale * sum |q| |L|), the dot product's own scale. Exits 1 if the
 // tensor-core path is off by more than 1e-6 of it.
 // `logits_bench interleave`: only main's kernel against Interleaved (below) at 8, 16, 32 and 128
-// tasks, outputs compared bit for bit. Exits 1 if they differ.
-// Usage: logits_bench [interleave]     (built by bench/gpu/kernels/build.sh; needs a GPU)
+// tasks, outputs compared bit for bit. Exits 1 if they differ. `logits_bench trace`: where one
+// block's time goes in main's loop at 8, 16 and 32 tasks (trace_stamps). `logits_bench tma`: main's
+// kernel against TmaLogits (the tiles by tensor-map copies), bit for bit; exits 1 if they differ.
+// Usage: logits_bench [interleave | trace | tma]     (built by bench/gpu/kernels/build.sh; needs a GPU)
+#include <cuda.h>
+#include <cudaTypedefs.h>
 #include <stdio.h>
 #include <string.h>
 #include <random>
@@ -37,16 +41,26 @@ __global__ void __launch_bounds__(LOGIT_THREADS, 2) Simt(const float* q, const u
                    stage);
 }
 
-// A candidate for the logits at few rows (bench/NOTES.md Next v45 item 1), not on main: ncu found
-// logits_group_mma latency-bound at its 2 blocks an SM (0.82 eligible warps a scheduler). Here a
-// block of 128 threads (4 warps, so the registers allow up to 255) gives each warp two 16-row
-// m-blocks of every 128-row tile, their mma chains interleaved and fed by one set of B fragments,
-// held in registers (REGB) or in shared memory as main's. The arithmetic of every logit is main's
-// (the same k-steps and parts in the same order), so the outputs are the same bits.
-template <bool REGB>
-__global__ void __launch_bounds__(128, 2) Interleaved(const float* q, const uint16_t* lm, float scale, float* logits, float* maxes) {
-  constexpr int ROW_BYTES = D * 2, KS = D / 16, MB = 2;
-  __shared__ float red[4 * LOGIT_MMA_HEADS];
+// logits_group_mma's loop (logits_mma.cuh) rewritten here to try changes to it (bench/NOTES.md
+// Next v45 item 1), not on main. THREADS / 32 warps, each taking MB 16-row m-blocks of every
+// 128-row tile, their mma chains interleaved and fed by one set of B fragments, held in registers
+// (REGB) or in shared memory as main's. <false, 1, 256> is main's loop. The arithmetic of every
+// logit is main's (the same k-steps and parts in the same order), so the outputs are the same bits.
+// With `trace`, thread 0 of each block writes TRACE_FIELDS stamps (trace_stamps).
+enum { TRACE_TILES = 8, TRACE_FIELDS = 4 + 3 * TRACE_TILES + 1 };
+__device__ __forceinline__ unsigned long long global_ns() {
+  unsigned long long t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+template <bool REGB, int MB, int THREADS>
+__global__ void __launch_bounds__(THREADS, 2) Interleaved(const float* q, const uint16_t* lm, float scale, float* logits, float* maxes,
+                                                        unsigned long long* trace = nullptr) {
+  constexpr int ROW_BYTES = D * 2, KS = D / 16;
+  unsigned long long* tr = trace ? trace + ((size_t)blockIdx.y * gridDim.x + blockIdx.x) * TRACE_FIELDS : nullptr;
+  const bool stamp = tr && threadIdx.x == 0;
+  if (stamp) tr[0] = global_ns(), tr[2] = clock64();
+  __shared__ float red[THREADS / 32 * LOGIT_MMA_HEADS];
   __shared__ uint2 frag[KS][3][32];
   extern __shared__ __align__(16) char stage[];
   const int task = blockIdx.x, nb = logit_blocks(L), per = (nb + (int)gridDim.y - 1) / (int)gridDim.y;
@@ -80,12 +94,17 @@ __global__ void __launch_bounds__(128, 2) Interleaved(const float* q, const uint
       for (int p = 0; p < 3; p++) frag[i / 32][p][i % 32] = f3[p];
     }
   }
+  if (stamp) tr[3] = clock64();
+  int tile_no = 0;
   const int ranges = b1 - b0, per_range = tiles.per_range;
   float mx[2] = {-INFINITY, -INFINITY};
   for (int k = 0, t = 0, at = 0; k < ranges;) {
     skv_mma::cp_async_wait<LOGIT_STAGES - 2>();
     __syncthreads();
+    const int ti = tile_no < TRACE_TILES ? tile_no : TRACE_TILES - 1;
+    if (stamp) tr[4 + 3 * ti] = clock64();
     tiles.issue();
+    if (stamp) tr[5 + 3 * ti] = clock64();
     const char* tile = stage + at * LOGIT_TILE_BYTES;
     at = at == LOGIT_STAGES - 1 ? 0 : at + 1;
     int r0;
@@ -127,6 +146,8 @@ __global__ void __launch_bounds__(128, 2) Interleaved(const float* q, const uint
           }
         }
     }
+    if (stamp) tr[6 + 3 * ti] = clock64();
+    tile_no++;
     if (++t < per_range) continue;
     t = 0;
 #pragma unroll
@@ -150,13 +171,14 @@ __global__ void __launch_bounds__(128, 2) Interleaved(const float* q, const uint
     k++;
   }
   skv_mma::cp_async_wait<0>();
+  if (stamp) tr[TRACE_FIELDS - 1] = clock64(), tr[1] = global_ns();
 }
 
 // Main's kernel against Interleaved<false / true>, one range a block (the step's split at 1-4 rows),
 // alternated in rounds; exits 1 if any logit or range maximum differs from main's.
 static int interleave(const float* q, const uint16_t* lm, float scale, float* fast, float* other, float* maxes, float* maxes2) {
-  CK(skv_smem_optin(Interleaved<false>, LOGIT_SMEM));
-  CK(skv_smem_optin(Interleaved<true>, LOGIT_SMEM));
+  CK(skv_smem_optin(Interleaved<false, 2, 128>, LOGIT_SMEM));
+  CK(skv_smem_optin(Interleaved<true, 2, 128>, LOGIT_SMEM));
   const int nb = logit_blocks(L);
   int bad = 0;
   for (int tasks : {8, 16, 32, 128}) {
@@ -167,16 +189,16 @@ static int interleave(const float* q, const uint16_t* lm, float scale, float* fa
     float t[3][3];
     for (int r = 0; r < 3; r++) {
       t[r][0] = median_ms(50, [&] { Fast<<<grid, LOGIT_THREADS, LOGIT_SMEM>>>(q, lm, scale, fast, maxes); });
-      t[r][1] = median_ms(50, [&] { Interleaved<false><<<grid, 128, LOGIT_SMEM>>>(q, lm, scale, other, maxes2); });
-      t[r][2] = median_ms(50, [&] { Interleaved<true><<<grid, 128, LOGIT_SMEM>>>(q, lm, scale, other, maxes2); });
+      t[r][1] = median_ms(50, [&] { Interleaved<false, 2, 128><<<grid, 128, LOGIT_SMEM>>>(q, lm, scale, other, maxes2); });
+      t[r][2] = median_ms(50, [&] { Interleaved<true, 2, 128><<<grid, 128, LOGIT_SMEM>>>(q, lm, scale, other, maxes2); });
     }
     CK(cudaMemcpy(a.data(), fast, m * 4, cudaMemcpyDeviceToHost));
     CK(cudaMemcpy(ma.data(), maxes, mm * 4, cudaMemcpyDeviceToHost));
     for (int v = 0; v < 2; v++) {
       CK(cudaMemset(other, 0, m * 4));
       CK(cudaMemset(maxes2, 0, mm * 4));
-      if (v == 0) Interleaved<false><<<grid, 128, LOGIT_SMEM>>>(q, lm, scale, other, maxes2);
-      else Interleaved<true><<<grid, 128, LOGIT_SMEM>>>(q, lm, scale, other, maxes2);
+      if (v == 0) Interleaved<false, 2, 128><<<grid, 128, LOGIT_SMEM>>>(q, lm, scale, other, maxes2);
+      else Interleaved<true, 2, 128><<<grid, 128, LOGIT_SMEM>>>(q, lm, scale, other, maxes2);
       CK(cudaMemcpy(b.data(), other, m * 4, cudaMemcpyDeviceToHost));
       CK(cudaMemcpy(mb2.data(), maxes2, mm * 4, cudaMemcpyDeviceToHost));
       const bool same = !memcmp(a.data(), b.data(), m * 4) && !memcmp(ma.data(), mb2.data(), mm * 4);
@@ -208,6 +230,227 @@ __global__ void Reference(const float* q, const uint16_t* lm, double scale, int 
   }
   ref[i] = s * scale;
   mag[i] = m * fabs(scale);
+}
+
+// Main's loop with its tiles brought in by the tensor memory accelerator (bench/NOTES.md Next v45
+// item 1): trace_stamps found a block's copy requests (8 cp.async a thread a tile, each with its row,
+// swizzle and address) ~40 % of its time at 1 row. Here thread 0 requests a 128-row tile as two
+// 64-column boxes of a tensor map over every task's landmarks ([tasks * L] x D bf16) with the
+// 128-byte swizzle, which is the XOR of main's layout within each half of a row; rows past the
+// range's end are read too (or zero past the tensor's) and never used. The same bits as main's.
+enum { TMA_BOX_COLS = 64, TMA_BOX = 128 * TMA_BOX_COLS * 2, TMA_SMEM = LOGIT_STAGES * 2 * TMA_BOX + 1024 };
+__global__ void __launch_bounds__(256, 2) TmaLogits(const __grid_constant__ CUtensorMap map, const float* q, float scale, float* logits,
+                                                    float* maxes) {
+  using namespace skv_mma;
+  constexpr int KS = D / 16, TILE = 2 * TMA_BOX;
+  extern __shared__ uint8_t raw[];
+  uint8_t* stage = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(raw) + 1023) & ~uintptr_t(1023));
+  __shared__ float red[8 * LOGIT_MMA_HEADS];
+  __shared__ uint2 frag[KS][3][32];
+  __shared__ __align__(8) uint64_t bar[LOGIT_STAGES];
+  const int task = blockIdx.x, nb = logit_blocks(L), per = (nb + (int)gridDim.y - 1) / (int)gridDim.y;
+  const int b0 = (int)blockIdx.y * per, b1 = min(nb, b0 + per);
+  if (b0 >= nb) return;
+  const int span = (L + nb - 1) / nb, per_range = (span + 127) / 128, ranges = b1 - b0;
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
+  if (threadIdx.x < LOGIT_STAGES) mbar_init(&bar[threadIdx.x], 1);
+  mbar_init_fence();
+  __syncthreads();
+  auto issue = [&](int i) {  // tile i of the block's walk: range b0 + i / per_range, its tile i % per_range
+    if (threadIdx.x != 0 || i >= ranges * per_range) return;
+    uint8_t* st = stage + (i % LOGIT_STAGES) * TILE;
+    uint64_t* b = &bar[i % LOGIT_STAGES];
+    const int y = task * L + (b0 + i / per_range) * span + (i % per_range) * 128;
+    fence_proxy_async();
+    mbar_arrive_expect(b, TILE);
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    for (int h = 0; h < 2; h++)
+      asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];"
+                   ::"r"(smem_addr(st + h * TMA_BOX)), "l"(reinterpret_cast<uint64_t>(&map)), "r"(h * TMA_BOX_COLS), "r"(y),
+                     "r"(smem_addr(b)) : "memory");
+#endif
+  };
+  for (int i = 0; i < LOGIT_STAGES - 1; i++) issue(i);
+  const float* qt = q + (size_t)task * G * D;
+  for (int i = threadIdx.x; i < KS * 32; i += blockDim.x) {
+    const int ks = i / 32, l = i % 32, hn = l / 4, e = ks * 16 + (l % 4) * 2;
+    uint32_t part[3][2];
+    for (int h = 0; h < 2; h++) {
+      const float x = hn < G ? qt[(size_t)hn * D + e + 8 * h] : 0.f, y = hn < G ? qt[(size_t)hn * D + e + 8 * h + 1] : 0.f;
+      split3_bf16x2(x, y, part[0][h], part[1][h], part[2][h]);
+    }
+    for (int p = 0; p < 3; p++) frag[ks][p][l] = make_uint2(part[p][0], part[p][1]);
+  }
+  float* out = logits + (size_t)task * G * L;
+  float* mxs = maxes + ((size_t)task * nb + b0) * G;
+  float mx[2] = {-INFINITY, -INFINITY};
+  for (int i = 0; i < ranges * per_range; i++) {
+    mbar_wait(&bar[i % LOGIT_STAGES], (unsigned)(i / LOGIT_STAGES) & 1u);
+    __syncthreads();  // every warp is done with tile i - 1, whose stage the next copies take
+    issue(i + LOGIT_STAGES - 1);
+    const uint8_t* tile = stage + (i % LOGIT_STAGES) * TILE;
+    const int k = i / per_range, t = i % per_range, c0 = min((b0 + k) * span, L), c1 = min(c0 + span, L), r0 = c0 + t * 128;
+    const int rn = max(0, min(128, c1 - r0));
+    for (int m0 = warp * 16; m0 < rn; m0 += warps * 16) {
+      float acc[4] = {0.f, 0.f, 0.f, 0.f};
+      const int arow = m0 + lane % 8 + 8 * ((lane / 8) % 2);
+#pragma unroll
+      for (int ks = 0; ks < KS; ks++) {
+        const int w = ks * 2 + lane / 16;  // the 16-byte word of the row: half w / 8, word w % 8 there
+        uint32_t a[4];
+        ldsm_x4(a, reinterpret_cast<const uint16_t*>(tile + (w / 8) * TMA_BOX + arow * 128 + (((w % 8) ^ (arow & 7)) * 16)));
+        float c[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+        for (int p = 2; p >= 0; p--) {
+          const uint2 b = lds_u2(&frag[ks][p][lane]);
+          mma_bf16(c, a, b.x, b.y);
+        }
+#pragma unroll
+        for (int j = 0; j < 4; j++) acc[j] = __fadd_rn(acc[j], c[j]);
+      }
+#pragma unroll
+      for (int j = 0; j < 4; j++) {
+        const int row = m0 + lane / 4 + (j >= 2 ? 8 : 0), head = (lane % 4) * 2 + j % 2;
+        if (row < rn && head < G) {
+          const float v = acc[j] * scale;
+          out[(size_t)head * L + r0 + row] = v;
+          mx[j % 2] = v > mx[j % 2] ? v : mx[j % 2];
+        }
+      }
+    }
+    if (t + 1 < per_range) continue;
+#pragma unroll
+    for (int o = 4; o < 32; o <<= 1)
+#pragma unroll
+      for (int h = 0; h < 2; h++) {
+        const float v = __shfl_xor_sync(0xffffffffu, mx[h], o);
+        mx[h] = v > mx[h] ? v : mx[h];
+      }
+    if (lane < 4) {
+      red[warp * LOGIT_MMA_HEADS + lane * 2] = mx[0];
+      red[warp * LOGIT_MMA_HEADS + lane * 2 + 1] = mx[1];
+    }
+    mx[0] = mx[1] = -INFINITY;
+    __syncthreads();
+    if (threadIdx.x < G) {
+      float m = -INFINITY;
+      for (int w = 0; w < warps; w++) m = red[w * LOGIT_MMA_HEADS + threadIdx.x] > m ? red[w * LOGIT_MMA_HEADS + threadIdx.x] : m;
+      mxs[(size_t)k * G + threadIdx.x] = m;
+    }
+  }
+}
+
+// Main's kernel against TmaLogits, one range a block, three rounds alternated; bit for bit.
+static int tma(const float* q, const uint16_t* lm, float scale, float* fast, float* other, float* maxes, float* maxes2, int max_tasks) {
+  PFN_cuTensorMapEncodeTiled_v12000 encode = nullptr;
+  cudaDriverEntryPointQueryResult found;
+  CK(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", reinterpret_cast<void**>(&encode), 12000, cudaEnableDefault, &found));
+  if (found != cudaDriverEntryPointSuccess || !encode) {
+    fprintf(stderr, "cuTensorMapEncodeTiled not found in the driver\n");
+    return 2;
+  }
+  CUtensorMap map;
+  const cuuint64_t dims[2] = {D, (cuuint64_t)max_tasks * L};
+  const cuuint64_t strides[1] = {D * 2};
+  const cuuint32_t box[2] = {TMA_BOX_COLS, 128};
+  const cuuint32_t elem[2] = {1, 1};
+  const CUresult r = encode(&map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, const_cast<uint16_t*>(lm), dims, strides, box, elem,
+                            CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                            CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  if (r != CUDA_SUCCESS) {
+    fprintf(stderr, "cuTensorMapEncodeTiled: error %d\n", (int)r);
+    return 2;
+  }
+  CK(skv_smem_optin(TmaLogits, TMA_SMEM));
+  const int nb = logit_blocks(L);
+  int bad = 0;
+  for (int tasks : {8, 16, 32, 128}) {
+    const size_t m = (size_t)tasks * G * L, mm = (size_t)tasks * nb * G;
+    const dim3 grid(tasks, nb);
+    const double mb = tasks * (double)L * D * 2 / 1e6;
+    float t[3][2];
+    for (int k = 0; k < 3; k++) {
+      t[k][0] = median_ms(50, [&] { Fast<<<grid, LOGIT_THREADS, LOGIT_SMEM>>>(q, lm, scale, fast, maxes); });
+      t[k][1] = median_ms(50, [&] { TmaLogits<<<grid, 256, TMA_SMEM>>>(map, q, scale, other, maxes2); });
+    }
+    std::vector<float> a(m), b(m), ma(mm), mb2(mm);
+    CK(cudaMemset(other, 0, m * 4));
+    CK(cudaMemset(maxes2, 0, mm * 4));
+    TmaLogits<<<grid, 256, TMA_SMEM>>>(map, q, scale, other, maxes2);
+    CK(cudaMemcpy(a.data(), fast, m * 4, cudaMemcpyDeviceToHost));
+    CK(cudaMemcpy(b.data(), other, m * 4, cudaMemcpyDeviceToHost));
+    CK(cudaMemcpy(ma.data(), maxes, mm * 4, cudaMemcpyDeviceToHost));
+    CK(cudaMemcpy(mb2.data(), maxes2, mm * 4, cudaMemcpyDeviceToHost));
+    const bool same = !memcmp(a.data(), b.data(), m * 4) && !memcmp(ma.data(), mb2.data(), mm * 4);
+    if (!same) printf("  %d tasks: TmaLogits differs from main's kernel\n", tasks);
+    bad += !same;
+    printf("%3d tasks (%4.0f MB), one range a block, us by round: main %6.1f %6.1f %6.1f | tensor-map tiles %6.1f %6.1f %6.1f\n", tasks, mb,
+           t[0][0] * 1e3, t[1][0] * 1e3, t[2][0] * 1e3, t[0][1] * 1e3, t[1][1] * 1e3, t[2][1] * 1e3);
+  }
+  CK(cudaGetLastError());
+  printf("tma: %s\n", bad ? "OUTPUTS DIFFER" : "every logit and range maximum the same bits as main's kernel");
+  return bad ? 1 : 0;
+}
+
+// Where a block's time goes (main's loop, <false, 1, 256>, one range a block): per block, thread 0's
+// clock64 at its start, after the B fragments, and per tile after the wait, after the next tile's
+// requests and after the mma and stores; the launch's span and its blocks' starts by %globaltimer.
+// Prints the medians over blocks (cycles; the SM clock is read from the device).
+static void trace_stamps(const float* q, const uint16_t* lm, float scale, float* out, float* maxes) {
+  CK(skv_smem_optin(Interleaved<false, 1, 256>, LOGIT_SMEM));
+  const int nb = logit_blocks(L);
+  int khz = 0;
+  CK(cudaDeviceGetAttribute(&khz, cudaDevAttrClockRate, 0));
+  for (int tasks : {8, 16, 32}) {
+    const dim3 grid(tasks, nb);
+    const size_t blocks = (size_t)tasks * nb;
+    unsigned long long* tr;
+    CK(cudaMalloc(&tr, blocks * TRACE_FIELDS * 8));
+    for (int r = 0; r < 5; r++) Interleaved<false, 1, 256><<<grid, 256, LOGIT_SMEM>>>(q, lm, scale, out, maxes, tr);  // warm
+    const float t_main = median_ms(50, [&] { Fast<<<grid, LOGIT_THREADS, LOGIT_SMEM>>>(q, lm, scale, out, maxes); });
+    const float t_copy = median_ms(50, [&] { Interleaved<false, 1, 256><<<grid, 256, LOGIT_SMEM>>>(q, lm, scale, out, maxes); });
+    const float t_traced = median_ms(50, [&] { Interleaved<false, 1, 256><<<grid, 256, LOGIT_SMEM>>>(q, lm, scale, out, maxes, tr); });
+    printf("%3d tasks: main's kernel %.1f us, this copy of its loop %.1f, traced %.1f\n", tasks, t_main * 1e3, t_copy * 1e3, t_traced * 1e3);
+    CK(cudaMemset(tr, 0, blocks * TRACE_FIELDS * 8));
+    Interleaved<false, 1, 256><<<grid, 256, LOGIT_SMEM>>>(q, lm, scale, out, maxes, tr);
+    std::vector<unsigned long long> h(blocks * TRACE_FIELDS);
+    CK(cudaMemcpy(h.data(), tr, h.size() * 8, cudaMemcpyDeviceToHost));
+    CK(cudaFree(tr));
+    auto med = [](std::vector<double> v) { std::sort(v.begin(), v.end()); return v.empty() ? 0.0 : v[v.size() / 2]; };
+    unsigned long long g0 = ~0ull, g1 = 0;
+    std::vector<double> starts, fr, total, wait[TRACE_TILES], issue[TRACE_TILES], mma[TRACE_TILES], tail;
+    for (size_t b = 0; b < blocks; b++) {
+      const unsigned long long* f = &h[b * TRACE_FIELDS];
+      g0 = std::min(g0, f[0]), g1 = std::max(g1, f[1]);
+    }
+    int tiles_seen = 0;
+    for (size_t b = 0; b < blocks; b++) {
+      const unsigned long long* f = &h[b * TRACE_FIELDS];
+      starts.push_back((f[0] - g0) / 1e3);
+      fr.push_back((double)(f[3] - f[2]));
+      total.push_back((double)(f[TRACE_FIELDS - 1] - f[2]));
+      unsigned long long prev = f[3];
+      int n = 0;
+      for (int i = 0; i < TRACE_TILES && f[4 + 3 * i]; i++, n++) {
+        wait[i].push_back((double)(f[4 + 3 * i] - prev));
+        issue[i].push_back((double)(f[5 + 3 * i] - f[4 + 3 * i]));
+        mma[i].push_back((double)(f[6 + 3 * i] - f[5 + 3 * i]));
+        prev = f[6 + 3 * i];
+      }
+      tail.push_back((double)(f[TRACE_FIELDS - 1] - prev));
+      tiles_seen = std::max(tiles_seen, n);
+    }
+    std::vector<double> ends;
+    for (size_t b = 0; b < blocks; b++) ends.push_back((h[b * TRACE_FIELDS + 1] - g0) / 1e3);
+    std::sort(starts.begin(), starts.end());
+    std::sort(ends.begin(), ends.end());
+    printf("%3d tasks, %zu blocks of one range (%d tiles), SM clock %.2f GHz: launch span %.1f us; block starts (us) median %.1f, max %.1f; ends min %.1f, median %.1f\n",
+           tasks, blocks, tiles_seen, khz / 1e6, (g1 - g0) / 1e3, starts[blocks / 2], starts.back(), ends.front(), ends[blocks / 2]);
+    printf("    medians in cycles: block %.0f = fragments %.0f", med(total), med(fr));
+    for (int i = 0; i < tiles_seen; i++) printf(" | tile %d wait %.0f issue %.0f mma %.0f", i, med(wait[i]), med(issue[i]), med(mma[i]));
+    printf(" | tail %.0f\n", med(tail));
+  }
+  CK(cudaGetLastError());
 }
 
 int main(int argc, char** argv) {
@@ -243,6 +486,15 @@ int main(int argc, char** argv) {
     float* maxes2;
     CK(cudaMalloc(&maxes2, (size_t)max_tasks * LOGIT_MAX_BLOCKS * G * 4));
     return interleave(q, lm, scale, fast, simt, maxes, maxes2);
+  }
+  if (argc > 1 && !strcmp(argv[1], "tma")) {
+    float* maxes2;
+    CK(cudaMalloc(&maxes2, (size_t)max_tasks * LOGIT_MAX_BLOCKS * G * 4));
+    return tma(q, lm, scale, fast, simt, maxes, maxes2, max_tasks);
+  }
+  if (argc > 1 && !strcmp(argv[1], "trace")) {
+    trace_stamps(q, lm, scale, fast, maxes);
+    return 0;
   }
   const int nb = logit_blocks(L);
   int bad = 0;

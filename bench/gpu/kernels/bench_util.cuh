@@ -1,5 +1,6 @@
 // What the kernel benchmarks share: a CUDA call that exits with its error, and the median of
-// timed repetitions (CUDA events, after one warm-up run).
+// timed repetitions (CUDA events, after one warm-up run; median_ms_after runs a step of its own
+// before each, untimed).
 #pragma once
 #include <cuda_runtime.h>
 #include <stdio.h>
@@ -16,14 +17,16 @@
     }                                                                                        \
   } while (0)
 
-template <typename F>
-static float median_ms(int reps, F&& f) {
+// pre() runs before each repetition, outside the timed events (e.g. a write that evicts L2).
+template <typename Pre, typename F>
+static float median_ms_after(int reps, Pre&& pre, F&& f) {
   cudaEvent_t a, b;
   CK(cudaEventCreate(&a));
   CK(cudaEventCreate(&b));
   f();  // warm-up
   std::vector<float> t;
   for (int r = 0; r < reps; r++) {
+    pre();
     CK(cudaEventRecord(a));
     f();
     CK(cudaEventRecord(b));
@@ -36,4 +39,9 @@ static float median_ms(int reps, F&& f) {
   CK(cudaEventDestroy(b));
   std::sort(t.begin(), t.end());
   return t[t.size() / 2];
+}
+
+template <typename F>
+static float median_ms(int reps, F&& f) {
+  return median_ms_after(reps, [] {}, f);
 }

@@ -4,13 +4,12 @@
 // heads), with the logit_blocks ranges shared by 33 (one each), 8, 4, 2 and 1 blocks per task.
 // Errors are |logit - ref| / (scale * sum |q| |L|), the dot product's own scale. Exits 1 if the
 // tensor-core path is off by more than 1e-6 of it.
-// `logits_bench interleave`: only main's kernel against Interleaved (below) at 8, 16, 32 and 128
-// tasks, outputs compared bit for bit. Exits 1 if they differ. `logits_bench trace`: where one
-// block's time goes in main's loop at 8, 16 and 32 tasks (trace_stamps). `logits_bench tma`: main's
-// kernel against TmaLogits (the tiles by tensor-map copies), bit for bit; exits 1 if they differ.
-// Usage: logits_bench [interleave | trace | tma]     (built by bench/gpu/kernels/build.sh; needs a GPU)
-#include <cuda.h>
-#include <cudaTypedefs.h>
+// `logits_bench interleave` and `logits_bench tma`: only main's kernel against Variant (below) with
+// two m-blocks a warp, or with its tiles by tensor-map copies, at 8, 16, 32 and 128 tasks, outputs
+// compared bit for bit; exits 1 if they differ. `logits_bench trace`: where one block's time goes in
+// main's loop at 8, 16 and 32 tasks (trace_stamps).
+// A second argument `cold` times each launch after a write that evicts L2 (time_ms).
+// Usage: logits_bench [interleave | trace | tma] [cold]     (built by bench/gpu/kernels/build.sh; needs a GPU)
 #include <stdio.h>
 #include <string.h>
 #include <random>
@@ -18,8 +17,18 @@
 #include "../../../kernels/score.cuh"
 
 #include "bench_util.cuh"
+#include "tensor_map.cuh"
 
 enum { L = 16384, G = 4, D = 128 };
+
+// With `cold` (a mode's second argument) each timed launch follows a 256 MB memset, so the
+// landmarks come from DRAM as in the decode step: 8 tasks' 34 MB otherwise stay in the 50 MB L2.
+static void* flush_buf = nullptr;
+template <typename F>
+static float time_ms(F&& f) {
+  if (!flush_buf) return median_ms(50, f);
+  return median_ms_after(50, [] { CK(cudaMemsetAsync(flush_buf, 1, 256u << 20)); }, f);
+}
 
 __global__ void __launch_bounds__(LOGIT_THREADS, 2) Fast(const float* q, const uint16_t* lm, float scale, float* logits, float* maxes) {
   __shared__ float red[LOGIT_GROUPS * LOGIT_HEADS];
@@ -42,37 +51,59 @@ __global__ void __launch_bounds__(LOGIT_THREADS, 2) Simt(const float* q, const u
 }
 
 // logits_group_mma's loop (logits_mma.cuh) rewritten here to try changes to it (bench/NOTES.md
-// Next v45 item 1), not on main. THREADS / 32 warps, each taking MB 16-row m-blocks of every
+// v44, Next v45 item 1), not on main. THREADS / 32 warps, each taking MB 16-row m-blocks of every
 // 128-row tile, their mma chains interleaved and fed by one set of B fragments, held in registers
-// (REGB) or in shared memory as main's. <false, 1, 256> is main's loop. The arithmetic of every
-// logit is main's (the same k-steps and parts in the same order), so the outputs are the same bits.
-// With `trace`, thread 0 of each block writes TRACE_FIELDS stamps (trace_stamps).
+// (REGB) or in shared memory as main's. Tiles come by main's cp.async words (LogitTiles), or with
+// TMA by the tensor memory accelerator: thread 0 requests a tile as two 64-column boxes of `map`
+// (every task's landmarks, [tasks * L] x D) with the 128-byte swizzle, the XOR of main's layout
+// within each half row, on one mbarrier a stage (rows past the range's end are read and never
+// used). <false, 1, 256, false> is main's loop. The arithmetic of every logit is main's (the same
+// k-steps and parts in the same order), so the outputs are the same bits. With `trace`, thread 0 of
+// each block writes TRACE_FIELDS stamps (trace_stamps).
 enum { TRACE_TILES = 8, TRACE_FIELDS = 4 + 3 * TRACE_TILES + 1 };
+enum { TMA_BOX_COLS = 64, TMA_BOX = 128 * TMA_BOX_COLS * 2, VARIANT_SMEM = LOGIT_SMEM + 1024 };
+static_assert(2 * TMA_BOX == LOGIT_TILE_BYTES, "a tile is two boxes");
 __device__ __forceinline__ unsigned long long global_ns() {
   unsigned long long t;
   asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
   return t;
 }
-template <bool REGB, int MB, int THREADS>
-__global__ void __launch_bounds__(THREADS, 2) Interleaved(const float* q, const uint16_t* lm, float scale, float* logits, float* maxes,
-                                                        unsigned long long* trace = nullptr) {
-  constexpr int ROW_BYTES = D * 2, KS = D / 16;
+template <bool REGB, int MB, int THREADS, bool TMA>
+__global__ void __launch_bounds__(THREADS, 2) Variant(const __grid_constant__ CUtensorMap map, const float* q, const uint16_t* lm, float scale,
+                                                      float* logits, float* maxes, unsigned long long* trace) {
+  using namespace skv_mma;
+  constexpr int ROW_BYTES = D * 2, KS = D / 16, TILE = LOGIT_TILE_BYTES, PER = TILE / ROW_BYTES;
   unsigned long long* tr = trace ? trace + ((size_t)blockIdx.y * gridDim.x + blockIdx.x) * TRACE_FIELDS : nullptr;
   const bool stamp = tr && threadIdx.x == 0;
   if (stamp) tr[0] = global_ns(), tr[2] = clock64();
+  extern __shared__ uint8_t raw[];
+  char* stage = reinterpret_cast<char*>(TMA ? (reinterpret_cast<uintptr_t>(raw) + 1023) & ~uintptr_t(1023) : reinterpret_cast<uintptr_t>(raw));
   __shared__ float red[THREADS / 32 * LOGIT_MMA_HEADS];
   __shared__ uint2 frag[KS][3][32];
-  extern __shared__ __align__(16) char stage[];
+  __shared__ __align__(8) uint64_t bar[LOGIT_STAGES];
   const int task = blockIdx.x, nb = logit_blocks(L), per = (nb + (int)gridDim.y - 1) / (int)gridDim.y;
   const int b0 = (int)blockIdx.y * per, b1 = min(nb, b0 + per);
   if (b0 >= nb) return;
-  const float* qt = q + (size_t)task * G * D;
-  float* out = logits + (size_t)task * G * L;
-  float* mxs = maxes + ((size_t)task * nb + b0) * G;
+  const int span = (L + nb - 1) / nb, per_range = max(1, (span + PER - 1) / PER), tiles_n = (b1 - b0) * per_range;
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
   LogitTiles<D, LOGIT_STAGES, LOGIT_TILE_BYTES> tiles(lm + (size_t)task * L * D, L, nb, b0, b1, stage);
-  for (int t = 0; t < LOGIT_STAGES - 1; t++) tiles.issue();
-  uint2 breg[REGB ? KS : 1][3];
+  if (TMA) {
+    if (threadIdx.x < LOGIT_STAGES) mbar_init(&bar[threadIdx.x], 1);
+    mbar_init_fence();
+    __syncthreads();
+  }
+  // Tile i of the block's walk (range b0 + i / per_range, its tile i % per_range), requested in order.
+  auto issue = [&](int i) {
+    if (!TMA) return tiles.issue();
+    if (threadIdx.x != 0 || i >= tiles_n) return;
+    char* st = stage + (i % LOGIT_STAGES) * TILE;
+    const int y = task * L + min((b0 + i / per_range) * span, (int)L) + (i % per_range) * PER;
+    fence_proxy_async();
+    mbar_arrive_expect(&bar[i % LOGIT_STAGES], TILE);
+    for (int h = 0; h < 2; h++) tma_box(st + h * TMA_BOX, &map, h * TMA_BOX_COLS, y, &bar[i % LOGIT_STAGES]);
+  };
+  for (int i = 0; i < LOGIT_STAGES - 1; i++) issue(i);
+  const float* qt = q + (size_t)task * G * D;
   auto bfrag = [&](int ks, int l, uint2 (&out3)[3]) {
     const int hn = l / 4, e = ks * 16 + (l % 4) * 2;
     uint32_t part[3][2];
@@ -84,6 +115,7 @@ __global__ void __launch_bounds__(THREADS, 2) Interleaved(const float* q, const 
 #pragma unroll
     for (int p = 0; p < 3; p++) out3[p] = make_uint2(part[p][0], part[p][1]);
   };
+  uint2 breg[REGB ? KS : 1][3];
   if constexpr (REGB) {
 #pragma unroll
     for (int ks = 0; ks < KS; ks++) bfrag(ks, lane, breg[ks]);
@@ -95,20 +127,25 @@ __global__ void __launch_bounds__(THREADS, 2) Interleaved(const float* q, const 
     }
   }
   if (stamp) tr[3] = clock64();
-  int tile_no = 0;
-  const int ranges = b1 - b0, per_range = tiles.per_range;
+  // The 16-byte word w of staged row `row` of a tile.
+  auto word = [&](const char* tile, int row, int w) {
+    return reinterpret_cast<const uint16_t*>(TMA ? tile + (w / 8) * TMA_BOX + row * 128 + ((w % 8) ^ (row & 7)) * 16
+                                                 : tile + row * ROW_BYTES + logits_swizzle(row, w) * 16);
+  };
+  float* out = logits + (size_t)task * G * L;
+  float* mxs = maxes + ((size_t)task * nb + b0) * G;
   float mx[2] = {-INFINITY, -INFINITY};
-  for (int k = 0, t = 0, at = 0; k < ranges;) {
-    skv_mma::cp_async_wait<LOGIT_STAGES - 2>();
-    __syncthreads();
-    const int ti = tile_no < TRACE_TILES ? tile_no : TRACE_TILES - 1;
+  for (int i = 0; i < tiles_n; i++) {
+    if (TMA) mbar_wait(&bar[i % LOGIT_STAGES], (unsigned)(i / LOGIT_STAGES) & 1u);
+    else cp_async_wait<LOGIT_STAGES - 2>();
+    __syncthreads();  // tile i is in for every thread, and every warp is done with tile i - 1's stage
+    const int ti = i < TRACE_TILES ? i : TRACE_TILES - 1;
     if (stamp) tr[4 + 3 * ti] = clock64();
-    tiles.issue();
+    issue(i + LOGIT_STAGES - 1);
     if (stamp) tr[5 + 3 * ti] = clock64();
-    const char* tile = stage + at * LOGIT_TILE_BYTES;
-    at = at == LOGIT_STAGES - 1 ? 0 : at + 1;
-    int r0;
-    const int rn = tiles.rows_of(k, t, &r0);
+    const char* tile = stage + (i % LOGIT_STAGES) * TILE;
+    const int k = i / per_range, t = i % per_range, c0 = min((b0 + k) * span, (int)L), c1 = min(c0 + span, (int)L), r0 = c0 + t * PER;
+    const int rn = max(0, min(PER, c1 - r0));
     for (int m0 = warp * 16 * MB; m0 < rn; m0 += warps * 16 * MB) {
       float acc[MB][4] = {};
       int arow[MB];
@@ -118,206 +155,34 @@ __global__ void __launch_bounds__(THREADS, 2) Interleaved(const float* q, const 
       for (int ks = 0; ks < KS; ks++) {
         uint32_t a[MB][4];
 #pragma unroll
-        for (int mb = 0; mb < MB; mb++)
-          skv_mma::ldsm_x4(a[mb], reinterpret_cast<const uint16_t*>(tile + arow[mb] * ROW_BYTES + logits_swizzle(arow[mb], ks * 2 + lane / 16) * 16));
+        for (int mb = 0; mb < MB; mb++) ldsm_x4(a[mb], word(tile, arow[mb], ks * 2 + lane / 16));
         float c[MB][4] = {};
 #pragma unroll
         for (int p = 2; p >= 0; p--) {
           uint2 b;
           if constexpr (REGB) b = breg[ks][p];
-          else b = skv_mma::lds_u2(&frag[ks][p][lane]);
+          else b = lds_u2(&frag[ks][p][lane]);
 #pragma unroll
-          for (int mb = 0; mb < MB; mb++) skv_mma::mma_bf16(c[mb], a[mb], b.x, b.y);
+          for (int mb = 0; mb < MB; mb++) mma_bf16(c[mb], a[mb], b.x, b.y);
         }
 #pragma unroll
         for (int mb = 0; mb < MB; mb++)
 #pragma unroll
-          for (int i = 0; i < 4; i++) acc[mb][i] = __fadd_rn(acc[mb][i], c[mb][i]);
+          for (int j = 0; j < 4; j++) acc[mb][j] = __fadd_rn(acc[mb][j], c[mb][j]);
       }
 #pragma unroll
       for (int mb = 0; mb < MB; mb++)
 #pragma unroll
-        for (int i = 0; i < 4; i++) {
-          const int row = m0 + mb * 16 + lane / 4 + (i >= 2 ? 8 : 0), head = (lane % 4) * 2 + i % 2;
+        for (int j = 0; j < 4; j++) {
+          const int row = m0 + mb * 16 + lane / 4 + (j >= 2 ? 8 : 0), head = (lane % 4) * 2 + j % 2;
           if (row < rn && head < G) {
-            const float v = acc[mb][i] * scale;
+            const float v = acc[mb][j] * scale;
             out[(size_t)head * L + r0 + row] = v;
-            mx[i % 2] = v > mx[i % 2] ? v : mx[i % 2];
+            mx[j % 2] = v > mx[j % 2] ? v : mx[j % 2];
           }
         }
     }
     if (stamp) tr[6 + 3 * ti] = clock64();
-    tile_no++;
-    if (++t < per_range) continue;
-    t = 0;
-#pragma unroll
-    for (int o = 4; o < 32; o <<= 1)
-#pragma unroll
-      for (int h = 0; h < 2; h++) {
-        const float v = __shfl_xor_sync(0xffffffffu, mx[h], o);
-        mx[h] = v > mx[h] ? v : mx[h];
-      }
-    if (lane < 4) {
-      red[warp * LOGIT_MMA_HEADS + lane * 2] = mx[0];
-      red[warp * LOGIT_MMA_HEADS + lane * 2 + 1] = mx[1];
-    }
-    mx[0] = mx[1] = -INFINITY;
-    __syncthreads();
-    if (threadIdx.x < G) {
-      float m = -INFINITY;
-      for (int w = 0; w < warps; w++) m = red[w * LOGIT_MMA_HEADS + threadIdx.x] > m ? red[w * LOGIT_MMA_HEADS + threadIdx.x] : m;
-      mxs[(size_t)k * G + threadIdx.x] = m;
-    }
-    k++;
-  }
-  skv_mma::cp_async_wait<0>();
-  if (stamp) tr[TRACE_FIELDS - 1] = clock64(), tr[1] = global_ns();
-}
-
-// Main's kernel against Interleaved<false / true>, one range a block (the step's split at 1-4 rows),
-// alternated in rounds; exits 1 if any logit or range maximum differs from main's.
-static int interleave(const float* q, const uint16_t* lm, float scale, float* fast, float* other, float* maxes, float* maxes2) {
-  CK(skv_smem_optin(Interleaved<false, 2, 128>, LOGIT_SMEM));
-  CK(skv_smem_optin(Interleaved<true, 2, 128>, LOGIT_SMEM));
-  const int nb = logit_blocks(L);
-  int bad = 0;
-  for (int tasks : {8, 16, 32, 128}) {
-    const size_t m = (size_t)tasks * G * L, mm = (size_t)tasks * nb * G;
-    const dim3 grid(tasks, nb);
-    const double mb = tasks * (double)L * D * 2 / 1e6;
-    std::vector<float> a(m), b(m), ma(mm), mb2(mm);
-    float t[3][3];
-    for (int r = 0; r < 3; r++) {
-      t[r][0] = median_ms(50, [&] { Fast<<<grid, LOGIT_THREADS, LOGIT_SMEM>>>(q, lm, scale, fast, maxes); });
-      t[r][1] = median_ms(50, [&] { Interleaved<false, 2, 128><<<grid, 128, LOGIT_SMEM>>>(q, lm, scale, other, maxes2); });
-      t[r][2] = median_ms(50, [&] { Interleaved<true, 2, 128><<<grid, 128, LOGIT_SMEM>>>(q, lm, scale, other, maxes2); });
-    }
-    CK(cudaMemcpy(a.data(), fast, m * 4, cudaMemcpyDeviceToHost));
-    CK(cudaMemcpy(ma.data(), maxes, mm * 4, cudaMemcpyDeviceToHost));
-    for (int v = 0; v < 2; v++) {
-      CK(cudaMemset(other, 0, m * 4));
-      CK(cudaMemset(maxes2, 0, mm * 4));
-      if (v == 0) Interleaved<false, 2, 128><<<grid, 128, LOGIT_SMEM>>>(q, lm, scale, other, maxes2);
-      else Interleaved<true, 2, 128><<<grid, 128, LOGIT_SMEM>>>(q, lm, scale, other, maxes2);
-      CK(cudaMemcpy(b.data(), other, m * 4, cudaMemcpyDeviceToHost));
-      CK(cudaMemcpy(mb2.data(), maxes2, mm * 4, cudaMemcpyDeviceToHost));
-      const bool same = !memcmp(a.data(), b.data(), m * 4) && !memcmp(ma.data(), mb2.data(), mm * 4);
-      if (!same) printf("  %d tasks: Interleaved<%s> differs from main's kernel\n", tasks, v ? "regs" : "smem");
-      bad += !same;
-    }
-    printf("%3d tasks (%4.0f MB), one range a block, us by round: main", tasks, mb);
-    for (int r = 0; r < 3; r++) printf(" %6.1f", t[r][0] * 1e3);
-    printf(" | interleaved, B in shared memory");
-    for (int r = 0; r < 3; r++) printf(" %6.1f", t[r][1] * 1e3);
-    printf(" | interleaved, B in registers");
-    for (int r = 0; r < 3; r++) printf(" %6.1f", t[r][2] * 1e3);
-    printf("\n");
-  }
-  CK(cudaGetLastError());
-  printf("interleave: %s\n", bad ? "OUTPUTS DIFFER" : "every logit and range maximum the same bits as main's kernel");
-  return bad ? 1 : 0;
-}
-
-__global__ void Reference(const float* q, const uint16_t* lm, double scale, int tasks, double* ref, double* mag) {
-  const size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
-  if (i >= (size_t)tasks * G * L) return;
-  const size_t task = i / (G * L), j = i / L % G, c = i % L;
-  double s = 0, m = 0;
-  for (int e = 0; e < D; e++) {
-    const double x = q[(task * G + j) * D + e], y = bf16_to_f32(lm[(task * L + c) * D + e]);
-    s += x * y;
-    m += fabs(x * y);
-  }
-  ref[i] = s * scale;
-  mag[i] = m * fabs(scale);
-}
-
-// Main's loop with its tiles brought in by the tensor memory accelerator (bench/NOTES.md Next v45
-// item 1): trace_stamps found a block's copy requests (8 cp.async a thread a tile, each with its row,
-// swizzle and address) ~40 % of its time at 1 row. Here thread 0 requests a 128-row tile as two
-// 64-column boxes of a tensor map over every task's landmarks ([tasks * L] x D bf16) with the
-// 128-byte swizzle, which is the XOR of main's layout within each half of a row; rows past the
-// range's end are read too (or zero past the tensor's) and never used. The same bits as main's.
-enum { TMA_BOX_COLS = 64, TMA_BOX = 128 * TMA_BOX_COLS * 2, TMA_SMEM = LOGIT_STAGES * 2 * TMA_BOX + 1024 };
-__global__ void __launch_bounds__(256, 2) TmaLogits(const __grid_constant__ CUtensorMap map, const float* q, float scale, float* logits,
-                                                    float* maxes) {
-  using namespace skv_mma;
-  constexpr int KS = D / 16, TILE = 2 * TMA_BOX;
-  extern __shared__ uint8_t raw[];
-  uint8_t* stage = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(raw) + 1023) & ~uintptr_t(1023));
-  __shared__ float red[8 * LOGIT_MMA_HEADS];
-  __shared__ uint2 frag[KS][3][32];
-  __shared__ __align__(8) uint64_t bar[LOGIT_STAGES];
-  const int task = blockIdx.x, nb = logit_blocks(L), per = (nb + (int)gridDim.y - 1) / (int)gridDim.y;
-  const int b0 = (int)blockIdx.y * per, b1 = min(nb, b0 + per);
-  if (b0 >= nb) return;
-  const int span = (L + nb - 1) / nb, per_range = (span + 127) / 128, ranges = b1 - b0;
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
-  if (threadIdx.x < LOGIT_STAGES) mbar_init(&bar[threadIdx.x], 1);
-  mbar_init_fence();
-  __syncthreads();
-  auto issue = [&](int i) {  // tile i of the block's walk: range b0 + i / per_range, its tile i % per_range
-    if (threadIdx.x != 0 || i >= ranges * per_range) return;
-    uint8_t* st = stage + (i % LOGIT_STAGES) * TILE;
-    uint64_t* b = &bar[i % LOGIT_STAGES];
-    const int y = task * L + (b0 + i / per_range) * span + (i % per_range) * 128;
-    fence_proxy_async();
-    mbar_arrive_expect(b, TILE);
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    for (int h = 0; h < 2; h++)
-      asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];"
-                   ::"r"(smem_addr(st + h * TMA_BOX)), "l"(reinterpret_cast<uint64_t>(&map)), "r"(h * TMA_BOX_COLS), "r"(y),
-                     "r"(smem_addr(b)) : "memory");
-#endif
-  };
-  for (int i = 0; i < LOGIT_STAGES - 1; i++) issue(i);
-  const float* qt = q + (size_t)task * G * D;
-  for (int i = threadIdx.x; i < KS * 32; i += blockDim.x) {
-    const int ks = i / 32, l = i % 32, hn = l / 4, e = ks * 16 + (l % 4) * 2;
-    uint32_t part[3][2];
-    for (int h = 0; h < 2; h++) {
-      const float x = hn < G ? qt[(size_t)hn * D + e + 8 * h] : 0.f, y = hn < G ? qt[(size_t)hn * D + e + 8 * h + 1] : 0.f;
-      split3_bf16x2(x, y, part[0][h], part[1][h], part[2][h]);
-    }
-    for (int p = 0; p < 3; p++) frag[ks][p][l] = make_uint2(part[p][0], part[p][1]);
-  }
-  float* out = logits + (size_t)task * G * L;
-  float* mxs = maxes + ((size_t)task * nb + b0) * G;
-  float mx[2] = {-INFINITY, -INFINITY};
-  for (int i = 0; i < ranges * per_range; i++) {
-    mbar_wait(&bar[i % LOGIT_STAGES], (unsigned)(i / LOGIT_STAGES) & 1u);
-    __syncthreads();  // every warp is done with tile i - 1, whose stage the next copies take
-    issue(i + LOGIT_STAGES - 1);
-    const uint8_t* tile = stage + (i % LOGIT_STAGES) * TILE;
-    const int k = i / per_range, t = i % per_range, c0 = min((b0 + k) * span, L), c1 = min(c0 + span, L), r0 = c0 + t * 128;
-    const int rn = max(0, min(128, c1 - r0));
-    for (int m0 = warp * 16; m0 < rn; m0 += warps * 16) {
-      float acc[4] = {0.f, 0.f, 0.f, 0.f};
-      const int arow = m0 + lane % 8 + 8 * ((lane / 8) % 2);
-#pragma unroll
-      for (int ks = 0; ks < KS; ks++) {
-        const int w = ks * 2 + lane / 16;  // the 16-byte word of the row: half w / 8, word w % 8 there
-        uint32_t a[4];
-        ldsm_x4(a, reinterpret_cast<const uint16_t*>(tile + (w / 8) * TMA_BOX + arow * 128 + (((w % 8) ^ (arow & 7)) * 16)));
-        float c[4] = {0.f, 0.f, 0.f, 0.f};
-#pragma unroll
-        for (int p = 2; p >= 0; p--) {
-          const uint2 b = lds_u2(&frag[ks][p][lane]);
-          mma_bf16(c, a, b.x, b.y);
-        }
-#pragma unroll
-        for (int j = 0; j < 4; j++) acc[j] = __fadd_rn(acc[j], c[j]);
-      }
-#pragma unroll
-      for (int j = 0; j < 4; j++) {
-        const int row = m0 + lane / 4 + (j >= 2 ? 8 : 0), head = (lane % 4) * 2 + j % 2;
-        if (row < rn && head < G) {
-          const float v = acc[j] * scale;
-          out[(size_t)head * L + r0 + row] = v;
-          mx[j % 2] = v > mx[j % 2] ? v : mx[j % 2];
-        }
-      }
-    }
     if (t + 1 < per_range) continue;
 #pragma unroll
     for (int o = 4; o < 32; o <<= 1)
@@ -338,66 +203,87 @@ __global__ void __launch_bounds__(256, 2) TmaLogits(const __grid_constant__ CUte
       mxs[(size_t)k * G + threadIdx.x] = m;
     }
   }
+  if (!TMA) cp_async_wait<0>();
+  if (stamp) tr[TRACE_FIELDS - 1] = clock64(), tr[1] = global_ns();
 }
 
-// Main's kernel against TmaLogits, one range a block, three rounds alternated; bit for bit.
-static int tma(const float* q, const uint16_t* lm, float scale, float* fast, float* other, float* maxes, float* maxes2, int max_tasks) {
-  PFN_cuTensorMapEncodeTiled_v12000 encode = nullptr;
-  cudaDriverEntryPointQueryResult found;
-  CK(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", reinterpret_cast<void**>(&encode), 12000, cudaEnableDefault, &found));
-  if (found != cudaDriverEntryPointSuccess || !encode) {
-    fprintf(stderr, "cuTensorMapEncodeTiled not found in the driver\n");
-    return 2;
+// The variants the modes time, by name (their shared memory allowed in main).
+struct Launcher {
+  const char* name;
+  void (*kernel)(CUtensorMap, const float*, const uint16_t*, float, float*, float*, unsigned long long*);
+  int threads;
+  void operator()(dim3 grid, const CUtensorMap& map, const float* q, const uint16_t* lm, float scale, float* out, float* maxes,
+                  unsigned long long* trace = nullptr) const {
+    kernel<<<grid, threads, VARIANT_SMEM>>>(map, q, lm, scale, out, maxes, trace);
   }
-  CUtensorMap map;
-  const cuuint64_t dims[2] = {D, (cuuint64_t)max_tasks * L};
-  const cuuint64_t strides[1] = {D * 2};
-  const cuuint32_t box[2] = {TMA_BOX_COLS, 128};
-  const cuuint32_t elem[2] = {1, 1};
-  const CUresult r = encode(&map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, const_cast<uint16_t*>(lm), dims, strides, box, elem,
-                            CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
-                            CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
-  if (r != CUDA_SUCCESS) {
-    fprintf(stderr, "cuTensorMapEncodeTiled: error %d\n", (int)r);
-    return 2;
-  }
-  CK(skv_smem_optin(TmaLogits, TMA_SMEM));
+};
+static const Launcher VARIANTS[] = {
+    {"main's loop (copy)", Variant<false, 1, 256, false>, 256},
+    {"interleaved, B in shared memory", Variant<false, 2, 128, false>, 128},
+    {"interleaved, B in registers", Variant<true, 2, 128, false>, 128},
+    {"tensor-map tiles", Variant<false, 1, 256, true>, 256},
+};
+
+// Main's kernel against the variants `which` (indices into VARIANTS), one range a block (the step's
+// split at 1-4 rows), three rounds alternated; exits 1 if any logit or range maximum differs.
+static int compare(std::initializer_list<int> which, const CUtensorMap& map, const float* q, const uint16_t* lm, float scale, float* fast,
+                   float* other, float* maxes, float* maxes2) {
   const int nb = logit_blocks(L);
   int bad = 0;
   for (int tasks : {8, 16, 32, 128}) {
     const size_t m = (size_t)tasks * G * L, mm = (size_t)tasks * nb * G;
     const dim3 grid(tasks, nb);
-    const double mb = tasks * (double)L * D * 2 / 1e6;
-    float t[3][2];
-    for (int k = 0; k < 3; k++) {
-      t[k][0] = median_ms(50, [&] { Fast<<<grid, LOGIT_THREADS, LOGIT_SMEM>>>(q, lm, scale, fast, maxes); });
-      t[k][1] = median_ms(50, [&] { TmaLogits<<<grid, 256, TMA_SMEM>>>(map, q, scale, other, maxes2); });
-    }
     std::vector<float> a(m), b(m), ma(mm), mb2(mm);
-    CK(cudaMemset(other, 0, m * 4));
-    CK(cudaMemset(maxes2, 0, mm * 4));
-    TmaLogits<<<grid, 256, TMA_SMEM>>>(map, q, scale, other, maxes2);
+    std::vector<std::vector<float>> t(1 + which.size());
+    for (int r = 0; r < 3; r++) {
+      t[0].push_back(time_ms([&] { Fast<<<grid, LOGIT_THREADS, LOGIT_SMEM>>>(q, lm, scale, fast, maxes); }));
+      int j = 1;
+      for (int v : which) t[j++].push_back(time_ms([&] { VARIANTS[v](grid, map, q, lm, scale, other, maxes2); }));
+    }
     CK(cudaMemcpy(a.data(), fast, m * 4, cudaMemcpyDeviceToHost));
-    CK(cudaMemcpy(b.data(), other, m * 4, cudaMemcpyDeviceToHost));
     CK(cudaMemcpy(ma.data(), maxes, mm * 4, cudaMemcpyDeviceToHost));
-    CK(cudaMemcpy(mb2.data(), maxes2, mm * 4, cudaMemcpyDeviceToHost));
-    const bool same = !memcmp(a.data(), b.data(), m * 4) && !memcmp(ma.data(), mb2.data(), mm * 4);
-    if (!same) printf("  %d tasks: TmaLogits differs from main's kernel\n", tasks);
-    bad += !same;
-    printf("%3d tasks (%4.0f MB), one range a block, us by round: main %6.1f %6.1f %6.1f | tensor-map tiles %6.1f %6.1f %6.1f\n", tasks, mb,
-           t[0][0] * 1e3, t[1][0] * 1e3, t[2][0] * 1e3, t[0][1] * 1e3, t[1][1] * 1e3, t[2][1] * 1e3);
+    printf("%3d tasks (%4.0f MB), one range a block, us by round: main", tasks, tasks * (double)L * D * 2 / 1e6);
+    for (float x : t[0]) printf(" %6.1f", x * 1e3);
+    int j = 1;
+    for (int v : which) {
+      CK(cudaMemset(other, 0, m * 4));
+      CK(cudaMemset(maxes2, 0, mm * 4));
+      VARIANTS[v](grid, map, q, lm, scale, other, maxes2);
+      CK(cudaMemcpy(b.data(), other, m * 4, cudaMemcpyDeviceToHost));
+      CK(cudaMemcpy(mb2.data(), maxes2, mm * 4, cudaMemcpyDeviceToHost));
+      const bool same = !memcmp(a.data(), b.data(), m * 4) && !memcmp(ma.data(), mb2.data(), mm * 4);
+      bad += !same;
+      printf(" | %s%s", VARIANTS[v].name, same ? "" : " (DIFFERS)");
+      for (float x : t[j]) printf(" %6.1f", x * 1e3);
+      j++;
+    }
+    printf("\n");
   }
   CK(cudaGetLastError());
-  printf("tma: %s\n", bad ? "OUTPUTS DIFFER" : "every logit and range maximum the same bits as main's kernel");
+  printf("%s\n", bad ? "OUTPUTS DIFFER" : "every logit and range maximum the same bits as main's kernel");
   return bad ? 1 : 0;
+}
+
+__global__ void Reference(const float* q, const uint16_t* lm, double scale, int tasks, double* ref, double* mag) {
+  const size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+  if (i >= (size_t)tasks * G * L) return;
+  const size_t task = i / (G * L), j = i / L % G, c = i % L;
+  double s = 0, m = 0;
+  for (int e = 0; e < D; e++) {
+    const double x = q[(task * G + j) * D + e], y = bf16_to_f32(lm[(task * L + c) * D + e]);
+    s += x * y;
+    m += fabs(x * y);
+  }
+  ref[i] = s * scale;
+  mag[i] = m * fabs(scale);
 }
 
 // Where a block's time goes (main's loop, <false, 1, 256>, one range a block): per block, thread 0's
 // clock64 at its start, after the B fragments, and per tile after the wait, after the next tile's
 // requests and after the mma and stores; the launch's span and its blocks' starts by %globaltimer.
 // Prints the medians over blocks (cycles; the SM clock is read from the device).
-static void trace_stamps(const float* q, const uint16_t* lm, float scale, float* out, float* maxes) {
-  CK(skv_smem_optin(Interleaved<false, 1, 256>, LOGIT_SMEM));
+static void trace_stamps(const CUtensorMap& map, const float* q, const uint16_t* lm, float scale, float* out, float* maxes) {
+  const Launcher& copy = VARIANTS[0];
   const int nb = logit_blocks(L);
   int khz = 0;
   CK(cudaDeviceGetAttribute(&khz, cudaDevAttrClockRate, 0));
@@ -406,13 +292,14 @@ static void trace_stamps(const float* q, const uint16_t* lm, float scale, float*
     const size_t blocks = (size_t)tasks * nb;
     unsigned long long* tr;
     CK(cudaMalloc(&tr, blocks * TRACE_FIELDS * 8));
-    for (int r = 0; r < 5; r++) Interleaved<false, 1, 256><<<grid, 256, LOGIT_SMEM>>>(q, lm, scale, out, maxes, tr);  // warm
-    const float t_main = median_ms(50, [&] { Fast<<<grid, LOGIT_THREADS, LOGIT_SMEM>>>(q, lm, scale, out, maxes); });
-    const float t_copy = median_ms(50, [&] { Interleaved<false, 1, 256><<<grid, 256, LOGIT_SMEM>>>(q, lm, scale, out, maxes); });
-    const float t_traced = median_ms(50, [&] { Interleaved<false, 1, 256><<<grid, 256, LOGIT_SMEM>>>(q, lm, scale, out, maxes, tr); });
+    for (int r = 0; r < 5; r++) copy(grid, map, q, lm, scale, out, maxes, tr);  // warm
+    const float t_main = time_ms([&] { Fast<<<grid, LOGIT_THREADS, LOGIT_SMEM>>>(q, lm, scale, out, maxes); });
+    const float t_copy = time_ms([&] { copy(grid, map, q, lm, scale, out, maxes); });
+    const float t_traced = time_ms([&] { copy(grid, map, q, lm, scale, out, maxes, tr); });
     printf("%3d tasks: main's kernel %.1f us, this copy of its loop %.1f, traced %.1f\n", tasks, t_main * 1e3, t_copy * 1e3, t_traced * 1e3);
     CK(cudaMemset(tr, 0, blocks * TRACE_FIELDS * 8));
-    Interleaved<false, 1, 256><<<grid, 256, LOGIT_SMEM>>>(q, lm, scale, out, maxes, tr);
+    if (flush_buf) CK(cudaMemsetAsync(flush_buf, 1, 256u << 20));
+    copy(grid, map, q, lm, scale, out, maxes, tr);
     std::vector<unsigned long long> h(blocks * TRACE_FIELDS);
     CK(cudaMemcpy(h.data(), tr, h.size() * 8, cudaMemcpyDeviceToHost));
     CK(cudaFree(tr));
@@ -482,19 +369,18 @@ int main(int argc, char** argv) {
   CK(skv_smem_optin(Fast, LOGIT_SMEM));
   CK(skv_smem_optin(Simt, LOGIT_SMEM));
   const float scale = 1.f / sqrtf((float)D);
-  if (argc > 1 && !strcmp(argv[1], "interleave")) {
+  if (argc > 2 && !strcmp(argv[2], "cold")) {
+    CK(cudaMalloc(&flush_buf, 256u << 20));
+    printf("cold: every timed launch follows a 256 MB memset (landmarks from DRAM)\n");
+  }
+  if (argc > 1 && (!strcmp(argv[1], "interleave") || !strcmp(argv[1], "tma") || !strcmp(argv[1], "trace"))) {
+    for (const Launcher& v : VARIANTS) CK(skv_smem_optin(v.kernel, VARIANT_SMEM));
+    const CUtensorMap map = bf16_swizzled_map(lm, (uint64_t)max_tasks * L, D, TMA_BOX_COLS, 128);
     float* maxes2;
     CK(cudaMalloc(&maxes2, (size_t)max_tasks * LOGIT_MAX_BLOCKS * G * 4));
-    return interleave(q, lm, scale, fast, simt, maxes, maxes2);
-  }
-  if (argc > 1 && !strcmp(argv[1], "tma")) {
-    float* maxes2;
-    CK(cudaMalloc(&maxes2, (size_t)max_tasks * LOGIT_MAX_BLOCKS * G * 4));
-    return tma(q, lm, scale, fast, simt, maxes, maxes2, max_tasks);
-  }
-  if (argc > 1 && !strcmp(argv[1], "trace")) {
-    trace_stamps(q, lm, scale, fast, maxes);
-    return 0;
+    if (!strcmp(argv[1], "trace")) return trace_stamps(map, q, lm, scale, fast, maxes), 0;
+    if (!strcmp(argv[1], "tma")) return compare({3}, map, q, lm, scale, fast, simt, maxes, maxes2);
+    return compare({1, 2}, map, q, lm, scale, fast, simt, maxes, maxes2);
   }
   const int nb = logit_blocks(L);
   int bad = 0;

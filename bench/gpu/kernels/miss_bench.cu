@@ -29,8 +29,9 @@ __global__ void GatherPerChunk(const uint4* const* pages, int page_chunks, const
   out[(size_t)blockIdx.x * CHUNK_WORDS + threadIdx.x] = src[threadIdx.x];
 }
 
-// K words per thread requested before any is stored.
-template <int K>
+// K words per thread requested before any is stored; WIDE: each load asks L2 for 256-byte sectors
+// (a hint, sm_80+).
+template <int K, bool WIDE = false>
 __global__ void GatherInFlight(const uint4* const* pages, int page_chunks, const int32_t* ids, int n, uint4* out) {
   const size_t words = (size_t)n * CHUNK_WORDS, stride = (size_t)gridDim.x * blockDim.x;
   for (size_t w0 = blockIdx.x * (size_t)blockDim.x + threadIdx.x; w0 < words; w0 += stride * K) {
@@ -40,30 +41,11 @@ __global__ void GatherInFlight(const uint4* const* pages, int page_chunks, const
       const size_t w = w0 + k * stride;
       if (w < words) {
         const int id = ids[w / CHUNK_WORDS];
-        v[k] = pages[id / page_chunks][(size_t)(id % page_chunks) * CHUNK_WORDS + w % CHUNK_WORDS];
-      }
-    }
-#pragma unroll
-    for (int k = 0; k < K; k++) {
-      const size_t w = w0 + k * stride;
-      if (w < words) out[w] = v[k];
-    }
-  }
-}
-
-// GatherInFlight<4> with the L2 asked to fetch 256-byte sectors (a hint; sm_80+).
-__global__ void GatherWide(const uint4* const* pages, int page_chunks, const int32_t* ids, int n, uint4* out) {
-  enum { K = 4 };
-  const size_t words = (size_t)n * CHUNK_WORDS, stride = (size_t)gridDim.x * blockDim.x;
-  for (size_t w0 = blockIdx.x * (size_t)blockDim.x + threadIdx.x; w0 < words; w0 += stride * K) {
-    uint4 v[K];
-#pragma unroll
-    for (int k = 0; k < K; k++) {
-      const size_t w = w0 + k * stride;
-      if (w < words) {
-        const int id = ids[w / CHUNK_WORDS];
         const uint4* p = pages[id / page_chunks] + (size_t)(id % page_chunks) * CHUNK_WORDS + w % CHUNK_WORDS;
-        asm volatile("ld.global.nc.L2::256B.v4.u32 {%0, %1, %2, %3}, [%4];" : "=r"(v[k].x), "=r"(v[k].y), "=r"(v[k].z), "=r"(v[k].w) : "l"(p));
+        if constexpr (WIDE)
+          asm volatile("ld.global.nc.L2::256B.v4.u32 {%0, %1, %2, %3}, [%4];" : "=r"(v[k].x), "=r"(v[k].y), "=r"(v[k].z), "=r"(v[k].w) : "l"(p));
+        else
+          v[k] = *p;
       }
     }
 #pragma unroll
@@ -186,7 +168,7 @@ static int variants(size_t total) {
     line("loads, 4 in flight (the step's pattern)", median_ms(20, [&] { GatherInFlight<4><<<2 * sms, 256>>>(pages_d, h.page_chunks, ids, n, out); }));
     check("loads");
     CK(cudaMemset(out, 0, got.size() * 16));
-    line("loads, L2::256B hint", median_ms(20, [&] { GatherWide<<<2 * sms, 256>>>(pages_d, h.page_chunks, ids, n, out); }));
+    line("loads, L2::256B hint", median_ms(20, [&] { GatherInFlight<4, true><<<2 * sms, 256>>>(pages_d, h.page_chunks, ids, n, out); }));
     check("L2::256B");
     for (int per_sm : {2, 4, 8}) {
       CK(cudaMemset(out, 0, got.size() * 16));

@@ -13,11 +13,8 @@
 // 4.36-4.47 with 32+ KB in flight an SM, and producer warps 4.43-4.50 at 3 stages (2 blocks an SM);
 // in the attention kernel the producers were slower than its bulk copies (v30).
 // Usage: tma_read_bench      (built by bench/gpu/kernels/build.sh; needs an sm_90 GPU)
-#include <cuda.h>
-#include <cudaTypedefs.h>
 #include <stdio.h>
-#include "../../../kernels/mma.cuh"
-#include "bench_util.cuh"
+#include "tensor_map.cuh"
 
 enum { N = 131072, D = 128, THREADS = 128, BOX_COLS = 64, BOX_ROW_BYTES = BOX_COLS * 2 };
 
@@ -33,17 +30,6 @@ __device__ __forceinline__ void block_sum(uint64_t acc, unsigned long long* sum)
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
   if (threadIdx.x % 32 == 0) atomicAdd(sum, (unsigned long long)acc);
-}
-
-// Box (col0, row0) of `map` into dst (1024-byte aligned), counted on bar.
-__device__ __forceinline__ void tma_box(void* dst, const CUtensorMap* map, int col0, int row0, uint64_t* bar) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];"
-               ::"r"(skv_mma::smem_addr(dst)), "l"(reinterpret_cast<uint64_t>(map)), "r"(col0), "r"(row0),
-                 "r"(skv_mma::smem_addr(bar)) : "memory");
-#else
-  __trap();
-#endif
 }
 
 // Block (task, split) reads its keys' and values' rows [split * per, +per) of the task, or with
@@ -177,22 +163,6 @@ __global__ void Fill(uint16_t* x, size_t n, uint64_t salt) {
     x[i] = (uint16_t)(((i + salt) * 2654435761ull) >> 13);
 }
 
-// A [rows x D] bf16 matrix as a tensor map of 64-column x box_rows boxes with the 128-byte swizzle.
-static CUtensorMap map_of(PFN_cuTensorMapEncodeTiled_v12000 encode, void* base, uint64_t rows, uint32_t box_rows) {
-  CUtensorMap m;
-  const cuuint64_t dims[2] = {D, rows};
-  const cuuint64_t strides[1] = {D * 2};
-  const cuuint32_t box[2] = {BOX_COLS, box_rows};
-  const cuuint32_t elem[2] = {1, 1};
-  const CUresult r = encode(&m, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, base, dims, strides, box, elem, CU_TENSOR_MAP_INTERLEAVE_NONE,
-                            CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
-  if (r != CUDA_SUCCESS) {
-    fprintf(stderr, "cuTensorMapEncodeTiled: error %d\n", (int)r);
-    exit(2);
-  }
-  return m;
-}
-
 int failures = 0;
 
 // The check of every variant: one more launch's sum against the plain kernel's over the same
@@ -213,7 +183,7 @@ const char* check_sum(Launch&& launch, const uint16_t* k, const uint16_t* v, int
 }
 
 template <int ROWS, int STAGES>
-void run(PFN_cuTensorMapEncodeTiled_v12000 encode, uint16_t* k, uint16_t* v, int ntasks, bool interleave, unsigned long long* sum) {
+void run(uint16_t* k, uint16_t* v, int ntasks, bool interleave, unsigned long long* sum) {
   constexpr size_t smem = (size_t)STAGES * 4 * ROWS * BOX_ROW_BYTES + 1024;
   CK(cudaFuncSetAttribute(ReadTma<ROWS, STAGES>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
   int sms = 0, per_sm = 0;
@@ -221,7 +191,7 @@ void run(PFN_cuTensorMapEncodeTiled_v12000 encode, uint16_t* k, uint16_t* v, int
   CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, ReadTma<ROWS, STAGES>, THREADS, smem));
   int splits = 1;  // one wave, as AttentionSplits picks, in powers of two so that the splits are whole tiles
   while (splits * 2 <= 32 && ntasks * splits * 2 <= sms * per_sm) splits *= 2;
-  const CUtensorMap km = map_of(encode, k, (uint64_t)ntasks * N, ROWS), vm = map_of(encode, v, (uint64_t)ntasks * N, ROWS);
+  const CUtensorMap km = bf16_swizzled_map(k, (uint64_t)ntasks * N, D, BOX_COLS, ROWS), vm = bf16_swizzled_map(v, (uint64_t)ntasks * N, D, BOX_COLS, ROWS);
   const dim3 grid(ntasks, splits);
   const auto launch = [&] {
     ReadTma<ROWS, STAGES><<<grid, THREADS, smem>>>(km, vm, splits, interleave, sum);
@@ -235,13 +205,6 @@ void run(PFN_cuTensorMapEncodeTiled_v12000 encode, uint16_t* k, uint16_t* v, int
 
 int main() {
   const int max_tasks = 128;
-  PFN_cuTensorMapEncodeTiled_v12000 encode = nullptr;
-  cudaDriverEntryPointQueryResult found;
-  CK(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", reinterpret_cast<void**>(&encode), 12000, cudaEnableDefault, &found));
-  if (found != cudaDriverEntryPointSuccess || !encode) {
-    fprintf(stderr, "cuTensorMapEncodeTiled not found in the driver\n");
-    return 2;
-  }
   cudaDeviceProp prop;
   CK(cudaGetDeviceProperties(&prop, 0));
   printf("%s, %d SMs, CUDA %d.%d\n", prop.name, prop.multiProcessorCount, CUDART_VERSION / 1000, CUDART_VERSION % 1000 / 10);
@@ -256,9 +219,9 @@ int main() {
   CK(cudaMalloc(&sum, sizeof(unsigned long long)));
   for (int ntasks : {32, 128})
     for (bool interleave : {false, true}) {
-      run<64, 3>(encode, k, v, ntasks, interleave, sum);
-      run<64, 6>(encode, k, v, ntasks, interleave, sum);
-      run<128, 3>(encode, k, v, ntasks, interleave, sum);
+      run<64, 3>(k, v, ntasks, interleave, sum);
+      run<64, 6>(k, v, ntasks, interleave, sum);
+      run<128, 3>(k, v, ntasks, interleave, sum);
     }
   // Plain loads: (threads a block, blocks an SM, words in flight a thread); 128 x 2 is the
   // tensor-core attention kernel's occupancy (its registers could not hold more than ~8 words).

@@ -33,7 +33,7 @@ out="${OUT:-bench/results}"
 work=/tmp/skv-bench-gpu
 mkdir -p "$out" "$work"
 export BENCH_COMMAND="bash scripts/gpu/bench.sh${*:+ $*}"
-nvidia-smi -L || true
+if command -v nvidia-smi >/dev/null; then nvidia-smi -L || true; else echo "bench: no nvidia-smi on this machine"; fi
 echo "node $(node --version), addon ${SHADOWKV_CUDA_ADDON:-(found by shadowkv-cuda)}, SHADOWKV_CUDA_SYNC=$SHADOWKV_CUDA_SYNC, commit ${BENCH_COMMIT:-unknown}"
 tsx=(node node_modules/tsx/dist/cli.mjs)
 

@@ -4,12 +4,13 @@
 // heads), with the logit_blocks ranges shared by 33 (one each), 8, 4, 2 and 1 blocks per task.
 // Errors are |logit - ref| / (scale * sum |q| |L|), the dot product's own scale. Exits 1 if the
 // tensor-core path is off by more than 1e-6 of it.
-// `logits_bench interleave` and `logits_bench tma`: only main's kernel against Variant (below) with
-// two m-blocks a warp, or with its tiles by tensor-map copies, at 8, 16, 32 and 128 tasks, outputs
-// compared bit for bit; exits 1 if they differ. `logits_bench trace`: where one block's time goes in
+// `logits_bench interleave`, `tma` and `qfirst`: only main's kernel against Variant (below) with
+// two m-blocks a warp, with its tiles by tensor-map copies, or with its query loads before its first
+// tiles (against the copy of main's loop), at 8, 16, 32 and 128 tasks, outputs compared bit for
+// bit; exits 1 if they differ. `logits_bench trace`: where one block's time goes in
 // main's loop at 8, 16 and 32 tasks (trace_stamps).
 // A second argument `cold` times each launch after a write that evicts L2 (time_ms).
-// Usage: logits_bench [interleave | trace | tma] [cold]     (built by bench/gpu/kernels/build.sh; needs a GPU)
+// Usage: logits_bench [interleave | tma | qfirst | trace] [cold]     (built by bench/gpu/kernels/build.sh; needs a GPU)
 #include <stdio.h>
 #include <string.h>
 #include <random>
@@ -68,7 +69,7 @@ __device__ __forceinline__ unsigned long long global_ns() {
   asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
   return t;
 }
-template <bool REGB, int MB, int THREADS, bool TMA>
+template <bool REGB, int MB, int THREADS, bool TMA, bool QFIRST = false>
 __global__ void __launch_bounds__(THREADS, 2) Variant(const __grid_constant__ CUtensorMap map, const float* q, const uint16_t* lm, float scale,
                                                       float* logits, float* maxes, unsigned long long* trace) {
   using namespace skv_mma;
@@ -102,27 +103,40 @@ __global__ void __launch_bounds__(THREADS, 2) Variant(const __grid_constant__ CU
     mbar_arrive_expect(&bar[i % LOGIT_STAGES], TILE);
     for (int h = 0; h < 2; h++) tma_box(st + h * TMA_BOX, &map, h * TMA_BOX_COLS, y, &bar[i % LOGIT_STAGES]);
   };
-  for (int i = 0; i < LOGIT_STAGES - 1; i++) issue(i);
+  // QFIRST: this thread's first fragment entry's query values are requested before the first
+  // tiles (branch logits-qfirst's order), which they otherwise queue behind.
   const float* qt = q + (size_t)task * G * D;
-  auto bfrag = [&](int ks, int l, uint2 (&out3)[3]) {
-    const int hn = l / 4, e = ks * 16 + (l % 4) * 2;
+  auto query = [&](int i, float2 (&xy)[2]) {  // entry i = k-step * 32 + lane
+    const int l = i % 32, hn = l / 4, e = i / 32 * 16 + (l % 4) * 2;
+#pragma unroll
+    for (int h = 0; h < 2; h++)
+      xy[h] = hn < G ? make_float2(qt[(size_t)hn * D + e + 8 * h], qt[(size_t)hn * D + e + 8 * h + 1]) : make_float2(0.f, 0.f);
+  };
+  auto split = [&](const float2 (&xy)[2], uint2 (&out3)[3]) {
     uint32_t part[3][2];
 #pragma unroll
-    for (int h = 0; h < 2; h++) {
-      const float x = hn < G ? qt[(size_t)hn * D + e + 8 * h] : 0.f, y = hn < G ? qt[(size_t)hn * D + e + 8 * h + 1] : 0.f;
-      split3_bf16x2(x, y, part[0][h], part[1][h], part[2][h]);
-    }
+    for (int h = 0; h < 2; h++) split3_bf16x2(xy[h].x, xy[h].y, part[0][h], part[1][h], part[2][h]);
 #pragma unroll
     for (int p = 0; p < 3; p++) out3[p] = make_uint2(part[p][0], part[p][1]);
   };
+  float2 first[2];
+  if (QFIRST && (int)threadIdx.x < KS * 32) query(threadIdx.x, first);
+  for (int i = 0; i < LOGIT_STAGES - 1; i++) issue(i);
   uint2 breg[REGB ? KS : 1][3];
   if constexpr (REGB) {
 #pragma unroll
-    for (int ks = 0; ks < KS; ks++) bfrag(ks, lane, breg[ks]);
+    for (int ks = 0; ks < KS; ks++) {
+      float2 xy[2];
+      query(ks * 32 + lane, xy);
+      split(xy, breg[ks]);
+    }
   } else {
     for (int i = threadIdx.x; i < KS * 32; i += blockDim.x) {
+      float2 xy[2];
+      if (QFIRST && i == (int)threadIdx.x) xy[0] = first[0], xy[1] = first[1];
+      else query(i, xy);
       uint2 f3[3];
-      bfrag(i / 32, i % 32, f3);
+      split(xy, f3);
       for (int p = 0; p < 3; p++) frag[i / 32][p][i % 32] = f3[p];
     }
   }
@@ -222,6 +236,7 @@ static const Launcher VARIANTS[] = {
     {"interleaved, B in shared memory", Variant<false, 2, 128, false>, 128},
     {"interleaved, B in registers", Variant<true, 2, 128, false>, 128},
     {"tensor-map tiles", Variant<false, 1, 256, true>, 256},
+    {"main's loop, q before the tiles", Variant<false, 1, 256, false, true>, 256},
 };
 
 // Main's kernel against the variants `which` (indices into VARIANTS), one range a block (the step's
@@ -373,13 +388,14 @@ int main(int argc, char** argv) {
     CK(cudaMalloc(&flush_buf, 256u << 20));
     printf("cold: every timed launch follows a 256 MB memset (landmarks from DRAM)\n");
   }
-  if (argc > 1 && (!strcmp(argv[1], "interleave") || !strcmp(argv[1], "tma") || !strcmp(argv[1], "trace"))) {
+  if (argc > 1 && (!strcmp(argv[1], "interleave") || !strcmp(argv[1], "tma") || !strcmp(argv[1], "qfirst") || !strcmp(argv[1], "trace"))) {
     for (const Launcher& v : VARIANTS) CK(skv_smem_optin(v.kernel, VARIANT_SMEM));
     const CUtensorMap map = bf16_swizzled_map(lm, (uint64_t)max_tasks * L, D, TMA_BOX_COLS, 128);
     float* maxes2;
     CK(cudaMalloc(&maxes2, (size_t)max_tasks * LOGIT_MAX_BLOCKS * G * 4));
     if (!strcmp(argv[1], "trace")) return trace_stamps(map, q, lm, scale, fast, maxes), 0;
     if (!strcmp(argv[1], "tma")) return compare({3}, map, q, lm, scale, fast, simt, maxes, maxes2);
+    if (!strcmp(argv[1], "qfirst")) return compare({0, 4}, map, q, lm, scale, fast, simt, maxes, maxes2);
     return compare({1, 2}, map, q, lm, scale, fast, simt, maxes, maxes2);
   }
   const int nb = logit_blocks(L);

@@ -216,7 +216,6 @@ static inline cudaError_t skv_launch(void (*kernel)(Params...), dim3 grid, dim3 
   return skv_launch_as(true, kernel, grid, block, smem, stream, 0, std::forward<Args>(args)...);
 }
 
-
 // store(i, load(i)) for i in [0, n) over the block, BATCH loads in flight per thread before any
 // store. NOTE: a loop that stored each value before the next load waited a memory latency per
 // element (the compiler may not move a load above a store that could alias it).

@@ -88,6 +88,33 @@ __device__ __forceinline__ void logits_mma_prefetch(const void* landmarks, int64
   for (int t = 0; t < STAGES - 1; t++) tiles.issue();
 }
 
+// A range's max logit per head, by the whole block at the range's end: mx holds this lane's two
+// heads, (lane % 4) * 2 + {0, 1}, over its rows; the max goes over the lanes that share a head,
+// then over the warps through red ([warps x LOGIT_MMA_HEADS]); heads [0, gj) to out[j]. mx is
+// reset for the next range. NOTE: red is read before any thread passes the next tile's barrier, so
+// one buffer serves.
+__device__ __forceinline__ void logits_range_max(float (&mx)[2], float* red, int gj, float* out) {
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
+#pragma unroll
+  for (int o = 4; o < 32; o <<= 1)
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+      const float v = __shfl_xor_sync(0xffffffffu, mx[h], o);
+      mx[h] = v > mx[h] ? v : mx[h];
+    }
+  if (lane < 4) {
+    red[warp * LOGIT_MMA_HEADS + lane * 2] = mx[0];
+    red[warp * LOGIT_MMA_HEADS + lane * 2 + 1] = mx[1];
+  }
+  mx[0] = mx[1] = -INFINITY;
+  __syncthreads();
+  if (threadIdx.x < gj) {
+    float m = -INFINITY;
+    for (int w = 0; w < warps; w++) m = red[w * LOGIT_MMA_HEADS + threadIdx.x] > m ? red[w * LOGIT_MMA_HEADS + threadIdx.x] : m;
+    out[threadIdx.x] = m;
+  }
+}
+
 // Ranges [b0, b1) of the partition of n landmarks into nb (logit_range), bf16 rows of D dims,
 // against query heads [j0, j0 + gj) (gj <= 8) of q [g x D] f32: logits[j * ld + c] = scale * q_j .
 // L_c, and each range's max per head (NaN-ignoring, -inf when empty) into maxes[(b - b0) * g + j0
@@ -159,26 +186,7 @@ __device__ __forceinline__ void logits_group_mma(const float* q, int j0, int gj,
     }
     if (++t < per_range) continue;
     t = 0;
-    // The range's max per head: over the lanes that share it (same lane % 4), then over the warps.
-    // NOTE: red is read before any thread passes the next tile's barrier, so one buffer serves.
-#pragma unroll
-    for (int o = 4; o < 32; o <<= 1)
-#pragma unroll
-      for (int h = 0; h < 2; h++) {
-        const float v = __shfl_xor_sync(0xffffffffu, mx[h], o);
-        mx[h] = v > mx[h] ? v : mx[h];
-      }
-    if (lane < 4) {
-      red[warp * LOGIT_MMA_HEADS + lane * 2] = mx[0];
-      red[warp * LOGIT_MMA_HEADS + lane * 2 + 1] = mx[1];
-    }
-    mx[0] = mx[1] = -INFINITY;
-    __syncthreads();
-    if (threadIdx.x < gj) {
-      float m = -INFINITY;
-      for (int w = 0; w < warps; w++) m = red[w * LOGIT_MMA_HEADS + threadIdx.x] > m ? red[w * LOGIT_MMA_HEADS + threadIdx.x] : m;
-      maxes[(size_t)k * g + j0 + threadIdx.x] = m;
-    }
+    logits_range_max(mx, red, gj, maxes + (size_t)k * g + j0);
     k++;
   }
   skv_mma::cp_async_wait<0>();

@@ -24,17 +24,17 @@ for m in interleave tma qfirst trace; do
   timeout 60 "$logits" "$m" cold > "$out/logits-$m.log" 2>&1 || status=1
   echo "logits_bench $m cold: $(tail -1 "$out/logits-$m.log")"
 done
-ncu=$(command -v ncu || ls /usr/local/cuda/bin/ncu 2>/dev/null | head -1)
-if [ "${1:-}" = --no-ncu ]; then
-  :
-elif [ -n "$ncu" ]; then
-  for skip in 0 255; do  # the first launch of 8 tasks (1 row) and of 32 (4 rows), one range a block
-    echo "## --launch-skip $skip"
-    timeout 120 "$ncu" --kernel-name Fast --launch-skip $skip --launch-count 1 --section SpeedOfLight --section Occupancy \
-      --section SchedulerStats --section WarpStateStats --section MemoryWorkloadAnalysis --section LaunchStats "$logits"
-  done > "$out/logits-ncu.log" 2>&1
-  grep -E "Elapsed Cycles|DRAM Throughput|Eligible Warps" "$out/logits-ncu.log"
-else
-  echo "variants: no ncu here"
+if [ "${1:-}" != --no-ncu ]; then
+  ncu=$(command -v ncu || ls /usr/local/cuda/bin/ncu 2>/dev/null | head -1)
+  if [ -z "$ncu" ]; then
+    echo "variants: no ncu here"
+  else
+    for skip in 0 255; do  # the first launch of 8 tasks (1 row) and of 32 (4 rows), one range a block
+      echo "## --launch-skip $skip"
+      timeout 120 "$ncu" --kernel-name Fast --launch-skip $skip --launch-count 1 --section SpeedOfLight --section Occupancy \
+        --section SchedulerStats --section WarpStateStats --section MemoryWorkloadAnalysis --section LaunchStats "$logits"
+    done > "$out/logits-ncu.log" 2>&1
+    grep -E "Elapsed Cycles|DRAM Throughput|Eligible Warps" "$out/logits-ncu.log"
+  fi
 fi
 exit $status

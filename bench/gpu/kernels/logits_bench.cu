@@ -198,24 +198,7 @@ __global__ void __launch_bounds__(THREADS, 2) Variant(const __grid_constant__ CU
     }
     if (stamp) tr[6 + 3 * ti] = clock64();
     if (t + 1 < per_range) continue;
-#pragma unroll
-    for (int o = 4; o < 32; o <<= 1)
-#pragma unroll
-      for (int h = 0; h < 2; h++) {
-        const float v = __shfl_xor_sync(0xffffffffu, mx[h], o);
-        mx[h] = v > mx[h] ? v : mx[h];
-      }
-    if (lane < 4) {
-      red[warp * LOGIT_MMA_HEADS + lane * 2] = mx[0];
-      red[warp * LOGIT_MMA_HEADS + lane * 2 + 1] = mx[1];
-    }
-    mx[0] = mx[1] = -INFINITY;
-    __syncthreads();
-    if (threadIdx.x < G) {
-      float m = -INFINITY;
-      for (int w = 0; w < warps; w++) m = red[w * LOGIT_MMA_HEADS + threadIdx.x] > m ? red[w * LOGIT_MMA_HEADS + threadIdx.x] : m;
-      mxs[(size_t)k * G + threadIdx.x] = m;
-    }
+    logits_range_max(mx, red, G, mxs + (size_t)k * G);
   }
   if (!TMA) cp_async_wait<0>();
   if (stamp) tr[TRACE_FIELDS - 1] = clock64(), tr[1] = global_ns();

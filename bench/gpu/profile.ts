@@ -89,11 +89,14 @@ for (const B of f.batches!.split(',').map(Number)) for (const variant of f.varia
   const queries = new DriftingQueries(source, B, S, WORKLOAD_DEFAULTS.seed + B);
   for (let i = 0; i < 10; i++) built.cache.decode(0, queries.next()); // warm: workspaces, first misses
   // Read back: each step's output comes to a host array, so the next step is issued to an idle GPU
-  // and its time includes the host issuing the step's kernels.
+  // and its time includes the host issuing the step's kernels. The array is the caller's, as in the
+  // benchmark's wall loop (measure.ts): without `out` every step would also make and zero a new one
+  // (64 KB at 4 rows; 12 us of a step's JavaScript on the stub addon, bench/NOTES.md v45).
+  const hostOut = new Float32Array(B * SPEC.queryHeads * SPEC.headDim);
   const plain: number[] = [];
   for (let i = 0; i < steps; i++) {
     const input = queries.next();
-    plain.push(device.gpuTime(() => built.cache.decode(0, input)));
+    plain.push(device.gpuTime(() => built.cache.decode(0, input, { out: hostOut })));
   }
   // Queued: outputs left on the device (as a model loop on the GPU does), steps issued back to back,
   // timed as the benchmark's step (the median of its windows). NOTE: one window of 60 steps read 1 x
@@ -116,8 +119,8 @@ for (const B of f.batches!.split(',').map(Number)) for (const variant of f.varia
   // Host time of read-back steps (host-array output, as the js-overhead target's wall time): each
   // call starts with the GPU idle, so decodeLayer is the host's own work and read holds the wait.
   const readInputs = Array.from({ length: steps }, () => queries.next());
-  const hostRead = hostCalls(device, () => readInputs.forEach((input) => built.cache.decode(0, input)), steps);
-  const perStep = profiled(() => built.cache.decode(0, queries.next()));
+  const hostRead = hostCalls(device, () => readInputs.forEach((input) => built.cache.decode(0, input, { out: hostOut })), steps);
+  const perStep = profiled(() => built.cache.decode(0, queries.next(), { out: hostOut }));
   const queuedInputs = Array.from({ length: steps }, () => queries.next());
   const perStepQueued = profiled((i) => built.cache.decode(0, queuedInputs[i]!, { out }));
   // The same cache's queued steps at each setting of the pipeline: the device's step_groups field

@@ -62,12 +62,15 @@ timeout 70 chromium --headless --no-sandbox --disable-gpu --disable-quic --no-fi
   --disable-background-networking --disable-component-update --disable-sync \
   --user-data-dir="$out/profile" "http://127.0.0.1:$port/index.html" 2>"$out/chromium.log" >/dev/null &
 browser=$!
-for _ in $(seq 600); do
+wait_s=60
+for _ in $(seq $((wait_s * 10))); do
   [ -s "$out/result.txt" ] && break
   kill -0 $browser 2>/dev/null || break
   sleep 0.1
 done
-result="$(cat "$out/result.txt" 2>/dev/null || echo "no result from the page within 60 s")"
+if [ -s "$out/result.txt" ]; then result="$(cat "$out/result.txt")"
+elif kill -0 $browser 2>/dev/null; then result="no result from the page within $wait_s s"
+else result="Chromium exited before the page reported"; fi
 echo "browser-check: $result"
 # On failure, what Chromium said (its complaints about D-Bus, which a container lacks, left out).
 [[ "$result" == ok* ]] || { grep -v dbus "$out/chromium.log" | tail -20; exit 1; }

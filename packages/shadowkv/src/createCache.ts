@@ -2,8 +2,9 @@ import { resolveBackend } from './backends/registry.js';
 import { CACHE_OPTION_KEYS, checkKeys, resolveCacheOptions, type CacheOptions, type ResolvedCacheOptions, type ShadowKVOptions } from './config.js';
 import { need, record } from './policies/snapshotChecks.js';
 import { ConfigError } from './errors/ConfigError.js';
+import { OutOfMemoryError } from './errors/OutOfMemoryError.js';
 import { SnapshotError } from './errors/SnapshotError.js';
-import type { BaseKVCache, CacheConfig, Runtime } from './policies/BaseKVCache.js';
+import { RESTORE, type BaseKVCache, type CacheConfig, type Runtime } from './policies/BaseKVCache.js';
 import type { FullKVCache } from './policies/FullKVCache.js';
 import type { ShadowKVCache } from './policies/shadowkv/ShadowKVCache.js';
 import type { QuestCache, QuestOptions } from './policies/quest/QuestCache.js';
@@ -118,12 +119,18 @@ export async function createCache<P extends string = 'shadowkv'>(o: CreateCacheO
  * `SnapshotError` when the bytes are truncated, altered, of another version, or inconsistent.
  */
 export async function loadCache(bytes: Uint8Array, o: { backend?: string } = {}): Promise<BaseKVCache> {
+  checkKeys('loadCache options', o, ['backend']);
+  // The caller's backend first, so that its errors (NoDeviceError, an unknown name) keep their class.
+  await resolveBackend(o.backend ?? 'auto');
   const content = record(decodeSnapshot(bytes), 'snapshot', ['policy', 'spec', 'cache', 'options', 'counters', 'layerCounters', 'layers']);
   need(typeof content.policy === 'string' && policies.has(content.policy), 'snapshot.policy', `must name a registered policy (${listPolicies().join(', ')}), got ${String(content.policy)}`);
-  let spec: ResolvedSpec, cache: ResolvedCacheOptions;
+  // maxTokens is recorded only where the cache was created with it (BaseKVCache.snapshot), and is
+  // passed on only then: a declared size is checked against the device, a default one is not.
+  let spec: ResolvedSpec, saved: CacheOptions, cache: ResolvedCacheOptions;
   try {
     spec = resolveSpec(content.spec as ModelSpec);
-    cache = resolveCacheOptions(record(content.cache, 'snapshot.cache', [...CACHE_OPTION_KEYS]) as CacheOptions);
+    saved = record(content.cache, 'snapshot.cache', ['batch', 'dtype'], ['maxTokens']) as CacheOptions;
+    cache = resolveCacheOptions(saved);
   } catch (err) {
     throw new SnapshotError(`loadCache: the snapshot's spec or cache options are not usable: ${(err as Error).message}`);
   }
@@ -135,12 +142,13 @@ export async function loadCache(bytes: Uint8Array, o: { backend?: string } = {})
   let restored: BaseKVCache;
   try {
     const options = record(content.options, 'snapshot.options', Object.keys(content.options ?? {}));
-    restored = await createCache({ ...cache, spec, policy: content.policy, backend: o.backend, options });
+    restored = await createCache({ ...saved, spec, policy: content.policy, backend: o.backend, options });
   } catch (err) {
-    throw err instanceof SnapshotError ? err : new SnapshotError(`loadCache: the snapshot's configuration is not usable: ${(err as Error).message}`);
+    // Out of memory is the device's answer to a valid snapshot (its shortfall kept), not a fault of the bytes.
+    throw err instanceof SnapshotError || err instanceof OutOfMemoryError ? err : new SnapshotError(`loadCache: the snapshot's configuration is not usable: ${(err as Error).message}`);
   }
   try {
-    restored.restore({ layers: layers as unknown[][], counters: content.counters, layerCounters: layerCounters as unknown[] });
+    restored[RESTORE]({ layers: layers as unknown[][], counters: content.counters, layerCounters: layerCounters as unknown[] });
   } catch (err) {
     restored.dispose();
     throw err instanceof SnapshotError ? err : new SnapshotError(`loadCache: snapshot state could not be restored: ${(err as Error).message}`);

@@ -33,7 +33,7 @@ export function listBackends(): string[] {
 
 function entry(name: string): Entry {
   const e = backends.get(name);
-  if (!e) throw new ConfigError(`unknown backend '${name}'; registered: ${listBackends().join(', ')}`);
+  if (!e) throw new ConfigError(`unknown backend ${typeof name === 'string' ? `'${name}'` : `(a ${typeof name}, not a name)`}; registered: ${listBackends().join(', ')}`);
   return e;
 }
 

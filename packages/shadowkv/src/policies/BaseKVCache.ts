@@ -31,6 +31,9 @@ import {
 /** (layer, row) states one cache may hold: each is a handful of objects and buffers. */
 const MAX_ROWS = 65536;
 
+/** The key of the method that refills a fresh cache from a snapshot: loadCache's, not the package's (index.ts does not export it). */
+export const RESTORE = Symbol('shadowkv.restore');
+
 /** What every cache constructor takes: the model's geometry, the cache options, the backend. */
 export interface CacheConfig extends CacheOptions {
   spec: ModelSpec;
@@ -98,6 +101,8 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
   /** The backend this cache runs on, and why it was chosen. */
   readonly backendInfo: BackendInfo;
   protected readonly cacheOptions: ResolvedCacheOptions;
+  /** Whether maxTokens was given (the creation preflight checks only a declared size). */
+  private readonly sizedByMaxTokens: boolean;
   protected readonly device: Device;
   /** Query heads per kv head. */
   protected readonly group: number;
@@ -129,6 +134,7 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
     checkKeys(`${new.target.name}`, config, ['spec', 'backend', ...CACHE_OPTION_KEYS, ...policyKeys]);
     this.spec = resolveSpec(config.spec);
     this.cacheOptions = resolveCacheOptions({ batch: config.batch, dtype: config.dtype, maxTokens: config.maxTokens });
+    this.sizedByMaxTokens = config.maxTokens !== undefined;
     this.batch = this.cacheOptions.batch;
     this.dtype = this.cacheOptions.dtype;
     this.group = this.spec.queryHeads / this.spec.kvHeads;
@@ -169,7 +175,7 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
   private preflight(config: CacheConfig): void {
     // NOTE: only a declared size is checked: storage grows on demand, so a cache left at the default
     // maxTokens (256K) is only as large as what is put in it, and a failed growth is a typed error too.
-    if (config.maxTokens === undefined) return;
+    if (!this.sizedByMaxTokens) return;
     const room = deviceRoom(this.device);
     if (!room) return;
     const estimate = (batch: number, tokens: number) => this.memoryNeed(config, batch, tokens);
@@ -249,6 +255,12 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
   protected tailStart(state: S): number {
     return state.tail.start;
   }
+
+  /**
+   * Runs after `crop` dropped a row's tokens past its new length, per layer: what the policy derived
+   * from those tokens (chunk summaries, a pending vote) must go with them before the next step reads it.
+   */
+  protected afterCrop(_state: S): void {}
 
   /** Empties a sequence's state beyond the tail (reset, dispose): free its buffers here. */
   protected clearState(_state: S): void {}
@@ -504,6 +516,7 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
       const st = row[sequence]!;
       st.tail.cropTo(length);
       st.length = length;
+      this.afterCrop(st);
     }
   }
 
@@ -573,9 +586,11 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
     return {
       policy: this.name,
       spec: this.spec,
-      cache: this.cacheOptions,
+      // NOTE: a maxTokens left at its default is not recorded: loadCache would take it as declared and
+      // check batch x 256K tokens against the device, which a cache that grows on demand never was.
+      cache: this.sizedByMaxTokens ? this.cacheOptions : { batch: this.batch, dtype: this.dtype },
       options: this.policyOptions(),
-      counters: { ...this.saveCounters(), lastLayer: this.lastLayer },
+      counters: { ...this.savedCounters(), lastLayer: this.lastLayer },
       layerCounters: this.counters.map((c) => this.device.read(at(c) as View & { buf: { dtype: 'f64' } }, COUNTERS)),
       layers: this.states.map((row) => row.map((st) => ({ length: st.length, tail: this.tailSnapshot(st), ...this.savedState(st) }))),
     };
@@ -584,6 +599,15 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
   private tailSnapshot(st: S): Record<string, unknown> {
     const { tail } = st;
     return { count: tail.count, ...tail.snapshot(), ...(tail.kept ? { positions: tail.positions.slice() } : {}) };
+  }
+
+  /** The policy's counters, refused here where loadCache would refuse them (each a non-negative integer). */
+  private savedCounters(): Record<string, number> {
+    const counters = this.saveCounters();
+    for (const [k, v] of Object.entries(counters)) {
+      if (!Number.isSafeInteger(v) || v < 0) throw new ConfigError(`save(): the ${this.name} policy's counter '${k}' is ${fmt(v)}; saveCounters() must give non-negative integers, as loadCache checks`);
+    }
+    return counters;
   }
 
   /** A row's policy fields; a field `savedStateKeys` does not declare would be refused by `loadCache`, so it is refused here. */
@@ -595,36 +619,39 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
   }
 
   /**
-   * @internal Refills this fresh cache from `snapshot()` content. Every row is checked to the last
-   * field first, and the memory the content implies is bounded, before anything is allocated.
+   * Refills this fresh cache from `snapshot()` content (`loadCache` only: the key is not exported
+   * from the package). Every row is checked to the last field first, and the memory the content
+   * implies is bounded, before anything is allocated.
    */
-  restore(content: { layers: unknown[][]; counters: unknown; layerCounters: unknown[] }): void {
-    const rows = this.states.map((row, l) => row.map((_, s) => this.checkSavedRow(content.layers[l]![s], `layers[${l}][${s}]`)));
-    const counters = record(content.counters, 'counters', ['lastLayer', ...Object.keys(this.saveCounters())]);
-    const lastLayer = int(counters.lastLayer, 'counters.lastLayer', -1, this.spec.layers - 1);
-    for (const k of Object.keys(this.saveCounters())) int(counters[k], `counters.${k}`, 0, Number.MAX_SAFE_INTEGER);
-    const layerCounters = content.layerCounters.map((c, l) => {
-      need(c instanceof Float64Array && (c.length === COUNTERS || c.length === COUNTERS_V2), `layerCounters[${l}]`, `must be a Float64Array of ${COUNTERS} counters (${COUNTERS_V2} before the hot-value cache)`);
-      (c as Float64Array).forEach((x, i) => need(Number.isInteger(x) && x >= 0, `layerCounters[${l}][${i}]`, `must be a non-negative integer, got ${x}`));
-      return widenCounters(c as Float64Array);
+  [RESTORE](content: { layers: unknown[][]; counters: unknown; layerCounters: unknown[] }): void {
+    this.run('loadCache', () => {
+      const rows = this.states.map((row, l) => row.map((_, s) => this.checkSavedRow(content.layers[l]![s], `layers[${l}][${s}]`)));
+      const counters = record(content.counters, 'counters', ['lastLayer', ...Object.keys(this.saveCounters())]);
+      const lastLayer = int(counters.lastLayer, 'counters.lastLayer', -1, this.spec.layers - 1);
+      for (const k of Object.keys(this.saveCounters())) int(counters[k], `counters.${k}`, 0, Number.MAX_SAFE_INTEGER);
+      const layerCounters = content.layerCounters.map((c, l) => {
+        need(c instanceof Float64Array && (c.length === COUNTERS || c.length === COUNTERS_V2), `layerCounters[${l}]`, `must be a Float64Array of ${COUNTERS} counters (${COUNTERS_V2} before the hot-value cache)`);
+        (c as Float64Array).forEach((x, i) => need(Number.isInteger(x) && x >= 0, `layerCounters[${l}][${i}]`, `must be a non-negative integer, got ${x}`));
+        return widenCounters(c as Float64Array);
+      });
+      const bytes = rows.flat().reduce((n, r) => n + this.restoreBytes(r), 0);
+      const free = deviceRoom(this.device);
+      const room = !free ? Infinity : free.shared ? free.device : free.device + free.host;
+      need(bytes <= room, 'snapshot', `implies ${bytes} bytes of state, more than the ${this.backendInfo.name} backend has room for (${room})`);
+      rows.forEach((row, l) =>
+        row.forEach((saved, s) => {
+          const st = this.states[l]![s]!;
+          st.length = saved.length;
+          const { count, k, v, positions } = saved.tail;
+          st.tail.restore(count, k, v, saved.length - (count - positions.length / this.spec.kvHeads), positions);
+          this.loadState(st, saved.extra);
+        }),
+      );
+      layerCounters.forEach((c, l) => this.device.write(at(this.counters[l]!), c));
+      this.hostCounters.length = 0;
+      this.lastLayer = lastLayer;
+      this.loadCounters(counters as Record<string, number>);
     });
-    const bytes = rows.flat().reduce((n, r) => n + this.restoreBytes(r), 0);
-    const free = deviceRoom(this.device);
-    const room = !free ? Infinity : free.shared ? free.device : free.device + free.host;
-    need(bytes <= room, 'snapshot', `implies ${bytes} bytes of state, more than the ${this.backendInfo.name} backend has room for (${room})`);
-    rows.forEach((row, l) =>
-      row.forEach((saved, s) => {
-        const st = this.states[l]![s]!;
-        st.length = saved.length;
-        const { count, k, v, positions } = saved.tail;
-        st.tail.restore(count, k, v, saved.length - (count - positions.length / this.spec.kvHeads), positions);
-        this.loadState(st, saved.extra);
-      }),
-    );
-    layerCounters.forEach((c, l) => this.device.write(at(this.counters[l]!), c));
-    this.hostCounters.length = 0;
-    this.lastLayer = lastLayer;
-    this.loadCounters(counters as Record<string, number>);
   }
 
   /** A saved row: its length and tail checked here, the policy's own fields by `checkSavedState`. */

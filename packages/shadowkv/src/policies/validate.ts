@@ -104,7 +104,8 @@ export function checkTensor(call: string, name: string, t: Input, expected: read
 }
 
 /** Largest finite magnitude of each storage dtype. */
-const MAX_FINITE: Record<DType, number> = { f32: 3.4028234663852886e38, f16: 65504, bf16: 3.3895313892515355e38 };
+/** The largest finite magnitude of each dtype. */
+export const MAX_FINITE: Record<DType, number> = { f32: 3.4028234663852886e38, f16: 65504, bf16: 3.3895313892515355e38 };
 
 /**
  * Throws `NonFiniteError` naming the first element that is NaN or infinite, or that would not fit

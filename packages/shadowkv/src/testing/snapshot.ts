@@ -1,6 +1,7 @@
 import { expect, it } from 'vitest';
 import { loadCache, type Cache } from '../createCache.js';
 import { toFloat32 } from '../dtype.js';
+import { CapacityError } from '../errors/CapacityError.js';
 import { DisposedError } from '../errors/DisposedError.js';
 import { SnapshotError } from '../errors/SnapshotError.js';
 import type { TestEnv } from './envs.js';
@@ -43,6 +44,35 @@ export function snapshotSuite(p: PolicyUnderTest, env: TestEnv): void {
     }
     expect(restored.stats()).toEqual(original.stats());
     expect(Buffer.from(restored.save()).equals(Buffer.from(original.save()))).toBe(true);
+    [original, restored].forEach((c) => c.dispose());
+  });
+
+  it('after crop(), save → loadCache continues exactly like the original (nothing derived from the cropped tokens survives in either)', async () => {
+    const original = await makeCache(p, 'tight', env);
+    const inputs = new KitInputs(9);
+    for (let l = 0; l < layers; l++) original.prefill(l, inputs.prompt(2, 300, true));
+    // NOTE: 288 is a multiple of the usual chunk sizes, so the next step's token completes a chunk the
+    // crop cut, whose old summary must not be scored; both crops fall below a vote over the prompt. A
+    // policy that evicted at prefill holds no prompt token exactly: it crops a decoded one instead.
+    const cropTo = (seq: number, length: number) => {
+      try {
+        original.crop(seq, length);
+      } catch (err) {
+        if (!(err instanceof CapacityError)) throw err;
+        for (let l = 0; l < layers; l++) original.decode(l, inputs.step(1), { sequences: [seq] });
+        original.crop(seq, original.length(seq) - 1);
+      }
+    };
+    cropTo(0, 287);
+    cropTo(1, 250);
+    const restored = await loadCache(original.save(), { backend: env.backend });
+    for (let t = 0; t < 5; t++) {
+      for (let l = 0; l < layers; l++) {
+        const input = inputs.step(2);
+        expect(Array.from(toFloat32(restored.decode(l, input) as never)), `step ${t} layer ${l}`).toEqual(Array.from(toFloat32(original.decode(l, input) as never)));
+      }
+    }
+    expect(restored.stats()).toEqual(original.stats());
     [original, restored].forEach((c) => c.dispose());
   });
 

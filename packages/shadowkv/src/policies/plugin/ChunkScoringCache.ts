@@ -3,6 +3,7 @@ import { checkLayer, checkSequence, fmt } from '../validate.js';
 import { LayerIndexError } from '../../errors/LayerIndexError.js';
 import type { CacheConfig, Attended, Runtime, SequenceState } from '../BaseKVCache.js';
 import { growCapacity } from '../capacity.js';
+import { ids, need } from '../snapshotChecks.js';
 import { attendRows, rowRuns } from './attendRows.js';
 import { PolicyCache } from './PolicyCache.js';
 import type { PolicyOptionSpec } from './policyOptions.js';
@@ -69,6 +70,11 @@ export abstract class ChunkScoringCache<O extends ChunkScoringOptions> extends P
 
   protected override afterStep(layer: number, seq: number): void {
     this.summarize(this.states[layer]![seq]!);
+  }
+
+  /** Cropped: the summaries of chunks no longer whole go, before the next step scores them. */
+  protected override afterCrop(st: ChunkState): void {
+    this.summarize(st);
   }
 
   /** Summarizes the whole chunks the tail holds beyond the summarized ones (after a crop, only what is left counts). */
@@ -138,8 +144,29 @@ export abstract class ChunkScoringCache<O extends ChunkScoringOptions> extends P
     Object.assign(st, { summaries: undefined, capacity: 0, chunks: 0, selected: [] });
   }
 
-  /** Summaries are a function of the stored keys: a restored row recomputes them rather than trusting a snapshot's. */
-  protected override loadState(st: ChunkState): void {
+  /** The last step's selection (`selection()`); summaries are not saved, being a function of the stored keys. */
+  protected override saveState(st: ChunkState): Record<string, unknown> {
+    return st.selected.length ? { selected: st.selected } : {};
+  }
+
+  /** A subclass that saves fields of its own adds them to these. */
+  protected override savedStateKeys(): string[] {
+    return ['selected'];
+  }
+
+  /** A saved selection: per kv head at most budget / chunkSize distinct chunk ids, ascending, of the row's whole chunks. */
+  protected override checkSavedState(extra: Record<string, unknown>, path: string, length: number): number {
+    const { selected } = extra;
+    if (selected === undefined) return 0;
+    need(Array.isArray(selected) && selected.length === this.spec.kvHeads, `${path}.selected`, `must hold one id list per kv head (${this.spec.kvHeads})`);
+    const k = (this.options.budget as number) / this.C, chunks = Math.floor(length / this.C);
+    (selected as unknown[]).forEach((v, h) => ids(v, `${path}.selected[${h}]`, k, chunks, true));
+    return 0;
+  }
+
+  /** A restored row recomputes its summaries from its keys rather than trusting a snapshot's. */
+  protected override loadState(st: ChunkState, saved: Record<string, unknown>): void {
     this.summarize(st);
+    st.selected = ((saved.selected as Int32Array[] | undefined) ?? []).map((a) => Int32Array.from(a));
   }
 }

@@ -6,7 +6,9 @@ import type { SequenceState } from '../BaseKVCache.js';
 import { storeChunks } from '../capacity.js';
 import { compactRow, pageView, storeValues } from '../decodeLayer.js';
 import { range } from '../range.js';
+import { NonFiniteError } from '../../errors/NonFiniteError.js';
 import { OutOfMemoryError } from '../../errors/OutOfMemoryError.js';
+import { MAX_FINITE } from '../validate.js';
 import { CompressedStore, storeGeometry } from './CompressedStore.js';
 import type { HostPages } from './HostPages.js';
 
@@ -93,6 +95,7 @@ export function buildStore(ctx: CompressContext, st: SequenceState): CompressedS
     stage('landmarks');
     joinAll(joins);
     stage('join');
+    checkBasisRange(ctx, f.sigma, rank);
     device.convert(at(store.u), at(f.u), nc * rank);
     device.convert(at(store.sv), at(f.sv), rank * D);
     device.convert(at(store.proj), at(f.proj), D * rank);
@@ -111,6 +114,21 @@ export function buildStore(ctx: CompressContext, st: SequenceState): CompressedS
   }
   store.tokens = nc;
   return store;
+}
+
+/**
+ * Refuses a factorization whose basis the store cannot hold: SV = Σ Vᵀ is stored in the storage
+ * dtype, and its entries reach the largest singular value, which keys within their per-element limit
+ * can still take past it (up to sqrt(rows x columns) times that limit: f16's 65504 at |k| ~ 10^4 over
+ * a few hundred tokens). Stored, it would be Infinity, and every output of the row NaN.
+ */
+function checkBasisRange(ctx: CompressContext, sigma: DeviceBuffer, rank: number): void {
+  const dtype = ctx.geometry.dtype;
+  const top = ctx.device.read(at(sigma) as View & { buf: { dtype: 'f32' } }, rank).reduce((m, x) => (Math.abs(x) > m || Number.isNaN(x) ? Math.abs(x) : m), 0);
+  if (top <= MAX_FINITE[dtype]) return;
+  throw new NonFiniteError(
+    `compress: the keys' low-rank basis reaches ${top.toPrecision(4)} (their largest singular value), past what '${dtype}' storage holds (${MAX_FINITE[dtype]}); the row stays exact and uncompressed: store keys as ${dtype === 'f16' ? "'bf16' or 'f32'" : "'f32'"}, or scale them down`,
+  );
 }
 
 /** Joins each piece of work started alongside, every one even where one before it throws; throws the first error. */

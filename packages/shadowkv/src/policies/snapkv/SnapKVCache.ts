@@ -128,10 +128,6 @@ export class SnapKVCache extends PolicyCache<SnapKVOptions> {
       if (!vote) continue;
       const { budget } = this.options;
       const after = st.tail.count - vote.rows;
-      if (after < 0) {
-        this.votes.delete(st); // cropped below the rows it voted on: the vote no longer applies
-        continue;
-      }
       const keep = Array.from({ length: this.spec.kvHeads }, (_, h) => {
         const k = new Int32Array(budget + after);
         k.set(vote.keep.subarray(h * budget, (h + 1) * budget));
@@ -143,6 +139,11 @@ export class SnapKVCache extends PolicyCache<SnapKVOptions> {
       this.votes.delete(st); // only once applied: a step that fails leaves the vote for the next
       this.evictions += 1;
     }
+  }
+
+  /** Cropped below the rows a pending vote was taken over: those rows may be written again, so the vote goes. */
+  protected override afterCrop(st: SequenceState): void {
+    if ((this.votes.get(st)?.rows ?? 0) > st.tail.count) this.votes.delete(st);
   }
 
   protected override clearState(st: SequenceState): void {

@@ -360,6 +360,9 @@ const BAD_SPECS: [string, () => unknown][] = [
   ['rope a Symbol', () => ({ ...goodSpec(), rope: sym() })],
   ['scale 1e38 (scores overflow f32)', () => ({ ...goodSpec(), scale: 1e38 })],
   ['rope.scaling factor 1e-310 (frequencies overflow)', () => ({ ...goodSpec(), rope: { theta: 10000, scaling: { factor: 1e-310, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositions: 64 } } })],
+  // A misspelt field would leave its default in force: other attention, silently.
+  ['scal 0.01 (unknown key)', () => ({ ...goodSpec(), scal: 0.01 })], ['rope.styel (unknown key)', () => ({ ...goodSpec(), rope: { theta: 10000, styel: 'interleaved' } })],
+  ['rope.scaling.factr (unknown key)', () => ({ ...goodSpec(), rope: { theta: 10000, scaling: { factr: 8, factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositions: 64 } } })],
 ];
 const BAD_CACHE_OPTIONS: [string, Record<string, unknown>][] = [
   ['batch 0', { batch: 0 }], ['batch -1', { batch: -1 }], ['batch 1.5', { batch: 1.5 }], ['batch "2"', { batch: '2' }], ['batch NaN', { batch: NaN }],

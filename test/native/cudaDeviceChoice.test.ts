@@ -35,3 +35,26 @@ describe('createCudaBackend picks one device per process (stub addon)', () => {
     expect(results[1].status === 'rejected' && results[1].reason).toBeInstanceOf(ConfigError);
   });
 });
+
+describe('createCudaBackend options (stub addon)', () => {
+  it('a bad device or hostMemory, or an unknown key, is a ConfigError before anything is probed, naming the value as given', async () => {
+    setDevice.mockClear();
+    const cases: [unknown, RegExp][] = [
+      [{ device: -1 }, /device must be a non-negative integer, got -1/],
+      [{ device: 1.5 }, /got 1.5/],
+      [{ device: Number.NaN }, /got NaN/],
+      [{ device: '0' }, /got "0"/],
+      [{ device: Infinity }, /got Infinity/],
+      [{ hostMemory: -1 }, /hostMemory must be a non-negative integer of bytes, got -1/],
+      [{ hostMemory: Number.NaN }, /got NaN/],
+      [{ devcie: 1 }, /unknown option 'devcie'; known: device, hostMemory/],
+      [null, /must be an object/],
+    ];
+    for (const [options, message] of cases) {
+      const err = await createCudaBackend(options as never).then(() => undefined, (e: unknown) => e);
+      expect(err, JSON.stringify(options)).toBeInstanceOf(ConfigError);
+      expect((err as Error).message).toMatch(message);
+    }
+    expect(setDevice).not.toHaveBeenCalled();
+  });
+});

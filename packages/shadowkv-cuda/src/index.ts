@@ -4,7 +4,9 @@
  * @packageDocumentation
  */
 import type { Backend } from '../../shadowkv/src/backends/Backend.js';
+import { checkKeys } from '../../shadowkv/src/config.js';
 import { ConfigError } from '../../shadowkv/src/errors/ConfigError.js';
+import { fmt } from '../../shadowkv/src/policies/validate.js';
 import { NoBinaryError } from '../../shadowkv/src/errors/NoBinaryError.js';
 import { NoDeviceError } from '../../shadowkv/src/errors/NoDeviceError.js';
 import { CUDA_NO_DEVICE, type CudaDeviceInfo } from './AddonTypes.js';
@@ -45,10 +47,13 @@ export interface CudaBackendOptions {
  * console.log(cuda.description); // e.g. "cuda (NVIDIA H200, sm_90, CUDA 13.0)"
  */
 export async function createCudaBackend(options: CudaBackendOptions = {}): Promise<Backend> {
+  checkKeys('createCudaBackend options', options, ['device', 'hostMemory']);
   const ordinal = options.device ?? 0;
-  if (!Number.isInteger(ordinal) || ordinal < 0) throw new RangeError(`createCudaBackend: device must be a non-negative integer, got ${String(options.device)}`);
+  // NOTE: strings quoted: a device '0' must not read as 0 in the message.
+  const show = (v: unknown) => (typeof v === 'string' ? JSON.stringify(v) : fmt(v));
+  if (!Number.isInteger(ordinal) || ordinal < 0) throw new ConfigError(`createCudaBackend: device must be a non-negative integer, got ${show(options.device)}`);
   const { hostMemory } = options;
-  if (hostMemory !== undefined && !(Number.isSafeInteger(hostMemory) && hostMemory >= 0)) throw new RangeError(`createCudaBackend: hostMemory must be a non-negative integer of bytes, got ${String(hostMemory)}`);
+  if (hostMemory !== undefined && !(Number.isSafeInteger(hostMemory) && hostMemory >= 0)) throw new ConfigError(`createCudaBackend: hostMemory must be a non-negative integer of bytes, got ${show(hostMemory)}`);
   // NOTE: the addon's current device, its streams and its step graphs are per process: a second
   // device would move every cache already made onto it.
   const taken = () => {

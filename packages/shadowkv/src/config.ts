@@ -145,7 +145,8 @@ export const CACHE_OPTION_KEYS = ['batch', 'dtype', 'maxTokens'] as const;
 export const OPTION_LIMITS = { batch: 4096, maxTokens: 2 ** 31 - 1, slotTokens: 65536, chunkSize: 1024, window: 2 ** 20, svdOversample: 1024, svdPowerIters: 32, pageElements: 2 ** 28 } as const;
 
 const isIntIn = (v: unknown, min: number, max: number) => Number.isInteger(v) && (v as number) >= min && (v as number) <= max;
-const show = (v: unknown) => (typeof v === 'symbol' ? v.toString() : typeof v === 'object' && v !== null ? Object.prototype.toString.call(v) : String(v));
+/** A value for a message, whatever it is (symbols, objects). */
+export const show = (v: unknown) => (typeof v === 'symbol' ? v.toString() : typeof v === 'object' && v !== null ? Object.prototype.toString.call(v) : String(v));
 
 /** Fills defaults into cache options and checks them. */
 export function resolveCacheOptions(o: CacheOptions = {}): ResolvedCacheOptions {

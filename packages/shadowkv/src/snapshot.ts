@@ -33,11 +33,11 @@ export function encodeSnapshot(content: Record<string, unknown>): Uint8Array {
 }
 
 /**
- * The one value that `bytes` holds, exactly: bytes past its end are an error. NOTE: not
- * packr.unpack, whose trailing-bytes error JSON-stringifies the whole decoded value for its message:
- * a 48 MiB snapshot with one byte appended took 65 s and 3.7 GiB to be refused.
+ * The first value `bytes` holds and the byte where it ends. NOTE: not packr.unpack, whose error for
+ * bytes past the value JSON-stringifies the whole decoded value for its message: a 48 MiB snapshot
+ * with one byte appended took 65 s and 3.7 GiB to be refused.
  */
-function unpackWhole(bytes: Uint8Array, what: string): unknown {
+function unpackFirst(bytes: Uint8Array, what: string): { value: unknown; end: number } {
   let value: unknown, end = 0;
   try {
     packr.unpackMultiple(bytes, (v: unknown, _start?: number, stop?: number) => {
@@ -48,17 +48,23 @@ function unpackWhole(bytes: Uint8Array, what: string): unknown {
   } catch (err) {
     throw new SnapshotError(`loadCache: ${what} does not decode: not a shadowkv snapshot, or truncated (${(err as Error).message})`);
   }
+  return { value, end };
+}
+
+/** Refuses bytes past the value that ends at `end`. */
+function wholly(bytes: Uint8Array, end: number, what: string): void {
   if (end !== bytes.length) throw new SnapshotError(`loadCache: ${what} ends at byte ${end} of ${bytes.length}: the snapshot was altered or has bytes appended`);
-  return value;
 }
 
 /** Opens an envelope: checks format, version and checksum, returns the content. Throws `SnapshotError`. */
 export function decodeSnapshot(bytes: Uint8Array): Record<string, unknown> {
   if (!(bytes instanceof Uint8Array)) throw new SnapshotError('loadCache: expected the Uint8Array that save() returned');
-  const envelope = unpackWhole(bytes, 'the snapshot') as { format?: unknown; version?: unknown; crc32?: unknown; payload?: unknown } | null;
+  const { value, end } = unpackFirst(bytes, 'the snapshot');
+  const envelope = value as { format?: unknown; version?: unknown; crc32?: unknown; payload?: unknown } | null;
   if (!envelope || typeof envelope !== 'object' || envelope.format !== FORMAT) {
     throw new SnapshotError(`loadCache: not a shadowkv snapshot (format is ${describe(envelope?.format)})`);
   }
+  wholly(bytes, end, 'the snapshot');
   if (envelope.version !== SNAPSHOT_VERSION) {
     throw new SnapshotError(`loadCache: snapshot format version ${describe(envelope.version)} is not supported (this build reads version ${SNAPSHOT_VERSION})`);
   }
@@ -66,9 +72,10 @@ export function decodeSnapshot(bytes: Uint8Array): Record<string, unknown> {
   if (!(payload instanceof Uint8Array)) throw new SnapshotError('loadCache: snapshot has no payload');
   const sum = crc32(payload);
   if (sum !== envelope.crc32) throw new SnapshotError(`loadCache: checksum mismatch (stored ${describe(envelope.crc32)}, computed ${sum}): the snapshot was altered or truncated`);
-  const content = unpackWhole(payload, 'the snapshot payload');
-  if (!content || typeof content !== 'object' || Array.isArray(content)) throw new SnapshotError('loadCache: the snapshot payload is not a record');
-  return content as Record<string, unknown>;
+  const content = unpackFirst(payload, 'the snapshot payload');
+  wholly(payload, content.end, 'the snapshot payload');
+  if (!content.value || typeof content.value !== 'object' || Array.isArray(content.value)) throw new SnapshotError('loadCache: the snapshot payload is not a record');
+  return content.value as Record<string, unknown>;
 }
 
 /** A stored field for a message: strings quoted, so that "2" and 2 read apart. */

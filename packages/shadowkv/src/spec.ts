@@ -1,3 +1,4 @@
+import { checkKeys, show } from './config.js';
 import { ConfigError } from './errors/ConfigError.js';
 
 /** Llama-3 style frequency scaling of RoPE (`rope_type: "llama3"` in HF configs). */
@@ -63,11 +64,11 @@ export const SPEC_LIMITS = { layers: 1024, queryHeads: 1024, kvHeads: 1024, head
 
 const intIn = (v: unknown, min: number, max: number): v is number => Number.isInteger(v) && (v as number) >= min && (v as number) <= max;
 const numIn = (v: unknown, min: number, max: number): v is number => typeof v === 'number' && v >= min && v <= max;
-const show = (v: unknown) => (typeof v === 'symbol' ? v.toString() : typeof v === 'object' && v !== null ? Object.prototype.toString.call(v) : String(v));
 
 /** Checks a spec and returns it with defaults filled in. Throws `ConfigError` naming the field. */
 export function resolveSpec(spec: ModelSpec): Required<Omit<ModelSpec, 'rope'>> & { rope: Required<Omit<RopeSpec, 'scaling'>> & Pick<RopeSpec, 'scaling'> } {
-  if (spec === null || typeof spec !== 'object') throw new ConfigError(`spec must be an object, got ${show(spec)}`);
+  // NOTE: a misspelt field (rope.styel, scal) would otherwise leave its default in force: silently other attention.
+  checkKeys('spec', spec, ['layers', 'queryHeads', 'kvHeads', 'headDim', 'rope', 'scale']);
   for (const key of ['layers', 'queryHeads', 'kvHeads', 'headDim'] as const) {
     if (!intIn(spec[key], 1, SPEC_LIMITS[key])) throw new ConfigError(`spec.${key} must be an integer in [1, ${SPEC_LIMITS[key]}], got ${show(spec[key])}`);
   }
@@ -79,11 +80,13 @@ export function resolveSpec(spec: ModelSpec): Required<Omit<ModelSpec, 'rope'>> 
     throw new ConfigError(`spec.kvHeads * spec.headDim (the key width) must be at most ${SPEC_LIMITS.keyWidth}, got ${spec.kvHeads * spec.headDim}`);
   }
   const rope = spec.rope;
+  if (rope !== null && typeof rope === 'object') checkKeys('spec.rope', rope, ['theta', 'style', 'scaling']);
   if (!(rope && numIn(rope.theta, Number.MIN_VALUE, SPEC_LIMITS.theta))) throw new ConfigError(`spec.rope.theta must be a number in (0, ${SPEC_LIMITS.theta}], got ${show(rope?.theta)}`);
   const style = rope.style === undefined ? 'half' : rope.style;
   if (style !== 'half' && style !== 'interleaved') throw new ConfigError(`spec.rope.style must be 'half' or 'interleaved', got '${show(style)}'`);
   const s = rope.scaling;
   if (s !== undefined) {
+    if (s !== null && typeof s === 'object') checkKeys('spec.rope.scaling', s, ['factor', 'lowFreqFactor', 'highFreqFactor', 'originalMaxPositions']);
     const ok = s !== null && typeof s === 'object' && numIn(s.factor, 1e-3, 1e6) && numIn(s.lowFreqFactor, 1e-6, 1e6) && numIn(s.highFreqFactor, 1e-6, 1e6) &&
       s.highFreqFactor > s.lowFreqFactor && intIn(s.originalMaxPositions, 1, 2 ** 31 - 1);
     if (!ok) throw new ConfigError('spec.rope.scaling needs factor in [1e-3, 1e6], 0 < lowFreqFactor < highFreqFactor <= 1e6, originalMaxPositions an integer >= 1');

@@ -3,7 +3,7 @@
 // the prompt) must go with them; a chunk the crop cut, completed by the next step's token, is summarized
 // from its new rows (bench/NOTES.md v47: quest scored a cut chunk by its old summary).
 import { describe, expect, it } from 'vitest';
-import { createCache, toFloat32, type Cache } from '../../packages/shadowkv/src/backend.js';
+import { createCache, loadCache, toFloat32, type Cache } from '../../packages/shadowkv/src/backend.js';
 import { registerLandmarkWindow } from '../../examples/custom-policy/LandmarkWindowCache.js';
 import { KitInputs } from '../../packages/shadowkv/src/testing/inputs.js';
 import { forEachEnv } from '../envs.js';
@@ -71,4 +71,24 @@ describe('crop() of what a policy no longer holds exactly', () => {
     expect(Buffer.from(cache.save()).equals(Buffer.from(before))).toBe(true);
     cache.dispose();
   });
+});
+
+describe('crop() after a step of a chunk-scoring policy', () => {
+  for (const policy of ['quest', 'landmark-window'] as const) {
+    it(`${policy}: selection() lists only chunks the row still holds, and the cache's snapshot loads`, async () => {
+      const cache = await createCache({ spec, policy: policy as 'quest', batch: 1, dtype: 'f32', backend: 'wasm', options: POLICIES[policy] });
+      const inputs = new KitInputs(14, spec);
+      for (let l = 0; l < spec.layers; l++) cache.prefill(l, inputs.prompt(1, PROMPT));
+      for (let l = 0; l < spec.layers; l++) cache.decode(l, inputs.step(1));
+      const before = (cache as unknown as { selection(l: number, s: number, h: number): number[] }).selection(0, 0, 0);
+      expect(before.some((c) => c >= 5)).toBe(true);
+      cache.crop(0, 40);
+      const after = (cache as unknown as { selection(l: number, s: number, h: number): number[] }).selection(0, 0, 0);
+      expect(after).toEqual(before.filter((c) => c < 5));
+      const restored = await loadCache(cache.save(), { backend: 'wasm' });
+      const step = inputs.step(1);
+      for (let l = 0; l < spec.layers; l++) expect(Array.from(toFloat32(restored.decode(l, step) as never))).toEqual(Array.from(toFloat32(cache.decode(l, step) as never)));
+      [cache, restored].forEach((c) => c.dispose());
+    });
+  }
 });

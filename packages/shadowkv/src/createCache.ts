@@ -4,7 +4,7 @@ import { need, record } from './policies/snapshotChecks.js';
 import { ConfigError } from './errors/ConfigError.js';
 import { OutOfMemoryError } from './errors/OutOfMemoryError.js';
 import { SnapshotError } from './errors/SnapshotError.js';
-import { RESTORE, type BaseKVCache, type CacheConfig, type Runtime } from './policies/BaseKVCache.js';
+import { BaseKVCache, RESTORE, type CacheConfig, type Runtime } from './policies/BaseKVCache.js';
 import type { FullKVCache } from './policies/FullKVCache.js';
 import type { ShadowKVCache } from './policies/shadowkv/ShadowKVCache.js';
 import type { QuestCache, QuestOptions } from './policies/quest/QuestCache.js';
@@ -104,12 +104,35 @@ export async function createCache<P extends string = 'shadowkv'>(o: CreateCacheO
   checkKeys('createCache options', own, Object.keys(own).filter((k) => !['spec', 'backend', ...CACHE_OPTION_KEYS].includes(k)));
   const { backend, info } = await resolveBackend(o.backend ?? 'auto');
   const device = backend.createDevice();
+  let cache: unknown;
   try {
-    return factory({ ...own, spec: o.spec, batch: o.batch, dtype: o.dtype, maxTokens: o.maxTokens } as never, { device, info }) as CacheOf<P>;
+    cache = factory({ ...own, spec: o.spec, batch: o.batch, dtype: o.dtype, maxTokens: o.maxTokens } as never, { device, info });
   } catch (err) {
     device.dispose();
     throw err;
   }
+  const problem = factoryProblem(name, cache, device);
+  if (problem) {
+    // Ours to free: the device made here, and a new cache built on another; never a cache returned before.
+    if (cache instanceof BaseKVCache && !made.has(cache)) cache.dispose();
+    device.dispose();
+    throw new ConfigError(`createCache: the factory registered as '${name}' ${problem}`);
+  }
+  made.add(cache as BaseKVCache);
+  return cache as CacheOf<P>;
+}
+
+/** Every cache createCache returned: a factory that hands one out again breaks the next caller's. */
+const made = new WeakSet<BaseKVCache>();
+
+/** Why a factory's result is not a new cache of its policy on the runtime it was given, or undefined. */
+function factoryProblem(name: string, cache: unknown, device: unknown): string | undefined {
+  if (!(cache instanceof BaseKVCache)) return 'returned something other than a cache (a BaseKVCache, e.g. a PolicyCache subclass)';
+  if (made.has(cache)) return 'returned a cache it had made before; it must build a new one per call';
+  if ((cache as unknown as { device: unknown }).device !== device) return "built its cache on a runtime of its own; pass the factory's second argument (runtime) to the constructor";
+  // NOTE: a snapshot records this name, and loadCache rebuilds the policy registered under it.
+  if (cache.name !== name) return `made a cache named '${cache.name}'; give its class \`readonly name = '${name}'\`, which snapshots record`;
+  return undefined;
 }
 
 /**

@@ -218,7 +218,10 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
   /** Work due before a step on `seqs` (e.g. compressing rows whose prompt is in); on failure nothing may have changed. */
   protected beforeStep(_layer: number, _seqs: readonly number[]): void {}
 
-  /** Mirrors what the step did to a row's state beyond the appended token (e.g. compaction). */
+  /**
+   * Mirrors what the step did to a row's state beyond the appended token (e.g. compaction), once
+   * every row's token is committed; as `afterPrefill`, it must not fail (defer what can).
+   */
   protected afterStep(_layer: number, _seq: number, _row: StepRow): void {}
 
   /**
@@ -248,7 +251,10 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
    */
   protected observeQueries?(layer: number, seq: number, h: number, queries: View, S: number, rows: AttentionRows): void;
 
-  /** Runs after each prefill call per sequence, its tokens committed. */
+  /**
+   * Runs after a prefill call per sequence, once every row's tokens are committed: the call is done,
+   * so work here that can fail (an allocation) defers itself instead (as `afterStep`).
+   */
   protected afterPrefill(_layer: number, _seq: number): void {}
 
   /** The first position from which the exact tail holds every token (before it: compressed or evicted); `crop` stops there. */
@@ -334,8 +340,8 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
         const st = this.states[layer]![s]!;
         st.tail.commit(S);
         st.length += S;
-        this.afterPrefill(layer, s);
       });
+      seqs.forEach((s) => this.afterPrefill(layer, s));
       return out === undefined || out instanceof DeviceTensor ? out : { data: out, shape, dtype: keys.dtype };
     });
   }
@@ -403,8 +409,8 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
         const st = this.states[layer]![s]!;
         st.length += 1;
         st.tail.count += 1;
-        this.afterStep(layer, s, rows[s]!);
       }
+      for (const s of seqs) this.afterStep(layer, s, rows[s]!);
       const shape = [R, Hq, 1, d];
       if (out instanceof DeviceTensor) return out;
       if (own) return (this.outputs[layer] = new DeviceTensor(this.device, step.out, shape, dtype, 'cache'));
@@ -813,7 +819,7 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
       const st = this.states[layer]![b]!;
       st.tail.count += 1; // the hook sees the new token
       try {
-        const read = this.attendDecode!(layer, b, at(t.q), at(t.out));
+        const read = this.checkAttended(this.attendDecode!(layer, b, at(t.q), at(t.out)));
         add('attendedTokens', read.tokens);
         add('selectedTokens', read.selected ?? 0);
         add('hits', read.hits ?? 0);
@@ -826,6 +832,19 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
     });
     this.device.write(at(step.counters), c);
     this.hostCounters[layer] = c;
+  }
+
+  /** What a policy's `attendDecode` returned, refused unless counts (`stats()` and snapshots keep them). */
+  private checkAttended(read: Attended): Attended {
+    const name = `the ${this.name} policy's attendDecode`;
+    if (read === null || typeof read !== 'object' || typeof (read as { then?: unknown }).then === 'function') {
+      throw new ConfigError(`decode: ${name} must return { tokens, selected?, hits?, misses? } synchronously, got ${fmt(read)}`);
+    }
+    for (const k of ['tokens', 'selected', 'hits', 'misses'] as const) {
+      const v = read[k];
+      if ((v !== undefined || k === 'tokens') && !(Number.isSafeInteger(v) && v! >= 0)) throw new ConfigError(`decode: ${name} returned ${k} ${fmt(v)}; counts are non-negative integers`);
+    }
+    return read;
   }
 
   /** Writes input row i (S tokens, every kv head) after a sequence's tail, rotating keys; `tail.commit(S)` makes them count. */

@@ -1,5 +1,6 @@
 import type { Device, DeviceBuffer, View } from '../backends/Device.js';
 import { hostArray } from '../dtype.js';
+import { ConfigError } from '../errors/ConfigError.js';
 import type { DType } from '../tensor.js';
 import type { TailHandles } from '../backends/LayerStep.js';
 import { growCapacity } from './capacity.js';
@@ -113,6 +114,7 @@ export class ExactRegion implements TailHandles {
    * memory is returned at once; leave it out to keep the buffers.
    */
   evict(keep: readonly Int32Array[], capacity?: number): void {
+    this.checkKeep(keep, capacity);
     const n = keep[0]!.length;
     const positions = new Int32Array(this.heads * n);
     keep.forEach((rows, h) => {
@@ -133,6 +135,26 @@ export class ExactRegion implements TailHandles {
     this.count = n;
     this.positions = positions;
     if (capacity !== undefined) this.fit(capacity);
+  }
+
+  /**
+   * A policy's eviction list, refused before any row moves: one Int32Array a head, the same number
+   * of rows each (at least one), strictly ascending, every row held. NOTE: the copies rely on it:
+   * an unsorted list would overwrite a source row before moving it.
+   */
+  private checkKeep(keep: readonly Int32Array[], capacity: number | undefined): void {
+    const fail = (what: string) => {
+      throw new ConfigError(`evict(): ${what}`);
+    };
+    if (!Array.isArray(keep) || keep.length !== this.heads) fail(`keep must hold one Int32Array of rows per kv head (${this.heads})`);
+    const n = keep[0] instanceof Int32Array ? keep[0].length : 0;
+    keep.forEach((rows, h) => {
+      if (!(rows instanceof Int32Array) || rows.length !== n || n === 0) fail(`keep[${h}] must be an Int32Array of as many rows as keep[0] (${n}), at least one`);
+      rows.forEach((r, i) => {
+        if (r < 0 || r >= this.count || (i > 0 && r <= rows[i - 1]!)) fail(`keep[${h}][${i}] is ${r}: rows are strictly ascending and among the ${this.count} held`);
+      });
+    });
+    if (capacity !== undefined && !(Number.isSafeInteger(capacity) && capacity >= n)) fail(`capacity must be an integer of at least the ${n} rows kept, got ${capacity}`);
   }
 
   /** Empties the region (buffers kept for reuse). */

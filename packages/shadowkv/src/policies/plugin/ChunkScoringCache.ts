@@ -1,6 +1,7 @@
 import { at, type DeviceBuffer, type View } from '../../backends/Device.js';
 import { checkLayer, checkSequence, fmt } from '../validate.js';
 import { LayerIndexError } from '../../errors/LayerIndexError.js';
+import { OutOfMemoryError } from '../../errors/OutOfMemoryError.js';
 import type { CacheConfig, Attended, Runtime, SequenceState } from '../BaseKVCache.js';
 import { growCapacity } from '../capacity.js';
 import { ids, need } from '../snapshotChecks.js';
@@ -65,16 +66,40 @@ export abstract class ChunkScoringCache<O extends ChunkScoringOptions> extends P
   }
 
   protected override afterPrefill(layer: number, seq: number): void {
-    this.summarize(this.states[layer]![seq]!);
+    this.summarizeOrDefer(this.states[layer]![seq]!);
   }
 
+  /** The step's selection is the row's once every row's step went through (a later row's hook may throw). */
   protected override afterStep(layer: number, seq: number): void {
-    this.summarize(this.states[layer]![seq]!);
+    const st = this.states[layer]![seq]!;
+    st.selected = this.picked.get(st) ?? [];
+    this.picked.delete(st);
+    this.summarizeOrDefer(st);
   }
 
-  /** Cropped: the summaries of chunks no longer whole go, before the next step scores them. */
+  /** Chunk ids a step chose per row, kept until every row's step went through. */
+  private readonly picked = new Map<ChunkState, Int32Array[]>();
+
+  protected override beforeStep(): void {
+    this.picked.clear();
+  }
+
+  /** Cropped: the summaries of chunks no longer whole go before the next step scores them, and so do cut chunks from the selection. */
   protected override afterCrop(st: ChunkState): void {
     this.summarize(st);
+    st.selected = st.selected.map((ids) => ids.filter((c) => c < st.chunks));
+  }
+
+  /**
+   * After a committed call: summaries that cannot grow now (out of memory) wait for the next call,
+   * their chunks attended exactly meanwhile (they do not compete), as ShadowKV defers compaction.
+   */
+  private summarizeOrDefer(st: ChunkState): void {
+    try {
+      this.summarize(st);
+    } catch (err) {
+      if (!(err instanceof OutOfMemoryError)) throw err;
+    }
   }
 
   /** Summarizes the whole chunks the tail holds beyond the summarized ones (after a crop, only what is left counts). */
@@ -120,18 +145,19 @@ export abstract class ChunkScoringCache<O extends ChunkScoringOptions> extends P
     const n = Math.min(st.chunks, Math.floor(Math.max(0, st.tail.count - ((this.options.recentTokens as number | undefined) ?? 0)) / C));
     const read: Attended = { tokens: 0, selected: 0 };
     if (n <= k) {
-      st.selected = [];
+      this.picked.set(st, []);
       for (let h = 0; h < Hkv; h++) read.tokens += attendRows(this.device, st.tail, h, g, scale, [[0, st.tail.count]], q, out);
       return read;
     }
     const qs = this.device.scratch('chunks.queries', Hq * w, 'f32');
     const scores = this.device.scratch('chunks.scores', n, 'f32');
     this.scoringQueries(q, at(qs));
-    st.selected = [];
+    const picked: Int32Array[] = [];
+    this.picked.set(st, picked);
     for (let h = 0; h < Hkv; h++) {
       this.device.scoreChunks(at(qs, h * g * w), g, w, scale, at(st.summaries!, h * st.capacity * w), n, at(scores));
       const ids = this.device.selectChunks(at(scores), n, k, true).sort();
-      st.selected.push(ids);
+      picked.push(ids);
       const runs = [...rowRuns(ids, C), [n * C, st.tail.count - n * C] as const];
       read.tokens += attendRows(this.device, st.tail, h, g, scale, runs, q, out);
       read.selected! += ids.length * C;

@@ -1,3 +1,4 @@
+import { CACHE_OPTION_KEYS } from '../../config.js';
 import { ConfigError } from '../../errors/ConfigError.js';
 
 /** How one option is checked: a number in a range (an integer unless `integer: false`), or one of a few values. */
@@ -25,7 +26,16 @@ const show = (v: unknown) => (typeof v === 'string' ? `'${v}'` : typeof v === 'o
  * const OPTIONS = definePolicyOptions<{ window?: number }>({ window: { default: 512, min: 1, max: 2 ** 20 } });
  */
 export function definePolicyOptions<O extends object>(rules: OptionRules<O>, relate?: (o: Required<O>) => string | undefined): PolicyOptionSpec<O> {
-  const entries = Object.entries(rules) as [string, { default: unknown; min?: number; max?: number; integer?: boolean; oneOf?: readonly unknown[] }][];
+  const entries = Object.entries(rules) as [string, Rule][];
+  // The rules themselves first: a default its own rule refuses would be taken without a check.
+  for (const [k, rule] of entries) {
+    if (CACHE_KEYS.includes(k)) throw new ConfigError(`definePolicyOptions: '${k}' is an option of every cache (${CACHE_KEYS.join(', ')}); name the policy's option otherwise`);
+    if (!rule.oneOf && !(typeof rule.min === 'number' && typeof rule.max === 'number' && rule.min <= rule.max)) {
+      throw new ConfigError(`definePolicyOptions: ${k} needs oneOf, or numbers min <= max, got min ${show(rule.min)}, max ${show(rule.max)}`);
+    }
+    const problem = refusal(k, rule, rule.default);
+    if (problem) throw new ConfigError(`definePolicyOptions: the default of ${problem}`);
+  }
   const defaults = Object.fromEntries(entries.map(([k, r]) => [k, r.default])) as Required<O>;
   return {
     keys: entries.map(([k]) => k),
@@ -33,13 +43,11 @@ export function definePolicyOptions<O extends object>(rules: OptionRules<O>, rel
     resolve(what, given) {
       const o: Record<string, unknown> = { ...defaults };
       for (const [k, rule] of entries) {
-        const v = (given as Record<string, unknown>)[k];
+        // NOTE: own keys only: an option named like an Object method must not read the prototype's.
+        const v = Object.hasOwn(given, k) ? (given as Record<string, unknown>)[k] : undefined;
         if (v === undefined) continue;
-        if (rule.oneOf) {
-          if (!rule.oneOf.includes(v)) throw new ConfigError(`${what}: ${k} must be one of ${rule.oneOf.map(show).join(', ')}, got ${show(v)}`);
-        } else if (typeof v !== 'number' || !Number.isFinite(v) || v < rule.min! || v > rule.max! || (rule.integer !== false && !Number.isInteger(v))) {
-          throw new ConfigError(`${what}: ${k} must be ${rule.integer === false ? 'a number' : 'an integer'} in [${rule.min}, ${rule.max}], got ${show(v)}`);
-        }
+        const problem = refusal(k, rule, v);
+        if (problem) throw new ConfigError(`${what}: ${problem}`);
         o[k] = v;
       }
       const problem = relate?.(o as Required<O>);
@@ -47,4 +55,16 @@ export function definePolicyOptions<O extends object>(rules: OptionRules<O>, rel
       return o as Required<O>;
     },
   };
+}
+
+type Rule = { default: unknown; min?: number; max?: number; integer?: boolean; oneOf?: readonly unknown[] };
+
+/** Options every cache takes (BaseKVCache's), which a policy's own would shadow. */
+const CACHE_KEYS: readonly string[] = ['spec', 'backend', ...CACHE_OPTION_KEYS];
+
+/** Why `rule` refuses value `v` of option `k` (a message naming both), or undefined. */
+function refusal(k: string, rule: Rule, v: unknown): string | undefined {
+  if (rule.oneOf) return rule.oneOf.includes(v) ? undefined : `${k} must be one of ${rule.oneOf.map(show).join(', ')}, got ${show(v)}`;
+  const ok = typeof v === 'number' && Number.isFinite(v) && v >= rule.min! && v <= rule.max! && (rule.integer === false || Number.isInteger(v));
+  return ok ? undefined : `${k} must be ${rule.integer === false ? 'a number' : 'an integer'} in [${rule.min}, ${rule.max}], got ${show(v)}`;
 }

@@ -150,7 +150,8 @@ export class ShadowKVCache extends BaseKVCache<ShadowState> {
     const o = compressOptions('compress()', options, false);
     const due = this.run('compress()', () => this.due(o));
     due.forEach(([l, s], i) => {
-      this.run('compress()', () => this.compressRows([[l, s]]));
+      // The row may have been compressed (by a decode step) or reset from onProgress meanwhile.
+      this.run('compress()', () => this.isDue(l, this.states[l]![s]!) && this.compressRows([[l, s]]));
       o.onProgress?.({ done: i + 1, total: due.length, layer: l, sequence: s });
     });
     return due.length;
@@ -164,7 +165,6 @@ export class ShadowKVCache extends BaseKVCache<ShadowState> {
     for (const [l, s] of due) {
       o.signal?.throwIfAborted();
       await new Promise<void>((resolve) => setTimeout(resolve, 0));
-      // The row may have been compressed (by a decode step) or reset meanwhile.
       this.run('compressAsync()', () => this.isDue(l, this.states[l]![s]!) && this.compressRows([[l, s]]));
       o.onProgress?.({ done: ++done, total: due.length, layer: l, sequence: s });
     }

@@ -49,11 +49,9 @@ export interface CudaBackendOptions {
 export async function createCudaBackend(options: CudaBackendOptions = {}): Promise<Backend> {
   checkKeys('createCudaBackend options', options, ['device', 'hostMemory']);
   const ordinal = options.device ?? 0;
-  // NOTE: strings quoted: a device '0' must not read as 0 in the message.
-  const show = (v: unknown) => (typeof v === 'string' ? JSON.stringify(v) : fmt(v));
-  if (!Number.isInteger(ordinal) || ordinal < 0) throw new ConfigError(`createCudaBackend: device must be a non-negative integer, got ${show(options.device)}`);
+  if (!Number.isInteger(ordinal) || ordinal < 0) throw new ConfigError(`createCudaBackend: device must be a non-negative integer, got ${fmt(options.device)}`);
   const { hostMemory } = options;
-  if (hostMemory !== undefined && !(Number.isSafeInteger(hostMemory) && hostMemory >= 0)) throw new ConfigError(`createCudaBackend: hostMemory must be a non-negative integer of bytes, got ${show(hostMemory)}`);
+  if (hostMemory !== undefined && !(Number.isSafeInteger(hostMemory) && hostMemory >= 0)) throw new ConfigError(`createCudaBackend: hostMemory must be a non-negative integer of bytes, got ${fmt(hostMemory)}`);
   // NOTE: the addon's current device, its streams and its step graphs are per process: a second
   // device would move every cache already made onto it.
   const taken = () => {

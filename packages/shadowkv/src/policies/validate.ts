@@ -14,10 +14,11 @@ export type Input = Tensor | DeviceTensor;
 /** Whether an input lives on the device. */
 export const onDevice = (t: Input): t is DeviceTensor => t instanceof DeviceTensor;
 
-/** Any value as text for a message, whatever it is (symbols, proxies, throwing toString). */
+/** Any value as text for a message, whatever it is (symbols, proxies, throwing toString); strings quoted, so that '0' does not read as 0. */
 export function fmt(v: unknown): string {
   try {
     if (typeof v === 'symbol') return v.toString();
+    if (typeof v === 'string') return JSON.stringify(v.length > 80 ? `${v.slice(0, 80)}...` : v);
     if (Array.isArray(v)) return `[${v.map(fmt).join(', ')}]`;
     if (typeof v === 'object' && v !== null) return Object.prototype.toString.call(v);
     return String(v);

@@ -3,37 +3,26 @@
 // from trying it as a policy author would (bench/NOTES.md v47); each test covers the case's class.
 import { describe, expect, it } from 'vitest';
 import {
-  ChunkScoringCache, ConfigError, createCache, definePolicyOptions, FullKVCache, loadCache, OutOfMemoryError, PolicyCache, QuestCache, registerBackend, registerPolicy,
-  resolveBackend, toFloat32, type CacheConfig, type Runtime, type View,
+  ChunkScoringCache, ConfigError, createCache, definePolicyOptions, FullKVCache, loadCache, PolicyCache, QuestCache, registerPolicy, toFloat32, type CacheConfig,
+  type Runtime, type View,
 } from '../../packages/shadowkv/src/backend.js';
 import { attendRows } from '../../packages/shadowkv/src/policies/plugin/attendRows.js';
 import type { Attended } from '../../packages/shadowkv/src/policies/BaseKVCache.js';
 import { KitInputs } from '../../packages/shadowkv/src/testing/inputs.js';
+import { faults, registerFaultyWasm } from '../helpers/backends.js';
 
 const spec = { layers: 1, queryHeads: 4, kvHeads: 2, headDim: 16, rope: { theta: 10000 } };
 const same = (a: unknown, b: unknown) => expect(Array.from(toFloat32(a as never))).toEqual(Array.from(toFloat32(b as never)));
 
-// A wasm runtime whose allocations of one tag are refused while `refused.tag` names it.
+// Allocations of one tag refused while `refused.tag` names it.
 const refused: { tag?: string } = {};
-registerBackend('wasm-refusing', async () => {
-  const { backend } = await resolveBackend('wasm');
-  return {
-    ...backend, name: 'wasm-refusing', createDevice: () => {
-      const device = backend.createDevice();
-      const alloc = device.alloc.bind(device);
-      device.alloc = ((n, dtype, tag, tier) => {
-        if (tag === refused.tag) throw new OutOfMemoryError(`test: ${tag} refused`);
-        return alloc(n, dtype, tag, tier);
-      }) as typeof device.alloc;
-      return device;
-    },
-  };
-}, 0);
+faults.fail = (tag) => tag === refused.tag;
+const faulty = registerFaultyWasm();
 
 describe('a committed call does not half-fail in its after-hooks', () => {
   it("quest's summaries that cannot grow wait for a later call: every row takes the prompt, the deferred chunks are attended exactly, then summarized", async () => {
     const make = (backend: string) => createCache({ spec, batch: 2, policy: 'quest', dtype: 'f32', backend, options: { chunkSize: 4, budget: 8, recentTokens: 0 } });
-    const [cache, twin] = [await make('wasm-refusing'), await make('wasm')];
+    const [cache, twin] = [await make(faulty), await make('wasm')];
     const inputs = new KitInputs(1, spec);
     const first = inputs.prompt(2, 60);
     [cache, twin].forEach((c) => c.prefill(0, first)); // 15 chunks: summaries room for 64

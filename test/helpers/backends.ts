@@ -80,6 +80,23 @@ export function registerFaultyWasm(): string {
   );
 }
 
+/**
+ * Registers `'wasm-<bytes>'`: wasm scaled down to one pool of `bytes` (its `maxBytes`, which the
+ * creation check reads), whose allocations past it fail as a full heap's would.
+ */
+export function registerPoolWasm(bytes: number): string {
+  return registerDerived(`wasm-${bytes}`, 'wasm', (device) =>
+    Object.assign(
+      onAlloc(device, (tag, length) => {
+        const held = device.memory();
+        // NOTE: f32-sized elements bound every dtype the tests allocate here (16-bit ones use less).
+        if (held.device + held.host + 4 * length > bytes) throw new OutOfMemoryError(`injected: ${tag} past the pool's ${bytes} bytes`);
+      }),
+      { maxBytes: bytes },
+    ),
+  );
+}
+
 /** What `registerRecorded` saw of each device a cache made: the device, and `memory()` just before its `dispose()`. */
 export interface RecordedDevice {
   device: Device;

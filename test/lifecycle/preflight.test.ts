@@ -2,7 +2,8 @@ import { beforeEach, describe, expect, it } from 'vitest';
 import {
   createCache, estimateMemory, FullKVCache, LLAMA3_8B, OutOfMemoryError, ShadowKVCache, type Cache,
 } from '../../packages/shadowkv/src/backend.js';
-import { registerSmallWasm, smallAllocations, smallRoom } from '../helpers/backends.js';
+import { KitInputs } from '../../packages/shadowkv/src/testing/inputs.js';
+import { registerPoolWasm, registerSmallWasm, smallAllocations, smallRoom } from '../helpers/backends.js';
 
 // The creation preflight: a cache whose rows, each at maxTokens, would not fit what the backend has
 // left is an OutOfMemoryError before anything is allocated (not a trap or a failed allocation
@@ -49,7 +50,7 @@ describe('on wasm: one 4 GB heap for both tiers', () => {
   it('the constructors refuse it too (full attention of 256K Llama-3-8B tokens is 32 GiB)', () => {
     const maxTokens = 262144;
     expect(() => new FullKVCache({ spec: LLAMA3_8B, backend: 'wasm', maxTokens })).toThrow(OutOfMemoryError);
-    expect(() => new FullKVCache({ spec: LLAMA3_8B, backend: 'wasm', maxTokens })).toThrow(/^FullKVCache: batch 1 x maxTokens 262144 needs 32\.00 GiB of device memory and 0\.00 GiB of host memory/);
+    expect(() => new FullKVCache({ spec: LLAMA3_8B, backend: 'wasm', maxTokens })).toThrow(/^FullKVCache: batch 1 x maxTokens 262144 needs 33\.00 GiB of device memory \(1\.00 GiB of it at a peak: one row compressing, or one row's tail growing\) and 0\.00 GiB of host memory/);
     expect(() => new ShadowKVCache({ spec: LLAMA3_8B, backend: 'wasm', budget: 2048, maxTokens })).toThrow(OutOfMemoryError);
   });
 
@@ -61,6 +62,23 @@ describe('on wasm: one 4 GB heap for both tiers', () => {
 
   it('small caches at the default capacity still fit', async () => {
     for (const policy of ['full', 'shadowkv'] as const) (await createCache({ spec, policy, backend: 'wasm', batch: 3, options: policy === 'shadowkv' ? options : undefined })).dispose();
+  });
+});
+
+describe('on a device of one small pool that refuses what passes it (wasm, scaled down)', () => {
+  const backend = registerPoolWasm(24 * MiB);
+
+  it("a cache made at the size creation says fits takes a prompt of that size in pieces: a tail's growth holds its old and new buffers, and is counted", async () => {
+    const err = (await thrown(() => createCache({ spec, policy: 'full', dtype: 'f32', backend, maxTokens: 1 << 20 }))) as OutOfMemoryError;
+    const fits = Number(/What fits: maxTokens (\d+) at batch 1/.exec(err.message)?.[1]);
+    expect(fits).toBeGreaterThan(4096);
+    const cache = await createCache({ spec, policy: 'full', dtype: 'f32', backend, maxTokens: fits });
+    const inputs = new KitInputs(1, spec);
+    for (let l = 0; l < spec.layers; l++) {
+      for (let n = 0; n < fits; n += 1024) cache.prefill(l, inputs.prompt(1, Math.min(1024, fits - n)));
+    }
+    expect(cache.length(0)).toBe(fits);
+    cache.dispose();
   });
 });
 

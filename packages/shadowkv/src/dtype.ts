@@ -1,3 +1,4 @@
+import { DTypeError } from './errors/DTypeError.js';
 import type { DType, Tensor, TensorData } from './tensor.js';
 
 const f32 = new Float32Array(1);
@@ -59,20 +60,30 @@ export function f16ToF32(h: number): number {
   return sign * (1 + mant / 1024) * 2 ** (exp - 15);
 }
 
-/** Reads a tensor's elements as f32, whatever its dtype. */
+/** Reads a tensor's elements as f32, whatever its dtype. Throws `DTypeError` for an unknown dtype, or data of another dtype's array type. */
 export function toFloat32(t: Tensor): Float32Array {
+  knownDtype('toFloat32', t?.dtype);
+  if (!dataMatches(t.data, t.dtype)) throw new DTypeError(`toFloat32: a '${t.dtype}' tensor holds its elements in a ${t.dtype === 'f32' ? 'Float32Array' : 'Uint16Array'}, got ${t.data?.constructor?.name ?? typeof t.data}`);
   if (t.dtype === 'f32') return t.data as Float32Array;
   const widen = t.dtype === 'bf16' ? bf16ToF32 : f16ToF32;
   return Float32Array.from(t.data as Uint16Array, widen);
 }
 
-/** Converts numbers to a dtype's host array (rounding to nearest even). */
+/**
+ * Converts numbers to a dtype's host array, each rounded to f32 first, then (16-bit dtypes) to
+ * nearest even: as a model's f32 activations are narrowed. Throws `DTypeError` for an unknown dtype.
+ */
 export function fromNumbers(values: ArrayLike<number>, dtype: DType): TensorData {
+  knownDtype('fromNumbers', dtype);
   if (dtype === 'f32') return Float32Array.from(values);
   const narrow = dtype === 'bf16' ? f32ToBf16 : f32ToF16;
   const out = new Uint16Array(values.length);
   for (let i = 0; i < values.length; i++) out[i] = narrow(values[i]!);
   return out;
+}
+
+function knownDtype(call: string, dtype: unknown): asserts dtype is DType {
+  if (dtype !== 'f32' && dtype !== 'f16' && dtype !== 'bf16') throw new DTypeError(`${call}: dtype must be 'f32', 'f16' or 'bf16', got ${typeof dtype === 'string' ? `'${dtype}'` : String(dtype)}`);
 }
 
 /** A zeroed host array of `n` elements of `dtype`. */

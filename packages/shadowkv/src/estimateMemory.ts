@@ -25,13 +25,21 @@ export interface MemoryEstimate {
   dense: number;
   /** Device bytes per component, named as in `memory().components`. */
   components: Record<string, number>;
-  /** Extra device bytes held only while one row of one layer is compressed (f32 keys, factors, Gram). */
+  /**
+   * Extra device bytes held at a peak: while one row of one layer is compressed (f32 keys, factors,
+   * Gram), or, for rows kept exact, while one row's tail grows (its old and new buffers both held).
+   */
   transient: number;
-  /** Whether device + transient fit one wasm32 heap (4 GB), the wasm backend's limit per cache. */
+  /** Whether device + host + transient fit one wasm32 heap (4 GB less the runtime's own memory), the wasm backend's limit per cache. */
   fitsWasmHeap: boolean;
 }
 
-const WASM_HEAP = 4 * 2 ** 30;
+/**
+ * Bytes of one wasm32 heap (4 GiB) a cache can have: the runtime's own memory (stack, static data,
+ * the allocator's slack) is held back. The wasm device's `maxBytes`, so that the creation check and
+ * `fitsWasmHeap` agree.
+ */
+export const WASM_HEAP_BYTES = 2 ** 32 - 64 * 2 ** 20;
 
 /**
  * Predicts a cache's memory from its spec and options (ShadowKV issue #20: a 180 GB pinned
@@ -57,8 +65,12 @@ export function estimateMemory(q: MemoryQuestion): MemoryEstimate {
   const o = resolveShadowKVOptions(q.options ?? {}, spec);
   const C = o.chunkSize;
   const nc = storedChunks(S, o) * C;
+  // NOTE: a tail grows by an eighth at a time, holding its old and new buffers while it copies: one
+  // row's whole tail at most (rows grow one at a time). A prompt of 229K tokens failed half-way on
+  // wasm where creation had passed 300K without it.
+  const growth = 2 * Hkv * S * d * b;
   if (policy === 'full' || S < o.denseThreshold || nc <= 0) {
-    return { device: dense, host: 0, dense, components: { exactTail: dense }, transient: 0, fitsWasmHeap: dense < WASM_HEAP };
+    return { device: dense, host: 0, dense, components: { exactTail: dense }, transient: growth, fitsWasmHeap: dense + growth <= WASM_HEAP_BYTES };
   }
   const D = Hkv * d;
   const rank = Math.min(o.rank, nc);
@@ -79,7 +91,7 @@ export function estimateMemory(q: MemoryQuestion): MemoryEstimate {
   // One row's compression: the whole prompt in the tail, f32 pre-RoPE keys and factors, the Gram
   // matrix, and (while the factorization runs) the landmarks and min-cosines of every chunk.
   const l = Math.min(rank + o.svdOversample, D);
-  const transient = 2 * Hkv * S * d * b + 4 * (nc * D + nc * rank + 2 * rank * D + D * D + 4 * l * D + (nc / C) * (D + Hkv));
+  const transient = growth + 4 * (nc * D + nc * rank + 2 * rank * D + D * D + 4 * l * D + (nc / C) * (D + Hkv));
   // NOTE: on wasm both tiers live in the one heap.
-  return { device, host, dense, components, transient, fitsWasmHeap: device + host + transient < WASM_HEAP };
+  return { device, host, dense, components, transient, fitsWasmHeap: device + host + transient <= WASM_HEAP_BYTES };
 }

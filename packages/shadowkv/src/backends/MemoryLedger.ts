@@ -17,13 +17,19 @@ export class MemoryLedger {
     this.tiers[buf.tier] += bytes;
   }
 
-  /** The scratch buffer `name` with room for `length` elements: reallocated (at least doubled) through `device` when smaller. */
+  /**
+   * The scratch buffer `name` of `dtype` with room for `length` elements: reallocated (at least
+   * doubled) through `device` when smaller. NOTE: one buffer per name and dtype, so that calls
+   * alternating dtypes do not double it each time; the new buffer is made before the old is freed,
+   * so that a failed growth leaves the old one in place and registered, never freed twice.
+   */
   scratch(device: Pick<Device, 'alloc' | 'free'>, name: string, length: number, dtype: BufferDType): DeviceBuffer {
-    const have = this.scratchBuffers.get(name);
-    if (have && have.dtype === dtype && have.length >= length) return have;
-    if (have) device.free(have);
+    const key = `${name}:${dtype}`;
+    const have = this.scratchBuffers.get(key);
+    if (have && have.length >= length) return have;
     const buf = device.alloc(Math.max(length, (have?.length ?? 0) * 2), dtype, 'scratch');
-    this.scratchBuffers.set(name, buf);
+    if (have) device.free(have);
+    this.scratchBuffers.set(key, buf);
     return buf;
   }
 

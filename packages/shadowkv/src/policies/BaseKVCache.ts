@@ -25,7 +25,7 @@ import { deviceRoom, preflight } from './preflight.js';
 import { range } from './range.js';
 import {
   capture, captureInput, checkDeviceValues, checkLayer, checkOut, checkSameDtype, checkSequence, checkSequences, checkTensor, checkValues, fmt,
-  onDevice, overlaps, type Input, type ValueRole,
+  onDevice, overlaps, recheckSizes, type Input, type ValueRole,
 } from './validate.js';
 
 /** (layer, row) states one cache may hold: each is a handful of objects and buffers. */
@@ -307,7 +307,7 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
     return this.run(call, () => {
       checkLayer(call, layer, this.spec.layers);
       const { kvHeads: Hkv, queryHeads: Hq, headDim: d } = this.spec;
-      const raw = capture(call, 'input', input ?? null, ['keys', 'values', 'queries', 'sequences'] as const);
+      const raw = capture(call, 'input', input ?? null, ['keys', 'values', 'queries', 'sequences'] as const, true);
       const keys = captureInput(call, 'keys', raw.keys, [-1, Hkv, -1, d], this.device);
       checkTensor(call, 'keys', keys, [-1, Hkv, -1, d], `spec has ${Hkv} kv heads of dim ${d}`);
       const [rows, , S] = keys.shape as [number, number, number, number];
@@ -318,6 +318,7 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
       checkSameDtype(call, { keys, values, queries });
       // Row indices are read (copied) before the data is checked: no getter runs after the checks.
       const seqs = checkSequences(call, raw.sequences, rows, this.batch);
+      recheckSizes(call, { keys, values, queries });
       this.checkInputValues(call, [['keys', keys, this.dtype, 'key'], ['values', values, this.dtype, 'value'], ...(queries ? [['queries', queries, undefined, 'input'] as const] : [])]);
       seqs.forEach((s) => this.checkCapacity(call, layer, s, S));
 
@@ -356,8 +357,8 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
     return this.run(call, () => {
       checkLayer(call, layer, this.spec.layers);
       const { kvHeads: Hkv, queryHeads: Hq, headDim: d } = this.spec;
-      const raw = capture(call, 'input', input ?? null, ['query', 'key', 'value'] as const);
-      const opts = capture(call, 'options', options, ['sequences', 'out', 'checkValues'] as const);
+      const raw = capture(call, 'input', input ?? null, ['query', 'key', 'value'] as const, true);
+      const opts = capture(call, 'options', options, ['sequences', 'out', 'checkValues'] as const, true);
       const R = Array.isArray(opts.sequences) ? opts.sequences.length : this.batch;
       const seqs = checkSequences(call, opts.sequences, R, this.batch);
       const rowsSaid = opts.sequences !== undefined ? `${R} sequences were named` : `the cache holds ${this.batch} rows`;
@@ -380,11 +381,13 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
         }
       }
       if (opts.checkValues !== undefined && typeof opts.checkValues !== 'boolean') throw new ConfigError(`${call}: options.checkValues must be a boolean, got ${fmt(opts.checkValues)}`);
+      recheckSizes(call, { query, key, value }, out !== undefined && !(out instanceof DeviceTensor) ? { data: out, n: R * Hq * d } : undefined);
       if (opts.checkValues !== false) this.checkInputValues(call, [['query', query, undefined, 'input'], ['key', key, this.dtype, 'key'], ['value', value, this.dtype, 'value']]);
       for (const s of seqs) this.checkCapacity(call, layer, s, 1);
-      // A device out, or this layer's own output buffer (made first: it replaces the previous output).
-      if (own) previous?.invalidate();
+      // A device out, or this layer's own output buffer. The previous output is retired once this step
+      // runs (a rejected call leaves it readable), or now where the buffer grew and so freed its memory.
       const outView = out instanceof DeviceTensor ? out.viewFor(this.device, call, 'out') : own ? at(this.device.scratch(`decode.out.${layer}`, R * Hq * d, dtype)) : undefined;
+      if (own && previous && !previous.disposed && previous.dtype === dtype && previous.viewFor(this.device, call, 'out').buf !== outView!.buf) previous.invalidate();
 
       // Inputs staged (host arrays) or taken in place (device tensors): before the work due, so that
       // the staging buffers a first step makes cannot fail after a row was compressed.
@@ -400,6 +403,7 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
         return { input: this.inputOf[b]!, position: st.length, tail: { k: st.tail.k, v: st.tail.v, capacity: st.tail.capacity, count: st.tail.count }, store, compact };
       });
       const step: LayerStep = { geometry: this.stepGeometry(), ioDtype: dtype, ...io, counters: this.counters[layer]!, rows };
+      if (own) previous?.invalidate();
       // 1-5: one runtime call where the backend fuses the step, else its ops one by one.
       if (this.attendDecode) this.decodeWithHook(layer, step);
       else if (this.device.decodeLayer) this.device.decodeLayer(step);
@@ -935,10 +939,13 @@ export const shift = (v: View, elements: number): View => ({ buf: v.buf, offset:
 
 /** Checks the shape and dtype of a device tensor to make; returns a copy of the shape. */
 function checkNewTensor(call: string, shape: unknown, dtype: unknown): number[] {
-  if (!Array.isArray(shape) || shape.length === 0 || !shape.every((s) => Number.isSafeInteger(s) && s > 0)) {
-    throw new ShapeError(`${call}: shape must be a non-empty array of positive integers, got ${fmt(shape)}`);
+  if (!Array.isArray(shape) || shape.length > 64) throw new ShapeError(`${call}: shape must be a non-empty array of positive integers, got ${fmt(shape)}`);
+  // NOTE: one copy, checked and used: holes read as undefined, and a getter is read once.
+  const dims: unknown[] = Array.from(shape as unknown[]);
+  if (dims.length === 0 || !dims.every((s) => Number.isSafeInteger(s) && (s as number) > 0)) {
+    throw new ShapeError(`${call}: shape must be a non-empty array of positive integers, got ${fmt(dims)}`);
   }
-  if (dtype !== 'f32' && dtype !== 'f16' && dtype !== 'bf16') throw new DTypeError(`${call}: dtype is '${fmt(dtype)}', expected 'f32', 'f16' or 'bf16'`);
-  if (numel(shape as number[]) * 4 > 2 ** 50) throw new OutOfMemoryError(`${call}: [${(shape as number[]).join(', ')}] is ${numel(shape as number[])} elements, more than any device holds`);
-  return [...(shape as number[])];
+  if (dtype !== 'f32' && dtype !== 'f16' && dtype !== 'bf16') throw new DTypeError(`${call}: dtype is ${fmt(dtype)}, expected 'f32', 'f16' or 'bf16'`);
+  if (numel(dims as number[]) * 4 > 2 ** 50) throw new OutOfMemoryError(`${call}: [${dims.join(', ')}] is ${numel(dims as number[])} elements, more than any device holds`);
+  return dims as number[];
 }

@@ -53,7 +53,7 @@ export function preflight(what: string, size: { batch: number; maxTokens: number
   const deviceShort = room.shared || device > room.device;
   throw new OutOfMemoryError(
     `${what}: batch ${batch} x maxTokens ${maxTokens} needs ${gib(device)} of device memory` +
-      `${need.transient ? ` (${gib(need.transient)} of it while one row compresses)` : ''} and ${gib(need.host)} of host memory` +
+      `${need.transient ? ` (${gib(need.transient)} of it at a peak: one row compressing, or one row's tail growing)` : ''} and ${gib(need.host)} of host memory` +
       `${room.shared ? ` (${gib(device + need.host)} in all)` : ''}; ${room.source} has ${has}. ` +
       `${fixes.length ? `What fits: ${fixes.join(', or ')}` : 'Not one token of one row fits'}` +
       `${knobs && deviceShort ? `; or lower ${knobs}` : ''}. Nothing was allocated`,

@@ -1,4 +1,5 @@
 import type { Device } from '../backends/Device.js';
+import { checkKeys } from '../config.js';
 import { DeviceTensor } from '../DeviceTensor.js';
 import { bf16ToF32, dataMatches, DTYPE_BYTES, f16ToF32 } from '../dtype.js';
 import { DTypeError } from '../errors/DTypeError.js';
@@ -47,9 +48,11 @@ export function checkSequence(call: string, seq: unknown, batch: number): assert
  * Reads the named fields of a call's input object once each, so that what is validated is what
  * is used (a getter cannot hand back something else later). A getter that throws is a `ShapeError`.
  */
-export function capture<K extends string>(call: string, what: string, o: unknown, keys: readonly K[]): Partial<Record<K, unknown>> {
+export function capture<K extends string>(call: string, what: string, o: unknown, keys: readonly K[], exact = false): Partial<Record<K, unknown>> {
   if (o === undefined) return {};
   if (o === null || typeof o !== 'object') throw new ShapeError(`${call}: ${what} must be an object, got ${fmt(o)}`);
+  // exact: a call's own argument, where a misspelt key (sequence, Out) would silently change what the call does.
+  if (exact) checkKeys(`${call}: ${what}`, o, keys);
   const out: Partial<Record<K, unknown>> = {};
   for (const k of keys) {
     try {
@@ -99,12 +102,36 @@ export function checkTensor(call: string, name: string, t: Input, expected: read
     const want = show(expected.map((e) => (e === -1 ? '*' : e)));
     throw new ShapeError(`${call}: ${name} is ${show(t.shape)}, but ${why}, so expected ${want}`);
   }
-  if (!onDevice(t) && t.data.length !== numel(t.shape)) {
-    throw new ShapeError(`${call}: ${name} has shape ${show(t.shape)} (${numel(t.shape)} elements) but ${t.data.length} elements of data`);
+  if (!onDevice(t) && elements(t.data) !== numel(t.shape)) {
+    throw new ShapeError(`${call}: ${name} has shape ${show(t.shape)} (${numel(t.shape)} elements) but ${elements(t.data)} elements of data`);
   }
 }
 
-/** Largest finite magnitude of each storage dtype. */
+// NOTE: the built-in getter, not `.length`: a subclass may redefine length, and the staging copies
+// (and the read-back) go by the array's real size.
+const typedLength = Object.getOwnPropertyDescriptor(Object.getPrototypeOf(Uint8Array.prototype), 'length')!.get!;
+
+/** Elements a typed array really holds (0 once its buffer is detached). */
+export function elements(data: ArrayBufferView): number {
+  return typedLength.call(data) as number;
+}
+
+/**
+ * The host arrays' sizes again, once every getter of the call has run: a getter read after a
+ * tensor's check could shrink its resizable buffer or detach it (a transfer), and the step would then
+ * stage stale bytes, or store them.
+ */
+export function recheckSizes(call: string, inputs: Record<string, Input | undefined>, out?: { data: unknown; n: number }): void {
+  for (const [name, t] of Object.entries(inputs)) {
+    if (t && !onDevice(t) && elements(t.data) !== numel(t.shape)) {
+      throw new ShapeError(`${call}: ${name} holds ${elements(t.data)} elements after the call's getters ran, not the ${numel(t.shape)} of its shape ${show(t.shape)} (its buffer was resized or detached)`);
+    }
+  }
+  if (out && ArrayBuffer.isView(out.data) && elements(out.data) !== out.n) {
+    throw new ShapeError(`${call}: out holds ${elements(out.data)} elements after the call's getters ran, not ${out.n} (its buffer was resized or detached)`);
+  }
+}
+
 /** The largest finite magnitude of each dtype. */
 export const MAX_FINITE: Record<DType, number> = { f32: 3.4028234663852886e38, f16: 65504, bf16: 3.3895313892515355e38 };
 
@@ -190,6 +217,10 @@ export function checkSameDtype(call: string, tensors: Record<string, Input | und
 export function checkSequences(call: string, sequences: unknown, rows: number, batch: number): readonly number[] {
   if (sequences !== undefined && !Array.isArray(sequences)) throw new SequenceIndexError(`${call}: sequences must be an array of row indices, got ${fmt(sequences)}`);
   if (sequences === undefined && rows <= batch) return allRows(rows); // 0..rows-1: distinct, in range
+  // Lengths first: a sparse array of 2^32 - 1 would otherwise be copied (seconds, gigabytes) to be refused.
+  if (sequences !== undefined && (sequences as unknown[]).length > batch) {
+    throw new SequenceIndexError(`${call}: sequences names ${(sequences as unknown[]).length} rows; the cache holds ${batch}`);
+  }
   const seqs: unknown[] = sequences ? Array.from(sequences as unknown[]) : Array.from({ length: rows }, (_, i) => i);
   if (seqs.length !== rows) throw new ShapeError(`${call}: ${seqs.length} sequences given for ${rows} input rows`);
   seqs.forEach((s) => checkSequence(call, s, batch));
@@ -225,12 +256,13 @@ export function checkOut(call: string, out: unknown, dtype: DType, n: number, de
     const want = dtype === 'f32' ? 'Float32Array' : 'Uint16Array';
     throw new DTypeError(`${call}: out must be a ${want} for '${dtype}' inputs, got ${fmt(out)}`);
   }
-  if (out.length !== n) throw new ShapeError(`${call}: out holds ${out.length} elements, expected ${n} (rows x queryHeads x headDim)`);
+  if (elements(out) !== n) throw new ShapeError(`${call}: out holds ${elements(out)} elements, expected ${n} (rows x queryHeads x headDim)`);
 }
 
 /** An optional list argument copied into a plain array (undefined stays undefined). */
-export function checkList(call: string, name: string, list: unknown): unknown[] | undefined {
+export function checkList(call: string, name: string, list: unknown, max: number): unknown[] | undefined {
   if (list === undefined) return undefined;
   if (!Array.isArray(list)) throw new SequenceIndexError(`${call}: ${name} must be an array, got ${fmt(list)}`);
+  if (list.length > max) throw new SequenceIndexError(`${call}: ${name} names ${list.length} entries, more than the ${max} there are`);
   return Array.from(list as unknown[]);
 }

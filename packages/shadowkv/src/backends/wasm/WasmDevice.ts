@@ -1,5 +1,6 @@
 import { DisposedError } from '../../errors/DisposedError.js';
 import { OutOfMemoryError } from '../../errors/OutOfMemoryError.js';
+import { WASM_HEAP_BYTES } from '../../estimateMemory.js';
 import type { RopeStyle } from '../../spec.js';
 import {
   BUFFER_BYTES,
@@ -32,7 +33,7 @@ import { DTYPE_CODE, ROPE_STYLE_CODE, ROW_WORDS, SEGMENT_BYTES, STATUS, STEP_WOR
  */
 export class WasmDevice implements Device {
   readonly backend = 'wasm';
-  readonly maxBytes = 2 ** 32;
+  readonly maxBytes = WASM_HEAP_BYTES;
   private readonly ledger = new MemoryLedger();
   /** The layer-step record, encoded here and written in one piece (grown with the batch). */
   private stepWords = new Int32Array(STEP_WORDS);

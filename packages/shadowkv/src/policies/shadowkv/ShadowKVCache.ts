@@ -174,8 +174,8 @@ export class ShadowKVCache extends BaseKVCache<ShadowState> {
   private due(options: CompressOptions & { signal?: unknown }): [number, number][] {
     if (options.onProgress !== undefined && typeof options.onProgress !== 'function') throw new ConfigError(`compress(): onProgress must be a function, got ${fmt(options.onProgress)}`);
     if (options.signal !== undefined && !(options.signal instanceof AbortSignal)) throw new ConfigError(`compress(): signal must be an AbortSignal, got ${fmt(options.signal)}`);
-    const layers = (checkList('compress()', 'layers', options.layers) ?? this.states.map((_, l) => l)) as number[];
-    const seqs = (checkList('compress()', 'sequences', options.sequences) ?? Array.from({ length: this.batch }, (_, s) => s)) as number[];
+    const layers = (checkList('compress()', 'layers', options.layers, this.spec.layers) ?? this.states.map((_, l) => l)) as number[];
+    const seqs = (checkList('compress()', 'sequences', options.sequences, this.batch) ?? Array.from({ length: this.batch }, (_, s) => s)) as number[];
     layers.forEach((l) => checkLayer('compress()', l, this.spec.layers));
     seqs.forEach((s) => checkSequence('compress()', s, this.batch));
     if (new Set(layers).size !== layers.length) throw new LayerIndexError(`compress(): layers ${fmt(layers)} repeat a layer`);

@@ -1,4 +1,4 @@
-import { mkdtempSync } from 'node:fs';
+import { closeSync, ftruncateSync, mkdtempSync, openSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
@@ -19,6 +19,22 @@ function caught(f: () => unknown): unknown {
 }
 
 const bytesOf = (t: { data: ArrayBufferView }) => Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength);
+
+/** A safetensors file of this header (any JSON) and data. */
+function header(h: unknown, data: Uint8Array = new Uint8Array(0)): Uint8Array {
+  const head = new TextEncoder().encode(JSON.stringify(h));
+  const out = new Uint8Array(8 + head.length + data.length);
+  new DataView(out.buffer).setBigUint64(0, BigInt(head.length), true);
+  out.set(head, 8);
+  out.set(data, 8 + head.length);
+  return out;
+}
+
+/** A safetensors file with its header rewritten by `edit`, the data unchanged. */
+function rewriteHeader(file: Uint8Array, edit: (h: Record<string, { data_offsets: number[] }>) => unknown): Uint8Array {
+  const n = Number(new DataView(file.buffer, file.byteOffset).getBigUint64(0, true));
+  return header(edit(JSON.parse(new TextDecoder().decode(file.subarray(8, 8 + n)))), file.subarray(8 + n));
+}
 
 describe('loader round trips', () => {
   const cases: [string, typeof GQA, DType, number, 'rope_theta' | 'rope_parameters'][] = [
@@ -118,14 +134,6 @@ describe('a checkpoint that cannot be loaded is a CheckpointError naming the pro
   };
   const model = () => good().files.get('model.safetensors')!;
   const json = (v: unknown) => new TextEncoder().encode(JSON.stringify(v));
-  const header = (h: unknown, data = new Uint8Array(0)) => {
-    const head = json(h);
-    const out = new Uint8Array(8 + head.length + data.length);
-    new DataView(out.buffer).setBigUint64(0, BigInt(head.length), true);
-    out.set(head, 8);
-    out.set(data, 8 + head.length);
-    return out;
-  };
   const withTensors = (edit: (t: ReturnType<typeof randomWeights>) => void) => {
     const { tensors } = good();
     edit(tensors);
@@ -159,6 +167,12 @@ describe('a checkpoint that cannot be loaded is a CheckpointError naming the pro
     ['YaRN RoPE', () => cfg({ rope_scaling: { rope_type: 'yarn', factor: 4 } }), 'config', /rope type 'yarn' is not supported/],
     ['llama3 RoPE without its factors', () => cfg({ rope_scaling: { rope_type: 'llama3', factor: 8 } }), 'config', /low_freq_factor/],
     ['a GELU model', () => cfg({ hidden_act: 'gelu' }), 'config', /hidden_act 'gelu'/],
+    // The byte ranges must tile the data (huggingface/safetensors Metadata::validate): no shared bytes, no holes, nothing after.
+    ['two tensors on the same bytes', () => withFile('model.safetensors', rewriteHeader(model(), (h) => ({ ...h, 'model.layers.1.self_attn.k_proj.weight': { ...h['model.layers.1.self_attn.k_proj.weight'], data_offsets: h['model.layers.1.self_attn.v_proj.weight']!.data_offsets } }))), 'header', /their bytes overlap; safetensors tensors tile the data/],
+    ['a tensor reaching into the next one', () => withFile('model.safetensors', header({ a: { dtype: 'F32', shape: [2], data_offsets: [0, 8] }, b: { dtype: 'F32', shape: [1], data_offsets: [4, 8] } }, new Uint8Array(8))), 'header', /tensor 'b' begins at byte 4 of the data, but 'a' ends at 8: their bytes overlap/],
+    ['bytes between two tensors', () => withFile('model.safetensors', header({ a: { dtype: 'F32', shape: [1], data_offsets: [0, 4] }, b: { dtype: 'F32', shape: [1], data_offsets: [8, 12] } }, new Uint8Array(12))), 'header', /'b' begins at byte 8 of the data, but 'a' ends at 4: the bytes between belong to no tensor/],
+    ['bytes before the first tensor', () => withFile('model.safetensors', header({ a: { dtype: 'F32', shape: [1], data_offsets: [4, 8] } }, new Uint8Array(8))), 'header', /'a' begins at byte 4 of the data, but the data begins at 0/],
+    ['bytes after the last tensor', () => withFile('model.safetensors', (() => { const m = model(); const out = new Uint8Array(m.length + 3); out.set(m); return out; })()), 'header', /3 bytes follow the last tensor's end/],
   ];
   it.each(cases)('%s', (_, files, problem, message) => {
     const err = caught(load(files()));
@@ -186,5 +200,99 @@ describe('a checkpoint that cannot be loaded is a CheckpointError naming the pro
       expect((err as CheckpointError).problem).toBe(problem);
       expect((err as Error).message).toMatch(message);
     });
+  });
+});
+
+describe('safetensors files are read a header and a tensor at a time', () => {
+  it('tensors stored past 4 GiB of a sparse shard load bit for bit (loadCheckpoint reads byte ranges, not whole files)', async () => {
+    // NOTE: a sparse file: the 4 GiB of padding take no disk; only the header and the weights are written.
+    const dir = mkdtempSync(`${tmpdir()}/skv-llama-big-`);
+    try {
+      const tensors = randomWeights(GQA, { dtype: 'bf16', seed: 4 });
+      const pad = 2 ** 32 + 8; // past Buffer's 4 GiB as well as readFileSync's 2 GiB
+      const head: Record<string, unknown> = { pad: { dtype: 'U8', shape: [pad], data_offsets: [0, pad] } };
+      let end = pad;
+      for (const [name, t] of tensors) head[name] = { dtype: 'BF16', shape: t.shape, data_offsets: [end, (end += t.data.byteLength)] };
+      const json = Buffer.from(JSON.stringify(head).padEnd(8 * Math.ceil(JSON.stringify(head).length / 8)));
+      const fd = openSync(`${dir}/model.safetensors`, 'w');
+      const length = Buffer.alloc(8);
+      length.writeBigUInt64LE(BigInt(json.length));
+      writeSync(fd, length, 0, 8, 0);
+      writeSync(fd, json, 0, json.length, 8);
+      let at = 8 + json.length + pad;
+      for (const t of tensors.values()) at += writeSync(fd, new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength), 0, t.data.byteLength, at);
+      ftruncateSync(fd, at);
+      closeSync(fd);
+      writeFileSync(`${dir}/config.json`, JSON.stringify(hfConfigJson(GQA)));
+      expect(statSync(`${dir}/model.safetensors`).size).toBeGreaterThan(2 ** 32);
+      const loaded = await loadCheckpoint(dir);
+      expect(loaded.config).toEqual(GQA);
+      expect(bytesOf(loaded.weights.embed)).toEqual(bytesOf(tensors.get('model.embed_tokens.weight')!));
+      expect(bytesOf(loaded.weights.layers[1]!.proj.down.weight)).toEqual(bytesOf(tensors.get('model.layers.1.mlp.down_proj.weight')!));
+      expect(bytesOf(loaded.weights.lmHead)).toEqual(bytesOf(tensors.get('lm_head.weight')!));
+    } finally {
+      rmSync(dir, { recursive: true });
+    }
+  });
+
+  it('a header may list tensors in any order: only their byte ranges must tile the data', () => {
+    const tensors = randomWeights(GQA, { seed: 5 });
+    const file = checkpointFiles(GQA, tensors).get('model.safetensors')!;
+    const reversed = rewriteHeader(file, (h) => Object.fromEntries(Object.entries(h).reverse()));
+    const files = new Map([['config.json', new TextEncoder().encode(JSON.stringify(hfConfigJson(GQA)))], ['model.safetensors', reversed]]);
+    const { weights } = readCheckpoint((f) => files.get(f));
+    expect(bytesOf(weights.layers[0]!.proj.q.weight)).toEqual(bytesOf(tensors.get('model.layers.0.self_attn.q_proj.weight')!));
+  });
+});
+
+describe('config.json: a field of the wrong kind is a CheckpointError naming it, never its default', () => {
+  const base = hfConfigJson(GQA);
+  const read = (edit: Record<string, unknown>) => () => parseLlamaConfig({ ...base, ...edit });
+  it.each([
+    ['rope_scaling a string', { rope_scaling: 'llama3' }, /rope_scaling must be an object, got "llama3"/],
+    ['rope_scaling a list', { rope_scaling: [8, 1, 4, 8192] }, /rope_scaling must be an object/],
+    ['rope_scaling a number', { rope_scaling: 8 }, /rope_scaling must be an object/],
+    ['rope_parameters a number', { rope_theta: undefined, rope_parameters: 500000 }, /rope_parameters must be an object/],
+    ['rope_parameters a string', { rope_theta: undefined, rope_parameters: 'llama3' }, /rope_parameters must be an object/],
+    ['tie_word_embeddings "true"', { tie_word_embeddings: 'true' }, /tie_word_embeddings must be true or false, got "true"/],
+    ['attention_bias 1', { attention_bias: 1 }, /attention_bias must be true or false/],
+    ['mlp_bias "false"', { mlp_bias: 'false' }, /mlp_bias must be true or false/],
+    ['eos_token_id past the vocabulary', { eos_token_id: 100000 }, /eos_token_id .* in \[0, vocab_size = 61\), got 100000/],
+    ['one eos id of a list past the vocabulary', { eos_token_id: [1, 61] }, /eos_token_id/],
+    ['bos_token_id past the vocabulary', { bos_token_id: 61 }, /bos_token_id must be a token id in \[0, vocab_size = 61\)/],
+    ['bos_token_id a string', { bos_token_id: '1' }, /bos_token_id/],
+  ])('%s', (_, edit, message) => {
+    expect(read(edit)).toThrow(CheckpointError);
+    expect(read(edit)).toThrow(message);
+  });
+
+  it('absent or null fields take their defaults; ids in the vocabulary are read', () => {
+    const c = parseLlamaConfig({ ...base, rope_scaling: null, tie_word_embeddings: null, attention_bias: undefined, bos_token_id: null, eos_token_id: [60, 0] });
+    expect([c.ropeScaling, c.tieWordEmbeddings, c.attentionBias, c.bosTokenId, c.eosTokenIds]).toEqual([undefined, false, false, undefined, [60, 0]]);
+  });
+
+  it('any JSON in a flag, a RoPE field or a special id: read as written, or a CheckpointError naming the field', () => {
+    const field = fc.constantFrom('tie_word_embeddings', 'attention_bias', 'mlp_bias', 'rope_scaling', 'rope_parameters', 'eos_token_id', 'bos_token_id');
+    fc.assert(
+      fc.property(field, fc.oneof(fc.jsonValue(), fc.integer({ min: -2, max: 70 }), fc.boolean()), (key, value) => {
+        let c;
+        try {
+          c = parseLlamaConfig({ ...base, ...(key === 'rope_parameters' ? { rope_theta: undefined } : {}), [key]: value });
+        } catch (err) {
+          return err instanceof CheckpointError && err.problem === 'config' && (err.message.includes(key) || /rope|factor|theta/.test(err.message));
+        }
+        const absent = value === null || value === undefined;
+        const id = (v: unknown) => Number.isSafeInteger(v) && (v as number) >= 0 && (v as number) < GQA.vocabSize;
+        switch (key) {
+          case 'tie_word_embeddings': return c.tieWordEmbeddings === (absent ? false : value);
+          case 'attention_bias': return c.attentionBias === (absent ? false : value);
+          case 'mlp_bias': return c.mlpBias === (absent ? false : value);
+          case 'bos_token_id': return absent ? c.bosTokenId === undefined : id(value) && c.bosTokenId === value;
+          case 'eos_token_id': return JSON.stringify(c.eosTokenIds) === JSON.stringify(absent ? [] : Array.isArray(value) ? value : [value]) && c.eosTokenIds.every(id);
+          default: return absent || (typeof value === 'object' && !Array.isArray(value));
+        }
+      }),
+      { numRuns: 400 },
+    );
   });
 });

@@ -1,5 +1,5 @@
 // Tiny Llama configs of odd sizes (so tails of every loop run) and in-memory checkpoints of them.
-import type { DType } from '../../packages/shadowkv/src/backend.js';
+import type { DType, Tensor } from '../../packages/shadowkv/src/backend.js';
 import { checkpointFiles, randomWeights, readCheckpoint, type CheckpointLayout, type LlamaConfig } from '../../packages/llama/src/index.js';
 
 /** GQA (6 q heads, 2 kv heads), untied, Llama-3 RoPE scaling that touches every frequency band at head_dim 8. */
@@ -15,9 +15,11 @@ export const MHA: LlamaConfig = {
   rmsNormEps: 1e-6, ropeTheta: 500000, maxPositions: 4096, tieWordEmbeddings: true, attentionBias: true, mlpBias: true, eosTokenIds: [2],
 };
 
-/** Random weights written as HF files and read back through `readCheckpoint`. */
-export function memoryCheckpoint(config: LlamaConfig, options: { seed?: number; dtype?: DType } & CheckpointLayout = {}) {
-  const tensors = randomWeights(config, options);
-  const files = checkpointFiles(config, tensors, options);
+/** Random weights (changed by `edit`, if given) written as HF files and read back through `readCheckpoint`. */
+export function memoryCheckpoint(config: LlamaConfig, options: { seed?: number; dtype?: DType; edit?: (tensors: Map<string, Tensor>) => void } & CheckpointLayout = {}) {
+  const { edit, seed, dtype, ...layout } = options;
+  const tensors = randomWeights(config, { seed, dtype });
+  edit?.(tensors);
+  const files = checkpointFiles(config, tensors, layout);
   return { tensors, files, checkpoint: readCheckpoint((name) => files.get(name)) };
 }

@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { ConfigError, LLAMA3_8B, ShadowKVCache } from '../../packages/shadowkv/src/backend.js';
+import { ConfigError, LLAMA3_8B, NonFiniteError, resolveShadowKVOptions, resolveSpec, ShadowKVCache, ShapeError } from '../../packages/shadowkv/src/backend.js';
 import { argmax, fitCacheOptions, Sampler } from '../../packages/llama/src/index.js';
 
 const logits = Float32Array.of(1, 3, 2, 3 - 1e-3, -5);
@@ -37,8 +37,28 @@ describe('Sampler', () => {
     expect(new Set(draw(new Sampler({ temperature: 1, topP: 0.3, seed: 2 }), 100))).toEqual(new Set([1]));
   });
 
-  it.each([[{ temperature: -1 }], [{ topK: 1.5 }], [{ topP: 0 }], [{ topP: 1.5 }], [{ seed: 0.5 }]])('rejects %j with a ConfigError', (opts) => {
-    expect(() => new Sampler(opts)).toThrow(ConfigError);
+  it.each([[{ temperature: -1 }], [{ topK: 1.5 }], [{ topP: 0 }], [{ topP: 1.5 }], [{ seed: 0.5 }], [{ topP: '0.5' }], [{ temperature: '1' }], [{ temprature: 1 }], [null]])('rejects %j with a ConfigError', (opts) => {
+    expect(() => new Sampler(opts as never)).toThrow(ConfigError);
+  });
+
+  const greedy = new Sampler();
+  const sampling = new Sampler({ temperature: 1, topK: 2, seed: 3 });
+  it.each([
+    ['NaN', [1, NaN, 2], NonFiniteError, /logit 1 is NaN/],
+    ['+Infinity', [1, Infinity, 2], NonFiniteError, /logit 1 is Infinity/],
+    ['only -Infinity', [-Infinity, -Infinity], NonFiniteError, /every logit is -Infinity/],
+    ['no logits', [], ShapeError, /non-empty/],
+  ] as const)('%s logits are refused, greedy and sampling', (_, values, error, message) => {
+    for (const pick of [(l: Float32Array) => greedy.next(l), (l: Float32Array) => sampling.next(l), argmax]) {
+      expect(() => pick(Float32Array.from(values))).toThrow(error);
+      expect(() => pick(Float32Array.from(values))).toThrow(message);
+    }
+  });
+
+  it('-Infinity masks a token out: it is never picked while a finite logit is left', () => {
+    const masked = Float32Array.of(-Infinity, 0, -Infinity, 0.5);
+    expect(new Set(draw(new Sampler({ temperature: 2, seed: 5 }), 200, masked))).toEqual(new Set([1, 3]));
+    expect(argmax(Float32Array.of(-Infinity, -3))).toBe(1);
   });
 });
 
@@ -101,6 +121,41 @@ describe('fitCacheOptions', () => {
       }),
       { numRuns: 25 },
     );
+  });
+
+  it('every hinted chunk size the config allows and any prompt a cache row holds give options the cache takes', () => {
+    const spec = resolveSpec(narrow);
+    fc.assert(
+      fc.property(fc.integer({ min: 1, max: 1024 }), fc.integer({ min: 1, max: 2 ** 31 - 300 }), fc.constantFrom(1 / 64, 0.3, 1), (chunkSize, promptTokens, budgetFraction) => {
+        const { options } = fitCacheOptions(narrow, { promptTokens, maxNewTokens: 256, budgetFraction, hints: { chunkSize } });
+        expect(resolveShadowKVOptions(options, spec)).toMatchObject(options);
+        expect(options.budget).toBeGreaterThanOrEqual(64);
+        expect(options.budget).toBeLessThanOrEqual(65536);
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it('a hint that does not divide 64 rounds the budget floor up to whole chunks; a huge prompt caps the budget at 65536', () => {
+    expect(fitCacheOptions(narrow, { promptTokens: 2000, hints: { chunkSize: 3 } }).options).toMatchObject({ budget: 66, maxRecentTokens: 66 });
+    expect(fitCacheOptions(narrow, { promptTokens: 2000, hints: { chunkSize: 48 } }).options).toMatchObject({ budget: 96, maxRecentTokens: 96 });
+    expect(fitCacheOptions(narrow, { promptTokens: 5_000_000 }).options.budget).toBe(65536);
+    expect(fitCacheOptions(narrow, { promptTokens: 5_000_000, hints: { chunkSize: 1000 } }).options).toMatchObject({ budget: 65000, outlierChunks: 65 });
+  });
+
+  it.each([
+    ['hints null', narrow, { promptTokens: 100, hints: null }, /hints must be an object/],
+    ['a misspelt key', narrow, { promptTokens: 100, maxNewToken: 8 }, /unknown option 'maxNewToken'/],
+    ['a misspelt hint', narrow, { promptTokens: 100, hints: { chunk_size: 1 } }, /unknown option 'chunk_size'/],
+    ['no question', narrow, null, /must be an object/],
+    ['spec null', null, { promptTokens: 100 }, /spec must be an object/],
+    ['a spec with odd heads', { ...narrow, headDim: 63 }, { promptTokens: 100 }, /headDim must be even/],
+    ['more tokens than a row holds', narrow, { promptTokens: 2 ** 31 - 10, maxNewTokens: 20 }, /more than a cache row holds/],
+    ['a hint past the chunk limit', narrow, { promptTokens: 100, hints: { chunkSize: 2048 } }, /hints.chunkSize must be an integer in \[1, 1024\]/],
+    ['a string budgetFraction', narrow, { promptTokens: 100, budgetFraction: '0.5' }, /budgetFraction/],
+  ])('%s is a ConfigError', (_, spec, q, message) => {
+    expect(() => fitCacheOptions(spec as never, q as never)).toThrow(ConfigError);
+    expect(() => fitCacheOptions(spec as never, q as never)).toThrow(message);
   });
 
   it('a short prompt stays dense, and the notes say so', () => {

@@ -1,4 +1,8 @@
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { ConfigError } from '../../packages/shadowkv/src/backend.js';
 import { BpeTokenizer, ByteTokenizer, TokenizerError } from '../../packages/llama/src/index.js';
 import { BYTE_CHAR } from '../../packages/llama/src/tokenizer/byteLevel.js';
 import { caseInsensitiveGroups } from '../../packages/llama/src/tokenizer/preTokenize.js';
@@ -106,8 +110,56 @@ describe('BpeTokenizer (tokenizer.json, byte-level BPE)', () => {
     ['a normalizer', { ...tokenizerJson(), normalizer: { type: 'NFKC' } }, /normalizer 'NFKC'/],
     ['a Metaspace pre-tokenizer', tokenizerJson({ preTokenizer: { type: 'Metaspace' } }), /type 'Metaspace' is not supported/],
     ['text that is not JSON', '{"model": ', /not JSON/],
+    ['added_tokens that are an object', { ...tokenizerJson(), added_tokens: {} }, /added_tokens must be a list/],
+    ['added_tokens that are a number', { ...tokenizerJson(), added_tokens: 5 }, /added_tokens must be a list/],
+    ['a null step in a Sequence pre-tokenizer', tokenizerJson({ preTokenizer: { type: 'Sequence', pretokenizers: [null, { type: 'ByteLevel' }] } }), /a step must be an object with a type, got null/],
+    ['a Sequence without a list', tokenizerJson({ preTokenizer: { type: 'Sequence', pretokenizers: { type: 'ByteLevel' } } }), /Sequence needs a list of pretokenizers/],
+    ['a pre-tokenizer that is a number', tokenizerJson({ preTokenizer: 7 }), /a step must be an object/],
   ] as [string, unknown, RegExp][])('%s is a TokenizerError', (_, json, message) => {
     expect(() => new BpeTokenizer(json)).toThrow(TokenizerError);
     expect(() => new BpeTokenizer(json)).toThrow(message);
+  });
+
+  it('any JSON in any part of tokenizer.json: a tokenizer, or a TokenizerError (never a TypeError)', () => {
+    const base = tokenizerJson();
+    const part = fc.constantFrom('added_tokens', 'pre_tokenizer', 'normalizer', 'model', 'model.vocab', 'model.merges', 'pre_tokenizer.pretokenizers', 'pre_tokenizer.pretokenizers.0');
+    fc.assert(
+      fc.property(part, fc.jsonValue(), (path, value) => {
+        const json = structuredClone(base) as Record<string, unknown>;
+        const keys = path.split('.');
+        let at: Record<string, unknown> = json;
+        for (const k of keys.slice(0, -1)) at = at[k] as Record<string, unknown>;
+        at[keys.at(-1)!] = value;
+        try {
+          new BpeTokenizer(json).encode("hello world, it's 12345");
+          return true;
+        } catch (err) {
+          return err instanceof TokenizerError;
+        }
+      }),
+      { numRuns: 400 },
+    );
+  });
+
+  it('a piece of 150K characters (one word, no spaces) encodes: no argument list as long as the piece', () => {
+    const long = 'hello'.repeat(30_000);
+    const ids = tok.encode(long);
+    expect(ids).toEqual(Array(30_000).fill(id('hello')));
+    expect(tok.decode(tok.encode('a'.repeat(150_001)))).toHaveLength(150_001);
+  });
+
+  it('BpeTokenizer.load of a file that cannot be read is a TokenizerError naming it', async () => {
+    const dir = mkdtempSync(`${tmpdir()}/skv-tok-`);
+    for (const path of [`${dir}/missing.json`, dir]) {
+      const err = await BpeTokenizer.load(path).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(TokenizerError);
+      expect((err as Error).message).toContain(`${path} cannot be read`);
+    }
+  });
+});
+
+describe('ByteTokenizer options', () => {
+  it.each([[{ special: ['<eos>'] }], [{ specials: '<eos>' }], [{ specials: [''] }], [null]])('%j is a ConfigError', (options) => {
+    expect(() => new ByteTokenizer(options as never)).toThrow(ConfigError);
   });
 });

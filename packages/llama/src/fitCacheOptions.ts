@@ -1,8 +1,9 @@
 // ShadowKV options sized to a model and a prompt instead of Llama-3-8B at 128K (the SDK's defaults).
-import type { ShadowKVOptions } from '../../shadowkv/src/config.js';
+import { checkKeys, OPTION_LIMITS, type ShadowKVOptions } from '../../shadowkv/src/config.js';
 import { ConfigError } from '../../shadowkv/src/errors/ConfigError.js';
 import { estimateMemory, type MemoryEstimate } from '../../shadowkv/src/estimateMemory.js';
-import type { ModelSpec } from '../../shadowkv/src/spec.js';
+import { fmt } from '../../shadowkv/src/policies/validate.js';
+import { resolveSpec, type ModelSpec } from '../../shadowkv/src/spec.js';
 import type { DType } from '../../shadowkv/src/tensor.js';
 import type { CacheHints } from './checkpoint/LlamaConfig.js';
 
@@ -38,6 +39,8 @@ export interface CacheFit {
 const CHUNK = 8;
 const FINE_CHUNK = 4;
 const roundTo = (x: number, m: number) => Math.round(x / m) * m;
+const ceilTo = (x: number, m: number) => Math.ceil(x / m) * m;
+const floorTo = (x: number, m: number) => Math.floor(x / m) * m;
 
 /**
  * Chooses ShadowKV's rank, budget and dense threshold from the model's geometry and the prompt, and
@@ -49,11 +52,16 @@ const roundTo = (x: number, m: number) => Math.round(x / m) * m;
  * const cache = new ShadowKVCache({ spec: model.spec, maxTokens: fit.maxTokens, ...fit.options });
  */
 export function fitCacheOptions(spec: ModelSpec, q: FitQuestion): CacheFit {
+  resolveSpec(spec); // a ConfigError naming the field, not a TypeError below
+  checkKeys('fitCacheOptions question', q, ['promptTokens', 'maxNewTokens', 'budgetFraction', 'dtype', 'hints']);
   const { promptTokens, maxNewTokens = 256, budgetFraction = 1 / 64, dtype = 'bf16', hints = {} } = q;
-  if (!Number.isInteger(promptTokens) || promptTokens < 1) throw new ConfigError(`fitCacheOptions: promptTokens must be a positive integer, got ${promptTokens}`);
-  if (!Number.isInteger(maxNewTokens) || maxNewTokens < 0) throw new ConfigError(`fitCacheOptions: maxNewTokens must be an integer >= 0, got ${maxNewTokens}`);
-  if (hints.chunkSize !== undefined && !(Number.isInteger(hints.chunkSize) && hints.chunkSize >= 1)) throw new ConfigError(`fitCacheOptions: hints.chunkSize must be a positive integer, got ${hints.chunkSize}`);
-  if (!(budgetFraction > 0 && budgetFraction <= 1)) throw new ConfigError(`fitCacheOptions: budgetFraction must be in (0, 1], got ${budgetFraction}`);
+  checkKeys('fitCacheOptions hints', hints, ['chunkSize']);
+  const { maxTokens: limit, chunkSize: chunkLimit, slotTokens } = OPTION_LIMITS;
+  if (!Number.isInteger(promptTokens) || promptTokens < 1) throw new ConfigError(`fitCacheOptions: promptTokens must be a positive integer, got ${fmt(promptTokens)}`);
+  if (!Number.isInteger(maxNewTokens) || maxNewTokens < 0) throw new ConfigError(`fitCacheOptions: maxNewTokens must be an integer >= 0, got ${fmt(maxNewTokens)}`);
+  if (promptTokens + maxNewTokens > limit) throw new ConfigError(`fitCacheOptions: promptTokens + maxNewTokens is ${promptTokens + maxNewTokens}, more than a cache row holds (maxTokens <= ${limit})`);
+  if (hints.chunkSize !== undefined && !(Number.isInteger(hints.chunkSize) && hints.chunkSize >= 1 && hints.chunkSize <= chunkLimit)) throw new ConfigError(`fitCacheOptions: hints.chunkSize must be an integer in [1, ${chunkLimit}], got ${fmt(hints.chunkSize)}`);
+  if (!(typeof budgetFraction === 'number' && budgetFraction > 0 && budgetFraction <= 1)) throw new ConfigError(`fitCacheOptions: budgetFraction must be a number in (0, 1], got ${fmt(budgetFraction)}`);
   const width = spec.kvHeads * spec.headDim;
   const maxTokens = promptTokens + maxNewTokens;
   // Rank: the paper's 160 of 1024 (5/32) where keys are wide; narrow keys are less redundant, so at
@@ -67,12 +75,14 @@ export function fitCacheOptions(spec: ModelSpec, q: FitQuestion): CacheFit {
   // chunks of 8 missed, and missed 1 that 8 answered (bench/results/eval-h200-chunk8.md).
   // A checkpoint's own hint wins: its evaluation measured what its heads need.
   const chunkSize = hints.chunkSize ?? (maxTokens * budgetFraction < 64 * CHUNK ? FINE_CHUNK : CHUNK);
-  // Budget: a share of the context, whole chunks, at least 64 tokens.
-  const budget = Math.max(8 * CHUNK, roundTo(maxTokens * budgetFraction, chunkSize));
-  const outlierChunks = Math.floor((budget / 1024) * 24);
+  // Budget: a share of the context, whole chunks, at least 64 tokens and at most the cache's exact
+  // slots (a hinted chunk need not divide 64, so both bounds are whole chunks too).
+  const budget = Math.min(floorTo(slotTokens, chunkSize), Math.max(ceilTo(8 * CHUNK, chunkSize), roundTo(maxTokens * budgetFraction, chunkSize)));
+  // 24 per 1024 of budget, their tokens within the cache's exact slots too.
+  const outlierChunks = Math.min(Math.floor((budget / 1024) * 24), Math.floor(slotTokens / chunkSize));
   const localTokens = 32;
   // Recent tokens are attended in full every step: no more of them than the budget before compaction.
-  const maxRecentTokens = Math.max(8 * CHUNK, Math.min(1024, budget));
+  const maxRecentTokens = Math.min(budget, ceilTo(1024, chunkSize));
   // Dense threshold: below ~4x the tokens a step attends anyway, sparse attention saves little.
   const attended = budget + outlierChunks * chunkSize + localTokens;
   const denseThreshold = Math.max(1024, Math.ceil((4 * attended) / CHUNK) * CHUNK);

@@ -9,7 +9,7 @@ export { TokenizerError } from './errors/TokenizerError.js';
 export { hfConfigJson, llamaSpec, parseLlamaConfig, type CacheHints, type LlamaConfig, type RopeSpelling } from './checkpoint/LlamaConfig.js';
 export { assembleWeights, type LayerWeights, type Linear, type LlamaWeights } from './checkpoint/LlamaWeights.js';
 export { loadCheckpoint, readCheckpoint, type Checkpoint, type CheckpointReader } from './checkpoint/loadCheckpoint.js';
-export { encodeSafetensors, readSafetensors, type RawTensor } from './checkpoint/safetensors.js';
+export { encodeSafetensors, readSafetensors, type ByteSource, type RawTensor } from './checkpoint/safetensors.js';
 export { weightSlots, type WeightSlot } from './checkpoint/weightLayout.js';
 export { checkpointFiles, randomWeights, writeCheckpoint, type CheckpointLayout } from './checkpoint/writeCheckpoint.js';
 export { DeviceMatmul } from './model/DeviceMatmul.js';

@@ -59,10 +59,25 @@ function positive(c: Json, key: string, fallback?: number): number {
   return v;
 }
 
+/** An optional object field: absent (undefined or null), or a JSON object; anything else is a CheckpointError. */
+function object(c: Json, key: string): Json | undefined {
+  const v = c[key];
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== 'object' || Array.isArray(v)) throw bad(`${key} must be an object, got ${JSON.stringify(v)}`);
+  return v as Json;
+}
+
+/** An optional flag: absent (false), true or false; a string "true" is not read as either. */
+function flag(c: Json, key: string): boolean {
+  const v = c[key] ?? false;
+  if (typeof v !== 'boolean') throw bad(`${key} must be true or false, got ${JSON.stringify(c[key])}`);
+  return v;
+}
+
 /** `rope_parameters` (v5) or `rope_theta` + `rope_scaling` (v4), read into theta and optional Llama-3 scaling. */
 function readRope(c: Json): { ropeTheta: number; ropeScaling?: Llama3RopeScaling } {
-  const params = c.rope_parameters as Json | undefined | null;
-  const scaling = (params ?? c.rope_scaling) as Json | undefined | null;
+  const params = object(c, 'rope_parameters');
+  const scaling = params ?? object(c, 'rope_scaling');
   const ropeTheta = positive(params ?? c, 'rope_theta', 10000);
   const type = scaling?.rope_type ?? scaling?.type ?? 'default';
   if (type === 'default') return { ropeTheta };
@@ -78,11 +93,20 @@ function readRope(c: Json): { ropeTheta: number; ropeScaling?: Llama3RopeScaling
   return { ropeTheta, ropeScaling };
 }
 
+/** `bos_token_id` and `eos_token_id` (an id or a list): ids in the vocabulary, or absent. */
+function readSpecialIds(c: Json, vocabSize: number): Pick<LlamaConfig, 'bosTokenId' | 'eosTokenIds'> {
+  const isId = (id: unknown) => Number.isSafeInteger(id) && (id as number) >= 0 && (id as number) < vocabSize;
+  const bos = c.bos_token_id ?? undefined;
+  if (bos !== undefined && !isId(bos)) throw bad(`bos_token_id must be a token id in [0, vocab_size = ${vocabSize}), got ${JSON.stringify(bos)}`);
+  const eos = c.eos_token_id ?? [];
+  const eosTokenIds = Array.isArray(eos) ? eos : [eos];
+  if (!eosTokenIds.every(isId)) throw bad(`eos_token_id must be a token id or a list of them, each in [0, vocab_size = ${vocabSize}), got ${JSON.stringify(eos)}`);
+  return { ...(bos !== undefined ? { bosTokenId: bos as number } : {}), eosTokenIds: eosTokenIds as number[] };
+}
+
 function readHints(c: Json): { cacheHints?: CacheHints } {
-  const h = c.shadowkv;
-  if (h === undefined || h === null) return {};
-  if (typeof h !== 'object' || Array.isArray(h)) throw bad(`shadowkv must be an object of cache settings, got ${JSON.stringify(h)}`);
-  const hints = h as Json;
+  const hints = object(c, 'shadowkv');
+  if (!hints) return {};
   if (hints.chunk_size === undefined) return { cacheHints: {} };
   const chunkSize = hints.chunk_size;
   if (!Number.isSafeInteger(chunkSize) || (chunkSize as number) < 1 || (chunkSize as number) > OPTION_LIMITS.chunkSize) {
@@ -104,11 +128,9 @@ export function parseLlamaConfig(json: unknown): LlamaConfig {
   if (queryHeads % kvHeads !== 0) throw bad(`num_attention_heads (${queryHeads}) must be a multiple of num_key_value_heads (${kvHeads})`);
   const headDim = count(c, 'head_dim', hiddenSize / queryHeads);
   if (headDim % 2 !== 0) throw bad(`head_dim must be even for RoPE, got ${headDim}`);
-  const eos = c.eos_token_id;
-  const eosTokenIds = eos === undefined || eos === null ? [] : Array.isArray(eos) ? eos : [eos];
-  if (!eosTokenIds.every((id) => Number.isSafeInteger(id) && id >= 0)) throw bad(`eos_token_id must be an id or a list of ids, got ${JSON.stringify(eos)}`);
+  const vocabSize = count(c, 'vocab_size');
   return {
-    vocabSize: count(c, 'vocab_size'),
+    vocabSize,
     hiddenSize,
     intermediateSize: count(c, 'intermediate_size'),
     layers: count(c, 'num_hidden_layers'),
@@ -118,11 +140,10 @@ export function parseLlamaConfig(json: unknown): LlamaConfig {
     rmsNormEps: positive(c, 'rms_norm_eps', 1e-6),
     ...readRope(c),
     maxPositions: count(c, 'max_position_embeddings', 2048),
-    tieWordEmbeddings: c.tie_word_embeddings === true,
-    attentionBias: c.attention_bias === true,
-    mlpBias: c.mlp_bias === true,
-    ...(Number.isSafeInteger(c.bos_token_id) ? { bosTokenId: c.bos_token_id as number } : {}),
-    eosTokenIds: eosTokenIds as number[],
+    tieWordEmbeddings: flag(c, 'tie_word_embeddings'),
+    attentionBias: flag(c, 'attention_bias'),
+    mlpBias: flag(c, 'mlp_bias'),
+    ...readSpecialIds(c, vocabSize),
     ...readHints(c),
   };
 }

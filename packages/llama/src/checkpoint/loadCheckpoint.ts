@@ -5,9 +5,10 @@ import type { Tensor } from '../../../shadowkv/src/tensor.js';
 import { CheckpointError } from '../errors/CheckpointError.js';
 import { llamaSpec, parseLlamaConfig, type LlamaConfig } from './LlamaConfig.js';
 import { assembleWeights, type LlamaWeights } from './LlamaWeights.js';
-import { readSafetensors, weightTensor, type RawTensor } from './safetensors.js';
+import { fileSource } from './fileSource.js';
+import { readSafetensors, weightTensor, type ByteSource, type RawTensor } from './safetensors.js';
 
-/** A loaded checkpoint: the config, the cache's spec for it, and the weights (views into the files' bytes). */
+/** A loaded checkpoint: the config, the cache's spec for it, and the weights (views into the files' bytes where they were given whole). */
 export interface Checkpoint {
   config: LlamaConfig;
   spec: ModelSpec;
@@ -16,15 +17,19 @@ export interface Checkpoint {
   files: string[];
 }
 
-/** Returns a file's bytes by its name inside the checkpoint, or undefined when there is no such file. */
-export type CheckpointReader = (file: string) => Uint8Array | undefined;
+/**
+ * Returns a file of the checkpoint by its name, or undefined when there is no such file: its bytes, or
+ * a `ByteSource` that reads ranges of it (safetensors files are then read a header and a tensor at a time).
+ */
+export type CheckpointReader = (file: string) => Uint8Array | ByteSource | undefined;
 
 const INDEX = 'model.safetensors.index.json';
 const SINGLE = 'model.safetensors';
 
 function readJson(read: CheckpointReader, file: string, problem: 'config' | 'header'): unknown {
-  const bytes = read(file);
-  if (!bytes) throw new CheckpointError('io', `${file} is missing`);
+  const found = read(file);
+  if (!found) throw new CheckpointError('io', `${file} is missing`);
+  const bytes = found instanceof Uint8Array ? found : found.read(0, found.size);
   try {
     return JSON.parse(new TextDecoder().decode(bytes));
   } catch (err) {
@@ -74,14 +79,22 @@ export function readCheckpoint(read: CheckpointReader): Checkpoint {
  * const { config, spec, weights } = await loadCheckpoint('./my-llama');
  */
 export async function loadCheckpoint(dir: string): Promise<Checkpoint> {
-  const { readFileSync } = await import('node:fs');
+  const fs = await import('node:fs');
   const { join } = await import('node:path');
-  return readCheckpoint((file) => {
-    try {
-      return readFileSync(join(dir, file));
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-      throw new CheckpointError('io', `${join(dir, file)}: ${(err as Error).message}`);
-    }
-  });
+  const open: number[] = [];
+  try {
+    return readCheckpoint((file) => {
+      const path = join(dir, file);
+      try {
+        open.push(fs.openSync(path, 'r'));
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+        throw new CheckpointError('io', `${path}: ${(err as Error).message}`);
+      }
+      return fileSource(fs, open.at(-1)!, path);
+    });
+  } finally {
+    // NOTE: every weight has been read by now (assembleWeights reads each tensor it keeps).
+    for (const fd of open) fs.closeSync(fd);
+  }
 }

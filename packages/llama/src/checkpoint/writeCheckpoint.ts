@@ -1,5 +1,8 @@
 // Writes checkpoints in the Hugging Face layout: the tests and examples make their own models with it.
+import { checkKeys } from '../../../shadowkv/src/config.js';
 import { fromNumbers } from '../../../shadowkv/src/dtype.js';
+import { ConfigError } from '../../../shadowkv/src/errors/ConfigError.js';
+import { fmt } from '../../../shadowkv/src/policies/validate.js';
 import type { DType, Tensor } from '../../../shadowkv/src/tensor.js';
 import { Rng } from '../generate/Rng.js';
 import { hfConfigJson, type LlamaConfig, type RopeSpelling } from './LlamaConfig.js';
@@ -22,7 +25,10 @@ export interface CheckpointLayout {
 
 /** The files of a checkpoint, by name: `config.json`, the safetensors file(s), and the index when sharded. */
 export function checkpointFiles(config: LlamaConfig, tensors: ReadonlyMap<string, Tensor>, layout: CheckpointLayout = {}): Map<string, Uint8Array> {
+  checkKeys('checkpointFiles layout', layout, ['shards', 'spelling']);
   const { shards = 1, spelling = 'rope_theta' } = layout;
+  if (!Number.isInteger(shards) || shards < 1 || shards > tensors.size) throw new ConfigError(`checkpointFiles: shards must be an integer in [1, ${tensors.size}] (one tensor a shard at least), got ${fmt(shards)}`);
+  if (spelling !== 'rope_theta' && spelling !== 'rope_parameters') throw new ConfigError(`checkpointFiles: spelling must be 'rope_theta' or 'rope_parameters', got ${fmt(spelling)}`);
   const json = (v: unknown) => new TextEncoder().encode(JSON.stringify(v, null, 2));
   const files = new Map<string, Uint8Array>([['config.json', json(hfConfigJson(config, spelling))]]);
   if (shards === 1) return files.set('model.safetensors', encodeSafetensors(tensors));
@@ -56,8 +62,11 @@ export async function writeCheckpoint(dir: string, config: LlamaConfig, tensors:
  * embeddings are unit-variance and norms near 1.
  */
 export function randomWeights(config: LlamaConfig, options: { seed?: number; dtype?: DType } = {}): Map<string, Tensor> {
-  const rng = new Rng(options.seed ?? 1);
-  const dtype = options.dtype ?? 'f32';
+  checkKeys('randomWeights options', options, ['seed', 'dtype']);
+  const { seed = 1, dtype = 'f32' } = options;
+  if (!Number.isInteger(seed)) throw new ConfigError(`randomWeights: seed must be an integer, got ${fmt(seed)}`);
+  if (dtype !== 'f32' && dtype !== 'f16' && dtype !== 'bf16') throw new ConfigError(`randomWeights: dtype must be 'f32', 'f16' or 'bf16', got ${fmt(dtype)}`);
+  const rng = new Rng(seed);
   const out = new Map<string, Tensor>();
   for (const { name, shape } of weightSlots(config)) {
     const n = shape.reduce((a, b) => a * b, 1);

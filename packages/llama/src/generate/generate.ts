@@ -1,8 +1,10 @@
+import { checkKeys } from '../../../shadowkv/src/config.js';
 import { ConfigError } from '../../../shadowkv/src/errors/ConfigError.js';
 import type { KVCachePolicy } from '../../../shadowkv/src/policies/KVCachePolicy.js';
+import { fmt } from '../../../shadowkv/src/policies/validate.js';
 import type { LlamaModel } from '../model/LlamaModel.js';
 import type { Tokenizer } from '../tokenizer/Tokenizer.js';
-import { Sampler, type SamplingOptions } from './sample.js';
+import { Sampler, SAMPLING_KEYS, type SamplingOptions } from './sample.js';
 
 /** Options of `generate`: sampling, when to stop, and how the prompt goes in. */
 export interface GenerateOptions extends SamplingOptions {
@@ -18,9 +20,14 @@ export interface GenerateOptions extends SamplingOptions {
   onPrefill?: (done: number, total: number) => void;
   /** With a tokenizer, each yielded token carries the text it completes. */
   tokenizer?: Tokenizer;
-  /** Stops generation (before the next token) when aborted. */
+  /**
+   * Stops generation when aborted: before the prompt, between its chunks (the prompt then leaves the
+   * cache as it was) or before the next token. Generation ends without an error, as at a stop token.
+   */
   signal?: AbortSignal;
 }
+
+const GENERATE_KEYS = [...SAMPLING_KEYS, 'maxNewTokens', 'stopTokens', 'sequence', 'chunkTokens', 'onPrefill', 'tokenizer', 'signal'];
 
 /** One generated token. */
 export interface GeneratedToken {
@@ -41,12 +48,22 @@ export interface GeneratedToken {
  * for await (const t of generate(model, cache, tokenizer.encode('Once upon'), { maxNewTokens: 32, tokenizer })) process.stdout.write(t.text!);
  */
 export async function* generate(model: LlamaModel, cache: KVCachePolicy, prompt: readonly number[], options: GenerateOptions = {}): AsyncGenerator<GeneratedToken> {
-  const { maxNewTokens = 64, stopTokens = model.config.eosTokenIds, sequence = 0, chunkTokens, onPrefill, tokenizer, signal } = options;
-  if (!Number.isInteger(maxNewTokens) || maxNewTokens < 0) throw new ConfigError(`maxNewTokens must be an integer >= 0, got ${maxNewTokens}`);
-  const sampler = new Sampler(options);
-  const stops = new Set(stopTokens);
+  checkKeys('generate options', options, GENERATE_KEYS);
+  const { maxNewTokens = 64, stopTokens = model.config.eosTokenIds, sequence = 0, chunkTokens, onPrefill, tokenizer, signal, temperature, topK, topP, seed } = options;
+  if (!Number.isInteger(maxNewTokens) || maxNewTokens < 0) throw new ConfigError(`generate: maxNewTokens must be an integer >= 0, got ${fmt(maxNewTokens)}`);
+  const stops = new Set(checkStops(stopTokens, model.config.vocabSize));
+  if (tokenizer !== undefined && typeof tokenizer?.streamDecoder !== 'function') throw new ConfigError(`generate: tokenizer must be a Tokenizer, got ${fmt(tokenizer)}`);
+  if (onPrefill !== undefined && typeof onPrefill !== 'function') throw new ConfigError(`generate: onPrefill must be a function, got ${fmt(onPrefill)}`);
+  const sampler = new Sampler({ temperature, topK, topP, seed });
   const text = tokenizer?.streamDecoder();
-  let logits = model.prefill(prompt, cache, { sequence, ...(chunkTokens ? { chunkTokens } : {}), ...(onPrefill ? { onProgress: onPrefill } : {}) });
+  let logits: Float32Array;
+  try {
+    // NOTE: an already aborted signal goes in too: prefill checks every option and id, then stops before its first chunk.
+    logits = model.prefill(prompt, cache, { sequence, chunkTokens, onProgress: onPrefill, signal });
+  } catch (err) {
+    if (signal?.aborted && err === signal.reason) return; // the prefill rolled its chunks back
+    throw err;
+  }
   for (let index = 0; index < maxNewTokens && !signal?.aborted; index++) {
     const id = sampler.next(logits);
     const stop = stops.has(id);
@@ -54,4 +71,13 @@ export async function* generate(model: LlamaModel, cache: KVCachePolicy, prompt:
     if (stop || index + 1 === maxNewTokens || signal?.aborted) return;
     logits = model.forward([id], cache, { sequence });
   }
+}
+
+/** Stop tokens as given, each an id of the vocabulary. */
+function checkStops(stopTokens: unknown, vocabSize: number): readonly number[] {
+  if (!Array.isArray(stopTokens)) throw new ConfigError(`generate: stopTokens must be a list of token ids, got ${fmt(stopTokens)}`);
+  stopTokens.forEach((id, i) => {
+    if (!Number.isInteger(id) || id < 0 || id >= vocabSize) throw new ConfigError(`generate: stopTokens[${i}] is ${fmt(id)}, not a token id in [0, ${vocabSize})`);
+  });
+  return stopTokens;
 }

@@ -1,4 +1,8 @@
+import { checkKeys } from '../../../shadowkv/src/config.js';
 import { ConfigError } from '../../../shadowkv/src/errors/ConfigError.js';
+import { NonFiniteError } from '../../../shadowkv/src/errors/NonFiniteError.js';
+import { ShapeError } from '../../../shadowkv/src/errors/ShapeError.js';
+import { fmt } from '../../../shadowkv/src/policies/validate.js';
 import { Rng } from './Rng.js';
 
 /** How the next token is picked from the logits. */
@@ -17,8 +21,30 @@ export interface SamplingOptions {
   seed?: number;
 }
 
-/** Index of the largest logit (the lowest index among ties). */
+/** The option names of `SamplingOptions`. */
+export const SAMPLING_KEYS = ['temperature', 'topK', 'topP', 'seed'];
+
+/**
+ * Throws a ShapeError for no logits and a NonFiniteError for NaN or +Infinity, or when every logit is
+ * -Infinity: nothing could be picked. A -Infinity among finite logits is a token masked out.
+ */
+function checkLogits(call: string, logits: Float32Array): void {
+  if (logits === null || typeof logits !== 'object' || !(logits.length > 0)) throw new ShapeError(`${call}: logits must be a non-empty array, got ${fmt(logits)}${logits?.length === 0 ? ' of length 0' : ''}`);
+  let finite = false;
+  for (let i = 0; i < logits.length; i++) {
+    const x = logits[i]!;
+    if (Number.isNaN(x) || x === Infinity) throw new NonFiniteError(`${call}: logit ${i} is ${x}; logits must be finite (-Infinity masks a token)`);
+    finite ||= x !== -Infinity;
+  }
+  if (!finite) throw new NonFiniteError(`${call}: every logit is -Infinity, so no token can be picked`);
+}
+
+/**
+ * Index of the largest logit (the lowest index among ties). No logits are a ShapeError; NaN, +Infinity
+ * or only -Infinity a NonFiniteError.
+ */
 export function argmax(logits: Float32Array): number {
+  checkLogits('argmax', logits);
   let best = 0;
   for (let i = 1; i < logits.length; i++) if (logits[i]! > logits[best]!) best = i;
   return best;
@@ -37,20 +63,22 @@ export class Sampler {
   private readonly rng: Rng;
 
   constructor(options: SamplingOptions = {}) {
+    checkKeys('Sampler options', options, SAMPLING_KEYS);
     const { temperature = 0, topK = 0, topP = 1, seed = 1 } = options;
-    if (!(temperature >= 0 && Number.isFinite(temperature))) throw new ConfigError(`temperature must be a finite number >= 0, got ${temperature}`);
-    if (!Number.isInteger(topK) || topK < 0) throw new ConfigError(`topK must be an integer >= 0, got ${topK}`);
-    if (!(topP > 0 && topP <= 1)) throw new ConfigError(`topP must be in (0, 1], got ${topP}`);
-    if (!Number.isInteger(seed)) throw new ConfigError(`seed must be an integer, got ${seed}`);
+    if (!(typeof temperature === 'number' && temperature >= 0 && Number.isFinite(temperature))) throw new ConfigError(`temperature must be a finite number >= 0, got ${fmt(temperature)}`);
+    if (!Number.isInteger(topK) || topK < 0) throw new ConfigError(`topK must be an integer >= 0, got ${fmt(topK)}`);
+    if (!(typeof topP === 'number' && topP > 0 && topP <= 1)) throw new ConfigError(`topP must be a number in (0, 1], got ${fmt(topP)}`);
+    if (!Number.isInteger(seed)) throw new ConfigError(`seed must be an integer, got ${fmt(seed)}`);
     this.temperature = temperature;
     this.topK = topK;
     this.topP = topP;
     this.rng = new Rng(seed);
   }
 
-  /** The next token for these logits. */
+  /** The next token for these logits (refused as `argmax` refuses them). */
   next(logits: Float32Array): number {
     if (this.temperature === 0) return argmax(logits);
+    checkLogits('Sampler.next', logits);
     // Candidates, most likely first (ties to the lower id, so a seed picks the same token everywhere).
     let ids = Array.from(logits.keys()).sort((a, b) => logits[b]! - logits[a]! || a - b);
     if (this.topK > 0) ids = ids.slice(0, this.topK);

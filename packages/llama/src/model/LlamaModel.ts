@@ -1,15 +1,19 @@
 import type { Backend } from '../../../shadowkv/src/backends/Backend.js';
 import { resolveBackend } from '../../../shadowkv/src/backends/registry.js';
+import { checkKeys } from '../../../shadowkv/src/config.js';
 import { ConfigError } from '../../../shadowkv/src/errors/ConfigError.js';
+import { NonFiniteError } from '../../../shadowkv/src/errors/NonFiniteError.js';
 import { ShapeError } from '../../../shadowkv/src/errors/ShapeError.js';
 import type { KVCachePolicy } from '../../../shadowkv/src/policies/KVCachePolicy.js';
-import type { ModelSpec } from '../../../shadowkv/src/spec.js';
+import { fmt } from '../../../shadowkv/src/policies/validate.js';
+import { resolveSpec, type ModelSpec, type ResolvedSpec } from '../../../shadowkv/src/spec.js';
 import type { Tensor } from '../../../shadowkv/src/tensor.js';
 import type { LlamaConfig } from '../checkpoint/LlamaConfig.js';
 import type { Linear } from '../checkpoint/LlamaWeights.js';
 import { loadCheckpoint, type Checkpoint } from '../checkpoint/loadCheckpoint.js';
 import type { Projection } from '../checkpoint/weightLayout.js';
 import { TokenizerError } from '../errors/TokenizerError.js';
+import { checkCacheSpec, rollingBack } from './cacheCall.js';
 import { DeviceMatmul } from './DeviceMatmul.js';
 import { JsMatmul } from './JsMatmul.js';
 import { checkThreads, type Matmul, type MatmulWeight } from './Matmul.js';
@@ -57,7 +61,12 @@ export interface PrefillOptions extends Omit<ForwardOptions, 'allLogits'> {
   chunkTokens?: number;
   /** Called after each chunk. */
   onProgress?: (done: number, total: number) => void;
+  /** Checked before the first chunk and after each one: once aborted, the row is rolled back and `signal.reason` thrown. */
+  signal?: AbortSignal;
 }
+
+const FORWARD_KEYS = ['sequence', 'allLogits'];
+const PREFILL_KEYS = ['sequence', 'chunkTokens', 'onProgress', 'signal'];
 
 interface PreparedLinear {
   weight: MatmulWeight;
@@ -102,12 +111,15 @@ export class LlamaModel implements Disposable {
   private readonly layers: PreparedLayer[];
   private readonly norm: Float32Array;
   private readonly lmHead: MatmulWeight;
+  /** `spec` with its defaults, which a cache's own spec must match. */
+  private readonly resolvedSpec: ResolvedSpec;
   private scratch: Scratch | undefined;
 
   private constructor(checkpoint: Checkpoint, matmul: Matmul) {
     const { config, spec, weights } = checkpoint;
     this.config = config;
     this.spec = spec;
+    this.resolvedSpec = resolveSpec(spec);
     this.matmul = matmul;
     const prep = (l: Linear): PreparedLinear => ({ weight: matmul.prepare(l.weight), ...(l.bias ? { bias: l.bias } : {}) });
     this.layers = weights.layers.map((l) => ({
@@ -122,6 +134,7 @@ export class LlamaModel implements Disposable {
 
   /** A model over a loaded checkpoint. */
   static async create(checkpoint: Checkpoint, options: LlamaModelOptions = {}): Promise<LlamaModel> {
+    checkOptions(options);
     let m = options.matmul;
     let backend: Backend | undefined;
     if (m === undefined || m === 'device') {
@@ -156,21 +169,35 @@ export class LlamaModel implements Disposable {
    * Runs `tokens` through every layer, appending them to `cache` row `sequence`. One token on a row
    * that already holds tokens is a decode step (`cache.decode`); anything else is a prompt chunk
    * (`cache.prefill` with queries). Returns the last token's logits `[vocab]` (or all, `[T, vocab]`).
+   * A call that throws leaves the row as it was.
    */
   forward(tokens: ArrayLike<number>, cache: KVCachePolicy, options: ForwardOptions = {}): Float32Array {
-    return this.run(tokens, cache, options, tokens.length === 1 && cache.length(options.sequence ?? 0) > 0);
+    const call = 'LlamaModel.forward';
+    checkKeys(`${call} options`, options, FORWARD_KEYS);
+    const { sequence = 0, allLogits = false } = options;
+    if (typeof allLogits !== 'boolean') throw new ConfigError(`${call}: allLogits must be true or false, got ${fmt(allLogits)}`);
+    const ids = this.checkCall(call, tokens, cache);
+    return rollingBack(cache, sequence, () => this.run(call, ids, cache, sequence, allLogits, ids.length === 1 && cache.length(sequence) > 0));
   }
 
-  private run(tokens: ArrayLike<number>, cache: KVCachePolicy, options: ForwardOptions, decoding: boolean): Float32Array {
-    const { sequence = 0, allLogits = false } = options;
+  /** The ids of a call, checked before anything runs (positions as given), on a cache made for this model. */
+  private checkCall(call: string, tokens: ArrayLike<number>, cache: KVCachePolicy): number[] {
+    checkCacheSpec(call, this.resolvedSpec, cache);
+    if (tokens === null || typeof tokens !== 'object' || !Number.isSafeInteger(tokens.length)) throw new ShapeError(`${call}: tokens must be an array of token ids, got ${fmt(tokens)}`);
+    if (tokens.length === 0) throw new ShapeError(`${call}: no tokens`);
+    const ids = Array.from(tokens);
+    const V = this.config.vocabSize;
+    ids.forEach((id, t) => {
+      if (!Number.isInteger(id) || id < 0 || id >= V) throw new TokenizerError(`${call}: token ${t} is ${fmt(id)}, outside the vocabulary [0, ${V})`);
+    });
+    return ids;
+  }
+
+  /** One pass of checked ids through every layer; a throw leaves the cache to `rollingBack`. */
+  private run(call: string, tokens: number[], cache: KVCachePolicy, sequence: number, allLogits: boolean, decoding: boolean): Float32Array {
     const c = this.config;
     const T = tokens.length;
     const [H, d, Hq, Hkv] = [c.hiddenSize, c.headDim, c.queryHeads, c.kvHeads];
-    if (T === 0) throw new ShapeError('LlamaModel.forward: no tokens');
-    for (let t = 0; t < T; t++) {
-      const id = tokens[t]!;
-      if (!Number.isInteger(id) || id < 0 || id >= c.vocabSize) throw new TokenizerError(`LlamaModel.forward: token ${t} is ${id}, outside the vocabulary [0, ${c.vocabSize})`);
-    }
     const s = this.buffers(T);
     embedRows(this.embed, tokens, s.x);
     for (let layer = 0; layer < c.layers; layer++) {
@@ -208,24 +235,35 @@ export class LlamaModel implements Disposable {
     rmsNorm(s.x.subarray(first * H), rows, H, this.norm, c.rmsNormEps, s.h);
     const logits = new Float32Array(rows * c.vocabSize);
     this.matmul.linear(s.h, rows, this.lmHead, logits);
+    // NOTE: the cache refuses non-finite keys and values, but a NaN in the last norm or the LM head reaches only the logits.
+    const bad = logits.findIndex((x) => !Number.isFinite(x));
+    if (bad >= 0) throw new NonFiniteError(`${call}: logit ${bad % c.vocabSize} is ${logits[bad]}; a weight or activation is not finite (a corrupt checkpoint?)`);
     return logits;
   }
 
   /**
    * A prompt (or a continuation of one) in chunks of `chunkTokens`, every chunk through
-   * `cache.prefill`, even a chunk of one token; returns the last token's logits.
+   * `cache.prefill`, even a chunk of one token; returns the last token's logits. Every id is checked
+   * before the first chunk runs, and a call that throws (an abort included) leaves the row as it was.
    */
   prefill(tokens: ArrayLike<number>, cache: KVCachePolicy, options: PrefillOptions = {}): Float32Array {
-    const { chunkTokens = 512, onProgress, ...forward } = options;
-    if (!Number.isInteger(chunkTokens) || chunkTokens < 1) throw new ConfigError(`LlamaModel.prefill: chunkTokens must be a positive integer, got ${chunkTokens}`);
-    if (tokens.length === 0) throw new ShapeError('LlamaModel.prefill: the prompt is empty');
-    const ids = Array.from(tokens);
-    let logits: Float32Array = new Float32Array(0);
-    for (let t = 0; t < ids.length; t += chunkTokens) {
-      logits = this.run(ids.slice(t, t + chunkTokens), cache, forward, false);
-      onProgress?.(Math.min(ids.length, t + chunkTokens), ids.length);
-    }
-    return logits;
+    const call = 'LlamaModel.prefill';
+    checkKeys(`${call} options`, options, PREFILL_KEYS);
+    const { sequence = 0, chunkTokens = 512, onProgress, signal } = options;
+    if (!Number.isInteger(chunkTokens) || chunkTokens < 1) throw new ConfigError(`${call}: chunkTokens must be a positive integer, got ${fmt(chunkTokens)}`);
+    if (onProgress !== undefined && typeof onProgress !== 'function') throw new ConfigError(`${call}: onProgress must be a function, got ${fmt(onProgress)}`);
+    if (signal !== undefined && !(signal instanceof AbortSignal)) throw new ConfigError(`${call}: signal must be an AbortSignal, got ${fmt(signal)}`);
+    const ids = this.checkCall(call, tokens, cache);
+    return rollingBack(cache, sequence, () => {
+      signal?.throwIfAborted();
+      let logits: Float32Array = new Float32Array(0);
+      for (let t = 0; t < ids.length; t += chunkTokens) {
+        logits = this.run(call, ids.slice(t, t + chunkTokens), cache, sequence, false, false);
+        onProgress?.(Math.min(ids.length, t + chunkTokens), ids.length);
+        signal?.throwIfAborted();
+      }
+      return logits;
+    });
   }
 
   /** Frees the matmul's weights (a wasm heap, device buffers). */
@@ -238,9 +276,21 @@ export class LlamaModel implements Disposable {
   }
 }
 
+/** Throws a ConfigError for an option `create` does not know or a value it cannot use. */
+function checkOptions(options: LlamaModelOptions): void {
+  checkKeys('LlamaModel.create options', options, ['matmul', 'threads', 'backend']);
+  const { matmul, threads, backend } = options;
+  const own = (m: object) => ['prepare', 'linear', 'dispose'].every((f) => typeof (m as Record<string, unknown>)[f] === 'function');
+  const named = matmul === 'wasm' || matmul === 'device' || matmul === 'js';
+  if (matmul !== undefined && !named && !(typeof matmul === 'object' && matmul !== null && own(matmul))) {
+    throw new ConfigError(`LlamaModel.create: matmul must be 'wasm', 'device', 'js' or a Matmul (prepare, linear, dispose), got ${fmt(matmul)}`);
+  }
+  if (threads !== undefined) checkThreads('LlamaModel', threads);
+  if (backend !== undefined && typeof backend !== 'string') throw new ConfigError(`LlamaModel.create: backend must be a backend name ('auto', 'cuda', 'wasm'), got ${fmt(backend)}`);
+}
+
 /** `'wasm'`: on several threads under Node where there are several cores (or `threads` asks), else on this one. */
 async function wasmMatmul(threads?: number): Promise<Matmul> {
-  if (threads !== undefined) checkThreads('LlamaModel', threads);
   const node = typeof process !== 'undefined' && !!process.versions?.node;
   // NOTE: imported here, not at the top, so that browser bundles never see node:worker_threads.
   const n = threads ?? (node ? (await import('node:os')).availableParallelism() : 1);

@@ -1,3 +1,4 @@
+import { fmt } from '../../../shadowkv/src/policies/validate.js';
 import { TokenizerError } from '../errors/TokenizerError.js';
 import { BYTE_CHAR, CHAR_BYTE, toByteLevel } from './byteLevel.js';
 import { preTokenizer, type PreTokenizer } from './preTokenize.js';
@@ -49,7 +50,9 @@ export class BpeTokenizer extends Tokenizer {
     for (const [token, id] of this.vocab) this.tokens[id] = token;
     for (const b of BYTE_CHAR) if (!this.vocab.has(b)) throw new TokenizerError(`tokenizer.json: the vocab lacks the byte symbol '${b}' (byte ${CHAR_BYTE.get(b)}); byte-level BPE needs all 256`);
     this.readMerges(model.merges);
-    for (const t of (root!.added_tokens ?? []) as Json[]) {
+    const added = root!.added_tokens ?? [];
+    if (!Array.isArray(added)) throw new TokenizerError(`tokenizer.json: added_tokens must be a list, got ${fmt(added)}`);
+    for (const t of added as (Json | null)[]) {
       if (typeof t?.content !== 'string' || !t.content || !Number.isSafeInteger(t.id) || (t.id as number) < 0) throw new TokenizerError(`tokenizer.json: added token ${JSON.stringify(t)} needs a content string and an id`);
       this.added.set(t.content, t.id as number);
       this.tokens[t.id as number] = t.content;
@@ -59,10 +62,16 @@ export class BpeTokenizer extends Tokenizer {
     this.vocabSize = this.tokens.length;
   }
 
-  /** Reads `tokenizer.json` from a file (Node). */
+  /** Reads `tokenizer.json` from a file (Node); a file that cannot be read is a `TokenizerError` too. */
   static async load(path: string): Promise<BpeTokenizer> {
     const { readFile } = await import('node:fs/promises');
-    return new BpeTokenizer(await readFile(path, 'utf8'));
+    let text: string;
+    try {
+      text = await readFile(path, 'utf8');
+    } catch (err) {
+      throw new TokenizerError(`${path} cannot be read: ${(err as Error).message}`);
+    }
+    return new BpeTokenizer(text);
   }
 
   private readMerges(merges: unknown): void {
@@ -101,7 +110,8 @@ export class BpeTokenizer extends Tokenizer {
         word = this.merge(toByteLevel(piece, this.utf8));
         if (this.words.size < 65536) this.words.set(piece, word); // a bound, so a long unique text cannot grow it without end
       }
-      ids.push(...word);
+      // NOTE: a loop, not push(...word): a long piece (base64, minified code) spread as arguments overflows the stack.
+      for (const id of word) ids.push(id);
     }
   }
 

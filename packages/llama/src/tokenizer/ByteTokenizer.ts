@@ -1,3 +1,6 @@
+import { checkKeys } from '../../../shadowkv/src/config.js';
+import { ConfigError } from '../../../shadowkv/src/errors/ConfigError.js';
+import { fmt } from '../../../shadowkv/src/policies/validate.js';
 import { Tokenizer } from './Tokenizer.js';
 
 /**
@@ -14,7 +17,10 @@ export class ByteTokenizer extends Tokenizer {
 
   constructor(options: { specials?: readonly string[] } = {}) {
     super();
-    this.specials = options.specials ?? [];
+    checkKeys('ByteTokenizer options', options, ['specials']);
+    const specials = options.specials ?? [];
+    if (!Array.isArray(specials) || !specials.every((t) => typeof t === 'string' && t !== '')) throw new ConfigError(`ByteTokenizer: specials must be a list of non-empty strings, got ${fmt(specials)}`);
+    this.specials = specials;
     this.vocabSize = 256 + this.specials.length;
   }
 

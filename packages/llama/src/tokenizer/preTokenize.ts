@@ -1,5 +1,6 @@
 // The pre-tokenizers of a byte-level BPE tokenizer.json: Split (regex, "Isolated") and ByteLevel,
 // alone or in a Sequence. Patterns are written for Rust's regex engines and run here as JS `u` regexes.
+import { fmt } from '../../../shadowkv/src/policies/validate.js';
 import { TokenizerError } from '../errors/TokenizerError.js';
 
 /** GPT-2's pattern, which ByteLevel applies when its `use_regex` is true. */
@@ -70,8 +71,13 @@ const escape = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 export function preTokenizer(config: unknown): { split: PreTokenizer; byteLevel: boolean } {
   const steps: PreTokenizer[] = [];
   let byteLevel = false;
-  const add = (step: Record<string, unknown>) => {
-    if (step.type === 'Sequence' && Array.isArray(step.pretokenizers)) return step.pretokenizers.forEach((s) => add(s as Record<string, unknown>));
+  const add = (value: unknown) => {
+    if (value === null || typeof value !== 'object' || Array.isArray(value)) throw new TokenizerError(`pre_tokenizer: a step must be an object with a type, got ${fmt(value)}`);
+    const step = value as Record<string, unknown>;
+    if (step.type === 'Sequence') {
+      if (!Array.isArray(step.pretokenizers)) throw new TokenizerError(`pre_tokenizer Sequence needs a list of pretokenizers, got ${fmt(step.pretokenizers)}`);
+      return step.pretokenizers.forEach(add);
+    }
     if (step.type === 'Split') {
       const p = step.pattern as { Regex?: unknown; String?: unknown } | undefined;
       const source = typeof p?.Regex === 'string' ? p.Regex : typeof p?.String === 'string' ? escape(p.String) : undefined;
@@ -86,8 +92,8 @@ export function preTokenizer(config: unknown): { split: PreTokenizer; byteLevel:
       if (step.use_regex !== false) steps.push(isolate(compile(GPT2_PATTERN)));
       return;
     }
-    throw new TokenizerError(`pre_tokenizer type '${String(step?.type)}' is not supported (byte-level BPE: Split, ByteLevel, Sequence)`);
+    throw new TokenizerError(`pre_tokenizer type '${String(step.type)}' is not supported (byte-level BPE: Split, ByteLevel, Sequence)`);
   };
-  if (config !== null && config !== undefined) add(config as Record<string, unknown>);
+  if (config !== null && config !== undefined) add(config);
   return { split: (text) => steps.reduce((pieces, step) => pieces.flatMap(step), [text]), byteLevel };
 }

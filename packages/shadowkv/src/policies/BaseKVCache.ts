@@ -495,7 +495,7 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
   length(sequence?: number, layer = 0): number {
     return this.run('length()', () => {
       checkLayer('length()', layer, this.spec.layers);
-      if (sequence === undefined) return Math.max(...this.states[layer]!.map((st) => st.length));
+      if (sequence === undefined) return this.states[layer]!.reduce((most, st) => Math.max(most, st.length), 0);
       checkSequence('length()', sequence, this.batch);
       return this.states[layer]![sequence]!.length;
     });

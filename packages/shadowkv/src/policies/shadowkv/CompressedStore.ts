@@ -188,7 +188,7 @@ export class CompressedStore implements SparseHandles {
     this.chunkCapacity = capacity;
     if (next.table) {
       this.device.free(this.values.table);
-      this.values.pages.push(...pages);
+      for (const page of pages) this.values.pages.push(page); // NOTE: not push(...pages): a long list spread as arguments overflows the stack
       this.values.table = next.table;
     }
   }

@@ -1,0 +1,60 @@
+// What every LlamaModel call on a cache checks first and undoes on failure: the cache was made for
+// this model's geometry, and a rejected call leaves the cache row as it was.
+import { ConfigError } from '../../../shadowkv/src/errors/ConfigError.js';
+import type { KVCachePolicy } from '../../../shadowkv/src/policies/KVCachePolicy.js';
+import { fmt } from '../../../shadowkv/src/policies/validate.js';
+import type { ResolvedSpec } from '../../../shadowkv/src/spec.js';
+
+/** The spec fields that decide what a cache computes (layers, heads, scale, RoPE), by name, as text to compare and show. */
+function specFields(s: ResolvedSpec): [string, string][] {
+  const r = s.rope.scaling;
+  const scaling = r ? `{ factor: ${r.factor}, lowFreqFactor: ${r.lowFreqFactor}, highFreqFactor: ${r.highFreqFactor}, originalMaxPositions: ${r.originalMaxPositions} }` : 'none';
+  return [
+    ['layers', String(s.layers)], ['queryHeads', String(s.queryHeads)], ['kvHeads', String(s.kvHeads)], ['headDim', String(s.headDim)], ['scale', String(s.scale)],
+    ['rope.theta', String(s.rope.theta)], ['rope.style', `'${s.rope.style}'`], ['rope.scaling', scaling],
+  ];
+}
+
+/**
+ * Throws a ConfigError naming the first spec field where `cache` differs from the model: a cache made
+ * for another RoPE or scale would attend wrongly without an error, one of other layers fail half-way.
+ */
+export function checkCacheSpec(call: string, model: ResolvedSpec, cache: KVCachePolicy): void {
+  if (cache === null || typeof cache !== 'object' || cache.spec === null || typeof cache.spec !== 'object') throw new ConfigError(`${call}: the cache must be a KVCachePolicy (a shadowkv cache), got ${fmt(cache)}`);
+  const got = specFields(cache.spec);
+  for (const [i, [field, want]] of specFields(model).entries()) {
+    const value = got[i]![1];
+    if (value !== want) throw new ConfigError(`${call}: the cache was made for spec.${field} ${value}, but this model's is ${want}; create the cache with { spec: model.spec }`);
+  }
+}
+
+/**
+ * Runs `body`, which stores tokens in `cache` row `sequence`; if it throws, the row goes back to the
+ * length it had (every layer), and the error is rethrown: a rejected call leaves the cache as it was.
+ */
+export function rollingBack<T>(cache: KVCachePolicy, sequence: number, body: () => T): T {
+  const before = cache.length(sequence); // also checks `sequence`
+  try {
+    return body();
+  } catch (err) {
+    rollBack(cache, sequence, before, err);
+    throw err;
+  }
+}
+
+function rollBack(cache: KVCachePolicy, sequence: number, before: number, err: unknown): void {
+  let moved: boolean;
+  try {
+    moved = Array.from({ length: cache.spec.layers }, (_, l) => cache.length(sequence, l)).some((n) => n !== before);
+  } catch {
+    return; // the cache cannot be read (disposed, or busy with a call this one nests in): the error says so
+  }
+  if (!moved) return;
+  try {
+    if (before === 0) cache.reset(sequence);
+    else cache.crop(sequence, before);
+  } catch (undo) {
+    // NOTE: crop keeps exact tokens only, so a compressed ShadowKV row that compacted during the call cannot go back.
+    if (err instanceof Error) err.message += `; the row could not be rolled back (${(undo as Error).message}): reset it`;
+  }
+}

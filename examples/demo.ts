@@ -6,37 +6,35 @@
 //                     [--sample 0] [--budget 0.015625] [--new 32] [--model models/skv-small] [--backend auto]
 // The prompt runs through the model once with exact attention and each policy gets that prefill
 // (prefill attention is exact in both, so the layers' inputs are the same): what differs is decode.
-import { parseArgs } from 'node:util';
 import { fitCacheOptions, LlamaModel, argmax } from '../packages/llama/src/index.js';
 import { createCache, ready } from '../packages/shadowkv/src/index.js';
 import { encodeSample, policyRuns, prefillOnce, replayPrefill, tokenizer } from '../bench/eval/evaluate.js';
 import { drawSample, TASK_NAMES } from '../bench/eval/tasks.js';
+import { cli } from './cli.js';
 import { Progress } from './progress.js';
 
-const { values: args } = parseArgs({
-  options: {
-    model: { type: 'string', default: 'models/skv-small' },
-    tokens: { type: 'string', default: '8192' },
-    task: { type: 'string', default: 'needle_single' },
-    sample: { type: 'string', default: '0' },
-    budget: { type: 'string', default: '0.015625' },
-    new: { type: 'string', default: '32' },
-    backend: { type: 'string', default: 'auto' },
-  },
+// NOTE: the bundled model's positions end at 65536 (its config's max_position_embeddings).
+const args = cli('demo', 'the bundled model answers a question hidden in a haystack, with full and shadowkv attention', {
+  model: { kind: 'string', default: 'models/skv-small', doc: 'a model folder (config.json, safetensors, tokenizer)' },
+  tokens: { kind: 'int', default: 8192, min: 256, max: 65536, doc: 'haystack tokens' },
+  task: { kind: 'choice', default: 'needle_single', of: TASK_NAMES, doc: 'what is hidden' },
+  sample: { kind: 'int', default: 0, min: 0, max: 2 ** 31 - 1, doc: 'which held-out sample' },
+  budget: { kind: 'number', default: 0.015625, min: 1e-4, max: 1, doc: "shadowkv's attended share of the context" },
+  new: { kind: 'int', default: 32, min: 1, max: 4096, doc: 'tokens to generate' },
+  backend: { kind: 'string', default: 'auto', doc: 'auto, wasm or cuda' },
 });
-if (!TASK_NAMES.includes(args.task!)) throw new Error(`demo: --task must be one of ${TASK_NAMES.join(', ')}; got '${args.task}'`);
-const budget = Number(args.budget);
+const budget = args.budget;
 
 const backend = await ready({ backend: args.backend });
-using model = await LlamaModel.load(args.model!, { backend: backend.name });
+using model = await LlamaModel.load(args.model, { backend: backend.name });
 const c = model.config;
 console.log(`model: ${args.model} (${c.layers} layers, hidden ${c.hiddenSize}, ${c.queryHeads} q / ${c.kvHeads} kv heads x ${c.headDim}), matmul ${model.matmul.name}`);
 console.log(`backend: ${backend.description} (${backend.reason})`);
 
 // 1. A haystack from the evaluation's held-out samples: the fact sits somewhere inside, the question ends it.
-const sample = drawSample(args.task!, Number(args.tokens), Number(args.sample));
+const sample = drawSample(args.task, args.tokens, args.sample);
 const { ids, want } = encodeSample(sample);
-const newTokens = Math.max(Number(args.new), want.length);
+const newTokens = Math.max(args.new, want.length);
 const question = sample.prompt.slice(sample.prompt.lastIndexOf('\n') + 1);
 const depth = sample.prompt.indexOf(sample.answer.trim());
 console.log(`\nhaystack: ${ids.length} tokens of ${args.task} (sample ${args.sample}); the fact is ${(100 * depth / sample.prompt.length).toFixed(0)} % of the way in`);

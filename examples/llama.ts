@@ -8,28 +8,26 @@
 // --backend cuda puts the caches and the projections (gemm) on the GPU.
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { parseArgs } from 'node:util';
 import { ByteTokenizer, fitCacheOptions, generate, LlamaModel, randomWeights, writeCheckpoint, type LlamaConfig } from '../packages/llama/src/index.js';
 import { FullKVCache, ready, ShadowKVCache, type DType, type KVCachePolicy } from '../packages/shadowkv/src/index.js';
+import { cli } from './cli.js';
 import { Progress } from './progress.js';
 
-const { values: args } = parseArgs({
-  options: {
-    tokens: { type: 'string', default: '4096' },
-    new: { type: 'string', default: '32' },
-    layers: { type: 'string', default: '8' },
-    hidden: { type: 'string', default: '512' },
-    heads: { type: 'string', default: '8' },
-    'kv-heads': { type: 'string', default: '2' },
-    'head-dim': { type: 'string', default: '64' },
-    intermediate: { type: 'string', default: '1536' },
-    dtype: { type: 'string', default: 'bf16' },
-    matmul: { type: 'string' },
-    backend: { type: 'string', default: 'auto' },
-    chunk: { type: 'string', default: '512' },
-  },
+const args = cli('examples/llama', 'a Llama model loop end to end on a random checkpoint it writes itself', {
+  tokens: { kind: 'int', default: 4096, min: 64, max: 131072, doc: 'prompt tokens' },
+  new: { kind: 'int', default: 32, min: 1, max: 4096, doc: 'tokens to generate' },
+  layers: { kind: 'int', default: 8, min: 1, max: 128, doc: 'layers' },
+  hidden: { kind: 'int', default: 512, min: 8, max: 16384, doc: 'hidden size' },
+  heads: { kind: 'int', default: 8, min: 1, max: 256, doc: 'query heads' },
+  'kv-heads': { kind: 'int', default: 2, min: 1, max: 256, doc: 'kv heads (divide the query heads)' },
+  'head-dim': { kind: 'int', default: 64, min: 2, max: 1024, doc: 'head dim (even)' },
+  intermediate: { kind: 'int', default: 1536, min: 8, max: 65536, doc: 'MLP width' },
+  dtype: { kind: 'choice', default: 'bf16', of: ['bf16', 'f16', 'f32'], doc: 'weight and cache dtype' },
+  matmul: { kind: 'choice', of: ['wasm', 'device', 'js'], doc: 'the projections (default: device on cuda, else wasm)' },
+  backend: { kind: 'string', default: 'auto', doc: 'auto, wasm or cuda' },
+  chunk: { kind: 'int', default: 512, min: 1, max: 65536, doc: 'prompt tokens per prefill call' },
 });
-const n = (key: keyof typeof args) => Number(args[key]);
+const n = (key: 'tokens' | 'new' | 'layers' | 'hidden' | 'heads' | 'kv-heads' | 'head-dim' | 'intermediate' | 'chunk') => args[key];
 
 // 1. A checkpoint in the Hugging Face layout (two shards, Llama-3 RoPE scaling), byte-level vocabulary.
 const config: LlamaConfig = {

@@ -6,33 +6,28 @@
 // lower: attention spread thinner over the context). --hot-chunks turns on ShadowKV's hot-value
 // cache (value chunks per kv head kept on the device beyond the selection; outputs unchanged);
 // --fp8-values keeps ShadowKV's host tier in fp8 (half its bytes; wasm only for now).
-import { parseArgs } from 'node:util';
 import { createCache, LLAMA3_8B, toFloat32, type Cache, type DType, type ShadowKVCache } from '../packages/shadowkv/src/index.js';
+import { cli } from './cli.js';
 import { Progress } from './progress.js';
 import { cosine, relError } from './workloads/metrics.js';
 import { NeedleWorkload } from './workloads/needle.js';
 import type { Workload } from './workloads/Workload.js';
 
-const { values: args } = parseArgs({
-  options: {
-    tokens: { type: 'string', default: '32768' },
-    layers: { type: 'string', default: '4' },
-    steps: { type: 'string', default: '16' },
-    batch: { type: 'string', default: '1' },
-    dtype: { type: 'string', default: 'bf16' },
-    budget: { type: 'string', default: '2048' },
-    'hot-chunks': { type: 'string', default: '0' },
-    'fp8-values': { type: 'boolean', default: false },
-    backend: { type: 'string', default: 'auto' },
-    focus: { type: 'string' },
-  },
+const args = cli('demo:workload', 'a synthetic needle workload at Llama-3-8B attention geometry through full and shadowkv', {
+  tokens: { kind: 'int', default: 32768, min: 64, max: 2 ** 31 - 1, doc: 'prompt tokens per row' },
+  layers: { kind: 'int', default: 4, min: 1, max: 32, doc: 'layers of the geometry' },
+  steps: { kind: 'int', default: 16, min: 1, max: 1 << 20, doc: 'decode steps' },
+  batch: { kind: 'int', default: 1, min: 1, max: 4096, doc: 'rows' },
+  dtype: { kind: 'choice', default: 'bf16', of: ['bf16', 'f16', 'f32'], doc: 'storage dtype' },
+  budget: { kind: 'int', default: 2048, min: 1, max: 65536, doc: "shadowkv's selected tokens per kv head (a multiple of its chunk size)" },
+  'hot-chunks': { kind: 'int', default: 0, min: 0, max: 65536, doc: "value chunks per kv head kept on the device beyond the selection" },
+  'fp8-values': { kind: 'switch', doc: "shadowkv's host tier in fp8" },
+  backend: { kind: 'string', default: 'auto', doc: 'auto, wasm or cuda' },
+  focus: { kind: 'number', min: 0, max: 64, doc: 'how strongly the queries look for the needle (default 8 + log2(tokens / 8192))' },
 });
-const layers = Number(args.layers);
-const steps = Number(args.steps);
-const batch = Number(args.batch);
-const budget = Number(args.budget);
+const { layers, steps, batch, budget } = args;
 const spec = { ...LLAMA3_8B, layers };
-const workload: Workload = new NeedleWorkload(spec, { tokens: Number(args.tokens), focus: args.focus === undefined ? undefined : Number(args.focus) });
+const workload: Workload = new NeedleWorkload(spec, { tokens: args.tokens, focus: args.focus });
 const POLICIES = ['full', 'shadowkv'] as const;
 
 console.log(`shadowkv demo: Llama-3-8B attention geometry (${spec.queryHeads} q heads, ${spec.kvHeads} kv heads, d ${spec.headDim}), ${layers} layers, batch ${batch}, ${args.dtype} storage`);
@@ -41,8 +36,8 @@ console.log(`workload: ${workload.description}\n`);
 const caches = {} as Record<(typeof POLICIES)[number], Cache>;
 for (const policy of POLICIES) {
   // Capacity of the prompt and the generated tokens: creation checks that it fits the backend.
-  const common = { spec, batch, dtype: args.dtype as DType, backend: args.backend, maxTokens: Number(args.tokens) + steps };
-  caches[policy] = policy === 'shadowkv' ? await createCache({ ...common, policy, options: { budget, hotChunks: Number(args['hot-chunks']), fp8Values: args['fp8-values'] } }) : await createCache({ ...common, policy });
+  const common = { spec, batch, dtype: args.dtype as DType, backend: args.backend, maxTokens: args.tokens + steps };
+  caches[policy] = policy === 'shadowkv' ? await createCache({ ...common, policy, options: { budget, hotChunks: args['hot-chunks'], fp8Values: args['fp8-values'] } }) : await createCache({ ...common, policy });
 }
 console.log(`backend: ${caches.shadowkv.backendInfo.description} (${caches.shadowkv.backendInfo.reason})\n`);
 

@@ -80,7 +80,7 @@ struct Flash {
   void query_tile(int i0) {
     const int rr = Sq - i0 < R ? Sq - i0 : R, mq = rr * g;
     // 1. Pack the tile's query vectors, scaled; the rows padding the last 4-block are zeros.
-    memset(qp + (size_t)(mq / GEMM_MR) * GEMM_MR * d, 0, sizeof(float) * GEMM_MR * d);
+    if (mq % GEMM_MR) memset(qp + (size_t)(mq / GEMM_MR) * GEMM_MR * d, 0, sizeof(float) * GEMM_MR * d);
     for (int a = 0; a < mq; a++) {
       const float* src = q + ((size_t)(a % g) * Sq + i0 + a / g) * d;
       float* dst = qp + (size_t)(a / GEMM_MR) * GEMM_MR * d + a % GEMM_MR;
@@ -95,7 +95,7 @@ struct Flash {
       pack_keys(dtype_at(k, dtype, (size_t)t0 * d), dtype, n, d, row, kp);
       tile_product(qp, kp, mq, n, d, s, FLASH_KEYS, 0.f);
       // 3. Causal mask and online softmax, row by row, into packed P.
-      memset(pp + (size_t)(mq / GEMM_MR) * GEMM_MR * n, 0, sizeof(float) * GEMM_MR * n);
+      if (mq % GEMM_MR) memset(pp + (size_t)(mq / GEMM_MR) * GEMM_MR * n, 0, sizeof(float) * GEMM_MR * n);
       for (int a = 0; a < mq; a++) softmax_row(a, n, offset + i0 + a / g + 1 - t0);
       // 4. O += P V.
       pack_values(dtype_at(v, dtype, (size_t)t0 * d), dtype, n, d, row, vp);

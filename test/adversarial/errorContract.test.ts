@@ -1,0 +1,87 @@
+// Errors of the core name the problem, one class a describe. Cases from a probe of the core (each
+// test covers its case's class); the standard: bad input is a typed error naming the problem, and a
+// rejected call leaves what it was given as it was.
+import { describe, expect, it } from 'vitest';
+import {
+  at, compileWasm, instantiateWasm, OutOfMemoryError, WasmDevice, WasmTrapError, type BufferDType, type DeviceBuffer, type View, type WasmExports,
+} from '../../packages/shadowkv/src/backend.js';
+import { isTyped, showError, thrown } from '../helpers/adversarial.js';
+
+const module = await compileWasm();
+const newDevice = () => new WasmDevice(instantiateWasm(module));
+const exportsOf = (device: WasmDevice) => (device as unknown as { instance: WasmExports }).instance;
+
+/** 16 floats each of a, b and c on `device`, a and b filled. */
+function operands(device: WasmDevice): DeviceBuffer[] {
+  const bufs = [0, 1, 2].map(() => device.alloc(16, 'f32', 'test'));
+  bufs.slice(0, 2).forEach((buf, j) => device.write(at(buf), Float32Array.from({ length: 16 }, (_, i) => Math.sin(i * (j + 1) * 0.37))));
+  return bufs;
+}
+
+/** c = a b (4 x 4), read back: what a device that works computes. */
+function product(device: WasmDevice, [a, b, c]: DeviceBuffer[]): number[] {
+  device.gemm({ M: 4, N: 4, K: 4, a: at(a!), lda: 4, b: at(b!), ldb: 4, c: at(c!), ldc: 4 });
+  return Array.from(device.read(at(c!) as View & { buf: { dtype: 'f32' } }, 16));
+}
+
+// The last 16 bytes of wasm32's address space: an op reading more runs past the end of any heap, even a full one.
+const far = (buf: DeviceBuffer, dtype: BufferDType = buf.dtype): View => ({ buf: { ...buf, dtype, ptr: 2 ** 32 - 16 }, offset: 0 });
+
+/** One op of each kind (those whose runtime call was not guarded before included), made to read out of bounds. */
+const OUT_OF_BOUNDS: [op: string, call: (device: WasmDevice, bufs: DeviceBuffer[]) => void][] = [
+  ['gemm', (d, [a, b, c]) => d.gemm({ M: 4, N: 4, K: 4, a: far(a!), lda: 4, b: at(b!), ldb: 4, c: at(c!), ldc: 4 })],
+  ['convert', (d, [a, b]) => d.convert(far(a!, 'bf16'), at(b!), 8)],
+  ['convert_rows', (d, [a, b]) => d.convertRows(at({ ...a!, dtype: 'bf16' }), 4, far(b!), 4, 2, 4)],
+  ['causal_attention', (d, [a, b, c]) => d.causalAttention(far(a!), 1, 2, 8, 0.3, 0, at(b!), at(c!), at(c!))],
+  ['landmarks', (d, [a, b, c]) => d.landmarks(far(a!), 8, 2, 4, 8, at(b!), at(c!))],
+  ['score_chunks', (d, [a, b, c]) => d.scoreChunks(far(a!), 1, 8, 0.3, at(b!), 4, at(c!))],
+  ['quantize_values', (d, [a, b]) => d.quantizeValues(far(a!), at(b!), 1, 4, 8)],
+];
+
+describe('a wasm trap is an OutOfMemoryError only where an allocation failed', () => {
+  it.each(OUT_OF_BOUNDS)('%s: an out-of-bounds access is a WasmTrapError naming the op and the trap; the device then computes as a fresh one', (op, call) => {
+    const device = newDevice();
+    const bufs = operands(device);
+    const stackTop = exportsOf(device).stackSave?.();
+    const err = thrown(() => call(device, bufs));
+    expect(err, showError(err)).toBeInstanceOf(WasmTrapError);
+    expect(isTyped(err) && err.code).toBe('SKV_WASM_TRAP');
+    expect((err as Error).message).toMatch(new RegExp(`^${op}: the wasm runtime trapped \\(memory access out of bounds\\)`));
+    if (stackTop !== undefined) expect(exportsOf(device).stackSave!()).toBe(stackTop);
+    const fresh = newDevice();
+    expect(product(device, bufs)).toEqual(product(fresh, operands(fresh)));
+  });
+
+  it('a full heap is an OutOfMemoryError; once memory is freed the op runs', () => {
+    const device = newDevice();
+    // Causal attention with d = 1024 needs more scratch than the arena holds: a heap allocation.
+    const d = 1024;
+    const [q, k, v, out] = [0, 1, 2, 3].map(() => device.alloc(3 * d, 'f32', 'test'));
+    [q, k, v].forEach((buf, j) => device.write(at(buf!), Float32Array.from({ length: 3 * d }, (_, i) => Math.cos(i * (j + 2) * 0.11))));
+    const attend = () => device.causalAttention(at(q!), 1, 3, d, 1 / 32, 0, at(k!), at(v!), at(out!));
+    // Address space only: the filler is never touched.
+    const filler: DeviceBuffer[] = [];
+    for (let floats = 2 ** 26; floats >= 4; floats /= 2) {
+      while (!(thrown(() => filler.push(device.alloc(floats, 'f32', 'filler'))) instanceof OutOfMemoryError));
+    }
+    const full = thrown(attend);
+    expect(full, showError(full)).toBeInstanceOf(OutOfMemoryError);
+    expect((full as Error).message).toMatch(/^causal_attention: the wasm runtime trapped \(unreachable\) on an allocation its heap could not give/);
+    filler.forEach((buf) => device.free(buf));
+    attend();
+  });
+
+  it('an allocation past any wasm32 heap is an OutOfMemoryError, and the next trap of another kind is not one', () => {
+    const device = newDevice();
+    const bufs = operands(device);
+    const [a, b, c] = bufs;
+    // 2 chunks of 2^30 rows: more rows than the runtime's GEMM takes, and more keys than 4 GB hold.
+    const rebuild = () => device.rebuildKeys({ u: at(a!), rank: 2, sv: at(b!), ldsv: 4, d: 4, chunkIds: Int32Array.of(0, 1), slots: Int32Array.of(0, 1), C: 2 ** 30, invFreq: device.alloc(2, 'f64', 'test'), style: 'half', out: at(c!), ldo: 4 });
+    const big = thrown(rebuild);
+    expect(big, showError(big)).toBeInstanceOf(OutOfMemoryError);
+    expect((big as Error).message).toMatch(/^rebuild_keys: the wasm runtime trapped \(unreachable\) on an allocation/);
+    const next = thrown(() => OUT_OF_BOUNDS[0]![1](device, bufs));
+    expect(next, showError(next)).toBeInstanceOf(WasmTrapError);
+    expect(thrown(rebuild)).toBeInstanceOf(OutOfMemoryError);
+  });
+});

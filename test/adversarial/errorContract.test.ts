@@ -3,7 +3,8 @@
 // rejected call leaves what it was given as it was.
 import { describe, expect, it } from 'vitest';
 import {
-  at, compileWasm, instantiateWasm, OutOfMemoryError, WasmDevice, WasmTrapError, type BufferDType, type DeviceBuffer, type View, type WasmExports,
+  at, checkKeys, compileWasm, ConfigError, createCache, estimateMemory, instantiateWasm, listPolicies, OutOfMemoryError, resolveSpec, WasmDevice,
+  WasmTrapError, type BufferDType, type DeviceBuffer, type View, type WasmExports,
 } from '../../packages/shadowkv/src/backend.js';
 import { isTyped, showError, thrown } from '../helpers/adversarial.js';
 
@@ -83,5 +84,58 @@ describe('a wasm trap is an OutOfMemoryError only where an allocation failed', (
     const next = thrown(() => OUT_OF_BOUNDS[0]![1](device, bufs));
     expect(next, showError(next)).toBeInstanceOf(WasmTrapError);
     expect(thrown(rebuild)).toBeInstanceOf(OutOfMemoryError);
+  });
+});
+
+describe('option messages list what is known and say what a value must be', () => {
+  const spec = { layers: 1, queryHeads: 4, kvHeads: 2, headDim: 16, rope: { theta: 10000 } };
+  const CACHE_KEYS = { spec, backend: 'wasm', batch: 2, dtype: 'f32', maxTokens: 64 };
+  const rejection = async (call: () => Promise<unknown>) => {
+    try {
+      await call();
+    } catch (err) {
+      return err;
+    }
+    return undefined;
+  };
+
+  it.each(listPolicies().flatMap((policy) => Object.entries(CACHE_KEYS).map(([key, value]) => [policy, key, value] as const)))(
+    "createCache, policy %s: '%s' inside options is a ConfigError saying it goes beside them",
+    async (policy, key, value) => {
+      const err = await rejection(() => createCache({ spec, backend: 'wasm', policy, options: { [key]: value } as never }));
+      expect(err, showError(err)).toBeInstanceOf(ConfigError);
+      expect((err as Error).message).toBe(`createCache: '${key}' in options is an option of every cache, not of policy '${policy}': pass it beside options, with createCache's own (spec, backend, batch, dtype, maxTokens)`);
+    },
+  );
+
+  it.each(listPolicies())("createCache, policy %s: an unknown key in options lists the policy's own keys apart from every cache's", async (policy) => {
+    const err = await rejection(() => createCache({ spec, backend: 'wasm', policy, options: { bogus: 1 } as never }));
+    expect(err, showError(err)).toBeInstanceOf(ConfigError);
+    const message = (err as Error).message;
+    expect(message).toMatch(/: unknown option 'bogus'; \w+(?:'s own: \w+(?:, \w+)*| has none of its own) \(createCache's options\); every cache's: spec, backend, batch, dtype, maxTokens$/);
+  });
+
+  it('a list of known keys is never empty: a caller that takes none says so', () => {
+    const err = thrown(() => checkKeys('mine options', { window: 4 }, []));
+    expect(err, showError(err)).toBeInstanceOf(ConfigError);
+    expect((err as Error).message).toBe("mine options: unknown option 'window'; it takes none");
+  });
+
+  // A value is shown as it came: a string quoted (so '2' does not read as the valid 2), anything else as itself.
+  it.each([
+    ['batch "2"', () => createCache({ spec, backend: 'wasm', batch: '2' as never }), /^batch must be an integer in \[1, 4096\], got "2"$/],
+    ['maxTokens "64"', () => createCache({ spec, backend: 'wasm', maxTokens: '64' as never }), /got "64"$/],
+    ['dtype 5', () => createCache({ spec, backend: 'wasm', dtype: 5 as never }), /^dtype must be 'f32', 'f16' or 'bf16', got 5$/],
+    ["dtype 'f64'", () => createCache({ spec, backend: 'wasm', dtype: 'f64' as never }), /got "f64"$/],
+    ['rank "8"', () => createCache({ spec, backend: 'wasm', options: { rank: '8' as never } }), /^rank must be an integer >= 1, got "8"$/],
+    ['fp8Values "true"', () => createCache({ spec, backend: 'wasm', options: { fp8Values: 'true' as never } }), /fp8Values must be true or false, got "true"$/],
+    ['spec.headDim "16"', () => createCache({ spec: { ...spec, headDim: '16' as never }, backend: 'wasm' }), /^spec.headDim must be an integer in \[1, \d+\], got "16"$/],
+    ['spec.rope.style 5', async () => resolveSpec({ ...spec, rope: { theta: 1e4, style: 5 as never } }), /^spec.rope.style must be 'half' or 'interleaved', got 5$/],
+    ['estimateMemory policy 5', async () => estimateMemory({ spec, tokens: 10, policy: 5 as never }), /^estimateMemory: policy must be 'shadowkv' or 'full', got 5$/],
+    ['estimateMemory tokens "10"', async () => estimateMemory({ spec, tokens: '10' as never }), /got "10"$/],
+  ] as [string, () => Promise<unknown>, RegExp][])('%s', async (_, call, message) => {
+    const err = await rejection(call);
+    expect(err, showError(err)).toBeInstanceOf(ConfigError);
+    expect((err as Error).message).toMatch(message);
   });
 });

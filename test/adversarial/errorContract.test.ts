@@ -3,10 +3,12 @@
 // rejected call leaves what it was given as it was.
 import { describe, expect, it } from 'vitest';
 import {
-  at, checkKeys, compileWasm, ConfigError, createCache, estimateMemory, instantiateWasm, listPolicies, OutOfMemoryError, resolveSpec, WasmDevice,
+  at, checkKeys, compileWasm, ConfigError, createCache, DTypeError, estimateMemory, instantiateWasm, listPolicies, OutOfMemoryError, resolveSpec, WasmDevice,
   WasmTrapError, type BufferDType, type DeviceBuffer, type View, type WasmExports,
 } from '../../packages/shadowkv/src/backend.js';
+import { CudaDevice } from '../../packages/shadowkv-cuda/src/index.js';
 import { isTyped, showError, thrown } from '../helpers/adversarial.js';
+import { stubAddon } from '../helpers/stubAddon.js';
 
 const module = await compileWasm();
 const newDevice = () => new WasmDevice(instantiateWasm(module));
@@ -84,6 +86,46 @@ describe('a wasm trap is an OutOfMemoryError only where an allocation failed', (
     const next = thrown(() => OUT_OF_BOUNDS[0]![1](device, bufs));
     expect(next, showError(next)).toBeInstanceOf(WasmTrapError);
     expect(thrown(rebuild)).toBeInstanceOf(OutOfMemoryError);
+  });
+});
+
+describe('an unknown dtype is a DTypeError naming it and the known ones, before anything is sized', () => {
+  const UNKNOWN: unknown[] = ['f8', 'F32', 'toString', '', undefined, null, 2];
+  const known = /known: 'f32', 'f16', 'bf16', 'i32', 'f64'/;
+
+  it.each(UNKNOWN.map((dtype) => [String(dtype), dtype]))('WasmDevice alloc and scratch of dtype %s', (_, dtype) => {
+    const device = newDevice();
+    const before = device.allocations();
+    for (const call of [() => device.alloc(4, dtype as BufferDType, 'test'), () => device.scratch('test', 4, dtype as BufferDType)]) {
+      const err = thrown(call);
+      expect(err, showError(err)).toBeInstanceOf(DTypeError);
+      expect((err as Error).message).toMatch(known);
+      expect((err as Error).message).not.toMatch(/NaN/);
+    }
+    expect(device.allocations()).toBe(before);
+    expect(device.memory().device).toBe(0);
+  });
+
+  it.each(UNKNOWN.map((dtype) => [String(dtype), dtype]))('CudaDevice alloc and wrap of dtype %s: refused before any addon call', (_, dtype) => {
+    const { addon, calls } = stubAddon();
+    const device = new CudaDevice(addon, 0);
+    for (const call of [() => device.alloc(4, dtype as BufferDType, 'test'), () => device.alloc(4, dtype as BufferDType, 'test', 'host'), () => device.wrap(0x3_0000_0000, 4, dtype as BufferDType)]) {
+      const err = thrown(call);
+      expect(err, showError(err)).toBeInstanceOf(DTypeError);
+      expect((err as Error).message).toMatch(known);
+    }
+    expect(calls).toEqual([]);
+  });
+
+  it('an op on a buffer without a storage dtype (an index table, or an unknown dtype) names it and the stored ones', () => {
+    const device = newDevice();
+    const [a, b] = operands(device);
+    const table = device.alloc(16, 'i32', 'test');
+    for (const [src, name] of [[at(table), '"i32"'], [at({ ...a!, dtype: 'f8' as BufferDType }), '"f8"']] as const) {
+      const err = thrown(() => device.convert(src, at({ ...b!, dtype: 'bf16' }), 8));
+      expect(err, showError(err)).toBeInstanceOf(DTypeError);
+      expect((err as Error).message).toBe(`${name} has no storage dtype code; the runtimes store 'f32', 'f16', 'bf16'`);
+    }
   });
 });
 

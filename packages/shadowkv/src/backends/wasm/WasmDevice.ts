@@ -6,6 +6,7 @@ import type { RopeStyle } from '../../spec.js';
 import {
   BUFFER_BYTES,
   attentionTasks,
+  bufferBytes,
   outlierLists,
   selectRows,
   preRopeArgs,
@@ -88,7 +89,7 @@ export class WasmDevice implements Device {
   }
 
   alloc<T extends BufferDType>(length: number, dtype: T, tag: string, tier: Tier = 'device'): DeviceBuffer {
-    const bytes = Math.max(length, 1) * BUFFER_BYTES[dtype];
+    const bytes = Math.max(length, 1) * bufferBytes(`WasmDevice.alloc (${tag})`, dtype);
     // NOTE: skv_malloc takes a wasm32 size_t; a size of 4 GB or more would wrap, not fail.
     const ptr = bytes < 2 ** 32 ? this.x.skv_malloc(bytes) >>> 0 : 0;
     if (ptr === 0) {

@@ -1,12 +1,14 @@
 // Errors of the core name the problem, one class a describe. Cases from a probe of the core (each
 // test covers its case's class); the standard: bad input is a typed error naming the problem, and a
 // rejected call leaves what it was given as it was.
+import { execFile } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
 import {
   at, checkKeys, compileWasm, ConfigError, createCache, DTypeError, estimateMemory, instantiateWasm, listPolicies, OutOfMemoryError, resolveSpec, WasmDevice,
   WasmTrapError, type BufferDType, type DeviceBuffer, type View, type WasmExports,
 } from '../../packages/shadowkv/src/backend.js';
 import { CudaDevice } from '../../packages/shadowkv-cuda/src/index.js';
+import { drawSample, MAX_SAMPLE_LENGTH, minSampleLength, TASK_NAMES } from '../../bench/eval/tasks.js';
 import { isTyped, showError, thrown } from '../helpers/adversarial.js';
 import { stubAddon } from '../helpers/stubAddon.js';
 
@@ -126,6 +128,59 @@ describe('an unknown dtype is a DTypeError naming it and the known ones, before 
       expect(err, showError(err)).toBeInstanceOf(DTypeError);
       expect((err as Error).message).toBe(`${name} has no storage dtype code; the runtimes store 'f32', 'f16', 'bf16'`);
     }
+  });
+});
+
+describe('drawSample refuses what it cannot draw with a ConfigError naming the argument', () => {
+  /** Runs the calls in a child process: on NaN the old sampler drew filler forever (killed here after 20 s). */
+  function inChild(calls: string[]): Promise<{ name?: string; code?: string; message?: string; ok?: boolean }[]> {
+    const code = `
+      const { drawSample } = await import(${JSON.stringify(new URL('../../bench/eval/tasks.ts', import.meta.url).href)});
+      const out = [];
+      for (const args of ${JSON.stringify(calls)}.map((a) => eval(a))) {
+        try { drawSample(...args); out.push({ ok: true }); } catch (err) { out.push({ name: err.constructor.name, code: err.code, message: err.message }); }
+      }
+      console.log(JSON.stringify(out));`;
+    return new Promise((resolve, reject) => {
+      execFile(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code], { timeout: 20_000, killSignal: 'SIGKILL' }, (err, stdout, stderr) => {
+        if (err) reject(new Error(err.killed ? 'drawSample did not return within 20 s (killed)' : `${err.message} ${stderr.slice(-400)}`));
+        else resolve(JSON.parse(stdout.trim().split('\n').pop()!));
+      });
+    });
+  }
+
+  const cases: [string, string, RegExp][] = [
+    ['a NaN length', "['needle_single', NaN, 0]", /^drawSample: length must be an integer in \[146, \d+\] for needle_single .*, got NaN$/],
+    ['an infinite length', "['passkey', Infinity, 0]", /length must be an integer .*, got Infinity$/],
+    ['a length past what one string holds', `['passkey', ${MAX_SAMPLE_LENGTH + 1}, 0]`, new RegExp(`length must be an integer in \\[104, ${MAX_SAMPLE_LENGTH}\\] .*, got ${MAX_SAMPLE_LENGTH + 1}$`)],
+    ['a huge length', "['needle_multi', 1e300, 0]", /got 1e\+300$/],
+    ['a fractional length', "['passkey', 300.5, 0]", /got 300.5$/],
+    ['a length given as a string', "['passkey', '300', 0]", /got "300"$/],
+    ['a kv_lookup too short for one pair', "['kv_lookup', 40, 0]", /^drawSample: length must be an integer in \[59, \d+\] for kv_lookup/],
+    ['a zero length', "['kv_lookup', 0, 0]", /got 0$/],
+    ['a negative index', "['passkey', 300, -1]", /^drawSample: index must be a non-negative integer, got -1$/],
+    ['a NaN index', "['passkey', 300, NaN]", /index must be a non-negative integer, got NaN$/],
+    ['an unknown split', "['passkey', 300, 0, 'test']", /^drawSample: split must be 'eval' or 'train', got "test"$/],
+    ['an unknown task', "['haystack', 300, 0]", /^drawSample: unknown task "haystack"; known: passkey, needle_single, needle_multi, kv_lookup$/],
+    ["a task named like an Object method", "['toString', 300, 0]", /unknown task "toString"/],
+  ];
+
+  it('every case, typed and at once', async () => {
+    const got = await inChild(cases.map(([, args]) => args));
+    got.forEach((r, i) => {
+      const [label, , message] = cases[i]!;
+      expect(r.code, `${label}: ${JSON.stringify(r)}`).toBe('SKV_CONFIG');
+      expect(r.message, label).toMatch(message);
+    });
+  }, 30_000);
+
+  it.each(TASK_NAMES)('%s: at its minimum length every sample fits (prompt, <bos> and answer), one shorter is refused', (task) => {
+    const min = minSampleLength(task);
+    for (let index = 0; index < 40; index++) {
+      const s = drawSample(task, min, index);
+      expect(1 + Buffer.byteLength(s.prompt) + Buffer.byteLength(s.answer), `${task} ${index}`).toBeLessThanOrEqual(min);
+    }
+    expect(() => drawSample(task, min - 1, 0)).toThrow(ConfigError);
   });
 });
 

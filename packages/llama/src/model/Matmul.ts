@@ -3,6 +3,7 @@ import { ConfigError } from '../../../shadowkv/src/errors/ConfigError.js';
 import { DTypeError } from '../../../shadowkv/src/errors/DTypeError.js';
 import { DeviceMismatchError } from '../../../shadowkv/src/errors/DeviceMismatchError.js';
 import { ShapeError } from '../../../shadowkv/src/errors/ShapeError.js';
+import { fmt } from '../../../shadowkv/src/policies/validate.js';
 import type { Tensor } from '../../../shadowkv/src/tensor.js';
 
 /** A weight a `Matmul` has taken in (converted, or copied into a wasm heap or a device): `[rows (out), cols (in)]`. */
@@ -52,6 +53,6 @@ export function checkLinear(who: string, prepared: { has(w: MatmulWeight): boole
 
 /** Throws a ConfigError unless `threads` is an integer in [1, 256] (LlamaModel's option, ThreadedMatmul's count). */
 export function checkThreads(who: string, threads: number): number {
-  if (!(Number.isInteger(threads) && threads >= 1 && threads <= 256)) throw new ConfigError(`${who}: threads must be an integer in [1, 256], got ${threads}`);
+  if (!(Number.isInteger(threads) && threads >= 1 && threads <= 256)) throw new ConfigError(`${who}: threads must be an integer in [1, 256], got ${fmt(threads)}`);
   return threads;
 }

@@ -1,6 +1,9 @@
 // The retrieval tasks of bench/eval/tasks.json, drawn as TASKS.md says (scripts/gpu/train/tasks.py
 // is the Python twin: one seed, the same bytes).
+import { constants } from 'node:buffer';
 import { readFileSync } from 'node:fs';
+import { fmt } from '../../packages/shadowkv/src/config.js';
+import { ConfigError } from '../../packages/shadowkv/src/errors/ConfigError.js';
 
 /** The shared spec (tasks.json). */
 export interface TaskSpec {
@@ -74,13 +77,47 @@ function value(rng: Mulberry32, v: TaskDef['value']): string {
   return s;
 }
 
-/** Sample `index` of a task at a length, for split `eval` or `train`. */
+const fill = (t: string, key: string, val: string) => t.replaceAll('{key}', key).replaceAll('{value}', val);
+
+/** The longest prompt a sample can be: one JS string (V8's limit), so no length past it can be drawn. */
+export const MAX_SAMPLE_LENGTH = constants.MAX_STRING_LENGTH;
+
+/**
+ * The shortest length every sample of `task` fits: `<bos>`, the needles, question and answer at
+ * their longest draw (the longest keys), and for `kv_lookup` one pair to ask about.
+ */
+export function minSampleLength(task: string, spec = TASK_SPEC): number {
+  const def = taskDef(task, spec);
+  const value = '0'.repeat(def.value.digits ?? def.value.hex!);
+  if (def.filler === 'pairs') {
+    const stand = '0'.repeat(def.key!.hex);
+    return 1 + bytes(fill(def.question, stand, '')) + bytes(` ${value}`) + bytes(fill(def.pair!, stand, value));
+  }
+  const keys = task === 'passkey' ? Array<string>(def.needles!).fill('') : [...spec.needleKeys].sort((a, b) => bytes(b) - bytes(a)).slice(0, def.needles!);
+  return 1 + keys.reduce((n, k) => n + bytes(fill(def.needle!, k, value)), 0) + bytes(fill(def.question, keys[0]!, '')) + bytes(` ${value}`);
+}
+
+function taskDef(task: string, spec: TaskSpec): TaskDef {
+  const def = typeof task === 'string' && Object.hasOwn(spec.tasks, task) ? spec.tasks[task] : undefined;
+  if (!def) throw new ConfigError(`drawSample: unknown task ${fmt(task)}; known: ${Object.keys(spec.tasks).join(', ')}`);
+  return def;
+}
+
+/**
+ * Sample `index` of a task at a length, for split `eval` or `train`. A `ConfigError` for an unknown
+ * task or split, an index that is not a non-negative integer, or a length that is not an integer in
+ * [minSampleLength(task), MAX_SAMPLE_LENGTH] (a NaN length drew filler forever; a short kv_lookup had no pair to ask).
+ */
 export function drawSample(task: string, length: number, index: number, split: 'eval' | 'train' = 'eval', spec = TASK_SPEC): Sample {
-  const def = spec.tasks[task];
-  if (!def) throw new Error(`unknown task '${task}'; known: ${Object.keys(spec.tasks).join(', ')}`);
+  const def = taskDef(task, spec);
+  const min = minSampleLength(task, spec);
+  if (!Number.isSafeInteger(length) || length < min || length > MAX_SAMPLE_LENGTH) {
+    throw new ConfigError(`drawSample: length must be an integer in [${min}, ${MAX_SAMPLE_LENGTH}] for ${task} (tokens, <bos> and answer included), got ${fmt(length)}`);
+  }
+  if (!Number.isSafeInteger(index) || index < 0) throw new ConfigError(`drawSample: index must be a non-negative integer, got ${fmt(index)}`);
+  if (split !== 'eval' && split !== 'train') throw new ConfigError(`drawSample: split must be 'eval' or 'train', got ${fmt(split)}`);
   const seed = fnv1a32(`${split}:${task}:${length}:${index}`);
   const rng = new Mulberry32(seed);
-  const fill = (t: string, key: string, val: string) => t.replaceAll('{key}', key).replaceAll('{value}', val);
   const pieces: string[] = [];
   let question: string;
   let answer: string;

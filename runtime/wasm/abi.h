@@ -36,10 +36,12 @@ SKV_EXPORT void skv_free(void* p);
 // itself (scratch that did not fit the reusable arena, arena growth, factorization workspaces).
 // Tests read it to show that steady-state decode allocates nothing.
 SKV_EXPORT double skv_alloc_count(void);
-// Recovery after a trap (out of memory inside any op): the trap skipped the destructors of the
-// scratch that was live, so this marks the scratch arena empty again. Heap blocks that scratch
-// held are leaked. The caller also restores the stack pointer (stackSave / stackRestore).
-SKV_EXPORT void skv_scratch_reset(void);
+// Recovery after a trap inside any op: the trap skipped the destructors of the scratch that was
+// live, so this marks the scratch arena empty again. Heap blocks that scratch held are leaked. The
+// caller also restores the stack pointer (stackSave / stackRestore). Returns SKV_ERR_ALLOC when the
+// trap was an allocation the heap could not give (skv_trap_out_of_memory), SKV_OK for any other
+// trap (an out-of-bounds access, unreachable code: a bug, not a full heap).
+SKV_EXPORT int skv_scratch_reset(void);
 
 // ---- convert.cc ----
 // dst[i] = src[i] converted (round to nearest even), n elements.

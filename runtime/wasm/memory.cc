@@ -10,6 +10,7 @@ namespace {
 double alloc_count = 0;           // allocations made so far (skv_alloc_count)
 double heap_blocks = 0;           // scratch blocks that did not fit the arena
 uint64_t alloc_limit = SKV_MAX_BLOCK;  // test hook: larger allocations fail
+bool alloc_trapped = false;       // the trap being recovered from was skv_trap_out_of_memory
 
 // NOTE: the arena stops growing by itself at 64 MiB: bigger one-off needs (rebuilding a whole
 // 128K prompt) stay per-call mallocs, so the heap does not keep them. scratch_reserve may grow it
@@ -55,8 +56,13 @@ void* skv_counted_alloc(uint64_t bytes) {
   return p;
 }
 
+void skv_trap_out_of_memory(void) {
+  alloc_trapped = true;
+  __builtin_trap();
+}
+
 void* scratch_push(uint64_t bytes, bool* heap) {
-  if (bytes > SKV_MAX_BLOCK) __builtin_trap();  // no wasm32 heap can hold it
+  if (bytes > SKV_MAX_BLOCK) skv_trap_out_of_memory();  // no wasm32 heap can hold it
   uint64_t rounded = round16(bytes);
   arena.need += rounded;
   if (arena.need > arena.high) arena.high = arena.need;
@@ -69,7 +75,7 @@ void* scratch_push(uint64_t bytes, bool* heap) {
   }
   heap_blocks += 1;
   void* p = skv_counted_alloc(rounded);
-  if (!p) __builtin_trap();
+  if (!p) skv_trap_out_of_memory();
   return p;
 }
 
@@ -102,11 +108,14 @@ SKV_EXPORT void skv_free(void* p) { free(p); }
 
 SKV_EXPORT double skv_alloc_count(void) { return alloc_count; }
 
-SKV_EXPORT void skv_scratch_reset(void) {
+SKV_EXPORT int skv_scratch_reset(void) {
   // A trap skipped the Scratch destructors: nothing is live now, whatever the counters say. Blocks
   // that scratch had taken from the heap stay allocated (nothing records them): a leak that is
   // acceptable after an out-of-memory trap. The arena itself is kept.
   arena.top = arena.need = arena.high = 0;
+  int status = alloc_trapped ? SKV_ERR_ALLOC : SKV_OK;
+  alloc_trapped = false;
+  return status;
 }
 
 void skv_test_alloc_limit(uint64_t bytes) { alloc_limit = bytes; }

@@ -10,7 +10,7 @@ SKV_EXPORT void skv_rebuild_keys(const void* U, int u_dtype, int rank,
                                  void* out, int out_dtype, int ldo) {
   const int64_t rows = (int64_t)n_chunks * C;  // rows rebuilt
   if (rows <= 0 || d <= 0) return;
-  if (rows > INT32_MAX) __builtin_trap();  // more rows than the GEMM takes (and than wasm32 holds)
+  if (rows > INT32_MAX) skv_trap_out_of_memory();  // more rows than the GEMM takes (and than wasm32 holds)
   const int M = (int)rows;
   Scratch<int32_t> pos(M);            // [M] token positions = rows of U
   Scratch<float> K((uint64_t)M * d);  // [M x d] keys in f32

@@ -1,7 +1,7 @@
 // Scratch memory that lives for one call, taken from one reusable LIFO arena so that steady-state
 // calls allocate nothing. Ops are void and the TS loader has no abort import, so running out of
 // heap traps (a RuntimeError "unreachable" in JS) instead of computing garbage; the TS side then
-// calls skv_scratch_reset. skv_decode_layer reserves its scratch up front instead (scratch_reserve),
+// calls skv_scratch_reset, which says whether the trap was this one or another. skv_decode_layer reserves its scratch up front instead (scratch_reserve),
 // so it fails with SKV_ERR_ALLOC before changing anything rather than trapping half-way.
 // NOTE: the runtime is single-threaded and Scratch objects are scoped (RAII), so they are released
 // in the reverse order of their creation: the arena is a stack with one top pointer.
@@ -40,6 +40,9 @@ void* skv_counted_alloc(uint64_t bytes);
 // from the arena if it fits, else from a counted malloc (*heap = true); it traps when the size is
 // over SKV_MAX_BLOCK or the heap is full. scratch_pop releases the most recent live block.
 void* scratch_push(uint64_t bytes, bool* heap);
+// Traps (unreachable), marking the trap as an allocation that failed: skv_scratch_reset reports it,
+// so that the TS side tells a full heap from any other trap.
+[[noreturn]] void skv_trap_out_of_memory(void);
 void scratch_pop(void* p, uint64_t bytes, bool heap);
 
 // Grows the arena to at least `bytes` (one counted allocation, kept like any growth), so that

@@ -182,6 +182,26 @@ describe('a checkpoint that cannot be loaded is a CheckpointError naming the pro
     expect((err as Error).message).toMatch(message);
   });
 
+  /** The error of loadCheckpoint on a folder holding `files`, and the folder. */
+  async function fromFolder(files: Map<string, Uint8Array>): Promise<[unknown, string]> {
+    const dir = mkdtempSync(`${tmpdir()}/skv-llama-bad-`);
+    try {
+      for (const [name, bytes] of files) writeFileSync(`${dir}/${name}`, bytes);
+      return [await loadCheckpoint(dir).then(() => undefined, (err: unknown) => err), dir];
+    } finally {
+      rmSync(dir, { recursive: true });
+    }
+  }
+
+  // The same problems in a folder: the same messages, each naming the file it is about by its path.
+  it.each(cases)('from a folder, %s names the file by its path', async (_, files, problem, message) => {
+    const [err, dir] = await fromFolder(files());
+    expect(err).toBeInstanceOf(CheckpointError);
+    expect((err as CheckpointError).problem).toBe(problem);
+    expect((err as Error).message).toMatch(new RegExp(`${dir}/(config\\.json|model\\.safetensors)\\b`));
+    expect((err as Error).message.replaceAll(`${dir}/`, '')).toMatch(message);
+  });
+
   describe('sharded', () => {
     const sharded = () => checkpointFiles(GQA, randomWeights(GQA), { shards: 2 });
     it.each([
@@ -192,13 +212,16 @@ describe('a checkpoint that cannot be loaded is a CheckpointError naming the pro
         delete index.weight_map['model.norm.weight'];
         f.set('model.safetensors.index.json', new TextEncoder().encode(JSON.stringify(index)));
       }, 'missing-tensor', /'model.norm.weight' is not in model.safetensors.index.json/],
-    ] as [string, (f: Map<string, Uint8Array>) => void, CheckpointProblem, RegExp][])('%s', (_, edit, problem, message) => {
+    ] as [string, (f: Map<string, Uint8Array>) => void, CheckpointProblem, RegExp][])('%s', async (_, edit, problem, message) => {
       const files = sharded();
       edit(files);
       const err = caught(() => readCheckpoint((n) => files.get(n)));
       expect(err).toBeInstanceOf(CheckpointError);
       expect((err as CheckpointError).problem).toBe(problem);
       expect((err as Error).message).toMatch(message);
+      const [inFolder, dir] = await fromFolder(files);
+      expect((inFolder as CheckpointError).problem).toBe(problem);
+      expect((inFolder as Error).message).toMatch(new RegExp(`${dir}/model`));
     });
   });
 });

@@ -2,7 +2,7 @@
 // env (wasm here; cuda where the addon and a GPU are, else listed as skipped), the env's storage
 // dtype being the weights' dtype.
 import { describe, expect, it } from 'vitest';
-import { DeviceMismatchError, DisposedError, FullKVCache, resolveBackend, ShapeError } from '../../packages/shadowkv/src/backend.js';
+import { DeviceMismatchError, DisposedError, DTypeError, FullKVCache, resolveBackend, ShapeError } from '../../packages/shadowkv/src/backend.js';
 import { DeviceMatmul, generate, JsMatmul, LlamaModel, WasmMatmul, type Matmul } from '../../packages/llama/src/index.js';
 import { forEachEnv } from '../envs.js';
 import { GQA, MHA, memoryCheckpoint } from './fixtures.js';
@@ -130,6 +130,16 @@ describe.each([
     expect(() => matmul.prepare({ data, shape: [3, 4, 1], dtype: 'f32' })).toThrow(ShapeError);
     expect(() => matmul.prepare({ data, shape: [0, 4], dtype: 'f32' })).toThrow(ShapeError);
     expect(() => matmul.prepare({ data, shape: [3, 5], dtype: 'f32' })).toThrow(/\[3, 5\] weight needs 15 elements, got 12/);
+  });
+
+  it("a weight of an unknown dtype, or whose data is another dtype's array type, is a DTypeError naming it (before it is copied in)", async () => {
+    using matmul = await make();
+    for (const dtype of ['f64', 'i32', 'toString', undefined]) {
+      expect(() => matmul.prepare({ data: new Float32Array(12), shape: [3, 4], dtype: dtype as never })).toThrow(DTypeError);
+      expect(() => matmul.prepare({ data: new Float32Array(12), shape: [3, 4], dtype: dtype as never })).toThrow(new RegExp(`^${name}.prepare: dtype must be 'f32', 'f16' or 'bf16', got`));
+    }
+    expect(() => matmul.prepare({ data: new Float32Array(12), shape: [3, 4], dtype: 'bf16' })).toThrow(new RegExp(`^${name}.prepare: a 'bf16' weight holds its elements in a Uint16Array, got \\[object Float32Array\\]`));
+    expect(() => matmul.prepare({ data: new Uint16Array(12), shape: [3, 4], dtype: 'f32' })).toThrow(DTypeError);
   });
 
   it('rows, x or out that do not match the weight are a ShapeError naming the sizes', async () => {

@@ -89,3 +89,28 @@ describe('an option of the wrong kind is a ConfigError naming it', () => {
     expect(call).toThrow(message);
   });
 });
+
+describe('a sequence option that is not an integer is a ConfigError naming it, the value quoted, the cache unchanged', () => {
+  // A string or fraction used to reach the cache as a row index: a SequenceIndexError about length().
+  const values: [string, unknown, string][] = [["'0'", '0', '"0"'], ['1.5', 1.5, '1.5'], ['NaN', NaN, 'NaN'], ['null', null, 'null'], ['[0]', [0], '[0]'], ['true', true, 'true']];
+  const calls: [string, (c: FullKVCache, sequence: unknown) => Promise<unknown>][] = [
+    ['LlamaModel.forward', async (c, sequence) => model.forward([1, 2], c, { sequence } as never)],
+    ['LlamaModel.prefill', async (c, sequence) => model.prefill([1, 2], c, { sequence } as never)],
+    ['generate', async (c, sequence) => {
+      for await (const _ of generate(model, c, [1, 2], { maxNewTokens: 2, sequence } as never));
+    }],
+  ];
+  it.each(calls.flatMap(([call, run]) => values.map(([label, value, shown]) => [call, label, run, value, shown] as const)))('%s: sequence %s', async (call, _, run, value, shown) => {
+    const c = new FullKVCache({ spec: model.spec, dtype: 'f32', maxTokens: 64, batch: 2 });
+    model.prefill([3, 4, 5], c, { sequence: 1 });
+    const before = Buffer.from(c.save());
+    const err = await run(c, value).then(() => undefined, (e: unknown) => e);
+    expect(err).toBeInstanceOf(ConfigError);
+    expect((err as Error).message).toBe(`${call}: sequence must be an integer (a cache row), got ${shown}`);
+    expect(Buffer.from(c.save()).equals(before)).toBe(true);
+  });
+
+  it("LlamaModel.create: threads given as a string is quoted (it is not the valid 4)", async () => {
+    await expect(LlamaModel.create(checkpoint, { matmul: 'js', threads: '4' } as never)).rejects.toThrow(/threads must be an integer in \[1, 256\], got "4"/);
+  });
+});

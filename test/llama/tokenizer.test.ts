@@ -1,4 +1,4 @@
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
@@ -103,7 +103,7 @@ describe('BpeTokenizer (tokenizer.json, byte-level BPE)', () => {
     expect(re.test("'x")).toBe(false);
   });
 
-  it.each([
+  const MALFORMED: [string, unknown, RegExp][] = [
     ['a WordPiece model', { ...tokenizerJson(), model: { type: 'WordPiece', vocab: {} } }, /only byte-level BPE/],
     ['a vocab without every byte symbol', (() => { const j = tokenizerJson(); delete (j.model.vocab as Record<string, number>)['Ġ']; return j; })(), /lacks the byte symbol 'Ġ'/],
     ['a merge whose result is not in the vocab', (() => { const j = tokenizerJson(); j.model.merges = [...MERGES, 'x y']; return j; })(), /makes 'xy', which is not in the vocab/],
@@ -115,9 +115,22 @@ describe('BpeTokenizer (tokenizer.json, byte-level BPE)', () => {
     ['a null step in a Sequence pre-tokenizer', tokenizerJson({ preTokenizer: { type: 'Sequence', pretokenizers: [null, { type: 'ByteLevel' }] } }), /a step must be an object with a type, got null/],
     ['a Sequence without a list', tokenizerJson({ preTokenizer: { type: 'Sequence', pretokenizers: { type: 'ByteLevel' } } }), /Sequence needs a list of pretokenizers/],
     ['a pre-tokenizer that is a number', tokenizerJson({ preTokenizer: 7 }), /a step must be an object/],
-  ] as [string, unknown, RegExp][])('%s is a TokenizerError', (_, json, message) => {
+  ];
+  it.each(MALFORMED)('%s is a TokenizerError', (_, json, message) => {
     expect(() => new BpeTokenizer(json)).toThrow(TokenizerError);
     expect(() => new BpeTokenizer(json)).toThrow(message);
+  });
+
+  // Loaded from a file, the same problems name the file by its path (not a bare tokenizer.json).
+  it.each(MALFORMED)('from a file, %s names its path', async (_, json, message) => {
+    const dir = mkdtempSync(`${tmpdir()}/skv-tok-`);
+    const path = `${dir}/tokenizer.json`;
+    writeFileSync(path, typeof json === 'string' ? json : JSON.stringify(json));
+    const err = await BpeTokenizer.load(path).then(() => undefined, (e: unknown) => e);
+    rmSync(dir, { recursive: true });
+    expect(err).toBeInstanceOf(TokenizerError);
+    expect((err as Error).message.startsWith(`${path}: `)).toBe(true);
+    expect((err as Error).message).toMatch(message);
   });
 
   it('any JSON in any part of tokenizer.json: a tokenizer, or a TokenizerError (never a TypeError)', () => {

@@ -4,6 +4,7 @@ import {
   selectRows,
   preRopeArgs,
   BUFFER_BYTES,
+  bufferBytes,
   type BufferDType,
   type Device,
   type DeviceBuffer,
@@ -121,7 +122,7 @@ export class CudaDevice implements Device {
   }
 
   alloc<T extends BufferDType>(length: number, dtype: T, tag: string, tier: Tier = 'device'): DeviceBuffer {
-    const bytes = Math.max(length, 1) * BUFFER_BYTES[dtype];
+    const bytes = Math.max(length, 1) * bufferBytes(`CudaDevice.alloc (${tag})`, dtype);
     const ptr = this.op(`alloc (${tag}, ${bytes} bytes, ${tier} tier)`, () => (tier === 'host' ? this.x.hostAlloc(bytes) : this.x.malloc(bytes)));
     const buf = { ptr, length, dtype, tag, tier };
     this.live.set(ptr, buf);
@@ -445,13 +446,13 @@ export class CudaDevice implements Device {
    * would end the process's CUDA context, every cache's with it. Elsewhere they are trusted.
    */
   wrap(address: number, length: number, dtype: BufferDType): DeviceBuffer {
+    const bytes = length * bufferBytes('wrapTensor()', dtype);
     const at = this.x.pointerInfo(address);
     const where = `0x${address.toString(16)}`;
     if (at.type !== CUDA_MEMORY_TYPE.device && at.type !== CUDA_MEMORY_TYPE.managed) {
       throw new DeviceMismatchError(`wrapTensor(): ${where} is not CUDA device memory (cudaPointerGetAttributes type ${at.type}); wrap a device pointer of GPU ${this.ordinal}, or copy host data in with allocTensor()`);
     }
     if (at.device !== this.ordinal) throw new DeviceMismatchError(`wrapTensor(): ${where} is memory of GPU ${at.device}; this cache runs on GPU ${this.ordinal}`);
-    const bytes = length * BUFFER_BYTES[dtype];
     if (at.size >= 0 && address + bytes > at.base + at.size) {
       const left = at.base + at.size - address;
       throw new ShapeError(`wrapTensor(): ${length} ${dtype} elements (${bytes} bytes) from ${where} pass the end of its allocation, which holds ${left} bytes from there (${at.size} from 0x${at.base.toString(16)}); wrap a shape that fits`);

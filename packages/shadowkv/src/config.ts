@@ -126,11 +126,14 @@ function check(ok: boolean, message: string): void {
 }
 
 
-/** Throws `ConfigError` for keys of `o` that are not options (a misspelt option would otherwise be ignored). */
-export function checkKeys(what: string, o: unknown, known: readonly string[]): asserts o is object {
-  if (o === null || typeof o !== 'object') throw new ConfigError(`${what} must be an object, got ${show(o)}`);
+/**
+ * Throws `ConfigError` for keys of `o` that are not options (a misspelt option would otherwise be
+ * ignored), listing the known ones; `listed` says where a caller's known keys go, when a flat list would mislead.
+ */
+export function checkKeys(what: string, o: unknown, known: readonly string[], listed = known.length ? `known: ${known.join(', ')}` : 'it takes none'): asserts o is object {
+  if (o === null || typeof o !== 'object') throw new ConfigError(`${what} must be an object, got ${fmt(o)}`);
   const unknown = Object.keys(o).filter((k) => !known.includes(k));
-  if (unknown.length) throw new ConfigError(`${what}: unknown option${unknown.length > 1 ? 's' : ''} ${unknown.map((k) => `'${k}'`).join(', ')}; known: ${known.join(', ')}`);
+  if (unknown.length) throw new ConfigError(`${what}: unknown option${unknown.length > 1 ? 's' : ''} ${unknown.map((k) => `'${k}'`).join(', ')}; ${listed}`);
 }
 
 /** Defaults overridden by the options that are set (undefined means "use the default"). */
@@ -140,20 +143,32 @@ function withDefaults<T extends object>(defaults: Required<T>, o: T): Required<T
 
 /** Option names every cache takes. */
 export const CACHE_OPTION_KEYS = ['batch', 'dtype', 'maxTokens'] as const;
+/** Keys of the flat config every cache takes (BaseKVCache's); a policy's own options come beside them. */
+export const CACHE_CONFIG_KEYS: readonly string[] = ['spec', 'backend', ...CACHE_OPTION_KEYS];
 
 /** Limits of the options: positions are 32-bit, and per-row slots stay addressable. */
 export const OPTION_LIMITS = { batch: 4096, maxTokens: 2 ** 31 - 1, slotTokens: 65536, chunkSize: 1024, window: 2 ** 20, svdOversample: 1024, svdPowerIters: 32, pageElements: 2 ** 28 } as const;
 
 const isIntIn = (v: unknown, min: number, max: number) => Number.isInteger(v) && (v as number) >= min && (v as number) <= max;
-/** A value for a message, whatever it is (symbols, objects). */
-export const show = (v: unknown) => (typeof v === 'symbol' ? v.toString() : typeof v === 'object' && v !== null ? Object.prototype.toString.call(v) : String(v));
+/** Any value as text for a message, whatever it is (symbols, proxies, throwing toString); strings quoted, so that '0' does not read as 0. */
+export function fmt(v: unknown): string {
+  try {
+    if (typeof v === 'symbol') return v.toString();
+    if (typeof v === 'string') return JSON.stringify(v.length > 80 ? `${v.slice(0, 80)}...` : v);
+    if (Array.isArray(v)) return `[${v.map(fmt).join(', ')}]`;
+    if (typeof v === 'object' && v !== null) return Object.prototype.toString.call(v);
+    return String(v);
+  } catch {
+    return '(unprintable)';
+  }
+}
 
 /** Fills defaults into cache options and checks them. */
 export function resolveCacheOptions(o: CacheOptions = {}): ResolvedCacheOptions {
   const r = withDefaults<CacheOptions>({ batch: 1, dtype: 'bf16', maxTokens: 262144 }, o);
-  check(isIntIn(r.batch, 1, OPTION_LIMITS.batch), `batch must be an integer in [1, ${OPTION_LIMITS.batch}], got ${show(r.batch)}`);
-  check(['f32', 'f16', 'bf16'].includes(r.dtype), `dtype must be 'f32', 'f16' or 'bf16', got '${show(r.dtype)}'`);
-  check(isIntIn(r.maxTokens, 1, OPTION_LIMITS.maxTokens), `maxTokens must be an integer in [1, 2^31 - 1], got ${show(r.maxTokens)}`);
+  check(isIntIn(r.batch, 1, OPTION_LIMITS.batch), `batch must be an integer in [1, ${OPTION_LIMITS.batch}], got ${fmt(r.batch)}`);
+  check(['f32', 'f16', 'bf16'].includes(r.dtype), `dtype must be 'f32', 'f16' or 'bf16', got ${fmt(r.dtype)}`);
+  check(isIntIn(r.maxTokens, 1, OPTION_LIMITS.maxTokens), `maxTokens must be an integer in [1, 2^31 - 1], got ${fmt(r.maxTokens)}`);
   return r;
 }
 
@@ -186,23 +201,23 @@ export function resolveShadowKVOptions(o: ShadowKVOptions, spec: Pick<ResolvedSp
     svdPowerIters: 2,
   }, o);
   const L = OPTION_LIMITS;
-  check(isIntIn(r.rank, 1, Number.MAX_SAFE_INTEGER), `rank must be an integer >= 1, got ${show(r.rank)}`);
+  check(isIntIn(r.rank, 1, Number.MAX_SAFE_INTEGER), `rank must be an integer >= 1, got ${fmt(r.rank)}`);
   check(r.rank <= width, `rank ${r.rank} exceeds the key width kvHeads * headDim = ${width}: the low-rank keys would take more room than the keys; use rank <= ${width} (default ${Math.round((width * 5) / 32)})`);
-  check(isIntIn(r.chunkSize, 1, L.chunkSize), `chunkSize must be an integer in [1, ${L.chunkSize}], got ${show(r.chunkSize)}`);
-  check(isIntIn(r.budget, r.chunkSize, L.slotTokens) && r.budget % r.chunkSize === 0, `budget must be a multiple of chunkSize (${r.chunkSize}) in [${r.chunkSize}, ${L.slotTokens}], got ${show(r.budget)}`);
+  check(isIntIn(r.chunkSize, 1, L.chunkSize), `chunkSize must be an integer in [1, ${L.chunkSize}], got ${fmt(r.chunkSize)}`);
+  check(isIntIn(r.budget, r.chunkSize, L.slotTokens) && r.budget % r.chunkSize === 0, `budget must be a multiple of chunkSize (${r.chunkSize}) in [${r.chunkSize}, ${L.slotTokens}], got ${fmt(r.budget)}`);
   check(isIntIn(r.outlierChunks, 0, L.slotTokens) && isIntIn(r.sinkTokens, 0, L.slotTokens) && r.outlierChunks * r.chunkSize + r.sinkTokens <= L.slotTokens,
-    `outlierChunks (${show(r.outlierChunks)}) x chunkSize + sinkTokens (${show(r.sinkTokens)}) must be non-negative integers within ${L.slotTokens} tokens of exact slots`);
-  check(isIntIn(r.localTokens, 0, L.window), `localTokens must be an integer in [0, ${L.window}], got ${show(r.localTokens)}`);
-  check(isIntIn(r.maxRecentTokens, r.chunkSize, L.window), `maxRecentTokens must be an integer in [chunkSize (${r.chunkSize}), ${L.window}], got ${show(r.maxRecentTokens)}`);
-  check(isIntIn(r.denseThreshold, 1, L.maxTokens), `denseThreshold must be an integer >= 1, got ${show(r.denseThreshold)}`);
-  check(isIntIn(r.denseLayers, 0, spec.layers), `denseLayers must be an integer in [0, layers = ${spec.layers}], got ${show(r.denseLayers)}`);
-  check(typeof r.scoreScale === 'number' && r.scoreScale >= 1e-8 && r.scoreScale <= 100, `scoreScale must be a number in [1e-8, 100], got ${show(r.scoreScale)}`);
+    `outlierChunks (${fmt(r.outlierChunks)}) x chunkSize + sinkTokens (${fmt(r.sinkTokens)}) must be non-negative integers within ${L.slotTokens} tokens of exact slots`);
+  check(isIntIn(r.localTokens, 0, L.window), `localTokens must be an integer in [0, ${L.window}], got ${fmt(r.localTokens)}`);
+  check(isIntIn(r.maxRecentTokens, r.chunkSize, L.window), `maxRecentTokens must be an integer in [chunkSize (${r.chunkSize}), ${L.window}], got ${fmt(r.maxRecentTokens)}`);
+  check(isIntIn(r.denseThreshold, 1, L.maxTokens), `denseThreshold must be an integer >= 1, got ${fmt(r.denseThreshold)}`);
+  check(isIntIn(r.denseLayers, 0, spec.layers), `denseLayers must be an integer in [0, layers = ${spec.layers}], got ${fmt(r.denseLayers)}`);
+  check(typeof r.scoreScale === 'number' && r.scoreScale >= 1e-8 && r.scoreScale <= 100, `scoreScale must be a number in [1e-8, 100], got ${fmt(r.scoreScale)}`);
   check(isIntIn(r.hostPageChunks, 1, L.pageElements) && r.hostPageChunks * r.chunkSize * spec.headDim <= L.pageElements,
-    `hostPageChunks x chunkSize x headDim must be at most 2^28 elements, got hostPageChunks ${show(r.hostPageChunks)}`);
+    `hostPageChunks x chunkSize x headDim must be at most 2^28 elements, got hostPageChunks ${fmt(r.hostPageChunks)}`);
   check(isIntIn(r.hotChunks, 0, L.slotTokens) && r.hotChunks * r.chunkSize <= L.slotTokens,
-    `hotChunks must be an integer >= 0 with hotChunks x chunkSize (${r.chunkSize}) at most ${L.slotTokens} tokens, got ${show(r.hotChunks)}`);
-  check(typeof r.fp8Values === 'boolean', `fp8Values must be true or false, got ${show(r.fp8Values)}`);
-  check(isIntIn(r.svdOversample, 0, L.svdOversample), `svdOversample must be an integer in [0, ${L.svdOversample}], got ${show(r.svdOversample)}`);
-  check(isIntIn(r.svdPowerIters, 0, L.svdPowerIters), `svdPowerIters must be an integer in [0, ${L.svdPowerIters}], got ${show(r.svdPowerIters)}`);
+    `hotChunks must be an integer >= 0 with hotChunks x chunkSize (${r.chunkSize}) at most ${L.slotTokens} tokens, got ${fmt(r.hotChunks)}`);
+  check(typeof r.fp8Values === 'boolean', `fp8Values must be true or false, got ${fmt(r.fp8Values)}`);
+  check(isIntIn(r.svdOversample, 0, L.svdOversample), `svdOversample must be an integer in [0, ${L.svdOversample}], got ${fmt(r.svdOversample)}`);
+  check(isIntIn(r.svdPowerIters, 0, L.svdPowerIters), `svdPowerIters must be an integer in [0, ${L.svdPowerIters}], got ${fmt(r.svdPowerIters)}`);
   return r;
 }

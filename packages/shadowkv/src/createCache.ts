@@ -1,5 +1,5 @@
 import { resolveBackend } from './backends/registry.js';
-import { CACHE_OPTION_KEYS, checkKeys, resolveCacheOptions, type CacheOptions, type ResolvedCacheOptions, type ShadowKVOptions } from './config.js';
+import { CACHE_CONFIG_KEYS, checkKeys, fmt, resolveCacheOptions, type CacheOptions, type ResolvedCacheOptions, type ShadowKVOptions } from './config.js';
 import { need, record } from './policies/snapshotChecks.js';
 import { ConfigError } from './errors/ConfigError.js';
 import { OutOfMemoryError } from './errors/OutOfMemoryError.js';
@@ -96,12 +96,18 @@ export type Cache = BaseKVCache;
  * console.log(cache.backendInfo.reason, cache.options.rank);
  */
 export async function createCache<P extends string = 'shadowkv'>(o: CreateCacheOptions<P>): Promise<CacheOf<P>> {
-  checkKeys('createCache', o, ['spec', 'policy', 'backend', 'options', ...CACHE_OPTION_KEYS]);
+  checkKeys('createCache', o, ['policy', 'options', ...CACHE_CONFIG_KEYS]);
   const name = o.policy ?? 'shadowkv';
   const factory = policies.get(name);
-  if (!factory) throw new ConfigError(`unknown policy '${name}'; registered: ${listPolicies().join(', ')}`);
+  if (!factory) throw new ConfigError(`unknown policy ${typeof name === 'string' ? `'${name}'` : `(a ${typeof name}, not a name)`}; registered: ${listPolicies().join(', ')}`);
   const own = (o.options ?? {}) as Record<string, unknown>;
-  checkKeys('createCache options', own, Object.keys(own).filter((k) => !['spec', 'backend', ...CACHE_OPTION_KEYS].includes(k)));
+  if (typeof own !== 'object') throw new ConfigError(`createCache: options must be an object of the policy's options, got ${fmt(own)}`);
+  // NOTE: the policy gets one flat config, so a cache key inside `options` would pass its check and be dropped here.
+  const misplaced = Object.keys(own).filter((k) => CACHE_CONFIG_KEYS.includes(k));
+  if (misplaced.length) {
+    const [are, them] = misplaced.length > 1 ? ['are options', 'them'] : ['is an option', 'it'];
+    throw new ConfigError(`createCache: ${misplaced.map((k) => `'${k}'`).join(', ')} in options ${are} of every cache, not of policy '${name}': pass ${them} beside options, with createCache's own (${CACHE_CONFIG_KEYS.join(', ')})`);
+  }
   const { backend, info } = await resolveBackend(o.backend ?? 'auto');
   const device = backend.createDevice();
   let cache: unknown;

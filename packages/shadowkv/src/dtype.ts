@@ -82,7 +82,8 @@ export function fromNumbers(values: ArrayLike<number>, dtype: DType): TensorData
   return out;
 }
 
-function knownDtype(call: string, dtype: unknown): asserts dtype is DType {
+/** Throws `DTypeError` naming `call`, the dtype and the storage dtypes unless `dtype` is one of them. */
+export function knownDtype(call: string, dtype: unknown): asserts dtype is DType {
   if (dtype !== 'f32' && dtype !== 'f16' && dtype !== 'bf16') throw new DTypeError(`${call}: dtype must be 'f32', 'f16' or 'bf16', got ${typeof dtype === 'string' ? `'${dtype}'` : String(dtype)}`);
 }
 

@@ -1,4 +1,4 @@
-import { CACHE_OPTION_KEYS, checkKeys, resolveCacheOptions, resolveShadowKVOptions, type CacheOptions, type ShadowKVOptions } from './config.js';
+import { CACHE_OPTION_KEYS, checkKeys, fmt, resolveCacheOptions, resolveShadowKVOptions, type CacheOptions, type ShadowKVOptions } from './config.js';
 import { ConfigError } from './errors/ConfigError.js';
 import { storeChunks, storedChunks } from './policies/capacity.js';
 import { storeComponents, storeGeometry } from './policies/shadowkv/CompressedStore.js';
@@ -53,9 +53,9 @@ export function estimateMemory(q: MemoryQuestion): MemoryEstimate {
   const spec = resolveSpec(q.spec);
   const cache = resolveCacheOptions({ batch: q.batch, dtype: q.dtype, maxTokens: q.maxTokens });
   const policy = q.policy ?? 'shadowkv';
-  if (policy !== 'shadowkv' && policy !== 'full') throw new ConfigError(`estimateMemory: policy must be 'shadowkv' or 'full', got '${String(policy)}'`);
+  if (policy !== 'shadowkv' && policy !== 'full') throw new ConfigError(`estimateMemory: policy must be 'shadowkv' or 'full', got ${fmt(policy)}`);
   if (!Number.isInteger(q.tokens) || q.tokens < 0 || q.tokens > cache.maxTokens) {
-    throw new ConfigError(`estimateMemory: tokens must be an integer in [0, maxTokens = ${cache.maxTokens}], got ${String(q.tokens)}`);
+    throw new ConfigError(`estimateMemory: tokens must be an integer in [0, maxTokens = ${cache.maxTokens}], got ${fmt(q.tokens)}`);
   }
   const { layers, kvHeads: Hkv, headDim: d } = spec;
   const b = DTYPE_BYTES[cache.dtype];

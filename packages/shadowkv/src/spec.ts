@@ -1,4 +1,4 @@
-import { checkKeys, show } from './config.js';
+import { checkKeys, fmt } from './config.js';
 import { ConfigError } from './errors/ConfigError.js';
 
 /** Llama-3 style frequency scaling of RoPE (`rope_type: "llama3"` in HF configs). */
@@ -70,7 +70,7 @@ export function resolveSpec(spec: ModelSpec): Required<Omit<ModelSpec, 'rope'>> 
   // NOTE: a misspelt field (rope.styel, scal) would otherwise leave its default in force: silently other attention.
   checkKeys('spec', spec, ['layers', 'queryHeads', 'kvHeads', 'headDim', 'rope', 'scale']);
   for (const key of ['layers', 'queryHeads', 'kvHeads', 'headDim'] as const) {
-    if (!intIn(spec[key], 1, SPEC_LIMITS[key])) throw new ConfigError(`spec.${key} must be an integer in [1, ${SPEC_LIMITS[key]}], got ${show(spec[key])}`);
+    if (!intIn(spec[key], 1, SPEC_LIMITS[key])) throw new ConfigError(`spec.${key} must be an integer in [1, ${SPEC_LIMITS[key]}], got ${fmt(spec[key])}`);
   }
   if (spec.queryHeads % spec.kvHeads !== 0) {
     throw new ConfigError(`spec.queryHeads (${spec.queryHeads}) must be a multiple of spec.kvHeads (${spec.kvHeads})`);
@@ -81,9 +81,9 @@ export function resolveSpec(spec: ModelSpec): Required<Omit<ModelSpec, 'rope'>> 
   }
   const rope = spec.rope;
   if (rope !== null && typeof rope === 'object') checkKeys('spec.rope', rope, ['theta', 'style', 'scaling']);
-  if (!(rope && numIn(rope.theta, Number.MIN_VALUE, SPEC_LIMITS.theta))) throw new ConfigError(`spec.rope.theta must be a number in (0, ${SPEC_LIMITS.theta}], got ${show(rope?.theta)}`);
+  if (!(rope && numIn(rope.theta, Number.MIN_VALUE, SPEC_LIMITS.theta))) throw new ConfigError(`spec.rope.theta must be a number in (0, ${SPEC_LIMITS.theta}], got ${fmt(rope?.theta)}`);
   const style = rope.style === undefined ? 'half' : rope.style;
-  if (style !== 'half' && style !== 'interleaved') throw new ConfigError(`spec.rope.style must be 'half' or 'interleaved', got '${show(style)}'`);
+  if (style !== 'half' && style !== 'interleaved') throw new ConfigError(`spec.rope.style must be 'half' or 'interleaved', got ${fmt(style)}`);
   const s = rope.scaling;
   if (s !== undefined) {
     if (s !== null && typeof s === 'object') checkKeys('spec.rope.scaling', s, ['factor', 'lowFreqFactor', 'highFreqFactor', 'originalMaxPositions']);
@@ -93,7 +93,7 @@ export function resolveSpec(spec: ModelSpec): Required<Omit<ModelSpec, 'rope'>> 
   }
   const scale = spec.scale === undefined ? 1 / Math.sqrt(spec.headDim) : spec.scale;
   const [lo, hi] = SPEC_LIMITS.scale;
-  if (!numIn(scale, lo, hi)) throw new ConfigError(`spec.scale must be a number in [${lo}, ${hi}], got ${show(spec.scale)}`);
+  if (!numIn(scale, lo, hi)) throw new ConfigError(`spec.scale must be a number in [${lo}, ${hi}], got ${fmt(spec.scale)}`);
   const resolved = { ...spec, rope: { theta: rope.theta, style, scaling: s }, scale };
   if (!ropeFrequencies(spec.headDim, resolved.rope).every((f) => f > 0 && Number.isFinite(f))) {
     throw new ConfigError(`spec.rope gives RoPE frequencies that are not positive and finite (theta ${rope.theta}, scaling ${JSON.stringify(s)})`);

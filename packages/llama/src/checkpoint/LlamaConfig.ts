@@ -45,7 +45,8 @@ export type RopeSpelling = 'rope_theta' | 'rope_parameters';
 
 type Json = Record<string, unknown>;
 
-const bad = (message: string) => new CheckpointError('config', `config.json: ${message}`);
+// NOTE: the checks name the field; parseLlamaConfig names the file once, for all of them.
+const bad = (message: string) => new CheckpointError('config', message);
 
 function count(c: Json, key: string, fallback?: number): number {
   const v = c[key] ?? fallback;
@@ -115,8 +116,20 @@ function readHints(c: Json): { cacheHints?: CacheHints } {
   return { cacheHints: { chunkSize: chunkSize as number } };
 }
 
-/** Reads a parsed `config.json`; anything the Llama forward pass cannot run is a `CheckpointError` ('config'). */
-export function parseLlamaConfig(json: unknown): LlamaConfig {
+/**
+ * Reads a parsed `config.json`; anything the Llama forward pass cannot run is a `CheckpointError`
+ * ('config') that names `file` (`readCheckpoint` passes the file's path) and the field.
+ */
+export function parseLlamaConfig(json: unknown, file = 'config.json'): LlamaConfig {
+  try {
+    return readConfig(json);
+  } catch (err) {
+    if (err instanceof CheckpointError) throw new CheckpointError('config', `${file}: ${err.message}`);
+    throw err;
+  }
+}
+
+function readConfig(json: unknown): LlamaConfig {
   if (json === null || typeof json !== 'object' || Array.isArray(json)) throw bad('not a JSON object');
   const c = json as Json;
   if (c.model_type !== undefined && c.model_type !== 'llama' && c.model_type !== 'mistral') throw bad(`model_type '${String(c.model_type)}' is not a Llama-family model`);

@@ -29,14 +29,17 @@ export interface LlamaWeights {
 /** Where a named tensor is: `find` returns it, or undefined with a sentence for the error. */
 export type TensorLookup = (name: string) => Tensor | string;
 
-/** Groups the tensors `find` returns into `LlamaWeights`, checking every shape the config implies. */
-export function assembleWeights(config: LlamaConfig, find: TensorLookup): LlamaWeights {
+/**
+ * Groups the tensors `find` returns into `LlamaWeights`, checking every shape the config implies;
+ * `configFile` names the config in those errors (`readCheckpoint` passes its path).
+ */
+export function assembleWeights(config: LlamaConfig, find: TensorLookup, configFile = 'config.json'): LlamaWeights {
   const got = new Map<string, Tensor>();
   for (const slot of weightSlots(config)) {
     const t = find(slot.name);
-    if (typeof t === 'string') throw new CheckpointError('missing-tensor', `tensor '${slot.name}' ${t}${slot.name === 'lm_head.weight' ? ' (config.json has tie_word_embeddings false)' : ''}`);
+    if (typeof t === 'string') throw new CheckpointError('missing-tensor', `tensor '${slot.name}' ${t}${slot.name === 'lm_head.weight' ? ` (${configFile} has tie_word_embeddings false)` : ''}`);
     if (t.shape.length !== slot.shape.length || t.shape.some((n, i) => n !== slot.shape[i])) {
-      throw new CheckpointError('shape', `tensor '${slot.name}' is [${t.shape.join(', ')}], but config.json implies [${slot.shape.join(', ')}]`);
+      throw new CheckpointError('shape', `tensor '${slot.name}' is [${t.shape.join(', ')}], but ${configFile} implies [${slot.shape.join(', ')}]`);
     }
     got.set(slot.name, t);
   }

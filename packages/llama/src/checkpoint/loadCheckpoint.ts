@@ -26,51 +26,56 @@ export type CheckpointReader = (file: string) => Uint8Array | ByteSource | undef
 const INDEX = 'model.safetensors.index.json';
 const SINGLE = 'model.safetensors';
 
-function readJson(read: CheckpointReader, file: string, problem: 'config' | 'header'): unknown {
+/** How errors name a checkpoint's file: its path where the files are a folder's, else its name. */
+type FileName = (file: string) => string;
+
+function readJson(read: CheckpointReader, file: string, problem: 'config' | 'header', name: FileName): unknown {
   const found = read(file);
-  if (!found) throw new CheckpointError('io', `${file} is missing`);
+  if (!found) throw new CheckpointError('io', `${name(file)} is missing`);
   const bytes = found instanceof Uint8Array ? found : found.read(0, found.size);
   try {
     return JSON.parse(new TextDecoder().decode(bytes));
   } catch (err) {
-    throw new CheckpointError(problem, `${file} is not JSON (${(err as Error).message})`);
+    throw new CheckpointError(problem, `${name(file)} is not JSON (${(err as Error).message})`);
   }
 }
 
 /** The index's tensor -> shard map; shard names must be plain file names (no path may leave the folder). */
-function readIndex(read: CheckpointReader): Map<string, string> {
-  const index = readJson(read, INDEX, 'header') as { weight_map?: unknown } | null;
+function readIndex(read: CheckpointReader, name: FileName): Map<string, string> {
+  const index = readJson(read, INDEX, 'header', name) as { weight_map?: unknown } | null;
   const map = index?.weight_map;
-  if (map === null || typeof map !== 'object' || Array.isArray(map)) throw new CheckpointError('header', `${INDEX} has no weight_map object`);
+  if (map === null || typeof map !== 'object' || Array.isArray(map)) throw new CheckpointError('header', `${name(INDEX)} has no weight_map object`);
   const entries = Object.entries(map);
-  for (const [name, file] of entries) {
-    if (typeof file !== 'string' || !/^[\w.-]+$/.test(file) || file.startsWith('.')) throw new CheckpointError('header', `${INDEX}: tensor '${name}' maps to ${JSON.stringify(file)}, not a file name in the folder`);
+  for (const [tensor, file] of entries) {
+    if (typeof file !== 'string' || !/^[\w.-]+$/.test(file) || file.startsWith('.')) throw new CheckpointError('header', `${name(INDEX)}: tensor '${tensor}' maps to ${JSON.stringify(file)}, not a file name in the folder`);
   }
   return new Map(entries as [string, string][]);
 }
 
 /**
  * Loads a checkpoint through `read` (any storage: a folder, a browser's fetched files, a test's map).
- * Every problem is a `CheckpointError` whose `problem` says which kind.
+ * Every problem is a `CheckpointError` whose `problem` says which kind, naming the file as `name` gives
+ * it (`loadCheckpoint`: its path; by default the file's name).
  */
-export function readCheckpoint(read: CheckpointReader): Checkpoint {
-  const config = parseLlamaConfig(readJson(read, 'config.json', 'config'));
+export function readCheckpoint(read: CheckpointReader, name: FileName = (file) => file): Checkpoint {
+  const configFile = name('config.json');
+  const config = parseLlamaConfig(readJson(read, 'config.json', 'config', name), configFile);
   const sharded = read(INDEX) !== undefined;
-  const index = sharded ? readIndex(read) : undefined;
+  const index = sharded ? readIndex(read, name) : undefined;
   const files = index ? [...new Set(index.values())] : [SINGLE];
   const parsed = new Map<string, Map<string, RawTensor>>();
   for (const file of files) {
     const bytes = read(file);
-    if (!bytes) throw new CheckpointError('io', sharded ? `${file}, named by ${INDEX}, is missing` : `neither ${SINGLE} nor ${INDEX} is in the checkpoint`);
-    parsed.set(file, readSafetensors(bytes, file));
+    if (!bytes) throw new CheckpointError('io', sharded ? `${name(file)}, named by ${name(INDEX)}, is missing` : `neither ${name(SINGLE)} nor ${name(INDEX)} exists`);
+    parsed.set(file, readSafetensors(bytes, name(file)));
   }
-  const find = (name: string): Tensor | string => {
-    const file = index ? index.get(name) : SINGLE;
-    if (file === undefined) return `is not in ${INDEX}'s weight_map`;
-    const raw = parsed.get(file)!.get(name);
-    return raw ? weightTensor(raw, file) : `is not in ${file}`;
+  const find = (tensor: string): Tensor | string => {
+    const file = index ? index.get(tensor) : SINGLE;
+    if (file === undefined) return `is not in ${name(INDEX)}'s weight_map`;
+    const raw = parsed.get(file)!.get(tensor);
+    return raw ? weightTensor(raw, name(file)) : `is not in ${name(file)}`;
   };
-  return { config, spec: llamaSpec(config), weights: assembleWeights(config, find), files };
+  return { config, spec: llamaSpec(config), weights: assembleWeights(config, find, configFile), files };
 }
 
 /**
@@ -83,16 +88,17 @@ export async function loadCheckpoint(dir: string): Promise<Checkpoint> {
   const { join } = await import('node:path');
   const open: number[] = [];
   try {
-    return readCheckpoint((file) => {
-      const path = join(dir, file);
+    const path = (file: string) => join(dir, file);
+    const read = (file: string) => {
       try {
-        open.push(fs.openSync(path, 'r'));
+        open.push(fs.openSync(path(file), 'r'));
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-        throw new CheckpointError('io', `${path}: ${(err as Error).message}`);
+        throw new CheckpointError('io', `${path(file)}: ${(err as Error).message}`);
       }
-      return fileSource(fs, open.at(-1)!, path);
-    });
+      return fileSource(fs, open.at(-1)!, path(file));
+    };
+    return readCheckpoint(read, path);
   } finally {
     // NOTE: every weight has been read by now (assembleWeights reads each tensor it keeps).
     for (const fd of open) fs.closeSync(fd);

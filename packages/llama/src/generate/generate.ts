@@ -2,6 +2,7 @@ import { checkKeys } from '../../../shadowkv/src/config.js';
 import { ConfigError } from '../../../shadowkv/src/errors/ConfigError.js';
 import type { KVCachePolicy } from '../../../shadowkv/src/policies/KVCachePolicy.js';
 import { fmt } from '../../../shadowkv/src/policies/validate.js';
+import { checkSequenceOption } from '../model/cacheCall.js';
 import type { LlamaModel } from '../model/LlamaModel.js';
 import type { Tokenizer } from '../tokenizer/Tokenizer.js';
 import { Sampler, SAMPLING_KEYS, type SamplingOptions } from './sample.js';
@@ -51,6 +52,7 @@ export async function* generate(model: LlamaModel, cache: KVCachePolicy, prompt:
   checkKeys('generate options', options, GENERATE_KEYS);
   const { maxNewTokens = 64, stopTokens = model.config.eosTokenIds, sequence = 0, chunkTokens, onPrefill, tokenizer, signal, temperature, topK, topP, seed } = options;
   if (!Number.isInteger(maxNewTokens) || maxNewTokens < 0) throw new ConfigError(`generate: maxNewTokens must be an integer >= 0, got ${fmt(maxNewTokens)}`);
+  checkSequenceOption('generate', sequence);
   const stops = new Set(checkStops(stopTokens, model.config.vocabSize));
   if (tokenizer !== undefined && typeof tokenizer?.streamDecoder !== 'function') throw new ConfigError(`generate: tokenizer must be a Tokenizer, got ${fmt(tokenizer)}`);
   if (onPrefill !== undefined && typeof onPrefill !== 'function') throw new ConfigError(`generate: onPrefill must be a function, got ${fmt(onPrefill)}`);

@@ -1,6 +1,9 @@
+import { dataMatches, knownDtype } from '../../../shadowkv/src/dtype.js';
 import { ConfigError } from '../../../shadowkv/src/errors/ConfigError.js';
+import { DTypeError } from '../../../shadowkv/src/errors/DTypeError.js';
 import { DeviceMismatchError } from '../../../shadowkv/src/errors/DeviceMismatchError.js';
 import { ShapeError } from '../../../shadowkv/src/errors/ShapeError.js';
+import { fmt } from '../../../shadowkv/src/policies/validate.js';
 import type { Tensor } from '../../../shadowkv/src/tensor.js';
 
 /** A weight a `Matmul` has taken in (converted, or copied into a wasm heap or a device): `[rows (out), cols (in)]`. */
@@ -22,8 +25,13 @@ export interface Matmul extends Disposable {
   dispose(): void;
 }
 
-/** Throws a ShapeError unless `weight` is a 2-D `[rows, cols]` tensor whose data holds rows * cols elements. */
+/**
+ * Throws a DTypeError unless `weight` is f32, f16 or bf16 in its host array type (a matmul would read
+ * another dtype's bytes as f32), and a ShapeError unless it is a 2-D `[rows, cols]` tensor whose data holds rows * cols elements.
+ */
 export function checkWeight(who: string, weight: Tensor): [rows: number, cols: number] {
+  knownDtype(`${who}.prepare`, weight.dtype);
+  if (!dataMatches(weight.data, weight.dtype)) throw new DTypeError(`${who}.prepare: a '${weight.dtype}' weight holds its elements in a ${weight.dtype === 'f32' ? 'Float32Array' : 'Uint16Array'}, got ${Object.prototype.toString.call(weight.data)}`);
   const [rows, cols] = weight.shape;
   const ok = weight.shape.length === 2 && Number.isInteger(rows) && Number.isInteger(cols) && rows! > 0 && cols! > 0;
   if (!ok) throw new ShapeError(`${who}.prepare: a weight must be [rows, cols] of positive sizes, got [${weight.shape.join(', ')}]`);
@@ -45,6 +53,6 @@ export function checkLinear(who: string, prepared: { has(w: MatmulWeight): boole
 
 /** Throws a ConfigError unless `threads` is an integer in [1, 256] (LlamaModel's option, ThreadedMatmul's count). */
 export function checkThreads(who: string, threads: number): number {
-  if (!(Number.isInteger(threads) && threads >= 1 && threads <= 256)) throw new ConfigError(`${who}: threads must be an integer in [1, 256], got ${threads}`);
+  if (!(Number.isInteger(threads) && threads >= 1 && threads <= 256)) throw new ConfigError(`${who}: threads must be an integer in [1, 256], got ${fmt(threads)}`);
   return threads;
 }

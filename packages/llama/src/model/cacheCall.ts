@@ -29,6 +29,15 @@ export function checkCacheSpec(call: string, model: ResolvedSpec, cache: KVCache
 }
 
 /**
+ * Throws a ConfigError unless the `sequence` option is an integer: a string or a fraction would reach
+ * the cache as a row index and be refused there as a SequenceIndexError of another call. An integer
+ * outside the cache's rows is the cache's SequenceIndexError.
+ */
+export function checkSequenceOption(call: string, sequence: unknown): asserts sequence is number {
+  if (!Number.isSafeInteger(sequence)) throw new ConfigError(`${call}: sequence must be an integer (a cache row), got ${fmt(sequence)}`);
+}
+
+/**
  * Runs `body`, which stores tokens in `cache` row `sequence`; if it throws, the row goes back to the
  * length it had (every layer), and the error is rethrown: a rejected call leaves the cache as it was.
  */

@@ -32,34 +32,40 @@ export class BpeTokenizer extends Tokenizer {
   private readonly bytes: (Uint8Array | undefined)[] = [];
   private readonly utf8 = new TextEncoder();
 
-  /** Reads a parsed (or string) `tokenizer.json`. */
-  constructor(json: unknown) {
+  /** Reads a parsed (or string) `tokenizer.json`; `file` names it in errors (`load` passes its path). */
+  constructor(json: unknown, file = 'tokenizer.json') {
     super();
-    const root = (typeof json === 'string' ? parse(json) : json) as Json | null;
-    const model = root?.model as Json | undefined;
-    if (!model || model.type !== 'BPE') throw new TokenizerError(`tokenizer.json: model.type is '${String(model?.type)}'; only byte-level BPE is supported`);
-    if (model.byte_fallback === true || model.continuing_subword_prefix || model.end_of_word_suffix) {
-      throw new TokenizerError('tokenizer.json: byte_fallback, continuing_subword_prefix and end_of_word_suffix are not supported (byte-level BPE only)');
+    try {
+      const root = (typeof json === 'string' ? parse(json) : json) as Json | null;
+      const model = root?.model as Json | undefined;
+      if (!model || model.type !== 'BPE') throw new TokenizerError(`model.type is '${String(model?.type)}'; only byte-level BPE is supported`);
+      if (model.byte_fallback === true || model.continuing_subword_prefix || model.end_of_word_suffix) {
+        throw new TokenizerError('byte_fallback, continuing_subword_prefix and end_of_word_suffix are not supported (byte-level BPE only)');
+      }
+      if (root!.normalizer !== null && root!.normalizer !== undefined) throw new TokenizerError(`normalizer '${String((root!.normalizer as Json).type)}' is not supported`);
+      const pre = preTokenizer(root!.pre_tokenizer);
+      if (!pre.byteLevel) throw new TokenizerError('the pre_tokenizer has no ByteLevel step; only byte-level BPE is supported');
+      this.split = pre.split;
+      this.ignoreMerges = model.ignore_merges === true;
+      this.vocab = readVocab(model.vocab);
+      for (const [token, id] of this.vocab) this.tokens[id] = token;
+      for (const b of BYTE_CHAR) if (!this.vocab.has(b)) throw new TokenizerError(`the vocab lacks the byte symbol '${b}' (byte ${CHAR_BYTE.get(b)}); byte-level BPE needs all 256`);
+      this.readMerges(model.merges);
+      const added = root!.added_tokens ?? [];
+      if (!Array.isArray(added)) throw new TokenizerError(`added_tokens must be a list, got ${fmt(added)}`);
+      for (const t of added as (Json | null)[]) {
+        if (typeof t?.content !== 'string' || !t.content || !Number.isSafeInteger(t.id) || (t.id as number) < 0) throw new TokenizerError(`added token ${JSON.stringify(t)} needs a content string and an id`);
+        this.added.set(t.content, t.id as number);
+        this.tokens[t.id as number] = t.content;
+      }
+      const contents = [...this.added.keys()].sort((a, b) => b.length - a.length); // longest first
+      this.addedPattern = contents.length ? new RegExp(contents.map(escape).join('|'), 'gu') : undefined;
+      this.vocabSize = this.tokens.length;
+    } catch (err) {
+      // NOTE: the checks name the field; the file is named once, here.
+      if (err instanceof TokenizerError) throw new TokenizerError(`${file}: ${err.message}`);
+      throw err;
     }
-    if (root!.normalizer !== null && root!.normalizer !== undefined) throw new TokenizerError(`tokenizer.json: normalizer '${String((root!.normalizer as Json).type)}' is not supported`);
-    const pre = preTokenizer(root!.pre_tokenizer);
-    if (!pre.byteLevel) throw new TokenizerError('tokenizer.json: the pre_tokenizer has no ByteLevel step; only byte-level BPE is supported');
-    this.split = pre.split;
-    this.ignoreMerges = model.ignore_merges === true;
-    this.vocab = readVocab(model.vocab);
-    for (const [token, id] of this.vocab) this.tokens[id] = token;
-    for (const b of BYTE_CHAR) if (!this.vocab.has(b)) throw new TokenizerError(`tokenizer.json: the vocab lacks the byte symbol '${b}' (byte ${CHAR_BYTE.get(b)}); byte-level BPE needs all 256`);
-    this.readMerges(model.merges);
-    const added = root!.added_tokens ?? [];
-    if (!Array.isArray(added)) throw new TokenizerError(`tokenizer.json: added_tokens must be a list, got ${fmt(added)}`);
-    for (const t of added as (Json | null)[]) {
-      if (typeof t?.content !== 'string' || !t.content || !Number.isSafeInteger(t.id) || (t.id as number) < 0) throw new TokenizerError(`tokenizer.json: added token ${JSON.stringify(t)} needs a content string and an id`);
-      this.added.set(t.content, t.id as number);
-      this.tokens[t.id as number] = t.content;
-    }
-    const contents = [...this.added.keys()].sort((a, b) => b.length - a.length); // longest first
-    this.addedPattern = contents.length ? new RegExp(contents.map(escape).join('|'), 'gu') : undefined;
-    this.vocabSize = this.tokens.length;
   }
 
   /** Reads `tokenizer.json` from a file (Node); a file that cannot be read is a `TokenizerError` too. */
@@ -71,16 +77,16 @@ export class BpeTokenizer extends Tokenizer {
     } catch (err) {
       throw new TokenizerError(`${path} cannot be read: ${(err as Error).message}`);
     }
-    return new BpeTokenizer(text);
+    return new BpeTokenizer(text, path);
   }
 
   private readMerges(merges: unknown): void {
-    if (!Array.isArray(merges)) throw new TokenizerError('tokenizer.json: model.merges is not a list');
+    if (!Array.isArray(merges)) throw new TokenizerError('model.merges is not a list');
     merges.forEach((m, rank) => {
       const pair = typeof m === 'string' ? m.split(' ') : m;
-      if (!Array.isArray(pair) || pair.length !== 2 || !pair.every((s) => typeof s === 'string')) throw new TokenizerError(`tokenizer.json: merge ${rank} is ${JSON.stringify(m)}, expected "a b" or ["a", "b"]`);
+      if (!Array.isArray(pair) || pair.length !== 2 || !pair.every((s) => typeof s === 'string')) throw new TokenizerError(`merge ${rank} is ${JSON.stringify(m)}, expected "a b" or ["a", "b"]`);
       const [a, b] = pair as [string, string];
-      if (!this.vocab.has(a + b)) throw new TokenizerError(`tokenizer.json: merge ${rank} (${JSON.stringify(m)}) makes '${a + b}', which is not in the vocab`);
+      if (!this.vocab.has(a + b)) throw new TokenizerError(`merge ${rank} (${JSON.stringify(m)}) makes '${a + b}', which is not in the vocab`);
       if (!this.ranks.has(pairKey(a, b))) this.ranks.set(pairKey(a, b), rank);
     });
   }
@@ -154,15 +160,15 @@ function parse(text: string): unknown {
   try {
     return JSON.parse(text);
   } catch (err) {
-    throw new TokenizerError(`tokenizer.json is not JSON: ${(err as Error).message}`);
+    throw new TokenizerError(`not JSON: ${(err as Error).message}`);
   }
 }
 
 function readVocab(vocab: unknown): Map<string, number> {
-  if (vocab === null || typeof vocab !== 'object' || Array.isArray(vocab)) throw new TokenizerError('tokenizer.json: model.vocab is not an object of token -> id');
+  if (vocab === null || typeof vocab !== 'object' || Array.isArray(vocab)) throw new TokenizerError('model.vocab is not an object of token -> id');
   const map = new Map<string, number>();
   for (const [token, id] of Object.entries(vocab)) {
-    if (!Number.isSafeInteger(id) || (id as number) < 0) throw new TokenizerError(`tokenizer.json: vocab entry '${token}' has id ${JSON.stringify(id)}`);
+    if (!Number.isSafeInteger(id) || (id as number) < 0) throw new TokenizerError(`vocab entry '${token}' has id ${JSON.stringify(id)}`);
     map.set(token, id as number);
   }
   return map;

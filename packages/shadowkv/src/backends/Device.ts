@@ -1,3 +1,5 @@
+import { fmt } from '../config.js';
+import { DTypeError } from '../errors/DTypeError.js';
 import type { ModelSpec, RopeStyle } from '../spec.js';
 import type { DType } from '../tensor.js';
 import type { LayerStep } from './LayerStep.js';
@@ -16,6 +18,17 @@ export type HostArray<T extends BufferDType = BufferDType> = T extends 'f32'
 
 /** Bytes per element of each buffer dtype. */
 export const BUFFER_BYTES: Record<BufferDType, number> = { f32: 4, f16: 2, bf16: 2, i32: 4, f64: 8 };
+
+/**
+ * Bytes per element of `dtype`, checked: an unknown dtype is a `DTypeError` naming it and the known
+ * ones (a lookup would size the buffer as NaN bytes). What a device's `alloc` and `wrap` size buffers with.
+ */
+export function bufferBytes(call: string, dtype: unknown): number {
+  if (typeof dtype !== 'string' || !Object.hasOwn(BUFFER_BYTES, dtype)) {
+    throw new DTypeError(`${call}: dtype ${fmt(dtype)} is not a buffer dtype; known: ${Object.keys(BUFFER_BYTES).map((d) => `'${d}'`).join(', ')}`);
+  }
+  return BUFFER_BYTES[dtype as BufferDType];
+}
 
 /**
  * Where a buffer lives: `'device'` (the accelerator, or the wasm heap standing in for it) or

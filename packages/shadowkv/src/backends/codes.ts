@@ -1,5 +1,7 @@
 // Codes and host array types every native runtime shares. NOTE: the enums must match
 // runtime/wasm/abi.h and runtime/cuda/status.h.
+import { fmt } from '../config.js';
+import { DTypeError } from '../errors/DTypeError.js';
 import type { BufferDType, HostArray } from './Device.js';
 
 /** Storage dtype codes (`skv_dtype`). */
@@ -18,8 +20,9 @@ export const HOST_ARRAY: Record<BufferDType, { new (length: number): HostArray; 
   f64: Float64Array,
 };
 
-/** The storage dtype code of a buffer dtype (index and float64 tables have none). */
+/** The storage dtype code of a buffer dtype; a `DTypeError` for any other (index and float64 tables have none). */
 export function storageCode(dtype: BufferDType): number {
-  if (dtype === 'i32' || dtype === 'f64') throw new TypeError(`no storage dtype code for ${dtype}`);
-  return DTYPE_CODE[dtype];
+  // NOTE: own keys only: a missing code would reach the runtime as undefined, which reads as f32's 0.
+  if (!Object.hasOwn(DTYPE_CODE, dtype)) throw new DTypeError(`${fmt(dtype)} has no storage dtype code; the runtimes store ${Object.keys(DTYPE_CODE).map((d) => `'${d}'`).join(', ')}`);
+  return DTYPE_CODE[dtype as keyof typeof DTYPE_CODE];
 }

@@ -12,6 +12,7 @@ export { ConfigError } from './ConfigError.js';
 export { NoDeviceError } from './NoDeviceError.js';
 export { NoBinaryError } from './NoBinaryError.js';
 export { WasmInitError } from './WasmInitError.js';
+export { WasmTrapError } from './WasmTrapError.js';
 export { OutOfMemoryError, type MemoryShortfall } from './OutOfMemoryError.js';
 export { DeviceMismatchError } from './DeviceMismatchError.js';
 export { ReentrancyError } from './ReentrancyError.js';

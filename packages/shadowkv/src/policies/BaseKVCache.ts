@@ -2,7 +2,7 @@ import type { BackendInfo } from '../backends/Backend.js';
 import { at, type Device, type DeviceBuffer, type View } from '../backends/Device.js';
 import { COUNTER, COUNTERS, COUNTERS_V2, widenCounters, type LayerStep, type StepGeometry, type StepRow } from '../backends/LayerStep.js';
 import { resolveBackendSync } from '../backends/registry.js';
-import { CACHE_OPTION_KEYS, checkKeys, resolveCacheOptions, type CacheOptions, type ResolvedCacheOptions } from '../config.js';
+import { CACHE_CONFIG_KEYS, checkKeys, resolveCacheOptions, type CacheOptions, type ResolvedCacheOptions } from '../config.js';
 import { DeviceTensor } from '../DeviceTensor.js';
 import { DTYPE_BYTES, hostArray } from '../dtype.js';
 import { CapacityError } from '../errors/CapacityError.js';
@@ -131,7 +131,9 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
    * @param runtime internal: a started runtime (from `createCache`); otherwise `config.backend` is resolved synchronously.
    */
   constructor(config: CacheConfig, policyKeys: readonly string[] = [], runtime?: Runtime) {
-    checkKeys(`${new.target.name}`, config, ['spec', 'backend', ...CACHE_OPTION_KEYS, ...policyKeys]);
+    // NOTE: the keys listed apart: through createCache, the policy's go in `options` and the cache's beside it.
+    const own = policyKeys.length ? `${new.target.name}'s own: ${policyKeys.join(', ')}` : `${new.target.name} has none of its own`;
+    checkKeys(new.target.name, config, [...CACHE_CONFIG_KEYS, ...policyKeys], `${own} (createCache's options); every cache's: ${CACHE_CONFIG_KEYS.join(', ')}`);
     this.spec = resolveSpec(config.spec);
     this.cacheOptions = resolveCacheOptions({ batch: config.batch, dtype: config.dtype, maxTokens: config.maxTokens });
     this.sizedByMaxTokens = config.maxTokens !== undefined;

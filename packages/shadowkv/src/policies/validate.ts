@@ -1,5 +1,5 @@
 import type { Device } from '../backends/Device.js';
-import { checkKeys } from '../config.js';
+import { checkKeys, fmt } from '../config.js';
 import { DeviceTensor } from '../DeviceTensor.js';
 import { bf16ToF32, dataMatches, DTYPE_BYTES, f16ToF32 } from '../dtype.js';
 import { DTypeError } from '../errors/DTypeError.js';
@@ -15,18 +15,8 @@ export type Input = Tensor | DeviceTensor;
 /** Whether an input lives on the device. */
 export const onDevice = (t: Input): t is DeviceTensor => t instanceof DeviceTensor;
 
-/** Any value as text for a message, whatever it is (symbols, proxies, throwing toString); strings quoted, so that '0' does not read as 0. */
-export function fmt(v: unknown): string {
-  try {
-    if (typeof v === 'symbol') return v.toString();
-    if (typeof v === 'string') return JSON.stringify(v.length > 80 ? `${v.slice(0, 80)}...` : v);
-    if (Array.isArray(v)) return `[${v.map(fmt).join(', ')}]`;
-    if (typeof v === 'object' && v !== null) return Object.prototype.toString.call(v);
-    return String(v);
-  } catch {
-    return '(unprintable)';
-  }
-}
+// NOTE: the checks of calls and of options format values alike (config.ts); callers import it from either.
+export { fmt };
 
 const show = (shape: readonly unknown[]) => `[${shape.map(fmt).join(', ')}]`;
 

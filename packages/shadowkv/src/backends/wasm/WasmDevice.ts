@@ -1,10 +1,12 @@
 import { DisposedError } from '../../errors/DisposedError.js';
 import { OutOfMemoryError } from '../../errors/OutOfMemoryError.js';
+import { WasmTrapError } from '../../errors/WasmTrapError.js';
 import { WASM_HEAP_BYTES } from '../../estimateMemory.js';
 import type { RopeStyle } from '../../spec.js';
 import {
   BUFFER_BYTES,
   attentionTasks,
+  bufferBytes,
   outlierLists,
   selectRows,
   preRopeArgs,
@@ -56,22 +58,23 @@ export class WasmDevice implements Device {
   }
 
   /**
-   * Runs a runtime call that may allocate scratch: on a full heap the runtime traps
-   * (`unreachable`), which becomes an OutOfMemoryError naming the op. The trap skipped the C++
-   * destructors, so the stack pointer and the scratch arena are put back first: the device stays
-   * usable once memory is freed (what the call wrote before trapping is not undone).
+   * Runs a runtime call. A trap skipped the C++ destructors, so the stack pointer and the scratch
+   * arena are put back first: the device stays usable (what the call wrote before trapping is not
+   * undone). The runtime says whether the trap was an allocation the heap could not give (an
+   * OutOfMemoryError naming the op: usable again once memory is freed) or anything else, such as an
+   * out-of-bounds access (a WasmTrapError naming the op and the trap: a bug, never a full heap).
    */
   private op<T>(name: string, call: () => T): T {
     try {
       return call();
     } catch (err) {
-      if (err instanceof WebAssembly.RuntimeError) {
-        const x = this.x;
-        if (this.stackTop !== undefined) x.stackRestore?.(this.stackTop);
-        x.skv_scratch_reset();
-        throw new OutOfMemoryError(`${name}: the wasm runtime trapped (${err.message}); its heap is ${x.memory.buffer.byteLength} bytes of 4 GB. Use a smaller batch or context, or the cuda backend`);
+      if (!(err instanceof WebAssembly.RuntimeError)) throw err;
+      const x = this.x;
+      if (this.stackTop !== undefined) x.stackRestore?.(this.stackTop);
+      if (x.skv_scratch_reset() === STATUS.alloc) {
+        throw new OutOfMemoryError(`${name}: the wasm runtime trapped (${err.message}) on an allocation its heap could not give; the heap is ${x.memory.buffer.byteLength} bytes of 4 GB. Use a smaller batch or context, or the cuda backend`);
       }
-      throw err;
+      throw new WasmTrapError(`${name}: the wasm runtime trapped (${err.message}), not for lack of memory: a bug in shadowkv, or views passed to the op that lie outside their buffers. What the op wrote before the trap stays: dispose this cache`);
     }
   }
 
@@ -86,7 +89,7 @@ export class WasmDevice implements Device {
   }
 
   alloc<T extends BufferDType>(length: number, dtype: T, tag: string, tier: Tier = 'device'): DeviceBuffer {
-    const bytes = Math.max(length, 1) * BUFFER_BYTES[dtype];
+    const bytes = Math.max(length, 1) * bufferBytes(`WasmDevice.alloc (${tag})`, dtype);
     // NOTE: skv_malloc takes a wasm32 size_t; a size of 4 GB or more would wrap, not fail.
     const ptr = bytes < 2 ** 32 ? this.x.skv_malloc(bytes) >>> 0 : 0;
     if (ptr === 0) {
@@ -141,11 +144,11 @@ export class WasmDevice implements Device {
 
   convert(dst: View, src: View, length: number): void {
     if (dst.buf.dtype === src.buf.dtype) return this.copy(dst, src, length);
-    this.x.skv_convert(this.addr(src), storageCode(src.buf.dtype), this.addr(dst), storageCode(dst.buf.dtype), length);
+    this.op('convert', () => this.x.skv_convert(this.addr(src), storageCode(src.buf.dtype), this.addr(dst), storageCode(dst.buf.dtype), length));
   }
 
   convertRows(dst: View, dstLd: number, src: View, srcLd: number, rows: number, cols: number): void {
-    this.x.skv_convert_rows(this.addr(src), storageCode(src.buf.dtype), srcLd, this.addr(dst), storageCode(dst.buf.dtype), dstLd, rows, cols);
+    this.op('convert_rows', () => this.x.skv_convert_rows(this.addr(src), storageCode(src.buf.dtype), srcLd, this.addr(dst), storageCode(dst.buf.dtype), dstLd, rows, cols));
   }
 
   gemm(g: GemmArgs): void {
@@ -217,7 +220,7 @@ export class WasmDevice implements Device {
   gatherValues(dst: View, pages: PagedBuffer, h: number, chunkIds: Int32Array, slots: Int32Array): void {
     const ids = this.stage('gather.ids', chunkIds);
     const to = this.stage('gather.slots', slots);
-    this.x.skv_gather_values(pages.table.ptr, pages.pageChunks, pages.heads, h, ids, to, chunkIds.length, pages.block, storageCode(pages.dtype), pages.fp8Rows ?? 0, this.addr(dst));
+    this.op('gather_values', () => this.x.skv_gather_values(pages.table.ptr, pages.pageChunks, pages.heads, h, ids, to, chunkIds.length, pages.block, storageCode(pages.dtype), pages.fp8Rows ?? 0, this.addr(dst)));
   }
 
   quantizeValues(dst: View, src: View, chunks: number, C: number, d: number): void {

@@ -17,8 +17,11 @@ export interface WasmExports {
   skv_malloc(bytes: number): Ptr;
   skv_free(p: Ptr): void;
   skv_alloc_count(): number;
-  /** Marks the scratch arena empty after a trap, which skipped the destructors of live scratch. */
-  skv_scratch_reset(): void;
+  /**
+   * Marks the scratch arena empty after a trap, which skipped the destructors of live scratch;
+   * returns `STATUS.alloc` when the trap was an allocation the heap could not give, else `STATUS.ok`.
+   */
+  skv_scratch_reset(): number;
   /** Emscripten's shadow-stack pointer (a trap leaves it where the trap happened); absent from builds without it. */
   stackSave?: () => number;
   stackRestore?: (sp: number) => void;

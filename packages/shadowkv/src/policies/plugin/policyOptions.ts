@@ -1,4 +1,4 @@
-import { CACHE_OPTION_KEYS } from '../../config.js';
+import { CACHE_CONFIG_KEYS } from '../../config.js';
 import { ConfigError } from '../../errors/ConfigError.js';
 
 /** How one option is checked: a number in a range (an integer unless `integer: false`), or one of a few values. */
@@ -29,7 +29,7 @@ export function definePolicyOptions<O extends object>(rules: OptionRules<O>, rel
   const entries = Object.entries(rules) as [string, Rule][];
   // The rules themselves first: a default its own rule refuses would be taken without a check.
   for (const [k, rule] of entries) {
-    if (CACHE_KEYS.includes(k)) throw new ConfigError(`definePolicyOptions: '${k}' is an option of every cache (${CACHE_KEYS.join(', ')}); name the policy's option otherwise`);
+    if (CACHE_CONFIG_KEYS.includes(k)) throw new ConfigError(`definePolicyOptions: '${k}' is an option of every cache (${CACHE_CONFIG_KEYS.join(', ')}); name the policy's option otherwise`);
     if (!rule.oneOf && !(typeof rule.min === 'number' && typeof rule.max === 'number' && rule.min <= rule.max)) {
       throw new ConfigError(`definePolicyOptions: ${k} needs oneOf, or numbers min <= max, got min ${show(rule.min)}, max ${show(rule.max)}`);
     }
@@ -58,9 +58,6 @@ export function definePolicyOptions<O extends object>(rules: OptionRules<O>, rel
 }
 
 type Rule = { default: unknown; min?: number; max?: number; integer?: boolean; oneOf?: readonly unknown[] };
-
-/** Options every cache takes (BaseKVCache's), which a policy's own would shadow. */
-const CACHE_KEYS: readonly string[] = ['spec', 'backend', ...CACHE_OPTION_KEYS];
 
 /** Why `rule` refuses value `v` of option `k` (a message naming both), or undefined. */
 function refusal(k: string, rule: Rule, v: unknown): string | undefined {

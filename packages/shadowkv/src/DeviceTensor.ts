@@ -9,7 +9,8 @@ import { numel, type DType, type TensorData } from './tensor.js';
 /**
  * Who frees a device tensor's memory:
  * - `'caller'`: you, with `dispose()` (or the cache that made it, at its `dispose()`)
- * - `'cache'`: an output the cache reuses (a `decode` result: valid until the next decode of that layer)
+ * - `'cache'`: an output the cache reuses (a `decode` result, in that layer's output buffer: valid until
+ *   a later decode of that layer returns the cache's output again, i.e. has a device query and no `out`)
  * - `'external'`: the host loop that owns the memory (`wrapTensor`); the SDK never frees it
  */
 export type TensorOwner = 'caller' | 'cache' | 'external';
@@ -22,10 +23,12 @@ export type TensorOwner = 'caller' | 'cache' | 'external';
  * `cache.wrapTensor(address, shape, dtype)` (CUDA), or get one from `decode` when its inputs are
  * device tensors. It stays valid until `dispose()` or the `dispose()` of the cache it came from.
  * @example
- * const query = cache.allocTensor([1, 32, 1, 128], 'bf16');
- * query.write(hostBits);                       // or let a kernel of yours write at query.address
- * const out = cache.decode(0, { query, key, value }); // a DeviceTensor: the cache's, until the next decode of layer 0
- * const host = out.read();                    // Uint16Array, waits for the GPU
+ * // bf16 bits from the host (a Uint16Array each), or let kernels of yours write at `.address`
+ * const query = cache.allocTensor([1, 32, 1, 128], 'bf16', queryBits);
+ * const key = cache.allocTensor([1, 8, 1, 128], 'bf16', keyBits);
+ * const value = cache.allocTensor([1, 8, 1, 128], 'bf16', valueBits);
+ * const out = cache.decode(0, { query, key, value }); // a DeviceTensor: the cache's, until layer 0's next such decode
+ * const host = out.read();                            // Uint16Array, waits for the GPU
  */
 export class DeviceTensor {
   readonly shape: readonly number[];

@@ -2,7 +2,7 @@ import { ShadowKVError } from './ShadowKVError.js';
 
 /** Bytes asked for and bytes available, per tier, when a cache was refused up front. */
 export interface MemoryShortfall {
-  /** Device bytes needed, including `transient` (held while one row compresses). */
+  /** Device bytes needed at the peak, including `transient` (one row compressing, or one row's tail growing). */
   device: number;
   transient: number;
   host: number;

@@ -42,7 +42,8 @@ export interface DecodeOptions<O extends TensorData | DeviceTensor = TensorData>
    * - a host array: filled and returned as the tensor's data
    * - a `DeviceTensor` of the cache's backend: the step writes it on the device (no wait), and it is returned
    * - default: a new host tensor, or, when the query is a device tensor, a `DeviceTensor` the cache
-   *   owns, valid until the next decode of that layer (copy it, or pass your own `out`, to keep it)
+   *   owns, valid until a later decode of that layer returns the cache's output again (a device
+   *   query and no `out`; copy it, or pass your own `out`, to keep it)
    */
   out?: O;
   /**

@@ -2,7 +2,7 @@
 // leaving a default in force), and a value of the wrong kind a ConfigError naming the option (never
 // a TypeError from deep inside, never replaced by a default).
 import { beforeAll, describe, expect, it } from 'vitest';
-import { ConfigError, FullKVCache } from '../../packages/shadowkv/src/backend.js';
+import { ConfigError, FullKVCache, SequenceIndexError } from '../../packages/shadowkv/src/backend.js';
 import { ByteTokenizer, checkpointFiles, fitCacheOptions, generate, LlamaModel, randomWeights, Sampler } from '../../packages/llama/src/index.js';
 import { GQA, memoryCheckpoint } from './fixtures.js';
 
@@ -107,6 +107,16 @@ describe('a sequence option that is not an integer is a ConfigError naming it, t
     const err = await run(c, value).then(() => undefined, (e: unknown) => e);
     expect(err).toBeInstanceOf(ConfigError);
     expect((err as Error).message).toBe(`${call}: sequence must be an integer (a cache row), got ${shown}`);
+    expect(Buffer.from(c.save()).equals(before)).toBe(true);
+  });
+
+  it.each(calls.flatMap(([call, run]) => [-1, 2, 7].map((row) => [call, row, run] as const)))('%s: sequence %d, an integer outside the rows, is a SequenceIndexError of that call', async (call, row, run) => {
+    const c = new FullKVCache({ spec: model.spec, dtype: 'f32', maxTokens: 64, batch: 2 });
+    model.prefill([3, 4, 5], c, { sequence: 1 });
+    const before = Buffer.from(c.save());
+    const err = await run(c, row).then(() => undefined, (e: unknown) => e);
+    expect(err).toBeInstanceOf(SequenceIndexError);
+    expect((err as Error).message).toBe(`${call}: sequence ${row} is outside the cache's rows [0, 2)`);
     expect(Buffer.from(c.save()).equals(before)).toBe(true);
   });
 

@@ -52,7 +52,7 @@ export async function* generate(model: LlamaModel, cache: KVCachePolicy, prompt:
   checkKeys('generate options', options, GENERATE_KEYS);
   const { maxNewTokens = 64, stopTokens = model.config.eosTokenIds, sequence = 0, chunkTokens, onPrefill, tokenizer, signal, temperature, topK, topP, seed } = options;
   if (!Number.isInteger(maxNewTokens) || maxNewTokens < 0) throw new ConfigError(`generate: maxNewTokens must be an integer >= 0, got ${fmt(maxNewTokens)}`);
-  checkSequenceOption('generate', sequence);
+  checkSequenceOption('generate', sequence, cache);
   const stops = new Set(checkStops(stopTokens, model.config.vocabSize));
   if (tokenizer !== undefined && typeof tokenizer?.streamDecoder !== 'function') throw new ConfigError(`generate: tokenizer must be a Tokenizer, got ${fmt(tokenizer)}`);
   if (onPrefill !== undefined && typeof onPrefill !== 'function') throw new ConfigError(`generate: onPrefill must be a function, got ${fmt(onPrefill)}`);

@@ -175,7 +175,7 @@ export class LlamaModel implements Disposable {
     const call = 'LlamaModel.forward';
     checkKeys(`${call} options`, options, FORWARD_KEYS);
     const { sequence = 0, allLogits = false } = options;
-    checkSequenceOption(call, sequence);
+    checkSequenceOption(call, sequence, cache);
     if (typeof allLogits !== 'boolean') throw new ConfigError(`${call}: allLogits must be true or false, got ${fmt(allLogits)}`);
     const ids = this.checkCall(call, tokens, cache);
     return rollingBack(cache, sequence, () => this.run(call, ids, cache, sequence, allLogits, ids.length === 1 && cache.length(sequence) > 0));
@@ -251,7 +251,7 @@ export class LlamaModel implements Disposable {
     const call = 'LlamaModel.prefill';
     checkKeys(`${call} options`, options, PREFILL_KEYS);
     const { sequence = 0, chunkTokens = 512, onProgress, signal } = options;
-    checkSequenceOption(call, sequence);
+    checkSequenceOption(call, sequence, cache);
     if (!Number.isInteger(chunkTokens) || chunkTokens < 1) throw new ConfigError(`${call}: chunkTokens must be a positive integer, got ${fmt(chunkTokens)}`);
     if (onProgress !== undefined && typeof onProgress !== 'function') throw new ConfigError(`${call}: onProgress must be a function, got ${fmt(onProgress)}`);
     if (signal !== undefined && !(signal instanceof AbortSignal)) throw new ConfigError(`${call}: signal must be an AbortSignal, got ${fmt(signal)}`);

@@ -1,6 +1,7 @@
 // What every LlamaModel call on a cache checks first and undoes on failure: the cache was made for
 // this model's geometry, and a rejected call leaves the cache row as it was.
 import { ConfigError } from '../../../shadowkv/src/errors/ConfigError.js';
+import { SequenceIndexError } from '../../../shadowkv/src/errors/SequenceIndexError.js';
 import type { KVCachePolicy } from '../../../shadowkv/src/policies/KVCachePolicy.js';
 import { fmt } from '../../../shadowkv/src/policies/validate.js';
 import type { ResolvedSpec } from '../../../shadowkv/src/spec.js';
@@ -29,12 +30,14 @@ export function checkCacheSpec(call: string, model: ResolvedSpec, cache: KVCache
 }
 
 /**
- * Throws a ConfigError unless the `sequence` option is an integer: a string or a fraction would reach
- * the cache as a row index and be refused there as a SequenceIndexError of another call. An integer
- * outside the cache's rows is the cache's SequenceIndexError.
+ * Throws a ConfigError unless the `sequence` option is an integer, and a SequenceIndexError unless it is
+ * one of the cache's rows, both naming `call`: left to the cache, either would be refused as an error
+ * of the cache call it first reaches (`length()`).
  */
-export function checkSequenceOption(call: string, sequence: unknown): asserts sequence is number {
+export function checkSequenceOption(call: string, sequence: unknown, cache: KVCachePolicy): asserts sequence is number {
   if (!Number.isSafeInteger(sequence)) throw new ConfigError(`${call}: sequence must be an integer (a cache row), got ${fmt(sequence)}`);
+  const rows = (cache as Partial<KVCachePolicy> | null)?.batch; // NOTE: what is not a cache, checkCacheSpec refuses after the options
+  if (typeof rows === 'number' && ((sequence as number) < 0 || (sequence as number) >= rows)) throw new SequenceIndexError(`${call}: sequence ${sequence} is outside the cache's rows [0, ${rows})`);
 }
 
 /**

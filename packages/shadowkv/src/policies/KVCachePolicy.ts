@@ -112,6 +112,8 @@ export interface PolicyStats {
 export interface KVCachePolicy extends Disposable {
   readonly name: string;
   readonly spec: ResolvedSpec;
+  /** Rows (sequences) the cache holds: a call's `sequence` is one of 0 .. batch - 1. */
+  readonly batch: number;
   /** Stores a prompt (or continuation) for `layer`; returns attention outputs `[rows, queryHeads, tokens, headDim]` when queries are given. */
   prefill(layer: number, input: PrefillInput): Tensor | undefined;
   prefill(layer: number, input: PrefillInput<AnyTensor> & { queries: DeviceTensor }): DeviceTensor;

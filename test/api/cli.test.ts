@@ -1,6 +1,10 @@
 // The examples' and benchmarks' flags (examples/cli.ts): a bad value is one line naming the flag and
 // what it takes, exit 2, before any work (`--tokens abc` once ran the demo out of heap after 45 s).
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterEach, describe, expect, it, vi } from 'vitest';
+import { resultsPath } from '../../bench/output.js';
 import { cli, refuse, type Flag } from '../../examples/cli.js';
 
 const spec = {
@@ -119,5 +123,27 @@ describe('examples/cli.ts, the benchmarks\' kinds', () => {
     }) as never);
     expect(() => refuse('eval', '--resume x.partial.jsonl: no such file')).toThrow(expect.objectContaining({ status: 2 }));
     expect(err).toMatch(/^eval: --resume x.partial.jsonl: no such file/);
+  });
+});
+
+describe('bench/output.ts: only the documented run writes to bench/results/', () => {
+  let scratch = '';
+  afterEach(() => {
+    vi.restoreAllMocks();
+    vi.unstubAllEnvs();
+    rmSync(scratch, { recursive: true, force: true });
+  });
+
+  it('the documented run writes the committed file, a trial the temp dir (and says so), --out wins', () => {
+    scratch = mkdtempSync(join(tmpdir(), 'skv-output-'));
+    vi.stubEnv('TMPDIR', scratch);
+    let err = '';
+    vi.spyOn(console, 'error').mockImplementation((m: unknown) => void (err += String(m)));
+    const committed = 'bench/results/soak.json';
+    expect(resultsPath('soak', undefined, committed, { steps: [20000, 20000], lengths: [[1, 2], [1, 2]] })).toBe(committed);
+    expect(err).toBe('');
+    expect(resultsPath('soak', undefined, committed, { steps: [100, 20000], lengths: [[1, 2], [1, 2]] })).toBe(join(tmpdir(), 'shadowkv', 'soak.json'));
+    expect(err).toMatch(/^soak: a trial run \(--steps\): writing .*soak\.json, not the committed bench\/results\/soak\.json/);
+    expect(resultsPath('soak', 'mine.json', committed, { steps: [100, 20000] })).toBe('mine.json');
   });
 });

@@ -1,0 +1,93 @@
+// The entry points run as a user runs them, with bad arguments: each is refused in one line that
+// names what is wrong, before any work, and nothing is written or overwritten. Sizes are tiny, and
+// the shell scripts run with the tools they would start (emcc, npm, npx, nvcc, ...) replaced by stubs
+// that log their calls, so "before any work" is checked as "no tool was called".
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, describe, expect, it } from 'vitest';
+
+const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+const made: string[] = [];
+const scratch = (name: string) => made[made.push(mkdtempSync(join(tmpdir(), `skv-scripts-${name}-`))) - 1]!;
+afterAll(() => made.forEach((dir) => rmSync(dir, { recursive: true, force: true })));
+
+interface Ran { status: number | null; out: string; err: string }
+function spawn(command: string, args: string[], env: Record<string, string> = {}, cwd = ROOT): Ran {
+  const r = spawnSync(command, args, { cwd, encoding: 'utf8', timeout: 90_000, env: { ...process.env, ...env } });
+  return { status: r.status, out: r.stdout, err: r.stderr };
+}
+/** A TypeScript entry point under node + tsx, as `npx tsx <file>` runs it. */
+const tsx = (file: string, args: string[], env: Record<string, string> = {}) => spawn(process.execPath, ['--import', 'tsx', file, ...args], env);
+
+describe('bench/eval/main.ts: every flag checked before the model loads', () => {
+  it('a nonsensical value, an unknown task or policy, a bad variant: one line naming the flag, exit 2, nothing written', () => {
+    const out = join(scratch('eval-bad'), 'e');
+    const tiny = ['--out', out, '--lengths', '128', '--samples', '1', '--tasks', 'passkey', '--policies', 'full'];
+    const cases: [string[], RegExp][] = [
+      [['--samples', '0'], /^eval: --samples takes an integer in \[1, 100000\], got '0'/],
+      [['--chunk', '0'], /^eval: --chunk takes an integer/],
+      [['--lengths', '10'], /^eval: --lengths takes integers in \[128, /],
+      [['--tasks', 'passkey,bogus'], /^eval: --tasks takes some of passkey, .*got 'passkey,bogus'/],
+      [['--policies', 'full,dense'], /^eval: --policies takes some of full, shadowkv/],
+      [['--budgets', '0'], /^eval: --budgets takes numbers in \[0.0001, 1\]/],
+      [['--minutes', 'soon'], /^eval: --minutes takes a number/],
+      [['--variant', 'shadowkv:chunkSize'], /^eval: --variant 'shadowkv:chunkSize': 'chunkSize' is not option=number/],
+    ];
+    for (const [bad, message] of cases) {
+      const r = tsx('bench/eval/main.ts', [...tiny, ...bad]);
+      expect(r.status, bad.join(' ')).toBe(2);
+      expect(r.err, bad.join(' ')).toMatch(message);
+    }
+    expect(existsSync(`${out}.json`) || existsSync(`${out}.partial.jsonl`)).toBe(false);
+  });
+
+  it('a --resume file that does not exist is refused, naming it, and the partial file of the run is left as it was', () => {
+    const dir = scratch('eval-resume');
+    const partial = join(dir, 'e.partial.jsonl');
+    const progress = '{"task":"passkey","length":128,"index":0,"answers":[]}\n';
+    writeFileSync(partial, progress);
+    const missing = join(dir, 'typo.partial.jsonl');
+    const r = tsx('bench/eval/main.ts', ['--out', join(dir, 'e'), '--resume', missing, '--lengths', '128', '--samples', '1', '--tasks', 'passkey', '--policies', 'full']);
+    expect(r.status).toBe(2);
+    expect(r.err).toContain(`eval: --resume ${missing}: no such file`);
+    expect(readFileSync(partial, 'utf8')).toBe(progress);
+    expect(existsSync(join(dir, 'e.json'))).toBe(false);
+  });
+
+  it("a length past the model's maxPositions is refused, naming the limit, before any prompt runs", () => {
+    const out = join(scratch('eval-long'), 'e');
+    const r = tsx('bench/eval/main.ts', ['--out', out, '--lengths', '70000', '--samples', '1', '--tasks', 'passkey', '--policies', 'full']);
+    expect(r.status).toBe(2);
+    expect(r.err).toMatch(/eval: --lengths 70000 are past the model's maxPositions 65536/);
+    expect(existsSync(`${out}.json`)).toBe(false);
+  });
+});
+
+describe('a trial run does not overwrite the committed results in bench/results/', () => {
+  const committed = (file: string) => readFileSync(join(ROOT, 'bench/results', file));
+
+  it('eval: a smaller grid without --out writes the temp dir', () => {
+    const before = committed('eval-random.json');
+    const tmp = scratch('eval-trial');
+    const r = tsx('bench/eval/main.ts', ['--lengths', '128', '--samples', '1', '--tasks', 'passkey', '--policies', 'full'], { TMPDIR: tmp });
+    expect(r.status, r.err).toBe(0);
+    expect(r.err).toMatch(/eval: a trial run \(--lengths, --tasks, --samples, --policies\): writing .*eval-random, not the committed bench\/results\/eval-random/);
+    expect(JSON.parse(readFileSync(join(tmp, 'shadowkv', 'eval-random.json'), 'utf8')).answers).toHaveLength(1);
+    expect(committed('eval-random.json').equals(before)).toBe(true);
+  });
+
+  it('soak: --steps and --cycles below the documented run write the temp dir; the old environment variables are refused', () => {
+    const before = committed('soak.json');
+    const tmp = scratch('soak-trial');
+    const r = tsx('bench/soak.ts', ['--steps', '3', '--cycles', '2'], { TMPDIR: tmp });
+    expect(r.status, r.err).toBe(0);
+    expect(JSON.parse(readFileSync(join(tmp, 'shadowkv', 'soak.json'), 'utf8')).decode.steps).toBe(3);
+    const env = tsx('bench/soak.ts', [], { SOAK_STEPS: '100', TMPDIR: tmp });
+    expect(env.status).toBe(2);
+    expect(env.err).toMatch(/^soak: SOAK_STEPS is no longer read: pass --steps instead/);
+    expect(committed('soak.json').equals(before)).toBe(true);
+  });
+});

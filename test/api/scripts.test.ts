@@ -91,3 +91,30 @@ describe('a trial run does not overwrite the committed results in bench/results/
     expect(committed('soak.json').equals(before)).toBe(true);
   });
 });
+
+describe('the benchmarks take their flags through examples/cli.ts', () => {
+  it('an unknown flag, a bad number or a missing argument: one line naming it, exit 2, before any work', () => {
+    const out = join(scratch('bench-flags'), 'out.json');
+    const cases: [string, string[], RegExp][] = [
+      ['bench/causalAttention.ts', ['--bogus'], /^bench\/causalAttention: Unknown option '--bogus'/],
+      ['bench/threads.ts', ['--tokens', 'abc'], /^bench\/threads: --tokens takes an integer/],
+      ['bench/hotModel.ts', ['--sizes', '0,x', '--out', out], /^bench\/hotModel: --sizes takes integers/],
+      ['bench/eval/recall.ts', ['--set', 'chunkSize=x'], /^bench\/eval\/recall: --set chunkSize=x: 'chunkSize=x' is not option=number/],
+      ['bench/parity.ts', [out, '--backends', 'wasm'], /^bench\/parity: --backends takes two names/],
+      ['bench/decodeOnly.ts', [], /^bench\/decodeOnly: <out> is missing/],
+      ['bench/soak.ts', ['--steps', '0', '--out', out], /^soak: --steps takes an integer in \[1, /],
+      ['bench/cpu.ts', ['--quick'], /^bench\/cpu: Unknown option '--quick'/],
+      ['bench/gpu/run.ts', ['--steps', '0', '--out', out], /^bench\/gpu\/run: --steps takes an integer in \[1, /],
+      ['bench/gpu/run.ts', ['--batches', '1,most', '--out', out], /^bench\/gpu\/run: --batches takes integers in \[1, \d+\] or max/],
+      ['bench/gpu/host.ts', ['--steps', 'abc'], /^bench\/gpu\/host: --steps takes an integer/],
+      ['bench/gpu/profile.ts', ['--pipeline', '1q'], /^bench\/gpu\/profile: --pipeline: bad setting '1q'/],
+      ['bench/gpu/plot.ts', [], /^bench\/gpu\/plot: <json> is missing/],
+    ];
+    for (const [file, args, message] of cases) {
+      const r = tsx(file, args);
+      expect(r.status, `${file} ${args.join(' ')}: ${r.err}`).toBe(2);
+      expect(r.err, `${file} ${args.join(' ')}`).toMatch(message);
+    }
+    expect(existsSync(out)).toBe(false);
+  });
+});

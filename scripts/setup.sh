@@ -4,6 +4,16 @@
 # --browser also installs chromium (apt), which the browser test needs.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+usage="bash scripts/setup.sh [--browser]"
+. scripts/args.sh
+browser=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --browser) browser=1 ;;
+    *) unknown_arg "$1" ;;
+  esac
+  shift
+done
 
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -15,7 +25,7 @@ apt_install() {  # apt_install <package> <command it provides>
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "$1" >/dev/null
 }
 apt_install emscripten emcc
-[ "${1:-}" != "--browser" ] || apt_install chromium chromium
+[ "$browser" = 0 ] || apt_install chromium chromium
 
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   echo "setup: installing npm dependencies"

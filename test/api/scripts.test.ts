@@ -3,7 +3,7 @@
 // the shell scripts run with the tools they would start (emcc, npm, npx, nvcc, ...) replaced by stubs
 // that log their calls, so "before any work" is checked as "no tool was called".
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -116,5 +116,65 @@ describe('the benchmarks take their flags through examples/cli.ts', () => {
       expect(r.err, `${file} ${args.join(' ')}`).toMatch(message);
     }
     expect(existsSync(out)).toBe(false);
+  });
+});
+
+/** A folder of stub tools that log each call to its `calls` file, first on PATH: what a script started. */
+function stubTools(): { env: Record<string, string>; calls: () => string } {
+  const dir = scratch('stubs');
+  const log = join(dir, 'calls');
+  writeFileSync(log, '');
+  // NOTE: the file tools too, so that a script that no longer refuses cannot replace or remove anything.
+  for (const tool of ['emcc', 'npm', 'npx', 'node', 'apt-get', 'sudo', 'g++', 'nvcc', 'cmake', 'chromium', 'xz', 'nvidia-smi', 'python3', 'ncu', 'timeout', 'git', 'tar', 'mv', 'cp', 'rm', 'ln']) {
+    writeFileSync(join(dir, tool), `#!/bin/sh\necho "${tool} $*" >> '${log}'\n`);
+    chmodSync(join(dir, tool), 0o755);
+  }
+  return { env: { PATH: `${dir}:${process.env.PATH}` }, calls: () => readFileSync(log, 'utf8') };
+}
+
+describe('shell scripts refuse what they do not take, before any work', () => {
+  it('bench/cpu.sh, runtime/wasm/build.sh, scripts/setup.sh and the other build and check scripts: unknown arguments, with a usage line', () => {
+    const cases: [string, string[], RegExp][] = [
+      ['bench/cpu.sh', ['--quick'], /^bench\/cpu\.sh: takes no arguments, got '--quick'\nusage: bash bench\/cpu\.sh/],
+      ['runtime/wasm/build.sh', ['--devv'], /^runtime\/wasm\/build\.sh: unknown argument '--devv'\nusage: bash runtime\/wasm\/build\.sh \[--dev \| --sources\]/],
+      ['runtime/wasm/build.sh', ['--dev', 'extra'], /^runtime\/wasm\/build\.sh: takes one argument at most/],
+      ['scripts/setup.sh', ['--browsr'], /^scripts\/setup\.sh: unknown argument '--browsr'\nusage: bash scripts\/setup\.sh \[--browser\]/],
+      ['scripts/test.sh', ['-t', 'cuda'], /^scripts\/test\.sh: takes no arguments/],
+      ['scripts/browser-check.sh', ['x'], /^scripts\/browser-check\.sh: takes no arguments/],
+      ['scripts/build-cuda.sh', ['two'], /^scripts\/build-cuda\.sh: jobs must be a whole number, got 'two'/],
+      ['bench/native/build.sh', ['x'], /^bench\/native\/build\.sh: takes no arguments/],
+      ['bench/gpu/kernels/build.sh', ['x'], /^bench\/gpu\/kernels\/build\.sh: takes no arguments/],
+      ['scripts/gpu/variants.sh', ['--ncu'], /^scripts\/gpu\/variants\.sh: unknown arguments '--ncu'/],
+      ['scripts/gpu/build-ref.sh', [], /^scripts\/gpu\/build-ref\.sh: REF is missing/],
+    ];
+    for (const [script, args, message] of cases) {
+      const tools = stubTools();
+      const r = spawn('bash', [script, ...args], tools.env);
+      expect(r.status, `${script} ${args.join(' ')}`).toBe(2);
+      expect(r.err, `${script} ${args.join(' ')}`).toMatch(message);
+      expect(tools.calls(), `${script} ${args.join(' ')} started tools`).toBe('');
+    }
+    // The documented ones still work: the native bench's source list comes from the wasm build.
+    expect(spawn('bash', ['runtime/wasm/build.sh', '--sources']).out).toContain('runtime/wasm/memory.cc');
+  });
+
+  it('scripts/gpu/*.sh: a flag without its value names the flag (not `$2: unbound variable`)', () => {
+    const cases: [string, string[], RegExp][] = [
+      ['scripts/gpu/ab.sh', ['--rounds'], /^scripts\/gpu\/ab\.sh: --rounds needs a value\nusage: /],
+      ['scripts/gpu/ab.sh', ['--addons', '--run'], /^scripts\/gpu\/ab\.sh: --addons needs a value/],
+      ['scripts/gpu/ab.sh', ['--rounds', 'two'], /^scripts\/gpu\/ab\.sh: --rounds takes a whole number, got 'two'/],
+      ['scripts/gpu/kernels.sh', ['--batch', '4', '--context'], /^scripts\/gpu\/kernels\.sh: --context needs a value/],
+      ['scripts/gpu/kernels.sh', ['--variant'], /^scripts\/gpu\/kernels\.sh: --variant needs a value/],
+      ['scripts/gpu/host-profile.sh', ['--steps'], /^scripts\/gpu\/host-profile\.sh: --steps needs a value/],
+      ['scripts/gpu/pack.sh', ['--also'], /^scripts\/gpu\/pack\.sh: --also needs a value\nusage: /],
+    ];
+    for (const [script, args, message] of cases) {
+      const tools = stubTools();
+      const r = spawn('bash', [script, ...args], tools.env);
+      expect(r.status, `${script} ${args.join(' ')}`).toBe(2);
+      expect(r.err, `${script} ${args.join(' ')}`).toMatch(message);
+      expect(r.err).not.toMatch(/unbound variable/);
+      expect(tools.calls(), `${script} ${args.join(' ')} started tools`).toBe('');
+    }
   });
 });

@@ -3,7 +3,7 @@
 // the shell scripts run with the tools they would start (emcc, npm, npx, nvcc, ...) replaced by stubs
 // that log their calls, so "before any work" is checked as "no tool was called".
 import { spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -176,5 +176,39 @@ describe('shell scripts refuse what they do not take, before any work', () => {
       expect(r.err).not.toMatch(/unbound variable/);
       expect(tools.calls(), `${script} ${args.join(' ')} started tools`).toBe('');
     }
+  });
+});
+
+describe('the demo', () => {
+  it("demo: a haystack and answer past the model's maxPositions are refused up front, naming the limit", () => {
+    const r = tsx('examples/demo.ts', ['--tokens', '65536', '--new', '64', '--backend', 'wasm']);
+    expect(r.status).toBe(2);
+    expect(r.err).toMatch(/^demo: --tokens 65536 and --new 64 need \d+ positions, past the model's maxPositions 65536 \(max_position_embeddings in models\/skv-small\/config\.json\): use at most --tokens 65472/);
+    expect(r.out).toBe('');
+  });
+
+  it("demo: decoding shows progress per policy, as the prefill does", () => {
+    const r = tsx('examples/demo.ts', ['--tokens', '256', '--new', '8', '--task', 'passkey', '--backend', 'wasm']);
+    expect(r.status, r.err).toBe(0);
+    expect(r.err).toMatch(/^full decode \[#+\] 7\/7/m);
+    expect(r.err).toMatch(/^shadowkv decode \[#+\] 7\/7/m);
+  });
+
+  it('scripts/demo.sh checks the demo\'s flags with the npm dependencies only, before the full setup builds wasm', () => {
+    // A copy of the tree whose scripts/setup.sh only logs how it was called.
+    const tree = scratch('demo-sh');
+    mkdirSync(join(tree, 'scripts'));
+    for (const f of ['demo.sh', 'args.sh']) writeFileSync(join(tree, 'scripts', f), readFileSync(join(ROOT, 'scripts', f)));
+    writeFileSync(join(tree, 'scripts', 'setup.sh'), `echo "setup $*" >> '${join(tree, 'setup.log')}'\n`);
+    for (const f of ['examples', 'bench', 'packages', 'models', 'node_modules', 'package.json', 'tsconfig.json']) symlinkSync(join(ROOT, f), join(tree, f));
+    const setupCalls = () => (existsSync(join(tree, 'setup.log')) ? readFileSync(join(tree, 'setup.log'), 'utf8') : '');
+    const bad = spawn('bash', [join(tree, 'scripts', 'demo.sh'), '--tokens', 'abc']);
+    expect(bad.status).toBe(2);
+    expect(bad.err).toMatch(/demo: --tokens takes an integer in \[256, \d+\], got 'abc'/);
+    expect(setupCalls()).toBe('setup --npm\n');
+    const long = spawn('bash', [join(tree, 'scripts', 'demo.sh'), '--tokens', '65536', '--new', '64']);
+    expect(long.status).toBe(2);
+    expect(long.err).toMatch(/past the model's maxPositions 65536/);
+    expect(setupCalls()).toBe('setup --npm\nsetup --npm\n');
   });
 });

@@ -3,7 +3,7 @@
 // the shell scripts run with the tools they would start (emcc, npm, npx, nvcc, ...) replaced by stubs
 // that log their calls, so "before any work" is checked as "no tool was called".
 import { spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -210,5 +210,24 @@ describe('the demo', () => {
     expect(long.status).toBe(2);
     expect(long.err).toMatch(/past the model's maxPositions 65536/);
     expect(setupCalls()).toBe('setup --npm\nsetup --npm\n');
+  });
+});
+
+describe('examples/llama', () => {
+  it('examples/llama: the temporary checkpoint is removed after a run, and never written when the flags or the backend are refused', () => {
+    const tiny = ['--tokens', '64', '--new', '3', '--layers', '1', '--hidden', '16', '--heads', '2', '--kv-heads', '1', '--head-dim', '8', '--intermediate', '16'];
+    const checkpoints = (dir: string) => readdirSync(dir).filter((f) => f.startsWith('shadowkv-llama-'));
+    const tmp = scratch('llama');
+    const ok = tsx('examples/llama.ts', [...tiny, '--backend', 'wasm'], { TMPDIR: tmp });
+    expect(ok.status, ok.err).toBe(0);
+    expect(checkpoints(tmp)).toEqual([]);
+    expect(ok.out).toMatch(/model: random, written to and loaded from .*shadowkv-llama-.* \(removed\)/);
+    const backend = tsx('examples/llama.ts', [...tiny, '--backend', 'tpu'], { TMPDIR: tmp });
+    const heads = tsx('examples/llama.ts', [...tiny, '--heads', '8', '--kv-heads', '3'], { TMPDIR: tmp });
+    expect(checkpoints(tmp)).toEqual([]);
+    expect(backend.status).toBe(1);
+    expect(backend.err).toMatch(/^examples\/llama: unknown backend 'tpu'/);
+    expect(heads.status).toBe(2);
+    expect(heads.err).toMatch(/^examples\/llama: --kv-heads 3 must divide --heads 8/);
   });
 });

@@ -4,6 +4,9 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
+usage="bash bench/cpu.sh   (or npm run bench:cpu; BENCH_COMPARE=<checkout>[:label] also times another build)"
+. scripts/args.sh
+no_args "$@"
 # The SIMD variant is the one the benchmark loads; --dev builds only it. Rebuilt when missing or
 # older than a runtime source, so wasm and native always time the same code.
 WASM=runtime/wasm/out/shadowkv-simd.wasm

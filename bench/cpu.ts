@@ -8,6 +8,10 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { resolveBackend } from '../packages/shadowkv/src/backend.js';
 import { benchDecodeStep, type DecodeTiming, type SdkUnderTest } from './decodeStep.bench.js';
 import { benchOps, type OpTiming } from './ops.bench.js';
+import { cli } from '../examples/cli.js';
+
+// No flags (BENCH_COMPARE=<checkout>[:label] adds another build): anything else is refused, not ignored.
+cli('bench/cpu', 'the runtime ops natively and on wasm, then ShadowKV against full decode steps; writes bench/results/cpu.json', {});
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const NATIVE = `${ROOT}bench/native/out/bench_ops`;

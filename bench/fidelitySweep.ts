@@ -3,6 +3,9 @@
 import { createCache, type ShadowKVCache } from '../packages/shadowkv/src/backend.js';
 import { cosine } from '../examples/workloads/metrics.js';
 import { NeedleWorkload } from '../examples/workloads/needle.js';
+import { cli } from '../examples/cli.js';
+
+cli('bench/fidelitySweep', 'ShadowKV against full attention as attention gets more diffuse and the budget changes', {});
 
 const spec = { layers: 1, queryHeads: 16, kvHeads: 4, headDim: 64, rope: { theta: 500000 } };
 console.log('tokens 6001, Hq 16, Hkv 4, d 64, key rank 24 + noise 0.05, rank 48, 10 decode steps');

@@ -9,7 +9,6 @@
 import { execFileSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import os from 'node:os';
-import { parseArgs } from 'node:util';
 import {
   createCache, createWasmBackend, registerBackend, resolveBackend, type Backend, type DType, type ShadowKVCache,
 } from '../packages/shadowkv/src/backend.js';
@@ -19,21 +18,20 @@ import { f64, relError } from '../test/helpers/data.js';
 import { shadowKVOracle } from '../test/conformance/runScenario.js';
 import { OracleFullKV, OracleShadowKV } from '../test/oracle/index.js';
 import { opCases, type OpCase, type Outputs } from './parityOps.js';
+import { cli, refuse } from '../examples/cli.js';
 
 // ------------------------------------------------------------------------------------------------
 // Arguments and backends
 
-const { values: flags, positionals } = parseArgs({
-  allowPositionals: true,
-  options: { backends: { type: 'string', default: 'wasm,cuda' }, dtypes: { type: 'string', default: 'f32,f16,bf16' } },
+const flags = cli('bench/parity', 'the same inputs through two backends, op by op and through whole caches', {
+  out: { kind: 'arg', doc: 'the JSON to write' },
+  backends: { kind: 'choices', default: ['wasm', 'cuda'], of: ['wasm', 'wasm-plain', 'cuda'], doc: 'the reference, then the candidate' },
+  dtypes: { kind: 'choices', default: ['f32', 'f16', 'bf16'], of: ['f32', 'f16', 'bf16'], doc: 'storage dtypes' },
 });
-const outPath = positionals[0];
-const [refName, candName] = flags.backends.split(',');
-if (!outPath || !refName || !candName) {
-  console.error('usage: npx tsx bench/parity.ts <out.json> [--backends <reference>,<candidate>] [--dtypes f32,f16,bf16]');
-  process.exit(2);
-}
-const dtypes = flags.dtypes.split(',') as DType[];
+const outPath = flags.out;
+const [refName, candName] = flags.backends as [string, string];
+if (flags.backends.length !== 2) refuse('bench/parity', `--backends takes two names, the reference and the candidate, got '${flags.backends.join(',')}'`);
+const dtypes = flags.dtypes as DType[];
 registerBackend('wasm-plain', () => createWasmBackend({ variant: 'plain' }), 0);
 
 const t0 = performance.now();

@@ -8,7 +8,9 @@ import { createCache, toFloat32, type Cache, type Tensor } from '../packages/sha
 import { cosine } from '../examples/workloads/metrics.js';
 import { NeedleWorkload } from '../examples/workloads/needle.js';
 import { registerLandmarkWindow } from '../examples/custom-policy/LandmarkWindowCache.js';
+import { cli } from '../examples/cli.js';
 
+cli('bench/policies', 'the policies against full attention at equal attended tokens; writes bench/results/policies.json and .md', {});
 registerLandmarkWindow();
 const spec = { layers: 1, queryHeads: 16, kvHeads: 4, headDim: 64, rope: { theta: 500000 } };
 const { queryHeads: Hq, kvHeads: Hkv, headDim: d } = spec;

@@ -1,20 +1,32 @@
 // The soak (npm run soak): 20,000 decode steps of a small ShadowKV cache whose recent region compacts
 // hundreds of times, beside a FullKVCache fed the same inputs (the exact answer), then 500
 // create/dispose cycles of a ~20 MB cache, twice: dropping every reference, and keeping every
-// disposed cache referenced. Writes bench/results/soak.json; exits non-zero when RSS grows by more
-// than 200 MB over a create/dispose phase. SOAK_STEPS and SOAK_CYCLES shorten it for a quick look.
+// disposed cache referenced. Exits non-zero when RSS grows by more than 200 MB over a create/dispose phase.
+//   npm run soak -- [--steps 20000] [--cycles 500] [--out <file.json>]
+// The documented run (20,000 steps, 500 cycles) writes bench/results/soak.json; a shorter one, a
+// quick look, writes <tmpdir>/shadowkv/soak.json unless --out says where (bench/output.ts).
 import { mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
+import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createCache, toFloat32, type Cache, type ShadowKVCache } from '../packages/shadowkv/src/index.js';
 import { cosine, relError } from '../examples/workloads/metrics.js';
 import { NeedleWorkload } from '../examples/workloads/needle.js';
 import { randn, rng } from '../examples/workloads/random.js';
 import { globalGc, rssMB, settledRssMB } from '../examples/workloads/memory.js';
+import { cli, refuseRetiredEnv } from '../examples/cli.js';
+import { resultsPath } from './output.js';
 
-const OUT = fileURLToPath(new URL('./results/soak.json', import.meta.url));
-const STEPS = Number(process.env.SOAK_STEPS ?? 20_000);
-const CYCLES = Number(process.env.SOAK_CYCLES ?? 500);
+const DOCUMENTED = { steps: 20_000, cycles: 500 };
+const args = cli('soak', 'long decode and create/dispose cycles: output drift and memory growth', {
+  steps: { kind: 'int', default: DOCUMENTED.steps, min: 1, max: 1e7, doc: 'decode steps' },
+  cycles: { kind: 'int', default: DOCUMENTED.cycles, min: 1, max: 1e6, doc: 'create/dispose cycles per phase' },
+  out: { kind: 'string', doc: 'the JSON to write (default: bench/results/soak.json for the documented run, else the temp dir)' },
+});
+refuseRetiredEnv('soak', { SOAK_STEPS: '--steps', SOAK_CYCLES: '--cycles' });
+const STEPS = args.steps;
+const CYCLES = args.cycles;
+const OUT = resultsPath('soak', args.out, fileURLToPath(new URL('./results/soak.json', import.meta.url)), { steps: [STEPS, DOCUMENTED.steps], cycles: [CYCLES, DOCUMENTED.cycles] });
 const SAMPLE_EVERY = 1000;
 const RSS_GROWTH_LIMIT_MB = 200;
 const MB = 2 ** 20;
@@ -158,12 +170,12 @@ const decode = await soak();
 log(`soak done: ShadowKV ${decode.stepsPerSecond.shadowkv.toFixed(0)} steps/s, full ${decode.stepsPerSecond.full.toFixed(0)} steps/s; worst cosine ${decode.error.worstCosine.toFixed(4)}, worst rel. error ${decode.error.worstRelError.toFixed(4)}; ${decode.compactions} compactions`);
 const phases = [await cycles(false), await cycles(true)];
 const ok = phases.every((p) => p.ok);
-mkdirSync(fileURLToPath(new URL('./results/', import.meta.url)), { recursive: true });
+mkdirSync(dirname(OUT), { recursive: true });
 writeFileSync(
   OUT,
   `${JSON.stringify({
     date: new Date().toISOString(),
-    command: 'npm run soak',
+    command: `npm run soak${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(' ')}` : ''}`,
     machine: { cpu: os.cpus()[0]?.model, cores: os.cpus().length, node: process.version, loadavg: os.loadavg() },
     spec, options, dtype: 'bf16',
     decode,

@@ -3,15 +3,18 @@
 // 512-token chunk through every layer's projections, per thread count, two rounds.
 //   npx tsx bench/threads.ts [--model models/skv-small] [--tokens 4096]
 import { availableParallelism } from 'node:os';
-import { parseArgs } from 'node:util';
 import { loadCheckpoint, LlamaModel } from '../packages/llama/src/index.js';
 import { createCache } from '../packages/shadowkv/src/index.js';
 import { encodeSample } from './eval/evaluate.js';
 import { drawSample } from './eval/tasks.js';
+import { cli } from '../examples/cli.js';
 
-const { values: a } = parseArgs({ options: { model: { type: 'string', default: 'models/skv-small' }, tokens: { type: 'string', default: '4096' } } });
-const checkpoint = await loadCheckpoint(a.model!);
-const { ids } = encodeSample(drawSample('passkey', +a.tokens!, 0));
+const a = cli('bench/threads', "the model loop's projections on several threads, side by side", {
+  model: { kind: 'string', default: 'models/skv-small', doc: 'a model folder' },
+  tokens: { kind: 'int', default: 4096, min: 128, max: 1 << 20, doc: 'prompt tokens' },
+});
+const checkpoint = await loadCheckpoint(a.model);
+const { ids } = encodeSample(drawSample('passkey', a.tokens, 0));
 const counts = [...new Set([1, 2, 4, 8, availableParallelism()])].filter((t) => t <= availableParallelism());
 console.log(`${a.model}, ${availableParallelism()} cores; ${ids.length}-token prompt`);
 const chunk = 512;

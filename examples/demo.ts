@@ -6,35 +6,44 @@
 //                     [--sample 0] [--budget 0.015625] [--new 32] [--model models/skv-small] [--backend auto]
 // The prompt runs through the model once with exact attention and each policy gets that prefill
 // (prefill attention is exact in both, so the layers' inputs are the same): what differs is decode.
-import { fitCacheOptions, LlamaModel, argmax } from '../packages/llama/src/index.js';
+// A haystack and answer longer than the model's positions (its maxPositions: 65536 for the bundled
+// model) are refused before any work, naming the limit.
+import { fitCacheOptions, LlamaModel, argmax, loadCheckpoint } from '../packages/llama/src/index.js';
 import { createCache, ready } from '../packages/shadowkv/src/index.js';
 import { encodeSample, policyRuns, prefillOnce, replayPrefill, tokenizer } from '../bench/eval/evaluate.js';
 import { drawSample, TASK_NAMES } from '../bench/eval/tasks.js';
-import { cli } from './cli.js';
+import { cli, refuse } from './cli.js';
 import { Progress } from './progress.js';
 
-// NOTE: the bundled model's positions end at 65536 (its config's max_position_embeddings).
 const args = cli('demo', 'the bundled model answers a question hidden in a haystack, with full and shadowkv attention', {
   model: { kind: 'string', default: 'models/skv-small', doc: 'a model folder (config.json, safetensors, tokenizer)' },
-  tokens: { kind: 'int', default: 8192, min: 256, max: 65536, doc: 'haystack tokens' },
+  tokens: { kind: 'int', default: 8192, min: 256, max: 1 << 22, doc: "haystack tokens (with --new, at most the model's maxPositions)" },
   task: { kind: 'choice', default: 'needle_single', of: TASK_NAMES, doc: 'what is hidden' },
   sample: { kind: 'int', default: 0, min: 0, max: 2 ** 31 - 1, doc: 'which held-out sample' },
   budget: { kind: 'number', default: 0.015625, min: 1e-4, max: 1, doc: "shadowkv's attended share of the context" },
   new: { kind: 'int', default: 32, min: 1, max: 4096, doc: 'tokens to generate' },
   backend: { kind: 'string', default: 'auto', doc: 'auto, wasm or cuda' },
+  check: { kind: 'switch', doc: "check the flags and the model's positions, then stop (scripts/demo.sh, before it builds)" },
 });
 const budget = args.budget;
 
-const backend = await ready({ backend: args.backend });
-using model = await LlamaModel.load(args.model, { backend: backend.name });
-const c = model.config;
-console.log(`model: ${args.model} (${c.layers} layers, hidden ${c.hiddenSize}, ${c.queryHeads} q / ${c.kvHeads} kv heads x ${c.headDim}), matmul ${model.matmul.name}`);
-console.log(`backend: ${backend.description} (${backend.reason})`);
-
 // 1. A haystack from the evaluation's held-out samples: the fact sits somewhere inside, the question ends it.
+// It and the answer must fit the model's positions (RoPE past them is a context it never saw): checked
+// on the checkpoint's config before the backend starts or anything runs.
 const sample = drawSample(args.task, args.tokens, args.sample);
 const { ids, want } = encodeSample(sample);
 const newTokens = Math.max(args.new, want.length);
+const checkpoint = await loadCheckpoint(args.model);
+const limit = checkpoint.config.maxPositions;
+if (ids.length + newTokens > limit) {
+  refuse('demo', `--tokens ${args.tokens} and --new ${args.new} need ${ids.length + newTokens} positions, past the model's maxPositions ${limit} (max_position_embeddings in ${args.model}/config.json): use at most --tokens ${limit - newTokens}`);
+}
+if (args.check) process.exit(0);
+const backend = await ready({ backend: args.backend });
+using model = await LlamaModel.create(checkpoint, { backend: backend.name });
+const c = model.config;
+console.log(`model: ${args.model} (${c.layers} layers, hidden ${c.hiddenSize}, ${c.queryHeads} q / ${c.kvHeads} kv heads x ${c.headDim}), matmul ${model.matmul.name}`);
+console.log(`backend: ${backend.description} (${backend.reason})`);
 const question = sample.prompt.slice(sample.prompt.lastIndexOf('\n') + 1);
 const depth = sample.prompt.indexOf(sample.answer.trim());
 console.log(`\nhaystack: ${ids.length} tokens of ${args.task} (sample ${args.sample}); the fact is ${(100 * depth / sample.prompt.length).toFixed(0)} % of the way in`);
@@ -55,7 +64,7 @@ const shared = await prefillOnce(model, ids, { backend: backend.name, maxTokens:
 const prefillS = (performance.now() - t0) / 1000;
 console.log(`prefill: ${ids.length} tokens in ${prefillS.toFixed(1)} s (${(ids.length / prefillS).toFixed(0)} tokens/s, exact attention)\n`);
 
-// 4. Each policy: the prefill, then greedy decoding; the answer is its first tokens.
+// 4. Each policy: the prefill, then greedy decoding (with progress: at 4096 new tokens it takes minutes); the answer is its first tokens.
 const mb = (bytes: number) => `${(bytes / 2 ** 20).toFixed(2)} MiB`;
 const rows: string[][] = [];
 for (const run of runs) {
@@ -63,10 +72,15 @@ for (const run of runs) {
   replayPrefill(cache, run.policy, shared);
   const out = [argmax(shared.logits)];
   const times: number[] = [];
+  // About 20 ticks whatever the length: on a pipe each tick is a line.
+  const steps = newTokens - 1;
+  const every = Math.max(1, Math.ceil(steps / 20));
+  const decodeBar = steps > 0 ? new Progress(`${run.policy} decode`, Math.ceil(steps / every)) : undefined;
   while (out.length < newTokens) {
     const s = performance.now();
     out.push(argmax(model.forward([out.at(-1)!], cache)));
     times.push(performance.now() - s);
+    if (times.length % every === 0 || times.length === steps) decodeBar?.tick();
   }
   const got = tokenizer.decode(out.slice(0, want.length));
   const right = got === sample.answer;

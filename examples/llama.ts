@@ -5,12 +5,14 @@
 // Run: npx tsx examples/llama.ts [--tokens 4096] [--new 32] [--layers 8] [--hidden 512] [--heads 8]
 //        [--kv-heads 2] [--head-dim 64] [--intermediate 1536] [--dtype bf16] [--chunk 512]
 //        [--backend auto | wasm | cuda] [--matmul wasm | device | js (default: device on cuda, else wasm)]
-// --backend cuda puts the caches and the projections (gemm) on the GPU.
-import { mkdtempSync } from 'node:fs';
+// --backend cuda puts the caches and the projections (gemm) on the GPU. The checkpoint goes to a
+// temporary folder once the flags and the backend are checked, and is removed as soon as it is
+// loaded (and on every way out before that: an error, Ctrl-C).
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { ByteTokenizer, fitCacheOptions, generate, LlamaModel, randomWeights, writeCheckpoint, type LlamaConfig } from '../packages/llama/src/index.js';
 import { FullKVCache, ready, ShadowKVCache, type DType, type KVCachePolicy } from '../packages/shadowkv/src/index.js';
-import { cli } from './cli.js';
+import { cli, refuse } from './cli.js';
 import { Progress } from './progress.js';
 
 const args = cli('examples/llama', 'a Llama model loop end to end on a random checkpoint it writes itself', {
@@ -29,6 +31,10 @@ const args = cli('examples/llama', 'a Llama model loop end to end on a random ch
 });
 const n = (key: 'tokens' | 'new' | 'layers' | 'hidden' | 'heads' | 'kv-heads' | 'head-dim' | 'intermediate' | 'chunk') => args[key];
 
+// What the checkpoint's config would refuse only once written and read back (47 MB at the defaults).
+if (n('heads') % n('kv-heads') !== 0) refuse('examples/llama', `--kv-heads ${n('kv-heads')} must divide --heads ${n('heads')}`);
+if (n('head-dim') % 2 !== 0) refuse('examples/llama', `--head-dim ${n('head-dim')} must be even (RoPE rotates pairs)`);
+
 // 1. A checkpoint in the Hugging Face layout (two shards, Llama-3 RoPE scaling), byte-level vocabulary.
 const config: LlamaConfig = {
   vocabSize: 256, hiddenSize: n('hidden'), intermediateSize: n('intermediate'), layers: n('layers'),
@@ -36,13 +42,22 @@ const config: LlamaConfig = {
   ropeScaling: { factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositions: 8192 },
   maxPositions: 131072, tieWordEmbeddings: false, attentionBias: false, mlpBias: false, eosTokenIds: [],
 };
-const dir = mkdtempSync(`${tmpdir()}/shadowkv-llama-`);
-await writeCheckpoint(dir, config, randomWeights(config, { dtype: args.dtype as DType, seed: 1 }), { shards: 2 });
+if (n('tokens') + n('new') > config.maxPositions) refuse('examples/llama', `--tokens ${n('tokens')} and --new ${n('new')} need ${n('tokens') + n('new')} positions, past the model's maxPositions ${config.maxPositions}`);
 // The caches and the model on one backend: 'auto' resolves once, here, to the best that starts.
 const backend = await ready({ backend: args.backend });
-const model = await LlamaModel.load(dir, { backend: backend.name, ...(args.matmul ? { matmul: args.matmul as 'wasm' | 'device' | 'js' } : {}) });
+const dir = mkdtempSync(`${tmpdir()}/shadowkv-llama-`);
+const removeCheckpoint = () => rmSync(dir, { recursive: true, force: true });
+process.once('exit', removeCheckpoint); // process.exit() and uncaught errors (cli.ts's handler exits)
+for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => process.exit(130));
+let model: LlamaModel;
+try {
+  await writeCheckpoint(dir, config, randomWeights(config, { dtype: args.dtype as DType, seed: 1 }), { shards: 2 });
+  model = await LlamaModel.load(dir, { backend: backend.name, ...(args.matmul ? { matmul: args.matmul as 'wasm' | 'device' | 'js' } : {}) });
+} finally {
+  removeCheckpoint(); // NOTE: every weight is in memory once loaded (loadCheckpoint reads each it keeps)
+}
 const params = (config.layers * (2 * config.hiddenSize * (config.queryHeads + config.kvHeads) * config.headDim + 3 * config.hiddenSize * config.intermediateSize) + 2 * config.vocabSize * config.hiddenSize) / 1e6;
-console.log(`model: ${dir} (${params.toFixed(1)}M parameters, ${args.dtype}; ${config.layers} layers, hidden ${config.hiddenSize}, ${config.queryHeads} q / ${config.kvHeads} kv heads x ${config.headDim}), matmul ${model.matmul.name}`);
+console.log(`model: random, written to and loaded from ${dir} (removed) (${params.toFixed(1)}M parameters, ${args.dtype}; ${config.layers} layers, hidden ${config.hiddenSize}, ${config.queryHeads} q / ${config.kvHeads} kv heads x ${config.headDim}), matmul ${model.matmul.name}`);
 console.log(`backend: ${backend.description} (${backend.reason})`);
 
 // 2. A prompt of the requested length and cache options fitted to this model and prompt.

@@ -3,6 +3,9 @@
 # with the wasm runtime on 127.0.0.1, and prints what the page computed. Needs `chromium` (apt).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+usage="bash scripts/browser-check.sh"
+. scripts/args.sh
+no_args "$@"
 command -v chromium >/dev/null || { echo "browser-check: install chromium first (apt-get install -y chromium)"; exit 2; }
 [ -f runtime/wasm/out/shadowkv-simd.wasm ] || bash runtime/wasm/build.sh --dev
 out="$(mktemp -d)"

@@ -9,14 +9,14 @@
 import { readFileSync } from 'node:fs';
 import { FullKVCache } from '../packages/shadowkv/src/index.js';
 import { argmax, LlamaModel } from '../packages/llama/src/index.js';
+import { cli } from '../examples/cli.js';
 
 interface ParityCase { prompt: number[]; tokens: number[]; logits: number[][] }
 
-const [dir, json] = process.argv.slice(2);
-if (!dir || !json) {
-  console.error('usage: npx tsx scripts/hfParity.ts <checkpoint dir> <parity json>');
-  process.exit(2);
-}
+const { dir, json } = cli('scripts/hfParity', "our model loop against transformers' greedy tokens and logits", {
+  dir: { kind: 'arg', doc: 'the checkpoint folder' },
+  json: { kind: 'arg', doc: 'the JSON scripts/gpu/hf_parity.py wrote' },
+});
 const hf = JSON.parse(readFileSync(json, 'utf8')) as { transformers: string; cases: ParityCase[] };
 using model = await LlamaModel.load(dir);
 let ok = true;

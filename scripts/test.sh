@@ -4,6 +4,9 @@
 # `N passed, N failed, N skipped` from vitest's JSON report. Exits with vitest's status.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+usage="bash scripts/test.sh   (the whole suite; for some files: npx vitest run <files>)"
+. scripts/args.sh
+no_args "$@"
 bash scripts/setup.sh --browser
 # The CUDA addon compiles wherever a CUDA compiler is (no GPU needed); its suites then say why
 # they cannot run here instead of saying it is not built.

@@ -7,44 +7,54 @@
 //   npx tsx bench/eval/recall.ts [--model models/skv-small] [--task kv_lookup] [--length 4096]
 //     [--samples 4] [--start 0] [--budget 0.015625] [--set chunkSize=4,...: options over the fit's] [--backend wasm]
 //     [--estimators <layer>: other chunk scorers compared on that layer's heads]
-import { parseArgs } from 'node:util';
 import { LlamaModel } from '../../packages/llama/src/index.js';
 import { createCache, ropeFrequencies, type DecodeInput, type DecodeOptions, type KVCachePolicy } from '../../packages/shadowkv/src/index.js';
 import { at } from '../../packages/shadowkv/src/backends/Device.js';
 import { svd } from '../../test/oracle/linalg.js';
 import { ropeVector } from '../../test/oracle/rope.js';
-import { encodeSample, intercept, policyRuns, prefillOnce, replayPrefill } from './evaluate.js';
-import { drawSample } from './tasks.js';
+import { cli, refuse } from '../../examples/cli.js';
+import { encodeSample, intercept, parseVariant, policyRuns, prefillOnce, replayPrefill } from './evaluate.js';
+import { drawSample, TASK_NAMES } from './tasks.js';
 
-const { values: a } = parseArgs({
-  options: {
-    model: { type: 'string', default: 'models/skv-small' }, task: { type: 'string', default: 'kv_lookup' },
-    length: { type: 'string', default: '4096' }, samples: { type: 'string', default: '4' }, start: { type: 'string', default: '0' },
-    budget: { type: 'string', default: '0.015625' }, estimators: { type: 'string' }, set: { type: 'string', default: '' }, backend: { type: 'string', default: 'wasm' },
-  },
+const a = cli('bench/eval/recall', "where ShadowKV's selection loses attention, per layer, against an oracle selection", {
+  model: { kind: 'string', default: 'models/skv-small', doc: 'a model folder' },
+  task: { kind: 'choice', default: 'kv_lookup', of: TASK_NAMES, doc: 'the prompts' },
+  length: { kind: 'int', default: 4096, min: 128, max: 1 << 20, doc: 'prompt tokens' },
+  samples: { kind: 'int', default: 4, min: 1, max: 100_000, doc: 'prompts' },
+  start: { kind: 'int', default: 0, min: 0, max: 2 ** 31 - 1, doc: 'the first sample' },
+  budget: { kind: 'number', default: 0.015625, min: 1e-4, max: 1, doc: 'the budget, a share of the context' },
+  estimators: { kind: 'int', min: 0, max: 1023, doc: "a layer whose heads compare other chunk scorers" },
+  set: { kind: 'string', default: '', doc: "options over the fit's, e.g. chunkSize=4,outlierChunks=8" },
+  backend: { kind: 'choice', default: 'wasm', of: ['wasm', 'cuda', 'auto'], doc: 'the caches and the projections' },
 });
-const model = await LlamaModel.load(a.model!, { backend: a.backend! });
+let overrides: Record<string, number> = {};
+try {
+  overrides = parseVariant(['shadowkv', ...a.set.split(',').filter(Boolean)].join(':')).overrides;
+} catch (err) {
+  refuse('bench/eval/recall', `--set ${a.set}: ${(err as Error).message.replace(/^.*?: '/, "'")}`);
+}
+const model = await LlamaModel.load(a.model, { backend: a.backend });
 const spec = model.spec;
 const { layers: L, queryHeads: Hq, kvHeads: Hkv, headDim: d } = spec;
 const g = Hq / Hkv;
 const scale = spec.scale ?? 1 / Math.sqrt(d);
 const invFreq = ropeFrequencies(d, spec.rope);
 const style = spec.rope.style ?? 'half';
-const overrides = Object.fromEntries(a.set!.split(',').filter(Boolean).map((kv) => kv.split('=')).map(([k, v]) => [k!, Number(v)]));
 
 interface LayerTally { steps: number; shadow: number; oracle: number; minShadow: number; topMissed: number }
 const tally = (): LayerTally[] => Array.from({ length: L }, () => ({ steps: 0, shadow: 0, oracle: 0, minShadow: 0, topMissed: 0 }));
 const all = { right: tally(), wrong: tally() };
 const estimatorShares: Record<string, number[]> = {};
-const estimatorLayer = a.estimators ? +a.estimators : -1;
+const estimatorLayer = a.estimators ?? -1;
+if (estimatorLayer >= L) refuse('bench/eval/recall', `--estimators ${estimatorLayer}: the model has layers 0-${L - 1}`);
 
-for (let index = +a.start!; index < +a.start! + +a.samples!; index++) {
-  const { ids, want } = encodeSample(drawSample(a.task!, +a.length!, index));
+for (let index = a.start; index < a.start + a.samples; index++) {
+  const { ids, want } = encodeSample(drawSample(a.task, a.length, index));
   const maxTokens = ids.length + want.length;
-  const run = policyRuns(model, ['shadowkv'], [+a.budget!], ids.length, want.length)[0]!;
+  const run = policyRuns(model, ['shadowkv'], [a.budget], ids.length, want.length)[0]!;
   const options = { ...run.options, ...overrides };
   const C = options.chunkSize as number;
-  const shared = await prefillOnce(model, ids, { backend: a.backend!, maxTokens, withQueries: estimatorLayer >= 0 });
+  const shared = await prefillOnce(model, ids, { backend: a.backend, maxTokens, withQueries: estimatorLayer >= 0 });
   // Every layer's keys per kv head, RoPE'd at their positions, float64: the prompt's, then each step's.
   const keys: Float64Array[][][] = Array.from({ length: L }, () => Array.from({ length: Hkv }, () => []));
   const rope = (x: ArrayLike<number>, off: number, pos: number) => ropeVector(Float64Array.from({ length: d }, (_, i) => x[off + i]!), pos, invFreq, style);
@@ -63,7 +73,7 @@ for (let index = +a.start!; index < +a.start! + +a.samples!; index++) {
     for (let j = 0; j < Hq; j++) for (let t = 0; t < T; t++) promptQueries[Math.floor(j / g)]!.push(rope(c.queries!.data as Float32Array, (j * T + t) * d, at0 + t));
     at0 += T;
   }
-  const cache = await createCache({ spec, policy: 'shadowkv', backend: a.backend!, maxTokens, options: options as never });
+  const cache = await createCache({ spec, policy: 'shadowkv', backend: a.backend, maxTokens, options: options as never });
   replayPrefill(cache, 'shadowkv', shared);
   const steps: { layer: number; shadow: number[]; oracle: number[]; topMissed: boolean }[][] = [];
   let current: (typeof steps)[number] = [];

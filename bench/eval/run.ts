@@ -60,16 +60,20 @@ export async function runEval(o: RunOptions): Promise<EvalReport> {
   const start = performance.now();
   const startedAt = Date.now(); // --minutes counts from here, model loading included
   const backend = o.backend ?? 'wasm';
+  const { model: _m, out, command, progress, resume, minutes, ...settings } = o;
+  // The resume file first: a missing one read as empty would rewrite the partial file with nothing.
+  const earlier = resume ? readPartial(resume) : [];
   using model = await loadModel(o.model, backend);
   const c = model.config;
+  // A prompt of `length` tokens holds its answer too (drawSample): past maxPositions the model never trained.
+  const over = settings.lengths.filter((l) => l > c.maxPositions);
+  if (over.length) throw new RangeError(`eval: lengths ${over.join(', ')} are past the model's maxPositions ${c.maxPositions} (max_position_embeddings in its config.json)`);
   const parameters = c.vocabSize * c.hiddenSize * (c.tieWordEmbeddings ? 1 : 2)
     + c.layers * (c.hiddenSize * c.headDim * 2 * (c.queryHeads + c.kvHeads) + 3 * c.hiddenSize * c.intermediateSize);
-  const { model: _m, out, command, progress, resume, minutes, ...settings } = o;
   mkdirSync(dirname(out), { recursive: true });
   // The partial file holds every finished prompt, the resumed ones first, so it can resume again;
   // it is rewritten even when resumed from itself, which drops a torn last line before lines are appended.
   const partial = `${out}.partial.jsonl`;
-  const earlier = resume ? readPartial(resume) : [];
   writeFileSync(partial, earlier.map((p) => `${JSON.stringify(p)}\n`).join(''));
   const timed: PromptDone[] = [];
   const bar = new Progress('eval', settings.tasks.length * settings.lengths.length * settings.samples, progress ?? process.stderr);
@@ -99,9 +103,9 @@ export async function runEval(o: RunOptions): Promise<EvalReport> {
   return report;
 }
 
-/** The prompts of a `.partial.jsonl`; a last line cut short by a killed run is left out. */
+/** The prompts of a `.partial.jsonl`; a last line cut short by a killed run is left out. A missing file is an error. */
 function readPartial(path: string): PromptDone[] {
-  if (!existsSync(path)) return [];
+  if (!existsSync(path)) throw new Error(`eval: resume: ${path}: no such file (it must be a <out>.partial.jsonl an earlier run wrote)`);
   const out: PromptDone[] = [];
   for (const line of readFileSync(path, 'utf8').split('\n')) {
     if (!line.trim()) continue;

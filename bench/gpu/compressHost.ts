@@ -4,13 +4,16 @@
 // stage marks) as medians over the rows after the first 10. On the GPU machine this time is spent
 // while the device waits between the stages' kernels (the host there runs JavaScript ~3x slower).
 //   node node_modules/tsx/dist/cli.mjs bench/gpu/compressHost.ts [--tokens 65536] [--rows 60]
-import { parseArgs } from 'node:util';
 import { createCache, type ShadowKVCache } from '../../packages/shadowkv/src/backend.js';
 import { compressStages } from '../../packages/shadowkv/src/policies/shadowkv/compress.js';
+import { cli } from '../../examples/cli.js';
 import { registerStubCuda } from './stubCuda.js';
 
-const { values: f } = parseArgs({ options: { tokens: { type: 'string', default: '65536' }, rows: { type: 'string', default: '60' } } });
-const [T, rows] = [Number(f.tokens), Number(f.rows)];
+const f = cli('bench/gpu/compressHost', 'the JavaScript share of compress() on the CUDA backend, over a stub addon', {
+  tokens: { kind: 'int', default: 65536, min: 64, max: 1 << 20, doc: 'tokens per row' },
+  rows: { kind: 'int', default: 60, min: 11, max: 4096, doc: 'rows compressed one by one (the medians skip the first 10)' },
+});
+const [T, rows] = [f.tokens, f.rows];
 const backend = registerStubCuda();
 
 const spec = { layers: 1, queryHeads: 32, kvHeads: 8, headDim: 128, rope: { theta: 500000 } };

@@ -5,20 +5,23 @@
 // One Llama-3-8B layer's heads; --policy shadowkv compresses a 4K-token prompt first (the stub's
 // ops write nothing, so its steps select nothing: the JavaScript is the sparse step's all the same).
 //   node node_modules/tsx/dist/cli.mjs bench/gpu/host.ts [--batches 1,4] [--steps 30000] [--policy full|shadowkv]
-import { parseArgs } from 'node:util';
 import { createCache } from '../../packages/shadowkv/src/backend.js';
+import { cli } from '../../examples/cli.js';
 import { registerStubCuda } from './stubCuda.js';
 
-const { values: f } = parseArgs({ options: { batches: { type: 'string', default: '1,4' }, steps: { type: 'string', default: '30000' }, policy: { type: 'string', default: 'full' } } });
+const f = cli('bench/gpu/host', "the JavaScript share of a CUDA decode step's host time, over a stub addon", {
+  batches: { kind: 'ints', default: [1, 4], min: 1, max: 4096, doc: 'rows' },
+  steps: { kind: 'int', default: 30000, min: 1, max: 1e8, doc: 'timed decode() calls' },
+  policy: { kind: 'choice', default: 'full', of: ['full', 'shadowkv'], doc: 'the cache' },
+});
 const policy = f.policy as 'full' | 'shadowkv';
-if (policy !== 'full' && policy !== 'shadowkv') throw new Error(`host: unknown policy ${f.policy} (known: full, shadowkv)`);
 const promptTokens = policy === 'full' ? 64 : 4096;
 
 const backend = registerStubCuda();
 
 const spec = { layers: 1, queryHeads: 32, kvHeads: 8, headDim: 128, rope: { theta: 500000 } };
-const steps = Number(f.steps);
-for (const batch of f.batches!.split(',').map(Number)) {
+const steps = f.steps;
+for (const batch of f.batches) {
   const cache = await createCache({ spec, batch, dtype: 'bf16', backend, policy, maxTokens: 2 * steps + 2 * promptTokens });
   const keys = { data: new Uint16Array(batch * 8 * promptTokens * 128), shape: [batch, 8, promptTokens, 128], dtype: 'bf16' as const };
   cache.prefill(0, { keys, values: keys });

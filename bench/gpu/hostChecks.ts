@@ -5,15 +5,19 @@
 // Then a decode step's three checks (f32 query, key and value of --batch rows), per step: the
 // host time every host-array decode() pays (28-30 us at 4 rows before 789e24e, on a 2-core build machine).
 //   node node_modules/tsx/dist/cli.mjs bench/gpu/hostChecks.ts [--tokens 131072] [--rounds 5] [--batch 4]
-import { parseArgs } from 'node:util';
 import { findAddon } from '../../packages/shadowkv-cuda/src/index.js';
 import { loadAddon } from '../../packages/shadowkv-cuda/src/loadAddon.js';
 import { DTYPE_CODE } from '../../packages/shadowkv-cuda/src/AddonTypes.js';
 import { f32ToBf16 } from '../../packages/shadowkv/src/dtype.js';
 import { valueLimit } from '../../packages/shadowkv/src/policies/validate.js';
+import { cli } from '../../examples/cli.js';
 
-const { values: f } = parseArgs({ options: { tokens: { type: 'string', default: '131072' }, rounds: { type: 'string', default: '5' }, batch: { type: 'string', default: '4' } } });
-const n = Number(f.tokens) * 8 * 128;
+const f = cli('bench/gpu/hostChecks', "the CUDA addon's value checks of host arrays (no GPU needed)", {
+  tokens: { kind: 'int', default: 131072, min: 1, max: 1 << 20, doc: 'prompt tokens (8 kv heads x 128)' },
+  rounds: { kind: 'int', default: 5, min: 1, max: 1000, doc: 'rounds (the median is printed)' },
+  batch: { kind: 'int', default: 4, min: 1, max: 4096, doc: "rows of a decode step's checks" },
+});
+const n = f.tokens * 8 * 128;
 const addon = loadAddon(findAddon());
 const bf16 = new Uint16Array(n);
 for (let i = 0; i < n; i++) bf16[i] = f32ToBf16(Math.sin(i) * 8);
@@ -26,7 +30,7 @@ const cases = [
 console.log(`checkFiniteHost over ${n} elements (${f.tokens} tokens x 8 kv heads x 128), median of ${f.rounds} rounds:`);
 for (const [what, data, dtype, limit] of cases) {
   const ms: number[] = [];
-  for (let r = 0; r < Number(f.rounds); r++) {
+  for (let r = 0; r < f.rounds; r++) {
     const t0 = performance.now();
     const at = addon.checkFiniteHost(data, dtype, limit);
     ms.push(performance.now() - t0);
@@ -36,11 +40,11 @@ for (const [what, data, dtype, limit] of cases) {
   console.log(`  ${what}: ${ms[Math.floor(ms.length / 2)]!.toFixed(2)} ms`);
 }
 
-const rows = Number(f.batch), calls = 20000;
+const rows = f.batch, calls = 20000;
 const query = new Float32Array(rows * 32 * 128).fill(0.5), kv = new Float32Array(rows * 8 * 128).fill(0.5);
 const limit = valueLimit('bf16', 'key');
 const perStep: number[] = [];
-for (let r = 0; r < Number(f.rounds); r++) {
+for (let r = 0; r < f.rounds; r++) {
   const t0 = performance.now();
   for (let i = 0; i < calls; i++) {
     addon.checkFiniteHost(query, DTYPE_CODE.f32, limit);

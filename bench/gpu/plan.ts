@@ -1,6 +1,7 @@
 // The GPU benchmark's flags, the card, and the plan both halves run (node and bench/gpu/sdpa.py):
 // which contexts and batches, and the largest batches at which a whole 32-layer model fits the card.
-import { parseArgs } from 'node:util';
+import { cli } from '../../examples/cli.js';
+import { resultsPath } from '../output.js';
 import { estimateMemory, LLAMA3_8B, type ShadowKVOptions } from '../../packages/shadowkv/src/index.js';
 import { WORKLOAD_DEFAULTS, type WorkloadOptions } from './workload.js';
 
@@ -39,52 +40,48 @@ export interface BenchArgs {
   maxBatchCap?: number;
   caseSeconds: number;
   budgetSeconds: number;
-  /** Print `USAGE` and stop. */
-  help: boolean;
 }
 
-const list = (s: string) => s.split(',').map((x) => x.trim()).filter(Boolean);
-const num = (name: string, s: string) => {
-  const v = Number(s);
-  if (!Number.isFinite(v)) throw new RangeError(`--${name}: expected a number, got '${s}'`);
-  return v;
-};
-
-/** The flags and their defaults: parseArgs's table, and what --help lists. */
-const OPTIONS = {
-  contexts: { type: 'string', default: '32768,65536,131072' }, batches: { type: 'string', default: '1,4,16,max' },
-  steps: { type: 'string', default: '50' }, warmup: { type: 'string', default: '10' }, 'warmup-s': { type: 'string', default: '0.25' },
-  'forced-steps': { type: 'string', default: '10' }, 'forced-rates': { type: 'string', default: '0,0.6,0.8' },
-  'hot-chunks': { type: 'string', default: '512,1024,2048' },
-  backend: { type: 'string', default: 'cuda' }, modes: { type: 'string', default: MODES.join(',') },
-  out: { type: 'string', default: 'bench/results' }, sdpa: { type: 'string' }, plan: { type: 'string' },
-  inputs: { type: 'string', default: 'host-arrays,device-tensors' }, drift: { type: 'string' }, seed: { type: 'string' },
-  'device-gib': { type: 'string' }, 'weights-gib': { type: 'string', default: '16' }, 'margin-gib': { type: 'string', default: '4' },
-  'max-batch-cap': { type: 'string' }, 'case-seconds': { type: 'string', default: '4' }, 'budget-s': { type: 'string', default: '360' },
-  help: { type: 'boolean' },
+/** The flags and their defaults (examples/cli.ts checks each; --help lists them). */
+const FLAGS = {
+  contexts: { kind: 'ints', default: [32768, 65536, 131072], min: 64, max: 1 << 22, doc: 'prompt tokens per case' },
+  batches: { kind: 'ints', default: [1, 4, 16, 'max'], min: 1, max: 1 << 16, words: ['max'], doc: 'rows per case (max: the largest whole-model batch)' },
+  steps: { kind: 'int', default: 50, min: 1, max: 1e6, doc: 'timed decode steps' },
+  warmup: { kind: 'int', default: 10, min: 0, max: 1e6, doc: 'warm-up steps' },
+  'warmup-s': { kind: 'number', default: 0.25, min: 0, max: 3600, doc: 'warm-up seconds of a decode case' },
+  'forced-steps': { kind: 'int', default: 10, min: 1, max: 1e6, doc: 'steps of mode forced' },
+  'forced-rates': { kind: 'numbers', default: [0, 0.6, 0.8], min: 0, max: 1, doc: 'forced hit rates' },
+  'hot-chunks': { kind: 'ints', default: [512, 1024, 2048], min: 0, max: 1 << 20, doc: 'hot-value cache sizes of mode hot' },
+  backend: { kind: 'string', default: 'cuda', doc: 'the backend timed' },
+  modes: { kind: 'choices', default: MODES, of: MODES, doc: 'what is timed' },
+  out: { kind: 'string', doc: 'a .json path, or a folder for gpu-<card>.json and .svg (default: bench/results for the documented grid, else the temp dir)' },
+  sdpa: { kind: 'string', doc: "sdpa.py's timings of the plan" },
+  plan: { kind: 'string', doc: 'write the plan here and stop' },
+  inputs: { kind: 'choices', default: ['host-arrays', 'device-tensors'], of: ['host-arrays', 'device-tensors'], doc: 'how decode steps are fed' },
+  drift: { kind: 'number', min: 0, max: 100, doc: `query drift per step (default ${WORKLOAD_DEFAULTS.drift})` },
+  seed: { kind: 'int', min: 0, max: 2 ** 31 - 1, doc: `workload seed (default ${WORKLOAD_DEFAULTS.seed})` },
+  'device-gib': { kind: 'number', min: 0.001, max: 1 << 20, doc: "the card's memory (default: as the device says)" },
+  'weights-gib': { kind: 'number', default: 16, min: 0, max: 1 << 20, doc: "the whole model's weights, beside the largest batch" },
+  'margin-gib': { kind: 'number', default: 4, min: 0, max: 1 << 20, doc: 'memory left free beside the largest batch' },
+  'max-batch-cap': { kind: 'int', min: 1, max: 1 << 20, doc: 'caps the largest batch (smoke runs)' },
+  'case-seconds': { kind: 'number', default: 4, min: 0, max: 1e6, doc: 'seconds per case' },
+  'budget-s': { kind: 'number', default: 360, min: 0, max: 1e7, doc: 'seconds for the whole run' },
 } as const;
 
-/** What --help prints: every flag with its default. */
-export const USAGE = `usage: npx tsx bench/gpu/run.ts [flags]   (what they mean: bench/README.md)\n${Object.entries(OPTIONS)
-  .map(([name, o]) => `  --${name}${'default' in o ? ` ${o.default}` : o.type === 'string' ? ' <value>' : ''}`).join('\n')}`;
-
-export function parseBenchArgs(argv: string[]): BenchArgs {
-  const { values: f } = parseArgs({ args: argv, options: OPTIONS });
-  const modes = list(f.modes!);
-  const bad = modes.filter((m) => !(MODES as readonly string[]).includes(m));
-  if (bad.length) throw new RangeError(`--modes: unknown ${bad.join(', ')}; known: ${MODES.join(', ')}`);
+/** The benchmark's flags (of `process.argv` without `argv`); a bad one is refused in one line (exit 2). */
+export function parseBenchArgs(argv?: string[]): BenchArgs {
+  const f = cli('bench/gpu/run', 'the GPU benchmark: ShadowKV decode steps, prefill compression and largest batch (bench/README.md)', FLAGS, argv);
+  // Every flag but the paths is part of the grid: any of them away from its default is a trial (bench/output.ts).
+  const grid = Object.fromEntries(Object.entries(FLAGS).filter(([k]) => !['out', 'sdpa', 'plan'].includes(k)).map(([k, flag]) => [k, [f[k as keyof typeof f], 'default' in flag ? flag.default : undefined] as const]));
+  const out = f.plan !== undefined ? f.out ?? 'bench/results' : resultsPath('bench/gpu/run', f.out, 'bench/results', grid);
   return {
-    contexts: list(f.contexts!).map((s) => num('contexts', s)),
-    batches: list(f.batches!).map((s) => (s === 'max' ? 'max' : num('batches', s))),
-    steps: num('steps', f.steps!), warmup: num('warmup', f.warmup!), warmupSeconds: num('warmup-s', f['warmup-s']!),
-    forcedSteps: num('forced-steps', f['forced-steps']!), forcedRates: list(f['forced-rates']!).map((s) => num('forced-rates', s)),
-    hotChunks: list(f['hot-chunks']!).map((s) => num('hot-chunks', s)),
-    backend: f.backend!, modes: modes as Mode[], out: f.out!, sdpa: f.sdpa, plan: f.plan, inputs: f.inputs!,
-    workload: { ...WORKLOAD_DEFAULTS, ...(f.drift ? { drift: num('drift', f.drift) } : {}), ...(f.seed ? { seed: num('seed', f.seed) } : {}) },
-    deviceGib: f['device-gib'] === undefined ? undefined : num('device-gib', f['device-gib']),
-    weightsGib: num('weights-gib', f['weights-gib']!), marginGib: num('margin-gib', f['margin-gib']!),
-    maxBatchCap: f['max-batch-cap'] === undefined ? undefined : num('max-batch-cap', f['max-batch-cap']),
-    caseSeconds: num('case-seconds', f['case-seconds']!), budgetSeconds: num('budget-s', f['budget-s']!), help: f.help ?? false,
+    contexts: f.contexts, batches: f.batches as (number | 'max')[],
+    steps: f.steps, warmup: f.warmup, warmupSeconds: f['warmup-s'],
+    forcedSteps: f['forced-steps'], forcedRates: f['forced-rates'], hotChunks: f['hot-chunks'],
+    backend: f.backend, modes: f.modes as Mode[], out, sdpa: f.sdpa, plan: f.plan, inputs: f.inputs.join(','),
+    workload: { ...WORKLOAD_DEFAULTS, ...(f.drift !== undefined ? { drift: f.drift } : {}), ...(f.seed !== undefined ? { seed: f.seed } : {}) },
+    deviceGib: f['device-gib'], weightsGib: f['weights-gib'], marginGib: f['margin-gib'], maxBatchCap: f['max-batch-cap'],
+    caseSeconds: f['case-seconds'], budgetSeconds: f['budget-s'],
   };
 }
 

@@ -3,6 +3,7 @@
 //   npx tsx bench/gpu/plot.ts bench/results/gpu-h200.json [out.svg]
 import { readFileSync, writeFileSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
+import { cli } from '../../examples/cli.js';
 import type { CaseResult, Report } from './report.js';
 
 const W = 960, H = 500;
@@ -77,11 +78,10 @@ export function plotSvg(r: Report): string {
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  const [json, svg] = process.argv.slice(2);
-  if (!json) {
-    console.error('usage: npx tsx bench/gpu/plot.ts <gpu.json> [out.svg]');
-    process.exit(2);
-  }
+  const { json, svg } = cli('bench/gpu/plot', "redraws the GPU benchmark's plot from its JSON", {
+    json: { kind: 'arg', doc: 'a gpu-<card>.json' },
+    svg: { kind: 'arg', optional: true, doc: 'the SVG to write (default: the JSON path with .svg)' },
+  });
   const out = svg ?? json.replace(/\.json$/, '') + '.svg';
   writeFileSync(out, plotSvg(JSON.parse(readFileSync(json, 'utf8')) as Report));
   console.log(`wrote ${out}`);

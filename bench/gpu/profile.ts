@@ -18,7 +18,7 @@
 // On the GPU machine: bash scripts/gpu/bench.sh runs run.ts; this one runs the same way after
 // `. scripts/gpu/env.sh` (SHADOWKV_CUDA_SYNC=0, or every op waits).
 import { writeFileSync } from 'node:fs';
-import { parseArgs } from 'node:util';
+import { cli, refuse } from '../../examples/cli.js';
 import { buildCache, QUEUED_WARMUP, summary, timeQueued } from './measure.js';
 import { registerBenchBackend } from './device.js';
 import { SPEC } from './plan.js';
@@ -26,12 +26,14 @@ import { DriftingQueries, PromptSource, WORKLOAD_DEFAULTS } from './workload.js'
 import { resolveBackend } from '../../packages/shadowkv/src/backend.js';
 import type { CudaDevice } from '../../packages/shadowkv-cuda/src/CudaDevice.js';
 
-const { values: f } = parseArgs({
-  options: {
-    context: { type: 'string', default: '131072' }, batches: { type: 'string', default: '1,4' }, steps: { type: 'string', default: '50' },
-    variants: { type: 'string', default: 'plain' }, policy: { type: 'string', default: 'shadowkv' }, out: { type: 'string' },
-    pipeline: { type: 'string' },
-  },
+const f = cli('bench/gpu/profile', 'where the time of a fused CUDA decode step goes, stage by stage', {
+  context: { kind: 'int', default: 131072, min: 64, max: 1 << 20, doc: 'prompt tokens' },
+  batches: { kind: 'ints', default: [1, 4], min: 1, max: 4096, doc: 'rows' },
+  steps: { kind: 'int', default: 50, min: 1, max: 1e6, doc: 'steps per measure' },
+  variants: { kind: 'string', default: 'plain', doc: 'cache options, comma-separated: plain, fp8, hot<N>, joined by +' },
+  policy: { kind: 'choice', default: 'shadowkv', of: ['shadowkv', 'full'], doc: 'the policy profiled' },
+  out: { kind: 'string', doc: 'a JSON of the results' },
+  pipeline: { kind: 'string', doc: 'queued-step settings, comma-separated: groups, w (whole fetch), x<blocks>, e.g. 0,1w,4x264' },
 });
 
 /** A variant's cache options (`plain`, `fp8`, `hot<N>`, joined by `+`). */
@@ -70,10 +72,23 @@ function hostCalls(device: CudaDevice, work: () => void, n: number): { decode: n
   }
   return { decode: ((performance.now() - t) * 1000) / n, calls };
 }
-const S = Number(f.context), steps = Number(f.steps);
+const S = f.context, steps = f.steps;
 const policy = f.policy as 'shadowkv' | 'full';
-if (policy !== 'shadowkv' && policy !== 'full') throw new Error(`profile: unknown policy ${f.policy} (known: shadowkv, full)`);
-if (policy === 'full' && f.variants !== 'plain') throw new Error('profile: --policy full takes only the plain variant');
+if (policy === 'full' && f.variants !== 'plain') refuse('bench/gpu/profile', '--policy full takes only --variants plain');
+const variants = f.variants.split(',');
+for (const v of variants) {
+  try {
+    variantOptions(v);
+  } catch (err) {
+    refuse('bench/gpu/profile', `--variants: ${(err as Error).message.replace(/^profile: /, '')}`);
+  }
+}
+// Each setting of --pipeline, checked before any work.
+const settings = (f.pipeline ?? '').split(',').filter(Boolean).map((setting) => {
+  const m = /^(\d+)(w?)(?:x(\d+))?$/.exec(setting);
+  if (!m) refuse('bench/gpu/profile', `--pipeline: bad setting '${setting}' (e.g. 0, 1w, 4x264)`);
+  return { setting, groups: Number(m[1]), whole: m[2] === 'w', grid: m[3] };
+});
 const t0 = performance.now();
 const log = (line: string) => console.log(`[${((performance.now() - t0) / 1000).toFixed(1).padStart(6)} s] ${line}`);
 const backendName = registerBenchBackend('cuda');
@@ -83,7 +98,7 @@ const source = new PromptSource(SPEC, S, WORKLOAD_DEFAULTS, scratch);
 scratch.dispose();
 const prompt = source.prompt(S);
 const results = [];
-for (const B of f.batches!.split(',').map(Number)) for (const variant of f.variants!.split(',')) {
+for (const B of f.batches) for (const variant of variants) {
   const built = await buildCache(policy, backendName, B, prompt, log, variantOptions(variant));
   const device = built.device as unknown as CudaDevice;
   const queries = new DriftingQueries(source, B, S, WORKLOAD_DEFAULTS.seed + B);
@@ -126,11 +141,6 @@ for (const B of f.batches!.split(',').map(Number)) for (const variant of f.varia
   // The same cache's queued steps at each setting of the pipeline: the device's step_groups field
   // (which it reads from the environment when made) and the addon's per-step settings.
   const pipeline: Record<string, number[]> = {};
-  const settings = (f.pipeline ?? '').split(',').filter(Boolean).map((setting) => {
-    const m = /^(\d+)(w?)(?:x(\d+))?$/.exec(setting);
-    if (!m) throw new Error(`profile: bad --pipeline setting ${setting} (e.g. 0, 1w, 4x264)`);
-    return { setting, groups: Number(m[1]), whole: m[2] === 'w', grid: m[3] };
-  });
   const setEnv = (name: string, value: string | undefined) => (value === undefined ? delete process.env[name] : (process.env[name] = value));
   for (let round = 0; round < 2 && settings.length; round++) for (const { setting, groups, whole, grid } of settings) {
     (device as unknown as { stepGroups: number }).stepGroups = groups;

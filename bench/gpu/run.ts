@@ -4,6 +4,8 @@
 //   npx tsx bench/gpu/run.ts [--contexts 32768,65536,131072] [--batches 1,4,16,max] [--steps 50]
 //     [--warmup 10] [--backend cuda] [--modes decode,full,forced,hot,fp8,largest,prefill] [--out <json or dir>]
 //     [--sdpa sdpa.json] [--plan plan.json]   (--help lists every flag; what they mean: bench/README.md)
+// Without --out, the documented grid (every flag but --sdpa and --plan at its default) writes bench/results/
+// and any other, a trial, <tmpdir>/shadowkv/results/ (bench/output.ts).
 // On the GPU machine: bash scripts/gpu/bench.sh, which runs this with --plan, then bench/gpu/sdpa.py
 // (dense PyTorch timings of the same plan), then this again with --sdpa.
 import { execFileSync } from 'node:child_process';
@@ -17,7 +19,7 @@ import { registerBenchBackend } from './device.js';
 import {
   buildCache, INPUT_MODES, maxAbs, outputError, stepOutputs, summary, timeDecode, timeForced, type Built, type DecodeTiming, type OutputError,
 } from './measure.js';
-import { cardSlug, makePlan, parseBenchArgs, SHADOWKV, SPEC, USAGE, type Card } from './plan.js';
+import { cardSlug, makePlan, parseBenchArgs, SHADOWKV, SPEC, type Card } from './plan.js';
 import { plotSvg } from './plot.js';
 import { computeTargets, targetLines, type CaseResult, type Report, type SdpaReport } from './report.js';
 import { DriftingQueries, PromptSource } from './workload.js';
@@ -25,11 +27,7 @@ import { DriftingQueries, PromptSource } from './workload.js';
 // ------------------------------------------------------------------------------------------------
 // Arguments, backend, card, plan
 
-const args = parseBenchArgs(process.argv.slice(2));
-if (args.help) {
-  console.log(USAGE);
-  process.exit(0);
-}
+const args = parseBenchArgs();
 const t0 = performance.now();
 const elapsed = () => (performance.now() - t0) / 1000;
 const log = (line: string) => console.log(`[${elapsed().toFixed(1).padStart(6)} s] ${line}`);

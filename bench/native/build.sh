@@ -5,6 +5,9 @@
 # Usage: bash bench/native/build.sh && bench/native/out/bench_ops && bench/native/out/low_rank_host
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+usage="bash bench/native/build.sh"
+. "$HERE/../../scripts/args.sh"
+no_args "$@"
 mapfile -t SOURCES < <(bash "$HERE/../../runtime/wasm/build.sh" --sources)  # the wasm build's one list
 mkdir -p "$HERE/out"
 FLAGS=(

@@ -5,6 +5,13 @@
 #        bash runtime/wasm/build.sh --sources prints the source list (the native bench uses it).
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+usage="bash runtime/wasm/build.sh [--dev | --sources]"
+. "$HERE/../../scripts/args.sh"
+[ $# -le 1 ] || usage_error "takes one argument at most, got '$*'"
+case "${1:-}" in
+  ""|--dev|--sources) ;;
+  *) unknown_arg "$1" ;;
+esac
 
 # The one source list: every op, one file each (ops_test.cc is native-only and not listed).
 SOURCES=(memory.cc convert.cc convert_rows.cc gemm.cc rope.cc low_rank_keys.cc landmarks.cc keep_landmarks.cc pre_rope_keys.cc

@@ -13,14 +13,16 @@
 # profile's queued step for 1-5 us changes, the benchmark's own measure before a change is kept.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+usage="bash scripts/gpu/ab.sh [--rounds 2] [--addons packed,NAME...] [--run] -- <the tool's arguments>"
+. scripts/args.sh
 rounds=2 addons="" tool=bench/gpu/profile.ts lines="step .* queued|stages \(us\), queued|queued, pipeline"
 while [ $# -gt 0 ]; do
   case "$1" in
-    --rounds) rounds=$2; shift 2 ;;
-    --addons) addons=$2; shift 2 ;;
+    --rounds) need_count "$@"; rounds=$2; shift 2 ;;
+    --addons) need_value "$@"; addons=$2; shift 2 ;;
     --run) tool=bench/gpu/run.ts lines="  decode( \(device-tensors\))?: "; shift ;;
     --) shift; break ;;
-    *) echo "ab: unknown argument $1 (known: --rounds, --addons, --run, then -- and the tool's)" >&2; exit 2 ;;
+    *) unknown_arg "$1" ;;
   esac
 done
 export SHADOWKV_CUDA_SYNC=0

@@ -12,8 +12,8 @@
 # SDPA_ARGS goes to sdpa.py (e.g. SDPA_ARGS=--no-eigh). $OUT gets three files: gpu-<card>.json, .svg
 # and gpu.log (the device tool brings back at most eight from $OUT: a run that left its plan and
 # SDPA files there too lost its JSON beside a caller's logs); the plan, sdpa.json and their logs stay
-# in /tmp/skv-bench-gpu/ (sdpa.json's figures are in gpu-<card>.json). Without $OUT the results go to
-# bench/results/.
+# in /tmp/skv-bench-gpu/ (sdpa.json's figures are in gpu-<card>.json). Without $OUT run.ts chooses:
+# bench/results/ for the documented grid (no arguments), the temp dir for any other (a trial).
 # Usage: bash scripts/gpu/bench.sh [run.ts args...]
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
@@ -29,9 +29,9 @@ if [ -f .gpu/node.xz ]; then
 else
   echo "bench: no .gpu/ here: using this machine's node and the addon shadowkv-cuda finds (scripts/build-cuda.sh)"
 fi
-out="${OUT:-bench/results}"
+out="${OUT:-}"
 work=/tmp/skv-bench-gpu
-mkdir -p "$out" "$work"
+mkdir -p ${out:+"$out"} "$work"
 export BENCH_COMMAND="bash scripts/gpu/bench.sh${*:+ $*}"
 if command -v nvidia-smi >/dev/null; then nvidia-smi -L || true; else echo "bench: no nvidia-smi on this machine"; fi
 echo "node $(node --version), addon ${SHADOWKV_CUDA_ADDON:-(found by shadowkv-cuda)}, SHADOWKV_CUDA_SYNC=$SHADOWKV_CUDA_SYNC, commit ${BENCH_COMMIT:-unknown}"
@@ -48,7 +48,7 @@ python3 bench/gpu/sdpa.py "$work/plan.json" "$work/sdpa.json" ${SDPA_ARGS:-} 2>&
 echo "bench: sdpa.py took ${SECONDS} s"
 
 SECONDS=0
-log="${OUT:+$out/gpu.log}"
+log="${out:+$out/gpu.log}"
 # The card's clocks beside the timed cases (bench/gpu/clocks.py), sampled by nvidia-smi on its own.
 sampler=""
 if command -v nvidia-smi >/dev/null; then
@@ -56,8 +56,8 @@ if command -v nvidia-smi >/dev/null; then
   sampler=$!
 fi
 start=$(date +%s.%N)
-"${tsx[@]}" bench/gpu/run.ts --sdpa "$work/sdpa.json" --out "$out" "$@" 2>&1 | tee "${log:-$work/gpu.log}"
-echo "bench: run.ts took ${SECONDS} s; results in $out"
+"${tsx[@]}" bench/gpu/run.ts --sdpa "$work/sdpa.json" ${out:+--out "$out"} "$@" 2>&1 | tee "${log:-$work/gpu.log}"
+echo "bench: run.ts took ${SECONDS} s; results where its last lines say"
 if [ -n "$sampler" ]; then
   kill "$sampler" 2>/dev/null || true
   wait "$sampler" 2>/dev/null || true

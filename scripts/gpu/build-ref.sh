@@ -9,7 +9,12 @@
 # NOTE: the worktree's files are new each time, so every build compiles everything (~45 s on 2 cores).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
-ref=${1:?usage: bash scripts/gpu/build-ref.sh REF [NAME]}
+usage="bash scripts/gpu/build-ref.sh REF [NAME]"
+. scripts/args.sh
+[ $# -ge 1 ] || usage_error "REF is missing"
+[ $# -le 2 ] || usage_error "takes REF and NAME at most, got '$*'"
+[[ "$1" != -* ]] || unknown_arg "$1"
+ref=$1
 name=${2:-$ref}
 [[ "$name" =~ ^[A-Za-z0-9_-]+$ ]] || { echo "build-ref: NAME must be letters, digits, - or _ (got '$name'); pass one" >&2; exit 2; }
 git rev-parse --verify -q "$ref^{commit}" >/dev/null || { echo "build-ref: $ref is not a commit here" >&2; exit 2; }

@@ -10,6 +10,9 @@
 # Usage: bash scripts/gpu/check.sh
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+usage="bash scripts/gpu/check.sh"
+. scripts/args.sh
+no_args "$@"
 export OUT="${OUT:-/tmp/skv-check}"
 out="$OUT"
 mkdir -p "$out"

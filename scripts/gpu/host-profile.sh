@@ -7,12 +7,14 @@
 # Writes $OUT/host-<batch>.cpuprofile (or /tmp) and prints the table.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+usage="bash scripts/gpu/host-profile.sh [--batch 4] [--steps 400]"
+. scripts/args.sh
 batch=4 steps=400
 while [ $# -gt 0 ]; do
   case "$1" in
-    --batch) batch=$2; shift 2 ;;
-    --steps) steps=$2; shift 2 ;;
-    *) echo "host-profile: unknown argument $1 (known: --batch, --steps)" >&2; exit 2 ;;
+    --batch) need_count "$@"; batch=$2; shift 2 ;;
+    --steps) need_count "$@"; steps=$2; shift 2 ;;
+    *) unknown_arg "$1" ;;
   esac
 done
 export SHADOWKV_CUDA_SYNC=0

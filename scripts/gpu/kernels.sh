@@ -7,14 +7,16 @@
 # $OUT/kernels-<context>x<batch>.csv when $OUT is set.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+usage="bash scripts/gpu/kernels.sh [--context 131072] [--batch 4] [--steps 6] [--variant plain|fp8|hot2048|fp8+hot2048]"
+. scripts/args.sh
 context=131072 batch=4 steps=6 variant=plain
 while [ $# -gt 0 ]; do
   case "$1" in
-    --context) context=$2; shift 2 ;;
-    --batch) batch=$2; shift 2 ;;
-    --steps) steps=$2; shift 2 ;;
-    --variant) variant=$2; shift 2 ;;
-    *) echo "kernels: unknown argument $1 (known: --context, --batch, --steps, --variant)" >&2; exit 2 ;;
+    --context) need_count "$@"; context=$2; shift 2 ;;
+    --batch) need_count "$@"; batch=$2; shift 2 ;;
+    --steps) need_count "$@"; steps=$2; shift 2 ;;
+    --variant) need_value "$@"; variant=$2; shift 2 ;;
+    *) unknown_arg "$1" ;;
   esac
 done
 export SHADOWKV_CUDA_SYNC=0

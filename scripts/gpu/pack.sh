@@ -11,6 +11,8 @@
 # Usage: bash scripts/gpu/pack.sh [--no-build] [--slim] [--also NAME=PATH ...]
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+usage="bash scripts/gpu/pack.sh [--no-build] [--slim] [--also NAME=PATH ...]"
+. scripts/args.sh
 build=1 slim=0
 also=()
 while [ $# -gt 0 ]; do
@@ -18,9 +20,10 @@ while [ $# -gt 0 ]; do
     --no-build) build=0 ;;
     --slim) slim=1 ;;
     --also)
-      [[ "${2:-}" =~ ^[A-Za-z0-9_-]+=.+ ]] && [ -f "${2#*=}" ] || { echo "pack: --also needs NAME=PATH of a built addon, got '${2:-}'" >&2; exit 2; }
+      need_value "$@"
+      [[ "$2" =~ ^[A-Za-z0-9_-]+=.+ ]] && [ -f "${2#*=}" ] || usage_error "--also needs NAME=PATH of a built addon, got '$2'"
       also+=("$2"); shift ;;
-    *) echo "pack: unknown argument $1 (known: --no-build, --slim, --also NAME=PATH)" >&2; exit 2 ;;
+    *) unknown_arg "$1" ;;
   esac
   shift
 done

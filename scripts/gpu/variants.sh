@@ -9,6 +9,12 @@
 # Usage: bash scripts/gpu/variants.sh [--no-ncu]
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+usage="bash scripts/gpu/variants.sh [--no-ncu]"
+. scripts/args.sh
+case "$*" in
+  ""|--no-ncu) ;;
+  *) usage_error "unknown arguments '$*'" ;;
+esac
 out="${OUT:-/tmp/skv-variants}"
 mkdir -p "$out"
 bin() {

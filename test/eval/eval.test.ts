@@ -75,6 +75,18 @@ it('an evaluation cut short by --minutes goes on from its .partial.jsonl (--resu
   expect(selfLines.map((l) => JSON.parse(l).index)).toHaveLength(4);
 }, 120_000);
 
+it('runEval: a resume file that does not exist and a length past maxPositions are refused before the partial file is touched', async () => {
+  const dir = mkdtempSync(`${tmpdir()}/skv-eval-refused-`);
+  const sink = { write: () => true, isTTY: false } as unknown as NodeJS.WriteStream;
+  const progress = '{"task":"passkey","length":300,"index":0,"answers":[]}\n';
+  writeFileSync(`${dir}/e.partial.jsonl`, progress);
+  const grid = { model: 'random', out: `${dir}/e`, lengths: [300], budgets: [0.05], tasks: ['passkey'], samples: 1, policies: ['full'], progress: sink };
+  // NOTE: it used to read a missing file as no prompts and rewrite the run's partial file empty.
+  await expect(runEval({ ...grid, resume: `${dir}/typo.partial.jsonl` })).rejects.toThrow(`${dir}/typo.partial.jsonl: no such file`);
+  await expect(runEval({ ...grid, lengths: [300, 70000] })).rejects.toThrow("lengths 70000 are past the model's maxPositions 65536");
+  expect(readFileSync(`${dir}/e.partial.jsonl`, 'utf8')).toBe(progress);
+});
+
 it('output agreement: exact attention against itself agrees to 1, and the reference is cropped back to the prompt for the next policy', async () => {
   const files = checkpointFiles(RANDOM_CONFIG, randomWeights(RANDOM_CONFIG, { seed: 2 }));
   using model = await LlamaModel.create(readCheckpoint((name) => files.get(name)), { backend: 'wasm' });

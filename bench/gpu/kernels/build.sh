@@ -6,6 +6,9 @@
 # files whose internals it calls, so those are not listed again.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../../.."
+usage="bash bench/gpu/kernels/build.sh"
+. scripts/args.sh
+no_args "$@"
 command -v nvcc >/dev/null || export PATH="/usr/local/cuda/bin:$PATH"
 mkdir -p bench/gpu/kernels/build
 nvcc -std=c++17 -O3 -arch=sm_90 --expt-relaxed-constexpr -lineinfo -Xcompiler -Wall -cudart static \

@@ -9,6 +9,13 @@ export { DTYPE_CODE, ROPE_STYLE_CODE, STATUS } from '../../shadowkv/src/backends
 export const CUDA_NO_DEVICE = { insufficientDriver: 35, noDevice: 100, noKernelImage: 209 } as const;
 /** cudaErrorMemoryAllocation: becomes an OutOfMemoryError. */
 export const CUDA_OUT_OF_MEMORY = 2;
+/**
+ * CUDA errors that are sticky (a fault inside a kernel, an uncorrectable ECC error): every later call
+ * of the process fails too. ECC uncorrectable 214, illegal address 700, launch timeout 702, device-side
+ * assert 710, hardware stack 714, illegal instruction 715, misaligned address 716, invalid address space
+ * 717, invalid PC 718, launch failure 719.
+ */
+export const CUDA_STICKY = new Set([214, 700, 702, 710, 714, 715, 716, 717, 718, 719]);
 /** Bytes of an `SkvStep` and of one `SkvStepRow` (kernels/launchers.h), the record of `decodeLayer`. */
 export const STEP_BYTES = 112;
 export const ROW_BYTES = 176;

@@ -33,7 +33,8 @@ import { ShapeError } from '../../shadowkv/src/errors/ShapeError.js';
 import type { RopeStyle } from '../../shadowkv/src/spec.js';
 import type { DType } from '../../shadowkv/src/tensor.js';
 import type { LayerStep, StepRow } from '../../shadowkv/src/backends/LayerStep.js';
-import { CUDA_MEMORY_TYPE, CUDA_OUT_OF_MEMORY, DTYPE_CODE, ROPE_STYLE_CODE, ROW_BYTES, SEGMENT_WORDS, STATUS, STEP_BYTES, type AddonError, type CudaAddon } from './AddonTypes.js';
+import { CUDA_MEMORY_TYPE, DTYPE_CODE, ROPE_STYLE_CODE, ROW_BYTES, SEGMENT_WORDS, STATUS, STEP_BYTES, type CudaAddon } from './AddonTypes.js';
+import { typedFailures } from './typedFailures.js';
 
 
 const TWO_32 = 2 ** 32;
@@ -84,7 +85,7 @@ export class CudaDevice implements Device {
    *   `hostMemory`); the creation preflight checks against it, and against the memory the OS has available.
    */
   constructor(addon: CudaAddon, readonly ordinal: number, private readonly hostMemory?: number) {
-    this.addon = addon;
+    this.addon = typedFailures(addon);
   }
 
   /** Every CudaDevice of the process on this GPU reads the others' buffers (one CUDA context). */
@@ -95,18 +96,6 @@ export class CudaDevice implements Device {
   private get x(): CudaAddon {
     if (!this.addon) throw new DisposedError('cuda device: the device was disposed');
     return this.addon;
-  }
-
-  /** Runs an addon call; CUDA's out-of-memory becomes an OutOfMemoryError naming the op. */
-  private op<T>(name: string, call: () => T): T {
-    try {
-      return call();
-    } catch (err) {
-      if ((err as AddonError).cudaCode === CUDA_OUT_OF_MEMORY) {
-        throw new OutOfMemoryError(`${name}: CUDA is out of memory (${(err as Error).message}); use a smaller batch or context`);
-      }
-      throw err;
-    }
   }
 
   /** Byte address of a view. */
@@ -123,7 +112,13 @@ export class CudaDevice implements Device {
 
   alloc<T extends BufferDType>(length: number, dtype: T, tag: string, tier: Tier = 'device'): DeviceBuffer {
     const bytes = Math.max(length, 1) * bufferBytes(`CudaDevice.alloc (${tag})`, dtype);
-    const ptr = this.op(`alloc (${tag}, ${bytes} bytes, ${tier} tier)`, () => (tier === 'host' ? this.x.hostAlloc(bytes) : this.x.malloc(bytes)));
+    let ptr: number;
+    try {
+      ptr = tier === 'host' ? this.x.hostAlloc(bytes) : this.x.malloc(bytes);
+    } catch (err) {
+      if (err instanceof OutOfMemoryError) throw new OutOfMemoryError(`alloc (${tag}, ${bytes} bytes, ${tier} tier): ${err.message}`);
+      throw err;
+    }
     const buf = { ptr, length, dtype, tag, tier };
     this.live.set(ptr, buf);
     this.ledger.count(buf, 1);
@@ -148,7 +143,7 @@ export class CudaDevice implements Device {
       // NOTE: no BigInt a page (a 128K row's store has 512: ~0.2 ms of JavaScript with them).
       const words = new Uint32Array(2 * bufs.length);
       for (let i = 0; i < bufs.length; i++) putAddress(words, i, bufs[i]!.ptr);
-      if (bufs.length) this.op('pointerTable', () => this.x.write(table.ptr, words));
+      if (bufs.length) this.x.write(table.ptr, words);
     } catch (err) {
       this.free(table);
       throw err;
@@ -159,7 +154,7 @@ export class CudaDevice implements Device {
   /** Uploads 32-bit words (indices, segment records) into a named scratch buffer; returns its address. */
   private stage(name: string, data: Int32Array | Uint32Array): number {
     const buf = this.scratch(name, data.length, 'i32');
-    if (data.length) this.op(`write (${name})`, () => this.x.write(buf.ptr, data));
+    if (data.length) this.x.write(buf.ptr, data);
     return buf.ptr;
   }
 
@@ -167,7 +162,7 @@ export class CudaDevice implements Device {
     const bytes = BUFFER_BYTES[dst.buf.dtype];
     this.within('write', `${data.byteLength} bytes`, dst, Math.ceil(data.byteLength / bytes));
     // NOTE: small writes go through the pinned staging ring, which may grow (an OutOfMemoryError then).
-    if (data.byteLength) this.op('write', () => this.x.write(this.addr(dst), data));
+    if (data.byteLength) this.x.write(this.addr(dst), data);
   }
 
   read<T extends BufferDType>(src: View & { buf: { dtype: T } }, length: number, into?: HostArray<T>): HostArray<T> {
@@ -181,7 +176,7 @@ export class CudaDevice implements Device {
   copy(dst: View, src: View, length: number): void {
     this.within('copy', 'the source', src, length);
     this.within('copy', 'the destination', dst, length);
-    this.op('copy', () => this.x.copy(this.addr(dst), this.addr(src), length * BUFFER_BYTES[src.buf.dtype]));
+    this.x.copy(this.addr(dst), this.addr(src), length * BUFFER_BYTES[src.buf.dtype]);
   }
 
   copyAlongside(copies: readonly { dst: View; src: View; length: number }[]): () => void {
@@ -196,7 +191,7 @@ export class CudaDevice implements Device {
       table[3 * i + 1] = this.addr(src);
       table[3 * i + 2] = Math.max(length, 0) * BUFFER_BYTES[src.buf.dtype];
     }
-    this.op('copyAside', () => this.x.copyAside(table));
+    this.x.copyAside(table);
     return () => this.x.joinAside();
   }
 
@@ -219,19 +214,19 @@ export class CudaDevice implements Device {
     const rows = g.aRows ? this.addr(g.aRows) : 0;
     if (g.c.buf.dtype !== 'f32') throw new TypeError(`gemm: C must be f32, got ${g.c.buf.dtype}`);
     if (g.M > 0 && g.N > 0) this.within('gemm', 'C', g.c, (g.M - 1) * g.ldc + g.N);
-    this.op('gemm', () => this.x.gemm(
+    this.x.gemm(
       g.M, g.N, g.K, g.alpha ?? 1,
       this.addr(g.a), storageCode(g.a.buf.dtype), g.lda, g.transA ? 1 : 0, rows,
       this.addr(g.b), storageCode(g.b.buf.dtype), g.ldb, g.transB ? 1 : 0,
       g.beta ?? 0, this.addr(g.c), g.ldc,
-    ));
+    );
   }
 
   rope(x: View, rows: number, d: number, ld: number, positions: Int32Array, invFreq: DeviceBuffer, style: RopeStyle, direction: 1 | -1): void {
     if (rows > 0) this.within('rope', 'x', x, (rows - 1) * ld + d);
     if (positions.length < rows) throw new RangeError(`rope: ${positions.length} positions for ${rows} rows`);
     const pos = this.stage('rope.positions', positions);
-    this.op('rope', () => this.x.rope(this.addr(x), rows, d, ld, pos, invFreq.ptr, ROPE_STYLE_CODE[style], direction));
+    this.x.rope(this.addr(x), rows, d, ld, pos, invFreq.ptr, ROPE_STYLE_CODE[style], direction);
   }
 
   preRopeKeys(dst: View, ld: number, src: View, headStride: number, heads: number, rows: number, d: number, invFreq: DeviceBuffer, style: RopeStyle, first: number): void {
@@ -239,16 +234,16 @@ export class CudaDevice implements Device {
     if (heads === 0 || rows === 0) return;
     this.within('preRopeKeys', 'the source', src, (heads - 1) * headStride + rows * d);
     this.within('preRopeKeys', 'the destination', dst, (rows - 1) * ld + heads * d);
-    this.op('pre_rope_keys', () => this.x.preRopeKeys(this.addr(src), storageCode(src.buf.dtype), headStride, heads, rows, d, this.addr(dst), ld, invFreq.ptr, ROPE_STYLE_CODE[style], first));
+    this.x.preRopeKeys(this.addr(src), storageCode(src.buf.dtype), headStride, heads, rows, d, this.addr(dst), ld, invFreq.ptr, ROPE_STYLE_CODE[style], first);
   }
 
   lowRankKeys(k: View, S: number, D: number, rank: number, oversample: number, powerIters: number, seed: number, o: LowRankOut): void {
-    lowRankStatus(this.op('low_rank_keys', () => this.x.lowRankKeys(...this.lowRankArgs(k, S, D, rank, oversample, powerIters, seed, o))), S, D, rank, oversample, powerIters);
+    lowRankStatus(this.x.lowRankKeys(...this.lowRankArgs(k, S, D, rank, oversample, powerIters, seed, o)), S, D, rank, oversample, powerIters);
   }
 
   lowRankKeysAlongside(k: View, S: number, D: number, rank: number, oversample: number, powerIters: number, seed: number, o: LowRankOut): () => void {
-    this.op('low_rank_keys', () => this.x.lowRankKeysAside(...this.lowRankArgs(k, S, D, rank, oversample, powerIters, seed, o)));
-    return () => lowRankStatus(this.op('low_rank_keys', () => this.x.joinLowRankKeysAside()), S, D, rank, oversample, powerIters);
+    this.x.lowRankKeysAside(...this.lowRankArgs(k, S, D, rank, oversample, powerIters, seed, o));
+    return () => lowRankStatus(this.x.joinLowRankKeysAside(), S, D, rank, oversample, powerIters);
   }
 
   private lowRankArgs(k: View, S: number, D: number, rank: number, oversample: number, powerIters: number, seed: number, o: LowRankOut) {
@@ -261,7 +256,7 @@ export class CudaDevice implements Device {
       this.within('landmarks', 'landmarks', landmarks, nChunks * d);
       this.within('landmarks', 'minCos', minCos, nChunks);
     }
-    this.op('landmarks', () => this.x.landmarks(this.addr(keys), storageCode(keys.buf.dtype), ld, nChunks, C, d, this.addr(landmarks), this.addr(minCos)));
+    this.x.landmarks(this.addr(keys), storageCode(keys.buf.dtype), ld, nChunks, C, d, this.addr(landmarks), this.addr(minCos));
   }
 
   selectChunks(scores: View, n: number, k: number, largest: boolean, rows?: number): Int32Array {
@@ -269,7 +264,7 @@ export class CudaDevice implements Device {
     const m = Math.max(0, Math.min(k, n));
     this.within('selectChunks', 'scores', scores, m > 0 ? r * n : 0);
     const out = new Int32Array(r * m);
-    this.op('select_chunks', () => this.x.selectChunks(this.addr(scores), n, k, largest ? 1 : 0, r, out));
+    this.x.selectChunks(this.addr(scores), n, k, largest ? 1 : 0, r, out);
     return out;
   }
 
@@ -280,7 +275,7 @@ export class CudaDevice implements Device {
     this.within('keepLandmarks', 'out', out, heads * capacity * d);
     this.within('keepLandmarks', 'ids', ids, heads * capacity);
     const p = this.stage('keep.lists', lists);
-    this.op('keep_landmarks', () => this.x.keepLandmarks(this.addr(landmarks), heads, nChunks, d, p + 4 * heads, p, maxOutliers, this.addr(out), storageCode(out.buf.dtype), this.addr(ids), capacity));
+    this.x.keepLandmarks(this.addr(landmarks), heads, nChunks, d, p + 4 * heads, p, maxOutliers, this.addr(out), storageCode(out.buf.dtype), this.addr(ids), capacity);
   }
 
   scoreChunks(q: View, g: number, d: number, scale: number, landmarks: View, n: number, scores: View): void {
@@ -289,7 +284,7 @@ export class CudaDevice implements Device {
       this.within('scoreChunks', 'scores', scores, n);
     }
     const work = this.scratch('score.work', Math.max(g, 0) * (Math.max(n, 0) + 64), 'f32'); // logits, then per-block maxima
-    this.op('score_chunks', () => this.x.scoreChunks(this.addr(q), g, d, scale, this.addr(landmarks), storageCode(landmarks.buf.dtype), n, this.addr(scores), work.ptr));
+    this.x.scoreChunks(this.addr(q), g, d, scale, this.addr(landmarks), storageCode(landmarks.buf.dtype), n, this.addr(scores), work.ptr);
   }
 
   rebuildKeys(r: RebuildArgs): void {
@@ -308,11 +303,11 @@ export class CudaDevice implements Device {
     }
     const ids = this.stage('rebuild.ids', r.chunkIds);
     const slots = this.stage('rebuild.slots', r.slots);
-    this.op('rebuild_keys', () => this.x.rebuildKeys(
+    this.x.rebuildKeys(
       this.addr(r.u), storageCode(r.u.buf.dtype), r.rank, this.addr(r.sv), storageCode(r.sv.buf.dtype), r.ldsv, r.d,
       ids, slots, n, r.C, r.invFreq.ptr, ROPE_STYLE_CODE[r.style],
       this.addr(r.out), storageCode(r.out.buf.dtype), r.ldo,
-    ));
+    );
   }
 
   gatherValues(dst: View, pages: PagedBuffer, h: number, chunkIds: Int32Array, slots: Int32Array): void {
@@ -338,14 +333,14 @@ export class CudaDevice implements Device {
     this.within('gatherValues', `slot ${slotHi}`, dst, (slotHi + 1) * pages.block);
     const ids = this.stage('gather.ids', chunkIds);
     const to = this.stage('gather.slots', slots);
-    this.op('gather_values', () => this.x.gatherValues(pages.table.ptr, pages.pageChunks, pages.heads, h, ids, to, n, pages.block, storageCode(pages.dtype), pages.fp8Rows ?? 0, this.addr(dst)));
+    this.x.gatherValues(pages.table.ptr, pages.pageChunks, pages.heads, h, ids, to, n, pages.block, storageCode(pages.dtype), pages.fp8Rows ?? 0, this.addr(dst));
   }
 
   quantizeValues(dst: View, src: View, chunks: number, C: number, d: number): void {
     if (chunks <= 0) return;
     this.within('quantizeValues', `${chunks} chunks of values`, src, chunks * C * d);
     this.within('quantizeValues', `${chunks} fp8 chunks`, dst, (chunks * fp8ChunkBytes(C, d)) / 4);
-    this.op('quantize_values', () => this.x.quantizeValues(this.addr(src), storageCode(src.buf.dtype), chunks, C, d, this.addr(dst)));
+    this.x.quantizeValues(this.addr(src), storageCode(src.buf.dtype), chunks, C, d, this.addr(dst));
   }
 
   sparseAttention(q: View, g: number, d: number, scale: number, segments: readonly Segment[], out: View, tasks?: number): void {
@@ -365,7 +360,7 @@ export class CudaDevice implements Device {
       total += Math.max(s.n, 0);
     });
     const segs = this.stage('attention.segments', table);
-    this.op('sparse_attention', () => this.x.sparseAttention(this.addr(q), g, d, scale, segs, segments.length, total, storageCode(kvDtype), n, this.addr(out)));
+    this.x.sparseAttention(this.addr(q), g, d, scale, segs, segments.length, total, storageCode(kvDtype), n, this.addr(out));
   }
 
   causalAttention(q: View, g: number, Sq: number, d: number, scale: number, offset: number, k: View, v: View, out: View): void {
@@ -375,7 +370,7 @@ export class CudaDevice implements Device {
       this.within('causalAttention', 'values', v, (offset + Sq) * d);
       this.within('causalAttention', 'out', out, g * Sq * d);
     }
-    this.op('causal_attention', () => this.x.causalAttention(this.addr(q), g, Sq, d, scale, offset, this.addr(k), this.addr(v), storageCode(k.buf.dtype), this.addr(out)));
+    this.x.causalAttention(this.addr(q), g, Sq, d, scale, offset, this.addr(k), this.addr(v), storageCode(k.buf.dtype), this.addr(out));
   }
 
   /**
@@ -469,7 +464,7 @@ export class CudaDevice implements Device {
       table.set([this.addr(c.view), storageCode(c.view.buf.dtype), c.n, c.limit], i * 4);
     });
     const first = this.scratch('check.first', checks.length, 'f64');
-    return this.op('check_finite', () => this.x.checkFinite(table, first.ptr));
+    return this.x.checkFinite(table, first.ptr);
   }
 
   findNonFiniteHost(data: HostArray, dtype: DType, limit: number): number {
@@ -515,7 +510,7 @@ export class CudaDevice implements Device {
     for (let b = 0; b < step.rows.length; b++) encodeRow(u32, i32, STEP_BYTES + b * ROW_BYTES, step.rows[b]!);
     const record = this.record.bytes.subarray(0, bytes);
     const inputs = step.hostInputs;
-    const status = this.op('decode_layer', () => (inputs ? this.x.decodeLayer(record, inputs[0], inputs[1], inputs[2]) : this.x.decodeLayer(record)));
+    const status = inputs ? this.x.decodeLayer(record, inputs[0], inputs[1], inputs[2]) : this.x.decodeLayer(record);
     if (status !== STATUS.ok) throw new RangeError(`decode_layer: the runtime rejected the step record (status ${status})`);
   }
 

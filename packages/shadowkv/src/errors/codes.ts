@@ -13,6 +13,7 @@ export type ErrorCode =
   | 'SKV_NO_BINARY'
   | 'SKV_WASM_INIT'
   | 'SKV_WASM_TRAP'
+  | 'SKV_CUDA'
   | 'SKV_OUT_OF_MEMORY'
   | 'SKV_DEVICE_MISMATCH'
   | 'SKV_REENTRANT'

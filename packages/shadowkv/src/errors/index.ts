@@ -13,6 +13,7 @@ export { NoDeviceError } from './NoDeviceError.js';
 export { NoBinaryError } from './NoBinaryError.js';
 export { WasmInitError } from './WasmInitError.js';
 export { WasmTrapError } from './WasmTrapError.js';
+export { CudaError } from './CudaError.js';
 export { OutOfMemoryError, type MemoryShortfall } from './OutOfMemoryError.js';
 export { DeviceMismatchError } from './DeviceMismatchError.js';
 export { ReentrancyError } from './ReentrancyError.js';

@@ -1,8 +1,12 @@
-// A small progress bar for long host loops: redraws in place on a terminal, prints lines otherwise.
+// A small progress bar for long host loops: redraws in place on a terminal; elsewhere (a log, CI) a line
+// every LOG_EVERY_MS and the last, so that a short loop logs one line and a long one a few, not one a tick.
+
+const LOG_EVERY_MS = 5000;
 
 export class Progress {
   private readonly start = Date.now();
   private done = 0;
+  private logged = Date.now();
 
   constructor(
     private readonly label: string,
@@ -25,6 +29,9 @@ export class Progress {
     const eta = this.done ? (elapsed / this.done) * (this.total - this.done) : 0;
     const line = `${this.label} [${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${this.done}/${this.total}  ${elapsed.toFixed(1)}s${this.done && this.done < this.total ? `, ~${eta.toFixed(0)}s left` : ''}  ${note}`;
     if (this.out.isTTY) this.out.write(`\r${line.padEnd(100)}`);
-    else if (this.done > 0) this.out.write(`${line}\n`);
+    else if (this.done === this.total || (this.done > 0 && Date.now() - this.logged >= LOG_EVERY_MS)) {
+      this.logged = Date.now();
+      this.out.write(`${line}\n`);
+    }
   }
 }

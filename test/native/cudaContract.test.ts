@@ -1,0 +1,37 @@
+// The CUDA backend's host-side contract against bad input and failures (stub addon, no GPU): a
+// rejected call is a typed error that names the problem, and a cache whose GPU failed still disposes.
+import { afterEach, describe, expect, it } from 'vitest';
+import { ConfigError, CudaError, DisposedError, DTypeError, ShapeError, type DeviceBuffer, type LayerStep } from '../../packages/shadowkv/src/backend.js';
+import { CudaDevice } from '../../packages/shadowkv-cuda/src/index.js';
+import { stubAddon, stubCache } from '../helpers/stubAddon.js';
+
+const spec = { layers: 2, queryHeads: 4, kvHeads: 2, headDim: 16, rope: { theta: 10000 } };
+const sticky = Object.assign(new Error('free: cudaErrorIllegalAddress (700): an illegal memory access was encountered'), { cudaCode: 700, op: 'free' });
+
+describe('the fused step\'s groupings from the environment (stub addon, no GPU)', () => {
+  const names = ['SHADOWKV_CUDA_LOGIT_SPLIT', 'SHADOWKV_CUDA_SELECT_BLOCKS', 'SHADOWKV_CUDA_STEP_GROUPS'] as const;
+  afterEach(() => names.forEach((n) => delete process.env[n]));
+  const buffer = (dtype: DeviceBuffer['dtype']): DeviceBuffer => ({ ptr: 0x10000, length: 1 << 20, dtype, tag: 't', tier: 'device' });
+  /** Words 25-27 of the step record a device made now hands the addon: logit split, select blocks, step groups. */
+  const recorded = () => {
+    let record = new Uint8Array(0);
+    const { addon } = stubAddon({ decodeLayer: (r) => ((record = (r as Uint8Array).slice()), 0) });
+    const geometry = { queryHeads: 4, kvHeads: 2, headDim: 16, chunkSize: 8, maxSelected: 8, maxOutliers: 0, localTokens: 0, scale: 0.25, scoreScale: 1, ropeStyle: 'half' as const, invFreq: buffer('f64'), dtype: 'bf16' as const };
+    const at = (buf: DeviceBuffer) => ({ buf, offset: 0 });
+    const step: LayerStep = { geometry, ioDtype: 'f32', q: at(buffer('f32')), k: at(buffer('f32')), v: at(buffer('f32')), out: at(buffer('f32')), counters: buffer('f64'), rows: [] };
+    new CudaDevice(addon, 0).decodeLayer(step);
+    return Array.from(new Int32Array(record.buffer, 25 * 4, 3));
+  };
+
+  it('a count is passed on, unset or empty is 0 (the kernels choose)', () => {
+    expect(recorded()).toEqual([0, 0, 0]);
+    [process.env.SHADOWKV_CUDA_LOGIT_SPLIT, process.env.SHADOWKV_CUDA_SELECT_BLOCKS, process.env.SHADOWKV_CUDA_STEP_GROUPS] = ['2', ' 16 ', ''];
+    expect(recorded()).toEqual([2, 16, 0]);
+  });
+
+  it.each(names.flatMap((name) => ['abc', '8x', '-1', '1.5', '1e3', '3000000000', 'Infinity'].map((value) => [name, value])))('%s=%s is a ConfigError naming it', (name, value) => {
+    process.env[name] = value;
+    expect(() => new CudaDevice(stubAddon().addon, 0)).toThrow(ConfigError);
+    expect(() => new CudaDevice(stubAddon().addon, 0)).toThrow(`${name} must be a count in [0, 2147483647] (the kernels read it as an int32), got "${value}"; unset it for the default`);
+  });
+});

@@ -8,6 +8,27 @@ import { stubAddon, stubCache } from '../helpers/stubAddon.js';
 const spec = { layers: 2, queryHeads: 4, kvHeads: 2, headDim: 16, rope: { theta: 10000 } };
 const sticky = Object.assign(new Error('free: cudaErrorIllegalAddress (700): an illegal memory access was encountered'), { cudaCode: 700, op: 'free' });
 
+describe('a cache whose CUDA context was lost (stub addon, no GPU)', () => {
+  it('disposes anyway: the CudaError once, every tensor retired, the rest given back, a second dispose a no-op', () => {
+    let lost = false;
+    const fail = () => {
+      if (lost) throw sticky;
+      return 0;
+    };
+    const { addon, calls } = stubAddon({ free: fail, freeHost: fail, trimPool: fail });
+    const cache = stubCache(spec, addon);
+    const [a, b] = [cache.allocTensor([4], 'f32'), cache.allocTensor([2, 8], 'bf16')];
+    lost = true;
+    const before = calls.length;
+    expect(() => cache.dispose()).toThrow(CudaError);
+    expect([a.disposed, b.disposed]).toEqual([true, true]);
+    expect(() => b.read()).toThrow(DisposedError);
+    expect(calls.slice(before).filter((c) => c === 'free').length).toBeGreaterThan(2); // the device freed what the cache could not
+    expect(() => cache.dispose()).not.toThrow();
+    expect(() => cache.length()).toThrow(DisposedError);
+  });
+});
+
 describe('the fused step\'s groupings from the environment (stub addon, no GPU)', () => {
   const names = ['SHADOWKV_CUDA_LOGIT_SPLIT', 'SHADOWKV_CUDA_SELECT_BLOCKS', 'SHADOWKV_CUDA_STEP_GROUPS'] as const;
   afterEach(() => names.forEach((n) => delete process.env[n]));

@@ -29,6 +29,19 @@ describe('a cache whose CUDA context was lost (stub addon, no GPU)', () => {
   });
 });
 
+describe('device tensors on CUDA (stub addon, no GPU)', () => {
+  it('read into an array of another dtype is a DTypeError, of another length a ShapeError, as write', () => {
+    const cache = stubCache(spec, stubAddon().addon);
+    const t = cache.allocTensor([2, 3], 'bf16');
+    expect(() => t.read(new Float32Array(6))).toThrow(DTypeError);
+    expect(() => t.read(new Float32Array(6))).toThrow("DeviceTensor.read(): a 'bf16' tensor takes a Uint16Array, into is [object Float32Array]");
+    expect(() => t.read(new Uint16Array(5))).toThrow(ShapeError);
+    expect(() => t.read(new Uint16Array(5))).toThrow('DeviceTensor.read(): the tensor is [2, 3] (6 elements), into has 5');
+    expect(() => t.write(new Int16Array(6) as never)).toThrow("DeviceTensor.write(): a 'bf16' tensor takes a Uint16Array, the data is [object Int16Array]");
+    cache.dispose();
+  });
+});
+
 describe('the fused step\'s groupings from the environment (stub addon, no GPU)', () => {
   const names = ['SHADOWKV_CUDA_LOGIT_SPLIT', 'SHADOWKV_CUDA_SELECT_BLOCKS', 'SHADOWKV_CUDA_STEP_GROUPS'] as const;
   afterEach(() => names.forEach((n) => delete process.env[n]));

@@ -40,6 +40,13 @@ describe('device tensors on CUDA (stub addon, no GPU)', () => {
     expect(() => t.write(new Int16Array(6) as never)).toThrow("DeviceTensor.write(): a 'bf16' tensor takes a Uint16Array, the data is [object Int16Array]");
     cache.dispose();
   });
+
+  it('wrapTensor of a BigInt pointer is a ConfigError that shows it as one', () => {
+    const cache = stubCache(spec, stubAddon().addon);
+    expect(() => cache.wrapTensor(BigInt(0x1000) as never, [4], 'f32')).toThrow(ConfigError);
+    expect(() => cache.wrapTensor(BigInt(0x1000) as never, [4], 'f32')).toThrow('wrapTensor(): address must be a positive integer (a device pointer), got 4096n');
+    cache.dispose();
+  });
 });
 
 describe('the fused step\'s groupings from the environment (stub addon, no GPU)', () => {

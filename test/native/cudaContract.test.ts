@@ -1,7 +1,7 @@
 // The CUDA backend's host-side contract against bad input and failures (stub addon, no GPU): a
 // rejected call is a typed error that names the problem, and a cache whose GPU failed still disposes.
 import { afterEach, describe, expect, it } from 'vitest';
-import { ConfigError, CudaError, DisposedError, DTypeError, ShapeError, type DeviceBuffer, type LayerStep } from '../../packages/shadowkv/src/backend.js';
+import { ConfigError, CudaError, DisposedError, DTypeError, OutOfMemoryError, ShapeError, type DeviceBuffer, type LayerStep } from '../../packages/shadowkv/src/backend.js';
 import { CudaDevice } from '../../packages/shadowkv-cuda/src/index.js';
 import { stubAddon, stubCache } from '../helpers/stubAddon.js';
 
@@ -26,6 +26,28 @@ describe('a cache whose CUDA context was lost (stub addon, no GPU)', () => {
     expect(calls.slice(before).filter((c) => c === 'free').length).toBeGreaterThan(2); // the device freed what the cache could not
     expect(() => cache.dispose()).not.toThrow();
     expect(() => cache.length()).toThrow(DisposedError);
+  });
+});
+
+describe('a decode CUDA refused (stub addon, no GPU)', () => {
+  it('out of memory for its workspace leaves the cache as it was: the lengths, and the previous output readable', () => {
+    let full = false;
+    const { addon } = stubAddon({
+      decodeLayer: () => {
+        if (full) throw Object.assign(new Error('decodeLayer: cudaErrorMemoryAllocation (2): out of memory'), { cudaCode: 2, op: 'decodeLayer' });
+        return 0;
+      },
+      checkFinite: (table) => new Array((table as Float64Array).length / 4).fill(-1), // every value finite
+    });
+    const cache = stubCache(spec, addon);
+    const [query, key] = [cache.allocTensor([1, 4, 1, 16], 'bf16'), cache.allocTensor([1, 2, 1, 16], 'bf16')];
+    const first = cache.decode(0, { query, key, value: key });
+    full = true;
+    expect(() => cache.decode(0, { query, key, value: key })).toThrow(OutOfMemoryError);
+    expect(first.disposed).toBe(false);
+    expect(() => first.read()).not.toThrow();
+    expect(cache.length(0, 0)).toBe(1);
+    cache.dispose();
   });
 });
 

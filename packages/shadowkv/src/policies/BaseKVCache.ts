@@ -405,11 +405,11 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
         return { input: this.inputOf[b]!, position: st.length, tail: { k: st.tail.k, v: st.tail.v, capacity: st.tail.capacity, count: st.tail.count }, store, compact };
       });
       const step: LayerStep = { geometry: this.stepGeometry(), ioDtype: dtype, ...io, counters: this.counters[layer]!, rows };
-      if (own) previous?.invalidate();
       // 1-5: one runtime call where the backend fuses the step, else its ops one by one.
       if (this.attendDecode) this.decodeWithHook(layer, step);
       else if (this.device.decodeLayer) this.device.decodeLayer(step);
       else decodeLayerComposed(this.device, step);
+      if (own) previous?.invalidate();
       this.lastLayer = layer;
       for (const s of seqs) {
         const st = this.states[layer]![s]!;

@@ -25,6 +25,7 @@ import {
 import { HOST_ARRAY, storageCode } from '../../shadowkv/src/backends/codes.js';
 import { MemoryLedger } from '../../shadowkv/src/backends/MemoryLedger.js';
 import { freemem } from 'node:os';
+import { fmt } from '../../shadowkv/src/config.js';
 import { ConfigError } from '../../shadowkv/src/errors/ConfigError.js';
 import { DeviceMismatchError } from '../../shadowkv/src/errors/DeviceMismatchError.js';
 import { DisposedError } from '../../shadowkv/src/errors/DisposedError.js';
@@ -543,10 +544,18 @@ export class CudaDevice implements Device {
   }
 }
 
-/** A count from the environment (tests force the fused step's groupings); 0 when unset or not a count. */
+/**
+ * A count from the environment (tests force the fused step's groupings); 0 when unset or empty.
+ * Anything else is a ConfigError: a typo read as 0 would check the default path while claiming another.
+ */
 function envCount(name: string): number {
-  return Math.max(0, Math.floor(Number(process.env[name] ?? 0)) || 0);
+  const text = process.env[name]?.trim();
+  if (!text) return 0;
+  if (!/^\d{1,10}$/.test(text) || Number(text) > INT32_MAX) throw new ConfigError(`${name} must be a count in [0, ${INT32_MAX}] (the kernels read it as an int32), got ${fmt(process.env[name])}; unset it for the default`);
+  return Number(text);
 }
+
+const INT32_MAX = 2 ** 31 - 1;
 
 /** Throws where the runtime refused a factorization (lowRankKeys' status), as WasmDevice does. */
 function lowRankStatus(status: number, S: number, D: number, rank: number, oversample: number, powerIters: number): void {

@@ -70,10 +70,7 @@ export class DeviceTensor {
   /** Copies host data in (`Float32Array` for f32, `Uint16Array` bits for f16/bf16, `size` elements). */
   write(data: TensorData): this {
     const v = this.live('write()');
-    if (!ArrayBuffer.isView(data) || !dataMatches(data, this.dtype)) {
-      throw new DTypeError(`DeviceTensor.write(): a '${this.dtype}' tensor takes a ${this.dtype === 'f32' ? 'Float32Array' : 'Uint16Array'}, got ${Object.prototype.toString.call(data)}`);
-    }
-    if (data.length !== this.size) throw new ShapeError(`DeviceTensor.write(): the tensor is [${this.shape.join(', ')}] (${this.size} elements), the data has ${data.length}`);
+    this.checkHost('write()', 'the data', data);
     this.#device.write(v, data);
     return this;
   }
@@ -81,9 +78,7 @@ export class DeviceTensor {
   /** Copies the tensor to the host: a new array, or `into` (of `size` elements) filled. On CUDA it waits for queued work. */
   read(into?: TensorData): TensorData {
     const v = this.live('read()');
-    if (into !== undefined && (!ArrayBuffer.isView(into) || !dataMatches(into, this.dtype) || into.length !== this.size)) {
-      throw new ShapeError(`DeviceTensor.read(): into must be a ${this.dtype === 'f32' ? 'Float32Array' : 'Uint16Array'} of ${this.size} elements`);
-    }
+    if (into !== undefined) this.checkHost('read()', 'into', into);
     return this.#device.read(v as View & { buf: { dtype: 'f32' } }, this.size, into as Float32Array | undefined) as TensorData;
   }
 
@@ -119,6 +114,14 @@ export class DeviceTensor {
       throw new DeviceMismatchError(`${call}: ${name} is a device tensor of ${where}; this cache runs on ${device.backend}${device.addressSpace ? ` (${device.addressSpace})` : ''}. Make it with this cache's allocTensor(), or pass a host Tensor`);
     }
     return v;
+  }
+
+  /** A host array of this tensor's dtype (`DTypeError` otherwise) and of its `size` elements (`ShapeError` otherwise). */
+  private checkHost(call: string, name: string, data: unknown): asserts data is TensorData {
+    if (!ArrayBuffer.isView(data) || !dataMatches(data as TensorData, this.dtype)) {
+      throw new DTypeError(`DeviceTensor.${call}: a '${this.dtype}' tensor takes a ${this.dtype === 'f32' ? 'Float32Array' : 'Uint16Array'}, ${name} is ${Object.prototype.toString.call(data)}`);
+    }
+    if ((data as TensorData).length !== this.size) throw new ShapeError(`DeviceTensor.${call}: the tensor is [${this.shape.join(', ')}] (${this.size} elements), ${name} has ${(data as TensorData).length}`);
   }
 
   private live(what: string): View {

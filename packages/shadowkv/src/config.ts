@@ -154,6 +154,7 @@ const isIntIn = (v: unknown, min: number, max: number) => Number.isInteger(v) &&
 export function fmt(v: unknown): string {
   try {
     if (typeof v === 'symbol') return v.toString();
+    if (typeof v === 'bigint') return `${v}n`; // a BigInt reads as one: 4096n, where a number is wanted
     if (typeof v === 'string') return JSON.stringify(v.length > 80 ? `${v.slice(0, 80)}...` : v);
     if (Array.isArray(v)) return `[${v.map(fmt).join(', ')}]`;
     if (typeof v === 'object' && v !== null) return Object.prototype.toString.call(v);

@@ -405,11 +405,11 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
         return { input: this.inputOf[b]!, position: st.length, tail: { k: st.tail.k, v: st.tail.v, capacity: st.tail.capacity, count: st.tail.count }, store, compact };
       });
       const step: LayerStep = { geometry: this.stepGeometry(), ioDtype: dtype, ...io, counters: this.counters[layer]!, rows };
-      if (own) previous?.invalidate();
       // 1-5: one runtime call where the backend fuses the step, else its ops one by one.
       if (this.attendDecode) this.decodeWithHook(layer, step);
       else if (this.device.decodeLayer) this.device.decodeLayer(step);
       else decodeLayerComposed(this.device, step);
+      if (own) previous?.invalidate();
       this.lastLayer = layer;
       for (const s of seqs) {
         const st = this.states[layer]![s]!;
@@ -718,18 +718,24 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
   dispose(): void {
     if (this.disposed) return;
     if (this.busy) throw new ReentrancyError(`dispose(): called while ${this.busy} is running on this cache; dispose after it returns`);
-    // Device tensors first: yours are freed here, outputs and wrapped memory only retired.
-    [...this.tensors].forEach((t) => t.dispose());
-    this.outputs.forEach((t) => t?.invalidate());
-    for (const st of this.states.flat()) {
-      this.clearState(st);
-      st.tail.free();
+    try {
+      // Device tensors first: yours are freed here, outputs and wrapped memory only retired.
+      [...this.tensors].forEach((t) => t.dispose());
+      for (const st of this.states.flat()) {
+        this.clearState(st);
+        st.tail.free();
+      }
+      this.disposePolicy();
+      this.device.free(this.invFreq);
+      this.counters.forEach((c) => this.device.free(c));
+    } finally {
+      // NOTE: also where a free threw (a lost CUDA context fails every one): no handle may outlive
+      // the memory it reads, the device gives back what is left, and a second dispose() is a no-op.
+      this.tensors.forEach((t) => t.invalidate());
+      this.outputs.forEach((t) => t?.invalidate());
+      this.device.dispose();
+      this.disposed = true;
     }
-    this.disposePolicy();
-    this.device.free(this.invFreq);
-    this.counters.forEach((c) => this.device.free(c));
-    this.device.dispose();
-    this.disposed = true;
   }
 
   [Symbol.dispose](): void {

@@ -2,7 +2,7 @@
 // typed error naming the problem, never a silent guess; a model used after dispose, or a cache row
 // written by someone else in the middle of a call, is refused rather than computed on.
 import { describe, expect, it } from 'vitest';
-import { ConfigError, createCache, DisposedError, type KVCachePolicy } from '../../packages/shadowkv/src/backend.js';
+import { ConfigError, createCache, DisposedError, ReentrancyError, type KVCachePolicy } from '../../packages/shadowkv/src/backend.js';
 import { BpeTokenizer, ByteTokenizer, generate, LlamaModel, TokenizerError, type GeneratedToken } from '../../packages/llama/src/index.js';
 import { BYTE_CHAR } from '../../packages/llama/src/tokenizer/byteLevel.js';
 import { GQA, memoryCheckpoint } from './fixtures.js';
@@ -50,5 +50,40 @@ describe('LlamaModel: what is not a checkpoint, and a model after dispose', () =
     await expect(drain(generate(model, cache, [4]))).rejects.toThrow(DisposedError);
     expect(cache.length(0)).toBe(3);
     expect(() => model.dispose()).not.toThrow();
+  });
+});
+
+describe('a cache row written by another call in the middle of generate or prefill', () => {
+  it('two generations on one row: the second writer makes the first throw a ReentrancyError; other rows interleave freely', async () => {
+    const model = await LlamaModel.create(memoryCheckpoint(GQA, { seed: 3 }).checkpoint, { matmul: 'js' });
+    const alone = async (prompt: number[]) => drain(generate(model, await cacheFor(model), prompt, { maxNewTokens: 5 }));
+    const cache = await cacheFor(model, 'full', 2);
+    const a = generate(model, cache, [1, 2, 3], { maxNewTokens: 5 });
+    const b = generate(model, cache, [7, 8], { maxNewTokens: 5, sequence: 1 });
+    const [ia, ib]: number[][] = [[], []];
+    for (let i = 0; i < 5; i++) {
+      ia.push((await a.next()).value!.id);
+      ib.push((await b.next()).value!.id);
+    }
+    expect([ia, ib]).toEqual([await alone([1, 2, 3]), await alone([7, 8])]);
+
+    const first = generate(model, cache, [4], { maxNewTokens: 5 });
+    await first.next();
+    const second = generate(model, cache, [5], { maxNewTokens: 5 });
+    await second.next();
+    await expect(first.next()).rejects.toThrow(ReentrancyError);
+    expect(cache.length(0)).toBe(9); // 3 + 4 tokens of the first run, then [4] and [5]: nothing of the refused step
+    cache.reset(0);
+    await expect(second.next()).rejects.toThrow('generate: cache row 0 went from 9 to 0 tokens between two generated tokens');
+  });
+
+  it('a forward or reset on the row from onPrefill is a ReentrancyError, and the row goes back', async () => {
+    const model = await LlamaModel.create(memoryCheckpoint(GQA, { seed: 3 }).checkpoint, { matmul: 'js' });
+    const cache = await cacheFor(model);
+    model.prefill([1, 2], cache);
+    const prompt = [3, 4, 5, 6, 7];
+    await expect(drain(generate(model, cache, prompt, { chunkTokens: 2, onPrefill: (done) => void (done === 2 && model.forward([9], cache)) }))).rejects.toThrow('LlamaModel.prefill: onProgress changed cache row 0 from 4 to 5 tokens');
+    expect(cache.length(0)).toBe(2);
+    expect(() => model.prefill(prompt, cache, { onProgress: () => cache.reset(0) })).toThrow(ReentrancyError);
   });
 });

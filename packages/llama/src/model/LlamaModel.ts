@@ -4,6 +4,7 @@ import { checkKeys } from '../../../shadowkv/src/config.js';
 import { ConfigError } from '../../../shadowkv/src/errors/ConfigError.js';
 import { DisposedError } from '../../../shadowkv/src/errors/DisposedError.js';
 import { NonFiniteError } from '../../../shadowkv/src/errors/NonFiniteError.js';
+import { ReentrancyError } from '../../../shadowkv/src/errors/ReentrancyError.js';
 import { ShapeError } from '../../../shadowkv/src/errors/ShapeError.js';
 import type { KVCachePolicy } from '../../../shadowkv/src/policies/KVCachePolicy.js';
 import { fmt } from '../../../shadowkv/src/policies/validate.js';
@@ -251,6 +252,7 @@ export class LlamaModel implements Disposable {
    * A prompt (or a continuation of one) in chunks of `chunkTokens`, every chunk through
    * `cache.prefill`, even a chunk of one token; returns the last token's logits. Every id is checked
    * before the first chunk runs, and a call that throws (an abort included) leaves the row as it was.
+   * An `onProgress` that changes the row (a forward on it, a reset) is a `ReentrancyError`.
    */
   prefill(tokens: ArrayLike<number>, cache: KVCachePolicy, options: PrefillOptions = {}): Float32Array {
     const call = 'LlamaModel.prefill';
@@ -266,7 +268,11 @@ export class LlamaModel implements Disposable {
       let logits: Float32Array = new Float32Array(0);
       for (let t = 0; t < ids.length; t += chunkTokens) {
         logits = this.run(call, ids.slice(t, t + chunkTokens), cache, sequence, false, false);
+        const held = cache.length(sequence);
         onProgress?.(Math.min(ids.length, t + chunkTokens), ids.length);
+        // NOTE: a call in onProgress that wrote to this row would put its tokens amid the prompt's.
+        const now = cache.length(sequence);
+        if (now !== held) throw new ReentrancyError(`${call}: onProgress changed cache row ${sequence} from ${held} to ${now} tokens; calls on one row must not nest`);
         signal?.throwIfAborted();
       }
       return logits;

@@ -1,5 +1,6 @@
 import { checkKeys } from '../../../shadowkv/src/config.js';
 import { ConfigError } from '../../../shadowkv/src/errors/ConfigError.js';
+import { ReentrancyError } from '../../../shadowkv/src/errors/ReentrancyError.js';
 import type { KVCachePolicy } from '../../../shadowkv/src/policies/KVCachePolicy.js';
 import { fmt } from '../../../shadowkv/src/policies/validate.js';
 import { checkSequenceOption } from '../model/cacheCall.js';
@@ -44,7 +45,8 @@ export interface GeneratedToken {
 /**
  * Prefills `prompt` into `cache` (in chunks), then yields tokens as they are generated: greedy by
  * default, sampled with `temperature` / `topK` / `topP` / `seed`. The last yielded token is not run
- * through the model, so it is not in the cache (as in Hugging Face `generate`).
+ * through the model, so it is not in the cache (as in Hugging Face `generate`). Another call that
+ * writes to the row while the generator is suspended is a `ReentrancyError` at the next token.
  * @example
  * for await (const t of generate(model, cache, tokenizer.encode('Once upon'), { maxNewTokens: 32, tokenizer })) process.stdout.write(t.text!);
  */
@@ -66,12 +68,18 @@ export async function* generate(model: LlamaModel, cache: KVCachePolicy, prompt:
     if (signal?.aborted && err === signal.reason) return; // the prefill rolled its chunks back
     throw err;
   }
+  let held = cache.length(sequence);
   for (let index = 0; index < maxNewTokens && !signal?.aborted; index++) {
     const id = sampler.next(logits);
     const stop = stops.has(id);
     yield { id, index, stop, ...(text ? { text: text.push(id) } : {}) };
     if (stop || index + 1 === maxNewTokens || signal?.aborted) return;
+    // NOTE: while the caller held the token, another generate or forward on this row (or a reset) may
+    // have written to it: this token would then follow theirs, and the text be neither's.
+    const now = cache.length(sequence);
+    if (now !== held) throw new ReentrancyError(`generate: cache row ${sequence} went from ${held} to ${now} tokens between two generated tokens; one generation per row at a time`);
     logits = model.forward([id], cache, { sequence });
+    held = cache.length(sequence);
   }
 }
 

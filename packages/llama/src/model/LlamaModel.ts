@@ -2,7 +2,9 @@ import type { Backend } from '../../../shadowkv/src/backends/Backend.js';
 import { resolveBackend } from '../../../shadowkv/src/backends/registry.js';
 import { checkKeys } from '../../../shadowkv/src/config.js';
 import { ConfigError } from '../../../shadowkv/src/errors/ConfigError.js';
+import { DisposedError } from '../../../shadowkv/src/errors/DisposedError.js';
 import { NonFiniteError } from '../../../shadowkv/src/errors/NonFiniteError.js';
+import { ReentrancyError } from '../../../shadowkv/src/errors/ReentrancyError.js';
 import { ShapeError } from '../../../shadowkv/src/errors/ShapeError.js';
 import type { KVCachePolicy } from '../../../shadowkv/src/policies/KVCachePolicy.js';
 import { fmt } from '../../../shadowkv/src/policies/validate.js';
@@ -114,6 +116,7 @@ export class LlamaModel implements Disposable {
   /** `spec` with its defaults, which a cache's own spec must match. */
   private readonly resolvedSpec: ResolvedSpec;
   private scratch: Scratch | undefined;
+  private disposed = false;
 
   private constructor(checkpoint: Checkpoint, matmul: Matmul) {
     const { config, spec, weights } = checkpoint;
@@ -134,6 +137,7 @@ export class LlamaModel implements Disposable {
 
   /** A model over a loaded checkpoint. */
   static async create(checkpoint: Checkpoint, options: LlamaModelOptions = {}): Promise<LlamaModel> {
+    checkCheckpoint(checkpoint);
     checkOptions(options);
     let m = options.matmul;
     let backend: Backend | undefined;
@@ -183,6 +187,8 @@ export class LlamaModel implements Disposable {
 
   /** The ids of a call, checked before anything runs (positions as given), on a cache made for this model. */
   private checkCall(call: string, tokens: ArrayLike<number>, cache: KVCachePolicy): number[] {
+    // NOTE: not left to the matmul: 'js' and a Matmul of one's own keep working after dispose.
+    if (this.disposed) throw new DisposedError(`${call}: the model was disposed`);
     checkCacheSpec(call, this.resolvedSpec, cache);
     if (tokens === null || typeof tokens !== 'object' || !Number.isSafeInteger(tokens.length)) throw new ShapeError(`${call}: tokens must be an array of token ids, got ${fmt(tokens)}`);
     if (tokens.length === 0) throw new ShapeError(`${call}: no tokens`);
@@ -246,6 +252,7 @@ export class LlamaModel implements Disposable {
    * A prompt (or a continuation of one) in chunks of `chunkTokens`, every chunk through
    * `cache.prefill`, even a chunk of one token; returns the last token's logits. Every id is checked
    * before the first chunk runs, and a call that throws (an abort included) leaves the row as it was.
+   * An `onProgress` that changes the row (a forward on it, a reset) is a `ReentrancyError`.
    */
   prefill(tokens: ArrayLike<number>, cache: KVCachePolicy, options: PrefillOptions = {}): Float32Array {
     const call = 'LlamaModel.prefill';
@@ -261,20 +268,34 @@ export class LlamaModel implements Disposable {
       let logits: Float32Array = new Float32Array(0);
       for (let t = 0; t < ids.length; t += chunkTokens) {
         logits = this.run(call, ids.slice(t, t + chunkTokens), cache, sequence, false, false);
+        const held = cache.length(sequence);
         onProgress?.(Math.min(ids.length, t + chunkTokens), ids.length);
+        // NOTE: a call in onProgress that wrote to this row would put its tokens amid the prompt's.
+        const now = cache.length(sequence);
+        if (now !== held) throw new ReentrancyError(`${call}: onProgress changed cache row ${sequence} from ${held} to ${now} tokens; calls on one row must not nest`);
         signal?.throwIfAborted();
       }
       return logits;
     });
   }
 
-  /** Frees the matmul's weights (a wasm heap, device buffers). */
+  /** Frees the matmul's weights (a wasm heap, device buffers); the model's calls are then a `DisposedError`. */
   dispose(): void {
+    this.disposed = true;
     this.matmul.dispose();
   }
 
   [Symbol.dispose](): void {
     this.dispose();
+  }
+}
+
+/** Throws a ConfigError for what is not a checkpoint: left to the constructor, null is a TypeError and `{}` a spec error that names no call. */
+function checkCheckpoint(checkpoint: unknown): void {
+  const c = checkpoint as Record<string, unknown> | null;
+  const object = (x: unknown) => typeof x === 'object' && x !== null;
+  if (!object(c) || !object(c!.config) || !object(c!.spec) || !object(c!.weights)) {
+    throw new ConfigError(`LlamaModel.create: checkpoint must be a Checkpoint ({ config, spec, weights }, from loadCheckpoint or readCheckpoint), got ${fmt(checkpoint)}`);
   }
 }
 

@@ -97,6 +97,7 @@ export class BpeTokenizer extends Tokenizer {
   }
 
   encode(text: string): number[] {
+    this.checkText(text);
     const ids: number[] = [];
     let last = 0;
     for (const m of this.addedPattern ? text.matchAll(this.addedPattern) : []) {

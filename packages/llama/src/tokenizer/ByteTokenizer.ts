@@ -25,6 +25,7 @@ export class ByteTokenizer extends Tokenizer {
   }
 
   encode(text: string): number[] {
+    this.checkText(text);
     return Array.from(this.utf8.encode(text));
   }
 

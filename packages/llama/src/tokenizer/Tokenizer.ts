@@ -1,3 +1,4 @@
+import { fmt } from '../../../shadowkv/src/policies/validate.js';
 import { TokenizerError } from '../errors/TokenizerError.js';
 
 /** Turns token ids back into text as they arrive: a character split over tokens comes out whole, once. */
@@ -21,12 +22,14 @@ export class StreamDecoder {
 export abstract class Tokenizer {
   /** Ids are `0 .. vocabSize - 1`. */
   abstract readonly vocabSize: number;
+  /** The ids of `text`. Throws `TokenizerError` for what is not a string or has a lone surrogate (`checkText`). */
   abstract encode(text: string): number[];
   /** The bytes (UTF-8) a token stands for. Throws `TokenizerError` for an id outside the vocabulary. */
   abstract tokenBytes(id: number): Uint8Array;
 
   /** The text of a sequence of ids (invalid UTF-8 becomes U+FFFD). */
   decode(ids: readonly number[]): string {
+    if (!Array.isArray(ids)) throw new TokenizerError(`${this.constructor.name}.decode: ids must be a list of token ids, got ${fmt(ids)}`);
     const stream = this.streamDecoder();
     return ids.map((id) => stream.push(id)).join('') + stream.flush();
   }
@@ -34,6 +37,19 @@ export abstract class Tokenizer {
   /** A decoder for tokens arriving one at a time. */
   streamDecoder(): StreamDecoder {
     return new StreamDecoder(this);
+  }
+
+  /**
+   * Throws a TokenizerError unless `text` is a string UTF-8 can encode. Left to TextEncoder, a number
+   * would be encoded as its digits, undefined as nothing, and a lone surrogate (a string cut inside a
+   * pair) as U+FFFD: a prompt other than the one given, without an error.
+   */
+  protected checkText(text: unknown): asserts text is string {
+    const call = `${this.constructor.name}.encode`;
+    if (typeof text !== 'string') throw new TokenizerError(`${call}: text must be a string, got ${fmt(text)}`);
+    // NOTE: with the u flag a surrogate pair is one code point, so only a lone half matches.
+    const lone = /[\uD800-\uDFFF]/u.exec(text);
+    if (lone) throw new TokenizerError(`${call}: text has a lone surrogate U+${lone[0].charCodeAt(0).toString(16).toUpperCase()} at index ${lone.index}, which UTF-8 cannot encode (a string cut inside a surrogate pair?)`);
   }
 
   protected outside(id: number): TokenizerError {

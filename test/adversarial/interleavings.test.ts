@@ -129,7 +129,7 @@ describe('a device tensor copied to another thread', () => {
     });
     port1.close();
     const before = cache.save();
-    for (const copy of [posted, structuredClone(query), { ...query }]) {
+    for (const copy of [posted, structuredClone(query), { ...query }] as never[]) {
       expect(() => cache.decode(0, { ...step, query: copy })).toThrow(DeviceMismatchError);
       expect(() => cache.decode(0, { ...step, query: copy })).toThrow(/decode\(layer 0\): query is a copy of a DeviceTensor .*query\.read\(\)/);
       expect(() => cache.decode(0, step, { out: structuredClone(out) as never })).toThrow(/decode\(layer 0\): out is a copy of a DeviceTensor/);
@@ -137,7 +137,7 @@ describe('a device tensor copied to another thread', () => {
     }
     expect(same(cache.save(), before)).toBe(true);
     // The tensor itself still works on its own cache.
-    expect(Array.from(cache.decode(0, { ...step, query }).read()).every(Number.isFinite)).toBe(true);
+    expect(Array.from((cache.decode(0, { ...step, query }) as DeviceTensor).read()).every(Number.isFinite)).toBe(true);
     cache.dispose();
   });
 });

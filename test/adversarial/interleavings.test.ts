@@ -3,7 +3,9 @@
 // test covers the class its case is one example of; each failed before the fix it names.
 import { MessageChannel } from 'node:worker_threads';
 import { describe, expect, it } from 'vitest';
-import { ConfigError, createCache, DeviceMismatchError, loadCache, toFloat32, type DeviceTensor } from '../../packages/shadowkv/src/backend.js';
+import {
+  ConfigError, createCache, definePolicyOptions, DeviceMismatchError, FullKVCache, loadCache, PolicyCache, registerPolicy, toFloat32, type CacheConfig, type DeviceTensor, type Runtime,
+} from '../../packages/shadowkv/src/backend.js';
 import { KitInputs } from '../../packages/shadowkv/src/testing/inputs.js';
 
 const spec = { layers: 2, queryHeads: 4, kvHeads: 2, headDim: 16, rope: { theta: 10000 } };
@@ -139,5 +141,31 @@ describe('a device tensor copied to another thread', () => {
     // The tensor itself still works on its own cache.
     expect(Array.from((cache.decode(0, { ...step, query }) as DeviceTensor).read()).every(Number.isFinite)).toBe(true);
     cache.dispose();
+  });
+});
+
+describe("a policy's hooks are synchronous", () => {
+  it('a plugin with an async hook is a ConfigError naming it at construction, before a runtime starts (a saveState promise saved nothing, an afterPrefill rejection went unhandled)', async () => {
+    const OPTS = definePolicyOptions<Record<string, never>>({});
+    class AsyncHooks extends PolicyCache<Record<string, never>> {
+      readonly name = 'async-hooks';
+      constructor(config: CacheConfig & Record<string, never>, runtime?: Runtime) {
+        super(config, OPTS, runtime);
+      }
+      protected override async afterPrefill(): Promise<void> {}
+      protected override saveState(): Record<string, unknown> {
+        return {};
+      }
+    }
+    class AsyncSave extends FullKVCache {
+      // @ts-expect-error TypeScript refuses it too, but a policy written in JavaScript is not checked
+      protected override async saveState(): Promise<Record<string, unknown>> {
+        return {};
+      }
+    }
+    expect(() => new AsyncHooks({ spec, backend: 'wasm' } as never)).toThrow(/^AsyncHooks: afterPrefill is an async function; .*make it synchronous/);
+    expect(() => new AsyncSave({ spec, backend: 'wasm' })).toThrow(ConfigError);
+    registerPolicy('async-hooks', (config, runtime) => new AsyncHooks(config as never, runtime));
+    await expect(createCache({ spec, policy: 'async-hooks', backend: 'wasm' })).rejects.toThrow(/afterPrefill is an async function/);
   });
 });

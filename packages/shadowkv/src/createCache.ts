@@ -149,9 +149,17 @@ function factoryProblem(name: string, cache: unknown, device: unknown): string |
  */
 export async function loadCache(bytes: Uint8Array, o: { backend?: string } = {}): Promise<BaseKVCache> {
   checkKeys('loadCache options', o, ['backend']);
+  // NOTE: the bytes are decoded (copied out) before the first await: a caller that reuses its buffer
+  // once the call returned, or a writer still filling it, must not change what is restored.
+  let content: Record<string, unknown> | undefined, refused: unknown;
+  try {
+    content = record(decodeSnapshot(bytes), 'snapshot', ['policy', 'spec', 'cache', 'options', 'counters', 'layerCounters', 'layers']);
+  } catch (err) {
+    refused = err;
+  }
   // The caller's backend first, so that its errors (NoDeviceError, an unknown name) keep their class.
   await resolveBackend(o.backend ?? 'auto');
-  const content = record(decodeSnapshot(bytes), 'snapshot', ['policy', 'spec', 'cache', 'options', 'counters', 'layerCounters', 'layers']);
+  if (!content) throw refused;
   need(typeof content.policy === 'string' && policies.has(content.policy), 'snapshot.policy', `must name a registered policy (${listPolicies().join(', ')}), got ${String(content.policy)}`);
   // maxTokens is recorded only where the cache was created with it (BaseKVCache.snapshot), and is
   // passed on only then: a declared size is checked against the device, a default one is not.

@@ -16,7 +16,7 @@ export * from './errors/index.js';
 export type { BaseKVCache, CacheConfig } from './policies/BaseKVCache.js';
 export { FullKVCache } from './policies/FullKVCache.js';
 export type { AnyTensor, DecodeInput, DecodeOptions, KVCachePolicy, MemoryReport, PolicyStats, PrefillInput } from './policies/KVCachePolicy.js';
-export { ShadowKVCache, type CompressOptions, type CompressProgress, type ShadowKVConfig } from './policies/shadowkv/ShadowKVCache.js';
+export { ShadowKVCache, type CompressAsyncOptions, type CompressOptions, type CompressProgress, type ShadowKVConfig } from './policies/shadowkv/ShadowKVCache.js';
 export { StreamingCache, type StreamingOptions } from './policies/streaming/StreamingCache.js';
 export { QuestCache, type QuestOptions } from './policies/quest/QuestCache.js';
 export { SnapKVCache, type SnapKVOptions } from './policies/snapkv/SnapKVCache.js';

@@ -134,6 +134,7 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
     // NOTE: the keys listed apart: through createCache, the policy's go in `options` and the cache's beside it.
     const own = policyKeys.length ? `${new.target.name}'s own: ${policyKeys.join(', ')}` : `${new.target.name} has none of its own`;
     checkKeys(new.target.name, config, [...CACHE_CONFIG_KEYS, ...policyKeys], `${own} (createCache's options); every cache's: ${CACHE_CONFIG_KEYS.join(', ')}`);
+    refuseAsyncHooks(new.target.name, this);
     this.spec = resolveSpec(config.spec);
     this.cacheOptions = resolveCacheOptions({ batch: config.batch, dtype: config.dtype, maxTokens: config.maxTokens });
     this.sizedByMaxTokens = config.maxTokens !== undefined;
@@ -940,6 +941,24 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
     this.device.convert(at(tmp), at(src), n);
     return this.device.read(at(tmp) as View & { buf: { dtype: 'bf16' } }, n);
   }
+}
+
+/** The hooks a policy may override: each runs inside a synchronous call, which cannot wait for a promise. */
+const HOOKS = [
+  'memoryNeed', 'memoryKnobs', 'stepGeometry', 'planRow', 'beforeStep', 'afterStep', 'attendDecode', 'attentionRows', 'beforePrefill', 'observeQueries', 'afterPrefill',
+  'tailStart', 'afterCrop', 'clearState', 'disposePolicy', 'saveState', 'loadState', 'policyOptions', 'saveCounters', 'loadCounters', 'savedStateKeys', 'checkSavedState',
+  'restoreBytes', 'hostChunkBytes', 'summarizeChunks', 'scoringQueries',
+];
+
+/**
+ * Refuses a policy whose hooks are `async`, before a runtime is started: the call would go on without
+ * it (a saveState promise saved nothing, an afterPrefill rejection went unhandled, its later writes
+ * landed amid another call).
+ */
+function refuseAsyncHooks(policy: string, cache: object): void {
+  const hooks = cache as Record<string, unknown>;
+  const async = HOOKS.filter((h) => typeof hooks[h] === 'function' && (hooks[h] as () => unknown).constructor.name === 'AsyncFunction');
+  if (async.length) throw new ConfigError(`${policy}: ${async.join(', ')} ${async.length > 1 ? 'are async functions' : 'is an async function'}; a policy's hooks run inside synchronous cache calls, which cannot wait for them, so make ${async.length > 1 ? 'them' : 'it'} synchronous`);
 }
 
 /** A view moved by `elements`. */

@@ -2,6 +2,7 @@ import type { Device } from '../backends/Device.js';
 import { checkKeys, fmt } from '../config.js';
 import { DeviceTensor } from '../DeviceTensor.js';
 import { bf16ToF32, dataMatches, DTYPE_BYTES, f16ToF32 } from '../dtype.js';
+import { DeviceMismatchError } from '../errors/DeviceMismatchError.js';
 import { DTypeError } from '../errors/DTypeError.js';
 import { LayerIndexError } from '../errors/LayerIndexError.js';
 import { NonFiniteError } from '../errors/NonFiniteError.js';
@@ -60,6 +61,7 @@ export function capture<K extends string>(call: string, what: string, o: unknown
  */
 export function captureTensor(call: string, name: string, t: unknown, expected: readonly number[]): Tensor {
   if (t === undefined || t === null) throw new ShapeError(`${call}: ${name} is missing (expected a Tensor ${show(expected)})`);
+  refuseTensorCopy(call, name, t);
   const { data, shape, dtype } = capture(call, name, t, ['data', 'shape', 'dtype'] as const);
   if (!Array.isArray(shape)) throw new ShapeError(`${call}: ${name}.shape must be an array of sizes, got ${fmt(shape)}`);
   if (dtype !== 'f32' && dtype !== 'f16' && dtype !== 'bf16') throw new DTypeError(`${call}: ${name}.dtype is '${fmt(dtype)}', expected 'f32', 'f16' or 'bf16'`);
@@ -79,6 +81,17 @@ export function captureInput(call: string, name: string, t: unknown, expected: r
     return t;
   }
   return captureTensor(call, name, t, expected);
+}
+
+/**
+ * Refuses what a DeviceTensor becomes when copied (postMessage or structuredClone to a worker, a
+ * spread): its public fields without its memory, which would otherwise read as a host tensor with no data.
+ */
+function refuseTensorCopy(call: string, name: string, t: unknown): void {
+  if (typeof t !== 'object' || t === null || t instanceof DeviceTensor || ArrayBuffer.isView(t)) return;
+  if ('backend' in t && 'owner' in t && !('data' in t)) {
+    throw new DeviceMismatchError(`${call}: ${name} is a copy of a DeviceTensor (postMessage or structuredClone to another thread, or a spread), which carries none of its memory; a device tensor works only with the cache that made it, on its thread. Send ${name}.read() and pass a host Tensor`);
+  }
 }
 
 /** Checks a captured tensor's data type and shape against `expected` (`-1` = any positive size). `why` explains the expectation. */
@@ -242,6 +255,7 @@ export function checkOut(call: string, out: unknown, dtype: DType, n: number, de
     }
     return;
   }
+  refuseTensorCopy(call, 'out', out);
   if (!ArrayBuffer.isView(out) || !(out instanceof Float32Array || out instanceof Uint16Array) || !dataMatches(out, dtype)) {
     const want = dtype === 'f32' ? 'Float32Array' : 'Uint16Array';
     throw new DTypeError(`${call}: out must be a ${want} for '${dtype}' inputs, got ${fmt(out)}`);

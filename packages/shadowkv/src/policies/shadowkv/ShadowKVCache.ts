@@ -38,9 +38,18 @@ export interface CompressOptions {
   layers?: readonly number[];
   /** Rows to compress (default: all). */
   sequences?: readonly number[];
-  /** Called after each (layer, sequence) is compressed. */
+  /** Called after each (layer, sequence) is compressed; synchronous (`compressAsync` also awaits a promise it returns). */
   onProgress?: (p: CompressProgress) => void;
 }
+
+/** `compressAsync()`'s options: an `onProgress` that returns a promise is awaited before the next pair. */
+export interface CompressAsyncOptions extends Omit<CompressOptions, 'onProgress'> {
+  onProgress?: (p: CompressProgress) => void | PromiseLike<void>;
+  /** Stops between (layer, sequence) pairs. */
+  signal?: AbortSignal;
+}
+
+const isThenable = (v: unknown): v is PromiseLike<unknown> => (typeof v === 'object' || typeof v === 'function') && v !== null && typeof (v as { then?: unknown }).then === 'function';
 
 /** The options of `compress()` / `compressAsync()`, each read once; an unknown key is a `ConfigError`. */
 function compressOptions(call: string, options: unknown, async: boolean): CompressOptions & { signal?: unknown } {
@@ -148,38 +157,47 @@ export class ShadowKVCache extends BaseKVCache<ShadowState> {
    */
   compress(options: CompressOptions = {}): number {
     const o = compressOptions('compress()', options, false);
-    const due = this.run('compress()', () => this.due(o));
+    const due = this.run('compress()', () => this.due('compress()', o));
+    // NOTE: compress() cannot wait: an async onProgress would run on after it returned, and its rejection would go unhandled.
+    if (o.onProgress?.constructor.name === 'AsyncFunction') {
+      throw new ConfigError('compress(): onProgress is an async function, which compress() cannot wait for; pass a synchronous one, or use compressAsync(), which awaits it');
+    }
     due.forEach(([l, s], i) => {
       // The row may have been compressed (by a decode step) or reset from onProgress meanwhile.
       this.run('compress()', () => this.isDue(l, this.states[l]![s]!) && this.compressRows([[l, s]]));
-      o.onProgress?.({ done: i + 1, total: due.length, layer: l, sequence: s });
+      const result: unknown = o.onProgress?.({ done: i + 1, total: due.length, layer: l, sequence: s });
+      if (isThenable(result)) {
+        // Its outcome is this error's to report: a rejection left pending would be unhandled.
+        result.then(undefined, () => {});
+        throw new ConfigError(`compress(): onProgress returned a promise after pair ${i + 1} of ${due.length} (layer ${l}, sequence ${s}), which compress() cannot wait for; the pairs before it stay compressed. Use compressAsync(), which awaits it`);
+      }
     });
     return due.length;
   }
 
   /** `compress()` that yields to the event loop between (layer, sequence) pairs; `signal` stops it between pairs. */
-  async compressAsync(options: CompressOptions & { signal?: AbortSignal } = {}): Promise<number> {
-    const o = compressOptions('compressAsync()', options, true) as CompressOptions & { signal?: AbortSignal };
-    const due = this.run('compressAsync()', () => this.due(o));
+  async compressAsync(options: CompressAsyncOptions = {}): Promise<number> {
+    const o = compressOptions('compressAsync()', options, true) as CompressAsyncOptions;
+    const due = this.run('compressAsync()', () => this.due('compressAsync()', o));
     let done = 0;
     for (const [l, s] of due) {
       o.signal?.throwIfAborted();
       await new Promise<void>((resolve) => setTimeout(resolve, 0));
       this.run('compressAsync()', () => this.isDue(l, this.states[l]![s]!) && this.compressRows([[l, s]]));
-      o.onProgress?.({ done: ++done, total: due.length, layer: l, sequence: s });
+      await o.onProgress?.({ done: ++done, total: due.length, layer: l, sequence: s });
     }
     return due.length;
   }
 
-  private due(options: CompressOptions & { signal?: unknown }): [number, number][] {
-    if (options.onProgress !== undefined && typeof options.onProgress !== 'function') throw new ConfigError(`compress(): onProgress must be a function, got ${fmt(options.onProgress)}`);
-    if (options.signal !== undefined && !(options.signal instanceof AbortSignal)) throw new ConfigError(`compress(): signal must be an AbortSignal, got ${fmt(options.signal)}`);
-    const layers = (checkList('compress()', 'layers', options.layers, this.spec.layers) ?? this.states.map((_, l) => l)) as number[];
-    const seqs = (checkList('compress()', 'sequences', options.sequences, this.batch) ?? Array.from({ length: this.batch }, (_, s) => s)) as number[];
-    layers.forEach((l) => checkLayer('compress()', l, this.spec.layers));
-    seqs.forEach((s) => checkSequence('compress()', s, this.batch));
-    if (new Set(layers).size !== layers.length) throw new LayerIndexError(`compress(): layers ${fmt(layers)} repeat a layer`);
-    if (new Set(seqs).size !== seqs.length) throw new SequenceIndexError(`compress(): sequences ${fmt(seqs)} repeat a row`);
+  private due(call: string, options: { layers?: unknown; sequences?: unknown; onProgress?: unknown; signal?: unknown }): [number, number][] {
+    if (options.onProgress !== undefined && typeof options.onProgress !== 'function') throw new ConfigError(`${call}: onProgress must be a function, got ${fmt(options.onProgress)}`);
+    if (options.signal !== undefined && !(options.signal instanceof AbortSignal)) throw new ConfigError(`${call}: signal must be an AbortSignal, got ${fmt(options.signal)}`);
+    const layers = (checkList(call, 'layers', options.layers, this.spec.layers) ?? this.states.map((_, l) => l)) as number[];
+    const seqs = (checkList(call, 'sequences', options.sequences, this.batch) ?? Array.from({ length: this.batch }, (_, s) => s)) as number[];
+    layers.forEach((l) => checkLayer(call, l, this.spec.layers));
+    seqs.forEach((s) => checkSequence(call, s, this.batch));
+    if (new Set(layers).size !== layers.length) throw new LayerIndexError(`${call}: layers ${fmt(layers)} repeat a layer`);
+    if (new Set(seqs).size !== seqs.length) throw new SequenceIndexError(`${call}: sequences ${fmt(seqs)} repeat a row`);
     return layers.flatMap((l) => seqs.filter((s) => this.isDue(l, this.states[l]![s]!)).map((s): [number, number] => [l, s]));
   }
 

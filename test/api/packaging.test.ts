@@ -167,3 +167,16 @@ export type D = Device;
     expect(readdirSync(join(installed, 'dist/wasm')).sort()).toEqual(['shadowkv-simd.wasm', 'shadowkv.wasm']);
   });
 });
+
+describe('the workspace packages not on npm', () => {
+  // shadowkv-llama and shadowkv-cuda run from .ts sources and import shadowkv's by relative path
+  // (docs/llama.md, docs/cuda.md): packed, they would install and fail at the first import.
+  it.each(['packages/llama', 'packages/shadowkv-cuda'])('%s stays private while its sources import outside the package', (dir) => {
+    const manifest = JSON.parse(readFileSync(join(ROOT, dir, 'package.json'), 'utf8')) as { private?: boolean };
+    const src = join(ROOT, dir, 'src');
+    const reachesOut = readdirSync(src, { recursive: true, encoding: 'utf8' })
+      .filter((f) => f.endsWith('.ts'))
+      .some((f) => /from '(\.\.\/)+shadowkv\/src\//.test(readFileSync(join(src, f), 'utf8')));
+    expect(reachesOut && manifest.private !== true).toBe(false);
+  });
+});

@@ -10,9 +10,9 @@ command -v chromium >/dev/null || { echo "browser-check: install chromium first 
 [ -f runtime/wasm/out/shadowkv-simd.wasm ] || bash runtime/wasm/build.sh --dev
 out="$(mktemp -d)"
 mkdir -p "$out/wasm"
-# node:* stays external: the SDK imports node:fs only when it runs under Node.
+# No flag for Node built-ins: the SDK imports none (under Node it asks process.getBuiltinModule).
 npx esbuild examples/browser/main.ts --bundle --format=esm --platform=browser --target=es2022 \
-  --external:'node:*' --outfile="$out/main.js" --log-level=warning
+  --outfile="$out/main.js" --log-level=warning
 # The example's page, plus a reporter that posts what the page shows once it is done (or an uncaught
 # error) back to the server below. NOTE: the page used to be read by `--dump-dom` under
 # `--virtual-time-budget`, and in a fresh clone's full test run the dump came back after ~1 s still

@@ -21,22 +21,23 @@ function candidateUrls(file: string): URL[] {
   return [new URL(`./wasm/${file}`, import.meta.url), new URL(`../../../../../runtime/wasm/out/${file}`, import.meta.url)];
 }
 
-/** Reads a file URL under Node, fetches it elsewhere (browsers, workers, Deno). */
-async function readBytes(url: URL): Promise<Uint8Array> {
-  if (typeof process !== 'undefined' && process.versions?.node) {
-    // NOTE: imported here, not at the top, so browser bundles never see node:fs.
-    const { readFile } = await import('node:fs/promises');
-    return readFile(url);
-  }
-  const response = await fetch(url);
-  if (!response.ok) throw new Error(`HTTP ${response.status}`);
-  return new Uint8Array(await response.arrayBuffer());
-}
-
-/** Node's `fs` without a static import (browser bundles never see it); undefined outside Node. */
+/**
+ * Node's `fs` without an import of it, static or dynamic, so a browser bundle of the SDK names no
+ * Node built-in and needs no bundler flag (the build also rewrote `import('node:fs/promises')` to
+ * `'fs/promises'`, which `--external:node:*` did not match); undefined outside Node.
+ */
 function nodeFs(): typeof import('node:fs') | undefined {
   const p = typeof process !== 'undefined' ? (process as { getBuiltinModule?: (id: string) => unknown }) : undefined;
   return p?.getBuiltinModule?.('node:fs') as typeof import('node:fs') | undefined;
+}
+
+/** Reads a file URL under Node, fetches it elsewhere (browsers, workers, Deno). */
+async function readBytes(url: URL): Promise<Uint8Array> {
+  const fs = nodeFs();
+  if (fs) return fs.promises.readFile(url);
+  const response = await fetch(url);
+  if (!response.ok) throw new Error(`HTTP ${response.status}`);
+  return new Uint8Array(await response.arrayBuffer());
 }
 
 function notFound(variant: WasmVariant, tried: string[]): WasmInitError {

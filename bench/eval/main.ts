@@ -6,6 +6,7 @@
 // --backend cuda runs the caches and the model's projections (DeviceMatmul: gemm) on the GPU.
 // Each finished prompt is appended to <out>.partial.jsonl; --resume takes such a file's prompts as
 // done (same grid), and --minutes starts no prompt after that long, so a long grid runs in pieces.
+// A run that would rewrite an existing <out>.partial.jsonl it does not --resume from is refused (exit 2).
 // With --model random (the default) lengths default to 1024,2048,4096 and samples to 2.
 // Output: --out; else the documented grid (no --lengths, --budgets, --tasks, --samples, --policies,
 // --chunk or --variant away from its defaults) writes bench/results/eval-random (random) or

@@ -1,6 +1,6 @@
 // One evaluation end to end: the model (a checkpoint, or a tiny random one), the grid, and the
 // outputs <out>.json, <out>.md and <out>.svg, with a progress bar on stderr.
-import { appendFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdirSync, readFileSync, realpathSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { dirname } from 'node:path';
 import { checkpointFiles, LlamaModel, randomWeights, readCheckpoint, type LlamaConfig } from '../../packages/llama/src/index.js';
@@ -20,7 +20,10 @@ export const RANDOM_CONFIG: LlamaConfig = {
 export interface RunOptions extends Omit<EvalSettings, 'onPrompt' | 'earlier' | 'deadline' | 'onAnswers'> {
   /** A checkpoint folder, or `'random'`. */
   model: string;
-  /** Output path without extension. Each finished prompt is appended to `<out>.partial.jsonl` as it ends. */
+  /**
+   * Output path without extension. Each finished prompt is appended to `<out>.partial.jsonl` as it
+   * ends; an existing one is refused unless `resume` is that file (it would be rewritten).
+   */
   out: string;
   /** A `.partial.jsonl` of an earlier run of the same grid: its prompts are taken, not run again. */
   resume?: string;
@@ -63,6 +66,7 @@ export async function runEval(o: RunOptions): Promise<EvalReport> {
   const { model: _m, out, command, progress, resume, minutes, ...settings } = o;
   // The resume file first: a missing one read as empty would rewrite the partial file with nothing.
   const earlier = resume ? readPartial(resume) : [];
+  const partial = checkPartial(out, resume);
   using model = await loadModel(o.model, backend);
   const c = model.config;
   // A prompt of `length` tokens holds its answer too (drawSample): past maxPositions the model never trained.
@@ -73,7 +77,6 @@ export async function runEval(o: RunOptions): Promise<EvalReport> {
   mkdirSync(dirname(out), { recursive: true });
   // The partial file holds every finished prompt, the resumed ones first, so it can resume again;
   // it is rewritten even when resumed from itself, which drops a torn last line before lines are appended.
-  const partial = `${out}.partial.jsonl`;
   writeFileSync(partial, earlier.map((p) => `${JSON.stringify(p)}\n`).join(''));
   const timed: PromptDone[] = [];
   const bar = new Progress('eval', settings.tasks.length * settings.lengths.length * settings.samples, progress ?? process.stderr);
@@ -101,6 +104,17 @@ export async function runEval(o: RunOptions): Promise<EvalReport> {
   writeFileSync(`${out}.md`, `# ${title}\n\n${report.date.slice(0, 16)} UTC, ${report.machine}; \`${report.command}\`; ${report.seconds.toFixed(0)} s.${resumed}${missing}${legend}\n\n${markdownTable(all)}`);
   writeFileSync(`${out}.svg`, plotSvg(all, title));
   return report;
+}
+
+/**
+ * `<out>.partial.jsonl`, which the run rewrites; a RangeError (main.ts: a refused flag) when it exists
+ * and the run does not resume from it: its prompts (hours of a long grid) would be lost.
+ */
+function checkPartial(out: string, resume: string | undefined): string {
+  const partial = `${out}.partial.jsonl`;
+  if (!existsSync(partial) || (resume !== undefined && realpathSync(resume) === realpathSync(partial))) return partial;
+  const instead = resume !== undefined ? `, and --resume ${resume} would replace them` : '';
+  throw new RangeError(`eval: out ${out}: ${partial} holds the prompts of an earlier run${instead}; --resume ${partial} goes on from them, another --out keeps them, or delete the file to start over`);
 }
 
 /** The prompts of a `.partial.jsonl`; a last line cut short by a killed run is left out. A missing file is an error. */

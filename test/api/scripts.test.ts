@@ -57,6 +57,18 @@ describe('bench/eval/main.ts: every flag checked before the model loads', () => 
     expect(existsSync(join(dir, 'e.json'))).toBe(false);
   });
 
+  it('an --out whose .partial.jsonl exists is refused without --resume of it, naming the file and the flags, the file as it was', () => {
+    const dir = scratch('eval-rerun');
+    const partial = join(dir, 'e.partial.jsonl');
+    const progress = '{"task":"passkey","length":128,"index":0,"answers":[]}\n';
+    writeFileSync(partial, progress);
+    const r = tsx('bench/eval/main.ts', ['--out', join(dir, 'e'), '--lengths', '128', '--samples', '1', '--tasks', 'passkey', '--policies', 'full']);
+    expect(r.status).toBe(2);
+    expect(r.err).toContain(`eval: --out ${join(dir, 'e')}: ${partial} holds the prompts of an earlier run; --resume ${partial} goes on from them, another --out keeps them`);
+    expect(readFileSync(partial, 'utf8')).toBe(progress);
+    expect(existsSync(join(dir, 'e.json'))).toBe(false);
+  });
+
   it("a length past the model's maxPositions is refused, naming the limit, before any prompt runs", () => {
     const out = join(scratch('eval-long'), 'e');
     const r = tsx('bench/eval/main.ts', ['--out', out, '--lengths', '70000', '--samples', '1', '--tasks', 'passkey', '--policies', 'full']);

@@ -75,7 +75,7 @@ it('an evaluation cut short by --minutes goes on from its .partial.jsonl (--resu
   expect(selfLines.map((l) => JSON.parse(l).index)).toHaveLength(4);
 }, 120_000);
 
-it('runEval: a resume file that does not exist and a length past maxPositions are refused before the partial file is touched', async () => {
+it('runEval: a resume file that does not exist, an existing partial file it does not resume from, and a length past maxPositions are refused before the partial file is touched', async () => {
   const dir = mkdtempSync(`${tmpdir()}/skv-eval-refused-`);
   const sink = { write: () => true, isTTY: false } as unknown as NodeJS.WriteStream;
   const progress = '{"task":"passkey","length":300,"index":0,"answers":[]}\n';
@@ -83,7 +83,12 @@ it('runEval: a resume file that does not exist and a length past maxPositions ar
   const grid = { model: 'random', out: `${dir}/e`, lengths: [300], budgets: [0.05], tasks: ['passkey'], samples: 1, policies: ['full'], progress: sink };
   // NOTE: it used to read a missing file as no prompts and rewrite the run's partial file empty.
   await expect(runEval({ ...grid, resume: `${dir}/typo.partial.jsonl` })).rejects.toThrow(`${dir}/typo.partial.jsonl: no such file`);
-  await expect(runEval({ ...grid, lengths: [300, 70000] })).rejects.toThrow("lengths 70000 are past the model's maxPositions 65536");
+  // NOTE: a rerun without --resume used to rewrite it empty, and a --resume of another file with that file's prompts.
+  const held = `eval: out ${dir}/e: ${dir}/e.partial.jsonl holds the prompts of an earlier run`;
+  await expect(runEval(grid)).rejects.toThrow(new RangeError(`${held}; --resume ${dir}/e.partial.jsonl goes on from them, another --out keeps them, or delete the file to start over`));
+  writeFileSync(`${dir}/other.partial.jsonl`, '');
+  await expect(runEval({ ...grid, resume: `${dir}/other.partial.jsonl` })).rejects.toThrow(`${held}, and --resume ${dir}/other.partial.jsonl would replace them;`);
+  await expect(runEval({ ...grid, resume: `${dir}/e.partial.jsonl`, lengths: [300, 70000] })).rejects.toThrow("lengths 70000 are past the model's maxPositions 65536");
   expect(readFileSync(`${dir}/e.partial.jsonl`, 'utf8')).toBe(progress);
 });
 

@@ -37,7 +37,8 @@ forEachEnv('DeviceMatmul', (env) => {
       const ids = tokens(24, config.vocabSize, 1);
       const want = referenceLogits(config, tensors, ids);
       const logits: Float32Array[][] = [];
-      for (const matmul of [new JsMatmul(), await WasmMatmul.create(), create()] as Matmul[]) {
+      for (const made of [new JsMatmul(), await WasmMatmul.create(), create()] as Matmul[]) {
+        using matmul = made; // ours, not the model's: disposed after it
         using model = await LlamaModel.create(checkpoint, { matmul });
         const cache = new FullKVCache({ spec: model.spec, dtype: 'f32', backend: env.backend });
         const got: Float32Array[] = [];
@@ -61,7 +62,8 @@ forEachEnv('DeviceMatmul', (env) => {
   it('greedy tokens are the same as the wasm matmul\'s (40 tokens)', async () => {
     const { checkpoint } = memoryCheckpoint(GQA, { dtype: env.dtype, seed: 9 });
     const runs: number[][] = [];
-    for (const matmul of [await WasmMatmul.create(), create()]) {
+    for (const made of [await WasmMatmul.create(), create()]) {
+      using matmul = made; // ours, not the model's: disposed after it
       using model = await LlamaModel.create(checkpoint, { matmul });
       const cache = new FullKVCache({ spec: model.spec, dtype: 'f32', backend: env.backend });
       const out: number[] = [];

@@ -16,7 +16,8 @@ describe.each(matmuls)('forward pass against the float64 reference [%s matmul]',
   const cases: [string, LlamaConfig, DType][] = [['GQA, Llama-3 RoPE, untied, f32 weights', GQA, 'f32'], ['GQA, bf16 weights', GQA, 'bf16'], ['MHA, tied, biases, head_dim 12, f16 weights', MHA, 'f16']];
   it.each(cases)('%s: 19 prompt tokens in 3 chunks, then 5 decode steps', async (_, config, dtype) => {
     const { tensors, checkpoint } = memoryCheckpoint(config, { dtype, seed: 5 });
-    const model = await LlamaModel.create(checkpoint, { matmul: await makeMatmul() });
+    using matmul = await makeMatmul(); // the caller's: model.dispose() leaves it
+    const model = await LlamaModel.create(checkpoint, { matmul });
     const ids = tokens(24, config.vocabSize, 1);
     const want = referenceLogits(config, tensors, ids);
     const cache = new FullKVCache({ spec: model.spec, dtype: 'f32' });

@@ -4,7 +4,7 @@ import { fromNumbers } from '../../../shadowkv/src/dtype.js';
 import { ConfigError } from '../../../shadowkv/src/errors/ConfigError.js';
 import { fmt } from '../../../shadowkv/src/policies/validate.js';
 import type { DType, Tensor } from '../../../shadowkv/src/tensor.js';
-import { Rng } from '../generate/Rng.js';
+import { checkSeed, Rng } from '../generate/Rng.js';
 import { hfConfigJson, type LlamaConfig, type RopeSpelling } from './LlamaConfig.js';
 import { encodeSafetensors } from './safetensors.js';
 import { weightSlots } from './weightLayout.js';
@@ -64,7 +64,7 @@ export async function writeCheckpoint(dir: string, config: LlamaConfig, tensors:
 export function randomWeights(config: LlamaConfig, options: { seed?: number; dtype?: DType } = {}): Map<string, Tensor> {
   checkKeys('randomWeights options', options, ['seed', 'dtype']);
   const { seed = 1, dtype = 'f32' } = options;
-  if (!Number.isInteger(seed)) throw new ConfigError(`randomWeights: seed must be an integer, got ${fmt(seed)}`);
+  checkSeed('randomWeights', seed);
   if (dtype !== 'f32' && dtype !== 'f16' && dtype !== 'bf16') throw new ConfigError(`randomWeights: dtype must be 'f32', 'f16' or 'bf16', got ${fmt(dtype)}`);
   const rng = new Rng(seed);
   const out = new Map<string, Tensor>();

@@ -3,14 +3,20 @@ import { ConfigError } from '../../../shadowkv/src/errors/ConfigError.js';
 import { ReentrancyError } from '../../../shadowkv/src/errors/ReentrancyError.js';
 import type { KVCachePolicy } from '../../../shadowkv/src/policies/KVCachePolicy.js';
 import { fmt } from '../../../shadowkv/src/policies/validate.js';
-import { checkSequenceOption } from '../model/cacheCall.js';
+import { resolveSpec } from '../../../shadowkv/src/spec.js';
+import { checkCacheSpec, checkPositions, checkSequenceOption } from '../model/cacheCall.js';
 import type { LlamaModel } from '../model/LlamaModel.js';
 import type { Tokenizer } from '../tokenizer/Tokenizer.js';
-import { Sampler, SAMPLING_KEYS, type SamplingOptions } from './sample.js';
+import { checkSampling, Sampler, SAMPLING_KEYS, type SamplingOptions } from './sample.js';
 
 /** Options of `generate`: sampling, when to stop, and how the prompt goes in. */
 export interface GenerateOptions extends SamplingOptions {
-  /** Tokens to generate at most. Default `64`. */
+  /**
+   * Tokens to generate at most. Default `64`. The prompt and all of these but the last (which is not
+   * run through the model) must fit the model's positions (`config.maxPositions`, less what the row
+   * holds): a generation that could pass them is a `CapacityError` before the prompt runs, not one
+   * cut short there, which would look like a generation that ended.
+   */
   maxNewTokens?: number;
   /** Tokens that end generation (yielded, then it stops). Default: the config's `eos_token_id`s. */
   stopTokens?: readonly number[];
@@ -58,7 +64,13 @@ export async function* generate(model: LlamaModel, cache: KVCachePolicy, prompt:
   const stops = new Set(checkStops(stopTokens, model.config.vocabSize));
   if (tokenizer !== undefined && typeof tokenizer?.streamDecoder !== 'function') throw new ConfigError(`generate: tokenizer must be a Tokenizer, got ${fmt(tokenizer)}`);
   if (onPrefill !== undefined && typeof onPrefill !== 'function') throw new ConfigError(`generate: onPrefill must be a function, got ${fmt(onPrefill)}`);
-  const sampler = new Sampler({ temperature, topK, topP, seed });
+  const sampler = new Sampler(checkSampling('generate', { temperature, topK, topP, seed }));
+  checkCacheSpec('generate', resolveSpec(model.spec), cache);
+  // NOTE: a prompt that is not a list of ids, prefill refuses below.
+  if (Number.isSafeInteger(prompt?.length)) {
+    const stored = prompt.length + Math.max(0, maxNewTokens - 1);
+    checkPositions('generate', model.config.maxPositions, cache, sequence, stored, `the prompt's ${prompt.length} tokens and maxNewTokens ${maxNewTokens} (all but the last generated token are stored)`);
+  }
   const text = tokenizer?.streamDecoder();
   let logits: Float32Array;
   try {

@@ -3,7 +3,7 @@ import { ConfigError } from '../../../shadowkv/src/errors/ConfigError.js';
 import { NonFiniteError } from '../../../shadowkv/src/errors/NonFiniteError.js';
 import { ShapeError } from '../../../shadowkv/src/errors/ShapeError.js';
 import { fmt } from '../../../shadowkv/src/policies/validate.js';
-import { Rng } from './Rng.js';
+import { checkSeed, Rng } from './Rng.js';
 
 /** How the next token is picked from the logits. */
 export interface SamplingOptions {
@@ -17,7 +17,7 @@ export interface SamplingOptions {
   topK?: number;
   /** Keep the smallest set of most likely tokens whose probability reaches `topP` (nucleus). Default `1` (all). */
   topP?: number;
-  /** Seed of the sampler's generator: the same seed and logits give the same tokens. Default `1`. */
+  /** Seed of the sampler's generator, an integer in [0, 2^32): the same seed and logits give the same tokens. Default `1`. */
   seed?: number;
 }
 
@@ -51,6 +51,18 @@ export function argmax(logits: Float32Array): number {
 }
 
 /**
+ * `options` with their defaults, each checked: a ConfigError naming `call` (`Sampler`, or the call
+ * they came through, such as `generate`) and the option.
+ */
+export function checkSampling(call: string, options: SamplingOptions): Required<SamplingOptions> {
+  const { temperature = 0, topK = 0, topP = 1, seed = 1 } = options;
+  if (!(typeof temperature === 'number' && temperature >= 0 && Number.isFinite(temperature))) throw new ConfigError(`${call}: temperature must be a finite number >= 0, got ${fmt(temperature)}`);
+  if (!Number.isInteger(topK) || topK < 0) throw new ConfigError(`${call}: topK must be an integer >= 0, got ${fmt(topK)}`);
+  if (!(typeof topP === 'number' && topP > 0 && topP <= 1)) throw new ConfigError(`${call}: topP must be a number in (0, 1], got ${fmt(topP)}`);
+  return { temperature, topK, topP, seed: checkSeed(call, seed) };
+}
+
+/**
  * Picks tokens from logits as `SamplingOptions` say, with its own seeded generator.
  * @example
  * const sampler = new Sampler({ temperature: 0.8, topP: 0.95, seed: 7 });
@@ -64,11 +76,7 @@ export class Sampler {
 
   constructor(options: SamplingOptions = {}) {
     checkKeys('Sampler options', options, SAMPLING_KEYS);
-    const { temperature = 0, topK = 0, topP = 1, seed = 1 } = options;
-    if (!(typeof temperature === 'number' && temperature >= 0 && Number.isFinite(temperature))) throw new ConfigError(`temperature must be a finite number >= 0, got ${fmt(temperature)}`);
-    if (!Number.isInteger(topK) || topK < 0) throw new ConfigError(`topK must be an integer >= 0, got ${fmt(topK)}`);
-    if (!(typeof topP === 'number' && topP > 0 && topP <= 1)) throw new ConfigError(`topP must be a number in (0, 1], got ${fmt(topP)}`);
-    if (!Number.isInteger(seed)) throw new ConfigError(`seed must be an integer, got ${fmt(seed)}`);
+    const { temperature, topK, topP, seed } = checkSampling('Sampler', options);
     this.temperature = temperature;
     this.topK = topK;
     this.topP = topP;

@@ -17,7 +17,7 @@ interface DeviceWeight extends MatmulWeight {
  * `gemm(x, Wᵀ)` in f32 and reads the product back into `out`. On wasm, `WasmMatmul` is faster
  * (its decode path reads W in place; gemm packs it per call).
  * @example
- * const matmul = await DeviceMatmul.create('cuda');
+ * using matmul = await DeviceMatmul.create('cuda'); // yours: model.dispose() leaves it
  * const model = await LlamaModel.create(checkpoint, { matmul });
  */
 export class DeviceMatmul implements Matmul {

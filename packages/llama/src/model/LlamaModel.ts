@@ -15,7 +15,7 @@ import type { Linear } from '../checkpoint/LlamaWeights.js';
 import { loadCheckpoint, type Checkpoint } from '../checkpoint/loadCheckpoint.js';
 import type { Projection } from '../checkpoint/weightLayout.js';
 import { TokenizerError } from '../errors/TokenizerError.js';
-import { checkCacheSpec, checkSequenceOption, rollingBack } from './cacheCall.js';
+import { checkCacheSpec, checkPositions, checkSequenceOption, rollingBack } from './cacheCall.js';
 import { DeviceMatmul } from './DeviceMatmul.js';
 import { JsMatmul } from './JsMatmul.js';
 import { checkThreads, type Matmul, type MatmulWeight } from './Matmul.js';
@@ -30,7 +30,8 @@ export interface LlamaModelOptions {
    *   `threads` threads where there are several (`ThreadedMatmul`, Node), else on this one (`WasmMatmul`)
    * - `'device'`: `gemm` on a device of `backend` (`DeviceMatmul`): the GPU on `cuda`
    * - `'js'`: plain JS f32, the reference
-   * - a `Matmul` of your own
+   * - a `Matmul` of your own: it stays yours. `dispose` of the model leaves it working, and the weights
+   *   the model prepared in it stay there until you dispose it (a `Matmul` cannot free one weight)
    *
    * Default: `'device'` when `backend` resolves to anything but wasm (the cuda backend), else `'wasm'`
    * (on wasm, `skv_linear` is faster than the device's gemm).
@@ -118,7 +119,8 @@ export class LlamaModel implements Disposable {
   private scratch: Scratch | undefined;
   private disposed = false;
 
-  private constructor(checkpoint: Checkpoint, matmul: Matmul) {
+  /** @param ownsMatmul `create` made `matmul` (from a name), so `dispose` frees it; a caller's stays the caller's */
+  private constructor(checkpoint: Checkpoint, matmul: Matmul, private readonly ownsMatmul: boolean) {
     const { config, spec, weights } = checkpoint;
     this.config = config;
     this.spec = spec;
@@ -146,10 +148,11 @@ export class LlamaModel implements Disposable {
       m ??= backend.name === 'wasm' ? 'wasm' : 'device';
     }
     const matmul = m === 'wasm' ? await wasmMatmul(options.threads) : m === 'js' ? new JsMatmul() : m === 'device' ? new DeviceMatmul(backend!.createDevice(), true) : m;
+    const owned = matmul !== options.matmul;
     try {
-      return new LlamaModel(checkpoint, matmul);
+      return new LlamaModel(checkpoint, matmul, owned);
     } catch (err) {
-      if (matmul !== options.matmul) matmul.dispose(); // one we made: a weight that did not fit frees the others
+      if (owned) matmul.dispose(); // one we made: a weight that did not fit frees the others
       throw err;
     }
   }
@@ -173,7 +176,8 @@ export class LlamaModel implements Disposable {
    * Runs `tokens` through every layer, appending them to `cache` row `sequence`. One token on a row
    * that already holds tokens is a decode step (`cache.decode`); anything else is a prompt chunk
    * (`cache.prefill` with queries). Returns the last token's logits `[vocab]` (or all, `[T, vocab]`).
-   * A call that throws leaves the row as it was.
+   * Tokens that would take the row past `config.maxPositions` are a `CapacityError`. A call that throws
+   * leaves the row as it was.
    */
   forward(tokens: ArrayLike<number>, cache: KVCachePolicy, options: ForwardOptions = {}): Float32Array {
     const call = 'LlamaModel.forward';
@@ -181,12 +185,12 @@ export class LlamaModel implements Disposable {
     const { sequence = 0, allLogits = false } = options;
     checkSequenceOption(call, sequence, cache);
     if (typeof allLogits !== 'boolean') throw new ConfigError(`${call}: allLogits must be true or false, got ${fmt(allLogits)}`);
-    const ids = this.checkCall(call, tokens, cache);
+    const ids = this.checkCall(call, tokens, cache, sequence);
     return rollingBack(cache, sequence, () => this.run(call, ids, cache, sequence, allLogits, ids.length === 1 && cache.length(sequence) > 0));
   }
 
-  /** The ids of a call, checked before anything runs (positions as given), on a cache made for this model. */
-  private checkCall(call: string, tokens: ArrayLike<number>, cache: KVCachePolicy): number[] {
+  /** The ids of a call, checked before anything runs, on a cache made for this model whose row `sequence` has positions left for them. */
+  private checkCall(call: string, tokens: ArrayLike<number>, cache: KVCachePolicy, sequence: number): number[] {
     // NOTE: not left to the matmul: 'js' and a Matmul of one's own keep working after dispose.
     if (this.disposed) throw new DisposedError(`${call}: the model was disposed`);
     checkCacheSpec(call, this.resolvedSpec, cache);
@@ -197,6 +201,7 @@ export class LlamaModel implements Disposable {
     ids.forEach((id, t) => {
       if (!Number.isInteger(id) || id < 0 || id >= V) throw new TokenizerError(`${call}: token ${t} is ${fmt(id)}, outside the vocabulary [0, ${V})`);
     });
+    checkPositions(call, this.config.maxPositions, cache, sequence, ids.length);
     return ids;
   }
 
@@ -251,7 +256,8 @@ export class LlamaModel implements Disposable {
   /**
    * A prompt (or a continuation of one) in chunks of `chunkTokens`, every chunk through
    * `cache.prefill`, even a chunk of one token; returns the last token's logits. Every id is checked
-   * before the first chunk runs, and a call that throws (an abort included) leaves the row as it was.
+   * before the first chunk runs (the whole prompt against `config.maxPositions` too: a `CapacityError`),
+   * and a call that throws (an abort included) leaves the row as it was.
    * An `onProgress` that changes the row (a forward on it, a reset) is a `ReentrancyError`.
    */
   prefill(tokens: ArrayLike<number>, cache: KVCachePolicy, options: PrefillOptions = {}): Float32Array {
@@ -262,7 +268,7 @@ export class LlamaModel implements Disposable {
     if (!Number.isInteger(chunkTokens) || chunkTokens < 1) throw new ConfigError(`${call}: chunkTokens must be a positive integer, got ${fmt(chunkTokens)}`);
     if (onProgress !== undefined && typeof onProgress !== 'function') throw new ConfigError(`${call}: onProgress must be a function, got ${fmt(onProgress)}`);
     if (signal !== undefined && !(signal instanceof AbortSignal)) throw new ConfigError(`${call}: signal must be an AbortSignal, got ${fmt(signal)}`);
-    const ids = this.checkCall(call, tokens, cache);
+    const ids = this.checkCall(call, tokens, cache, sequence);
     return rollingBack(cache, sequence, () => {
       signal?.throwIfAborted();
       let logits: Float32Array = new Float32Array(0);
@@ -279,10 +285,13 @@ export class LlamaModel implements Disposable {
     });
   }
 
-  /** Frees the matmul's weights (a wasm heap, device buffers); the model's calls are then a `DisposedError`. */
+  /**
+   * Frees the matmul the model made (its weights: a wasm heap, device buffers), not one passed to
+   * `create` (its owner disposes it); the model's calls are then a `DisposedError`.
+   */
   dispose(): void {
     this.disposed = true;
-    this.matmul.dispose();
+    if (this.ownsMatmul) this.matmul.dispose();
   }
 
   [Symbol.dispose](): void {
@@ -297,6 +306,9 @@ function checkCheckpoint(checkpoint: unknown): void {
   if (!object(c) || !object(c!.config) || !object(c!.spec) || !object(c!.weights)) {
     throw new ConfigError(`LlamaModel.create: checkpoint must be a Checkpoint ({ config, spec, weights }, from loadCheckpoint or readCheckpoint), got ${fmt(checkpoint)}`);
   }
+  // NOTE: every call checks its positions against it; a config built by hand without one would check nothing.
+  const max = (c!.config as Record<string, unknown>).maxPositions;
+  if (!Number.isSafeInteger(max) || (max as number) < 1) throw new ConfigError(`LlamaModel.create: checkpoint.config.maxPositions must be a positive integer (max_position_embeddings), got ${fmt(max)}`);
 }
 
 /** Throws a ConfigError for an option `create` does not know or a value it cannot use. */

@@ -1,5 +1,6 @@
 // What every LlamaModel call on a cache checks first and undoes on failure: the cache was made for
-// this model's geometry, and a rejected call leaves the cache row as it was.
+// this model's geometry, the row has positions left, and a rejected call leaves the cache row as it was.
+import { CapacityError } from '../../../shadowkv/src/errors/CapacityError.js';
 import { ConfigError } from '../../../shadowkv/src/errors/ConfigError.js';
 import { SequenceIndexError } from '../../../shadowkv/src/errors/SequenceIndexError.js';
 import type { KVCachePolicy } from '../../../shadowkv/src/policies/KVCachePolicy.js';
@@ -38,6 +39,19 @@ export function checkSequenceOption(call: string, sequence: unknown, cache: KVCa
   if (!Number.isSafeInteger(sequence)) throw new ConfigError(`${call}: sequence must be an integer (a cache row), got ${fmt(sequence)}`);
   const rows = (cache as Partial<KVCachePolicy> | null)?.batch; // NOTE: what is not a cache, checkCacheSpec refuses after the options
   if (typeof rows === 'number' && ((sequence as number) < 0 || (sequence as number) >= rows)) throw new SequenceIndexError(`${call}: sequence ${sequence} is outside the cache's rows [0, ${rows})`);
+}
+
+/**
+ * Throws a CapacityError, naming `call`, unless cache row `sequence` has room for `tokens` more
+ * positions under the model's `maxPositions` (max_position_embeddings): RoPE past it rotates by
+ * angles the model never trained on, and its output degrades without any error. `what` says what
+ * asks for the positions. Reads the row only: checked before anything is written.
+ */
+export function checkPositions(call: string, maxPositions: number, cache: KVCachePolicy, sequence: number, tokens: number, what = `${tokens} tokens`): void {
+  const held = cache.length(sequence);
+  if (held + tokens > maxPositions) {
+    throw new CapacityError(`${call}: cache row ${sequence} holds ${held} tokens and ${what} would take it to ${held + tokens} positions, past the model's maxPositions ${maxPositions} (max_position_embeddings: RoPE beyond it is a context the model never saw)`);
+  }
 }
 
 /**

@@ -26,7 +26,6 @@ import { HOST_ARRAY, storageCode } from '../../shadowkv/src/backends/codes.js';
 import { MemoryLedger } from '../../shadowkv/src/backends/MemoryLedger.js';
 import { throwLowRankStatus, throwStepStatus } from '../../shadowkv/src/backends/statusErrors.js';
 import { freemem } from 'node:os';
-import { fmt } from '../../shadowkv/src/config.js';
 import { ConfigError } from '../../shadowkv/src/errors/ConfigError.js';
 import { DeviceMismatchError } from '../../shadowkv/src/errors/DeviceMismatchError.js';
 import { DisposedError } from '../../shadowkv/src/errors/DisposedError.js';
@@ -36,6 +35,7 @@ import type { RopeStyle } from '../../shadowkv/src/spec.js';
 import type { DType } from '../../shadowkv/src/tensor.js';
 import type { LayerStep, StepRow } from '../../shadowkv/src/backends/LayerStep.js';
 import { CUDA_MEMORY_TYPE, DTYPE_CODE, ROPE_STYLE_CODE, ROW_BYTES, SEGMENT_WORDS, STATUS, STEP_BYTES, type CudaAddon } from './AddonTypes.js';
+import { envCount } from './cudaEnv.js';
 import { typedFailures } from './typedFailures.js';
 
 
@@ -544,19 +544,6 @@ export class CudaDevice implements Device {
     this.ledger.clear();
   }
 }
-
-/**
- * A count from the environment (tests force the fused step's groupings); 0 when unset or empty.
- * Anything else is a ConfigError: a typo read as 0 would check the default path while claiming another.
- */
-function envCount(name: string): number {
-  const text = process.env[name]?.trim();
-  if (!text) return 0;
-  if (!/^\d{1,10}$/.test(text) || Number(text) > INT32_MAX) throw new ConfigError(`${name} must be a count in [0, ${INT32_MAX}] (the kernels read it as an int32), got ${fmt(process.env[name])}; unset it for the default`);
-  return Number(text);
-}
-
-const INT32_MAX = 2 ** 31 - 1;
 
 /** What lowRankKeys' workspace lives in (its OutOfMemoryError). */
 const LOW_RANK_MEMORY = 'the device and pinned host memory';

@@ -11,11 +11,13 @@ import { NoBinaryError } from '../../shadowkv/src/errors/NoBinaryError.js';
 import { NoDeviceError } from '../../shadowkv/src/errors/NoDeviceError.js';
 import { CUDA_NO_DEVICE, type CudaDeviceInfo } from './AddonTypes.js';
 import { CudaDevice } from './CudaDevice.js';
+import { checkCudaEnv } from './cudaEnv.js';
 import { findAddon, loadAddon } from './loadAddon.js';
 import { probeAddon, type ProbeResult } from './probeAddon.js';
 
 export type { AddonMemoryStats, CudaAddon, CudaDeviceInfo } from './AddonTypes.js';
 export { CudaDevice } from './CudaDevice.js';
+export { CUDA_ENV } from './cudaEnv.js';
 export { isCudaTensor, type CudaTensor } from './CudaTensor.js';
 export { ADDON_ENV, addonCandidates, findAddon } from './loadAddon.js';
 export { probeAddon, type ProbeResult } from './probeAddon.js';
@@ -38,7 +40,9 @@ export interface CudaBackendOptions {
 /**
  * Starts the CUDA backend: finds the addon binary, probes it in a child process (a crash or a
  * missing driver costs the child), then loads it here and selects the device.
- * Throws `NoBinaryError` when no binary is found or it cannot load, `NoDeviceError` when CUDA finds
+ * Throws `ConfigError` for an option, or a variable of `CUDA_ENV` (`SHADOWKV_CUDA_SYNC`, ...), it
+ * does not take; `NoBinaryError` when no binary is found (or `SHADOWKV_CUDA_ADDON` names none) or it
+ * cannot load, `NoDeviceError` when CUDA finds
  * no usable device (no driver: CUDA error 35; no device: 100; no kernels for this GPU: 209).
  * Output tolerance against a float64 oracle is that of the wasm backend (f32 arithmetic).
  * @example
@@ -58,6 +62,7 @@ export async function createCudaBackend(options: CudaBackendOptions = {}): Promi
     if (chosen !== undefined && chosen !== ordinal) throw new ConfigError(`createCudaBackend: this process runs on CUDA device ${chosen}; device ${ordinal} needs a process of its own (one device per process)`);
   };
   taken();
+  checkCudaEnv();
   const path = findAddon();
   const probe = await probeAddon(path, ordinal);
   const info = checkProbe(probe, ordinal, path);

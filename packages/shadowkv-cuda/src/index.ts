@@ -53,9 +53,9 @@ export interface CudaBackendOptions {
 export async function createCudaBackend(options: CudaBackendOptions = {}): Promise<Backend> {
   checkKeys('createCudaBackend options', options, ['device', 'hostMemory']);
   const ordinal = options.device ?? 0;
-  if (!Number.isInteger(ordinal) || ordinal < 0) throw new ConfigError(`createCudaBackend: device must be a non-negative integer, got ${fmt(options.device)}`);
+  intOption('device', ordinal, INT32_MAX, 'a CUDA device ordinal');
   const { hostMemory } = options;
-  if (hostMemory !== undefined && !(Number.isSafeInteger(hostMemory) && hostMemory >= 0)) throw new ConfigError(`createCudaBackend: hostMemory must be a non-negative integer of bytes, got ${fmt(hostMemory)}`);
+  if (hostMemory !== undefined) intOption('hostMemory', hostMemory, Number.MAX_SAFE_INTEGER, 'bytes; 2^53 - 1 is as many as a number holds exactly');
   // NOTE: the addon's current device, its streams and its step graphs are per process: a second
   // device would move every cache already made onto it.
   const taken = () => {
@@ -76,6 +76,15 @@ export async function createCudaBackend(options: CudaBackendOptions = {}): Promi
     precision: { f32: 1e-5, f16: 4e-3, bf16: 3e-2 },
     createDevice: () => new CudaDevice(addon, ordinal, hostMemory),
   };
+}
+
+const INT32_MAX = 2 ** 31 - 1;
+
+/** Throws a ConfigError unless option `name` is an integer in [0, max]; the message states the range. */
+function intOption(name: string, value: unknown, max: number, unit: string): void {
+  if (!(Number.isInteger(value) && (value as number) >= 0 && (value as number) <= max)) {
+    throw new ConfigError(`createCudaBackend: ${name} must be an integer in [0, ${max}] (${unit}), got ${fmt(value)}`);
+  }
 }
 
 /** The device this process's backends run on, once one has started. */

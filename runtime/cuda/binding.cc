@@ -9,10 +9,12 @@ namespace shadowkv_cuda {
 
 namespace {
 
+// SHADOWKV_CUDA_SYNC takes 0 and 1 (unset: 0); createCudaBackend refuses any other value before
+// the addon loads (cudaEnv.ts), and here only "1" turns it on, so that "false" or "no" cannot.
 bool SyncEveryOp() {
   static const bool sync = [] {
     const char* v = getenv("SHADOWKV_CUDA_SYNC");
-    return v && *v && strcmp(v, "0") != 0;
+    return v && strcmp(v, "1") == 0;
   }();
   return sync;
 }

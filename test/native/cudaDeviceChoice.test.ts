@@ -40,12 +40,14 @@ describe('createCudaBackend options (stub addon)', () => {
   it('a bad device or hostMemory, or an unknown key, is a ConfigError before anything is probed, naming the value as given', async () => {
     setDevice.mockClear();
     const cases: [unknown, RegExp][] = [
-      [{ device: -1 }, /device must be a non-negative integer, got -1/],
+      [{ device: -1 }, /device must be an integer in \[0, 2147483647\] \(a CUDA device ordinal\), got -1/],
+      [{ device: 2 ** 40 }, /device must be an integer in \[0, 2147483647\].*, got 1099511627776/],
+      [{ hostMemory: 2 ** 60 }, /hostMemory must be an integer in \[0, 9007199254740991\] \(bytes; 2\^53 - 1 is as many as a number holds exactly\), got 1152921504606847000/],
       [{ device: 1.5 }, /got 1.5/],
       [{ device: Number.NaN }, /got NaN/],
       [{ device: '0' }, /got "0"/],
       [{ device: Infinity }, /got Infinity/],
-      [{ hostMemory: -1 }, /hostMemory must be a non-negative integer of bytes, got -1/],
+      [{ hostMemory: -1 }, /hostMemory must be an integer in \[0, 9007199254740991\].*, got -1/],
       [{ hostMemory: Number.NaN }, /got NaN/],
       [{ devcie: 1 }, /unknown option 'devcie'; known: device, hostMemory/],
       [null, /must be an object/],

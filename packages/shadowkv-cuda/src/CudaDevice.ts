@@ -24,8 +24,8 @@ import {
 } from '../../shadowkv/src/backends/Device.js';
 import { HOST_ARRAY, storageCode } from '../../shadowkv/src/backends/codes.js';
 import { MemoryLedger } from '../../shadowkv/src/backends/MemoryLedger.js';
+import { throwLowRankStatus, throwStepStatus } from '../../shadowkv/src/backends/statusErrors.js';
 import { freemem } from 'node:os';
-import { fmt } from '../../shadowkv/src/config.js';
 import { ConfigError } from '../../shadowkv/src/errors/ConfigError.js';
 import { DeviceMismatchError } from '../../shadowkv/src/errors/DeviceMismatchError.js';
 import { DisposedError } from '../../shadowkv/src/errors/DisposedError.js';
@@ -35,6 +35,7 @@ import type { RopeStyle } from '../../shadowkv/src/spec.js';
 import type { DType } from '../../shadowkv/src/tensor.js';
 import type { LayerStep, StepRow } from '../../shadowkv/src/backends/LayerStep.js';
 import { CUDA_MEMORY_TYPE, DTYPE_CODE, ROPE_STYLE_CODE, ROW_BYTES, SEGMENT_WORDS, STATUS, STEP_BYTES, type CudaAddon } from './AddonTypes.js';
+import { envCount } from './cudaEnv.js';
 import { typedFailures } from './typedFailures.js';
 
 
@@ -239,12 +240,12 @@ export class CudaDevice implements Device {
   }
 
   lowRankKeys(k: View, S: number, D: number, rank: number, oversample: number, powerIters: number, seed: number, o: LowRankOut): void {
-    lowRankStatus(this.x.lowRankKeys(...this.lowRankArgs(k, S, D, rank, oversample, powerIters, seed, o)), S, D, rank, oversample, powerIters);
+    throwLowRankStatus(this.x.lowRankKeys(...this.lowRankArgs(k, S, D, rank, oversample, powerIters, seed, o)), { S, D, rank, oversample, powerIters }, LOW_RANK_MEMORY);
   }
 
   lowRankKeysAlongside(k: View, S: number, D: number, rank: number, oversample: number, powerIters: number, seed: number, o: LowRankOut): () => void {
     this.x.lowRankKeysAside(...this.lowRankArgs(k, S, D, rank, oversample, powerIters, seed, o));
-    return () => lowRankStatus(this.x.joinLowRankKeysAside(), S, D, rank, oversample, powerIters);
+    return () => throwLowRankStatus(this.x.joinLowRankKeysAside(), { S, D, rank, oversample, powerIters }, LOW_RANK_MEMORY);
   }
 
   private lowRankArgs(k: View, S: number, D: number, rank: number, oversample: number, powerIters: number, seed: number, o: LowRankOut) {
@@ -512,7 +513,7 @@ export class CudaDevice implements Device {
     const record = this.record.bytes.subarray(0, bytes);
     const inputs = step.hostInputs;
     const status = inputs ? this.x.decodeLayer(record, inputs[0], inputs[1], inputs[2]) : this.x.decodeLayer(record);
-    if (status !== STATUS.ok) throw new RangeError(`decode_layer: the runtime rejected the step record (status ${status})`);
+    if (status !== STATUS.ok) throwStepStatus(status, `CUDA device ${this.ordinal} could not hold the step's workspace; nothing was changed. Use a smaller batch or budget`);
   }
 
   /** Device-tier (pool), cudaMalloc and cudaHostAlloc allocations of this process so far (the addon's own workspaces included). */
@@ -544,23 +545,8 @@ export class CudaDevice implements Device {
   }
 }
 
-/**
- * A count from the environment (tests force the fused step's groupings); 0 when unset or empty.
- * Anything else is a ConfigError: a typo read as 0 would check the default path while claiming another.
- */
-function envCount(name: string): number {
-  const text = process.env[name]?.trim();
-  if (!text) return 0;
-  if (!/^\d{1,10}$/.test(text) || Number(text) > INT32_MAX) throw new ConfigError(`${name} must be a count in [0, ${INT32_MAX}] (the kernels read it as an int32), got ${fmt(process.env[name])}; unset it for the default`);
-  return Number(text);
-}
-
-const INT32_MAX = 2 ** 31 - 1;
-
-/** Throws where the runtime refused a factorization (lowRankKeys' status), as WasmDevice does. */
-function lowRankStatus(status: number, S: number, D: number, rank: number, oversample: number, powerIters: number): void {
-  if (status !== STATUS.ok) throw new RangeError(`lowRankKeys: the runtime rejected S=${S}, D=${D}, rank=${rank}, oversample=${oversample}, powerIters=${powerIters}, or a non-finite key (status ${status})`);
-}
+/** What lowRankKeys' workspace lives in (its OutOfMemoryError). */
+const LOW_RANK_MEMORY = 'the device and pinned host memory';
 
 /** The step record's bytes and its 32-bit views (made when it grows, not every step). */
 interface RecordViews {

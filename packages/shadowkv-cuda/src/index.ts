@@ -11,11 +11,13 @@ import { NoBinaryError } from '../../shadowkv/src/errors/NoBinaryError.js';
 import { NoDeviceError } from '../../shadowkv/src/errors/NoDeviceError.js';
 import { CUDA_NO_DEVICE, type CudaDeviceInfo } from './AddonTypes.js';
 import { CudaDevice } from './CudaDevice.js';
+import { checkCudaEnv } from './cudaEnv.js';
 import { findAddon, loadAddon } from './loadAddon.js';
 import { probeAddon, type ProbeResult } from './probeAddon.js';
 
 export type { AddonMemoryStats, CudaAddon, CudaDeviceInfo } from './AddonTypes.js';
 export { CudaDevice } from './CudaDevice.js';
+export { CUDA_ENV } from './cudaEnv.js';
 export { isCudaTensor, type CudaTensor } from './CudaTensor.js';
 export { ADDON_ENV, addonCandidates, findAddon } from './loadAddon.js';
 export { probeAddon, type ProbeResult } from './probeAddon.js';
@@ -38,7 +40,9 @@ export interface CudaBackendOptions {
 /**
  * Starts the CUDA backend: finds the addon binary, probes it in a child process (a crash or a
  * missing driver costs the child), then loads it here and selects the device.
- * Throws `NoBinaryError` when no binary is found or it cannot load, `NoDeviceError` when CUDA finds
+ * Throws `ConfigError` for an option, or a variable of `CUDA_ENV` (`SHADOWKV_CUDA_SYNC`, ...), it
+ * does not take; `NoBinaryError` when no binary is found (or `SHADOWKV_CUDA_ADDON` names none) or it
+ * cannot load, `NoDeviceError` when CUDA finds
  * no usable device (no driver: CUDA error 35; no device: 100; no kernels for this GPU: 209).
  * Output tolerance against a float64 oracle is that of the wasm backend (f32 arithmetic).
  * @example
@@ -49,15 +53,16 @@ export interface CudaBackendOptions {
 export async function createCudaBackend(options: CudaBackendOptions = {}): Promise<Backend> {
   checkKeys('createCudaBackend options', options, ['device', 'hostMemory']);
   const ordinal = options.device ?? 0;
-  if (!Number.isInteger(ordinal) || ordinal < 0) throw new ConfigError(`createCudaBackend: device must be a non-negative integer, got ${fmt(options.device)}`);
+  intOption('device', ordinal, INT32_MAX, 'a CUDA device ordinal');
   const { hostMemory } = options;
-  if (hostMemory !== undefined && !(Number.isSafeInteger(hostMemory) && hostMemory >= 0)) throw new ConfigError(`createCudaBackend: hostMemory must be a non-negative integer of bytes, got ${fmt(hostMemory)}`);
+  if (hostMemory !== undefined) intOption('hostMemory', hostMemory, Number.MAX_SAFE_INTEGER, 'bytes; 2^53 - 1 is as many as a number holds exactly');
   // NOTE: the addon's current device, its streams and its step graphs are per process: a second
   // device would move every cache already made onto it.
   const taken = () => {
     if (chosen !== undefined && chosen !== ordinal) throw new ConfigError(`createCudaBackend: this process runs on CUDA device ${chosen}; device ${ordinal} needs a process of its own (one device per process)`);
   };
   taken();
+  checkCudaEnv();
   const path = findAddon();
   const probe = await probeAddon(path, ordinal);
   const info = checkProbe(probe, ordinal, path);
@@ -71,6 +76,15 @@ export async function createCudaBackend(options: CudaBackendOptions = {}): Promi
     precision: { f32: 1e-5, f16: 4e-3, bf16: 3e-2 },
     createDevice: () => new CudaDevice(addon, ordinal, hostMemory),
   };
+}
+
+const INT32_MAX = 2 ** 31 - 1;
+
+/** Throws a ConfigError unless option `name` is an integer in [0, max]; the message states the range. */
+function intOption(name: string, value: unknown, max: number, unit: string): void {
+  if (!(Number.isInteger(value) && (value as number) >= 0 && (value as number) <= max)) {
+    throw new ConfigError(`createCudaBackend: ${name} must be an integer in [0, ${max}] (${unit}), got ${fmt(value)}`);
+  }
 }
 
 /** The device this process's backends run on, once one has started. */

@@ -63,14 +63,55 @@ def _fill(t, key, val):
     return t.replace('{key}', key).replace('{value}', val)
 
 
+# The longest prompt tasks.ts can draw (V8's string limit, MAX_SAMPLE_LENGTH there): past it the
+# twins could not be compared, so it is refused here too.
+MAX_SAMPLE_LENGTH = 536870888
+
+
+def _is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def min_sample_length(task):
+    """The shortest length every sample of `task` fits (minSampleLength in tasks.ts)."""
+    d = _task(task)
+    value = '0' * (d['value'].get('digits') or d['value']['hex'])
+    if d['filler'] == 'pairs':
+        stand = '0' * d['key']['hex']
+        return 1 + _bytes(_fill(d['question'], stand, '')) + _bytes(' ' + value) + _bytes(_fill(d['pair'], stand, value))
+    if task == 'passkey':
+        keys = [''] * d['needles']
+    else:
+        keys = sorted(SPEC['needleKeys'], key=_bytes, reverse=True)[:d['needles']]
+    return 1 + sum(_bytes(_fill(d['needle'], k, value)) for k in keys) + _bytes(_fill(d['question'], keys[0], '')) + _bytes(' ' + value)
+
+
+def _task(task):
+    if not isinstance(task, str) or task not in SPEC['tasks']:
+        raise ValueError(f"draw_sample: unknown task {task!r}; known: {', '.join(TASK_NAMES)}")
+    return SPEC['tasks'][task]
+
+
 def draw_sample(task, length, index, split='eval'):
     """Sample `index` of `task` at `length` tokens: dict(task, length, index, seed, prompt, answer)."""
     return draw_with_needles(task, length, index, split)[0]
 
 
 def draw_with_needles(task, length, index, split='eval'):
-    """draw_sample, plus every (question, answer) the context can answer (training asks several)."""
-    d = SPEC['tasks'][task]
+    """draw_sample, plus every (question, answer) the context can answer (training asks several).
+
+    A ValueError, as drawSample's ConfigError in tasks.ts, for an unknown task or split, an index that
+    is not a non-negative integer, or a length that is not an integer in [min_sample_length(task),
+    MAX_SAMPLE_LENGTH] (a short kv_lookup had no pair to ask; a huge one filled memory).
+    """
+    d = _task(task)
+    lo = min_sample_length(task)
+    if not _is_int(length) or not lo <= length <= MAX_SAMPLE_LENGTH:
+        raise ValueError(f'draw_sample: length must be an integer in [{lo}, {MAX_SAMPLE_LENGTH}] for {task} (tokens, <bos> and answer included), got {length!r}')
+    if not _is_int(index) or index < 0:
+        raise ValueError(f'draw_sample: index must be a non-negative integer, got {index!r}')
+    if split not in ('eval', 'train'):
+        raise ValueError(f"draw_sample: split must be 'eval' or 'train', got {split!r}")
     seed = fnv1a32(f'{split}:{task}:{length}:{index}')
     rng = Mulberry32(seed)
     pieces, needles = [], []

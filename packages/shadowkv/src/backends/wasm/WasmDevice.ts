@@ -26,6 +26,7 @@ import {
 import type { LayerStep, StepRow } from '../LayerStep.js';
 import { HOST_ARRAY, storageCode } from '../codes.js';
 import { MemoryLedger } from '../MemoryLedger.js';
+import { throwLowRankStatus, throwStepStatus } from '../statusErrors.js';
 import { DTYPE_CODE, ROPE_STYLE_CODE, ROW_WORDS, SEGMENT_BYTES, STATUS, STEP_WORDS, type WasmExports } from './abi.js';
 
 
@@ -176,8 +177,7 @@ export class WasmDevice implements Device {
       this.addr(k), S, D, rank, oversample, powerIters, seed >>> 0,
       this.addr(o.u), this.addr(o.sv), this.addr(o.proj), this.addr(o.sigma),
     ));
-    if (status === STATUS.alloc) throw new OutOfMemoryError(`lowRankKeys: the wasm heap could not hold the workspace for S=${S}, D=${D}, rank=${rank} (about 4·D² bytes, at most 4 GB)`);
-    if (status !== STATUS.ok) throw new RangeError(`lowRankKeys: the runtime rejected S=${S}, D=${D}, rank=${rank}, oversample=${oversample}, powerIters=${powerIters}, or a non-finite key (status ${status})`);
+    throwLowRankStatus(status, { S, D, rank, oversample, powerIters }, 'the wasm heap (at most 4 GB)');
   }
 
   landmarks(keys: View, ld: number, nChunks: number, C: number, d: number, landmarks: View, minCos: View): void {
@@ -263,10 +263,7 @@ export class WasmDevice implements Device {
     step.rows.forEach((row, b) => this.encodeRow(w, STEP_WORDS + b * ROW_WORDS, row));
     this.write({ buf, offset: 0 }, w.subarray(0, words));
     const status = this.op('decode_layer', () => this.x.skv_decode_layer(buf.ptr));
-    if (status === STATUS.alloc) {
-      throw new OutOfMemoryError(`decode_layer: the wasm heap could not hold the step's scratch (heap is ${this.x.memory.buffer.byteLength} bytes of 4 GB); nothing was changed. Use a smaller batch or budget, or the cuda backend`);
-    }
-    if (status !== STATUS.ok) throw new RangeError(`decode_layer: the runtime rejected the step record (status ${status})`);
+    if (status !== STATUS.ok) throwStepStatus(status, `the wasm heap could not hold the step's scratch (heap is ${this.x.memory.buffer.byteLength} bytes of 4 GB); nothing was changed. Use a smaller batch or budget, or the cuda backend`);
   }
 
   /** `skv_row` fields, in abi.h order. */

@@ -1,0 +1,68 @@
+// The environment the CUDA backend reads (no GPU needed): a value the native code does not take,
+// or a SHADOWKV_CUDA_ADDON path that is no binary, is refused with a typed error naming the
+// variable and what it takes, before any binary is looked for or loaded.
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { ConfigError, NoBinaryError } from '../../packages/shadowkv/src/errors/index.js';
+import { ADDON_ENV, CUDA_ENV, createCudaBackend, findAddon } from '../../packages/shadowkv-cuda/src/index.js';
+
+const set: string[] = [];
+const setEnv = (name: string, value: string) => (set.push(name), (process.env[name] = value));
+afterEach(() => set.splice(0).forEach((name) => delete process.env[name]));
+const rejection = (p: Promise<unknown>) => p.then(() => undefined, (e: unknown) => e);
+
+describe('createCudaBackend checks every variable the addon reads', () => {
+  it.each([
+    ['SHADOWKV_CUDA_SYNC', 'false', '0 (ops queue, the default) or 1 (every op waits for its kernels)'],
+    ['SHADOWKV_CUDA_SYNC', 'no', '0 (ops queue, the default) or 1'],
+    ['SHADOWKV_CUDA_GRAPHS', 'false', '0 (off) or 1 (on, the default)'],
+    ['SHADOWKV_CUDA_PDL', 'off', '0 (off) or 1 (on, the default)'],
+    ['SHADOWKV_CUDA_DENSE', '2', '0 (the composed attention) or 1'],
+    ['SHADOWKV_CUDA_REBUILD', 'SIMT', 'simt (the key rebuild without tensor cores)'],
+    ['SHADOWKV_CUDA_FETCH_GRID', '8x', 'a count in [0, 2147483647]'],
+    ['SHADOWKV_CUDA_STEP_GROUPS', '-1', 'a count in [0, 2147483647]'],
+    ['SKV_HOST_THREADS', '', 'an integer in [1, 64]'],
+    ['SKV_HOST_THREADS', '65', 'an integer in [1, 64]'],
+    ['SKV_LOW_RANK_TRACE', 'yes', '0 or 1'],
+  ])('%s=%j is a ConfigError naming it and the values it takes', async (name, value, takes) => {
+    setEnv(name, value);
+    const err = await rejection(createCudaBackend());
+    expect(err).toBeInstanceOf(ConfigError);
+    expect((err as Error).message).toContain(`${name} must be ${takes}`);
+    expect((err as Error).message).toContain(`got ${JSON.stringify(value)}; unset it for the default`);
+  });
+
+  it('the documented values pass the check (the search then goes on to the binary)', async () => {
+    for (const [name, value] of [['SHADOWKV_CUDA_SYNC', '1'], ['SHADOWKV_CUDA_GRAPHS', '0'], ['SHADOWKV_CUDA_DENSE', ''], ['SHADOWKV_CUDA_REBUILD', 'simt'], ['SHADOWKV_CUDA_FETCH_GRID', '66'], ['SKV_HOST_THREADS', '64']] as const) setEnv(name, value);
+    setEnv(ADDON_ENV, '/nonexistent/shadowkv_cuda.node');
+    expect(await rejection(createCudaBackend())).toBeInstanceOf(NoBinaryError);
+  });
+
+  it('lists every SHADOWKV_CUDA_ variable the native code reads', () => {
+    expect(Object.keys(CUDA_ENV)).toEqual(expect.arrayContaining(['SHADOWKV_CUDA_SYNC', 'SHADOWKV_CUDA_LANDED', 'SHADOWKV_CUDA_SELECT_NEAR', 'SHADOWKV_CUDA_APPEND_FOLD', 'SHADOWKV_CUDA_FETCH_SPLIT']));
+  });
+});
+
+describe('SHADOWKV_CUDA_ADDON names the one binary tried', () => {
+  it.skipIf(process.platform !== 'linux' || process.arch !== 'x64')('a path that does not exist, or a directory, is a NoBinaryError naming it and why; no other binary is tried', async () => {
+    setEnv(ADDON_ENV, '/nonexistent/shadowkv_cuda.nod');
+    expect(() => findAddon()).toThrow(NoBinaryError);
+    expect(() => findAddon()).toThrow('SHADOWKV_CUDA_ADDON is "/nonexistent/shadowkv_cuda.nod", and /nonexistent/shadowkv_cuda.nod does not exist; point it at a shadowkv_cuda.node, or unset it');
+    const dir = mkdtempSync(join(tmpdir(), 'skv-addon-'));
+    try {
+      setEnv(ADDON_ENV, dir);
+      expect(() => findAddon()).toThrow(`and ${dir} is not a file`);
+      const file = join(dir, 'shadowkv_cuda.node');
+      writeFileSync(file, 'not a binary');
+      setEnv(ADDON_ENV, file);
+      expect(findAddon()).toBe(file); // the probe child then says why it does not load
+      const err = await rejection(createCudaBackend());
+      expect(err).toBeInstanceOf(NoBinaryError);
+      expect((err as Error).message).toContain(`${file} failed in the probe process (load)`);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

@@ -112,7 +112,8 @@ export function elements(data: ArrayBufferView): number {
  * stage stale bytes, or store them.
  */
 export function recheckSizes(call: string, inputs: Record<string, Input | undefined>, out?: { data: unknown; n: number }): void {
-  for (const [name, t] of Object.entries(inputs)) {
+  for (const name in inputs) {
+    const t = inputs[name]; // NOTE: for-in, not Object.entries: every decode step rechecks its inputs
     if (t && !onDevice(t) && elements(t.data) !== numel(t.shape)) {
       throw new ShapeError(`${call}: ${name} holds ${elements(t.data)} elements after the call's getters ran, not the ${numel(t.shape)} of its shape ${show(t.shape)} (its buffer was resized or detached)`);
     }

@@ -322,12 +322,12 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
       const { kvHeads: Hkv, queryHeads: Hq, headDim: d } = this.spec;
       const raw = capture(call, 'input', input ?? null, ['keys', 'values', 'queries', 'sequences'] as const, true);
       const keys = captureInput(call, 'keys', raw.keys, [-1, Hkv, -1, d], this.device);
-      checkTensor(call, 'keys', keys, [-1, Hkv, -1, d], `spec has ${Hkv} kv heads of dim ${d}`);
+      checkTensor(call, 'keys', keys, [-1, Hkv, -1, d], () => `spec has ${Hkv} kv heads of dim ${d}`);
       const [rows, , S] = keys.shape as [number, number, number, number];
       const values = captureInput(call, 'values', raw.values, [rows, Hkv, S, d], this.device);
-      checkTensor(call, 'values', values, [rows, Hkv, S, d], 'values must match keys');
+      checkTensor(call, 'values', values, [rows, Hkv, S, d], () => 'values must match keys');
       const queries = raw.queries === undefined ? undefined : captureInput(call, 'queries', raw.queries, [rows, Hq, S, d], this.device);
-      if (queries) checkTensor(call, 'queries', queries, [rows, Hq, S, d], `spec has ${Hq} query heads and keys hold ${S} tokens`);
+      if (queries) checkTensor(call, 'queries', queries, [rows, Hq, S, d], () => `spec has ${Hq} query heads and keys hold ${S} tokens`);
       const inputs = { keys, values, queries };
       checkSameDtype(call, inputs);
       // Row indices are read (copied) before the data is checked: no getter runs after the checks.
@@ -375,14 +375,15 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
       const opts = capture(call, 'options', options, DECODE_OPTION_KEYS, true);
       const R = Array.isArray(opts.sequences) ? opts.sequences.length : this.batch;
       const seqs = checkSequences(call, opts.sequences, R, this.batch);
-      const rowsSaid = opts.sequences !== undefined ? `${R} sequences were named` : `the cache holds ${this.batch} rows`;
+      // NOTE: the shape errors' reasons are worded only when one is thrown: a step's JavaScript is per token.
+      const rowsSaid = () => (opts.sequences !== undefined ? `${R} sequences were named` : `the cache holds ${this.batch} rows`);
       const qShape = [R, Hq, 1, d], kvShape = [R, Hkv, 1, d];
       const query = captureInput(call, 'query', raw.query, qShape, this.device);
-      checkTensor(call, 'query', query, qShape, `${rowsSaid} and spec has ${Hq} query heads of dim ${d}`);
+      checkTensor(call, 'query', query, qShape, () => `${rowsSaid()} and spec has ${Hq} query heads of dim ${d}`);
       const key = captureInput(call, 'key', raw.key, kvShape, this.device);
-      checkTensor(call, 'key', key, kvShape, `${rowsSaid} and spec has ${Hkv} kv heads of dim ${d}`);
+      checkTensor(call, 'key', key, kvShape, () => `${rowsSaid()} and spec has ${Hkv} kv heads of dim ${d}`);
       const value = captureInput(call, 'value', raw.value, kvShape, this.device);
-      checkTensor(call, 'value', value, kvShape, 'value must match key');
+      checkTensor(call, 'value', value, kvShape, () => 'value must match key');
       const inputs = { query, key, value }; // NOTE: one object for every check below: a step's JavaScript is per token
       checkSameDtype(call, inputs);
       const dtype = query.dtype;

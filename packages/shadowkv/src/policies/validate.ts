@@ -81,20 +81,32 @@ export function captureInput(call: string, name: string, t: unknown, expected: r
   return captureTensor(call, name, t, expected);
 }
 
-/** Checks a captured tensor's data type and shape against `expected` (`-1` = any positive size). `why` explains the expectation. */
-export function checkTensor(call: string, name: string, t: Input, expected: readonly number[], why: string): void {
+/**
+ * Checks a captured tensor's data type and shape against `expected` (`-1` = any positive size).
+ * `why` explains the expectation; it is called only to word an error (a decode step checks three tensors).
+ */
+export function checkTensor(call: string, name: string, t: Input, expected: readonly number[], why: () => string): void {
   if (!onDevice(t) && !dataMatches(t.data, t.dtype)) {
     const want = t.dtype === 'f32' ? 'Float32Array' : 'Uint16Array';
     throw new DTypeError(`${call}: ${name} has dtype '${t.dtype}' but its data is a ${t.data.constructor.name}, expected ${want}`);
   }
-  const ok = t.shape.length === expected.length && t.shape.every((s, i) => Number.isSafeInteger(s) && s > 0 && (expected[i] === -1 || s === expected[i]));
-  if (!ok) {
+  if (!shapeMatches(t.shape, expected)) {
     const want = show(expected.map((e) => (e === -1 ? '*' : e)));
-    throw new ShapeError(`${call}: ${name} is ${show(t.shape)}, but ${why}, so expected ${want}`);
+    throw new ShapeError(`${call}: ${name} is ${show(t.shape)}, but ${why()}, so expected ${want}`);
   }
   if (!onDevice(t) && elements(t.data) !== numel(t.shape)) {
     throw new ShapeError(`${call}: ${name} has shape ${show(t.shape)} (${numel(t.shape)} elements) but ${elements(t.data)} elements of data`);
   }
+}
+
+/** Whether every size of `shape` is a positive safe integer equal to `expected`'s (`-1`: any). Captured shapes have no holes. */
+function shapeMatches(shape: readonly number[], expected: readonly number[]): boolean {
+  if (shape.length !== expected.length) return false;
+  for (let i = 0; i < shape.length; i++) {
+    const s = shape[i]!;
+    if (!(Number.isSafeInteger(s) && s > 0 && (expected[i] === -1 || s === expected[i]))) return false;
+  }
+  return true;
 }
 
 // NOTE: the built-in getter, not `.length`: a subclass may redefine length, and the staging copies

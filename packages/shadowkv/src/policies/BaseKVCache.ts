@@ -375,13 +375,13 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
       const opts = capture(call, 'options', options, DECODE_OPTION_KEYS, true);
       const R = Array.isArray(opts.sequences) ? opts.sequences.length : this.batch;
       const seqs = checkSequences(call, opts.sequences, R, this.batch);
-      // NOTE: the shape errors' reasons are worded only when one is thrown: a step's JavaScript is per token.
-      const rowsSaid = () => (opts.sequences !== undefined ? `${R} sequences were named` : `the cache holds ${this.batch} rows`);
+      // NOTE: the shape errors' reasons are worded only when one is thrown, and by no named closure
+      // (tsx's keepNames names each one made): a step's JavaScript is per token.
       const qShape = [R, Hq, 1, d], kvShape = [R, Hkv, 1, d];
       const query = captureInput(call, 'query', raw.query, qShape, this.device);
-      checkTensor(call, 'query', query, qShape, () => `${rowsSaid()} and spec has ${Hq} query heads of dim ${d}`);
+      checkTensor(call, 'query', query, qShape, () => `${this.rowsSaid(opts.sequences, R)} and spec has ${Hq} query heads of dim ${d}`);
       const key = captureInput(call, 'key', raw.key, kvShape, this.device);
-      checkTensor(call, 'key', key, kvShape, () => `${rowsSaid()} and spec has ${Hkv} kv heads of dim ${d}`);
+      checkTensor(call, 'key', key, kvShape, () => `${this.rowsSaid(opts.sequences, R)} and spec has ${Hkv} kv heads of dim ${d}`);
       const value = captureInput(call, 'value', raw.value, kvShape, this.device);
       checkTensor(call, 'value', value, kvShape, () => 'value must match key');
       const inputs = { query, key, value }; // NOTE: one object for every check below: a step's JavaScript is per token
@@ -440,6 +440,11 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
       const data = this.device.read(step.out as View & { buf: { dtype: 'f32' } }, R * Hq * d, out as Float32Array | undefined) as TensorData;
       return { data, shape, dtype };
     });
+  }
+
+  /** Where decode's row count `R` came from, for its shape errors. */
+  private rowsSaid(sequences: unknown, R: number): string {
+    return sequences !== undefined ? `${R} sequences were named` : `the cache holds ${this.batch} rows`;
   }
 
   /**
@@ -804,7 +809,7 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
     const outView = out ?? at(this.device.scratch('step.out', n, dtype));
     const { query, key, value } = input;
     if (!onDevice(query) && !onDevice(key) && !onDevice(value)) {
-      const [nq, nk] = [query.data.length, key.data.length];
+      const nq = query.data.length, nk = key.data.length;
       const total = nq + 2 * nk;
       const buf = this.device.scratch('step.qkv', total, dtype);
       const views = { q: at(buf), k: at(buf, nq), v: at(buf, nq + nk), out: outView };

@@ -135,6 +135,9 @@ export function recheckSizes(call: string, inputs: Record<string, Input | undefi
   }
 }
 
+/** An element of each dtype's host array as a number (16-bit floats are raw bits); made once, not per check. */
+const WIDEN: Record<DType, (x: number) => number> = { f32: (x) => x, f16: f16ToF32, bf16: bf16ToF32 };
+
 /** The largest finite magnitude of each dtype. */
 export const MAX_FINITE: Record<DType, number> = { f32: 3.4028234663852886e38, f16: 65504, bf16: 3.3895313892515355e38 };
 
@@ -145,7 +148,7 @@ export const MAX_FINITE: Record<DType, number> = { f32: 3.4028234663852886e38, f
  */
 export function checkValues(call: string, name: string, t: Tensor, storage: DType | undefined, role: ValueRole, device?: Pick<Device, 'findNonFiniteHost'>): void {
   const limit = Math.min(valueLimit(storage, role), MAX_FINITE[t.dtype]);
-  const widen = t.dtype === 'f32' ? (x: number) => x : t.dtype === 'f16' ? f16ToF32 : bf16ToF32;
+  const widen = WIDEN[t.dtype];
   const i = device?.findNonFiniteHost ? device.findNonFiniteHost(t.data, t.dtype, limit)
     : t.dtype === 'f32' ? firstOutsideF32(t.data as Float32Array, limit)
     : firstOutside16(t.data as Uint16Array, t.dtype === 'f16' ? 0x7c00 : 0x7f80, limit < MAX_FINITE[t.dtype] ? limit : Infinity, widen);
@@ -200,7 +203,7 @@ export function checkDeviceValues(call: string, device: Device, items: { name: s
     const at = first[i]!;
     if (at < 0) return;
     const bits = device.read({ buf: views[i]!.buf, offset: views[i]!.offset + at } as never, 1) as TensorData;
-    const v = t.dtype === 'f32' ? bits[0]! : (t.dtype === 'f16' ? f16ToF32 : bf16ToF32)(bits[0]!);
+    const v = WIDEN[t.dtype](bits[0]!);
     nonFinite(call, name, at, v, t.dtype, storage, role);
   });
 }

@@ -562,7 +562,9 @@ function recordViews(bytes: number): RecordViews {
 
 /** A device address (below 2^53) as the 64-bit word w of a record, little-endian: no BigInt a field. */
 function putAddress(u32: Uint32Array, w: number, address: number): void {
-  u32[2 * w] = address % TWO_32;
+  // NOTE: the low word by `>>> 0`, the same bits as `% TWO_32` (ToUint32 is modulo 2^32), without a
+  // floating-point remainder: a step writes 16 addresses a row.
+  u32[2 * w] = address >>> 0;
   u32[2 * w + 1] = Math.floor(address / TWO_32);
 }
 

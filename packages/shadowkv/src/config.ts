@@ -130,10 +130,17 @@ function check(ok: boolean, message: string): void {
  * Throws `ConfigError` for keys of `o` that are not options (a misspelt option would otherwise be
  * ignored), listing the known ones; `listed` says where a caller's known keys go, when a flat list would mislead.
  */
-export function checkKeys(what: string, o: unknown, known: readonly string[], listed = known.length ? `known: ${known.join(', ')}` : 'it takes none'): asserts o is object {
+export function checkKeys(what: string, o: unknown, known: readonly string[], listed?: string): asserts o is object {
   if (o === null || typeof o !== 'object') throw new ConfigError(`${what} must be an object, got ${fmt(o)}`);
-  const unknown = Object.keys(o).filter((k) => !known.includes(k));
-  if (unknown.length) throw new ConfigError(`${what}: unknown option${unknown.length > 1 ? 's' : ''} ${unknown.map((k) => `'${k}'`).join(', ')}; ${listed}`);
+  // NOTE: a loop, and the message built only on a miss: every decode step checks its arguments' keys.
+  const keys = Object.keys(o);
+  for (const k of keys) if (!known.includes(k)) throw unknownKeys(what, keys, known, listed);
+}
+
+/** The `ConfigError` naming each of `keys` that is not in `known`. */
+function unknownKeys(what: string, keys: readonly string[], known: readonly string[], listed = known.length ? `known: ${known.join(', ')}` : 'it takes none'): ConfigError {
+  const unknown = keys.filter((k) => !known.includes(k));
+  return new ConfigError(`${what}: unknown option${unknown.length > 1 ? 's' : ''} ${unknown.map((k) => `'${k}'`).join(', ')}; ${listed}`);
 }
 
 /** Defaults overridden by the options that are set (undefined means "use the default"). */

@@ -31,6 +31,12 @@ import {
 /** (layer, row) states one cache may hold: each is a handful of objects and buffers. */
 const MAX_ROWS = 65536;
 
+// The keys decode reads from its arguments, and what each input is to the value checks (prefill's too).
+const DECODE_INPUT_KEYS = ['query', 'key', 'value'] as const;
+const DECODE_OPTION_KEYS = ['sequences', 'out', 'checkValues'] as const;
+const DECODE_ROLES = { query: 'input', key: 'key', value: 'value' } as const;
+const PREFILL_ROLES = { keys: 'key', values: 'value', queries: 'input' } as const;
+
 /** The key of the method that refills a fresh cache from a snapshot: loadCache's, not the package's (index.ts does not export it). */
 export const RESTORE = Symbol('shadowkv.restore');
 
@@ -123,6 +129,8 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
   /** Per layer, the device tensor the last decode returned (the cache's memory, replaced by the next decode of the layer). */
   private readonly outputs: (DeviceTensor | undefined)[] = [];
   private lastLayer = -1;
+  /** The step geometry (`stepGeometry()`), made at the first decode: it reads only what construction fixed. */
+  private geometry?: StepGeometry;
   private disposed = false;
   private busy: string | undefined;
 
@@ -204,7 +212,10 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
   }
 
 
-  /** Geometry of the layer step; a sparse policy fills in its chunking and budget. */
+  /**
+   * Geometry of the layer step; a sparse policy fills in its chunking and budget. Read once, at the
+   * first decode (then kept): it may depend only on what the constructor fixed (spec, dtype, options).
+   */
   protected stepGeometry(): StepGeometry {
     const { queryHeads, kvHeads, headDim, scale, rope } = this.spec;
     return { queryHeads, kvHeads, headDim, chunkSize: 1, maxSelected: 0, maxOutliers: 0, localTokens: 0, scale, scoreScale: scale, ropeStyle: rope.style, invFreq: this.invFreq, dtype: this.dtype };
@@ -312,17 +323,18 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
       const { kvHeads: Hkv, queryHeads: Hq, headDim: d } = this.spec;
       const raw = capture(call, 'input', input ?? null, ['keys', 'values', 'queries', 'sequences'] as const, true);
       const keys = captureInput(call, 'keys', raw.keys, [-1, Hkv, -1, d], this.device);
-      checkTensor(call, 'keys', keys, [-1, Hkv, -1, d], `spec has ${Hkv} kv heads of dim ${d}`);
+      checkTensor(call, 'keys', keys, [-1, Hkv, -1, d], () => `spec has ${Hkv} kv heads of dim ${d}`);
       const [rows, , S] = keys.shape as [number, number, number, number];
       const values = captureInput(call, 'values', raw.values, [rows, Hkv, S, d], this.device);
-      checkTensor(call, 'values', values, [rows, Hkv, S, d], 'values must match keys');
+      checkTensor(call, 'values', values, [rows, Hkv, S, d], () => 'values must match keys');
       const queries = raw.queries === undefined ? undefined : captureInput(call, 'queries', raw.queries, [rows, Hq, S, d], this.device);
-      if (queries) checkTensor(call, 'queries', queries, [rows, Hq, S, d], `spec has ${Hq} query heads and keys hold ${S} tokens`);
-      checkSameDtype(call, { keys, values, queries });
+      if (queries) checkTensor(call, 'queries', queries, [rows, Hq, S, d], () => `spec has ${Hq} query heads and keys hold ${S} tokens`);
+      const inputs = { keys, values, queries };
+      checkSameDtype(call, inputs);
       // Row indices are read (copied) before the data is checked: no getter runs after the checks.
       const seqs = checkSequences(call, raw.sequences, rows, this.batch);
-      recheckSizes(call, { keys, values, queries });
-      this.checkInputValues(call, [['keys', keys, this.dtype, 'key'], ['values', values, this.dtype, 'value'], ...(queries ? [['queries', queries, undefined, 'input'] as const] : [])]);
+      recheckSizes(call, inputs);
+      this.checkInputValues(call, inputs, PREFILL_ROLES);
       seqs.forEach((s) => this.checkCapacity(call, layer, s, S));
 
       // Every row's tokens are written (uncommitted) and attended first; only then are they committed,
@@ -360,32 +372,36 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
     return this.run(call, () => {
       checkLayer(call, layer, this.spec.layers);
       const { kvHeads: Hkv, queryHeads: Hq, headDim: d } = this.spec;
-      const raw = capture(call, 'input', input ?? null, ['query', 'key', 'value'] as const, true);
-      const opts = capture(call, 'options', options, ['sequences', 'out', 'checkValues'] as const, true);
+      const raw = capture(call, 'input', input ?? null, DECODE_INPUT_KEYS, true);
+      const opts = capture(call, 'options', options, DECODE_OPTION_KEYS, true);
       const R = Array.isArray(opts.sequences) ? opts.sequences.length : this.batch;
       const seqs = checkSequences(call, opts.sequences, R, this.batch);
-      const rowsSaid = opts.sequences !== undefined ? `${R} sequences were named` : `the cache holds ${this.batch} rows`;
-      const query = captureInput(call, 'query', raw.query, [R, Hq, 1, d], this.device);
-      checkTensor(call, 'query', query, [R, Hq, 1, d], `${rowsSaid} and spec has ${Hq} query heads of dim ${d}`);
-      const key = captureInput(call, 'key', raw.key, [R, Hkv, 1, d], this.device);
-      checkTensor(call, 'key', key, [R, Hkv, 1, d], `${rowsSaid} and spec has ${Hkv} kv heads of dim ${d}`);
-      const value = captureInput(call, 'value', raw.value, [R, Hkv, 1, d], this.device);
-      checkTensor(call, 'value', value, [R, Hkv, 1, d], 'value must match key');
-      checkSameDtype(call, { query, key, value });
+      // NOTE: the shape errors' reasons are worded only when one is thrown, and by no named closure
+      // (tsx's keepNames names each one made): a step's JavaScript is per token.
+      const qShape = [R, Hq, 1, d], kvShape = [R, Hkv, 1, d];
+      const query = captureInput(call, 'query', raw.query, qShape, this.device);
+      checkTensor(call, 'query', query, qShape, () => `${this.rowsSaid(opts.sequences, R)} and spec has ${Hq} query heads of dim ${d}`);
+      const key = captureInput(call, 'key', raw.key, kvShape, this.device);
+      checkTensor(call, 'key', key, kvShape, () => `${this.rowsSaid(opts.sequences, R)} and spec has ${Hkv} kv heads of dim ${d}`);
+      const value = captureInput(call, 'value', raw.value, kvShape, this.device);
+      checkTensor(call, 'value', value, kvShape, () => 'value must match key');
+      const inputs = { query, key, value }; // NOTE: one object for every check below: a step's JavaScript is per token
+      checkSameDtype(call, inputs);
       const dtype = query.dtype;
       const out = opts.out;
-      if (out !== undefined) checkOut(call, out, dtype, R * Hq * d, this.device, { query, key, value });
+      if (out !== undefined) checkOut(call, out, dtype, R * Hq * d, this.device, inputs);
       // With no out, a device query gets this layer's output buffer, which must not be one of the inputs.
       const own = out === undefined && onDevice(query);
       const previous = this.outputs[layer];
       if (own && previous && !previous.disposed) {
-        for (const [name, t] of Object.entries({ query, key, value })) {
+        for (const name in inputs) {
+          const t = inputs[name as keyof typeof inputs];
           if (onDevice(t) && overlaps(t, previous)) throw new ShapeError(`${call}: ${name} is (or overlaps) the output of this layer's previous decode, which this step overwrites; copy it, or pass out`);
         }
       }
       if (opts.checkValues !== undefined && typeof opts.checkValues !== 'boolean') throw new ConfigError(`${call}: options.checkValues must be a boolean, got ${fmt(opts.checkValues)}`);
-      recheckSizes(call, { query, key, value }, out !== undefined && !(out instanceof DeviceTensor) ? { data: out, n: R * Hq * d } : undefined);
-      if (opts.checkValues !== false) this.checkInputValues(call, [['query', query, undefined, 'input'], ['key', key, this.dtype, 'key'], ['value', value, this.dtype, 'value']]);
+      recheckSizes(call, inputs, out !== undefined && !(out instanceof DeviceTensor) ? { data: out, n: R * Hq * d } : undefined);
+      if (opts.checkValues !== false) this.checkInputValues(call, inputs, DECODE_ROLES);
       for (const s of seqs) this.checkCapacity(call, layer, s, 1);
       // A device out, or this layer's own output buffer. The previous output is retired once this step
       // runs (a rejected call leaves it readable), or now where the buffer grew and so freed its memory.
@@ -394,10 +410,10 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
 
       // Inputs staged (host arrays) or taken in place (device tensors): before the work due, so that
       // the staging buffers a first step makes cannot fail after a row was compressed.
-      const io = this.stepInputs({ query, key, value }, dtype, R * Hq * d, outView);
+      const io = this.stepInputs(inputs, dtype, R * Hq * d, outView);
       // The step: work due first (the policy may compress rows), each row's plan and room for its token.
       this.inputOf.fill(-1);
-      seqs.forEach((s, i) => (this.inputOf[s] = i));
+      for (let i = 0; i < seqs.length; i++) this.inputOf[seqs[i]!] = i;
       this.beforeStep(layer, seqs);
       const rows = this.states[layer]!.map((st, b): StepRow => {
         const active = this.inputOf[b]! >= 0;
@@ -405,7 +421,8 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
         const { store, compact } = this.planRow(layer, b, active); // NOTE: not spread: a step's JavaScript is per token
         return { input: this.inputOf[b]!, position: st.length, tail: { k: st.tail.k, v: st.tail.v, capacity: st.tail.capacity, count: st.tail.count }, store, compact };
       });
-      const step: LayerStep = { geometry: this.stepGeometry(), ioDtype: dtype, ...io, counters: this.counters[layer]!, rows };
+      // NOTE: io's fields named, not spread (as the rows' plans above).
+      const step: LayerStep = { geometry: (this.geometry ??= this.stepGeometry()), ioDtype: dtype, q: io.q, k: io.k, v: io.v, hostInputs: io.hostInputs, out: io.out, counters: this.counters[layer]!, rows };
       // 1-5: one runtime call where the backend fuses the step, else its ops one by one.
       if (this.attendDecode) this.decodeWithHook(layer, step);
       else if (this.device.decodeLayer) this.device.decodeLayer(step);
@@ -424,6 +441,11 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
       const data = this.device.read(step.out as View & { buf: { dtype: 'f32' } }, R * Hq * d, out as Float32Array | undefined) as TensorData;
       return { data, shape, dtype };
     });
+  }
+
+  /** Where decode's row count `R` came from, for its shape errors. */
+  private rowsSaid(sequences: unknown, R: number): string {
+    return sequences !== undefined ? `${R} sequences were named` : `the cache holds ${this.batch} rows`;
   }
 
   /**
@@ -479,10 +501,17 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
     return t;
   }
 
-  /** The value checks (`checkValues`) of a call's inputs: host ones in JS, device ones together on the device. */
-  private checkInputValues(call: string, inputs: readonly (readonly [string, Input, DType | undefined, ValueRole])[]): void {
+  /**
+   * The value checks (`checkValues`) of a call's inputs (absent ones skipped), each as `roles` names
+   * it: host ones in JS, device ones together on the device. Stored inputs must fit the cache's dtype.
+   */
+  private checkInputValues<K extends string>(call: string, inputs: Record<K, Input | undefined>, roles: Readonly<Record<K, ValueRole>>): void {
     const onDev: { name: string; t: DeviceTensor; storage: DType | undefined; role: ValueRole }[] = [];
-    for (const [name, t, storage, role] of inputs) {
+    for (const name in inputs) {
+      const t = inputs[name];
+      if (!t) continue;
+      const role = roles[name];
+      const storage = role === 'input' ? undefined : this.dtype;
       if (onDevice(t)) onDev.push({ name, t, storage, role });
       else checkValues(call, name, t, storage, role, this.device);
     }
@@ -777,11 +806,11 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
    * (`uploadsStepInputs`); device tensors in place; `out` where given, else a staging buffer read
    * back after the step.
    */
-  private stepInputs(input: { query: Input; key: Input; value: Input }, dtype: DType, n: number, out: View | undefined): Pick<LayerStep, 'q' | 'k' | 'v' | 'out' | 'hostInputs'> {
+  private stepInputs(input: { readonly query: Input; readonly key: Input; readonly value: Input }, dtype: DType, n: number, out: View | undefined): Pick<LayerStep, 'q' | 'k' | 'v' | 'out' | 'hostInputs'> {
     const outView = out ?? at(this.device.scratch('step.out', n, dtype));
     const { query, key, value } = input;
     if (!onDevice(query) && !onDevice(key) && !onDevice(value)) {
-      const [nq, nk] = [query.data.length, key.data.length];
+      const nq = query.data.length, nk = key.data.length;
       const total = nq + 2 * nk;
       const buf = this.device.scratch('step.qkv', total, dtype);
       const views = { q: at(buf), k: at(buf, nq), v: at(buf, nq + nk), out: outView };

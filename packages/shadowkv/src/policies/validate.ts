@@ -94,20 +94,32 @@ function refuseTensorCopy(call: string, name: string, t: unknown): void {
   }
 }
 
-/** Checks a captured tensor's data type and shape against `expected` (`-1` = any positive size). `why` explains the expectation. */
-export function checkTensor(call: string, name: string, t: Input, expected: readonly number[], why: string): void {
+/**
+ * Checks a captured tensor's data type and shape against `expected` (`-1` = any positive size).
+ * `why` explains the expectation; it is called only to word an error (a decode step checks three tensors).
+ */
+export function checkTensor(call: string, name: string, t: Input, expected: readonly number[], why: () => string): void {
   if (!onDevice(t) && !dataMatches(t.data, t.dtype)) {
     const want = t.dtype === 'f32' ? 'Float32Array' : 'Uint16Array';
     throw new DTypeError(`${call}: ${name} has dtype '${t.dtype}' but its data is a ${t.data.constructor.name}, expected ${want}`);
   }
-  const ok = t.shape.length === expected.length && t.shape.every((s, i) => Number.isSafeInteger(s) && s > 0 && (expected[i] === -1 || s === expected[i]));
-  if (!ok) {
+  if (!shapeMatches(t.shape, expected)) {
     const want = show(expected.map((e) => (e === -1 ? '*' : e)));
-    throw new ShapeError(`${call}: ${name} is ${show(t.shape)}, but ${why}, so expected ${want}`);
+    throw new ShapeError(`${call}: ${name} is ${show(t.shape)}, but ${why()}, so expected ${want}`);
   }
   if (!onDevice(t) && elements(t.data) !== numel(t.shape)) {
     throw new ShapeError(`${call}: ${name} has shape ${show(t.shape)} (${numel(t.shape)} elements) but ${elements(t.data)} elements of data`);
   }
+}
+
+/** Whether every size of `shape` is a positive safe integer equal to `expected`'s (`-1`: any). Captured shapes have no holes. */
+function shapeMatches(shape: readonly number[], expected: readonly number[]): boolean {
+  if (shape.length !== expected.length) return false;
+  for (let i = 0; i < shape.length; i++) {
+    const s = shape[i]!;
+    if (!(Number.isSafeInteger(s) && s > 0 && (expected[i] === -1 || s === expected[i]))) return false;
+  }
+  return true;
 }
 
 // NOTE: the built-in getter, not `.length`: a subclass may redefine length, and the staging copies
@@ -125,7 +137,8 @@ export function elements(data: ArrayBufferView): number {
  * stage stale bytes, or store them.
  */
 export function recheckSizes(call: string, inputs: Record<string, Input | undefined>, out?: { data: unknown; n: number }): void {
-  for (const [name, t] of Object.entries(inputs)) {
+  for (const name in inputs) {
+    const t = inputs[name]; // NOTE: for-in, not Object.entries: every decode step rechecks its inputs
     if (t && !onDevice(t) && elements(t.data) !== numel(t.shape)) {
       throw new ShapeError(`${call}: ${name} holds ${elements(t.data)} elements after the call's getters ran, not the ${numel(t.shape)} of its shape ${show(t.shape)} (its buffer was resized or detached)`);
     }
@@ -134,6 +147,9 @@ export function recheckSizes(call: string, inputs: Record<string, Input | undefi
     throw new ShapeError(`${call}: out holds ${elements(out.data)} elements after the call's getters ran, not ${out.n} (its buffer was resized or detached)`);
   }
 }
+
+/** An element of each dtype's host array as a number (16-bit floats are raw bits); made once, not per check. */
+const WIDEN: Record<DType, (x: number) => number> = { f32: (x) => x, f16: f16ToF32, bf16: bf16ToF32 };
 
 /** The largest finite magnitude of each dtype. */
 export const MAX_FINITE: Record<DType, number> = { f32: 3.4028234663852886e38, f16: 65504, bf16: 3.3895313892515355e38 };
@@ -145,7 +161,7 @@ export const MAX_FINITE: Record<DType, number> = { f32: 3.4028234663852886e38, f
  */
 export function checkValues(call: string, name: string, t: Tensor, storage: DType | undefined, role: ValueRole, device?: Pick<Device, 'findNonFiniteHost'>): void {
   const limit = Math.min(valueLimit(storage, role), MAX_FINITE[t.dtype]);
-  const widen = t.dtype === 'f32' ? (x: number) => x : t.dtype === 'f16' ? f16ToF32 : bf16ToF32;
+  const widen = WIDEN[t.dtype];
   const i = device?.findNonFiniteHost ? device.findNonFiniteHost(t.data, t.dtype, limit)
     : t.dtype === 'f32' ? firstOutsideF32(t.data as Float32Array, limit)
     : firstOutside16(t.data as Uint16Array, t.dtype === 'f16' ? 0x7c00 : 0x7f80, limit < MAX_FINITE[t.dtype] ? limit : Infinity, widen);
@@ -200,7 +216,7 @@ export function checkDeviceValues(call: string, device: Device, items: { name: s
     const at = first[i]!;
     if (at < 0) return;
     const bits = device.read({ buf: views[i]!.buf, offset: views[i]!.offset + at } as never, 1) as TensorData;
-    const v = t.dtype === 'f32' ? bits[0]! : (t.dtype === 'f16' ? f16ToF32 : bf16ToF32)(bits[0]!);
+    const v = WIDEN[t.dtype](bits[0]!);
     nonFinite(call, name, at, v, t.dtype, storage, role);
   });
 }

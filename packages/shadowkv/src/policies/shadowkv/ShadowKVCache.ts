@@ -227,7 +227,10 @@ export class ShadowKVCache extends BaseKVCache<ShadowState> {
 
   /** A row whose prompt is in and reached the threshold is compressed before its first step (all such rows, or none). */
   protected override beforeStep(layer: number, seqs: readonly number[]): void {
-    this.compressRows(seqs.filter((s) => this.isDue(layer, this.states[layer]![s]!)).map((s): [number, number] => [layer, s]));
+    // NOTE: a loop that makes nothing while no row is due, as on almost every step.
+    let due: [number, number][] | undefined;
+    for (const s of seqs) if (this.isDue(layer, this.states[layer]![s]!)) (due ??= []).push([layer, s]);
+    if (due) this.compressRows(due);
   }
 
   /** Compaction rule of docs/algorithm.md: a full recent region compacts after the step, room made first. */

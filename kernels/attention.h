@@ -65,8 +65,10 @@ cudaError_t CausalAttentionFits(int g, int d, SkvSmemFit* fit);
 // reads them. So the launch reads nothing that the kernel before it writes until it merges, and
 // waits for that kernel (StepAppend, which then only counts the step and zeroes the arrivals) only
 // there: with programmatic dependent launch its reads start while that kernel runs. The same
-// splits and bits as StepAppend then Attention. ws: as Attention's.
-cudaError_t AttentionDense(const SkvStep& s, const SkvStepRow* rows, int max_splits, void* ws, cudaStream_t stream);
+// splits and bits as StepAppend then Attention. io: the step's q, k, v and out (device,
+// launchers.h SkvStepIo). ws: as Attention's.
+cudaError_t AttentionDense(const SkvStep& s, const SkvStepRow* rows, const SkvStepIo* io, int max_splits, void* ws,
+                           cudaStream_t stream);
 // Whether AttentionDense takes g heads of d with kv_dtype keys on the current device: the shapes of
 // the register kernels, where its kernel has as many blocks resident as Attention's (the splits are
 // Attention's).

@@ -48,15 +48,16 @@ struct StepLayout {
 static_assert(sizeof(StepLayout) == 16 * 8 + 6 * 4 + 8, "StepLayout has no implicit padding");
 
 struct StepArgs {
-  SkvStep s;
+  SkvStep s;               // its q, k, v and out zero: the kernels read io's
   const SkvStepRow* rows;  // device copy
+  const SkvStepIo* io;     // device copy
   char* ws;
   StepLayout at;
   bool rebuild_mma;  // every row's rebuild on the tensor cores (rebuild_mma)
   bool dense;        // a dense step (AttentionDense): StepAppend only counts the step and zeroes the arrivals
   char pad[6];
 };
-static_assert(sizeof(StepArgs) == sizeof(SkvStep) + 16 + sizeof(StepLayout) + 8, "StepArgs has no implicit padding");
+static_assert(sizeof(StepArgs) == sizeof(SkvStep) + 24 + sizeof(StepLayout) + 8, "StepArgs has no implicit padding");
 
 template <typename T>
 __device__ __forceinline__ T* ws_ptr(const StepArgs& a, size_t off) {
@@ -117,7 +118,7 @@ __device__ __forceinline__ void append_row(const StepArgs& a, int b, float* qk) 
     landed[h] = n_miss[h] = 0;
     SkvAttnTask t{};
     if (r.input >= 0) {
-      t = row_task(s, r, h);
+      t = row_task(s, a.io, r, h);
       t.q = qf + (size_t)h * g * d;
       t.segs = segs + (size_t)h * 3;
       segs[(size_t)h * 3 + (r.u ? 2 : 0)] = tail_segment(s, r, h);  // with a store the select adds outliers and selected chunks
@@ -127,9 +128,9 @@ __device__ __forceinline__ void append_row(const StepArgs& a, int b, float* qk) 
   }
   if (r.input < 0 || a.dense) return;
   float *kf = qk + (size_t)Hq * d, *cs = kf + (size_t)Hkv * d;
-  token_rows(s, r, 0, Hq, 0, Hkv, qk, cs);
+  token_rows(s, a.io, r, 0, Hq, 0, Hkv, qk, cs);
   for (int i = threadIdx.x; i < Hq * d; i += blockDim.x) qf[i] = qk[i];
-  token_to_tail(s, r, 0, Hkv, kf);
+  token_to_tail(s, a.io, r, 0, Hkv, kf);
 }
 
 __global__ void __launch_bounds__(APPEND_THREADS) StepAppendKernel(StepArgs a) {
@@ -184,7 +185,7 @@ __global__ void __launch_bounds__(LOGIT_THREADS, 2) StepLogitsKernel(StepArgs a,
   if (append_rows > 0) {
     prefetched = landmark_logits_prefetch(landmarks, d, s.kv_dtype, L, nb, b0, b1, stage);
     float* x = reinterpret_cast<float*>(stage + LOGIT_SMEM);
-    token_rows(s, r, h * g, g, 0, 0, x, x + (size_t)g * d);
+    token_rows(s, a.io, r, h * g, g, 0, 0, x, x + (size_t)g * d);
     q = x;
   }
   float* logits = ws_ptr<float>(a, a.at.logits) + (size_t)task * g * a.at.max_l;
@@ -1194,7 +1195,7 @@ cudaError_t issue(const StepArgs& a, const StepPlan& p, cudaStream_t stream, boo
   SKV_CUDA_CALL(mark(SKV_STAGE_ATTENTION, stream));
   // 5.
   if (a.dense) {
-    SKV_CUDA_CALL(AttentionDense(s, a.rows, at.max_splits, a.ws + at.part, stream));
+    SKV_CUDA_CALL(AttentionDense(s, a.rows, a.io, at.max_splits, a.ws + at.part, stream));
   } else {
     // Settled where a fetch kernel precedes it (its blocks waited for the select and StepAppend);
     // then each task waits for its own misses to land (the fetch's counts) where the plan says so.
@@ -1224,6 +1225,8 @@ cudaError_t issue(const StepArgs& a, const StepPlan& p, cudaStream_t stream, boo
 // graph launch ~1.3 (launch_bench.cu); a model's layers and the upload blocks used in turn make a
 // few hundred distinct steps, each captured once. Steps read back one by one at 1 x 128K: 0.138-0.190 ms against 0.149-0.197 launched
 // one by one (H200, side by side); queued steps are the GPU's and unchanged.
+// The step's q, k, v and out are not in the key (the kernels read them from SkvStepIo in device
+// memory): a loop whose tensors move every step replays the same graphs as one whose tensors stay.
 // SHADOWKV_CUDA_GRAPHS=0 launches every step's kernels one by one. NOTE: the capture stream is the
 // first device's, as the upload stream is (one device per process).
 struct StepGraphs {
@@ -1314,8 +1317,8 @@ StepGraphs step_graphs;
 
 }  // namespace
 
-cudaError_t DecodeLayer(const SkvStep& s, const SkvStepRow* host_rows, const SkvStepRow* device_rows, SkvWorkspace ws,
-                        cudaStream_t stream) {
+cudaError_t DecodeLayer(const SkvStep& s, const SkvStepRow* host_rows, const SkvStepRow* device_rows, const SkvStepIo* device_io,
+                        SkvWorkspace ws, cudaStream_t stream) {
   const StepLayout at = layout(s, host_rows);
   if (at.error != cudaSuccess) return at.error;
   if (ws.bytes < at.bytes) return cudaErrorInvalidValue;
@@ -1331,7 +1334,8 @@ cudaError_t DecodeLayer(const SkvStep& s, const SkvStepRow* host_rows, const Skv
   if (dense_step && !skv_env_off("SHADOWKV_CUDA_DENSE"))
     SKV_CUDA_CALL(AttentionDenseFits(s.q_heads / s.kv_heads, s.d, s.kv_dtype, &dense));
   if (dense_step && !dense && dense_env && strcmp(dense_env, "1") == 0) return cudaErrorNotSupported;
-  const StepArgs a{s, device_rows, static_cast<char*>(ws.ptr), at, mma, dense};
+  StepArgs a{s, device_rows, device_io, static_cast<char*>(ws.ptr), at, mma, dense};
+  a.s.q = a.s.k = a.s.v = a.s.out = 0;  // the graph's key without them: io holds them
   if (at.sparse > 0) {
     launches.logit_split = p.split, launches.select_blocks = p.blocks, launches.row_groups = p.pipe;
     launches.split_fetch = p.split_fetch, launches.value_grid = p.value_grid, launches.near = p.near, launches.fold = p.fold;

@@ -225,6 +225,13 @@ struct SkvStep {
 };
 static_assert(sizeof(SkvStep) == 112, "SkvStep is 112 bytes");
 
+// The step's inputs and output (SkvStep's q, k, v and out) where the kernels read them: in device
+// memory beside the rows, not in the launch's arguments, so that a step's CUDA graph serves every
+// step of the same plan wherever the host loop keeps its tensors (kernels/decode_layer.cu StepGraphs).
+struct SkvStepIo {
+  uint64_t q, k, v, out;
+};
+
 // Whether the step is well formed (runtime/wasm/decode_layer.cc valid_step, on what the host
 // knows: the per-head counts live on the device and only the runtime writes them).
 bool DecodeLayerValid(const SkvStep& s, const SkvStepRow* rows);
@@ -240,9 +247,10 @@ size_t DecodeLayerWorkspace(const SkvStep& s, const SkvStepRow* rows);
 // Decode steps 1-5 and compaction for every row (the contract of skv_decode_layer), as a few
 // kernels on `stream` and no host synchronization. host_rows: the rows, as the host has them;
 // device_rows: the same rows in device memory, there (in `stream`'s order) before the first kernel
-// and unchanged until the last; ws: DecodeLayerWorkspace bytes.
-cudaError_t DecodeLayer(const SkvStep& s, const SkvStepRow* host_rows, const SkvStepRow* device_rows, SkvWorkspace ws,
-                        cudaStream_t stream);
+// and unchanged until the last; device_io: the step's q, k, v and out, in device memory as the rows
+// are (the kernels read these, never s's); ws: DecodeLayerWorkspace bytes.
+cudaError_t DecodeLayer(const SkvStep& s, const SkvStepRow* host_rows, const SkvStepRow* device_rows, const SkvStepIo* device_io,
+                        SkvWorkspace ws, cudaStream_t stream);
 // The step profile (benchmarks): while on, every DecodeLayer records an event between its stages.
 // Returns the GPU milliseconds per stage summed over the steps recorded since the last call (waits
 // for them), their count, how the steps since the last call were launched and the latest one's

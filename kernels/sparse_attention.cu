@@ -197,8 +197,9 @@ struct TaskList {
 // nothing it reads before merging is written by the kernel before it (StepAppend: the step's counts
 // and the arrival counts), which it waits for only then: its reads start while that kernel runs.
 struct DenseSteps {
-  SkvStep s;
+  SkvStep s;               // its q, k, v and out unread: io's
   const SkvStepRow* rows;  // device
+  const SkvStepIo* io;     // device
   template <int D, int G>
   struct Shared {
     SkvSegment seg;
@@ -216,7 +217,7 @@ struct DenseSteps {
     }
     __syncthreads();
     if (sh.row.input < 0) return false;
-    *t = row_task(s, sh.row, h);
+    *t = row_task(s, io, sh.row, h);
     t->q = sh.x;
     t->segs = &sh.seg;
     t->nseg = 1;
@@ -231,9 +232,9 @@ struct DenseSteps {
   __device__ void token(Shared<D, G>& sh, const SkvAttnTask& t, int64_t end) const {
     const int h = blockIdx.x % s.kv_heads;
     const bool last = end == t.total;
-    token_rows(s, sh.row, h * G, G, h, last ? 1 : 0, sh.x, sh.cs);
+    token_rows(s, io, sh.row, h * G, G, h, last ? 1 : 0, sh.x, sh.cs);
     if (!last) return;
-    token_to_tail(s, sh.row, h, 1, sh.x + G * D);
+    token_to_tail(s, io, sh.row, h, 1, sh.x + G * D);
     skv_mma::fence_proxy_async_global();  // the row's bulk copy (another thread's, after a barrier) reads these stores
     __syncthreads();
   }
@@ -873,13 +874,14 @@ cudaError_t AttentionDenseFits(int g, int d, int kv_dtype, bool* fits) {
   return cudaSuccess;
 }
 
-cudaError_t AttentionDense(const SkvStep& s, const SkvStepRow* rows, int max_splits, void* ws, cudaStream_t stream) {
+cudaError_t AttentionDense(const SkvStep& s, const SkvStepRow* rows, const SkvStepIo* io, int max_splits, void* ws,
+                           cudaStream_t stream) {
   const int ntasks = s.batch * s.kv_heads, g = s.kv_heads > 0 ? s.q_heads / s.kv_heads : 0;
   const FlashKernel flash = flash_for(s.d, g);
   if (ntasks <= 0 || !flash.dense || max_splits > ATTN_MAX_SPLITS) return cudaErrorInvalidValue;
   float* part = static_cast<float*>(ws);
   int32_t* arrivals = AttentionArrivals(ws, ntasks, max_splits, g, s.d);
-  return flash.dense(DenseSteps{s, rows}, dim3((unsigned)ntasks, (unsigned)max_splits), s.scale, s.kv_dtype, part, max_splits,
+  return flash.dense(DenseSteps{s, rows, io}, dim3((unsigned)ntasks, (unsigned)max_splits), s.scale, s.kv_dtype, part, max_splits,
                      arrivals, stream);
 }
 

@@ -242,7 +242,8 @@ void GrowUploads(Napi::Env env, size_t bytes, const char* op) {
 }
 }  // namespace
 
-char* UploadStep(Napi::Env env, const void* const* pieces, const size_t* bytes, int n, size_t* offsets, const char* op) {
+char* UploadStep(Napi::Env env, const void* const* pieces, const size_t* bytes, int n, size_t* offsets, const char* op,
+                 const std::function<void(char* host, char* device)>& fill) {
   if (!uploads.stream) {
     Check(env, op, cudaStreamCreateWithFlags(&uploads.stream, cudaStreamNonBlocking));
     for (int i = 0; i < UPLOAD_BLOCKS; i++) {
@@ -257,6 +258,7 @@ char* UploadStep(Napi::Env env, const void* const* pieces, const size_t* bytes, 
   if (uploads.copied[i]) Check(env, op, cudaEventSynchronize(uploads.landed[i]));  // the pinned block's last copy has run
   char* host = static_cast<char*>(uploads.host[i]);
   for (int k = 0; k < n; k++) memcpy(host + offsets[k], pieces[k], bytes[k]);
+  if (fill) fill(host, static_cast<char*>(uploads.device[i]));
   if (uploads.read[i]) Check(env, op, cudaStreamWaitEvent(uploads.stream, uploads.freed[i], 0));
   Check(env, op, cudaMemcpyAsync(uploads.device[i], host, total, cudaMemcpyHostToDevice, uploads.stream));
   Check(env, op, cudaEventRecord(uploads.landed[i], uploads.stream));

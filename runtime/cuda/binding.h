@@ -2,6 +2,7 @@
 // the stream, the per-process workspace, and CUDA errors turned into JS errors naming the op.
 // No device code here: launchers come from kernels/launchers.h.
 #pragma once
+#include <functional>
 #include <napi.h>
 #include <stdint.h>
 #include <string>
@@ -52,8 +53,11 @@ const void* ReadStaged(Napi::Env env, const void* src, size_t bytes, bool by_ker
 // aligned), after the step that last read that block and before every op issued after this call.
 // So the copy runs while the previous step's kernels do: on the op stream the step's two copies
 // waited for them (the own full step at 4 x 128K took ~12 us longer, H200). After queuing the
-// step's kernels, call StepQueued, which marks the block in use until they are done.
-char* UploadStep(Napi::Env env, const void* const* pieces, const size_t* bytes, int n, size_t* offsets, const char* op);
+// step's kernels, call StepQueued, which marks the block in use until they are done. fill, where
+// given, writes into the host copy, after the pieces, what depends on where they land (host: the
+// copy's start, device: the block's).
+char* UploadStep(Napi::Env env, const void* const* pieces, const size_t* bytes, int n, size_t* offsets, const char* op,
+                 const std::function<void(char* host, char* device)>& fill = nullptr);
 void StepQueued(Napi::Env env, const char* op);
 // Gives the device-tier blocks that the current device's pool keeps back to the device (after
 // waiting for every op): before the free memory is read, at dispose, and when an allocation fails.

@@ -3,7 +3,8 @@
 // bytes of an SkvStep followed by `batch` SkvStepRow (kernels/launchers.h), as
 // CudaDevice.decodeLayer writes them. q, k, v (optional, all three): the step's inputs as host
 // arrays of the io dtype ([R][Hq][d], [R][Hkv][d], [R][Hkv][d]), uploaded with the rows; the
-// record's q, k and v are then ignored. Returns SKV_OK, or SKV_ERR_ARG for a malformed step
+// record's q, k and v are then ignored. The kernels read q, k, v and out from a copy uploaded with
+// the rows, so a step's CUDA graph does not depend on them (kernels/decode_layer.cu StepGraphs). Returns SKV_OK, or SKV_ERR_ARG for a malformed step
 // (nothing is changed then); out of device memory for the step's workspace throws (cudaCode 2),
 // also before anything is changed. Never waits for the GPU: the rows and inputs go up in one copy
 // beside the previous step's kernels (UploadStep), and every kernel is queued on the stream.
@@ -27,10 +28,12 @@ Napi::Value DecodeLayer(const Napi::CallbackInfo& info) {
   // NOTE: read in place (the record stays the caller's until this returns).
   const SkvStepRow* rows = reinterpret_cast<const SkvStepRow*>(bytes + sizeof(SkvStep));
   if (!DecodeLayerValid(s, rows)) return Napi::Number::New(info.Env(), SKV_ERR_ARG);
-  // The host inputs: R rows each of q, k and v, R past every row's input.
-  const void* pieces[4] = {rows};
-  size_t sizes[4] = {sizeof(SkvStepRow) * (size_t)s.batch}, at[4];
-  int n = 1;
+  // The rows, the step's io (where the kernels read q, k, v and out: launchers.h SkvStepIo), then
+  // the host inputs: R rows each of q, k and v, R past every row's input.
+  const SkvStepIo io{s.q, s.k, s.v, s.out};
+  const void* pieces[5] = {rows, &io};
+  size_t sizes[5] = {sizeof(SkvStepRow) * (size_t)s.batch, sizeof io}, at[5];
+  int n = 2;
   if (info.Length() == 4) {
     const size_t es = skv_dtype_size(s.io_dtype), heads[3] = {(size_t)s.q_heads, (size_t)s.kv_heads, (size_t)s.kv_heads};
     size_t R = 0;
@@ -46,13 +49,15 @@ Napi::Value DecodeLayer(const Napi::CallbackInfo& info) {
       if (rows[b].input >= 0 && (size_t)rows[b].input >= R) return Napi::Number::New(info.Env(), SKV_ERR_ARG);
   }
   SkvWorkspace ws = Workspace(info.Env(), WS_DECODE, DecodeLayerWorkspace(s, rows), op);
-  char* up = UploadStep(info.Env(), pieces, sizes, n, at, op);
-  if (n == 4) {
-    s.q = reinterpret_cast<uint64_t>(up + at[1]);
-    s.k = reinterpret_cast<uint64_t>(up + at[2]);
-    s.v = reinterpret_cast<uint64_t>(up + at[3]);
-  }
-  cudaError_t err = ::DecodeLayer(s, rows, reinterpret_cast<const SkvStepRow*>(up + at[0]), ws, Stream());
+  // Host inputs land beside the io, which then names their device copies.
+  auto staged = [&](char* host, char* device) {
+    const SkvStepIo landed{reinterpret_cast<uint64_t>(device + at[2]), reinterpret_cast<uint64_t>(device + at[3]),
+                           reinterpret_cast<uint64_t>(device + at[4]), s.out};
+    memcpy(host + at[1], &landed, sizeof landed);
+  };
+  char* up = UploadStep(info.Env(), pieces, sizes, n, at, op, n == 5 ? std::function<void(char*, char*)>(staged) : nullptr);
+  cudaError_t err = ::DecodeLayer(s, rows, reinterpret_cast<const SkvStepRow*>(up + at[0]), reinterpret_cast<const SkvStepIo*>(up + at[1]),
+                                  ws, Stream());
   StepQueued(info.Env(), op);
   Check(info.Env(), op, err);
   return Napi::Number::New(info.Env(), SKV_OK);

@@ -62,6 +62,46 @@ suite(`steady-state decode (instrumented) [cuda]${cuda ? '' : ' skipped: no CUDA
     expect(cache.stats().compactions - compactionsBefore).toBeGreaterThanOrEqual(2 * batch * spec.layers);
     cache.dispose();
   });
+
+  // A host loop on the GPU whose q, k, v and out sit somewhere new every step (a framework's
+  // allocator): the kernels read them from the step's upload (kernels/launchers.h SkvStepIo), so
+  // the steps replay the graphs that steps at fixed addresses make; were the addresses part of a
+  // graph's key, no step here would replay one (no tensor is freed, so none comes back).
+  it.each(['shadowkv', 'full'] as const)('%s: device tensors at new addresses every step replay CUDA graphs, with the outputs of host arrays', async (policy) => {
+    const addon = countedAddon();
+    const batch = 4, steps = 40, warm = 16;
+    const inputs = (() => {
+      const work = new NeedleWorkload(spec, { tokens: 700, seed: 13 });
+      return Array.from({ length: steps }, () => Array.from({ length: spec.layers }, (_, l) => work.step(l, batch)));
+    })();
+    const make = async () => {
+      const cache = await createCache({ spec, batch, dtype: 'bf16', backend: 'cuda-counted', policy, ...(policy === 'shadowkv' ? { options } : {}) });
+      const prompt = new NeedleWorkload(spec, { tokens: 700, seed: 13 });
+      for (let l = 0; l < spec.layers; l++) cache.prefill(l, prompt.prompt(l, batch));
+      return cache;
+    };
+    const reference = await make();
+    const expected = inputs.map((perLayer) => perLayer.map((input, l) => Float32Array.from(reference.decode(l, input).data)));
+    reference.dispose();
+    const cache = await make();
+    const got = inputs.map((perLayer, i) => {
+      if (i === warm) addon.stepProfile(false); // the launch counts start here
+      return perLayer.map((input, l) => {
+        const [query, key, value] = [input.query, input.key, input.value].map((t) => cache.allocTensor(t.shape, t.dtype, t.data));
+        const out = cache.allocTensor([batch, spec.queryHeads, 1, spec.headDim], 'f32');
+        cache.decode(l, { query: query!, key: key!, value: value! }, { out });
+        return Float32Array.from(out.read());
+      });
+    });
+    const { launches } = addon.stepProfile(false);
+    const layerSteps = (steps - warm) * spec.layers;
+    expect(launches.replayed + launches.captured + launches.oneByOne).toBe(layerSteps);
+    expect(launches.graphsBroken).toBe(false);
+    expect(launches.replayed, JSON.stringify(launches)).toBeGreaterThanOrEqual(layerSteps / 2);
+    expect(got).toEqual(expected);
+    expect(got[steps - 1]![1]).not.toEqual(got[steps - 2]![1]);
+    cache.dispose();
+  });
 });
 
 let shared: CudaAddon | undefined;

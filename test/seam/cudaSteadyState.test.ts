@@ -97,7 +97,9 @@ suite(`steady-state decode (instrumented) [cuda]${cuda ? '' : ' skipped: no CUDA
     const layerSteps = (steps - warm) * spec.layers;
     expect(launches.replayed + launches.captured + launches.oneByOne).toBe(layerSteps);
     expect(launches.graphsBroken).toBe(false);
-    expect(launches.replayed, JSON.stringify(launches)).toBeGreaterThanOrEqual(layerSteps / 2);
+    // With SHADOWKV_CUDA_GRAPHS=0 (kernels/common.cuh skv_env_off) every step goes kernel by kernel.
+    if (process.env.SHADOWKV_CUDA_GRAPHS === '0') expect(launches.oneByOne).toBe(layerSteps);
+    else expect(launches.replayed, JSON.stringify(launches)).toBeGreaterThanOrEqual(layerSteps / 2);
     expect(got).toEqual(expected);
     expect(got[steps - 1]![1]).not.toEqual(got[steps - 2]![1]);
     cache.dispose();

@@ -103,6 +103,7 @@ __device__ __forceinline__ void count_step(const StepArgs& a) {
 __device__ __forceinline__ void append_row(const StepArgs& a, int b, float* qk) {
   const SkvStep& s = a.s;
   const SkvStepRow r = a.rows[b];
+  const SkvStepIo io = *a.io;
   const int Hq = s.q_heads, Hkv = s.kv_heads, d = s.d, g = Hq / Hkv;
   SkvAttnTask* tasks = ws_ptr<SkvAttnTask>(a, a.at.attn) + (size_t)b * Hkv;
   int32_t* arrivals = ws_ptr<int32_t>(a, a.at.arrivals) + (size_t)b * Hkv;  // the attention's (attention.h): zero at its launch
@@ -118,7 +119,7 @@ __device__ __forceinline__ void append_row(const StepArgs& a, int b, float* qk) 
     landed[h] = n_miss[h] = 0;
     SkvAttnTask t{};
     if (r.input >= 0) {
-      t = row_task(s, a.io, r, h);
+      t = row_task(s, io, r, h);
       t.q = qf + (size_t)h * g * d;
       t.segs = segs + (size_t)h * 3;
       segs[(size_t)h * 3 + (r.u ? 2 : 0)] = tail_segment(s, r, h);  // with a store the select adds outliers and selected chunks
@@ -128,9 +129,9 @@ __device__ __forceinline__ void append_row(const StepArgs& a, int b, float* qk) 
   }
   if (r.input < 0 || a.dense) return;
   float *kf = qk + (size_t)Hq * d, *cs = kf + (size_t)Hkv * d;
-  token_rows(s, a.io, r, 0, Hq, 0, Hkv, qk, cs);
+  token_rows(s, io, r, 0, Hq, 0, Hkv, qk, cs);
   for (int i = threadIdx.x; i < Hq * d; i += blockDim.x) qf[i] = qk[i];
-  token_to_tail(s, a.io, r, 0, Hkv, kf);
+  token_to_tail(s, io, r, 0, Hkv, kf);
 }
 
 __global__ void __launch_bounds__(APPEND_THREADS) StepAppendKernel(StepArgs a) {
@@ -170,6 +171,7 @@ __global__ void __launch_bounds__(LOGIT_THREADS, 2) StepLogitsKernel(StepArgs a,
   }
   SkvStepRow r;
   const int task = task0 + blockIdx.x;
+  const SkvStepIo io = append_rows > 0 ? *a.io : SkvStepIo{};  // loaded beside the row (step_token.cuh)
   if (!sparse_task(a, task, &r)) return;
   const SkvStep& s = a.s;
   const int h = task % s.kv_heads, g = s.q_heads / s.kv_heads, d = s.d;
@@ -185,7 +187,7 @@ __global__ void __launch_bounds__(LOGIT_THREADS, 2) StepLogitsKernel(StepArgs a,
   if (append_rows > 0) {
     prefetched = landmark_logits_prefetch(landmarks, d, s.kv_dtype, L, nb, b0, b1, stage);
     float* x = reinterpret_cast<float*>(stage + LOGIT_SMEM);
-    token_rows(s, a.io, r, h * g, g, 0, 0, x, x + (size_t)g * d);
+    token_rows(s, io, r, h * g, g, 0, 0, x, x + (size_t)g * d);
     q = x;
   }
   float* logits = ws_ptr<float>(a, a.at.logits) + (size_t)task * g * a.at.max_l;

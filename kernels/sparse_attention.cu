@@ -204,6 +204,7 @@ struct DenseSteps {
   struct Shared {
     SkvSegment seg;
     SkvStepRow row;
+    SkvStepIo io;
     float x[(G + 1) * D];  // the task's query heads, then (last split) the token's k, rotated
     float cs[D];
   };
@@ -213,11 +214,12 @@ struct DenseSteps {
     const int h = blockIdx.x % s.kv_heads;
     if (threadIdx.x == 0) {
       sh.row = rows[blockIdx.x / s.kv_heads];
+      sh.io = *io;
       sh.seg = tail_segment(s, sh.row, h);
     }
     __syncthreads();
     if (sh.row.input < 0) return false;
-    *t = row_task(s, io, sh.row, h);
+    *t = row_task(s, sh.io, sh.row, h);
     t->q = sh.x;
     t->segs = &sh.seg;
     t->nseg = 1;
@@ -232,9 +234,9 @@ struct DenseSteps {
   __device__ void token(Shared<D, G>& sh, const SkvAttnTask& t, int64_t end) const {
     const int h = blockIdx.x % s.kv_heads;
     const bool last = end == t.total;
-    token_rows(s, io, sh.row, h * G, G, h, last ? 1 : 0, sh.x, sh.cs);
+    token_rows(s, sh.io, sh.row, h * G, G, h, last ? 1 : 0, sh.x, sh.cs);
     if (!last) return;
-    token_to_tail(s, io, sh.row, h, 1, sh.x + G * D);
+    token_to_tail(s, sh.io, sh.row, h, 1, sh.x + G * D);
     skv_mma::fence_proxy_async_global();  // the row's bulk copy (another thread's, after a barrier) reads these stores
     __syncthreads();
   }

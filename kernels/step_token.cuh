@@ -16,11 +16,12 @@ __device__ __forceinline__ SkvSegment tail_segment(const SkvStep& s, const SkvSt
 
 // The attention task of kv head h of row r (attention.h), its q and segments not yet set: the
 // output rows of h's query heads, the step's counters. NOTE: here and below the step's q, k, v and
-// out come from io (device memory), never from s (launchers.h SkvStepIo).
-__device__ __forceinline__ SkvAttnTask row_task(const SkvStep& s, const SkvStepIo* io, const SkvStepRow& r, int h) {
+// out come from io, never from s (launchers.h SkvStepIo): the caller loads it from device memory
+// beside its row, so that the loads of q and k do not wait for another round trip.
+__device__ __forceinline__ SkvAttnTask row_task(const SkvStep& s, const SkvStepIo& io, const SkvStepRow& r, int h) {
   SkvAttnTask t{};
   const int g = s.q_heads / s.kv_heads;
-  t.out = reinterpret_cast<char*>(io->out) + ((size_t)r.input * s.q_heads + (size_t)h * g) * s.d * skv_dtype_size(s.io_dtype);
+  t.out = reinterpret_cast<char*>(io.out) + ((size_t)r.input * s.q_heads + (size_t)h * g) * s.d * skv_dtype_size(s.io_dtype);
   t.out_dtype = s.io_dtype;
   t.counters = reinterpret_cast<double*>(s.counters);
   return t;
@@ -31,12 +32,12 @@ __device__ __forceinline__ SkvAttnTask row_task(const SkvStep& s, const SkvStepI
 // every thread of the block; x is complete, and visible to the block, when it returns. NOTE: the
 // frequencies and the q and k loads are all requested before any is used (the stage is a chain of
 // memory round trips: 9 us at batch 1 with q, k and the frequencies one after another).
-__device__ __forceinline__ void token_rows(const SkvStep& s, const SkvStepIo* io, const SkvStepRow& r, int qh, int nq, int kh,
+__device__ __forceinline__ void token_rows(const SkvStep& s, const SkvStepIo& io, const SkvStepRow& r, int qh, int nq, int kh,
                                            int nk, float* x, float* cs) {
   const int d = s.d, half = d / 2;
   const double* inv_freq = reinterpret_cast<const double*>(s.inv_freq);
   const double f0 = (int)threadIdx.x < half ? inv_freq[threadIdx.x] : 0.0;
-  const void *q = reinterpret_cast<const void*>(io->q), *k = reinterpret_cast<const void*>(io->k);
+  const void *q = reinterpret_cast<const void*>(io.q), *k = reinterpret_cast<const void*>(io.k);
   const size_t q0 = ((size_t)r.input * s.q_heads + qh) * d, k0 = ((size_t)r.input * s.kv_heads + kh) * d;
   batched<8>((nq + nk) * d, [&](int i) {
     return i < nq * d ? load_f32(q, s.io_dtype, q0 + i) : load_f32(k, s.io_dtype, k0 + i - nq * d);
@@ -55,12 +56,12 @@ __device__ __forceinline__ void token_rows(const SkvStep& s, const SkvStepIo* io
 // kf: the token's rotated k rows of kv heads [kh, kh + nk), to the tail at tail_count, and its v
 // rows of those heads (from the input). NOTE: the value keeps its bits where the dtypes agree
 // (convert_elem), so it is not batched through f32.
-__device__ __forceinline__ void token_to_tail(const SkvStep& s, const SkvStepIo* io, const SkvStepRow& r, int kh, int nk,
+__device__ __forceinline__ void token_to_tail(const SkvStep& s, const SkvStepIo& io, const SkvStepRow& r, int kh, int nk,
                                               const float* kf) {
   const int d = s.d;
   auto tail_row = [&](int i) { return ((size_t)(kh + i / d) * r.tail_capacity + r.tail_count) * d + i % d; };
   for (int i = threadIdx.x; i < nk * d; i += blockDim.x) store_f32(reinterpret_cast<void*>(r.tail_k), s.kv_dtype, tail_row(i), kf[i]);
   const size_t v0 = ((size_t)r.input * s.kv_heads + kh) * d;
   for (int i = threadIdx.x; i < nk * d; i += blockDim.x)
-    convert_elem(reinterpret_cast<const void*>(io->v), s.io_dtype, v0 + i, reinterpret_cast<void*>(r.tail_v), s.kv_dtype, tail_row(i));
+    convert_elem(reinterpret_cast<const void*>(io.v), s.io_dtype, v0 + i, reinterpret_cast<void*>(r.tail_v), s.kv_dtype, tail_row(i));
 }

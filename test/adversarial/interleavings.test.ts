@@ -168,4 +168,30 @@ describe("a policy's hooks are synchronous", () => {
     registerPolicy('async-hooks', (config, runtime) => new AsyncHooks(config as never, runtime));
     await expect(createCache({ spec, policy: 'async-hooks', backend: 'wasm' })).rejects.toThrow(/afterPrefill is an async function/);
   });
+
+  it('a plain function hook that returns a promise is a ConfigError naming it when it returns, and its rejection is not left unhandled', async () => {
+    let pending = false;
+    class PromisingHooks extends FullKVCache {
+      protected override afterStep(): Promise<void> | void {
+        if (pending) return Promise.reject(new Error('afterStep failed later'));
+      }
+      protected override saveState(): Record<string, unknown> {
+        return (pending ? Promise.resolve({}) : {}) as Record<string, unknown>;
+      }
+    }
+    const cache = new PromisingHooks({ spec, dtype: 'f32', backend: 'wasm' });
+    const inputs = new KitInputs(5, spec);
+    cache.prefill(0, inputs.prompt(1, 20));
+    cache.decode(0, inputs.step(1)); // synchronous hooks: as any policy's
+    expect(cache.save().length).toBeGreaterThan(0);
+    pending = true;
+    const unhandled = await unhandledDuring(async () => {
+      expect(() => cache.decode(0, inputs.step(1))).toThrow(/^PromisingHooks: afterStep returned a promise; .*do its work synchronously/);
+      expect(() => cache.save()).toThrow(/^PromisingHooks: saveState returned a promise/);
+    });
+    expect(unhandled).toEqual([]);
+    pending = false;
+    cache.decode(0, inputs.step(1)); // the cache goes on
+    cache.dispose();
+  });
 });

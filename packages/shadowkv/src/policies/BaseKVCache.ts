@@ -143,6 +143,7 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
     const own = policyKeys.length ? `${new.target.name}'s own: ${policyKeys.join(', ')}` : `${new.target.name} has none of its own`;
     checkKeys(new.target.name, config, [...CACHE_CONFIG_KEYS, ...policyKeys], `${own} (createCache's options); every cache's: ${CACHE_CONFIG_KEYS.join(', ')}`);
     refuseAsyncHooks(new.target.name, this);
+    refusePromiseResults(new.target.name, this);
     this.spec = resolveSpec(config.spec);
     this.cacheOptions = resolveCacheOptions({ batch: config.batch, dtype: config.dtype, maxTokens: config.maxTokens });
     this.sizedByMaxTokens = config.maxTokens !== undefined;
@@ -988,6 +989,28 @@ function refuseAsyncHooks(policy: string, cache: object): void {
   const hooks = cache as Record<string, unknown>;
   const async = HOOKS.filter((h) => typeof hooks[h] === 'function' && (hooks[h] as () => unknown).constructor.name === 'AsyncFunction');
   if (async.length) throw new ConfigError(`${policy}: ${async.join(', ')} ${async.length > 1 ? 'are async functions' : 'is an async function'}; a policy's hooks run inside synchronous cache calls, which cannot wait for them, so make ${async.length > 1 ? 'them' : 'it'} synchronous`);
+}
+
+/**
+ * Wraps each hook the policy overrides so that a promise it returns (a plain function that returns
+ * one, which refuseAsyncHooks cannot see) is a ConfigError naming the hook when the call returns,
+ * not work that lands amid a later call or a rejection nobody handles.
+ */
+function refusePromiseResults(policy: string, cache: object): void {
+  const hooks = cache as Record<string, unknown>;
+  const base = BaseKVCache.prototype as unknown as Record<string, unknown>;
+  for (const h of HOOKS) {
+    const hook = hooks[h];
+    if (typeof hook !== 'function' || hook === base[h]) continue;
+    hooks[h] = function (this: unknown, ...args: unknown[]): unknown {
+      const r: unknown = hook.apply(this, args);
+      if (typeof r === 'object' && r !== null && typeof (r as { then?: unknown }).then === 'function') {
+        (r as PromiseLike<unknown>).then(undefined, () => undefined); // its rejection is reported by this error
+        throw new ConfigError(`${policy}: ${h} returned a promise; a policy's hooks run inside synchronous cache calls, which cannot wait for it, so do its work synchronously`);
+      }
+      return r;
+    };
+  }
 }
 
 /** A view moved by `elements`. */

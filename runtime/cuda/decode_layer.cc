@@ -50,12 +50,12 @@ Napi::Value DecodeLayer(const Napi::CallbackInfo& info) {
   }
   SkvWorkspace ws = Workspace(info.Env(), WS_DECODE, DecodeLayerWorkspace(s, rows), op);
   // Host inputs land beside the io, which then names their device copies.
-  auto staged = [&](char* host, char* device) {
+  char* up = UploadStep(info.Env(), pieces, sizes, n, at, op, [&](char* host, char* device) {
+    if (n < 5) return;
     const SkvStepIo landed{reinterpret_cast<uint64_t>(device + at[2]), reinterpret_cast<uint64_t>(device + at[3]),
                            reinterpret_cast<uint64_t>(device + at[4]), s.out};
     memcpy(host + at[1], &landed, sizeof landed);
-  };
-  char* up = UploadStep(info.Env(), pieces, sizes, n, at, op, n == 5 ? std::function<void(char*, char*)>(staged) : nullptr);
+  });
   cudaError_t err = ::DecodeLayer(s, rows, reinterpret_cast<const SkvStepRow*>(up + at[0]), reinterpret_cast<const SkvStepIo*>(up + at[1]),
                                   ws, Stream());
   StepQueued(info.Env(), op);

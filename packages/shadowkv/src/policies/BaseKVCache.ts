@@ -880,7 +880,8 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
   /** What a policy's `attendDecode` returned, refused unless counts (`stats()` and snapshots keep them). */
   private checkAttended(read: Attended): Attended {
     const name = `the ${this.name} policy's attendDecode`;
-    if (read === null || typeof read !== 'object' || typeof (read as { then?: unknown }).then === 'function') {
+    // NOTE: a promise never gets here: refusePromiseResults refuses it as the hook returns.
+    if (read === null || typeof read !== 'object') {
       throw new ConfigError(`decode: ${name} must return { tokens, selected?, hits?, misses? } synchronously, got ${fmt(read)}`);
     }
     for (const k of ['tokens', 'selected', 'hits', 'misses'] as const) {

@@ -23,7 +23,7 @@ import { buildCache, QUEUED_WARMUP, summary, timeQueued } from './measure.js';
 import { registerBenchBackend } from './device.js';
 import { SPEC } from './plan.js';
 import { DriftingQueries, PromptSource, WORKLOAD_DEFAULTS } from './workload.js';
-import { resolveBackend } from '../../packages/shadowkv/src/backend.js';
+import { resolveBackend, type BaseKVCache, type DecodeInput } from '../../packages/shadowkv/src/backend.js';
 import type { CudaDevice } from '../../packages/shadowkv-cuda/src/CudaDevice.js';
 
 const f = cli('bench/gpu/profile', 'where the time of a fused CUDA decode step goes, stage by stage', {
@@ -71,6 +71,55 @@ function hostCalls(device: CudaDevice, work: () => void, n: number): { decode: n
     d.addon = addon;
   }
   return { decode: ((performance.now() - t) * 1000) / n, calls };
+}
+/**
+ * The read-back step's wall time (host arrays in and out: the js-overhead target's) taken apart:
+ * decode() wall ms per step, the median over `steps`, with one part changed at a time: value checks
+ * off; device-tensor inputs (uploaded before, at a new address every step, as measure.ts feeds
+ * them); a device output and `synchronize()` after the call instead of the read into a host array.
+ * Alternated over two rounds. Host inputs are written into the loop's own arrays just before each
+ * call (as measure.ts's host-arrays mode), so the checks read them warm.
+ */
+function timeWallParts(cache: BaseKVCache, device: CudaDevice, queries: DriftingQueries, steps: number, hostOut: Float32Array): Record<string, number[]> {
+  const B = queries.batch;
+  const devOut = cache.allocTensor([B, SPEC.queryHeads, 1, SPEC.headDim], 'f32');
+  const first = queries.next();
+  const own = (t: DecodeInput['query']) => ({ ...t, data: t.data.slice() });
+  const loop = { query: own(first.query), key: own(first.key), value: own(first.value) };
+  type Part = { host: boolean; checks: boolean; read: boolean };
+  const parts: Record<string, Part> = {
+    'host in, checks, read back': { host: true, checks: true, read: true },
+    'host in, no checks, read back': { host: true, checks: false, read: true },
+    'host in, checks, device out + sync': { host: true, checks: true, read: false },
+    'device in, read back': { host: false, checks: false, read: true },
+    'device in, device out + sync': { host: false, checks: false, read: false },
+  };
+  const res: Record<string, number[]> = {};
+  try {
+    for (let round = 0; round < 2; round++) for (const [name, p] of Object.entries(parts)) {
+      const inputs = Array.from({ length: steps + QUEUED_WARMUP }, () => queries.next());
+      const staged = p.host ? [] : inputs.map((x) => ({ query: cache.allocTensor(x.query.shape, x.query.dtype, x.query.data), key: cache.allocTensor(x.key.shape, x.key.dtype, x.key.data), value: cache.allocTensor(x.value.shape, x.value.dtype, x.value.data) }));
+      const opts = { out: p.read ? hostOut : devOut, checkValues: p.checks };
+      const walls: number[] = [];
+      try {
+        for (let i = 0; i < inputs.length; i++) {
+          const x = inputs[i]!;
+          if (p.host) loop.query.data.set(x.query.data), loop.key.data.set(x.key.data), loop.value.data.set(x.value.data);
+          const input = p.host ? loop : staged[i]!;
+          const t = performance.now();
+          cache.decode(0, input, opts as { out: Float32Array });
+          if (!p.read) device.synchronize();
+          if (i >= QUEUED_WARMUP) walls.push(performance.now() - t);
+        }
+      } finally {
+        for (const x of staged) x.query.dispose(), x.key.dispose(), x.value.dispose();
+      }
+      (res[name] ??= []).push(summary(walls).median);
+    }
+  } finally {
+    devOut.dispose();
+  }
+  return res;
 }
 const S = f.context, steps = f.steps;
 const policy = f.policy as 'shadowkv' | 'full';
@@ -135,6 +184,7 @@ for (const B of f.batches) for (const variant of variants) {
   // call starts with the GPU idle, so decodeLayer is the host's own work and read holds the wait.
   const readInputs = Array.from({ length: steps }, () => queries.next());
   const hostRead = hostCalls(device, () => readInputs.forEach((input) => built.cache.decode(0, input, { out: hostOut })), steps);
+  const wallParts = timeWallParts(built.cache, device, queries, steps, hostOut);
   const perStep = profiled(() => built.cache.decode(0, queries.next(), { out: hostOut }));
   const queuedInputs = Array.from({ length: steps }, () => queries.next());
   const perStepQueued = profiled((i) => built.cache.decode(0, queuedInputs[i]!, { out }));
@@ -153,7 +203,7 @@ for (const B of f.batches) for (const variant of variants) {
   setEnv('SHADOWKV_CUDA_FETCH_SPLIT', undefined);
   setEnv('SHADOWKV_CUDA_FETCH_GRID', undefined);
   out.dispose();
-  const r = { context: S, batch: B, policy, variant, steps, stepGpuMs: summary(plain), queuedStepGpuMs: queuedMs, stagesMs: perStep, stagesQueuedMs: perStepQueued, hostUs: host, hostReadBackUs: hostRead, pipeline, launches, plan, stats: built.cache.stats() };
+  const r = { context: S, batch: B, policy, variant, steps, stepGpuMs: summary(plain), queuedStepGpuMs: queuedMs, stagesMs: perStep, stagesQueuedMs: perStepQueued, hostUs: host, hostReadBackUs: hostRead, wallParts, pipeline, launches, plan, stats: built.cache.stats() };
   results.push(r);
   const us = (st: Record<string, number>) => Object.entries(st).map(([k, v]) => `${k} ${(v * 1000).toFixed(0)}`).join(', ');
   log(`${S / 1024}K x ${B} ${policy} ${variant}: step ${summary(plain).median.toFixed(3)} ms read back (GPU, median), ${queuedMs.toFixed(3)} ms queued`);
@@ -163,6 +213,7 @@ for (const B of f.batches) for (const variant of variants) {
   const hostLine = (h: typeof host) => `decode() ${h.decode.toFixed(1)}; addon calls ${Object.entries(h.calls).map(([k, v]) => `${k} ${v.toFixed(1)}`).join(', ')}`;
   log(`  host (us per queued step): ${hostLine(host)}`);
   log(`  host (us per read-back step): ${hostLine(hostRead)}`);
+  for (const [k, ms] of Object.entries(wallParts)) log(`  wall, ${k}: ${ms.map((x) => x.toFixed(3)).join(' / ')} ms (median)`);
   for (const [k, ms] of Object.entries(pipeline)) log(`  queued, pipeline ${k}: ${ms.map((x) => x.toFixed(3)).join(' / ')} ms`);
   built.cache.dispose();
 }

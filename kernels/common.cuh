@@ -167,13 +167,6 @@ __device__ __forceinline__ void skv_pdl_enter() {
   skv_pdl_trigger();
 }
 
-// Whether the environment turns a default-on switch off: `name` set to "0" (SHADOWKV_CUDA_PDL,
-// _GRAPHS, _FETCH_SPLIT, _SELECT_NEAR, _APPEND_FOLD, _DENSE).
-static inline bool skv_env_off(const char* name) {
-  const char* v = getenv(name);
-  return v && strcmp(v, "0") == 0;
-}
-
 // kernel<<<grid, block, smem, stream>>>(args...) with programmatic dependent launch where the
 // device has it (compute capability 9.0+), SHADOWKV_CUDA_PDL is not 0 (to measure it) and
 // `programmatic`; the kernel must begin with skv_pdl_enter(). Not programmatic, its blocks take no

@@ -7,6 +7,8 @@
 #include <cuda_runtime_api.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
 
 // Storage dtypes; arithmetic is f32. NOTE: must match runtime/wasm/abi.h (skv_dtype) and
 // DTYPE_CODE in packages/shadowkv-cuda/src/AddonTypes.ts.
@@ -19,6 +21,12 @@ static inline size_t skv_carve(size_t& at, size_t bytes) {
   const size_t start = at;
   at = (at + bytes + 255) / 256 * 256;
   return start;
+}
+// Whether the environment turns a default-on switch off: `name` set to "0" (SHADOWKV_CUDA_PDL,
+// _GRAPHS, _FETCH_SPLIT, _SELECT_NEAR, _APPEND_FOLD, _DENSE, _IDLE_UPLOAD).
+static inline bool skv_env_off(const char* name) {
+  const char* v = getenv(name);
+  return v && strcmp(v, "0") == 0;
 }
 // RoPE pairing: HALF = rotate-half (dims i, i+d/2), INTERLEAVED = (2i, 2i+1). NOTE: matches skv_rope_style.
 enum SkvRopeStyle { SKV_ROPE_HALF = 0, SKV_ROPE_INTERLEAVED = 1 };

@@ -183,7 +183,9 @@ for (const B of f.batches) for (const variant of variants) {
   // Host time of read-back steps (host-array output, as the js-overhead target's wall time): each
   // call starts with the GPU idle, so decodeLayer is the host's own work and read holds the wait.
   const readInputs = Array.from({ length: steps }, () => queries.next());
+  device.stepProfile(false);
   const hostRead = hostCalls(device, () => readInputs.forEach((input) => built.cache.decode(0, input, { out: hostOut })), steps);
+  const { host: native } = device.stepProfile(false); // decodeLayer's own parts in those calls
   const wallParts = timeWallParts(built.cache, device, queries, steps, hostOut);
   const perStep = profiled(() => built.cache.decode(0, queries.next(), { out: hostOut }));
   const queuedInputs = Array.from({ length: steps }, () => queries.next());
@@ -203,7 +205,7 @@ for (const B of f.batches) for (const variant of variants) {
   setEnv('SHADOWKV_CUDA_FETCH_SPLIT', undefined);
   setEnv('SHADOWKV_CUDA_FETCH_GRID', undefined);
   out.dispose();
-  const r = { context: S, batch: B, policy, variant, steps, stepGpuMs: summary(plain), queuedStepGpuMs: queuedMs, stagesMs: perStep, stagesQueuedMs: perStepQueued, hostUs: host, hostReadBackUs: hostRead, wallParts, pipeline, launches, plan, stats: built.cache.stats() };
+  const r = { context: S, batch: B, policy, variant, steps, stepGpuMs: summary(plain), queuedStepGpuMs: queuedMs, stagesMs: perStep, stagesQueuedMs: perStepQueued, hostUs: host, hostReadBackUs: { ...hostRead, decodeLayer: native }, wallParts, pipeline, launches, plan, stats: built.cache.stats() };
   results.push(r);
   const us = (st: Record<string, number>) => Object.entries(st).map(([k, v]) => `${k} ${(v * 1000).toFixed(0)}`).join(', ');
   log(`${S / 1024}K x ${B} ${policy} ${variant}: step ${summary(plain).median.toFixed(3)} ms read back (GPU, median), ${queuedMs.toFixed(3)} ms queued`);
@@ -212,7 +214,7 @@ for (const B of f.batches) for (const variant of variants) {
   log(`  stages (us), queued:    ${us(perStepQueued)}`);
   const hostLine = (h: typeof host) => `decode() ${h.decode.toFixed(1)}; addon calls ${Object.entries(h.calls).map(([k, v]) => `${k} ${v.toFixed(1)}`).join(', ')}`;
   log(`  host (us per queued step): ${hostLine(host)}`);
-  log(`  host (us per read-back step): ${hostLine(hostRead)}`);
+  log(`  host (us per read-back step): ${hostLine(hostRead)}; in decodeLayer ${Object.entries(native).filter(([k]) => k !== 'calls').map(([k, v]) => `${k} ${v.toFixed(1)}`).join(', ')}`);
   for (const [k, ms] of Object.entries(wallParts)) log(`  wall, ${k}: ${ms.map((x) => x.toFixed(3)).join(' / ')} ms (median)`);
   for (const [k, ms] of Object.entries(pipeline)) log(`  queued, pipeline ${k}: ${ms.map((x) => x.toFixed(3)).join(' / ')} ms`);
   built.cache.dispose();

@@ -259,11 +259,19 @@ char* UploadStep(Napi::Env env, const void* const* pieces, const size_t* bytes, 
   char* host = static_cast<char*>(uploads.host[i]);
   for (int k = 0; k < n; k++) memcpy(host + offsets[k], pieces[k], bytes[k]);
   if (fill) fill(host, static_cast<char*>(uploads.device[i]));
-  if (uploads.read[i]) Check(env, op, cudaStreamWaitEvent(uploads.stream, uploads.freed[i], 0));
-  Check(env, op, cudaMemcpyAsync(uploads.device[i], host, total, cudaMemcpyHostToDevice, uploads.stream));
-  Check(env, op, cudaEventRecord(uploads.landed[i], uploads.stream));
+  // With nothing queued on the op stream (a step whose output was read back: the GPU waits for
+  // this one), the copy goes on the op stream itself: nothing runs for it to overlap, and the
+  // step's kernels then follow it without a wait across streams. SHADOWKV_CUDA_IDLE_UPLOAD=0 keeps
+  // the upload stream always (to measure it).
+  static const bool idle_upload = !skv_env_off("SHADOWKV_CUDA_IDLE_UPLOAD");
+  const cudaError_t idle = idle_upload ? cudaStreamQuery(Stream()) : cudaErrorNotReady;
+  if (idle != cudaErrorNotReady) Check(env, op, idle);
+  const cudaStream_t on = idle == cudaSuccess ? Stream() : uploads.stream;
+  if (on == uploads.stream && uploads.read[i]) Check(env, op, cudaStreamWaitEvent(uploads.stream, uploads.freed[i], 0));
+  Check(env, op, cudaMemcpyAsync(uploads.device[i], host, total, cudaMemcpyHostToDevice, on));
+  Check(env, op, cudaEventRecord(uploads.landed[i], on));
   uploads.copied[i] = true;
-  Check(env, op, cudaStreamWaitEvent(Stream(), uploads.landed[i], 0));
+  if (on == uploads.stream) Check(env, op, cudaStreamWaitEvent(Stream(), uploads.landed[i], 0));
   return static_cast<char*>(uploads.device[i]);
 }
 

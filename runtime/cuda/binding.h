@@ -52,7 +52,8 @@ const void* ReadStaged(Napi::Env env, const void* src, size_t bytes, bool by_ker
 // stream of their own into one of a few device blocks used in turn (piece k at offsets[k], 256-byte
 // aligned), after the step that last read that block and before every op issued after this call.
 // So the copy runs while the previous step's kernels do: on the op stream the step's two copies
-// waited for them (the own full step at 4 x 128K took ~12 us longer, H200). After queuing the
+// waited for them (the own full step at 4 x 128K took ~12 us longer, H200); only where the op
+// stream has nothing queued does the copy go on it (SHADOWKV_CUDA_IDLE_UPLOAD). After queuing the
 // step's kernels, call StepQueued, which marks the block in use until they are done. fill, where
 // given, writes into the host copy, after the pieces, what depends on where they land (host: the
 // copy's start, device: the block's).

@@ -9,12 +9,24 @@
 // also before anything is changed. Never waits for the GPU: the rows and inputs go up in one copy
 // beside the previous step's kernels (UploadStep), and every kernel is queued on the stream.
 #include <string.h>
+#include <chrono>
 #include "binding.h"
 
 namespace shadowkv_cuda {
 
+namespace {
+// Host microseconds of the decodeLayer calls since the last stepProfile, by part: the record's
+// checks and the workspace; the rows and inputs copied into the pinned block (after any wait for
+// its last copy); the upload's API calls; the step's launch (its plan, then a graph or its kernels).
+enum { HOST_CHECK, HOST_STAGE, HOST_UPLOAD, HOST_LAUNCH, HOST_PARTS };
+double host_us[HOST_PARTS] = {};
+int host_calls = 0;
+double Now() { return std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
+}  // namespace
+
 Napi::Value DecodeLayer(const Napi::CallbackInfo& info) {
   const char* op = "decodeLayer";
+  const double t0 = Now();
   if (info.Length() != 1 && info.Length() != 4)
     throw Napi::TypeError::New(info.Env(), "decodeLayer: expected 1 or 4 arguments, got " + std::to_string(info.Length()));
   if (!info[0].IsTypedArray()) throw Napi::TypeError::New(info.Env(), "decodeLayer: expected the step record as a typed array");
@@ -49,17 +61,25 @@ Napi::Value DecodeLayer(const Napi::CallbackInfo& info) {
       if (rows[b].input >= 0 && (size_t)rows[b].input >= R) return Napi::Number::New(info.Env(), SKV_ERR_ARG);
   }
   SkvWorkspace ws = Workspace(info.Env(), WS_DECODE, DecodeLayerWorkspace(s, rows), op);
+  const double t1 = Now();
+  double t2 = t1;
   // Host inputs land beside the io, which then names their device copies.
   char* up = UploadStep(info.Env(), pieces, sizes, n, at, op, [&](char* host, char* device) {
+    t2 = Now();
     if (n < 5) return;
     const SkvStepIo landed{reinterpret_cast<uint64_t>(device + at[2]), reinterpret_cast<uint64_t>(device + at[3]),
                            reinterpret_cast<uint64_t>(device + at[4]), s.out};
     memcpy(host + at[1], &landed, sizeof landed);
   });
+  const double t3 = Now();
   cudaError_t err = ::DecodeLayer(s, rows, reinterpret_cast<const SkvStepRow*>(up + at[0]), reinterpret_cast<const SkvStepIo*>(up + at[1]),
                                   ws, Stream());
+  const double t4 = Now();
   StepQueued(info.Env(), op);
   Check(info.Env(), op, err);
+  const double parts[HOST_PARTS] = {t1 - t0, t2 - t1, t3 - t2, t4 - t3};
+  for (int k = 0; k < HOST_PARTS; k++) host_us[k] += parts[k];
+  host_calls++;
   return Napi::Number::New(info.Env(), SKV_OK);
 }
 
@@ -83,7 +103,8 @@ Napi::Value SpecFitsOp(const Napi::CallbackInfo& info) {
 
 // stepProfile(on): { stages: { append, logits, select, fetch, attention, compact } (GPU ms summed),
 // steps } over the decode steps queued since the last call (waits for them), with `launches` (how
-// every step since the last call was launched) and `plan` (the latest sparse step's); then records
+// every step since the last call was launched), `plan` (the latest sparse step's) and `host` (the
+// decodeLayer calls' host microseconds by part, per call: check, stage, upload, launch); then records
 // the stages of the next steps (an event between each) while `on`. For benchmarks: recording costs time.
 Napi::Value StepProfile(const Napi::CallbackInfo& info) {
   const char* op = "stepProfile";
@@ -108,6 +129,11 @@ Napi::Value StepProfile(const Napi::CallbackInfo& info) {
                                    {"landedFallbacks", (double)l.landed_fallbacks}});
   launches.Set("graphsBroken", Napi::Boolean::New(info.Env(), l.graphs_broken != 0));
   o.Set("launches", launches);
+  const double calls = host_calls ? host_calls : 1;
+  o.Set("host", numbers({{"check", host_us[HOST_CHECK] / calls}, {"stage", host_us[HOST_STAGE] / calls},
+                         {"upload", host_us[HOST_UPLOAD] / calls}, {"launch", host_us[HOST_LAUNCH] / calls}, {"calls", (double)host_calls}}));
+  for (double& t : host_us) t = 0;
+  host_calls = 0;
   o.Set("plan", numbers({{"logitSplit", l.logit_split}, {"selectBlocks", l.select_blocks}, {"rowGroups", l.row_groups},
                          {"splitFetch", l.split_fetch}, {"valueGrid", l.value_grid}, {"near", l.near}, {"fold", l.fold},
                          {"landed", l.landed}}));

@@ -156,6 +156,8 @@ export interface CudaAddon {
     steps: number;
     /** How the steps since the last call were launched: replayed from a CUDA graph, captured into one, or kernel by kernel; attention blocks that found their task's landed count short (none, unless a bug). */
     launches: { replayed: number; captured: number; oneByOne: number; landedFallbacks: number; graphsBroken: boolean };
+    /** Host microseconds per decodeLayer call since the last call, by part (runtime/cuda/decode_layer.cc): the record's checks, the pinned copy of rows and inputs, the upload's API calls, the launch; and the calls. */
+    host: Record<'check' | 'stage' | 'upload' | 'launch' | 'calls', number>;
     /** The latest sparse step's plan (kernels/launchers.h SkvStepLaunches); zeros before any. */
     plan: Record<'logitSplit' | 'selectBlocks' | 'rowGroups' | 'splitFetch' | 'valueGrid' | 'near' | 'fold' | 'landed', number>;
   };

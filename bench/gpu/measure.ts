@@ -4,7 +4,7 @@ import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import {
   at, HEAD_FIELD, HEAD_FIELDS, type BaseKVCache, type CacheOf, type DecodeInput, type MemoryReport, type OptionsOf,
-  type ShadowKVCache, type ShadowKVOptions, type ShadowState, type Tensor, type View, COUNTER, COUNTERS, type DeviceBuffer,
+  type ShadowKVCache, type ShadowKVOptions, type ShadowState, type Tensor, type View, COUNTER, COUNTERS, type DeviceBuffer, type DeviceTensor,
 } from '../../packages/shadowkv/src/backend.js';
 import { rng } from '../../examples/workloads/random.js';
 import { compressStages } from '../../packages/shadowkv/src/policies/shadowkv/compress.js';
@@ -126,6 +126,24 @@ function wall(clock: StepClock, work: () => void): number {
 // ------------------------------------------------------------------------------------------------
 // Decode steps
 
+/**
+ * A model loop's own input arrays and a function that writes step x's inputs into them (untimed).
+ * NOTE: read from arrays made before the loop (~100 steps x 96 KB at 4 rows), decode()'s value
+ * checks found them in DRAM, not in cache as a loop that has just computed them does
+ * (bench/NOTES.md v34: 20 us a 4-row step on the H200's host, against 2-3 us warm).
+ */
+export function hostLoop(first: DecodeInput): { loop: DecodeInput; write(x: DecodeInput): void } {
+  const own = (t: DecodeInput['query']) => ({ ...t, data: t.data.slice() });
+  const loop = { query: own(first.query), key: own(first.key), value: own(first.value) };
+  return { loop, write: (x) => void (loop.query.data.set(x.query.data), loop.key.data.set(x.key.data), loop.value.data.set(x.value.data)) };
+}
+
+/** Step x's inputs uploaded to device tensors of the cache (its dispose() frees any left). */
+export function deviceInput(cache: BaseKVCache, x: DecodeInput): DecodeInput<DeviceTensor> {
+  const up = (t: DecodeInput['query']) => cache.allocTensor(t.shape, t.dtype, t.data);
+  return { query: up(x.query), key: up(x.key), value: up(x.value) };
+}
+
 /** How a timed step's inputs reach decode(). */
 export interface InputMode {
   note: string;
@@ -138,26 +156,15 @@ export const INPUT_MODES: Record<string, InputMode> = {
     note: 'q, k and v as host Float32Arrays that decode() stages to the device, written just before each timed call (as a model loop writes its projections); the output read back into one reused host array',
     feed: (cache, inputs) => {
       const out = new Float32Array(inputs[0]!.query.data.length);
-      // NOTE: the loop's own arrays, each step's written into them untimed: read from arrays made
-      // before the loop (~100 steps x 96 KB at 4 rows), decode()'s value checks found them in DRAM,
-      // not in cache as a loop that has just computed them does (bench/NOTES.md v34: 20 us a 4-row
-      // step on the H200's host, against 2-3 us warm).
-      const own = (t: DecodeInput['query']) => ({ ...t, data: t.data.slice() });
-      const loop = { query: own(inputs[0]!.query), key: own(inputs[0]!.key), value: own(inputs[0]!.value) };
+      const { loop, write } = hostLoop(inputs[0]!);
       const step = () => void cache.decode(0, loop, { out });
-      return (i) => {
-        const x = inputs[i]!;
-        loop.query.data.set(x.query.data), loop.key.data.set(x.key.data), loop.value.data.set(x.value.data);
-        return step;
-      };
+      return (i) => (write(inputs[i]!), step);
     },
   },
   'device-tensors': {
     note: 'q, k and v uploaded to device tensors before the timed steps, the output left in a device tensor, checkValues off (a hot loop on the GPU, docs/cuda.md): decode() moves nothing and waits for nothing, so its wall time is what the host spends issuing a step',
     feed: (cache, inputs) => {
-      // NOTE: the tensors are the cache's (allocTensor): its dispose() frees them with the case.
-      const up = (t: DecodeInput['query']) => cache.allocTensor(t.shape, t.dtype).write(t.data);
-      const staged = inputs.map((x) => ({ query: up(x.query), key: up(x.key), value: up(x.value) }));
+      const staged = inputs.map((x) => deviceInput(cache, x)); // freed with the case's cache
       const q = inputs[0]!.query.shape;
       const out = cache.allocTensor([q[0]!, q[1]!, 1, q[3]!], inputs[0]!.query.dtype);
       // NOTE: with checks on, a device tensor's values are checked on the GPU and one result per input read

@@ -19,11 +19,11 @@
 // `. scripts/gpu/env.sh` (SHADOWKV_CUDA_SYNC=0, or every op waits).
 import { writeFileSync } from 'node:fs';
 import { cli, refuse } from '../../examples/cli.js';
-import { buildCache, QUEUED_WARMUP, summary, timeQueued } from './measure.js';
+import { buildCache, deviceInput, hostLoop, QUEUED_WARMUP, summary, timeQueued } from './measure.js';
 import { registerBenchBackend } from './device.js';
 import { SPEC } from './plan.js';
 import { DriftingQueries, PromptSource, WORKLOAD_DEFAULTS } from './workload.js';
-import { resolveBackend, type BaseKVCache, type DecodeInput } from '../../packages/shadowkv/src/backend.js';
+import { resolveBackend, type BaseKVCache } from '../../packages/shadowkv/src/backend.js';
 import type { CudaDevice } from '../../packages/shadowkv-cuda/src/CudaDevice.js';
 
 const f = cli('bench/gpu/profile', 'where the time of a fused CUDA decode step goes, stage by stage', {
@@ -83,9 +83,7 @@ function hostCalls(device: CudaDevice, work: () => void, n: number): { decode: n
 function timeWallParts(cache: BaseKVCache, device: CudaDevice, queries: DriftingQueries, steps: number, hostOut: Float32Array): Record<string, number[]> {
   const B = queries.batch;
   const devOut = cache.allocTensor([B, SPEC.queryHeads, 1, SPEC.headDim], 'f32');
-  const first = queries.next();
-  const own = (t: DecodeInput['query']) => ({ ...t, data: t.data.slice() });
-  const loop = { query: own(first.query), key: own(first.key), value: own(first.value) };
+  const { loop, write } = hostLoop(queries.next());
   type Part = { host: boolean; checks: boolean; read: boolean };
   const parts: Record<string, Part> = {
     'host in, checks, read back': { host: true, checks: true, read: true },
@@ -98,13 +96,12 @@ function timeWallParts(cache: BaseKVCache, device: CudaDevice, queries: Drifting
   try {
     for (let round = 0; round < 2; round++) for (const [name, p] of Object.entries(parts)) {
       const inputs = Array.from({ length: steps + QUEUED_WARMUP }, () => queries.next());
-      const staged = p.host ? [] : inputs.map((x) => ({ query: cache.allocTensor(x.query.shape, x.query.dtype, x.query.data), key: cache.allocTensor(x.key.shape, x.key.dtype, x.key.data), value: cache.allocTensor(x.value.shape, x.value.dtype, x.value.data) }));
+      const staged = p.host ? [] : inputs.map((x) => deviceInput(cache, x));
       const opts = { out: p.read ? hostOut : devOut, checkValues: p.checks };
       const walls: number[] = [];
       try {
         for (let i = 0; i < inputs.length; i++) {
-          const x = inputs[i]!;
-          if (p.host) loop.query.data.set(x.query.data), loop.key.data.set(x.key.data), loop.value.data.set(x.value.data);
+          if (p.host) write(inputs[i]!);
           const input = p.host ? loop : staged[i]!;
           const t = performance.now();
           cache.decode(0, input, opts as { out: Float32Array });

@@ -264,14 +264,15 @@ char* UploadStep(Napi::Env env, const void* const* pieces, const size_t* bytes, 
   // step's kernels then follow it without a wait across streams. SHADOWKV_CUDA_IDLE_UPLOAD=0 keeps
   // the upload stream always (to measure it).
   static const bool idle_upload = !skv_env_off("SHADOWKV_CUDA_IDLE_UPLOAD");
-  const cudaError_t idle = idle_upload ? cudaStreamQuery(Stream()) : cudaErrorNotReady;
-  if (idle != cudaErrorNotReady) Check(env, op, idle);
-  const cudaStream_t on = idle == cudaSuccess ? Stream() : uploads.stream;
-  if (on == uploads.stream && uploads.read[i]) Check(env, op, cudaStreamWaitEvent(uploads.stream, uploads.freed[i], 0));
+  const cudaError_t queued = idle_upload ? cudaStreamQuery(Stream()) : cudaErrorNotReady;
+  if (queued != cudaErrorNotReady) Check(env, op, queued);
+  const bool aside = queued != cudaSuccess;
+  const cudaStream_t on = aside ? uploads.stream : Stream();
+  if (aside && uploads.read[i]) Check(env, op, cudaStreamWaitEvent(on, uploads.freed[i], 0));
   Check(env, op, cudaMemcpyAsync(uploads.device[i], host, total, cudaMemcpyHostToDevice, on));
   Check(env, op, cudaEventRecord(uploads.landed[i], on));
   uploads.copied[i] = true;
-  if (on == uploads.stream) Check(env, op, cudaStreamWaitEvent(Stream(), uploads.landed[i], 0));
+  if (aside) Check(env, op, cudaStreamWaitEvent(Stream(), uploads.landed[i], 0));
   return static_cast<char*>(uploads.device[i]);
 }
 

@@ -22,11 +22,16 @@ enum { HOST_CHECK, HOST_STAGE, HOST_UPLOAD, HOST_LAUNCH, HOST_PARTS };
 double host_us[HOST_PARTS] = {};
 int host_calls = 0;
 double Now() { return std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
+// at[k]: when part k began; at[HOST_PARTS]: when the last ended.
+void AddHostParts(const double* at) {
+  for (int k = 0; k < HOST_PARTS; k++) host_us[k] += at[k + 1] - at[k];
+  host_calls++;
+}
 }  // namespace
 
 Napi::Value DecodeLayer(const Napi::CallbackInfo& info) {
   const char* op = "decodeLayer";
-  const double t0 = Now();
+  double t[HOST_PARTS + 1] = {Now()};
   if (info.Length() != 1 && info.Length() != 4)
     throw Napi::TypeError::New(info.Env(), "decodeLayer: expected 1 or 4 arguments, got " + std::to_string(info.Length()));
   if (!info[0].IsTypedArray()) throw Napi::TypeError::New(info.Env(), "decodeLayer: expected the step record as a typed array");
@@ -61,25 +66,22 @@ Napi::Value DecodeLayer(const Napi::CallbackInfo& info) {
       if (rows[b].input >= 0 && (size_t)rows[b].input >= R) return Napi::Number::New(info.Env(), SKV_ERR_ARG);
   }
   SkvWorkspace ws = Workspace(info.Env(), WS_DECODE, DecodeLayerWorkspace(s, rows), op);
-  const double t1 = Now();
-  double t2 = t1;
+  t[HOST_STAGE] = t[HOST_UPLOAD] = Now();
   // Host inputs land beside the io, which then names their device copies.
   char* up = UploadStep(info.Env(), pieces, sizes, n, at, op, [&](char* host, char* device) {
-    t2 = Now();
+    t[HOST_UPLOAD] = Now();
     if (n < 5) return;
     const SkvStepIo landed{reinterpret_cast<uint64_t>(device + at[2]), reinterpret_cast<uint64_t>(device + at[3]),
                            reinterpret_cast<uint64_t>(device + at[4]), s.out};
     memcpy(host + at[1], &landed, sizeof landed);
   });
-  const double t3 = Now();
+  t[HOST_LAUNCH] = Now();
   cudaError_t err = ::DecodeLayer(s, rows, reinterpret_cast<const SkvStepRow*>(up + at[0]), reinterpret_cast<const SkvStepIo*>(up + at[1]),
                                   ws, Stream());
-  const double t4 = Now();
+  t[HOST_PARTS] = Now();
   StepQueued(info.Env(), op);
   Check(info.Env(), op, err);
-  const double parts[HOST_PARTS] = {t1 - t0, t2 - t1, t3 - t2, t4 - t3};
-  for (int k = 0; k < HOST_PARTS; k++) host_us[k] += parts[k];
-  host_calls++;
+  AddHostParts(t);
   return Napi::Number::New(info.Env(), SKV_OK);
 }
 

@@ -23,6 +23,8 @@ Napi::Value HostAlloc(const Napi::CallbackInfo&);
 Napi::Value FreeHost(const Napi::CallbackInfo&);
 Napi::Value Write(const Napi::CallbackInfo&);
 Napi::Value Read(const Napi::CallbackInfo&);
+Napi::Value ReadHost(const Napi::CallbackInfo&);
+Napi::Value OutputBlock(const Napi::CallbackInfo&);
 Napi::Value Copy(const Napi::CallbackInfo&);
 Napi::Value CopyAside(const Napi::CallbackInfo&);
 Napi::Value JoinAside(const Napi::CallbackInfo&);
@@ -44,6 +46,7 @@ Napi::Value QuantizeValues(const Napi::CallbackInfo&);
 Napi::Value SparseAttention(const Napi::CallbackInfo&);
 Napi::Value CausalAttention(const Napi::CallbackInfo&);
 Napi::Value DecodeLayer(const Napi::CallbackInfo&);
+Napi::Value StageStepInputs(const Napi::CallbackInfo&);
 Napi::Value StepProfile(const Napi::CallbackInfo&);
 Napi::Value SpecFitsOp(const Napi::CallbackInfo&);
 Napi::Value CheckFiniteOp(const Napi::CallbackInfo&);
@@ -63,7 +66,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
       {"eventRecord", EventRecord}, {"eventElapsed", EventElapsed}, {"eventRelease", EventRelease},
       // buffers
       {"malloc", Malloc}, {"free", Free}, {"trimPool", TrimPoolOp}, {"hostAlloc", HostAlloc}, {"freeHost", FreeHost},
-      {"write", Write}, {"read", Read}, {"copy", Copy}, {"copyAside", CopyAside}, {"joinAside", JoinAside},
+      {"write", Write}, {"read", Read}, {"readHost", ReadHost}, {"outputBlock", OutputBlock}, {"copy", Copy}, {"copyAside", CopyAside}, {"joinAside", JoinAside},
       // ops, in runtime/wasm/abi.h order
       {"convert", Convert}, {"convertRows", ConvertRows}, {"gemm", Gemm}, {"rope", Rope}, {"preRopeKeys", PreRopeKeys},
       {"lowRankKeys", LowRankKeys}, {"lowRankKeysAside", LowRankKeysAside}, {"joinLowRankKeysAside", JoinLowRankKeysAside},
@@ -72,7 +75,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
       {"scoreChunks", ScoreChunks}, {"rebuildKeys", RebuildKeys}, {"gatherValues", GatherValues},
       {"quantizeValues", QuantizeValues}, {"sparseAttention", SparseAttention}, {"causalAttention", CausalAttention},
       // the fused step
-      {"decodeLayer", DecodeLayer}, {"stepProfile", StepProfile}, {"specFits", SpecFitsOp},
+      {"decodeLayer", DecodeLayer}, {"stageStepInputs", StageStepInputs}, {"stepProfile", StepProfile}, {"specFits", SpecFitsOp},
       // input checks of device tensors and of host arrays
       {"checkFinite", CheckFiniteOp}, {"checkFiniteHost", CheckFiniteHostOp},
   };

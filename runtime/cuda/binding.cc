@@ -206,6 +206,16 @@ struct StepUploads {
   int next = 0;
 };
 StepUploads uploads;
+// Counts the changes to the blocks' contents (a growth, a step's upload, a stage): a stage's ticket
+// is the count after it, good while nothing else has happened.
+uint64_t upload_epoch = 0;
+// What StageUpload left in the next block: its ticket, and the sizes of its n leading pieces.
+struct StagedPieces {
+  uint64_t ticket = 0;
+  int n = 0;
+  size_t bytes[3] = {};
+};
+StagedPieces staged;
 
 void FreeUploads() {
   for (int i = 0; i < UPLOAD_BLOCKS; i++) {
@@ -239,11 +249,11 @@ void GrowUploads(Napi::Env env, size_t bytes, const char* op) {
     CountAlloc();
   }
   uploads.bytes = want;
+  upload_epoch++;
 }
-}  // namespace
 
-char* UploadStep(Napi::Env env, const void* const* pieces, const size_t* bytes, int n, size_t* offsets, const char* op,
-                 const std::function<void(char* host, char* device)>& fill) {
+// The pinned host copy of the next block, with room for `total` bytes, once the copy that last read it has run.
+char* NextUpload(Napi::Env env, size_t total, const char* op) {
   if (!uploads.stream) {
     Check(env, op, cudaStreamCreateWithFlags(&uploads.stream, cudaStreamNonBlocking));
     for (int i = 0; i < UPLOAD_BLOCKS; i++) {
@@ -251,13 +261,40 @@ char* UploadStep(Napi::Env env, const void* const* pieces, const size_t* bytes, 
       Check(env, op, cudaEventCreateWithFlags(&uploads.landed[i], cudaEventDisableTiming));
     }
   }
-  size_t total = 0;
-  for (int k = 0; k < n; k++) offsets[k] = skv_carve(total, bytes[k]);
   if (total > uploads.bytes) GrowUploads(env, total, op);
   const int i = uploads.next;
   if (uploads.copied[i]) Check(env, op, cudaEventSynchronize(uploads.landed[i]));  // the pinned block's last copy has run
-  char* host = static_cast<char*>(uploads.host[i]);
-  for (int k = 0; k < n; k++) memcpy(host + offsets[k], pieces[k], bytes[k]);
+  return static_cast<char*>(uploads.host[i]);
+}
+}  // namespace
+
+uint64_t StageUpload(Napi::Env env, const size_t* bytes, int n, const char* op, const std::function<bool(int k, char* at)>& copy) {
+  size_t total = 0, at[3];
+  for (int k = 0; k < n; k++) at[k] = skv_carve(total, bytes[k]);
+  char* host = NextUpload(env, total, op);
+  upload_epoch++;  // what an earlier stage left in the block is overwritten from here on
+  staged = {};
+  for (int k = 0; k < n; k++)
+    if (!copy(k, host + at[k])) return 0;
+  staged.ticket = upload_epoch;
+  staged.n = n;
+  for (int k = 0; k < n; k++) staged.bytes[k] = bytes[k];
+  return staged.ticket;
+}
+
+char* UploadStep(Napi::Env env, const void* const* pieces, const size_t* bytes, int n, size_t* offsets, const char* op,
+                 const std::function<void(char* host, char* device)>& fill, uint64_t ticket, bool* in_place) {
+  size_t total = 0;
+  for (int k = 0; k < n; k++) offsets[k] = skv_carve(total, bytes[k]);
+  char* host = NextUpload(env, total, op);
+  const int i = uploads.next;
+  bool there = ticket && ticket == staged.ticket && ticket == upload_epoch && n >= staged.n;
+  for (int k = 0; there && k < staged.n; k++) there = bytes[k] == staged.bytes[k];
+  if (in_place) *in_place = there;
+  const int first = there ? staged.n : 0;
+  upload_epoch++;
+  staged = {};
+  for (int k = first; k < n; k++) memcpy(host + offsets[k], pieces[k], bytes[k]);
   if (fill) fill(host, static_cast<char*>(uploads.device[i]));
   // With nothing queued on the op stream (a step whose output was read back: the GPU waits for
   // this one), the copy goes on the op stream itself: nothing runs for it to overlap, and the

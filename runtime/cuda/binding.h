@@ -57,8 +57,20 @@ const void* ReadStaged(Napi::Env env, const void* src, size_t bytes, bool by_ker
 // step's kernels, call StepQueued, which marks the block in use until they are done. fill, where
 // given, writes into the host copy, after the pieces, what depends on where they land (host: the
 // copy's start, device: the block's).
+// ticket: StageUpload's; where it is still current (no growth, upload or stage since) and the
+// leading pieces have the staged sizes, those pieces are in the pinned block already (*in_place set).
 char* UploadStep(Napi::Env env, const void* const* pieces, const size_t* bytes, int n, size_t* offsets, const char* op,
-                 const std::function<void(char* host, char* device)>& fill = nullptr);
+                 const std::function<void(char* host, char* device)>& fill = nullptr, uint64_t ticket = 0, bool* in_place = nullptr);
+// The leading pieces (n of at most 3, of these sizes) of the next UploadStep written into its pinned
+// block now, each by copy(k, where) (at the offsets UploadStep will give them), after waiting for the
+// block's last copy. Returns a ticket for UploadStep, or 0 where a copy returned false (nothing staged).
+uint64_t StageUpload(Napi::Env env, const size_t* bytes, int n, const char* op, const std::function<bool(int k, char* at)>& copy);
+// checkFiniteHost's scan: the index of the first of the n elements of dtype at x that is NaN,
+// infinite or of magnitude above limit, else -1. copy: where given, each block of elements is
+// copied there as the scan reads it (the copy stops at the block that holds a bad element).
+int64_t FirstNonFinite(const void* x, int dtype, int64_t n, double limit, void* copy);
+// Throws a TypeError unless the array holds dtype's elements (Float32Array for f32, Uint16Array for f16/bf16).
+void CheckHostArray(const Napi::CallbackInfo& info, const Napi::TypedArray& a, int dtype, const char* op);
 void StepQueued(Napi::Env env, const char* op);
 // Gives the device-tier blocks that the current device's pool keeps back to the device (after
 // waiting for every op): before the free memory is read, at dispose, and when an allocation fails.

@@ -36,12 +36,21 @@ Napi::Value CheckFiniteOp(const Napi::CallbackInfo& info) {
 
 namespace {
 
+// Where a scan also copies what it reads (stageStepInputs): es-byte elements from src to dst.
+struct CopyTo {
+  char* dst;
+  const char* src;
+  size_t es;
+};
+
 // Index of the first i in [b0, n) with bad(i), else -1. Blocks without an early exit inside, so the
 // compiler vectorizes the common case (nothing bad), then a scalar pass over the one block that has it.
+// With `to`, each block is copied before it is scanned, so the scan reads it from the cache.
 template <class Bad>
-int64_t FirstBad(int64_t b0, int64_t n, Bad bad) {
+int64_t FirstBad(int64_t b0, int64_t n, Bad bad, const CopyTo* to) {
   for (int64_t b = b0; b < n; b += 4096) {
     const int64_t e = std::min(n, b + 4096);
+    if (to) memcpy(to->dst + b * to->es, to->src + b * to->es, (size_t)(e - b) * to->es);
     int any = 0;
     for (int64_t i = b; i < e; i++) any |= bad(i);
     if (any)
@@ -61,14 +70,14 @@ constexpr int64_t PARALLEL_MIN = 1 << 22;
 // NOTE: hardware_concurrency() is asked only for a large scan: glibc answers it by opening and
 // reading /sys/devices/system/cpu/online, ~8 us a call, three calls a decode step (query, key, value).
 template <class Bad>
-int64_t FirstBadOf(int64_t n, Bad bad) {
-  if (n < PARALLEL_MIN) return FirstBad(0, n, bad);
+int64_t FirstBadOf(int64_t n, Bad bad, const CopyTo* to) {
+  if (n < PARALLEL_MIN) return FirstBad(0, n, bad, to);
   const unsigned hw = std::thread::hardware_concurrency();
   const int threads = hw < 2 ? 1 : (int)std::min(8u, hw);
-  if (threads == 1) return FirstBad(0, n, bad);
+  if (threads == 1) return FirstBad(0, n, bad, to);
   const int64_t per = (n + threads - 1) / threads;
   std::vector<int64_t> first(threads, -1);
-  auto scan = [&](int t) { first[t] = FirstBad((int64_t)t * per, std::min(n, (int64_t)(t + 1) * per), bad); };
+  auto scan = [&](int t) { first[t] = FirstBad((int64_t)t * per, std::min(n, (int64_t)(t + 1) * per), bad, to); };
   std::vector<std::thread> pool;
   int started = 1;
   try {
@@ -99,46 +108,53 @@ int LargestWithin(float bound, uint16_t inf, Widen widen) {
 
 }  // namespace
 
+int64_t FirstNonFinite(const void* data, int dtype, int64_t n, double limit, void* copy) {
+  // |x| <= limit (a double) holds exactly when |x| <= the largest float not above it: float compares vectorize.
+  float bound = (float)limit;
+  if ((double)bound > limit) bound = nextafterf(bound, 0.0f);
+  const CopyTo to{static_cast<char*>(copy), static_cast<const char*>(data), dtype == SKV_F32 ? 4u : 2u};
+  const CopyTo* with = copy ? &to : nullptr;
+  if (dtype == SKV_F32) {
+    const float* x = static_cast<const float*>(data);
+    return FirstBadOf(n, [&](int64_t i) { return (int)!(fabsf(x[i]) <= bound); }, with);  // NaN fails the comparison
+  }
+  const uint16_t* x = static_cast<const uint16_t*>(data);
+  const uint16_t inf = dtype == SKV_F16 ? 0x7c00 : 0x7f80;
+  // As the JS scan: the range counts only for a limit below the dtype's largest (not for NaN).
+  const bool binds = limit < (dtype == SKV_F16 ? 65504.0 : 3.3895313892515355e38);
+  const int within = !binds ? inf - 1
+                   : dtype == SKV_F16 ? LargestWithin(bound, inf, [](uint16_t h) { return f16_to_f32(h); })
+                                      : LargestWithin(bound, inf, [](uint16_t h) { return bf16_to_f32(h); });
+  const uint16_t top = (uint16_t)std::max(within, 0);
+  int64_t at = within < 0 ? (n > 0 ? 0 : -1) : FirstBadOf(n, [&](int64_t i) { return (int)((uint16_t)(x[i] & 0x7fff) > top); }, with);
+  if (at >= 0 && binds) {  // a NaN or Inf anywhere comes before the first out of range
+    const int64_t nonfinite = FirstBadOf(n, [&](int64_t i) { return (int)((x[i] & inf) == inf); }, nullptr);
+    if (nonfinite >= 0) at = nonfinite;
+  }
+  return at;
+}
+
+void CheckHostArray(const Napi::CallbackInfo& info, const Napi::TypedArray& a, int dtype, const char* op) {
+  const bool wide = dtype == SKV_F32;
+  if (wide != (a.TypedArrayType() == napi_float32_array) || (!wide && a.TypedArrayType() != napi_uint16_array))
+    throw Napi::TypeError::New(info.Env(), std::string(op) + ": the array does not hold the dtype's elements (Float32Array for f32, Uint16Array for f16/bf16)");
+}
+
 // checkFiniteHost(array, dtype, limit): checkValues (packages/shadowkv/src/policies/validate.ts) on a
-// host array, natively: several times faster than the JS loop, on every decode step's inputs and
-// every prompt. The index of the first element that is NaN, infinite or of magnitude above `limit`
-// (exactly as JS compares), or -1; for 16-bit arrays, as the JS scan, the first NaN or Inf wherever
-// it is, and only without one the first out of range. 16-bit arrays take one integer pass (the
-// magnitude bits against the largest within the limit); only an array with a bad element is scanned
-// again, to order the two kinds.
+// host array, natively: several times faster than the JS loop, on every prompt and on the decode
+// inputs that stageStepInputs does not take. The index of the first element that is NaN, infinite or of magnitude
+// above `limit` (exactly as JS compares), or -1; for 16-bit arrays, as the JS scan, the first NaN or
+// Inf wherever it is, and only without one the first out of range. 16-bit arrays take one integer
+// pass (the magnitude bits against the largest within the limit); only an array with a bad element
+// is scanned again, to order the two kinds.
 Napi::Value CheckFiniteHostOp(const Napi::CallbackInfo& info) {
   const char* op = "checkFiniteHost";
   ArgCount(info, 3, op);
   Napi::TypedArray a = TypedArrayArg(info, 0, op);
   const int dtype = DtypeArg(info, 1, op, "dtype");
   if (!info[2].IsNumber()) throw Napi::TypeError::New(info.Env(), "checkFiniteHost: limit must be a number");
-  const double limit = info[2].As<Napi::Number>().DoubleValue();
-  const bool wide = dtype == SKV_F32;
-  if (wide != (a.TypedArrayType() == napi_float32_array) || (!wide && a.TypedArrayType() != napi_uint16_array))
-    throw Napi::TypeError::New(info.Env(), "checkFiniteHost: the array does not hold the dtype's elements (Float32Array for f32, Uint16Array for f16/bf16)");
-  const int64_t n = (int64_t)a.ElementLength();
-  // |x| <= limit (a double) holds exactly when |x| <= the largest float not above it: float compares vectorize.
-  float bound = (float)limit;
-  if ((double)bound > limit) bound = nextafterf(bound, 0.0f);
-  int64_t at;
-  if (wide) {
-    const float* x = static_cast<const float*>(TypedArrayData(a));
-    at = FirstBadOf(n, [&](int64_t i) { return (int)!(fabsf(x[i]) <= bound); });  // NaN fails the comparison
-  } else {
-    const uint16_t* x = static_cast<const uint16_t*>(TypedArrayData(a));
-    const uint16_t inf = dtype == SKV_F16 ? 0x7c00 : 0x7f80;
-    // As the JS scan: the range counts only for a limit below the dtype's largest (not for NaN).
-    const bool binds = limit < (dtype == SKV_F16 ? 65504.0 : 3.3895313892515355e38);
-    const int within = !binds ? inf - 1
-                     : dtype == SKV_F16 ? LargestWithin(bound, inf, [](uint16_t h) { return f16_to_f32(h); })
-                                        : LargestWithin(bound, inf, [](uint16_t h) { return bf16_to_f32(h); });
-    const uint16_t top = (uint16_t)std::max(within, 0);
-    at = within < 0 ? (n > 0 ? 0 : -1) : FirstBadOf(n, [&](int64_t i) { return (int)((uint16_t)(x[i] & 0x7fff) > top); });
-    if (at >= 0 && binds) {  // a NaN or Inf anywhere comes before the first out of range
-      const int64_t nonfinite = FirstBadOf(n, [&](int64_t i) { return (int)((x[i] & inf) == inf); });
-      if (nonfinite >= 0) at = nonfinite;
-    }
-  }
+  CheckHostArray(info, a, dtype, op);
+  const int64_t at = FirstNonFinite(TypedArrayData(a), dtype, (int64_t)a.ElementLength(), info[2].As<Napi::Number>().DoubleValue(), nullptr);
   return Napi::Number::New(info.Env(), (double)at);
 }
 

@@ -2,6 +2,7 @@
 // the device's stream-ordered pool; 'host': pinned, mapped memory addressed by its device pointer through UVA); copies
 // between JS arrays and buffers; same-dtype copies with memmove semantics.
 #include <string.h>
+#include <map>
 #include <unordered_map>
 #include <vector>
 #include <algorithm>
@@ -17,7 +18,10 @@ struct HostBlock {
   void* host;
   size_t bytes;
 };
-std::unordered_map<uintptr_t, HostBlock> host_blocks;
+std::map<uintptr_t, HostBlock> host_blocks;  // ordered: readHost finds the block that holds an address
+// The output block (outputBlock): pinned and mapped, one per process, grown, never shrunk.
+HostBlock out_block{nullptr, 0};
+uintptr_t out_device = 0;
 // Device-tier blocks: address -> size, so that memoryStats() counts what is held without the JS side.
 std::unordered_map<uintptr_t, size_t> device_blocks;
 
@@ -228,6 +232,59 @@ Napi::Value Read(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// outputBlock(bytes) -> the device address of the process's output block, grown to `bytes` where
+// smaller (the old one freed, after every op: a failed step may have left kernels writing it). A
+// decode step's kernels write an output bound for a host array there (CudaDevice.hostOutput), which
+// readHost returns before the step's call does, so one block serves every cache of the process.
+// Counted in memoryStats' stagingBytes, not in any cache's memory().
+Napi::Value OutputBlock(const Napi::CallbackInfo& info) {
+  const char* op = "outputBlock";
+  ArgCount(info, 1, op);
+  const size_t bytes = (size_t)IntArg(info, 0, op, "bytes", 1, (int64_t)1 << 40);
+  if (bytes <= out_block.bytes) return Napi::Number::New(info.Env(), (double)out_device);
+  Check(info.Env(), op, cudaDeviceSynchronize());
+  if (out_block.host) Check(info.Env(), op, cudaFreeHost(out_block.host));
+  out_block = {nullptr, 0};
+  out_device = 0;
+  const size_t want = std::max<size_t>(bytes, 64 << 10);
+  void *h = nullptr, *d = nullptr;
+  cudaError_t err = cudaHostAlloc(&h, want, cudaHostAllocMapped | cudaHostAllocPortable);
+  if (err == cudaSuccess) err = cudaHostGetDevicePointer(&d, h, 0);
+  if (err != cudaSuccess) {
+    if (h) cudaFreeHost(h);
+    cudaGetLastError();
+    ThrowCuda(info.Env(), op, err);
+  }
+  CountAlloc();
+  out_block = {h, want};
+  out_device = (uintptr_t)d;
+  return Napi::Number::New(info.Env(), (double)out_device);
+}
+
+// readHost(ptr, array): fills the array from the 'host'-tier block (or the output block) that holds
+// ptr, once every op before has run: a wait and a memcpy, no copy on the GPU's engines. For what
+// kernels wrote there over PCIe (a decode step's output read back), where read's copy back queues
+// behind the step's last kernel (bench/NOTES.md v51: ~3-6 us of a 4 x 128K step's wall).
+Napi::Value ReadHost(const Napi::CallbackInfo& info) {
+  const char* op = "readHost";
+  ArgCount(info, 2, op);
+  const uintptr_t src = (uintptr_t)PtrArg(info, 0, op, "ptr");
+  Napi::TypedArray a = TypedArrayArg(info, 1, op);
+  const size_t bytes = a.ByteLength();
+  const char* from = nullptr;
+  if (out_device && src >= out_device && src + bytes <= out_device + out_block.bytes) {
+    from = static_cast<const char*>(out_block.host) + (src - out_device);
+  } else {
+    auto it = host_blocks.upper_bound(src);
+    if (it != host_blocks.begin() && (--it, src + bytes <= it->first + it->second.bytes))
+      from = static_cast<const char*>(it->second.host) + (src - it->first);
+  }
+  if (!from) throw Napi::RangeError::New(info.Env(), "readHost: " + std::to_string(bytes) + " bytes from that address are not within one host-tier block of this addon");
+  Check(info.Env(), op, cudaStreamSynchronize(Stream()));
+  if (bytes) memcpy(TypedArrayData(a), from, bytes);
+  return info.Env().Undefined();
+}
+
 // copy(dst, src, bytes): memmove between buffers of either tier (overlap goes through a workspace).
 Napi::Value Copy(const Napi::CallbackInfo& info) {
   ArgCount(info, 3, "copy");
@@ -330,7 +387,7 @@ Napi::Value MemoryStats(const Napi::CallbackInfo& info) {
   o.Set("hostBytes", Napi::Number::New(info.Env(), host));
   o.Set("workspaceBytes", Napi::Number::New(info.Env(), WorkspaceBytes()));
   o.Set("syncCopies", Napi::Number::New(info.Env(), sync_copies));
-  o.Set("stagingBytes", Napi::Number::New(info.Env(), StagingBytes()));
+  o.Set("stagingBytes", Napi::Number::New(info.Env(), StagingBytes() + (double)out_block.bytes));
   return o;
 }
 

@@ -1,7 +1,7 @@
 // The CUDA backend's host-side contract against bad input and failures (stub addon, no GPU): a
 // rejected call is a typed error that names the problem, and a cache whose GPU failed still disposes.
 import { afterEach, describe, expect, it } from 'vitest';
-import { ConfigError, CudaError, DisposedError, DTypeError, OutOfMemoryError, ShapeError, type DeviceBuffer, type LayerStep } from '../../packages/shadowkv/src/backend.js';
+import { ConfigError, CudaError, DisposedError, DTypeError, NonFiniteError, OutOfMemoryError, ShapeError, type DeviceBuffer, type LayerStep } from '../../packages/shadowkv/src/backend.js';
 import { CudaDevice } from '../../packages/shadowkv-cuda/src/index.js';
 import { stubAddon, stubCache } from '../helpers/stubAddon.js';
 
@@ -46,6 +46,80 @@ describe('a decode CUDA refused (stub addon, no GPU)', () => {
     expect(() => cache.decode(0, { query, key, value: key })).toThrow(OutOfMemoryError);
     expect(first.disposed).toBe(false);
     expect(() => first.read()).not.toThrow();
+    expect(cache.length(0, 0)).toBe(1);
+    cache.dispose();
+  });
+});
+
+describe('host-array decode inputs checked and staged in one addon call (stub addon, no GPU)', () => {
+  const bf16Max = 3.3895313892515355e38, f32Max = 3.4028234663852886e38;
+  /** A stub whose stageStepInputs scans as the addon does (the first element outside its limit, over q | k | v) and whose tickets count up. */
+  const staging = () => {
+    const got: { limits: number[] | null; ticket: number }[] = [], tickets: unknown[] = [];
+    let issued = 0;
+    const { addon, calls } = stubAddon({
+      stageStepInputs: (q, k, v, _dtype, limits) => {
+        const l = limits === null ? null : Array.from(limits as Float64Array);
+        const flat = [...(q as Float32Array), ...(k as Float32Array), ...(v as Float32Array)];
+        const n = [(q as Float32Array).length, (k as Float32Array).length];
+        const bad = l === null ? -1 : flat.findIndex((x, i) => !(Math.abs(x) <= l[i < n[0]! ? 0 : i < n[0]! + n[1]! ? 1 : 2]!));
+        got.push({ limits: l, ticket: bad < 0 ? ++issued : 0 });
+        return bad < 0 ? issued : -1 - bad;
+      },
+      decodeLayer: (...a) => (tickets.push(a[4]), 0),
+      checkFiniteHost: () => -1, // with SHADOWKV_CUDA_STAGE=0: every value finite
+    });
+    return { cache: stubCache(spec, addon), calls, got, tickets };
+  };
+  const input = () => ({
+    query: { data: new Float32Array(64).fill(0.5), shape: [1, 4, 1, 16], dtype: 'f32' as const },
+    key: { data: new Float32Array(32).fill(0.25), shape: [1, 2, 1, 16], dtype: 'f32' as const },
+    value: { data: new Float32Array(32).fill(-1), shape: [1, 2, 1, 16], dtype: 'f32' as const },
+  });
+
+  it('a clean step: one stage call (no separate checks) with each input\'s bound, its ticket handed to that step\'s decodeLayer only', () => {
+    const { cache, calls, got, tickets } = staging();
+    cache.decode(0, input());
+    cache.decode(1, input(), { checkValues: false });
+    expect(calls.filter((c) => c === 'stageStepInputs' || c === 'checkFiniteHost' || c === 'decodeLayer')).toEqual(['stageStepInputs', 'decodeLayer', 'stageStepInputs', 'decodeLayer']);
+    // The query is not stored (finite); a bf16 cache stores keys after RoPE (within max / sqrt 2) and values.
+    expect(got).toEqual([{ limits: [f32Max, bf16Max / Math.SQRT2, bf16Max], ticket: 1 }, { limits: null, ticket: 2 }]);
+    expect(tickets).toEqual([1, 2]);
+    expect(cache.length(0, 0)).toBe(1);
+    cache.dispose();
+  });
+
+  it('the output goes to the addon\'s pinned block and comes back by readHost; SHADOWKV_CUDA_STAGE=0 and SHADOWKV_CUDA_MAPPED_OUT=0 turn each path off', () => {
+    const calls = () => {
+      const { cache, calls } = staging();
+      cache.decode(0, input());
+      cache.dispose();
+      return calls.filter((c) => ['stageStepInputs', 'checkFiniteHost', 'outputBlock', 'readHost', 'read'].includes(c));
+    };
+    try {
+      expect(calls()).toEqual(['stageStepInputs', 'outputBlock', 'readHost']);
+      process.env.SHADOWKV_CUDA_STAGE = '0';
+      expect(calls()).toEqual(['checkFiniteHost', 'checkFiniteHost', 'checkFiniteHost', 'outputBlock', 'readHost']);
+      process.env.SHADOWKV_CUDA_MAPPED_OUT = '0';
+      expect(calls()).toEqual(['checkFiniteHost', 'checkFiniteHost', 'checkFiniteHost', 'read']);
+    } finally {
+      delete process.env.SHADOWKV_CUDA_STAGE;
+      delete process.env.SHADOWKV_CUDA_MAPPED_OUT;
+    }
+  });
+
+  it.each([['query', 0, 5], ['key', 64, 31], ['value', 96, 0]] as const)('a bad element of the %s: a NonFiniteError naming it and its own index, the step not taken', (name, before, i) => {
+    const { cache, calls } = staging();
+    const x = input();
+    x[name].data[i] = name === 'value' ? 4e38 : NaN; // out of bf16's range, or not a number
+    const why = name === 'value' ? `${name}[${i}] is ${x[name].data[i]} (flat index); inputs must be finite and within ±3.38953e+38 to fit 'bf16' storage` : `${name}[${i}] is NaN (flat index)`;
+    expect(() => cache.decode(0, x)).toThrow(NonFiniteError);
+    expect(() => cache.decode(0, x)).toThrow(`decode(layer 0): ${why}`);
+    expect(before + i).toBeLessThan(128);
+    expect(calls.includes('decodeLayer')).toBe(false);
+    expect(cache.length(0, 0)).toBe(0);
+    x[name].data[i] = 1;
+    cache.decode(0, x);
     expect(cache.length(0, 0)).toBe(1);
     cache.dispose();
   });

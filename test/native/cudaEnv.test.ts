@@ -1,7 +1,7 @@
 // The environment the CUDA backend reads (no GPU needed): a value the native code does not take,
 // or a SHADOWKV_CUDA_ADDON path that is no binary, is refused with a typed error naming the
 // variable and what it takes, before any binary is looked for or loaded.
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -19,6 +19,9 @@ describe('createCudaBackend checks every variable the addon reads', () => {
     ['SHADOWKV_CUDA_SYNC', 'no', '0 (ops queue, the default) or 1'],
     ['SHADOWKV_CUDA_GRAPHS', 'false', '0 (off) or 1 (on, the default)'],
     ['SHADOWKV_CUDA_PDL', 'off', '0 (off) or 1 (on, the default)'],
+    ['SHADOWKV_CUDA_IDLE_UPLOAD', 'no', '0 (off) or 1 (on, the default)'],
+    ['SHADOWKV_CUDA_STAGE', 'false', '0 (off) or 1 (on, the default)'],
+    ['SHADOWKV_CUDA_MAPPED_OUT', '00', '0 (off) or 1 (on, the default)'],
     ['SHADOWKV_CUDA_DENSE', '2', '0 (the composed attention) or 1'],
     ['SHADOWKV_CUDA_REBUILD', 'SIMT', 'simt (the key rebuild without tensor cores)'],
     ['SHADOWKV_CUDA_FETCH_GRID', '8x', 'a count in [0, 2147483647]'],
@@ -40,8 +43,14 @@ describe('createCudaBackend checks every variable the addon reads', () => {
     expect(await rejection(createCudaBackend())).toBeInstanceOf(NoBinaryError);
   });
 
-  it('lists every SHADOWKV_CUDA_ variable the native code reads', () => {
-    expect(Object.keys(CUDA_ENV)).toEqual(expect.arrayContaining(['SHADOWKV_CUDA_SYNC', 'SHADOWKV_CUDA_LANDED', 'SHADOWKV_CUDA_SELECT_NEAR', 'SHADOWKV_CUDA_APPEND_FOLD', 'SHADOWKV_CUDA_FETCH_SPLIT']));
+  // Read from the sources, so a variable added to the native code without its rule here fails
+  // (SHADOWKV_CUDA_IDLE_UPLOAD went unchecked for a session that way).
+  it('lists every SHADOWKV_CUDA_ variable the native code reads (every quoted name in runtime/cuda and kernels)', () => {
+    const dirs = ['runtime/cuda', 'kernels'];
+    const read = new Set(dirs.flatMap((dir) => readdirSync(dir).filter((f) => /\.(cc|h|cu|cuh)$/.test(f))
+      .flatMap((f) => [...readFileSync(join(dir, f), 'utf8').matchAll(/"(SHADOWKV_CUDA_[A-Z0-9_]+)"/g)].map((m) => m[1]!))));
+    expect(read.size).toBeGreaterThanOrEqual(11);
+    expect(Object.keys(CUDA_ENV)).toEqual(expect.arrayContaining([...read]));
   });
 });
 

@@ -16,6 +16,8 @@ describe('CUDA failures (stub addon, no GPU)', () => {
   const calls: [string, string, (d: CudaDevice) => unknown][] = [
     ['copy', 'copy', (d) => d.copy(at(d.alloc(8, 'f32', 't')), at(d.alloc(8, 'f32', 't')), 8)],
     ['read', 'read', (d) => d.read(at(d.alloc(8, 'f32', 't')) as never, 8)],
+    ['read of the host tier', 'readHost', (d) => d.read(at(d.alloc(8, 'f32', 't', 'host')) as never, 8)],
+    ['stageStepInputs', 'stageStepInputs', (d) => d.stageStepInputs!([new Float32Array(4), new Float32Array(2), new Float32Array(2)], 'f32', [1, 1, 1])],
     ['synchronize', 'synchronize', (d) => d.synchronize()],
     ['convert', 'convert', (d) => d.convert(at(d.alloc(8, 'bf16', 't')), at(d.alloc(8, 'f32', 't')), 8)],
   ];

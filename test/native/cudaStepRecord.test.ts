@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { ConfigError, FullKVCache, type DeviceBuffer, type DType, type LayerStep, type StepRow } from '../../packages/shadowkv/src/backend.js';
 import { addonCandidates, CudaDevice, probeAddon, type CudaAddon } from '../../packages/shadowkv-cuda/src/index.js';
 import { loadAddon } from '../../packages/shadowkv-cuda/src/loadAddon.js';
+import { DTYPE_CODE } from '../../packages/shadowkv/src/backends/codes.js';
 import { ROW_BYTES, STATUS, STEP_BYTES, type AddonError } from '../../packages/shadowkv-cuda/src/AddonTypes.js';
 import { stubAddon, stubCache } from '../helpers/stubAddon.js';
 
@@ -160,8 +161,20 @@ describe.skipIf(!built)(`the addon's decodeLayer and its host inputs${built ? ''
     expect(call(r, f(64), f(48), f(32))).toBe(STATUS.arg); // k holds 3 rows, q and v 2
     expect(call(r, f(65), f(32), f(32))).toBe(STATUS.arg); // q not whole rows of 4 x 8
     expect(call(r, f(32), f(16), f(16))).toBe(STATUS.arg); // 1 row, but a row's input is 1
-    expect(() => call(r, f(64), f(32))).toThrow(/expected 1 or 4 arguments, got 3/);
+    expect(() => call(r, f(64), f(32))).toThrow(/expected 1, 4 or 5 arguments, got 3/);
+    expect(() => call(r, f(64), f(32), f(32), -1)).toThrow(/ticket/); // stageStepInputs' tickets are positive
     expect(() => call(r, [0], f(32), f(32))).toThrow(/expected a typed array/);
+  });
+
+  it('stageStepInputs refuses arrays of another dtype and limits that are not three numbers, before any CUDA call', () => {
+    const stage = (...args: unknown[]) => (loadAddon(built!.path).stageStepInputs as (...a: unknown[]) => number)(...args);
+    const [f, h] = [new Float32Array(8), new Uint16Array(8)];
+    expect(() => stage(f, f, h, DTYPE_CODE.f32, null)).toThrow(/stageStepInputs: the array does not hold the dtype's elements/);
+    expect(() => stage(h, h, h, DTYPE_CODE.f32, null)).toThrow(TypeError);
+    expect(() => stage(f, f, f, DTYPE_CODE.bf16, null)).toThrow(TypeError);
+    expect(() => stage(h, h, h, DTYPE_CODE.bf16, new Float64Array(2))).toThrow(/limits/);
+    expect(() => stage(h, h, h, DTYPE_CODE.bf16, [1, 2, 3])).toThrow(/limits/);
+    expect(() => stage(h, h, h, DTYPE_CODE.bf16)).toThrow('stageStepInputs: expected 5 arguments, got 4');
   });
 
   // Every combination of 0-3 rows (and a stray element) per input, for each io dtype: taken exactly

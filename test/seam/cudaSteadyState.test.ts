@@ -1,14 +1,14 @@
 import { describe, expect, it } from 'vitest';
-import { createCache, registerBackend, resolveBackend, type Backend, type ShadowKVCache } from '../../packages/shadowkv/src/backend.js';
+import { createCache, FullKVCache, registerBackend, resolveBackend, type Backend, type ShadowKVCache } from '../../packages/shadowkv/src/backend.js';
 import { CudaDevice, findAddon, type CudaAddon } from '../../packages/shadowkv-cuda/src/index.js';
 import { loadAddon } from '../../packages/shadowkv-cuda/src/loadAddon.js';
 import { NeedleWorkload } from '../../examples/workloads/needle.js';
 import { ENVS } from '../envs.js';
 
 // The CUDA twin of steadyState.test.ts: every addon call of warm decode steps counted. A layer step
-// is the input check (q, k, v: native scans of the host arrays, no GPU), one decodeLayer call that
-// uploads them with the step (no wait inside it) and the output read; no allocation, no
-// synchronize, no op call.
+// is one stageStepInputs call (q, k and v checked and copied into the pinned upload in one native
+// pass, no GPU), one decodeLayer call that sends them up with the step (no wait inside it) and the
+// output's read (readHost: the kernels wrote it into pinned memory); no allocation, no synchronize, no op call.
 const cuda = ENVS.ready.find((e) => e.backend === 'cuda');
 const calls = new Map<string, number>();
 const spec = { layers: 2, queryHeads: 8, kvHeads: 2, headDim: 32, rope: { theta: 10000 } };
@@ -48,9 +48,11 @@ suite(`steady-state decode (instrumented) [cuda]${cuda ? '' : ' skipped: no CUDA
     calls.clear();
     run(inputs.slice(70, 170));
     const layerSteps = 100 * spec.layers;
-    expect(Object.fromEntries(calls)).toEqual({ checkFiniteHost: 3 * layerSteps, decodeLayer: layerSteps, read: layerSteps });
+    expect(Object.fromEntries(calls)).toEqual({ stageStepInputs: layerSteps, decodeLayer: layerSteps, readHost: layerSteps });
     // Each step launched once, as a graph's replay, its capture or kernel by kernel; the plan is a sparse step's.
-    const { launches, plan } = addon.stepProfile(false);
+    const { launches, plan, host } = addon.stepProfile(false);
+    // Every step found its inputs in the upload already (stageStepInputs), none copied twice.
+    expect([host.calls, host.staged]).toEqual([layerSteps, layerSteps]);
     expect(launches.replayed + launches.captured + launches.oneByOne).toBe(layerSteps);
     expect(launches.graphsBroken).toBe(false);
     // Every attention block found its task's keys and values landed by the fetch's counts.
@@ -61,6 +63,54 @@ suite(`steady-state decode (instrumented) [cuda]${cuda ? '' : ' skipped: no CUDA
     expect(addon.memoryStats().syncCopies - syncBefore).toBe(0);
     expect(cache.stats().compactions - compactionsBefore).toBeGreaterThanOrEqual(2 * batch * spec.layers);
     cache.dispose();
+  });
+
+  // One upload ring serves every cache of the process: a policy hook (beforeStep) that runs another
+  // cache's step between this step's stageStepInputs and its decodeLayer overwrites what was staged,
+  // so this step's ticket is stale and its inputs are copied again from its arrays. Were the ticket
+  // taken anyway, this cache would attend with the other's q, k and v.
+  it('a policy hook that runs another cache\'s step inside a step: both outputs as when the steps run apart', async () => {
+    const addon = countedAddon();
+    const batch = 2, steps = 4;
+    const prompt = new NeedleWorkload(spec, { tokens: 300, seed: 5 });
+    const prompts = Array.from({ length: spec.layers }, (_, l) => prompt.prompt(l, batch));
+    const stepsOf = (seed: number) => {
+      const work = new NeedleWorkload(spec, { tokens: 300, seed });
+      return Array.from({ length: steps }, () => Array.from({ length: spec.layers }, (_, l) => work.step(l, batch)));
+    };
+    const [mine, theirs] = [stepsOf(6), stepsOf(7)];
+    class Hooked extends FullKVCache {
+      hook?: (layer: number) => void;
+      protected override beforeStep(layer: number, seqs: readonly number[]): void {
+        this.hook?.(layer);
+        super.beforeStep(layer, seqs);
+      }
+    }
+    const make = async () => {
+      const { backend, info } = await resolveBackend('cuda-counted');
+      const cache = new Hooked({ spec, batch, dtype: 'bf16' }, { device: backend.createDevice(), info });
+      prompts.forEach((p, l) => cache.prefill(l, p));
+      return cache;
+    };
+    const read = (t: { data: ArrayLike<number> }) => Float32Array.from(t.data);
+    const [a, b] = [await make(), await make()];
+    const apart = mine.map((perLayer, i) => perLayer.map((x, l) => [read(a.decode(l, x)), read(b.decode(l, theirs[i]![l]!))]));
+    [a, b].forEach((c) => c.dispose());
+    const [c, d] = [await make(), await make()];
+    let i = 0, inner: Float32Array[] = [];
+    c.hook = (l) => void inner.push(read(d.decode(l, theirs[i]![l]!)));
+    addon.stepProfile(false);
+    const together = mine.map((perLayer, k) => perLayer.map((x, l) => {
+      i = k;
+      inner = [];
+      const outer = read(c.decode(l, x));
+      return [outer, inner[0]!];
+    }));
+    const { host } = addon.stepProfile(false);
+    expect(together).toEqual(apart);
+    // d's steps took their staged inputs; c's found theirs overwritten.
+    expect([host.calls, host.staged]).toEqual([2 * steps * spec.layers, steps * spec.layers]);
+    [c, d].forEach((x) => x.dispose());
   });
 
   // A host loop on the GPU whose q, k, v and out sit somewhere new every step (a framework's

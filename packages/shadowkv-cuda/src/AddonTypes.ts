@@ -100,6 +100,10 @@ export interface CudaAddon {
   write(ptr: Ptr, data: ArrayBufferView): void;
   /** Fills `into` from `ptr`; waits for every op issued before. */
   read(ptr: Ptr, into: ArrayBufferView): void;
+  /** Fills `into` from the 'host'-tier block (or the output block) that holds ptr once every op before has run: a wait and a memcpy, no copy on the GPU. */
+  readHost(ptr: Ptr, into: ArrayBufferView): void;
+  /** The device address of the process's pinned, mapped output block, grown to hold `bytes` (the old one freed): decode steps' outputs bound for host arrays. */
+  outputBlock(bytes: number): Ptr;
   /** memmove of `bytes` between buffers of either tier. */
   copy(dst: Ptr, src: Ptr, bytes: number): void;
   /** Copies [dst, src, bytes] triples on a second stream, after every op issued before; none may overlap its source. */
@@ -143,9 +147,17 @@ export interface CudaAddon {
   /**
    * One decode step of one layer (kernels/decode_layer.cu): an SkvStep then its SkvStepRows, and
    * optionally the step's q, k and v as host arrays of the io dtype (the record's q, k, v are then
-   * ignored), uploaded with the rows. Returns a STATUS code.
+   * ignored), uploaded with the rows, and `ticket`: stageStepInputs' answer for them (their copies
+   * are then in the upload already, unless anything was staged or uploaded since). Returns a STATUS code.
    */
-  decodeLayer(record: Uint8Array, q?: Float32Array | Uint16Array, k?: Float32Array | Uint16Array, v?: Float32Array | Uint16Array): number;
+  decodeLayer(record: Uint8Array, q?: Float32Array | Uint16Array, k?: Float32Array | Uint16Array, v?: Float32Array | Uint16Array, ticket?: number): number;
+  /**
+   * A decode step's host-array inputs checked and copied into the pinned block the next decodeLayer
+   * uploads, in one pass (runtime/cuda/decode_layer.cc): `limits` holds q's, k's and v's bound (as
+   * checkFiniteHost's), or null for no check. A ticket (> 0) for decodeLayer, or -1 - i where
+   * element i of q | k | v (flat, in that order) is the first that fails (nothing staged then).
+   */
+  stageStepInputs(q: Float32Array | Uint16Array, k: Float32Array | Uint16Array, v: Float32Array | Uint16Array, dtype: number, limits: Float64Array | null): number;
   /**
    * GPU milliseconds per stage of the decode steps queued since the last call (waits for them) and
    * their count, how every step since the last call was launched and the latest sparse step's plan;
@@ -156,8 +168,11 @@ export interface CudaAddon {
     steps: number;
     /** How the steps since the last call were launched: replayed from a CUDA graph, captured into one, or kernel by kernel; attention blocks that found their task's landed count short (none, unless a bug). */
     launches: { replayed: number; captured: number; oneByOne: number; landedFallbacks: number; graphsBroken: boolean };
-    /** Host microseconds per decodeLayer call since the last call, by part (runtime/cuda/decode_layer.cc): the record's checks, the pinned copy of rows and inputs, the upload's API calls, the launch; and the calls. */
-    host: Record<'check' | 'stage' | 'upload' | 'launch' | 'calls', number>;
+    /**
+     * Host microseconds per decodeLayer call since the last call, by part (runtime/cuda/decode_layer.cc): the record's checks, the
+     * pinned copy of rows and inputs, the upload's API calls, the launch; the calls, and those whose inputs stageStepInputs had copied (`staged`).
+     */
+    host: Record<'check' | 'stage' | 'upload' | 'launch' | 'calls' | 'staged', number>;
     /** The latest sparse step's plan (kernels/launchers.h SkvStepLaunches); zeros before any. */
     plan: Record<'logitSplit' | 'selectBlocks' | 'rowGroups' | 'splitFetch' | 'valueGrid' | 'near' | 'fold' | 'landed', number>;
   };

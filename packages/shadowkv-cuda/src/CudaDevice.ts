@@ -35,7 +35,7 @@ import type { RopeStyle } from '../../shadowkv/src/spec.js';
 import type { DType } from '../../shadowkv/src/tensor.js';
 import type { LayerStep, StepRow } from '../../shadowkv/src/backends/LayerStep.js';
 import { CUDA_MEMORY_TYPE, DTYPE_CODE, ROPE_STYLE_CODE, ROW_BYTES, SEGMENT_WORDS, STATUS, STEP_BYTES, type CudaAddon } from './AddonTypes.js';
-import { envCount } from './cudaEnv.js';
+import { envCount, envSwitch } from './cudaEnv.js';
 import { typedFailures } from './typedFailures.js';
 
 
@@ -171,7 +171,7 @@ export class CudaDevice implements Device {
     this.within('read', `${length} elements`, src, length);
     const whole = into as Float32Array | undefined;
     const out: ArrayBufferView = whole ? (whole.length === length ? whole : whole.subarray(0, length)) : new HOST_ARRAY[src.buf.dtype](length);
-    if (length > 0) this.x.read(this.addr(src), out);
+    if (length > 0) src.buf.tier === 'host' ? this.x.readHost(this.addr(src), out) : this.x.read(this.addr(src), out);
     return (into ?? out) as HostArray<T>;
   }
 
@@ -475,6 +475,38 @@ export class CudaDevice implements Device {
 
   /** Host-array inputs go up with the step record, in one copy while the previous step runs. */
   readonly uploadsStepInputs = true;
+  /**
+   * The addon's pinned output block (one per process, grown as needed): the step's kernels write an
+   * output bound for a host array there, and read() takes it with a wait and a memcpy (readHost);
+   * `SHADOWKV_CUDA_MAPPED_OUT=0` (to measure): a device buffer, copied back.
+   */
+  readonly hostOutput = envSwitch('SHADOWKV_CUDA_MAPPED_OUT') ? this.outputBlock : undefined;
+  /**
+   * q, k and v of a host-array step checked and copied into the upload in one native pass;
+   * `SHADOWKV_CUDA_STAGE=0` (to measure): three checkFiniteHost scans, then decodeLayer's copy.
+   */
+  readonly stageStepInputs = envSwitch('SHADOWKV_CUDA_STAGE') ? this.stageInputs : undefined;
+
+  /** hostOutput: the block, asked for every step (another device of the process may have grown it since). */
+  private outputBlock(length: number, dtype: BufferDType): DeviceBuffer {
+    return { ptr: this.x.outputBlock(Math.max(length, 1) * BUFFER_BYTES[dtype]), length, dtype, tag: 'output', tier: 'host' };
+  }
+
+  /** The last stageStepInputs' q array and ticket, for the decodeLayer that takes them. */
+  private stagedQuery: HostArray | undefined;
+  private stagedTicket = 0;
+  private readonly stageLimits = new Float64Array(3);
+
+  /** stageStepInputs: the checks and the copy in one native pass, into the pinned block the next decodeLayer sends up. */
+  private stageInputs(inputs: readonly [HostArray, HostArray, HostArray], dtype: DType, limits: readonly [number, number, number] | undefined): number {
+    this.stagedQuery = undefined;
+    if (limits) this.stageLimits.set(limits);
+    const r = this.x.stageStepInputs(inputs[0] as Float32Array, inputs[1] as Float32Array, inputs[2] as Float32Array, storageCode(dtype), limits ? this.stageLimits : null);
+    if (r < 0) return -1 - r;
+    this.stagedQuery = inputs[0];
+    this.stagedTicket = r;
+    return -1;
+  }
 
   /**
    * Decode steps 1-5 and compaction for every row in one addon call (the contract of
@@ -512,7 +544,10 @@ export class CudaDevice implements Device {
     for (let b = 0; b < step.rows.length; b++) encodeRow(u32, i32, STEP_BYTES + b * ROW_BYTES, step.rows[b]!);
     const record = this.record.bytes.subarray(0, bytes);
     const inputs = step.hostInputs;
-    const status = inputs ? this.x.decodeLayer(record, inputs[0], inputs[1], inputs[2]) : this.x.decodeLayer(record);
+    // The staged copies are these inputs' only where stageStepInputs was given the same arrays.
+    const ticket = inputs && inputs[0] === this.stagedQuery ? this.stagedTicket : 0;
+    this.stagedQuery = undefined;
+    const status = inputs ? this.x.decodeLayer(record, inputs[0], inputs[1], inputs[2], ticket) : this.x.decodeLayer(record);
     if (status !== STATUS.ok) throwStepStatus(status, `CUDA device ${this.ordinal} could not hold the step's workspace; nothing was changed. Use a smaller batch or budget`);
   }
 

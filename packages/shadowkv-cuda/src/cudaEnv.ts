@@ -32,6 +32,10 @@ export const CUDA_ENV: Readonly<Record<string, EnvRule>> = {
   SHADOWKV_CUDA_SELECT_NEAR: SWITCH,
   SHADOWKV_CUDA_APPEND_FOLD: SWITCH,
   SHADOWKV_CUDA_LANDED: SWITCH,
+  SHADOWKV_CUDA_IDLE_UPLOAD: SWITCH,
+  // Read by CudaDevice, not the addon: host-array steps' inputs staged in one pass, their outputs written to pinned memory.
+  SHADOWKV_CUDA_STAGE: SWITCH,
+  SHADOWKV_CUDA_MAPPED_OUT: SWITCH,
   SHADOWKV_CUDA_DENSE: oneOf('0 (the composed attention) or 1 (the dense attention, refusing a step it cannot take); unset: dense where it fits', '', '0', '1'),
   SHADOWKV_CUDA_REBUILD: oneOf("simt (the key rebuild without tensor cores); unset: tensor cores where d allows", '', 'simt'),
   SHADOWKV_CUDA_FETCH_GRID: COUNT,
@@ -57,6 +61,13 @@ export function checkCudaEnv(): void {
     const err = refusal(name);
     if (err) throw err;
   }
+}
+
+/** A SWITCH variable of CUDA_ENV, read when a device is made: off only for "0". */
+export function envSwitch(name: string): boolean {
+  const err = refusal(name);
+  if (err) throw err;
+  return process.env[name] !== '0';
 }
 
 /** A COUNT variable of CUDA_ENV, read when a device is made (tests set them between devices): 0 when unset or empty. */

@@ -275,6 +275,22 @@ export interface Device {
    * copy, made while the previous step's kernels run).
    */
   readonly uploadsStepInputs?: boolean;
+  /**
+   * Optional, with `decodeLayer`: a 'host'-tier buffer of `length` elements that the fused step's
+   * kernels write its output into, for a `read` before the caller's call returns (valid until the
+   * next `hostOutput`), where that output goes to a host array. It belongs to the device, not to
+   * `memory()` (CUDA: one pinned, mapped block per process, written over PCIe, read back with a
+   * wait and a memcpy: no copy queued behind the step's kernels).
+   */
+  hostOutput?(length: number, dtype: BufferDType): DeviceBuffer;
+  /**
+   * Optional, with `uploadsStepInputs`: a decode step's host-array inputs checked (each against its
+   * `limits` entry, as `findNonFiniteHost`; none where `limits` is undefined) and staged for the
+   * next `decodeLayer` given the same arrays, in one pass before the policy's work on the step (so
+   * a bad input still changes nothing). -1, or the flat index over q | k | v of the first element
+   * that fails (nothing staged then).
+   */
+  stageStepInputs?(inputs: readonly [HostArray, HostArray, HostArray], dtype: DType, limits: readonly [number, number, number] | undefined): number;
 
   /** Allocations made so far: buffers, and those the runtime makes for itself (instrumentation). */
   allocations(): number;

@@ -24,9 +24,12 @@ import type { AnyTensor, DecodeInput, DecodeOptions, KVCachePolicy, MemoryReport
 import { deviceRoom, preflight } from './preflight.js';
 import { range } from './range.js';
 import {
-  capture, captureInput, checkDeviceValues, checkLayer, checkOut, checkSameDtype, checkSequence, checkSequences, checkTensor, checkValues, fmt,
-  onDevice, overlaps, recheckSizes, type Input, type ValueRole,
+  badValue, capture, captureInput, checkDeviceValues, checkLayer, checkLimit, checkOut, checkSameDtype, checkSequence, checkSequences, checkTensor,
+  checkValues, fmt, onDevice, overlaps, recheckSizes, type Input, type ValueRole,
 } from './validate.js';
+
+/** A decode step's inputs as host arrays. */
+type HostInputs = { readonly query: Tensor; readonly key: Tensor; readonly value: Tensor };
 
 /** (layer, row) states one cache may hold: each is a handful of objects and buffers. */
 const MAX_ROWS = 65536;
@@ -117,6 +120,8 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
   private readonly counters: DeviceBuffer[]; // [layer] f64 [COUNTERS]
   /** Host q | k | v of a decode step, packed for one upload (reused). */
   private packed?: TensorData;
+  /** Per io dtype, the bounds of a decode step's q, k and v (`stageInputs`; made once, not per step). */
+  private readonly stepLimits: Partial<Record<DType, [number, number, number]>> = {};
   /**
    * Per layer, a host copy of `counters` that the steps of a policy with its own attention
    * (`attendDecode`) keep current: read once, then only written, since on CUDA each read waits for
@@ -402,7 +407,8 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
       }
       if (opts.checkValues !== undefined && typeof opts.checkValues !== 'boolean') throw new ConfigError(`${call}: options.checkValues must be a boolean, got ${fmt(opts.checkValues)}`);
       recheckSizes(call, inputs, out !== undefined && !(out instanceof DeviceTensor) ? { data: out, n: R * Hq * d } : undefined);
-      if (opts.checkValues !== false) this.checkInputValues(call, inputs, DECODE_ROLES);
+      if (this.takesHostInputs(inputs) && this.device.stageStepInputs) this.stageInputs(call, inputs as HostInputs, opts.checkValues !== false);
+      else if (opts.checkValues !== false) this.checkInputValues(call, inputs, DECODE_ROLES);
       for (const s of seqs) this.checkCapacity(call, layer, s, 1);
       // A device out, or this layer's own output buffer. The previous output is retired once this step
       // runs (a rejected call leaves it readable), or now where the buffer grew and so freed its memory.
@@ -808,7 +814,9 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
    * back after the step.
    */
   private stepInputs(input: { readonly query: Input; readonly key: Input; readonly value: Input }, dtype: DType, n: number, out: View | undefined): Pick<LayerStep, 'q' | 'k' | 'v' | 'out' | 'hostInputs'> {
-    const outView = out ?? at(this.device.scratch('step.out', n, dtype));
+    // An output bound for a host array goes straight to host memory where the fused step can write it there (no copy back).
+    const outView = out ?? at(this.device.hostOutput && this.device.decodeLayer && !this.attendDecode
+      ? this.device.hostOutput(n, dtype) : this.device.scratch('step.out', n, dtype));
     const { query, key, value } = input;
     if (!onDevice(query) && !onDevice(key) && !onDevice(value)) {
       const nq = query.data.length, nk = key.data.length;
@@ -816,7 +824,7 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
       const buf = this.device.scratch('step.qkv', total, dtype);
       const views = { q: at(buf), k: at(buf, nq), v: at(buf, nq + nk), out: outView };
       // A fused step that uploads its inputs takes the arrays as they are.
-      if (this.device.uploadsStepInputs && this.device.decodeLayer && !this.attendDecode) {
+      if (this.takesHostInputs(input)) {
         return { q: views.q, k: views.k, v: views.v, out: views.out, hostInputs: [query.data, key.data, value.data] };
       }
       // Else side by side in one upload (one staged copy, not three).
@@ -842,6 +850,28 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
       v: stage('v', input.value),
       out: outView,
     };
+  }
+
+  /** Whether a step's inputs are host arrays that the device's fused step uploads itself (`uploadsStepInputs`). */
+  private takesHostInputs(input: { readonly query: Input; readonly key: Input; readonly value: Input }): boolean {
+    return !!this.device.uploadsStepInputs && !!this.device.decodeLayer && !this.attendDecode && !onDevice(input.query) && !onDevice(input.key) && !onDevice(input.value);
+  }
+
+  /**
+   * Such inputs checked (`checks`: as checkInputValues would) and staged for the step in one native
+   * pass (`Device.stageStepInputs`), before the policy's work; else they would be scanned here and
+   * read again when decodeLayer copies them.
+   */
+  private stageInputs(call: string, inputs: HostInputs, checks: boolean): void {
+    const { query, key, value } = inputs;
+    const dtype = query.dtype;
+    const limits = checks ? (this.stepLimits[dtype] ??= [checkLimit(dtype, undefined, 'input'), checkLimit(dtype, this.dtype, 'key'), checkLimit(dtype, this.dtype, 'value')]) : undefined;
+    const i = this.device.stageStepInputs!([query.data, key.data, value.data], dtype, limits);
+    if (i < 0) return;
+    const nq = query.data.length, nk = key.data.length;
+    if (i < nq) badValue(call, 'query', query, i, undefined, DECODE_ROLES.query);
+    if (i < nq + nk) badValue(call, 'key', key, i - nq, this.dtype, DECODE_ROLES.key);
+    badValue(call, 'value', value, i - nq - nk, this.dtype, DECODE_ROLES.value);
   }
 
   /** The step with a policy's own attention (`attendDecode`): append, then the hook, row by row; the layer's counters as the step keeps them. */

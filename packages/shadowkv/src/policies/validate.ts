@@ -160,14 +160,21 @@ export const MAX_FINITE: Record<DType, number> = { f32: 3.4028234663852886e38, f
  * into one element, so they must stay within `1/sqrt(2)` of the largest finite value.
  */
 export function checkValues(call: string, name: string, t: Tensor, storage: DType | undefined, role: ValueRole, device?: Pick<Device, 'findNonFiniteHost'>): void {
-  const limit = Math.min(valueLimit(storage, role), MAX_FINITE[t.dtype]);
-  const widen = WIDEN[t.dtype];
+  const limit = checkLimit(t.dtype, storage, role);
   const i = device?.findNonFiniteHost ? device.findNonFiniteHost(t.data, t.dtype, limit)
     : t.dtype === 'f32' ? firstOutsideF32(t.data as Float32Array, limit)
-    : firstOutside16(t.data as Uint16Array, t.dtype === 'f16' ? 0x7c00 : 0x7f80, limit < MAX_FINITE[t.dtype] ? limit : Infinity, widen);
-  if (i < 0) return;
-  const v = widen(t.data[i]!);
-  nonFinite(call, name, i, v, t.dtype, storage, role);
+    : firstOutside16(t.data as Uint16Array, t.dtype === 'f16' ? 0x7c00 : 0x7f80, limit < MAX_FINITE[t.dtype] ? limit : Infinity, WIDEN[t.dtype]);
+  if (i >= 0) badValue(call, name, t, i, storage, role);
+}
+
+/** The bound `checkValues` holds an input of `dtype` to (its largest finite value at most). */
+export function checkLimit(dtype: DType, storage: DType | undefined, role: ValueRole): number {
+  return Math.min(valueLimit(storage, role), MAX_FINITE[dtype]);
+}
+
+/** Throws the `NonFiniteError` of element `i` of input `name`, which a check found outside its bound. */
+export function badValue(call: string, name: string, t: Tensor, i: number, storage: DType | undefined, role: ValueRole): never {
+  nonFinite(call, name, i, WIDEN[t.dtype](t.data[i]!), t.dtype, storage, role);
 }
 
 // The scans return an index, as the native one (`findNonFiniteHost`) does, so both share the error path.

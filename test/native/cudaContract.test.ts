@@ -108,6 +108,31 @@ describe('host-array decode inputs checked and staged in one addon call (stub ad
     }
   });
 
+  it('the output block is asked of the addon only to grow; every device of the addon sees a growth, and a failed one leaves no address', () => {
+    let next = 0x7000_0000, full = false;
+    const asked: number[] = [];
+    const { addon } = stubAddon({
+      outputBlock: (bytes) => {
+        asked.push(bytes as number);
+        if (full) throw Object.assign(new Error('outputBlock: cudaErrorMemoryAllocation (2): out of memory'), { cudaCode: 2, op: 'outputBlock' });
+        return (next += 0x10_0000);
+      },
+    });
+    const [one, two] = [new CudaDevice(addon, 0), new CudaDevice(addon, 0)];
+    const first = one.hostOutput!(64, 'f32').ptr;
+    expect(one.hostOutput!(32, 'bf16').ptr).toBe(first);
+    const grown = two.hostOutput!(1024, 'f32').ptr;
+    expect(grown).not.toBe(first);
+    expect(one.hostOutput!(64, 'f32')).toMatchObject({ ptr: grown, length: 64, dtype: 'f32', tier: 'host' });
+    expect(asked).toEqual([256, 4096]);
+    full = true;
+    expect(() => one.hostOutput!(4096, 'f32')).toThrow(OutOfMemoryError);
+    expect(() => two.hostOutput!(16, 'f32')).toThrow(OutOfMemoryError); // asked again: the old block is gone
+    full = false;
+    expect(two.hostOutput!(16, 'f32').ptr).not.toBe(grown);
+    expect(asked).toEqual([256, 4096, 16384, 64, 64]);
+  });
+
   it.each([['query', 0, 5], ['key', 64, 31], ['value', 96, 0]] as const)('a bad element of the %s: a NonFiniteError naming it and its own index, the step not taken', (name, before, i) => {
     const { cache, calls } = staging();
     const x = input();

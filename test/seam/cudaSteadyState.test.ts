@@ -8,7 +8,8 @@ import { ENVS } from '../envs.js';
 // The CUDA twin of steadyState.test.ts: every addon call of warm decode steps counted. A layer step
 // is one stageStepInputs call (q, k and v checked and copied into the pinned upload in one native
 // pass, no GPU), one decodeLayer call that sends them up with the step (no wait inside it) and the
-// output's read (readHost: the kernels wrote it into pinned memory); no allocation, no synchronize, no op call.
+// output's read (readHost: the kernels wrote it into the addon's pinned output block, which is
+// asked for only to grow); no allocation, no synchronize, no op call.
 const cuda = ENVS.ready.find((e) => e.backend === 'cuda');
 const calls = new Map<string, number>();
 const spec = { layers: 2, queryHeads: 8, kvHeads: 2, headDim: 32, rope: { theta: 10000 } };

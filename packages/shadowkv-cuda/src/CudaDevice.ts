@@ -40,6 +40,11 @@ import { typedFailures } from './typedFailures.js';
 
 
 const TWO_32 = 2 ** 32;
+/**
+ * Per addon (one per binary a process loads), its output block's address and the bytes asked of
+ * it: every device of the addon reads this one record, so none keeps an address another's growth freed.
+ */
+const OUTPUT_BLOCKS = new WeakMap<CudaAddon, { ptr: number; bytes: number }>();
 
 /**
  * The CUDA runtime as a `Device`: the same ops as `WasmDevice`, op by op, over device memory
@@ -57,6 +62,8 @@ export class CudaDevice implements Device {
   /** Live buffers by address, so that dispose() frees what the caches did not. */
   private readonly live = new Map<number, DeviceBuffer>();
   private addon: CudaAddon | undefined;
+  /** The addon's output block as its devices last grew it (shared with them: OUTPUT_BLOCKS). */
+  private readonly outputs: { ptr: number; bytes: number };
   /** The step record of decodeLayer, reused across steps (grown when the batch grows). */
   private record = recordViews(STEP_BYTES);
   /**
@@ -88,6 +95,8 @@ export class CudaDevice implements Device {
    */
   constructor(addon: CudaAddon, readonly ordinal: number, private readonly hostMemory?: number) {
     this.addon = typedFailures(addon);
+    if (!OUTPUT_BLOCKS.has(addon)) OUTPUT_BLOCKS.set(addon, { ptr: 0, bytes: 0 });
+    this.outputs = OUTPUT_BLOCKS.get(addon)!;
   }
 
   /** Every CudaDevice of the process on this GPU reads the others' buffers (one CUDA context). */
@@ -487,9 +496,16 @@ export class CudaDevice implements Device {
    */
   readonly stageStepInputs = envSwitch('SHADOWKV_CUDA_STAGE') ? this.stageInputs : undefined;
 
-  /** hostOutput: the block, asked for every step (another device of the process may have grown it since). */
+  /** hostOutput: the addon's block, asked of it only to grow (then for every device of the addon: `outputs`). */
   private outputBlock(length: number, dtype: BufferDType): DeviceBuffer {
-    return { ptr: this.x.outputBlock(Math.max(length, 1) * BUFFER_BYTES[dtype]), length, dtype, tag: 'output', tier: 'host' };
+    const bytes = Math.max(length, 1) * BUFFER_BYTES[dtype], block = this.outputs;
+    if (bytes > block.bytes) {
+      // A growth that fails has freed the old block already: no device may write to it again.
+      [block.ptr, block.bytes] = [0, 0];
+      block.ptr = this.x.outputBlock(bytes);
+      block.bytes = bytes;
+    }
+    return { ptr: block.ptr, length, dtype, tag: 'output', tier: 'host' };
   }
 
   /** The last stageStepInputs' q array and ticket, for the decodeLayer that takes them. */

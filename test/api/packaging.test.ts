@@ -3,7 +3,7 @@
 // by tsc under each module resolution a consumer may use, and bundled for the browser by esbuild.
 // Nothing here reads the repository's sources at run time, so a file the tarball lacks shows up.
 import { spawnSync } from 'node:child_process';
-import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { builtinModules } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -168,9 +168,10 @@ export type D = Device;
   });
 });
 
-describe('the workspace packages not on npm', () => {
-  // shadowkv-llama and shadowkv-cuda run from .ts sources and import shadowkv's by relative path
-  // (docs/llama.md, docs/cuda.md): packed, they would install and fail at the first import.
+describe('the workspace packages not on npm as they are', () => {
+  // shadowkv-llama runs from .ts sources and imports shadowkv's by relative path (docs/llama.md):
+  // packed, it would install and fail at the first import. shadowkv-cuda does too in this
+  // repository, and is packed by scripts/pack-cuda.mjs instead (below), never from its folder.
   it.each(['packages/llama', 'packages/shadowkv-cuda'])('%s stays private while its sources import outside the package', (dir) => {
     const manifest = JSON.parse(readFileSync(join(ROOT, dir, 'package.json'), 'utf8')) as { private?: boolean };
     const src = join(ROOT, dir, 'src');
@@ -178,5 +179,59 @@ describe('the workspace packages not on npm', () => {
       .filter((f) => f.endsWith('.ts'))
       .some((f) => /from '(\.\.\/)+shadowkv\/src\//.test(readFileSync(join(src, f), 'utf8')));
     expect(reachesOut && manifest.private !== true).toBe(false);
+  });
+});
+
+describe('shadowkv-cuda as npm installs it beside shadowkv (scripts/pack-cuda.mjs)', () => {
+  const ADDON = join(ROOT, 'runtime/cuda/build/Release/shadowkv_cuda.node');
+  let cudaPacked: string[];
+  let cudaManifest: Manifest;
+  let cudaInstalled: string;
+  beforeAll(() => {
+    const tarball = run(process.execPath, [join(ROOT, 'scripts/pack-cuda.mjs'), join(scratch, 'cuda')], ROOT).trim().split('\n').at(-1)!;
+    cudaPacked = run('tar', ['-tzf', tarball], scratch).trim().split('\n').map((f) => f.replace(/^package\//, ''));
+    cudaInstalled = join(consumer, 'node_modules/shadowkv-cuda');
+    mkdirSync(cudaInstalled, { recursive: true });
+    run('tar', ['-xzf', tarball, '-C', cudaInstalled, '--strip-components=1'], scratch);
+    cudaManifest = JSON.parse(readFileSync(join(cudaInstalled, 'package.json'), 'utf8')) as Manifest;
+  }, 180_000);
+
+  it('ships one bundle, README, LICENSE and the addon built here (where one is), no sources; it imports only Node and its peer shadowkv', () => {
+    for (const f of ['package.json', 'README.md', 'LICENSE', 'dist/index.js']) expect(cudaPacked, f).toContain(f);
+    expect(cudaPacked.includes('prebuilds/linux-x64/shadowkv_cuda.node')).toBe(existsSync(ADDON));
+    expect(cudaPacked.filter((f) => /(^|\/)(src|test)\/|\.ts$|tsconfig/.test(f))).toEqual([]);
+    for (const target of exportTargets({ ...cudaManifest, types: cudaManifest.main })) expect(cudaPacked, target).toContain(target);
+    const builtins = new Set(builtinModules.flatMap((m) => [m, `node:${m}`]));
+    const imported = importedPackages(readFileSync(join(cudaInstalled, 'dist/index.js'), 'utf8')).filter((name) => !builtins.has(name));
+    expect(imported).toEqual(['shadowkv']);
+    expect(Object.keys(cudaManifest.peerDependencies ?? {})).toEqual(['shadowkv']);
+    expect((cudaManifest as { private?: boolean }).private).toBeUndefined();
+  });
+
+  it("is the user's backend: auto runs on it or says why not, and its errors are the user's shadowkv classes", () => {
+    const script = `
+      import { createCache, NoBinaryError, NoDeviceError } from 'shadowkv';
+      const spec = { layers: 1, queryHeads: 4, kvHeads: 2, headDim: 64, rope: { theta: 10000 } };
+      const auto = await createCache({ spec, backend: 'auto' });
+      let cuda;
+      try {
+        cuda = (await createCache({ spec, backend: 'cuda' })).backendInfo.name;
+      } catch (e) {
+        cuda = [e.constructor.name, e instanceof NoDeviceError || e instanceof NoBinaryError, e.message].join(' | ');
+      }
+      console.log(JSON.stringify({ auto: auto.backendInfo, cuda }));`;
+    writeFileSync(join(consumer, 'cuda.mjs'), script);
+    const got = JSON.parse(run(process.execPath, ['cuda.mjs'], consumer).trim()) as { auto: { name: string; reason: string }; cuda: string };
+    if (got.cuda === 'cuda') {
+      expect(got.auto.name).toBe('cuda'); // a GPU machine
+      return;
+    }
+    // No GPU (or no addon built here): the packed backend was found and loaded, and said why.
+    expect(got.auto.name).toBe('wasm');
+    expect(got.auto.reason).toMatch(/^auto: cuda unavailable \(shadowkv-cuda: /);
+    const [name, typed, message] = got.cuda.split(' | ');
+    expect(typed, got.cuda).toBe('true');
+    expect(name).toBe(existsSync(ADDON) ? 'NoDeviceError' : 'NoBinaryError');
+    expect(message).toMatch(/^shadowkv-cuda: /);
   });
 });

@@ -168,10 +168,10 @@ export type D = Device;
   });
 });
 
-describe('the workspace packages not on npm as they are', () => {
-  // shadowkv-llama runs from .ts sources and imports shadowkv's by relative path (docs/llama.md):
-  // packed, it would install and fail at the first import. shadowkv-cuda does too in this
-  // repository, and is packed by scripts/pack-cuda.mjs instead (below), never from its folder.
+describe('the workspace packages as they are', () => {
+  // shadowkv-llama and shadowkv-cuda run here from .ts sources that import shadowkv's by relative
+  // path: packed from their folders they would install and fail at the first import, so those stay
+  // private, and scripts/pack-package.mjs packs them (below).
   it.each(['packages/llama', 'packages/shadowkv-cuda'])('%s stays private while its sources import outside the package', (dir) => {
     const manifest = JSON.parse(readFileSync(join(ROOT, dir, 'package.json'), 'utf8')) as { private?: boolean };
     const src = join(ROOT, dir, 'src');
@@ -182,33 +182,38 @@ describe('the workspace packages not on npm as they are', () => {
   });
 });
 
-describe('shadowkv-cuda as npm installs it beside shadowkv (scripts/pack-cuda.mjs)', () => {
+describe('shadowkv-cuda and shadowkv-llama as npm installs them beside shadowkv (scripts/pack-package.mjs)', () => {
   const ADDON = join(ROOT, 'runtime/cuda/build/Release/shadowkv_cuda.node');
-  let cudaPacked: string[];
-  let cudaManifest: Manifest;
-  let cudaInstalled: string;
+  const packages = { cuda: 'shadowkv-cuda', llama: 'shadowkv-llama' } as const;
+  const tarballs: Record<string, { files: string[]; manifest: Manifest; dir: string }> = {};
   beforeAll(() => {
-    const tarball = run(process.execPath, [join(ROOT, 'scripts/pack-cuda.mjs'), join(scratch, 'cuda')], ROOT).trim().split('\n').at(-1)!;
-    cudaPacked = run('tar', ['-tzf', tarball], scratch).trim().split('\n').map((f) => f.replace(/^package\//, ''));
-    cudaInstalled = join(consumer, 'node_modules/shadowkv-cuda');
-    mkdirSync(cudaInstalled, { recursive: true });
-    run('tar', ['-xzf', tarball, '-C', cudaInstalled, '--strip-components=1'], scratch);
-    cudaManifest = JSON.parse(readFileSync(join(cudaInstalled, 'package.json'), 'utf8')) as Manifest;
-  }, 180_000);
+    for (const [which, name] of Object.entries(packages)) {
+      const tarball = run(process.execPath, [join(ROOT, 'scripts/pack-package.mjs'), which, join(scratch, 'packed')], ROOT).trim().split('\n').at(-1)!;
+      const dir = join(consumer, 'node_modules', name);
+      mkdirSync(dir, { recursive: true });
+      run('tar', ['-xzf', tarball, '-C', dir, '--strip-components=1'], scratch);
+      const files = run('tar', ['-tzf', tarball], scratch).trim().split('\n').map((f) => f.replace(/^package\//, ''));
+      tarballs[name] = { files, manifest: JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as Manifest, dir };
+    }
+  }, 240_000);
 
-  it('ships one bundle, README, LICENSE and the addon built here (where one is), no sources; it imports only Node and its peer shadowkv', () => {
-    for (const f of ['package.json', 'README.md', 'LICENSE', 'dist/index.js']) expect(cudaPacked, f).toContain(f);
-    expect(cudaPacked.includes('prebuilds/linux-x64/shadowkv_cuda.node')).toBe(existsSync(ADDON));
-    expect(cudaPacked.filter((f) => /(^|\/)(src|test)\/|\.ts$|tsconfig/.test(f))).toEqual([]);
-    for (const target of exportTargets({ ...cudaManifest, types: cudaManifest.main })) expect(cudaPacked, target).toContain(target);
+  it.each(Object.values(packages))('%s ships its bundle, README and LICENSE, no sources, and imports only Node and its peer shadowkv', (name) => {
+    const { files, manifest, dir } = tarballs[name]!;
+    const bundle = name === 'shadowkv-llama' ? ['dist/index.js', 'dist/matmulWorker.js'] : ['dist/index.js'];
+    for (const f of ['package.json', 'README.md', 'LICENSE', ...bundle]) expect(files, f).toContain(f);
+    expect(files.includes('prebuilds/linux-x64/shadowkv_cuda.node')).toBe(name === 'shadowkv-cuda' && existsSync(ADDON));
+    expect(files.filter((f) => /(^|\/)(src|test)\/|\.ts$|tsconfig/.test(f))).toEqual([]);
+    for (const target of exportTargets({ ...manifest, types: manifest.main })) expect(files, target).toContain(target);
     const builtins = new Set(builtinModules.flatMap((m) => [m, `node:${m}`]));
-    const imported = importedPackages(readFileSync(join(cudaInstalled, 'dist/index.js'), 'utf8')).filter((name) => !builtins.has(name));
-    expect(imported).toEqual(['shadowkv']);
-    expect(Object.keys(cudaManifest.peerDependencies ?? {})).toEqual(['shadowkv']);
-    expect((cudaManifest as { private?: boolean }).private).toBeUndefined();
+    for (const file of files.filter((f) => f.endsWith('.js'))) {
+      const imported = importedPackages(readFileSync(join(dir, file), 'utf8')).filter((p) => !builtins.has(p));
+      expect(imported.every((p) => p === 'shadowkv'), `${file} imports ${imported.join(', ')}`).toBe(true);
+    }
+    expect(Object.keys(manifest.peerDependencies ?? {})).toEqual(['shadowkv']);
+    expect((manifest as { private?: boolean }).private).toBeUndefined();
   });
 
-  it("is the user's backend: auto runs on it or says why not, and its errors are the user's shadowkv classes", () => {
+  it("shadowkv-cuda is the user's backend: auto runs on it or says why not, and its errors are the user's shadowkv classes", () => {
     const script = `
       import { createCache, NoBinaryError, NoDeviceError } from 'shadowkv';
       const spec = { layers: 1, queryHeads: 4, kvHeads: 2, headDim: 64, rope: { theta: 10000 } };
@@ -233,5 +238,27 @@ describe('shadowkv-cuda as npm installs it beside shadowkv (scripts/pack-cuda.mj
     expect(typed, got.cuda).toBe('true');
     expect(name).toBe(existsSync(ADDON) ? 'NoDeviceError' : 'NoBinaryError');
     expect(message).toMatch(/^shadowkv-cuda: /);
+  });
+
+  it('shadowkv-llama runs the bundled model on the packed SDK, on one thread and on two (its worker is a file of the bundle)', () => {
+    const script = `
+      import { createCache } from 'shadowkv';
+      import { LlamaModel, argmax } from 'shadowkv-llama';
+      const ids = Array.from(new TextEncoder().encode('The passkey is 12345. Remember it. The passkey is'));
+      const runs = [];
+      for (const threads of [1, 2]) {
+        const model = await LlamaModel.load(${JSON.stringify(join(ROOT, 'models/skv-small'))}, { threads });
+        const cache = await createCache({ spec: model.spec, policy: 'full', maxTokens: 128 });
+        const logits = model.prefill(ids, cache);
+        runs.push({ matmul: model.matmul.name, top: argmax(logits), logits: Array.from(logits.subarray(0, 8)) });
+        cache.dispose();
+        model.dispose();
+      }
+      console.log(JSON.stringify(runs));`;
+    writeFileSync(join(consumer, 'llama.mjs'), script);
+    const [one, two] = JSON.parse(run(process.execPath, ['llama.mjs'], consumer).trim()) as { matmul: string; top: number; logits: number[] }[];
+    expect(two!.matmul).toBe(`${one!.matmul}-x2`);
+    expect(two!.top).toBe(one!.top);
+    two!.logits.forEach((x, i) => expect(x).toBeCloseTo(one!.logits[i]!, 4));
   });
 });

@@ -1,0 +1,82 @@
+// Packs a workspace package that runs from its sources here (shadowkv-cuda, shadowkv-llama) as npm
+// installs it beside the `shadowkv` package: its sources bundled into ES modules whose imports of the
+// SDK's sources become imports of 'shadowkv/backend' (so its errors, tensors and runtime are the
+// user's shadowkv, not copies), its files (shadowkv-cuda: the addon built here by
+// `bash scripts/build-cuda.sh`, as prebuilds/linux-x64/), and a manifest whose exports name the
+// bundle. In this repository the packages stay their sources (their package.json is private),
+// which tsx and vitest run as they are.
+// Usage: node scripts/pack-package.mjs <cuda|llama> <outDir>   builds <outDir>/<name>/, packs it into
+// <outDir> and prints the tarball's path (test/api/packaging.test.ts installs it in a consumer project).
+import { build } from 'tsup';
+import { execFileSync } from 'node:child_process';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = fileURLToPath(new URL('..', import.meta.url));
+// Per package: its folder, its bundle's entries (a worker is an entry of its own: it is loaded by
+// URL beside the module that starts it), and files it ships beside them ([from, to] under the package).
+const PACKAGES = {
+  cuda: { dir: 'packages/shadowkv-cuda', entries: { index: 'src/index.ts' }, files: [['runtime/cuda/build/Release/shadowkv_cuda.node', 'prebuilds/linux-x64/shadowkv_cuda.node']], os: ['linux'], cpu: ['x64'] },
+  llama: { dir: 'packages/llama', entries: { index: 'src/index.ts', matmulWorker: 'src/model/matmulWorker.ts' }, files: [] },
+};
+const [which, out] = process.argv.slice(2);
+const spec = PACKAGES[which];
+if (!spec || !out || process.argv.length > 4) {
+  console.error(`usage: node scripts/pack-package.mjs <${Object.keys(PACKAGES).join('|')}> <outDir>`);
+  process.exit(2);
+}
+const sdk = join(root, 'packages/shadowkv/src/');
+const source = JSON.parse(readFileSync(join(root, spec.dir, 'package.json'), 'utf8'));
+const sdkVersion = JSON.parse(readFileSync(join(root, 'packages/shadowkv/package.json'), 'utf8')).version;
+const pkg = join(resolve(out), source.name);
+rmSync(pkg, { recursive: true, force: true });
+mkdirSync(join(pkg, 'dist'), { recursive: true });
+
+await build({
+  entry: Object.fromEntries(Object.entries(spec.entries).map(([name, file]) => [name, join(root, spec.dir, file)])),
+  outDir: join(pkg, 'dist'),
+  format: ['esm'],
+  platform: 'node',
+  target: 'node20',
+  sourcemap: true,
+  dts: false,
+  silent: true,
+  config: false,
+  tsconfig: join(root, spec.dir, 'tsconfig.json'),
+  esbuildPlugins: [{
+    name: 'the SDK as a peer',
+    setup(b) {
+      b.onResolve({ filter: /shadowkv\/src\// }, (args) => (resolve(args.resolveDir, args.path).startsWith(sdk) ? { path: 'shadowkv/backend', external: true } : undefined));
+    },
+  }],
+});
+
+const shipped = [];
+for (const [from, to] of spec.files) {
+  if (!existsSync(join(root, from))) {
+    console.error(`pack-package: ${from} is not built here (no nvcc?): the package carries no ${to}, and says so when loaded`);
+    continue;
+  }
+  mkdirSync(dirname(join(pkg, to)), { recursive: true });
+  copyFileSync(join(root, from), join(pkg, to));
+  shipped.push(to.split('/')[0]);
+}
+copyFileSync(join(root, spec.dir, 'README.md'), join(pkg, 'README.md'));
+copyFileSync(join(root, 'LICENSE'), join(pkg, 'LICENSE'));
+const manifest = {
+  name: source.name,
+  version: source.version,
+  description: source.description,
+  license: source.license,
+  type: 'module',
+  main: './dist/index.js',
+  exports: { '.': './dist/index.js' },
+  files: ['dist', ...new Set(shipped)],
+  engines: source.engines,
+  ...(spec.os ? { os: spec.os, cpu: spec.cpu } : {}),
+  peerDependencies: { shadowkv: sdkVersion },
+};
+writeFileSync(join(pkg, 'package.json'), `${JSON.stringify(manifest, null, 2)}\n`);
+const [packed] = JSON.parse(execFileSync('npm', ['pack', '--json', '--pack-destination', resolve(out)], { cwd: pkg, encoding: 'utf8' }));
+console.log(join(resolve(out), packed.filename));

@@ -20,10 +20,12 @@ const PACKAGES = {
   cuda: { dir: 'packages/shadowkv-cuda', entries: { index: 'src/index.ts' }, files: [['runtime/cuda/build/Release/shadowkv_cuda.node', 'prebuilds/linux-x64/shadowkv_cuda.node']], os: ['linux'], cpu: ['x64'] },
   llama: { dir: 'packages/llama', entries: { index: 'src/index.ts', matmulWorker: 'src/model/matmulWorker.ts' }, files: [] },
 };
-const [which, out] = process.argv.slice(2);
+const args = process.argv.slice(2);
+const [which, out] = args;
 const spec = PACKAGES[which];
-if (!spec || !out || process.argv.length > 4) {
-  console.error(`usage: node scripts/pack-package.mjs <${Object.keys(PACKAGES).join('|')}> <outDir>`);
+const problem = args.length !== 2 ? `takes two arguments, got ${args.length}` : !spec ? `unknown package '${which}' (${Object.keys(PACKAGES).join(' or ')})` : undefined;
+if (problem) {
+  console.error(`scripts/pack-package.mjs: ${problem}\nusage: node scripts/pack-package.mjs <${Object.keys(PACKAGES).join('|')}> <outDir>`);
   process.exit(2);
 }
 const sdk = join(root, 'packages/shadowkv/src/');

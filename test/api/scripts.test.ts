@@ -170,6 +170,17 @@ describe('shell scripts refuse what they do not take, before any work', () => {
     expect(spawn('bash', ['runtime/wasm/build.sh', '--sources']).out).toContain('runtime/wasm/memory.cc');
   });
 
+  it('scripts/pack-package.mjs: an unknown package or a missing folder, with a usage line, before any build', () => {
+    for (const [args, message] of [
+      [['shadowkv', '/tmp/x'], /^scripts\/pack-package\.mjs: unknown package 'shadowkv' \(cuda or llama\)\nusage: node scripts\/pack-package\.mjs <cuda\|llama> <outDir>/],
+      [['cuda'], /^scripts\/pack-package\.mjs: takes two arguments, got 1\nusage: /],
+    ] as const) {
+      const r = spawn(process.execPath, ['scripts/pack-package.mjs', ...args]);
+      expect(r.status, args.join(' ')).toBe(2);
+      expect(r.err, args.join(' ')).toMatch(message);
+    }
+  });
+
   it('scripts/gpu/*.sh: a flag without its value names the flag (not `$2: unbound variable`)', () => {
     const cases: [string, string[], RegExp][] = [
       ['scripts/gpu/ab.sh', ['--rounds'], /^scripts\/gpu\/ab\.sh: --rounds needs a value\nusage: /],

@@ -500,8 +500,8 @@ export class CudaDevice implements Device {
   private outputBlock(length: number, dtype: BufferDType): DeviceBuffer {
     const bytes = Math.max(length, 1) * BUFFER_BYTES[dtype], block = this.outputs;
     if (bytes > block.bytes) {
-      // A growth that fails has freed the old block already: no device may write to it again.
-      [block.ptr, block.bytes] = [0, 0];
+      // A growth that fails has freed the old block already: until one succeeds, every device asks again.
+      block.bytes = 0;
       block.ptr = this.x.outputBlock(bytes);
       block.bytes = bytes;
     }

@@ -28,13 +28,15 @@ import {
   checkValues, fmt, onDevice, overlaps, recheckSizes, type Input, type ValueRole,
 } from './validate.js';
 
-/** A decode step's inputs as host arrays. */
+/** A decode step's inputs as host arrays, and the bounds of their values' checks (in DECODE_INPUT_KEYS' order). */
 type HostInputs = { readonly query: Tensor; readonly key: Tensor; readonly value: Tensor };
+type Limits = [number, number, number];
 
 /** (layer, row) states one cache may hold: each is a handful of objects and buffers. */
 const MAX_ROWS = 65536;
 
-// The keys decode reads from its arguments, and what each input is to the value checks (prefill's too).
+// The keys decode reads from its arguments (in the order the one-pass check reads them: Device.stageStepInputs),
+// and what each input is to the value checks (prefill's too).
 const DECODE_INPUT_KEYS = ['query', 'key', 'value'] as const;
 const DECODE_OPTION_KEYS = ['sequences', 'out', 'checkValues'] as const;
 const DECODE_ROLES = { query: 'input', key: 'key', value: 'value' } as const;
@@ -121,7 +123,7 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
   /** Host q | k | v of a decode step, packed for one upload (reused). */
   private packed?: TensorData;
   /** Per io dtype, the bounds of a decode step's q, k and v (`stageInputs`; made once, not per step). */
-  private readonly stepLimits: Partial<Record<DType, [number, number, number]>> = {};
+  private readonly stepLimits: Partial<Record<DType, Limits>> = {};
   /**
    * Per layer, a host copy of `counters` that the steps of a policy with its own attention
    * (`attendDecode`) keep current: read once, then only written, since on CUDA each read waits for
@@ -407,7 +409,8 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
       }
       if (opts.checkValues !== undefined && typeof opts.checkValues !== 'boolean') throw new ConfigError(`${call}: options.checkValues must be a boolean, got ${fmt(opts.checkValues)}`);
       recheckSizes(call, inputs, out !== undefined && !(out instanceof DeviceTensor) ? { data: out, n: R * Hq * d } : undefined);
-      if (this.takesHostInputs(inputs) && this.device.stageStepInputs) this.stageInputs(call, inputs as HostInputs, opts.checkValues !== false);
+      const hostStep = this.takesHostInputs(inputs);
+      if (hostStep && this.device.stageStepInputs) this.stageInputs(call, inputs, opts.checkValues !== false);
       else if (opts.checkValues !== false) this.checkInputValues(call, inputs, DECODE_ROLES);
       for (const s of seqs) this.checkCapacity(call, layer, s, 1);
       // A device out, or this layer's own output buffer. The previous output is retired once this step
@@ -417,7 +420,7 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
 
       // Inputs staged (host arrays) or taken in place (device tensors): before the work due, so that
       // the staging buffers a first step makes cannot fail after a row was compressed.
-      const io = this.stepInputs(inputs, dtype, R * Hq * d, outView);
+      const io = this.stepInputs(inputs, hostStep, dtype, R * Hq * d, outView);
       // The step: work due first (the policy may compress rows), each row's plan and room for its token.
       this.inputOf.fill(-1);
       for (let i = 0; i < seqs.length; i++) this.inputOf[seqs[i]!] = i;
@@ -518,7 +521,7 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
       const t = inputs[name];
       if (!t) continue;
       const role = roles[name];
-      const storage = role === 'input' ? undefined : this.dtype;
+      const storage = this.storageFor(role);
       if (onDevice(t)) onDev.push({ name, t, storage, role });
       else checkValues(call, name, t, storage, role, this.device);
     }
@@ -813,7 +816,7 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
    * (`uploadsStepInputs`); device tensors in place; `out` where given, else a staging buffer read
    * back after the step.
    */
-  private stepInputs(input: { readonly query: Input; readonly key: Input; readonly value: Input }, dtype: DType, n: number, out: View | undefined): Pick<LayerStep, 'q' | 'k' | 'v' | 'out' | 'hostInputs'> {
+  private stepInputs(input: { readonly query: Input; readonly key: Input; readonly value: Input }, hostStep: boolean, dtype: DType, n: number, out: View | undefined): Pick<LayerStep, 'q' | 'k' | 'v' | 'out' | 'hostInputs'> {
     // An output bound for a host array goes straight to host memory where the fused step can write it there (no copy back).
     const outView = out ?? at(this.device.hostOutput && this.device.decodeLayer && !this.attendDecode
       ? this.device.hostOutput(n, dtype) : this.device.scratch('step.out', n, dtype));
@@ -824,7 +827,7 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
       const buf = this.device.scratch('step.qkv', total, dtype);
       const views = { q: at(buf), k: at(buf, nq), v: at(buf, nq + nk), out: outView };
       // A fused step that uploads its inputs takes the arrays as they are.
-      if (this.takesHostInputs(input)) {
+      if (hostStep) {
         return { q: views.q, k: views.k, v: views.v, out: views.out, hostInputs: [query.data, key.data, value.data] };
       }
       // Else side by side in one upload (one staged copy, not three).
@@ -853,7 +856,7 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
   }
 
   /** Whether a step's inputs are host arrays that the device's fused step uploads itself (`uploadsStepInputs`). */
-  private takesHostInputs(input: { readonly query: Input; readonly key: Input; readonly value: Input }): boolean {
+  private takesHostInputs(input: { readonly query: Input; readonly key: Input; readonly value: Input }): input is HostInputs {
     return !!this.device.uploadsStepInputs && !!this.device.decodeLayer && !this.attendDecode && !onDevice(input.query) && !onDevice(input.key) && !onDevice(input.value);
   }
 
@@ -863,15 +866,20 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
    * read again when decodeLayer copies them.
    */
   private stageInputs(call: string, inputs: HostInputs, checks: boolean): void {
-    const { query, key, value } = inputs;
-    const dtype = query.dtype;
-    const limits = checks ? (this.stepLimits[dtype] ??= [checkLimit(dtype, undefined, 'input'), checkLimit(dtype, this.dtype, 'key'), checkLimit(dtype, this.dtype, 'value')]) : undefined;
-    const i = this.device.stageStepInputs!([query.data, key.data, value.data], dtype, limits);
+    const dtype = inputs.query.dtype;
+    const limits = checks ? (this.stepLimits[dtype] ??= DECODE_INPUT_KEYS.map((name) => checkLimit(dtype, this.storageFor(DECODE_ROLES[name]), DECODE_ROLES[name])) as Limits) : undefined;
+    let i = this.device.stageStepInputs!([inputs.query.data, inputs.key.data, inputs.value.data], dtype, limits);
     if (i < 0) return;
-    const nq = query.data.length, nk = key.data.length;
-    if (i < nq) badValue(call, 'query', query, i, undefined, DECODE_ROLES.query);
-    if (i < nq + nk) badValue(call, 'key', key, i - nq, this.dtype, DECODE_ROLES.key);
-    badValue(call, 'value', value, i - nq - nk, this.dtype, DECODE_ROLES.value);
+    for (const name of DECODE_INPUT_KEYS) {
+      const t = inputs[name];
+      if (i < t.data.length) badValue(call, name, t, i, this.storageFor(DECODE_ROLES[name]), DECODE_ROLES[name]);
+      i -= t.data.length;
+    }
+  }
+
+  /** The dtype an input of `role` is stored in (checked to fit): none for queries. */
+  private storageFor(role: ValueRole): DType | undefined {
+    return role === 'input' ? undefined : this.dtype;
   }
 
   /** The step with a policy's own attention (`attendDecode`): append, then the hook, row by row; the layer's counters as the step keeps them. */

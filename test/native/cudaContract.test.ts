@@ -89,6 +89,20 @@ describe('host-array decode inputs checked and staged in one addon call (stub ad
     cache.dispose();
   });
 
+  it('a bad element at every position of q | k | v: the error names its input and its own index', () => {
+    const { cache } = staging();
+    const sizes = { query: 64, key: 32, value: 32 } as const;
+    for (let flat = 0; flat < 128; flat++) {
+      const x = input();
+      const [name, at] = flat < 64 ? ['query', flat] as const : flat < 96 ? ['key', flat - 64] as const : ['value', flat - 96] as const;
+      expect(at).toBeLessThan(sizes[name]);
+      x[name].data[at] = Infinity;
+      expect(() => cache.decode(0, x)).toThrow(`decode(layer 0): ${name}[${at}] is Infinity (flat index)`);
+    }
+    expect(cache.length(0, 0)).toBe(0);
+    cache.dispose();
+  });
+
   it('the output goes to the addon\'s pinned block and comes back by readHost; SHADOWKV_CUDA_STAGE=0 and SHADOWKV_CUDA_MAPPED_OUT=0 turn each path off', () => {
     const calls = () => {
       const { cache, calls } = staging();

@@ -837,14 +837,18 @@ cudaError_t select_cluster(const SkvStep& s, const StepLayout& at, int tasks, bo
 // block's pipeline fill (about a range's time). NOTE: one range per block, 4 tiles of 128 rows at
 // 128K, read the landmarks at 2.3-2.9 TB/s (logits_bench, H200): each block paid its fill, and 4
 // x 128K took 4 rounds of them.
+// Ties go to fewer rounds, then to more blocks (fewer ranges each where the landmarks are fewer
+// than the capacity's). NOTE: a 2-row group at 128K (16 tasks, 33 ranges) ties one round of 16
+// blocks with two of 33; the two rounds were 3 us slower at 2 and 4 rows (H100, bench/NOTES.md v53):
+// the second round's blocks start as the first's end and pay their prologue again.
 cudaError_t logit_split(int tasks, int nb, int* split) {
   static int slots[64] = {};
   int n = 0;
   SKV_CUDA_CALL(skv_resident_blocks(StepLogitsKernel, LOGIT_THREADS, LOGIT_SMEM, slots, &n));
-  int64_t best = -1;
+  int64_t best = -1, best_rounds = 0;
   for (int b = 1; b <= nb; b++) {
     const int64_t rounds = skv_ceil_div((int64_t)tasks * b, n), cost = rounds * (1 + skv_ceil_div(nb, b));
-    if (best < 0 || cost <= best) best = cost, *split = b;  // ties: more blocks, fewer ranges each where the landmarks are fewer than the capacity's
+    if (best < 0 || cost < best || (cost == best && rounds <= best_rounds)) best = cost, best_rounds = rounds, *split = b;
   }
   return cudaSuccess;
 }

@@ -1,10 +1,10 @@
 // Packs a workspace package that runs from its sources here (shadowkv-cuda, shadowkv-llama) as npm
-// installs it beside the `shadowkv` package: its sources bundled into ES modules whose imports of the
-// SDK's sources become imports of 'shadowkv/backend' (so its errors, tensors and runtime are the
-// user's shadowkv, not copies), its files (shadowkv-cuda: the addon built here by
-// `bash scripts/build-cuda.sh`, as prebuilds/linux-x64/), and a manifest whose exports name the
-// bundle. In this repository the packages stay their sources (their package.json is private),
-// which tsx and vitest run as they are.
+// installs it beside the `shadowkv` package: its sources bundled into ES modules and its types into
+// one declaration file, both with imports of the SDK's sources turned into imports of 'shadowkv/backend'
+// (so its errors, tensors and runtime are the user's shadowkv, not copies), its files (shadowkv-cuda:
+// the addon built here by `bash scripts/build-cuda.sh`, as prebuilds/linux-x64/), and a manifest whose
+// exports name the bundle and its declarations. In this repository the packages stay their sources
+// (their package.json is private), which tsx and vitest run as they are.
 // Usage: node scripts/pack-package.mjs <cuda|llama> <outDir>   builds <outDir>/<name>/, packs it into
 // <outDir> and prints the tarball's path (test/api/packaging.test.ts installs it in a consumer project).
 import { build } from 'tsup';
@@ -54,6 +54,20 @@ await build({
   }],
 });
 
+// Its declarations (the entry's; a worker has none), with the SDK's types imported as the bundle imports its code.
+await build({
+  entry: { index: join(root, spec.dir, spec.entries.index) },
+  outDir: join(pkg, 'dist'),
+  format: ['esm'],
+  dts: { only: true },
+  silent: true,
+  config: false,
+  tsconfig: join(root, spec.dir, 'tsconfig.json'),
+  external: [/shadowkv\/src\//],
+});
+const types = join(pkg, 'dist/index.d.ts');
+writeFileSync(types, readFileSync(types, 'utf8').replace(/(['"])(?:\.\.\/)+shadowkv\/src\/[^'"]*\1/g, "'shadowkv/backend'"));
+
 const shipped = [];
 for (const [from, to] of spec.files) {
   if (!existsSync(join(root, from))) {
@@ -73,7 +87,8 @@ const manifest = {
   license: source.license,
   type: 'module',
   main: './dist/index.js',
-  exports: { '.': './dist/index.js' },
+  types: './dist/index.d.ts',
+  exports: { '.': { types: './dist/index.d.ts', default: './dist/index.js' } },
   files: ['dist', ...new Set(shipped)],
   engines: source.engines,
   ...(spec.os ? { os: spec.os, cpu: spec.cpu } : {}),

@@ -59,6 +59,16 @@ beforeAll(() => {
 }, 180_000);
 afterAll(() => rmSync(scratch, { recursive: true, force: true }));
 
+/** The consumer's files through tsc, strict and without skipLibCheck, under each setup: an error is a failed expectation naming the setup. */
+function typeCheck(setups: { module: string; moduleResolution: string; lib: string[]; types: string[]; files: string[] }[]): void {
+  for (const { files, ...setup } of setups) {
+    const compilerOptions = { target: 'es2022', strict: true, skipLibCheck: false, noEmit: true, ...setup };
+    writeFileSync(join(consumer, 'tsconfig.json'), JSON.stringify({ compilerOptions, files }));
+    const r = spawnSync(join(BIN, 'tsc'), ['-p', '.'], { cwd: consumer, encoding: 'utf8', timeout: 120_000 });
+    expect(r.status, `${JSON.stringify(setup)}\n${r.stdout}${r.stderr}`).toBe(0);
+  }
+}
+
 /** Every file an `exports` entry, `main` or `types` names (wildcards as their folder). */
 function exportTargets(m: Manifest): string[] {
   const targets = Object.values(m.exports).flatMap((t) => (typeof t === 'string' ? [t] : Object.values(t)));
@@ -145,18 +155,12 @@ describe('a consumer of the installed package', () => {
 export const used = [registerPolicy, compileWasm];
 export type D = Device;
 `);
-    const setups = [
+    typeCheck([
       { module: 'node16', moduleResolution: 'node16', lib: ['es2022'], types: ['node'], files: ['loop.ts'] },
       { module: 'nodenext', moduleResolution: 'nodenext', lib: ['es2022'], types: ['node'], files: ['loop.ts'] },
       { module: 'nodenext', moduleResolution: 'nodenext', lib: ['es2022', 'dom'], types: ['node'], files: ['loop.ts', 'plugin.ts'] },
       { module: 'esnext', moduleResolution: 'bundler', lib: ['es2022', 'esnext.disposable', 'dom'], types: [], files: ['loop.ts', 'plugin.ts'] },
-    ];
-    for (const { files, ...setup } of setups) {
-      const compilerOptions = { target: 'es2022', strict: true, skipLibCheck: false, noEmit: true, ...setup };
-      writeFileSync(join(consumer, 'tsconfig.json'), JSON.stringify({ compilerOptions, files }));
-      const r = spawnSync(join(BIN, 'tsc'), ['-p', '.'], { cwd: consumer, encoding: 'utf8', timeout: 120_000 });
-      expect(r.status, `${JSON.stringify(setup)}\n${r.stdout}${r.stderr}`).toBe(0);
-    }
+    ]);
   });
 
   it('bundles for the browser with esbuild, no flags, and the bundle imports no Node built-in', () => {
@@ -197,13 +201,13 @@ describe('shadowkv-cuda and shadowkv-llama as npm installs them beside shadowkv 
     }
   }, 240_000);
 
-  it.each(Object.values(packages))('%s ships its bundle, README and LICENSE, no sources, and imports only Node and its peer shadowkv', (name) => {
+  it.each(Object.values(packages))('%s ships its bundle and declarations, README and LICENSE, no sources, and imports only Node and its peer shadowkv', (name) => {
     const { files, manifest, dir } = tarballs[name]!;
-    const bundle = name === 'shadowkv-llama' ? ['dist/index.js', 'dist/matmulWorker.js'] : ['dist/index.js'];
+    const bundle = name === 'shadowkv-llama' ? ['dist/index.js', 'dist/index.d.ts', 'dist/matmulWorker.js'] : ['dist/index.js', 'dist/index.d.ts'];
     for (const f of ['package.json', 'README.md', 'LICENSE', ...bundle]) expect(files, f).toContain(f);
     expect(files.includes('prebuilds/linux-x64/shadowkv_cuda.node')).toBe(name === 'shadowkv-cuda' && existsSync(ADDON));
-    expect(files.filter((f) => /(^|\/)(src|test)\/|\.ts$|tsconfig/.test(f))).toEqual([]);
-    for (const target of exportTargets({ ...manifest, types: manifest.main })) expect(files, target).toContain(target);
+    expect(files.filter((f) => /(^|\/)(src|test)\/|(?<!\.d)\.ts$|tsconfig/.test(f))).toEqual([]);
+    for (const target of exportTargets(manifest)) expect(files, target).toContain(target);
     const builtins = new Set(builtinModules.flatMap((m) => [m, `node:${m}`]));
     for (const file of files.filter((f) => f.endsWith('.js'))) {
       const imported = importedPackages(readFileSync(join(dir, file), 'utf8')).filter((p) => !builtins.has(p));
@@ -211,6 +215,30 @@ describe('shadowkv-cuda and shadowkv-llama as npm installs them beside shadowkv 
     }
     expect(Object.keys(manifest.peerDependencies ?? {})).toEqual(['shadowkv']);
     expect((manifest as { private?: boolean }).private).toBeUndefined();
+  });
+
+  it("their declarations type-check as the READMEs' and docs' examples use them, strict and without skipLibCheck, on the user's shadowkv types", () => {
+    // Like shadowkv/backend's, which theirs import, they need lib dom (WebAssembly); the READMEs say so.
+    writeFileSync(
+      join(consumer, 'model.ts'),
+      `import { ShadowKVCache, type ModelSpec } from 'shadowkv';
+       import { registerBackend } from 'shadowkv/backend';
+       import { createCudaBackend } from 'shadowkv-cuda';
+       import { BpeTokenizer, LlamaModel, fitCacheOptions, generate, loadCheckpoint } from 'shadowkv-llama';
+       registerBackend('cuda1', () => createCudaBackend({ device: 1 }), 3);
+       const model = await LlamaModel.create(await loadCheckpoint('./my-llama'));
+       const spec: ModelSpec = model.spec;
+       const tokenizer = await BpeTokenizer.load('./my-llama/tokenizer.json');
+       const prompt = [tokenizer.tokenId('<|begin_of_text|>')!, ...tokenizer.encode('a long text')];
+       const fit = fitCacheOptions(spec, { promptTokens: prompt.length, maxNewTokens: 64 });
+       const cache = new ShadowKVCache({ spec, maxTokens: fit.maxTokens, ...fit.options });
+       for await (const t of generate(model, cache, prompt, { maxNewTokens: 64, tokenizer })) console.log(t.text!);`,
+    );
+    typeCheck([
+      { module: 'node16', moduleResolution: 'node16', lib: ['es2022', 'dom'], types: ['node'], files: ['model.ts'] },
+      { module: 'nodenext', moduleResolution: 'nodenext', lib: ['es2022', 'dom'], types: ['node'], files: ['model.ts'] },
+      { module: 'esnext', moduleResolution: 'bundler', lib: ['es2022', 'esnext.disposable', 'dom'], types: [], files: ['model.ts'] },
+    ]);
   });
 
   it("shadowkv-cuda is the user's backend: auto runs on it or says why not, and its errors are the user's shadowkv classes", () => {

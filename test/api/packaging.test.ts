@@ -163,6 +163,25 @@ export type D = Device;
     ]);
   });
 
+  it("docs/plugins.md's PolicyTypes augmentation type-checks in a plugin project that imports only shadowkv/backend", () => {
+    // A module augmentation needs its module resolved in the program: a plugin package imports only
+    // shadowkv/backend, where the doc's block, without a type import of 'shadowkv', failed with TS2664.
+    const doc = readFileSync(join(ROOT, 'docs/plugins.md'), 'utf8');
+    const block = [...doc.matchAll(/```ts\n([\s\S]*?)```/g)].map((m) => m[1]!).find((code) => code.includes("declare module 'shadowkv'"));
+    expect(block).toBeDefined();
+    writeFileSync(join(consumer, 'augment.ts'), block!);
+    writeFileSync(
+      join(consumer, 'LandmarkWindowCache.ts'),
+      `import type { Device } from 'shadowkv/backend';
+       export class LandmarkWindowCache { constructor(readonly device?: Device) {} }
+       export interface LandmarkWindowOptions { window: number }`,
+    );
+    typeCheck([
+      { module: 'nodenext', moduleResolution: 'nodenext', lib: ['es2022', 'dom'], types: ['node'], files: ['LandmarkWindowCache.ts', 'augment.ts'] },
+      { module: 'esnext', moduleResolution: 'bundler', lib: ['es2022', 'esnext.disposable', 'dom'], types: [], files: ['LandmarkWindowCache.ts', 'augment.ts'] },
+    ]);
+  });
+
   it('bundles for the browser with esbuild, no flags, and the bundle imports no Node built-in', () => {
     writeFileSync(join(consumer, 'browser.js'), `import { ready, createCache } from 'shadowkv';\nawait ready();\nexport { createCache };\n`);
     run(join(BIN, 'esbuild'), ['browser.js', '--bundle', '--format=esm', '--platform=browser', '--outfile=out/browser.js', '--log-level=error'], consumer);

@@ -365,7 +365,12 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
         st.tail.commit(S);
         st.length += S;
       });
-      seqs.forEach((s) => this.afterPrefill(layer, s));
+      try {
+        this.hooksAfter(call, 'afterPrefill', COMMITTED, seqs.map((s) => [s, s]), (s) => this.afterPrefill(layer, s));
+      } catch (err) {
+        if (out instanceof DeviceTensor) out.dispose(); // never handed out
+        throw err;
+      }
       return out === undefined || out instanceof DeviceTensor ? out : { data: out, shape, dtype: keys.dtype };
     });
   }
@@ -444,13 +449,33 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
         st.length += 1;
         st.tail.count += 1;
       }
-      for (const s of seqs) this.afterStep(layer, s, rows[s]!);
+      this.hooksAfter(call, 'afterStep', COMMITTED, seqs.map((s) => [s, s]), (s) => this.afterStep(layer, s, rows[s]!));
       const shape = [R, Hq, 1, d];
       if (out instanceof DeviceTensor) return out;
       if (own) return (this.outputs[layer] = new DeviceTensor(this.device, step.out, shape, dtype, 'cache'));
       const data = this.device.read(step.out as View & { buf: { dtype: 'f32' } }, R * Hq * d, out as Float32Array | undefined) as TensorData;
       return { data, shape, dtype };
     });
+  }
+
+  /**
+   * Runs a policy hook that follows a change already made (`done` says what) on every (sequence, item),
+   * even where it throws for one (itself, or by calling back into the cache), so that the rows agree;
+   * then throws the first failure as a ConfigError that says the change is in, since a repeated call
+   * would make it twice.
+   */
+  private hooksAfter<T>(call: string, hook: string, done: string, items: [seq: number, item: T][], run: (item: T) => void): void {
+    let failed: ConfigError | undefined;
+    for (const [seq, item] of items) {
+      try {
+        run(item);
+      } catch (err) {
+        // A ConfigError already names the hook's fault (e.g. a promise it returned): kept as it is.
+        const what = err instanceof Error ? `${err.name}: ${err.message}` : fmt(err);
+        failed ??= err instanceof ConfigError ? err : new ConfigError(`${call}: ${done}, but the ${this.name} policy's ${hook} threw for sequence ${seq}: ${what}. ${hook} runs once the change is made, so it must not fail: defer what can fail to a later call, and make no call on this cache from it`);
+      }
+    }
+    if (failed) throw failed;
   }
 
   /** Where decode's row count `R` came from, for its shape errors. */
@@ -564,24 +589,29 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
         throw new CapacityError(`${call}: layer ${l} holds tokens before ${first} compressed or evicted; only exact tokens can be cropped, so length must be >= ${first} (reset() and prefill again to go further back)`);
       }
     });
+    // Every layer is cropped before the hooks run, and every layer's hook runs: a hook that throws
+    // cannot leave the row's layers at different lengths.
     for (const row of this.states) {
       const st = row[sequence]!;
       st.tail.cropTo(length);
       st.length = length;
-      this.afterCrop(st);
     }
+    this.hooksAfter(call, 'afterCrop', `the row is cropped to ${length} tokens at every layer`, this.states.map((row) => [sequence, row[sequence]!]), (st) => this.afterCrop(st));
   }
 
   reset(sequence?: number): void {
     this.run('reset()', () => {
       if (sequence !== undefined) checkSequence('reset()', sequence, this.batch);
-      for (const row of this.states) {
-        row.forEach((st, s) => {
-          if (sequence !== undefined && s !== sequence) return;
-          this.clearState(st);
+      const named = this.states.flatMap((row) => row.flatMap((st, s): [number, S][] => (sequence === undefined || s === sequence ? [[s, st]] : [])));
+      // NOTE: every row named is emptied even where the policy's clearState throws for one: a row whose
+      // policy state was freed but whose tail and length were kept would trap at its next step.
+      try {
+        this.hooksAfter('reset()', 'clearState', 'every row named is emptied', named, (st) => this.clearState(st));
+      } finally {
+        for (const [, st] of named) {
           st.tail.clear();
           st.length = 0;
-        });
+        }
       }
     });
   }
@@ -758,6 +788,9 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
   dispose(): void {
     if (this.disposed) return;
     if (this.busy) throw new ReentrancyError(`dispose(): called while ${this.busy} is running on this cache; dispose after it returns`);
+    // NOTE: busy while freeing: a policy's clearState or disposePolicy that calls back into the cache
+    // (a step, a save, dispose again) would otherwise run on buffers already freed.
+    this.busy = 'dispose()';
     try {
       // Device tensors first: yours are freed here, outputs and wrapped memory only retired.
       [...this.tensors].forEach((t) => t.dispose());
@@ -775,6 +808,7 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
       this.outputs.forEach((t) => t?.invalidate());
       this.device.dispose();
       this.disposed = true;
+      this.busy = undefined;
     }
   }
 
@@ -1011,6 +1045,9 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
     return this.device.read(at(tmp) as View & { buf: { dtype: 'bf16' } }, n);
   }
 }
+
+/** What a call whose after-hook threw has done (`hooksAfter`). */
+const COMMITTED = "the call went through (every row's tokens are stored; do not repeat it)";
 
 /** The hooks a policy may override: each runs inside a synchronous call, which cannot wait for a promise. */
 const HOOKS = [

@@ -156,6 +156,8 @@ export class ShadowKVCache extends BaseKVCache<ShadowState> {
    * decode step does it on its own for its rows). Returns the (layer, sequence) pairs compressed.
    */
   compress(options: CompressOptions = {}): number {
+    // NOTE: a disposed cache is named before its options are read, as by every other method.
+    this.guard('compress()');
     const o = compressOptions('compress()', options, false);
     const due = this.run('compress()', () => this.due('compress()', o));
     // NOTE: compress() cannot wait: an async onProgress would run on after it returned, and its rejection would go unhandled.
@@ -177,12 +179,15 @@ export class ShadowKVCache extends BaseKVCache<ShadowState> {
 
   /** `compress()` that yields to the event loop between (layer, sequence) pairs; `signal` stops it between pairs. */
   async compressAsync(options: CompressAsyncOptions = {}): Promise<number> {
+    this.guard('compressAsync()');
     const o = compressOptions('compressAsync()', options, true) as CompressAsyncOptions;
     const due = this.run('compressAsync()', () => this.due('compressAsync()', o));
     let done = 0;
     for (const [l, s] of due) {
       o.signal?.throwIfAborted();
       await new Promise<void>((resolve) => setTimeout(resolve, 0));
+      // Again after the yield: an abort while it waited stops the call before this pair, not after it.
+      o.signal?.throwIfAborted();
       this.run('compressAsync()', () => this.isDue(l, this.states[l]![s]!) && this.compressRows([[l, s]]));
       await o.onProgress?.({ done: ++done, total: due.length, layer: l, sequence: s });
     }

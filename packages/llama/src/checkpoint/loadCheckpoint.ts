@@ -1,5 +1,6 @@
 // Reads a Hugging Face checkpoint folder: config.json, then model.safetensors or the shards that
 // model.safetensors.index.json names.
+import { fmt } from '../../../shadowkv/src/policies/validate.js';
 import type { ModelSpec } from '../../../shadowkv/src/spec.js';
 import type { Tensor } from '../../../shadowkv/src/tensor.js';
 import { CheckpointError } from '../errors/CheckpointError.js';
@@ -7,6 +8,7 @@ import { llamaSpec, parseLlamaConfig, type LlamaConfig } from './LlamaConfig.js'
 import { assembleWeights, type LlamaWeights } from './LlamaWeights.js';
 import { fileSource } from './fileSource.js';
 import { readSafetensors, weightTensor, type ByteSource, type RawTensor } from './safetensors.js';
+import { weightSlots } from './weightLayout.js';
 
 /** A loaded checkpoint: the config, the cache's spec for it, and the weights (views into the files' bytes where they were given whole). */
 export interface Checkpoint {
@@ -75,7 +77,27 @@ export function readCheckpoint(read: CheckpointReader, name: FileName = (file) =
     const raw = parsed.get(file)!.get(tensor);
     return raw ? weightTensor(raw, name(file)) : `is not in ${name(file)}`;
   };
-  return { config, spec: llamaSpec(config), weights: assembleWeights(config, find, configFile), files };
+  const weights = assembleWeights(config, find, configFile);
+  checkUnread(config, parsed, name, configFile);
+  return { config, spec: llamaSpec(config), weights, files };
+}
+
+/**
+ * Throws a CheckpointError ('config') for a decoder-layer tensor the config does not read: a layer past
+ * `num_hidden_layers`, a bias where `attention_bias` or `mlp_bias` is false. Skipped, they would load a
+ * model other than the checkpoint's (its first layers only, projections without their biases) that runs
+ * without an error. Tensors outside the layers (an unused `lm_head.weight` of a tied model) and
+ * `rotary_emb.inv_freq` buffers (older exports save them; RoPE comes from the config) are left alone.
+ */
+function checkUnread(config: LlamaConfig, parsed: Map<string, Map<string, RawTensor>>, name: FileName, configFile: string): void {
+  const read = new Set(weightSlots(config).map((slot) => slot.name));
+  for (const [file, tensors] of parsed) {
+    for (const tensor of tensors.keys()) {
+      if (!tensor.startsWith('model.layers.') || read.has(tensor) || tensor.endsWith('.rotary_emb.inv_freq')) continue;
+      const what = `num_hidden_layers ${config.layers}, attention_bias ${config.attentionBias}, mlp_bias ${config.mlpBias}`;
+      throw new CheckpointError('config', `${name(file)} holds tensor '${tensor}', which ${configFile} (${what}) does not read; the config does not describe these weights`);
+    }
+  }
 }
 
 /**
@@ -84,6 +106,8 @@ export function readCheckpoint(read: CheckpointReader, name: FileName = (file) =
  * const { config, spec, weights } = await loadCheckpoint('./my-llama');
  */
 export async function loadCheckpoint(dir: string): Promise<Checkpoint> {
+  // NOTE: left to node:path, what is not a path is a TypeError, not a CheckpointError.
+  if (typeof dir !== 'string') throw new CheckpointError('io', `loadCheckpoint: dir must be the path of a checkpoint folder, got ${fmt(dir)}`);
   const fs = await import('node:fs');
   const { join } = await import('node:path');
   const open: number[] = [];

@@ -15,7 +15,7 @@ import type { Linear } from '../checkpoint/LlamaWeights.js';
 import { loadCheckpoint, type Checkpoint } from '../checkpoint/loadCheckpoint.js';
 import type { Projection } from '../checkpoint/weightLayout.js';
 import { TokenizerError } from '../errors/TokenizerError.js';
-import { checkCacheSpec, checkPositions, checkSequenceOption, rollingBack } from './cacheCall.js';
+import { checkCacheSpec, checkPositions, checkSequenceOption, rollingBack, rowWrites } from './cacheCall.js';
 import { DeviceMatmul } from './DeviceMatmul.js';
 import { JsMatmul } from './JsMatmul.js';
 import { checkThreads, type Matmul, type MatmulWeight } from './Matmul.js';
@@ -274,11 +274,12 @@ export class LlamaModel implements Disposable {
       let logits: Float32Array = new Float32Array(0);
       for (let t = 0; t < ids.length; t += chunkTokens) {
         logits = this.run(call, ids.slice(t, t + chunkTokens), cache, sequence, false, false);
-        const held = cache.length(sequence);
+        const [held, written] = [cache.length(sequence), rowWrites(cache, sequence)];
         onProgress?.(Math.min(ids.length, t + chunkTokens), ids.length);
-        // NOTE: a call in onProgress that wrote to this row would put its tokens amid the prompt's.
+        // NOTE: a call in onProgress that wrote to this row would put its tokens amid the prompt's
+        // (a reset and a prefill of as many tokens leave the length as it was: the write count tells).
         const now = cache.length(sequence);
-        if (now !== held) throw new ReentrancyError(`${call}: onProgress changed cache row ${sequence} from ${held} to ${now} tokens; calls on one row must not nest`);
+        if (now !== held || rowWrites(cache, sequence) !== written) throw new ReentrancyError(`${call}: onProgress changed cache row ${sequence} from ${held} to ${now} tokens${now === held ? ' (another call wrote to it)' : ''}; calls on one row must not nest`);
         signal?.throwIfAborted();
       }
       return logits;

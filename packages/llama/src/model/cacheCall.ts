@@ -54,18 +54,35 @@ export function checkPositions(call: string, maxPositions: number, cache: KVCach
   }
 }
 
+// Per cache, per row: how many LlamaModel calls (of any model) have stored tokens there.
+const writes = new WeakMap<KVCachePolicy, Map<number, number>>();
+
+/**
+ * How many `LlamaModel` calls have written to cache row `sequence` so far. A caller that holds the row
+ * between calls compares it as well as the length: a reset and a prompt of the same length refilled
+ * the row with other tokens, and the length alone cannot tell.
+ */
+export function rowWrites(cache: KVCachePolicy, sequence: number): number {
+  return writes.get(cache)?.get(sequence) ?? 0;
+}
+
 /**
  * Runs `body`, which stores tokens in `cache` row `sequence`; if it throws, the row goes back to the
  * length it had (every layer), and the error is rethrown: a rejected call leaves the cache as it was.
+ * A call that returns counts as a write (`rowWrites`).
  */
 export function rollingBack<T>(cache: KVCachePolicy, sequence: number, body: () => T): T {
   const before = cache.length(sequence); // also checks `sequence`
+  let result: T;
   try {
-    return body();
+    result = body();
   } catch (err) {
     rollBack(cache, sequence, before, err);
     throw err;
   }
+  const rows = writes.get(cache) ?? writes.set(cache, new Map()).get(cache)!;
+  rows.set(sequence, (rows.get(sequence) ?? 0) + 1);
+  return result;
 }
 
 function rollBack(cache: KVCachePolicy, sequence: number, before: number, err: unknown): void {

@@ -143,10 +143,11 @@ export class BpeTokenizer extends Tokenizer {
   }
 
   tokenBytes(id: number): Uint8Array {
-    const cached = this.bytes[id];
-    if (cached) return cached;
+    // NOTE: the id is checked before the cache is read: bytes['length'] is a number, bytes['5'] token 5's bytes.
     const token = Number.isInteger(id) ? this.tokens[id] : undefined;
     if (token === undefined) throw this.outside(id);
+    const cached = this.bytes[id];
+    if (cached) return cached;
     const bytes = this.added.get(token) === id ? this.utf8.encode(token) : Uint8Array.from(Array.from(token), (c) => {
       const b = CHAR_BYTE.get(c);
       if (b === undefined) throw new TokenizerError(`BpeTokenizer: token ${id} ('${token}') has a character outside the byte-level alphabet`);

@@ -30,9 +30,11 @@ export class ByteTokenizer extends Tokenizer {
   }
 
   tokenBytes(id: number): Uint8Array {
-    if (Number.isInteger(id) && id >= 0 && id < 256) return Uint8Array.of(id);
+    // NOTE: the id is checked first: a BigInt or a Symbol in `id - 256` is a TypeError.
+    if (!Number.isInteger(id)) throw this.outside(id);
+    if (id >= 0 && id < 256) return Uint8Array.of(id);
     const special = this.specials[id - 256];
-    if (special === undefined || !Number.isInteger(id)) throw this.outside(id);
+    if (special === undefined) throw this.outside(id);
     return this.utf8.encode(special);
   }
 

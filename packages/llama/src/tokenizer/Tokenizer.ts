@@ -27,11 +27,18 @@ export abstract class Tokenizer {
   /** The bytes (UTF-8) a token stands for. Throws `TokenizerError` for an id outside the vocabulary. */
   abstract tokenBytes(id: number): Uint8Array;
 
-  /** The text of a sequence of ids (invalid UTF-8 becomes U+FFFD). */
+  /** The text of a sequence of ids (invalid UTF-8 becomes U+FFFD); an id that is not an integer of the vocabulary is a `TokenizerError`. */
   decode(ids: readonly number[]): string {
-    if (!Array.isArray(ids)) throw new TokenizerError(`${this.constructor.name}.decode: ids must be a list of token ids, got ${fmt(ids)}`);
+    const call = `${this.constructor.name}.decode`;
+    if (!Array.isArray(ids)) throw new TokenizerError(`${call}: ids must be a list of token ids, got ${fmt(ids)}`);
     const stream = this.streamDecoder();
-    return ids.map((id) => stream.push(id)).join('') + stream.flush();
+    let text = '';
+    // NOTE: a for loop, not map: map skips the holes of a sparse list, whose ids would vanish from the text.
+    for (let i = 0; i < ids.length; i++) {
+      if (!Number.isInteger(ids[i])) throw new TokenizerError(`${call}: ids[${i}] is ${i in ids ? fmt(ids[i]) : 'a hole'}, not a token id`);
+      text += stream.push(ids[i]!);
+    }
+    return text + stream.flush();
   }
 
   /** A decoder for tokens arriving one at a time. */
@@ -53,6 +60,6 @@ export abstract class Tokenizer {
   }
 
   protected outside(id: number): TokenizerError {
-    return new TokenizerError(`${this.constructor.name}: token id ${id} is outside the vocabulary [0, ${this.vocabSize})`);
+    return new TokenizerError(`${this.constructor.name}: token id ${fmt(id)} is outside the vocabulary [0, ${this.vocabSize})`); // fmt: a symbol in a template is a TypeError
   }
 }

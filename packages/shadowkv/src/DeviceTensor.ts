@@ -1,5 +1,5 @@
 import { BUFFER_BYTES, type Device, type View } from './backends/Device.js';
-import { dataMatches } from './dtype.js';
+import { elements, ownView, typedKind } from './dtype.js';
 import { DeviceMismatchError } from './errors/DeviceMismatchError.js';
 import { DisposedError } from './errors/DisposedError.js';
 import { DTypeError } from './errors/DTypeError.js';
@@ -71,7 +71,9 @@ export class DeviceTensor {
   write(data: TensorData): this {
     const v = this.live('write()');
     this.checkHost('write()', 'the data', data);
-    this.#device.write(v, data);
+    // NOTE: a plain view of the same memory: the copy reads buffer, byteOffset and byteLength, which a
+    // subclass may redefine (a byteLength past the tensor's size would write past its memory).
+    this.#device.write(v, ownView(data, this.dtype === 'f32' ? Float32Array : Uint16Array));
     return this;
   }
 
@@ -118,10 +120,14 @@ export class DeviceTensor {
 
   /** A host array of this tensor's dtype (`DTypeError` otherwise) and of its `size` elements (`ShapeError` otherwise). */
   private checkHost(call: string, name: string, data: unknown): asserts data is TensorData {
-    if (!ArrayBuffer.isView(data) || !dataMatches(data as TensorData, this.dtype)) {
-      throw new DTypeError(`DeviceTensor.${call}: a '${this.dtype}' tensor takes a ${this.dtype === 'f32' ? 'Float32Array' : 'Uint16Array'}, ${name} is ${Object.prototype.toString.call(data)}`);
+    // By the internal slots, not instanceof and `.length`: another realm's Float32Array is one, and a
+    // subclass may redefine length (a long array that says it is short would be copied whole).
+    const want = this.dtype === 'f32' ? 'Float32Array' : 'Uint16Array';
+    if (typedKind(data) !== want) {
+      throw new DTypeError(`DeviceTensor.${call}: a '${this.dtype}' tensor takes a ${want}, ${name} is ${Object.prototype.toString.call(data)}`);
     }
-    if ((data as TensorData).length !== this.size) throw new ShapeError(`DeviceTensor.${call}: the tensor is [${this.shape.join(', ')}] (${this.size} elements), ${name} has ${(data as TensorData).length}`);
+    const n = elements(data as TensorData);
+    if (n !== this.size) throw new ShapeError(`DeviceTensor.${call}: the tensor is [${this.shape.join(', ')}] (${this.size} elements), ${name} has ${n}`);
   }
 
   private live(what: string): View {

@@ -92,6 +92,40 @@ export function hostArray(dtype: DType, n: number): TensorData {
   return dtype === 'f32' ? new Float32Array(n) : new Uint16Array(n);
 }
 
+// The built-in getters of typed arrays, which read an array's internal slots: a subclass may redefine
+// `length`, `byteOffset` or its species, and an array made in another realm (a `vm` context, an iframe,
+// jsdom) is a typed array that fails `instanceof Float32Array` here.
+const TYPED_PROTO = Object.getPrototypeOf(Uint8Array.prototype) as object;
+const slot = (key: PropertyKey) => Object.getOwnPropertyDescriptor(TYPED_PROTO, key)!.get!;
+const typedTag = slot(Symbol.toStringTag), typedBuffer = slot('buffer'), typedOffset = slot('byteOffset'), typedLength = slot('length');
+
+/** Elements a typed array really holds (0 once its buffer is detached). */
+export function elements(data: ArrayBufferView): number {
+  return typedLength.call(data) as number;
+}
+
+/**
+ * The kind of typed array `v` is (`'Float32Array'`, `'Uint16Array'`, ...), read from its internal slot:
+ * a subclass counts as its base, another realm's array as this realm's kind. Undefined for anything else.
+ */
+export function typedKind(v: unknown): string | undefined {
+  return typeof v === 'object' && v !== null ? (typedTag.call(v) as string | undefined) : undefined;
+}
+
+type HostConstructor = Float32ArrayConstructor | Uint16ArrayConstructor | Uint8ArrayConstructor;
+
+/**
+ * A typed array of `Ctor`'s kind (`typedKind`) as this realm's own `Ctor` over the same memory, so
+ * that whatever reads it later (checks, staging copies, `subarray`) goes by its real slots, not by
+ * a subclass's `length`, `byteOffset` or species. A plain array of this realm is returned as it is.
+ */
+export function ownView<C extends HostConstructor>(data: ArrayBufferView, Ctor: C): InstanceType<C> {
+  if (Object.getPrototypeOf(data) === Ctor.prototype) return data as InstanceType<C>;
+  const n = elements(data);
+  // NOTE: a detached (or shrunk out of bounds) buffer cannot be viewed again; it holds no elements either way.
+  return (n === 0 ? new Ctor(0) : new Ctor(typedBuffer.call(data) as ArrayBuffer, typedOffset.call(data) as number, n)) as InstanceType<C>;
+}
+
 /** True when `data` is the host array type of `dtype`. */
 export function dataMatches(data: TensorData, dtype: DType): boolean {
   return dtype === 'f32' ? data instanceof Float32Array : data instanceof Uint16Array;

@@ -1,4 +1,5 @@
 import { Packr } from 'msgpackr';
+import { ownView, typedKind } from './dtype.js';
 import { SnapshotError } from './errors/SnapshotError.js';
 
 /** Snapshot format version; bump when the content layout changes. */
@@ -57,8 +58,11 @@ function wholly(bytes: Uint8Array, end: number, what: string): void {
 }
 
 /** Opens an envelope: checks format, version and checksum, returns the content. Throws `SnapshotError`. */
-export function decodeSnapshot(bytes: Uint8Array): Record<string, unknown> {
-  if (!(bytes instanceof Uint8Array)) throw new SnapshotError('loadCache: expected the Uint8Array that save() returned');
+export function decodeSnapshot(input: Uint8Array): Record<string, unknown> {
+  // By the internal slot, not instanceof: save()'s bytes passed through another realm (a vm context,
+  // jsdom) are a Uint8Array too. A plain view of them: the decoder reads byteOffset and length.
+  if (typedKind(input) !== 'Uint8Array') throw new SnapshotError('loadCache: expected the Uint8Array that save() returned');
+  const bytes = ownView(input, Uint8Array);
   const { value, end } = unpackFirst(bytes, 'the snapshot');
   const envelope = value as { format?: unknown; version?: unknown; crc32?: unknown; payload?: unknown } | null;
   if (!envelope || typeof envelope !== 'object' || envelope.format !== FORMAT) {

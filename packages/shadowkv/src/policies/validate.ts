@@ -1,7 +1,7 @@
 import type { Device } from '../backends/Device.js';
 import { checkKeys, fmt } from '../config.js';
 import { DeviceTensor } from '../DeviceTensor.js';
-import { bf16ToF32, dataMatches, DTYPE_BYTES, f16ToF32 } from '../dtype.js';
+import { bf16ToF32, dataMatches, DTYPE_BYTES, elements, f16ToF32, ownView, typedKind } from '../dtype.js';
 import { DeviceMismatchError } from '../errors/DeviceMismatchError.js';
 import { DTypeError } from '../errors/DTypeError.js';
 import { LayerIndexError } from '../errors/LayerIndexError.js';
@@ -65,10 +65,14 @@ export function captureTensor(call: string, name: string, t: unknown, expected: 
   const { data, shape, dtype } = capture(call, name, t, ['data', 'shape', 'dtype'] as const);
   if (!Array.isArray(shape)) throw new ShapeError(`${call}: ${name}.shape must be an array of sizes, got ${fmt(shape)}`);
   if (dtype !== 'f32' && dtype !== 'f16' && dtype !== 'bf16') throw new DTypeError(`${call}: ${name}.dtype is '${fmt(dtype)}', expected 'f32', 'f16' or 'bf16'`);
-  if (!ArrayBuffer.isView(data) || !(data instanceof Float32Array || data instanceof Uint16Array)) {
-    throw new DTypeError(`${call}: ${name}.data must be a Float32Array (f32) or Uint16Array (f16, bf16), got ${fmt(data)}`);
+  // By the internal slot, not instanceof: another realm's Float32Array (a vm context, jsdom) is one too.
+  const kind = typedKind(data);
+  if (kind !== 'Float32Array' && kind !== 'Uint16Array') {
+    throw new DTypeError(`${call}: ${name}.data must be a Float32Array (f32) or Uint16Array (f16, bf16), got ${kind ?? fmt(data)}`);
   }
-  return { data, shape: Array.from(shape as unknown[]) as number[], dtype };
+  // A subclass or a foreign array is taken as a plain view of the same memory: the staging copies read
+  // `length`, `byteOffset` and `subarray`, which a subclass may redefine (silently wrong rows, or a RangeError).
+  return { data: ownView(data as ArrayBufferView, kind === 'Float32Array' ? Float32Array : Uint16Array), shape: Array.from(shape as unknown[]) as number[], dtype };
 }
 
 /**
@@ -120,15 +124,6 @@ function shapeMatches(shape: readonly number[], expected: readonly number[]): bo
     if (!(Number.isSafeInteger(s) && s > 0 && (expected[i] === -1 || s === expected[i]))) return false;
   }
   return true;
-}
-
-// NOTE: the built-in getter, not `.length`: a subclass may redefine length, and the staging copies
-// (and the read-back) go by the array's real size.
-const typedLength = Object.getOwnPropertyDescriptor(Object.getPrototypeOf(Uint8Array.prototype), 'length')!.get!;
-
-/** Elements a typed array really holds (0 once its buffer is detached). */
-export function elements(data: ArrayBufferView): number {
-  return typedLength.call(data) as number;
 }
 
 /**
@@ -279,11 +274,11 @@ export function checkOut(call: string, out: unknown, dtype: DType, n: number, de
     return;
   }
   refuseTensorCopy(call, 'out', out);
-  if (!ArrayBuffer.isView(out) || !(out instanceof Float32Array || out instanceof Uint16Array) || !dataMatches(out, dtype)) {
-    const want = dtype === 'f32' ? 'Float32Array' : 'Uint16Array';
-    throw new DTypeError(`${call}: out must be a ${want} for '${dtype}' inputs, got ${fmt(out)}`);
-  }
-  if (elements(out) !== n) throw new ShapeError(`${call}: out holds ${elements(out)} elements, expected ${n} (rows x queryHeads x headDim)`);
+  // By the internal slot (as captureTensor): another realm's Float32Array is one. The output is copied
+  // into the caller's array itself (set() goes by its slots), which is what decode returns.
+  const want = dtype === 'f32' ? 'Float32Array' : 'Uint16Array';
+  if (typedKind(out) !== want) throw new DTypeError(`${call}: out must be a ${want} for '${dtype}' inputs, got ${typedKind(out) ?? fmt(out)}`);
+  if (elements(out as TensorData) !== n) throw new ShapeError(`${call}: out holds ${elements(out as TensorData)} elements, expected ${n} (rows x queryHeads x headDim)`);
 }
 
 /** An optional list argument copied into a plain array (undefined stays undefined). */

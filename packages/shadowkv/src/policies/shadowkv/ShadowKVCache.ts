@@ -1,4 +1,4 @@
-import { at, fp8ChunkBytes } from '../../backends/Device.js';
+import { at, fp8ChunkBytes, type DeviceBuffer } from '../../backends/Device.js';
 import { HEAD_FIELDS, type StepGeometry, type StepRow } from '../../backends/LayerStep.js';
 import { checkKeys, resolveShadowKVOptions, SHADOWKV_OPTION_KEYS, type ResolvedShadowKVOptions, type ShadowKVOptions } from '../../config.js';
 import { ConfigError } from '../../errors/ConfigError.js';
@@ -286,28 +286,39 @@ export class ShadowKVCache extends BaseKVCache<ShadowState> {
     const nc = store.tokens;
     const counts = store.headCountsNow();
     const all = range(0, nc / C);
-    const k = this.device.alloc(Hkv * n, this.dtype, 'prefill');
-    const v = this.device.alloc(Hkv * n, this.dtype, 'prefill');
-    for (let h = 0; h < Hkv; h++) {
-      const [L, O] = [counts[h * HEAD_FIELDS]!, counts[h * HEAD_FIELDS + 1]!];
-      const ids = this.device.read(at(store.landmarkIds, h * store.chunkCapacity) as never, L) as Int32Array;
-      this.device.rebuildKeys({
-        u: at(store.u), rank: store.rank, sv: at(store.sv, h * d), ldsv: Hkv * d, d,
-        chunkIds: ids, slots: ids, C, invFreq: this.invFreq, style: this.spec.rope.style, out: at(k, h * n), ldo: d,
-      });
-      // Outlier chunks exact, keys and values, as a decode step attends them (the host tier's copy
-      // of their values is fp8 under fp8Values).
-      this.device.gatherValues(at(v, h * n), store.values, h, all, all);
-      const outliers = this.device.read(at(store.outlierIds, h * store.geometry.maxOutliers) as never, O) as Int32Array;
-      const base = h * store.geometry.maxOutliers * C * d;
-      outliers.forEach((c, i) => {
-        this.device.copy(at(k, h * n + c * C * d), at(store.outlierK, base + i * C * d), C * d);
-        this.device.copy(at(v, h * n + c * C * d), at(store.outlierV, base + i * C * d), C * d);
-      });
-      this.device.copy(at(k, h * n + nc * d), st.tail.headK(h), exact * d);
-      this.device.copy(at(v, h * n + nc * d), st.tail.headV(h), exact * d);
+    // NOTE: the caller frees them through `release`, which it gets only once this returns: a failure
+    // here (the second allocation, a staging buffer of the rebuild or the gather) frees what was made.
+    const made: DeviceBuffer[] = [];
+    const release = () => made.forEach((b) => this.device.free(b));
+    try {
+      const k = this.device.alloc(Hkv * n, this.dtype, 'prefill');
+      made.push(k);
+      const v = this.device.alloc(Hkv * n, this.dtype, 'prefill');
+      made.push(v);
+      for (let h = 0; h < Hkv; h++) {
+        const [L, O] = [counts[h * HEAD_FIELDS]!, counts[h * HEAD_FIELDS + 1]!];
+        const ids = this.device.read(at(store.landmarkIds, h * store.chunkCapacity) as never, L) as Int32Array;
+        this.device.rebuildKeys({
+          u: at(store.u), rank: store.rank, sv: at(store.sv, h * d), ldsv: Hkv * d, d,
+          chunkIds: ids, slots: ids, C, invFreq: this.invFreq, style: this.spec.rope.style, out: at(k, h * n), ldo: d,
+        });
+        // Outlier chunks exact, keys and values, as a decode step attends them (the host tier's copy
+        // of their values is fp8 under fp8Values).
+        this.device.gatherValues(at(v, h * n), store.values, h, all, all);
+        const outliers = this.device.read(at(store.outlierIds, h * store.geometry.maxOutliers) as never, O) as Int32Array;
+        const base = h * store.geometry.maxOutliers * C * d;
+        outliers.forEach((c, i) => {
+          this.device.copy(at(k, h * n + c * C * d), at(store.outlierK, base + i * C * d), C * d);
+          this.device.copy(at(v, h * n + c * C * d), at(store.outlierV, base + i * C * d), C * d);
+        });
+        this.device.copy(at(k, h * n + nc * d), st.tail.headK(h), exact * d);
+        this.device.copy(at(v, h * n + nc * d), st.tail.headV(h), exact * d);
+      }
+      return { count: st.length, k: (h) => at(k, h * n), v: (h) => at(v, h * n), release };
+    } catch (err) {
+      release();
+      throw err;
     }
-    return { count: st.length, k: (h) => at(k, h * n), v: (h) => at(v, h * n), release: () => [k, v].forEach((b) => this.device.free(b)) };
   }
 
   protected override clearState(st: ShadowState): void {

@@ -66,7 +66,9 @@ export function snapshotSuite(p: PolicyUnderTest, env: TestEnv): void {
     cropTo(0, 287);
     cropTo(1, 250);
     const restored = await loadCache(original.save(), { backend: env.backend });
-    for (let t = 0; t < 5; t++) {
+    // NOTE: 24 steps: a chunk the crop cut competes only once it leaves the policy's recent window
+    // (16 tokens in the example's tight options), and the row cropped to 250 gets there after 22.
+    for (let t = 0; t < 24; t++) {
       for (let l = 0; l < layers; l++) {
         const input = inputs.step(2);
         expect(Array.from(toFloat32(restored.decode(l, input) as never)), `step ${t} layer ${l}`).toEqual(Array.from(toFloat32(original.decode(l, input) as never)));

@@ -76,11 +76,11 @@ export function estimateMemory(q: MemoryQuestion): MemoryEstimate {
   const rank = Math.min(o.rank, nc);
   const geometry = storeGeometry(o, { kvHeads: Hkv, headDim: d }, cache.dtype, rank);
   // The store is sized for the prompt's chunks plus one compaction (capacity.ts), host pages rounded up.
-  const { host: hostPerRow, ...store } = storeComponents(geometry, storeChunks(nc / C, o));
+  const { host: hostPerRow, ...store } = storeComponents(geometry, storeChunks(nc / C, o, cache.maxTokens));
   const perRow: Record<string, number> = {
     ...store,
-    // The tail is sized once compressed for the local window, the recent region and one chunk.
-    exactTail: 2 * Hkv * (o.localTokens + o.maxRecentTokens + C) * d * b,
+    // The tail is sized once compressed for the local window, the recent region and one chunk, within maxTokens.
+    exactTail: 2 * Hkv * Math.min(o.localTokens + o.maxRecentTokens + C, cache.maxTokens) * d * b,
   };
   // Dense layers (`denseLayers`) keep the whole row exact, in the tail.
   const sparseRows = (layers - o.denseLayers) * cache.batch;

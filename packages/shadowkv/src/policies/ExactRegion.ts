@@ -170,9 +170,10 @@ export class ExactRegion implements TailHandles {
     this.count = this.kept + length - this.start;
   }
 
-  /** Resizes to `rows` of capacity (at least the count): after a compression, the most decode will need. */
+  /** Resizes to `rows` of capacity (at least the count, at most the limit): after a compression, the most decode will need. */
   fit(rows: number): void {
-    const want = Math.max(rows, this.count);
+    // NOTE: a window past maxTokens (localTokens + maxRecentTokens of 2^20 at maxTokens 200) needs no more than maxTokens rows.
+    const want = Math.max(Math.min(rows, this.limit), this.count);
     if (this.capacity !== want) this.resize(want);
   }
 

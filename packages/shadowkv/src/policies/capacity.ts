@@ -10,10 +10,12 @@ export function growCapacity(need: number, current: number, minStep: number, lim
 
 /**
  * Chunks a compressed store is first sized for: the prompt's, plus room for one compaction (the
- * local window and the recent region), so that steady decode does not grow it for a while.
+ * local window and the recent region), so that steady decode does not grow it for a while; never
+ * more than a row of `maxTokens` tokens stores. NOTE: without that bound, a recent region far past
+ * maxTokens (maxRecentTokens 2^20 at maxTokens 200) sized every store for 2^20 tokens: ~1 GB of heap.
  */
-export function storeChunks(chunks: number, o: { chunkSize: number; localTokens: number; maxRecentTokens: number }): number {
-  return chunks + Math.ceil((o.localTokens + o.maxRecentTokens) / o.chunkSize) + 1;
+export function storeChunks(chunks: number, o: { chunkSize: number; localTokens: number; maxRecentTokens: number }, maxTokens: number): number {
+  return Math.min(chunks + Math.ceil((o.localTokens + o.maxRecentTokens) / o.chunkSize) + 1, Math.max(chunks, storedChunks(maxTokens, o)));
 }
 
 /** The whole chunks a row of `tokens` tokens stores once compressed (those past the local window). */

@@ -94,8 +94,8 @@ export class ShadowKVCache extends BaseKVCache<ShadowState> {
     }
     const page = hostPage(this.storeGeometry());
     const pages = new HostPages(this.device, page.length, page.dtype);
-    const maxChunks = storeChunks(storedChunks(this.cacheOptions.maxTokens, options), options);
-    this.ctx = { device: this.device, spec: this.spec, options, geometry: this.stepGeometry(), pages, maxChunks };
+    const maxChunks = storeChunks(storedChunks(this.cacheOptions.maxTokens, options), options, this.cacheOptions.maxTokens);
+    this.ctx = { device: this.device, spec: this.spec, options, geometry: this.stepGeometry(), pages, maxTokens: this.cacheOptions.maxTokens, maxChunks };
     // A declared size on a device whose host tier is slow to allocate: every row's pages at maxTokens, now.
     if (config.maxTokens !== undefined && this.device.pinsHost) {
       try {
@@ -348,7 +348,7 @@ export class ShadowKVCache extends BaseKVCache<ShadowState> {
   protected override restoreBytes(row: SavedRow): number {
     const s = row.extra.store as StoreSnapshot | undefined;
     if (!s) return super.restoreBytes(row);
-    const parts = storeComponents({ ...this.storeGeometry(), rank: s.rank }, storeChunks(s.tokens / this.options.chunkSize, this.options));
+    const parts = storeComponents({ ...this.storeGeometry(), rank: s.rank }, storeChunks(s.tokens / this.options.chunkSize, this.options, this.cacheOptions.maxTokens));
     return super.restoreBytes(row) + Object.values(parts).reduce((a, b) => a + b, 0);
   }
 

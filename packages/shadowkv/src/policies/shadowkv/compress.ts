@@ -20,6 +20,8 @@ export interface CompressContext {
   geometry: StepGeometry;
   /** Where stores take their host pages from. */
   pages: HostPages;
+  /** The cache's maxTokens, which bounds what a store is first sized for (storeChunks). */
+  maxTokens: number;
   /** The chunks a store holds at the cache's maxTokens (storeChunks): no store grows past it. */
   maxChunks: number;
 }
@@ -38,7 +40,7 @@ const stage = (name: string) => compressStages.end?.(name);
 /** An empty compressed store with room for `chunks` chunks (plus compaction headroom), at rank `rank`. */
 export function newStore(ctx: CompressContext, rank: number, chunks: number): CompressedStore {
   const { options: o, spec } = ctx;
-  return new CompressedStore(ctx.device, storeGeometry(o, spec, ctx.geometry.dtype, rank), storeChunks(chunks, o), ctx.pages, ctx.maxChunks);
+  return new CompressedStore(ctx.device, storeGeometry(o, spec, ctx.geometry.dtype, rank), storeChunks(chunks, o, ctx.maxTokens), ctx.pages, ctx.maxChunks);
 }
 
 /**

@@ -1,5 +1,5 @@
 import { BUFFER_BYTES, type Device, type View } from './backends/Device.js';
-import { elements, ownView, typedKind } from './dtype.js';
+import { dataMatches, elements, hostKind, ownView } from './dtype.js';
 import { DeviceMismatchError } from './errors/DeviceMismatchError.js';
 import { DisposedError } from './errors/DisposedError.js';
 import { DTypeError } from './errors/DTypeError.js';
@@ -122,9 +122,8 @@ export class DeviceTensor {
   private checkHost(call: string, name: string, data: unknown): asserts data is TensorData {
     // By the internal slots, not instanceof and `.length`: another realm's Float32Array is one, and a
     // subclass may redefine length (a long array that says it is short would be copied whole).
-    const want = this.dtype === 'f32' ? 'Float32Array' : 'Uint16Array';
-    if (typedKind(data) !== want) {
-      throw new DTypeError(`DeviceTensor.${call}: a '${this.dtype}' tensor takes a ${want}, ${name} is ${Object.prototype.toString.call(data)}`);
+    if (!dataMatches(data, this.dtype)) {
+      throw new DTypeError(`DeviceTensor.${call}: a '${this.dtype}' tensor takes a ${hostKind(this.dtype)}, ${name} is ${Object.prototype.toString.call(data)}`);
     }
     const n = elements(data as TensorData);
     if (n !== this.size) throw new ShapeError(`DeviceTensor.${call}: the tensor is [${this.shape.join(', ')}] (${this.size} elements), ${name} has ${n}`);

@@ -63,7 +63,7 @@ export function f16ToF32(h: number): number {
 /** Reads a tensor's elements as f32, whatever its dtype. Throws `DTypeError` for an unknown dtype, or data of another dtype's array type. */
 export function toFloat32(t: Tensor): Float32Array {
   knownDtype('toFloat32', t?.dtype);
-  if (!dataMatches(t.data, t.dtype)) throw new DTypeError(`toFloat32: a '${t.dtype}' tensor holds its elements in a ${t.dtype === 'f32' ? 'Float32Array' : 'Uint16Array'}, got ${t.data?.constructor?.name ?? typeof t.data}`);
+  if (!dataMatches(t.data, t.dtype)) throw new DTypeError(`toFloat32: a '${t.dtype}' tensor holds its elements in a ${hostKind(t.dtype)}, got ${t.data?.constructor?.name ?? typeof t.data}`);
   if (t.dtype === 'f32') return t.data as Float32Array;
   const widen = t.dtype === 'bf16' ? bf16ToF32 : f16ToF32;
   return Float32Array.from(t.data as Uint16Array, widen);
@@ -126,7 +126,12 @@ export function ownView<C extends HostConstructor>(data: ArrayBufferView, Ctor: 
   return (n === 0 ? new Ctor(0) : new Ctor(typedBuffer.call(data) as ArrayBuffer, typedOffset.call(data) as number, n)) as InstanceType<C>;
 }
 
-/** True when `data` is the host array type of `dtype`. */
-export function dataMatches(data: TensorData, dtype: DType): boolean {
-  return dtype === 'f32' ? data instanceof Float32Array : data instanceof Uint16Array;
+/** The kind of host array that holds a `dtype` tensor's elements. */
+export function hostKind(dtype: DType): 'Float32Array' | 'Uint16Array' {
+  return dtype === 'f32' ? 'Float32Array' : 'Uint16Array';
+}
+
+/** True when `data` is the host array type of `dtype`, by its internal slot (`typedKind`): a subclass or another realm's array counts. */
+export function dataMatches(data: unknown, dtype: DType): boolean {
+  return typedKind(data) === hostKind(dtype);
 }

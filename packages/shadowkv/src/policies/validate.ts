@@ -1,7 +1,7 @@
 import type { Device } from '../backends/Device.js';
 import { checkKeys, fmt } from '../config.js';
 import { DeviceTensor } from '../DeviceTensor.js';
-import { bf16ToF32, dataMatches, DTYPE_BYTES, elements, f16ToF32, ownView, typedKind } from '../dtype.js';
+import { bf16ToF32, dataMatches, DTYPE_BYTES, elements, f16ToF32, hostKind, ownView, typedKind } from '../dtype.js';
 import { DeviceMismatchError } from '../errors/DeviceMismatchError.js';
 import { DTypeError } from '../errors/DTypeError.js';
 import { LayerIndexError } from '../errors/LayerIndexError.js';
@@ -104,8 +104,7 @@ function refuseTensorCopy(call: string, name: string, t: unknown): void {
  */
 export function checkTensor(call: string, name: string, t: Input, expected: readonly number[], why: () => string): void {
   if (!onDevice(t) && !dataMatches(t.data, t.dtype)) {
-    const want = t.dtype === 'f32' ? 'Float32Array' : 'Uint16Array';
-    throw new DTypeError(`${call}: ${name} has dtype '${t.dtype}' but its data is a ${t.data.constructor.name}, expected ${want}`);
+    throw new DTypeError(`${call}: ${name} has dtype '${t.dtype}' but its data is a ${t.data.constructor.name}, expected ${hostKind(t.dtype)}`);
   }
   if (!shapeMatches(t.shape, expected)) {
     const want = show(expected.map((e) => (e === -1 ? '*' : e)));
@@ -276,8 +275,7 @@ export function checkOut(call: string, out: unknown, dtype: DType, n: number, de
   refuseTensorCopy(call, 'out', out);
   // By the internal slot (as captureTensor): another realm's Float32Array is one. The output is copied
   // into the caller's array itself (set() goes by its slots), which is what decode returns.
-  const want = dtype === 'f32' ? 'Float32Array' : 'Uint16Array';
-  if (typedKind(out) !== want) throw new DTypeError(`${call}: out must be a ${want} for '${dtype}' inputs, got ${typedKind(out) ?? fmt(out)}`);
+  if (!dataMatches(out, dtype)) throw new DTypeError(`${call}: out must be a ${hostKind(dtype)} for '${dtype}' inputs, got ${typedKind(out) ?? fmt(out)}`);
   if (elements(out as TensorData) !== n) throw new ShapeError(`${call}: out holds ${elements(out as TensorData)} elements, expected ${n} (rows x queryHeads x headDim)`);
 }
 

@@ -94,7 +94,8 @@ export class ShadowKVCache extends BaseKVCache<ShadowState> {
     }
     const page = hostPage(this.storeGeometry());
     const pages = new HostPages(this.device, page.length, page.dtype);
-    const maxChunks = storeChunks(storedChunks(this.cacheOptions.maxTokens, options), options, this.cacheOptions.maxTokens);
+    // NOTE: no store outgrows what a row of maxTokens stores (storeChunks sizes the first within it too).
+    const maxChunks = storedChunks(this.cacheOptions.maxTokens, options);
     this.ctx = { device: this.device, spec: this.spec, options, geometry: this.stepGeometry(), pages, maxTokens: this.cacheOptions.maxTokens, maxChunks };
     // A declared size on a device whose host tier is slow to allocate: every row's pages at maxTokens, now.
     if (config.maxTokens !== undefined && this.device.pinsHost) {

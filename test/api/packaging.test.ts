@@ -140,8 +140,9 @@ describe('a consumer of the installed package', () => {
   });
 
   it('type-checks, strict and without skipLibCheck, under node16, nodenext and bundler resolution, with the libs docs/guide.md names', () => {
-    // A Node project (lib es2022, @types/node) using the model-loop entry and the kit; a backend
-    // author adds lib dom for WebAssembly; a browser project has no @types/node.
+    // A Node project (lib es2022, @types/node, no lib dom: @types/node 20 declares no WebAssembly) using
+    // the model-loop entry, the kit and the backend entry; a browser project has no @types/node, and
+    // its WebAssembly.Module goes in and out of the backend entry's wasm functions.
     writeFileSync(
       join(consumer, 'loop.ts'),
       `import { ready, ShadowKVCache, LLAMA3_8B, ConfigError, type ModelSpec } from 'shadowkv';
@@ -155,11 +156,16 @@ describe('a consumer of the installed package', () => {
 export const used = [registerPolicy, compileWasm];
 export type D = Device;
 `);
+    writeFileSync(
+      join(consumer, 'browserWasm.ts'),
+      `import { compileWasm, instantiateWasm } from 'shadowkv/backend';
+       const compiled: WebAssembly.Module = await compileWasm();
+       export const exports = [instantiateWasm(compiled), instantiateWasm(await WebAssembly.compile(new Uint8Array(8)))];`,
+    );
     typeCheck([
-      { module: 'node16', moduleResolution: 'node16', lib: ['es2022'], types: ['node'], files: ['loop.ts'] },
-      { module: 'nodenext', moduleResolution: 'nodenext', lib: ['es2022'], types: ['node'], files: ['loop.ts'] },
-      { module: 'nodenext', moduleResolution: 'nodenext', lib: ['es2022', 'dom'], types: ['node'], files: ['loop.ts', 'plugin.ts'] },
-      { module: 'esnext', moduleResolution: 'bundler', lib: ['es2022', 'esnext.disposable', 'dom'], types: [], files: ['loop.ts', 'plugin.ts'] },
+      { module: 'node16', moduleResolution: 'node16', lib: ['es2022'], types: ['node'], files: ['loop.ts', 'plugin.ts'] },
+      { module: 'nodenext', moduleResolution: 'nodenext', lib: ['es2022'], types: ['node'], files: ['loop.ts', 'plugin.ts'] },
+      { module: 'esnext', moduleResolution: 'bundler', lib: ['es2022', 'esnext.disposable', 'dom'], types: [], files: ['loop.ts', 'plugin.ts', 'browserWasm.ts'] },
     ]);
   });
 
@@ -177,7 +183,7 @@ export type D = Device;
        export interface LandmarkWindowOptions { window: number }`,
     );
     typeCheck([
-      { module: 'nodenext', moduleResolution: 'nodenext', lib: ['es2022', 'dom'], types: ['node'], files: ['LandmarkWindowCache.ts', 'augment.ts'] },
+      { module: 'nodenext', moduleResolution: 'nodenext', lib: ['es2022'], types: ['node'], files: ['LandmarkWindowCache.ts', 'augment.ts'] },
       { module: 'esnext', moduleResolution: 'bundler', lib: ['es2022', 'esnext.disposable', 'dom'], types: [], files: ['LandmarkWindowCache.ts', 'augment.ts'] },
     ]);
   });
@@ -237,7 +243,7 @@ describe('shadowkv-cuda and shadowkv-llama as npm installs them beside shadowkv 
   });
 
   it("their declarations type-check as the READMEs' and docs' examples use them, strict and without skipLibCheck, on the user's shadowkv types", () => {
-    // Like shadowkv/backend's, which theirs import, they need lib dom (WebAssembly); the READMEs say so.
+    // A Node project needs no lib dom for them (nor for shadowkv/backend's, which theirs import): they name no WebAssembly type.
     writeFileSync(
       join(consumer, 'model.ts'),
       `import { ShadowKVCache, type ModelSpec } from 'shadowkv';
@@ -254,8 +260,8 @@ describe('shadowkv-cuda and shadowkv-llama as npm installs them beside shadowkv 
        for await (const t of generate(model, cache, prompt, { maxNewTokens: 64, tokenizer })) console.log(t.text!);`,
     );
     typeCheck([
-      { module: 'node16', moduleResolution: 'node16', lib: ['es2022', 'dom'], types: ['node'], files: ['model.ts'] },
-      { module: 'nodenext', moduleResolution: 'nodenext', lib: ['es2022', 'dom'], types: ['node'], files: ['model.ts'] },
+      { module: 'node16', moduleResolution: 'node16', lib: ['es2022'], types: ['node'], files: ['model.ts'] },
+      { module: 'nodenext', moduleResolution: 'nodenext', lib: ['es2022'], types: ['node'], files: ['model.ts'] },
       { module: 'esnext', moduleResolution: 'bundler', lib: ['es2022', 'esnext.disposable', 'dom'], types: [], files: ['model.ts'] },
     ]);
   });

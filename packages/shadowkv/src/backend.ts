@@ -13,9 +13,9 @@ export {
 export { COUNTER, COUNTERS, HEAD_FIELD, HEAD_FIELDS, type LayerStep, type SparseHandles, type StepGeometry, type StepRow, type TailHandles } from './backends/LayerStep.js';
 export { registerBackend, resolveBackend, resolveBackendSync } from './backends/registry.js';
 export { createWasmBackend, createWasmBackendSync, type WasmBackendOptions } from './backends/wasm/WasmBackend.js';
-export { compileWasm, instantiateWasm, type WasmVariant } from './backends/wasm/loadWasm.js';
+export { compileWasm, instantiateWasm, type WasmModule, type WasmVariant } from './backends/wasm/loadWasm.js';
 export { WasmDevice } from './backends/wasm/WasmDevice.js';
-export type { WasmExports } from './backends/wasm/abi.js';
+export type { WasmExports, WasmMemory } from './backends/wasm/abi.js';
 export { checkKeys, resolveCacheOptions, resolveShadowKVOptions } from './config.js';
 export { registerPolicy, type PolicyFactory } from './createCache.js';
 export { BaseKVCache, shift, type Attended, type AttentionRows, type RowPlan, type Runtime, type SavedRow, type SequenceState } from './policies/BaseKVCache.js';

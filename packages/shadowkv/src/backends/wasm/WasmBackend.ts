@@ -1,5 +1,5 @@
 import type { Backend } from '../Backend.js';
-import { compileWasm, compileWasmSync, hasWasmSimd, instantiateWasm, type WasmVariant } from './loadWasm.js';
+import { compileWasm, compileWasmSync, hasWasmSimd, instantiateWasm, type WasmModule, type WasmVariant } from './loadWasm.js';
 import { WasmDevice } from './WasmDevice.js';
 
 /** Options of the wasm backend. */
@@ -30,7 +30,7 @@ export function createWasmBackendSync(): Backend | undefined {
   return module && wasmBackend(variant, module);
 }
 
-function wasmBackend(variant: WasmVariant, module: WebAssembly.Module): Backend {
+function wasmBackend(variant: WasmVariant, module: WasmModule): Backend {
   return {
     name: 'wasm',
     description: `wasm (${variant})`,

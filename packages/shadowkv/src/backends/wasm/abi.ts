@@ -10,9 +10,20 @@ export const ROW_WORDS = 27;
 
 type Ptr = number;
 
+/**
+ * The runtime's heap: what a `WebAssembly.Memory` is, typed here so these declarations need no lib
+ * with WebAssembly in it (lib `dom`; `@types/node` 20 has none).
+ */
+export interface WasmMemory {
+  /** The heap's bytes; a new buffer after the heap grows, so re-read it after any call that may allocate. */
+  readonly buffer: ArrayBuffer;
+  /** Grows the heap by `delta` 64 KiB pages; returns its size in pages before. */
+  grow(delta: number): number;
+}
+
 /** The exports of `shadowkv*.wasm`; pointers are byte offsets into `memory` (read them with `>>> 0`). */
 export interface WasmExports {
-  memory: WebAssembly.Memory;
+  memory: WasmMemory;
   _initialize?: () => void;
   skv_malloc(bytes: number): Ptr;
   skv_free(p: Ptr): void;

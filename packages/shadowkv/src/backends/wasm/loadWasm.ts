@@ -4,6 +4,13 @@ import type { WasmExports } from './abi.js';
 /** Which build of the runtime to load: `simd` (default where the engine supports wasm SIMD) or `plain`. */
 export type WasmVariant = 'simd' | 'plain';
 
+/**
+ * A compiled runtime from `compileWasm`: a `WebAssembly.Module`, typed as an opaque object so these
+ * declarations need no lib with WebAssembly in it (lib `dom`; `@types/node` 20 has none). A
+ * `WebAssembly.Module` passes as one, and one passes as a `WebAssembly.Module`.
+ */
+export type WasmModule = object;
+
 const FILES: Record<WasmVariant, string> = { simd: 'shadowkv-simd.wasm', plain: 'shadowkv.wasm' };
 
 // The smallest module that uses a v128 instruction: validates only where wasm SIMD exists.
@@ -46,9 +53,9 @@ function notFound(variant: WasmVariant, tried: string[]): WasmInitError {
   );
 }
 
-function compile(variant: WasmVariant, bytes: Uint8Array, sync: true): WebAssembly.Module;
-function compile(variant: WasmVariant, bytes: Uint8Array, sync: false): Promise<WebAssembly.Module>;
-function compile(variant: WasmVariant, bytes: Uint8Array, sync: boolean): WebAssembly.Module | Promise<WebAssembly.Module> {
+function compile(variant: WasmVariant, bytes: Uint8Array, sync: true): WasmModule;
+function compile(variant: WasmVariant, bytes: Uint8Array, sync: false): Promise<WasmModule>;
+function compile(variant: WasmVariant, bytes: Uint8Array, sync: boolean): WasmModule | Promise<WasmModule> {
   const fail = (err: unknown) => new WasmInitError(`${FILES[variant]} failed to compile: ${(err as Error).message}`);
   if (!sync) return WebAssembly.compile(bytes as Uint8Array<ArrayBuffer>).catch((err) => Promise.reject(fail(err)));
   try {
@@ -62,7 +69,7 @@ function compile(variant: WasmVariant, bytes: Uint8Array, sync: boolean): WebAss
  * Compiles the runtime once; every cache instantiates its own copy (its own heap of up to 4 GB).
  * @param source bytes of a `.wasm` to use instead of the bundled one (a browser passes fetched bytes).
  */
-export async function compileWasm(variant: WasmVariant = hasWasmSimd() ? 'simd' : 'plain', source?: Uint8Array): Promise<WebAssembly.Module> {
+export async function compileWasm(variant: WasmVariant = hasWasmSimd() ? 'simd' : 'plain', source?: Uint8Array): Promise<WasmModule> {
   if (source) return compile(variant, source, false);
   const tried: string[] = [];
   for (const url of candidateUrls(FILES[variant])) {
@@ -77,7 +84,7 @@ export async function compileWasm(variant: WasmVariant = hasWasmSimd() ? 'simd' 
 }
 
 /** The same, synchronously, where the host can read files synchronously (Node); undefined elsewhere. */
-export function compileWasmSync(variant: WasmVariant = hasWasmSimd() ? 'simd' : 'plain'): WebAssembly.Module | undefined {
+export function compileWasmSync(variant: WasmVariant = hasWasmSimd() ? 'simd' : 'plain'): WasmModule | undefined {
   const fs = nodeFs();
   if (!fs) return undefined;
   const tried: string[] = [];
@@ -95,7 +102,7 @@ export function compileWasmSync(variant: WasmVariant = hasWasmSimd() ? 'simd' : 
 }
 
 /** Instantiates a fresh runtime (its own memory) from a compiled module. */
-export function instantiateWasm(module: WebAssembly.Module): WasmExports {
+export function instantiateWasm(module: WasmModule): WasmExports {
   const instance = new WebAssembly.Instance(module, {
     // NOTE: heap views must be re-read after any call that may grow memory; WasmHeap does.
     env: { emscripten_notify_memory_growth: () => {} },

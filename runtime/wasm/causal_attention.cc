@@ -102,10 +102,15 @@ struct Flash {
       tile_product(pp, vp, mq, d, n, o, d, 1.f);
     }
     // 5. out = O / l, back to [g x Sq x d]; a query that saw no key gets zeros.
+    //    A query that overflowed f32 is redone in float64 over its visible keys (attend_f64).
     for (int a = 0; a < mq; a++) {
       float inv = l[a] > 0.f ? 1.f / l[a] : 0.f;
-      float* dst = out + ((size_t)(a % g) * Sq + i0 + a / g) * d;
+      const size_t row = (size_t)(a % g) * Sq + i0 + a / g;
+      float* dst = out + row * d;
       for (int c = 0; c < d; c++) dst[c] = o[(size_t)a * d + c] * inv;
+      if (softmax_finite(m[a], l[a], dst, d)) continue;
+      const skv_segment seen{k, v, offset + i0 + a / g + 1, d};
+      attend_f64(q + row * d, d, scale, &seen, 1, dtype, dst);
     }
   }
 

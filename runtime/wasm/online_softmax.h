@@ -74,6 +74,51 @@ struct OnlineSoftmax {
   }
 };
 
+// ---- the float64 path: inputs finite, f32 arithmetic not ----
+// NOTE: finite inputs can still overflow the f32 path: scale q·k past FLT_MAX (q, k ~ 1e20), or the
+// unnormalized sum of p v (values near FLT_MAX over a few tokens); the result is then NaN or Inf, or
+// zeros when every logit went to -inf. Such a query is redone here, once, from the same keys: logits
+// in float64 (|scale q·k| <= 100 * 1024 * FLT_MAX^2 fits), probabilities normalized before they weigh
+// the values, so no partial sum passes max|v|. Three passes over the keys and no scratch; a query whose
+// f32 result is finite never comes here, so its bits are those of the fast path.
+
+// Element i of a stored row as f32.
+static inline float elem_f32(const void* x, int dtype, size_t i) {
+  if (dtype == SKV_F32) return ((const float*)x)[i];
+  const uint16_t h = ((const uint16_t*)x)[i];
+  return dtype == SKV_BF16 ? bf16_to_f32(h) : f16_to_f32(h);
+}
+
+// scale · q·k in float64, k row `t` of a segment.
+static inline double logit_f64(const float* q, double scale, const skv_segment& s, int dtype, int t, int d) {
+  double acc = 0.0;
+  for (int e = 0; e < d; e++) acc += (double)q[e] * elem_f32(s.k, dtype, (size_t)t * s.ld + e);
+  return scale * acc;
+}
+
+// out [d] = softmax(scale q Kᵀ) V over the segments' rows, in float64 logits; q is not yet scaled.
+static inline void attend_f64(const float* q, int d, float scale, const skv_segment* segs, int nseg, int dtype, float* out) {
+  double mx = -INFINITY, sum = 0.0;
+  for (int s = 0; s < nseg; s++)  // 1. max logit
+    for (int t = 0; t < segs[s].n; t++) { double x = logit_f64(q, scale, segs[s], dtype, t, d); mx = x > mx ? x : mx; }
+  for (int s = 0; s < nseg; s++)  // 2. sum of exp(logit - max)
+    for (int t = 0; t < segs[s].n; t++) sum += exp(logit_f64(q, scale, segs[s], dtype, t, d) - mx);
+  for (int i = 0; i < d; i++) out[i] = 0.f;
+  for (int s = 0; s < nseg; s++)  // 3. out = sum of p v, p normalized
+    for (int t = 0; t < segs[s].n; t++) {
+      const float p = (float)(exp(logit_f64(q, scale, segs[s], dtype, t, d) - mx) / sum);
+      if (p == 0.f) continue;
+      for (int i = 0; i < d; i++) out[i] += p * elem_f32(segs[s].v, dtype, (size_t)t * segs[s].ld + i);
+    }
+}
+
+// Whether a query's f32 result stands: a finite running max and sum, and finite outputs [d].
+static inline bool softmax_finite(float m, float l, const float* out, int d) {
+  bool ok = isfinite(m) && isfinite(l) && l > 0.f;
+  for (int i = 0; i < d; i++) ok = ok && isfinite(out[i]);
+  return ok;
+}
+
 // Scratch bytes of OnlineSoftmax(nq, d), its members in order (skv_decode_layer reserves them).
 static inline uint64_t online_softmax_bytes(uint64_t nq, uint64_t d) {
   return scratch_bytes<float>(size_mul(nq, d)) + scratch_bytes<float>(size_mul(nq, ATTN_BLOCK)) +

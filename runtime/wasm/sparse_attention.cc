@@ -1,5 +1,6 @@
 // Decode attention of one kv group: g query heads over the union of selected segments
-// (outlier chunks, rebuilt chunks, the exact tail), in one online-softmax stream.
+// (outlier chunks, rebuilt chunks, the exact tail), in one online-softmax stream; a query that
+// overflows f32 is redone in float64 (attend_f64).
 #include "online_softmax.h"
 
 SKV_EXPORT void skv_sparse_attention(const float* q, int g, int d, float scale,
@@ -14,5 +15,11 @@ SKV_EXPORT void skv_sparse_attention(const float* q, int g, int d, float scale,
       size_t off = (size_t)t0 * segs[s].ld;
       st.block(dtype_at(segs[s].k, kv_dtype, off), dtype_at(segs[s].v, kv_dtype, off), segs[s].ld, kv_dtype, n);
     }
-  for (int j = 0; j < g; j++) st.finish(j, out + (size_t)j * d);  // [g x d]; zeros if no keys
+  int keys = 0;
+  for (int s = 0; s < nseg; s++) keys += segs[s].n;
+  for (int j = 0; j < g; j++) {  // [g x d]; zeros if no keys
+    float* o = out + (size_t)j * d;
+    st.finish(j, o);
+    if (keys && !softmax_finite(st.m[j], st.l[j], o, d)) attend_f64(q + (size_t)j * d, d, scale, segs, nseg, kv_dtype, o);
+  }
 }

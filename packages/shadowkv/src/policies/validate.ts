@@ -186,18 +186,25 @@ function firstOutside16(d: Uint16Array, mask: number, bound: number, widen: (bit
   return -1;
 }
 
-/** What an input is to the cache: keys must stay finite after RoPE, values as stored, other inputs (queries) finite. */
+/** What an input is to the cache: keys must stay finite after RoPE as stored, values as stored, other inputs (queries) after RoPE in f32. */
 export type ValueRole = 'key' | 'value' | 'input';
 
-/** The largest magnitude an input may hold for `storage` (undefined: not stored, any finite value). */
+/**
+ * The largest magnitude an input may hold for `storage` (undefined: not stored). Queries are not
+ * stored, but RoPE rotates them in f32 (where a pair of 3e38 becomes Infinity), so they keep the
+ * keys' `1/sqrt(2)` margin below f32's largest value.
+ */
 export function valueLimit(storage: DType | undefined, role: ValueRole): number {
+  if (role === 'input') return MAX_FINITE.f32 / Math.SQRT2;
   return storage ? MAX_FINITE[storage] / (role === 'key' ? Math.SQRT2 : 1) : Infinity;
 }
 
 /** Throws the `NonFiniteError` of element `i` (value `v`) of input `name`. */
 export function nonFinite(call: string, name: string, i: number, v: number, dtype: DType, storage: DType | undefined, role: ValueRole): never {
   const limit = valueLimit(storage, role);
-  const why = storage && limit < MAX_FINITE[dtype] ? ` and within ±${limit.toPrecision(6)} to fit '${storage}' storage${role === 'key' ? ' after RoPE' : ''}` : '';
+  const why = limit >= MAX_FINITE[dtype] ? ''
+    : role === 'input' ? (Number.isFinite(v) ? ` and within ±${limit.toPrecision(6)} to stay finite after RoPE, which rotates queries in f32` : '')
+    : storage ? ` and within ±${limit.toPrecision(6)} to fit '${storage}' storage${role === 'key' ? ' after RoPE' : ''}` : '';
   throw new NonFiniteError(`${call}: ${name}[${i}] is ${v} (flat index); inputs must be finite${why}`);
 }
 

@@ -1,0 +1,160 @@
+// Numerical extremes with legal, finite inputs: magnitudes at the edge of each dtype, where the
+// runtimes' f32 arithmetic (scale q·k, sums of p v, chunk means, norms) would overflow though every
+// input fits. Each output must be finite and match the float64 oracle within the env's tolerance,
+// or the call must be a typed error naming why, with the cache unchanged.
+import { expect, it } from 'vitest';
+import { createCache, NonFiniteError, ShadowKVCache, toFloat32, type Cache, type DType, type ModelSpec, type Tensor } from '../../packages/shadowkv/src/backend.js';
+import { OracleFullKV, OracleShadowKV } from '../oracle/index.js';
+import { makeTensor, randn, relError, rng } from '../helpers/data.js';
+import { forEachEnv, type TestEnv } from '../envs.js';
+
+const spec: ModelSpec = { layers: 1, queryHeads: 4, kvHeads: 2, headDim: 16, rope: { theta: 1e12 } };
+// Every policy under options that attend every stored token, so `full`'s oracle is each one's.
+const ATTEND_ALL: [string, object][] = [
+  ['full', {}],
+  ['shadowkv', { rank: 32, chunkSize: 4, budget: 65536, outlierChunks: 2, localTokens: 8, maxRecentTokens: 16, denseThreshold: 8 }],
+  ['streaming', { sinkTokens: 4, windowTokens: 65536 }],
+  ['quest', { chunkSize: 4, budget: 65536 }],
+  ['snapkv', { budget: 65536, windowTokens: 4 }],
+];
+// Sparse ShadowKV: 4 of 18 chunks per head, chosen by the landmark scores.
+const SPARSE = { rank: 32, chunkSize: 4, budget: 16, outlierChunks: 1, localTokens: 8, sinkTokens: 0, maxRecentTokens: 16, denseThreshold: 8 };
+
+type Scales = { q: number; k: number; v: number };
+type Input = { t: Tensor; f64: Float64Array };
+type Step = { q: Input; k: Input; v: Input };
+
+/**
+ * A prompt of S tokens (with queries) and `steps` decode tokens: queries and values N(0, 1), keys
+ * c_t u (`random`: N(0, 1)), times each role's scale. Past f32, softmax is the argmax, which 16-bit rounding must not
+ * move: so u (max |u_j| = 1) lives in the pairs RoPE turns by < 0.3% over these positions (theta
+ * 1e12), and the c_t of the first 73 positions are distinct powers of 1.03 (margins of 3%).
+ */
+function inputs(s: ModelSpec, dtype: DType, S: number, steps: number, x: Scales, seed = 11, random = false) {
+  const rand = rng(seed);
+  const { queryHeads: Hq, kvHeads: Hkv, headDim: d } = s;
+  const t = (shape: number[], scale: number) => makeTensor(randn(shape.reduce((a, b) => a * b, 1), rand, scale), shape, dtype);
+  const u = randn(Hkv * d, rand).map((v, j) => (j % (d / 2) < 3 ? 0 : v));
+  const top = u.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
+  const noise = () => randn(1, rand)[0]!;
+  const keys = (t0: number, n: number) => {
+    const k = new Float64Array(Hkv * n * d);
+    for (let h = 0; h < Hkv; h++) for (let i = 0; i < n; i++) for (let e = 0; e < d; e++) k[(h * n + i) * d + e] = random ? x.k * noise() : (x.k * 1.03 ** (((t0 + i) * 37) % 73) * u[h * d + e]!) / top;
+    return makeTensor(k, [1, Hkv, n, d], dtype);
+  };
+  const prompt = { q: t([1, Hq, S, d], x.q), k: keys(0, S), v: t([1, Hkv, S, d], x.v) };
+  const tokens: Step[] = Array.from({ length: steps }, (_, i) => ({ q: t([1, Hq, 1, d], x.q), k: keys(S + i, 1), v: t([1, Hkv, 1, d], x.v) }));
+  return { prompt, tokens, S };
+}
+
+/** Runs a cache and an oracle on the same inputs; returns each output's relative error (NaN where the cache's is not finite). */
+function compare(cache: Cache, oracle: OracleFullKV | OracleShadowKV, run: ReturnType<typeof inputs>, each?: (step: number) => void): number[] {
+  const { prompt: p, tokens, S } = run;
+  const err = (got: Tensor, want: Float64Array) => {
+    const g = toFloat32(got);
+    return g.every(Number.isFinite) ? relError(Float64Array.from(g), want) : NaN;
+  };
+  const errors = [err(cache.prefill(0, { keys: p.k.t, values: p.v.t, queries: p.q.t })!, oracle.prefill(0, p.k.f64, p.v.f64, S, p.q.f64)!)];
+  tokens.forEach((x, i) => {
+    errors.push(err(cache.decode(0, { query: x.q.t, key: x.k.t, value: x.v.t }), oracle.decode(x.q.f64, x.k.f64, x.v.f64)));
+    each?.(i);
+  });
+  return errors;
+}
+
+const within = (errors: number[], env: TestEnv, label: string) =>
+  errors.forEach((e, i) => expect(e, `${label}: output ${i} (NaN: not finite)`).toBeLessThan(env.tolerance));
+
+async function attendAll(env: TestEnv, s: ModelSpec, x: Scales, S = 70): Promise<void> {
+  for (const [policy, options] of ATTEND_ALL) {
+    const cache = await createCache({ spec: s, policy: policy as 'full', dtype: env.dtype, backend: env.backend, maxTokens: 128, options: options as never });
+    within(compare(cache, new OracleFullKV(s, 1), inputs(s, env.dtype, S, 3, x)), env, policy);
+    cache.dispose();
+  }
+}
+
+// f16 inputs cannot get there (65504² x 16 is far from FLT_MAX); f32 and bf16 ones can. Wasm only:
+// the CUDA kernels keep their logits and sums in f32, and give non-finite outputs here (docs/cuda.md).
+forEachEnv('numerics: finite inputs whose f32 intermediates overflow', (env) => {
+  // scale q·k of 1e25 x 1e25: every logit +-Infinity in f32, so softmax gave NaN (or zeros where
+  // all went to -inf); the prompt is 70 tokens, past one 64-key tile of the prefill attention.
+  it('q·k past FLT_MAX (q, k ~ 1e25): every policy matches the float64 oracle, prefill and decode', async () => {
+    await attendAll(env, spec, { q: 1e25, k: 1e25, v: 1 });
+  });
+
+  // Attention scale 100 takes a query of 1e37 past FLT_MAX before any product.
+  it('spec.scale 100 with queries ~1e37 and keys ~1: matches the oracle', async () => {
+    await attendAll(env, { ...spec, scale: 100 }, { q: 1e37, k: 1, v: 1 }, 20);
+  });
+
+  // Values ~5e37 (up to ~2e38): the unnormalized sum of p v over a few tokens passed FLT_MAX (Infinity out),
+  // though the output, an average of the values, is finite.
+  it('values ~5e37: the attention average stays finite and matches the oracle', async () => {
+    await attendAll(env, spec, { q: 1, k: 1, v: 5e37 }, 20);
+  });
+
+}, (e) => e.name.startsWith('wasm-') && e.dtype !== 'f16');
+
+forEachEnv('numerics: a query RoPE would take past f32', (env) => {
+  // RoPE rotates queries in f32: a pair of 3e38 becomes Infinity there (keys already had this bound).
+  it('a query past FLT_MAX / sqrt(2) is a NonFiniteError naming RoPE, the cache unchanged', async () => {
+    for (const [policy, options] of ATTEND_ALL) {
+      const cache = await createCache({ spec, policy: policy as 'full', dtype: env.dtype, backend: env.backend, maxTokens: 64, options: options as never });
+      const run = inputs(spec, env.dtype, 12, 1, { q: 1, k: 1, v: 1 });
+      cache.prefill(0, { keys: run.prompt.k.t, values: run.prompt.v.t });
+      const before = cache.save();
+      const big = (x: Input, i: number) => makeTensor(x.f64.map((v, j) => (j === i ? 3e38 : v)), [...x.t.shape], env.dtype).t;
+      const { q, k, v } = run.tokens[0]!;
+      expect(() => cache.decode(0, { query: big(q, 5), key: k.t, value: v.t }), policy).toThrow(NonFiniteError);
+      expect(() => cache.decode(0, { query: big(q, 5), key: k.t, value: v.t }), policy).toThrow(/query\[5\] is 3\.0\d*e\+38 .*within ±2\.40616e\+38 to stay finite after RoPE/);
+      expect(() => cache.prefill(0, { keys: k.t, values: v.t, queries: big(q, 7) }), policy).toThrow(/queries\[7\] is 3\.0\d*e\+38/);
+      expect(Buffer.from(cache.save()).equals(Buffer.from(before)), `${policy}: the cache changed`).toBe(true);
+      cache.dispose();
+    }
+  });
+}, (e) => e.dtype !== 'f16');
+
+forEachEnv('numerics: sparse selection past f32', (env) => {
+  // Landmark scores (softmax over chunks) of q ~ 1e25 were NaN for every chunk, so the selection
+  // took whatever the NaN ordering gave; keys ~1e25 overflowed their f32 squared norms, so every
+  // outlier cosine was 0 or NaN. (Wasm f32 only: the CUDA kernels score in f32, docs/cuda.md; bf16 rounds post-RoPE keys, which the oracle does not,
+  // and past f32 a softmax is an argmax, which that rounding moves among near-ties.)
+  it('sparse shadowkv with q ~1e25 and with keys ~1e25: the oracle\'s chunks are selected and outputs match', async () => {
+    for (const x of [{ q: 1e25, k: 1, v: 1 }, { q: 1, k: 1e25, v: 1 }]) {
+      const cache = (await createCache({ spec, policy: 'shadowkv', dtype: env.dtype, backend: env.backend, maxTokens: 128, options: SPARSE })) as ShadowKVCache;
+      const oracle = new OracleShadowKV(spec, SPARSE, 1);
+      const errors = compare(cache, oracle, inputs(spec, env.dtype, 70, 3, x, 5, true), (step) => {
+        for (let h = 0; h < spec.kvHeads; h++) expect(cache.selection(0, 0, h), `q ${x.q}, k ${x.k}: step ${step}, head ${h}`).toEqual(oracle.lastSelection(0, h));
+      });
+      within(errors, env, `q ${x.q}, k ${x.k}`);
+      cache.dispose();
+    }
+  });
+}, (e) => e.name === 'wasm-f32');
+
+// Were fine when probed (kept so that they stay so): the factorization of rank-deficient keys.
+forEachEnv('numerics: rank-deficient keys compress exactly', (env) => {
+  it('all-zero, rank-1, duplicate and subnormal keys: shadowkv at rank 8 matches full attention', async () => {
+    const S = 40;
+    const rand = rng(9);
+    const u = randn(S + 3, rand);
+    const w = randn(32, rand);
+    const kinds: [string, (t: number, j: number) => number][] = [
+      ['zero', () => 0], ['rank 1', (t, j) => u[t]! * w[j]!], ['one token repeated', (_, j) => w[j]!], ['subnormal', (t, j) => 1e-40 * Math.sign(u[t]! * w[j]!)],
+    ];
+    for (const [label, key] of kinds) {
+      const keys = (t0: number, n: number) => {
+        const x = new Float64Array(2 * n * 16);
+        for (let h = 0; h < 2; h++) for (let t = 0; t < n; t++) for (let e = 0; e < 16; e++) x[(h * n + t) * 16 + e] = key(t0 + t, h * 16 + e);
+        return makeTensor(x, [1, 2, n, 16], env.dtype);
+      };
+      const run = inputs(spec, env.dtype, S, 3, { q: 1, k: 1, v: 1 }, 3);
+      run.prompt.k = keys(0, S);
+      run.tokens.forEach((x, i) => (x.k = keys(S + i, 1)));
+      const cache = await createCache({ spec, policy: 'shadowkv', dtype: env.dtype, backend: env.backend, maxTokens: 64, options: { ...(ATTEND_ALL[1]![1] as object), rank: 8 } });
+      within(compare(cache, new OracleFullKV(spec, 1), run), env, label);
+      expect(cache.stats().compressions, label).toBe(1);
+      cache.dispose();
+    }
+  });
+});

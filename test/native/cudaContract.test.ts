@@ -82,8 +82,8 @@ describe('host-array decode inputs checked and staged in one addon call (stub ad
     cache.decode(0, input());
     cache.decode(1, input(), { checkValues: false });
     expect(calls.filter((c) => c === 'stageStepInputs' || c === 'checkFiniteHost' || c === 'decodeLayer')).toEqual(['stageStepInputs', 'decodeLayer', 'stageStepInputs', 'decodeLayer']);
-    // The query is not stored (finite); a bf16 cache stores keys after RoPE (within max / sqrt 2) and values.
-    expect(got).toEqual([{ limits: [f32Max, bf16Max / Math.SQRT2, bf16Max], ticket: 1 }, { limits: null, ticket: 2 }]);
+    // The query is rotated in f32 (within f32's max / sqrt 2); a bf16 cache stores keys after RoPE (within max / sqrt 2) and values.
+    expect(got).toEqual([{ limits: [f32Max / Math.SQRT2, bf16Max / Math.SQRT2, bf16Max], ticket: 1 }, { limits: null, ticket: 2 }]);
     expect(tickets).toEqual([1, 2]);
     expect(cache.length(0, 0)).toBe(1);
     cache.dispose();

@@ -129,12 +129,15 @@ export interface Plan {
   card: Card;
 }
 
-/** The whole model's largest batch at `tokens`, ShadowKV (device + one compression's transient) and dense (K and V). */
+/**
+ * The whole model's largest batch at `tokens`, ShadowKV (device + the transient of rows filled and
+ * compressed one at a time, as the benchmark builds them: `prefillRows: 1`) and dense (K and V).
+ */
 export function largestBatch(tokens: number, card: Card, a: Pick<BenchArgs, 'weightsGib' | 'marginGib' | 'maxBatchCap'>): Largest {
   const weightsBytes = a.weightsGib * GiB, marginBytes = a.marginGib * GiB;
   const available = card.totalBytes - weightsBytes - marginBytes;
   const q = { spec: LLAMA3_8B, tokens, dtype: 'bf16' as const, options: SHADOWKV };
-  const shadow = (batch: number) => estimateMemory({ ...q, batch, policy: 'shadowkv' });
+  const shadow = (batch: number) => estimateMemory({ ...q, batch, policy: 'shadowkv', prefillRows: 1 });
   const fitsShadow = (b: number) => (({ device, transient }) => device + transient <= available)(shadow(b));
   const fitsDense = (b: number) => estimateMemory({ ...q, batch: b, policy: 'full' }).device <= available;
   const search = (fits: (b: number) => boolean) => {

@@ -49,7 +49,7 @@ describe('on wasm: one 4 GB heap for both tiers', () => {
   it('the constructors refuse it too (full attention of 256K Llama-3-8B tokens is 32 GiB)', () => {
     const maxTokens = 262144;
     expect(() => new FullKVCache({ spec: LLAMA3_8B, backend: 'wasm', maxTokens })).toThrow(OutOfMemoryError);
-    expect(() => new FullKVCache({ spec: LLAMA3_8B, backend: 'wasm', maxTokens })).toThrow(/^FullKVCache: batch 1 x maxTokens 262144 needs 33\.00 GiB of device memory \(1\.00 GiB of it at a peak: one row compressing, or one row's tail growing\) and 0\.00 GiB of host memory/);
+    expect(() => new FullKVCache({ spec: LLAMA3_8B, backend: 'wasm', maxTokens })).toThrow(/^FullKVCache: batch 1 x maxTokens 262144 needs 33\.75 GiB of device memory \(1\.75 GiB of it at a peak: one row compressing, or one row's tail growing\) and 0\.00 GiB of host memory/);
     expect(() => new ShadowKVCache({ spec: LLAMA3_8B, backend: 'wasm', budget: 2048, maxTokens })).toThrow(OutOfMemoryError);
   });
 
@@ -119,7 +119,7 @@ describe('on a device that reports little room (a GPU mostly in use)', () => {
     const llama = { ...LLAMA3_8B, layers: 8 };
     const full = estimateMemory({ spec: llama, policy: 'full', tokens: 65536, maxTokens: 65536 });
     const shadow = estimateMemory({ spec: llama, tokens: 65536, maxTokens: 65536 });
-    expect(shadow.device + shadow.transient).toBeLessThan(full.device / 2);
+    expect(shadow.device + shadow.transient).toBeLessThan(0.6 * full.device); // a 64K prompt call with queries holds ~0.5 GiB of f32 queries and outputs
     smallRoom.room = { device: shadow.device + shadow.transient, host: shadow.host, source: 'a test GPU' };
     expect(await thrown(() => createCache({ spec: llama, backend, policy: 'full', maxTokens: 65536 }))).toBeInstanceOf(OutOfMemoryError);
     expect(await thrown(() => createCache({ spec: llama, backend, maxTokens: 65536 }))).toBeUndefined();

@@ -1003,6 +1003,9 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
       held.push(qf);
       const of = this.device.alloc(n, 'f32', 'prefill');
       held.push(of);
+      // NOTE: made per call, as qf and of, not a kept scratch buffer: it is as large as the call.
+      const half = !(out instanceof DeviceTensor) && queries.dtype !== 'f32' ? this.device.alloc(n, queries.dtype, 'prefill') : undefined;
+      if (half) held.push(half);
       stored = this.attentionRows(layer, seq, S);
       for (let h = 0; h < Hkv; h++) {
         const from = (i * Hq + h * g) * S * d;
@@ -1012,7 +1015,7 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
         this.device.causalAttention(at(qf), g, S, d, scale, stored.count, stored.k(h), stored.v(h), at(of));
         this.observeQueries?.(layer, seq, h, at(qf), S, stored);
         if (out instanceof DeviceTensor) this.device.convert(shift(out.viewFor(this.device, 'prefill', 'out'), from), at(of), n);
-        else out.set(this.download(of, n, queries.dtype) as never, from);
+        else out.set(this.download(of, n, half) as never, from);
       }
     } finally {
       stored?.release();
@@ -1037,10 +1040,9 @@ export abstract class BaseKVCache<S extends SequenceState = SequenceState> imple
     };
   }
 
-  /** Converts f32 device rows to a host array of `dtype`. */
-  private download(src: DeviceBuffer, n: number, dtype: DType): TensorData {
-    if (dtype === 'f32') return this.device.read(at(src) as View & { buf: { dtype: 'f32' } }, n);
-    const tmp = this.device.scratch(`download.${dtype}`, n, dtype);
+  /** Converts f32 device rows to a host array: f32, or the dtype of `tmp` (converted there first). */
+  private download(src: DeviceBuffer, n: number, tmp: DeviceBuffer | undefined): TensorData {
+    if (!tmp) return this.device.read(at(src) as View & { buf: { dtype: 'f32' } }, n);
     this.device.convert(at(tmp), at(src), n);
     return this.device.read(at(tmp) as View & { buf: { dtype: 'bf16' } }, n);
   }

@@ -4,10 +4,15 @@ import { LayerIndexError } from '../../errors/LayerIndexError.js';
 import { OutOfMemoryError } from '../../errors/OutOfMemoryError.js';
 import type { CacheConfig, Attended, Runtime, SequenceState } from '../BaseKVCache.js';
 import { growCapacity } from '../capacity.js';
+import { DTYPE_BYTES } from '../../dtype.js';
+import { WASM_HEAP_BYTES, type MemoryEstimate } from '../../estimateMemory.js';
 import { ids, need } from '../snapshotChecks.js';
 import { attendRows, rowRuns } from './attendRows.js';
 import { PolicyCache } from './PolicyCache.js';
 import type { PolicyOptionSpec } from './policyOptions.js';
+
+/** Chunks summarized per call of `summarizeChunks`: about 1024 tokens' keys at a time. */
+const summaryBlock = (chunkSize: number) => Math.max(1, Math.floor(1024 / chunkSize));
 
 /** Options every chunk-scoring policy has. */
 export interface ChunkScoringOptions {
@@ -112,14 +117,38 @@ export abstract class ChunkScoringCache<O extends ChunkScoringOptions> extends P
     const m = whole - st.chunks;
     if (m <= 0) return;
     if (whole > st.capacity) this.grow(st, growCapacity(whole, st.capacity, 64, Math.floor(this.cacheOptions.maxTokens / C)));
-    const keys = this.device.scratch('chunks.keys', m * C * d, 'f32');
-    const out = this.device.scratch('chunks.summaries', m * w, 'f32');
+    // NOTE: a block of chunks at a time: these scratch buffers are kept, so sized by a whole prompt
+    // they would hold an f32 copy of its keys for good (chunks are summarized one by one, so the same).
+    const block = Math.min(m, summaryBlock(C));
+    const keys = this.device.scratch('chunks.keys', block * C * d, 'f32');
+    const out = this.device.scratch('chunks.summaries', block * w, 'f32');
     for (let h = 0; h < Hkv; h++) {
-      this.device.convert(at(keys), st.tail.headK(h, st.chunks * C), m * C * d);
-      this.summarizeChunks(at(keys), m, at(out));
-      this.device.convert(at(st.summaries!, (h * st.capacity + st.chunks) * w), at(out), m * w);
+      for (let c = st.chunks; c < whole; c += block) {
+        const n = Math.min(block, whole - c);
+        this.device.convert(at(keys), st.tail.headK(h, c * C), n * C * d);
+        this.summarizeChunks(at(keys), n, at(out));
+        this.device.convert(at(st.summaries!, (h * st.capacity + c) * w), at(out), n * w);
+      }
     }
     st.chunks = whole;
+  }
+
+  /**
+   * `memoryNeed` of a policy whose summaries are `width` elements a chunk: every token exact (the
+   * dense estimate), and the summaries of every whole chunk of every row, one row's old ones while
+   * they grow, and the summarizing and scoring scratch.
+   */
+  protected chunkMemoryNeed(batch: number, tokens: number, chunkSize: number, width: number): MemoryEstimate {
+    const exact = super.memoryNeed({} as CacheConfig, batch, tokens);
+    const { layers, kvHeads: Hkv, queryHeads: Hq, headDim: d } = this.spec;
+    const chunks = Math.floor(tokens / chunkSize);
+    const row = Hkv * chunks * width * DTYPE_BYTES[this.dtype];
+    const block = Math.min(chunks, summaryBlock(chunkSize));
+    const scratch = 4 * (block * chunkSize * d + block * width + Hq * width + chunks);
+    const chunkSummaries = layers * batch * row;
+    const device = exact.device + chunkSummaries;
+    const transient = exact.transient + row + scratch;
+    return { ...exact, device, transient, components: { ...exact.components, chunkSummaries }, fitsWasmHeap: device + transient <= WASM_HEAP_BYTES };
   }
 
   private grow(st: ChunkState, capacity: number): void {

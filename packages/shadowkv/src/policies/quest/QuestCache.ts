@@ -1,5 +1,6 @@
 import type { View } from '../../backends/Device.js';
 import type { CacheConfig, Runtime } from '../BaseKVCache.js';
+import type { MemoryEstimate } from '../../estimateMemory.js';
 import { ChunkScoringCache } from '../plugin/ChunkScoringCache.js';
 import { definePolicyOptions } from '../plugin/policyOptions.js';
 
@@ -52,6 +53,12 @@ export class QuestCache extends ChunkScoringCache<QuestOptions> {
   constructor(config: CacheConfig & QuestOptions, runtime?: Runtime) {
     super(config, QUEST_OPTIONS, runtime);
     this.summaryWidth = 2 * this.spec.headDim;
+  }
+
+  /** Every token exact, and a `[center, radius]` summary (2 headDim wide) of every whole chunk. */
+  protected override memoryNeed(config: CacheConfig, batch: number, tokens: number): MemoryEstimate {
+    const { chunkSize } = QUEST_OPTIONS.resolve('QuestCache', config as QuestOptions);
+    return this.chunkMemoryNeed(batch, tokens, chunkSize, 2 * this.spec.headDim);
   }
 
   /** `[center, radius]` of each chunk's keys, per channel. */

@@ -1,5 +1,6 @@
 import type { View } from '../../backends/Device.js';
 import type { Attended, CacheConfig, Runtime } from '../BaseKVCache.js';
+import { WASM_HEAP_BYTES, type MemoryEstimate } from '../../estimateMemory.js';
 import { attendRows } from '../plugin/attendRows.js';
 import { PolicyCache } from '../plugin/PolicyCache.js';
 import { definePolicyOptions } from '../plugin/policyOptions.js';
@@ -17,6 +18,9 @@ export interface StreamingOptions {
    */
   windowTokens?: number;
 }
+
+/** Rows past sinks + window held before an eviction. */
+const streamingSlack = (windowTokens: number) => Math.max(16, Math.ceil(windowTokens / 8));
 
 export const STREAMING_OPTIONS = definePolicyOptions<StreamingOptions>({
   sinkTokens: { default: 4, min: 0, max: 65536 },
@@ -42,7 +46,24 @@ export class StreamingCache extends PolicyCache<StreamingOptions> {
 
   /** Rows past sinks + window a row may hold before they are evicted: copies stay amortized (a window is moved once per `slack` steps). */
   private get slack(): number {
-    return Math.max(16, Math.ceil(this.options.windowTokens / 8));
+    return streamingSlack(this.options.windowTokens);
+  }
+
+  /**
+   * A row holds its sinks, window and slack between evictions (its buffers grown by 256 rows at a
+   * time before the first); only the rows a prefill call fills hold their whole prompt, until the
+   * call returns: one layer's rows, with a growth's old buffer or the call's working memory.
+   */
+  protected override memoryNeed(config: CacheConfig, batch: number, tokens: number): MemoryEstimate {
+    const full = super.memoryNeed(config, batch, tokens);
+    const { sinkTokens, windowTokens } = STREAMING_OPTIONS.resolve('StreamingCache', config as StreamingOptions);
+    const held = sinkTokens + windowTokens + streamingSlack(windowTokens) + 1;
+    const rowTokens = Math.min(tokens, held + Math.max(256, held >> 3));
+    const rows = this.spec.layers * batch;
+    const exactTail = (full.dense / Math.max(tokens, 1) / rows) * rowTokens * rows;
+    const promptRows = (full.dense / rows) * batch;
+    const transient = promptRows + full.transient;
+    return { ...full, device: exactTail, components: { exactTail }, transient, fitsWasmHeap: exactTail + transient <= WASM_HEAP_BYTES };
   }
 
   protected override attendDecode(layer: number, seq: number, q: View, out: View): Attended {

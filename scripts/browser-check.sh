@@ -13,6 +13,8 @@ mkdir -p "$out/wasm"
 # No flag for Node built-ins: the SDK imports none (under Node it asks process.getBuiltinModule).
 npx esbuild examples/browser/main.ts --bundle --format=esm --platform=browser --target=es2022 \
   --outfile="$out/main.js" --log-level=warning
+npx esbuild test/browser/worker.ts --bundle --format=esm --platform=browser --target=es2022 \
+  --outfile="$out/worker.js" --log-level=warning
 # The example's page, plus a reporter that posts what the page shows once it is done (or an uncaught
 # error) back to the server below. NOTE: the page used to be read by `--dump-dom` under
 # `--virtual-time-budget`, and in a fresh clone's full test run the dump came back after ~1 s still
@@ -21,7 +23,20 @@ npx esbuild examples/browser/main.ts --bundle --format=esm --platform=browser --
 sed 's|</body>|<script type="module">\
 const el = document.getElementById("result");\
 const report = (text) => fetch("/result", { method: "POST", body: text });\
-const done = () => { if (el.textContent !== "running") report(el.textContent); };\
+// test/browser/worker.js in a module worker, then served under a CSP without wasm-unsafe-eval.\
+const inWorker = (url) => new Promise((resolve) => {\
+  const w = new Worker(url, { type: "module" });\
+  w.onmessage = (e) => { if (typeof e.data === "string") { w.terminate(); resolve(e.data); } };\
+  w.onerror = (e) => resolve(`error ${e.message}`);\
+});\
+let started = false;\
+const done = async () => {\
+  if (el.textContent === "running" \|\| started) return;\
+  started = true;\
+  const page = el.textContent, worker = await inWorker("worker.js"), csp = await inWorker("worker.js?csp");\
+  const cspOk = csp.includes("script-src allows \x27wasm-unsafe-eval\x27; add it");\
+  report(page.startsWith("ok") \&\& worker === "ok" \&\& cspOk ? `${page} worker=ok csp=named` : `error page: ${page}; worker: ${worker}; csp: ${csp}`);\
+};\
 new MutationObserver(done).observe(el, { childList: true, characterData: true, subtree: true });\
 addEventListener("error", (e) => report(`error uncaught: ${e.message}`));\
 done();\
@@ -43,7 +58,8 @@ node -e '
     }
     const file = path.join(root, decodeURIComponent(req.url.split("?")[0]));
     if (!file.startsWith(root) || !fs.existsSync(file)) { res.writeHead(404); return res.end(); }
-    res.writeHead(200, { "content-type": types[path.extname(file)] ?? "application/octet-stream" });
+    const csp = req.url.endsWith("?csp") ? { "content-security-policy": "script-src \x27self\x27" } : {};
+    res.writeHead(200, { "content-type": types[path.extname(file)] ?? "application/octet-stream", ...csp });
     fs.createReadStream(file).pipe(res);
   }).listen(0, "127.0.0.1", () => fs.writeFileSync(path.join(root, "port"), String(server.address().port)));
   setTimeout(() => server.close(), 75000).unref();

@@ -1,5 +1,5 @@
 import { BUFFER_BYTES, type Device, type View } from './backends/Device.js';
-import { dataMatches, elements, hostKind, ownView } from './dtype.js';
+import { dataMatches, detachedNote, elements, hostKind, ownView } from './dtype.js';
 import { DeviceMismatchError } from './errors/DeviceMismatchError.js';
 import { DisposedError } from './errors/DisposedError.js';
 import { DTypeError } from './errors/DTypeError.js';
@@ -126,7 +126,7 @@ export class DeviceTensor {
       throw new DTypeError(`DeviceTensor.${call}: a '${this.dtype}' tensor takes a ${hostKind(this.dtype)}, ${name} is ${Object.prototype.toString.call(data)}`);
     }
     const n = elements(data as TensorData);
-    if (n !== this.size) throw new ShapeError(`DeviceTensor.${call}: the tensor is [${this.shape.join(', ')}] (${this.size} elements), ${name} has ${n}`);
+    if (n !== this.size) throw new ShapeError(`DeviceTensor.${call}: the tensor is [${this.shape.join(', ')}] (${this.size} elements), ${name} has ${n}${detachedNote(data as TensorData)}`);
   }
 
   private live(what: string): View {

@@ -105,6 +105,29 @@ export function elements(data: ArrayBufferView): number {
 }
 
 /**
+ * Whether `buffer` was detached: transferred away (postMessage or structuredClone with `transfer`,
+ * `ArrayBuffer.prototype.transfer`). Such a buffer cannot be viewed, which is how engines without
+ * `ArrayBuffer.prototype.detached` (Node 20) tell it from an empty one.
+ */
+export function isDetached(buffer: ArrayBufferLike): boolean {
+  if (buffer.byteLength !== 0) return false;
+  try {
+    new Uint8Array(buffer, 0, 0);
+    return false;
+  } catch {
+    return true;
+  }
+}
+
+/** What to say of a detached array, after its name. */
+export const DETACHED = "its ArrayBuffer is detached: it was transferred (postMessage or structuredClone with `transfer`) and now belongs to the receiver. Transfer a copy (array.slice()) to keep using the array here";
+
+/** `' (…detached…)'` when a typed array's buffer is detached, else `''`: the reason an array holds no elements. */
+export function detachedNote(data: ArrayBufferView): string {
+  return typedKind(data) !== undefined && isDetached(typedBuffer.call(data) as ArrayBufferLike) ? ` (${DETACHED})` : '';
+}
+
+/**
  * The kind of typed array `v` is (`'Float32Array'`, `'Uint16Array'`, ...), read from its internal slot:
  * a subclass counts as its base, another realm's array as this realm's kind. Undefined for anything else.
  */

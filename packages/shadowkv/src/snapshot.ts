@@ -1,5 +1,5 @@
 import { Packr } from 'msgpackr';
-import { ownView, typedKind } from './dtype.js';
+import { detachedNote, ownView, typedKind } from './dtype.js';
 import { SnapshotError } from './errors/SnapshotError.js';
 
 /** Snapshot format version; bump when the content layout changes. */
@@ -62,6 +62,8 @@ export function decodeSnapshot(input: Uint8Array): Record<string, unknown> {
   // By the internal slot, not instanceof: save()'s bytes passed through another realm (a vm context,
   // jsdom) are a Uint8Array too. A plain view of them: the decoder reads byteOffset and length.
   if (typedKind(input) !== 'Uint8Array') throw new SnapshotError('loadCache: expected the Uint8Array that save() returned');
+  const detached = detachedNote(input);
+  if (detached) throw new SnapshotError(`loadCache: the snapshot's bytes hold nothing${detached}`);
   const bytes = ownView(input, Uint8Array);
   const { value, end } = unpackFirst(bytes, 'the snapshot');
   const envelope = value as { format?: unknown; version?: unknown; crc32?: unknown; payload?: unknown } | null;

@@ -1,7 +1,7 @@
 import type { Device } from '../backends/Device.js';
 import { checkKeys, fmt } from '../config.js';
 import { DeviceTensor } from '../DeviceTensor.js';
-import { bf16ToF32, dataMatches, DTYPE_BYTES, elements, f16ToF32, hostKind, ownView, typedKind } from '../dtype.js';
+import { bf16ToF32, dataMatches, detachedNote, DTYPE_BYTES, elements, f16ToF32, hostKind, ownView, typedKind } from '../dtype.js';
 import { DeviceMismatchError } from '../errors/DeviceMismatchError.js';
 import { DTypeError } from '../errors/DTypeError.js';
 import { LayerIndexError } from '../errors/LayerIndexError.js';
@@ -70,6 +70,9 @@ export function captureTensor(call: string, name: string, t: unknown, expected: 
   if (kind !== 'Float32Array' && kind !== 'Uint16Array') {
     throw new DTypeError(`${call}: ${name}.data must be a Float32Array (f32) or Uint16Array (f16, bf16), got ${kind ?? fmt(data)}`);
   }
+  // NOTE: before ownView, which makes a detached foreign array an empty one of this realm (no longer detached).
+  const detached = detachedNote(data as ArrayBufferView);
+  if (detached) throw new ShapeError(`${call}: ${name}.data holds no elements${detached}`);
   // A subclass or a foreign array is taken as a plain view of the same memory: the staging copies read
   // `length`, `byteOffset` and `subarray`, which a subclass may redefine (silently wrong rows, or a RangeError).
   return { data: ownView(data as ArrayBufferView, kind === 'Float32Array' ? Float32Array : Uint16Array), shape: Array.from(shape as unknown[]) as number[], dtype };
@@ -134,11 +137,11 @@ export function recheckSizes(call: string, inputs: Record<string, Input | undefi
   for (const name in inputs) {
     const t = inputs[name]; // NOTE: for-in, not Object.entries: every decode step rechecks its inputs
     if (t && !onDevice(t) && elements(t.data) !== numel(t.shape)) {
-      throw new ShapeError(`${call}: ${name} holds ${elements(t.data)} elements after the call's getters ran, not the ${numel(t.shape)} of its shape ${show(t.shape)} (its buffer was resized or detached)`);
+      throw new ShapeError(`${call}: ${name} holds ${elements(t.data)} elements after the call's getters ran, not the ${numel(t.shape)} of its shape ${show(t.shape)} (its buffer was resized or detached)${detachedNote(t.data)}`);
     }
   }
   if (out && ArrayBuffer.isView(out.data) && elements(out.data) !== out.n) {
-    throw new ShapeError(`${call}: out holds ${elements(out.data)} elements after the call's getters ran, not ${out.n} (its buffer was resized or detached)`);
+    throw new ShapeError(`${call}: out holds ${elements(out.data)} elements after the call's getters ran, not ${out.n} (its buffer was resized or detached)${detachedNote(out.data)}`);
   }
 }
 
@@ -283,7 +286,7 @@ export function checkOut(call: string, out: unknown, dtype: DType, n: number, de
   // By the internal slot (as captureTensor): another realm's Float32Array is one. The output is copied
   // into the caller's array itself (set() goes by its slots), which is what decode returns.
   if (!dataMatches(out, dtype)) throw new DTypeError(`${call}: out must be a ${hostKind(dtype)} for '${dtype}' inputs, got ${typedKind(out) ?? fmt(out)}`);
-  if (elements(out as TensorData) !== n) throw new ShapeError(`${call}: out holds ${elements(out as TensorData)} elements, expected ${n} (rows x queryHeads x headDim)`);
+  if (elements(out as TensorData) !== n) throw new ShapeError(`${call}: out holds ${elements(out as TensorData)} elements, expected ${n} (rows x queryHeads x headDim)${detachedNote(out as TensorData)}`);
 }
 
 /** An optional list argument copied into a plain array (undefined stays undefined). */

@@ -10,8 +10,12 @@ export interface WasmBackendOptions {
    * - `'plain'`: scalar fallback for engines without wasm SIMD
    */
   variant?: WasmVariant;
-  /** The `.wasm` bytes, for hosts that cannot read the bundled file (browsers fetch it themselves). */
-  wasmBinary?: Uint8Array;
+  /**
+   * The `.wasm` bytes, for hosts that cannot read the bundled file (browsers fetch it themselves): a
+   * Uint8Array (any view) or an ArrayBuffer. Anything else, a detached buffer or bytes that are not
+   * the runtime is a `WasmInitError` that says which.
+   */
+  wasmBinary?: Uint8Array | ArrayBuffer;
 }
 
 /**

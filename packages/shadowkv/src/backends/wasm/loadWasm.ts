@@ -1,4 +1,5 @@
 import { WasmInitError } from '../../errors/WasmInitError.js';
+import { DETACHED, isDetached } from '../../dtype.js';
 import type { WasmExports } from './abi.js';
 
 /** Which build of the runtime to load: `simd` (default where the engine supports wasm SIMD) or `plain`. */
@@ -38,25 +39,50 @@ function nodeFs(): typeof import('node:fs') | undefined {
   return p?.getBuiltinModule?.('node:fs') as typeof import('node:fs') | undefined;
 }
 
-/** Reads a file URL under Node, fetches it elsewhere (browsers, workers, Deno). */
+/** Reads a file URL under Node, fetches it elsewhere (browsers, workers, Deno); an Error names why it could not. */
 async function readBytes(url: URL): Promise<Uint8Array> {
   const fs = nodeFs();
   if (fs) return fs.promises.readFile(url);
-  const response = await fetch(url);
-  if (!response.ok) throw new Error(`HTTP ${response.status}`);
+  let response: Response;
+  try {
+    response = await fetch(url);
+  } catch (err) {
+    throw new Error(`fetch failed: ${(err as Error)?.message ?? String(err)}`); // offline, CORS, a blocked URL
+  }
+  if (!response.ok) throw new Error(`HTTP ${response.status}${response.statusText ? ` ${response.statusText}` : ''}`);
   return new Uint8Array(await response.arrayBuffer());
 }
 
 function notFound(variant: WasmVariant, tried: string[]): WasmInitError {
-  return new WasmInitError(
-    `could not find ${FILES[variant]}; looked in ${tried.join(', ')}. Build it with \`npm run build:wasm\`, or pass its bytes as \`wasmBinary\`.`,
-  );
+  // Under Node the file is missing from the build; elsewhere the page's server did not hand it out.
+  const fix = nodeFs()
+    ? 'Build it with `npm run build:wasm`'
+    : `Serve node_modules/shadowkv/dist/wasm/ as wasm/ beside your bundle (${FILES[variant]} as application/wasm)`;
+  return new WasmInitError(`could not load ${FILES[variant]}; tried ${tried.join(', ')}. ${fix}, or pass its bytes as \`wasmBinary\`.`);
 }
 
-function compile(variant: WasmVariant, bytes: Uint8Array, sync: true): WasmModule;
-function compile(variant: WasmVariant, bytes: Uint8Array, sync: false): Promise<WasmModule>;
-function compile(variant: WasmVariant, bytes: Uint8Array, sync: boolean): WasmModule | Promise<WasmModule> {
-  const fail = (err: unknown) => new WasmInitError(`${FILES[variant]} failed to compile: ${(err as Error).message}`);
+const WASM_MAGIC = [0, 0x61, 0x73, 0x6d];
+
+/** Why an engine refused `bytes`, in words that say what to do: not wasm, a blocked compile (CSP), or damaged. */
+function whyRefused(bytes: Uint8Array, err: unknown): string {
+  const message = (err as Error)?.message ?? String(err);
+  if (bytes.length === 0) return 'there are none';
+  if (WASM_MAGIC.some((b, i) => bytes[i] !== b)) {
+    const head = new TextDecoder().decode(bytes.subarray(0, 16)).replace(/[^\x20-\x7e]/g, '.');
+    const html = head.trimStart().startsWith('<') ? ' (HTML: most likely a server\'s page for a missing file)' : '';
+    return `not a .wasm file: it begins with "${head}"${html}`;
+  }
+  // NOTE: validating compiles no code, so a Content-Security-Policy does not block it; compiling does.
+  if (WebAssembly.validate(bytes as Uint8Array<ArrayBuffer>) || /content.security.policy|\bcsp\b|unsafe-eval/i.test(message)) {
+    return `the engine refused to compile a valid module (${message}): a Content-Security-Policy blocks WebAssembly unless script-src allows 'wasm-unsafe-eval'; add it`;
+  }
+  return `${bytes.length} bytes, truncated or corrupt (${message}); serve or pass the file whole and unmodified`;
+}
+
+function compile(variant: WasmVariant, bytes: Uint8Array, source: string, sync: true): WasmModule;
+function compile(variant: WasmVariant, bytes: Uint8Array, source: string, sync: false): Promise<WasmModule>;
+function compile(variant: WasmVariant, bytes: Uint8Array, source: string, sync: boolean): WasmModule | Promise<WasmModule> {
+  const fail = (err: unknown) => new WasmInitError(`${FILES[variant]} failed to compile (bytes from ${source}): ${whyRefused(bytes, err)}`);
   if (!sync) return WebAssembly.compile(bytes as Uint8Array<ArrayBuffer>).catch((err) => Promise.reject(fail(err)));
   try {
     return new WebAssembly.Module(bytes as Uint8Array<ArrayBuffer>);
@@ -65,20 +91,37 @@ function compile(variant: WasmVariant, bytes: Uint8Array, sync: boolean): WasmMo
   }
 }
 
+/** `wasmBinary` as bytes: a Uint8Array or any other view, or an ArrayBuffer (shared or not), not detached. */
+function binaryBytes(source: unknown): Uint8Array {
+  const view = ArrayBuffer.isView(source);
+  if (!view && !isBuffer(source)) {
+    throw new WasmInitError(`wasmBinary must be the .wasm's bytes (a Uint8Array or an ArrayBuffer), got ${Object.prototype.toString.call(source)}; from fetch: new Uint8Array(await response.arrayBuffer())`);
+  }
+  const buffer = view ? source.buffer : source;
+  if (isDetached(buffer)) throw new WasmInitError(`wasmBinary holds no bytes: ${DETACHED}`);
+  return view ? new Uint8Array(buffer, source.byteOffset, source.byteLength) : new Uint8Array(buffer);
+}
+
+// By the tag, not instanceof: an ArrayBuffer of another realm (a vm context, an iframe) is one too.
+const isBuffer = (v: unknown): v is ArrayBufferLike => /^\[object (Shared)?ArrayBuffer\]$/.test(Object.prototype.toString.call(v));
+
 /**
  * Compiles the runtime once; every cache instantiates its own copy (its own heap of up to 4 GB).
- * @param source bytes of a `.wasm` to use instead of the bundled one (a browser passes fetched bytes).
+ * @param source bytes of a `.wasm` to use instead of the bundled one (a browser passes fetched bytes): a
+ *   Uint8Array (any view) or an ArrayBuffer; anything else, or a detached buffer, is a `WasmInitError`.
  */
-export async function compileWasm(variant: WasmVariant = hasWasmSimd() ? 'simd' : 'plain', source?: Uint8Array): Promise<WasmModule> {
-  if (source) return compile(variant, source, false);
+export async function compileWasm(variant: WasmVariant = hasWasmSimd() ? 'simd' : 'plain', source?: Uint8Array | ArrayBuffer): Promise<WasmModule> {
+  if (source !== undefined) return compile(variant, binaryBytes(source), 'wasmBinary', false);
   const tried: string[] = [];
   for (const url of candidateUrls(FILES[variant])) {
+    let bytes: Uint8Array;
     try {
-      return compile(variant, await readBytes(url), false);
+      bytes = await readBytes(url);
     } catch (err) {
-      if (err instanceof WasmInitError) throw err;
-      tried.push(url.href);
+      tried.push(`${url.href} (${(err as Error)?.message ?? String(err)})`);
+      continue;
     }
+    return compile(variant, bytes, url.href, false);
   }
   throw notFound(variant, tried);
 }
@@ -92,11 +135,11 @@ export function compileWasmSync(variant: WasmVariant = hasWasmSimd() ? 'simd' : 
     let bytes: Uint8Array;
     try {
       bytes = fs.readFileSync(url);
-    } catch {
-      tried.push(url.href);
+    } catch (err) {
+      tried.push(`${url.href} (${(err as { code?: string })?.code ?? (err as Error)?.message})`);
       continue;
     }
-    return compile(variant, bytes, true);
+    return compile(variant, bytes, url.href, true);
   }
   throw notFound(variant, tried);
 }

@@ -1,3 +1,4 @@
+import { checkSignal } from './abortable.js';
 import { resolveBackend } from './backends/registry.js';
 import { CACHE_CONFIG_KEYS, checkKeys, fmt, resolveCacheOptions, type CacheOptions, type ResolvedCacheOptions, type ShadowKVOptions } from './config.js';
 import { need, record } from './policies/snapshotChecks.js';
@@ -83,6 +84,11 @@ export interface CreateCacheOptions<P extends string = 'shadowkv'> extends Cache
   backend?: string;
   /** The policy's options, e.g. `ShadowKVOptions`; an unknown key is a `ConfigError`. */
   options?: OptionsOf<P>;
+  /**
+   * Stops waiting for the backend to start: the call rejects with `signal.reason` and makes no cache
+   * (the start goes on, for the next call). Without it, a backend whose factory never settles is waited for forever.
+   */
+  signal?: AbortSignal;
 }
 
 /** A cache and where it runs (every cache has `backendInfo`). */
@@ -96,7 +102,7 @@ export type Cache = BaseKVCache;
  * console.log(cache.backendInfo.reason, cache.options.rank);
  */
 export async function createCache<P extends string = 'shadowkv'>(o: CreateCacheOptions<P>): Promise<CacheOf<P>> {
-  checkKeys('createCache', o, ['policy', 'options', ...CACHE_CONFIG_KEYS]);
+  checkKeys('createCache', o, ['policy', 'options', 'signal', ...CACHE_CONFIG_KEYS]);
   const name = o.policy ?? 'shadowkv';
   const factory = policies.get(name);
   if (!factory) throw new ConfigError(`unknown policy ${typeof name === 'string' ? `'${name}'` : `(a ${typeof name}, not a name)`}; registered: ${listPolicies().join(', ')}`);
@@ -108,7 +114,10 @@ export async function createCache<P extends string = 'shadowkv'>(o: CreateCacheO
     const [are, them] = misplaced.length > 1 ? ['are options', 'them'] : ['is an option', 'it'];
     throw new ConfigError(`createCache: ${misplaced.map((k) => `'${k}'`).join(', ')} in options ${are} of every cache, not of policy '${name}': pass ${them} beside options, with createCache's own (${CACHE_CONFIG_KEYS.join(', ')})`);
   }
-  const { backend, info } = await resolveBackend(o.backend ?? 'auto');
+  const signal = checkSignal('createCache', o.signal);
+  const { backend, info } = await resolveBackend(o.backend ?? 'auto', signal);
+  // NOTE: checked again after the await, before anything is allocated: an abort wins over a start that landed with it.
+  signal?.throwIfAborted();
   const device = backend.createDevice();
   let cache: unknown;
   try {
@@ -146,9 +155,11 @@ function factoryProblem(name: string, cache: unknown, device: unknown): string |
  * it). Every field is checked against the spec and options the snapshot records before anything
  * is allocated; the restored cache is new, so a rejected snapshot changes nothing. Throws
  * `SnapshotError` when the bytes are truncated, altered, of another version, or inconsistent.
+ * `signal` stops waiting for the backend, as in `createCache`: the call rejects with its reason.
  */
-export async function loadCache(bytes: Uint8Array, o: { backend?: string } = {}): Promise<BaseKVCache> {
-  checkKeys('loadCache options', o, ['backend']);
+export async function loadCache(bytes: Uint8Array, o: { backend?: string; signal?: AbortSignal } = {}): Promise<BaseKVCache> {
+  checkKeys('loadCache options', o, ['backend', 'signal']);
+  const signal = checkSignal('loadCache', o.signal);
   // NOTE: the bytes are decoded (copied out) before the first await: a caller that reuses its buffer
   // once the call returned, or a writer still filling it, must not change what is restored.
   let content: Record<string, unknown> | undefined, refused: unknown;
@@ -158,7 +169,7 @@ export async function loadCache(bytes: Uint8Array, o: { backend?: string } = {})
     refused = err;
   }
   // The caller's backend first, so that its errors (NoDeviceError, an unknown name) keep their class.
-  await resolveBackend(o.backend ?? 'auto');
+  await resolveBackend(o.backend ?? 'auto', signal);
   if (!content) throw refused;
   need(typeof content.policy === 'string' && policies.has(content.policy), 'snapshot.policy', `must name a registered policy (${listPolicies().join(', ')}), got ${String(content.policy)}`);
   // maxTokens is recorded only where the cache was created with it (BaseKVCache.snapshot), and is
@@ -179,8 +190,9 @@ export async function loadCache(bytes: Uint8Array, o: { backend?: string } = {})
   let restored: BaseKVCache;
   try {
     const options = record(content.options, 'snapshot.options', Object.keys(content.options ?? {}));
-    restored = await createCache({ ...saved, spec, policy: content.policy, backend: o.backend, options });
+    restored = await createCache({ ...saved, spec, policy: content.policy, backend: o.backend, options, signal });
   } catch (err) {
+    if (signal?.aborted && err === signal.reason) throw err;
     // Out of memory is the device's answer to a valid snapshot (its shortfall kept), not a fault of the bytes.
     throw err instanceof SnapshotError || err instanceof OutOfMemoryError ? err : new SnapshotError(`loadCache: the snapshot's configuration is not usable: ${(err as Error).message}`);
   }

@@ -1,3 +1,5 @@
+import { abortable, checkSignal } from '../abortable.js';
+import { fmt } from '../config.js';
 import { ConfigError } from '../errors/ConfigError.js';
 import type { Backend, BackendFactory, BackendInfo } from './Backend.js';
 
@@ -39,9 +41,18 @@ function entry(name: string): Entry {
 
 async function start(name: string): Promise<Backend> {
   const e = entry(name);
+  if (e.value) return e.value;
   // A backend starts once per process; a failed start is retried on the next request.
-  e.started ??= e.factory().then(
-    (backend) => (e.value = backend),
+  // NOTE: called inside an async function, so that a factory that throws or returns a plain value
+  // settles the shared promise as one that rejects or resolves would.
+  e.started ??= (async () => e.factory())().then(
+    (backend) => {
+      if (typeof (backend as Partial<Backend> | undefined)?.createDevice !== 'function') {
+        throw new ConfigError(`backend '${name}': its factory resolved to ${fmt(backend)}, not a Backend (an object with createDevice()); registerBackend takes a function returning a promise of one`);
+      }
+      // One started meanwhile by resolveBackendSync is kept: caches already made run on it.
+      return (e.value ??= backend);
+    },
     (err: unknown) => {
       e.started = undefined;
       throw err;
@@ -53,19 +64,23 @@ async function start(name: string): Promise<Backend> {
 /**
  * Resolves `'auto'` or a backend name. `auto` takes the best backend that starts and says in
  * `reason` why better ones were skipped; a named backend that cannot start throws its typed error.
+ * Once `signal` aborts, the call rejects with its reason (a start under way goes on, for the next request).
  */
-export async function resolveBackend(request: string = 'auto'): Promise<{ backend: Backend; info: BackendInfo }> {
+export async function resolveBackend(request: string = 'auto', signal?: AbortSignal): Promise<{ backend: Backend; info: BackendInfo }> {
+  signal?.throwIfAborted();
   if (request !== 'auto') {
-    const backend = await start(request);
+    const backend = await abortable(start(request), signal);
     return { backend, info: { name: backend.name, description: backend.description, reason: `requested '${request}'` } };
   }
   const skipped: string[] = [];
   for (const name of listBackends()) {
     try {
-      const backend = await start(name);
+      const backend = await abortable(start(name), signal);
       const reason = skipped.length ? `auto: ${skipped.join('; ')}` : 'auto: best available backend';
       return { backend, info: { name, description: backend.description, reason } };
     } catch (err) {
+      // An abort is the caller's answer, not this backend's failure: auto must not move on to the next.
+      if (signal?.aborted && err === signal.reason) throw err;
       skipped.push(`${name} unavailable (${(err as Error).message})`);
     }
   }
@@ -80,8 +95,8 @@ export async function resolveBackend(request: string = 'auto'): Promise<{ backen
  * console.log((await ready()).reason);
  * const cache = new ShadowKVCache({ spec: LLAMA3_8B, budget: 2048 });
  */
-export async function ready(options: { backend?: string } = {}): Promise<BackendInfo> {
-  const choice = await resolveBackend(options.backend ?? 'auto');
+export async function ready(options: { backend?: string; signal?: AbortSignal } = {}): Promise<BackendInfo> {
+  const choice = await resolveBackend(options.backend ?? 'auto', checkSignal('ready()', options.signal));
   if ((options.backend ?? 'auto') === 'auto') defaultChoice = choice;
   return choice.info;
 }
@@ -96,9 +111,11 @@ export function resolveBackendSync(request: string = 'auto'): { backend: Backend
   const names = request === 'auto' ? listBackends() : [request];
   for (const name of names) {
     const e = entry(name);
-    if (!e.value && !e.started && e.sync) {
+    // NOTE: also while an async start is under way (a createCache not yet resolved): it adopts this
+    // value when it lands, so a constructor does not fail only because of a start in flight.
+    if (!e.value && e.sync) {
       e.value = e.sync();
-      if (e.value) e.started = Promise.resolve(e.value);
+      if (e.value) e.started ??= Promise.resolve(e.value);
     }
     if (!e.value) continue;
     const reason = request === 'auto' ? `auto: constructed before ready(); took '${name}', already loaded (await ready() to let auto try every backend)` : `requested '${request}'`;

@@ -1,3 +1,4 @@
+import { abortable, checkSignal } from '../../abortable.js';
 import { at, fp8ChunkBytes, type DeviceBuffer } from '../../backends/Device.js';
 import { HEAD_FIELDS, type StepGeometry, type StepRow } from '../../backends/LayerStep.js';
 import { checkKeys, resolveShadowKVOptions, SHADOWKV_OPTION_KEYS, type ResolvedShadowKVOptions, type ShadowKVOptions } from '../../config.js';
@@ -45,7 +46,10 @@ export interface CompressOptions {
 /** `compressAsync()`'s options: an `onProgress` that returns a promise is awaited before the next pair. */
 export interface CompressAsyncOptions extends Omit<CompressOptions, 'onProgress'> {
   onProgress?: (p: CompressProgress) => void | PromiseLike<void>;
-  /** Stops between (layer, sequence) pairs. */
+  /**
+   * Stops the call: it rejects with `signal.reason` before the next pair, or at once while it awaits
+   * an `onProgress` promise (an already aborted signal rejects even when nothing is due).
+   */
   signal?: AbortSignal;
 }
 
@@ -165,9 +169,9 @@ export class ShadowKVCache extends BaseKVCache<ShadowState> {
     if (o.onProgress?.constructor.name === 'AsyncFunction') {
       throw new ConfigError('compress(): onProgress is an async function, which compress() cannot wait for; pass a synchronous one, or use compressAsync(), which awaits it');
     }
+    let compressed = 0;
     due.forEach(([l, s], i) => {
-      // The row may have been compressed (by a decode step) or reset from onProgress meanwhile.
-      this.run('compress()', () => this.isDue(l, this.states[l]![s]!) && this.compressRows([[l, s]]));
+      compressed += this.compressIfDue('compress()', l, s);
       const result: unknown = o.onProgress?.({ done: i + 1, total: due.length, layer: l, sequence: s });
       if (isThenable(result)) {
         // Its outcome is this error's to report: a rejection left pending would be unhandled.
@@ -175,29 +179,44 @@ export class ShadowKVCache extends BaseKVCache<ShadowState> {
         throw new ConfigError(`compress(): onProgress returned a promise after pair ${i + 1} of ${due.length} (layer ${l}, sequence ${s}), which compress() cannot wait for; the pairs before it stay compressed. Use compressAsync(), which awaits it`);
       }
     });
-    return due.length;
+    return compressed;
   }
 
-  /** `compress()` that yields to the event loop between (layer, sequence) pairs; `signal` stops it between pairs. */
+  /**
+   * `compress()` that yields to the event loop between (layer, sequence) pairs; `signal` stops it
+   * between pairs. Other calls on the cache may run while it yields (a decode step compresses its
+   * own rows; a pair compressed or reset meanwhile is skipped and not counted); `dispose()` makes
+   * the next pair a `DisposedError`.
+   */
   async compressAsync(options: CompressAsyncOptions = {}): Promise<number> {
     this.guard('compressAsync()');
     const o = compressOptions('compressAsync()', options, true) as CompressAsyncOptions;
     const due = this.run('compressAsync()', () => this.due('compressAsync()', o));
-    let done = 0;
+    const signal = o.signal;
+    // As the platform's calls do: an aborted signal rejects, even where there is nothing to do.
+    signal?.throwIfAborted();
+    let done = 0, compressed = 0;
     for (const [l, s] of due) {
-      o.signal?.throwIfAborted();
-      await new Promise<void>((resolve) => setTimeout(resolve, 0));
-      // Again after the yield: an abort while it waited stops the call before this pair, not after it.
-      o.signal?.throwIfAborted();
-      this.run('compressAsync()', () => this.isDue(l, this.states[l]![s]!) && this.compressRows([[l, s]]));
-      await o.onProgress?.({ done: ++done, total: due.length, layer: l, sequence: s });
+      await abortable(new Promise<void>((resolve) => setTimeout(resolve, 0)), signal);
+      signal?.throwIfAborted(); // an abort between the yield and this line stops the call before the pair too
+      compressed += this.compressIfDue('compressAsync()', l, s);
+      await abortable(o.onProgress?.({ done: ++done, total: due.length, layer: l, sequence: s }), signal);
     }
-    return due.length;
+    return compressed;
+  }
+
+  /** Compresses (layer, sequence) if it is still due: a decode step or a reset from a callback may have come first. 1 if it did. */
+  private compressIfDue(call: string, layer: number, seq: number): number {
+    return this.run(call, () => {
+      if (!this.isDue(layer, this.states[layer]![seq]!)) return 0;
+      this.compressRows([[layer, seq]]);
+      return 1;
+    });
   }
 
   private due(call: string, options: { layers?: unknown; sequences?: unknown; onProgress?: unknown; signal?: unknown }): [number, number][] {
     if (options.onProgress !== undefined && typeof options.onProgress !== 'function') throw new ConfigError(`${call}: onProgress must be a function, got ${fmt(options.onProgress)}`);
-    if (options.signal !== undefined && !(options.signal instanceof AbortSignal)) throw new ConfigError(`${call}: signal must be an AbortSignal, got ${fmt(options.signal)}`);
+    checkSignal(call, options.signal);
     const layers = (checkList(call, 'layers', options.layers, this.spec.layers) ?? this.states.map((_, l) => l)) as number[];
     const seqs = (checkList(call, 'sequences', options.sequences, this.batch) ?? Array.from({ length: this.batch }, (_, s) => s)) as number[];
     layers.forEach((l) => checkLayer(call, l, this.spec.layers));

@@ -13,6 +13,13 @@ static inline const void* dtype_at(const void* base, int dtype, size_t i) {
   return (const char*)base + i * dtype_size(dtype);
 }
 
+// Element i of a buffer of the given dtype, as f32.
+static inline float elem_f32(const void* x, int dtype, size_t i) {
+  if (dtype == SKV_F32) return ((const float*)x)[i];
+  const uint16_t h = ((const uint16_t*)x)[i];
+  return dtype == SKV_BF16 ? bf16_to_f32(h) : f16_to_f32(h);
+}
+
 // dst[0:n] = src[0:n] as f32.
 static inline void load_f32(const void* src, int dtype, size_t n, float* dst) {
   if (dtype == SKV_F32) { memcpy(dst, src, n * 4); return; }

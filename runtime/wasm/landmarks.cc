@@ -2,17 +2,12 @@
 // chunk (the smallest cosine between the mean and a key), which picks the outlier chunks.
 #include <math.h>
 #include "dtype.h"
+#include "online_softmax.h"
 #include "scratch.h"
 #include "simd.h"
 
 // NOTE: finite keys near FLT_MAX overflow the f32 sum of a chunk, and keys past ~1e19 the f32 squared
 // norms (|k|^2 = inf, so every cosine 0 or NaN); those chunks are redone in float64, others keep their bits.
-static bool all_finite(const float* x, int n) {
-  bool ok = true;
-  for (int i = 0; i < n; i++) ok = ok && isfinite(x[i]);
-  return ok;
-}
-
 static void mean_f64(const float* rows, int C, int d, float* L) {
   for (int j = 0; j < d; j++) {
     double s = 0.0;

@@ -82,13 +82,6 @@ struct OnlineSoftmax {
 // the values, so no partial sum passes max|v|. Three passes over the keys and no scratch; a query whose
 // f32 result is finite never comes here, so its bits are those of the fast path.
 
-// Element i of a stored row as f32.
-static inline float elem_f32(const void* x, int dtype, size_t i) {
-  if (dtype == SKV_F32) return ((const float*)x)[i];
-  const uint16_t h = ((const uint16_t*)x)[i];
-  return dtype == SKV_BF16 ? bf16_to_f32(h) : f16_to_f32(h);
-}
-
 // scale · q·k in float64, k row `t` of a segment.
 static inline double logit_f64(const float* q, double scale, const skv_segment& s, int dtype, int t, int d) {
   double acc = 0.0;
@@ -112,11 +105,16 @@ static inline void attend_f64(const float* q, int d, float scale, const skv_segm
     }
 }
 
+// Whether x[0:n] are all finite.
+static inline bool all_finite(const float* x, int n) {
+  bool ok = true;
+  for (int i = 0; i < n; i++) ok = ok && isfinite(x[i]);
+  return ok;
+}
+
 // Whether a query's f32 result stands: a finite running max and sum, and finite outputs [d].
 static inline bool softmax_finite(float m, float l, const float* out, int d) {
-  bool ok = isfinite(m) && isfinite(l) && l > 0.f;
-  for (int i = 0; i < d; i++) ok = ok && isfinite(out[i]);
-  return ok;
+  return isfinite(m) && isfinite(l) && l > 0.f && all_finite(out, d);
 }
 
 // Scratch bytes of OnlineSoftmax(nq, d), its members in order (skv_decode_layer reserves them).

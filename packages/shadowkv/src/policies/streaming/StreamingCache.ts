@@ -59,10 +59,9 @@ export class StreamingCache extends PolicyCache<StreamingOptions> {
     const { sinkTokens, windowTokens } = STREAMING_OPTIONS.resolve('StreamingCache', config as StreamingOptions);
     const held = sinkTokens + windowTokens + streamingSlack(windowTokens) + 1;
     const rowTokens = Math.min(tokens, held + Math.max(256, held >> 3));
-    const rows = this.spec.layers * batch;
-    const exactTail = (full.dense / Math.max(tokens, 1) / rows) * rowTokens * rows;
-    const promptRows = (full.dense / rows) * batch;
-    const transient = promptRows + full.transient;
+    const exactTail = (full.dense / Math.max(tokens, 1)) * rowTokens;
+    // One layer's rows of the whole prompt (full.dense holds every layer's).
+    const transient = full.dense / this.spec.layers + full.transient;
     return { ...full, device: exactTail, components: { exactTail }, transient, fitsWasmHeap: exactTail + transient <= WASM_HEAP_BYTES };
   }
 

@@ -6,11 +6,21 @@
 // softmax (skv_exp, masked logits -inf, the same rescaling), with the f32 queries and
 // probabilities split into bf16 hi + lo against the stored bf16 keys and values (two products
 // each), so logits and outputs stay within ~1e-5 of the f32 kernel's.
+#include "attend_f64.cuh"
 #include "attention.h"
 #include "mma.cuh"
 #include "online_softmax.cuh"
 
 enum { CAUSAL_QUERIES = 16 };  // query vectors (rows x heads) per block
+
+// Row i of head j again in float64 (attend_f64), by one warp: q, out [g x Sq x d] f32; keys and
+// values [offset + Sq x d].
+__device__ __forceinline__ void redo_row(const float* q, int Sq, int d, float scale, int offset, const void* k, const void* v,
+                                         int kv_dtype, float* out, int j, int i) {
+  const SkvSegment seen{reinterpret_cast<uint64_t>(k), reinterpret_cast<uint64_t>(v), offset + i + 1, d};
+  const size_t at = ((size_t)j * Sq + i) * d;
+  attend_f64(q + at, d, scale, &seen, 1, seen.n, kv_dtype, out, SKV_F32, at);
+}
 
 __global__ void __launch_bounds__(ATTN_THREADS) CausalAttentionKernel(const float* q, int g, int Sq, int d, float scale,
                                                                       int offset, const void* k, const void* v,
@@ -38,12 +48,20 @@ __global__ void __launch_bounds__(ATTN_THREADS) CausalAttentionKernel(const floa
     __syncthreads();
     attn_tile(s, n, t0);
   }
-  // out_j = acc_j / l_j; a query that saw no key gets zeros.
+  // out_j = acc_j / l_j (every row sees a key). s.f, free now, holds 1 / l_j, or NaN for a vector
+  // whose f32 softmax overflowed, which a warp then redoes in float64 over its visible keys.
+  for (int qv = threadIdx.x; qv < rr * g; qv += blockDim.x) s.f[qv] = attn_result_ok(s.m[qv], s.l[qv]) ? 1.f / s.l[qv] : NAN;
+  __syncthreads();
+  bool bad = false;
   for (int i = threadIdx.x; i < rr * g * d; i += blockDim.x) {
     const int qv = i / d, e = i % d, r = qv / g, j = qv % g;
-    const float inv = s.l[qv] > 0.f ? 1.f / s.l[qv] : 0.f;
-    out[((size_t)j * Sq + i0 + r) * d + e] = s.acc[i] * inv;
+    const float o = s.acc[i] * s.f[qv];
+    if (!isfinite(o)) s.f[qv] = NAN, bad = true;
+    out[((size_t)j * Sq + i0 + r) * d + e] = o;
   }
+  if (!__syncthreads_or(bad)) return;
+  for (int qv = threadIdx.x / 32; qv < rr * g; qv += blockDim.x / 32)
+    if (isnan(s.f[qv])) redo_row(q, Sq, d, scale, offset, k, v, kv_dtype, out, qv % g, i0 + qv / g);
 }
 
 namespace {
@@ -195,20 +213,31 @@ __global__ void __launch_bounds__(FA_THREADS) FlashCausalKernel(const float* q, 
     }
     __syncthreads();  // the stage just read is the one the next iteration loads into
   }
-  // 7. out = o / l over the quad's partial sums; a row that saw no key gets zeros.
+  // 7. out = o / l over the quad's partial sums (every row sees a key). A row whose f32 softmax
+  //    overflowed is redone in float64 by the warp.
+  bool bad[2] = {false, false};
 #pragma unroll
   for (int h = 0; h < 2; h++) {
     lrow[h] += __shfl_xor_sync(0xffffffffu, lrow[h], 1);
     lrow[h] += __shfl_xor_sync(0xffffffffu, lrow[h], 2);
     const int i = row0 + gq + h * 8;
     if (i - i0 >= rr) continue;
-    const float inv = lrow[h] > 0.f ? 1.f / lrow[h] : 0.f;
+    const float inv = attn_result_ok(mrow[h], lrow[h]) ? 1.f / lrow[h] : NAN;
     float* dst = out + ((size_t)j * Sq + i) * D + 2 * tq;
 #pragma unroll
     for (int nt = 0; nt < NO; nt++) {
       dst[nt * 8] = o[nt][h * 2] * inv;
       dst[nt * 8 + 1] = o[nt][h * 2 + 1] * inv;
+      bad[h] = bad[h] || !isfinite(dst[nt * 8]) || !isfinite(dst[nt * 8 + 1]);
     }
+  }
+#pragma unroll
+  for (int h = 0; h < 2; h++) {
+    bad[h] = bad[h] || __shfl_xor_sync(0xffffffffu, bad[h], 1);
+    bad[h] = bad[h] || __shfl_xor_sync(0xffffffffu, bad[h], 2);
+    unsigned rows = __ballot_sync(0xffffffffu, bad[h] && tq == 0);
+    if (rows) __syncwarp();  // the quads' stores come before the redo's
+    for (; rows; rows &= rows - 1) redo_row(q, Sq, D, scale, offset, k, v, SKV_BF16, out, j, row0 + (__ffs(rows) - 1) / 4 + h * 8);
   }
 }
 

@@ -6,6 +6,7 @@
 // lo); other common shapes (d 64/128/256, g up to 8) a register kernel: 16 lanes per key row, 16-byte
 // loads, the online softmax in base 2; the rest the shared-memory tile routine of
 // online_softmax.cuh. Mirrors runtime/wasm/sparse_attention.cc (skv_sparse_attention).
+#include "attend_f64.cuh"
 #include "attention.h"
 #include "mma.cuh"
 #include "online_softmax.cuh"
@@ -260,8 +261,11 @@ static inline size_t merge_smem_bytes(int g) { return sizeof(float) * (size_t)(2
 // arrivals[blockIdx.x]: zero when the launch began, zero again once the last block has read it.
 // smem: merge_smem_bytes(g) of shared memory the block no longer uses. NOTE: a merge launch of its
 // own took 7.5-11 us of the decode step (H200, 128K, ncu), mostly its launch and ramp.
+// A head whose merged max or sum is not finite (or zero), or whose outputs are not, overflowed f32
+// though its inputs are finite: its warp redoes it in float64 (attend_f64) from the task's segments
+// (scale and kv_dtype: the launch's), as the wasm op does.
 __device__ __forceinline__ void merge_if_last(const SkvAttnTask& t, const float* part, int max_splits, int g, int d, bool base2,
-                                              int32_t* arrivals, float* smem) {
+                                              float scale, int kv_dtype, int32_t* arrivals, float* smem) {
   __shared__ int last;
   const int nb = attn_splits(t.total);
   // NOTE: a fence in every thread, then the barrier: with the barrier first and one fence in thread
@@ -299,11 +303,12 @@ __device__ __forceinline__ void merge_if_last(const SkvAttnTask& t, const float*
       L += lw[b * g + j] * wb;
     }
     L = warp_sum(L);
-    if (lane == 0) inv[j] = L > 0.f ? 1.f / L : 0.f;
+    if (lane == 0) inv[j] = attn_result_ok(M, L) ? 1.f / L : NAN;  // NaN: the head is redone below
   }
   __syncthreads();
   // The outputs, MERGE_OUT per thread side by side, each summed over the splits in order.
   const int n = g * d;
+  bool bad = false;
   for (int i0 = threadIdx.x; i0 < n; i0 += MERGE_OUT * blockDim.x) {
     float a[MERGE_OUT] = {};
     for (int b = 0; b < nb; b++) {
@@ -317,9 +322,15 @@ __device__ __forceinline__ void merge_if_last(const SkvAttnTask& t, const float*
 #pragma unroll
     for (int k = 0; k < MERGE_OUT; k++) {
       const int i = i0 + k * blockDim.x;
-      if (i < n) store_f32(t.out, t.out_dtype, i, a[k] * inv[i / d]);
+      if (i >= n) continue;
+      const float o = a[k] * inv[i / d];
+      if (!isfinite(o)) inv[i / d] = NAN, bad = true;  // a race of equal stores; the head's other outputs are redone
+      store_f32(t.out, t.out_dtype, i, o);
     }
   }
+  if (__syncthreads_or(bad))
+    for (int j = threadIdx.x / 32; j < g; j += warps)
+      if (isnan(inv[j])) attend_f64(t.q + (size_t)j * d, d, scale, t.segs, t.nseg, t.total, kv_dtype, t.out, t.out_dtype, (size_t)j * d);
   if (t.counters && threadIdx.x == 0) count_task(t);
 }
 
@@ -438,8 +449,14 @@ __device__ __forceinline__ void flash_simt(const SkvAttnTask& t, const SkvSegmen
 }
 
 
+// Blocks an SM that FlashDecodeKernel<D, G> is built for: 4 (128 registers) for the shapes whose
+// loop fits in them. NOTE: merge_if_last's float64 redo made ptxas take 147-150 registers for
+// d 128 x g 4 and d 256 x g 1 (3 blocks an SM instead of 4), though the loop needs no more.
+template <int D, int G>
+constexpr int flash_min_blocks() { return G * D < 512 || (G * D == 512 && D <= 128) ? 4 : 1; }
+
 template <int D, int G, class Src>
-__global__ void __launch_bounds__(FLASH_THREADS) FlashDecodeKernel(Src src, float scale, int kv_dtype, float* part,
+__global__ void __launch_bounds__(FLASH_THREADS, flash_min_blocks<D, G>()) FlashDecodeKernel(Src src, float scale, int kv_dtype, float* part,
                                                                    int max_splits, int32_t* arrivals) {
   __shared__ typename Src::template Shared<D, G> sh;
   __shared__ FlashSmem<D, G> sm;
@@ -453,7 +470,7 @@ __global__ void __launch_bounds__(FLASH_THREADS) FlashDecodeKernel(Src src, floa
   flash_simt<D, G>(t, segs, vec, begin, end, scale, kv_dtype, part, max_splits, sm);
   static_assert(sizeof(FlashSmem<D, G>) >= sizeof(float) * (2 * ATTN_MAX_SPLITS + 1) * G, "the merge reuses sm");
   src.merging();
-  merge_if_last(t, part, max_splits, G, D, true, arrivals, reinterpret_cast<float*>(&sm));
+  merge_if_last(t, part, max_splits, G, D, true, scale, kv_dtype, arrivals, reinterpret_cast<float*>(&sm));
   src.done();
 }
 
@@ -585,7 +602,7 @@ __global__ void __launch_bounds__(DM_THREADS) FlashDecodeMmaKernel(Src src, floa
     src.ready();
     flash_simt<D, G>(t, segs, vec, begin, end, scale, kv_dtype, part, max_splits, *reinterpret_cast<FlashSmem<D, G>*>(dsm));
     src.merging();
-    merge_if_last(t, part, max_splits, G, D, true, arrivals, reinterpret_cast<float*>(dsm));
+    merge_if_last(t, part, max_splits, G, D, true, scale, kv_dtype, arrivals, reinterpret_cast<float*>(dsm));
     src.done();
     return;
   }
@@ -713,7 +730,7 @@ __global__ void __launch_bounds__(DM_THREADS) FlashDecodeMmaKernel(Src src, floa
     mine[G + j] = L;
   }
   src.merging();
-  merge_if_last(t, part, max_splits, G, D, true, arrivals, reinterpret_cast<float*>(dsm));
+  merge_if_last(t, part, max_splits, G, D, true, scale, kv_dtype, arrivals, reinterpret_cast<float*>(dsm));
   src.done();
 }
 
@@ -755,7 +772,7 @@ __global__ void __launch_bounds__(ATTN_THREADS) TileDecodeKernel(const SkvAttnTa
     mine[g + j] = s.l[j];
   }
   for (int i = threadIdx.x; i < g * d; i += blockDim.x) mine[2 * g + i] = s.acc[i];
-  merge_if_last(t, part, max_splits, g, d, false, arrivals, smem);
+  merge_if_last(t, part, max_splits, g, d, false, scale, kv_dtype, arrivals, smem);
 }
 
 // Dynamic shared memory of the tile kernel: its state, or the merge's where that is larger.

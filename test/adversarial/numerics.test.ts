@@ -47,8 +47,20 @@ function inputs(s: ModelSpec, dtype: DType, S: number, steps: number, x: Scales,
   return { prompt, tokens, S };
 }
 
+type Reference = Pick<OracleFullKV, 'prefill' | 'decode'>;
+
+/** An oracle's outputs, computed on the first run and replayed to every later one (a long prompt's took seconds). */
+function replayed(oracle: Reference): () => Reference {
+  const outs: Float64Array[] = [];
+  return () => {
+    let i = 0;
+    const next = (f: () => Float64Array) => (i < outs.length ? outs[i++]! : (outs.push(f()), outs[i++]!));
+    return { prefill: (...a) => next(() => oracle.prefill(...a)!), decode: (...a) => next(() => oracle.decode(...a)) };
+  };
+}
+
 /** Runs a cache and an oracle on the same inputs; returns each output's relative error (NaN where the cache's is not finite). */
-function compare(cache: Cache, oracle: OracleFullKV | OracleShadowKV, run: ReturnType<typeof inputs>, each?: (step: number) => void): number[] {
+function compare(cache: Cache, oracle: Reference, run: ReturnType<typeof inputs>, each?: (step: number) => void): number[] {
   const { prompt: p, tokens, S } = run;
   const err = (got: Tensor, want: Float64Array) => {
     const g = toFloat32(got);
@@ -73,8 +85,8 @@ async function attendAll(env: TestEnv, s: ModelSpec, x: Scales, S = 70): Promise
   }
 }
 
-// f16 inputs cannot get there (65504² x 16 is far from FLT_MAX); f32 and bf16 ones can. Wasm only:
-// the CUDA kernels keep their logits and sums in f32, and give non-finite outputs here (docs/cuda.md).
+// f16 inputs cannot get there (65504² x 16 is far from FLT_MAX); f32 and bf16 ones can. At d 16 the
+// CUDA decode takes its shared-memory tile kernel and the prefill its f32 kernel.
 forEachEnv('numerics: finite inputs whose f32 intermediates overflow', (env) => {
   // scale q·k of 1e25 x 1e25: every logit +-Infinity in f32, so softmax gave NaN (or zeros where
   // all went to -inf); the prompt is 70 tokens, past one 64-key tile of the prefill attention.
@@ -92,8 +104,23 @@ forEachEnv('numerics: finite inputs whose f32 intermediates overflow', (env) => 
   it('values ~5e37: the attention average stays finite and matches the oracle', async () => {
     await attendAll(env, spec, { q: 1, k: 1, v: 5e37 }, 20);
   });
+}, (e) => e.dtype !== 'f16');
 
-}, (e) => e.name.startsWith('wasm-') && e.dtype !== 'f16');
+// d 128 and 4 query heads a kv head: the CUDA decode's register (f32) or tensor-core (bf16) kernels,
+// split over blocks and merged, and for bf16 the tensor-core prefill (a prompt this long). The wasm
+// runtime has one attention routine for every d, which the cases above cover.
+forEachEnv('numerics: f32 overflow in the CUDA kernels of common shapes', (env) => {
+  it('values ~5e37 in a 1536-token prompt at d 128: full and lossless shadowkv match the oracle', async () => {
+    const wide: ModelSpec = { layers: 1, queryHeads: 4, kvHeads: 1, headDim: 128, rope: { theta: 1e12 } };
+    const run = inputs(wide, env.dtype, 1536, 2, { q: 1, k: 1, v: 5e37 }, 13, true);
+    const oracle = replayed(new OracleFullKV(wide, 1));
+    for (const [policy, options] of [['full', {}], ['shadowkv', { ...(ATTEND_ALL[1]![1] as object), rank: 128 }]] as const) {
+      const cache = await createCache({ spec: wide, policy, dtype: env.dtype, backend: env.backend, maxTokens: 1600, options: options as never });
+      within(compare(cache, oracle(), run), env, policy);
+      cache.dispose();
+    }
+  }, 60_000);
+}, (e) => e.name.startsWith('cuda-') && e.dtype !== 'f16');
 
 forEachEnv('numerics: a query RoPE would take past f32', (env) => {
   // RoPE rotates queries in f32: a pair of 3e38 becomes Infinity there (keys already had this bound).
@@ -114,13 +141,15 @@ forEachEnv('numerics: a query RoPE would take past f32', (env) => {
   });
 }, (e) => e.dtype !== 'f16');
 
+// Landmark scores (softmax over chunks) of q ~ 1e25 were NaN for every chunk, so the selection took
+// whatever the NaN ordering gave; keys ~1e25 overflowed their f32 squared norms, so every outlier
+// cosine was 0 or NaN. (f32 only: bf16 rounds post-RoPE keys, which the oracle does not, and past f32
+// a softmax is an argmax, which that rounding moves among near-ties. The queries' case on wasm only:
+// the CUDA kernels keep landmark scores in f32, docs/cuda.md.)
 forEachEnv('numerics: sparse selection past f32', (env) => {
-  // Landmark scores (softmax over chunks) of q ~ 1e25 were NaN for every chunk, so the selection
-  // took whatever the NaN ordering gave; keys ~1e25 overflowed their f32 squared norms, so every
-  // outlier cosine was 0 or NaN. (Wasm f32 only: the CUDA kernels score in f32, docs/cuda.md; bf16 rounds post-RoPE keys, which the oracle does not,
-  // and past f32 a softmax is an argmax, which that rounding moves among near-ties.)
-  it('sparse shadowkv with q ~1e25 and with keys ~1e25: the oracle\'s chunks are selected and outputs match', async () => {
-    for (const x of [{ q: 1e25, k: 1, v: 1 }, { q: 1, k: 1e25, v: 1 }]) {
+  const cases = [{ q: 1, k: 1e25, v: 1 }, ...(env?.backend === 'wasm' ? [{ q: 1e25, k: 1, v: 1 }] : [])];
+  it(`sparse shadowkv with ${cases.map((x) => (x.q > 1 ? 'q' : 'keys')).join(' and with ')} ~1e25: the oracle's chunks are selected and outputs match`, async () => {
+    for (const x of cases) {
       const cache = (await createCache({ spec, policy: 'shadowkv', dtype: env.dtype, backend: env.backend, maxTokens: 128, options: SPARSE })) as ShadowKVCache;
       const oracle = new OracleShadowKV(spec, SPARSE, 1);
       const errors = compare(cache, oracle, inputs(spec, env.dtype, 70, 3, x, 5, true), (step) => {
@@ -130,7 +159,7 @@ forEachEnv('numerics: sparse selection past f32', (env) => {
       cache.dispose();
     }
   });
-}, (e) => e.name === 'wasm-f32');
+}, (e) => e.dtype === 'f32');
 
 // Were fine when probed (kept so that they stay so): the factorization of rank-deficient keys.
 forEachEnv('numerics: rank-deficient keys compress exactly', (env) => {

@@ -5,7 +5,7 @@
 // unhandled rejection. Each test failed before its fix unless it says it locks in behaviour.
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import {
-  ConfigError, createCache, createWasmBackend, createWasmBackendSync, DisposedError, FullKVCache, loadCache, ready, registerBackend, resolveBackend, SnapshotError, toFloat32,
+  ConfigError, createCache, createWasmBackend, createWasmBackendSync, DisposedError, FullKVCache, listBackends, loadCache, ready, registerBackend, resolveBackend, SnapshotError, toFloat32,
   type Backend, type ShadowKVCache, type Tensor,
 } from '../../packages/shadowkv/src/backend.js';
 import { KitInputs } from '../../packages/shadowkv/src/testing/inputs.js';
@@ -236,5 +236,45 @@ describe('the backend registry under concurrent async use', () => {
     registerBackend('plain-return', (() => backend) as never, -10);
     const cache = await createCache({ spec, policy: 'full', backend: 'plain-return' });
     cache.dispose();
+  });
+
+  it('registering the same factory again with another priority moves it, and auto chooses again; a priority that is not a number is a ConfigError', async () => {
+    const factory = async () => backend;
+    registerBackend('movable', factory, -20);
+    expect(listBackends().at(-1)).toBe('movable');
+    const before = await ready();
+    registerBackend('movable', factory, 1000);
+    expect(listBackends()[0]).toBe('movable');
+    expect((await ready()).reason).not.toBe(before.reason);
+    expect((await ready()).name).toBe('movable');
+    registerBackend('movable', factory, -20);
+    expect((await ready()).name).toBe(before.name);
+    expect(() => registerBackend('movable', factory, NaN)).toThrow(/^registerBackend\('movable'\): priority must be a number, got NaN/);
+    expect(() => registerBackend('movable', factory, '5' as never)).toThrow(ConfigError);
+  });
+
+  it("an AbortSignal of another realm (not instanceof this realm's) is taken, and its abort is honoured", async () => {
+    // What an iframe's or another global's AbortSignal is here: the same shape, another prototype chain.
+    class ForeignSignal extends EventTarget {
+      aborted = false;
+      reason: unknown = undefined;
+      throwIfAborted(): void {
+        if (this.aborted) throw this.reason;
+      }
+    }
+    const signal = new ForeignSignal();
+    const foreign = {
+      signal: signal as unknown as AbortSignal,
+      abort: (reason: unknown) => ((signal.aborted = true), (signal.reason = reason), signal.dispatchEvent(new Event('abort'))),
+    };
+    expect(foreign.signal instanceof AbortSignal).toBe(false);
+    const cache = await createCache({ spec, policy: 'full', backend: 'wasm', signal: foreign.signal });
+    cache.dispose();
+    registerBackend('never-starts-2', () => new Promise<Backend>(() => {}), -30);
+    const call = createCache({ spec, policy: 'full', backend: 'never-starts-2', signal: foreign.signal });
+    const reason = new Error('foreign deadline');
+    foreign.abort(reason);
+    expect(await settled(call)).toEqual({ err: reason });
+    await expect(createCache({ spec, policy: 'full', backend: 'wasm', signal: { aborted: false } as never })).rejects.toThrow(/signal must be an AbortSignal/);
   });
 });

@@ -1,10 +1,17 @@
 import { fmt } from './config.js';
 import { ConfigError } from './errors/ConfigError.js';
 
-/** Refuses a `signal` option that is not an AbortSignal, naming the call. */
+/**
+ * Refuses a `signal` option that is not an AbortSignal, naming the call. NOTE: by shape, not
+ * instanceof: a signal of another realm (an iframe's, a vm context's) is one too.
+ */
 export function checkSignal(call: string, signal: unknown): AbortSignal | undefined {
-  if (signal !== undefined && !(signal instanceof AbortSignal)) throw new ConfigError(`${call}: signal must be an AbortSignal, got ${fmt(signal)}`);
-  return signal;
+  if (signal === undefined) return undefined;
+  const s = signal as Partial<AbortSignal> | null;
+  const like = typeof s === 'object' && s !== null && typeof s.aborted === 'boolean' && typeof s.addEventListener === 'function' &&
+    typeof s.removeEventListener === 'function' && typeof s.throwIfAborted === 'function';
+  if (!like) throw new ConfigError(`${call}: signal must be an AbortSignal, got ${fmt(signal)}`);
+  return signal as AbortSignal;
 }
 
 /**

@@ -18,14 +18,19 @@ let defaultChoice: { backend: Backend; info: BackendInfo } | undefined;
 
 /**
  * Registers a backend under a name; `auto` tries backends by descending priority.
- * Registering the same factory again is a no-op; another factory under a taken name throws.
+ * Registering the same factory again sets its priority (and `sync`, if given); `auto` chooses again
+ * at its next request. Another factory under a taken name throws.
  * @example
  * registerBackend('wasm-plain', () => createWasmBackend({ variant: 'plain' }), 0);
  */
 export function registerBackend(name: string, factory: BackendFactory, priority = 1, options: { sync?: () => Backend | undefined } = {}): void {
   const have = backends.get(name);
   if (have && have.factory !== factory) throw new ConfigError(`backend '${name}' is already registered`);
-  if (!have) backends.set(name, { factory, priority, sync: options.sync });
+  if (typeof priority !== 'number' || Number.isNaN(priority)) throw new ConfigError(`registerBackend('${name}'): priority must be a number, got ${fmt(priority)}`);
+  if (!have) return void backends.set(name, { factory, priority, sync: options.sync });
+  if (have.priority !== priority) defaultChoice = undefined;
+  have.priority = priority;
+  have.sync = options.sync ?? have.sync;
 }
 
 /** Names of the registered backends, best first. */

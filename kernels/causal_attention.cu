@@ -233,8 +233,9 @@ __global__ void __launch_bounds__(FA_THREADS) FlashCausalKernel(const float* q, 
   }
 #pragma unroll
   for (int h = 0; h < 2; h++) {
-    bad[h] = bad[h] || __shfl_xor_sync(0xffffffffu, bad[h], 1);
-    bad[h] = bad[h] || __shfl_xor_sync(0xffffffffu, bad[h], 2);
+    // NOTE: every lane shuffles (a `||` would skip the shuffle in lanes already bad: undefined).
+    bad[h] |= (bool)__shfl_xor_sync(0xffffffffu, (int)bad[h], 1);
+    bad[h] |= (bool)__shfl_xor_sync(0xffffffffu, (int)bad[h], 2);
     unsigned rows = __ballot_sync(0xffffffffu, bad[h] && tq == 0);
     if (rows) __syncwarp();  // the quads' stores come before the redo's
     for (; rows; rows &= rows - 1) redo_row(q, Sq, D, scale, offset, k, v, SKV_BF16, out, j, row0 + (__ffs(rows) - 1) / 4 + h * 8);

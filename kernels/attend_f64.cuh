@@ -15,32 +15,31 @@
 // that reaches it sees at least one key, so a zero sum means every logit overflowed to -inf.
 __device__ __forceinline__ bool attn_result_ok(float m, float l) { return isfinite(m) && isfinite(l) && l > 0.f; }
 
-// Element e of a stored row, as f32, read from L2 (the row may have been written by another block
-// of the launch, after this SM's L1 last saw it).
-__device__ __forceinline__ float row_elem_cg(const char* row, int dtype, int e) {
-  if (dtype == SKV_F32) return __ldcg(reinterpret_cast<const float*>(row) + e);
-  const uint16_t h = __ldcg(reinterpret_cast<const unsigned short*>(row) + e);
-  return dtype == SKV_BF16 ? bf16_to_f32(h) : f16_to_f32(h);
+// Key `key` of a task's segments: the rows of keys and values holding it (sparse_attention.cu's
+// kernels and attend_f64).
+__device__ __forceinline__ void locate(const SkvSegment* segs, int nseg, int64_t key, const char** k, const char** v,
+                                       size_t esize) {
+  int64_t base = 0;
+  int s = 0;
+  while (s < nseg - 1 && key >= base + segs[s].n) base += segs[s++].n;
+  const int64_t off = (key - base) * segs[s].ld * (int64_t)esize;
+  *k = reinterpret_cast<const char*>(segs[s].k) + off;
+  *v = reinterpret_cast<const char*>(segs[s].v) + off;
 }
 
 // out[out0, out0 + d) (out_dtype) = softmax(scale q K^T) V over the `total` rows of the segments,
 // q [d] f32, not yet scaled. Called by every lane of one warp, with the same arguments.
 static __device__ __forceinline__ void attend_f64(const float* q, int d, float scale, const SkvSegment* segs, int nseg, int64_t total,
-                                        int kv_dtype, void* out, int out_dtype, size_t out0) {
+                                               int kv_dtype, void* out, int out_dtype, size_t out0) {
   const int lane = threadIdx.x % 32;
-  const int64_t esize = kv_dtype == SKV_F32 ? 4 : 2;
-  int s = 0;
-  int64_t base = 0;
-  // Key `key`'s row of keys (v: values), walking the segments forward (keys are visited in order).
-  auto row = [&](int64_t key, bool v) {
-    if (key == 0) s = 0, base = 0;
-    while (s < nseg - 1 && key >= base + segs[s].n) base += segs[s++].n;
-    return reinterpret_cast<const char*>(v ? segs[s].v : segs[s].k) + (key - base) * segs[s].ld * esize;
-  };
+  const size_t esize = kv_dtype == SKV_F32 ? 4 : 2;
+  // NOTE: read from L2 (load_f32_cg): a row may have been written by another block of the launch
+  // after this SM's L1 last saw it.
   auto logit = [&](int64_t key) {
-    const char* k = row(key, false);
+    const char *k, *v;
+    locate(segs, nseg, key, &k, &v, esize);
     double acc = 0.0;
-    for (int e = lane; e < d; e += 32) acc = fma((double)q[e], (double)row_elem_cg(k, kv_dtype, e), acc);
+    for (int e = lane; e < d; e += 32) acc = fma((double)q[e], (double)load_f32_cg(k, kv_dtype, e), acc);
     return (double)scale * warp_sum(acc);
   };
   // 1. The max logit and the sum of exp(logit - max), online.
@@ -62,7 +61,10 @@ static __device__ __forceinline__ void attend_f64(const float* q, int d, float s
     double acc = 0.0;
     for (int64_t key = 0; key < total; key++) {
       const double p = exp(logit(key) - mx) / sum;
-      if (p != 0.0 && e < d) acc = fma(p, (double)row_elem_cg(row(key, true), kv_dtype, e), acc);
+      if (p == 0.0 || e >= d) continue;
+      const char *k, *v;
+      locate(segs, nseg, key, &k, &v, esize);
+      acc = fma(p, (double)load_f32_cg(v, kv_dtype, e), acc);
     }
     if (e < d) store_f32(out, out_dtype, out0 + e, (float)acc);
   }

@@ -12,6 +12,13 @@ __device__ __forceinline__ float load_f32(const void* base, int dtype, size_t i)
   return dtype == SKV_BF16 ? bf16_to_f32(h) : f16_to_f32(h);
 }
 
+// The same, read from L2 (ld.global.cg): for rows another block of the launch may have written.
+__device__ __forceinline__ float load_f32_cg(const void* base, int dtype, size_t i) {
+  if (dtype == SKV_F32) return __ldcg(static_cast<const float*>(base) + i);
+  const uint16_t h = __ldcg(static_cast<const unsigned short*>(base) + i);
+  return dtype == SKV_BF16 ? bf16_to_f32(h) : f16_to_f32(h);
+}
+
 // Element i of a buffer of the given dtype = v rounded to it.
 __device__ __forceinline__ void store_f32(void* base, int dtype, size_t i, float v) {
   if (dtype == SKV_F32) {

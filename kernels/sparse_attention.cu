@@ -29,17 +29,6 @@ __device__ __forceinline__ int64_t attn_per_split(int64_t total, int nb) {
   return (keys + ATTN_TILE - 1) / ATTN_TILE * ATTN_TILE;
 }
 
-// Rows [begin, end) of a task: the segment holding `key` and the row within it.
-__device__ __forceinline__ void locate(const SkvSegment* segs, int nseg, int64_t key, const char** k, const char** v,
-                                       size_t esize) {
-  int64_t base = 0;
-  int s = 0;
-  while (s < nseg - 1 && key >= base + segs[s].n) base += segs[s++].n;
-  const int64_t off = (key - base) * segs[s].ld * (int64_t)esize;
-  *k = reinterpret_cast<const char*>(segs[s].k) + off;
-  *v = reinterpret_cast<const char*>(segs[s].v) + off;
-}
-
 // The fused step's tallies of one task: its attended tokens and heads.
 __device__ __forceinline__ void count_task(const SkvAttnTask& t) {
   atomicAdd(&t.counters[SKV_ATTENDED_TOKENS_COUNTER], (double)t.total);

@@ -247,9 +247,10 @@ __device__ __forceinline__ float warp_max(float v) {
 }
 
 // exp(x) by range reduction and the degree-5 polynomial of runtime/wasm/simd.h (Cephes expf);
-// exactly 0 below -87.3, inputs above 88.3 clamp.
+// exactly 0 below -87.3, inputs above 88.3 clamp, NaN stays NaN (as there: an overflowed logit must
+// reach the sums, whose finiteness check then redoes the query or head in float64).
 __device__ __forceinline__ float skv_exp(float x) {
-  if (!(x >= -87.3f)) return 0.f;
+  if (!(x >= -87.3f)) return x == x ? 0.f : x;
   if (x > 88.3f) x = 88.3f;
   float n = rintf(x * 1.44269504089f);
   float r = x - n * 0.693359375f - n * -2.12194440e-4f;

@@ -149,6 +149,16 @@ __device__ __forceinline__ bool sparse_task(const StepArgs& a, int task, SkvStep
   return r->input >= 0 && r->u;
 }
 
+// A task's query heads [g x d] (f32, rotated: the append's) and its kv head's landmarks.
+__device__ __forceinline__ const float* task_queries(const StepArgs& a, int task) {
+  const int g = a.s.q_heads / a.s.kv_heads;
+  return ws_ptr<float>(a, a.at.qf) + ((size_t)(task / a.s.kv_heads) * a.s.q_heads + (size_t)(task % a.s.kv_heads) * g) * a.s.d;
+}
+
+__device__ __forceinline__ const void* task_landmarks(const StepArgs& a, const SkvStepRow& r, int task) {
+  return elem(r.landmarks, a.s.kv_dtype, (size_t)(task % a.s.kv_heads) * r.chunk_capacity * a.s.d);
+}
+
 // Block (task, y) takes whole ranges of the task's logit_blocks (gridDim.y blocks share them).
 // append_rows > 0 (the first row group, SHADOWKV_CUDA_APPEND_FOLD not 0): StepAppend is folded in.
 // The last append_rows blocks of y 0 append those rows (append_row) and every other block rotates
@@ -181,8 +191,8 @@ __global__ void __launch_bounds__(LOGIT_THREADS, 2) StepLogitsKernel(StepArgs a,
   // 20 tiles a kv head and one of 8, where 8 blocks take 16 each (the plan's tie, now to more blocks).
   const int b0 = (int)((int64_t)blockIdx.y * nb / gridDim.y), b1 = (int)((int64_t)(blockIdx.y + 1) * nb / gridDim.y);
   if (b0 >= b1) return;
-  const void* landmarks = elem(r.landmarks, s.kv_dtype, (size_t)h * r.chunk_capacity * d);
-  const float* q = ws_ptr<float>(a, a.at.qf) + ((size_t)(task / s.kv_heads) * s.q_heads + (size_t)h * g) * d;
+  const void* landmarks = task_landmarks(a, r, task);
+  const float* q = task_queries(a, task);
   bool prefetched = false;
   if (append_rows > 0) {
     prefetched = landmark_logits_prefetch(landmarks, d, s.kv_dtype, L, nb, b0, b1, stage);
@@ -204,16 +214,16 @@ __global__ void __launch_bounds__(LOGIT_THREADS, 2) StepLogitsKernel(StepArgs a,
 // on one SM), against ~8 over many blocks (H200).
 enum { SCORE_THREADS = 256 };
 
-// The task's landmark range of this block and its heads' max logit (mx, shared [g]); false when the
-// task is not sparse or the block is past its ranges.
-__device__ __forceinline__ bool score_range(const StepArgs& a, int task, int* nb, int64_t* c0, int64_t* c1, float* mx) {
-  SkvStepRow r;
-  if (!sparse_task(a, task, &r)) return false;
+// The task's row, its landmarks (L), this block's range of them and its heads' max logit (mx, shared
+// [g]); false when the task is not sparse or the block is past its ranges.
+__device__ __forceinline__ bool score_range(const StepArgs& a, int task, SkvStepRow* r, int* L, int* nb, int64_t* c0, int64_t* c1,
+                                            float* mx) {
+  if (!sparse_task(a, task, r)) return false;
   const int g = a.s.q_heads / a.s.kv_heads;
-  const int L = head_counts(r, task % a.s.kv_heads)[SKV_HEAD_LANDMARKS];
-  *nb = logit_blocks(L);
+  *L = head_counts(*r, task % a.s.kv_heads)[SKV_HEAD_LANDMARKS];
+  *nb = logit_blocks(*L);
   if ((int)blockIdx.y >= *nb) return false;
-  logit_range(L, blockIdx.y, *nb, c0, c1);
+  logit_range(*L, blockIdx.y, *nb, c0, c1);
   softmax_max(ws_ptr<float>(a, a.at.maxes) + (size_t)task * LOGIT_MAX_BLOCKS * g, *nb, g, mx);
   return true;
 }
@@ -222,25 +232,32 @@ __global__ void __launch_bounds__(SCORE_THREADS) StepSoftmaxSumsKernel(StepArgs 
   skv_pdl_enter();
   __shared__ double red_d[32 * SOFTMAX_HEADS];
   extern __shared__ float mx[];  // [g]
-  int nb;
+  SkvStepRow r;
+  int L, nb;
   int64_t c0, c1;
   const int task = task0 + blockIdx.x, g = a.s.q_heads / a.s.kv_heads;
-  if (!score_range(a, task, &nb, &c0, &c1, mx)) return;
+  if (!score_range(a, task, &r, &L, &nb, &c0, &c1, mx)) return;
   softmax_sums(ws_ptr<float>(a, a.at.logits) + (size_t)task * g * a.at.max_l, a.at.max_l, g, c0, c1, mx,
                ws_ptr<double>(a, a.at.sums) + ((size_t)task * LOGIT_MAX_BLOCKS + blockIdx.y) * g, red_d);
 }
 
-__global__ void __launch_bounds__(SCORE_THREADS) StepScoresKernel(StepArgs a, int task0) {
+// NOTE: 6 blocks an SM as before the float64 redo of failed heads, whose double exp had taken the
+// kernel from 40 to 54 registers (4 blocks); bounded, it keeps 40 and spills nothing (ptxas, sm_90).
+__global__ void __launch_bounds__(SCORE_THREADS, 6) StepScoresKernel(StepArgs a, int task0) {
   skv_pdl_enter();
   extern __shared__ float stats[];  // [g] max logit, [g] inverse sum
-  int nb;
+  SkvStepRow r;
+  int L, nb;
   int64_t c0, c1;
   const int task = task0 + blockIdx.x, g = a.s.q_heads / a.s.kv_heads;
-  if (!score_range(a, task, &nb, &c0, &c1, stats)) return;
+  if (!score_range(a, task, &r, &L, &nb, &c0, &c1, stats)) return;
   const double* sums = ws_ptr<double>(a, a.at.sums) + (size_t)task * LOGIT_MAX_BLOCKS * g;
-  fold_rows(sums, nb, g, 0.0, [](double t, double x) { return t + x; }, [&](int j, double t) { stats[g + j] = (float)(1.0 / t); });
+  fold_rows(sums, nb, g, 0.0, [](double t, double x) { return t + x; }, [&](int j, double t) { stats[g + j] = head_inverse(stats[j], t); });
+  float* scores = ws_ptr<float>(a, a.at.scores) + (size_t)task * a.at.max_l + c0;
   chunk_scores(ws_ptr<float>(a, a.at.logits) + (size_t)task * g * a.at.max_l + c0, a.at.max_l, g, (int)(c1 - c0), stats,
-               stats + g, ws_ptr<float>(a, a.at.scores) + (size_t)task * a.at.max_l + c0);
+               stats + g, scores);
+  redo_failed_heads(task_queries(a, task), g, a.s.d, a.s.score_scale, task_landmarks(a, r, task), a.s.kv_dtype, L, c0, c1,
+                    stats + g, scores);
 }
 
 // ---- 3. select and reuse ----
@@ -454,12 +471,16 @@ __global__ void __launch_bounds__(SELECT_CLUSTER_THREADS) StepScoreSelectKernel(
   for (int j = threadIdx.x; j < g; j += blockDim.x) {
     double total = 0;
     for (int b = 0; b < blocks; b++) total += parts[b * g + j];
-    inv[j] = (float)(1.0 / total);
+    inv[j] = head_inverse(mx[j], total);
   }
   __syncthreads();
   if constexpr (NEAR) chunk_scores<true>(nl, span, g, n, mx, inv, scores);
   else chunk_scores(logits, ld, g, n, mx, inv, scores);
+  redo_failed_heads(task_queries(a, task), g, s.d, s.score_scale, task_landmarks(a, r, task), s.kv_dtype, L, c0, c0 + n, inv, scores);
   __syncthreads();
+  // NOTE: the row loaded again, so that its fields are not held across the redo: held, the kernel
+  // spilled 88 / 16 bytes (NEAR false / true) at its 64 registers; now 24 / 0 (12 / 0 before the redo).
+  r = a.rows[task / s.kv_heads];
   const int m = cluster_select_top(cl, scores, c0, n, L, S, 1, hists, counts, cl.map_shared_rank(lists, 0),
                                    [&](int c) { return lid[c - c0]; }, sh);
   if (rank == 0) select_reuse(a, r, task, lists, m, sh);

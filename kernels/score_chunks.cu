@@ -16,13 +16,17 @@ __global__ void __launch_bounds__(LOGIT_THREADS, 2) ScoreLogitsKernel(const floa
 }
 
 // 2. scores[c] = max_j exp(work[j][c] - max_j) / sum_c' exp(work[j][c'] - max_j).
-__global__ void __launch_bounds__(SELECT_THREADS) ScoreSoftmaxKernel(const float* work, const float* maxes, int nb,
+//    A head whose f32 softmax failed (finite inputs past f32) is scored in float64 instead.
+// NOTE: the explicit 1 block an SM lets ptxas take 46 registers (it took 32 and spilled with the redo).
+__global__ void __launch_bounds__(SELECT_THREADS, 1) ScoreSoftmaxKernel(const float* q, int d, float scale, const void* landmarks,
+                                                                     int dtype, const float* work, const float* maxes, int nb,
                                                                      int g, int n, float* scores) {
   __shared__ double red_d[32 * SOFTMAX_HEADS];
   extern __shared__ float stats[];  // [g] max, [g] inverse sum, [g] sums (doubles)
   softmax_max(maxes, nb, g, stats);
   softmax_inv(work, n, g, n, stats, stats + g, reinterpret_cast<double*>(stats + 2 * g), red_d);
   chunk_scores(work, n, g, n, stats, stats + g, scores);
+  redo_failed_heads(q, g, d, scale, landmarks, dtype, n, 0, n, stats + g, scores);
 }
 
 cudaError_t ScoreChunks(const float* q, int g, int d, float scale, const void* landmarks, int dtype, int n,
@@ -35,7 +39,7 @@ cudaError_t ScoreChunks(const float* q, int g, int d, float scale, const void* l
   SKV_LAUNCH_CHECK();
   const size_t smem = (sizeof(float) * 2 + sizeof(double)) * (size_t)g;
   SKV_CUDA_CALL(skv_smem_optin(ScoreSoftmaxKernel, smem));
-  ScoreSoftmaxKernel<<<1, SELECT_THREADS, smem, stream>>>(work, maxes, nb, g, n, scores);
+  ScoreSoftmaxKernel<<<1, SELECT_THREADS, smem, stream>>>(q, d, scale, landmarks, dtype, work, maxes, nb, g, n, scores);
   SKV_LAUNCH_CHECK();
   return cudaSuccess;
 }

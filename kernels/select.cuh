@@ -6,6 +6,7 @@
 #include <cooperative_groups.h>
 #include <type_traits>
 #include "common.cuh"
+#include "dtype.cuh"
 
 enum { SELECT_THREADS = 1024, RADIX = 256 };
 
@@ -93,12 +94,21 @@ __device__ __forceinline__ void softmax_sums(std::conditional_t<KEEP, float*, co
   }
 }
 
-// inv[j] = 1 / sum_c exp(logits[j*ld + c] - mx[j]) over [0, n) for every head, by one block.
-// sums: shared [g] doubles. Ends with the block synchronized.
+// A head's 1 / sum of exp(logit - max), or 0 where its f32 softmax failed: a max or a sum that is not
+// finite, from finite queries and landmarks past f32 (scale q·L beyond FLT_MAX gives +-Infinity, or
+// NaN where products of +-Infinity meet; skv_exp keeps the NaN). A head that stands sums at least its
+// max's term 1 and at most n terms, so 0 marks only failed heads: chunk_scores' terms times 0 leave
+// them out, and redo_failed_heads scores them in float64.
+__device__ __forceinline__ float head_inverse(float mx, double sum) {
+  return isfinite(mx) && isfinite(sum) ? (float)(1.0 / sum) : 0.f;
+}
+
+// inv[j] = head_inverse of sum_c exp(logits[j*ld + c] - mx[j]) over [0, n) for every head, by one
+// block. sums: shared [g] doubles. Ends with the block synchronized.
 __device__ __forceinline__ void softmax_inv(const float* logits, int64_t ld, int g, int n, const float* mx, float* inv,
                                             double* sums, double* red_d) {
   softmax_sums(logits, ld, g, 0, n, mx, sums, red_d);
-  for (int j = threadIdx.x; j < g; j += blockDim.x) inv[j] = (float)(1.0 / sums[j]);
+  for (int j = threadIdx.x; j < g; j += blockDim.x) inv[j] = head_inverse(mx[j], sums[j]);
   __syncthreads();
 }
 
@@ -132,6 +142,62 @@ __device__ __forceinline__ void chunk_scores(const float* logits, int64_t ld, in
     for (int b = 0; b < SCORE_BATCH; b++)
       if (c0 + b * blockDim.x < n) scores[c0 + b * blockDim.x] = s[b];
   }
+}
+
+// One failed head's float64 softmax, after runtime/wasm/score_chunks.cc (probabilities_f64): logits
+// scale q·L in float64 (|q·L| <= d FLT_MAX^2 fits) over all n landmarks [n x d] (dtype), q [d] f32;
+// scores[c - c0] = max(scores[c - c0], p_c) for c in [c0, c1). By the whole block (a multiple of 32
+// threads), one landmark a thread; each block that holds a slice of the scores takes the head's max
+// and sum itself. NOTE: not inlined, so that the kernels' fast path keeps its registers; slow (two
+// passes over the landmarks in float64), which only inputs no model produces pay.
+__device__ __forceinline__ void head_scores_f64(const float* q, int d, float scale, const void* landmarks, int dtype, int64_t n,
+                                             int64_t c0, int64_t c1, float* scores) {
+  __shared__ double red[32];
+  auto logit = [&](int64_t c) {
+    double acc = 0.0;
+#pragma unroll 1
+    for (int e = 0; e < d; e++) acc = fma((double)q[e], (double)load_f32(landmarks, dtype, (size_t)c * d + e), acc);
+    return (double)scale * acc;
+  };
+  // The block's fold of v (every thread's), to every thread.
+  auto block_fold = [&](double v, bool max) {
+    for (int o = 16; o > 0; o >>= 1) {
+      const double w = __shfl_xor_sync(0xffffffffu, v, o);
+      v = max ? (w > v ? w : v) : v + w;
+    }
+    if (threadIdx.x % 32 == 0) red[threadIdx.x / 32] = v;
+    __syncthreads();
+    v = red[0];
+    for (int w = 1; w < (int)blockDim.x / 32; w++) v = max ? (red[w] > v ? red[w] : v) : v + red[w];
+    __syncthreads();
+    return v;
+  };
+  double mx = -INFINITY, sum = 0.0;
+  for (int64_t c = threadIdx.x; c < n; c += blockDim.x) {
+    const double x = logit(c);
+    mx = x > mx ? x : mx;
+  }
+  mx = block_fold(mx, true);
+  for (int64_t c = threadIdx.x; c < n; c += blockDim.x) sum += exp(logit(c) - mx);
+  sum = block_fold(sum, false);
+  for (int64_t c = c0 + threadIdx.x; c < c1; c += blockDim.x) {
+    const float p = (float)(exp(logit(c) - mx) / sum);
+    scores[c - c0] = p > scores[c - c0] ? p : scores[c - c0];
+  }
+  __syncthreads();
+}
+
+// After chunk_scores over [c0, c1) of n landmarks: each head whose f32 softmax failed (inv[j] == 0,
+// head_inverse) scored in float64 into scores[c - c0]. q: the g heads' queries [g x d] (f32). By the
+// whole block; the heads that stand cost one look at inv.
+__device__ __forceinline__ void redo_failed_heads(const float* q, int g, int d, float scale, const void* landmarks, int dtype,
+                                                  int64_t n, int64_t c0, int64_t c1, const float* inv, float* scores) {
+  bool failed = false;
+  for (int j = 0; j < g; j++) failed = failed || inv[j] == 0.f;
+  if (!failed) return;
+  __syncthreads();  // chunk_scores' scores are in
+  for (int j = 0; j < g; j++)
+    if (inv[j] == 0.f) head_scores_f64(q + (size_t)j * d, d, scale, landmarks, dtype, n, c0, c1, scores);
 }
 
 // ---- top-k ----

@@ -58,7 +58,9 @@ static inline float vhsum(f32x4 a) { return (a.v[0] + a.v[1]) + (a.v[2] + a.v[3]
 
 // ---- exp ----
 // exp(x) by range reduction x = n ln2 + r and a degree-5 polynomial for e^r (Cephes expf, ~2 ulp);
-// exactly 0 below -87.3 (so masked -inf logits stay masked), inputs above 88.3 clamp.
+// exactly 0 below -87.3 (so masked -inf logits stay masked), inputs above 88.3 clamp. NaN stays NaN,
+// as in the SIMD lanes: a NaN logit of finite inputs (products of +-Infinity in f32) must reach the
+// sums, whose finiteness check then redoes that query or head in float64.
 enum { EXP_POLY_TERMS = 6 };
 static const float EXP_POLY[EXP_POLY_TERMS] = {1.9875691500e-4f, 1.3981999507e-3f, 8.3334519073e-3f,
                                                4.1665795894e-2f, 1.6666665459e-1f, 5.0000001201e-1f};
@@ -66,7 +68,7 @@ static const float EXP_LO = -87.3f, EXP_HI = 88.3f, LOG2E = 1.44269504089f;
 static const float LN2_HI = 0.693359375f, LN2_LO = -2.12194440e-4f;
 
 static inline float exp_poly(float x) {
-  if (!(x >= EXP_LO)) return 0.f;  // also NaN-free for -inf
+  if (!(x >= EXP_LO)) return x == x ? 0.f : x;
   if (x > EXP_HI) x = EXP_HI;
   float n = __builtin_roundf(x * LOG2E);
   float r = x - n * LN2_HI - n * LN2_LO;

@@ -47,6 +47,24 @@ function inputs(s: ModelSpec, dtype: DType, S: number, steps: number, x: Scales,
   return { prompt, tokens, S };
 }
 
+/**
+ * Queries 1e20 in dims 3 and 4 (every head, prompt and steps) and prompt key `key` 1e20 and -0.98e20
+ * there: that key's f32 products with every query are +-Infinity (a NaN logit), while in float64 its
+ * logit, 2% of 1e40, is the largest, so every query from position `key` on attends it alone.
+ */
+function nanLogit(s: ModelSpec, dtype: DType, run: ReturnType<typeof inputs>, key: number): ReturnType<typeof inputs> {
+  const d = s.headDim;
+  const edit = (x: Input, per: number, f: (t: number, row: Float64Array) => void) => {
+    for (let r = 0; r < x.f64.length / d; r++) f(r % per, x.f64.subarray(r * d, (r + 1) * d));
+    Object.assign(x, makeTensor(x.f64, [...x.t.shape], dtype));
+  };
+  const queries = (x: Input, per: number) => edit(x, per, (_, row) => row.fill(1e20, 3, 5));
+  queries(run.prompt.q, run.S);
+  edit(run.prompt.k, run.S, (t, row) => t === key && row.set([1e20, -0.98e20], 3));
+  run.tokens.forEach((x) => queries(x.q, 1));
+  return run;
+}
+
 type Reference = Pick<OracleFullKV, 'prefill' | 'decode'>;
 
 /** An oracle's outputs, computed on the first run and replayed to every later one (a long prompt's took seconds). */
@@ -94,6 +112,18 @@ forEachEnv('numerics: finite inputs whose f32 intermediates overflow', (env) => 
     await attendAll(env, spec, { q: 1e25, k: 1e25, v: 1 });
   });
 
+  // Queries 1e20 and key 68 with 1e20 and -0.98e20 in the same two dims (nanLogit): its f32 products
+  // are +Infinity and -Infinity, its logit NaN among finite ones, which the wasm runtime's scalar exp
+  // (the last n % 4 keys of a block: 68 of the first decode step's 64-70) took to 0, dropping the key,
+  // though in float64 its logit (2% of 1e40) is the largest.
+  it('a NaN logit among finite ones (products of ±1e40 that nearly cancel): every policy matches the oracle', async () => {
+    for (const [policy, options] of ATTEND_ALL) {
+      const cache = await createCache({ spec, policy: policy as 'full', dtype: env.dtype, backend: env.backend, maxTokens: 128, options: options as never });
+      within(compare(cache, new OracleFullKV(spec, 1), nanLogit(spec, env.dtype, inputs(spec, env.dtype, 70, 3, { q: 1, k: 1, v: 1 }), 68)), env, policy);
+      cache.dispose();
+    }
+  });
+
   // Attention scale 100 takes a query of 1e37 past FLT_MAX before any product.
   it('spec.scale 100 with queries ~1e37 and keys ~1: matches the oracle', async () => {
     await attendAll(env, { ...spec, scale: 100 }, { q: 1e37, k: 1, v: 1 }, 20);
@@ -120,6 +150,14 @@ forEachEnv('numerics: f32 overflow in the CUDA kernels of common shapes', (env) 
       cache.dispose();
     }
   }, 60_000);
+
+  it('a NaN logit among finite ones at key 1000 of a 1536-token prompt at d 128 (nanLogit): full matches the oracle', async () => {
+    const wide: ModelSpec = { layers: 1, queryHeads: 4, kvHeads: 1, headDim: 128, rope: { theta: 1e12 } };
+    const run = nanLogit(wide, env.dtype, inputs(wide, env.dtype, 1536, 2, { q: 1, k: 1, v: 1 }, 17, true), 1000);
+    const cache = await createCache({ spec: wide, policy: 'full', dtype: env.dtype, backend: env.backend, maxTokens: 1600 });
+    within(compare(cache, new OracleFullKV(wide, 1), run), env, 'full');
+    cache.dispose();
+  }, 60_000);
 }, (e) => e.name.startsWith('cuda-') && e.dtype !== 'f16');
 
 forEachEnv('numerics: a query RoPE would take past f32', (env) => {
@@ -141,20 +179,30 @@ forEachEnv('numerics: a query RoPE would take past f32', (env) => {
   });
 }, (e) => e.dtype !== 'f16');
 
-// Landmark scores (softmax over chunks) of q ~ 1e25 were NaN for every chunk, so the selection took
-// whatever the NaN ordering gave; keys ~1e25 overflowed their f32 squared norms, so every outlier
-// cosine was 0 or NaN. (f32 only: bf16 rounds post-RoPE keys, which the oracle does not, and past f32
-// a softmax is an argmax, which that rounding moves among near-ties. The queries' case on wasm only:
-// the CUDA kernels keep landmark scores in f32, docs/cuda.md.)
+// Keys ~1e25 overflowed their f32 squared norms, so every outlier cosine was 0 or NaN; queries and
+// keys ~1e20 take every landmark logit past FLT_MAX (+-Infinity, or NaN where products of both signs
+// meet), whose f32 softmax was NaN for every chunk, so the selection took whatever the NaN ordering
+// gave (a failed head is now scored in float64). Queries ~1e25 alone keep the logits finite, a
+// softmax that is an argmax. (f32 only: bf16 rounds post-RoPE keys, which the oracle does not, and
+// past f32 a softmax is an argmax, which that rounding moves among near-ties.)
 forEachEnv('numerics: sparse selection past f32', (env) => {
-  const cases = [{ q: 1, k: 1e25, v: 1 }, ...(env?.backend === 'wasm' ? [{ q: 1e25, k: 1, v: 1 }] : [])];
-  it(`sparse shadowkv with ${cases.map((x) => (x.q > 1 ? 'q' : 'keys')).join(' and with ')} ~1e25: the oracle's chunks are selected and outputs match`, async () => {
+  const cases = [{ q: 1, k: 1e25, v: 1 }, { q: 1e25, k: 1, v: 1 }, { q: 1e20, k: 1e20, v: 1 }];
+  // CUDA scores and selects in one of three ways (SHADOWKV_CUDA_SELECT_BLOCKS, read when a device is
+  // made): the default, one block a kv head (devices without clusters), a cluster of 4 with its slice
+  // of the logits in shared memory or not; each redoes a failed head in float64 itself.
+  const plans = env?.backend === 'cuda' ? ['', '1', '4', '4 SHADOWKV_CUDA_SELECT_NEAR=0'] : [''];
+  it.each(plans)('sparse shadowkv with keys ~1e25, queries ~1e25, and both ~1e20: the oracle\'s chunks are selected and outputs match (plan %o)', async (plan) => {
     for (const x of cases) {
+      const [blocks, near] = plan.split(' ');
+      if (blocks) process.env.SHADOWKV_CUDA_SELECT_BLOCKS = blocks;
+      if (near) process.env.SHADOWKV_CUDA_SELECT_NEAR = near.split('=')[1];
       const cache = (await createCache({ spec, policy: 'shadowkv', dtype: env.dtype, backend: env.backend, maxTokens: 128, options: SPARSE })) as ShadowKVCache;
+      delete process.env.SHADOWKV_CUDA_SELECT_BLOCKS;
       const oracle = new OracleShadowKV(spec, SPARSE, 1);
       const errors = compare(cache, oracle, inputs(spec, env.dtype, 70, 3, x, 5, true), (step) => {
         for (let h = 0; h < spec.kvHeads; h++) expect(cache.selection(0, 0, h), `q ${x.q}, k ${x.k}: step ${step}, head ${h}`).toEqual(oracle.lastSelection(0, h));
       });
+      delete process.env.SHADOWKV_CUDA_SELECT_NEAR;
       within(errors, env, `q ${x.q}, k ${x.k}`);
       cache.dispose();
     }

@@ -40,7 +40,9 @@ static __device__ __forceinline__ void attend_f64(const float* q, int d, float s
     locate(segs, nseg, key, &k, &v, esize);
     double acc = 0.0;
     for (int e = lane; e < d; e += 32) acc = fma((double)q[e], (double)load_f32_cg(k, kv_dtype, e), acc);
-    return (double)scale * warp_sum(acc);
+    // NOTE: rounded here (__dmul_rn): contracted into the later `logit - mx` (an fma), the max's own
+    // logit came out ~1e24 from mx at logits of ~1e40, and exp of it Infinity (an H100 gave NaN outputs).
+    return __dmul_rn((double)scale, warp_sum(acc));
   };
   // 1. The max logit and the sum of exp(logit - max), online.
   double mx = -INFINITY, sum = 0.0;

@@ -157,7 +157,7 @@ __device__ __forceinline__ void head_scores_f64(const float* q, int d, float sca
     double acc = 0.0;
 #pragma unroll 1
     for (int e = 0; e < d; e++) acc = fma((double)q[e], (double)load_f32(landmarks, dtype, (size_t)c * d + e), acc);
-    return (double)scale * acc;
+    return __dmul_rn((double)scale, acc);  // NOTE: not contracted into `logit - mx` (attend_f64.cuh says why)
   };
   // The block's fold of v (every thread's), to every thread.
   auto block_fold = [&](double v, bool max) {

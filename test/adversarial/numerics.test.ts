@@ -186,8 +186,8 @@ forEachEnv('numerics: a query RoPE would take past f32', (env) => {
 // softmax that is an argmax. (f32 only: bf16 rounds post-RoPE keys, which the oracle does not, and
 // past f32 a softmax is an argmax, which that rounding moves among near-ties.)
 forEachEnv('numerics: sparse selection past f32', (env) => {
-  // NOTE: the q, k ~1e20 case on wasm only for now: on an H100 the CUDA prefill of this cache did not
-  // return (bench/NOTES.md v56, Next v57 item 1: open, its cause not yet traced).
+  // NOTE: the q, k ~1e20 case on wasm only for now: on an H100 the CUDA creation or prefill of such a
+  // cache did not return (bench/NOTES.md v56, Next v57 item 1: open, its cause not yet traced).
   const cases = [{ q: 1, k: 1e25, v: 1 }, { q: 1e25, k: 1, v: 1 }, ...(env?.backend === 'wasm' ? [{ q: 1e20, k: 1e20, v: 1 }] : [])];
   // CUDA scores and selects in one of three ways (SHADOWKV_CUDA_SELECT_BLOCKS, read when a device is
   // made): the default, one block a kv head (devices without clusters), a cluster of 4 with its slice

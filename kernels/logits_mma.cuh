@@ -135,12 +135,35 @@ __device__ __forceinline__ void logits_group_mma(const float* q, int j0, int gj,
   // (48 a thread at d 128) they left the kernel at its 128-register cap with spills (bench/NOTES.md
   // v36). Written before the first tile's barrier.
   __shared__ uint2 frag[KS][3][32];
+  // Each head's queries enter the tensor cores scaled by 2^-s, so that max |q| 2^-s < 2^-6: then no
+  // product with a bf16 landmark (< 2^128) nor a k-step's sum of 16 reaches 2^126, and the adds, which
+  // round toward zero, never saturate at FLT_MAX. NOTE: unscaled, a product past FLT_MAX would
+  // saturate, and two of opposite sign cancel to a finite, wrong logit that no overflow check sees
+  // (what cuda-bf16 showed on an H100, bench/NOTES.md v56). The epilogue multiplies by up[head] = scale 2^s: a power of two scales the exact products and
+  // every rounding with them, so a logit that does not overflow keeps the unscaled path's bits (away
+  // from subnormal products).
+  __shared__ float down[LOGIT_MMA_HEADS], up[LOGIT_MMA_HEADS];
+  for (int hn = warp; hn < LOGIT_MMA_HEADS; hn += warps) {
+    float m = 0.f;
+    if (hn < gj)
+      for (int e = lane; e < D; e += 32) m = fmaxf(m, fabsf(q[(size_t)(j0 + hn) * D + e]));
+    m = warp_max(m);
+    if (lane == 0) {
+      int ex = 0;
+      frexpf(m, &ex);  // m < 2^ex; the caller keeps |q| below 1e30, so s <= 106
+      const int sh = m > 0.f && ex + 6 > 0 ? ex + 6 : 0;
+      down[hn] = __int_as_float((127 - sh) << 23);
+      up[hn] = scale * __int_as_float((127 + sh) << 23);
+    }
+  }
+  __syncthreads();
   for (int i = threadIdx.x; i < KS * 32; i += blockDim.x) {
     const int ks = i / 32, l = i % 32, hn = l / 4, e = ks * 16 + (l % 4) * 2;
     uint32_t part[3][2];
 #pragma unroll
     for (int h = 0; h < 2; h++) {
-      const float x = hn < gj ? q[(size_t)(j0 + hn) * D + e + 8 * h] : 0.f, y = hn < gj ? q[(size_t)(j0 + hn) * D + e + 8 * h + 1] : 0.f;
+      const float x = hn < gj ? q[(size_t)(j0 + hn) * D + e + 8 * h] * down[hn] : 0.f,
+                  y = hn < gj ? q[(size_t)(j0 + hn) * D + e + 8 * h + 1] * down[hn] : 0.f;
       split3_bf16x2(x, y, part[0][h], part[1][h], part[2][h]);
     }
 #pragma unroll
@@ -178,7 +201,7 @@ __device__ __forceinline__ void logits_group_mma(const float* q, int j0, int gj,
       for (int i = 0; i < 4; i++) {
         const int row = m0 + lane / 4 + (i >= 2 ? 8 : 0), head = (lane % 4) * 2 + i % 2;
         if (row < rn && head < gj) {
-          const float s = acc[i] * scale;
+          const float s = acc[i] * up[head];
           logits[(size_t)(j0 + head) * ld + r0 + row] = s;
           mx[i % 2] = s > mx[i % 2] ? s : mx[i % 2];
         }

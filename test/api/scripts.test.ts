@@ -158,6 +158,8 @@ describe('shell scripts refuse what they do not take, before any work', () => {
       ['bench/gpu/kernels/build.sh', ['x'], /^bench\/gpu\/kernels\/build\.sh: takes no arguments/],
       ['scripts/gpu/variants.sh', ['--ncu'], /^scripts\/gpu\/variants\.sh: unknown arguments '--ncu'/],
       ['scripts/gpu/build-ref.sh', [], /^scripts\/gpu\/build-ref\.sh: REF is missing/],
+      ['scripts/gpu/op-trace.sh', ['half'], /^scripts\/gpu\/op-trace\.sh: seconds must be a whole number, got 'half'\nusage: bash scripts\/gpu\/op-trace\.sh/],
+      ['scripts/gpu/op-trace.sh', ['30', 'f64'], /^scripts\/gpu\/op-trace\.sh: dtype must be f32, f16 or bf16, got 'f64'/],
     ];
     for (const [script, args, message] of cases) {
       const tools = stubTools();

@@ -48,9 +48,12 @@ function inputs(s: ModelSpec, dtype: DType, S: number, steps: number, x: Scales,
 }
 
 /**
- * Queries 1e20 in dims 3 and 4 (every head, prompt and steps) and prompt key `key` 1e20 and -0.98e20
- * there: that key's f32 products with every query are +-Infinity (a NaN logit), while in float64 its
- * logit, 2% of 1e40, is the largest, so every query from position `key` on attends it alone.
+ * Queries 1e20 in dims d/2 - 2 and d/2 - 1 (every head, prompt and steps) and prompt key `key` 1e20
+ * and -0.98e20 there: that key's f32 products with every query are +-Infinity (a NaN logit), while in
+ * float64 its logit, 2% of 1e40, is the largest, so every query from position `key` on attends it
+ * alone. NOTE: those dims are in the slowest pairs RoPE turns (half style, theta 1e12: < 1e-7 rad
+ * over these positions); in dims 3 and 4 at d 128 a turn of ~0.27 rad a position broke the 2% left,
+ * and f32 cancellation, no overflow, made the outputs wrong on both runtimes.
  */
 function nanLogit(s: ModelSpec, dtype: DType, run: ReturnType<typeof inputs>, key: number): ReturnType<typeof inputs> {
   const d = s.headDim;
@@ -58,9 +61,9 @@ function nanLogit(s: ModelSpec, dtype: DType, run: ReturnType<typeof inputs>, ke
     for (let r = 0; r < x.f64.length / d; r++) f(r % per, x.f64.subarray(r * d, (r + 1) * d));
     Object.assign(x, makeTensor(x.f64, [...x.t.shape], dtype));
   };
-  const queries = (x: Input, per: number) => edit(x, per, (_, row) => row.fill(1e20, 3, 5));
+  const queries = (x: Input, per: number) => edit(x, per, (_, row) => row.fill(1e20, d / 2 - 2, d / 2));
   queries(run.prompt.q, run.S);
-  edit(run.prompt.k, run.S, (t, row) => t === key && row.set([1e20, -0.98e20], 3));
+  edit(run.prompt.k, run.S, (t, row) => t === key && row.set([1e20, -0.98e20], d / 2 - 2));
   run.tokens.forEach((x) => queries(x.q, 1));
   return run;
 }

@@ -82,8 +82,13 @@ async function cycles(body: (i: number, made: WeakRef<object>[]) => Promise<void
   const made: WeakRef<object>[] = [];
   for (let i = 0; i < N; i++) await body(i, made);
   expect(devices.slice(first).filter((t) => !t.disposed).length).toBe(0);
-  await new Promise((resolve) => setTimeout(resolve, 0));
-  gc();
+  // NOTE: up to three collections, each after a turn of the event loop: one left a restored cache
+  // alive in a fresh clone's full run under load (1 of 200), and the next turn's gc() is what tells
+  // a leak, which survives them all, from an object a pending job still held.
+  for (let k = 0; k < 3 && made.some((r) => r.deref() !== undefined); k++) {
+    await new Promise((resolve) => setTimeout(resolve, 0));
+    gc();
+  }
   expect(made.filter((r) => r.deref() !== undefined).length).toBe(0);
 }
 

@@ -246,6 +246,20 @@ __device__ __forceinline__ float warp_max(float v) {
   return v;
 }
 
+// op(...op(v_0, v_1)...) of every thread's v over the whole block (blockDim.x a multiple of 32, at
+// most 1024), returned to every thread: within each warp by shuffles, then the warps' results in
+// order. red: shared [32]. Ends with the block synchronized.
+template <typename T, typename Op>
+__device__ __forceinline__ T block_fold(T v, Op op, T* red) {
+  for (int o = 16; o > 0; o >>= 1) v = op(v, __shfl_xor_sync(0xffffffffu, v, o));
+  if (threadIdx.x % 32 == 0) red[threadIdx.x / 32] = v;
+  __syncthreads();
+  v = red[0];
+  for (int w = 1; w < (int)blockDim.x / 32; w++) v = op(v, red[w]);
+  __syncthreads();
+  return v;
+}
+
 // exp(x) by range reduction and the degree-5 polynomial of runtime/wasm/simd.h (Cephes expf);
 // exactly 0 below -87.3, inputs above 88.3 clamp, NaN stays NaN (as there: an overflowed logit must
 // reach the sums, whose finiteness check then redoes the query or head in float64).

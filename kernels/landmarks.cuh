@@ -12,19 +12,14 @@ enum { LANDMARK_THREADS = 128 };
 // gets it).
 template <typename Row>
 __device__ __forceinline__ float cosine_f64(const float* L, Row k, int d) {
-  __shared__ double red[3][32];
+  __shared__ double red[32];
   double ab = 0.0, aa = 0.0, bb = 0.0;
   for (int j = threadIdx.x; j < d; j += blockDim.x) {
     const double a = L[j], b = k(j);
     ab += a * b, aa += a * a, bb += b * b;
   }
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  ab = warp_sum(ab), aa = warp_sum(aa), bb = warp_sum(bb);
-  if (lane == 0) red[0][warp] = ab, red[1][warp] = aa, red[2][warp] = bb;
-  __syncthreads();
-  ab = aa = bb = 0.0;
-  for (int w = 0; w < (int)blockDim.x / 32; w++) ab += red[0][w], aa += red[1][w], bb += red[2][w];
-  __syncthreads();
+  const auto plus = [](double x, double y) { return x + y; };
+  ab = block_fold(ab, plus, red), aa = block_fold(aa, plus, red), bb = block_fold(bb, plus, red);
   const double denom = sqrt(aa) * sqrt(bb);
   return (float)(ab / (denom > 1e-30 ? denom : 1e-30));
 }

@@ -139,9 +139,9 @@ __device__ __forceinline__ void logits_group_mma(const float* q, int j0, int gj,
   // product with a bf16 landmark (< 2^128) nor a k-step's sum of 16 reaches 2^126, and the adds, which
   // round toward zero, never saturate at FLT_MAX. NOTE: unscaled, a product past FLT_MAX would
   // saturate, and two of opposite sign cancel to a finite, wrong logit that no overflow check sees
-  // (what cuda-bf16 showed on an H100, bench/NOTES.md v56). The epilogue multiplies by up[head] = scale 2^s: a power of two scales the exact products and
-  // every rounding with them, so a logit that does not overflow keeps the unscaled path's bits (away
-  // from subnormal products).
+  // (what cuda-bf16 showed on an H100, bench/NOTES.md v56). The epilogue multiplies by up[head] =
+  // scale 2^s: a power of two scales the exact products and every rounding with them, so a logit that
+  // does not overflow keeps the unscaled path's bits (away from subnormal products).
   __shared__ float down[LOGIT_MMA_HEADS], up[LOGIT_MMA_HEADS];
   for (int hn = warp; hn < LOGIT_MMA_HEADS; hn += warps) {
     float m = 0.f;

@@ -148,8 +148,8 @@ __device__ __forceinline__ void chunk_scores(const float* logits, int64_t ld, in
 // scale q·L in float64 (|q·L| <= d FLT_MAX^2 fits) over all n landmarks [n x d] (dtype), q [d] f32;
 // scores[c - c0] = max(scores[c - c0], p_c) for c in [c0, c1). By the whole block (a multiple of 32
 // threads), one landmark a thread; each block that holds a slice of the scores takes the head's max
-// and sum itself. NOTE: not inlined, so that the kernels' fast path keeps its registers; slow (two
-// passes over the landmarks in float64), which only inputs no model produces pay.
+// and sum itself. NOTE: slow (two passes over the landmarks in float64), which only inputs no model
+// produces pay; inlined (a call cost the select cluster 92-99 registers where it has 64).
 __device__ __forceinline__ void head_scores_f64(const float* q, int d, float scale, const void* landmarks, int dtype, int64_t n,
                                              int64_t c0, int64_t c1, float* scores) {
   __shared__ double red[32];
@@ -159,27 +159,14 @@ __device__ __forceinline__ void head_scores_f64(const float* q, int d, float sca
     for (int e = 0; e < d; e++) acc = fma((double)q[e], (double)load_f32(landmarks, dtype, (size_t)c * d + e), acc);
     return __dmul_rn((double)scale, acc);  // NOTE: not contracted into `logit - mx` (attend_f64.cuh says why)
   };
-  // The block's fold of v (every thread's), to every thread.
-  auto block_fold = [&](double v, bool max) {
-    for (int o = 16; o > 0; o >>= 1) {
-      const double w = __shfl_xor_sync(0xffffffffu, v, o);
-      v = max ? (w > v ? w : v) : v + w;
-    }
-    if (threadIdx.x % 32 == 0) red[threadIdx.x / 32] = v;
-    __syncthreads();
-    v = red[0];
-    for (int w = 1; w < (int)blockDim.x / 32; w++) v = max ? (red[w] > v ? red[w] : v) : v + red[w];
-    __syncthreads();
-    return v;
-  };
   double mx = -INFINITY, sum = 0.0;
   for (int64_t c = threadIdx.x; c < n; c += blockDim.x) {
     const double x = logit(c);
     mx = x > mx ? x : mx;
   }
-  mx = block_fold(mx, true);
+  mx = block_fold(mx, [](double m, double x) { return x > m ? x : m; }, red);
   for (int64_t c = threadIdx.x; c < n; c += blockDim.x) sum += exp(logit(c) - mx);
-  sum = block_fold(sum, false);
+  sum = block_fold(sum, [](double t, double x) { return t + x; }, red);
   for (int64_t c = c0 + threadIdx.x; c < c1; c += blockDim.x) {
     const float p = (float)(exp(logit(c) - mx) / sum);
     scores[c - c0] = p > scores[c - c0] ? p : scores[c - c0];

@@ -19,6 +19,9 @@ need_count() {  # need_count "$@": like need_value, and the value must be a whol
   need_value "$@"
   [[ "$2" =~ ^[0-9]+$ ]] || usage_error "$1 takes a whole number, got '$2'"
 }
+need_positive() {  # need_positive <what> <value>: a positional whole number from 1, else refused naming <what>
+  [[ "$2" =~ ^[1-9][0-9]*$ ]] || usage_error "$1 must be a whole number, got '$2'"
+}
 unknown_arg() {  # unknown_arg <argument>
   usage_error "unknown argument '$1'"
 }

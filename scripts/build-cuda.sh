@@ -14,7 +14,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 usage="bash scripts/build-cuda.sh [jobs]"
 . scripts/args.sh
 [ $# -le 1 ] || usage_error "takes one argument at most, got '$*'"
-[[ "${1:-2}" =~ ^[1-9][0-9]*$ ]] || usage_error "jobs must be a whole number, got '$1'"
+need_positive jobs "${1:-2}"
 JOBS="${1:-2}"
 export CMAKE_BUILD_PARALLEL_LEVEL="$JOBS"
 command -v nvcc >/dev/null || export CUDACXX="${CUDACXX:-/usr/local/cuda/bin/nvcc}"

@@ -9,7 +9,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 usage="bash scripts/gpu/op-trace.sh [seconds per case] [f32 | f16 | bf16]"
 . scripts/args.sh
 [ $# -le 2 ] || usage_error "takes two arguments at most, got '$*'"
-[[ "${1:-30}" =~ ^[1-9][0-9]*$ ]] || usage_error "seconds must be a whole number, got '$1'"
+need_positive seconds "${1:-30}"
 [[ "${2:-f32}" =~ ^(f32|f16|bf16)$ ]] || usage_error "dtype must be f32, f16 or bf16, got '$2'"
 . scripts/gpu/env.sh
 need_tsx op-trace

@@ -237,12 +237,12 @@ __device__ __forceinline__ double warp_sum(double v) {
   return v;
 }
 
-// NOTE: NaN-tolerant like the wasm loops (`x > m ? x : m`): a NaN never becomes the max.
+// The max of the warp's v, the same in every lane; NaN only where every v is NaN. NOTE: fmaxf,
+// not `w > v ? w : v`: a lane whose own v was NaN kept it through every round, so the lanes
+// disagreed, and a branch on the max (online_softmax.cuh: whether anything is visible yet) sent
+// some lanes past the next full-warp shuffle: the kernel hung (q, k ~1e20 on an H100).
 __device__ __forceinline__ float warp_max(float v) {
-  for (int o = 16; o > 0; o >>= 1) {
-    float w = __shfl_xor_sync(0xffffffffu, v, o);
-    v = w > v ? w : v;
-  }
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
   return v;
 }
 

@@ -17,7 +17,21 @@ if (!file || !(Number(qs) > 0) || !(Number(ks) > 0)) {
 writeFileSync(file, '');
 const log = (line: string) => appendFileSync(file, line + '\n');
 const { backend: instance } = await resolveBackend(backend);
-const proto = Object.getPrototypeOf(instance.createDevice()) as Record<string, unknown>;
+const probe = instance.createDevice();
+const proto = Object.getPrototypeOf(probe) as Record<string, unknown>;
+// On cuda the addon's own functions too (the device's `x`), so that a call that does not return is
+// named inside the method that made it.
+const addon = backend === 'cuda' ? (probe as unknown as { x: Record<string, unknown> }).x : undefined;
+for (const name of Object.keys(addon ?? {})) {
+  const f = addon![name];
+  if (typeof f !== 'function') continue;
+  addon![name] = (...args: unknown[]) => {
+    log(`  > x.${name}`);
+    const r = (f as (...a: unknown[]) => unknown)(...args);
+    log(`  < x.${name}`);
+    return r;
+  };
+}
 for (const name of Object.getOwnPropertyNames(proto)) {
   const f = Object.getOwnPropertyDescriptor(proto, name)?.value;  // methods only, not getters
   if (name === 'constructor' || typeof f !== 'function') continue;

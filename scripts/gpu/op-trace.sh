@@ -2,7 +2,7 @@
 # The stall of bench/NOTES.md v56 on the GPU machine: bench/gpu/opTrace.ts for each (q scale, k scale)
 # in its own process under a timeout, with SHADOWKV_CUDA_SYNC=1, so that each trace's last lines name
 # the op that did not return. Expects what `bash scripts/gpu/pack.sh` put in .gpu/ (carry: [".gpu"]).
-# Writes $OUT/trace-Q-K.txt (./ without $OUT) and prints each one's last lines.
+# Writes $OUT/trace-Q-K.txt (./ without $OUT) and prints each one's last lines (addr left out).
 # Usage: bash scripts/gpu/op-trace.sh [seconds per case, default 30] [dtype, default f32]
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
@@ -20,5 +20,5 @@ for c in 1e20,1e20 1e20,1 1,1e20 1e25,1e25; do
   q=${c%,*} k=${c#*,} f="$out/trace-$q-$k.txt"
   timeout "${1:-30}" node node_modules/tsx/dist/cli.mjs bench/gpu/opTrace.ts "$f" "$q" "$k" cuda "${2:-f32}" > "$f.log" 2>&1
   echo "== q $q, k $k: rc $? (124: timed out)"
-  grep -v '^<' "$f" | tail -3
+  grep -v ' addr$' "$f" | tail -4
 done

@@ -78,3 +78,50 @@ forEachEnv('sparseAttention', (env) => {
     expect(relError(get(device, out), want.flatMap((r) => [...r]))).toBeLessThan(1e-5);
   });
 });
+
+// Finite queries and keys whose f32 logits overflow (q, k ~1e20: products of 1e40, each logit ±Infinity
+// or NaN): every query vector is redone in float64, as the oracle computes. On CUDA such a tile's NaN
+// logits once made the lanes of a warp disagree on its max, and the kernel hung (bench/NOTES.md v57).
+forEachEnv('attention: logits past f32', (env) => {
+  const big = (n: number, rand: () => number) => Float64Array.from(randn(n, rand), (x) => Math.fround(x * 1e20));
+  it.each([
+    [2, 16, 70, 0],
+    [1, 64, 40, 33],
+    [4, 128, 37, 0],
+    // 2^30 multiply-adds: CUDA's bf16 prefill takes the tensor cores (FlashCausal) from here
+    ...(env.backend === 'cuda' ? [[1, 64, 4096, 0]] : []),
+  ])('causal: g=%i d=%i, %i queries after %i earlier tokens, q and k ~1e20', (g, d, Sq, offset) => {
+    const device = env.instance.createDevice();
+    const rand = rng(7 * Sq + d);
+    const Sk = offset + Sq;
+    const q = big(g * Sq * d, rand);
+    const k = rounded(big(Sk * d, rand), env.dtype);
+    const v = rounded(randn(Sk * d, rand), env.dtype);
+    const out = zerosOn(device, g * Sq * d, 'f32');
+    const scale = 1 / Math.sqrt(d);
+    device.causalAttention(at(put(device, q, 'f32')), g, Sq, d, scale, offset, at(put(device, k, env.dtype)), at(put(device, v, env.dtype)), at(out));
+    const want = Array.from({ length: g }, (_, j) => causalAttention(rows(q, Sq, d, d, j * Sq * d), rows(k, Sk, d), rows(v, Sk, d), scale, offset)).flat(2);
+    expect(relError(get(device, out), want.flatMap((r) => [...r]))).toBeLessThan(1e-5);
+  });
+  it.each([
+    [2, 16, [40, 30]],
+    [4, 128, [1, 100]],
+  ])('g=%i d=%i segments %j, q and k ~1e20', (g, d, sizes) => {
+    const device = env.instance.createDevice();
+    const rand = rng(g * d);
+    const q = big(g * d, rand);
+    const keys: Float64Array[] = [];
+    const values: Float64Array[] = [];
+    const segments: Segment[] = sizes.map((n) => {
+      const k = rounded(big(n * d, rand), env.dtype);
+      const v = rounded(randn(n * d, rand), env.dtype);
+      keys.push(...rows(k, n, d));
+      values.push(...rows(v, n, d));
+      return { k: at(put(device, k, env.dtype)), v: at(put(device, v, env.dtype)), n, ld: d };
+    });
+    const out = zerosOn(device, g * d, 'f32');
+    device.sparseAttention(at(put(device, q, 'f32')), g, d, 1 / Math.sqrt(d), segments, at(out));
+    const want = rows(q, g, d).flatMap((qj) => [...sparseAttention(qj, keys, values, 1 / Math.sqrt(d))]);
+    expect(relError(get(device, out), want)).toBeLessThan(1e-5);
+  });
+}, (e) => e.dtype !== 'f16'); // f16 keys cannot hold 1e20

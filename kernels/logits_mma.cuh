@@ -6,6 +6,7 @@
 // the running f32 sum (the tensor cores round their own adds toward zero). The SIMT path was bound
 // by its arithmetic (8 lanes per landmark and shuffles: 1.6 TB/s at 4 x 128K on an H200).
 #pragma once
+#include <float.h>
 #include "common.cuh"
 #include "mma.cuh"
 
@@ -142,7 +143,11 @@ __device__ __forceinline__ void logits_group_mma(const float* q, int j0, int gj,
   // (what cuda-bf16 showed on an H100, bench/NOTES.md v56). The epilogue multiplies by up[head] =
   // scale 2^s: a power of two scales the exact products and every rounding with them, so a logit that
   // does not overflow keeps the unscaled path's bits (away from subnormal products).
-  __shared__ float down[LOGIT_MMA_HEADS], up[LOGIT_MMA_HEADS];
+  // And the scaling hides an overflow the f32 path would have had, whose float64 redo the head then
+  // needs: a row L whose max |L_i| passes lim[head] = FLT_MAX / (D max |q|) could make a product or a
+  // partial sum pass FLT_MAX, so its logit is NaN, which fails the head's softmax (head_inverse) and
+  // scores it in float64. No model's logits come near (it takes |q| |L| > 2^120 at d 128).
+  __shared__ float down[LOGIT_MMA_HEADS], up[LOGIT_MMA_HEADS], lim[LOGIT_MMA_HEADS];
   for (int hn = warp; hn < LOGIT_MMA_HEADS; hn += warps) {
     float m = 0.f;
     if (hn < gj)
@@ -154,6 +159,7 @@ __device__ __forceinline__ void logits_group_mma(const float* q, int j0, int gj,
       const int sh = m > 0.f && ex + 6 > 0 ? ex + 6 : 0;
       down[hn] = __int_as_float((127 - sh) << 23);
       up[hn] = scale * __int_as_float((127 + sh) << 23);
+      lim[hn] = m > 0.f ? FLT_MAX / (D * m) : INFINITY;
     }
   }
   __syncthreads();
@@ -182,11 +188,14 @@ __device__ __forceinline__ void logits_group_mma(const float* q, int j0, int gj,
     // NOTE: rows past rn hold an older tile's bytes; their outputs are never stored.
     for (int m0 = warp * 16; m0 < rn; m0 += warps * 16) {
       float acc[4] = {0.f, 0.f, 0.f, 0.f};
+      uint32_t big[2] = {0u, 0u};  // |L| bits (bf16x2) of rows m0 + lane / 4 (+ 8), this lane's dims
       const int arow = m0 + lane % 8 + 8 * ((lane / 8) % 2);
 #pragma unroll
       for (int ks = 0; ks < KS; ks++) {
         uint32_t a[4];
         skv_mma::ldsm_x4(a, reinterpret_cast<const uint16_t*>(tile + arow * ROW_BYTES + logits_swizzle(arow, ks * 2 + lane / 16) * 16));
+        big[0] = __vimax3_u16x2(big[0], a[0] & 0x7fff7fffu, a[2] & 0x7fff7fffu);  // finite bf16 magnitudes order like their bits
+        big[1] = __vimax3_u16x2(big[1], a[1] & 0x7fff7fffu, a[3] & 0x7fff7fffu);
         float c[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
         for (int p = 2; p >= 0; p--) {  // the smallest part first
@@ -196,12 +205,19 @@ __device__ __forceinline__ void logits_group_mma(const float* q, int j0, int gj,
 #pragma unroll
         for (int i = 0; i < 4; i++) acc[i] = __fadd_rn(acc[i], c[i]);
       }
+      float lmax[2];  // max |L_i| of the two rows, over the quad of lanes that shares them
+#pragma unroll
+      for (int r = 0; r < 2; r++) {
+        big[r] = __vmaxu2(big[r], __shfl_xor_sync(0xffffffffu, big[r], 1));
+        big[r] = __vmaxu2(big[r], __shfl_xor_sync(0xffffffffu, big[r], 2));
+        lmax[r] = __uint_as_float(max(big[r] & 0xffffu, big[r] >> 16) << 16);
+      }
       // acc[i]: row m0 + lane / 4 (+ 8 for i >= 2), head (lane % 4) * 2 + i % 2.
 #pragma unroll
       for (int i = 0; i < 4; i++) {
         const int row = m0 + lane / 4 + (i >= 2 ? 8 : 0), head = (lane % 4) * 2 + i % 2;
         if (row < rn && head < gj) {
-          const float s = acc[i] * up[head];
+          const float s = lmax[i / 2] > lim[head] ? NAN : acc[i] * up[head];
           logits[(size_t)(j0 + head) * ld + r0 + row] = s;
           mx[i % 2] = s > mx[i % 2] ? s : mx[i % 2];
         }

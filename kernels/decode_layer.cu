@@ -202,7 +202,8 @@ __global__ void __launch_bounds__(LOGIT_THREADS, 2) StepLogitsKernel(StepArgs a,
   }
   float* logits = ws_ptr<float>(a, a.at.logits) + (size_t)task * g * a.at.max_l;
   float* maxes = ws_ptr<float>(a, a.at.maxes) + ((size_t)task * LOGIT_MAX_BLOCKS + b0) * g;
-  landmark_logits(q, g, d, s.score_scale, landmarks, s.kv_dtype, L, nb, b0, b1, logits, a.at.max_l, maxes, red, stage, prefetched);
+  // Without the landmark magnitude guard of the scoring op (logits_mma.cuh: what it cost here).
+  landmark_logits<false>(q, g, d, s.score_scale, landmarks, s.kv_dtype, L, nb, b0, b1, logits, a.at.max_l, maxes, red, stage, prefetched);
 }
 
 // Scores over the logit blocks' ranges, in two passes of tasks x ranges blocks: each range's softmax

@@ -123,7 +123,7 @@ __device__ __forceinline__ void logits_range_max(float (&mx)[2], float* red, int
 // all the ranges, so a block that takes several ranges pays its pipeline's fill once. prefetched:
 // logits_mma_prefetch requested the first tiles. Called by a whole block; red: shared [warps *
 // LOGIT_MMA_HEADS].
-template <int D, int STAGES, int TILE_BYTES>
+template <int D, int STAGES, int TILE_BYTES, bool GUARD>
 __device__ __forceinline__ void logits_group_mma(const float* q, int j0, int gj, float scale, const void* landmarks, int64_t n,
                                                  int nb, int b0, int b1, float* logits, int64_t ld, float* maxes, int g,
                                                  float* red, char* stage, bool prefetched) {
@@ -144,9 +144,11 @@ __device__ __forceinline__ void logits_group_mma(const float* q, int j0, int gj,
   // scale 2^s: a power of two scales the exact products and every rounding with them, so a logit that
   // does not overflow keeps the unscaled path's bits (away from subnormal products).
   // And the scaling hides an overflow the f32 path would have had, whose float64 redo the head then
-  // needs: a row L whose max |L_i| passes lim[head] = FLT_MAX / (D max |q|) could make a product or a
-  // partial sum pass FLT_MAX, so its logit is NaN, which fails the head's softmax (head_inverse) and
-  // scores it in float64. No model's logits come near (it takes |q| |L| > 2^120 at d 128).
+  // needs. With GUARD, a row L whose max |L_i| passes lim[head] = FLT_MAX / (D max |q|) could make a
+  // product or a partial sum pass FLT_MAX, so its logit is NaN, which fails the head's softmax
+  // (head_inverse) and scores it in float64. No model's logits come near (it takes |q| |L| > 2^120
+  // at d 128). NOTE: the scoring op guards, the fused step does not: there the guard cost the logits
+  // stage 5 us of 66 at 4 x 128K on an H100, with masks or without (bench/NOTES.md v57).
   __shared__ float down[LOGIT_MMA_HEADS], up[LOGIT_MMA_HEADS], lim[LOGIT_MMA_HEADS];
   for (int hn = warp; hn < LOGIT_MMA_HEADS; hn += warps) {
     float m = 0.f;
@@ -188,14 +190,20 @@ __device__ __forceinline__ void logits_group_mma(const float* q, int j0, int gj,
     // NOTE: rows past rn hold an older tile's bytes; their outputs are never stored.
     for (int m0 = warp * 16; m0 < rn; m0 += warps * 16) {
       float acc[4] = {0.f, 0.f, 0.f, 0.f};
-      uint32_t big[2] = {0u, 0u};  // |L| bits (bf16x2) of rows m0 + lane / 4 (+ 8), this lane's dims
+      // Rows m0 + lane / 4 (+ 8), this lane's dims: the max of their bf16 bits as unsigned halves (the
+      // largest negative magnitude, where one is negative) and as signed (the largest positive one, where
+      // one is positive); their magnitudes' max is the rows' max |L_i|. NOTE: no masks: with a mask
+      // (a & 0x7fff7fff) per fragment the logits stage took 5 us more at 4 x 128K (H100), not 1.
+      uint32_t bu[2] = {0u, 0u}, bs[2] = {0x80008000u, 0x80008000u};
       const int arow = m0 + lane % 8 + 8 * ((lane / 8) % 2);
 #pragma unroll
       for (int ks = 0; ks < KS; ks++) {
         uint32_t a[4];
         skv_mma::ldsm_x4(a, reinterpret_cast<const uint16_t*>(tile + arow * ROW_BYTES + logits_swizzle(arow, ks * 2 + lane / 16) * 16));
-        big[0] = __vimax3_u16x2(big[0], a[0] & 0x7fff7fffu, a[2] & 0x7fff7fffu);  // finite bf16 magnitudes order like their bits
-        big[1] = __vimax3_u16x2(big[1], a[1] & 0x7fff7fffu, a[3] & 0x7fff7fffu);
+        if constexpr (GUARD) {
+          bu[0] = __vimax3_u16x2(bu[0], a[0], a[2]), bs[0] = __vimax3_s16x2(bs[0], a[0], a[2]);
+          bu[1] = __vimax3_u16x2(bu[1], a[1], a[3]), bs[1] = __vimax3_s16x2(bs[1], a[1], a[3]);
+        }
         float c[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
         for (int p = 2; p >= 0; p--) {  // the smallest part first
@@ -205,19 +213,20 @@ __device__ __forceinline__ void logits_group_mma(const float* q, int j0, int gj,
 #pragma unroll
         for (int i = 0; i < 4; i++) acc[i] = __fadd_rn(acc[i], c[i]);
       }
-      float lmax[2];  // max |L_i| of the two rows, over the quad of lanes that shares them
+      float lmax[2] = {0.f, 0.f};  // max |L_i| of the two rows, over the quad of lanes that shares them
 #pragma unroll
-      for (int r = 0; r < 2; r++) {
-        big[r] = __vmaxu2(big[r], __shfl_xor_sync(0xffffffffu, big[r], 1));
-        big[r] = __vmaxu2(big[r], __shfl_xor_sync(0xffffffffu, big[r], 2));
-        lmax[r] = __uint_as_float(max(big[r] & 0xffffu, big[r] >> 16) << 16);
+      for (int r = 0; r < 2 && GUARD; r++) {
+        uint32_t big = __vmaxu2(bu[r] & 0x7fff7fffu, bs[r] & 0x7fff7fffu);  // finite bf16 magnitudes order like their bits
+        big = __vmaxu2(big, __shfl_xor_sync(0xffffffffu, big, 1));
+        big = __vmaxu2(big, __shfl_xor_sync(0xffffffffu, big, 2));
+        lmax[r] = __uint_as_float(max(big & 0xffffu, big >> 16) << 16);
       }
       // acc[i]: row m0 + lane / 4 (+ 8 for i >= 2), head (lane % 4) * 2 + i % 2.
 #pragma unroll
       for (int i = 0; i < 4; i++) {
         const int row = m0 + lane / 4 + (i >= 2 ? 8 : 0), head = (lane % 4) * 2 + i % 2;
         if (row < rn && head < gj) {
-          const float s = lmax[i / 2] > lim[head] ? NAN : acc[i] * up[head];
+          const float s = GUARD && lmax[i / 2] > lim[head] ? NAN : acc[i] * up[head];
           logits[(size_t)(j0 + head) * ld + r0 + row] = s;
           mx[i % 2] = s > mx[i % 2] ? s : mx[i % 2];
         }

@@ -152,7 +152,9 @@ __device__ __forceinline__ bool landmark_logits_prefetch(const void* landmarks, 
 // g query heads q [g x d] (f32, global): logits into logits[j * ld + c]; each range's max per head
 // (NaN-ignoring, -inf when empty) into maxes[(b - b0) * g + j]. Called by a whole block of
 // LOGIT_THREADS threads; red: shared [LOGIT_GROUPS * LOGIT_HEADS]; stage: dynamic shared memory of
-// LOGIT_SMEM bytes; prefetched: landmark_logits_prefetch returned true for these arguments.
+// LOGIT_SMEM bytes; prefetched: landmark_logits_prefetch returned true for these arguments. GUARD:
+// the tensor cores' logits check each landmark row's magnitude (logits_mma.cuh).
+template <bool GUARD>
 __device__ __forceinline__ void landmark_logits(const float* q, int g, int d, float scale, const void* landmarks,
                                                 int dtype, int64_t n, int nb, int b0, int b1, float* logits, int64_t ld,
                                                 float* maxes, float* red, char* stage, bool prefetched = false) {
@@ -166,8 +168,8 @@ __device__ __forceinline__ void landmark_logits(const float* q, int g, int d, fl
     for (int j0 = 0; j0 < g; j0 += LOGIT_MMA_HEADS) {
       const int gj = min(LOGIT_MMA_HEADS, g - j0);
       const bool first = prefetched && j0 == 0;
-      if (d == 128) logits_group_mma<128, LOGIT_STAGES, LOGIT_TILE_BYTES>(q, j0, gj, scale, landmarks, n, nb, b0, b1, logits, ld, maxes, g, red, stage, first);
-      else logits_group_mma<64, LOGIT_STAGES, LOGIT_TILE_BYTES>(q, j0, gj, scale, landmarks, n, nb, b0, b1, logits, ld, maxes, g, red, stage, first);
+      if (d == 128) logits_group_mma<128, LOGIT_STAGES, LOGIT_TILE_BYTES, GUARD>(q, j0, gj, scale, landmarks, n, nb, b0, b1, logits, ld, maxes, g, red, stage, first);
+      else logits_group_mma<64, LOGIT_STAGES, LOGIT_TILE_BYTES, GUARD>(q, j0, gj, scale, landmarks, n, nb, b0, b1, logits, ld, maxes, g, red, stage, first);
     }
     return;
   }

@@ -11,7 +11,7 @@ __global__ void __launch_bounds__(LOGIT_THREADS, 2) ScoreLogitsKernel(const floa
                                                                    float* maxes) {
   __shared__ float red[LOGIT_GROUPS * LOGIT_HEADS];
   extern __shared__ __align__(16) char stage[];
-  landmark_logits(q, g, d, scale, landmarks, dtype, n, gridDim.x, blockIdx.x, blockIdx.x + 1, work, n, maxes + (size_t)blockIdx.x * g,
+  landmark_logits<true>(q, g, d, scale, landmarks, dtype, n, gridDim.x, blockIdx.x, blockIdx.x + 1, work, n, maxes + (size_t)blockIdx.x * g,
                   red, stage);
 }
 

@@ -89,7 +89,7 @@ forEachEnv('attention: logits past f32', (env) => {
     [1, 64, 40, 33],
     [4, 128, 37, 0],
     // 2^30 multiply-adds: CUDA's bf16 prefill takes the tensor cores (FlashCausal) from here
-    ...(env.backend === 'cuda' ? [[1, 64, 4096, 0]] : []),
+    ...(env?.backend === 'cuda' ? [[1, 64, 4096, 0]] : []),
   ])('causal: g=%i d=%i, %i queries after %i earlier tokens, q and k ~1e20', (g, d, Sq, offset) => {
     const device = env.instance.createDevice();
     const rand = rng(7 * Sq + d);

@@ -161,7 +161,7 @@ __device__ __forceinline__ void logits_group_mma(const float* q, int j0, int gj,
       const int sh = m > 0.f && ex + 6 > 0 ? ex + 6 : 0;
       down[hn] = __int_as_float((127 - sh) << 23);
       up[hn] = scale * __int_as_float((127 + sh) << 23);
-      lim[hn] = m > 0.f ? FLT_MAX / (D * m) : INFINITY;
+      if (GUARD) lim[hn] = m > 0.f ? FLT_MAX / (D * m) : INFINITY;
     }
   }
   __syncthreads();

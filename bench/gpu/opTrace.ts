@@ -17,31 +17,24 @@ if (!file || !(Number(qs) > 0) || !(Number(ks) > 0)) {
 writeFileSync(file, '');
 const log = (line: string) => appendFileSync(file, line + '\n');
 const { backend: instance } = await resolveBackend(backend);
+// `f` logging its name to the trace before and after each call.
+const traced = (name: string, f: (...a: unknown[]) => unknown, indent = '') =>
+  function (this: unknown, ...args: unknown[]) {
+    log(`${indent}> ${name}`);
+    const r = f.apply(this, args);
+    log(`${indent}< ${name}`);
+    return r;
+  };
 const probe = instance.createDevice();
 const proto = Object.getPrototypeOf(probe) as Record<string, unknown>;
-// On cuda the addon's own functions too (the device's `x`), so that a call that does not return is
-// named inside the method that made it.
-const addon = backend === 'cuda' ? (probe as unknown as { x: Record<string, unknown> }).x : undefined;
-for (const name of Object.keys(addon ?? {})) {
-  const f = addon![name];
-  if (typeof f !== 'function') continue;
-  addon![name] = (...args: unknown[]) => {
-    log(`  > x.${name}`);
-    const r = (f as (...a: unknown[]) => unknown)(...args);
-    log(`  < x.${name}`);
-    return r;
-  };
-}
 for (const name of Object.getOwnPropertyNames(proto)) {
   const f = Object.getOwnPropertyDescriptor(proto, name)?.value;  // methods only, not getters
-  if (name === 'constructor' || typeof f !== 'function') continue;
-  proto[name] = function (this: unknown, ...args: unknown[]) {
-    log(`> ${name}`);
-    const r = (f as (...a: unknown[]) => unknown).apply(this, args);
-    log(`< ${name}`);
-    return r;
-  };
+  if (name !== 'constructor' && typeof f === 'function') proto[name] = traced(name, f);
 }
+// On cuda the addon's own functions too (the device's `x`), so that a call that does not return is
+// named inside the method that made it.
+const addon = backend === 'cuda' ? (probe as unknown as { x: Record<string, unknown> }).x : {};
+for (const [name, f] of Object.entries(addon)) if (typeof f === 'function') addon[name] = traced(`x.${name}`, f as (...a: unknown[]) => unknown, '  ');
 const spec = { layers: 1, queryHeads: 4, kvHeads: 2, headDim: 16, rope: { theta: 1e12 } };
 const options = { rank: 32, chunkSize: 4, budget: 16, outlierChunks: 1, localTokens: 8, sinkTokens: 0, maxRecentTokens: 16, denseThreshold: 8 };
 const rand = rng(5);

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Where a cache stalls on the GPU machine (how v57 found the hang of bench/NOTES.md v56):
 # bench/gpu/opTrace.ts for each (q scale, k scale) in its own process under a limit, with
-# SHADOWKV_CUDA_SYNC=1, so that each trace's last lines name the op and the addon call that did not return. Expects what `bash scripts/gpu/pack.sh` put in .gpu/ (carry: [".gpu"]).
+# SHADOWKV_CUDA_SYNC=1, so that each trace's last lines name the op and the addon call that did not
+# return. Expects what `bash scripts/gpu/pack.sh` put in .gpu/ (carry: [".gpu"]).
 # Writes $OUT/trace-Q-K.txt (./ without $OUT) and prints each one's last lines (addr left out).
 # Usage: bash scripts/gpu/op-trace.sh [seconds per case, default 30] [dtype, default f32]
 set -uo pipefail
@@ -28,7 +29,7 @@ for c in 1e20,1e20 1e20,1 1,1e20 1e25,1e25; do
     [ -z "$pid" ] || ! command -v cuda-gdb >/dev/null ||
       timeout 60 cuda-gdb -batch -p "$pid" -ex "info cuda kernels" -ex "info cuda warps" -ex bt > "$f.gdb" 2>&1
     pkill -9 -f "opTrace.ts $f"
-    echo "== q $q, k $k: still running after ${1:-30} s${pid:+ (cuda-gdb: $f.gdb)}"
+    echo "== q $q, k $k: still running after ${1:-30} s$([ -s "$f.gdb" ] && echo " (cuda-gdb: $f.gdb)")"
   else
     wait $tsx
     echo "== q $q, k $k: rc $?"

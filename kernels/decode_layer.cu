@@ -72,6 +72,11 @@ __device__ __forceinline__ int32_t* head_counts(const SkvStepRow& r, int h) {
   return reinterpret_cast<int32_t*>(r.head_counts) + h * SKV_HEAD_FIELDS;
 }
 
+// Head h's landmark bound word after the counts (SkvHeadField): f32 bits, raised by atomicMax.
+__device__ __forceinline__ int32_t* landmark_bound(const SkvStepRow& r, int h, int kv_heads) {
+  return reinterpret_cast<int32_t*>(r.head_counts) + kv_heads * SKV_HEAD_FIELDS + h;
+}
+
 // A running total and its per-step twin.
 __device__ __forceinline__ void tally(double* counters, int total, int last, double n) {
   atomicAdd(&counters[total], n);
@@ -202,8 +207,9 @@ __global__ void __launch_bounds__(LOGIT_THREADS, 2) StepLogitsKernel(StepArgs a,
   }
   float* logits = ws_ptr<float>(a, a.at.logits) + (size_t)task * g * a.at.max_l;
   float* maxes = ws_ptr<float>(a, a.at.maxes) + ((size_t)task * LOGIT_MAX_BLOCKS + b0) * g;
-  // Without the landmark magnitude guard of the scoring op (logits_mma.cuh: what it cost here).
-  landmark_logits<false>(q, g, d, s.score_scale, landmarks, s.kv_dtype, L, nb, b0, b1, logits, a.at.max_l, maxes, red, stage, prefetched);
+  // The head's landmark bound, not the scoring op's per-row check (logits_mma.cuh: what it cost here).
+  const float bound = __int_as_float(*landmark_bound(r, h, s.kv_heads));
+  landmark_logits<false>(q, g, d, s.score_scale, landmarks, s.kv_dtype, L, nb, b0, b1, logits, a.at.max_l, maxes, red, stage, prefetched, bound);
 }
 
 // Scores over the logit blocks' ranges, in two passes of tasks x ranges blocks: each range's softmax
@@ -697,7 +703,8 @@ __global__ void __launch_bounds__(256) CompactKeysKernel(StepArgs a) {
 
 // Block (row b, head h, y), for chunks i = y, y + gridDim.y, ...: the chunk's values to its host
 // page (quantized where it holds fp8); its landmark and id appended after the head's landmarks (the
-// count is raised by CompactTail, after every block read it).
+// count is raised by CompactTail, after every block read it), the head's landmark bound raised to
+// the stored landmark's max |L_i| (read back: what the logits will see, rounded).
 __global__ void __launch_bounds__(LANDMARK_THREADS) CompactChunksKernel(StepArgs a) {
   skv_pdl_enter();
   extern __shared__ float L[];  // [d]
@@ -708,6 +715,7 @@ __global__ void __launch_bounds__(LANDMARK_THREADS) CompactChunksKernel(StepArgs
   const int m = compacted_chunks(s, r), d = s.d, C = s.C, kv = s.kv_dtype;
   if (m == 0) return;
   const int Lh = head_counts(r, h)[SKV_HEAD_LANDMARKS];
+  float big = 0.f;
   // NOTE: chunks gridDim.y apart (at most 65535 a grid; a recent region may hold 2^20 chunks).
   for (int i = blockIdx.y; i < m; i += gridDim.y) {
     const int64_t c = r.store_tokens / C + i;
@@ -721,10 +729,15 @@ __global__ void __launch_bounds__(LANDMARK_THREADS) CompactChunksKernel(StepArgs
         reinterpret_cast<uint16_t*>(dst)[w] = reinterpret_cast<const uint16_t*>(src)[w];
     void* lm = elem(r.landmarks, kv, ((size_t)h * r.chunk_capacity + Lh + i) * d);
     chunk_landmark(elem(r.tail_k, kv, (size_t)h * r.tail_capacity * d), kv, d, C, d, i, L, red, false,
-                   [&](int j, float v) { store_f32(lm, kv, (size_t)j, v); });
+                   [&](int j, float v) {
+                     store_f32(lm, kv, (size_t)j, v);
+                     big = fmaxf(big, fabsf(load_f32(lm, kv, (size_t)j)));
+                   });
     if (threadIdx.x == 0) reinterpret_cast<int32_t*>(r.landmark_ids)[(size_t)h * r.chunk_capacity + Lh + i] = (int32_t)c;
     __syncthreads();  // L and red are the next chunk's
   }
+  big = warp_max(big);
+  if (threadIdx.x % 32 == 0 && big > 0.f) atomicMax(landmark_bound(r, h, s.kv_heads), __float_as_int(big));
 }
 
 // Block (row b, head h, k or v): rows [n, count) of the tail move to [0, count - n), in ascending

@@ -129,6 +129,12 @@ cudaError_t Landmarks(const void* keys, int dtype, int64_t ldk, int n_chunks, in
 cudaError_t KeepLandmarks(const float* landmarks, int heads, int n_chunks, int d, const int32_t* outliers, const int32_t* counts,
                           int max_outliers, void* out, int dtype, int32_t* ids, int capacity, cudaStream_t stream);
 
+// ---- landmark_bounds.cu ----
+// Each head's landmark bound from scratch: the f32 bits of max |L| over head h's first
+// head_counts[h * SKV_HEAD_FIELDS] rows of landmarks [heads x capacity x d] (dtype) into
+// head_counts[heads * SKV_HEAD_FIELDS + h] (the store's bound words, SkvHeadField). Device pointers.
+cudaError_t LandmarkBounds(const void* landmarks, int dtype, int heads, int capacity, int d, int32_t* head_counts, cudaStream_t stream);
+
 // ---- select_chunks.cu ----
 // Top-k of each of `rows` rows of scores[n] (row r at scores + r * n; largest: highest first), ties
 // to the lower index, NaN last. Writes row r's min(k, n) chosen indices, ascending, to
@@ -186,7 +192,10 @@ enum SkvCounter {
   SKV_LAST_SELECTED_TOKENS_COUNTER, SKV_LAST_ATTENDED_TOKENS_COUNTER, SKV_LAST_HEADS_COUNTER, SKV_LAST_HOT_HITS_COUNTER,
   SKV_COUNTERS
 };
-// Fields per kv head of a store's head counts (i32). NOTE: matches HEAD_FIELD in LayerStep.ts.
+// Fields per kv head of a store's head counts (i32). NOTE: matches HEAD_FIELD in LayerStep.ts. The
+// counts [Hkv][SKV_HEAD_FIELDS] are followed by a bound word a head: the f32 bits of max |L| over
+// its landmarks, kept by the CUDA runtime where landmarks are written (LandmarkBounds, the step's
+// compaction) and read by the step's tensor-core logits (logits_mma.cuh).
 enum SkvHeadField { SKV_HEAD_LANDMARKS = 0, SKV_HEAD_OUTLIERS = 1, SKV_HEAD_SELECTED = 2, SKV_HEAD_FIELDS = 3 };
 
 // One batch row of a layer step (runtime/wasm/abi.h skv_row, with 64-bit addresses first).
@@ -196,7 +205,7 @@ struct SkvStepRow {
   uint64_t u, sv, proj;       // the store (u = 0: a dense row): [chunk_capacity*C][rank], [rank][Hkv*d], [Hkv*d][rank]
   uint64_t landmarks;         // [Hkv][chunk_capacity][d]
   uint64_t landmark_ids;      // i32 [Hkv][chunk_capacity], ascending
-  uint64_t head_counts;       // i32 [Hkv][SKV_HEAD_FIELDS]
+  uint64_t head_counts;       // i32 [Hkv][SKV_HEAD_FIELDS], then the bound words i32 [Hkv] (SkvHeadField)
   uint64_t outlier_k, outlier_v;    // [Hkv][max_outliers][C*d]
   uint64_t selected_k, selected_v;  // [Hkv][max_selected][C*d], one chunk per slot
   uint64_t selected_ids;      // i32 [Hkv][max_selected]

@@ -122,11 +122,11 @@ __device__ __forceinline__ void logits_range_max(float (&mx)[2], float* red, int
 // + j] (g: the heads of q). Rows stream through `stage` (LogitTiles) by cp.async, one pipeline over
 // all the ranges, so a block that takes several ranges pays its pipeline's fill once. prefetched:
 // logits_mma_prefetch requested the first tiles. Called by a whole block; red: shared [warps *
-// LOGIT_MMA_HEADS].
+// LOGIT_MMA_HEADS]. GUARD and bound: the two ways to see a logit past f32 (below).
 template <int D, int STAGES, int TILE_BYTES, bool GUARD>
 __device__ __forceinline__ void logits_group_mma(const float* q, int j0, int gj, float scale, const void* landmarks, int64_t n,
                                                  int nb, int b0, int b1, float* logits, int64_t ld, float* maxes, int g,
-                                                 float* red, char* stage, bool prefetched) {
+                                                 float* red, char* stage, bool prefetched, float bound) {
   constexpr int ROW_BYTES = D * 2, KS = D / 16;
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
   LogitTiles<D, STAGES, TILE_BYTES> tiles(landmarks, n, nb, b0, b1, stage);
@@ -144,11 +144,15 @@ __device__ __forceinline__ void logits_group_mma(const float* q, int j0, int gj,
   // scale 2^s: a power of two scales the exact products and every rounding with them, so a logit that
   // does not overflow keeps the unscaled path's bits (away from subnormal products).
   // And the scaling hides an overflow the f32 path would have had, whose float64 redo the head then
-  // needs. With GUARD, a row L whose max |L_i| passes lim[head] = FLT_MAX / (D max |q|) could make a
-  // product or a partial sum pass FLT_MAX, so its logit is NaN, which fails the head's softmax
-  // (head_inverse) and scores it in float64. No model's logits come near (it takes |q| |L| > 2^120
-  // at d 128). NOTE: the scoring op guards, the fused step does not: there the guard cost the logits
-  // stage 5 us of 66 at 4 x 128K on an H100, with masks or without (bench/NOTES.md v57).
+  // needs. A row L whose max |L_i| passes lim = FLT_MAX / (D max |q|) could make a product or a
+  // partial sum pass FLT_MAX, so its logit must be NaN, which fails the head's softmax (head_inverse)
+  // and scores it in float64. No model's logits come near (it takes |q| |L| > 2^120 at d 128). Two
+  // ways to see it: with GUARD (the scoring op, which knows nothing of its landmarks) each row's
+  // max |L_i| from its A fragments; the fused step passes its head's bound instead, the max |L_i|
+  // kept where landmarks are written (landmark_bounds.cu), and a bound past lim makes every logit
+  // of the head NaN through up[]. NOTE: the step cannot afford GUARD: it cost the logits stage 5 us
+  // of 66 at 4 x 128K on an H100, with masks or without (bench/NOTES.md v57); the bound costs it a
+  // division a head.
   __shared__ float down[LOGIT_MMA_HEADS], up[LOGIT_MMA_HEADS], lim[LOGIT_MMA_HEADS];
   for (int hn = warp; hn < LOGIT_MMA_HEADS; hn += warps) {
     float m = 0.f;
@@ -159,9 +163,10 @@ __device__ __forceinline__ void logits_group_mma(const float* q, int j0, int gj,
       int ex = 0;
       frexpf(m, &ex);  // m < 2^ex; the caller keeps |q| below 1e30, so s <= 106
       const int sh = m > 0.f && ex + 6 > 0 ? ex + 6 : 0;
+      const float past = m > 0.f ? FLT_MAX / (D * m) : INFINITY;
       down[hn] = __int_as_float((127 - sh) << 23);
-      up[hn] = scale * __int_as_float((127 + sh) << 23);
-      if (GUARD) lim[hn] = m > 0.f ? FLT_MAX / (D * m) : INFINITY;
+      up[hn] = bound > past ? NAN : scale * __int_as_float((127 + sh) << 23);
+      if (GUARD) lim[hn] = past;
     }
   }
   __syncthreads();

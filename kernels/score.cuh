@@ -153,11 +153,12 @@ __device__ __forceinline__ bool landmark_logits_prefetch(const void* landmarks, 
 // (NaN-ignoring, -inf when empty) into maxes[(b - b0) * g + j]. Called by a whole block of
 // LOGIT_THREADS threads; red: shared [LOGIT_GROUPS * LOGIT_HEADS]; stage: dynamic shared memory of
 // LOGIT_SMEM bytes; prefetched: landmark_logits_prefetch returned true for these arguments. GUARD:
-// the tensor cores' logits check each landmark row's magnitude (logits_mma.cuh).
+// the tensor cores' logits check each landmark row's magnitude; bound (0: none): max |L_i| over the
+// landmarks, known to the caller, checked once instead (logits_mma.cuh).
 template <bool GUARD>
 __device__ __forceinline__ void landmark_logits(const float* q, int g, int d, float scale, const void* landmarks,
                                                 int dtype, int64_t n, int nb, int b0, int b1, float* logits, int64_t ld,
-                                                float* maxes, float* red, char* stage, bool prefetched = false) {
+                                                float* maxes, float* red, char* stage, bool prefetched = false, float bound = 0.f) {
   const int dl = d % LOGIT_LANES == 0 ? d / LOGIT_LANES : 0;
   if (!logits_staged(landmarks, d, dtype)) stage = nullptr;
   // The tensor cores, where the queries split into bf16 parts safely (huge or non-finite values
@@ -168,8 +169,8 @@ __device__ __forceinline__ void landmark_logits(const float* q, int g, int d, fl
     for (int j0 = 0; j0 < g; j0 += LOGIT_MMA_HEADS) {
       const int gj = min(LOGIT_MMA_HEADS, g - j0);
       const bool first = prefetched && j0 == 0;
-      if (d == 128) logits_group_mma<128, LOGIT_STAGES, LOGIT_TILE_BYTES, GUARD>(q, j0, gj, scale, landmarks, n, nb, b0, b1, logits, ld, maxes, g, red, stage, first);
-      else logits_group_mma<64, LOGIT_STAGES, LOGIT_TILE_BYTES, GUARD>(q, j0, gj, scale, landmarks, n, nb, b0, b1, logits, ld, maxes, g, red, stage, first);
+      if (d == 128) logits_group_mma<128, LOGIT_STAGES, LOGIT_TILE_BYTES, GUARD>(q, j0, gj, scale, landmarks, n, nb, b0, b1, logits, ld, maxes, g, red, stage, first, bound);
+      else logits_group_mma<64, LOGIT_STAGES, LOGIT_TILE_BYTES, GUARD>(q, j0, gj, scale, landmarks, n, nb, b0, b1, logits, ld, maxes, g, red, stage, first, bound);
     }
     return;
   }

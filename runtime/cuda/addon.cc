@@ -38,6 +38,7 @@ Napi::Value LowRankKeysAside(const Napi::CallbackInfo&);
 Napi::Value JoinLowRankKeysAside(const Napi::CallbackInfo&);
 Napi::Value Landmarks(const Napi::CallbackInfo&);
 Napi::Value KeepLandmarks(const Napi::CallbackInfo&);
+Napi::Value LandmarkBounds(const Napi::CallbackInfo&);
 Napi::Value SelectChunks(const Napi::CallbackInfo&);
 Napi::Value ScoreChunks(const Napi::CallbackInfo&);
 Napi::Value RebuildKeys(const Napi::CallbackInfo&);
@@ -70,7 +71,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
       // ops, in runtime/wasm/abi.h order
       {"convert", Convert}, {"convertRows", ConvertRows}, {"gemm", Gemm}, {"rope", Rope}, {"preRopeKeys", PreRopeKeys},
       {"lowRankKeys", LowRankKeys}, {"lowRankKeysAside", LowRankKeysAside}, {"joinLowRankKeysAside", JoinLowRankKeysAside},
-      {"landmarks", Landmarks}, {"keepLandmarks", KeepLandmarks},
+      {"landmarks", Landmarks}, {"keepLandmarks", KeepLandmarks}, {"landmarkBounds", LandmarkBounds},
       {"selectChunks", SelectChunks},
       {"scoreChunks", ScoreChunks}, {"rebuildKeys", RebuildKeys}, {"gatherValues", GatherValues},
       {"quantizeValues", QuantizeValues}, {"sparseAttention", SparseAttention}, {"causalAttention", CausalAttention},

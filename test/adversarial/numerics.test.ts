@@ -3,7 +3,7 @@
 // input fits. Each output must be finite and match the float64 oracle within the env's tolerance,
 // or the call must be a typed error naming why, with the cache unchanged.
 import { expect, it } from 'vitest';
-import { createCache, NonFiniteError, ShadowKVCache, toFloat32, type Cache, type DType, type ModelSpec, type Tensor } from '../../packages/shadowkv/src/backend.js';
+import { createCache, loadCache, NonFiniteError, ShadowKVCache, toFloat32, type Cache, type DType, type ModelSpec, type Tensor } from '../../packages/shadowkv/src/backend.js';
 import { OracleFullKV, OracleShadowKV } from '../oracle/index.js';
 import { makeTensor, randn, relError, rng } from '../helpers/data.js';
 import { forEachEnv, type TestEnv } from '../envs.js';
@@ -213,6 +213,79 @@ forEachEnv('numerics: sparse selection past f32', (env) => {
     }
   });
 }, (e) => e.dtype === 'f32');
+
+// One chunk whose keys hold 1e20 and -1e20 in dims 60 and 61 (d 64) and 1e25 in dims 48-59, against
+// queries 1e20 in dims 60 and 61 and 1 in 48-59 (0 elsewhere): its f32 products are +-Infinity, so its
+// logit is NaN and the head is scored in float64, where the two 1e40 cancel exactly and 1.2e26 is
+// left, the largest logit by far (every other chunk's is ~1e20: keys 1 + |N| in dim 60, 0 in 61).
+// The CUDA tensor cores (bf16 landmarks) scale the queries down, so nothing overflows, and their f32
+// sums of a k-step lose the 1e25 products beside the 1e40 ones: the chunk's logit came out ~0, and
+// the chunk was not selected. The fused step now compares each head's landmark bound with its
+// queries first (logits_mma.cuh), so the bound must be right after every way landmarks are written:
+// a prefill, a restore, a continuation prefill's compaction and the step's own compaction.
+// NOTE: half-style RoPE (theta 1e12) turns dims 48-61 by < 1e-8 rad over these positions, and pairs
+// them with dims 16-29, so the cancelling products stay exact in f32 and float64.
+const WIDE_SPEC: ModelSpec = { layers: 1, queryHeads: 4, kvHeads: 2, headDim: 64, rope: { theta: 1e12 } };
+function spikeInputs(dtype: DType, S: number, steps: number, spike: (t: number) => boolean) {
+  const rand = rng(21);
+  const d = 64;
+  const keys = (t0: number, n: number) => {
+    const k = new Float64Array(2 * n * d);
+    for (let h = 0; h < 2; h++) for (let i = 0; i < n; i++) {
+      const row = k.subarray((h * n + i) * d, (h * n + i + 1) * d);
+      row.set(randn(48, rand));
+      if (spike(t0 + i)) row.fill(1e25, 48, 60).set([1e20, -1e20], 60);
+      else row.set([...randn(12, rand), 1 + Math.abs(randn(1, rand)[0]!)], 48);
+    }
+    return makeTensor(k, [1, 2, n, d], dtype).t;
+  };
+  const values = (n: number) => makeTensor(randn(2 * n * d, rand), [1, 2, n, d], dtype).t;
+  const q = new Float64Array(4 * d);
+  for (let j = 0; j < 4; j++) q.fill(1, j * d + 48, j * d + 60).fill(1e20, j * d + 60, j * d + 62);
+  const query = makeTensor(q, [1, 4, 1, d], dtype).t;
+  const tokens = Array.from({ length: steps }, (_, i) => ({ query, key: keys(S + i, 1), value: values(1) }));
+  // The prompt's tokens [t0, t0 + n), for a prefill or one part of a continuation.
+  const part = (t0: number, n: number) => ({ keys: keys(t0, n), values: values(n) });
+  return { part, tokens };
+}
+
+forEachEnv('numerics: a landmark logit past f32 in the fused step', (env) => {
+  const options = { ...SPARSE, rank: 32 };
+  const make = async () => (await createCache({ spec: WIDE_SPEC, policy: 'shadowkv', dtype: env.dtype, backend: env.backend, maxTokens: 160, options })) as ShadowKVCache;
+  /** Decodes every token; from step `from` on, chunk `chunk` must be selected in both kv heads. */
+  const decodeAll = (cache: ShadowKVCache, tokens: ReturnType<typeof spikeInputs>['tokens'], chunk: number, from: number, label: string) =>
+    tokens.forEach((x, step) => {
+      expect(toFloat32(cache.decode(0, x)).every(Number.isFinite), `${label}: step ${step} output finite`).toBe(true);
+      if (step >= from) for (let h = 0; h < 2; h++) expect(cache.selection(0, 0, h), `${label}: step ${step}, head ${h}`).toContain(chunk);
+    });
+
+  it('the chunk is selected after a prefill, a restore, a continuation prefill and the step\'s own compaction', async () => {
+    // Chunk 5 (tokens 20-23) in the prompt: the prefill's landmarks; then the same cache restored.
+    const a = spikeInputs(env.dtype, 70, 3, (t) => t >= 20 && t < 24);
+    const cache = await make();
+    cache.prefill(0, a.part(0, 70));
+    const saved = cache.save();
+    decodeAll(cache, a.tokens, 5, 0, 'prefill');
+    cache.dispose();
+    const restored = (await loadCache(saved, { backend: env.backend })) as ShadowKVCache;
+    decodeAll(restored, a.tokens, 5, 0, 'restore');
+    restored.dispose();
+    // Chunk 12 (tokens 48-51) in a continuation prefill's second part, compacted outside a step.
+    const b = spikeInputs(env.dtype, 70, 3, (t) => t >= 48 && t < 52);
+    const cont = await make();
+    cont.prefill(0, b.part(0, 40));
+    cont.prefill(0, b.part(40, 30));
+    decodeAll(cont, b.tokens, 12, 0, 'continuation');
+    cont.dispose();
+    // Chunk 18 (tokens 72-75) from decode steps 2-5: the step's compaction, once the local window passes it.
+    const c = spikeInputs(env.dtype, 70, 24, (t) => t >= 72 && t < 76);
+    const stepped = await make();
+    stepped.prefill(0, c.part(0, 70));
+    decodeAll(stepped, c.tokens, 18, 20, 'step compaction');
+    expect(stepped.stats().compactions, 'the step compacted').toBeGreaterThan(0);
+    stepped.dispose();
+  }, 60_000);
+}, (e) => e.dtype !== 'f16');
 
 // Were fine when probed (kept so that they stay so): the factorization of rank-deficient keys.
 forEachEnv('numerics: rank-deficient keys compress exactly', (env) => {

@@ -129,6 +129,7 @@ export interface CudaAddon {
   joinLowRankKeysAside(): number;
   landmarks(keys: Ptr, dtype: number, ldk: number, nChunks: number, C: number, d: number, landmarks: Ptr, minCos: Ptr): void;
   keepLandmarks(landmarks: Ptr, heads: number, nChunks: number, d: number, outliers: Ptr, counts: Ptr, maxOutliers: number, out: Ptr, dtype: number, ids: Ptr, capacity: number): void;
+  landmarkBounds(landmarks: Ptr, dtype: number, heads: number, capacity: number, d: number, headCounts: Ptr): void;
   /** Writes min(k, n) indices ascending into `out`; returns that count. */
   selectChunks(scores: Ptr, n: number, k: number, largest: number, rows: number, out: Int32Array): number;
   /** `work` holds g * (n + 64) f32: the logits, then per-block maxima. */

@@ -33,7 +33,7 @@ import { OutOfMemoryError } from '../../shadowkv/src/errors/OutOfMemoryError.js'
 import { ShapeError } from '../../shadowkv/src/errors/ShapeError.js';
 import type { RopeStyle } from '../../shadowkv/src/spec.js';
 import type { DType } from '../../shadowkv/src/tensor.js';
-import type { LayerStep, StepRow } from '../../shadowkv/src/backends/LayerStep.js';
+import { HEAD_FIELDS, type LayerStep, type StepRow } from '../../shadowkv/src/backends/LayerStep.js';
 import { CUDA_MEMORY_TYPE, DTYPE_CODE, ROPE_STYLE_CODE, ROW_BYTES, SEGMENT_WORDS, STATUS, STEP_BYTES, type CudaAddon } from './AddonTypes.js';
 import { envCount, envSwitch } from './cudaEnv.js';
 import { typedFailures } from './typedFailures.js';
@@ -287,6 +287,13 @@ export class CudaDevice implements Device {
     this.within('keepLandmarks', 'ids', ids, heads * capacity);
     const p = this.stage('keep.lists', lists);
     this.x.keepLandmarks(this.addr(landmarks), heads, nChunks, d, p + 4 * heads, p, maxOutliers, this.addr(out), storageCode(out.buf.dtype), this.addr(ids), capacity);
+  }
+
+  landmarkBounds(landmarks: View, heads: number, capacity: number, d: number, headCounts: View): void {
+    if (heads === 0) return;
+    this.within('landmarkBounds', 'landmarks', landmarks, heads * capacity * d);
+    this.within('landmarkBounds', 'headCounts', headCounts, heads * (HEAD_FIELDS + 1));
+    this.x.landmarkBounds(this.addr(landmarks), storageCode(landmarks.buf.dtype), heads, capacity, d, this.addr(headCounts));
   }
 
   scoreChunks(q: View, g: number, d: number, scale: number, landmarks: View, n: number, scores: View): void {

@@ -237,6 +237,13 @@ export interface Device {
    */
   keepLandmarks(landmarks: View, heads: number, nChunks: number, d: number, outliers: Int32Array, counts: Int32Array, maxOutliers: number, out: View, ids: View, capacity: number): void;
   /**
+   * Each head's landmark bound, from scratch: the f32 bits of max |L_i| over head h's first
+   * `headCounts[h * HEAD_FIELDS]` landmarks (rows `h * capacity` on of `landmarks`) into the bound
+   * word `headCounts[heads * HEAD_FIELDS + h]` (SparseHandles.headCounts). A backend whose step
+   * scores landmarks where f32 overflow cannot show (CUDA's tensor cores) keeps it; the others have none.
+   */
+  landmarkBounds?(landmarks: View, heads: number, capacity: number, d: number, headCounts: View): void;
+  /**
    * Top-k of `scores[n]` (largest: highest first), ties to the lower index, NaN last: the min(k, n)
    * chosen indices, ascending. With `rows`, each of `rows` rows of scores (row r at r * n) the same
    * way, row r's indices at r * min(k, n) of the result (on CUDA one wait for all rows).

@@ -51,7 +51,8 @@ export interface SparseHandles {
   readonly proj: DeviceBuffer; // [Hkv*d, rank]
   readonly landmarks: DeviceBuffer; // [Hkv, chunkCapacity, d]
   readonly landmarkIds: DeviceBuffer; // i32 [Hkv, chunkCapacity], ascending
-  readonly headCounts: DeviceBuffer; // i32 [Hkv, HEAD_FIELDS]
+  /** i32 [Hkv, HEAD_FIELDS], then a landmark bound word a head (Device.landmarkBounds; 0 where the backend keeps none). */
+  readonly headCounts: DeviceBuffer;
   readonly outlierK: DeviceBuffer; // [Hkv, maxOutliers, C*d]
   readonly outlierV: DeviceBuffer;
   readonly selectedK: DeviceBuffer; // [Hkv, maxSelected, C*d], one chunk per slot

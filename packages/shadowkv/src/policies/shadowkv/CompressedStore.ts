@@ -57,7 +57,7 @@ export function storeComponents(g: StoreGeometry, capacity: number): Record<'low
     outliers: 2 * heads * maxOutliers * C * d * b,
     selected: 2 * heads * maxSelected * C * d * b,
     hotValues: heads * hotChunks * C * d * b,
-    tables: 4 * (heads * capacity + heads * HEAD_FIELDS + heads * maxOutliers + heads * maxSelected + heads * hotChunks + pages),
+    tables: 4 * (heads * capacity + heads * (HEAD_FIELDS + 1) + heads * maxOutliers + heads * maxSelected + heads * hotChunks + pages),
     host: pages * pageChunks * chunkBytes,
   };
 }
@@ -97,7 +97,7 @@ export class CompressedStore implements SparseHandles {
   readonly rank: number;
   readonly sv: DeviceBuffer; // [rank, Hkv*d]
   readonly proj: DeviceBuffer; // [Hkv*d, rank]
-  readonly headCounts: DeviceBuffer; // i32 [Hkv, HEAD_FIELDS]
+  readonly headCounts: DeviceBuffer; // i32 [Hkv, HEAD_FIELDS], then a bound word a head
   readonly outlierIds: DeviceBuffer; // i32 [Hkv, maxOutliers], ascending
   readonly outlierK: DeviceBuffer; // [Hkv, maxOutliers, C*d]
   readonly outlierV: DeviceBuffer;
@@ -127,7 +127,7 @@ export class CompressedStore implements SparseHandles {
     try {
       this.sv = alloc(rank * heads * d, dtype, 'basis');
       this.proj = alloc(heads * d * rank, dtype, 'basis');
-      this.headCounts = alloc(heads * HEAD_FIELDS, 'i32', 'tables');
+      this.headCounts = alloc(heads * (HEAD_FIELDS + 1), 'i32', 'tables');
       this.outlierIds = alloc(heads * maxOutliers, 'i32', 'tables');
       this.outlierK = alloc(heads * maxOutliers * C * d, dtype, 'outliers');
       this.outlierV = alloc(heads * maxOutliers * C * d, dtype, 'outliers');
@@ -137,7 +137,7 @@ export class CompressedStore implements SparseHandles {
       if (hotChunks > 0) this.hot = { slots: hotChunks, ids: alloc(heads * hotChunks, 'i32', 'tables'), v: alloc(heads * hotChunks * C * d, dtype, 'hotValues') };
       this.values = { pageChunks, block: C * d, heads, dtype, ...(geometry.fp8 ? { fp8Rows: C } : {}), pages: [], table: device.pointerTable([], 'tables') };
       made.push(this.values.table);
-      device.write(at(this.headCounts), new Int32Array(heads * HEAD_FIELDS));
+      device.write(at(this.headCounts), new Int32Array(heads * (HEAD_FIELDS + 1)));
       this.clearSelection();
       this.resize(chunks);
     } catch (err) {
@@ -191,6 +191,15 @@ export class CompressedStore implements SparseHandles {
       for (const page of pages) this.values.pages.push(page); // NOTE: not push(...pages): a long list spread as arguments overflows the stack
       this.values.table = next.table;
     }
+  }
+
+  /**
+   * Each head's landmark bound from its landmarks, where the device keeps one: after the host wrote
+   * landmarks or their counts (a compression, a restore, a compaction outside a step). The step's own
+   * compaction raises it itself.
+   */
+  boundLandmarks(): void {
+    this.device.landmarkBounds?.(at(this.landmarks), this.geometry.heads, this.chunkCapacity, this.geometry.d, at(this.headCounts));
   }
 
   /** Per-head counts `[Hkv, HEAD_FIELDS]` (landmarks, outliers, selected), read from the device. */
@@ -290,5 +299,6 @@ export class CompressedStore implements SparseHandles {
       counts.set([saved.landmarkIds.length, saved.outlierIds.length, saved.selected.length], h * HEAD_FIELDS);
     });
     this.device.write(at(this.headCounts), counts);
+    this.boundLandmarks();
   }
 }

@@ -102,6 +102,7 @@ export function buildStore(ctx: CompressContext, st: SequenceState): CompressedS
     device.convert(at(store.sv), at(f.sv), rank * D);
     device.convert(at(store.proj), at(f.proj), D * rank);
     device.write(at(store.headCounts), counts);
+    store.boundLandmarks();
     stage('convert');
   } catch (err) {
     try {
@@ -250,6 +251,7 @@ export function compactSequence(ctx: CompressContext, st: SequenceState, store: 
   const c = device.read(at(counters) as View & { buf: { dtype: 'f64' } }, COUNTERS);
   compactRow(device, ctx.geometry, st.tail, store, st.tail.count, heads, c);
   device.write(at(store.headCounts), heads);
+  store.boundLandmarks();
   device.write(at(counters), c);
   const n = m * o.chunkSize;
   st.tail.shifted(n);

@@ -214,17 +214,20 @@ forEachEnv('numerics: sparse selection past f32', (env) => {
   });
 }, (e) => e.dtype === 'f32');
 
-// One chunk whose keys hold 1e20 and -1e20 in dims 60 and 61 (d 64) and 1e25 in dims 48-59, against
-// queries 1e20 in dims 60 and 61 and 1 in 48-59 (0 elsewhere): its f32 products are +-Infinity, so its
-// logit is NaN and the head is scored in float64, where the two 1e40 cancel exactly and 1.2e26 is
-// left, the largest logit by far (every other chunk's is ~1e20: keys 1 + |N| in dim 60, 0 in 61).
-// The CUDA tensor cores (bf16 landmarks) scale the queries down, so nothing overflows, and their f32
-// sums of a k-step lose the 1e25 products beside the 1e40 ones: the chunk's logit came out ~0, and
-// the chunk was not selected. The fused step now compares each head's landmark bound with its
-// queries first (logits_mma.cuh), so the bound must be right after every way landmarks are written:
-// a prefill, a restore, a continuation prefill's compaction and the step's own compaction.
-// NOTE: half-style RoPE (theta 1e12) turns dims 48-61 by < 1e-8 rad over these positions, and pairs
-// them with dims 16-29, so the cancelling products stay exact in f32 and float64.
+// One chunk whose keys hold 1e20 and -1e20 in dims 60 and 61 (d 64) and 1e25 in dims 62 and 63,
+// against queries 1e20 in dims 60 and 61 and 1 in 62 and 63 (0 elsewhere): its f32 products are
+// +-Infinity, so its logit is NaN and the head is scored in float64, where the two 1e40 cancel
+// exactly and 2e25 is left, the largest logit by far (every other chunk's is ~1e20: keys 1 + |N| in
+// dim 60, 0 in 61). The CUDA tensor cores (bf16 landmarks) scale the queries down, so nothing
+// overflows, and their f32 sums lose products far below the largest one of a group of dims that they
+// add together: the 1e25 products beside the 1e40 ones in dims 60-63 are lost, the chunk's logit
+// comes out 0, and the chunk was not selected. (In dims 48-59 instead, the same logit was right on
+// an H100: a group that holds no 1e40 product keeps them; bench/NOTES.md v58.) The fused step now
+// compares each head's landmark bound with its queries first (logits_mma.cuh), so the bound must be
+// right after every way landmarks are written: a prefill, a restore, a continuation prefill's
+// compaction and the step's own compaction.
+// NOTE: half-style RoPE (theta 1e12) turns dims 60-63 by < 1e-9 rad over these positions, and pairs
+// them with dims 28-31, so the cancelling products stay exact in f32 and float64.
 const WIDE_SPEC: ModelSpec = { layers: 1, queryHeads: 4, kvHeads: 2, headDim: 64, rope: { theta: 1e12 } };
 function spikeInputs(dtype: DType, S: number, steps: number, spike: (t: number) => boolean) {
   const rand = rng(21);
@@ -233,15 +236,14 @@ function spikeInputs(dtype: DType, S: number, steps: number, spike: (t: number) 
     const k = new Float64Array(2 * n * d);
     for (let h = 0; h < 2; h++) for (let i = 0; i < n; i++) {
       const row = k.subarray((h * n + i) * d, (h * n + i + 1) * d);
-      row.set(randn(48, rand));
-      if (spike(t0 + i)) row.fill(1e25, 48, 60).set([1e20, -1e20], 60);
-      else row.set([...randn(12, rand), 1 + Math.abs(randn(1, rand)[0]!)], 48);
+      row.set(randn(60, rand));
+      row.set(spike(t0 + i) ? [1e20, -1e20, 1e25, 1e25] : [1 + Math.abs(randn(1, rand)[0]!), 0, ...randn(2, rand)], 60);
     }
     return makeTensor(k, [1, 2, n, d], dtype).t;
   };
   const values = (n: number) => makeTensor(randn(2 * n * d, rand), [1, 2, n, d], dtype).t;
   const q = new Float64Array(4 * d);
-  for (let j = 0; j < 4; j++) q.fill(1, j * d + 48, j * d + 60).fill(1e20, j * d + 60, j * d + 62);
+  for (let j = 0; j < 4; j++) q.set([1e20, 1e20, 1, 1], j * d + 60);
   const query = makeTensor(q, [1, 4, 1, d], dtype).t;
   const tokens = Array.from({ length: steps }, (_, i) => ({ query, key: keys(S + i, 1), value: values(1) }));
   // The prompt's tokens [t0, t0 + n), for a prefill or one part of a continuation.

@@ -214,36 +214,43 @@ forEachEnv('numerics: sparse selection past f32', (env) => {
   });
 }, (e) => e.dtype === 'f32');
 
-// One chunk whose keys hold 1e20 and -1e20 in dims 60 and 61 (d 64) and 1e25 in dims 62 and 63,
-// against queries 1e20 in dims 60 and 61 and 1 in 62 and 63 (0 elsewhere): its f32 products are
-// +-Infinity, so its logit is NaN and the head is scored in float64, where the two 1e40 cancel
-// exactly and 2e25 is left, the largest logit by far (every other chunk's is ~1e20: keys 1 + |N| in
-// dim 60, 0 in 61). The CUDA tensor cores (bf16 landmarks) scale the queries down, so nothing
-// overflows, and their f32 sums lose products far below the largest one of a group of dims that they
-// add together: the 1e25 products beside the 1e40 ones in dims 60-63 are lost, the chunk's logit
-// comes out 0, and the chunk was not selected. (In dims 48-59 instead, the same logit was right on
-// an H100: a group that holds no 1e40 product keeps them; bench/NOTES.md v58.) The fused step now
-// compares each head's landmark bound with its queries first (logits_mma.cuh), so the bound must be
-// right after every way landmarks are written: a prefill, a restore, a continuation prefill's
-// compaction and the step's own compaction.
-// NOTE: half-style RoPE (theta 1e12) turns dims 60-63 by < 1e-9 rad over these positions, and pairs
-// them with dims 28-31, so the cancelling products stay exact in f32 and float64.
+// Five chunks whose logits pass f32 only through their products (d 64): queries 2^66 in dims 60 and
+// 61 and 1 in 62 and 63 (0 elsewhere); the chunks' keys 2^64 and -(2^64 - 2^56) in dims 60 and 61, so
+// the products are +-2^130, past FLT_MAX, and their sum 2^122 (a logit of 2^119). Four "rivals"
+// (chunks 2, 4, 6, 8) add 2^90 in dim 62, the spike (a later chunk) 2^90 in dims 62 and 63: in
+// float64 the spike's logit is the largest by 2^87, but in f32 2^90 or 2^91 is far below the last
+// bit of 2^122, so whether the sums round to nearest or toward zero (as the tensor cores add), all
+// five come out the same, and the tie rule takes the four rivals. The f32 path overflows (a NaN
+// logit) and scores the head in float64; the CUDA tensor cores (bf16 landmarks) scale the queries
+// down, so nothing overflows there, and the spike was left out. The fused step now compares each
+// head's landmark bound with its queries first (logits_mma.cuh), so the bound must be right after
+// every way landmarks are written: a prefill, a restore, a continuation prefill's compaction and the
+// step's own compaction. (Products of 1e40 that cancel exactly, with 1e25 beside them, came out right
+// on an H100 without the bound: its tensor cores kept those sums; bench/NOTES.md v58.)
+// NOTE: every other chunk's logit is ~1e20 (keys 1 + |N| in dim 60, 0 in 61). Half-style RoPE (theta
+// 1e12) turns dims 60-63 by < 1e-8 rad over these positions and pairs them with dims 28-31, so the
+// large keys and queries keep their bits, and what it turns into dims 28-31 adds ~1e21 to a logit.
 const WIDE_SPEC: ModelSpec = { layers: 1, queryHeads: 4, kvHeads: 2, headDim: 64, rope: { theta: 1e12 } };
-function spikeInputs(dtype: DType, S: number, steps: number, spike: (t: number) => boolean) {
+const RIVALS = [2, 4, 6, 8];
+function spikeInputs(dtype: DType, S: number, steps: number, spike: number) {
   const rand = rng(21);
   const d = 64;
+  const big = [2 ** 64, -(2 ** 64 - 2 ** 56)];
   const keys = (t0: number, n: number) => {
     const k = new Float64Array(2 * n * d);
     for (let h = 0; h < 2; h++) for (let i = 0; i < n; i++) {
       const row = k.subarray((h * n + i) * d, (h * n + i + 1) * d);
+      const chunk = Math.floor((t0 + i) / 4);
       row.set(randn(60, rand));
-      row.set(spike(t0 + i) ? [1e20, -1e20, 1e25, 1e25] : [1 + Math.abs(randn(1, rand)[0]!), 0, ...randn(2, rand)], 60);
+      if (chunk === spike) row.set([...big, 2 ** 90, 2 ** 90], 60);
+      else if (RIVALS.includes(chunk)) row.set([...big, 2 ** 90, 0], 60);
+      else row.set([1 + Math.abs(randn(1, rand)[0]!), 0, ...randn(2, rand)], 60);
     }
     return makeTensor(k, [1, 2, n, d], dtype).t;
   };
   const values = (n: number) => makeTensor(randn(2 * n * d, rand), [1, 2, n, d], dtype).t;
   const q = new Float64Array(4 * d);
-  for (let j = 0; j < 4; j++) q.set([1e20, 1e20, 1, 1], j * d + 60);
+  for (let j = 0; j < 4; j++) q.set([2 ** 66, 2 ** 66, 1, 1], j * d + 60);
   const query = makeTensor(q, [1, 4, 1, d], dtype).t;
   const tokens = Array.from({ length: steps }, (_, i) => ({ query, key: keys(S + i, 1), value: values(1) }));
   // The prompt's tokens [t0, t0 + n), for a prefill or one part of a continuation.
@@ -261,26 +268,26 @@ forEachEnv('numerics: a landmark logit past f32 in the fused step', (env) => {
       if (step >= from) for (let h = 0; h < 2; h++) expect(cache.selection(0, 0, h), `${label}: step ${step}, head ${h}`).toContain(chunk);
     });
 
-  it('the chunk is selected after a prefill, a restore, a continuation prefill and the step\'s own compaction', async () => {
-    // Chunk 5 (tokens 20-23) in the prompt: the prefill's landmarks; then the same cache restored.
-    const a = spikeInputs(env.dtype, 70, 3, (t) => t >= 20 && t < 24);
+  it('the spike is selected over its tied rivals after a prefill, a restore, a continuation prefill and the step\'s own compaction', async () => {
+    // Chunk 10 (tokens 40-43) in the prompt: the prefill's landmarks; then the same cache restored.
+    const a = spikeInputs(env.dtype, 70, 3, 10);
     const cache = await make();
     cache.prefill(0, a.part(0, 70));
     const saved = cache.save();
-    decodeAll(cache, a.tokens, 5, 0, 'prefill');
+    decodeAll(cache, a.tokens, 10, 0, 'prefill');
     cache.dispose();
     const restored = (await loadCache(saved, { backend: env.backend })) as ShadowKVCache;
-    decodeAll(restored, a.tokens, 5, 0, 'restore');
+    decodeAll(restored, a.tokens, 10, 0, 'restore');
     restored.dispose();
     // Chunk 12 (tokens 48-51) in a continuation prefill's second part, compacted outside a step.
-    const b = spikeInputs(env.dtype, 70, 3, (t) => t >= 48 && t < 52);
+    const b = spikeInputs(env.dtype, 70, 3, 12);
     const cont = await make();
     cont.prefill(0, b.part(0, 40));
     cont.prefill(0, b.part(40, 30));
     decodeAll(cont, b.tokens, 12, 0, 'continuation');
     cont.dispose();
     // Chunk 18 (tokens 72-75) from decode steps 2-5: the step's compaction, once the local window passes it.
-    const c = spikeInputs(env.dtype, 70, 24, (t) => t >= 72 && t < 76);
+    const c = spikeInputs(env.dtype, 70, 24, 18);
     const stepped = await make();
     stepped.prefill(0, c.part(0, 70));
     decodeAll(stepped, c.tokens, 18, 20, 'step compaction');

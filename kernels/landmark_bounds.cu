@@ -50,8 +50,8 @@ cudaError_t LandmarkBounds(const void* landmarks, int dtype, int heads, int capa
   SKV_CUDA_CALL(cudaMemsetAsync(head_counts + (size_t)heads * SKV_HEAD_FIELDS, 0, sizeof(int32_t) * heads, stream));
   if (capacity <= 0 || d <= 0) return cudaSuccess;
   // NOTE: a 128K store's head holds 2M values (256K words): 64 blocks of 256 threads a head, 16
-  // words a thread, so that the card has enough loads in flight to read its 32 MB at HBM speed
-  // (one block a head and an element a load had taken ~0.5 ms).
+  // words a thread. 20 us for a 128K store's 32 MB on an H100, where 16 blocks a head and an element
+  // a load took 36 (bench/gpu/landmarkBounds.ts, bench/NOTES.md v58): 0.14 % of its compression.
   const int threads = 256, blocks = (int)std::min<int64_t>(skv_ceil_div((int64_t)capacity * d, threads * 64), 64);
   LandmarkBoundsKernel<<<dim3(std::max(blocks, 1), heads), threads, 0, stream>>>(landmarks, dtype, capacity, d, head_counts);
   SKV_LAUNCH_CHECK();

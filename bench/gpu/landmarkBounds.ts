@@ -3,7 +3,7 @@
 // --runs after 5 untimed. A compression runs it once per layer and row, a restore once per store,
 // so its time adds to prefill compression's.
 //   SHADOWKV_CUDA_SYNC=0 node node_modules/tsx/dist/cli.mjs bench/gpu/landmarkBounds.ts [--context 131072] [--runs 50]
-import { at, HEAD_FIELDS, resolveBackend } from '../../packages/shadowkv/src/backend.js';
+import { at, HEAD_FIELDS, HEAD_WORDS, resolveBackend } from '../../packages/shadowkv/src/backend.js';
 import { cli } from '../../examples/cli.js';
 import type { BenchDevice } from './device.js';
 
@@ -18,8 +18,8 @@ if (!device.gpuTime || !device.landmarkBounds) throw new Error('bench/gpu/landma
 const landmarks = device.alloc(heads * chunks * d, 'bf16', 'bench');
 // Finite bf16 bits of either sign below 2^2: what max |L| scans does not depend on the values.
 device.write(at(landmarks), Uint16Array.from({ length: heads * chunks * d }, (_, i) => ((i * 2654435761) >>> 16) & 0xbfff & ~0x4000));
-const table = device.alloc(heads * (HEAD_FIELDS + 1), 'i32', 'bench');
-const counts = new Int32Array(heads * (HEAD_FIELDS + 1));
+const table = device.alloc(heads * HEAD_WORDS, 'i32', 'bench');
+const counts = new Int32Array(heads * HEAD_WORDS);
 for (let h = 0; h < heads; h++) counts[h * HEAD_FIELDS] = chunks;
 device.write(at(table), counts);
 const ms: number[] = [];

@@ -1,5 +1,5 @@
 import { expect, it } from 'vitest';
-import { at, HEAD_FIELDS, type Device } from '../../packages/shadowkv/src/backend.js';
+import { at, HEAD_FIELDS, HEAD_WORDS, type Device } from '../../packages/shadowkv/src/backend.js';
 import { forEachEnv } from '../envs.js';
 import { put, rounded } from '../helpers/device.js';
 import { randn, rng } from '../helpers/data.js';
@@ -21,7 +21,7 @@ forEachEnv('landmarkBounds', (env) => {
     // Rows past a head's count hold larger values, which must not count.
     const lm = Float64Array.from(randn(heads * capacity * d, rand, scale), (x, i) => (Math.floor(i / d) % capacity < counts[Math.floor(i / d / capacity)]! ? x : 4 * scale));
     const stored = rounded(lm, env.dtype);
-    const table = new Int32Array(heads * (HEAD_FIELDS + 1)).fill(0x7f000000); // stale bounds: replaced, not raised
+    const table = new Int32Array(heads * HEAD_WORDS).fill(0x7f000000); // stale bounds: replaced, not raised
     counts.forEach((n, h) => table.set([n, 5, 6], h * HEAD_FIELDS));
     const lmBuf = put(device, lm, env.dtype);
     const tableBuf = put(device, table, 'i32');

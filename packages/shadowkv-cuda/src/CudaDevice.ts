@@ -33,7 +33,7 @@ import { OutOfMemoryError } from '../../shadowkv/src/errors/OutOfMemoryError.js'
 import { ShapeError } from '../../shadowkv/src/errors/ShapeError.js';
 import type { RopeStyle } from '../../shadowkv/src/spec.js';
 import type { DType } from '../../shadowkv/src/tensor.js';
-import { HEAD_FIELDS, type LayerStep, type StepRow } from '../../shadowkv/src/backends/LayerStep.js';
+import { HEAD_WORDS, type LayerStep, type StepRow } from '../../shadowkv/src/backends/LayerStep.js';
 import { CUDA_MEMORY_TYPE, DTYPE_CODE, ROPE_STYLE_CODE, ROW_BYTES, SEGMENT_WORDS, STATUS, STEP_BYTES, type CudaAddon } from './AddonTypes.js';
 import { envCount, envSwitch } from './cudaEnv.js';
 import { typedFailures } from './typedFailures.js';
@@ -292,7 +292,7 @@ export class CudaDevice implements Device {
   landmarkBounds(landmarks: View, heads: number, capacity: number, d: number, headCounts: View): void {
     if (heads === 0) return;
     this.within('landmarkBounds', 'landmarks', landmarks, heads * capacity * d);
-    this.within('landmarkBounds', 'headCounts', headCounts, heads * (HEAD_FIELDS + 1));
+    this.within('landmarkBounds', 'headCounts', headCounts, heads * HEAD_WORDS);
     this.x.landmarkBounds(this.addr(landmarks), storageCode(landmarks.buf.dtype), heads, capacity, d, this.addr(headCounts));
   }
 

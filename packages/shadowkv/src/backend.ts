@@ -10,7 +10,7 @@ export {
   at, BUFFER_BYTES, type BufferDType, type Device, type DeviceBuffer, type DeviceMemory, type DeviceRoom, type FiniteCheck, type GemmArgs, type HostArray, type LowRankOut,
   type PagedBuffer, type RebuildArgs, type Segment, type Tier, type View,
 } from './backends/Device.js';
-export { COUNTER, COUNTERS, HEAD_FIELD, HEAD_FIELDS, type LayerStep, type SparseHandles, type StepGeometry, type StepRow, type TailHandles } from './backends/LayerStep.js';
+export { COUNTER, COUNTERS, HEAD_FIELD, HEAD_FIELDS, HEAD_WORDS, type LayerStep, type SparseHandles, type StepGeometry, type StepRow, type TailHandles } from './backends/LayerStep.js';
 export { registerBackend, resolveBackend, resolveBackendSync } from './backends/registry.js';
 export { createWasmBackend, createWasmBackendSync, type WasmBackendOptions } from './backends/wasm/WasmBackend.js';
 export { compileWasm, instantiateWasm, type WasmModule, type WasmVariant } from './backends/wasm/loadWasm.js';

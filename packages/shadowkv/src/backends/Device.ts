@@ -238,7 +238,7 @@ export interface Device {
   keepLandmarks(landmarks: View, heads: number, nChunks: number, d: number, outliers: Int32Array, counts: Int32Array, maxOutliers: number, out: View, ids: View, capacity: number): void;
   /**
    * Each head's landmark bound, from scratch: the f32 bits of max |L_i| over head h's first
-   * `headCounts[h * HEAD_FIELDS]` landmarks (rows `h * capacity` on of `landmarks`) into the bound
+   * `headCounts[h * HEAD_FIELDS]` landmarks (its rows start at row `h * capacity` of `landmarks`) into the bound
    * word `headCounts[heads * HEAD_FIELDS + h]` (SparseHandles.headCounts). A backend whose step
    * scores landmarks where f32 overflow cannot show (CUDA's tensor cores) keeps it; the others have none.
    */

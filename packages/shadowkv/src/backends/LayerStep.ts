@@ -27,6 +27,8 @@ export function widenCounters(c: Float64Array): Float64Array {
 /** Fields per kv head of a store's `headCounts` (i32): landmarks, outliers, selected. NOTE: matches `skv_head_field`. */
 export const HEAD_FIELD = { landmarks: 0, outliers: 1, selected: 2 } as const;
 export const HEAD_FIELDS = 3;
+/** i32 words a kv head in `headCounts`: its HEAD_FIELDS counts (all heads' first), then its landmark bound word. */
+export const HEAD_WORDS = HEAD_FIELDS + 1;
 
 /** The exact rows of one (layer, row): `[Hkv][capacity][d]` post-RoPE keys and values. */
 export interface TailHandles {
@@ -51,7 +53,7 @@ export interface SparseHandles {
   readonly proj: DeviceBuffer; // [Hkv*d, rank]
   readonly landmarks: DeviceBuffer; // [Hkv, chunkCapacity, d]
   readonly landmarkIds: DeviceBuffer; // i32 [Hkv, chunkCapacity], ascending
-  /** i32 [Hkv, HEAD_FIELDS], then a landmark bound word a head (Device.landmarkBounds; 0 where the backend keeps none). */
+  /** i32 [Hkv, HEAD_FIELDS], then a landmark bound word a head (Device.landmarkBounds; 0 where the backend keeps none): Hkv * HEAD_WORDS. */
   readonly headCounts: DeviceBuffer;
   readonly outlierK: DeviceBuffer; // [Hkv, maxOutliers, C*d]
   readonly outlierV: DeviceBuffer;

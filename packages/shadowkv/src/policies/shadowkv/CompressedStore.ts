@@ -1,5 +1,5 @@
 import { at, fp8ChunkBytes, type Device, type DeviceBuffer, type HostArray, type PagedBuffer, type View } from '../../backends/Device.js';
-import { HEAD_FIELDS, type HotValues, type SparseHandles } from '../../backends/LayerStep.js';
+import { HEAD_FIELDS, HEAD_WORDS, type HotValues, type SparseHandles } from '../../backends/LayerStep.js';
 import type { ResolvedShadowKVOptions } from '../../config.js';
 import type { DType, TensorData } from '../../tensor.js';
 import { DTYPE_BYTES } from '../../dtype.js';
@@ -57,7 +57,7 @@ export function storeComponents(g: StoreGeometry, capacity: number): Record<'low
     outliers: 2 * heads * maxOutliers * C * d * b,
     selected: 2 * heads * maxSelected * C * d * b,
     hotValues: heads * hotChunks * C * d * b,
-    tables: 4 * (heads * capacity + heads * (HEAD_FIELDS + 1) + heads * maxOutliers + heads * maxSelected + heads * hotChunks + pages),
+    tables: 4 * (heads * capacity + heads * HEAD_WORDS + heads * maxOutliers + heads * maxSelected + heads * hotChunks + pages),
     host: pages * pageChunks * chunkBytes,
   };
 }
@@ -127,7 +127,7 @@ export class CompressedStore implements SparseHandles {
     try {
       this.sv = alloc(rank * heads * d, dtype, 'basis');
       this.proj = alloc(heads * d * rank, dtype, 'basis');
-      this.headCounts = alloc(heads * (HEAD_FIELDS + 1), 'i32', 'tables');
+      this.headCounts = alloc(heads * HEAD_WORDS, 'i32', 'tables');
       this.outlierIds = alloc(heads * maxOutliers, 'i32', 'tables');
       this.outlierK = alloc(heads * maxOutliers * C * d, dtype, 'outliers');
       this.outlierV = alloc(heads * maxOutliers * C * d, dtype, 'outliers');
@@ -137,7 +137,7 @@ export class CompressedStore implements SparseHandles {
       if (hotChunks > 0) this.hot = { slots: hotChunks, ids: alloc(heads * hotChunks, 'i32', 'tables'), v: alloc(heads * hotChunks * C * d, dtype, 'hotValues') };
       this.values = { pageChunks, block: C * d, heads, dtype, ...(geometry.fp8 ? { fp8Rows: C } : {}), pages: [], table: device.pointerTable([], 'tables') };
       made.push(this.values.table);
-      device.write(at(this.headCounts), new Int32Array(heads * (HEAD_FIELDS + 1)));
+      device.write(at(this.headCounts), new Int32Array(heads * HEAD_WORDS));
       this.clearSelection();
       this.resize(chunks);
     } catch (err) {

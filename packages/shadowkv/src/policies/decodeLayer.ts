@@ -130,7 +130,8 @@ function fetchValues(device: Device, s: SparseHandles, h: number, block: number,
 
 /**
  * Compaction after the step: the tail's oldest whole chunks beyond the local window join the store
- * (keys projected onto the basis, values to the host pages, landmarks appended, the tail shifted).
+ * (keys projected onto the basis, values to the host pages, landmarks appended, the counts written
+ * and the landmark bounds with them, the tail shifted).
  */
 export function compactRow(device: Device, geometry: StepGeometry, tail: TailHandles, s: SparseHandles, count: number, heads: Int32Array, counters: Float64Array): void {
   const { kvHeads: Hkv, headDim: d, chunkSize: C, localTokens, invFreq, ropeStyle } = geometry;
@@ -160,11 +161,22 @@ export function compactRow(device: Device, geometry: StepGeometry, tail: TailHan
     device.write(at(s.landmarkIds, h * s.chunkCapacity + L), range(first, m));
     heads[h * HEAD_FIELDS + HEAD_FIELD.landmarks] = L + m;
   }
+  device.write(at(s.headCounts), heads);
+  boundLandmarks(device, s, Hkv, d);
   for (let h = 0; h < Hkv; h++) {
     device.copy(at(tail.k, h * tail.capacity * d), at(tail.k, (h * tail.capacity + n) * d), (count - n) * d);
     device.copy(at(tail.v, h * tail.capacity * d), at(tail.v, (h * tail.capacity + n) * d), (count - n) * d);
   }
   add(counters, 'compactions', 1);
+}
+
+/**
+ * Each head's landmark bound from its landmarks, where the device keeps one (Device.landmarkBounds):
+ * after the host wrote landmarks or their counts to the device. The fused step's own compaction
+ * raises it itself.
+ */
+export function boundLandmarks(device: Device, s: SparseHandles, Hkv: number, d: number): void {
+  device.landmarkBounds?.(at(s.landmarks), Hkv, s.chunkCapacity, d, at(s.headCounts));
 }
 
 /** Where chunk c of head h lives in a store's host pages (a word offset where they hold fp8). */

@@ -5,7 +5,7 @@ import type { DType, TensorData } from '../../tensor.js';
 import { DTYPE_BYTES } from '../../dtype.js';
 import { growCapacity } from '../capacity.js';
 import { range } from '../range.js';
-import { storeValues } from '../decodeLayer.js';
+import { boundLandmarks, storeValues } from '../decodeLayer.js';
 import type { HostPages } from './HostPages.js';
 
 /** Sizes of a store, fixed at creation. */
@@ -193,13 +193,9 @@ export class CompressedStore implements SparseHandles {
     }
   }
 
-  /**
-   * Each head's landmark bound from its landmarks, where the device keeps one: after the host wrote
-   * landmarks or their counts (a compression, a restore, a compaction outside a step). The step's own
-   * compaction raises it itself.
-   */
+  /** Each head's landmark bound (decodeLayer.ts boundLandmarks): after a compression or a restore wrote the landmarks. */
   boundLandmarks(): void {
-    this.device.landmarkBounds?.(at(this.landmarks), this.geometry.heads, this.chunkCapacity, this.geometry.d, at(this.headCounts));
+    boundLandmarks(this.device, this, this.geometry.heads, this.geometry.d);
   }
 
   /** Per-head counts `[Hkv, HEAD_FIELDS]` (landmarks, outliers, selected), read from the device. */

@@ -249,9 +249,7 @@ export function compactSequence(ctx: CompressContext, st: SequenceState, store: 
   store.reserveChunks(store.tokens / o.chunkSize + m);
   const heads = store.headCountsNow();
   const c = device.read(at(counters) as View & { buf: { dtype: 'f64' } }, COUNTERS);
-  compactRow(device, ctx.geometry, st.tail, store, st.tail.count, heads, c);
-  device.write(at(store.headCounts), heads);
-  store.boundLandmarks();
+  compactRow(device, ctx.geometry, st.tail, store, st.tail.count, heads, c); // writes the counts and the bounds
   device.write(at(counters), c);
   const n = m * o.chunkSize;
   st.tail.shifted(n);

@@ -246,6 +246,12 @@ __device__ __forceinline__ float warp_max(float v) {
   return v;
 }
 
+// Head h's landmark bound word among a store's head counts of `heads` kv heads (SkvHeadField): the
+// f32 bits of max |L_i| over its landmarks, raised by atomicMax (landmark_bounds.cu, decode_layer.cu).
+__device__ __forceinline__ int32_t* landmark_bound_word(int32_t* head_counts, int heads, int h) {
+  return head_counts + heads * SKV_HEAD_FIELDS + h;
+}
+
 // op(...op(v_0, v_1)...) of every thread's v over the whole block (blockDim.x a multiple of 32, at
 // most 1024), returned to every thread: within each warp by shuffles, then the warps' results in
 // order. red: shared [32]. Ends with the block synchronized.

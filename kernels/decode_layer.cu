@@ -72,9 +72,8 @@ __device__ __forceinline__ int32_t* head_counts(const SkvStepRow& r, int h) {
   return reinterpret_cast<int32_t*>(r.head_counts) + h * SKV_HEAD_FIELDS;
 }
 
-// Head h's landmark bound word after the counts (SkvHeadField): f32 bits, raised by atomicMax.
 __device__ __forceinline__ int32_t* landmark_bound(const SkvStepRow& r, int h, int kv_heads) {
-  return reinterpret_cast<int32_t*>(r.head_counts) + kv_heads * SKV_HEAD_FIELDS + h;
+  return landmark_bound_word(reinterpret_cast<int32_t*>(r.head_counts), kv_heads, h);
 }
 
 // A running total and its per-step twin.

@@ -9,17 +9,11 @@
 
 // Max |x| over the elements of one 16-byte word (4 f32 or 8 f16/bf16), NaN-ignoring.
 __device__ __forceinline__ float word_max_abs(uint4 w, int dtype) {
-  float x[8];
-  int n = 8;
-  if (dtype == SKV_F32) {
-    x[0] = __uint_as_float(w.x), x[1] = __uint_as_float(w.y), x[2] = __uint_as_float(w.z), x[3] = __uint_as_float(w.w);
-    n = 4;
-  } else {
-    unpack8_16bit(w, dtype, x);
-  }
+  float x[8] = {__uint_as_float(w.x), __uint_as_float(w.y), __uint_as_float(w.z), __uint_as_float(w.w)};  // f32: zeros after
+  if (dtype != SKV_F32) unpack8_16bit(w, dtype, x);
   float m = 0.f;
 #pragma unroll
-  for (int i = 0; i < 8; i++) m = i < n ? fmaxf(m, fabsf(x[i])) : m;
+  for (int i = 0; i < 8; i++) m = fmaxf(m, fabsf(x[i]));
   return m;
 }
 
@@ -41,7 +35,7 @@ __global__ void LandmarkBoundsKernel(const void* landmarks, int dtype, int capac
     for (int64_t i = first; i < n; i += stride) m = fmaxf(m, fabsf(load_f32(base, dtype, (size_t)i)));
   }
   m = warp_max(m);
-  if (threadIdx.x % 32 == 0 && m > 0.f) atomicMax(&head_counts[heads * SKV_HEAD_FIELDS + h], __float_as_int(m));
+  if (threadIdx.x % 32 == 0 && m > 0.f) atomicMax(landmark_bound_word(head_counts, heads, h), __float_as_int(m));
 }
 
 cudaError_t LandmarkBounds(const void* landmarks, int dtype, int heads, int capacity, int d, int32_t* head_counts, cudaStream_t stream) {

@@ -193,11 +193,6 @@ export class CompressedStore implements SparseHandles {
     }
   }
 
-  /** Each head's landmark bound (decodeLayer.ts boundLandmarks): after a compression or a restore wrote the landmarks. */
-  boundLandmarks(): void {
-    boundLandmarks(this.device, this, this.geometry.heads, this.geometry.d);
-  }
-
   /** Per-head counts `[Hkv, HEAD_FIELDS]` (landmarks, outliers, selected), read from the device. */
   headCountsNow(): Int32Array {
     return this.read(this.headCounts, this.geometry.heads * HEAD_FIELDS) as Int32Array;
@@ -295,6 +290,6 @@ export class CompressedStore implements SparseHandles {
       counts.set([saved.landmarkIds.length, saved.outlierIds.length, saved.selected.length], h * HEAD_FIELDS);
     });
     this.device.write(at(this.headCounts), counts);
-    this.boundLandmarks();
+    boundLandmarks(this.device, this, heads, d);
   }
 }

@@ -4,7 +4,7 @@ import type { ResolvedShadowKVOptions } from '../../config.js';
 import type { ResolvedSpec } from '../../spec.js';
 import type { SequenceState } from '../BaseKVCache.js';
 import { storeChunks } from '../capacity.js';
-import { compactRow, pageView, storeValues } from '../decodeLayer.js';
+import { boundLandmarks, compactRow, pageView, storeValues } from '../decodeLayer.js';
 import { range } from '../range.js';
 import { NonFiniteError } from '../../errors/NonFiniteError.js';
 import { OutOfMemoryError } from '../../errors/OutOfMemoryError.js';
@@ -102,7 +102,7 @@ export function buildStore(ctx: CompressContext, st: SequenceState): CompressedS
     device.convert(at(store.sv), at(f.sv), rank * D);
     device.convert(at(store.proj), at(f.proj), D * rank);
     device.write(at(store.headCounts), counts);
-    store.boundLandmarks();
+    boundLandmarks(device, store, Hkv, d);
     stage('convert');
   } catch (err) {
     try {

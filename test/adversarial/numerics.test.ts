@@ -214,7 +214,8 @@ forEachEnv('numerics: sparse selection past f32', (env) => {
   });
 }, (e) => e.dtype === 'f32');
 
-// Five chunks whose logits pass f32 only through their products (d 64): queries 2^66 in dims 60 and
+// Five chunks whose logits pass f32 only through their products (d 64 and 128, the widths whose bf16
+// logits run on the tensor cores): queries 2^66 in dims 60 and
 // 61 and 1 in 62 and 63 (0 elsewhere); the chunks' keys 2^64 and -(2^64 - 2^56) in dims 60 and 61, so
 // the products are +-2^130, past FLT_MAX, and their sum 2^122 (a logit of 2^119). Four "rivals"
 // (the four chunks before it) add 2^90 in dim 62, the spike 2^90 in dims 62 and 63: in
@@ -228,13 +229,13 @@ forEachEnv('numerics: sparse selection past f32', (env) => {
 // step's own compaction. (Products of 1e40 that cancel exactly, with 1e25 beside them, came out right
 // on an H100 without the bound: its tensor cores kept those sums; bench/NOTES.md v58.)
 // NOTE: every other chunk's logit is ~1e20 (keys 1 + |N| in dim 60, 0 in 61). Half-style RoPE (theta
-// 1e12) turns dims 60-63 by < 1e-8 rad over these positions and pairs them with dims 28-31, so the
-// large keys and queries keep their bits, and what it turns into dims 28-31 adds ~1e21 to a logit.
-const WIDE_SPEC: ModelSpec = { layers: 1, queryHeads: 4, kvHeads: 2, headDim: 64, rope: { theta: 1e12 } };
+// 1e12) turns dims 60-63 by < 1e-8 rad over these positions and pairs them with dims 28-31 (d 64) or
+// 124-127 (d 128), so the large keys and queries keep their bits, and what it turns into the pairs
+// adds ~1e21 to a logit at most.
+const wideSpec = (headDim: number): ModelSpec => ({ layers: 1, queryHeads: 4, kvHeads: 2, headDim, rope: { theta: 1e12 } });
 /** Chunks [spike - 4, spike) are the rivals; every other chunk but the spike has a logit ~1e20. */
-function spikeInputs(dtype: DType, S: number, steps: number, spike: number) {
+function spikeInputs(dtype: DType, d: number, S: number, steps: number, spike: number) {
   const rand = rng(21);
-  const d = 64;
   const big = [2 ** 64, -(2 ** 64 - 2 ** 56)];
   const keys = (t0: number, n: number) => {
     const k = new Float64Array(2 * n * d);
@@ -260,12 +261,14 @@ function spikeInputs(dtype: DType, S: number, steps: number, spike: number) {
 
 forEachEnv('numerics: a landmark logit past f32 in the fused step', (env) => {
   const options = { ...SPARSE, rank: 32 };
-  const make = async () => (await createCache({ spec: WIDE_SPEC, policy: 'shadowkv', dtype: env.dtype, backend: env.backend, maxTokens: 160, options })) as ShadowKVCache;
+  const create = async (d: number) => (await createCache({ spec: wideSpec(d), policy: 'shadowkv', dtype: env.dtype, backend: env.backend, maxTokens: 160, options })) as ShadowKVCache;
   // Each way the five chunks' landmarks get written, alone: no other writer has seen a large one.
-  // [writer, the spike chunk, decode steps, the first step that must select it, the cache to decode]
-  const writers: [string, number, number, number, (x: ReturnType<typeof spikeInputs>) => Promise<ShadowKVCache>][] = [
-    ['a prefill', 10, 3, 0, async (x) => { const c = await make(); c.prefill(0, x.part(0, 70)); return c; }],
-    ['a restore', 10, 3, 0, async (x) => {
+  // [writer, the spike chunk, decode steps, the first step that must select it, the cache to decode
+  // from the inputs and a maker of empty caches]
+  type Make = () => Promise<ShadowKVCache>;
+  const writers: [string, number, number, number, (x: ReturnType<typeof spikeInputs>, make: Make) => Promise<ShadowKVCache>][] = [
+    ['a prefill', 10, 3, 0, async (x, make) => { const c = await make(); c.prefill(0, x.part(0, 70)); return c; }],
+    ['a restore', 10, 3, 0, async (x, make) => {
       const c = await make();
       c.prefill(0, x.part(0, 70));
       const saved = c.save();
@@ -273,13 +276,13 @@ forEachEnv('numerics: a landmark logit past f32 in the fused step', (env) => {
       return (await loadCache(saved, { backend: env.backend })) as ShadowKVCache;
     }],
     // Chunks 8-14 (tokens 32-59) reach the store by the second part's compaction, outside a step.
-    ['a continuation prefill', 14, 3, 0, async (x) => { const c = await make(); c.prefill(0, x.part(0, 40)); c.prefill(0, x.part(40, 30)); return c; }],
+    ['a continuation prefill', 14, 3, 0, async (x, make) => { const c = await make(); c.prefill(0, x.part(0, 40)); c.prefill(0, x.part(40, 30)); return c; }],
     // Chunks 18-22 (tokens 72-91) come from decode steps 2-21 and reach the store by the step's compaction.
-    ['the step\'s compaction', 22, 44, 40, async (x) => { const c = await make(); c.prefill(0, x.part(0, 70)); return c; }],
+    ['the step\'s compaction', 22, 44, 40, async (x, make) => { const c = await make(); c.prefill(0, x.part(0, 70)); return c; }],
   ];
-  it.each(writers)('the spike is selected over its tied rivals after %s', async (label, spike, steps, from, cache) => {
-    const x = spikeInputs(env.dtype, 70, steps, spike);
-    const c = await cache(x);
+  it.each([64, 128].flatMap((width) => writers.map((w) => [width, ...w] as const)))('d %i: the spike is selected over its tied rivals after %s', async (width, label, spike, steps, from, cache) => {
+    const x = spikeInputs(env.dtype, width, 70, steps, spike);
+    const c = await cache(x, () => create(width));
     x.tokens.forEach((t, step) => {
       expect(toFloat32(c.decode(0, t)).every(Number.isFinite), `step ${step}: output finite`).toBe(true);
       if (step >= from) for (let h = 0; h < 2; h++) expect(c.selection(0, 0, h), `step ${step}, head ${h}`).toContain(spike);

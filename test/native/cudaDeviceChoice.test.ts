@@ -1,4 +1,4 @@
-import { describe, expect, it, vi } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { ConfigError } from '../../packages/shadowkv/src/errors/index.js';
 
 // One CUDA device per process: the addon's current device, streams and step graphs are the
@@ -57,6 +57,36 @@ describe('createCudaBackend options (stub addon)', () => {
       expect(err, JSON.stringify(options)).toBeInstanceOf(ConfigError);
       expect((err as Error).message).toMatch(message);
     }
+    expect(setDevice).not.toHaveBeenCalled();
+  });
+});
+
+describe('SHADOWKV_CUDA_DEVICE: the device when no `device` option is given (stub addon)', () => {
+  afterEach(() => delete process.env.SHADOWKV_CUDA_DEVICE);
+  const rejection = (options?: object) => createCudaBackend(options).then(() => undefined, (e: unknown) => e as Error);
+
+  it('picks the device; an explicit option wins over it; the refusal names the variable', async () => {
+    setDevice.mockClear();
+    process.env.SHADOWKV_CUDA_DEVICE = '1'; // the device this file's first test chose
+    await createCudaBackend();
+    expect(setDevice.mock.calls).toEqual([[1]]);
+    process.env.SHADOWKV_CUDA_DEVICE = '0';
+    await createCudaBackend({ device: 1 });
+    expect(setDevice.mock.calls).toEqual([[1], [1]]);
+    const err = await rejection();
+    expect(err).toBeInstanceOf(ConfigError);
+    expect(err?.message).toMatch(/runs on CUDA device 1; device 0 \(SHADOWKV_CUDA_DEVICE\) needs a process of its own/);
+    expect(setDevice.mock.calls).toHaveLength(2);
+  });
+
+  it.each(['-1', '1.5', 'one', ' 1', '2147483648'])('SHADOWKV_CUDA_DEVICE=%j is a ConfigError naming it, before anything is probed', async (value) => {
+    setDevice.mockClear();
+    process.env.SHADOWKV_CUDA_DEVICE = value;
+    const err = await rejection();
+    expect(err).toBeInstanceOf(ConfigError);
+    expect(err?.message).toContain(`SHADOWKV_CUDA_DEVICE must be a CUDA device ordinal in [0, 2147483647]`);
+    expect(err?.message).toContain(`got ${JSON.stringify(value)}; unset it for the default`);
+    expect(await rejection({ device: 1 })).toBeInstanceOf(ConfigError); // checked with every variable, even where the option wins
     expect(setDevice).not.toHaveBeenCalled();
   });
 });

@@ -25,6 +25,11 @@ const COUNT: EnvRule = {
 
 /** Every variable, with what it takes (docs/cuda.md says what each does). */
 export const CUDA_ENV: Readonly<Record<string, EnvRule>> = {
+  // Read by createCudaBackend, not the addon: the device when the `device` option is not given.
+  SHADOWKV_CUDA_DEVICE: {
+    takes: `a CUDA device ordinal in [0, ${INT32_MAX}] (the device when createCudaBackend has no \`device\` option)`,
+    ok: (v) => v === '' || (/^\d{1,10}$/.test(v) && Number(v) <= INT32_MAX),
+  },
   SHADOWKV_CUDA_SYNC: oneOf('0 (ops queue, the default) or 1 (every op waits for its kernels)', '', '0', '1'),
   SHADOWKV_CUDA_PDL: SWITCH,
   SHADOWKV_CUDA_GRAPHS: SWITCH,
@@ -68,6 +73,14 @@ export function envSwitch(name: string): boolean {
   const err = refusal(name);
   if (err) throw err;
   return process.env[name] !== '0';
+}
+
+/** SHADOWKV_CUDA_DEVICE's ordinal, or undefined when unset or empty (checked as every variable is). */
+export function envDevice(): number | undefined {
+  const err = refusal('SHADOWKV_CUDA_DEVICE');
+  if (err) throw err;
+  const value = process.env.SHADOWKV_CUDA_DEVICE;
+  return value ? Number(value) : undefined;
 }
 
 /** A COUNT variable of CUDA_ENV, read when a device is made (tests set them between devices): 0 when unset or empty. */

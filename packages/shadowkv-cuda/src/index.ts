@@ -11,7 +11,7 @@ import { NoBinaryError } from '../../shadowkv/src/errors/NoBinaryError.js';
 import { NoDeviceError } from '../../shadowkv/src/errors/NoDeviceError.js';
 import { CUDA_NO_DEVICE, type CudaDeviceInfo } from './AddonTypes.js';
 import { CudaDevice } from './CudaDevice.js';
-import { checkCudaEnv } from './cudaEnv.js';
+import { checkCudaEnv, envDevice } from './cudaEnv.js';
 import { findAddon, loadAddon } from './loadAddon.js';
 import { probeAddon, type ProbeResult } from './probeAddon.js';
 
@@ -25,7 +25,7 @@ export { probeAddon, type ProbeResult } from './probeAddon.js';
 /** Options of the CUDA backend. */
 export interface CudaBackendOptions {
   /**
-   * CUDA device ordinal (default 0). Every cache of this process runs on it: a backend for another
+   * CUDA device ordinal (default: `SHADOWKV_CUDA_DEVICE` where set, else 0). Every cache of this process runs on it: a backend for another
    * device in the same process is a `ConfigError` (use a process per GPU).
    */
   device?: number;
@@ -52,20 +52,22 @@ export interface CudaBackendOptions {
  */
 export async function createCudaBackend(options: CudaBackendOptions = {}): Promise<Backend> {
   checkKeys('createCudaBackend options', options, ['device', 'hostMemory']);
-  const ordinal = options.device ?? 0;
-  intOption('device', ordinal, INT32_MAX, 'a CUDA device ordinal');
+  if (options.device != null) intOption('device', options.device, INT32_MAX, 'a CUDA device ordinal');
+  const fromEnv = options.device == null ? envDevice() : undefined;
+  const ordinal = options.device ?? fromEnv ?? 0;
+  const asked = fromEnv === undefined ? `device ${ordinal}` : `device ${ordinal} (SHADOWKV_CUDA_DEVICE)`;
   const { hostMemory } = options;
   if (hostMemory !== undefined) intOption('hostMemory', hostMemory, Number.MAX_SAFE_INTEGER, 'bytes; 2^53 - 1 is as many as a number holds exactly');
   // NOTE: the addon's current device, its streams and its step graphs are per process: a second
   // device would move every cache already made onto it.
   const taken = () => {
-    if (chosen !== undefined && chosen !== ordinal) throw new ConfigError(`createCudaBackend: this process runs on CUDA device ${chosen}; device ${ordinal} needs a process of its own (one device per process)`);
+    if (chosen !== undefined && chosen !== ordinal) throw new ConfigError(`createCudaBackend: this process runs on CUDA device ${chosen}; ${asked} needs a process of its own (one device per process)`);
   };
   taken();
   checkCudaEnv();
   const path = findAddon();
   const probe = await probeAddon(path, ordinal);
-  const info = checkProbe(probe, ordinal, path);
+  const info = checkProbe(probe, ordinal, asked, path);
   taken(); // another call may have chosen while this one probed
   const addon = loadAddon(path);
   addon.setDevice(ordinal);
@@ -94,7 +96,7 @@ let chosen: number | undefined;
 const version = (v: number) => `${Math.floor(v / 1000)}.${Math.floor((v % 1000) / 10)}`;
 
 /** The chosen device's properties, or the typed error that says why CUDA cannot run. */
-function checkProbe(p: ProbeResult, ordinal: number, path: string): CudaDeviceInfo {
+function checkProbe(p: ProbeResult, ordinal: number, asked: string, path: string): CudaDeviceInfo {
   if (p.stage === 'load' || p.stage === 'crash' || p.stage === 'spawn') {
     throw new NoBinaryError(`shadowkv-cuda: ${path} failed in the probe process (${p.stage}): ${p.message}. Rebuild it with \`bash scripts/build-cuda.sh\``);
   }
@@ -103,7 +105,7 @@ function checkProbe(p: ProbeResult, ordinal: number, path: string): CudaDeviceIn
   const count = p.count ?? 0;
   if (count === 0) throw new NoDeviceError('shadowkv-cuda: no CUDA device (the driver reports 0 devices)');
   const info = p.devices?.[ordinal];
-  if (!info) throw new NoDeviceError(`shadowkv-cuda: device ${ordinal} was asked for, but there ${count === 1 ? 'is 1 device' : `are ${count} devices`}`);
+  if (!info) throw new NoDeviceError(`shadowkv-cuda: ${asked} was asked for, but there ${count === 1 ? 'is 1 device' : `are ${count} devices`}`);
   return info;
 }
 

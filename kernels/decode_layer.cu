@@ -309,18 +309,27 @@ __device__ int hot_slots(const SkvStepRow& r, int h, const int32_t* ids, int m, 
 // free_slots, miss_idx) hold the task's selected chunk ids, ascending. All slots are cleared if
 // the selection shrank; a slot whose chunk stays selected is a hit (the first such slot, if two
 // held the same chunk); misses take the other slots of [0, m) in order. Then the misses for
-// StepFetch, the counters, and the attention's outlier and selected segments.
-__device__ void select_reuse(const StepArgs& a, const SkvStepRow& r, int task, int32_t* lists, int m, SelectShared& sh) {
+// StepFetch, the counters, and the attention's outlier and selected segments. held: what the
+// caller read before the select: the head's slot ids (a copy may share miss_idx's list, which is
+// written only after it is read), its outlier and selected counts, and the tail segment's rows
+// (tail_segment's n, which the append stored); null: read here.
+struct HeldSlots {
+  const int32_t* ids;
+  int outliers, selected, tail;
+};
+__device__ void select_reuse(const StepArgs& a, const SkvStepRow& r, int task, int32_t* lists, int m, SelectShared& sh,
+                             const HeldSlots* held_in = nullptr) {
   const SkvStep& s = a.s;
   const int h = task % s.kv_heads, S = s.max_selected, C = s.C;
   int32_t* hc = head_counts(r, h);
-  const int O = hc[SKV_HEAD_OUTLIERS];
-  int sc = hc[SKV_HEAD_SELECTED];
+  const int O = held_in ? held_in->outliers : hc[SKV_HEAD_OUTLIERS];
+  int sc = held_in ? held_in->selected : hc[SKV_HEAD_SELECTED];
   const size_t o = (size_t)task * S;
   int32_t *ids = lists, *held = lists + S, *hit = lists + 2 * S, *free_slots = lists + 3 * S, *miss_idx = lists + 4 * S;
   int32_t* miss_ids = ws_ptr<int32_t>(a, a.at.miss_ids) + o;
   int32_t* miss_slots = ws_ptr<int32_t>(a, a.at.miss_slots) + o;
   int32_t* slot_ids = reinterpret_cast<int32_t*>(r.selected_ids) + (size_t)h * S;
+  const int32_t* held_ids = held_in ? held_in->ids : slot_ids;
   if (m < sc) {
     for (int i = threadIdx.x; i < S; i += blockDim.x) slot_ids[i] = -1;
     sc = 0;
@@ -328,7 +337,7 @@ __device__ void select_reuse(const StepArgs& a, const SkvStepRow& r, int task, i
   for (int i = threadIdx.x; i < m; i += blockDim.x) held[i] = INT_MAX;
   __syncthreads();
   for (int slot = threadIdx.x; slot < sc; slot += blockDim.x) {
-    const int32_t id = slot_ids[slot];
+    const int32_t id = held_ids[slot];
     int lo = 0, hi = m;  // lower_bound of id in ids
     while (lo < hi) {
       const int mid = (lo + hi) / 2;
@@ -368,7 +377,7 @@ __device__ void select_reuse(const StepArgs& a, const SkvStepRow& r, int task, i
                          reinterpret_cast<uint64_t>(elem(r.selected_v, s.kv_dtype, so)), m * C, s.d};
     SkvAttnTask* t = ws_ptr<SkvAttnTask>(a, a.at.attn) + task;
     t->nseg = 3;
-    t->total = (int64_t)(O + m) * C + segs[2].n;
+    t->total = (int64_t)(O + m) * C + (held_in ? held_in->tail : segs[2].n);
   }
 }
 
@@ -412,16 +421,16 @@ __global__ void __launch_bounds__(SELECT_THREADS) StepSelectKernel(StepArgs a, i
 enum { SELECT_CLUSTER_THREADS = 512, SELECT_CLUSTER_MIN = 4 };
 
 // Dynamic shared memory of StepScoreSelect: the slices' sums [blocks x g] (f64), max logits and
-// inverse sums [g] each, the per-slot lists, the slice's scores; with `near`, then the slice's
-// logits [g x span] and landmark ids [span].
+// inverse sums [g] each, the logit blocks' maxima [LOGIT_MAX_BLOCKS x g], the per-slot lists, the
+// slice's scores; with `near`, then the slice's logits [g x span] and landmark ids [span].
 size_t score_select_smem(int blocks, int g, int S, int span, bool near) {
-  return sizeof(double) * (size_t)blocks * g + sizeof(float) * 2 * (size_t)g + sizeof(int32_t) * SELECT_LISTS * (size_t)S +
-         sizeof(float) * (size_t)span + (near ? (sizeof(float) * g + sizeof(int32_t)) * (size_t)span : 0);
+  return sizeof(double) * (size_t)blocks * g + sizeof(float) * (2 + LOGIT_MAX_BLOCKS) * (size_t)g +
+         sizeof(int32_t) * SELECT_LISTS * (size_t)S + sizeof(float) * (size_t)span +
+         (near ? (sizeof(float) * g + sizeof(int32_t)) * (size_t)span : 0);
 }
 
 template <bool NEAR>
 __global__ void __launch_bounds__(SELECT_CLUSTER_THREADS) StepScoreSelectKernel(StepArgs a, int task0) {
-  skv_pdl_enter();
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   cooperative_groups::cluster_group cl = cooperative_groups::this_cluster();
   __shared__ SelectShared sh;
@@ -431,6 +440,11 @@ __global__ void __launch_bounds__(SELECT_CLUSTER_THREADS) StepScoreSelectKernel(
   extern __shared__ __align__(16) char dyn[];
   SkvStepRow r;
   const int task = task0 + blockIdx.x;
+  // NOTE: what no kernel of this step writes before the select (the row, its head's counts, the
+  // last step's slot ids) is read before the PDL wait, beside the logits' tail: at 1 x 128K the
+  // row, then the counts, then the logits' maxima were a chain of three L2 round trips after it,
+  // ~3.4 us of the kernel's ~22, and the reuse at its end read the counts and slot ids again (H100,
+  // bench/NOTES.md v59). Nothing is written before the wait.
   if (!sparse_task(a, task, &r)) return;  // NOTE: the whole cluster (one task) returns
   // NOTE: a block's shared memory may be written by the others only once it runs: every block
   // arrives here and waits before its first remote write.
@@ -438,16 +452,25 @@ __global__ void __launch_bounds__(SELECT_CLUSTER_THREADS) StepScoreSelectKernel(
   const SkvStep& s = a.s;
   const int g = s.q_heads / s.kv_heads, h = task % s.kv_heads, S = s.max_selected;
   const int blocks = (int)cl.num_blocks(), rank = (int)cl.block_rank();
-  const int L = head_counts(r, h)[SKV_HEAD_LANDMARKS], nb = logit_blocks(L);
+  const int32_t* hc = head_counts(r, h);
+  const int L = hc[SKV_HEAD_LANDMARKS], O = hc[SKV_HEAD_OUTLIERS], sc = hc[SKV_HEAD_SELECTED], nb = logit_blocks(L);
   const int span = (L + blocks - 1) / blocks, c0 = min(L, rank * span), n = min(L, c0 + span) - c0;
   double* parts = reinterpret_cast<double*>(dyn);
-  float *mx = reinterpret_cast<float*>(parts + (size_t)blocks * g), *inv = mx + g;
-  int32_t* lists = reinterpret_cast<int32_t*>(inv + g);
+  float *mx = reinterpret_cast<float*>(parts + (size_t)blocks * g), *inv = mx + g, *maxes = inv + g;
+  int32_t* lists = reinterpret_cast<int32_t*>(maxes + (size_t)LOGIT_MAX_BLOCKS * g);
   float* scores = reinterpret_cast<float*>(lists + (size_t)SELECT_LISTS * S);
   const float* logits = ws_ptr<float>(a, a.at.logits) + (size_t)task * g * a.at.max_l + c0;  // the slice's, head j's at [j * ld]
   const int64_t ld = a.at.max_l;
   float* nl = scores + span;  // NEAR: the slice's logits [g x span], then their softmax terms
   const int32_t* lid = reinterpret_cast<const int32_t*>(r.landmark_ids) + (size_t)h * r.chunk_capacity + c0;
+  int32_t* held_ids = lists + (size_t)(SELECT_LISTS - 1) * S;  // the first block's copy, in miss_idx's list (select_reuse)
+  if (rank == 0)
+    for (int i = threadIdx.x; i < sc; i += blockDim.x) skv_mma::cp_async4(held_ids + i, reinterpret_cast<const int32_t*>(r.selected_ids) + (size_t)h * S + i);
+  skv_pdl_enter();
+  // The logit blocks' maxima, then the slice's logits and landmark ids (NEAR), each a group.
+  const float* block_max = ws_ptr<float>(a, a.at.maxes) + (size_t)task * LOGIT_MAX_BLOCKS * g;
+  for (int i = threadIdx.x; i < nb * g; i += blockDim.x) skv_mma::cp_async4(maxes + i, block_max + i);
+  skv_mma::cp_async_commit();
   if constexpr (NEAR) {
     // The slice's logits and landmark ids, requested before the maxima fold and landed by the
     // sums: the sums, the scores and the compaction then read shared memory. NOTE: from L2 each of
@@ -458,10 +481,12 @@ __global__ void __launch_bounds__(SELECT_CLUSTER_THREADS) StepScoreSelectKernel(
     for (int j = 0; j < g; j++)
       for (int t = threadIdx.x; t < n; t += blockDim.x) skv_mma::cp_async4(nl + (size_t)j * span + t, logits + (size_t)j * ld + t);
     for (int t = threadIdx.x; t < n; t += blockDim.x) skv_mma::cp_async4(ni + t, lid + t);
-    skv_mma::cp_async_commit();
     lid = ni;
   }
-  softmax_max(ws_ptr<float>(a, a.at.maxes) + (size_t)task * LOGIT_MAX_BLOCKS * g, nb, g, mx);
+  skv_mma::cp_async_commit();
+  skv_mma::cp_async_wait<1>();  // the maxima (and the slot ids) are in
+  __syncthreads();
+  softmax_max(maxes, nb, g, mx);
   if constexpr (NEAR) {
     skv_mma::cp_async_wait<0>();
     __syncthreads();
@@ -489,7 +514,12 @@ __global__ void __launch_bounds__(SELECT_CLUSTER_THREADS) StepScoreSelectKernel(
   r = a.rows[task / s.kv_heads];
   const int m = cluster_select_top(cl, scores, c0, n, L, S, 1, hists, counts, cl.map_shared_rank(lists, 0),
                                    [&](int c) { return lid[c - c0]; }, sh);
-  if (rank == 0) select_reuse(a, r, task, lists, m, sh);
+  if (rank == 0) {
+    const HeldSlots held{held_ids, O, sc, r.tail_count + 1};
+    select_reuse(a, r, task, lists, m, sh, &held);
+  }
+#else
+  skv_pdl_enter();
 #endif
 }
 

@@ -445,7 +445,12 @@ __global__ void __launch_bounds__(SELECT_CLUSTER_THREADS) StepScoreSelectKernel(
   // row, then the counts, then the logits' maxima were a chain of three L2 round trips after it,
   // ~3.4 us of the kernel's ~22, and the reuse at its end read the counts and slot ids again (H100,
   // bench/NOTES.md v59). Nothing is written before the wait.
-  if (!sparse_task(a, task, &r)) return;  // NOTE: the whole cluster (one task) returns
+  if (!sparse_task(a, task, &r)) {  // NOTE: the whole cluster (one task) returns
+    // Still after the wait: a launch whose every block left without it could end before the logits
+    // (and the append folded into them), and the kernels after it wait only for this one.
+    skv_pdl_enter();
+    return;
+  }
   // NOTE: a block's shared memory may be written by the others only once it runs: every block
   // arrives here and waits before its first remote write.
   auto started = cl.barrier_arrive();

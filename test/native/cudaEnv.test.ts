@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ConfigError, NoBinaryError } from '../../packages/shadowkv/src/errors/index.js';
 import { ADDON_ENV, CUDA_ENV, createCudaBackend, findAddon } from '../../packages/shadowkv-cuda/src/index.js';
+import { createCache } from '../../packages/shadowkv/src/backend.js';
 
 const set: string[] = [];
 const setEnv = (name: string, value: string) => (set.push(name), (process.env[name] = value));
@@ -41,6 +42,18 @@ describe('createCudaBackend checks every variable the addon reads', () => {
     for (const [name, value] of [['SHADOWKV_CUDA_SYNC', '1'], ['SHADOWKV_CUDA_GRAPHS', '0'], ['SHADOWKV_CUDA_DENSE', ''], ['SHADOWKV_CUDA_REBUILD', 'simt'], ['SHADOWKV_CUDA_FETCH_GRID', '66'], ['SKV_HOST_THREADS', '64']] as const) setEnv(name, value);
     setEnv(ADDON_ENV, '/nonexistent/shadowkv_cuda.node');
     expect(await rejection(createCudaBackend())).toBeInstanceOf(NoBinaryError);
+  });
+
+  it("backend 'auto' with SHADOWKV_CUDA_DEVICE that is no ordinal takes wasm and gives the refusal as its reason", async () => {
+    setEnv('SHADOWKV_CUDA_DEVICE', 'gpu1');
+    const cache = await createCache({ spec: { layers: 1, queryHeads: 4, kvHeads: 2, headDim: 16, rope: { theta: 10000 } }, policy: 'full', backend: 'auto', maxTokens: 64 });
+    try {
+      expect(cache.backendInfo.name).toBe('wasm');
+      expect(cache.backendInfo.reason).toContain('SHADOWKV_CUDA_DEVICE must be a CUDA device ordinal in [0, 2147483647]');
+      expect(cache.backendInfo.reason).toContain('got "gpu1"');
+    } finally {
+      cache.dispose();
+    }
   });
 
   // Read from the sources, so a variable added to the native code without its rule here fails

@@ -312,7 +312,9 @@ __device__ int hot_slots(const SkvStepRow& r, int h, const int32_t* ids, int m, 
 // StepFetch, the counters, and the attention's outlier and selected segments. held: what the
 // caller read before the select: the head's slot ids (a copy may share miss_idx's list, which is
 // written only after it is read), its outlier and selected counts, and the tail segment's rows
-// (tail_segment's n, which the append stored); null: read here.
+// (tail_segment's n, which the append stored); null: read here. NOTE: optional, because the
+// one-block path (StepSelect) reading them in its caller went from 62 registers to 32 with 68-72
+// bytes of spill (ptxas, sm_90), where StepScoreSelect reads them before its PDL wait anyway.
 struct HeldSlots {
   const int32_t* ids;
   int outliers, selected, tail;

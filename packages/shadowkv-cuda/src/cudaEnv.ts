@@ -17,10 +17,12 @@ interface EnvRule {
 const oneOf = (takes: string, ...values: string[]): EnvRule => ({ takes, ok: (v) => values.includes(v) });
 /** A default-on switch of the kernels (skv_env_off: only "0" turns it off). */
 const SWITCH = oneOf('0 (off) or 1 (on, the default)', '', '0', '1');
+/** Digits only, at most INT32_MAX. */
+const int32 = (v: string) => /^\d{1,10}$/.test(v) && Number(v) <= INT32_MAX;
 /** A count the step record or the kernels take as an int32; 0 (or unset) lets the kernels choose. */
 const COUNT: EnvRule = {
   takes: `a count in [0, ${INT32_MAX}] (the kernels read it as an int32)`,
-  ok: (v) => v.trim() === '' || (/^\d{1,10}$/.test(v.trim()) && Number(v) <= INT32_MAX),
+  ok: (v) => v.trim() === '' || int32(v.trim()),
 };
 
 /** Every variable, with what it takes (docs/cuda.md says what each does). */
@@ -28,7 +30,7 @@ export const CUDA_ENV: Readonly<Record<string, EnvRule>> = {
   // Read by createCudaBackend, not the addon: the device when the `device` option is not given.
   SHADOWKV_CUDA_DEVICE: {
     takes: `a CUDA device ordinal in [0, ${INT32_MAX}] (the device when createCudaBackend has no \`device\` option)`,
-    ok: (v) => v === '' || (/^\d{1,10}$/.test(v) && Number(v) <= INT32_MAX),
+    ok: (v) => v === '' || int32(v),
   },
   SHADOWKV_CUDA_SYNC: oneOf('0 (ops queue, the default) or 1 (every op waits for its kernels)', '', '0', '1'),
   SHADOWKV_CUDA_PDL: SWITCH,
@@ -52,40 +54,31 @@ export const CUDA_ENV: Readonly<Record<string, EnvRule>> = {
   SKV_LOW_RANK_TRACE: oneOf('0 or 1 (trace lowRankKeys to stderr)', '', '0', '1'),
 };
 
-/** The ConfigError for `name`'s value, or undefined where it is unset or one the code reads. */
-function refusal(name: string): ConfigError | undefined {
+/** `name`'s value (undefined where unset); a ConfigError where its reader does not take it. */
+function checked(name: string): string | undefined {
   const value = process.env[name];
   const rule = CUDA_ENV[name]!;
-  if (value === undefined || rule.ok(value)) return undefined;
-  return new ConfigError(`${name} must be ${rule.takes}, got ${fmt(value)}; unset it for the default`);
+  if (value === undefined || rule.ok(value)) return value;
+  throw new ConfigError(`${name} must be ${rule.takes}, got ${fmt(value)}; unset it for the default`);
 }
 
 /** Throws a ConfigError for the first variable of CUDA_ENV set to a value its reader does not take. */
 export function checkCudaEnv(): void {
-  for (const name of Object.keys(CUDA_ENV)) {
-    const err = refusal(name);
-    if (err) throw err;
-  }
+  for (const name of Object.keys(CUDA_ENV)) checked(name);
 }
 
 /** A SWITCH variable of CUDA_ENV, read when a device is made: off only for "0". */
 export function envSwitch(name: string): boolean {
-  const err = refusal(name);
-  if (err) throw err;
-  return process.env[name] !== '0';
+  return checked(name) !== '0';
 }
 
 /** SHADOWKV_CUDA_DEVICE's ordinal, or undefined when unset or empty (checked as every variable is). */
 export function envDevice(): number | undefined {
-  const err = refusal('SHADOWKV_CUDA_DEVICE');
-  if (err) throw err;
-  const value = process.env.SHADOWKV_CUDA_DEVICE;
+  const value = checked('SHADOWKV_CUDA_DEVICE');
   return value ? Number(value) : undefined;
 }
 
 /** A COUNT variable of CUDA_ENV, read when a device is made (tests set them between devices): 0 when unset or empty. */
 export function envCount(name: string): number {
-  const err = refusal(name);
-  if (err) throw err;
-  return Number(process.env[name]?.trim() || 0);
+  return Number(checked(name)?.trim() || 0);
 }

@@ -350,10 +350,13 @@ __device__ void select_reuse(const StepArgs& a, const SkvStepRow& r, int task, i
     if (hit[slot] >= 0) atomicMin(&held[lo], slot);
   }
   __syncthreads();
-  const int n_free = compact_ordered(
-      m, [&](int slot) { return !(slot < sc && hit[slot] >= 0 && held[hit[slot]] == slot); }, [](int slot) { return slot; },
-      free_slots, sh);
-  compact_ordered(m, [&](int i) { return held[i] == INT_MAX; }, [](int i) { return i; }, miss_idx, sh);
+  // The free slots (list 0: no hit kept it) and the misses (list 1: ids no slot holds), one pass.
+  auto keep = [&](int i, int list) { return list == 0 ? !(i < sc && hit[i] >= 0 && held[hit[i]] == i) : held[i] == INT_MAX; };
+  int totals[2];
+  int32_t* const outs[2] = {free_slots, miss_idx};
+  compact_count<2>(m, keep, totals, sh);
+  compact_place<2>(m, keep, [](int i) { return i; }, outs, sh);
+  const int n_free = totals[0];
   for (int k = threadIdx.x; k < n_free; k += blockDim.x) {
     const int32_t id = ids[miss_idx[k]], slot = free_slots[k];
     slot_ids[slot] = id;

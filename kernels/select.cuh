@@ -211,7 +211,7 @@ struct SelectShared {
   uint32_t hist[RADIX];
   uint64_t prefix, mask;
   uint32_t want, under;  // under: scores under the prefix after the last pass
-  int32_t scan[SELECT_THREADS / 32 + 1];
+  int32_t scan[2][SELECT_THREADS / 32 + 1];  // compact_count's offsets, a row a list
   int32_t listed;
   int32_t cand[SELECT_CANDIDATES];
 };
@@ -315,40 +315,73 @@ __device__ __forceinline__ uint64_t select_threshold(const float* scores, int n,
 
 // ---- ordered compaction ----
 
-// Writes, in ascending i, every i in [0, n) with keep(i) to out (out[k] = value(i)); returns the
-// count to every thread. Each warp takes one contiguous range and walks it 32 elements at a time
-// (lane i reads element i: no shared-memory bank conflicts), placing its kept elements by ballot;
-// one scan over the warps' counts orders the ranges.
-template <typename Keep, typename Value>
-__device__ __forceinline__ int compact_ordered(int n, Keep keep, Value value, int32_t* out, SelectShared& sh) {
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
-  const int span = (n + warps * 32 - 1) / (warps * 32) * 32, lo = min(n, warp * span), hi = min(n, lo + span);
-  const unsigned below = (1u << lane) - 1;
-  int mine = 0;  // the warp's count, the same in every lane
-  for (int i0 = lo; i0 < hi; i0 += 32) mine += __popc(__ballot_sync(0xffffffffu, i0 + lane < hi && keep(i0 + lane)));
-  if (lane == 0) sh.scan[warp] = mine;
+// Ordered compaction into LISTS (1 or 2) lists at once: every i in [0, n) with keep(i, l) goes to
+// list l, in ascending i (out[l][k] = value(i)). Each warp takes one contiguous range and walks it
+// 32 elements at a time (lane i reads element i: no shared-memory bank conflicts), placing its kept
+// elements by ballot; one scan over the warps' counts orders the ranges (warp l scans list l's).
+// In two halves, so that a cluster can exchange its blocks' totals between them: compact_count
+// leaves each warp's offsets in sh.scan and returns each list's total to every thread,
+// compact_place writes the lists. NOTE: the reuse's two lists (free slots, misses) in one pass, and
+// a cluster's per-block counts from compact_count rather than a __syncthreads_count pass before the
+// compaction, took 1-2 us off StepScoreSelect: queued step 1 x 128K 0.109 -> 0.107 ms, 4 x 128K
+// 0.273 -> 0.271 (H100, three rounds side by side, bench/NOTES.md v60).
+__device__ __forceinline__ int compact_range(int n, int* lo, int* hi) {
+  const int warps = blockDim.x / 32, span = (n + warps * 32 - 1) / (warps * 32) * 32;
+  *lo = min(n, (int)(threadIdx.x / 32) * span);
+  *hi = min(n, *lo + span);
+  return warps;
+}
+template <int LISTS, typename Keep>
+__device__ __forceinline__ void compact_count(int n, Keep keep, int* totals, SelectShared& sh) {
+  static_assert(LISTS == 1 || LISTS == 2, "one or two lists");
+  int lo, hi;
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = compact_range(n, &lo, &hi);
+  int mine[LISTS] = {};  // the warp's counts, the same in every lane
+  for (int i0 = lo; i0 < hi; i0 += 32)
+    for (int l = 0; l < LISTS; l++) mine[l] += __popc(__ballot_sync(0xffffffffu, i0 + lane < hi && keep(i0 + lane, l)));
+  if (lane == 0)
+    for (int l = 0; l < LISTS; l++) sh.scan[l][warp] = mine[l];
   __syncthreads();
-  if (warp == 0) {  // the warps' counts to exclusive offsets (blockDim.x <= 1024: one lane each)
-    const int t = lane < warps ? sh.scan[lane] : 0;
+  if (warp < LISTS) {  // list `warp`'s counts to exclusive offsets (blockDim.x <= 1024: one lane each)
+    int32_t* scan = sh.scan[warp];
+    const int t = lane < warps ? scan[lane] : 0;
     int run = t;
     for (int o = 1; o < 32; o <<= 1) {
       const int v = __shfl_up_sync(0xffffffffu, run, o);
       if (lane >= o) run += v;
     }
-    if (lane < warps) sh.scan[lane] = run - t;
-    if (lane == warps - 1) sh.scan[warps] = run;
+    if (lane < warps) scan[lane] = run - t;
+    if (lane == warps - 1) scan[warps] = run;
   }
   __syncthreads();
-  int at = sh.scan[warp];
+  for (int l = 0; l < LISTS; l++) totals[l] = sh.scan[l][warps];
+}
+template <int LISTS, typename Keep, typename Value>
+__device__ __forceinline__ void compact_place(int n, Keep keep, Value value, int32_t* const* out, SelectShared& sh) {
+  int lo, hi;
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  compact_range(n, &lo, &hi);
+  const unsigned below = (1u << lane) - 1;
+  int at[LISTS];
+  for (int l = 0; l < LISTS; l++) at[l] = sh.scan[l][warp];
   for (int i0 = lo; i0 < hi; i0 += 32) {
     const int i = i0 + lane;
-    const bool k = i < hi && keep(i);
-    const unsigned b = __ballot_sync(0xffffffffu, k);
-    if (k) out[at + __popc(b & below)] = value(i);
-    at += __popc(b);
+    for (int l = 0; l < LISTS; l++) {
+      const bool k = i < hi && keep(i, l);
+      const unsigned b = __ballot_sync(0xffffffffu, k);
+      if (k) out[l][at[l] + __popc(b & below)] = value(i);
+      at[l] += __popc(b);
+    }
   }
-  const int total = sh.scan[warps];
-  __syncthreads();
+  __syncthreads();  // sh.scan is free again
+}
+// One list: returns its count to every thread.
+template <typename Keep, typename Value>
+__device__ __forceinline__ int compact_ordered(int n, Keep keep, Value value, int32_t* out, SelectShared& sh) {
+  auto one = [&](int i, int) { return keep(i); };
+  int total;
+  compact_count<1>(n, one, &total, sh);
+  compact_place<1>(n, one, value, &out, sh);
   return total;
 }
 
@@ -407,14 +440,17 @@ __device__ __forceinline__ int cluster_select_top(cooperative_groups::cluster_gr
     }
     kth = sh.prefix;
   }
-  int mine = 0;
-  for (int t0 = 0; t0 < n; t0 += blockDim.x) mine += __syncthreads_count(t0 + (int)threadIdx.x < n && key(t0 + threadIdx.x) <= kth);
+  // The slice's chosen indices counted, the counts exchanged, then placed after the blocks' before.
+  auto chosen = [&](int t, int) { return key(t) <= kth; };
+  int mine;
+  compact_count<1>(n, chosen, &mine, sh);
   const int rank = (int)cl.block_rank(), blocks = (int)cl.num_blocks();
   for (int b = threadIdx.x; b < blocks; b += blockDim.x) cl.map_shared_rank(counts, b)[rank] = mine;
   cl.sync();
   int at = 0;
   for (int b = 0; b < rank; b++) at += counts[b];
-  compact_ordered(n, [&](int t) { return key(t) <= kth; }, [&](int t) { return value(c0 + t); }, out + at, sh);
+  int32_t* dst = out + at;
+  compact_place<1>(n, chosen, [&](int t) { return value(c0 + t); }, &dst, sh);
   cl.sync();
   return m;
 }

@@ -22,6 +22,7 @@
 #include <vector>
 #include "attention.h"
 #include "fp8.cuh"
+#include "pack.cuh"
 #include "landmarks.cuh"
 #include "rebuild_keys.cuh"
 #include "rope.cuh"
@@ -539,9 +540,14 @@ static StepKernel score_select_kernel(bool near) { return near ? StepScoreSelect
 
 // ---- 4. fetch values, rebuild keys ----
 
-// Units of values per thread in flight while the keys are rebuilt: 16-byte words, or with fp8 pages
-// 16 codes and their row's scale (half the bytes per value, and two registers more each).
+// Units of values per thread in flight while the keys are rebuilt: 16-byte words (packed pages: 8
+// values' 12 bytes and their chunk's base), or with fp8 pages 16 codes and their row's scale (half
+// the bytes per value, and two registers more each).
 enum { FETCH_PREFETCH = 4, FETCH_PREFETCH_FP8 = 2 };
+
+// The host tier a fetch kernel variant reads (StepPlan.fetch / 2): the storage dtype, fp8 chunks
+// (fp8.cuh) or packed bf16 chunks (pack.cuh).
+enum FetchTier { TIER_PLAIN = 0, TIER_FP8 = 1, TIER_PACKED = 2 };
 
 // Loads issued where they are written (volatile, a compiler barrier): their registers are not
 // needed until after the rebuild, and the compiler may otherwise move them there.
@@ -555,6 +561,14 @@ __device__ __forceinline__ int load_now_s8(const void* p) {
   asm volatile("ld.global.s8 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
   return v;
 }
+// 8 packed values (pack_load8: 8 low bytes and a word of codes).
+__device__ __forceinline__ uint4 load_now_packed(const uint8_t* chunk, size_t n, size_t w) {
+  uint4 v;
+  asm volatile("ld.global.v2.u32 {%0, %1}, [%2];" : "=r"(v.x), "=r"(v.y) : "l"(chunk + 8 * w) : "memory");
+  asm volatile("ld.global.u32 %0, [%1];" : "=r"(v.z) : "l"(chunk + n + 4 * w) : "memory");
+  v.w = 0;
+  return v;
+}
 
 // A group of misses of one task: the values by a zero-copy read of pinned host memory, and the
 // keys rebuilt (rebuild_keys.cuh), in one block (FETCH_BOTH: the values requested first and kept in
@@ -564,12 +578,15 @@ __device__ __forceinline__ int load_now_s8(const void* p) {
 // both at 4 x 128K against 118 and 77 apart, H200, v19); bounded to one block an SM it does, and the
 // split is the default (bench/NOTES.md v24). Where the pages hold fp8 (fp8.cuh), a thread's unit is
 // a 16-byte word of codes (16 values of one row) and its row's scale byte, dequantized on the way to
-// the slot: half the PCIe bytes of bf16.
+// the slot: half the PCIe bytes of bf16. Where they hold packed chunks (pack.cuh), a unit is 8
+// values' low bytes and codes (12 of 16 bytes), unpacked on the way; the chunk's base comes from
+// device memory first, and a raw chunk's unit is its 16 bytes.
 enum FetchPart { FETCH_BOTH, FETCH_VALUES, FETCH_KEYS };
 
 // Returns the chunks of the group it wrote (0: none).
-template <bool FP8, bool MMA, int PART>
+template <int TIER, bool MMA, int PART>
 __device__ __forceinline__ int fetch_group(const StepArgs& a, int task, int group, float* smem) {
+  constexpr bool FP8 = TIER == TIER_FP8;
   SkvStepRow r;
   if (!sparse_task(a, task, &r)) return 0;
   const SkvStep& s = a.s;
@@ -583,6 +600,7 @@ __device__ __forceinline__ int fetch_group(const StepArgs& a, int task, int grou
   const int32_t* slots = ws_ptr<int32_t>(a, a.at.miss_slots) + o;
   constexpr int P = FP8 ? FETCH_PREFETCH_FP8 : FETCH_PREFETCH;
   const bool fp8 = FP8 && r.fp8_rows > 0;
+  const uint8_t* bases = TIER == TIER_PACKED ? reinterpret_cast<const uint8_t*>(r.value_bases) : nullptr;
   const size_t cbytes = (size_t)C * d * skv_dtype_size(kv), stored = fp8 ? fp8_chunk_bytes(C, d) : cbytes;
   const uint64_t* pages = reinterpret_cast<const uint64_t*>(r.value_pages);
   char* selV = static_cast<char*>(elem(r.selected_v, kv, (size_t)h * S * C * d));
@@ -595,6 +613,13 @@ __device__ __forceinline__ int fetch_group(const StepArgs& a, int task, int grou
     return reinterpret_cast<const char*>(pages[(size_t)(id / r.page_chunks) * s.kv_heads + h]) + (size_t)(id % r.page_chunks) * stored;
   };
   auto src_of = [&](int i) { return hot(i) ? static_cast<const char*>(hotV + (size_t)codes[i] * cbytes) : paged(i); };
+  // Chunk i's base where it comes packed from the host (PACK_RAW otherwise: as its 16-byte words).
+  auto base_of = [&](int i) { return bases && !hot(i) ? (int)bases[pack_index(r.page_chunks, s.kv_heads, h, ids[i])] : (int)PACK_RAW; };
+  // Unit w of chunk i as loaded (pack_load8's form where packed).
+  auto load_unit = [&](int i, size_t w, int base) {
+    return base != PACK_RAW ? load_now_packed(reinterpret_cast<const uint8_t*>(paged(i)), (size_t)C * d, w)
+                            : load_now(reinterpret_cast<const uint4*>(src_of(i)) + w);
+  };
   // Word w (of type T) of chunk i, to its slot and, where kept, to the cache.
   auto put = [&](int i, size_t w, auto x) {
     using T = decltype(x);
@@ -607,9 +632,10 @@ __device__ __forceinline__ int fetch_group(const StepArgs& a, int task, int grou
   const bool vec = fp8 ? d % 16 == 0 : cbytes % 16 == 0;
   const int dw = (int)skv_dtype_size(kv);  // 16-byte slot words per 16 values
   const size_t cw = fp8 ? (size_t)C * d / 16 : cbytes / 16, units = vec ? n * cw : 0;
-  auto land = [&](size_t u, uint4 x, int e) {  // unit u, loaded as x (scale e), to its places
+  auto land = [&](size_t u, uint4 x, int e) {  // unit u, loaded as x (scale or base e), to its places
     const int i = (int)(u / cw);
     const size_t w = u % cw;
+    if (TIER == TIER_PACKED) return put(i, w, e != PACK_RAW ? pack_word(x, e) : x);
     if (!fp8) return put(i, w, x);
     uint4 out[4];
     const bool cached = hot(i);
@@ -632,11 +658,22 @@ __device__ __forceinline__ int fetch_group(const StepArgs& a, int task, int grou
     return n;
   }
   auto request = [&] {
+    if (TIER == TIER_PACKED) {  // the bases first, all in flight together
+#pragma unroll
+      for (int k = 0; k < P; k++) {
+        const size_t u = threadIdx.x + (size_t)k * blockDim.x;
+        if (u < units) pre_e[k] = base_of((int)(u / cw));
+      }
+    }
 #pragma unroll
     for (int k = 0; k < P; k++) {
       const size_t u = threadIdx.x + (size_t)k * blockDim.x;
       const int i = (int)(u / cw);
       if (u >= units || (fp8 && hot(i))) continue;  // a hot hit's unit is read from device memory later
+      if (TIER == TIER_PACKED) {
+        pre[k] = load_unit(i, u % cw, pre_e[k]);
+        continue;
+      }
       pre[k] = load_now(reinterpret_cast<const uint4*>(src_of(i)) + u % cw);
       if (fp8) pre_e[k] = load_now_s8(fp8_scale_of(paged(i), C, d, u % cw * 16));
     }
@@ -651,6 +688,11 @@ __device__ __forceinline__ int fetch_group(const StepArgs& a, int task, int grou
   }
   for (size_t u = threadIdx.x + (size_t)P * blockDim.x; u < units; u += blockDim.x) {
     const int i = (int)(u / cw);
+    if (TIER == TIER_PACKED) {
+      const int base = base_of(i);
+      land(u, load_unit(i, u % cw, base), base);
+      continue;
+    }
     const bool coded = fp8 && !hot(i);
     land(u, coded || !fp8 ? reinterpret_cast<const uint4*>(src_of(i))[u % cw] : uint4{}, coded ? *fp8_scale_of(paged(i), C, d, u % cw * 16) : 0);
   }
@@ -660,7 +702,10 @@ __device__ __forceinline__ int fetch_group(const StepArgs& a, int task, int grou
   for (size_t j = threadIdx.x; j < n * values; j += blockDim.x) {
     const int i = (int)(j / values);
     const size_t e = j % values;
-    const float v = fp8 && !hot(i) ? fp8_chunk_value(reinterpret_cast<const uint8_t*>(paged(i)), C, d, e) : load_f32(src_of(i), kv, e);
+    const int base = base_of(i);
+    const float v = fp8 && !hot(i)        ? fp8_chunk_value(reinterpret_cast<const uint8_t*>(paged(i)), C, d, e)
+                    : base != PACK_RAW ? bf16_to_f32(pack_read(reinterpret_cast<const uint8_t*>(paged(i)), values, base, e))
+                                       : load_f32(src_of(i), kv, e);
     store_f32(selV + (size_t)slots[i] * cbytes, kv, e, v);
     if (codes && codes[i] <= -2) store_f32(hotV + (size_t)(-2 - codes[i]) * cbytes, kv, e, v);
   }
@@ -670,18 +715,19 @@ __device__ __forceinline__ int fetch_group(const StepArgs& a, int task, int grou
 // Item w of the launch is task task0 + w / groups, miss group w % groups. A split fetch's values
 // take a bounded grid (StepPlan.value_grid), so that the step's other kernels find SMs while these
 // reads wait on PCIe; each block then takes every gridDim.x-th item.
-// FP8: some row's pages hold fp8. NOTE: a variant of its own: the scales and the dequantization in
-// the one kernel made ptxas spill inside the rebuild's loop (116 bytes at 128 registers) for every row.
+// TIER: TIER_FP8 where some row's pages hold fp8, TIER_PACKED where some row's are packed. NOTE: a
+// variant of its own: the scales and the dequantization in the one kernel made ptxas spill inside
+// the rebuild's loop (116 bytes at 128 registers) for every row.
 // MMA: the rebuild on the tensor cores (its 54 KB of shared memory allow 3-4 blocks an SM, the f32
 // path's 102 KB 2). NOTE: bounded to 3 blocks (80 registers); at 4 x 128K that read no faster than
 // 2 blocks at 128 registers (fetch 123 / 86 / 67 us plain / fp8 / fp8 + hot against 123 / 86 / 65).
-template <bool FP8, bool MMA, int PART>
+template <int TIER, bool MMA, int PART>
 __global__ void __launch_bounds__(REBUILD_THREADS, MMA ? 3 : 2) StepFetchKernel(StepArgs a, int task0, int tasks, int groups) {
   skv_pdl_enter();
   extern __shared__ float smem[];
   for (int w = blockIdx.x; w < tasks * groups; w += gridDim.x) {
     if (w != (int)blockIdx.x) __syncthreads();  // the last item's rebuild may still read the shared memory
-    const int task = task0 + w / groups, n = fetch_group<FP8, MMA, PART>(a, task, w % groups, smem);
+    const int task = task0 + w / groups, n = fetch_group<TIER, MMA, PART>(a, task, w % groups, smem);
     // The group's keys and values landed (every thread's stores before the count): the attention's
     // blocks of this task wait for 2 per miss (Attention's `landed`), not for the whole launch.
     if (n == 0) continue;
@@ -695,13 +741,17 @@ __global__ void __launch_bounds__(REBUILD_THREADS, MMA ? 3 : 2) StepFetchKernel(
 
 using FetchKernel = void (*)(StepArgs, int, int, int);
 
-// The fetch kernel of a step's variant (StepPlan.fetch: FP8 * 2 + MMA) for one part.
+// The fetch kernel of a step's variant (StepPlan.fetch: TIER * 2 + MMA) for one part.
+template <int TIER>
+static FetchKernel fetch_kernel_of(bool mma, int part) {
+  if (part == FETCH_VALUES) return StepFetchKernel<TIER, false, FETCH_VALUES>;
+  return mma ? StepFetchKernel<TIER, true, FETCH_BOTH> : StepFetchKernel<TIER, false, FETCH_BOTH>;
+}
 FetchKernel fetch_kernel(int fetch, int part) {
-  const bool fp8 = fetch >= 2, mma = fetch % 2;
-  if (part == FETCH_VALUES) return fp8 ? StepFetchKernel<true, false, FETCH_VALUES> : StepFetchKernel<false, false, FETCH_VALUES>;
-  if (part == FETCH_KEYS) return mma ? StepFetchKernel<false, true, FETCH_KEYS> : StepFetchKernel<false, false, FETCH_KEYS>;
-  return fp8 ? (mma ? StepFetchKernel<true, true, FETCH_BOTH> : StepFetchKernel<true, false, FETCH_BOTH>)
-             : (mma ? StepFetchKernel<false, true, FETCH_BOTH> : StepFetchKernel<false, false, FETCH_BOTH>);
+  const int tier = fetch / 2;
+  const bool mma = fetch % 2;
+  if (part == FETCH_KEYS) return mma ? StepFetchKernel<TIER_PLAIN, true, FETCH_KEYS> : StepFetchKernel<TIER_PLAIN, false, FETCH_KEYS>;
+  return tier == TIER_FP8 ? fetch_kernel_of<TIER_FP8>(mma, part) : tier == TIER_PACKED ? fetch_kernel_of<TIER_PACKED>(mma, part) : fetch_kernel_of<TIER_PLAIN>(mma, part);
 }
 
 // ---- compaction ----
@@ -741,7 +791,7 @@ __global__ void __launch_bounds__(256) CompactKeysKernel(StepArgs a) {
 }
 
 // Block (row b, head h, y), for chunks i = y, y + gridDim.y, ...: the chunk's values to its host
-// page (quantized where it holds fp8); its landmark and id appended after the head's landmarks (the
+// page (quantized or packed where it holds fp8 or packed chunks); its landmark and id appended after the head's landmarks (the
 // count is raised by CompactTail, after every block read it), the head's landmark bound raised to
 // the stored landmark's max |L_i| (read back: what the logits will see, rounded).
 __global__ void __launch_bounds__(LANDMARK_THREADS) CompactChunksKernel(StepArgs a) {
@@ -762,8 +812,12 @@ __global__ void __launch_bounds__(LANDMARK_THREADS) CompactChunksKernel(StepArgs
     const char* src = static_cast<const char*>(elem(r.tail_v, kv, ((size_t)h * r.tail_capacity + (size_t)i * C) * d));
     char* page = reinterpret_cast<char*>(reinterpret_cast<const uint64_t*>(r.value_pages)[(size_t)(c / r.page_chunks) * s.kv_heads + h]);
     char* dst = page + (size_t)(c % r.page_chunks) * cbytes;
-    if (r.fp8_rows > 0) fp8_quantize_rows(src, kv, C, d, reinterpret_cast<uint8_t*>(dst));
-    else
+    if (r.fp8_rows > 0) {
+      fp8_quantize_rows(src, kv, C, d, reinterpret_cast<uint8_t*>(dst));
+    } else if (r.value_bases) {
+      const int base = pack_chunk_block(reinterpret_cast<const uint16_t*>(src), (size_t)C * d, reinterpret_cast<uint8_t*>(dst));
+      if (threadIdx.x == 0) reinterpret_cast<uint8_t*>(r.value_bases)[pack_index(r.page_chunks, s.kv_heads, h, c)] = (uint8_t)base;
+    } else
       for (size_t w = threadIdx.x; w < cbytes / 2; w += blockDim.x)
         reinterpret_cast<uint16_t*>(dst)[w] = reinterpret_cast<const uint16_t*>(src)[w];
     void* lm = elem(r.landmarks, kv, ((size_t)h * r.chunk_capacity + Lh + i) * d);
@@ -1018,6 +1072,7 @@ bool DecodeLayerValid(const SkvStep& s, const SkvStepRow* rows) {
   if (!dtype_ok(s.kv_dtype) || !dtype_ok(s.io_dtype)) return false;
   if (s.rope_style != SKV_ROPE_HALF && s.rope_style != SKV_ROPE_INTERLEAVED) return false;
   if (s.max_selected < 0 || s.max_outliers < 0 || s.local_tokens < 0 || !s.counters || !s.inv_freq) return false;
+  bool fp8 = false, packed = false;  // one tier a step (plan_step's fetch variant)
   for (int b = 0; b < s.batch; b++) {
     const SkvStepRow& r = rows[b];
     if (r.input < 0) continue;
@@ -1029,6 +1084,10 @@ bool DecodeLayerValid(const SkvStep& s, const SkvStepRow* rows) {
       return false;
     if (r.hot_slots < 0 || (r.hot_slots > 0 && (!r.hot_ids || !r.hot_v))) return false;
     if (r.fp8_rows != 0 && r.fp8_rows != s.C) return false;
+    if (r.value_bases && (r.fp8_rows != 0 || s.kv_dtype != SKV_BF16)) return false;
+    fp8 = fp8 || r.fp8_rows != 0;
+    packed = packed || r.value_bases;
+    if (fp8 && packed) return false;
     const int m = (r.tail_count + 1 - s.local_tokens) / s.C;
     const int add = r.compact && m > 0 ? m : 0;
     if ((int64_t)r.store_tokens / s.C + add > r.chunk_capacity) return false;
@@ -1053,7 +1112,7 @@ namespace {
 // no implicit padding (StepGraphs compares its bytes).
 struct StepPlan {
   int64_t qk_smem, ss_smem, st_smem, rb_smem;
-  int split, blocks, groups, fetch;  // blocks: the select's cluster (0: the one-block path); fetch: FP8 * 2 + MMA, -1: none
+  int split, blocks, groups, fetch;  // blocks: the select's cluster (0: the one-block path); fetch: FetchTier * 2 + MMA, -1: none
   int pipe, split_fetch, value_grid;  // row groups (step_groups); a split fetch (FetchPart) and its values' blocks
   int near;  // StepScoreSelect holds its slice's logits and ids in shared memory
   int fold;  // StepAppend folded into the first row group's StepLogits launch
@@ -1131,7 +1190,7 @@ cudaError_t plan_step(const SkvStep& s, const StepLayout& at, const SkvStepRow* 
   p->pipe = 1;
   if (at.sparse == 0) return cudaSuccess;
   // The rebuild runs on the tensor cores where every row's can (one path per launch).
-  bool fp8 = false, hot = false;
+  bool fp8 = false, hot = false, packed = false;
   int rank = 0;
   for (int b = 0; s.max_selected > 0 && b < s.batch; b++) {
     const SkvStepRow& r = host_rows[b];
@@ -1140,6 +1199,7 @@ cudaError_t plan_step(const SkvStep& s, const StepLayout& at, const SkvStepRow* 
                                (int64_t)s.kv_heads * s.d, s.d, r.rank, s.C);
     rank = std::max(rank, r.rank);
     fp8 = fp8 || r.fp8_rows > 0;
+    packed = packed || r.value_bases;
     hot = hot || r.hot_slots > 0;
   }
   p->pipe = pipelined_groups(s, at, fp8, hot);
@@ -1166,7 +1226,8 @@ cudaError_t plan_step(const SkvStep& s, const StepLayout& at, const SkvStepRow* 
   if (s.max_selected <= 0) return cudaSuccess;
   p->rb_smem = (int64_t)rebuild_smem_bytes(s.C, s.d, *mma, rank);
   p->groups = (int)skv_ceil_div(s.max_selected, rebuild_chunks_per_block(s.C));
-  p->fetch = (fp8 ? 2 : 0) + (*mma ? 1 : 0);
+  // NOTE: one tier a step (the validation refuses fp8 rows beside packed ones).
+  p->fetch = 2 * (fp8 ? TIER_FP8 : packed ? TIER_PACKED : TIER_PLAIN) + (*mma ? 1 : 0);
   // SHADOWKV_CUDA_LANDED=0 has the attention wait for the fetch kernels' end (read every step).
   p->landed = !skv_env_off("SHADOWKV_CUDA_LANDED");
   return value_reads(s, *p, &p->split_fetch, &p->value_grid);

@@ -1,15 +1,16 @@
 // Fetches the values of missed chunks from the paged host tier (mapped pinned memory, read over
 // PCIe through UVA: zero-copy) into their device slots. One chunk per block, 16-byte loads where
 // the addresses allow. Never one cudaMemcpy per chunk (DESIGN.md §4: 0.7 GB/s that way). Where the
-// tier holds fp8 chunks (fp8_rows = C), each is dequantized on the way (fp8.cuh).
-// Mirrors runtime/wasm/gather_values.cc (skv_gather_values).
+// tier holds fp8 chunks (fp8_rows = C), each is dequantized on the way (fp8.cuh); where it is packed
+// (bases), each is unpacked (pack.cuh). Mirrors runtime/wasm/gather_values.cc (skv_gather_values).
 #include "fp8.cuh"
+#include "pack.cuh"
 
 enum { GATHER_THREADS = 128 };
 
 __global__ void __launch_bounds__(GATHER_THREADS) GatherValuesKernel(const uint64_t* pages, int page_chunks, int heads, int h,
                                                                      const int32_t* ids, const int32_t* slots, int block,
-                                                                     int dtype, int fp8_rows, char* dst) {
+                                                                     int dtype, int fp8_rows, const uint8_t* bases, char* dst) {
   const int i = blockIdx.x;
   const int64_t id = ids[i];
   const size_t bytes = (size_t)block * skv_dtype_size(dtype);  // one chunk, as gathered
@@ -18,7 +19,15 @@ __global__ void __launch_bounds__(GATHER_THREADS) GatherValuesKernel(const uint6
   const char* src = page + (size_t)(id % page_chunks) * stored;
   char* to = dst + (size_t)(slots ? slots[i] : i) * bytes;
   const bool aligned = (reinterpret_cast<uintptr_t>(src) | reinterpret_cast<uintptr_t>(to) | bytes) % 16 == 0;
-  if (fp8_rows > 0) {
+  const int base = bases ? bases[pack_index(page_chunks, heads, h, id)] : PACK_RAW;
+  if (base != PACK_RAW) {
+    const uint8_t* chunk = reinterpret_cast<const uint8_t*>(src);
+    if (aligned) {
+      for (int w = threadIdx.x; w < block / 8; w += blockDim.x) reinterpret_cast<uint4*>(to)[w] = pack_word(pack_load8(chunk, block, w), base);
+    } else {
+      for (int j = threadIdx.x; j < block; j += blockDim.x) reinterpret_cast<uint16_t*>(to)[j] = pack_read(chunk, block, base, j);
+    }
+  } else if (fp8_rows > 0) {
     const int C = fp8_rows, d = block / C;
     const uint8_t* chunk = reinterpret_cast<const uint8_t*>(src);
     if (d % 16 == 0 && aligned) {  // a 16-byte word of codes lies in one row
@@ -44,9 +53,9 @@ __global__ void __launch_bounds__(GATHER_THREADS) GatherValuesKernel(const uint6
 }
 
 cudaError_t GatherValues(const uint64_t* pages, int page_chunks, int heads, int h, const int32_t* ids, const int32_t* slots,
-                         int n, int block, int dtype, int fp8_rows, void* dst, cudaStream_t stream) {
+                         int n, int block, int dtype, int fp8_rows, const uint8_t* bases, void* dst, cudaStream_t stream) {
   if (n <= 0 || block <= 0 || page_chunks <= 0) return cudaSuccess;
-  GatherValuesKernel<<<n, GATHER_THREADS, 0, stream>>>(pages, page_chunks, heads, h, ids, slots, block, dtype, fp8_rows,
+  GatherValuesKernel<<<n, GATHER_THREADS, 0, stream>>>(pages, page_chunks, heads, h, ids, slots, block, dtype, fp8_rows, bases,
                                                        static_cast<char*>(dst));
   SKV_LAUNCH_CHECK();
   return cudaSuccess;

@@ -160,13 +160,19 @@ cudaError_t RebuildKeys(const void* U, int u_dtype, int rank, const void* SVh, i
 // chunk ids[i] of head h lives in page (ids[i] / page_chunks) * heads + h at element offset
 // (ids[i] % page_chunks) * block and goes to dst + (slots ? slots[i] : i) * block. One chunk per block.
 // fp8_rows: 0 where the pages hold dtype; C where they hold fp8 chunks of C rows (fp8.h:
-// fp8_chunk_bytes(C, block / C) bytes each), dequantized to dtype.
+// fp8_chunk_bytes(C, block / C) bytes each), dequantized to dtype. bases: null, or the device bytes
+// of a packed tier's bases (pack.h: bf16, pack_index order), each chunk unpacked.
 cudaError_t GatherValues(const uint64_t* pages, int page_chunks, int heads, int h, const int32_t* ids,
-                         const int32_t* slots, int n, int block, int dtype, int fp8_rows, void* dst, cudaStream_t stream);
+                         const int32_t* slots, int n, int block, int dtype, int fp8_rows, const uint8_t* bases, void* dst,
+                         cudaStream_t stream);
 
 // ---- quantize_values.cu ----
 // chunks x C rows of d values (dtype, contiguous) into fp8 chunks (fp8.h), chunk-contiguous in dst.
 cudaError_t QuantizeValues(const void* src, int dtype, int chunks, int C, int d, void* dst, cudaStream_t stream);
+
+// ---- pack_values.cu ----
+// chunks x n bf16 values into packed chunks (pack.h): chunk c to dst + 2n c bytes, its base to bases[c].
+cudaError_t PackValues(const void* src, int chunks, int n, void* dst, uint8_t* bases, cudaStream_t stream);
 
 // ---- sparse_attention.cu ----
 // Exact softmax attention of g query heads q [g x d] (f32) over the union of nseg segments (device
@@ -199,7 +205,7 @@ enum SkvCounter {
 enum SkvHeadField { SKV_HEAD_LANDMARKS = 0, SKV_HEAD_OUTLIERS = 1, SKV_HEAD_SELECTED = 2, SKV_HEAD_FIELDS = 3 };
 
 // One batch row of a layer step (runtime/wasm/abi.h skv_row, with 64-bit addresses first).
-// NOTE: 176 bytes, written by CudaDevice.decodeLayer (ROW_BYTES); the field order is the contract.
+// NOTE: 184 bytes, written by CudaDevice.decodeLayer (ROW_BYTES); the field order is the contract.
 struct SkvStepRow {
   uint64_t tail_k, tail_v;    // [Hkv][tail_capacity][d] post-RoPE keys / values
   uint64_t u, sv, proj;       // the store (u = 0: a dense row): [chunk_capacity*C][rank], [rank][Hkv*d], [Hkv*d][rank]
@@ -211,6 +217,7 @@ struct SkvStepRow {
   uint64_t selected_ids;      // i32 [Hkv][max_selected]
   uint64_t value_pages;       // u64 table: page (c / page_chunks) * Hkv + h holds head h's chunks (host tier)
   uint64_t hot_ids, hot_v;    // the hot-value cache: i32 [Hkv][hot_slots] chunk id per slot (-1 empty), [Hkv][hot_slots][C*d]
+  uint64_t value_bases;       // 0, or u8: the packed tier's bases (runtime/wasm/pack.h, pack_index order)
   int32_t input;              // index in q/k/v/out, or -1: the row sits this step out
   int32_t position;           // absolute position of the new token
   int32_t tail_count, tail_capacity;
@@ -221,7 +228,7 @@ struct SkvStepRow {
   int32_t fp8_rows;           // 0: the pages hold the storage dtype; C: fp8 chunks (fp8.h)
   int32_t reserved;
 };
-static_assert(sizeof(SkvStepRow) == 176, "SkvStepRow is 176 bytes");
+static_assert(sizeof(SkvStepRow) == 184, "SkvStepRow is 184 bytes");
 
 // One decode step of one layer (runtime/wasm/abi.h skv_layer_step); `rows` follow it in the record.
 // NOTE: 112 bytes (STEP_BYTES in AddonTypes.ts).

@@ -5,7 +5,7 @@ import { resultsPath } from '../output.js';
 import { estimateMemory, LLAMA3_8B, type ShadowKVOptions } from '../../packages/shadowkv/src/index.js';
 import { WORKLOAD_DEFAULTS, type WorkloadOptions } from './workload.js';
 
-export const MODES = ['decode', 'full', 'forced', 'hot', 'fp8', 'largest', 'prefill'] as const;
+export const MODES = ['decode', 'full', 'forced', 'hot', 'fp8', 'packed', 'largest', 'prefill'] as const;
 export type Mode = (typeof MODES)[number];
 
 /** One layer of Llama-3-8B: the benchmark's geometry (32 query heads, 8 kv heads, d = 128). */

@@ -30,19 +30,20 @@ const f = cli('bench/gpu/profile', 'where the time of a fused CUDA decode step g
   context: { kind: 'int', default: 131072, min: 64, max: 1 << 20, doc: 'prompt tokens' },
   batches: { kind: 'ints', default: [1, 4], min: 1, max: 4096, doc: 'rows' },
   steps: { kind: 'int', default: 50, min: 1, max: 1e6, doc: 'steps per measure' },
-  variants: { kind: 'string', default: 'plain', doc: 'cache options, comma-separated: plain, fp8, hot<N>, joined by +' },
+  variants: { kind: 'string', default: 'plain', doc: 'cache options, comma-separated: plain, fp8, packed, hot<N>, joined by +' },
   policy: { kind: 'choice', default: 'shadowkv', of: ['shadowkv', 'full'], doc: 'the policy profiled' },
   out: { kind: 'string', doc: 'a JSON of the results' },
   pipeline: { kind: 'string', doc: 'queued-step settings, comma-separated: groups, w (whole fetch), x<blocks>, e.g. 0,1w,4x264' },
 });
 
-/** A variant's cache options (`plain`, `fp8`, `hot<N>`, joined by `+`). */
+/** A variant's cache options (`plain`, `fp8`, `packed`, `hot<N>`, joined by `+`). */
 function variantOptions(name: string): Record<string, unknown> {
   const o: Record<string, unknown> = {};
   for (const part of name.split('+')) {
     if (part === 'fp8') o.fp8Values = true;
+    else if (part === 'packed') o.packedValues = true;
     else if (/^hot\d+$/.test(part)) o.hotChunks = Number(part.slice(3));
-    else if (part !== 'plain') throw new Error(`profile: unknown variant part ${part} (known: plain, fp8, hot<N>)`);
+    else if (part !== 'plain') throw new Error(`profile: unknown variant part ${part} (known: plain, fp8, packed, hot<N>)`);
   }
   return o;
 }

@@ -47,6 +47,12 @@ export interface CaseResult {
    * `--hot-chunks` size too (`fp8+hot N`); `outputError` against bf16 values, measured on one row per context.
    */
   fp8?: (DecodeTiming & { label: string; hotChunks?: number; speedup?: number; outputError: OutputError })[];
+  /**
+   * Mode `packed`: the same drifting steps with the host tier's values packed (`packedValues`:
+   * lossless, outputs unchanged); `packedShare` of the prompt's value chunks pack, so a fetch moves
+   * `fetchRatio` of the bytes that `sparse.pcieBytesPerStep` counts (whole chunks).
+   */
+  packed?: DecodeTiming & { speedup?: number; packedShare: number; fetchRatio: number };
   full?: { build: BuildInfo; decode: DecodeTiming; speedOfSdpa?: number };
   sdpa?: SdpaTiming;
   skipped?: string[];

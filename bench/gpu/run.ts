@@ -2,7 +2,7 @@
 // 48 outlier chunks) against dense attention, at 32K / 64K / 128K and batch 1, 4, 16 and the
 // largest whole-model batch. Writes gpu-<card>.json and gpu-<card>.svg and prints the targets.
 //   npx tsx bench/gpu/run.ts [--contexts 32768,65536,131072] [--batches 1,4,16,max] [--steps 50]
-//     [--warmup 10] [--backend cuda] [--modes decode,full,forced,hot,fp8,largest,prefill] [--out <json or dir>]
+//     [--warmup 10] [--backend cuda] [--modes decode,full,forced,hot,fp8,packed,largest,prefill] [--out <json or dir>]
 //     [--sdpa sdpa.json] [--plan plan.json]   (--help lists every flag; what they mean: bench/README.md)
 // Without --out, the documented grid (every flag but --sdpa and --plan at its default) writes bench/results/
 // and any other, a trial, <tmpdir>/shadowkv/results/ (bench/output.ts).
@@ -23,6 +23,7 @@ import { cardSlug, makePlan, parseBenchArgs, SHADOWKV, SPEC, type Card } from '.
 import { plotSvg } from './plot.js';
 import { computeTargets, targetLines, type CaseResult, type Report, type SdpaReport } from './report.js';
 import { DriftingQueries, PromptSource } from './workload.js';
+import { fetchRatio, packedChunks } from '../packRule.js';
 
 // ------------------------------------------------------------------------------------------------
 // Arguments, backend, card, plan
@@ -179,10 +180,10 @@ async function shadowCase(c: CaseResult, source: PromptSource, prompt: Prompt): 
 
 /**
  * The case's drifting steps (the same query sequence as its decode timing: same seed) on a cache
- * rebuilt with `extra` (modes hot and fp8); undefined, with why in `skipped`, where that cache
+ * rebuilt with `extra` (modes hot, fp8 and packed); undefined, with why in `skipped`, where that cache
  * cannot be built or stepped (a backend without the option's kernels yet).
  */
-async function timeRebuilt(c: CaseResult, source: PromptSource, prompt: Prompt, label: string, extra: ShadowKVOptions, mode: 'hot' | 'fp8'): Promise<(DecodeTiming & { speedup?: number }) | undefined> {
+async function timeRebuilt(c: CaseResult, source: PromptSource, prompt: Prompt, label: string, extra: ShadowKVOptions, mode: 'hot' | 'fp8' | 'packed'): Promise<(DecodeTiming & { speedup?: number }) | undefined> {
   const { context: S, batch: B } = c;
   let built: Built<ShadowKVCache> | undefined;
   try {
@@ -206,6 +207,19 @@ async function hotCase(c: CaseResult, source: PromptSource, prompt: Prompt): Pro
     (c.hot ??= []).push({ hotChunks, ...t });
     log(`  hot ${hotChunks}: GPU ${ms(t.gpu_ms)}, hit rate ${t.sparse?.hitRate.toFixed(3)}, hot ${t.sparse?.hotHitRate.toFixed(3)} of misses, on device ${t.sparse?.deviceHitRate.toFixed(3)}, ${mib(t.sparse?.pcieBytesPerStep)} MiB/step PCIe; SDPA ${ms(c.sdpa?.best?.ms)}${t.speedup ? ` -> ${t.speedup.toFixed(2)}x` : ''}`);
   }
+}
+
+/** Per context: the prompt's value chunks, and how many pack (the prompt is the same at every batch). */
+const packedAt = new Map<number, { packed: number; all: number }>();
+
+/** Mode `packed`: the case's drifting steps with the host tier's values packed (lossless), and the share of the prompt's chunks that pack. */
+async function packedCase(c: CaseResult, source: PromptSource, prompt: Prompt): Promise<void> {
+  const t = await timeRebuilt(c, source, prompt, 'packed', { packedValues: true }, 'packed');
+  if (!t) return;
+  if (!packedAt.has(c.context)) packedAt.set(c.context, packedChunks(prompt.values, SPEC.kvHeads, SPEC.headDim, SHADOWKV.chunkSize));
+  const chunks = packedAt.get(c.context)!;
+  c.packed = { ...t, packedShare: chunks.packed / chunks.all, fetchRatio: fetchRatio(chunks) };
+  log(`  packed: GPU ${ms(t.gpu_ms)}, ${(100 * c.packed.packedShare).toFixed(1)} % of chunks packed, ${mib((t.sparse?.pcieBytesPerStep ?? 0) * c.packed.fetchRatio)} MiB/step PCIe; SDPA ${ms(c.sdpa?.best?.ms)}${t.speedup ? ` -> ${t.speedup.toFixed(2)}x` : ''}`);
 }
 
 interface Fp8Variant {
@@ -365,6 +379,7 @@ for (const S of plan.contexts) {
       continue;
     }
     await shadowCase(c, source, prompt);
+    if (has('packed') && plan.batches[S]!.includes(B) && !overBudget()) await packedCase(c, source, prompt);
     if (has('hot') && plan.batches[S]!.includes(B) && !overBudget()) await hotCase(c, source, prompt);
     if (has('full') && plan.batches[S]!.includes(B) && !overBudget()) await fullCase(c, source, prompt);
     // After full: fp8 is past the issue's targets, so a spent budget takes it first.

@@ -44,6 +44,7 @@ Napi::Value ScoreChunks(const Napi::CallbackInfo&);
 Napi::Value RebuildKeys(const Napi::CallbackInfo&);
 Napi::Value GatherValues(const Napi::CallbackInfo&);
 Napi::Value QuantizeValues(const Napi::CallbackInfo&);
+Napi::Value PackValues(const Napi::CallbackInfo&);
 Napi::Value SparseAttention(const Napi::CallbackInfo&);
 Napi::Value CausalAttention(const Napi::CallbackInfo&);
 Napi::Value DecodeLayer(const Napi::CallbackInfo&);
@@ -74,7 +75,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
       {"landmarks", Landmarks}, {"keepLandmarks", KeepLandmarks}, {"landmarkBounds", LandmarkBounds},
       {"selectChunks", SelectChunks},
       {"scoreChunks", ScoreChunks}, {"rebuildKeys", RebuildKeys}, {"gatherValues", GatherValues},
-      {"quantizeValues", QuantizeValues}, {"sparseAttention", SparseAttention}, {"causalAttention", CausalAttention},
+      {"quantizeValues", QuantizeValues}, {"packValues", PackValues}, {"sparseAttention", SparseAttention}, {"causalAttention", CausalAttention},
       // the fused step
       {"decodeLayer", DecodeLayer}, {"stageStepInputs", StageStepInputs}, {"stepProfile", StepProfile}, {"specFits", SpecFitsOp},
       // input checks of device tensors and of host arrays

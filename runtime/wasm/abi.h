@@ -155,13 +155,18 @@ SKV_EXPORT void skv_convert_rows(const void* src, int src_dtype, int src_ld, voi
 // lives in page (ids[i] / page_chunks) * heads + h at chunk offset ids[i] % page_chunks, and goes to
 // dst + (slots ? slots[i] : i) * block elements. fp8_rows: 0 where the tier holds the dtype; C where
 // it holds fp8 chunks of C rows (fp8.h: fp8_chunk_bytes(C, block / C) bytes each), dequantized.
+// bases: null, or the packed tier's bases (pack.h; bf16, pack_index order), each chunk unpacked.
 SKV_EXPORT void skv_gather_values(void* const* pages, int page_chunks, int heads, int h,
                                   const int32_t* ids, const int32_t* slots, int n, int block, int dtype,
-                                  int fp8_rows, void* dst);
+                                  int fp8_rows, const uint8_t* bases, void* dst);
 
 // ---- quantize_values.cc ----
 // chunks x C rows of d values (dtype, contiguous) into fp8 chunks (fp8.h), chunk-contiguous in dst.
 SKV_EXPORT void skv_quantize_values(const void* src, int dtype, int chunks, int C, int d, void* dst);
+
+// ---- pack_values.cc ----
+// chunks x n bf16 values into packed chunks (pack.h): chunk c to dst + 2n c bytes, its base to bases[c].
+SKV_EXPORT void skv_pack_values(const void* src, int chunks, int n, void* dst, uint8_t* bases);
 
 // ---- decode_layer.cc ----
 // Counters a layer step accumulates (float64, so totals never wrap). The LAST_* slots are
@@ -207,8 +212,9 @@ struct skv_row {
   int32_t* hot_ids;        // [Hkv][hot_slots] chunk id per slot, -1 empty
   void* hot_v;             // [Hkv][hot_slots][C * d]
   int32_t fp8_rows;        // 0: the pages hold the storage dtype; C: fp8 chunks (fp8.h)
+  uint8_t* value_bases;    // null, or the packed tier's bases (pack.h, pack_index order)
 };
-enum { SKV_ROW_WORDS = 27 };
+enum { SKV_ROW_WORDS = 28 };
 
 // One decode step of one layer, for every row. 4-byte fields, SKV_STEP_WORDS words, in this order.
 struct skv_layer_step {

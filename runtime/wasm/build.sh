@@ -15,7 +15,7 @@ esac
 
 # The one source list: every op, one file each (ops_test.cc is native-only and not listed).
 SOURCES=(memory.cc convert.cc convert_rows.cc gemm.cc rope.cc low_rank_keys.cc landmarks.cc keep_landmarks.cc pre_rope_keys.cc
-         select_chunks.cc score_chunks.cc gather_values.cc quantize_values.cc rebuild_keys.cc sparse_attention.cc
+         select_chunks.cc score_chunks.cc gather_values.cc quantize_values.cc pack_values.cc rebuild_keys.cc sparse_attention.cc
          causal_attention.cc decode_layer.cc linear.cc)
 
 if [[ "${1:-}" == "--sources" ]]; then

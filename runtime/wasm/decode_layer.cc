@@ -8,6 +8,7 @@
 #include <algorithm>
 #include "dtype.h"
 #include "fp8.h"
+#include "pack.h"
 #include "online_softmax.h"
 #include "reuse_slots.h"
 #include "scratch.h"
@@ -43,6 +44,7 @@ bool valid_dtype(int t) { return t == SKV_F32 || t == SKV_F16 || t == SKV_BF16; 
 bool valid_store(const skv_layer_step& s, const skv_row& r, int cnt) {
   if (r.rank <= 0 || r.store_tokens < 0 || r.store_tokens % s.C || r.chunk_capacity < 0 || r.page_chunks <= 0) return false;
   if (r.fp8_rows != 0 && r.fp8_rows != s.C) return false;
+  if (r.value_bases && (r.fp8_rows != 0 || s.kv_dtype != SKV_BF16)) return false;
   if (r.hot_slots < 0 || (r.hot_slots > 0 && (!r.hot_ids || !r.hot_v))) return false;
   const int add = r.compact ? compacted_chunks(s, cnt) : 0;  // chunks compaction appends
   if ((int64_t)r.store_tokens / s.C + add > r.chunk_capacity) return false;
@@ -122,7 +124,7 @@ int fetch_values(const skv_layer_step& s, const skv_row& r, int h, int32_t* miss
   const int kv = s.kv_dtype, P = r.hot_slots;
   const size_t block = (size_t)s.C * s.d, bytes = block * dtype_size(kv);
   if (P == 0) {
-    skv_gather_values(r.value_pages, r.page_chunks, s.kv_heads, h, miss_ids, miss_slots, n, (int)block, kv, r.fp8_rows, selV);
+    skv_gather_values(r.value_pages, r.page_chunks, s.kv_heads, h, miss_ids, miss_slots, n, (int)block, kv, r.fp8_rows, r.value_bases, selV);
     return 0;
   }
   void* hot_v = at(r.hot_v, kv, (size_t)h * P * block);
@@ -138,7 +140,7 @@ int fetch_values(const skv_layer_step& s, const skv_row& r, int h, int32_t* miss
     miss_slots[f] = miss_slots[i];
     codes[f++] = codes[i];
   }
-  skv_gather_values(r.value_pages, r.page_chunks, s.kv_heads, h, miss_ids, miss_slots, f, (int)block, kv, r.fp8_rows, selV);
+  skv_gather_values(r.value_pages, r.page_chunks, s.kv_heads, h, miss_ids, miss_slots, f, (int)block, kv, r.fp8_rows, r.value_bases, selV);
   for (int i = 0; i < f; i++)
     if (codes[i] <= -2) memcpy(at(hot_v, kv, (-2 - codes[i]) * block), at(selV, kv, miss_slots[i] * block), bytes);
   return hits;
@@ -201,8 +203,8 @@ void project_keys(const skv_layer_step& s, const skv_row& r, int n) {
   skv_convert(Unew, SKV_F32, at(r.u, kv, (size_t)r.store_tokens * rank), kv, n * rank);
 }
 
-// Compaction, head h: the values of chunks first.. to the host pages; their landmarks and ids
-// appended after the head's L landmarks.
+// Compaction, head h: the values of chunks first.. to the host pages (quantized or packed where
+// they hold fp8 or packed chunks); their landmarks and ids appended after the head's L landmarks.
 void store_chunks(const skv_layer_step& s, const skv_row& r, int h, int first, int mm) {
   const int d = s.d, C = s.C, kv = s.kv_dtype;
   const size_t block = (size_t)C * d, tail0 = (size_t)h * r.tail_capacity * d;
@@ -211,6 +213,7 @@ void store_chunks(const skv_layer_step& s, const skv_row& r, int h, int first, i
     int c = first + i;
     char* to = (char*)r.value_pages[(size_t)(c / r.page_chunks) * s.kv_heads + h] + (size_t)(c % r.page_chunks) * chunk_bytes;
     if (r.fp8_rows > 0) skv_quantize_values(at(r.tail_v, kv, tail0 + i * block), kv, 1, C, d, to);
+    else if (r.value_bases) skv_pack_values(at(r.tail_v, kv, tail0 + i * block), 1, (int)block, to, r.value_bases + pack_index(r.page_chunks, s.kv_heads, h, c));
     else memcpy(to, at(r.tail_v, kv, tail0 + i * block), chunk_bytes);
   }
   const int L = head_field(r, h, SKV_HEAD_LANDMARKS);

@@ -19,6 +19,7 @@
 #include "abi.h"
 #include "dtype.h"
 #include "fp8.h"
+#include "pack.h"
 #include "scratch.h"
 #include "subspace.h"
 
@@ -805,12 +806,45 @@ void test_gather_values() {
   int32_t ids[] = {4, 0, 5, 2}, slots[] = {1, 3, 0, 2};
   for (int use_slots = 0; use_slots < 2; use_slots++) {
     std::vector<uint16_t> dst(4 * block, 0xFFFF);
-    skv_gather_values(ptrs.data(), page_chunks, heads, 1, ids, use_slots ? slots : nullptr, 4, block, SKV_BF16, 0, dst.data());
+    skv_gather_values(ptrs.data(), page_chunks, heads, 1, ids, use_slots ? slots : nullptr, 4, block, SKV_BF16, 0, nullptr, dst.data());
     double bad = 0;
     for (int i = 0; i < 4; i++)
       for (int t = 0; t < block; t++) bad += dst[(use_slots ? slots[i] : i) * block + t] != ids[i] * 100 + 10 + t;
     check(use_slots ? "skv_gather_values head 1 over two pages, into slots" : "skv_gather_values head 1 over two pages, in order", bad, 0);
   }
+}
+
+void test_pack() {
+  // Every bf16 bit pattern, beside values that set the base above it: back bit for bit, packed
+  // exactly where its exponent field is 0 or within PACK_SPAN of the base (else the chunk is raw).
+  enum { N = 16 };
+  double bad = 0, packed = 0;
+  for (int top : {0x01, 0x0e, 0x7f, 0x8a, 0xfe}) {
+    for (uint32_t v = 0; v < 0x10000; v++) {
+      uint16_t in[N], out[N];
+      uint8_t slot[2 * N];
+      for (int j = 0; j < N; j++) in[j] = (uint16_t)((j % 3 ? 0x8000u : 0u) | (uint32_t)top << 7 | (uint32_t)j);
+      in[5] = (uint16_t)v;
+      in[9] = 0x8000;  // -0
+      const int e = (int)(v >> 7) & 0xff, base = pack_chunk(in, N, slot);
+      const int want = e == 0xff ? PACK_RAW : e > top ? (top >= e - PACK_SPAN ? e : PACK_RAW) : (e == 0 || e >= top - PACK_SPAN ? top : PACK_RAW);
+      bad += base != want;
+      packed += base != PACK_RAW;
+      for (int j = 0; j < N; j++) out[j] = pack_read(slot, N, base, (size_t)j);
+      bad += memcmp(in, out, sizeof in) != 0;
+      if (base != PACK_RAW) {  // the 8-at-a-time unpacking agrees
+        uint32_t lo[4], codes[2], w[4];
+        memcpy(lo, slot, 16);
+        memcpy(codes, slot + N, 8);
+        for (int u = 0; u < 2; u++) {
+          pack_unpack8(lo[2 * u], lo[2 * u + 1], codes[u], base, w);
+          bad += memcmp(w, in + 8 * u, 16) != 0;
+        }
+      }
+    }
+  }
+  check("pack: every bf16 value back bit for bit, packed where its exponent fits the base", bad, 0);
+  check("pack: some chunks packed, some raw", packed > 0 && packed < 5 * 65536 ? 0 : 1, 0);
 }
 
 void test_fp8() {
@@ -838,7 +872,7 @@ void test_fp8() {
   std::vector<void*> pages = {tier.data(), tier.data() + PAGE * cb};  // one head, two pages of 3 chunks
   int32_t ids[] = {5, 0, 3}, slots[] = {2, 0, 1};
   std::vector<uint16_t> got((size_t)3 * C * D);
-  skv_gather_values(pages.data(), PAGE, 1, 0, ids, slots, 3, C * D, SKV_BF16, C, got.data());
+  skv_gather_values(pages.data(), PAGE, 1, 0, ids, slots, 3, C * D, SKV_BF16, C, nullptr, got.data());
   double worst = 0, inexact = 0;
   for (int i = 0; i < 3; i++)
     for (int t = 0; t < C; t++) {
@@ -868,6 +902,7 @@ void* el(std::vector<uint8_t>& v, int dt, size_t i) { return v.data() + i * dtyp
 // One batch row's buffers, owned, so that the fused and the composed paths can start from copies.
 struct RowState {
   int input = -1, position = 0, tail_count = 0, store_tokens = 0, compact = 0, fp8 = 0;  // fp8: the pages hold fp8 chunks
+  std::vector<uint8_t> bases;  // non-empty: the pages hold packed chunks (pack.h), their bases here
   bool compressed = false;
   std::vector<uint8_t> tail_k, tail_v, u, sv, proj, landmarks, outlier_k, outlier_v, selected_k, selected_v;
   std::vector<int32_t> landmark_ids, head_counts, selected_ids;
@@ -886,13 +921,15 @@ struct RowState {
     r.outlier_k = outlier_k.data(); r.outlier_v = outlier_v.data();
     r.selected_k = selected_k.data(); r.selected_v = selected_v.data(); r.selected_ids = selected_ids.data();
     r.value_pages = page_ptrs.data(); r.page_chunks = T_PAGE; r.fp8_rows = fp8 ? T_C : 0;
+    r.value_bases = bases.empty() ? nullptr : bases.data();
     return r;
   }
   bool operator==(const RowState& o) const {
     return input == o.input && position == o.position && tail_count == o.tail_count && store_tokens == o.store_tokens &&
            tail_k == o.tail_k && tail_v == o.tail_v && u == o.u && sv == o.sv && proj == o.proj && landmarks == o.landmarks &&
            outlier_k == o.outlier_k && outlier_v == o.outlier_v && selected_k == o.selected_k && selected_v == o.selected_v &&
-           landmark_ids == o.landmark_ids && head_counts == o.head_counts && selected_ids == o.selected_ids && pages == o.pages;
+           landmark_ids == o.landmark_ids && head_counts == o.head_counts && selected_ids == o.selected_ids && pages == o.pages &&
+           bases == o.bases;
   }
 };
 
@@ -937,6 +974,21 @@ RowState fp8_row(RowState r, int kv) {
     page = q;
   }
   r.fp8 = 1;
+  return r;
+}
+
+// The same bf16 row with its host tier packed (pack.h); one chunk holds a value too small for its
+// base, so that it stays raw.
+RowState packed_row(RowState r) {
+  const int n = T_C * T_D;
+  r.bases.assign(r.pages.size() * T_PAGE, 0);
+  reinterpret_cast<uint16_t*>(r.pages[1].data())[n + 3] = 0x0001;  // a subnormal: exponent field 0 packs
+  reinterpret_cast<uint16_t*>(r.pages[2].data())[n + 5] = 0x0080;  // the smallest normal: raw
+  for (size_t p = 0; p < r.pages.size(); p++) {
+    std::vector<uint8_t> packed(r.pages[p].size());
+    skv_pack_values(r.pages[p].data(), T_PAGE, n, packed.data(), r.bases.data() + p * T_PAGE);
+    r.pages[p] = packed;
+  }
   return r;
 }
 
@@ -1029,7 +1081,8 @@ void composed_step(StepIO& io, std::vector<RowState>& rows) {
       if (nm) {
         std::vector<void*> pp;
         for (auto& p : R.pages) pp.push_back(p.data());
-        skv_gather_values(pp.data(), T_PAGE, T_HKV, h, miss_ids.data(), miss_slots.data(), nm, C * d, kv, R.fp8 ? C : 0, selV);
+        skv_gather_values(pp.data(), T_PAGE, T_HKV, h, miss_ids.data(), miss_slots.data(), nm, C * d, kv, R.fp8 ? C : 0,
+                          R.bases.empty() ? nullptr : R.bases.data(), selV);
         skv_rebuild_keys(R.u.data(), kv, T_RANK, el(R.sv, kv, (size_t)h * d), kv, D, d, miss_ids.data(), miss_slots.data(),
                          nm, C, io.f.data(), io.style, selK, kv, d);
       }
@@ -1062,6 +1115,9 @@ void composed_step(StepIO& io, std::vector<RowState>& rows) {
         if (R.fp8)
           skv_quantize_values(el(R.tail_v, kv, ((size_t)h * T_CAP + i * C) * d), kv, 1, C, d,
                               R.pages[(c / T_PAGE) * T_HKV + h].data() + (c % T_PAGE) * fp8_chunk_bytes(C, d));
+        else if (!R.bases.empty())
+          skv_pack_values(el(R.tail_v, kv, ((size_t)h * T_CAP + i * C) * d), 1, (int)block, el(R.pages[(c / T_PAGE) * T_HKV + h], kv, (c % T_PAGE) * block),
+                          R.bases.data() + pack_index(T_PAGE, T_HKV, h, c));
         else
           memcpy(el(R.pages[(c / T_PAGE) * T_HKV + h], kv, (c % T_PAGE) * block),
                  el(R.tail_v, kv, ((size_t)h * T_CAP + i * C) * d), block * dtype_size(kv));
@@ -1106,9 +1162,10 @@ void new_token(StepIO& io, const std::vector<float>& base_q) {
 
 void test_decode_layer() {
   static bool cold = true;  // NOTE: main runs this test first, so its first step meets an empty arena
-  struct Combo { int kv, io, style, fp8; };
-  for (Combo cb : {Combo{SKV_F32, SKV_F32, 0, 0}, Combo{SKV_BF16, SKV_BF16, 1, 0}, Combo{SKV_BF16, SKV_F32, 0, 0}, Combo{SKV_F16, SKV_BF16, 1, 0},
-                   Combo{SKV_BF16, SKV_BF16, 1, 1}, Combo{SKV_F32, SKV_F32, 0, 1}}) {
+  struct Combo { int kv, io, style, fp8, packed; };
+  for (Combo cb : {Combo{SKV_F32, SKV_F32, 0, 0, 0}, Combo{SKV_BF16, SKV_BF16, 1, 0, 0}, Combo{SKV_BF16, SKV_F32, 0, 0, 0}, Combo{SKV_F16, SKV_BF16, 1, 0, 0},
+                   Combo{SKV_BF16, SKV_BF16, 1, 1, 0}, Combo{SKV_F32, SKV_F32, 0, 1, 0}, Combo{SKV_BF16, SKV_F32, 1, 0, 1}}) {
+    const char* tier = cb.fp8 ? " fp8" : cb.packed ? " packed" : "";
     StepIO io;
     io.kv = cb.kv; io.io = cb.io; io.style = cb.style;
     io.q.resize((size_t)T_INPUTS * T_HQ * T_D * dtype_size(cb.io)); io.out.resize(io.q.size());
@@ -1116,7 +1173,8 @@ void test_decode_layer() {
     std::vector<float> base_q((size_t)T_INPUTS * T_HQ * T_D);
     for (auto& x : base_q) x = (float)urand();
     // Row 0: compressed, input 1. Row 1: dense, input 0. Row 2 sits out with a full tail (not validated).
-    std::vector<RowState> A = {cb.fp8 ? fp8_row(compressed_row(cb.kv, 1), cb.kv) : compressed_row(cb.kv, 1), dense_row(cb.kv, 0, 3),
+    std::vector<RowState> A = {cb.fp8 ? fp8_row(compressed_row(cb.kv, 1), cb.kv) : cb.packed ? packed_row(compressed_row(cb.kv, 1)) : compressed_row(cb.kv, 1),
+                               dense_row(cb.kv, 0, 3),
                                dense_row(cb.kv, -1, T_CAP)};
     std::vector<RowState> B = A;
     const RowState idle = A[2];
@@ -1158,7 +1216,14 @@ void test_decode_layer() {
               want.assign(fp8_chunk_bytes(T_C, T_D), 0);
               skv_quantize_values(tail, cb.kv, 1, T_C, T_D, want.data());
             }
-            e += memcmp(A[0].pages[(c / T_PAGE) * T_HKV + h].data() + (c % T_PAGE) * want.size(), want.data(), want.size()) != 0;
+            const uint8_t* got = A[0].pages[(c / T_PAGE) * T_HKV + h].data() + (c % T_PAGE) * want.size();
+            if (cb.packed) {  // what a gather reads back
+              for (int j = 0; j < T_C * T_D; j++)
+                memcpy(want.data() + 2 * j, std::vector<uint16_t>{pack_read(got, T_C * T_D, A[0].bases[pack_index(T_PAGE, T_HKV, h, c)], j)}.data(), 2);
+              e += memcmp(tail, want.data(), want.size()) != 0;
+            } else {
+              e += memcmp(got, want.data(), want.size()) != 0;
+            }
           }
           // The tail kept rows 8..11: three old ones, then the new token.
           e += memcmp(A[0].tail_k.data() + (size_t)h * T_CAP * T_D * bs, tail_k_before.data() + ((size_t)h * T_CAP + 8) * T_D * bs,
@@ -1166,29 +1231,29 @@ void test_decode_layer() {
           e += memcmp(A[0].tail_v.data() + (size_t)h * T_CAP * T_D * bs, tail_v_before.data() + ((size_t)h * T_CAP + 8) * T_D * bs,
                       (size_t)3 * T_D * bs) != 0;
         }
-        char name[96]; snprintf(name, 96, "skv_decode_layer kv=%s io=%s%s: compaction (ids, pages, tail shift)", dname(cb.kv), dname(cb.io), cb.fp8 ? " fp8" : "");
+        char name[96]; snprintf(name, 96, "skv_decode_layer kv=%s io=%s%s: compaction (ids, pages, tail shift)", dname(cb.kv), dname(cb.io), tier);
         check(name, e, 0);
       }
       advance(A);
       advance(B);
     }
     char name[96];
-    snprintf(name, 96, "skv_decode_layer kv=%s io=%s%s rope=%d: status OK, 8 steps", dname(cb.kv), dname(cb.io), cb.fp8 ? " fp8" : "", cb.style);
+    snprintf(name, 96, "skv_decode_layer kv=%s io=%s%s rope=%d: status OK, 8 steps", dname(cb.kv), dname(cb.io), tier, cb.style);
     check(name, bad_status, 0);
-    snprintf(name, 96, "skv_decode_layer kv=%s io=%s%s: out bit-identical to composed ops", dname(cb.kv), dname(cb.io), cb.fp8 ? " fp8" : "");
+    snprintf(name, 96, "skv_decode_layer kv=%s io=%s%s: out bit-identical to composed ops", dname(cb.kv), dname(cb.io), tier);
     check(name, bad_out, 0);
-    snprintf(name, 96, "skv_decode_layer kv=%s io=%s%s: state bit-identical to composed ops", dname(cb.kv), dname(cb.io), cb.fp8 ? " fp8" : "");
+    snprintf(name, 96, "skv_decode_layer kv=%s io=%s%s: state bit-identical to composed ops", dname(cb.kv), dname(cb.io), tier);
     check(name, bad_state, 0);
-    snprintf(name, 96, "skv_decode_layer kv=%s io=%s%s: counters identical to composed ops", dname(cb.kv), dname(cb.io), cb.fp8 ? " fp8" : "");
+    snprintf(name, 96, "skv_decode_layer kv=%s io=%s%s: counters identical to composed ops", dname(cb.kv), dname(cb.io), tier);
     check(name, bad_counters, 0);
-    snprintf(name, 96, "skv_decode_layer kv=%s io=%s%s: hits > 0, misses > 0, a sitting-out row untouched", dname(cb.kv), dname(cb.io), cb.fp8 ? " fp8" : "");
+    snprintf(name, 96, "skv_decode_layer kv=%s io=%s%s: hits > 0, misses > 0, a sitting-out row untouched", dname(cb.kv), dname(cb.io), tier);
     check(name, !(io.counters[SKV_HITS] > 0 && io.counters[SKV_MISSES] > 0 && io.counters[SKV_STEPS] == 8 && A[2] == idle), 0);
     if (cold) check("skv_decode_layer: the first (cold) step allocates", cold_allocs == 0, 0);
-    snprintf(name, 96, "skv_decode_layer kv=%s io=%s%s: warm steps allocate nothing", dname(cb.kv), dname(cb.io), cb.fp8 ? " fp8" : "");
+    snprintf(name, 96, "skv_decode_layer kv=%s io=%s%s: warm steps allocate nothing", dname(cb.kv), dname(cb.io), tier);
     check(name, warm_allocs, 0);
-    snprintf(name, 96, "skv_decode_layer kv=%s io=%s%s: scratch within the reservation, never the heap", dname(cb.kv), dname(cb.io), cb.fp8 ? " fp8" : "");
+    snprintf(name, 96, "skv_decode_layer kv=%s io=%s%s: scratch within the reservation, never the heap", dname(cb.kv), dname(cb.io), tier);
     check(name, over_bound + left_arena, 0);
-    snprintf(name, 96, "skv_decode_layer kv=%s io=%s%s: the reservation is the peak (1 - peak / bound)", dname(cb.kv), dname(cb.io), cb.fp8 ? " fp8" : "");
+    snprintf(name, 96, "skv_decode_layer kv=%s io=%s%s: the reservation is the peak (1 - peak / bound)", dname(cb.kv), dname(cb.io), tier);
     check(name, 1 - fill, 0);
     cold = false;
   }
@@ -1352,6 +1417,7 @@ __attribute__((weak)) int main() {
   test_sizes_64bit();
   test_gather_values();
   test_fp8();
+  test_pack();
   test_convert();
   test_convert_rows();
   test_gemm();

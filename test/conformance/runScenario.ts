@@ -32,7 +32,8 @@ const rowOf = (x: Float64Array, i: number, n: number) => x.subarray(i * n, (i + 
  * quantizes (rounded to the storage dtype first).
  */
 export function shadowKVOracle(sc: Scenario, options: Scenario['options'], dtype: DType): OracleShadowKV {
-  const { fp8Values, ...oracleOptions } = options;
+  // packedValues is lossless: the oracle is the plain tier's.
+  const { fp8Values, packedValues: _lossless, ...oracleOptions } = options;
   const storedValue = fp8Values ? (row: Float64Array) => fp8Row(rounded(row, dtype)) : undefined;
   return new OracleShadowKV(sc.spec, oracleOptions, sc.batch, storedValue);
 }

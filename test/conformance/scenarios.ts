@@ -19,7 +19,7 @@ export interface Scenario {
 // NOTE: small host pages (3 chunks) so that every scenario reads and compacts across pages.
 const small = (o: Partial<ShadowKVOptions>): Omit<ResolvedShadowKVOptions, 'scoreScale'> => ({
   rank: 12, chunkSize: 4, budget: 32, outlierChunks: 3, localTokens: 8, sinkTokens: 0,
-  maxRecentTokens: 24, denseThreshold: 64, denseLayers: 0, svdOversample: 8, svdPowerIters: 2, hostPageChunks: 3, hotChunks: 0, fp8Values: false, ...o,
+  maxRecentTokens: 24, denseThreshold: 64, denseLayers: 0, svdOversample: 8, svdPowerIters: 2, hostPageChunks: 3, hotChunks: 0, fp8Values: false, packedValues: false, ...o,
 });
 
 export const SCENARIOS: Scenario[] = [

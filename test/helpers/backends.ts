@@ -46,6 +46,11 @@ export function registerWithoutFp8(base: string): string {
   return registerDerived(`${base}-no-fp8`, base, (device) => Object.assign(device, { quantizeValues: undefined }));
 }
 
+/** Registers `'<base>-no-pack'`: the backend's devices without `packValues`, as a backend with no packed host tier. */
+export function registerWithoutPack(base: string): string {
+  return registerDerived(`${base}-no-pack`, base, (device) => Object.assign(device, { packValues: undefined }));
+}
+
 /** Runtime calls made through a device, by export name. */
 export type CallCounts = Map<string, number>;
 

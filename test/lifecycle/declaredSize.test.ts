@@ -11,11 +11,12 @@ const spec = { layers: 2, queryHeads: 4, kvHeads: 2, headDim: 16, rope: { theta:
 const options = { rank: 8, chunkSize: 4, budget: 16, outlierChunks: 2, localTokens: 8, maxRecentTokens: 16, denseThreshold: 48, hostPageChunks: 4 };
 const maxTokens = 203;
 
-// ShadowKV's host pages differ with fp8 values, and the hot cache adds device slots.
+// ShadowKV's host pages differ with fp8 values, packed values add their bases, and the hot cache adds device slots.
 const cases = [
   ...[150, 60].map((prompt) => ({ policy: 'shadowkv' as const, prompt, dtype: 'bf16' as const, opts: options, label: '' })),
   { policy: 'shadowkv' as const, prompt: 150, dtype: 'f32' as const, opts: options, label: ', f32' },
   { policy: 'shadowkv' as const, prompt: 150, dtype: 'bf16' as const, opts: { ...options, fp8Values: true }, label: ', fp8 values' },
+  { policy: 'shadowkv' as const, prompt: 150, dtype: 'bf16' as const, opts: { ...options, packedValues: true }, label: ', packed values' },
   { policy: 'shadowkv' as const, prompt: 150, dtype: 'f16' as const, opts: { ...options, hotChunks: 8 }, label: ', f16, hot cache' },
   ...[150, 60].map((prompt) => ({ policy: 'full' as const, prompt, dtype: 'bf16' as const, opts: undefined, label: '' })),
   { policy: 'full' as const, prompt: 150, dtype: 'f32' as const, opts: undefined, label: ', f32' },

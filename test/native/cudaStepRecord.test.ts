@@ -30,7 +30,7 @@ describe('the CUDA step record (stub addon, no GPU)', () => {
     const store = {
       tokens: 4096, rank: 160, chunkCapacity: 777, u: buffer(), sv: buffer(), proj: buffer(), landmarks: buffer(), landmarkIds: buffer('i32'),
       headCounts: buffer('i32'), outlierK: buffer(), outlierV: buffer(), selectedK: buffer(), selectedV: buffer(), selectedIds: buffer('i32'),
-      values: { pageChunks: 512, block: 1024, heads: 8, dtype: 'bf16' as const, fp8Rows: 8, pages: [], table: buffer('f64') },
+      values: { pageChunks: 512, block: 1024, heads: 8, dtype: 'bf16' as const, fp8Rows: 8, pages: [], table: buffer('f64'), bases: buffer('i32') },
       hot: { slots: 2048, ids: buffer('i32'), v: buffer() },
     };
     const rows: StepRow[] = [
@@ -51,12 +51,12 @@ describe('the CUDA step record (stub addon, no GPU)', () => {
     expect([dv.getFloat32(92, true), dv.getFloat32(96, true)]).toEqual([Math.fround(0.088), Math.fround(0.05)]);
     const o = STEP_BYTES;
     const s = store;
-    expect(Array.from({ length: 16 }, (_, w) => u64(o + 8 * w))).toEqual([rows[0]!.tail.k.ptr, rows[0]!.tail.v.ptr, s.u.ptr, s.sv.ptr, s.proj.ptr, s.landmarks.ptr, s.landmarkIds.ptr, s.headCounts.ptr,
-      s.outlierK.ptr, s.outlierV.ptr, s.selectedK.ptr, s.selectedV.ptr, s.selectedIds.ptr, s.values.table.ptr, s.hot.ids.ptr, s.hot.v.ptr]);
-    expect(Array.from({ length: 12 }, (_, w) => i32(o + 128 + 4 * w))).toEqual([1, 70000, 40, 96, 4096, 160, 777, 1, 512, 2048, 8, 0]);
+    expect(Array.from({ length: 17 }, (_, w) => u64(o + 8 * w))).toEqual([rows[0]!.tail.k.ptr, rows[0]!.tail.v.ptr, s.u.ptr, s.sv.ptr, s.proj.ptr, s.landmarks.ptr, s.landmarkIds.ptr, s.headCounts.ptr,
+      s.outlierK.ptr, s.outlierV.ptr, s.selectedK.ptr, s.selectedV.ptr, s.selectedIds.ptr, s.values.table.ptr, s.hot.ids.ptr, s.hot.v.ptr, s.values.bases.ptr]);
+    expect(Array.from({ length: 12 }, (_, w) => i32(o + 136 + 4 * w))).toEqual([1, 70000, 40, 96, 4096, 160, 777, 1, 512, 2048, 8, 0]);
     const d = STEP_BYTES + ROW_BYTES; // a dense row sitting out: its tail, and zeros for the store
-    expect(Array.from({ length: 16 }, (_, w) => u64(d + 8 * w))).toEqual([rows[1]!.tail.k.ptr, rows[1]!.tail.v.ptr, ...Array(14).fill(0)]);
-    expect(Array.from({ length: 12 }, (_, w) => i32(d + 128 + 4 * w))).toEqual([-1, 12, 11, 32, 0, 0, 0, 0, 0, 0, 0, 0]);
+    expect(Array.from({ length: 17 }, (_, w) => u64(d + 8 * w))).toEqual([rows[1]!.tail.k.ptr, rows[1]!.tail.v.ptr, ...Array(15).fill(0)]);
+    expect(Array.from({ length: 12 }, (_, w) => i32(d + 136 + 4 * w))).toEqual([-1, 12, 11, 32, 0, 0, 0, 0, 0, 0, 0, 0]);
   });
 
 // The address and copy tables CudaDevice hands the addon (the host pages' table a store's values are

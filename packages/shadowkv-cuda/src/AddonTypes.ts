@@ -18,7 +18,7 @@ export const CUDA_OUT_OF_MEMORY = 2;
 export const CUDA_STICKY = new Set([214, 700, 702, 710, 714, 715, 716, 717, 718, 719]);
 /** Bytes of an `SkvStep` and of one `SkvStepRow` (kernels/launchers.h), the record of `decodeLayer`. */
 export const STEP_BYTES = 112;
-export const ROW_BYTES = 176;
+export const ROW_BYTES = 184;
 /** Bytes of one `SkvSegment` (k, v addresses as u64, n, ld as i32): six 32-bit words. */
 export const SEGMENT_WORDS = 6;
 
@@ -139,8 +139,13 @@ export interface CudaAddon {
     chunkIds: Ptr, slots: Ptr, nChunks: number, C: number, invFreq: Ptr, style: number,
     out: Ptr, outDtype: number, ldo: number,
   ): void;
-  /** `pages`: a device table of u64 page addresses; `fp8Rows`: 0, or C where the pages hold fp8 chunks of C rows. */
-  gatherValues(pages: Ptr, pageChunks: number, heads: number, h: number, ids: Ptr, slots: Ptr, n: number, block: number, dtype: number, fp8Rows: number, dst: Ptr): void;
+  /**
+   * `pages`: a device table of u64 page addresses; `fp8Rows`: 0, or C where the pages hold fp8 chunks of C rows;
+   * `bases`: 0, or the device bytes of a packed tier's bases (runtime/wasm/pack.h).
+   */
+  gatherValues(pages: Ptr, pageChunks: number, heads: number, h: number, ids: Ptr, slots: Ptr, n: number, block: number, dtype: number, fp8Rows: number, bases: Ptr, dst: Ptr): void;
+  /** `chunks` chunks of n bf16 values into packed chunks at `dst` (n-value slots), their bases to the bytes at `bases` (runtime/wasm/pack.h). */
+  packValues(src: Ptr, chunks: number, n: number, dst: Ptr, bases: Ptr): void;
   /** `chunks` chunks of C rows of d values (dtype) into fp8 chunks at `dst` (runtime/wasm/fp8.h). */
   quantizeValues(src: Ptr, dtype: number, chunks: number, C: number, d: number, dst: Ptr): void;
   /** `segments`: a device table of SEGMENT_WORDS-word entries; `total` = the sum of their n; `tasks` >= 1: the step's attentions (attention.h). */

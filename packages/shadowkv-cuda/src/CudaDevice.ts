@@ -351,7 +351,7 @@ export class CudaDevice implements Device {
     this.within('gatherValues', `slot ${slotHi}`, dst, (slotHi + 1) * pages.block);
     const ids = this.stage('gather.ids', chunkIds);
     const to = this.stage('gather.slots', slots);
-    this.x.gatherValues(pages.table.ptr, pages.pageChunks, pages.heads, h, ids, to, n, pages.block, storageCode(pages.dtype), pages.fp8Rows ?? 0, this.addr(dst));
+    this.x.gatherValues(pages.table.ptr, pages.pageChunks, pages.heads, h, ids, to, n, pages.block, storageCode(pages.dtype), pages.fp8Rows ?? 0, ptrOf(pages.bases), this.addr(dst));
   }
 
   quantizeValues(dst: View, src: View, chunks: number, C: number, d: number): void {
@@ -359,6 +359,17 @@ export class CudaDevice implements Device {
     this.within('quantizeValues', `${chunks} chunks of values`, src, chunks * C * d);
     this.within('quantizeValues', `${chunks} fp8 chunks`, dst, (chunks * fp8ChunkBytes(C, d)) / 4);
     this.x.quantizeValues(this.addr(src), storageCode(src.buf.dtype), chunks, C, d, this.addr(dst));
+  }
+
+  packValues(dst: View, src: View, chunks: number, n: number, bases: DeviceBuffer, first: number): void {
+    if (chunks <= 0) return;
+    if (src.buf.dtype !== 'bf16' || dst.buf.dtype !== 'bf16') throw new TypeError(`packValues: packs bf16 values into bf16 slots, got ${src.buf.dtype} into ${dst.buf.dtype}`);
+    this.within('packValues', `${chunks} chunks of values`, src, chunks * n);
+    this.within('packValues', `${chunks} chunk slots`, dst, chunks * n);
+    if (!Number.isInteger(first) || first < 0 || first + chunks > 4 * Math.max(bases.length, 1)) {
+      throw new RangeError(`packValues: bases [${first}, ${first + chunks}) past the ${4 * bases.length} bytes of ${bases.tag}`);
+    }
+    this.x.packValues(this.addr(src), chunks, n, this.addr(dst), bases.ptr + first);
   }
 
   sparseAttention(q: View, g: number, d: number, scale: number, segments: readonly Segment[], out: View, tasks?: number): void {
@@ -633,10 +644,10 @@ function fits(v: View, elements: number): boolean {
 
 const ptrOf = (b: DeviceBuffer | undefined) => (b ? b.ptr : 0);
 
-/** Row b of a step record at byte offset o: 16 addresses, then 12 32-bit fields (SkvStepRow). */
+/** Row b of a step record at byte offset o: 17 addresses, then 12 32-bit fields (SkvStepRow). */
 function encodeRow(u32: Uint32Array, i32: Int32Array, o: number, row: StepRow): void {
   const { tail, store: s } = row;
-  const w = o / 8, i = o / 4 + 32;
+  const w = o / 8, i = o / 4 + 34;
   // NOTE: no closure a row (tsx's keepNames names each one it makes: ~3 % of a step's JavaScript).
   putAddress(u32, w + 0, tail.k.ptr);
   putAddress(u32, w + 1, tail.v.ptr);
@@ -654,6 +665,7 @@ function encodeRow(u32: Uint32Array, i32: Int32Array, o: number, row: StepRow): 
   putAddress(u32, w + 13, ptrOf(s?.values.table));
   putAddress(u32, w + 14, ptrOf(s?.hot?.ids));
   putAddress(u32, w + 15, ptrOf(s?.hot?.v));
+  putAddress(u32, w + 16, ptrOf(s?.values.bases));
   i32[i] = row.input;
   i32[i + 1] = row.position;
   i32[i + 2] = tail.count;

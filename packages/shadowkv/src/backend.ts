@@ -33,7 +33,7 @@ export { reuseSlots, type SlotPlan } from './policies/reuseSlots.js';
 export { CompressedStore, type StoreGeometry, type StoreSnapshot } from './policies/shadowkv/CompressedStore.js';
 export type { ShadowState } from './policies/shadowkv/ShadowKVCache.js';
 // What a native backend and a model loop build on (shadowkv-cuda and shadowkv-llama, packed, import these from here).
-export { attentionTasks, bufferBytes, fp8ChunkBytes, outlierLists, preRopeArgs, selectRows, type SpecHeads } from './backends/Device.js';
+export { attentionTasks, bufferBytes, fp8ChunkBytes, outlierLists, packIndex, preRopeArgs, selectRows, type SpecHeads } from './backends/Device.js';
 export { DTYPE_CODE, HOST_ARRAY, ROPE_STYLE_CODE, STATUS, storageCode } from './backends/codes.js';
 export { MemoryLedger } from './backends/MemoryLedger.js';
 export { throwLowRankStatus, throwStepStatus, type LowRankSizes } from './backends/statusErrors.js';

@@ -105,6 +105,16 @@ export interface ShadowKVOptions {
    */
   fp8Values?: boolean;
   /**
+   * bf16 values on the host tier with their exponents packed (past the paper): lossless, so the
+   * outputs are the same bits as without it, and a chunk whose exponents span at most 15 binades
+   * (zeros and subnormals aside) crosses PCIe in 3/4 of its bytes; the others are kept and moved
+   * as they are. Costs one byte a chunk on the device (`estimateMemory`'s `tables`); host memory is
+   * unchanged. `bytesFetched` still counts whole chunks. bf16 storage only, not with `fp8Values`,
+   * on backends whose devices have `packValues` (wasm and cuda); otherwise a `ConfigError`.
+   * - default: `false`
+   */
+  packedValues?: boolean;
+  /**
    * Extra columns of the randomized factorization.
    * - default: `16`
    */
@@ -183,7 +193,7 @@ export function resolveCacheOptions(o: CacheOptions = {}): ResolvedCacheOptions 
 /** Option names of ShadowKV. */
 export const SHADOWKV_OPTION_KEYS = [
   'rank', 'chunkSize', 'budget', 'outlierChunks', 'localTokens', 'sinkTokens', 'maxRecentTokens', 'denseThreshold',
-  'denseLayers', 'scoreScale', 'hostPageChunks', 'hotChunks', 'fp8Values', 'svdOversample', 'svdPowerIters',
+  'denseLayers', 'scoreScale', 'hostPageChunks', 'hotChunks', 'fp8Values', 'packedValues', 'svdOversample', 'svdPowerIters',
 ] as const;
 
 /** Fills defaults into ShadowKV options for a model and checks their ranges; unknown keys are a `ConfigError`. */
@@ -205,6 +215,7 @@ export function resolveShadowKVOptions(o: ShadowKVOptions, spec: Pick<ResolvedSp
     hostPageChunks: 256,
     hotChunks: 0,
     fp8Values: false,
+    packedValues: false,
     svdOversample: 16,
     svdPowerIters: 2,
   }, o);
@@ -225,6 +236,8 @@ export function resolveShadowKVOptions(o: ShadowKVOptions, spec: Pick<ResolvedSp
   check(isIntIn(r.hotChunks, 0, L.slotTokens) && r.hotChunks * r.chunkSize <= L.slotTokens,
     `hotChunks must be an integer >= 0 with hotChunks x chunkSize (${r.chunkSize}) at most ${L.slotTokens} tokens, got ${fmt(r.hotChunks)}`);
   check(typeof r.fp8Values === 'boolean', `fp8Values must be true or false, got ${fmt(r.fp8Values)}`);
+  check(typeof r.packedValues === 'boolean', `packedValues must be true or false, got ${fmt(r.packedValues)}`);
+  check(!(r.fp8Values && r.packedValues), 'packedValues and fp8Values are two formats of the host tier: choose one');
   check(isIntIn(r.svdOversample, 0, L.svdOversample), `svdOversample must be an integer in [0, ${L.svdOversample}], got ${fmt(r.svdOversample)}`);
   check(isIntIn(r.svdPowerIters, 0, L.svdPowerIters), `svdPowerIters must be an integer in [0, ${L.svdPowerIters}], got ${fmt(r.svdPowerIters)}`);
   return r;

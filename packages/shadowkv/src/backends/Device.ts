@@ -253,7 +253,8 @@ export interface Device {
   rebuildKeys(a: RebuildArgs): void;
   /**
    * Copies chunks `chunkIds[i]` of head `h` from a paged tier into `dst` slots `slots[i]` (`pages.dtype`,
-   * `pages.block` elements each), dequantizing where the tier holds fp8 (`pages.fp8Rows`).
+   * `pages.block` elements each), dequantizing where the tier holds fp8 (`pages.fp8Rows`) and
+   * unpacking where it is packed (`pages.bases`).
    */
   gatherValues(dst: View, pages: PagedBuffer, h: number, chunkIds: Int32Array, slots: Int32Array): void;
   /**
@@ -262,6 +263,13 @@ export interface Device {
    * (4-byte words, `fp8ChunkBytes(C, d)` bytes a chunk): E4M3 codes with a power-of-two scale per row.
    */
   quantizeValues?(dst: View, src: View, chunks: number, C: number, d: number): void;
+  /**
+   * Optional, and with it a packed host tier (`gatherValues` and `decodeLayer` read `bases` pages):
+   * `chunks` chunks of `n` bf16 values (`src`, contiguous) into their `n`-value slots at `dst`, each
+   * packed where its exponents allow (runtime/wasm/pack.h: lossless, 3/4 of the bytes), its base
+   * to byte `first + i` of `bases`.
+   */
+  packValues?(dst: View, src: View, chunks: number, n: number, bases: DeviceBuffer, first: number): void;
   /**
    * Exact attention of `g` query heads (`q`, `out`: `[g, d]` f32) over the union of `segments`.
    * `tasks` (default 1): how many such calls the caller's layer step makes, one per (row, kv head);
@@ -322,7 +330,16 @@ export interface PagedBuffer {
   readonly fp8Rows?: number;
   pages: DeviceBuffer[];
   table: DeviceBuffer;
+  /**
+   * Where the pages hold packed bf16 chunks (runtime/wasm/pack.h, in their `block`-value slots):
+   * one base byte a chunk, in page order (`packIndex`), on the device beside `table`.
+   */
+  bases?: DeviceBuffer;
 }
+
+/** The byte of `bases` that holds chunk c of head h's base: page order, `pageChunks` bytes a page (pack.h's pack_index). */
+export const packIndex = (p: Pick<PagedBuffer, 'pageChunks' | 'heads'>, h: number, c: number): number =>
+  (Math.floor(c / p.pageChunks) * p.heads + h) * p.pageChunks + (c % p.pageChunks);
 
 /** Bytes of one fp8 chunk of C rows of d values: the codes, one scale exponent per row, 16-byte padded (runtime/wasm/fp8.h). */
 export const fp8ChunkBytes = (C: number, d: number): number => Math.ceil((C * d + C) / 16) * 16;

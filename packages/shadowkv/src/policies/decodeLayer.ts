@@ -1,4 +1,4 @@
-import { at, fp8ChunkBytes, type Device, type DeviceBuffer, type Segment, type View } from '../backends/Device.js';
+import { at, fp8ChunkBytes, packIndex, type Device, type DeviceBuffer, type Segment, type View } from '../backends/Device.js';
 import { COUNTER, COUNTERS, HEAD_FIELD, HEAD_FIELDS, type LayerStep, type SparseHandles, type StepGeometry, type StepRow, type TailHandles } from '../backends/LayerStep.js';
 import { range } from './range.js';
 import { hotSlots, reuseSlots } from './reuseSlots.js';
@@ -186,9 +186,10 @@ export function pageView(s: Pick<SparseHandles, 'values'>, c: number, h: number)
   return at(p.pages[Math.floor(c / p.pageChunks) * p.heads + h]!, (c % p.pageChunks) * stride);
 }
 
-/** `chunks` chunks of values from `src` to the host pages from chunk c of head h on (one page): copied, or quantized where the pages hold fp8. */
+/** `chunks` chunks of values from `src` to the host pages from chunk c of head h on (one page): copied, or quantized or packed where the pages hold fp8 or packed chunks. */
 export function storeValues(device: Device, s: Pick<SparseHandles, 'values'>, c: number, h: number, src: View, chunks: number): void {
   const p = s.values;
+  if (p.bases) return device.packValues!(pageView(s, c, h), src, chunks, p.block, p.bases, packIndex(p, h, c));
   if (!p.fp8Rows) return device.copy(pageView(s, c, h), src, chunks * p.block);
   device.quantizeValues!(pageView(s, c, h), src, chunks, p.fp8Rows, p.block / p.fp8Rows);
 }

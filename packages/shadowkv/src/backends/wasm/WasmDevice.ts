@@ -220,11 +220,15 @@ export class WasmDevice implements Device {
   gatherValues(dst: View, pages: PagedBuffer, h: number, chunkIds: Int32Array, slots: Int32Array): void {
     const ids = this.stage('gather.ids', chunkIds);
     const to = this.stage('gather.slots', slots);
-    this.op('gather_values', () => this.x.skv_gather_values(pages.table.ptr, pages.pageChunks, pages.heads, h, ids, to, chunkIds.length, pages.block, storageCode(pages.dtype), pages.fp8Rows ?? 0, this.addr(dst)));
+    this.op('gather_values', () => this.x.skv_gather_values(pages.table.ptr, pages.pageChunks, pages.heads, h, ids, to, chunkIds.length, pages.block, storageCode(pages.dtype), pages.fp8Rows ?? 0, pages.bases?.ptr ?? 0, this.addr(dst)));
   }
 
   quantizeValues(dst: View, src: View, chunks: number, C: number, d: number): void {
     this.op('quantize_values', () => this.x.skv_quantize_values(this.addr(src), storageCode(src.buf.dtype), chunks, C, d, this.addr(dst)));
+  }
+
+  packValues(dst: View, src: View, chunks: number, n: number, bases: DeviceBuffer, first: number): void {
+    this.op('pack_values', () => this.x.skv_pack_values(this.addr(src), chunks, n, this.addr(dst), bases.ptr + first));
   }
 
   sparseAttention(q: View, g: number, d: number, scale: number, segments: readonly Segment[], out: View, tasks?: number): void {
@@ -300,6 +304,7 @@ export class WasmDevice implements Device {
     w[o + 24] = s.hot?.ids.ptr ?? 0;
     w[o + 25] = s.hot?.v.ptr ?? 0;
     w[o + 26] = s.values.fp8Rows ?? 0;
+    w[o + 27] = s.values.bases?.ptr ?? 0;
   }
 
   allocations(): number {

@@ -6,7 +6,7 @@ export { DTYPE_CODE, ROPE_STYLE_CODE, STATUS } from '../codes.js';
 export const SEGMENT_BYTES = 16;
 /** 4-byte words of `skv_layer_step` and of one `skv_row` in wasm32. */
 export const STEP_WORDS = 20;
-export const ROW_WORDS = 27;
+export const ROW_WORDS = 28;
 
 type Ptr = number;
 
@@ -60,8 +60,9 @@ export interface WasmExports {
     out: Ptr, outDtype: number, ldo: number,
   ): void;
   skv_sparse_attention(q: Ptr, g: number, d: number, scale: number, segs: Ptr, nseg: number, kvDtype: number, out: Ptr): void;
-  skv_gather_values(pages: Ptr, pageChunks: number, heads: number, h: number, ids: Ptr, slots: Ptr, n: number, block: number, dtype: number, fp8Rows: number, dst: Ptr): void;
+  skv_gather_values(pages: Ptr, pageChunks: number, heads: number, h: number, ids: Ptr, slots: Ptr, n: number, block: number, dtype: number, fp8Rows: number, bases: Ptr, dst: Ptr): void;
   skv_quantize_values(src: Ptr, dtype: number, chunks: number, C: number, d: number, dst: Ptr): void;
+  skv_pack_values(src: Ptr, chunks: number, n: number, dst: Ptr, bases: Ptr): void;
   skv_decode_layer(step: Ptr): number;
   skv_causal_attention(
     q: Ptr, g: number, Sq: number, d: number, scale: number, offset: number,

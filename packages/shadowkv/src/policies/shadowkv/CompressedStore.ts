@@ -23,6 +23,8 @@ export interface StoreGeometry {
   hotChunks: number;
   /** The host tier holds fp8 chunks (`fp8Values`). */
   fp8: boolean;
+  /** The host tier holds packed bf16 chunks (`packedValues`), their bases on the device. */
+  packed: boolean;
 }
 
 /** Outlier slots per kv head: the outliers, plus the sink chunks on top of them. */
@@ -32,7 +34,7 @@ export const maxOutliers = (o: ResolvedShadowKVOptions) => o.outlierChunks + Mat
 export function storeGeometry(o: ResolvedShadowKVOptions, spec: { kvHeads: number; headDim: number }, dtype: DType, rank: number): StoreGeometry {
   return {
     heads: spec.kvHeads, d: spec.headDim, C: o.chunkSize, rank, dtype, maxOutliers: maxOutliers(o),
-    maxSelected: o.budget / o.chunkSize, pageChunks: o.hostPageChunks, hotChunks: o.hotChunks, fp8: o.fp8Values,
+    maxSelected: o.budget / o.chunkSize, pageChunks: o.hostPageChunks, hotChunks: o.hotChunks, fp8: o.fp8Values, packed: o.packedValues,
   };
 }
 
@@ -46,7 +48,7 @@ export function hostPage(g: Pick<StoreGeometry, 'pageChunks' | 'C' | 'd' | 'dtyp
  * with 4-byte table entries as on wasm. `estimateMemory` and snapshot restores size stores with it.
  */
 export function storeComponents(g: StoreGeometry, capacity: number): Record<'lowRankU' | 'basis' | 'landmarks' | 'outliers' | 'selected' | 'hotValues' | 'tables' | 'host', number> {
-  const { heads, d, C, rank, maxOutliers, maxSelected, dtype, pageChunks, hotChunks, fp8 } = g;
+  const { heads, d, C, rank, maxOutliers, maxSelected, dtype, pageChunks, hotChunks, fp8, packed } = g;
   const b = DTYPE_BYTES[dtype];
   const pages = Math.ceil(capacity / pageChunks) * heads;
   const chunkBytes = fp8 ? fp8ChunkBytes(C, d) : C * d * b;
@@ -57,10 +59,13 @@ export function storeComponents(g: StoreGeometry, capacity: number): Record<'low
     outliers: 2 * heads * maxOutliers * C * d * b,
     selected: 2 * heads * maxSelected * C * d * b,
     hotValues: heads * hotChunks * C * d * b,
-    tables: 4 * (heads * capacity + heads * HEAD_WORDS + heads * maxOutliers + heads * maxSelected + heads * hotChunks + pages),
+    tables: 4 * (heads * capacity + heads * HEAD_WORDS + heads * maxOutliers + heads * maxSelected + heads * hotChunks + pages + (packed ? baseWords(pages, pageChunks) : 0)),
     host: pages * pageChunks * chunkBytes,
   };
 }
+
+/** 4-byte words of a packed tier's bases: a byte a chunk of every page. */
+const baseWords = (pages: number, pageChunks: number) => Math.ceil((pages * pageChunks) / 4);
 
 /** Snapshot content of one store (typed arrays per head). */
 export interface StoreSnapshot {
@@ -137,6 +142,7 @@ export class CompressedStore implements SparseHandles {
       if (hotChunks > 0) this.hot = { slots: hotChunks, ids: alloc(heads * hotChunks, 'i32', 'tables'), v: alloc(heads * hotChunks * C * d, dtype, 'hotValues') };
       this.values = { pageChunks, block: C * d, heads, dtype, ...(geometry.fp8 ? { fp8Rows: C } : {}), pages: [], table: device.pointerTable([], 'tables') };
       made.push(this.values.table);
+      if (geometry.packed) this.values.bases = alloc(0, 'i32', 'tables');
       device.write(at(this.headCounts), new Int32Array(heads * HEAD_WORDS));
       this.clearSelection();
       this.resize(chunks);
@@ -162,13 +168,14 @@ export class CompressedStore implements SparseHandles {
       return buf;
     };
     const pages: DeviceBuffer[] = [];
-    let next: { u: DeviceBuffer; landmarks: DeviceBuffer; ids: DeviceBuffer; table?: DeviceBuffer };
+    let next: { u: DeviceBuffer; landmarks: DeviceBuffer; ids: DeviceBuffer; table?: DeviceBuffer; bases?: DeviceBuffer };
     try {
       next = { u: alloc(capacity * C * rank, dtype, 'lowRankU'), landmarks: alloc(heads * capacity * d, dtype, 'landmarks'), ids: alloc(heads * capacity, 'i32', 'tables') };
       // Host pages: whole pages for every chunk the capacity allows; what is stored never moves.
       const need = Math.ceil(capacity / pageChunks) * heads;
       while (this.values.pages.length + pages.length < need) pages.push(this.hostPages.take());
-      if (pages.length) next.table = this.device.pointerTable([...this.values.pages, ...pages], 'tables');
+      if (pages.length && this.values.bases) next.bases = alloc(baseWords(need, pageChunks), 'i32', 'tables');
+      if (pages.length) next.table = this.device.pointerTable([...this.values.pages, ...pages], 'tables'); // last: not in `made`
     } catch (err) {
       made.forEach((b) => this.device.free(b));
       pages.forEach((p) => this.hostPages.give(p));
@@ -186,6 +193,12 @@ export class CompressedStore implements SparseHandles {
     this.landmarks = next.landmarks;
     this.landmarkIds = next.ids;
     this.chunkCapacity = capacity;
+    if (next.bases) {
+      const held = baseWords(this.values.pages.length, pageChunks);
+      if (held) this.device.copy(at(next.bases), at(this.values.bases!), held);
+      this.device.free(this.values.bases!);
+      this.values.bases = next.bases;
+    }
     if (next.table) {
       this.device.free(this.values.table);
       for (const page of pages) this.values.pages.push(page); // NOTE: not push(...pages): a long list spread as arguments overflows the stack
@@ -209,7 +222,7 @@ export class CompressedStore implements SparseHandles {
   }
 
   free(): void {
-    for (const b of [this.u, this.sv, this.proj, this.landmarks, this.landmarkIds, this.headCounts, this.outlierIds, this.outlierK, this.outlierV, this.selectedK, this.selectedV, this.selectedIds, this.values.table, this.hot?.ids, this.hot?.v]) {
+    for (const b of [this.u, this.sv, this.proj, this.landmarks, this.landmarkIds, this.headCounts, this.outlierIds, this.outlierK, this.outlierV, this.selectedK, this.selectedV, this.selectedIds, this.values.table, this.values.bases, this.hot?.ids, this.hot?.v]) {
       if (b) this.device.free(b);
     }
     this.values.pages.forEach((p) => this.hostPages.give(p));

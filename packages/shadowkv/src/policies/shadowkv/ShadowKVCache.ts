@@ -96,6 +96,12 @@ export class ShadowKVCache extends BaseKVCache<ShadowState> {
       this.dispose();
       throw new ConfigError(`fp8Values: the ${this.backendInfo.name} backend has no fp8 host tier (its devices have no quantizeValues; wasm and cuda have); leave fp8Values off there`);
     }
+    if (options.packedValues && (!this.device.packValues || this.dtype !== 'bf16')) {
+      this.dispose();
+      throw new ConfigError(this.dtype !== 'bf16'
+        ? `packedValues packs bf16 exponents; this cache stores ${this.dtype}: use dtype 'bf16' or leave packedValues off`
+        : `packedValues: the ${this.backendInfo.name} backend has no packed host tier (its devices have no packValues; wasm and cuda have); leave packedValues off there`);
+    }
     const page = hostPage(this.storeGeometry());
     const pages = new HostPages(this.device, page.length, page.dtype);
     // NOTE: no store outgrows what a row of maxTokens stores (storeChunks sizes the first within it too).

@@ -159,7 +159,7 @@ function copyValues(ctx: CompressContext, st: SequenceState, store: CompressedSt
       copies.push({ dst: pageView(store, c, h), src: st.tail.headV(h, c * C), length: run * C * d, c, h });
     }
   }
-  if (o.fp8Values) {
+  if (o.fp8Values || o.packedValues) {
     copies.forEach((r) => storeValues(device, store, r.c, r.h, r.src, r.length / (C * d)));
     return () => {};
   }

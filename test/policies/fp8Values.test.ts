@@ -4,26 +4,18 @@
 // for bit); outputs stay close to those of the same cache with values in the storage dtype; the host
 // tier and the bytes a miss moves shrink to fp8ChunkBytes per chunk.
 import { expect, it } from 'vitest';
-import { ConfigError, createCache, estimateMemory, loadCache, toFloat32, type ShadowKVCache } from '../../packages/shadowkv/src/backend.js';
+import { ConfigError, createCache, estimateMemory, toFloat32 } from '../../packages/shadowkv/src/backend.js';
 import { fp8ChunkBytes } from '../../packages/shadowkv/src/backends/Device.js';
 import { scenarioSteps, type ScenarioStep } from '../conformance/scenarioInputs.js';
 import { SCENARIOS, type Scenario } from '../conformance/scenarios.js';
 import { forEachEnv } from '../envs.js';
 import { registerComposed, registerWithoutFp8 } from '../helpers/backends.js';
 import { runScenario } from '../conformance/runScenario.js';
+import { expectRestoredAlike, play } from '../helpers/scenarioPlay.js';
 
 // Ragged rows, drifting queries, compaction across pages, a hot-value cache: every writer and reader of the tier.
 const base = SCENARIOS[0]!;
 const fp8: Scenario = { ...base, options: { ...base.options, fp8Values: true } };
-
-/** Runs the scenario's events on a cache; each decode's output (f32) goes to `outs`. */
-function play(c: ShadowKVCache, events: ScenarioStep[], outs: number[][]): void {
-  for (const ev of events) {
-    if (ev.kind === 'reset') c.reset(ev.sequence);
-    else if (ev.kind === 'prefill') c.prefill(ev.layer, { keys: ev.keys.t, values: ev.values.t, queries: ev.queries?.t, sequences: ev.sequences });
-    else outs.push(Array.from(toFloat32(c.decode(ev.layer, { query: ev.query.t, key: ev.key.t, value: ev.value.t }))));
-  }
-}
 
 /** Largest |a - b| over all outputs. */
 function maxDiff(a: number[][], b: number[][]): number {
@@ -95,16 +87,7 @@ forEachEnv('shadowkv: fp8 values on the host tier', (env) => {
   });
 
   it('a snapshot keeps the dequantized values: restored, it decodes the same outputs', async () => {
-    const events = [...scenarioSteps(base, env.dtype)];
-    const cut = events.findIndex((e) => e.kind === 'decode') + 20;
-    const c = await make(fp8);
-    play(c, events.slice(0, cut), []);
-    const restored = (await loadCache(c.save(), { backend: env.backend })) as ShadowKVCache;
-    const [a, b] = [[], []] as number[][][];
-    play(c, events.slice(cut), a);
-    play(restored, events.slice(cut), b);
-    expect(b).toEqual(a);
-    [c, restored].forEach((x) => x.dispose());
+    await expectRestoredAlike(await make(fp8), [...scenarioSteps(base, env.dtype)], env.backend);
   });
 });
 

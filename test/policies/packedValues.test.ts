@@ -4,22 +4,14 @@
 // gather) give the same bits as the plain tier, on values that pack and on values that must stay
 // raw (tiny beside large, subnormals); the tier costs one byte a chunk of device tables.
 import { expect, it } from 'vitest';
-import { ConfigError, createCache, estimateMemory, loadCache, toFloat32, type ShadowKVCache } from '../../packages/shadowkv/src/backend.js';
+import { ConfigError, createCache, estimateMemory } from '../../packages/shadowkv/src/backend.js';
 import { scenarioSteps, type ScenarioStep } from '../conformance/scenarioInputs.js';
 import { SCENARIOS, type Scenario } from '../conformance/scenarios.js';
 import { forEachEnv } from '../envs.js';
 import { registerComposed, registerWithoutPack } from '../helpers/backends.js';
+import { expectRestoredAlike, play } from '../helpers/scenarioPlay.js';
 
 const packed = (sc: Scenario): Scenario => ({ ...sc, options: { ...sc.options, packedValues: true } });
-
-/** Runs the events on a cache; each decode's output bits go to `outs`. */
-function play(c: ShadowKVCache, events: ScenarioStep[], outs: number[][]): void {
-  for (const ev of events) {
-    if (ev.kind === 'reset') c.reset(ev.sequence);
-    else if (ev.kind === 'prefill') c.prefill(ev.layer, { keys: ev.keys.t, values: ev.values.t, queries: ev.queries?.t, sequences: ev.sequences });
-    else outs.push(Array.from(new Uint32Array(toFloat32(c.decode(ev.layer, { query: ev.query.t, key: ev.key.t, value: ev.value.t })).buffer.slice(0))));
-  }
-}
 
 /**
  * The events (bf16) with values that keep some chunks raw: in every third token one value 2^-20 of
@@ -55,8 +47,9 @@ forEachEnv('shadowkv: packed values on the host tier', (env) => {
       play(q, events, b);
       play(r, events, c);
       expect(a.length).toBeGreaterThan(0);
-      expect(b).toEqual(a);
-      expect(c).toEqual(a);
+      const bits = (x: number[][]) => x.map((row) => Array.from(new Uint32Array(Float32Array.from(row).buffer)));
+      expect(bits(b)).toEqual(bits(a));
+      expect(bits(c)).toEqual(bits(a));
       for (let l = 0; l < sc.spec.layers; l++)
         for (let row = 0; row < sc.batch; row++) for (let h = 0; h < sc.spec.kvHeads; h++) expect(q.selection(l, row, h)).toEqual(p.selection(l, row, h));
       expect([q.stats().hitRate, q.stats().bytesFetched]).toEqual([p.stats().hitRate, p.stats().bytesFetched]);
@@ -85,16 +78,7 @@ forEachEnv('shadowkv: packed values on the host tier', (env) => {
 
   it('a snapshot restores the same values: restored, it decodes the same bits', async () => {
     const sc = SCENARIOS[0]!;
-    const events = widened([...scenarioSteps(sc, env.dtype)], sc.spec.headDim);
-    const cut = events.findIndex((e) => e.kind === 'decode') + 20;
-    const c = await make(packed(sc));
-    play(c, events.slice(0, cut), []);
-    const restored = (await loadCache(c.save(), { backend: env.backend })) as ShadowKVCache;
-    const [a, b] = [[], []] as number[][][];
-    play(c, events.slice(cut), a);
-    play(restored, events.slice(cut), b);
-    expect(b).toEqual(a);
-    [c, restored].forEach((x) => x.dispose());
+    await expectRestoredAlike(await make(packed(sc)), widened([...scenarioSteps(sc, env.dtype)], sc.spec.headDim), env.backend);
   });
 }, (e) => e.dtype === 'bf16');
 

@@ -791,9 +791,10 @@ __global__ void __launch_bounds__(256) CompactKeysKernel(StepArgs a) {
 }
 
 // Block (row b, head h, y), for chunks i = y, y + gridDim.y, ...: the chunk's values to its host
-// page (quantized or packed where it holds fp8 or packed chunks); its landmark and id appended after the head's landmarks (the
-// count is raised by CompactTail, after every block read it), the head's landmark bound raised to
-// the stored landmark's max |L_i| (read back: what the logits will see, rounded).
+// page (quantized or packed where it holds fp8 or packed chunks); its landmark and id appended
+// after the head's landmarks (the count is raised by CompactTail, after every block read it), the
+// head's landmark bound raised to the stored landmark's max |L_i| (read back: what the logits will
+// see, rounded).
 __global__ void __launch_bounds__(LANDMARK_THREADS) CompactChunksKernel(StepArgs a) {
   skv_pdl_enter();
   extern __shared__ float L[];  // [d]

@@ -88,6 +88,9 @@ forEachEnv('shadowkv: packed values where they cannot be', (env) => {
     const err = await createCache({ spec: sc.spec, policy: 'shadowkv', dtype: env.dtype, backend: env.backend, options: packed(sc).options }).then(() => undefined, (e: unknown) => e);
     expect(err).toBeInstanceOf(ConfigError);
     expect((err as Error).message).toMatch(new RegExp(`packedValues packs bf16 exponents; this cache stores ${env.dtype}`));
+    // estimateMemory refuses what createCache refuses, with the same words.
+    expect(() => estimateMemory({ spec: sc.spec, policy: 'shadowkv', tokens: 4096, dtype: env.dtype, options: packed(sc).options })).toThrow(ConfigError);
+    expect(() => estimateMemory({ spec: sc.spec, policy: 'shadowkv', tokens: 4096, dtype: env.dtype, options: packed(sc).options })).toThrow((err as Error).message);
   });
 }, (e) => e.dtype !== 'bf16');
 

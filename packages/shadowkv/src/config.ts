@@ -190,6 +190,11 @@ export function resolveCacheOptions(o: CacheOptions = {}): ResolvedCacheOptions 
   return r;
 }
 
+/** ShadowKV's options against the storage dtype (createCache and estimateMemory alike): packedValues packs bf16 only. */
+export function checkShadowKVDtype(o: Pick<ResolvedShadowKVOptions, 'packedValues'>, dtype: DType): void {
+  check(!o.packedValues || dtype === 'bf16', `packedValues packs bf16 exponents; this cache stores ${dtype}: use dtype 'bf16' or leave packedValues off`);
+}
+
 /** Option names of ShadowKV. */
 export const SHADOWKV_OPTION_KEYS = [
   'rank', 'chunkSize', 'budget', 'outlierChunks', 'localTokens', 'sinkTokens', 'maxRecentTokens', 'denseThreshold',

@@ -1,4 +1,4 @@
-import { CACHE_OPTION_KEYS, checkKeys, fmt, resolveCacheOptions, resolveShadowKVOptions, type CacheOptions, type ShadowKVOptions } from './config.js';
+import { CACHE_OPTION_KEYS, checkKeys, checkShadowKVDtype, fmt, resolveCacheOptions, resolveShadowKVOptions, type CacheOptions, type ShadowKVOptions } from './config.js';
 import { ConfigError } from './errors/ConfigError.js';
 import { storeChunks, storedChunks } from './policies/capacity.js';
 import { storeComponents, storeGeometry } from './policies/shadowkv/CompressedStore.js';
@@ -92,6 +92,7 @@ export function estimateMemory(q: MemoryQuestion): MemoryEstimate {
   const S = q.tokens;
   const dense = rows * 2 * Hkv * S * d * b;
   const o = resolveShadowKVOptions(q.options ?? {}, spec);
+  checkShadowKVDtype(o, cache.dtype);
   const C = o.chunkSize;
   const nc = storedChunks(S, o) * C;
   // NOTE: a tail grows by an eighth at a time, holding its old and new buffers while it copies: one

@@ -1,7 +1,7 @@
 import { abortable, checkSignal } from '../../abortable.js';
 import { at, fp8ChunkBytes, type DeviceBuffer } from '../../backends/Device.js';
 import { HEAD_FIELDS, type StepGeometry, type StepRow } from '../../backends/LayerStep.js';
-import { checkKeys, resolveShadowKVOptions, SHADOWKV_OPTION_KEYS, type ResolvedShadowKVOptions, type ShadowKVOptions } from '../../config.js';
+import { checkKeys, checkShadowKVDtype, resolveShadowKVOptions, SHADOWKV_OPTION_KEYS, type ResolvedShadowKVOptions, type ShadowKVOptions } from '../../config.js';
 import { ConfigError } from '../../errors/ConfigError.js';
 import { LayerIndexError } from '../../errors/LayerIndexError.js';
 import { SequenceIndexError } from '../../errors/SequenceIndexError.js';
@@ -96,11 +96,15 @@ export class ShadowKVCache extends BaseKVCache<ShadowState> {
       this.dispose();
       throw new ConfigError(`fp8Values: the ${this.backendInfo.name} backend has no fp8 host tier (its devices have no quantizeValues; wasm and cuda have); leave fp8Values off there`);
     }
-    if (options.packedValues && (!this.device.packValues || this.dtype !== 'bf16')) {
+    try {
+      checkShadowKVDtype(options, this.dtype);
+    } catch (err) {
       this.dispose();
-      throw new ConfigError(this.dtype !== 'bf16'
-        ? `packedValues packs bf16 exponents; this cache stores ${this.dtype}: use dtype 'bf16' or leave packedValues off`
-        : `packedValues: the ${this.backendInfo.name} backend has no packed host tier (its devices have no packValues; wasm and cuda have); leave packedValues off there`);
+      throw err;
+    }
+    if (options.packedValues && !this.device.packValues) {
+      this.dispose();
+      throw new ConfigError(`packedValues: the ${this.backendInfo.name} backend has no packed host tier (its devices have no packValues; wasm and cuda have); leave packedValues off there`);
     }
     const page = hostPage(this.storeGeometry());
     const pages = new HostPages(this.device, page.length, page.dtype);

@@ -13,6 +13,9 @@ export function play(c: ShadowKVCache, events: ScenarioStep[], outs: number[][])
   }
 }
 
+/** Outputs as their f32 bits, so that -0 and NaN compare too. */
+export const outputBits = (outs: number[][]): number[][] => outs.map((row) => Array.from(new Uint32Array(Float32Array.from(row).buffer)));
+
 /** Plays the events up to 20 decodes in, saves and restores the cache, and checks that both decode the rest alike (bit for bit: -0 and NaN too). */
 export async function expectRestoredAlike(c: ShadowKVCache, events: ScenarioStep[], backend: string): Promise<void> {
   const cut = events.findIndex((e) => e.kind === 'decode') + 20;
@@ -21,7 +24,6 @@ export async function expectRestoredAlike(c: ShadowKVCache, events: ScenarioStep
   const [a, b] = [[], []] as number[][][];
   play(c, events.slice(cut), a);
   play(restored, events.slice(cut), b);
-  const bits = (x: number[][]) => x.map((row) => Array.from(new Uint32Array(Float32Array.from(row).buffer)));
-  expect(bits(b)).toEqual(bits(a));
+  expect(outputBits(b)).toEqual(outputBits(a));
   [c, restored].forEach((x) => x.dispose());
 }

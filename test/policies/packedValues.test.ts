@@ -9,7 +9,7 @@ import { scenarioSteps, type ScenarioStep } from '../conformance/scenarioInputs.
 import { SCENARIOS, type Scenario } from '../conformance/scenarios.js';
 import { forEachEnv } from '../envs.js';
 import { registerComposed, registerWithoutPack } from '../helpers/backends.js';
-import { expectRestoredAlike, play } from '../helpers/scenarioPlay.js';
+import { expectRestoredAlike, outputBits, play } from '../helpers/scenarioPlay.js';
 
 const packed = (sc: Scenario): Scenario => ({ ...sc, options: { ...sc.options, packedValues: true } });
 
@@ -47,9 +47,8 @@ forEachEnv('shadowkv: packed values on the host tier', (env) => {
       play(q, events, b);
       play(r, events, c);
       expect(a.length).toBeGreaterThan(0);
-      const bits = (x: number[][]) => x.map((row) => Array.from(new Uint32Array(Float32Array.from(row).buffer)));
-      expect(bits(b)).toEqual(bits(a));
-      expect(bits(c)).toEqual(bits(a));
+      expect(outputBits(b)).toEqual(outputBits(a));
+      expect(outputBits(c)).toEqual(outputBits(a));
       for (let l = 0; l < sc.spec.layers; l++)
         for (let row = 0; row < sc.batch; row++) for (let h = 0; h < sc.spec.kvHeads; h++) expect(q.selection(l, row, h)).toEqual(p.selection(l, row, h));
       expect([q.stats().hitRate, q.stats().bytesFetched]).toEqual([p.stats().hitRate, p.stats().bytesFetched]);

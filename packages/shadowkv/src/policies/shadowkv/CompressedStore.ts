@@ -142,7 +142,6 @@ export class CompressedStore implements SparseHandles {
       if (hotChunks > 0) this.hot = { slots: hotChunks, ids: alloc(heads * hotChunks, 'i32', 'tables'), v: alloc(heads * hotChunks * C * d, dtype, 'hotValues') };
       this.values = { pageChunks, block: C * d, heads, dtype, ...(geometry.fp8 ? { fp8Rows: C } : {}), pages: [], table: device.pointerTable([], 'tables') };
       made.push(this.values.table);
-      if (geometry.packed) this.values.bases = alloc(0, 'i32', 'tables');
       device.write(at(this.headCounts), new Int32Array(heads * HEAD_WORDS));
       this.clearSelection();
       this.resize(chunks);
@@ -174,7 +173,7 @@ export class CompressedStore implements SparseHandles {
       // Host pages: whole pages for every chunk the capacity allows; what is stored never moves.
       const need = Math.ceil(capacity / pageChunks) * heads;
       while (this.values.pages.length + pages.length < need) pages.push(this.hostPages.take());
-      if (pages.length && this.values.bases) next.bases = alloc(baseWords(need, pageChunks), 'i32', 'tables');
+      if (pages.length && this.geometry.packed) next.bases = alloc(baseWords(need, pageChunks), 'i32', 'tables');
       if (pages.length) next.table = this.device.pointerTable([...this.values.pages, ...pages], 'tables'); // last: not in `made`
     } catch (err) {
       made.forEach((b) => this.device.free(b));
@@ -194,9 +193,11 @@ export class CompressedStore implements SparseHandles {
     this.landmarkIds = next.ids;
     this.chunkCapacity = capacity;
     if (next.bases) {
-      const held = baseWords(this.values.pages.length, pageChunks);
-      if (held) this.device.copy(at(next.bases), at(this.values.bases!), held);
-      this.device.free(this.values.bases!);
+      const old = this.values.bases; // none before the first pages
+      if (old) {
+        this.device.copy(at(next.bases), at(old), baseWords(this.values.pages.length, pageChunks));
+        this.device.free(old);
+      }
       this.values.bases = next.bases;
     }
     if (next.table) {

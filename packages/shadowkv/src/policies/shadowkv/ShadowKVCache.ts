@@ -92,19 +92,18 @@ export class ShadowKVCache extends BaseKVCache<ShadowState> {
     const options = resolveShadowKVOptions(pickOptions(config), resolveSpec(config?.spec));
     super(config, SHADOWKV_OPTION_KEYS, runtime);
     this.options = options;
-    if (options.fp8Values && !this.device.quantizeValues) {
-      this.dispose();
-      throw new ConfigError(`fp8Values: the ${this.backendInfo.name} backend has no fp8 host tier (its devices have no quantizeValues; wasm and cuda have); leave fp8Values off there`);
-    }
+    // The host tier's format against this cache's dtype and backend (the runtime is started by now).
     try {
       checkShadowKVDtype(options, this.dtype);
+      if (options.fp8Values && !this.device.quantizeValues) {
+        throw new ConfigError(`fp8Values: the ${this.backendInfo.name} backend has no fp8 host tier (its devices have no quantizeValues; wasm and cuda have); leave fp8Values off there`);
+      }
+      if (options.packedValues && !this.device.packValues) {
+        throw new ConfigError(`packedValues: the ${this.backendInfo.name} backend has no packed host tier (its devices have no packValues; wasm and cuda have); leave packedValues off there`);
+      }
     } catch (err) {
       this.dispose();
       throw err;
-    }
-    if (options.packedValues && !this.device.packValues) {
-      this.dispose();
-      throw new ConfigError(`packedValues: the ${this.backendInfo.name} backend has no packed host tier (its devices have no packValues; wasm and cuda have); leave packedValues off there`);
     }
     const page = hostPage(this.storeGeometry());
     const pages = new HostPages(this.device, page.length, page.dtype);

@@ -88,8 +88,9 @@ forEachEnv('shadowkv: packed values where they cannot be', (env) => {
     expect(err).toBeInstanceOf(ConfigError);
     expect((err as Error).message).toMatch(new RegExp(`packedValues packs bf16 exponents; this cache stores ${env.dtype}`));
     // estimateMemory refuses what createCache refuses, with the same words.
-    expect(() => estimateMemory({ spec: sc.spec, policy: 'shadowkv', tokens: 4096, dtype: env.dtype, options: packed(sc).options })).toThrow(ConfigError);
-    expect(() => estimateMemory({ spec: sc.spec, policy: 'shadowkv', tokens: 4096, dtype: env.dtype, options: packed(sc).options })).toThrow((err as Error).message);
+    const estimate = () => estimateMemory({ spec: sc.spec, policy: 'shadowkv', tokens: 4096, dtype: env.dtype, options: packed(sc).options });
+    expect(estimate).toThrow(ConfigError);
+    expect(estimate).toThrow((err as Error).message);
   });
 }, (e) => e.dtype !== 'bf16');
 

@@ -68,6 +68,9 @@ function pickOptions(config: ShadowKVConfig | CacheConfig): ShadowKVOptions {
   return Object.fromEntries(SHADOWKV_OPTION_KEYS.filter((k) => k in given).map((k) => [k, given[k]])) as ShadowKVOptions;
 }
 
+/** The host tier's optional formats: the option, the device op that writes it, the tier's name. */
+const HOST_TIER_FORMATS = [['fp8Values', 'quantizeValues', 'fp8'], ['packedValues', 'packValues', 'packed']] as const;
+
 /**
  * ShadowKV: low-rank pre-RoPE keys and landmarks on the device, values in host memory, and per
  * decode step exact attention over the local window, outlier chunks, the top-scoring chunks and
@@ -95,11 +98,10 @@ export class ShadowKVCache extends BaseKVCache<ShadowState> {
     // The host tier's format against this cache's dtype and backend (the runtime is started by now).
     try {
       checkShadowKVDtype(options, this.dtype);
-      if (options.fp8Values && !this.device.quantizeValues) {
-        throw new ConfigError(`fp8Values: the ${this.backendInfo.name} backend has no fp8 host tier (its devices have no quantizeValues; wasm and cuda have); leave fp8Values off there`);
-      }
-      if (options.packedValues && !this.device.packValues) {
-        throw new ConfigError(`packedValues: the ${this.backendInfo.name} backend has no packed host tier (its devices have no packValues; wasm and cuda have); leave packedValues off there`);
+      for (const [option, op, tier] of HOST_TIER_FORMATS) {
+        if (options[option] && !this.device[op]) {
+          throw new ConfigError(`${option}: the ${this.backendInfo.name} backend has no ${tier} host tier (its devices have no ${op}; wasm and cuda have); leave ${option} off there`);
+        }
       }
     } catch (err) {
       this.dispose();

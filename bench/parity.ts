@@ -111,10 +111,19 @@ const summary = (xs: number[]) => ({ max: Math.max(0, ...xs), median: median(xs)
 type Pair = 'candVsRef' | 'refVsOracle' | 'candVsOracle';
 const PAIRS: Pair[] = ['candVsRef', 'refVsOracle', 'candVsOracle'];
 
-/** A scenario through both backends; `fp8`: shadowkv with fp8Values, the oracle's stored chunks as the fp8 tier returns them. */
-async function endToEnd(sc: Scenario, policy: 'shadowkv' | 'full', dtype: DType, tolerance: number, fp8 = false) {
+/**
+ * ShadowKV's host-tier formats: fp8 (fp8Values; the oracle's stored chunks as the fp8 tier returns
+ * them) and packed (packedValues, bf16 only; lossless, so the oracle is the plain tier's).
+ */
+const TIERS = { plain: {}, fp8: { fp8Values: true }, packed: { packedValues: true } } as const;
+type Tier = keyof typeof TIERS;
+const labelOf = (policy: string, tier: Tier) => (tier === 'plain' ? policy : `${policy}+${tier}`);
+const runsOf = (dtype: DType) => [['shadowkv', 'plain'], ['shadowkv', 'fp8'], ...(dtype === 'bf16' ? [['shadowkv', 'packed'] as const] : []), ['full', 'plain']] as const;
+
+/** A scenario through both backends, shadowkv's host tier in the given format. */
+async function endToEnd(sc: Scenario, policy: 'shadowkv' | 'full', dtype: DType, tolerance: number, tier: Tier) {
   const { spec, batch } = sc;
-  const options = { ...sc.options, fp8Values: fp8 };
+  const options = { ...sc.options, ...TIERS[tier] };
   const { queryHeads: Hq, kvHeads: Hkv, headDim: d, layers } = spec;
   const make = (backend: string) => (policy === 'shadowkv'
     ? createCache({ spec, policy, batch, dtype, backend, options })
@@ -193,7 +202,7 @@ async function endToEnd(sc: Scenario, policy: 'shadowkv' | 'full', dtype: DType,
     agreeingRows: Object.fromEntries(PAIRS.map((p) => [p, summary(agreeing[p])])) as Record<Pair, ReturnType<typeof summary>>,
     prefillCandVsRef: summary(prefill),
   };
-  const label = fp8 ? `${policy}+fp8` : policy;
+  const label = labelOf(policy, tier);
   const result = { scenario: sc.name, policy: label, decodeCalls: decodes, output, ...(policy === 'shadowkv' ? { selection: sel } : {}) };
   const e = (x: number) => x.toExponential(2);
   log(`${dtype} ${label}: ${sc.name}: ${policy === 'shadowkv' ? `sets ${sel.identical}/${sel.sets} identical (${sel.nearTies} of ${sel.differing} differing are near-ties), ` : ''}`
@@ -258,11 +267,11 @@ for (const dtype of dtypes) {
   const endToEndRuns: Awaited<ReturnType<typeof endToEnd>>[] = [];
   const endToEndFailed: { scenario: string; policy: string; error: string }[] = [];
   for (const sc of SCENARIOS) {
-    for (const [policy, fp8] of [['shadowkv', false], ['shadowkv', true], ['full', false]] as const) {
+    for (const [policy, tier] of runsOf(dtype)) {
       try {
-        endToEndRuns.push(await endToEnd(sc, policy, dtype, tolerance, fp8));
+        endToEndRuns.push(await endToEnd(sc, policy, dtype, tolerance, tier));
       } catch (err) {
-        const label = fp8 ? `${policy}+fp8` : policy;
+        const label = labelOf(policy, tier);
         log(`${dtype} ${label}: ${sc.name}: FAILED: ${(err as Error).message}`);
         endToEndFailed.push({ scenario: sc.name, policy: label, error: String((err as Error).message) });
       }

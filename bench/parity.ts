@@ -12,6 +12,7 @@ import os from 'node:os';
 import {
   createCache, createWasmBackend, registerBackend, resolveBackend, type Backend, type DType, type ShadowKVCache,
 } from '../packages/shadowkv/src/backend.js';
+import { checkShadowKVDtype } from '../packages/shadowkv/src/config.js';
 import { scenarioSteps } from '../test/conformance/scenarioInputs.js';
 import { SCENARIOS, type Scenario } from '../test/conformance/scenarios.js';
 import { f64, relError } from '../test/helpers/data.js';
@@ -118,7 +119,16 @@ const PAIRS: Pair[] = ['candVsRef', 'refVsOracle', 'candVsOracle'];
 const TIERS = { plain: {}, fp8: { fp8Values: true }, packed: { packedValues: true } } as const;
 type Tier = keyof typeof TIERS;
 const labelOf = (policy: string, tier: Tier) => (tier === 'plain' ? policy : `${policy}+${tier}`);
-const runsOf = (dtype: DType) => [['shadowkv', 'plain'], ['shadowkv', 'fp8'], ...(dtype === 'bf16' ? [['shadowkv', 'packed'] as const] : []), ['full', 'plain']] as const;
+/** The tiers a cache of this dtype may have (checkShadowKVDtype's rule, as createCache applies it). */
+const tiersOf = (dtype: DType) => (Object.keys(TIERS) as Tier[]).filter((tier) => {
+  try {
+    checkShadowKVDtype({ packedValues: false, ...TIERS[tier] }, dtype);
+    return true;
+  } catch {
+    return false;
+  }
+});
+const runsOf = (dtype: DType) => [...tiersOf(dtype).map((tier) => ['shadowkv', tier] as const), ['full', 'plain'] as const];
 
 /** A scenario through both backends, shadowkv's host tier in the given format. */
 async function endToEnd(sc: Scenario, policy: 'shadowkv' | 'full', dtype: DType, tolerance: number, tier: Tier) {

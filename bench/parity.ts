@@ -276,8 +276,9 @@ for (const dtype of dtypes) {
   const ops = runOps(dtype, ref, cand);
   const endToEndRuns: Awaited<ReturnType<typeof endToEnd>>[] = [];
   const endToEndFailed: { scenario: string; policy: string; error: string }[] = [];
+  const runs = runsOf(dtype);
   for (const sc of SCENARIOS) {
-    for (const [policy, tier] of runsOf(dtype)) {
+    for (const [policy, tier] of runs) {
       try {
         endToEndRuns.push(await endToEnd(sc, policy, dtype, tolerance, tier));
       } catch (err) {
